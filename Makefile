@@ -1,0 +1,28 @@
+# The two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+# Reinstall when the dependencies change; torch/torchvision come pinned from constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[demo,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pixql demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/pytest -q -rs
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -rs -m "not slow"
+
+clean:
+	rm -rf $(VENV) demo_out pixql_output .pytest_cache

@@ -1,0 +1,54 @@
+"""pixql: SQL for image classification.
+
+    import pixql
+    db = pixql.connect("shop.duckdb")
+    db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM photos").df()
+
+Importing pixql is cheap: torch and timm load only when a statement needs them.
+"""
+
+from pixql.errors import (
+    CatalogError,
+    DataError,
+    OptionError,
+    ParseError,
+    PixqlError,
+    SqlError,
+    StoreError,
+    TrainingError,
+    WeightsUnavailableError,
+)
+
+__version__ = "0.1.0"
+
+
+def connect(database=None, *, model_store=None, read_only=False, progress=True):
+    """Open a pixql connection over a DuckDB database (in memory when `database` is None).
+
+    Models live in `model_store`, else `$PIXQL_HOME`, else `<database>.models/`
+    (a temporary folder for an in-memory database). `progress=False` hides progress bars.
+    """
+    from pixql.api import Connection
+
+    return Connection(database, model_store=model_store, read_only=read_only, progress=progress)
+
+
+def load_ipython_extension(ipython):  # `%load_ext pixql`
+    from pixql.magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+__all__ = [
+    "connect",
+    "PixqlError",
+    "ParseError",
+    "OptionError",
+    "CatalogError",
+    "DataError",
+    "TrainingError",
+    "WeightsUnavailableError",
+    "StoreError",
+    "SqlError",
+    "__version__",
+]

@@ -1,0 +1,43 @@
+"""The Python front end: `pixql.connect()` -> Connection, thin over the engine."""
+
+from pixql.engine import Engine
+
+
+class Connection:
+    """A pixql database: DuckDB tables plus a model store.
+
+        db = pixql.connect("shop.duckdb")
+        db.sql("SELECT label, count(*) FROM photos GROUP BY label").df()
+
+    `db.duckdb` is the underlying DuckDB connection. Usable as a context manager.
+    """
+
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True):
+        self._engine = Engine(database, model_store=model_store, read_only=read_only, progress=progress)
+
+    @property
+    def duckdb(self):
+        return self._engine.duckdb
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @property
+    def model_store(self):
+        return str(self._engine.store.root)
+
+    def sql(self, script):
+        """Run one or more `;`-separated statements; return the last one's Result."""
+        return self._engine.execute(script)
+
+    execute = sql
+
+    def close(self):
+        self._engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

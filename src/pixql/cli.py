@@ -1,0 +1,174 @@
+"""The `pixql` command: thin over the engine, like Datasette's CLI.
+
+Results go to stdout, progress and messages to stderr. Exit status 0 on success,
+1 when a statement fails, 2 for bad usage, 130 on Ctrl-C.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pixql.errors import PixqlError
+
+FORMATS = ("table", "csv", "json")
+
+
+def _engine(db):
+    from pixql.engine import Engine
+
+    return Engine(db, progress=True)
+
+
+def _print_result(result, fmt, out_dir, open_image):
+    if result.image is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"print_image_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{id(result) % 10000}.png"
+        result.image.save(path)
+        click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
+        click.echo(str(path.resolve()))
+        if open_image:
+            click.launch(str(path))
+        return
+    if not result.has_rows:
+        return
+    frame = result.df()
+    if fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(frame.to_json(orient="records", date_format="iso"))
+    else:
+        click.echo(frame.to_string(index=False, max_rows=100, max_colwidth=60) if len(frame.columns)
+                   else "(no columns)")
+
+
+def run_script(engine, script, fmt, out_dir, open_image):
+    """Run a script, printing each result that has rows; return the exit status."""
+    from pixql.sql import parse_script
+
+    try:
+        statements = parse_script(script)
+    except PixqlError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    for statement in statements:
+        try:
+            result = engine.run(statement)
+        except PixqlError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            return 1
+        # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
+        _print_result(result, fmt, out_dir, open_image)
+    return 0
+
+
+def _interactive(engine, fmt, out_dir, open_image):
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        history = Path(os.environ.get("PIXQL_HISTORY", Path.home() / ".pixql_history"))
+        try:
+            readline.read_history_file(history)
+        except OSError:
+            pass
+    except ImportError:
+        readline = history = None
+    click.echo("pixql: statements end with ';'. Ctrl-D to quit.", err=True)
+    buffer = []
+    while True:
+        try:
+            line = input("pixql> " if not buffer else "   ...> ")
+        except EOFError:
+            click.echo(err=True)
+            break
+        except KeyboardInterrupt:
+            buffer = []
+            click.echo(err=True)
+            continue
+        buffer.append(line)
+        text = "\n".join(buffer).strip()
+        if not text.endswith(";") and text.lower() not in ("exit", "quit", ".quit"):
+            continue
+        buffer = []
+        if text.rstrip(";").strip().lower() in ("exit", "quit", ".quit"):
+            break
+        try:
+            run_script(engine, text, fmt, out_dir, open_image)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+    if readline is not None:
+        try:
+            readline.write_history_file(history)
+        except OSError:
+            pass
+    return 0
+
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="PIXQL_DB", default="pixql.duckdb", show_default=True,
+              help="DuckDB database file (models live beside it in FILE.models/).")
+@click.option("-c", "command", metavar="SCRIPT", help="Run these ';'-separated statements and exit.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: table).")
+@click.option("--out-dir", default="pixql_output", show_default=True, help="Where PRINT IMAGE writes PNG files.")
+@click.option("--open", "open_image", is_flag=True, help="Open PNG files written by PRINT IMAGE.")
+@click.version_option(package_name="pixql")
+@click.pass_context
+def cli(ctx, db, command, fmt, out_dir, open_image):
+    """SQL for image classification.
+
+    \b
+      pixql -c "SELECT 42"
+      pixql --db shop.duckdb run tutorial.sql
+      pixql --db shop.duckdb            (interactive prompt)
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image)
+    if ctx.invoked_subcommand is not None:
+        if command is not None:
+            raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
+        return
+    ctx.exit(_session(ctx.obj, command))
+
+
+def _session(obj, script=None, path=None):
+    try:
+        engine = _engine(obj["db"])
+    except PixqlError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    try:
+        if script is None and path is None:
+            return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"])
+        if path is not None:
+            script = Path(path).read_text(encoding="utf-8")
+        return run_script(engine, script, obj["fmt"], obj["out_dir"], obj["open_image"])
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)
+        return 130
+    finally:
+        engine.close()
+
+
+@cli.command()
+@click.argument("script_file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def run(obj, script_file):
+    """Run the statements in SCRIPT_FILE."""
+    sys.exit(_session(obj, path=script_file))
+
+
+@cli.command()
+@click.option("--out", default="demo_out", show_default=True, help="Folder for the demo's data and pictures.")
+def demo(out):
+    """Run the offline demo on images that installed packages ship."""
+    from pixql.demo import main as demo_main
+
+    sys.exit(demo_main(out))
+
+
+def main():
+    cli(prog_name="pixql")

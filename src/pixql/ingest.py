@@ -1,0 +1,144 @@
+"""COPY name FROM 'path': tables from CSV, Parquet, JSON files or a class-per-folder image tree.
+
+DuckDB reads the files; pixql only decides the reader, turns relative image paths
+into absolute ones (relative to the source file's folder, so the table works from
+any working directory) and swaps the table in within one transaction.
+"""
+
+import os
+from pathlib import Path
+
+from pixql.errors import CatalogError, DataError, OptionError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_READERS = {
+    ".csv": "read_csv_auto", ".tsv": "read_csv_auto", ".txt": "read_csv_auto",
+    ".parquet": "read_parquet", ".pq": "read_parquet",
+    ".json": "read_json_auto", ".jsonl": "read_json_auto", ".ndjson": "read_json_auto",
+}
+
+
+def quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_table(name):
+    """`schema.table` -> "schema"."table"."""
+    return ".".join(quote_ident(part) for part in name.split("."))
+
+
+def quote_literal(text):
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def table_exists(con, table):
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?) "
+        "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = lower(?) AND NOT internal",
+        [table.split(".")[-1], table.split(".")[-1]],
+    ).fetchall()[0][0] or 0)
+
+
+def _image_tree_rows(folder):
+    """One row per image: (absolute path, label = name of its first-level sub-folder)."""
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, folder)
+        if rel == ".":
+            continue  # images directly in the root have no class folder
+        label = rel.split(os.sep)[-1]
+        for name in sorted(filenames):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                rows.append((os.path.join(os.path.abspath(dirpath), name), label))
+    return rows
+
+
+def _path_columns(con, relation_sql, image_col):
+    """Columns whose values look like image paths (or the one named by image_col)."""
+    cols = con.execute(f"DESCRIBE SELECT * FROM {relation_sql}").fetchall()
+    names = [c[0] for c in cols]
+    if image_col is not None:
+        match = [n for n in names if n.lower() == image_col.lower()]
+        if not match:
+            raise DataError(f"COPY: image_col '{image_col}' is not a column of the file; columns: {', '.join(names)}")
+        return match
+    found = []
+    for name, dtype, *_ in cols:
+        if dtype != "VARCHAR":
+            continue
+        pattern = "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        share = con.execute(
+            f"SELECT avg(CASE WHEN regexp_matches(lower({quote_ident(name)}), '\\.({pattern})$') THEN 1 ELSE 0 END) "
+            f"FROM (SELECT {quote_ident(name)} FROM {relation_sql} WHERE {quote_ident(name)} IS NOT NULL LIMIT 200)"
+        ).fetchone()[0]
+        if share is not None and share >= 0.5:
+            found.append(name)
+    return found
+
+
+def copy_table(con, table, source, options, base_dir=None):
+    """Create (or replace / append to) `table` from `source`; returns the row count."""
+    if_exists = options.get("if_exists") or ("replace" if options.get("overwrite") else "fail")
+    if options.get("overwrite") and options.get("if_exists") not in (None, "replace"):
+        raise OptionError("COPY: overwrite=true contradicts if_exists='%s'" % options["if_exists"])
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or os.getcwd()) / path
+    if not path.exists():
+        raise DataError(f"COPY {table}: file or folder not found: {path}")
+    exists = table_exists(con, table)
+    if exists and if_exists == "fail":
+        raise CatalogError(
+            f"COPY {table}: table already exists; use OPTIONS (overwrite=true) or if_exists='append'"
+        )
+
+    if path.is_dir():
+        rows = _image_tree_rows(path)
+        if not rows:
+            raise DataError(f"COPY {table}: no images found in class sub-folders of {path}")
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=["image", "label"])
+        con.register("__pixql_copy_frame", frame)
+        select = "SELECT * FROM __pixql_copy_frame"
+    else:
+        reader = _READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DataError(
+                f"COPY {table}: cannot tell the format of {path.name}; "
+                f"use one of {', '.join(sorted(_READERS))} or a folder of images"
+            )
+        if path.stat().st_size == 0:
+            raise DataError(f"COPY {table}: {path} is empty")
+        relation = f"{reader}({quote_literal(str(path))})"
+        try:
+            path_cols = _path_columns(con, relation, options.get("image_col"))
+        except DataError:
+            raise
+        except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
+            raise DataError(f"COPY {table}: cannot read {path}: {exc}") from exc
+        folder = quote_literal(str(path.parent.resolve()) + os.sep)
+        # Absolute paths and URLs stay as they are; relative ones hang off the file's folder.
+        fixed = {
+            c: f"CASE WHEN {quote_ident(c)} IS NULL OR {quote_ident(c)} LIKE '/%' OR {quote_ident(c)} LIKE '%://%' "
+               f"THEN {quote_ident(c)} ELSE {folder} || {quote_ident(c)} END AS {quote_ident(c)}"
+            for c in path_cols
+        }
+        select = (f"SELECT * REPLACE ({', '.join(fixed.values())}) FROM {relation}" if fixed
+                  else f"SELECT * FROM {relation}")
+
+    try:
+        con.execute("BEGIN TRANSACTION")
+        if exists and if_exists == "append":
+            con.execute(f"INSERT INTO {quote_table(table)} BY NAME {select}")
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE {quote_table(table)} AS {select}")
+        con.execute("COMMIT")
+    except Exception as exc:
+        con.execute("ROLLBACK")
+        raise DataError(f"COPY {table}: cannot load {path}: {exc}") from exc
+    finally:
+        if path.is_dir():
+            con.unregister("__pixql_copy_frame")
+    return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchone()[0]

@@ -1,0 +1,120 @@
+"""Typed statements, one frozen dataclass each.
+
+The parser returns these; the engine dispatches on their type. `text` is the
+statement's own source (without the trailing `;`), `line`/`col` where it starts
+in the script, so that errors raised later can point back at it.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# An option value as written: bool, int, float, str, None, or a list of these.
+OptionValue = Any
+
+
+@dataclass(frozen=True)
+class Statement:
+    text: str = field(default="", kw_only=True, compare=False)
+    line: int = field(default=1, kw_only=True, compare=False)
+    col: int = field(default=1, kw_only=True, compare=False)
+
+    @property
+    def keyword(self) -> str:
+        """Short name used in messages, e.g. 'BUILD MODEL'."""
+        return type(self).KEYWORD  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Sql(Statement):
+    """Anything pixql does not own: handed to DuckDB verbatim."""
+    KEYWORD = "SQL"
+    sql: str
+
+
+@dataclass(frozen=True)
+class Copy(Statement):
+    """COPY table [OPTIONS (...)] FROM 'path'"""
+    KEYWORD = "COPY"
+    table: str
+    source: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildModel(Statement):
+    """BUILD MODEL name [USING base] [OPTIONS (...)] AS query"""
+    KEYWORD = "BUILD MODEL"
+    name: str
+    base: Optional[str]
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitModel(Statement):
+    """FIT MODEL new USING old [OPTIONS (...)] AS query"""
+    KEYWORD = "FIT MODEL"
+    name: str
+    source_model: str
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Predict(Statement):
+    """PREDICT USING model [OPTIONS (...)] AS query"""
+    KEYWORD = "PREDICT"
+    model: str
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluate(Statement):
+    """EVALUATE USING model [OPTIONS (...)] AS query"""
+    KEYWORD = "EVALUATE"
+    model: str
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrintImage(Statement):
+    """PRINT IMAGE [OPTIONS (...)] AS query"""
+    KEYWORD = "PRINT IMAGE"
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShowModels(Statement):
+    KEYWORD = "SHOW MODELS"
+
+
+@dataclass(frozen=True)
+class ShowBaseModels(Statement):
+    KEYWORD = "SHOW BASE MODELS"
+
+
+@dataclass(frozen=True)
+class DescribeModel(Statement):
+    KEYWORD = "DESCRIBE MODEL"
+    name: str
+
+
+@dataclass(frozen=True)
+class DropModel(Statement):
+    """DROP MODEL [IF EXISTS] name (DELETE MODEL is the same)"""
+    KEYWORD = "DROP MODEL"
+    name: str
+    if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class CreateTableAs(Statement):
+    """CREATE [OR REPLACE] TABLE [IF NOT EXISTS] t AS <pixql statement>"""
+    KEYWORD = "CREATE TABLE AS"
+    table: str
+    statement: Statement
+    or_replace: bool = False
+    if_not_exists: bool = False

@@ -1,0 +1,186 @@
+"""The model store: one folder per model, written atomically.
+
+    <root>/<name>/manifest.json        base, classes, options, preprocessing, history, ...
+    <root>/<name>/weights.safetensors  the whole network's tensors
+
+A model is written into `<root>/.tmp/` and renamed into place only when complete,
+so a crash never leaves a half model under its name. An overwritten model is first
+renamed into `<root>/.trash/` and removed only after the new one is in place; if a
+crash happens between the two renames, opening the store puts the old one back.
+Writers take an exclusive file lock, so two processes never mix their files.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from pixql.errors import CatalogError, StoreError
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_name(name):
+    """Model names are plain identifiers: nothing that could leave the store (`../x`, `/abs`)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise CatalogError(
+            f"invalid model name {name!r}: use letters, digits and underscores, starting with a letter"
+        )
+    return name
+
+
+def _key(name):
+    # Model names are case-insensitive, like DuckDB's table names.
+    return check_name(name).lower()
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path):
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class ModelStore:
+    def __init__(self, root):
+        self.root = Path(root)
+        self._tmp = self.root / ".tmp"
+        self._trash = self.root / ".trash"
+
+    # -- locking and recovery ------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._recover()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _recover(self):
+        """Finish or undo what a crashed writer left (called under the lock)."""
+        if self._trash.is_dir():
+            for old in self._trash.iterdir():
+                key = old.name.split("--", 1)[0]
+                if not (self.root / key).exists() and (old / MANIFEST).exists():
+                    os.rename(old, self.root / key)  # crash between the renames: put it back
+                else:
+                    shutil.rmtree(old, ignore_errors=True)
+        if self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # -- reading ---------------------------------------------------------------
+    def path(self, name):
+        return self.root / _key(name)
+
+    def exists(self, name):
+        return (self.path(name) / MANIFEST).is_file()
+
+    def manifest(self, name):
+        path = self.path(name) / MANIFEST
+        if not path.is_file():
+            raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)")
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"model '{name}': cannot read {path}: {exc}") from exc
+
+    def load(self, name):
+        """(manifest, state_dict); the weights' checksum is verified first."""
+        manifest = self.manifest(name)
+        weights = self.path(name) / WEIGHTS
+        if not weights.is_file():
+            raise StoreError(f"model '{name}': weights file {weights} is missing; drop and rebuild the model")
+        if file_sha256(weights) != manifest.get("weights_sha256"):
+            raise StoreError(
+                f"model '{name}': weights file {weights} is corrupt (checksum mismatch); "
+                "drop and rebuild the model"
+            )
+        from safetensors.torch import load_file
+
+        return manifest, load_file(str(weights))
+
+    def list(self):
+        if not self.root.is_dir():
+            return []
+        out = []
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or not (child / MANIFEST).is_file():
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads((child / MANIFEST).read_text()))
+        return out
+
+    # -- writing ---------------------------------------------------------------
+    def save(self, name, state_dict, manifest, overwrite=False):
+        """Write a complete model, then swap it in; returns the manifest as stored."""
+        from safetensors.torch import save_file
+
+        key = _key(name)
+        with self._locked():
+            final = self.root / key
+            if (final / MANIFEST).exists() and not overwrite:
+                raise CatalogError(
+                    f"model '{name}' already exists; use OPTIONS (overwrite=true) or DROP MODEL {name}"
+                )
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            staging = self._tmp / f"{key}--{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+                save_file(tensors, str(staging / WEIGHTS))
+                manifest = dict(manifest, name=name, format_version=FORMAT_VERSION,
+                                weights_sha256=file_sha256(staging / WEIGHTS))
+                with open(staging / MANIFEST, "w") as f:
+                    json.dump(manifest, f, indent=2, default=str)
+                    f.flush()
+                    os.fsync(f.fileno())
+                _fsync_dir(staging)
+                old = None
+                if final.exists():
+                    self._trash.mkdir(parents=True, exist_ok=True)
+                    old = self._trash / f"{key}--{uuid.uuid4().hex}"
+                    os.rename(final, old)
+                os.rename(staging, final)
+                _fsync_dir(self.root)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return manifest
+
+    def drop(self, name, if_exists=False):
+        key = _key(name)
+        with self._locked():
+            final = self.root / key
+            if not (final / MANIFEST).exists():
+                if if_exists:
+                    return False
+                raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)")
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            doomed = self._tmp / f"{key}--{uuid.uuid4().hex}"
+            # Rename first so the model vanishes at once; .tmp/ is never restored from.
+            os.rename(final, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        return True

@@ -1,0 +1,83 @@
+"""The `pixql` command, through click's CliRunner (exit statuses, stdout vs stderr)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pixql.cli import cli
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), *args], catch_exceptions=False)
+
+    return run
+
+
+def test_c_runs_statements_and_prints_the_result(run_cli):
+    result = run_cli("--format", "csv", "-c", "CREATE TABLE t AS SELECT 42 AS x; SELECT x FROM t")
+    assert result.exit_code == 0
+    assert result.stdout == "x\n42\n"
+    result = run_cli("--format", "json", "-c", "SELECT 1 AS a, 'b' AS c")
+    assert json.loads(result.stdout) == [{"a": 1, "c": "b"}]
+    result = run_cli("-c", "SELECT 7 AS seven")
+    assert result.stdout.split() == ["seven", "7"]
+
+
+def test_tables_persist_in_the_database_file(run_cli):
+    assert run_cli("-c", "CREATE TABLE t AS SELECT 1 AS x").exit_code == 0
+    assert run_cli("--format", "csv", "-c", "SELECT count(*) AS n FROM t").stdout == "n\n1\n"
+
+
+def test_syntax_error_exits_1_with_line_and_column(run_cli):
+    result = run_cli("-c", "SELECT 1;\nBUILD MODEL m USING x OPTIONS (epochs=) AS SELECT 1")
+    assert result.exit_code == 1
+    assert "line 2, column" in result.stderr
+    assert result.stdout == ""  # nothing ran: the whole script is parsed first
+
+
+def test_failing_statement_exits_1_naming_it(run_cli):
+    result = run_cli("-c", "SELECT 1 AS ok;\nPREDICT USING ghost AS SELECT 1 AS image")
+    assert result.exit_code == 1
+    assert "PREDICT (line 2)" in result.stderr and "ghost" in result.stderr
+
+
+def test_bad_usage_exits_2(run_cli):
+    assert run_cli("--format", "xml", "-c", "SELECT 1").exit_code == 2
+    assert run_cli("run", "no_such_script.sql").exit_code == 2
+
+
+def test_run_script_end_to_end_with_print_image(run_cli, tmp_path, color_csv):
+    script = tmp_path / "colors.sql"
+    script.write_text(f"""
+        COPY colors OPTIONS (overwrite=True) FROM "{color_csv}";
+        SELECT label, count(*) AS n FROM colors GROUP BY label ORDER BY label;
+        BUILD MODEL color_model OPTIONS (image_col='image', label_col='label', epochs=1)
+          AS SELECT * FROM colors;
+        CREATE TABLE p AS PREDICT USING color_model AS SELECT * FROM colors;
+        SELECT avg(CAST(predicted = label AS DOUBLE)) AS accuracy FROM p;
+        PRINT IMAGE OPTIONS (size=64, columns=5) AS SELECT image, label FROM colors LIMIT 5;
+    """)
+    result = run_cli("--format", "csv", "run", str(script))
+    assert result.exit_code == 0, result.stderr
+    assert "blue,12" in result.stdout and "accuracy\n1.0" in result.stdout
+    png = result.stdout.strip().splitlines()[-1]
+    assert png.endswith(".png")
+    with Image.open(png) as img:
+        assert img.width == 5 * 72 + 8 and img.height > 72
+
+
+def test_convnext_without_weights_offline_says_how_to_provide_them(run_cli, color_csv):
+    result = run_cli("-c", f"COPY c FROM '{color_csv}'; "
+                           "BUILD MODEL m USING ConvNeXt_Tiny AS SELECT * FROM c")
+    if result.exit_code == 0:
+        pytest.skip("ConvNeXt_Tiny weights are available here (hub cache or network)")
+    assert result.exit_code == 1
+    assert "weights=" in result.stderr and "BUILD MODEL" in result.stderr
+    shown = run_cli("--format", "csv", "-c", "SELECT name FROM pixql_models")
+    assert "\nm\n" not in shown.stdout

@@ -1,0 +1,185 @@
+"""The engine through the Python API, on small generated images (fast)."""
+
+import os
+
+import pandas as pd
+import pytest
+
+import pixql
+from pixql.errors import CatalogError, DataError, OptionError, SqlError, TrainingError
+
+
+@pytest.fixture
+def db(tmp_path):
+    con = pixql.connect(str(tmp_path / "shop.duckdb"), progress=False)
+    yield con
+    con.close()
+
+
+def _copy_colors(db, color_csv, table="colors"):
+    return db.sql(f"COPY {table} OPTIONS (overwrite=true) FROM '{color_csv}'")
+
+
+def test_plain_sql_reaches_duckdb(db):
+    assert db.sql("SELECT 40 + 2 AS answer").fetchall() == [(42,)]
+    db.sql("CREATE TABLE t AS SELECT range AS i FROM range(5); INSERT INTO t VALUES (99)")
+    assert db.sql("SELECT count(*), max(i) FROM t").fetchone() == (6, 99)
+    assert db.duckdb.execute("SELECT count(*) FROM t").fetchone() == (6,)
+    with pytest.raises(SqlError, match="line 1"):
+        db.sql("SELEC 1")
+
+
+def test_copy_csv_resolves_relative_paths_against_the_csv(db, color_csv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _copy_colors(db, os.path.relpath(color_csv, tmp_path))
+    assert result.fetchall() == [("colors", 24)]
+    paths = [r[0] for r in db.sql("SELECT image FROM colors").fetchall()]
+    assert all(os.path.isabs(p) and os.path.isfile(p) for p in paths)
+    assert db.sql("SELECT label, count(*) FROM colors GROUP BY label ORDER BY label").fetchall() == [
+        ("blue", 12), ("red", 12)]
+
+
+def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
+    _copy_colors(db, color_csv)
+    db.sql("DELETE FROM colors WHERE label = 'red'")
+    with pytest.raises(CatalogError, match="already exists"):
+        db.sql(f"COPY colors FROM '{color_csv}'")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (12,)
+    db.sql(f"COPY colors OPTIONS (if_exists='append') FROM '{color_csv}'")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)
+
+
+def test_copy_missing_file_names_it(db, tmp_path):
+    with pytest.raises(DataError, match="not found.*nope.csv"):
+        db.sql(f"COPY t FROM '{tmp_path}/nope.csv'")
+
+
+def test_copy_image_folder_and_parquet_and_json(db, color_images, tmp_path):
+    folder = os.path.dirname(os.path.dirname(color_images[0][0]))
+    db.sql(f"COPY tree FROM '{folder}'")
+    assert db.sql("SELECT label, count(*) FROM tree GROUP BY ALL ORDER BY 1").fetchall() == [
+        ("blue", 12), ("red", 12)]
+    frame = pd.DataFrame({"path": [os.path.relpath(p, tmp_path) for p, _ in color_images],
+                          "label": [l for _, l in color_images]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_json(tmp_path / "t.json", orient="records")
+    for ext in ("parquet", "json"):
+        db.sql(f"COPY t_{ext} OPTIONS (image_col='path') FROM '{tmp_path}/t.{ext}'")
+        assert all(os.path.isfile(p) for (p,) in db.sql(f"SELECT path FROM t_{ext}").fetchall())
+
+
+def test_duckdb_copy_to_still_reaches_duckdb(db, tmp_path):
+    db.sql(f"CREATE TABLE t AS SELECT 1 AS x; COPY t TO '{tmp_path}/out.csv' (HEADER)")
+    assert (tmp_path / "out.csv").read_text().splitlines() == ["x", "1"]
+
+
+def test_build_predict_show_describe_drop(db, color_csv):
+    _copy_colors(db, color_csv)
+    row = db.sql("BUILD MODEL colors_model USING EfficientNet_Lite0 "
+                 "OPTIONS (image_col='image', label_col='label', epochs=2) AS SELECT * FROM colors").df()
+    assert row.loc[0, "model"] == "colors_model"
+    assert row.loc[0, "classes"] == 2 and row.loc[0, "train_rows"] == 24
+    assert row.loc[0, "train_mode"] == "linear"
+
+    preds = db.sql("PREDICT USING colors_model AS SELECT * FROM colors").df()
+    assert {"image", "label", "predicted", "score"} <= set(preds.columns)
+    assert (preds.predicted == preds.label).mean() == 1.0
+    assert preds.score.between(0.5, 1.0).all()
+
+    models = db.sql("SHOW MODELS").df()
+    assert set(models.name) == {"imagenet_classifier", "colors_model"}
+    assert db.sql("SELECT classes FROM pixql_models WHERE name = 'colors_model'").fetchone() == (2,)
+
+    described = dict(db.sql("DESCRIBE MODEL colors_model").fetchall())
+    assert described["base"] == "EfficientNet_Lite0" and "epoch 2" in described
+    assert '"blue"' in described["classes"]
+
+    db.sql("CREATE TABLE preds AS PREDICT USING colors_model AS SELECT * FROM colors")
+    assert db.sql("SELECT count(*) FROM preds WHERE predicted = label").fetchone() == (24,)
+
+    db.sql("DROP MODEL colors_model")
+    assert set(db.sql("SHOW MODELS").df().name) == {"imagenet_classifier"}
+    with pytest.raises(CatalogError, match="does not exist"):
+        db.sql("PREDICT USING colors_model AS SELECT * FROM colors")
+    db.sql("DELETE MODEL IF EXISTS colors_model")
+
+
+def test_models_persist_beside_the_database(tmp_path, color_csv):
+    path = str(tmp_path / "keep.duckdb")
+    with pixql.connect(path, progress=False) as db:
+        _copy_colors(db, color_csv)
+        db.sql("BUILD MODEL m AS SELECT * FROM colors")
+    assert (tmp_path / "keep.duckdb.models" / "m" / "weights.safetensors").is_file()
+    with pixql.connect(path, progress=False) as db:
+        preds = db.sql("PREDICT USING m AS SELECT * FROM colors").df()
+        assert (preds.predicted == preds.label).all()
+
+
+def test_bad_options_are_refused_before_any_work(db, color_csv):
+    _copy_colors(db, color_csv)
+    with pytest.raises(OptionError, match=r"unknown option 'epoch'.*did you mean 'epochs'.*valid options:.*label_col"):
+        db.sql("BUILD MODEL m OPTIONS (epoch=1) AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="'epochs' must be an integer"):
+        db.sql("BUILD MODEL m OPTIONS (epochs='many') AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="train_mode"):
+        db.sql("BUILD MODEL m OPTIONS (train_mode='sideways') AS SELECT * FROM colors")
+    assert list(db.sql("SHOW MODELS").df().name) == ["imagenet_classifier"]
+
+
+def test_existing_model_is_kept_without_overwrite(db, color_csv):
+    _copy_colors(db, color_csv)
+    db.sql("BUILD MODEL m AS SELECT * FROM colors")
+    created = db.sql("SELECT created FROM pixql_models WHERE name = 'm'").fetchone()
+    with pytest.raises(CatalogError, match="already exists.*overwrite"):
+        db.sql("BUILD MODEL m AS SELECT * FROM colors WHERE label = 'red'")
+    assert db.sql("SELECT created FROM pixql_models WHERE name = 'm'").fetchone() == created
+    db.sql("BUILD MODEL m OPTIONS (overwrite=true, epochs=1) AS SELECT * FROM colors")
+
+
+def test_unknown_base_and_unknown_model(db, color_csv):
+    _copy_colors(db, color_csv)
+    with pytest.raises(CatalogError, match="NoSuchNet"):
+        db.sql("BUILD MODEL m USING NoSuchNet AS SELECT * FROM colors")
+    with pytest.raises(CatalogError, match="does not exist"):
+        db.sql("PREDICT USING ghost AS SELECT * FROM colors")
+
+
+def test_null_labels_are_skipped_and_counted(db, color_csv):
+    _copy_colors(db, color_csv)
+    db.sql("UPDATE colors SET label = NULL WHERE image LIKE '%_000.png'")
+    row = db.sql("BUILD MODEL m AS SELECT * FROM colors").df()
+    assert row.loc[0, "train_rows"] == 22 and row.loc[0, "skipped_null_labels"] == 2
+
+
+def test_data_problems_name_what_is_wrong(db, color_csv):
+    _copy_colors(db, color_csv)
+    with pytest.raises(TrainingError, match="at least two classes.*red"):
+        db.sql("BUILD MODEL m AS SELECT * FROM colors WHERE label = 'red'")
+    with pytest.raises(DataError, match="no rows"):
+        db.sql("BUILD MODEL m AS SELECT * FROM colors WHERE false")
+    with pytest.raises(DataError, match="no column 'kind'.*columns: image, label"):
+        db.sql("BUILD MODEL m OPTIONS (label_col='kind') AS SELECT * FROM colors")
+    db.sql("BUILD MODEL m AS SELECT * FROM colors")
+    with pytest.raises(DataError, match="trained on image column 'image'.*image_col"):
+        db.sql("PREDICT USING m AS SELECT image AS picture FROM colors")
+    preds = db.sql("PREDICT USING m OPTIONS (image_col='picture') AS SELECT image AS picture FROM colors").df()
+    assert len(preds) == 24
+    db.sql("UPDATE colors SET image = NULL WHERE label = 'red' AND image LIKE '%_001.png'")
+    with pytest.raises(DataError, match="no image path"):
+        db.sql("PREDICT USING m AS SELECT * FROM colors")
+
+
+def test_print_image_returns_a_captioned_grid(db, color_csv):
+    _copy_colors(db, color_csv)
+    result = db.sql("PRINT IMAGE OPTIONS (size=100, columns=3) AS SELECT image, label FROM colors LIMIT 5")
+    assert len(result.df()) == 5
+    width, height = result.image.size
+    assert width == 3 * 108 + 8 and height > 2 * 108
+
+
+def test_imagenet_classifier_names_a_real_photo(db, tmp_path):
+    import skimage
+
+    photo = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
+    df = db.sql(f"PREDICT USING imagenet_classifier AS SELECT '{photo}' AS image").df()
+    assert "cat" in df.predicted[0]
