@@ -23,8 +23,17 @@ def quote_ident(name):
 
 
 def quote_table(name):
-    """`schema.table` -> "schema"."table"."""
+    """`schema.table` -> "schema"."table"; a name the user already quoted is kept as written."""
+    if '"' in name:
+        return name
     return ".".join(quote_ident(part) for part in name.split("."))
+
+
+def _bare_name(name):
+    """The table's own name, without schema or quotes, for catalog look-ups."""
+    if name.startswith('"') and name.endswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name.rsplit(".", 1)[-1].strip('"')
 
 
 def quote_literal(text):
@@ -35,7 +44,7 @@ def table_exists(con, table):
     return bool(con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?) "
         "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = lower(?) AND NOT internal",
-        [table.split(".")[-1], table.split(".")[-1]],
+        [_bare_name(table), _bare_name(table)],
     ).fetchall()[0][0] or 0)
 
 

@@ -1,0 +1,420 @@
+"""pixql's statements, recognised by their leading keywords; the rest is DuckDB's.
+
+A script is tokenized once and cut at top-level `;`. Each statement is matched
+against `_STATEMENTS` (as sqlglot's STATEMENT_PARSERS); a handler returns the
+statement's fields, or None when the text turns out to be DuckDB's own (e.g.
+`COPY t TO ...`), which then passes through verbatim as `Sql`. Queries after
+AS are byte-exact slices of the script, so DuckDB sees what the user wrote.
+"""
+
+from pixql.errors import ParseError
+from pixql.sql import statements as st
+from pixql.sql.tokens import IDENT, NUMBER, PUNCT, QIDENT, STRING, Positions, tokenize
+
+# Words that cannot be a bare model name: they are the next clause.
+_RESERVED = {"AS", "USING", "OPTIONS"}
+# First words of a query given as an option value: `validation=(SELECT ...)`.
+_QUERY_START = {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "PIVOT", "UNPIVOT", "SUMMARIZE"}
+# Punctuation allowed inside an unquoted base model name or bare option value,
+# e.g. timm:resnet50.a1_in1k, hf-hub:timm/vit_base, cuda:0.
+_NAME_PUNCT = {":", ".", "-", "/"}
+
+
+def split_script(script):
+    """[(text, line, col)] of the statements of a `;`-separated script.
+
+    A statement's text runs from its first token to its last, so comments
+    around it are left out; statements with no tokens are dropped."""
+    pos = Positions(script)
+    return [(script[g[0].start:g[-1].end], g[0].line, g[0].col)
+            for g in _groups(tokenize(script, pos))]
+
+
+def parse_script(script):
+    """The statements of a whole script; error positions are in the script."""
+    pos = Positions(script)
+    return [_parse_group(script, pos, g) for g in _groups(tokenize(script, pos))]
+
+
+def parse(statement_text, line=1, col=1):
+    """One statement (a trailing `;` is allowed) that starts at line/col of
+    its script; errors carry positions in that script."""
+    # Pad so that offsets map to the script's own lines and columns.
+    script = "\n" * (line - 1) + " " * (col - 1) + statement_text
+    pos = Positions(script)
+    groups = _groups(tokenize(script, pos))
+    if not groups:
+        raise ParseError("expected a statement, found nothing", line, col, script)
+    if len(groups) > 1:
+        tok = groups[1][0]
+        raise ParseError(f"expected one statement, found another starting with {_show(script, tok)} "
+                         "(use parse_script for a script)", tok.line, tok.col, script)
+    return _parse_group(script, pos, groups[0])
+
+
+def _groups(toks):
+    groups, cur = [], []
+    for tok in toks:
+        if tok.is_punct(";"):
+            if cur:
+                groups.append(cur)
+            cur = []
+        else:
+            cur.append(tok)
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _parse_group(script, pos, toks):
+    p = _Parser(script, pos, toks)
+    stmt = _statement(p)
+    if stmt is None:
+        first, last = toks[0], toks[-1]
+        text = script[first.start:last.end]
+        stmt = st.Sql(sql=text, text=text, line=first.line, col=first.col)
+    return stmt
+
+
+def _show(script, tok):
+    if tok is None:
+        return "end of statement"
+    text = script[tok.start:tok.end].splitlines()[0] if tok.end > tok.start else ""
+    if len(text) > 30 or tok.end - tok.start > len(text):
+        text = text[:27] + "..."
+    return f"'{text}'"
+
+
+def _alternatives(words):
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+class _Parser:
+    """A cursor over the tokens of one statement."""
+
+    def __init__(self, script, pos, toks):
+        self.script, self.pos, self.toks, self.i = script, pos, toks, 0
+
+    def peek(self, k=0):
+        j = self.i + k
+        return self.toks[j] if j < len(self.toks) else None
+
+    def at_end(self):
+        return self.i >= len(self.toks)
+
+    def advance(self):
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def at_kw(self, *words):
+        return all((t := self.peek(k)) is not None and t.is_kw(w) for k, w in enumerate(words))
+
+    def accept_kw(self, *words):
+        if self.at_kw(*words):
+            self.i += len(words)
+            return True
+        return False
+
+    def at_punct(self, *chars):
+        tok = self.peek()
+        return tok is not None and tok.is_punct(*chars)
+
+    def found(self):
+        return _show(self.script, self.peek())
+
+    def error(self, message, tok=None):
+        """Raise at `tok`, else at the next token, else just after the last one."""
+        tok = tok or self.peek()
+        line, col = (tok.line, tok.col) if tok else self.pos(self.toks[-1].end)
+        raise ParseError(message, line, col, self.script)
+
+    def expect_punct(self, char, where):
+        if not self.at_punct(char):
+            self.error(f"expected '{char}' {where}, found {self.found()}")
+        return self.advance()
+
+    def text(self, first, last):
+        return self.script[first.start:last.end]
+
+    # -- names -----------------------------------------------------------
+
+    def model_name(self, after):
+        tok = self.peek()
+        if tok is not None and (tok.kind == QIDENT or (tok.kind == IDENT and tok.value.upper() not in _RESERVED)):
+            return self.advance().value
+        self.error(f"expected a model name after {after}, found {self.found()}")
+
+    def table_name(self):
+        """A possibly dotted table name as written (quotes kept, ready to
+        splice into SQL), or None when there is none here."""
+        tok = self.peek()
+        if tok is None or tok.kind not in (IDENT, QIDENT):
+            return None
+        first = last = self.advance()
+        while self.at_punct(".") and (nxt := self.peek(1)) is not None and nxt.kind in (IDENT, QIDENT):
+            self.advance()
+            last = self.advance()
+        return self.text(first, last)
+
+    def word(self, what):
+        """An unquoted name run together from adjacent tokens (no spaces),
+        e.g. timm:resnet50.a1_in1k; the source spelling is kept."""
+        first = last = self.advance()
+        while (nxt := self.peek()) is not None and nxt.start == last.end and (
+                nxt.kind in (IDENT, NUMBER) or (nxt.kind == PUNCT and nxt.value in _NAME_PUNCT)):
+            last = self.advance()
+        if last.kind == PUNCT:
+            self.error(f"expected the rest of {what} after '{self.text(first, last)}', found {self.found()}")
+        return self.text(first, last)
+
+    def base_name(self):
+        tok = self.peek()
+        if tok is not None and tok.kind in (STRING, QIDENT):
+            return self.advance().value
+        if tok is not None and tok.kind == IDENT and tok.value.upper() not in _RESERVED:
+            return self.word("the base model name")
+        self.error(f"expected a base model name after USING, found {self.found()}")
+
+    # -- clauses ---------------------------------------------------------
+
+    def options(self, keyword):
+        """OPTIONS (k=v, ...) if present, else {}."""
+        if not self.accept_kw("OPTIONS"):
+            return {}
+        self.expect_punct("(", "after OPTIONS")
+        opts = {}
+        if self.at_punct(")"):
+            self.advance()
+            return opts
+        while True:
+            tok = self.peek()
+            if tok is None or tok.kind not in (IDENT, QIDENT):
+                self.error(f"expected an option name in the OPTIONS of {keyword}, found {self.found()}")
+            name = self.advance().value.lower()
+            if name in opts:
+                self.error(f"duplicate option '{name}'", tok)
+            self.expect_punct("=", f"after option '{name}'")
+            opts[name] = self.value(name)
+            if self.at_punct(")"):
+                self.advance()
+                return opts
+            if not self.at_punct(","):
+                hint = ""
+                if isinstance(opts[name], str) and opts[name].upper() in _QUERY_START:
+                    hint = f" (put the query of option '{name}' in parentheses)"
+                self.error(f"expected ',' or ')' after the value of option '{name}', found {self.found()}{hint}")
+            self.advance()
+
+    def value(self, name):
+        tok = self.peek()
+        if tok is None:
+            self.error(f"expected a value for option '{name}', found end of statement")
+        if tok.is_punct("-", "+") and (num := self.peek(1)) is not None and num.kind == NUMBER:
+            self.i += 2
+            return self.number(num, "-" if tok.value == "-" else "", name)
+        if tok.kind == NUMBER:
+            return self.number(self.advance(), "", name)
+        if tok.kind in (STRING, QIDENT):
+            return self.advance().value
+        if tok.kind == IDENT:
+            word = self.word(f"the value of option '{name}'")
+            return {"TRUE": True, "FALSE": False, "NULL": None}.get(word.upper(), word)
+        if tok.is_punct("(") and (nxt := self.peek(1)) is not None and nxt.is_kw(*_QUERY_START):
+            return self.subquery(name)
+        if tok.is_punct("[", "("):
+            return self.list_value(name, "]" if tok.value == "[" else ")")
+        self.error(f"expected a value for option '{name}', found {self.found()}")
+
+    def number(self, tok, sign, name):
+        try:
+            if any(c in tok.value for c in ".eE"):
+                return float(sign + tok.value)
+            return int(sign + tok.value)
+        except ValueError:
+            self.error(f"invalid number {_show(self.script, tok)} for option '{name}'", tok)
+
+    def list_value(self, name, close):
+        self.advance()
+        items = []
+        if self.at_punct(close):
+            self.advance()
+            return items
+        while True:
+            items.append(self.value(name))
+            if self.at_punct(close):
+                self.advance()
+                return items
+            if not self.at_punct(","):
+                self.error(f"expected ',' or '{close}' in the list of option '{name}', found {self.found()}")
+            self.advance()
+
+    def subquery(self, name):
+        """`(query)` as an option value: the query's text, verbatim."""
+        open_tok = self.advance()
+        depth, j = 1, self.i
+        while j < len(self.toks):
+            tok = self.toks[j]
+            depth += tok.is_punct("(") - tok.is_punct(")")
+            if depth == 0:
+                text = self.text(self.toks[self.i], self.toks[j - 1])
+                self.i = j + 1
+                return text
+            j += 1
+        self.error(f"expected ')' to close the query of option '{name}'", open_tok)
+
+    def query(self, keyword, clauses):
+        """AS query: the rest of the statement, verbatim. `clauses` are the
+        keywords that could still have come before AS (for the message)."""
+        if not self.accept_kw("AS"):
+            self.error(f"expected {_alternatives(clauses + ['AS'])} before the query of {keyword}, "
+                       f"found {self.found()}")
+        if self.at_end():
+            self.error(f"expected a query after AS in {keyword}, found end of statement")
+        first = self.peek()
+        self.i = len(self.toks)
+        return self.text(first, self.toks[-1])
+
+
+# -- statements -------------------------------------------------------------
+# Each handler gets the parser after the leading keywords and returns
+# (statement class, fields), or None to hand the statement to DuckDB.
+
+def _copy(p, kw):
+    # DuckDB's own: COPY (query) TO, COPY FROM DATABASE, COPY t(cols) FROM,
+    # COPY t TO ..., COPY t FROM 'f' (FORMAT ...). pixql's: nothing after the path.
+    if p.at_punct("(") or p.at_kw("FROM"):
+        return None
+    table = p.table_name()
+    if table is None:
+        return None
+    owned = p.at_kw("OPTIONS")  # no DuckDB COPY has OPTIONS: errors from here on are ours
+    options = p.options(kw)
+    if not p.accept_kw("FROM"):
+        return p.error(f"expected FROM after the OPTIONS of COPY, found {p.found()}") if owned else None
+    tok = p.peek()
+    if tok is None or tok.kind not in (STRING, QIDENT):
+        return p.error(f"expected a quoted path after FROM, found {p.found()}") if owned else None
+    p.advance()
+    if not p.at_end():
+        return p.error(f"expected end of COPY after the path, found {p.found()}") if owned else None
+    return st.Copy, dict(table=table, source=tok.value, options=options)
+
+
+def _build_model(p, kw):
+    name = p.model_name(kw)
+    base, clauses = None, ["USING"]
+    if p.accept_kw("USING"):
+        base, clauses = p.base_name(), []
+    options, more = _options_then_clauses(p, kw)
+    clauses = clauses + more if more else []
+    return st.BuildModel, dict(name=name, base=base, options=options, query=p.query(kw, clauses))
+
+
+def _fit_model(p, kw):
+    name = p.model_name(kw)
+    if not p.accept_kw("USING"):
+        p.error(f"expected USING after the model name of FIT MODEL, found {p.found()}")
+    source = p.model_name("USING")
+    options, clauses = _options_then_clauses(p, kw)
+    return st.FitModel, dict(name=name, source_model=source, options=options, query=p.query(kw, clauses))
+
+
+def _model_query(cls):
+    def handler(p, kw):
+        if not p.accept_kw("USING"):
+            p.error(f"expected USING after {kw}, found {p.found()}")
+        model = p.model_name(f"{kw} USING")
+        options, clauses = _options_then_clauses(p, kw)
+        return cls, dict(model=model, options=options, query=p.query(kw, clauses))
+    return handler
+
+
+def _print_image(p, kw):
+    options, clauses = _options_then_clauses(p, kw)
+    return st.PrintImage, dict(options=options, query=p.query(kw, clauses))
+
+
+def _options_then_clauses(p, kw):
+    had = p.at_kw("OPTIONS")
+    return p.options(kw), ([] if had else ["OPTIONS"])
+
+
+def _no_fields(cls):
+    def handler(p, kw):
+        # `SHOW models.t` / `DESCRIBE model.t` name a DuckDB table in a schema.
+        return None if p.at_punct(".") else (cls, {})
+    return handler
+
+
+def _describe_model(p, kw):
+    if p.at_end() or p.at_punct("."):  # DESCRIBE model / DESCRIBE model.t: a table
+        return None
+    return st.DescribeModel, dict(name=p.model_name(kw))
+
+
+def _drop_model(p, kw):
+    if_exists = p.accept_kw("IF", "EXISTS")
+    return st.DropModel, dict(name=p.model_name(kw + (" IF EXISTS" if if_exists else "")), if_exists=if_exists)
+
+
+def _create_table_as(p, kw):
+    or_replace = p.accept_kw("OR", "REPLACE")
+    if not p.accept_kw("TABLE"):
+        return None
+    if_tok = p.peek()
+    if_not_exists = p.accept_kw("IF", "NOT", "EXISTS")
+    table = p.table_name()
+    if table is None or not p.accept_kw("AS"):
+        return None
+    inner = _statement(p, nested=True)
+    if inner is None:
+        return None  # CREATE TABLE t AS SELECT ...: DuckDB's
+    if or_replace and if_not_exists:
+        p.error("OR REPLACE and IF NOT EXISTS cannot be combined", if_tok)
+    return st.CreateTableAs, dict(table=table, statement=inner, or_replace=or_replace,
+                                  if_not_exists=if_not_exists)
+
+
+# Leading keywords -> handler; longer sequences first.
+_STATEMENTS = [
+    (("SHOW", "BASE", "MODELS"), _no_fields(st.ShowBaseModels)),
+    (("SHOW", "MODELS"), _no_fields(st.ShowModels)),
+    (("BUILD", "MODEL"), _build_model),
+    (("FIT", "MODEL"), _fit_model),
+    (("PRINT", "IMAGE"), _print_image),
+    (("PREDICT",), _model_query(st.Predict)),
+    (("EVALUATE",), _model_query(st.Evaluate)),
+    (("DESCRIBE", "MODEL"), _describe_model),
+    (("DROP", "MODEL"), _drop_model),
+    (("DELETE", "MODEL"), _drop_model),
+    (("COPY",), _copy),
+    (("CREATE",), _create_table_as),
+]
+# No DuckDB statement starts with these, so a wrong second word is our error.
+_PIXQL_ONLY = {"BUILD": "MODEL", "FIT": "MODEL", "PRINT": "IMAGE"}
+
+
+def _statement(p, nested=False):
+    """The pixql statement at the cursor (running to the end), or None."""
+    start = p.i
+    for words, handler in _STATEMENTS:
+        if nested and handler is _create_table_as:
+            continue
+        if not p.at_kw(*words):
+            continue
+        p.i = start + len(words)
+        made = handler(p, " ".join(words))
+        if made is None:
+            p.i = start
+            return None
+        cls, fields = made
+        if not p.at_end():
+            p.error(f"expected end of {cls.KEYWORD}, found {p.found()}")
+        first = p.toks[start]
+        return cls(**fields, text=p.text(first, p.toks[-1]), line=first.line, col=first.col)
+    first = p.peek()
+    if first is not None and first.kind == IDENT and first.value.upper() in _PIXQL_ONLY:
+        p.i += 1
+        p.error(f"expected {_PIXQL_ONLY[first.value.upper()]} after {first.value.upper()}, found {p.found()}")
+    return None
