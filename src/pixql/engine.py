@@ -20,6 +20,8 @@ from pixql.sql import statements as st
 from pixql.store import ModelStore, check_name
 
 BUILTIN_MODEL = "imagenet_classifier"
+# DuckDB statement kinds whose rows a user wants to see (SHOW and DESCRIBE are SELECTs).
+_QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION", "ANALYZE"}
 CATALOG_TABLE = "pixql_models"
 
 
@@ -83,10 +85,17 @@ class Engine:
         import duckdb
 
         try:
-            relation = self.duckdb.sql(statement.sql)
+            (parsed,) = self.duckdb.extract_statements(statement.sql)
+            if parsed.type.name in _QUERY_TYPES:
+                # Lazy, like DuckDB's own relation: rows are computed when asked for.
+                return Result(statement, relation=self.duckdb.sql(statement.sql))
+            # CREATE, INSERT, COPY ...: run now, once; like DuckDB's shell, nothing to show.
+            self.duckdb.execute(statement.sql).fetchall()
         except duckdb.Error as exc:
             raise SqlError(str(exc)) from exc
-        return Result(statement, relation=relation)
+        except ValueError as exc:  # extract_statements found more or fewer than one statement
+            raise SqlError(f"cannot run {statement.sql!r}: {exc}") from exc
+        return Result(statement)
 
     def _query_frame(self, statement, query, what="query"):
         import duckdb

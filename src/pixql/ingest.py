@@ -80,7 +80,7 @@ def _path_columns(con, relation_sql, image_col):
         share = con.execute(
             f"SELECT avg(CASE WHEN regexp_matches(lower({quote_ident(name)}), '\\.({pattern})$') THEN 1 ELSE 0 END) "
             f"FROM (SELECT {quote_ident(name)} FROM {relation_sql} WHERE {quote_ident(name)} IS NOT NULL LIMIT 200)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if share is not None and share >= 0.5:
             found.append(name)
     return found
@@ -150,4 +150,4 @@ def copy_table(con, table, source, options, base_dir=None):
     finally:
         if path.is_dir():
             con.unregister("__pixql_copy_frame")
-    return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
