@@ -183,3 +183,21 @@ def test_imagenet_classifier_names_a_real_photo(db, tmp_path):
     photo = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
     df = db.sql(f"PREDICT USING imagenet_classifier AS SELECT '{photo}' AS image").df()
     assert "cat" in df.predicted[0]
+
+
+def test_convnext_tiny_trains_from_a_local_weights_file(db, color_csv, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    # Any convnext_tiny checkpoint will do; a random one stands in for downloaded weights.
+    backbone = timm.create_model("convnext_tiny", pretrained=False)
+    weights = tmp_path / "convnext_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(weights))
+    _copy_colors(db, color_csv)
+    row = db.sql(f"BUILD MODEL cn USING ConvNeXt_Tiny OPTIONS (weights='{weights}', train_mode='linear') "
+                 "AS SELECT * FROM colors").df()
+    assert row.loc[0, "base"] == "ConvNeXt_Tiny"
+    _, state = db.engine.store.load("cn")
+    stem = backbone.state_dict()["stem.0.weight"]
+    assert (state["stem.0.weight"] == stem).all()  # the backbone came from the file, frozen
+    assert len(db.sql("PREDICT USING cn AS SELECT * FROM colors").df()) == 24
