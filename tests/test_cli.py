@@ -81,3 +81,13 @@ def test_convnext_without_weights_offline_says_how_to_provide_them(run_cli, colo
     assert "weights=" in result.stderr and "BUILD MODEL" in result.stderr
     shown = run_cli("--format", "csv", "-c", "SELECT name FROM pixql_models")
     assert "\nm\n" not in shown.stdout
+
+
+def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"],
+                                input="SELECT 41 + 1\n  AS answer;\nSELEC 1;\nSELECT 'still here' AS s;\n")
+    assert result.exit_code == 0
+    assert "answer\n42" in result.stdout and "still here" in result.stdout
+    assert "Error" in result.stderr  # the bad statement is reported, the session goes on
