@@ -91,3 +91,10 @@ def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "answer\n42" in result.stdout and "still here" in result.stdout
     assert "Error" in result.stderr  # the bad statement is reported, the session goes on
+
+
+def test_query_failing_when_its_rows_are_read_exits_1(run_cli):
+    result = run_cli("-c", "SELECT 1 AS fine;\nSELECT 'a'::INT")
+    assert result.exit_code == 1
+    assert "line 2" in result.stderr and "Conversion Error" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -22,11 +22,32 @@ def _engine(db):
     return Engine(db, progress=True)
 
 
+def _png_path(out_dir, stem, result):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{id(result) % 10000}.png"
+
+
+def _write_curves(result, fmt, out_dir, open_image):
+    """DESCRIBE MODEL: the training curves as a PNG beside PRINT IMAGE's; its path is printed
+    after the table (on stderr for csv/json, so that stdout stays machine-readable)."""
+    from pixql import display
+
+    if result.statement is None or result.statement.keyword != "DESCRIBE MODEL":
+        return
+    picture = display.result_curves(result)
+    if picture is None:
+        return
+    path = _png_path(out_dir, f"training_curves_{result.statement.name}", result)
+    picture.save(path)
+    click.echo(f"training curves: {path.resolve()}", err=fmt != "table")
+    if open_image:
+        click.launch(str(path))
+
+
 def _print_result(result, fmt, out_dir, open_image):
     if result.image is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"print_image_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{id(result) % 10000}.png"
+        path = _png_path(out_dir, "print_image", result)
         result.image.save(path)
         click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
         click.echo(str(path.resolve()))
@@ -43,6 +64,7 @@ def _print_result(result, fmt, out_dir, open_image):
     else:
         click.echo(frame.to_string(index=False, max_rows=100, max_colwidth=60) if len(frame.columns)
                    else "(no columns)")
+    _write_curves(result, fmt, out_dir, open_image)
 
 
 def run_script(engine, script, fmt, out_dir, open_image):
@@ -57,11 +79,11 @@ def run_script(engine, script, fmt, out_dir, open_image):
     for statement in statements:
         try:
             result = engine.run(statement)
+            # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
+            _print_result(result, fmt, out_dir, open_image)  # a lazy query may fail only here
         except PixqlError as exc:
             click.echo(f"Error: {exc}", err=True)
             return 1
-        # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
-        _print_result(result, fmt, out_dir, open_image)
     return 0
 
 
@@ -113,8 +135,9 @@ def _interactive(engine, fmt, out_dir, open_image):
               help="DuckDB database file (models live beside it in FILE.models/).")
 @click.option("-c", "command", metavar="SCRIPT", help="Run these ';'-separated statements and exit.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: table).")
-@click.option("--out-dir", default="pixql_output", show_default=True, help="Where PRINT IMAGE writes PNG files.")
-@click.option("--open", "open_image", is_flag=True, help="Open PNG files written by PRINT IMAGE.")
+@click.option("--out-dir", default="pixql_output", show_default=True,
+              help="Where PRINT IMAGE (contact sheets) and DESCRIBE MODEL (training curves) write PNG files.")
+@click.option("--open", "open_image", is_flag=True, help="Open the PNG files written (PRINT IMAGE, DESCRIBE MODEL).")
 @click.version_option(package_name="pixql")
 @click.pass_context
 def cli(ctx, db, command, fmt, out_dir, open_image):

@@ -63,3 +63,93 @@ def contact_sheet(paths, captions, size=240, columns=None):
         for j, line in enumerate(lines):
             draw.text((x, y + size + 2 + j * font_px * _LINE), line, fill="black", font=font)
     return sheet
+
+
+# -- training curves ---------------------------------------------------------------------
+
+def has_history(history):
+    return bool(history) and any(h.get("train_loss") is not None for h in history)
+
+
+def training_curves_figure(history, title=None):
+    """Loss and accuracy per epoch, training and validation, as a matplotlib Figure.
+
+    `history` is a model's per-epoch list of dicts (epoch, train_loss, train_accuracy,
+    val_loss, val_accuracy; val_* may be None). A bare `Figure` with an Agg canvas: no
+    pyplot, so nothing leaks into the caller's global plotting state or backend.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not has_history(history):
+        raise DataError("the model has no training history to plot")
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+
+    def series(key):
+        values = [h.get(key) for h in history]
+        return None if all(v is None for v in values) else [float("nan") if v is None else v for v in values]
+
+    fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    marker = "o" if len(epochs) <= 30 else None
+    for ax, what, label in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy")):
+        for split, style, color in (("train", "-", "tab:blue"), ("val", "--", "tab:orange")):
+            values = series(f"{split}_{what}")
+            if values is not None:
+                ax.plot(epochs, values, style, color=color, marker=marker,
+                        label="training" if split == "train" else "validation")
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        if len(epochs) <= 15:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        if what == "accuracy":
+            low = min([v for h in history for v in (h.get("train_accuracy"), h.get("val_accuracy"))
+                       if v is not None] or [0.0])
+            ax.set_ylim(max(0.0, low - 0.05), 1.01)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def figure_png(fig, dpi=100):
+    """PNG bytes of a matplotlib Figure."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
+
+
+def training_curves(history, title=None, dpi=100):
+    """The training curves (see `training_curves_figure`) as a PIL image."""
+    import io
+
+    data = figure_png(training_curves_figure(history, title), dpi=dpi)
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def result_curves(result):
+    """The training-curves picture for a DESCRIBE MODEL result, or None (no history)."""
+    manifest = (getattr(result, "info", None) or {}).get("manifest") or {}
+    history = manifest.get("history")
+    if not has_history(history):
+        return None
+    name = manifest.get("name") or getattr(getattr(result, "statement", None), "name", None)
+    return training_curves(history, title=f"model {name}" if name else None)
+
+
+def png_bytes(image):
+    """PNG bytes of a PIL image."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

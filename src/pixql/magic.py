@@ -1,113 +1,295 @@
 """Jupyter / IPython front end: `%load_ext pixql`, `%pixql`, `%%pixql`.
 
-One method serves the line and the cell magic, as in jupysql. The connection is
-opened lazily; `%pixql --db FILE` chooses the database.
+    %load_ext pixql
+    %pixql --db shop.duckdb                      # choose the database (default: in memory)
+    %%pixql                                      # a cell of ';'-separated statements
+    COPY photos OPTIONS (overwrite=true) FROM '{FOLDER}/photos.csv';
+    SELECT label, count(*) FROM photos GROUP BY label
+    result = %pixql PREDICT USING m AS SELECT * FROM photos   # a pandas DataFrame
+
+One method serves the line and the cell magic, as in jupysql. Every statement's result
+that has rows is displayed as it completes; the last one is the cell's value (a DataFrame,
+or the picture of PRINT IMAGE). DESCRIBE MODEL also shows the training curves. `{expr}`
+and `$name` interpolate Python values, in lines and cells alike. A failing statement shows
+pixql's message, not a Python traceback.
 """
 
+import os
+import re
 import shlex
 
-from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope
+from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 
 from pixql.errors import PixqlError
 
+USAGE = "usage: %pixql [--db FILE] [STATEMENT; ...]   or a %%pixql [--db FILE] cell of statements"
+
 
 class PixqlCellError(PixqlError):
-    """A statement failed in a cell: IPython shows the message, not a traceback."""
+    """A statement failed in a cell: IPython shows the message, not a traceback.
+
+    `.error` is the original pixql error (a `CatalogError`, `ParseError`, ...).
+    """
+
+    def __init__(self, message, error=None):
+        super().__init__(message)
+        self.error = error
+
+    @property
+    def kind(self):
+        return type(self.error).__name__ if self.error is not None else "PixqlError"
 
     def _render_traceback_(self):
-        return [f"\x1b[31mpixql error:\x1b[0m {self}"]
+        lines = str(self).splitlines() or [""]
+        return [f"\x1b[0;31m{self.kind}\x1b[0m: {lines[0]}", *lines[1:]]
 
 
 @magics_class
 class PixqlMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
-        self.database = None
+        self.database = os.environ.get("PIXQL_DB") or None  # None: in memory, like pixql.connect()
         self._connection = None
 
     @property
     def connection(self):
+        """The pixql Connection the magic runs on, opened on first use."""
         if self._connection is None:
             import pixql
 
-            self._connection = pixql.connect(self.database)
+            try:
+                self._connection = pixql.connect(self.database)
+            except PixqlError as exc:
+                raise PixqlCellError(str(exc), exc) from None
         return self._connection
 
-    def _use(self, database):
+    def use(self, database):
+        """Close the current connection and open `database` (None: in memory)."""
+        self.close()
+        self.database = database
+        return self.connection
+
+    def close(self):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        self.database = database
 
+    @no_var_expand
     @needs_local_scope
     @line_cell_magic
     def pixql(self, line, cell=None, local_ns=None):
-        """Run pixql statements: `%pixql STATEMENT`, or a `%%pixql` cell of `;`-separated ones.
+        """Run pixql statements: `%pixql STATEMENT; ...`, or a `%%pixql` cell of them.
 
-        `%pixql --db FILE` (alone, or on the `%%pixql` line) chooses the database.
-        `{var}` and `$var` interpolate Python values.
+        `%pixql --db FILE` (alone, before statements, or on the `%%pixql` line) chooses
+        the database; models live beside it in FILE.models/. `{expr}` and `$name`
+        interpolate Python values. The last statement's result is returned: a pandas
+        DataFrame (`result = %pixql PREDICT ...`), or the picture of PRINT IMAGE.
         """
-        words = shlex.split(line) if line.strip().startswith("--") else []
-        if words[:1] == ["--db"]:
-            if len(words) < 2:
-                raise PixqlCellError("usage: %pixql --db FILE")
-            self._use(words[1])
-            line = " ".join(shlex.quote(w) for w in words[2:])
-        script = cell if cell is not None else line
-        if cell is not None:  # IPython expands {var}/$var in line magics itself, not in cells
-            script = _expand(self.shell, script, local_ns or {})
+        namespace = {**self.shell.user_ns, **(local_ns or {})}
+        line = expand(line, namespace)
+        line, database = _split_options(line)
+        if database is not _UNCHANGED:
+            self.use(database)
+        # In a cell, statement line numbers in messages count the %%pixql line, as the cell shows it.
+        script = line if cell is None else line + "\n" + expand(cell, namespace)
         if not script.strip():
+            if database is not _UNCHANGED:
+                conn = self.connection
+                print(f"pixql: database {database or ':memory:'} (models in {conn.model_store})")
             return None
-        return self._run(script)
+        return self.run(script)
 
-    def _run(self, script):
+    def run(self, script):
+        """Run `script`: show each intermediate result, return the last one's value."""
         from IPython.display import display
 
+        from pixql.sql import parse_script
+
         engine = self.connection.engine
-        last = None
         try:
-            for result in engine.execute_iter(script):
-                if last is not None:
-                    _show(last, display)
-                last = result
+            statements = parse_script(script)
         except PixqlError as exc:
-            if last is not None:
-                _show(last, display)
-            raise PixqlCellError(str(exc)) from None
-        if last is None:
-            return None
-        if last.image is not None:
-            return _png(last.image)
-        return last.df() if last.has_rows else None
+            raise PixqlCellError(str(exc), exc) from None
+        for i, statement in enumerate(statements):
+            try:
+                result = engine.run(statement)
+                last = i == len(statements) - 1
+                if not last:
+                    for item in _outputs(result):
+                        display(item)
+                    continue
+                return _value(result, display)
+            except PixqlCellError:
+                raise
+            except PixqlError as exc:
+                raise PixqlCellError(str(exc), exc) from None
+            except KeyboardInterrupt:
+                raise PixqlCellError(f"{statement.keyword} (line {statement.line}): interrupted; "
+                                     "nothing half-written was kept") from None
+        return None
 
 
-def _expand(shell, text, namespace):
-    """{var} and $var from the user's namespace, as IPython does for line magics."""
-    from IPython.utils.text import DollarFormatter
+# -- interpolation --------------------------------------------------------------------------
+_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
+_DOLLAR = re.compile(r"(?<![\w$])\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
 
-    try:
-        return DollarFormatter().vformat(text, args=[], kwargs={**shell.user_ns, **namespace})
-    except Exception:  # SQL's own braces (struct literals) are left as written
+
+def expand(text, namespace):
+    """`{expr}` (anywhere) and `$name` (outside '...' strings) from `namespace`.
+
+    As IPython does for magics, with one difference: a field that does not evaluate is
+    left as written rather than abandoning the whole text, so SQL's own braces (struct
+    literals, JSON in strings) and DuckDB's `$1` parameters pass through. `{{` and `}}`
+    stand for literal braces.
+    """
+    if not text or ("{" not in text and "}" not in text and "$" not in text):
         return text
 
+    def field(match):
+        whole, expr = match.group(0), match.group(1)
+        if expr is None:
+            return whole[0]  # {{ -> {, }} -> }
+        value = _evaluate(expr, namespace)
+        return whole if value is _MISSING else str(value)
 
-def _png(image):
-    import io
+    def dollar(match):
+        value = _lookup(match.group(1), namespace)
+        return match.group(0) if value is _MISSING else str(value)
 
+    text = _FIELD.sub(field, text)
+    if "$" not in text:
+        return text
+    # $name outside single-quoted SQL strings only
+    out, pos = [], 0
+    for quoted in _QUOTED.finditer(text):
+        out.append(_DOLLAR.sub(dollar, text[pos:quoted.start()]))
+        out.append(quoted.group(0))
+        pos = quoted.end()
+    out.append(_DOLLAR.sub(dollar, text[pos:]))
+    return "".join(out)
+
+
+_MISSING = object()
+
+
+def _evaluate(expr, namespace):
+    if not expr.strip():
+        return _MISSING
+    try:
+        return eval(expr, {"__builtins__": __builtins__}, namespace)  # the user's own namespace
+    except Exception:
+        pass
+    head, sep, spec = expr.rpartition(":")  # {value:.3f}
+    if sep and head.strip():
+        try:
+            return format(eval(head, {"__builtins__": __builtins__}, namespace), spec)
+        except Exception:
+            pass
+    return _MISSING
+
+
+def _lookup(dotted, namespace):
+    first, *rest = dotted.split(".")
+    if first not in namespace:
+        return _MISSING
+    value = namespace[first]
+    for attr in rest:
+        try:
+            value = getattr(value, attr)
+        except AttributeError:
+            return _MISSING
+    return value
+
+
+_UNCHANGED = object()
+
+
+def _split_options(line):
+    """`--db FILE` / `--db=FILE` at the start of the magic's line -> (rest, FILE).
+
+    FILE is None for `:memory:`, and `_UNCHANGED` when the line has no `--db`.
+    """
+    stripped = line.strip()
+    if not stripped.startswith("--"):
+        return line, _UNCHANGED
+    try:
+        lexer = shlex.shlex(stripped, posix=True)
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        first = lexer.get_token()
+        if first == "--db":
+            database = lexer.get_token()
+        elif first and first.startswith("--db="):
+            database = first[len("--db="):]
+        else:
+            raise PixqlCellError(f"unknown option {first!r}; {USAGE}")
+        if not database:
+            raise PixqlCellError(f"--db needs a file name (or :memory:); {USAGE}")
+        rest = lexer.instream.read()
+    except ValueError as exc:  # unbalanced quotes
+        raise PixqlCellError(f"cannot read the options {stripped!r}: {exc}; {USAGE}") from None
+    return rest, (None if database == ":memory:" else database)
+
+
+# -- what a cell shows ------------------------------------------------------------------------
+def _image(picture):
     from IPython.display import Image
 
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return Image(data=buffer.getvalue(), format="png")
+    from pixql import display as pictures
+
+    return Image(data=pictures.png_bytes(picture), format="png")
 
 
-def _show(result, display):
-    """Intermediate results of a cell: pictures and tables are shown as they come."""
+def _frame(result):
+    try:
+        return result.df()
+    except PixqlError as exc:  # a lazy DuckDB relation fails when its rows are computed
+        raise PixqlCellError(str(exc), exc) from None
+
+
+def _curves(result):
+    if result.statement is None or result.statement.keyword != "DESCRIBE MODEL":
+        return None
+    from pixql import display as pictures
+
+    picture = pictures.result_curves(result)
+    return None if picture is None else _image(picture)
+
+
+def _outputs(result):
+    """What an intermediate statement of a cell shows: its picture, or curves and rows."""
     if result.image is not None:
-        display(_png(result.image))
-    elif result.has_rows and result.statement is not None and result.statement.keyword != "SQL":
-        display(result.df())
+        return [_image(result.image)]
+    curves = _curves(result)
+    items = [] if curves is None else [curves]
+    if result.has_rows:
+        items.append(_frame(result))
+    return items
+
+
+def _value(result, display):
+    """The last statement's value: PRINT IMAGE's picture, else its rows as a DataFrame."""
+    if result.image is not None:
+        return _image(result.image)
+    curves = _curves(result)
+    if curves is not None:
+        display(curves)
+    return _frame(result) if result.has_rows else None
 
 
 def load_ipython_extension(ipython):
-    ipython.register_magics(PixqlMagics)
+    import atexit
+    import weakref
+
+    magics = PixqlMagics(ipython)
+    ipython.register_magics(magics)
+    # Close the database at exit (DuckDB flushes its WAL; no leak reports on shutdown).
+    ref = weakref.ref(magics)
+    atexit.register(lambda: ref() is not None and ref().close())
+
+
+def unload_ipython_extension(ipython):
+    magics = ipython.magics_manager.registry.get("PixqlMagics")
+    if magics is not None:
+        magics.close()

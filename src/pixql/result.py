@@ -1,5 +1,21 @@
 """What a statement returns: rows (like a DuckDB relation), maybe a picture, maybe a note."""
 
+import contextlib
+
+from pixql.errors import SqlError
+
+
+@contextlib.contextmanager
+def _duckdb_errors(statement):
+    """A lazy relation fails only when its rows are computed: report it as pixql's error."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        where = f"statement at line {statement.line}: " if statement is not None else ""
+        raise SqlError(f"{where}{exc}") from exc
+
 
 class Result:
     """Rows from DuckDB (lazy relation) or from pixql (a pandas DataFrame).
@@ -22,7 +38,8 @@ class Result:
 
     def df(self):
         if self._relation is not None:
-            return self._relation.df()
+            with _duckdb_errors(self.statement):
+                return self._relation.df()
         if self._frame is not None:
             return self._frame.copy()
         import pandas as pd
@@ -31,15 +48,16 @@ class Result:
 
     def arrow(self):
         if self._relation is not None:
-            return self._relation.fetch_arrow_table() if hasattr(self._relation, "fetch_arrow_table") \
-                else self._relation.arrow()
+            with _duckdb_errors(self.statement):
+                return self._relation.fetch_arrow_table()
         import pyarrow as pa
 
         return pa.Table.from_pandas(self.df(), preserve_index=False)
 
     def fetchall(self):
         if self._relation is not None:
-            return self._relation.fetchall()
+            with _duckdb_errors(self.statement):
+                return self._relation.fetchall()
         frame = self.df()
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]
 

@@ -1,0 +1,145 @@
+"""Pictures: PRINT IMAGE contact sheets and DESCRIBE MODEL training curves (display.py),
+and where the CLI puts them."""
+
+import sys
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pixql import display
+from pixql.errors import DataError
+from pixql.result import Result
+
+BLUE, ORANGE = (31, 119, 180), (255, 127, 14)  # matplotlib's tab:blue / tab:orange
+
+
+def history(epochs=4, validation=True):
+    return [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 1 - 0.3 / e,
+             "val_loss": 1.2 / e if validation else None, "val_accuracy": 1 - 0.4 / e if validation else None,
+             "seconds": 1.0, "images_per_second": 10.0} for e in range(1, epochs + 1)]
+
+
+def has_color(image, rgb, tolerance=30):
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"), dtype=int)
+    return bool((np.abs(pixels - np.array(rgb)) <= tolerance).all(axis=-1).any())
+
+
+# -- training curves ------------------------------------------------------------------------
+def test_training_curves_draw_training_and_validation():
+    image = display.training_curves(history(), title="model m")
+    assert isinstance(image, Image.Image) and image.mode == "RGB"
+    assert image.size == (900, 340)
+    assert has_color(image, BLUE) and has_color(image, ORANGE)
+
+
+def test_training_curves_without_validation_draw_only_training():
+    image = display.training_curves(history(validation=False))
+    assert has_color(image, BLUE) and not has_color(image, ORANGE)
+
+
+def test_training_curves_with_one_epoch_and_some_missing_values():
+    display.training_curves(history(epochs=1))
+    mixed = history(epochs=3)
+    mixed[1]["val_loss"] = mixed[1]["val_accuracy"] = None
+    display.training_curves(mixed)
+
+
+def test_training_curves_need_a_history():
+    for empty in (None, [], [{"epoch": 1, "train_loss": None}]):
+        with pytest.raises(DataError, match="no training history"):
+            display.training_curves(empty)
+
+
+def test_training_curves_figure_leaves_pyplot_alone():
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    figures_before = sys.modules["matplotlib.pyplot"].get_fignums() if had_pyplot else None
+    fig = display.training_curves_figure(history())
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Accuracy"]
+    assert [line.get_label() for line in fig.axes[0].lines] == ["training", "validation"]
+    assert display.figure_png(fig).startswith(b"\x89PNG")
+    if had_pyplot:  # not registered with pyplot: no figure left open in the user's session
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == figures_before
+    else:
+        assert "matplotlib.pyplot" not in sys.modules
+
+
+def test_result_curves_reads_the_describe_result():
+    assert display.result_curves(Result(info={"manifest": {"name": "m", "history": history()}})).size == (900, 340)
+    assert display.result_curves(Result(info={"manifest": {"name": "imagenet_classifier"}})) is None
+    assert display.result_curves(Result()) is None
+
+
+# -- contact sheets -------------------------------------------------------------------------
+def test_contact_sheet_grid_and_captions(color_images):
+    paths = [p for p, _ in color_images[:7]]
+    sheet = display.contact_sheet(paths, [[f"label: {l}"] for _, l in color_images[:7]], size=64, columns=3)
+    assert sheet.width == 3 * (64 + 8) + 8
+    assert sheet.height > 3 * (64 + 8)  # three rows plus caption lines
+    with pytest.raises(DataError, match="no rows"):
+        display.contact_sheet([], [], size=64)
+
+
+def test_png_bytes_round_trip():
+    image = Image.new("RGB", (5, 4), "red")
+    data = display.png_bytes(image)
+    assert data.startswith(b"\x89PNG")
+
+
+# -- the CLI writes the curves next to PRINT IMAGE's sheets ---------------------------------------
+def fake_model(database, name="m", hist=None):
+    """A model in the store beside `database`, with a training history (no training needed)."""
+    import torch
+
+    from pixql.store import ModelStore
+
+    ModelStore(f"{database}.models").save(name, {"w": torch.zeros(1)}, {
+        "base": "EfficientNet_Lite0", "task": "classification", "classes": ["a", "b"],
+        "image_col": "image", "label_col": "label", "train_mode": "linear",
+        "history": history() if hist is None else hist,
+        "metrics": {"train_accuracy": 0.925, "val_accuracy": 0.9, "best_val_accuracy": 0.9}})
+
+
+def test_cli_describe_model_writes_the_curves_and_prints_the_path(tmp_path, monkeypatch):
+    from pixql.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "t.duckdb"
+    fake_model(db)
+    result = CliRunner().invoke(cli, ["--db", str(db), "--out-dir", "pics", "-c", "DESCRIBE MODEL m"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["property", "value"]
+    assert lines[-1].startswith("training curves: ")
+    path = lines[-1].split(": ", 1)[1]
+    assert path.endswith(".png") and path.startswith(str(tmp_path / "pics"))
+    with Image.open(path) as image:
+        assert image.size == (900, 340)
+
+
+def test_cli_describe_model_csv_keeps_stdout_clean(tmp_path, monkeypatch):
+    from pixql.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "t.duckdb"
+    fake_model(db)
+    result = CliRunner().invoke(cli, ["--db", str(db), "--format", "csv", "-c", "DESCRIBE MODEL m"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "training curves" not in result.stdout and result.stdout.startswith("property,value")
+    assert "training curves: " in result.stderr
+    assert len(list((tmp_path / "pixql_output").glob("training_curves_m_*.png"))) == 1
+
+
+def test_cli_describe_model_without_history_writes_nothing(tmp_path, monkeypatch):
+    from pixql.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "-c", "DESCRIBE MODEL imagenet_classifier"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "training curves" not in result.output
+    assert not (tmp_path / "pixql_output").exists()

@@ -1,0 +1,280 @@
+"""The IPython front end (`%load_ext pixql`, `%pixql`, `%%pixql`) in an in-process shell.
+
+Displays are recorded by replacing the shell's display publisher; a cell's value is
+`run_cell(...).result`. The real-kernel checks (nbclient) are in test_notebooks.py.
+"""
+
+import io
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+pytest.importorskip("IPython")
+
+import pixql  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from IPython.display import Image as IPImage  # noqa: E402
+from pixql.magic import PixqlCellError, PixqlMagics, expand  # noqa: E402
+
+
+class Shell:
+    """An IPython shell with a fresh pixql magic and a record of what cells displayed."""
+
+    def __init__(self, shell, magics, published):
+        self.shell, self.magics, self.published = shell, magics, published
+
+    def cell(self, source):
+        """Run a cell; its value (raises what the cell raised)."""
+        self.published.clear()
+        result = self.shell.run_cell(source)
+        if result.error_in_exec is not None:
+            raise result.error_in_exec
+        if result.error_before_exec is not None:
+            raise result.error_before_exec
+        return result.result
+
+    def displayed(self, mime):
+        return [data[mime] for data in self.published if mime in data]
+
+    def __getitem__(self, name):
+        return self.shell.user_ns[name]
+
+    def __setitem__(self, name, value):
+        self.shell.user_ns[name] = value
+
+
+@pytest.fixture
+def ip(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIXQL_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    magics = PixqlMagics(shell)
+    shell.register_magics(magics)
+    published = []
+    monkeypatch.setattr(shell.display_pub, "publish",
+                        lambda data, metadata=None, *args, **kwargs: published.append(data))
+    yield Shell(shell, magics, published)
+    magics.close()
+
+
+def png_size(data):
+    if isinstance(data, str):  # published as base64 text
+        import base64
+
+        data = base64.b64decode(data)
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+# -- loading, line and cell magics --------------------------------------------------------------
+def test_load_ext_registers_the_magics(monkeypatch):
+    shell = InteractiveShell.instance()
+    shell.extension_manager.loaded.discard("pixql")
+    assert shell.run_line_magic("load_ext", "pixql") is None
+    assert "pixql" in shell.magics_manager.magics["line"]
+    assert "pixql" in shell.magics_manager.magics["cell"]
+    frame = shell.run_line_magic("pixql", "SELECT 42 AS answer")
+    assert frame.to_dict("records") == [{"answer": 42}]
+    shell.run_line_magic("unload_ext", "pixql")
+
+
+def test_line_magic_returns_a_dataframe(ip):
+    ip.cell("x = %pixql SELECT 42 AS answer, 'b' AS c")
+    assert isinstance(ip["x"], pd.DataFrame)
+    assert ip["x"].to_dict("records") == [{"answer": 42, "c": "b"}]
+
+
+def test_empty_magic_and_no_rows(ip):
+    assert ip.cell("%pixql") is None
+    assert ip.cell("%pixql CREATE TABLE t AS SELECT 1 AS x") is None  # nothing to show, like DuckDB's shell
+
+
+def test_cell_runs_every_statement_and_returns_the_last_result(ip, color_csv):
+    ip["csv"] = str(color_csv)
+    value = ip.cell(
+        "%%pixql\n"
+        "COPY colors FROM '{csv}';\n"
+        "CREATE TABLE counts AS SELECT label, count(*) AS n FROM colors GROUP BY label;\n"
+        "SELECT * FROM counts ORDER BY label"
+    )
+    assert value.to_dict("records") == [{"label": "blue", "n": 12}, {"label": "red", "n": 12}]
+    # The COPY's row was shown as the cell ran; CREATE TABLE has nothing to show; the last
+    # result is the cell's value (shown by the display hook, not published here).
+    (html,) = ip.displayed("text/html")
+    assert "colors" in html and "24" in html
+
+
+def test_a_select_in_the_middle_of_a_cell_is_shown(ip):
+    value = ip.cell("%%pixql\nSELECT 1 AS first;\nSELECT 2 AS second")
+    assert list(value.columns) == ["second"]
+    assert any("first" in html for html in ip.displayed("text/html"))
+
+
+def test_db_option_switches_database(ip, tmp_path):
+    ip.cell("%pixql --db a.duckdb")
+    ip.cell("%pixql CREATE TABLE t AS SELECT 'in a' AS x")
+    assert ip.magics.connection.model_store == "a.duckdb.models"
+    ip.cell("%pixql --db=b.duckdb CREATE TABLE u AS SELECT 'in b' AS x")  # option then statements
+    with pytest.raises(PixqlCellError, match="t does not exist"):
+        ip.cell("%pixql SELECT * FROM t")
+    assert ip.cell("%%pixql --db a.duckdb\nSELECT x FROM t").x.tolist() == ["in a"]
+    assert ip.cell("%pixql --db :memory: SELECT 1 AS one").one.tolist() == [1]
+    assert ip.magics.database is None
+    ip["name"] = str(tmp_path / "b.duckdb")
+    assert ip.cell("%pixql --db {name} SELECT x FROM u").x.tolist() == ["in b"]
+    assert (tmp_path / "a.duckdb").is_file() and (tmp_path / "b.duckdb").is_file()
+
+
+def test_db_option_errors(ip):
+    with pytest.raises(PixqlCellError, match="usage"):
+        ip.cell("%pixql --db")
+    with pytest.raises(PixqlCellError, match="unknown option '--nope'"):
+        ip.cell("%pixql --nope x")
+
+
+def test_pixql_db_environment_variable_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXQL_DB", str(tmp_path / "env.duckdb"))
+    magics = PixqlMagics(InteractiveShell.instance())
+    try:
+        magics.connection.sql("CREATE TABLE t AS SELECT 1 AS x")
+    finally:
+        magics.close()
+    assert (tmp_path / "env.duckdb").is_file()
+
+
+# -- interpolation -----------------------------------------------------------------------------
+def test_braces_and_dollars_interpolate_python_values(ip):
+    ip["n"], ip["word"] = 3, "cat"
+    frame = ip.cell("x = %pixql SELECT {n} + 1 AS a, '{word}' AS b, $n AS c, {n * 10} AS d, {n:03d} AS e")
+    frame = ip["x"]
+    assert frame.to_dict("records") == [{"a": 4, "b": "cat", "c": 3, "d": 30, "e": 3}]
+    frame = ip.cell("%%pixql\nSELECT 'x' AS pad;\nSELECT {n} AS a, $word AS b FROM (SELECT 'cat' AS cat)")
+    assert frame.to_dict("records") == [{"a": 3, "b": "cat"}]
+
+
+def test_sql_braces_and_dollars_are_left_alone(ip):
+    ip["n"] = 3
+    frame = ip.cell("%pixql SELECT {'k': 1}.k AS s, '$n' AS quoted, '{\"a\": 1}' AS js")
+    assert frame.to_dict("records") == [{"s": 1, "quoted": "$n", "js": '{"a": 1}'}]
+    # field by field: a struct that names a SQL column does not stop {n} (IPython's own
+    # expansion of magic lines would give up on the whole line)
+    frame = ip.cell("%pixql SELECT {n} AS a, {'k': x}.k AS b FROM (SELECT 5 AS x)")
+    assert frame.to_dict("records") == [{"a": 3, "b": 5}]
+    frame = ip.cell("%%pixql\nSELECT {'k': $n}.k AS s, {{'a': 2}}.a AS escaped")
+    assert frame.to_dict("records") == [{"s": 3, "escaped": 2}]
+
+
+def test_expand_rules():
+    ns = {"x": 5, "folder": "/data", "obj": type("O", (), {"attr": "A"})()}
+    assert expand("{x}", ns) == "5"
+    assert expand("'{folder}/f.csv'", ns) == "'/data/f.csv'"
+    assert expand("$x $obj.attr '$x' $1 $$q$$ {y}", ns) == "5 A '$x' $1 $$q$$ {y}"
+    assert expand("{{x}} }}", ns) == "{x} }"
+    assert expand("", ns) == "" and expand("plain", ns) == "plain"
+
+
+def test_local_variables_inside_a_function(ip):
+    ip.cell("def f():\n"
+            "    k = 7\n"
+            "    return get_ipython().run_line_magic('pixql', 'SELECT {k} AS k')\n")
+    assert ip.cell("f()").k.tolist() == [7]
+
+
+# -- pictures ----------------------------------------------------------------------------------
+def test_print_image_returns_a_png_display_object(ip, color_csv):
+    ip["csv"] = str(color_csv)
+    ip.cell("%pixql COPY colors FROM '{csv}'")
+    value = ip.cell("%pixql PRINT IMAGE OPTIONS (size=64) AS SELECT image, label FROM colors LIMIT 3")
+    assert isinstance(value, IPImage) and value.format == "png"
+    assert value.data.startswith(b"\x89PNG")
+    assert png_size(value.data)[0] == 3 * (64 + 8) + 8
+
+
+def test_print_image_in_the_middle_of_a_cell_is_displayed(ip, color_csv):
+    ip["csv"] = str(color_csv)
+    value = ip.cell("%%pixql\nCOPY colors FROM '{csv}';\n"
+                    "PRINT IMAGE OPTIONS (size=32) AS SELECT image, label FROM colors LIMIT 2;\n"
+                    "SELECT count(*) AS n FROM colors")
+    assert value.n.tolist() == [24]
+    assert len(ip.displayed("image/png")) == 1
+
+
+def test_describe_model_shows_the_training_curves_and_returns_the_table(ip, tmp_path):
+    from test_display import fake_model
+
+    fake_model(tmp_path / "m.duckdb", "pets")
+    ip.cell("%pixql --db m.duckdb")
+    value = ip.cell("%pixql DESCRIBE MODEL pets")
+    assert isinstance(value, pd.DataFrame) and "epoch 1" in value.property.tolist()
+    (png,) = ip.displayed("image/png")
+    assert png_size(png) == (900, 340)
+    # in the middle of a cell too, and not for a model without a history
+    ip.cell("%%pixql\nDESCRIBE MODEL pets;\nDESCRIBE MODEL imagenet_classifier")
+    assert len(ip.displayed("image/png")) == 1
+
+
+# -- errors ------------------------------------------------------------------------------------
+def run_failing(ip, capsys, source):
+    """Run a failing cell as a user does; (the error, what the shell printed)."""
+    capsys.readouterr()
+    result = ip.shell.run_cell(source)
+    assert isinstance(result.error_in_exec, PixqlCellError), result.error_in_exec
+    return result.error_in_exec, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source, kind, words", [
+    ("%pixql SELECT * FROM missing_table", "SqlError", "missing_table"),
+    ("%pixql SELECT 'a'::INT", "SqlError", "Could not convert"),  # fails when the rows are computed
+    ("%pixql PREDICT USING no_such_model AS SELECT 1 AS image", "CatalogError", "no_such_model"),
+    ("%%pixql\nSELECT 1;\nBUILD MODEL m OPTIONS (epochs=) AS SELECT 1", "ParseError", "line 3, column 31"),
+    ("%pixql BUILD MODEL m OPTIONS (epoch=1) AS SELECT 1 AS image, 'a' AS label", "OptionError", "epoch"),
+])
+def test_errors_show_the_pixql_message_not_a_traceback(ip, capsys, source, kind, words):
+    error, printed = run_failing(ip, capsys, source)
+    assert error.kind == kind and type(error.error).__name__ == kind
+    assert isinstance(error, pixql.PixqlError)
+    assert kind in printed and words in printed
+    assert "Traceback" not in printed and "File " not in printed and "engine.py" not in printed
+
+
+def test_results_before_the_failing_statement_are_shown(ip, capsys):
+    error, _ = run_failing(ip, capsys, "%%pixql\nSELECT 'before' AS x;\nSELECT * FROM missing_table")
+    assert "line 3" in str(error)  # the cell's third line
+    assert any("before" in html for html in ip.displayed("text/html"))
+
+
+def test_errors_can_be_caught_in_python(ip):
+    ip.cell("import pixql\n"
+            "try:\n"
+            "    %pixql SELECT * FROM missing_table\n"
+            "except pixql.PixqlError as e:\n"
+            "    caught = e\n")
+    assert "missing_table" in str(ip["caught"]) and ip["caught"].kind == "SqlError"
+
+
+def test_interrupt_is_reported_as_a_message(ip, capsys, monkeypatch):
+    def interrupted(statement):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ip.magics.connection.engine, "run", interrupted)
+    error, printed = run_failing(ip, capsys, "%pixql SELECT 1")
+    assert "interrupted" in printed and "nothing half-written" in printed
+
+
+# -- a real model, end to end ---------------------------------------------------------------------
+def test_build_describe_predict_in_cells(ip, color_csv, capsys):
+    ip["csv"] = str(color_csv)
+    ip.cell("%pixql --db shop.duckdb")
+    built = ip.cell("%%pixql\nCOPY colors FROM '{csv}';\n"
+                    "BUILD MODEL colors_model OPTIONS (epochs=2, validation=0.25) AS SELECT * FROM colors")
+    assert built.loc[0, "model"] == "colors_model" and built.loc[0, "classes"] == 2
+    assert "%" in capsys.readouterr().err  # tqdm's text bar outside a notebook kernel
+
+    ip.cell("%pixql DESCRIBE MODEL colors_model")
+    assert png_size(ip.displayed("image/png")[0]) == (900, 340)
+
+    ip.cell("result = %pixql PREDICT USING colors_model AS SELECT * FROM colors")
+    result = ip["result"]
+    assert isinstance(result, pd.DataFrame) and {"predicted", "score"} <= set(result.columns)
+    assert (result.predicted == result.label).mean() >= 0.9
