@@ -1,0 +1,70 @@
+"""Decode one image file into an upright RGB PIL image, or fail with a DataError naming it."""
+
+import os
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pixql.errors import DataError
+
+# Modes PIL converts to RGB correctly by itself; the others need care (alpha, 16-bit, float).
+_DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
+
+
+def read_image(path, draft_size=None):
+    """Open `path` as an RGB image, EXIF-rotated upright.
+
+    `draft_size` (pixels) lets the JPEG decoder scale down by a power of two while staying at
+    least that big on both sides: a large photo then decodes several times faster.
+    """
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as img:
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return _to_rgb(img)
+    except FileNotFoundError:
+        raise DataError(f"Image file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"Image path is a folder, not a file: {path}") from None
+    except PermissionError:
+        raise DataError(f"Image file cannot be read (permission denied): {path}") from None
+    except UnidentifiedImageError:
+        raise DataError(f"Not an image (or a format PIL cannot read): {path}") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"Image is too large to decode safely ({e}): {path}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # PIL reports truncated and corrupt data as OSError ("image file is truncated"), and
+        # some broken headers as SyntaxError/ValueError.
+        raise DataError(f"Image file is truncated or corrupt ({e}): {path}") from None
+
+
+def _to_rgb(img):
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        # Transparent pixels show as white, as in a viewer, rather than as whatever colour
+        # happens to be stored under alpha 0.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in _DIRECT:
+        return img.convert("RGB")
+    # 16-bit and 32-bit integer or float greyscale: convert("RGB") would clip to 0..255, so
+    # rescale the actual range to 8 bits first.
+    import numpy as np
+
+    a = np.asarray(img, dtype=np.float64)
+    if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) > 255):
+        a = a / 257.0 if a.max(initial=0) <= 65535 else a * (255.0 / a.max())
+    elif mode == "F":
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0
+    a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        return Image.fromarray(a, "L").convert("RGB")
+    return Image.fromarray(a[..., :3], "RGB")

@@ -1,0 +1,75 @@
+"""Applying a trained (or the ready ImageNet) classifier to image files."""
+
+import numpy as np
+import torch
+
+from pixql.errors import StoreError
+from pixql.ml.data import eval_transform
+from pixql.ml.networks import create_network
+from pixql.ml.runtime import (auto_batch_size, forward_rows, resolve_device, resolve_precision,
+                              to_device)
+
+
+def _probabilities(model, x):
+    return torch.softmax(model(x).float(), dim=1)
+
+
+class Classifier:
+    """A network rebuilt from its recipe and weights, ready to label image files."""
+
+    def __init__(self, network, state_dict, classes, preprocessing, device="auto", precision="auto"):
+        self.network = dict(network)
+        self.classes = list(classes)
+        self.preprocessing = dict(preprocessing)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        model = create_network(self.network)
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            raise StoreError(f"Saved weights do not fit the {self.network.get('arch')} network: {e}") from e
+        if int(self.network["num_classes"]) != len(self.classes):
+            raise StoreError(
+                f"The network has {self.network['num_classes']} outputs but {len(self.classes)} classes are listed"
+            )
+        self.model = to_device(model.eval(), self.device)
+        self.transform = eval_transform(self.preprocessing)
+
+    def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None):
+        """[n, n_classes] float32 class probabilities, one row per path in order."""
+        paths = list(paths)
+        if not paths:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        probs, _ = forward_rows(
+            self.model, paths, self.preprocessing, self.transform, _probabilities,
+            device=self.device, precision=self.precision,
+            batch_size=batch_size or auto_batch_size(self.device, training=False),
+            num_workers=num_workers, progress=progress, desc="predict",
+        )
+        return probs.numpy()
+
+    def predict(self, paths, batch_size=None, progress=True):
+        """(predicted label, its probability, full probability matrix [n, n_classes])."""
+        probs = self.predict_proba(paths, batch_size=batch_size, progress=progress)
+        best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+        labels = [self.classes[i] for i in best]
+        scores = probs[np.arange(len(best)), best].astype(float).tolist()
+        return labels, scores, probs
+
+
+def imagenet_classifier_parts():
+    """(network, state_dict, classes, preprocessing) of EfficientNet-Lite0 on the 1000 ImageNet
+    classes, weights from the efficientnet-lite0 package. Classes are in ImageNet index order."""
+    from pixql.ml.imagenet import imagenet_class_names
+    from pixql.ml.weights import LITE0_ARCH, lite0_imagenet_state_dict
+    from pixql.ml.data import preprocessing_for
+
+    network = {"arch": LITE0_ARCH, "num_classes": 1000}
+    state_dict = dict(lite0_imagenet_state_dict())
+    preprocessing = preprocessing_for(create_network(network))
+    return network, state_dict, imagenet_class_names(), preprocessing
+
+
+def imagenet_classifier(device="auto"):
+    network, state_dict, classes, preprocessing = imagenet_classifier_parts()
+    return Classifier(network, state_dict, classes, preprocessing, device=device)

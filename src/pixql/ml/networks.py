@@ -1,0 +1,88 @@
+"""Building networks from their JSON recipe: timm models, and the classic SimpleCNN.
+
+A recipe is {'arch': <timm name or 'simple_cnn'>, 'num_classes': n, ...}: enough to rebuild
+the nn.Module with random weights, into which a saved state_dict is then loaded.
+"""
+
+import torch
+from torch import nn
+
+SIMPLE_CNN = "simple_cnn"
+
+
+class SimpleCNN(nn.Module):
+    """Three conv + max-pool blocks (16/32/64 filters), a 512-unit dense layer with dropout.
+
+    The small Keras tutorial CNN, trained from scratch. It offers the parts of timm's model
+    interface pixql uses (forward_features, forward_head, get_classifier, reset_classifier,
+    pretrained_cfg), so training and inference need no special case for it.
+    """
+
+    def __init__(self, num_classes=2, input_size=150, drop_rate=0.5):
+        super().__init__()
+        blocks = []
+        channels, side = 3, input_size
+        for width in (16, 32, 64):
+            blocks += [nn.Conv2d(channels, width, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            channels, side = width, (side - 2) // 2
+        self.features = nn.Sequential(*blocks)
+        self.fc = nn.Linear(channels * side * side, 512)
+        self.drop = nn.Dropout(drop_rate)
+        self.num_features = 512
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(512, num_classes) if num_classes else nn.Identity()
+        self.pretrained_cfg = {
+            "architecture": SIMPLE_CNN,
+            "classifier": "classifier",
+            "num_classes": num_classes,
+            "input_size": (3, input_size, input_size),
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "crop_mode": "squash",  # the Keras recipe resizes, it does not crop
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+        }
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x, pre_logits=False):
+        x = self.drop(torch.relu(self.fc(torch.flatten(x, 1))))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self):
+        return self.classifier
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(512, num_classes) if num_classes else nn.Identity()
+
+
+def create_network(network):
+    """A randomly initialised nn.Module from its recipe."""
+    arch, num_classes = network["arch"], int(network["num_classes"])
+    if arch == SIMPLE_CNN:
+        return SimpleCNN(num_classes, int(network.get("input_size", 150)))
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+def classifier_keys(model):
+    """state_dict keys of the classification head, from timm's pretrained config."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    if isinstance(names, str):
+        names = (names,)
+    keys = set()
+    for name in names:
+        keys |= {f"{name}.{k}" for k in ("weight", "bias")}
+    return keys
+
+
+def linear_head(model):
+    """The head as one nn.Linear over forward_head(pre_logits=True), or None if it is not."""
+    head = model.get_classifier()
+    return head if isinstance(head, nn.Linear) else None

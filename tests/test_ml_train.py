@@ -1,0 +1,181 @@
+"""Training on generated images: linear and fine-tuned Lite0, SimpleCNN, bad input, seeds."""
+
+import pytest
+import torch
+from conftest import make_color_images
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from pixql.errors import DataError, OptionError, TrainingError
+from pixql.ml.infer import Classifier
+from pixql.ml.train import TrainConfig, _stratified_split, continue_training, train_classifier
+
+
+def _split(rows):
+    return [p for p, _ in rows], [label for _, label in rows]
+
+
+@pytest.fixture(scope="module")
+def colors(tmp_path_factory):
+    return _split(make_color_images(tmp_path_factory.mktemp("colors"), per_class=12))
+
+
+def _accuracy(model, paths, labels):
+    predicted, scores, probs = Classifier(model.network, model.state_dict, model.classes,
+                                          model.preprocessing).predict(paths, progress=False)
+    assert probs.shape == (len(paths), len(model.classes)) and len(scores) == len(paths)
+    return sum(p == t for p, t in zip(predicted, labels)) / len(labels)
+
+
+def test_linear_head_learns_colours_and_leaves_the_backbone_alone(colors, tmp_path):
+    from pixql.ml.weights import lite0_imagenet_state_dict
+
+    paths, labels = colors
+    model = train_classifier(paths, labels, TrainConfig(validation=0.25, progress=False))
+    assert model.train_mode == "linear" and model.base == "EfficientNet_Lite0"
+    assert model.classes == ["blue", "red"]
+    assert (model.train_rows, model.val_rows, model.epochs) == (18, 6, 1)
+    assert model.metrics["val_accuracy"] == 1.0 and model.metrics["train_accuracy"] == 1.0
+    entry = model.history[0]
+    assert set(entry) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
+                          "images_per_second"}
+    pretrained = lite0_imagenet_state_dict()
+    for key, value in model.state_dict.items():
+        if not key.startswith("classifier."):
+            assert torch.equal(value, pretrained[key]), key
+    assert model.state_dict["classifier.weight"].shape == (2, 1280)
+
+    # The whole classifier is saved as safetensors and predicts the same once reloaded.
+    assert all(v.device.type == "cpu" and v.is_contiguous() for v in model.state_dict.values())
+    save_file(model.state_dict, tmp_path / "w.safetensors")
+    reloaded = load_file(tmp_path / "w.safetensors")
+    a = Classifier(model.network, model.state_dict, model.classes, model.preprocessing)
+    b = Classifier(model.network, reloaded, model.classes, model.preprocessing)
+    assert (a.predict(paths, progress=False)[2] == b.predict(paths, progress=False)[2]).all()
+    assert _accuracy(model, paths, labels) == 1.0
+
+
+def test_finetune_changes_the_backbone_and_learns(colors):
+    from pixql.ml.weights import lite0_imagenet_state_dict
+
+    paths, labels = colors
+    model = train_classifier(paths, labels, TrainConfig(train_mode="finetune", epochs=2, batch_size=8,
+                                                        progress=False))
+    assert model.train_mode == "finetune" and model.options["optimizer"] == "adamw"
+    assert len(model.history) == 2 and model.history[0]["val_accuracy"] is None
+    assert not torch.equal(model.state_dict["conv_stem.weight"], lite0_imagenet_state_dict()["conv_stem.weight"])
+    assert _accuracy(model, paths, labels) >= 0.9
+
+
+def test_simple_cnn_trains_from_scratch(colors):
+    paths, labels = colors
+    model = train_classifier(paths, labels, TrainConfig(base="SimpleCNN", epochs=4, validation=0.25,
+                                                        progress=False))
+    assert model.train_mode == "finetune" and model.options["weights_source"] == "random"
+    assert model.network == {"arch": "simple_cnn", "num_classes": 2, "input_size": 150}
+    assert model.preprocessing["input_size"] == [3, 150, 150]
+    assert _accuracy(model, paths, labels) >= 0.9
+
+
+def test_same_seed_same_metrics_on_cpu(colors):
+    paths, labels = colors
+    runs = [train_classifier(paths, labels, TrainConfig(base="SimpleCNN", epochs=2, seed=seed, validation=0.25,
+                                                        augment="standard", device="cpu", progress=False))
+            for seed in (7, 7, 8)]
+    strip = [[{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in r.history]
+             for r in runs]
+    assert strip[0] == strip[1]
+    assert strip[0] != strip[2]
+
+
+def test_one_class_or_no_rows_is_refused(colors):
+    paths, _ = colors
+    with pytest.raises(TrainingError, match="at least two classes.*'cat'"):
+        train_classifier(paths, ["cat"] * len(paths), TrainConfig(progress=False))
+    with pytest.raises(DataError, match="No training rows"):
+        train_classifier([], [], TrainConfig(progress=False))
+    with pytest.raises(DataError, match="labels"):
+        train_classifier(paths, ["cat"], TrainConfig(progress=False))
+
+
+@pytest.mark.parametrize("option, value", [("train_mode", "deep"), ("epochs", 0), ("optimizer", "adam2"),
+                                           ("validation", 1.5), ("device", "tpu"), ("augment", "heavy")])
+def test_bad_options(colors, option, value):
+    paths, labels = colors
+    with pytest.raises(OptionError, match=option if option != "device" else "device"):
+        train_classifier(paths, labels, TrainConfig(progress=False, **{option: value}))
+
+
+def test_linear_mode_refuses_augmentation(colors):
+    paths, labels = colors
+    with pytest.raises(OptionError, match="augment"):
+        train_classifier(paths, labels, TrainConfig(train_mode="linear", augment="light", progress=False))
+
+
+def test_unreadable_image_in_a_worker_is_a_data_error_naming_it(tmp_path):
+    paths, labels = _split(make_color_images(tmp_path / "img", per_class=40, size=16))
+    bad = tmp_path / "img" / "red" / "broken.png"
+    bad.write_text("not a png")
+    paths, labels = [str(bad)] + paths, ["red"] + labels
+    with pytest.raises(DataError) as info:
+        train_classifier(paths, labels, TrainConfig(num_workers=2, progress=False))
+    message = str(info.value)
+    assert str(bad) in message and "Traceback" not in message and "worker" not in message
+
+    model = train_classifier(paths, labels, TrainConfig(num_workers=2, on_error="skip", progress=False))
+    assert model.skipped == [str(bad)] and model.train_rows == 80
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class():
+    paths = [f"{i}.png" for i in range(30)]
+    labels = ["a"] * 20 + ["b"] * 8 + ["c"] * 2
+    tr_p, tr_l, va_p, va_l = _stratified_split(paths, labels, 0.25, seed=0)
+    assert sorted(va_l) == ["a"] * 5 + ["b"] * 2 + ["c"]
+    assert set(tr_l) == {"a", "b", "c"} and len(tr_p) + len(va_p) == 30
+    assert _stratified_split(paths, labels, 0.25, seed=0) == (tr_p, tr_l, va_p, va_l)
+    assert _stratified_split(paths, labels, 0.25, seed=1)[2] != va_p
+
+
+def test_given_validation_rows(colors):
+    paths, labels = colors
+    model = train_classifier(paths[2:-2], labels[2:-2], TrainConfig(progress=False),
+                             val_paths=paths[:2] + paths[-2:], val_labels=labels[:2] + labels[-2:])
+    assert (model.train_rows, model.val_rows) == (20, 4)
+    with pytest.raises(DataError, match="green"):
+        train_classifier(paths, labels, TrainConfig(progress=False), val_paths=paths[:1], val_labels=["green"])
+
+
+def test_continue_training_keeps_classes(colors):
+    paths, labels = colors
+    first = train_classifier(paths[::2], labels[::2], TrainConfig(progress=False))
+    manifest = {"network": first.network, "classes": first.classes, "preprocessing": first.preprocessing,
+                "train_mode": first.train_mode, "base": first.base}
+    second = continue_training(manifest, first.state_dict, paths[1::2], labels[1::2],
+                               TrainConfig(progress=False))
+    assert second.classes == first.classes and second.network == first.network
+    assert second.train_mode == "linear" and _accuracy(second, paths, labels) == 1.0
+    with pytest.raises(TrainingError, match="green"):
+        continue_training(manifest, first.state_dict, paths[:2], ["green", "red"], TrainConfig(progress=False))
+
+
+def test_progress_goes_to_stderr_only_when_asked(colors, capfd):
+    paths, labels = colors
+    train_classifier(paths, labels, TrainConfig(base="SimpleCNN", progress=False))
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    train_classifier(paths, labels, TrainConfig(base="SimpleCNN", progress=True))
+    out, err = capfd.readouterr()
+    assert out == "" and "epoch 1/1" in err and "loss" in err
+
+
+def test_predict_on_odd_images_and_no_images(colors, tmp_path):
+    paths, labels = colors
+    model = train_classifier(paths, labels, TrainConfig(base="SimpleCNN", epochs=3, progress=False))
+    clf = Classifier(model.network, model.state_dict, model.classes, model.preprocessing)
+    gray = tmp_path / "gray.png"
+    Image.new("L", (30, 20), 128).save(gray)
+    predicted, scores, probs = clf.predict([str(gray)], progress=False)
+    assert predicted[0] in model.classes and 0 <= scores[0] <= 1
+    assert clf.predict([], progress=False)[2].shape == (0, 2)
+    with pytest.raises(DataError, match="missing.png"):
+        clf.predict([str(tmp_path / "missing.png")], progress=False)
