@@ -61,3 +61,77 @@ def color_csv(tmp_path):
     lines = ["image,label"] + [f"{os.path.relpath(p, csv.parent)},{label}" for p, label in rows]
     csv.write_text("\n".join(lines) + "\n")
     return csv
+
+
+# -- a model that needs no training ------------------------------------------------------------
+_CHANNEL = {"red": 0, "green": 1, "blue": 2}
+
+
+def make_rgb_images(folder, colors=("red", "green", "blue"), per_class=8, size=32, seed=0):
+    """Noisy squares, one class per colour (any of red, green, blue); returns [(path, label)]."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in colors:
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+            pixels[..., _CHANNEL[label]] = rng.integers(120, 256, (size, size), dtype=np.uint8)
+            path = folder / label / f"{label}_{i:03d}.png"
+            Image.fromarray(pixels).save(path)
+            rows.append((str(path), label))
+    return rows
+
+
+def save_color_model(store, name, classes=("blue", "green", "red"), task="classification", sharpness=4.0,
+                     channels=None, label_col="label"):
+    """A SimpleCNN whose weights are set by hand to tell the dominant colour of an image
+    (classes among red, green, blue, or named freely with `channels`: one RGB channel index
+    per class), saved in `store` (a ModelStore) without training. The probabilities vary
+    with each image's brightness, so scores are not all alike."""
+    import torch
+
+    from pixql.ml.data import preprocessing_for
+    from pixql.ml.networks import SimpleCNN
+
+    side = 32
+    net = SimpleCNN(len(classes), side)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+        for conv in convs:
+            for c in range(3):
+                conv.weight[c, c, 1, 1] = 1.0
+        cells = net.fc.in_features // convs[-1].out_channels
+        for c in range(3):
+            net.fc.weight[c, c * cells:(c + 1) * cells] = 1.0 / cells
+        for j, cls in enumerate(classes):
+            net.classifier.weight[j, channels[j] if channels else _CHANNEL[cls]] = sharpness
+            net.classifier.bias[j] = -sharpness * 0.5
+    pre = preprocessing_for(net)
+    store.save(name, net.state_dict(), {
+        "base": "SimpleCNN", "task": task, "classes": list(classes),
+        "network": {"arch": "simple_cnn", "num_classes": len(classes), "input_size": side},
+        "preprocessing": pre, "image_col": "image", "label_col": label_col, "train_mode": "finetune",
+        "history": [], "metrics": {}}, overwrite=True)
+
+
+@pytest.fixture
+def colors_db(tmp_path):
+    """An in-memory pixql connection with a table `colors` (image, label: 8 red, 8 green, 8 blue
+    32 px squares) and the hand-made colour model `cm` (classes blue, green, red)."""
+    import pandas as pd
+
+    import pixql
+
+    rows = make_rgb_images(tmp_path / "rgb")
+    db = pixql.connect(str(tmp_path / "colors.duckdb"), progress=False)
+    db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
+    db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
+    db.duckdb.unregister("__rows")
+    save_color_model(db.engine.store, "cm")
+    yield db
+    db.close()

@@ -45,7 +45,32 @@ def _write_curves(result, fmt, out_dir, open_image):
         click.launch(str(path))
 
 
-def _print_result(result, fmt, out_dir, open_image):
+def _write_confusion(result, fmt, out_dir, open_image):
+    """EVALUATE with --plot: the confusion matrix as a heat-map PNG; its path is printed
+    after the table (on stderr for csv/json)."""
+    from pixql import display
+
+    if result.statement is None or result.statement.keyword != "EVALUATE":
+        return
+    picture = display.result_confusion(result)
+    if picture is None:
+        click.echo("no confusion matrix to plot (multi-label models have one per class: "
+                   "OPTIONS (output='confusion'))", err=True)
+        return
+    path = _png_path(out_dir, f"confusion_{result.info.get('model', 'model')}", result)
+    picture.save(path)
+    click.echo(f"confusion matrix: {path.resolve()}", err=fmt != "table")
+    if open_image:
+        click.launch(str(path))
+
+
+def _print_messages(result):
+    for message in getattr(result, "messages", None) or []:
+        click.echo(message, err=True)
+
+
+def _print_result(result, fmt, out_dir, open_image, plot=False):
+    _print_messages(result)
     if result.image is not None:
         path = _png_path(out_dir, "print_image", result)
         result.image.save(path)
@@ -65,9 +90,11 @@ def _print_result(result, fmt, out_dir, open_image):
         click.echo(frame.to_string(index=False, max_rows=100, max_colwidth=60) if len(frame.columns)
                    else "(no columns)")
     _write_curves(result, fmt, out_dir, open_image)
+    if plot:
+        _write_confusion(result, fmt, out_dir, open_image)
 
 
-def run_script(engine, script, fmt, out_dir, open_image):
+def run_script(engine, script, fmt, out_dir, open_image, plot=False):
     """Run a script, printing each result that has rows; return the exit status."""
     from pixql.sql import parse_script
 
@@ -80,14 +107,14 @@ def run_script(engine, script, fmt, out_dir, open_image):
         try:
             result = engine.run(statement)
             # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
-            _print_result(result, fmt, out_dir, open_image)  # a lazy query may fail only here
+            _print_result(result, fmt, out_dir, open_image, plot)  # a lazy query may fail only here
         except PixqlError as exc:
             click.echo(f"Error: {exc}", err=True)
             return 1
     return 0
 
 
-def _interactive(engine, fmt, out_dir, open_image):
+def _interactive(engine, fmt, out_dir, open_image, plot=False):
     try:
         import readline  # noqa: F401  (line editing and history for input())
 
@@ -118,7 +145,7 @@ def _interactive(engine, fmt, out_dir, open_image):
         if text.rstrip(";").strip().lower() in ("exit", "quit", ".quit"):
             break
         try:
-            run_script(engine, text, fmt, out_dir, open_image)
+            run_script(engine, text, fmt, out_dir, open_image, plot)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
     if readline is not None:
@@ -138,9 +165,11 @@ def _interactive(engine, fmt, out_dir, open_image):
 @click.option("--out-dir", default="pixql_output", show_default=True,
               help="Where PRINT IMAGE (contact sheets) and DESCRIBE MODEL (training curves) write PNG files.")
 @click.option("--open", "open_image", is_flag=True, help="Open the PNG files written (PRINT IMAGE, DESCRIBE MODEL).")
+@click.option("--plot", is_flag=True,
+              help="EVALUATE: also write the confusion matrix as a heat-map PNG into --out-dir.")
 @click.version_option(package_name="pixql")
 @click.pass_context
-def cli(ctx, db, command, fmt, out_dir, open_image):
+def cli(ctx, db, command, fmt, out_dir, open_image, plot):
     """SQL for image classification.
 
     \b
@@ -149,7 +178,7 @@ def cli(ctx, db, command, fmt, out_dir, open_image):
       pixql --db shop.duckdb            (interactive prompt)
     """
     ctx.ensure_object(dict)
-    ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image)
+    ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot)
     if ctx.invoked_subcommand is not None:
         if command is not None:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
@@ -165,10 +194,10 @@ def _session(obj, script=None, path=None):
         return 1
     try:
         if script is None and path is None:
-            return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"])
+            return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
         if path is not None:
             script = Path(path).read_text(encoding="utf-8")
-        return run_script(engine, script, obj["fmt"], obj["out_dir"], obj["open_image"])
+        return run_script(engine, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
         click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)
         return 130

@@ -153,3 +153,86 @@ def png_bytes(image):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# -- confusion matrix ----------------------------------------------------------------------
+def confusion_matrix_arrays(frame):
+    """(labels, [n, n] counts) from EVALUATE's confusion rows (actual, predicted, count).
+
+    Labels keep the order in which they first appear (EVALUATE lists them in the model's
+    class order), actual labels first."""
+    import numpy as np
+
+    missing = {"actual", "predicted", "count"} - set(frame.columns)
+    if missing:
+        raise DataError(f"a confusion matrix needs the columns actual, predicted and count; "
+                        f"missing: {', '.join(sorted(missing))}")
+    labels = list(dict.fromkeys([str(v) for v in frame["actual"]] + [str(v) for v in frame["predicted"]]))
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for actual, predicted, count in zip(frame["actual"], frame["predicted"], frame["count"]):
+        matrix[index[str(actual)], index[str(predicted)]] += int(count)
+    return labels, matrix
+
+
+def confusion_heatmap_figure(frame, title=None):
+    """The confusion matrix as a heat-map (a matplotlib Figure, no pyplot state): rows are the
+    actual classes, columns the predicted ones; each cell is coloured by its share of the
+    actual class (recall on the diagonal) and labelled with its count."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels, matrix = confusion_matrix_arrays(frame)
+    if not labels:
+        raise DataError("the confusion matrix is empty")
+    n = len(labels)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals != 0)
+    side = min(max(4.0, 0.45 * n + 2.5), 24.0)
+    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    shown = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of the actual class")
+    ticks = range(n)
+    font = "small" if n <= 20 else "x-small"
+    ax.set_xticks(list(ticks), labels=[_short(label, 20) for label in labels], rotation=45, ha="right",
+                  fontsize=font)
+    ax.set_yticks(list(ticks), labels=[_short(label, 20) for label in labels], fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=font,
+                        color="white" if share[i, j] > 0.5 else "black")
+    total = int(matrix.sum())
+    correct = int(np.trace(matrix))
+    accuracy = f"accuracy {correct / total:.3f} ({correct}/{total})" if total else "no rows"
+    ax.set_title(f"{title}\n{accuracy}" if title else accuracy, fontsize="medium")
+    return fig
+
+
+def confusion_heatmap(frame, title=None, dpi=100):
+    """The confusion heat-map (see `confusion_heatmap_figure`) as a PIL image."""
+    import io
+
+    data = figure_png(confusion_heatmap_figure(frame, title), dpi=dpi)
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def result_confusion(result):
+    """The confusion heat-map for an EVALUATE result (single-label), or None."""
+    info = getattr(result, "info", None) or {}
+    frame = info.get("confusion")
+    if frame is None or len(frame) == 0:
+        return None
+    model = info.get("model")
+    return confusion_heatmap(frame, title=f"model {model}" if model else None)
+
+
+def _short(text, n):
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -5,21 +5,26 @@ as written. The SQL layer, the model store and the learning code do not know eac
 other; this module is where they meet.
 """
 
+import contextlib
 import datetime as _dt
+import functools
 import hashlib
+import itertools
 import json
 import os
 import platform
+import re
 import tempfile
 
-from pixql import display, ingest, options as opts
+from pixql import display, ingest, metrics, options as opts, predictions
 from pixql.errors import CatalogError, DataError, OptionError, PixqlError, SqlError
 from pixql.result import Result
-from pixql.sql import parse_script
+from pixql.sql import nested_statements, parse_script
 from pixql.sql import statements as st
 from pixql.store import ModelStore, check_name
 
 BUILTIN_MODEL = "imagenet_classifier"
+_CREATE_VIEW = re.compile(r"\s*CREATE\s+(OR\s+REPLACE\s+)?(TEMP(ORARY)?\s+)?VIEW\b", re.IGNORECASE)
 # DuckDB statement kinds whose rows a user wants to see (SHOW and DESCRIBE are SELECTs).
 _QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION", "ANALYZE"}
 CATALOG_TABLE = "pixql_models"
@@ -49,9 +54,14 @@ class Engine:
         self.store = ModelStore(root)
         self.progress = progress
         self._classifiers = {}  # (model key, weights checksum, device) -> loaded Classifier
+        self._nested_names = itertools.count(1)
         self._refresh_catalog()
+        from pixql.functions import register_functions
+
+        self.functions = register_functions(self)
 
     def close(self):
+        self.functions.close()
         self.duckdb.close()
         if getattr(self, "_tmpdir", None):
             self._tmpdir.cleanup()
@@ -84,28 +94,60 @@ class Engine:
     def _run_Sql(self, statement):
         import duckdb
 
-        try:
-            (parsed,) = self.duckdb.extract_statements(statement.sql)
-            if parsed.type.name in _QUERY_TYPES:
-                # Lazy, like DuckDB's own relation: rows are computed when asked for.
-                return Result(statement, relation=self.duckdb.sql(statement.sql))
-            # CREATE, INSERT, COPY ...: run now, once; like DuckDB's shell, nothing to show.
-            self.duckdb.execute(statement.sql).fetchall()
-        except duckdb.Error as exc:
-            raise SqlError(str(exc)) from exc
-        except ValueError as exc:  # extract_statements found more or fewer than one statement
-            raise SqlError(f"cannot run {statement.sql!r}: {exc}") from exc
+        with self._nested(statement.sql, statement) as (sql, nested):
+            try:
+                (parsed,) = self.duckdb.extract_statements(sql)
+                if nested and _CREATE_VIEW.match(sql):
+                    raise SqlError("a view cannot hold a pixql statement (its rows are computed once); "
+                                   "use CREATE TABLE ... AS instead")
+                if parsed.type.name in _QUERY_TYPES:
+                    if nested:  # the pixql statements' rows go away with their views: compute now
+                        return Result(statement, frame=self.duckdb.sql(sql).df())
+                    # Lazy, like DuckDB's own relation: rows are computed when asked for.
+                    return Result(statement, relation=self.duckdb.sql(sql))
+                # CREATE, INSERT, COPY ...: run now, once; like DuckDB's shell, nothing to show.
+                self.duckdb.execute(sql).fetchall()
+            except duckdb.Error as exc:
+                raise SqlError(str(exc)) from exc
+            except ValueError as exc:  # extract_statements found more or fewer than one statement
+                raise SqlError(f"cannot run {sql!r}: {exc}") from exc
         return Result(statement)
 
     def _query_frame(self, statement, query, what="query"):
         import duckdb
 
+        with self._nested(query, statement) as (sql, _):
+            try:
+                return self.duckdb.sql(sql).df()
+            except duckdb.Error as exc:
+                raise DataError(f"the {what} failed: {exc}") from exc
+            except AttributeError:  # sql() returned None: not a query
+                raise DataError(f"the {what} returned no rows: {query!r} is not a query") from None
+
+    @contextlib.contextmanager
+    def _nested(self, sql, statement=None):
+        """Run the parenthesised pixql statements inside `sql` (`FROM (EVALUATE ...)`), each
+        into a temporary view; yield (`sql` reading those views instead, whether any were found).
+        The views are dropped on leaving the block."""
+        line = getattr(statement, "line", 1)
+        found = nested_statements(sql, line=line)
+        if not found:
+            yield sql, False
+            return
+        names = []
         try:
-            return self.duckdb.sql(query).df()
-        except duckdb.Error as exc:
-            raise DataError(f"the {what} failed: {exc}") from exc
-        except AttributeError:  # sql() returned None: not a query
-            raise DataError(f"the {what} returned no rows: {query!r} is not a query") from None
+            pieces, end = [], len(sql)
+            frames = [(start, stop, self.run(inner).df()) for start, stop, inner in found]
+            for start, stop, frame in reversed(frames):
+                name = f"__pixql_nested_{next(self._nested_names)}"
+                self.duckdb.register(name, frame)
+                names.append(name)
+                pieces[:0] = [f"(SELECT * FROM {name})", sql[stop:end]]
+                end = start
+            yield sql[:end] + "".join(pieces), True
+        finally:
+            for name in names:
+                self.duckdb.unregister(name)
 
     # -- COPY ---------------------------------------------------------------------------
     def _run_Copy(self, statement):
@@ -226,18 +268,23 @@ class Engine:
 
     # -- PREDICT ------------------------------------------------------------------------
     def classifier(self, name, device="auto"):
-        """A loaded model, cached per (name, weights) so repeated use loads once."""
+        """(loaded model, manifest), cached per model version, so that repeated use (PREDICT,
+        EVALUATE, predict() in every batch of a query) loads the network once."""
         from pixql.ml import infer
 
         if name.lower() == BUILTIN_MODEL:
             key = (BUILTIN_MODEL, None, device)
             if key not in self._classifiers:
                 self._classifiers[key] = infer.imagenet_classifier(device=device)
-            return self._classifiers[key], {"image_col": None, "name": BUILTIN_MODEL}
+            return self._classifiers[key], {"image_col": None, "label_col": None, "name": BUILTIN_MODEL,
+                                            "task": "classification"}
         check_name(name)
         manifest = self.store.manifest(name)
-        key = (name.lower(), manifest.get("weights_sha256"), device)
+        version = predictions.model_version(manifest)
+        key = (name.lower(), version, device)
         if key not in self._classifiers:
+            for old in [k for k in self._classifiers if k[0] == name.lower() and k[1] != version]:
+                del self._classifiers[old]  # the model was overwritten: its old network can go
             manifest, state = self.store.load(name)
             self._classifiers[key] = infer.Classifier(
                 manifest["network"], state, manifest["classes"], manifest["preprocessing"], device=device)
@@ -245,24 +292,89 @@ class Engine:
 
     def _run_Predict(self, statement):
         resolved, _ = opts.resolve("PREDICT", statement.options)
+        _check_at_least_one("PREDICT", resolved, "batch_size", "top_k")
         classifier, manifest = self.classifier(statement.model, resolved["device"])
+        multi = predictions.is_multi_label(manifest)
+        threshold = _threshold("PREDICT", statement.model, resolved, multi)
         frame = self._query_frame(statement, statement.query)
+        image_col = self._model_image_col(statement, frame, resolved, manifest)
+        probs = self._probabilities(classifier, frame, image_col, resolved)
+        classes = list(classifier.classes)
+        labels, scores = predictions.decide(probs, classes, multi, threshold)
+        frame = frame.copy()
+        frame[resolved["result_col"]] = _column(labels, frame.index)
+        frame["score"] = _column(scores, frame.index, float)
+        if resolved["top_k"] > 1:
+            frame["top_k"] = _column(predictions.top_k(probs, classes, resolved["top_k"]), frame.index)
+        if resolved["probabilities"]:
+            import pandas as pd
+
+            columns = {predictions.probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
+            frame = frame.drop(columns=[c for c in columns if c in frame.columns])
+            frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+        return Result(statement, frame=frame)
+
+    def _model_image_col(self, statement, frame, resolved, manifest):
+        """OPTIONS (image_col) if given, else the column the model was trained on, else a guess."""
         trained_col = manifest.get("image_col")
         if resolved["image_col"] is None and trained_col is not None and trained_col not in frame.columns:
             raise DataError(
                 f"model '{statement.model}' was trained on image column '{trained_col}', which the query lacks "
                 f"(columns: {', '.join(map(str, frame.columns))}); name the column with OPTIONS (image_col='...')")
-        image_col = pick_image_col(frame, resolved["image_col"] or trained_col, "the query")
-        if len(frame):
-            check_image_paths(frame, image_col, "the query")
-            labels, scores, _ = classifier.predict(
-                list(frame[image_col]), batch_size=resolved["batch_size"], progress=self.progress)
+        return pick_image_col(frame, resolved["image_col"] or trained_col, "the query")
+
+    def _probabilities(self, classifier, frame, image_col, resolved):
+        import numpy as np
+
+        if not len(frame):
+            return np.zeros((0, len(classifier.classes)), dtype=np.float32)
+        check_image_paths(frame, image_col, "the query")
+        return classifier.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"],
+                                        progress=self.progress)
+
+    # -- EVALUATE -----------------------------------------------------------------------
+    def _run_Evaluate(self, statement):
+        resolved, _ = opts.resolve("EVALUATE", statement.options)
+        _check_at_least_one("EVALUATE", resolved, "batch_size")
+        classifier, manifest = self.classifier(statement.model, resolved["device"])
+        multi = predictions.is_multi_label(manifest)
+        threshold = _threshold("EVALUATE", statement.model, resolved, multi)
+        frame = self._query_frame(statement, statement.query)
+        if len(frame) == 0:
+            raise DataError("the query returned no rows; nothing to evaluate")
+        image_col = self._model_image_col(statement, frame, resolved, manifest)
+        label_col = find_column(frame, resolved["label_col"] or manifest.get("label_col") or "label",
+                                "label_col", "the query")
+        if label_col == image_col:
+            raise OptionError(f"EVALUATE: label_col and image_col are the same column, '{label_col}'")
+        parse = metrics.label_set if multi else metrics.label_string
+        known = set(classifier.classes)
+        truth = [parse(v, known) for v in frame[label_col]]
+        keep = [t is not None for t in truth]
+        skipped = len(truth) - sum(keep)
+        messages = []
+        if skipped:
+            messages.append(f"EVALUATE: {skipped} row(s) with a NULL label in '{label_col}' were left out")
+            frame = frame[keep].reset_index(drop=True)
+            truth = [t for t in truth if t is not None]
+        if not len(frame):
+            raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
+        probs = self._probabilities(classifier, frame, image_col, resolved)
+        classes = list(classifier.classes)
+        unknown = sorted((set().union(*truth) if multi else set(truth)) - set(classes))
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "
+                            f"'{statement.model}' (it never predicts them): {shown}")
+        info = {"model": statement.model, "task": "multi_label" if multi else "classification",
+                "output": resolved["output"], "label_col": label_col, "image_col": image_col,
+                "rows": len(frame), "skipped_null_labels": skipped}
+        if multi:
+            out, info["confusion"] = _evaluate_multi_label(frame, truth, probs, classes, unknown, threshold,
+                                                           resolved["output"])
         else:
-            labels, scores = [], []
-        frame = frame.copy()
-        frame[resolved["result_col"]] = labels
-        frame["score"] = scores
-        return Result(statement, frame=frame)
+            out, info["confusion"] = _evaluate_single_label(frame, truth, probs, classes, resolved["output"])
+        return Result(statement, frame=out, info=info, messages=messages)
 
     # -- PRINT IMAGE ----------------------------------------------------------------------
     def _run_PrintImage(self, statement):
@@ -308,10 +420,12 @@ class Engine:
 
         from pixql.ml.bases import list_bases, weights_available_offline
 
-        rows = [{"base": b.name, "architecture": b.arch, "input_size": b.input_size,
-                 "pretrained_source": b.pretrained_source,
+        rows = [{"base": b.name, "architecture": b.arch, "parameters": base_parameters(b.arch),
+                 "input_size": b.input_size, "pretrained_source": b.pretrained_source,
                  "weights_offline": weights_available_offline(b)} for b in list_bases()]
-        return Result(statement, frame=pd.DataFrame(rows))
+        frame = pd.DataFrame(rows)
+        frame["parameters"] = frame["parameters"].astype("Int64")
+        return Result(statement, frame=frame)
 
     def _run_DescribeModel(self, statement):
         import pandas as pd
@@ -357,7 +471,9 @@ class Engine:
             raise SqlError(str(exc)) from exc
         finally:
             self.duckdb.unregister("__pixql_result")
-        return self._frame_result(statement, {"table": [statement.table], "rows": [len(frame)]})
+        result = self._frame_result(statement, {"table": [statement.table], "rows": [len(frame)]})
+        result.messages = inner.messages
+        return result
 
     @staticmethod
     def _frame_result(statement, columns):
@@ -411,6 +527,22 @@ def check_image_paths(frame, image_col, what):
                         f"filter them out with WHERE {image_col} IS NOT NULL")
 
 
+@functools.lru_cache(maxsize=None)
+def base_parameters(arch):
+    """Parameters of a base's backbone, without the classification head (pixql adds one sized to
+    the classes). Counted on PyTorch's meta device: no weights are read or allocated (~0.1 s)."""
+    try:
+        import torch
+
+        from pixql.ml.networks import create_network
+
+        with torch.device("meta"):
+            network = create_network({"arch": arch, "num_classes": 0})
+        return int(sum(p.numel() for p in network.parameters()))
+    except Exception:  # an architecture that cannot be built here: say nothing rather than fail
+        return None
+
+
 def data_fingerprint(paths, labels):
     h = hashlib.sha256()
     for path, label in sorted(zip(map(str, paths), labels)):
@@ -455,3 +587,87 @@ def _continue_training(init, paths, labels, config, val_paths, val_labels):
         raise DataError(f"the query has classes the model does not know: {', '.join(unknown[:10])}; "
                         f"the model's classes are {', '.join(manifest['classes'][:20])}")
     return continue_training(manifest, state, paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+
+
+# -- PREDICT / EVALUATE helpers -----------------------------------------------------------
+def _check_at_least_one(keyword, resolved, *names):
+    for name in names:
+        if resolved.get(name) is not None and resolved[name] < 1:
+            raise OptionError(f"{keyword}: option '{name}' must be at least 1, got {resolved[name]}")
+
+
+def _threshold(keyword, model, resolved, multi_label):
+    threshold = resolved.get("threshold")
+    if threshold is None:
+        return predictions.DEFAULT_THRESHOLD
+    if not multi_label:
+        raise OptionError(f"{keyword}: option 'threshold' is for multi-label models; model '{model}' is "
+                          "single-label (it predicts the most probable class)")
+    if not 0 < threshold < 1:
+        raise OptionError(f"{keyword}: option 'threshold' must be between 0 and 1, got {threshold}")
+    return threshold
+
+
+def _column(values, index, dtype=object):
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=dtype)
+
+
+def _evaluate_single_label(frame, truth, probs, classes, output):
+    """(the result frame for `output`, the confusion frame for pictures)."""
+    import numpy as np
+
+    predicted, scores = predictions.decide(probs, classes, False)
+    labels = metrics.ordered_labels(truth, predicted, classes)
+    confusion = metrics.confusion_frame(truth, predicted, labels)
+    if output == "report":
+        return metrics.classification_report(truth, predicted, labels), confusion
+    if output == "confusion":
+        return confusion, confusion
+    index = {c: j for j, c in enumerate(classes)}
+    wrong = np.array([t != p for t, p in zip(truth, predicted)], dtype=bool)
+    rows = np.nonzero(wrong)[0]
+    errors = frame.iloc[rows].copy()
+    errors["predicted"] = _column([predicted[i] for i in rows], errors.index)
+    errors["score"] = _column([scores[i] for i in rows], errors.index, float)
+    errors["true_score"] = _column(
+        [float(probs[i, index[truth[i]]]) if truth[i] in index else float("nan") for i in rows],
+        errors.index, float)
+    # Worst first: the least probability on the true class, then the most confident mistake.
+    errors = errors.sort_values(["true_score", "score"], ascending=[True, False], na_position="last",
+                                kind="stable")
+    return errors.reset_index(drop=True), confusion
+
+
+def _evaluate_multi_label(frame, truth, probs, classes, unknown, threshold, output):
+    import numpy as np
+
+    all_classes = classes + unknown
+    n = len(truth)
+    y_true = np.zeros((n, len(all_classes)), dtype=bool)
+    column = {c: j for j, c in enumerate(all_classes)}
+    for i, labels in enumerate(truth):
+        for label in labels:
+            y_true[i, column[label]] = True
+    scores = np.full((n, len(all_classes)), np.nan)
+    scores[:, :len(classes)] = probs
+    y_pred = np.zeros_like(y_true)
+    y_pred[:, :len(classes)] = probs >= threshold
+    if output == "report":
+        return metrics.multilabel_report(y_true, y_pred, scores, all_classes), None
+    if output == "confusion":
+        return metrics.multilabel_confusion_frame(y_true, y_pred, all_classes), None
+    predicted, top = predictions.decide(probs, classes, True, threshold)
+    wrong = np.nonzero((y_true != y_pred).any(axis=1))[0]
+    p = np.clip(np.nan_to_num(scores, nan=0.0), 1e-7, 1 - 1e-7)
+    loss = -(y_true * np.log(p) + (~y_true) * np.log(1 - p)).sum(axis=1)
+    errors = frame.iloc[wrong].copy()
+    errors["predicted"] = _column([predicted[i] for i in wrong], errors.index)
+    errors["missing"] = _column([[c for c in all_classes if c in truth[i] and c not in predicted[i]]
+                                 for i in wrong], errors.index)
+    errors["extra"] = _column([[c for c in predicted[i] if c not in truth[i]] for i in wrong], errors.index)
+    errors["score"] = _column([top[i] for i in wrong], errors.index, float)
+    errors["_loss"] = loss[wrong]
+    errors = errors.sort_values("_loss", ascending=False, kind="stable").drop(columns="_loss")
+    return errors.reset_index(drop=True), None

@@ -9,9 +9,10 @@
 
 One method serves the line and the cell magic, as in jupysql. Every statement's result
 that has rows is displayed as it completes; the last one is the cell's value (a DataFrame,
-or the picture of PRINT IMAGE). DESCRIBE MODEL also shows the training curves. `{expr}`
-and `$name` interpolate Python values, in lines and cells alike. A failing statement shows
-pixql's message, not a Python traceback.
+or the picture of PRINT IMAGE). DESCRIBE MODEL also shows the training curves, EVALUATE
+the confusion matrix as a heat-map. `{expr}` and `$name` interpolate Python values, in lines
+and cells alike. A failing statement shows pixql's message, not a Python traceback. Notes
+beside the rows (e.g. rows left out) go to stderr.
 """
 
 import os
@@ -249,16 +250,26 @@ def _frame(result):
 
 
 def _curves(result):
-    if result.statement is None or result.statement.keyword != "DESCRIBE MODEL":
+    """DESCRIBE MODEL's training curves, EVALUATE's confusion heat-map, or None."""
+    keyword = getattr(result.statement, "keyword", None)
+    if keyword not in ("DESCRIBE MODEL", "EVALUATE"):
         return None
     from pixql import display as pictures
 
-    picture = pictures.result_curves(result)
+    picture = (pictures.result_curves if keyword == "DESCRIBE MODEL" else pictures.result_confusion)(result)
     return None if picture is None else _image(picture)
+
+
+def _messages(result):
+    import sys
+
+    for message in getattr(result, "messages", None) or []:
+        print(message, file=sys.stderr)
 
 
 def _outputs(result):
     """What an intermediate statement of a cell shows: its picture, or curves and rows."""
+    _messages(result)
     if result.image is not None:
         return [_image(result.image)]
     curves = _curves(result)
@@ -270,6 +281,7 @@ def _outputs(result):
 
 def _value(result, display):
     """The last statement's value: PRINT IMAGE's picture, else its rows as a DataFrame."""
+    _messages(result)
     if result.image is not None:
         return _image(result.image)
     curves = _curves(result)

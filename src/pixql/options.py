@@ -35,6 +35,17 @@ SCHEMAS = {
     "PREDICT": {
         "image_col": ((str,), None),
         "result_col": ((str,), "predicted"),
+        "top_k": ((int,), 1),
+        "probabilities": ((bool,), False),
+        "threshold": ((float,), None),
+        "batch_size": ((int,), None),
+        "device": ((str,), "auto", ("auto", "cpu", "cuda")),
+    },
+    "EVALUATE": {
+        "image_col": ((str,), None),
+        "label_col": ((str,), None),
+        "output": ((str,), "report", ("report", "confusion", "errors")),
+        "threshold": ((float,), None),
         "batch_size": ((int,), None),
         "device": ((str,), "auto", ("auto", "cpu", "cuda")),
     },

@@ -23,14 +23,17 @@ class Result:
     `.df()`, `.arrow()`, `.fetchall()`, `.fetchone()` and `.columns` behave like
     DuckDB's relation methods. `.image` is a PIL image for PRINT IMAGE;
     `.info` holds extra data a statement wants to hand back (e.g. a model's manifest).
+    `.messages` are notes for the user beside the rows (e.g. "2 rows with a NULL label
+    were left out"): front ends show them on stderr.
     """
 
-    def __init__(self, statement=None, relation=None, frame=None, image=None, info=None):
+    def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None):
         self.statement = statement
         self._relation = relation
         self._frame = frame
         self.image = image
         self.info = info or {}
+        self.messages = list(messages or [])
 
     @property
     def has_rows(self):

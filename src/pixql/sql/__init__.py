@@ -1,13 +1,13 @@
 """pixql's SQL front end: split a script, parse pixql's statements, pass the rest to DuckDB."""
 
-from pixql.sql.parser import parse, parse_script, split_script
+from pixql.sql.parser import nested_statements, parse, parse_script, split_script
 from pixql.sql.statements import (
     BuildModel, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, FitModel, Predict,
     PrintImage, ShowBaseModels, ShowModels, Sql, Statement,
 )
 
 __all__ = [
-    "parse", "parse_script", "split_script",
+    "parse", "parse_script", "split_script", "nested_statements",
     "Statement", "Sql", "Copy", "BuildModel", "FitModel", "Predict", "Evaluate", "PrintImage",
     "ShowModels", "ShowBaseModels", "DescribeModel", "DropModel", "CreateTableAs",
 ]

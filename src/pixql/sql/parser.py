@@ -418,3 +418,44 @@ def _statement(p, nested=False):
         p.i += 1
         p.error(f"expected {_PIXQL_ONLY[first.value.upper()]} after {first.value.upper()}, found {p.found()}")
     return None
+
+
+# -- pixql statements inside a query ------------------------------------------------
+# Statements that return rows and may stand in for a subquery: `(PREDICT ...)`.
+NESTABLE = (st.Predict, st.Evaluate, st.ShowModels, st.ShowBaseModels, st.DescribeModel)
+_NESTABLE_FIRST = {"PREDICT", "EVALUATE", "SHOW", "DESCRIBE"}
+
+
+def nested_statements(text, line=1, col=1):
+    """[(start, end, statement)] for each parenthesised pixql statement in `text`,
+    e.g. `SELECT * FROM (EVALUATE USING m AS SELECT * FROM t) WHERE ...`:
+    text[start:end] is the statement with its parentheses. Only the outermost ones
+    are returned (a statement's own query is searched when that statement runs).
+    `line`/`col` say where `text` starts in its script, for error positions."""
+    if not any(word in text.upper() for word in _NESTABLE_FIRST):
+        return []
+    script = "\n" * (line - 1) + " " * (col - 1) + text
+    offset = len(script) - len(text)
+    pos = Positions(script)
+    toks = tokenize(script, pos)
+    found, i = [], 0
+    while i < len(toks) - 1:
+        tok = toks[i]
+        if not (tok.is_punct("(") and toks[i + 1].is_kw(*_NESTABLE_FIRST)):
+            i += 1
+            continue
+        depth, j = 0, i
+        while j < len(toks):
+            depth += toks[j].is_punct("(") - toks[j].is_punct(")")
+            if depth == 0:
+                break
+            j += 1
+        if j >= len(toks) or j == i + 1:
+            break  # unbalanced: DuckDB will say so
+        stmt = _parse_group(script, pos, toks[i + 1:j])
+        if isinstance(stmt, NESTABLE):
+            found.append((tok.start - offset, toks[j].end - offset, stmt))
+            i = j + 1
+        else:
+            i += 1
+    return found

@@ -1,0 +1,132 @@
+"""SQL functions on the engine's DuckDB connection, usable inside any query.
+
+    SELECT image, predict('cats', image) AS animal, predict_score('cats', image) AS p
+    FROM photos WHERE predict('cats', image) = 'cat'
+
+`predict(model, image)` is the label PREDICT would give (VARCHAR; for a multi-label model
+the labels over 0.5 joined by '|'), `predict_score(model, image)` its probability (DOUBLE;
+multi-label: the highest class probability). Both are vectorised: DuckDB hands them
+Arrow batches of up to 2048 rows, which run through the network in mini-batches.
+
+The model is loaded once (the engine keeps loaded classifiers), and each image's answer is
+remembered, keyed by the model's weights and the file's size and modification time, so
+that `predict` and `predict_score` over the same rows, a WHERE and a SELECT calling the
+same function, or a join that repeats rows run the network once per image.
+"""
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+
+from pixql import predictions
+from pixql.errors import CatalogError, PixqlError
+
+MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float each
+
+
+def register_functions(engine):
+    """Register predict() and predict_score() on `engine.duckdb`; returns the PredictFunctions."""
+    functions = PredictFunctions(engine)
+    functions.register(engine.duckdb)
+    return functions
+
+
+class PredictFunctions:
+    def __init__(self, engine, memo_size=MEMO_SIZE):
+        self._engine = weakref.ref(engine)  # the connection holds us; we must not hold the engine
+        self._memo = OrderedDict()  # (model, version, path, size, mtime) -> (label, score)
+        self._memo_size = memo_size
+        self._lock = threading.RLock()  # DuckDB may call from several threads
+        self.network_rows = 0  # images that went through a network (for tests and curiosity)
+
+    def register(self, con):
+        import duckdb
+
+        text, number = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
+        self.unavailable = {}
+        for name, fn, returns in (("predict", self._predict, text), ("predict_score", self._predict_score, number)):
+            try:
+                con.create_function(name, fn, [text, text], returns, type="arrow")
+            except duckdb.Error as exc:  # the database defines its own (a macro): it keeps it
+                import warnings
+
+                self.unavailable[name] = str(exc)
+                warnings.warn(f"pixql: the database already has a function or macro named {name}(); "
+                              f"pixql's {name}(model, image) is not available in this connection ({exc})",
+                              stacklevel=2)
+
+    def close(self):
+        with self._lock:
+            self._memo.clear()
+
+    # -- the UDFs (Arrow in, Arrow out) ------------------------------------------------
+    def _predict(self, models, images):
+        import pyarrow as pa
+
+        return pa.array([None if r is None else r[0] for r in self._answers(models, images, "predict")],
+                        type=pa.string())
+
+    def _predict_score(self, models, images):
+        import pyarrow as pa
+
+        return pa.array([None if r is None else r[1] for r in self._answers(models, images, "predict_score")],
+                        type=pa.float64())
+
+    def _answers(self, models, images, function):
+        models, images = models.to_pylist(), images.to_pylist()
+        out = [None] * len(images)
+        by_model = {}
+        for i, (model, image) in enumerate(zip(models, images)):
+            if model is not None and image is not None:
+                by_model.setdefault(model, []).append(i)
+        with self._lock:
+            for model, rows in by_model.items():
+                try:
+                    answers = self.predict_paths(model, [images[i] for i in rows])
+                except PixqlError as exc:
+                    # DuckDB shows "Python exception occurred while executing the UDF: <type>: <this>"
+                    try:
+                        located = type(exc)(f"{function}('{model}', ...): {exc}")
+                    except TypeError:
+                        raise exc from None
+                    raise located from None
+                for i, answer in zip(rows, answers):
+                    out[i] = answer
+        return out
+
+    # -- the work ----------------------------------------------------------------------
+    def predict_paths(self, model, paths):
+        """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
+        engine = self._engine()
+        if engine is None:
+            raise CatalogError("the pixql connection is closed")
+        if not isinstance(model, str) or not model.strip():
+            raise CatalogError("the first argument must name a model (SHOW MODELS lists them)")
+        classifier, manifest = engine.classifier(model)
+        multi = predictions.is_multi_label(manifest)
+        prefix = (model.lower(), predictions.model_version(manifest))
+        keys = [prefix + (path,) + _stamp(path) for path in paths]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if todo:
+            probs = classifier.predict_proba([k[2] for k in todo], progress=engine.progress)
+            labels, scores = predictions.decide(probs, list(classifier.classes), multi)
+            self.network_rows += len(todo)
+            for key, label, score in zip(todo, labels, scores):
+                self._memo[key] = (predictions.sql_label(label, multi), float(score))
+        answers = []
+        for key in keys:
+            self._memo.move_to_end(key)
+            answers.append(self._memo[key])
+        while len(self._memo) > self._memo_size:
+            self._memo.popitem(last=False)
+        return answers
+
+
+def _stamp(path):
+    """(size, mtime) of an image file, so that a changed file is predicted again."""
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None, None  # the classifier says what is wrong with it

@@ -1,0 +1,165 @@
+"""SQL functions predict() / predict_score() inside any query; pixql statements nested in
+queries; SHOW BASE MODELS."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import save_color_model
+from pixql.errors import SqlError
+
+
+def test_predict_functions_equal_predict(colors_db):
+    db = colors_db
+    expected = db.sql("PREDICT USING cm OPTIONS (result_col='p') AS SELECT * FROM colors").df().sort_values("image")
+    got = db.sql("SELECT image, predict('cm', image) AS p, predict_score('cm', image) AS s "
+                 "FROM colors ORDER BY image").df()
+    assert list(got.p) == list(expected.p)
+    assert np.allclose(got.s, expected.score, atol=1e-6)
+
+
+def test_network_runs_once_per_image_and_model_loads_once(colors_db, monkeypatch):
+    from pixql.ml import infer
+
+    db = colors_db
+    built = []
+    original = infer.Classifier.__init__
+    monkeypatch.setattr(infer.Classifier, "__init__", lambda self, *a, **k: (built.append(1), original(self, *a, **k))[1])
+    functions = db.engine.functions
+    rows = db.sql("SELECT predict('cm', image) AS p, predict_score('cm', image) AS s, "
+                  "predict('CM', image) = label AS ok FROM colors WHERE predict_score('cm', image) > 0.5").fetchall()
+    assert len(rows) == 24 and all(ok for _, _, ok in rows)
+    assert functions.network_rows == 24  # predict, predict_score, WHERE and SELECT: one pass per image
+    assert len(built) == 1
+    db.sql("SELECT predict('cm', image) FROM colors").fetchall()
+    assert functions.network_rows == 24 and len(built) == 1  # remembered across queries
+
+
+def test_predict_in_where_group_by_join_and_create_table(colors_db):
+    db = colors_db
+    assert db.sql("SELECT count(*) FROM colors WHERE predict('cm', image) = 'red'").fetchone() == (8,)
+    by_class = db.sql("SELECT predict('cm', image) AS p, count(*), round(min(predict_score('cm', image)), 1) "
+                      "FROM colors GROUP BY ALL ORDER BY p").fetchall()
+    assert by_class == [("blue", 8, 1.0), ("green", 8, 1.0), ("red", 8, 1.0)]
+    db.sql("CREATE TABLE names AS SELECT * FROM (VALUES ('red', 'rouge'), ('blue', 'bleu')) t(colour, french)")
+    joined = db.sql("SELECT n.french, count(*) FROM colors c JOIN names n ON predict('cm', c.image) = n.colour "
+                    "GROUP BY ALL ORDER BY 1").fetchall()
+    assert joined == [("bleu", 8), ("rouge", 8)]
+    db.sql("CREATE TABLE labelled AS SELECT image, predict('cm', image) AS guess FROM colors")
+    assert db.sql("SELECT count(*) FROM labelled l JOIN colors c USING (image) WHERE guess = label").fetchone() == (24,)
+
+
+def test_nulls_give_nulls(colors_db):
+    rows = colors_db.sql("SELECT predict('cm', NULL::VARCHAR), predict_score('cm', NULL::VARCHAR), "
+                         "predict(NULL::VARCHAR, image) FROM colors LIMIT 1").fetchall()
+    assert rows == [(None, None, None)]
+
+
+def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path):
+    db = colors_db
+    with pytest.raises(SqlError, match=r"predict\('ghost', \.\.\.\): model 'ghost' does not exist"):
+        db.sql("SELECT predict('ghost', image) FROM colors").fetchall()
+    with pytest.raises(SqlError, match="predict_score.*invalid model name"):
+        db.sql("SELECT predict_score('../x', image) FROM colors").fetchall()
+    with pytest.raises(SqlError, match="nope.png"):
+        db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
+    with pytest.raises(SqlError, match="ghost"):
+        db.sql("CREATE TABLE t AS SELECT predict('ghost', image) FROM colors")
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'").fetchone() == (0,)
+
+
+def test_a_changed_model_or_image_is_predicted_again(colors_db):
+    db = colors_db
+    image = db.sql("SELECT image FROM colors WHERE label = 'red' LIMIT 1").fetchone()[0]
+    assert db.sql(f"SELECT predict('cm', '{image}')").fetchone() == ("red",)
+    # the same name, other weights: classes relabelled
+    save_color_model(db.engine.store, "cm", classes=("x", "y", "z"), channels=(2, 1, 0))
+    assert db.sql(f"SELECT predict('cm', '{image}')").fetchone() == ("z",)
+    # the same path, another picture
+    from PIL import Image
+
+    blue = db.sql("SELECT image FROM colors WHERE label = 'blue' LIMIT 1").fetchone()[0]
+    Image.open(blue).save(image)
+    os.utime(image, ns=(1, 1))
+    assert db.sql(f"SELECT predict('cm', '{image}')").fetchone() == ("x",)
+
+
+def test_multi_label_models_join_labels(colors_db):
+    db = colors_db
+    save_color_model(db.engine.store, "ml", task="multi_label")
+    preds = db.sql("PREDICT USING ml AS SELECT * FROM colors ORDER BY image").df()
+    got = db.sql("SELECT predict('ml', image), predict_score('ml', image) FROM colors ORDER BY image").fetchall()
+    assert [g for g, _ in got] == ["|".join(p) for p in preds.predicted]
+    assert np.allclose([s for _, s in got], preds.score, atol=1e-6)
+
+
+# -- pixql statements inside queries ----------------------------------------------------------------
+def test_pixql_statements_inside_plain_queries(colors_db):
+    db = colors_db
+    assert db.sql("SELECT count(*) FROM (PREDICT USING cm AS SELECT * FROM colors) WHERE predicted = label"
+                  ).fetchone() == (24,)
+    assert db.sql("SELECT name FROM (SHOW MODELS) ORDER BY name").fetchall() == [("cm",), ("imagenet_classifier",)]
+    # nested twice, and a pixql statement reading a query that holds one
+    rows = db.sql("PREDICT USING cm AS SELECT image FROM "
+                  "(PREDICT USING cm OPTIONS (result_col='first') AS SELECT * FROM colors) WHERE first = 'red'").df()
+    assert len(rows) == 8 and set(rows.predicted) == {"red"}
+    # a string or comment that looks like one is left alone
+    assert db.sql("SELECT '(PREDICT USING cm AS SELECT 1)' AS s /* (EVALUATE x) */").fetchone() == (
+        "(PREDICT USING cm AS SELECT 1)",)
+
+
+def test_a_failing_nested_statement_names_itself(colors_db):
+    from pixql.errors import CatalogError, ParseError
+
+    with pytest.raises(CatalogError, match="PREDICT.*'ghost' does not exist"):
+        colors_db.sql("SELECT * FROM (PREDICT USING ghost AS SELECT * FROM colors)")
+    with pytest.raises(ParseError, match="expected USING"):
+        colors_db.sql("SELECT * FROM (PREDICT cm AS SELECT * FROM colors)")
+
+
+# -- SHOW BASE MODELS -----------------------------------------------------------------------------------
+def test_show_base_models_lists_architecture_parameters_and_offline_weights(colors_db):
+    bases = colors_db.sql("SHOW BASE MODELS").df().set_index("base")
+    assert list(bases.columns) == ["architecture", "parameters", "input_size", "pretrained_source", "weights_offline"]
+    assert bases.loc["EfficientNet_Lite0", "architecture"] == "tf_efficientnet_lite0"
+    assert bases.loc["EfficientNet_Lite0", "weights_offline"]
+    assert bases.loc["SimpleCNN", "input_size"] == 150 and not bases.loc["SimpleCNN", "weights_offline"]
+    # backbone parameters, without the ImageNet head: ResNet50 is 25.6M with it, 23.5M without
+    assert bases.loc["ResNet50", "parameters"] == 23_508_032
+    assert bases.loc["EfficientNet_Lite0", "parameters"] < bases.loc["ResNet18", "parameters"] < \
+        bases.loc["ConvNeXt_Base", "parameters"]
+    assert colors_db.sql("SELECT count(*) FROM (SHOW BASE MODELS) WHERE parameters > 50e6").fetchone() == (3,)
+
+
+def test_a_database_with_its_own_predict_macro_still_opens(tmp_path):
+    import duckdb
+
+    import pixql
+
+    path = str(tmp_path / "macro.duckdb")
+    con = duckdb.connect(path)
+    con.execute("CREATE MACRO predict(a, b) AS a || b")
+    con.close()
+    with pytest.warns(UserWarning, match="already has a function or macro named predict"):
+        db = pixql.connect(path, progress=False)
+    try:
+        assert db.sql("SELECT predict('a', 'b'), predict_score('cm', NULL::VARCHAR)").fetchone() == ("ab", None)
+    finally:
+        db.close()
+
+
+def test_nested_statements_are_found_by_tokens():
+    from pixql.sql import Evaluate, Predict, ShowModels, nested_statements
+
+    sql = ("SELECT * FROM (EVALUATE USING m OPTIONS (output='errors') AS SELECT * FROM t WHERE x IN (1, 2)) e\n"
+           "JOIN (SHOW MODELS) s ON true, (SHOW tables), (predict using m as select (1) AS image)\n"
+           "WHERE 'PREDICT' <> '(PREDICT USING m AS SELECT 1)' -- (EVALUATE USING m AS SELECT 1)")
+    found = nested_statements(sql)
+    assert [type(s) for _, _, s in found] == [Evaluate, ShowModels, Predict]
+    assert [sql[a:b] for a, b, _ in found] == [
+        "(EVALUATE USING m OPTIONS (output='errors') AS SELECT * FROM t WHERE x IN (1, 2))",
+        "(SHOW MODELS)", "(predict using m as select (1) AS image)"]
+    assert found[0][2].options == {"output": "errors"} and found[2][2].query == "select (1) AS image"
+    assert found[2][2].line == 2
+    assert nested_statements("SELECT shows FROM t") == []

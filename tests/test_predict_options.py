@@ -1,0 +1,101 @@
+"""PREDICT's options: result_col, top_k, probabilities, threshold, batch_size; and bad values."""
+
+import numpy as np
+import pytest
+
+from conftest import save_color_model
+from pixql.errors import OptionError
+
+
+def test_defaults_add_predicted_and_score(colors_db):
+    preds = colors_db.sql("PREDICT USING cm AS SELECT * FROM colors").df()
+    assert list(preds.columns) == ["image", "label", "predicted", "score"]
+    assert (preds.predicted == preds.label).all() and preds.score.between(0.9, 1).all()
+
+
+def test_result_col_names_the_prediction(colors_db):
+    preds = colors_db.sql("PREDICT USING cm OPTIONS (result_col='colour') AS SELECT * FROM colors").df()
+    assert list(preds.columns) == ["image", "label", "colour", "score"]
+    assert (preds.colour == preds.label).all()
+
+
+def test_top_k_is_a_list_of_label_and_score(colors_db):
+    db = colors_db
+    preds = db.sql("PREDICT USING cm OPTIONS (top_k=2, probabilities=true) AS SELECT * FROM colors").df()
+    for _, row in preds.iterrows():
+        assert len(row.top_k) == 2
+        first, second = row.top_k
+        assert first == {"label": row.predicted, "score": pytest.approx(row.score)}
+        assert first["score"] >= second["score"]
+        assert second["score"] == pytest.approx(row[f"prob_{second['label']}"])
+    # more than there are classes: all of them
+    preds = db.sql("PREDICT USING cm OPTIONS (top_k=10) AS SELECT * FROM colors").df()
+    assert {len(k) for k in preds.top_k} == {3}
+    # top_k=1 (the default) adds nothing
+    assert "top_k" not in db.sql("PREDICT USING cm OPTIONS (top_k=1) AS SELECT * FROM colors").columns
+    # in a table, a list of structs that SQL can reach into
+    db.sql("CREATE TABLE p AS PREDICT USING cm OPTIONS (top_k=3) AS SELECT * FROM colors")
+    assert db.sql("SELECT typeof(top_k) FROM p LIMIT 1").fetchone() == ('STRUCT("label" VARCHAR, score DOUBLE)[]',)
+    assert db.sql("SELECT count(*) FROM p WHERE top_k[1].label = predicted").fetchone() == (24,)
+
+
+def test_probabilities_add_a_column_per_class(colors_db):
+    preds = colors_db.sql("PREDICT USING cm OPTIONS (probabilities=true) AS SELECT * FROM colors").df()
+    columns = ["prob_blue", "prob_green", "prob_red"]
+    assert list(preds.columns) == ["image", "label", "predicted", "score"] + columns
+    assert np.allclose(preds[columns].sum(axis=1), 1.0, atol=1e-5)
+    for _, row in preds.iterrows():
+        assert row[f"prob_{row.predicted}"] == pytest.approx(row.score)
+
+
+def test_batch_size_does_not_change_the_answers(colors_db):
+    one = colors_db.sql("PREDICT USING cm OPTIONS (batch_size=1) AS SELECT * FROM colors").df()
+    many = colors_db.sql("PREDICT USING cm OPTIONS (batch_size=7) AS SELECT * FROM colors").df()
+    assert list(one.predicted) == list(many.predicted)
+    assert np.allclose(one.score, many.score, atol=1e-6)
+
+
+def test_threshold_is_for_multi_label_models(colors_db):
+    db = colors_db
+    with pytest.raises(OptionError, match="'threshold' is for multi-label models; model 'cm' is single-label"):
+        db.sql("PREDICT USING cm OPTIONS (threshold=0.3) AS SELECT * FROM colors")
+    save_color_model(db.engine.store, "ml", task="multi_label")
+    classifier, _ = db.engine.classifier("ml")
+    frame = db.sql("SELECT * FROM colors").df()
+    probs = classifier.predict_proba(list(frame.image), progress=False)
+    classes = list(classifier.classes)
+    for threshold in (0.5, 0.01):
+        preds = db.sql(f"PREDICT USING ml OPTIONS (threshold={threshold}) AS SELECT * FROM colors").df()
+        for i, row in preds.iterrows():
+            expected = [c for j, c in sorted(enumerate(classes), key=lambda jc: -probs[i, jc[0]])
+                        if probs[i, j] >= threshold]
+            assert list(row.predicted) == expected
+            assert row.score == pytest.approx(probs[i].max())
+    assert {len(p) for p in preds.predicted} == {3}  # threshold 0.01: every class
+    db.sql("CREATE TABLE mp AS PREDICT USING ml AS SELECT * FROM colors")
+    assert db.sql("SELECT typeof(predicted) FROM mp LIMIT 1").fetchone() == ("VARCHAR[]",)
+    with pytest.raises(OptionError, match="between 0 and 1"):
+        db.sql("PREDICT USING ml OPTIONS (threshold=1.5) AS SELECT * FROM colors")
+
+
+def test_empty_query_gives_the_columns_and_no_rows(colors_db):
+    preds = colors_db.sql("PREDICT USING cm OPTIONS (top_k=2, probabilities=true) AS "
+                          "SELECT * FROM colors WHERE false").df()
+    assert len(preds) == 0
+    assert {"predicted", "score", "top_k", "prob_red"} <= set(preds.columns)
+
+
+@pytest.mark.parametrize("options, words", [
+    ("top_k=0", "'top_k' must be at least 1"),
+    ("batch_size=0", "'batch_size' must be at least 1"),
+    ("top_k='two'", "'top_k' must be an integer"),
+    ("probabilities='yes'", "'probabilities' must be true/false"),
+    ("threshold='high'", "'threshold' must be a number"),
+    ("topk=2", "did you mean 'top_k'"),
+    ("device='tpu'", "'device' must be one of auto, cpu, cuda"),
+])
+def test_bad_options_are_refused_and_change_nothing(colors_db, options, words):
+    db = colors_db
+    with pytest.raises(OptionError, match=words):
+        db.sql(f"CREATE TABLE p AS PREDICT USING cm OPTIONS ({options}) AS SELECT * FROM colors")
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
