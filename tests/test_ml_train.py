@@ -179,3 +179,23 @@ def test_predict_on_odd_images_and_no_images(colors, tmp_path):
     assert clf.predict([], progress=False)[2].shape == (0, 2)
     with pytest.raises(DataError, match="missing.png"):
         clf.predict([str(tmp_path / "missing.png")], progress=False)
+
+
+@pytest.mark.parametrize("options", [
+    {"optimizer": "sgd", "learning_rate": 0.01, "scheduler": "constant"},
+    {"optimizer": "rmsprop", "learning_rate": 1e-4, "warmup_epochs": 1.0},
+    {"early_stopping": 1, "validation": 0.25, "epochs": 6, "learning_rate": 0.5},  # diverges: stops early
+    {"precision": "bf16", "image_size": 96},
+])
+def test_simple_cnn_options(colors, options):
+    paths, labels = colors
+    model = train_classifier(paths, labels, TrainConfig(base="SimpleCNN", progress=False,
+                                                        **{"epochs": 2, **options}))
+    used = model.options
+    for key, value in options.items():
+        if key not in ("validation", "epochs"):
+            assert used[key] == value, key
+    if "early_stopping" in options:
+        assert model.epochs < 6 and model.metrics["best_val_accuracy"] is not None
+    if "image_size" in options:
+        assert model.network["input_size"] == 96 and model.preprocessing["input_size"] == [3, 96, 96]

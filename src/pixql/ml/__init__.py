@@ -1,0 +1,13 @@
+"""pixql's learning layer: base models, training and inference over image files.
+
+It knows nothing of SQL or DuckDB. Modules, lowest first:
+    images    read_image: any image file -> upright RGB, or a DataError naming the file
+    bases     base-model names and aliases -> BaseSpec (imports no torch)
+    networks  rebuild an nn.Module from its JSON recipe; the SimpleCNN
+    weights   pretrained weights: the Lite0 package, the local hub cache, a checkpoint file
+    data      preprocessing, transforms, DataLoader over (path, label) rows
+    runtime   device, precision, batched no-grad passes
+    train     train_classifier / continue_training -> TrainedModel
+    infer     Classifier, imagenet_classifier
+torch and timm are imported by the modules that need them, never by this package itself.
+"""

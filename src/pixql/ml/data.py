@@ -97,6 +97,8 @@ class ImageRows(Dataset):
             return x, self.targets[i], i, None
         except DataError as e:
             return None, self.targets[i], i, str(e)
+        except Exception as e:  # a transform failing on an odd image: still name the file
+            return None, self.targets[i], i, f"Image could not be prepared ({type(e).__name__}: {e}): {self.paths[i]}"
 
 
 def _collate(items):

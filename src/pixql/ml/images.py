@@ -1,6 +1,7 @@
 """Decode one image file into an upright RGB PIL image, or fail with a DataError naming it."""
 
 import os
+import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -18,9 +19,20 @@ def read_image(path, draft_size=None):
     """
     path = os.fspath(path)
     try:
-        with Image.open(path) as img:
+        # PIL refuses images over twice MAX_IMAGE_PIXELS (DecompressionBombError) but only warns
+        # over it and decodes anyway (hundreds of MB each): pixql refuses those too, below,
+        # unless the JPEG draft brings the decoded size under the limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:
+                raise Image.DecompressionBombError(
+                    f"{img.width}x{img.height} = {img.width * img.height} pixels, over PIL's limit of "
+                    f"{limit}: a decompression bomb?")
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb(img)
@@ -33,7 +45,8 @@ def read_image(path, draft_size=None):
     except UnidentifiedImageError:
         raise DataError(f"Not an image (or a format PIL cannot read): {path}") from None
     except Image.DecompressionBombError as e:
-        raise DataError(f"Image is too large to decode safely ({e}): {path}") from None
+        raise DataError(f"Image is too large to decode safely ({e}); resize it, or raise "
+                        f"PIL.Image.MAX_IMAGE_PIXELS if it is genuine: {path}") from None
     except (OSError, SyntaxError, ValueError) as e:
         # PIL reports truncated and corrupt data as OSError ("image file is truncated"), and
         # some broken headers as SyntaxError/ValueError.

@@ -35,17 +35,24 @@ class Classifier:
         self.model = to_device(model.eval(), self.device)
         self.transform = eval_transform(self.preprocessing)
 
-    def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None):
-        """[n, n_classes] float32 class probabilities, one row per path in order."""
+    def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):
+        """[n, n_classes] float32 class probabilities, one row per path in order.
+
+        on_error='skip': the rows of unreadable images are NaN instead of raising DataError."""
         paths = list(paths)
         if not paths:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        probs, _ = forward_rows(
+        probs, rows = forward_rows(
             self.model, paths, self.preprocessing, self.transform, _probabilities,
             device=self.device, precision=self.precision,
             batch_size=batch_size or auto_batch_size(self.device, training=False),
-            num_workers=num_workers, progress=progress, desc="predict",
+            num_workers=num_workers, progress=progress, desc="predict", on_error=on_error,
         )
+        if on_error == "skip":
+            full = torch.full((len(paths), len(self.classes)), float("nan"))
+            if len(rows):
+                full[rows] = probs
+            probs = full
         return probs.numpy()
 
     def predict(self, paths, batch_size=None, progress=True):

@@ -179,14 +179,14 @@ def read_weights_file(path):
     return clean_state_dict(tensors)
 
 
-def load_backbone(model, state_dict, source, keep_head=False):
+def load_backbone(model, state_dict, source):
     """Load `state_dict` into `model`, all but the classifier head, which is dropped (as timm's
-    builder does when the class count changes) unless `keep_head`.
+    builder does when the class count changes): the new classifier gets its own head.
 
     Any other missing, unexpected or mis-shaped key is an error naming `source`: a file for
     another architecture must not leave the backbone silently random.
     """
-    head = set() if keep_head else classifier_keys(model)
+    head = classifier_keys(model)
     own = model.state_dict()
     # Batch-norm step counters carry no weights; some checkpoints have them, some not.
     state_dict = {k: v for k, v in state_dict.items()
