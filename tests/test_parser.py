@@ -719,3 +719,53 @@ def test_mutated_statements_only_parse_or_raise_parse_error(script):
 def test_valid_samples_parse(script):
     stmts = parse_script(script)
     assert stmts and all(isinstance(s, Statement) for s in stmts)
+
+
+# What the engine does with a parsed statement before any work: look for pixql statements
+# nested in plain SQL (`FROM (EVALUATE ...)`), and check the options. Those two, fed random
+# and mutated input, also only ever answer or raise pixql's own error.
+@FAST
+@given(mutated(), hs.sampled_from(["{}", "SELECT * FROM ({}) t", "SELECT 1 FROM (SELECT * FROM ({}))"]),
+       hs.integers(1, 5), hs.integers(1, 5))
+def test_nested_statements_and_options_only_answer_or_raise_pixql_errors(script, wrap, line, col):
+    from pixql import options as opts
+    from pixql.errors import OptionError
+    from pixql.sql import nested_statements
+
+    text = wrap.format(script)
+    try:
+        for start, end, stmt in nested_statements(text, line=line, col=col):
+            assert text[start] == "(" and text[end - 1] == ")" and isinstance(stmt, Statement)
+    except ParseError as err:
+        assert err.line >= line
+    try:
+        stmts = parse_script(script)
+    except ParseError:
+        return
+    for stmt in stmts:
+        if getattr(stmt, "options", None) is not None:
+            try:
+                opts.resolve(stmt.keyword, stmt.options)
+            except OptionError:
+                pass
+
+
+OPTION_VALUES = hs.recursive(hs.none() | hs.booleans() | hs.integers() | hs.floats() | hs.text(max_size=8),
+                             lambda inner: hs.lists(inner, max_size=3), max_leaves=5)
+
+
+@FAST
+@given(hs.sampled_from(["COPY", "BUILD MODEL", "FIT MODEL", "PREDICT", "EVALUATE", "PRINT IMAGE"]),
+       hs.dictionaries(hs.sampled_from(["epochs", "on_error", "image_col", "top_k", "validation", "overwrite",
+                                        "threshold", "device", "max_epochs", "encoding"]) | hs.text(max_size=8),
+                       OPTION_VALUES, max_size=4))
+def test_any_option_values_resolve_or_raise_option_error(keyword, options):
+    from pixql import options as opts
+    from pixql.errors import OptionError
+
+    try:
+        resolved, given = opts.resolve(keyword, options)
+    except OptionError as err:
+        assert keyword in str(err)
+        return
+    assert set(given) <= set(resolved)

@@ -22,15 +22,17 @@ from pixql.errors import (
 __version__ = "0.1.0"
 
 
-def connect(database=None, *, model_store=None, read_only=False, progress=True):
+def connect(database=None, *, model_store=None, read_only=False, progress=True, wait=0):
     """Open a pixql connection over a DuckDB database (in memory when `database` is None).
 
     Models live in `model_store`, else `$PIXQL_HOME`, else `<database>.models/`
     (a temporary folder for an in-memory database). `progress=False` hides progress bars.
+    A database file that another process holds is an error at once, or after trying for
+    `wait` seconds; `read_only=True` connections can share a file with each other.
     """
     from pixql.api import Connection
 
-    return Connection(database, model_store=model_store, read_only=read_only, progress=progress)
+    return Connection(database, model_store=model_store, read_only=read_only, progress=progress, wait=wait)
 
 
 def load_ipython_extension(ipython):  # `%load_ext pixql`

@@ -12,8 +12,9 @@ class Connection:
     `db.duckdb` is the underlying DuckDB connection. Usable as a context manager.
     """
 
-    def __init__(self, database=None, model_store=None, read_only=False, progress=True):
-        self._engine = Engine(database, model_store=model_store, read_only=read_only, progress=progress)
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0):
+        self._engine = Engine(database, model_store=model_store, read_only=read_only, progress=progress,
+                              wait=wait)
 
     @property
     def duckdb(self):

@@ -16,10 +16,10 @@ from pixql.errors import PixqlError
 FORMATS = ("table", "csv", "json")
 
 
-def _engine(db):
+def _engine(db, read_only=False, wait=0):
     from pixql.engine import Engine
 
-    return Engine(db, progress=True)
+    return Engine(db, progress=True, read_only=read_only, wait=wait)
 
 
 def _png_path(out_dir, stem, result):
@@ -167,9 +167,13 @@ def _interactive(engine, fmt, out_dir, open_image, plot=False):
 @click.option("--open", "open_image", is_flag=True, help="Open the PNG files written (PRINT IMAGE, DESCRIBE MODEL).")
 @click.option("--plot", is_flag=True,
               help="EVALUATE: also write the confusion matrix as a heat-map PNG into --out-dir.")
+@click.option("--read-only", is_flag=True,
+              help="Open the database read-only: several processes may then read it (e.g. PREDICT) at once.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+              help="If another process holds the database, wait up to SECONDS for it (default: fail at once).")
 @click.version_option(package_name="pixql")
 @click.pass_context
-def cli(ctx, db, command, fmt, out_dir, open_image, plot):
+def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait):
     """SQL for image classification.
 
     \b
@@ -178,7 +182,8 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot):
       pixql --db shop.duckdb            (interactive prompt)
     """
     ctx.ensure_object(dict)
-    ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot)
+    ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot,
+                   read_only=read_only, wait=wait)
     if ctx.invoked_subcommand is not None:
         if command is not None:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
@@ -187,22 +192,28 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot):
 
 
 def _session(obj, script=None, path=None):
+    engine = None
     try:
-        engine = _engine(obj["db"])
-    except PixqlError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return 1
-    try:
+        try:
+            engine = _engine(obj["db"], obj.get("read_only", False), obj.get("wait", 0))
+        except PixqlError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            return 1
         if script is None and path is None:
             return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
         if path is not None:
-            script = Path(path).read_text(encoding="utf-8")
+            try:
+                script = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                click.echo(f"Error: cannot read script {path}: {exc}; scripts are UTF-8 text", err=True)
+                return 1
         return run_script(engine, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
         click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)
         return 130
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
 
 
 @cli.command()

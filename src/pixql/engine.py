@@ -39,19 +39,15 @@ def default_store_root(database):
 
 
 class Engine:
-    def __init__(self, database=None, model_store=None, read_only=False, progress=True):
-        import duckdb
-
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0):
         self.database = database or ":memory:"
-        try:
-            self.duckdb = duckdb.connect(self.database, read_only=read_only)
-        except duckdb.IOException as exc:
-            raise SqlError(f"cannot open database {self.database}: {exc}") from exc
+        self.duckdb = _open_database(self.database, read_only, wait)
         root = model_store or default_store_root(database)
         if root is None:  # an in-memory database keeps its models for the session only
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pixql-models-")
             root = self._tmpdir.name
         self.store = ModelStore(root)
+        self.store.recover()  # a writer killed mid-save: its previous model is back before we list
         self.progress = progress
         self._classifiers = {}  # (model key, weights checksum, device) -> loaded Classifier
         self._nested_names = itertools.count(1)
@@ -185,13 +181,19 @@ class Engine:
             raise CatalogError(f"model '{name}' already exists; use OPTIONS (overwrite=true) or DROP MODEL {name}")
 
     def _labelled_rows(self, frame, resolved, what):
+        """(paths, labels, image_col, label_col, NULL labels left out, query rows (1-based)
+        left out for having no image path: only with on_error='skip', else that is an error)."""
         image_col = pick_image_col(frame, resolved["image_col"], what)
         label_col = find_column(frame, resolved["label_col"], "label_col", what)
         null_labels = int(frame[label_col].isna().sum())
         frame = frame[frame[label_col].notna()]
+        no_path = []
+        if resolved.get("on_error") == "skip":
+            no_path = [i + 1 for i in frame.index[frame[image_col].isna()]]
+            frame = frame[frame[image_col].notna()]
         check_image_paths(frame, image_col, what)
         labels = [str(v) for v in frame[label_col]]
-        return list(frame[image_col]), labels, image_col, label_col, null_labels
+        return list(frame[image_col]), labels, image_col, label_col, null_labels, no_path
 
     def _train(self, statement, resolved, given, base, init):
         from pixql.ml.train import TrainConfig, train_classifier
@@ -199,18 +201,22 @@ class Engine:
         frame = self._query_frame(statement, statement.query)
         if len(frame) == 0:
             raise DataError("the query returned no rows; nothing to train on")
-        paths, labels, image_col, label_col, null_labels = self._labelled_rows(frame, resolved, "the query")
+        paths, labels, image_col, label_col, null_labels, no_path = self._labelled_rows(
+            frame, resolved, "the query")
         if not paths:
-            raise DataError(f"every row has a NULL label in '{label_col}'; nothing to train on")
+            raise DataError(f"every row has a NULL label in '{label_col}'"
+                            f"{' or no image path' if no_path else ''}; nothing to train on")
 
         validation = resolved["validation"]
         val_paths = val_labels = None
+        sources = [("the query", frame, image_col)]  # where an unreadable image's row is looked up
         if isinstance(validation, str):
             query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
                 else f"SELECT * FROM {ingest.quote_table(validation)}"
             vframe = self._query_frame(statement, query, "validation query")
             val_paths, val_labels, *_ = self._labelled_rows(
                 vframe, dict(resolved, image_col=image_col, label_col=label_col), "the validation query")
+            sources.append(("the validation query", vframe, image_col))
             validation = None
         elif validation is not None and not 0 < validation < 1:
             raise OptionError(f"option 'validation' must be a fraction between 0 and 1 or a query, got {validation}")
@@ -220,12 +226,22 @@ class Engine:
             learning_rate=resolved["learning_rate"], pretrained=resolved.get("pretrained", True),
             weights=resolved.get("weights"), seed=resolved["seed"], validation=validation,
             train_mode=resolved.get("train_mode", "auto"), device=resolved["device"],
-            num_workers=resolved["num_workers"], progress=self.progress,
+            num_workers=resolved["num_workers"], progress=self.progress, on_error=resolved["on_error"],
         )
-        if init is not None:
-            trained = _continue_training(init, paths, labels, config, val_paths, val_labels)
-        else:
-            trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+        with _image_errors(sources, can_skip=True):
+            if init is not None:
+                trained = _continue_training(init, paths, labels, config, val_paths, val_labels)
+            else:
+                trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+        messages = []
+        if no_path:
+            messages.append(f"{statement.keyword}: {len(no_path)} row(s) with no image path in '{image_col}' "
+                            f"were skipped (on_error='skip'): row(s) {_shown(no_path)}")
+        if trained.skipped:
+            where = _rows_of(sources)
+            listed = [f"{p} (row {where[str(p)]})" if str(p) in where else str(p) for p in trained.skipped]
+            messages.append(f"{statement.keyword}: {len(trained.skipped)} unreadable image(s) were skipped "
+                            f"(on_error='skip'): {_shown(listed)}")
 
         manifest = {
             "base": trained.base,
@@ -242,7 +258,8 @@ class Engine:
             "train_rows": trained.train_rows,
             "validation_rows": trained.val_rows,
             "data": {"rows": len(paths), "null_labels": null_labels,
-                     "fingerprint": data_fingerprint(paths, labels)},
+                     "fingerprint": data_fingerprint(paths, labels),
+                     "skipped_images": list(map(str, trained.skipped)), "rows_without_image": no_path},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "statement": statement.text,
             "versions": library_versions(),
@@ -251,7 +268,7 @@ class Engine:
             manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
         self.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"])
         self._refresh_catalog()
-        return self._frame_result(statement, {
+        return self._frame_result(statement, messages, {
             "model": [statement.name],
             "base": [trained.base],
             "task": ["classification"],
@@ -259,6 +276,7 @@ class Engine:
             "train_rows": [trained.train_rows],
             "validation_rows": [trained.val_rows],
             "skipped_null_labels": [null_labels],
+            "skipped_images": [len(trained.skipped) + len(no_path)],
             "epochs": [trained.epochs],
             "train_mode": [trained.train_mode],
             "best_validation_metric": [_best_metric(trained)],
@@ -291,6 +309,8 @@ class Engine:
         return self._classifiers[key], manifest
 
     def _run_Predict(self, statement):
+        import numpy as np
+
         resolved, _ = opts.resolve("PREDICT", statement.options)
         _check_at_least_one("PREDICT", resolved, "batch_size", "top_k")
         classifier, manifest = self.classifier(statement.model, resolved["device"])
@@ -300,19 +320,37 @@ class Engine:
         image_col = self._model_image_col(statement, frame, resolved, manifest)
         probs = self._probabilities(classifier, frame, image_col, resolved)
         classes = list(classifier.classes)
-        labels, scores = predictions.decide(probs, classes, multi, threshold)
+        # on_error='skip': the rows whose image could not be read (NaN) get NULL answers.
+        read = ~np.isnan(probs).any(axis=1) if len(probs) else np.ones(0, dtype=bool)
+        messages = []
+        if not read.all():
+            missed = np.nonzero(~read)[0]
+            paths = frame[image_col]
+            listed = [f"row {i + 1}: " + ("no image path" if paths.isna().iloc[i] else str(paths.iloc[i]))
+                      for i in missed]
+            messages.append(f"PREDICT: {len(missed)} row(s) with an unreadable image or no image path got NULL "
+                            f"{resolved['result_col']} and score (on_error='skip'): {_shown(listed)}")
+
+        def per_row(values, fill=None):
+            out = [fill] * len(read)
+            for i, v in zip(np.nonzero(read)[0], values):
+                out[i] = v
+            return out
+
+        labels, scores = predictions.decide(probs[read], classes, multi, threshold)
         frame = frame.copy()
-        frame[resolved["result_col"]] = _column(labels, frame.index)
-        frame["score"] = _column(scores, frame.index, float)
+        frame[resolved["result_col"]] = _column(per_row(labels), frame.index)
+        frame["score"] = _column(per_row(scores, float("nan")), frame.index, float)
         if resolved["top_k"] > 1:
-            frame["top_k"] = _column(predictions.top_k(probs, classes, resolved["top_k"]), frame.index)
+            frame["top_k"] = _column(per_row(predictions.top_k(probs[read], classes, resolved["top_k"])),
+                                     frame.index)
         if resolved["probabilities"]:
             import pandas as pd
 
             columns = {predictions.probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
             frame = frame.drop(columns=[c for c in columns if c in frame.columns])
             frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
-        return Result(statement, frame=frame)
+        return Result(statement, frame=frame, messages=messages)
 
     def _model_image_col(self, statement, frame, resolved, manifest):
         """OPTIONS (image_col) if given, else the column the model was trained on, else a guess."""
@@ -324,13 +362,25 @@ class Engine:
         return pick_image_col(frame, resolved["image_col"] or trained_col, "the query")
 
     def _probabilities(self, classifier, frame, image_col, resolved):
+        """[rows, classes] probabilities; with on_error='skip' (PREDICT) the rows of unreadable
+        images and NULL paths are NaN."""
         import numpy as np
 
         if not len(frame):
             return np.zeros((0, len(classifier.classes)), dtype=np.float32)
-        check_image_paths(frame, image_col, "the query")
-        return classifier.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"],
-                                        progress=self.progress)
+        can_skip = "on_error" in resolved
+        with _image_errors([("the query", frame, image_col)], can_skip):
+            if resolved.get("on_error") != "skip":
+                check_image_paths(frame, image_col, "the query")
+                return classifier.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"],
+                                                progress=self.progress)
+            present = frame[image_col].notna().to_numpy()
+            probs = np.full((len(frame), len(classifier.classes)), np.nan, dtype=np.float32)
+            if present.any():
+                probs[present] = classifier.predict_proba(
+                    list(frame[image_col][present]), batch_size=resolved["batch_size"],
+                    progress=self.progress, on_error="skip")
+            return probs
 
     # -- EVALUATE -----------------------------------------------------------------------
     def _run_Evaluate(self, statement):
@@ -386,8 +436,9 @@ class Engine:
         others = [c for c in frame.columns if c != image_col]
         captions = [[f"{c}: {_short(row[c])}" for c in others] or [os.path.basename(str(row[image_col]))]
                     for _, row in frame.iterrows()]
-        sheet = display.contact_sheet(list(frame[image_col]), captions, size=resolved["size"],
-                                      columns=resolved["columns"])
+        with _image_errors([("the query", frame, image_col)], can_skip=False):
+            sheet = display.contact_sheet(list(frame[image_col]), captions, size=resolved["size"],
+                                          columns=resolved["columns"])
         return Result(statement, frame=frame, image=sheet, info={"image_col": image_col})
 
     # -- catalog statements -------------------------------------------------------------
@@ -476,13 +527,79 @@ class Engine:
         return result
 
     @staticmethod
-    def _frame_result(statement, columns):
+    def _frame_result(statement, *args):
+        """Result of one small frame: (statement, columns) or (statement, messages, columns)."""
         import pandas as pd
 
-        return Result(statement, frame=pd.DataFrame(columns))
+        *messages, columns = args
+        return Result(statement, frame=pd.DataFrame(columns), messages=messages[0] if messages else None)
 
 
 # -- helpers ------------------------------------------------------------------------------
+_LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _open_database(database, read_only, wait):
+    """DuckDB's connection; a file another process holds is a clear message, or with `wait`
+    (seconds) is tried again until it is free or the time is up."""
+    import time
+
+    import duckdb
+
+    deadline = time.monotonic() + (wait or 0)
+    while True:
+        try:
+            return duckdb.connect(database, read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "Could not set lock" not in text:
+                raise SqlError(f"cannot open database {database}: {text}") from exc
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = _LOCK_HOLDER.search(text)
+            who = f" (PID {holder['pid']}, {os.path.basename(holder['program'])})" if holder else ""
+            waited = f" for {wait:g} s" if wait else ""
+            raise SqlError(
+                f"database {database} is in use by another process{who}, which holds DuckDB's lock on it"
+                f"{waited}; a database file has one writer, or many read-only readers, at a time. "
+                "Close it there, wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS)), "
+                "or open it with --read-only (read_only=True) when every process only reads") from exc
+
+
+def _rows_of(sources):
+    """{image path: 'N of <query>'} for the first row holding each path."""
+    where = {}
+    for what, frame, col in sources:
+        if col in frame.columns:
+            for i, path in enumerate(frame[col]):
+                if path is not None:
+                    where.setdefault(str(path), f"{i + 1} of {what}")
+    return where
+
+
+@contextlib.contextmanager
+def _image_errors(sources, can_skip):
+    """An unreadable image (read_image's DataError ends with the file's path) also names its row
+    and says what to do."""
+    try:
+        yield
+    except DataError as exc:
+        text = str(exc)
+        path = text.rsplit(": ", 1)[-1]
+        where = _rows_of(sources) if ": " in text else {}
+        if path not in where:
+            raise
+        skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
+        raise DataError(f"{text} (row {where[path]}); fix or remove the file, or leave the row out with "
+                        f"WHERE{skip}") from exc
+
+
+def _shown(items, n=10):
+    items = [str(i) for i in items]
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
 def _locate(exc, statement):
     """The same error, its message prefixed with the statement and where it starts."""
     where = f"{statement.keyword} (line {statement.line})" if statement.keyword != "SQL" \

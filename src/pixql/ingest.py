@@ -120,13 +120,17 @@ def copy_table(con, table, source, options, base_dir=None):
             )
         if path.stat().st_size == 0:
             raise DataError(f"COPY {table}: {path} is empty")
-        relation = f"{reader}({quote_literal(str(path))})"
+        encoding = options.get("encoding")
+        if encoding is not None and reader != "read_csv_auto":
+            raise OptionError(f"COPY: option 'encoding' is for CSV files, not {path.name}")
+        extra = f", encoding={quote_literal(encoding)}" if encoding else ""
+        relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
             path_cols = _path_columns(con, relation, options.get("image_col"))
         except DataError:
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
-            raise DataError(f"COPY {table}: cannot read {path}: {exc}") from exc
+            raise DataError(_read_error(table, path, exc, encoding)) from exc
         folder = quote_literal(str(path.parent.resolve()) + os.sep)
         # Absolute paths and URLs stay as they are; relative ones hang off the file's folder.
         fixed = {
@@ -146,8 +150,18 @@ def copy_table(con, table, source, options, base_dir=None):
         con.execute("COMMIT")
     except Exception as exc:
         con.execute("ROLLBACK")
-        raise DataError(f"COPY {table}: cannot load {path}: {exc}") from exc
+        raise DataError(_read_error(table, path, exc, options.get("encoding"), "load")) from exc
     finally:
         if path.is_dir():
             con.unregister("__pixql_copy_frame")
     return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
+
+
+def _read_error(table, path, exc, encoding, verb="read"):
+    """DuckDB's reader error, with what to do when the file is not UTF-8 text."""
+    text = str(exc)
+    if encoding is None and ("not utf-8" in text.lower() or "invalid unicode" in text.lower()):
+        first = text.strip().splitlines()[0]
+        return (f"COPY {table}: {path} is not UTF-8 text ({first}); name its encoding with "
+                "OPTIONS (encoding='latin-1') (or 'utf-16'), or convert the file to UTF-8")
+    return f"COPY {table}: cannot {verb} {path}: {text}"

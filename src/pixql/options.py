@@ -16,6 +16,7 @@ SCHEMAS = {
         "overwrite": ((bool,), False),
         "if_exists": ((str,), None, ("fail", "replace", "append")),
         "image_col": ((str,), None),
+        "encoding": ((str,), None),  # a CSV's text encoding: DuckDB's 'utf-8', 'utf-16', 'latin-1'
     },
     "BUILD MODEL": {
         "image_col": ((str,), None),
@@ -30,6 +31,7 @@ SCHEMAS = {
         "train_mode": ((str,), "auto", ("auto", "linear", "finetune")),
         "device": ((str,), "auto", ("auto", "cpu", "cuda")),
         "num_workers": ((int,), None),
+        "on_error": ((str,), "fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
         "overwrite": ((bool,), False),
     },
     "PREDICT": {
@@ -40,6 +42,7 @@ SCHEMAS = {
         "threshold": ((float,), None),
         "batch_size": ((int,), None),
         "device": ((str,), "auto", ("auto", "cpu", "cuda")),
+        "on_error": ((str,), "fail", ("fail", "skip")),  # skip: unreadable images get NULL predictions
     },
     "EVALUATE": {
         "image_col": ((str,), None),

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -77,6 +78,24 @@ class ModelStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def recover(self):
+        """Put back what a writer killed mid-save left behind, if no writer is at work now
+        (called when a connection opens the store, so that readers see the old model at once)."""
+        if not (self._trash.is_dir() or self._tmp.is_dir()):
+            return
+        try:
+            with open(self.root / ".lock", "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # a live writer holds the lock; it recovers before writing anyway
+                try:
+                    self._recover()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError:
+            pass  # a store we cannot write to: nothing to put back from here
+
     def _recover(self):
         """Finish or undo what a crashed writer left (called under the lock)."""
         if self._trash.is_dir():
@@ -98,27 +117,61 @@ class ModelStore:
 
     def manifest(self, name):
         path = self.path(name) / MANIFEST
-        if not path.is_file():
-            raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)")
+        for attempt in range(20):
+            try:
+                text = path.read_text()
+                break
+            except FileNotFoundError:
+                # Another process overwriting the model has moved the old one aside and is about
+                # to move the new one in (two renames): a reader waits for it, not miss the model.
+                if attempt < 19 and any(self._trash.glob(f"{_key(name)}--*")):
+                    time.sleep(0.01)
+                    continue
+                raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)") from None
+            except OSError as exc:
+                raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"model '{name}': cannot read {path}: {exc}") from exc
+            return json.loads(text)
+        except ValueError as exc:
+            raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
 
     def load(self, name):
-        """(manifest, state_dict); the weights' checksum is verified first."""
-        manifest = self.manifest(name)
-        weights = self.path(name) / WEIGHTS
-        if not weights.is_file():
-            raise StoreError(f"model '{name}': weights file {weights} is missing; drop and rebuild the model")
-        if file_sha256(weights) != manifest.get("weights_sha256"):
-            raise StoreError(
-                f"model '{name}': weights file {weights} is corrupt (checksum mismatch); "
-                "drop and rebuild the model"
-            )
-        from safetensors.torch import load_file
+        """(manifest, state_dict); the weights' checksum is verified first.
 
-        return manifest, load_file(str(weights))
+        The bytes checked are the bytes loaded. A writer may swap in a new version while a
+        reader reads (readers take no lock): a checksum mismatch or a vanished file with a
+        changed manifest is that, and the read starts again; with the same manifest it is
+        a corrupt file."""
+        from safetensors.torch import load as load_bytes
+
+        for attempt in range(5):
+            manifest = self.manifest(name)
+            weights = self.path(name) / WEIGHTS
+            try:
+                data = weights.read_bytes()
+            except FileNotFoundError:
+                data = None
+            if data is not None and hashlib.sha256(data).hexdigest() == manifest.get("weights_sha256"):
+                try:
+                    return manifest, load_bytes(data)
+                except Exception as exc:  # a file that checks out but is no safetensors file
+                    raise StoreError(f"model '{name}': cannot read weights file {weights}: {exc}; "
+                                     "drop and rebuild the model") from exc
+            if self._manifest_or_none(name) == manifest:
+                break  # nothing moved: the file itself is bad
+            time.sleep(0.05 * (attempt + 1))
+        if data is None:
+            raise StoreError(f"model '{name}': weights file {weights} is missing; drop and rebuild the model")
+        raise StoreError(
+            f"model '{name}': weights file {weights} is corrupt (checksum mismatch); "
+            "drop and rebuild the model"
+        )
+
+    def _manifest_or_none(self, name):
+        try:
+            return self.manifest(name)
+        except (CatalogError, StoreError):
+            return None
 
     def list(self):
         if not self.root.is_dir():
@@ -146,9 +199,12 @@ class ModelStore:
             self._tmp.mkdir(parents=True, exist_ok=True)
             staging = self._tmp / f"{key}--{uuid.uuid4().hex}"
             staging.mkdir()
+            old = None
             try:
                 tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
                 save_file(tensors, str(staging / WEIGHTS))
+                with open(staging / WEIGHTS, "rb+") as f:
+                    os.fsync(f.fileno())  # on disk before the rename makes it the model
                 manifest = dict(manifest, name=name, format_version=FORMAT_VERSION,
                                 weights_sha256=file_sha256(staging / WEIGHTS))
                 with open(staging / MANIFEST, "w") as f:
@@ -156,7 +212,6 @@ class ModelStore:
                     f.flush()
                     os.fsync(f.fileno())
                 _fsync_dir(staging)
-                old = None
                 if final.exists():
                     self._trash.mkdir(parents=True, exist_ok=True)
                     old = self._trash / f"{key}--{uuid.uuid4().hex}"
@@ -165,7 +220,10 @@ class ModelStore:
                 _fsync_dir(self.root)
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
-            except BaseException:
+            except BaseException:  # an error or Ctrl-C: the previous model stays, or comes back
+                if old is not None and not final.exists():
+                    with contextlib.suppress(OSError):
+                        os.rename(old, final)
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         return manifest

@@ -1,0 +1,401 @@
+"""Bad input (issue 7): each case gets a clear message naming the statement, the row or file
+and what to do, and leaves tables and models as they were. Small generated images: fast."""
+
+import hashlib
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from conftest import make_rgb_images, save_color_model
+from PIL import Image
+
+import pixql
+from pixql.errors import CatalogError, DataError, OptionError, SqlError, TrainingError
+from pixql.ml.images import read_image
+
+BUILD = "BUILD MODEL cm USING SimpleCNN OPTIONS (pretrained=false, overwrite=true{}) AS SELECT * FROM {}"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def snapshot(db):
+    """Everything a failed statement must leave alone: every table's rows, every model's files."""
+    con = db.duckdb
+    tables = {}
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall():
+        tables[name] = sorted(con.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
+    root = db.engine.store.root
+    files = {}
+    for dirpath, _, names in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel.startswith("."):
+            continue  # .lock, an empty .tmp/: the store's own bookkeeping
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                files[os.path.join(rel, name)] = hashlib.sha256(f.read()).hexdigest()
+    return tables, files
+
+
+def write_bad_image(path, kind):
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is a text file named like a photo\n")
+    elif kind == "truncated":
+        noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(path, "JPEG", quality=95)
+        path.write_bytes(path.read_bytes()[:600])
+    return path
+
+
+def png_bytes(width, height, rows=None, depth=1, color=0):
+    """A PNG written by hand: `rows` of raw scanlines (filter byte included), or only the first
+    scanline compressed (a header that claims far more than the data holds)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    if rows is None:
+        body = zlib.compress(b"\x00" * (1 + (width * depth + 7) // 8))
+    else:
+        body = zlib.compress(b"".join(rows), 9)
+    header = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def add_rows(db, table, rows):
+    """`colors` plus `rows` [(image, label)] at its end, as table `table`."""
+    values = ", ".join(f"({'NULL' if p is None else repr(str(p))}, {repr(label)})" for p, label in rows)
+    db.sql(f"CREATE TABLE {table} AS SELECT * FROM colors UNION ALL "
+           f"SELECT * FROM (VALUES {values}) v(image, label)")
+
+
+# -- unreadable image files --------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "truncated"])
+@pytest.mark.parametrize("keyword, statement", [
+    ("BUILD MODEL", BUILD.format("", "bad")),
+    ("PREDICT", "PREDICT USING cm AS SELECT * FROM bad"),
+    ("EVALUATE", "EVALUATE USING cm AS SELECT * FROM bad"),
+    ("PRINT IMAGE", "PRINT IMAGE OPTIONS (limit=100) AS SELECT * FROM bad"),
+])
+def test_unreadable_image_names_statement_file_row_and_remedy(colors_db, tmp_path, kind, keyword, statement):
+    bad = write_bad_image(tmp_path / f"{kind}.jpg", kind)
+    add_rows(colors_db, "bad", [(bad, "red")])
+    before = snapshot(colors_db)
+    with pytest.raises(DataError) as info:
+        colors_db.sql(statement)
+    message = str(info.value)
+    assert message.startswith(f"{keyword} (line 1): ")
+    assert str(bad) in message and "(row 25 of the query)" in message
+    assert "fix or remove the file" in message
+    if keyword in ("BUILD MODEL", "PREDICT"):
+        assert "on_error='skip'" in message
+    assert snapshot(colors_db) == before
+
+
+def test_null_image_paths_are_refused_naming_the_rows(colors_db):
+    add_rows(colors_db, "bad", [(None, "red"), (None, "blue")])
+    before = snapshot(colors_db)
+    for statement in (BUILD.format("", "bad"), "PREDICT USING cm AS SELECT * FROM bad",
+                      "EVALUATE USING cm AS SELECT * FROM bad"):
+        with pytest.raises(DataError, match=r"2 row\(s\) have no image path in 'image' \(rows 25, 26\).*"
+                                             r"WHERE image IS NOT NULL"):
+            colors_db.sql(statement)
+    assert snapshot(colors_db) == before
+
+
+# -- on_error='skip' -------------------------------------------------------------------------------
+def test_build_on_error_skip_leaves_out_and_reports_unreadable_images(colors_db, tmp_path):
+    bad = [write_bad_image(tmp_path / f"{k}.jpg", k) for k in ("missing", "empty", "text", "truncated")]
+    add_rows(colors_db, "bad", [(p, "red") for p in bad] + [(None, "blue")])
+    result = colors_db.sql(BUILD.format(", on_error='skip'", "bad"))
+    row = result.df().iloc[0]
+    assert row.train_rows == 24 and row.skipped_images == 5
+    text = "\n".join(result.messages)
+    assert "4 unreadable image(s) were skipped" in text and "no image path" in text
+    assert all(f"{p} (row {25 + i} of the query)" in text for i, p in enumerate(bad))
+    manifest = colors_db.engine.store.manifest("cm")
+    assert sorted(manifest["data"]["skipped_images"]) == sorted(map(str, bad))
+    assert manifest["data"]["rows_without_image"] == [29]
+    assert len(colors_db.sql("PREDICT USING cm AS SELECT * FROM colors").df()) == 24
+
+
+def test_predict_on_error_skip_gives_null_answers_for_unreadable_rows(colors_db, tmp_path):
+    bad = write_bad_image(tmp_path / "text.jpg", "text")
+    add_rows(colors_db, "bad", [(bad, "red"), (None, "red")])
+    result = colors_db.sql("PREDICT USING cm OPTIONS (on_error='skip', top_k=2, probabilities=true) "
+                           "AS SELECT * FROM bad")
+    frame = result.df()
+    assert len(frame) == 26
+    good, skipped = frame.iloc[:24], frame.iloc[24:]
+    assert (good.predicted == good.label).all() and good.score.notna().all()
+    assert skipped.predicted.isna().all() and skipped.score.isna().all() and skipped.top_k.isna().all()
+    assert skipped.prob_red.isna().all()
+    (message,) = result.messages
+    assert "2 row(s)" in message and f"row 25: {bad}" in message and "row 26: no image path" in message
+    # Without skip the same query stops at the first unreadable image.
+    with pytest.raises(DataError, match="row 25 of the query"):
+        colors_db.sql("PREDICT USING cm AS SELECT * FROM bad WHERE image IS NOT NULL")
+
+
+def test_on_error_skip_messages_reach_the_cli_stderr(colors_db, tmp_path):
+    from click.testing import CliRunner
+
+    from pixql.cli import cli
+
+    bad = write_bad_image(tmp_path / "text.jpg", "text")
+    add_rows(colors_db, "bad", [(bad, "red")])
+    db_file = str(tmp_path / "colors.duckdb")
+    colors_db.close()
+    result = CliRunner().invoke(cli, ["--db", db_file, "--format", "csv", "-c",
+                                      "PREDICT USING cm OPTIONS (on_error='skip') AS SELECT * FROM bad"])
+    assert result.exit_code == 0, result.stderr
+    assert f"row 25: {bad}" in result.stderr and len(result.stdout.splitlines()) == 26
+
+
+# -- odd but valid images: converted to upright RGB, they just work ------------------------------------
+def _png48(path, rgb16):
+    h, w, _ = rgb16.shape
+    path.write_bytes(png_bytes(w, h, [b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h)],
+                               depth=16, color=2))
+
+
+def test_grayscale_rgba_cmyk_16bit_palette_and_exif_rotated_images_work(colors_db, tmp_path):
+    red = np.zeros((32, 32, 3), dtype=np.uint8)
+    red[..., 0] = 220
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.fromarray(red).convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray(red).convert("P").save(folder / "palette.png")
+    Image.fromarray(red).convert("CMYK").save(folder / "cmyk.jpg")
+    red16 = red.astype(np.uint16) * 257
+    _png48(folder / "rgb48.png", red16)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to view
+    Image.fromarray(red[:, :16]).save(folder / "rotated.jpg", exif=exif)
+    Image.fromarray(red[..., 0]).save(folder / "gray.png")
+    Image.fromarray((red[..., 0].astype(np.uint16) * 257)).save(folder / "gray16.png")
+    Image.fromarray(red[..., 0] > 100).save(folder / "bilevel.png")
+    reds = ["rgba.png", "palette.png", "cmyk.jpg", "rgb48.png", "rotated.jpg"]
+    grays = ["gray.png", "gray16.png", "bilevel.png"]
+    assert Image.open(folder / "gray16.png").mode.startswith("I")
+    add_rows(colors_db, "odd", [(folder / name, "red") for name in reds + grays])
+
+    preds = colors_db.sql("PREDICT USING cm AS SELECT * FROM odd").df().iloc[24:]
+    assert list(preds.predicted[:len(reds)]) == ["red"] * len(reds)
+    assert preds.score.notna().all()
+    assert read_image(folder / "rotated.jpg").size == (32, 16)  # upright: the EXIF turn applied
+    row = colors_db.sql(BUILD.format("", "odd")).df().iloc[0]
+    assert row.train_rows == 24 + len(reds) + len(grays)
+    sheet = colors_db.sql("PRINT IMAGE OPTIONS (size=32, limit=100) AS SELECT * FROM odd").image
+    assert sheet.mode == "RGB"
+
+
+# -- decompression bombs --------------------------------------------------------------------------
+def test_decompression_bombs_are_refused_with_a_message(colors_db, tmp_path):
+    bomb = tmp_path / "bomb.png"  # 84 bytes claiming 30000 x 30000: PIL refuses it outright
+    bomb.write_bytes(png_bytes(30000, 30000))
+    # 10000 x 10000 is over PIL's limit but under twice it: PIL only warns, and would decode
+    # 100 million pixels (300 MB as RGB). 12 KB on disk.
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(10000, 10000, [b"\x00" * 1251] * 10000))
+    assert bomb.stat().st_size < 100 and big.stat().st_size < 20000
+    for path in (bomb, big):
+        with pytest.raises(DataError, match=r"too large to decode safely.*MAX_IMAGE_PIXELS") as info:
+            read_image(path)
+        assert str(path) in str(info.value)
+
+    add_rows(colors_db, "bad", [(bomb, "red"), (big, "blue")])
+    before = snapshot(colors_db)
+    with pytest.raises(DataError, match=r"too large.*bomb.png \(row 25 of the query\)"):
+        colors_db.sql("PREDICT USING cm AS SELECT * FROM bad")
+    frame = colors_db.sql("PREDICT USING cm OPTIONS (on_error='skip') AS SELECT * FROM bad").df()
+    assert frame.predicted.isna().sum() == 2
+    assert snapshot(colors_db) == before
+
+
+def test_a_large_jpeg_is_decoded_small_when_training_needs_only_a_thumbnail(tmp_path):
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (10000, 9000), (200, 20, 20)).save(path, quality=30)
+    assert max(read_image(path, draft_size=256).size) <= 1250  # 1/8 scale: under the pixel limit
+    with pytest.raises(DataError, match="too large"):
+        read_image(path)  # in full it is over the limit
+
+
+# -- statements refused before any work ------------------------------------------------------------
+REFUSED = [
+    # a label column with a single class
+    (TrainingError, "at least two classes.*'red'", BUILD.format("", "colors WHERE label = 'red'")),
+    # queries with no rows
+    (DataError, "no rows", BUILD.format("", "colors WHERE false")),
+    (DataError, "no rows", "EVALUATE USING cm AS SELECT * FROM colors WHERE false"),
+    (DataError, "no rows", "PRINT IMAGE AS SELECT * FROM colors WHERE false"),
+    # unknown model, base model, option, wrong option type
+    (CatalogError, "model 'ghost' does not exist.*SHOW MODELS", "PREDICT USING ghost AS SELECT * FROM colors"),
+    (CatalogError, "model 'ghost' does not exist", "EVALUATE USING ghost AS SELECT * FROM colors"),
+    (CatalogError, "model 'ghost' does not exist", "FIT MODEL cm2 USING ghost AS SELECT * FROM colors"),
+    (CatalogError, "model 'ghost' does not exist", "DESCRIBE MODEL ghost"),
+    (CatalogError, "model 'ghost' does not exist", "DROP MODEL ghost"),
+    (CatalogError, "Unknown base model 'NoSuchNet'.*any timm architecture",
+     "BUILD MODEL cm2 USING NoSuchNet AS SELECT * FROM colors"),
+    (OptionError, "unknown option 'epoch'.*did you mean 'epochs'", BUILD.format(", epoch=2", "colors")),
+    (OptionError, "unknown option 'topk'.*did you mean 'top_k'",
+     "PREDICT USING cm OPTIONS (topk=2) AS SELECT * FROM colors"),
+    (OptionError, "unknown option 'overwrit'", "COPY colors OPTIONS (overwrit=true) FROM 'x.csv'"),
+    (OptionError, "'epochs' must be an integer, got 'many'", BUILD.format(", epochs='many'", "colors")),
+    (OptionError, "'probabilities' must be true/false",
+     "PREDICT USING cm OPTIONS (probabilities=1) AS SELECT * FROM colors"),
+    (OptionError, "'top_k' must be an integer", "PREDICT USING cm OPTIONS (top_k=1.5) AS SELECT * FROM colors"),
+    (OptionError, "'on_error' must be one of fail, skip",
+     "PREDICT USING cm OPTIONS (on_error='ignore') AS SELECT * FROM colors"),
+    (OptionError, "'limit' must be an integer", "PRINT IMAGE OPTIONS (limit='all') AS SELECT * FROM colors"),
+    # PREDICT on a table without the model's image column
+    (DataError, "trained on image column 'image', which the query lacks.*image_col",
+     "PREDICT USING cm AS SELECT image AS photo, label FROM colors"),
+    (DataError, "has no column 'photo'", "PREDICT USING cm OPTIONS (image_col='photo') AS SELECT * FROM colors"),
+    (DataError, "no column 'kind'.*columns: image, label", BUILD.format(", label_col='kind'", "colors")),
+    # model names that try to leave the store
+    (CatalogError, "invalid model name '../x'", "BUILD MODEL \"../x\" USING SimpleCNN AS SELECT * FROM colors"),
+    (CatalogError, "invalid model name '/tmp/x'", "BUILD MODEL \"/tmp/x\" USING SimpleCNN AS SELECT * FROM colors"),
+    (CatalogError, "invalid model name '../cm'", "PREDICT USING \"../cm\" AS SELECT * FROM colors"),
+    (CatalogError, "invalid model name '/etc/passwd'", "DESCRIBE MODEL \"/etc/passwd\""),
+    (CatalogError, "invalid model name '../colors.duckdb.models'", "DROP MODEL \"../colors.duckdb.models\""),
+    (CatalogError, "invalid model name 'a/../../x'", "FIT MODEL \"a/../../x\" USING cm AS SELECT * FROM colors"),
+    (CatalogError, "invalid model name '../cm'", "FIT MODEL cm3 USING \"../cm\" AS SELECT * FROM colors"),
+    (SqlError, "predict\\('../cm', ...\\): invalid model name", "SELECT predict('../cm', image) FROM colors"),
+]
+
+
+@pytest.mark.parametrize("error, message, statement", REFUSED, ids=[r[2][:60] for r in REFUSED])
+def test_refused_statements_say_why_and_change_nothing(colors_db, tmp_path, error, message, statement):
+    before = snapshot(colors_db)
+    with pytest.raises(error, match=message) as info:
+        colors_db.sql(statement).fetchall()
+    assert "line 1" in str(info.value)
+    assert snapshot(colors_db) == before
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_predict_on_a_query_with_no_rows_returns_no_rows_with_the_columns(colors_db):
+    frame = colors_db.sql("PREDICT USING cm OPTIONS (top_k=2) AS SELECT * FROM colors WHERE false").df()
+    assert len(frame) == 0 and list(frame.columns) == ["image", "label", "predicted", "score", "top_k"]
+
+
+# -- COPY: bad files leave the table as it was --------------------------------------------------------
+def test_copy_of_a_latin1_csv_says_to_name_the_encoding_and_reads_it_when_named(colors_db, tmp_path):
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes("image,label\na.png,café\nb.png,crème\n".encode("latin-1"))
+    before = snapshot(colors_db)
+    with pytest.raises(DataError) as info:
+        colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{csv}'")
+    message = str(info.value)
+    assert message.startswith("COPY (line 1): ") and str(csv) in message
+    assert "not UTF-8" in message and "encoding='latin-1'" in message and "\n" not in message
+    assert snapshot(colors_db) == before
+    colors_db.sql(f"COPY labels OPTIONS (encoding='latin-1') FROM '{csv}'")
+    assert colors_db.sql("SELECT label FROM labels ORDER BY 1").fetchall() == [("café",), ("crème",)]
+
+
+def test_copy_failing_late_in_a_file_rolls_back_to_the_old_table(colors_db, tmp_path):
+    # An undecodable byte far beyond the rows DuckDB samples to sniff the file: the failure
+    # comes while the table is being replaced, and the transaction is rolled back.
+    csv = tmp_path / "long.csv"
+    lines = b"".join(b"p%d.png,red\n" % i for i in range(30000))
+    csv.write_bytes(b"image,label\n" + lines + b"last.png,caf\xe9\n")
+    before = snapshot(colors_db)
+    with pytest.raises(DataError, match="not UTF-8.*encoding="):
+        colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{csv}'")
+    assert snapshot(colors_db) == before
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.csv", None, "not found"),
+    ("empty.csv", b"", "is empty"),
+    ("photo.parquet", b"not parquet at all", "cannot read"),
+    ("data.xlsx", b"PK\x03\x04", "cannot tell the format"),
+])
+def test_copy_from_a_bad_file_keeps_the_table(colors_db, tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    before = snapshot(colors_db)
+    with pytest.raises(DataError, match=message) as info:
+        colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{path}'")
+    assert name in str(info.value)
+    assert snapshot(colors_db) == before
+
+
+def test_encoding_is_a_csv_option(colors_db, tmp_path):
+    path = tmp_path / "t.parquet"
+    colors_db.sql(f"COPY colors TO '{path}' (FORMAT parquet)")
+    with pytest.raises(OptionError, match="'encoding' is for CSV files"):
+        colors_db.sql(f"COPY t OPTIONS (encoding='latin-1') FROM '{path}'")
+
+
+# -- checkpoints given with weights= are never unpickled ------------------------------------------------
+class _Exploit:
+    """Unpickling this would run os.system: torch.load(weights_only=True) must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_weights_file_holding_code_is_refused_not_run(colors_db, tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "payload": _Exploit(marker)}, evil)
+    with open(evil, "rb") as f:  # the file does hold a pickled call (a zip with data.pkl)
+        assert b"system" in f.read()
+    before = snapshot(colors_db)
+    with pytest.raises(TrainingError, match=r"BUILD MODEL \(line 1\): Cannot read weights file .*evil.pth"):
+        colors_db.sql(f"BUILD MODEL cm USING ResNet18 OPTIONS (weights='{evil}', overwrite=true) "
+                      "AS SELECT * FROM colors")
+    assert not marker.exists()
+    assert snapshot(colors_db) == before
+
+
+# -- fuzzing the decoder: damaged files of every format ----------------------------------------------
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's notes on damaged TIFF/EXIF tags
+def test_damaged_image_files_decode_or_raise_data_error_naming_them(tmp_path):
+    """Bytes flipped, cut out or inserted in JPEG, PNG, GIF, BMP, TIFF and WebP files: read_image
+    returns an RGB image or raises DataError naming the file, never another exception."""
+    import io
+    import random
+
+    rng = random.Random(7)
+    pixels = np.random.default_rng(7).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    seeds = {}
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt, **({"exif": exif} if fmt == "JPEG" else {}))
+        seeds[fmt] = buffer.getvalue()
+    outcomes = {"decoded": 0, "DataError": 0}
+    for n in range(300):
+        fmt = rng.choice(sorted(seeds))
+        data = bytearray(seeds[fmt])
+        for _ in range(rng.randint(1, 6)):
+            i, op = rng.randrange(len(data)), rng.random()
+            if op < 0.6:
+                data[i] = rng.randrange(256)
+            elif op < 0.8:
+                del data[i:i + rng.randint(1, 50)]
+            else:
+                data[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        path = tmp_path / f"damaged_{n}.{fmt.lower()}"
+        path.write_bytes(bytes(data))
+        try:
+            assert read_image(path).mode == "RGB"
+            outcomes["decoded"] += 1
+        except DataError as err:
+            assert str(path) in str(err)
+            outcomes["DataError"] += 1
+    assert outcomes["decoded"] and outcomes["DataError"]

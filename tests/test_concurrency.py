@@ -1,0 +1,190 @@
+"""Concurrent use (issue 7): two processes on one database file get DuckDB's lock as a clear
+message (or wait for it), read-only readers share a file and a model, and two writers never
+mix their files in the model store."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import make_color_images, save_color_model
+
+import pixql
+from pixql.cli import cli
+from pixql.errors import SqlError
+from pixql.store import ModelStore
+
+
+@pytest.fixture
+def shop(tmp_path):
+    """A closed database file with a table `colors` (24 images) and the colour model `cm`."""
+    rows = make_color_images(tmp_path / "img", per_class=12, size=32)
+    db_file = tmp_path / "shop.duckdb"
+    with pixql.connect(str(db_file), progress=False) as db:
+        db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
+        db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
+        save_color_model(db.engine.store, "cm", classes=("blue", "red"))
+    return db_file
+
+
+def _wait_for(path, proc, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time, duckdb
+    db_file, ready, seconds, read_only = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "ro"
+    con = duckdb.connect(db_file, read_only=read_only)
+    open(ready, "w").close()
+    time.sleep(seconds)
+    con.close()
+""")
+
+
+def _hold(db_file, tmp_path, seconds, read_only=False):
+    """Another process that opens the database file and keeps it for `seconds`."""
+    ready = tmp_path / f"held-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(db_file), str(ready), str(seconds),
+                             "ro" if read_only else "rw"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(ready, proc)
+    return proc
+
+
+def test_a_database_held_by_another_process_is_a_clear_message(shop, tmp_path):
+    holder = _hold(shop, tmp_path, 60)
+    try:
+        for read_only in (False, True):
+            with pytest.raises(SqlError) as info:
+                pixql.connect(str(shop), read_only=read_only)
+            message = str(info.value)
+            assert f"database {shop} is in use by another process (PID {holder.pid}" in message
+            assert "--wait SECONDS" in message and "--read-only" in message
+        started = time.monotonic()
+        with pytest.raises(SqlError, match=r"in use by another process .* for 0.5 s"):
+            pixql.connect(str(shop), wait=0.5)
+        assert 0.5 <= time.monotonic() - started < 5
+        result = CliRunner().invoke(cli, ["--db", str(shop), "-c", "SELECT count(*) FROM colors"])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error: database ") and f"(PID {holder.pid}" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        # The model store is not the database: its files are untouched by the refused opens.
+        assert ModelStore(f"{shop}.models").load("cm")[0]["classes"] == ["blue", "red"]
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_wait_gets_the_database_once_the_other_process_lets_go(shop, tmp_path):
+    holder = _hold(shop, tmp_path, 1.5)
+    try:
+        result = CliRunner().invoke(cli, ["--db", str(shop), "--wait", "60", "--format", "csv",
+                                          "-c", "SELECT count(*) AS n FROM colors"])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == "n\n24\n"
+    finally:
+        holder.communicate()
+    holder = _hold(shop, tmp_path, 1.5)
+    try:
+        with pixql.connect(str(shop), wait=60, progress=False) as db:
+            assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+    finally:
+        holder.communicate()
+    assert CliRunner().invoke(cli, ["--db", str(shop), "--wait", "-1", "-c", "SELECT 1"]).exit_code == 2
+
+
+READER = textwrap.dedent("""
+    import os, sys, time
+    import pixql
+    db_file, me, everyone = sys.argv[1], sys.argv[2], sys.argv[3:]
+    db = pixql.connect(db_file, read_only=True, progress=False)
+    open(me, "w").close()
+    while not all(os.path.exists(p) for p in everyone):  # every reader has the file open
+        time.sleep(0.02)
+    frame = db.sql("PREDICT USING cm AS SELECT * FROM colors ORDER BY image").df()
+    print(frame.to_csv(index=False), end="")
+""")
+
+
+def test_many_read_only_processes_predict_with_the_same_model_at_once(shop, tmp_path):
+    marks = [str(tmp_path / f"reader-{i}") for i in range(3)]
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(shop), mark, *marks],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for mark in marks]
+    try:
+        for mark, proc in zip(marks, readers):
+            _wait_for(tmp_path / mark, proc)
+        # While they all hold it, the command line can read it too, but not write it.
+        result = CliRunner().invoke(cli, ["--db", str(shop), "--read-only", "--format", "csv", "-c",
+                                          "SELECT predict('cm', image) = label AS ok, count(*) AS n "
+                                          "FROM colors GROUP BY ok"])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == "ok,n\nTrue,24\n"
+        refused = CliRunner().invoke(cli, ["--db", str(shop), "-c", "SELECT 1"])
+        assert refused.exit_code == 1 and "in use by another process" in refused.stderr
+        outputs = [proc.communicate(timeout=120) for proc in readers]
+    finally:
+        for proc in readers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert [proc.returncode for proc in readers] == [0, 0, 0], [err for _, err in outputs]
+    frames = [out for out, _ in outputs]
+    assert frames[0] == frames[1] == frames[2]
+    rows = frames[0].splitlines()
+    assert rows[0] == "image,label,predicted,score" and len(rows) == 25
+    assert all(row.split(",")[1] == row.split(",")[2] for row in rows[1:])
+
+
+ROUNDS = 10
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from pixql.store import ModelStore
+    root, me, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    store = ModelStore(root)
+    for n in range(rounds):
+        value = me * 1000 + n
+        store.save("shared", {"w": torch.full((200_000,), float(value))}, {"value": value}, overwrite=True)
+        store.save(f"own_{me}", {"w": torch.full((1000,), float(value))}, {"value": value}, overwrite=True)
+    print("done")
+""")
+
+
+def test_writers_never_mix_their_files_and_readers_see_whole_models(tmp_path):
+    """Three processes overwrite the same model again and again while this one reads it: every
+    read is one writer's manifest with that same writer's weights."""
+    import safetensors.torch  # noqa: F401  (imported before the race starts: it takes a second or two)
+
+    root = tmp_path / "store"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(i), str(ROUNDS)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2, 3)]
+    store = ModelStore(root)
+    seen = set()
+    try:
+        while any(proc.poll() is None for proc in writers):
+            if store.exists("shared"):
+                manifest, state = store.load("shared")
+                assert state["w"][0].item() == state["w"][-1].item() == manifest["value"]
+                seen.add(manifest["value"])
+            time.sleep(0.01)
+        outputs = [proc.communicate(timeout=120) for proc in writers]
+    finally:
+        for proc in writers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert [proc.returncode for proc in writers] == [0, 0, 0], [err for _, err in outputs]
+    assert len(seen) > 1  # the reads did overlap the writes
+    manifest, state = store.load("shared")
+    assert manifest["value"] % 1000 == ROUNDS - 1 and state["w"][0].item() == manifest["value"]
+    for i in (1, 2, 3):
+        manifest, state = store.load(f"own_{i}")
+        last = i * 1000 + ROUNDS - 1
+        assert manifest["value"] == last and state["w"].unique().tolist() == [float(last)]
+    assert sorted(m["name"] for m in store.list()) == ["own_1", "own_2", "own_3", "shared"]
+    assert not any((root / ".tmp").iterdir()) and not any((root / ".trash").iterdir())

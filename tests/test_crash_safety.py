@@ -1,0 +1,251 @@
+"""Crashes and interruption (issue 7): kill -9 and Ctrl-C never leave a half model, an
+overwritten model survives until its replacement is complete, a corrupted weights file is a
+message, not a crash deep in torch."""
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import make_color_images, save_color_model
+
+import pixql
+from pixql.cli import cli
+from pixql.errors import StoreError
+from pixql.store import ModelStore
+
+INTERRUPTED = "Interrupted: the statement was stopped; nothing half-written was kept."
+
+
+def model_files(root):
+    """{relative path: sha256} of every file in the store but its bookkeeping (.lock, .tmp, .trash)."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel.startswith("."):
+            continue
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.join(rel, name)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def shop(tmp_path):
+    """A database file with a table `colors` (80 images of 32 px, red and blue) and the colour
+    model `cm` in its store; closed again, so that other processes can open it."""
+    rows = make_color_images(tmp_path / "img", per_class=40, size=32)
+    db_file = tmp_path / "shop.duckdb"
+    with pixql.connect(str(db_file), progress=False) as db:
+        db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
+        db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
+        save_color_model(db.engine.store, "cm", classes=("blue", "red"))
+    return db_file
+
+
+def check_old_model_intact(db_file, before):
+    """After a crash: only `cm` is listed, its files are the ones from before, it predicts."""
+    with pixql.connect(str(db_file), progress=False) as db:  # opening recovers what a crash left
+        root = db.engine.store.root
+        assert list(db.sql("SELECT name FROM pixql_models ORDER BY name").df().name) == [
+            "cm", "imagenet_classifier"]
+        assert model_files(root) == before
+        assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["cm"]
+        for hidden in (".tmp", ".trash"):
+            assert not (root / hidden).exists() or not any((root / hidden).iterdir()), hidden
+        preds = db.sql("PREDICT USING cm AS SELECT * FROM colors").df()
+        assert (preds.predicted == preds.label).all()
+
+
+# -- kill -9 during BUILD MODEL ------------------------------------------------------------------------
+# The child builds `cm` again with overwrite=true, and signals (a marker file) when it has
+# reached the moment to be killed at: mid-training, with the new weights half in staging, or
+# between moving the old model aside and moving the new one in.
+CHILD = textwrap.dedent("""
+    import os, sys, time
+    import pixql, pixql.store, safetensors.torch
+    from pixql.ml import train
+    db_file, marker, phase, epochs = sys.argv[1:5]
+
+    def signal_and_hang():
+        open(marker, "w").close()
+        time.sleep(600)
+
+    if phase == "training":
+        record = train._Run._record
+        def _record(self, *args):
+            record(self, *args)
+            signal_and_hang() if args[0] == 2 else None
+        train._Run._record = _record
+    elif phase == "writing":
+        save_file = safetensors.torch.save_file
+        def half_save(tensors, path, *a, **k):
+            save_file(tensors, path, *a, **k)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            signal_and_hang()
+        safetensors.torch.save_file = half_save
+    elif phase == "swapping":
+        rename = os.rename
+        def slow_rename(src, dst):
+            rename(src, dst)
+            if "/.trash/" in str(dst):
+                signal_and_hang()
+        pixql.store.os.rename = slow_rename
+    db = pixql.connect(db_file, progress=False)
+    db.sql(f"BUILD MODEL cm USING SimpleCNN OPTIONS (pretrained=false, overwrite=true, epochs={epochs}, "
+           "num_workers=0) AS SELECT * FROM colors")
+    print("finished without being killed")
+""")
+
+
+@pytest.mark.parametrize("phase", ["training", "writing", "swapping"])
+def test_kill_9_during_build_keeps_the_previous_model(shop, tmp_path, phase):
+    root = tmp_path / "shop.duckdb.models"
+    before = model_files(root)
+    marker = tmp_path / "reached"
+    epochs = "20" if phase == "training" else "1"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(shop), str(marker), phase, epochs],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never reached the point to kill it at"
+            time.sleep(0.05)
+        if phase == "writing":
+            assert any(root.glob(".tmp/cm--*/weights.safetensors"))  # a half model is on disk
+        if phase == "swapping":
+            assert not (root / "cm").exists() and any(root.glob(".trash/cm--*"))  # the old one is aside
+    finally:
+        child.kill()  # SIGKILL: no cleanup of any kind runs
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    check_old_model_intact(shop, before)
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------------
+def _pixql(*args):
+    """The `pixql` command as a subprocess in its own session, as a terminal runs it; stderr
+    is collected by a thread so that the test can watch the progress."""
+    proc = subprocess.Popen([sys.executable, "-c", "from pixql.cli import main; main()", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc.err = []
+    thread = threading.Thread(target=lambda: proc.err.extend(iter(proc.stderr.readline, "")), daemon=True)
+    thread.start()
+    proc.err_thread = thread
+    return proc
+
+
+@pytest.mark.parametrize("statement, progress", [
+    # 80 images: DataLoader worker processes decode them; Ctrl-C reaches them too
+    ("BUILD MODEL cm USING SimpleCNN OPTIONS (pretrained=false, overwrite=true, epochs=50) "
+     "AS SELECT * FROM colors", "epoch 2/50"),
+    ("CREATE TABLE p AS PREDICT USING cm AS SELECT c.* FROM colors c, range(500)", "predict:"),
+])
+def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(shop, tmp_path, statement, progress):
+    root = tmp_path / "shop.duckdb.models"
+    before = model_files(root)
+    proc = _pixql("--db", str(shop), "-c", statement)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(progress in line for line in proc.err):
+            assert proc.poll() is None, "".join(proc.err)
+            assert time.monotonic() < deadline, "no progress shown"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.err_thread.join(timeout=10)
+    out, err = proc.stdout.read(), "".join(proc.err)
+    assert proc.returncode == 130, err
+    assert re.split(r"[\r\n]+", err.strip())[-1] == INTERRUPTED  # (progress bars redraw with \r)
+    assert err.count(INTERRUPTED) == 1 and "Traceback" not in err and "Error" not in err
+    assert out == ""
+    check_old_model_intact(shop, before)
+    with pixql.connect(str(shop), progress=False) as db:
+        assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
+
+
+def test_ctrl_c_inside_the_store_swap_puts_the_old_model_back(tmp_path, monkeypatch):
+    """KeyboardInterrupt between moving the old model aside and moving the new one in: the old
+    one is back at once (not only at the next recovery)."""
+    import torch
+
+    import pixql.store
+
+    store = ModelStore(tmp_path)
+    store.save("m", {"w": torch.ones(3)}, {"v": 1})
+    before = model_files(tmp_path)
+    rename = os.rename
+
+    def interrupted_rename(src, dst):
+        rename(src, dst)
+        if "/.trash/" in str(dst):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pixql.store.os, "rename", interrupted_rename)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("m", {"w": torch.zeros(3)}, {"v": 2}, overwrite=True)
+    monkeypatch.undo()
+    assert model_files(tmp_path) == before
+    manifest, state = store.load("m")
+    assert manifest["v"] == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
+    assert not any((tmp_path / ".tmp").iterdir())
+
+
+# -- corrupted model files ---------------------------------------------------------------------------
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage_with_matching_checksum(path):
+    """Not a safetensors file at all, though the manifest's checksum says it is the right one."""
+    import json
+
+    path.write_bytes(b"\x00" * 64)
+    manifest_path = path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_flip_last_byte, r"weights file .*weights.safetensors is corrupt \(checksum mismatch\); drop and rebuild"),
+    (_truncate, "weights file .* is corrupt"),
+    (lambda p: p.unlink(), "weights file .* is missing; drop and rebuild"),
+    (_garbage_with_matching_checksum, "cannot read weights file .*; drop and rebuild"),
+    (lambda p: (p.parent / "manifest.json").write_text("{not json"), r"cannot read .*manifest.json"),
+])
+def test_corrupted_model_files_are_a_message_and_the_model_can_be_dropped(shop, tmp_path, damage, message):
+    weights = tmp_path / "shop.duckdb.models" / "cm" / "weights.safetensors"
+    damage(weights)
+    with pixql.connect(str(shop), progress=False) as db:
+        with pytest.raises(StoreError, match=rf"PREDICT \(line 1\): model 'cm': {message}"):
+            db.sql("PREDICT USING cm AS SELECT * FROM colors")
+        with pytest.raises(StoreError, match=message):
+            db.sql("FIT MODEL cm2 USING cm AS SELECT * FROM colors")
+    result = CliRunner().invoke(cli, ["--db", str(shop), "-c", "SELECT predict('cm', image) FROM colors"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "model 'cm'" in result.stderr
+    with pixql.connect(str(shop), progress=False) as db:
+        db.sql("DROP MODEL cm")
+        assert list(db.sql("SHOW MODELS").df().name) == ["imagenet_classifier"]
+        save_color_model(db.engine.store, "cm", classes=("blue", "red"))
+        assert len(db.sql("PREDICT USING cm AS SELECT * FROM colors").df()) == 80
