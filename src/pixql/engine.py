@@ -172,6 +172,7 @@ class Engine:
         for key in ("image_col", "label_col"):
             if key not in given:
                 resolved[key] = manifest.get(key, resolved[key])
+        resolved["multi_label"] = predictions.is_multi_label(manifest)  # labels read as the model's were
         return self._train(statement, resolved, given, base=manifest["base"], init=(manifest, state))
 
     def _check_new_model(self, name, overwrite):
@@ -192,7 +193,12 @@ class Engine:
             no_path = [i + 1 for i in frame.index[frame[image_col].isna()]]
             frame = frame[frame[image_col].notna()]
         check_image_paths(frame, image_col, what)
-        labels = [str(v) for v in frame[label_col]]
+        if resolved.get("multi_label"):
+            from pixql.ml.train import label_list
+
+            labels = [label_list(v) for v in frame[label_col]]  # a list, or 'a|b'; '' = none
+        else:
+            labels = [str(v) for v in frame[label_col]]
         return list(frame[image_col]), labels, image_col, label_col, null_labels, no_path
 
     def _train(self, statement, resolved, given, base, init):
@@ -227,6 +233,11 @@ class Engine:
             weights=resolved.get("weights"), seed=resolved["seed"], validation=validation,
             train_mode=resolved.get("train_mode", "auto"), device=resolved["device"],
             num_workers=resolved["num_workers"], progress=self.progress, on_error=resolved["on_error"],
+            image_size=resolved.get("image_size"), optimizer=resolved["optimizer"],
+            weight_decay=resolved["weight_decay"], scheduler=resolved["scheduler"],
+            warmup_epochs=resolved["warmup_epochs"], augment=resolved["augment"],
+            precision=resolved["precision"], early_stopping=resolved["early_stopping"],
+            multi_label=bool(resolved.get("multi_label")),
         )
         with _image_errors(sources, can_skip=True):
             if init is not None:
@@ -245,7 +256,7 @@ class Engine:
 
         manifest = {
             "base": trained.base,
-            "task": "classification",
+            "task": trained.task,
             "classes": trained.classes,
             "network": trained.network,
             "preprocessing": trained.preprocessing,
@@ -271,7 +282,7 @@ class Engine:
         return self._frame_result(statement, messages, {
             "model": [statement.name],
             "base": [trained.base],
-            "task": ["classification"],
+            "task": [trained.task],
             "classes": [len(trained.classes)],
             "train_rows": [trained.train_rows],
             "validation_rows": [trained.val_rows],
@@ -305,7 +316,8 @@ class Engine:
                 del self._classifiers[old]  # the model was overwritten: its old network can go
             manifest, state = self.store.load(name)
             self._classifiers[key] = infer.Classifier(
-                manifest["network"], state, manifest["classes"], manifest["preprocessing"], device=device)
+                manifest["network"], state, manifest["classes"], manifest["preprocessing"], device=device,
+                task="multi_label" if predictions.is_multi_label(manifest) else "classification")
         return self._classifiers[key], manifest
 
     def _run_Predict(self, statement):
@@ -680,7 +692,8 @@ def library_versions():
 
 
 def _best_metric_named(metrics):
-    for name in ("best_val_accuracy", "val_accuracy", "train_accuracy"):
+    # multi-label: micro F1 at threshold 0.5 (accuracy there is exact-set accuracy)
+    for name in ("best_val_micro_f1", "best_val_accuracy", "val_accuracy", "train_micro_f1", "train_accuracy"):
         if metrics.get(name) is not None:
             return name, metrics[name]
     return None, None
@@ -699,7 +712,8 @@ def _continue_training(init, paths, labels, config, val_paths, val_labels):
     from pixql.ml.train import continue_training
 
     manifest, state = init
-    unknown = sorted(set(labels) - set(manifest["classes"]))
+    multi = predictions.is_multi_label(manifest)
+    unknown = sorted((set().union(*map(set, labels)) if multi else set(labels)) - set(manifest["classes"]))
     if unknown:
         raise DataError(f"the query has classes the model does not know: {', '.join(unknown[:10])}; "
                         f"the model's classes are {', '.join(manifest['classes'][:20])}")

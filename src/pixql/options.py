@@ -29,6 +29,15 @@ SCHEMAS = {
         "seed": ((int,), 0),
         "validation": ((float, str), None),
         "train_mode": ((str,), "auto", ("auto", "linear", "finetune")),
+        "optimizer": ((str,), "adamw", ("adamw", "sgd", "rmsprop")),
+        "weight_decay": ((float,), None),
+        "scheduler": ((str,), "cosine", ("cosine", "constant")),
+        "warmup_epochs": ((float,), 0.0),
+        "image_size": ((int,), None),
+        "augment": ((str,), None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
+        "precision": ((str,), "auto", ("auto", "fp32", "bf16", "fp16")),
+        "early_stopping": ((int,), None),  # patience in epochs
+        "multi_label": ((bool,), False),  # labels: a list, or a '|'-separated string
         "device": ((str,), "auto", ("auto", "cpu", "cuda")),
         "num_workers": ((int,), None),
         "on_error": ((str,), "fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
@@ -60,7 +69,8 @@ SCHEMAS = {
     },
 }
 SCHEMAS["FIT MODEL"] = {k: v for k, v in SCHEMAS["BUILD MODEL"].items()
-                        if k not in ("pretrained", "weights", "train_mode")}
+                        if k not in ("pretrained", "weights", "train_mode", "image_size", "multi_label")}
+# FIT MODEL keeps the source model's network, classes, preprocessing and task.
 
 # Names accepted for compatibility with ThanoSQL scripts.
 ALIASES = {"max_epochs": "epochs"}

@@ -105,7 +105,8 @@ def _collate(items):
     good = [it for it in items if it[3] is None]
     errors = [(it[2], it[3]) for it in items if it[3] is not None]
     x = torch.stack([it[0] for it in good]) if good else None
-    y = torch.tensor([it[1] for it in good], dtype=torch.long)
+    multi_hot = bool(good) and isinstance(good[0][1], (list, tuple))  # multi-label targets
+    y = torch.tensor([it[1] for it in good], dtype=torch.float32 if multi_hot else torch.long)
     idx = torch.tensor([it[2] for it in good], dtype=torch.long)
     return x, y, idx, errors
 

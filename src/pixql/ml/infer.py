@@ -14,10 +14,21 @@ def _probabilities(model, x):
     return torch.softmax(model(x).float(), dim=1)
 
 
+def _sigmoid_probabilities(model, x):
+    return torch.sigmoid(model(x).float())
+
+
+MULTI_LABEL_TASKS = ("multi_label", "multi-label", "multilabel")
+
+
 class Classifier:
     """A network rebuilt from its recipe and weights, ready to label image files."""
 
-    def __init__(self, network, state_dict, classes, preprocessing, device="auto", precision="auto"):
+    def __init__(self, network, state_dict, classes, preprocessing, device="auto", precision="auto",
+                 task="classification"):
+        """`task` 'multi_label': independent sigmoid probabilities per class, else softmax."""
+        self.task = str(task or "classification").lower()
+        self.multi_label = self.task in MULTI_LABEL_TASKS
         self.network = dict(network)
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
@@ -36,14 +47,16 @@ class Classifier:
         self.transform = eval_transform(self.preprocessing)
 
     def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):
-        """[n, n_classes] float32 class probabilities, one row per path in order.
+        """[n, n_classes] float32 class probabilities (multi-label: per-class sigmoid), one row
+        per path in order.
 
         on_error='skip': the rows of unreadable images are NaN instead of raising DataError."""
         paths = list(paths)
         if not paths:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         probs, rows = forward_rows(
-            self.model, paths, self.preprocessing, self.transform, _probabilities,
+            self.model, paths, self.preprocessing, self.transform,
+            _sigmoid_probabilities if self.multi_label else _probabilities,
             device=self.device, precision=self.precision,
             batch_size=batch_size or auto_batch_size(self.device, training=False),
             num_workers=num_workers, progress=progress, desc="predict", on_error=on_error,

@@ -64,6 +64,8 @@ class TrainConfig:
     early_stopping: int | None = None  # patience in epochs
     on_error: str = "fail"  # 'fail' | 'skip' unreadable images
     l2: float | None = None  # linear head's L2 penalty (None = 1/n_train)
+    # Labels are sets (a list, or a '|'-separated string; '' = none): sigmoid outputs, BCE loss.
+    multi_label: bool = False
 
 
 @dataclass
@@ -83,6 +85,7 @@ class TrainedModel:
     images_per_second: float
     options: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # paths of unreadable images left out
+    task: str = "classification"  # or 'multi_label'
 
 
 def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None, *, init=None):
@@ -94,34 +97,42 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     config = config or TrainConfig()
     started = time.perf_counter()
     _check_options(config)
-    paths, labels = _rows(paths, labels, "training")
-    classes = sorted(set(labels))
+    multi = bool(config.multi_label)
+    paths, labels = _rows(paths, labels, "training", multi=multi)
+    classes = sorted(_label_union(labels, multi))
     if init is not None:
-        unknown = sorted(set(labels) - set(init["classes"]))
+        unknown = sorted(_label_union(labels, multi) - set(init["classes"]))
         if unknown:
             raise TrainingError(
                 f"Labels not among the model's classes ({', '.join(map(str, init['classes']))}): "
                 f"{', '.join(unknown[:10])}"
             )
         classes = list(init["classes"])
-    elif len(classes) < 2:
+    elif multi and not classes:
+        raise TrainingError("A multi-label classifier needs at least one label; every row's label set is empty")
+    elif not multi and len(classes) < 2:
         raise TrainingError(
             f"A classifier needs at least two classes; the labels hold only one: {classes[0]!r}"
         )
     index = {c: i for i, c in enumerate(classes)}
 
-    # Validation rows: given, or a stratified seeded split of the training rows.
+    # Validation rows: given, or a stratified (multi-label: plain) seeded split of the training rows.
     if val_paths is not None:
-        val_paths, val_labels = _rows(val_paths, val_labels, "validation", allow_empty=True)
-        unknown = sorted(set(val_labels) - set(classes))
+        val_paths, val_labels = _rows(val_paths, val_labels, "validation", allow_empty=True, multi=multi)
+        unknown = sorted(_label_union(val_labels, multi) - set(classes))
         if unknown:
             raise DataError(f"Validation labels not among the training classes: {', '.join(unknown[:10])}")
     elif config.validation:
-        paths, labels, val_paths, val_labels = _stratified_split(paths, labels, config.validation, config.seed)
+        split = _random_split if multi else _stratified_split
+        paths, labels, val_paths, val_labels = split(paths, labels, config.validation, config.seed)
     else:
         val_paths, val_labels = [], []
-    y = [index[v] for v in labels]
-    val_y = [index[v] for v in val_labels]
+    if multi:  # multi-hot targets
+        y = [[1.0 if c in set(v) else 0.0 for c in classes] for v in labels]
+        val_y = [[1.0 if c in set(v) else 0.0 for c in classes] for v in val_labels]
+    else:
+        y = [index[v] for v in labels]
+        val_y = [index[v] for v in val_labels]
 
     _seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -157,10 +168,10 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         "num_workers": auto_workers(len(paths), config.num_workers, device.type), "seed": config.seed,
         "pretrained": pretrained_backbone, "weights": config.weights, "weights_source": weights_source,
         "image_size": int(preprocessing["input_size"][-1]), "epochs": config.epochs,
-        "validation": config.validation, "on_error": config.on_error,
+        "validation": config.validation, "on_error": config.on_error, "multi_label": multi,
     }
     run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
-               pretrained_backbone)
+               pretrained_backbone, multi)
     if mode == "linear":
         opts.update(run.linear())
     else:
@@ -169,10 +180,15 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     seconds = time.perf_counter() - started
     last = run.history[-1]
     metrics = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
+    if multi:
+        metrics["train_micro_f1"] = last["train_micro_f1"]
     if run.val_rows and last["val_accuracy"] is not None:
-        best = max(run.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+        key = "val_micro_f1" if multi else "val_accuracy"
+        best = max(run.history, key=lambda h: (h[key], -h["val_loss"]))
         metrics.update(val_loss=last["val_loss"], val_accuracy=last["val_accuracy"],
                        best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"])
+        if multi:  # the multi-label validation metric: micro F1 at threshold 0.5
+            metrics.update(val_micro_f1=last["val_micro_f1"], best_val_micro_f1=best["val_micro_f1"])
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in run.model.state_dict().items()}
     return TrainedModel(
         network=network,
@@ -190,6 +206,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         images_per_second=run.images_seen / seconds if seconds > 0 else 0.0,
         options=opts,
         skipped=sorted({paths[i] for i in run.skipped} | {val_paths[i] for i in run.val_skipped}),
+        task="multi_label" if multi else "classification",
     )
 
 
@@ -199,6 +216,7 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
     config = copy.copy(config or TrainConfig())
     if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune"):
         config.train_mode = manifest["train_mode"]
+    config.multi_label = str(manifest.get("task") or "").lower() in ("multi_label", "multi-label", "multilabel")
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
     init["state_dict"] = state_dict
     config.base = config.base or manifest.get("base")
@@ -232,9 +250,9 @@ def _check_options(config):
         raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
 
 
-def _rows(paths, labels, what, allow_empty=False):
+def _rows(paths, labels, what, allow_empty=False, multi=False):
     paths = [str(p) for p in (paths or [])]
-    labels = list(labels or [])
+    labels = list(labels) if labels is not None else []
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} {what} images but {len(labels)} labels")
     if not paths and not allow_empty:
@@ -242,7 +260,37 @@ def _rows(paths, labels, what, allow_empty=False):
     missing = [i for i, v in enumerate(labels) if v is None]
     if missing:
         raise DataError(f"{what.capitalize()} row {missing[0]} ({paths[missing[0]]}) has no label")
+    if multi:
+        return paths, [label_list(v) for v in labels]
     return paths, [str(v) for v in labels]
+
+
+def label_list(value, separator="|"):
+    """A multi-label cell as a sorted list of distinct labels: a list (DuckDB VARCHAR[]) or a
+    '|'-separated string; '' or an empty list = no labels."""
+    if isinstance(value, str):
+        items = value.split(separator)
+    elif hasattr(value, "__iter__"):
+        items = [str(v) for v in value if v is not None]
+    else:
+        items = [str(value)]
+    return sorted({v.strip() for v in items if v.strip()})
+
+
+def _label_union(labels, multi):
+    return set().union(*map(set, labels)) if multi else set(labels)
+
+
+def _random_split(paths, labels, fraction, seed):
+    """Hold out `fraction` of the rows, seeded (at least one row stays for training)."""
+    order = list(range(len(paths)))
+    random.Random(seed).shuffle(order)
+    n = min(int(fraction * len(order) + 0.5), len(order) - 1)
+    held = set(order[:n])
+    train = [i for i in range(len(paths)) if i not in held]
+    val = sorted(held)
+    return ([paths[i] for i in train], [labels[i] for i in train],
+            [paths[i] for i in val], [labels[i] for i in val])
 
 
 def _stratified_split(paths, labels, fraction, seed):
@@ -313,8 +361,10 @@ class _Run:
     """State of one training run; `linear()` / `finetune()` fill `history` and return options."""
 
     def __init__(self, model, paths, y, val_paths, val_y, pre, config, device, precision, batch_size,
-                 pretrained_backbone):
+                 pretrained_backbone, multi=False):
         self.model = to_device(model, device)
+        self.multi = multi
+        self.target_dtype = torch.float32 if multi else torch.long
         self.pretrained_backbone = pretrained_backbone
         self.paths, self.y, self.val_paths, self.val_y = paths, y, val_paths, val_y
         self.pre, self.config = pre, config
@@ -340,13 +390,13 @@ class _Run:
             )
 
         feats, rows = embed(self.paths, self.skipped, "embeddings (train)")
-        y = torch.tensor(self.y, dtype=torch.long)[rows]
+        y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
         if len(y) == 0:
             raise DataError("None of the training images could be read")
         val = None
         if self.val_paths:
             vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
-            val = (vf, torch.tensor(self.val_y, dtype=torch.long)[vrows])
+            val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
         self.train_rows, self.val_rows = len(y), (len(val[1]) if val else 0)
         self.images_seen = self.train_rows + self.val_rows
 
@@ -364,7 +414,7 @@ class _Run:
 
         def closure():
             opt.zero_grad()
-            loss = F.cross_entropy(z @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
+            loss = _loss(z @ w.T + b, y, self.multi) + 0.5 * l2 * (w * w).sum()
             loss.backward()
             return loss
 
@@ -375,15 +425,13 @@ class _Run:
                 t1 = time.perf_counter()
                 opt.step(closure)
                 with torch.no_grad():
-                    entry = _scores(z @ w.T + b, y)
-                    if val:
-                        vz = (val[0] - mu) / sigma
-                        v_loss, v_acc = _scores(vz @ w.T + b, val[1])
-                    else:
-                        v_loss = v_acc = None
+                    tally = _Tally(self.multi).add(z @ w.T + b, y)
+                    entry = tally.loss, tally.accuracy
+                    v_tally = _Tally(self.multi).add(((val[0] - mu) / sigma) @ w.T + b, val[1]) if val else None
+                    v_loss, v_acc = (v_tally.loss, v_tally.accuracy) if val else (None, None)
                 seconds = time.perf_counter() - t1 + (extract_seconds if epoch == 1 else 0.0)
                 self._record(epoch, *entry, v_loss, v_acc, seconds,
-                             self.images_seen if epoch == 1 else len(y))
+                             self.images_seen if epoch == 1 else len(y), tally, v_tally)
                 bar.set_postfix(loss=f"{entry[0]:.4f}", acc=f"{entry[1]:.3f}",
                                 **({"val_acc": f"{v_acc:.3f}"} if val else {}))
                 bar.update(1)
@@ -439,7 +487,7 @@ class _Run:
                 for m in model.modules():
                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                         m.eval()
-            loss_sum, correct, seen = 0.0, 0, 0
+            tally = _Tally(self.multi)
             bar = progress_bar(len(self.paths), f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
             with bar:
                 for x, y, _ in batches(train_loader, cfg.on_error, self.skipped):
@@ -448,33 +496,32 @@ class _Run:
                     x, y = to_input(x, device), y.to(device, non_blocking=True)
                     with autocast(device, self.precision):
                         logits = model(x)
-                        loss = F.cross_entropy(logits.float(), y)
+                        loss = _loss(logits.float(), y, self.multi)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
-                    loss_sum += loss.item() * len(y)
-                    correct += (logits.argmax(1) == y).sum().item()
-                    seen += len(y)
+                    tally.add(logits.detach().float(), y, loss.item())
                     bar.update(len(y))
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-                if seen == 0:
+                    bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
+                if tally.seen == 0:
                     raise DataError("None of the training images could be read")
                 # evaluation on the validation rows
-                v_loss = v_acc = None
+                v_loss = v_acc = v_tally = None
                 if val_loader is not None:
-                    v_loss, v_acc, v_seen = self._evaluate(val_loader)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                    v_tally = self._evaluate(val_loader)
+                    v_loss, v_acc = v_tally.loss, v_tally.accuracy
+                    bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}",
                                     val_acc=f"{v_acc:.3f}" if v_acc is not None else "-")
-            images = seen + (v_seen if val_loader is not None else 0)
+            images = tally.seen + (v_tally.seen if v_tally is not None else 0)
             self.images_seen += images
-            self._record(epoch, loss_sum / seen, correct / seen, v_loss, v_acc,
-                         time.perf_counter() - t1, images)
+            self._record(epoch, tally.loss, tally.accuracy, v_loss, v_acc,
+                         time.perf_counter() - t1, images, tally, v_tally)
 
             # early stopping on the validation loss (training loss without validation)
             if cfg.early_stopping:
-                key = v_loss if v_loss is not None else loss_sum / seen
+                key = v_loss if v_loss is not None else tally.loss
                 if best_key is None or key < best_key:
                     best_key, stale = key, 0
                     best_state = copy.deepcopy(model.state_dict())
@@ -493,33 +540,78 @@ class _Run:
     @torch.no_grad()
     def _evaluate(self, loader):
         self.model.eval()
-        loss_sum, correct, seen = 0.0, 0, 0
+        tally = _Tally(self.multi)
         for x, y, _ in batches(loader, self.config.on_error, self.val_skipped):
             x, y = to_input(x, self.device), y.to(self.device)
             with autocast(self.device, self.precision):
                 logits = self.model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        if seen == 0:
-            return None, None, 0
-        return loss_sum / seen, correct / seen, seen
+            tally.add(logits, y)
+        return tally
 
-    def _record(self, epoch, loss, acc, v_loss, v_acc, seconds, images):
-        self.history.append({
+    def _record(self, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=None, v_tally=None):
+        entry = {
             "epoch": epoch, "train_loss": float(loss), "train_accuracy": float(acc),
             "val_loss": None if v_loss is None else float(v_loss),
             "val_accuracy": None if v_acc is None else float(v_acc),
-            "seconds": seconds, "images_per_second": images / seconds if seconds > 0 else 0.0,
-        })
+        }
+        if self.multi:  # accuracy above is exact-set accuracy; micro F1 at threshold 0.5
+            entry["train_micro_f1"] = tally.micro_f1
+            entry["val_micro_f1"] = v_tally.micro_f1 if v_tally is not None else None
+        entry.update(seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
+        self.history.append(entry)
+
+
+def _loss(logits, y, multi):
+    if multi:
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+    return F.cross_entropy(logits, y)
+
+
+class _Tally:
+    """Running loss, accuracy (multi-label: the whole label set right) and, for multi-label,
+    micro F1 at threshold 0.5, over batches of (logits, targets)."""
+
+    def __init__(self, multi):
+        self.multi = multi
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+        self.tp = self.fp = self.fn = 0
+
+    def add(self, logits, y, mean_loss=None):
+        n = len(y)
+        if n == 0:
+            return self
+        if mean_loss is None:
+            mean_loss = _loss(logits, y, self.multi).item()
+        self.loss_sum += mean_loss * n
+        self.seen += n
+        if self.multi:
+            pred, truth = logits > 0, y > 0.5
+            self.correct += (pred == truth).all(1).sum().item()
+            self.tp += (pred & truth).sum().item()
+            self.fp += (pred & ~truth).sum().item()
+            self.fn += (~pred & truth).sum().item()
+        else:
+            self.correct += (logits.argmax(1) == y).sum().item()
+        return self
+
+    @property
+    def loss(self):
+        return self.loss_sum / self.seen if self.seen else None
+
+    @property
+    def accuracy(self):
+        return self.correct / self.seen if self.seen else None
+
+    @property
+    def micro_f1(self):
+        if not self.seen:
+            return None
+        denominator = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / denominator if denominator else 1.0
 
 
 def _pre_logits(model, x):
     return model.forward_head(model.forward_features(x), pre_logits=True)
-
-
-def _scores(logits, y):
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def _optimizer(name, model, lr, wd):

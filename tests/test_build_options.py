@@ -1,0 +1,227 @@
+"""BUILD MODEL / FIT MODEL training options end to end, multi-label models, FIT MODEL (fast)."""
+
+import pandas as pd
+import pytest
+import torch
+
+import pixql
+from conftest import make_color_images
+from pixql import metrics, options
+from pixql.errors import DataError, OptionError
+
+
+@pytest.fixture
+def db(tmp_path):
+    con = pixql.connect(str(tmp_path / "opts.duckdb"), progress=False)
+    rows = make_color_images(tmp_path / "colors", per_class=8, size=32)
+    con.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
+    con.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
+    con.duckdb.unregister("__rows")
+    yield con
+    con.close()
+
+
+def _history(db, name):
+    return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")}
+            for h in db.engine.store.manifest(name)["history"]]
+
+
+# -- option names, types and choices -------------------------------------------------------------
+@pytest.mark.parametrize("name, value, message", [
+    ("optimizer", "adam", "adamw, sgd, rmsprop"),
+    ("optimizer", 3, "a string"),
+    ("weight_decay", "high", "a number"),
+    ("scheduler", "step", "cosine, constant"),
+    ("warmup_epochs", "one", "a number"),
+    ("image_size", 1.5, "an integer"),
+    ("augment", "heavy", "none, light, standard"),
+    ("precision", "fp8", "auto, fp32, bf16, fp16"),
+    ("early_stopping", True, "an integer"),
+    ("multi_label", "yes", "true/false"),
+])
+def test_new_build_options_check_type_and_choices(name, value, message):
+    with pytest.raises(OptionError, match=message):
+        options.resolve("BUILD MODEL", {name: value})
+
+
+def test_new_build_options_resolve_and_fit_model_keeps_the_network():
+    resolved, _ = options.resolve("BUILD MODEL", {"Optimizer": "SGD", "weight_decay": 0, "warmup_epochs": 1,
+                                                  "multi_label": True, "image_size": 64})
+    assert (resolved["optimizer"], resolved["weight_decay"], resolved["warmup_epochs"]) == ("sgd", 0.0, 1.0)
+    assert resolved["multi_label"] is True and resolved["image_size"] == 64
+    assert resolved["scheduler"] == "cosine" and resolved["precision"] == "auto" and resolved["augment"] is None
+    fit, _ = options.resolve("FIT MODEL", {"optimizer": "rmsprop", "early_stopping": 2})
+    assert fit["optimizer"] == "rmsprop" and fit["early_stopping"] == 2
+    for name in ("image_size", "multi_label"):
+        with pytest.raises(OptionError, match="valid options"):
+            options.resolve("FIT MODEL", {name: 1})
+
+
+def test_a_bad_new_option_is_refused_before_any_work(db):
+    with pytest.raises(OptionError, match="optimizer"):
+        db.sql("BUILD MODEL m USING SimpleCNN OPTIONS (optimizer='lion') AS SELECT * FROM colors")
+    assert not db.engine.store.exists("m")
+
+
+# -- their effects -----------------------------------------------------------------------------
+def test_standard_augment_is_the_keras_recipe_and_changes_the_inputs(db):
+    from torchvision import transforms as T
+
+    from pixql.ml.data import eval_transform, preprocessing_for, read_image, train_transform
+    from pixql.ml.networks import SimpleCNN
+
+    pre = preprocessing_for(SimpleCNN(2, 64), 64)
+    standard = train_transform(pre, "standard")
+    affine = next(t for t in standard.transforms if isinstance(t, T.RandomAffine))
+    assert affine.degrees == [-40.0, 40.0] and affine.translate == (0.2, 0.2) and affine.scale == (0.8, 1.2)
+    assert any(isinstance(t, T.RandomHorizontalFlip) for t in standard.transforms)
+
+    path = db.sql("SELECT image FROM colors LIMIT 1").fetchone()[0]
+    image = read_image(path)
+    plain = eval_transform(pre)(image)
+
+    def augmented(seed):
+        torch.manual_seed(seed)
+        return standard(image)
+
+    a, b = augmented(1), augmented(1)
+    assert a.shape == plain.shape == (3, 64, 64)
+    assert torch.equal(a, b)  # deterministic under a seed
+    assert not torch.equal(a, plain) and not torch.equal(a, augmented(2))
+
+
+def test_options_reach_training_and_the_manifest(db):
+    statement = ("BUILD MODEL {name} USING SimpleCNN OPTIONS (epochs=2, optimizer='{opt}', learning_rate=0.01, "
+                 "weight_decay=0.001, scheduler='constant', warmup_epochs=0.5, image_size=40, augment='standard', "
+                 "precision='fp32', seed=3, overwrite=true) AS SELECT * FROM colors")
+    row = db.sql(statement.format(name="a", opt="sgd")).df()
+    # train_mode='auto' says what it chose: a network without pretrained weights is fine-tuned
+    assert row.loc[0, "train_mode"] == "finetune" and row.loc[0, "task"] == "classification"
+    manifest = db.engine.store.manifest("a")
+    used = manifest["options"]["used"]
+    assert (used["optimizer"], used["weight_decay"], used["scheduler"], used["warmup_epochs"]) == \
+        ("sgd", 0.001, "constant", 0.5)
+    assert (used["augment"], used["precision"], used["train_mode"]) == ("standard", "fp32", "finetune")
+    assert manifest["options"]["given"]["optimizer"] == "sgd"
+    assert manifest["preprocessing"]["input_size"] == [3, 40, 40] and used["image_size"] == 40
+    assert manifest["network"]["input_size"] == 40
+
+    # the same statement and seed on the CPU: the same history; another optimizer: another one
+    db.sql(statement.format(name="b", opt="sgd"))
+    db.sql(statement.format(name="c", opt="rmsprop"))
+    assert _history(db, "a") == _history(db, "b")
+    assert _history(db, "a") != _history(db, "c")
+    assert db.engine.store.manifest("c")["options"]["used"]["optimizer"] == "rmsprop"
+
+    # DESCRIBE shows each epoch with its time and speed
+    described = dict(db.sql("DESCRIBE MODEL a").fetchall())
+    assert "seconds=" in described["epoch 1"] and "images_per_second=" in described["epoch 2"]
+
+
+def test_early_stopping_stops_when_validation_stalls(db):
+    # A far too large learning rate: the validation loss gets no better after the first epoch.
+    row = db.sql("BUILD MODEL es USING SimpleCNN OPTIONS (epochs=8, early_stopping=1, validation=0.25, "
+                 "learning_rate=5.0, optimizer='sgd', image_size=32) AS SELECT * FROM colors").df()
+    history = db.engine.store.manifest("es")["history"]
+    assert row.loc[0, "epochs"] == len(history) < 8
+    assert db.engine.store.manifest("es")["options"]["used"]["early_stopping"] == 1
+
+
+# -- multi-label -----------------------------------------------------------------------------------
+def _two_squares(folder, per_combo=12, size=64, seed=0):
+    """Grey noise with a red square on the left and/or a blue square on the right."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for red in (False, True):
+        for blue in (False, True):
+            for i in range(per_combo):
+                pixels = rng.integers(90, 150, (size, size, 3), dtype=np.uint8)
+                h = size // 3
+                if red:
+                    y, x = rng.integers(2, size - h - 2), rng.integers(2, size // 2 - h)
+                    pixels[y:y + h, x:x + h] = (230, 20, 20)
+                if blue:
+                    y, x = rng.integers(2, size - h - 2), rng.integers(size // 2, size - h - 2)
+                    pixels[y:y + h, x:x + h] = (20, 20, 230)
+                path = folder / f"{int(red)}{int(blue)}_{i:02d}.png"
+                Image.fromarray(pixels).save(path)
+                rows.append((str(path), "|".join(n for n, on in (("red", red), ("blue", blue)) if on)))
+    return rows
+
+
+@pytest.fixture
+def squares(db, tmp_path):
+    rows = _two_squares(tmp_path / "squares")
+    db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "tags"]))
+    db.duckdb.execute("CREATE TABLE squares AS SELECT image, tags, "
+                      "CASE WHEN tags = '' THEN []::VARCHAR[] ELSE string_split(tags, '|') END AS tag_list FROM __rows")
+    db.duckdb.unregister("__rows")
+    return {p: set(filter(None, t.split("|"))) for p, t in rows}
+
+
+def test_multi_label_build_predict_evaluate(db, squares):
+    row = db.sql("BUILD MODEL sq USING EfficientNet_Lite0 OPTIONS (label_col='tags', multi_label=true, "
+                 "validation=0.25) AS SELECT * FROM squares").df()
+    assert row.loc[0, "task"] == "multi_label" and row.loc[0, "classes"] == 2
+    assert row.loc[0, "train_mode"] == "linear"
+    manifest = db.engine.store.manifest("sq")
+    assert manifest["task"] == "multi_label" and manifest["classes"] == ["blue", "red"]
+    assert row.loc[0, "best_validation_metric"] == manifest["metrics"]["best_val_micro_f1"] >= 0.75
+    assert "val_micro_f1" in manifest["history"][0]
+
+    preds = db.sql("PREDICT USING sq AS SELECT * FROM squares").df()
+    right = sum(set(p) == squares[i] for i, p in zip(preds.image, preds.predicted))
+    assert right >= 0.85 * len(preds)
+    assert preds.score.between(0, 1).all()
+
+    report = db.sql("EVALUATE USING sq OPTIONS (label_col='tags') AS SELECT * FROM squares").df()
+    report = report.set_index("class")
+    assert {metrics.MAP, metrics.MICRO, metrics.MACRO} <= set(report.index)
+    assert report.loc[metrics.MAP, "average_precision"] >= 0.9
+    assert report.loc[metrics.MICRO, "f1"] >= 0.9 and report.loc[metrics.MACRO, "f1"] >= 0.9
+
+
+def test_multi_label_from_a_list_column_and_fit(db, squares):
+    row = db.sql("BUILD MODEL sq USING EfficientNet_Lite0 OPTIONS (label_col='tag_list', multi_label=true) "
+                 "AS SELECT * FROM squares").df()
+    assert row.loc[0, "task"] == "multi_label" and row.loc[0, "train_rows"] == 48
+    assert db.engine.store.manifest("sq")["classes"] == ["blue", "red"]
+    # the manifest's task makes the classifier's probabilities independent sigmoids
+    classifier, _ = db.engine.classifier("sq")
+    probs = classifier.predict_proba(list(squares)[:8], progress=False)
+    assert classifier.multi_label and (probs.sum(axis=1) < 1.5).any()  # rows with no square: both low
+    # FIT MODEL of a multi-label model reads its labels the same way
+    db.sql("FIT MODEL sq2 USING sq AS SELECT * FROM squares WHERE regexp_matches(image, '_0[0-3][.]png$')")
+    assert db.engine.store.manifest("sq2")["task"] == "multi_label"
+    assert db.engine.store.manifest("sq2")["train_rows"] == 16
+    with pytest.raises(DataError, match="green"):
+        db.sql("FIT MODEL sq3 USING sq AS SELECT image, ['red', 'green'] AS tag_list FROM squares")
+
+
+# -- FIT MODEL -------------------------------------------------------------------------------------
+def test_fit_model_continues_training_and_keeps_the_old_model(db):
+    db.sql("BUILD MODEL old USING SimpleCNN OPTIONS (epochs=1, image_size=32, seed=1) AS SELECT * FROM colors")
+    before_manifest, before = db.engine.store.load("old")
+    row = db.sql("FIT MODEL new USING old OPTIONS (epochs=2, optimizer='sgd', learning_rate=0.01) "
+                 "AS SELECT * FROM colors").df()
+    assert row.loc[0, "model"] == "new" and row.loc[0, "epochs"] == 2 and row.loc[0, "classes"] == 2
+
+    after_manifest, after = db.engine.store.load("old")
+    assert after_manifest == before_manifest
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    new_manifest, new = db.engine.store.load("new")
+    assert new_manifest["parent"]["model"] == "old"
+    assert new_manifest["parent"]["weights_sha256"] == before_manifest["weights_sha256"]
+    assert new_manifest["classes"] == before_manifest["classes"]
+    assert new_manifest["preprocessing"] == before_manifest["preprocessing"]
+    assert new_manifest["options"]["used"]["optimizer"] == "sgd"
+    assert any(not torch.equal(before[k], new[k]) for k in before)
+
+    with pytest.raises(DataError, match="green"):
+        db.sql("FIT MODEL newer USING old AS SELECT image, CASE WHEN label = 'red' THEN 'green' ELSE label END "
+               "AS label FROM colors")
+    assert not db.engine.store.exists("newer")
