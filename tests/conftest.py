@@ -135,3 +135,19 @@ def colors_db(tmp_path):
     save_color_model(db.engine.store, "cm")
     yield db
     db.close()
+
+
+def make_shop(tmp_path, per_class=12):
+    """A closed database file with a table `colors` (red and blue 32 px squares) and the
+    colour model `cm` in its store, ready for other processes to open."""
+    import pandas as pd
+
+    import pixql
+
+    rows = make_color_images(tmp_path / "img", per_class=per_class, size=32)
+    db_file = tmp_path / "shop.duckdb"
+    with pixql.connect(str(db_file), progress=False) as db:
+        db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
+        db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
+        save_color_model(db.engine.store, "cm", classes=("blue", "red"))
+    return db_file

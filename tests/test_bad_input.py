@@ -8,10 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import make_rgb_images, save_color_model
+
 from PIL import Image
 
-import pixql
 from pixql.errors import CatalogError, DataError, OptionError, SqlError, TrainingError
 from pixql.ml.images import read_image
 

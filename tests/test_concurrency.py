@@ -7,10 +7,9 @@ import sys
 import textwrap
 import time
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import make_color_images, save_color_model
+from conftest import make_shop
 
 import pixql
 from pixql.cli import cli
@@ -20,14 +19,7 @@ from pixql.store import ModelStore
 
 @pytest.fixture
 def shop(tmp_path):
-    """A closed database file with a table `colors` (24 images) and the colour model `cm`."""
-    rows = make_color_images(tmp_path / "img", per_class=12, size=32)
-    db_file = tmp_path / "shop.duckdb"
-    with pixql.connect(str(db_file), progress=False) as db:
-        db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
-        db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
-        save_color_model(db.engine.store, "cm", classes=("blue", "red"))
-    return db_file
+    return make_shop(tmp_path, per_class=12)
 
 
 def _wait_for(path, proc, seconds=60):

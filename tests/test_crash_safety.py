@@ -12,10 +12,9 @@ import textwrap
 import threading
 import time
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import make_color_images, save_color_model
+from conftest import make_shop, save_color_model
 
 import pixql
 from pixql.cli import cli
@@ -40,15 +39,7 @@ def model_files(root):
 
 @pytest.fixture
 def shop(tmp_path):
-    """A database file with a table `colors` (80 images of 32 px, red and blue) and the colour
-    model `cm` in its store; closed again, so that other processes can open it."""
-    rows = make_color_images(tmp_path / "img", per_class=40, size=32)
-    db_file = tmp_path / "shop.duckdb"
-    with pixql.connect(str(db_file), progress=False) as db:
-        db.duckdb.register("__rows", pd.DataFrame(rows, columns=["image", "label"]))
-        db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
-        save_color_model(db.engine.store, "cm", classes=("blue", "red"))
-    return db_file
+    return make_shop(tmp_path, per_class=40)
 
 
 def check_old_model_intact(db_file, before):

@@ -4,6 +4,7 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 1 when a statement fails, 2 for bad usage, 130 on Ctrl-C.
 """
 
+import itertools
 import os
 import sys
 import time
@@ -22,32 +23,39 @@ def _engine(db, read_only=False, wait=0):
     return Engine(db, progress=True, read_only=read_only, wait=wait)
 
 
-def _png_path(out_dir, stem, result):
+_PICTURE_NUMBER = itertools.count(1)  # unique names for pictures written within one second
+
+
+def _png_path(out_dir, stem):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{id(result) % 10000}.png"
+    return out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_PICTURE_NUMBER)}.png"
+
+
+def _save_picture(picture, stem, label, fmt, out_dir, open_image):
+    """Write a picture beside PRINT IMAGE's; its path follows the table on stdout
+    (on stderr for csv/json, so that stdout stays machine-readable)."""
+    path = _png_path(out_dir, stem)
+    picture.save(path)
+    click.echo(f"{label}: {path.resolve()}", err=fmt != "table")
+    if open_image:
+        click.launch(str(path))
 
 
 def _write_curves(result, fmt, out_dir, open_image):
-    """DESCRIBE MODEL: the training curves as a PNG beside PRINT IMAGE's; its path is printed
-    after the table (on stderr for csv/json, so that stdout stays machine-readable)."""
+    """DESCRIBE MODEL: the training curves as a PNG."""
     from pixql import display
 
     if result.statement is None or result.statement.keyword != "DESCRIBE MODEL":
         return
     picture = display.result_curves(result)
-    if picture is None:
-        return
-    path = _png_path(out_dir, f"training_curves_{result.statement.name}", result)
-    picture.save(path)
-    click.echo(f"training curves: {path.resolve()}", err=fmt != "table")
-    if open_image:
-        click.launch(str(path))
+    if picture is not None:
+        _save_picture(picture, f"training_curves_{result.statement.name}", "training curves",
+                      fmt, out_dir, open_image)
 
 
 def _write_confusion(result, fmt, out_dir, open_image):
-    """EVALUATE with --plot: the confusion matrix as a heat-map PNG; its path is printed
-    after the table (on stderr for csv/json)."""
+    """EVALUATE with --plot: the confusion matrix as a heat-map PNG."""
     from pixql import display
 
     if result.statement is None or result.statement.keyword != "EVALUATE":
@@ -57,11 +65,8 @@ def _write_confusion(result, fmt, out_dir, open_image):
         click.echo("no confusion matrix to plot (multi-label models have one per class: "
                    "OPTIONS (output='confusion'))", err=True)
         return
-    path = _png_path(out_dir, f"confusion_{result.info.get('model', 'model')}", result)
-    picture.save(path)
-    click.echo(f"confusion matrix: {path.resolve()}", err=fmt != "table")
-    if open_image:
-        click.launch(str(path))
+    _save_picture(picture, f"confusion_{result.info.get('model', 'model')}", "confusion matrix",
+                  fmt, out_dir, open_image)
 
 
 def _print_messages(result):
@@ -72,7 +77,7 @@ def _print_messages(result):
 def _print_result(result, fmt, out_dir, open_image, plot=False):
     _print_messages(result)
     if result.image is not None:
-        path = _png_path(out_dir, "print_image", result)
+        path = _png_path(out_dir, "print_image")
         result.image.save(path)
         click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
         click.echo(str(path.resolve()))

@@ -20,7 +20,6 @@ from pixql import display, ingest, metrics, options as opts, predictions
 from pixql.errors import CatalogError, DataError, OptionError, PixqlError, SqlError
 from pixql.result import Result
 from pixql.sql import nested_statements, parse_script
-from pixql.sql import statements as st
 from pixql.store import ModelStore, check_name
 
 BUILTIN_MODEL = "imagenet_classifier"
