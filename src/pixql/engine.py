@@ -615,8 +615,11 @@ def _locate(exc, statement):
     """The same error, its message prefixed with the statement and where it starts."""
     where = f"{statement.keyword} (line {statement.line})" if statement.keyword != "SQL" \
         else f"statement at line {statement.line}"
+    message = str(exc)
+    if message.startswith(f"{statement.keyword}: "):  # lower layers may name the statement too
+        message = message[len(statement.keyword) + 2:]
     try:
-        located = type(exc)(f"{where}: {exc}")
+        located = type(exc)(f"{where}: {message}")
     except TypeError:
         located = exc
     located._pixql_located = True

@@ -28,13 +28,16 @@ PRINT IMAGE AS SELECT image, shows FROM photos;
 COPY digits_train OPTIONS (overwrite=true) FROM '{digits}/train';
 COPY digits_test OPTIONS (overwrite=true) FROM '{digits}/test';
 SELECT label, count(*) AS images FROM digits_train GROUP BY label ORDER BY label;
-BUILD MODEL digits USING EfficientNet_Lite0 OPTIONS (overwrite=true, validation=0.1, epochs=3)
+BUILD MODEL digits USING EfficientNet_Lite0 OPTIONS (overwrite=true, validation=0.1)
   AS SELECT * FROM digits_train;
 CREATE OR REPLACE TABLE digit_predictions AS PREDICT USING digits AS SELECT * FROM digits_test;
 SELECT count(*) AS test_images, round(avg(CAST(predicted = label AS DOUBLE)), 4) AS accuracy
   FROM digit_predictions;
+EVALUATE USING digits AS SELECT * FROM digits_test;
+-- The mistakes, worst first, as pictures.
 PRINT IMAGE OPTIONS (limit=10) AS
-  SELECT image, label, predicted, round(score, 3) AS score FROM digit_predictions ORDER BY score;
+  SELECT image, label, predicted, round(score, 3) AS score
+  FROM (EVALUATE USING digits OPTIONS (output='errors') AS SELECT * FROM digits_test);
 """
 
 
