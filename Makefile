@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -19,10 +19,14 @@ demo: $(STAMP)
 	$(BIN)/pixql demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs --durations=8
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -rs -m "not slow"
+
+# pixql against a plain timm + torch script on the same photos (see BENCHMARKS.md).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --data ../shared/datasets
 
 clean:
 	rm -rf $(VENV) demo_out pixql_output .pytest_cache

@@ -1,0 +1,399 @@
+"""pixql against a plain timm + torch script, on the same photos (issue 6, "Speed").
+
+    python bench/run.py --data DIR [--train 300] [--test 200] [--epochs 1]
+
+DIR holds cat_and_dog_train.csv / cat_and_dog_test.csv (columns image,label, paths relative
+to the CSV's folder), or a folder cats_and_dogs_filtered_200px/ that does.
+
+Each measurement runs in its own subprocess (this script with --worker), so that its peak
+memory is its own. Six runs, three per side:
+
+  finetune  1 epoch over the train subset, the whole network (AdamW, fp32, batch 32)
+  linear    frozen backbone: embeddings of the train subset + a logistic-regression head;
+            then, untimed, the accuracy on the test subset
+  predict   the finetuned model applied to the test subset; its accuracy
+
+Timed regions start after the imports (and, for pixql, after the COPY of the CSVs into
+tables) and include building the network, loading the weights, training and saving (pixql's
+BUILD MODEL writes its model store; the baseline torch.save()s a state dict).
+
+The baseline is what a practitioner writes by hand: timm's tf_efficientnet_lite0 with the
+same ImageNet weights pixql uses (pixql's loader for the efficientnet-lite0 package), timm's
+create_transform from the model's pretrained config, a PIL-decoding Dataset, a torch
+DataLoader (num_workers=2), fp32, AdamW at pixql's learning rate, eval-mode inference under
+torch.no_grad(), and sklearn's LogisticRegression for the linear head.
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BATCH = 32           # pixql's CPU training batch; the baseline uses it everywhere
+WORKERS = 2          # the baseline's DataLoader processes (pixql picks its own: min(cores, 4))
+LR = 3e-4            # pixql's default learning rate for EfficientNet_Lite0
+ARCH = "tf_efficientnet_lite0"
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+class PeakMemory:
+    """Peak RSS of this process (exact, getrusage) and of this process plus its children
+    (DataLoader workers), sampled every 50 ms with psutil when it is installed. The tree figure
+    sums RSS, so pages shared between the parent and its forked workers count more than once."""
+
+    def __init__(self, interval=0.05):
+        self.interval, self.tree_peak, self._stop = interval, 0, threading.Event()
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:
+            self._proc = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        total = 0
+        try:
+            total = self._proc.memory_info().rss
+            for child in self._proc.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except Exception:
+                    pass
+        except Exception:
+            pass
+        self.tree_peak = max(self.tree_peak, total)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        if self._proc is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._proc is not None:
+            self._thread.join()
+            self._sample()
+
+    def report(self):
+        kib = 1024
+        self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib
+        children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib
+        return {
+            "rss_main_mib": self_peak / 2**20,
+            "rss_worker_max_mib": children_peak / 2**20,
+            "rss_tree_mib": (self.tree_peak / 2**20) if self.tree_peak else None,
+        }
+
+
+# --- pixql side ------------------------------------------------------------------------------------
+
+def _pixql_connect(work):
+    import pixql
+
+    db = pixql.connect(os.path.join(work, "pixql.duckdb"), progress=False)
+    return db
+
+
+def pixql_worker(task, work):
+    import pixql  # noqa: F401  (imports outside the timed region, like the baseline's)
+    import pixql.ml.train  # noqa: F401
+    import pixql.ml.infer  # noqa: F401
+
+    db = _pixql_connect(work)
+    out = {}
+    if task == "finetune":
+        db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
+        n = db.sql("SELECT count(*) FROM bench_train").fetchone()[0]
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            row = db.sql(
+                f"BUILD MODEL bench_ft USING EfficientNet_Lite0 OPTIONS (train_mode='finetune', "
+                f"epochs={EPOCHS}, overwrite=True) AS SELECT * FROM bench_train").df()
+            seconds = time.perf_counter() - t0
+        out.update(seconds=seconds, images=n * EPOCHS, images_per_s=n * EPOCHS / seconds,
+                   reported_images_per_s=float(row["images_per_second"][0]), **mem.report())
+    elif task == "linear":
+        db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
+        db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
+        n = db.sql("SELECT count(*) FROM bench_train").fetchone()[0]
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            db.sql("BUILD MODEL bench_lin USING EfficientNet_Lite0 OPTIONS (train_mode='linear', "
+                   "overwrite=True) AS SELECT * FROM bench_train").df()
+            seconds = time.perf_counter() - t0
+        acc = db.sql("SELECT avg((predicted = label)::INT) FROM (PREDICT USING bench_lin "
+                     "AS SELECT * FROM bench_test)").fetchone()[0]
+        out.update(seconds=seconds, images=n, accuracy=float(acc), **mem.report())
+    elif task == "predict":
+        db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            df = db.sql("PREDICT USING bench_ft AS SELECT * FROM bench_test").df()
+            seconds = time.perf_counter() - t0
+        acc = float((df["predicted"].astype(str) == df["label"].astype(str)).mean())
+        out.update(seconds=seconds, images=len(df), images_per_s=len(df) / seconds, accuracy=acc,
+                   **mem.report())
+    db.close() if hasattr(db, "close") else None
+    return out
+
+
+# --- baseline side ---------------------------------------------------------------------------------
+
+def _read_rows(path):
+    with open(path, newline="") as f:
+        return [(r["image"], r["label"]) for r in csv.DictReader(f)]
+
+
+def _baseline_parts():
+    import torch
+    from PIL import Image
+
+    class Photos(torch.utils.data.Dataset):
+        def __init__(self, rows, classes, transform):
+            self.rows, self.index, self.transform = rows, {c: i for i, c in enumerate(classes)}, transform
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            path, label = self.rows[i]
+            with Image.open(path) as img:
+                return self.transform(img.convert("RGB")), self.index[label]
+
+    return Photos
+
+
+def _baseline_model(num_classes):
+    import timm
+    from pixql.ml.weights import lite0_imagenet_state_dict  # the weights pixql uses
+
+    model = timm.create_model(ARCH, pretrained=False, num_classes=num_classes)
+    state = {k: v for k, v in lite0_imagenet_state_dict().items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
+    return model
+
+
+def _transform(model, training):
+    from timm.data import create_transform, resolve_data_config
+
+    return create_transform(**resolve_data_config({}, model=model), is_training=training)
+
+
+def _features(model, loader):
+    import torch
+
+    feats, ys = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            feats.append(model.forward_head(model.forward_features(x), pre_logits=True))
+            ys.append(y)
+    return torch.cat(feats).numpy(), torch.cat(ys).numpy()
+
+
+def baseline_worker(task, work):
+    import numpy as np  # noqa: F401
+    import timm  # noqa: F401
+    import torch
+    from torch.utils.data import DataLoader
+    import sklearn.linear_model  # noqa: F401
+    import pixql.ml.weights  # noqa: F401
+
+    torch.manual_seed(0)
+    random.seed(0)
+    Photos = _baseline_parts()
+    train_rows, test_rows = _read_rows(f"{work}/train.csv"), _read_rows(f"{work}/test.csv")
+    classes = sorted({label for _, label in train_rows})
+    out = {}
+    if task == "finetune":
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model = _baseline_model(len(classes))
+            loader = DataLoader(Photos(train_rows, classes, _transform(model, True)), batch_size=BATCH,
+                                shuffle=True, num_workers=WORKERS)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+            loss_fn = torch.nn.CrossEntropyLoss()
+            model.train()
+            for _ in range(EPOCHS):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+            torch.save(model.state_dict(), f"{work}/baseline_ft.pt")
+            seconds = time.perf_counter() - t0
+        n = len(train_rows) * EPOCHS
+        out.update(seconds=seconds, images=n, images_per_s=n / seconds, **mem.report())
+    elif task == "linear":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model = _baseline_model(len(classes)).eval()
+            transform = _transform(model, False)
+            x, y = _features(model, DataLoader(Photos(train_rows, classes, transform), batch_size=BATCH,
+                                               num_workers=WORKERS))
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
+            seconds = time.perf_counter() - t0
+        tx, ty = _features(model, DataLoader(Photos(test_rows, classes, transform), batch_size=BATCH,
+                                             num_workers=WORKERS))
+        out.update(seconds=seconds, images=len(train_rows), accuracy=float((clf.predict(tx) == ty).mean()),
+                   **mem.report())
+    elif task == "predict":
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model = timm.create_model(ARCH, pretrained=False, num_classes=len(classes))
+            model.load_state_dict(torch.load(f"{work}/baseline_ft.pt", weights_only=True))
+            model.eval()
+            loader = DataLoader(Photos(test_rows, classes, _transform(model, False)), batch_size=BATCH,
+                                num_workers=WORKERS)
+            predicted, actual = [], []
+            with torch.no_grad():
+                for x, y in loader:
+                    predicted.append(model(x).softmax(1).argmax(1))
+                    actual.append(y)
+            seconds = time.perf_counter() - t0
+        acc = float((torch.cat(predicted) == torch.cat(actual)).float().mean())
+        out.update(seconds=seconds, images=len(test_rows), images_per_s=len(test_rows) / seconds,
+                   accuracy=acc, **mem.report())
+    return out
+
+
+# --- driver ---------------------------------------------------------------------------------------
+
+EPOCHS = 1
+
+
+def _find_csvs(data):
+    for folder in (data, os.path.join(data, "cats_and_dogs_filtered_200px")):
+        train, test = (os.path.join(folder, f"cat_and_dog_{s}.csv") for s in ("train", "test"))
+        if os.path.isfile(train) and os.path.isfile(test):
+            return train, test
+    sys.exit(f"no cat_and_dog_train.csv / cat_and_dog_test.csv in {data} or {data}/cats_and_dogs_filtered_200px")
+
+
+def _subset(src, dst, n, seed):
+    """A seeded random sample of n rows of `src`, image paths made absolute."""
+    base = os.path.dirname(os.path.abspath(src))
+    rows = _read_rows(src)
+    random.Random(seed).shuffle(rows)
+    rows = rows[:n]
+    with open(dst, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label"])
+        for image, label in rows:
+            w.writerow([image if os.path.isabs(image) else os.path.join(base, image), label])
+    return len(rows)
+
+
+def _run_worker(side, task, work):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, task, "--work", work,
+           "--epochs", str(EPOCHS)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        sys.exit(f"{side} {task} failed (exit {proc.returncode})")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - t0
+    print(f"  {side:8s} {task:8s} {result['seconds']:7.1f} s  "
+          f"(process {result['process_seconds']:.1f} s)", file=sys.stderr, flush=True)
+    return result
+
+
+def _fmt(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _table(r, args):
+    rows = []
+
+    def add(name, key_task, key, better, digits=1, scale=1.0):
+        p, b = r["pixql"][key_task].get(key), r["baseline"][key_task].get(key)
+        p = None if p is None else p * scale
+        b = None if b is None else b * scale
+        ratio = f"{p / b:.2f}x" if p is not None and b else "-"
+        rows.append((name, _fmt(p, digits), _fmt(b, digits), ratio, better))
+
+    add(f"finetune: train images/s ({args.train} imgs x {EPOCHS} epoch)", "finetune", "images_per_s", "higher")
+    add("finetune: wall s", "finetune", "seconds", "lower")
+    add("finetune: peak RSS MiB, main process", "finetune", "rss_main_mib", "lower", 0)
+    add("finetune: peak RSS MiB, process tree", "finetune", "rss_tree_mib", "lower", 0)
+    add(f"linear BUILD: wall s ({args.train} imgs)", "linear", "seconds", "lower")
+    add("linear BUILD: peak RSS MiB, main process", "linear", "rss_main_mib", "lower", 0)
+    add("linear BUILD: peak RSS MiB, process tree", "linear", "rss_tree_mib", "lower", 0)
+    add(f"PREDICT: images/s ({args.test} imgs)", "predict", "images_per_s", "higher")
+    add("PREDICT: peak RSS MiB, main process", "predict", "rss_main_mib", "lower", 0)
+    add("PREDICT: peak RSS MiB, process tree", "predict", "rss_tree_mib", "lower", 0)
+    add("test accuracy %, finetuned model", "predict", "accuracy", "higher", 1, 100)
+    add("test accuracy %, linear model", "linear", "accuracy", "higher", 1, 100)
+    head = ("measure", "pixql", "baseline", "pixql/baseline", "better")
+    widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(5)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+def main():
+    global EPOCHS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="folder with cat_and_dog_train.csv / cat_and_dog_test.csv (or its parent)")
+    ap.add_argument("--train", type=int, default=300, help="training images (default 300)")
+    ap.add_argument("--test", type=int, default=200, help="test images (default 200)")
+    ap.add_argument("--epochs", type=int, default=1, help="finetune epochs (default 1)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the subsets (default 0)")
+    ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--worker", nargs=2, metavar=("SIDE", "TASK"), help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    EPOCHS = args.epochs
+
+    if args.worker:
+        side, task = args.worker
+        fn = pixql_worker if side == "pixql" else baseline_worker
+        print(json.dumps(fn(task, args.work)))
+        return
+
+    if not args.data:
+        ap.error("--data is required")
+    train_csv, test_csv = _find_csvs(args.data)
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="pixql-bench-") as work:
+        args.train = _subset(train_csv, f"{work}/train.csv", args.train, args.seed)
+        args.test = _subset(test_csv, f"{work}/test.csv", args.test, args.seed + 1)
+        print(f"pixql vs baseline: {args.train} train / {args.test} test images from "
+              f"{os.path.dirname(train_csv)}, {EPOCHS} epoch(s), torch {torch.__version__}, "
+              f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads", file=sys.stderr)
+        results = {"pixql": {}, "baseline": {}}
+        t0 = time.perf_counter()
+        # Interleaved, so that a machine that slows down (thermal, a neighbour) hurts both sides.
+        for task in ("finetune", "linear", "predict"):
+            for side in ("pixql", "baseline"):
+                results[side][task] = _run_worker(side, task, work)
+        total = time.perf_counter() - t0
+    print(_table(results, args))
+    print(f"\n(total {total:.0f} s; timed regions exclude imports and process start-up)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
