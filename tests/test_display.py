@@ -143,3 +143,16 @@ def test_cli_describe_model_without_history_writes_nothing(tmp_path, monkeypatch
     assert result.exit_code == 0
     assert "training curves" not in result.output
     assert not (tmp_path / "pixql_output").exists()
+
+
+def test_contact_sheet_shows_a_photo_too_large_to_decode_in_full(tmp_path, monkeypatch):
+    """A big JPEG is decoded at a reduced scale for its thumbnail, as training does."""
+    from PIL import Image as PILImage
+
+    from pixql.display import contact_sheet
+
+    path = tmp_path / "big.jpg"
+    PILImage.new("RGB", (2400, 1600), (200, 30, 30)).save(path, quality=80)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 2_000_000)  # a full decode would be refused
+    sheet = contact_sheet([str(path)], [["big"]], size=120)
+    assert sheet.getpixel((8 + 60, 8 + 60))[0] > 150  # the red photo is there

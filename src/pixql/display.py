@@ -31,7 +31,7 @@ def _caption_lines(caption, width_chars, max_lines=3):
 def _thumbnail(path, size):
     from pixql.ml.images import read_image  # one decoder for training and display
 
-    img = read_image(path)
+    img = read_image(path, draft_size=size)  # a large JPEG decodes at a fraction of its size
     img.thumbnail((size, size))
     return img
 
