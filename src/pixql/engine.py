@@ -467,12 +467,8 @@ class Engine:
         return pd.DataFrame(rows)
 
     def _refresh_catalog(self):
-        frame = self._models_frame()
-        self.duckdb.register("__pixql_catalog", frame)
-        try:
-            self.duckdb.execute(f"CREATE OR REPLACE TEMP TABLE {CATALOG_TABLE} AS SELECT * FROM __pixql_catalog")
-        finally:
-            self.duckdb.unregister("__pixql_catalog")
+        ingest.create_table_from_frame(self.duckdb, f"CREATE OR REPLACE TEMP TABLE {CATALOG_TABLE}",
+                                       self._models_frame())
 
     def _run_ShowModels(self, statement):
         return Result(statement, frame=self._models_frame())
@@ -526,13 +522,10 @@ class Engine:
         frame = inner.df()
         verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
             "CREATE TABLE IF NOT EXISTS" if statement.if_not_exists else "CREATE TABLE")
-        self.duckdb.register("__pixql_result", frame)
         try:
-            self.duckdb.execute(f"{verb} {ingest.quote_table(statement.table)} AS SELECT * FROM __pixql_result")
+            ingest.create_table_from_frame(self.duckdb, f"{verb} {ingest.quote_table(statement.table)}", frame)
         except duckdb.Error as exc:
             raise SqlError(str(exc)) from exc
-        finally:
-            self.duckdb.unregister("__pixql_result")
         result = self._frame_result(statement, {"table": [statement.table], "rows": [len(frame)]})
         result.messages = inner.messages
         return result

@@ -48,6 +48,15 @@ def table_exists(con, table):
     ).fetchall()[0][0] or 0)
 
 
+def create_table_from_frame(con, head, frame):
+    """Run `<head> AS SELECT * FROM <frame>`, e.g. head='CREATE OR REPLACE TEMP TABLE t'."""
+    con.register("__pixql_frame", frame)
+    try:
+        con.execute(f"{head} AS SELECT * FROM __pixql_frame").fetchall()
+    finally:
+        con.unregister("__pixql_frame")
+
+
 def _image_tree_rows(folder):
     """One row per image: (absolute path, label = name of its first-level sub-folder)."""
     rows = []
