@@ -8,6 +8,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    # The suite never reads or fills the user's own cache folder; subprocesses inherit this.
+    import tempfile
+
+    os.environ["PIXQL_CACHE"] = tempfile.mkdtemp(prefix="pixql-test-cache-")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(os.environ.get("PIXQL_CACHE", ""), ignore_errors=True)
+
+
 def datasets_root():
     """PIXQL_DATA, else ../shared/datasets beside the repository (None when absent)."""
     root = Path(os.environ.get("PIXQL_DATA") or REPO.parent / "shared" / "datasets")

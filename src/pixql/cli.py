@@ -8,6 +8,7 @@ import itertools
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -238,5 +239,18 @@ def demo(out):
     sys.exit(demo_main(out))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # pixql's own warnings (out-of-memory back-off, an unwritable cache) are messages for the
+    # user, printed like the others: one line on stderr, without the source location.
+    if str(message).startswith("pixql:"):
+        click.echo(str(message), err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main():
+    warnings.showwarning = _show_warning
     cli(prog_name="pixql")

@@ -201,6 +201,7 @@ class Engine:
         return list(frame[image_col]), labels, image_col, label_col, null_labels, no_path
 
     def _train(self, statement, resolved, given, base, init):
+        from pixql.ml.embedding_cache import cache_root
         from pixql.ml.train import TrainConfig, train_classifier
 
         frame = self._query_frame(statement, statement.query)
@@ -252,6 +253,10 @@ class Engine:
             listed = [f"{p} (row {where[str(p)]})" if str(p) in where else str(p) for p in trained.skipped]
             messages.append(f"{statement.keyword}: {len(trained.skipped)} unreadable image(s) were skipped "
                             f"(on_error='skip'): {_shown(listed)}")
+        if trained.options.get("cached_embeddings"):
+            messages.append(f"{statement.keyword}: {trained.options['cached_embeddings']} of "
+                            f"{len(paths) + len(val_paths or [])} image embeddings came from the cache "
+                            f"({cache_root()})")
 
         manifest = {
             "base": trained.base,

@@ -1,6 +1,7 @@
 """Device, precision and the batched no-grad pass shared by inference and embedding extraction."""
 
 import contextlib
+import warnings
 
 import torch
 
@@ -63,6 +64,45 @@ def auto_batch_size(device, training):
     return 32 if training else 8
 
 
+def is_out_of_memory(error):
+    """A CUDA (or CPU allocator) out-of-memory error, which a smaller batch may avoid."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    if isinstance(error, oom):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class BatchSplitter:
+    """Runs a batch in `parts` chunks; after an out-of-memory error, twice as many.
+
+    The loader's batches stay as they are (training sums the chunks' gradients, so each
+    optimizer step still sees the whole batch); only what reaches the device at once shrinks.
+    """
+
+    def __init__(self, what):
+        self.what, self.parts = what, 1
+
+    def run(self, fn, *tensors, restart=None):
+        """fn(*chunks) for each chunk, returned as a list; retried with smaller chunks on OOM,
+        calling `restart()` before each try (to drop gradients of a half-done batch)."""
+        while True:
+            if restart is not None:
+                restart()
+            try:
+                return [fn(*chunk) for chunk in zip(*(t.chunk(self.parts) for t in tensors))]
+            except Exception as e:
+                rows = len(tensors[0])
+                if not is_out_of_memory(e) or rows // self.parts <= 1:
+                    raise
+                self.parts *= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                warnings.warn(f"pixql: out of memory during {self.what} with {rows} images at a time; going on "
+                              f"with {-(-rows // self.parts)} (OPTIONS (batch_size=...) sets the batch size)",
+                              stacklevel=2)
+
+
 def progress_bar(total, desc, enabled, unit="img", leave=False):
     from tqdm.auto import tqdm
 
@@ -80,11 +120,15 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     loader = make_loader(ImageRows(paths, None, transform, draft_size(pre)), batch_size, device,
                          num_workers=num_workers)
     outs, rows = [], []
+    splitter = BatchSplitter(desc)
+
+    def forward(chunk):
+        with autocast(device, precision):
+            return fn(model, to_input(chunk, device)).float().cpu()
+
     with progress_bar(len(paths), desc, progress) as bar:
         for x, _, idx in batches(loader, on_error, skipped):
-            with autocast(device, precision):
-                out = fn(model, to_input(x, device))
-            outs.append(out.float().cpu())
+            outs.extend(splitter.run(forward, x))
             rows.append(idx)
             bar.update(len(idx))
     if not outs:

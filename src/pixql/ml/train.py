@@ -24,8 +24,9 @@ from pixql.errors import CatalogError, DataError, OptionError, StoreError, Train
 from pixql.ml.bases import resolve_base
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            preprocessing_for, train_transform)
+from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.networks import create_network, linear_head
-from pixql.ml.runtime import (auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
+from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
 from pixql.ml.weights import build_model
 
@@ -66,6 +67,8 @@ class TrainConfig:
     l2: float | None = None  # linear head's L2 penalty (None = 1/n_train)
     # Labels are sets (a list, or a '|'-separated string; '' = none): sigmoid outputs, BCE loss.
     multi_label: bool = False
+    # Linear mode keeps backbone embeddings in the on-disk cache (embedding_cache.py).
+    embedding_cache: bool = True
 
 
 @dataclass
@@ -381,13 +384,26 @@ class _Run:
         self.model.eval()
         transform = eval_transform(self.pre)
 
+        cache = None
+        if cfg.embedding_cache:
+            cache = EmbeddingCache.for_backbone(self.model, linear_head(self.model), self.pre,
+                                                self.precision, self.device)
+        self.cache_hits = 0
+
         def embed(paths, skipped, desc):
-            return forward_rows(
-                self.model, paths, self.pre, transform, _pre_logits,
-                device=self.device, precision=self.precision, batch_size=self.batch_size,
-                num_workers=cfg.num_workers, progress=cfg.progress, desc=desc,
-                on_error=cfg.on_error, skipped=skipped,
-            )
+            def compute(some, some_skipped):
+                return forward_rows(
+                    self.model, some, self.pre, transform, _pre_logits,
+                    device=self.device, precision=self.precision, batch_size=self.batch_size,
+                    num_workers=cfg.num_workers, progress=cfg.progress, desc=desc,
+                    on_error=cfg.on_error, skipped=some_skipped,
+                )
+            if cache is None:
+                return compute(paths, skipped)
+            feats, rows, missed, hits = cached_forward(cache, paths, compute)
+            skipped.update(missed)
+            self.cache_hits += hits
+            return feats, rows
 
         feats, rows = embed(self.paths, self.skipped, "embeddings (train)")
         y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
@@ -439,7 +455,8 @@ class _Run:
         with torch.no_grad():
             head.weight.copy_((w / sigma).to(head.weight))
             head.bias.copy_((b - (w / sigma) @ mu).to(head.bias))
-        return {"head_solver": "lbfgs", "l2": l2, "learning_rate": None, "optimizer": None, "augment": "none"}
+        return {"head_solver": "lbfgs", "l2": l2, "learning_rate": None, "optimizer": None, "augment": "none",
+                "cached_embeddings": self.cache_hits}
 
     # -- finetune: the whole network, with augmentation
     def finetune(self, lr):
@@ -475,6 +492,7 @@ class _Run:
         # fp16 needs its gradients scaled against underflow; bf16 and fp32 do not.
         scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and device.type == "cuda")
         best_key, best_state, stale = None, None, 0
+        splitter = BatchSplitter("training")
 
         for epoch in range(1, cfg.epochs + 1):
             t1 = time.perf_counter()
@@ -493,16 +511,24 @@ class _Run:
                 for x, y, _ in batches(train_loader, cfg.on_error, self.skipped):
                     if len(y) < 2:  # batch norm cannot train on a single image
                         continue
-                    x, y = to_input(x, device), y.to(device, non_blocking=True)
-                    with autocast(device, self.precision):
-                        logits = model(x)
-                        loss = _loss(logits.float(), y, self.multi)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    rows = len(y)
+
+                    def chunk_step(cx, cy):
+                        # each chunk's mean loss weighted by its share: the gradients sum to the batch's
+                        cx, cy = to_input(cx, device), cy.to(device, non_blocking=True)
+                        with autocast(device, self.precision):
+                            logits = model(cx)
+                            loss = _loss(logits.float(), cy, self.multi) * (len(cy) / rows)
+                        scaler.scale(loss).backward()
+                        return logits.detach().float(), loss.detach()
+
+                    parts = splitter.run(chunk_step, x, y,
+                                         restart=lambda: optimizer.zero_grad(set_to_none=True))
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
-                    tally.add(logits.detach().float(), y, loss.item())
+                    logits = torch.cat([p[0] for p in parts])
+                    tally.add(logits, y.to(logits.device), float(sum(p[1] for p in parts)))
                     bar.update(len(y))
                     bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
                 if tally.seen == 0:

@@ -1,0 +1,203 @@
+"""Backbone embeddings kept on disk, so that a second linear-mode BUILD on the same images
+skips the network (SPEC section 2, "Caches").
+
+Layout: `<PIXQL_CACHE>/embeddings/<backbone key>/<shard>.safetensors`. The backbone key hashes
+everything an embedding depends on besides the image: the backbone's weights (every tensor of
+the state dict but the head), the preprocessing, the precision and device type, and the
+versions of pixql, torch and timm. A shard holds `digests` (uint8 [n, 16], blake2b of each
+image file's bytes) and `embeddings` (float32 [n, d]); each BUILD that computed something
+adds one shard. Entries are keyed by content, so an image file that changes gets a new digest
+and its old entry is simply never found. Shards are written to a temporary name and renamed, so
+readers see whole files only; the folder is safe to delete at any time, and a cache that cannot
+be read or written costs time, never a failed statement.
+"""
+
+import hashlib
+import json
+import os
+import uuid
+import warnings
+
+import torch
+
+DIGEST_BYTES = 16
+FORMAT = 1  # bump when what an embedding means changes (decoding, transforms)
+MAX_SHARDS = 32  # above this, the next write merges a namespace's shards into one
+_CHUNK = 1 << 20
+
+
+def cache_root():
+    """The folder named by PIXQL_CACHE, else the user's cache folder (platformdirs)."""
+    folder = os.environ.get("PIXQL_CACHE")
+    if folder:
+        return os.path.abspath(os.path.expanduser(folder))
+    import platformdirs
+
+    return platformdirs.user_cache_dir("pixql", appauthor=False)
+
+
+def file_digest(path):
+    """blake2b of the file's bytes, or None when it cannot be read (the caller's decode then
+    reports the file the usual way)."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.digest()
+
+
+def backbone_key(model, head, preprocessing, precision, device):
+    """Hex key of what the embeddings of `model` (without `head`) depend on."""
+    import timm
+
+    import pixql
+
+    h = hashlib.blake2b(digest_size=16)
+    recipe = {"format": FORMAT, "pixql": pixql.__version__, "torch": torch.__version__,
+              "timm": timm.__version__, "arch": type(model).__name__, "preprocessing": preprocessing,
+              "precision": precision, "device": torch.device(device).type}
+    h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    state = model.state_dict(keep_vars=True)
+    for name in sorted(state):
+        tensor = state[name]
+        if id(tensor) in head_ids:
+            continue
+        data = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        h.update(data.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """The shards of one backbone key."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    @classmethod
+    def for_backbone(cls, model, head, preprocessing, precision, device, root=None):
+        key = backbone_key(model, head, preprocessing, precision, device)
+        return cls(os.path.join(root or cache_root(), "embeddings", key))
+
+    def _shards(self):
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return []
+        return sorted(os.path.join(self.folder, n) for n in names if n.endswith(".safetensors"))
+
+    def _read(self, shard, wanted):
+        """{digest: embedding row} for the digests of `wanted` that the shard holds."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(shard, framework="pt") as f:
+                digests = f.get_tensor("digests")
+                found = [i for i, d in enumerate(map(bytes, digests.numpy())) if d in wanted]
+                if not found:
+                    return {}
+                embeddings = f.get_tensor("embeddings")
+        except FileNotFoundError:  # merged away by another process meanwhile
+            return {}
+        except Exception as e:  # a damaged shard: drop it, recompute what it held
+            warnings.warn(f"pixql: ignoring a damaged embedding-cache file {shard} ({e})", stacklevel=3)
+            _remove(shard)
+            return {}
+        return {bytes(digests[i].numpy()): embeddings[i] for i in found}
+
+    def get(self, digests):
+        """{digest: float32 embedding} for those of `digests` (bytes or None) that are cached."""
+        wanted = {d for d in digests if d is not None}
+        out = {}
+        for shard in self._shards():
+            if len(out) == len(wanted):
+                break
+            out.update(self._read(shard, wanted - out.keys()))
+        return out
+
+    def put(self, digests, embeddings):
+        """Add rows (digests: list of bytes, embeddings: [n, d] tensor); True when written."""
+        if not digests:
+            return True
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            shards = self._shards()
+            if len(shards) >= MAX_SHARDS:
+                self._merge(shards, digests, embeddings)
+            else:
+                self._write(digests, embeddings)
+            return True
+        except OSError as e:
+            warnings.warn(f"pixql: could not write the embedding cache in {self.folder} ({e}); "
+                          "set PIXQL_CACHE to a writable folder to keep embeddings between builds",
+                          stacklevel=3)
+            return False
+
+    def _write(self, digests, embeddings):
+        from safetensors.torch import save_file
+
+        tensors = {"digests": torch.tensor([list(d) for d in digests], dtype=torch.uint8),
+                   "embeddings": embeddings.detach().to("cpu", torch.float32).contiguous()}
+        name = uuid.uuid4().hex
+        tmp = os.path.join(self.folder, f".{name}.tmp")
+        save_file(tensors, tmp)
+        os.replace(tmp, os.path.join(self.folder, f"{name}.safetensors"))
+
+    def _merge(self, shards, digests, embeddings):
+        """Fold every shard and the new rows into one shard, then remove the old ones."""
+        rows = {}
+        for shard in shards:
+            rows.update(self._read(shard, _Everything()))
+        rows.update(zip(digests, embeddings))
+        self._write(list(rows), torch.stack(list(rows.values())))
+        for shard in shards:
+            _remove(shard)
+
+
+class _Everything:
+    """A set that contains every digest (for reading whole shards)."""
+
+    def __contains__(self, item):
+        return True
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def cached_forward(cache, paths, compute):
+    """Embeddings of the images at `paths`, from `cache` where it has them.
+
+    `compute(paths, skipped)` embeds a list of paths the way runtime.forward_rows does:
+    (float32 outputs of the images that were read, their indices into that list), adding the
+    indices of unreadable ones to `skipped`. Returns (outputs, row indices into `paths`,
+    skipped indices into `paths`, number of cache hits), rows in ascending order.
+    """
+    digests = [file_digest(p) for p in paths]
+    hits = cache.get(digests)
+    missing = [i for i, d in enumerate(digests) if d not in hits]
+    skipped_sub = set()
+    out, sub_rows = compute([paths[i] for i in missing], skipped_sub) if missing else (None, None)
+    computed = {}
+    if missing and len(sub_rows):
+        rows = [missing[j] for j in sub_rows.tolist()]
+        computed = dict(zip(rows, out))
+        # A file rewritten while it was being decoded would file its new picture under the
+        # old content's digest: keep only rows whose bytes still hash the same.
+        fresh = {digests[i]: computed[i] for i in rows
+                 if digests[i] is not None and file_digest(paths[i]) == digests[i]}
+        if fresh:
+            cache.put(list(fresh), torch.stack(list(fresh.values())))
+    skipped = {missing[j] for j in skipped_sub}
+    order = sorted(set(range(len(paths))) - set(missing) | computed.keys())
+    if not order:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped, 0
+    feats = torch.stack([computed[i] if i in computed else hits[digests[i]] for i in order])
+    return feats, torch.tensor(order, dtype=torch.long), skipped, len(paths) - len(missing)
