@@ -108,6 +108,8 @@ def _pixql_connect(work):
 
 
 def pixql_worker(task, work):
+    # Every measurement starts from an empty embedding cache of its own.
+    os.environ["PIXQL_CACHE"] = tempfile.mkdtemp(prefix="cache-", dir=work)
     import pixql  # noqa: F401  (imports outside the timed region, like the baseline's)
     import pixql.ml.train  # noqa: F401
     import pixql.ml.infer  # noqa: F401
@@ -125,6 +127,40 @@ def pixql_worker(task, work):
             seconds = time.perf_counter() - t0
         out.update(seconds=seconds, images=n * EPOCHS, images_per_s=n * EPOCHS / seconds,
                    reported_images_per_s=float(row["images_per_second"][0]), **mem.report())
+    elif task == "cache":
+        # The first linear BUILD fills an empty embedding cache; the second, on the same images
+        # with another label column and other options, reads it.
+        db.sql(f"COPY bench_all OPTIONS (overwrite=True) FROM '{work}/cache.csv'")
+        n = db.sql("SELECT count(*) FROM bench_all").fetchone()[0]
+        t0 = time.perf_counter()
+        db.sql("BUILD MODEL first USING EfficientNet_Lite0 OPTIONS (train_mode='linear') "
+               "AS SELECT * FROM bench_all").df()
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        second_result = db.sql(
+            "BUILD MODEL second USING EfficientNet_Lite0 OPTIONS (train_mode='linear', label_col='kind', "
+            "validation=0.2, seed=1) AS SELECT *, CASE WHEN label = 'cat' THEN 'feline' ELSE 'canine' END "
+            "AS kind FROM bench_all")
+        second_result.df()
+        second = time.perf_counter() - t0
+        out.update(images=n, first_seconds=first, second_seconds=second, speedup=first / second,
+                   messages=second_result.messages)
+    elif task.startswith("stream"):
+        # CREATE TABLE AS PREDICT over N rows (the test photos repeated), with a linear model at
+        # image_size=64 so that 100,000 rows take minutes on a CPU: the memory is the point.
+        rows = int(task[len("stream"):])
+        db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
+        db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
+        db.sql("BUILD MODEL small USING EfficientNet_Lite0 OPTIONS (train_mode='linear', image_size=64) "
+               "AS SELECT * FROM bench_train")
+        n_test = db.sql("SELECT count(*) FROM bench_test").fetchone()[0]
+        db.sql(f"CREATE TABLE big AS SELECT t.* FROM bench_test t, range({rows // n_test + 1}) r LIMIT {rows}")
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            db.sql("CREATE TABLE answers AS PREDICT USING small AS SELECT * FROM big")
+            seconds = time.perf_counter() - t0
+        stored = db.sql("SELECT count(*) FROM answers").fetchone()[0]
+        out.update(rows=stored, seconds=seconds, images_per_s=stored / seconds, **mem.report())
     elif task == "linear":
         db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
         db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
@@ -350,6 +386,21 @@ def _table(r, args):
     return "\n".join(out)
 
 
+def _pixql_only_table(r, args):
+    out = ["", "| pixql alone | value |", "|---|---|"]
+    if "cache" in r:
+        c = r["cache"]
+        out += [f"| linear BUILD, {c['images']} images, empty embedding cache: wall s | {c['first_seconds']:.1f} |",
+                f"| the same images again, another label column and options: wall s | {c['second_seconds']:.2f} |",
+                f"| second / first speed-up | {c['speedup']:.1f}x |"]
+    for key in sorted((k for k in r if k.startswith("stream")), key=lambda k: int(k[6:])):
+        m = r[key]
+        out += [f"| CREATE TABLE AS PREDICT, {m['rows']} rows: peak RSS MiB main / tree | "
+                f"{m['rss_main_mib']:.0f} / {_fmt(m['rss_tree_mib'], 0)} |",
+                f"| CREATE TABLE AS PREDICT, {m['rows']} rows: images/s (image_size=64) | {m['images_per_s']:.0f} |"]
+    return "\n".join(out)
+
+
 def main():
     global EPOCHS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -358,6 +409,10 @@ def main():
     ap.add_argument("--test", type=int, default=200, help="test images (default 200)")
     ap.add_argument("--epochs", type=int, default=1, help="finetune epochs (default 1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subsets (default 0)")
+    ap.add_argument("--cache-images", type=int, default=2000,
+                    help="images of the first/second linear BUILD (embedding cache; default 2000, 0 = skip)")
+    ap.add_argument("--stream-rows", type=int, nargs="*", default=[10000, 100000],
+                    help="row counts of the streamed PREDICT memory runs (default 10000 100000)")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--worker", nargs=2, metavar=("SIDE", "TASK"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -387,8 +442,15 @@ def main():
         for task in ("finetune", "linear", "predict"):
             for side in ("pixql", "baseline"):
                 results[side][task] = _run_worker(side, task, work)
+        # pixql only: the embedding cache, and memory of a streamed PREDICT as the rows grow
+        if args.cache_images:
+            args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2)
+            results["pixql"]["cache"] = _run_worker("pixql", "cache", work)
+        for rows in args.stream_rows:
+            results["pixql"][f"stream{rows}"] = _run_worker("pixql", f"stream{rows}", work)
         total = time.perf_counter() - t0
     print(_table(results, args))
+    print(_pixql_only_table(results["pixql"], args))
     print(f"\n(total {total:.0f} s; timed regions exclude imports and process start-up)")
     if args.json:
         with open(args.json, "w") as f:

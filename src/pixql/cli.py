@@ -76,6 +76,11 @@ def _print_messages(result):
 
 
 def _print_result(result, fmt, out_dir, open_image, plot=False):
+    if result.is_streamed and fmt in ("csv", "json"):
+        _stream_rows(result, fmt)
+        return
+    if result.is_streamed:
+        result.df()  # compute the rows first: their messages come out along the way
     _print_messages(result)
     if result.image is not None:
         path = _png_path(out_dir, "print_image")
@@ -98,6 +103,23 @@ def _print_result(result, fmt, out_dir, open_image, plot=False):
     _write_curves(result, fmt, out_dir, open_image)
     if plot:
         _write_confusion(result, fmt, out_dir, open_image)
+
+
+def _stream_rows(result, fmt):
+    """Write a streamed result as it is computed: CSV with one header, or one JSON array.
+    Its messages (rows skipped along the way) are known at the end."""
+    _print_messages(result)
+    known = len(result.messages)
+    for n, frame in enumerate(result.batches()):
+        if fmt == "csv":
+            click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
+        else:
+            rows = frame.to_json(orient="records", date_format="iso")[1:-1]
+            click.echo(("[" if n == 0 else ",") + rows, nl=False)
+    if fmt == "json":
+        click.echo("]")
+    for message in result.messages[known:]:
+        click.echo(message, err=True)
 
 
 def run_script(engine, script, fmt, out_dir, open_image, plot=False):

@@ -27,6 +27,8 @@ _CREATE_VIEW = re.compile(r"\s*CREATE\s+(OR\s+REPLACE\s+)?(TEMP(ORARY)?\s+)?VIEW
 # DuckDB statement kinds whose rows a user wants to see (SHOW and DESCRIBE are SELECTs).
 _QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION", "ANALYZE"}
 CATALOG_TABLE = "pixql_models"
+# PREDICT over more rows than this streams its result, one chunk of rows in memory at a time.
+PREDICT_CHUNK_ROWS = 4096
 
 
 def default_store_root(database):
@@ -50,12 +52,14 @@ class Engine:
         self.progress = progress
         self._classifiers = {}  # (model key, weights checksum, device) -> loaded Classifier
         self._nested_names = itertools.count(1)
+        self._stale_tables = []  # temp tables of streams that ended; dropped by the next run()
         self._refresh_catalog()
         from pixql.functions import register_functions
 
         self.functions = register_functions(self)
 
     def close(self):
+        self._drop_stale_tables()
         self.functions.close()
         self.duckdb.close()
         if getattr(self, "_tmpdir", None):
@@ -76,6 +80,7 @@ class Engine:
             yield self.run(statement)
 
     def run(self, statement):
+        self._drop_stale_tables()
         handler = getattr(self, "_run_" + type(statement).__name__)
         try:
             return handler(statement)
@@ -325,27 +330,101 @@ class Engine:
         return self._classifiers[key], manifest
 
     def _run_Predict(self, statement):
-        import numpy as np
-
+        """The first PREDICT_CHUNK_ROWS rows are predicted at once (so that a bad option, column
+        or first image fails here); a longer query streams: the Result computes the rest batch by
+        batch as it is read, holding one batch in memory."""
         resolved, _ = opts.resolve("PREDICT", statement.options)
         _check_at_least_one("PREDICT", resolved, "batch_size", "top_k")
         classifier, manifest = self.classifier(statement.model, resolved["device"])
         multi = predictions.is_multi_label(manifest)
         threshold = _threshold("PREDICT", statement.model, resolved, multi)
-        frame = self._query_frame(statement, statement.query)
-        image_col = self._model_image_col(statement, frame, resolved, manifest)
-        probs = self._probabilities(classifier, frame, image_col, resolved)
+        chunks = self._query_chunks(statement, statement.query, PREDICT_CHUNK_ROWS)
+        total, first = next(chunks), next(chunks)
+        image_col = self._model_image_col(statement, first, resolved, manifest)
+        missed = []  # "row N: path" of rows left unanswered with on_error='skip'
+
+        def message():
+            return (f"PREDICT: {len(missed)} row(s) with an unreadable image or no image path got NULL "
+                    f"{resolved['result_col']} and score (on_error='skip'): {_shown(missed)}")
+
+        if total <= len(first):
+            chunks.close()
+            self._drop_stale_tables()
+            out = self._predict_frame(classifier, first, image_col, resolved, multi, threshold, missed)
+            return Result(statement, frame=out, messages=[message()] if missed else [])
+
+        from pixql.ml.runtime import progress_bar
+
+        bar = progress_bar(total, "predict", self.progress)
+        out = self._predict_frame(classifier, first, image_col, resolved, multi, threshold, missed, bar)
+        result = Result(statement)
+        messages = result.messages  # not `result` itself: no reference cycle keeps an abandoned stream
+
+        def stream():
+            try:
+                yield out
+                for frame in chunks:
+                    yield self._predict_frame(classifier, frame, image_col, resolved, multi, threshold, missed,
+                                              bar)
+                if missed:
+                    messages.append(message())
+            finally:
+                bar.close()
+                chunks.close()
+
+        result._stream = stream()
+        return result
+
+    def _query_chunks(self, statement, query, rows):
+        """Yield the query's row count, then its rows as DataFrames of up to `rows` rows (at least
+        one, maybe empty), indexed by row position across chunks.
+
+        The rows go first into a temporary DuckDB table (columnar, spilled to disk when large) and
+        are read back a range of rowids at a time: each read is its own short query, so that the
+        connection stays free for other statements between chunks (CREATE TABLE AS PREDICT
+        inserts each one as it comes)."""
+        import duckdb
+
+        table = f"__pixql_input_{next(self._nested_names)}"
+        with self._nested(query, statement) as (sql, _):
+            try:
+                self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall()
+            except duckdb.Error as exc:
+                raise DataError(f"the query failed: {exc}") from exc
+        try:
+            total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            yield total
+            for offset in range(0, max(total, 1), rows):
+                frame = self.duckdb.execute(
+                    f"SELECT * FROM {table} WHERE rowid >= {offset} AND rowid < {offset + rows} "
+                    f"ORDER BY rowid").df()
+                frame.index = range(offset, offset + len(frame))
+                yield frame
+        finally:
+            # No DuckDB call here: an abandoned stream is closed by the garbage collector, which
+            # may run in the middle of another DuckDB call on this connection.
+            self._stale_tables.append(table)
+        self._drop_stale_tables()
+
+    def _drop_stale_tables(self):
+        import duckdb
+
+        while self._stale_tables:
+            table = self._stale_tables.pop()
+            with contextlib.suppress(duckdb.Error):
+                self.duckdb.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def _predict_frame(self, classifier, frame, image_col, resolved, multi, threshold, missed, bar=None):
+        """`frame` with the prediction columns added; rows left unanswered appended to `missed`."""
+        import numpy as np
+
+        probs = self._probabilities(classifier, frame, image_col, resolved, bar)
         classes = list(classifier.classes)
         # on_error='skip': the rows whose image could not be read (NaN) get NULL answers.
         read = ~np.isnan(probs).any(axis=1) if len(probs) else np.ones(0, dtype=bool)
-        messages = []
-        if not read.all():
-            missed = np.nonzero(~read)[0]
-            paths = frame[image_col]
-            listed = [f"row {i + 1}: " + ("no image path" if paths.isna().iloc[i] else str(paths.iloc[i]))
-                      for i in missed]
-            messages.append(f"PREDICT: {len(missed)} row(s) with an unreadable image or no image path got NULL "
-                            f"{resolved['result_col']} and score (on_error='skip'): {_shown(listed)}")
+        paths = frame[image_col]
+        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if paths.isna().iloc[i] else str(paths.iloc[i]))
+                      for i in np.nonzero(~read)[0])
 
         def per_row(values, fill=None):
             out = [fill] * len(read)
@@ -366,7 +445,7 @@ class Engine:
             columns = {predictions.probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
             frame = frame.drop(columns=[c for c in columns if c in frame.columns])
             frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
-        return Result(statement, frame=frame, messages=messages)
+        return frame
 
     def _model_image_col(self, statement, frame, resolved, manifest):
         """OPTIONS (image_col) if given, else the column the model was trained on, else a guess."""
@@ -377,9 +456,9 @@ class Engine:
                 f"(columns: {', '.join(map(str, frame.columns))}); name the column with OPTIONS (image_col='...')")
         return pick_image_col(frame, resolved["image_col"] or trained_col, "the query")
 
-    def _probabilities(self, classifier, frame, image_col, resolved):
+    def _probabilities(self, classifier, frame, image_col, resolved, bar=None):
         """[rows, classes] probabilities; with on_error='skip' (PREDICT) the rows of unreadable
-        images and NULL paths are NaN."""
+        images and NULL paths are NaN. `bar`: a progress bar to advance instead of a new one."""
         import numpy as np
 
         if not len(frame):
@@ -389,13 +468,13 @@ class Engine:
             if resolved.get("on_error") != "skip":
                 check_image_paths(frame, image_col, "the query")
                 return classifier.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"],
-                                                progress=self.progress)
+                                                progress=bar if bar is not None else self.progress)
             present = frame[image_col].notna().to_numpy()
             probs = np.full((len(frame), len(classifier.classes)), np.nan, dtype=np.float32)
             if present.any():
                 probs[present] = classifier.predict_proba(
                     list(frame[image_col][present]), batch_size=resolved["batch_size"],
-                    progress=self.progress, on_error="skip")
+                    progress=bar if bar is not None else self.progress, on_error="skip")
             return probs
 
     # -- EVALUATE -----------------------------------------------------------------------
@@ -523,17 +602,51 @@ class Engine:
     def _run_CreateTableAs(self, statement):
         import duckdb
 
+        table = ingest.quote_table(statement.table)
+        if statement.if_not_exists and self._table_exists(table):
+            return self._frame_result(statement, {"table": [statement.table], "rows": [0]})
         inner = self.run(statement.statement)
-        frame = inner.df()
         verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
             "CREATE TABLE IF NOT EXISTS" if statement.if_not_exists else "CREATE TABLE")
+        # A streamed result goes in one chunk at a time, inside a transaction: a failure half-way
+        # (an unreadable image in row 50,000) leaves the database as it was.
+        own_transaction = inner.is_streamed and self._begin()
+        rows = 0
         try:
-            ingest.create_table_from_frame(self.duckdb, f"{verb} {ingest.quote_table(statement.table)}", frame)
-        except duckdb.Error as exc:
-            raise SqlError(str(exc)) from exc
-        result = self._frame_result(statement, {"table": [statement.table], "rows": [len(frame)]})
+            for n, frame in enumerate(inner.batches()):
+                head = f"{verb} {table}" if n == 0 else f"INSERT INTO {table}"
+                ingest.create_table_from_frame(self.duckdb, head, frame, insert=n > 0)
+                rows += len(frame)
+            if own_transaction:
+                self.duckdb.execute("COMMIT")
+        except BaseException as exc:
+            if own_transaction:
+                self.duckdb.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise SqlError(str(exc)) from exc
+            raise
+        result = self._frame_result(statement, {"table": [statement.table], "rows": [rows]})
         result.messages = inner.messages
         return result
+
+    def _table_exists(self, table):
+        import duckdb
+
+        try:
+            self.duckdb.execute(f"SELECT 1 FROM {table} LIMIT 0").fetchall()
+            return True
+        except duckdb.CatalogException:
+            return False
+
+    def _begin(self):
+        """Start a transaction unless the script is inside one already; True if started here."""
+        import duckdb
+
+        try:
+            self.duckdb.execute("BEGIN TRANSACTION")
+            return True
+        except duckdb.TransactionException:
+            return False
 
     @staticmethod
     def _frame_result(statement, *args):
@@ -581,7 +694,7 @@ def _rows_of(sources):
     where = {}
     for what, frame, col in sources:
         if col in frame.columns:
-            for i, path in enumerate(frame[col]):
+            for i, path in zip(frame.index, frame[col]):
                 if path is not None:
                     where.setdefault(str(path), f"{i + 1} of {what}")
     return where

@@ -48,11 +48,12 @@ def table_exists(con, table):
     ).fetchall()[0][0] or 0)
 
 
-def create_table_from_frame(con, head, frame):
-    """Run `<head> AS SELECT * FROM <frame>`, e.g. head='CREATE OR REPLACE TEMP TABLE t'."""
+def create_table_from_frame(con, head, frame, insert=False):
+    """Run `<head> AS SELECT * FROM <frame>`, e.g. head='CREATE OR REPLACE TEMP TABLE t'
+    (with insert=True: `<head> SELECT * FROM <frame>`, head='INSERT INTO t')."""
     con.register("__pixql_frame", frame)
     try:
-        con.execute(f"{head} AS SELECT * FROM __pixql_frame").fetchall()
+        con.execute(f"{head}{'' if insert else ' AS'} SELECT * FROM __pixql_frame").fetchall()
     finally:
         con.unregister("__pixql_frame")
 

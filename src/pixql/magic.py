@@ -263,6 +263,8 @@ def _curves(result):
 def _messages(result):
     import sys
 
+    if result.is_streamed:
+        _frame(result)  # a cell shows the rows whole; computing them brings their messages
     for message in getattr(result, "messages", None) or []:
         print(message, file=sys.stderr)
 

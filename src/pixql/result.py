@@ -2,7 +2,7 @@
 
 import contextlib
 
-from pixql.errors import SqlError
+from pixql.errors import PixqlError, SqlError
 
 
 @contextlib.contextmanager
@@ -18,7 +18,8 @@ def _duckdb_errors(statement):
 
 
 class Result:
-    """Rows from DuckDB (lazy relation) or from pixql (a pandas DataFrame).
+    """Rows from DuckDB (lazy relation), from pixql (a pandas DataFrame), or streamed by pixql
+    (an iterator of DataFrames: a PREDICT over many rows computes them batch by batch).
 
     `.df()`, `.arrow()`, `.fetchall()`, `.fetchone()` and `.columns` behave like
     DuckDB's relation methods. `.image` is a PIL image for PRINT IMAGE;
@@ -27,27 +28,75 @@ class Result:
     were left out"): front ends show them on stderr.
     """
 
-    def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None):
+    def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
+                 stream=None):
         self.statement = statement
         self._relation = relation
         self._frame = frame
+        self._stream = stream  # iterator of DataFrames, consumed once
+        self._streamed = False
         self.image = image
         self.info = info or {}
         self.messages = list(messages or [])
 
     @property
     def has_rows(self):
-        return self._relation is not None or self._frame is not None
+        return self._relation is not None or self._frame is not None or self._stream is not None
+
+    @property
+    def is_streamed(self):
+        """True while the rows are still to be computed batch by batch (see `batches()`)."""
+        return self._stream is not None
+
+    def batches(self):
+        """The rows as successive DataFrames, computing a streamed result as it goes (and
+        keeping none of it: a streamed result can be read this way once)."""
+        if self._stream is not None:
+            stream, self._stream, self._streamed = self._stream, None, True
+            yield from stream
+        elif self._streamed:
+            raise PixqlError("this result was streamed already (its rows were not kept); run the statement "
+                             "again to read them again")
+        elif self.has_rows:
+            yield self.df()
 
     def df(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement):
                 return self._relation.df()
+        if self._stream is not None:  # materialise once, like a DuckDB relation's df()
+            import pandas as pd
+
+            frames = list(self.batches())
+            self._frame, self._streamed = pd.concat(frames, ignore_index=True), False
         if self._frame is not None:
             return self._frame.copy()
+        if self._streamed:
+            list(self.batches())  # raises: nothing was kept
         import pandas as pd
 
         return pd.DataFrame()
+
+    def fetch_record_batch(self):
+        """A pyarrow RecordBatchReader over the rows, as DuckDB's `fetch_record_batch()`;
+        streamed results are computed batch by batch as it is read."""
+        import pyarrow as pa
+
+        if self._relation is not None:
+            with _duckdb_errors(self.statement):
+                return self._relation.fetch_arrow_reader()
+        batches = self.batches()
+        first = next(batches, None)
+        if first is None:
+            return pa.RecordBatchReader.from_batches(pa.schema([]), [])
+        head = pa.RecordBatch.from_pandas(first, preserve_index=False)
+
+        def rest():
+            yield head
+            for frame in batches:
+                yield pa.RecordBatch.from_pandas(frame, schema=head.schema, preserve_index=False)
+
+        return pa.RecordBatchReader.from_batches(head.schema, rest())
 
     def arrow(self):
         if self._relation is not None:
@@ -72,11 +121,16 @@ class Result:
     def columns(self):
         if self._relation is not None:
             return list(self._relation.columns)
+        if self._stream is not None:
+            self.df()
         return [] if self._frame is None else list(self._frame.columns)
 
     def __len__(self):
-        return len(self.fetchall()) if self._relation is not None else (
-            0 if self._frame is None else len(self._frame))
+        if self._relation is not None:
+            return len(self.fetchall())
+        if self._stream is not None:
+            self.df()
+        return 0 if self._frame is None else len(self._frame)
 
     def __repr__(self):
         if not self.has_rows:

@@ -27,16 +27,25 @@ def resolve_device(device="auto"):
     return dev
 
 
-def resolve_precision(precision, device):
-    """'auto' = bf16 autocast on a GPU that has it (fp16 otherwise), fp32 on the CPU."""
+def resolve_precision(precision, device, training=False):
+    """'auto' = bf16 autocast on a GPU that has it (fp16 otherwise); on the CPU, bf16 for
+    no-grad passes (PREDICT, EVALUATE, embeddings) where the CPU multiplies bf16 natively
+    (AMX), else fp32. Training on the CPU stays fp32: its backward gained ~5% from bf16."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if not training and cpu_has_native_bf16() else "fp32"
     return precision
+
+
+def cpu_has_native_bf16():
+    # Lite0 inference measured 2.2x faster under bf16 autocast on an AMX Xeon, with the same
+    # accuracy; without AMX, bf16 is emulated and slower than fp32.
+    capabilities = getattr(torch.cpu, "get_capabilities", lambda: {})()
+    return bool(capabilities.get("amx_bf16"))
 
 
 def autocast(device, precision):
@@ -126,7 +135,10 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
         with autocast(device, precision):
             return fn(model, to_input(chunk, device)).float().cpu()
 
-    with progress_bar(len(paths), desc, progress) as bar:
+    # `progress` may be a bar that the caller owns (one bar over several calls)
+    bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
+        len(paths), desc, progress)
+    with bar as bar:
         for x, _, idx in batches(loader, on_error, skipped):
             outs.extend(splitter.run(forward, x))
             rows.append(idx)

@@ -139,7 +139,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
 
     _seed_everything(config.seed)
     device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    resolve_precision(config.precision, device)  # a bad value fails before any work
     spec = resolve_base(config.base) if init is None else _spec_of(config.base, init)
     if init is not None:
         model = create_network(init["network"])
@@ -165,6 +165,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
             torch.nn.init.zeros_(linear_head(model).bias)
 
     mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
+    precision = resolve_precision(config.precision, device, training=mode == "finetune")
     batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
     opts = {
         "train_mode": mode, "device": str(device), "precision": precision, "batch_size": batch_size,

@@ -1,0 +1,134 @@
+"""PREDICT over more rows than one chunk streams: same answers, one chunk in memory, and a
+failure half-way through leaves the database as it was. The chunk size is made small here."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pixql import engine as engine_module
+from pixql.errors import DataError, PixqlError
+
+PREDICT = "PREDICT USING cm AS SELECT * FROM colors ORDER BY image"
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 10)
+
+
+def _whole(db):
+    return db.sql(PREDICT).df()
+
+
+def test_a_streamed_predict_gives_the_rows_of_a_whole_one(colors_db, monkeypatch):
+    expected = _whole(colors_db)
+    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 10)
+    result = colors_db.sql(PREDICT)
+    assert result.is_streamed
+    got = result.df()
+    assert not result.is_streamed  # kept once computed, like a relation's df()
+    assert got.equals(expected) and result.df().equals(expected) and len(got) == 24
+    assert (got["predicted"] == got["label"]).all()
+
+
+def test_batches_come_one_chunk_at_a_time_and_only_once(colors_db, small_chunks):
+    result = colors_db.sql(PREDICT)
+    sizes = [len(frame) for frame in result.batches()]
+    assert sizes == [10, 10, 4]
+    with pytest.raises(PixqlError, match="streamed already"):
+        result.df()
+
+
+def test_fetch_record_batch_reads_a_stream_as_arrow(colors_db, small_chunks):
+    expected = colors_db.sql(PREDICT).df()
+    reader = colors_db.sql(PREDICT).fetch_record_batch()
+    table = reader.read_all()
+    assert table.num_rows == 24 and table.column_names == list(expected.columns)
+    assert table.column("predicted").to_pylist() == list(expected["predicted"])
+
+
+def test_create_table_as_predict_inserts_chunk_by_chunk(colors_db, small_chunks):
+    out = colors_db.sql(f"CREATE TABLE answers AS {PREDICT}").df()
+    assert out.to_dict("records") == [{"table": "answers", "rows": 24}]
+    stored = colors_db.sql("SELECT image, predicted FROM answers ORDER BY image").df()
+    expected = colors_db.sql(PREDICT).df()
+    assert list(stored["predicted"]) == list(expected["predicted"])
+
+
+def _break_image(db, row):
+    """Overwrite the file of the row-th image (1-based, in image order) with junk."""
+    path = db.sql("SELECT image FROM colors ORDER BY image").fetchall()[row - 1][0]
+    with open(path, "wb") as f:
+        f.write(b"not an image")
+    return path
+
+
+def test_a_bad_image_in_a_later_chunk_leaves_the_old_table(colors_db, small_chunks):
+    colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    before = colors_db.sql("SELECT * FROM answers ORDER BY image").df()
+    path = _break_image(colors_db, 17)
+    with pytest.raises(DataError, match=r"row 17 of the query") as err:
+        colors_db.sql(f"CREATE OR REPLACE TABLE answers AS {PREDICT}")
+    assert path in str(err.value)
+    assert colors_db.sql("SELECT * FROM answers ORDER BY image").df().equals(before)
+    with pytest.raises(DataError, match="row 17"):
+        colors_db.sql(f"CREATE TABLE fresh AS {PREDICT}")
+    assert not colors_db.sql("SELECT * FROM duckdb_tables() WHERE table_name = 'fresh'").fetchall()
+
+
+def test_skipped_rows_of_a_stream_are_counted_when_it_ends(colors_db, small_chunks):
+    path = _break_image(colors_db, 17)
+    result = colors_db.sql("PREDICT USING cm OPTIONS (on_error='skip') AS SELECT * FROM colors ORDER BY image")
+    assert result.is_streamed and result.messages == []
+    frame = result.df()
+    assert frame["predicted"].isna().tolist() == [i == 16 for i in range(24)]
+    assert result.messages == [f"PREDICT: 1 row(s) with an unreadable image or no image path got NULL predicted "
+                               f"and score (on_error='skip'): row 17: {path}"]
+
+
+def test_create_table_if_not_exists_does_not_predict_again(colors_db, small_chunks):
+    colors_db.sql("CREATE TABLE answers AS SELECT 1 AS x")
+    _break_image(colors_db, 17)  # would fail if the PREDICT ran
+    out = colors_db.sql(f"CREATE TABLE IF NOT EXISTS answers AS {PREDICT}").df()
+    assert out["rows"].tolist() == [0]
+    assert colors_db.sql("SELECT * FROM answers").fetchall() == [(1,)]
+
+
+def test_the_cli_writes_a_stream_as_csv_and_json(colors_db, tmp_path):
+    import pandas as pd
+
+    expected = colors_db.sql(PREDICT).df()
+    db_file = colors_db.engine.database
+    colors_db.close()
+    script = ("import sys; from pixql import engine, cli; engine.PREDICT_CHUNK_ROWS = 10; "
+              "sys.argv = ['pixql'] + sys.argv[1:]; cli.main()")
+    for fmt in ("csv", "json"):
+        run = subprocess.run([sys.executable, "-c", script, "--db", db_file, "--format", fmt, "-c", PREDICT],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        if fmt == "csv":
+            from io import StringIO
+
+            got = pd.read_csv(StringIO(run.stdout))
+        else:
+            got = pd.DataFrame(json.loads(run.stdout))
+        assert len(got) == 24 and list(got["predicted"]) == list(expected["predicted"])
+        assert got["score"].round(5).tolist() == expected["score"].round(5).tolist()
+
+
+def _input_tables(db):
+    return db.duckdb.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '__pixql_input%'").fetchone()[0]
+
+
+def test_no_temporary_table_is_left_behind(colors_db, monkeypatch):
+    colors_db.sql(PREDICT).df()
+    assert _input_tables(colors_db) == 0
+    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 10)
+    colors_db.sql(PREDICT).df()
+    assert _input_tables(colors_db) == 0
+    abandoned = colors_db.sql(PREDICT)  # read no further than its first chunk
+    del abandoned
+    colors_db.sql("SELECT 1")  # the next statement clears what an abandoned stream left
+    assert _input_tables(colors_db) == 0
