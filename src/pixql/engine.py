@@ -356,7 +356,12 @@ class Engine:
         from pixql.ml.runtime import progress_bar
 
         bar = progress_bar(total, "predict", self.progress)
-        out = self._predict_frame(classifier, first, image_col, resolved, multi, threshold, missed, bar)
+        try:
+            out = self._predict_frame(classifier, first, image_col, resolved, multi, threshold, missed, bar)
+        except BaseException:
+            bar.close()
+            chunks.close()
+            raise
         result = Result(statement)
         messages = result.messages  # not `result` itself: no reference cycle keeps an abandoned stream
 
