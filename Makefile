@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench accuracy clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ test-fast: $(STAMP)
 # pixql against a plain timm + torch script on the same photos (see BENCHMARKS.md).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --data ../shared/datasets
+	$(BIN)/python bench/decode.py --data ../shared/datasets
+
+# Accuracy on the real photo sets (README, "Measured accuracy"); finetune takes ~20 min on 2 cores.
+accuracy: $(STAMP)
+	$(BIN)/python bench/accuracy.py --data ../shared/datasets --mode linear finetune
 
 clean:
 	rm -rf $(VENV) demo_out pixql_output .pytest_cache
