@@ -17,6 +17,14 @@ from pixql.errors import SqlError
 from pixql.store import ModelStore
 
 
+def _kill_leftovers(procs):
+    """After a failed assertion or a timeout, no process outlives the test."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.fixture
 def shop(tmp_path):
     return make_shop(tmp_path, per_class=12)
@@ -121,10 +129,7 @@ def test_many_read_only_processes_predict_with_the_same_model_at_once(shop, tmp_
         assert refused.exit_code == 1 and "in use by another process" in refused.stderr
         outputs = [proc.communicate(timeout=120) for proc in readers]
     finally:
-        for proc in readers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_leftovers(readers)
     assert [proc.returncode for proc in readers] == [0, 0, 0], [err for _, err in outputs]
     frames = [out for out, _ in outputs]
     assert frames[0] == frames[1] == frames[2]
@@ -166,10 +171,7 @@ def test_writers_never_mix_their_files_and_readers_see_whole_models(tmp_path):
             time.sleep(0.01)
         outputs = [proc.communicate(timeout=120) for proc in writers]
     finally:
-        for proc in writers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_leftovers(writers)
     assert [proc.returncode for proc in writers] == [0, 0, 0], [err for _, err in outputs]
     assert len(seen) > 1  # the reads did overlap the writes
     manifest, state = store.load("shared")

@@ -362,9 +362,6 @@ class Engine:
             bar.close()
             chunks.close()
             raise
-        result = Result(statement)
-        messages = result.messages  # not `result` itself: no reference cycle keeps an abandoned stream
-
         def stream():
             try:
                 yield out
@@ -377,7 +374,10 @@ class Engine:
                 bar.close()
                 chunks.close()
 
-        result._stream = stream()
+        result = Result(statement, stream=stream())
+        # The stream appends to the list, not to `result`: no reference cycle keeps an abandoned
+        # stream (and its temporary table) alive past its last reference.
+        messages = result.messages
         return result
 
     def _query_chunks(self, statement, query, rows):
@@ -608,7 +608,7 @@ class Engine:
         import duckdb
 
         table = ingest.quote_table(statement.table)
-        if statement.if_not_exists and self._table_exists(table):
+        if statement.if_not_exists and ingest.table_exists(self.duckdb, statement.table):
             return self._frame_result(statement, {"table": [statement.table], "rows": [0]})
         inner = self.run(statement.statement)
         verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
@@ -633,15 +633,6 @@ class Engine:
         result = self._frame_result(statement, {"table": [statement.table], "rows": [rows]})
         result.messages = inner.messages
         return result
-
-    def _table_exists(self, table):
-        import duckdb
-
-        try:
-            self.duckdb.execute(f"SELECT 1 FROM {table} LIMIT 0").fetchall()
-            return True
-        except duckdb.CatalogException:
-            return False
 
     def _begin(self):
         """Start a transaction unless the script is inside one already; True if started here."""

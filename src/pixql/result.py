@@ -54,10 +54,7 @@ class Result:
         if self._stream is not None:
             stream, self._stream, self._streamed = self._stream, None, True
             yield from stream
-        elif self._streamed:
-            raise PixqlError("this result was streamed already (its rows were not kept); run the statement "
-                             "again to read them again")
-        elif self.has_rows:
+        elif self.has_rows or self._streamed:
             yield self.df()
 
     def df(self):
@@ -67,12 +64,13 @@ class Result:
         if self._stream is not None:  # materialise once, like a DuckDB relation's df()
             import pandas as pd
 
-            frames = list(self.batches())
-            self._frame, self._streamed = pd.concat(frames, ignore_index=True), False
+            stream, self._stream = self._stream, None
+            self._frame = pd.concat(list(stream), ignore_index=True)
         if self._frame is not None:
             return self._frame.copy()
         if self._streamed:
-            list(self.batches())  # raises: nothing was kept
+            raise PixqlError("this result was streamed already (its rows were not kept); run the statement "
+                             "again to read them again")
         import pandas as pd
 
         return pd.DataFrame()

@@ -90,14 +90,15 @@ class EmbeddingCache:
             return []
         return sorted(os.path.join(self.folder, n) for n in names if n.endswith(".safetensors"))
 
-    def _read(self, shard, wanted):
-        """{digest: embedding row} for the digests of `wanted` that the shard holds."""
+    def _read(self, shard, wanted=None):
+        """{digest: embedding row} for the digests of `wanted` that the shard holds (all of
+        them when `wanted` is None)."""
         from safetensors import safe_open
 
         try:
             with safe_open(shard, framework="pt") as f:
                 digests = f.get_tensor("digests")
-                found = [i for i, d in enumerate(map(bytes, digests.numpy())) if d in wanted]
+                found = [i for i, d in enumerate(map(bytes, digests.numpy())) if wanted is None or d in wanted]
                 if not found:
                     return {}
                 embeddings = f.get_tensor("embeddings")
@@ -151,18 +152,11 @@ class EmbeddingCache:
         """Fold every shard and the new rows into one shard, then remove the old ones."""
         rows = {}
         for shard in shards:
-            rows.update(self._read(shard, _Everything()))
+            rows.update(self._read(shard))
         rows.update(zip(digests, embeddings))
         self._write(list(rows), torch.stack(list(rows.values())))
         for shard in shards:
             _remove(shard)
-
-
-class _Everything:
-    """A set that contains every digest (for reading whole shards)."""
-
-    def __contains__(self, item):
-        return True
 
 
 def _remove(path):
