@@ -21,7 +21,7 @@ import warnings
 import torch
 
 DIGEST_BYTES = 16
-FORMAT = 1  # bump when what an embedding means changes (decoding, transforms)
+FORMAT = 2  # bump when what an embedding means changes (decoding, transforms, batch-norm folding)
 MAX_SHARDS = 32  # above this, the next write merges a namespace's shards into one
 _CHUNK = 1 << 20
 

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from pixql.errors import StoreError
+from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
 from pixql.ml.networks import create_network
 from pixql.ml.runtime import (auto_batch_size, forward_rows, resolve_device, resolve_precision,
@@ -43,7 +44,8 @@ class Classifier:
             raise StoreError(
                 f"The network has {self.network['num_classes']} outputs but {len(self.classes)} classes are listed"
             )
-        self.model = to_device(model.eval(), self.device)
+        # never trained again: its frozen batch norms go into the convolutions once
+        self.model = to_device(fold_batchnorm(model.eval()), self.device)
         self.transform = eval_transform(self.preprocessing)
 
     def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):

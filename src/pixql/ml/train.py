@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from pixql.errors import CatalogError, DataError, OptionError, StoreError, TrainingError
 from pixql.ml.bases import resolve_base
+from pixql.ml.batchnorm_folding import Folding, folded
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            preprocessing_for, train_transform)
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
@@ -406,14 +407,15 @@ class _Run:
             self.cache_hits += hits
             return feats, rows
 
-        feats, rows = embed(self.paths, self.skipped, "embeddings (train)")
-        y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
-        if len(y) == 0:
-            raise DataError("None of the training images could be read")
-        val = None
-        if self.val_paths:
-            vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
-            val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
+        with folded(self.model):  # the frozen backbone's batch norms, for the embedding passes
+            feats, rows = embed(self.paths, self.skipped, "embeddings (train)")
+            y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
+            if len(y) == 0:
+                raise DataError("None of the training images could be read")
+            val = None
+            if self.val_paths:
+                vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
+                val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
         self.train_rows, self.val_rows = len(y), (len(val[1]) if val else 0)
         self.images_seen = self.train_rows + self.val_rows
 
@@ -494,6 +496,8 @@ class _Run:
         scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and device.type == "cuda")
         best_key, best_state, stale = None, None, 0
         splitter = BatchSplitter("training")
+        # frozen statistics (below) let the batch norms run inside the convolutions
+        folding = Folding(model, enabled=self.pretrained_backbone)
 
         for epoch in range(1, cfg.epochs + 1):
             t1 = time.perf_counter()
@@ -508,7 +512,7 @@ class _Run:
                         m.eval()
             tally = _Tally(self.multi)
             bar = progress_bar(len(self.paths), f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
-            with bar:
+            with bar, folding.applied(trainable=True):
                 for x, y, _ in batches(train_loader, cfg.on_error, self.skipped):
                     if len(y) < 2:  # batch norm cannot train on a single image
                         continue
