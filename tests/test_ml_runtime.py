@@ -110,3 +110,14 @@ def test_auto_precision_is_bf16_for_no_grad_passes_only_where_the_cpu_has_it(mon
     assert runtime.resolve_precision("fp32", cpu) == "fp32"
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert runtime.resolve_precision("auto", cpu) == "fp32"
+
+
+@pytest.mark.parametrize("capabilities, native", [
+    ({"amx_bf16": True, "avx512_bf16": False}, True),   # Intel Sapphire Rapids and later
+    ({"amx_bf16": False, "avx512_bf16": True}, True),   # AMD Zen 4, Intel Cooper Lake
+    ({"amx_bf16": False, "avx512_bf16": False, "avx512_f": True}, False),
+    ({}, False),
+])
+def test_native_bf16_means_amx_or_avx512_bf16(monkeypatch, capabilities, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert runtime.cpu_has_native_bf16() is native
