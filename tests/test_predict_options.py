@@ -99,3 +99,24 @@ def test_bad_options_are_refused_and_change_nothing(colors_db, options, words):
     with pytest.raises(OptionError, match=words):
         db.sql(f"CREATE TABLE p AS PREDICT USING cm OPTIONS ({options}) AS SELECT * FROM colors")
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
+
+
+def test_unread_rows_get_null_answers_and_keep_their_place():
+    # A later chunk of a streamed PREDICT: its index starts past 0, and a row whose image could
+    # not be read (on_error='skip') has NaN probabilities.
+    import pandas as pd
+
+    from pixql.predictions import with_predictions
+
+    frame = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "prob_red": ["old", "old", "old"]},
+                         index=range(4096, 4099))
+    probs = np.array([[0.2, 0.8], [np.nan, np.nan], [0.9, 0.1]], dtype=np.float32)
+    out, unread = with_predictions(frame, probs, ["red", "blue"], False, 0.5, "predicted", top=2,
+                                   probabilities=True)
+    assert list(unread) == [1]
+    assert list(out.index) == [4096, 4097, 4098]
+    assert out["predicted"].tolist() == ["blue", None, "red"]
+    assert out["score"].iloc[0] == pytest.approx(0.8) and np.isnan(out["score"].iloc[1])
+    assert out["top_k"].iloc[1] is None and [d["label"] for d in out["top_k"].iloc[2]] == ["red", "blue"]
+    assert out["prob_red"].iloc[2] == pytest.approx(0.9)  # the query's own prob_red column is replaced
+    assert frame["prob_red"].tolist() == ["old"] * 3  # the input frame is left as it was

@@ -16,8 +16,9 @@ import platform
 import re
 import tempfile
 
-from pixql import display, ingest, metrics, options as opts, predictions
+from pixql import display, evaluation, ingest, metrics, options as opts, predictions
 from pixql.errors import CatalogError, DataError, OptionError, PixqlError, SqlError
+from pixql.image_columns import check_image_paths, find_column, image_errors, pick_image_col, rows_of
 from pixql.result import Result
 from pixql.sql import nested_statements, parse_script
 from pixql.store import ModelStore, check_name
@@ -244,7 +245,7 @@ class Engine:
             precision=resolved["precision"], early_stopping=resolved["early_stopping"],
             multi_label=bool(resolved.get("multi_label")),
         )
-        with _image_errors(sources, can_skip=True):
+        with image_errors(sources, can_skip=True):
             if init is not None:
                 trained = _continue_training(init, paths, labels, config, val_paths, val_labels)
             else:
@@ -254,7 +255,7 @@ class Engine:
             messages.append(f"{statement.keyword}: {len(no_path)} row(s) with no image path in '{image_col}' "
                             f"were skipped (on_error='skip'): row(s) {_shown(no_path)}")
         if trained.skipped:
-            where = _rows_of(sources)
+            where = rows_of(sources)
             listed = [f"{p} (row {where[str(p)]})" if str(p) in where else str(p) for p in trained.skipped]
             messages.append(f"{statement.keyword}: {len(trained.skipped)} unreadable image(s) were skipped "
                             f"(on_error='skip'): {_shown(listed)}")
@@ -421,36 +422,14 @@ class Engine:
 
     def _predict_frame(self, classifier, frame, image_col, resolved, multi, threshold, missed, bar=None):
         """`frame` with the prediction columns added; rows left unanswered appended to `missed`."""
-        import numpy as np
-
         probs = self._probabilities(classifier, frame, image_col, resolved, bar)
-        classes = list(classifier.classes)
-        # on_error='skip': the rows whose image could not be read (NaN) get NULL answers.
-        read = ~np.isnan(probs).any(axis=1) if len(probs) else np.ones(0, dtype=bool)
+        out, unread = predictions.with_predictions(
+            frame, probs, list(classifier.classes), multi, threshold, resolved["result_col"],
+            top=resolved["top_k"], probabilities=resolved["probabilities"])
         paths = frame[image_col]
         missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if paths.isna().iloc[i] else str(paths.iloc[i]))
-                      for i in np.nonzero(~read)[0])
-
-        def per_row(values, fill=None):
-            out = [fill] * len(read)
-            for i, v in zip(np.nonzero(read)[0], values):
-                out[i] = v
-            return out
-
-        labels, scores = predictions.decide(probs[read], classes, multi, threshold)
-        frame = frame.copy()
-        frame[resolved["result_col"]] = _column(per_row(labels), frame.index)
-        frame["score"] = _column(per_row(scores, float("nan")), frame.index, float)
-        if resolved["top_k"] > 1:
-            frame["top_k"] = _column(per_row(predictions.top_k(probs[read], classes, resolved["top_k"])),
-                                     frame.index)
-        if resolved["probabilities"]:
-            import pandas as pd
-
-            columns = {predictions.probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
-            frame = frame.drop(columns=[c for c in columns if c in frame.columns])
-            frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
-        return frame
+                      for i in unread)
+        return out
 
     def _model_image_col(self, statement, frame, resolved, manifest):
         """OPTIONS (image_col) if given, else the column the model was trained on, else a guess."""
@@ -469,7 +448,7 @@ class Engine:
         if not len(frame):
             return np.zeros((0, len(classifier.classes)), dtype=np.float32)
         can_skip = "on_error" in resolved
-        with _image_errors([("the query", frame, image_col)], can_skip):
+        with image_errors([("the query", frame, image_col)], can_skip):
             if resolved.get("on_error") != "skip":
                 check_image_paths(frame, image_col, "the query")
                 return classifier.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"],
@@ -520,10 +499,10 @@ class Engine:
                 "output": resolved["output"], "label_col": label_col, "image_col": image_col,
                 "rows": len(frame), "skipped_null_labels": skipped}
         if multi:
-            out, info["confusion"] = _evaluate_multi_label(frame, truth, probs, classes, unknown, threshold,
+            out, info["confusion"] = evaluation.multi_label(frame, truth, probs, classes, unknown, threshold,
                                                            resolved["output"])
         else:
-            out, info["confusion"] = _evaluate_single_label(frame, truth, probs, classes, resolved["output"])
+            out, info["confusion"] = evaluation.single_label(frame, truth, probs, classes, resolved["output"])
         return Result(statement, frame=out, info=info, messages=messages)
 
     # -- PRINT IMAGE ----------------------------------------------------------------------
@@ -536,7 +515,7 @@ class Engine:
         others = [c for c in frame.columns if c != image_col]
         captions = [[f"{c}: {_short(row[c])}" for c in others] or [os.path.basename(str(row[image_col]))]
                     for _, row in frame.iterrows()]
-        with _image_errors([("the query", frame, image_col)], can_skip=False):
+        with image_errors([("the query", frame, image_col)], can_skip=False):
             sheet = display.contact_sheet(list(frame[image_col]), captions, size=resolved["size"],
                                           columns=resolved["columns"])
         return Result(statement, frame=frame, image=sheet, info={"image_col": image_col})
@@ -685,34 +664,6 @@ def _open_database(database, read_only, wait):
                 "or open it with --read-only (read_only=True) when every process only reads") from exc
 
 
-def _rows_of(sources):
-    """{image path: 'N of <query>'} for the first row holding each path."""
-    where = {}
-    for what, frame, col in sources:
-        if col in frame.columns:
-            for i, path in zip(frame.index, frame[col]):
-                if path is not None:
-                    where.setdefault(str(path), f"{i + 1} of {what}")
-    return where
-
-
-@contextlib.contextmanager
-def _image_errors(sources, can_skip):
-    """An unreadable image (read_image's DataError ends with the file's path) also names its row
-    and says what to do."""
-    try:
-        yield
-    except DataError as exc:
-        text = str(exc)
-        path = text.rsplit(": ", 1)[-1]
-        where = _rows_of(sources) if ": " in text else {}
-        if path not in where:
-            raise
-        skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
-        raise DataError(f"{text} (row {where[path]}); fix or remove the file, or leave the row out with "
-                        f"WHERE{skip}") from exc
-
-
 def _shown(items, n=10):
     items = [str(i) for i in items]
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
@@ -731,38 +682,6 @@ def _locate(exc, statement):
         located = exc
     located._pixql_located = True
     return located
-
-
-def find_column(frame, name, option, what):
-    match = [c for c in frame.columns if str(c).lower() == str(name).lower()]
-    if not match:
-        raise DataError(f"{what} has no column '{name}' (option {option}); columns: "
-                        f"{', '.join(map(str, frame.columns))}")
-    return match[0]
-
-
-def pick_image_col(frame, image_col, what):
-    """The named column, else 'image', else the only column that holds image paths."""
-    if image_col is not None:
-        return find_column(frame, image_col, "image_col", what)
-    for candidate in ("image", "image_path"):
-        for c in frame.columns:
-            if str(c).lower() == candidate:
-                return c
-    pathlike = [c for c in frame.columns if frame[c].dtype == object and len(frame)
-                and frame[c].dropna().astype(str).str.lower().str.endswith(ingest.IMAGE_EXTENSIONS).mean() > 0.5]
-    if len(pathlike) == 1:
-        return pathlike[0]
-    raise DataError(f"cannot tell which column of {what} holds the image paths "
-                    f"(columns: {', '.join(map(str, frame.columns))}); name it with OPTIONS (image_col='...')")
-
-
-def check_image_paths(frame, image_col, what):
-    nulls = frame.index[frame[image_col].isna()].tolist()
-    if nulls:
-        shown = ", ".join(str(i + 1) for i in nulls[:5])
-        raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}); "
-                        f"filter them out with WHERE {image_col} IS NOT NULL")
 
 
 @functools.lru_cache(maxsize=None)
@@ -846,68 +765,3 @@ def _threshold(keyword, model, resolved, multi_label):
     if not 0 < threshold < 1:
         raise OptionError(f"{keyword}: option 'threshold' must be between 0 and 1, got {threshold}")
     return threshold
-
-
-def _column(values, index, dtype=object):
-    import pandas as pd
-
-    return pd.Series(values, index=index, dtype=dtype)
-
-
-def _evaluate_single_label(frame, truth, probs, classes, output):
-    """(the result frame for `output`, the confusion frame for pictures)."""
-    import numpy as np
-
-    predicted, scores = predictions.decide(probs, classes, False)
-    labels = metrics.ordered_labels(truth, predicted, classes)
-    confusion = metrics.confusion_frame(truth, predicted, labels)
-    if output == "report":
-        return metrics.classification_report(truth, predicted, labels), confusion
-    if output == "confusion":
-        return confusion, confusion
-    index = {c: j for j, c in enumerate(classes)}
-    wrong = np.array([t != p for t, p in zip(truth, predicted)], dtype=bool)
-    rows = np.nonzero(wrong)[0]
-    errors = frame.iloc[rows].copy()
-    errors["predicted"] = _column([predicted[i] for i in rows], errors.index)
-    errors["score"] = _column([scores[i] for i in rows], errors.index, float)
-    errors["true_score"] = _column(
-        [float(probs[i, index[truth[i]]]) if truth[i] in index else float("nan") for i in rows],
-        errors.index, float)
-    # Worst first: the least probability on the true class, then the most confident mistake.
-    errors = errors.sort_values(["true_score", "score"], ascending=[True, False], na_position="last",
-                                kind="stable")
-    return errors.reset_index(drop=True), confusion
-
-
-def _evaluate_multi_label(frame, truth, probs, classes, unknown, threshold, output):
-    import numpy as np
-
-    all_classes = classes + unknown
-    n = len(truth)
-    y_true = np.zeros((n, len(all_classes)), dtype=bool)
-    column = {c: j for j, c in enumerate(all_classes)}
-    for i, labels in enumerate(truth):
-        for label in labels:
-            y_true[i, column[label]] = True
-    scores = np.full((n, len(all_classes)), np.nan)
-    scores[:, :len(classes)] = probs
-    y_pred = np.zeros_like(y_true)
-    y_pred[:, :len(classes)] = probs >= threshold
-    if output == "report":
-        return metrics.multilabel_report(y_true, y_pred, scores, all_classes), None
-    if output == "confusion":
-        return metrics.multilabel_confusion_frame(y_true, y_pred, all_classes), None
-    predicted, top = predictions.decide(probs, classes, True, threshold)
-    wrong = np.nonzero((y_true != y_pred).any(axis=1))[0]
-    p = np.clip(np.nan_to_num(scores, nan=0.0), 1e-7, 1 - 1e-7)
-    loss = -(y_true * np.log(p) + (~y_true) * np.log(1 - p)).sum(axis=1)
-    errors = frame.iloc[wrong].copy()
-    errors["predicted"] = _column([predicted[i] for i in wrong], errors.index)
-    errors["missing"] = _column([[c for c in all_classes if c in truth[i] and c not in predicted[i]]
-                                 for i in wrong], errors.index)
-    errors["extra"] = _column([[c for c in predicted[i] if c not in truth[i]] for i in wrong], errors.index)
-    errors["score"] = _column([top[i] for i in wrong], errors.index, float)
-    errors["_loss"] = loss[wrong]
-    errors = errors.sort_values("_loss", ascending=False, kind="stable").drop(columns="_loss")
-    return errors.reset_index(drop=True), None

@@ -1,7 +1,7 @@
 """From a model's class probabilities to the columns PREDICT, EVALUATE and predict() return.
 
 One place decides what "the prediction" is, so that `PREDICT`, `EVALUATE` and the SQL
-function `predict()` always agree. numpy only; the probabilities come from ml/infer.py.
+function `predict()` always agree. numpy and pandas; the probabilities come from ml/infer.py.
 """
 
 import numpy as np
@@ -65,3 +65,41 @@ def sql_label(label, multi_label):
     """predict()'s VARCHAR value: the label, or for multi-label the labels joined by '|'
     (the format BUILD MODEL reads)."""
     return "|".join(label) if multi_label else label
+
+
+def series(values, index, dtype=object):
+    """A column for a frame with this index (object dtype keeps lists and None as they are)."""
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=dtype)
+
+
+def with_predictions(frame, probs, classes, multi_label, threshold, result_col, top=1, probabilities=False):
+    """(a copy of `frame` with PREDICT's columns added, positions of the rows left unanswered).
+
+    `probs` [rows, classes] holds NaN for a row whose image could not be read (on_error='skip'):
+    its label and score are NULL. Columns: `result_col`, `score`, with top > 1 `top_k` (the `top`
+    most probable classes), with
+    `probabilities` one `prob_<class>` per class (replacing a column of that name)."""
+    import pandas as pd
+
+    read = ~np.isnan(probs).any(axis=1) if len(probs) else np.ones(0, dtype=bool)
+    answered = np.nonzero(read)[0]
+
+    def per_row(values, fill=None):
+        out = [fill] * len(read)
+        for i, v in zip(answered, values):
+            out[i] = v
+        return out
+
+    labels, scores = decide(probs[read], classes, multi_label, threshold)
+    frame = frame.copy()
+    frame[result_col] = series(per_row(labels), frame.index)
+    frame["score"] = series(per_row(scores, float("nan")), frame.index, float)
+    if top > 1:
+        frame["top_k"] = series(per_row(top_k(probs[read], classes, top)), frame.index)
+    if probabilities:
+        columns = {probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
+        frame = frame.drop(columns=[c for c in columns if c in frame.columns])
+        frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+    return frame, np.nonzero(~read)[0]

@@ -1,0 +1,73 @@
+"""Which column of a query holds the image paths, and errors that name the row of a bad one.
+
+Shared by BUILD / FIT (training rows, validation rows), PREDICT, EVALUATE and PRINT IMAGE,
+so that every statement picks the column and reports a missing or unreadable image the same way.
+"""
+
+import contextlib
+
+from pixql import ingest
+from pixql.errors import DataError
+
+
+def find_column(frame, name, option, what):
+    """The column called `name`, compared case-insensitively as SQL does."""
+    match = [c for c in frame.columns if str(c).lower() == str(name).lower()]
+    if not match:
+        raise DataError(f"{what} has no column '{name}' (option {option}); columns: "
+                        f"{', '.join(map(str, frame.columns))}")
+    return match[0]
+
+
+def pick_image_col(frame, image_col, what):
+    """The named column, else 'image', else the only column that holds image paths."""
+    if image_col is not None:
+        return find_column(frame, image_col, "image_col", what)
+    for candidate in ("image", "image_path"):
+        for c in frame.columns:
+            if str(c).lower() == candidate:
+                return c
+    pathlike = [c for c in frame.columns if frame[c].dtype == object and len(frame)
+                and frame[c].dropna().astype(str).str.lower().str.endswith(ingest.IMAGE_EXTENSIONS).mean() > 0.5]
+    if len(pathlike) == 1:
+        return pathlike[0]
+    raise DataError(f"cannot tell which column of {what} holds the image paths "
+                    f"(columns: {', '.join(map(str, frame.columns))}); name it with OPTIONS (image_col='...')")
+
+
+def check_image_paths(frame, image_col, what):
+    """A NULL path is an error naming its rows (1-based, as a user counts the query's rows)."""
+    nulls = frame.index[frame[image_col].isna()].tolist()
+    if nulls:
+        shown = ", ".join(str(i + 1) for i in nulls[:5])
+        raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}); "
+                        f"filter them out with WHERE {image_col} IS NOT NULL")
+
+
+def rows_of(sources):
+    """{image path: 'N of <query>'} for the first row holding each path; `sources` are
+    (what, frame, image column) triples."""
+    where = {}
+    for what, frame, col in sources:
+        if col in frame.columns:
+            for i, path in zip(frame.index, frame[col]):
+                if path is not None:
+                    where.setdefault(str(path), f"{i + 1} of {what}")
+    return where
+
+
+@contextlib.contextmanager
+def image_errors(sources, can_skip):
+    """An unreadable image (read_image's DataError ends with the file's path) also names its row
+    and says what to do."""
+    try:
+        yield
+    except DataError as exc:
+        text = str(exc)
+        path = text.rsplit(": ", 1)[-1]
+        where = rows_of(sources) if ": " in text else {}
+        if path not in where:
+            raise
+        skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
+        raise DataError(f"{text} (row {where[path]}); fix or remove the file, or leave the row out with "
+                        f"WHERE{skip}") from exc
