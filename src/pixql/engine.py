@@ -500,7 +500,7 @@ class Engine:
                 "rows": len(frame), "skipped_null_labels": skipped}
         if multi:
             out, info["confusion"] = evaluation.multi_label(frame, truth, probs, classes, unknown, threshold,
-                                                           resolved["output"])
+                                                            resolved["output"])
         else:
             out, info["confusion"] = evaluation.single_label(frame, truth, probs, classes, resolved["output"])
         return Result(statement, frame=out, info=info, messages=messages)
