@@ -79,12 +79,13 @@ def with_predictions(frame, probs, classes, multi_label, threshold, result_col, 
 
     `probs` [rows, classes] holds NaN for a row whose image could not be read (on_error='skip'):
     its label and score are NULL. Columns: `result_col`, `score`, with top > 1 `top_k` (the `top`
-    most probable classes), with
-    `probabilities` one `prob_<class>` per class (replacing a column of that name)."""
+    most probable classes), with `probabilities` one `prob_<class>` per class (replacing a column
+    of that name)."""
     import pandas as pd
 
     read = ~np.isnan(probs).any(axis=1) if len(probs) else np.ones(0, dtype=bool)
     answered = np.nonzero(read)[0]
+    known = probs[read]
 
     def per_row(values, fill=None):
         out = [fill] * len(read)
@@ -92,12 +93,12 @@ def with_predictions(frame, probs, classes, multi_label, threshold, result_col, 
             out[i] = v
         return out
 
-    labels, scores = decide(probs[read], classes, multi_label, threshold)
+    labels, scores = decide(known, classes, multi_label, threshold)
     frame = frame.copy()
     frame[result_col] = series(per_row(labels), frame.index)
     frame["score"] = series(per_row(scores, float("nan")), frame.index, float)
     if top > 1:
-        frame["top_k"] = series(per_row(top_k(probs[read], classes, top)), frame.index)
+        frame["top_k"] = series(per_row(top_k(known, classes, top)), frame.index)
     if probabilities:
         columns = {probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
         frame = frame.drop(columns=[c for c in columns if c in frame.columns])

@@ -30,7 +30,8 @@ def resolve_device(device="auto"):
 def resolve_precision(precision, device, training=False):
     """'auto' = bf16 autocast on a GPU that has it (fp16 otherwise); on the CPU, bf16 for
     no-grad passes (PREDICT, EVALUATE, embeddings) where the CPU multiplies bf16 natively
-    (AMX or AVX512-BF16), else fp32. Training on the CPU stays fp32: its backward gained ~5% from bf16."""
+    (AMX or AVX512-BF16), else fp32. Training on the CPU stays fp32: its backward gained ~5%
+    from bf16."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
