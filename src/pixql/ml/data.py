@@ -101,12 +101,17 @@ class ImageRows(Dataset):
             return None, self.targets[i], i, f"Image could not be prepared ({type(e).__name__}: {e}): {self.paths[i]}"
 
 
-def _collate(items):
+def targets_tensor(targets):
+    multi_hot = bool(targets) and isinstance(targets[0], (list, tuple))  # multi-label targets
+    return torch.tensor(targets, dtype=torch.float32 if multi_hot else torch.long)
+
+
+def collate_rows(items):
+    """ImageRows items -> (x or None, y, row indices, [(row, error message)])."""
     good = [it for it in items if it[3] is None]
     errors = [(it[2], it[3]) for it in items if it[3] is not None]
     x = torch.stack([it[0] for it in good]) if good else None
-    multi_hot = bool(good) and isinstance(good[0][1], (list, tuple))  # multi-label targets
-    y = torch.tensor([it[1] for it in good], dtype=torch.float32 if multi_hot else torch.long)
+    y = targets_tensor([it[1] for it in good])
     idx = torch.tensor([it[2] for it in good], dtype=torch.long)
     return x, y, idx, errors
 
@@ -127,7 +132,8 @@ def auto_workers(n_images, requested=None, device_type="cpu"):
     return min(cores // 4, 4)
 
 
-def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None, seed=0, persistent=False):
+def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None, seed=0, persistent=False,
+                collate_fn=collate_rows):
     workers = auto_workers(len(dataset), num_workers, device.type)
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -136,7 +142,7 @@ def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_fn,
         generator=generator,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0,

@@ -3,7 +3,7 @@ skips the network (SPEC section 2, "Caches").
 
 Layout: `<PIXQL_CACHE>/embeddings/<backbone key>/<shard>.safetensors`. The backbone key hashes
 everything an embedding depends on besides the image: the backbone's weights (every tensor of
-the state dict but the head), the preprocessing, the precision and device type, and the
+the state dict but the head), the preprocessing, the precision, device type and decoder, and the
 versions of pixql, torch and timm. A shard holds `digests` (uint8 [n, 16], blake2b of each
 image file's bytes) and `embeddings` (float32 [n, d]); each BUILD that computed something
 adds one shard. Entries are keyed by content, so an image file that changes gets a new digest
@@ -54,11 +54,13 @@ def backbone_key(model, head, preprocessing, precision, device):
     import timm
 
     import pixql
+    from pixql.ml.device_decode import decoding
 
     h = hashlib.blake2b(digest_size=16)
     recipe = {"format": FORMAT, "pixql": pixql.__version__, "torch": torch.__version__,
               "timm": timm.__version__, "arch": type(model).__name__, "preprocessing": preprocessing,
-              "precision": precision, "device": torch.device(device).type}
+              "precision": precision, "device": torch.device(device).type,
+              "decoding": decoding(preprocessing, device)}
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     state = model.state_dict(keep_vars=True)

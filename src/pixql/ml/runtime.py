@@ -7,6 +7,7 @@ import torch
 
 from pixql.errors import OptionError
 from pixql.ml.data import ImageRows, batches, draft_size, make_loader
+from pixql.ml.device_decode import EncodedRows, collate_encoded, decoded_batches, device_decoder
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -128,8 +129,15 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     Returns (outputs as float32 CPU tensor in row order of the images that were read,
     row indices of those images).
     """
-    loader = make_loader(ImageRows(paths, None, transform, draft_size(pre)), batch_size, device,
-                         num_workers=num_workers)
+    draft = draft_size(pre)
+    decoder = device_decoder(pre, device)
+    if decoder is None:
+        loader = make_loader(ImageRows(paths, None, transform, draft), batch_size, device, num_workers=num_workers)
+    else:  # the loader only reads JPEG bytes; the device decodes them
+        loader = decoded_batches(
+            make_loader(EncodedRows(paths, None, transform, draft), batch_size, device,
+                        num_workers=num_workers, collate_fn=collate_encoded),
+            decoder, transform, draft)
     outs, rows = [], []
     splitter = BatchSplitter(desc)
 
