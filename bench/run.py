@@ -1,17 +1,22 @@
 """pixql against a plain timm + torch script, on the same photos (issue 6, "Speed").
 
-    python bench/run.py --data DIR [--train 300] [--test 200] [--epochs 1]
+    python bench/run.py --data DIR [--train 300] [--test 200] [--epochs 1] [--device auto|cpu|cuda]
 
 DIR holds cat_and_dog_train.csv / cat_and_dog_test.csv (columns image,label, paths relative
 to the CSV's folder), or a folder cats_and_dogs_filtered_200px/ that does.
 
 Each measurement runs in its own subprocess (this script with --worker), so that its peak
-memory is its own. Six runs, three per side:
+memory is its own. Six runs, three per side, and a seventh for pixql:
 
   finetune  1 epoch over the train subset, the whole network (AdamW, fp32, batch 32)
   linear    frozen backbone: embeddings of the train subset + a logistic-regression head;
             then, untimed, the accuracy on the test subset
   predict   the finetuned model applied to the test subset; its accuracy
+  pixql's predict again with the JPEG decoder that PIXQL_DECODE=auto did not pick (PIL in
+            loader processes, or torchvision.io.decode_jpeg on the model's device)
+
+Both sides run on --device: pixql through OPTIONS (device=...), the baseline by moving its
+model and batches there (.to(device), nothing else changed).
 
 Timed regions start after the imports (and, for pixql, after the COPY of the CSVs into
 tables) and include building the network, loading the weights, training and saving (pixql's
@@ -124,7 +129,7 @@ def pixql_worker(task, work):
             t0 = time.perf_counter()
             row = db.sql(
                 f"BUILD MODEL bench_ft USING EfficientNet_Lite0 OPTIONS (train_mode='finetune', "
-                f"epochs={EPOCHS}, overwrite=True) AS SELECT * FROM bench_train").df()
+                f"epochs={EPOCHS}, overwrite=True, device='{DEVICE}') AS SELECT * FROM bench_train").df()
             seconds = time.perf_counter() - t0
         out.update(seconds=seconds, images=n * EPOCHS, images_per_s=n * EPOCHS / seconds,
                    reported_images_per_s=float(row["images_per_second"][0]), **mem.report())
@@ -134,13 +139,13 @@ def pixql_worker(task, work):
         db.sql(f"COPY bench_all OPTIONS (overwrite=True) FROM '{work}/cache.csv'")
         n = db.sql("SELECT count(*) FROM bench_all").fetchone()[0]
         t0 = time.perf_counter()
-        db.sql("BUILD MODEL first USING EfficientNet_Lite0 OPTIONS (train_mode='linear') "
+        db.sql(f"BUILD MODEL first USING EfficientNet_Lite0 OPTIONS (train_mode='linear', device='{DEVICE}') "
                "AS SELECT * FROM bench_all").df()
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
         second_result = db.sql(
-            "BUILD MODEL second USING EfficientNet_Lite0 OPTIONS (train_mode='linear', label_col='kind', "
-            "validation=0.2, seed=1) AS SELECT *, CASE WHEN label = 'cat' THEN 'feline' ELSE 'canine' END "
+            f"BUILD MODEL second USING EfficientNet_Lite0 OPTIONS (train_mode='linear', label_col='kind', "
+            f"validation=0.2, seed=1, device='{DEVICE}') AS SELECT *, CASE WHEN label = 'cat' THEN 'feline' ELSE 'canine' END "
             "AS kind FROM bench_all")
         second_result.df()
         second = time.perf_counter() - t0
@@ -148,18 +153,19 @@ def pixql_worker(task, work):
                    messages=second_result.messages)
     elif task.startswith("stream"):
         # CREATE TABLE AS PREDICT over N rows (the test photos repeated), with a linear model at
-        # image_size=64 so that 100,000 rows take minutes on a CPU: the memory is the point.
+        # image_size=STREAM_SIZE so that 100,000 rows take minutes on a CPU: the memory is the point.
         rows = int(task[len("stream"):])
         db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
         db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
-        db.sql("BUILD MODEL small USING EfficientNet_Lite0 OPTIONS (train_mode='linear', image_size=64, "
-               "overwrite=true) "
+        db.sql(f"BUILD MODEL small USING EfficientNet_Lite0 OPTIONS (train_mode='linear', image_size={STREAM_SIZE}, "
+               f"overwrite=true, device='{DEVICE}') "
                "AS SELECT * FROM bench_train")
         n_test = db.sql("SELECT count(*) FROM bench_test").fetchone()[0]
         db.sql(f"CREATE OR REPLACE TABLE big AS SELECT t.* FROM bench_test t, range({rows // n_test + 1}) r LIMIT {rows}")
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            db.sql("CREATE OR REPLACE TABLE answers AS PREDICT USING small AS SELECT * FROM big")
+            db.sql(f"CREATE OR REPLACE TABLE answers AS PREDICT USING small OPTIONS (device='{DEVICE}') "
+                   "AS SELECT * FROM big")
             seconds = time.perf_counter() - t0
         stored = db.sql("SELECT count(*) FROM answers").fetchone()[0]
         out.update(rows=stored, seconds=seconds, images_per_s=stored / seconds, **mem.report())
@@ -170,16 +176,22 @@ def pixql_worker(task, work):
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             db.sql("BUILD MODEL bench_lin USING EfficientNet_Lite0 OPTIONS (train_mode='linear', "
-                   "overwrite=True) AS SELECT * FROM bench_train").df()
+                   f"overwrite=True, device='{DEVICE}') AS SELECT * FROM bench_train").df()
             seconds = time.perf_counter() - t0
-        acc = db.sql("SELECT avg((predicted = label)::INT) FROM (PREDICT USING bench_lin "
-                     "AS SELECT * FROM bench_test)").fetchone()[0]
+        acc = db.sql(f"SELECT avg((predicted = label)::INT) FROM (PREDICT USING bench_lin OPTIONS "
+                     f"(device='{DEVICE}') AS SELECT * FROM bench_test)").fetchone()[0]
         out.update(seconds=seconds, images=n, accuracy=float(acc), **mem.report())
-    elif task == "predict":
+    elif task in ("predict", "predict_other_decoder"):
+        from pixql.ml.device_decode import decode_mode
+        from pixql.ml.runtime import resolve_device
+
+        if task == "predict_other_decoder":  # PIL where auto decodes on the device, and the other way
+            os.environ["PIXQL_DECODE"] = "pil" if decode_mode(resolve_device(DEVICE)) == "device" else "device"
+        out["decoding"] = decode_mode(resolve_device(DEVICE))
         db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            df = db.sql("PREDICT USING bench_ft AS SELECT * FROM bench_test").df()
+            df = db.sql(f"PREDICT USING bench_ft OPTIONS (device='{DEVICE}') AS SELECT * FROM bench_test").df()
             seconds = time.perf_counter() - t0
         acc = float((df["predicted"].astype(str) == df["label"].astype(str)).mean())
         out.update(seconds=seconds, images=len(df), images_per_s=len(df) / seconds, accuracy=acc,
@@ -231,13 +243,13 @@ def _transform(model, training):
     return create_transform(**resolve_data_config({}, model=model), is_training=training)
 
 
-def _features(model, loader):
+def _features(model, loader, device):
     import torch
 
     feats, ys = [], []
     with torch.no_grad():
         for x, y in loader:
-            feats.append(model.forward_head(model.forward_features(x), pre_logits=True))
+            feats.append(model.forward_head(model.forward_features(x.to(device)), pre_logits=True).cpu())
             ys.append(y)
     return torch.cat(feats).numpy(), torch.cat(ys).numpy()
 
@@ -252,6 +264,7 @@ def baseline_worker(task, work):
 
     torch.manual_seed(0)
     random.seed(0)
+    device = torch.device(DEVICE if DEVICE != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     Photos = _baseline_parts()
     train_rows, test_rows = _read_rows(f"{work}/train.csv"), _read_rows(f"{work}/test.csv")
     classes = sorted({label for _, label in train_rows})
@@ -259,7 +272,7 @@ def baseline_worker(task, work):
     if task == "finetune":
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            model = _baseline_model(len(classes))
+            model = _baseline_model(len(classes)).to(device)
             loader = DataLoader(Photos(train_rows, classes, _transform(model, True)), batch_size=BATCH,
                                 shuffle=True, num_workers=WORKERS)
             optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
@@ -268,7 +281,7 @@ def baseline_worker(task, work):
             for _ in range(EPOCHS):
                 for x, y in loader:
                     optimizer.zero_grad()
-                    loss = loss_fn(model(x), y)
+                    loss = loss_fn(model(x.to(device)), y.to(device))
                     loss.backward()
                     optimizer.step()
             torch.save(model.state_dict(), f"{work}/baseline_ft.pt")
@@ -282,14 +295,14 @@ def baseline_worker(task, work):
 
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            model = _baseline_model(len(classes)).eval()
+            model = _baseline_model(len(classes)).to(device).eval()
             transform = _transform(model, False)
             x, y = _features(model, DataLoader(Photos(train_rows, classes, transform), batch_size=BATCH,
-                                               num_workers=WORKERS))
+                                               num_workers=WORKERS), device)
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
             seconds = time.perf_counter() - t0
         tx, ty = _features(model, DataLoader(Photos(test_rows, classes, transform), batch_size=BATCH,
-                                             num_workers=WORKERS))
+                                             num_workers=WORKERS), device)
         out.update(seconds=seconds, images=len(train_rows), accuracy=float((clf.predict(tx) == ty).mean()),
                    **mem.report())
     elif task == "predict":
@@ -297,13 +310,13 @@ def baseline_worker(task, work):
             t0 = time.perf_counter()
             model = timm.create_model(ARCH, pretrained=False, num_classes=len(classes))
             model.load_state_dict(torch.load(f"{work}/baseline_ft.pt", weights_only=True))
-            model.eval()
+            model.to(device).eval()
             loader = DataLoader(Photos(test_rows, classes, _transform(model, False)), batch_size=BATCH,
                                 num_workers=WORKERS)
             predicted, actual = [], []
             with torch.no_grad():
                 for x, y in loader:
-                    predicted.append(model(x).softmax(1).argmax(1))
+                    predicted.append(model(x.to(device)).softmax(1).argmax(1).cpu())
                     actual.append(y)
             seconds = time.perf_counter() - t0
         acc = float((torch.cat(predicted) == torch.cat(actual)).float().mean())
@@ -315,6 +328,8 @@ def baseline_worker(task, work):
 # --- driver ---------------------------------------------------------------------------------------
 
 EPOCHS = 1
+STREAM_SIZE = 32  # input side of the streamed-PREDICT model (the memory question does not depend on it)
+DEVICE = "auto"  # both sides: pixql's OPTIONS (device=...), the baseline's .to(device)
 
 
 def _find_csvs(data):
@@ -341,7 +356,7 @@ def _subset(src, dst, n, seed):
 
 def _run_worker(side, task, work):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, task, "--work", work,
-           "--epochs", str(EPOCHS)]
+           "--epochs", str(EPOCHS), "--device", DEVICE]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -377,6 +392,12 @@ def _table(r, args):
     add("linear BUILD: peak RSS MiB, main process", "linear", "rss_main_mib", "lower", 0)
     add("linear BUILD: peak RSS MiB, process tree", "linear", "rss_tree_mib", "lower", 0)
     add(f"PREDICT: images/s ({args.test} imgs)", "predict", "images_per_s", "higher")
+    if "predict_other_decoder" in r["pixql"]:
+        other = r["pixql"]["predict_other_decoder"]
+        rows[-1] = (f"{rows[-1][0]}, decoding={r['pixql']['predict']['decoding']}",) + rows[-1][1:]
+        p, b = other["images_per_s"], r["baseline"]["predict"]["images_per_s"]
+        rows.append((f"PREDICT: images/s, PIXQL_DECODE={other['decoding']}", _fmt(p), _fmt(b),
+                     f"{p / b:.2f}x", "higher"))
     add("PREDICT: peak RSS MiB, main process", "predict", "rss_main_mib", "lower", 0)
     add("PREDICT: peak RSS MiB, process tree", "predict", "rss_tree_mib", "lower", 0)
     add("test accuracy %, finetuned model", "predict", "accuracy", "higher", 1, 100)
@@ -400,17 +421,19 @@ def _pixql_only_table(r, args):
         m = r[key]
         out += [f"| CREATE TABLE AS PREDICT, {m['rows']} rows: peak RSS MiB main / tree | "
                 f"{m['rss_main_mib']:.0f} / {_fmt(m['rss_tree_mib'], 0)} |",
-                f"| CREATE TABLE AS PREDICT, {m['rows']} rows: images/s (image_size=64) | {m['images_per_s']:.0f} |"]
+                f"| CREATE TABLE AS PREDICT, {m['rows']} rows: images/s (image_size={STREAM_SIZE}) | {m['images_per_s']:.0f} |"]
     return "\n".join(out)
 
 
 def main():
-    global EPOCHS
+    global EPOCHS, DEVICE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="folder with cat_and_dog_train.csv / cat_and_dog_test.csv (or its parent)")
     ap.add_argument("--train", type=int, default=300, help="training images (default 300)")
     ap.add_argument("--test", type=int, default=200, help="test images (default 200)")
     ap.add_argument("--epochs", type=int, default=1, help="finetune epochs (default 1)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where both sides run (default auto: a CUDA GPU when there is one)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subsets (default 0)")
     ap.add_argument("--cache-images", type=int, default=2000,
                     help="images of the first/second linear BUILD (embedding cache; default 2000, 0 = skip)")
@@ -422,7 +445,7 @@ def main():
     ap.add_argument("--worker", nargs=2, metavar=("SIDE", "TASK"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    EPOCHS = args.epochs
+    EPOCHS, DEVICE = args.epochs, args.device
 
     if args.worker:
         side, task = args.worker
@@ -440,13 +463,16 @@ def main():
         args.test = _subset(test_csv, f"{work}/test.csv", args.test, args.seed + 1)
         print(f"pixql vs baseline: {args.train} train / {args.test} test images from "
               f"{os.path.dirname(train_csv)}, {EPOCHS} epoch(s), torch {torch.__version__}, "
-              f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads", file=sys.stderr)
+              f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, device {DEVICE}"
+              + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""), file=sys.stderr)
         results = {"pixql": {}, "baseline": {}}
         t0 = time.perf_counter()
         # Interleaved, so that a machine that slows down (thermal, a neighbour) hurts both sides.
         for task in ("finetune", "linear", "predict") if not args.pixql_only else ():
             for side in ("pixql", "baseline"):
                 results[side][task] = _run_worker(side, task, work)
+        if not args.pixql_only:  # PREDICT with the decoder that auto did not pick
+            results["pixql"]["predict_other_decoder"] = _run_worker("pixql", "predict_other_decoder", work)
         # pixql only: the embedding cache, and memory of a streamed PREDICT as the rows grow
         if args.cache_images:
             args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2)
@@ -456,7 +482,8 @@ def main():
         total = time.perf_counter() - t0
     if not args.pixql_only:
         print(_table(results, args))
-    print(_pixql_only_table(results["pixql"], args))
+    if args.cache_images or args.stream_rows:
+        print(_pixql_only_table(results["pixql"], args))
     print(f"\n(total {total:.0f} s; timed regions exclude imports and process start-up)")
     if args.json:
         with open(args.json, "w") as f:

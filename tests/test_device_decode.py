@@ -74,7 +74,10 @@ def test_device_decoding_gives_the_tensors_pil_gives(tmp_path):
 
 def test_device_decoding_matches_pil_on_real_photos(data_root):
     sets = ["cats_and_dogs_filtered_200px", "clothing_small", "flowers5_128px", "fashion_products_sample"]
-    for name in sets:
+    present = [name for name in sets if (data_root / name).is_dir()]
+    if not present:
+        pytest.skip(f"none of {', '.join(sets)} in {data_root}")
+    for name in present:
         paths = sorted(str(p) for p in (data_root / name).rglob("*.jpg"))[:24]
         assert paths, f"no photos in {data_root / name}"
         a, _ = _pil_batch(paths)
