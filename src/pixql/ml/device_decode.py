@@ -85,15 +85,15 @@ def jpeg_for_device(path):
             pixels = img.width * img.height
             if pixels > min(MAX_DEVICE_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_DEVICE_PIXELS):
                 return None
-            orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:
+            orientation = int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # also an EXIF block PIL cannot read: PIL's path copes or names the file
         return None
     # Entropy-coded data never holds an 0xFF marker byte unstuffed, so a whole file has its
     # end-of-image marker after its last start-of-scan; a truncated one may not, and nvJPEG
     # may decode it without complaint, so PIL decides (it reports truncation).
     if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         return None
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8), int(orientation), pixels
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation, pixels
 
 
 class EncodedRows(ImageRows):
