@@ -33,7 +33,7 @@ def _device_batch(paths, pre=LITE0_PRE, device=CPU, num_workers=0, on_error="fai
     transform, draft = eval_transform(pre), draft_size(pre)
     loader = make_loader(EncodedRows(paths, None, transform, draft), 8, device, num_workers=num_workers,
                          collate_fn=collate_encoded)
-    return _gather(batches(decoded_batches(loader, decoder, transform, draft), on_error, skipped))
+    return _gather(batches(decoded_batches(loader, decoder), on_error, skipped))
 
 
 def _gather(it):

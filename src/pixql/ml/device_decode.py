@@ -104,7 +104,11 @@ class EncodedRows(ImageRows):
         encoded = jpeg_for_device(self.paths[i])
         if encoded is not None:
             return None, self.targets[i], i, None, encoded
-        return (*super().__getitem__(i), None)
+        return (*self.with_pil(i), None)
+
+    def with_pil(self, i):
+        """ImageRows' item for row i: PIL's image, or the error naming the file."""
+        return super().__getitem__(i)
 
 
 def collate_encoded(items):
@@ -200,10 +204,10 @@ def device_decoder(pre, device):
 def decoding(pre, device):
     """'device' or 'pil': how a pass over images with preprocessing `pre` on `device` decodes
     (part of the embedding cache's key: the two differ by a grey level here and there)."""
-    return "device" if decode_mode(device) == "device" and geometric_transforms(pre) is not None else "pil"
+    return "pil" if device_decoder(pre, device) is None else "device"
 
 
-def decoded_batches(loader, decoder, transform, draft):
+def decoded_batches(loader, decoder):
     """(x on the device, y, idx, errors) from a loader of EncodedRows, in row order, as a loader
     of ImageRows yields them (data.batches takes either).
 
@@ -211,7 +215,6 @@ def decoded_batches(loader, decoder, transform, draft):
     through PIL here. When a whole batch fails, the rest of the pass decodes with PIL (a
     warning says why)."""
     dataset = loader.dataset
-    pil = ImageRows(dataset.paths, dataset.targets, transform, draft)
     for batch in loader:
         parts, rows, errors = [], [], list(batch["errors"])
         if batch["x"] is not None:
@@ -224,7 +227,7 @@ def decoded_batches(loader, decoder, transform, draft):
                 parts.append(x)
                 rows.extend(some)
             for row in failed:  # PIL decides: an image, or the error naming the file
-                x, _, _, error = pil[row]
+                x, _, _, error = dataset.with_pil(row)
                 if error is not None:
                     errors.append((row, error))
                 else:

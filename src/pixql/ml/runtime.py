@@ -137,7 +137,7 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
         loader = decoded_batches(
             make_loader(EncodedRows(paths, None, transform, draft), batch_size, device,
                         num_workers=num_workers, collate_fn=collate_encoded),
-            decoder, transform, draft)
+            decoder)
     outs, rows = [], []
     splitter = BatchSplitter(desc)
 
