@@ -86,6 +86,7 @@ def test_convnext_without_weights_offline_says_how_to_provide_them(run_cli, colo
 def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)  # as typed at a terminal
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"],
                                 input="SELECT 41 + 1\n  AS answer;\nSELEC 1;\nSELECT 'still here' AS s;\n")
     assert result.exit_code == 0

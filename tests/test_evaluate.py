@@ -1,6 +1,8 @@
 """EVALUATE: the report, the confusion matrix and the errors, checked against scikit-learn;
 its results inside queries and tables; the confusion heat-map in Jupyter and the CLI."""
 
+import decimal
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import make_rgb_images, save_color_model
-from pixql import display, metrics
+from pixql import display, labels, metrics
 from pixql.errors import CatalogError, DataError, OptionError, SqlError
 
 sk = pytest.importorskip("sklearn.metrics")
@@ -94,14 +96,17 @@ def test_multilabel_report_agrees_with_sklearn():
 
 
 def test_label_strings():
-    assert [metrics.label_string(v) for v in (3, 3.0, np.int64(2), "cat", None, float("nan"), pd.NA, True)] == [
-        "3", "3", "2", "cat", None, None, None, "True"]
-    # as the model spells it: BUILD MODEL on a DOUBLE column made the classes '1.0', '2.0'
-    assert metrics.label_string(2.0, {"1.0", "2.0"}) == "2.0" and metrics.label_string(2, {"2"}) == "2"
-    assert metrics.label_string(np.float32(2.0), {"2"}) == "2" and metrics.label_string(False, {"false"}) == "false"
-    assert metrics.label_set("cat|dog") == {"cat", "dog"}
-    assert metrics.label_set(["cat", 1]) == {"cat", "1"}
-    assert metrics.label_set("") == set() and metrics.label_set(None) is None
+    assert [labels.label_string(v) for v in (3, 3.0, np.int64(2), "cat", None, float("nan"), pd.NA, True,
+                                              decimal.Decimal("4.00"), 2.5)] == [
+        "3", "3", "2", "cat", None, None, None, "True", "4", "2.5"]
+    # as the model spells it: a model saved before the normalisation may hold '1.0', '2.0'
+    assert labels.label_string(2.0, {"1.0", "2.0"}) == "2.0" and labels.label_string(2, {"2"}) == "2"
+    assert labels.label_string(2, {"1.0", "2.0"}) == "2.0"
+    assert labels.label_string(np.float32(2.0), {"2"}) == "2" and labels.label_string(False, {"false"}) == "false"
+    assert labels.label_set("cat|dog") == {"cat", "dog"}
+    assert labels.label_set(["cat", 1]) == {"cat", "1"}
+    # a multi-label row with no tags (a CSV's empty field reads as NULL) has none of the labels
+    assert labels.label_set("") == set() and labels.label_set(None) == set() and labels.label_set([]) == set()
 
 
 # -- EVALUATE through the engine ------------------------------------------------------------------

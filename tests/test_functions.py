@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import save_color_model
-from pixql.errors import SqlError
+from pixql.errors import CatalogError, DataError, SqlError
 
 
 def test_predict_functions_equal_predict(colors_db):
@@ -58,13 +58,14 @@ def test_nulls_give_nulls(colors_db):
 
 def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path):
     db = colors_db
-    with pytest.raises(SqlError, match=r"predict\('ghost', \.\.\.\): model 'ghost' does not exist"):
+    # pixql's own error comes out, not DuckDB's wrapper around it
+    with pytest.raises(CatalogError, match=r"predict\('ghost', \.\.\.\): model 'ghost' does not exist"):
         db.sql("SELECT predict('ghost', image) FROM colors").fetchall()
-    with pytest.raises(SqlError, match="predict_score.*invalid model name"):
+    with pytest.raises(CatalogError, match="predict_score.*invalid model name"):
         db.sql("SELECT predict_score('../x', image) FROM colors").fetchall()
-    with pytest.raises(SqlError, match="nope.png"):
+    with pytest.raises(DataError, match="nope.png"):
         db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
-    with pytest.raises(SqlError, match="ghost"):
+    with pytest.raises(CatalogError, match="ghost"):
         db.sql("CREATE TABLE t AS SELECT predict('ghost', image) FROM colors")
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'").fetchone() == (0,)
 

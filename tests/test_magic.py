@@ -8,6 +8,8 @@ import io
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 pytest.importorskip("IPython")
@@ -169,9 +171,51 @@ def test_expand_rules():
     ns = {"x": 5, "folder": "/data", "obj": type("O", (), {"attr": "A"})()}
     assert expand("{x}", ns) == "5"
     assert expand("'{folder}/f.csv'", ns) == "'/data/f.csv'"
-    assert expand("$x $obj.attr '$x' $1 $$q$$ {y}", ns) == "5 A '$x' $1 $$q$$ {y}"
+    # values outside quotes are SQL literals; $name only outside strings; unknown names stay
+    assert expand("$x $obj.attr '$x' $1 $$q$$ {y}", ns) == "5 'A' '$x' $1 $$q$$ {y}"
     assert expand("{{x}} }}", ns) == "{x} }"
     assert expand("", ns) == "" and expand("plain", ns) == "plain"
+
+
+def test_a_value_never_becomes_sql_that_runs(ip):
+    """A notebook variable is a literal, whatever it holds: no DROP runs (issue 14, item 3)."""
+    ip.cell("%pixql CREATE TABLE t AS SELECT 1 AS x")
+    ip["name"] = "x'; DROP TABLE t; --"
+    frame = ip.cell("%pixql SELECT {name} AS a, '{name}' AS b, $name AS c, 1 AS \"{name}\"")
+    assert frame.iloc[0].tolist() == [ip["name"]] * 3 + [1] and list(frame.columns)[3] == ip["name"]
+    ip["name"] = 'x"; DROP TABLE t; --'
+    assert ip.cell("%pixql SELECT 1 AS \"{name}\"").columns.tolist() == [ip["name"]]
+    assert ip.cell("%pixql SELECT count(*) AS n FROM t").n.tolist() == [1]
+
+
+def test_struct_literals_and_unknown_braces_pass_through(ip):
+    assert ip.cell("%pixql SELECT {'a':10} AS s").s.tolist() == [{"a": 10}]
+    ip["a"] = 3  # a dict display stays SQL's struct even when its names are Python's
+    assert ip.cell("%pixql SELECT {'a': a} AS s FROM (SELECT 7 AS a)").s.tolist() == [{"a": 7}]
+    ip["limit"], ip["rows"] = 2, [1, 2, 3]
+    frame = ip.cell("%pixql SELECT {rows} AS l, {rows[1]} AS second, {limit * 2} AS four")
+    assert frame.iloc[0].tolist()[1:] == [2, 4] and list(frame.l[0]) == [1, 2, 3]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=st.one_of(st.text(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()))
+def test_fuzz_any_value_comes_back_as_itself(value):
+    """Any value, in code, in a string and as an identifier, is that one value: one statement,
+    returning it unchanged."""
+    from pixql.sql import parse_script
+
+    ns = {"v": value}
+    script = expand("SELECT {v} AS a", ns)
+    assert len(parse_script(script)) == 1
+    with pixql.connect(progress=False) as db:
+        got = db.sql(script).fetchall()[0][0]
+        # a float is written as a numeral, which DuckDB reads as an exact DECIMAL or a DOUBLE
+        assert got == value if not isinstance(value, float) else float(got) == value
+        if isinstance(value, str) and "\x00" not in value:
+            assert db.sql(expand("SELECT '{v}' AS a", ns)).fetchall() == [(value,)]
+            assert db.sql(expand("SELECT E'{v}' AS a", ns)).fetchall() == [(value,)]
+            if value.strip():
+                assert db.sql(expand('SELECT 1 AS "{v}"', ns)).columns == [value]
 
 
 def test_local_variables_inside_a_function(ip):

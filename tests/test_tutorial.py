@@ -1,6 +1,7 @@
 """The cats-and-dogs tutorial from issue 2, as a user runs it, on the real photos.
 
-`pixql --db shop.duckdb run tutorial.sql` in a subprocess (the installed command), then
+`pixql --db shop.duckdb --set data=DATASETS run examples/tutorial.sql` in a subprocess (the
+installed command), then
 the same statements through `pixql.connect(...).sql(...).df()`.
 """
 
@@ -13,18 +14,11 @@ import pandas as pd
 import pytest
 
 import pixql
+from conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
-TUTORIAL = """\
-COPY cat_and_dog_train OPTIONS (overwrite=True) FROM "{dir}/cat_and_dog_train.csv";
-COPY cat_and_dog_test OPTIONS (overwrite=True) FROM "{dir}/cat_and_dog_test.csv";
-SELECT label, count(*) FROM cat_and_dog_train GROUP BY label;
-BUILD MODEL my_image_classifier USING EfficientNet_Lite0
-  OPTIONS (image_col='image', label_col='label', epochs=1) AS SELECT * FROM cat_and_dog_train;
-PREDICT USING my_image_classifier AS SELECT * FROM cat_and_dog_test;
-PRINT IMAGE AS SELECT image, label FROM cat_and_dog_test LIMIT 5;
-"""
+TUTORIAL = REPO / "examples" / "tutorial.sql"  # the script the README tells a newcomer to run
 
 
 def _pixql_command():
@@ -33,9 +27,8 @@ def _pixql_command():
 
 
 def test_tutorial_from_the_cli_on_all_1000_test_photos(cats_and_dogs, tmp_path):
-    script = tmp_path / "tutorial.sql"
-    script.write_text(TUTORIAL.format(dir=cats_and_dogs))
-    proc = subprocess.run([*_pixql_command(), "--db", "shop.duckdb", "--format", "csv", "run", "tutorial.sql"],
+    proc = subprocess.run([*_pixql_command(), "--db", "shop.duckdb", "--format", "csv",
+                           "--set", f"data={cats_and_dogs.parent}", "run", str(TUTORIAL)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

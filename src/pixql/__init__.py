@@ -8,6 +8,7 @@ Importing pixql is cheap: torch and timm load only when a statement needs them.
 """
 
 from pixql.errors import (
+    ArgumentError,
     CatalogError,
     DataError,
     OptionError,
@@ -30,9 +31,22 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     A database file that another process holds is an error at once, or after trying for
     `wait` seconds; `read_only=True` connections can share a file with each other.
     """
+    import os
+
     from pixql.api import Connection
 
-    return Connection(database, model_store=model_store, read_only=read_only, progress=progress, wait=wait)
+    if database is not None and not isinstance(database, (str, os.PathLike)):
+        raise ArgumentError(f"connect(): database must be a file name (str or path) or None for memory, "
+                            f"got {type(database).__name__} {database!r}")
+    if model_store is not None and not isinstance(model_store, (str, os.PathLike)):
+        raise ArgumentError(f"connect(): model_store must be a folder name (str or path), got {model_store!r}")
+    for name, value in (("read_only", read_only), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise ArgumentError(f"connect(): {name} must be True or False, got {value!r}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        raise ArgumentError(f"connect(): wait must be a number of seconds (0 or more), got {wait!r}")
+    return Connection(None if database is None else os.fspath(database), model_store=model_store,
+                      read_only=read_only, progress=progress, wait=wait)
 
 
 def load_ipython_extension(ipython):  # `%load_ext pixql`
@@ -44,6 +58,7 @@ def load_ipython_extension(ipython):  # `%load_ext pixql`
 __all__ = [
     "connect",
     "PixqlError",
+    "ArgumentError",
     "ParseError",
     "OptionError",
     "CatalogError",

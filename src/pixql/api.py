@@ -1,6 +1,7 @@
 """The Python front end: `pixql.connect()` -> Connection, thin over the engine."""
 
 from pixql.engine import Engine
+from pixql.errors import ArgumentError
 
 
 class Connection:
@@ -30,6 +31,10 @@ class Connection:
 
     def sql(self, script):
         """Run one or more `;`-separated statements; return the last one's Result."""
+        if not isinstance(script, str):
+            hint = " (decode the bytes first: script.decode('utf-8'))" if isinstance(script, (bytes, bytearray)) else ""
+            raise ArgumentError(f"sql(): the script must be a str of SQL statements, got "
+                                f"{type(script).__name__} {script!r:.60}{hint}")
         return self._engine.execute(script)
 
     execute = sql

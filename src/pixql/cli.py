@@ -110,14 +110,22 @@ def _stream_rows(result, fmt):
     Its messages (rows skipped along the way) are known at the end."""
     _print_messages(result)
     known = len(result.messages)
-    for n, frame in enumerate(result.batches()):
-        if fmt == "csv":
-            click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
-        else:
-            rows = frame.to_json(orient="records", date_format="iso")[1:-1]
-            click.echo(("[" if n == 0 else ",") + rows, nl=False)
     if fmt == "json":
-        click.echo("]")
+        click.echo("[", nl=False)
+    wrote_rows = False
+    try:
+        for n, frame in enumerate(result.batches()):
+            if fmt == "csv":
+                click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
+            elif len(frame):
+                rows = frame.to_json(orient="records", date_format="iso")[1:-1]
+                click.echo(("," if wrote_rows else "") + rows, nl=False)
+                wrote_rows = True
+    finally:
+        # A chunk that fails half-way still leaves one whole JSON document on stdout (the rows
+        # written so far); the error goes to stderr and the exit status says it failed.
+        if fmt == "json":
+            click.echo("]")
     for message in result.messages[known:]:
         click.echo(message, err=True)
 
@@ -185,6 +193,17 @@ def _interactive(engine, fmt, out_dir, open_image, plot=False):
 
 
 
+def _variables(ctx, param, pairs):
+    """--set NAME=VALUE pairs -> {NAME: VALUE}."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"{pair!r}: use NAME=VALUE, NAME a plain name", param=param)
+        out[name] = value
+    return out
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="PIXQL_DB", default="pixql.duckdb", show_default=True,
               help="DuckDB database file (models live beside it in FILE.models/).")
@@ -199,24 +218,31 @@ def _interactive(engine, fmt, out_dir, open_image, plot=False):
               help="Open the database read-only: several processes may then read it (e.g. PREDICT) at once.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="If another process holds the database, wait up to SECONDS for it (default: fail at once).")
+@click.option("--set", "variables", multiple=True, metavar="NAME=VALUE", callback=_variables,
+              help="A value for {NAME} in the statements (as a SQL literal; as text inside quotes). Repeatable.")
 @click.version_option(package_name="pixql")
 @click.pass_context
-def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait):
+def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, variables):
     """SQL for image classification.
 
     \b
       pixql -c "SELECT 42"
       pixql --db shop.duckdb run tutorial.sql
-      pixql --db shop.duckdb            (interactive prompt)
+      pixql --db shop.duckdb --set data=../shared/datasets run examples/tutorial.sql
+      pixql --db shop.duckdb            (interactive prompt; piped input runs as a script)
     """
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot,
-                   read_only=read_only, wait=wait)
+                   read_only=read_only, wait=wait, variables=variables)
     if ctx.invoked_subcommand is not None:
         if command is not None:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
         return
     ctx.exit(_session(ctx.obj, command))
+
+
+def _stdin_is_terminal():
+    return sys.stdin.isatty()
 
 
 def _session(obj, script=None, path=None):
@@ -228,13 +254,19 @@ def _session(obj, script=None, path=None):
             click.echo(f"Error: {exc}", err=True)
             return 1
         if script is None and path is None:
-            return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+            if _stdin_is_terminal():
+                return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+            script = sys.stdin.read()  # piped or redirected: a script, run like -c (no prompts)
         if path is not None:
             try:
                 script = Path(path).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 click.echo(f"Error: cannot read script {path}: {exc}; scripts are UTF-8 text", err=True)
                 return 1
+        if obj.get("variables"):
+            from pixql.interpolation import expand
+
+            script = expand(script, obj["variables"])
         return run_script(engine, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
         click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)

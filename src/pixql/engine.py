@@ -16,9 +16,11 @@ import platform
 import re
 import tempfile
 
-from pixql import display, evaluation, ingest, metrics, options as opts, predictions
+from pixql import display, evaluation, ingest, options as opts, predictions
 from pixql.errors import CatalogError, DataError, OptionError, PixqlError, SqlError
-from pixql.image_columns import check_image_paths, find_column, image_errors, pick_image_col, rows_of
+from pixql.image_columns import (check_image_paths, find_column, image_errors, missing_paths, pick_image_col,
+                                 rows_of)
+from pixql.labels import label_set, label_string
 from pixql.result import Result
 from pixql.sql import nested_statements, parse_script
 from pixql.store import ModelStore, check_name
@@ -48,7 +50,8 @@ class Engine:
         if root is None:  # an in-memory database keeps its models for the session only
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pixql-models-")
             root = self._tmpdir.name
-        self.store = ModelStore(root)
+        self.read_only = read_only
+        self.store = ModelStore(root, read_only=read_only)
         self.store.recover()  # a writer killed mid-save: its previous model is back before we list
         self.progress = progress
         self._classifiers = {}  # (model key, weights checksum, device) -> loaded Classifier
@@ -86,10 +89,9 @@ class Engine:
         try:
             return handler(statement)
         except PixqlError as exc:
-            if getattr(exc, "_pixql_located", False):
-                raise
-            located = _locate(exc, statement)
-            raise located from exc
+            if exc.keyword is None:  # the innermost statement places it; outer ones leave it
+                _locate(exc, statement)
+            raise
 
     # -- plain SQL ------------------------------------------------------------------
     def _run_Sql(self, statement):
@@ -105,25 +107,51 @@ class Engine:
                     if nested:  # the pixql statements' rows go away with their views: compute now
                         return Result(statement, frame=self.duckdb.sql(sql).df())
                     # Lazy, like DuckDB's own relation: rows are computed when asked for.
-                    return Result(statement, relation=self.duckdb.sql(sql))
+                    return Result(statement, relation=self.duckdb.sql(sql), cause=self.functions.take_failure)
                 # CREATE, INSERT, COPY ...: run now, once; like DuckDB's shell, nothing to show.
                 self.duckdb.execute(sql).fetchall()
+                if CATALOG_TABLE in sql.lower():  # the user made or dropped a table of that name
+                    self._refresh_catalog()
             except duckdb.Error as exc:
-                raise SqlError(str(exc)) from exc
+                raise self.functions.take_failure() or SqlError(str(exc)) from exc
             except ValueError as exc:  # extract_statements found more or fewer than one statement
                 raise SqlError(f"cannot run {sql!r}: {exc}") from exc
         return Result(statement)
 
-    def _query_frame(self, statement, query, what="query"):
+    def _query_frame(self, statement, query, what="query", option=None):
+        """The rows of `query` as a DataFrame. `option`: the query came from that option's value,
+        and must be exactly one read-only query (a value never runs more than the one thing it names)."""
         import duckdb
 
         with self._nested(query, statement) as (sql, _):
+            if option is not None:
+                self._check_one_query(sql, option)
             try:
                 return self.duckdb.sql(sql).df()
             except duckdb.Error as exc:
-                raise DataError(f"the {what} failed: {exc}") from exc
+                raise self.functions.take_failure() or DataError(f"the {what} failed: {exc}") from exc
             except AttributeError:  # sql() returned None: not a query
                 raise DataError(f"the {what} returned no rows: {query!r} is not a query") from None
+
+    def _table_query(self, table, option):
+        """`SELECT * FROM table` for an option naming a table, which must exist."""
+        if not ingest.table_exists(self.duckdb, table):
+            raise OptionError(f"option '{option}' must be a query (SELECT ...) or the name of a table; "
+                              f"there is no table {table!r}, and nothing was run")
+        return f"SELECT * FROM {ingest.quote_table(table)}"
+
+    def _check_one_query(self, sql, option):
+        import duckdb
+
+        try:
+            parsed = self.duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise OptionError(f"option '{option}' must hold one query or a table name; "
+                              f"DuckDB cannot read {sql!r}: {exc}") from exc
+        if len(parsed) != 1 or parsed[0].type.name != "SELECT":
+            kinds = ", ".join(p.type.name for p in parsed) or "nothing"
+            raise OptionError(f"option '{option}' must hold exactly one read-only query (SELECT ...) or a "
+                              f"table name; it holds {len(parsed)} statement(s) ({kinds}), and none was run")
 
     @contextlib.contextmanager
     def _nested(self, sql, statement=None):
@@ -153,8 +181,10 @@ class Engine:
     # -- COPY ---------------------------------------------------------------------------
     def _run_Copy(self, statement):
         resolved, _ = opts.resolve("COPY", statement.options)
-        rows = ingest.copy_table(self.duckdb, statement.table, statement.source, resolved)
-        return self._frame_result(statement, {"table": [statement.table], "rows": [rows]})
+        rows, messages = ingest.copy_table(self.duckdb, statement.table, statement.source, resolved)
+        if statement.table.strip('"').lower() == CATALOG_TABLE:
+            self._refresh_catalog()
+        return self._frame_result(statement, messages, {"table": [statement.table], "rows": [rows]})
 
     # -- models: build, fit ----------------------------------------------------------
     def _run_BuildModel(self, statement):
@@ -181,29 +211,35 @@ class Engine:
         return self._train(statement, resolved, given, base=manifest["base"], init=(manifest, state))
 
     def _check_new_model(self, name, overwrite):
+        self.store.check_writable(f"save model '{name}'")  # before training, not after it
         if name.lower() == BUILTIN_MODEL:
             raise CatalogError(f"'{BUILTIN_MODEL}' is the built-in model's name; choose another")
         if self.store.exists(name) and not overwrite:
             raise CatalogError(f"model '{name}' already exists; use OPTIONS (overwrite=true) or DROP MODEL {name}")
 
-    def _labelled_rows(self, frame, resolved, what):
+    def _labelled_rows(self, frame, resolved, what, classes=None):
         """(paths, labels, image_col, label_col, NULL labels left out, query rows (1-based)
-        left out for having no image path: only with on_error='skip', else that is an error)."""
+        left out for having no image path: only with on_error='skip', else that is an error).
+
+        Labels are normalised as EVALUATE reads them (labels.py), spelled as `classes` (a model
+        trained further) spells them; a multi-label row with NULL or '' has no labels."""
         image_col = pick_image_col(frame, resolved["image_col"], what)
         label_col = find_column(frame, resolved["label_col"], "label_col", what)
-        null_labels = int(frame[label_col].isna().sum())
-        frame = frame[frame[label_col].notna()]
+        multi = bool(resolved.get("multi_label"))
+        null_labels = 0 if multi else int(frame[label_col].isna().sum())
+        if null_labels:
+            frame = frame[frame[label_col].notna()]
         no_path = []
         if resolved.get("on_error") == "skip":
-            no_path = [i + 1 for i in frame.index[frame[image_col].isna()]]
-            frame = frame[frame[image_col].notna()]
+            missing = missing_paths(frame[image_col])
+            no_path = [i + 1 for i in frame.index[missing]]
+            frame = frame[~missing]
         check_image_paths(frame, image_col, what)
-        if resolved.get("multi_label"):
-            from pixql.ml.train import label_list
-
-            labels = [label_list(v) for v in frame[label_col]]  # a list, or 'a|b'; '' = none
+        known = None if classes is None else set(classes)
+        if multi:
+            labels = [sorted(label_set(v, known)) for v in frame[label_col]]
         else:
-            labels = [str(v) for v in frame[label_col]]
+            labels = [label_string(v, known) for v in frame[label_col]]
         return list(frame[image_col]), labels, image_col, label_col, null_labels, no_path
 
     def _train(self, statement, resolved, given, base, init):
@@ -213,8 +249,9 @@ class Engine:
         frame = self._query_frame(statement, statement.query)
         if len(frame) == 0:
             raise DataError("the query returned no rows; nothing to train on")
+        classes = None if init is None else init[0]["classes"]
         paths, labels, image_col, label_col, null_labels, no_path = self._labelled_rows(
-            frame, resolved, "the query")
+            frame, resolved, "the query", classes)
         if not paths:
             raise DataError(f"every row has a NULL label in '{label_col}'"
                             f"{' or no image path' if no_path else ''}; nothing to train on")
@@ -224,10 +261,11 @@ class Engine:
         sources = [("the query", frame, image_col)]  # where an unreadable image's row is looked up
         if isinstance(validation, str):
             query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
-                else f"SELECT * FROM {ingest.quote_table(validation)}"
-            vframe = self._query_frame(statement, query, "validation query")
+                else self._table_query(validation, "validation")
+            vframe = self._query_frame(statement, query, "validation query", option="validation")
             val_paths, val_labels, *_ = self._labelled_rows(
-                vframe, dict(resolved, image_col=image_col, label_col=label_col), "the validation query")
+                vframe, dict(resolved, image_col=image_col, label_col=label_col), "the validation query",
+                classes)
             sources.append(("the validation query", vframe, image_col))
             validation = None
         elif validation is not None and not 0 < validation < 1:
@@ -264,6 +302,11 @@ class Engine:
                             f"{len(paths) + len(val_paths or [])} image embeddings came from the cache "
                             f"({cache_root()})")
 
+        if not trained.val_rows:
+            name, value = _best_metric_named(trained.metrics)
+            messages.append(f"{statement.keyword}: no validation rows, so best_validation_metric is empty "
+                            f"(the {name.replace('_', ' ')} was {value:.4g}); OPTIONS (validation=0.1) holds "
+                            "a tenth of the rows out to measure it")
         manifest = {
             "base": trained.base,
             "task": trained.task,
@@ -300,7 +343,7 @@ class Engine:
             "skipped_images": [len(trained.skipped) + len(no_path)],
             "epochs": [trained.epochs],
             "train_mode": [trained.train_mode],
-            "best_validation_metric": [_best_metric(trained)],
+            "best_validation_metric": [_best_metric(trained) if trained.val_rows else None],
             "seconds": [round(trained.seconds, 2)],
             "images_per_second": [round(trained.images_per_second, 1)],
         })
@@ -371,6 +414,10 @@ class Engine:
                                               bar)
                 if missed:
                     messages.append(message())
+            except PixqlError as exc:  # raised as the result is read, outside run(): place it here
+                if exc.keyword is None:
+                    _locate(exc, statement)
+                raise
             finally:
                 bar.close()
                 chunks.close()
@@ -396,7 +443,7 @@ class Engine:
             try:
                 self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall()
             except duckdb.Error as exc:
-                raise DataError(f"the query failed: {exc}") from exc
+                raise self.functions.take_failure() or DataError(f"the query failed: {exc}") from exc
         try:
             total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             yield total
@@ -427,7 +474,8 @@ class Engine:
             frame, probs, list(classifier.classes), multi, threshold, resolved["result_col"],
             top=resolved["top_k"], probabilities=resolved["probabilities"])
         paths = frame[image_col]
-        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if paths.isna().iloc[i] else str(paths.iloc[i]))
+        no_path = missing_paths(paths)
+        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if no_path.iloc[i] else str(paths.iloc[i]))
                       for i in unread)
         return out
 
@@ -453,7 +501,7 @@ class Engine:
                 check_image_paths(frame, image_col, "the query")
                 return classifier.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"],
                                                 progress=bar if bar is not None else self.progress)
-            present = frame[image_col].notna().to_numpy()
+            present = (~missing_paths(frame[image_col])).to_numpy()
             probs = np.full((len(frame), len(classifier.classes)), np.nan, dtype=np.float32)
             if present.any():
                 probs[present] = classifier.predict_proba(
@@ -476,7 +524,7 @@ class Engine:
                                 "label_col", "the query")
         if label_col == image_col:
             raise OptionError(f"EVALUATE: label_col and image_col are the same column, '{label_col}'")
-        parse = metrics.label_set if multi else metrics.label_string
+        parse = label_set if multi else label_string
         known = set(classifier.classes)
         truth = [parse(v, known) for v in frame[label_col]]
         keep = [t is not None for t in truth]
@@ -509,6 +557,8 @@ class Engine:
     def _run_PrintImage(self, statement):
         resolved, _ = opts.resolve("PRINT IMAGE", statement.options)
         frame = self._query_frame(statement, statement.query)
+        if not len(frame):
+            raise DataError("the query returned no rows; there is no image to show")
         image_col = pick_image_col(frame, resolved["image_col"], "the query")
         frame = frame.head(resolved["limit"]).reset_index(drop=True)
         check_image_paths(frame, image_col, "the query")
@@ -526,15 +576,25 @@ class Engine:
 
         rows = [{"name": BUILTIN_MODEL, "base": "EfficientNet_Lite0", "task": "classification",
                  "classes": 1000, "created": None, "metric": None, "metric_name": None,
-                 "train_mode": "built-in"}]
+                 "train_mode": "built-in", "status": "ok"}]
         for m in self.store.list():
             name, value = _best_metric_named(m.get("metrics") or {})
             rows.append({"name": m.get("name"), "base": m.get("base"), "task": m.get("task"),
                          "classes": len(m.get("classes") or []), "created": m.get("created"),
-                         "metric": value, "metric_name": name, "train_mode": m.get("train_mode")})
+                         "metric": value, "metric_name": name, "train_mode": m.get("train_mode"),
+                         "status": f"broken: {m['broken']}" if "broken" in m else "ok"})
         return pd.DataFrame(rows)
 
     def _refresh_catalog(self):
+        """The models as the temporary table pixql_models, unless the user has a table or view of
+        that name: theirs wins, and SHOW MODELS still lists the models."""
+        owned = self.duckdb.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = ? AND NOT temporary "
+            "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = ? AND NOT temporary",
+            [CATALOG_TABLE, CATALOG_TABLE]).fetchall()
+        if any(n for (n,) in owned):
+            self.duckdb.execute(f"DROP TABLE IF EXISTS temp.main.{CATALOG_TABLE}")
+            return
         ingest.create_table_from_frame(self.duckdb, f"CREATE OR REPLACE TEMP TABLE {CATALOG_TABLE}",
                                        self._models_frame())
 
@@ -657,11 +717,13 @@ def _open_database(database, read_only, wait):
             holder = _LOCK_HOLDER.search(text)
             who = f" (PID {holder['pid']}, {os.path.basename(holder['program'])})" if holder else ""
             waited = f" for {wait:g} s" if wait else ""
+            # A reader is blocked only by a writer: --read-only is no way out for it.
+            share = "" if read_only else ", or open it with --read-only (read_only=True) when every process only reads"
             raise SqlError(
                 f"database {database} is in use by another process{who}, which holds DuckDB's lock on it"
                 f"{waited}; a database file has one writer, or many read-only readers, at a time. "
-                "Close it there, wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS)), "
-                "or open it with --read-only (read_only=True) when every process only reads") from exc
+                f"Close it there, or wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS))"
+                f"{share}") from exc
 
 
 def _shown(items, n=10):
@@ -670,18 +732,16 @@ def _shown(items, n=10):
 
 
 def _locate(exc, statement):
-    """The same error, its message prefixed with the statement and where it starts."""
+    """The same error, placed: its `keyword` and `statement_line` fields set and its message
+    prefixed with the statement and the line where it starts."""
     where = f"{statement.keyword} (line {statement.line})" if statement.keyword != "SQL" \
         else f"statement at line {statement.line}"
     message = str(exc)
     if message.startswith(f"{statement.keyword}: "):  # lower layers may name the statement too
         message = message[len(statement.keyword) + 2:]
-    try:
-        located = type(exc)(f"{where}: {message}")
-    except TypeError:
-        located = exc
-    located._pixql_located = True
-    return located
+    exc.args = (f"{where}: {message}",)
+    exc.keyword, exc.statement_line = statement.keyword, statement.line
+    return exc
 
 
 @functools.lru_cache(maxsize=None)

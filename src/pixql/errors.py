@@ -5,7 +5,31 @@ Front ends catch `PixqlError` and show its message; anything else is a bug.
 
 
 class PixqlError(Exception):
-    """Base of every error pixql raises on purpose."""
+    """Base of every error pixql raises on purpose.
+
+    Besides its message an error carries fields that front ends and callers read directly,
+    never parsed back out of the text: `path` (the file it is about), `row` (its row in the
+    query, 1-based), and once the engine has placed it, `keyword` and `statement_line` (the
+    statement that failed and the line where it starts).
+    """
+
+    def __init__(self, message="", *args, path=None, row=None):
+        super().__init__(message, *args)
+        self.path = path
+        self.row = row
+        self.keyword = None
+        self.statement_line = None
+
+    def __reduce__(self):
+        # Errors cross process boundaries (decoding workers): keep the fields, not only the text.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls, args, fields):
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
 
 
 class ParseError(PixqlError):
@@ -27,6 +51,10 @@ class ParseError(PixqlError):
                 src = lines[self.line - 1]
                 text += f"\n  {src}\n  {' ' * max(self.col - 1, 0)}^"
         return text
+
+
+class ArgumentError(PixqlError, TypeError):
+    """A Python call (`connect()`, `Connection.sql()`) got an argument of the wrong type or value."""
 
 
 class OptionError(PixqlError):

@@ -39,6 +39,7 @@ class PredictFunctions:
         self._memo_size = memo_size
         self._lock = threading.RLock()  # DuckDB may call from several threads
         self.network_rows = 0  # images that went through a network (for tests and curiosity)
+        self._failure = None  # the PixqlError a UDF call raised, for the engine to report
 
     def register(self, con):
         import duckdb
@@ -55,6 +56,12 @@ class PredictFunctions:
                 warnings.warn(f"pixql: the database already has a function or macro named {name}(); "
                               f"pixql's {name}(model, image) is not available in this connection ({exc})",
                               stacklevel=2)
+
+    def take_failure(self):
+        """The pixql error behind DuckDB's last UDF error, once (None if there was none)."""
+        with self._lock:
+            failure, self._failure = self._failure, None
+            return failure
 
     def close(self):
         with self._lock:
@@ -85,12 +92,13 @@ class PredictFunctions:
                 try:
                     answers = self.predict_paths(model, [images[i] for i in rows])
                 except PixqlError as exc:
-                    # DuckDB shows "Python exception occurred while executing the UDF: <type>: <this>"
-                    try:
-                        located = type(exc)(f"{function}('{model}', ...): {exc}")
-                    except TypeError:
-                        raise exc from None
-                    raise located from None
+                    # DuckDB turns it into "Python exception occurred while executing the UDF: ...";
+                    # the engine raises this error itself instead (take_failure).
+                    hint = ("; fix or remove the file, or leave its row out with WHERE" if exc.path is not None
+                            else "")
+                    exc.args = (f"{function}('{model}', ...): {exc}{hint}",)
+                    self._failure = exc
+                    raise
                 for i, answer in zip(rows, answers):
                     out[i] = answer
         return out

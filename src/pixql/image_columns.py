@@ -27,21 +27,35 @@ def pick_image_col(frame, image_col, what):
         for c in frame.columns:
             if str(c).lower() == candidate:
                 return c
-    pathlike = [c for c in frame.columns if frame[c].dtype == object and len(frame)
-                and frame[c].dropna().astype(str).str.lower().str.endswith(ingest.IMAGE_EXTENSIONS).mean() > 0.5]
+    pathlike = [c for c in frame.columns if _holds_paths(frame[c])]
     if len(pathlike) == 1:
         return pathlike[0]
     raise DataError(f"cannot tell which column of {what} holds the image paths "
                     f"(columns: {', '.join(map(str, frame.columns))}); name it with OPTIONS (image_col='...')")
 
 
+def missing_paths(column):
+    """Boolean mask of a path column's NULL and empty (or blank) values: rows without an image."""
+    return column.isna() | column.map(lambda v: isinstance(v, str) and not v.strip())
+
+
+def _holds_paths(column):
+    """Most of the column's values are text naming an image file. Read from the values, not the
+    pandas dtype: DuckDB's VARCHAR arrives as `object` in pandas 2 and as `str` in pandas 3."""
+    values = column.dropna()
+    if not len(values) or not all(isinstance(v, str) for v in values):
+        return False
+    return values.str.lower().str.endswith(ingest.IMAGE_EXTENSIONS).mean() > 0.5
+
+
 def check_image_paths(frame, image_col, what):
-    """A NULL path is an error naming its rows (1-based, as a user counts the query's rows)."""
-    nulls = frame.index[frame[image_col].isna()].tolist()
+    """A NULL or empty path is an error naming its rows (1-based, as a user counts the query's rows)."""
+    nulls = frame.index[missing_paths(frame[image_col])].tolist()
     if nulls:
         shown = ", ".join(str(i + 1) for i in nulls[:5])
-        raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}); "
-                        f"filter them out with WHERE {image_col} IS NOT NULL")
+        raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}): "
+                        f"it is NULL or empty; filter them out with WHERE {image_col} <> ''",
+                        row=nulls[0] + 1)
 
 
 def rows_of(sources):
@@ -58,16 +72,15 @@ def rows_of(sources):
 
 @contextlib.contextmanager
 def image_errors(sources, can_skip):
-    """An unreadable image (read_image's DataError ends with the file's path) also names its row
+    """An unreadable image (a DataError whose `path` field names the file) also names its row
     and says what to do."""
     try:
         yield
     except DataError as exc:
-        text = str(exc)
-        path = text.rsplit(": ", 1)[-1]
-        where = rows_of(sources) if ": " in text else {}
-        if path not in where:
+        where = rows_of(sources) if exc.path is not None and exc.row is None else {}
+        if str(exc.path) not in where:
             raise
         skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
-        raise DataError(f"{text} (row {where[path]}); fix or remove the file, or leave the row out with "
-                        f"WHERE{skip}") from exc
+        row = where[str(exc.path)]
+        raise DataError(f"{exc} (row {row}); fix or remove the file, or leave the row out with "
+                        f"WHERE{skip}", path=exc.path, row=row) from exc

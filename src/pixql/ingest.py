@@ -59,17 +59,18 @@ def create_table_from_frame(con, head, frame, insert=False):
 
 
 def _image_tree_rows(folder):
-    """One row per image: (absolute path, label = name of its first-level sub-folder)."""
+    """One row per image below `folder`: (absolute path, label). The label is the name of the
+    first-level sub-folder, however deep the image lies (`cats/2019/a.jpg` is a cat); an image
+    directly in `folder` has no class folder and gets a NULL label."""
     rows = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    root = os.path.abspath(folder)
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        rel = os.path.relpath(dirpath, folder)
-        if rel == ".":
-            continue  # images directly in the root have no class folder
-        label = rel.split(os.sep)[-1]
+        rel = os.path.relpath(dirpath, root)
+        label = None if rel == "." else rel.split(os.sep)[0]
         for name in sorted(filenames):
             if name.lower().endswith(IMAGE_EXTENSIONS):
-                rows.append((os.path.join(os.path.abspath(dirpath), name), label))
+                rows.append((os.path.join(dirpath, name), label))
     return rows
 
 
@@ -97,10 +98,15 @@ def _path_columns(con, relation_sql, image_col):
 
 
 def copy_table(con, table, source, options, base_dir=None):
-    """Create (or replace / append to) `table` from `source`; returns the row count."""
+    """Create (or replace / append to) `table` from `source`; returns (row count, messages)."""
     if_exists = options.get("if_exists") or ("replace" if options.get("overwrite") else "fail")
     if options.get("overwrite") and options.get("if_exists") not in (None, "replace"):
         raise OptionError("COPY: overwrite=true contradicts if_exists='%s'" % options["if_exists"])
+    from pixql.ml.images import URL  # the one rule for what is a URL (no torch behind it)
+
+    if URL.match(str(source)):
+        raise DataError(f"COPY {table}: {source} is a URL; COPY reads local files and folders (download it "
+                        "first, then COPY from its local path)", path=str(source))
     path = Path(source).expanduser()
     if not path.is_absolute():
         path = Path(base_dir or os.getcwd()) / path
@@ -112,10 +118,15 @@ def copy_table(con, table, source, options, base_dir=None):
             f"COPY {table}: table already exists; use OPTIONS (overwrite=true) or if_exists='append'"
         )
 
+    messages = []
     if path.is_dir():
         rows = _image_tree_rows(path)
         if not rows:
-            raise DataError(f"COPY {table}: no images found in class sub-folders of {path}")
+            raise DataError(f"COPY {table}: no images found in {path} or its sub-folders", path=str(path))
+        unlabelled = sum(label is None for _, label in rows)
+        if unlabelled:
+            messages.append(f"COPY {table}: {unlabelled} image(s) lie directly in {path}, outside any class "
+                            "folder: their label is NULL (BUILD MODEL leaves them out; PREDICT answers them)")
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=["image", "label"])
@@ -164,7 +175,7 @@ def copy_table(con, table, source, options, base_dir=None):
     finally:
         if path.is_dir():
             con.unregister("__pixql_copy_frame")
-    return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
+    return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0], messages
 
 
 def _read_error(table, path, exc, encoding, verb="read"):

@@ -10,18 +10,18 @@
 One method serves the line and the cell magic, as in jupysql. Every statement's result
 that has rows is displayed as it completes; the last one is the cell's value (a DataFrame,
 or the picture of PRINT IMAGE). DESCRIBE MODEL also shows the training curves, EVALUATE
-the confusion matrix as a heat-map. `{expr}` and `$name` interpolate Python values, in lines
-and cells alike. A failing statement shows pixql's message, not a Python traceback. Notes
+the confusion matrix as a heat-map. `{name}` and `$name` interpolate Python values, in lines
+and cells alike, as SQL literals (interpolation.py says how). A failing statement shows pixql's message, not a Python traceback. Notes
 beside the rows (e.g. rows left out) go to stderr.
 """
 
 import os
-import re
 import shlex
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 
 from pixql.errors import PixqlError
+from pixql.interpolation import expand, expand_text
 
 USAGE = "usage: %pixql [--db FILE] [STATEMENT; ...]   or a %%pixql [--db FILE] cell of statements"
 
@@ -82,17 +82,16 @@ class PixqlMagics(Magics):
         """Run pixql statements: `%pixql STATEMENT; ...`, or a `%%pixql` cell of them.
 
         `%pixql --db FILE` (alone, before statements, or on the `%%pixql` line) chooses
-        the database; models live beside it in FILE.models/. `{expr}` and `$name`
-        interpolate Python values. The last statement's result is returned: a pandas
+        the database; models live beside it in FILE.models/. `{name}` and `$name`
+        interpolate Python values as SQL literals (or as text inside quotes). The last statement's result is returned: a pandas
         DataFrame (`result = %pixql PREDICT ...`), or the picture of PRINT IMAGE.
         """
         namespace = {**self.shell.user_ns, **(local_ns or {})}
-        line = expand(line, namespace)
         line, database = _split_options(line)
         if database is not _UNCHANGED:
-            self.use(database)
+            self.use(None if database is None else expand_text(database, namespace))
         # In a cell, statement line numbers in messages count the %%pixql line, as the cell shows it.
-        script = line if cell is None else line + "\n" + expand(cell, namespace)
+        script = expand(line if cell is None else line + "\n" + cell, namespace)
         if not script.strip():
             if database is not _UNCHANGED:
                 conn = self.connection
@@ -128,79 +127,6 @@ class PixqlMagics(Magics):
                 raise PixqlCellError(f"{statement.keyword} (line {statement.line}): interrupted; "
                                      "nothing half-written was kept") from None
         return None
-
-
-# -- interpolation --------------------------------------------------------------------------
-_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
-_DOLLAR = re.compile(r"(?<![\w$])\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
-_QUOTED = re.compile(r"'(?:[^']|'')*'")
-
-
-def expand(text, namespace):
-    """`{expr}` (anywhere) and `$name` (outside '...' strings) from `namespace`.
-
-    As IPython does for magics, with one difference: a field that does not evaluate is
-    left as written rather than abandoning the whole text, so SQL's own braces (struct
-    literals, JSON in strings) and DuckDB's `$1` parameters pass through. `{{` and `}}`
-    stand for literal braces.
-    """
-    if not text or ("{" not in text and "}" not in text and "$" not in text):
-        return text
-
-    def field(match):
-        whole, expr = match.group(0), match.group(1)
-        if expr is None:
-            return whole[0]  # {{ -> {, }} -> }
-        value = _evaluate(expr, namespace)
-        return whole if value is _MISSING else str(value)
-
-    def dollar(match):
-        value = _lookup(match.group(1), namespace)
-        return match.group(0) if value is _MISSING else str(value)
-
-    text = _FIELD.sub(field, text)
-    if "$" not in text:
-        return text
-    # $name outside single-quoted SQL strings only
-    out, pos = [], 0
-    for quoted in _QUOTED.finditer(text):
-        out.append(_DOLLAR.sub(dollar, text[pos:quoted.start()]))
-        out.append(quoted.group(0))
-        pos = quoted.end()
-    out.append(_DOLLAR.sub(dollar, text[pos:]))
-    return "".join(out)
-
-
-_MISSING = object()
-
-
-def _evaluate(expr, namespace):
-    if not expr.strip():
-        return _MISSING
-    try:
-        return eval(expr, {"__builtins__": __builtins__}, namespace)  # the user's own namespace
-    except Exception:
-        pass
-    head, sep, spec = expr.rpartition(":")  # {value:.3f}
-    if sep and head.strip():
-        try:
-            return format(eval(head, {"__builtins__": __builtins__}, namespace), spec)
-        except Exception:
-            pass
-    return _MISSING
-
-
-def _lookup(dotted, namespace):
-    first, *rest = dotted.split(".")
-    if first not in namespace:
-        return _MISSING
-    value = namespace[first]
-    for attr in rest:
-        try:
-            value = getattr(value, attr)
-        except AttributeError:
-            return _MISSING
-    return value
 
 
 _UNCHANGED = object()

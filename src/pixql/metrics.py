@@ -16,51 +16,6 @@ ACCURACY, MACRO, WEIGHTED, MICRO, SAMPLES, MAP = (
 
 
 # -- labels ------------------------------------------------------------------------------
-def is_null(value):
-    """None, NaN, pandas' NA/NaT; a list is never null."""
-    if value is None:
-        return True
-    if isinstance(value, (list, tuple, set, dict, np.ndarray)):
-        return False
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def label_string(value, classes=None):
-    """A table's label as text, spelt as the model's `classes` spell it when one of the usual
-    spellings matches: 3 -> '3'; 3.0 -> '3.0' or '3'; True -> 'True' or 'true'; else the
-    natural one ('3' for 3.0)."""
-    if is_null(value):
-        return None
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    spellings = [str(value)]  # how BUILD MODEL spells a label
-    if isinstance(value, bool):
-        spellings.append(str(value).lower())
-    elif isinstance(value, float) and value.is_integer():
-        spellings.insert(0, str(int(value)))
-    if classes is not None:
-        for spelling in spellings:
-            if spelling in classes:
-                return spelling
-    return spellings[0]
-
-
-def label_set(value, classes=None, separator="|"):
-    """A multi-label cell as a set of label strings: a list, or a '|'-separated string."""
-    if is_null(value):
-        return None
-    if isinstance(value, (list, tuple, set, np.ndarray)):
-        items = [label_string(v, classes) for v in value]
-    else:
-        items = str(value).split(separator)
-    return {v.strip() for v in items if v is not None and v.strip() != ""}
-
-
 def ordered_labels(y_true, y_pred, classes=None):
     """The labels a report covers: every label seen in either column (scikit-learn's
     default), in the model's class order, then the unknown ones sorted."""

@@ -6,14 +6,19 @@ from pixql.errors import PixqlError, SqlError
 
 
 @contextlib.contextmanager
-def _duckdb_errors(statement):
-    """A lazy relation fails only when its rows are computed: report it as pixql's error."""
+def _duckdb_errors(statement, cause=None):
+    """A lazy relation fails only when its rows are computed: report it as pixql's error
+    (`cause()`: the pixql error behind DuckDB's, e.g. from predict() inside the query, or None)."""
     import duckdb
 
     try:
         yield
     except duckdb.Error as exc:
         where = f"statement at line {statement.line}: " if statement is not None else ""
+        failure = cause() if cause is not None else None
+        if failure is not None:
+            failure.args = (f"{where}{failure}",)
+            raise failure from exc
         raise SqlError(f"{where}{exc}") from exc
 
 
@@ -29,9 +34,10 @@ class Result:
     """
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
-                 stream=None):
+                 stream=None, cause=None):
         self.statement = statement
         self._relation = relation
+        self._cause = cause  # the relation's pixql error behind a DuckDB error (see _duckdb_errors)
         self._frame = frame
         self._stream = stream  # iterator of DataFrames, consumed once
         self._streamed = False
@@ -59,7 +65,7 @@ class Result:
 
     def df(self):
         if self._relation is not None:
-            with _duckdb_errors(self.statement):
+            with _duckdb_errors(self.statement, self._cause):
                 return self._relation.df()
         if self._stream is not None:  # materialise once, like a DuckDB relation's df()
             import pandas as pd
@@ -81,7 +87,7 @@ class Result:
         import pyarrow as pa
 
         if self._relation is not None:
-            with _duckdb_errors(self.statement):
+            with _duckdb_errors(self.statement, self._cause):
                 return self._relation.fetch_arrow_reader()
         batches = self.batches()
         first = next(batches, None)
@@ -98,7 +104,7 @@ class Result:
 
     def arrow(self):
         if self._relation is not None:
-            with _duckdb_errors(self.statement):
+            with _duckdb_errors(self.statement, self._cause):
                 return self._relation.fetch_arrow_table()
         import pyarrow as pa
 
@@ -106,7 +112,7 @@ class Result:
 
     def fetchall(self):
         if self._relation is not None:
-            with _duckdb_errors(self.statement):
+            with _duckdb_errors(self.statement, self._cause):
                 return self._relation.fetchall()
         frame = self.df()
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]

@@ -61,10 +61,17 @@ def _fsync_dir(path):
 
 
 class ModelStore:
-    def __init__(self, root):
+    def __init__(self, root, read_only=False):
+        """`read_only`: the store of a database opened read-only; writing a model is an error."""
         self.root = Path(root)
+        self.read_only = read_only
         self._tmp = self.root / ".tmp"
         self._trash = self.root / ".trash"
+
+    def check_writable(self, what):
+        if self.read_only:
+            raise StoreError(f"cannot {what}: the database was opened read-only (--read-only, read_only=True), "
+                             "which writes neither tables nor models; open it without --read-only to change models")
 
     # -- locking and recovery ------------------------------------------------
     @contextlib.contextmanager
@@ -81,7 +88,7 @@ class ModelStore:
     def recover(self):
         """Put back what a writer killed mid-save left behind, if no writer is at work now
         (called when a connection opens the store, so that readers see the old model at once)."""
-        if not (self._trash.is_dir() or self._tmp.is_dir()):
+        if self.read_only or not (self._trash.is_dir() or self._tmp.is_dir()):
             return
         try:
             with open(self.root / ".lock", "a+") as lock:
@@ -174,14 +181,23 @@ class ModelStore:
             return None
 
     def list(self):
+        """Every model's manifest; a model whose manifest cannot be read is listed as
+        {"name": folder, "broken": reason}, so that it can be seen and dropped."""
         if not self.root.is_dir():
             return []
         out = []
         for child in sorted(self.root.iterdir()):
             if child.name.startswith(".") or not (child / MANIFEST).is_file():
                 continue
-            with contextlib.suppress(OSError, ValueError):
-                out.append(json.loads((child / MANIFEST).read_text()))
+            try:
+                manifest = json.loads((child / MANIFEST).read_text())
+                if not isinstance(manifest, dict):
+                    raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
+            except (OSError, ValueError) as exc:
+                out.append({"name": child.name, "broken": f"{MANIFEST} cannot be read ({exc}); "
+                                                          f"DROP MODEL {child.name} and rebuild it"})
+                continue
+            out.append(manifest)
         return out
 
     # -- writing ---------------------------------------------------------------
@@ -190,6 +206,7 @@ class ModelStore:
         from safetensors.torch import save_file
 
         key = _key(name)
+        self.check_writable(f"save model '{name}'")
         with self._locked():
             final = self.root / key
             if (final / MANIFEST).exists() and not overwrite:
@@ -230,6 +247,7 @@ class ModelStore:
 
     def drop(self, name, if_exists=False):
         key = _key(name)
+        self.check_writable(f"drop model '{name}'")
         with self._locked():
             final = self.root / key
             if not (final / MANIFEST).exists():

@@ -80,7 +80,8 @@ def draft_size(pre):
 
 
 class ImageRows(Dataset):
-    """Items are (tensor or None, target, row index, error message or None)."""
+    """Items are (tensor or None, target, row index, error or None); an error is a pair
+    (message, path), so that the main process can raise it naming the file."""
 
     def __init__(self, paths, targets, transform, draft=None):
         self.paths = list(paths)
@@ -96,9 +97,10 @@ class ImageRows(Dataset):
             x = self.transform(read_image(self.paths[i], self.draft))
             return x, self.targets[i], i, None
         except DataError as e:
-            return None, self.targets[i], i, str(e)
+            return None, self.targets[i], i, (str(e), self.paths[i])
         except Exception as e:  # a transform failing on an odd image: still name the file
-            return None, self.targets[i], i, f"Image could not be prepared ({type(e).__name__}: {e}): {self.paths[i]}"
+            return None, self.targets[i], i, (f"Image could not be prepared ({type(e).__name__}: {e}): "
+                                              f"{self.paths[i]}", self.paths[i])
 
 
 def targets_tensor(targets):
@@ -107,7 +109,7 @@ def targets_tensor(targets):
 
 
 def collate_rows(items):
-    """ImageRows items -> (x or None, y, row indices, [(row, error message)])."""
+    """ImageRows items -> (x or None, y, row indices, [(row, (error message, path))])."""
     good = [it for it in items if it[3] is None]
     errors = [(it[2], it[3]) for it in items if it[3] is not None]
     x = torch.stack([it[0] for it in good]) if good else None
@@ -156,7 +158,8 @@ def batches(loader, on_error="fail", skipped=None):
     for x, y, idx, errors in loader:
         if errors:
             if on_error != "skip":
-                raise DataError(errors[0][1])
+                message, path = errors[0][1]
+                raise DataError(message, path=path)
             if skipped is not None:
                 skipped.update(i for i, _ in errors)
         if x is not None:

@@ -1,12 +1,15 @@
 """Decode one image file into an upright RGB PIL image, or fail with a DataError naming it."""
 
 import os
+import re
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pixql.errors import DataError
 
+# http://, https://, s3://, gs://, file://...: a scheme, as a URL starts.
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Modes PIL converts to RGB correctly by itself; the others need care (alpha, 16-bit, float).
 _DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
 
@@ -18,6 +21,11 @@ def read_image(path, draft_size=None):
     least that big on both sides: a large photo then decodes several times faster.
     """
     path = os.fspath(path)
+    if not path.strip():
+        raise DataError("Image path is empty: fix the row's path or leave it out with WHERE", path=path)
+    if URL.match(path):
+        raise DataError("Image paths must be local files; URLs are not read (download the images and "
+                        f"use their local paths): {path}", path=path)
     try:
         # PIL refuses images over twice MAX_IMAGE_PIXELS (DecompressionBombError) but only warns
         # over it and decodes anyway (hundreds of MB each): pixql refuses those too, below,
@@ -37,20 +45,20 @@ def read_image(path, draft_size=None):
             ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb(img)
     except FileNotFoundError:
-        raise DataError(f"Image file not found: {path}") from None
+        raise DataError(f"Image file not found: {path}", path=path) from None
     except IsADirectoryError:
-        raise DataError(f"Image path is a folder, not a file: {path}") from None
+        raise DataError(f"Image path is a folder, not a file: {path}", path=path) from None
     except PermissionError:
-        raise DataError(f"Image file cannot be read (permission denied): {path}") from None
+        raise DataError(f"Image file cannot be read (permission denied): {path}", path=path) from None
     except UnidentifiedImageError:
-        raise DataError(f"Not an image (or a format PIL cannot read): {path}") from None
+        raise DataError(f"Not an image (or a format PIL cannot read): {path}", path=path) from None
     except Image.DecompressionBombError as e:
         raise DataError(f"Image is too large to decode safely ({e}); resize it, or raise "
-                        f"PIL.Image.MAX_IMAGE_PIXELS if it is genuine: {path}") from None
+                        f"PIL.Image.MAX_IMAGE_PIXELS if it is genuine: {path}", path=path) from None
     except (OSError, SyntaxError, ValueError) as e:
         # PIL reports truncated and corrupt data as OSError ("image file is truncated"), and
         # some broken headers as SyntaxError/ValueError.
-        raise DataError(f"Image file is truncated or corrupt ({e}): {path}") from None
+        raise DataError(f"Image file is truncated or corrupt ({e}): {path}", path=path) from None
 
 
 def _to_rgb(img):

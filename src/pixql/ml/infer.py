@@ -63,6 +63,13 @@ class Classifier:
             batch_size=batch_size or auto_batch_size(self.device, training=False),
             num_workers=num_workers, progress=progress, desc="predict", on_error=on_error,
         )
+        broken = ~torch.isfinite(probs).all(dim=1) if len(probs) else torch.zeros(0, dtype=torch.bool)
+        if broken.any():  # the network's fault, not the image's: NaN rows must not read as "unreadable"
+            first = paths[int(rows[broken.nonzero()[0, 0]])]
+            raise StoreError(
+                f"the model's outputs are not numbers (NaN or infinite) for {int(broken.sum())} of {len(rows)} "
+                f"image(s), e.g. {first}: its weights are broken (trained with too high a learning_rate?); "
+                "drop it and build it again")
         if on_error == "skip":
             full = torch.full((len(paths), len(self.classes)), float("nan"))
             if len(rows):

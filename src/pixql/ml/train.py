@@ -195,6 +195,11 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         if multi:  # the multi-label validation metric: micro F1 at threshold 0.5
             metrics.update(val_micro_f1=last["val_micro_f1"], best_val_micro_f1=best["val_micro_f1"])
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in run.model.state_dict().items()}
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # never save a model whose every answer would be NaN
+        raise TrainingError(f"training diverged: {len(broken)} weight tensor(s) hold NaN or infinite values "
+                            f"(e.g. {broken[0]}); lower learning_rate{_lr_hint(config)} and build again; "
+                            "no model was saved")
     return TrainedModel(
         network=network,
         state_dict=state_dict,
@@ -446,6 +451,9 @@ class _Run:
                 with torch.no_grad():
                     tally = _Tally(self.multi).add(z @ w.T + b, y)
                     entry = tally.loss, tally.accuracy
+                if self.history and abs(entry[0] - self.history[-1]["train_loss"]) <= 1e-7 * max(1.0, entry[0]):
+                    break  # L-BFGS has converged: more epochs would repeat the same point
+                with torch.no_grad():
                     v_tally = _Tally(self.multi).add(((val[0] - mu) / sigma) @ w.T + b, val[1]) if val else None
                     v_loss, v_acc = (v_tally.loss, v_tally.accuracy) if val else (None, None)
                 seconds = time.perf_counter() - t1 + (extract_seconds if epoch == 1 else 0.0)
@@ -498,6 +506,7 @@ class _Run:
         splitter = BatchSplitter("training")
         # frozen statistics (below) let the batch norms run inside the convolutions
         folding = Folding(model, enabled=self.pretrained_backbone)
+        watch = _LossWatch(cfg)
 
         for epoch in range(1, cfg.epochs + 1):
             t1 = time.perf_counter()
@@ -529,11 +538,13 @@ class _Run:
 
                     parts = splitter.run(chunk_step, x, y,
                                          restart=lambda: optimizer.zero_grad(set_to_none=True))
+                    batch_loss = float(sum(p[1] for p in parts))
+                    watch.check(batch_loss, epoch, scheduler.last_epoch + 1)  # before the update
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
                     logits = torch.cat([p[0] for p in parts])
-                    tally.add(logits, y.to(logits.device), float(sum(p[1] for p in parts)))
+                    tally.add(logits, y.to(logits.device), batch_loss)
                     bar.update(len(y))
                     bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
                 if tally.seen == 0:
@@ -590,6 +601,39 @@ class _Run:
             entry["val_micro_f1"] = v_tally.micro_f1 if v_tally is not None else None
         entry.update(seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
         self.history.append(entry)
+
+
+# A batch loss this many times the first one (and above EXPLODED_LOSS) means training is
+# running away: say so, while the loss is still a number.
+EXPLOSION_FACTOR, EXPLODED_LOSS = 10.0, 20.0
+
+
+def _lr_hint(config):
+    return f" (it was {config.learning_rate:g})" if config.learning_rate is not None else ""
+
+
+class _LossWatch:
+    """Stops training on a loss that is not a number; warns once on one that explodes."""
+
+    def __init__(self, config):
+        self.config = config
+        self.first = None
+        self.warned = False
+
+    def check(self, loss, epoch, step):
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower learning_rate"
+                f"{_lr_hint(self.config)} (or use precision='fp32') and build again; no model was saved")
+        if self.first is None:
+            self.first = loss
+        elif not self.warned and loss > max(EXPLOSION_FACTOR * self.first, EXPLODED_LOSS):
+            import warnings
+
+            self.warned = True
+            warnings.warn(f"pixql: the training loss exploded from {self.first:.4g} to {loss:.4g} at epoch "
+                          f"{epoch}, step {step}: learning_rate{_lr_hint(self.config)} is probably too high, "
+                          "and the model may be useless", stacklevel=2)
 
 
 def _loss(logits, y, multi):

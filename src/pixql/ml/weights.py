@@ -107,13 +107,18 @@ def hub_reachable(timeout=3.0):
         return False
 
 
+# The base whose pretrained weights are always here (an installed package ships them).
+OFFLINE_BASE = "EfficientNet_Lite0"
+
+
 def _how_to_provide(display, hub):
     where = f" (hub id {hub})" if hub else ""
     return (
         f"To provide them: run once with a network so that timm downloads and caches them{where}; "
         "or copy them into the Hugging Face cache (HF_HOME, by default ~/.cache/huggingface/hub); "
         "or give a local checkpoint with OPTIONS (weights='path/to/file.safetensors'); "
-        "or train from random weights with OPTIONS (pretrained=false)."
+        "or train from random weights with OPTIONS (pretrained=false); "
+        f"or, offline at once, USING {OFFLINE_BASE}, whose ImageNet weights ship with pixql."
     )
 
 
@@ -127,7 +132,8 @@ def create_hub_pretrained(spec, num_classes):
         raise WeightsUnavailableError(
             f"timm has no pretrained weights for {spec.name}. "
             "Give a local checkpoint with OPTIONS (weights='path/to/file.safetensors'), "
-            "or train from random weights with OPTIONS (pretrained=false)."
+            "or train from random weights with OPTIONS (pretrained=false), "
+            f"or use USING {OFFLINE_BASE}, whose ImageNet weights ship with pixql."
         )
     cached = cached_hub_file(spec.arch)
     if cached is not None:

@@ -1,0 +1,212 @@
+"""Python values into SQL text: `{name}` and `$name` in `%pixql` cells and `pixql --set` scripts.
+
+A value is never pasted in as raw SQL. Where it lands decides how it is written:
+- in SQL code: as a literal of its type (`'text'` quoted, `42`, `1.5`, `TRUE`, `NULL`,
+  `[1, 2]`, `{'k': 'v'}`, `DATE '2024-01-31'`), so `WHERE label = {label}` compares with the
+  value whatever quotes or semicolons it holds;
+- inside a '...' string: as text, its quotes doubled (`'{folder}/train.csv'`);
+- inside a "..." identifier: as a name, its double quotes doubled (`SELECT * FROM "{table}"`).
+Comments and $$-quoted strings are left as written.
+
+`{...}` is a reference when it holds a Python expression over names that are all defined
+(`{n}`, `{cfg.data}`, `{n * 10}`, `{paths[0]}`), with an optional format spec (`{rate:.2f}`);
+`$name` when the (dotted) name is defined. Anything else stays as written: a dict or set
+display (DuckDB's struct literal `{'a': 10}`), braces with no Python name in them, names that
+are not defined (a SQL column in `{'k': x}`), JSON in strings and DuckDB's `$1` parameters.
+`{{` and `}}` stand for literal braces.
+"""
+
+import ast
+import datetime
+import decimal
+import math
+import os
+import re
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
+_DOLLAR = re.compile(r"(?<![\w$])\$(" + _NAME + r")")
+_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_MISSING = object()
+
+
+def expand(text, namespace):
+    """`text` with the references to names defined in `namespace` replaced (see the module)."""
+    if not text or not any(c in text for c in "{}$"):
+        return text
+    out = []
+    for kind, piece in _segments(text):
+        if kind == "verbatim":
+            out.append(piece)
+            continue
+        piece = _FIELD.sub(lambda m: _field(m, namespace, kind), piece)
+        if kind == "code":
+            piece = _DOLLAR.sub(lambda m: _render(_lookup(m.group(1), namespace), None, kind, m.group(0)), piece)
+        out.append(piece)
+    return "".join(out)
+
+
+def expand_text(text, namespace):
+    """Plain text (a file name on the magic's line, not SQL): references replaced by str(value)."""
+    def field(match):
+        if match.group(1) is None:
+            return match.group(0)[0]
+        value, spec = _reference(match.group(1), namespace)
+        return match.group(0) if value is _MISSING else _formatted(value, spec, match.group(0))
+
+    text = _FIELD.sub(field, text or "")
+    return _DOLLAR.sub(lambda m: m.group(0) if (v := _lookup(m.group(1), namespace)) is _MISSING else str(v), text)
+
+
+# -- where a reference stands ------------------------------------------------------------------
+def _segments(text):
+    """Split SQL text into (kind, piece): 'code', 'string' ('...'), 'estring' (E'...', where a
+    backslash escapes), 'ident' ("..."), and 'verbatim' (comments, $$-quoted strings)."""
+    i = start = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"":
+            end = _closing(text, i, c)
+            kind = "ident" if c == '"' else "string"
+            if c == "'" and i and text[i - 1] in "eE" and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_")):
+                kind = "estring"
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            end, kind = (n if end < 0 else end), "verbatim"
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end, kind = (n if end < 0 else end + 2), "verbatim"
+        elif c == "$" and (tag := _DOLLAR_QUOTE.match(text, i)) and (close := text.find(tag.group(0), tag.end())) >= 0:
+            end, kind = close + len(tag.group(0)), "verbatim"
+        else:
+            i += 1
+            continue
+        if start < i:
+            yield "code", text[start:i]
+        yield kind, text[i:end]
+        i = start = end
+    if start < n:
+        yield "code", text[start:]
+
+
+def _closing(text, i, quote):
+    """Index just past the quote that closes the one at `i` (a doubled quote stays inside)."""
+    j = i + 1
+    while True:
+        k = text.find(quote, j)
+        if k < 0:
+            return len(text)
+        if text.startswith(quote * 2, k):
+            j = k + 2
+            continue
+        return k + 1
+
+
+# -- values --------------------------------------------------------------------------------------
+def _field(match, namespace, kind):
+    if match.group(1) is None:
+        return match.group(0)[0]  # {{ -> {, }} -> }
+    value, spec = _reference(match.group(1), namespace)
+    return _render(value, spec, kind, match.group(0))
+
+
+def _reference(content, namespace):
+    """(value, format spec or None) of `{content}`, or (_MISSING, None) when it is no reference."""
+    candidates = [(content, None)]
+    head, sep, spec = content.rpartition(":")
+    if sep:
+        candidates.append((head, spec))
+    for expression, spec in candidates:
+        try:
+            tree = ast.parse(expression.strip(), mode="eval")
+        except SyntaxError:
+            continue
+        if isinstance(tree.body, (ast.Dict, ast.Set, ast.DictComp, ast.SetComp)):
+            return _MISSING, None  # a struct literal's shape: SQL's, not Python's
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        if not names or not names <= set(namespace):
+            return _MISSING, None
+        try:
+            return eval(compile(tree, "<pixql>", "eval"), {"__builtins__": __builtins__}, namespace), spec
+        except Exception:  # noqa: BLE001  (a reference that fails to evaluate stays as written)
+            return _MISSING, None
+    return _MISSING, None
+
+
+def _render(value, spec, kind, written):
+    if value is _MISSING:
+        return written
+    if kind == "code":
+        if spec is None:
+            return literal(value)
+        text = _formatted(value, spec, None)
+        if text is None:
+            return written
+        number = isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+        return text if number and _NUMBER.fullmatch(text) else _quote(text)
+    text = str(value) if spec is None else _formatted(value, spec, None)
+    if text is None:
+        return written
+    if kind == "ident":
+        return text.replace('"', '""')
+    if kind == "estring":
+        text = text.replace("\\", "\\\\")
+    return text.replace("'", "''")
+
+
+def _formatted(value, spec, fallback):
+    try:
+        return format(value, spec or "")
+    except (ValueError, TypeError):
+        return fallback
+
+
+def _quote(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
+def literal(value):
+    """A Python value as a DuckDB literal of its type."""
+    if not isinstance(value, (datetime.date, str, bytes)):
+        if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+            value = value.item()  # numpy scalars
+        elif callable(getattr(value, "tolist", None)):
+            value = value.tolist()  # numpy arrays, pandas Series
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else f"'{value}'::DOUBLE"
+    if isinstance(value, decimal.Decimal):
+        return str(value) if value.is_finite() else f"'{value}'::DOUBLE"
+    if isinstance(value, datetime.datetime):
+        return f"TIMESTAMP{'TZ' if value.tzinfo else ''} {_quote(value.isoformat(sep=' '))}"
+    if isinstance(value, datetime.date):
+        return f"DATE {_quote(value.isoformat())}"
+    if isinstance(value, (bytes, bytearray)):
+        return f"unhex({_quote(bytes(value).hex())})"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_quote(str(k))}: {literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, os.PathLike):
+        return _quote(os.fspath(value))
+    return _quote(str(value))
+
+
+def _lookup(dotted, namespace):
+    first, *rest = dotted.split(".")
+    if first not in namespace:
+        return _MISSING
+    value = namespace[first]
+    for attr in rest:
+        try:
+            value = getattr(value, attr)
+        except AttributeError:
+            return _MISSING
+    return value
