@@ -57,26 +57,19 @@ def check_old_model_intact(db_file, before):
 
 
 # -- kill -9 during BUILD MODEL ------------------------------------------------------------------------
-# The child builds `cm` again with overwrite=true, and signals (a marker file) when it has
-# reached the moment to be killed at: mid-training, with the new weights half in staging, or
-# between moving the old model aside and moving the new one in.
+# The child builds `cm` again with overwrite=true and is killed mid-training (once its progress
+# bar on stderr shows the third epoch), or, when it signals with a marker file, with the new
+# weights half in staging, or between moving the old model aside and moving the new one in.
 CHILD = textwrap.dedent("""
     import os, sys, time
     import pixql, pixql.store, safetensors.torch
-    from pixql.ml import train
     db_file, marker, phase, epochs = sys.argv[1:5]
 
     def signal_and_hang():
         open(marker, "w").close()
         time.sleep(600)
 
-    if phase == "training":
-        record = train._Run._record
-        def _record(self, *args):
-            record(self, *args)
-            signal_and_hang() if args[0] == 2 else None
-        train._Run._record = _record
-    elif phase == "writing":
+    if phase == "writing":
         save_file = safetensors.torch.save_file
         def half_save(tensors, path, *a, **k):
             save_file(tensors, path, *a, **k)
@@ -91,7 +84,7 @@ CHILD = textwrap.dedent("""
             if "/.trash/" in str(dst):
                 signal_and_hang()
         pixql.store.os.rename = slow_rename
-    db = pixql.connect(db_file, progress=False)
+    db = pixql.connect(db_file, progress=phase == "training")  # the parent watches training's bar
     db.sql(f"BUILD MODEL cm USING SimpleCNN OPTIONS (pretrained=false, overwrite=true, epochs={epochs}, "
            "num_workers=0) AS SELECT * FROM colors")
     print("finished without being killed")
@@ -106,10 +99,16 @@ def test_kill_9_during_build_keeps_the_previous_model(shop, tmp_path, phase):
     epochs = "20" if phase == "training" else "1"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(shop), str(marker), phase, epochs],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    threading.Thread(target=lambda: err.extend(iter(child.stderr.readline, "")), daemon=True).start()
+
+    def reached():
+        return any("epoch 3/20" in line for line in err) if phase == "training" else marker.exists()
+
     try:
         deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None, child.communicate()
+        while not reached():
+            assert child.poll() is None, "".join(err)
             assert time.monotonic() < deadline, "the child never reached the point to kill it at"
             time.sleep(0.05)
         if phase == "writing":
@@ -118,7 +117,7 @@ def test_kill_9_during_build_keeps_the_previous_model(shop, tmp_path, phase):
             assert not (root / "cm").exists() and any(root.glob(".trash/cm--*"))  # the old one is aside
     finally:
         child.kill()  # SIGKILL: no cleanup of any kind runs
-        child.communicate()
+        child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
     check_old_model_intact(shop, before)
 

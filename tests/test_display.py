@@ -9,7 +9,6 @@ from PIL import Image
 
 from pixql import display
 from pixql.errors import DataError
-from pixql.result import Result
 
 BLUE, ORANGE = (31, 119, 180), (255, 127, 14)  # matplotlib's tab:blue / tab:orange
 
@@ -41,10 +40,19 @@ def test_training_curves_without_validation_draw_only_training():
 
 
 def test_training_curves_with_one_epoch_and_some_missing_values():
-    display.training_curves(history(epochs=1))
+    import math
+
+    one = display.training_curves(history(epochs=1))
+    assert one.size == (900, 340) and has_color(one, BLUE) and has_color(one, ORANGE)  # markers, not lines
+    fig = display.training_curves_figure(history(epochs=1))
+    assert fig.axes[0].get_xlim() == (0.0, 2.0)  # one epoch sits in the middle of its axis
     mixed = history(epochs=3)
     mixed[1]["val_loss"] = mixed[1]["val_accuracy"] = None
-    display.training_curves(mixed)
+    fig = display.training_curves_figure(mixed)
+    training, validation = fig.axes[0].lines
+    assert list(training.get_ydata()) == [h["train_loss"] for h in mixed]
+    ys = list(validation.get_ydata())  # the missing epoch is a gap in the validation curve
+    assert ys[0] == mixed[0]["val_loss"] and math.isnan(ys[1]) and ys[2] == mixed[2]["val_loss"]
 
 
 def test_training_curves_need_a_history():
@@ -66,10 +74,16 @@ def test_training_curves_figure_leaves_pyplot_alone():
         assert "matplotlib.pyplot" not in sys.modules
 
 
-def test_result_curves_reads_the_describe_result():
-    assert display.result_curves(Result(info={"manifest": {"name": "m", "history": history()}})).size == (900, 340)
-    assert display.result_curves(Result(info={"manifest": {"name": "imagenet_classifier"}})) is None
-    assert display.result_curves(Result()) is None
+def test_describe_results_carry_their_curves_as_a_figure(colors_db):
+    from pixql.figures import Curves
+
+    manifest, state = colors_db.engine.store.load("cm")
+    colors_db.engine.store.save("hist", state, dict(manifest, history=history()), overwrite=True)
+    (figure,) = colors_db.sql("DESCRIBE MODEL hist").figures
+    assert isinstance(figure, Curves) and figure.stem == "training_curves_hist"
+    assert figure.picture().size == (900, 340)
+    assert colors_db.sql("DESCRIBE MODEL imagenet_classifier").figures == []
+    assert colors_db.sql("DESCRIBE MODEL cm").figures == []  # saved without a history
 
 
 # -- contact sheets -------------------------------------------------------------------------

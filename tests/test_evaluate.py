@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import make_rgb_images, save_color_model
-from pixql import display, labels, metrics
+from pixql import display, metrics
+from pixql.tasks import classification as labels  # label_string / label_set: the task reads labels
 from pixql.errors import CatalogError, DataError, OptionError, SqlError
 
 sk = pytest.importorskip("sklearn.metrics")

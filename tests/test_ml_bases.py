@@ -76,7 +76,7 @@ def empty_caches(tmp_path, monkeypatch):
 def test_convnext_without_cached_weights_fails_fast_with_the_ways_out(empty_caches, monkeypatch, how):
     from huggingface_hub import constants
 
-    from pixql.ml.weights import build_model
+    from pixql.ml.weights import create_backbone
 
     if how == "HF_HUB_OFFLINE":
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -87,7 +87,7 @@ def test_convnext_without_cached_weights_fails_fast_with_the_ways_out(empty_cach
     assert not weights_available_offline(spec)
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailableError) as info:
-        build_model(spec, num_classes=2)
+        create_backbone("ConvNeXt_Tiny", num_classes=2)
     assert time.perf_counter() - start < 10
     message = str(info.value)
     assert "ConvNeXt_Tiny" in message and "timm/convnext_tiny" in message
@@ -101,7 +101,7 @@ def test_cached_hub_weights_load_without_network(empty_caches, tmp_path, monkeyp
     from huggingface_hub import constants
     from safetensors.torch import save_file
 
-    from pixql.ml.weights import build_model
+    from pixql.ml.weights import create_backbone
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     spec = resolve_base("ResNet18")
@@ -113,8 +113,9 @@ def test_cached_hub_weights_load_without_network(empty_caches, tmp_path, monkeyp
     (tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "refs" / "main").write_text("0" * 40)
 
     assert weights_available_offline(spec)
-    model, where = build_model(spec, num_classes=3)
-    assert where == "hub:timm/resnet18.a1_in1k"
+    model, network, preprocessing, where = create_backbone("ResNet18", num_classes=3)
+    assert where == "hub:timm/resnet18.a1_in1k" and network == {"arch": "resnet18", "num_classes": 3}
+    assert preprocessing["input_size"][-1] == 224
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert model.fc.out_features == 3
 

@@ -769,3 +769,19 @@ def test_any_option_values_resolve_or_raise_option_error(keyword, options):
         assert keyword in str(err)
         return
     assert set(given) <= set(resolved)
+
+
+# -- a syntax error inside a nested statement keeps its place (issue 15) ---------------------------
+@pytest.mark.parametrize("script, line, text", [
+    ("SELECT 1;\nSELECT *\n  FROM (PREDICT USING cm OPTIONS (x=) AS SELECT * FROM colors)", 3,
+     "  FROM (PREDICT USING cm OPTIONS (x="),
+    ("SELECT 1; SELECT * FROM (PREDICT USING cm OPTIONS (x=) AS SELECT 1)", 1,
+     "SELECT 1; SELECT * FROM (PREDICT USING cm OPTIONS (x="),
+    ("PREDICT USING cm AS\n  SELECT * FROM (EVALUATE USING cm OPTIONS (y=) AS SELECT * FROM colors)", 2,
+     "  SELECT * FROM (EVALUATE USING cm OPTIONS (y="),
+])
+def test_a_nested_syntax_error_keeps_its_line_and_column(colors_db, script, line, text):
+    with pytest.raises(ParseError) as info:
+        colors_db.sql(script)
+    assert (info.value.line, info.value.col) == (line, len(text) + 1)
+    assert f"line {line}, column {len(text) + 1}" in str(info.value)

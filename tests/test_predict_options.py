@@ -106,13 +106,13 @@ def test_unread_rows_get_null_answers_and_keep_their_place():
     # not be read (on_error='skip') has NaN probabilities.
     import pandas as pd
 
-    from pixql.predictions import with_predictions
+    from pixql.tasks import classification_task
 
     frame = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "prob_red": ["old", "old", "old"]},
                          index=range(4096, 4099))
     probs = np.array([[0.2, 0.8], [np.nan, np.nan], [0.9, 0.1]], dtype=np.float32)
-    out, unread = with_predictions(frame, probs, ["red", "blue"], False, 0.5, "predicted", top=2,
-                                   probabilities=True)
+    out, unread = classification_task().columns(frame, probs, ["red", "blue"], None, "predicted", top=2,
+                                           probabilities=True)
     assert list(unread) == [1]
     assert list(out.index) == [4096, 4097, 4098]
     assert out["predicted"].tolist() == ["blue", None, "red"]

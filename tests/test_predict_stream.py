@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pixql import engine as engine_module
+from pixql.commands import predict as predict_command
 from pixql.errors import DataError, PixqlError
 
 PREDICT = "PREDICT USING cm AS SELECT * FROM colors ORDER BY image"
@@ -15,7 +15,7 @@ PREDICT = "PREDICT USING cm AS SELECT * FROM colors ORDER BY image"
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 10)
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 10)
 
 
 def _whole(db):
@@ -24,7 +24,7 @@ def _whole(db):
 
 def test_a_streamed_predict_gives_the_rows_of_a_whole_one(colors_db, monkeypatch):
     expected = _whole(colors_db)
-    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 10)
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 10)
     result = colors_db.sql(PREDICT)
     assert result.is_streamed
     got = result.df()
@@ -102,7 +102,7 @@ def test_the_cli_writes_a_stream_as_csv_and_json(colors_db, tmp_path):
     expected = colors_db.sql(PREDICT).df()
     db_file = colors_db.engine.database
     colors_db.close()
-    script = ("import sys; from pixql import engine, cli; engine.PREDICT_CHUNK_ROWS = 10; "
+    script = ("import sys; from pixql import cli; from pixql.commands import predict; predict.CHUNK_ROWS = 10; "
               "sys.argv = ['pixql'] + sys.argv[1:]; cli.main()")
     for fmt in ("csv", "json"):
         run = subprocess.run([sys.executable, "-c", script, "--db", db_file, "--format", fmt, "-c", PREDICT],
@@ -125,7 +125,7 @@ def _input_tables(db):
 def test_no_temporary_table_is_left_behind(colors_db, monkeypatch):
     colors_db.sql(PREDICT).df()
     assert _input_tables(colors_db) == 0
-    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 10)
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 10)
     colors_db.sql(PREDICT).df()
     assert _input_tables(colors_db) == 0
     abandoned = colors_db.sql(PREDICT)  # read no further than its first chunk

@@ -16,7 +16,7 @@ from PIL import Image
 
 import pixql
 from conftest import REPO, make_rgb_images, save_color_model
-from pixql import engine as engine_module
+from pixql.commands import predict as predict_command
 from pixql.cli import cli
 from pixql.errors import ArgumentError, DataError, OptionError, StoreError, TrainingError
 from pixql.image_columns import pick_image_col
@@ -185,7 +185,7 @@ def test_json_stream_failing_in_a_later_chunk_is_still_valid_json(tmp_path, monk
     from pixql.store import ModelStore
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(engine_module, "PREDICT_CHUNK_ROWS", 4)
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 4)
     rows = make_rgb_images(tmp_path / "rgb", per_class=3)
     db_file = tmp_path / "s.duckdb"
     with pixql.connect(str(db_file), progress=False) as db:

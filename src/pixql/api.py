@@ -1,7 +1,8 @@
 """The Python front end: `pixql.connect()` -> Connection, thin over the engine."""
 
 from pixql.engine import Engine
-from pixql.errors import ArgumentError
+from pixql.errors import ArgumentError, Interrupted
+from pixql.sql import parse_script
 
 
 class Connection:
@@ -38,6 +39,21 @@ class Connection:
         return self._engine.execute(script)
 
     execute = sql
+
+    def run_script(self, script):
+        """Run `script`'s statements one by one, yielding (statement, its Result, whether it is the
+        last) as each completes: the loop under the CLI, the notebook magic and the demo. The whole
+        script is parsed first, so a syntax error anywhere runs nothing. Ctrl-C while a statement
+        runs raises `Interrupted`, a KeyboardInterrupt that names the statement."""
+        if not isinstance(script, str):
+            raise ArgumentError(f"run_script(): the script must be a str, got {type(script).__name__}")
+        statements = parse_script(script)
+        for i, statement in enumerate(statements):
+            try:
+                result = self._engine.run(statement)
+            except KeyboardInterrupt as exc:
+                raise Interrupted(statement.keyword, statement.line) from exc
+            yield statement, result, i == len(statements) - 1
 
     def close(self):
         self._engine.close()

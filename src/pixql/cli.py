@@ -1,156 +1,27 @@
-"""The `pixql` command: thin over the engine, like Datasette's CLI.
+"""The `pixql` command: thin over a pixql Connection, like Datasette's CLI (terminal.py prints).
 
 Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 1 when a statement fails, 2 for bad usage, 130 on Ctrl-C.
 """
 
-import itertools
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import click
 
 from pixql.errors import PixqlError
-
-FORMATS = ("table", "csv", "json")
-
-
-def _engine(db, read_only=False, wait=0):
-    from pixql.engine import Engine
-
-    return Engine(db, progress=True, read_only=read_only, wait=wait)
+from pixql.terminal import FORMATS, run_script
 
 
-_PICTURE_NUMBER = itertools.count(1)  # unique names for pictures written within one second
+def _connect(db, read_only=False, wait=0):
+    import pixql
+
+    return pixql.connect(db, progress=True, read_only=read_only, wait=wait)
 
 
-def _png_path(out_dir, stem):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_PICTURE_NUMBER)}.png"
-
-
-def _save_picture(picture, stem, label, fmt, out_dir, open_image):
-    """Write a picture beside PRINT IMAGE's; its path follows the table on stdout
-    (on stderr for csv/json, so that stdout stays machine-readable)."""
-    path = _png_path(out_dir, stem)
-    picture.save(path)
-    click.echo(f"{label}: {path.resolve()}", err=fmt != "table")
-    if open_image:
-        click.launch(str(path))
-
-
-def _write_curves(result, fmt, out_dir, open_image):
-    """DESCRIBE MODEL: the training curves as a PNG."""
-    from pixql import display
-
-    if result.statement is None or result.statement.keyword != "DESCRIBE MODEL":
-        return
-    picture = display.result_curves(result)
-    if picture is not None:
-        _save_picture(picture, f"training_curves_{result.statement.name}", "training curves",
-                      fmt, out_dir, open_image)
-
-
-def _write_confusion(result, fmt, out_dir, open_image):
-    """EVALUATE with --plot: the confusion matrix as a heat-map PNG."""
-    from pixql import display
-
-    if result.statement is None or result.statement.keyword != "EVALUATE":
-        return
-    picture = display.result_confusion(result)
-    if picture is None:
-        click.echo("no confusion matrix to plot (multi-label models have one per class: "
-                   "OPTIONS (output='confusion'))", err=True)
-        return
-    _save_picture(picture, f"confusion_{result.info.get('model', 'model')}", "confusion matrix",
-                  fmt, out_dir, open_image)
-
-
-def _print_messages(result):
-    for message in getattr(result, "messages", None) or []:
-        click.echo(message, err=True)
-
-
-def _print_result(result, fmt, out_dir, open_image, plot=False):
-    if result.is_streamed and fmt in ("csv", "json"):
-        _stream_rows(result, fmt)
-        return
-    if result.is_streamed:
-        result.df()  # compute the rows first: their messages come out along the way
-    _print_messages(result)
-    if result.image is not None:
-        path = _png_path(out_dir, "print_image")
-        result.image.save(path)
-        click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
-        click.echo(str(path.resolve()))
-        if open_image:
-            click.launch(str(path))
-        return
-    if not result.has_rows:
-        return
-    frame = result.df()
-    if fmt == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
-    elif fmt == "json":
-        click.echo(frame.to_json(orient="records", date_format="iso"))
-    else:
-        click.echo(frame.to_string(index=False, max_rows=100, max_colwidth=60) if len(frame.columns)
-                   else "(no columns)")
-    _write_curves(result, fmt, out_dir, open_image)
-    if plot:
-        _write_confusion(result, fmt, out_dir, open_image)
-
-
-def _stream_rows(result, fmt):
-    """Write a streamed result as it is computed: CSV with one header, or one JSON array.
-    Its messages (rows skipped along the way) are known at the end."""
-    _print_messages(result)
-    known = len(result.messages)
-    if fmt == "json":
-        click.echo("[", nl=False)
-    wrote_rows = False
-    try:
-        for n, frame in enumerate(result.batches()):
-            if fmt == "csv":
-                click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
-            elif len(frame):
-                rows = frame.to_json(orient="records", date_format="iso")[1:-1]
-                click.echo(("," if wrote_rows else "") + rows, nl=False)
-                wrote_rows = True
-    finally:
-        # A chunk that fails half-way still leaves one whole JSON document on stdout (the rows
-        # written so far); the error goes to stderr and the exit status says it failed.
-        if fmt == "json":
-            click.echo("]")
-    for message in result.messages[known:]:
-        click.echo(message, err=True)
-
-
-def run_script(engine, script, fmt, out_dir, open_image, plot=False):
-    """Run a script, printing each result that has rows; return the exit status."""
-    from pixql.sql import parse_script
-
-    try:
-        statements = parse_script(script)
-    except PixqlError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return 1
-    for statement in statements:
-        try:
-            result = engine.run(statement)
-            # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
-            _print_result(result, fmt, out_dir, open_image, plot)  # a lazy query may fail only here
-        except PixqlError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            return 1
-    return 0
-
-
-def _interactive(engine, fmt, out_dir, open_image, plot=False):
+def _interactive(connection, fmt, out_dir, open_image, plot=False):
     try:
         import readline  # noqa: F401  (line editing and history for input())
 
@@ -181,7 +52,7 @@ def _interactive(engine, fmt, out_dir, open_image, plot=False):
         if text.rstrip(";").strip().lower() in ("exit", "quit", ".quit"):
             break
         try:
-            run_script(engine, text, fmt, out_dir, open_image, plot)
+            run_script(connection, text, fmt, out_dir, open_image, plot)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
     if readline is not None:
@@ -246,16 +117,16 @@ def _stdin_is_terminal():
 
 
 def _session(obj, script=None, path=None):
-    engine = None
+    connection = None
     try:
         try:
-            engine = _engine(obj["db"], obj.get("read_only", False), obj.get("wait", 0))
+            connection = _connect(obj["db"], obj.get("read_only", False), obj.get("wait", 0))
         except PixqlError as exc:
             click.echo(f"Error: {exc}", err=True)
             return 1
         if script is None and path is None:
             if _stdin_is_terminal():
-                return _interactive(engine, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+                return _interactive(connection, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
             script = sys.stdin.read()  # piped or redirected: a script, run like -c (no prompts)
         if path is not None:
             try:
@@ -267,13 +138,13 @@ def _session(obj, script=None, path=None):
             from pixql.interpolation import expand
 
             script = expand(script, obj["variables"])
-        return run_script(engine, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+        return run_script(connection, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
         click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)
         return 130
     finally:
-        if engine is not None:
-            engine.close()
+        if connection is not None:
+            connection.close()
 
 
 @cli.command()

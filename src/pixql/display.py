@@ -136,16 +136,6 @@ def training_curves(history, title=None, dpi=100):
         return image.convert("RGB")
 
 
-def result_curves(result):
-    """The training-curves picture for a DESCRIBE MODEL result, or None (no history)."""
-    manifest = (getattr(result, "info", None) or {}).get("manifest") or {}
-    history = manifest.get("history")
-    if not has_history(history):
-        return None
-    name = manifest.get("name") or getattr(getattr(result, "statement", None), "name", None)
-    return training_curves(history, title=f"model {name}" if name else None)
-
-
 def png_bytes(image):
     """PNG bytes of a PIL image."""
     import io
@@ -221,16 +211,6 @@ def confusion_heatmap(frame, title=None, dpi=100):
     data = figure_png(confusion_heatmap_figure(frame, title), dpi=dpi)
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
-
-
-def result_confusion(result):
-    """The confusion heat-map for an EVALUATE result (single-label), or None."""
-    info = getattr(result, "info", None) or {}
-    frame = info.get("confusion")
-    if frame is None or len(frame) == 0:
-        return None
-    model = info.get("model")
-    return confusion_heatmap(frame, title=f"model {model}" if model else None)
 
 
 def _short(text, n):

@@ -83,3 +83,12 @@ class StoreError(PixqlError):
 
 class SqlError(PixqlError):
     """DuckDB rejected a statement; carries DuckDB's own message."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a statement ran (a KeyboardInterrupt, as Python expects): `keyword` and `line`
+    name the statement. Nothing half-written is kept."""
+
+    def __init__(self, keyword=None, line=None):
+        super().__init__(f"{keyword} (line {line}): interrupted; nothing half-written was kept")
+        self.keyword, self.line = keyword, line

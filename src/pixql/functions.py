@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections import OrderedDict
 
-from pixql import predictions
+from pixql.catalog import model_version
 from pixql.errors import CatalogError, PixqlError
 
 MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float each
@@ -111,17 +111,16 @@ class PredictFunctions:
             raise CatalogError("the pixql connection is closed")
         if not isinstance(model, str) or not model.strip():
             raise CatalogError("the first argument must name a model (SHOW MODELS lists them)")
-        classifier, manifest = engine.classifier(model)
-        multi = predictions.is_multi_label(manifest)
-        prefix = (model.lower(), predictions.model_version(manifest))
+        classifier, manifest, task = engine.catalog.load(model)
+        prefix = (model.lower(), model_version(manifest))
         keys = [prefix + (path,) + _stamp(path) for path in paths]
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if todo:
             probs = classifier.predict_proba([k[2] for k in todo], progress=engine.progress)
-            labels, scores = predictions.decide(probs, list(classifier.classes), multi)
+            labels, scores = task.decide(probs, list(classifier.classes), task.threshold(None, "predict", model))
             self.network_rows += len(todo)
             for key, label, score in zip(todo, labels, scores):
-                self._memo[key] = (predictions.sql_label(label, multi), float(score))
+                self._memo[key] = (task.sql_value(label), float(score))
         answers = []
         for key in keys:
             self._memo.move_to_end(key)

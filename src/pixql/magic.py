@@ -20,7 +20,7 @@ import shlex
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 
-from pixql.errors import PixqlError
+from pixql.errors import Interrupted, PixqlError
 from pixql.interpolation import expand, expand_text
 
 USAGE = "usage: %pixql [--db FILE] [STATEMENT; ...]   or a %%pixql [--db FILE] cell of statements"
@@ -103,32 +103,22 @@ class PixqlMagics(Magics):
         """Run `script`: show each intermediate result, return the last one's value."""
         from IPython.display import display
 
-        from pixql.sql import parse_script
-
-        engine = self.connection.engine
         try:
-            statements = parse_script(script)
+            for _statement, result, last in self.connection.run_script(script):
+                if last:
+                    return _value(result, display)
+                for item in _outputs(result):
+                    display(item)
+        except PixqlCellError:
+            raise
         except PixqlError as exc:
             raise PixqlCellError(str(exc), exc) from None
-        for i, statement in enumerate(statements):
-            try:
-                result = engine.run(statement)
-                last = i == len(statements) - 1
-                if not last:
-                    for item in _outputs(result):
-                        display(item)
-                    continue
-                return _value(result, display)
-            except PixqlCellError:
-                raise
-            except PixqlError as exc:
-                raise PixqlCellError(str(exc), exc) from None
-            except KeyboardInterrupt:
-                raise PixqlCellError(f"{statement.keyword} (line {statement.line}): interrupted; "
-                                     "nothing half-written was kept") from None
+        except Interrupted as exc:
+            raise PixqlCellError(str(exc)) from None
         return None
 
 
+# -- options on the magic's line --------------------------------------------------------------
 _UNCHANGED = object()
 
 
@@ -175,15 +165,9 @@ def _frame(result):
         raise PixqlCellError(str(exc), exc) from None
 
 
-def _curves(result):
-    """DESCRIBE MODEL's training curves, EVALUATE's confusion heat-map, or None."""
-    keyword = getattr(result.statement, "keyword", None)
-    if keyword not in ("DESCRIBE MODEL", "EVALUATE"):
-        return None
-    from pixql import display as pictures
-
-    picture = (pictures.result_curves if keyword == "DESCRIBE MODEL" else pictures.result_confusion)(result)
-    return None if picture is None else _image(picture)
+def _figures(result):
+    """The result's pictures other than PRINT IMAGE's sheet: training curves, confusion heat-maps."""
+    return [_image(figure.picture()) for figure in result.figures if figure.kind != "sheet"]
 
 
 def _messages(result):
@@ -200,8 +184,7 @@ def _outputs(result):
     _messages(result)
     if result.image is not None:
         return [_image(result.image)]
-    curves = _curves(result)
-    items = [] if curves is None else [curves]
+    items = _figures(result)
     if result.has_rows:
         items.append(_frame(result))
     return items
@@ -212,9 +195,8 @@ def _value(result, display):
     _messages(result)
     if result.image is not None:
         return _image(result.image)
-    curves = _curves(result)
-    if curves is not None:
-        display(curves)
+    for figure in _figures(result):
+        display(figure)
     return _frame(result) if result.has_rows else None
 
 

@@ -1,79 +1,46 @@
-"""Which options each statement takes, their types and defaults.
+"""Statement options: how one is declared, and how a statement's are checked.
 
-Options are data, checked in one place: an unknown name or a wrong type is an
-OptionError that lists the valid ones, before any work starts.
+Each statement family declares its options once, in its own module under `commands/`, as a
+dict of name -> Option. `resolve` checks what a statement was given against that dict before
+any work starts: an unknown name, a wrong type, a value outside its choices or bounds is an
+OptionError that says what is valid.
 """
 
 import difflib
+from dataclasses import dataclass
 
 from pixql.errors import OptionError
 
-# name: (accepted types, default). `float` also accepts int; `str` options may list choices.
-_ANY_QUERY = (str,)
-
-SCHEMAS = {
-    "COPY": {
-        "overwrite": ((bool,), False),
-        "if_exists": ((str,), None, ("fail", "replace", "append")),
-        "image_col": ((str,), None),
-        "encoding": ((str,), None),  # a CSV's text encoding: DuckDB's 'utf-8', 'utf-16', 'latin-1'
-    },
-    "BUILD MODEL": {
-        "image_col": ((str,), None),
-        "label_col": ((str,), "label"),
-        "epochs": ((int,), 1),
-        "batch_size": ((int,), None),
-        "learning_rate": ((float,), None),
-        "pretrained": ((bool,), True),
-        "weights": ((str,), None),
-        "seed": ((int,), 0),
-        "validation": ((float, str), None),
-        "train_mode": ((str,), "auto", ("auto", "linear", "finetune")),
-        "optimizer": ((str,), "adamw", ("adamw", "sgd", "rmsprop")),
-        "weight_decay": ((float,), None),
-        "scheduler": ((str,), "cosine", ("cosine", "constant")),
-        "warmup_epochs": ((float,), 0.0),
-        "image_size": ((int,), None),
-        "augment": ((str,), None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
-        "precision": ((str,), "auto", ("auto", "fp32", "bf16", "fp16")),
-        "early_stopping": ((int,), None),  # patience in epochs
-        "multi_label": ((bool,), False),  # labels: a list, or a '|'-separated string
-        "device": ((str,), "auto", ("auto", "cpu", "cuda")),
-        "num_workers": ((int,), None),
-        "on_error": ((str,), "fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
-        "overwrite": ((bool,), False),
-    },
-    "PREDICT": {
-        "image_col": ((str,), None),
-        "result_col": ((str,), "predicted"),
-        "top_k": ((int,), 1),
-        "probabilities": ((bool,), False),
-        "threshold": ((float,), None),
-        "batch_size": ((int,), None),
-        "device": ((str,), "auto", ("auto", "cpu", "cuda")),
-        "on_error": ((str,), "fail", ("fail", "skip")),  # skip: unreadable images get NULL predictions
-    },
-    "EVALUATE": {
-        "image_col": ((str,), None),
-        "label_col": ((str,), None),
-        "output": ((str,), "report", ("report", "confusion", "errors")),
-        "threshold": ((float,), None),
-        "batch_size": ((int,), None),
-        "device": ((str,), "auto", ("auto", "cpu", "cuda")),
-    },
-    "PRINT IMAGE": {
-        "image_col": ((str,), None),
-        "limit": ((int,), 20),
-        "columns": ((int,), None),
-        "size": ((int,), 240),
-    },
-}
-SCHEMAS["FIT MODEL"] = {k: v for k, v in SCHEMAS["BUILD MODEL"].items()
-                        if k not in ("pretrained", "weights", "train_mode", "image_size", "multi_label")}
-# FIT MODEL keeps the source model's network, classes, preprocessing and task.
-
 # Names accepted for compatibility with ThanoSQL scripts.
 ALIASES = {"max_epochs": "epochs"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: accepted types (`float` also takes an int), default, choices (text options,
+    compared case-insensitively) and bounds (`low`/`high`, inclusive unless `open`)."""
+    types: tuple
+    default: object = None
+    choices: tuple = ()
+    low: float = None
+    high: float = None
+    open: bool = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1
+
+
+def flag(default=False):
+    return Option((bool,), default)
+
+
+def text(default=None, choices=()):
+    return Option((str,), default, tuple(choices))
+
+
+def integer(default=None, low=None):
+    return Option((int,), default, low=low)
+
+
+def number(default=None, low=None, high=None, open=False):
+    return Option((float,), default, low=low, high=high, open=open)
 
 
 def _type_ok(value, types):
@@ -91,9 +58,27 @@ def _type_names(types):
                         str: "a string"}[t] for t in types)
 
 
-def resolve(keyword, options):
-    """Check `options` against the statement's schema; return them with defaults filled in."""
-    schema = SCHEMAS.get(keyword, {})
+def _check_bounds(keyword, raw_name, value, spec):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    too_low = spec.low is not None and (value <= spec.low if spec.open else value < spec.low)
+    too_high = spec.high is not None and (value >= spec.high if spec.open else value > spec.high)
+    if too_low or too_high:
+        if spec.low is not None and spec.high is not None:
+            word = "strictly " if spec.open else ""
+            want = f"{word}between {spec.low:g} and {spec.high:g}"
+        else:
+            want = f"at least {spec.low:g}" if spec.low is not None else f"at most {spec.high:g}"
+        raise OptionError(f"{keyword}: option '{raw_name}' must be {want}, got {value}")
+
+
+def resolve(keyword, options, schema=None):
+    """Check `options` against the statement's schema (declared by its command module, or
+    given); return (them with defaults filled in, the ones given)."""
+    if schema is None:
+        from pixql.commands import SCHEMAS
+
+        schema = SCHEMAS.get(keyword, {})
     given = {}
     for raw_name, value in options.items():
         name = ALIASES.get(raw_name.lower(), raw_name.lower())
@@ -102,18 +87,19 @@ def resolve(keyword, options):
             did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
             valid = ", ".join(sorted(schema)) or "none"
             raise OptionError(f"{keyword}: unknown option '{raw_name}'{did_you_mean}; valid options: {valid}")
-        types, _default, *choices = schema[name]
-        if not _type_ok(value, types):
-            raise OptionError(f"{keyword}: option '{raw_name}' must be {_type_names(types)}, got {value!r}")
-        if choices and value is not None:
-            if str(value).lower() not in choices[0]:
+        spec = schema[name]
+        if not _type_ok(value, spec.types):
+            raise OptionError(f"{keyword}: option '{raw_name}' must be {_type_names(spec.types)}, got {value!r}")
+        if spec.choices and value is not None:
+            if str(value).lower() not in spec.choices:
                 raise OptionError(
-                    f"{keyword}: option '{raw_name}' must be one of {', '.join(choices[0])}, got {value!r}"
-                )
+                    f"{keyword}: option '{raw_name}' must be one of {', '.join(spec.choices)}, got {value!r}")
             value = str(value).lower()
-        if float in types and isinstance(value, int) and not isinstance(value, bool) and int not in types:
+        if float in spec.types and isinstance(value, int) and not isinstance(value, bool) and int not in spec.types:
             value = float(value)
+        if value is not None:
+            _check_bounds(keyword, raw_name, value, spec)
         given[name] = value
-    resolved = {name: spec[1] for name, spec in schema.items()}
+    resolved = {name: spec.default for name, spec in schema.items()}
     resolved.update(given)
     return resolved, given

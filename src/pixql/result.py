@@ -30,11 +30,12 @@ class Result:
     DuckDB's relation methods. `.image` is a PIL image for PRINT IMAGE;
     `.info` holds extra data a statement wants to hand back (e.g. a model's manifest).
     `.messages` are notes for the user beside the rows (e.g. "2 rows with a NULL label
-    were left out"): front ends show them on stderr.
+    were left out"): front ends show them on stderr. `.figures` are pictures (figures.py: the
+    sheet, training curves, a confusion matrix) that each front end renders its own way.
     """
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
-                 stream=None, cause=None):
+                 stream=None, cause=None, figures=None):
         self.statement = statement
         self._relation = relation
         self._cause = cause  # the relation's pixql error behind a DuckDB error (see _duckdb_errors)
@@ -44,6 +45,7 @@ class Result:
         self.image = image
         self.info = info or {}
         self.messages = list(messages or [])
+        self.figures = list(figures or [])  # typed pictures (figures.py) for front ends to render
 
     @property
     def has_rows(self):

@@ -75,8 +75,8 @@ def write_digits(folder, test_fraction=0.3, seed=0):
 
 
 def main(out="demo_out"):
-    from pixql.cli import run_script
-    from pixql.engine import Engine
+    import pixql
+    from pixql.terminal import run_script
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -84,11 +84,8 @@ def main(out="demo_out"):
     digits = write_digits(out / "digits")
     script = SCRIPT.format(photos_csv=photos_csv, digits=digits)
     print(script, file=sys.stderr)
-    engine = Engine(str(out / "demo.duckdb"))
-    try:
-        return run_script(engine, script, "table", out / "pictures", open_image=False)
-    finally:
-        engine.close()
+    with pixql.connect(str(out / "demo.duckdb")) as connection:
+        return run_script(connection, script, "table", out / "pictures", open_image=False)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from pixql.errors import StoreError
+from pixql.tasks import named
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
 from pixql.ml.networks import create_network
@@ -11,25 +12,14 @@ from pixql.ml.runtime import (auto_batch_size, forward_rows, resolve_device, res
                               to_device)
 
 
-def _probabilities(model, x):
-    return torch.softmax(model(x).float(), dim=1)
-
-
-def _sigmoid_probabilities(model, x):
-    return torch.sigmoid(model(x).float())
-
-
-MULTI_LABEL_TASKS = ("multi_label", "multi-label", "multilabel")
-
-
 class Classifier:
     """A network rebuilt from its recipe and weights, ready to label image files."""
 
     def __init__(self, network, state_dict, classes, preprocessing, device="auto", precision="auto",
                  task="classification"):
-        """`task` 'multi_label': independent sigmoid probabilities per class, else softmax."""
-        self.task = str(task or "classification").lower()
-        self.multi_label = self.task in MULTI_LABEL_TASKS
+        """`task`: a pixql task or its name; it turns the network's outputs into probabilities
+        (softmax; multi-label: a sigmoid per class)."""
+        self.task = named(task) if task is None or isinstance(task, str) else task
         self.network = dict(network)
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
@@ -58,7 +48,7 @@ class Classifier:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         probs, rows = forward_rows(
             self.model, paths, self.preprocessing, self.transform,
-            _sigmoid_probabilities if self.multi_label else _probabilities,
+            lambda model, x: self.task.probabilities(model(x)),
             device=self.device, precision=self.precision,
             batch_size=batch_size or auto_batch_size(self.device, training=False),
             num_workers=num_workers, progress=progress, desc="predict", on_error=on_error,

@@ -61,14 +61,22 @@ class SimpleCNN(nn.Module):
         self.classifier = nn.Linear(512, num_classes) if num_classes else nn.Identity()
 
 
+# Architectures pixql builds itself, by the recipe's 'arch'; any other arch is a timm model.
+# A family offers timm's model interface (forward_features, forward_head, get_classifier,
+# reset_classifier, pretrained_cfg), so that training and inference need no special case.
+FAMILIES = {
+    SIMPLE_CNN: lambda network: SimpleCNN(int(network["num_classes"]), int(network.get("input_size", 150))),
+}
+
+
 def create_network(network):
     """A randomly initialised nn.Module from its recipe."""
-    arch, num_classes = network["arch"], int(network["num_classes"])
-    if arch == SIMPLE_CNN:
-        return SimpleCNN(num_classes, int(network.get("input_size", 150)))
+    build = FAMILIES.get(network["arch"])
+    if build is not None:
+        return build(network)
     import timm
 
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    return timm.create_model(network["arch"], pretrained=False, num_classes=int(network["num_classes"]))
 
 
 def classifier_keys(model):

@@ -29,7 +29,9 @@ from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
-from pixql.ml.weights import build_model
+from pixql.ml.weights import create_backbone
+from pixql.tasks import classification_task, task_of
+from pixql.tasks.classification import Tally
 
 TRAIN_MODES = ("auto", "linear", "finetune")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -66,8 +68,8 @@ class TrainConfig:
     early_stopping: int | None = None  # patience in epochs
     on_error: str = "fail"  # 'fail' | 'skip' unreadable images
     l2: float | None = None  # linear head's L2 penalty (None = 1/n_train)
-    # Labels are sets (a list, or a '|'-separated string; '' = none): sigmoid outputs, BCE loss.
-    multi_label: bool = False
+    # What the labels are and how they are learned (pixql.tasks); None = single-label classification.
+    task: object = None
     # Linear mode keeps backbone embeddings in the on-disk cache (embedding_cache.py).
     embedding_cache: bool = True
 
@@ -89,7 +91,7 @@ class TrainedModel:
     images_per_second: float
     options: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # paths of unreadable images left out
-    task: str = "classification"  # or 'multi_label'
+    task: str = "classification"  # the task's name (pixql.tasks)
 
 
 def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None, *, init=None):
@@ -101,42 +103,32 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     config = config or TrainConfig()
     started = time.perf_counter()
     _check_options(config)
-    multi = bool(config.multi_label)
-    paths, labels = _rows(paths, labels, "training", multi=multi)
-    classes = sorted(_label_union(labels, multi))
+    task = config.task or classification_task()
+    paths, labels = _rows(paths, labels, "training", task)
+    classes = task.class_names(labels)
     if init is not None:
-        unknown = sorted(_label_union(labels, multi) - set(init["classes"]))
+        unknown = task.unknown(labels, init["classes"])
         if unknown:
             raise TrainingError(
                 f"Labels not among the model's classes ({', '.join(map(str, init['classes']))}): "
                 f"{', '.join(unknown[:10])}"
             )
         classes = list(init["classes"])
-    elif multi and not classes:
-        raise TrainingError("A multi-label classifier needs at least one label; every row's label set is empty")
-    elif not multi and len(classes) < 2:
-        raise TrainingError(
-            f"A classifier needs at least two classes; the labels hold only one: {classes[0]!r}"
-        )
-    index = {c: i for i, c in enumerate(classes)}
+    else:
+        task.check_classes(classes)
 
-    # Validation rows: given, or a stratified (multi-label: plain) seeded split of the training rows.
+    # Validation rows: given, or a seeded split of the training rows (stratified where the task can be).
     if val_paths is not None:
-        val_paths, val_labels = _rows(val_paths, val_labels, "validation", allow_empty=True, multi=multi)
-        unknown = sorted(_label_union(val_labels, multi) - set(classes))
+        val_paths, val_labels = _rows(val_paths, val_labels, "validation", task, allow_empty=True)
+        unknown = task.unknown(val_labels, classes)
         if unknown:
             raise DataError(f"Validation labels not among the training classes: {', '.join(unknown[:10])}")
     elif config.validation:
-        split = _random_split if multi else _stratified_split
+        split = _stratified_split if task.stratified_split else _random_split
         paths, labels, val_paths, val_labels = split(paths, labels, config.validation, config.seed)
     else:
         val_paths, val_labels = [], []
-    if multi:  # multi-hot targets
-        y = [[1.0 if c in set(v) else 0.0 for c in classes] for v in labels]
-        val_y = [[1.0 if c in set(v) else 0.0 for c in classes] for v in val_labels]
-    else:
-        y = [index[v] for v in labels]
-        val_y = [index[v] for v in val_labels]
+    y, val_y = task.targets(labels, classes), task.targets(val_labels, classes)
 
     _seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -151,13 +143,8 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         network, preprocessing, weights_source = dict(init["network"]), dict(init["preprocessing"]), "model"
         pretrained_backbone = True
     else:
-        model, weights_source = build_model(spec, len(classes), config.pretrained, config.weights)
-        network = {"arch": spec.arch, "num_classes": len(classes)}
-        if spec.arch == "simple_cnn":
-            network["input_size"] = int(config.image_size or spec.input_size)
-            if config.image_size and int(config.image_size) != spec.input_size:
-                model = create_network(network)  # its dense layer depends on the input side
-        preprocessing = preprocessing_for(model, config.image_size or spec.input_size)
+        model, network, preprocessing, weights_source = create_backbone(
+            spec.name, len(classes), config.pretrained, config.weights, config.image_size)
         pretrained_backbone = weights_source != "random"
         if pretrained_backbone and linear_head(model) is not None:
             # Some timm inits (EfficientNet's) give a fresh head large weights, whose first
@@ -173,10 +160,10 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         "num_workers": auto_workers(len(paths), config.num_workers, device.type), "seed": config.seed,
         "pretrained": pretrained_backbone, "weights": config.weights, "weights_source": weights_source,
         "image_size": int(preprocessing["input_size"][-1]), "epochs": config.epochs,
-        "validation": config.validation, "on_error": config.on_error, "multi_label": multi,
+        "validation": config.validation, "on_error": config.on_error, "task": task.name,
     }
     run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
-               pretrained_backbone, multi)
+               pretrained_backbone, task)
     if mode == "linear":
         opts.update(run.linear())
     else:
@@ -184,16 +171,16 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
 
     seconds = time.perf_counter() - started
     last = run.history[-1]
+    extra = list(task.history(Tally(task)))  # the task's own training metrics (multi-label: micro F1)
     metrics = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
-    if multi:
-        metrics["train_micro_f1"] = last["train_micro_f1"]
+    metrics.update({f"train_{k}": last[f"train_{k}"] for k in extra})
     if run.val_rows and last["val_accuracy"] is not None:
-        key = "val_micro_f1" if multi else "val_accuracy"
+        key = f"val_{task.metric}"
         best = max(run.history, key=lambda h: (h[key], -h["val_loss"]))
         metrics.update(val_loss=last["val_loss"], val_accuracy=last["val_accuracy"],
                        best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"])
-        if multi:  # the multi-label validation metric: micro F1 at threshold 0.5
-            metrics.update(val_micro_f1=last["val_micro_f1"], best_val_micro_f1=best["val_micro_f1"])
+        for k in extra:
+            metrics.update({f"val_{k}": last[f"val_{k}"], f"best_val_{k}": best[f"val_{k}"]})
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in run.model.state_dict().items()}
     broken = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:  # never save a model whose every answer would be NaN
@@ -216,7 +203,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         images_per_second=run.images_seen / seconds if seconds > 0 else 0.0,
         options=opts,
         skipped=sorted({paths[i] for i in run.skipped} | {val_paths[i] for i in run.val_skipped}),
-        task="multi_label" if multi else "classification",
+        task=task.name,
     )
 
 
@@ -226,7 +213,7 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
     config = copy.copy(config or TrainConfig())
     if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune"):
         config.train_mode = manifest["train_mode"]
-    config.multi_label = str(manifest.get("task") or "").lower() in ("multi_label", "multi-label", "multilabel")
+    config.task = task_of(manifest)
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
     init["state_dict"] = state_dict
     config.base = config.base or manifest.get("base")
@@ -260,9 +247,10 @@ def _check_options(config):
         raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
 
 
-def _rows(paths, labels, what, allow_empty=False, multi=False):
+def _rows(paths, labels, what, task, allow_empty=False):
+    """(paths, labels as the task reads them); a missing label is an error naming the row."""
     paths = [str(p) for p in (paths or [])]
-    labels = list(labels) if labels is not None else []
+    labels = [task.label(v) for v in labels] if labels is not None else []
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} {what} images but {len(labels)} labels")
     if not paths and not allow_empty:
@@ -270,25 +258,7 @@ def _rows(paths, labels, what, allow_empty=False, multi=False):
     missing = [i for i, v in enumerate(labels) if v is None]
     if missing:
         raise DataError(f"{what.capitalize()} row {missing[0]} ({paths[missing[0]]}) has no label")
-    if multi:
-        return paths, [label_list(v) for v in labels]
-    return paths, [str(v) for v in labels]
-
-
-def label_list(value, separator="|"):
-    """A multi-label cell as a sorted list of distinct labels: a list (DuckDB VARCHAR[]) or a
-    '|'-separated string; '' or an empty list = no labels."""
-    if isinstance(value, str):
-        items = value.split(separator)
-    elif hasattr(value, "__iter__"):
-        items = [str(v) for v in value if v is not None]
-    else:
-        items = [str(value)]
-    return sorted({v.strip() for v in items if v.strip()})
-
-
-def _label_union(labels, multi):
-    return set().union(*map(set, labels)) if multi else set(labels)
+    return paths, labels
 
 
 def _random_split(paths, labels, fraction, seed):
@@ -371,10 +341,10 @@ class _Run:
     """State of one training run; `linear()` / `finetune()` fill `history` and return options."""
 
     def __init__(self, model, paths, y, val_paths, val_y, pre, config, device, precision, batch_size,
-                 pretrained_backbone, multi=False):
+                 pretrained_backbone, task):
         self.model = to_device(model, device)
-        self.multi = multi
-        self.target_dtype = torch.float32 if multi else torch.long
+        self.task = task
+        self.target_dtype = torch.float32 if task.target_dtype == "float" else torch.long
         self.pretrained_backbone = pretrained_backbone
         self.paths, self.y, self.val_paths, self.val_y = paths, y, val_paths, val_y
         self.pre, self.config = pre, config
@@ -438,7 +408,7 @@ class _Run:
 
         def closure():
             opt.zero_grad()
-            loss = _loss(z @ w.T + b, y, self.multi) + 0.5 * l2 * (w * w).sum()
+            loss = self.task.loss(z @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
             loss.backward()
             return loss
 
@@ -449,12 +419,12 @@ class _Run:
                 t1 = time.perf_counter()
                 opt.step(closure)
                 with torch.no_grad():
-                    tally = _Tally(self.multi).add(z @ w.T + b, y)
+                    tally = Tally(self.task).add(z @ w.T + b, y)
                     entry = tally.loss, tally.accuracy
                 if self.history and abs(entry[0] - self.history[-1]["train_loss"]) <= 1e-7 * max(1.0, entry[0]):
                     break  # L-BFGS has converged: more epochs would repeat the same point
                 with torch.no_grad():
-                    v_tally = _Tally(self.multi).add(((val[0] - mu) / sigma) @ w.T + b, val[1]) if val else None
+                    v_tally = Tally(self.task).add(((val[0] - mu) / sigma) @ w.T + b, val[1]) if val else None
                     v_loss, v_acc = (v_tally.loss, v_tally.accuracy) if val else (None, None)
                 seconds = time.perf_counter() - t1 + (extract_seconds if epoch == 1 else 0.0)
                 self._record(epoch, *entry, v_loss, v_acc, seconds,
@@ -519,7 +489,7 @@ class _Run:
                 for m in model.modules():
                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                         m.eval()
-            tally = _Tally(self.multi)
+            tally = Tally(self.task)
             bar = progress_bar(len(self.paths), f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
             with bar, folding.applied(trainable=True):
                 for x, y, _ in batches(train_loader, cfg.on_error, self.skipped):
@@ -532,7 +502,7 @@ class _Run:
                         cx, cy = to_input(cx, device), cy.to(device, non_blocking=True)
                         with autocast(device, self.precision):
                             logits = model(cx)
-                            loss = _loss(logits.float(), cy, self.multi) * (len(cy) / rows)
+                            loss = self.task.loss(logits.float(), cy) * (len(cy) / rows)
                         scaler.scale(loss).backward()
                         return logits.detach().float(), loss.detach()
 
@@ -582,7 +552,7 @@ class _Run:
     @torch.no_grad()
     def _evaluate(self, loader):
         self.model.eval()
-        tally = _Tally(self.multi)
+        tally = Tally(self.task)
         for x, y, _ in batches(loader, self.config.on_error, self.val_skipped):
             x, y = to_input(x, self.device), y.to(self.device)
             with autocast(self.device, self.precision):
@@ -596,9 +566,9 @@ class _Run:
             "val_loss": None if v_loss is None else float(v_loss),
             "val_accuracy": None if v_acc is None else float(v_acc),
         }
-        if self.multi:  # accuracy above is exact-set accuracy; micro F1 at threshold 0.5
-            entry["train_micro_f1"] = tally.micro_f1
-            entry["val_micro_f1"] = v_tally.micro_f1 if v_tally is not None else None
+        for k, v in self.task.history(tally).items():  # the task's own metrics (multi-label: micro F1)
+            entry[f"train_{k}"] = v
+            entry[f"val_{k}"] = self.task.history(v_tally)[k] if v_tally is not None else None
         entry.update(seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
         self.history.append(entry)
 
@@ -634,55 +604,6 @@ class _LossWatch:
             warnings.warn(f"pixql: the training loss exploded from {self.first:.4g} to {loss:.4g} at epoch "
                           f"{epoch}, step {step}: learning_rate{_lr_hint(self.config)} is probably too high, "
                           "and the model may be useless", stacklevel=2)
-
-
-def _loss(logits, y, multi):
-    if multi:
-        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
-    return F.cross_entropy(logits, y)
-
-
-class _Tally:
-    """Running loss, accuracy (multi-label: the whole label set right) and, for multi-label,
-    micro F1 at threshold 0.5, over batches of (logits, targets)."""
-
-    def __init__(self, multi):
-        self.multi = multi
-        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
-        self.tp = self.fp = self.fn = 0
-
-    def add(self, logits, y, mean_loss=None):
-        n = len(y)
-        if n == 0:
-            return self
-        if mean_loss is None:
-            mean_loss = _loss(logits, y, self.multi).item()
-        self.loss_sum += mean_loss * n
-        self.seen += n
-        if self.multi:
-            pred, truth = logits > 0, y > 0.5
-            self.correct += (pred == truth).all(1).sum().item()
-            self.tp += (pred & truth).sum().item()
-            self.fp += (pred & ~truth).sum().item()
-            self.fn += (~pred & truth).sum().item()
-        else:
-            self.correct += (logits.argmax(1) == y).sum().item()
-        return self
-
-    @property
-    def loss(self):
-        return self.loss_sum / self.seen if self.seen else None
-
-    @property
-    def accuracy(self):
-        return self.correct / self.seen if self.seen else None
-
-    @property
-    def micro_f1(self):
-        if not self.seen:
-            return None
-        denominator = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denominator if denominator else 1.0
 
 
 def _pre_logits(model, x):

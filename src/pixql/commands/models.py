@@ -1,0 +1,69 @@
+"""The catalog statements: SHOW MODELS, SHOW BASE MODELS, DESCRIBE MODEL, DROP MODEL."""
+
+import functools
+import json
+
+from pixql.commands.common import frame_result, short
+from pixql.display import has_history
+from pixql.figures import Curves
+from pixql.result import Result
+
+_DESCRIBED = ("name", "base", "task", "classes", "image_col", "label_col", "train_mode", "train_rows",
+              "validation_rows", "metrics", "options", "preprocessing", "data", "created", "versions", "weights",
+              "statement")
+
+
+def show(engine, statement):
+    return Result(statement, frame=engine.catalog.frame())
+
+
+def show_bases(engine, statement):
+    import pandas as pd
+
+    from pixql.ml.bases import list_bases, weights_available_offline
+
+    rows = [{"base": b.name, "architecture": b.arch, "parameters": base_parameters(b.arch),
+             "input_size": b.input_size, "pretrained_source": b.pretrained_source,
+             "weights_offline": weights_available_offline(b)} for b in list_bases()]
+    frame = pd.DataFrame(rows)
+    frame["parameters"] = frame["parameters"].astype("Int64")
+    return Result(statement, frame=frame)
+
+
+def describe(engine, statement):
+    import pandas as pd
+
+    manifest = engine.catalog.manifest(statement.name)
+    rows = [{"property": key, "value": _text(manifest[key])} for key in _DESCRIBED if manifest.get(key) is not None]
+    history = manifest.get("history") or []
+    for h in history:
+        rows.append({"property": f"epoch {h.get('epoch')}",
+                     "value": ", ".join(f"{k}={short(v)}" for k, v in h.items() if k != "epoch")})
+    figures = [Curves(history, manifest.get("name") or statement.name)] if has_history(history) else []
+    return Result(statement, frame=pd.DataFrame(rows), info={"manifest": manifest}, figures=figures)
+
+
+def _text(value):
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def drop(engine, statement):
+    dropped = engine.catalog.drop(statement.name, if_exists=statement.if_exists)
+    engine.catalog.publish(engine.session)
+    return frame_result(statement, {"model": [statement.name], "dropped": [dropped]})
+
+
+@functools.lru_cache(maxsize=None)
+def base_parameters(arch):
+    """Parameters of a base's backbone, without the classification head (pixql adds one sized to
+    the classes). Counted on PyTorch's meta device: no weights are read or allocated (~0.1 s)."""
+    try:
+        import torch
+
+        from pixql.ml.networks import create_network
+
+        with torch.device("meta"):
+            network = create_network({"arch": arch, "num_classes": 0})
+        return int(sum(p.numel() for p in network.parameters()))
+    except Exception:  # an architecture that cannot be built here: say nothing rather than fail
+        return None

@@ -1,0 +1,215 @@
+"""BUILD MODEL and FIT MODEL: train a model on a query's rows and save it in the store.
+
+The options are declared here once; the learning layer's TrainConfig is filled from them by
+name (an option that TrainConfig does not know stays a statement-level option).
+"""
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import platform
+
+from pixql import options as opt
+from pixql.catalog import best_metric
+from pixql.commands.common import frame_result, shown
+from pixql.errors import CatalogError, DataError
+from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
+from pixql.tasks import for_build, task_of
+
+BUILD_OPTIONS = {
+    "image_col": opt.text(),
+    "label_col": opt.text("label"),
+    "epochs": opt.integer(1, low=1),
+    "batch_size": opt.integer(None, low=1),
+    "learning_rate": opt.number(None, low=0, open=True),
+    "pretrained": opt.flag(True),
+    "weights": opt.text(),
+    "seed": opt.integer(0),
+    "validation": opt.Option((float, str), None, low=0, high=1, open=True),  # a fraction, a query or a table
+    "train_mode": opt.text("auto", ("auto", "linear", "finetune")),
+    "optimizer": opt.text("adamw", ("adamw", "sgd", "rmsprop")),
+    "weight_decay": opt.number(None, low=0),
+    "scheduler": opt.text("cosine", ("cosine", "constant")),
+    "warmup_epochs": opt.number(0.0, low=0),
+    "image_size": opt.integer(None, low=32),
+    "augment": opt.text(None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
+    "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
+    "early_stopping": opt.integer(None, low=1),  # patience in epochs
+    "multi_label": opt.flag(False),  # the task: labels are a list, or a '|'-separated string
+    "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "num_workers": opt.integer(None, low=0),
+    "on_error": opt.text("fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
+    "overwrite": opt.flag(False),
+}
+# FIT MODEL keeps the source model's network, classes, preprocessing and task.
+FIT_OPTIONS = {k: v for k, v in BUILD_OPTIONS.items()
+               if k not in ("pretrained", "weights", "train_mode", "image_size", "multi_label")}
+
+
+def build(engine, statement):
+    from pixql.ml.bases import resolve_base
+
+    resolved, given = opt.resolve("BUILD MODEL", statement.options, BUILD_OPTIONS)
+    engine.catalog.check_new(statement.name, resolved["overwrite"])
+    spec = resolve_base(statement.base)
+    return _train(engine, statement, resolved, given, base=spec.name, task=for_build(resolved), init=None)
+
+
+def fit(engine, statement):
+    from pixql.catalog import builtin
+
+    resolved, given = opt.resolve("FIT MODEL", statement.options, FIT_OPTIONS)
+    engine.catalog.check_new(statement.name, resolved["overwrite"])
+    if builtin(statement.source_model):
+        raise CatalogError(f"{statement.source_model.lower()} is built in and cannot be trained further; "
+                           "use BUILD MODEL")
+    manifest, state = engine.catalog.store.load(statement.source_model)
+    # Unset options fall back to what the source model was trained with.
+    for key in ("image_col", "label_col"):
+        if key not in given:
+            resolved[key] = manifest.get(key, resolved[key])
+    return _train(engine, statement, resolved, given, base=manifest["base"], task=task_of(manifest),
+                  init=(manifest, state))
+
+
+def labelled_rows(frame, resolved, task, what, classes=None):
+    """(paths, labels, image_col, label_col, NULL labels left out, query rows (1-based) left out
+    for having no image path: only with on_error='skip', else that is an error). Labels are read
+    by the task, spelled as `classes` (a model trained further) spells them."""
+    image_col = pick_image_col(frame, resolved["image_col"], what)
+    label_col = find_column(frame, resolved["label_col"], "label_col", what)
+    known = None if classes is None else set(classes)
+    labels = [task.label(v, known) for v in frame[label_col]]
+    keep = [v is not None for v in labels]
+    null_labels = len(keep) - sum(keep)
+    if null_labels:
+        frame = frame[keep]
+        labels = [v for v in labels if v is not None]
+    no_path = []
+    if resolved.get("on_error") == "skip":
+        missing = missing_paths(frame[image_col])
+        no_path = [i + 1 for i in frame.index[missing]]
+        labels = [v for v, gone in zip(labels, missing) if not gone]
+        frame = frame[~missing]
+    check_image_paths(frame, image_col, what)
+    return list(frame[image_col]), labels, image_col, label_col, null_labels, no_path
+
+
+def _train(engine, statement, resolved, given, base, task, init):
+    from pixql.ml.embedding_cache import cache_root
+    from pixql.ml.train import TrainConfig, continue_training, train_classifier
+
+    session = engine.session
+    frame = session.query_frame(statement)
+    if len(frame) == 0:
+        raise DataError("the query returned no rows; nothing to train on")
+    classes = None if init is None else init[0]["classes"]
+    paths, labels, image_col, label_col, null_labels, no_path = labelled_rows(
+        frame, resolved, task, "the query", classes)
+    if not paths:
+        raise DataError(f"every row has a NULL label in '{label_col}'"
+                        f"{' or no image path' if no_path else ''}; nothing to train on")
+
+    validation = resolved["validation"]
+    val_paths = val_labels = None
+    sources = [("the query", frame, image_col)]  # where an unreadable image's row is looked up
+    if isinstance(validation, str):
+        query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
+            else session.table_query(validation, "validation")
+        vframe = session.query_frame(statement, query, "validation query", option="validation")
+        val_paths, val_labels, *_ = labelled_rows(
+            vframe, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes)
+        sources.append(("the validation query", vframe, image_col))
+        validation = None
+
+    # The learning layer's config, filled from the options by name.
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task"}
+    config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},
+                         base=base, validation=validation, progress=engine.progress, task=task)
+    with image_errors(sources, can_skip=True):
+        if init is not None:
+            unknown = task.unknown(labels, init[0]["classes"])
+            if unknown:
+                raise DataError(f"the query has classes the model does not know: {', '.join(unknown[:10])}; "
+                                f"the model's classes are {', '.join(init[0]['classes'][:20])}")
+            trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+        else:
+            trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+
+    messages = []
+    if no_path:
+        messages.append(f"{statement.keyword}: {len(no_path)} row(s) with no image path in '{image_col}' "
+                        f"were skipped (on_error='skip'): row(s) {shown(no_path)}")
+    if trained.skipped:
+        where = rows_of(sources)
+        listed = [f"{p} (row {where[str(p)]})" if str(p) in where else str(p) for p in trained.skipped]
+        messages.append(f"{statement.keyword}: {len(trained.skipped)} unreadable image(s) were skipped "
+                        f"(on_error='skip'): {shown(listed)}")
+    if trained.options.get("cached_embeddings"):
+        messages.append(f"{statement.keyword}: {trained.options['cached_embeddings']} of "
+                        f"{len(paths) + len(val_paths or [])} image embeddings came from the cache "
+                        f"({cache_root()})")
+    if not trained.val_rows:
+        name, value = best_metric(trained.metrics)
+        messages.append(f"{statement.keyword}: no validation rows, so best_validation_metric is empty "
+                        f"(the {name.replace('_', ' ')} was {value:.4g}); OPTIONS (validation=0.1) holds "
+                        "a tenth of the rows out to measure it")
+    manifest = {
+        "base": trained.base,
+        "task": trained.task,
+        "classes": trained.classes,
+        "network": trained.network,
+        "preprocessing": trained.preprocessing,
+        "image_col": image_col,
+        "label_col": label_col,
+        "train_mode": trained.train_mode,
+        "options": {"given": given, "used": trained.options},
+        "history": trained.history,
+        "metrics": trained.metrics,
+        "train_rows": trained.train_rows,
+        "validation_rows": trained.val_rows,
+        "data": {"rows": len(paths), "null_labels": null_labels,
+                 "fingerprint": data_fingerprint(paths, labels),
+                 "skipped_images": list(map(str, trained.skipped)), "rows_without_image": no_path},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "statement": statement.text,
+        "versions": library_versions(),
+    }
+    if init is not None:
+        manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
+    engine.catalog.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"])
+    engine.catalog.publish(session)
+    return frame_result(statement, {
+        "model": [statement.name],
+        "base": [trained.base],
+        "task": [trained.task],
+        "classes": [len(trained.classes)],
+        "train_rows": [trained.train_rows],
+        "validation_rows": [trained.val_rows],
+        "skipped_null_labels": [null_labels],
+        "skipped_images": [len(trained.skipped) + len(no_path)],
+        "epochs": [trained.epochs],
+        "train_mode": [trained.train_mode],
+        "best_validation_metric": [best_metric(trained.metrics)[1] if trained.val_rows else None],
+        "seconds": [round(trained.seconds, 2)],
+        "images_per_second": [round(trained.images_per_second, 1)],
+    }, messages)
+
+
+def data_fingerprint(paths, labels):
+    h = hashlib.sha256()
+    for path, label in sorted(zip(map(str, paths), map(str, labels))):
+        h.update(f"{path}\t{label}\n".encode())
+    return h.hexdigest()
+
+
+def library_versions():
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("pixql", "torch", "timm", "duckdb", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out

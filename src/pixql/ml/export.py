@@ -1,0 +1,380 @@
+"""A saved network as an ONNX file, and that file run with ONNX Runtime.
+
+`export_onnx(network, state_dict, classes, preprocessing, path)` writes two files:
+
+    <path>                        the graph: float32 NCHW images in, class probabilities out
+    <path less .onnx>.preprocessing.json
+                                  how to feed it, exactly as pixql does (`sidecar_path`)
+
+The graph's input `image` is a batch [N, 3, H, W] (N free) already resized, cropped and
+normalised as `preprocessing` says; its output `probabilities` is [N, n_classes]: softmax,
+or for task 'multi_label' an independent sigmoid per class. The batch norms are folded into
+the convolutions first, as `Classifier` does, so ONNX Runtime computes what PREDICT computes.
+The same JSON is also stored in the ONNX file's metadata (key 'pixql'), so the file alone
+is enough when the sidecar gets lost.
+
+Exporter: torch's TorchScript-based exporter (`dynamo=False`). It needs no package beyond
+torch (onnx is used here to check the file and write its metadata), while the default
+torch.export-based one of torch >= 2.9 also needs `onnxscript`. torch calls the TorchScript
+exporter deprecated; should a later torch drop it or fail on a network, exporter='auto' falls
+back to the dynamo exporter when onnxscript is installed.
+
+`onnx_probabilities(path, paths)` decodes image files with pixql's own reader and eval
+transform (read_image + eval_transform, from the sidecar or the embedded metadata) and runs
+the file on ONNX Runtime's CPU provider.
+"""
+
+import contextlib
+import json
+import os
+import uuid
+import warnings
+
+import numpy as np
+import torch
+
+from pixql.errors import DataError, StoreError, TrainingError
+from pixql.tasks import named
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+SIDECAR_SUFFIX = ".preprocessing.json"
+METADATA_KEY = "pixql"
+FORMAT = "pixql-onnx"
+FORMAT_VERSION = 1
+EXPORTERS = ("auto", "torchscript", "dynamo")
+_TRACE_BATCH = 2  # traced with 2 images, so that nothing specialises on a batch of one
+_VERIFY_TOLERANCE = 1e-4
+
+
+def sidecar_path(path):
+    """The preprocessing JSON written beside an ONNX file: `model.onnx` ->
+    `model.preprocessing.json` (a path not ending in .onnx keeps its whole name)."""
+    path = os.fspath(path)
+    base = path[:-len(".onnx")] if path.lower().endswith(".onnx") else path
+    return base + SIDECAR_SUFFIX
+
+
+def export_onnx(network, state_dict, classes, preprocessing, path, task="classification", opset=None, *,
+                exporter="auto", verify=True):
+    """Write the network as an ONNX file at `path` and its preprocessing JSON beside it.
+
+    network, state_dict, classes, preprocessing, task: as a saved model's manifest and
+    weights hold them (ModelStore.load). opset: the ONNX opset to target (None: the
+    exporter's default; the one written is in the result). exporter: 'auto' (TorchScript,
+    else dynamo when onnxscript is installed), 'torchscript' or 'dynamo'. verify: when
+    onnxruntime is installed, run the written file on a random batch and require its
+    probabilities to match torch's within 1e-4.
+
+    Returns {'path', 'sidecar', 'input_name', 'output_name', 'input_shape', 'classes',
+    'task', 'opset', 'exporter', 'bytes', 'max_abs_diff'} (max_abs_diff None unverified).
+    Raises DataError for a path that cannot be written, StoreError for weights that do not
+    fit the network, TrainingError when the export fails.
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise DataError(f"Cannot write the ONNX file {path}: its folder {folder} does not exist "
+                        "(create it first)", path=path)
+    if os.path.isdir(path):
+        raise DataError(f"Cannot write the ONNX file {path}: that path is a folder; give a file name "
+                        "such as model.onnx", path=path)
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
+    onnx = _import("onnx", "export a model to ONNX")
+
+    task = named(task) if task is None or isinstance(task, str) else task
+    classes = [str(c) for c in classes]
+    pre = _checked_preprocessing(preprocessing, path)
+    model = _folded_network(network, state_dict, classes, path)
+    wrapped = _Probabilities(model, task).eval()
+    shape = (_TRACE_BATCH, *[int(s) for s in pre["input_size"]])
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+    try:
+        with torch.no_grad():
+            expected = wrapped(example).numpy()
+    except Exception as e:  # before any exporter: the network itself cannot take such images
+        raise TrainingError(f"ONNX export of {path} failed: the {network.get('arch')} network cannot run on "
+                            f"images of input_size {list(pre['input_size'])} ({type(e).__name__}: {e}); "
+                            "the preprocessing does not fit the network") from e
+
+    sidecar = sidecar_path(path)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        used = _export(wrapped, example, tmp, opset, exporter, path)
+        try:
+            proto = onnx.load(tmp)
+            onnx.checker.check_model(proto)
+        except Exception as e:
+            raise TrainingError(f"The {used} exporter wrote an invalid ONNX graph for {path}: {e}") from e
+        written_opset = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        config = _config(network, classes, pre, task, written_opset, used)
+        _set_metadata(proto, {METADATA_KEY: json.dumps(config)})
+        onnx.save(proto, tmp)
+        max_diff = _verify(expected, example, tmp, path) if verify else None
+        _write_json(sidecar, config)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise DataError(f"Cannot write the ONNX file {path}: {e}", path=path) from e
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+    return {
+        "path": path,
+        "sidecar": sidecar,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "input_shape": ["batch", *config["input_size"]],
+        "classes": len(classes),
+        "task": config["task"],
+        "opset": written_opset,
+        "exporter": used,
+        "bytes": os.path.getsize(path),
+        "max_abs_diff": max_diff,
+    }
+
+
+def read_onnx_config(path):
+    """The pixql JSON of an exported file: its sidecar if present, else the copy stored in the
+    file's metadata. Raises DataError when neither is there."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"ONNX file not found: {path}", path=path)
+    sidecar = sidecar_path(path)
+    if os.path.isfile(sidecar):
+        try:
+            with open(sidecar, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            raise DataError(f"The preprocessing file {sidecar} of {path} cannot be read ({e})", path=sidecar) from e
+    meta = _session(path).get_modelmeta().custom_metadata_map
+    if METADATA_KEY in meta:
+        return json.loads(meta[METADATA_KEY])
+    raise DataError(f"{path} has neither a preprocessing file ({os.path.basename(sidecar)}) nor pixql metadata: "
+                    "give its preprocessing (input_size, mean, std, crop_pct, interpolation) explicitly", path=path)
+
+
+def onnx_probabilities(path, paths, preprocessing=None, batch_size=32):
+    """[n, n_classes] float32 probabilities of the ONNX file at `path` for the image files
+    `paths`, in order, computed by ONNX Runtime on the CPU.
+
+    Images are decoded and transformed as pixql does (read_image, then eval_transform of the
+    preprocessing: `preprocessing` when given, else the sidecar JSON or the file's metadata).
+    An unreadable image raises DataError naming it."""
+    from pixql.ml.data import draft_size, eval_transform
+    from pixql.ml.images import read_image
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"ONNX file not found: {path}", path=path)
+    pre = preprocessing if preprocessing is not None else read_onnx_config(path)
+    pre = _checked_preprocessing(pre, path)
+    session = _session(path)
+    input_name = session.get_inputs()[0].name
+    output = session.get_outputs()[0]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        n_classes = output.shape[-1] if isinstance(output.shape[-1], int) else 0
+        return np.zeros((0, n_classes), dtype=np.float32)
+    transform = eval_transform(pre)
+    draft = draft_size(pre)
+    outs = []
+    batch_size = max(1, int(batch_size))
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        x = np.stack([_prepared(transform, read_image(p, draft), p) for p in chunk]).astype(np.float32, copy=False)
+        outs.append(session.run([output.name], {input_name: x})[0])
+    return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _import(name, what):
+    try:
+        return __import__(name)
+    except ImportError:
+        raise TrainingError(f"To {what} pixql needs the Python package '{name}', which is not installed: "
+                            f"pip install {name}") from None
+
+
+def _prepared(transform, image, path):
+    try:
+        return transform(image).numpy()
+    except Exception as e:  # a transform failing on an odd image: name the file, as PREDICT does
+        raise DataError(f"Image could not be prepared ({type(e).__name__}: {e}): {path}", path=path) from e
+
+
+def _checked_preprocessing(pre, path):
+    if not isinstance(pre, dict):
+        raise DataError(f"The preprocessing for {path} must be a dict (input_size, mean, std, crop_pct, "
+                        f"interpolation), not {type(pre).__name__}", path=path)
+    missing = [k for k in ("input_size", "mean", "std", "interpolation") if pre.get(k) is None]
+    if missing:
+        raise DataError(f"The preprocessing for {path} lacks {', '.join(missing)}", path=path)
+    if len(pre["input_size"]) != 3:
+        raise DataError(f"The preprocessing for {path} has input_size {pre['input_size']}, not [3, H, W]",
+                        path=path)
+    return pre
+
+
+def _folded_network(network, state_dict, classes, path):
+    from pixql.ml.batchnorm_folding import fold_batchnorm
+    from pixql.ml.networks import create_network
+
+    network = dict(network)
+    if int(network["num_classes"]) != len(classes):
+        raise StoreError(f"The network has {network['num_classes']} outputs but {len(classes)} classes are "
+                         f"listed; nothing written to {path}")
+    model = create_network(network)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise StoreError(f"Saved weights do not fit the {network.get('arch')} network; nothing written to "
+                         f"{path}: {e}") from e
+    return fold_batchnorm(model.eval())
+
+
+class _Probabilities(torch.nn.Module):
+    """The network with its logits turned into probabilities, inside the graph."""
+
+    def __init__(self, model, task):
+        super().__init__()
+        self.model = model
+        self.task = task  # the task turns logits into probabilities (softmax, or a sigmoid per class)
+
+    def forward(self, image):
+        return self.task.probabilities(self.model(image))
+
+
+def _export(wrapped, example, tmp, opset, exporter, path):
+    """Run torch's exporter into `tmp`; returns the name of the exporter that worked."""
+    if exporter == "dynamo":
+        _export_dynamo(wrapped, example, tmp, opset, path)
+        return "dynamo"
+    try:
+        _export_torchscript(wrapped, example, tmp, opset)
+        return "torchscript"
+    except Exception as e:
+        first = e
+    if exporter == "auto" and _has("onnxscript"):
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        try:
+            _export_dynamo(wrapped, example, tmp, opset, path)
+            return "dynamo"
+        except TrainingError as e:
+            raise TrainingError(f"{e}; the TorchScript exporter failed before it: "
+                                f"{type(first).__name__}: {first}") from first
+    hint = ("" if exporter != "auto" else
+            "; installing 'onnxscript' (pip install onnxscript) lets pixql try torch's dynamo exporter too")
+    raise TrainingError(f"ONNX export of {path} failed (TorchScript exporter, opset {opset or 'default'}): "
+                        f"{type(first).__name__}: {first}{hint}") from first
+
+
+def _export_torchscript(wrapped, example, tmp, opset):
+    with warnings.catch_warnings(), torch.no_grad():
+        # its own deprecation notice, and tracer warnings about shapes taken as constants:
+        # the spatial size is fixed by the preprocessing, only the batch is free
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped, (example,), tmp, dynamo=False,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset, do_constant_folding=True, export_params=True,
+        )
+
+
+def _export_dynamo(wrapped, example, tmp, opset, path):
+    if not _has("onnxscript"):
+        raise TrainingError(f"ONNX export of {path} with torch's dynamo exporter needs the Python package "
+                            "'onnxscript', which is not installed: pip install onnxscript")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapped, (example,), dynamo=True,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                opset_version=opset, optimize=True, verbose=False,
+            )
+            program.save(tmp, external_data=False)
+    except Exception as e:
+        raise TrainingError(f"ONNX export of {path} failed (dynamo exporter, opset {opset or 'default'}): "
+                            f"{type(e).__name__}: {e}") from e
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _config(network, classes, pre, task, opset, exporter):
+    import pixql
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "layout": "NCHW",
+        "dtype": "float32",
+        "input_size": [int(s) for s in pre["input_size"]],
+        "mean": [float(m) for m in pre["mean"]],
+        "std": [float(s) for s in pre["std"]],
+        "crop_pct": None if pre.get("crop_pct") is None else float(pre["crop_pct"]),
+        "crop_mode": pre.get("crop_mode") or "center",
+        "interpolation": pre["interpolation"],
+        "classes": list(classes),
+        "task": task.name,
+        "output": task.activation,
+        "opset": opset,
+        "exporter": exporter,
+        "network": {k: v for k, v in dict(network).items() if isinstance(v, (str, int, float, bool))},
+        "torch_version": torch.__version__,
+        "pixql_version": getattr(pixql, "__version__", None),
+    }
+
+
+def _set_metadata(proto, entries):
+    for key, value in entries.items():
+        for prop in list(proto.metadata_props):
+            if prop.key == key:
+                proto.metadata_props.remove(prop)
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def _write_json(path, data):
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def _session(path):
+    ort = _import("onnxruntime", "run an ONNX model")
+    try:
+        return ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise DataError(f"Not a valid ONNX model ({type(e).__name__}: {e}): {path}", path=os.fspath(path)) from e
+
+
+def _verify(expected, example, tmp, path):
+    """Largest |ONNX Runtime - torch| probability on the traced batch; None without onnxruntime."""
+    if not _has("onnxruntime"):
+        return None
+    got = _session(tmp).run([OUTPUT_NAME], {INPUT_NAME: example.numpy()})[0]
+    if got.shape != expected.shape:
+        raise TrainingError(f"The ONNX graph for {path} gives outputs of shape {got.shape}, torch {expected.shape}")
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff <= _VERIFY_TOLERANCE:
+        raise TrainingError(f"The ONNX graph for {path} does not compute what the network does: probabilities "
+                            f"differ by up to {diff:.2g} on a test batch")
+    return diff

@@ -1,0 +1,207 @@
+"""The DuckDB side of a connection: opening the file (lock waits), queries that hold pixql
+statements, rows read in chunks through temporary tables, transactions, DuckDB's errors.
+
+Commands reach DuckDB only through a Session, so that a query written by a user (in a
+statement or in an option) is read the same way everywhere.
+"""
+
+import contextlib
+import itertools
+import os
+import re
+import time
+
+from pixql import ingest
+from pixql.errors import DataError, OptionError, SqlError
+from pixql.sql import nested_statements
+
+_LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+class Session:
+    """One DuckDB connection. `run_nested(statement)` runs a pixql statement found inside a
+    query (`FROM (EVALUATE ...)`) and returns its Result: the engine's own run."""
+
+    def __init__(self, database, read_only=False, wait=0, run_nested=None):
+        self.database = database or ":memory:"
+        self.read_only = read_only
+        self.duckdb = open_database(self.database, read_only, wait)
+        self._run_nested = run_nested
+        self._names = itertools.count(1)
+        self._stale_tables = []  # temp tables of streams that ended; dropped before the next statement
+        self.udf_failure = lambda: None  # the pixql error behind a DuckDB error raised in a UDF
+
+    def close(self):
+        self.drop_stale_tables()
+        self.duckdb.close()
+
+    def temp_name(self, prefix):
+        return f"__pixql_{prefix}_{next(self._names)}"
+
+    # -- errors -----------------------------------------------------------------------------
+    def error(self, exc, what=None):
+        """The pixql error for DuckDB's `exc`: the error a UDF (predict()) raised, else SqlError,
+        or DataError naming `what` failed (a statement's query)."""
+        failure = self.udf_failure()
+        if failure is not None:
+            return failure
+        return SqlError(str(exc)) if what is None else DataError(f"the {what} failed: {exc}")
+
+    # -- queries that hold pixql statements ---------------------------------------------------
+    @contextlib.contextmanager
+    def nested(self, sql, line=1, col=1):
+        """Run the parenthesised pixql statements inside `sql` (`FROM (EVALUATE ...)`), each
+        into a temporary view; yield (`sql` reading those views instead, whether any were found).
+        `line`/`col`: where `sql` starts in its script, so that a syntax error inside points there.
+        The views are dropped on leaving the block."""
+        found = nested_statements(sql, line=line, col=col)
+        if not found:
+            yield sql, False
+            return
+        names = []
+        try:
+            pieces, end = [], len(sql)
+            frames = [(start, stop, self._run_nested(inner).df()) for start, stop, inner in found]
+            for start, stop, frame in reversed(frames):
+                name = self.temp_name("nested")
+                self.duckdb.register(name, frame)
+                names.append(name)
+                pieces[:0] = [f"(SELECT * FROM {name})", sql[stop:end]]
+                end = start
+            yield sql[:end] + "".join(pieces), True
+        finally:
+            for name in names:
+                self.duckdb.unregister(name)
+
+    def query_frame(self, statement, query=None, what="query", option=None):
+        """The rows of `query` (default: the statement's own `AS query`) as a DataFrame.
+        `option`: the query is that option's value, and must be exactly one read-only query
+        (a value never runs more than the one thing it names)."""
+        import duckdb
+
+        where = (statement.query_line, statement.query_col) if query is None else (statement.line, 1)
+        with self.nested(statement.query if query is None else query, *where) as (sql, _):
+            if option is not None:
+                self.check_one_query(sql, option)
+            try:
+                return self.duckdb.sql(sql).df()
+            except duckdb.Error as exc:
+                raise self.error(exc, what) from exc
+            except AttributeError:  # sql() returned None: not a query
+                raise DataError(f"the {what} returned no rows: {sql!r} is not a query") from None
+
+    def check_one_query(self, sql, option):
+        import duckdb
+
+        try:
+            parsed = self.duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise OptionError(f"option '{option}' must hold one query or a table name; "
+                              f"DuckDB cannot read {sql!r}: {exc}") from exc
+        if len(parsed) != 1 or parsed[0].type.name != "SELECT":
+            kinds = ", ".join(p.type.name for p in parsed) or "nothing"
+            raise OptionError(f"option '{option}' must hold exactly one read-only query (SELECT ...) or a "
+                              f"table name; it holds {len(parsed)} statement(s) ({kinds}), and none was run")
+
+    def table_query(self, table, option):
+        """`SELECT * FROM table` for an option naming a table, which must exist."""
+        if not ingest.table_exists(self.duckdb, table):
+            raise OptionError(f"option '{option}' must be a query (SELECT ...) or the name of a table; "
+                              f"there is no table {table!r}, and nothing was run")
+        return f"SELECT * FROM {ingest.quote_table(table)}"
+
+    def query_chunks(self, statement, rows):
+        """Yield the statement's query's row count, then its rows as DataFrames of up to `rows`
+        rows (at least one, maybe empty), indexed by row position across chunks.
+
+        The rows go first into a temporary DuckDB table (columnar, spilled to disk when large) and
+        are read back a range of rowids at a time: each read is its own short query, so that the
+        connection stays free for other statements between chunks (CREATE TABLE AS PREDICT
+        inserts each one as it comes)."""
+        import duckdb
+
+        table = self.temp_name("input")
+        with self.nested(statement.query, statement.query_line, statement.query_col) as (sql, _):
+            try:
+                self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall()
+            except duckdb.Error as exc:
+                raise self.error(exc, "query") from exc
+        try:
+            total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            yield total
+            for offset in range(0, max(total, 1), rows):
+                frame = self.duckdb.execute(
+                    f"SELECT * FROM {table} WHERE rowid >= {offset} AND rowid < {offset + rows} "
+                    f"ORDER BY rowid").df()
+                frame.index = range(offset, offset + len(frame))
+                yield frame
+        finally:
+            # No DuckDB call here: an abandoned stream is closed by the garbage collector, which
+            # may run in the middle of another DuckDB call on this connection.
+            self._stale_tables.append(table)
+        self.drop_stale_tables()
+
+    def drop_stale_tables(self):
+        import duckdb
+
+        while self._stale_tables:
+            table = self._stale_tables.pop()
+            with contextlib.suppress(duckdb.Error):
+                self.duckdb.execute(f"DROP TABLE IF EXISTS {table}")
+
+    # -- transactions ------------------------------------------------------------------------
+    def begin(self):
+        """Start a transaction unless the script is inside one already; True if started here."""
+        import duckdb
+
+        try:
+            self.duckdb.execute("BEGIN TRANSACTION")
+            return True
+        except duckdb.TransactionException:
+            return False
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """All or nothing: commit at the end, roll back on any failure (an interrupt too), when the
+        transaction is this block's own; inside the user's own transaction, that one decides."""
+        import duckdb
+
+        own = self.begin()
+        try:
+            yield
+            if own:
+                self.duckdb.execute("COMMIT")
+        except BaseException as exc:
+            if own:
+                self.duckdb.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise SqlError(str(exc)) from exc
+            raise
+
+
+def open_database(database, read_only, wait):
+    """DuckDB's connection; a file another process holds is a clear message, or with `wait`
+    (seconds) is tried again until it is free or the time is up."""
+    import duckdb
+
+    deadline = time.monotonic() + (wait or 0)
+    while True:
+        try:
+            return duckdb.connect(database, read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "Could not set lock" not in text:
+                raise SqlError(f"cannot open database {database}: {text}") from exc
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = _LOCK_HOLDER.search(text)
+            who = f" (PID {holder['pid']}, {os.path.basename(holder['program'])})" if holder else ""
+            waited = f" for {wait:g} s" if wait else ""
+            # A reader is blocked only by a writer: --read-only is no way out for it.
+            share = "" if read_only else ", or open it with --read-only (read_only=True) when every process only reads"
+            raise SqlError(
+                f"database {database} is in use by another process{who}, which holds DuckDB's lock on it"
+                f"{waited}; a database file has one writer, or many read-only readers, at a time. "
+                f"Close it there, or wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS))"
+                f"{share}") from exc

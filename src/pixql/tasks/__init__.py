@@ -1,0 +1,29 @@
+"""Tasks: what a model of each kind means, from label cells to result columns and metrics.
+
+A task is an object with (classification.py has the two there are today):
+- labels: `label(cell, classes)` (a cell as the task's label; None = left out),
+  `class_names(labels)`, `check_classes(classes)`, `unknown(labels, classes)`,
+  `targets(labels, classes)`, `stratified_split`;
+- head and loss, for the learning code: `probabilities(logits)` (its `activation`), `loss(logits, y)`,
+  `target_dtype`, `count(tally, logits, y)` and `history(tally)` (its training metrics),
+  `metric` (the validation metric that picks the best epoch);
+- outputs: `threshold(value, keyword, model)`, `decide(probs, classes, threshold)`,
+  `columns(frame, probs, ...)` (PREDICT's columns), `sql_value(label)` (predict()'s value);
+- metrics: `evaluate(frame, truth, probs, classes, unknown, output, threshold)` (EVALUATE's frames).
+Its `name` is what a model's manifest records as 'task'.
+"""
+
+from pixql.tasks.classification import classification_task, named
+
+
+def task_of(manifest):
+    """The task of a saved model."""
+    return named((manifest or {}).get("task"))
+
+
+def for_build(options):
+    """The task BUILD MODEL's options ask for."""
+    return classification_task(bool(options.get("multi_label")))
+
+
+__all__ = ["task_of", "for_build", "classification_task", "named"]

@@ -1,0 +1,371 @@
+"""Classification, single- and multi-label: the one module that knows the difference.
+
+Both tasks read label cells the same way (`label_string`), and differ in what a label is:
+- `SingleLabel` ('classification'): one class per row; softmax head, cross-entropy loss;
+  PREDICT answers the most probable class; EVALUATE's report, confusion matrix and errors.
+- `MultiLabel` ('multi_label'): a set of classes per row (a list, or a '|'-separated string;
+  NULL, '' and [] are the empty set, as a CSV's empty field reads as NULL); sigmoid head,
+  binary cross-entropy; PREDICT answers the classes at or over a threshold; EVALUATE adds
+  average precision and micro/samples averages.
+
+Labels are compared as text after one normalisation, so that a model trained on one column
+type can be scored against another: whole numbers are spelled without a fraction (`1`, `1.0`,
+`Decimal('1.00')` and `np.int64(1)` are all the class `'1'`).
+
+numpy and pandas here; torch only inside the methods the learning code calls.
+"""
+
+import decimal
+
+import numpy as np
+
+from pixql import metrics
+from pixql.errors import OptionError, TrainingError
+
+SEPARATOR = "|"
+DEFAULT_THRESHOLD = 0.5
+
+
+# -- label cells -> class names --------------------------------------------------------------
+def is_null(value):
+    """None, NaN, pandas' NA/NaT; a list is never null."""
+    if value is None:
+        return True
+    if isinstance(value, (list, tuple, set, dict, np.ndarray)):
+        return False
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def label_string(value, classes=None):
+    """A label cell as a class name, or None for NULL.
+
+    With the model's `classes`, the spelling among the usual ones that the model knows wins
+    (a model saved before the normalisation may hold '1.0' or 'True')."""
+    if is_null(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    spellings = [str(value)]
+    if isinstance(value, bool):
+        spellings.append(str(value).lower())
+    elif isinstance(value, int):
+        spellings.append(f"{value}.0")
+    elif _is_whole(value):
+        spellings.insert(0, str(int(value)))
+        spellings.append(f"{int(value)}.0")
+    if classes is not None:
+        for spelling in spellings:
+            if spelling in classes:
+                return spelling
+    return spellings[0]
+
+
+def _is_whole(value):
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, decimal.Decimal) and value.is_finite() and value == value.to_integral_value()
+
+
+def label_set(value, classes=None, separator=SEPARATOR):
+    """A multi-label cell as a set of class names; NULL, '' and [] are the empty set."""
+    if is_null(value):
+        return set()
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        items = [label_string(v, classes) for v in value]
+    else:
+        items = str(value).split(separator)
+    return {v.strip() for v in items if v is not None and v.strip() != ""}
+
+
+# -- columns ---------------------------------------------------------------------------------
+def series(values, index, dtype=object):
+    """A column for a frame with this index (object dtype keeps lists and None as they are)."""
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=dtype)
+
+
+def probability_column(cls):
+    """The name of the column that holds class `cls`'s probability (probabilities=true)."""
+    return f"prob_{cls}"
+
+
+def top_k(probs, classes, k):
+    """Per row, the `k` most probable classes as [{label, score}], most probable first."""
+    probs = np.asarray(probs, dtype=np.float64)
+    k = min(int(k), len(classes))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"label": classes[j], "score": float(row[j])} for j in row_order]
+            for row, row_order in zip(probs, order)]
+
+
+# -- training tallies ------------------------------------------------------------------------
+class Tally:
+    """Running loss and accuracy over batches of (logits, targets); the task counts what is right."""
+
+    def __init__(self, task):
+        self.task = task
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+        self.tp = self.fp = self.fn = 0
+
+    def add(self, logits, y, mean_loss=None):
+        n = len(y)
+        if n == 0:
+            return self
+        if mean_loss is None:
+            mean_loss = self.task.loss(logits, y).item()
+        self.loss_sum += mean_loss * n
+        self.seen += n
+        self.task.count(self, logits, y)
+        return self
+
+    @property
+    def loss(self):
+        return self.loss_sum / self.seen if self.seen else None
+
+    @property
+    def accuracy(self):
+        return self.correct / self.seen if self.seen else None
+
+    @property
+    def micro_f1(self):
+        if not self.seen:
+            return None
+        denominator = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / denominator if denominator else 1.0
+
+
+# -- the two tasks ---------------------------------------------------------------------------
+class SingleLabel:
+    name = "classification"
+    activation = "softmax"  # what turns the head's logits into probabilities
+    stratified_split = True  # validation rows held out per class
+    metric = "accuracy"  # the validation metric that picks the best epoch
+    target_dtype = "long"
+
+    # labels
+    def label(self, value, classes=None):
+        """A cell as this task's label: a class name, or None for NULL (left out)."""
+        return label_string(value, classes)
+
+    def class_names(self, labels):
+        return sorted(set(labels))
+
+    def check_classes(self, classes):
+        if len(classes) < 2:
+            raise TrainingError(f"A classifier needs at least two classes; the labels hold only one: "
+                                f"{classes[0]!r}" if classes else "A classifier needs at least two classes")
+
+    def unknown(self, labels, classes):
+        return sorted(set(labels) - set(classes))
+
+    def targets(self, labels, classes):
+        index = {c: i for i, c in enumerate(classes)}
+        return [index[v] for v in labels]
+
+    # head and loss (torch tensors)
+    def loss(self, logits, y):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits, y)
+
+    def probabilities(self, logits):
+        import torch
+
+        return torch.softmax(logits.float(), dim=1)
+
+    def count(self, tally, logits, y):
+        tally.correct += (logits.argmax(1) == y).sum().item()
+
+    def history(self, tally):
+        return {}
+
+    # what PREDICT answers
+    def threshold(self, value, keyword, model):
+        if value is not None:
+            raise OptionError(f"{keyword}: option 'threshold' is for multi-label models; model '{model}' is "
+                              "single-label (it predicts the most probable class)")
+        return None
+
+    def decide(self, probs, classes, threshold=None):
+        """(labels, scores): the most probable class and its probability, per row."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if not len(probs):
+            return [], []
+        best = probs.argmax(axis=1)
+        return [classes[i] for i in best], probs[np.arange(len(best)), best].tolist()
+
+    def sql_value(self, label):
+        """predict()'s VARCHAR value."""
+        return label
+
+    def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False):
+        """(a copy of `frame` with PREDICT's columns added, positions of the rows left unanswered).
+
+        `probs` [rows, classes] holds NaN for a row whose image could not be read (on_error='skip'):
+        its label and score are NULL. Columns: `result_col`, `score`, with top > 1 `top_k` (the `top`
+        most probable classes), with `probabilities` one `prob_<class>` per class (replacing a column
+        of that name)."""
+        import pandas as pd
+
+        read = ~np.isnan(probs).any(axis=1) if len(probs) else np.ones(0, dtype=bool)
+        answered = np.nonzero(read)[0]
+        known = probs[read]
+
+        def per_row(values, fill=None):
+            out = [fill] * len(read)
+            for i, v in zip(answered, values):
+                out[i] = v
+            return out
+
+        labels, scores = self.decide(known, classes, threshold)
+        frame = frame.copy()
+        frame[result_col] = series(per_row(labels), frame.index)
+        frame["score"] = series(per_row(scores, float("nan")), frame.index, float)
+        if top > 1:
+            frame["top_k"] = series(per_row(top_k(known, classes, top)), frame.index)
+        if probabilities:
+            columns = {probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
+            frame = frame.drop(columns=[c for c in columns if c in frame.columns])
+            frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+        return frame, np.nonzero(~read)[0]
+
+    # what EVALUATE reports
+    def evaluate(self, frame, truth, probs, classes, unknown, output, threshold=None):
+        """(the result frame for `output`, the confusion frame for pictures)."""
+        predicted, scores = self.decide(probs, classes)
+        labels = metrics.ordered_labels(truth, predicted, classes)
+        confusion = metrics.confusion_frame(truth, predicted, labels)
+        if output == "report":
+            return metrics.classification_report(truth, predicted, labels), confusion
+        if output == "confusion":
+            return confusion, confusion
+        index = {c: j for j, c in enumerate(classes)}
+        rows = np.nonzero(np.array([t != p for t, p in zip(truth, predicted)], dtype=bool))[0]
+        errors = frame.iloc[rows].copy()
+        errors["predicted"] = series([predicted[i] for i in rows], errors.index)
+        errors["score"] = series([scores[i] for i in rows], errors.index, float)
+        errors["true_score"] = series(
+            [float(probs[i, index[truth[i]]]) if truth[i] in index else float("nan") for i in rows],
+            errors.index, float)
+        # Worst first: the least probability on the true class, then the most confident mistake.
+        errors = errors.sort_values(["true_score", "score"], ascending=[True, False], na_position="last",
+                                    kind="stable")
+        return errors.reset_index(drop=True), confusion
+
+
+class MultiLabel(SingleLabel):
+    name = "multi_label"
+    activation = "sigmoid"
+    stratified_split = False
+    metric = "micro_f1"
+    target_dtype = "float"
+
+    def label(self, value, classes=None):
+        """A cell as a sorted list of class names; never None (NULL is the empty set)."""
+        return sorted(label_set(value, classes))
+
+    def class_names(self, labels):
+        return sorted(set().union(*map(set, labels)))
+
+    def check_classes(self, classes):
+        if not classes:
+            raise TrainingError("A multi-label classifier needs at least one label; every row's label set is empty")
+
+    def unknown(self, labels, classes):
+        return sorted(set().union(*map(set, labels)) - set(classes))
+
+    def targets(self, labels, classes):
+        return [[1.0 if c in set(v) else 0.0 for c in classes] for v in labels]
+
+    def loss(self, logits, y):
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+
+    def probabilities(self, logits):
+        import torch
+
+        return torch.sigmoid(logits.float())
+
+    def count(self, tally, logits, y):
+        # accuracy is exact-set accuracy; micro F1 at threshold 0.5 counts each label
+        pred, truth = logits > 0, y > 0.5
+        tally.correct += (pred == truth).all(1).sum().item()
+        tally.tp += (pred & truth).sum().item()
+        tally.fp += (pred & ~truth).sum().item()
+        tally.fn += (~pred & truth).sum().item()
+
+    def history(self, tally):
+        return {"micro_f1": tally.micro_f1}
+
+    def threshold(self, value, keyword, model):
+        if value is None:
+            return DEFAULT_THRESHOLD
+        if not 0 < value < 1:
+            raise OptionError(f"{keyword}: option 'threshold' must be between 0 and 1, got {value}")
+        return value
+
+    def decide(self, probs, classes, threshold=DEFAULT_THRESHOLD):
+        """(labels, scores): the classes at or over `threshold`, most probable first, and the
+        highest class probability (also when no class reaches the threshold)."""
+        _, scores = super().decide(probs, classes)
+        probs = np.asarray(probs, dtype=np.float64)
+        order = np.argsort(-probs, axis=1, kind="stable")
+        return [[classes[j] for j in row_order if row[j] >= threshold]
+                for row, row_order in zip(probs, order)], scores
+
+    def sql_value(self, label):
+        return SEPARATOR.join(label)  # the format BUILD MODEL reads back
+
+    def evaluate(self, frame, truth, probs, classes, unknown, output, threshold=DEFAULT_THRESHOLD):
+        """(the result frame for `output`, None). `unknown` are labels in `truth` that are not
+        among the model's `classes` (counted as never predicted)."""
+        all_classes = classes + unknown
+        n = len(truth)
+        y_true = np.zeros((n, len(all_classes)), dtype=bool)
+        column = {c: j for j, c in enumerate(all_classes)}
+        for i, labels in enumerate(truth):
+            for label in labels:
+                y_true[i, column[label]] = True
+        scores = np.full((n, len(all_classes)), np.nan)
+        scores[:, :len(classes)] = probs
+        y_pred = np.zeros_like(y_true)
+        y_pred[:, :len(classes)] = probs >= threshold
+        if output == "report":
+            return metrics.multilabel_report(y_true, y_pred, scores, all_classes), None
+        if output == "confusion":
+            return metrics.multilabel_confusion_frame(y_true, y_pred, all_classes), None
+        predicted, top = self.decide(probs, classes, threshold)
+        wrong = np.nonzero((y_true != y_pred).any(axis=1))[0]
+        p = np.clip(np.nan_to_num(scores, nan=0.0), 1e-7, 1 - 1e-7)
+        loss = -(y_true * np.log(p) + (~y_true) * np.log(1 - p)).sum(axis=1)
+        errors = frame.iloc[wrong].copy()
+        errors["predicted"] = series([predicted[i] for i in wrong], errors.index)
+        errors["missing"] = series([[c for c in all_classes if c in truth[i] and c not in predicted[i]]
+                                    for i in wrong], errors.index)
+        errors["extra"] = series([[c for c in predicted[i] if c not in truth[i]] for i in wrong], errors.index)
+        errors["score"] = series([top[i] for i in wrong], errors.index, float)
+        errors["_loss"] = loss[wrong]
+        errors = errors.sort_values("_loss", ascending=False, kind="stable").drop(columns="_loss")
+        return errors.reset_index(drop=True), None
+
+
+# Manifests written by earlier versions spell the multi-label task three ways.
+_NAMES = {"classification": SingleLabel, "multi_label": MultiLabel, "multi-label": MultiLabel,
+          "multilabel": MultiLabel}
+
+
+def classification_task(multi_label=False):
+    """The task BUILD MODEL's `multi_label` option chooses."""
+    return MultiLabel() if multi_label else SingleLabel()
+
+
+def named(name):
+    """The task a manifest's 'task' names (None: single-label classification)."""
+    return _NAMES.get(str(name or "classification").lower(), SingleLabel)()

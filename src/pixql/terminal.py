@@ -1,0 +1,117 @@
+"""Results on a terminal: rows as a table, CSV or JSON on stdout, messages on stderr, pictures
+as PNG files; the loop that runs a script for the CLI and the demo.
+"""
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+import click
+
+from pixql.errors import PixqlError
+
+FORMATS = ("table", "csv", "json")
+# What each kind of figure is called on the terminal, and whether it is written without --plot.
+_FIGURES = {"curves": ("training curves", True), "confusion": ("confusion matrix", False)}
+
+_PICTURE_NUMBER = itertools.count(1)  # unique names for pictures written within one second
+
+
+def _png_path(out_dir, stem):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_PICTURE_NUMBER)}.png"
+
+
+def _save_picture(picture, stem, label, fmt, out_dir, open_image):
+    """Write a picture beside PRINT IMAGE's; its path follows the table on stdout
+    (on stderr for csv/json, so that stdout stays machine-readable)."""
+    path = _png_path(out_dir, stem)
+    picture.save(path)
+    click.echo(f"{label}: {path.resolve()}", err=fmt != "table")
+    if open_image:
+        click.launch(str(path))
+
+
+def _write_figures(result, fmt, out_dir, open_image, plot=False):
+    """A result's curves (always) and confusion heat-map (with --plot) as PNG files."""
+    kinds = {figure.kind for figure in result.figures}
+    for figure in result.figures:
+        label, always = _FIGURES.get(figure.kind, (None, False))
+        if label is not None and (always or plot):
+            _save_picture(figure.picture(), figure.stem, label, fmt, out_dir, open_image)
+    if plot and "confusion" not in kinds and "confusion" in result.info:
+        click.echo("no confusion matrix to plot (multi-label models have one per class: "
+                   "OPTIONS (output='confusion'))", err=True)
+
+
+def _print_messages(result):
+    for message in getattr(result, "messages", None) or []:
+        click.echo(message, err=True)
+
+
+def print_result(result, fmt, out_dir, open_image, plot=False):
+    if result.is_streamed and fmt in ("csv", "json"):
+        _stream_rows(result, fmt)
+        return
+    if result.is_streamed:
+        result.df()  # compute the rows first: their messages come out along the way
+    _print_messages(result)
+    if result.image is not None:
+        path = _png_path(out_dir, "print_image")
+        result.image.save(path)
+        click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
+        click.echo(str(path.resolve()))
+        if open_image:
+            click.launch(str(path))
+        return
+    if not result.has_rows:
+        return
+    frame = result.df()
+    if fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(frame.to_json(orient="records", date_format="iso"))
+    else:
+        click.echo(frame.to_string(index=False, max_rows=100, max_colwidth=60) if len(frame.columns)
+                   else "(no columns)")
+    _write_figures(result, fmt, out_dir, open_image, plot)
+
+
+def _stream_rows(result, fmt):
+    """Write a streamed result as it is computed: CSV with one header, or one JSON array.
+    Its messages (rows skipped along the way) are known at the end."""
+    _print_messages(result)
+    known = len(result.messages)
+    if fmt == "json":
+        click.echo("[", nl=False)
+    wrote_rows = False
+    try:
+        for n, frame in enumerate(result.batches()):
+            if fmt == "csv":
+                click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
+            elif len(frame):
+                rows = frame.to_json(orient="records", date_format="iso")[1:-1]
+                click.echo(("," if wrote_rows else "") + rows, nl=False)
+                wrote_rows = True
+    finally:
+        # A chunk that fails half-way still leaves one whole JSON document on stdout (the rows
+        # written so far); the error goes to stderr and the exit status says it failed.
+        if fmt == "json":
+            click.echo("]")
+    for message in result.messages[known:]:
+        click.echo(message, err=True)
+
+
+def run_script(connection, script, fmt="table", out_dir="pixql_output", open_image=False, plot=False):
+    """Run a script on a pixql Connection, printing each result as it completes; return the exit
+    status (1 at the first statement that fails, with its message on stderr)."""
+    try:
+        for _statement, result, _last in connection.run_script(script):
+            # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
+            print_result(result, fmt, out_dir, open_image, plot)  # a lazy query may fail only here
+    except PixqlError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    return 0

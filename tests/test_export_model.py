@@ -1,0 +1,76 @@
+"""EXPORT MODEL m TO 'm.onnx' (issue 15): the statement, as a user runs it; ONNX Runtime on the
+written file gives PREDICT's probabilities on real photos."""
+
+import json
+
+import numpy as np
+import pytest
+
+import pixql
+from pixql.errors import CatalogError, DataError, OptionError, ParseError
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def fp32(monkeypatch):
+    # PREDICT's `auto` precision is bf16 on CPUs that multiply it natively; ONNX Runtime is fp32.
+    from pixql.ml import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+
+
+def test_exported_model_gives_predicts_probabilities_on_real_photos(cats_and_dogs, tmp_path, fp32):
+    from pixql.ml.export import onnx_probabilities
+
+    with pixql.connect(str(tmp_path / "pets.duckdb"), progress=False) as db:
+        db.sql(f"COPY pets FROM '{cats_and_dogs}/cat_and_dog_train.csv'")
+        db.sql("CREATE TABLE few AS SELECT * FROM pets ORDER BY hash(image) LIMIT 60")
+        db.sql("BUILD MODEL pets_model OPTIONS (train_mode='linear') AS SELECT * FROM few")
+        db.sql(f"COPY test FROM '{cats_and_dogs}/cat_and_dog_test.csv'")
+        preds = db.sql("PREDICT USING pets_model OPTIONS (probabilities=true) "
+                       "AS SELECT * FROM test ORDER BY hash(image) LIMIT 16").df()
+        out = db.sql(f"EXPORT MODEL pets_model TO '{tmp_path / 'pets.onnx'}'").df()
+    assert out.loc[0, "path"] == str(tmp_path / "pets.onnx") and out.loc[0, "classes"] == 2
+    sidecar = json.loads((tmp_path / "pets.preprocessing.json").read_text())
+    assert sidecar["classes"] == ["cat", "dog"] and sidecar["output"] == "softmax"
+    theirs = onnx_probabilities(tmp_path / "pets.onnx", list(preds.image))
+    ours = preds[["prob_cat", "prob_dog"]].to_numpy()
+    assert np.abs(theirs - ours).max() < 1e-3
+    assert (np.array(sidecar["classes"])[theirs.argmax(1)] == preds.predicted).all()
+
+
+def test_export_of_the_built_in_model_and_of_a_multi_label_model(colors_db, tmp_path, fp32):
+    from pixql.ml.export import onnx_probabilities
+
+    from conftest import save_color_model
+
+    save_color_model(colors_db.engine.store, "ml", task="multi_label")
+    colors_db.sql(f"EXPORT MODEL ml TO '{tmp_path / 'ml.onnx'}'")
+    images = [r[0] for r in colors_db.sql("SELECT image FROM colors").fetchall()]
+    preds = colors_db.sql("PREDICT USING ml OPTIONS (probabilities=true) AS SELECT image FROM colors").df()
+    theirs = onnx_probabilities(tmp_path / "ml.onnx", images)
+    assert np.abs(theirs - preds[["prob_blue", "prob_green", "prob_red"]].to_numpy()).max() < 1e-3
+    out = colors_db.sql(f"EXPORT MODEL imagenet_classifier TO '{tmp_path / 'in.onnx'}'").df()
+    assert out.loc[0, "classes"] == 1000 and list(out.loc[0, "input_size"]) == [3, 224, 224]
+
+
+def test_export_refuses_what_it_should(colors_db, tmp_path):
+    target = tmp_path / "cm.onnx"
+    colors_db.sql(f"EXPORT MODEL cm TO '{target}'")
+    before = target.read_bytes()
+    with pytest.raises(CatalogError, match="already exists; use OPTIONS \\(overwrite=true\\)"):
+        colors_db.sql(f"EXPORT MODEL cm TO '{target}'")
+    assert target.read_bytes() == before
+    colors_db.sql(f"EXPORT MODEL cm TO '{target}' OPTIONS (overwrite=true)")
+    with pytest.raises(DataError, match="folder"):
+        colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'no' / 'such' / 'x.onnx'}'")
+    with pytest.raises(CatalogError, match="does not exist"):
+        colors_db.sql(f"EXPORT MODEL ghost TO '{tmp_path / 'g.onnx'}'")
+    with pytest.raises(OptionError, match="unknown option 'opsett'"):
+        colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'o.onnx'}' OPTIONS (opsett=17)")
+    with pytest.raises(ParseError, match="expected TO"):
+        colors_db.sql("EXPORT MODEL cm 'x.onnx'")
+    # DuckDB's own EXPORT DATABASE still reaches DuckDB
+    colors_db.sql(f"EXPORT DATABASE '{tmp_path / 'dump'}'")
+    assert (tmp_path / "dump" / "schema.sql").is_file()

@@ -1,0 +1,143 @@
+"""ONNX export (pixql.ml.export): the file ONNX Runtime runs gives PREDICT's probabilities."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx", reason="ONNX export needs the 'onnx' package (pip install onnx)")
+pytest.importorskip("onnxruntime", reason="checking the export needs 'onnxruntime' (pip install onnxruntime)")
+
+from conftest import make_rgb_images, save_color_model  # noqa: E402
+from pixql.errors import DataError, TrainingError  # noqa: E402
+from pixql.ml.export import export_onnx, onnx_probabilities, sidecar_path  # noqa: E402
+from pixql.ml.infer import Classifier  # noqa: E402
+from pixql.store import ModelStore  # noqa: E402
+
+SIDECAR_KEYS = {"input_name", "output_name", "input_size", "mean", "std", "crop_pct", "crop_mode",
+                "interpolation", "classes", "task", "output", "opset"}
+
+
+def _color_model(tmp_path, task="classification"):
+    store = ModelStore(tmp_path / "store")
+    save_color_model(store, "cm", task=task)
+    return store.load("cm")
+
+
+def _pixql_probabilities(manifest, state_dict, paths, network=None, classes=None, pre=None, task=None):
+    clf = Classifier(network or manifest["network"], state_dict, classes or manifest["classes"],
+                     pre or manifest["preprocessing"], device="cpu", precision="fp32",
+                     task=task or manifest.get("task", "classification"))
+    return clf.predict_proba(paths, progress=False)
+
+
+@pytest.mark.parametrize("task", ["classification", "multi_label"])
+def test_color_cnn_onnx_matches_predict(tmp_path, task):
+    manifest, state_dict = _color_model(tmp_path, task)
+    paths = [p for p, _ in make_rgb_images(tmp_path / "rgb")]
+    target = tmp_path / "out" / "cm.onnx"
+    target.parent.mkdir()
+
+    info = export_onnx(manifest["network"], state_dict, manifest["classes"], manifest["preprocessing"],
+                       target, task=task)
+
+    assert info["path"] == str(target) and target.is_file()
+    assert info["sidecar"] == str(tmp_path / "out" / "cm.preprocessing.json") == sidecar_path(target)
+    assert info["exporter"] == "torchscript" and info["max_abs_diff"] < 1e-4
+    config = json.loads((tmp_path / "out" / "cm.preprocessing.json").read_text())
+    assert SIDECAR_KEYS <= set(config)
+    assert config["classes"] == ["blue", "green", "red"]
+    assert config["input_size"] == [3, 32, 32] and config["crop_mode"] == "squash"
+    assert config["task"] == task and config["output"] == ("sigmoid" if task == "multi_label" else "softmax")
+    assert config["opset"] == info["opset"] and isinstance(config["opset"], int)
+    assert sorted(os.listdir(tmp_path / "out")) == ["cm.onnx", "cm.preprocessing.json"]  # no temp files left
+
+    expected = _pixql_probabilities(manifest, state_dict, paths)
+    got = onnx_probabilities(target, paths, batch_size=5)  # uneven batches: the batch axis is free
+    assert got.shape == (24, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+    if task == "classification":
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    labels = [manifest["classes"][i] for i in got.argmax(axis=1)]
+    assert labels == [os.path.basename(os.path.dirname(p)) for p in paths]
+
+
+def test_onnx_file_alone_carries_its_preprocessing(tmp_path):
+    manifest, state_dict = _color_model(tmp_path)
+    paths = [p for p, _ in make_rgb_images(tmp_path / "rgb", per_class=2)]
+    target = tmp_path / "cm.onnx"
+    export_onnx(manifest["network"], state_dict, manifest["classes"], manifest["preprocessing"], target)
+    with_sidecar = onnx_probabilities(target, paths)
+    os.remove(sidecar_path(target))
+    np.testing.assert_array_equal(onnx_probabilities(target, paths), with_sidecar)  # from the file's metadata
+    np.testing.assert_array_equal(onnx_probabilities(target, paths, preprocessing=manifest["preprocessing"]),
+                                  with_sidecar)
+    assert onnx_probabilities(target, []).shape == (0, 3)
+
+
+def test_lite0_imagenet_onnx_matches_predict_on_photos(tmp_path, data_root):
+    folder = data_root / "cats_and_dogs_filtered_200px" / "validation"
+    photos = sorted(str(p) for p in (folder / "cats").glob("*.jpg"))[:4] + \
+        sorted(str(p) for p in (folder / "dogs").glob("*.jpg"))[:4]
+    if len(photos) < 8:
+        pytest.skip(f"cats and dogs photos not found in {folder}")
+    from pixql.errors import WeightsUnavailableError
+    from pixql.ml.infer import imagenet_classifier_parts
+
+    try:
+        network, state_dict, classes, pre = imagenet_classifier_parts()
+    except WeightsUnavailableError as e:
+        pytest.skip(f"EfficientNet-Lite0 ImageNet weights unavailable: {e}")
+    target = tmp_path / "lite0.onnx"
+
+    info = export_onnx(network, state_dict, classes, pre, target)
+
+    assert info["classes"] == 1000 and info["input_shape"] == ["batch", *pre["input_size"]]
+    got = onnx_probabilities(target, photos)
+    expected = _pixql_probabilities(None, state_dict, photos, network, classes, pre, "classification")
+    assert got.shape == (8, 1000)
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_missing_output_folder_is_a_clear_error(tmp_path):
+    manifest, state_dict = _color_model(tmp_path)
+    target = tmp_path / "no_such_folder" / "cm.onnx"
+    with pytest.raises(DataError, match="folder .*no_such_folder does not exist") as err:
+        export_onnx(manifest["network"], state_dict, manifest["classes"], manifest["preprocessing"], target)
+    assert str(target) in str(err.value) and err.value.path == str(target)
+    assert not (tmp_path / "no_such_folder").exists()
+
+
+def test_failed_export_is_a_training_error_naming_the_file(tmp_path):
+    manifest, state_dict = _color_model(tmp_path)
+    pre = dict(manifest["preprocessing"], input_size=[3, 40, 40])  # the SimpleCNN's dense layer wants 32 px
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(TrainingError, match="ONNX export of .*cm.onnx failed.*input_size \\[3, 40, 40\\]"):
+        export_onnx(manifest["network"], state_dict, manifest["classes"], pre, out / "cm.onnx")
+    assert os.listdir(out) == []  # nothing half-written
+
+
+def test_running_a_missing_onnx_file_names_it(tmp_path):
+    with pytest.raises(DataError, match="ONNX file not found: .*nothing.onnx"):
+        onnx_probabilities(tmp_path / "nothing.onnx", [])
+
+
+def test_exporter_crash_is_a_training_error_and_leaves_no_file(tmp_path, monkeypatch):
+    import torch
+
+    manifest, state_dict = _color_model(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def broken_export(model, args, f, **kwargs):
+        with open(f, "wb") as half:
+            half.write(b"half a graph")
+        raise RuntimeError("Unsupported operator")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(TrainingError, match="ONNX export of .*cm.onnx failed.*Unsupported operator"):
+        export_onnx(manifest["network"], state_dict, manifest["classes"], manifest["preprocessing"], out / "cm.onnx")
+    assert os.listdir(out) == []
