@@ -7,6 +7,7 @@ import torch
 import pixql
 from conftest import make_color_images
 from pixql import metrics, options
+from pixql.commands import SCHEMAS
 from pixql.errors import DataError, OptionError
 
 
@@ -41,20 +42,20 @@ def _history(db, name):
 ])
 def test_new_build_options_check_type_and_choices(name, value, message):
     with pytest.raises(OptionError, match=message):
-        options.resolve("BUILD MODEL", {name: value})
+        options.resolve("BUILD MODEL", {name: value}, SCHEMAS["BUILD MODEL"])
 
 
 def test_new_build_options_resolve_and_fit_model_keeps_the_network():
     resolved, _ = options.resolve("BUILD MODEL", {"Optimizer": "SGD", "weight_decay": 0, "warmup_epochs": 1,
-                                                  "multi_label": True, "image_size": 64})
+                                                  "multi_label": True, "image_size": 64}, SCHEMAS["BUILD MODEL"])
     assert (resolved["optimizer"], resolved["weight_decay"], resolved["warmup_epochs"]) == ("sgd", 0.0, 1.0)
     assert resolved["multi_label"] is True and resolved["image_size"] == 64
     assert resolved["scheduler"] == "cosine" and resolved["precision"] == "auto" and resolved["augment"] is None
-    fit, _ = options.resolve("FIT MODEL", {"optimizer": "rmsprop", "early_stopping": 2})
+    fit, _ = options.resolve("FIT MODEL", {"optimizer": "rmsprop", "early_stopping": 2}, SCHEMAS["FIT MODEL"])
     assert fit["optimizer"] == "rmsprop" and fit["early_stopping"] == 2
     for name in ("image_size", "multi_label"):
         with pytest.raises(OptionError, match="valid options"):
-            options.resolve("FIT MODEL", {name: 1})
+            options.resolve("FIT MODEL", {name: 1}, SCHEMAS["FIT MODEL"])
 
 
 def test_a_bad_new_option_is_refused_before_any_work(db):
@@ -191,7 +192,7 @@ def test_multi_label_from_a_list_column_and_fit(db, squares):
     assert row.loc[0, "task"] == "multi_label" and row.loc[0, "train_rows"] == len(squares)
     assert db.engine.store.manifest("sq")["classes"] == ["blue", "red"]
     # the manifest's task makes the classifier's probabilities independent sigmoids
-    classifier, _ = db.engine.classifier("sq")
+    classifier, _, _ = db.engine.catalog.load("sq")
     probs = classifier.predict_proba(list(squares)[:8], progress=False)
     assert classifier.task.name == "multi_label" and (probs.sum(axis=1) < 1.5).any()  # rows with no square: both low
     # FIT MODEL of a multi-label model reads its labels the same way

@@ -268,7 +268,7 @@ def multi_db(colors_db, tmp_path):
 def oracle(db, model="ml", threshold=0.5):
     """Truth, predictions and probabilities computed straight from the classifier."""
     frame = db.sql("SELECT * FROM colors").df()
-    classifier, _ = db.engine.classifier(model)
+    classifier, _, _ = db.engine.catalog.load(model)
     probs = classifier.predict_proba(list(frame.image), progress=False)
     classes = list(classifier.classes)
     y_true = np.array([[c in set(label.split("|")) for c in classes] for label in frame.label])

@@ -322,3 +322,14 @@ def test_build_describe_predict_in_cells(ip, color_csv, capsys):
     result = ip["result"]
     assert isinstance(result, pd.DataFrame) and {"predicted", "score"} <= set(result.columns)
     assert (result.predicted == result.label).mean() >= 0.9
+
+
+def test_interrupt_while_a_result_is_read_is_a_message_too(ip, capsys, monkeypatch):
+    from pixql.result import Result
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Result, "df", interrupted)  # Ctrl-C while a lazy query's rows are computed
+    error, printed = run_failing(ip, capsys, "%pixql SELECT 1")
+    assert "SQL (line 1): interrupted" in printed and "nothing half-written" in printed

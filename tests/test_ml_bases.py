@@ -76,7 +76,7 @@ def empty_caches(tmp_path, monkeypatch):
 def test_convnext_without_cached_weights_fails_fast_with_the_ways_out(empty_caches, monkeypatch, how):
     from huggingface_hub import constants
 
-    from pixql.ml.weights import create_backbone
+    from pixql.ml.bases import create_backbone
 
     if how == "HF_HUB_OFFLINE":
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -101,7 +101,7 @@ def test_cached_hub_weights_load_without_network(empty_caches, tmp_path, monkeyp
     from huggingface_hub import constants
     from safetensors.torch import save_file
 
-    from pixql.ml.weights import create_backbone
+    from pixql.ml.bases import create_backbone
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     spec = resolve_base("ResNet18")

@@ -729,6 +729,7 @@ def test_valid_samples_parse(script):
        hs.integers(1, 5), hs.integers(1, 5))
 def test_nested_statements_and_options_only_answer_or_raise_pixql_errors(script, wrap, line, col):
     from pixql import options as opts
+    from pixql.commands import SCHEMAS
     from pixql.errors import OptionError
     from pixql.sql import nested_statements
 
@@ -745,7 +746,7 @@ def test_nested_statements_and_options_only_answer_or_raise_pixql_errors(script,
     for stmt in stmts:
         if getattr(stmt, "options", None) is not None:
             try:
-                opts.resolve(stmt.keyword, stmt.options)
+                opts.resolve(stmt.keyword, stmt.options, SCHEMAS.get(stmt.keyword, {}))
             except OptionError:
                 pass
 
@@ -761,10 +762,11 @@ OPTION_VALUES = hs.recursive(hs.none() | hs.booleans() | hs.integers() | hs.floa
                        OPTION_VALUES, max_size=4))
 def test_any_option_values_resolve_or_raise_option_error(keyword, options):
     from pixql import options as opts
+    from pixql.commands import SCHEMAS
     from pixql.errors import OptionError
 
     try:
-        resolved, given = opts.resolve(keyword, options)
+        resolved, given = opts.resolve(keyword, options, SCHEMAS[keyword])
     except OptionError as err:
         assert keyword in str(err)
         return

@@ -60,7 +60,7 @@ def test_threshold_is_for_multi_label_models(colors_db):
     with pytest.raises(OptionError, match="'threshold' is for multi-label models; model 'cm' is single-label"):
         db.sql("PREDICT USING cm OPTIONS (threshold=0.3) AS SELECT * FROM colors")
     save_color_model(db.engine.store, "ml", task="multi_label")
-    classifier, _ = db.engine.classifier("ml")
+    classifier, _, _ = db.engine.catalog.load("ml")
     frame = db.sql("SELECT * FROM colors").df()
     probs = classifier.predict_proba(list(frame.image), progress=False)
     classes = list(classifier.classes)

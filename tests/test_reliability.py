@@ -18,7 +18,7 @@ import pixql
 from conftest import REPO, make_rgb_images, save_color_model
 from pixql.commands import predict as predict_command
 from pixql.cli import cli
-from pixql.errors import ArgumentError, DataError, OptionError, StoreError, TrainingError
+from pixql.errors import ArgumentError, CatalogError, DataError, OptionError, SqlError, StoreError, TrainingError
 from pixql.image_columns import pick_image_col
 from test_bad_input import snapshot
 
@@ -338,3 +338,64 @@ def test_fuzz_validation_option_values_never_change_the_database(fuzz_db, parts)
     with pytest.raises((OptionError, DataError, pixql.ParseError)):
         fuzz_db.sql(statement)
     assert snapshot(fuzz_db) == before
+
+
+# -- found in review: the same promises, from other directions -------------------------------------
+def test_an_option_query_cannot_smuggle_a_pixql_statement(colors_db):
+    db = colors_db
+    db.sql("CREATE TABLE keep AS SELECT 1 AS x")
+    before = snapshot(db)
+    value = "SELECT * FROM (PREDICT USING imagenet_classifier AS SELECT 'x.png' AS image; DROP TABLE keep)"
+    with pytest.raises(OptionError, match="cannot hold a pixql statement"):
+        db.sql(SIMPLE.format(name="v", options="validation='" + value.replace("'", "''") + "'",
+                             query="SELECT * FROM colors"))
+    assert snapshot(db) == before
+
+
+def test_interpolation_knows_nested_block_comments():
+    from pixql.interpolation import expand
+    from pixql.sql import parse_script
+
+    script = expand("/* a /* b */ it's */ SELECT * FROM t WHERE a = {v}", {"v": "1; DROP TABLE x"})
+    assert len(parse_script(script)) == 1 and script.endswith("'1; DROP TABLE x'")
+
+
+def test_the_cli_set_values_are_names_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "--format", "csv", "--set", "n=ab",
+                                      "-c", "SELECT '{n.upper()}' AS x, '{n}' AS y"], catch_exceptions=False)
+    assert result.stdout == "x,y\n{n.upper()},ab\n"  # no Python ran
+
+
+def test_an_earlier_predict_error_does_not_replace_a_later_sql_error(colors_db):
+    import duckdb
+
+    with pytest.raises(CatalogError):
+        colors_db.sql("SELECT predict('nosuch', image) FROM colors").fetchall()
+    with pytest.raises(duckdb.Error):  # DuckDB's own connection: the UDF's error is left pending
+        colors_db.duckdb.sql("SELECT predict('nosuch', image) FROM colors").fetchall()
+    with pytest.raises(SqlError, match="missing_table"):
+        colors_db.sql("SELECT * FROM missing_table")
+
+
+@pytest.mark.parametrize("options, message", [
+    ("learning_rate=0", "must be greater than 0, got 0"),
+    ("validation=1.5", "strictly between 0 and 1, or a query or a table name, got 1.5"),
+    ("batch_size=0", "must be at least 1, got 0"),
+])
+def test_option_bounds_say_what_is_allowed(colors_db, options, message):
+    with pytest.raises(OptionError, match=message):
+        colors_db.sql(SIMPLE.format(name="b", options=options, query="SELECT * FROM colors"))
+
+
+def test_fit_with_a_class_the_model_does_not_know_names_it(colors_db):
+    colors_db.sql("CREATE TABLE more AS SELECT image, 'purple' AS label FROM colors")
+    with pytest.raises(DataError, match="not among the model's classes .*: purple"):
+        colors_db.sql("FIT MODEL cm2 USING cm AS SELECT * FROM more")
+
+
+def test_a_manifest_that_says_multi_label_true_is_multi_label():
+    from pixql.tasks import task_of
+
+    assert task_of({"multi_label": True}).name == "multi_label"
+    assert task_of({"task": "multi-label"}).name == "multi_label" and task_of({}).name == "classification"

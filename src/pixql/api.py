@@ -2,6 +2,7 @@
 
 from pixql.engine import Engine
 from pixql.errors import ArgumentError, Interrupted
+from pixql.result import Result
 from pixql.sql import parse_script
 
 
@@ -32,21 +33,22 @@ class Connection:
 
     def sql(self, script):
         """Run one or more `;`-separated statements; return the last one's Result."""
-        if not isinstance(script, str):
-            hint = " (decode the bytes first: script.decode('utf-8'))" if isinstance(script, (bytes, bytearray)) else ""
-            raise ArgumentError(f"sql(): the script must be a str of SQL statements, got "
-                                f"{type(script).__name__} {script!r:.60}{hint}")
-        return self._engine.execute(script)
+        last = Result()
+        for _statement, last, _is_last in self.run_script(script, "sql"):
+            pass
+        return last
 
     execute = sql
 
-    def run_script(self, script):
+    def run_script(self, script, _caller="run_script"):
         """Run `script`'s statements one by one, yielding (statement, its Result, whether it is the
-        last) as each completes: the loop under the CLI, the notebook magic and the demo. The whole
-        script is parsed first, so a syntax error anywhere runs nothing. Ctrl-C while a statement
-        runs raises `Interrupted`, a KeyboardInterrupt that names the statement."""
+        last) as each completes: the loop under `sql()`, the CLI, the notebook magic and the demo.
+        The whole script is parsed first, so a syntax error anywhere runs nothing. Ctrl-C while a
+        statement runs raises `Interrupted`, a KeyboardInterrupt that names the statement."""
         if not isinstance(script, str):
-            raise ArgumentError(f"run_script(): the script must be a str, got {type(script).__name__}")
+            hint = " (decode the bytes first: script.decode('utf-8'))" if isinstance(script, (bytes, bytearray)) else ""
+            raise ArgumentError(f"{_caller}(): the script must be a str of SQL statements, got "
+                                f"{type(script).__name__} {script!r:.60}{hint}")
         statements = parse_script(script)
         for i, statement in enumerate(statements):
             try:

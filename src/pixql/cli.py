@@ -98,7 +98,6 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, varia
 
     \b
       pixql -c "SELECT 42"
-      pixql --db shop.duckdb run tutorial.sql
       pixql --db shop.duckdb --set data=../shared/datasets run examples/tutorial.sql
       pixql --db shop.duckdb            (interactive prompt; piped input runs as a script)
     """
@@ -137,7 +136,7 @@ def _session(obj, script=None, path=None):
         if obj.get("variables"):
             from pixql.interpolation import expand
 
-            script = expand(script, obj["variables"])
+            script = expand(script, obj["variables"], expressions=False)  # names only: no Python runs
         return run_script(connection, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
         click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)

@@ -9,10 +9,9 @@ import os
 import tempfile
 
 from pixql.catalog import Catalog
+from pixql.commands import HANDLERS
 from pixql.errors import PixqlError
-from pixql.result import Result
 from pixql.session import Session
-from pixql.sql import parse_script
 from pixql.store import ModelStore
 
 
@@ -59,23 +58,10 @@ class Engine:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
 
-    # -- scripts ------------------------------------------------------------------------
-    def execute(self, script):
-        """Run every statement of `script`; return the Result of the last one."""
-        last = Result()
-        for last in self.execute_iter(script):
-            pass
-        return last
-
-    def execute_iter(self, script):
-        """Yield each statement's Result as it completes (parsing the whole script first)."""
-        for statement in parse_script(script):
-            yield self.run(statement)
-
+    # -- statements --------------------------------------------------------------------
     def run(self, statement):
-        from pixql.commands import HANDLERS
-
         self.session.drop_stale_tables()
+        self.functions.take_failure()  # a predict() error of an earlier statement is not this one's
         try:
             return HANDLERS[type(statement)](self, statement)
         except PixqlError as exc:
@@ -95,9 +81,3 @@ class Engine:
         exc.args = (f"{where}: {message}",)
         exc.keyword, exc.statement_line = statement.keyword, statement.line
         return exc
-
-    # -- models ---------------------------------------------------------------------------
-    def classifier(self, name, device="auto"):
-        """(loaded model, manifest), loaded once per model version (catalog.Catalog.load)."""
-        model, manifest, _ = self.catalog.load(name, device)
-        return model, manifest

@@ -31,8 +31,9 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MISSING = object()
 
 
-def expand(text, namespace):
-    """`text` with the references to names defined in `namespace` replaced (see the module)."""
+def expand(text, namespace, expressions=True):
+    """`text` with the references to names defined in `namespace` replaced (see the module).
+    `expressions=False`: only plain (dotted) names, no Python evaluated (`pixql --set`)."""
     if not text or not any(c in text for c in "{}$"):
         return text
     out = []
@@ -40,7 +41,7 @@ def expand(text, namespace):
         if kind == "verbatim":
             out.append(piece)
             continue
-        piece = _FIELD.sub(lambda m: _field(m, namespace, kind), piece)
+        piece = _FIELD.sub(lambda m: _field(m, namespace, kind, expressions), piece)
         if kind == "code":
             piece = _DOLLAR.sub(lambda m: _render(_lookup(m.group(1), namespace), None, kind, m.group(0)), piece)
         out.append(piece)
@@ -76,8 +77,7 @@ def _segments(text):
             end = text.find("\n", i)
             end, kind = (n if end < 0 else end), "verbatim"
         elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end, kind = (n if end < 0 else end + 2), "verbatim"
+            end, kind = _comment_end(text, i), "verbatim"
         elif c == "$" and (tag := _DOLLAR_QUOTE.match(text, i)) and (close := text.find(tag.group(0), tag.end())) >= 0:
             end, kind = close + len(tag.group(0)), "verbatim"
         else:
@@ -89,6 +89,21 @@ def _segments(text):
         i = start = end
     if start < n:
         yield "code", text[start:]
+
+
+def _comment_end(text, i):
+    """Index just past the end of the block comment at `i`; DuckDB nests /* ... /* ... */ ... */."""
+    depth, j = 0, i
+    while j < len(text):
+        if text.startswith("/*", j):
+            depth, j = depth + 1, j + 2
+        elif text.startswith("*/", j):
+            depth, j = depth - 1, j + 2
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    return len(text)
 
 
 def _closing(text, i, quote):
@@ -105,9 +120,14 @@ def _closing(text, i, quote):
 
 
 # -- values --------------------------------------------------------------------------------------
-def _field(match, namespace, kind):
+def _field(match, namespace, kind, expressions=True):
     if match.group(1) is None:
         return match.group(0)[0]  # {{ -> {, }} -> }
+    if not expressions:
+        name, _, spec = match.group(1).partition(":")
+        if not re.fullmatch(_NAME, name.strip()):
+            return match.group(0)
+        return _render(_lookup(name.strip(), namespace), spec or None, kind, match.group(0))
     value, spec = _reference(match.group(1), namespace)
     return _render(value, spec, kind, match.group(0))
 

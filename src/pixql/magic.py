@@ -103,8 +103,9 @@ class PixqlMagics(Magics):
         """Run `script`: show each intermediate result, return the last one's value."""
         from IPython.display import display
 
+        statement = None
         try:
-            for _statement, result, last in self.connection.run_script(script):
+            for statement, result, last in self.connection.run_script(script):
                 if last:
                     return _value(result, display)
                 for item in _outputs(result):
@@ -113,8 +114,10 @@ class PixqlMagics(Magics):
             raise
         except PixqlError as exc:
             raise PixqlCellError(str(exc), exc) from None
-        except Interrupted as exc:
-            raise PixqlCellError(str(exc)) from None
+        except KeyboardInterrupt as exc:  # while running, or while a lazy or streamed result is read
+            if not isinstance(exc, Interrupted) and statement is not None:
+                exc = Interrupted(statement.keyword, statement.line)
+            raise PixqlCellError(str(exc) or "interrupted; nothing half-written was kept") from None
         return None
 
 

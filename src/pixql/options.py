@@ -25,6 +25,7 @@ class Option:
     low: float = None
     high: float = None
     open: bool = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1
+    hint: str = ""  # what else the option takes, for the message (validation: 'or a query')
 
 
 def flag(default=False):
@@ -67,18 +68,17 @@ def _check_bounds(keyword, raw_name, value, spec):
         if spec.low is not None and spec.high is not None:
             word = "strictly " if spec.open else ""
             want = f"{word}between {spec.low:g} and {spec.high:g}"
+        elif spec.low is not None:
+            want = f"greater than {spec.low:g}" if spec.open else f"at least {spec.low:g}"
         else:
-            want = f"at least {spec.low:g}" if spec.low is not None else f"at most {spec.high:g}"
-        raise OptionError(f"{keyword}: option '{raw_name}' must be {want}, got {value}")
+            want = f"less than {spec.high:g}" if spec.open else f"at most {spec.high:g}"
+        raise OptionError(f"{keyword}: option '{raw_name}' must be {want}{spec.hint}, got {value}")
 
 
-def resolve(keyword, options, schema=None):
-    """Check `options` against the statement's schema (declared by its command module, or
-    given); return (them with defaults filled in, the ones given)."""
-    if schema is None:
-        from pixql.commands import SCHEMAS
-
-        schema = SCHEMAS.get(keyword, {})
+def resolve(keyword, options, schema):
+    """Check `options` against `schema` (the statement's, declared by its command module);
+    return (them with defaults filled in, the ones given). `keyword` names the statement in
+    messages."""
     given = {}
     for raw_name, value in options.items():
         name = ALIASES.get(raw_name.lower(), raw_name.lower())

@@ -24,7 +24,6 @@ class Session:
 
     def __init__(self, database, read_only=False, wait=0, run_nested=None):
         self.database = database or ":memory:"
-        self.read_only = read_only
         self.duckdb = open_database(self.database, read_only, wait)
         self._run_nested = run_nested
         self._names = itertools.count(1)
@@ -80,9 +79,12 @@ class Session:
         import duckdb
 
         where = (statement.query_line, statement.query_col) if query is None else (statement.line, 1)
+        if option is not None:  # checked before anything runs: nested statements run their own queries
+            if nested_statements(query, *where):
+                raise OptionError(f"option '{option}' cannot hold a pixql statement; store its rows first "
+                                  "(CREATE TABLE v AS PREDICT ...) and name that table")
+            self.check_one_query(query, option)
         with self.nested(statement.query if query is None else query, *where) as (sql, _):
-            if option is not None:
-                self.check_one_query(sql, option)
             try:
                 return self.duckdb.sql(sql).df()
             except duckdb.Error as exc:

@@ -1,7 +1,7 @@
 """EVALUATE USING model [OPTIONS (...)] AS query: the model's answers scored against a label column."""
 
 from pixql import options as opt
-from pixql.commands.common import model_image_col, probabilities
+from pixql.commands.common import model_image_col, probabilities, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
 from pixql.image_columns import find_column
@@ -43,9 +43,8 @@ def run(engine, statement):
     probs = probabilities(model, frame, image_col, resolved, engine.progress)
     unknown = task.unknown(truth, classes)
     if unknown:
-        shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
         messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "
-                        f"'{statement.model}' (it never predicts them): {shown}")
+                        f"'{statement.model}' (it never predicts them): {shown(unknown)}")
     out, confusion = task.evaluate(frame, truth, probs, classes, unknown, resolved["output"], threshold)
     info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
             "image_col": image_col, "rows": len(frame), "skipped_null_labels": skipped, "confusion": confusion}

@@ -13,12 +13,14 @@ OPTIONS = {
 
 
 def run(engine, statement):
-    from pixql.ml.export import export_onnx
+    from pixql.ml.export import export_onnx, sidecar_path
 
     resolved, _ = opt.resolve("EXPORT MODEL", statement.options, OPTIONS)
     path = Path(statement.path).expanduser().absolute()
-    if path.exists() and not resolved["overwrite"]:
-        raise CatalogError(f"{path} already exists; use OPTIONS (overwrite=true) to replace it", path=str(path))
+    for target in (path, Path(sidecar_path(path))):
+        if target.exists() and not resolved["overwrite"]:
+            raise CatalogError(f"{target} already exists; use OPTIONS (overwrite=true) to replace it",
+                               path=str(target))
     network, state, classes, preprocessing, task = engine.catalog.parts(statement.name)
     written = export_onnx(network, state, classes, preprocessing, path, task=task, opset=resolved["opset"])
     return frame_result(statement, {

@@ -25,7 +25,7 @@ BUILD_OPTIONS = {
     "pretrained": opt.flag(True),
     "weights": opt.text(),
     "seed": opt.integer(0),
-    "validation": opt.Option((float, str), None, low=0, high=1, open=True),  # a fraction, a query or a table
+    "validation": opt.Option((float, str), None, low=0, high=1, open=True, hint=", or a query or a table name"),
     "train_mode": opt.text("auto", ("auto", "linear", "finetune")),
     "optimizer": opt.text("adamw", ("adamw", "sgd", "rmsprop")),
     "weight_decay": opt.number(None, low=0),
@@ -128,10 +128,6 @@ def _train(engine, statement, resolved, given, base, task, init):
                          base=base, validation=validation, progress=engine.progress, task=task)
     with image_errors(sources, can_skip=True):
         if init is not None:
-            unknown = task.unknown(labels, init[0]["classes"])
-            if unknown:
-                raise DataError(f"the query has classes the model does not know: {', '.join(unknown[:10])}; "
-                                f"the model's classes are {', '.join(init[0]['classes'][:20])}")
             trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels)
         else:
             trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)

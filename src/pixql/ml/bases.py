@@ -106,3 +106,15 @@ def weights_available_offline(spec):
 
         return cached_hub_file(spec.arch) is not None
     return False
+
+
+def create_backbone(name, num_classes, pretrained=True, weights=None, image_size=None):
+    """One call from a base name (alias, timm name, 'timm:...') to a ready network:
+    (model, network recipe, preprocessing, weights source). Like timm's create_model, for
+    pixql's bases and their offline weights."""
+    from pixql.ml.data import preprocessing_for
+    from pixql.ml.weights import build_model
+
+    spec = resolve_base(name)
+    model, network, source = build_model(spec, num_classes, pretrained, weights, image_size)
+    return model, network, preprocessing_for(model, image_size or spec.input_size), source

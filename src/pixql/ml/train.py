@@ -18,18 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pixql.errors import CatalogError, DataError, OptionError, StoreError, TrainingError
-from pixql.ml.bases import resolve_base
+from pixql.ml.bases import create_backbone, resolve_base
 from pixql.ml.batchnorm_folding import Folding, folded
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
-                           preprocessing_for, train_transform)
+                           train_transform)
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
-from pixql.ml.weights import create_backbone
 from pixql.tasks import classification_task, task_of
 from pixql.tasks.classification import Tally
 
@@ -109,7 +107,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     if init is not None:
         unknown = task.unknown(labels, init["classes"])
         if unknown:
-            raise TrainingError(
+            raise DataError(
                 f"Labels not among the model's classes ({', '.join(map(str, init['classes']))}): "
                 f"{', '.join(unknown[:10])}"
             )

@@ -257,15 +257,3 @@ def build_model(spec, num_classes, pretrained=True, weights=None, image_size=Non
         return create_network(network), network, "random"
     model, source = SOURCES[spec.pretrained_source](spec, network)
     return model, network, source
-
-
-def create_backbone(name, num_classes, pretrained=True, weights=None, image_size=None):
-    """One call from a base name (alias, timm name, 'timm:...') to a ready network:
-    (model, network recipe, preprocessing, weights source). Like timm's create_model, for
-    pixql's bases and their offline weights."""
-    from pixql.ml.bases import resolve_base
-    from pixql.ml.data import preprocessing_for
-
-    spec = resolve_base(name)
-    model, network, source = build_model(spec, num_classes, pretrained, weights, image_size)
-    return model, network, preprocessing_for(model, image_size or spec.input_size), source

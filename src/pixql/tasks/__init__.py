@@ -18,7 +18,8 @@ from pixql.tasks.classification import classification_task, named
 
 def task_of(manifest):
     """The task of a saved model."""
-    return named((manifest or {}).get("task"))
+    manifest = manifest or {}
+    return named("multi_label" if manifest.get("multi_label") is True else manifest.get("task"))
 
 
 def for_build(options):
