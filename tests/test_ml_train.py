@@ -154,7 +154,7 @@ def test_continue_training_keeps_classes(colors):
                                TrainConfig(progress=False))
     assert second.classes == first.classes and second.network == first.network
     assert second.train_mode == "linear" and _accuracy(second, paths, labels) >= 0.9
-    with pytest.raises(TrainingError, match="green"):
+    with pytest.raises(DataError, match="green"):  # one unknown-class check, a data error, also via SQL
         continue_training(manifest, first.state_dict, paths[:2], ["green", "red"], TrainConfig(progress=False))
 
 
