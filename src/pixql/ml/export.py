@@ -33,8 +33,9 @@ import warnings
 import numpy as np
 import torch
 
-from pixql.errors import DataError, StoreError, TrainingError
-from pixql.tasks import named
+from pixql.errors import DataError, TrainingError
+from pixql.ml.infer import inference_network
+from pixql.tasks import as_task
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -83,10 +84,10 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
     onnx = _import("onnx", "export a model to ONNX")
 
-    task = named(task) if task is None or isinstance(task, str) else task
+    task = as_task(task)
     classes = [str(c) for c in classes]
     pre = _checked_preprocessing(preprocessing, path)
-    model = _folded_network(network, state_dict, classes, path)
+    model = inference_network(dict(network), state_dict, classes)  # exactly what PREDICT runs
     wrapped = _Probabilities(model, task).eval()
     shape = (_TRACE_BATCH, *[int(s) for s in pre["input_size"]])
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -216,23 +217,6 @@ def _checked_preprocessing(pre, path):
         raise DataError(f"The preprocessing for {path} has input_size {pre['input_size']}, not [3, H, W]",
                         path=path)
     return pre
-
-
-def _folded_network(network, state_dict, classes, path):
-    from pixql.ml.batchnorm_folding import fold_batchnorm
-    from pixql.ml.networks import create_network
-
-    network = dict(network)
-    if int(network["num_classes"]) != len(classes):
-        raise StoreError(f"The network has {network['num_classes']} outputs but {len(classes)} classes are "
-                         f"listed; nothing written to {path}")
-    model = create_network(network)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise StoreError(f"Saved weights do not fit the {network.get('arch')} network; nothing written to "
-                         f"{path}: {e}") from e
-    return fold_batchnorm(model.eval())
 
 
 class _Probabilities(torch.nn.Module):

@@ -4,12 +4,25 @@ import numpy as np
 import torch
 
 from pixql.errors import StoreError
-from pixql.tasks import named
+from pixql.tasks import as_task
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
 from pixql.ml.networks import create_network
 from pixql.ml.runtime import (auto_batch_size, forward_rows, resolve_device, resolve_precision,
                               to_device)
+
+
+def inference_network(network, state_dict, classes):
+    """The network rebuilt from its recipe and weights for inference only (PREDICT, EXPORT MODEL):
+    eval mode, its frozen batch norms folded into the convolutions once."""
+    model = create_network(network)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise StoreError(f"Saved weights do not fit the {network.get('arch')} network: {e}") from e
+    if int(network["num_classes"]) != len(classes):
+        raise StoreError(f"The network has {network['num_classes']} outputs but {len(classes)} classes are listed")
+    return fold_batchnorm(model.eval())
 
 
 class Classifier:
@@ -19,23 +32,13 @@ class Classifier:
                  task="classification"):
         """`task`: a pixql task or its name; it turns the network's outputs into probabilities
         (softmax; multi-label: a sigmoid per class)."""
-        self.task = named(task) if task is None or isinstance(task, str) else task
+        self.task = as_task(task)
         self.network = dict(network)
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        model = create_network(self.network)
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as e:
-            raise StoreError(f"Saved weights do not fit the {self.network.get('arch')} network: {e}") from e
-        if int(self.network["num_classes"]) != len(self.classes):
-            raise StoreError(
-                f"The network has {self.network['num_classes']} outputs but {len(self.classes)} classes are listed"
-            )
-        # never trained again: its frozen batch norms go into the convolutions once
-        self.model = to_device(fold_batchnorm(model.eval()), self.device)
+        self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
         self.transform = eval_transform(self.preprocessing)
 
     def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):

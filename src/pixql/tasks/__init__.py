@@ -16,6 +16,11 @@ Its `name` is what a model's manifest records as 'task'.
 from pixql.tasks.classification import classification_task, named
 
 
+def as_task(task):
+    """A task object, given one or its name (None: single-label classification)."""
+    return named(task) if task is None or isinstance(task, str) else task
+
+
 def task_of(manifest):
     """The task of a saved model."""
     manifest = manifest or {}
@@ -27,4 +32,4 @@ def for_build(options):
     return classification_task(bool(options.get("multi_label")))
 
 
-__all__ = ["task_of", "for_build", "classification_task", "named"]
+__all__ = ["as_task", "task_of", "for_build", "classification_task", "named"]
