@@ -79,7 +79,7 @@ def test_convnext_without_weights_offline_says_how_to_provide_them(run_cli, colo
         pytest.skip("ConvNeXt_Tiny weights are available here (hub cache or network)")
     assert result.exit_code == 1
     assert "weights=" in result.stderr and "BUILD MODEL" in result.stderr
-    shown = run_cli("--format", "csv", "-c", "SELECT name FROM pixql_models")
+    shown = run_cli("--format", "csv", "-c", "SELECT name FROM pixql_models()")
     assert "\nm\n" not in shown.stdout
 
 

@@ -46,7 +46,7 @@ def check_old_model_intact(db_file, before):
     """After a crash: only `cm` is listed, its files are the ones from before, it predicts."""
     with pixql.connect(str(db_file), progress=False) as db:  # opening recovers what a crash left
         root = db.engine.store.root
-        assert list(db.sql("SELECT name FROM pixql_models ORDER BY name").df().name) == [
+        assert list(db.sql("SELECT name FROM pixql_models() ORDER BY name").df().name) == [
             "cm", "imagenet_classifier"]
         assert model_files(root) == before
         assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["cm"]

@@ -43,10 +43,21 @@ def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     _copy_colors(db, color_csv)
     db.sql("DELETE FROM colors WHERE label = 'red'")
     with pytest.raises(CatalogError, match="already exists"):
-        db.sql(f"COPY colors FROM '{color_csv}'")
+        db.sql(f"COPY colors OPTIONS (if_exists='fail') FROM '{color_csv}'")
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (12,)
     db.sql(f"COPY colors OPTIONS (if_exists='append') FROM '{color_csv}'")
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)
+
+
+def test_copy_without_options_into_an_existing_table_is_duckdbs_append(db, color_csv):
+    """DuckDB's `COPY t FROM 'f.csv'` appends the file's rows as written (no path resolving)."""
+    _copy_colors(db, color_csv)
+    db.sql(f"COPY colors FROM '{color_csv}'")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (48,)
+    as_written = db.sql(f"SELECT image FROM read_csv('{color_csv}') ORDER BY ALL").fetchall()
+    appended = db.sql(f"SELECT image FROM colors WHERE image IN (SELECT image FROM read_csv('{color_csv}')) "
+                      "ORDER BY ALL").fetchall()
+    assert appended == as_written
 
 
 def test_copy_missing_file_names_it(db, tmp_path):
@@ -88,7 +99,7 @@ def test_build_predict_show_describe_drop(db, color_csv):
 
     models = db.sql("SHOW MODELS").df()
     assert set(models.name) == {"imagenet_classifier", "colors_model"}
-    assert db.sql("SELECT classes FROM pixql_models WHERE name = 'colors_model'").fetchone() == (2,)
+    assert db.sql("SELECT classes FROM pixql_models() WHERE name = 'colors_model'").fetchone() == (2,)
 
     described = dict(db.sql("DESCRIBE MODEL colors_model").fetchall())
     # linear mode: an epoch is drawn only while L-BFGS still moves the head (epochs=2 at most)
@@ -131,10 +142,10 @@ def test_bad_options_are_refused_before_any_work(db, color_csv):
 def test_existing_model_is_kept_without_overwrite(db, color_csv):
     _copy_colors(db, color_csv)
     db.sql("BUILD MODEL m AS SELECT * FROM colors")
-    created = db.sql("SELECT created FROM pixql_models WHERE name = 'm'").fetchone()
+    created = db.sql("SELECT created FROM pixql_models() WHERE name = 'm'").fetchone()
     with pytest.raises(CatalogError, match="already exists.*overwrite"):
         db.sql("BUILD MODEL m AS SELECT * FROM colors WHERE label = 'red'")
-    assert db.sql("SELECT created FROM pixql_models WHERE name = 'm'").fetchone() == created
+    assert db.sql("SELECT created FROM pixql_models() WHERE name = 'm'").fetchone() == created
     db.sql("BUILD MODEL m OPTIONS (overwrite=true, epochs=1) AS SELECT * FROM colors")
 
 

@@ -176,8 +176,10 @@ def test_a_user_table_named_pixql_models_is_not_hidden(colors_db):
     assert "cm" in db.sql("SHOW MODELS").df().name.tolist()
     db.sql(SIMPLE.format(name="after", options="epochs=1, batch_size=8", query="SELECT * FROM colors"))
     assert db.sql("SELECT * FROM pixql_models").fetchall() == [("mine",)]
-    db.sql("DROP TABLE pixql_models; DROP MODEL after")  # gone: the catalog table is back
-    assert "cm" in db.sql("SELECT name FROM pixql_models").df().name.tolist()
+    # the models are pixql_models(), a table function: both stay usable side by side
+    assert {"cm", "after"} <= set(db.sql("SELECT name FROM pixql_models()").df().name)
+    db.sql("DROP TABLE pixql_models; DROP MODEL after")
+    assert "after" not in db.sql("SELECT name FROM pixql_models()").df().name.tolist()
 
 
 # -- 11. a streamed JSON result that fails half-way stays valid JSON -------------------------------

@@ -50,6 +50,7 @@ class Connection:
             raise ArgumentError(f"{_caller}(): the script must be a str of SQL statements, got "
                                 f"{type(script).__name__} {script!r:.60}{hint}")
         statements = parse_script(script)
+        self._engine.check_syntax(statements)
         for i, statement in enumerate(statements):
             try:
                 result = self._engine.run(statement)

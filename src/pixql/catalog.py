@@ -11,7 +11,10 @@ from pixql.errors import CatalogError
 from pixql.store import check_name
 from pixql.tasks import task_of
 
-CATALOG_TABLE = "pixql_models"
+CATALOG_FUNCTION = "pixql_models"  # SELECT * FROM pixql_models(): SHOW MODELS' rows in any query
+CATALOG_COLUMNS = {"name": "VARCHAR", "base": "VARCHAR", "task": "VARCHAR", "classes": "BIGINT",
+                   "created": "VARCHAR", "metric": "DOUBLE", "metric_name": "VARCHAR", "train_mode": "VARCHAR",
+                   "status": "VARCHAR"}
 
 
 @dataclass(frozen=True)
@@ -126,22 +129,24 @@ class Catalog:
                          "classes": len(m.get("classes") or []), "created": m.get("created"),
                          "metric": value, "metric_name": name, "train_mode": m.get("train_mode"),
                          "status": f"broken: {m['broken']}" if "broken" in m else "ok"})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
 
-    def publish(self, session):
-        """The models as the temporary table pixql_models, unless the user has a table or view of
-        that name: theirs wins, and SHOW MODELS still lists the models."""
-        from pixql import ingest
+    def register(self, con):
+        """`pixql_models()`, a table function over SHOW MODELS' rows, read live at each query (a
+        model another process builds shows up). A temporary macro over a Python function: nothing
+        is added to the database's tables, so SHOW TABLES and duckdb_tables() stay the user's."""
+        import duckdb
 
-        con = session.duckdb
-        owned = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = ? AND NOT temporary "
-            "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = ? AND NOT temporary",
-            [CATALOG_TABLE, CATALOG_TABLE]).fetchall()
-        if any(n for (n,) in owned):
-            con.execute(f"DROP TABLE IF EXISTS temp.main.{CATALOG_TABLE}")
-            return
-        ingest.create_table_from_frame(con, f"CREATE OR REPLACE TEMP TABLE {CATALOG_TABLE}", self.frame())
+        row = duckdb.struct_type({name: duckdb.sqltype(kind) for name, kind in CATALOG_COLUMNS.items()})
+        con.create_function(f"__{CATALOG_FUNCTION}_rows", self._rows, [], duckdb.list_type(row),
+                            side_effects=True)
+        con.execute(f"CREATE OR REPLACE TEMP MACRO {CATALOG_FUNCTION}() AS TABLE "
+                    f"SELECT unnest(__{CATALOG_FUNCTION}_rows(), recursive := true)")
+
+    def _rows(self):
+        frame = self.frame()
+        return [{name: (None if value != value else value) for name, value in row.items()}  # NaN -> NULL
+                for row in frame.astype(object).to_dict("records")]
 
 
 def best_metric(metrics):

@@ -34,7 +34,7 @@ class Engine:
         self.catalog = Catalog(ModelStore(root, read_only=read_only))
         self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
         self.progress = progress
-        self.catalog.publish(self.session)
+        self.catalog.register(self.session.duckdb)
         from pixql.functions import register_functions
 
         self.functions = register_functions(self)
@@ -59,6 +59,18 @@ class Engine:
             self._tmpdir.cleanup()
 
     # -- statements --------------------------------------------------------------------
+    def check_syntax(self, statements):
+        """DuckDB's syntax errors in a script's plain SQL, before anything runs (as DuckDB parses
+        a whole script first). A statement holding pixql statements is checked when it runs."""
+        from pixql.sql import Sql, nested_statements
+
+        for statement in statements:
+            if isinstance(statement, Sql) and not nested_statements(statement.sql, statement.line, statement.col):
+                try:
+                    self.session.parse(statement.duckdb_text)
+                except PixqlError as exc:
+                    raise self.locate(exc, statement)
+
     def run(self, statement):
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's

@@ -41,11 +41,12 @@ def quote_literal(text):
 
 
 def table_exists(con, table):
-    return bool(con.execute(
+    """Whether a table or a view of that name exists (in any schema)."""
+    return any(n for (n,) in con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?) "
         "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = lower(?) AND NOT internal",
         [_bare_name(table), _bare_name(table)],
-    ).fetchall()[0][0] or 0)
+    ).fetchall())
 
 
 def create_table_from_frame(con, head, frame, insert=False):

@@ -188,7 +188,7 @@ def _outputs(result):
     if result.image is not None:
         return [_image(result.image)]
     items = _figures(result)
-    if result.has_rows:
+    if result.shows_rows:
         items.append(_frame(result))
     return items
 
@@ -200,7 +200,7 @@ def _value(result, display):
         return _image(result.image)
     for figure in _figures(result):
         display(figure)
-    return _frame(result) if result.has_rows else None
+    return _frame(result) if result.shows_rows else None
 
 
 def load_ipython_extension(ipython):

@@ -23,8 +23,16 @@ def _duckdb_errors(statement, cause=None):
 
 
 class Result:
-    """Rows from DuckDB (lazy relation), from pixql (a pandas DataFrame), or streamed by pixql
-    (an iterator of DataFrames: a PREDICT over many rows computes them batch by batch).
+    """Rows from DuckDB (a lazy query, or the rows a statement returned), from pixql (a pandas
+    DataFrame), or streamed by pixql (an iterator of DataFrames: a PREDICT over many rows
+    computes them batch by batch).
+
+    A lazy query (a script's final SELECT) keeps DuckDB's relation for its columns and for
+    streaming (`fetch_record_batch()`), and `query`, its text as written, which `df()` and
+    `fetchall()` run through DuckDB's `execute()` each time, as `duckdb.execute(query)` would.
+    A statement DuckDB ran already (an INSERT ... RETURNING, EXECUTE, a SELECT that is not the
+    script's last) keeps DuckDB's own rows (`rows`) and column names (`names`); `quiet`: they
+    are only its change count or 'Success', which front ends do not show (like DuckDB's shell).
 
     `.df()`, `.arrow()`, `.fetchall()`, `.fetchone()` and `.columns` behave like
     DuckDB's relation methods. `.image` is a PIL image for PRINT IMAGE;
@@ -35,9 +43,13 @@ class Result:
     """
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
-                 stream=None, cause=None, figures=None):
+                 stream=None, cause=None, figures=None, query=None, connection=None, rows=None, names=None,
+                 quiet=False):
         self.statement = statement
         self._relation = relation
+        self._query, self._connection = query, connection  # run by df()/fetchall(), as execute() would
+        self._rows, self._names = rows, names  # DuckDB's rows of a statement it ran already
+        self.quiet = quiet
         self._cause = cause  # the relation's pixql error behind a DuckDB error (see _duckdb_errors)
         self._frame = frame
         self._stream = stream  # iterator of DataFrames, consumed once
@@ -49,7 +61,17 @@ class Result:
 
     @property
     def has_rows(self):
-        return self._relation is not None or self._frame is not None or self._stream is not None
+        return (self._relation is not None or self._frame is not None or self._stream is not None
+                or self._rows is not None)
+
+    @property
+    def shows_rows(self):
+        """Whether front ends show rows for this result (not for CREATE's or INSERT's count)."""
+        return self.has_rows and not self.quiet
+
+    def _executed(self):
+        """A fresh run of the lazy query through DuckDB's execute(), its text as written."""
+        return self._connection.execute(self._query)
 
     @property
     def is_streamed(self):
@@ -68,7 +90,11 @@ class Result:
     def df(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.df()
+                return self._executed().df() if self._query is not None else self._relation.df()
+        if self._rows is not None:
+            import pandas as pd
+
+            return pd.DataFrame.from_records(self._rows, columns=self._names, coerce_float=False)
         if self._stream is not None:  # materialise once, like a DuckDB relation's df()
             import pandas as pd
 
@@ -90,7 +116,7 @@ class Result:
 
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.fetch_arrow_reader()
+                return self._relation.to_arrow_reader()
         batches = self.batches()
         first = next(batches, None)
         if first is None:
@@ -107,7 +133,7 @@ class Result:
     def arrow(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.fetch_arrow_table()
+                return self._relation.to_arrow_table()
         import pyarrow as pa
 
         return pa.Table.from_pandas(self.df(), preserve_index=False)
@@ -115,7 +141,9 @@ class Result:
     def fetchall(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.fetchall()
+                return self._executed().fetchall() if self._query is not None else self._relation.fetchall()
+        if self._rows is not None:
+            return list(self._rows)
         frame = self.df()
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]
 
@@ -127,12 +155,14 @@ class Result:
     def columns(self):
         if self._relation is not None:
             return list(self._relation.columns)
+        if self._rows is not None:
+            return list(self._names)
         if self._stream is not None:
             self.df()
         return [] if self._frame is None else list(self._frame.columns)
 
     def __len__(self):
-        if self._relation is not None:
+        if self._relation is not None or self._rows is not None:
             return len(self.fetchall())
         if self._stream is not None:
             self.df()

@@ -46,6 +46,15 @@ class Session:
             return failure
         return SqlError(str(exc)) if what is None else DataError(f"the {what} failed: {exc}")
 
+    def parse(self, sql):
+        """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError."""
+        import duckdb
+
+        try:
+            return self.duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise SqlError(str(exc)) from exc
+
     # -- queries that hold pixql statements ---------------------------------------------------
     @contextlib.contextmanager
     def nested(self, sql, line=1, col=1):

@@ -66,7 +66,7 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         if open_image:
             click.launch(str(path))
         return
-    if not result.has_rows:
+    if not result.shows_rows:
         return
     frame = result.df()
     if fmt == "csv":

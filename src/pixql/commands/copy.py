@@ -1,8 +1,14 @@
-"""COPY name [OPTIONS (...)] FROM 'file or folder': a table from CSV / Parquet / JSON or an image tree."""
+"""COPY name [OPTIONS (...)] FROM 'file or folder': a table from CSV / Parquet / JSON or an image tree.
+
+`COPY t FROM 'f.csv'` is DuckDB's statement too: into a table that exists, with no OPTIONS and a
+file (not a folder of images), it is DuckDB's, which appends the file's rows to the table.
+"""
+
+from pathlib import Path
 
 from pixql import ingest
 from pixql import options as opt
-from pixql.catalog import CATALOG_TABLE
+from pixql.commands import plain_sql
 from pixql.commands.common import frame_result
 
 OPTIONS = {
@@ -14,8 +20,10 @@ OPTIONS = {
 
 
 def run(engine, statement):
+    con = engine.session.duckdb
+    if not statement.options and ingest.table_exists(con, statement.table) \
+            and not Path(statement.source).expanduser().is_dir():
+        return plain_sql.run_as_duckdb(engine, statement)
     resolved, _ = opt.resolve("COPY", statement.options, OPTIONS)
-    rows, messages = ingest.copy_table(engine.session.duckdb, statement.table, statement.source, resolved)
-    if statement.table.strip('"').lower() == CATALOG_TABLE:
-        engine.catalog.publish(engine.session)
+    rows, messages = ingest.copy_table(con, statement.table, statement.source, resolved)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, messages)

@@ -3,6 +3,8 @@
 import functools
 import json
 
+from pixql import ingest
+from pixql.commands import plain_sql
 from pixql.commands.common import frame_result, short
 from pixql.display import has_history
 from pixql.figures import Curves
@@ -14,6 +16,9 @@ _DESCRIBED = ("name", "base", "task", "classes", "image_col", "label_col", "trai
 
 
 def show(engine, statement):
+    # `SHOW models` is DuckDB's too (a table's columns): a table or view named models wins.
+    if ingest.table_exists(engine.session.duckdb, "models"):
+        return plain_sql.run_as_duckdb(engine, statement)
     return Result(statement, frame=engine.catalog.frame())
 
 
@@ -49,7 +54,6 @@ def _text(value):
 
 def drop(engine, statement):
     dropped = engine.catalog.drop(statement.name, if_exists=statement.if_exists)
-    engine.catalog.publish(engine.session)
     return frame_result(statement, {"model": [statement.name], "dropped": [dropped]})
 
 

@@ -1,14 +1,21 @@
-"""Anything that is not a pixql statement: DuckDB runs it as written."""
+"""Anything that is not a pixql statement: DuckDB runs it as written.
+
+What comes back is what `duckdb.execute()` gives for the same statement: every statement runs,
+in order, with the text DuckDB's own splitter would hand it (comments and `;` included); its
+rows (a RETURNING clause's, EXECUTE's, PIVOT's, a COPY's count) are kept. The one exception is
+laziness: a script's final SELECT is a lazy DuckDB relation, so that a large result streams
+(`fetch_record_batch()`) and costs nothing until it is read.
+"""
 
 import re
 
-from pixql.catalog import CATALOG_TABLE
 from pixql.errors import SqlError
 from pixql.result import Result
+from pixql.sql import statements as st
 
 _CREATE_VIEW = re.compile(r"\s*CREATE\s+(OR\s+REPLACE\s+)?(TEMP(ORARY)?\s+)?VIEW\b", re.IGNORECASE)
-# DuckDB statement kinds whose rows a user wants to see (SHOW and DESCRIBE are SELECTs).
-_QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION", "ANALYZE"}
+# What a statement that returns no rows of its own answers in DuckDB: its change count or 'Success'.
+_NOTHING_TO_SHOW = (["Count"], ["Success"], [])
 
 
 def run(engine, statement):
@@ -17,21 +24,36 @@ def run(engine, statement):
     session = engine.session
     with session.nested(statement.sql, statement.line, statement.col) as (sql, nested):
         try:
-            (parsed,) = session.duckdb.extract_statements(sql)
-            if nested and _CREATE_VIEW.match(sql):
-                raise SqlError("a view cannot hold a pixql statement (its rows are computed once); "
-                               "use CREATE TABLE ... AS instead")
-            if parsed.type.name in _QUERY_TYPES:
-                if nested:  # the pixql statements' rows go away with their views: compute now
-                    return Result(statement, frame=session.duckdb.sql(sql).df())
-                # Lazy, like DuckDB's own relation: rows are computed when asked for.
-                return Result(statement, relation=session.duckdb.sql(sql), cause=session.udf_failure)
-            # CREATE, INSERT, COPY ...: run now, once; like DuckDB's shell, nothing to show.
-            session.duckdb.execute(sql).fetchall()
-            if CATALOG_TABLE in sql.lower():  # the user made or dropped a table of that name
-                engine.catalog.publish(session)
+            if nested:  # the pixql statements' rows go away with their views: compute now
+                if _CREATE_VIEW.match(sql):
+                    raise SqlError("a view cannot hold a pixql statement (its rows are computed once); "
+                                   "use CREATE TABLE ... AS instead")
+                return Result(statement, frame=session.duckdb.sql(sql).df())
+            text = statement.duckdb_text
+            (parsed,) = session.duckdb.extract_statements(text)
+            # A relation takes no parameters: `SELECT $x` (a variable, as execute() reads it) runs now.
+            if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters:
+                return Result(statement, relation=session.duckdb.sql(text), query=text,
+                              connection=session.duckdb, cause=session.udf_failure)
+            return _executed(session.duckdb, statement, text, parsed.type.name)
         except duckdb.Error as exc:
             raise session.error(exc) from exc
         except ValueError as exc:  # extract_statements found more or fewer than one statement
             raise SqlError(f"cannot run {sql!r}: {exc}") from exc
-    return Result(statement)
+
+
+def _executed(con, statement, text, kind):
+    """Run `text` now, once, and keep DuckDB's rows."""
+    cursor = con.execute(text)
+    names = [column[0] for column in cursor.description or []]
+    rows = cursor.fetchall()
+    quiet = kind != "SELECT" and names in _NOTHING_TO_SHOW and len(rows) <= 1
+    return Result(statement, rows=rows, names=names, quiet=quiet)
+
+
+
+def run_as_duckdb(engine, statement):
+    """Run a statement pixql could own as DuckDB's own, where the database decides (COPY into a
+    table that exists, SHOW MODELS with a table named models)."""
+    return run(engine, st.Sql(sql=statement.text, text=statement.text, line=statement.line, col=statement.col,
+                              as_written=statement.as_written, final=statement.final))

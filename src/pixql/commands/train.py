@@ -174,7 +174,6 @@ def _train(engine, statement, resolved, given, base, task, init):
     if init is not None:
         manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
     engine.catalog.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"])
-    engine.catalog.publish(session)
     return frame_result(statement, {
         "model": [statement.name],
         "base": [trained.base],

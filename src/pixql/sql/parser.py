@@ -27,13 +27,15 @@ def split_script(script):
     around it are left out; statements with no tokens are dropped."""
     pos = Positions(script)
     return [(script[g[0].start:g[-1].end], g[0].line, g[0].col)
-            for g in _groups(tokenize(script, pos))]
+            for g, _ in _groups(script, tokenize(script, pos))]
 
 
 def parse_script(script):
     """The statements of a whole script; error positions are in the script."""
     pos = Positions(script)
-    return [_parse_group(script, pos, g) for g in _groups(tokenize(script, pos))]
+    groups = _groups(script, tokenize(script, pos))
+    return [_parse_group(script, pos, g, source=source, final=i == len(groups) - 1)
+            for i, (g, source) in enumerate(groups)]
 
 
 def parse(statement_text, line=1, col=1):
@@ -42,37 +44,44 @@ def parse(statement_text, line=1, col=1):
     # Pad so that offsets map to the script's own lines and columns.
     script = "\n" * (line - 1) + " " * (col - 1) + statement_text
     pos = Positions(script)
-    groups = _groups(tokenize(script, pos))
+    groups = _groups(script, tokenize(script, pos))
     if not groups:
         raise ParseError("expected a statement, found nothing", line, col, script)
     if len(groups) > 1:
-        tok = groups[1][0]
+        tok = groups[1][0][0]
         raise ParseError(f"expected one statement, found another starting with {_show(script, tok)} "
                          "(use parse_script for a script)", tok.line, tok.col, script)
-    return _parse_group(script, pos, groups[0])
+    return _parse_group(script, pos, groups[0][0], source=statement_text)
 
 
-def _groups(toks):
-    groups, cur = [], []
+def _groups(script, toks):
+    """[(tokens, source)] of each statement. `source` is cut as DuckDB's extract_statements
+    cuts it: from just after the last `;` before the statement (the script's start for the
+    first one) to where the next one's source starts (the script's end for the last one)."""
+    groups, cur, starts, after_semicolon = [], [], [], 0
     for tok in toks:
         if tok.is_punct(";"):
             if cur:
                 groups.append(cur)
             cur = []
+            after_semicolon = tok.end
         else:
+            if not cur:
+                starts.append(0 if not groups else after_semicolon)
             cur.append(tok)
     if cur:
         groups.append(cur)
-    return groups
+    ends = starts[1:] + [len(script)]
+    return [(g, script[start:end]) for g, start, end in zip(groups, starts, ends)]
 
 
-def _parse_group(script, pos, toks):
+def _parse_group(script, pos, toks, source="", final=True):
     p = _Parser(script, pos, toks)
-    stmt = _statement(p)
+    stmt = _statement(p, source=source, final=final)
     if stmt is None:
         first, last = toks[0], toks[-1]
         text = script[first.start:last.end]
-        stmt = st.Sql(sql=text, text=text, line=first.line, col=first.col)
+        stmt = st.Sql(sql=text, text=text, line=first.line, col=first.col, as_written=source, final=final)
     return stmt
 
 
@@ -409,7 +418,7 @@ _STATEMENTS = [
 _PIXQL_ONLY = {"BUILD": "MODEL", "FIT": "MODEL", "PRINT": "IMAGE"}
 
 
-def _statement(p, nested=False):
+def _statement(p, nested=False, source="", final=True):
     """The pixql statement at the cursor (running to the end), or None."""
     start = p.i
     for words, handler in _STATEMENTS:
@@ -427,7 +436,7 @@ def _statement(p, nested=False):
             p.error(f"expected end of {cls.KEYWORD}, found {p.found()}")
         first = p.toks[start]
         return cls(**fields, text=p.text(first, p.toks[-1]), line=first.line, col=first.col,
-                   **p.query_at)
+                   as_written=source, final=final, **p.query_at)
     first = p.peek()
     if first is not None and first.kind == IDENT and first.value.upper() in _PIXQL_ONLY:
         p.i += 1
@@ -439,6 +448,21 @@ def _statement(p, nested=False):
 # Statements that return rows and may stand in for a subquery: `(PREDICT ...)`.
 NESTABLE = (st.Predict, st.Evaluate, st.ShowModels, st.ShowBaseModels, st.DescribeModel)
 _NESTABLE_FIRST = {"PREDICT", "EVALUATE", "SHOW", "DESCRIBE"}
+# A parenthesis holds a pixql statement only when it opens with one of these shapes: pixql's
+# words are names too, so `(predict)` or `(evaluate + 1)` are DuckDB's.
+_NESTABLE_SHAPES = (("PREDICT", "USING"), ("EVALUATE", "USING"), ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"),
+                    ("DESCRIBE", "MODEL"))
+
+
+def _opens_nestable(toks, i):
+    def kw(k, *words):
+        return i + k < len(toks) and toks[i + k].is_kw(*words)
+
+    if any(all(kw(k, word) for k, word in enumerate(shape)) for shape in _NESTABLE_SHAPES):
+        return True
+    # `(PREDICT cm AS ...)` is no SQL either: a PREDICT that lost its USING, for our message.
+    return kw(0, "PREDICT", "EVALUATE") and i + 1 < len(toks) and toks[i + 1].kind in (IDENT, QIDENT) \
+        and kw(2, "AS", "OPTIONS")
 
 
 def nested_statements(text, line=1, col=1):
@@ -456,7 +480,7 @@ def nested_statements(text, line=1, col=1):
     found, i = [], 0
     while i < len(toks) - 1:
         tok = toks[i]
-        if not (tok.is_punct("(") and toks[i + 1].is_kw(*_NESTABLE_FIRST)):
+        if not (tok.is_punct("(") and _opens_nestable(toks, i + 1)):
             i += 1
             continue
         depth, j = 0, i

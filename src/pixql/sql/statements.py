@@ -2,7 +2,11 @@
 
 The parser returns these; the engine dispatches on their type. `text` is the
 statement's own source (without the trailing `;`), `line`/`col` where it starts
-in the script, so that errors raised later can point back at it.
+in the script, so that errors raised later can point back at it. `as_written` is the
+statement as DuckDB's own splitter cuts it (comments before it and its `;`
+included): what DuckDB runs, so that `current_query()` and query logs see what
+`duckdb.execute(script)` would. `final`: the script's last statement, whose rows
+may be read lazily (earlier ones run to completion, as in DuckDB).
 """
 
 from dataclasses import dataclass, field
@@ -21,11 +25,18 @@ class Statement:
     # an error inside the query (a nested statement's syntax error) points at its place.
     query_line: int = field(default=1, kw_only=True, compare=False)
     query_col: int = field(default=1, kw_only=True, compare=False)
+    as_written: str = field(default="", kw_only=True, compare=False)
+    final: bool = field(default=True, kw_only=True, compare=False)
 
     @property
     def keyword(self) -> str:
         """Short name used in messages, e.g. 'BUILD MODEL'."""
         return type(self).KEYWORD  # type: ignore[attr-defined]
+
+    @property
+    def duckdb_text(self) -> str:
+        """What DuckDB runs when the statement is its own (see `as_written`)."""
+        return self.as_written or self.text
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,195 @@
+"""Plain SQL behaves as in DuckDB: each case runs on plain DuckDB and through pixql, and the two
+must agree (issue 16). The broad differential corpus is test_duckdb_parity.py."""
+
+import duckdb
+import pytest
+
+import pixql
+from pixql.errors import SqlError
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(plain DuckDB connection, pixql connection), both fresh and in memory."""
+    con = duckdb.connect()
+    db = pixql.connect(model_store=str(tmp_path / "models"), progress=False)
+    yield con, db
+    db.close()
+    con.close()
+
+
+def duckdb_last(con, script):
+    """What `duckdb.execute(script)` returns: the last statement's (columns, rows)."""
+    cursor = con.execute(script)
+    return [c[0] for c in cursor.description or []], cursor.fetchall()
+
+
+def pixql_last(db, script):
+    result = db.sql(script)
+    return result.columns, result.fetchall()
+
+
+def agree(pair, script):
+    con, db = pair
+    expected = duckdb_last(con, script)
+    assert pixql_last(db, script) == expected
+    return expected
+
+
+# -- 1. every statement runs, a SELECT that is not the last one too --------------------------------
+def test_an_earlier_select_runs_and_its_error_stops_the_script(pair):
+    con, db = pair
+    with pytest.raises(duckdb.Error, match="boom"):
+        con.execute("SELECT error('boom'); SELECT 42")
+    with pytest.raises(SqlError, match="boom"):
+        db.sql("SELECT error('boom'); SELECT 42")
+
+
+def test_an_earlier_select_has_its_side_effects(pair):
+    script = "CREATE SEQUENCE s; SELECT nextval('s'); SELECT nextval('s'); SELECT currval('s')"
+    assert agree(pair, script) == (["currval('s')"], [(2,)])
+
+
+def test_the_cli_shows_every_select_of_a_script(pair, capsys):
+    from pixql.terminal import run_script
+
+    _, db = pair
+    assert run_script(db, "SELECT 1 AS a; CREATE TABLE t(x INT); INSERT INTO t VALUES (5); SELECT 2 AS b",
+                      fmt="csv") == 0
+    # INSERT's count and CREATE's nothing are not shown, as in duckdb's shell
+    assert capsys.readouterr().out == "a\n1\nb\n2\n"
+
+
+# -- 2. the rows of statements that are not SELECTs come back ----------------------------------------
+@pytest.mark.parametrize("script", [
+    "PREPARE q AS SELECT 42; EXECUTE q",
+    "PREPARE q AS SELECT $1 + 1 AS n; EXECUTE q(41)",
+    "CREATE TABLE t(a INT); INSERT INTO t VALUES (1), (2) RETURNING a * 10",
+    "CREATE TABLE t(a INT); INSERT INTO t VALUES (1), (2); UPDATE t SET a = a + 1 RETURNING *",
+    "CREATE TABLE t(a INT); INSERT INTO t VALUES (1), (2); DELETE FROM t WHERE a = 1 RETURNING a",
+    "CREATE TABLE t(k VARCHAR, v INT); INSERT INTO t VALUES ('x', 1), ('y', 2), ('x', 3); "
+    "PIVOT t ON k USING sum(v)",
+    "CREATE TABLE t(a INT); INSERT INTO t VALUES (1), (2)",
+    "CREATE TABLE t(a INT)",
+    "SET threads = 1",
+    "CALL pragma_version()",
+])
+def test_rows_of_any_statement_come_back(pair, script):
+    agree(pair, script)
+
+
+def test_copy_to_returns_its_count_and_files(pair, tmp_path):
+    con, db = pair
+    for name, c in (("duckdb", con), ("pixql", db)):
+        (tmp_path / name).mkdir()
+        rows = c.execute(f"COPY (SELECT * FROM range(3)) TO '{tmp_path / name}/o.csv' (RETURN_FILES)").fetchall()
+        assert rows == [(3, [str(tmp_path / name / "o.csv")])]
+    assert agree(pair, f"COPY (SELECT 1) TO '{tmp_path}/p.csv'") == (["Count"], [(1,)])
+
+
+def test_merge_returning(pair):
+    agree(pair, "CREATE TABLE t(id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 10); "
+                "MERGE INTO t USING (SELECT 1 AS id, 11 AS v UNION ALL SELECT 2, 20) s ON t.id = s.id "
+                "WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT VALUES (s.id, s.v) "
+                "RETURNING merge_action, *")
+
+
+# -- 3. COPY t FROM 'f.csv' into a table that exists is DuckDB's append ----------------------------
+def test_copy_from_into_an_existing_table_appends_as_duckdb(pair, tmp_path):
+    (tmp_path / "f.csv").write_text("a,b\n1,x\n2,y\n")
+    script = f"CREATE TABLE t(a INT, b VARCHAR); INSERT INTO t VALUES (0, 'w'); COPY t FROM '{tmp_path}/f.csv'; " \
+             "SELECT * FROM t ORDER BY a"
+    assert agree(pair, script) == (["a", "b"], [(0, "w"), (1, "x"), (2, "y")])
+    agree(pair, f"COPY t FROM '{tmp_path}/f.csv' (FORMAT csv, HEADER); SELECT count(*) FROM t")
+
+
+def test_copy_from_into_a_new_table_is_pixqls(pair, tmp_path):
+    _, db = pair
+    (tmp_path / "f.csv").write_text("image,label\na.jpg,cat\n")
+    assert db.sql(f"COPY t FROM '{tmp_path}/f.csv'").fetchall() == [("t", 1)]
+    assert db.sql("SELECT image FROM t").fetchone() == (str(tmp_path / "a.jpg"),)
+
+
+# -- 4. pixql's catalog is not in DuckDB's -----------------------------------------------------------
+@pytest.mark.parametrize("query", [
+    "SHOW TABLES", "SHOW ALL TABLES", "DESCRIBE",
+    "SELECT database_name, schema_name, table_name FROM duckdb_tables() ORDER BY ALL",
+    "SELECT view_name FROM duckdb_views() WHERE NOT internal",
+    "SELECT table_schema, table_name, table_type FROM information_schema.tables ORDER BY ALL",
+    "SELECT relname FROM pg_catalog.pg_class WHERE relkind = 'r' ORDER BY ALL",
+])
+def test_introspection_lists_only_the_users_tables(pair, query):
+    agree(pair, f"CREATE TABLE photos(image VARCHAR); CREATE VIEW v AS SELECT 1 AS one; {query}")
+
+
+def test_the_models_are_the_table_function_pixql_models(pair):
+    _, db = pair
+    rows = db.sql("SELECT name, task, status FROM pixql_models() WHERE name = 'imagenet_classifier'").fetchall()
+    assert rows == [("imagenet_classifier", "classification", "ok")]
+    assert db.sql("SELECT * FROM pixql_models()").columns == db.sql("SHOW MODELS").columns
+
+
+# -- 5. pixql's words are names too -------------------------------------------------------------------
+@pytest.mark.parametrize("script", [
+    "SELECT (predict) FROM (SELECT 1 AS predict)",
+    "SELECT (evaluate + 1) FROM (SELECT 1 AS evaluate)",
+    "SELECT (predict IS NULL), (evaluate AND true) FROM (SELECT 1 AS predict, false AS evaluate)",
+    "CREATE TABLE models(a INT); INSERT INTO models VALUES (1); SHOW models",
+    "CREATE TABLE models(a INT); SELECT * FROM (SHOW models)",
+    "CREATE TABLE model(a INT); DESCRIBE model",
+    "CREATE TABLE predict AS SELECT 1 AS image; SELECT image FROM predict",
+    "CREATE TABLE copy(build INT, search INT); INSERT INTO copy VALUES (1, 2); SELECT build + search FROM copy",
+    "WITH evaluate AS (SELECT 1 AS detect) SELECT detect AS embed FROM evaluate",
+])
+def test_pixql_words_as_names(pair, script):
+    agree(pair, script)
+
+
+def test_copy_to_a_table_named_copy(pair, tmp_path):
+    con, db = pair
+    for name, c in (("duckdb", con), ("pixql", db)):
+        (tmp_path / name).mkdir()
+        c.execute(f"CREATE TABLE copy AS SELECT 1 AS a; COPY copy TO '{tmp_path / name}/c.csv' (HEADER)")
+        assert (tmp_path / name / "c.csv").read_text() == "a\n1\n"
+
+
+def test_show_models_without_a_models_table_is_pixqls(pair):
+    _, db = pair
+    assert "imagenet_classifier" in db.sql("SHOW MODELS").df().name.tolist()
+
+
+# -- 6. the text DuckDB runs is the text as written -----------------------------------------------------
+@pytest.mark.parametrize("script", [
+    "SELECT current_query();",
+    "SELECT 1; -- a comment\nSELECT current_query() ; -- after",
+    "SET VARIABLE x = 42; SELECT $x",
+    "SET VARIABLE x = 'a;b'; SELECT $x || '!' AS y",
+])
+def test_the_text_as_written(pair, script):
+    agree(pair, script)
+
+
+# -- laziness where it helps -----------------------------------------------------------------------------
+def test_a_final_select_streams(pair):
+    """Reading the first batch of a large final SELECT computes a few chunks, not all of it."""
+    _, db = pair
+    seen = []
+
+    def count(x):
+        seen.append(len(x))
+        return x
+
+
+    db.duckdb.create_function("seen", count, [duckdb.sqltype("BIGINT")], duckdb.sqltype("BIGINT"), type="arrow")
+    reader = db.sql("SELECT seen(range) AS n FROM range(10000000)").fetch_record_batch()
+    first = reader.read_next_batch()
+    assert first.num_rows > 0
+    assert sum(seen) < 1_000_000  # far from the 10 million rows
+    reader.close()
+
+
+def test_a_final_select_is_lazy_and_reads_again(pair):
+    _, db = pair
+    result = db.sql("CREATE TABLE t(a INT); SELECT count(*) FROM t")
+    db.sql("INSERT INTO t VALUES (1)")
+    assert result.fetchall() == [(1,)]  # computed when read, as a DuckDB relation
