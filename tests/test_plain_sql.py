@@ -179,7 +179,6 @@ def test_a_final_select_streams(pair):
         seen.append(len(x))
         return x
 
-
     db.duckdb.create_function("seen", count, [duckdb.sqltype("BIGINT")], duckdb.sqltype("BIGINT"), type="arrow")
     reader = db.sql("SELECT seen(range) AS n FROM range(10000000)").fetch_record_batch()
     first = reader.read_next_batch()
