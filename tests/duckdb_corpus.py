@@ -223,7 +223,7 @@ CREATE TABLE sales(region VARCHAR, quarter VARCHAR, amount INTEGER);
 INSERT INTO sales VALUES ('east', 'q1', 10), ('east', 'q2', 20), ('west', 'q1', 5);
 SELECT * FROM (PIVOT sales ON quarter USING sum(amount) GROUP BY region) ORDER BY region;
 SELECT * FROM sales PIVOT (sum(amount) FOR quarter IN ('q1', 'q2') GROUP BY region) ORDER BY region;
-WITH p AS (PIVOT sales ON region USING max(amount)) SELECT east, west FROM p;
+WITH p AS (PIVOT sales ON region USING max(amount)) SELECT east, west FROM p ORDER BY ALL;
 """),
     ("unpivot_statement", """
 CREATE TABLE wide(id INTEGER, jan INTEGER, feb INTEGER, mar INTEGER);

@@ -42,7 +42,11 @@ class Outcome:
     def key(self, columns_only=False):
         if self.error is not None:
             return ("error",)
-        return (list(self.columns),) if columns_only else (list(self.columns), self.rows)
+        if columns_only:
+            return (list(self.columns),)
+        # Without ORDER BY, DuckDB's row order may vary between runs (parallel hash aggregates).
+        ordered = "order by" in self.text.lower()
+        return (list(self.columns), self.rows if ordered else sorted(self.rows, key=repr))
 
     def __repr__(self):
         if self.error is not None:

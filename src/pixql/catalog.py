@@ -102,6 +102,38 @@ class Catalog:
                                                  manifest["preprocessing"], device=device, task=task_of(manifest))
         return self._loaded[key], manifest, task_of(manifest)
 
+    def embedder(self, name, device="auto", weights=None):
+        """An ml.embed.Embedder for `name`: a stored model's backbone, the built-in model's, or a
+        base network with its pretrained weights (`weights`: a local file for a base), loaded once
+        per model version and device."""
+        from pixql.ml import embed
+
+        entry = builtin(name)
+        model = entry is not None or self._stored(name)
+        if model and weights is not None:
+            raise CatalogError(f"OPTIONS (weights=...) is for a base network; '{name}' is a model with its own")
+        if entry is not None:
+            version = entry.name
+        elif model:
+            version = model_version(self.store.manifest(name))
+        else:
+            version = f"base:{weights}"
+        key = ("embedder", str(name).lower(), version, device)
+        if key not in self._loaded:
+            if model:
+                network, state, _classes, preprocessing, _task = self.parts(name)
+            else:
+                network, state, preprocessing = embed.base_parts(name, weights)  # CatalogError: no such base
+            self._loaded[key] = embed.Embedder(network, state, preprocessing, device=device)
+        return self._loaded[key]
+
+    def _stored(self, name):
+        try:
+            check_name(name)
+        except CatalogError:
+            return False
+        return self.store.exists(name)
+
     def parts(self, name):
         """(network recipe, state_dict, classes, preprocessing, task) of a model, unloaded."""
         entry = builtin(name)

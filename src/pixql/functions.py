@@ -5,7 +5,10 @@
 
 `predict(model, image)` is the label PREDICT would give (VARCHAR; for a multi-label model
 the labels over 0.5 joined by '|'), `predict_score(model, image)` its probability (DOUBLE;
-multi-label: the highest class probability). Both are vectorised: DuckDB hands them
+multi-label: the highest class probability). `embedding(model, image)` is CONVERT's vector
+(FLOAT[]: a Python function has one return type, so compare it with a CONVERT column through
+`list_cosine_similarity`, or cast it: `embedding('m', 'q.jpg')::FLOAT[1280]`); it reads and
+fills the embedding cache. Both are vectorised: DuckDB hands them
 Arrow batches of up to 2048 rows, which run through the network in mini-batches.
 
 The model is loaded once (the engine keeps loaded classifiers), and each image's answer is
@@ -45,8 +48,10 @@ class PredictFunctions:
         import duckdb
 
         text, number = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
+        vector = duckdb.list_type(duckdb.sqltype("FLOAT"))
         self.unavailable = {}
-        for name, fn, returns in (("predict", self._predict, text), ("predict_score", self._predict_score, number)):
+        for name, fn, returns in (("predict", self._predict, text), ("predict_score", self._predict_score, number),
+                                  ("embedding", self._embedding, vector)):
             try:
                 con.create_function(name, fn, [text, text], returns, type="arrow")
             except duckdb.Error as exc:  # the database defines its own (a macro): it keeps it
@@ -80,7 +85,12 @@ class PredictFunctions:
         return pa.array([None if r is None else r[1] for r in self._answers(models, images, "predict_score")],
                         type=pa.float64())
 
-    def _answers(self, models, images, function):
+    def _embedding(self, models, images):
+        import pyarrow as pa
+
+        return pa.array(self._answers(models, images, "embedding", self.embed_paths), type=pa.list_(pa.float32()))
+
+    def _answers(self, models, images, function, answer=None):
         models, images = models.to_pylist(), images.to_pylist()
         out = [None] * len(images)
         by_model = {}
@@ -90,7 +100,7 @@ class PredictFunctions:
         with self._lock:
             for model, rows in by_model.items():
                 try:
-                    answers = self.predict_paths(model, [images[i] for i in rows])
+                    answers = (answer or self.predict_paths)(model, [images[i] for i in rows])
                 except PixqlError as exc:
                     # DuckDB turns it into "Python exception occurred while executing the UDF: ...";
                     # the engine raises this error itself instead (take_failure).
@@ -104,13 +114,26 @@ class PredictFunctions:
         return out
 
     # -- the work ----------------------------------------------------------------------
-    def predict_paths(self, model, paths):
-        """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
+    def _engine_for(self, model):
         engine = self._engine()
         if engine is None:
             raise CatalogError("the pixql connection is closed")
         if not isinstance(model, str) or not model.strip():
             raise CatalogError("the first argument must name a model (SHOW MODELS lists them)")
+        return engine
+
+    def embed_paths(self, model, paths):
+        """[list of floats] for `paths`, as CONVERT USING `model` would give them (each distinct
+        path once; the embedding cache keeps them between queries)."""
+        engine = self._engine_for(model)
+        unique = list(dict.fromkeys(paths))
+        vectors = engine.catalog.embedder(model).embed(unique, progress=engine.progress)
+        by_path = dict(zip(unique, vectors.tolist()))
+        return [by_path[p] for p in paths]
+
+    def predict_paths(self, model, paths):
+        """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
+        engine = self._engine_for(model)
         classifier, manifest, task = engine.catalog.load(model)
         prefix = (model.lower(), model_version(manifest))
         keys = [prefix + (path,) + _stamp(path) for path in paths]

@@ -81,10 +81,11 @@ class Session:
             for name in names:
                 self.duckdb.unregister(name)
 
-    def query_frame(self, statement, query=None, what="query", option=None):
+    def query_frame(self, statement, query=None, what="query", option=None, wrap=None, params=None):
         """The rows of `query` (default: the statement's own `AS query`) as a DataFrame.
         `option`: the query is that option's value, and must be exactly one read-only query
-        (a value never runs more than the one thing it names)."""
+        (a value never runs more than the one thing it names). `wrap`: SQL around the query,
+        which stands at its `{query}`; `params`: values for its `?` (never spliced into the text)."""
         import duckdb
 
         where = (statement.query_line, statement.query_col) if query is None else (statement.line, 1)
@@ -95,11 +96,27 @@ class Session:
             self.check_one_query(query, option)
         with self.nested(statement.query if query is None else query, *where) as (sql, _):
             try:
+                if wrap is not None:
+                    return self.duckdb.execute(wrap.replace("{query}", sql), params or []).df()
                 return self.duckdb.sql(sql).df()
             except duckdb.Error as exc:
                 raise self.error(exc, what) from exc
             except AttributeError:  # sql() returned None: not a query
                 raise DataError(f"the {what} returned no rows: {sql!r} is not a query") from None
+
+    def query_columns(self, statement):
+        """{column: DuckDB type} of the statement's query, without computing its rows (nested
+        pixql statements in it do run)."""
+        import duckdb
+
+        with self.nested(statement.query, statement.query_line, statement.query_col) as (sql, _):
+            try:
+                relation = self.duckdb.sql(sql)
+            except duckdb.Error as exc:
+                raise self.error(exc, "query") from exc
+            if relation is None:
+                raise DataError(f"the query returned no rows: {sql!r} is not a query")
+            return {name: str(kind) for name, kind in zip(relation.columns, relation.types)}
 
     def check_one_query(self, sql, option):
         import duckdb

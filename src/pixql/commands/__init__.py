@@ -4,6 +4,8 @@
     copy          COPY name FROM 'file or folder'
     train         BUILD MODEL, FIT MODEL
     predict       PREDICT
+    convert       CONVERT / EMBED (embeddings)
+    search        SEARCH IMAGE (similarity, keywords, near-duplicates)
     evaluate      EVALUATE
     print_image   PRINT IMAGE
     models        SHOW MODELS, SHOW BASE MODELS, DESCRIBE MODEL, DROP MODEL
@@ -14,7 +16,8 @@ A handler is `handler(engine, statement) -> Result`; HANDLERS is the engine's di
 keyed by the parser's statement classes (sql/statements.py). SCHEMAS: each statement's options.
 """
 
-from pixql.commands import copy, create_table, evaluate, export, models, plain_sql, predict, print_image, train
+from pixql.commands import (convert, copy, create_table, evaluate, export, models, plain_sql, predict, print_image,
+                            search, train)
 from pixql.sql import statements as st
 
 HANDLERS = {
@@ -24,6 +27,8 @@ HANDLERS = {
     st.FitModel: train.fit,
     st.Predict: predict.run,
     st.Evaluate: evaluate.run,
+    st.Convert: convert.run,
+    st.SearchImage: search.run,
     st.PrintImage: print_image.run,
     st.ShowModels: models.show,
     st.ShowBaseModels: models.show_bases,
@@ -39,6 +44,8 @@ SCHEMAS = {
     "FIT MODEL": train.FIT_OPTIONS,
     "PREDICT": predict.OPTIONS,
     "EVALUATE": evaluate.OPTIONS,
+    "CONVERT": convert.OPTIONS,
+    "SEARCH IMAGE": search.OPTIONS,
     "PRINT IMAGE": print_image.OPTIONS,
     "EXPORT MODEL": export.OPTIONS,
 }

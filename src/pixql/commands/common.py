@@ -3,7 +3,7 @@ reads, and class probabilities for a query's rows."""
 
 import os
 
-from pixql.errors import DataError
+from pixql.errors import DataError, PixqlError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
 
@@ -42,19 +42,94 @@ def model_image_col(statement, frame, resolved, manifest):
 def probabilities(model, frame, image_col, resolved, progress, bar=None):
     """[rows, classes] probabilities; with on_error='skip' (PREDICT) the rows of unreadable
     images and missing paths are NaN. `bar`: a progress bar to advance instead of a new one."""
+    progress = bar if bar is not None else progress
+
+    def compute(paths, on_error):
+        return model.predict_proba(paths, batch_size=resolved["batch_size"], progress=progress, on_error=on_error)
+
+    return image_outputs(compute, len(model.classes), frame, image_col, resolved)
+
+
+def image_outputs(compute, width, frame, image_col, resolved):
+    """[rows, width] float32 of `compute(paths, on_error)` over the frame's images, errors naming
+    the row and file; with OPTIONS (on_error='skip') NaN rows for unreadable images and missing
+    paths."""
     import numpy as np
 
     if not len(frame):
-        return np.zeros((0, len(model.classes)), dtype=np.float32)
-    can_skip = "on_error" in resolved
-    progress = bar if bar is not None else progress
-    with image_errors([("the query", frame, image_col)], can_skip):
-        if resolved.get("on_error") != "skip":
+        return np.zeros((0, width), dtype=np.float32)
+    skip = resolved.get("on_error") == "skip"
+    with image_errors([("the query", frame, image_col)], "on_error" in resolved):
+        if not skip:
             check_image_paths(frame, image_col, "the query")
-            return model.predict_proba(list(frame[image_col]), batch_size=resolved["batch_size"], progress=progress)
+            return compute(list(frame[image_col]), "fail")
         present = (~missing_paths(frame[image_col])).to_numpy()
-        probs = np.full((len(frame), len(model.classes)), np.nan, dtype=np.float32)
+        out = np.full((len(frame), width), np.nan, dtype=np.float32)
         if present.any():
-            probs[present] = model.predict_proba(list(frame[image_col][present]), batch_size=resolved["batch_size"],
-                                                 progress=progress, on_error="skip")
-        return probs
+            out[present] = compute(list(frame[image_col][present]), "skip")
+        return out
+
+
+def answer_rows(engine, statement, start, chunk_rows, desc, got_null):
+    """The statement's query rows with a model's answers, as PREDICT and CONVERT give them.
+
+    `start(first chunk)` checks options and columns against the first rows and returns
+    `answer(frame, bar) -> (answered frame, positions of rows left unanswered, image paths)`.
+    The first `chunk_rows` rows are answered at once (a bad option, column or first image fails
+    here); a longer query streams: the Result computes the rest chunk by chunk as it is read,
+    one chunk in memory at a time. `got_null` says what unanswered rows got, for the message."""
+    chunks = engine.session.query_chunks(statement, chunk_rows)
+    total, first = next(chunks), next(chunks)
+    try:
+        answer = start(first)
+    except BaseException:
+        chunks.close()
+        raise
+    missed = []  # "row N: path" of rows left unanswered with on_error='skip'
+
+    def answered(frame, bar=None):
+        out, unread, paths = answer(frame, bar)
+        no_path = missing_paths(paths)
+        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if no_path.iloc[i] else str(paths.iloc[i]))
+                      for i in unread)
+        return out
+
+    def message():
+        return (f"{statement.keyword}: {len(missed)} row(s) with an unreadable image or no image path got "
+                f"{got_null} (on_error='skip'): {shown(missed)}")
+
+    if total <= len(first):
+        chunks.close()
+        engine.session.drop_stale_tables()
+        out = answered(first)
+        return Result(statement, frame=out, messages=[message()] if missed else [])
+
+    from pixql.ml.runtime import progress_bar
+
+    bar = progress_bar(total, desc, engine.progress)
+    try:
+        out = answered(first, bar)
+    except BaseException:
+        bar.close()
+        chunks.close()
+        raise
+
+    def stream():
+        try:
+            yield out
+            for frame in chunks:
+                yield answered(frame, bar)
+            if missed:
+                messages.append(message())
+        except PixqlError as exc:  # raised as the result is read, outside the engine's run: place it here
+            engine.locate(exc, statement)
+            raise
+        finally:
+            bar.close()
+            chunks.close()
+
+    result = Result(statement, stream=stream())
+    # The stream appends to the list, not to `result`: no reference cycle keeps an abandoned
+    # stream (and its temporary table) alive past its last reference.
+    messages = result.messages
+    return result

@@ -24,6 +24,7 @@ from pixql.ml.bases import create_backbone, resolve_base
 from pixql.ml.batchnorm_folding import Folding, folded
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            train_transform)
+from pixql.ml.embed import pre_logits
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
@@ -368,7 +369,7 @@ class _Run:
         def embed(paths, skipped, desc):
             def compute(some, some_skipped):
                 return forward_rows(
-                    self.model, some, self.pre, transform, _pre_logits,
+                    self.model, some, self.pre, transform, pre_logits,
                     device=self.device, precision=self.precision, batch_size=self.batch_size,
                     num_workers=cfg.num_workers, progress=cfg.progress, desc=desc,
                     on_error=cfg.on_error, skipped=some_skipped,
@@ -602,10 +603,6 @@ class _LossWatch:
             warnings.warn(f"pixql: the training loss exploded from {self.first:.4g} to {loss:.4g} at epoch "
                           f"{epoch}, step {step}: learning_rate{_lr_hint(self.config)} is probably too high, "
                           "and the model may be useless", stacklevel=2)
-
-
-def _pre_logits(model, x):
-    return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
 def _optimizer(name, model, lr, wd):

@@ -2,12 +2,12 @@
 
 from pixql.sql.parser import nested_statements, parse, parse_script, split_script
 from pixql.sql.statements import (
-    BuildModel, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, ExportModel, FitModel, Predict,
-    PrintImage, ShowBaseModels, ShowModels, Sql, Statement,
+    BuildModel, Convert, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, ExportModel, FitModel, Predict,
+    PrintImage, SearchImage, ShowBaseModels, ShowModels, Sql, Statement,
 )
 
 __all__ = [
     "parse", "parse_script", "split_script", "nested_statements",
-    "Statement", "Sql", "Copy", "BuildModel", "FitModel", "Predict", "Evaluate", "PrintImage",
+    "Statement", "Sql", "Copy", "BuildModel", "FitModel", "Predict", "Evaluate", "Convert", "SearchImage", "PrintImage",
     "ShowModels", "ShowBaseModels", "DescribeModel", "DropModel", "ExportModel", "CreateTableAs",
 ]

@@ -331,9 +331,13 @@ def _fit_model(p, kw):
     return st.FitModel, dict(name=name, source_model=source, options=options, query=p.query(kw, clauses))
 
 
-def _model_query(cls):
+def _model_query(cls, spelled=None):
+    """`kw USING model [OPTIONS (...)] AS query`; `spelled`: the leading words already include
+    USING (CONVERT USING: CONVERT alone is no statement, and DuckDB has a convert function)."""
     def handler(p, kw):
-        if not p.accept_kw("USING"):
+        if spelled is not None:
+            kw = spelled
+        elif not p.accept_kw("USING"):
             p.error(f"expected USING after {kw}, found {p.found()}")
         model = p.model_name(f"{kw} USING")
         options, clauses = _options_then_clauses(p, kw)
@@ -406,6 +410,9 @@ _STATEMENTS = [
     (("FIT", "MODEL"), _fit_model),
     (("PRINT", "IMAGE"), _print_image),
     (("PREDICT",), _model_query(st.Predict)),
+    (("CONVERT", "USING"), _model_query(st.Convert, "CONVERT")),
+    (("EMBED", "USING"), _model_query(st.Convert, "EMBED")),
+    (("SEARCH", "IMAGE"), _model_query(st.SearchImage)),
     (("EVALUATE",), _model_query(st.Evaluate)),
     (("DESCRIBE", "MODEL"), _describe_model),
     (("DROP", "MODEL"), _drop_model),
@@ -415,7 +422,7 @@ _STATEMENTS = [
     (("CREATE",), _create_table_as),
 ]
 # No DuckDB statement starts with these, so a wrong second word is our error.
-_PIXQL_ONLY = {"BUILD": "MODEL", "FIT": "MODEL", "PRINT": "IMAGE"}
+_PIXQL_ONLY = {"BUILD": "MODEL", "FIT": "MODEL", "PRINT": "IMAGE", "SEARCH": "IMAGE"}
 
 
 def _statement(p, nested=False, source="", final=True):
@@ -446,12 +453,13 @@ def _statement(p, nested=False, source="", final=True):
 
 # -- pixql statements inside a query ------------------------------------------------
 # Statements that return rows and may stand in for a subquery: `(PREDICT ...)`.
-NESTABLE = (st.Predict, st.Evaluate, st.ShowModels, st.ShowBaseModels, st.DescribeModel)
-_NESTABLE_FIRST = {"PREDICT", "EVALUATE", "SHOW", "DESCRIBE"}
+NESTABLE = (st.Predict, st.Evaluate, st.Convert, st.SearchImage, st.ShowModels, st.ShowBaseModels,
+            st.DescribeModel)
+_NESTABLE_FIRST = {"PREDICT", "EVALUATE", "CONVERT", "EMBED", "SEARCH", "SHOW", "DESCRIBE"}
 # A parenthesis holds a pixql statement only when it opens with one of these shapes: pixql's
 # words are names too, so `(predict)` or `(evaluate + 1)` are DuckDB's.
-_NESTABLE_SHAPES = (("PREDICT", "USING"), ("EVALUATE", "USING"), ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"),
-                    ("DESCRIBE", "MODEL"))
+_NESTABLE_SHAPES = (("PREDICT", "USING"), ("EVALUATE", "USING"), ("CONVERT", "USING"), ("EMBED", "USING"),
+                    ("SEARCH", "IMAGE"), ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"), ("DESCRIBE", "MODEL"))
 
 
 def _opens_nestable(toks, i):

@@ -94,6 +94,24 @@ class Evaluate(Statement):
 
 
 @dataclass(frozen=True)
+class Convert(Statement):
+    """CONVERT USING model [OPTIONS (...)] AS query (EMBED is the same): rows plus an embedding"""
+    KEYWORD = "CONVERT"
+    model: str
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchImage(Statement):
+    """SEARCH IMAGE USING model [OPTIONS (...)] AS query: rows ranked by similarity"""
+    KEYWORD = "SEARCH IMAGE"
+    model: str
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PrintImage(Statement):
     """PRINT IMAGE [OPTIONS (...)] AS query"""
     KEYWORD = "PRINT IMAGE"

@@ -1,0 +1,196 @@
+"""SEARCH IMAGE USING model [OPTIONS (...)] AS query: the query's rows ranked by similarity.
+
+    search_by='image'       the rows most like the photo `search_input` (cosine of embeddings);
+    search_by='text'        the rows that show `search_input`: a CLIP model embeds the text; a
+                            classifier scores each row by the probability of the classes the
+                            keyword names (for the ImageNet classifier, their WordNet ancestors
+                            too: 'dog' is every breed);
+    search_by='duplicates'  pairs of near-identical images within the rows, or between the rows
+                            and `against` (a table or a query: train vs test leakage), with their
+                            similarity, most alike first.
+
+Embeddings come from the rows' `emb_col` (a CONVERT result) when they have one, computed in
+DuckDB (`array_cosine_similarity`); otherwise from the images, through the embedding cache.
+"""
+
+import numpy as np
+
+from pixql import keywords
+from pixql import options as opt
+from pixql.commands.common import frame_result, probabilities
+from pixql.commands.convert import embed_rows
+from pixql.errors import CatalogError, DataError, OptionError
+from pixql.image_columns import pick_image_col
+from pixql.result import Result
+from pixql.tasks.embedding import EMBEDDING
+
+OPTIONS = {
+    "search_by": opt.text("image", ("image", "text", "duplicates")),
+    "search_input": opt.text(),
+    "emb_col": opt.text(),
+    "image_col": opt.text(),
+    "top_k": opt.integer(10, low=1),
+    "result_col": opt.text("similarity"),
+    # duplicates: the least similarity of a pair (cosine of unit embeddings), and whom to compare with
+    "threshold": opt.number(None, low=-1, high=1),
+    "against": opt.text(),
+    "weights": opt.text(),
+    "batch_size": opt.integer(None, low=1),
+    "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "on_error": opt.text("fail", ("fail", "skip")),
+}
+# Near-duplicates: resized, re-encoded and mirrored copies of a photo score above this with the
+# ImageNet backbone, different photos below (measured: BENCHMARKS.md, "Near-duplicates").
+DUPLICATE_THRESHOLD = 0.90
+_PAIR_BLOCK = 2048  # rows compared at a time: a block of similarities is rows x rows floats
+
+
+def run(engine, statement):
+    resolved, _ = opt.resolve("SEARCH IMAGE", statement.options, OPTIONS)
+    by = resolved["search_by"]
+    if by != "duplicates" and not resolved["search_input"]:
+        raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
+                          + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"))
+    if by == "duplicates":
+        return _duplicates(engine, statement, resolved)
+    if by == "text" and not _is_clip(statement.model):  # a classifier: its classes are the words it knows
+        return _keyword(engine, statement, resolved)
+    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
+    if by == "text":
+        query = embedder.embed_text([resolved["search_input"]])[0]
+    else:
+        query = _query_image(embedder, resolved)
+    return _ranked(engine, statement, resolved, embedder, query)
+
+
+def _is_clip(model):
+    return str(model).lower().split(":")[0] == "clip"
+
+
+def _query_image(embedder, resolved):
+    import os
+
+    path = os.path.expanduser(resolved["search_input"])
+    if not os.path.isfile(path):
+        raise DataError(f"SEARCH IMAGE: search_input {resolved['search_input']!r} is not an image file here",
+                        path=resolved["search_input"])
+    return embedder.embed([path], resolved["batch_size"], progress=False)[0]
+
+
+# -- by embedding ---------------------------------------------------------------------------------
+def _ranked(engine, statement, resolved, embedder, query):
+    """The top_k rows by cosine similarity to the unit vector `query`."""
+    session = engine.session
+    emb_col = _embedding_column(engine, statement, resolved)
+    if emb_col is not None:  # DuckDB ranks the stored vectors itself
+        return Result(statement, frame=_ranked_in_duckdb(session, statement, emb_col, query, resolved))
+    frame = session.query_frame(statement)
+    if not len(frame):
+        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
+    image_col = pick_image_col(frame, resolved["image_col"], "the query")
+    vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress)
+    return Result(statement, frame=_top(frame, EMBEDDING.similarity(vectors, query), resolved))
+
+
+def _embedding_column(engine, statement, resolved):
+    """The rows' embedding column: emb_col (which must exist and hold vectors), else a column
+    named 'embedding' when the rows have one, else None (embed the images)."""
+    columns = engine.session.query_columns(statement)
+    name = resolved["emb_col"]
+    if name is None:
+        return "embedding" if columns.get("embedding", "").endswith("]") else None
+    if name not in columns:
+        raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is not a column of the query "
+                          f"(columns: {', '.join(columns)})")
+    if not columns[name].endswith("]"):
+        raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is {columns[name]}, not an embedding "
+                          "(FLOAT[n], as CONVERT makes)")
+    return name
+
+
+def _ranked_in_duckdb(session, statement, emb_col, query, resolved):
+    from pixql.ingest import quote_ident
+
+    score = quote_ident(resolved["result_col"])
+    sql = (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}, ?::FLOAT[{len(query)}]) AS {score} "
+           f"FROM ({{query}}) ORDER BY {score} DESC NULLS LAST LIMIT {int(resolved['top_k'])}")
+    return session.query_frame(statement, wrap=sql, params=[query.tolist()], what="search")
+
+
+def _top(frame, scores, resolved):
+    """The frame's top_k rows by `scores` (NaN last), with the score as result_col."""
+    out = frame.assign(**{resolved["result_col"]: scores})
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:resolved["top_k"]]
+    return out.iloc[order].reset_index(drop=True)
+
+
+# -- by keyword -----------------------------------------------------------------------------------
+def _keyword(engine, statement, resolved):
+    """Rows ranked by the probability a classifier gives the classes the keyword names."""
+    try:
+        model, _manifest, _task = engine.catalog.load(statement.model, resolved["device"])
+    except CatalogError as exc:
+        raise CatalogError(f"SEARCH IMAGE by text needs a classifier (imagenet_classifier, a model you built) "
+                           f"or a CLIP model: {exc}") from None
+    classes = list(model.classes)
+    keyword = resolved["search_input"]
+    found = keywords.matching_classes(keyword, classes)
+    if not found:
+        where = "its classes or their WordNet ancestors" if keywords.is_imagenet(classes) else "its classes"
+        raise DataError(f"SEARCH IMAGE: no class of '{statement.model}' is called '{keyword}' ({where}); "
+                        "try a more general word, or a CLIP model for free text")
+    frame = engine.session.query_frame(statement)
+    if not len(frame):
+        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
+    image_col = pick_image_col(frame, resolved["image_col"], "the query")
+    probs = probabilities(model, frame, image_col, resolved, engine.progress)
+    return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved))
+
+
+# -- near-duplicates ------------------------------------------------------------------------------
+def _duplicates(engine, statement, resolved):
+    """Pairs of rows whose images' embeddings are at least `threshold` alike."""
+    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
+    threshold = DUPLICATE_THRESHOLD if resolved["threshold"] is None else resolved["threshold"]
+    session = engine.session
+    left = session.query_frame(statement)
+    image_col = pick_image_col(left, resolved["image_col"], "the query")
+    a = _vectors(engine, embedder, left, image_col, resolved)
+    against = resolved["against"]
+    if against is None:
+        right, b = left, a
+    else:
+        query = against if against.lstrip("(").split(None, 1)[0].upper() in ("SELECT", "WITH", "FROM", "VALUES") \
+            else session.table_query(against, "against")
+        right = session.query_frame(statement, query, "against query", option="against")
+        b = _vectors(engine, embedder, right, pick_image_col(right, image_col if image_col in right else None,
+                                                               "the against query"), resolved)
+    right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
+    pairs = _pairs(a, b, threshold, same=against is None)
+    return frame_result(statement, {
+        "image": [left[image_col].iloc[i] for i, _, _ in pairs],
+        "duplicate": [right[right_col].iloc[j] for _, j, _ in pairs],
+        resolved["result_col"]: [s for _, _, s in pairs],
+    }, [f"SEARCH IMAGE: {len(pairs)} pair(s) at least {threshold:g} alike among {len(left)}"
+        + ("" if against is None else f" x {len(right)}") + " rows"])
+
+
+def _vectors(engine, embedder, frame, image_col, resolved):
+    return embed_rows(embedder, frame, image_col, resolved, engine.progress) if len(frame) else \
+        np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+def _pairs(a, b, threshold, same):
+    """[(i, j, similarity)] with a[i]·b[j] >= threshold, most alike first; `same`: a is b, so
+    each unordered pair once and no row with itself. Blocked: memory stays block x len(b)."""
+    a, b = np.nan_to_num(a, nan=0.0), np.nan_to_num(b, nan=0.0)
+    found = []
+    for start in range(0, len(a), _PAIR_BLOCK):
+        scores = a[start:start + _PAIR_BLOCK] @ b.T
+        rows, cols = np.nonzero(scores >= threshold)
+        for i, j in zip(rows.tolist(), cols.tolist()):
+            if not same or start + i < j:
+                found.append((start + i, j, float(scores[i, j])))
+    found.sort(key=lambda pair: -pair[2])
+    return found
+

@@ -1,0 +1,90 @@
+"""Images as vectors: a network's pooled features before its head, L2-normalised.
+
+An Embedder wraps a backbone (a trained pixql model's, the ImageNet classifier's, or a base
+network with its pretrained weights) and fills and reuses the on-disk embedding cache
+(embedding_cache.py), keyed by the backbone's weights: CONVERT, SEARCH IMAGE, embedding()
+and a linear-mode BUILD on the same backbone compute each image once.
+"""
+
+import numpy as np
+import torch
+
+from pixql.ml.batchnorm_folding import fold_batchnorm
+from pixql.ml.data import eval_transform
+from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
+from pixql.ml.networks import create_network, linear_head
+from pixql.ml.runtime import auto_batch_size, forward_rows, resolve_device, resolve_precision, to_device
+
+
+def pre_logits(model, x):
+    """The pooled features a classification head reads (timm's forward_head(pre_logits=True))."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def normalized(vectors):
+    """Rows scaled to unit length (a zero row stays zero), float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+class Embedder:
+    """A backbone ready to turn image files into unit vectors of `dim` numbers."""
+
+    kind = "image"  # what it embeds (a CLIP embedder embeds text too: clip.py)
+
+    def __init__(self, network, state_dict, preprocessing, device="auto", precision="auto", cache=True):
+        self.network = dict(network)
+        self.preprocessing = dict(preprocessing)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        model = create_network(self.network)
+        model.load_state_dict(state_dict, strict=True)
+        model = to_device(model.eval(), self.device)
+        # Keyed on the unfolded weights, as a linear-mode BUILD keys them: the two share entries.
+        self.cache = EmbeddingCache.for_backbone(model, linear_head(model), self.preprocessing,
+                                                 self.precision, self.device) if cache else None
+        self.model = fold_batchnorm(model)
+        self.transform = eval_transform(self.preprocessing)
+        self.cache_hits = 0
+        with torch.inference_mode():
+            size = self.preprocessing.get("input_size") or [3, 224, 224]
+            probe = torch.zeros(1, *size[-3:], device=self.device)
+            self.dim = int(pre_logits(self.model, probe).shape[1])
+
+    def embed(self, paths, batch_size=None, progress=True, on_error="fail"):
+        """float32 [n, dim] unit vectors, one row per path in order; with on_error='skip' the
+        rows of unreadable images are NaN."""
+        paths = [str(p) for p in paths]
+        full = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
+        if not paths:
+            return full
+
+        def compute(some, skipped):
+            return forward_rows(
+                self.model, some, self.preprocessing, self.transform, pre_logits, device=self.device,
+                precision=self.precision, batch_size=batch_size or auto_batch_size(self.device, training=False),
+                progress=progress, desc="embed", on_error=on_error, skipped=skipped)
+
+        if self.cache is None:
+            feats, rows = compute(paths, set())
+        else:
+            feats, rows, _skipped, hits = cached_forward(self.cache, paths, compute)
+            self.cache_hits += hits
+        if len(rows):
+            full[rows.numpy()] = normalized(feats.numpy())
+        return full
+
+
+def base_parts(name, weights=None):
+    """(network recipe, state_dict, preprocessing) of a base network with its pretrained weights
+    (or a local `weights` file): what `USING <base>` embeds with."""
+    from pixql.errors import WeightsUnavailableError
+    from pixql.ml.bases import create_backbone
+
+    model, network, preprocessing, source = create_backbone(name, num_classes=1, pretrained=True, weights=weights)
+    if source == "random":
+        raise WeightsUnavailableError(
+            f"{name} has no pretrained weights, and embeddings of random weights mean nothing: embed with a "
+            "model trained on your photos (BUILD MODEL ...), a pretrained base, or OPTIONS (weights='file')")
+    return network, model.state_dict(), preprocessing
