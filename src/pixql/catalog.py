@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from pixql.errors import CatalogError
+from pixql.errors import CatalogError, OptionError
+from pixql.ml.bases import is_clip
 from pixql.store import check_name
 from pixql.tasks import task_of
 
@@ -80,8 +81,15 @@ class Catalog:
         check_name(name)
         return self.store.manifest(name)
 
-    def load(self, name, device="auto"):
-        """(loaded model, manifest, task), loaded once per model version and device."""
+    def load(self, name, device="auto", labels=None, weights=None):
+        """(loaded model, manifest, task), loaded once per model version and device. `labels`:
+        the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`: its file."""
+        if is_clip(name):
+            return self._zero_shot(name, device, labels, weights)
+        if labels is not None or weights is not None:
+            what = "labels" if labels is not None else "weights"
+            raise OptionError(f"OPTIONS ({what}=...) is for a CLIP model (USING clip); '{name}' has its own classes "
+                              "and weights")
         entry = builtin(name)
         if entry is not None:
             key = (entry.name, None, device)
@@ -108,6 +116,13 @@ class Catalog:
         per model version and device."""
         from pixql.ml import embed
 
+        if is_clip(name):
+            key = ("embedder", str(name).lower(), weights, device)
+            if key not in self._loaded:
+                from pixql.ml.clip import ClipEmbedder
+
+                self._loaded[key] = ClipEmbedder(name, weights, device)
+            return self._loaded[key]
         entry = builtin(name)
         model = entry is not None or self._stored(name)
         if model and weights is not None:
@@ -124,7 +139,7 @@ class Catalog:
                 network, state, _classes, preprocessing, _task = self.parts(name)
             else:
                 network, state, preprocessing = embed.base_parts(name, weights)  # CatalogError: no such base
-            self._loaded[key] = embed.Embedder(network, state, preprocessing, device=device)
+            self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device)
         return self._loaded[key]
 
     def _stored(self, name):
@@ -133,6 +148,22 @@ class Catalog:
         except CatalogError:
             return False
         return self.store.exists(name)
+
+    def _zero_shot(self, name, device, labels, weights):
+        from pixql.ml.clip import ZeroShot
+
+        classes = [label.strip() for label in str(labels or "").split("|") if label.strip()]
+        if len(classes) < 2:
+            raise OptionError(f"a CLIP model classifies into the labels you give: OPTIONS (labels='cat|dog|bird') "
+                              f"with at least two labels, not {labels!r}")
+        if len(set(classes)) < len(classes):
+            raise OptionError(f"OPTIONS (labels=...) names a label twice: {labels!r}")
+        key = ("zero-shot", str(name).lower(), tuple(classes), weights, device)
+        if key not in self._loaded:
+            self._loaded[key] = ZeroShot(self.embedder(name, device, weights), classes)
+        manifest = {"name": name, "base": name, "task": "classification", "classes": classes, "image_col": None,
+                    "train_mode": "zero-shot"}
+        return self._loaded[key], manifest, task_of(manifest)
 
     def parts(self, name):
         """(network recipe, state_dict, classes, preprocessing, task) of a model, unloaded."""

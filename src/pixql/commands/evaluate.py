@@ -14,12 +14,16 @@ OPTIONS = {
     "threshold": opt.number(None),
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
+    "labels": opt.text(),
+    "weights": opt.text(),
 }
 
 
 def run(engine, statement):
     resolved, _ = opt.resolve("EVALUATE", statement.options, OPTIONS)
-    model, manifest, task = engine.catalog.load(statement.model, resolved["device"])
+    model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
+                                                resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:

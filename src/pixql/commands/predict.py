@@ -11,6 +11,9 @@ OPTIONS = {
     "threshold": opt.number(None),  # the task decides what it means (multi-label: 0 < t < 1)
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
+    "labels": opt.text(),
+    "weights": opt.text(),
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: unreadable images get NULL predictions
 }
 # Over more rows than this PREDICT streams its result, one chunk of rows in memory at a time.
@@ -21,7 +24,8 @@ def run(engine, statement):
     """The first CHUNK_ROWS rows are predicted at once (so that a bad option, column or first
     image fails here); a longer query streams (common.answer_rows)."""
     resolved, _ = opt.resolve("PREDICT", statement.options, OPTIONS)
-    model, manifest, task = engine.catalog.load(statement.model, resolved["device"])
+    model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
+                                                resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
 
     def start(first):

@@ -21,6 +21,7 @@ from pixql.commands.common import frame_result, probabilities
 from pixql.commands.convert import embed_rows
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import pick_image_col
+from pixql.ml.bases import is_clip
 from pixql.result import Result
 from pixql.tasks.embedding import EMBEDDING
 
@@ -53,7 +54,7 @@ def run(engine, statement):
                           + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"))
     if by == "duplicates":
         return _duplicates(engine, statement, resolved)
-    if by == "text" and not _is_clip(statement.model):  # a classifier: its classes are the words it knows
+    if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
         return _keyword(engine, statement, resolved)
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
     if by == "text":
@@ -61,10 +62,6 @@ def run(engine, statement):
     else:
         query = _query_image(embedder, resolved)
     return _ranked(engine, statement, resolved, embedder, query)
-
-
-def _is_clip(model):
-    return str(model).lower().split(":")[0] == "clip"
 
 
 def _query_image(embedder, resolved):

@@ -38,6 +38,11 @@ _BY_KEY = {b.name.lower(): b for b in _ALIASES}
 _GENERIC_LR = 1e-4
 
 
+def is_clip(name):
+    """`clip`, `clip:<open_clip model>[:<weights tag>]`: a CLIP model (ml/clip.py), not a timm base."""
+    return str(name).lower().split(":")[0] == "clip"
+
+
 def list_bases():
     """The named base models, default first."""
     return list(_ALIASES)

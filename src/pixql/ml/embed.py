@@ -29,28 +29,35 @@ def normalized(vectors):
 
 
 class Embedder:
-    """A backbone ready to turn image files into unit vectors of `dim` numbers."""
+    """A network ready to turn image files into unit vectors of `dim` numbers: `features(model,
+    x)` on batches preprocessed as `preprocessing` says (pixql's loader, decoding and batch
+    splitting). `head`: the layer the cache key leaves out (a classifier's head)."""
 
-    kind = "image"  # what it embeds (a CLIP embedder embeds text too: clip.py)
+    kind = "image"  # what it embeds; a CLIP embedder embeds text too (clip.py)
 
-    def __init__(self, network, state_dict, preprocessing, device="auto", precision="auto", cache=True):
-        self.network = dict(network)
+    def __init__(self, model, preprocessing, features=pre_logits, head=None, device="auto", precision="auto",
+                 cache=True, fold=True):
         self.preprocessing = dict(preprocessing)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        model = create_network(self.network)
-        model.load_state_dict(state_dict, strict=True)
         model = to_device(model.eval(), self.device)
         # Keyed on the unfolded weights, as a linear-mode BUILD keys them: the two share entries.
-        self.cache = EmbeddingCache.for_backbone(model, linear_head(model), self.preprocessing,
-                                                 self.precision, self.device) if cache else None
-        self.model = fold_batchnorm(model)
+        self.cache = EmbeddingCache.for_backbone(model, head, self.preprocessing, self.precision,
+                                                 self.device) if cache else None
+        self.model = fold_batchnorm(model) if fold else model
+        self.features = features
         self.transform = eval_transform(self.preprocessing)
         self.cache_hits = 0
         with torch.inference_mode():
-            size = self.preprocessing.get("input_size") or [3, 224, 224]
-            probe = torch.zeros(1, *size[-3:], device=self.device)
-            self.dim = int(pre_logits(self.model, probe).shape[1])
+            probe = torch.zeros(1, *self.preprocessing["input_size"][-3:], device=self.device)
+            self.dim = int(self.features(self.model, probe).shape[1])
+
+    @classmethod
+    def from_network(cls, network, state_dict, preprocessing, device="auto", precision="auto", cache=True):
+        """The backbone of a pixql network recipe (a trained model's, or a base's)."""
+        model = create_network(network)
+        model.load_state_dict(state_dict, strict=True)
+        return cls(model, preprocessing, pre_logits, linear_head(model), device, precision, cache)
 
     def embed(self, paths, batch_size=None, progress=True, on_error="fail"):
         """float32 [n, dim] unit vectors, one row per path in order; with on_error='skip' the
@@ -62,7 +69,7 @@ class Embedder:
 
         def compute(some, skipped):
             return forward_rows(
-                self.model, some, self.preprocessing, self.transform, pre_logits, device=self.device,
+                self.model, some, self.preprocessing, self.transform, self.features, device=self.device,
                 precision=self.precision, batch_size=batch_size or auto_batch_size(self.device, training=False),
                 progress=progress, desc="embed", on_error=on_error, skipped=skipped)
 

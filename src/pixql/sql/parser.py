@@ -18,6 +18,9 @@ _QUERY_START = {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "PIVOT", "UNPIVOT",
 # Punctuation allowed inside an unquoted base model name or bare option value,
 # e.g. timm:resnet50.a1_in1k, hf-hub:timm/vit_base, cuda:0.
 _NAME_PUNCT = {":", ".", "-", "/"}
+# ... and inside a model name after USING: a CLIP model (clip:ViT-B-32); CONVERT and SEARCH IMAGE
+# also take a base network there (timm:resnet50.a1_in1k).
+_MODEL_PUNCT = {":", "-"}
 
 
 def split_script(script):
@@ -149,10 +152,13 @@ class _Parser:
 
     # -- names -----------------------------------------------------------
 
-    def model_name(self, after):
+    def model_name(self, after, punct=_MODEL_PUNCT):
+        """A model's name; unquoted it may run on with `punct` (`clip:ViT-B-32`)."""
         tok = self.peek()
-        if tok is not None and (tok.kind == QIDENT or (tok.kind == IDENT and tok.value.upper() not in _RESERVED)):
+        if tok is not None and tok.kind == QIDENT:
             return self.advance().value
+        if tok is not None and tok.kind == IDENT and tok.value.upper() not in _RESERVED:
+            return self.word("the model name", punct)
         self.error(f"expected a model name after {after}, found {self.found()}")
 
     def table_name(self):
@@ -167,12 +173,13 @@ class _Parser:
             last = self.advance()
         return self.text(first, last)
 
-    def word(self, what):
+    def word(self, what, punct=None):
         """An unquoted name run together from adjacent tokens (no spaces),
         e.g. timm:resnet50.a1_in1k; the source spelling is kept."""
+        punct = _NAME_PUNCT if punct is None else punct
         first = last = self.advance()
         while (nxt := self.peek()) is not None and nxt.start == last.end and (
-                nxt.kind in (IDENT, NUMBER) or (nxt.kind == PUNCT and nxt.value in _NAME_PUNCT)):
+                nxt.kind in (IDENT, NUMBER) or (nxt.kind == PUNCT and nxt.value in punct)):
             last = self.advance()
         if last.kind == PUNCT:
             self.error(f"expected the rest of {what} after '{self.text(first, last)}', found {self.found()}")
@@ -339,7 +346,7 @@ def _model_query(cls, spelled=None):
             kw = spelled
         elif not p.accept_kw("USING"):
             p.error(f"expected USING after {kw}, found {p.found()}")
-        model = p.model_name(f"{kw} USING")
+        model = p.model_name(f"{kw} USING", _NAME_PUNCT if cls in (st.Convert, st.SearchImage) else _MODEL_PUNCT)
         options, clauses = _options_then_clauses(p, kw)
         return cls, dict(model=model, options=options, query=p.query(kw, clauses))
     return handler

@@ -1,0 +1,96 @@
+"""CLIP through open_clip's real loading code, with a tiny randomly initialised model the test
+builds and saves (no installed package ships CLIP weights): shapes, ranking plumbing, zero-shot
+PREDICT and the messages; not accuracy."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pixql.errors import CatalogError, OptionError, WeightsUnavailableError
+
+open_clip = pytest.importorskip("open_clip", reason="CLIP needs the clip extra: pip install pixql[clip]")
+torch = pytest.importorskip("torch")
+
+TINY = "TinyCLIP-pixqltest"
+CONFIG = {"embed_dim": 16,
+          "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+          "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """(open_clip model, path of its saved weights) of a tiny CLIP registered with open_clip."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    (folder / f"{TINY}.json").write_text(json.dumps(CONFIG))
+    open_clip.add_model_config(folder / f"{TINY}.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY).eval()
+    weights = folder / "tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return model, weights
+
+
+def _by_open_clip(model, paths, texts):
+    """Unit image and text vectors computed by open_clip itself (its own preprocessing)."""
+    from PIL import Image
+
+    preprocess = open_clip.image_transform(model.visual.image_size, is_train=False,
+                                           mean=model.visual.preprocess_cfg["mean"],
+                                           std=model.visual.preprocess_cfg["std"])
+    with torch.no_grad():
+        images = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+        img = model.encode_image(images)
+        txt = model.encode_text(open_clip.get_tokenizer(TINY)(texts))
+    return (torch.nn.functional.normalize(img, dim=1).numpy(), torch.nn.functional.normalize(txt, dim=1).numpy())
+
+
+def test_convert_and_text_search_with_clip(colors_db, tiny_clip):
+    model, weights = tiny_clip
+    db = colors_db
+    using = f'"clip:{TINY}" OPTIONS (weights=\'{weights}\''
+    frame = db.sql(f"CONVERT USING {using}) AS SELECT * FROM colors ORDER BY image").df()
+    vectors = np.stack(frame.embedding.map(np.asarray))
+    assert vectors.shape == (24, CONFIG["embed_dim"])
+    img, txt = _by_open_clip(model, list(frame.image), ["a red square"])
+    assert np.abs(vectors - img).max() < 1e-4  # pixql's loader gives open_clip's vectors
+
+    found = db.sql(f"SEARCH IMAGE USING {using}, search_by='text', search_input='a red square', top_k=5) "
+                   "AS SELECT * FROM colors").df()
+    expected = img @ txt[0]
+    best = np.argsort(-expected)[:5]
+    assert list(found.image) == [frame.image[i] for i in best]
+    assert np.allclose(found.similarity, expected[best], atol=1e-4)
+
+
+def test_zero_shot_predict_with_clip(colors_db, tiny_clip):
+    model, weights = tiny_clip
+    db = colors_db
+    labels = ["red", "green", "blue"]
+    out = db.sql(f"PREDICT USING \"clip:{TINY}\" OPTIONS (weights='{weights}', labels='red|green|blue', "
+                 "probabilities=true) AS SELECT * FROM colors ORDER BY image").df()
+    assert set(out.predicted) <= set(labels)
+    img, txt = _by_open_clip(model, list(out.image), [f"a photo of a {label}." for label in labels])
+    logits = model.logit_scale.exp().item() * img @ txt.T
+    expected = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    assert [labels[i] for i in expected.argmax(axis=1)] == list(out.predicted)
+    assert np.allclose(out.score, expected.max(axis=1), atol=1e-4)
+
+
+def test_clip_messages(colors_db, tiny_clip, tmp_path):
+    _, weights = tiny_clip
+    db = colors_db
+    with pytest.raises(WeightsUnavailableError, match="pixql downloads nothing.*OPTIONS \\(weights="):
+        db.sql("CONVERT USING clip AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="at least two labels"):
+        db.sql(f"PREDICT USING \"clip:{TINY}\" OPTIONS (weights='{weights}') AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="labels=.*is for a CLIP model"):
+        db.sql("PREDICT USING cm OPTIONS (labels='a|b') AS SELECT * FROM colors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"no weights here")
+    with pytest.raises(WeightsUnavailableError, match="cannot load CLIP"):
+        db.sql(f"CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{junk}') AS SELECT * FROM colors")
+    with pytest.raises(CatalogError, match="no CLIP model 'Nope'"):
+        db.sql("CONVERT USING clip:Nope AS SELECT * FROM colors")

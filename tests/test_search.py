@@ -1,0 +1,216 @@
+"""CONVERT / EMBED, embedding(), SEARCH IMAGE (by image, by keyword, duplicates): issue 17.
+
+Fast tests use the hand-made colour model `cm` (conftest.colors_db), whose embedding is the
+image's colour; real-photo tests use the ImageNet classifier's backbone."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pixql.errors import CatalogError, DataError, OptionError, WeightsUnavailableError
+
+SEARCH = "SEARCH IMAGE USING cm OPTIONS ({options}) AS {query}"
+
+
+def _first(db, label):
+    return db.sql(f"SELECT image FROM colors WHERE label = '{label}' ORDER BY image LIMIT 1").fetchone()[0]
+
+
+# -- CONVERT -----------------------------------------------------------------------------------------
+def test_convert_adds_a_unit_vector_column_of_fixed_size(colors_db):
+    db = colors_db
+    frame = db.sql("CONVERT USING cm AS SELECT * FROM colors").df()
+    assert list(frame.columns) == ["image", "label", "embedding"] and len(frame) == 24
+    vectors = np.array([np.asarray(v, dtype=np.float32) for v in frame.embedding])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    (kind,) = db.sql("SELECT typeof(embedding) FROM e LIMIT 1").fetchone()
+    assert kind == f"FLOAT[{vectors.shape[1]}]"
+    # EMBED is the same statement; result_col renames the column
+    again = db.sql("EMBED USING cm OPTIONS (result_col='v') AS SELECT * FROM colors").df()
+    assert np.allclose(np.stack(again.v.map(np.asarray)), vectors)
+
+
+def test_convert_streams_into_a_table_and_nests_in_a_query(colors_db, monkeypatch):
+    from pixql.commands import convert
+
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 5)
+    db = colors_db
+    assert db.sql("CONVERT USING cm AS SELECT * FROM colors").is_streamed
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    assert db.sql("SELECT count(*), count(embedding) FROM e").fetchone() == (24, 24)
+    rows = db.sql("SELECT label, count(*) FROM (CONVERT USING cm AS SELECT * FROM colors) "
+                  "WHERE embedding IS NOT NULL GROUP BY label ORDER BY label").fetchall()
+    assert rows == [("blue", 8), ("green", 8), ("red", 8)]
+
+
+def test_embedding_function_is_converts_vector(colors_db):
+    db = colors_db
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    same = db.sql("SELECT max(abs(list_cosine_similarity(embedding, embedding('cm', image)) - 1)) FROM e").fetchone()
+    assert same[0] < 1e-5
+
+
+def test_convert_bad_input_names_row_and_file(colors_db, tmp_path):
+    db = colors_db
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    db.sql(f"INSERT INTO colors VALUES ('{broken}', 'red')")
+    with pytest.raises(DataError, match="broken.png") as err:
+        db.sql("CONVERT USING cm AS SELECT * FROM colors ORDER BY image").df()
+    assert err.value.path is not None
+    result = db.sql("CONVERT USING cm OPTIONS (on_error='skip') AS SELECT * FROM colors")
+    frame = result.df()
+    assert frame.embedding.isna().sum() == 1 and "broken.png" in " ".join(result.messages)
+    with pytest.raises(CatalogError, match="Unknown base model 'nope'"):
+        db.sql("CONVERT USING nope AS SELECT * FROM colors")
+    with pytest.raises(WeightsUnavailableError, match="random weights mean nothing"):
+        db.sql("CONVERT USING SimpleCNN AS SELECT * FROM colors")
+    with pytest.raises(CatalogError, match="weights=.*is for a base network"):
+        db.sql("CONVERT USING cm OPTIONS (weights='x.safetensors') AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="on_error"):
+        db.sql("CONVERT USING cm OPTIONS (on_error='maybe') AS SELECT * FROM colors")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (25,)  # nothing changed
+
+
+# -- SEARCH IMAGE by image ---------------------------------------------------------------------------
+def test_search_by_image_ranks_like_array_cosine_similarity(colors_db):
+    db = colors_db
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    query = _first(db, "green")
+    found = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8",
+                                 query="SELECT * FROM e")).df()
+    assert list(found.columns) == ["image", "label", "embedding", "similarity"]
+    assert found.image[0] == query and found.similarity[0] == pytest.approx(1, abs=1e-5)
+    assert set(found.label) == {"green"}  # the 8 green squares before any other colour
+    (dim,) = db.sql("SELECT len(embedding) FROM e LIMIT 1").fetchone()
+    plain = db.sql(f"SELECT image, array_cosine_similarity(embedding, embedding('cm', '{query}')::FLOAT[{dim}]) AS s "
+                   "FROM e ORDER BY s DESC, image LIMIT 8").df()
+    assert sorted(plain.image) == sorted(found.image)
+    assert np.allclose(sorted(plain.s), sorted(found.similarity), atol=1e-5)
+    # without an embedding column the images are embedded (through the cache): the same ranking
+    computed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8",
+                                    query="SELECT image, label FROM colors")).df()
+    assert sorted(computed.image) == sorted(found.image)
+
+
+def test_search_options_are_checked(colors_db):
+    db = colors_db
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    query = _first(db, "red")
+    with pytest.raises(OptionError, match="needs OPTIONS \\(search_input"):
+        db.sql(SEARCH.format(options="search_by='image'", query="SELECT * FROM e"))
+    with pytest.raises(OptionError, match="emb_col 'vec' is not a column"):
+        db.sql(SEARCH.format(options=f"search_input='{query}', emb_col='vec'", query="SELECT * FROM e"))
+    with pytest.raises(OptionError, match="emb_col 'label' is VARCHAR, not an embedding"):
+        db.sql(SEARCH.format(options=f"search_input='{query}', emb_col='label'", query="SELECT * FROM e"))
+    with pytest.raises(DataError, match="not an image file"):
+        db.sql(SEARCH.format(options="search_input='/no/such.jpg'", query="SELECT * FROM e"))
+    with pytest.raises(OptionError, match="search_by"):
+        db.sql(SEARCH.format(options="search_by='sound', search_input='x'", query="SELECT * FROM e"))
+    with pytest.raises(OptionError, match="top_k"):
+        db.sql(SEARCH.format(options=f"search_input='{query}', top_k=0", query="SELECT * FROM e"))
+
+
+# -- SEARCH IMAGE by keyword ---------------------------------------------------------------------------
+def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
+    db = colors_db
+    found = db.sql(SEARCH.format(options="search_by='text', search_input='Blue', top_k=8",
+                                 query="SELECT * FROM colors")).df()
+    assert set(found.label) == {"blue"} and found.similarity.is_monotonic_decreasing
+    with pytest.raises(DataError, match="no class of 'cm' is called 'purple'"):
+        db.sql(SEARCH.format(options="search_by='text', search_input='purple'", query="SELECT * FROM colors"))
+
+
+def test_keywords_reach_the_imagenet_classes_through_wordnet():
+    from pixql import keywords
+    from pixql.ml.imagenet import imagenet_class_names
+
+    classes = imagenet_class_names()
+    dogs = keywords.matching_classes("dog", classes)
+    assert dogs == list(range(151, 269))  # the 118 breeds
+    assert keywords.matching_classes("Persian cat", classes) == [283]
+    assert set(range(281, 286)) <= set(keywords.matching_classes("cat", classes))
+    assert len(keywords.matching_classes("vehicle", classes)) > 50
+    assert keywords.matching_classes("no such thing", classes) == []
+
+
+# -- near-duplicates --------------------------------------------------------------------------------------
+def test_duplicates_within_a_table_and_against_another(colors_db, tmp_path):
+    db = colors_db
+    original = _first(db, "blue")
+    copy = tmp_path / "copy_of_blue.png"
+    shutil.copy(original, copy)
+    db.sql(f"CREATE TABLE more AS SELECT * FROM colors UNION ALL SELECT '{copy}', 'blue'")
+    pairs = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999",
+                                 query="SELECT image FROM more")).df()
+    assert list(pairs.columns) == ["image", "duplicate", "similarity"]
+    found = {frozenset(p) for p in zip(pairs.image, pairs.duplicate)}
+    assert frozenset((original, str(copy))) in found
+    # across tables: the copy (a "test" photo) is found in the training table
+    db.sql(f"CREATE TABLE test_photos AS SELECT '{copy}' AS image")
+    leak = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999, against='colors'",
+                                query="SELECT image FROM test_photos")).df()
+    assert (str(copy), original) in set(zip(leak.image, leak.duplicate))
+    with pytest.raises(OptionError, match="against"):
+        db.sql(SEARCH.format(options="search_by='duplicates', against='no_such_table'",
+                             query="SELECT image FROM test_photos"))
+
+
+# -- real photos ------------------------------------------------------------------------------------------
+@pytest.mark.data
+def test_keyword_search_finds_dogs_among_real_photos(cats_and_dogs):
+    import pixql
+
+    with pixql.connect(progress=False) as db:
+        db.sql(f"COPY pets FROM '{cats_and_dogs}/cat_and_dog_test.csv'")
+        found = db.sql("SEARCH IMAGE USING imagenet_classifier OPTIONS (search_by='text', search_input='dog', "
+                       "top_k=40) AS SELECT * FROM pets ORDER BY hash(image) LIMIT 120").df()
+        # 'dog' is no ImageNet class: its 118 breeds are found through WordNet
+        assert (found.label == "dog").mean() >= 0.85
+
+
+@pytest.mark.data
+def test_planted_copies_are_found_among_real_photos(data_root, tmp_path):
+    """Resized, re-encoded and mirrored copies of real product photos, with the default threshold."""
+    import pandas as pd
+    from PIL import Image, ImageOps
+
+    import pixql
+
+    folder = data_root / "fashion_products_sample"
+    paths = sorted(str((folder / p).resolve()) for p in pd.read_csv(folder / "product_image_test.csv").image_path)[:60]
+    planted = {}
+    for k, path in enumerate(paths[:12]):
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            copy = [im.resize((im.width * 3 // 4, im.height * 3 // 4)), im, ImageOps.mirror(im)][k % 3]
+        target = tmp_path / f"copy_{k}.jpg"
+        copy.save(target, quality=50)
+        planted[str(target)] = path
+    with pixql.connect(progress=False) as db:
+        db.duckdb.register("f", pd.DataFrame({"image": paths + list(planted)}))
+        db.sql("CREATE TABLE photos AS SELECT * FROM f")
+        pairs = db.sql("SEARCH IMAGE USING imagenet_classifier OPTIONS (search_by='duplicates') "
+                       "AS SELECT image FROM photos").df()
+    found = {frozenset(p) for p in zip(pairs.image, pairs.duplicate)}
+    truth = {frozenset(p) for p in planted.items()}
+    assert len(found & truth) >= 10  # of 12
+    assert len(found - truth) <= 2
+
+
+def test_print_image_shows_duplicate_pairs_side_by_side(colors_db, tmp_path):
+    db = colors_db
+    copy = tmp_path / "copy.png"
+    shutil.copy(_first(db, "red"), copy)
+    db.sql(f"CREATE TABLE more AS SELECT image FROM colors UNION ALL SELECT '{copy}'")
+    result = db.sql("PRINT IMAGE OPTIONS (image_col='image, duplicate', size=64) AS SELECT * FROM "
+                    "(SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', threshold=0.99999) AS SELECT image FROM more)")
+    single = db.sql("PRINT IMAGE OPTIONS (size=64, limit=1) AS SELECT image FROM more")
+    pairs = len(result.df())
+    assert pairs >= 1
+    # two images per row of the query, side by side: as wide as two thumbnails, as many rows as pairs
+    assert result.image.width >= 2 * single.image.width - 8
+    with pytest.raises(DataError, match="no column 'nope'"):
+        db.sql("PRINT IMAGE OPTIONS (image_col='image, nope') AS SELECT image, image AS other FROM more")
