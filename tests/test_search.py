@@ -214,3 +214,65 @@ def test_print_image_shows_duplicate_pairs_side_by_side(colors_db, tmp_path):
     assert result.image.width >= 2 * single.image.width - 8
     with pytest.raises(DataError, match="no column 'nope'"):
         db.sql("PRINT IMAGE OPTIONS (image_col='image, nope') AS SELECT image, image AS other FROM more")
+
+
+# -- the vector index ----------------------------------------------------------------------------------------
+def test_a_vector_index_serves_whole_tables_and_follows_changes(colors_db, monkeypatch):
+    from pixql import vector_index
+
+    db = colors_db
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    query = _first(db, "green")
+    exact = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8, index='exact'",
+                                 query="SELECT * FROM e")).df()
+    monkeypatch.setattr(vector_index, "MIN_ROWS", 10)  # 'auto' uses an index from 10 rows
+    first = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM e"))
+    assert any("built a vector index of e.embedding (24 rows" in m for m in first.messages)
+    assert sorted(first.df().image) == sorted(exact.image)
+    again = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM e"))
+    assert again.messages == [] and list(again.df().image) == list(first.df().image)  # the saved index
+    # a changed table: the index is rebuilt, and the new row is found
+    db.sql(f"INSERT INTO e SELECT image || '', label, embedding FROM e WHERE image = '{query}'")
+    changed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=2",
+                                   query="SELECT image, embedding FROM e"))
+    assert any("the table changed" in m for m in changed.messages)
+    assert list(changed.df().columns) == ["image", "embedding", "similarity"]
+    assert changed.df().similarity.tolist() == pytest.approx([1, 1], abs=1e-5)
+    # the index serves whole tables only
+    with pytest.raises(OptionError, match="needs the whole table"):
+        db.sql(SEARCH.format(options=f"search_input='{query}', index='approximate'",
+                             query="SELECT * FROM e WHERE label = 'red'"))
+    filtered = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=3",
+                                    query="SELECT * FROM e WHERE label = 'red'")).df()
+    assert set(filtered.label) == {"red"}  # a filtered query is ranked exactly
+
+
+def test_the_ivf_index_finds_the_exact_neighbours(tmp_path):
+    """vector_index on its own: an IVF index of 3000 clustered vectors against exact search."""
+    import duckdb
+    import pandas as pd
+
+    from pixql import vector_index
+    from pixql.tasks.embedding import EMBEDDING
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))
+    vectors = centres[rng.integers(0, 40, 3000)] + 0.5 * rng.normal(size=(3000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    con = duckdb.connect()
+    con.register("f", pd.DataFrame({"id": range(3000), "embedding": EMBEDDING.column(vectors)}))
+    con.execute("CREATE TABLE e AS SELECT * FROM f")
+    table = vector_index.Table(None, None, "e")
+    index, note = vector_index.ready_index(con, table, "embedding", 32, str(tmp_path / "ix"))
+    assert index.meta["nlist"] >= 8 and "3000 rows" in note
+    queries = vectors[rng.choice(3000, 50, replace=False)] + 0.05 * rng.normal(size=(50, 32)).astype(np.float32)
+    recall = []
+    for q in queries:
+        q = q / np.linalg.norm(q)
+        truth = set(np.argsort(-(vectors @ q))[:10].tolist())  # ids are rowids 0..2999 here
+        recall.append(len(truth & set(index.search(q, 10))) / 10)
+    assert np.mean(recall) >= 0.9
+    assert vector_index.ready_index(con, table, "embedding", 32, str(tmp_path / "ix"))[1] is None  # reused
+    con.execute("UPDATE e SET embedding = NULL WHERE id = 0")  # row 0 is in the fingerprint's sample
+    assert "changed" in vector_index.ready_index(con, table, "embedding", 32, str(tmp_path / "ix"))[1]
+    con.close()

@@ -118,6 +118,40 @@ class Session:
                 raise DataError(f"the query returned no rows: {sql!r} is not a query")
             return {name: str(kind) for name, kind in zip(relation.columns, relation.types)}
 
+    def bare_table(self, sql):
+        """(table, [columns] or None for *) when `sql` reads a whole table as it is (`SELECT * FROM t`,
+        `FROM t`, `SELECT a, b FROM s.t`: no WHERE, GROUP BY, ORDER, LIMIT, join or CTE), else None.
+        Read from DuckDB's own parse tree (json_serialize_sql)."""
+        import json
+
+        from pixql.vector_index import Table
+
+        if nested_statements(sql):
+            return None
+        tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        if tree.get("error") or len(tree.get("statements", [])) != 1:
+            return None
+        node = tree["statements"][0]["node"]
+        source = node.get("from_table") or {}
+        plain = (node.get("type") == "SELECT_NODE" and source.get("type") == "BASE_TABLE"
+                 and not any(node.get(k) for k in ("where_clause", "group_expressions", "having", "qualify",
+                                                   "sample", "modifiers"))
+                 and not (node.get("cte_map") or {}).get("map")
+                 and node.get("aggregate_handling") in (None, "STANDARD_HANDLING"))
+        items = node.get("select_list") or []
+        if not plain or not items:
+            return None
+        if all(item["class"] == "STAR" and not item.get("exclude_list") and not item.get("replace_list")
+               and not item.get("relation_name") for item in items) and len(items) == 1:
+            columns = None
+        elif all(item["class"] == "COLUMN_REF" and not item.get("alias") and len(item["column_names"]) == 1
+                 for item in items):
+            columns = [item["column_names"][0] for item in items]
+        else:
+            return None
+        return Table(source.get("catalog_name") or None, source.get("schema_name") or None,
+                     source["table_name"]), columns
+
     def check_one_query(self, sql, option):
         import duckdb
 

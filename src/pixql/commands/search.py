@@ -13,6 +13,8 @@ Embeddings come from the rows' `emb_col` (a CONVERT result) when they have one, 
 DuckDB (`array_cosine_similarity`); otherwise from the images, through the embedding cache.
 """
 
+import os
+
 import numpy as np
 
 from pixql import keywords
@@ -35,6 +37,10 @@ OPTIONS = {
     # duplicates: the least similarity of a pair (cosine of unit embeddings), and whom to compare with
     "threshold": opt.number(None, low=-1, high=1),
     "against": opt.text(),
+    # auto: a vector index (vector_index.py) for a whole table of embeddings of vector_index.MIN_ROWS
+    # rows or more; exact: DuckDB compares every row; approximate: the index whatever the size;
+    # rebuild: build the index again first
+    "index": opt.text("auto", ("auto", "exact", "approximate", "rebuild")),
     "weights": opt.text(),
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
@@ -79,7 +85,10 @@ def _ranked(engine, statement, resolved, embedder, query):
     """The top_k rows by cosine similarity to the unit vector `query`."""
     session = engine.session
     emb_col = _embedding_column(engine, statement, resolved)
-    if emb_col is not None:  # DuckDB ranks the stored vectors itself
+    if emb_col is not None:  # DuckDB ranks the stored vectors itself, or an index proposes the rows
+        indexed = _ranked_by_index(engine, statement, emb_col, query, resolved)
+        if indexed is not None:
+            return indexed
         return Result(statement, frame=_ranked_in_duckdb(session, statement, emb_col, query, resolved))
     frame = session.query_frame(statement)
     if not len(frame):
@@ -112,6 +121,42 @@ def _ranked_in_duckdb(session, statement, emb_col, query, resolved):
     sql = (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}, ?::FLOAT[{len(query)}]) AS {score} "
            f"FROM ({{query}}) ORDER BY {score} DESC NULLS LAST LIMIT {int(resolved['top_k'])}")
     return session.query_frame(statement, wrap=sql, params=[query.tolist()], what="search")
+
+
+def _ranked_by_index(engine, statement, emb_col, query, resolved):
+    """The top_k rows through the table's vector index (re-scored exactly by DuckDB), or None
+    when the search is exact: a small table, OPTIONS (index='exact'), a query that is not a
+    whole table, or a read-only model store (an index is written beside it)."""
+    from pixql import vector_index
+
+    mode = resolved["index"]
+    session = engine.session
+    bare = session.bare_table(statement.query)
+    if mode == "exact" or bare is None:
+        if mode in ("approximate", "rebuild"):
+            raise OptionError("SEARCH IMAGE OPTIONS (index=...) needs the whole table as the query "
+                              "(AS SELECT * FROM t): an index holds every row of one table")
+        return None
+    table, columns = bare
+    con = session.duckdb
+    if mode == "auto" and (engine.store.read_only or
+                           con.execute(f"SELECT count(*) FROM {table.sql}").fetchone()[0] < vector_index.MIN_ROWS):
+        return None
+    if engine.store.read_only:
+        raise OptionError("SEARCH IMAGE OPTIONS (index=...) writes the index beside the model store, which is "
+                          "read-only here; use index='exact'")
+    folder = os.path.join(str(engine.store.root), ".indexes", table.key(session.database, emb_col))
+    index, note = vector_index.ready_index(con, table, emb_col, len(query), folder, rebuild=mode == "rebuild")
+    ids = index.search(query, resolved["top_k"] * vector_index.CANDIDATES)
+    from pixql.ingest import quote_ident
+
+    picked = "*" if columns is None else ", ".join(quote_ident(c) for c in columns)
+    score = quote_ident(resolved["result_col"])
+    frame = con.execute(
+        f"SELECT {picked}, array_cosine_similarity({quote_ident(emb_col)}, ?::FLOAT[{len(query)}]) AS {score} "
+        f"FROM {table.sql} WHERE rowid IN (SELECT unnest(?::BIGINT[])) ORDER BY {score} DESC "
+        f"LIMIT {int(resolved['top_k'])}", [query.tolist(), ids]).df()
+    return Result(statement, frame=frame, messages=[note] if note else [])
 
 
 def _top(frame, scores, resolved):
