@@ -276,3 +276,16 @@ def test_the_ivf_index_finds_the_exact_neighbours(tmp_path):
     con.execute("UPDATE e SET embedding = NULL WHERE id = 0")  # row 0 is in the fingerprint's sample
     assert "changed" in vector_index.ready_index(con, table, "embedding", 32, str(tmp_path / "ix"))[1]
     con.close()
+
+
+def test_duplicates_through_the_index_match_the_exact_pairs(monkeypatch):
+    from pixql.commands import search
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(600, 24)).astype(np.float32)
+    a[300:320] = a[:20] + 0.01 * rng.normal(size=(20, 24))  # 20 planted near-copies
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    exact = search._pairs(a, a, 0.95, same=True)
+    monkeypatch.setattr(search, "EXACT_PAIRS", 0)
+    indexed = search._pairs(a, a, 0.95, same=True)
+    assert {(i, j) for i, j, _ in exact} == {(i, j) for i, j, _ in indexed} == {(i, i + 300) for i in range(20)}

@@ -135,3 +135,18 @@ def ready_index(con, table, column, dim, folder, rebuild=False):
     index = VectorIndex.build(con, table, column, dim, folder)
     return index, (f"built a vector index of {table.name}.{column} ({index.meta['vectors']} rows, "
                    f"{index.meta['build_seconds']:.1f} s; {why}): later searches of this table use it")
+
+
+def neighbours(queries, base, k):
+    """(similarities [n, k], indices into `base` [n, k]; -1 where fewer) of each query's k nearest
+    rows of `base`, through a transient IVF index (near-duplicates across large tables)."""
+    import faiss
+
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    nlist = max(1, min(int(np.sqrt(len(base))), len(base) // 39))
+    index = faiss.index_factory(base.shape[1], f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(len(base), min(len(base), 50 * nlist), replace=False)
+    index.train(base[np.sort(sample)])
+    index.add(base)
+    index.nprobe = min(NPROBE, nlist)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

@@ -50,6 +50,8 @@ OPTIONS = {
 # ImageNet backbone, different photos below (measured: BENCHMARKS.md, "Near-duplicates").
 DUPLICATE_THRESHOLD = 0.90
 _PAIR_BLOCK = 2048  # rows compared at a time: a block of similarities is rows x rows floats
+EXACT_PAIRS = 400_000_000  # above this many comparisons (20k x 20k rows), pairs come through an index
+PAIR_NEIGHBOURS = 20  # ... which proposes each row's nearest rows: copies of one photo beyond 20 are missed
 
 
 def run(engine, statement):
@@ -224,15 +226,27 @@ def _vectors(engine, embedder, frame, image_col, resolved):
 
 def _pairs(a, b, threshold, same):
     """[(i, j, similarity)] with a[i]·b[j] >= threshold, most alike first; `same`: a is b, so
-    each unordered pair once and no row with itself. Blocked: memory stays block x len(b)."""
+    each unordered pair once and no row with itself. Exact and blocked (memory stays block x
+    len(b)) up to EXACT_PAIRS comparisons; beyond, each row's PAIR_NEIGHBOURS nearest through a
+    vector index."""
     a, b = np.nan_to_num(a, nan=0.0), np.nan_to_num(b, nan=0.0)
     found = []
-    for start in range(0, len(a), _PAIR_BLOCK):
-        scores = a[start:start + _PAIR_BLOCK] @ b.T
-        rows, cols = np.nonzero(scores >= threshold)
-        for i, j in zip(rows.tolist(), cols.tolist()):
-            if not same or start + i < j:
-                found.append((start + i, j, float(scores[i, j])))
+    if len(a) * len(b) > EXACT_PAIRS:
+        from pixql.vector_index import neighbours
+
+        scores, cols = neighbours(a, b, PAIR_NEIGHBOURS + same)
+        for i, (row_scores, row_cols) in enumerate(zip(scores, cols)):
+            for score, j in zip(row_scores.tolist(), row_cols.tolist()):
+                if j >= 0 and score >= threshold and (not same or i < j):
+                    found.append((i, j, float(score)))
+    else:
+        for start in range(0, len(a), _PAIR_BLOCK):
+            scores = a[start:start + _PAIR_BLOCK] @ b.T
+            rows, cols = np.nonzero(scores >= threshold)
+            for i, j in zip(rows.tolist(), cols.tolist()):
+                if not same or start + i < j:
+                    found.append((start + i, j, float(scores[i, j])))
+    if same:  # a pair found from both ends through the index is one pair
+        found = list({(i, j): (i, j, s) for i, j, s in found}.values())
     found.sort(key=lambda pair: -pair[2])
     return found
-
