@@ -39,45 +39,49 @@ def model_image_col(statement, frame, resolved, manifest):
     return pick_image_col(frame, resolved["image_col"] or trained_col, "the query")
 
 
-def probabilities(model, frame, image_col, resolved, progress, bar=None):
+def probabilities(model, frame, image_col, resolved, progress, bar=None, reader=None):
     """[rows, classes] probabilities; with on_error='skip' (PREDICT) the rows of unreadable
-    images and missing paths are NaN. `bar`: a progress bar to advance instead of a new one."""
+    images and missing paths are NaN. `bar`: a progress bar to advance instead of a new one;
+    `reader`: a regions.RegionReader when the rows are regions of their photos."""
     progress = bar if bar is not None else progress
 
     def compute(paths, on_error):
         return model.predict_proba(paths, batch_size=resolved["batch_size"], progress=progress, on_error=on_error)
 
-    return image_outputs(compute, len(model.classes), frame, image_col, resolved)
+    return image_outputs(compute, len(model.classes), frame, image_col, resolved, reader)
 
 
-def image_outputs(compute, width, frame, image_col, resolved):
-    """[rows, width] float32 of `compute(paths, on_error)` over the frame's images, errors naming
-    the row and file; with OPTIONS (on_error='skip') NaN rows for unreadable images and missing
-    paths."""
+def image_outputs(compute, width, frame, image_col, resolved, reader=None):
+    """[rows, width] float32 of `compute(images, on_error)` over the frame's images (paths, or
+    regions through `reader`), errors naming the row and file; with OPTIONS (on_error='skip')
+    NaN rows for unreadable images, missing paths and unusable boxes."""
     import numpy as np
 
     if not len(frame):
         return np.zeros((0, width), dtype=np.float32)
     skip = resolved.get("on_error") == "skip"
+    items, bad = reader.items(frame, image_col) if reader is not None else (list(frame[image_col]), [])
     with image_errors([("the query", frame, image_col)], "on_error" in resolved):
         if not skip:
             check_image_paths(frame, image_col, "the query")
-            return compute(list(frame[image_col]), "fail")
-        present = (~missing_paths(frame[image_col])).to_numpy()
+            return compute(items, "fail")
+        present = (~missing_paths(frame[image_col])).to_numpy().copy()
+        present[bad] = False
         out = np.full((len(frame), width), np.nan, dtype=np.float32)
         if present.any():
-            out[present] = compute(list(frame[image_col][present]), "skip")
+            out[present] = compute([item for item, keep in zip(items, present) if keep], "skip")
         return out
 
 
-def answer_rows(engine, statement, start, chunk_rows, desc, got_null):
+def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: []):
     """The statement's query rows with a model's answers, as PREDICT and CONVERT give them.
 
     `start(first chunk)` checks options and columns against the first rows and returns
     `answer(frame, bar) -> (answered frame, positions of rows left unanswered, image paths)`.
     The first `chunk_rows` rows are answered at once (a bad option, column or first image fails
     here); a longer query streams: the Result computes the rest chunk by chunk as it is read,
-    one chunk in memory at a time. `got_null` says what unanswered rows got, for the message."""
+    one chunk in memory at a time. `got_null` says what unanswered rows got, for the message;
+    `notes()`: more messages, known once every row is answered (boxes clipped)."""
     chunks = engine.session.query_chunks(statement, chunk_rows)
     total, first = next(chunks), next(chunks)
     try:
@@ -102,7 +106,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null):
         chunks.close()
         engine.session.drop_stale_tables()
         out = answered(first)
-        return Result(statement, frame=out, messages=[message()] if missed else [])
+        return Result(statement, frame=out, messages=([message()] if missed else []) + notes())
 
     from pixql.ml.runtime import progress_bar
 
@@ -121,6 +125,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null):
                 yield answered(frame, bar)
             if missed:
                 messages.append(message())
+            messages.extend(notes())
         except PixqlError as exc:  # raised as the result is read, outside the engine's run: place it here
             engine.locate(exc, statement)
             raise

@@ -2,6 +2,7 @@
 embedding column, DuckDB type FLOAT[n], unit length (tasks/embedding.py)."""
 
 from pixql import options as opt
+from pixql import regions
 from pixql.commands.common import answer_rows, image_outputs
 from pixql.image_columns import pick_image_col
 from pixql.tasks.embedding import EMBEDDING
@@ -13,6 +14,7 @@ OPTIONS = {
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: unreadable images get a NULL embedding
+    **regions.OPTIONS,  # box_col, mask_col, ...: embed regions of the photos
 }
 CHUNK_ROWS = 4096  # as PREDICT: longer queries stream
 
@@ -20,22 +22,26 @@ CHUNK_ROWS = 4096  # as PREDICT: longer queries stream
 def run(engine, statement):
     resolved, _ = opt.resolve("CONVERT", statement.options, OPTIONS)
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
+    reader = regions.RegionReader(resolved)
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"], "the query")
 
         def answer(frame, bar=None):
-            vectors = embed_rows(embedder, frame, image_col, resolved, bar if bar is not None else engine.progress)
+            vectors = embed_rows(embedder, frame, image_col, resolved, bar if bar is not None else engine.progress,
+                                 reader)
             out, unread = EMBEDDING.columns(frame, vectors, resolved["result_col"])
             return out, unread, frame[image_col]
         return answer
 
-    return answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}")
+    return answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}",
+                       lambda: reader.message("CONVERT"))
 
 
-def embed_rows(embedder, frame, image_col, resolved, progress):
-    """[rows, dim] unit vectors of the frame's images; NaN rows for what on_error='skip' skipped."""
+def embed_rows(embedder, frame, image_col, resolved, progress, reader=None):
+    """[rows, dim] unit vectors of the frame's images (or regions, through `reader`); NaN rows
+    for what on_error='skip' skipped."""
     def compute(paths, on_error):
         return embedder.embed(paths, resolved["batch_size"], progress, on_error=on_error)
 
-    return image_outputs(compute, embedder.dim, frame, image_col, resolved)
+    return image_outputs(compute, embedder.dim, frame, image_col, resolved, reader)

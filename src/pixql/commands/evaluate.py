@@ -1,6 +1,7 @@
 """EVALUATE USING model [OPTIONS (...)] AS query: the model's answers scored against a label column."""
 
 from pixql import options as opt
+from pixql import regions
 from pixql.commands.common import model_image_col, probabilities, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
@@ -17,6 +18,7 @@ OPTIONS = {
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
+    **regions.OPTIONS,  # box_col, mask_col, ...: evaluate on regions of the photos
 }
 
 
@@ -44,7 +46,9 @@ def run(engine, statement):
         truth = [t for t in truth if t is not None]
     if not len(frame):
         raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
-    probs = probabilities(model, frame, image_col, resolved, engine.progress)
+    reader = regions.RegionReader(resolved)
+    probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    messages += reader.message("EVALUATE")
     unknown = task.unknown(truth, classes)
     if unknown:
         messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "

@@ -1,6 +1,7 @@
 """PREDICT USING model [OPTIONS (...)] AS query: the query's rows plus the model's answers."""
 
 from pixql import options as opt
+from pixql import regions
 from pixql.commands.common import answer_rows, model_image_col, probabilities
 
 OPTIONS = {
@@ -15,6 +16,7 @@ OPTIONS = {
     "labels": opt.text(),
     "weights": opt.text(),
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: unreadable images get NULL predictions
+    **regions.OPTIONS,  # box_col, mask_col, ...: predict regions of the photos
 }
 # Over more rows than this PREDICT streams its result, one chunk of rows in memory at a time.
 CHUNK_ROWS = 4096
@@ -27,16 +29,17 @@ def run(engine, statement):
     model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
                                                 resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
+    reader = regions.RegionReader(resolved)
 
     def start(first):
         image_col = model_image_col(statement, first, resolved, manifest)
 
         def answer(frame, bar=None):
-            probs = probabilities(model, frame, image_col, resolved, engine.progress, bar)
+            probs = probabilities(model, frame, image_col, resolved, engine.progress, bar, reader)
             out, unread = task.columns(frame, probs, list(model.classes), threshold, resolved["result_col"],
                                        top=resolved["top_k"], probabilities=resolved["probabilities"])
             return out, unread, frame[image_col]
         return answer
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "predict",
-                       f"NULL {resolved['result_col']} and score")
+                       f"NULL {resolved['result_col']} and score", lambda: reader.message("PREDICT"))

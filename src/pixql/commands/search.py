@@ -19,6 +19,7 @@ import numpy as np
 
 from pixql import keywords
 from pixql import options as opt
+from pixql import regions
 from pixql.commands.common import frame_result, probabilities
 from pixql.commands.convert import embed_rows
 from pixql.errors import CatalogError, DataError, OptionError
@@ -45,6 +46,7 @@ OPTIONS = {
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     "on_error": opt.text("fail", ("fail", "skip")),
+    **regions.OPTIONS,  # box_col, mask_col, ...: search regions of the photos
 }
 # Near-duplicates: resized, re-encoded and mirrored copies of a photo score above this with the
 # ImageNet backbone, different photos below (measured: BENCHMARKS.md, "Near-duplicates").
@@ -96,8 +98,10 @@ def _ranked(engine, statement, resolved, embedder, query):
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
-    vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress)
-    return Result(statement, frame=_top(frame, EMBEDDING.similarity(vectors, query), resolved))
+    reader = regions.RegionReader(resolved)
+    vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
+    return Result(statement, frame=_top(frame, EMBEDDING.similarity(vectors, query), resolved),
+                  messages=reader.message("SEARCH IMAGE"))
 
 
 def _embedding_column(engine, statement, resolved):
@@ -187,8 +191,10 @@ def _keyword(engine, statement, resolved):
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
-    probs = probabilities(model, frame, image_col, resolved, engine.progress)
-    return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved))
+    reader = regions.RegionReader(resolved)
+    probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved),
+                  messages=reader.message("SEARCH IMAGE"))
 
 
 # -- near-duplicates ------------------------------------------------------------------------------
@@ -220,8 +226,9 @@ def _duplicates(engine, statement, resolved):
 
 
 def _vectors(engine, embedder, frame, image_col, resolved):
-    return embed_rows(embedder, frame, image_col, resolved, engine.progress) if len(frame) else \
-        np.zeros((0, embedder.dim), dtype=np.float32)
+    if not len(frame):
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    return embed_rows(embedder, frame, image_col, resolved, engine.progress, regions.RegionReader(resolved))
 
 
 def _pairs(a, b, threshold, same):

@@ -10,6 +10,7 @@ import hashlib
 import platform
 
 from pixql import options as opt
+from pixql import regions
 from pixql.catalog import best_metric
 from pixql.commands.common import frame_result, shown
 from pixql.errors import CatalogError, DataError
@@ -40,6 +41,7 @@ BUILD_OPTIONS = {
     "num_workers": opt.integer(None, low=0),
     "on_error": opt.text("fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
     "overwrite": opt.flag(False),
+    **regions.OPTIONS,  # box_col, mask_col, ...: train on regions of the photos
 }
 # FIT MODEL keeps the source model's network, classes, preprocessing and task.
 FIT_OPTIONS = {k: v for k, v in BUILD_OPTIONS.items()
@@ -72,10 +74,11 @@ def fit(engine, statement):
                   init=(manifest, state))
 
 
-def labelled_rows(frame, resolved, task, what, classes=None):
-    """(paths, labels, image_col, label_col, NULL labels left out, query rows (1-based) left out
-    for having no image path: only with on_error='skip', else that is an error). Labels are read
-    by the task, spelled as `classes` (a model trained further) spells them."""
+def labelled_rows(frame, resolved, task, what, classes=None, reader=None):
+    """(images, labels, image_col, label_col, NULL labels left out, query rows (1-based) left out
+    for having no image path or an unusable box: only with on_error='skip', else that is an
+    error). Labels are read by the task, spelled as `classes` (a model trained further) spells
+    them; images are paths, or regions through `reader` (regions.RegionReader)."""
     image_col = pick_image_col(frame, resolved["image_col"], what)
     label_col = find_column(frame, resolved["label_col"], "label_col", what)
     known = None if classes is None else set(classes)
@@ -92,7 +95,12 @@ def labelled_rows(frame, resolved, task, what, classes=None):
         labels = [v for v, gone in zip(labels, missing) if not gone]
         frame = frame[~missing]
     check_image_paths(frame, image_col, what)
-    return list(frame[image_col]), labels, image_col, label_col, null_labels, no_path
+    items, bad = reader.items(frame, image_col) if reader is not None else (list(frame[image_col]), [])
+    if bad:  # only with on_error='skip'
+        no_path += [int(frame.index[i]) + 1 for i in bad]
+        items = [item for i, item in enumerate(items) if i not in set(bad)]
+        labels = [label for i, label in enumerate(labels) if i not in set(bad)]
+    return items, labels, image_col, label_col, null_labels, no_path
 
 
 def _train(engine, statement, resolved, given, base, task, init):
@@ -104,8 +112,9 @@ def _train(engine, statement, resolved, given, base, task, init):
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
+    reader = regions.RegionReader(resolved)
     paths, labels, image_col, label_col, null_labels, no_path = labelled_rows(
-        frame, resolved, task, "the query", classes)
+        frame, resolved, task, "the query", classes, reader)
     if not paths:
         raise DataError(f"every row has a NULL label in '{label_col}'"
                         f"{' or no image path' if no_path else ''}; nothing to train on")
@@ -118,7 +127,8 @@ def _train(engine, statement, resolved, given, base, task, init):
             else session.table_query(validation, "validation")
         vframe = session.query_frame(statement, query, "validation query", option="validation")
         val_paths, val_labels, *_ = labelled_rows(
-            vframe, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes)
+            vframe, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes,
+            reader)
         sources.append(("the validation query", vframe, image_col))
         validation = None
 
@@ -132,10 +142,10 @@ def _train(engine, statement, resolved, given, base, task, init):
         else:
             trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
-    messages = []
+    messages = reader.message(statement.keyword)
     if no_path:
         messages.append(f"{statement.keyword}: {len(no_path)} row(s) with no image path in '{image_col}' "
-                        f"were skipped (on_error='skip'): row(s) {shown(no_path)}")
+                        f"or no usable box were skipped (on_error='skip'): row(s) {shown(no_path)}")
     if trained.skipped:
         where = rows_of(sources)
         listed = [f"{p} (row {where[str(p)]})" if str(p) in where else str(p) for p in trained.skipped]
@@ -158,6 +168,7 @@ def _train(engine, statement, resolved, given, base, task, init):
         "preprocessing": trained.preprocessing,
         "image_col": image_col,
         "label_col": label_col,
+        "regions": {k: resolved[k] for k in regions.OPTIONS} if reader.active else None,
         "train_mode": trained.train_mode,
         "options": {"given": given, "used": trained.options},
         "history": trained.history,

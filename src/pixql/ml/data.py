@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pixql.errors import DataError
-from pixql.ml.images import read_image
+from pixql.ml.images import load_image
 
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
@@ -94,13 +94,13 @@ class ImageRows(Dataset):
 
     def __getitem__(self, i):
         try:
-            x = self.transform(read_image(self.paths[i], self.draft))
+            x = self.transform(load_image(self.paths[i], self.draft))
             return x, self.targets[i], i, None
         except DataError as e:
-            return None, self.targets[i], i, (str(e), self.paths[i])
+            return None, self.targets[i], i, (str(e), e.path if e.path is not None else str(self.paths[i]))
         except Exception as e:  # a transform failing on an odd image: still name the file
             return None, self.targets[i], i, (f"Image could not be prepared ({type(e).__name__}: {e}): "
-                                              f"{self.paths[i]}", self.paths[i])
+                                              f"{self.paths[i]}", getattr(self.paths[i], "path", self.paths[i]))
 
 
 def targets_tensor(targets):

@@ -22,6 +22,7 @@ from PIL import ExifTags, Image
 
 from pixql.errors import OptionError
 from pixql.ml.data import ImageRows, collate_rows, targets_tensor
+from pixql.ml.images import Region
 
 DECODE_MODES = ("auto", "pil", "device")
 # Larger photos go through PIL, whose JPEG draft mode decodes them at a fraction of the size.
@@ -75,7 +76,9 @@ def geometric_transforms(pre):
 def jpeg_for_device(path):
     """(file bytes as a uint8 tensor, EXIF orientation, pixels) when `path` is a JPEG that the
     device decoder can take as it is; None sends the file through PIL, which also names it
-    when it is missing or broken."""
+    when it is missing or broken (and takes a Region: its crop is cut from PIL's decode)."""
+    if isinstance(path, Region):
+        return None
     try:
         with open(path, "rb") as f:
             data = f.read()

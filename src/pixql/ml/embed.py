@@ -62,7 +62,7 @@ class Embedder:
     def embed(self, paths, batch_size=None, progress=True, on_error="fail"):
         """float32 [n, dim] unit vectors, one row per path in order; with on_error='skip' the
         rows of unreadable images are NaN."""
-        paths = [str(p) for p in paths]
+        paths = list(paths)  # file paths, or Regions (ml.images)
         full = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
         if not paths:
             return full

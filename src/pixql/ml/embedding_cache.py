@@ -38,8 +38,18 @@ def cache_root():
 
 def file_digest(path):
     """blake2b of the file's bytes, or None when it cannot be read (the caller's decode then
-    reports the file the usual way)."""
+    reports the file the usual way). A Region's digest covers its box, padding and background,
+    and its mask file's bytes."""
+    from pixql.ml.images import Region
+
     h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    if isinstance(path, Region):
+        mask = file_digest(path.mask) if path.mask is not None else b""
+        if mask is None:
+            return None
+        h.update(json.dumps([list(map(float, path.box)), path.normalized, path.padding, path.background]).encode())
+        h.update(mask)
+        path = path.path
     try:
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):

@@ -3,6 +3,7 @@
 import os
 import re
 import warnings
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -89,3 +90,71 @@ def _to_rgb(img):
     if a.ndim == 2:
         return Image.fromarray(a, "L").convert("RGB")
     return Image.fromarray(a[..., :3], "RGB")
+
+
+# -- regions of a photo ---------------------------------------------------------------------------
+BACKGROUNDS = ("white", "black", "blur", "keep")
+
+
+@dataclass(frozen=True, order=True)
+class Region:
+    """A box of a photo (and maybe a mask), read as its own image: cropped on the fly in the
+    loader, never written to disk. Where a plain path goes (loaders, caches, errors), a Region
+    goes too; `str()` names the file and the box.
+
+    box: (x1, y1, x2, y2) in pixels of the upright image, or fractions 0..1 when `normalized`;
+    padding: the box grows by this share of its width and height on each side (clipped to the
+    image); mask: a greyscale image of the photo's size, the region where it is over 127;
+    background: what the crop shows outside the mask (white, black, a blur of itself, or keep)."""
+    path: str
+    box: tuple
+    normalized: bool = False
+    mask: str = None
+    padding: float = 0.0
+    background: str = "white"
+
+    def __str__(self):
+        return f"{self.path} [box {', '.join(f'{v:g}' for v in self.box)}]"
+
+    def pixel_box(self, width, height):
+        """The box in pixels of a width x height image, padded and clipped to it."""
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        if self.normalized:
+            x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
+        dx, dy = (x2 - x1) * self.padding, (y2 - y1) * self.padding
+        x1, y1 = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
+        x2, y2 = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
+        if x2 <= x1 or y2 <= y1:
+            raise DataError(f"the box {self.box} lies outside the {width}x{height} image: {self.path}",
+                            path=self.path)
+        return x1, y1, x2, y2
+
+    def read(self):
+        """The region as an RGB image (the whole photo is decoded: the box needs its pixels)."""
+        img = read_image(self.path)
+        box = self.pixel_box(img.width, img.height)
+        crop = img.crop(box)
+        if self.mask is None or self.background == "keep":
+            return crop
+        mask = _read_mask(self.mask, img.size, self.path).crop(box)
+        if self.background == "blur":
+            from PIL import ImageFilter
+
+            fill = crop.filter(ImageFilter.GaussianBlur(max(2, min(crop.size) // 20)))
+        else:
+            fill = Image.new("RGB", crop.size, (255, 255, 255) if self.background == "white" else (0, 0, 0))
+        return Image.composite(crop, fill, mask)
+
+
+def _read_mask(path, size, image_path):
+    """A region's mask as mode '1' (over 127: the region), the size of its image."""
+    mask = read_image(path).convert("L")
+    if mask.size != size:
+        raise DataError(f"the mask {path} is {mask.width}x{mask.height} but its image {image_path} is "
+                        f"{size[0]}x{size[1]}: a mask must have its image's size", path=path)
+    return mask.point(lambda v: 255 if v > 127 else 0, mode="1")
+
+
+def load_image(item, draft_size=None):
+    """A path's image (read_image), or a Region's crop."""
+    return item.read() if isinstance(item, Region) else read_image(item, draft_size)

@@ -25,6 +25,7 @@ from pixql.ml.batchnorm_folding import Folding, folded
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            train_transform)
 from pixql.ml.embed import pre_logits
+from pixql.ml.images import Region
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
@@ -248,7 +249,7 @@ def _check_options(config):
 
 def _rows(paths, labels, what, task, allow_empty=False):
     """(paths, labels as the task reads them); a missing label is an error naming the row."""
-    paths = [str(p) for p in (paths or [])]
+    paths = [p if isinstance(p, Region) else str(p) for p in (paths or [])]
     labels = [task.label(v) for v in labels] if labels is not None else []
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} {what} images but {len(labels)} labels")

@@ -1,0 +1,108 @@
+"""Regions of a photo as rows (issue 18): box and mask columns cropped in the loader, for PREDICT,
+EVALUATE, CONVERT and BUILD, with their bad input. The hand-made colour model `cm` tells red,
+green and blue apart, so a box over one colour of a two-coloured photo must read as that colour."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixql.errors import DataError, OptionError
+
+
+@pytest.fixture
+def halves(colors_db, tmp_path):
+    """colors_db plus a table `photos`: 64x32 images, red left half and blue right half, with
+    one row per half (box as a struct, a list, and four columns) and a mask per half."""
+    db = colors_db
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(3):
+        pixels = rng.integers(0, 60, (32, 64, 3), dtype=np.uint8)
+        pixels[:, :32, 0] = 230
+        pixels[:, 32:, 2] = 230
+        path = tmp_path / f"two_{k}.png"
+        Image.fromarray(pixels).save(path)
+        for label, x1 in (("red", 0), ("blue", 32)):
+            mask = np.zeros((32, 64), dtype=np.uint8)
+            mask[4:28, x1 + 4:x1 + 28] = 255
+            mask_path = tmp_path / f"two_{k}_{label}_mask.png"
+            Image.fromarray(mask).save(mask_path)
+            rows.append((str(path), label, x1, 0, x1 + 32, 32, str(mask_path)))
+    import pandas as pd
+
+    db.duckdb.register("f", pd.DataFrame(rows, columns=["image", "label", "x1", "y1", "x2", "y2", "mask"]))
+    db.sql("CREATE TABLE photos AS SELECT image, label, x1, y1, x2, y2, mask, "
+           "{'x1': x1, 'y1': y1, 'x2': x2, 'y2': y2} AS box, [x1, y1, x2, y2] AS box_list FROM f")
+    return db
+
+
+@pytest.mark.parametrize("box", ["box", "box_list", "x1,y1,x2,y2"])
+def test_predict_reads_each_box_as_its_own_image(halves, box):
+    out = halves.sql(f"PREDICT USING cm OPTIONS (box_col='{box}') AS SELECT * FROM photos").df()
+    assert list(out.predicted) == list(out.label)  # whole photos would all read as one colour
+    whole = halves.sql("PREDICT USING cm AS SELECT * FROM photos").df()
+    assert whole.predicted.nunique() == 1
+
+
+def test_normalized_boxes_padding_masks_and_evaluate(halves):
+    db = halves
+    out = db.sql("PREDICT USING cm OPTIONS (box_col='b', normalized=true, padding=0.05) AS "
+                 "SELECT *, [x1 / 64, y1 / 32, x2 / 64, y2 / 32] AS b FROM photos").df()
+    assert list(out.predicted) == list(out.label)
+    masked = db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='mask', background='black') "
+                    "AS SELECT * FROM photos").df()
+    assert list(masked.predicted) == list(masked.label)
+    report = db.sql("EVALUATE USING cm OPTIONS (box_col='box') AS SELECT * FROM photos").df()
+    assert report.set_index("class").loc["accuracy", "f1"] == 1.0
+
+
+def test_convert_regions_differ_by_box(halves):
+    frame = halves.sql("CONVERT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos ORDER BY image, x1").df()
+    red, blue = np.asarray(frame.embedding[0]), np.asarray(frame.embedding[1])
+    assert float(red @ blue) < 0.5  # the two halves of one photo are far apart
+
+
+def test_build_on_regions_records_them(halves):
+    db = halves
+    row = db.sql("BUILD MODEL halves_model USING SimpleCNN OPTIONS (box_col='box', epochs=1, batch_size=4, "
+                 "pretrained=false, train_mode='finetune') AS SELECT * FROM photos").df()
+    assert row.train_rows[0] == 6
+    manifest = db.sql("DESCRIBE MODEL halves_model").info["manifest"]
+    assert manifest["regions"]["box_col"] == "box"
+
+
+def test_bad_boxes_name_their_row_or_are_skipped(halves):
+    db = halves
+    db.sql("INSERT INTO photos SELECT image, label, 40, 0, 10, 32, mask, {'x1': 40, 'y1': 0, 'x2': 10, 'y2': 32}, "
+           "[40, 0, 10, 32] FROM photos LIMIT 1")
+    with pytest.raises(DataError, match="row 7 has an empty or inverted box") as err:
+        db.sql("PREDICT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos ORDER BY x1 = 40, image")
+    assert err.value.row == 7
+    skipped = db.sql("PREDICT USING cm OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM photos")
+    frame = skipped.df()
+    assert frame.predicted.isna().sum() == 1 and "1 row(s)" in " ".join(skipped.messages)
+    db.sql("UPDATE photos SET box = NULL WHERE x1 = 40")
+    with pytest.raises(DataError, match="no box"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos")
+    with pytest.raises(OptionError, match="box_col names one column .* or four"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='x1,y1') AS SELECT * FROM photos")
+    with pytest.raises(DataError, match="no column 'nope'"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='nope') AS SELECT * FROM photos")
+    with pytest.raises(OptionError, match="applies to a region"):
+        db.sql("PREDICT USING cm OPTIONS (mask_col='mask') AS SELECT * FROM photos")
+    assert db.sql("SELECT count(*) FROM photos").fetchone() == (7,)  # nothing lost
+
+
+def test_boxes_outside_the_image_are_clipped_and_counted(halves):
+    result = halves.sql("PREDICT USING cm OPTIONS (box_col='b') AS "
+                        "SELECT *, [x1 - 10, y1 - 5, x2 + 10, y2] AS b FROM photos")
+    assert len(result.df()) == 6
+    assert any("6 box(es) reached outside their image and were clipped" in m for m in result.messages)
+
+
+def test_a_mask_of_another_size_names_the_mask_file(halves, tmp_path):
+    small = tmp_path / "small_mask.png"
+    Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(small)
+    with pytest.raises(DataError, match="small_mask.png is 8x8 but its image .* is 64x32") as err:
+        halves.sql(f"PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, '{small}' AS m FROM photos")
+    assert err.value.path == str(small)
