@@ -106,3 +106,16 @@ def test_a_mask_of_another_size_names_the_mask_file(halves, tmp_path):
     with pytest.raises(DataError, match="small_mask.png is 8x8 but its image .* is 64x32") as err:
         halves.sql(f"PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, '{small}' AS m FROM photos")
     assert err.value.path == str(small)
+
+
+def test_print_image_draws_boxes_on_photos_or_shows_crops(halves, tmp_path):
+    db = halves
+    drawn = db.sql("PRINT IMAGE OPTIONS (box_col='box', mask_col='mask', size=128) AS SELECT * FROM photos")
+    crops = db.sql("PRINT IMAGE OPTIONS (box_col='box', draw='crop', size=128) AS SELECT * FROM photos")
+    assert len(drawn.df()) == 6 and len(crops.df()) == 6
+    # one tile per photo (3) against one per region (6): the crop sheet is wider or taller
+    assert crops.image.width * crops.image.height > drawn.image.width * drawn.image.height
+    # the red box's outline is drawn: the drawn sheet has pure box-colour pixels a plain sheet lacks
+    plain = db.sql("PRINT IMAGE OPTIONS (size=128) AS SELECT DISTINCT image FROM photos")
+    colours = {tuple(c) for c in np.asarray(drawn.image).reshape(-1, 3)[::7]}
+    assert (230, 25, 75) in colours and (230, 25, 75) not in {tuple(c) for c in np.asarray(plain.image).reshape(-1, 3)}

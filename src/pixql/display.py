@@ -28,19 +28,48 @@ def _caption_lines(caption, width_chars, max_lines=3):
     return lines[:max_lines] + (["…"] if len(lines) > max_lines else [])
 
 
-def _thumbnail(path, size):
-    from pixql.ml.images import read_image  # one decoder for training and display
+def _thumbnail(item, size):
+    """A path's image (a large JPEG decodes at a fraction of its size), a Region's crop, or a
+    picture drawn already, made at most size x size."""
+    from pixql.ml.images import load_image  # one decoder for training and display
 
-    img = read_image(path, draft_size=size)  # a large JPEG decodes at a fraction of its size
+    img = item.copy() if isinstance(item, Image.Image) else load_image(item, draft_size=size)
     img.thumbnail((size, size))
     return img
+
+
+_BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+
+
+def boxes_drawn(path, regions, labels):
+    """The photo at `path` with each region's box (and its mask as a tint) drawn, labelled."""
+    from pixql.ml.images import read_image
+
+    img = read_image(path)
+    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    font = _font(max(10, img.height // 30))
+    for k, (region, label) in enumerate(zip(regions, labels)):
+        colour = _BOX_COLOURS[k % len(_BOX_COLOURS)]
+        x1, y1, x2, y2 = region.pixel_box(img.width, img.height)
+        if region.mask is not None:
+            from pixql.ml.images import read_mask
+
+            tint = Image.new("RGBA", img.size, colour)
+            tint.putalpha(read_mask(region.mask, img.size, path).convert("L").point(lambda v: 90 if v else 0))
+            overlay = Image.alpha_composite(overlay, tint)
+            draw = ImageDraw.Draw(overlay)
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=max(2, img.height // 150))
+        if label is not None:
+            draw.text((x1 + 3, y1 + 2), str(label), fill=colour, font=font)
+    return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
 
 
 def contact_sheet(paths, captions, size=240, columns=None):
     """A grid of images `size` px square, each with its caption lines below it.
 
-    `captions[i]` is a list of strings (e.g. "label: cat") for image i.
-    Unreadable images raise DataError naming the file.
+    `paths[i]` is a file path, a Region (its crop) or a PIL image; `captions[i]` a list of
+    strings (e.g. "label: cat"). Unreadable images raise DataError naming the file.
     """
     n = len(paths)
     if n == 0:

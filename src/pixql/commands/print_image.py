@@ -1,7 +1,10 @@
 """PRINT IMAGE [OPTIONS (...)] AS query: the rows' images as a captioned grid."""
 
+import os
+
 from pixql import display
 from pixql import options as opt
+from pixql import regions
 from pixql.commands.common import caption
 from pixql.errors import DataError
 from pixql.figures import Sheet
@@ -13,6 +16,11 @@ OPTIONS = {
     "limit": opt.integer(20, low=1),
     "columns": opt.integer(None, low=1),
     "size": opt.integer(240, low=16),
+    # With a box column: 'box' draws each photo once with its rows' boxes (masks tinted) and
+    # labels; 'crop' shows each row's region cut out.
+    "draw": opt.text("box", ("box", "crop")),
+    "label_col": opt.text(),  # what a drawn box is labelled with (default: predicted, else label)
+    **regions.OPTIONS,
 }
 
 
@@ -25,6 +33,9 @@ def run(engine, statement):
         raise DataError("the query returned no rows; there is no image to show")
     names = [n.strip() for n in (resolved["image_col"] or "").split(",") if n.strip()] or [None]
     image_cols = [pick_image_col(frame, name, "the query") for name in names]
+    reader = regions.RegionReader(resolved)
+    if reader.active:
+        return _regions(statement, frame, image_cols[0], reader, resolved)
     frame = frame.head(resolved["limit"]).reset_index(drop=True)
     for image_col in image_cols:
         check_image_paths(frame, image_col, "the query")
@@ -38,3 +49,29 @@ def run(engine, statement):
     with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=False):
         sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns)
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)])
+
+
+def _regions(statement, frame, image_col, reader, resolved):
+    """Boxes drawn on their photos (one tile per photo, up to `limit` photos), or each row's crop."""
+    check_image_paths(frame, image_col, "the query")
+    label_col = resolved["label_col"] or next((c for c in ("predicted", "label") if c in frame.columns), None)
+    if resolved["draw"] == "crop":
+        frame = frame.head(resolved["limit"]).reset_index(drop=True)
+        items, _ = reader.items(frame, image_col)
+        others = [c for c in frame.columns if c != image_col]
+        captions = [caption(row, others, image_col) for _, row in frame.iterrows()]
+        pictures = items
+    else:
+        photos = list(dict.fromkeys(frame[image_col]))[:resolved["limit"]]
+        frame = frame[frame[image_col].isin(photos)].reset_index(drop=True)
+        items, _ = reader.items(frame, image_col)
+        pictures, captions = [], []
+        for photo in photos:
+            rows = [i for i, p in enumerate(frame[image_col]) if p == photo]
+            labels = [frame[label_col].iloc[i] if label_col else None for i in rows]
+            with image_errors([("the query", frame, image_col)], can_skip=False):
+                pictures.append(display.boxes_drawn(photo, [items[i] for i in rows], labels))
+            captions.append([os.path.basename(str(photo)), f"{len(rows)} region(s)"])
+    with image_errors([("the query", frame, image_col)], can_skip=False):
+        sheet = display.contact_sheet(pictures, captions, size=resolved["size"], columns=resolved["columns"])
+    return Result(statement, frame=frame, image=sheet, info={"image_col": image_col}, figures=[Sheet(sheet)])

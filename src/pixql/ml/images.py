@@ -136,7 +136,7 @@ class Region:
         crop = img.crop(box)
         if self.mask is None or self.background == "keep":
             return crop
-        mask = _read_mask(self.mask, img.size, self.path).crop(box)
+        mask = read_mask(self.mask, img.size, self.path).crop(box)
         if self.background == "blur":
             from PIL import ImageFilter
 
@@ -146,7 +146,7 @@ class Region:
         return Image.composite(crop, fill, mask)
 
 
-def _read_mask(path, size, image_path):
+def read_mask(path, size, image_path):
     """A region's mask as mode '1' (over 127: the region), the size of its image."""
     mask = read_image(path).convert("L")
     if mask.size != size:
