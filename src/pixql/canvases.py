@@ -167,7 +167,8 @@ def _read_csv(folder, csv_name, path_column):
     import pandas as pd
 
     frame = pd.read_csv(folder / csv_name, keep_default_na=False)  # an empty tag list stays ""
-    frame.insert(0, "source", [str((folder / p).resolve()) for p in frame.pop(path_column)])
+    folder = folder.resolve()
+    frame.insert(0, "source", [str(folder / p) for p in frame.pop(path_column)])
     return frame
 
 

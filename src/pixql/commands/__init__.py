@@ -6,6 +6,7 @@
     predict       PREDICT
     convert       CONVERT / EMBED (embeddings)
     search        SEARCH IMAGE (similarity, keywords, near-duplicates)
+    segment       SEGMENT (a mask per box: GrabCut, white-backdrop threshold)
     evaluate      EVALUATE
     print_image   PRINT IMAGE
     models        SHOW MODELS, SHOW BASE MODELS, DESCRIBE MODEL, DROP MODEL
@@ -17,7 +18,7 @@ keyed by the parser's statement classes (sql/statements.py). SCHEMAS: each state
 """
 
 from pixql.commands import (convert, copy, create_table, evaluate, export, models, plain_sql, predict, print_image,
-                            search, train)
+                            search, segment, train)
 from pixql.sql import statements as st
 
 HANDLERS = {
@@ -29,6 +30,7 @@ HANDLERS = {
     st.Evaluate: evaluate.run,
     st.Convert: convert.run,
     st.SearchImage: search.run,
+    st.Segment: segment.run,
     st.PrintImage: print_image.run,
     st.ShowModels: models.show,
     st.ShowBaseModels: models.show_bases,
@@ -46,6 +48,7 @@ SCHEMAS = {
     "EVALUATE": evaluate.OPTIONS,
     "CONVERT": convert.OPTIONS,
     "SEARCH IMAGE": search.OPTIONS,
+    "SEGMENT": segment.OPTIONS,
     "PRINT IMAGE": print_image.OPTIONS,
     "EXPORT MODEL": export.OPTIONS,
 }

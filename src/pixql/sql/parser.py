@@ -352,6 +352,14 @@ def _model_query(cls, spelled=None):
     return handler
 
 
+def _segment(p, kw):
+    method, clauses = None, ["USING"]
+    if p.accept_kw("USING"):
+        method, clauses = p.model_name(f"{kw} USING"), []
+    options, more = _options_then_clauses(p, kw)
+    return st.Segment, dict(method=method, options=options, query=p.query(kw, clauses + more if more else []))
+
+
 def _print_image(p, kw):
     options, clauses = _options_then_clauses(p, kw)
     return st.PrintImage, dict(options=options, query=p.query(kw, clauses))
@@ -416,6 +424,7 @@ _STATEMENTS = [
     (("BUILD", "MODEL"), _build_model),
     (("FIT", "MODEL"), _fit_model),
     (("PRINT", "IMAGE"), _print_image),
+    (("SEGMENT",), _segment),
     (("PREDICT",), _model_query(st.Predict)),
     (("CONVERT", "USING"), _model_query(st.Convert, "CONVERT")),
     (("EMBED", "USING"), _model_query(st.Convert, "EMBED")),
@@ -460,13 +469,14 @@ def _statement(p, nested=False, source="", final=True):
 
 # -- pixql statements inside a query ------------------------------------------------
 # Statements that return rows and may stand in for a subquery: `(PREDICT ...)`.
-NESTABLE = (st.Predict, st.Evaluate, st.Convert, st.SearchImage, st.ShowModels, st.ShowBaseModels,
+NESTABLE = (st.Predict, st.Evaluate, st.Convert, st.SearchImage, st.Segment, st.ShowModels, st.ShowBaseModels,
             st.DescribeModel)
-_NESTABLE_FIRST = {"PREDICT", "EVALUATE", "CONVERT", "EMBED", "SEARCH", "SHOW", "DESCRIBE"}
+_NESTABLE_FIRST = {"PREDICT", "EVALUATE", "CONVERT", "EMBED", "SEARCH", "SEGMENT", "SHOW", "DESCRIBE"}
 # A parenthesis holds a pixql statement only when it opens with one of these shapes: pixql's
 # words are names too, so `(predict)` or `(evaluate + 1)` are DuckDB's.
 _NESTABLE_SHAPES = (("PREDICT", "USING"), ("EVALUATE", "USING"), ("CONVERT", "USING"), ("EMBED", "USING"),
-                    ("SEARCH", "IMAGE"), ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"), ("DESCRIBE", "MODEL"))
+                    ("SEARCH", "IMAGE"), ("SEGMENT", "USING"), ("SEGMENT", "OPTIONS"), ("SEGMENT", "AS"),
+                    ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"), ("DESCRIBE", "MODEL"))
 
 
 def _opens_nestable(toks, i):

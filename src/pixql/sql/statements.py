@@ -112,6 +112,15 @@ class SearchImage(Statement):
 
 
 @dataclass(frozen=True)
+class Segment(Statement):
+    """SEGMENT [USING method] [OPTIONS (...)] AS query: a mask per box"""
+    KEYWORD = "SEGMENT"
+    method: Optional[str]
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PrintImage(Statement):
     """PRINT IMAGE [OPTIONS (...)] AS query"""
     KEYWORD = "PRINT IMAGE"
