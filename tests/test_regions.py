@@ -171,3 +171,15 @@ def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
         db.sql("SEGMENT OPTIONS (box_col='box') AS SELECT * FROM items")
     skipped = db.sql("SEGMENT OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM items")
     assert skipped.df()["mask"].isna().sum() == 1 and "gone.jpg" in " ".join(skipped.messages)
+
+
+def test_crop_function_returns_the_box_as_png(halves):
+    import io
+
+    db = halves
+    (png,) = db.sql("SELECT crop(image, [32, 0, 64, 32]) FROM photos LIMIT 1").fetchone()
+    img = Image.open(io.BytesIO(png))
+    assert img.size == (32, 32) and np.asarray(img)[..., 2].mean() > 200  # the blue half
+    assert db.sql("SELECT crop(NULL, [0, 0, 1, 1]), crop(image, NULL) FROM photos LIMIT 1").fetchone() == (None, None)
+    with pytest.raises(DataError, match="outside the 64x32 image"):
+        db.sql("SELECT crop(image, [100, 100, 120, 120]) FROM photos").fetchall()

@@ -23,7 +23,7 @@ import weakref
 from collections import OrderedDict
 
 from pixql.catalog import model_version
-from pixql.errors import CatalogError, PixqlError
+from pixql.errors import CatalogError, DataError, PixqlError
 
 MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float each
 
@@ -49,17 +49,20 @@ class PredictFunctions:
 
         text, number = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
         vector = duckdb.list_type(duckdb.sqltype("FLOAT"))
+        box = duckdb.list_type(number)
         self.unavailable = {}
-        for name, fn, returns in (("predict", self._predict, text), ("predict_score", self._predict_score, number),
-                                  ("embedding", self._embedding, vector)):
+        for name, fn, params, returns in (
+                ("predict", self._predict, [text, text], text), ("predict_score", self._predict_score, [text, text], number),
+                ("embedding", self._embedding, [text, text], vector),
+                ("crop", self._crop, [text, box], duckdb.sqltype("BLOB"))):
             try:
-                con.create_function(name, fn, [text, text], returns, type="arrow")
+                con.create_function(name, fn, params, returns, type="arrow")
             except duckdb.Error as exc:  # the database defines its own (a macro): it keeps it
                 import warnings
 
                 self.unavailable[name] = str(exc)
                 warnings.warn(f"pixql: the database already has a function or macro named {name}(); "
-                              f"pixql's {name}(model, image) is not available in this connection ({exc})",
+                              f"pixql's {name}() is not available in this connection ({exc})",
                               stacklevel=2)
 
     def take_failure(self):
@@ -84,6 +87,33 @@ class PredictFunctions:
 
         return pa.array([None if r is None else r[1] for r in self._answers(models, images, "predict_score")],
                         type=pa.float64())
+
+    def _crop(self, images, boxes):
+        """crop(image, [x1, y1, x2, y2]): the box of the photo as PNG bytes (a BLOB), for export
+        and display; NULL in, NULL out."""
+        import io
+
+        import pyarrow as pa
+
+        from pixql.ml.images import Region
+
+        out = []
+        for image, box in zip(images.to_pylist(), boxes.to_pylist()):
+            if image is None or box is None:
+                out.append(None)
+                continue
+            try:
+                if len(box) != 4:
+                    raise DataError(f"crop(image, box): a box is [x1, y1, x2, y2], not {box}", path=image)
+                buffer = io.BytesIO()
+                Region(image, tuple(box)).read().save(buffer, format="PNG")
+            except PixqlError as exc:
+                with self._lock:
+                    exc.args = (f"crop('{image}', ...): {exc}",)
+                    self._failure = exc
+                raise
+            out.append(buffer.getvalue())
+        return pa.array(out, type=pa.binary())
 
     def _embedding(self, models, images):
         import pyarrow as pa
