@@ -76,39 +76,35 @@ class FitModel(Statement):
 
 
 @dataclass(frozen=True)
-class Predict(Statement):
+class ModelQuery(Statement):
+    """<KEYWORD> USING model [OPTIONS (...)] AS query: a model applied to a query's rows."""
+    model: str
+    query: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Predict(ModelQuery):
     """PREDICT USING model [OPTIONS (...)] AS query"""
     KEYWORD = "PREDICT"
-    model: str
-    query: str
-    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Evaluate(Statement):
+class Evaluate(ModelQuery):
     """EVALUATE USING model [OPTIONS (...)] AS query"""
     KEYWORD = "EVALUATE"
-    model: str
-    query: str
-    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Convert(Statement):
+class Convert(ModelQuery):
     """CONVERT USING model [OPTIONS (...)] AS query (EMBED is the same): rows plus an embedding"""
     KEYWORD = "CONVERT"
-    model: str
-    query: str
-    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class SearchImage(Statement):
+class SearchImage(ModelQuery):
     """SEARCH IMAGE USING model [OPTIONS (...)] AS query: rows ranked by similarity"""
     KEYWORD = "SEARCH IMAGE"
-    model: str
-    query: str
-    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
