@@ -16,7 +16,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
+
+from pixql.ml.segment import backdrop_mask
 
 FASHION = "fashion_products_sample"
 PRODUCT_CSV = {"train": "product_image_train.csv", "test": "product_image_test.csv",
@@ -26,71 +28,14 @@ PRODUCT_CSV = {"train": "product_image_train.csv", "test": "product_image_test.c
 BACKGROUND_CSV = {"train": "train.csv", "test": "validation.csv", "holdout": "test.csv"}
 LABELS = ("div_l", "div_s", "div_n", "color", "gender", "usage", "season", "tags", "img_prod_nm")
 COLUMNS = ("image", "region", "x1", "y1", "x2", "y2", "mask", "source") + LABELS + ("background",)
-# The studio background is 255 (a few photos dip to 244 in a corner); white garments are shaded
-# 240-250, so a cut at 250 still finds them where the suggested 235 loses their bodies.
-NEAR_WHITE = 250
 MAX_IOU = 0.1      # boxes on one canvas overlap at most this much
 MIN_VISIBLE = 0.7  # a later product may hide at most 30% of an earlier one
 
 
-def _spread(free, reached):
-    """Grow `reached` along each row's runs of `free` pixels (a whole run at once)."""
-    h, w = free.shape
-    run = np.zeros((h, w + 1), bool)  # an extra blocked column ends every run at its row's end
-    run[:, :w] = free
-    seed = np.zeros((h, w + 1), bool)
-    seed[:, :w] = reached
-    run_id = np.cumsum(~run.ravel())  # constant along a run of free pixels
-    hit = np.bincount(run_id, weights=seed.ravel()) > 0
-    return free & hit[run_id].reshape(h, w + 1)[:, :w]
-
-
-def _reach(free, seed):
-    """The `free` pixels 4-connected to `seed` through `free` pixels (a flood fill): row sweeps
-    and column sweeps alternate, so it takes as many rounds as a path has turns (2-10 here)."""
-    reached = free & seed
-    while True:
-        grown = _spread(free.T, _spread(free, reached).T).T
-        if (grown == reached).all():
-            return grown
-        reached = grown
-
-
-def _dilate(mask, k):
-    """Max over k x k squares (odd k), by shifted ORs along each axis; PIL's MaxFilter sorts
-    every window and takes 10x longer."""
-    h, w = mask.shape
-    rows = np.pad(mask, ((k // 2, k // 2), (0, 0)))
-    mask = np.logical_or.reduce([rows[i:i + h] for i in range(k)])
-    cols = np.pad(mask, ((0, 0), (k // 2, k // 2)))
-    return np.logical_or.reduce([cols[:, i:i + w] for i in range(k)])
-
-
-def _erode(mask, k):
-    """Min over k x k squares; outside the image counts as mask, so the border doesn't erode."""
-    return ~_dilate(~mask, k)
-
-
 def product_mask(image):
-    """The product's silhouette (bool array, height x width) in a photo on a white background:
-    everything but the near-white pixels connected to the photo's border, so a white collar
-    inside a dark shirt stays product. Empty or near-full where the backdrop is not white."""
-    rgb = np.asarray(image.convert("RGB"))
-    darkest = np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])  # any channel
-    smooth = Image.fromarray(darkest).filter(ImageFilter.GaussianBlur(1))  # against JPEG noise
-    dark = np.asarray(smooth) < NEAR_WHITE
-    # Closing seals 1-2 px gaps in a white garment's outline, which the fill would leak through.
-    closed = _erode(_dilate(dark, 5), 5)
-    border = np.zeros_like(closed)
-    border[[0, -1], :] = border[:, [0, -1]] = True
-    mask = ~_reach(~closed, border)
-    # Drop specks: keep only the parts that hold a 7x7 square somewhere (thin straps attached
-    # to such a part stay).
-    mask = _reach(mask, _erode(mask, 7))
-    # The blur and closing leave a light 1-2 px rim, a halo on dark backgrounds: trim its
-    # near-white pixels only, so thin dark parts (chains, spectacle arms) survive.
-    rim = mask & ~_erode(mask, 5)
-    return mask & ~(rim & (darkest >= NEAR_WHITE - 15))
+    """The product's silhouette (bool array, height x width) in a photo on a white backdrop:
+    SEGMENT's threshold method (ml.segment.backdrop_mask) over the whole photo."""
+    return backdrop_mask(np.asarray(image.convert("RGB")))
 
 
 def _box(mask):
