@@ -210,8 +210,8 @@ def _duplicates(engine, statement, resolved):
     if against is None:
         right, b = left, a
     else:
-        query = against if against.lstrip("(").split(None, 1)[0].upper() in ("SELECT", "WITH", "FROM", "VALUES") \
-            else session.table_query(against, "against")
+        first = (against.lstrip("(").split(None, 1) or [""])[0].upper()
+        query = against if first in ("SELECT", "WITH", "FROM", "VALUES") else session.table_query(against, "against")
         right = session.query_frame(statement, query, "against query", option="against")
         b = _vectors(engine, embedder, right, pick_image_col(right, image_col if image_col in right else None,
                                                                "the against query"), resolved)
@@ -226,8 +226,18 @@ def _duplicates(engine, statement, resolved):
 
 
 def _vectors(engine, embedder, frame, image_col, resolved):
+    """The rows' unit vectors: their embedding column (emb_col, else 'embedding') when they have
+    one of the embedder's size, else the images embedded (through the cache)."""
     if not len(frame):
         return np.zeros((0, embedder.dim), dtype=np.float32)
+    column = resolved["emb_col"] or "embedding"
+    if column in frame.columns:
+        cells = list(frame[column])
+        if all(c is not None and not (isinstance(c, float) and np.isnan(c)) and len(c) == embedder.dim for c in cells):
+            return np.stack([np.asarray(c, dtype=np.float32) for c in cells])
+        if resolved["emb_col"]:
+            raise OptionError(f"SEARCH IMAGE: emb_col '{column}' must hold a vector of {embedder.dim} numbers (this "
+                              "model's embedding) on every row; it has NULLs or vectors of another size")
     return embed_rows(embedder, frame, image_col, resolved, engine.progress, regions.RegionReader(resolved))
 
 
