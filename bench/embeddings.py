@@ -96,7 +96,7 @@ def retrieval(db, folder, model, device):
     for label in ("div_s", "div_l", "color"):
         (p,) = db.sql(f"""
             SELECT avg(same) FROM (
-              SELECT q.{label} = t.{label} AS same,
+              SELECT (q.{label} = t.{label})::INTEGER AS same,
                      row_number() OVER (PARTITION BY q.image
                                         ORDER BY array_cosine_similarity(q.embedding, t.embedding) DESC) AS rank
               FROM test_e q, train_e t) WHERE rank <= 10""").fetchone()
