@@ -3,12 +3,20 @@ pooled features): exact search (DuckDB SQL, numpy, faiss, usearch) against vecto
 (faiss IVF, faiss HNSW, usearch HNSW), at several collection sizes.
 
     python bench/vector_search.py [--sizes 10000 100000 1000000] [--queries 200]
-                                  [--threads 1 2] [--only NAME ...] [--tmp DIR] [--seed 0]
+                                  [--threads 1 2] [--only NAME ...] [--skip NAME ...]
+                                  [--crossover-only] [--tmp DIR] [--seed 0]
+
+About 23 minutes with the default sizes on 2 cores. The largest thing in RAM is the 1M float32
+matrix (5.1 GB, held by numpy / faiss flat / IVF-Flat, one method at a time; the generated data
+itself is a memory-mapped file); up to ~16 GB of temporary disk (data, DuckDB file, a saved index).
 
 For each method and size it prints, as Markdown tables: build time, size on disk (the index is
-saved to a temporary folder, the built one freed, and the saved one loaded back: load time, and
-the RSS it adds), single-query latency p50 / p95 (one query per call, as a SQL user issues
-them; per thread count) and recall@10 against exact float32 search.
+saved to a temporary folder, the built one freed, and the saved one loaded back: load time),
+single-query latency p50 / p95 (one query per call, as a SQL user issues them; per thread
+count), recall@10 against exact float32 search, and how much CPU other processes took
+meanwhile. Then the tuning sweeps, a summary against the goal (1M vectors: p50 < 20 ms,
+recall@10 >= 0.95, build < 120 s) and a crossover table: exact search against the IVF index
+on prefixes from 1k to 200k rows (--crossover-only runs just that table).
 
 Data. Real embeddings are clustered, not uniform on the sphere, so the vectors come from a
 seeded mixture of 1000 Gaussian clusters (log-normal cluster weights and spreads; the centres
@@ -22,8 +30,10 @@ the nearest / 10th-nearest neighbour 0.72 / 0.53 (real 0.68 / 0.55), participati
 the covariance spectrum 52 (real 46); the report prints these statistics for the generated
 data. The data of size n are the first n rows of one generated matrix (stored float32 on
 disk, memory-mapped); the queries are further samples of the mixture, not rows of it: 200
-(--queries) for the measurements and 100 more for tuning (nprobe / ef are chosen on the
-tuning queries as the smallest value reaching recall@10 >= 0.95, then measured on the others).
+(--queries) for the measurements and 300 more for tuning (nprobe / ef are chosen on the
+tuning queries as the smallest value reaching recall@10 >= 0.96, i.e. 0.95 + --tune-margin,
+then measured on the others). The slowest and dominated methods are skipped at n >= --big-n
+(--skip-big: faiss HNSW, usearch i8, usearch exact float32, IVF-SQ8; see the smaller sizes).
 
 Exact methods whose queries take long (DuckDB, numpy at 1M, ...) stop after --max-search-s
 seconds per thread setting once they have run --min-queries queries; the table says how many

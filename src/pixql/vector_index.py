@@ -10,8 +10,9 @@ rewrites only rows outside that sample goes unseen: SEARCH IMAGE OPTIONS (index=
 
 Why faiss IVF with fp16 codes (BENCHMARKS.md, "Vector search"): on this 2-core machine it
 builds an index of 1M 1280-d vectors in 45 s (HNSW graphs took 40-80 s for 100k, ~17 min for
-1M), answers a top-10 in 5-9 ms at recall@10 0.96, and halves the memory of float32. Below
-MIN_ROWS DuckDB's exact `array_cosine_similarity` takes under 40 ms, and is exact.
+1M), answers a top-10 in 5-9 ms at recall@10 0.96, and halves the memory of float32. The lists
+to probe are tuned at build time (`_tuned_nprobe`). Below MIN_ROWS DuckDB's exact
+`array_cosine_similarity` takes under 40 ms, and is exact.
 """
 
 import hashlib
@@ -22,7 +23,11 @@ import time
 import numpy as np
 
 MIN_ROWS = 5_000  # below this, exact search in DuckDB (see the module docstring)
-NPROBE = 16  # inverted lists searched per query: recall@10 0.96 at 10k-1M rows, p50 ~10 ms at 1M (measured)
+# Inverted lists searched per query: the fewest of these that reach TARGET_RECALL on sample
+# queries at build time (how clustered the vectors are decides it: 8-32 on the benchmark's data).
+NPROBES = (4, 8, 12, 16, 24, 32, 48, 64)
+TARGET_RECALL = 0.96
+_TUNING_QUERIES = 200
 CANDIDATES = 4  # the index proposes top_k * CANDIDATES rows; DuckDB re-scores them exactly
 _SAMPLE = 64
 _READ_ROWS = 65_536
@@ -78,8 +83,9 @@ class VectorIndex:
             sample = np.random.default_rng(0).choice(len(ids), min(len(ids), 50 * nlist), replace=False)
             index.train(vectors[np.sort(sample)])
         index.add_with_ids(vectors, ids)
+        nprobe = _tuned_nprobe(index, vectors, ids, nlist) if nlist else 0
         meta = {"table": [table.database, table.schema, table.name], "column": column, "dim": dim,
-                "nlist": nlist, "vectors": int(len(ids)), "fingerprint": before,
+                "nlist": nlist, "nprobe": nprobe, "vectors": int(len(ids)), "fingerprint": before,
                 "build_seconds": round(time.perf_counter() - t0, 2), "faiss": faiss.__version__}
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".index.{os.getpid()}.tmp")
@@ -107,9 +113,36 @@ class VectorIndex:
         import faiss
 
         if self.meta["nlist"]:
-            faiss.extract_index_ivf(self.index).nprobe = min(NPROBE, self.meta["nlist"])
+            faiss.extract_index_ivf(self.index).nprobe = self.meta["nprobe"]
         _, ids = self.index.search(np.asarray(query, dtype=np.float32)[None, :], k)
         return [int(i) for i in ids[0] if i >= 0]
+
+
+def _tuned_nprobe(index, vectors, ids, nlist, k=10):
+    """The fewest lists to probe for recall@k >= TARGET_RECALL on rows of the table used as
+    queries, against exact search (one matrix product)."""
+    import faiss
+
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.choice(len(vectors), min(_TUNING_QUERIES, len(vectors)), replace=False)]
+    k = min(k, len(vectors) - 1)
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(vectors), _READ_ROWS):  # exact top-k, a block of rows at a time
+        scores = np.concatenate([best_scores, queries @ vectors[start:start + _READ_ROWS].T], axis=1)
+        cand = np.concatenate([best_ids, np.broadcast_to(ids[start:start + _READ_ROWS], (len(queries),) +
+                                                         ids[start:start + _READ_ROWS].shape)], axis=1)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best_scores, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(cand, top, 1)
+    truth = best_ids
+    ivf = faiss.extract_index_ivf(index)
+    for nprobe in [n for n in NPROBES if n < nlist] + [nlist]:
+        ivf.nprobe = nprobe
+        _, found = index.search(queries, k)
+        recall = np.mean([len(set(f) & set(t)) / k for f, t in zip(found.tolist(), truth.tolist())])
+        if recall >= TARGET_RECALL:
+            return nprobe
+    return nlist
 
 
 def _read(con, table, column, dim):
@@ -148,5 +181,5 @@ def neighbours(queries, base, k):
     sample = np.random.default_rng(0).choice(len(base), min(len(base), 50 * nlist), replace=False)
     index.train(base[np.sort(sample)])
     index.add(base)
-    index.nprobe = min(NPROBE, nlist)
+    index.nprobe = _tuned_nprobe(index, base, np.arange(len(base), dtype=np.int64), nlist)
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
