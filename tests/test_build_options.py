@@ -68,7 +68,8 @@ def test_a_bad_new_option_is_refused_before_any_work(db):
 def test_standard_augment_is_the_keras_recipe_and_changes_the_inputs(db):
     from torchvision import transforms as T
 
-    from pixql.ml.data import eval_transform, preprocessing_for, read_image, train_transform
+    from pixql.ml.data import eval_transform, preprocessing_for, train_transform
+    from pixql.ml.images import read_image
     from pixql.ml.networks import SimpleCNN
 
     pre = preprocessing_for(SimpleCNN(2, 64), 64)
