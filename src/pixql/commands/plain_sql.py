@@ -51,7 +51,6 @@ def _executed(con, statement, text, kind):
     return Result(statement, rows=rows, names=names, quiet=quiet)
 
 
-
 def run_as_duckdb(engine, statement):
     """Run a statement pixql could own as DuckDB's own, where the database decides (COPY into a
     table that exists, SHOW MODELS with a table named models)."""
