@@ -137,8 +137,10 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
 
     mode = resolved["index"]
     session = engine.session
-    bare = session.bare_table(statement.query)
-    if mode == "exact" or bare is None:
+    if mode == "exact":
+        return None
+    bare = session.bare_table(statement.query)  # a parse of the query: only when an index may serve
+    if bare is None:
         if mode in ("approximate", "rebuild"):
             raise OptionError("SEARCH IMAGE OPTIONS (index=...) needs the whole table as the query "
                               "(AS SELECT * FROM t): an index holds every row of one table")
