@@ -99,11 +99,12 @@ def make_rgb_images(folder, colors=("red", "green", "blue"), per_class=8, size=3
 
 
 def save_color_model(store, name, classes=("blue", "green", "red"), task="classification", sharpness=4.0,
-                     channels=None, label_col="label"):
+                     channels=None, label_col="label", regions=None):
     """A SimpleCNN whose weights are set by hand to tell the dominant colour of an image
     (classes among red, green, blue, or named freely with `channels`: one RGB channel index
     per class), saved in `store` (a ModelStore) without training. The probabilities vary
-    with each image's brightness, so scores are not all alike."""
+    with each image's brightness, so scores are not all alike. `regions`: the region options
+    its manifest records, as BUILD with box_col would."""
     import torch
 
     from pixql.ml.data import preprocessing_for
@@ -129,7 +130,7 @@ def save_color_model(store, name, classes=("blue", "green", "red"), task="classi
         "base": "SimpleCNN", "task": task, "classes": list(classes),
         "network": {"arch": "simple_cnn", "num_classes": len(classes), "input_size": side},
         "preprocessing": pre, "image_col": "image", "label_col": label_col, "train_mode": "finetune",
-        "history": [], "metrics": {}}, overwrite=True)
+        "history": [], "metrics": {}, "regions": regions}, overwrite=True)
 
 
 @pytest.fixture

@@ -71,6 +71,24 @@ def test_build_on_regions_records_them(halves):
     assert manifest["regions"]["box_col"] == "box"
 
 
+def test_predict_and_evaluate_read_regions_as_the_model_was_trained(halves):
+    from conftest import save_color_model
+
+    db = halves
+    save_color_model(db.engine.store, "cm_boxes", regions={"box_col": "x1,y1,x2,y2", "mask_col": None,
+                                                           "normalized": False, "padding": 0.0, "background": "white"})
+    out = db.sql("PREDICT USING cm_boxes AS SELECT * FROM photos")
+    assert list(out.df().predicted) == list(out.df().label)
+    assert any("as model 'cm_boxes' was trained on them (box_col='x1,y1,x2,y2'" in m for m in out.messages)
+    report = db.sql("EVALUATE USING cm_boxes AS SELECT * FROM photos")
+    assert report.df().set_index("class").loc["accuracy", "f1"] == 1.0
+    whole = db.sql("PREDICT USING cm_boxes AS SELECT image, label FROM photos")
+    assert whole.df().predicted.nunique() == 1  # no box columns: whole photos, and it says so
+    assert any("no column x1, y1, x2, y2: whole photos were read" in m for m in whole.messages)
+    named = db.sql("PREDICT USING cm_boxes OPTIONS (box_col='box_list') AS SELECT * FROM photos")
+    assert list(named.df().predicted) == list(named.df().label) and not named.messages
+
+
 def test_bad_boxes_name_their_row_or_are_skipped(halves):
     db = halves
     db.sql("INSERT INTO photos SELECT image, label, 40, 0, 10, 32, mask, {'x1': 40, 'y1': 0, 'x2': 10, 'y2': 32}, "
@@ -183,3 +201,43 @@ def test_crop_function_returns_the_box_as_png(halves):
     assert db.sql("SELECT crop(NULL, [0, 0, 1, 1]), crop(image, NULL) FROM photos LIMIT 1").fetchone() == (None, None)
     with pytest.raises(DataError, match="outside the 64x32 image"):
         db.sql("SELECT crop(image, [100, 100, 120, 120]) FROM photos").fetchall()
+
+
+# -- masks as numbers: COCO polygons and RLE -------------------------------------------------------
+def test_polygon_and_rle_masks_pick_the_half_they_cover(halves):
+    """Over the whole 64x32 photo, a mask of one half (background black) reads as that half's colour."""
+    from pycocotools import mask as coco_mask
+
+    db = halves
+    right = np.zeros((32, 64), np.uint8)
+    right[:, 32:] = 1
+    rle = coco_mask.encode(np.asfortranarray(right))["counts"].decode()
+    left_runs = [0, 32 * 32, 32 * 32]  # column-major runs: 0 off, 1024 on (left half), 1024 off
+    out = db.sql(
+        "PREDICT USING cm OPTIONS (box_col='whole', mask_col='m', background='black') AS "
+        "SELECT [0, 0, 64, 32] AS whole, * FROM (SELECT DISTINCT image FROM photos) CROSS JOIN (VALUES "
+        "('red', '[[0, 0, 32, 0, 32, 32, 0, 32]]'::JSON), "                # a COCO polygon list, as JSON text
+        "('blue', '[[32, 0], [64, 0], [64, 32], [32, 32]]'::JSON), "       # one polygon as points
+        f"('blue', json_object('size', [32, 64], 'counts', '{rle}')), "     # compressed RLE
+        f"('red', json_object('size', [32, 64], 'counts', {left_runs}))) v(label, m)").df()
+    assert len(out) == 12 and list(out.predicted) == list(out.label)
+    structs = db.sql("PREDICT USING cm OPTIONS (box_col='whole', mask_col='m', background='black', normalized=true) "
+                     "AS SELECT image, [0, 0, 1, 1] AS whole, [[0.5, 0, 1, 0, 1, 1, 0.5, 1]] AS m FROM photos").df()
+    assert set(structs.predicted) == {"blue"}  # normalized polygons, like normalized boxes
+    rle_struct = db.sql("PREDICT USING cm OPTIONS (box_col='whole', mask_col='m', background='black') AS SELECT image, "
+                        f"[0, 0, 64, 32] AS whole, {{'size': [32, 64], 'counts': '{rle}'}} AS m FROM photos").df()
+    assert set(rle_struct.predicted) == {"blue"}
+
+
+def test_bad_polygon_or_rle_masks_name_their_row_or_file(halves):
+    db = halves
+    with pytest.raises(DataError, match=r"row 2 has a mask that is a list but not polygons") as info:
+        db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, "
+               "CASE WHEN x1 = 32 THEN [1, 2, 3] ELSE [0, 0, 5, 0, 5, 5] END AS m FROM photos ORDER BY image, x1")
+    assert info.value.row == 2
+    with pytest.raises(DataError, match=r"the RLE mask of .*two_0.png is 10x10 but the image is 64x32") as info:
+        db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, "
+               "{'size': [10, 10], 'counts': [100]} AS m FROM photos ORDER BY image LIMIT 1")
+    assert info.value.path.endswith("two_0.png")
+    with pytest.raises(DataError, match=r"row 1 has a mask that is a struct with \['a'\]"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, {'a': 1} AS m FROM photos")

@@ -56,7 +56,7 @@ def boxes_drawn(path, regions, labels):
             from pixql.ml.images import read_mask
 
             tint = Image.new("RGBA", img.size, colour)
-            tint.putalpha(read_mask(region.mask, img.size, path).convert("L").point(lambda v: 90 if v else 0))
+            tint.putalpha(read_mask(region.mask, img.size, path, region.normalized).convert("L").point(lambda v: 90 if v else 0))
             overlay = Image.alpha_composite(overlay, tint)
             draw = ImageDraw.Draw(overlay)
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=max(2, img.height // 150))

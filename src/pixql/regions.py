@@ -5,6 +5,9 @@ image as the learning layer reads it (a path, or an ml.images.Region cropped in 
     OPTIONS (box_col='x1,y1,x2,y2')        four number columns (DeepFashion-style tables)
     OPTIONS (normalized=true)              coordinates are fractions of the width and height
     OPTIONS (mask_col='mask', background='white'|'black'|'blur'|'keep', padding=0.1)
+                                           a mask image's path, COCO polygons ([x1, y1, x2, y2, ...],
+                                           or a list of them), or a COCO RLE {'size': [h, w],
+                                           'counts': ...} (a STRUCT, a MAP or JSON text)
 
 BUILD, FIT, PREDICT, EVALUATE, CONVERT and SEARCH IMAGE take these options (`OPTIONS` below,
 merged into each statement's own). A box that reaches outside its image is clipped and counted;
@@ -13,6 +16,7 @@ left out.
 """
 
 import math
+import numbers
 
 from pixql import options as opt
 from pixql.errors import DataError, OptionError
@@ -40,6 +44,26 @@ class RegionReader:
             for name in ("mask_col", "normalized", "padding"):
                 if resolved.get(name) not in (None, False, 0, 0.0):
                     raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col")
+
+    def follow_model(self, given, recorded, columns, keyword, model):
+        """Take the region options a model was trained with (its manifest's `regions`) where the
+        statement names no box column and the query has the trained box column(s); messages saying
+        what was taken, or that whole photos are read because the query lacks them."""
+        if not recorded or "box_col" in given:
+            return []
+        names = [n.strip() for n in recorded["box_col"].split(",") if n.strip()]
+        if recorded.get("mask_col"):
+            names.append(recorded["mask_col"])
+        have = {str(c).lower() for c in columns}  # compared as find_column does
+        missing = [n for n in names if n.lower() not in have]
+        if missing:
+            return [f"{keyword}: model '{model}' was trained on regions (box_col='{recorded['box_col']}'), but the "
+                    f"query has no column {', '.join(missing)}: whole photos were read (name the regions with "
+                    "OPTIONS (box_col=...))"]
+        taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
+        self.resolved = dict(self.resolved, **taken)
+        shown_ = ", ".join(f"{k}={v!r}" for k, v in taken.items() if v not in (None, False, 0, 0.0))
+        return [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"]
 
     @property
     def active(self):
@@ -70,9 +94,18 @@ class RegionReader:
             box = tuple(float(v) for v in box)
             if isinstance(path, str) and self._outside(path, box):
                 self.clipped += 1
-            items.append(Region(path, box, bool(self.resolved["normalized"]), mask if isinstance(mask, str) else None,
+            items.append(Region(path, box, bool(self.resolved["normalized"]), self._mask(mask, frame, pos),
                                 float(self.resolved["padding"]), self.resolved["background"]))
         return items, bad
+
+    def _mask(self, cell, frame, pos):
+        try:
+            return mask_of(cell)
+        except ValueError as exc:
+            row = int(frame.index[pos]) + 1
+            raise DataError(f"{self.what}: row {row} has a mask that is {exc}; a mask is an image path, COCO "
+                            "polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE {'size': [h, w], "
+                            "'counts': ...}", row=row) from None
 
     def message(self, keyword):
         if not self.clipped:
@@ -113,6 +146,53 @@ def _corners(value):
         return tuple(value)
     except TypeError:
         return value
+
+
+def mask_of(cell):
+    """A mask cell as a Region's mask: a path (str), a MaskShape, or None; ValueError saying what
+    the cell is when it is none of those."""
+    import json
+
+    from pixql.ml.images import MaskShape
+
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    if isinstance(cell, str):
+        text = cell.strip()
+        if not text.startswith(("{", "[")):
+            return cell  # a mask image's path
+        try:
+            cell = json.loads(text)
+        except ValueError:
+            raise ValueError("text that is neither a path nor JSON") from None
+    if isinstance(cell, dict):  # a STRUCT; a MAP arrives as key/value lists
+        if set(cell) == {"key", "value"}:
+            cell = dict(zip(cell["key"], cell["value"]))
+        if "counts" not in cell or "size" not in cell:
+            raise ValueError(f"a struct with {sorted(cell)} (an RLE has size and counts)")
+        size, counts = cell["size"], cell["counts"]
+        if size is None or len(size) != 2 or counts is None:
+            raise ValueError("an RLE without a size [height, width] or counts")
+        counts = counts.decode() if isinstance(counts, bytes) else counts
+        counts = counts if isinstance(counts, str) else tuple(int(c) for c in counts)
+        return MaskShape("rle", counts, (int(size[0]), int(size[1])))
+    try:
+        parts = list(cell)
+    except TypeError:
+        raise ValueError(f"a {type(cell).__name__}") from None
+    if parts and all(_is_number(v) for v in parts):
+        polygons = [parts]  # one polygon, flat
+    elif parts and all(len(p) == 2 and all(_is_number(v) for v in p) for p in parts):
+        polygons = [[v for point in parts for v in point]]  # one polygon as [x, y] points
+    else:
+        polygons = [list(p) for p in parts]  # several flat polygons (COCO's segmentation)
+    if not polygons or any(len(p) < 6 or len(p) % 2 or not all(_is_number(v) for v in p) for p in polygons):
+        raise ValueError("a list but not polygons of at least 3 (x, y) points")
+    return MaskShape("polygon", tuple(tuple(float(v) for v in p) for p in polygons))
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's scalars too
 
 
 def _box_problem(box):

@@ -23,7 +23,7 @@ OPTIONS = {
 
 
 def run(engine, statement):
-    resolved, _ = opt.resolve("EVALUATE", statement.options, OPTIONS)
+    resolved, given = opt.resolve("EVALUATE", statement.options, OPTIONS)
     model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
                                                 resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
@@ -47,6 +47,7 @@ def run(engine, statement):
     if not len(frame):
         raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
     reader = regions.RegionReader(resolved)
+    messages += reader.follow_model(given, manifest.get("regions"), frame.columns, "EVALUATE", statement.model)
     probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
     messages += reader.message("EVALUATE")
     unknown = task.unknown(truth, classes)

@@ -25,14 +25,16 @@ CHUNK_ROWS = 4096
 def run(engine, statement):
     """The first CHUNK_ROWS rows are predicted at once (so that a bad option, column or first
     image fails here); a longer query streams (common.answer_rows)."""
-    resolved, _ = opt.resolve("PREDICT", statement.options, OPTIONS)
+    resolved, given = opt.resolve("PREDICT", statement.options, OPTIONS)
     model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
                                                 resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
     reader = regions.RegionReader(resolved)
+    notes = []
 
     def start(first):
         image_col = model_image_col(statement, first, resolved, manifest)
+        notes.extend(reader.follow_model(given, manifest.get("regions"), first.columns, "PREDICT", statement.model))
 
         def answer(frame, bar=None):
             probs = probabilities(model, frame, image_col, resolved, engine.progress, bar, reader)
@@ -42,4 +44,4 @@ def run(engine, statement):
         return answer
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "predict",
-                       f"NULL {resolved['result_col']} and score", lambda: reader.message("PREDICT"))
+                       f"NULL {resolved['result_col']} and score", lambda: notes + reader.message("PREDICT"))

@@ -1,9 +1,10 @@
-"""SEGMENT [USING auto|grabcut|threshold] OPTIONS (box_col=...) AS query: a mask per box.
+"""SEGMENT [USING auto|grabcut|threshold|sam[:hub id]] OPTIONS (box_col=...) AS query: a mask per box.
 
 The query's rows plus `mask`, the path of a PNG of the photo's size (255 = the object), ready
 for OPTIONS (mask_col='mask') in BUILD, PREDICT, CONVERT and PRINT IMAGE, and `mask_share`,
 the share of the box the object covers. Masks are written once per (photo, box, method), named
-by a hash of them, into OPTIONS (out_dir) (default: beside the database, `<db>.masks/`).
+by a hash of them, into OPTIONS (out_dir) (default: beside the database, `<db>.masks/`). Each
+photo is decoded once for all its boxes (and, with SAM, encoded once).
 """
 
 import hashlib
@@ -21,18 +22,24 @@ OPTIONS = {
     "result_col": opt.text("mask"),
     "out_dir": opt.text(),
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: rows whose image cannot be read get a NULL mask
+    "weights": opt.text(),  # SAM: a folder holding SamModel + SamProcessor (save_pretrained), or a hub id
+    "device": opt.text("auto", ("auto", "cpu", "cuda")),
     **{k: regions.OPTIONS[k] for k in ("box_col", "normalized", "padding")},
 }
 
 
 def run(engine, statement):
-    from pixql.ml.segment import METHODS
+    from pixql.ml.runtime import progress_bar
+    from pixql.ml.sam import is_sam
+    from pixql.ml.segment import METHODS, segmenter
 
     resolved, _ = opt.resolve("SEGMENT", statement.options, OPTIONS)
     method = (statement.method or "auto").lower()
-    if method not in METHODS:
-        raise OptionError(f"SEGMENT USING {statement.method}: the methods are {', '.join(METHODS)} (SAM is not "
-                          "available in this version)")
+    if method not in METHODS and not is_sam(method):
+        raise OptionError(f"SEGMENT USING {statement.method}: the methods are {', '.join(METHODS)} "
+                          "(sam:<hub id> names another SAM checkpoint)")
+    if resolved["weights"] is not None and not is_sam(method):
+        raise OptionError(f"SEGMENT USING {method} needs no weights: OPTIONS (weights=...) is for USING sam")
     if resolved["box_col"] is None:
         raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'")
     folder = resolved["out_dir"] or _default_folder(engine)
@@ -44,22 +51,26 @@ def run(engine, statement):
     reader = regions.RegionReader(dict(resolved, mask_col=None, background="keep"))
     items, bad = reader.items(frame, image_col)
     no_path = missing_paths(frame[image_col]).to_numpy()
-    masks, shares, missed = [], [], []
+    model = segmenter(method, resolved["weights"], resolved["device"])
+    photos = {}  # path -> positions of its rows, so that each photo is read once
+    for pos, item in enumerate(items):
+        if pos not in bad and not no_path[pos]:
+            photos.setdefault(item.path, []).append(pos)
+    masks, shares, missed = [None] * len(frame), [None] * len(frame), []
     os.makedirs(folder, exist_ok=True)
-    with image_errors([("the query", frame, image_col)], can_skip=True):
-        for pos, item in enumerate(items):
-            if pos in bad or no_path[pos]:
-                masks.append(None), shares.append(None)
-                continue
+    bar = progress_bar(len(frame), "segment", engine.progress, unit="box")
+    with image_errors([("the query", frame, image_col)], can_skip=True), bar:
+        for path, positions in photos.items():
             try:
-                path, share = _mask(item, method, folder)
+                found = _masks([items[p] for p in positions], model, folder)
             except Exception as exc:  # DataError naming the file; skipped rows are listed
                 if not skip:
                     raise
-                missed.append(f"row {pos + 1}: {getattr(exc, 'path', None) or item}")
-                path, share = None, None
-            masks.append(path)
-            shares.append(share)
+                missed.extend(f"row {p + 1}: {getattr(exc, 'path', None) or path}" for p in positions)
+                found = [(None, None)] * len(positions)
+            for p, (mask, share) in zip(positions, found):
+                masks[p], shares[p] = mask, share
+            bar.update(len(positions))
     out = frame.copy()
     out[resolved["result_col"]] = masks
     out["mask_share"] = shares
@@ -77,25 +88,32 @@ def _default_folder(engine):
     return os.path.join(str(engine.store.root), ".masks")
 
 
-def _mask(region, method, folder):
-    """(path of the region's mask PNG, the share of its box that is object); computed once."""
+def _masks(regions_of_photo, model, folder):
+    """[(path of the region's mask PNG, the share of its box that is object)] for the regions of
+    one photo; each mask is computed once and then read back from its file."""
     import numpy as np
     from PIL import Image
 
     from pixql.ml.images import read_image
-    from pixql.ml.segment import segment
 
-    key = hashlib.sha256(repr((os.path.abspath(region.path), region.box, region.normalized, region.padding,
-                               method)).encode()).hexdigest()[:20]
-    target = os.path.join(folder, f"{key}.png")
-    image = read_image(region.path)
-    box = region.pixel_box(image.width, image.height)
-    if not os.path.isfile(target):
-        mask = segment(np.asarray(image), box, method)
-        tmp = f"{target}.{os.getpid()}.tmp.png"
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp)
-        os.replace(tmp, target)
-    else:
-        mask = np.asarray(Image.open(target)) > 127
-    x1, y1, x2, y2 = box
-    return target, float(mask[y1:y2, x1:x2].mean())
+    image = read_image(regions_of_photo[0].path)
+    boxes = [region.pixel_box(image.width, image.height) for region in regions_of_photo]
+    targets = [os.path.join(folder, _key(region, model.name) + ".png") for region in regions_of_photo]
+    todo = [k for k, target in enumerate(targets) if not os.path.isfile(target)]
+    computed = dict(zip(todo, model.masks(np.asarray(image), [boxes[k] for k in todo])))
+    out = []
+    for k, (target, (x1, y1, x2, y2)) in enumerate(zip(targets, boxes)):
+        if k in computed:
+            mask = computed[k]
+            tmp = f"{target}.{os.getpid()}.tmp.png"
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp)
+            os.replace(tmp, target)
+        else:
+            mask = np.asarray(Image.open(target)) > 127
+        out.append((target, float(mask[y1:y2, x1:x2].mean())))
+    return out
+
+
+def _key(region, method):
+    return hashlib.sha256(repr((os.path.abspath(region.path), region.box, region.normalized, region.padding,
+                                method)).encode()).hexdigest()[:20]

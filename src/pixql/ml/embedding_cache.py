@@ -39,12 +39,15 @@ def cache_root():
 def file_digest(path):
     """blake2b of the file's bytes, or None when it cannot be read (the caller's decode then
     reports the file the usual way). A Region's digest covers its box, padding and background,
-    and its mask file's bytes."""
-    from pixql.ml.images import Region
+    and its mask (a file's bytes, or its polygons / RLE)."""
+    from pixql.ml.images import MaskShape, Region
 
     h = hashlib.blake2b(digest_size=DIGEST_BYTES)
     if isinstance(path, Region):
-        mask = file_digest(path.mask) if path.mask is not None else b""
+        if isinstance(path.mask, MaskShape):
+            mask = repr(path.mask).encode()
+        else:
+            mask = file_digest(path.mask) if path.mask is not None else b""
         if mask is None:
             return None
         h.update(json.dumps([list(map(float, path.box)), path.normalized, path.padding, path.background]).encode())

@@ -104,12 +104,13 @@ class Region:
 
     box: (x1, y1, x2, y2) in pixels of the upright image, or fractions 0..1 when `normalized`;
     padding: the box grows by this share of its width and height on each side (clipped to the
-    image); mask: a greyscale image of the photo's size, the region where it is over 127;
+    image); mask: the path of a greyscale image of the photo's size (the region where it is over
+    127), or a MaskShape (polygons, RLE);
     background: what the crop shows outside the mask (white, black, a blur of itself, or keep)."""
     path: str
     box: tuple
     normalized: bool = False
-    mask: str = None
+    mask: object = None  # str | MaskShape | None
     padding: float = 0.0
     background: str = "white"
 
@@ -136,7 +137,7 @@ class Region:
         crop = img.crop(box)
         if self.mask is None or self.background == "keep":
             return crop
-        mask = read_mask(self.mask, img.size, self.path).crop(box)
+        mask = read_mask(self.mask, img.size, self.path, self.normalized).crop(box)
         if self.background == "blur":
             from PIL import ImageFilter
 
@@ -146,8 +147,64 @@ class Region:
         return Image.composite(crop, fill, mask)
 
 
-def read_mask(path, size, image_path):
-    """A region's mask as mode '1' (over 127: the region), the size of its image."""
+@dataclass(frozen=True, order=True)
+class MaskShape:
+    """A mask given as numbers instead of a file, as COCO writes them. kind 'polygon': `data` holds
+    one or more polygons, each (x1, y1, x2, y2, ...) in pixels (fractions with normalized boxes);
+    kind 'rle': `data` is the run-length counts (COCO's compressed string, or a tuple of ints) of a
+    `size` (height, width) mask, column-major."""
+    kind: str
+    data: tuple
+    size: tuple = ()
+
+    def __str__(self):
+        return f"{self.kind} mask"
+
+    def rasterize(self, size, image_path, normalized=False):
+        """The mask as a bool array of the image's (width, height) `size`."""
+        import numpy as np
+
+        width, height = size
+        if self.kind == "polygon":
+            import cv2
+
+            scale = np.array([width, height], dtype=np.float64) if normalized else np.ones(2)
+            out = np.zeros((height, width), np.uint8)
+            # 4 bits of sub-pixel precision (shift=4): COCO's polygons are in fractional pixels
+            polygons = [np.rint(np.asarray(p, np.float64).reshape(-1, 2) * scale * 16).astype(np.int32)
+                        for p in self.data]
+            cv2.fillPoly(out, polygons, 1, lineType=cv2.LINE_8, shift=4)
+            return out.astype(bool)
+        try:
+            from pycocotools import mask as coco_mask
+        except ImportError:
+            raise DataError("RLE masks need pycocotools: pip install pycocotools", path=image_path) from None
+        rle_height, rle_width = self.size
+        if (rle_width, rle_height) != (width, height):
+            raise DataError(f"the RLE mask of {image_path} is {rle_width}x{rle_height} but the image is "
+                            f"{width}x{height}: a mask must have its image's size", path=image_path)
+        counts = self.data
+        if isinstance(counts, tuple):  # uncompressed counts: COCO compresses them first
+            rle = coco_mask.frPyObjects({"size": [rle_height, rle_width], "counts": list(counts)},
+                                        rle_height, rle_width)
+        else:
+            rle = {"size": [rle_height, rle_width], "counts": counts.encode() if isinstance(counts, str) else counts}
+        try:
+            with warnings.catch_warnings():  # pycocotools' own numpy 2 deprecation, not the user's
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return coco_mask.decode(rle).astype(bool)
+        except Exception as exc:
+            raise DataError(f"the RLE mask of {image_path} cannot be decoded ({exc})", path=image_path) from None
+
+
+def read_mask(mask, size, image_path, normalized=False):
+    """A region's mask (a file's path, or a MaskShape) as mode '1' (over 127: the region), the
+    size of its image."""
+    if isinstance(mask, MaskShape):
+        import numpy as np
+
+        return Image.fromarray(mask.rasterize(size, image_path, normalized).astype(np.uint8) * 255).convert("1")
+    path = mask
     mask = read_image(path).convert("L")
     if mask.size != size:
         raise DataError(f"the mask {path} is {mask.width}x{mask.height} but its image {image_path} is "

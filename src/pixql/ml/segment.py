@@ -6,16 +6,39 @@ product on a white backdrop, the pixels the backdrop does not reach. SEGMENT's m
     threshold  inside the box, near-white pixels connected to the box's edge are backdrop and
                everything else is the object (`backdrop_mask`): studio product photos
     auto       threshold where the box's edge is nearly all white, else grabcut
+    sam        Segment Anything prompted by the box (ml/sam.py), when its weights are here
+
+`segmenter(method)` gives an object whose `masks(rgb, boxes)` returns one mask per box, so that a
+photo is decoded (and, for SAM, encoded) once for all its boxes.
 """
 
 import numpy as np
 
-METHODS = ("auto", "grabcut", "threshold")
+METHODS = ("auto", "grabcut", "threshold", "sam")
 # Darkest channel at or above this, after a slight blur, is backdrop: the studio backdrop is 255
 # (244 at worst in a corner) and white garments are shaded 240-250 (at 235 the fill leaks into them).
 NEAR_WHITE = 250
 WHITE_EDGE = 0.9  # share of near-white pixels on a box's edge for 'auto' to call it a white backdrop
 GRABCUT_ITERATIONS = 5
+
+
+class Classic:
+    """The methods that need no weights: grabcut, threshold, auto."""
+
+    def __init__(self, method):
+        self.name = method
+
+    def masks(self, rgb, boxes):
+        return [segment(rgb, box, self.name) for box in boxes]
+
+
+def segmenter(method="auto", weights=None, device="auto"):
+    """The segmenter that SEGMENT USING `method` names: 'sam[:hub id]' or a Classic method."""
+    from pixql.ml.sam import Sam, is_sam
+
+    if is_sam(method):
+        return Sam(method, weights, device)
+    return Classic(method)
 
 
 def segment(rgb, box, method="auto"):

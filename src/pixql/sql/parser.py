@@ -355,7 +355,7 @@ def _model_query(cls, spelled=None):
 def _segment(p, kw):
     method, clauses = None, ["USING"]
     if p.accept_kw("USING"):
-        method, clauses = p.model_name(f"{kw} USING"), []
+        method, clauses = p.model_name(f"{kw} USING", _NAME_PUNCT), []  # sam:facebook/sam-vit-huge
     options, more = _options_then_clauses(p, kw)
     return st.Segment, dict(method=method, options=options, query=p.query(kw, clauses + more if more else []))
 
