@@ -106,9 +106,48 @@ class Catalog:
             for old in [k for k in self._loaded if k[0] == name.lower() and k[1] != version]:
                 del self._loaded[old]  # the model was overwritten: its old network can go
             manifest, state = self.store.load(name)
-            self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
-                                                 manifest["preprocessing"], device=device, task=task_of(manifest))
+            if task_of(manifest).name == "detection":
+                from pixql.ml.detect import Detector
+
+                self._loaded[key] = Detector(manifest["network"], state, manifest["classes"], device=device)
+            else:
+                self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
+                                                     manifest["preprocessing"], device=device, task=task_of(manifest))
         return self._loaded[key], manifest, task_of(manifest)
+
+    def detector(self, name, device="auto", weights=None):
+        """(detector, manifest, task) for DETECT: a pretrained one by name (yolos, torchvision:...;
+        `weights`: its local folder or file), or a stored model trained with task='detection'."""
+        from pixql.ml import pretrained_detectors
+        from pixql.tasks import DETECTION
+
+        if pretrained_detectors.is_pretrained(name):
+            key = ("detector", str(name).lower(), weights, device)
+            if key not in self._loaded:
+                self._loaded[key] = pretrained_detectors.load(name, weights, device)
+            detector = self._loaded[key]
+            return detector, {"name": name, "task": DETECTION.name, "classes": detector.classes}, DETECTION
+        if weights is not None:
+            raise OptionError(f"OPTIONS (weights=...) is for a pretrained detector (yolos, torchvision:...); "
+                              f"'{name}' has its own")
+        if builtin(name) is None and not self._stored(name):
+            raise CatalogError(f"no detector '{name}': train one with BUILD MODEL {name} USING EfficientNet_Lite0 "
+                               f"OPTIONS (task='detection', box_col='box', label_col='label') AS ..., or use a "
+                               f"pretrained one ({', '.join(pretrained_detectors.NAMES)})")
+        model, manifest, task = self.load(name, device)
+        if task.name != DETECTION.name:
+            raise CatalogError(f"'{name}' is a classifier, not a detector: PREDICT USING {name} labels whole photos "
+                               "(or their boxes, with OPTIONS (box_col=...))")
+        return model, manifest, task
+
+    def is_detector(self, name):
+        """A pretrained detector's name, or a stored model trained with task='detection'."""
+        from pixql.ml import pretrained_detectors
+
+        if pretrained_detectors.is_pretrained(name):
+            return True
+        return builtin(name) is None and not is_clip(name) and self._stored(name) and \
+            task_of(self.store.manifest(name)).name == "detection"
 
     def embedder(self, name, device="auto", weights=None):
         """An ml.embed.Embedder for `name`: a stored model's backbone, the built-in model's, or a
@@ -172,6 +211,9 @@ class Catalog:
             return (*entry.parts(), task_of(entry.manifest))
         check_name(name)
         manifest, state = self.store.load(name)
+        if task_of(manifest).name == "detection":  # its network is a detector's recipe, not a classifier's
+            raise CatalogError(f"'{name}' is a detector: EXPORT MODEL, CONVERT and SEARCH IMAGE take classifiers "
+                               f"and bases; DETECT USING {name} finds its boxes")
         return manifest["network"], state, manifest["classes"], manifest["preprocessing"], task_of(manifest)
 
     def drop(self, name, if_exists=False):
@@ -214,8 +256,9 @@ class Catalog:
 
 def best_metric(metrics):
     """(name, value) of a model's headline metric: the best validation one, else training's.
-    Multi-label: micro F1 at threshold 0.5 (its accuracy is exact-set accuracy)."""
-    for name in ("best_val_micro_f1", "best_val_accuracy", "val_accuracy", "train_micro_f1", "train_accuracy"):
+    Multi-label: micro F1 at threshold 0.5 (its accuracy is exact-set accuracy); a detector:
+    mAP@0.5 on its validation photos."""
+    for name in ("val_map_50", "best_val_micro_f1", "best_val_accuracy", "val_accuracy", "train_micro_f1", "train_accuracy"):
         if metrics.get(name) is not None:
             return name, metrics[name]
     return None, None

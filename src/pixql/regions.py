@@ -82,7 +82,7 @@ class RegionReader:
             if self.resolved.get("mask_col") else [None] * len(frame)
         items, bad = [], []
         for pos, (path, box, mask) in enumerate(zip(paths, boxes, masks)):
-            problem = _box_problem(box)
+            problem = box_problem(box)
             if problem is not None:
                 if self.resolved.get("on_error") != "skip":
                     row = int(frame.index[pos]) + 1
@@ -113,14 +113,7 @@ class RegionReader:
         return [f"{keyword}: {self.clipped} box(es) reached outside their image and were clipped to it"]
 
     def _boxes(self, frame):
-        spec = self.resolved["box_col"]
-        names = [n.strip() for n in spec.split(",") if n.strip()]
-        if len(names) == 4:
-            columns = [find_column(frame, n, "box_col", self.what) for n in names]
-            return [tuple(values) for values in zip(*(frame[c] for c in columns))]
-        if len(names) != 1:
-            raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
-        return [_corners(v) for v in frame[find_column(frame, names[0], "box_col", self.what)]]
+        return boxes_of(frame, self.resolved["box_col"], self.what)
 
     def _outside(self, path, box):
         size = self._size(path)
@@ -134,6 +127,18 @@ class RegionReader:
         if path not in self._sizes:
             self._sizes[path] = upright_size(path)
         return self._sizes[path]
+
+
+def boxes_of(frame, spec, what):
+    """Each row's box cell as (x1, y1, x2, y2), from one column (a STRUCT or a list) or four
+    ('x1,y1,x2,y2'); a cell that is not a box stays as it is, for box_problem to name."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if len(names) == 4:
+        columns = [find_column(frame, n, "box_col", what) for n in names]
+        return [tuple(values) for values in zip(*(frame[c] for c in columns))]
+    if len(names) != 1:
+        raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
+    return [_corners(v) for v in frame[find_column(frame, names[0], "box_col", what)]]
 
 
 def _corners(value):
@@ -195,7 +200,7 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's scalars too
 
 
-def _box_problem(box):
+def box_problem(box):
     """What is wrong with a box, or None."""
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"

@@ -4,9 +4,10 @@
     copy          COPY name FROM 'file or folder'
     train         BUILD MODEL, FIT MODEL
     predict       PREDICT
+    detect        DETECT (boxes found by a detector, one row each)
     convert       CONVERT / EMBED (embeddings)
     search        SEARCH IMAGE (similarity, keywords, near-duplicates)
-    segment       SEGMENT (a mask per box: GrabCut, white-backdrop threshold)
+    segment       SEGMENT (a mask per box: GrabCut, white-backdrop threshold, SAM)
     evaluate      EVALUATE
     print_image   PRINT IMAGE
     models        SHOW MODELS, SHOW BASE MODELS, DESCRIBE MODEL, DROP MODEL
@@ -17,8 +18,8 @@ A handler is `handler(engine, statement) -> Result`; HANDLERS is the engine's di
 keyed by the parser's statement classes (sql/statements.py). SCHEMAS: each statement's options.
 """
 
-from pixql.commands import (convert, copy, create_table, evaluate, export, models, plain_sql, predict, print_image,
-                            search, segment, train)
+from pixql.commands import (convert, copy, create_table, detect, evaluate, export, models, plain_sql, predict,
+                            print_image, search, segment, train)
 from pixql.sql import statements as st
 
 HANDLERS = {
@@ -27,6 +28,7 @@ HANDLERS = {
     st.BuildModel: train.build,
     st.FitModel: train.fit,
     st.Predict: predict.run,
+    st.Detect: detect.run,
     st.Evaluate: evaluate.run,
     st.Convert: convert.run,
     st.SearchImage: search.run,
@@ -45,6 +47,7 @@ SCHEMAS = {
     "BUILD MODEL": train.BUILD_OPTIONS,
     "FIT MODEL": train.FIT_OPTIONS,
     "PREDICT": predict.OPTIONS,
+    "DETECT": detect.OPTIONS,
     "EVALUATE": evaluate.OPTIONS,
     "CONVERT": convert.OPTIONS,
     "SEARCH IMAGE": search.OPTIONS,

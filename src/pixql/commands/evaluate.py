@@ -1,11 +1,14 @@
-"""EVALUATE USING model [OPTIONS (...)] AS query: the model's answers scored against a label column."""
+"""EVALUATE USING model [OPTIONS (...)] AS query: the model's answers scored against a label column.
+
+A detector is scored against true boxes instead (OPTIONS (box_col=...), one row per box): mAP@0.5
+and mAP@0.5:0.95 per class and overall, or with output='errors' its missed and false boxes."""
 
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import model_image_col, probabilities, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
-from pixql.image_columns import find_column
+from pixql.image_columns import find_column, image_errors
 from pixql.result import Result
 
 OPTIONS = {
@@ -24,6 +27,8 @@ OPTIONS = {
 
 def run(engine, statement):
     resolved, given = opt.resolve("EVALUATE", statement.options, OPTIONS)
+    if engine.catalog.is_detector(statement.model):
+        return _detector(engine, statement, resolved, given)
     model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
                                                 resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
@@ -59,3 +64,37 @@ def run(engine, statement):
             "image_col": image_col, "rows": len(frame), "skipped_null_labels": skipped, "confusion": confusion}
     figures = [] if confusion is None or not len(confusion) else [Confusion(confusion, statement.model)]
     return Result(statement, frame=out, info=info, messages=messages, figures=figures)
+
+
+def _detector(engine, statement, resolved, given):
+    from pixql.tasks.detection import truth
+
+    for name in ("mask_col", "padding", "labels"):
+        if name in given:
+            raise OptionError(f"EVALUATE: OPTIONS ({name}=...) is for classifiers, not detectors")
+    if resolved["output"] == "confusion":
+        raise OptionError("EVALUATE of a detector: output is 'report' (mAP per class) or 'errors' (missed and false "
+                          "boxes)")
+    detector, manifest, task = engine.catalog.detector(statement.model, resolved["device"], resolved["weights"])
+    recorded = manifest.get("boxes") or {}
+    frame = engine.session.query_frame(statement)
+    if len(frame) == 0:
+        raise DataError("the query returned no rows; nothing to evaluate")
+    trained_col = manifest.get("image_col")
+    resolved = dict(resolved, box_col=resolved["box_col"] or recorded.get("box_col"),
+                    label_col=resolved["label_col"] or manifest.get("label_col"),
+                    normalized=resolved["normalized"] if "normalized" in given else recorded.get("normalized", False),
+                    image_col=resolved["image_col"] or (trained_col if trained_col in frame.columns else None))
+    photos, boxes, labels, classes, _, image_col, label_col = truth(frame, resolved, "the query",
+                                                                    list(detector.classes))
+    threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
+    with image_errors([("the query", frame, image_col)], can_skip=False):
+        # every box down to a low score: average precision ranks them all
+        found = detector.detect(photos, min(threshold, 0.05), 100, resolved["batch_size"], engine.progress)
+    out = task.evaluate(photos, boxes, labels, found, classes, "errors" if resolved["output"] == "errors" else
+                        "summary", threshold)
+    info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
+            "image_col": image_col, "box_col": resolved["box_col"], "photos": len(photos),
+            "rows": len(frame), "threshold": threshold}
+    return Result(statement, frame=out, info=info)
+

@@ -13,7 +13,7 @@ from pixql import options as opt
 from pixql import regions
 from pixql.catalog import best_metric
 from pixql.commands.common import frame_result, shown
-from pixql.errors import CatalogError, DataError
+from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
 from pixql.tasks import for_build, task_of
 
@@ -37,6 +37,7 @@ BUILD_OPTIONS = {
     "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
     "early_stopping": opt.integer(None, low=1),  # patience in epochs
     "multi_label": opt.flag(False),  # the task: labels are a list, or a '|'-separated string
+    "task": opt.text("classification", ("classification", "detection")),  # detection: box_col holds true boxes
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     "num_workers": opt.integer(None, low=0),
     "on_error": opt.text("fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
@@ -45,7 +46,7 @@ BUILD_OPTIONS = {
 }
 # FIT MODEL keeps the source model's network, classes, preprocessing and task.
 FIT_OPTIONS = {k: v for k, v in BUILD_OPTIONS.items()
-               if k not in ("pretrained", "weights", "train_mode", "image_size", "multi_label")}
+               if k not in ("pretrained", "weights", "train_mode", "image_size", "multi_label", "task")}
 
 
 def build(engine, statement):
@@ -54,7 +55,10 @@ def build(engine, statement):
     resolved, given = opt.resolve("BUILD MODEL", statement.options, BUILD_OPTIONS)
     engine.catalog.check_new(statement.name, resolved["overwrite"])
     spec = resolve_base(statement.base)
-    return _train(engine, statement, resolved, given, base=spec.name, task=for_build(resolved), init=None)
+    task = for_build(resolved)
+    if task.name == "detection":
+        return _train_detector(engine, statement, resolved, given, spec.name, init=None)
+    return _train(engine, statement, resolved, given, base=spec.name, task=task, init=None)
 
 
 def fit(engine, statement):
@@ -70,6 +74,10 @@ def fit(engine, statement):
     for key in ("image_col", "label_col"):
         if key not in given:
             resolved[key] = manifest.get(key, resolved[key])
+    if task_of(manifest).name == "detection":
+        for key, value in (manifest.get("boxes") or {}).items():
+            resolved[key] = resolved[key] if key in given else value
+        return _train_detector(engine, statement, resolved, given, manifest["base"], init=(manifest, state))
     return _train(engine, statement, resolved, given, base=manifest["base"], task=task_of(manifest),
                   init=(manifest, state))
 
@@ -199,6 +207,89 @@ def _train(engine, statement, resolved, given, base, task, init):
         "best_validation_metric": [best_metric(trained.metrics)[1] if trained.val_rows else None],
         "seconds": [round(trained.seconds, 2)],
         "images_per_second": [round(trained.images_per_second, 1)],
+    }, messages)
+
+
+def _train_detector(engine, statement, resolved, given, base, init):
+    """BUILD MODEL ... OPTIONS (task='detection', box_col, label_col): torchvision's Faster R-CNN on
+    the base's backbone (ml/detect.py), trained on the query's true boxes, one row per box."""
+    from pixql.ml.detect import DEFAULT_EPOCHS, run_detector, train_detector
+    from pixql.tasks.detection import DETECTION, mean_average_precision, truth
+
+    for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping"):
+        if name in given:
+            raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for classifiers, not detectors")
+    frame = engine.session.query_frame(statement)
+    if len(frame) == 0:
+        raise DataError("the query returned no rows; nothing to train on")
+    classes = None if init is None else init[0]["classes"]
+    photos, boxes, labels, classes, left_out, image_col, label_col = truth(frame, resolved, "the query", classes)
+    DETECTION.check_classes(classes)
+    validate, val_photos = None, []
+    validation = resolved["validation"]
+    if validation is not None:
+        if isinstance(validation, str):
+            query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
+                else engine.session.table_query(validation, "validation")
+            vframe = engine.session.query_frame(statement, query, "validation query", option="validation")
+            val_photos, val_boxes, val_labels, *_ = truth(
+                vframe, dict(resolved, image_col=image_col, label_col=label_col), "the validation query", classes)
+        else:  # a seeded share of the photos
+            import numpy as np
+
+            order = np.random.default_rng(resolved["seed"]).permutation(len(photos))
+            held = set(order[:max(1, round(validation * len(photos)))].tolist())
+            val_photos, val_boxes, val_labels = ([x[i] for i in range(len(photos)) if i in held]
+                                                 for x in (photos, boxes, labels))
+            photos, boxes, labels = ([x[i] for i in range(len(x)) if i not in held] for x in (photos, boxes, labels))
+
+        def validate(model, net):
+            found = run_detector(model, net, val_photos, 0.05, 100, resolved["batch_size"], False, "skip",
+                                 next(model.parameters()).device)
+            overall, at_50 = mean_average_precision(val_boxes, val_labels, found)
+            return {"val_map_50": round(at_50["map"], 4), "val_map_50_95": round(overall["map"], 4)}
+    if not photos:
+        raise DataError("no photo is left to train on")
+    epochs = resolved["epochs"] if "epochs" in given else DEFAULT_EPOCHS
+    with image_errors([("the query", frame, image_col)], can_skip=True):
+        run = train_detector(
+            photos, boxes, labels, (base, len(classes), resolved["pretrained"], resolved["weights"],
+                                    resolved["image_size"]),
+            epochs=epochs, batch_size=resolved["batch_size"] or 4, learning_rate=resolved["learning_rate"],
+            seed=resolved["seed"], device=resolved["device"], progress=engine.progress, on_error=resolved["on_error"],
+            num_workers=resolved["num_workers"], init=None if init is None else (init[0]["network"], init[1]),
+            validate=validate)
+    messages = []
+    if left_out:
+        messages.append(f"{statement.keyword}: {len(left_out)} row(s) with no image path or an unusable box or label "
+                        f"were skipped (on_error='skip'): row(s) {shown(left_out)}")
+    if run.skipped:
+        messages.append(f"{statement.keyword}: {len(run.skipped)} unreadable photo(s) were skipped "
+                        f"(on_error='skip'): {shown(run.skipped)}")
+    net = run.network
+    manifest = {
+        "base": base, "task": DETECTION.name, "classes": classes, "network": net,
+        "preprocessing": {"input_size": [3, net["min_size"], net["min_size"]], "mean": net["mean"], "std": net["std"]},
+        "image_col": image_col, "label_col": label_col, "regions": None,
+        "boxes": {"box_col": resolved["box_col"], "normalized": resolved["normalized"]},
+        "train_mode": "finetune", "options": {"given": given, "used": {"epochs": epochs, "weights": run.source}},
+        "history": run.history, "metrics": run.metrics,
+        "train_rows": len(photos), "validation_rows": len(val_photos),
+        "data": {"rows": len(frame), "photos": len(photos), "boxes": int(sum(len(b) for b in boxes)),
+                 "fingerprint": data_fingerprint(photos, [len(b) for b in boxes]),
+                 "skipped_images": list(map(str, run.skipped)), "rows_without_image": left_out},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "statement": statement.text, "versions": library_versions(),
+    }
+    if init is not None:
+        manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
+    engine.catalog.store.save(statement.name, run.state_dict, manifest, overwrite=resolved["overwrite"])
+    return frame_result(statement, {
+        "model": [statement.name], "base": [base], "task": [DETECTION.name], "classes": [len(classes)],
+        "train_rows": [len(photos)], "validation_rows": [len(val_photos)], "skipped_null_labels": [0],
+        "skipped_images": [len(run.skipped) + len(left_out)], "epochs": [epochs], "train_mode": ["finetune"],
+        "best_validation_metric": [run.metrics.get("val_map_50")],
+        "seconds": [round(run.seconds, 2)], "images_per_second": [round(run.images_per_second, 1)],
     }, messages)
 
 

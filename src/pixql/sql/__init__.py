@@ -2,12 +2,13 @@
 
 from pixql.sql.parser import nested_statements, parse, parse_script, split_script
 from pixql.sql.statements import (
-    BuildModel, Convert, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, ExportModel, FitModel, Predict,
+    BuildModel, Convert, Copy, CreateTableAs, DescribeModel, Detect, DropModel, Evaluate, ExportModel, FitModel, Predict,
     PrintImage, SearchImage, Segment, ShowBaseModels, ShowModels, Sql, Statement,
 )
 
 __all__ = [
     "parse", "parse_script", "split_script", "nested_statements",
-    "Statement", "Sql", "Copy", "BuildModel", "FitModel", "Predict", "Evaluate", "Convert", "SearchImage", "Segment", "PrintImage",
+    "Statement", "Sql", "Copy", "BuildModel", "FitModel", "Predict", "Detect", "Evaluate", "Convert", "SearchImage",
+    "Segment", "PrintImage",
     "ShowModels", "ShowBaseModels", "DescribeModel", "DropModel", "ExportModel", "CreateTableAs",
 ]

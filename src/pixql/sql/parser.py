@@ -346,7 +346,9 @@ def _model_query(cls, spelled=None):
             kw = spelled
         elif not p.accept_kw("USING"):
             p.error(f"expected USING after {kw}, found {p.found()}")
-        model = p.model_name(f"{kw} USING", _NAME_PUNCT if cls in (st.Convert, st.SearchImage) else _MODEL_PUNCT)
+        # bases and hub ids (clip:ViT-B-32, yolos:hustvl/yolos-small) are spelled with . and /
+        model = p.model_name(f"{kw} USING", _NAME_PUNCT if cls in (st.Convert, st.SearchImage, st.Detect)
+                             else _MODEL_PUNCT)
         options, clauses = _options_then_clauses(p, kw)
         return cls, dict(model=model, options=options, query=p.query(kw, clauses))
     return handler
@@ -426,6 +428,7 @@ _STATEMENTS = [
     (("PRINT", "IMAGE"), _print_image),
     (("SEGMENT",), _segment),
     (("PREDICT",), _model_query(st.Predict)),
+    (("DETECT",), _model_query(st.Detect)),
     (("CONVERT", "USING"), _model_query(st.Convert, "CONVERT")),
     (("EMBED", "USING"), _model_query(st.Convert, "EMBED")),
     (("SEARCH", "IMAGE"), _model_query(st.SearchImage)),
@@ -469,12 +472,13 @@ def _statement(p, nested=False, source="", final=True):
 
 # -- pixql statements inside a query ------------------------------------------------
 # Statements that return rows and may stand in for a subquery: `(PREDICT ...)`.
-NESTABLE = (st.Predict, st.Evaluate, st.Convert, st.SearchImage, st.Segment, st.ShowModels, st.ShowBaseModels,
-            st.DescribeModel)
-_NESTABLE_FIRST = {"PREDICT", "EVALUATE", "CONVERT", "EMBED", "SEARCH", "SEGMENT", "SHOW", "DESCRIBE"}
+NESTABLE = (st.Predict, st.Detect, st.Evaluate, st.Convert, st.SearchImage, st.Segment, st.ShowModels,
+            st.ShowBaseModels, st.DescribeModel)
+_NESTABLE_FIRST = {"PREDICT", "DETECT", "EVALUATE", "CONVERT", "EMBED", "SEARCH", "SEGMENT", "SHOW",
+                   "DESCRIBE"}
 # A parenthesis holds a pixql statement only when it opens with one of these shapes: pixql's
 # words are names too, so `(predict)` or `(evaluate + 1)` are DuckDB's.
-_NESTABLE_SHAPES = (("PREDICT", "USING"), ("EVALUATE", "USING"), ("CONVERT", "USING"), ("EMBED", "USING"),
+_NESTABLE_SHAPES = (("PREDICT", "USING"), ("DETECT", "USING"), ("EVALUATE", "USING"), ("CONVERT", "USING"), ("EMBED", "USING"),
                     ("SEARCH", "IMAGE"), ("SEGMENT", "USING"), ("SEGMENT", "OPTIONS"), ("SEGMENT", "AS"),
                     ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"), ("DESCRIBE", "MODEL"))
 

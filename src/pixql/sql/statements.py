@@ -96,6 +96,12 @@ class Evaluate(ModelQuery):
 
 
 @dataclass(frozen=True)
+class Detect(ModelQuery):
+    """DETECT USING detector [OPTIONS (...)] AS query: the query's rows, one per box found"""
+    KEYWORD = "DETECT"
+
+
+@dataclass(frozen=True)
 class Convert(ModelQuery):
     """CONVERT USING model [OPTIONS (...)] AS query (EMBED is the same): rows plus an embedding"""
     KEYWORD = "CONVERT"

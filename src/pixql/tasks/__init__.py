@@ -11,9 +11,22 @@ A task is an object with (classification.py has the two there are today):
   `columns(frame, probs, ...)` (PREDICT's columns), `sql_value(label)` (predict()'s value);
 - metrics: `evaluate(frame, truth, probs, classes, unknown, output, threshold)` (EVALUATE's frames).
 Its `name` is what a model's manifest records as 'task'.
+
+detection.py is the third: boxes of classes in whole photos. Its network, loss and inference are
+torchvision's detector (ml/detect.py); the task owns the labels grouped by photo, DETECT's rows and
+the mAP metrics.
 """
 
-from pixql.tasks.classification import classification_task, named
+from pixql.tasks.classification import classification_task
+from pixql.tasks.classification import named as _classification_named
+from pixql.tasks.detection import DETECTION
+
+
+def named(name):
+    """The task a manifest's 'task' names (None: single-label classification)."""
+    if str(name).lower() == DETECTION.name:
+        return DETECTION
+    return _classification_named(name)
 
 
 def as_task(task):
@@ -29,7 +42,9 @@ def task_of(manifest):
 
 def for_build(options):
     """The task BUILD MODEL's options ask for."""
+    if options.get("task") == DETECTION.name:
+        return DETECTION
     return classification_task(bool(options.get("multi_label")))
 
 
-__all__ = ["as_task", "task_of", "for_build", "classification_task", "named"]
+__all__ = ["as_task", "task_of", "for_build", "classification_task", "named", "DETECTION"]

@@ -1,0 +1,77 @@
+"""DETECT USING detector [OPTIONS (...)] AS query: the query's rows, one per box found in its photo.
+
+Each row gains `label`, `score` and `box` (a STRUCT(x1, y1, x2, y2) in the photo's pixels, as
+box_col reads it: PRINT IMAGE OPTIONS (box_col='box') draws them, SEGMENT cuts them out). A row
+whose photo holds no box drops out, as UNNEST of an empty list does. The detector is one that
+BUILD MODEL ... OPTIONS (task='detection') trained, or a pretrained one (ml/pretrained_detectors.py:
+yolos[:hub id], torchvision:<model>) whose weights are here. Long queries stream, as PREDICT's do.
+"""
+
+from pixql import options as opt
+from pixql.commands.common import answer_rows
+from pixql.errors import DataError, OptionError
+from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
+
+OPTIONS = {
+    "image_col": opt.text(),
+    "threshold": opt.number(None),  # the least score of a box kept (default 0.5)
+    "max_boxes": opt.integer(100, low=1),  # per photo, best first
+    "classes": opt.text(),  # 'a|b': keep boxes of these classes only
+    "batch_size": opt.integer(None, low=1),
+    "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "weights": opt.text(),  # a pretrained detector's folder or file
+    "on_error": opt.text("fail", ("fail", "skip")),  # skip: rows whose photo cannot be read drop out
+}
+OUTPUT = ("label", "score", "box")
+CHUNK_ROWS = 512  # photos per chunk when a long query streams
+
+
+def run(engine, statement):
+    resolved, _ = opt.resolve("DETECT", statement.options, OPTIONS)
+    detector, manifest, task = engine.catalog.detector(statement.model, resolved["device"], resolved["weights"])
+    threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
+    keep = None
+    if resolved["classes"] is not None:
+        keep = {c.strip() for c in resolved["classes"].split("|") if c.strip()}
+        unknown = sorted(keep - set(detector.classes))
+        if unknown:
+            raise OptionError(f"DETECT: {', '.join(unknown)} in OPTIONS (classes=...) are not classes of "
+                              f"'{statement.model}' ({_listed(detector.classes)})")
+
+    def start(first):
+        image_col = pick_image_col(first, resolved["image_col"] or manifest.get("image_col"), "the query")
+        taken = [c for c in OUTPUT if c in first.columns]
+        if taken:
+            raise DataError(f"DETECT adds the columns {', '.join(OUTPUT)}, and the query already has "
+                            f"{', '.join(taken)}: select it under another name ({taken[0]} AS true_{taken[0]})")
+
+        def answer(frame, bar=None):
+            found = _found(detector, frame, image_col, resolved, threshold, bar if bar is not None else engine.progress)
+            unread = [i for i, f in enumerate(found) if f is None]
+            return task.columns(frame, found, list(detector.classes), keep), unread, frame[image_col]
+        return answer
+
+    return answer_rows(engine, statement, start, CHUNK_ROWS, "detect", "no boxes")
+
+
+def _found(detector, frame, image_col, resolved, threshold, progress):
+    """Per row, the detector's (boxes, scores, classes), or None where on_error='skip' skipped it."""
+    if not len(frame):
+        return []
+    skip = resolved["on_error"] == "skip"
+    with image_errors([("the query", frame, image_col)], can_skip=True):
+        if not skip:
+            check_image_paths(frame, image_col, "the query")
+            return detector.detect(list(frame[image_col]), threshold, resolved["max_boxes"], resolved["batch_size"],
+                                   progress, "fail")
+        present = ~missing_paths(frame[image_col]).to_numpy()
+        found = [None] * len(frame)
+        rows = [i for i in range(len(frame)) if present[i]]
+        for i, f in zip(rows, detector.detect([frame[image_col].iloc[i] for i in rows], threshold,
+                                              resolved["max_boxes"], resolved["batch_size"], progress, "skip")):
+            found[i] = f
+        return found
+
+
+def _listed(classes, n=12):
+    return ", ".join(classes[:n]) + (f", ... ({len(classes) - n} more)" if len(classes) > n else "")
