@@ -142,3 +142,24 @@ def test_kernel_shows_the_pixql_message_and_falls_back_to_text_bars(kernel, colo
     (error,) = outputs(cells[4], output_type="error")
     assert "CatalogError" in error.traceback[0] and "PREDICT (line 3)" in error.evalue
     assert any("ok" in o.data.get("text/html", "") for o in outputs(cells[4], "text/html"))  # shown before
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_fashion_attributes_notebook_detects_masks_and_classifies(data_root, kernel, tmp_path, monkeypatch):
+    """examples/fashion_attributes.ipynb (issue 19's pipeline) on a few canvases, one detector epoch."""
+    if not (data_root / "fashion_products_sample").is_dir():
+        pytest.skip(f"fashion_products_sample not found in {data_root}")
+    monkeypatch.setenv("PIXQL_DATA", str(data_root))
+    monkeypatch.setenv("PIXQL_NOTEBOOK_SUBSET", "1")
+    notebook = execute(nbformat.read(EXAMPLES / "fashion_attributes.ipynb", as_version=4), kernel, tmp_path)
+    cells = code_cells(notebook)
+    assert errors_of(notebook) == []
+    pictures = [c for c in cells if "PRINT IMAGE" in c.source]
+    assert len(pictures) == 2 and all(outputs(c, "image/png") for c in pictures)
+    (table,) = outputs([c for c in cells if "CREATE OR REPLACE TABLE fashion" in c.source][0], "text/html",
+                       "execute_result")
+    for column in ("product", "category", "box", "attributes", "colour"):
+        assert f"<th>{column}</th>" in table.data["text/html"]
+    (report,) = outputs([c for c in cells if "EVALUATE USING garments" in c.source][0], "text/html", "execute_result")
+    assert "<th>map_50</th>" in report.data["text/html"]

@@ -5,6 +5,7 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 """
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -65,13 +66,14 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
 
 
 def _variables(ctx, param, pairs):
-    """--set NAME=VALUE pairs -> {NAME: VALUE}."""
+    """--set NAME=VALUE pairs -> {NAME: VALUE}; a whole number is an int (epochs=6 fills an
+    integer option), anything else text."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.isidentifier():
             raise click.BadParameter(f"{pair!r}: use NAME=VALUE, NAME a plain name", param=param)
-        out[name] = value
+        out[name] = int(value) if re.fullmatch(r"-?\d{1,18}", value) else value
     return out
 
 

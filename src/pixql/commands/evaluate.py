@@ -85,8 +85,9 @@ def _detector(engine, statement, resolved, given):
                     label_col=resolved["label_col"] or manifest.get("label_col"),
                     normalized=resolved["normalized"] if "normalized" in given else recorded.get("normalized", False),
                     image_col=resolved["image_col"] or (trained_col if trained_col in frame.columns else None))
+    unknown = []
     photos, boxes, labels, classes, _, image_col, label_col = truth(frame, resolved, "the query",
-                                                                    list(detector.classes))
+                                                                    list(detector.classes), unknown)
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
     with image_errors([("the query", frame, image_col)], can_skip=False):
         # every box down to a low score: average precision ranks them all
@@ -96,5 +97,9 @@ def _detector(engine, statement, resolved, given):
     info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
             "image_col": image_col, "box_col": resolved["box_col"], "photos": len(photos),
             "rows": len(frame), "threshold": threshold}
-    return Result(statement, frame=out, info=info)
+    messages = []
+    if unknown:
+        messages.append(f"EVALUATE: {len(unknown)} true box(es) with labels that are not classes of "
+                        f"'{statement.model}' were left out (it never finds them): {shown(sorted(set(unknown)))}")
+    return Result(statement, frame=out, info=info, messages=messages)
 

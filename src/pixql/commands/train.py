@@ -253,8 +253,8 @@ def _train_detector(engine, statement, resolved, given, base, init):
     epochs = resolved["epochs"] if "epochs" in given else DEFAULT_EPOCHS
     with image_errors([("the query", frame, image_col)], can_skip=True):
         run = train_detector(
-            photos, boxes, labels, (base, len(classes), resolved["pretrained"], resolved["weights"],
-                                    resolved["image_size"]),
+            photos, boxes, labels, (base, len(classes), resolved.get("pretrained", True), resolved.get("weights"),
+                                    resolved.get("image_size")),
             epochs=epochs, batch_size=resolved["batch_size"] or 4, learning_rate=resolved["learning_rate"],
             seed=resolved["seed"], device=resolved["device"], progress=engine.progress, on_error=resolved["on_error"],
             num_workers=resolved["num_workers"], init=None if init is None else (init[0]["network"], init[1]),

@@ -184,11 +184,13 @@ def _errors(photos, truth_boxes, truth_labels, found, classes, threshold):
     return pd.DataFrame(rows, columns=["image", "error", "label", "score", "box", "iou"])
 
 
-def truth(frame, resolved, what, classes=None):
+def truth(frame, resolved, what, classes=None, unknown=None):
     """A query's true boxes, one row per box: (photos, [n, 4] box arrays in pixels, [n] class
-    index arrays, classes, rows left out). A row with a NULL box and label is a photo without
-    objects; a NULL box with a label, an empty or inverted box, or a label the model lacks is an
-    error naming the row, or with on_error='skip' the row is left out."""
+    index arrays, classes, rows left out, image column, label column). A row with a NULL box and
+    label is a photo without objects; a NULL box with a label, an empty or inverted box, or a
+    label the model lacks is an error naming the row, or with on_error='skip' the row is left
+    out. `unknown` (a list): boxes of labels the model lacks are left out (EVALUATE: it cannot
+    find them) and their labels added to it."""
     from pixql.image_columns import check_image_paths, find_column, missing_paths, pick_image_col
     from pixql.regions import box_problem, boxes_of, upright_size
 
@@ -216,7 +218,12 @@ def truth(frame, resolved, what, classes=None):
         elif label is None:
             problem = "a box without a label"
         elif classes is not None and label not in classes:
-            problem = f"the label {label!r}, which is not a class of the model ({', '.join(classes)})"
+            if unknown is not None:
+                unknown.append(label)
+                box = None  # the photo still counts: its other boxes, and what is found in it
+                label = None
+            else:
+                problem = f"the label {label!r}, which is not a class of the model ({', '.join(classes)})"
         else:
             problem = box_problem(box)
         if problem is not None:

@@ -1,0 +1,171 @@
+"""Detection (issue 19): BUILD MODEL ... OPTIONS (task='detection'), DETECT, EVALUATE's mAP and
+errors, FIT MODEL, and their bad input, on small drawn photos (squares of two colours on grey)
+so that a detector trains in seconds; measured accuracy on real product canvases is bench/detection.py's."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pixql.errors import CatalogError, DataError, OptionError
+from pixql.tasks.detection import DETECTION
+
+
+def _squares(folder, n, seed):
+    """n 128x96 grey photos, each with a red and/or a blue square; one row per square."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n):
+        pixels = np.full((96, 128, 3), 128, np.uint8) + rng.integers(0, 20, (96, 128, 3), dtype=np.uint8)
+        path = folder / f"squares_{seed}_{k}.png"
+        for label, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            if label == "blue" and k % 3 == 0:
+                continue  # some photos hold one square
+            side = int(rng.integers(24, 40))
+            x, y = int(rng.integers(0, 128 - side)), int(rng.integers(0, 96 - side))
+            while rows and any(r[0] == str(path) and abs(r[2] - x) < 40 and abs(r[3] - y) < 40 for r in rows):
+                x, y = int(rng.integers(0, 128 - side)), int(rng.integers(0, 96 - side))
+            pixels[y:y + side, x:x + side] = colour
+            rows.append((str(path), label, x, y, x + side, y + side))
+        Image.fromarray(pixels).save(path)
+    return pd.DataFrame(rows, columns=["image", "label", "x1", "y1", "x2", "y2"])
+
+
+@pytest.fixture(scope="module")
+def squares_db(tmp_path_factory):
+    """A connection with tables `train` and `test` (image, label, box) and a detector `d`
+    trained on `train`."""
+    import pixql
+
+    folder = tmp_path_factory.mktemp("squares")
+    db = pixql.connect(str(folder / "d.duckdb"), progress=False)
+    for name, n, seed in (("train", 12, 0), ("test", 6, 1)):
+        db.duckdb.register("f", _squares(folder, n, seed))
+        db.duckdb.execute(f"CREATE TABLE {name} AS SELECT image, label, x1, y1, x2, y2, "
+                          "{'x1': x1, 'y1': y1, 'x2': x2, 'y2': y2} AS box FROM f")
+        db.duckdb.unregister("f")
+    built = db.sql("BUILD MODEL d USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', "
+                   "label_col='label', epochs=4, image_size=96, validation='test') AS SELECT * FROM train").df()
+    yield db, built, folder
+    db.close()
+
+
+def test_build_trains_a_detector_and_describes_it(squares_db):
+    db, built, _ = squares_db
+    row = built.iloc[0]
+    assert (row.task, row.classes, row.train_rows, row.validation_rows, row.epochs) == ("detection", 2, 12, 6, 4)
+    manifest = db.sql("DESCRIBE MODEL d").info["manifest"]
+    history = manifest["history"]
+    assert history[-1]["loss"] < history[0]["loss"]  # it learns
+    assert 0 <= history[-1]["val_map_50"] <= 1 and row.best_validation_metric == history[-1]["val_map_50"]
+    assert manifest["boxes"]["box_col"] == "box" and manifest["classes"] == ["blue", "red"]
+    listed = db.sql("SELECT name, task FROM pixql_models()").fetchall()
+    assert ("d", "detection") in listed
+
+
+def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):
+    db, _, _ = squares_db
+    photos = "SELECT DISTINCT image FROM test ORDER BY image"
+    out = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=3) AS {photos}").df()
+    assert list(out.columns) == ["image", "label", "score", "box"]
+    assert set(out.label) <= {"red", "blue"} and out.groupby("image").size().max() <= 3
+    for _, boxes in out.groupby("image"):
+        assert list(boxes.score) == sorted(boxes.score, reverse=True)
+    assert all(0 <= b["x1"] < b["x2"] <= 128 and 0 <= b["y1"] < b["y2"] <= 96 for b in out.box)
+    db.sql(f"CREATE TABLE found AS DETECT USING d OPTIONS (threshold=0.0) AS {photos}")
+    types = dict(db.sql("SELECT column_name, column_type FROM (DESCRIBE found)").fetchall())
+    assert types["box"].startswith("STRUCT(x1 DOUBLE") and types["score"] == "DOUBLE"
+    assert db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT * FROM found").image is not None
+    only_red = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, classes='red') AS {photos}").df()
+    assert set(only_red.label) <= {"red"}
+    strict = db.sql(f"DETECT USING d OPTIONS (threshold=0.99) AS {photos}").df()
+    assert len(strict) <= len(out) and (strict.score >= 0.99).all()
+    nested = db.sql(f"SELECT label, count(*) AS n FROM (DETECT USING d OPTIONS (threshold=0.0) AS {photos}) "
+                    "GROUP BY label").df()
+    assert nested.n.sum() == len(db.sql("SELECT * FROM found").df())
+
+
+def test_evaluate_reports_map_and_lists_errors(squares_db):
+    db, _, _ = squares_db
+    report = db.sql("EVALUATE USING d AS SELECT * FROM test").df().set_index("class")
+    assert list(report.index) == ["blue", "red", "all"]
+    assert report.loc["all", "true_boxes"] == db.sql("SELECT count(*) FROM test").fetchone()[0]
+    assert all(0 <= v <= 1 for v in report.map_50) and (report.map_50 >= report.map_50_95).all()
+    errors = db.sql("EVALUATE USING d OPTIONS (output='errors', threshold=0.0) AS SELECT * FROM test").df()
+    assert list(errors.columns) == ["image", "error", "label", "score", "box", "iou"]
+    assert set(errors.error) <= {"missed", "false"}
+    if len(errors):
+        shown = db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT * FROM (EVALUATE USING d OPTIONS "
+                       "(output='errors', threshold=0.0) AS SELECT * FROM test)")
+        assert shown.image is not None
+
+
+def test_fit_model_continues_a_detector(squares_db):
+    db, _, _ = squares_db
+    row = db.sql("FIT MODEL d2 USING d OPTIONS (epochs=1) AS SELECT * FROM train").df().iloc[0]
+    assert (row.task, row.classes, row.epochs) == ("detection", 2, 1)
+    manifest = db.sql("DESCRIBE MODEL d2").info["manifest"]
+    assert manifest["parent"]["model"] == "d" and manifest["classes"] == ["blue", "red"]
+    with pytest.raises(DataError, match=r"row 1 has the label 'green', which is not a class of the model"):
+        db.sql("FIT MODEL d3 USING d OPTIONS (epochs=1) AS SELECT image, 'green' AS label, box FROM train")
+    assert not db.engine.store.exists("d3")
+
+
+def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path):
+    db, _, folder = squares_db
+    before = db.sql("DESCRIBE MODEL d").info["manifest"]["weights_sha256"]
+    with pytest.raises(OptionError, match="true boxes: name them with OPTIONS \\(box_col"):
+        db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection') AS SELECT * FROM train")
+    with pytest.raises(DataError, match=r"row 2 has an empty or inverted box") as info:
+        db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='b', epochs=1, "
+               "image_size=64) AS SELECT image, label, CASE WHEN rowid = 1 THEN [x2, y1, x1, y2] ELSE "
+               "[x1, y1, x2, y2] END AS b FROM train ORDER BY rowid LIMIT 4")
+    assert info.value.row == 2
+    with pytest.raises(DataError, match="gone.png"):
+        db.sql(f"BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', epochs=1, "
+               f"image_size=64) AS SELECT * FROM train UNION ALL SELECT '{tmp_path}/gone.png', 'red', 0, 0, 5, 5, "
+               "{'x1': 0, 'y1': 0, 'x2': 5, 'y2': 5}")
+    with pytest.raises(OptionError, match="mask_col=...\\) is for classifiers"):
+        db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', mask_col='m') "
+               "AS SELECT * FROM train")
+    assert not db.engine.store.exists("bad")
+    with pytest.raises(OptionError, match="is a detector: DETECT USING d"):
+        db.sql("PREDICT USING d AS SELECT image FROM test")
+    with pytest.raises(OptionError, match="threshold is a score between 0 and 1"):
+        db.sql("DETECT USING d OPTIONS (threshold=2) AS SELECT image FROM test")
+    with pytest.raises(OptionError, match="green in OPTIONS \\(classes=...\\) are not classes of 'd'"):
+        db.sql("DETECT USING d OPTIONS (classes='red|green') AS SELECT image FROM test")
+    with pytest.raises(DataError, match="already has label"):
+        db.sql("DETECT USING d AS SELECT image, label FROM test")
+    with pytest.raises(CatalogError, match="is a detector: EXPORT MODEL, CONVERT"):
+        db.sql("CONVERT USING d AS SELECT image FROM test")
+    with pytest.raises(CatalogError, match="no detector 'nothing'"):
+        db.sql("DETECT USING nothing AS SELECT image FROM test")
+    with pytest.raises(DataError, match="gone.png"):
+        db.sql(f"DETECT USING d AS SELECT '{tmp_path}/gone.png' AS image")
+    skipped = db.sql(f"DETECT USING d OPTIONS (on_error='skip', threshold=0.0) AS SELECT '{tmp_path}/gone.png' AS image "
+                     "UNION ALL SELECT image FROM test LIMIT 2")
+    assert "gone.png" in " ".join(skipped.messages) and "gone.png" not in set(skipped.df().image)
+    assert db.sql("DESCRIBE MODEL d").info["manifest"]["weights_sha256"] == before
+
+
+def test_detector_metrics_on_known_boxes():
+    """mAP and the errors list on boxes whose answer is known: torchmetrics' COCO mAP behind them."""
+    truth_boxes = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32), np.array([[5, 5, 15, 15]], np.float32)]
+    truth_labels = [np.array([0, 1]), np.array([0])]
+    perfect = [(b, np.full(len(b), 0.9, np.float32), lab) for b, lab in zip(truth_boxes, truth_labels)]
+    report = DETECTION.evaluate(["a", "b"], truth_boxes, truth_labels, perfect, ["cat", "dog"]).set_index("class")
+    assert report.loc["all", "map_50"] == 1.0 and report.loc["all", "map_50_95"] == 1.0
+    assert list(report.true_boxes) == [2, 1, 3] and list(report.found_boxes) == [2, 1, 3]
+    # photo a: the dog is missed, a false cat appears far away; photo b: found, shifted a little
+    found = [(np.array([[0, 0, 10, 10], [60, 60, 70, 70]], np.float32), np.array([0.9, 0.8], np.float32),
+              np.array([0, 0])),
+             (np.array([[6, 5, 16, 15]], np.float32), np.array([0.7], np.float32), np.array([0]))]
+    report = DETECTION.evaluate(["a", "b"], truth_boxes, truth_labels, found, ["cat", "dog"]).set_index("class")
+    # cat ranked: found (0.9), false (0.8), found (0.7): precision 1 up to recall 0.5, then 2/3;
+    # COCO's 101-point interpolation: (51 * 1 + 50 * 2/3) / 101
+    assert report.loc["dog", "map_50"] == 0.0 and report.loc["cat", "map_50"] == pytest.approx(0.835, abs=1e-3)
+    assert report.loc["cat", "map_50_95"] < 1.0  # the shifted box (IoU 0.82) misses the strict thresholds
+    errors = DETECTION.evaluate(["a", "b"], truth_boxes, truth_labels, found, ["cat", "dog"], "errors", 0.5)
+    assert errors[["image", "error", "label"]].values.tolist() == [["a", "missed", "dog"], ["a", "false", "cat"]]
+    assert errors.box[0] == {"x1": 20.0, "y1": 20.0, "x2": 40.0, "y2": 40.0} and errors.score[1] == pytest.approx(0.8)
