@@ -243,11 +243,12 @@ def _train_detector(engine, statement, resolved, given, base, init):
                                                  for x in (photos, boxes, labels))
             photos, boxes, labels = ([x[i] for i in range(len(x)) if i not in held] for x in (photos, boxes, labels))
 
-        def validate(model, net):
+        def map_on_validation(model, net):
             found = run_detector(model, net, val_photos, 0.05, 100, resolved["batch_size"], False, "skip",
                                  next(model.parameters()).device)
             overall, at_50 = mean_average_precision(val_boxes, val_labels, found)
             return {"val_map_50": round(at_50["map"], 4), "val_map_50_95": round(overall["map"], 4)}
+        validate = map_on_validation
     if not photos:
         raise DataError("no photo is left to train on")
     epochs = resolved["epochs"] if "epochs" in given else DEFAULT_EPOCHS

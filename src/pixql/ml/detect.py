@@ -21,7 +21,6 @@ from torch import nn
 
 from pixql.errors import DataError, TrainingError
 from pixql.ml.data import ImageRows, make_loader
-from pixql.ml.images import load_image
 from pixql.ml.runtime import progress_bar, resolve_device
 
 DETECTOR = "fasterrcnn_fpn"
@@ -152,8 +151,9 @@ def _loader(items, net, batch_size, device, shuffle=False, seed=0, num_workers=N
                        collate_fn=lambda batch: batch)
 
 
-def _batches(loader, on_error, skipped):
-    """Lists of (image tensor, item index) from a loader, bad images raising or recorded."""
+def loaded_batches(loader, on_error, skipped=None):
+    """Lists of (input, item index) from a loader of ImageRows made with collate_fn=list; an
+    unreadable image raises its DataError, or with on_error='skip' its index goes to `skipped`."""
     for batch in loader:
         good = []
         for x, _target, i, error in batch:
@@ -161,7 +161,7 @@ def _batches(loader, on_error, skipped):
                 good.append((x, i))
             elif on_error != "skip":
                 raise DataError(error[0], path=error[1])
-            else:
+            elif skipped is not None:
                 skipped.add(i)
         if good:
             yield good
@@ -218,7 +218,7 @@ def train_detector(items, boxes, labels, net_args, epochs=12, batch_size=4, lear
         loader = _loader(items, net, batch_size, dev, shuffle=True, seed=seed + epoch, num_workers=num_workers)
         bar = progress_bar(len(items), f"detector epoch {epoch}/{epochs}", progress)
         total, count, epoch_start = 0.0, 0, time.perf_counter()
-        for batch in _batches(loader, on_error, skipped):
+        for batch in loaded_batches(loader, on_error, skipped):
             images, targets = [], []
             for x, i in batch:
                 s = resize.scale(*sizes[i]) if sizes[i] else 1.0
@@ -293,7 +293,7 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
     owned = not hasattr(progress, "update")
     bar = progress_bar(len(items), "detect", progress) if owned else progress
     try:
-        for batch in _batches(_loader(items, net, batch_size or 4, device), on_error, skipped):
+        for batch in loaded_batches(_loader(items, net, batch_size or 4, device), on_error, skipped):
             found = model([x.to(device) for x, _ in batch])
             for (x, i), f in zip(batch, found):
                 s = resize.scale(*sizes[i]) if sizes[i] else 1.0

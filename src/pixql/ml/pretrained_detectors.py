@@ -20,7 +20,7 @@ part of the picture).
 
 import os
 
-from pixql.errors import CatalogError, DataError, WeightsUnavailableError
+from pixql.errors import CatalogError, WeightsUnavailableError
 
 YOLOS_DEFAULT = "hustvl/yolos-small"
 NAMES = ("yolos", "yolos:<hub id>", "torchvision:<model>")
@@ -68,6 +68,7 @@ class _Detector:
         import torch
 
         from pixql.ml.data import ImageRows, make_loader
+        from pixql.ml.detect import loaded_batches
         from pixql.ml.runtime import progress_bar
 
         items = list(items)
@@ -84,12 +85,7 @@ class _Detector:
         with bar as bar, torch.inference_mode():
             self._configure(threshold, max_boxes)
             for batch in loader:
-                good = []
-                for x, _target, i, error in batch:
-                    if error is None:
-                        good.append((x, i))
-                    elif on_error != "skip":
-                        raise DataError(error[0], path=error[1])
+                good = next(loaded_batches([batch], on_error), [])
                 for group in _same_size(good):
                     pixels = [x[0] for x, _ in group]
                     decoded = [x[1] for x, _ in group]
