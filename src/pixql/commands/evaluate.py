@@ -1,8 +1,11 @@
 """EVALUATE USING model [OPTIONS (...)] AS query: the model's answers scored against a label column."""
 
+import functools
+
+from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import model_image_col, probabilities, shown
+from pixql.commands.common import model_image_col, on_cluster, probabilities, probabilities_on_worker, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
 from pixql.image_columns import find_column
@@ -19,13 +22,15 @@ OPTIONS = {
     "labels": opt.text(),
     "weights": opt.text(),
     **regions.OPTIONS,  # box_col, mask_col, ...: evaluate on regions of the photos
+    **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: the predictions on a Ray cluster
 }
 
 
 def run(engine, statement):
     resolved, _ = opt.resolve("EVALUATE", statement.options, OPTIONS)
-    model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
-                                                resolved["weights"])
+    cluster = clusters.choose(engine, resolved, "EVALUATE")
+    device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
+    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:
@@ -47,7 +52,14 @@ def run(engine, statement):
     if not len(frame):
         raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
     reader = regions.RegionReader(resolved)
-    probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    if cluster is None:
+        probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    else:
+        job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
+                                                        resolved["weights"]),
+                         functools.partial(probabilities_on_worker, image_col, resolved),
+                         [image_col, *reader.columns(frame)], resolved)
+        probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)
     messages += reader.message("EVALUATE")
     unknown = task.unknown(truth, classes)
     if unknown:
