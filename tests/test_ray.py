@@ -158,7 +158,8 @@ def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_an
         return float(report.loc[report["class"] == "accuracy", "f1"].iloc[0])
 
     here, there = accuracy("here"), accuracy("there")  # PREDICT (EVALUATE) uses the model as any other
-    assert here > 0.85 and abs(here - there) <= 0.02, (here, there)
+    # seed 0 here: 93.0% and 93.5% (seed 1: 94.0% and 96.0%; BENCHMARKS.md)
+    assert here > 0.85 and abs(here - there) <= 0.02 + 1e-9, (here, there)
     db.close()
 
 

@@ -52,7 +52,8 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     from pixql.cluster import check_address, default_address
 
     if cluster is not None and not isinstance(cluster, str):
-        raise ArgumentError(f"connect(): cluster must be a string ('local', 'auto', 'ray://host:port'), got {cluster!r}")
+        raise ArgumentError(f"connect(): cluster must be a string ('local', 'auto', 'ray://host:port'), "
+                            f"got {cluster!r}")
     try:
         cluster = default_address() if cluster is None else check_address(cluster, "connect(): cluster")
     except OptionError as exc:

@@ -191,8 +191,10 @@ class Cluster:
         if not len(frame):
             return None
         stream = _Stream(self, job, lambda: _arrow(frame, job.columns), len(frame), progress, desc, counted)
-        outputs = stream.take(frame.index)
-        stream.close()
+        try:
+            outputs = stream.take(frame.index)
+        finally:
+            stream.close()
         return outputs if isinstance(outputs, list) else np.asarray(outputs)
 
     def answer(self, job, local, finish, progress, desc="predict", counted=None):

@@ -121,9 +121,12 @@ class Group(Single):
 
 def _finetune_on_rank(run, lr, group):
     """One rank's share of a fine-tuning run; rank 0 returns what the caller's run adopts."""
-    from pixql.ml.runtime import to_device
+    from pixql.ml.runtime import auto_batch_size, resolve_precision, to_device
 
+    # the rank's own device (a GPU worker under a CPU-only caller): its precision and batch
     run.device = group.device
+    run.precision = resolve_precision(run.config.precision, group.device, training=True)
+    run.batch_size = int(run.config.batch_size or auto_batch_size(group.device, training=True))
     run.model = to_device(run.model, group.device)
     options = run.finetune(lr, group)
     if group.rank != 0:
@@ -283,6 +286,7 @@ class RayTrain:
                 if bar is not None and images > shown[1]:
                     bar.update(min(images, len(run.paths)) - min(shown[1], len(run.paths)))
                     shown = (epoch, images)
+            error, result = ray.get(tracker.outcome.remote(), timeout=60)
         except KeyboardInterrupt:
             tracker.cancel.remote()  # the workers stop at their next step; nothing is saved
             thread.join(STOP_WAIT_SECONDS)
@@ -290,13 +294,12 @@ class RayTrain:
         finally:
             if bar is not None:
                 bar.close()
+            ray.kill(tracker)  # a worker still running (Ctrl-C) then fails at its next step
             shutil.rmtree(storage, ignore_errors=True)
-        error, result = ray.get(tracker.outcome.remote(), timeout=60)
-        ray.kill(tracker)
         if error is not None:
             raise error
         if "error" in outcome:
-            raise TrainingError(f"training on {self.where} failed: {_first_line(outcome['error'])}") \
+            raise TrainingError(f"training on {self.where} failed: {_last_line(outcome['error'])}") \
                 from outcome["error"]
         return _adopt(run, result)
 
@@ -328,7 +331,9 @@ class RayTrain:
                                                     self.gpus_per_worker):
                 outs.append(outputs)
                 bar.update(len(outputs))
-        out = np.concatenate(outs).astype(np.float32)
+        width = max(o.shape[1] for o in outs)  # a block whose every image was skipped knows no width
+        out = np.concatenate([o if o.shape[1] == width else np.full((len(o), width), np.nan, np.float32)
+                              for o in outs]).astype(np.float32)
         read = ~np.isnan(out).any(axis=1)
         if skipped is not None:
             skipped.update(np.flatnonzero(~read).tolist())
@@ -418,8 +423,10 @@ def _forward_block(pre, fn, precision, batch_size, on_error, model, frame):
     return full, {}
 
 
-def _first_line(exc):
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _last_line(exc):
+    """What a Ray error says last: the remote exception's own line, after its traceback."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def choose(workers=None, device="auto", cluster=None):
@@ -434,6 +441,6 @@ def choose(workers=None, device="auto", cluster=None):
     gpus = torch.cuda.device_count() if resolve_device(device).type == "cuda" else 0
     if gpus < workers:
         raise OptionError(f"OPTIONS (workers={workers}) without a cluster trains on this machine's GPUs, one "
-                          f"process each, and it has {gpus}; name a Ray cluster with OPTIONS (cluster='ray://host:port' "
-                          "or 'auto'), or leave workers out")
+                          f"process each, and it has {gpus}; name a Ray cluster with OPTIONS "
+                          "(cluster='ray://host:port' or 'auto'), or leave workers out")
     return Processes(workers, "cuda")
