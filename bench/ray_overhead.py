@@ -1,6 +1,7 @@
 """The Ray path against the local one: the same PREDICT, the same rows, the same model.
 
     python bench/ray_overhead.py --data DIR [--rows 2000] [--workers N] [--repeat 2]
+    python bench/ray_overhead.py --data DIR --finetune [--seeds 0 1]
 
 DIR holds cat_and_dog_train.csv (or a folder cats_and_dogs_filtered_200px/ that does). The
 script starts a Ray on this machine (127.0.0.1, one CPU per core, no dashboard) before any
@@ -15,6 +16,10 @@ timing, as a cluster would be up already, then times, in turn, `--repeat` times 
 Timed: `db.sql(statement).df()`, the model already loaded in this process (a first PREDICT on
 8 rows, untimed, loads it), so that both sides start from the same place. It prints a
 markdown table (BENCHMARKS.md) and checks that both paths gave the same labels.
+
+--finetune: instead, tests/test_ray.py's fine-tuning statement (80 train photos, 128 px, 3
+epochs, batch 16) here and on 2 Ray Train workers, per seed, each model scored by EVALUATE
+on 200 test photos.
 """
 
 import argparse
@@ -30,6 +35,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--finetune", action="store_true", help="compare fine-tuning instead")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args(argv)
 
     folder = args.data
@@ -46,6 +53,8 @@ def main(argv=None):
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     db = pixql.connect(progress=False)
+    if args.finetune:
+        return finetune(db, folder, args.seeds)
     db.sql(f"COPY all_photos FROM '{csv}'")
     db.sql(f"CREATE TABLE photos AS SELECT * FROM all_photos ORDER BY image LIMIT {args.rows}")
     db.sql("CREATE TABLE few AS SELECT * FROM photos LIMIT 16")
@@ -85,6 +94,28 @@ def main(argv=None):
     db.close()
     ray.shutdown()
     return 0 if same else 1
+
+
+def finetune(db, folder, seeds):
+    db.sql(f"COPY tr FROM '{os.path.join(folder, 'cat_and_dog_train.csv')}'")
+    db.sql(f"COPY te FROM '{os.path.join(folder, 'cat_and_dog_test.csv')}'")
+    db.sql("CREATE TABLE train AS (SELECT * FROM tr WHERE label = 'cat' ORDER BY image LIMIT 40) "
+           "UNION ALL (SELECT * FROM tr WHERE label = 'dog' ORDER BY image LIMIT 40)")
+    db.sql("CREATE TABLE test AS SELECT * FROM te ORDER BY hash(image) LIMIT 200")
+    options = "train_mode='finetune', epochs=3, batch_size=16, image_size=128, overwrite=true"
+    print("| seed | here: accuracy | here: BUILD s | Ray, 2 workers: accuracy | Ray: BUILD s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for seed in seeds:
+        row = [str(seed)]
+        for name, where in (("here", ""), ("there", ", cluster='auto', workers=2")):
+            started = time.perf_counter()
+            db.sql(f"BUILD MODEL {name} OPTIONS ({options}, seed={seed}{where}) AS SELECT * FROM train")
+            seconds = time.perf_counter() - started
+            report = db.sql(f"EVALUATE USING {name} AS SELECT * FROM test").df()
+            accuracy = float(report.loc[report["class"] == "accuracy", "f1"].iloc[0])
+            row += [f"{accuracy:.1%}", f"{seconds:.1f}"]
+        print(f"| {' | '.join(row)} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
