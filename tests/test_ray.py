@@ -35,13 +35,22 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def photos(cats_and_dogs, tmp_path_factory):
-    """A connection with `photos`: 48 test photos (24 cats, 24 dogs)."""
+    """A connection with `photos`: 32 test photos (16 cats, 16 dogs)."""
     db = pixql.connect(str(tmp_path_factory.mktemp("ray") / "ray.duckdb"), progress=False)
     db.sql(f"COPY all_photos FROM '{cats_and_dogs}/cat_and_dog_test.csv'")
-    db.sql("CREATE TABLE photos AS (SELECT * FROM all_photos WHERE label = 'cat' ORDER BY image LIMIT 24) "
-           "UNION ALL (SELECT * FROM all_photos WHERE label = 'dog' ORDER BY image LIMIT 24)")
+    db.sql("CREATE TABLE photos AS (SELECT * FROM all_photos WHERE label = 'cat' ORDER BY image LIMIT 16) "
+           "UNION ALL (SELECT * FROM all_photos WHERE label = 'dog' ORDER BY image LIMIT 16)")
     yield db
     db.close()
+
+
+PREDICT_HERE = "PREDICT USING imagenet_classifier OPTIONS (top_k=2) AS SELECT * FROM photos ORDER BY image"
+
+
+@pytest.fixture(scope="module")
+def predicted_here(photos):
+    """The local PREDICT's rows, which the cluster's must equal."""
+    return photos.sql(PREDICT_HERE).df()
 
 
 def _same_answers(local, remote, float_columns):
@@ -59,14 +68,14 @@ def _same_answers(local, remote, float_columns):
 
 # -- the same rows on the cluster as here -------------------------------------------------------
 
-def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, monkeypatch):
+def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, predicted_here, monkeypatch):
     query = "AS SELECT * FROM photos ORDER BY image"
-    local = photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (top_k=2) {query}").df()
-    # three chunks of 16 rows, one Ray job: streamed into DuckDB in the query's order
-    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 16)
+    local = predicted_here.copy()
+    # three chunks of 12 rows, one Ray job: streamed into DuckDB in the query's order
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 12)
     photos.sql(f"CREATE TABLE answers AS PREDICT USING imagenet_classifier OPTIONS (top_k=2, {ON_CLUSTER}) {query}")
     remote = photos.sql("SELECT * FROM answers").df()
-    assert len(remote) == 48 and remote["image"].is_monotonic_increasing
+    assert len(remote) == 32 and remote["image"].is_monotonic_increasing
     local_top = local.pop("top_k").map(lambda pairs: [p["label"] for p in pairs])
     remote_top = remote.pop("top_k").map(lambda pairs: [p["label"] for p in pairs])
     assert list(local_top) == list(remote_top)
@@ -77,19 +86,20 @@ def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, monke
     _same_answers(local, remote, {"embedding"})
 
     photos.sql("BUILD MODEL pets OPTIONS (train_mode='linear', overwrite=true) "
-               "AS SELECT * FROM photos WHERE hash(image) % 3 = 0")  # scored on rows it has not seen too
+               "AS SELECT * FROM photos WHERE rowid % 2 = 0")  # scored on rows it has not seen too
     local = photos.sql(f"EVALUATE USING pets {query}").df()
     remote = photos.sql(f"EVALUATE USING pets OPTIONS ({ON_CLUSTER}) {query}").df()
     _same_answers(local, remote, {"precision", "recall", "f1"})
 
 
-def test_a_worker_killed_mid_predict_is_replaced_and_every_row_comes_once(ray_cluster, photos, monkeypatch):
+def test_a_worker_killed_mid_predict_is_replaced_and_every_row_comes_once(ray_cluster, photos, predicted_here,
+                                                                          monkeypatch):
     """Ray Data's actor pool restarts a dead actor (the model loaded again) and runs its blocks
     again (max_restarts=-1, max_task_retries=-1); blocks come back in order, each once, and the
     driver checks each row's number. So the statement completes, with every row exactly once."""
     import psutil
 
-    expected = photos.sql("PREDICT USING imagenet_classifier AS SELECT * FROM photos ORDER BY image").df()
+    expected = predicted_here.drop(columns="top_k")
     killed = []
     real_map_rows = ray_workers.map_rows
 
@@ -104,8 +114,7 @@ def test_a_worker_killed_mid_predict_is_replaced_and_every_row_comes_once(ray_cl
             yield block
 
     monkeypatch.setattr(ray_workers, "map_rows", map_rows)
-    # small blocks, so that most of the work is still to do when the worker dies
-    monkeypatch.setattr(ray_workers, "BLOCKS_PER_WORKER", 6)
+    # 32 rows are 4 blocks of 8 (ray_workers.block_rows): most of the work is still to do when it dies
     got = photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) "
                      "AS SELECT * FROM photos ORDER BY image").df()
     assert killed
@@ -122,7 +131,7 @@ def test_ctrl_c_during_a_cluster_predict_keeps_no_table(ray_cluster, photos, mon
             raise KeyboardInterrupt  # as Ctrl-C would, between two blocks
 
     monkeypatch.setattr(ray_workers, "map_rows", map_rows)
-    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 12)
     with pytest.raises(KeyboardInterrupt):
         photos.sql(f"CREATE TABLE interrupted AS PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) "
                    "AS SELECT * FROM photos")
@@ -169,7 +178,7 @@ def test_linear_build_embeds_on_the_cluster_and_fits_the_head_here(ray_cluster, 
     photos.sql("SELECT 1")  # (the embedding cache is this process's; the cluster run computes afresh)
     there = photos.sql(f"BUILD MODEL lin_there OPTIONS (train_mode='linear', overwrite=true, {ON_CLUSTER}) "
                        "AS SELECT * FROM photos").df()
-    assert there.loc[0, "train_rows"] == here.loc[0, "train_rows"] == 48
+    assert there.loc[0, "train_rows"] == here.loc[0, "train_rows"] == 32
     a = photos.sql("PREDICT USING lin_here AS SELECT * FROM photos ORDER BY image").df()
     b = photos.sql("PREDICT USING lin_there AS SELECT * FROM photos ORDER BY image").df()
     assert list(a["predicted"]) == list(b["predicted"])

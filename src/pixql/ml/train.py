@@ -510,7 +510,8 @@ class _Run:
                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                         m.eval()
             tally = Tally(self.task)
-            bar = progress_bar(len(self.paths), f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
+            shown = len(train_sampler) if train_sampler is not None else len(self.paths)  # this rank's share
+            bar = progress_bar(shown, f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
             with bar, folding.applied(trainable=True):
                 for x, y, _ in group.joined(net, batches(train_loader, cfg.on_error, self.skipped)):
                     if len(y) < 2:  # batch norm cannot train on a single image
