@@ -68,7 +68,7 @@ def _same_answers(local, remote, float_columns):
 
 # -- the same rows on the cluster as here -------------------------------------------------------
 
-def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, predicted_here, monkeypatch):
+def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, predicted_here, monkeypatch, tmp_path):
     query = "AS SELECT * FROM photos ORDER BY image"
     local = predicted_here.copy()
     # three chunks of 12 rows, one Ray job: streamed into DuckDB in the query's order
@@ -81,6 +81,8 @@ def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, predi
     assert list(local_top) == list(remote_top)
     _same_answers(local, remote, {"score"})
 
+    # an embedding cache of this process's own, so that neither side reads what the other wrote
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache-here"))
     local = photos.sql(f"CONVERT USING imagenet_classifier {query}").df()
     remote = photos.sql(f"CONVERT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) {query}").df()
     _same_answers(local, remote, {"embedding"})
@@ -145,6 +147,29 @@ def test_ctrl_c_during_a_cluster_predict_keeps_no_table(ray_cluster, photos, mon
     assert ray_cluster.available_resources().get("CPU", 0) == 2
 
 
+def test_a_command_plugs_in_with_a_job_of_its_own(ray_cluster):
+    """How DETECT will run there: a loading function and a per-block function, any outputs per
+    row (here lists, as boxes would be) and counts added up over the blocks."""
+    import pandas as pd
+
+    from pixql.ml.ray_workers import Job
+
+    def load():
+        return {"scale": 10}  # a "model": runs once per worker
+
+    def run(model, frame):
+        boxes = [[{"label": "x", "box": [0, 0, model["scale"] * i, 1]}] * (i % 3) for i in frame.index]
+        return boxes, {"boxes": sum(len(b) for b in boxes)}
+
+    counts = {}
+    cluster = clusters.Cluster.connect("auto", workers=2)
+    frame = pd.DataFrame({"image": [f"{i}.jpg" for i in range(20)]}, index=range(100, 120))
+    outputs = cluster.outputs(Job(load=load, run=run, columns=("image",), unit=4), frame, progress=False,
+                              counted=lambda c: counts.update(boxes=counts.get("boxes", 0) + c["boxes"]))
+    assert outputs == [[{"label": "x", "box": [0, 0, 10 * i, 1]}] * (i % 3) for i in range(100, 120)]
+    assert counts == {"boxes": sum(i % 3 for i in range(100, 120))}
+
+
 # -- training -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -172,13 +197,16 @@ def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_an
     db.close()
 
 
-def test_linear_build_embeds_on_the_cluster_and_fits_the_head_here(ray_cluster, photos):
+def test_linear_build_embeds_on_the_cluster_and_fits_the_head_here(ray_cluster, photos, monkeypatch, tmp_path):
     here = photos.sql("BUILD MODEL lin_here OPTIONS (train_mode='linear', overwrite=true) "
                       "AS SELECT * FROM photos").df()
-    photos.sql("SELECT 1")  # (the embedding cache is this process's; the cluster run computes afresh)
+    # an empty embedding cache here: every embedding of the cluster run is computed there
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache-empty"))
     there = photos.sql(f"BUILD MODEL lin_there OPTIONS (train_mode='linear', overwrite=true, {ON_CLUSTER}) "
                        "AS SELECT * FROM photos").df()
     assert there.loc[0, "train_rows"] == here.loc[0, "train_rows"] == 32
+    used = photos.sql("DESCRIBE MODEL lin_there").info["manifest"]["options"]["used"]
+    assert used["strategy"] == "ray" and used["cached_embeddings"] == 0
     a = photos.sql("PREDICT USING lin_here AS SELECT * FROM photos ORDER BY image").df()
     b = photos.sql("PREDICT USING lin_there AS SELECT * FROM photos ORDER BY image").df()
     assert list(a["predicted"]) == list(b["predicted"])

@@ -19,6 +19,7 @@ and pixql works without Ray installed.
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -282,7 +283,7 @@ def _split(rows, outputs, n):
 
     objects = isinstance(outputs[0], list)
     all_rows = np.concatenate(rows)
-    all_out = sum(outputs, []) if objects else np.concatenate(outputs)
+    all_out = list(itertools.chain.from_iterable(outputs)) if objects else np.concatenate(outputs)
     rows[:], outputs[:] = ([all_rows[n:]], [all_out[n:]]) if len(all_rows) > n else ([], [])
     return all_rows[:n], all_out[:n]
 
