@@ -224,7 +224,8 @@ class Cluster:
                                address=self.address) from exc
 
     def _placed(self, exc):
-        if isinstance(exc, DataError) and exc.path is not None and "not found" in str(exc):
+        # an image a worker could not read: it may well be there on this machine and not on that node
+        if isinstance(exc, DataError) and exc.path is not None:
             exc.args = (f"{exc} — read by a worker of the Ray cluster at {self.address}: image paths must be "
                         "readable on every node of the cluster (shared storage), not only here",)
         return exc
