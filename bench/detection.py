@@ -118,6 +118,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="/tmp/pixql-detection")
+    parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
     args = parser.parse_args(argv)
     if not (Path(args.data) / "fashion_products_sample").is_dir():
         sys.exit(f"no fashion_products_sample under {args.data} (set --data or PIXQL_DATA)")
@@ -125,7 +126,7 @@ def main(argv=None):
 
     frames = {split: canvases(args.data, args.out, split, n) for split, n in (("train", args.train),
                                                                              ("test", args.test))}
-    db = pixql.connect(progress=False)
+    db = pixql.connect(progress=args.progress)
     for split, frame in frames.items():
         load(db, split, frame)
     print(f"## Detection: {len(frames['train'])} train / {len(frames['test'])} test boxes on {args.train} / "

@@ -10,6 +10,7 @@ Importing pixql is cheap: torch and timm load only when a statement needs them.
 from pixql.errors import (
     ArgumentError,
     CatalogError,
+    ClusterError,
     DataError,
     OptionError,
     ParseError,
@@ -23,13 +24,16 @@ from pixql.errors import (
 __version__ = "0.1.0"
 
 
-def connect(database=None, *, model_store=None, read_only=False, progress=True, wait=0):
+def connect(database=None, *, model_store=None, read_only=False, progress=True, wait=0, cluster=None):
     """Open a pixql connection over a DuckDB database (in memory when `database` is None).
 
     Models live in `model_store`, else `$PIXQL_HOME`, else `<database>.models/`
     (a temporary folder for an in-memory database). `progress=False` hides progress bars.
     A database file that another process holds is an error at once, or after trying for
     `wait` seconds; `read_only=True` connections can share a file with each other.
+    `cluster`: where PREDICT, CONVERT, EVALUATE, BUILD and FIT run: 'local' (this process),
+    'auto' (Ray's choice) or a Ray cluster's address ('ray://host:10001'); default $PIXQL_CLUSTER,
+    else 'local'. Nothing connects until a statement needs it (pip install 'pixql[ray]').
     """
     import os
 
@@ -45,8 +49,17 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
             raise ArgumentError(f"connect(): {name} must be True or False, got {value!r}")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
         raise ArgumentError(f"connect(): wait must be a number of seconds (0 or more), got {wait!r}")
+    from pixql.cluster import check_address, default_address
+
+    if cluster is not None and not isinstance(cluster, str):
+        raise ArgumentError(f"connect(): cluster must be a string ('local', 'auto', 'ray://host:port'), "
+                            f"got {cluster!r}")
+    try:
+        cluster = default_address() if cluster is None else check_address(cluster, "connect(): cluster")
+    except OptionError as exc:
+        raise ArgumentError(str(exc)) from None
     return Connection(None if database is None else os.fspath(database), model_store=model_store,
-                      read_only=read_only, progress=progress, wait=wait)
+                      read_only=read_only, progress=progress, wait=wait, cluster=cluster)
 
 
 def load_ipython_extension(ipython):  # `%load_ext pixql`
@@ -62,6 +75,7 @@ __all__ = [
     "ParseError",
     "OptionError",
     "CatalogError",
+    "ClusterError",
     "DataError",
     "TrainingError",
     "WeightsUnavailableError",

@@ -15,9 +15,9 @@ class Connection:
     `db.duckdb` is the underlying DuckDB connection. Usable as a context manager.
     """
 
-    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0):
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local"):
         self._engine = Engine(database, model_store=model_store, read_only=read_only, progress=progress,
-                              wait=wait)
+                              wait=wait, cluster=cluster)
 
     @property
     def duckdb(self):
@@ -26,6 +26,11 @@ class Connection:
     @property
     def engine(self):
         return self._engine
+
+    @property
+    def cluster(self):
+        """Where statements run unless their OPTIONS (cluster=...) say: 'local', 'auto' or a Ray address."""
+        return self._engine.cluster
 
     @property
     def model_store(self):

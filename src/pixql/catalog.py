@@ -181,6 +181,37 @@ class Catalog:
             self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device)
         return self._loaded[key]
 
+    def loader(self, name, device="auto", labels=None, weights=None):
+        """A function () -> the model `load(name, ...)` gives, that pickles and needs no catalog:
+        it holds the model's parts, weights included (a CLIP model's weights file is read where
+        it is called). What a Ray cluster's workers call, each once (cluster.py)."""
+        import functools
+
+        from pixql.ml import infer
+
+        if is_clip(name):
+            _model, manifest, _task = self.load(name, "cpu", labels, weights)  # checks the labels here
+            return functools.partial(_zero_shot_model, name, weights, tuple(manifest["classes"]), device)
+        network, state, classes, preprocessing, task = self.parts(name)
+        return functools.partial(infer.Classifier, network, state, classes, preprocessing, device=device,
+                                 task=task.name)
+
+    def embedder_loader(self, name, device="auto", weights=None):
+        """As `loader`, for `embedder(name, ...)`."""
+        import functools
+
+        from pixql.ml import embed
+
+        if is_clip(name):
+            from pixql.ml.clip import ClipEmbedder
+
+            return functools.partial(ClipEmbedder, name, weights, device)
+        if builtin(name) is not None or self._stored(name):
+            network, state, _classes, preprocessing, _task = self.parts(name)
+        else:
+            network, state, preprocessing = embed.base_parts(name, weights)
+        return functools.partial(embed.Embedder.from_network, network, state, preprocessing, device=device)
+
     def _stored(self, name):
         try:
             check_name(name)
@@ -252,6 +283,12 @@ class Catalog:
         frame = self.frame()
         return [{name: (None if value != value else value) for name, value in row.items()}  # NaN -> NULL
                 for row in frame.astype(object).to_dict("records")]
+
+
+def _zero_shot_model(name, weights, classes, device):
+    from pixql.ml.clip import ClipEmbedder, ZeroShot
+
+    return ZeroShot(ClipEmbedder(name, weights, device), list(classes))
 
 
 def best_metric(metrics):

@@ -16,10 +16,10 @@ from pixql.errors import PixqlError
 from pixql.terminal import FORMATS, run_script
 
 
-def _connect(db, read_only=False, wait=0):
+def _connect(db, read_only=False, wait=0, cluster=None):
     import pixql
 
-    return pixql.connect(db, progress=True, read_only=read_only, wait=wait)
+    return pixql.connect(db, progress=True, read_only=read_only, wait=wait, cluster=cluster)
 
 
 def _interactive(connection, fmt, out_dir, open_image, plot=False):
@@ -91,11 +91,14 @@ def _variables(ctx, param, pairs):
               help="Open the database read-only: several processes may then read it (e.g. PREDICT) at once.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="If another process holds the database, wait up to SECONDS for it (default: fail at once).")
+@click.option("--cluster", envvar="PIXQL_CLUSTER", default=None, metavar="ADDRESS",
+              help="Run PREDICT, CONVERT, EVALUATE, BUILD and FIT on a Ray cluster: 'auto', ray://host:10001 or "
+                   "host:port; 'local' (default) runs here. Needs pip install 'pixql[ray]'.")
 @click.option("--set", "variables", multiple=True, metavar="NAME=VALUE", callback=_variables,
               help="A value for {NAME} in the statements (as a SQL literal; as text inside quotes). Repeatable.")
 @click.version_option(package_name="pixql")
 @click.pass_context
-def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, variables):
+def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, cluster, variables):
     """SQL for image classification.
 
     \b
@@ -105,7 +108,7 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, varia
     """
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot,
-                   read_only=read_only, wait=wait, variables=variables)
+                   read_only=read_only, wait=wait, cluster=cluster, variables=variables)
     if ctx.invoked_subcommand is not None:
         if command is not None:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
@@ -121,7 +124,7 @@ def _session(obj, script=None, path=None):
     connection = None
     try:
         try:
-            connection = _connect(obj["db"], obj.get("read_only", False), obj.get("wait", 0))
+            connection = _connect(obj["db"], obj.get("read_only", False), obj.get("wait", 0), obj.get("cluster"))
         except PixqlError as exc:
             click.echo(f"Error: {exc}", err=True)
             return 1

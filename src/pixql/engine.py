@@ -24,7 +24,8 @@ def default_store_root(database):
 
 
 class Engine:
-    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0):
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local"):
+        self.cluster = cluster  # where PREDICT, BUILD, ... run unless OPTIONS (cluster=...) says (cluster.py)
         self.session = Session(database, read_only, wait, run_nested=self.run)
         root = model_store or default_store_root(database)
         self._tmpdir = None

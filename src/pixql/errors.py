@@ -81,6 +81,14 @@ class StoreError(PixqlError):
     """The model store is inconsistent or a model file is corrupt."""
 
 
+class ClusterError(PixqlError):
+    """A Ray cluster could not be reached or used (cluster.py); `address` names it."""
+
+    def __init__(self, message="", *args, address=None, **kwargs):
+        super().__init__(message, *args, **kwargs)
+        self.address = address
+
+
 class SqlError(PixqlError):
     """DuckDB rejected a statement; carries DuckDB's own message."""
 

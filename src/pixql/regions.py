@@ -107,6 +107,19 @@ class RegionReader:
                             "polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE {'size': [h, w], "
                             "'counts': ...}", row=row) from None
 
+    def columns(self, frame):
+        """The frame's columns this reader reads besides the image's (the box, the mask)."""
+        if not self.active:
+            return []
+        names = [n.strip() for n in self.resolved["box_col"].split(",") if n.strip()]
+        if self.resolved.get("mask_col"):
+            names.append(self.resolved["mask_col"])
+        return [find_column(frame, name, "box_col", self.what) for name in names]
+
+    def count(self, counts):
+        """Add counts that another reader made (a cluster worker's, `{'clipped': n}`)."""
+        self.clipped += int(counts.get("clipped", 0))
+
     def message(self, keyword):
         if not self.clipped:
             return []

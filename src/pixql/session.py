@@ -190,7 +190,7 @@ class Session:
                 raise self.error(exc, "query") from exc
         try:
             total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            yield total
+            yield StoredRows(total, lambda columns: self._stored_arrow(table, columns))
             for offset in range(0, max(total, 1), rows):
                 frame = self.duckdb.execute(
                     f"SELECT * FROM {table} WHERE rowid >= {offset} AND rowid < {offset + rows} "
@@ -202,6 +202,14 @@ class Session:
             # may run in the middle of another DuckDB call on this connection.
             self._stale_tables.append(table)
         self.drop_stale_tables()
+
+    def _stored_arrow(self, table, columns):
+        """`columns` of every row of a query_chunks table, in order, as one Arrow table with the row
+        numbers in `__row` (what a cluster's workers read: cluster.py)."""
+        names = ", ".join('"' + str(c).replace('"', '""') + '"' for c in columns)
+        relation = self.duckdb.sql(f"SELECT {names}, rowid AS __row FROM {table} ORDER BY rowid")
+        # to_arrow_table() since DuckDB 1.4; fetch_arrow_table() before (deprecated after)
+        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.fetch_arrow_table()
 
     def drop_stale_tables(self):
         import duckdb
@@ -239,6 +247,16 @@ class Session:
             if isinstance(exc, duckdb.Error):
                 raise SqlError(str(exc)) from exc
             raise
+
+
+class StoredRows(int):
+    """A query's row count, as query_chunks yields it first, that can also read every row's
+    `columns` at once as Arrow (`read(columns)`) while its chunks are being read."""
+
+    def __new__(cls, total, read):
+        stored = super().__new__(cls, total)
+        stored.read = read
+        return stored
 
 
 def open_database(database, read_only, wait):

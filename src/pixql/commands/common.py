@@ -51,6 +51,29 @@ def probabilities(model, frame, image_col, resolved, progress, bar=None, reader=
     return image_outputs(compute, len(model.classes), frame, image_col, resolved, reader)
 
 
+def probabilities_on_worker(image_col, resolved, model, frame):
+    """A cluster worker's `probabilities` of one block of rows (cluster.py): the same code as
+    here, with its own region reader, whose clipped boxes it counts back."""
+    from pixql.regions import RegionReader
+
+    reader = RegionReader(resolved)
+    return probabilities(model, frame, image_col, resolved, False, reader=reader), {"clipped": reader.clipped}
+
+
+def on_cluster(cluster, load, run, columns, resolved, unit=None):
+    """The ml.ray_workers.Job of a command: `load()` -> the model, once per worker, and
+    `run(model, frame)` -> (outputs, counts) per block of the query's `columns`. Blocks are a
+    multiple of the model's batch, so the workers see the batches this process would."""
+    import torch
+
+    from pixql.ml.ray_workers import Job
+    from pixql.ml.runtime import auto_batch_size
+
+    unit = unit or resolved.get("batch_size") or auto_batch_size(
+        torch.device("cuda" if cluster.gpus_per_worker else "cpu"), training=False)
+    return Job(load=load, run=run, columns=tuple(dict.fromkeys(columns)), unit=unit)
+
+
 def image_outputs(compute, width, frame, image_col, resolved, reader=None):
     """[rows, width] float32 of `compute(images, on_error)` over the frame's images (paths, or
     regions through `reader`), errors naming the row and file; with OPTIONS (on_error='skip')
@@ -86,6 +109,8 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
     total, first = next(chunks), next(chunks)
     try:
         answer = start(first)
+        if hasattr(answer, "bind"):  # an answer computed on a cluster reads every row's images at once
+            answer.bind(total)
     except BaseException:
         chunks.close()
         raise

@@ -1,9 +1,12 @@
 """CONVERT USING model [OPTIONS (...)] AS query (also spelled EMBED): the query's rows plus an
 embedding column, DuckDB type FLOAT[n], unit length (tasks/embedding.py)."""
 
+import functools
+
+from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import answer_rows, image_outputs
+from pixql.commands.common import answer_rows, image_outputs, on_cluster
 from pixql.image_columns import pick_image_col
 from pixql.tasks.embedding import EMBEDDING
 
@@ -15,27 +18,45 @@ OPTIONS = {
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: unreadable images get a NULL embedding
     **regions.OPTIONS,  # box_col, mask_col, ...: embed regions of the photos
+    **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: embed on a Ray cluster
 }
 CHUNK_ROWS = 4096  # as PREDICT: longer queries stream
 
 
 def run(engine, statement):
     resolved, _ = opt.resolve("CONVERT", statement.options, OPTIONS)
-    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
+    cluster = clusters.choose(engine, resolved, "CONVERT")
+    device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
+    embedder = engine.catalog.embedder(statement.model, device, resolved["weights"])
     reader = regions.RegionReader(resolved)
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"], "the query")
 
-        def answer(frame, bar=None):
-            vectors = embed_rows(embedder, frame, image_col, resolved, bar if bar is not None else engine.progress,
-                                 reader)
+        def finish(frame, vectors):
             out, unread = EMBEDDING.columns(frame, vectors, resolved["result_col"])
             return out, unread, frame[image_col]
-        return answer
+
+        def answer(frame, bar=None):
+            return finish(frame, embed_rows(embedder, frame, image_col, resolved,
+                                            bar if bar is not None else engine.progress, reader))
+
+        if cluster is None:
+            return answer
+        job = on_cluster(cluster, engine.catalog.embedder_loader(statement.model, resolved["device"],
+                                                                 resolved["weights"]),
+                         functools.partial(embed_on_worker, image_col, resolved),
+                         [image_col, *reader.columns(first)], resolved)
+        return cluster.answer(job, answer, finish, engine.progress, "embed", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}",
                        lambda: reader.message("CONVERT"))
+
+
+def embed_on_worker(image_col, resolved, embedder, frame):
+    """A cluster worker's `embed_rows` of one block of rows (cluster.py)."""
+    reader = regions.RegionReader(resolved)
+    return embed_rows(embedder, frame, image_col, resolved, False, reader), {"clipped": reader.clipped}
 
 
 def embed_rows(embedder, frame, image_col, resolved, progress, reader=None):

@@ -3,9 +3,12 @@
 A detector is scored against true boxes instead (OPTIONS (box_col=...), one row per box): mAP@0.5
 and mAP@0.5:0.95 per class and overall, or with output='errors' its missed and false boxes."""
 
+import functools
+
+from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import model_image_col, probabilities, shown
+from pixql.commands.common import model_image_col, on_cluster, probabilities, probabilities_on_worker, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
 from pixql.image_columns import find_column, image_errors
@@ -22,6 +25,7 @@ OPTIONS = {
     "labels": opt.text(),
     "weights": opt.text(),
     **regions.OPTIONS,  # box_col, mask_col, ...: evaluate on regions of the photos
+    **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: the predictions on a Ray cluster
 }
 
 
@@ -29,8 +33,9 @@ def run(engine, statement):
     resolved, given = opt.resolve("EVALUATE", statement.options, OPTIONS)
     if engine.catalog.is_detector(statement.model):
         return _detector(engine, statement, resolved, given)
-    model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
-                                                resolved["weights"])
+    cluster = clusters.choose(engine, resolved, "EVALUATE")
+    device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
+    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:
@@ -53,7 +58,14 @@ def run(engine, statement):
         raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
     reader = regions.RegionReader(resolved)
     messages += reader.follow_model(given, manifest.get("regions"), frame.columns, "EVALUATE", statement.model)
-    probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    if cluster is None:
+        probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    else:
+        job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
+                                                        resolved["weights"]),
+                         functools.partial(probabilities_on_worker, image_col, reader.resolved),
+                         [image_col, *reader.columns(frame)], resolved)
+        probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)
     messages += reader.message("EVALUATE")
     unknown = task.unknown(truth, classes)
     if unknown:

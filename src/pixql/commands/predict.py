@@ -1,8 +1,11 @@
 """PREDICT USING model [OPTIONS (...)] AS query: the query's rows plus the model's answers."""
 
+import functools
+
+from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import answer_rows, model_image_col, probabilities
+from pixql.commands.common import answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -17,6 +20,7 @@ OPTIONS = {
     "weights": opt.text(),
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: unreadable images get NULL predictions
     **regions.OPTIONS,  # box_col, mask_col, ...: predict regions of the photos
+    **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: predict on a Ray cluster
 }
 # Over more rows than this PREDICT streams its result, one chunk of rows in memory at a time.
 CHUNK_ROWS = 4096
@@ -26,8 +30,10 @@ def run(engine, statement):
     """The first CHUNK_ROWS rows are predicted at once (so that a bad option, column or first
     image fails here); a longer query streams (common.answer_rows)."""
     resolved, given = opt.resolve("PREDICT", statement.options, OPTIONS)
-    model, manifest, task = engine.catalog.load(statement.model, resolved["device"], resolved["labels"],
-                                                resolved["weights"])
+    cluster = clusters.choose(engine, resolved, "PREDICT")
+    # on a cluster the workers load the model on their own devices; this copy knows its classes
+    device = resolved["device"] if cluster is None else "cpu"
+    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
     reader = regions.RegionReader(resolved)
     notes = []
@@ -36,12 +42,21 @@ def run(engine, statement):
         image_col = model_image_col(statement, first, resolved, manifest)
         notes.extend(reader.follow_model(given, manifest.get("regions"), first.columns, "PREDICT", statement.model))
 
-        def answer(frame, bar=None):
-            probs = probabilities(model, frame, image_col, resolved, engine.progress, bar, reader)
+        def finish(frame, probs):
             out, unread = task.columns(frame, probs, list(model.classes), threshold, resolved["result_col"],
                                        top=resolved["top_k"], probabilities=resolved["probabilities"])
             return out, unread, frame[image_col]
-        return answer
+
+        def answer(frame, bar=None):
+            return finish(frame, probabilities(model, frame, image_col, resolved, engine.progress, bar, reader))
+
+        if cluster is None:
+            return answer
+        job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
+                                                        resolved["weights"]),
+                         functools.partial(probabilities_on_worker, image_col, reader.resolved),
+                         [image_col, *reader.columns(first)], resolved)
+        return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "predict",
                        f"NULL {resolved['result_col']} and score", lambda: notes + reader.message("PREDICT"))

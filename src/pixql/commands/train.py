@@ -9,6 +9,7 @@ import datetime as _dt
 import hashlib
 import platform
 
+from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
 from pixql.catalog import best_metric
@@ -43,6 +44,9 @@ BUILD_OPTIONS = {
     "on_error": opt.text("fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
     "overwrite": opt.flag(False),
     **regions.OPTIONS,  # box_col, mask_col, ...: train on regions of the photos
+    # cluster, workers, gpus_per_worker: fine-tune with Ray Train (linear: embeddings with Ray Data);
+    # workers without a cluster: DDP over this machine's GPUs
+    **clusters.OPTIONS,
 }
 # FIT MODEL keeps the source model's network, classes, preprocessing and task.
 FIT_OPTIONS = {k: v for k, v in BUILD_OPTIONS.items()
@@ -116,6 +120,7 @@ def _train(engine, statement, resolved, given, base, task, init):
     from pixql.ml.train import TrainConfig, continue_training, train_classifier
 
     session = engine.session
+    strategy = clusters.training_strategy(engine, resolved, statement.keyword)  # before any work
     frame = session.query_frame(statement)
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to train on")
@@ -141,9 +146,9 @@ def _train(engine, statement, resolved, given, base, task, init):
         validation = None
 
     # The learning layer's config, filled from the options by name.
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task", "strategy"}
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},
-                         base=base, validation=validation, progress=engine.progress, task=task)
+                         base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy)
     with image_errors(sources, can_skip=True):
         if init is not None:
             trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels)

@@ -135,14 +135,16 @@ def auto_workers(n_images, requested=None, device_type="cpu"):
 
 
 def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None, seed=0, persistent=False,
-                collate_fn=collate_rows):
+                collate_fn=collate_rows, sampler=None):
+    """`sampler`: which rows, in which order (one rank's share under DDP); it does the shuffling."""
     workers = auto_workers(len(dataset), num_workers, device.type)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_fn,
         generator=generator,

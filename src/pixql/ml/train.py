@@ -72,6 +72,8 @@ class TrainConfig:
     task: object = None
     # Linear mode keeps backbone embeddings in the on-disk cache (embedding_cache.py).
     embedding_cache: bool = True
+    # Where the work runs (ml/strategy.py: Local, Processes, RayTrain); None = this process.
+    strategy: object = None
 
 
 @dataclass
@@ -152,6 +154,9 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
             torch.nn.init.zeros_(linear_head(model).weight)
             torch.nn.init.zeros_(linear_head(model).bias)
 
+    from pixql.ml.strategy import Local
+
+    strategy = config.strategy or Local()
     mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
     precision = resolve_precision(config.precision, device, training=mode == "finetune")
     batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
@@ -161,13 +166,15 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         "pretrained": pretrained_backbone, "weights": config.weights, "weights_source": weights_source,
         "image_size": int(preprocessing["input_size"][-1]), "epochs": config.epochs,
         "validation": config.validation, "on_error": config.on_error, "task": task.name,
+        "strategy": strategy.name, "workers": strategy.workers,
     }
     run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
                pretrained_backbone, task)
-    if mode == "linear":
+    if mode == "linear":  # the embeddings where the strategy computes them; the head here
+        run.forward = strategy.forward or forward_rows
         opts.update(run.linear())
     else:
-        opts.update(run.finetune(config.learning_rate or _default_lr(spec, pretrained_backbone)))
+        opts.update(strategy.finetune(run, config.learning_rate or _default_lr(spec, pretrained_backbone)))
 
     seconds = time.perf_counter() - started
     last = run.history[-1]
@@ -353,6 +360,7 @@ class _Run:
         self.skipped, self.val_skipped = set(), set()
         self.images_seen = 0
         self.train_rows, self.val_rows = len(paths), len(val_paths)
+        self.forward = forward_rows  # linear mode's no-grad pass (a strategy may run it elsewhere)
 
     # -- linear: frozen backbone, logistic head on embeddings computed once
     def linear(self):
@@ -369,7 +377,7 @@ class _Run:
 
         def embed(paths, skipped, desc):
             def compute(some, some_skipped):
-                return forward_rows(
+                return self.forward(
                     self.model, some, self.pre, transform, pre_logits,
                     device=self.device, precision=self.precision, batch_size=self.batch_size,
                     num_workers=cfg.num_workers, progress=cfg.progress, desc=desc,
@@ -440,25 +448,35 @@ class _Run:
                 "cached_embeddings": self.cache_hits}
 
     # -- finetune: the whole network, with augmentation
-    def finetune(self, lr):
+    def finetune(self, lr, group=None):
+        """`group` (ml/strategy.py): the DDP process group this run is one rank of; each rank
+        trains on its share of the rows, with its share of each batch."""
+        from pixql.ml.strategy import Single
+
+        group = group or Single()
         cfg = self.config
         model, device = self.model, self.device
         augment = cfg.augment or "light"
         wd = cfg.weight_decay if cfg.weight_decay is not None else (0.05 if cfg.optimizer == "adamw" else 0.0)
         persistent = cfg.epochs > 1
+        if group.world > 1:  # each rank its own augmentations; the sampler shares the rows out
+            _seed_everything(cfg.seed + group.rank)
+        train_rows = ImageRows(self.paths, self.y, train_transform(self.pre, augment), draft_size(self.pre))
+        train_sampler = group.sampler(train_rows, shuffle=True, seed=cfg.seed)
         train_loader = make_loader(
-            ImageRows(self.paths, self.y, train_transform(self.pre, augment), draft_size(self.pre)),
-            self.batch_size, device, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed,
-            persistent=persistent,
+            train_rows, group.per_rank(self.batch_size), device, shuffle=True, num_workers=cfg.num_workers,
+            seed=cfg.seed, persistent=persistent, sampler=train_sampler,
         )
         val_loader = None
         if self.val_paths:
+            val_rows = ImageRows(self.val_paths, self.val_y, eval_transform(self.pre), draft_size(self.pre))
             val_loader = make_loader(
-                ImageRows(self.val_paths, self.val_y, eval_transform(self.pre), draft_size(self.pre)),
-                self.batch_size, device, num_workers=cfg.num_workers, seed=cfg.seed, persistent=persistent,
+                val_rows, group.per_rank(self.batch_size), device, num_workers=cfg.num_workers, seed=cfg.seed,
+                persistent=persistent, sampler=group.sampler(val_rows, shuffle=False, seed=cfg.seed),
             )
+        net = group.wrap(model)  # what runs the steps (DDP: gradients averaged over the ranks)
         optimizer = _optimizer(cfg.optimizer, model, lr, wd)
-        steps_per_epoch = max(1, math.ceil(len(self.paths) / self.batch_size))
+        steps_per_epoch = max(1, len(train_loader))
         total = steps_per_epoch * cfg.epochs
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
 
@@ -480,6 +498,8 @@ class _Run:
 
         for epoch in range(1, cfg.epochs + 1):
             t1 = time.perf_counter()
+            if hasattr(train_sampler, "set_epoch"):
+                train_sampler.set_epoch(epoch)
             # forward / backward / update over the training rows
             model.train()
             if self.pretrained_backbone:
@@ -490,9 +510,10 @@ class _Run:
                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                         m.eval()
             tally = Tally(self.task)
-            bar = progress_bar(len(self.paths), f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
+            shown = len(train_sampler) if train_sampler is not None else len(self.paths)  # this rank's share
+            bar = progress_bar(shown, f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
             with bar, folding.applied(trainable=True):
-                for x, y, _ in batches(train_loader, cfg.on_error, self.skipped):
+                for x, y, _ in group.joined(net, batches(train_loader, cfg.on_error, self.skipped)):
                     if len(y) < 2:  # batch norm cannot train on a single image
                         continue
                     rows = len(y)
@@ -501,7 +522,7 @@ class _Run:
                         # each chunk's mean loss weighted by its share: the gradients sum to the batch's
                         cx, cy = to_input(cx, device), cy.to(device, non_blocking=True)
                         with autocast(device, self.precision):
-                            logits = model(cx)
+                            logits = net(cx)
                             loss = self.task.loss(logits.float(), cy) * (len(cy) / rows)
                         scaler.scale(loss).backward()
                         return logits.detach().float(), loss.detach()
@@ -517,12 +538,15 @@ class _Run:
                     tally.add(logits, y.to(logits.device), batch_loss)
                     bar.update(len(y))
                     bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
+                    group.step(len(y), epoch)
+                # every rank's sums (the same on all of them: early stopping decides alike)
+                tally = _reduced(tally, group)
                 if tally.seen == 0:
                     raise DataError("None of the training images could be read")
                 # evaluation on the validation rows
                 v_loss = v_acc = v_tally = None
                 if val_loader is not None:
-                    v_tally = self._evaluate(val_loader)
+                    v_tally = _reduced(self._evaluate(val_loader), group)
                     v_loss, v_acc = v_tally.loss, v_tally.accuracy
                     bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}",
                                     val_acc=f"{v_acc:.3f}" if v_acc is not None else "-")
@@ -543,6 +567,7 @@ class _Run:
                         break
         if best_state is not None:
             model.load_state_dict(best_state)
+        self.skipped, self.val_skipped = group.union(self.skipped), group.union(self.val_skipped)
         self.train_rows = len(self.paths) - len(self.skipped)
         self.val_rows = len(self.val_paths) - len(self.val_skipped)
         return {"learning_rate": lr, "optimizer": cfg.optimizer, "weight_decay": wd,
@@ -571,6 +596,16 @@ class _Run:
             entry[f"val_{k}"] = self.task.history(v_tally)[k] if v_tally is not None else None
         entry.update(seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
         self.history.append(entry)
+
+
+def _reduced(tally, group):
+    """`tally` summed over the ranks of `group` (itself on one process)."""
+    if group.world == 1:
+        return tally
+    fields = ("loss_sum", "correct", "seen", "tp", "fp", "fn")
+    for name, value in zip(fields, group.all_reduce([getattr(tally, f) for f in fields])):
+        setattr(tally, name, value if name == "loss_sum" else int(round(value)))
+    return tally
 
 
 # A batch loss this many times the first one (and above EXPLODED_LOSS) means training is

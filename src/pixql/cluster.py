@@ -1,0 +1,358 @@
+"""Statements on a Ray cluster: which cluster a statement uses, connecting to it, and running a
+command's model over the statement's rows there.
+
+    pixql.connect(db, cluster='ray://head:10001')   pixql --cluster auto   PIXQL_CLUSTER=...
+    PREDICT USING m OPTIONS (cluster='auto', workers=4, gpus_per_worker=1) AS SELECT ...
+
+A statement's OPTIONS (cluster=...) wins over its connection's, which defaults to
+$PIXQL_CLUSTER, else 'local': this process, no Ray. 'auto' is Ray's own choice ($RAY_ADDRESS,
+a cluster started on this machine, else a new one here); 'ray://host:port' a Ray Client
+server; 'host:port' a cluster's head (GCS).
+
+A command supplies a model-loading function and a per-block function (ml.ray_workers.Job);
+`Cluster.answer` streams the answers into answer_rows (PREDICT, CONVERT; DETECT will plug in
+the same way), `Cluster.outputs` gives them for a frame at once (EVALUATE). Fine-tuning goes
+through ml/strategy.py's RayTrain, which `training_strategy` chooses.
+
+Ray is imported only when a statement uses a cluster: `import pixql` and the CLI stay fast,
+and pixql works without Ray installed.
+"""
+
+import contextlib
+import itertools
+import logging
+import os
+import re
+import socket
+
+from pixql import options as opt
+from pixql.errors import ClusterError, DataError, OptionError, PixqlError
+
+LOCAL, AUTO = "local", "auto"
+ENV = "PIXQL_CLUSTER"
+# How long a cluster's address may take to answer before pixql says it is not there.
+CONNECT_TIMEOUT_SECONDS = 5
+
+OPTIONS = {
+    "cluster": opt.text(),  # 'local', 'auto', 'ray://host:port' or 'host:port'; default: the connection's
+    "workers": opt.integer(None, low=1),  # actors (inference) or Ray Train workers; BUILD: or this machine's GPUs
+    "gpus_per_worker": opt.number(None, low=0),  # default: 1 where the cluster has GPUs, else 0
+}
+_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
+
+
+def check_address(value, where="cluster"):
+    """`value` as a cluster address ('local', 'auto', 'ray://host:port', 'host:port'), or an
+    OptionError naming `where` (the option, argument or variable that held it)."""
+    text = str(value).strip() if value is not None else LOCAL
+    if text.lower() in (LOCAL, AUTO, ""):
+        return text.lower() or LOCAL
+    if _ADDRESS.match(text):
+        return text
+    raise OptionError(f"{where} must be 'local', 'auto', 'ray://host:port' or 'host:port' (a Ray cluster's "
+                      f"head), not {value!r}")
+
+
+def default_address():
+    """The connection's cluster when none is named: $PIXQL_CLUSTER, else 'local'."""
+    return check_address(os.environ.get(ENV) or LOCAL, f"${ENV}")
+
+
+# -- which cluster a statement uses ------------------------------------------------------------
+
+def choose(engine, resolved, keyword, training=False):
+    """The Cluster the statement runs on (connected), or None for this process. `workers` and
+    `gpus_per_worker` without a cluster are an error, except for training (`training`: workers
+    then name this machine's GPUs, ml/strategy.py)."""
+    given = resolved.get("cluster")
+    address = check_address(given if given is not None else engine.cluster, "option 'cluster'"
+                            if given is not None else "the connection's cluster")
+    if address == LOCAL:
+        for name in ("workers", "gpus_per_worker"):
+            if resolved.get(name) is not None and not (training and name == "workers"):
+                raise OptionError(f"{keyword}: OPTIONS ({name}=...) applies on a Ray cluster; name one with "
+                                  "OPTIONS (cluster='auto' or 'ray://host:port'), pixql.connect(..., cluster=...) "
+                                  f"or --cluster, or leave {name} out")
+        return None
+    return Cluster.connect(address, resolved.get("workers"), resolved.get("gpus_per_worker"), keyword)
+
+
+def training_strategy(engine, resolved, keyword):
+    """BUILD / FIT's ml.strategy: RayTrain on a cluster, Processes for workers=N GPUs here, Local."""
+    from pixql.ml import strategy
+
+    return strategy.choose(resolved.get("workers"), resolved.get("device"),
+                           choose(engine, resolved, keyword, training=True))
+
+
+# -- connecting -----------------------------------------------------------------------------------
+
+_connected = {}  # the address this process connected Ray to (Ray talks to one cluster per process)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("running on a Ray cluster needs Ray: pip install 'pixql[ray]'") from None
+    return ray
+
+
+def _reachable(address):
+    """Fail at once, naming the address, when nothing answers there (Ray itself would retry for
+    a minute or more)."""
+    match = _ADDRESS.match(address)
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there "
+                           f"(ray start --head), check the address and port, or use cluster='local'",
+                           address=address) from None
+
+
+def _quiet_ray_logs():
+    # Ray Data's notes ("execution finished", progress bars disabled) are not the user's business;
+    # its errors reach the user as pixql's errors.
+    for name in ("ray", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def connect(address):
+    """Ray connected to `address` ('auto' or an address); a ClusterError naming it if not."""
+    ray = import_ray()
+    if address != AUTO:
+        _reachable(address)  # also when Ray is up already: the address must be the one it talks to
+    if ray.is_initialized():
+        current = _connected.get("address") or _gcs_address(ray)
+        if address not in (AUTO, current):
+            raise ClusterError(f"this process is connected to the Ray cluster at {current}; one process talks to "
+                               f"one cluster, so it cannot also use {address}: start another process, or use "
+                               f"cluster='auto' for the one it has", address=address)
+        return ray
+    _quiet_ray_logs()
+    kwargs = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if not address.startswith("ray://"):  # a Ray Client takes none of these
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=None if address == AUTO else address, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray's own errors, whatever their class
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}", address=address) from exc
+    _connected["address"] = address if address != AUTO else _gcs_address(ray)
+    return ray
+
+
+def _gcs_address(ray):
+    try:
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - a Ray Client connection has none to give
+        return None
+
+
+class Cluster:
+    """A connected Ray cluster and how a statement uses it: `workers` actors (or Ray Train
+    workers), each with `gpus_per_worker` GPUs and `cpus_per_worker` CPUs."""
+
+    cpus_per_worker = 1
+
+    def __init__(self, address, workers, gpus_per_worker):
+        self.address, self.workers, self.gpus_per_worker = address, workers, gpus_per_worker
+
+    @classmethod
+    def connect(cls, address, workers=None, gpus_per_worker=None, keyword="statement"):
+        ray = connect(address)
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        if gpus_per_worker is None:
+            gpus_per_worker = 1 if gpus >= 1 else 0
+        if workers is None:  # a worker per GPU, else per CPU
+            workers = int(gpus // gpus_per_worker) if gpus_per_worker else int(cpus // cls.cpus_per_worker)
+        workers = max(1, workers)
+        # Ray would wait for resources that never come (on a cluster that does not scale up).
+        if workers * gpus_per_worker > gpus or workers * cls.cpus_per_worker > cpus:
+            raise OptionError(
+                f"{keyword}: OPTIONS (workers={workers}, gpus_per_worker={gpus_per_worker:g}) asks the Ray cluster at "
+                f"{address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
+                f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)")
+        return cls(address, workers, gpus_per_worker)
+
+    # -- running a command's job ----------------------------------------------------------------
+    def blocks(self, job, table):
+        """ml.ray_workers.map_rows over `table` on this cluster, its errors as pixql's."""
+        from pixql.ml.ray_workers import map_rows
+
+        with self._errors():
+            yield from map_rows(table, job, self.workers, self.cpus_per_worker, self.gpus_per_worker)
+
+    def outputs(self, job, frame, progress, desc="predict", counted=None):
+        """The job's outputs for every row of `frame`, in order (EVALUATE): [rows, n] floats or a list."""
+        import numpy as np
+
+        if not len(frame):
+            return None
+        stream = _Stream(self, job, lambda: _arrow(frame, job.columns), len(frame), progress, desc, counted)
+        try:
+            outputs = stream.take(frame.index)
+        finally:
+            stream.close()
+        return outputs if isinstance(outputs, list) else np.asarray(outputs)
+
+    def answer(self, job, local, finish, progress, desc="predict", counted=None):
+        """An `answer(frame, bar)` for commands.common.answer_rows that computes on this cluster:
+        at its first chunk it starts one job over every row of the statement's query (read from
+        DuckDB as Arrow), then hands each chunk its rows' outputs, through `finish(frame, outputs)`.
+        `local(frame, bar)`: the answer computed here, for a query without rows."""
+        return _Answer(self, job, local, finish, progress, desc, counted)
+
+    def describe(self):
+        return f"{self.workers} Ray worker(s) at {self.address}"
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Ray's errors as pixql's: a worker's own PixqlError comes back as itself (a bad image
+        names its file and row); an image the workers cannot read says where they looked."""
+        try:
+            yield
+        except PixqlError as exc:
+            raise self._placed(exc) from None
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors in its own classes
+            cause = _pixql_cause(exc)
+            if cause is not None:
+                raise self._placed(cause) from None
+            raise ClusterError(f"the job on the Ray cluster at {self.address} failed: {_last_line(exc)}",
+                               address=self.address) from exc
+
+    def _placed(self, exc):
+        # an image a worker could not read: it may well be there on this machine and not on that node
+        if isinstance(exc, DataError) and exc.path is not None:
+            exc.args = (f"{exc} — read by a worker of the Ray cluster at {self.address}: image paths must be "
+                        "readable on every node of the cluster (shared storage), not only here",)
+        return exc
+
+
+class _Stream:
+    """One job's outputs, taken in row order as the caller needs them."""
+
+    def __init__(self, cluster, job, table, total, progress, desc, counted):
+        self.cluster, self.job, self.table, self.total = cluster, job, table, total
+        self.progress, self.desc, self.counted = progress, desc, counted
+        self._blocks = self._bar = None
+        self._rows, self._outputs = [], []  # arrived, not yet taken
+
+    def take(self, index, bar=None):
+        """The outputs of the rows numbered `index` (the next ones in order)."""
+        import numpy as np
+
+        from pixql.ml.runtime import progress_bar
+
+        if self._blocks is None:
+            self._bar = None if bar is not None else progress_bar(
+                self.total, f"{self.desc} on {self.cluster.describe()}", self.progress)
+            self._blocks = self.cluster.blocks(self.job, self.table())
+        bar = bar if bar is not None else self._bar
+        want = len(index)
+        while sum(len(r) for r in self._rows) < want:
+            try:
+                rows, outputs, counts = next(self._blocks)
+            except StopIteration:
+                raise ClusterError(f"the Ray cluster at {self.cluster.address} returned fewer rows than the query "
+                                   "has", address=self.cluster.address) from None
+            self._rows.append(rows)
+            self._outputs.append(outputs)
+            if counts and self.counted is not None:
+                self.counted(counts)
+            if bar is not None:
+                bar.update(len(rows))
+        rows, outputs = _split(self._rows, self._outputs, want)
+        # Ray returns each block once, in order; this makes sure of it, row by row.
+        if not np.array_equal(rows, np.asarray(index)):
+            raise ClusterError(f"the Ray cluster at {self.cluster.address} returned rows out of order",
+                               address=self.cluster.address)
+        return outputs
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+        if self._blocks is not None:
+            self._blocks.close()  # stops the job: its actors go
+
+
+def _split(rows, outputs, n):
+    """The first `n` rows (and outputs) off the lists of blocks, the rest left in them."""
+    import numpy as np
+
+    objects = isinstance(outputs[0], list)
+    all_rows = np.concatenate(rows)
+    all_out = list(itertools.chain.from_iterable(outputs)) if objects else np.concatenate(outputs)
+    rows[:], outputs[:] = ([all_rows[n:]], [all_out[n:]]) if len(all_rows) > n else ([], [])
+    return all_rows[:n], all_out[:n]
+
+
+class _Answer:
+    """answer_rows' `answer(frame, bar)` on a cluster; `bind(stored)` gives it the query's rows."""
+
+    def __init__(self, cluster, job, local, finish, progress, desc, counted):
+        self.cluster, self.job, self.local, self.finish = cluster, job, local, finish
+        self.progress, self.desc, self.counted = progress, desc, counted
+        self._stream = None
+        self._stored = None
+
+    def bind(self, stored):
+        """`stored` (session.StoredRows): the query's row count, and every row's columns, read now
+        as Arrow, while the query's table is there (a one-chunk query drops it at once)."""
+        self._stored, self._table = int(stored), stored.read(self.job.columns)
+
+    def __call__(self, frame, bar=None):
+        if self._stored is None:
+            raise RuntimeError("a cluster answer needs the query's stored rows (answer_rows binds them)")
+        if not len(frame):
+            return self.local(frame, bar)
+        if self._stream is None:
+            self._stream = _Stream(self.cluster, self.job, lambda: self._table, self._stored, self.progress,
+                                   self.desc, self.counted)
+        try:
+            outputs = self._stream.take(frame.index, bar)
+        except BaseException:
+            self.close()
+            raise
+        if frame.index[-1] + 1 >= self._stored:
+            self.close()
+        return self.finish(frame, outputs)
+
+    def close(self):
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _arrow(frame, columns):
+    """The frame's `columns` and row numbers as an Arrow table."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pixql.ml.ray_workers import ROW
+
+    table = pa.Table.from_pandas(frame[list(columns)], preserve_index=False)
+    return table.append_column(ROW, pa.array(np.asarray(frame.index, dtype=np.int64)))
+
+
+def _pixql_cause(exc):
+    """The PixqlError inside a Ray error (its cause chain, a task error's `cause`, a Ray Train
+    run's worker failures), or None."""
+    seen, todo = set(), [exc]
+    while todo:
+        error = todo.pop(0)
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, PixqlError):
+            return error
+        todo += [getattr(error, "cause", None), error.__cause__, error.__context__]
+        todo += list((getattr(error, "worker_failures", None) or {}).values())
+    return None
+
+
+def _last_line(exc):
+    """What a Ray error says last: the remote exception's own line, after its traceback."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__

@@ -1,0 +1,118 @@
+"""A model run over many rows on a Ray cluster with Ray Data: an actor pool whose workers each
+load the model once, fed the rows as Arrow blocks, answering in the rows' order.
+
+What runs there is a `Job`, which the caller supplies:
+- `load()`: runs once in each worker (and again if Ray restarts it), returns the model;
+- `run(model, frame)`: runs per block; `frame` is a pandas frame of the job's `columns`,
+  indexed by each row's position in the caller's rows; returns (outputs, counts): one output
+  per row (a float array [rows, n], or a list of any picklable values) and a dict of numbers
+  to add up over the blocks (boxes clipped, ...).
+Both must pickle (module-level functions, functools.partial of them): Ray sends them to the
+workers once per job, through its object store.
+
+This module knows nothing of SQL: rows arrive as an Arrow table whose `__row` column numbers
+them. Ray is imported only here, and only when a job runs.
+"""
+
+import logging
+import math
+import pickle
+from dataclasses import dataclass
+from typing import Callable
+
+ROW = "__row"  # the row numbers column, in and out
+_OUT, _OBJECTS, _COUNTS, _ERROR = "__out", "__objects", "__counts", "__error"
+# Blocks of at most this many rows: a retried block redoes little, and results come back steadily.
+MAX_BLOCK_ROWS = 1024
+# Each worker gets about this many blocks, so that a slow one does not hold the end back.
+BLOCKS_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class Job:
+    load: Callable  # () -> model, once per worker
+    run: Callable  # (model, frame) -> (outputs, {name: number})
+    columns: tuple  # the columns `run` reads
+    unit: int = 8  # blocks hold a multiple of this many rows (the model's batch: the same batches as locally)
+
+
+class _Worker:
+    """The actor: the job's model, loaded once; one call per block."""
+
+    def __init__(self, job_ref):
+        import ray
+
+        self.job = ray.get(job_ref[0])  # in a list, so Ray hands over the reference, not the value
+        self.model = self.job.load()
+
+    def __call__(self, table):
+        from pixql.errors import PixqlError
+
+        frame = table.to_pandas()
+        rows = frame.pop(ROW)
+        frame.index = rows.to_numpy()
+        try:
+            outputs, counts = self.job.run(self.model, frame)
+        except PixqlError as exc:
+            # pixql's own errors (an unreadable image) come back as values, fields and all: Ray
+            # would hand the caller its own wrapper and only the text. Not retried: they would recur.
+            return {ROW: rows.to_numpy()[:1], _COUNTS: [b""], _ERROR: [pickle.dumps(exc)]}
+        n = len(frame)
+        # the block's counts ride on its first row (a block is never empty: see map_rows)
+        out = {ROW: rows.to_numpy(), _COUNTS: [pickle.dumps(dict(counts or {}))] + [b""] * (n - 1)}
+        if hasattr(outputs, "ndim") and getattr(outputs, "dtype", None) is not None and outputs.dtype != object:
+            out[_OUT] = outputs.reshape(n, -1)
+        else:  # any values (a detector's boxes): pickled per row
+            out[_OBJECTS] = [pickle.dumps(v) for v in outputs]
+        return out
+
+
+def block_rows(total, workers, unit):
+    """Rows per block: a multiple of `unit`, about BLOCKS_PER_WORKER blocks per worker."""
+    unit = max(1, int(unit))
+    want = math.ceil(max(total, 1) / (max(1, workers) * BLOCKS_PER_WORKER))
+    want = min(max(want, unit), max(unit, MAX_BLOCK_ROWS))
+    return unit * math.ceil(want / unit)
+
+
+def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0):
+    """Yield (row numbers, outputs, counts) block by block, in the rows' order, running `job` over
+    the Arrow `table` (its `__row` column and `job.columns`) on an actor pool of `workers`.
+
+    A worker that dies is restarted by Ray (the model loaded again) and its blocks are run again:
+    Ray Data's actor pools restart actors and retry their tasks without limit. An error in the
+    job's own code is not retried: it ends the job and is raised here."""
+    import numpy as np
+    import ray
+
+    from ray.data import ActorPoolStrategy, DataContext
+
+    # Ray Data's notes ("execution finished", user-code tracebacks) are not for pixql's user:
+    # its errors reach the caller as exceptions, its progress as the caller's own bar.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True  # blocks come back in the rows' order
+    context.enable_progress_bars = False  # the caller shows one bar; Ray's would write over it
+    context.print_on_execution_start = False
+    size = block_rows(len(table), workers, job.unit)
+    if not len(table):
+        return
+    blocks = [table.slice(start, size) for start in range(0, len(table), size)]
+    workers = min(workers, len(blocks))  # an actor without a block would only load the model
+    job_ref = ray.put(job)
+    remote_args = {"num_gpus": gpus_per_worker} if gpus_per_worker else {}
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        _Worker, fn_constructor_args=([job_ref],), batch_size=None, batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **remote_args)
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+        if _ERROR in batch:
+            raise pickle.loads(batch[_ERROR][0])  # a worker's PixqlError, which it pickled itself
+        counts = {}
+        for blob in batch[_COUNTS]:
+            for name, value in (pickle.loads(blob) if blob else {}).items():
+                counts[name] = counts.get(name, 0) + value
+        if _OUT in batch:
+            outputs = np.asarray(batch[_OUT])
+        else:
+            outputs = [pickle.loads(blob) for blob in batch[_OBJECTS]]
+        yield np.asarray(batch[ROW]), outputs, counts
