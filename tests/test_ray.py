@@ -94,6 +94,22 @@ def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, predi
     _same_answers(local, remote, {"precision", "recall", "f1"})
 
 
+def test_detect_gives_the_local_rows(ray_cluster, photos):
+    """DETECT on the cluster: each worker loads the detector once; the same boxes, in the same rows."""
+    photos.sql("BUILD MODEL tiny_detector USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', "
+               "epochs=1, image_size=64, overwrite=true) AS SELECT image, label, [10, 10, 120, 120] AS box "
+               "FROM photos ORDER BY image LIMIT 4")
+    query = "AS SELECT image FROM photos ORDER BY image"
+    here = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3) {query}").df()
+    there = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3, {ON_CLUSTER}) {query}").df()
+    assert len(here) > 0
+    _same_answers(here.drop(columns=["box"]), there.drop(columns=["box"]), {"score"})
+    corners = lambda frame: [[b[k] for k in ("x1", "y1", "x2", "y2")] for b in frame.box]  # noqa: E731
+    import numpy as np
+
+    assert np.allclose(corners(here), corners(there), atol=0.05)
+
+
 def test_a_worker_killed_mid_predict_is_replaced_and_every_row_comes_once(ray_cluster, photos, predicted_here,
                                                                           monkeypatch):
     """Ray Data's actor pool restarts a dead actor (the model loaded again) and runs its blocks

@@ -31,7 +31,7 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     (a temporary folder for an in-memory database). `progress=False` hides progress bars.
     A database file that another process holds is an error at once, or after trying for
     `wait` seconds; `read_only=True` connections can share a file with each other.
-    `cluster`: where PREDICT, CONVERT, EVALUATE, BUILD and FIT run: 'local' (this process),
+    `cluster`: where PREDICT, DETECT, CONVERT, EVALUATE, BUILD and FIT run: 'local' (this process),
     'auto' (Ray's choice) or a Ray cluster's address ('ray://host:10001'); default $PIXQL_CLUSTER,
     else 'local'. Nothing connects until a statement needs it (pip install 'pixql[ray]').
     """

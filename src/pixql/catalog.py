@@ -140,6 +140,20 @@ class Catalog:
                                "(or their boxes, with OPTIONS (box_col=...))")
         return model, manifest, task
 
+    def detector_loader(self, name, device="auto", weights=None):
+        """As `loader`, for `detector(name, ...)`: what a Ray cluster's workers call to load it."""
+        import functools
+
+        from pixql.ml import pretrained_detectors
+
+        if pretrained_detectors.is_pretrained(name):
+            return functools.partial(pretrained_detectors.load, name, weights, device)
+        from pixql.ml.detect import Detector
+
+        self.detector(name, "cpu", weights)  # a stored detector, or the error saying what it is
+        manifest, state = self.store.load(name)
+        return functools.partial(Detector, manifest["network"], state, manifest["classes"], device=device)
+
     def is_detector(self, name):
         """A pretrained detector's name, or a stored model trained with task='detection'."""
         from pixql.ml import pretrained_detectors

@@ -7,8 +7,11 @@ BUILD MODEL ... OPTIONS (task='detection') trained, or a pretrained one (ml/pret
 yolos[:hub id], torchvision:<model>) whose weights are here. Long queries stream, as PREDICT's do.
 """
 
+import functools
+
+from pixql import cluster as clusters
 from pixql import options as opt
-from pixql.commands.common import answer_rows
+from pixql.commands.common import answer_rows, on_cluster
 from pixql.errors import DataError, OptionError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
 
@@ -21,6 +24,7 @@ OPTIONS = {
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     "weights": opt.text(),  # a pretrained detector's folder or file
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: rows whose photo cannot be read drop out
+    **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: detect on a Ray cluster
 }
 OUTPUT = ("label", "score", "box")
 CHUNK_ROWS = 512  # photos per chunk when a long query streams
@@ -28,7 +32,9 @@ CHUNK_ROWS = 512  # photos per chunk when a long query streams
 
 def run(engine, statement):
     resolved, _ = opt.resolve("DETECT", statement.options, OPTIONS)
-    detector, manifest, task = engine.catalog.detector(statement.model, resolved["device"], resolved["weights"])
+    cluster = clusters.choose(engine, resolved, "DETECT")
+    device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
+    detector, manifest, task = engine.catalog.detector(statement.model, device, resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
     keep = None
     if resolved["classes"] is not None:
@@ -45,13 +51,28 @@ def run(engine, statement):
             raise DataError(f"DETECT adds the columns {', '.join(OUTPUT)}, and the query already has "
                             f"{', '.join(taken)}: select it under another name ({taken[0]} AS true_{taken[0]})")
 
-        def answer(frame, bar=None):
-            found = _found(detector, frame, image_col, resolved, threshold, bar if bar is not None else engine.progress)
+        def finish(frame, found):
             unread = [i for i, f in enumerate(found) if f is None]
             return task.columns(frame, found, list(detector.classes), keep), unread, frame[image_col]
-        return answer
+
+        def answer(frame, bar=None):
+            return finish(frame, _found(detector, frame, image_col, resolved, threshold,
+                                        bar if bar is not None else engine.progress))
+
+        if cluster is None:
+            return answer
+        job = on_cluster(cluster, engine.catalog.detector_loader(statement.model, resolved["device"],
+                                                                 resolved["weights"]),
+                         functools.partial(found_on_worker, image_col, resolved, threshold), [image_col], resolved,
+                         unit=resolved["batch_size"] or 4)
+        return cluster.answer(job, answer, finish, engine.progress, "detect")
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "detect", "no boxes")
+
+
+def found_on_worker(image_col, resolved, threshold, detector, frame):
+    """A cluster worker's boxes for one block of rows (cluster.py): the same code as here."""
+    return _found(detector, frame, image_col, resolved, threshold, False), {}
 
 
 def _found(detector, frame, image_col, resolved, threshold, progress):
