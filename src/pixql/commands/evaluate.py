@@ -110,6 +110,8 @@ def _detector(engine, statement, resolved, given):
             "image_col": image_col, "box_col": resolved["box_col"], "photos": len(photos),
             "rows": len(frame), "threshold": threshold}
     messages = []
+    if resolved.get("cluster") not in (None, "local"):
+        messages.append("EVALUATE: a detector is scored in this process, not on the cluster (DETECT runs there)")
     if unknown:
         messages.append(f"EVALUATE: {len(unknown)} true box(es) with labels that are not classes of "
                         f"'{statement.model}' were left out (it never finds them): {shown(sorted(set(unknown)))}")
