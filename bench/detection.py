@@ -126,7 +126,7 @@ def main(argv=None):
 
     frames = {split: canvases(args.data, args.out, split, n) for split, n in (("train", args.train),
                                                                              ("test", args.test))}
-    db = pixql.connect(progress=args.progress)
+    db = pixql.connect(f"{args.out}/bench.duckdb", progress=args.progress)  # models kept for a look afterwards
     for split, frame in frames.items():
         load(db, split, frame)
     print(f"## Detection: {len(frames['train'])} train / {len(frames['test'])} test boxes on {args.train} / "
@@ -134,7 +134,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     built = db.sql(f"BUILD MODEL det USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', "
-                   f"label_col='{LABEL}', epochs={args.epochs}, device='{args.device}') "
+                   f"label_col='{LABEL}', epochs={args.epochs}, device='{args.device}', overwrite=true) "
                    "AS SELECT image, box, div_l FROM train").df().iloc[0]
     build_s = time.perf_counter() - t0
     report = db.sql(f"EVALUATE USING det OPTIONS (device='{args.device}') AS SELECT image, box, div_l FROM test").df()
@@ -155,9 +155,9 @@ def main(argv=None):
     for label in ("tags", "color"):
         multi = ", multi_label=true" if label == "tags" else ""
         db.sql(f"BUILD MODEL {label}_crop USING EfficientNet_Lite0 OPTIONS (label_col='{label}', box_col='box', "
-               f"mask_col='mask', train_mode='linear'{multi}) AS SELECT * FROM train")
+               f"mask_col='mask', train_mode='linear', overwrite=true{multi}) AS SELECT * FROM train")
         db.sql(f"BUILD MODEL {label}_whole USING EfficientNet_Lite0 OPTIONS (label_col='{label}', train_mode='linear'"
-               f"{multi}) AS SELECT * FROM train")
+               f", overwrite=true{multi}) AS SELECT * FROM train")
     test = frames["test"].copy()
     found = db.sql(f"DETECT USING det OPTIONS (device='{args.device}') AS SELECT DISTINCT image FROM test").df()
     detected = matched_boxes(test, found)
