@@ -103,10 +103,12 @@ def test_detect_gives_the_local_rows(ray_cluster, photos):
     here = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3) {query}").df()
     there = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3, {ON_CLUSTER}) {query}").df()
     assert len(here) > 0
-    _same_answers(here.drop(columns=["box"]), there.drop(columns=["box"]), {"score"})
-    corners = lambda frame: [[b[k] for k in ("x1", "y1", "x2", "y2")] for b in frame.box]  # noqa: E731
+    # scores are rounded to 4 decimals: a last-bit difference (one thread per worker) may move the 4th
+    _same_answers(here.drop(columns=["box", "score"]), there.drop(columns=["box", "score"]), set())
     import numpy as np
 
+    assert np.allclose(here.score, there.score, atol=2e-4)
+    corners = lambda frame: [[b[k] for k in ("x1", "y1", "x2", "y2")] for b in frame.box]  # noqa: E731
     assert np.allclose(corners(here), corners(there), atol=0.05)
 
 
