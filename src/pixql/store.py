@@ -2,6 +2,8 @@
 
     <root>/<name>/manifest.json        base, classes, options, preprocessing, history, ...
     <root>/<name>/weights.safetensors  the whole network's tensors
+    <root>/<name>/rows.safetensors     (linear heads) the training rows' image digests and targets,
+                                       so that FIT MODEL refits on them from the embedding cache
 
 A model is written into `<root>/.tmp/` and renamed into place only when complete,
 so a crash never leaves a half model under its name. An overwritten model is first
@@ -25,6 +27,7 @@ from pixql.errors import CatalogError, StoreError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+ROWS = "rows.safetensors"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -201,8 +204,25 @@ class ModelStore:
         return out
 
     # -- writing ---------------------------------------------------------------
-    def save(self, name, state_dict, manifest, overwrite=False):
-        """Write a complete model, then swap it in; returns the manifest as stored."""
+    def load_rows(self, name):
+        """The training rows a model keeps (ROWS: tensors), or None when it keeps none or the
+        file no longer matches its manifest (the caller then does without them)."""
+        from safetensors.torch import load as load_bytes
+
+        manifest = self.manifest(name)
+        if not manifest.get("rows_sha256"):
+            return None
+        try:
+            data = (self.path(name) / ROWS).read_bytes()
+            if hashlib.sha256(data).hexdigest() != manifest["rows_sha256"]:
+                return None
+            return load_bytes(data)
+        except Exception:  # missing or unreadable: a cost (rows not reused), never a failed statement
+            return None
+
+    def save(self, name, state_dict, manifest, overwrite=False, rows=None):
+        """Write a complete model, then swap it in; returns the manifest as stored.
+        `rows`: tensors kept beside the weights (ROWS), read back by load_rows."""
         from safetensors.torch import save_file
 
         key = _key(name)
@@ -224,6 +244,9 @@ class ModelStore:
                     os.fsync(f.fileno())  # on disk before the rename makes it the model
                 manifest = dict(manifest, name=name, format_version=FORMAT_VERSION,
                                 weights_sha256=file_sha256(staging / WEIGHTS))
+                if rows:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in rows.items()}, str(staging / ROWS))
+                    manifest["rows_sha256"] = file_sha256(staging / ROWS)
                 with open(staging / MANIFEST, "w") as f:
                     json.dump(manifest, f, indent=2, default=str)
                     f.flush()

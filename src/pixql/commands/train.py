@@ -37,6 +37,7 @@ BUILD_OPTIONS = {
     "augment": opt.text(None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
     "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
     "early_stopping": opt.integer(None, low=1),  # patience in epochs
+    "l2": opt.number(None, low=0),  # linear head's L2 penalty; None = chosen by cross-validation
     "multi_label": opt.flag(False),  # the task: labels are a list, or a '|'-separated string
     "task": opt.text("classification", ("classification", "detection")),  # detection: box_col holds true boxes
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
@@ -151,7 +152,8 @@ def _train(engine, statement, resolved, given, base, task, init):
                          base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy)
     with image_errors(sources, can_skip=True):
         if init is not None:
-            trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+            trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels,
+                                        rows=engine.catalog.store.load_rows(statement.source_model))
         else:
             trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
@@ -168,6 +170,17 @@ def _train(engine, statement, resolved, given, base, task, init):
         messages.append(f"{statement.keyword}: {trained.options['cached_embeddings']} of "
                         f"{len(paths) + len(val_paths or [])} image embeddings came from the cache "
                         f"({cache_root()})")
+    if init is not None and trained.train_mode == "linear":
+        used, lost = trained.options.get("previous_rows"), trained.options.get("previous_rows_not_cached", 0)
+        if used is not None:
+            messages.append(f"{statement.keyword}: the head was refitted on {used} of the rows "
+                            f"'{statement.source_model}' was trained on (embeddings from the cache) plus the "
+                            f"query's {len(paths)}" + (f"; {lost} earlier row(s) are no longer in the embedding "
+                                                       "cache and were left out" if lost else ""))
+        else:
+            messages.append(f"{statement.keyword}: '{statement.source_model}' kept no training rows (built "
+                            "without the embedding cache, or before pixql kept them): the head was refitted "
+                            "on the query's rows only")
     if not trained.val_rows:
         name, value = best_metric(trained.metrics)
         messages.append(f"{statement.keyword}: no validation rows, so best_validation_metric is empty "
@@ -197,7 +210,8 @@ def _train(engine, statement, resolved, given, base, task, init):
     }
     if init is not None:
         manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
-    engine.catalog.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"])
+    engine.catalog.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"],
+                              rows=trained.rows)
     return frame_result(statement, {
         "model": [statement.name],
         "base": [trained.base],
@@ -210,6 +224,7 @@ def _train(engine, statement, resolved, given, base, task, init):
         "epochs": [trained.epochs],
         "train_mode": [trained.train_mode],
         "best_validation_metric": [best_metric(trained.metrics)[1] if trained.val_rows else None],
+        "l2": [trained.options.get("l2")],  # the linear head's penalty (cross-validated unless given)
         "seconds": [round(trained.seconds, 2)],
         "images_per_second": [round(trained.images_per_second, 1)],
     }, messages)
@@ -221,7 +236,7 @@ def _train_detector(engine, statement, resolved, given, base, init):
     from pixql.ml.detect import DEFAULT_EPOCHS, run_detector, train_detector
     from pixql.tasks.detection import DETECTION, mean_average_precision, truth
 
-    for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping"):
+    for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping", "l2"):
         if name in given:
             raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for classifiers, not detectors")
     frame = engine.session.query_frame(statement)

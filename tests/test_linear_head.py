@@ -1,0 +1,107 @@
+"""The linear mode's head (ml/linear_head.py): folds, the cross-validated L2 penalty, and what
+BUILD reports of it; finetune keeping its best validated epoch."""
+
+import pytest
+import torch
+from conftest import make_color_images
+
+from pixql.ml.linear_head import L2_GRID, LogisticHead, choose_l2, folds
+from pixql.ml.train import TrainConfig, train_classifier
+from pixql.tasks import classification_task
+
+
+def test_stratified_folds_deal_each_class_round_and_cover_every_row_once():
+    y = torch.tensor([0] * 30 + [1] * 12 + [2] * 6)
+    parts = folds(y, 3, seed=4, stratified=True)
+    assert sorted(torch.cat(parts).tolist()) == list(range(len(y)))
+    for part in parts:
+        counts = torch.bincount(y[part], minlength=3).tolist()
+        assert counts == [10, 4, 2]
+    assert [p.tolist() for p in folds(y, 3, seed=4, stratified=True)] == [p.tolist() for p in parts]
+    assert [p.tolist() for p in folds(y, 3, seed=5, stratified=True)] != [p.tolist() for p in parts]
+
+
+def _blobs(n, d, informative, separation, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    z = torch.randn(n, d, generator=g)
+    z[:, :informative] += separation * (2 * y[:, None] - 1)
+    return (z - z.mean(0)) / z.std(0), y
+
+
+def test_noisy_wide_features_get_a_stronger_penalty_than_clean_ones():
+    task = classification_task()
+    noisy = choose_l2(*_blobs(120, 400, 4, 0.5, seed=1), 2, task)
+    clean = choose_l2(*_blobs(600, 8, 8, 2.0, seed=2), 2, task)
+    assert noisy[0] > clean[0]
+    assert [row[0] for row in noisy[1]] == list(L2_GRID)  # every penalty tried is reported
+    assert all(0 <= row[1] <= 1 and row[2] > 0 for row in noisy[1])
+    # the chosen penalty generalises better on fresh rows of the noisy kind than the weakest one
+    z, y = _blobs(120, 400, 4, 0.5, seed=1)
+    fresh_z, fresh_y = _blobs(2000, 400, 4, 0.5, seed=9)
+
+    def accuracy(multiple):
+        head = LogisticHead(400, 2, task, multiple / len(y)).step(z, y)
+        return (head.logits(fresh_z).argmax(1) == fresh_y).float().mean().item()
+
+    assert accuracy(noisy[0]) >= accuracy(min(L2_GRID))
+
+
+def test_build_reports_the_penalty_it_chose_or_was_given(tmp_path):
+    import pixql
+
+    rows = make_color_images(tmp_path / "img", per_class=20, size=32)
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.duckdb.register("frame", __import__("pandas").DataFrame(rows, columns=["image", "label"]))
+    db.sql("CREATE TABLE t AS SELECT * FROM frame")
+    chosen = db.sql("BUILD MODEL a USING EfficientNet_Lite0 AS SELECT * FROM t").df().iloc[0]
+    assert chosen["train_mode"] == "linear"
+    assert any(chosen["l2"] == pytest.approx(m / 40) for m in L2_GRID)
+    manifest = db.engine.catalog.store.manifest("a")
+    tried = manifest["options"]["used"]["l2_cross_validation"]
+    assert [row[0] for row in tried] == list(L2_GRID)
+    given = db.sql("BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (l2=0.5) AS SELECT * FROM t").df().iloc[0]
+    assert given["l2"] == 0.5
+    assert db.engine.catalog.store.manifest("b")["options"]["used"]["l2_cross_validation"] is None
+
+
+def test_a_negative_penalty_is_refused_and_leaves_no_model(tmp_path):
+    import pixql
+    from pixql.errors import OptionError
+
+    rows = make_color_images(tmp_path / "img", per_class=3, size=32)
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.duckdb.register("frame", __import__("pandas").DataFrame(rows, columns=["image", "label"]))
+    db.sql("CREATE TABLE t AS SELECT * FROM frame")
+    with pytest.raises(OptionError, match="l2"):
+        db.sql("BUILD MODEL a USING EfficientNet_Lite0 OPTIONS (l2=-1) AS SELECT * FROM t")
+    assert not db.engine.store.exists("a")
+
+
+def test_finetune_saves_its_best_validated_epoch(tmp_path):
+    """A learning rate far too high makes later epochs worse: the saved weights are the best
+    epoch's, and the metrics say which epoch that was and what it measured."""
+    from pixql.ml.networks import create_network
+    from pixql.ml.runtime import forward_rows
+
+    rows = make_color_images(tmp_path / "img", per_class=10, size=32)
+    val = make_color_images(tmp_path / "val", per_class=6, size=32, seed=3)
+    paths, labels = [p for p, _ in rows], [l for _, l in rows]
+    vpaths, vlabels = [p for p, _ in val], [l for _, l in val]
+    model = train_classifier(paths, labels, TrainConfig(
+        train_mode="finetune", epochs=4, batch_size=8, learning_rate=0.05, optimizer="sgd",
+        scheduler="constant", progress=False, num_workers=0), vpaths, vlabels)
+    history = model.history
+    best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert model.metrics["saved_epoch"] == best["epoch"]
+    assert model.metrics["val_accuracy"] == best["val_accuracy"]
+    # the saved weights measure what that epoch measured
+    net = create_network(model.network)
+    net.load_state_dict(model.state_dict)
+    from pixql.ml.data import eval_transform
+
+    logits, _ = forward_rows(net.eval(), vpaths, model.preprocessing, eval_transform(model.preprocessing),
+                             lambda m, x: m(x), device=torch.device("cpu"), precision="fp32", batch_size=8,
+                             num_workers=0, progress=False)
+    accuracy = (logits.argmax(1) == torch.tensor([model.classes.index(v) for v in vlabels])).float().mean().item()
+    assert accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
