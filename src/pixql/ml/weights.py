@@ -40,10 +40,6 @@ def package_file(arch):
     return path if os.path.isfile(path) else None
 
 
-def lite0_package_file():
-    return package_file(LITE0_ARCH)
-
-
 @functools.lru_cache(maxsize=3)
 def package_state_dict(arch):
     """A package's ImageNet weights under timm's key names for `arch`.
