@@ -234,14 +234,9 @@ def numpy_topk(X, q):
     return top[np.argsort(-s[top])]
 
 
-class NumpyExact(Method):
+class InRAM(Method):
+    """A method whose whole index is the matrix `X` in memory, saved as one .npy file."""
     exact = True
-
-    def __init__(self, dtype=np.float32):
-        super().__init__("numpy exact", "X @ q, argpartition; float32 in RAM")
-
-    def build(self, path, n, cap):
-        self.X = np.ascontiguousarray(open_data(path, n))
 
     def save(self, d):
         np.save(os.path.join(d, "x.npy"), self.X)
@@ -251,6 +246,14 @@ class NumpyExact(Method):
 
     def load(self, d):
         self.X = np.load(os.path.join(d, "x.npy"))
+
+
+class NumpyExact(InRAM):
+    def __init__(self, dtype=np.float32):
+        super().__init__("numpy exact", "X @ q, argpartition; float32 in RAM")
+
+    def build(self, path, n, cap):
+        self.X = np.ascontiguousarray(open_data(path, n))
 
     def search(self, q):
         return numpy_topk(self.X, q)
@@ -415,9 +418,7 @@ class UsearchHNSW(Method):
         return self.index.search(q, K, threads=self.threads).keys
 
 
-class UsearchExact(Method):
-    exact = True
-
+class UsearchExact(InRAM):
     def __init__(self, dtype):
         super().__init__(f"usearch exact {np.dtype(dtype).name}",
                          "usearch.index.search(X, q, exact=True, metric='ip')")
@@ -429,15 +430,6 @@ class UsearchExact(Method):
         for a in range(0, n, chunk):
             self.X[a:a + chunk] = X[a:a + chunk]
         del X
-
-    def save(self, d):
-        np.save(os.path.join(d, "x.npy"), self.X)
-
-    def free(self):
-        self.X = None
-
-    def load(self, d):
-        self.X = np.load(os.path.join(d, "x.npy"))
 
     def set_threads(self, t):
         self.threads = t
