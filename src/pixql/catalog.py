@@ -63,7 +63,7 @@ def model_version(manifest):
 class Catalog:
     def __init__(self, store):
         self.store = store
-        self._loaded = {}  # (model key, version, device) -> loaded model
+        self._loaded = {}  # (model key, version, device, runtime) -> loaded model
 
     def check_new(self, name, overwrite):
         """A model may be saved as `name`: not a built-in's name, and new unless `overwrite`."""
@@ -81,9 +81,13 @@ class Catalog:
         check_name(name)
         return self.store.manifest(name)
 
-    def load(self, name, device="auto", labels=None, weights=None):
-        """(loaded model, manifest, task), loaded once per model version and device. `labels`:
-        the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`: its file."""
+    def load(self, name, device="auto", labels=None, weights=None, runtime="torch"):
+        """(loaded model, manifest, task), loaded once per model version, device and runtime.
+        `labels`: the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`: its
+        file. `runtime`: 'torch', or 'onnx' for a stored classifier (ml/onnx_runtime.py)."""
+        if runtime != "torch" and (is_clip(name) or builtin(name) is not None):
+            raise OptionError(f"OPTIONS (runtime='{runtime}') is for the classifiers you built; "
+                              f"'{name}' runs with runtime='torch'")
         if is_clip(name):
             return self._zero_shot(name, device, labels, weights)
         if labels is not None or weights is not None:
@@ -101,7 +105,7 @@ class Catalog:
         check_name(name)
         manifest = self.store.manifest(name)
         version = model_version(manifest)
-        key = (name.lower(), version, device)
+        key = (name.lower(), version, device, runtime)
         if key not in self._loaded:
             for old in [k for k in self._loaded if k[0] == name.lower() and k[1] != version]:
                 del self._loaded[old]  # the model was overwritten: its old network can go
@@ -109,10 +113,13 @@ class Catalog:
             if task_of(manifest).name == "detection":
                 from pixql.ml.detect import Detector
 
+                if runtime != "torch":
+                    raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector")
                 self._loaded[key] = Detector(manifest["network"], state, manifest["classes"], device=device)
             else:
                 self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
-                                                     manifest["preprocessing"], device=device, task=task_of(manifest))
+                                                     manifest["preprocessing"], device=device, task=task_of(manifest),
+                                                     runtime=runtime)
         return self._loaded[key], manifest, task_of(manifest)
 
     def detector(self, name, device="auto", weights=None):
@@ -195,7 +202,7 @@ class Catalog:
             self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device)
         return self._loaded[key]
 
-    def loader(self, name, device="auto", labels=None, weights=None):
+    def loader(self, name, device="auto", labels=None, weights=None, runtime="torch"):
         """A function () -> the model `load(name, ...)` gives, that pickles and needs no catalog:
         it holds the model's parts, weights included (a CLIP model's weights file is read where
         it is called). What a Ray cluster's workers call, each once (cluster.py)."""
@@ -208,7 +215,7 @@ class Catalog:
             return functools.partial(_zero_shot_model, name, weights, tuple(manifest["classes"]), device)
         network, state, classes, preprocessing, task = self.parts(name)
         return functools.partial(infer.Classifier, network, state, classes, preprocessing, device=device,
-                                 task=task.name)
+                                 task=task.name, runtime=runtime)
 
     def embedder_loader(self, name, device="auto", weights=None):
         """As `loader`, for `embedder(name, ...)`."""

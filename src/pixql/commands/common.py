@@ -74,26 +74,40 @@ def on_cluster(cluster, load, run, columns, resolved, unit=None):
     return Job(load=load, run=run, columns=tuple(dict.fromkeys(columns)), unit=unit)
 
 
-def image_outputs(compute, width, frame, image_col, resolved, reader=None):
-    """[rows, width] float32 of `compute(images, on_error)` over the frame's images (paths, or
-    regions through `reader`), errors naming the row and file; with OPTIONS (on_error='skip')
-    NaN rows for unreadable images, missing paths and unusable boxes."""
+def each_image(compute, frame, image_col, resolved, reader=None):
+    """`compute(images, on_error)` over the frame's images (paths, or regions through `reader`),
+    errors naming the row and file. Returns (what compute returned, a bool per row: computed);
+    with OPTIONS (on_error='skip') unreadable images, missing paths and unusable boxes are left
+    out of the call (compute gets None-free lists, and returns None when nothing was left)."""
     import numpy as np
 
-    if not len(frame):
-        return np.zeros((0, width), dtype=np.float32)
     skip = resolved.get("on_error") == "skip"
     items, bad = reader.items(frame, image_col) if reader is not None else (list(frame[image_col]), [])
     with image_errors([("the query", frame, image_col)], "on_error" in resolved):
         if not skip:
             check_image_paths(frame, image_col, "the query")
-            return compute(items, "fail")
+            return compute(items, "fail"), np.ones(len(frame), dtype=bool)
         present = (~missing_paths(frame[image_col])).to_numpy().copy()
         present[bad] = False
-        out = np.full((len(frame), width), np.nan, dtype=np.float32)
-        if present.any():
-            out[present] = compute([item for item, keep in zip(items, present) if keep], "skip")
-        return out
+        if not present.any():
+            return None, present
+        return compute([item for item, keep in zip(items, present) if keep], "skip"), present
+
+
+def image_outputs(compute, width, frame, image_col, resolved, reader=None):
+    """[rows, width] float32 of `compute(images, on_error)` over the frame's images (each_image);
+    with OPTIONS (on_error='skip') NaN rows for the rows left out."""
+    import numpy as np
+
+    if not len(frame):
+        return np.zeros((0, width), dtype=np.float32)
+    outputs, present = each_image(compute, frame, image_col, resolved, reader)
+    if resolved.get("on_error") != "skip":
+        return outputs
+    out = np.full((len(frame), width), np.nan, dtype=np.float32)
+    if present.any():
+        out[present] = outputs
+    return out
 
 
 def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: []):

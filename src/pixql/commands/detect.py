@@ -11,9 +11,9 @@ import functools
 
 from pixql import cluster as clusters
 from pixql import options as opt
-from pixql.commands.common import answer_rows, on_cluster
+from pixql.commands.common import answer_rows, each_image, on_cluster
 from pixql.errors import DataError, OptionError
-from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
+from pixql.image_columns import pick_image_col
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -77,21 +77,18 @@ def found_on_worker(image_col, resolved, threshold, detector, frame):
 
 def _found(detector, frame, image_col, resolved, threshold, progress):
     """Per row, the detector's (boxes, scores, classes), or None where on_error='skip' skipped it."""
+    import numpy as np
+
     if not len(frame):
         return []
-    skip = resolved["on_error"] == "skip"
-    with image_errors([("the query", frame, image_col)], can_skip=True):
-        if not skip:
-            check_image_paths(frame, image_col, "the query")
-            return detector.detect(list(frame[image_col]), threshold, resolved["max_boxes"], resolved["batch_size"],
-                                   progress, "fail")
-        present = ~missing_paths(frame[image_col]).to_numpy()
-        found = [None] * len(frame)
-        rows = [i for i in range(len(frame)) if present[i]]
-        for i, f in zip(rows, detector.detect([frame[image_col].iloc[i] for i in rows], threshold,
-                                              resolved["max_boxes"], resolved["batch_size"], progress, "skip")):
-            found[i] = f
-        return found
+    found, present = each_image(
+        lambda images, on_error: detector.detect(images, threshold, resolved["max_boxes"], resolved["batch_size"],
+                                                 progress, on_error),
+        frame, image_col, resolved)
+    out = [None] * len(frame)
+    for i, f in zip(np.flatnonzero(present), found or []):
+        out[i] = f
+    return out
 
 
 def _listed(classes, n=12):

@@ -21,6 +21,7 @@ OPTIONS = {
     "threshold": opt.number(None),
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "runtime": opt.text("torch", ("torch", "onnx")),  # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py)
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
@@ -35,7 +36,8 @@ def run(engine, statement):
         return _detector(engine, statement, resolved, given)
     cluster = clusters.choose(engine, resolved, "EVALUATE")
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
-    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"])
+    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"],
+                                                resolved["runtime"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:
@@ -62,7 +64,7 @@ def run(engine, statement):
         probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
     else:
         job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
-                                                        resolved["weights"]),
+                                                        resolved["weights"], resolved["runtime"]),
                          functools.partial(probabilities_on_worker, image_col, reader.resolved),
                          [image_col, *reader.columns(frame)], resolved)
         probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)

@@ -15,6 +15,7 @@ OPTIONS = {
     "threshold": opt.number(None),  # the task decides what it means (multi-label: 0 < t < 1)
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "runtime": opt.text("torch", ("torch", "onnx")),  # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py)
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
@@ -33,7 +34,8 @@ def run(engine, statement):
     cluster = clusters.choose(engine, resolved, "PREDICT")
     # on a cluster the workers load the model on their own devices; this copy knows its classes
     device = resolved["device"] if cluster is None else "cpu"
-    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"])
+    model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"],
+                                                resolved["runtime"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
     reader = regions.RegionReader(resolved)
     notes = []
@@ -53,7 +55,7 @@ def run(engine, statement):
         if cluster is None:
             return answer
         job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
-                                                        resolved["weights"]),
+                                                        resolved["weights"], resolved["runtime"]),
                          functools.partial(probabilities_on_worker, image_col, reader.resolved),
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from pixql.errors import StoreError
+from pixql.errors import OptionError, StoreError
 from pixql.tasks import as_task
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
@@ -29,17 +29,30 @@ class Classifier:
     """A network rebuilt from its recipe and weights, ready to label image files."""
 
     def __init__(self, network, state_dict, classes, preprocessing, device="auto", precision="auto",
-                 task="classification"):
+                 task="classification", runtime="torch"):
         """`task`: a pixql task or its name; it turns the network's outputs into probabilities
-        (softmax; multi-label: a sigmoid per class)."""
+        (softmax; multi-label: a sigmoid per class). `runtime`: 'torch', or 'onnx' (ONNX Runtime
+        on the CPU, the model exported once into the cache: ml/onnx_runtime.py)."""
         self.task = as_task(task)
         self.network = dict(network)
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
         self.device = resolve_device(device)
+        self.runtime = runtime
+        self.transform = eval_transform(self.preprocessing)
+        if runtime == "onnx":
+            from pixql.ml.onnx_runtime import OnnxForward, cached_graph
+
+            if self.device.type != "cpu":
+                raise OptionError("runtime='onnx' runs on the CPU (ONNX Runtime's CPU provider); "
+                                  "use device='cpu', or runtime='torch' on a GPU")
+            self.precision, self.model = "fp32", None
+            self.forward = OnnxForward(cached_graph(self.network, state_dict, self.classes, self.preprocessing,
+                                                    self.task))
+            return
         self.precision = resolve_precision(precision, self.device)
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
-        self.transform = eval_transform(self.preprocessing)
+        self.forward = lambda model, x: self.task.probabilities(model(x))
 
     def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):
         """[n, n_classes] float32 class probabilities (multi-label: per-class sigmoid), one row
@@ -50,8 +63,7 @@ class Classifier:
         if not paths:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         probs, rows = forward_rows(
-            self.model, paths, self.preprocessing, self.transform,
-            lambda model, x: self.task.probabilities(model(x)),
+            self.model, paths, self.preprocessing, self.transform, self.forward,
             device=self.device, precision=self.precision,
             batch_size=batch_size or auto_batch_size(self.device, training=False),
             num_workers=num_workers, progress=progress, desc="predict", on_error=on_error,

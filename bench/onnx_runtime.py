@@ -1,0 +1,85 @@
+"""PREDICT with runtime='torch' against runtime='onnx' (ONNX Runtime on the CPU) on real photos, and
+each engine on random tensors of the input size (the network alone), in one run.
+
+    python bench/onnx_runtime.py --data ../shared/datasets [--train 200] [--test 1000] [--batch 32]
+
+A linear EfficientNet_Lite0 model is BUILT on `--train` cats-and-dogs photos; both runtimes then
+PREDICT the same `--test` holdout photos (each once to warm up on 32 photos, then timed), and
+their probabilities are compared.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def network_only(classifier, batch, seconds=10.0):
+    """Images/s of the classifier's forward alone on random tensors (after one warm-up batch)."""
+    import torch
+
+    x = torch.randn(batch, *classifier.preprocessing["input_size"])
+    with torch.inference_mode():
+        classifier.forward(classifier.model, x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            classifier.forward(classifier.model, x)
+            n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
+    parser.add_argument("--train", type=int, default=200)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args(argv)
+    folder = Path(args.data) / "cats_and_dogs_filtered_200px"
+    if not folder.is_dir():
+        sys.exit(f"no cats_and_dogs_filtered_200px under {args.data} (set --data or PIXQL_DATA)")
+    import pandas as pd
+    import torch
+
+    import pixql
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = pixql.connect(f"{tmp}/bench.duckdb", progress=False)
+        for name, csv, n in (("train", "cat_and_dog_train.csv", args.train), ("test", "cat_and_dog_holdout.csv",
+                                                                              args.test)):
+            frame = pd.read_csv(folder / csv).groupby("label").head(n // 2)
+            db.duckdb.register("frame", frame.assign(image=[str(folder / p) for p in frame.image]))
+            db.sql(f"CREATE TABLE {name} AS SELECT * FROM frame")
+            db.duckdb.unregister("frame")
+        db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (device='cpu') AS SELECT * FROM train")
+        query = "SELECT * FROM test ORDER BY image"
+        rows, probs = [], {}
+        for runtime in ("torch", "onnx"):
+            opts = f"device='cpu', runtime='{runtime}', batch_size={args.batch}, probabilities=true"
+            t0 = time.perf_counter()
+            db.sql(f"PREDICT USING m OPTIONS ({opts}) AS {query} LIMIT 32").df()  # loads (onnx: exports) the model
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = db.sql(f"PREDICT USING m OPTIONS ({opts}) AS {query}").df()
+            seconds = time.perf_counter() - t0
+            probs[runtime] = out[["prob_cat", "prob_dog"]].to_numpy()
+            classifier, _, _ = db.engine.catalog.load("m", "cpu", runtime=runtime)
+            alone = network_only(classifier, args.batch)
+            rows.append((runtime, len(out), first, len(out) / seconds, alone, (out.predicted == out.label).mean()))
+        db.close()
+    print(f"## PREDICT runtimes: {args.test} cats-and-dogs photos (200 px), batch {args.batch}, "
+          f"{torch.get_num_threads()} torch threads\n")
+    print("| runtime | photos | first call s (load / export) | PREDICT images/s | network alone images/s | "
+          "end-to-end / network | accuracy |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for runtime, n, first, speed, alone, acc in rows:
+        print(f"| {runtime} | {n} | {first:.1f} | {speed:.1f} | {alone:.1f} | {speed / alone:.2f} | {acc:.3f} |")
+    print(f"\nlargest probability difference onnx vs torch: {np.abs(probs['onnx'] - probs['torch']).max():.2e}")
+
+
+if __name__ == "__main__":
+    main()

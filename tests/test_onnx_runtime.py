@@ -1,0 +1,91 @@
+"""PREDICT and EVALUATE with OPTIONS (runtime='onnx'): ONNX Runtime runs the model that EXPORT
+MODEL would write, exported once into the cache; the answers are torch's."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_color_images
+
+import pixql
+from pixql.errors import OptionError
+
+
+def _db(tmp_path, rows):
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.duckdb.register("frame", pd.DataFrame(rows, columns=["image", "label"]))
+    db.sql("CREATE TABLE photos AS SELECT * FROM frame")
+    db.duckdb.unregister("frame")
+    return db
+
+
+def _graphs():
+    folder = os.path.join(os.environ["PIXQL_CACHE"], "onnx")
+    return sorted(f for f in os.listdir(folder) if f.endswith(".onnx")) if os.path.isdir(folder) else []
+
+
+def test_onnx_runtime_gives_torchs_probabilities_and_exports_once(tmp_path):
+    db = _db(tmp_path, make_color_images(tmp_path / "img", per_class=12, size=40))
+    db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
+    query = "SELECT * FROM photos ORDER BY image"
+    torch_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true) AS {query}").df()
+    before = _graphs()
+    onnx_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='onnx') AS {query}").df()
+    graphs = _graphs()
+    assert len(graphs) == len(before) + 1  # the model's graph, exported on first use
+    assert list(onnx_rows.predicted) == list(torch_rows.predicted)
+    for column in ("score", "prob_blue", "prob_red"):
+        assert np.abs(onnx_rows[column].to_numpy() - torch_rows[column].to_numpy()).max() < 1e-3
+    # a new connection finds the exported graph in the cache and does not export again
+    path = os.path.join(os.environ["PIXQL_CACHE"], "onnx", (set(graphs) - set(before)).pop())
+    stamp = os.path.getmtime(path)
+    db.close()
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.sql(f"PREDICT USING m OPTIONS (runtime='onnx') AS {query}").df()
+    assert _graphs() == graphs and os.path.getmtime(path) == stamp
+    # EVALUATE through the same runtime: the same report
+    report = {r: db.sql(f"EVALUATE USING m OPTIONS (runtime='{r}') AS {query}").df() for r in ("torch", "onnx")}
+    pd.testing.assert_frame_equal(report["torch"], report["onnx"], atol=1e-3)
+
+
+def test_onnx_runtime_skips_unreadable_images_as_torch_does(tmp_path):
+    rows = make_color_images(tmp_path / "img", per_class=6, size=32)
+    db = _db(tmp_path, rows)
+    db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    db.sql(f"INSERT INTO photos VALUES ('{tmp_path / 'broken.jpg'}', 'red')")
+    result = db.sql("PREDICT USING m OPTIONS (runtime='onnx', on_error='skip') AS SELECT * FROM photos")
+    out = result.df()
+    assert out.predicted.isna().sum() == 1 and out[out.predicted.isna()].image.iloc[0].endswith("broken.jpg")
+    assert any("broken.jpg" in m for m in result.messages)
+    with pytest.raises(pixql.errors.DataError, match="broken.jpg"):
+        db.sql("PREDICT USING m OPTIONS (runtime='onnx') AS SELECT * FROM photos").df()
+
+
+def test_runtime_option_errors_name_the_option_and_the_model(tmp_path):
+    db = _db(tmp_path, make_color_images(tmp_path / "img", per_class=3, size=32))
+    db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
+    with pytest.raises(OptionError, match="torch, onnx"):
+        db.sql("PREDICT USING m OPTIONS (runtime='tensorrt') AS SELECT * FROM photos")
+    with pytest.raises(OptionError, match="imagenet_classifier"):
+        db.sql("PREDICT USING imagenet_classifier OPTIONS (runtime='onnx') AS SELECT * FROM photos")
+
+
+@pytest.mark.data
+def test_onnx_runtime_on_real_photos_within_1e3(tmp_path, cats_and_dogs):
+    train = pd.read_csv(cats_and_dogs / "cat_and_dog_train.csv").groupby("label").head(30)
+    test = pd.read_csv(cats_and_dogs / "cat_and_dog_holdout.csv").groupby("label").head(20)
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    for name, frame in (("train", train), ("test", test)):
+        frame = frame.assign(image=[str(cats_and_dogs / p) for p in frame.image])
+        db.duckdb.register("frame", frame)
+        db.sql(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        db.duckdb.unregister("frame")
+    db.sql("BUILD MODEL cd USING EfficientNet_Lite0 AS SELECT * FROM train")
+    query = "SELECT * FROM test ORDER BY image"
+    a = db.sql(f"PREDICT USING cd OPTIONS (probabilities=true) AS {query}").df()
+    b = db.sql(f"PREDICT USING cd OPTIONS (probabilities=true, runtime='onnx') AS {query}").df()
+    assert list(a.predicted) == list(b.predicted)
+    assert np.abs(a[["prob_cat", "prob_dog"]].to_numpy() - b[["prob_cat", "prob_dog"]].to_numpy()).max() < 1e-3
+    assert (b.predicted == b.label).mean() >= 0.9  # and it is a working classifier on real photos
