@@ -27,16 +27,14 @@ def canvases(data, out, split, n):
     wrote the same number: a GPU machine gets them made beforehand, see bench/gpu_check.sh)."""
     import pandas as pd
 
-    from pixql.canvases import write_canvases
+    from pixql.canvases import with_absolute_paths, write_canvases
 
     def made(folder, count, **options):
         csv = Path(folder) / "regions.csv"
         if csv.is_file():
             frame = pd.read_csv(csv, keep_default_na=False)
             if frame.image.nunique() == count:
-                for column in ("image", "mask"):
-                    frame[column] = [str(csv.parent.resolve() / p) for p in frame[column]]
-                return frame
+                return with_absolute_paths(frame, csv.parent)
         return write_canvases(data, folder, count, split=split, **options)
 
     half = n // 2  # half over a plain backdrop, half over photos of another set

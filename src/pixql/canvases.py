@@ -153,8 +153,14 @@ def write_canvases(data_root, out_dir, n, split="train", seed=0, background_set=
                              mask=f"canvas_{i:05d}_{r}.png", background=background))
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.to_csv(out / "regions.csv", index=False)
+    return with_absolute_paths(frame, out)
+
+
+def with_absolute_paths(frame, folder):
+    """A regions.csv frame with its image and mask paths (relative to `folder`) made absolute."""
+    folder = Path(folder).resolve()
     for column in ("image", "mask"):
-        frame[column] = [str(out.resolve() / p) for p in frame[column]]
+        frame[column] = [str(folder / p) for p in frame[column]]
     return frame
 
 

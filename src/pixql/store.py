@@ -204,12 +204,13 @@ class ModelStore:
         return out
 
     # -- writing ---------------------------------------------------------------
-    def load_rows(self, name):
+    def load_rows(self, name, manifest=None):
         """The training rows a model keeps (ROWS: tensors), or None when it keeps none or the
-        file no longer matches its manifest (the caller then does without them)."""
+        file does not match `manifest` (by default the model's; give the one load() returned, so
+        the rows are that version's) and the caller then does without them."""
         from safetensors.torch import load as load_bytes
 
-        manifest = self.manifest(name)
+        manifest = manifest if manifest is not None else self.manifest(name)
         if not manifest.get("rows_sha256"):
             return None
         try:

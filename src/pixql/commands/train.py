@@ -153,7 +153,7 @@ def _train(engine, statement, resolved, given, base, task, init):
     with image_errors(sources, can_skip=True):
         if init is not None:
             trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels,
-                                        rows=engine.catalog.store.load_rows(statement.source_model))
+                                        rows=engine.catalog.store.load_rows(statement.source_model, init[0]))
         else:
             trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 

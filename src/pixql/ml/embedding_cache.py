@@ -77,14 +77,16 @@ def backbone_key(model, head, preprocessing, precision, device):
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     state = model.state_dict(keep_vars=True)
-    for name in sorted(state):
-        tensor = state[name]
-        if id(tensor) in head_ids:
-            continue
-        data = tensor.detach().to("cpu").contiguous()
+    hash_tensors(h, {name: t for name, t in state.items() if id(t) not in head_ids})
+    return h.hexdigest()
+
+
+def hash_tensors(h, tensors):
+    """Feed named tensors (names, dtypes, shapes and bytes, in name order) into hash `h`."""
+    for name in sorted(tensors):
+        data = tensors[name].detach().to("cpu").contiguous()
         h.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
         h.update(data.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
 
 
 class EmbeddingCache:

@@ -38,7 +38,6 @@ class Classifier:
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
         self.device = resolve_device(device)
-        self.runtime = runtime
         self.transform = eval_transform(self.preprocessing)
         if runtime == "onnx":
             from pixql.ml.onnx_runtime import OnnxForward, cached_graph

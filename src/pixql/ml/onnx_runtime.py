@@ -18,17 +18,14 @@ def cached_graph(network, state_dict, classes, preprocessing, task, root=None):
     import onnxruntime
 
     import pixql
-    from pixql.ml.embedding_cache import cache_root
+    from pixql.ml.embedding_cache import cache_root, hash_tensors
     from pixql.ml.export import export_onnx
 
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({"network": network, "classes": list(map(str, classes)), "preprocessing": preprocessing,
                          "task": task.name, "pixql": pixql.__version__, "torch": torch.__version__,
                          "onnxruntime": onnxruntime.__version__}, sort_keys=True, default=str).encode())
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().to("cpu").contiguous()
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    hash_tensors(h, state_dict)
     folder = os.path.join(root or cache_root(), "onnx")
     path = os.path.join(folder, f"{h.hexdigest()}.onnx")
     if not os.path.isfile(path):  # export_onnx writes to a temporary name and renames: whole files only
