@@ -19,15 +19,23 @@ import numpy as np
 
 
 def network_only(classifier, batch, seconds=10.0):
-    """Images/s of the classifier's forward alone on random tensors (after one warm-up batch)."""
+    """Images/s of the classifier's forward alone on random tensors of its input size, as
+    PREDICT runs it (its device, precision and memory format; after one warm-up batch)."""
     import torch
 
-    x = torch.randn(batch, *classifier.preprocessing["input_size"])
+    from pixql.ml.runtime import autocast, to_input
+
+    x = to_input(torch.randn(batch, *classifier.preprocessing["input_size"]), classifier.device)
+
+    def step():
+        with autocast(classifier.device, classifier.precision):
+            return classifier.forward(classifier.model, x).float().cpu()
+
     with torch.inference_mode():
-        classifier.forward(classifier.model, x)
+        step()
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            classifier.forward(classifier.model, x)
+            step()
             n += batch
     return n / (time.perf_counter() - t0)
 

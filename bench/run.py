@@ -1,4 +1,4 @@
-"""pixql against a plain timm + torch script, on the same photos (issue 6, "Speed").
+"""pixql against a plain and an expert timm + torch script, on the same photos (issues 6 and 22).
 
     python bench/run.py --data DIR [--train 300] [--test 200] [--epochs 1] [--device auto|cpu|cuda]
 
@@ -27,6 +27,14 @@ same ImageNet weights pixql uses (pixql's loader for the efficientnet-lite0 pack
 create_transform from the model's pretrained config, a PIL-decoding Dataset, a torch
 DataLoader (num_workers=2), fp32, AdamW at pixql's learning rate, eval-mode inference under
 torch.no_grad(), and sklearn's LogisticRegression for the linear head.
+
+The expert script (issue 22) is the baseline as someone who knows PyTorch writes it: bf16
+autocast where the device multiplies bf16 natively, channels_last, inference_mode,
+torch.compile tried, and DataLoader workers and batch sizes tried; each variant runs in its own
+subprocess and the table compares pixql with the fastest (all variants are listed below it).
+pixql's PREDICT is also set against the same network alone on random tensors (its runtime,
+precision and batch): the pipeline's efficiency, on the 200 px cats-and-dogs photos and on
+400x533 clothing photos (--large).
 """
 
 import argparse
@@ -196,8 +204,26 @@ def pixql_worker(task, work):
         acc = float((df["predicted"].astype(str) == df["label"].astype(str)).mean())
         out.update(seconds=seconds, images=len(df), images_per_s=len(df) / seconds, accuracy=acc,
                    **mem.report())
+        if task == "predict":  # the same network alone, for the pipeline's efficiency
+            out["network_images_per_s"] = _network_alone(db)
+    elif task == "predict_large":  # the 400x533 clothing photos: more decoding per image
+        db.sql(f"COPY bench_large OPTIONS (overwrite=True) FROM '{work}/large.csv'")
+        t0 = time.perf_counter()
+        n = len(db.sql(f"PREDICT USING bench_ft OPTIONS (device='{DEVICE}') AS SELECT * FROM bench_large").df())
+        seconds = time.perf_counter() - t0
+        out.update(seconds=seconds, images=n, images_per_s=n / seconds, network_images_per_s=_network_alone(db))
     db.close() if hasattr(db, "close") else None
     return out
+
+
+def _network_alone(db):
+    """Images/s of the model PREDICT just ran (its runtime, precision, batch) on random tensors."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from onnx_runtime import network_only
+    from pixql.ml.runtime import auto_batch_size
+
+    classifier = db.engine.catalog.load("bench_ft", DEVICE, runtime="auto")[0]
+    return network_only(classifier, auto_batch_size(classifier.device, training=False), seconds=8.0)
 
 
 # --- baseline side ---------------------------------------------------------------------------------
@@ -325,6 +351,108 @@ def baseline_worker(task, work):
     return out
 
 
+# --- expert side ----------------------------------------------------------------------------------
+# What someone who knows PyTorch writes: the baseline plus bf16 autocast where the CPU (or GPU)
+# multiplies bf16 natively, channels_last, inference_mode, torch.compile tried, and the
+# DataLoader settings tried; each variant is its own subprocess, and the table takes the best.
+# Batch norms stay unfolded in eager mode (timm's BatchNormAct2d is not a pattern torch.fx's
+# fuse knows); torch.compile's inference graphs fold them itself (inductor freezing).
+
+# torch.compile took 12-185 s here before its first step (2 cores): one compiled variant each.
+EXPERT_FINETUNE = [f"compile=0,workers={w}" for w in (0, WORKERS)] + [f"compile=1,workers={WORKERS}"]
+EXPERT_PREDICT = [f"compile=0,workers={w},batch={b}" for w in (0, WORKERS) for b in (8, BATCH)] + [
+    f"compile=1,workers=0,batch={BATCH}"]
+
+
+def _variant(task):
+    name, _, spec = task.partition(":")
+    return name, {k: int(v) for k, v in (kv.split("=") for kv in spec.split(",") if kv)}
+
+
+def _bf16_native(device):
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = getattr(torch.cpu, "get_capabilities", lambda: {})()
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def expert_worker(task, work):
+    import contextlib
+
+    import timm  # noqa: F401
+    import torch
+    from torch.utils.data import DataLoader
+    import pixql.ml.weights  # noqa: F401
+
+    torch.manual_seed(0)
+    random.seed(0)
+    name, v = _variant(task)
+    device = torch.device(DEVICE if DEVICE != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    bf16 = _bf16_native(device)
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    if v.get("compile"):
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True  # constant-folds the frozen inference weights (batch norms into convs)
+    Photos = _baseline_parts()
+    train_rows, test_rows = _read_rows(f"{work}/train.csv"), _read_rows(f"{work}/test.csv")
+    classes = sorted({label for _, label in train_rows})
+    loader_args = dict(num_workers=v["workers"], pin_memory=device.type == "cuda",
+                       persistent_workers=False)
+    out = {"variant": task, "bf16": bf16}
+    if name == "finetune":
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model = _baseline_model(len(classes)).to(device).to(memory_format=torch.channels_last)
+            loader = DataLoader(Photos(train_rows, classes, _transform(model, True)), batch_size=BATCH,
+                                shuffle=True, **loader_args)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+            loss_fn = torch.nn.CrossEntropyLoss()
+            model.train()
+            step = torch.compile(model) if v["compile"] else model
+            for _ in range(EPOCHS):
+                for x, y in loader:
+                    optimizer.zero_grad(set_to_none=True)
+                    with amp():
+                        loss = loss_fn(step(x.to(device, memory_format=torch.channels_last, non_blocking=True)),
+                                       y.to(device))
+                    loss.backward()
+                    optimizer.step()
+            torch.save(model.state_dict(), f"{work}/expert_ft.pt")
+            seconds = time.perf_counter() - t0
+        n = len(train_rows) * EPOCHS
+        out.update(seconds=seconds, images=n, images_per_s=n / seconds, **mem.report())
+    elif name == "predict":
+        rows = test_rows
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model = timm.create_model(ARCH, pretrained=False, num_classes=len(classes))
+            model.load_state_dict(torch.load(f"{work}/expert_ft.pt", weights_only=True))
+            model = model.to(device).eval().to(memory_format=torch.channels_last)
+            net = torch.compile(model) if v["compile"] else model
+            loader = DataLoader(Photos(rows, classes, _transform(model, False)), batch_size=v["batch"],
+                                **loader_args)
+            predicted, actual = [], []
+            with torch.inference_mode(), amp():
+                for x, y in loader:
+                    logits = net(x.to(device, memory_format=torch.channels_last, non_blocking=True))
+                    predicted.append(logits.float().softmax(1).argmax(1).cpu())
+                    actual.append(y)
+            seconds = time.perf_counter() - t0
+        acc = float((torch.cat(predicted) == torch.cat(actual)).float().mean())
+        out.update(seconds=seconds, images=len(rows), images_per_s=len(rows) / seconds, accuracy=acc,
+                   **mem.report())
+    return out
+
+
+def _best(results, prefix, key="images_per_s"):
+    """The fastest of the expert's variants of one task (its name: `prefix:...`)."""
+    runs = [r for task, r in results.items() if task.startswith(prefix + ":")]
+    return max(runs, key=lambda r: r[key]) if runs else None
+
+
 # --- driver ---------------------------------------------------------------------------------------
 
 EPOCHS = 1
@@ -370,19 +498,30 @@ def _run_worker(side, task, work):
     return result
 
 
+def _large_photos(args):
+    if args.large:
+        return args.large
+    for folder in (args.data, os.path.dirname(os.path.abspath(args.data))):
+        path = os.path.join(folder, "clothing_small", "test.csv")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def _fmt(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _table(r, args):
     rows = []
+    expert = {"finetune": _best(r["expert"], "finetune"), "predict": _best(r["expert"], "predict")}
 
-    def add(name, key_task, key, better, digits=1, scale=1.0):
-        p, b = r["pixql"][key_task].get(key), r["baseline"][key_task].get(key)
-        p = None if p is None else p * scale
-        b = None if b is None else b * scale
-        ratio = f"{p / b:.2f}x" if p is not None and b else "-"
-        rows.append((name, _fmt(p, digits), _fmt(b, digits), ratio, better))
+    def add(name, key_task, key, better, digits=1, scale=1.0, pixql=None):
+        p = (pixql or r["pixql"][key_task]).get(key)
+        b, e = r["baseline"][key_task].get(key), (expert.get(key_task) or {}).get(key)
+        p, b, e = (None if v is None else v * scale for v in (p, b, e))
+        ratio = lambda other: f"{p / other:.2f}x" if p is not None and other else "-"  # noqa: E731
+        rows.append((name, _fmt(p, digits), _fmt(b, digits), ratio(b), _fmt(e, digits), ratio(e), better))
 
     add(f"finetune: train images/s ({args.train} imgs x {EPOCHS} epoch)", "finetune", "images_per_s", "higher")
     add("finetune: wall s", "finetune", "seconds", "lower")
@@ -391,22 +530,27 @@ def _table(r, args):
     add(f"linear BUILD: wall s ({args.train} imgs)", "linear", "seconds", "lower")
     add("linear BUILD: peak RSS MiB, main process", "linear", "rss_main_mib", "lower", 0)
     add("linear BUILD: peak RSS MiB, process tree", "linear", "rss_tree_mib", "lower", 0)
-    add(f"PREDICT: images/s ({args.test} imgs)", "predict", "images_per_s", "higher")
+    add(f"PREDICT: images/s ({args.test} imgs), decoding={r['pixql']['predict']['decoding']}", "predict",
+        "images_per_s", "higher")
     if "predict_other_decoder" in r["pixql"]:
         other = r["pixql"]["predict_other_decoder"]
-        rows[-1] = (f"{rows[-1][0]}, decoding={r['pixql']['predict']['decoding']}",) + rows[-1][1:]
-        p, b = other["images_per_s"], r["baseline"]["predict"]["images_per_s"]
-        rows.append((f"PREDICT: images/s, PIXQL_DECODE={other['decoding']}", _fmt(p), _fmt(b),
-                     f"{p / b:.2f}x", "higher"))
+        add(f"PREDICT: images/s, PIXQL_DECODE={other['decoding']}", "predict", "images_per_s", "higher",
+            pixql=other)
     add("PREDICT: peak RSS MiB, main process", "predict", "rss_main_mib", "lower", 0)
     add("PREDICT: peak RSS MiB, process tree", "predict", "rss_tree_mib", "lower", 0)
     add("test accuracy %, finetuned model", "predict", "accuracy", "higher", 1, 100)
     add("test accuracy %, linear model", "linear", "accuracy", "higher", 1, 100)
-    head = ("measure", "pixql", "baseline", "pixql/baseline", "better")
-    widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(5)]
+    head = ("measure", "pixql", "baseline", "pixql/baseline", "expert", "pixql/expert", "better")
+    widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in rows]
+    out += ["", "| expert variant | images/s | wall s | accuracy % |", "|---|---|---|---|"]
+    out += [f"| {task} | {m['images_per_s']:.1f} | {m['seconds']:.1f} | "
+            f"{_fmt(m.get('accuracy') and 100 * m['accuracy'])} |" for task, m in r["expert"].items()]
+    bf16 = next(iter(r["expert"].values()), {}).get("bf16")
+    out.append(f"\n(expert: bf16 autocast {'on' if bf16 else 'off (no native bf16)'}; best variant per task "
+               "in the first table)")
     return "\n".join(out)
 
 
@@ -417,6 +561,12 @@ def _pixql_only_table(r, args):
         out += [f"| linear BUILD, {c['images']} images, empty embedding cache: wall s | {c['first_seconds']:.1f} |",
                 f"| the same images again, another label column and options: wall s | {c['second_seconds']:.2f} |",
                 f"| second / first speed-up | {c['speedup']:.1f}x |"]
+    for key, what in (("predict", "200 px cats and dogs"), ("predict_large", "400x533 clothing")):
+        if key in r and r[key].get("network_images_per_s"):
+            m = r[key]
+            out.append(f"| PREDICT end to end / the network alone, {m['images']} {what} photos | "
+                       f"{m['images_per_s'] / m['network_images_per_s']:.2f} "
+                       f"({m['images_per_s']:.1f} / {m['network_images_per_s']:.1f} images/s) |")
     for key in sorted((k for k in r if k.startswith("stream")), key=lambda k: int(k[6:])):
         m = r[key]
         out += [f"| CREATE TABLE AS PREDICT, {m['rows']} rows: peak RSS MiB main / tree | "
@@ -441,6 +591,10 @@ def main():
                     help="row counts of the streamed PREDICT memory runs (default 10000 100000)")
     ap.add_argument("--pixql-only", action="store_true",
                     help="only the pixql-alone measurements (embedding cache, streamed PREDICT)")
+    ap.add_argument("--no-expert", dest="expert", action="store_false",
+                    help="skip the expert script's variants (%d runs)" % (len(EXPERT_FINETUNE) + len(EXPERT_PREDICT)))
+    ap.add_argument("--large", help="CSV of larger photos for the pipeline-efficiency PREDICT "
+                    "(default: clothing_small/test.csv beside --data's photos, when there)")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--worker", nargs=2, metavar=("SIDE", "TASK"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -449,7 +603,7 @@ def main():
 
     if args.worker:
         side, task = args.worker
-        fn = pixql_worker if side == "pixql" else baseline_worker
+        fn = {"pixql": pixql_worker, "baseline": baseline_worker, "expert": expert_worker}[side]
         print(json.dumps(fn(task, args.work)))
         return
 
@@ -465,7 +619,7 @@ def main():
               f"{os.path.dirname(train_csv)}, {EPOCHS} epoch(s), torch {torch.__version__}, "
               f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, device {DEVICE}"
               + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""), file=sys.stderr)
-        results = {"pixql": {}, "baseline": {}}
+        results = {"pixql": {}, "baseline": {}, "expert": {}}
         t0 = time.perf_counter()
         # Interleaved, so that a machine that slows down (thermal, a neighbour) hurts both sides.
         for task in ("finetune", "linear", "predict") if not args.pixql_only else ():
@@ -473,6 +627,13 @@ def main():
                 results[side][task] = _run_worker(side, task, work)
         if not args.pixql_only:  # PREDICT with the decoder that auto did not pick
             results["pixql"]["predict_other_decoder"] = _run_worker("pixql", "predict_other_decoder", work)
+            large = _large_photos(args)
+            if large:
+                args.large = _subset(large, f"{work}/large.csv", args.test, args.seed + 3)
+                results["pixql"]["predict_large"] = _run_worker("pixql", "predict_large", work)
+            for task in [f"finetune:{v}" for v in EXPERT_FINETUNE] + [f"predict:{v}" for v in EXPERT_PREDICT]:
+                if args.expert:
+                    results["expert"][task] = _run_worker("expert", task, work)
         # pixql only: the embedding cache, and memory of a streamed PREDICT as the rows grow
         if args.cache_images:
             args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2)

@@ -102,11 +102,10 @@ def test_finetuning_backs_off_to_smaller_chunks_and_still_learns(tmp_path, monke
     assert sum(p == t for p, t in zip(predicted, labels)) / len(labels) >= 0.9
 
 
-def test_auto_precision_is_bf16_for_no_grad_passes_only_where_the_cpu_has_it(monkeypatch):
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert runtime.resolve_precision("auto", cpu) == "bf16"
-    assert runtime.resolve_precision("auto", cpu, training=True) == "fp32"
     assert runtime.resolve_precision("fp32", cpu) == "fp32"
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert runtime.resolve_precision("auto", cpu) == "fp32"

@@ -25,11 +25,19 @@ def _graphs():
     return sorted(f for f in os.listdir(folder) if f.endswith(".onnx")) if os.path.isdir(folder) else []
 
 
-def test_onnx_runtime_gives_torchs_probabilities_and_exports_once(tmp_path):
+@pytest.fixture
+def fp32_torch(monkeypatch):
+    """torch in fp32 as ONNX Runtime is, also on a CPU where PREDICT's auto precision is bf16."""
+    from pixql.ml import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+
+
+def test_onnx_runtime_gives_torchs_probabilities_and_exports_once(tmp_path, fp32_torch):
     db = _db(tmp_path, make_color_images(tmp_path / "img", per_class=12, size=40))
     db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
     query = "SELECT * FROM photos ORDER BY image"
-    torch_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true) AS {query}").df()
+    torch_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='torch') AS {query}").df()
     before = _graphs()
     onnx_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='onnx') AS {query}").df()
     graphs = _graphs()
@@ -63,17 +71,74 @@ def test_onnx_runtime_skips_unreadable_images_as_torch_does(tmp_path):
         db.sql("PREDICT USING m OPTIONS (runtime='onnx') AS SELECT * FROM photos").df()
 
 
+def _auto_model(tmp_path, monkeypatch, size):
+    """A model of its own (photos of `size` px: the cache is the session's, and a model built
+    from the same photos has the same weights, so the same graph)."""
+    from pixql.ml import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "AUTO_MIN_IMAGES", 20)
+    db = _db(tmp_path, make_color_images(tmp_path / "img", per_class=12, size=size))
+    db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
+    return db
+
+
+def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, fp32_torch):
+    db = _auto_model(tmp_path, monkeypatch, size=41)
+    query = "SELECT * FROM photos ORDER BY image"
+    before = _graphs()  # the cache is the session's: other tests' graphs may be there
+    small = db.sql(f"PREDICT USING m OPTIONS (probabilities=true) AS {query} LIMIT 10")
+    small.df()
+    assert _graphs() == before and not any("ONNX" in m for m in small.messages)  # too few photos to pay for it
+    torch_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='torch') AS {query}").df()
+    auto = db.sql(f"PREDICT USING m OPTIONS (probabilities=true) AS {query}")
+    auto_rows = auto.df()
+    assert len(_graphs()) == len(before) + 1 and any("ONNX Runtime" in m for m in auto.messages)
+    assert list(auto_rows.predicted) == list(torch_rows.predicted)
+    assert np.abs(auto_rows[["prob_blue", "prob_red"]].to_numpy()
+                  - torch_rows[["prob_blue", "prob_red"]].to_numpy()).max() < 1e-3
+    # once exported, any call runs on it, in a new connection too
+    db.close()
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    again = db.sql(f"EVALUATE USING m AS {query} LIMIT 3")
+    again.df()
+    assert any("ONNX Runtime" in m for m in again.messages)
+
+
+def test_auto_runtime_stays_on_torch_where_bf16_is_native_or_the_export_fails(tmp_path, monkeypatch, fp32_torch):
+    from pixql.ml import export, runtime
+
+    db = _auto_model(tmp_path, monkeypatch, size=42)
+    before = _graphs()
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    native = db.sql("PREDICT USING m AS SELECT * FROM photos")
+    assert len(native.df()) == 24 and _graphs() == before and not any("ONNX" in m for m in native.messages)
+
+    def broken_export(*args, **kwargs):
+        raise pixql.errors.TrainingError("the graph does not compute what the network does")
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(export, "export_onnx", broken_export)
+    db.close()
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)  # a fresh load of the model
+    fallback = db.sql("PREDICT USING m AS SELECT * FROM photos")
+    out = fallback.df()
+    assert out.predicted.notna().all() and (out.predicted == out.label).mean() > 0.9
+    assert any("stayed on torch" in m and "does not compute" in m for m in fallback.messages)
+    with pytest.raises(pixql.errors.TrainingError, match="does not compute"):  # asked for by name: the error
+        db.sql("PREDICT USING m OPTIONS (runtime='onnx') AS SELECT * FROM photos").df()
+
+
 def test_runtime_option_errors_name_the_option_and_the_model(tmp_path):
     db = _db(tmp_path, make_color_images(tmp_path / "img", per_class=3, size=32))
     db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
-    with pytest.raises(OptionError, match="torch, onnx"):
+    with pytest.raises(OptionError, match="auto, torch, onnx"):
         db.sql("PREDICT USING m OPTIONS (runtime='tensorrt') AS SELECT * FROM photos")
     with pytest.raises(OptionError, match="imagenet_classifier"):
         db.sql("PREDICT USING imagenet_classifier OPTIONS (runtime='onnx') AS SELECT * FROM photos")
 
 
 @pytest.mark.data
-def test_onnx_runtime_on_real_photos_within_1e3(tmp_path, cats_and_dogs):
+def test_onnx_runtime_on_real_photos_within_1e3(tmp_path, cats_and_dogs, fp32_torch):
     train = pd.read_csv(cats_and_dogs / "cat_and_dog_train.csv").groupby("label").head(30)
     test = pd.read_csv(cats_and_dogs / "cat_and_dog_holdout.csv").groupby("label").head(20)
     db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
@@ -84,7 +149,7 @@ def test_onnx_runtime_on_real_photos_within_1e3(tmp_path, cats_and_dogs):
         db.duckdb.unregister("frame")
     db.sql("BUILD MODEL cd USING EfficientNet_Lite0 AS SELECT * FROM train")
     query = "SELECT * FROM test ORDER BY image"
-    a = db.sql(f"PREDICT USING cd OPTIONS (probabilities=true) AS {query}").df()
+    a = db.sql(f"PREDICT USING cd OPTIONS (probabilities=true, runtime='torch') AS {query}").df()
     b = db.sql(f"PREDICT USING cd OPTIONS (probabilities=true, runtime='onnx') AS {query}").df()
     assert list(a.predicted) == list(b.predicted)
     assert np.abs(a[["prob_cat", "prob_dog"]].to_numpy() - b[["prob_cat", "prob_dog"]].to_numpy()).max() < 1e-3

@@ -84,8 +84,9 @@ class Catalog:
     def load(self, name, device="auto", labels=None, weights=None, runtime="torch"):
         """(loaded model, manifest, task), loaded once per model version, device and runtime.
         `labels`: the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`: its
-        file. `runtime`: 'torch', or 'onnx' for a stored classifier (ml/onnx_runtime.py)."""
-        if runtime != "torch" and (is_clip(name) or builtin(name) is not None):
+        file. `runtime`: 'torch', 'onnx' for a stored classifier (ml/onnx_runtime.py), or 'auto'
+        (infer.Classifier; torch for the others)."""
+        if runtime == "onnx" and (is_clip(name) or builtin(name) is not None):
             raise OptionError(f"OPTIONS (runtime='{runtime}') is for the classifiers you built; "
                               f"'{name}' runs with runtime='torch'")
         if is_clip(name):
@@ -113,7 +114,7 @@ class Catalog:
             if task_of(manifest).name == "detection":
                 from pixql.ml.detect import Detector
 
-                if runtime != "torch":
+                if runtime == "onnx":
                     raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector")
                 self._loaded[key] = Detector(manifest["network"], state, manifest["classes"], device=device)
             else:

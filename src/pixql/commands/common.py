@@ -51,6 +51,12 @@ def probabilities(model, frame, image_col, resolved, progress, bar=None, reader=
     return image_outputs(compute, len(model.classes), frame, image_col, resolved, reader)
 
 
+def runtime_note(model, statement):
+    """What runtime='auto' chose for the model, as the statement's message (none for torch)."""
+    note = getattr(model, "note", None)
+    return [f"{statement}: {note}"] if note else []
+
+
 def probabilities_on_worker(image_col, resolved, model, frame):
     """A cluster worker's `probabilities` of one block of rows (cluster.py): the same code as
     here, with its own region reader, whose clipped boxes it counts back."""

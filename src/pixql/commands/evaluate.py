@@ -8,7 +8,8 @@ import functools
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import model_image_col, on_cluster, probabilities, probabilities_on_worker, shown
+from pixql.commands.common import (model_image_col, on_cluster, probabilities, probabilities_on_worker,
+                                   runtime_note, shown)
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
 from pixql.image_columns import find_column, image_errors
@@ -21,7 +22,8 @@ OPTIONS = {
     "threshold": opt.number(None),
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
-    "runtime": opt.text("torch", ("torch", "onnx")),  # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py)
+    # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py); 'auto': it where it measured faster
+    "runtime": opt.text("auto", ("auto", "torch", "onnx")),
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
@@ -68,7 +70,7 @@ def run(engine, statement):
                          functools.partial(probabilities_on_worker, image_col, reader.resolved),
                          [image_col, *reader.columns(frame)], resolved)
         probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)
-    messages += reader.message("EVALUATE")
+    messages += reader.message("EVALUATE") + runtime_note(model, "EVALUATE")
     unknown = task.unknown(truth, classes)
     if unknown:
         messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "

@@ -5,7 +5,8 @@ import functools
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker
+from pixql.commands.common import (answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker,
+                                   runtime_note)
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -15,7 +16,8 @@ OPTIONS = {
     "threshold": opt.number(None),  # the task decides what it means (multi-label: 0 < t < 1)
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
-    "runtime": opt.text("torch", ("torch", "onnx")),  # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py)
+    # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py); 'auto': it where it measured faster
+    "runtime": opt.text("auto", ("auto", "torch", "onnx")),
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
@@ -61,4 +63,4 @@ def run(engine, statement):
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "predict",
-                       f"NULL {resolved['result_col']} and score", lambda: notes + reader.message("PREDICT"))
+                       f"NULL {resolved['result_col']} and score", lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"))

@@ -1,5 +1,7 @@
 """Applying a trained (or the ready ImageNet) classifier to image files."""
 
+import os
+
 import numpy as np
 import torch
 
@@ -25,33 +27,72 @@ def inference_network(network, state_dict, classes):
     return fold_batchnorm(model.eval())
 
 
+ONNX_NOTE = "runtime='auto' ran the network on ONNX Runtime (faster than torch on this CPU in fp32)"
+
+
 class Classifier:
     """A network rebuilt from its recipe and weights, ready to label image files."""
 
     def __init__(self, network, state_dict, classes, preprocessing, device="auto", precision="auto",
                  task="classification", runtime="torch"):
         """`task`: a pixql task or its name; it turns the network's outputs into probabilities
-        (softmax; multi-label: a sigmoid per class). `runtime`: 'torch', or 'onnx' (ONNX Runtime
-        on the CPU, the model exported once into the cache: ml/onnx_runtime.py)."""
+        (softmax; multi-label: a sigmoid per class). `runtime`: 'torch'; 'onnx' (ONNX Runtime
+        on the CPU, the model exported once into the cache: ml/onnx_runtime.py); 'auto': torch,
+        handing over to ONNX Runtime where that measured faster (onnx_runtime.auto_prefers_onnx)
+        once a call brings enough images to pay for the export."""
         self.task = as_task(task)
         self.network = dict(network)
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
         self.device = resolve_device(device)
         self.transform = eval_transform(self.preprocessing)
+        self.runtime, self.note = "torch", None  # note: what 'auto' chose, for the statement's messages
+        self._auto_onnx = None  # the state dict while 'auto' may still hand over to ONNX Runtime
         if runtime == "onnx":
-            from pixql.ml.onnx_runtime import OnnxForward, cached_graph
-
             if self.device.type != "cpu":
                 raise OptionError("runtime='onnx' runs on the CPU (ONNX Runtime's CPU provider); "
                                   "use device='cpu', or runtime='torch' on a GPU")
-            self.precision, self.model = "fp32", None
-            self.forward = OnnxForward(cached_graph(self.network, state_dict, self.classes, self.preprocessing,
-                                                    self.task))
+            self._use_onnx(state_dict, export=True)
             return
         self.precision = resolve_precision(precision, self.device)
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
         self.forward = lambda model, x: self.task.probabilities(model(x))
+        if runtime == "auto":
+            from pixql.ml.onnx_runtime import auto_prefers_onnx
+
+            if auto_prefers_onnx(self.device, self.precision):
+                self._auto_onnx = state_dict
+                self._use_onnx(state_dict, export=False)  # a graph exported before costs nothing
+                if self.runtime == "onnx":
+                    self.note = ONNX_NOTE
+
+    def _use_onnx(self, state_dict, export):
+        """Run on ONNX Runtime from now on; with export=False only if the graph is cached."""
+        from pixql.ml.onnx_runtime import OnnxForward, cached_graph, graph_path
+
+        args = (self.network, state_dict, self.classes, self.preprocessing, self.task)
+        path = cached_graph(*args) if export else graph_path(*args)
+        if not os.path.isfile(path):
+            return
+        self.precision, self.model, self.runtime = "fp32", None, "onnx"
+        self.forward = OnnxForward(path)
+        self._auto_onnx = None
+
+    def _maybe_hand_over(self, n_images):
+        """runtime='auto': export and switch once a call is large enough; a graph that does not
+        export (or does not match torch's outputs) leaves the model on torch, which then says
+        what is wrong with it (e.g. NaN weights) in its own words."""
+        from pixql.ml.onnx_runtime import AUTO_MIN_IMAGES
+
+        if self._auto_onnx is None or n_images < AUTO_MIN_IMAGES:
+            return
+        state_dict, self._auto_onnx = self._auto_onnx, None
+        try:
+            self._use_onnx(state_dict, export=True)
+        except Exception as e:  # noqa: BLE001  (any export failure: torch answers instead)
+            self.note = f"runtime='auto' stayed on torch: the ONNX export failed ({type(e).__name__}: {e})"
+        else:
+            self.note = ONNX_NOTE
 
     def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):
         """[n, n_classes] float32 class probabilities (multi-label: per-class sigmoid), one row
@@ -61,6 +102,7 @@ class Classifier:
         paths = list(paths)
         if not paths:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
+        self._maybe_hand_over(len(paths))
         probs, rows = forward_rows(
             self.model, paths, self.preprocessing, self.transform, self.forward,
             device=self.device, precision=self.precision,

@@ -125,7 +125,7 @@ def _finetune_on_rank(run, lr, group):
 
     # the rank's own device (a GPU worker under a CPU-only caller): its precision and batch
     run.device = group.device
-    run.precision = resolve_precision(run.config.precision, group.device, training=True)
+    run.precision = resolve_precision(run.config.precision, group.device)
     run.batch_size = int(run.config.batch_size or auto_batch_size(group.device, training=True))
     run.model = to_device(run.model, group.device)
     options = run.finetune(lr, group)

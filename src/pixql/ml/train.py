@@ -158,7 +158,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
 
     strategy = config.strategy or Local()
     mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
-    precision = resolve_precision(config.precision, device, training=mode == "finetune")
+    precision = resolve_precision(config.precision, device)
     batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
     opts = {
         "train_mode": mode, "device": str(device), "precision": precision, "batch_size": batch_size,
