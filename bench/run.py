@@ -643,7 +643,7 @@ def main():
         total = time.perf_counter() - t0
     if not args.pixql_only:
         print(_table(results, args))
-    if args.cache_images or args.stream_rows:
+    if args.cache_images or args.stream_rows or "predict" in results["pixql"]:
         print(_pixql_only_table(results["pixql"], args))
     print(f"\n(total {total:.0f} s; timed regions exclude imports and process start-up)")
     if args.json:
