@@ -62,5 +62,5 @@ def run(engine, statement):
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)
 
-    return answer_rows(engine, statement, start, CHUNK_ROWS, "predict",
-                       f"NULL {resolved['result_col']} and score", lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"))
+    return answer_rows(engine, statement, start, CHUNK_ROWS, "predict", f"NULL {resolved['result_col']} and score",
+                       lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"))

@@ -31,8 +31,8 @@ def resolve_device(device="auto"):
 def resolve_precision(precision, device):
     """'auto' = bf16 autocast on a GPU that has it (fp16 otherwise); on the CPU, bf16 where
     the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32. Training included: a
-    Lite0 fine-tuning epoch on an AVX512-BF16 EPYC ran 1.95x fp32's images/s with the same test
-    accuracy (BENCHMARKS.md); the AMX Xeon's training step gained ~5%."""
+    Lite0 fine-tuning epoch on an AVX512-BF16 EPYC took 21.4 s against fp32's 26.7 (1.25x) with
+    the same test accuracy (BENCHMARKS.md, issue 22); the AMX Xeon's training step gained ~5%."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
