@@ -62,6 +62,15 @@ def make_color_images(folder, per_class=12, size=48, seed=0):
 
 
 @pytest.fixture
+def fp32_cpu(monkeypatch):
+    """pixql's `auto` precision in fp32, as on a CPU without native bf16: for tests that compare
+    its outputs with an fp32 reference (ONNX Runtime, open_clip), on any CPU."""
+    from pixql.ml import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+
+
+@pytest.fixture
 def color_images(tmp_path):
     return make_color_images(tmp_path / "colors")
 

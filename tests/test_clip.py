@@ -47,7 +47,7 @@ def _by_open_clip(model, paths, texts):
     return (torch.nn.functional.normalize(img, dim=1).numpy(), torch.nn.functional.normalize(txt, dim=1).numpy())
 
 
-def test_convert_and_text_search_with_clip(colors_db, tiny_clip):
+def test_convert_and_text_search_with_clip(colors_db, tiny_clip, fp32_cpu):
     model, weights = tiny_clip
     db = colors_db
     using = f'"clip:{TINY}" OPTIONS (weights=\'{weights}\''
@@ -65,7 +65,7 @@ def test_convert_and_text_search_with_clip(colors_db, tiny_clip):
     assert np.allclose(found.similarity, expected[best], atol=1e-4)
 
 
-def test_zero_shot_predict_with_clip(colors_db, tiny_clip):
+def test_zero_shot_predict_with_clip(colors_db, tiny_clip, fp32_cpu):
     model, weights = tiny_clip
     db = colors_db
     labels = ["red", "green", "blue"]

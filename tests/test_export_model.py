@@ -12,15 +12,7 @@ from pixql.errors import CatalogError, DataError, OptionError, ParseError
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture
-def fp32(monkeypatch):
-    # PREDICT's `auto` precision is bf16 on CPUs that multiply it natively; ONNX Runtime is fp32.
-    from pixql.ml import runtime
-
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-
-
-def test_exported_model_gives_predicts_probabilities_on_real_photos(cats_and_dogs, tmp_path, fp32):
+def test_exported_model_gives_predicts_probabilities_on_real_photos(cats_and_dogs, tmp_path, fp32_cpu):
     from pixql.ml.export import onnx_probabilities
 
     with pixql.connect(str(tmp_path / "pets.duckdb"), progress=False) as db:
@@ -40,7 +32,7 @@ def test_exported_model_gives_predicts_probabilities_on_real_photos(cats_and_dog
     assert (np.array(sidecar["classes"])[theirs.argmax(1)] == preds.predicted).all()
 
 
-def test_export_of_the_built_in_model_and_of_a_multi_label_model(colors_db, tmp_path, fp32):
+def test_export_of_the_built_in_model_and_of_a_multi_label_model(colors_db, tmp_path, fp32_cpu):
     from pixql.ml.export import onnx_probabilities
 
     from conftest import save_color_model

@@ -25,15 +25,7 @@ def _graphs():
     return sorted(f for f in os.listdir(folder) if f.endswith(".onnx")) if os.path.isdir(folder) else []
 
 
-@pytest.fixture
-def fp32_torch(monkeypatch):
-    """torch in fp32 as ONNX Runtime is, also on a CPU where PREDICT's auto precision is bf16."""
-    from pixql.ml import runtime
-
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-
-
-def test_onnx_runtime_gives_torchs_probabilities_and_exports_once(tmp_path, fp32_torch):
+def test_onnx_runtime_gives_torchs_probabilities_and_exports_once(tmp_path, fp32_cpu):
     db = _db(tmp_path, make_color_images(tmp_path / "img", per_class=12, size=40))
     db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
     query = "SELECT * FROM photos ORDER BY image"
@@ -82,7 +74,7 @@ def _auto_model(tmp_path, monkeypatch, size):
     return db
 
 
-def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, fp32_torch):
+def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, fp32_cpu):
     db = _auto_model(tmp_path, monkeypatch, size=41)
     query = "SELECT * FROM photos ORDER BY image"
     before = _graphs()  # the cache is the session's: other tests' graphs may be there
@@ -104,7 +96,7 @@ def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, f
     assert any("ONNX Runtime" in m for m in again.messages)
 
 
-def test_auto_runtime_stays_on_torch_where_bf16_is_native_or_the_export_fails(tmp_path, monkeypatch, fp32_torch):
+def test_auto_runtime_stays_on_torch_where_bf16_is_native_or_the_export_fails(tmp_path, monkeypatch, fp32_cpu):
     from pixql.ml import export, runtime
 
     db = _auto_model(tmp_path, monkeypatch, size=42)
@@ -138,7 +130,7 @@ def test_runtime_option_errors_name_the_option_and_the_model(tmp_path):
 
 
 @pytest.mark.data
-def test_onnx_runtime_on_real_photos_within_1e3(tmp_path, cats_and_dogs, fp32_torch):
+def test_onnx_runtime_on_real_photos_within_1e3(tmp_path, cats_and_dogs, fp32_cpu):
     train = pd.read_csv(cats_and_dogs / "cat_and_dog_train.csv").groupby("label").head(30)
     test = pd.read_csv(cats_and_dogs / "cat_and_dog_holdout.csv").groupby("label").head(20)
     db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
