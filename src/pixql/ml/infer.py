@@ -55,16 +55,17 @@ class Classifier:
             self._use_onnx(state_dict, export=True)
             return
         self.precision = resolve_precision(precision, self.device)
-        self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
-        self.forward = lambda model, x: self.task.probabilities(model(x))
         if runtime == "auto":
             from pixql.ml.onnx_runtime import auto_prefers_onnx
 
             if auto_prefers_onnx(self.device, self.precision):
-                self._auto_onnx = state_dict
                 self._use_onnx(state_dict, export=False)  # a graph exported before costs nothing
                 if self.runtime == "onnx":
                     self.note = ONNX_NOTE
+                    return  # no torch network to build
+                self._auto_onnx = state_dict
+        self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
+        self.forward = lambda model, x: self.task.probabilities(model(x))
 
     def _use_onnx(self, state_dict, export):
         """Run on ONNX Runtime from now on; with export=False only if the graph is cached."""
@@ -76,7 +77,6 @@ class Classifier:
             return
         self.precision, self.model, self.runtime = "fp32", None, "onnx"
         self.forward = OnnxForward(path)
-        self._auto_onnx = None
 
     def _maybe_hand_over(self, n_images):
         """runtime='auto': export and switch once a call is large enough; a graph that does not

@@ -61,7 +61,6 @@ class OnnxForward:
     def __init__(self, path):
         from pixql.ml.export import _session
 
-        self.path = path
         self.session = _session(path)
         self.input = self.session.get_inputs()[0].name
         self.output = self.session.get_outputs()[0].name
