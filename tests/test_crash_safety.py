@@ -163,8 +163,9 @@ def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(shop, tmp_path,
     assert err.count(INTERRUPTED) == 1 and "Traceback" not in err and "Error" not in err
     assert out == ""
     check_old_model_intact(shop, before)
-    with pixql.connect(str(shop), progress=False) as db:
-        assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
+    with pixql.connect(str(shop), read_only=True, progress=False) as db:  # (read-only: no clean-up at open)
+        assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p' "
+                      "OR table_name LIKE '__pixql_partial_%'").fetchone() == (0,)
 
 
 def test_ctrl_c_inside_the_store_swap_puts_the_old_model_back(tmp_path, monkeypatch):

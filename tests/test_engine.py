@@ -49,6 +49,20 @@ def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)
 
 
+def test_copy_inside_the_users_transaction_belongs_to_it(db, color_csv):
+    """pixql's COPY neither commits nor aborts a transaction the script began: ROLLBACK undoes it,
+    COMMIT keeps it (a nested BEGIN would have aborted the user's transaction)."""
+    db.sql("BEGIN TRANSACTION; CREATE TABLE kept AS SELECT 1 AS x")
+    _copy_colors(db, color_csv)
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+    db.sql("ROLLBACK")
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('kept', 'colors')").fetchone() == (0,)
+    db.sql("BEGIN TRANSACTION")
+    _copy_colors(db, color_csv)
+    db.sql("COMMIT")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+
+
 def test_copy_without_options_into_an_existing_table_is_duckdbs_append(db, color_csv):
     """DuckDB's `COPY t FROM 'f.csv'` appends the file's rows as written (no path resolving)."""
     _copy_colors(db, color_csv)

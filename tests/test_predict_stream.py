@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pixql.commands import predict as predict_command
-from pixql.errors import DataError, PixqlError
+from pixql.errors import DataError, PixqlError, SqlError
 
 PREDICT = "PREDICT USING cm AS SELECT * FROM colors ORDER BY image"
 
@@ -65,6 +65,77 @@ def _break_image(db, row):
     return path
 
 
+def _partial_tables(db):
+    return db.sql("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '__pixql_partial_%'").fetchall()
+
+
+def test_a_streamed_create_table_commits_in_pieces_and_appears_whole(colors_db, small_chunks, monkeypatch):
+    """Chunks go into a partial table, each committed (DuckDB keeps a transaction's rows in memory),
+    and the table appears under its name only when the last chunk is in."""
+    from pixql.commands import create_table
+
+    seen = []
+    write = create_table.ingest.create_table_from_frame
+
+    def watching(con, head, frame, insert=False):
+        seen.append((head.split()[-1], [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name IN ('answers')").fetchall()]))
+        write(con, head, frame, insert)
+
+    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    assert len(seen) == 3 and all(name.startswith('"__pixql_partial_') and now == [] for name, now in seen)
+    assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,) and _partial_tables(colors_db) == []
+
+
+def test_create_table_as_a_stream_into_a_schema_and_over_an_old_table(colors_db, small_chunks):
+    colors_db.sql("CREATE SCHEMA s; CREATE TABLE s.answers AS SELECT 1 AS x")
+    colors_db.sql(f"CREATE OR REPLACE TABLE s.answers AS {PREDICT}")
+    assert colors_db.sql("SELECT count(*) FROM s.answers").fetchone() == (24,)
+    assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'answers'").fetchone() == (1,)
+    assert _partial_tables(colors_db) == []
+
+
+def test_create_table_over_an_existing_table_fails_before_predicting(colors_db, small_chunks):
+    colors_db.sql("CREATE TABLE answers AS SELECT 1 AS x")
+    _break_image(colors_db, 17)  # would be the error if the PREDICT ran
+    with pytest.raises(SqlError, match="table answers already exists.*OR REPLACE.*nothing was run"):
+        colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    assert colors_db.sql("SELECT * FROM answers").fetchall() == [(1,)]
+
+
+def test_inside_the_users_transaction_the_stream_is_undone_by_rollback(colors_db, small_chunks):
+    colors_db.sql("BEGIN TRANSACTION")
+    colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
+    colors_db.sql("ROLLBACK")
+    assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'answers'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("chunk_rows", [10, 4096])
+def test_a_predict_inside_the_users_transaction_reads_every_row(colors_db, monkeypatch, chunk_rows):
+    """Inside an open transaction DuckDB numbers a new table's rows from 2**55, not 0: the
+    chunks are read from the first row id, whatever it is (they once came back empty)."""
+    expected = _whole(colors_db)
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", chunk_rows)
+    colors_db.sql("BEGIN TRANSACTION")
+    got = colors_db.sql(PREDICT).df()
+    colors_db.sql("COMMIT")
+    assert got.equals(expected)
+
+
+def test_a_partial_table_left_by_a_crash_is_dropped_when_the_database_opens(colors_db):
+    import pixql
+
+    colors_db.sql("CREATE TABLE __pixql_partial_0123456789ab AS SELECT 1 AS x")  # as a killed process leaves it
+    path = colors_db.engine.database
+    colors_db.close()
+    with pixql.connect(path, read_only=True, progress=False) as db:  # a reader cannot drop it
+        assert len(_partial_tables(db)) == 1
+    with pixql.connect(path, progress=False) as db:
+        assert _partial_tables(db) == [] and db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+
+
 def test_a_bad_image_in_a_later_chunk_leaves_the_old_table(colors_db, small_chunks):
     colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
     before = colors_db.sql("SELECT * FROM answers ORDER BY image").df()
@@ -76,6 +147,7 @@ def test_a_bad_image_in_a_later_chunk_leaves_the_old_table(colors_db, small_chun
     with pytest.raises(DataError, match="row 17"):
         colors_db.sql(f"CREATE TABLE fresh AS {PREDICT}")
     assert not colors_db.sql("SELECT * FROM duckdb_tables() WHERE table_name = 'fresh'").fetchall()
+    assert _partial_tables(colors_db) == []
 
 
 def test_skipped_rows_of_a_stream_are_counted_when_it_ends(colors_db, small_chunks):

@@ -10,6 +10,7 @@ import tempfile
 
 from pixql.catalog import Catalog
 from pixql.commands import HANDLERS
+from pixql.commands.create_table import PARTIAL_PREFIX
 from pixql.errors import PixqlError
 from pixql.session import Session
 from pixql.store import ModelStore
@@ -34,6 +35,8 @@ class Engine:
             root = self._tmpdir.name
         self.catalog = Catalog(ModelStore(root, read_only=read_only))
         self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
+        if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
+            self.session.drop_tables_named(PARTIAL_PREFIX)
         self.progress = progress
         self.catalog.register(self.session.duckdb)
         from pixql.functions import register_functions

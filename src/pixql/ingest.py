@@ -6,6 +6,7 @@ any working directory) and swaps the table in within one transaction.
 """
 
 import os
+import re
 from pathlib import Path
 
 from pixql.errors import CatalogError, DataError, OptionError
@@ -34,6 +35,37 @@ def _bare_name(name):
     if name.startswith('"') and name.endswith('"'):
         return name[1:-1].replace('""', '"')
     return name.rsplit(".", 1)[-1].strip('"')
+
+
+def name_parts(name):
+    """A dotted table name as written -> its parts, unquoted: 'db."My s".t' -> ['db', 'My s', 't']."""
+    parts = re.findall(r'"((?:[^"]|"")*)"|([^."]+)', name)
+    return [quoted.replace('""', '"') if quoted or not bare else bare for quoted, bare in parts]
+
+
+def sibling_table(name, bare):
+    """The quoted name of a table called `bare` in the same database and schema as `name`."""
+    return ".".join(quote_ident(part) for part in name_parts(name)[:-1] + [bare])
+
+
+def table_exists_exactly(con, name):
+    """Whether `name` (maybe db.schema.table) names a table or view where CREATE TABLE would
+    put it: its own schema, else the current one (table_exists looks in every schema)."""
+    *where, table = name_parts(name)
+    database, schema = ([None] * (2 - len(where)) + where)[-2:]
+    return bool(con.execute(
+        "SELECT count(*) FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables() "
+        "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal) "
+        "WHERE lower(name) = lower(?) AND database_name = coalesce(?, current_database()) "
+        "AND schema_name = coalesce(?, current_schema())", [table, database, schema]).fetchall()[0][0])
+
+
+def in_transaction(con):
+    """Whether `con` is inside an explicit transaction (BEGIN without COMMIT yet): there, two
+    statements share one transaction id; in autocommit each has its own. (Trying BEGIN instead
+    would abort the user's transaction: DuckDB fails it on a nested BEGIN.)"""
+    first, second = (con.execute("SELECT txid_current()").fetchall()[0][0] for _ in range(2))
+    return first == second
 
 
 def quote_literal(text):
@@ -163,15 +195,19 @@ def copy_table(con, table, source, options, base_dir=None):
         select = (f"SELECT * REPLACE ({', '.join(fixed.values())}) FROM {relation}" if fixed
                   else f"SELECT * FROM {relation}")
 
+    own = not in_transaction(con)  # inside the user's transaction, that one decides
     try:
-        con.execute("BEGIN TRANSACTION")
+        if own:
+            con.execute("BEGIN TRANSACTION")
         if exists and if_exists == "append":
             con.execute(f"INSERT INTO {quote_table(table)} BY NAME {select}")
         else:
             con.execute(f"CREATE OR REPLACE TABLE {quote_table(table)} AS {select}")
-        con.execute("COMMIT")
+        if own:
+            con.execute("COMMIT")
     except Exception as exc:
-        con.execute("ROLLBACK")
+        if own:
+            con.execute("ROLLBACK")
         raise DataError(_read_error(table, path, exc, options.get("encoding"), "load")) from exc
     finally:
         if path.is_dir():

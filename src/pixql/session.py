@@ -189,11 +189,12 @@ class Session:
             except duckdb.Error as exc:
                 raise self.error(exc, "query") from exc
         try:
-            total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            # Row ids count from 0 once committed, from 2**55 inside the user's open transaction.
+            total, first = self.duckdb.execute(f"SELECT count(*), coalesce(min(rowid), 0) FROM {table}").fetchall()[0]
             yield StoredRows(total, lambda columns: self._stored_arrow(table, columns))
             for offset in range(0, max(total, 1), rows):
                 frame = self.duckdb.execute(
-                    f"SELECT * FROM {table} WHERE rowid >= {offset} AND rowid < {offset + rows} "
+                    f"SELECT * FROM {table} WHERE rowid >= {first + offset} AND rowid < {first + offset + rows} "
                     f"ORDER BY rowid").df()
                 frame.index = range(offset, offset + len(frame))
                 yield frame
@@ -212,23 +213,35 @@ class Session:
         return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.fetch_arrow_table()
 
     def drop_stale_tables(self):
+        while self._stale_tables:
+            self.drop_table(self._stale_tables.pop())
+
+    def drop_table(self, table):
+        """DROP TABLE IF EXISTS `table` (quoted), ignoring DuckDB's errors: for clean-ups."""
         import duckdb
 
-        while self._stale_tables:
-            table = self._stale_tables.pop()
-            with contextlib.suppress(duckdb.Error):
-                self.duckdb.execute(f"DROP TABLE IF EXISTS {table}")
+        with contextlib.suppress(duckdb.Error):
+            self.duckdb.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def drop_tables_named(self, prefix):
+        """Drop every table of this database whose name starts with `prefix` (what a crash left)."""
+        left = self.duckdb.execute(
+            "SELECT database_name, schema_name, table_name FROM duckdb_tables() WHERE starts_with(table_name, ?) "
+            "AND NOT temporary", [prefix]).fetchall()
+        for parts in left:
+            self.drop_table(".".join(map(ingest.quote_ident, parts)))
 
     # -- transactions ------------------------------------------------------------------------
+    def in_transaction(self):
+        """Whether the script is inside a transaction of its own (BEGIN without COMMIT yet)."""
+        return ingest.in_transaction(self.duckdb)
+
     def begin(self):
         """Start a transaction unless the script is inside one already; True if started here."""
-        import duckdb
-
-        try:
-            self.duckdb.execute("BEGIN TRANSACTION")
-            return True
-        except duckdb.TransactionException:
+        if self.in_transaction():
             return False
+        self.duckdb.execute("BEGIN TRANSACTION")
+        return True
 
     @contextlib.contextmanager
     def transaction(self):

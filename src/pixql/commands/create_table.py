@@ -1,7 +1,14 @@
 """CREATE [OR REPLACE] TABLE t [IF NOT EXISTS] AS <pixql statement>: a statement's rows as a table."""
 
+import uuid
+
 from pixql import ingest
 from pixql.commands.common import frame_result
+from pixql.errors import SqlError
+
+# A streamed result is written into a table of this prefix, committed chunk by chunk, and renamed
+# into place at the end; one left by a crash is dropped when the database is next opened.
+PARTIAL_PREFIX = "__pixql_partial_"
 
 
 def run(engine, statement):
@@ -9,16 +16,44 @@ def run(engine, statement):
     table = ingest.quote_table(statement.table)
     if statement.if_not_exists and ingest.table_exists(session.duckdb, statement.table):
         return frame_result(statement, {"table": [statement.table], "rows": [0]})
+    if not statement.or_replace and ingest.table_exists_exactly(session.duckdb, statement.table):
+        raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
+                       "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
     inner = engine.run(statement.statement)
-    verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
-        "CREATE TABLE IF NOT EXISTS" if statement.if_not_exists else "CREATE TABLE")
-    rows = 0
-    # A streamed result goes in one chunk at a time, inside a transaction: a failure half-way
-    # (an unreadable image in row 50,000) leaves the database as it was.
-    with session.transaction():
-        for n, frame in enumerate(inner.batches()):
-            head = f"{verb} {table}" if n == 0 else f"INSERT INTO {table}"
-            ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
-            rows += len(frame)
+    if inner.is_streamed and not session.in_transaction():
+        rows = _write_in_pieces(session, statement, inner)
+    else:
+        rows = 0
+        verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
+            "CREATE TABLE IF NOT EXISTS" if statement.if_not_exists else "CREATE TABLE")
+        # Inside the user's own transaction: every chunk goes in within it, which decides.
+        with session.transaction():
+            for n, frame in enumerate(inner.batches()):
+                head = f"{verb} {table}" if n == 0 else f"INSERT INTO {table}"
+                ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
+                rows += len(frame)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, inner.messages)
 
+
+def _write_in_pieces(session, statement, inner):
+    """A streamed result (a PREDICT over a million rows) into a partial table, each chunk committed
+    as it comes, then renamed to the table in one transaction. DuckDB holds a transaction's
+    uncommitted rows in memory (~0.15 KB a row), so one transaction around a million chunked
+    inserts grew the process by hundreds of MiB; committed chunks are on disk. A failure half-way
+    drops the partial table: the database is as it was (an old table of that name included)."""
+    bare = ingest.name_parts(statement.table)[-1]
+    partial = ingest.sibling_table(statement.table, f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}")
+    rows = 0
+    try:
+        for n, frame in enumerate(inner.batches()):
+            head = f"CREATE TABLE {partial}" if n == 0 else f"INSERT INTO {partial}"
+            ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
+            rows += len(frame)
+        with session.transaction():
+            if statement.or_replace:
+                session.duckdb.execute(f"DROP TABLE IF EXISTS {ingest.quote_table(statement.table)}")
+            session.duckdb.execute(f"ALTER TABLE {partial} RENAME TO {ingest.quote_ident(bare)}")
+    except BaseException:
+        session.drop_table(partial)
+        raise
+    return rows
