@@ -159,10 +159,12 @@ def pixql_worker(task, work):
         second = time.perf_counter() - t0
         out.update(images=n, first_seconds=first, second_seconds=second, speedup=first / second,
                    messages=second_result.messages)
-    elif task.startswith("stream"):
-        # CREATE TABLE AS PREDICT over N rows (the test photos repeated), with a linear model at
-        # image_size=STREAM_SIZE so that 100,000 rows take minutes on a CPU: the memory is the point.
-        rows = int(task[len("stream"):])
+    elif task.startswith(("stream", "convert")):
+        # CREATE TABLE AS PREDICT (or CONVERT) over N rows (the test photos repeated), with a linear
+        # model at image_size=STREAM_SIZE so that 100,000 rows take minutes on a CPU: the memory is
+        # the point. CONVERT stores a 1280-float embedding a row (5 KB): 1M rows make a 5 GB table.
+        kind = "stream" if task.startswith("stream") else "convert"
+        rows = int(task[len(kind):])
         db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
         db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
         db.sql(f"BUILD MODEL small USING EfficientNet_Lite0 OPTIONS (train_mode='linear', image_size={STREAM_SIZE}, "
@@ -170,9 +172,10 @@ def pixql_worker(task, work):
                "AS SELECT * FROM bench_train")
         n_test = db.sql("SELECT count(*) FROM bench_test").fetchone()[0]
         db.sql(f"CREATE OR REPLACE TABLE big AS SELECT t.* FROM bench_test t, range({rows // n_test + 1}) r LIMIT {rows}")
+        verb = "PREDICT" if kind == "stream" else "CONVERT"
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            db.sql(f"CREATE OR REPLACE TABLE answers AS PREDICT USING small OPTIONS (device='{DEVICE}') "
+            db.sql(f"CREATE OR REPLACE TABLE answers AS {verb} USING small OPTIONS (device='{DEVICE}') "
                    "AS SELECT * FROM big")
             seconds = time.perf_counter() - t0
         stored = db.sql("SELECT count(*) FROM answers").fetchone()[0]
@@ -567,11 +570,13 @@ def _pixql_only_table(r, args):
             out.append(f"| PREDICT end to end / the network alone, {m['images']} {what} photos | "
                        f"{m['images_per_s'] / m['network_images_per_s']:.2f} "
                        f"({m['images_per_s']:.1f} / {m['network_images_per_s']:.1f} images/s) |")
-    for key in sorted((k for k in r if k.startswith("stream")), key=lambda k: int(k[6:])):
-        m = r[key]
-        out += [f"| CREATE TABLE AS PREDICT, {m['rows']} rows: peak RSS MiB main / tree | "
-                f"{m['rss_main_mib']:.0f} / {_fmt(m['rss_tree_mib'], 0)} |",
-                f"| CREATE TABLE AS PREDICT, {m['rows']} rows: images/s (image_size={STREAM_SIZE}) | {m['images_per_s']:.0f} |"]
+    for kind, verb in (("stream", "PREDICT"), ("convert", "CONVERT")):
+        for key in sorted((k for k in r if k.startswith(kind)), key=lambda k: int(k[len(kind):])):
+            m = r[key]
+            out += [f"| CREATE TABLE AS {verb}, {m['rows']} rows: peak RSS MiB main / tree | "
+                    f"{m['rss_main_mib']:.0f} / {_fmt(m['rss_tree_mib'], 0)} |",
+                    f"| CREATE TABLE AS {verb}, {m['rows']} rows: images/s (image_size={STREAM_SIZE}), wall s | "
+                    f"{m['images_per_s']:.0f}, {m['seconds']:.0f} |"]
     return "\n".join(out)
 
 
@@ -589,6 +594,8 @@ def main():
                     help="images of the first/second linear BUILD (embedding cache; default 2000, 0 = skip)")
     ap.add_argument("--stream-rows", type=int, nargs="*", default=[10000, 100000],
                     help="row counts of the streamed PREDICT memory runs (default 10000 100000)")
+    ap.add_argument("--convert-rows", type=int, nargs="*", default=[],
+                    help="row counts of streamed CONVERT memory runs (default none)")
     ap.add_argument("--pixql-only", action="store_true",
                     help="only the pixql-alone measurements (embedding cache, streamed PREDICT)")
     ap.add_argument("--no-expert", dest="expert", action="store_false",
@@ -640,10 +647,12 @@ def main():
             results["pixql"]["cache"] = _run_worker("pixql", "cache", work)
         for rows in args.stream_rows:
             results["pixql"][f"stream{rows}"] = _run_worker("pixql", f"stream{rows}", work)
+        for rows in args.convert_rows:
+            results["pixql"][f"convert{rows}"] = _run_worker("pixql", f"convert{rows}", work)
         total = time.perf_counter() - t0
     if not args.pixql_only:
         print(_table(results, args))
-    if args.cache_images or args.stream_rows or "predict" in results["pixql"]:
+    if args.cache_images or args.stream_rows or args.convert_rows or "predict" in results["pixql"]:
         print(_pixql_only_table(results["pixql"], args))
     print(f"\n(total {total:.0f} s; timed regions exclude imports and process start-up)")
     if args.json:

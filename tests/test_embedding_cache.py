@@ -59,6 +59,19 @@ def test_second_pass_computes_nothing_and_gives_the_same_rows(tmp_path):
     assert hits3 == 4 and backbone.asked == []
 
 
+def test_a_photo_named_in_many_rows_is_computed_once(tmp_path):
+    """Repeats within one call (a table naming the same photo many times, or two files with the
+    same bytes) cost one computation; every row gets its answer, in order."""
+    a, b, same_as_a = _files(tmp_path / "img", ["a", "bb", "a"])
+    gone = str(tmp_path / "img" / "gone.bin")
+    paths = [a, b, a, gone, same_as_a, b, gone]
+    backbone = FakeBackbone()
+    feats, rows, skipped, hits = ec.cached_forward(ec.EmbeddingCache(str(tmp_path / "cache" / "k")), paths, backbone)
+    assert backbone.asked == [a, b, gone, gone] and hits == 0  # each unreadable one reports its own row
+    assert rows.tolist() == [0, 1, 2, 4, 5] and skipped == {3, 6}
+    assert feats[:, 0].tolist() == [1.0, 2.0, 1.0, 1.0, 2.0]
+
+
 def test_a_changed_file_is_recomputed_never_served_stale(tmp_path):
     paths = _files(tmp_path / "img", ["a", "bb", "ccc"])
     cache = ec.EmbeddingCache(str(tmp_path / "cache" / "k"))

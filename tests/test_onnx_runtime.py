@@ -74,7 +74,7 @@ def _auto_model(tmp_path, monkeypatch, size):
     return db
 
 
-def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, fp32_cpu):
+def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, fp32_cpu, capsys):
     db = _auto_model(tmp_path, monkeypatch, size=41)
     query = "SELECT * FROM photos ORDER BY image"
     before = _graphs()  # the cache is the session's: other tests' graphs may be there
@@ -82,8 +82,11 @@ def test_auto_runtime_hands_large_calls_to_onnx_runtime(tmp_path, monkeypatch, f
     small.df()
     assert _graphs() == before and not any("ONNX" in m for m in small.messages)  # too few photos to pay for it
     torch_rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='torch') AS {query}").df()
+    db.engine.progress = True  # the export (seconds) shows a progress line of its own
+    capsys.readouterr()
     auto = db.sql(f"PREDICT USING m OPTIONS (probabilities=true) AS {query}")
     auto_rows = auto.df()
+    assert "export for ONNX Runtime" in capsys.readouterr().err
     assert len(_graphs()) == len(before) + 1 and any("ONNX Runtime" in m for m in auto.messages)
     assert list(auto_rows.predicted) == list(torch_rows.predicted)
     assert np.abs(auto_rows[["prob_blue", "prob_red"]].to_numpy()

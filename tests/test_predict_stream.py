@@ -88,6 +88,50 @@ def test_a_streamed_create_table_commits_in_pieces_and_appears_whole(colors_db, 
     assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,) and _partial_tables(colors_db) == []
 
 
+def _memory_limit(db):
+    return db.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+
+@pytest.mark.parametrize("users_limit", [None, "3.0 GiB"])
+def test_a_streamed_create_table_bounds_duckdbs_memory_then_gives_the_limit_back(colors_db, small_chunks,
+                                                                                 monkeypatch, users_limit):
+    """Into a database file, DuckDB's buffer pool is held near what it used when the stream began
+    (it would keep every written block resident up to memory_limit); the user's limit, or the
+    default, is back afterwards, after a failure too."""
+    from pixql.commands import create_table
+    from pixql.session import _bytes
+
+    if users_limit:
+        colors_db.sql(f"SET memory_limit = '{users_limit}'")
+    before = _memory_limit(colors_db)
+    during = []
+    write = create_table.ingest.create_table_from_frame
+
+    def watching(con, head, frame, insert=False):
+        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
+        write(con, head, frame, insert)
+
+    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    assert len(during) == 3 and max(during) <= create_table.STREAM_MEMORY_HEADROOM + 64 * 2**20
+    assert _memory_limit(colors_db) == before
+    _break_image(colors_db, 17)
+    with pytest.raises(DataError, match="row 17"):
+        colors_db.sql(f"CREATE TABLE fresh AS {PREDICT}")
+    assert _memory_limit(colors_db) == before
+
+
+def test_an_in_memory_database_gets_no_bound(tmp_path):
+    """There the rows have nowhere else to go: a bound would only turn a large table into an error."""
+    import pixql
+
+    with pixql.connect(progress=False) as db:
+        assert not db.engine.session.is_file_database()
+    with pixql.connect(str(tmp_path / "f.duckdb"), progress=False) as db:
+        db.sql("ATTACH ':memory:' AS scratch")
+        assert db.engine.session.is_file_database() and not db.engine.session.is_file_database("scratch")
+
+
 def test_create_table_as_a_stream_into_a_schema_and_over_an_old_table(colors_db, small_chunks):
     colors_db.sql("CREATE SCHEMA s; CREATE TABLE s.answers AS SELECT 1 AS x")
     colors_db.sql(f"CREATE OR REPLACE TABLE s.answers AS {PREDICT}")

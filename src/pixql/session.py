@@ -231,6 +231,33 @@ class Session:
         for parts in left:
             self.drop_table(".".join(map(ingest.quote_ident, parts)))
 
+    # -- DuckDB's memory ----------------------------------------------------------------------
+    def is_file_database(self, database=None):
+        """Whether `database` (default: the current one) is stored in a file, not in memory."""
+        rows = self.duckdb.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                                   "coalesce(?, current_database())", [database]).fetchall()
+        return bool(rows and rows[0][0] and rows[0][0] != ":memory:")
+
+    @contextlib.contextmanager
+    def bounded_memory(self, headroom):
+        """DuckDB's buffer pool held to what it holds now plus `headroom` bytes (never above the
+        user's memory_limit), then the user's limit back. DuckDB keeps the blocks a long write
+        made in memory up to memory_limit (80% of RAM by default): a million streamed rows of
+        1280 floats would stay resident; under the bound it evicts them (they are on disk)."""
+        (setting,), = self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()
+        (used,), = self.duckdb.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchall()
+        bound = int(used) + int(headroom)
+        if bound >= _bytes(setting):
+            yield
+            return
+        self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")
+        try:
+            yield
+        finally:
+            self.duckdb.execute("RESET memory_limit")  # the default exactly, when it was the default
+            if self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != setting:
+                self.duckdb.execute(f"SET memory_limit = {ingest.quote_literal(setting)}")
+
     # -- transactions ------------------------------------------------------------------------
     def in_transaction(self):
         """Whether the script is inside a transaction of its own (BEGIN without COMMIT yet)."""
@@ -260,6 +287,16 @@ class Session:
             if isinstance(exc, duckdb.Error):
                 raise SqlError(str(exc)) from exc
             raise
+
+
+_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+
+
+def _bytes(size):
+    """DuckDB's spelling of a size ('18.8 GiB', '300.0 MiB') in bytes."""
+    number, unit = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", size).groups()
+    return int(float(number) * _UNITS[unit.lower()])
 
 
 class StoredRows(int):

@@ -10,7 +10,7 @@ from pixql.tasks import as_task
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
 from pixql.ml.networks import create_network
-from pixql.ml.runtime import (auto_batch_size, forward_rows, resolve_device, resolve_precision,
+from pixql.ml.runtime import (auto_batch_size, forward_rows, progress_bar, resolve_device, resolve_precision,
                               to_device)
 
 
@@ -78,7 +78,7 @@ class Classifier:
         self.precision, self.model, self.runtime = "fp32", None, "onnx"
         self.forward = OnnxForward(path)
 
-    def _maybe_hand_over(self, n_images):
+    def _maybe_hand_over(self, n_images, progress):
         """runtime='auto': export and switch once a call is large enough; a graph that does not
         export (or does not match torch's outputs) leaves the model on torch, which then says
         what is wrong with it (e.g. NaN weights) in its own words."""
@@ -88,7 +88,9 @@ class Classifier:
             return
         state_dict, self._auto_onnx = self._auto_onnx, None
         try:
-            self._use_onnx(state_dict, export=True)
+            with progress_bar(1, "export for ONNX Runtime", progress, unit="graph") as bar:  # a few seconds
+                self._use_onnx(state_dict, export=True)
+                bar.update(1)
         except Exception as e:  # noqa: BLE001  (any export failure: torch answers instead)
             self.note = f"runtime='auto' stayed on torch: the ONNX export failed ({type(e).__name__}: {e})"
         else:
@@ -102,7 +104,7 @@ class Classifier:
         paths = list(paths)
         if not paths:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        self._maybe_hand_over(len(paths))
+        self._maybe_hand_over(len(paths), progress)
         probs, rows = forward_rows(
             self.model, paths, self.preprocessing, self.transform, self.forward,
             device=self.device, precision=self.precision,
