@@ -168,6 +168,34 @@ def test_a_predict_inside_the_users_transaction_reads_every_row(colors_db, monke
     assert got.equals(expected)
 
 
+def test_the_clean_up_at_open_leaves_a_partial_table_being_written_alone(colors_db, small_chunks, monkeypatch):
+    """What an engine opening the same file in this process runs drops a crash's partial tables,
+    not one this process is writing."""
+    from pixql.commands import create_table
+
+    write = create_table.ingest.create_table_from_frame
+    session = colors_db.engine.session
+
+    def cleaning(con, head, frame, insert=False):
+        write(con, head, frame, insert)
+        session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
+
+    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", cleaning)
+    colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,) and not create_table.WRITING
+
+
+def test_a_streamed_create_table_in_a_read_only_database_is_pixqls_error(colors_db, small_chunks):
+    import pixql
+
+    path = colors_db.engine.database
+    colors_db.close()
+    with pixql.connect(path, read_only=True, progress=False) as db:
+        with pytest.raises(SqlError, match="read-only"):
+            db.sql(f"CREATE TABLE answers AS {PREDICT}")
+        assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE NOT temporary").fetchone() == (1,)  # colors
+
+
 def test_a_partial_table_left_by_a_crash_is_dropped_when_the_database_opens(colors_db):
     import pixql
 

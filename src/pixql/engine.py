@@ -10,7 +10,7 @@ import tempfile
 
 from pixql.catalog import Catalog
 from pixql.commands import HANDLERS
-from pixql.commands.create_table import PARTIAL_PREFIX
+from pixql.commands import create_table
 from pixql.errors import PixqlError
 from pixql.session import Session
 from pixql.store import ModelStore
@@ -36,7 +36,7 @@ class Engine:
         self.catalog = Catalog(ModelStore(root, read_only=read_only))
         self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
         if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
-            self.session.drop_tables_named(PARTIAL_PREFIX)
+            self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
         self.progress = progress
         self.catalog.register(self.session.duckdb)
         from pixql.functions import register_functions

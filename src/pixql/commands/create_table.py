@@ -14,6 +14,9 @@ PARTIAL_PREFIX = "__pixql_partial_"
 # the written blocks are on disk, so DuckDB evicts them instead of keeping them all. (CONVERT, 100,000
 # rows of 1280 floats: +1060 MiB resident without the bound, +149 with it, +153 at 300,000 rows.)
 STREAM_MEMORY_HEADROOM = 128 * 2**20
+# The partial tables this process is writing now: another connection to the same file opened
+# meanwhile (same process, same DuckDB instance) must not take them for a crash's leftovers.
+WRITING = set()
 
 
 def run(engine, statement):
@@ -47,11 +50,15 @@ def _write_in_pieces(session, statement, inner):
     inserts grew the process by hundreds of MiB; committed chunks go to disk, and the bound on
     DuckDB's memory lets it drop them from memory there. A failure half-way drops the partial
     table: the database is as it was (an old table of that name included)."""
+    import duckdb
+
     parts = ingest.name_parts(statement.table)
-    partial = ingest.sibling_table(statement.table, f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}")
+    name = f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}"
+    partial = ingest.sibling_table(statement.table, name)
     # An in-memory database keeps every row in memory whatever the bound: none there.
     on_disk = session.is_file_database(parts[0] if len(parts) == 3 else None)
     rows = 0
+    WRITING.add(name)
     try:
         with session.bounded_memory(STREAM_MEMORY_HEADROOM) if on_disk else contextlib.nullcontext():
             for n, frame in enumerate(inner.batches()):
@@ -62,7 +69,11 @@ def _write_in_pieces(session, statement, inner):
             if statement.or_replace:
                 session.duckdb.execute(f"DROP TABLE IF EXISTS {ingest.quote_table(statement.table)}")
             session.duckdb.execute(f"ALTER TABLE {partial} RENAME TO {ingest.quote_ident(parts[-1])}")
-    except BaseException:
+    except BaseException as exc:
         session.drop_table(partial)
+        if isinstance(exc, duckdb.Error):  # e.g. a read-only database: DuckDB's words, as pixql's error
+            raise SqlError(str(exc)) from exc
         raise
+    finally:
+        WRITING.discard(name)
     return rows
