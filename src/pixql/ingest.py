@@ -30,13 +30,6 @@ def quote_table(name):
     return ".".join(quote_ident(part) for part in name.split("."))
 
 
-def _bare_name(name):
-    """The table's own name, without schema or quotes, for catalog look-ups."""
-    if name.startswith('"') and name.endswith('"'):
-        return name[1:-1].replace('""', '"')
-    return name.rsplit(".", 1)[-1].strip('"')
-
-
 def name_parts(name):
     """A dotted table name as written -> its parts, unquoted: 'db."My s".t' -> ['db', 'My s', 't']."""
     parts = re.findall(r'"((?:[^"]|"")*)"|([^."]+)', name)
@@ -46,18 +39,6 @@ def name_parts(name):
 def sibling_table(name, bare):
     """The quoted name of a table called `bare` in the same database and schema as `name`."""
     return ".".join(quote_ident(part) for part in name_parts(name)[:-1] + [bare])
-
-
-def table_exists_exactly(con, name):
-    """Whether `name` (maybe db.schema.table) names a table or view where CREATE TABLE would
-    put it: its own schema, else the current one (table_exists looks in every schema)."""
-    *where, table = name_parts(name)
-    database, schema = ([None] * (2 - len(where)) + where)[-2:]
-    return bool(con.execute(
-        "SELECT count(*) FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables() "
-        "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal) "
-        "WHERE lower(name) = lower(?) AND database_name = coalesce(?, current_database()) "
-        "AND schema_name = coalesce(?, current_schema())", [table, database, schema]).fetchall()[0][0])
 
 
 def in_transaction(con):
@@ -72,13 +53,18 @@ def quote_literal(text):
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def table_exists(con, table):
-    """Whether a table or a view of that name exists (in any schema)."""
-    return any(n for (n,) in con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?) "
-        "UNION ALL SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = lower(?) AND NOT internal",
-        [_bare_name(table), _bare_name(table)],
-    ).fetchall())
+def table_exists(con, table, where_created=False):
+    """Whether a table or a view of that name exists: in any schema, or with `where_created`
+    only where CREATE TABLE would put it (the name's own database and schema, else the current)."""
+    *where, name = name_parts(table)
+    database, schema = ([None] * (2 - len(where)) + where)[-2:]
+    place = (" AND database_name = coalesce(?, current_database()) AND schema_name = coalesce(?, current_schema())"
+             if where_created else "")
+    return bool(con.execute(
+        "SELECT count(*) FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables() "
+        "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal) "
+        f"WHERE lower(name) = lower(?){place}", [name, database, schema] if where_created else [name],
+    ).fetchall()[0][0])
 
 
 def create_table_from_frame(con, head, frame, insert=False):

@@ -24,7 +24,7 @@ def run(engine, statement):
     table = ingest.quote_table(statement.table)
     if statement.if_not_exists and ingest.table_exists(session.duckdb, statement.table):
         return frame_result(statement, {"table": [statement.table], "rows": [0]})
-    if not statement.or_replace and ingest.table_exists_exactly(session.duckdb, statement.table):
+    if not statement.or_replace and ingest.table_exists(session.duckdb, statement.table, where_created=True):
         raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
                        "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
     inner = engine.run(statement.statement)
@@ -72,7 +72,7 @@ def _write_in_pieces(session, statement, inner):
     except BaseException as exc:
         session.drop_table(partial)
         if isinstance(exc, duckdb.Error):  # e.g. a read-only database: DuckDB's words, as pixql's error
-            raise SqlError(str(exc)) from exc
+            raise session.error(exc) from exc
         raise
     finally:
         WRITING.discard(name)

@@ -198,9 +198,12 @@ def cached_forward(cache, paths, compute, digests=None):
     # One computation per distinct content: a table often names the same photo in many rows (a
     # million-row CONVERT of 200 photos decoded every row before). Unreadable files (no digest)
     # stay one each, so that each reports its own path.
+    def same(i):
+        return digests[i] if digests[i] is not None else i
+
     first_of = {}
     for i in missing:
-        first_of.setdefault(digests[i] if digests[i] is not None else i, i)
+        first_of.setdefault(same(i), i)
     distinct = sorted(first_of.values())
     skipped_sub = set()
     out, sub_rows = compute([paths[i] for i in distinct], skipped_sub) if distinct else (None, None)
@@ -216,7 +219,7 @@ def cached_forward(cache, paths, compute, digests=None):
             cache.put(list(fresh), torch.stack(list(fresh.values())))
     skipped = {distinct[j] for j in skipped_sub}
     for i in missing:  # the repeats take their first row's answer
-        first = first_of[digests[i] if digests[i] is not None else i]
+        first = first_of[same(i)]
         if first in computed:
             computed[i] = computed[first]
         elif first in skipped:
