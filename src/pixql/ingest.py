@@ -31,9 +31,10 @@ def quote_table(name):
 
 
 def name_parts(name):
-    """A dotted table name as written -> its parts, unquoted: 'db."My s".t' -> ['db', 'My s', 't']."""
+    """A dotted table name as written -> its parts, unquoted: 'db."My s".t' -> ['db', 'My s', 't'];
+    a name that is no such thing (a lone quote from a user's option) is one part, as written."""
     parts = re.findall(r'"((?:[^"]|"")*)"|([^."]+)', name)
-    return [quoted.replace('""', '"') if quoted or not bare else bare for quoted, bare in parts]
+    return [quoted.replace('""', '"') if quoted or not bare else bare for quoted, bare in parts] or [name]
 
 
 def sibling_table(name, bare):
