@@ -26,7 +26,28 @@ def test_c_runs_statements_and_prints_the_result(run_cli):
     result = run_cli("--format", "json", "-c", "SELECT 1 AS a, 'b' AS c")
     assert json.loads(result.stdout) == [{"a": 1, "c": "b"}]
     result = run_cli("-c", "SELECT 7 AS seven")
-    assert result.stdout.split() == ["seven", "7"]
+    assert _cells(result.stdout) == [["seven"], ["int32"], ["7"]]  # DuckDB's shell box: name, type, rows
+
+
+def _cells(table):
+    """The rows of a box table as lists of stripped cells (border lines dropped)."""
+    return [[cell.strip() for cell in line.strip("│").split("│")]
+            for line in table.splitlines() if line.startswith("│")]
+
+
+def test_table_of_a_long_query_shows_its_ends_without_reading_it_all(run_cli):
+    result = run_cli("-c", "SELECT range AS i FROM range(100000000)")  # 100M rows: never fetched
+    assert result.exit_code == 0
+    rows = [row for row in _cells(result.stdout) if row != ["·"]]
+    assert rows[:4] == [["i"], ["int64"], ["0"], ["1"]]
+    assert len(rows) == 2 + 100 and "100 shown" in result.stdout  # names, types, 100 rows (DuckDB's)
+
+
+def test_table_of_a_pixql_result_has_the_same_box(run_cli):
+    result = run_cli("-c", "SHOW BASE MODELS")
+    rows = _cells(result.stdout)
+    assert rows[0][:2] == ["base", "architecture"] and rows[1][0] == "varchar"
+    assert any(row[0] == "EfficientNet_Lite0" for row in rows[2:])
 
 
 def test_tables_persist_in_the_database_file(run_cli):

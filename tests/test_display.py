@@ -126,7 +126,8 @@ def test_cli_describe_model_writes_the_curves_and_prints_the_path(tmp_path, monk
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["property", "value"]
+    assert lines[1].strip("│").split("│")[0].strip() == "property"  # DuckDB's box: names on line 2
+    assert lines[1].strip("│").split("│")[1].strip() == "value"
     assert lines[-1].startswith("training curves: ")
     path = lines[-1].split(": ", 1)[1]
     assert path.endswith(".png") and path.startswith(str(tmp_path / "pics"))

@@ -10,9 +10,19 @@ from typing import Callable
 from pixql.errors import CatalogError, OptionError
 from pixql.ml.bases import is_clip
 from pixql.store import check_name
-from pixql.tasks import task_of
+
+
+def task_of(manifest):
+    """The task of a saved model (tasks/ imported on first use: it brings numpy, which a
+    plain SQL statement does not need)."""
+    from pixql import tasks
+
+    return tasks.task_of(manifest)
+
 
 CATALOG_FUNCTION = "pixql_models"  # SELECT * FROM pixql_models(): SHOW MODELS' rows in any query
+ROWS_FUNCTION = f"__{CATALOG_FUNCTION}_rows"
+CATALOG_QUERY = f"SELECT * FROM {CATALOG_FUNCTION}()"
 CATALOG_COLUMNS = {"name": "VARCHAR", "base": "VARCHAR", "task": "VARCHAR", "classes": "BIGINT",
                    "created": "VARCHAR", "metric": "DOUBLE", "metric_name": "VARCHAR", "train_mode": "VARCHAR",
                    "status": "VARCHAR"}
@@ -274,10 +284,8 @@ class Catalog:
             raise CatalogError(f"'{name.lower()}' is built in and cannot be dropped")
         return self.store.drop(name, if_exists=if_exists)
 
-    def frame(self):
+    def rows(self):
         """SHOW MODELS' rows: the built-in models, then the store's (a broken one with its reason)."""
-        import pandas as pd
-
         rows = [{"name": m.name, "base": m.manifest["base"], "task": m.manifest["task"],
                  "classes": m.manifest["n_classes"], "created": None, "metric": None, "metric_name": None,
                  "train_mode": "built-in", "status": "ok"} for m in BUILTINS.values()]
@@ -287,7 +295,7 @@ class Catalog:
                          "classes": len(m.get("classes") or []), "created": m.get("created"),
                          "metric": value, "metric_name": name, "train_mode": m.get("train_mode"),
                          "status": f"broken: {m['broken']}" if "broken" in m else "ok"})
-        return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+        return rows
 
     def register(self, con):
         """`pixql_models()`, a table function over SHOW MODELS' rows, read live at each query (a
@@ -296,15 +304,13 @@ class Catalog:
         import duckdb
 
         row = duckdb.struct_type({name: duckdb.sqltype(kind) for name, kind in CATALOG_COLUMNS.items()})
-        con.create_function(f"__{CATALOG_FUNCTION}_rows", self._rows, [], duckdb.list_type(row),
+        con.create_function(ROWS_FUNCTION, self._rows, [], duckdb.list_type(row),
                             side_effects=True)
         con.execute(f"CREATE OR REPLACE TEMP MACRO {CATALOG_FUNCTION}() AS TABLE "
-                    f"SELECT unnest(__{CATALOG_FUNCTION}_rows(), recursive := true)")
+                    f"SELECT unnest({ROWS_FUNCTION}(), recursive := true)")
 
     def _rows(self):
-        frame = self.frame()
-        return [{name: (None if value != value else value) for name, value in row.items()}  # NaN -> NULL
-                for row in frame.astype(object).to_dict("records")]
+        return [{name: row.get(name) for name in CATALOG_COLUMNS} for row in self.rows()]
 
 
 def _zero_shot_model(name, weights, classes, device):

@@ -1,5 +1,5 @@
 """The one engine under every front end: parse a script, dispatch each statement to its
-command (commands.HANDLERS, keyed by statement class), and place its errors.
+command (commands.handler: HANDLERS, keyed by statement class), and place its errors.
 
 The DuckDB side is session.py, the models catalog.py, each statement a module of commands/;
 the SQL layer, the model store and the learning code meet only in those commands.
@@ -9,7 +9,7 @@ import os
 import tempfile
 
 from pixql.catalog import Catalog
-from pixql.commands import HANDLERS
+from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.errors import PixqlError
 from pixql.session import Session
@@ -79,7 +79,7 @@ class Engine:
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's
         try:
-            return HANDLERS[type(statement)](self, statement)
+            return handler(statement)(self, statement)
         except PixqlError as exc:
             raise self.locate(exc, statement)
 

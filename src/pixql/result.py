@@ -1,6 +1,7 @@
 """What a statement returns: rows (like a DuckDB relation), maybe a picture, maybe a note."""
 
 import contextlib
+import io
 
 from pixql.errors import PixqlError, SqlError
 
@@ -168,10 +169,34 @@ class Result:
             self.df()
         return 0 if self._frame is None else len(self._frame)
 
+    def text(self, max_rows=40, max_width=None, max_col_width=None):
+        """The rows as DuckDB's shell prints them (a box with names and types; the first and last
+        rows of a long result). A lazy query is rendered by DuckDB without fetching it, and
+        without pandas: `SELECT * FROM big` on a terminal reads only the rows it shows."""
+        import duckdb
+
+        if self._relation is not None:
+            with _duckdb_errors(self.statement, self._cause):
+                relation = self._connection.sql(self._query) if self._query is not None else self._relation
+                return _shown(relation, max_rows, max_width, max_col_width)
+        frame = self.df()
+        try:
+            return _shown(duckdb.from_df(frame), max_rows, max_width, max_col_width)
+        except (duckdb.Error, TypeError, ValueError):  # a column DuckDB cannot type: pandas' text
+            return frame.to_string(index=False, max_rows=max_rows, max_colwidth=max_col_width)
+
     def __repr__(self):
         if not self.has_rows:
             return "<pixql.Result: no rows>"
-        return self.df().to_string(index=False, max_rows=40)
+        return self.text()
 
     def _repr_html_(self):
         return self.df().to_html(index=False, max_rows=40) if self.has_rows else None
+
+
+def _shown(relation, max_rows, max_width, max_col_width):
+    """DuckDB's box rendering of `relation` (show() prints it; keep its text instead)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        relation.show(max_rows=max_rows, max_width=max_width, max_col_width=max_col_width)
+    return out.getvalue().rstrip("\n")

@@ -4,6 +4,8 @@ as PNG files; the loop that runs a script for the CLI and the demo.
 
 import itertools
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import click
 from pixql.errors import PixqlError
 
 FORMATS = ("table", "csv", "json")
+TABLE_ROWS = 100  # a longer result shows its first and last 50 (and its row count), as DuckDB's shell
 # What each kind of figure is called on the terminal, and whether it is written without --plot.
 _FIGURES = {"curves": ("training curves", True), "confusion": ("confusion matrix", False)}
 
@@ -46,6 +49,11 @@ def _write_figures(result, fmt, out_dir, open_image, plot=False):
                    "OPTIONS (output='confusion'))", err=True)
 
 
+def _width():
+    """The terminal's width for a table; unbounded when stdout is a file or a pipe."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000
+
+
 def _print_messages(result):
     for message in getattr(result, "messages", None) or []:
         click.echo(message, err=True)
@@ -68,14 +76,13 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         return
     if not result.shows_rows:
         return
-    frame = result.df()
     if fmt == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
+        click.echo(result.df().to_csv(index=False), nl=False)
     elif fmt == "json":
-        click.echo(frame.to_json(orient="records", date_format="iso"))
+        click.echo(result.df().to_json(orient="records", date_format="iso"))
     else:
-        click.echo(frame.to_string(index=False, max_rows=100, max_colwidth=60) if len(frame.columns)
-                   else "(no columns)")
+        click.echo(result.text(max_rows=TABLE_ROWS, max_width=_width(), max_col_width=60)
+                   if result.columns else "(no columns)")
     _write_figures(result, fmt, out_dir, open_image, plot)
 
 

@@ -4,6 +4,7 @@ import functools
 import json
 
 from pixql import ingest
+from pixql.catalog import CATALOG_QUERY
 from pixql.commands import plain_sql
 from pixql.commands.common import frame_result, short
 from pixql.display import has_history
@@ -19,7 +20,9 @@ def show(engine, statement):
     # `SHOW models` is DuckDB's too (a table's columns): a table or view named models wins.
     if ingest.table_exists(engine.session.duckdb, "models"):
         return plain_sql.run_as_duckdb(engine, statement)
-    return Result(statement, frame=engine.catalog.frame())
+    # Lazy, like a final SELECT: DuckDB prints it without pandas, and reads the store when shown.
+    con = engine.session.duckdb
+    return Result(statement, relation=con.sql(CATALOG_QUERY), query=CATALOG_QUERY, connection=con)
 
 
 def show_bases(engine, statement):
