@@ -34,7 +34,8 @@ def test_noisy_wide_features_get_a_stronger_penalty_than_clean_ones():
     noisy = choose_l2(*_blobs(120, 400, 4, 0.5, seed=1), 2, task)
     clean = choose_l2(*_blobs(600, 8, 8, 2.0, seed=2), 2, task)
     assert noisy[0] > clean[0]
-    assert [row[0] for row in noisy[1]] == list(L2_GRID)  # every penalty tried is reported
+    _check_search(*noisy)
+    _check_search(*clean)
     assert all(0 <= row[1] <= 1 and row[2] > 0 for row in noisy[1])
     # the chosen penalty generalises better on fresh rows of the noisy kind than the weakest one
     z, y = _blobs(120, 400, 4, 0.5, seed=1)
@@ -45,6 +46,32 @@ def test_noisy_wide_features_get_a_stronger_penalty_than_clean_ones():
         return (head.logits(fresh_z).argmax(1) == fresh_y).float().mean().item()
 
     assert accuracy(noisy[0]) >= accuracy(min(L2_GRID))
+
+
+def _check_search(chosen, tried):
+    """What choose_l2 reports: the penalties it fitted, a run of the grid (strong to weak) from its
+    middle; the chosen one has the lowest CV loss and its neighbours in the grid were fitted too
+    (their loss higher), so that walking further could only go uphill."""
+    multiples = [row[0] for row in tried]
+    first = L2_GRID.index(multiples[0])
+    assert multiples == list(L2_GRID[first:first + len(multiples)]) and L2_GRID[len(L2_GRID) // 2] in multiples
+    assert len(tried) < len(L2_GRID)  # never every one
+    best = min(range(len(tried)), key=lambda i: tried[i][2])
+    assert tried[best][0] == pytest.approx(chosen)
+    at = L2_GRID.index(tried[best][0])
+    for neighbour in (at - 1, at + 1):
+        if 0 <= neighbour < len(L2_GRID):
+            assert L2_GRID[neighbour] in multiples
+    assert all(0 <= row[1] <= 1 and row[2] > 0 for row in tried)
+
+
+def test_the_search_finds_the_full_grids_choice_in_fewer_fits():
+    task = classification_task()
+    for z, y in (_blobs(120, 400, 4, 0.5, seed=1), _blobs(600, 8, 8, 2.0, seed=2), _blobs(300, 64, 6, 0.8, seed=3)):
+        chosen, tried = choose_l2(z, y, 2, task)
+        everywhere = [choose_l2(z, y, 2, task, grid=(m,))[1][0] for m in L2_GRID]  # each penalty alone
+        assert chosen == min(everywhere, key=lambda row: row[2])[0]
+        assert len(tried) < len(L2_GRID)
 
 
 def test_build_reports_the_penalty_it_chose_or_was_given(tmp_path):
@@ -58,8 +85,7 @@ def test_build_reports_the_penalty_it_chose_or_was_given(tmp_path):
     assert chosen["train_mode"] == "linear"
     assert any(chosen["l2"] == pytest.approx(m / 40) for m in L2_GRID)
     manifest = db.engine.catalog.store.manifest("a")
-    tried = manifest["options"]["used"]["l2_cross_validation"]
-    assert [row[0] for row in tried] == list(L2_GRID)
+    _check_search(chosen["l2"] * 40, manifest["options"]["used"]["l2_cross_validation"])
     given = db.sql("BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (l2=0.5) AS SELECT * FROM t").df().iloc[0]
     assert given["l2"] == 0.5
     assert db.engine.catalog.store.manifest("b")["options"]["used"]["l2_cross_validation"] is None

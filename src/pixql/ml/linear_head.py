@@ -72,26 +72,44 @@ def folds(y, k, seed, stratified):
 
 def choose_l2(z, y, n_classes, task, seed=0, grid=L2_GRID, k=CV_FOLDS):
     """The penalty (a multiple of 1/n) with the lowest cross-validated loss, and every tried
-    one's [multiple, task metric, loss]. The loss, not the accuracy: on a few hundred rows the
-    accuracy moves by single rows and picks at random among near ties; the loss is smooth (on
-    the photo sets both chose penalties within 1 point of test accuracy of each other)."""
+    one's [multiple, task metric, loss], strong to weak. The loss, not the accuracy: on a few
+    hundred rows the accuracy moves by single rows and picks at random among near ties; the loss
+    is smooth (on the photo sets both chose penalties within 1 point of test accuracy of each other).
+
+    The search starts at the grid's middle and walks towards the lower loss until it rises (the
+    CV loss over the penalty had one minimum on every photo set measured): 3 or 4 of the 5
+    penalties are fitted instead of all, each fold warm-started from its neighbour's solution."""
     n = len(y)
     if n < CV_MIN_ROWS:
         return DEFAULT_MULTIPLE, []
     if n > CV_MAX_ROWS:
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:CV_MAX_ROWS]
         z, y = z[keep], y[keep]
-    tallies = [Tally(task) for _ in grid]
+    splits = []
     for held in folds(y, k, seed, task.stratified_split):
         fit = torch.ones(len(y), dtype=torch.bool)
         fit[held] = False
-        zf, yf = z[fit], y[fit]
-        start = None
-        for multiple, tally in zip(grid, tallies):
-            head = LogisticHead(z.shape[1], n_classes, task, multiple / len(yf), start, CV_STEPS).step(zf, yf)
-            start = head.solution
-            tally.add(head.logits(z[held]), y[held])
-    scores = [[m, getattr(t, task.metric), t.loss] for m, t in zip(grid, tallies)]
-    best = min(scores, key=lambda s: s[2])
-    return best[0], scores
+        splits.append((z[fit], y[fit], z[held], y[held]))
+    solutions, scores = {}, {}  # (grid index, fold) -> head's solution; grid index -> its row
 
+    def score(i, start_from=None):
+        tally = Tally(task)
+        for f, (zf, yf, zh, yh) in enumerate(splits):
+            start = solutions.get((start_from, f))
+            head = LogisticHead(z.shape[1], n_classes, task, grid[i] / len(yf), start, CV_STEPS).step(zf, yf)
+            solutions[i, f] = head.solution
+            tally.add(head.logits(zh), yh)
+        scores[i] = [grid[i], getattr(tally, task.metric), tally.loss]
+        return tally.loss
+
+    middle = len(grid) // 2
+    score(middle)
+    for step in (1, -1):  # weaker first (the grid runs strong to weak), then stronger
+        i = middle
+        while 0 <= i + step < len(grid) and score(i + step, i) < scores[i][2]:
+            i += step
+        if i != middle:
+            break  # the loss fell one way and rose after: the other way lies uphill
+    tried = [scores[i] for i in sorted(scores)]
+    best = min(tried, key=lambda row: row[2])
+    return best[0], tried
