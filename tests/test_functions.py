@@ -150,6 +150,30 @@ def test_a_database_with_its_own_predict_macro_still_opens(tmp_path):
         db.close()
 
 
+def test_two_connections_to_one_file_in_one_process_each_have_the_functions(colors_db, tmp_path):
+    """A notebook cell that runs `db = pixql.connect("shop.duckdb")` again, the old connection not
+    closed yet: DuckDB shares one instance (and its Python functions) between them."""
+    import pixql
+
+    path = str(tmp_path / "colors.duckdb")
+    query = "SELECT predict('cm', image) = label FROM colors"
+    again = pixql.connect(path, progress=False)
+    try:
+        assert all(ok for (ok,) in again.sql(query).fetchall()) and len(again.sql(query).fetchall()) == 24
+        assert again.sql("SELECT name FROM pixql_models() WHERE name = 'cm'").fetchall() == [("cm",)]
+        third = pixql.connect(path, progress=False)
+        third.close()  # closing one takes only its own functions away
+        assert all(ok for (ok,) in again.sql(query).fetchall())
+        assert all(ok for (ok,) in colors_db.sql(query).fetchall())
+        assert colors_db.sql("SELECT count(*) FROM (SHOW MODELS) WHERE name = 'cm'").fetchone() == (1,)
+    finally:
+        again.close()
+    assert colors_db.sql("SELECT predict_score('cm', image) > 0.5 FROM colors LIMIT 1").fetchone() == (True,)
+    names = colors_db.duckdb.execute("SELECT function_name FROM duckdb_functions() "
+                                     "WHERE starts_with(function_name, '__pixql_')").fetchall()
+    assert len(names) == 5  # predict, predict_score, embedding, crop, the models' rows: the open one's
+
+
 def test_nested_statements_are_found_by_tokens():
     from pixql.sql import Evaluate, Predict, ShowModels, nested_statements
 

@@ -121,6 +121,28 @@ def test_a_streamed_create_table_bounds_duckdbs_memory_then_gives_the_limit_back
     assert _memory_limit(colors_db) == before
 
 
+def test_the_bound_counts_from_before_the_input_is_copied(colors_db, small_chunks, monkeypatch):
+    """PREDICT copies its input query into a temporary table first; the bound is counted from
+    before that copy, so DuckDB spills the copy rather than keeping it on top of the headroom."""
+    from pixql.commands import create_table
+    from pixql.session import _bytes
+
+    # 24 rows of 2 MB each: a 48 MB copy, more than the slack allowed below
+    colors_db.sql("CREATE TABLE wide AS SELECT *, repeat('x', 2000000) AS pad FROM colors")
+    used_before = colors_db.engine.session.memory_used()
+    during = []
+    write = create_table.ingest.create_table_from_frame
+
+    def watching(con, head, frame, insert=False):
+        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
+        write(con, head, frame[["image", "predicted"]], insert)
+
+    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    colors_db.sql("CREATE TABLE answers AS PREDICT USING cm AS SELECT * FROM wide ORDER BY image")
+    assert len(during) == 3 and max(during) <= used_before + create_table.STREAM_MEMORY_HEADROOM + 16 * 2**20
+    assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
+
+
 def test_an_in_memory_database_gets_no_bound(tmp_path):
     """There the rows have nowhere else to go: a bound would only turn a large table into an error."""
     import pixql

@@ -21,7 +21,6 @@ def task_of(manifest):
 
 
 CATALOG_FUNCTION = "pixql_models"  # SELECT * FROM pixql_models(): SHOW MODELS' rows in any query
-ROWS_FUNCTION = f"__{CATALOG_FUNCTION}_rows"
 CATALOG_QUERY = f"SELECT * FROM {CATALOG_FUNCTION}()"
 CATALOG_COLUMNS = {"name": "VARCHAR", "base": "VARCHAR", "task": "VARCHAR", "classes": "BIGINT",
                    "created": "VARCHAR", "metric": "DOUBLE", "metric_name": "VARCHAR", "train_mode": "VARCHAR",
@@ -297,17 +296,17 @@ class Catalog:
                          "status": f"broken: {m['broken']}" if "broken" in m else "ok"})
         return rows
 
-    def register(self, con):
+    def register(self, session):
         """`pixql_models()`, a table function over SHOW MODELS' rows, read live at each query (a
         model another process builds shows up). A temporary macro over a Python function: nothing
         is added to the database's tables, so SHOW TABLES and duckdb_tables() stay the user's."""
         import duckdb
 
         row = duckdb.struct_type({name: duckdb.sqltype(kind) for name, kind in CATALOG_COLUMNS.items()})
-        con.create_function(ROWS_FUNCTION, self._rows, [], duckdb.list_type(row),
-                            side_effects=True)
-        con.execute(f"CREATE OR REPLACE TEMP MACRO {CATALOG_FUNCTION}() AS TABLE "
-                    f"SELECT unnest({ROWS_FUNCTION}(), recursive := true)")
+        rows = session.register_function("models_rows", self._rows, [], duckdb.list_type(row),
+                                         macro=False, side_effects=True)
+        session.duckdb.execute(f"CREATE OR REPLACE TEMP MACRO {CATALOG_FUNCTION}() AS TABLE "
+                               f"SELECT unnest({rows}(), recursive := true)")
 
     def _rows(self):
         return [{name: row.get(name) for name in CATALOG_COLUMNS} for row in self.rows()]

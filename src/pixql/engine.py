@@ -38,7 +38,7 @@ class Engine:
         if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
             self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
         self.progress = progress
-        self.catalog.register(self.session.duckdb)
+        self.catalog.register(self.session)
         from pixql.functions import register_functions
 
         self.functions = register_functions(self)

@@ -31,7 +31,7 @@ MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float ea
 def register_functions(engine):
     """Register predict() and predict_score() on `engine.duckdb`; returns the PredictFunctions."""
     functions = PredictFunctions(engine)
-    functions.register(engine.duckdb)
+    functions.register(engine.session)
     return functions
 
 
@@ -44,7 +44,7 @@ class PredictFunctions:
         self.network_rows = 0  # images that went through a network (for tests and curiosity)
         self._failure = None  # the PixqlError a UDF call raised, for the engine to report
 
-    def register(self, con):
+    def register(self, session):
         import duckdb
 
         text, number = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
@@ -56,7 +56,7 @@ class PredictFunctions:
                 ("embedding", self._embedding, [text, text], vector),
                 ("crop", self._crop, [text, box], duckdb.sqltype("BLOB"))):
             try:
-                con.create_function(name, fn, params, returns, type="arrow")
+                session.register_function(name, fn, params, returns, type="arrow")
             except duckdb.Error as exc:  # the database defines its own (a macro): it keeps it
                 import warnings
 

@@ -27,9 +27,13 @@ def run(engine, statement):
     if not statement.or_replace and ingest.table_exists(session.duckdb, statement.table, where_created=True):
         raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
                        "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
+    # Outside the user's transaction a streamed result is written in pieces under a memory bound
+    # counted from before the statement copies its input (query_chunks), so the copy spills too.
+    pieces = not session.in_transaction()
+    before = session.memory_used() if pieces else None
     inner = engine.run(statement.statement)
-    if inner.is_streamed and not session.in_transaction():
-        rows = _write_in_pieces(session, statement, inner)
+    if inner.is_streamed and pieces:
+        rows = _write_in_pieces(session, statement, inner, before)
     else:
         rows = 0
         verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
@@ -43,7 +47,7 @@ def run(engine, statement):
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, inner.messages)
 
 
-def _write_in_pieces(session, statement, inner):
+def _write_in_pieces(session, statement, inner, used_before):
     """A streamed result (a PREDICT over a million rows) into a partial table, each chunk committed
     as it comes, then renamed to the table in one transaction. DuckDB holds a transaction's
     uncommitted rows in memory (~0.15 KB a row), so one transaction around a million chunked
@@ -60,7 +64,7 @@ def _write_in_pieces(session, statement, inner):
     rows = 0
     WRITING.add(name)
     try:
-        with session.bounded_memory(STREAM_MEMORY_HEADROOM) if on_disk else contextlib.nullcontext():
+        with session.bounded_memory(STREAM_MEMORY_HEADROOM, used_before) if on_disk else contextlib.nullcontext():
             for n, frame in enumerate(inner.batches()):
                 head = f"CREATE TABLE {partial}" if n == 0 else f"INSERT INTO {partial}"
                 ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
