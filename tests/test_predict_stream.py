@@ -262,6 +262,20 @@ def test_create_table_if_not_exists_does_not_predict_again(colors_db, small_chun
     assert colors_db.sql("SELECT * FROM answers").fetchall() == [(1,)]
 
 
+def test_if_not_exists_and_or_replace_look_only_where_the_table_goes(colors_db, small_chunks):
+    """As DuckDB: a table of that name in another schema does not count; a view there is not
+    replaced by a table (said before predicting, not after the stream)."""
+    colors_db.sql("CREATE SCHEMA s; CREATE TABLE s.answers AS SELECT 1 AS x")
+    out = colors_db.sql(f"CREATE TABLE IF NOT EXISTS answers AS {PREDICT}").df()
+    assert out["rows"].tolist() == [24] and colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
+    colors_db.sql("CREATE VIEW seen AS SELECT 1 AS x")
+    _break_image(colors_db, 17)  # would be the error if the PREDICT ran
+    with pytest.raises(SqlError, match="seen is a view.*DROP VIEW seen.*nothing was run"):
+        colors_db.sql(f"CREATE OR REPLACE TABLE seen AS {PREDICT}")
+    assert colors_db.sql("SELECT * FROM seen").fetchall() == [(1,)] and _partial_tables(colors_db) == []
+    assert colors_db.sql(f"CREATE TABLE IF NOT EXISTS seen AS {PREDICT}").df()["rows"].tolist() == [0]
+
+
 def test_the_cli_writes_a_stream_as_csv_and_json(colors_db, tmp_path):
     import pandas as pd
 

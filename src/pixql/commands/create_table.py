@@ -22,11 +22,16 @@ WRITING = set()
 def run(engine, statement):
     session = engine.session
     table = ingest.quote_table(statement.table)
-    if statement.if_not_exists and ingest.table_exists(session.duckdb, statement.table):
+    # DuckDB's rules, checked before anything is computed: only where the table would be created
+    exists = ingest.table_exists(session.duckdb, statement.table, where_created=True)
+    if statement.if_not_exists and exists:
         return frame_result(statement, {"table": [statement.table], "rows": [0]})
-    if not statement.or_replace and ingest.table_exists(session.duckdb, statement.table, where_created=True):
+    if not statement.or_replace and exists:
         raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
                        "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
+    if exists and ingest.table_exists(session.duckdb, statement.table, where_created=True, kinds=("view",)):
+        raise SqlError(f"{statement.table} is a view: CREATE OR REPLACE TABLE does not replace a view "
+                       f"(DROP VIEW {statement.table} first); nothing was run")
     # Outside the user's transaction a streamed result is written in pieces under a memory bound
     # counted from before the statement copies its input (query_chunks), so the copy spills too.
     pieces = not session.in_transaction()
