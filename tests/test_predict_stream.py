@@ -114,6 +114,9 @@ def test_a_streamed_create_table_bounds_duckdbs_memory_then_gives_the_limit_back
     monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
     colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
     assert len(during) == 3 and max(during) <= create_table.STREAM_MEMORY_HEADROOM + 64 * 2**20
+    # PREDICT's narrow rows: after the first chunk the headroom shrinks to the floor
+    shrunk = create_table.STREAM_MEMORY_HEADROOM - create_table.MIN_STREAM_HEADROOM
+    assert during[1] == during[2] and abs(during[0] - shrunk - during[1]) <= 2**20
     assert _memory_limit(colors_db) == before
     _break_image(colors_db, 17)
     with pytest.raises(DataError, match="row 17"):
@@ -141,6 +144,24 @@ def test_the_bound_counts_from_before_the_input_is_copied(colors_db, small_chunk
     colors_db.sql("CREATE TABLE answers AS PREDICT USING cm AS SELECT * FROM wide ORDER BY image")
     assert len(during) == 3 and max(during) <= used_before + create_table.STREAM_MEMORY_HEADROOM + 16 * 2**20
     assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
+
+
+def test_the_headroom_follows_the_width_of_the_rows():
+    """A few chunks' bytes, between the floor and the cap: CONVERT's 1280 floats a row keep the
+    cap (4096 of them failed to insert under 32 MiB), PREDICT's paths and labels get the floor."""
+    import numpy as np
+    import pandas as pd
+
+    from pixql.commands.create_table import MIN_STREAM_HEADROOM, STREAM_MEMORY_HEADROOM, stream_headroom
+
+    paths = [f"train/cats/cat.{i}.jpg" for i in range(4096)]
+    narrow = pd.DataFrame({"image": paths, "predicted": ["cat"] * 4096, "score": np.full(4096, 0.5)})
+    assert stream_headroom(narrow) == MIN_STREAM_HEADROOM
+    wide = pd.DataFrame({"image": paths, "embedding": list(np.zeros((4096, 1280), np.float32))})
+    assert stream_headroom(wide) == STREAM_MEMORY_HEADROOM
+    middle = stream_headroom(wide.assign(embedding=list(np.zeros((4096, 512), np.float32))))
+    assert MIN_STREAM_HEADROOM < middle < STREAM_MEMORY_HEADROOM
+    assert middle >= 8 * 4096 * 512 * 4  # eight chunks of 512 floats a row
 
 
 def test_an_in_memory_database_gets_no_bound(tmp_path):

@@ -279,19 +279,26 @@ class Session:
     @contextlib.contextmanager
     def bounded_memory(self, headroom, used=None):
         """DuckDB's buffer pool held to `used` bytes (default: what it holds now) plus `headroom`
-        (never above the user's memory_limit), then the user's limit back. DuckDB keeps the blocks
-        a long write made in memory up to memory_limit (80% of RAM by default): a million streamed
-        rows of 1280 floats would stay resident; under the bound it evicts them (they are on disk).
-        `used` measured before a statement copied its input into a temporary table makes DuckDB
-        spill that copy too (3M rows of paths: +121 MiB instead of +217 with DuckDB alone)."""
+        (never above the user's memory_limit), then the user's limit back; yields `rebound(headroom)`,
+        which moves the bound to `used` plus another headroom. DuckDB keeps the blocks a long write
+        made in memory up to memory_limit (80% of RAM by default): a million streamed rows of 1280
+        floats would stay resident; under the bound it evicts them (they are on disk). `used`
+        measured before a statement copied its input into a temporary table makes DuckDB spill that
+        copy too (3M rows of paths: +121 MiB instead of +217 with DuckDB alone)."""
         (setting,), = self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()
-        bound = (self.memory_used() if used is None else int(used)) + int(headroom)
-        if bound >= _bytes(setting):
-            yield
+        base = self.memory_used() if used is None else int(used)
+        users = _bytes(setting)
+
+        def rebound(room):
+            bound = min(base + int(room), users)
+            self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")
+
+        if base + int(headroom) >= users:
+            yield lambda room: None
             return
-        self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")
+        rebound(headroom)
         try:
-            yield
+            yield rebound
         finally:
             self.duckdb.execute("RESET memory_limit")  # the default exactly, when it was the default
             if self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != setting:

@@ -14,6 +14,11 @@ PARTIAL_PREFIX = "__pixql_partial_"
 # the written blocks are on disk, so DuckDB evicts them instead of keeping them all. (CONVERT, 100,000
 # rows of 1280 floats: +1060 MiB resident without the bound, +149 with it, +153 at 300,000 rows.)
 STREAM_MEMORY_HEADROOM = 128 * 2**20
+# Once the first chunk shows how wide the rows are, the headroom shrinks to this many chunks'
+# bytes, never below the floor: DuckDB needs a few chunks of room to insert one (4096 rows of 1280
+# floats failed under 32 MiB, went in under 64), and narrow rows (PREDICT's) need little.
+CHUNKS_OF_HEADROOM = 8
+MIN_STREAM_HEADROOM = 32 * 2**20
 # The partial tables this process is writing now: another connection to the same file opened
 # meanwhile (same process, same DuckDB instance) must not take them for a crash's leftovers.
 WRITING = set()
@@ -69,11 +74,14 @@ def _write_in_pieces(session, statement, inner, used_before):
     rows = 0
     WRITING.add(name)
     try:
-        with session.bounded_memory(STREAM_MEMORY_HEADROOM, used_before) if on_disk else contextlib.nullcontext():
+        bound = session.bounded_memory(STREAM_MEMORY_HEADROOM, used_before) if on_disk else None
+        with bound or contextlib.nullcontext() as rebound:
             for n, frame in enumerate(inner.batches()):
                 head = f"CREATE TABLE {partial}" if n == 0 else f"INSERT INTO {partial}"
                 ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
                 rows += len(frame)
+                if n == 0 and rebound is not None:
+                    rebound(stream_headroom(frame))
         with session.transaction():
             if statement.or_replace:
                 session.duckdb.execute(f"DROP TABLE IF EXISTS {ingest.quote_table(statement.table)}")
@@ -86,3 +94,31 @@ def _write_in_pieces(session, statement, inner, used_before):
     finally:
         WRITING.discard(name)
     return rows
+
+
+def stream_headroom(frame):
+    """The memory headroom a stream of chunks like `frame` needs: CHUNKS_OF_HEADROOM chunks' bytes
+    (estimated from its first rows), between MIN_STREAM_HEADROOM and STREAM_MEMORY_HEADROOM."""
+    sample = frame.head(64)
+    if len(sample) == 0:
+        return STREAM_MEMORY_HEADROOM
+    row = 0.0
+    for column in sample.columns:
+        values = sample[column]
+        size = getattr(values.dtype, "itemsize", None)
+        if size and values.dtype.kind not in "OSU":  # numbers, booleans, times
+            row += size
+        else:  # strings, arrays (CONVERT's vectors), lists
+            row += sum(_value_bytes(v) for v in values) / len(sample)
+    wanted = CHUNKS_OF_HEADROOM * row * len(frame)
+    return int(min(max(wanted, MIN_STREAM_HEADROOM), STREAM_MEMORY_HEADROOM))
+
+
+def _value_bytes(value):
+    if hasattr(value, "nbytes"):
+        return value.nbytes
+    if isinstance(value, (str, bytes)):
+        return len(value) + 16
+    if isinstance(value, (list, tuple, dict)):
+        return 8 * len(value) + 16
+    return 16
