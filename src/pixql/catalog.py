@@ -284,7 +284,8 @@ class Catalog:
         return self.store.drop(name, if_exists=if_exists)
 
     def rows(self):
-        """SHOW MODELS' rows: the built-in models, then the store's (a broken one with its reason)."""
+        """SHOW MODELS' rows: the built-in models, then the store's (a broken one with its reason);
+        each a dict of CATALOG_COLUMNS in their order, as pixql_models() hands them to DuckDB."""
         rows = [{"name": m.name, "base": m.manifest["base"], "task": m.manifest["task"],
                  "classes": m.manifest["n_classes"], "created": None, "metric": None, "metric_name": None,
                  "train_mode": "built-in", "status": "ok"} for m in BUILTINS.values()]
@@ -292,7 +293,8 @@ class Catalog:
             name, value = best_metric(m.get("metrics") or {})
             rows.append({"name": m.get("name"), "base": m.get("base"), "task": m.get("task"),
                          "classes": len(m.get("classes") or []), "created": m.get("created"),
-                         "metric": value, "metric_name": name, "train_mode": m.get("train_mode"),
+                         "metric": None if value != value else value,  # NaN -> NULL
+                         "metric_name": name, "train_mode": m.get("train_mode"),
                          "status": f"broken: {m['broken']}" if "broken" in m else "ok"})
         return rows
 
@@ -303,13 +305,10 @@ class Catalog:
         import duckdb
 
         row = duckdb.struct_type({name: duckdb.sqltype(kind) for name, kind in CATALOG_COLUMNS.items()})
-        rows = session.register_function("models_rows", self._rows, [], duckdb.list_type(row),
+        rows = session.register_function("models_rows", self.rows, [], duckdb.list_type(row),
                                          macro=False, side_effects=True)
         session.duckdb.execute(f"CREATE OR REPLACE TEMP MACRO {CATALOG_FUNCTION}() AS TABLE "
                                f"SELECT unnest({rows}(), recursive := true)")
-
-    def _rows(self):
-        return [{name: row.get(name) for name in CATALOG_COLUMNS} for row in self.rows()]
 
 
 def _zero_shot_model(name, weights, classes, device):
