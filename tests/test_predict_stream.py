@@ -124,6 +124,31 @@ def test_a_streamed_create_table_bounds_duckdbs_memory_then_gives_the_limit_back
     assert _memory_limit(colors_db) == before
 
 
+def test_a_users_limit_below_the_headroom_is_kept_then_tightened(colors_db, small_chunks, monkeypatch):
+    """A memory_limit of the user's under what the stream would start with is the first bound
+    (never raised), and the shrink after the first chunk still applies under it."""
+    from pixql.commands import create_table
+    from pixql.session import _bytes
+
+    used = colors_db.engine.session.memory_used()
+    users = used + create_table.STREAM_MEMORY_HEADROOM // 2 + 40 * 2**20  # between the floor and the cap
+    colors_db.sql(f"SET memory_limit = '{users // 2**20}MiB'")
+    before = _memory_limit(colors_db)
+    during = []
+    write = create_table.ingest.create_table_from_frame
+
+    def watching(con, head, frame, insert=False):
+        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
+        write(con, head, frame, insert)
+
+    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    assert len(during) == 3 and during[0] <= _bytes(before)
+    assert during[1] == during[2] and during[1] < during[0] - 16 * 2**20
+    assert _memory_limit(colors_db) == before
+    assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
+
+
 def test_the_bound_counts_from_before_the_input_is_copied(colors_db, small_chunks, monkeypatch):
     """PREDICT copies its input query into a temporary table first; the bound is counted from
     before that copy, so DuckDB spills the copy rather than keeping it on top of the headroom."""

@@ -54,20 +54,25 @@ def quote_literal(text):
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def table_exists(con, table, where_created=False, kinds=("table", "view")):
-    """Whether a table or a view (`kinds`) of that name exists: in any schema, or with
-    `where_created` only where CREATE TABLE would put it (the name's own database and schema,
-    else the current)."""
+def table_exists(con, table, where_created=False):
+    """Whether a table or a view of that name exists: in any schema, or with `where_created`
+    only where CREATE TABLE would put it (the name's own database and schema, else the current)."""
+    return table_kind(con, table, where_created) is not None
+
+
+def table_kind(con, table, where_created=False):
+    """'table', 'view', or None when neither has that name (see table_exists); a table wins
+    when both do (in different schemas)."""
     *where, name = name_parts(table)
     database, schema = ([None] * (2 - len(where)) + where)[-2:]
     place = (" AND database_name = coalesce(?, current_database()) AND schema_name = coalesce(?, current_schema())"
              if where_created else "")
-    return bool(con.execute(
-        "SELECT count(*) FROM (SELECT 'table' AS kind, database_name, schema_name, table_name AS name "
+    return con.execute(
+        "SELECT min(kind) FROM (SELECT 'table' AS kind, database_name, schema_name, table_name AS name "
         "FROM duckdb_tables() UNION ALL SELECT 'view', database_name, schema_name, view_name FROM duckdb_views() "
-        f"WHERE NOT internal) WHERE list_contains(?, kind) AND lower(name) = lower(?){place}",
-        [list(kinds), name, database, schema] if where_created else [list(kinds), name],
-    ).fetchall()[0][0])
+        f"WHERE NOT internal) WHERE lower(name) = lower(?){place}",
+        [name, database, schema] if where_created else [name],
+    ).fetchall()[0][0]
 
 
 def create_table_from_frame(con, head, frame, insert=False):

@@ -32,6 +32,7 @@ class Session:
         self.udf_failure = lambda: None  # the pixql error behind a DuckDB error raised in a UDF
         self._token = uuid.uuid4().hex[:12]  # this session's own names for its SQL functions
         self._functions = []  # those names, removed from DuckDB's catalog at close
+        self._taken = None  # names of the database's own functions and macros, read once
 
     def close(self):
         import duckdb
@@ -54,9 +55,10 @@ class Session:
 
         private = f"__pixql_{name}_{self._token}"
         if macro:
-            (found,), = self.duckdb.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = ? "
-                                            "AND database_name <> 'temp'", [name]).fetchall()
-            if found:
+            if self._taken is None:  # one look at the catalog for every name registered at connect
+                self._taken = {row[0] for row in self.duckdb.execute(
+                    "SELECT DISTINCT function_name FROM duckdb_functions() WHERE database_name <> 'temp'").fetchall()}
+            if name in self._taken:
                 raise duckdb.CatalogException(f'a function or macro with name "{name}" already exists')
         self.duckdb.create_function(private, fn, params, returns, **kwargs)
         self._functions.append(private)
@@ -293,9 +295,6 @@ class Session:
             bound = min(base + int(room), users)
             self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")
 
-        if base + int(headroom) >= users:
-            yield lambda room: None
-            return
         rebound(headroom)
         try:
             yield rebound

@@ -28,13 +28,14 @@ def run(engine, statement):
     session = engine.session
     table = ingest.quote_table(statement.table)
     # DuckDB's rules, checked before anything is computed: only where the table would be created
-    exists = ingest.table_exists(session.duckdb, statement.table, where_created=True)
+    kind = ingest.table_kind(session.duckdb, statement.table, where_created=True)
+    exists = kind is not None
     if statement.if_not_exists and exists:
         return frame_result(statement, {"table": [statement.table], "rows": [0]})
     if not statement.or_replace and exists:
         raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
                        "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
-    if exists and ingest.table_exists(session.duckdb, statement.table, where_created=True, kinds=("view",)):
+    if kind == "view":
         raise SqlError(f"{statement.table} is a view: CREATE OR REPLACE TABLE does not replace a view "
                        f"(DROP VIEW {statement.table} first); nothing was run")
     # Outside the user's transaction a streamed result is written in pieces under a memory bound
