@@ -2,7 +2,7 @@
 
     python bench/accuracy.py --data DIR [--mode default linear finetune] [--only cats fashion clothing flowers]
                              [--split test|validation] [--base EfficientNet_Lite0] [--epochs 3]
-                             [--labels div_n ...] [--json out.json]
+                             [--labels div_n ...] [--image-size 256] [--json out.json]
 
 DIR is the datasets folder (../shared/datasets). Every measurement is plain pixql SQL, run
 through the Python API on a fresh database; the script prints each statement it runs, then a
@@ -39,8 +39,10 @@ TASKS = [
 ]
 
 
-def build_sql(model, table, image_col, label_col, multi, mode, epochs, base):
+def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None):
     options = [f"image_col='{image_col}'", f"label_col='{label_col}'"]
+    if image_size:
+        options.append(f"image_size={int(image_size)}")
     if mode != "default":
         options.append(f"train_mode='{mode}'")
     if mode == "finetune":
@@ -86,7 +88,7 @@ def run(args):
                     model = f"{name}_{label_col}_{mode}"
                     start = time.perf_counter()
                     built = sql(build_sql(model, f"{name}_train", image_col, label_col, multi, mode, args.epochs,
-                                          args.base)).df().iloc[0]
+                                          args.base, args.image_size)).df().iloc[0]
                     seconds = time.perf_counter() - start
                     report = sql(f"EVALUATE USING {model} AS SELECT * FROM {name}_scored").df()
                     value = score(report, multi)
@@ -116,6 +118,7 @@ def main():
     parser.add_argument("--split", default="test", choices=["test", "validation"], help="the rows scored")
     parser.add_argument("--base", default="EfficientNet_Lite0")
     parser.add_argument("--epochs", type=int, default=3, help="epochs in finetune mode")
+    parser.add_argument("--image-size", type=int, help="BUILD's image_size option (default: the base's own)")
     parser.add_argument("--progress", action="store_true", help="show pixql's progress bars")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
