@@ -44,8 +44,6 @@ def test_linear_head_learns_colours_and_leaves_the_backbone_alone(colors, tmp_pa
         if not key.startswith("classifier."):
             assert torch.equal(value, pretrained[key]), key
     assert model.state_dict["classifier.weight"].shape == (2, 1280)
-    # frozen features are read a little larger than the base was trained at (224 -> 256)
-    assert model.preprocessing["input_size"] == [3, 256, 256] and model.options["image_size"] == 256
 
     # The whole classifier is saved as safetensors and predicts the same once reloaded.
     assert all(v.device.type == "cpu" and v.is_contiguous() for v in model.state_dict.values())
@@ -67,13 +65,6 @@ def test_finetune_changes_the_backbone_and_learns(colors):
     assert len(model.history) == 2 and model.history[0]["val_accuracy"] is None
     assert not torch.equal(model.state_dict["conv_stem.weight"], lite0_imagenet_state_dict()["conv_stem.weight"])
     assert _accuracy(model, paths, labels) >= 0.9
-    assert model.preprocessing["input_size"] == [3, 224, 224]  # trained at the base's own side
-
-
-def test_image_size_given_is_the_side_a_linear_head_reads(colors):
-    paths, labels = colors
-    model = train_classifier(paths, labels, TrainConfig(train_mode="linear", image_size=224, progress=False))
-    assert model.preprocessing["input_size"] == [3, 224, 224] and model.options["image_size"] == 224
 
 
 def test_simple_cnn_trains_from_scratch(colors):

@@ -15,12 +15,6 @@ from pixql.errors import DataError
 from pixql.ml.images import load_image
 
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
-# A frozen network sees photos at this multiple of its training side (224 -> 256): ImageNet
-# networks trained on random resized crops see objects larger than a centre crop at the same
-# side shows them, so a slightly larger input matches what they learned ("FixRes", Touvron et
-# al. 2019). Linear BUILD on the four photo sets at 224 / 256 / 288: mean 86.7 / 87.2 / 87.1%
-# (BENCHMARKS.md, "Accuracy (issue 21)").
-FROZEN_SIDE_RATIO = 8 / 7
 
 
 def preprocessing_for(model, image_size=None):
@@ -33,14 +27,6 @@ def preprocessing_for(model, image_size=None):
     if image_size:
         out["input_size"] = (3, int(image_size), int(image_size))
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-def frozen_preprocessing(pre):
-    """`pre` at the side a frozen network's features are best at (FROZEN_SIDE_RATIO), a
-    multiple of 8."""
-    side = int(pre["input_size"][-1])
-    bigger = 8 * round(side * FROZEN_SIDE_RATIO / 8)
-    return {**pre, "input_size": [3, bigger, bigger]}
 
 
 def eval_transform(pre):

@@ -22,8 +22,8 @@ import torch
 from pixql.errors import CatalogError, DataError, OptionError, StoreError, TrainingError
 from pixql.ml.bases import create_backbone, resolve_base
 from pixql.ml.batchnorm_folding import Folding, folded
-from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, frozen_preprocessing,
-                           make_loader, train_transform)
+from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
+                           train_transform)
 from pixql.ml.embed import pre_logits
 from pixql.ml.images import Region
 from pixql.ml.linear_head import LogisticHead, choose_l2
@@ -158,8 +158,6 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
 
     strategy = config.strategy or Local()
     mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
-    if mode == "linear" and init is None and config.image_size is None and pretrained_backbone:
-        preprocessing = frozen_preprocessing(preprocessing)  # its features are better a little larger
     precision = resolve_precision(config.precision, device)
     batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
     opts = {
