@@ -133,6 +133,33 @@ def test_show_base_models_lists_architecture_parameters_and_offline_weights(colo
     assert colors_db.sql("SELECT count(*) FROM (SHOW BASE MODELS) WHERE parameters > 50e6").fetchone() == (3,)
 
 
+def test_show_base_models_asks_timm_once_then_reads_its_answers_from_the_cache(tmp_path):
+    """The parameter counts and hub sources come from timm the first time; after that a fresh
+    process lists the bases with neither torch nor timm imported (seconds less), the same rows."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, pixql; db = pixql.connect(sys.argv[1]); "
+            "rows = db.sql('SHOW BASE MODELS').df().astype(str).to_dict('records'); "
+            "print(json.dumps([rows, 'torch' in sys.modules, 'timm' in sys.modules]))")
+    env = {**os.environ, "PIXQL_CACHE": str(tmp_path / "cache")}
+
+    def listing():
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "db.duckdb")], env=env, check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    first, first_torch, first_timm = listing()
+    second, second_torch, second_timm = listing()
+    assert first_timm and not second_torch and not second_timm
+    assert second == first and len(first) == 12
+    facts, = (tmp_path / "cache" / "bases").glob("timm-*.json")
+    facts.write_text("{not json")  # a damaged file is asked again, never an error
+    third, _, third_timm = listing()
+    assert third == first and third_timm and json.loads(facts.read_text())["resnet50"]["parameters"] == 23_508_032
+
+
 def test_a_database_with_its_own_predict_macro_still_opens(tmp_path):
     import duckdb
 

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +71,27 @@ def empty_caches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+@pytest.mark.parametrize("env", [{"TORCH_HOME": "th"}, {"XDG_CACHE_HOME": "xdg"}, {}])
+def test_the_torch_hub_folder_is_found_as_torch_finds_it(tmp_path, monkeypatch, env):
+    """SHOW BASE MODELS looks for older url weights in torch hub's folder without importing torch."""
+    import torch
+
+    from pixql.ml import weight_files
+
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, folder in env.items():
+        monkeypatch.setenv(name, str(tmp_path / folder))
+    assert weight_files.hub_dir_from_environment() == torch.hub.get_dir()
+    source = {"hf_hub_id": None, "hf_hub_filename": None, "url": "https://example.org/w/resnet18-f37072fd.pth"}
+    assert weight_files.hub_file(source) is None
+    checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    assert weight_files.hub_file(source) == str(checkpoint)
 
 
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable hub"])

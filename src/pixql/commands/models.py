@@ -1,6 +1,5 @@
 """The catalog statements: SHOW MODELS, SHOW BASE MODELS, DESCRIBE MODEL, DROP MODEL."""
 
-import functools
 import json
 
 from pixql import ingest
@@ -29,10 +28,13 @@ def show_bases(engine, statement):
     import pandas as pd
 
     from pixql.ml.bases import list_bases, weights_available_offline
+    from pixql.ml.weight_files import base_facts
 
-    rows = [{"base": b.name, "architecture": b.arch, "parameters": base_parameters(b.arch),
+    bases = list_bases()
+    facts = base_facts([b.arch for b in bases])  # timm's answers, kept on disk after the first time
+    rows = [{"base": b.name, "architecture": b.arch, "parameters": facts[b.arch]["parameters"],
              "input_size": b.input_size, "pretrained_source": b.pretrained_source,
-             "weights_offline": weights_available_offline(b)} for b in list_bases()]
+             "weights_offline": weights_available_offline(b, facts[b.arch])} for b in bases]
     frame = pd.DataFrame(rows)
     frame["parameters"] = frame["parameters"].astype("Int64")
     return Result(statement, frame=frame)
@@ -58,19 +60,3 @@ def _text(value):
 def drop(engine, statement):
     dropped = engine.catalog.drop(statement.name, if_exists=statement.if_exists)
     return frame_result(statement, {"model": [statement.name], "dropped": [dropped]})
-
-
-@functools.lru_cache(maxsize=None)
-def base_parameters(arch):
-    """Parameters of a base's backbone, without the classification head (pixql adds one sized to
-    the classes). Counted on PyTorch's meta device: no weights are read or allocated (~0.1 s)."""
-    try:
-        import torch
-
-        from pixql.ml.networks import create_network
-
-        with torch.device("meta"):
-            network = create_network({"arch": arch, "num_classes": 0})
-        return int(sum(p.numel() for p in network.parameters()))
-    except Exception:  # an architecture that cannot be built here: say nothing rather than fail
-        return None

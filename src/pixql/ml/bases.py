@@ -104,13 +104,18 @@ def _unknown_message(name):
     )
 
 
-def weights_available_offline(spec):
-    """Whether pretrained weights for `spec` can be had without a network."""
+def weights_available_offline(spec, facts=None):
+    """Whether pretrained weights for `spec` can be had without a network. `facts`: the base's
+    entry of weight_files.base_facts, which spares importing timm for a hub base."""
     if spec.pretrained_source == "package":
-        from pixql.ml.weights import package_file
+        from pixql.ml.weight_files import package_file
 
         return package_file(spec.arch) is not None
     if spec.pretrained_source == "hub":
+        if facts is not None:
+            from pixql.ml.weight_files import hub_file
+
+            return hub_file(facts) is not None
         from pixql.ml.weights import cached_hub_file
 
         return cached_hub_file(spec.arch) is not None

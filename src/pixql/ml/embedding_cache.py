@@ -20,20 +20,12 @@ import warnings
 
 import torch
 
+from pixql.ml.cache_folder import cache_root
+
 DIGEST_BYTES = 16
 FORMAT = 2  # bump when what an embedding means changes (decoding, transforms, batch-norm folding)
 MAX_SHARDS = 32  # above this, the next write merges a namespace's shards into one
 _CHUNK = 1 << 20
-
-
-def cache_root():
-    """The folder named by PIXQL_CACHE, else the user's cache folder (platformdirs)."""
-    folder = os.environ.get("PIXQL_CACHE")
-    if folder:
-        return os.path.abspath(os.path.expanduser(folder))
-    import platformdirs
-
-    return platformdirs.user_cache_dir("pixql", appauthor=False)
 
 
 def file_digest(path):

