@@ -92,6 +92,23 @@ def _memory_limit(db):
     return db.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
 
 
+def _watch_memory_limits(monkeypatch, columns=None):
+    """The list of DuckDB's memory_limit (bytes) at each chunk a streamed CREATE TABLE writes
+    (of the chunk's `columns` only, when given)."""
+    from pixql.commands import create_table
+    from pixql.session import _bytes
+
+    during = []
+    write = create_table.ingest.create_table_from_frame
+
+    def watching(con, head, frame, insert=False):
+        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
+        write(con, head, frame if columns is None else frame[columns], insert)
+
+    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    return during
+
+
 @pytest.mark.parametrize("users_limit", [None, "3.0 GiB"])
 def test_a_streamed_create_table_bounds_duckdbs_memory_then_gives_the_limit_back(colors_db, small_chunks,
                                                                                  monkeypatch, users_limit):
@@ -99,19 +116,11 @@ def test_a_streamed_create_table_bounds_duckdbs_memory_then_gives_the_limit_back
     (it would keep every written block resident up to memory_limit); the user's limit, or the
     default, is back afterwards, after a failure too."""
     from pixql.commands import create_table
-    from pixql.session import _bytes
 
     if users_limit:
         colors_db.sql(f"SET memory_limit = '{users_limit}'")
     before = _memory_limit(colors_db)
-    during = []
-    write = create_table.ingest.create_table_from_frame
-
-    def watching(con, head, frame, insert=False):
-        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
-        write(con, head, frame, insert)
-
-    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    during = _watch_memory_limits(monkeypatch)
     colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
     assert len(during) == 3 and max(during) <= create_table.STREAM_MEMORY_HEADROOM + 64 * 2**20
     # PREDICT's narrow rows: after the first chunk the headroom shrinks to the floor
@@ -134,14 +143,7 @@ def test_a_users_limit_below_the_headroom_is_kept_then_tightened(colors_db, smal
     users = used + create_table.STREAM_MEMORY_HEADROOM // 2 + 40 * 2**20  # between the floor and the cap
     colors_db.sql(f"SET memory_limit = '{users // 2**20}MiB'")
     before = _memory_limit(colors_db)
-    during = []
-    write = create_table.ingest.create_table_from_frame
-
-    def watching(con, head, frame, insert=False):
-        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
-        write(con, head, frame, insert)
-
-    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    during = _watch_memory_limits(monkeypatch)
     colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
     assert len(during) == 3 and during[0] <= _bytes(before)
     assert during[1] == during[2] and during[1] < during[0] - 16 * 2**20
@@ -153,19 +155,11 @@ def test_the_bound_counts_from_before_the_input_is_copied(colors_db, small_chunk
     """PREDICT copies its input query into a temporary table first; the bound is counted from
     before that copy, so DuckDB spills the copy rather than keeping it on top of the headroom."""
     from pixql.commands import create_table
-    from pixql.session import _bytes
 
     # 24 rows of 2 MB each: a 48 MB copy, more than the slack allowed below
     colors_db.sql("CREATE TABLE wide AS SELECT *, repeat('x', 2000000) AS pad FROM colors")
     used_before = colors_db.engine.session.memory_used()
-    during = []
-    write = create_table.ingest.create_table_from_frame
-
-    def watching(con, head, frame, insert=False):
-        during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
-        write(con, head, frame[["image", "predicted"]], insert)
-
-    monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
+    during = _watch_memory_limits(monkeypatch, columns=["image", "predicted"])
     colors_db.sql("CREATE TABLE answers AS PREDICT USING cm AS SELECT * FROM wide ORDER BY image")
     assert len(during) == 3 and max(during) <= used_before + create_table.STREAM_MEMORY_HEADROOM + 16 * 2**20
     assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
