@@ -41,7 +41,7 @@ TASKS = [
 
 def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None):
     options = [f"image_col='{image_col}'", f"label_col='{label_col}'"]
-    if image_size:
+    if image_size is not None:
         options.append(f"image_size={int(image_size)}")
     if mode != "default":
         options.append(f"train_mode='{mode}'")
@@ -95,7 +95,7 @@ def run(args):
                     rows.append({"task": f"{folder} {label_col}", "mode": f"{mode} ({built.train_mode})",
                                  "base": args.base, "metric": "micro F1" if multi else "accuracy",
                                  "train": n_train, "scored": n_scored, "split": args.split, "value": value,
-                                 "build_s": seconds})
+                                 "build_s": seconds, "image_size": args.image_size})
                     print(f"  -> {rows[-1]['metric']} {100 * value:.1f}% ({seconds:.0f} s)", flush=True)
     return rows
 

@@ -1,5 +1,6 @@
 """Base model lookup, and where pretrained weights can (not) come from offline."""
 
+import os
 import subprocess
 import sys
 import time
@@ -92,6 +93,21 @@ def test_the_torch_hub_folder_is_found_as_torch_finds_it(tmp_path, monkeypatch, 
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"x")
     assert weight_files.hub_file(source) == str(checkpoint)
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"resnet50": {"parameters": "x"}}',
+                                    '{"resnet50": {"parameters": 1, "hf_hub_id": 7, "hf_hub_filename": null, "url": null}}'])
+def test_a_damaged_facts_file_is_asked_again_and_one_that_timm_cannot_answer_is_not_kept(damage, monkeypatch):
+    from pixql.ml import weight_files
+
+    path = weight_files._facts_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(damage)
+    facts = weight_files.base_facts(["resnet50", "no_such_arch"])
+    assert facts["resnet50"]["parameters"] == 23_508_032 and facts["resnet50"]["hf_hub_id"].startswith("timm/")
+    assert facts["no_such_arch"] == {"parameters": None, "hf_hub_id": None, "hf_hub_filename": None, "url": None}
+    assert set(weight_files._read(path)) == {"resnet50"}  # the failure is asked again next time
 
 
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable hub"])

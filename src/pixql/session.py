@@ -55,7 +55,9 @@ class Session:
 
         private = f"__pixql_{name}_{self._token}"
         if macro:
-            if self._taken is None:  # one look at the catalog for every name registered at connect
+            # One look at the catalog for every name registered at connect (the only time
+            # pixql registers): a macro the user makes later cannot have been there.
+            if self._taken is None:
                 self._taken = {row[0] for row in self.duckdb.execute(
                     "SELECT DISTINCT function_name FROM duckdb_functions() WHERE database_name <> 'temp'").fetchall()}
             if name in self._taken:
@@ -287,21 +289,43 @@ class Session:
         floats would stay resident; under the bound it evicts them (they are on disk). `used`
         measured before a statement copied its input into a temporary table makes DuckDB spill that
         copy too (3M rows of paths: +121 MiB instead of +217 with DuckDB alone)."""
-        (setting,), = self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()
+        import duckdb
+
+        setting = self._memory_limit()
         base = self.memory_used() if used is None else int(used)
         users = _bytes(setting)
 
         def rebound(room):
             bound = min(base + int(room), users)
-            self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")
+            with contextlib.suppress(duckdb.OutOfMemoryException):  # it holds more than it can evict
+                self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")  # now: keep the last bound
 
         rebound(headroom)
         try:
             yield rebound
         finally:
             self.duckdb.execute("RESET memory_limit")  # the default exactly, when it was the default
-            if self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != setting:
-                self.duckdb.execute(f"SET memory_limit = {ingest.quote_literal(setting)}")
+            if self._memory_limit() != setting:
+                self._restore_memory_limit(setting)
+
+    def _memory_limit(self):
+        return self.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+    def _restore_memory_limit(self, shown):
+        """Set memory_limit back to the limit DuckDB showed as `shown` ('1.8 GiB'). DuckDB shows a
+        limit cut short, and the shown text read back is a limit it shows one step lower ('2GB' is
+        shown as '1.8 GiB', which is then shown as '1.7 GiB'): each streamed CREATE TABLE would lower
+        the user's limit a little. The smallest limit shown as `shown` again, looked for in tenths of
+        its last digit, keeps it where it was."""
+        number = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", shown).group(1)
+        decimals = len(number.partition(".")[2])
+        unit = _bytes(f"1 {shown.split()[-1]}") if " " in shown.strip() else 1
+        for tenth in range(10):
+            size = int((float(number) + tenth * 10.0 ** -(decimals + 1)) * unit)
+            self.duckdb.execute(f"SET memory_limit = '{size}B'")
+            if self._memory_limit() == shown:
+                return
+        self.duckdb.execute(f"SET memory_limit = {ingest.quote_literal(shown)}")
 
     # -- transactions ------------------------------------------------------------------------
     def in_transaction(self):

@@ -117,7 +117,7 @@ def labelled_rows(frame, resolved, task, what, classes=None, reader=None):
 
 
 def _train(engine, statement, resolved, given, base, task, init):
-    from pixql.ml.embedding_cache import cache_root
+    from pixql.ml.cache_folder import cache_root
     from pixql.ml.train import TrainConfig, continue_training, train_classifier
 
     session = engine.session

@@ -64,6 +64,7 @@ class SimpleCNN(nn.Module):
 # Architectures pixql builds itself, by the recipe's 'arch'; any other arch is a timm model.
 # A family offers timm's model interface (forward_features, forward_head, get_classifier,
 # reset_classifier, pretrained_cfg), so that training and inference need no special case.
+# Changing a family's layers changes its parameter count: bump weight_files.FACTS_FORMAT.
 FAMILIES = {
     SIMPLE_CNN: lambda network: SimpleCNN(int(network["num_classes"]), int(network.get("input_size", 150))),
 }

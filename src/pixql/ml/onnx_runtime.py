@@ -34,7 +34,8 @@ def graph_path(network, state_dict, classes, preprocessing, task, root=None):
     import onnxruntime
 
     import pixql
-    from pixql.ml.embedding_cache import cache_root, hash_tensors
+    from pixql.ml.cache_folder import cache_root
+    from pixql.ml.embedding_cache import hash_tensors
 
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({"network": network, "classes": list(map(str, classes)), "preprocessing": preprocessing,

@@ -3,9 +3,9 @@ an installed package's file, the Hugging Face and torch hub caches (ml/weights.p
 
 SHOW BASE MODELS asks this of every base. What timm says of an architecture (its hub source and
 its backbone's parameter count) does not change for one timm and pixql version, so it is kept in
-`<PIXQL_CACHE>/bases/timm-<version>-pixql-<version>.json`: only the first SHOW BASE MODELS pays
-for importing torch and timm (~4 s). The file is safe to delete; one that cannot be read or
-written costs that time again, never a failed statement.
+`<PIXQL_CACHE>/bases/timm-<version>-pixql-<version>-<FACTS_FORMAT>.json`: only the first SHOW BASE
+MODELS pays for importing torch and timm (~4 s). The file is safe to delete; one that cannot be
+read or written costs that time again, never a failed statement.
 """
 
 import json
@@ -21,6 +21,9 @@ LITE_PACKAGES = {
     for n in (0, 1, 2)
 }
 HUB_KEYS = ("hf_hub_id", "hf_hub_filename", "url")
+# In the facts file's name: bump when what a fact means changes (how parameters are counted, or
+# pixql's own networks in networks.FAMILIES), which pixql's version does not follow.
+FACTS_FORMAT = 1
 
 
 def package_file(arch):
@@ -65,8 +68,7 @@ def torch_hub_dir():
 
 
 def hub_dir_from_environment():
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "torch")
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache")), "torch"))
     return os.path.join(os.path.expanduser(home), "hub")
 
 
@@ -80,8 +82,12 @@ def base_facts(archs):
     if missing:
         from pixql.ml.weights import timm_facts
 
-        facts.update({arch: timm_facts(arch) for arch in missing})
-        _write(path, facts)
+        asked = {arch: timm_facts(arch) for arch in missing}
+        # a failure (no count: timm could not build it here) is asked again next time, not kept
+        kept = {arch: answer for arch, answer in asked.items() if answer["parameters"] is not None}
+        if kept:
+            _write(path, {**facts, **kept})
+        facts.update(asked)
     return {arch: facts[arch] for arch in archs}
 
 
@@ -91,7 +97,8 @@ def _facts_path():
     import pixql
     from pixql.ml.cache_folder import cache_root
 
-    return os.path.join(cache_root(), "bases", f"timm-{version('timm')}-pixql-{pixql.__version__}.json")
+    name = f"timm-{version('timm')}-pixql-{pixql.__version__}-{FACTS_FORMAT}.json"
+    return os.path.join(cache_root(), "bases", name)
 
 
 def _read(path):
@@ -100,9 +107,13 @@ def _read(path):
             facts = json.load(f)
     except (OSError, ValueError):
         return {}
-    ok = isinstance(facts, dict) and all(isinstance(v, dict) and {"parameters", *HUB_KEYS} <= v.keys()
-                                         for v in facts.values())
+    ok = isinstance(facts, dict) and all(_well_formed(v) for v in facts.values())
     return facts if ok else {}
+
+
+def _well_formed(fact):
+    return (isinstance(fact, dict) and isinstance(fact.get("parameters"), int)
+            and all(isinstance(fact.get(key, 0), (str, type(None))) for key in HUB_KEYS))
 
 
 def _write(path, facts):
