@@ -316,6 +316,18 @@ def test_if_not_exists_and_or_replace_look_only_where_the_table_goes(colors_db, 
     assert colors_db.sql(f"CREATE TABLE IF NOT EXISTS seen AS {PREDICT}").df()["rows"].tolist() == [0]
 
 
+def test_if_not_exists_finds_a_table_in_an_attached_database(colors_db, small_chunks, tmp_path):
+    """`other.t` is database other's table when there is no schema other (DuckDB's rule): found
+    before predicting, as it is in the current database."""
+    colors_db.sql(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other")
+    colors_db.sql("CREATE TABLE other.answers AS SELECT 1 AS x")
+    _break_image(colors_db, 17)  # would be the error if the PREDICT ran
+    assert colors_db.sql(f"CREATE TABLE IF NOT EXISTS other.answers AS {PREDICT}").df()["rows"].tolist() == [0]
+    with pytest.raises(SqlError, match="other.answers already exists.*nothing was run"):
+        colors_db.sql(f"CREATE TABLE other.answers AS {PREDICT}")
+    assert colors_db.sql("SELECT * FROM other.answers").fetchall() == [(1,)] and _partial_tables(colors_db) == []
+
+
 def test_the_cli_writes_a_stream_as_csv_and_json(colors_db, tmp_path):
     import pandas as pd
 

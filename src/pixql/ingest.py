@@ -64,14 +64,21 @@ def table_kind(con, table, where_created=False):
     """'table', 'view', or None when neither has that name (see table_exists); a table wins
     when both do (in different schemas)."""
     *where, name = name_parts(table)
-    database, schema = ([None] * (2 - len(where)) + where)[-2:]
-    place = (" AND database_name = coalesce(?, current_database()) AND schema_name = coalesce(?, current_schema())"
-             if where_created else "")
+    place, params = "", []
+    if where_created and len(where) == 1:
+        # DuckDB's rule for `x.t`: schema x of the current database, else database x's main schema
+        place = (" AND ((database_name = current_database() AND schema_name = ?)"
+                 " OR (database_name = ? AND schema_name = 'main'))")
+        params = [where[0], where[0]]
+    elif where_created:
+        database, schema = ([None] * (2 - len(where)) + where)[-2:]
+        place = " AND database_name = coalesce(?, current_database()) AND schema_name = coalesce(?, current_schema())"
+        params = [database, schema]
     return con.execute(
         "SELECT min(kind) FROM (SELECT 'table' AS kind, database_name, schema_name, table_name AS name "
         "FROM duckdb_tables() UNION ALL SELECT 'view', database_name, schema_name, view_name FROM duckdb_views() "
         f"WHERE NOT internal) WHERE lower(name) = lower(?){place}",
-        [name, database, schema] if where_created else [name],
+        [name, *params],
     ).fetchall()[0][0]
 
 
