@@ -297,8 +297,9 @@ class Session:
 
         def rebound(room):
             bound = min(base + int(room), users)
-            with contextlib.suppress(duckdb.OutOfMemoryException):  # it holds more than it can evict
-                self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")  # now: keep the last bound
+            # DuckDB refuses a limit under what it cannot evict: the bound it has then stays
+            with contextlib.suppress(duckdb.OutOfMemoryException):
+                self.duckdb.execute(f"SET memory_limit = '{bound // 2**20}MiB'")
 
         rebound(headroom)
         try:
@@ -317,11 +318,10 @@ class Session:
         shown as '1.8 GiB', which is then shown as '1.7 GiB'): each streamed CREATE TABLE would lower
         the user's limit a little. The smallest limit shown as `shown` again, looked for in tenths of
         its last digit, keeps it where it was."""
-        number = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", shown).group(1)
+        number, unit = re.fullmatch(_SIZE, shown).groups()
         decimals = len(number.partition(".")[2])
-        unit = _bytes(f"1 {shown.split()[-1]}") if " " in shown.strip() else 1
         for tenth in range(10):
-            size = int((float(number) + tenth * 10.0 ** -(decimals + 1)) * unit)
+            size = int((float(number) + tenth * 10.0 ** -(decimals + 1)) * _UNITS[unit.lower()])
             self.duckdb.execute(f"SET memory_limit = '{size}B'")
             if self._memory_limit() == shown:
                 return
@@ -358,13 +358,14 @@ class Session:
             raise
 
 
+_SIZE = r"\s*([\d.]+)\s*([A-Za-z]*)\s*"
 _UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
 
 
 def _bytes(size):
     """DuckDB's spelling of a size ('18.8 GiB', '300.0 MiB') in bytes."""
-    number, unit = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", size).groups()
+    number, unit = re.fullmatch(_SIZE, size).groups()
     return int(float(number) * _UNITS[unit.lower()])
 
 
