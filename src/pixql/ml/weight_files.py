@@ -8,6 +8,7 @@ MODELS pays for importing torch and timm (~4 s). The file is safe to delete; one
 read or written costs that time again, never a failed statement.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -117,14 +118,12 @@ def _well_formed(fact):
 
 
 def _write(path, facts):
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "w") as f:
             json.dump(facts, f, indent=1, sort_keys=True)
         os.replace(tmp, path)  # readers see a whole file
     except OSError:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        except (OSError, NameError):
-            pass

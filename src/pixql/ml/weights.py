@@ -63,8 +63,7 @@ def _pretrained_cfg(arch):
 
 
 def hub_id(arch):
-    cfg = _pretrained_cfg(arch)
-    return cfg.hf_hub_id if cfg is not None else None
+    return hub_source(arch)["hf_hub_id"]
 
 
 def hub_source(arch):
