@@ -23,14 +23,14 @@ from accuracy import TASKS  # noqa: E402  (the sets and their splits, as `make a
 
 def whole_grid(z, y, n_classes, task, seed=0):
     """Every penalty of the grid fitted on every fold, strong to weak (pixql before the search)."""
-    import torch
+    import numpy as np
 
     from pixql.ml.linear_head import CV_FOLDS, CV_STEPS, L2_GRID, LogisticHead, folds
     from pixql.tasks.classification import Tally
 
     tallies = [Tally(task) for _ in L2_GRID]
     for held in folds(y, CV_FOLDS, seed, task.stratified_split):
-        fit = torch.ones(len(y), dtype=torch.bool)
+        fit = np.ones(len(y), dtype=bool)
         fit[held] = False
         start = None
         for multiple, tally in zip(L2_GRID, tallies):
@@ -44,16 +44,16 @@ def whole_grid(z, y, n_classes, task, seed=0):
 def captured_inputs(data, name, folder, splits, image_col, label_col):
     """What a default linear BUILD on the set's training split hands to choose_l2."""
     import pixql
-    import pixql.ml.train as train
+    import pixql.ml.linear_head as head
 
     seen = {}
-    real = train.choose_l2
+    real = head.choose_l2
 
     def keep(z, y, n_classes, task, seed=0):
         seen.update(z=z, y=y, n_classes=n_classes, task=task, seed=seed)
         return real(z, y, n_classes, task, seed)
 
-    train.choose_l2 = keep
+    head.choose_l2 = keep
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = pixql.connect(os.path.join(tmp, "b.duckdb"), progress=False)
@@ -62,7 +62,7 @@ def captured_inputs(data, name, folder, splits, image_col, label_col):
                    f"label_col='{label_col}', train_mode='linear') AS SELECT * FROM t")
             db.close()
     finally:
-        train.choose_l2 = real
+        head.choose_l2 = real
     return seen
 
 

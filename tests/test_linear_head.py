@@ -1,6 +1,7 @@
 """The linear mode's head (ml/linear_head.py): folds, the cross-validated L2 penalty, and what
 BUILD reports of it; finetune keeping its best validated epoch."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_color_images
@@ -11,22 +12,21 @@ from pixql.tasks import classification_task
 
 
 def test_stratified_folds_deal_each_class_round_and_cover_every_row_once():
-    y = torch.tensor([0] * 30 + [1] * 12 + [2] * 6)
+    y = np.array([0] * 30 + [1] * 12 + [2] * 6)
     parts = folds(y, 3, seed=4, stratified=True)
-    assert sorted(torch.cat(parts).tolist()) == list(range(len(y)))
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
     for part in parts:
-        counts = torch.bincount(y[part], minlength=3).tolist()
+        counts = np.bincount(y[part], minlength=3).tolist()
         assert counts == [10, 4, 2]
     assert [p.tolist() for p in folds(y, 3, seed=4, stratified=True)] == [p.tolist() for p in parts]
     assert [p.tolist() for p in folds(y, 3, seed=5, stratified=True)] != [p.tolist() for p in parts]
 
 
 def _blobs(n, d, informative, separation, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    z = torch.randn(n, d, generator=g)
+    y = np.arange(n) % 2
+    z = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
     z[:, :informative] += separation * (2 * y[:, None] - 1)
-    return (z - z.mean(0)) / z.std(0), y
+    return (z - z.mean(0)) / z.std(0, ddof=1), y
 
 
 def test_noisy_wide_features_get_a_stronger_penalty_than_clean_ones():
@@ -43,7 +43,7 @@ def test_noisy_wide_features_get_a_stronger_penalty_than_clean_ones():
 
     def accuracy(multiple):
         head = LogisticHead(400, 2, task, multiple / len(y)).step(z, y)
-        return (head.logits(fresh_z).argmax(1) == fresh_y).float().mean().item()
+        return float((head.logits(fresh_z).argmax(1) == fresh_y).mean())
 
     assert accuracy(noisy[0]) >= accuracy(min(L2_GRID))
 
@@ -131,3 +131,19 @@ def test_finetune_saves_its_best_validated_epoch(tmp_path):
                              num_workers=0, progress=False)
     accuracy = (logits.argmax(1) == torch.tensor([model.classes.index(v) for v in vlabels])).float().mean().item()
     assert accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_the_heads_numpy_loss_and_gradient_are_the_tasks_torch_loss(multi):
+    """The linear head fits with the task's numpy loss (no torch); fine-tuning trains with its
+    torch loss: both must be one loss, and the gradient its derivative."""
+    task = classification_task(multi)
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((7, 4)) * 4).astype(np.float32)
+    y = (rng.random((7, 4)) > 0.5).astype(np.float32) if multi else rng.integers(0, 4, 7)
+    loss, grad = task.head_loss(logits, y)
+    t = torch.tensor(logits, requires_grad=True)
+    reference = task.loss(t, torch.tensor(y))
+    reference.backward()
+    assert loss == pytest.approx(reference.item(), rel=1e-5)
+    assert np.allclose(grad, t.grad.numpy(), atol=1e-6)

@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from pixql.errors import DataError, OptionError, TrainingError
 from pixql.ml.infer import Classifier
-from pixql.ml.train import TrainConfig, _stratified_split, continue_training, train_classifier
+from pixql.ml.train import TrainConfig, continue_training, train_classifier
+from pixql.ml.trained import stratified_split
 
 
 def _split(rows):
@@ -129,11 +130,11 @@ def test_unreadable_image_in_a_worker_is_a_data_error_naming_it(tmp_path):
 def test_stratified_split_is_seeded_and_keeps_every_class():
     paths = [f"{i}.png" for i in range(30)]
     labels = ["a"] * 20 + ["b"] * 8 + ["c"] * 2
-    tr_p, tr_l, va_p, va_l = _stratified_split(paths, labels, 0.25, seed=0)
+    tr_p, tr_l, va_p, va_l = stratified_split(paths, labels, 0.25, seed=0)
     assert sorted(va_l) == ["a"] * 5 + ["b"] * 2 + ["c"]
     assert set(tr_l) == {"a", "b", "c"} and len(tr_p) + len(va_p) == 30
-    assert _stratified_split(paths, labels, 0.25, seed=0) == (tr_p, tr_l, va_p, va_l)
-    assert _stratified_split(paths, labels, 0.25, seed=1)[2] != va_p
+    assert stratified_split(paths, labels, 0.25, seed=0) == (tr_p, tr_l, va_p, va_l)
+    assert stratified_split(paths, labels, 0.25, seed=1)[2] != va_p
 
 
 def test_given_validation_rows(colors):

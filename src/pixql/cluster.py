@@ -78,11 +78,14 @@ def choose(engine, resolved, keyword, training=False):
 
 
 def training_strategy(engine, resolved, keyword):
-    """BUILD / FIT's ml.strategy: RayTrain on a cluster, Processes for workers=N GPUs here, Local."""
+    """BUILD / FIT's ml.strategy: RayTrain on a cluster, Processes for workers=N GPUs here; None
+    for this process (ml/train.py's Local), decided without importing torch."""
+    cluster = choose(engine, resolved, keyword, training=True)
+    if cluster is None and resolved.get("workers") in (None, 1):
+        return None
     from pixql.ml import strategy
 
-    return strategy.choose(resolved.get("workers"), resolved.get("device"),
-                           choose(engine, resolved, keyword, training=True))
+    return strategy.choose(resolved.get("workers"), resolved.get("device"), cluster)
 
 
 # -- connecting -----------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ class _Stream:
         """The outputs of the rows numbered `index` (the next ones in order)."""
         import numpy as np
 
-        from pixql.ml.runtime import progress_bar
+        from pixql.ml.progress import progress_bar
 
         if self._blocks is None:
             self._bar = None if bar is not None else progress_bar(

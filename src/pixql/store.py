@@ -54,6 +54,21 @@ def file_sha256(path):
     return h.hexdigest()
 
 
+def _save_tensors(tensors, path):
+    """A safetensors file of torch tensors, or of numpy arrays when every value is one."""
+    import numpy as np
+
+    if all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save_file
+
+        # (not np.ascontiguousarray, which makes a 0-d counter 1-d)
+        save_file({k: np.require(v, requirements="C") for k, v in tensors.items()}, str(path))
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+
+
 def _fsync_dir(path):
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -223,9 +238,8 @@ class ModelStore:
 
     def save(self, name, state_dict, manifest, overwrite=False, rows=None):
         """Write a complete model, then swap it in; returns the manifest as stored.
-        `rows`: tensors kept beside the weights (ROWS), read back by load_rows."""
-        from safetensors.torch import save_file
-
+        `rows`: tensors kept beside the weights (ROWS), read back by load_rows. Tensors are torch
+        tensors or numpy arrays (a linear BUILD from cached embeddings runs without torch)."""
         key = _key(name)
         self.check_writable(f"save model '{name}'")
         with self._locked():
@@ -239,14 +253,13 @@ class ModelStore:
             staging.mkdir()
             old = None
             try:
-                tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-                save_file(tensors, str(staging / WEIGHTS))
+                _save_tensors(state_dict, staging / WEIGHTS)
                 with open(staging / WEIGHTS, "rb+") as f:
                     os.fsync(f.fileno())  # on disk before the rename makes it the model
                 manifest = dict(manifest, name=name, format_version=FORMAT_VERSION,
                                 weights_sha256=file_sha256(staging / WEIGHTS))
                 if rows:
-                    save_file({k: v.detach().cpu().contiguous() for k, v in rows.items()}, str(staging / ROWS))
+                    _save_tensors(rows, staging / ROWS)
                     manifest["rows_sha256"] = file_sha256(staging / ROWS)
                 with open(staging / MANIFEST, "w") as f:
                     json.dump(manifest, f, indent=2, default=str)

@@ -118,7 +118,8 @@ def labelled_rows(frame, resolved, task, what, classes=None, reader=None):
 
 def _train(engine, statement, resolved, given, base, task, init):
     from pixql.ml.cache_folder import cache_root
-    from pixql.ml.train import TrainConfig, continue_training, train_classifier
+    from pixql.ml.cached_linear import build_from_cache
+    from pixql.ml.trained import TrainConfig
 
     session = engine.session
     strategy = clusters.training_strategy(engine, resolved, statement.keyword)  # before any work
@@ -151,11 +152,18 @@ def _train(engine, statement, resolved, given, base, task, init):
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},
                          base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy)
     with image_errors(sources, can_skip=True):
+        # A linear BUILD whose embeddings are all cached runs without torch (ml/cached_linear.py).
         if init is not None:
+            from pixql.ml.train import continue_training
+
             trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels,
                                         rows=engine.catalog.store.load_rows(statement.source_model, init[0]))
         else:
-            trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
+            trained = build_from_cache(paths, labels, config, val_paths, val_labels)
+            if trained is None:
+                from pixql.ml.train import train_classifier
+
+                trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
     messages = reader.message(statement.keyword)
     if no_path:

@@ -10,6 +10,9 @@ adds one shard. Entries are keyed by content, so an image file that changes gets
 and its old entry is simply never found. Shards are written to a temporary name and renamed, so
 readers see whole files only; the folder is safe to delete at any time, and a cache that cannot
 be read or written costs time, never a failed statement.
+
+Reading and writing shards needs numpy only (a linear BUILD whose every embedding is cached
+runs without torch, ml/cached_linear.py); computing a backbone key and a forward pass need torch.
 """
 
 import hashlib
@@ -18,7 +21,7 @@ import os
 import uuid
 import warnings
 
-import torch
+import numpy as np
 
 from pixql.ml.cache_folder import cache_root
 
@@ -57,6 +60,7 @@ def file_digest(path):
 def backbone_key(model, head, preprocessing, precision, device):
     """Hex key of what the embeddings of `model` (without `head`) depend on."""
     import timm
+    import torch
 
     import pixql
     from pixql.ml.device_decode import decoding
@@ -75,6 +79,8 @@ def backbone_key(model, head, preprocessing, precision, device):
 
 def hash_tensors(h, tensors):
     """Feed named tensors (names, dtypes, shapes and bytes, in name order) into hash `h`."""
+    import torch
+
     for name in sorted(tensors):
         data = tensors[name].detach().to("cpu").contiguous()
         h.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
@@ -105,9 +111,9 @@ class EmbeddingCache:
         from safetensors import safe_open
 
         try:
-            with safe_open(shard, framework="pt") as f:
+            with safe_open(shard, framework="np") as f:
                 digests = f.get_tensor("digests")
-                found = [i for i, d in enumerate(map(bytes, digests.numpy())) if wanted is None or d in wanted]
+                found = [i for i, d in enumerate(map(bytes, digests)) if wanted is None or d in wanted]
                 if not found:
                     return {}
                 embeddings = f.get_tensor("embeddings")
@@ -117,10 +123,10 @@ class EmbeddingCache:
             warnings.warn(f"pixql: ignoring a damaged embedding-cache file {shard} ({e})", stacklevel=3)
             _remove(shard)
             return {}
-        return {bytes(digests[i].numpy()): embeddings[i] for i in found}
+        return {bytes(digests[i]): embeddings[i] for i in found}
 
     def get(self, digests):
-        """{digest: float32 embedding} for those of `digests` (bytes or None) that are cached."""
+        """{digest: float32 numpy embedding} for those of `digests` (bytes or None) that are cached."""
         wanted = {d for d in digests if d is not None}
         out = {}
         for shard in self._shards():
@@ -130,7 +136,7 @@ class EmbeddingCache:
         return out
 
     def put(self, digests, embeddings):
-        """Add rows (digests: list of bytes, embeddings: [n, d] tensor); True when written."""
+        """Add rows (digests: list of bytes, embeddings: [n, d] array or tensor); True when written."""
         if not digests:
             return True
         try:
@@ -148,10 +154,10 @@ class EmbeddingCache:
             return False
 
     def _write(self, digests, embeddings):
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
-        tensors = {"digests": torch.tensor([list(d) for d in digests], dtype=torch.uint8),
-                   "embeddings": embeddings.detach().to("cpu", torch.float32).contiguous()}
+        tensors = {"digests": np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES),
+                   "embeddings": np.ascontiguousarray(as_numpy(embeddings), dtype=np.float32)}
         name = uuid.uuid4().hex
         tmp = os.path.join(self.folder, f".{name}.tmp")
         save_file(tensors, tmp)
@@ -162,10 +168,17 @@ class EmbeddingCache:
         rows = {}
         for shard in shards:
             rows.update(self._read(shard))
-        rows.update(zip(digests, embeddings))
-        self._write(list(rows), torch.stack(list(rows.values())))
+        rows.update(zip(digests, as_numpy(embeddings)))
+        self._write(list(rows), np.stack(list(rows.values())))
         for shard in shards:
             _remove(shard)
+
+
+def as_numpy(x):
+    """A torch tensor (on any device, in any float type) or an array, as a float32 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().to("cpu").float().numpy()
+    return np.asarray(x, dtype=np.float32)
 
 
 def _remove(path):
@@ -181,9 +194,11 @@ def cached_forward(cache, paths, compute, digests=None):
     `compute(paths, skipped)` embeds a list of paths the way runtime.forward_rows does:
     (float32 outputs of the images that were read, their indices into that list), adding the
     indices of unreadable ones to `skipped`. Returns (outputs, row indices into `paths`,
-    skipped indices into `paths`, number of cache hits), rows in ascending order. `digests`: the
-    paths' file_digest values, when the caller has them already.
+    skipped indices into `paths`, number of cache hits), rows in ascending order, as torch
+    tensors. `digests`: the paths' file_digest values, when the caller has them already.
     """
+    import torch
+
     digests = [file_digest(p) for p in paths] if digests is None else digests
     hits = cache.get(digests)
     missing = [i for i, d in enumerate(digests) if d not in hits]
@@ -202,13 +217,13 @@ def cached_forward(cache, paths, compute, digests=None):
     computed = {}
     if distinct and len(sub_rows):
         rows = [distinct[j] for j in sub_rows.tolist()]
-        computed = dict(zip(rows, out))
+        computed = dict(zip(rows, as_numpy(out)))
         # A file rewritten while it was being decoded would file its new picture under the
         # old content's digest: keep only rows whose bytes still hash the same.
         fresh = {digests[i]: computed[i] for i in rows
                  if digests[i] is not None and file_digest(paths[i]) == digests[i]}
         if fresh:
-            cache.put(list(fresh), torch.stack(list(fresh.values())))
+            cache.put(list(fresh), np.stack(list(fresh.values())))
     skipped = {distinct[j] for j in skipped_sub}
     for i in missing:  # the repeats take their first row's answer
         first = first_of[same(i)]
@@ -219,5 +234,5 @@ def cached_forward(cache, paths, compute, digests=None):
     order = sorted(set(range(len(paths))) - set(missing) | computed.keys())
     if not order:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped, 0
-    feats = torch.stack([computed[i] if i in computed else hits[digests[i]] for i in order])
+    feats = torch.from_numpy(np.stack([computed[i] if i in computed else hits[digests[i]] for i in order]))
     return feats, torch.tensor(order, dtype=torch.long), skipped, len(paths) - len(missing)

@@ -8,6 +8,7 @@ import torch
 from pixql.errors import OptionError
 from pixql.ml.data import ImageRows, batches, draft_size, make_loader
 from pixql.ml.device_decode import EncodedRows, collate_encoded, decoded_batches, device_decoder
+from pixql.ml.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -113,12 +114,6 @@ class BatchSplitter:
                 warnings.warn(f"pixql: out of memory during {self.what} with {rows} images at a time; going on "
                               f"with {-(-rows // self.parts)} (OPTIONS (batch_size=...) sets the batch size)",
                               stacklevel=2)
-
-
-def progress_bar(total, desc, enabled, unit="img", leave=False):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, dynamic_ncols=True)
 
 
 @torch.inference_mode()

@@ -250,7 +250,7 @@ class RayTrain:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        from pixql.ml.runtime import progress_bar
+        from pixql.ml.progress import progress_bar
 
         tracker = ray.remote(num_cpus=0)(_Tracker).remote()
         resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
@@ -315,7 +315,7 @@ class RayTrain:
         import pyarrow as pa
 
         from pixql.ml.ray_workers import ROW, Job, map_rows
-        from pixql.ml.runtime import progress_bar
+        from pixql.ml.progress import progress_bar
 
         paths = list(paths)
         if not paths:

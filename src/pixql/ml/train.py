@@ -12,9 +12,9 @@ inference needs no special case.
 
 import copy
 import math
+import os
 import random
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,75 +25,15 @@ from pixql.ml.batchnorm_folding import Folding, folded
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            train_transform)
 from pixql.ml.embed import pre_logits
-from pixql.ml.images import Region
-from pixql.ml.linear_head import LogisticHead, choose_l2
+from pixql.ml.linear_head import fit_head
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
-from pixql.tasks import classification_task, task_of
+from pixql.ml.trained import (LINEAR_MAX_ROWS_ON_GPU, TrainConfig, TrainedModel, check_options, history_entry,
+                               lr_hint, run_metrics, training_rows, used_options)
+from pixql.tasks import task_of
 from pixql.tasks.classification import Tally
-
-TRAIN_MODES = ("auto", "linear", "finetune")
-OPTIMIZERS = ("adamw", "sgd", "rmsprop")
-SCHEDULERS = ("cosine", "constant")
-AUGMENTS = ("none", "light", "standard")
-# Above this many training rows on a GPU, fine-tuning is worth its cost over a linear head.
-LINEAR_MAX_ROWS_ON_GPU = 5000
-
-
-@dataclass
-class TrainConfig:
-    base: str | None = None
-    epochs: int = 1
-    batch_size: int | None = None  # None = auto
-    learning_rate: float | None = None  # None = per base (fine-tuning)
-    pretrained: bool = True
-    weights: str | None = None  # local checkpoint file
-    seed: int = 0
-    validation: float | None = None  # fraction held out, stratified
-    train_mode: str = "auto"  # 'auto' | 'linear' | 'finetune'
-    device: str = "auto"
-    num_workers: int | None = None  # None = auto
-    progress: bool = True
-    # Also from the BUILD MODEL options; None means the default for the chosen mode.
-    image_size: int | None = None
-    optimizer: str = "adamw"
-    weight_decay: float | None = None
-    scheduler: str = "cosine"
-    warmup_epochs: float = 0.0
-    augment: str | None = None  # None = 'light' when fine-tuning
-    precision: str = "auto"
-    early_stopping: int | None = None  # patience in epochs
-    on_error: str = "fail"  # 'fail' | 'skip' unreadable images
-    l2: float | None = None  # linear head's L2 penalty (None = chosen by cross-validation)
-    # What the labels are and how they are learned (pixql.tasks); None = single-label classification.
-    task: object = None
-    # Linear mode keeps backbone embeddings in the on-disk cache (embedding_cache.py).
-    embedding_cache: bool = True
-    # Where the work runs (ml/strategy.py: Local, Processes, RayTrain); None = this process.
-    strategy: object = None
-
-
-@dataclass
-class TrainedModel:
-    network: dict
-    state_dict: dict
-    classes: list
-    preprocessing: dict
-    history: list
-    metrics: dict
-    train_mode: str
-    base: str
-    train_rows: int
-    val_rows: int
-    epochs: int
-    seconds: float
-    images_per_second: float
-    options: dict = field(default_factory=dict)
-    skipped: list = field(default_factory=list)  # paths of unreadable images left out
-    task: str = "classification"  # the task's name (pixql.tasks)
-    rows: dict | None = None  # linear: the head's training rows (digests, targets), for FIT MODEL
 
 
 def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None, *, init=None):
@@ -104,33 +44,10 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     """
     config = config or TrainConfig()
     started = time.perf_counter()
-    _check_options(config)
-    task = config.task or classification_task()
-    paths, labels = _rows(paths, labels, "training", task)
-    classes = task.class_names(labels)
-    if init is not None:
-        unknown = task.unknown(labels, init["classes"])
-        if unknown:
-            raise DataError(
-                f"Labels not among the model's classes ({', '.join(map(str, init['classes']))}): "
-                f"{', '.join(unknown[:10])}"
-            )
-        classes = list(init["classes"])
-    else:
-        task.check_classes(classes)
-
-    # Validation rows: given, or a seeded split of the training rows (stratified where the task can be).
-    if val_paths is not None:
-        val_paths, val_labels = _rows(val_paths, val_labels, "validation", task, allow_empty=True)
-        unknown = task.unknown(val_labels, classes)
-        if unknown:
-            raise DataError(f"Validation labels not among the training classes: {', '.join(unknown[:10])}")
-    elif config.validation:
-        split = _stratified_split if task.stratified_split else _random_split
-        paths, labels, val_paths, val_labels = split(paths, labels, config.validation, config.seed)
-    else:
-        val_paths, val_labels = [], []
-    y, val_y = task.targets(labels, classes), task.targets(val_labels, classes)
+    check_options(config)
+    rows = training_rows(paths, labels, config, val_paths, val_labels, None if init is None else init["classes"])
+    paths, labels, val_paths, val_labels = rows.paths, rows.labels, rows.val_paths, rows.val_labels
+    task, classes, y, val_y = rows.task, rows.classes, rows.y, rows.val_y
 
     _seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -160,14 +77,10 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
     precision = resolve_precision(config.precision, device)
     batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
-    opts = {
-        "train_mode": mode, "device": str(device), "precision": precision, "batch_size": batch_size,
-        "num_workers": auto_workers(len(paths), config.num_workers, device.type), "seed": config.seed,
-        "pretrained": pretrained_backbone, "weights": config.weights, "weights_source": weights_source,
-        "image_size": int(preprocessing["input_size"][-1]), "epochs": config.epochs,
-        "validation": config.validation, "on_error": config.on_error, "task": task.name,
-        "strategy": strategy.name, "workers": strategy.workers,
-    }
+    opts = used_options(config, task, mode=mode, device=device, precision=precision, batch_size=batch_size,
+                        num_workers=auto_workers(len(paths), config.num_workers, device.type),
+                        pretrained=pretrained_backbone, weights_source=weights_source,
+                        image_size=preprocessing["input_size"][-1], strategy=strategy.name, workers=strategy.workers)
     run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
                pretrained_backbone, task)
     run.prior_rows = (init or {}).get("rows")
@@ -181,25 +94,17 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         opts.update(strategy.finetune(run, config.learning_rate or _default_lr(spec, pretrained_backbone)))
 
     seconds = time.perf_counter() - started
-    last = run.history[-1]
-    extra = list(task.history(Tally(task)))  # the task's own training metrics (multi-label: micro F1)
-    metrics = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
-    metrics.update({f"train_{k}": last[f"train_{k}"] for k in extra})
-    if run.val_rows and last["val_accuracy"] is not None:
-        key = f"val_{task.metric}"
-        best = max(run.history, key=lambda h: (h[key], -h["val_loss"]))
-        # val_*: the saved weights' figures (finetune keeps its best validated epoch)
-        saved = next((h for h in run.history if h["epoch"] == run.saved_epoch), last)
-        metrics.update(val_loss=saved["val_loss"], val_accuracy=saved["val_accuracy"],
-                       best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"], saved_epoch=saved["epoch"])
-        for k in extra:
-            metrics.update({f"val_{k}": saved[f"val_{k}"], f"best_val_{k}": best[f"val_{k}"]})
+    metrics = run_metrics(run.history, task, run.val_rows, run.saved_epoch)
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in run.model.state_dict().items()}
     broken = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:  # never save a model whose every answer would be NaN
         raise TrainingError(f"training diverged: {len(broken)} weight tensor(s) hold NaN or infinite values "
-                            f"(e.g. {broken[0]}); lower learning_rate{_lr_hint(config)} and build again; "
+                            f"(e.g. {broken[0]}); lower learning_rate{lr_hint(config)} and build again; "
                             "no model was saved")
+    if mode == "linear" and init is None and config.strategy is None and run.cache_key:
+        _remember_shortcut(config, run, spec.name, state_dict, device=device, precision=precision,
+                           batch_size=batch_size, weights_source=weights_source, network=network,
+                           preprocessing=preprocessing)
     return TrainedModel(
         network=network,
         state_dict=state_dict,
@@ -221,6 +126,18 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     )
 
 
+def _remember_shortcut(config, run, base, state_dict, **resolved):
+    """What a later linear BUILD of this base needs to run without torch when every embedding
+    is cached (ml/cached_linear.py)."""
+    from pixql.ml.cached_linear import remember
+
+    head = linear_head(run.model)
+    names = {id(v): k for k, v in run.model.state_dict(keep_vars=True).items()}
+    if head.bias is not None:
+        remember(config, base=base, embedding_cache=run.cache_key, state_dict=state_dict,
+                 head=(names[id(head.weight)], names[id(head.bias)]), **resolved)
+
+
 def continue_training(manifest, state_dict, paths, labels, config=None, val_paths=None, val_labels=None,
                       rows=None):
     """Train a saved model further on more rows (FIT MODEL): same network, classes and
@@ -238,75 +155,6 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
 
 
 # --- checks and choices ---------------------------------------------------------------------
-
-def _check_options(config):
-    def one_of(name, value, allowed):
-        if value not in allowed:
-            raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
-
-    one_of("train_mode", config.train_mode, TRAIN_MODES)
-    one_of("optimizer", config.optimizer, OPTIMIZERS)
-    one_of("scheduler", config.scheduler, SCHEDULERS)
-    one_of("on_error", config.on_error, ("fail", "skip"))
-    if config.augment is not None:
-        one_of("augment", config.augment, AUGMENTS)
-    if not isinstance(config.epochs, int) or config.epochs < 1:
-        raise OptionError(f"epochs must be a positive integer, not {config.epochs!r}")
-    if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
-        raise OptionError(f"batch_size must be a positive integer, not {config.batch_size!r}")
-    if config.learning_rate is not None and not config.learning_rate > 0:
-        raise OptionError(f"learning_rate must be positive, not {config.learning_rate!r}")
-    if config.validation is not None and not 0 <= config.validation < 1:
-        raise OptionError(f"validation must be a fraction between 0 and 1, not {config.validation!r}")
-    if config.image_size is not None and (not isinstance(config.image_size, int) or config.image_size < 32):
-        raise OptionError(f"image_size must be an integer of at least 32, not {config.image_size!r}")
-    if config.early_stopping is not None and (not isinstance(config.early_stopping, int) or config.early_stopping < 1):
-        raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
-
-
-def _rows(paths, labels, what, task, allow_empty=False):
-    """(paths, labels as the task reads them); a missing label is an error naming the row."""
-    paths = [p if isinstance(p, Region) else str(p) for p in (paths or [])]
-    labels = [task.label(v) for v in labels] if labels is not None else []
-    if len(paths) != len(labels):
-        raise DataError(f"{len(paths)} {what} images but {len(labels)} labels")
-    if not paths and not allow_empty:
-        raise DataError(f"No {what} rows: the query returned no images with a label")
-    missing = [i for i, v in enumerate(labels) if v is None]
-    if missing:
-        raise DataError(f"{what.capitalize()} row {missing[0]} ({paths[missing[0]]}) has no label")
-    return paths, labels
-
-
-def _random_split(paths, labels, fraction, seed):
-    """Hold out `fraction` of the rows, seeded (at least one row stays for training)."""
-    order = list(range(len(paths)))
-    random.Random(seed).shuffle(order)
-    n = min(int(fraction * len(order) + 0.5), len(order) - 1)
-    held = set(order[:n])
-    train = [i for i in range(len(paths)) if i not in held]
-    val = sorted(held)
-    return ([paths[i] for i in train], [labels[i] for i in train],
-            [paths[i] for i in val], [labels[i] for i in val])
-
-
-def _stratified_split(paths, labels, fraction, seed):
-    """Hold out `fraction` of each class (at least one row stays for training)."""
-    rng = random.Random(seed)
-    by_class = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
-    held = set()
-    for label in sorted(by_class):
-        rows = by_class[label]
-        rng.shuffle(rows)
-        n = min(int(fraction * len(rows) + 0.5), len(rows) - 1)  # half rounds up
-        held.update(rows[:n])
-    train = [i for i in range(len(paths)) if i not in held]
-    val = sorted(held)
-    return ([paths[i] for i in train], [labels[i] for i in train],
-            [paths[i] for i in val], [labels[i] for i in val])
-
 
 def _choose_mode(config, model, pretrained_backbone, device, n_train):
     mode = config.train_mode
@@ -375,6 +223,7 @@ class _Run:
         # linear: the rows the head is fitted on (image digests, targets), kept with the model;
         # prior_rows: those of the model that FIT MODEL continues (see _with_prior_rows)
         self.rows, self.prior_rows, self.prior_used, self.prior_missing = None, None, 0, 0
+        self.cache_key = None  # linear: the embedding cache's backbone key, when the cache was used
 
     # -- linear: frozen backbone, logistic head on embeddings computed once
     def linear(self):
@@ -419,48 +268,18 @@ class _Run:
                 val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
         self.train_rows, self.val_rows = len(y), (len(val[1]) if val else 0)
         self.images_seen = self.train_rows + self.val_rows
-
-        # Standardised features make L-BFGS well conditioned; the scaling is folded back
-        # into the weights afterwards so the head reads raw embeddings.
-        mu, sigma = feats.mean(0), feats.std(0).clamp_min(1e-6)
-        z = (feats - mu) / sigma
         head = linear_head(self.model)
-        if cfg.l2 is not None:
-            l2, cv = cfg.l2, None
-        else:  # the penalty that cross-validates best on these embeddings
-            multiple, cv = choose_l2(z, y, head.out_features, self.task, cfg.seed)
-            l2 = multiple / len(y)
-        fit = LogisticHead(z.shape[1], head.out_features, self.task, l2)
-
-        extract_seconds = time.perf_counter() - t0
-        bar = progress_bar(cfg.epochs, "linear head", cfg.progress, unit="epoch", leave=True)
-        with bar:
-            for epoch in range(1, cfg.epochs + 1):
-                t1 = time.perf_counter()
-                fit.step(z, y)
-                with torch.no_grad():
-                    tally = Tally(self.task).add(fit.logits(z), y)
-                    entry = tally.loss, tally.accuracy
-                if self.history and abs(entry[0] - self.history[-1]["train_loss"]) <= 1e-7 * max(1.0, entry[0]):
-                    break  # L-BFGS has converged: more epochs would repeat the same point
-                with torch.no_grad():
-                    v_tally = Tally(self.task).add(fit.logits((val[0] - mu) / sigma), val[1]) if val else None
-                    v_loss, v_acc = (v_tally.loss, v_tally.accuracy) if val else (None, None)
-                seconds = time.perf_counter() - t1 + (extract_seconds if epoch == 1 else 0.0)
-                self._record(epoch, *entry, v_loss, v_acc, seconds,
-                             self.images_seen if epoch == 1 else len(y), tally, v_tally)
-                bar.set_postfix(loss=f"{entry[0]:.4f}", acc=f"{entry[1]:.3f}",
-                                **({"val_acc": f"{v_acc:.3f}"} if val else {}))
-                bar.update(1)
-
+        w, b, self.history, opts = fit_head(
+            feats.numpy(), y.numpy(), (val[0].numpy(), val[1].numpy()) if val else None, head.out_features,
+            self.task, l2=cfg.l2, epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress,
+            seconds_before=time.perf_counter() - t0, images_before=self.val_rows)
         if digests is not None and None not in digests:  # what a later FIT MODEL refits on
             self.rows = {"digests": torch.tensor([list(d) for d in digests], dtype=torch.uint8), "targets": y}
-        w, b = fit.solution
         with torch.no_grad():
-            head.weight.copy_((w / sigma).to(head.weight))
-            head.bias.copy_((b - (w / sigma) @ mu).to(head.bias))
-        return {"head_solver": "lbfgs", "l2": l2, "l2_cross_validation": cv, "learning_rate": None,
-                "optimizer": None, "augment": "none", "cached_embeddings": self.cache_hits}
+            head.weight.copy_(torch.from_numpy(w).to(head.weight))
+            head.bias.copy_(torch.from_numpy(b).to(head.bias))
+        self.cache_key = None if cache is None else os.path.basename(cache.folder)
+        return {**opts, "cached_embeddings": self.cache_hits}
 
     def _with_prior_rows(self, cache, feats, y, digests):
         """FIT MODEL on a linear model: its original training rows join the new ones (their
@@ -477,7 +296,7 @@ class _Run:
         if not kept:
             return feats, y, digests
         targets = self.prior_rows["targets"].to(y.dtype)[[i for _, i in kept]]
-        return (torch.cat([feats, torch.stack([found[d] for d, _ in kept]).to(feats.dtype)]),
+        return (torch.cat([feats, torch.from_numpy(np.stack([found[d] for d, _ in kept])).to(feats.dtype)]),
                 torch.cat([y, targets]), digests + [d for d, _ in kept])
 
     # -- finetune: the whole network, with augmentation
@@ -625,16 +444,7 @@ class _Run:
         return tally
 
     def _record(self, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=None, v_tally=None):
-        entry = {
-            "epoch": epoch, "train_loss": float(loss), "train_accuracy": float(acc),
-            "val_loss": None if v_loss is None else float(v_loss),
-            "val_accuracy": None if v_acc is None else float(v_acc),
-        }
-        for k, v in self.task.history(tally).items():  # the task's own metrics (multi-label: micro F1)
-            entry[f"train_{k}"] = v
-            entry[f"val_{k}"] = self.task.history(v_tally)[k] if v_tally is not None else None
-        entry.update(seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
-        self.history.append(entry)
+        self.history.append(history_entry(self.task, epoch, loss, acc, v_loss, v_acc, seconds, images, tally, v_tally))
 
 
 def _reduced(tally, group):
@@ -652,10 +462,6 @@ def _reduced(tally, group):
 EXPLOSION_FACTOR, EXPLODED_LOSS = 10.0, 20.0
 
 
-def _lr_hint(config):
-    return f" (it was {config.learning_rate:g})" if config.learning_rate is not None else ""
-
-
 class _LossWatch:
     """Stops training on a loss that is not a number; warns once on one that explodes."""
 
@@ -668,7 +474,7 @@ class _LossWatch:
         if not math.isfinite(loss):
             raise TrainingError(
                 f"training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower learning_rate"
-                f"{_lr_hint(self.config)} (or use precision='fp32') and build again; no model was saved")
+                f"{lr_hint(self.config)} (or use precision='fp32') and build again; no model was saved")
         if self.first is None:
             self.first = loss
         elif not self.warned and loss > max(EXPLOSION_FACTOR * self.first, EXPLODED_LOSS):
@@ -676,7 +482,7 @@ class _LossWatch:
 
             self.warned = True
             warnings.warn(f"pixql: the training loss exploded from {self.first:.4g} to {loss:.4g} at epoch "
-                          f"{epoch}, step {step}: learning_rate{_lr_hint(self.config)} is probably too high, "
+                          f"{epoch}, step {step}: learning_rate{lr_hint(self.config)} is probably too high, "
                           "and the model may be useless", stacklevel=2)
 
 

@@ -92,6 +92,11 @@ def base_facts(archs):
     return {arch: facts[arch] for arch in archs}
 
 
+def known_facts(arch):
+    """What the facts file holds of `arch`, or None: never asks timm (so never imports torch)."""
+    return _read(_facts_path()).get(arch)
+
+
 def _facts_path():
     from importlib.metadata import version
 

@@ -117,8 +117,9 @@ class Tally:
         n = len(y)
         if n == 0:
             return self
-        if mean_loss is None:
-            mean_loss = self.task.loss(logits, y).item()
+        if mean_loss is None:  # numpy logits: the linear head's (ml/linear_head.py)
+            mean_loss = self.task.head_loss(logits, y)[0] if isinstance(logits, np.ndarray) \
+                else self.task.loss(logits, y).item()
         self.loss_sum += mean_loss * n
         self.seen += n
         self.task.count(self, logits, y)
@@ -173,6 +174,16 @@ class SingleLabel:
         import torch.nn.functional as F
 
         return F.cross_entropy(logits, y)
+
+    def head_loss(self, logits, y):
+        """The same loss on numpy logits [n, classes] and class indices, and its gradient by the
+        logits (the linear head's fit, which runs without torch)."""
+        shifted = logits - logits.max(1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+        rows = np.arange(len(y))
+        grad = np.exp(log_p)
+        grad[rows, y] -= 1
+        return -float(log_p[rows, y].mean(dtype=np.float64)), grad / len(y)
 
     def probabilities(self, logits):
         import torch
@@ -287,6 +298,14 @@ class MultiLabel(SingleLabel):
         import torch.nn.functional as F
 
         return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+
+    def head_loss(self, logits, y):
+        """The same loss (mean over rows and classes) on numpy logits and 0/1 targets, and its
+        gradient by the logits."""
+        y = y.astype(logits.dtype, copy=False)
+        loss = (np.logaddexp(0, logits) - y * logits).mean(dtype=np.float64)
+        sigmoid = np.exp(-np.logaddexp(0, -logits))
+        return float(loss), (sigmoid - y) / logits.size
 
     def probabilities(self, logits):
         import torch

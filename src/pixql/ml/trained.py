@@ -1,0 +1,235 @@
+"""What a training run is given and what it gives back, without torch: the config, the rows
+(checked, split, turned into targets), one epoch's history entry, the run's metrics and the
+TrainedModel. ml/train.py trains with them; ml/cached_linear.py, a linear BUILD whose
+embeddings are all cached, uses them without importing torch.
+"""
+
+import random
+from dataclasses import dataclass, field
+
+from pixql.errors import DataError, OptionError
+from pixql.ml.images import Region
+from pixql.tasks import classification_task
+
+TRAIN_MODES = ("auto", "linear", "finetune")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+SCHEDULERS = ("cosine", "constant")
+AUGMENTS = ("none", "light", "standard")
+# Above this many training rows on a GPU, fine-tuning is worth its cost over a linear head.
+LINEAR_MAX_ROWS_ON_GPU = 5000
+
+
+@dataclass
+class TrainConfig:
+    base: str | None = None
+    epochs: int = 1
+    batch_size: int | None = None  # None = auto
+    learning_rate: float | None = None  # None = per base (fine-tuning)
+    pretrained: bool = True
+    weights: str | None = None  # local checkpoint file
+    seed: int = 0
+    validation: float | None = None  # fraction held out, stratified
+    train_mode: str = "auto"  # 'auto' | 'linear' | 'finetune'
+    device: str = "auto"
+    num_workers: int | None = None  # None = auto
+    progress: bool = True
+    # Also from the BUILD MODEL options; None means the default for the chosen mode.
+    image_size: int | None = None
+    optimizer: str = "adamw"
+    weight_decay: float | None = None
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.0
+    augment: str | None = None  # None = 'light' when fine-tuning
+    precision: str = "auto"
+    early_stopping: int | None = None  # patience in epochs
+    on_error: str = "fail"  # 'fail' | 'skip' unreadable images
+    l2: float | None = None  # linear head's L2 penalty (None = chosen by cross-validation)
+    # What the labels are and how they are learned (pixql.tasks); None = single-label classification.
+    task: object = None
+    # Linear mode keeps backbone embeddings in the on-disk cache (embedding_cache.py).
+    embedding_cache: bool = True
+    # Where the work runs (ml/strategy.py: Local, Processes, RayTrain); None = this process.
+    strategy: object = None
+
+
+@dataclass
+class TrainedModel:
+    network: dict
+    state_dict: dict  # name -> torch tensor, or numpy array (ml/cached_linear.py)
+    classes: list
+    preprocessing: dict
+    history: list
+    metrics: dict
+    train_mode: str
+    base: str
+    train_rows: int
+    val_rows: int
+    epochs: int
+    seconds: float
+    images_per_second: float
+    options: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # paths of unreadable images left out
+    task: str = "classification"  # the task's name (pixql.tasks)
+    rows: dict | None = None  # linear: the head's training rows (digests, targets), for FIT MODEL
+
+
+@dataclass
+class Rows:
+    """The training and validation rows as a run uses them: labels read by the task,
+    validation held out, targets numbered by `classes`."""
+    paths: list
+    labels: list
+    val_paths: list
+    val_labels: list
+    y: list
+    val_y: list
+    classes: list
+    task: object
+
+
+def check_options(config):
+    def one_of(name, value, allowed):
+        if value not in allowed:
+            raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+
+    one_of("train_mode", config.train_mode, TRAIN_MODES)
+    one_of("optimizer", config.optimizer, OPTIMIZERS)
+    one_of("scheduler", config.scheduler, SCHEDULERS)
+    one_of("on_error", config.on_error, ("fail", "skip"))
+    if config.augment is not None:
+        one_of("augment", config.augment, AUGMENTS)
+    if not isinstance(config.epochs, int) or config.epochs < 1:
+        raise OptionError(f"epochs must be a positive integer, not {config.epochs!r}")
+    if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise OptionError(f"batch_size must be a positive integer, not {config.batch_size!r}")
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise OptionError(f"learning_rate must be positive, not {config.learning_rate!r}")
+    if config.validation is not None and not 0 <= config.validation < 1:
+        raise OptionError(f"validation must be a fraction between 0 and 1, not {config.validation!r}")
+    if config.image_size is not None and (not isinstance(config.image_size, int) or config.image_size < 32):
+        raise OptionError(f"image_size must be an integer of at least 32, not {config.image_size!r}")
+    if config.early_stopping is not None and (not isinstance(config.early_stopping, int) or config.early_stopping < 1):
+        raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
+
+
+def training_rows(paths, labels, config, val_paths=None, val_labels=None, classes=None):
+    """Rows for a run: `classes` are a trained model's (FIT MODEL), else the labels' own."""
+    task = config.task or classification_task()
+    paths, labels = _rows(paths, labels, "training", task)
+    if classes is not None:
+        unknown = task.unknown(labels, classes)
+        if unknown:
+            raise DataError(f"Labels not among the model's classes ({', '.join(map(str, classes))}): "
+                            f"{', '.join(unknown[:10])}")
+        classes = list(classes)
+    else:
+        classes = task.class_names(labels)
+        task.check_classes(classes)
+    # Validation rows: given, or a seeded split of the training rows (stratified where the task can be).
+    if val_paths is not None:
+        val_paths, val_labels = _rows(val_paths, val_labels, "validation", task, allow_empty=True)
+        unknown = task.unknown(val_labels, classes)
+        if unknown:
+            raise DataError(f"Validation labels not among the training classes: {', '.join(unknown[:10])}")
+    elif config.validation:
+        split = stratified_split if task.stratified_split else random_split
+        paths, labels, val_paths, val_labels = split(paths, labels, config.validation, config.seed)
+    else:
+        val_paths, val_labels = [], []
+    return Rows(paths, labels, val_paths, val_labels, task.targets(labels, classes),
+                task.targets(val_labels, classes), classes, task)
+
+
+def _rows(paths, labels, what, task, allow_empty=False):
+    """(paths, labels as the task reads them); a missing label is an error naming the row."""
+    paths = [p if isinstance(p, Region) else str(p) for p in (paths or [])]
+    labels = [task.label(v) for v in labels] if labels is not None else []
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} {what} images but {len(labels)} labels")
+    if not paths and not allow_empty:
+        raise DataError(f"No {what} rows: the query returned no images with a label")
+    missing = [i for i, v in enumerate(labels) if v is None]
+    if missing:
+        raise DataError(f"{what.capitalize()} row {missing[0]} ({paths[missing[0]]}) has no label")
+    return paths, labels
+
+
+def random_split(paths, labels, fraction, seed):
+    """Hold out `fraction` of the rows, seeded (at least one row stays for training)."""
+    order = list(range(len(paths)))
+    random.Random(seed).shuffle(order)
+    n = min(int(fraction * len(order) + 0.5), len(order) - 1)
+    return _split(paths, labels, set(order[:n]))
+
+
+def stratified_split(paths, labels, fraction, seed):
+    """Hold out `fraction` of each class (at least one row stays for training)."""
+    rng = random.Random(seed)
+    by_class = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    held = set()
+    for label in sorted(by_class):
+        rows = by_class[label]
+        rng.shuffle(rows)
+        n = min(int(fraction * len(rows) + 0.5), len(rows) - 1)  # half rounds up
+        held.update(rows[:n])
+    return _split(paths, labels, held)
+
+
+def _split(paths, labels, held):
+    train = [i for i in range(len(paths)) if i not in held]
+    val = sorted(held)
+    return ([paths[i] for i in train], [labels[i] for i in train],
+            [paths[i] for i in val], [labels[i] for i in val])
+
+
+def history_entry(task, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=None, v_tally=None):
+    """One epoch's line of a model's history (DESCRIBE MODEL draws them)."""
+    entry = {
+        "epoch": epoch, "train_loss": float(loss), "train_accuracy": float(acc),
+        "val_loss": None if v_loss is None else float(v_loss),
+        "val_accuracy": None if v_acc is None else float(v_acc),
+    }
+    for k, v in task.history(tally).items():  # the task's own metrics (multi-label: micro F1)
+        entry[f"train_{k}"] = v
+        entry[f"val_{k}"] = task.history(v_tally)[k] if v_tally is not None else None
+    entry.update(seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
+    return entry
+
+
+def run_metrics(history, task, val_rows, saved_epoch=None):
+    """The model's metrics from its history: the last epoch's training figures; with validation
+    rows, those of the saved epoch (`saved_epoch`, None: the last) and of the best one."""
+    from pixql.tasks.classification import Tally
+
+    last = history[-1]
+    extra = list(task.history(Tally(task)))  # the task's own training metrics (multi-label: micro F1)
+    metrics = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
+    metrics.update({f"train_{k}": last[f"train_{k}"] for k in extra})
+    if val_rows and last["val_accuracy"] is not None:
+        key = f"val_{task.metric}"
+        best = max(history, key=lambda h: (h[key], -h["val_loss"]))
+        # val_*: the saved weights' figures (finetune keeps its best validated epoch)
+        saved = next((h for h in history if h["epoch"] == saved_epoch), last)
+        metrics.update(val_loss=saved["val_loss"], val_accuracy=saved["val_accuracy"],
+                       best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"], saved_epoch=saved["epoch"])
+        for k in extra:
+            metrics.update({f"val_{k}": saved[f"val_{k}"], f"best_val_{k}": best[f"val_{k}"]})
+    return metrics
+
+
+def lr_hint(config):
+    return f" (it was {config.learning_rate:g})" if config.learning_rate is not None else ""
+
+
+def used_options(config, task, *, mode, device, precision, batch_size, num_workers, pretrained, weights_source,
+                 image_size, strategy="local", workers=1):
+    """What a run used, as the model's manifest keeps it (options.used), before the mode's own."""
+    return {
+        "train_mode": mode, "device": str(device), "precision": precision, "batch_size": batch_size,
+        "num_workers": num_workers, "seed": config.seed, "pretrained": pretrained, "weights": config.weights,
+        "weights_source": weights_source, "image_size": int(image_size), "epochs": config.epochs,
+        "validation": config.validation, "on_error": config.on_error, "task": task.name,
+        "strategy": strategy, "workers": workers,
+    }

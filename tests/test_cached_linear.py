@@ -1,0 +1,155 @@
+"""A linear BUILD whose embeddings are all cached runs without torch (ml/cached_linear.py): the
+same model as the usual way, from a fresh process that never imports torch, and the usual way
+whenever anything is missing or changed."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_color_images
+
+import pixql
+from pixql.errors import DataError
+from pixql.ml import cached_linear
+
+BUILD = "BUILD MODEL {name} USING EfficientNet_Lite0 OPTIONS ({options}) AS SELECT * FROM t"
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    """A database with table t of 2 x 12 images, and a cache folder of its own."""
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache"))
+    rows = make_color_images(tmp_path / "img", per_class=12, size=32)
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.duckdb.register("frame", pd.DataFrame(rows, columns=["image", "label"]))
+    db.sql("CREATE TABLE t AS SELECT * FROM frame")
+    db.duckdb.unregister("frame")
+    return db, rows
+
+
+def _build(db, name, options="validation=0.25"):
+    result = db.sql(BUILD.format(name=name, options=options)).df().iloc[0]
+    return result, db.engine.catalog.store.load(name)
+
+
+def _shortcut(manifest):
+    return manifest["options"]["used"].get("embedding_shortcut", False)
+
+
+def test_the_shortcut_builds_the_model_the_usual_way_builds(photos):
+    db, rows = photos
+    first, (m1, w1) = _build(db, "a")
+    assert not _shortcut(m1) and first["train_mode"] == "linear"
+    second, (m2, w2) = _build(db, "b")
+    assert _shortcut(m2)
+    assert w1.keys() == w2.keys()
+    for k in w1:  # the same embeddings and the same fit: the same numbers
+        assert np.array_equal(w1[k].numpy(), w2[k].numpy()), k
+    assert m1["metrics"] == m2["metrics"] and m1["classes"] == m2["classes"]
+    assert m1["network"] == m2["network"] and m1["preprocessing"] == m2["preprocessing"]
+    assert (first["l2"], first["best_validation_metric"]) == (second["l2"], second["best_validation_metric"])
+    same = {k: v for k, v in m1["options"]["used"].items() if k not in ("cached_embeddings", "num_workers")}
+    assert same.items() <= m2["options"]["used"].items()
+    a = db.sql("PREDICT USING a AS SELECT * FROM t").df()
+    b = db.sql("PREDICT USING b AS SELECT * FROM t").df()
+    assert (a["predicted"] == b["predicted"]).all() and np.allclose(a["score"], b["score"])
+    assert (b["predicted"] == b["label"]).mean() >= 0.9
+    # FIT MODEL refits a shortcut-built head on the rows it kept
+    fitted = db.sql("FIT MODEL c USING b AS SELECT * FROM t LIMIT 4")
+    assert any("refitted on" in m for m in fitted.messages)
+
+
+def test_a_fresh_process_builds_from_the_cache_without_importing_torch(photos, tmp_path):
+    db, _ = photos
+    _build(db, "a", "validation=0.25")
+    db.close()
+    script = textwrap.dedent(f"""
+        import sys
+        import pixql
+        db = pixql.connect({str(tmp_path / 'x.duckdb')!r}, progress=False)
+        row = db.sql({BUILD.format(name='b', options='validation=0.25')!r}).df().iloc[0]
+        print(row['train_mode'], row['validation_rows'], 'torch' in sys.modules, 'timm' in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["linear", "6", "False", "False"]
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    assert _shortcut(db.engine.catalog.store.manifest("b"))
+    answers = db.sql("PREDICT USING b AS SELECT * FROM t").df()  # torch reads what numpy wrote
+    assert (answers["predicted"] == answers["label"]).mean() >= 0.9
+
+
+def test_a_changed_image_or_other_options_take_the_usual_way(photos):
+    db, rows = photos
+    _build(db, "a")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (250, 0, 0)).save(rows[0][0])  # new bytes: not in the cache
+    _, (m, _) = _build(db, "b")
+    assert not _shortcut(m) and m["options"]["used"]["cached_embeddings"] == len(rows) - 1
+    _, (m, _) = _build(db, "c")  # now it is
+    assert _shortcut(m)
+    _, (m, _) = _build(db, "d", "validation=0.25, image_size=192")  # another shortcut key
+    assert not _shortcut(m) and m["preprocessing"]["input_size"][-1] == 192
+    _, (m, _) = _build(db, "e", "validation=0.25, train_mode='finetune', epochs=1")
+    assert m["train_mode"] == "finetune" and not _shortcut(m)
+
+
+def test_a_damaged_shortcut_is_dropped_and_written_again(photos):
+    db, _ = photos
+    _build(db, "a")
+    [folder] = os.listdir(os.path.join(os.environ["PIXQL_CACHE"], "linear"))
+    backbone = os.path.join(os.environ["PIXQL_CACHE"], "linear", folder, cached_linear.BACKBONE)
+    with open(backbone, "r+b") as f:
+        f.write(b"not a safetensors header")
+    with pytest.warns(UserWarning, match="damaged linear-build shortcut"):
+        _, (m, _) = _build(db, "b")
+    assert not _shortcut(m)
+    assert os.path.getsize(backbone) > 1_000_000  # written again by the usual way
+    _, (m, _) = _build(db, "c")
+    assert _shortcut(m)
+
+
+def test_an_entry_from_another_format_is_not_used(photos):
+    db, _ = photos
+    _build(db, "a")
+    root = os.path.join(os.environ["PIXQL_CACHE"], "linear")
+    [folder] = os.listdir(root)
+    path = os.path.join(root, folder, cached_linear.ENTRY)
+    entry = json.load(open(path))
+    json.dump(dict(entry, format=cached_linear.FORMAT + 1), open(path, "w"))
+    _, (m, _) = _build(db, "b")
+    assert not _shortcut(m)
+    assert json.load(open(path))["format"] == cached_linear.FORMAT  # the usual way wrote it again
+
+
+def test_bad_rows_fail_on_the_shortcut_as_they_do_the_usual_way(photos):
+    db, rows = photos
+    _build(db, "a")
+    db.sql("CREATE TABLE v AS SELECT image, 'green' AS label FROM t LIMIT 2")
+    with pytest.raises(DataError, match="Validation labels not among the training classes: green"):
+        db.sql(BUILD.format(name="b", options="validation='v'"))
+    assert not db.engine.catalog.store.exists("b")
+    db.sql("CREATE TABLE one AS SELECT image, 'red' AS label FROM t")
+    with pytest.raises(Exception, match="at least two classes"):
+        db.sql("BUILD MODEL c USING EfficientNet_Lite0 AS SELECT * FROM one")
+    assert not db.engine.catalog.store.exists("c")
+
+
+def test_multi_label_heads_match_on_both_ways(photos):
+    db, rows = photos
+    db.sql("CREATE TABLE m AS SELECT image, CASE WHEN label = 'red' THEN 'warm|bright' ELSE 'cold' END AS tags FROM t")
+    options = "label_col='tags', multi_label=true, validation=0.25"
+    db.sql(f"BUILD MODEL a USING EfficientNet_Lite0 OPTIONS ({options}) AS SELECT * FROM m")
+    db.sql(f"BUILD MODEL b USING EfficientNet_Lite0 OPTIONS ({options}) AS SELECT * FROM m")
+    store = db.engine.catalog.store
+    (m1, w1), (m2, w2) = store.load("a"), store.load("b")
+    assert not _shortcut(m1) and _shortcut(m2) and m2["task"] == "multi_label"
+    assert all(np.array_equal(w1[k].numpy(), w2[k].numpy()) for k in w1)
+    assert m1["metrics"] == m2["metrics"]
