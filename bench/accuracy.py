@@ -1,6 +1,6 @@
 """Accuracy of pixql on the real photos in ../shared/datasets (README, "Measured accuracy").
 
-    python bench/accuracy.py --data DIR [--mode default linear finetune] [--only cats fashion clothing flowers]
+    python bench/accuracy.py --data DIR [--mode default linear finetune top] [--only cats fashion clothing flowers]
                              [--split test|validation] [--base EfficientNet_Lite0] [--epochs 3]
                              [--labels div_n ...] [--image-size 256] [--json out.json]
 
@@ -112,7 +112,7 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
-    parser.add_argument("--mode", nargs="+", default=["default"], choices=["default", "linear", "finetune"])
+    parser.add_argument("--mode", nargs="+", default=["default"], choices=["default", "linear", "finetune", "top"])
     parser.add_argument("--only", nargs="+", choices=[t[0] for t in TASKS])
     parser.add_argument("--labels", nargs="+", help="only these label columns (e.g. div_n)")
     parser.add_argument("--split", default="test", choices=["test", "validation"], help="the rows scored")

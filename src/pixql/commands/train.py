@@ -28,7 +28,7 @@ BUILD_OPTIONS = {
     "weights": opt.text(),
     "seed": opt.integer(0),
     "validation": opt.Option((float, str), None, low=0, high=1, open=True, hint=", or a query or a table name"),
-    "train_mode": opt.text("auto", ("auto", "linear", "finetune")),
+    "train_mode": opt.text("auto", ("auto", "linear", "finetune", "top")),
     "optimizer": opt.text("adamw", ("adamw", "sgd", "rmsprop")),
     "weight_decay": opt.number(None, low=0),
     "scheduler": opt.text("cosine", ("cosine", "constant")),
@@ -147,6 +147,10 @@ def _train(engine, statement, resolved, given, base, task, init):
         sources.append(("the validation query", vframe, image_col))
         validation = None
 
+    if resolved.get("train_mode") == "top" and "epochs" not in given:  # (FIT: 1, as for the other modes)
+        from pixql.ml.top_tune import EPOCHS
+
+        resolved["epochs"] = EPOCHS  # an epoch of 'top' is a pass over a small network
     # The learning layer's config, filled from the options by name.
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task", "strategy"}
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},

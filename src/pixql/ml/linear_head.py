@@ -166,20 +166,23 @@ def choose_l2(z, y, n_classes, task, seed=0, grid=L2_GRID, k=CV_FOLDS):
 
 
 def fit_head(feats, y, val, n_classes, task, *, l2=None, epochs=1, seed=0, progress=True,
-             seconds_before=0.0, images_before=0):
+             seconds_before=0.0, images_before=0, scale_floor=0.0):
     """The linear mode's fit on embeddings `feats` [n, d] with targets `y` (class indices, or a
     [n, classes] 0/1 matrix for multi-label), `val` (features, targets) or None.
 
     Returns (weight [classes, d] and bias that read raw embeddings, history, options): an
     epoch is one round of L-BFGS, and the rounds stop early once the loss no longer moves.
     `seconds_before` / `images_before`: what computing the embeddings took, counted in the
-    first epoch's line of the history."""
+    first epoch's line of the history. `scale_floor`: no feature's deviation is taken below this
+    fraction of their mean deviation (a head for fine-tuning: a nearly constant feature would
+    otherwise get a weight so large that the first update of the features it reads blows up)."""
     started = time.perf_counter()
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     # Standardised features make L-BFGS well conditioned; the scaling is folded back into the
     # weights afterwards so the head reads raw embeddings.
     mu = feats.mean(0)
-    sigma = np.maximum(feats.std(0, ddof=1) if len(feats) > 1 else np.ones_like(mu), 1e-6)
+    sigma = feats.std(0, ddof=1) if len(feats) > 1 else np.ones_like(mu)
+    sigma = np.maximum(sigma, max(1e-6, scale_floor * float(sigma.mean())))
     z = (feats - mu) / sigma
     if l2 is not None:
         cv = None

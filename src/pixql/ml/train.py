@@ -90,6 +90,10 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         if init is not None:
             kept = run.prior_rows is not None and config.embedding_cache
             opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing)
+    elif mode == "top":
+        from pixql.ml import top_tune
+
+        opts.update(top_tune.tune(run, config.learning_rate or top_tune.LEARNING_RATE, from_model=init is not None))
     else:
         opts.update(strategy.finetune(run, config.learning_rate or _default_lr(spec, pretrained_backbone)))
 
@@ -144,7 +148,7 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
     preprocessing; by default in the mode it was trained with. `rows`: the saved model's own
     training rows (a linear head is refitted on them and the new ones together)."""
     config = copy.copy(config or TrainConfig())
-    if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune"):
+    if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune", "top"):
         config.train_mode = manifest["train_mode"]
     config.task = task_of(manifest)
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
@@ -166,6 +170,16 @@ def _choose_mode(config, model, pretrained_backbone, device, n_train):
         if augmenting:
             raise OptionError("augment needs train_mode='finetune': a linear head is fitted on "
                               "embeddings computed once")
+        return mode
+    if mode == "top":
+        from pixql.ml import top_tune
+
+        top_tune.check(model, config.strategy)
+        if not pretrained_backbone:
+            raise OptionError("train_mode='top' tunes the top of a pretrained network; the base has no "
+                              "pretrained weights here (pretrained=false?): use train_mode='finetune'")
+        if augmenting:
+            raise OptionError("augment needs train_mode='finetune': 'top' trains on activations computed once")
         return mode
     if mode == "finetune":
         return mode
@@ -332,14 +346,7 @@ class _Run:
         total = steps_per_epoch * cfg.epochs
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
 
-        def factor(step):  # linear warm-up, then cosine to zero (or constant)
-            if step < warmup:
-                return (step + 1) / warmup
-            if cfg.scheduler == "constant":
-                return 1.0
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_then_cosine(optimizer, warmup, total, constant=cfg.scheduler == "constant")
         # fp16 needs its gradients scaled against underflow; bf16 and fp32 do not.
         scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and device.type == "cuda")
         best_key, best_state, stale = None, None, 0
@@ -445,6 +452,19 @@ class _Run:
 
     def _record(self, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=None, v_tally=None):
         self.history.append(history_entry(self.task, epoch, loss, acc, v_loss, v_acc, seconds, images, tally, v_tally))
+
+
+def warmup_then_cosine(optimizer, warmup, total, constant=False):
+    """The learning rate per step: a linear warm-up over `warmup` steps, then a cosine to zero
+    at step `total` (or `constant`)."""
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        if constant:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _reduced(tally, group):

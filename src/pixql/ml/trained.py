@@ -11,7 +11,7 @@ from pixql.errors import DataError, OptionError
 from pixql.ml.images import Region
 from pixql.tasks import classification_task
 
-TRAIN_MODES = ("auto", "linear", "finetune")
+TRAIN_MODES = ("auto", "linear", "finetune", "top")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULERS = ("cosine", "constant")
 AUGMENTS = ("none", "light", "standard")
@@ -29,7 +29,7 @@ class TrainConfig:
     weights: str | None = None  # local checkpoint file
     seed: int = 0
     validation: float | None = None  # fraction held out, stratified
-    train_mode: str = "auto"  # 'auto' | 'linear' | 'finetune'
+    train_mode: str = "auto"  # 'auto' | 'linear' | 'finetune' | 'top'
     device: str = "auto"
     num_workers: int | None = None  # None = auto
     progress: bool = True

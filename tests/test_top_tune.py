@@ -1,0 +1,73 @@
+"""train_mode='top' (ml/top_tune.py): the last block, conv_head, bn2 and the head tuned on
+activations of the frozen rest, the head starting from the linear fit."""
+
+import pandas as pd
+import pytest
+import torch
+from conftest import make_color_images
+
+import pixql
+from pixql.errors import OptionError, TrainingError
+
+
+@pytest.fixture
+def db(tmp_path):
+    rows = make_color_images(tmp_path / "img", per_class=12, size=32)
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.duckdb.register("frame", pd.DataFrame(rows, columns=["image", "label"]))
+    db.sql("CREATE TABLE t AS SELECT * FROM frame")
+    db.duckdb.unregister("frame")
+    return db
+
+
+def test_top_tunes_the_last_block_and_keeps_the_rest_as_the_base_has_it(db):
+    from pixql.ml.bases import create_backbone
+
+    row = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='top', epochs=3, validation=0.25) "
+                 "AS SELECT * FROM t").df().iloc[0]
+    assert (row["train_mode"], row["epochs"], row["validation_rows"]) == ("top", 3, 6)
+    manifest, state = db.engine.catalog.store.load("m")
+    base, *_ = create_backbone("EfficientNet_Lite0", 2)
+    pretrained = base.state_dict()
+    frozen = [k for k in state if k.startswith(("conv_stem", "bn1", "blocks.0", "blocks.5"))]
+    tuned = [k for k in state if k.startswith(("blocks.6", "conv_head")) and state[k].is_floating_point()]
+    assert frozen and tuned
+    assert all(torch.equal(state[k], pretrained[k]) for k in frozen)
+    assert any(not torch.equal(state[k], pretrained[k]) for k in tuned)
+    used = manifest["options"]["used"]
+    assert used["train_mode"] == "top" and used["optimizer"] == "adamw" and used["l2"] > 0
+    metrics, history = manifest["metrics"], manifest["history"]
+    assert len(history) == 3 and metrics["saved_epoch"] in (1, 2, 3)
+    saved = history[metrics["saved_epoch"] - 1]
+    assert metrics["val_accuracy"] == saved["val_accuracy"] == max(h["val_accuracy"] for h in history)
+    answers = db.sql("PREDICT USING m AS SELECT * FROM t").df()
+    assert (answers["predicted"] == answers["label"]).mean() >= 0.9
+    # FIT MODEL goes on in the same mode, from the model's own head
+    fitted = db.sql("FIT MODEL n USING m OPTIONS (epochs=1) AS SELECT * FROM t").df().iloc[0]
+    assert (fitted["train_mode"], fitted["epochs"]) == ("top", 1)
+
+
+def test_top_trains_ten_epochs_unless_told_and_does_multi_label(db):
+    row = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='top') AS SELECT * FROM t").df().iloc[0]
+    assert row["epochs"] == 10
+    db.sql("CREATE TABLE tags AS SELECT image, CASE WHEN label = 'red' THEN 'warm|bright' ELSE 'cold' END AS tags "
+           "FROM t")
+    row = db.sql("BUILD MODEL tagger USING EfficientNet_Lite0 OPTIONS (train_mode='top', epochs=2, "
+                 "label_col='tags', multi_label=true) AS SELECT * FROM tags").df().iloc[0]
+    assert row["task"] == "multi_label" and row["train_mode"] == "top"
+    answers = db.sql("PREDICT USING tagger AS SELECT * FROM tags").df()
+    assert all(sorted(p) == sorted(t.split("|")) for p, t in zip(answers["predicted"], answers["tags"]))
+
+
+@pytest.mark.parametrize("options, error, words", [
+    ("train_mode='top'", TrainingError, "EfficientNet-family"),  # with SimpleCNN
+    ("train_mode='top', augment='standard'", OptionError, "augment needs train_mode='finetune'"),
+    ("train_mode='top', pretrained=false", OptionError, "pretrained"),
+    ("train_mode='tops'", OptionError, "one of auto, linear, finetune, top, got 'tops'"),
+])
+def test_top_refuses_what_it_cannot_do_and_saves_nothing(db, options, error, words):
+    base = "SimpleCNN" if "augment" not in options and "pretrained" not in options and "tops" not in options \
+        else "EfficientNet_Lite0"
+    with pytest.raises(error, match=words):
+        db.sql(f"BUILD MODEL m USING {base} OPTIONS ({options}) AS SELECT * FROM t")
+    assert not db.engine.catalog.store.exists("m")
