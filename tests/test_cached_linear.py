@@ -22,9 +22,10 @@ BUILD = "BUILD MODEL {name} USING EfficientNet_Lite0 OPTIONS ({options}) AS SELE
 
 @pytest.fixture
 def photos(tmp_path, monkeypatch):
-    """A database with table t of 2 x 12 images, and a cache folder of its own."""
+    """A database with table t of 2 x 20 images (30 training rows after validation=0.25: enough
+    for the penalty's cross-validation), and a cache folder of its own."""
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache"))
-    rows = make_color_images(tmp_path / "img", per_class=12, size=32)
+    rows = make_color_images(tmp_path / "img", per_class=20, size=32)
     db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
     db.duckdb.register("frame", pd.DataFrame(rows, columns=["image", "label"]))
     db.sql("CREATE TABLE t AS SELECT * FROM frame")
@@ -53,6 +54,7 @@ def test_the_shortcut_builds_the_model_the_usual_way_builds(photos):
     assert m1["metrics"] == m2["metrics"] and m1["classes"] == m2["classes"]
     assert m1["network"] == m2["network"] and m1["preprocessing"] == m2["preprocessing"]
     assert (first["l2"], first["best_validation_metric"]) == (second["l2"], second["best_validation_metric"])
+    assert len(m2["options"]["used"]["l2_cross_validation"]) >= 2  # the penalty was cross-validated
     same = {k: v for k, v in m1["options"]["used"].items() if k not in ("cached_embeddings", "num_workers")}
     assert same.items() <= m2["options"]["used"].items()
     a = db.sql("PREDICT USING a AS SELECT * FROM t").df()
@@ -78,7 +80,7 @@ def test_a_fresh_process_builds_from_the_cache_without_importing_torch(photos, t
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                          env=dict(os.environ))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["linear", "6", "False", "False"]
+    assert out.stdout.split() == ["linear", "10", "False", "False"]
     db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
     assert _shortcut(db.engine.catalog.store.manifest("b"))
     answers = db.sql("PREDICT USING b AS SELECT * FROM t").df()  # torch reads what numpy wrote
@@ -153,3 +155,18 @@ def test_multi_label_heads_match_on_both_ways(photos):
     assert not _shortcut(m1) and _shortcut(m2) and m2["task"] == "multi_label"
     assert all(np.array_equal(w1[k].numpy(), w2[k].numpy()) for k in w1)
     assert m1["metrics"] == m2["metrics"]
+
+
+def test_another_machine_or_library_version_is_another_shortcut(photos, monkeypatch):
+    """The shortcut key stands for what torch would have said (device, precision, the embedding
+    cache's key): a change there must not reuse the first machine's entry."""
+    db, _ = photos
+    _build(db, "a")
+    machine = cached_linear._machine()
+    monkeypatch.setattr(cached_linear, "_machine", lambda: dict(machine, gpus=["NVIDIA T4"]))
+    _, (m, _) = _build(db, "b")
+    assert not _shortcut(m)
+    monkeypatch.setattr(cached_linear, "_version", lambda package: "0.0")
+    _, (m, _) = _build(db, "c")
+    assert not _shortcut(m)
+    assert len(os.listdir(os.path.join(os.environ["PIXQL_CACHE"], "linear"))) == 3

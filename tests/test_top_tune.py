@@ -64,10 +64,21 @@ def test_top_trains_ten_epochs_unless_told_and_does_multi_label(db):
     ("train_mode='top', augment='standard'", OptionError, "augment needs train_mode='finetune'"),
     ("train_mode='top', pretrained=false", OptionError, "pretrained"),
     ("train_mode='tops'", OptionError, "one of auto, linear, finetune, top, got 'tops'"),
+    ("train_mode='top', optimizer='sgd'", OptionError, r"OPTIONS \(optimizer=...\) is for train_mode='finetune'"),
 ])
 def test_top_refuses_what_it_cannot_do_and_saves_nothing(db, options, error, words):
-    base = "SimpleCNN" if "augment" not in options and "pretrained" not in options and "tops" not in options \
-        else "EfficientNet_Lite0"
+    base = "SimpleCNN" if options == "train_mode='top'" else "EfficientNet_Lite0"
     with pytest.raises(error, match=words):
         db.sql(f"BUILD MODEL m USING {base} OPTIONS ({options}) AS SELECT * FROM t")
     assert not db.engine.catalog.store.exists("m")
+
+
+@pytest.mark.parametrize("mode", ["linear", "top"])
+def test_a_validation_query_whose_every_image_is_unreadable_is_skipped_not_fatal(db, mode):
+    db.sql("CREATE TABLE v AS SELECT '/no/such/photo_' || i || '.png' AS image, 'red' AS label FROM range(3) r(i)")
+    row = db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='{mode}', epochs=2, validation='v', "
+                 "on_error='skip') AS SELECT * FROM t").df().iloc[0]
+    assert (row["train_mode"], row["validation_rows"], row["skipped_images"]) == (mode, 0, 3)
+    assert row["best_validation_metric"] is None or row["best_validation_metric"] != row["best_validation_metric"]
+    answers = db.sql("PREDICT USING m AS SELECT * FROM t").df()
+    assert (answers["predicted"] == answers["label"]).mean() >= 0.9

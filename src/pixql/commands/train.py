@@ -147,6 +147,13 @@ def _train(engine, statement, resolved, given, base, task, init):
         sources.append(("the validation query", vframe, image_col))
         validation = None
 
+    if resolved.get("train_mode") == "top":
+        from pixql.ml.top_tune import FIXED
+
+        for name in FIXED:
+            if name in given:
+                raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for train_mode='finetune'; "
+                                  "'top' trains with AdamW, a warm-up over the first tenth of the steps and a cosine")
     if resolved.get("train_mode") == "top" and "epochs" not in given:  # (FIT: 1, as for the other modes)
         from pixql.ml.top_tune import EPOCHS
 

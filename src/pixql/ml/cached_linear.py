@@ -16,7 +16,9 @@ and saves the model from them; from a terminal that skips importing torch and ti
 The shortcut key hashes, without torch, everything the first run's choices depended on: the base,
 the options that pick its weights, size, device, precision and batch, the versions of pixql,
 torch and timm, the weights file (path, size, modification time), and this machine (its CPU
-flags, which decide bf16; whether an NVIDIA driver is loaded; CUDA_VISIBLE_DEVICES; PIXQL_DECODE).
+flags, which decide bf16; whether an NVIDIA driver is loaded and its GPUs' models;
+CUDA_VISIBLE_DEVICES; PIXQL_DECODE), and the embedding cache's format and torchvision's version,
+which its own key holds.
 Any miss (no shortcut yet, an image not cached or not readable, a damaged file) takes the usual
 way, which then writes the shortcut. The folder is safe to delete at any time.
 """
@@ -36,6 +38,7 @@ import pixql
 from pixql.errors import TrainingError
 from pixql.ml.cache_folder import cache_root
 from pixql.ml.embedding_cache import DIGEST_BYTES, EmbeddingCache, file_digest
+from pixql.ml.embedding_cache import FORMAT as EMBEDDING_FORMAT
 from pixql.ml.linear_head import fit_head
 from pixql.ml.trained import (LINEAR_MAX_ROWS_ON_GPU, TrainedModel, check_options, lr_hint, run_metrics,
                               training_rows, used_options)
@@ -121,7 +124,7 @@ def remember(config, *, base, embedding_cache, state_dict, head, device, precisi
         with open(tmp, "w") as f:
             json.dump(entry, f)
         os.replace(tmp, os.path.join(folder, ENTRY))  # last: an entry always has its backbone
-    except OSError as e:
+    except Exception as e:  # OSError, or safetensors' own error for the same causes: never this BUILD's failure
         _remove(tmp)
         warnings.warn(f"pixql: could not write the linear-build shortcut in {folder} ({e})", stacklevel=2)
 
@@ -150,7 +153,9 @@ def _folder(config):
         "format": FORMAT, "base": spec.name, "arch": spec.arch,
         "weights": [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns],
         "options": {k: getattr(config, k) for k in ("image_size", "device", "precision", "batch_size")},
-        "versions": {p: _version(p) for p in ("torch", "timm", "safetensors")} | {"pixql": pixql.__version__},
+        # what the embedding cache's own key holds beside the weights (ml/embedding_cache.backbone_key)
+        "versions": {p: _version(p) for p in ("torch", "torchvision", "timm", "safetensors")}
+        | {"pixql": pixql.__version__, "embedding_cache": EMBEDDING_FORMAT},
         "machine": _machine(),
     }
     key = hashlib.blake2b(json.dumps(recipe, sort_keys=True).encode(), digest_size=16).hexdigest()
@@ -198,7 +203,22 @@ def _machine():
         flags = platform.processor()
     return {"cpu": " ".join(sorted(flags.split(":")[-1].split())), "machine": platform.machine(),
             "nvidia": os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl"),
+            "gpus": _gpu_models(),  # bf16 or fp16 under `auto` depends on the model
             "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "PIXQL_DECODE")}}
+
+
+def _gpu_models():
+    """The NVIDIA driver's 'Model:' line of each GPU (Linux), in order."""
+    import glob
+
+    models = []
+    for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            with open(info) as f:
+                models.append(next((line.split(":", 1)[1].strip() for line in f if line.startswith("Model")), ""))
+        except OSError:
+            models.append("?")
+    return models
 
 
 def _version(package):

@@ -147,7 +147,7 @@ class EmbeddingCache:
             else:
                 self._write(digests, embeddings)
             return True
-        except OSError as e:
+        except Exception as e:  # OSError, or safetensors' own error for the same causes
             warnings.warn(f"pixql: could not write the embedding cache in {self.folder} ({e}); "
                           "set PIXQL_CACHE to a writable folder to keep embeddings between builds",
                           stacklevel=3)

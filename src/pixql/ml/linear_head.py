@@ -12,6 +12,7 @@ without importing torch (ml/cached_linear.py), and ml/train.py fits it the same 
 import contextlib
 import functools
 import os
+import threading
 import time
 
 import numpy as np
@@ -97,16 +98,27 @@ def _lbfgs_blas():
     return own or blas
 
 
+_threads_lock = threading.Lock()
+_threads_users = [0, None]  # fits running now; the thread counts to restore after the last
+
+
 @contextlib.contextmanager
 def _one_thread(libraries):
-    before = [lib.num_threads for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(1)
+    """Counted, so that fits in two threads of one process restore the counts of before both."""
+    with _threads_lock:
+        if _threads_users[0] == 0:
+            _threads_users[1] = [lib.num_threads for lib in libraries]
+            for lib in libraries:
+                lib.set_num_threads(1)
+        _threads_users[0] += 1
     try:
         yield
     finally:
-        for lib, n in zip(libraries, before):
-            lib.set_num_threads(n)
+        with _threads_lock:
+            _threads_users[0] -= 1
+            if _threads_users[0] == 0:
+                for lib, n in zip(libraries, _threads_users[1]):
+                    lib.set_num_threads(n)
 
 
 def folds(y, k, seed, stratified):
@@ -177,6 +189,8 @@ def fit_head(feats, y, val, n_classes, task, *, l2=None, epochs=1, seed=0, progr
     fraction of their mean deviation (a head for fine-tuning: a nearly constant feature would
     otherwise get a weight so large that the first update of the features it reads blows up)."""
     started = time.perf_counter()
+    if val is not None and not len(val[1]):
+        val = None  # every validation image unreadable (on_error='skip'): nothing to score
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     # Standardised features make L-BFGS well conditioned; the scaling is folded back into the
     # weights afterwards so the head reads raw embeddings.

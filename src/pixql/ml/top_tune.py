@@ -31,6 +31,7 @@ from pixql.tasks.classification import Tally
 EPOCHS = 10  # BUILD's default for this mode (epochs=N overrides)
 LEARNING_RATE = 1e-3  # AdamW's peak rate, after a warm-up over the first tenth of the steps
 WARMUP = 0.1
+FIXED = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options this mode does not take
 WEIGHT_DECAY = 0.05
 BATCH_SIZE = 32
 # The starting head's features are standardised with deviations of at least this fraction of the
@@ -95,6 +96,8 @@ def tune(run, lr, from_model=False):
             raise DataError("None of the training images could be read")
         val = activations(run.val_paths, run.val_y, run.val_skipped, "activations (validation)") \
             if run.val_paths else None
+        if val is not None and not len(val[1]):
+            val = None  # every validation image unreadable (on_error='skip')
     run.train_rows, run.val_rows = len(y), (len(val[1]) if val else 0)
     run.images_seen = run.train_rows + run.val_rows
 
@@ -128,6 +131,8 @@ def tune(run, lr, from_model=False):
     steps = cfg.epochs * math.ceil(len(y) / batch)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     scheduler = warmup_then_cosine(optimizer, max(1, round(WARMUP * steps)), steps)
+    # fp16 needs its gradients scaled against underflow (as in 'finetune'); bf16 and fp32 do not
+    scaler = torch.amp.GradScaler("cuda", enabled=run.precision == "fp16" and device.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)
     best_key, best_state, stale = None, None, 0
     prepared = time.perf_counter() - started
@@ -142,8 +147,9 @@ def tune(run, lr, from_model=False):
                     target = y[idx].to(device)
                     loss = task.loss(logits, target)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                     scheduler.step()
                     tally.add(logits.detach(), target, loss.item())
                     bar.update(len(idx))

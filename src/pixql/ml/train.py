@@ -279,7 +279,8 @@ class _Run:
             val = None
             if self.val_paths:
                 vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
-                val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
+                if len(vrows):  # (none when every validation image was unreadable and skipped)
+                    val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
         self.train_rows, self.val_rows = len(y), (len(val[1]) if val else 0)
         self.images_seen = self.train_rows + self.val_rows
         head = linear_head(self.model)
