@@ -45,6 +45,9 @@ def test_top_tunes_the_last_block_and_keeps_the_rest_as_the_base_has_it(db):
     # FIT MODEL goes on in the same mode, from the model's own head
     fitted = db.sql("FIT MODEL n USING m OPTIONS (epochs=1) AS SELECT * FROM t").df().iloc[0]
     assert (fitted["train_mode"], fitted["epochs"]) == ("top", 1)
+    with pytest.raises(OptionError, match="is for train_mode='finetune'"):
+        db.sql("FIT MODEL k USING m OPTIONS (scheduler='constant') AS SELECT * FROM t")
+    assert not db.engine.catalog.store.exists("k")
 
 
 def test_top_trains_ten_epochs_unless_told_and_does_multi_label(db):
