@@ -7,6 +7,10 @@ It knows nothing of SQL or DuckDB. Modules, lowest first:
     weights   pretrained weights: the Lite0 package, the local hub cache, a checkpoint file
     data      preprocessing, transforms, DataLoader over (path, label) rows
     runtime   device, precision, batched no-grad passes
+    trained   TrainConfig, the rows, history lines, metrics, TrainedModel (imports no torch)
+    linear_head   the linear mode's head: scipy's L-BFGS on numpy, cross-validated L2 (no torch)
+    cached_linear a linear BUILD from cached embeddings, without torch or timm
+    top_tune  train_mode='top': the last block tuned on the frozen rest's activations
     train     train_classifier / continue_training -> TrainedModel
     infer     Classifier, imagenet_classifier
 torch and timm are imported by the modules that need them, never by this package itself.

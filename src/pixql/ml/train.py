@@ -1,9 +1,12 @@
 """Training a classifier on (image path, label) rows.
 
-Two ways, chosen by `train_mode`:
-- 'linear': the pretrained backbone stays frozen; its embeddings are computed once and a
-  logistic-regression head is fitted on them (L-BFGS, small L2). Cheap on a CPU and, on
-  small data sets, as accurate as fine-tuning.
+Three ways, chosen by `train_mode`:
+- 'linear': the pretrained backbone stays frozen; its embeddings are computed once (through the
+  embedding cache) and a logistic-regression head is fitted on them (ml/linear_head.py: L-BFGS,
+  cross-validated L2). Cheap on a CPU; a later BUILD from cached embeddings runs without torch
+  (ml/cached_linear.py).
+- 'top': the frozen part runs once and the last block and head are tuned on its activations
+  (ml/top_tune.py).
 - 'finetune': the whole network is trained with AdamW (or SGD/RMSprop), cosine schedule,
   light augmentation; bf16 autocast and channels_last on a GPU.
 Either way the result is a whole network (backbone + head in timm's classifier slot), so
