@@ -163,13 +163,12 @@ def _train(engine, statement, resolved, given, base, task, init):
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},
                          base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy)
     with image_errors(sources, can_skip=True):
-        # A linear BUILD whose embeddings are all cached runs without torch (ml/cached_linear.py).
         if init is not None:
             from pixql.ml.train import continue_training
 
             trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels,
                                         rows=engine.catalog.store.load_rows(statement.source_model, init[0]))
-        else:
+        else:  # a linear BUILD whose embeddings are all cached runs without torch (ml/cached_linear.py)
             trained = build_from_cache(paths, labels, config, val_paths, val_labels)
             if trained is None:
                 from pixql.ml.train import train_classifier

@@ -37,7 +37,7 @@ import numpy as np
 import pixql
 from pixql.errors import TrainingError
 from pixql.ml.cache_folder import cache_root
-from pixql.ml.embedding_cache import DIGEST_BYTES, EmbeddingCache, file_digest
+from pixql.ml.embedding_cache import EmbeddingCache, digest_array, file_digest
 from pixql.ml.embedding_cache import FORMAT as EMBEDDING_FORMAT
 from pixql.ml.linear_head import fit_head
 from pixql.ml.trained import (LINEAR_MAX_ROWS_ON_GPU, TrainedModel, check_options, lr_hint, run_metrics,
@@ -98,7 +98,7 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
         train_mode="linear", base=entry["base"], train_rows=len(y), val_rows=n_val, epochs=len(history),
         seconds=seconds, images_per_second=(len(y) + n_val) / seconds if seconds > 0 else 0.0, options=options,
         task=task.name,
-        rows={"digests": np.frombuffer(b"".join(digests), np.uint8).reshape(-1, DIGEST_BYTES), "targets": y})
+        rows={"digests": digest_array(digests), "targets": y})
 
 
 def remember(config, *, base, embedding_cache, state_dict, head, device, precision, batch_size, weights_source,

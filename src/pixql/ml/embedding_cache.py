@@ -156,7 +156,7 @@ class EmbeddingCache:
     def _write(self, digests, embeddings):
         from safetensors.numpy import save_file
 
-        tensors = {"digests": np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES),
+        tensors = {"digests": digest_array(digests),
                    "embeddings": np.ascontiguousarray(as_numpy(embeddings), dtype=np.float32)}
         name = uuid.uuid4().hex
         tmp = os.path.join(self.folder, f".{name}.tmp")
@@ -172,6 +172,11 @@ class EmbeddingCache:
         self._write(list(rows), np.stack(list(rows.values())))
         for shard in shards:
             _remove(shard)
+
+
+def digest_array(digests):
+    """Digests (bytes) as a uint8 [n, DIGEST_BYTES] array, as shards and a model's rows keep them."""
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
 
 
 def as_numpy(x):

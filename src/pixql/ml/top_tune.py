@@ -102,8 +102,6 @@ def tune(run, lr, from_model=False):
     run.images_seen = run.train_rows + run.val_rows
 
     def features(x):
-        if not len(x):  # every validation image unreadable (on_error='skip')
-            return torch.zeros(0, linear_head(model).in_features)
         with torch.no_grad(), autocast(device, run.precision):
             return torch.cat([top(model, x[i:i + 256].to(device)).float().cpu() for i in range(0, len(x), 256)])
 

@@ -29,7 +29,7 @@ from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_tr
                            train_transform)
 from pixql.ml.embed import pre_logits
 from pixql.ml.linear_head import fit_head
-from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest
+from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, digest_array, file_digest
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
@@ -282,8 +282,7 @@ class _Run:
             val = None
             if self.val_paths:
                 vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
-                if len(vrows):  # (none when every validation image was unreadable and skipped)
-                    val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
+                val = (vf, torch.tensor(self.val_y, dtype=self.target_dtype)[vrows])
         self.train_rows, self.val_rows = len(y), (len(val[1]) if val else 0)
         self.images_seen = self.train_rows + self.val_rows
         head = linear_head(self.model)
@@ -292,7 +291,7 @@ class _Run:
             self.task, l2=cfg.l2, epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress,
             seconds_before=time.perf_counter() - t0, images_before=self.val_rows)
         if digests is not None and None not in digests:  # what a later FIT MODEL refits on
-            self.rows = {"digests": torch.tensor([list(d) for d in digests], dtype=torch.uint8), "targets": y}
+            self.rows = {"digests": torch.from_numpy(digest_array(digests)), "targets": y}
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(w).to(head.weight))
             head.bias.copy_(torch.from_numpy(b).to(head.bias))
