@@ -45,8 +45,8 @@ def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, ima
         options.append(f"image_size={int(image_size)}")
     if mode != "default":
         options.append(f"train_mode='{mode}'")
-    if mode == "finetune":
-        options.append(f"epochs={epochs}")
+    if mode == "finetune" or (mode == "top" and epochs is not None):
+        options.append(f"epochs={epochs or 3}")
     if multi:
         options.append("multi_label=true")
     return (f"BUILD MODEL {model} USING {base} OPTIONS ({', '.join(options)}) "
@@ -79,6 +79,9 @@ def run(args):
             print(f"== {name} ({folder})", flush=True)
             sql(f"COPY {name}_train OPTIONS (overwrite=true) FROM '{os.path.join(root, csvs['train'])}'")
             sql(f"COPY {name}_scored OPTIONS (overwrite=true) FROM '{os.path.join(root, csvs[args.split])}'")
+            if args.train_rows:  # a fixed random sample of the training rows (the same in every run)
+                sql(f"CREATE OR REPLACE TABLE {name}_train AS SELECT * FROM {name}_train "
+                    f"ORDER BY hash({image_col}) LIMIT {int(args.train_rows)}")
             n_train = sql(f"SELECT count(*) FROM {name}_train").fetchone()[0]
             n_scored = sql(f"SELECT count(*) FROM {name}_scored").fetchone()[0]
             for label_col, multi in labels:
@@ -117,9 +120,11 @@ def main():
     parser.add_argument("--labels", nargs="+", help="only these label columns (e.g. div_n)")
     parser.add_argument("--split", default="test", choices=["test", "validation"], help="the rows scored")
     parser.add_argument("--base", default="EfficientNet_Lite0")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs in finetune mode")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs in finetune mode (default 3) and top mode (default: BUILD's, 10)")
     parser.add_argument("--image-size", type=int, help="BUILD's image_size option (default: the base's own)")
     parser.add_argument("--progress", action="store_true", help="show pixql's progress bars")
+    parser.add_argument("--train-rows", type=int, help="train on this many of the training rows (a fixed sample)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     rows = run(args)

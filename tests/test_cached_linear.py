@@ -170,3 +170,20 @@ def test_another_machine_or_library_version_is_another_shortcut(photos, monkeypa
     _, (m, _) = _build(db, "c")
     assert not _shortcut(m)
     assert len(os.listdir(os.path.join(os.environ["PIXQL_CACHE"], "linear"))) == 3
+
+
+def test_auto_that_would_tune_the_top_does_not_take_the_shortcut(photos, monkeypatch):
+    """`auto` decides alike with torch and without: where it picks 'top' (epochs and rows enough),
+    a BUILD tunes the top even though every embedding is cached."""
+    from pixql.ml import trained
+
+    db, _ = photos
+    _build(db, "a", "validation=0.25, epochs=3, train_mode='linear'")
+    second, (m2, _) = _build(db, "b", "validation=0.25, epochs=3, train_mode='linear'")
+    assert _shortcut(m2)
+    monkeypatch.setattr(trained, "TOP_MIN_ROWS", 30)
+    third, (m3, _) = _build(db, "c", "validation=0.25, epochs=3")
+    assert third["train_mode"] == "top" and not _shortcut(m3)
+    monkeypatch.setattr(trained, "TOP_MIN_ROWS", 31)
+    fourth, (m4, _) = _build(db, "d", "validation=0.25, epochs=3")
+    assert fourth["train_mode"] == "linear" and _shortcut(m4)

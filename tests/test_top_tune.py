@@ -85,3 +85,41 @@ def test_a_validation_query_whose_every_image_is_unreadable_is_skipped_not_fatal
     assert row["best_validation_metric"] is None or row["best_validation_metric"] != row["best_validation_metric"]
     answers = db.sql("PREDICT USING m AS SELECT * FROM t").df()
     assert (answers["predicted"] == answers["label"]).mean() >= 0.9
+
+
+def test_auto_picks_top_for_epochs_on_enough_rows(db, monkeypatch):
+    """The rule's row threshold (1000, measured) lowered to this table's size: a BUILD asking for
+    3 epochs tunes the top; the default single epoch, fewer rows, or an option 'top' refuses fit
+    a linear head."""
+    from pixql.ml import trained
+
+    monkeypatch.setattr(trained, "TOP_MIN_ROWS", 20)
+    row = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (epochs=3) AS SELECT * FROM t").df().iloc[0]
+    assert (row["train_mode"], row["epochs"], row["train_rows"]) == ("top", 3, 24)
+    answers = db.sql("PREDICT USING m AS SELECT * FROM t").df()
+    assert (answers["predicted"] == answers["label"]).mean() >= 0.9
+    for options, mode in [("epochs=1", "linear"), ("validation=0.25, epochs=3", "linear"),  # 18 rows: below
+                          ("epochs=3, optimizer='sgd'", "linear"), ("epochs=3, scheduler='constant'", "linear"),
+                          ("epochs=3, augment='light'", "finetune")]:
+        row = db.sql(f"BUILD MODEL n USING EfficientNet_Lite0 OPTIONS ({options}, overwrite=true) "
+                     "AS SELECT * FROM t").df().iloc[0]
+        assert row["train_mode"] == mode, options
+    row = db.sql("BUILD MODEL d USING EfficientNet_Lite0 AS SELECT * FROM t").df().iloc[0]
+    assert (row["train_mode"], row["epochs"]) == ("linear", 1)  # SPEC: BUILD's default is one epoch
+    row = db.sql("BUILD MODEL s USING SimpleCNN OPTIONS (pretrained=false, epochs=3) AS SELECT * FROM t").df().iloc[0]
+    assert row["train_mode"] == "finetune"  # no pretrained top to tune
+
+
+@pytest.mark.parametrize("device, n, epochs, top, expected", [
+    ("cpu", 999, 3, True, "linear"), ("cpu", 1000, 3, True, "top"), ("cpu", 50_000, 10, True, "top"),
+    ("cpu", 5000, None, True, "linear"), ("cpu", 5000, 2, True, "linear"),  # one epoch (the default), two
+    ("cpu", 50_001, 3, True, "linear"),  # the activations would not fit in memory
+    ("cpu", 5000, 3, False, "linear"),  # not an EfficientNet-family base
+    ("cuda", 999, 3, True, "linear"), ("cuda", 4999, 3, True, "top"), ("cuda", 4999, 1, True, "linear"),
+    ("cuda", 5000, 1, True, "finetune"),
+])
+def test_the_auto_rule(device, n, epochs, top, expected):
+    from pixql.ml.trained import TrainConfig, auto_mode
+
+    config = TrainConfig(epochs=epochs)
+    assert auto_mode(config, device_type=device, n_train=n, pretrained=True, linear=True, top=top) == expected

@@ -150,14 +150,14 @@ def _train(engine, statement, resolved, given, base, task, init):
     # (FIT MODEL goes on in the source model's mode)
     mode = resolved.get("train_mode") or (init[0].get("train_mode") if init is not None else None)
     if mode == "top":
-        from pixql.ml.top_tune import EPOCHS, FIXED
+        from pixql.ml.top_tune import FIXED
 
         for name in FIXED:
             if name in given:
                 raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for train_mode='finetune'; "
                                   "'top' trains with AdamW, a warm-up over the first tenth of the steps and a cosine")
-        if init is None and "epochs" not in given:  # an epoch of 'top' is a pass over a small network
-            resolved["epochs"] = EPOCHS  # (FIT MODEL: 1, as for the other modes)
+    if "epochs" not in given:
+        resolved["epochs"] = None  # the chosen mode's default (ml/trained.mode_epochs)
     # The learning layer's config, filled from the options by name.
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task", "strategy"}
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},

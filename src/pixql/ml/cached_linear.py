@@ -40,10 +40,10 @@ from pixql.ml.cache_folder import cache_root
 from pixql.ml.embedding_cache import EmbeddingCache, digest_array, file_digest
 from pixql.ml.embedding_cache import FORMAT as EMBEDDING_FORMAT
 from pixql.ml.linear_head import fit_head
-from pixql.ml.trained import (LINEAR_MAX_ROWS_ON_GPU, TrainedModel, check_options, lr_hint, run_metrics,
+from pixql.ml.trained import (TrainedModel, auto_mode, check_options, lr_hint, mode_epochs, run_metrics,
                               training_rows, used_options)
 
-FORMAT = 1  # bump when what an entry means changes
+FORMAT = 2  # bump when what an entry means changes (2: "top", for what `auto` picks)
 ENTRY, BACKBONE = "entry.json", "backbone.safetensors"
 
 
@@ -58,8 +58,10 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
         return None
     check_options(config)
     rows = training_rows(paths, labels, config, val_paths, val_labels)
-    if config.train_mode == "auto" and entry["device"].startswith("cuda") and len(rows.paths) >= LINEAR_MAX_ROWS_ON_GPU:
-        return None  # auto fine-tunes here
+    if config.train_mode == "auto" and auto_mode(config, device_type=entry["device"].split(":")[0],
+                                                 n_train=len(rows.paths), pretrained=True, linear=True,
+                                                 top=entry["top"]) != "linear":
+        return None  # auto tunes the top, or fine-tunes, here
     digests = [file_digest(p) for p in rows.paths]
     val_digests = [file_digest(p) for p in rows.val_paths]
     if None in digests or None in val_digests:
@@ -76,7 +78,7 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
     y = np.asarray(rows.y, dtype=target)
     val = (np.stack([found[d] for d in val_digests]), np.asarray(rows.val_y, dtype=target)) if rows.val_paths else None
     w, b, history, head_options = fit_head(
-        np.stack([found[d] for d in digests]), y, val, len(rows.classes), task, l2=config.l2, epochs=config.epochs,
+        np.stack([found[d] for d in digests]), y, val, len(rows.classes), task, l2=config.l2, epochs=mode_epochs(config, "linear"),
         seed=config.seed, progress=config.progress, seconds_before=time.perf_counter() - started,
         images_before=len(rows.val_paths))
     if not (np.isfinite(w).all() and np.isfinite(b).all()):  # as train.py refuses a diverged model
@@ -102,7 +104,7 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
 
 
 def remember(config, *, base, embedding_cache, state_dict, head, device, precision, batch_size, weights_source,
-             network, preprocessing):
+             network, preprocessing, top):
     """Called by ml/train.py after a linear BUILD from the base's own weights: keep what a later
     build_from_cache needs (`state_dict`: torch tensors, `head`: the names of its weight and bias).
     Written once per shortcut key; a failure to write costs the next BUILD time, never this one."""
@@ -111,7 +113,8 @@ def remember(config, *, base, embedding_cache, state_dict, head, device, precisi
         return
     entry = {"format": FORMAT, "base": base, "embedding_cache": embedding_cache, "device": str(device),
              "precision": precision, "batch_size": batch_size, "weights_source": weights_source,
-             "network": network, "preprocessing": preprocessing, "head": list(head)}
+             "network": network, "preprocessing": preprocessing, "head": list(head),
+             "top": top}  # the base has the layout train_mode='top' tunes (ml/top_tune.supports)
     if _read_entry(folder) == entry and os.path.isfile(os.path.join(folder, BACKBONE)):
         return
     from safetensors.torch import save_file

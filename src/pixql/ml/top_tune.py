@@ -28,7 +28,6 @@ from pixql.ml.runtime import autocast
 from pixql.ml.train import warmup_then_cosine
 from pixql.tasks.classification import Tally
 
-EPOCHS = 10  # BUILD's default for this mode (epochs=N overrides)
 LEARNING_RATE = 1e-3  # AdamW's peak rate, after a warm-up over the first tenth of the steps
 WARMUP = 0.1
 FIXED = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options this mode does not take

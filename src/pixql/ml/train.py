@@ -14,6 +14,7 @@ inference needs no special case.
 """
 
 import copy
+import dataclasses
 import math
 import os
 import random
@@ -33,8 +34,8 @@ from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, digest_arra
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
-from pixql.ml.trained import (LINEAR_MAX_ROWS_ON_GPU, TrainConfig, TrainedModel, check_options, history_entry,
-                               lr_hint, run_metrics, training_rows, used_options)
+from pixql.ml.trained import (TrainConfig, TrainedModel, auto_mode, check_options, history_entry, lr_hint,
+                              mode_epochs, run_metrics, training_rows, used_options)
 from pixql.tasks import task_of
 from pixql.tasks.classification import Tally
 
@@ -78,6 +79,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
 
     strategy = config.strategy or Local()
     mode = _choose_mode(config, model, pretrained_backbone, device, len(paths))
+    config = dataclasses.replace(config, epochs=mode_epochs(config, mode, continuing=init is not None))
     precision = resolve_precision(config.precision, device)
     batch_size = int(config.batch_size or auto_batch_size(device, training=mode == "finetune"))
     opts = used_options(config, task, mode=mode, device=device, precision=precision, batch_size=batch_size,
@@ -136,13 +138,14 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
 def _remember_shortcut(config, run, base, state_dict, **resolved):
     """What a later linear BUILD of this base needs to run without torch when every embedding
     is cached (ml/cached_linear.py)."""
+    from pixql.ml import top_tune
     from pixql.ml.cached_linear import remember
 
     head = linear_head(run.model)
     names = {id(v): k for k, v in run.model.state_dict(keep_vars=True).items()}
     if head.bias is not None:
         remember(config, base=base, embedding_cache=run.cache_key, state_dict=state_dict,
-                 head=(names[id(head.weight)], names[id(head.bias)]), **resolved)
+                 head=(names[id(head.weight)], names[id(head.bias)]), top=top_tune.supports(run.model), **resolved)
 
 
 def continue_training(manifest, state_dict, paths, labels, config=None, val_paths=None, val_labels=None,
@@ -186,11 +189,10 @@ def _choose_mode(config, model, pretrained_backbone, device, n_train):
         return mode
     if mode == "finetune":
         return mode
-    if not pretrained_backbone or augmenting or linear_head(model) is None:
-        return "finetune"
-    if device.type == "cpu" or n_train < LINEAR_MAX_ROWS_ON_GPU:
-        return "linear"
-    return "finetune"
+    from pixql.ml import top_tune
+
+    return auto_mode(config, device_type=device.type, n_train=n_train, pretrained=pretrained_backbone,
+                     linear=linear_head(model) is not None, top=top_tune.supports(model))
 
 
 def _spec_of(base, init):
@@ -291,7 +293,7 @@ class _Run:
             self.task, l2=cfg.l2, epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress,
             seconds_before=time.perf_counter() - t0, images_before=self.val_rows)
         if digests is not None and None not in digests:  # what a later FIT MODEL refits on
-            self.rows = {"digests": torch.from_numpy(digest_array(digests)), "targets": y}
+            self.rows = {"digests": torch.tensor(digest_array(digests)), "targets": y}
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(w).to(head.weight))
             head.bias.copy_(torch.from_numpy(b).to(head.bias))
