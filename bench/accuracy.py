@@ -39,8 +39,10 @@ TASKS = [
 ]
 
 
-def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None):
+def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None, batch_size=None):
     options = [f"image_col='{image_col}'", f"label_col='{label_col}'"]
+    if batch_size is not None:
+        options.append(f"batch_size={int(batch_size)}")
     if image_size is not None:
         options.append(f"image_size={int(image_size)}")
     if mode != "default":
@@ -91,7 +93,7 @@ def run(args):
                     model = f"{name}_{label_col}_{mode}"
                     start = time.perf_counter()
                     built = sql(build_sql(model, f"{name}_train", image_col, label_col, multi, mode, args.epochs,
-                                          args.base, args.image_size)).df().iloc[0]
+                                          args.base, args.image_size, args.batch_size)).df().iloc[0]
                     seconds = time.perf_counter() - start
                     report = sql(f"EVALUATE USING {model} AS SELECT * FROM {name}_scored").df()
                     value = score(report, multi)
@@ -124,6 +126,7 @@ def main():
                         help="epochs in finetune mode (default 3) and top mode (default: BUILD's, 10)")
     parser.add_argument("--image-size", type=int, help="BUILD's image_size option (default: the base's own)")
     parser.add_argument("--progress", action="store_true", help="show pixql's progress bars")
+    parser.add_argument("--batch-size", type=int, help="BUILD's batch_size option")
     parser.add_argument("--train-rows", type=int, help="train on this many of the training rows (a fixed sample)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
