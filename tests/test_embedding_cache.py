@@ -217,3 +217,23 @@ def test_the_cache_survives_a_restart_of_the_cli(tmp_path, color_csv):
     second = pixql(build.format("b"))
     assert second.returncode == 0, second.stderr
     assert "24 of 24 image embeddings came from the cache" in second.stderr
+
+
+def test_bf16_values_are_kept_in_half_the_bytes_and_others_as_they_are(tmp_path):
+    """Embeddings computed in bf16 (every value a bf16 one) are stored as their upper 16 bits;
+    anything else as float32. Either way they come back exactly, in any shape."""
+    from safetensors.numpy import load_file
+
+    cache = ec.EmbeddingCache(str(tmp_path / "k"))
+    exact = torch.randn(3, 4, 2, 2).bfloat16().float()
+    other = torch.randn(2, 4, 2, 2) * (1 + 2 ** -12)  # float32 values that bf16 cannot hold
+    assert cache.put([bytes([i]) * 16 for i in range(3)], exact)
+    assert cache.put([bytes([9 + i]) * 16 for i in range(2)], other)
+    shards = [load_file(s) for s in cache._shards()]
+    kinds = sorted((k, str(v.dtype)) for s in shards for k, v in s.items() if k != "digests")
+    assert kinds == [("embeddings", "float32"), ("embeddings_bf16", "uint16")]
+    got = cache.get([bytes([i]) * 16 for i in (0, 1, 2, 9, 10)])
+    for i in range(3):
+        assert torch.equal(torch.from_numpy(got[bytes([i]) * 16]), exact[i])
+    for i in range(2):
+        assert torch.equal(torch.from_numpy(got[bytes([9 + i]) * 16]), other[i])

@@ -1,6 +1,8 @@
 """train_mode='top' (ml/top_tune.py): the last block, conv_head, bn2 and the head tuned on
 activations of the frozen rest, the head starting from the linear fit."""
 
+import os
+
 import pandas as pd
 import pytest
 import torch
@@ -123,3 +125,20 @@ def test_the_auto_rule(device, n, epochs, top, expected):
 
     config = TrainConfig(epochs=epochs)
     assert auto_mode(config, device_type=device, n_train=n, pretrained=True, linear=True, top=top) == expected
+
+
+def test_a_second_top_build_reads_the_frozen_activations_from_the_cache(db, tmp_path, monkeypatch):
+    """The frozen part's activations are cached under their own key: a second BUILD (and a FIT
+    MODEL, whose frozen part is the same) computes none, and builds the same model."""
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache"))
+    build = "BUILD MODEL {} USING EfficientNet_Lite0 OPTIONS (train_mode='top', epochs=2) AS SELECT * FROM t"
+    first = db.sql(build.format("a"))
+    assert not any("from the cache" in m for m in first.messages)
+    second = db.sql(build.format("b"))
+    assert any(m.startswith("BUILD MODEL: 24 of 24 image embeddings came from the cache") for m in second.messages)
+    (_, wa), (_, wb) = db.engine.catalog.store.load("a"), db.engine.catalog.store.load("b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    fitted = db.sql("FIT MODEL c USING b OPTIONS (epochs=1) AS SELECT * FROM t LIMIT 6")
+    assert any("6 of 6 image embeddings came from the cache" in m for m in fitted.messages)
+    keys = os.listdir(tmp_path / "cache" / "embeddings")
+    assert len(keys) == 1  # one key for the frozen part, the linear probe's features not cached

@@ -5,8 +5,10 @@ Layout: `<PIXQL_CACHE>/embeddings/<backbone key>/<shard>.safetensors`. The backb
 everything an embedding depends on besides the image: the backbone's weights (every tensor of
 the state dict but the head), the preprocessing, the precision, device type and decoder, and the
 versions of pixql, torch and timm. A shard holds `digests` (uint8 [n, 16], blake2b of each
-image file's bytes) and `embeddings` (float32 [n, d]); each BUILD that computed something
-adds one shard. Entries are keyed by content, so an image file that changes gets a new digest
+image file's bytes) and `embeddings` (float32 [n, ...]; `embeddings_bf16`, uint16, when every
+value is a bf16 one: their upper halves); each BUILD that computed something adds one shard.
+train_mode='top' keeps its frozen part's activations ([n, 192, 7, 7] for Lite0) the same way,
+under a key of their own. Entries are keyed by content, so an image file that changes gets a new digest
 and its old entry is simply never found. Shards are written to a temporary name and renamed, so
 readers see whole files only; the folder is safe to delete at any time, and a cache that cannot
 be read or written costs time, never a failed statement.
@@ -26,7 +28,7 @@ import numpy as np
 from pixql.ml.cache_folder import cache_root
 
 DIGEST_BYTES = 16
-FORMAT = 2  # bump when what an embedding means changes (decoding, transforms, batch-norm folding)
+FORMAT = 3  # bump when an embedding or a shard changes (decoding, transforms, batch-norm folding; 3: bf16 shards)
 MAX_SHARDS = 32  # above this, the next write merges a namespace's shards into one
 _CHUNK = 1 << 20
 
@@ -57,8 +59,11 @@ def file_digest(path):
     return h.digest()
 
 
-def backbone_key(model, head, preprocessing, precision, device):
-    """Hex key of what the embeddings of `model` (without `head`) depend on."""
+def backbone_key(model, head, preprocessing, precision, device, output=None, names=None):
+    """Hex key of what the embeddings of `model` (without `head`) depend on. `output`: what is
+    kept, when not the pre-logits features (train_mode='top' keeps the frozen part's
+    activations); `names`: only the weights whose state-dict names it accepts count (the frozen
+    part's, so that a tuned top does not change the key)."""
     import timm
     import torch
 
@@ -70,10 +75,13 @@ def backbone_key(model, head, preprocessing, precision, device):
               "timm": timm.__version__, "arch": type(model).__name__, "preprocessing": preprocessing,
               "precision": precision, "device": torch.device(device).type,
               "decoding": decoding(preprocessing, device)}
+    if output is not None:  # (absent for the pre-logits: the keys of the caches already written)
+        recipe["output"] = output
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     state = model.state_dict(keep_vars=True)
-    hash_tensors(h, {name: t for name, t in state.items() if id(t) not in head_ids})
+    hash_tensors(h, {name: t for name, t in state.items()
+                     if id(t) not in head_ids and (names is None or names(name))})
     return h.hexdigest()
 
 
@@ -94,8 +102,8 @@ class EmbeddingCache:
         self.folder = folder
 
     @classmethod
-    def for_backbone(cls, model, head, preprocessing, precision, device, root=None):
-        key = backbone_key(model, head, preprocessing, precision, device)
+    def for_backbone(cls, model, head, preprocessing, precision, device, root=None, output=None, names=None):
+        key = backbone_key(model, head, preprocessing, precision, device, output, names)
         return cls(os.path.join(root or cache_root(), "embeddings", key))
 
     def _shards(self):
@@ -116,7 +124,10 @@ class EmbeddingCache:
                 found = [i for i, d in enumerate(map(bytes, digests)) if wanted is None or d in wanted]
                 if not found:
                     return {}
-                embeddings = f.get_tensor("embeddings")
+                if "embeddings" in f.keys():
+                    embeddings = f.get_tensor("embeddings")
+                else:  # bf16 values kept as their upper 16 bits (see _write)
+                    embeddings = (f.get_tensor("embeddings_bf16").astype(np.uint32) << 16).view(np.float32)
         except FileNotFoundError:  # merged away by another process meanwhile
             return {}
         except Exception as e:  # a damaged shard: drop it, recompute what it held
@@ -156,8 +167,14 @@ class EmbeddingCache:
     def _write(self, digests, embeddings):
         from safetensors.numpy import save_file
 
-        tensors = {"digests": digest_array(digests),
-                   "embeddings": np.ascontiguousarray(as_numpy(embeddings), dtype=np.float32)}
+        values = np.ascontiguousarray(as_numpy(embeddings), dtype=np.float32)
+        bits = values.view(np.uint32)
+        if bits.size and not (bits & 0xFFFF).any():
+            # every value a bf16 one (computed in bf16): its upper half holds it exactly, in half the bytes
+            tensors = {"embeddings_bf16": (bits >> 16).astype(np.uint16)}
+        else:
+            tensors = {"embeddings": values}
+        tensors["digests"] = digest_array(digests)
         name = uuid.uuid4().hex
         tmp = os.path.join(self.folder, f".{name}.tmp")
         save_file(tensors, tmp)

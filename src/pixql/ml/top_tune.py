@@ -21,6 +21,7 @@ import torch
 from pixql.errors import DataError, OptionError, TrainingError
 from pixql.ml.batchnorm_folding import folded
 from pixql.ml.data import eval_transform
+from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.linear_head import fit_head
 from pixql.ml.networks import linear_head
 from pixql.ml.progress import progress_bar
@@ -70,6 +71,16 @@ def top(model, a):
     return model.global_pool(model.bn2(model.conv_head(x)))
 
 
+def _frozen(model):
+    """Whether a state-dict name is of the frozen part (what `bottom` runs)."""
+    last = len(model.blocks) - 1
+
+    def frozen(name):
+        parts = name.split(".")
+        return parts[0] in ("conv_stem", "bn1") or (parts[0] == "blocks" and int(parts[1]) < last)
+    return frozen
+
+
 def _tuned(model):
     return [model.blocks[-1], model.conv_head, model.bn2, linear_head(model)]
 
@@ -83,10 +94,25 @@ def tune(run, lr, from_model=False):
     transform = eval_transform(run.pre)
     store = torch.bfloat16 if run.precision in ("bf16", "fp16") else torch.float32
 
+    # the frozen part's activations are kept in the embedding cache, under a key of their own
+    # (its weights alone: a FIT MODEL of a 'top' model finds its BUILD's), in bf16 where computed so
+    cache = EmbeddingCache.for_backbone(model, None, run.pre, run.precision, device, output="top_tune.bottom",
+                                        names=_frozen(model)) if cfg.embedding_cache else None
+    hits = 0
+
     def activations(paths, targets, skipped, desc):
-        a, rows = run.forward(model, paths, run.pre, transform, bottom, device=device, precision=run.precision,
-                              batch_size=run.batch_size, num_workers=cfg.num_workers, progress=cfg.progress,
-                              desc=desc, on_error=cfg.on_error, skipped=skipped)
+        nonlocal hits
+
+        def compute(some, some_skipped):
+            return run.forward(model, some, run.pre, transform, bottom, device=device, precision=run.precision,
+                               batch_size=run.batch_size, num_workers=cfg.num_workers, progress=cfg.progress,
+                               desc=desc, on_error=cfg.on_error, skipped=some_skipped)
+        if cache is None:
+            a, rows = compute(paths, skipped)
+        else:
+            a, rows, missed, found = cached_forward(cache, paths, compute)
+            skipped.update(missed)
+            hits += found
         return a.to(store), torch.tensor(targets, dtype=run.target_dtype)[rows]
 
     with folded(model):  # the frozen part's batch norms inside its convolutions, for these passes
@@ -106,7 +132,8 @@ def tune(run, lr, from_model=False):
 
     head = linear_head(model)
     wd = WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
-    options = {"learning_rate": lr, "optimizer": "adamw", "weight_decay": wd, "augment": "none",
+    options = {"cached_embeddings": hits, "learning_rate": lr, "optimizer": "adamw", "weight_decay": wd,
+               "augment": "none",
                "scheduler": "cosine", "warmup_epochs": WARMUP * cfg.epochs, "tuned": "last block, conv_head, bn2, head"}
     if not from_model:  # linear probing first: the head the fine-tuning starts from
         val_feats = (features(val[0]).numpy(), val[1].numpy()) if val else None
