@@ -102,6 +102,7 @@ def test_auto_picks_top_for_epochs_on_enough_rows(db, monkeypatch):
     assert (answers["predicted"] == answers["label"]).mean() >= 0.9
     for options, mode in [("epochs=1", "linear"), ("validation=0.25, epochs=3", "linear"),  # 18 rows: below
                           ("epochs=3, optimizer='sgd'", "linear"), ("epochs=3, scheduler='constant'", "linear"),
+                          ("epochs=3, optimizer='adamw'", "linear"), ("epochs=3, warmup_epochs=0", "linear"),
                           ("epochs=3, augment='light'", "finetune")]:
         row = db.sql(f"BUILD MODEL n USING EfficientNet_Lite0 OPTIONS ({options}, overwrite=true) "
                      "AS SELECT * FROM t").df().iloc[0]
@@ -121,10 +122,15 @@ def test_auto_picks_top_for_epochs_on_enough_rows(db, monkeypatch):
     ("cuda", 5000, 1, True, "finetune"),
 ])
 def test_the_auto_rule(device, n, epochs, top, expected):
+    from types import SimpleNamespace
+
     from pixql.ml.trained import TrainConfig, auto_mode
 
     config = TrainConfig(epochs=epochs)
     assert auto_mode(config, device_type=device, n_train=n, pretrained=True, linear=True, top=top) == expected
+    if expected == "top":  # 'top' runs in this process: on a cluster auto does not pick it
+        config.strategy = SimpleNamespace(name="ray")
+        assert auto_mode(config, device_type=device, n_train=n, pretrained=True, linear=True, top=top) == "linear"
 
 
 def test_a_second_top_build_reads_the_frozen_activations_from_the_cache(db, tmp_path, monkeypatch):

@@ -150,18 +150,20 @@ def _train(engine, statement, resolved, given, base, task, init):
     # (FIT MODEL goes on in the source model's mode)
     mode = resolved.get("train_mode") or (init[0].get("train_mode") if init is not None else None)
     if mode == "top":
-        from pixql.ml.top_tune import FIXED
+        from pixql.ml.trained import TOP_REFUSES
 
-        for name in FIXED:
+        for name in TOP_REFUSES:
             if name in given:
                 raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for train_mode='finetune'; "
                                   "'top' trains with AdamW, a warm-up over the first tenth of the steps and a cosine")
     if "epochs" not in given:
         resolved["epochs"] = None  # the chosen mode's default (ml/trained.mode_epochs)
     # The learning layer's config, filled from the options by name.
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task", "strategy"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"base", "validation", "progress", "task", "strategy",
+                                                                   "given"}
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},
-                         base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy)
+                         base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy,
+                         given=frozenset(given))
     with image_errors(sources, can_skip=True):
         if init is not None:
             from pixql.ml.train import continue_training

@@ -238,7 +238,7 @@ def _read_entry(folder):
     except (OSError, ValueError):
         return None
     keys = ("base", "embedding_cache", "device", "precision", "batch_size", "weights_source", "network",
-            "preprocessing", "head")
+            "preprocessing", "head", "top")
     if not (isinstance(entry, dict) and entry.get("format") == FORMAT and all(k in entry for k in keys)):
         return None
     return entry

@@ -20,6 +20,7 @@ runs without torch, ml/cached_linear.py); computing a backbone key and a forward
 import hashlib
 import json
 import os
+import sys
 import uuid
 import warnings
 
@@ -75,7 +76,7 @@ def backbone_key(model, head, preprocessing, precision, device, output=None, nam
               "timm": timm.__version__, "arch": type(model).__name__, "preprocessing": preprocessing,
               "precision": precision, "device": torch.device(device).type,
               "decoding": decoding(preprocessing, device)}
-    if output is not None:  # (absent for the pre-logits: the keys of the caches already written)
+    if output is not None:  # what is kept, when not the pre-logits (linear's, CONVERT's)
         recipe["output"] = output
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
@@ -125,16 +126,16 @@ class EmbeddingCache:
                 if not found:
                     return {}
                 if "embeddings" in f.keys():
-                    embeddings = f.get_tensor("embeddings")
-                else:  # bf16 values kept as their upper 16 bits (see _write)
-                    embeddings = (f.get_tensor("embeddings_bf16").astype(np.uint32) << 16).view(np.float32)
+                    embeddings = f.get_tensor("embeddings")[found]
+                else:  # bf16 values kept as their upper 16 bits (see _write); only the rows wanted
+                    embeddings = _from_bf16(f.get_tensor("embeddings_bf16")[found])
         except FileNotFoundError:  # merged away by another process meanwhile
             return {}
         except Exception as e:  # a damaged shard: drop it, recompute what it held
             warnings.warn(f"pixql: ignoring a damaged embedding-cache file {shard} ({e})", stacklevel=3)
             _remove(shard)
             return {}
-        return {bytes(digests[i]): embeddings[i] for i in found}
+        return {bytes(digests[i]): row for i, row in zip(found, embeddings)}
 
     def get(self, digests):
         """{digest: float32 numpy embedding} for those of `digests` (bytes or None) that are cached."""
@@ -147,7 +148,7 @@ class EmbeddingCache:
         return out
 
     def put(self, digests, embeddings):
-        """Add rows (digests: list of bytes, embeddings: [n, d] array or tensor); True when written."""
+        """Add rows (digests: list of bytes, embeddings: [n, ...] array or tensor); True when written."""
         if not digests:
             return True
         try:
@@ -168,12 +169,8 @@ class EmbeddingCache:
         from safetensors.numpy import save_file
 
         values = np.ascontiguousarray(as_numpy(embeddings), dtype=np.float32)
-        bits = values.view(np.uint32)
-        if bits.size and not (bits & 0xFFFF).any():
-            # every value a bf16 one (computed in bf16): its upper half holds it exactly, in half the bytes
-            tensors = {"embeddings_bf16": (bits >> 16).astype(np.uint16)}
-        else:
-            tensors = {"embeddings": values}
+        upper = _as_bf16(values)
+        tensors = {"embeddings": values} if upper is None else {"embeddings_bf16": upper}
         tensors["digests"] = digest_array(digests)
         name = uuid.uuid4().hex
         tmp = os.path.join(self.folder, f".{name}.tmp")
@@ -189,6 +186,24 @@ class EmbeddingCache:
         self._write(list(rows), np.stack(list(rows.values())))
         for shard in shards:
             _remove(shard)
+
+
+def _as_bf16(values):
+    """The upper 16 bits of each float32 of `values` when every lower half is zero (values
+    computed in bf16: exactly what they hold, in half the bytes), else None. Views, and one
+    half-sized copy: a top BUILD's activations are hundreds of MB."""
+    if not values.size or sys.byteorder != "little":
+        return None
+    halves = values.view(np.uint16).reshape(-1, 2)  # (lower, upper) per value on little-endian
+    if halves[:, 0].any():
+        return None
+    return np.ascontiguousarray(halves[:, 1]).reshape(values.shape)
+
+
+def _from_bf16(upper):
+    out = np.zeros(upper.shape + (2,), dtype=np.uint16)
+    out[..., 1] = upper
+    return out.view(np.float32).reshape(upper.shape)
 
 
 def digest_array(digests):
@@ -236,16 +251,17 @@ def cached_forward(cache, paths, compute, digests=None):
     distinct = sorted(first_of.values())
     skipped_sub = set()
     out, sub_rows = compute([paths[i] for i in distinct], skipped_sub) if distinct else (None, None)
-    computed = {}
+    computed, rows = {}, []
     if distinct and len(sub_rows):
         rows = [distinct[j] for j in sub_rows.tolist()]
         computed = dict(zip(rows, as_numpy(out)))
         # A file rewritten while it was being decoded would file its new picture under the
         # old content's digest: keep only rows whose bytes still hash the same.
-        fresh = {digests[i]: computed[i] for i in rows
-                 if digests[i] is not None and file_digest(paths[i]) == digests[i]}
-        if fresh:
-            cache.put(list(fresh), np.stack(list(fresh.values())))
+        fresh = [i for i in rows if digests[i] is not None and file_digest(paths[i]) == digests[i]]
+        if len(fresh) == len(rows):  # (the usual case: no copy of what may be hundreds of MB)
+            cache.put([digests[i] for i in rows], as_numpy(out))
+        elif fresh:
+            cache.put([digests[i] for i in fresh], np.stack([computed[i] for i in fresh]))
     skipped = {distinct[j] for j in skipped_sub}
     for i in missing:  # the repeats take their first row's answer
         first = first_of[same(i)]
@@ -256,5 +272,7 @@ def cached_forward(cache, paths, compute, digests=None):
     order = sorted(set(range(len(paths))) - set(missing) | computed.keys())
     if not order:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped, 0
+    if not hits and len(distinct) == len(missing) and order == rows:  # every row computed once, in order
+        return torch.from_numpy(as_numpy(out)), torch.tensor(order, dtype=torch.long), skipped, 0
     feats = torch.from_numpy(np.stack([computed[i] if i in computed else hits[digests[i]] for i in order]))
     return feats, torch.tensor(order, dtype=torch.long), skipped, len(paths) - len(missing)

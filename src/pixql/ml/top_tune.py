@@ -31,7 +31,6 @@ from pixql.tasks.classification import Tally
 
 LEARNING_RATE = 1e-3  # AdamW's peak rate, after a warm-up over the first tenth of the steps
 WARMUP = 0.1
-FIXED = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options this mode does not take
 WEIGHT_DECAY = 0.05
 BATCH_SIZE = 32
 # The starting head's features are standardised with deviations of at least this fraction of the

@@ -25,9 +25,11 @@ LINEAR_MAX_ROWS_ON_GPU = 5000
 # BUILD's default is 1 epoch (SPEC), so a BUILD with no options stays linear.
 TOP_MIN_EPOCHS = 3
 TOP_MIN_ROWS = 1000
-# ...and up to this many rows on a CPU: the activations stay in memory (~18 KB a photo for Lite0).
+# ...and up to this many rows on a CPU: the activations stay in memory (Lite0: 18 KB a photo in
+# bf16 for the epochs; while they are computed and cached, float32 copies peak at ~3 times 38 KB).
 TOP_MAX_ROWS_ON_CPU = 50_000
 TOP_EPOCHS = 10  # 'top''s default epochs for a BUILD
+TOP_REFUSES = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options 'top' does not take
 
 
 @dataclass
@@ -61,6 +63,9 @@ class TrainConfig:
     embedding_cache: bool = True
     # Where the work runs (ml/strategy.py: Local, Processes, RayTrain); None = this process.
     strategy: object = None
+    # The option names the statement gave (BUILD / FIT): `auto` does not pick 'top' when one it
+    # refuses was written, even at its default value.
+    given: frozenset = frozenset()
 
 
 @dataclass
@@ -132,7 +137,8 @@ def auto_mode(config, *, device_type, n_train, pretrained, linear, top):
     if device_type != "cpu" and n_train >= LINEAR_MAX_ROWS_ON_GPU:
         return "finetune"
     # the options 'top' refuses mean the user has fine-tuning in mind: leave those to 'linear'
-    fixed_kept = (config.optimizer, config.scheduler, config.warmup_epochs) == ("adamw", "cosine", 0.0)
+    fixed_kept = ((config.optimizer, config.scheduler, config.warmup_epochs) == ("adamw", "cosine", 0.0)
+                  and not set(TOP_REFUSES) & set(config.given))
     local = config.strategy is None or getattr(config.strategy, "name", "local") == "local"
     roomy = device_type != "cpu" or n_train <= TOP_MAX_ROWS_ON_CPU
     asked = (config.epochs or 1) >= TOP_MIN_EPOCHS  # an epoch budget that tuning pays back
