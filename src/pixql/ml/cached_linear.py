@@ -78,8 +78,9 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
     y = np.asarray(rows.y, dtype=target)
     val = (np.stack([found[d] for d in val_digests]), np.asarray(rows.val_y, dtype=target)) if rows.val_paths else None
     w, b, history, head_options = fit_head(
-        np.stack([found[d] for d in digests]), y, val, len(rows.classes), task, l2=config.l2, epochs=mode_epochs(config, "linear"),
-        seed=config.seed, progress=config.progress, seconds_before=time.perf_counter() - started,
+        np.stack([found[d] for d in digests]), y, val, len(rows.classes), task, l2=config.l2,
+        epochs=mode_epochs(config, "linear"), seed=config.seed, progress=config.progress,
+        seconds_before=time.perf_counter() - started,
         images_before=len(rows.val_paths))
     if not (np.isfinite(w).all() and np.isfinite(b).all()):  # as train.py refuses a diverged model
         raise TrainingError(f"training diverged: the head holds NaN or infinite values; lower "

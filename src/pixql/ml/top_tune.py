@@ -132,8 +132,8 @@ def tune(run, lr, from_model=False):
     head = linear_head(model)
     wd = WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
     options = {"cached_embeddings": hits, "learning_rate": lr, "optimizer": "adamw", "weight_decay": wd,
-               "augment": "none",
-               "scheduler": "cosine", "warmup_epochs": WARMUP * cfg.epochs, "tuned": "last block, conv_head, bn2, head"}
+               "augment": "none", "scheduler": "cosine", "warmup_epochs": WARMUP * cfg.epochs,
+               "tuned": "last block, conv_head, bn2, head"}
     if not from_model:  # linear probing first: the head the fine-tuning starts from
         val_feats = (features(val[0]).numpy(), val[1].numpy()) if val else None
         w, b, _, probe = fit_head(features(a).numpy(), y.numpy(), val_feats, head.out_features, task,

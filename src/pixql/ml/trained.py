@@ -18,10 +18,11 @@ AUGMENTS = ("none", "light", "standard")
 # Above this many training rows on a GPU, fine-tuning is worth its cost over a linear head.
 LINEAR_MAX_ROWS_ON_GPU = 5000
 # 'auto' tunes the top of an EfficientNet-family base (train_mode='top') instead of fitting a
-# linear head when asked for at least TOP_MIN_EPOCHS epochs on at least TOP_MIN_ROWS rows. Measured
-# on four photo sets, both held-out splits (BENCHMARKS.md, issue 21): 'top' for 1 epoch won on two
-# sets and lost on two; for 3, 5 or 10 it was better or within 0.6 points on every split. By rows (10 epochs, clothing
-# and flowers5): tied or lost at 300 rows, tied or won by 3 points at 1000, won by 2-4 at 2000.
+# linear head when asked for at least TOP_MIN_EPOCHS epochs on at least TOP_MIN_ROWS training rows.
+# Measured on four photo sets, both held-out splits (README, "Measured accuracy"): 'top' for 1
+# epoch won on two sets and lost on two; for 3, 5 or 10 it was better or within 0.6 points on
+# every split. By rows (10 epochs, clothing and flowers5): tied or lost at 300 rows, tied or won
+# by 3 points at 1000, won by 2-4 at 2000.
 # BUILD's default is 1 epoch (SPEC), so a BUILD with no options stays linear.
 TOP_MIN_EPOCHS = 3
 TOP_MIN_ROWS = 1000
