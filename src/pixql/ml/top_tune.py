@@ -21,12 +21,12 @@ import torch
 from pixql.errors import DataError, OptionError, TrainingError
 from pixql.ml.batchnorm_folding import folded
 from pixql.ml.data import eval_transform
-from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
+from pixql.ml.embedding_cache import EmbeddingCache
 from pixql.ml.linear_head import fit_head
 from pixql.ml.networks import linear_head
 from pixql.ml.progress import progress_bar
 from pixql.ml.runtime import autocast
-from pixql.ml.train import warmup_then_cosine
+from pixql.ml.train import BestEpoch, warmup_then_cosine
 from pixql.tasks.classification import Tally
 
 LEARNING_RATE = 1e-3  # AdamW's peak rate, after a warm-up over the first tenth of the steps
@@ -97,21 +97,9 @@ def tune(run, lr, from_model=False):
     # (its weights alone: a FIT MODEL of a 'top' model finds its BUILD's), in bf16 where computed so
     cache = EmbeddingCache.for_backbone(model, None, run.pre, run.precision, device, output="top_tune.bottom",
                                         names=_frozen(model)) if cfg.embedding_cache else None
-    hits = 0
 
     def activations(paths, targets, skipped, desc):
-        nonlocal hits
-
-        def compute(some, some_skipped):
-            return run.forward(model, some, run.pre, transform, bottom, device=device, precision=run.precision,
-                               batch_size=run.batch_size, num_workers=cfg.num_workers, progress=cfg.progress,
-                               desc=desc, on_error=cfg.on_error, skipped=some_skipped)
-        if cache is None:
-            a, rows = compute(paths, skipped)
-        else:
-            a, rows, missed, found = cached_forward(cache, paths, compute)
-            skipped.update(missed)
-            hits += found
+        a, rows = run.frozen_pass(bottom, paths, skipped, desc, transform, cache)
         return a.to(store), torch.tensor(targets, dtype=run.target_dtype)[rows]
 
     with folded(model):  # the frozen part's batch norms inside its convolutions, for these passes
@@ -131,7 +119,7 @@ def tune(run, lr, from_model=False):
 
     head = linear_head(model)
     wd = WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
-    options = {"cached_embeddings": hits, "learning_rate": lr, "optimizer": "adamw", "weight_decay": wd,
+    options = {"cached_embeddings": run.cache_hits, "learning_rate": lr, "optimizer": "adamw", "weight_decay": wd,
                "augment": "none", "scheduler": "cosine", "warmup_epochs": WARMUP * cfg.epochs,
                "tuned": "last block, conv_head, bn2, head"}
     if not from_model:  # linear probing first: the head the fine-tuning starts from
@@ -157,7 +145,9 @@ def tune(run, lr, from_model=False):
     # fp16 needs its gradients scaled against underflow (as in 'finetune'); bf16 and fp32 do not
     scaler = torch.amp.GradScaler("cuda", enabled=run.precision == "fp16" and device.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)
-    best_key, best_state, stale = None, None, 0
+    # the best validated epoch is kept, as in 'finetune' (without validation rows: the last)
+    keeper = BestEpoch(run, lambda: [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in tuned],
+                       lambda states: [m.load_state_dict(st) for m, st in zip(tuned, states)], training_loss=False)
     prepared = time.perf_counter() - started
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -189,20 +179,10 @@ def tune(run, lr, from_model=False):
                         v_tally.accuracy if val else None,
                         time.perf_counter() - t + (prepared if epoch == 1 else 0.0), images, tally, v_tally)
             run.images_seen += len(y)
-            # keep the best validated epoch, as 'finetune' does
-            if v_tally is not None and v_tally.seen:
-                key = (run.history[-1][f"val_{task.metric}"], -v_tally.loss)
-                if best_key is None or key > best_key:
-                    best_key, stale, run.saved_epoch = key, 0, epoch
-                    best_state = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in tuned]
-                else:
-                    stale += 1
-                    if cfg.early_stopping and stale >= cfg.early_stopping:
-                        break
+            if keeper.after(epoch, tally, v_tally):
+                break
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
-    if best_state is not None and run.saved_epoch != run.history[-1]["epoch"]:
-        for m, state in zip(tuned, best_state):
-            m.load_state_dict(state)
+    keeper.restore(run.history[-1]["epoch"])
     return options

@@ -243,6 +243,7 @@ class _Run:
         # prior_rows: those of the model that FIT MODEL continues (see _with_prior_rows)
         self.rows, self.prior_rows, self.prior_used, self.prior_missing = None, None, 0, 0
         self.cache_key = None  # linear: the embedding cache's backbone key, when the cache was used
+        self.cache_hits = 0  # images whose frozen-network output came from the embedding cache
 
     # -- linear: frozen backbone, logistic head on embeddings computed once
     def linear(self):
@@ -255,22 +256,9 @@ class _Run:
         if cfg.embedding_cache:
             cache = EmbeddingCache.for_backbone(self.model, linear_head(self.model), self.pre,
                                                 self.precision, self.device)
-        self.cache_hits = 0
 
         def embed(paths, skipped, desc, digests=None):
-            def compute(some, some_skipped):
-                return self.forward(
-                    self.model, some, self.pre, transform, pre_logits,
-                    device=self.device, precision=self.precision, batch_size=self.batch_size,
-                    num_workers=cfg.num_workers, progress=cfg.progress, desc=desc,
-                    on_error=cfg.on_error, skipped=some_skipped,
-                )
-            if cache is None:
-                return compute(paths, skipped)
-            feats, rows, missed, hits = cached_forward(cache, paths, compute, digests)
-            skipped.update(missed)
-            self.cache_hits += hits
-            return feats, rows
+            return self.frozen_pass(pre_logits, paths, skipped, desc, transform, cache, digests)
 
         digests = [file_digest(p) for p in self.paths] if cache is not None else None
         with folded(self.model):  # the frozen backbone's batch norms, for the embedding passes
@@ -299,6 +287,23 @@ class _Run:
             head.bias.copy_(torch.from_numpy(b).to(head.bias))
         self.cache_key = None if cache is None else os.path.basename(cache.folder)
         return {**opts, "cached_embeddings": self.cache_hits}
+
+    def frozen_pass(self, fn, paths, skipped, desc, transform, cache=None, digests=None):
+        """`fn(model, x)` over the images at `paths` without gradients, through `cache` (an
+        EmbeddingCache) where given: (outputs, row indices of the images read); unreadable ones
+        join `skipped`, cache hits count in `cache_hits`. Linear's embeddings, top's activations."""
+        cfg = self.config
+
+        def compute(some, some_skipped):
+            return self.forward(self.model, some, self.pre, transform, fn, device=self.device,
+                                precision=self.precision, batch_size=self.batch_size, num_workers=cfg.num_workers,
+                                progress=cfg.progress, desc=desc, on_error=cfg.on_error, skipped=some_skipped)
+        if cache is None:
+            return compute(paths, skipped)
+        out, rows, missed, hits = cached_forward(cache, paths, compute, digests)
+        skipped.update(missed)
+        self.cache_hits += hits
+        return out, rows
 
     def _with_prior_rows(self, cache, feats, y, digests):
         """FIT MODEL on a linear model: its original training rows join the new ones (their
@@ -354,7 +359,7 @@ class _Run:
         scheduler = warmup_then_cosine(optimizer, warmup, total, constant=cfg.scheduler == "constant")
         # fp16 needs its gradients scaled against underflow; bf16 and fp32 do not.
         scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and device.type == "cuda")
-        best_key, best_state, stale = None, None, 0
+        keeper = BestEpoch(self, lambda: copy.deepcopy(model.state_dict()), model.load_state_dict)
         splitter = BatchSplitter("training")
         # frozen statistics (below) let the batch norms run inside the convolutions
         folding = Folding(model, enabled=self.pretrained_backbone)
@@ -419,24 +424,9 @@ class _Run:
             self._record(epoch, tally.loss, tally.accuracy, v_loss, v_acc,
                          time.perf_counter() - t1, images, tally, v_tally)
 
-            # Keep the best validated epoch (the task's metric, then the lower loss): the saved model
-            # is the one that measured best, not whichever came last. Without validation rows the
-            # last epoch is kept; early stopping then watches the training loss.
-            if v_tally is not None and v_tally.seen:
-                key = (self.history[-1][f"val_{self.task.metric}"], -v_loss)
-            else:
-                key = (-tally.loss,) if cfg.early_stopping else None
-            if key is not None:
-                if best_key is None or key > best_key:
-                    best_key, stale, self.saved_epoch = key, 0, epoch
-                    # (after the last epoch the model itself is that state)
-                    best_state = copy.deepcopy(model.state_dict()) if epoch < cfg.epochs else None
-                else:
-                    stale += 1
-                    if cfg.early_stopping and stale >= cfg.early_stopping:
-                        break
-        if best_state is not None and self.saved_epoch != epoch:
-            model.load_state_dict(best_state)
+            if keeper.after(epoch, tally, v_tally):
+                break
+        keeper.restore(epoch)
         self.skipped, self.val_skipped = group.union(self.skipped), group.union(self.val_skipped)
         self.train_rows = len(self.paths) - len(self.skipped)
         self.val_rows = len(self.val_paths) - len(self.val_skipped)
@@ -457,6 +447,40 @@ class _Run:
 
     def _record(self, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=None, v_tally=None):
         self.history.append(history_entry(self.task, epoch, loss, acc, v_loss, v_acc, seconds, images, tally, v_tally))
+
+
+class BestEpoch:
+    """Which epoch's weights a run keeps: the best validated one (the task's metric, then the
+    lower loss), not whichever came last; `early_stopping` ends the run once that many epochs
+    have not improved on it. Without validation rows the last epoch is kept, and early stopping
+    watches the training loss where `training_loss` says so. `snapshot()` copies what the
+    epochs change, `load(state)` puts it back."""
+
+    def __init__(self, run, snapshot, load, training_loss=True):
+        self.run, self.snapshot, self.load, self.training_loss = run, snapshot, load, training_loss
+        self.key, self.state, self.stale = None, None, 0
+
+    def after(self, epoch, tally, v_tally):
+        """Called after each epoch is recorded; True when early stopping ends the run there."""
+        run, patience = self.run, self.run.config.early_stopping
+        if v_tally is not None and v_tally.seen:
+            key = (run.history[-1][f"val_{run.task.metric}"], -v_tally.loss)
+        else:
+            key = (-tally.loss,) if patience and self.training_loss else None
+        if key is None:
+            return False
+        if self.key is None or key > self.key:
+            self.key, self.stale, run.saved_epoch = key, 0, epoch
+            # (after the last epoch the model itself is that state)
+            self.state = self.snapshot() if epoch < run.config.epochs else None
+            return False
+        self.stale += 1
+        return bool(patience) and self.stale >= patience
+
+    def restore(self, last_epoch):
+        """Back to the kept epoch's weights, when it was not `last_epoch`, the one run last."""
+        if self.state is not None and self.run.saved_epoch != last_epoch:
+            self.load(self.state)
 
 
 def warmup_then_cosine(optimizer, warmup, total, constant=False):
