@@ -35,6 +35,54 @@ def _cells(table):
             for line in table.splitlines() if line.startswith("│")]
 
 
+TYPED = ("SELECT 1 AS i, 'x,y' AS s, NULL AS n, 1.5::DOUBLE AS d, 'nan'::DOUBLE AS nan, DATE '2020-01-02' AS day, "
+         "TIMESTAMP '2020-01-02 03:04:05' AS ts, [1, 2] AS l, 1.50::DECIMAL(5, 2) AS dec, 'é' AS u")
+
+
+def test_csv_and_json_write_duckdb_values_as_a_reader_expects(run_cli):
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(run_cli("--format", "csv", "-c", TYPED).stdout)))
+    assert rows == [["i", "s", "n", "d", "nan", "day", "ts", "l", "dec", "u"],
+                    ["1", "x,y", "", "1.5", "", "2020-01-02", "2020-01-02 03:04:05", "[1, 2]", "1.50", "é"]]
+    assert json.loads(run_cli("--format", "json", "-c", TYPED).stdout) == [
+        {"i": 1, "s": "x,y", "n": None, "d": 1.5, "nan": None, "day": "2020-01-02", "ts": "2020-01-02T03:04:05",
+         "l": [1, 2], "dec": 1.5, "u": "é"}]
+    # No rows: the header alone, an empty array.
+    assert run_cli("--format", "csv", "-c", "SELECT range AS i FROM range(0)").stdout == "i\n"
+    assert json.loads(run_cli("--format", "json", "-c", "SELECT range AS i FROM range(0)").stdout) == []
+
+
+def test_csv_and_json_of_a_long_query_come_whole_across_fetches(run_cli):
+    # 25,000 rows are fetched in three chunks; a non-final SELECT's rows are DuckDB's, kept.
+    out = run_cli("--format", "csv", "-c", "SELECT 1 AS first; SELECT range AS i FROM range(25000)").stdout
+    assert out.splitlines() == ["first", "1", "i", *map(str, range(25000))]
+    rows = json.loads(run_cli("--format", "json", "-c", "SELECT range AS i FROM range(25000)").stdout)
+    assert [row["i"] for row in rows] == list(range(25000))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_csv_or_json_of_a_query_failing_as_its_rows_are_read_exits_1(run_cli, fmt):
+    result = run_cli("--format", fmt, "-c", "SELECT 'a'::INT AS x")
+    assert result.exit_code == 1 and "Conversion Error" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plain_sql_as_csv_or_json_imports_no_pandas(tmp_path):
+    # pandas is 0.3 s of a fresh process's start: a plain query's rows come from DuckDB without it.
+    import subprocess
+    import sys
+
+    code = ("import sys; from pixql.cli import cli\n"
+            "for fmt in ('csv', 'json', 'table'):\n"
+            f"    cli(['--db', {str(tmp_path / 'p.duckdb')!r}, '--format', fmt, '-c', 'SELECT 1 AS a'], "
+            "standalone_mode=False)\n"
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["a", "1", '[{"a":1}]', *out.stdout.splitlines()[3:-1], "False"]
+
+
 def test_table_of_a_long_query_shows_its_ends_without_reading_it_all(run_cli):
     result = run_cli("-c", "SELECT range AS i FROM range(100000000)")  # 100M rows: never fetched
     assert result.exit_code == 0

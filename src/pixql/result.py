@@ -148,6 +148,30 @@ class Result:
         frame = self.df()
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]
 
+    def duckdb_rows(self, chunk=10_000):
+        """(column names, an iterator of lists of row tuples) when the rows are DuckDB's (a lazy
+        query, read `chunk` rows at a time; or the rows of a statement it ran), else None. CSV and
+        JSON on a terminal are written from these, so that `SELECT 1` needs no pandas."""
+        if self._rows is not None:
+            return list(self._names), iter([list(self._rows)])
+        if self._relation is None:
+            return None
+        if self._query is None:
+            return list(self._relation.columns), iter([self.fetchall()])
+        with _duckdb_errors(self.statement, self._cause):
+            cursor = self._executed()
+        names = [column[0] for column in cursor.description or []]
+
+        def chunks():
+            while True:
+                with _duckdb_errors(self.statement, self._cause):
+                    rows = cursor.fetchmany(chunk)
+                if not rows:
+                    return
+                yield rows
+
+        return names, chunks()
+
     def fetchone(self):
         rows = self.fetchall()
         return rows[0] if rows else None

@@ -2,7 +2,11 @@
 as PNG files; the loop that runs a script for the CLI and the demo.
 """
 
+import csv
+import decimal
+import io
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -76,7 +80,10 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         return
     if not result.shows_rows:
         return
-    if fmt == "csv":
+    duckdb_rows = result.duckdb_rows() if fmt in ("csv", "json") else None
+    if duckdb_rows is not None:  # DuckDB's own rows: written as they are fetched, without pandas
+        (_write_csv if fmt == "csv" else _write_json)(*duckdb_rows)
+    elif fmt == "csv":
         click.echo(result.df().to_csv(index=False), nl=False)
     elif fmt == "json":
         click.echo(result.df().to_json(orient="records", date_format="iso"))
@@ -84,6 +91,46 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         click.echo(result.text(max_rows=TABLE_ROWS, max_width=_width(), max_col_width=60)
                    if result.columns else "(no columns)")
     _write_figures(result, fmt, out_dir, open_image, plot)
+
+
+def _finite(value):
+    """NaN as an empty CSV field / JSON null, as pandas writes it (JSON has no NaN)."""
+    return None if isinstance(value, float) and value != value else value
+
+
+def _write_csv(names, chunks):
+    """CSV as pandas' `to_csv(index=False)` writes it: one header, minimal quoting, NULL empty."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(names)
+    for rows in chunks:
+        writer.writerows([_finite(v) for v in row] for row in rows)
+        click.echo(out.getvalue(), nl=False)
+        out.seek(0)
+        out.truncate()
+    if out.tell():  # no rows: the header alone
+        click.echo(out.getvalue(), nl=False)
+
+
+def _json_default(value):
+    """Values the json module does not know: dates and times in ISO 8601, DECIMAL as a number."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return str(value)  # UUID, INTERVAL, BLOB: their text
+
+
+def _write_json(names, chunks):
+    """One JSON array of objects (pandas' `orient='records'`), written chunk by chunk."""
+    click.echo("[", nl=False)
+    first = True
+    for rows in chunks:
+        text = ",".join(json.dumps({k: _finite(v) for k, v in zip(names, row)}, default=_json_default,
+                                   separators=(",", ":"), ensure_ascii=False) for row in rows)
+        click.echo(("" if first else ",") + text, nl=False)
+        first = False
+    click.echo("]")
 
 
 def _stream_rows(result, fmt):
