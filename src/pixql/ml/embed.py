@@ -14,6 +14,7 @@ from pixql.ml.data import eval_transform
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import auto_batch_size, forward_rows, resolve_device, resolve_precision, to_device
+from pixql.ml.static_padding import make_static
 
 
 def pre_logits(model, x):
@@ -45,6 +46,8 @@ class Embedder:
         self.cache = EmbeddingCache.for_backbone(model, head, self.preprocessing, self.precision,
                                                  self.device) if cache else None
         self.model = fold_batchnorm(model) if fold else model
+        if self.device.type == "cpu":  # as PREDICT's network (ml/infer.py)
+            make_static(self.model, self.preprocessing["input_size"])
         self.features = features
         self.transform = eval_transform(self.preprocessing)
         self.cache_hits = 0

@@ -12,6 +12,7 @@ from pixql.ml.data import eval_transform
 from pixql.ml.networks import create_network
 from pixql.ml.runtime import (auto_batch_size, forward_rows, progress_bar, resolve_device, resolve_precision,
                               to_device)
+from pixql.ml.static_padding import make_static
 
 
 def inference_network(network, state_dict, classes):
@@ -65,6 +66,8 @@ class Classifier:
                     return  # no torch network to build
                 self._auto_onnx = state_dict
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
+        if self.device.type == "cpu":  # (on a GPU the padding's copy is cheap; not measured there)
+            make_static(self.model, self.preprocessing["input_size"])
         self.forward = lambda model, x: self.task.probabilities(model(x))
 
     def _use_onnx(self, state_dict, export):

@@ -26,6 +26,7 @@ from pixql.ml.linear_head import fit_head
 from pixql.ml.networks import linear_head
 from pixql.ml.progress import progress_bar
 from pixql.ml.runtime import autocast
+from pixql.ml.static_padding import static_padding
 from pixql.ml.train import BestEpoch, warmup_then_cosine
 from pixql.tasks.classification import Tally
 
@@ -102,7 +103,8 @@ def tune(run, lr, from_model=False):
         a, rows = run.frozen_pass(bottom, paths, skipped, desc, transform, cache)
         return a.to(store), torch.tensor(targets, dtype=run.target_dtype)[rows]
 
-    with folded(model):  # the frozen part's batch norms inside its convolutions, for these passes
+    # the frozen part's batch norms inside its convolutions and its paddings static, for these passes
+    with folded(model), static_padding(model, run.pre["input_size"], device.type == "cpu"):
         a, y = activations(run.paths, run.y, run.skipped, "activations (train)")
         if len(y) == 0:
             raise DataError("None of the training images could be read")

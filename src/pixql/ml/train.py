@@ -34,6 +34,7 @@ from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, digest_arra
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
+from pixql.ml.static_padding import static_padding
 from pixql.ml.trained import (TrainConfig, TrainedModel, auto_mode, check_options, history_entry, lr_hint,
                               mode_epochs, run_metrics, training_rows, used_options)
 from pixql.tasks import task_of
@@ -261,7 +262,8 @@ class _Run:
             return self.frozen_pass(pre_logits, paths, skipped, desc, transform, cache, digests)
 
         digests = [file_digest(p) for p in self.paths] if cache is not None else None
-        with folded(self.model):  # the frozen backbone's batch norms, for the embedding passes
+        # the frozen backbone's batch norms folded and its 'SAME' paddings static, for the embedding passes
+        with folded(self.model), static_padding(self.model, self.pre["input_size"], self.device.type == "cpu"):
             feats, rows = embed(self.paths, self.skipped, "embeddings (train)", digests)
             y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
             if len(y) == 0:
