@@ -148,3 +148,16 @@ def test_a_second_top_build_reads_the_frozen_activations_from_the_cache(db, tmp_
     assert any("6 of 6 image embeddings came from the cache" in m for m in fitted.messages)
     keys = os.listdir(tmp_path / "cache" / "embeddings")
     assert len(keys) == 1  # one key for the frozen part, the linear probe's features not cached
+
+
+def test_top_without_validation_rows_stops_early_on_the_training_loss(db):
+    # As 'finetune' does: with early_stopping and no validation rows, the training loss is watched
+    # and its lowest epoch kept. A learning rate of 30 makes the loss rise soon after it falls.
+    row = db.sql("BUILD MODEL es USING EfficientNet_Lite0 OPTIONS (train_mode='top', epochs=8, early_stopping=1, "
+                 "learning_rate=30) AS SELECT * FROM t").df().iloc[0]
+    history = db.engine.catalog.store.manifest("es")["history"]
+    metrics = db.engine.catalog.store.manifest("es")["metrics"]
+    losses = [h["train_loss"] for h in history]
+    assert row["validation_rows"] == 0 and len(history) < 8
+    assert metrics["saved_epoch"] == losses.index(min(losses)) + 1
+    assert len(history) == metrics["saved_epoch"] + 1  # one epoch without improvement: patience 1

@@ -147,9 +147,10 @@ def tune(run, lr, from_model=False):
     # fp16 needs its gradients scaled against underflow (as in 'finetune'); bf16 and fp32 do not
     scaler = torch.amp.GradScaler("cuda", enabled=run.precision == "fp16" and device.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)
-    # the best validated epoch is kept, as in 'finetune' (without validation rows: the last)
+    # the best validated epoch is kept, as in 'finetune' (without validation rows the last, or with
+    # early_stopping the lowest training loss's)
     keeper = BestEpoch(run, lambda: [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in tuned],
-                       lambda states: [m.load_state_dict(st) for m, st in zip(tuned, states)], training_loss=False)
+                       lambda states: [m.load_state_dict(st) for m, st in zip(tuned, states)])
     prepared = time.perf_counter() - started
     try:
         for epoch in range(1, cfg.epochs + 1):

@@ -454,12 +454,12 @@ class _Run:
 class BestEpoch:
     """Which epoch's weights a run keeps: the best validated one (the task's metric, then the
     lower loss), not whichever came last; `early_stopping` ends the run once that many epochs
-    have not improved on it. Without validation rows the last epoch is kept, and early stopping
-    watches the training loss where `training_loss` says so. `snapshot()` copies what the
-    epochs change, `load(state)` puts it back."""
+    have not improved on it. Without validation rows the last epoch is kept, unless early
+    stopping is on: it then watches the training loss, and keeps the epoch of its lowest.
+    `snapshot()` copies what the epochs change, `load(state)` puts it back."""
 
-    def __init__(self, run, snapshot, load, training_loss=True):
-        self.run, self.snapshot, self.load, self.training_loss = run, snapshot, load, training_loss
+    def __init__(self, run, snapshot, load):
+        self.run, self.snapshot, self.load = run, snapshot, load
         self.key, self.state, self.stale = None, None, 0
 
     def after(self, epoch, tally, v_tally):
@@ -468,7 +468,7 @@ class BestEpoch:
         if v_tally is not None and v_tally.seen:
             key = (run.history[-1][f"val_{run.task.metric}"], -v_tally.loss)
         else:
-            key = (-tally.loss,) if patience and self.training_loss else None
+            key = (-tally.loss,) if patience else None
         if key is None:
             return False
         if self.key is None or key > self.key:

@@ -244,7 +244,8 @@ def history_entry(task, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=
 
 def run_metrics(history, task, val_rows, saved_epoch=None):
     """The model's metrics from its history: the last epoch's training figures; with validation
-    rows, those of the saved epoch (`saved_epoch`, None: the last) and of the best one."""
+    rows, those of the saved epoch (`saved_epoch`, None: the last) and of the best one; without,
+    the saved epoch where early stopping chose one."""
     from pixql.tasks.classification import Tally
 
     last = history[-1]
@@ -260,6 +261,8 @@ def run_metrics(history, task, val_rows, saved_epoch=None):
                        best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"], saved_epoch=saved["epoch"])
         for k in extra:
             metrics.update({f"val_{k}": saved[f"val_{k}"], f"best_val_{k}": best[f"val_{k}"]})
+    elif saved_epoch is not None:  # early stopping on the training loss kept this epoch's weights
+        metrics["saved_epoch"] = saved_epoch
     return metrics
 
 
