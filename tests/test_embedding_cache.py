@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_color_images
@@ -237,3 +238,27 @@ def test_bf16_values_are_kept_in_half_the_bytes_and_others_as_they_are(tmp_path)
         assert torch.equal(torch.from_numpy(got[bytes([i]) * 16]), exact[i])
     for i in range(2):
         assert torch.equal(torch.from_numpy(got[bytes([9 + i]) * 16]), other[i])
+
+
+def test_a_merge_folds_the_small_shards_in_their_stored_form_and_leaves_large_ones(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    monkeypatch.setattr(ec, "MAX_SHARDS", 4)
+    cache = ec.EmbeddingCache(str(tmp_path / "k"))
+    rng = np.random.default_rng(0)
+    digests = [bytes([i]) * ec.DIGEST_BYTES for i in range(40)]
+    exact = (rng.integers(-64, 64, size=(40, 8)) / 8).astype(np.float32)  # bf16 holds these exactly
+    cache.put(digests[:30], exact[:30])  # one large shard
+    big = set(os.listdir(cache.folder))
+    monkeypatch.setattr(ec, "MERGE_BYTES", os.path.getsize(os.path.join(cache.folder, *big)) - 1)
+    for i in range(30, 33):  # three small ones: the fourth put merges them, and writes its own
+        cache.put(digests[i:i + 1], exact[i:i + 1])
+    cache.put(digests[33:40], exact[33:40])
+    shards = set(os.listdir(cache.folder))
+    assert big <= shards and len(shards) == 3  # the large one, the merged small ones, the last put
+    got = cache.get(digests)
+    assert sorted(got) == sorted(digests)
+    assert all(np.array_equal(got[d], exact[i]) for i, d in enumerate(digests))
+    for name in shards:
+        with safe_open(os.path.join(cache.folder, name), framework="np") as f:
+            assert set(f.keys()) == {"digests", "embeddings_bf16"}  # merged without widening to float32

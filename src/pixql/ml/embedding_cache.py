@@ -6,7 +6,8 @@ everything an embedding depends on besides the image: the backbone's weights (ev
 the state dict but the head), the preprocessing, the precision, device type and decoder, and the
 versions of pixql, torch and timm. A shard holds `digests` (uint8 [n, 16], blake2b of each
 image file's bytes) and `embeddings` (float32 [n, ...]; `embeddings_bf16`, uint16, when every
-value is a bf16 one: their upper halves); each BUILD that computed something adds one shard.
+value is a bf16 one: their upper halves); each BUILD that computed something adds one shard,
+and from MAX_SHARDS on a write first folds the smallest together (up to MERGE_BYTES).
 train_mode='top' keeps its frozen part's activations ([n, 192, 7, 7] for Lite0) the same way,
 under a key of their own. Entries are keyed by content, so an image file that changes gets a new digest
 and its old entry is simply never found. Shards are written to a temporary name and renamed, so
@@ -30,7 +31,11 @@ from pixql.ml.cache_folder import cache_root
 
 DIGEST_BYTES = 16
 FORMAT = 3  # bump when an embedding or a shard changes (decoding, transforms, batch-norm folding; 3: bf16 shards)
-MAX_SHARDS = 32  # above this, the next write merges a namespace's shards into one
+MAX_SHARDS = 32  # from this many shards on, a write first merges the smallest ones
+# A merge folds the smallest shards together up to this many bytes; larger shards stay as they
+# are (a namespace of 'top' activations, ~19 KB a photo in bf16, would otherwise be read whole
+# and rewritten at every merge).
+MERGE_BYTES = 256 << 20
 _CHUNK = 1 << 20
 
 
@@ -155,9 +160,8 @@ class EmbeddingCache:
             os.makedirs(self.folder, exist_ok=True)
             shards = self._shards()
             if len(shards) >= MAX_SHARDS:
-                self._merge(shards, digests, embeddings)
-            else:
-                self._write(digests, embeddings)
+                self._merge(shards)
+            self._write(digests, embeddings)
             return True
         except Exception as e:  # OSError, or safetensors' own error for the same causes
             warnings.warn(f"pixql: could not write the embedding cache in {self.folder} ({e}); "
@@ -166,25 +170,50 @@ class EmbeddingCache:
             return False
 
     def _write(self, digests, embeddings):
-        from safetensors.numpy import save_file
-
         values = np.ascontiguousarray(as_numpy(embeddings), dtype=np.float32)
         upper = _as_bf16(values)
-        tensors = {"embeddings": values} if upper is None else {"embeddings_bf16": upper}
-        tensors["digests"] = digest_array(digests)
+        self._save({"embeddings": values} if upper is None else {"embeddings_bf16": upper}, digest_array(digests))
+
+    def _save(self, tensors, digests):
+        from safetensors.numpy import save_file
+
         name = uuid.uuid4().hex
         tmp = os.path.join(self.folder, f".{name}.tmp")
-        save_file(tensors, tmp)
+        save_file(dict(tensors, digests=digests), tmp)
         os.replace(tmp, os.path.join(self.folder, f"{name}.safetensors"))
 
-    def _merge(self, shards, digests, embeddings):
-        """Fold every shard and the new rows into one shard, then remove the old ones."""
-        rows = {}
-        for shard in shards:
-            rows.update(self._read(shard))
-        rows.update(zip(digests, as_numpy(embeddings)))
-        self._write(list(rows), np.stack(list(rows.values())))
-        for shard in shards:
+    def _merge(self, shards):
+        """Fold the smallest shards into one, up to MERGE_BYTES in all, in the form they are
+        stored in (bf16 stays bf16), then remove them; shards larger than that stay as they are.
+        A shard that cannot be read is left for `_read` to drop."""
+        from safetensors import safe_open
+
+        picked, total = [], 0
+        for size, shard in sorted((_size(s), s) for s in shards):
+            if total + size > MERGE_BYTES:
+                break
+            picked.append(shard)
+            total += size
+        stored = {}  # the values' tensor name -> ([digests], [values]), rows met first kept
+        seen, merged = set(), []
+        for shard in picked:
+            try:
+                with safe_open(shard, framework="np") as f:
+                    name = "embeddings" if "embeddings" in f.keys() else "embeddings_bf16"
+                    digests, values = f.get_tensor("digests"), f.get_tensor(name)
+            except Exception:
+                continue
+            new = [i for i, d in enumerate(map(bytes, digests)) if d not in seen]
+            seen.update(bytes(digests[i]) for i in new)
+            parts = stored.setdefault(name, ([], []))
+            parts[0].append(digests[new])
+            parts[1].append(values[new])
+            merged.append(shard)
+        if len(merged) < 2:
+            return
+        for name, (digests, values) in stored.items():
+            self._save({name: np.concatenate(values)}, np.concatenate(digests))
+        for shard in merged:
             _remove(shard)
 
 
@@ -216,6 +245,13 @@ def as_numpy(x):
     if hasattr(x, "detach"):
         x = x.detach().to("cpu").float().numpy()
     return np.asarray(x, dtype=np.float32)
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:  # merged away by another process meanwhile
+        return float("inf")
 
 
 def _remove(path):
