@@ -122,15 +122,18 @@ def _json_default(value):
 
 
 def _write_json(names, chunks):
-    """One JSON array of objects (pandas' `orient='records'`), written chunk by chunk."""
+    """One JSON array of objects (pandas' `orient='records'`), written chunk by chunk; a query
+    failing half-way still leaves one whole document (its rows so far), as _stream_rows does."""
     click.echo("[", nl=False)
     first = True
-    for rows in chunks:
-        text = ",".join(json.dumps({k: _finite(v) for k, v in zip(names, row)}, default=_json_default,
-                                   separators=(",", ":"), ensure_ascii=False) for row in rows)
-        click.echo(("" if first else ",") + text, nl=False)
-        first = False
-    click.echo("]")
+    try:
+        for rows in chunks:
+            text = ",".join(json.dumps({k: _finite(v) for k, v in zip(names, row)}, default=_json_default,
+                                       separators=(",", ":"), ensure_ascii=False) for row in rows)
+            click.echo(("" if first else ",") + text, nl=False)
+            first = False
+    finally:
+        click.echo("]")
 
 
 def _stream_rows(result, fmt):
