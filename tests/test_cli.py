@@ -54,6 +54,19 @@ def test_csv_and_json_write_duckdb_values_as_a_reader_expects(run_cli):
     assert json.loads(run_cli("--format", "json", "-c", "SELECT range AS i FROM range(0)").stdout) == []
 
 
+def test_json_is_valid_and_csv_and_json_keep_every_column_and_reals_short(run_cli):
+    # JSON has no NaN or Infinity, in lists and structs either; namesakes are renamed as DuckDB's
+    # df() renames them; a REAL is written as the float32 it is, not as its double's digits.
+    sql = ("SELECT 'inf'::DOUBLE AS x, [1.0, 'nan'::DOUBLE] AS l, {'a': 'nan'::DOUBLE} AS s, 1 AS a, 2 AS a, "
+           "0.1::REAL AS r, [0.1::REAL, NULL] AS rl")
+    out = run_cli("--format", "json", "-c", sql).stdout
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == [
+        {"x": None, "l": [1.0, None], "s": {"a": None}, "a": 1, "a_1": 2, "r": 0.1, "rl": [0.1, None]}]
+    lines = run_cli("--format", "csv", "-c", sql + "; SELECT 0.1::REAL AS r").stdout.splitlines()
+    assert lines[0] == "x,l,s,a,a_1,r,rl" and lines[1].endswith(",1,2,0.1,\"[0.1, None]\"")
+    assert lines[2:] == ["r", "0.1"]
+
+
 def test_csv_and_json_of_a_long_query_come_whole_across_fetches(run_cli):
     # 25,000 rows are fetched in three chunks; a non-final SELECT's rows are DuckDB's, kept.
     out = run_cli("--format", "csv", "-c", "SELECT 1 AS first; SELECT range AS i FROM range(25000)").stdout

@@ -262,3 +262,26 @@ def test_a_merge_folds_the_small_shards_in_their_stored_form_and_leaves_large_on
     for name in shards:
         with safe_open(os.path.join(cache.folder, name), framework="np") as f:
             assert set(f.keys()) == {"digests", "embeddings_bf16"}  # merged without widening to float32
+    # No two shards fit in a merge: none is read or rewritten, the new rows get their own.
+    monkeypatch.setattr(ec, "MAX_SHARDS", 2)
+    monkeypatch.setattr(ec, "MERGE_BYTES", min(os.path.getsize(os.path.join(cache.folder, s)) for s in shards))
+    import safetensors
+
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: pytest.fail("a merge read a shard"))
+    cache.put([b"\xff" * ec.DIGEST_BYTES], exact[:1])
+    assert shards < set(os.listdir(cache.folder)) and len(os.listdir(cache.folder)) == 4
+
+
+def test_a_merge_that_fails_still_writes_the_new_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(ec, "MAX_SHARDS", 1)
+    cache = ec.EmbeddingCache(str(tmp_path / "k"))
+    cache.put([b"\x01" * ec.DIGEST_BYTES], np.ones((1, 4), np.float32))
+    cache.put([b"\x02" * ec.DIGEST_BYTES], np.ones((1, 4), np.float32))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "_merge", full)
+    with pytest.warns(UserWarning, match="could not merge"):
+        assert cache.put([b"\x03" * ec.DIGEST_BYTES], np.ones((1, 4), np.float32)) is True
+    assert len(cache.get([bytes([i]) * ec.DIGEST_BYTES for i in (1, 2, 3)])) == 3  # nothing lost, the new row in

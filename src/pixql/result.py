@@ -45,11 +45,12 @@ class Result:
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
                  stream=None, cause=None, figures=None, query=None, connection=None, rows=None, names=None,
-                 quiet=False):
+                 types=None, quiet=False):
         self.statement = statement
         self._relation = relation
         self._query, self._connection = query, connection  # run by df()/fetchall(), as execute() would
         self._rows, self._names = rows, names  # DuckDB's rows of a statement it ran already
+        self._types = types  # and their DuckDB types, as text ('FLOAT', 'INTEGER[]', ...)
         self.quiet = quiet
         self._cause = cause  # the relation's pixql error behind a DuckDB error (see _duckdb_errors)
         self._frame = frame
@@ -149,18 +150,20 @@ class Result:
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]
 
     def duckdb_rows(self, chunk=10_000):
-        """(column names, an iterator of lists of row tuples) when the rows are DuckDB's (a lazy
-        query, read `chunk` rows at a time; or the rows of a statement it ran), else None. CSV and
-        JSON on a terminal are written from these, so that `SELECT 1` needs no pandas."""
+        """(column names, their DuckDB types as text, an iterator of lists of row tuples) when the
+        rows are DuckDB's (a lazy query, read `chunk` rows at a time; or the rows of a statement
+        it ran), else None. CSV and JSON on a terminal are written from these, so that `SELECT 1`
+        needs no pandas."""
         if self._rows is not None:
-            return list(self._names), iter([list(self._rows)])
+            return list(self._names), list(self._types or [None] * len(self._names)), iter([list(self._rows)])
         if self._relation is None:
             return None
         if self._query is None:
-            return list(self._relation.columns), iter([self.fetchall()])
+            return (list(self._relation.columns), [str(t) for t in self._relation.types], iter([self.fetchall()]))
         with _duckdb_errors(self.statement, self._cause):
             cursor = self._executed()
         names = [column[0] for column in cursor.description or []]
+        types = [str(column[1]) for column in cursor.description or []]
 
         def chunks():
             while True:
@@ -170,7 +173,7 @@ class Result:
                     return
                 yield rows
 
-        return names, chunks()
+        return names, types, chunks()
 
     def fetchone(self):
         rows = self.fetchall()

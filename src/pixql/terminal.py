@@ -93,18 +93,66 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
     _write_figures(result, fmt, out_dir, open_image, plot)
 
 
-def _finite(value):
-    """NaN as an empty CSV field / JSON null, as pandas writes it (JSON has no NaN)."""
+def _unique(names):
+    """Column names made unique as DuckDB's `df()` makes them ('a', 'a_1'): a JSON object or a
+    CSV header must not lose a column to its namesake."""
+    seen, out = set(), []
+    for name in names:
+        unique, k = name, 0
+        while unique in seen:
+            k += 1
+            unique = f"{name}_{k}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
+def _float32(value):
+    """A REAL (float32) value as its shortest text, not its double's (0.1, not 0.10000000149011612)."""
+    if isinstance(value, float):
+        import numpy as np
+
+        return float(str(np.float32(value)))
+    if isinstance(value, list):
+        return [_float32(v) for v in value]
+    return value
+
+
+def _readers(types):
+    """Per column, what turns DuckDB's Python value into the one written (REAL: see _float32)."""
+    return [_float32 if t is not None and (t == "FLOAT" or t.startswith("FLOAT[")) else None for t in types]
+
+
+def _cleaned(rows, readers):
+    if not any(readers):
+        return rows
+    return [tuple(v if f is None or v is None else f(v) for f, v in zip(readers, row)) for row in rows]
+
+
+def _csv_value(value):
+    """NaN as an empty CSV field, as pandas writes it."""
     return None if isinstance(value, float) and value != value else value
 
 
-def _write_csv(names, chunks):
+def _json_value(value):
+    """NaN and infinities as null, inside lists and structs too: JSON has neither (pandas wrote null)."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _write_csv(names, types, chunks):
     """CSV as pandas' `to_csv(index=False)` writes it: one header, minimal quoting, NULL empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(names)
+    writer.writerow(_unique(names))
+    readers = _readers(types)
     for rows in chunks:
-        writer.writerows([_finite(v) for v in row] for row in rows)
+        writer.writerows([_csv_value(v) for v in row] for row in _cleaned(rows, readers))
         click.echo(out.getvalue(), nl=False)
         out.seek(0)
         out.truncate()
@@ -121,15 +169,17 @@ def _json_default(value):
     return str(value)  # UUID, INTERVAL, BLOB: their text
 
 
-def _write_json(names, chunks):
+def _write_json(names, types, chunks):
     """One JSON array of objects (pandas' `orient='records'`), written chunk by chunk; a query
     failing half-way still leaves one whole document (its rows so far), as _stream_rows does."""
+    names, readers = _unique(names), _readers(types)
     click.echo("[", nl=False)
     first = True
     try:
         for rows in chunks:
-            text = ",".join(json.dumps({k: _finite(v) for k, v in zip(names, row)}, default=_json_default,
-                                       separators=(",", ":"), ensure_ascii=False) for row in rows)
+            text = ",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
+                                       separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                            for row in _cleaned(rows, readers))
             click.echo(("" if first else ",") + text, nl=False)
             first = False
     finally:

@@ -46,9 +46,10 @@ def _executed(con, statement, text, kind):
     """Run `text` now, once, and keep DuckDB's rows."""
     cursor = con.execute(text)
     names = [column[0] for column in cursor.description or []]
+    types = [str(column[1]) for column in cursor.description or []]
     rows = cursor.fetchall()
     quiet = kind != "SELECT" and names in _NOTHING_TO_SHOW and len(rows) <= 1
-    return Result(statement, rows=rows, names=names, quiet=quiet)
+    return Result(statement, rows=rows, names=names, types=types, quiet=quiet)
 
 
 def run_as_duckdb(engine, statement):

@@ -160,7 +160,11 @@ class EmbeddingCache:
             os.makedirs(self.folder, exist_ok=True)
             shards = self._shards()
             if len(shards) >= MAX_SHARDS:
-                self._merge(shards)
+                try:
+                    self._merge(shards)
+                except Exception as e:  # (disk full...): the new rows are still worth writing
+                    warnings.warn(f"pixql: could not merge the embedding cache's shards in {self.folder} ({e})",
+                                  stacklevel=3)
             self._write(digests, embeddings)
             return True
         except Exception as e:  # OSError, or safetensors' own error for the same causes
@@ -194,6 +198,8 @@ class EmbeddingCache:
                 break
             picked.append(shard)
             total += size
+        if len(picked) < 2:  # only large shards: nothing worth reading, let them be
+            return
         stored = {}  # the values' tensor name -> ([digests], [values]), rows met first kept
         seen, merged = set(), []
         for shard in picked:

@@ -78,12 +78,13 @@ def _input_sizes(model, input_size):
 
     hooks = [m.register_forward_pre_hook(record) for m in convs]
     like = next(model.parameters())
-    training = model.training
+    modes = {m: m.training for m in model.modules()}  # each its own (frozen batch norms stay frozen)
     try:
         model.eval()
         model(torch.zeros(1, *input_size, device=like.device, dtype=like.dtype))
     finally:
-        model.train(training)
+        for m, training in modes.items():
+            m.training = training
         for hook in hooks:
             hook.remove()
     return sizes
