@@ -43,6 +43,15 @@ def cats_and_dogs(data_root):
     return folder
 
 
+def cat_and_dog_photos(data_root, per_class):
+    """The first `per_class` cat photos then dog photos of the validation folder (paths), or a skip."""
+    folder = data_root / "cats_and_dogs_filtered_200px" / "validation"
+    photos = [str(p) for kind in ("cats", "dogs") for p in sorted((folder / kind).glob("*.jpg"))[:per_class]]
+    if len(photos) < 2 * per_class:
+        pytest.skip(f"cats and dogs photos not found in {folder}")
+    return photos
+
+
 def make_color_images(folder, per_class=12, size=48, seed=0):
     """Red-ish vs blue-ish noisy squares in class folders; returns [(path, label)]."""
     import numpy as np

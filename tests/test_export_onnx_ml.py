@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("onnx", reason="ONNX export needs the 'onnx' package (pip install onnx)")
 pytest.importorskip("onnxruntime", reason="checking the export needs 'onnxruntime' (pip install onnxruntime)")
 
-from conftest import make_rgb_images, save_color_model  # noqa: E402
+from conftest import cat_and_dog_photos, make_rgb_images, save_color_model  # noqa: E402
 from pixql.errors import DataError, TrainingError  # noqa: E402
 from pixql.ml.export import export_onnx, onnx_probabilities, sidecar_path  # noqa: E402
 from pixql.ml.infer import Classifier  # noqa: E402
@@ -77,11 +77,7 @@ def test_onnx_file_alone_carries_its_preprocessing(tmp_path):
 
 
 def test_lite0_imagenet_onnx_matches_predict_on_photos(tmp_path, data_root):
-    folder = data_root / "cats_and_dogs_filtered_200px" / "validation"
-    photos = sorted(str(p) for p in (folder / "cats").glob("*.jpg"))[:4] + \
-        sorted(str(p) for p in (folder / "dogs").glob("*.jpg"))[:4]
-    if len(photos) < 8:
-        pytest.skip(f"cats and dogs photos not found in {folder}")
+    photos = cat_and_dog_photos(data_root, 4)
     from pixql.errors import WeightsUnavailableError
     from pixql.ml.infer import imagenet_classifier_parts
 

@@ -169,21 +169,27 @@ def _json_default(value):
     return str(value)  # UUID, INTERVAL, BLOB: their text
 
 
-def _write_json(names, types, chunks):
-    """One JSON array of objects (pandas' `orient='records'`), written chunk by chunk; a query
-    failing half-way still leaves one whole document (its rows so far), as _stream_rows does."""
-    names, readers = _unique(names), _readers(types)
+def _json_array(parts):
+    """One JSON array on stdout from `parts`, each some objects' text joined by commas (empty ones
+    skipped). Rows that fail half-way still leave one whole document (the rows written so far);
+    the error goes to stderr and the exit status says it failed."""
     click.echo("[", nl=False)
     first = True
     try:
-        for rows in chunks:
-            text = ",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
-                                       separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-                            for row in _cleaned(rows, readers))
-            click.echo(("" if first else ",") + text, nl=False)
-            first = False
+        for text in parts:
+            if text:
+                click.echo(("" if first else ",") + text, nl=False)
+                first = False
     finally:
         click.echo("]")
+
+
+def _write_json(names, types, chunks):
+    """DuckDB's rows as one JSON array of objects (pandas' `orient='records'`), chunk by chunk."""
+    names, readers = _unique(names), _readers(types)
+    _json_array(",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
+                                    separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                         for row in _cleaned(rows, readers)) for rows in chunks)
 
 
 def _stream_rows(result, fmt):
@@ -192,21 +198,11 @@ def _stream_rows(result, fmt):
     _print_messages(result)
     known = len(result.messages)
     if fmt == "json":
-        click.echo("[", nl=False)
-    wrote_rows = False
-    try:
+        _json_array(frame.to_json(orient="records", date_format="iso")[1:-1] for frame in result.batches()
+                    if len(frame))
+    else:
         for n, frame in enumerate(result.batches()):
-            if fmt == "csv":
-                click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
-            elif len(frame):
-                rows = frame.to_json(orient="records", date_format="iso")[1:-1]
-                click.echo(("," if wrote_rows else "") + rows, nl=False)
-                wrote_rows = True
-    finally:
-        # A chunk that fails half-way still leaves one whole JSON document on stdout (the rows
-        # written so far); the error goes to stderr and the exit status says it failed.
-        if fmt == "json":
-            click.echo("]")
+            click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
     for message in result.messages[known:]:
         click.echo(message, err=True)
 

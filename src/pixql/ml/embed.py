@@ -46,8 +46,7 @@ class Embedder:
         self.cache = EmbeddingCache.for_backbone(model, head, self.preprocessing, self.precision,
                                                  self.device) if cache else None
         self.model = fold_batchnorm(model) if fold else model
-        if self.device.type == "cpu":  # as PREDICT's network (ml/infer.py)
-            make_static(self.model, self.preprocessing["input_size"])
+        make_static(self.model, self.preprocessing["input_size"])  # as PREDICT's network (ml/infer.py)
         self.features = features
         self.transform = eval_transform(self.preprocessing)
         self.cache_hits = 0

@@ -130,10 +130,10 @@ class EmbeddingCache:
                 found = [i for i, d in enumerate(map(bytes, digests)) if wanted is None or d in wanted]
                 if not found:
                     return {}
-                if "embeddings" in f.keys():
-                    embeddings = f.get_tensor("embeddings")[found]
-                else:  # bf16 values kept as their upper 16 bits (see _write); only the rows wanted
-                    embeddings = _from_bf16(f.get_tensor("embeddings_bf16")[found])
+                name = _stored_name(f)
+                embeddings = f.get_tensor(name)[found]  # only the rows wanted
+                if name == "embeddings_bf16":  # bf16 values kept as their upper 16 bits (see _write)
+                    embeddings = _from_bf16(embeddings)
         except FileNotFoundError:  # merged away by another process meanwhile
             return {}
         except Exception as e:  # a damaged shard: drop it, recompute what it held
@@ -205,7 +205,7 @@ class EmbeddingCache:
         for shard in picked:
             try:
                 with safe_open(shard, framework="np") as f:
-                    name = "embeddings" if "embeddings" in f.keys() else "embeddings_bf16"
+                    name = _stored_name(f)
                     digests, values = f.get_tensor("digests"), f.get_tensor(name)
             except Exception:
                 continue
@@ -221,6 +221,11 @@ class EmbeddingCache:
             self._save({name: np.concatenate(values)}, np.concatenate(digests))
         for shard in merged:
             _remove(shard)
+
+
+def _stored_name(shard):
+    """The tensor an open shard keeps its values in: float32 `embeddings`, or `embeddings_bf16`."""
+    return "embeddings" if "embeddings" in shard.keys() else "embeddings_bf16"
 
 
 def _as_bf16(values):

@@ -66,8 +66,7 @@ class Classifier:
                     return  # no torch network to build
                 self._auto_onnx = state_dict
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
-        if self.device.type == "cpu":  # (on a GPU the padding's copy is cheap; not measured there)
-            make_static(self.model, self.preprocessing["input_size"])
+        make_static(self.model, self.preprocessing["input_size"])  # (on the CPU; ml/static_padding.py)
         self.forward = lambda model, x: self.task.probabilities(model(x))
 
     def _use_onnx(self, state_dict, export):

@@ -12,6 +12,10 @@ only ever meet zeros (the kernel's or the padding's), so nothing is copied and t
 the convolution's own. A batch of another size runs the original padding and kernel. The
 weights stay the original's Parameters, so this holds for training as for inference.
 
+Only on the CPU, where it was measured (BENCHMARKS.md); a network on a GPU keeps timm's padding
+(the pad's copy is cheap there, and cuDNN's speed for the wider kernels unmeasured). Fine-tuning
+keeps it too: the wider kernels' backward measured slower (0.76x a step).
+
 - `make_static(model, input_size)`: for good (a network loaded for inference only).
 - `static_padding(model, input_size)`: for the length of a `with` block; the original modules
   go back after.
@@ -91,7 +95,9 @@ def _input_sizes(model, input_size):
 
 
 def _swap(model, input_size):
-    """Replace each convertible conv; returns what to set back."""
+    """Replace each convertible conv of a network on the CPU; returns what to set back."""
+    if next(model.parameters()).device.type != "cpu":
+        return []
     sizes = _input_sizes(model, input_size)
     undo = []
     for parent in list(model.modules()):

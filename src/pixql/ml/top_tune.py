@@ -104,7 +104,7 @@ def tune(run, lr, from_model=False):
         return a.to(store), torch.tensor(targets, dtype=run.target_dtype)[rows]
 
     # the frozen part's batch norms inside its convolutions and its paddings static, for these passes
-    with folded(model), static_padding(model, run.pre["input_size"], device.type == "cpu"):
+    with folded(model), static_padding(model, run.pre["input_size"]):
         a, y = activations(run.paths, run.y, run.skipped, "activations (train)")
         if len(y) == 0:
             raise DataError("None of the training images could be read")

@@ -263,7 +263,7 @@ class _Run:
 
         digests = [file_digest(p) for p in self.paths] if cache is not None else None
         # the frozen backbone's batch norms folded and its 'SAME' paddings static, for the embedding passes
-        with folded(self.model), static_padding(self.model, self.pre["input_size"], self.device.type == "cpu"):
+        with folded(self.model), static_padding(self.model, self.pre["input_size"]):
             feats, rows = embed(self.paths, self.skipped, "embeddings (train)", digests)
             y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
             if len(y) == 0:
