@@ -37,6 +37,8 @@ CV_MAX_ROWS = 8000
 # Below this many rows a fold says little; the weakest penalty that won on real photos is used.
 CV_MIN_ROWS = 30
 DEFAULT_MULTIPLE = 30.0
+# L-BFGS-B's stopping tolerances (on the relative fall of the loss, and the largest gradient).
+FTOL, GTOL = 1e-8, 1e-7
 
 
 class LogisticHead:
@@ -70,7 +72,7 @@ class LogisticHead:
         with _one_thread(_lbfgs_blas()):
             result = minimize(objective, self.x, jac=True, method="L-BFGS-B",
                               options={"maxiter": self.steps, "maxfun": self.steps * 5 // 4, "maxcor": 10,
-                                       "gtol": 1e-7, "ftol": 1e-10})
+                                       "gtol": GTOL, "ftol": FTOL})
         self.x = result.x
         return self
 
