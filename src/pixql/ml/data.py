@@ -30,9 +30,11 @@ def preprocessing_for(model, image_size=None):
 
 
 def eval_transform(pre):
+    """timm's eval transform for `pre`, its resize and centre crop done as one (ResizeCrop)."""
     from timm.data import create_transform
+    from torchvision import transforms as T
 
-    return create_transform(
+    steps = create_transform(
         input_size=tuple(pre["input_size"]),
         is_training=False,
         interpolation=pre["interpolation"],
@@ -40,7 +42,58 @@ def eval_transform(pre):
         std=tuple(pre["std"]),
         crop_pct=pre["crop_pct"],
         crop_mode=pre.get("crop_mode") or "center",
-    )
+    ).transforms
+    if len(steps) > 2 and ResizeCrop.applies(*steps[:2]):
+        steps = [ResizeCrop(*steps[:2])] + steps[2:]
+    return T.Compose(steps)
+
+
+class ResizeCrop:
+    """torchvision's `Resize(short side)` then `CenterCrop`, as timm's eval transform does them,
+    in one PIL resize of the crop's region (`box`): the pixels that the crop throws away (a
+    quarter of a square photo's, more of a portrait's) are never resampled. End to end PREDICT
+    ran 1.11x (200 px cats and dogs) and 1.16x (400x533 clothing) faster (BENCHMARKS.md).
+
+    The same pixels on square photos; on others PIL takes the box in float32, so a pixel may
+    differ by a level or two (a few by up to ~12), and probabilities by at most 0.06 on the
+    photo sets, less than bf16's own 0.09-0.13. Tensors, and crops larger than the resized
+    photo (which CenterCrop pads), go through the original two steps."""
+
+    FILTERS = ("bilinear", "bicubic")
+
+    def __init__(self, resize, crop):
+        from torchvision.transforms.functional import pil_modes_mapping
+
+        self.resize, self.crop = resize, crop
+        self.short = resize.size if isinstance(resize.size, int) else resize.size[0]
+        self.height, self.width = crop.size
+        self.resample = pil_modes_mapping[resize.interpolation]
+
+    @classmethod
+    def applies(cls, resize, crop):
+        from torchvision import transforms as T
+
+        return (type(resize) is T.Resize and type(crop) is T.CenterCrop and resize.max_size is None
+                and (isinstance(resize.size, int) or len(resize.size) == 1)
+                and resize.interpolation.value in cls.FILTERS)
+
+    def __call__(self, img):
+        from PIL import Image
+
+        if not isinstance(img, Image.Image):
+            return self.crop(self.resize(img))
+        w, h = img.size
+        # torchvision's rule for Resize(int): the short side to `short`, the long one truncated
+        new_w, new_h = (self.short, int(self.short * h / w)) if w <= h else (int(self.short * w / h), self.short)
+        if new_w < self.width or new_h < self.height:
+            return self.crop(self.resize(img))
+        top, left = int(round((new_h - self.height) / 2.0)), int(round((new_w - self.width) / 2.0))
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + self.width) * sx, (top + self.height) * sy)
+        return img.resize((self.width, self.height), self.resample, box=box)
+
+    def __repr__(self):
+        return f"ResizeCrop({self.resize!r}, {self.crop!r})"
 
 
 def train_transform(pre, augment):
