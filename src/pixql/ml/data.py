@@ -51,12 +51,12 @@ def eval_transform(pre):
 class ResizeCrop:
     """torchvision's `Resize(short side)` then `CenterCrop`, as timm's eval transform does them,
     in one PIL resize of the crop's region (`box`): the pixels that the crop throws away (a
-    quarter of a square photo's, more of a portrait's) are never resampled. End to end PREDICT
-    ran 1.11x (200 px cats and dogs) and 1.16x (400x533 clothing) faster (BENCHMARKS.md).
+    quarter of a square photo's, more of a portrait's) are never resampled: the step took 0.6-0.7x
+    its time, and PREDICT ran 1.06-1.07x faster end to end (bench/resize_crop.py).
 
     The same pixels on square photos; on others PIL takes the box in float32, so a pixel may
-    differ by a level or two (a few by up to ~12), and probabilities by at most 0.06 on the
-    photo sets, less than bf16's own 0.09-0.13. Tensors, and crops larger than the resized
+    differ by a level or two (a few by up to ~12), and probabilities by at most 0.03-0.06 on the
+    photo sets, less than bf16's own 0.07-0.13. Tensors, and crops larger than the resized
     photo (which CenterCrop pads), go through the original two steps."""
 
     FILTERS = ("bilinear", "bicubic")
