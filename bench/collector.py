@@ -1,5 +1,5 @@
 """The terminal's garbage-collector settings (cli.quiet_collector) against Python's defaults, in
-fresh `pixql -c` processes, alternated.
+fresh `pixql -c` processes, alternated (each side first in every other repeat).
 
     python bench/collector.py --data DIR [--repeats 3]
 
@@ -76,9 +76,9 @@ def main():
                       "linear BUILD, torch-free shortcut": build,
                       "PREDICT, 200 photos": "PREDICT USING b AS SELECT * FROM h200"}
         cells = {(name, side): [] for name in statements for side in ("default", "pixql")}
-        for _ in range(args.repeats):
+        for r in range(args.repeats):
             for name, sql in statements.items():
-                for side in ("default", "pixql"):
+                for side in ("default", "pixql")[::1 if r % 2 == 0 else -1]:  # each side first in turn
                     if "torch imported" in name:
                         shutil.rmtree(os.path.join(cache, "linear"), ignore_errors=True)
                     cells[name, side].append(run(side, db, sql, env))

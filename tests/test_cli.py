@@ -210,3 +210,24 @@ def test_the_terminals_collector_still_frees_cycles_in_a_long_run(tmp_path):
     early, half, young = map(int, out.stdout.split())
     assert young > 700  # the terminal's setting, not Python's default
     assert early < half // 4  # cycles from the first half of the run were collected without gc.collect()
+
+
+def test_the_pixql_command_sets_the_collector_and_freezes_the_heap_at_exit(tmp_path):
+    # What `pixql` itself runs (cli.main): an exit hook registered before main runs after main's
+    # own hooks, so it sees the threshold main set and the heap frozen at exit.
+    import subprocess
+    import sys
+
+    script = ("import atexit, gc, sys\n"
+              "atexit.register(lambda: print('GC', gc.get_threshold()[0], gc.get_freeze_count(), file=sys.stderr))\n"
+              "from pixql import cli\n"
+              "sys.argv = ['pixql', '--db', sys.argv[1], '--format', 'csv', '-c', 'SELECT 41 + 1 AS answer']\n"
+              "cli.main()\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t.duckdb")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "answer\n42" in out.stdout
+    _, young, frozen = next(line for line in out.stderr.splitlines() if line.startswith("GC ")).split()
+    from pixql.cli import YOUNG_THRESHOLD
+
+    assert int(young) == YOUNG_THRESHOLD and int(frozen) > 10_000

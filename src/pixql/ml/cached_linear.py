@@ -17,8 +17,8 @@ The shortcut key hashes, without torch, everything the first run's choices depen
 the options that pick its weights, size, device, precision and batch, the versions of pixql,
 torch and timm, the weights file (path, size, modification time), and this machine (its CPU
 flags, which decide bf16; whether an NVIDIA driver is loaded and its GPUs' models;
-CUDA_VISIBLE_DEVICES; PIXQL_DECODE), and the embedding cache's format and torchvision's version,
-which its own key holds.
+CUDA_VISIBLE_DEVICES; PIXQL_DECODE), and the embedding cache's format and the versions of
+torchvision and Pillow, which its own key holds.
 Any miss (no shortcut yet, an image not cached or not readable, a damaged file) takes the usual
 way, which then writes the shortcut. The folder is safe to delete at any time.
 """
@@ -158,7 +158,7 @@ def _folder(config):
         "weights": [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns],
         "options": {k: getattr(config, k) for k in ("image_size", "device", "precision", "batch_size")},
         # what the embedding cache's own key holds beside the weights (ml/embedding_cache.backbone_key)
-        "versions": {p: _version(p) for p in ("torch", "torchvision", "timm", "safetensors")}
+        "versions": {p: _version(p) for p in ("torch", "torchvision", "timm", "safetensors", "pillow")}
         | {"pixql": pixql.__version__, "embedding_cache": EMBEDDING_FORMAT},
         "machine": _machine(),
     }

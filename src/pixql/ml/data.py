@@ -51,15 +51,18 @@ def eval_transform(pre):
 class ResizeCrop:
     """torchvision's `Resize(short side)` then `CenterCrop`, as timm's eval transform does them,
     in one PIL resize of the crop's region (`box`): the pixels that the crop throws away (a
-    quarter of a square photo's, more of a portrait's) are never resampled: the step took 0.6-0.7x
-    its time, and PREDICT ran 1.06-1.07x faster end to end (bench/resize_crop.py).
+    quarter of a square photo's, more of a portrait's) are never resampled: the step took
+    0.6-0.75x its time, and PREDICT ran 1.06-1.07x faster end to end on three photo sets of four
+    (bench/resize_crop.py; flowers5's 128 px photos gain too little to see).
 
-    The same pixels on square photos; on others PIL takes the box in float32, so a pixel may
-    differ by a level or two (a few by up to ~12), and probabilities by at most 0.03-0.06 on the
-    photo sets, less than bf16's own 0.07-0.13. Tensors, and crops larger than the resized
-    photo (which CenterCrop pads), go through the original two steps."""
+    The region plus the filter's reach is cut out first: resizing a box of a whole portrait,
+    Pillow chose its vertical pass first (it judges by the whole image), whose 8-bit rounding
+    between the passes moved pixels by up to ~20 levels. Cut first, the same pixels as timm's
+    when the resized side is 256 and the photo square; otherwise within a level or two (PIL
+    takes the box's corners in float32). Tensors, and crops larger than the resized photo
+    (which CenterCrop pads), go through the original two steps."""
 
-    FILTERS = ("bilinear", "bicubic")
+    REACH = {"bilinear": 1.0, "bicubic": 2.0}  # the filters' support, in output pixels
 
     def __init__(self, resize, crop):
         from torchvision.transforms.functional import pil_modes_mapping
@@ -68,6 +71,7 @@ class ResizeCrop:
         self.short = resize.size if isinstance(resize.size, int) else resize.size[0]
         self.height, self.width = crop.size
         self.resample = pil_modes_mapping[resize.interpolation]
+        self.reach = self.REACH[resize.interpolation.value]
 
     @classmethod
     def applies(cls, resize, crop):
@@ -75,7 +79,7 @@ class ResizeCrop:
 
         return (type(resize) is T.Resize and type(crop) is T.CenterCrop and resize.max_size is None
                 and (isinstance(resize.size, int) or len(resize.size) == 1)
-                and resize.interpolation.value in cls.FILTERS)
+                and resize.interpolation.value in cls.REACH)
 
     def __call__(self, img):
         from PIL import Image
@@ -89,8 +93,12 @@ class ResizeCrop:
             return self.crop(self.resize(img))
         top, left = int(round((new_h - self.height) / 2.0)), int(round((new_w - self.width) / 2.0))
         sx, sy = w / new_w, h / new_h
-        box = (left * sx, top * sy, (left + self.width) * sx, (top + self.height) * sy)
-        return img.resize((self.width, self.height), self.resample, box=box)
+        x0, y0, x1, y1 = left * sx, top * sy, (left + self.width) * sx, (top + self.height) * sy
+        margin = math.ceil(self.reach * max(sx, sy, 1.0)) + 1  # source pixels the filter reads past the box
+        cx0, cy0 = max(0, math.floor(x0) - margin), max(0, math.floor(y0) - margin)
+        cx1, cy1 = min(w, math.ceil(x1) + margin), min(h, math.ceil(y1) + margin)
+        region = img.crop((cx0, cy0, cx1, cy1))
+        return region.resize((self.width, self.height), self.resample, box=(x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0))
 
     def __repr__(self):
         return f"ResizeCrop({self.resize!r}, {self.crop!r})"

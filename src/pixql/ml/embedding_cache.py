@@ -4,7 +4,7 @@ skips the network (SPEC section 2, "Caches").
 Layout: `<PIXQL_CACHE>/embeddings/<backbone key>/<shard>.safetensors`. The backbone key hashes
 everything an embedding depends on besides the image: the backbone's weights (every tensor of
 the state dict but the head), the preprocessing, the precision, device type and decoder, and the
-versions of pixql, torch and timm. A shard holds `digests` (uint8 [n, 16], blake2b of each
+versions of pixql, torch, timm, torchvision and Pillow. A shard holds `digests` (uint8 [n, 16], blake2b of each
 image file's bytes) and `embeddings` (float32 [n, ...]; `embeddings_bf16`, uint16, when every
 value is a bf16 one: their upper halves); each BUILD that computed something adds one shard,
 and from MAX_SHARDS on a write first folds the smallest together (up to MERGE_BYTES).
@@ -71,15 +71,20 @@ def backbone_key(model, head, preprocessing, precision, device, output=None, nam
     kept, when not the pre-logits features (train_mode='top' keeps the frozen part's
     activations); `names`: only the weights whose state-dict names it accepts count (the frozen
     part's, so that a tuned top does not change the key)."""
+    import PIL
     import timm
     import torch
+    import torchvision
 
     import pixql
     from pixql.ml.device_decode import decoding
 
     h = hashlib.blake2b(digest_size=16)
+    # Pillow and torchvision decode and resize: their versions can move pixels (Pillow's order of
+    # resampling passes changed in 13)
     recipe = {"format": FORMAT, "pixql": pixql.__version__, "torch": torch.__version__,
-              "timm": timm.__version__, "arch": type(model).__name__, "preprocessing": preprocessing,
+              "timm": timm.__version__, "torchvision": torchvision.__version__, "pillow": PIL.__version__,
+              "arch": type(model).__name__, "preprocessing": preprocessing,
               "precision": precision, "device": torch.device(device).type,
               "decoding": decoding(preprocessing, device)}
     if output is not None:  # what is kept, when not the pre-logits (linear's, CONVERT's)
