@@ -4,7 +4,9 @@
 
     <path>                        the graph: float32 NCHW images in, class probabilities out
     <path less .onnx>.preprocessing.json
-                                  how to feed it, exactly as pixql does (`sidecar_path`)
+                                  how to feed it, as pixql does (`sidecar_path`): timm's eval
+                                  transform for these values gives pixql's pixels to within a grey
+                                  level (pixql resizes only the crop's region: data.ResizeCrop)
 
 The graph's input `image` is a batch [N, 3, H, W] (N free) already resized, cropped and
 normalised as `preprocessing` says; its output `probabilities` is [N, n_classes]: softmax,
