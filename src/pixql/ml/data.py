@@ -51,9 +51,8 @@ def eval_transform(pre):
 class ResizeCrop:
     """torchvision's `Resize(short side)` then `CenterCrop`, as timm's eval transform does them,
     in one PIL resize of the crop's region (`box`): the pixels that the crop throws away (a
-    quarter of a square photo's, more of a portrait's) are never resampled: the step took
-    0.6-0.75x its time, and PREDICT ran 1.06-1.07x faster end to end on three photo sets of four
-    (bench/resize_crop.py; flowers5's 128 px photos gain too little to see).
+    quarter of a square photo's, more of a portrait's) are never resampled: the step takes
+    0.6-0.8x its time, 1 ms a photo less on 400x533 photos (bench/resize_crop.py).
 
     The region plus the filter's reach is cut out first: resizing a box of a whole portrait,
     Pillow chose its vertical pass first (it judges by the whole image), whose 8-bit rounding
@@ -62,7 +61,7 @@ class ResizeCrop:
     takes the box's corners in float32). Tensors, and crops larger than the resized photo
     (which CenterCrop pads), go through the original two steps."""
 
-    REACH = {"bilinear": 1.0, "bicubic": 2.0}  # the filters' support, in output pixels
+    REACH = {"bilinear": 1.0, "bicubic": 2.0}  # the filters' support (source pixels, times the scale when shrinking)
 
     def __init__(self, resize, crop):
         from torchvision.transforms.functional import pil_modes_mapping

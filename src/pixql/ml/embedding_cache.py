@@ -4,9 +4,9 @@ skips the network (SPEC section 2, "Caches").
 Layout: `<PIXQL_CACHE>/embeddings/<backbone key>/<shard>.safetensors`. The backbone key hashes
 everything an embedding depends on besides the image: the backbone's weights (every tensor of
 the state dict but the head), the preprocessing, the precision, device type and decoder, and the
-versions of pixql, torch, timm, torchvision and Pillow. A shard holds `digests` (uint8 [n, 16], blake2b of each
-image file's bytes) and `embeddings` (float32 [n, ...]; `embeddings_bf16`, uint16, when every
-value is a bf16 one: their upper halves); each BUILD that computed something adds one shard,
+versions of pixql, torch, timm, torchvision and Pillow. A shard holds `digests` (uint8 [n, 16],
+blake2b of each image file's bytes) and `embeddings` (float32 [n, ...]; `embeddings_bf16`,
+uint16, when every value is a bf16 one: their upper halves); each BUILD that computed something adds one shard,
 and from MAX_SHARDS on a write first folds the smallest together (up to MERGE_BYTES).
 train_mode='top' keeps its frozen part's activations ([n, 192, 7, 7] for Lite0) the same way,
 under a key of their own. Entries are keyed by content, so an image file that changes gets a new digest
