@@ -6,8 +6,11 @@ so that every statement picks the column and reports a missing or unreadable ima
 
 import contextlib
 
+import numpy as np
+
 from pixql import ingest
 from pixql.errors import DataError
+from pixql.query_rows import is_null
 
 
 def find_column(frame, name, option, what):
@@ -35,22 +38,25 @@ def pick_image_col(frame, image_col, what):
 
 
 def missing_paths(column):
-    """Boolean mask of a path column's NULL and empty (or blank) values: rows without an image."""
-    return column.isna() | column.map(lambda v: isinstance(v, str) and not v.strip())
+    """Boolean array over a path column (a pandas Series or a list) of its NULL and empty (or
+    blank) values: rows without an image."""
+    return np.fromiter((is_null(v) or (isinstance(v, str) and not v.strip()) for v in column), dtype=bool,
+                       count=len(column))
 
 
 def _holds_paths(column):
     """Most of the column's values are text naming an image file. Read from the values, not the
     pandas dtype: DuckDB's VARCHAR arrives as `object` in pandas 2 and as `str` in pandas 3."""
-    values = column.dropna()
-    if not len(values) or not all(isinstance(v, str) for v in values):
+    values = [v for v in column if not is_null(v)]
+    if not values or not all(isinstance(v, str) for v in values):
         return False
-    return values.str.lower().str.endswith(ingest.IMAGE_EXTENSIONS).mean() > 0.5
+    return sum(v.lower().endswith(ingest.IMAGE_EXTENSIONS) for v in values) > 0.5 * len(values)
 
 
 def check_image_paths(frame, image_col, what):
-    """A NULL or empty path is an error naming its rows (1-based, as a user counts the query's rows)."""
-    nulls = frame.index[missing_paths(frame[image_col])].tolist()
+    """A NULL or empty path is an error naming its rows (1-based, as a user counts the query's rows).
+    `frame`: a DataFrame or QueryRows (query_rows.py)."""
+    nulls = [int(i) for i, gone in zip(frame.index, missing_paths(frame[image_col])) if gone]
     if nulls:
         shown = ", ".join(str(i + 1) for i in nulls[:5])
         raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}): "

@@ -25,8 +25,8 @@ def _duckdb_errors(statement, cause=None):
 
 class Result:
     """Rows from DuckDB (a lazy query, or the rows a statement returned), from pixql (a pandas
-    DataFrame), or streamed by pixql (an iterator of DataFrames: a PREDICT over many rows
-    computes them batch by batch).
+    DataFrame, or a small table of plain values: `columns`), or streamed by pixql (an iterator
+    of DataFrames: a PREDICT over many rows computes them batch by batch).
 
     A lazy query (a script's final SELECT) keeps DuckDB's relation for its columns and for
     streaming (`fetch_record_batch()`), and `query`, its text as written, which `df()` and
@@ -34,6 +34,8 @@ class Result:
     A statement DuckDB ran already (an INSERT ... RETURNING, EXECUTE, a SELECT that is not the
     script's last) keeps DuckDB's own rows (`rows`) and column names (`names`); `quiet`: they
     are only its change count or 'Success', which front ends do not show (like DuckDB's shell).
+    A small table (`columns`: {column: [values]}, a BUILD's or a COPY's one row) becomes a
+    DataFrame only when asked for one: a terminal prints it through DuckDB, without pandas.
 
     `.df()`, `.arrow()`, `.fetchall()`, `.fetchone()` and `.columns` behave like
     DuckDB's relation methods. `.image` is a PIL image for PRINT IMAGE;
@@ -45,7 +47,7 @@ class Result:
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
                  stream=None, cause=None, figures=None, query=None, connection=None, rows=None, names=None,
-                 types=None, quiet=False):
+                 types=None, quiet=False, columns=None):
         self.statement = statement
         self._relation = relation
         self._query, self._connection = query, connection  # run by df()/fetchall(), as execute() would
@@ -54,6 +56,7 @@ class Result:
         self.quiet = quiet
         self._cause = cause  # the relation's pixql error behind a DuckDB error (see _duckdb_errors)
         self._frame = frame
+        self._columns = columns  # {column: [values]}: the frame it stands for, made when asked for
         self._stream = stream  # iterator of DataFrames, consumed once
         self._streamed = False
         self.image = image
@@ -64,7 +67,7 @@ class Result:
     @property
     def has_rows(self):
         return (self._relation is not None or self._frame is not None or self._stream is not None
-                or self._rows is not None)
+                or self._rows is not None or self._columns is not None)
 
     @property
     def shows_rows(self):
@@ -102,6 +105,10 @@ class Result:
 
             stream, self._stream = self._stream, None
             self._frame = pd.concat(list(stream), ignore_index=True)
+        if self._columns is not None and self._frame is None:
+            import pandas as pd
+
+            self._frame = pd.DataFrame(self._columns)
         if self._frame is not None:
             return self._frame.copy()
         if self._streamed:
@@ -156,6 +163,9 @@ class Result:
         needs no pandas."""
         if self._rows is not None:
             return list(self._names), list(self._types or [None] * len(self._names)), iter([list(self._rows)])
+        if self._columns is not None:
+            table = _plain_table(self._columns)
+            return None if table is None else (table[0], table[1], iter([table[2]]))
         if self._relation is None:
             return None
         if self._query is None:
@@ -185,6 +195,8 @@ class Result:
             return list(self._relation.columns)
         if self._rows is not None:
             return list(self._names)
+        if self._columns is not None:
+            return list(self._columns)
         if self._stream is not None:
             self.df()
         return [] if self._frame is None else list(self._frame.columns)
@@ -192,6 +204,8 @@ class Result:
     def __len__(self):
         if self._relation is not None or self._rows is not None:
             return len(self.fetchall())
+        if self._columns is not None:
+            return max((len(values) for values in self._columns.values()), default=0)
         if self._stream is not None:
             self.df()
         return 0 if self._frame is None else len(self._frame)
@@ -206,6 +220,10 @@ class Result:
             with _duckdb_errors(self.statement, self._cause):
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 return _shown(relation, max_rows, max_width, max_col_width)
+        table = _plain_table(self._columns) if self._columns is not None else None
+        if table is not None and len(table[2]) <= VALUES_ROWS:
+            with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' way below
+                return _shown(_values_relation(*table), max_rows, max_width, max_col_width)
         frame = self.df()
         try:
             return _shown(duckdb.from_df(frame), max_rows, max_width, max_col_width)
@@ -219,6 +237,64 @@ class Result:
 
     def _repr_html_(self):
         return self.df().to_html(index=False, max_rows=40) if self.has_rows else None
+
+
+# A small table's rows printed through one VALUES query (its values as parameters); longer ones
+# through pandas, as before.
+VALUES_ROWS = 1000
+
+
+# numpy's scalars that pandas types as Python's own; any other (float32, int32, ...) gets a
+# column type of its own in pandas, and such a table is printed through pandas.
+_AS_PYTHON = {"float64": float, "int64": int, "bool": bool}
+_OTHER = object()
+
+
+def _plain(value):
+    if type(value).__module__ == "numpy":
+        to = _AS_PYTHON.get(type(value).__name__)
+        return _OTHER if to is None else to(value)
+    return None if isinstance(value, float) and value != value else value  # NaN as NULL, as pandas'
+
+
+def _plain_table(columns):
+    """(names, DuckDB types, rows) of {column: [values]} when each column holds text, whole
+    numbers, numbers or booleans (and NULLs), typed as pandas types such a column (whole numbers
+    with a NULL or a fraction among them are DOUBLE); else None."""
+    names, types, values = [], [], []
+    for name, column in columns.items():
+        column = [_plain(v) for v in column]
+        kinds = {type(v) for v in column if v is not None}
+        if not kinds:
+            kind = "NULL"
+        elif kinds == {bool}:
+            kind = "BOOLEAN"
+        elif kinds == {int} and None not in column:
+            kind = "BIGINT"
+        elif kinds <= {int, float}:
+            kind, column = "DOUBLE", [None if v is None else float(v) for v in column]
+        elif kinds == {str}:
+            kind = "VARCHAR"
+        else:  # lists, dicts, dates, numpy's other scalars, mixed kinds
+            return None
+        names.append(str(name))
+        types.append(kind)
+        values.append(column)
+    return names, types, list(zip(*values))
+
+
+def _values_relation(names, types, rows):
+    """A DuckDB relation of `rows`: one VALUES query, the values its parameters (never its text)."""
+    import duckdb
+
+    quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
+    cells = ", ".join("NULL" if kind == "NULL" else f"?::{kind}" for kind in types)
+    params = [v for row in rows for v, kind in zip(row, types) if kind != "NULL"]
+    if not rows:  # the columns with their types, no rows
+        cells = ", ".join("NULL" if kind == "NULL" else f"NULL::{kind}" for kind in types)
+        return duckdb.sql(f"SELECT * FROM (VALUES ({cells})) AS t({quoted}) LIMIT 0")
+    values = ", ".join(f"({cells})" for _ in rows)
+    return duckdb.sql(f"SELECT * FROM (VALUES {values}) AS t({quoted})", params=params)
 
 
 def _shown(relation, max_rows, max_width, max_col_width):

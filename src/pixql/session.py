@@ -121,6 +121,21 @@ class Session:
         `option`: the query is that option's value, and must be exactly one read-only query
         (a value never runs more than the one thing it names). `wrap`: SQL around the query,
         which stands at its `{query}`; `params`: values for its `?` (never spliced into the text)."""
+        def fetch(sql):
+            if wrap is not None:
+                return self.duckdb.execute(wrap.replace("{query}", sql), params or []).df()
+            return self.duckdb.sql(sql).df()
+
+        return self._query(statement, query, what, option, fetch)
+
+    def query_rows(self, statement, query=None, what="query", option=None):
+        """The rows of `query` as QueryRows (query_rows.py: DuckDB's values, no pandas), checked
+        as query_frame checks them."""
+        from pixql.query_rows import QueryRows
+
+        return self._query(statement, query, what, option, lambda sql: QueryRows.of_relation(self.duckdb.sql(sql)))
+
+    def _query(self, statement, query, what, option, fetch):
         import duckdb
 
         where = (statement.query_line, statement.query_col) if query is None else (statement.line, 1)
@@ -131,9 +146,7 @@ class Session:
             self.check_one_query(query, option)
         with self.nested(statement.query if query is None else query, *where) as (sql, _):
             try:
-                if wrap is not None:
-                    return self.duckdb.execute(wrap.replace("{query}", sql), params or []).df()
-                return self.duckdb.sql(sql).df()
+                return fetch(sql)
             except duckdb.Error as exc:
                 raise self.error(exc, what) from exc
             except AttributeError:  # sql() returned None: not a query

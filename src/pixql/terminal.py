@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from pixql.errors import PixqlError
+from pixql.query_rows import unique_names
 
 FORMATS = ("table", "csv", "json")
 TABLE_ROWS = 100  # a longer result shows its first and last 50 (and its row count), as DuckDB's shell
@@ -93,20 +94,6 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
     _write_figures(result, fmt, out_dir, open_image, plot)
 
 
-def _unique(names):
-    """Column names made unique as DuckDB's `df()` makes them ('a', 'a_1'): a JSON object or a
-    CSV header must not lose a column to its namesake."""
-    seen, out = set(), []
-    for name in names:
-        unique, k = name, 0
-        while unique in seen:
-            k += 1
-            unique = f"{name}_{k}"
-        seen.add(unique)
-        out.append(unique)
-    return out
-
-
 def _float32(value):
     """A REAL (float32) value as its shortest text, not its double's (0.1, not 0.10000000149011612)."""
     if isinstance(value, float):
@@ -149,7 +136,7 @@ def _write_csv(names, types, chunks):
     """CSV as pandas' `to_csv(index=False)` writes it: one header, minimal quoting, NULL empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(_unique(names))
+    writer.writerow(unique_names(names))
     readers = _readers(types)
     for rows in chunks:
         writer.writerows([_csv_value(v) for v in row] for row in _cleaned(rows, readers))
@@ -186,7 +173,7 @@ def _json_array(parts):
 
 def _write_json(names, types, chunks):
     """DuckDB's rows as one JSON array of objects (pandas' `orient='records'`), chunk by chunk."""
-    names, readers = _unique(names), _readers(types)
+    names, readers = unique_names(names), _readers(types)
     _json_array(",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
                                     separators=(",", ":"), ensure_ascii=False, allow_nan=False)
                          for row in _cleaned(rows, readers)) for rows in chunks)

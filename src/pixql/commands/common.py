@@ -9,10 +9,8 @@ from pixql.result import Result
 
 
 def frame_result(statement, columns, messages=None):
-    """A Result of one small frame given as {column: [values]}."""
-    import pandas as pd
-
-    return Result(statement, frame=pd.DataFrame(columns), messages=messages)
+    """A Result of one small frame given as {column: [values]} (a DataFrame once asked for one)."""
+    return Result(statement, columns=columns, messages=messages)
 
 
 def shown(items, n=10):
@@ -93,7 +91,7 @@ def each_image(compute, frame, image_col, resolved, reader=None):
         if not skip:
             check_image_paths(frame, image_col, "the query")
             return compute(items, "fail"), np.ones(len(frame), dtype=bool)
-        present = (~missing_paths(frame[image_col])).to_numpy().copy()
+        present = ~missing_paths(frame[image_col])
         present[bad] = False
         if not present.any():
             return None, present
@@ -139,7 +137,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
     def answered(frame, bar=None):
         out, unread, paths = answer(frame, bar)
         no_path = missing_paths(paths)
-        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if no_path.iloc[i] else str(paths.iloc[i]))
+        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if no_path[i] else str(paths.iloc[i]))
                       for i in unread)
         return out
 

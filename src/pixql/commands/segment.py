@@ -50,7 +50,7 @@ def run(engine, statement):
         check_image_paths(frame, image_col, "the query")
     reader = regions.RegionReader(dict(resolved, mask_col=None, background="keep"))
     items, bad = reader.items(frame, image_col)
-    no_path = missing_paths(frame[image_col]).to_numpy()
+    no_path = missing_paths(frame[image_col])
     model = segmenter(method, resolved["weights"], resolved["device"])
     photos = {}  # path -> positions of its rows, so that each photo is read once
     for pos, item in enumerate(items):

@@ -87,30 +87,30 @@ def fit(engine, statement):
                   init=(manifest, state))
 
 
-def labelled_rows(frame, resolved, task, what, classes=None, reader=None):
+def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
     """(images, labels, image_col, label_col, NULL labels left out, query rows (1-based) left out
     for having no image path or an unusable box: only with on_error='skip', else that is an
-    error). Labels are read by the task, spelled as `classes` (a model trained further) spells
-    them; images are paths, or regions through `reader` (regions.RegionReader)."""
-    image_col = pick_image_col(frame, resolved["image_col"], what)
-    label_col = find_column(frame, resolved["label_col"], "label_col", what)
+    error) of QueryRows `rows`. Labels are read by the task, spelled as `classes` (a model trained
+    further) spells them; images are paths, or regions through `reader` (regions.RegionReader)."""
+    image_col = pick_image_col(rows, resolved["image_col"], what)
+    label_col = find_column(rows, resolved["label_col"], "label_col", what)
     known = None if classes is None else set(classes)
-    labels = [task.label(v, known) for v in frame[label_col]]
+    labels = [task.label(v, known) for v in rows[label_col]]
     keep = [v is not None for v in labels]
     null_labels = len(keep) - sum(keep)
     if null_labels:
-        frame = frame[keep]
+        rows = rows.take(keep)
         labels = [v for v in labels if v is not None]
     no_path = []
     if resolved.get("on_error") == "skip":
-        missing = missing_paths(frame[image_col])
-        no_path = [i + 1 for i in frame.index[missing]]
+        missing = missing_paths(rows[image_col])
+        no_path = [i + 1 for i, gone in zip(rows.index, missing) if gone]
         labels = [v for v, gone in zip(labels, missing) if not gone]
-        frame = frame[~missing]
-    check_image_paths(frame, image_col, what)
-    items, bad = reader.items(frame, image_col) if reader is not None else (list(frame[image_col]), [])
+        rows = rows.take(~missing)
+    check_image_paths(rows, image_col, what)
+    items, bad = reader.items(rows, image_col) if reader is not None else (list(rows[image_col]), [])
     if bad:  # only with on_error='skip'
-        no_path += [int(frame.index[i]) + 1 for i in bad]
+        no_path += [int(rows.index[i]) + 1 for i in bad]
         items = [item for i, item in enumerate(items) if i not in set(bad)]
         labels = [label for i, label in enumerate(labels) if i not in set(bad)]
     return items, labels, image_col, label_col, null_labels, no_path
@@ -123,28 +123,28 @@ def _train(engine, statement, resolved, given, base, task, init):
 
     session = engine.session
     strategy = clusters.training_strategy(engine, resolved, statement.keyword)  # before any work
-    frame = session.query_frame(statement)
-    if len(frame) == 0:
+    rows = session.query_rows(statement)  # not a DataFrame: a cached linear BUILD needs no pandas
+    if len(rows) == 0:
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
     reader = regions.RegionReader(resolved)
     paths, labels, image_col, label_col, null_labels, no_path = labelled_rows(
-        frame, resolved, task, "the query", classes, reader)
+        rows, resolved, task, "the query", classes, reader)
     if not paths:
         raise DataError(f"every row has a NULL label in '{label_col}'"
                         f"{' or no image path' if no_path else ''}; nothing to train on")
 
     validation = resolved["validation"]
     val_paths = val_labels = None
-    sources = [("the query", frame, image_col)]  # where an unreadable image's row is looked up
+    sources = [("the query", rows, image_col)]  # where an unreadable image's row is looked up
     if isinstance(validation, str):
         query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
             else session.table_query(validation, "validation")
-        vframe = session.query_frame(statement, query, "validation query", option="validation")
+        vrows = session.query_rows(statement, query, "validation query", option="validation")
         val_paths, val_labels, *_ = labelled_rows(
-            vframe, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes,
+            vrows, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes,
             reader)
-        sources.append(("the validation query", vframe, image_col))
+        sources.append(("the validation query", vrows, image_col))
         validation = None
 
     # (FIT MODEL goes on in the source model's mode)

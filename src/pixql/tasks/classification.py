@@ -21,24 +21,13 @@ import numpy as np
 
 from pixql import metrics
 from pixql.errors import OptionError, TrainingError
+from pixql.query_rows import is_null
 
 SEPARATOR = "|"
 DEFAULT_THRESHOLD = 0.5
 
 
 # -- label cells -> class names --------------------------------------------------------------
-def is_null(value):
-    """None, NaN, pandas' NA/NaT; a list is never null."""
-    if value is None:
-        return True
-    if isinstance(value, (list, tuple, set, dict, np.ndarray)):
-        return False
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def label_string(value, classes=None):

@@ -202,7 +202,7 @@ def truth(frame, resolved, what, classes=None, unknown=None):
     skip = resolved.get("on_error") == "skip"
     left_out = []
     if skip:
-        gone = missing_paths(frame[image_col]).to_numpy()
+        gone = missing_paths(frame[image_col])
         left_out += [int(i) + 1 for i in frame.index[gone]]
         frame = frame[~gone]
     check_image_paths(frame, image_col, what)

@@ -1,0 +1,87 @@
+"""A query's rows by column as DuckDB's Python values, without pandas: what BUILD and FIT MODEL
+read of their queries (image paths, labels, boxes), and the one-row tables statements return.
+
+pandas takes ~0.3 s to import: a linear BUILD whose embeddings are all cached needs neither it
+nor torch (ml/cached_linear.py), so from a terminal it runs in about a second.
+"""
+
+import re
+import sys
+
+# Column types whose values DuckDB's fetchall() and its df() hand over alike for what BUILD reads
+# (text, numbers, booleans, lists and structs of them). Dates, times, decimals and the rest arrive
+# from df() as pandas' own types, whose text a class name was made from: those queries keep df().
+_NOT_PLAIN = re.compile(r"\b(DECIMAL|NUMERIC|DATE|TIME|TIMESTAMP\w*|INTERVAL|HUGEINT|UHUGEINT|BLOB|UUID|BIT|MAP"
+                        r"|UNION|VARINT|BIGNUM)\b", re.IGNORECASE)
+
+
+def is_null(value):
+    """None, NaN, pandas' NA and NaT; a list is never null."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, (str, bytes)) or hasattr(value, "__len__"):  # text, a list, an array, a struct
+        return False
+    pd = sys.modules.get("pandas")  # NA and NaT exist only where pandas is loaded: no import for them
+    if pd is not None:
+        try:
+            return bool(pd.isna(value))
+        except (TypeError, ValueError):  # an array
+            return False
+    try:
+        return bool(value != value)  # numpy's float32 NaN, Decimal('NaN')
+    except (TypeError, ValueError):
+        return False
+
+
+def unique_names(names):
+    """Column names made unique as DuckDB's `df()` makes them ('a', 'a_1')."""
+    seen, out = set(), []
+    for name in names:
+        unique, k = name, 0
+        while unique in seen:
+            k += 1
+            unique = f"{name}_{k}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
+class QueryRows:
+    """Columns by name (`rows[name]`: a list), `columns`, and `index`: each row's 0-based position
+    in the query, kept through `take()`, so that errors name the row a user counts."""
+
+    def __init__(self, columns, values, index=None):
+        self.columns = list(columns)
+        self._values = dict(zip(self.columns, (list(v) for v in values)))
+        n = len(values[0]) if len(values) else 0
+        self.index = list(range(n)) if index is None else list(index)
+
+    @classmethod
+    def of_relation(cls, relation):
+        """A DuckDB relation's rows; through its df() where a column's type is not plain (above)."""
+        if any(_NOT_PLAIN.search(str(kind)) for kind in relation.types):
+            return cls.of_frame(relation.df())
+        names = unique_names(relation.columns)
+        rows = relation.fetchall()
+        return cls(names, [list(col) for col in zip(*rows)] if rows else [[] for _ in names])
+
+    @classmethod
+    def of_frame(cls, frame):
+        return cls(list(frame.columns), [list(frame[c]) for c in frame.columns], list(frame.index))
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, column):
+        return self._values[column]
+
+    def __contains__(self, column):
+        return column in self._values
+
+    def take(self, keep):
+        """The rows where `keep` (one truth value per row) is true."""
+        positions = [i for i, k in enumerate(keep) if k]
+        return QueryRows(self.columns, [[self._values[c][i] for i in positions] for c in self.columns],
+                         [self.index[i] for i in positions])

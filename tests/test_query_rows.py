@@ -1,0 +1,125 @@
+"""A query's rows without pandas (query_rows.py) and small result tables printed without it
+(result.py): the same rows, labels, errors and printed text as through pandas."""
+
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pixql import terminal
+from pixql.commands.train import labelled_rows
+from pixql.errors import DataError
+from pixql.query_rows import QueryRows, is_null
+from pixql.regions import RegionReader
+from pixql.result import Result, _shown
+from pixql.tasks import for_build
+
+
+@pytest.fixture
+def con():
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
+def test_rows_by_column_keep_their_query_positions(con):
+    rows = QueryRows.of_relation(con.sql("SELECT * FROM (VALUES ('a.jpg', 1), ('b.jpg', NULL), ('c.jpg', 3)) "
+                                         "AS t(image, label)"))
+    assert rows.columns == ["image", "label"] and len(rows) == 3
+    assert rows["image"] == ["a.jpg", "b.jpg", "c.jpg"] and rows["label"] == [1, None, 3]
+    kept = rows.take([True, False, True])
+    assert kept["image"] == ["a.jpg", "c.jpg"] and kept.index == [0, 2] and "label" in kept
+    empty = QueryRows.of_relation(con.sql("SELECT 'x' AS image WHERE false"))
+    assert len(empty) == 0 and empty["image"] == []
+
+
+def test_column_names_are_made_unique_as_duckdb_df_makes_them(con):
+    relation = con.sql("SELECT 1 AS a, 2 AS a, 3 AS b")
+    assert QueryRows.of_relation(relation).columns == list(con.sql("SELECT 1 AS a, 2 AS a, 3 AS b").df().columns)
+
+
+def test_dates_and_decimals_come_through_pandas_as_before(con):
+    sql = "SELECT DATE '2024-01-02' AS d, 1.50::DECIMAL(4, 2) AS x, 'a.jpg' AS image"
+    rows = QueryRows.of_relation(con.sql(sql))
+    frame = con.sql(sql).df()
+    assert rows["d"] == list(frame["d"]) and rows["x"] == list(frame["x"])
+
+
+@pytest.mark.parametrize("sql_type, values", [
+    ("INTEGER", "1, NULL, 2, 1"),
+    ("DOUBLE", "1.0, 2.5, NULL, 1.0"),
+    ("BOOLEAN", "true, false, NULL, true"),
+    ("VARCHAR", "'cat', 'dog', NULL, 'cat'"),
+    ("FLOAT", "0.1, 0.2, NULL, 0.1"),
+])
+def test_labels_read_from_duckdb_values_are_the_classes_pandas_gave(con, sql_type, values):
+    # A model's class names were made from pandas' values: a later FIT MODEL or EVALUATE must meet
+    # the same spellings ('1', not '1.0'; 'true').
+    n = len(values.split(","))
+    sql = (f"SELECT 'p' || i || '.jpg' AS image, (list_value({values}))[i]::{sql_type} AS label "
+           f"FROM range(1, {n + 1}) r(i)")
+    task = for_build({})
+    resolved = {"image_col": None, "label_col": "label", "box_col": None}
+    ours = labelled_rows(QueryRows.of_relation(con.sql(sql)), resolved, task, "the query", reader=RegionReader({}))
+    pandas = labelled_rows(QueryRows.of_frame(con.sql(sql).df()), resolved, task, "the query",
+                           reader=RegionReader({}))
+    assert ours == pandas and ours[4] == 1  # the NULL label left out, counted
+
+
+def test_multi_label_lists_read_the_same_as_through_pandas(con):
+    sql = ("SELECT * FROM (VALUES ('a.jpg', ['red', 'blue']), ('b.jpg', []), ('c.jpg', ['red'])) "
+           "AS t(image, tags)")
+    task = for_build({"multi_label": True})
+    resolved = {"image_col": "image", "label_col": "tags", "box_col": None}
+    ours = labelled_rows(QueryRows.of_relation(con.sql(sql)), resolved, task, "the query")
+    pandas = labelled_rows(QueryRows.of_frame(con.sql(sql).df()), resolved, task, "the query")
+    assert ours == pandas
+
+
+def test_a_row_without_a_path_is_named_by_its_query_row(con):
+    sql = "SELECT * FROM (VALUES ('a.jpg', 'x'), (NULL, 'y'), ('  ', 'y'), ('d.jpg', NULL)) AS t(image, label)"
+    resolved = {"image_col": None, "label_col": "label", "box_col": None}
+    with pytest.raises(DataError) as err:
+        labelled_rows(QueryRows.of_relation(con.sql(sql)), resolved, for_build({}), "the query")
+    assert err.value.row == 2 and "(rows 2, 3)" in str(err.value)
+    skipped = labelled_rows(QueryRows.of_relation(con.sql(sql)), dict(resolved, on_error="skip"), for_build({}),
+                            "the query")
+    assert skipped[0] == ["a.jpg"] and skipped[4] == 1 and skipped[5] == [2, 3]
+
+
+def test_null_is_told_apart_without_pandas():
+    assert [is_null(v) for v in (None, float("nan"), np.float32("nan"), pd.NA, pd.NaT)] == [True] * 5
+    assert [is_null(v) for v in ("", "a", 0, 0.0, [], [None], np.array([np.nan]), {"x": None}, False)] == [False] * 9
+
+
+SMALL = {"model": ["m", "n"], "classes": [2, np.int64(3)], "l2": [0.015, np.float64(0.5)],
+         "metric": [None, None], "whole_and_not": [1, 2.5], "ok": [True, np.bool_(False)],
+         "maybe": [None, 4], "nan": [float("nan"), 1.5], "say": ["it's \"quoted\"", None]}
+
+
+def test_a_small_table_prints_as_its_dataframe_printed():
+    result = Result(columns=SMALL)
+    assert result.text(max_rows=40) == _shown(duckdb.from_df(pd.DataFrame(SMALL)), 40, None, None)
+    assert result.columns == list(SMALL) and len(result) == 2
+    pd.testing.assert_frame_equal(result.df(), pd.DataFrame(SMALL))
+
+
+def test_a_small_table_writes_the_csv_and_json_pandas_wrote(capsys):
+    terminal._write_csv(*Result(columns=SMALL).duckdb_rows())
+    assert capsys.readouterr().out == pd.DataFrame(SMALL).to_csv(index=False)
+    terminal._write_json(*Result(columns=SMALL).duckdb_rows())
+    ours = json.loads(capsys.readouterr().out)
+    assert ours == json.loads(pd.DataFrame(SMALL).to_json(orient="records"))
+
+
+def test_other_values_and_huge_numbers_still_print_through_pandas():
+    lists = Result(columns={"input_size": [[224, 224]], "model": ["m"]})
+    assert lists.duckdb_rows() is None and "224" in lists.text()
+    scores = Result(columns={"similarity": [np.float32(0.1), np.float32(0.25)]})  # pandas: a float32 column
+    assert scores.duckdb_rows() is None and "0.1 " in scores.text() and "float" in scores.text()
+    huge = Result(columns={"n": [2 ** 70]})
+    assert str(2 ** 70)[:6] in huge.text().replace(",", "") or "e+21" in huge.text()
+    empty = Result(columns={"a": [], "b": []})
+    assert empty.columns == ["a", "b"] and len(empty) == 0 and "a" in empty.text()
