@@ -7,9 +7,10 @@ DIR is the datasets folder (../shared/datasets). Each set's training split is co
 fresh database and built once with a fresh PIXQL_CACHE (every embedding computed: `first`).
 Then, alternating, fresh `pixql -c "BUILD ..."` processes: `usual` with the shortcut folder
 removed first (torch and timm imported, the network built, its weights hashed; the embeddings
-still from the cache), and `shortcut`. Each column is the median of `--repeats` runs: the
+still from the cache), `shortcut` (CSV out, as the other two), and the shortcut printing the
+default table. Each column is the median of `--repeats` runs: the
 process's wall time and the statement's own seconds. `SELECT 1` is the floor: starting Python,
-pixql and DuckDB.
+pixql and DuckDB (its modules compiled first, as an installed package's are).
 """
 
 import argparse
@@ -27,16 +28,16 @@ from accuracy import TASKS  # noqa: E402  (the sets and their splits, as `make a
 SETS = {"cats": "label", "fashion": "div_n"}
 
 
-def pixql(db, sql, env):
+def pixql(db, sql, env, fmt="csv"):
     """(wall seconds, the BUILD's own seconds or None) of one fresh process."""
-    command = [sys.executable, "-m", "pixql", "--db", db, "--format", "csv", "-c", sql]
+    command = [sys.executable, "-m", "pixql", "--db", db, "--format", fmt, "-c", sql]
     started = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     wall = time.perf_counter() - started
     if out.returncode != 0:
         sys.exit(f"{sql} failed:\n{out.stderr[-2000:]}")
     lines = out.stdout.strip().splitlines()
-    if "seconds" not in lines[0]:
+    if fmt != "csv" or "seconds" not in lines[0]:
         return wall, None
     header, values = lines[0].split(","), lines[-1].split(",")
     return wall, float(values[header.index("seconds")])
@@ -48,6 +49,12 @@ def main():
     ap.add_argument("--only", nargs="*", default=list(SETS))
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    # Bytecode for pixql's modules, as an installed package has it: where PYTHONDONTWRITEBYTECODE
+    # is set (as on this project's machines) every fresh process would compile them (~0.2 s).
+    import compileall
+    import importlib.util
+
+    compileall.compile_dir(os.path.dirname(importlib.util.find_spec("pixql").origin), quiet=1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder, csvs, image_col, _ in TASKS:
@@ -62,11 +69,12 @@ def main():
                      f"label_col='{label_col}', train_mode='linear', overwrite=true) AS SELECT * FROM t")
             first = pixql(db, build, env)
             floor = [pixql(db, "SELECT 1", env)[0] for _ in range(args.repeats)]
-            usual, shortcut = [], []
+            usual, shortcut, table = [], [], []
             for _ in range(args.repeats):
                 shutil.rmtree(os.path.join(cache, "linear"), ignore_errors=True)
                 usual.append(pixql(db, build, env))
                 shortcut.append(pixql(db, build, env))
+                table.append(pixql(db, build, env, fmt="table")[0])
             n = int(subprocess.run([sys.executable, "-m", "pixql", "--db", db, "--format", "csv", "-c",
                                     "SELECT count(*) FROM t"], capture_output=True, text=True, env=env)
                     .stdout.split()[-1])
@@ -78,13 +86,15 @@ def main():
                 return statistics.median(r[i] for r in runs)
 
             rows.append((name, label_col, n, classes, first, statistics.median(floor),
-                         (med(usual, 0), med(usual, 1)), (med(shortcut, 0), med(shortcut, 1))))
+                         (med(usual, 0), med(usual, 1)), (med(shortcut, 0), med(shortcut, 1)),
+                         statistics.median(table), (min(r[0] for r in shortcut), max(r[0] for r in shortcut))))
     print("| set, label | rows | classes | first BUILD wall / stmt s | SELECT 1 wall s | usual wall / stmt s "
-          "| shortcut wall / stmt s | speed-up (wall) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, label, n, classes, first, floor, usual, short in rows:
+          "| shortcut wall / stmt s (range of wall) | shortcut, table format, wall s | speed-up (wall) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, label, n, classes, first, floor, usual, short, table, spread in rows:
         print(f"| {name} {label} | {n} | {classes} | {first[0]:.2f} / {first[1]:.2f} | {floor:.2f} | "
-              f"{usual[0]:.2f} / {usual[1]:.2f} | {short[0]:.2f} / {short[1]:.2f} | {usual[0] / short[0]:.1f}x |")
+              f"{usual[0]:.2f} / {usual[1]:.2f} | {short[0]:.2f} / {short[1]:.2f} ({spread[0]:.2f}-{spread[1]:.2f}) "
+              f"| {table:.2f} | {usual[0] / short[0]:.1f}x |")
 
 
 if __name__ == "__main__":
