@@ -104,12 +104,25 @@ def _probe_sides(model):
     return (64, side) if side != 64 else (side,)
 
 
-@torch.no_grad()
 def _checked_pairs(model):
-    """The pairs of `model` if folding them leaves its output unchanged, else []."""
+    """The pairs of `model` if folding them leaves its output unchanged, else []: probed once per
+    kind of network, then read from the cache folder (ml/network_probes.py)."""
+    from pixql.ml.network_probes import module_names, remembered
+
     pairs = _pairs(model)
     if not pairs:
         return []
+    names = module_names(model)
+    found = [[names[parent], conv, bn] for parent, conv, bn in pairs]
+    kept = remembered(model, "batch-norm folding", lambda m: found if _folds_exactly(m, pairs) else [])
+    if kept == found or kept == []:
+        return pairs if kept else []
+    return pairs if _folds_exactly(model, pairs) else []  # an answer about other pairs: ask again
+
+
+@torch.no_grad()
+def _folds_exactly(model, pairs):
+    """Whether folding `pairs` leaves `model`'s output on a random input unchanged."""
     modes = {m: m.training for m in model.modules()}
     model.eval()  # also what fuse_conv_bn_eval needs
     try:
@@ -126,8 +139,8 @@ def _checked_pairs(model):
             finally:
                 _restore(undo)
             tolerance = 1e-3 * float(expected.abs().max()) + 1e-5
-            return pairs if float((got - expected).abs().max()) <= tolerance else []
-        return []
+            return float((got - expected).abs().max()) <= tolerance
+        return False
     finally:
         for m, training in modes.items():
             m.training = training

@@ -68,13 +68,27 @@ def _convertible(conv):
     return type(conv) is Conv2dSame and conv.dilation == (1, 1)
 
 
-@torch.no_grad()
 def _input_sizes(model, input_size):
     """{module: the (height, width) it is called with} for each convertible conv of `model`
-    on one image of `input_size` (channels, height, width); {} when it has none."""
+    on one image of `input_size` (channels, height, width); {} when it has none. Probed once per
+    kind of network and input size, then read from the cache folder (ml/network_probes.py)."""
+    from pixql.ml.network_probes import module_names, remembered
+
     convs = [m for m in model.modules() if _convertible(m)]
     if not convs:
         return {}
+    names = module_names(model)
+    kept = remembered(model, f"static padding {list(input_size)}",
+                      lambda m: {names[c]: list(hw) for c, hw in _probed_sizes(m, convs, input_size).items()})
+    by_name = {name: module for module, name in names.items()}
+    sizes = {by_name.get(name): tuple(hw) for name, hw in kept.items()} if isinstance(kept, dict) else {None: ()}
+    if not set(sizes) <= set(convs):  # an answer about other convolutions: ask again
+        return _probed_sizes(model, convs, input_size)
+    return sizes
+
+
+@torch.no_grad()
+def _probed_sizes(model, convs, input_size):
     sizes = {}
 
     def record(module, args):  # (returns None: a pre-hook's return value would replace the args)
