@@ -105,6 +105,38 @@ def test_a_network_that_must_not_fold_is_remembered_as_such(cache, probes):
     assert probes["fold"] == 1
 
 
+def _net(wired_twice):
+    class Net(nn.Module):  # one name, one module tree, two ways of wiring it
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+
+        if wired_twice:
+            def forward(self, x):
+                y = self.conv(x)
+                return self.bn(y) + y
+        else:
+            def forward(self, x):
+                return self.bn(self.conv(x))
+
+    model = Net().eval()
+    model.bn.running_mean.fill_(0.5)
+    return model
+
+
+def test_networks_alike_in_their_layers_but_not_their_forward_are_probed_apart(cache, probes):
+    for wired_twice in (False, True):
+        model = _net(wired_twice)
+        x = torch.randn(1, 3, 16, 16)
+        with torch.no_grad():
+            expected = model(x)
+            fold_batchnorm(model)
+            torch.testing.assert_close(model(x), expected)
+        assert isinstance(model.bn, nn.BatchNorm2d) == wired_twice
+    assert probes["fold"] == 2
+
+
 def test_a_damaged_or_foreign_answer_means_probing_again(cache, probes):
     _prepared(_lite0())
     files = sorted(glob.glob(str(cache / "probes" / "*.json")))

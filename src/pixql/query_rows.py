@@ -1,5 +1,5 @@
 """A query's rows by column as DuckDB's Python values, without pandas: what BUILD and FIT MODEL
-read of their queries (image paths, labels, boxes), and the one-row tables statements return.
+read of their queries (image paths, labels, boxes).
 
 pandas takes ~0.3 s to import: a linear BUILD whose embeddings are all cached needs neither it
 nor torch (ml/cached_linear.py), so from a terminal it runs in about a second.
@@ -8,11 +8,12 @@ nor torch (ml/cached_linear.py), so from a terminal it runs in about a second.
 import re
 import sys
 
-# Column types whose values DuckDB's fetchall() and its df() hand over alike for what BUILD reads
-# (text, numbers, booleans, lists and structs of them). Dates, times, decimals and the rest arrive
-# from df() as pandas' own types, whose text a class name was made from: those queries keep df().
-_NOT_PLAIN = re.compile(r"\b(DECIMAL|NUMERIC|DATE|TIME|TIMESTAMP\w*|INTERVAL|HUGEINT|UHUGEINT|BLOB|UUID|BIT|MAP"
-                        r"|UNION|VARINT|BIGNUM)\b", re.IGNORECASE)
+# Column types whose values DuckDB's fetchall() and its df() hand over alike (text, numbers,
+# booleans). Any other column keeps the query on df(): pandas made the class names that PREDICT
+# and EVALUATE (which read df()) meet from its dates, decimals, lists and structs, and it holds a
+# list column (an embedding) as arrays, where fetchall() would make a Python float of each value.
+_PLAIN = re.compile(r"(VARCHAR|BOOLEAN|TINYINT|SMALLINT|INTEGER|BIGINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT"
+                    r"|FLOAT|DOUBLE)")
 
 
 def is_null(value):
@@ -36,14 +37,15 @@ def is_null(value):
 
 
 def unique_names(names):
-    """Column names made unique as DuckDB's `df()` makes them ('a', 'a_1')."""
+    """Column names made unique as DuckDB's `df()` makes them ('a', 'a_1', and 'A_2': names
+    differing only in case are the same name to SQL)."""
     seen, out = set(), []
     for name in names:
         unique, k = name, 0
-        while unique in seen:
+        while unique.lower() in seen:
             k += 1
             unique = f"{name}_{k}"
-        seen.add(unique)
+        seen.add(unique.lower())
         out.append(unique)
     return out
 
@@ -61,7 +63,7 @@ class QueryRows:
     @classmethod
     def of_relation(cls, relation):
         """A DuckDB relation's rows; through its df() where a column's type is not plain (above)."""
-        if any(_NOT_PLAIN.search(str(kind)) for kind in relation.types):
+        if not all(_PLAIN.fullmatch(str(kind)) for kind in relation.types):
             return cls.of_frame(relation.df())
         names = unique_names(relation.columns)
         rows = relation.fetchall()

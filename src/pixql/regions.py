@@ -217,6 +217,8 @@ def box_problem(box):
     """What is wrong with a box, or None."""
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"
+    if any(v is None for v in box):  # four columns read as DuckDB's values (pandas' were NaN)
+        return "a box with a NULL corner"
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):

@@ -253,18 +253,24 @@ _OTHER = object()
 def _plain(value):
     if type(value).__module__ == "numpy":
         to = _AS_PYTHON.get(type(value).__name__)
-        return _OTHER if to is None else to(value)
+        if to is None:
+            return _OTHER
+        value = to(value)
     return None if isinstance(value, float) and value != value else value  # NaN as NULL, as pandas'
 
 
 def _plain_table(columns):
     """(names, DuckDB types, rows) of {column: [values]} when each column holds text, whole
     numbers, numbers or booleans (and NULLs), typed as pandas types such a column (whole numbers
-    with a NULL or a fraction among them are DOUBLE); else None."""
+    with a NULL or a fraction among them are DOUBLE, NaN alone too); else None (no rows: pandas
+    types empty columns its own way)."""
     names, types, values = [], [], []
     for name, column in columns.items():
+        nan = any(isinstance(v, float) and v != v for v in column)
         column = [_plain(v) for v in column]
-        kinds = {type(v) for v in column if v is not None}
+        kinds = {type(v) for v in column if v is not None} | ({float} if nan else set())
+        if not column:
+            return None
         if not kinds:
             kind = "NULL"
         elif kinds == {bool}:

@@ -81,8 +81,10 @@ def _input_sizes(model, input_size):
     kept = remembered(model, f"static padding {list(input_size)}",
                       lambda m: {names[c]: list(hw) for c, hw in _probed_sizes(m, convs, input_size).items()})
     by_name = {name: module for module, name in names.items()}
-    sizes = {by_name.get(name): tuple(hw) for name, hw in kept.items()} if isinstance(kept, dict) else {None: ()}
-    if not set(sizes) <= set(convs):  # an answer about other convolutions: ask again
+    well_formed = isinstance(kept, dict) and all(
+        isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) for v in hw) for hw in kept.values())
+    sizes = {by_name.get(name): tuple(hw) for name, hw in kept.items()} if well_formed else {None: ()}
+    if not set(sizes) <= set(convs):  # a damaged answer, or one about other convolutions: ask again
         return _probed_sizes(model, convs, input_size)
     return sizes
 
