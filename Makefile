@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[demo,test]'
+	# pixql's bytecode, as pip writes it for an installed package: an editable install has none,
+	# and where PYTHONDONTWRITEBYTECODE is set every `pixql` process would compile it (~0.2 s).
+	$(BIN)/python -m compileall -q src/pixql
 	touch $(STAMP)
 
 demo: $(STAMP)
