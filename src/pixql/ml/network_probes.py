@@ -64,14 +64,13 @@ def _path(model, what):
 
     import torch
 
+    import pixql
     from pixql.ml.cache_folder import cache_root
 
     try:
         timm_version = version("timm")
     except PackageNotFoundError:
         timm_version = None
-    import pixql
-
     like = next(model.parameters(), None)
     where = [like.device.type, str(like.dtype)] if like is not None else None
     text = json.dumps([FORMAT, what, pixql.__version__, torch.__version__, timm_version, where, repr(model),
