@@ -264,6 +264,8 @@ def _plain_table(columns):
     numbers, numbers or booleans (and NULLs), typed as pandas types such a column (whole numbers
     with a NULL or a fraction among them are DOUBLE, NaN alone too); else None (no rows: pandas
     types empty columns its own way)."""
+    if not columns:
+        return None
     names, types, values = [], [], []
     for name, column in columns.items():
         nan = any(isinstance(v, float) and v != v for v in column)
@@ -296,9 +298,6 @@ def _values_relation(names, types, rows):
     quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
     cells = ", ".join("NULL" if kind == "NULL" else f"?::{kind}" for kind in types)
     params = [v for row in rows for v, kind in zip(row, types) if kind != "NULL"]
-    if not rows:  # the columns with their types, no rows
-        cells = ", ".join("NULL" if kind == "NULL" else f"NULL::{kind}" for kind in types)
-        return duckdb.sql(f"SELECT * FROM (VALUES ({cells})) AS t({quoted}) LIMIT 0")
     values = ", ".join(f"({cells})" for _ in rows)
     return duckdb.sql(f"SELECT * FROM (VALUES {values}) AS t({quoted})", params=params)
 
