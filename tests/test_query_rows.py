@@ -30,7 +30,7 @@ def test_rows_by_column_keep_their_query_positions(con):
     assert rows.columns == ["image", "label"] and len(rows) == 3
     assert rows["image"] == ["a.jpg", "b.jpg", "c.jpg"] and rows["label"] == [1, None, 3]
     kept = rows.take([True, False, True])
-    assert kept["image"] == ["a.jpg", "c.jpg"] and kept.index == [0, 2] and "label" in kept
+    assert kept["image"] == ["a.jpg", "c.jpg"] and kept.index == [0, 2] and "label" in kept.columns
     empty = QueryRows.of_relation(con.sql("SELECT 'x' AS image WHERE false"))
     assert len(empty) == 0 and empty["image"] == []
 

@@ -90,9 +90,6 @@ class QueryRows:
     def __getitem__(self, column):
         return self._values[column]
 
-    def __contains__(self, column):
-        return column in self._values
-
     def take(self, keep):
         """The rows where `keep` (one truth value per row) is true."""
         positions = [i for i, k in enumerate(keep) if k]

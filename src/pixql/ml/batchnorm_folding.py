@@ -115,9 +115,9 @@ def _checked_pairs(model):
     names = module_names(model)
     found = [[names[parent], conv, bn] for parent, conv, bn in pairs]
     kept = remembered(model, "batch-norm folding", lambda m: found if _folds_exactly(m, pairs) else [])
-    if kept == found or kept == []:
-        return pairs if kept else []
-    return pairs if _folds_exactly(model, pairs) else []  # an answer about other pairs: ask again
+    if kept not in (found, []):  # an answer about other pairs: ask again
+        kept = found if _folds_exactly(model, pairs) else []
+    return pairs if kept else []
 
 
 @torch.no_grad()

@@ -28,8 +28,6 @@ DEFAULT_THRESHOLD = 0.5
 
 
 # -- label cells -> class names --------------------------------------------------------------
-
-
 def label_string(value, classes=None):
     """A label cell as a class name, or None for NULL.
 
