@@ -12,7 +12,9 @@
 # pipeline's efficiency on the 200 px cats-and-dogs and the 400x533 clothing photos) and the same
 # for ConvNeXt_Tiny from random weights (its speed; no hub here). TRAIN, TEST and EPOCHS
 # (default 500, 2000, 2) size the runs (the 500 test photos that travel are read 4 times: the 64
-# MiB a run carries); LITE0_S and CONVNEXT_S bound the two runs' seconds.
+# MiB a run carries); LITE0_S and CONVNEXT_S bound the two runs' seconds. `bash bench/gpu_check.sh
+# diagnose` instead times the networks alone per precision and memory format (bench/formats.py)
+# and profiles a process's first statements (bench/first_statement.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu
@@ -74,6 +76,13 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 PIXQL_DATA=$PWD/$GPU/data
 LOG=${LOG:-${OUT:-/tmp}/gpu_check.log}
 stage() { echo "== $* ($(date +%T))"; timeout "$@" || echo "== exit $? (timeout 124)"; }
+if [ "${1:-}" = "diagnose" ]; then  # why a statement is slow there: the network per format, a profile
+    {
+        stage 110 python3 bench/formats.py --device cuda --precisions fp32 bf16 --seconds 1.0
+        stage 120 python3 bench/first_statement.py --data "$GPU/data" --device cuda --rows 500
+    } 2>&1 | tee "${OUT:-/tmp}/diagnose.log"
+    exit 0
+fi
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())"
