@@ -15,7 +15,7 @@ from pixql.errors import DataError, OptionError
 from pixql.ml import device_decode
 from pixql.ml.data import ImageRows, batches, draft_size, eval_transform, make_loader
 from pixql.ml.device_decode import (EncodedRows, collate_encoded, decode_mode, decoded_batches, device_decoder,
-                                    jpeg_for_device)
+                                    jpeg_for_device, unpacked_jpegs)
 
 LITE0_PRE = {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
              "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -132,6 +132,17 @@ def test_odd_files_in_a_batch_keep_their_rows_and_pil_results(tmp_path):
     b, rows = _device_batch(paths, num_workers=2)  # bytes travel from worker processes too
     assert rows.tolist() == list(range(len(paths)))
     assert (a - b).abs().mean() < 0.01
+
+
+def test_a_batch_hands_its_jpegs_over_as_one_tensor(tmp_path):
+    """One shared-memory handover per batch from a loader process, not one per file."""
+    paths = [_photo(tmp_path / f"p{i}.jpg", size=(60 + 10 * i, 50), seed=i) for i in range(3)]
+    rows = EncodedRows(paths, None, eval_transform(LITE0_PRE), draft_size(LITE0_PRE))
+    batch = collate_encoded([rows[i] for i in range(3)])
+    assert isinstance(batch["jpegs"], torch.Tensor) and batch["jpegs"].dim() == 1
+    files = [open(p, "rb").read() for p in paths]
+    assert [bytes(t.numpy()) for t in unpacked_jpegs(batch)] == files
+    assert collate_encoded([])["jpegs"] is None and unpacked_jpegs(collate_encoded([])) == []
 
 
 def test_bad_files_name_themselves_or_are_skipped_as_with_pil(tmp_path):

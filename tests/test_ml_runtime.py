@@ -111,6 +111,17 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert runtime.resolve_precision("auto", cpu) == "fp32"
 
 
+def test_memory_format_is_channels_last_on_the_cpu_and_nchw_on_a_gpu():
+    """On a GPU channels_last's first batches cost seconds for no gain where decoding bounds the
+    pipeline (BENCHMARKS.md, "On a GPU"); CI has none, so the rule itself is what is checked."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.memory_format(cpu) is torch.channels_last
+    assert runtime.memory_format(cuda) is torch.contiguous_format
+    model = runtime.to_device(torch.nn.Conv2d(3, 8, 3), cpu)
+    assert model.weight.is_contiguous(memory_format=torch.channels_last)
+    assert runtime.to_input(torch.zeros(2, 3, 8, 8), cpu).is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("capabilities, native", [
     ({"amx_bf16": True, "avx512_bf16": False}, True),   # Intel Sapphire Rapids and later
     ({"amx_bf16": False, "avx512_bf16": True}, True),   # AMD Zen 4, Intel Cooper Lake

@@ -115,15 +115,23 @@ class EncodedRows(ImageRows):
 
 
 def collate_encoded(items):
-    """A batch: PIL-decoded tensors stacked, JPEG bytes listed, errors as in data.collate_rows."""
+    """A batch: PIL-decoded tensors stacked, JPEG bytes packed end to end into one tensor (one
+    shared-memory handover from a loader process, not one per file: on an H200 those took 0.6 s
+    of a 0.84 s PREDICT of 500 photos), errors as in data.collate_rows."""
     x, _, idx, errors = collate_rows([it[:4] for it in items if it[4] is None])
     encoded = [it for it in items if it[4] is not None]
     return {
         "x": x, "idx": idx, "errors": errors,
-        "jpegs": [it[4][0] for it in encoded], "orientations": [it[4][1] for it in encoded],
-        "pixels": [it[4][2] for it in encoded],
+        "jpegs": torch.cat([it[4][0] for it in encoded]) if encoded else None,
+        "jpeg_sizes": [len(it[4][0]) for it in encoded],
+        "orientations": [it[4][1] for it in encoded], "pixels": [it[4][2] for it in encoded],
         "jpeg_idx": [it[2] for it in encoded],
     }
+
+
+def unpacked_jpegs(batch):
+    """The batch's JPEG files, each a view into its packed bytes."""
+    return list(torch.split(batch["jpegs"], batch["jpeg_sizes"])) if batch["jpeg_sizes"] else []
 
 
 def _orient(img, orientation):
@@ -223,8 +231,8 @@ def decoded_batches(loader, decoder):
         if batch["x"] is not None:
             parts.append(batch["x"].to(decoder.device, non_blocking=True))
             rows.extend(batch["idx"].tolist())
-        if batch["jpegs"]:
-            decoded, failed = decoder.decode_or_split(batch["jpegs"], batch["orientations"], batch["pixels"],
+        if batch["jpeg_sizes"]:
+            decoded, failed = decoder.decode_or_split(unpacked_jpegs(batch), batch["orientations"], batch["pixels"],
                                                       batch["jpeg_idx"])
             for x, some in decoded:
                 parts.append(x)

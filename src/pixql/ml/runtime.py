@@ -59,14 +59,21 @@ def autocast(device, precision):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def memory_format(device):
+    """channels_last on the CPU: oneDNN ran Lite0 and ResNet18 1.4-1.7x faster in it (neutral for
+    ConvNeXt). NCHW on a GPU: on an H200 (torch 2.11, cuDNN 9) channels_last ran Lite0 alone
+    1.3-1.6x faster once warm, but a process's first batches in it took seconds (a 500-photo
+    fine-tuning 47 images/s against the NCHW script's 270), and PREDICT there waits on decoding
+    (1.6k images/s) far below the NCHW network's 10.9k (BENCHMARKS.md, "On a GPU")."""
+    return torch.contiguous_format if device.type == "cuda" else torch.channels_last
+
+
 def to_device(model, device):
-    # channels_last: faster convolutions on GPU tensor cores, and measured 1.4-1.7x faster
-    # with oneDNN on the CPU too (EfficientNet-Lite0, ResNet18; neutral for ConvNeXt).
-    return model.to(device).to(memory_format=torch.channels_last)
+    return model.to(device).to(memory_format=memory_format(device))
 
 
 def to_input(x, device):
-    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return x.to(device, non_blocking=True).contiguous(memory_format=memory_format(device))
 
 
 def auto_batch_size(device, training):

@@ -8,7 +8,7 @@ Three ways, chosen by `train_mode`:
 - 'top': the frozen part runs once and the last block and head are tuned on its activations
   (ml/top_tune.py).
 - 'finetune': the whole network is trained with AdamW (or SGD/RMSprop), cosine schedule,
-  light augmentation; bf16 autocast and channels_last on a GPU.
+  light augmentation; bf16 autocast where the device has it natively, channels_last on a CPU.
 Either way the result is a whole network (backbone + head in timm's classifier slot), so
 inference needs no special case.
 """
