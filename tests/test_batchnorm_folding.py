@@ -30,6 +30,10 @@ def _count(model, kind):
 
 @pytest.mark.parametrize("arch", ["tf_efficientnet_lite0", "resnet18", "mobilenetv3_large_100"])
 def test_folded_network_computes_the_same(arch):
+    # Seeded: random weights with random statistics can make outputs of 1e6, where float32's
+    # rounding alone moves them past the fold check's tolerance (mobilenetv3, 1 seed in ~10),
+    # and the check then rightly folds nothing.
+    torch.manual_seed(0)
     model = _with_statistics(timm.create_model(arch, num_classes=5))
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
