@@ -1,0 +1,41 @@
+"""The inference network rebuilt from a model's recipe and weights (ml/infer.py)."""
+
+import pytest
+import torch
+from torch import nn
+
+from pixql.errors import StoreError
+from pixql.ml.infer import inference_network
+from pixql.ml.networks import create_network
+
+
+def _saved(arch, num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    model = create_network({"arch": arch, "num_classes": num_classes}).eval()
+    for m in model.modules():  # statistics as after training, so that folding is exercised
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch, side", [("tf_efficientnet_lite0", 96), ("resnet18", 96), ("simple_cnn", 150)])
+def test_rebuilt_network_gives_the_saved_networks_outputs(arch, side):
+    model, state = _saved(arch)
+    rebuilt = inference_network({"arch": arch, "num_classes": 3}, state, ["a", "b", "c"])
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-4, atol=1e-4)
+    assert all(v.equal(state[k]) for k, v in model.state_dict().items())  # the saved tensors untouched
+
+
+def test_weights_of_another_network_are_named():
+    _, state = _saved("resnet18")
+    with pytest.raises(StoreError, match="do not fit the tf_efficientnet_lite0 network"):
+        inference_network({"arch": "tf_efficientnet_lite0", "num_classes": 3}, state, ["a", "b", "c"])
+
+
+def test_a_class_list_of_another_length_is_named():
+    _, state = _saved("resnet18")
+    with pytest.raises(StoreError, match="3 outputs but 2 classes"):
+        inference_network({"arch": "resnet18", "num_classes": 3}, state, ["a", "b"])
