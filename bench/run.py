@@ -68,6 +68,8 @@ def set_base(name):
     from pixql.ml.bases import resolve_base
 
     spec = resolve_base(name)
+    if spec.pretrained_source == "none":  # pixql's own network: the scripts build timm models
+        sys.exit(f"--base {spec.name}: the plain and expert scripts need a timm network")
     BASE, LR, ARCH, PRETRAINED = spec.name, spec.default_lr, spec.arch, spec.pretrained_source == "package"
 
 
@@ -518,14 +520,14 @@ def _find_csvs(data):
     sys.exit(f"no cat_and_dog_train.csv / cat_and_dog_test.csv in {data} or {data}/cats_and_dogs_filtered_200px")
 
 
-def _subset(src, dst, n, seed):
+def _subset(src, dst, n, seed, repeat=True):
     """A seeded random sample of n rows of `src`, image paths made absolute. More rows than `src`
     has repeat it (a GPU run's photos must fit the few MiB that travel to it; each photo then
     goes through the whole pipeline again, as pixql caches no decoded image between rows)."""
     base = os.path.dirname(os.path.abspath(src))
     rows = _read_rows(src)
     random.Random(seed).shuffle(rows)
-    rows = (rows * -(-n // max(len(rows), 1)))[:n]
+    rows = (rows * -(-n // max(len(rows), 1)) if repeat else rows)[:n]
     with open(dst, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "label"])
@@ -742,7 +744,9 @@ def main():
                 results["rounds"] = _predict_rounds(results, args.predict_rounds, work)
         # pixql only: the embedding cache, and memory of a streamed PREDICT as the rows grow
         if args.cache_images and PRETRAINED:
-            args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2)
+            # no repeats: a repeated photo would be a cache hit in the "empty cache" BUILD
+            args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2,
+                                        repeat=False)
             results["pixql"]["cache"] = _run_worker("pixql", "cache", work)
         for rows in args.stream_rows if PRETRAINED else ():
             results["pixql"][f"stream{rows}"] = _run_worker("pixql", f"stream{rows}", work)

@@ -120,3 +120,21 @@ def test_weight_standardised_convolutions_are_left_alone():
     model = _with_statistics(nn.Sequential(StdConv2d(3, 4, 3), nn.BatchNorm2d(4)))
     fold_batchnorm(model)
     assert _count(model, nn.BatchNorm2d) == 1
+
+
+def test_a_folded_copy_shares_no_weights_or_hooks_with_the_original():
+    model = _with_statistics(timm.create_model("resnet18", num_classes=3))
+    conv1, weight = model.conv1, model.conv1.weight.detach().clone()
+    calls = []
+    with folded(model):
+        model.conv1.register_forward_hook(lambda *args: calls.append("copy"))
+        assert model.conv1.weight is not conv1.weight
+    conv1(torch.randn(1, 3, 32, 32))
+    assert calls == [] and conv1.weight.equal(weight)
+
+
+def test_folding_for_no_grad_passes_needs_eval_mode():
+    model = _with_statistics(timm.create_model("resnet18", num_classes=3)).train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        with folded(model):
+            pass

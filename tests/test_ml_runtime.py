@@ -112,8 +112,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
 
 
 def test_memory_format_is_channels_last_on_the_cpu_and_nchw_on_a_gpu():
-    """On a GPU channels_last's first batches cost seconds for no gain where decoding bounds the
-    pipeline (BENCHMARKS.md, "On a GPU"); CI has none, so the rule itself is what is checked."""
+    """The rule runtime.memory_format states (BENCHMARKS.md, "On a GPU"); CI has no GPU, so the
+    rule itself is what is checked there."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert runtime.memory_format(cpu) is torch.channels_last
     assert runtime.memory_format(cuda) is torch.contiguous_format

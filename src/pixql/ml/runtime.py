@@ -61,10 +61,12 @@ def autocast(device, precision):
 
 def memory_format(device):
     """channels_last on the CPU: oneDNN ran Lite0 and ResNet18 1.4-1.7x faster in it (neutral for
-    ConvNeXt). NCHW on a GPU: on an H200 (torch 2.11, cuDNN 9) channels_last ran Lite0 alone
-    1.3-1.6x faster once warm, but a process's first batches in it took seconds (a 500-photo
-    fine-tuning 47 images/s against the NCHW script's 270), and PREDICT there waits on decoding
-    (1.6k images/s) far below the NCHW network's 10.9k (BENCHMARKS.md, "On a GPU")."""
+    ConvNeXt). NCHW on a GPU, on one H200's evidence (torch 2.11, cuDNN 9; BENCHMARKS.md, "On a
+    GPU"): there, once warm, channels_last ran Lite0 alone 1.34-1.66x faster, but statements in
+    it spent seconds in their first batches' convolutions (a 500-photo fine-tuning 47 images/s in
+    fp32, 23 in bf16, against an fp32 NCHW script's 270), and PREDICT waited on decoding (1.6k
+    images/s) far below the NCHW network's 12.4k in bf16. NCHW's own first batches there are the
+    next GPU run's to measure (bench/formats.py); a long fine-tuning may lose the warm 1.34x."""
     return torch.contiguous_format if device.type == "cuda" else torch.channels_last
 
 
