@@ -111,8 +111,9 @@ def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
     items, bad = reader.items(rows, image_col) if reader is not None else (list(rows[image_col]), [])
     if bad:  # only with on_error='skip'
         no_path += [int(rows.index[i]) + 1 for i in bad]
-        items = [item for i, item in enumerate(items) if i not in set(bad)]
-        labels = [label for i, label in enumerate(labels) if i not in set(bad)]
+        bad = set(bad)  # once: a set per row made this quadratic in the table's size
+        items = [item for i, item in enumerate(items) if i not in bad]
+        labels = [label for i, label in enumerate(labels) if i not in bad]
     return items, labels, image_col, label_col, null_labels, no_path
 
 
