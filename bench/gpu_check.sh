@@ -13,9 +13,9 @@
 # for ConvNeXt_Tiny from random weights (its speed; no hub here). TRAIN, TEST and EPOCHS
 # (default 500, 2000, 1) size the runs (the 500 test photos that travel are read 4 times: the 64
 # MiB a run carries); LITE0_S and CONVNEXT_S bound the two runs' seconds: keep all the bounds
-# together under ~540 s, for the device tool's 600 s a command (pip install and start-up too). `bash bench/gpu_check.sh
-# diagnose` instead times the networks alone per precision and memory format (bench/formats.py)
-# and profiles a process's first statements (bench/first_statement.py).
+# together under ~540 s, for the device tool's 600 s a command (pip install and start-up too).
+# `bash bench/gpu_check.sh diagnose` instead times the networks alone per precision and memory
+# format (bench/formats.py) and profiles a process's first statements (bench/first_statement.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu

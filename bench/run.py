@@ -536,12 +536,6 @@ def _subset(src, dst, n, seed, repeat=True):
     return len(rows)
 
 
-def _cuda(device):
-    import torch
-
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
-
-
 def _run_worker(side, task, work):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, task, "--work", work,
            "--epochs", str(EPOCHS), "--device", DEVICE, "--base", BASE]
@@ -702,6 +696,8 @@ def main():
     args = ap.parse_args()
     EPOCHS, DEVICE = args.epochs, args.device
     set_base(args.base)
+    if not PRETRAINED:  # the embedding cache and the streamed runs are linear BUILDs: none on random features
+        args.cache_images, args.stream_rows, args.convert_rows = 0, [], []
 
     if args.worker:
         side, task = args.worker
@@ -736,21 +732,23 @@ def main():
             if large:
                 args.large = _subset(large, f"{work}/large.csv", args.test, args.seed + 3)
                 results["pixql"]["predict_large"] = _run_worker("pixql", "predict_large", work)
-            finetune, predict = _expert_variants(_cuda(DEVICE))
+            from pixql.ml.runtime import resolve_device
+
+            finetune, predict = _expert_variants(resolve_device(DEVICE).type == "cuda")
             for task in [f"finetune:{v}" for v in finetune] + [f"predict:{v}" for v in predict]:
                 if args.expert:
                     results["expert"][task] = _run_worker("expert", task, work)
             if args.expert and args.predict_rounds:
                 results["rounds"] = _predict_rounds(results, args.predict_rounds, work)
         # pixql only: the embedding cache, and memory of a streamed PREDICT as the rows grow
-        if args.cache_images and PRETRAINED:
+        if args.cache_images:
             # no repeats: a repeated photo would be a cache hit in the "empty cache" BUILD
             args.cache_images = _subset(train_csv, f"{work}/cache.csv", args.cache_images, args.seed + 2,
                                         repeat=False)
             results["pixql"]["cache"] = _run_worker("pixql", "cache", work)
-        for rows in args.stream_rows if PRETRAINED else ():
+        for rows in args.stream_rows:
             results["pixql"][f"stream{rows}"] = _run_worker("pixql", f"stream{rows}", work)
-        for rows in args.convert_rows if PRETRAINED else ():
+        for rows in args.convert_rows:
             results["pixql"][f"convert{rows}"] = _run_worker("pixql", f"convert{rows}", work)
         total = time.perf_counter() - t0
     if not args.pixql_only:
