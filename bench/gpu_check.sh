@@ -15,7 +15,8 @@
 # MiB a run carries); LITE0_S and CONVNEXT_S bound the two runs' seconds: keep all the bounds
 # together under ~540 s, for the device tool's 600 s a command (pip install and start-up too).
 # `bash bench/gpu_check.sh diagnose` instead times the networks alone per precision and memory
-# format (bench/formats.py) and profiles a process's first statements (bench/first_statement.py).
+# format (bench/formats.py), profiles a process's first statements (bench/first_statement.py) and
+# times them per count of loader processes (bench/loader_workers.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu
@@ -81,6 +82,7 @@ if [ "${1:-}" = "diagnose" ]; then  # why a statement is slow there: the network
     {
         stage 240 python3 bench/formats.py --device cuda --precisions fp32 bf16 --seconds 1.0
         stage 120 python3 bench/first_statement.py --data "$GPU/data" --device cuda --rows 500
+        stage 90 python3 bench/loader_workers.py --data "$GPU/data" --device cuda --rows 2000 --workers 8 4 2 8
     } 2>&1 | tee "${OUT:-/tmp}/diagnose.log"
     exit 0
 fi

@@ -178,7 +178,8 @@ def collate_rows(items):
 
 def auto_workers(n_images, requested=None, device_type="cpu"):
     """Decoding processes: none for a handful of images (start-up costs more than it saves).
-    A GPU needs feeding (8 workers fed an H100 1.5x faster than 4 with EfficientNet-Lite0).
+    A GPU needs feeding: Lite0 fine-tuning on an H200 took 8 processes 1.3x faster than 4 and
+    1.9x than 2; 12 and 16 were slower again (BENCHMARKS.md, "On a GPU again").
     On the CPU they take cores from the network's threads: on 2 cores, decoding in the main
     process was faster (Lite0 PREDICT of 300 photos 2.6 s against 3.1 s with 2 workers), so a
     CPU gets one worker per 4 cores."""
