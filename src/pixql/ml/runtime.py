@@ -61,12 +61,12 @@ def autocast(device, precision):
 
 def memory_format(device):
     """channels_last on the CPU: oneDNN ran Lite0 and ResNet18 1.4-1.7x faster in it (neutral for
-    ConvNeXt). NCHW on a GPU, on one H200's evidence (torch 2.11, cuDNN 9; BENCHMARKS.md, "On a
-    GPU"): there, once warm, channels_last ran Lite0 alone 1.34-1.66x faster, but statements in
-    it spent seconds in their first batches' convolutions (a 500-photo fine-tuning 47 images/s in
-    fp32, 23 in bf16, against an fp32 NCHW script's 270), and PREDICT waited on decoding (1.6k
-    images/s) far below the NCHW network's 12.4k in bf16. NCHW's own first batches there are the
-    next GPU run's to measure (bench/formats.py); a long fine-tuning may lose the warm 1.34x."""
+    ConvNeXt). NCHW on a GPU (one H200, torch 2.11, cuDNN 9; BENCHMARKS.md, "On a GPU" and "On a
+    GPU again"): once warm, channels_last ran Lite0 alone 1.34-1.66x faster, but statements in it
+    spent seconds in their first batches' convolutions; in NCHW a process's first 500-photo
+    fine-tuning went from 0.11x to 0.82x an fp32 NCHW script's speed and its first PREDICT from
+    0.51x to 2.6x, both then limited by decoding, not by the network. A long fine-tuning may
+    lose the warm 1.34x."""
     return torch.contiguous_format if device.type == "cuda" else torch.channels_last
 
 
