@@ -735,7 +735,8 @@ def main():
             from pixql.ml.runtime import resolve_device
 
             finetune, predict = _expert_variants(resolve_device(DEVICE).type == "cuda")
-            for task in [f"finetune:{v}" for v in finetune] + [f"predict:{v}" for v in predict]:
+            # PREDICT's variants first: a bounded GPU run has been cut short in fine-tuning's twice
+            for task in [f"predict:{v}" for v in predict] + [f"finetune:{v}" for v in finetune]:
                 if args.expert:
                     results["expert"][task] = _run_worker("expert", task, work)
             if args.expert and args.predict_rounds:
