@@ -200,3 +200,16 @@ def test_simple_cnn_options(colors, options):
         assert model.epochs < 6 and model.metrics["best_val_accuracy"] is not None
     if "image_size" in options:
         assert model.network["input_size"] == 96 and model.preprocessing["input_size"] == [3, 96, 96]
+
+
+def test_weights_holding_nan_or_infinity_are_named():
+    from pixql.ml.train import nonfinite_tensors
+
+    state = {"conv.weight": torch.randn(8, 3, 3, 3), "bn.num_batches_tracked": torch.tensor(5),
+             "empty": torch.zeros(0), "half": torch.randn(4, 4).bfloat16(), "head.bias": torch.randn(3)}
+    assert nonfinite_tensors(state) == []
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = {k: v.clone() for k, v in state.items()}
+        broken["conv.weight"][5, 1, 2, 0] = bad
+        broken["half"][3, 3] = bad
+        assert nonfinite_tensors(broken) == ["conv.weight", "half"], bad
