@@ -292,6 +292,22 @@ def test_multi_label_report(multi_db):
     assert low.loc["micro avg", "f1"] == pytest.approx(sk.f1_score(y_true, y_low, average="micro", zero_division=0))
 
 
+def test_multi_label_labels_the_model_lacks_score_the_same_in_any_row_order(multi_db):
+    """A tag the model was not trained on counts as never predicted (score 0): its average
+    precision is its prevalence, and neither it nor mAP depends on the query's row order."""
+    db = multi_db
+    db.duckdb.execute("UPDATE colors SET label = label || '|shiny' WHERE label LIKE 'red%'")
+    frame, classes, _, _, probs = oracle(db)
+    truth = [set(label.split("|")) for label in frame.label]
+    y_true = np.array([[c in t for c in classes + ["shiny"]] for t in truth])
+    expected = sk.average_precision_score(y_true, np.c_[probs, np.zeros(len(probs))], average="macro")
+    reports = [db.sql(f"EVALUATE USING ml AS SELECT * FROM colors ORDER BY image {order}").df().set_index("class")
+               for order in ("ASC", "DESC")]
+    for report in reports:
+        assert report.loc["shiny", "average_precision"] == pytest.approx(y_true[:, -1].mean())
+        assert report.loc["mAP", "average_precision"] == pytest.approx(expected)
+
+
 def test_multi_label_confusion_and_errors(multi_db):
     frame, classes, y_true, y_pred, probs = oracle(multi_db)
     confusion = multi_db.sql("EVALUATE USING ml OPTIONS (output='confusion') AS SELECT * FROM colors").df()

@@ -339,7 +339,9 @@ class MultiLabel(SingleLabel):
         for i, labels in enumerate(truth):
             for label in labels:
                 y_true[i, column[label]] = True
-        scores = np.full((n, len(all_classes)), np.nan)
+        # a label the model lacks is never predicted: scored 0 for every row, so that its average
+        # precision is its prevalence (as for any all-tied score), not an order of NaNs
+        scores = np.zeros((n, len(all_classes)))
         scores[:, :len(classes)] = probs
         y_pred = np.zeros_like(y_true)
         y_pred[:, :len(classes)] = probs >= threshold
@@ -349,7 +351,7 @@ class MultiLabel(SingleLabel):
             return metrics.multilabel_confusion_frame(y_true, y_pred, all_classes), None
         predicted, top = self.decide(probs, classes, threshold)
         wrong = np.nonzero((y_true != y_pred).any(axis=1))[0]
-        p = np.clip(np.nan_to_num(scores, nan=0.0), 1e-7, 1 - 1e-7)
+        p = np.clip(scores, 1e-7, 1 - 1e-7)
         loss = -(y_true * np.log(p) + (~y_true) * np.log(1 - p)).sum(axis=1)
         errors = frame.iloc[wrong].copy()
         errors["predicted"] = series([predicted[i] for i in wrong], errors.index)
