@@ -120,3 +120,25 @@ def test_unread_rows_get_null_answers_and_keep_their_place():
     assert out["top_k"].iloc[1] is None and [d["label"] for d in out["top_k"].iloc[2]] == ["red", "blue"]
     assert out["prob_red"].iloc[2] == pytest.approx(0.9)  # the query's own prob_red column is replaced
     assert frame["prob_red"].tolist() == ["old"] * 3  # the input frame is left as it was
+
+
+def test_answers_never_replace_the_querys_columns(colors_db):
+    """A column PREDICT would add that the query already has is an error naming it (the user's
+    truth labels, an earlier model's scores are never overwritten); chaining goes through EXCLUDE."""
+    from pixql.errors import DataError
+
+    db = colors_db
+    for sql, taken, hint in [
+            ("PREDICT USING cm OPTIONS (result_col='label') AS SELECT * FROM colors", "label", "result_col="),
+            ("PREDICT USING cm AS SELECT *, 1 AS Score FROM colors", "Score", "EXCLUDE (Score)"),
+            ("PREDICT USING cm OPTIONS (top_k=2) AS SELECT *, 0 AS top_k FROM colors", "top_k", "top_k AS query_top_k"),
+            ("PREDICT USING cm OPTIONS (probabilities=true) AS SELECT *, 0.5 AS prob_red FROM colors", "prob_red", ""),
+            ("CONVERT USING cm AS SELECT *, 1 AS embedding FROM colors", "embedding", "result_col=")]:
+        with pytest.raises(DataError, match="already has") as info:
+            db.sql(sql)
+        assert f"already has {taken}:" in str(info.value) and hint in str(info.value), sql
+    db.sql("CREATE TABLE first_pass AS PREDICT USING cm AS SELECT * FROM colors")
+    again = db.sql("PREDICT USING cm OPTIONS (result_col='again') AS "
+                   "SELECT * EXCLUDE (score) FROM first_pass").df()
+    assert list(again.columns) == ["image", "label", "predicted", "again", "score"]
+    assert (again.again == again.predicted).all()

@@ -6,7 +6,7 @@ import functools
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import answer_rows, image_outputs, on_cluster
+from pixql.commands.common import answer_rows, image_outputs, on_cluster, refuse_taken_columns
 from pixql.image_columns import pick_image_col
 from pixql.tasks.embedding import EMBEDDING
 
@@ -32,6 +32,7 @@ def run(engine, statement):
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"], "the query")
+        refuse_taken_columns("CONVERT", first.columns, [resolved["result_col"]], resolved["result_col"])
 
         def finish(frame, vectors):
             out, unread = EMBEDDING.columns(frame, vectors, resolved["result_col"])

@@ -11,8 +11,8 @@ import functools
 
 from pixql import cluster as clusters
 from pixql import options as opt
-from pixql.commands.common import answer_rows, each_image, on_cluster
-from pixql.errors import DataError, OptionError
+from pixql.commands.common import answer_rows, each_image, on_cluster, refuse_taken_columns
+from pixql.errors import OptionError
 from pixql.image_columns import pick_image_col
 
 OPTIONS = {
@@ -46,10 +46,7 @@ def run(engine, statement):
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"] or manifest.get("image_col"), "the query")
-        taken = [c for c in OUTPUT if c in first.columns]
-        if taken:
-            raise DataError(f"DETECT adds the columns {', '.join(OUTPUT)}, and the query already has "
-                            f"{', '.join(taken)}: select it under another name ({taken[0]} AS true_{taken[0]})")
+        refuse_taken_columns("DETECT", first.columns, OUTPUT)
 
         def finish(frame, found):
             unread = [i for i, f in enumerate(found) if f is None]

@@ -6,7 +6,7 @@ from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import (answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker,
-                                   runtime_note)
+                                   refuse_taken_columns, runtime_note)
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -44,6 +44,9 @@ def run(engine, statement):
 
     def start(first):
         image_col = model_image_col(statement, first, resolved, manifest)
+        refuse_taken_columns("PREDICT", first.columns, task.output_names(
+            list(model.classes), resolved["result_col"], resolved["top_k"], resolved["probabilities"]),
+            resolved["result_col"])
         notes.extend(reader.follow_model(given, manifest.get("regions"), first.columns, "PREDICT", statement.model))
 
         def finish(frame, probs):

@@ -202,6 +202,11 @@ class SingleLabel:
         """predict()'s VARCHAR value."""
         return label
 
+    def output_names(self, classes, result_col, top=1, probabilities=False):
+        """The names of the columns `columns()` adds to a query's rows."""
+        return [result_col, "score"] + (["top_k"] if top > 1 else []) + (
+            [probability_column(c) for c in classes] if probabilities else [])
+
     def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False):
         """(a copy of `frame` with PREDICT's columns added, positions of the rows left unanswered).
 
