@@ -192,3 +192,21 @@ def test_a_final_select_is_lazy_and_reads_again(pair):
     result = db.sql("CREATE TABLE t(a INT); SELECT count(*) FROM t")
     db.sql("INSERT INTO t VALUES (1)")
     assert result.fetchall() == [(1,)]  # computed when read, as a DuckDB relation
+
+
+@pytest.mark.parametrize("script, line, excerpt", [
+    ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT * FROMM x;\n", 3, "SELECT * FROMM x"),
+    ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT *\n  FROMM x;\n", 4, "  FROMM x"),
+    ("\n\nCREATE TABLE ran (a INT); SELECT * FROMM x;\n", 3, "SELECT * FROMM x"),
+])
+def test_a_syntax_error_names_the_scripts_line_and_runs_nothing(pair, script, line, excerpt):
+    """DuckDB's own message counts lines from the start of the text it is given: pixql gives it
+    each statement in place, so that its "LINE n" is the script's line, as plain DuckDB says."""
+    con, db = pair
+    with pytest.raises(duckdb.Error) as theirs:
+        con.execute(script)
+    with pytest.raises(SqlError) as ours:
+        db.sql(script)
+    assert f"LINE {line}:" in str(theirs.value) and f"LINE {line}:" in str(ours.value)
+    assert excerpt in str(ours.value).split(f"LINE {line}:")[1]
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ran'").fetchone() == (0,)

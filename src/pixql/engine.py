@@ -71,7 +71,7 @@ class Engine:
         for statement in statements:
             if isinstance(statement, Sql) and not nested_statements(statement.sql, statement.line, statement.col):
                 try:
-                    self.session.parse(statement.duckdb_text)
+                    self.session.parse(statement.duckdb_text_in_place)
                 except PixqlError as exc:
                     raise self.locate(exc, statement)
 

@@ -56,4 +56,5 @@ def run_as_duckdb(engine, statement):
     """Run a statement pixql could own as DuckDB's own, where the database decides (COPY into a
     table that exists, SHOW MODELS with a table named models)."""
     return run(engine, st.Sql(sql=statement.text, text=statement.text, line=statement.line, col=statement.col,
-                              as_written=statement.as_written, final=statement.final))
+                              as_written=statement.as_written, source_line=statement.source_line,
+                              source_col=statement.source_col, final=statement.final))

@@ -30,15 +30,15 @@ def split_script(script):
     around it are left out; statements with no tokens are dropped."""
     pos = Positions(script)
     return [(script[g[0].start:g[-1].end], g[0].line, g[0].col)
-            for g, _ in _groups(script, tokenize(script, pos))]
+            for g, _, _ in _groups(script, tokenize(script, pos))]
 
 
 def parse_script(script):
     """The statements of a whole script; error positions are in the script."""
     pos = Positions(script)
     groups = _groups(script, tokenize(script, pos))
-    return [_parse_group(script, pos, g, source=source, final=i == len(groups) - 1)
-            for i, (g, source) in enumerate(groups)]
+    return [_parse_group(script, pos, g, source=source, source_at=pos(start), final=i == len(groups) - 1)
+            for i, (g, source, start) in enumerate(groups)]
 
 
 def parse(statement_text, line=1, col=1):
@@ -54,11 +54,11 @@ def parse(statement_text, line=1, col=1):
         tok = groups[1][0][0]
         raise ParseError(f"expected one statement, found another starting with {_show(script, tok)} "
                          "(use parse_script for a script)", tok.line, tok.col, script)
-    return _parse_group(script, pos, groups[0][0], source=statement_text)
+    return _parse_group(script, pos, groups[0][0], source=statement_text, source_at=(line, col))
 
 
 def _groups(script, toks):
-    """[(tokens, source)] of each statement. `source` is cut as DuckDB's extract_statements
+    """[(tokens, source, offset where source starts)] of each statement. `source` is cut as DuckDB's extract_statements
     cuts it: from just after the last `;` before the statement (the script's start for the
     first one) to where the next one's source starts (the script's end for the last one)."""
     groups, cur, starts, after_semicolon = [], [], [], 0
@@ -75,16 +75,17 @@ def _groups(script, toks):
     if cur:
         groups.append(cur)
     ends = starts[1:] + [len(script)]
-    return [(g, script[start:end]) for g, start, end in zip(groups, starts, ends)]
+    return [(g, script[start:end], start) for g, start, end in zip(groups, starts, ends)]
 
 
-def _parse_group(script, pos, toks, source="", final=True):
+def _parse_group(script, pos, toks, source="", source_at=(1, 1), final=True):
     p = _Parser(script, pos, toks)
-    stmt = _statement(p, source=source, final=final)
+    stmt = _statement(p, source=source, source_at=source_at, final=final)
     if stmt is None:
         first, last = toks[0], toks[-1]
         text = script[first.start:last.end]
-        stmt = st.Sql(sql=text, text=text, line=first.line, col=first.col, as_written=source, final=final)
+        stmt = st.Sql(sql=text, text=text, line=first.line, col=first.col, as_written=source,
+                      source_line=source_at[0], source_col=source_at[1], final=final)
     return stmt
 
 
@@ -444,7 +445,7 @@ _STATEMENTS = [
 _PIXQL_ONLY = {"BUILD": "MODEL", "FIT": "MODEL", "PRINT": "IMAGE", "SEARCH": "IMAGE"}
 
 
-def _statement(p, nested=False, source="", final=True):
+def _statement(p, nested=False, source="", source_at=(1, 1), final=True):
     """The pixql statement at the cursor (running to the end), or None."""
     start = p.i
     for words, handler in _STATEMENTS:
@@ -462,7 +463,8 @@ def _statement(p, nested=False, source="", final=True):
             p.error(f"expected end of {cls.KEYWORD}, found {p.found()}")
         first = p.toks[start]
         return cls(**fields, text=p.text(first, p.toks[-1]), line=first.line, col=first.col,
-                   as_written=source, final=final, **p.query_at)
+                   as_written=source, source_line=source_at[0], source_col=source_at[1], final=final,
+                   **p.query_at)
     first = p.peek()
     if first is not None and first.kind == IDENT and first.value.upper() in _PIXQL_ONLY:
         p.i += 1

@@ -26,6 +26,9 @@ class Statement:
     query_line: int = field(default=1, kw_only=True, compare=False)
     query_col: int = field(default=1, kw_only=True, compare=False)
     as_written: str = field(default="", kw_only=True, compare=False)
+    # Where `as_written` starts in the script (it begins after the last `;`, before any comment).
+    source_line: int = field(default=1, kw_only=True, compare=False)
+    source_col: int = field(default=1, kw_only=True, compare=False)
     final: bool = field(default=True, kw_only=True, compare=False)
 
     @property
@@ -37,6 +40,13 @@ class Statement:
     def duckdb_text(self) -> str:
         """What DuckDB runs when the statement is its own (see `as_written`)."""
         return self.as_written or self.text
+
+    @property
+    def duckdb_text_in_place(self) -> str:
+        """`duckdb_text` after as many line breaks and spaces as precede it in its script, so
+        that DuckDB's own messages ("LINE 3: ...") count the script's lines, not the statement's."""
+        line, col = (self.source_line, self.source_col) if self.as_written else (self.line, self.col)
+        return "\n" * (line - 1) + " " * (col - 1) + self.duckdb_text
 
 
 @dataclass(frozen=True)
