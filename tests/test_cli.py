@@ -231,3 +231,22 @@ def test_the_pixql_command_sets_the_collector_and_freezes_the_heap_at_exit(tmp_p
     from pixql.cli import YOUNG_THRESHOLD
 
     assert int(young) == YOUNG_THRESHOLD and int(frozen) > 10_000
+
+
+def test_csv_writes_arrays_whole(run_cli, color_csv):
+    """An embedding (CONVERT's FLOAT[1280]) and a fixed-size ARRAY are written as whole lists a
+    reader can parse back, the same values JSON gives, never numpy's '[0.1 0.2 ... 0.9]' summary."""
+    import csv
+    import io
+
+    run_cli("-c", f"COPY c FROM '{color_csv}'")
+    sql = "CONVERT USING imagenet_classifier AS SELECT image FROM c ORDER BY image LIMIT 2"
+    rows = list(csv.DictReader(io.StringIO(run_cli("--format", "csv", "-c", sql).stdout)))
+    whole = json.loads(run_cli("--format", "json", "-c", sql).stdout)
+    assert [r["image"] for r in rows] == [w["image"] for w in whole]
+    for row, reference in zip(rows, whole):
+        written = json.loads(row["embedding"])
+        assert len(written) == len(reference["embedding"]) == 1280
+        assert written == pytest.approx(reference["embedding"], rel=1e-5, abs=1e-9)  # JSON keeps 10 digits
+    out = run_cli("--format", "csv", "-c", "SELECT [1.5, 0.1]::REAL[2] AS f, [1, 2]::INT[2] AS i").stdout
+    assert out == 'f,i\n"[1.5, 0.1]","[1, 2]"\n'

@@ -85,7 +85,7 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
     if duckdb_rows is not None:  # DuckDB's own rows: written as they are fetched, without pandas
         (_write_csv if fmt == "csv" else _write_json)(*duckdb_rows)
     elif fmt == "csv":
-        click.echo(result.df().to_csv(index=False), nl=False)
+        click.echo(_frame_csv(result.df()), nl=False)
     elif fmt == "json":
         click.echo(result.df().to_json(orient="records", date_format="iso"))
     else:
@@ -100,7 +100,7 @@ def _float32(value):
         import numpy as np
 
         return float(str(np.float32(value)))
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_float32(v) for v in value]
     return value
 
@@ -117,8 +117,42 @@ def _cleaned(rows, readers):
 
 
 def _csv_value(value):
-    """NaN as an empty CSV field, as pandas writes it."""
+    """NaN as an empty CSV field, as pandas writes it; a fixed-size ARRAY (a tuple here) as a list."""
+    if isinstance(value, tuple):
+        return list(value)
     return None if isinstance(value, float) and value != value else value
+
+
+def _frame_csv(frame, header=True):
+    """pandas' `to_csv(index=False)`, but a cell holding an array (CONVERT's embedding) written
+    whole, as a list: pandas writes numpy's summary of it ('[0.1 0.2 ... 0.9]'), six values of
+    1280. Float32 arrays keep their shortest text, as REAL columns do."""
+    import numpy as np
+    import pandas as pd
+
+    def whole(value, short):  # the cell's text (pandas would turn a list back into an array)
+        if value is None or isinstance(value, float) and value != value:
+            return None
+        if isinstance(value, (np.ndarray, tuple)):
+            value = value.tolist() if isinstance(value, np.ndarray) else list(value)
+        return str(_float32(value) if short else value)
+
+    changed = {}
+    for name in frame.columns:
+        column = frame[name]
+        kind = column.dtype
+        arrow = isinstance(kind, pd.ArrowDtype) and hasattr(kind.pyarrow_dtype, "value_type")
+        if not arrow and kind != object:
+            continue
+        first = column.dropna().iloc[0] if column.notna().any() else None
+        if not arrow and not isinstance(first, (np.ndarray, tuple)):
+            continue
+        short = (str(kind.pyarrow_dtype.value_type) == "float" if arrow
+                 else getattr(first, "dtype", None) == np.float32)
+        changed[name] = pd.Series([whole(v, short) for v in column.tolist()], index=column.index, dtype=object)
+    if changed:
+        frame = frame.assign(**changed)
+    return frame.to_csv(index=False, header=header)
 
 
 def _json_value(value):
@@ -189,7 +223,7 @@ def _stream_rows(result, fmt):
                     if len(frame))
     else:
         for n, frame in enumerate(result.batches()):
-            click.echo(frame.to_csv(index=False, header=n == 0), nl=False)
+            click.echo(_frame_csv(frame, header=n == 0), nl=False)
     for message in result.messages[known:]:
         click.echo(message, err=True)
 
