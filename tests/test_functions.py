@@ -215,3 +215,25 @@ def test_nested_statements_are_found_by_tokens():
     assert found[0][2].options == {"output": "errors"} and found[2][2].query == "select (1) AS image"
     assert found[2][2].line == 2
     assert nested_statements("SELECT shows FROM t") == []
+
+
+def test_a_nested_statement_sees_the_querys_with_names():
+    """A nested statement runs first, on its own: the names of its query's leading WITH reach it
+    (its own WITH stays its own), and one inside a WITH body is left alone."""
+    from pixql.sql import nested_statements
+
+    sql = ("WITH RECURSIVE x(a) AS (SELECT 1), y AS MATERIALIZED (SELECT * FROM (PREDICT USING m AS SELECT * FROM t))\n"
+           "SELECT * FROM (PREDICT USING m AS SELECT * FROM x) JOIN (EVALUATE USING m AS WITH z AS (FROM y) FROM z)")
+    inner, first, second = (s for _, _, s in nested_statements(sql))
+    outer = "WITH RECURSIVE x(a) AS (SELECT 1), y AS MATERIALIZED (SELECT * FROM (PREDICT USING m AS SELECT * FROM t))"
+    assert inner.query == "SELECT * FROM t"
+    assert first.query == outer + " SELECT * FROM x"
+    assert second.query == outer + " SELECT * FROM (WITH z AS (FROM y) FROM z)"
+    assert nested_statements("SELECT * FROM (PREDICT USING m AS SELECT * FROM x)")[0][2].query == "SELECT * FROM x"
+
+
+def test_a_nested_predict_reads_a_cte_of_its_query(colors_db):
+    rows = colors_db.sql("WITH few AS (SELECT * FROM colors ORDER BY image LIMIT 3) "
+                         "SELECT image, predicted = label AS right FROM (PREDICT USING cm AS SELECT * FROM few)").df()
+    assert list(rows.image) == sorted(colors_db.sql("SELECT image FROM colors").df().image)[:3]
+    assert rows.right.all()

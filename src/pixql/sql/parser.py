@@ -485,6 +485,50 @@ _NESTABLE_SHAPES = (("PREDICT", "USING"), ("DETECT", "USING"), ("EVALUATE", "USI
                     ("SHOW", "MODELS"), ("SHOW", "BASE", "MODELS"), ("DESCRIBE", "MODEL"))
 
 
+def _closing(toks, i):
+    """The index of the parenthesis that closes the one at `i`, or None."""
+    depth = 0
+    for j in range(i, len(toks)):
+        depth += toks[j].is_punct("(") - toks[j].is_punct(")")
+        if depth == 0:
+            return j
+    return None
+
+
+def _leading_with(script, toks):
+    """(text, end offset) of a query's leading `WITH a AS (...), b AS (...)`, or None."""
+    if not toks or not toks[0].is_kw("WITH"):
+        return None
+    i = 2 if len(toks) > 1 and toks[1].is_kw("RECURSIVE") else 1
+    while True:
+        i += 1  # past the name
+        if i < len(toks) and toks[i].is_punct("("):  # its column names
+            i = (_closing(toks, i) or len(toks)) + 1
+        if not (i < len(toks) and toks[i].is_kw("AS")):
+            return None
+        i += 1
+        while i < len(toks) and toks[i].is_kw("NOT", "MATERIALIZED"):
+            i += 1
+        end = _closing(toks, i) if i < len(toks) and toks[i].is_punct("(") else None
+        if end is None:
+            return None
+        if end + 1 < len(toks) and toks[end + 1].is_punct(","):
+            i = end + 2
+            continue
+        return script[toks[0].start:toks[end].end], toks[end].end
+
+
+def _seeing(stmt, with_clause):
+    """`stmt` (nested in a query that opens with `with_clause`) with a query that sees those
+    names too: the nested statement runs first, on its own, where the outer WITH is not in scope."""
+    import dataclasses
+
+    query = stmt.query.strip()
+    if query[:4].upper() == "WITH" and (len(query) == 4 or not query[4].isalnum() and query[4] != "_"):
+        query = f"SELECT * FROM ({query})"  # its own WITH inside: the outer names reach it from here
+    return dataclasses.replace(stmt, query=f"{with_clause} {query}")
+
+
 def _opens_nestable(toks, i):
     def kw(k, *words):
         return i + k < len(toks) and toks[i + k].is_kw(*words)
@@ -508,6 +552,7 @@ def nested_statements(text, line=1, col=1):
     offset = len(script) - len(text)
     pos = Positions(script)
     toks = tokenize(script, pos)
+    ctes = _leading_with(script, toks)
     found, i = [], 0
     while i < len(toks) - 1:
         tok = toks[i]
@@ -524,6 +569,8 @@ def nested_statements(text, line=1, col=1):
             break  # unbalanced: DuckDB will say so
         stmt = _parse_group(script, pos, toks[i + 1:j])
         if isinstance(stmt, NESTABLE):
+            if ctes is not None and tok.start >= ctes[1] and getattr(stmt, "query", None):
+                stmt = _seeing(stmt, ctes[0])
             found.append((tok.start - offset, toks[j].end - offset, stmt))
             i = j + 1
         else:
