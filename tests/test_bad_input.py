@@ -105,6 +105,17 @@ def test_null_image_paths_are_refused_naming_the_rows(colors_db):
     assert snapshot(colors_db) == before
 
 
+def test_an_image_column_of_numbers_is_refused_naming_the_row(colors_db):
+    before = snapshot(colors_db)
+    for statement in ("BUILD MODEL n OPTIONS (image_col='n') AS SELECT 7 AS n, label FROM colors",
+                      "PREDICT USING cm AS SELECT 42 AS image", "EVALUATE USING cm AS SELECT 42 AS image, 'red' AS label",
+                      "CONVERT USING cm AS SELECT 42 AS image"):
+        with pytest.raises(DataError, match=r"holds (7|42) \((int|int32)\) in row 1, not an image path") as info:
+            colors_db.sql(statement)
+        assert info.value.row == 1, statement
+    assert snapshot(colors_db) == before
+
+
 # -- on_error='skip' -------------------------------------------------------------------------------
 def test_build_on_error_skip_leaves_out_and_reports_unreadable_images(colors_db, tmp_path):
     bad = [write_bad_image(tmp_path / f"{k}.jpg", k) for k in ("missing", "empty", "text", "truncated")]

@@ -62,6 +62,11 @@ def check_image_paths(frame, image_col, what):
         raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}): "
                         f"it is NULL or empty; filter them out with WHERE {image_col} <> ''",
                         row=nulls[0] + 1)
+    for i, value in zip(frame.index, frame[image_col]):
+        if not isinstance(value, str) and not is_null(value):
+            shown = value.item() if isinstance(value, np.generic) else value  # 1, not np.int32(1)
+            raise DataError(f"{what}: '{image_col}' holds {shown!r} ({type(value).__name__}) in row {int(i) + 1}, "
+                            "not an image path: image paths are text (a file's path)", row=int(i) + 1)
 
 
 def rows_of(sources):

