@@ -250,3 +250,9 @@ def test_csv_writes_arrays_whole(run_cli, color_csv):
         assert written == pytest.approx(reference["embedding"], rel=1e-5, abs=1e-9)  # JSON keeps 10 digits
     out = run_cli("--format", "csv", "-c", "SELECT [1.5, 0.1]::REAL[2] AS f, [1, 2]::INT[2] AS i").stdout
     assert out == 'f,i\n"[1.5, 0.1]","[1, 2]"\n'
+
+
+def test_a_select_that_is_not_the_last_shows_duckdbs_types(run_cli):
+    out = run_cli("-c", "SELECT 1::TINYINT AS a, 2.5::DECIMAL(4,1) AS b, NULL::INT AS n; SELECT 1 AS one").stdout
+    first = out.split("\n┌")[0]
+    assert _cells(first) == [["a", "b", "n"], ["int8", "decimal(4,1)", "int32"], ["1", "2.5", "NULL"]]

@@ -221,6 +221,8 @@ class Result:
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 return _shown(relation, max_rows, max_width, max_col_width)
         table = _plain_table(self._columns) if self._columns is not None else None
+        if self._rows is not None and self._types is not None:  # DuckDB's rows keep DuckDB's types
+            table = (list(self._names), list(self._types), list(self._rows))
         if table is not None and len(table[2]) <= VALUES_ROWS:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' way below
                 return _shown(_values_relation(*table), max_rows, max_width, max_col_width)
