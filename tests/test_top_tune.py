@@ -84,6 +84,7 @@ def test_a_validation_query_whose_every_image_is_unreadable_is_skipped_not_fatal
     row = db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='{mode}', epochs=2, validation='v', "
                  "on_error='skip') AS SELECT * FROM t").df().iloc[0]
     assert (row["train_mode"], row["validation_rows"], row["skipped_images"]) == (mode, 0, 3)
+    assert db.engine.catalog.store.manifest("m")["options"]["used"]["validation"] == "v"  # its source
     assert row["best_validation_metric"] is None or row["best_validation_metric"] != row["best_validation_metric"]
     answers = db.sql("PREDICT USING m AS SELECT * FROM t").df()
     assert (answers["predicted"] == answers["label"]).mean() >= 0.9

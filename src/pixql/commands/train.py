@@ -218,7 +218,9 @@ def _train(engine, statement, resolved, given, base, task, init):
         "label_col": label_col,
         "regions": {k: resolved[k] for k in regions.OPTIONS} if reader.active else None,
         "train_mode": trained.train_mode,
-        "options": {"given": given, "used": trained.options},
+        # validation rows from a table or a query reach the learning layer as rows: name their source
+        "options": {"given": given, "used": dict(trained.options, **(
+            {"validation": resolved["validation"]} if isinstance(resolved["validation"], str) else {}))},
         "history": trained.history,
         "metrics": trained.metrics,
         "train_rows": trained.train_rows,
