@@ -77,7 +77,7 @@ def test_predict_finds_a_path_column_of_any_name(colors_db):
     with pytest.raises(DataError) as info:
         colors_db.sql("PREDICT USING imagenet_classifier AS SELECT 'x.jpg' AS photo")
     assert "Image file not found: x.jpg" in str(info.value) and "row 1 of the query" in str(info.value)
-    assert info.value.path == "x.jpg" and info.value.row == "1 of the query"
+    assert info.value.path == "x.jpg" and (info.value.row, info.value.query) == (1, "the query")
 
 
 # -- 5. a diverged model is never saved; NaN outputs are not blamed on the images -------------------

@@ -9,14 +9,16 @@ class PixqlError(Exception):
 
     Besides its message an error carries fields that front ends and callers read directly,
     never parsed back out of the text: `path` (the file it is about), `row` (its row in the
-    query, 1-based), and once the engine has placed it, `keyword` and `statement_line` (the
-    statement that failed and the line where it starts).
+    query, 1-based, an int), `query` (which of a statement's queries that row is in, where it
+    has several: 'the query', 'the validation query'), and once the engine has placed it,
+    `keyword` and `statement_line` (the statement that failed and the line where it starts).
     """
 
-    def __init__(self, message="", *args, path=None, row=None):
+    def __init__(self, message="", *args, path=None, row=None, query=None):
         super().__init__(message, *args)
         self.path = path
         self.row = row
+        self.query = query
         self.keyword = None
         self.statement_line = None
 

@@ -61,23 +61,23 @@ def check_image_paths(frame, image_col, what):
         shown = ", ".join(str(i + 1) for i in nulls[:5])
         raise DataError(f"{what}: {len(nulls)} row(s) have no image path in '{image_col}' (rows {shown}): "
                         f"it is NULL or empty; filter them out with WHERE {image_col} <> ''",
-                        row=nulls[0] + 1)
+                        row=nulls[0] + 1, query=what)
     for i, value in zip(frame.index, frame[image_col]):
         if not isinstance(value, str) and not is_null(value):
             shown = value.item() if isinstance(value, np.generic) else value  # 1, not np.int32(1)
             raise DataError(f"{what}: '{image_col}' holds {shown!r} ({type(value).__name__}) in row {int(i) + 1}, "
-                            "not an image path: image paths are text (a file's path)", row=int(i) + 1)
+                            "not an image path: image paths are text (a file's path)", row=int(i) + 1, query=what)
 
 
 def rows_of(sources):
-    """{image path: 'N of <query>'} for the first row holding each path; `sources` are
+    """{image path: (row N, 1-based; which query)} for the first row holding each path; `sources` are
     (what, frame, image column) triples."""
     where = {}
     for what, frame, col in sources:
         if col in frame.columns:
             for i, path in zip(frame.index, frame[col]):
                 if path is not None:
-                    where.setdefault(str(path), f"{i + 1} of {what}")
+                    where.setdefault(str(path), (int(i) + 1, what))
     return where
 
 
@@ -92,6 +92,6 @@ def image_errors(sources, can_skip):
         if str(exc.path) not in where:
             raise
         skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
-        row = where[str(exc.path)]
-        raise DataError(f"{exc} (row {row}); fix or remove the file, or leave the row out with "
-                        f"WHERE{skip}", path=exc.path, row=row) from exc
+        row, what = where[str(exc.path)]
+        raise DataError(f"{exc} (row {row} of {what}); fix or remove the file, or leave the row out with "
+                        f"WHERE{skip}", path=exc.path, row=row, query=what) from exc

@@ -185,7 +185,8 @@ def _train(engine, statement, resolved, given, base, task, init):
                         f"or no usable box were skipped (on_error='skip'): row(s) {shown(no_path)}")
     if trained.skipped:
         where = rows_of(sources)
-        listed = [f"{p} (row {where[str(p)]})" if str(p) in where else str(p) for p in trained.skipped]
+        listed = [f"{p} (row {where[str(p)][0]} of {where[str(p)][1]})" if str(p) in where else str(p)
+                  for p in trained.skipped]
         messages.append(f"{statement.keyword}: {len(trained.skipped)} unreadable image(s) were skipped "
                         f"(on_error='skip'): {shown(listed)}")
     if trained.options.get("cached_embeddings"):
