@@ -369,6 +369,13 @@ def test_a_weights_file_holding_code_is_refused_not_run(colors_db, tmp_path):
                       "AS SELECT * FROM colors")
     assert not marker.exists()
     assert snapshot(colors_db) == before
+    not_a_checkpoint = tmp_path / "model.onnx"  # an ONNX model, as a user might pass it
+    not_a_checkpoint.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(200))
+    with pytest.raises(TrainingError, match="neither a .safetensors file nor a PyTorch state dict") as info:
+        colors_db.sql(f"BUILD MODEL cm USING ResNet18 OPTIONS (weights='{not_a_checkpoint}', overwrite=true) "
+                      "AS SELECT * FROM colors")
+    assert "weights_only=False" not in str(info.value)
+    assert snapshot(colors_db) == before
 
 
 # -- fuzzing the decoder: damaged files of every format ----------------------------------------------

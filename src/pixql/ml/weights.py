@@ -6,6 +6,7 @@ fails in a second rather than after timm's minute of retries.
 
 import functools
 import os
+import pickle
 import urllib.error
 import urllib.request
 
@@ -177,7 +178,13 @@ def read_weights_file(path):
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, wrong format, or pickled objects weights_only refuses
+    except pickle.UnpicklingError as e:  # not torch's zip of tensors, or one holding pickled code
+        # (torch's own text advises weights_only=False, which pixql never does with a user's file)
+        raise TrainingError(
+            f"Cannot read weights file {path}: it is neither a .safetensors file nor a PyTorch state dict of "
+            "tensors (an ONNX model, an image, a whole pickled model?); give the network's state dict, saved "
+            "with torch.save(model.state_dict(), 'file.pt') or safetensors' save_file") from e
+    except Exception as e:  # corrupt file, wrong format
         raise TrainingError(f"Cannot read weights file {path}: {e}") from e
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
