@@ -304,6 +304,9 @@ def test_copy_of_a_latin1_csv_says_to_name_the_encoding_and_reads_it_when_named(
     assert message.startswith("COPY (line 1): ") and str(csv) in message
     assert "not UTF-8" in message and "encoding='latin-1'" in message and "\n" not in message
     assert snapshot(colors_db) == before
+    with pytest.raises(OptionError, match=r"encoding='klingon' is not the name of a text encoding"):
+        colors_db.sql(f"COPY colors OPTIONS (encoding='klingon', overwrite=true) FROM '{csv}'")
+    assert snapshot(colors_db) == before
     colors_db.sql(f"COPY labels OPTIONS (encoding='latin-1') FROM '{csv}'")
     assert colors_db.sql("SELECT label FROM labels ORDER BY 1").fetchall() == [("café",), ("crème",)]
 

@@ -178,6 +178,14 @@ def copy_table(con, table, source, options, base_dir=None):
         encoding = options.get("encoding")
         if encoding is not None and reader != "read_csv_auto":
             raise OptionError(f"COPY: option 'encoding' is for CSV files, not {path.name}")
+        if encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise OptionError(f"COPY: encoding={encoding!r} is not the name of a text encoding "
+                                  "(e.g. 'utf-8', 'latin-1', 'utf-16')") from None
         extra = f", encoding={quote_literal(encoding)}" if encoding else ""
         relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
