@@ -58,9 +58,10 @@ def parse(statement_text, line=1, col=1):
 
 
 def _groups(script, toks):
-    """[(tokens, source, offset where source starts)] of each statement. `source` is cut as DuckDB's extract_statements
-    cuts it: from just after the last `;` before the statement (the script's start for the
-    first one) to where the next one's source starts (the script's end for the last one)."""
+    """[(tokens, source, the offset where source starts)] of each statement. `source` is cut as
+    DuckDB's extract_statements cuts it: from just after the last `;` before the statement (the
+    script's start for the first one) to where the next one's source starts (the script's end
+    for the last one)."""
     groups, cur, starts, after_semicolon = [], [], [], 0
     for tok in toks:
         if tok.is_punct(";"):
@@ -559,13 +560,8 @@ def nested_statements(text, line=1, col=1):
         if not (tok.is_punct("(") and _opens_nestable(toks, i + 1)):
             i += 1
             continue
-        depth, j = 0, i
-        while j < len(toks):
-            depth += toks[j].is_punct("(") - toks[j].is_punct(")")
-            if depth == 0:
-                break
-            j += 1
-        if j >= len(toks) or j == i + 1:
+        j = _closing(toks, i)
+        if j is None or j == i + 1:
             break  # unbalanced: DuckDB will say so
         stmt = _parse_group(script, pos, toks[i + 1:j])
         if isinstance(stmt, NESTABLE):
