@@ -44,6 +44,33 @@ def test_predict_reads_each_box_as_its_own_image(halves, box):
     assert whole.predicted.nunique() == 1
 
 
+@pytest.mark.parametrize("options, columns", [
+    ("box_col='b', box_format='xywh'", "[x1, y1, x2 - x1, y2 - y1] AS b"),
+    ("box_col='b'", "{'x': x1, 'y': y1, 'w': x2 - x1, 'h': y2 - y1} AS b"),  # a STRUCT names its fields
+    ("box_col='x,y,w,h', box_format='xywh'",
+     "x1::DECIMAL(6, 1) AS x, y1 AS y, (x2 - x1)::DECIMAL(6, 1) AS w, y2 - y1 AS h"),
+    ("box_col='b', box_format='normalized'", "[x1 / 64, y1 / 32, x2 / 64, y2 / 32] AS b"),
+])
+def test_box_format_reads_the_same_regions(halves, options, columns):
+    """SPEC 7's box_format: (x, y, width, height) and fractions give the same answers as corners."""
+    db = halves
+    corners = db.sql("PREDICT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos ORDER BY image, x1").df()
+    other = db.sql(f"PREDICT USING cm OPTIONS ({options}) AS SELECT image, label, {columns} FROM photos "
+                   "ORDER BY image, x1").df()
+    assert list(other.predicted) == list(corners.predicted) == list(corners.label)
+    assert other.score.to_numpy() == pytest.approx(corners.score.to_numpy(), abs=1e-5)
+
+
+def test_box_format_is_checked(halves):
+    with pytest.raises(OptionError, match="box_format"):
+        halves.sql("PREDICT USING cm OPTIONS (box_col='box', box_format='cxcywh') AS SELECT * FROM photos")
+    with pytest.raises(OptionError, match=r"box_format=\.\.\.\) applies to a region"):
+        halves.sql("PREDICT USING cm OPTIONS (box_format='xywh') AS SELECT * FROM photos")
+    with pytest.raises(DataError, match="row 1 has an empty or inverted box"):
+        halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, [5, 5, 0, 4] AS b "
+                   "FROM photos LIMIT 1")
+
+
 def test_normalized_boxes_padding_masks_and_evaluate(halves):
     db = halves
     out = db.sql("PREDICT USING cm OPTIONS (box_col='b', normalized=true, padding=0.05) AS "

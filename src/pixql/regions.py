@@ -4,6 +4,8 @@ image as the learning layer reads it (a path, or an ml.images.Region cropped in 
     OPTIONS (box_col='box')                a STRUCT(x1, y1, x2, y2) or a list of 4 numbers
     OPTIONS (box_col='x1,y1,x2,y2')        four number columns (DeepFashion-style tables)
     OPTIONS (normalized=true)              coordinates are fractions of the width and height
+    OPTIONS (box_format='xywh')            a list or four columns read as (x, y, width, height);
+                                           'normalized' is normalized=true, 'xyxy' the default
     OPTIONS (mask_col='mask', background='white'|'black'|'blur'|'keep', padding=0.1)
                                            a mask image's path, COCO polygons ([x1, y1, x2, y2, ...],
                                            or a list of them), or a COCO RLE {'size': [h, w],
@@ -27,10 +29,18 @@ OPTIONS = {
     "box_col": opt.text(),
     "mask_col": opt.text(),
     "normalized": opt.flag(False),
+    "box_format": opt.text("xyxy", ("xyxy", "xywh", "normalized")),  # SPEC 7; 'normalized': xyxy in fractions
     "padding": opt.number(0.0, low=0, high=2),
     "background": opt.text("white", BACKGROUNDS),
 }
 _CORNERS = ("x1", "y1", "x2", "y2")
+_SIDES = (("x", "y", "w", "h"), ("x", "y", "width", "height"))  # a STRUCT in (x, y, width, height)
+
+
+def box_reading(resolved):
+    """(boxes are (x, y, width, height), coordinates are fractions) from a statement's options."""
+    form = resolved.get("box_format") or "xyxy"
+    return form == "xywh", bool(resolved.get("normalized")) or form == "normalized"
 
 
 class RegionReader:
@@ -41,8 +51,8 @@ class RegionReader:
         self.clipped = 0
         self._sizes = {}
         if resolved.get("box_col") is None:
-            for name in ("mask_col", "normalized", "padding"):
-                if resolved.get(name) not in (None, False, 0, 0.0):
+            for name in ("mask_col", "normalized", "padding", "box_format"):
+                if resolved.get(name) not in (None, False, 0, 0.0, "xyxy"):
                     raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col")
 
     def follow_model(self, given, recorded, columns, keyword, model):
@@ -94,7 +104,7 @@ class RegionReader:
             box = tuple(float(v) for v in box)
             if isinstance(path, str) and self._outside(path, box):
                 self.clipped += 1
-            items.append(Region(path, box, bool(self.resolved["normalized"]), self._mask(mask, frame, pos),
+            items.append(Region(path, box, box_reading(self.resolved)[1], self._mask(mask, frame, pos),
                                 float(self.resolved["padding"]), self.resolved["background"]))
         return items, bad
 
@@ -126,13 +136,13 @@ class RegionReader:
         return [f"{keyword}: {self.clipped} box(es) reached outside their image and were clipped to it"]
 
     def _boxes(self, frame):
-        return boxes_of(frame, self.resolved["box_col"], self.what)
+        return boxes_of(frame, self.resolved["box_col"], self.what, xywh=box_reading(self.resolved)[0])
 
     def _outside(self, path, box):
         size = self._size(path)
         if size is None:
             return False  # unreadable: the loader names the file
-        width, height = (1.0, 1.0) if self.resolved["normalized"] else size
+        width, height = (1.0, 1.0) if box_reading(self.resolved)[1] else size
         x1, y1, x2, y2 = box
         return x1 < 0 or y1 < 0 or x2 > width or y2 > height
 
@@ -142,28 +152,43 @@ class RegionReader:
         return self._sizes[path]
 
 
-def boxes_of(frame, spec, what):
+def boxes_of(frame, spec, what, xywh=False):
     """Each row's box cell as (x1, y1, x2, y2), from one column (a STRUCT or a list) or four
-    ('x1,y1,x2,y2'); a cell that is not a box stays as it is, for box_problem to name."""
+    ('x1,y1,x2,y2'); `xywh`: lists and columns hold (x, y, width, height). A cell that is not a
+    box stays as it is, for box_problem to name."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if len(names) == 4:
         columns = [find_column(frame, n, "box_col", what) for n in names]
-        return [tuple(values) for values in zip(*(frame[c] for c in columns))]
+        return [_from_sides(tuple(values)) if xywh else tuple(values) for values in zip(*(frame[c] for c in columns))]
     if len(names) != 1:
         raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
-    return [_corners(v) for v in frame[find_column(frame, names[0], "box_col", what)]]
+    return [_corners(v, xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
 
 
-def _corners(value):
-    """A box cell as (x1, y1, x2, y2), or the cell itself when it is not one (checked later)."""
+def _corners(value, xywh=False):
+    """A box cell as (x1, y1, x2, y2), or the cell itself when it is not one (checked later). A
+    STRUCT says by its field names which it holds: x1..y2, or x, y, w (width), h (height)."""
     if isinstance(value, dict):
+        for sides in _SIDES:
+            if all(k in value for k in sides) and not all(k in value for k in _CORNERS):
+                return _from_sides(tuple(value[k] for k in sides))
         return tuple(value.get(k) for k in _CORNERS)
     if value is None or isinstance(value, (str, bytes)):
         return value
     try:
-        return tuple(value)
+        box = tuple(value)
     except TypeError:
         return value
+    return _from_sides(box) if xywh else box
+
+
+def _from_sides(box):
+    """(x, y, width, height) as corners; anything else as it is, for box_problem to name."""
+    try:
+        x, y, width, height = (float(v) for v in box)  # DECIMAL columns too
+    except (TypeError, ValueError):  # a NULL side, not 4 values
+        return box
+    return (x, y, x + width, y + height)
 
 
 def mask_of(cell):

@@ -24,7 +24,7 @@ OPTIONS = {
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: rows whose image cannot be read get a NULL mask
     "weights": opt.text(),  # SAM: a folder holding SamModel + SamProcessor (save_pretrained), or a hub id
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
-    **{k: regions.OPTIONS[k] for k in ("box_col", "normalized", "padding")},
+    **{k: regions.OPTIONS[k] for k in ("box_col", "normalized", "box_format", "padding")},
 }
 
 

@@ -192,7 +192,7 @@ def truth(frame, resolved, what, classes=None, unknown=None):
     out. `unknown` (a list): boxes of labels the model lacks are left out (EVALUATE: it cannot
     find them) and their labels added to it."""
     from pixql.image_columns import check_image_paths, find_column, missing_paths, pick_image_col
-    from pixql.regions import box_problem, boxes_of, upright_size
+    from pixql.regions import box_problem, box_reading, boxes_of, upright_size
 
     if resolved.get("box_col") is None:
         raise OptionError("a detector learns and is scored on true boxes: name them with OPTIONS (box_col='box', "
@@ -206,7 +206,8 @@ def truth(frame, resolved, what, classes=None, unknown=None):
         left_out += [int(i) + 1 for i in frame.index[gone]]
         frame = frame[~gone]
     check_image_paths(frame, image_col, what)
-    cells = boxes_of(frame, resolved["box_col"], what)
+    xywh, normalized = box_reading(resolved)
+    cells = boxes_of(frame, resolved["box_col"], what, xywh=xywh)
     items, boxes, labels = [], [], []
     sizes = {}
     for pos, (path, box, cell) in enumerate(zip(frame[image_col], cells, frame[label_col])):
@@ -234,7 +235,7 @@ def truth(frame, resolved, what, classes=None, unknown=None):
                             "rows with OPTIONS (on_error='skip')", row=row)
         if box is not None:
             box = [float(v) for v in box]
-            if resolved.get("normalized"):
+            if normalized:
                 if path not in sizes:
                     sizes[path] = upright_size(path) or (1, 1)
                 width, height = sizes[path]
