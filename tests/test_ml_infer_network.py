@@ -41,3 +41,21 @@ def test_a_class_list_of_another_length_is_named():
     _, state = _saved("resnet18")
     with pytest.raises(StoreError, match="3 outputs but 2 classes"):
         inference_network({"arch": "resnet18", "num_classes": 3}, state, ["a", "b"])
+
+
+@pytest.mark.parametrize("arch, side", [("tf_efficientnet_lite0", 96), ("simple_cnn", 150)])
+def test_the_head_runs_in_fp32_under_bf16_autocast(arch, side):
+    """The body may run in bf16, the logits do not come in bf16 steps (~3 digits): photos would
+    share scores exactly and stand ~0.04 from fp32's probabilities."""
+    from pixql.ml.infer import logits
+
+    model, state = _saved(arch, num_classes=5)
+    network = inference_network({"arch": arch, "num_classes": 5}, state, list("abcde"))
+    x = torch.randn(4, 3, side, side)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = logits(network, x)
+        body = network.forward_features(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, out.bfloat16().float())  # values between bf16's steps: an fp32 head
+    with torch.inference_mode():
+        assert torch.allclose(out, network.forward_head(body.float()), atol=1e-5)

@@ -28,6 +28,17 @@ def inference_network(network, state_dict, classes):
     return fold_batchnorm(model.eval())
 
 
+def logits(model, x):
+    """The network's outputs: its body in the statement's precision (autocast), its head (the
+    pooling and classifier) in fp32. bf16 logits hold ~3 significant digits: PREDICT's scores
+    then came in steps (photos sharing one score exactly) and stood ~0.04 from fp32's."""
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return model(x)  # not a timm network (SimpleCNN): as it is
+    features = model.forward_features(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return model.forward_head(features.float())
+
+
 ONNX_NOTE = "runtime='auto' ran the network on ONNX Runtime (faster than torch on this CPU in fp32)"
 
 
@@ -67,7 +78,7 @@ class Classifier:
                 self._auto_onnx = state_dict
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
         make_static(self.model, self.preprocessing["input_size"])  # (on the CPU; ml/static_padding.py)
-        self.forward = lambda model, x: self.task.probabilities(model(x))
+        self.forward = lambda model, x: self.task.probabilities(logits(model, x))
 
     def _use_onnx(self, state_dict, export):
         """Run on ONNX Runtime from now on; with export=False only if the graph is cached."""
