@@ -116,6 +116,23 @@ def test_predict_and_evaluate_read_regions_as_the_model_was_trained(halves):
     assert list(named.df().predicted) == list(named.df().label) and not named.messages
 
 
+def test_fit_model_reads_regions_as_its_source_model_was_trained(halves):
+    """FIT MODEL without box_col goes on reading the source model's regions where the query has
+    its box columns (and says so), and the new model records them, as PREDICT would read them."""
+    from conftest import save_color_model
+
+    db = halves
+    save_color_model(db.engine.store, "cm_boxes", regions={"box_col": "x1,y1,x2,y2", "mask_col": None,
+                                                           "normalized": False, "padding": 0.0, "background": "white"})
+    fitted = db.sql("FIT MODEL cm_more USING cm_boxes AS SELECT * FROM photos")
+    assert any("as model 'cm_boxes' was trained on them (box_col='x1,y1,x2,y2'" in m for m in fitted.messages)
+    assert db.engine.catalog.store.manifest("cm_more")["regions"]["box_col"] == "x1,y1,x2,y2"
+    out = db.sql("PREDICT USING cm_more AS SELECT * FROM photos").df()
+    assert list(out.predicted) == list(out.label)
+    whole = db.sql("FIT MODEL cm_whole USING cm_boxes AS SELECT image, label FROM photos")
+    assert any("no column x1, y1, x2, y2: whole photos were read" in m for m in whole.messages)
+
+
 def test_bad_boxes_name_their_row_or_are_skipped(halves):
     db = halves
     db.sql("INSERT INTO photos SELECT image, label, 40, 0, 10, 32, mask, {'x1': 40, 'y1': 0, 'x2': 10, 'y2': 32}, "

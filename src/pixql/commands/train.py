@@ -129,6 +129,11 @@ def _train(engine, statement, resolved, given, base, task, init):
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
     reader = regions.RegionReader(resolved)
+    followed = []  # FIT MODEL reads regions as its source model was trained on them, unless told
+    if init is not None:
+        followed = reader.follow_model(given, init[0].get("regions"), rows.columns, statement.keyword,
+                                       statement.source_model)
+        resolved.update({k: v for k, v in reader.resolved.items() if k in regions.OPTIONS})
     paths, labels, image_col, label_col, null_labels, no_path = labelled_rows(
         rows, resolved, task, "the query", classes, reader)
     if not paths:
@@ -179,7 +184,7 @@ def _train(engine, statement, resolved, given, base, task, init):
 
                 trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
-    messages = reader.message(statement.keyword)
+    messages = followed + reader.message(statement.keyword)
     if no_path:
         messages.append(f"{statement.keyword}: {len(no_path)} row(s) with no image path in '{image_col}' "
                         f"or no usable box were skipped (on_error='skip'): row(s) {shown(no_path)}")
