@@ -137,8 +137,8 @@ def test_bad_boxes_name_their_row_or_are_skipped(halves):
     db = halves
     db.sql("INSERT INTO photos SELECT image, label, 40, 0, 10, 32, mask, {'x1': 40, 'y1': 0, 'x2': 10, 'y2': 32}, "
            "[40, 0, 10, 32] FROM photos LIMIT 1")
-    with pytest.raises(DataError, match="row 7 has an empty or inverted box") as err:
-        db.sql("PREDICT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos ORDER BY x1 = 40, image")
+    with pytest.raises(DataError, match=r"row 7 has an empty or inverted box \(40, 0, 10, 32\)") as err:
+        db.sql("PREDICT USING cm OPTIONS (box_col='box_list') AS SELECT * FROM photos ORDER BY x1 = 40, image")
     assert err.value.row == 7
     skipped = db.sql("PREDICT USING cm OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM photos")
     frame = skipped.df()
@@ -285,3 +285,11 @@ def test_bad_polygon_or_rle_masks_name_their_row_or_file(halves):
     assert info.value.path.endswith("two_0.png")
     with pytest.raises(DataError, match=r"row 1 has a mask that is a struct with \['a'\]"):
         db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, {'a': 1} AS m FROM photos")
+    # text that names no file: the mask's row and column, not "image file not found"
+    query = "SELECT *, CASE WHEN x1 = 32 THEN 'hello' ELSE mask END AS m FROM photos ORDER BY image, x1"
+    with pytest.raises(DataError, match=r"row 2 has a mask that is the text 'hello', not the path of a mask image "
+                                        r"here \('m'\)") as info:
+        db.sql(f"PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS {query}")
+    assert info.value.row == 2
+    skipped = db.sql(f"PREDICT USING cm OPTIONS (box_col='box', mask_col='m', on_error='skip') AS {query}").df()
+    assert skipped.predicted.isna().tolist() == [False, True] * 3

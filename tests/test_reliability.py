@@ -266,6 +266,8 @@ def test_connect_with_bad_arguments_names_them(kwargs, name):
     with pytest.raises(ArgumentError, match=f"connect\\(\\): {name} must be"):
         pixql.connect(**kwargs)
     assert issubclass(ArgumentError, TypeError)
+    with pytest.raises(ArgumentError, match="read_only=True needs a database file"):
+        pixql.connect(read_only=True)
 
 
 def test_build_without_validation_rows_leaves_the_validation_metric_empty(colors_db):

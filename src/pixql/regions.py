@@ -19,6 +19,7 @@ left out.
 
 import math
 import numbers
+import os
 
 from pixql import options as opt
 from pixql.errors import DataError, OptionError
@@ -101,21 +102,32 @@ class RegionReader:
                 bad.append(pos)
                 items.append(path)
                 continue
+            try:
+                mask = self._mask(mask, frame, pos)
+            except DataError:
+                if self.resolved.get("on_error") != "skip":
+                    raise
+                bad.append(pos)  # left out, as a row with a bad box is
+                items.append(path)
+                continue
             box = tuple(float(v) for v in box)
             if isinstance(path, str) and self._outside(path, box):
                 self.clipped += 1
-            items.append(Region(path, box, box_reading(self.resolved)[1], self._mask(mask, frame, pos),
+            items.append(Region(path, box, box_reading(self.resolved)[1], mask,
                                 float(self.resolved["padding"]), self.resolved["background"]))
         return items, bad
 
     def _mask(self, cell, frame, pos):
         try:
-            return mask_of(cell)
+            mask = mask_of(cell)
+            if isinstance(mask, str) and not os.path.isfile(mask):  # else the loader blames "the image"
+                raise ValueError(f"the text {mask!r}, not the path of a mask image here")
+            return mask
         except ValueError as exc:
             row = int(frame.index[pos]) + 1
-            raise DataError(f"{self.what}: row {row} has a mask that is {exc}; a mask is an image path, COCO "
-                            "polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE {'size': [h, w], "
-                            "'counts': ...}", row=row) from None
+            raise DataError(f"{self.what}: row {row} has a mask that is {exc} ('{self.resolved['mask_col']}'); a mask is "
+                            "an image path, COCO polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE "
+                            "{'size': [h, w], 'counts': ...}", row=row, query=self.what) from None
 
     def columns(self, frame):
         """The frame's columns this reader reads besides the image's (the box, the mask)."""
@@ -247,12 +259,17 @@ def box_problem(box):
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):
-        return f"a box that is not 4 numbers {box}"
+        return f"a box that is not 4 numbers {_shown(box)}"
     if any(math.isnan(v) for v in (x1, y1, x2, y2)):
         return "a box with a NULL corner"
     if x2 <= x1 or y2 <= y1:
-        return f"an empty or inverted box {box} (x2 must exceed x1, y2 exceed y1)"
+        return f"an empty or inverted box {_shown(box)} (x2 must exceed x1, y2 exceed y1)"
     return None
+
+
+def _shown(box):
+    """A box as a user wrote it: (50, 50, 10, 10), not numpy's (np.int32(50), ...)."""
+    return "(" + ", ".join(str(v.item() if hasattr(v, "item") else v) for v in box) + ")"
 
 
 def upright_size(path):
