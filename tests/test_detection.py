@@ -169,3 +169,28 @@ def test_detector_metrics_on_known_boxes():
     errors = DETECTION.evaluate(["a", "b"], truth_boxes, truth_labels, found, ["cat", "dog"], "errors", 0.5)
     assert errors[["image", "error", "label"]].values.tolist() == [["a", "missed", "dog"], ["a", "false", "cat"]]
     assert errors.box[0] == {"x1": 20.0, "y1": 20.0, "x2": 40.0, "y2": 40.0} and errors.score[1] == pytest.approx(0.8)
+
+
+def test_found_boxes_stay_inside_the_photo(tmp_path):
+    """The network clips to the resized photo; mapped back to a photo whose side did not scale to
+    a whole number of pixels, a box on the edge must still end at the photo's edge."""
+    import types
+
+    import torch
+    from PIL import Image
+
+    from pixql.ml.detect import run_detector
+
+    path = tmp_path / "odd.png"
+    Image.new("RGB", (225, 300), (120, 60, 30)).save(path)
+
+    class EdgeBoxes(torch.nn.Module):  # stands in for Faster R-CNN: one box on the input's edges
+        roi_heads = types.SimpleNamespace(score_thresh=0.05, detections_per_img=100)
+
+        def forward(self, images):
+            return [{"boxes": torch.tensor([[0.0, 0.0, x.shape[2], x.shape[1]]]), "scores": torch.tensor([0.9]),
+                     "labels": torch.tensor([1])} for x in images]
+
+    (boxes, scores, classes), = run_detector(EdgeBoxes(), {"min_size": 128, "max_size": 1333}, [str(path)],
+                                             0.5, 10, 1, False, "fail", torch.device("cpu"))
+    assert boxes.tolist() == [[0.0, 0.0, 225.0, 300.0]] and classes.tolist() == [0]

@@ -279,6 +279,8 @@ class Detector:
 
 @torch.inference_mode()
 def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, on_error, device):
+    from torchvision.ops import clip_boxes_to_image
+
     items = list(items)
     out = [None] * len(items)
     if not items:
@@ -299,7 +301,10 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
                 s = resize.scale(*sizes[i]) if sizes[i] else 1.0
                 keep = f["scores"] >= threshold
                 order = torch.argsort(f["scores"][keep], descending=True)[:max_boxes]
-                out[i] = ((f["boxes"][keep][order] / s).float().cpu().numpy(),
+                boxes = (f["boxes"][keep][order] / s).float().cpu()
+                if sizes[i]:  # the network clipped to the resized photo: rounding there can pass the edge
+                    boxes = clip_boxes_to_image(boxes, (sizes[i][1], sizes[i][0]))
+                out[i] = (boxes.numpy(),
                           f["scores"][keep][order].float().cpu().numpy(),
                           (f["labels"][keep][order] - 1).cpu().numpy())  # 0 is the background
             bar.update(len(batch))
