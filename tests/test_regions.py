@@ -143,6 +143,13 @@ def test_bad_boxes_name_their_row_or_are_skipped(halves):
     skipped = db.sql("PREDICT USING cm OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM photos")
     frame = skipped.df()
     assert frame.predicted.isna().sum() == 1 and "1 row(s)" in " ".join(skipped.messages)
+    assert "or an unusable box or mask got NULL predicted" in " ".join(skipped.messages)
+    # a box wholly outside its image is unusable, not "clipped"
+    with pytest.raises(DataError, match=r"row 1 has a box \(70, 0, 90, 32\) wholly outside its image"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [70, 0, 90, 32] AS b FROM photos LIMIT 1")
+    outside = db.sql("PREDICT USING cm OPTIONS (box_col='b', on_error='skip') AS "
+                     "SELECT image, [70, 0, 90, 32] AS b FROM photos LIMIT 1")
+    assert outside.df().predicted.isna().all() and not any("clipped" in m for m in outside.messages)
     db.sql("UPDATE photos SET box = NULL WHERE x1 = 40")
     with pytest.raises(DataError, match="no box"):
         db.sql("PREDICT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos")

@@ -94,6 +94,8 @@ class RegionReader:
         items, bad = [], []
         for pos, (path, box, mask) in enumerate(zip(paths, boxes, masks)):
             problem = box_problem(box)
+            if problem is None and isinstance(path, str) and self._outside(path, tuple(map(float, box))) == "all":
+                problem = f"a box {_shown(box)} wholly outside its image"
             if problem is not None:
                 if self.resolved.get("on_error") != "skip":
                     row = int(frame.index[pos]) + 1
@@ -111,7 +113,7 @@ class RegionReader:
                 items.append(path)
                 continue
             box = tuple(float(v) for v in box)
-            if isinstance(path, str) and self._outside(path, box):
+            if isinstance(path, str) and self._outside(path, box) == "part":
                 self.clipped += 1
             items.append(Region(path, box, box_reading(self.resolved)[1], mask,
                                 float(self.resolved["padding"]), self.resolved["background"]))
@@ -151,12 +153,15 @@ class RegionReader:
         return boxes_of(frame, self.resolved["box_col"], self.what, xywh=box_reading(self.resolved)[0])
 
     def _outside(self, path, box):
+        """'all' for a box wholly outside its image, 'part' for one reaching past an edge, else None."""
         size = self._size(path)
         if size is None:
-            return False  # unreadable: the loader names the file
+            return None  # unreadable: the loader names the file
         width, height = (1.0, 1.0) if box_reading(self.resolved)[1] else size
         x1, y1, x2, y2 = box
-        return x1 < 0 or y1 < 0 or x2 > width or y2 > height
+        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+            return "all"
+        return "part" if x1 < 0 or y1 < 0 or x2 > width or y2 > height else None
 
     def _size(self, path):
         if path not in self._sizes:

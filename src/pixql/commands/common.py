@@ -149,6 +149,8 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
         chunks.close()
         raise
     missed = []  # "row N: path" of rows left unanswered with on_error='skip'
+    why = ("an unreadable image, no image path or an unusable box or mask" if "box_col" in getattr(statement, "options", {})
+           else "an unreadable image or no image path")
 
     def answered(frame, bar=None):
         out, unread, paths = answer(frame, bar)
@@ -158,8 +160,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
         return out
 
     def message():
-        return (f"{statement.keyword}: {len(missed)} row(s) with an unreadable image or no image path got "
-                f"{got_null} (on_error='skip'): {shown(missed)}")
+        return f"{statement.keyword}: {len(missed)} row(s) with {why} got {got_null} (on_error='skip'): {shown(missed)}"
 
     if total <= len(first):
         chunks.close()
