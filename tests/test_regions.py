@@ -2,6 +2,8 @@
 EVALUATE, CONVERT and BUILD, with their bad input. The hand-made colour model `cm` tells red,
 green and blue apart, so a box over one colour of a two-coloured photo must read as that colour."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -69,6 +71,12 @@ def test_box_format_is_checked(halves):
     with pytest.raises(DataError, match="row 1 has an empty or inverted box"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, [5, 5, 0, 4] AS b "
                    "FROM photos LIMIT 1")
+    for columns in ("NULL::INT AS a, 1 AS b, 20 AS c, 20 AS d", "[NULL, 1, 20, 20] AS a, 0 AS b, 0 AS c, 0 AS d"):
+        box = "a,b,c,d" if columns.startswith("NULL") else "a"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's "converting a masked element to nan" leaked here
+            with pytest.raises(DataError, match="row 1 has a box with a NULL corner"):
+                halves.sql(f"PREDICT USING cm OPTIONS (box_col='{box}') AS SELECT image, {columns} FROM photos LIMIT 1")
 
 
 def test_normalized_boxes_padding_masks_and_evaluate(halves):

@@ -24,6 +24,7 @@ import os
 from pixql import options as opt
 from pixql.errors import DataError, OptionError
 from pixql.image_columns import find_column
+from pixql.query_rows import is_null
 from pixql.ml.images import BACKGROUNDS
 
 OPTIONS = {
@@ -259,7 +260,7 @@ def box_problem(box):
     """What is wrong with a box, or None."""
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"
-    if any(v is None for v in box):  # four columns read as DuckDB's values (pandas' were NaN)
+    if any(v is None or _masked(v) or is_null(v) for v in box):  # four columns read as DuckDB's values (pandas' were NaN)
         return "a box with a NULL corner"
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -270,6 +271,13 @@ def box_problem(box):
     if x2 <= x1 or y2 <= y1:
         return f"an empty or inverted box {_shown(box)} (x2 must exceed x1, y2 exceed y1)"
     return None
+
+
+def _masked(value):
+    """numpy's masked constant: a NULL in a column fetched as a masked array."""
+    import numpy as np
+
+    return value is np.ma.masked
 
 
 def _shown(box):
