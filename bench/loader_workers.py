@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--rows", type=int, default=500)
     ap.add_argument("--workers", type=int, nargs="+", default=[8, 4, 2, 8])
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precision", default="auto", help="the fine-tuning BUILD's (PREDICT has no such option)")
     args = ap.parse_args()
     import pixql
     import pixql.ml.data as data

@@ -250,6 +250,18 @@ def test_csv_writes_arrays_whole(run_cli, color_csv):
         assert written == pytest.approx(reference["embedding"], rel=1e-5, abs=1e-9)  # JSON keeps 10 digits
     out = run_cli("--format", "csv", "-c", "SELECT [1.5, 0.1]::REAL[2] AS f, [1, 2]::INT[2] AS i").stdout
     assert out == 'f,i\n"[1.5, 0.1]","[1, 2]"\n'
+    nested = "SELECT [[1, 2]::INT[2]] AS a, NULL::FLOAT[2] AS n"  # arrays in a list; a NULL array
+    assert run_cli("--format", "csv", "-c", nested).stdout == 'a,n\n"[[1, 2]]",\n'
+    from pixql.tasks.embedding import EMBEDDING
+    from pixql.terminal import _frame_csv
+    import numpy as np
+    import pandas as pd
+
+    skipped = EMBEDDING.column(np.array([[0.1, 0.2], [np.nan, np.nan]], dtype=np.float32))  # on_error='skip'
+    assert _frame_csv(pd.DataFrame({"image": ["a", "b"], "embedding": skipped})) == \
+        'image,embedding\na,"[0.1, 0.2]"\nb,\n'
+    deep = pd.DataFrame({"x": [np.array([np.array([1, 2])], dtype=object)]})
+    assert _frame_csv(deep) == 'x\n"[[1, 2]]"\n'
 
 
 def test_a_select_that_is_not_the_last_shows_duckdbs_types(run_cli):

@@ -218,18 +218,25 @@ def test_nested_statements_are_found_by_tokens():
 
 
 def test_a_nested_statement_sees_the_querys_with_names():
-    """A nested statement runs first, on its own: the names of its query's leading WITH reach it
-    (its own WITH stays its own), and one inside a WITH body is left alone."""
+    """A nested statement runs first, on its own: the names of its query's leading WITH that it
+    uses reach it (with the names those use); one holding a pixql statement never does (it would
+    run twice), and a query naming none stays as written (SEARCH IMAGE finds its bare table)."""
     from pixql.sql import nested_statements
 
-    sql = ("WITH RECURSIVE x(a) AS (SELECT 1), y AS MATERIALIZED (SELECT * FROM (PREDICT USING m AS SELECT * FROM t))\n"
-           "SELECT * FROM (PREDICT USING m AS SELECT * FROM x) JOIN (EVALUATE USING m AS WITH z AS (FROM y) FROM z)")
-    inner, first, second = (s for _, _, s in nested_statements(sql))
-    outer = "WITH RECURSIVE x(a) AS (SELECT 1), y AS MATERIALIZED (SELECT * FROM (PREDICT USING m AS SELECT * FROM t))"
-    assert inner.query == "SELECT * FROM t"
-    assert first.query == outer + " SELECT * FROM x"
-    assert second.query == outer + " SELECT * FROM (WITH z AS (FROM y) FROM z)"
-    assert nested_statements("SELECT * FROM (PREDICT USING m AS SELECT * FROM x)")[0][2].query == "SELECT * FROM x"
+    def queries(sql):
+        return [s.query for _, _, s in nested_statements(sql)]
+
+    sql = ("WITH RECURSIVE x(a) AS (SELECT 1), y AS MATERIALIZED (SELECT * FROM (PREDICT USING m AS SELECT * FROM t)),"
+           " w AS (SELECT * FROM x)\nSELECT * FROM (PREDICT USING m AS SELECT * FROM w) "
+           "JOIN (EVALUATE USING m AS WITH z AS (FROM y) FROM z) JOIN (SEARCH IMAGE USING m AS SELECT * FROM t)")
+    assert queries(sql) == ["SELECT * FROM t",
+                            "WITH RECURSIVE x(a) AS (SELECT 1), w AS (SELECT * FROM x) SELECT * FROM w",
+                            "WITH z AS (FROM y) FROM z", "SELECT * FROM t"]
+    # its own WITH stays leading (for what it nests in turn) and shadows an outer name
+    assert queries("WITH a AS (SELECT 1), b AS (SELECT 2) SELECT * FROM (PREDICT USING m AS "
+                   "WITH b AS (SELECT * FROM a) SELECT * FROM b)") == [
+        "WITH a AS (SELECT 1), b AS (SELECT * FROM a) SELECT * FROM b"]
+    assert queries("SELECT * FROM (PREDICT USING m AS SELECT * FROM x)") == ["SELECT * FROM x"]
 
 
 def test_a_nested_predict_reads_a_cte_of_its_query(colors_db):

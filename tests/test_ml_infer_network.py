@@ -46,7 +46,7 @@ def test_a_class_list_of_another_length_is_named():
 @pytest.mark.parametrize("arch, side", [("tf_efficientnet_lite0", 96), ("simple_cnn", 150)])
 def test_the_head_runs_in_fp32_under_bf16_autocast(arch, side):
     """The body may run in bf16, the logits do not come in bf16 steps (~3 digits): photos would
-    share scores exactly and stand ~0.04 from fp32's probabilities."""
+    share scores exactly."""
     from pixql.ml.infer import logits
 
     model, state = _saved(arch, num_classes=5)
@@ -59,3 +59,18 @@ def test_the_head_runs_in_fp32_under_bf16_autocast(arch, side):
     assert not torch.equal(out, out.bfloat16().float())  # values between bf16's steps: an fp32 head
     with torch.inference_mode():
         assert torch.allclose(out, network.forward_head(body.float()), atol=1e-5)
+
+
+def test_a_network_whose_features_are_not_one_tensor_runs_whole():
+    """timm's CrossViT hands its head a list of branches: logits() then leaves the head as it is."""
+    from pixql.ml.infer import logits
+
+    class Branches(nn.Module):
+        def forward_features(self, x):
+            return [x.mean(dim=(2, 3)), x.amax(dim=(2, 3))]
+
+        def forward_head(self, branches):
+            return branches[0] + branches[1]
+
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(logits(Branches(), x), x.mean(dim=(2, 3)) + x.amax(dim=(2, 3)))

@@ -71,9 +71,13 @@ class Engine:
         for statement in statements:
             if isinstance(statement, Sql) and not nested_statements(statement.sql, statement.line, statement.col):
                 try:
-                    self.session.parse(statement.duckdb_text_in_place)
-                except PixqlError as exc:
-                    raise self.locate(exc, statement)
+                    self.session.parse(statement.duckdb_text)
+                except PixqlError as first:
+                    try:  # again in place (line breaks before it), so that DuckDB's "LINE n" is the script's
+                        self.session.parse(statement.duckdb_text_in_place)
+                    except PixqlError as exc:
+                        raise self.locate(exc, statement) from None
+                    raise self.locate(first, statement)
 
     def run(self, statement):
         self.session.drop_stale_tables()

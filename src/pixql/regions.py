@@ -101,7 +101,8 @@ class RegionReader:
                 if self.resolved.get("on_error") != "skip":
                     row = int(frame.index[pos]) + 1
                     raise DataError(f"{self.what}: row {row} has {problem} in its box column; fix it, leave the row "
-                                    "out with WHERE, or skip such rows with OPTIONS (on_error='skip')", row=row)
+                                    "out with WHERE, or skip such rows with OPTIONS (on_error='skip')", row=row,
+                                    query=self.what)
                 bad.append(pos)
                 items.append(path)
                 continue

@@ -117,10 +117,23 @@ def _cleaned(rows, readers):
 
 
 def _csv_value(value):
-    """NaN as an empty CSV field, as pandas writes it; a fixed-size ARRAY (a tuple here) as a list."""
-    if isinstance(value, tuple):
-        return list(value)
+    """NaN as an empty CSV field, as pandas writes it; a fixed-size ARRAY (a tuple here, nested
+    ones too) as a list."""
+    if isinstance(value, (tuple, list)):
+        return _as_lists(value)
     return None if isinstance(value, float) and value != value else value
+
+
+def _as_lists(value):
+    """Arrays and tuples, at any depth, as lists (their text is then DuckDB's list literal)."""
+    import sys
+
+    np = sys.modules.get("numpy")  # DuckDB's own rows need no numpy: only frames hold its arrays
+    if np is not None and isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    return value
 
 
 def _frame_csv(frame, header=True):
@@ -131,10 +144,9 @@ def _frame_csv(frame, header=True):
     import pandas as pd
 
     def whole(value, short):  # the cell's text (pandas would turn a list back into an array)
-        if value is None or isinstance(value, float) and value != value:
-            return None
-        if isinstance(value, (np.ndarray, tuple)):
-            value = value.tolist() if isinstance(value, np.ndarray) else list(value)
+        if value is None or value is pd.NA or isinstance(value, float) and value != value:
+            return None  # NULL: an empty field
+        value = _as_lists(value)
         return str(_float32(value) if short else value)
 
     changed = {}

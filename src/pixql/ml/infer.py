@@ -31,10 +31,12 @@ def inference_network(network, state_dict, classes):
 def logits(model, x):
     """The network's outputs: its body in the statement's precision (autocast), its head (the
     pooling and classifier) in fp32. bf16 logits hold ~3 significant digits: PREDICT's scores
-    then came in steps (photos sharing one score exactly) and stood ~0.04 from fp32's."""
+    then came in steps, different photos sharing one score exactly."""
     if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
-        return model(x)  # not a timm network (SimpleCNN): as it is
+        return model(x)  # a network without timm's split: as it is
     features = model.forward_features(x)
+    if not isinstance(features, torch.Tensor):  # e.g. CrossViT's list of branches
+        return model.forward_head(features).float()
     with torch.autocast(x.device.type, enabled=False):
         return model.forward_head(features.float())
 

@@ -497,11 +497,14 @@ def _closing(toks, i):
 
 
 def _leading_with(script, toks):
-    """(text, end offset) of a query's leading `WITH a AS (...), b AS (...)`, or None."""
+    """A query's leading `WITH [RECURSIVE] a AS (...), b AS (...)`: (recursive, [(name, its text,
+    names its body mentions, whether its body holds a pixql statement)], end offset), or None."""
     if not toks or not toks[0].is_kw("WITH"):
         return None
-    i = 2 if len(toks) > 1 and toks[1].is_kw("RECURSIVE") else 1
+    recursive = len(toks) > 1 and toks[1].is_kw("RECURSIVE")
+    i, ctes = (2 if recursive else 1), []
     while True:
+        first = i
         i += 1  # past the name
         if i < len(toks) and toks[i].is_punct("("):  # its column names
             i = (_closing(toks, i) or len(toks)) + 1
@@ -513,21 +516,46 @@ def _leading_with(script, toks):
         end = _closing(toks, i) if i < len(toks) and toks[i].is_punct("(") else None
         if end is None:
             return None
+        body = range(i, end)
+        ctes.append((toks[first].value.lower(), script[toks[first].start:toks[end].end], _names(toks[i:end]),
+                     any(toks[k].is_punct("(") and _opens_nestable(toks, k + 1) for k in body)))
         if end + 1 < len(toks) and toks[end + 1].is_punct(","):
             i = end + 2
             continue
-        return script[toks[0].start:toks[end].end], toks[end].end
+        return recursive, ctes, toks[end].end
 
 
-def _seeing(stmt, with_clause):
-    """`stmt` (nested in a query that opens with `with_clause`) with a query that sees those
-    names too: the nested statement runs first, on its own, where the outer WITH is not in scope."""
+def _names(toks):
+    return {t.value.lower() for t in toks if t.kind in (IDENT, QIDENT)}
+
+
+def _seeing(stmt, outer):
+    """`stmt`, nested in a query that opens with the WITH `outer` (_leading_with), with a query
+    that sees the names of it that it uses: a nested statement runs first, on its own, where the
+    outer WITH is not in scope. Only the names it uses (and theirs), so that a pixql statement
+    in another name's body never runs twice; none that holds one (it stays as it was)."""
     import dataclasses
 
+    recursive, ctes, _ = outer
     query = stmt.query.strip()
-    if query[:4].upper() == "WITH" and (len(query) == 4 or not query[4].isalnum() and query[4] != "_"):
-        query = f"SELECT * FROM ({query})"  # its own WITH inside: the outer names reach it from here
-    return dataclasses.replace(stmt, query=f"{with_clause} {query}")
+    qtoks = tokenize(query, Positions(query))
+    own = _leading_with(query, qtoks)
+    defined = {name for name, *_ in (own[1] if own else [])}  # its own WITH's names shadow the outer's
+    wanted, frontier = set(), _names(qtoks)
+    while frontier:
+        found = {name for name, *_ in ctes if name in frontier and name not in wanted and name not in defined}
+        wanted |= found
+        frontier = set().union(*(refs for name, _, refs, _ in ctes if name in found)) if found else set()
+    chosen = [(text, nested) for name, text, _, nested in ctes if name in wanted]
+    if not chosen or any(nested for _, nested in chosen):
+        return stmt
+    clause = ", ".join(text for text, _ in chosen)
+    if own is None:
+        query = f"WITH {'RECURSIVE ' if recursive else ''}{clause} {query}"
+    else:  # one WITH: the outer names first, its own after them (still leading, for what it nests)
+        rest = query[qtoks[2 if own[0] else 1].start:]
+        query = f"WITH {'RECURSIVE ' if recursive or own[0] else ''}{clause}, {rest}"
+    return dataclasses.replace(stmt, query=query)
 
 
 def _opens_nestable(toks, i):
@@ -565,8 +593,8 @@ def nested_statements(text, line=1, col=1):
             break  # unbalanced: DuckDB will say so
         stmt = _parse_group(script, pos, toks[i + 1:j])
         if isinstance(stmt, NESTABLE):
-            if ctes is not None and tok.start >= ctes[1] and getattr(stmt, "query", None):
-                stmt = _seeing(stmt, ctes[0])
+            if ctes is not None and tok.start >= ctes[2] and getattr(stmt, "query", None):
+                stmt = _seeing(stmt, ctes)
             found.append((tok.start - offset, toks[j].end - offset, stmt))
             i = j + 1
         else:

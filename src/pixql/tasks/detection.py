@@ -232,7 +232,7 @@ def truth(frame, resolved, what, classes=None, unknown=None):
                 left_out.append(row)
                 continue
             raise DataError(f"{what}: row {row} has {problem}; fix it, leave the row out with WHERE, or skip such "
-                            "rows with OPTIONS (on_error='skip')", row=row)
+                            "rows with OPTIONS (on_error='skip')", row=row, query=what)
         if box is not None:
             box = [float(v) for v in box]
             if normalized:
