@@ -20,6 +20,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import _find_csvs, _subset  # noqa: E402  (the same subsets as bench/run.py)
 
 
+def subset_db(data, work, rows):
+    """(a pixql connection in `work` whose tables t and s hold `rows` training and test rows of
+    DIR's cats and dogs, its cache in `work` too; the training CSV's path)."""
+    import pixql
+
+    train_csv, test_csv = _find_csvs(data)
+    os.environ["PIXQL_CACHE"] = os.path.join(work, "cache")
+    _subset(train_csv, f"{work}/train.csv", rows, 0)
+    _subset(test_csv, f"{work}/test.csv", rows, 1)
+    db = pixql.connect(f"{work}/bench.duckdb", progress=False)
+    db.sql(f"COPY t OPTIONS (overwrite=True) FROM '{work}/train.csv'")
+    db.sql(f"COPY s OPTIONS (overwrite=True) FROM '{work}/test.csv'")
+    return db, train_csv
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -29,19 +44,12 @@ def main():
     ap.add_argument("--precisions", nargs="*", default=["auto", "fp32"],
                     help="a one-epoch fine-tuning BUILD in each (default auto fp32)")
     args = ap.parse_args()
-    import pixql
     import pixql.ml.infer  # noqa: F401  (imports outside the profile, as bench/run.py's workers do)
     import pixql.ml.train  # noqa: F401
     import timm  # noqa: F401
 
-    train_csv, test_csv = _find_csvs(args.data)
     with tempfile.TemporaryDirectory(prefix="pixql-first-") as work:
-        os.environ["PIXQL_CACHE"] = os.path.join(work, "cache")
-        _subset(train_csv, f"{work}/train.csv", args.rows, 0)
-        _subset(test_csv, f"{work}/test.csv", args.rows, 1)
-        db = pixql.connect(f"{work}/first.duckdb", progress=False)
-        db.sql(f"COPY t OPTIONS (overwrite=True) FROM '{work}/train.csv'")
-        db.sql(f"COPY s OPTIONS (overwrite=True) FROM '{work}/test.csv'")
+        db, _ = subset_db(args.data, work, args.rows)
         dev = f"device='{args.device}'"
         statements = [("linear BUILD", f"BUILD MODEL lin USING EfficientNet_Lite0 OPTIONS (train_mode='linear', {dev}) "
                                        "AS SELECT * FROM t"),

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import _find_csvs, _subset  # noqa: E402  (the same subsets as bench/run.py)
+from first_statement import subset_db  # noqa: E402  (the same tables as bench/first_statement.py)
 
 SPENT = defaultdict(float)
 
@@ -45,7 +45,6 @@ def main():
     ap.add_argument("--workers", type=int, nargs="+", default=[8, 4, 2, 8])
     ap.add_argument("--precision", default="auto", help="the fine-tuning BUILD's (PREDICT has no such option)")
     args = ap.parse_args()
-    import pixql
     import pixql.ml.data as data
     import pixql.ml.train as train
     from torch.utils.data import dataloader
@@ -58,14 +57,8 @@ def main():
         forced = (lambda n, requested=None, device_type="cpu": count if n >= 64 else 0)
         data.auto_workers = train.auto_workers = forced
 
-    train_csv, test_csv = _find_csvs(args.data)
     with tempfile.TemporaryDirectory(prefix="pixql-workers-") as work:
-        os.environ["PIXQL_CACHE"] = os.path.join(work, "cache")
-        _subset(train_csv, f"{work}/train.csv", args.rows, 0)
-        _subset(test_csv, f"{work}/test.csv", args.rows, 1)
-        db = pixql.connect(f"{work}/w.duckdb", progress=False)
-        db.sql(f"COPY t OPTIONS (overwrite=True) FROM '{work}/train.csv'")
-        db.sql(f"COPY s OPTIONS (overwrite=True) FROM '{work}/test.csv'")
+        db, train_csv = subset_db(args.data, work, args.rows)
         opts = f"device='{args.device}', precision='{args.precision}'"
 
         def statement(sql):
