@@ -13,8 +13,8 @@ image as the learning layer reads it (a path, or an ml.images.Region cropped in 
 
 BUILD, FIT, PREDICT, EVALUATE, CONVERT and SEARCH IMAGE take these options (`OPTIONS` below,
 merged into each statement's own). A box that reaches outside its image is clipped and counted;
-a NULL, empty or inverted box is an error naming its row, or with on_error='skip' the row is
-left out.
+a NULL, empty or inverted box, one wholly outside its image, or a mask cell naming no file is
+an error naming its row, or with on_error='skip' the row is left out.
 """
 
 import math
@@ -24,8 +24,8 @@ import os
 from pixql import options as opt
 from pixql.errors import DataError, OptionError
 from pixql.image_columns import find_column
-from pixql.query_rows import is_null
 from pixql.ml.images import BACKGROUNDS
+from pixql.query_rows import is_null
 
 OPTIONS = {
     "box_col": opt.text(),
