@@ -92,11 +92,15 @@ class RegionReader:
         boxes = self._boxes(frame)
         masks = list(frame[find_column(frame, self.resolved["mask_col"], "mask_col", self.what)]) \
             if self.resolved.get("mask_col") else [None] * len(frame)
+        normalized = box_reading(self.resolved)[1]
         items, bad = [], []
         for pos, (path, box, mask) in enumerate(zip(paths, boxes, masks)):
             problem = box_problem(box)
-            if problem is None and isinstance(path, str) and self._outside(path, tuple(map(float, box))) == "all":
-                problem = f"a box {_shown(box)} wholly outside its image"
+            if problem is None:
+                corners = tuple(float(v) for v in box)
+                outside = self._outside(path, corners, normalized) if isinstance(path, str) else None
+                if outside == "all":
+                    problem = f"a box {_shown(box)} wholly outside its image"
             if problem is not None:
                 if self.resolved.get("on_error") != "skip":
                     row = int(frame.index[pos]) + 1
@@ -114,10 +118,9 @@ class RegionReader:
                 bad.append(pos)  # left out, as a row with a bad box is
                 items.append(path)
                 continue
-            box = tuple(float(v) for v in box)
-            if isinstance(path, str) and self._outside(path, box) == "part":
+            if outside == "part":
                 self.clipped += 1
-            items.append(Region(path, box, box_reading(self.resolved)[1], mask,
+            items.append(Region(path, corners, normalized, mask,
                                 float(self.resolved["padding"]), self.resolved["background"]))
         return items, bad
 
@@ -154,12 +157,12 @@ class RegionReader:
     def _boxes(self, frame):
         return boxes_of(frame, self.resolved["box_col"], self.what, xywh=box_reading(self.resolved)[0])
 
-    def _outside(self, path, box):
+    def _outside(self, path, box, normalized):
         """'all' for a box wholly outside its image, 'part' for one reaching past an edge, else None."""
         size = self._size(path)
         if size is None:
             return None  # unreadable: the loader names the file
-        width, height = (1.0, 1.0) if box_reading(self.resolved)[1] else size
+        width, height = (1.0, 1.0) if normalized else size
         x1, y1, x2, y2 = box
         if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
             return "all"

@@ -99,8 +99,7 @@ def _detector(engine, statement, resolved, given):
     trained_col = manifest.get("image_col")
     resolved = dict(resolved, box_col=resolved["box_col"] or recorded.get("box_col"),
                     label_col=resolved["label_col"] or manifest.get("label_col"),
-                    normalized=resolved["normalized"] if "normalized" in given else recorded.get("normalized", False),
-                    box_format=resolved["box_format"] if "box_format" in given else recorded.get("box_format", "xyxy"),
+                    **{k: resolved[k] if k in given else recorded.get(k, resolved[k]) for k in ("normalized", "box_format")},
                     image_col=resolved["image_col"] or (trained_col if trained_col in frame.columns else None))
     unknown = []
     photos, boxes, labels, classes, _, image_col, label_col = truth(frame, resolved, "the query",
