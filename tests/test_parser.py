@@ -369,6 +369,14 @@ def test_create_or_replace_table_as_evaluate_and_show_models():
     assert a.text == "create or replace table main.report as\n  EVALUATE USING cats AS SELECT * FROM t"
 
 
+def test_create_temp_table_as():
+    assert one("CREATE TEMP TABLE t AS SHOW MODELS") == CreateTableAs(table="t", statement=ShowModels(), temporary=True)
+    assert one("create or replace temporary table t as SHOW MODELS") == \
+        CreateTableAs(table="t", statement=ShowModels(), or_replace=True, temporary=True)
+    assert one("CREATE TEMP TABLE IF NOT EXISTS t AS SHOW MODELS") == \
+        CreateTableAs(table="t", statement=ShowModels(), if_not_exists=True, temporary=True)
+
+
 def test_create_table_as_describe_model():
     assert one("CREATE TABLE d AS DESCRIBE MODEL cats") == \
         CreateTableAs(table="d", statement=DescribeModel(name="cats"))

@@ -194,6 +194,21 @@ def test_a_final_select_is_lazy_and_reads_again(pair):
     assert result.fetchall() == [(1,)]  # computed when read, as a DuckDB relation
 
 
+def test_fetchone_and_fetchmany_advance_like_a_cursor(pair):
+    con, db = pair
+    script = "CREATE TABLE t AS SELECT range AS i FROM range(5); SELECT i FROM t ORDER BY i"
+    cursor, result = con.execute(script), db.sql(script)
+    for _ in range(2):
+        assert result.fetchone() == cursor.fetchone()
+    assert result.fetchmany(2) == cursor.fetchmany(2) == [(2,), (3,)]
+    assert [result.fetchone(), result.fetchone(), result.fetchmany(3)] == [(4,), None, []]
+    assert result.fetchall() == [(i,) for i in range(5)]  # a relation's: every row, each time
+    shown, rows = db.sql("SHOW MODELS"), []
+    while row := shown.fetchone():
+        rows.append(row)
+    assert [name for name, *_ in rows] == ["imagenet_classifier"]  # pixql's own rows end too
+
+
 @pytest.mark.parametrize("script, line, excerpt", [
     ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT * FROMM x;\n", 3, "SELECT * FROMM x"),
     ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT *\n  FROMM x;\n", 4, "  FROMM x"),

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import save_color_model
-from pixql.errors import OptionError
+import pixql
+from pixql.errors import OptionError, SqlError
 
 
 def test_defaults_add_predicted_and_score(colors_db):
@@ -142,3 +143,25 @@ def test_answers_never_replace_the_querys_columns(colors_db):
                    "SELECT * EXCLUDE (score) FROM first_pass").df()
     assert list(again.columns) == ["image", "label", "predicted", "again", "score"]
     assert (again.again == again.predicted).all()
+
+
+def test_create_temp_table_as_predict(colors_db, tmp_path):
+    # a TEMP table of the same name shadows the file's table for this connection and leaves it as it was
+    colors_db.sql("CREATE TABLE preds AS SELECT 1 AS kept")
+    made = colors_db.sql("CREATE TEMP TABLE preds AS PREDICT USING cm AS SELECT * FROM colors").fetchall()
+    assert made == [("preds", 24)]
+    assert colors_db.sql("SELECT count(*) FROM preds WHERE predicted = label").fetchone() == (24,)
+    assert colors_db.sql("SELECT * FROM colors.main.preds").fetchall() == [(1,)]
+    kinds = colors_db.sql("SELECT database_name, temporary FROM duckdb_tables() WHERE table_name = 'preds' "
+                          "ORDER BY database_name").fetchall()
+    assert kinds == [("colors", False), ("temp", True)]
+    # DuckDB's rules for the temp catalog: IF NOT EXISTS keeps it, OR REPLACE replaces it, a plain CREATE fails
+    colors_db.sql("CREATE TEMP TABLE IF NOT EXISTS preds AS PREDICT USING cm AS SELECT * FROM colors LIMIT 2")
+    assert colors_db.sql("SELECT count(*) FROM temp.preds").fetchone() == (24,)
+    with pytest.raises(SqlError, match="already exists"):
+        colors_db.sql("CREATE TEMP TABLE preds AS PREDICT USING cm AS SELECT * FROM colors LIMIT 2")
+    colors_db.sql("CREATE OR REPLACE TEMP TABLE preds AS PREDICT USING cm AS SELECT * FROM colors LIMIT 2")
+    assert colors_db.sql("SELECT count(*) FROM temp.preds").fetchone() == (2,)
+    colors_db.close()
+    with pixql.connect(str(tmp_path / "colors.duckdb"), progress=False) as again:  # gone with the connection
+        assert again.sql("SELECT * FROM preds").fetchall() == [(1,)]

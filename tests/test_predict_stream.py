@@ -41,6 +41,17 @@ def test_batches_come_one_chunk_at_a_time_and_only_once(colors_db, small_chunks)
         result.df()
 
 
+def test_fetchone_computes_a_stream_as_it_reads(colors_db, small_chunks):
+    expected = [tuple(row) for row in _whole(colors_db).itertuples(index=False)]
+    result = colors_db.sql(PREDICT)
+    assert result.fetchone() == expected[0] and result.fetchmany(12) == expected[1:13]
+    assert result.is_streamed is False  # taken by its reader, not materialised
+    rest = []
+    while row := result.fetchone():
+        rest.append(row)
+    assert rest == expected[13:]
+
+
 def test_fetch_record_batch_reads_a_stream_as_arrow(colors_db, small_chunks):
     expected = colors_db.sql(PREDICT).df()
     reader = colors_db.sql(PREDICT).fetch_record_batch()

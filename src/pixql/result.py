@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import itertools
 
 from pixql.errors import PixqlError, SqlError
 
@@ -37,8 +38,9 @@ class Result:
     A small table (`columns`: {column: [values]}, a BUILD's or a COPY's one row) becomes a
     DataFrame only when asked for one: a terminal prints it through DuckDB, without pandas.
 
-    `.df()`, `.arrow()`, `.fetchall()`, `.fetchone()` and `.columns` behave like
-    DuckDB's relation methods. `.image` is a PIL image for PRINT IMAGE;
+    `.df()`, `.arrow()`, `.fetchall()` and `.columns` behave like DuckDB's relation methods (each
+    call reads every row); `.fetchone()` and `.fetchmany(n)` advance through the rows like a DB-API
+    cursor (DuckDB's `execute()`), so that `while row := result.fetchone()` ends. `.image` is a PIL image for PRINT IMAGE;
     `.info` holds extra data a statement wants to hand back (e.g. a model's manifest).
     `.messages` are notes for the user beside the rows (e.g. "2 rows with a NULL label
     were left out"): front ends show them on stderr. `.figures` are pictures (figures.py: the
@@ -59,6 +61,7 @@ class Result:
         self._columns = columns  # {column: [values]}: the frame it stands for, made when asked for
         self._stream = stream  # iterator of DataFrames, consumed once
         self._streamed = False
+        self._cursor = None  # fetchone()/fetchmany(): a function (n) -> the next n rows
         self.image = image
         self.info = info or {}
         self.messages = list(messages or [])
@@ -186,8 +189,31 @@ class Result:
         return names, types, chunks()
 
     def fetchone(self):
-        rows = self.fetchall()
+        """The next row (the first on the first call), or None after the last."""
+        rows = self.fetchmany(1)
         return rows[0] if rows else None
+
+    def fetchmany(self, size=1):
+        """The next `size` rows as tuples ([] after the last). A lazy query is run once, by the
+        first call, and read through DuckDB's cursor; a streamed result is computed as it is read."""
+        if self._cursor is None:
+            self._cursor = self._row_cursor()
+        return self._cursor(size)
+
+    def _row_cursor(self):
+        if self._relation is not None and self._query is not None:
+            with _duckdb_errors(self.statement, self._cause):
+                cursor = self._executed()
+
+            def take(n):
+                with _duckdb_errors(self.statement, self._cause):
+                    return cursor.fetchmany(n)
+            return take
+        if self._stream is not None:
+            rows = (tuple(row) for frame in self.batches() for row in frame.itertuples(index=False, name=None))
+        else:
+            rows = iter(self.fetchall())
+        return lambda n: list(itertools.islice(rows, n))
 
     @property
     def columns(self):

@@ -1,4 +1,4 @@
-"""CREATE [OR REPLACE] TABLE t [IF NOT EXISTS] AS <pixql statement>: a statement's rows as a table."""
+"""CREATE [OR REPLACE] [TEMP] TABLE t [IF NOT EXISTS] AS <pixql statement>: a statement's rows as a table."""
 
 import contextlib
 import uuid
@@ -28,7 +28,10 @@ def run(engine, statement):
     session = engine.session
     table = ingest.quote_table(statement.table)
     # DuckDB's rules, checked before anything is computed: only where the table would be created
-    kind = ingest.table_kind(session.duckdb, statement.table, where_created=True)
+    # (a TEMP table in the temp catalog, whatever the name's prefix, and it may shadow a table)
+    where = (f"temp.main.{ingest.quote_ident(ingest.name_parts(statement.table)[-1])}"
+             if statement.temporary else statement.table)
+    kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
     if statement.if_not_exists and exists:
         return frame_result(statement, {"table": [statement.table], "rows": [0]})
@@ -40,15 +43,17 @@ def run(engine, statement):
                        f"(DROP VIEW {statement.table} first); nothing was run")
     # Outside the user's transaction a streamed result is written in pieces under a memory bound
     # counted from before the statement copies its input (query_chunks), so the copy spills too.
-    pieces = not session.in_transaction()
+    # A TEMP table lives in memory whatever the database: no pieces, no bound.
+    pieces = not statement.temporary and not session.in_transaction()
     before = session.memory_used() if pieces else None
     inner = engine.run(statement.statement)
     if inner.is_streamed and pieces:
         rows = _write_in_pieces(session, statement, inner, before)
     else:
         rows = 0
-        verb = "CREATE OR REPLACE TABLE" if statement.or_replace else (
-            "CREATE TABLE IF NOT EXISTS" if statement.if_not_exists else "CREATE TABLE")
+        verb = " ".join(word for word in (
+            "CREATE", "OR REPLACE" if statement.or_replace else "", "TEMP" if statement.temporary else "",
+            "TABLE", "IF NOT EXISTS" if statement.if_not_exists else "") if word)
         # Inside the user's own transaction: every chunk goes in within it, which decides.
         with session.transaction():
             for n, frame in enumerate(inner.batches()):

@@ -405,6 +405,7 @@ def _drop_model(p, kw):
 
 def _create_table_as(p, kw):
     or_replace = p.accept_kw("OR", "REPLACE")
+    temporary = p.accept_kw("TEMP") or p.accept_kw("TEMPORARY")
     if not p.accept_kw("TABLE"):
         return None
     if_tok = p.peek()
@@ -418,7 +419,7 @@ def _create_table_as(p, kw):
     if or_replace and if_not_exists:
         p.error("OR REPLACE and IF NOT EXISTS cannot be combined", if_tok)
     return st.CreateTableAs, dict(table=table, statement=inner, or_replace=or_replace,
-                                  if_not_exists=if_not_exists)
+                                  if_not_exists=if_not_exists, temporary=temporary)
 
 
 # Leading keywords -> handler; longer sequences first.

@@ -175,9 +175,10 @@ class ExportModel(Statement):
 
 @dataclass(frozen=True)
 class CreateTableAs(Statement):
-    """CREATE [OR REPLACE] TABLE [IF NOT EXISTS] t AS <pixql statement>"""
+    """CREATE [OR REPLACE] [TEMP] TABLE [IF NOT EXISTS] t AS <pixql statement>"""
     KEYWORD = "CREATE TABLE AS"
     table: str
     statement: Statement
     or_replace: bool = False
     if_not_exists: bool = False
+    temporary: bool = False
