@@ -243,6 +243,11 @@ def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
         db.sql("SEGMENT AS SELECT * FROM items")
     with pytest.raises(OptionError, match="the methods are"):
         db.sql("SEGMENT USING magic OPTIONS (box_col='box') AS SELECT * FROM items")
+    with pytest.raises(DataError, match="already has mask, mask_share"):  # never replaces the query's masks
+        db.sql("SEGMENT USING grabcut OPTIONS (box_col='box') AS SELECT * FROM seg")
+    regrown = db.sql("SEGMENT USING grabcut OPTIONS (box_col='box', result_col='grabcut') "
+                     "AS SELECT * EXCLUDE (mask_share) FROM seg").df()
+    assert list(regrown.columns) == ["image", "box", "mask", "grabcut", "mask_share"]
     db.sql(f"INSERT INTO items VALUES ('{tmp_path}/gone.jpg', [0, 0, 5, 5])")
     with pytest.raises(DataError, match="gone.jpg"):
         db.sql("SEGMENT OPTIONS (box_col='box') AS SELECT * FROM items")

@@ -89,6 +89,14 @@ def test_search_by_image_ranks_like_array_cosine_similarity(colors_db):
                    "FROM e ORDER BY s DESC, image LIMIT 8").df()
     assert sorted(plain.image) == sorted(found.image)
     assert np.allclose(sorted(plain.s), sorted(found.similarity), atol=1e-5)
+    # the rows found keep their vectors' type (a table of them can be searched and compared again),
+    # and a list column (FLOAT[], as another tool writes it) is searched the same
+    db.sql("CREATE TABLE found AS " + SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM e"))
+    db.sql("CREATE TABLE listed AS SELECT image, label, embedding::DOUBLE[] AS embedding FROM e")
+    assert db.sql("SELECT typeof(embedding) FROM found LIMIT 1").fetchone() == (f"FLOAT[{dim}]",)
+    listed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM listed")).df()
+    assert list(listed.image) == list(found.image)
+    assert np.allclose(listed.similarity, found.similarity, atol=1e-5)
     # without an embedding column the images are embedded (through the cache): the same ranking
     computed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8",
                                     query="SELECT image, label FROM colors")).df()
@@ -105,12 +113,22 @@ def test_search_options_are_checked(colors_db):
         db.sql(SEARCH.format(options=f"search_input='{query}', emb_col='vec'", query="SELECT * FROM e"))
     with pytest.raises(OptionError, match="emb_col 'label' is VARCHAR, not an embedding"):
         db.sql(SEARCH.format(options=f"search_input='{query}', emb_col='label'", query="SELECT * FROM e"))
+    with pytest.raises(OptionError, match=r"holds vectors of 3 numbers \(FLOAT\[3\]\) and 'cm' makes vectors of"):
+        db.sql(SEARCH.format(options=f"search_input='{query}'", query="SELECT [1, 2, 3]::FLOAT[3] AS embedding"))
     with pytest.raises(DataError, match="not an image file"):
         db.sql(SEARCH.format(options="search_input='/no/such.jpg'", query="SELECT * FROM e"))
     with pytest.raises(OptionError, match="search_by"):
         db.sql(SEARCH.format(options="search_by='sound', search_input='x'", query="SELECT * FROM e"))
     with pytest.raises(OptionError, match="top_k"):
         db.sql(SEARCH.format(options=f"search_input='{query}', top_k=0", query="SELECT * FROM e"))
+    # the ranking never silently replaces a column of the query (an earlier search's scores)
+    db.sql(f"CREATE TABLE ranked AS " + SEARCH.format(options=f"search_input='{query}'", query="SELECT * FROM e"))
+    for by, query_of in ((f"search_input='{query}'", "SELECT * FROM ranked"),
+                         ("search_by='text', search_input='red'", "SELECT * EXCLUDE (embedding) FROM ranked")):
+        with pytest.raises(DataError, match="already has similarity.*result_col"):
+            db.sql(SEARCH.format(options=by, query=query_of))
+    again = db.sql(SEARCH.format(options=f"search_input='{query}', result_col='again'", query="SELECT * FROM ranked"))
+    assert list(again.df().columns) == ["image", "label", "embedding", "similarity", "again"]
 
 
 # -- SEARCH IMAGE by keyword ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 from pixql import keywords
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import frame_result, probabilities
+from pixql.commands.common import frame_result, probabilities, refuse_taken_columns
 from pixql.commands.convert import embed_rows
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import pick_image_col
@@ -88,12 +88,16 @@ def _query_image(embedder, resolved):
 def _ranked(engine, statement, resolved, embedder, query):
     """The top_k rows by cosine similarity to the unit vector `query`."""
     session = engine.session
-    emb_col = _embedding_column(engine, statement, resolved)
+    columns = session.query_columns(statement)
+    refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
+    emb_col = _embedding_column(columns, resolved, len(query), statement.model)
     if emb_col is not None:  # DuckDB ranks the stored vectors itself, or an index proposes the rows
-        indexed = _ranked_by_index(engine, statement, emb_col, query, resolved)
-        if indexed is not None:
-            return indexed
-        return Result(statement, frame=_ranked_in_duckdb(session, statement, emb_col, query, resolved))
+        frame, notes = _ranked_by_index(engine, statement, emb_col, query, resolved)
+        if frame is None:
+            frame = _ranked_in_duckdb(session, statement, emb_col, query, resolved)
+        # pandas holds the vectors as arrays of objects: back to FLOAT[n] for a table made of the rows
+        frame[emb_col] = _fixed_size(frame[emb_col], len(query))
+        return Result(statement, frame=frame, messages=notes)
     frame = session.query_frame(statement)
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
@@ -104,52 +108,71 @@ def _ranked(engine, statement, resolved, embedder, query):
                   messages=reader.message("SEARCH IMAGE"))
 
 
-def _embedding_column(engine, statement, resolved):
-    """The rows' embedding column: emb_col (which must exist and hold vectors), else a column
-    named 'embedding' when the rows have one, else None (embed the images)."""
-    columns = engine.session.query_columns(statement)
+def _embedding_column(columns, resolved, dim, model):
+    """The rows' embedding column among `columns` ({name: DuckDB type}): emb_col (which must exist
+    and hold vectors of the model's size `dim`), else a column named 'embedding' when the rows
+    have one, else None (embed the images). A list (FLOAT[], DOUBLE[]) is cast to FLOAT[dim]."""
     name = resolved["emb_col"]
     if name is None:
-        return "embedding" if columns.get("embedding", "").endswith("]") else None
-    if name not in columns:
+        if not columns.get("embedding", "").endswith("]"):
+            return None
+        name = "embedding"
+    elif name not in columns:
         raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is not a column of the query "
                           f"(columns: {', '.join(columns)})")
-    if not columns[name].endswith("]"):
-        raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is {columns[name]}, not an embedding "
+    kind = columns[name]
+    if not kind.endswith("]") or kind.count("[") != 1:
+        raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is {kind}, not an embedding "
                           "(FLOAT[n], as CONVERT makes)")
+    size = kind[kind.index("[") + 1:-1]
+    if size and int(size) != dim:
+        raise OptionError(f"SEARCH IMAGE: column '{name}' holds vectors of {size} numbers ({kind}) and "
+                          f"'{model}' makes vectors of {dim}: search with the model that made the column "
+                          "(or CONVERT the rows with this one)")
     return name
+
+
+def _fixed_size(cells, dim):
+    """A column of vectors (numpy arrays or lists; None for NULL) as FLOAT[dim] for DuckDB."""
+    missing = np.full(dim, np.nan, dtype=np.float32)
+    vectors = [missing if c is None or (isinstance(c, float) and np.isnan(c)) else np.asarray(c, dtype=np.float32)
+               for c in cells]
+    if not vectors:
+        return cells
+    return EMBEDDING.column(np.stack(vectors)).set_axis(cells.index)
 
 
 def _ranked_in_duckdb(session, statement, emb_col, query, resolved):
     from pixql.ingest import quote_ident
 
     score = quote_ident(resolved["result_col"])
-    sql = (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}, ?::FLOAT[{len(query)}]) AS {score} "
+    sql = (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{len(query)}], ?::FLOAT[{len(query)}]) "
+           f"AS {score} "
            f"FROM ({{query}}) ORDER BY {score} DESC NULLS LAST LIMIT {int(resolved['top_k'])}")
     return session.query_frame(statement, wrap=sql, params=[query.tolist()], what="search")
 
 
 def _ranked_by_index(engine, statement, emb_col, query, resolved):
-    """The top_k rows through the table's vector index (re-scored exactly by DuckDB), or None
-    when the search is exact: a small table, OPTIONS (index='exact'), a query that is not a
-    whole table, or a read-only model store (an index is written beside it)."""
+    """(the top_k rows through the table's vector index, re-scored exactly by DuckDB; notes), or
+    (None, []) when the search is exact: a small table, OPTIONS (index='exact'), a query that is
+    not a whole table, or a read-only model store (an index is written beside it)."""
     from pixql import vector_index
 
     mode = resolved["index"]
     session = engine.session
     if mode == "exact":
-        return None
+        return None, []
     bare = session.bare_table(statement.query)  # a parse of the query: only when an index may serve
     if bare is None:
         if mode in ("approximate", "rebuild"):
             raise OptionError("SEARCH IMAGE OPTIONS (index=...) needs the whole table as the query "
                               "(AS SELECT * FROM t): an index holds every row of one table")
-        return None
+        return None, []
     table, columns = bare
     con = session.duckdb
     if mode == "auto" and (engine.store.read_only or
                            con.execute(f"SELECT count(*) FROM {table.sql}").fetchone()[0] < vector_index.MIN_ROWS):
-        return None
+        return None, []
     if engine.store.read_only:
         raise OptionError("SEARCH IMAGE OPTIONS (index=...) writes the index beside the model store, which is "
                           "read-only here; use index='exact'")
@@ -161,10 +184,11 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
     picked = "*" if columns is None else ", ".join(quote_ident(c) for c in columns)
     score = quote_ident(resolved["result_col"])
     frame = con.execute(
-        f"SELECT {picked}, array_cosine_similarity({quote_ident(emb_col)}, ?::FLOAT[{len(query)}]) AS {score} "
+        f"SELECT {picked}, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{len(query)}], "
+        f"?::FLOAT[{len(query)}]) AS {score} "
         f"FROM {table.sql} WHERE rowid IN (SELECT unnest(?::BIGINT[])) ORDER BY {score} DESC "
         f"LIMIT {int(resolved['top_k'])}", [query.tolist(), ids]).df()
-    return Result(statement, frame=frame, messages=[note] if note else [])
+    return frame, [note] if note else []
 
 
 def _top(frame, scores, resolved):
@@ -190,6 +214,7 @@ def _keyword(engine, statement, resolved):
         raise DataError(f"SEARCH IMAGE: no class of '{statement.model}' is called '{keyword}' ({where}); "
                         "try a more general word, or a CLIP model for free text")
     frame = engine.session.query_frame(statement)
+    refuse_taken_columns("SEARCH IMAGE", frame.columns, [resolved["result_col"]], resolved["result_col"])
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
     image_col = pick_image_col(frame, resolved["image_col"], "the query")

@@ -12,7 +12,7 @@ import os
 
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import shown
+from pixql.commands.common import refuse_taken_columns, shown
 from pixql.errors import OptionError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
@@ -44,6 +44,7 @@ def run(engine, statement):
         raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'")
     folder = resolved["out_dir"] or _default_folder(engine)
     frame = engine.session.query_frame(statement)
+    refuse_taken_columns("SEGMENT", frame.columns, [resolved["result_col"], "mask_share"], resolved["result_col"])
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     skip = resolved["on_error"] == "skip"
     if not skip:
