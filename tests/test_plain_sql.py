@@ -200,6 +200,7 @@ def test_fetchone_and_fetchmany_advance_like_a_cursor(pair):
     cursor, result = con.execute(script), db.sql(script)
     for _ in range(2):
         assert result.fetchone() == cursor.fetchone()
+    assert db.sql("SELECT 42").fetchall() == [(42,)]  # a half-read result does not hold the connection
     assert result.fetchmany(2) == cursor.fetchmany(2) == [(2,), (3,)]
     assert [result.fetchone(), result.fetchone(), result.fetchmany(3)] == [(4,), None, []]
     assert result.fetchall() == [(i,) for i in range(5)]  # a relation's: every row, each time

@@ -68,8 +68,12 @@ def test_box_format_is_checked(halves):
         halves.sql("PREDICT USING cm OPTIONS (box_col='box', box_format='cxcywh') AS SELECT * FROM photos")
     with pytest.raises(OptionError, match=r"box_format=\.\.\.\) applies to a region"):
         halves.sql("PREDICT USING cm OPTIONS (box_format='xywh') AS SELECT * FROM photos")
-    with pytest.raises(DataError, match="row 1 has an empty or inverted box"):
+    # told in the form the box was written in
+    with pytest.raises(DataError, match=r"row 1 has an empty box \(5\.0, 5\.0, 0\.0, 4\.0\) \(its width and height"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, [5, 5, 0, 4] AS b "
+                   "FROM photos LIMIT 1")
+    with pytest.raises(DataError, match=r"row 1 has a box \(500\.0, 5\.0, 10\.0, 4\.0\) wholly outside its image"):
+        halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, [500, 5, 10, 4] AS b "
                    "FROM photos LIMIT 1")
     for columns in ("NULL::INT AS a, 1 AS b, 20 AS c, 20 AS d", "[NULL, 1, 20, 20] AS a, 0 AS b, 0 AS c, 0 AS d"):
         box = "a,b,c,d" if columns.startswith("NULL") else "a"

@@ -92,15 +92,15 @@ class RegionReader:
         boxes = self._boxes(frame)
         masks = list(frame[find_column(frame, self.resolved["mask_col"], "mask_col", self.what)]) \
             if self.resolved.get("mask_col") else [None] * len(frame)
-        normalized = box_reading(self.resolved)[1]
+        xywh, normalized = box_reading(self.resolved)
         items, bad = [], []
         for pos, (path, box, mask) in enumerate(zip(paths, boxes, masks)):
-            problem = box_problem(box)
+            problem = box_problem(box, xywh)
             if problem is None:
                 corners = tuple(float(v) for v in box)
                 outside = self._outside(path, corners, normalized) if isinstance(path, str) else None
                 if outside == "all":
-                    problem = f"a box {_shown(box)} wholly outside its image"
+                    problem = f"a box {shown_box(box, xywh)} wholly outside its image"
             if problem is not None:
                 if self.resolved.get("on_error") != "skip":
                     row = int(frame.index[pos]) + 1
@@ -260,8 +260,9 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's scalars too
 
 
-def box_problem(box):
-    """What is wrong with a box, or None."""
+def box_problem(box, xywh=False):
+    """What is wrong with a box (corners), or None; `xywh`: the user wrote it as (x, y, width,
+    height), and is told about it in those terms."""
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"
     if any(v is None or _masked(v) or is_null(v) for v in box):  # four columns read as DuckDB's values (pandas' were NaN)
@@ -273,8 +274,18 @@ def box_problem(box):
     if any(math.isnan(v) for v in (x1, y1, x2, y2)):
         return "a box with a NULL corner"
     if x2 <= x1 or y2 <= y1:
+        if xywh:
+            return f"an empty box {shown_box(box, xywh)} (its width and height must be above 0)"
         return f"an empty or inverted box {_shown(box)} (x2 must exceed x1, y2 exceed y1)"
     return None
+
+
+def shown_box(box, xywh=False):
+    """Corners as the user wrote the box: (x, y, width, height) when `xywh`."""
+    if xywh:
+        x1, y1, x2, y2 = box
+        box = (x1, y1, x2 - x1, y2 - y1)
+    return _shown(box)
 
 
 def _masked(value):

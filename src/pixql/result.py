@@ -61,7 +61,7 @@ class Result:
         self._columns = columns  # {column: [values]}: the frame it stands for, made when asked for
         self._stream = stream  # iterator of DataFrames, consumed once
         self._streamed = False
-        self._cursor = None  # fetchone()/fetchmany(): a function (n) -> the next n rows
+        self._cursor = None  # fetchone()/fetchmany(): an iterator over the rows left
         self.image = image
         self.info = info or {}
         self.messages = list(messages or [])
@@ -194,26 +194,16 @@ class Result:
         return rows[0] if rows else None
 
     def fetchmany(self, size=1):
-        """The next `size` rows as tuples ([] after the last). A lazy query is run once, by the
-        first call, and read through DuckDB's cursor; a streamed result is computed as it is read."""
+        """The next `size` rows as tuples ([] after the last). A query is run once, by the first
+        call, and all its rows fetched then: a DuckDB result left half-read would hold the
+        connection from every other statement. A streamed result is computed as it is read."""
         if self._cursor is None:
-            self._cursor = self._row_cursor()
-        return self._cursor(size)
-
-    def _row_cursor(self):
-        if self._relation is not None and self._query is not None:
-            with _duckdb_errors(self.statement, self._cause):
-                cursor = self._executed()
-
-            def take(n):
-                with _duckdb_errors(self.statement, self._cause):
-                    return cursor.fetchmany(n)
-            return take
-        if self._stream is not None:
-            rows = (tuple(row) for frame in self.batches() for row in frame.itertuples(index=False, name=None))
-        else:
-            rows = iter(self.fetchall())
-        return lambda n: list(itertools.islice(rows, n))
+            if self._stream is not None:
+                rows = (tuple(row) for frame in self.batches() for row in frame.itertuples(index=False, name=None))
+            else:
+                rows = iter(self.fetchall())
+            self._cursor = rows
+        return list(itertools.islice(self._cursor, size))
 
     @property
     def columns(self):

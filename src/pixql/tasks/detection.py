@@ -226,7 +226,7 @@ def truth(frame, resolved, what, classes=None, unknown=None):
             else:
                 problem = f"the label {label!r}, which is not a class of the model ({', '.join(classes)})"
         else:
-            problem = box_problem(box)
+            problem = box_problem(box, xywh)
         if problem is not None:
             if skip:
                 left_out.append(row)
