@@ -126,6 +126,11 @@ def test_predict_and_evaluate_read_regions_as_the_model_was_trained(halves):
     assert any("no column x1, y1, x2, y2: whole photos were read" in m for m in whole.messages)
     named = db.sql("PREDICT USING cm_boxes OPTIONS (box_col='box_list') AS SELECT * FROM photos")
     assert list(named.df().predicted) == list(named.df().label) and not named.messages
+    # a row whose box (the model's box columns) cannot be used is skipped, and the note says why
+    skipped = db.sql("PREDICT USING cm_boxes OPTIONS (on_error='skip') AS "
+                     "SELECT * REPLACE (CASE WHEN x1 = 0 THEN 99 ELSE x1 END AS x1) FROM photos")
+    assert skipped.df().predicted.isna().sum() == 3
+    assert any("with an unreadable image, no image path or an unusable box or mask got" in m for m in skipped.messages)
 
 
 def test_fit_model_reads_regions_as_its_source_model_was_trained(halves):

@@ -130,7 +130,7 @@ def image_outputs(compute, width, frame, image_col, resolved, reader=None):
     return out
 
 
-def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: []):
+def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: [], reader=None):
     """The statement's query rows with a model's answers, as PREDICT and CONVERT give them.
 
     `start(first chunk)` checks options and columns against the first rows and returns
@@ -138,7 +138,8 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
     The first `chunk_rows` rows are answered at once (a bad option, column or first image fails
     here); a longer query streams: the Result computes the rest chunk by chunk as it is read,
     one chunk in memory at a time. `got_null` says what unanswered rows got, for the message;
-    `notes()`: more messages, known once every row is answered (boxes clipped)."""
+    `notes()`: more messages, known once every row is answered (boxes clipped); `reader`: the
+    statement's regions.RegionReader, whose boxes (its own or the model's) a skipped row may lack."""
     chunks = engine.session.query_chunks(statement, chunk_rows)
     total, first = next(chunks), next(chunks)
     try:
@@ -149,8 +150,6 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
         chunks.close()
         raise
     missed = []  # "row N: path" of rows left unanswered with on_error='skip'
-    why = ("an unreadable image, no image path or an unusable box or mask" if "box_col" in getattr(statement, "options", {})
-           else "an unreadable image or no image path")
 
     def answered(frame, bar=None):
         out, unread, paths = answer(frame, bar)
@@ -160,6 +159,8 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
         return out
 
     def message():
+        why = ("an unreadable image, no image path or an unusable box or mask" if reader is not None and reader.active
+               else "an unreadable image or no image path")
         return f"{statement.keyword}: {len(missed)} row(s) with {why} got {got_null} (on_error='skip'): {shown(missed)}"
 
     if total <= len(first):

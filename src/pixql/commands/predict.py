@@ -66,4 +66,4 @@ def run(engine, statement):
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "predict", f"NULL {resolved['result_col']} and score",
-                       lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"))
+                       lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"), reader)
