@@ -75,6 +75,9 @@ def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):
     db.sql(f"CREATE TABLE found AS DETECT USING d OPTIONS (threshold=0.0) AS {photos}")
     types = dict(db.sql("SELECT column_name, column_type FROM (DESCRIBE found)").fetchall())
     assert types["box"].startswith("STRUCT(x1 DOUBLE") and types["score"] == "DOUBLE"
+    # nothing found (no photo, or nothing over the threshold) is a table of the same types
+    db.sql(f"CREATE TABLE none_found AS DETECT USING d OPTIONS (threshold=0.0) AS {photos} LIMIT 0")
+    assert dict(db.sql("SELECT column_name, column_type FROM (DESCRIBE none_found)").fetchall()) == types
     assert db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT * FROM found").image is not None
     only_red = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, classes='red') AS {photos}").df()
     assert set(only_red.label) <= {"red"}
@@ -131,6 +134,9 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
     assert not db.engine.store.exists("bad")
     with pytest.raises(OptionError, match="is a detector: DETECT USING d"):
         db.sql("PREDICT USING d AS SELECT image FROM test")
+    for function in ("predict", "predict_score"):  # the SQL functions say so too, in pixql's words
+        with pytest.raises(OptionError, match=rf"{function}\('d', \.\.\.\): model 'd' is a detector: DETECT USING d"):
+            db.sql(f"SELECT {function}('d', image) FROM test").fetchall()
     with pytest.raises(OptionError, match="threshold is a score between 0 and 1"):
         db.sql("DETECT USING d OPTIONS (threshold=2) AS SELECT image FROM test")
     with pytest.raises(OptionError, match="green in OPTIONS \\(classes=...\\) are not classes of 'd'"):

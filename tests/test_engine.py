@@ -121,6 +121,10 @@ def test_build_predict_show_describe_drop(db, color_csv):
     assert row.loc[0, "epochs"] == sum(k.startswith("epoch ") for k in described) <= 2
     assert '"blue"' in described["classes"]
 
+    # BUILD's row as a table: its metric column is typed though empty (no validation rows asked for)
+    db.sql("CREATE TABLE runs AS BUILD MODEL again AS SELECT * FROM colors")
+    assert db.sql("SELECT typeof(best_validation_metric), typeof(l2) FROM runs").fetchone() == ("DOUBLE", "DOUBLE")
+    db.sql("DROP MODEL again")
     db.sql("CREATE TABLE preds AS PREDICT USING colors_model AS SELECT * FROM colors")
     assert db.sql("SELECT count(*) FROM preds WHERE predicted = label").fetchone() == (24,)
 

@@ -50,6 +50,15 @@ def test_predict_in_where_group_by_join_and_create_table(colors_db):
     assert db.sql("SELECT count(*) FROM labelled l JOIN colors c USING (image) WHERE guess = label").fetchone() == (24,)
 
 
+def test_a_query_may_ask_several_models(colors_db):
+    db = colors_db
+    save_color_model(db.engine.store, "french", classes=("bleu", "vert", "rouge"), channels=(2, 1, 0))
+    rows = db.sql("SELECT m, predict(m, image) AS p, predict_score(m, image) AS s, len(embedding(m, image)) AS n "
+                  "FROM colors CROSS JOIN (VALUES ('cm'), ('french')) t(m) WHERE label = 'red'").df()
+    assert sorted(set(zip(rows.m, rows.p))) == [("cm", "red"), ("french", "rouge")]
+    assert len(rows) == 16 and rows.s.gt(0.5).all() and rows.n.nunique() == 1
+
+
 def test_nulls_give_nulls(colors_db):
     rows = colors_db.sql("SELECT predict('cm', NULL::VARCHAR), predict_score('cm', NULL::VARCHAR), "
                          "predict(NULL::VARCHAR, image) FROM colors LIMIT 1").fetchall()
@@ -65,6 +74,9 @@ def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path):
         db.sql("SELECT predict_score('../x', image) FROM colors").fetchall()
     with pytest.raises(DataError, match="nope.png"):
         db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
+    with pytest.raises(SqlError, match=r"No function matches .*'predict\(STRING_LITERAL, INTEGER_LITERAL\)'") as err:
+        db.sql("SELECT predict('cm', 42)").fetchall()  # the name the user wrote, not DuckDB's private one
+    assert "__pixql" not in str(err.value)
     with pytest.raises(CatalogError, match="ghost"):
         db.sql("CREATE TABLE t AS SELECT predict('ghost', image) FROM colors")
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'").fetchone() == (0,)

@@ -165,3 +165,26 @@ def test_create_temp_table_as_predict(colors_db, tmp_path):
     colors_db.close()
     with pixql.connect(str(tmp_path / "colors.duckdb"), progress=False) as again:  # gone with the connection
         assert again.sql("SELECT * FROM preds").fetchall() == [(1,)]
+
+
+def test_an_empty_result_keeps_its_column_types(colors_db):
+    """A PREDICT of no rows has the columns, and the types, of one with rows (a table made of it takes
+    later rows), through CREATE TABLE AS, a nested statement, and a terminal's table."""
+    db = colors_db
+    predict = "PREDICT USING cm OPTIONS (top_k=2, probabilities=true) AS SELECT *, [1, 2] AS l FROM colors"
+
+    def types(table):
+        return db.sql(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}' "
+                      "ORDER BY ordinal_position").fetchall()
+
+    db.sql(f"CREATE TABLE full_rows AS {predict}")
+    db.sql(f"CREATE TABLE no_rows AS {predict} WHERE false")
+    db.sql(f"CREATE TABLE nested AS SELECT * FROM ({predict} WHERE false)")
+    assert types("no_rows") == types("nested") == types("full_rows")
+    assert dict(types("no_rows"))["top_k"] == 'STRUCT("label" VARCHAR, score DOUBLE)[]'
+    db.sql("INSERT INTO no_rows SELECT * FROM full_rows")
+    assert db.sql("SELECT count(*) FROM no_rows WHERE predicted = label").fetchone() == (24,)
+    shown = db.sql(f"{predict} WHERE false").text()
+    assert "varchar" in shown and "null" not in shown
+    db.sql("CREATE TABLE models AS SHOW MODELS")  # built-in models have no creation time or metric
+    assert dict(types("models"))["created"] == dict(types("models"))["metric_name"] == "VARCHAR"

@@ -88,10 +88,10 @@ def test_a_streamed_create_table_commits_in_pieces_and_appears_whole(colors_db, 
     seen = []
     write = create_table.ingest.create_table_from_frame
 
-    def watching(con, head, frame, insert=False):
+    def watching(con, head, frame, insert=False, types=None):
         seen.append((head.split()[-1], [r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE table_name IN ('answers')").fetchall()]))
-        write(con, head, frame, insert)
+        write(con, head, frame, insert, types)
 
     monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
     colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
@@ -112,9 +112,9 @@ def _watch_memory_limits(monkeypatch, columns=None):
     during = []
     write = create_table.ingest.create_table_from_frame
 
-    def watching(con, head, frame, insert=False):
+    def watching(con, head, frame, insert=False, types=None):
         during.append(_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]))
-        write(con, head, frame if columns is None else frame[columns], insert)
+        write(con, head, frame if columns is None else frame[columns], insert, types)
 
     monkeypatch.setattr(create_table.ingest, "create_table_from_frame", watching)
     return during
@@ -249,8 +249,8 @@ def test_the_clean_up_at_open_leaves_a_partial_table_being_written_alone(colors_
     write = create_table.ingest.create_table_from_frame
     session = colors_db.engine.session
 
-    def cleaning(con, head, frame, insert=False):
-        write(con, head, frame, insert)
+    def cleaning(con, head, frame, insert=False, types=None):
+        write(con, head, frame, insert, types)
         session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
 
     monkeypatch.setattr(create_table.ingest, "create_table_from_frame", cleaning)

@@ -274,6 +274,14 @@ def test_crop_function_returns_the_box_as_png(halves):
     assert db.sql("SELECT crop(NULL, [0, 0, 1, 1]), crop(image, NULL) FROM photos LIMIT 1").fetchone() == (None, None)
     with pytest.raises(DataError, match="outside the 64x32 image"):
         db.sql("SELECT crop(image, [100, 100, 120, 120]) FROM photos").fetchall()
+    # DETECT's STRUCT boxes, (x, y, w, h) STRUCTs and DOUBLE lists crop alike
+    for box in ("{'x1': 32, 'y1': 0, 'x2': 64, 'y2': 32}", "{'x': 32.0, 'y': 0.0, 'w': 32.0, 'h': 32.0}",
+                "[32.0, 0.0, 64.0, 32.0]::DOUBLE[]"):
+        assert db.sql(f"SELECT crop(image, {box}) FROM photos LIMIT 1").fetchone() == (png,)
+    with pytest.raises(DataError, match=r"crop\(image, box\): an empty or inverted box \(50, 0, 10, 10\)"):
+        db.sql("SELECT crop(image, [50, 0, 10, 10]) FROM photos").fetchall()
+    with pytest.raises(DataError, match="within one pixel: crop takes pixels, not fractions"):
+        db.sql("SELECT crop(image, [0.1, 0.1, 0.5, 0.5]) FROM photos").fetchall()
 
 
 # -- masks as numbers: COCO polygons and RLE -------------------------------------------------------

@@ -45,6 +45,12 @@ def test_convert_streams_into_a_table_and_nests_in_a_query(colors_db, monkeypatc
     assert rows == [("blue", 8), ("green", 8), ("red", 8)]
 
 
+def test_convert_of_no_rows_keeps_the_types(colors_db):
+    colors_db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors WHERE false")
+    assert colors_db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e'"
+                         ).fetchall() == [("image", "VARCHAR"), ("label", "VARCHAR"), ("embedding", "FLOAT[512]")]
+
+
 def test_embedding_function_is_converts_vector(colors_db):
     db = colors_db
     db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
@@ -122,7 +128,7 @@ def test_search_options_are_checked(colors_db):
     with pytest.raises(OptionError, match="top_k"):
         db.sql(SEARCH.format(options=f"search_input='{query}', top_k=0", query="SELECT * FROM e"))
     # the ranking never silently replaces a column of the query (an earlier search's scores)
-    db.sql(f"CREATE TABLE ranked AS " + SEARCH.format(options=f"search_input='{query}'", query="SELECT * FROM e"))
+    db.sql("CREATE TABLE ranked AS " + SEARCH.format(options=f"search_input='{query}'", query="SELECT * FROM e"))
     for by, query_of in ((f"search_input='{query}'", "SELECT * FROM ranked"),
                          ("search_by='text', search_input='red'", "SELECT * EXCLUDE (embedding) FROM ranked")):
         with pytest.raises(DataError, match="already has similarity.*result_col"):

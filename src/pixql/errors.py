@@ -3,6 +3,8 @@
 Front ends catch `PixqlError` and show its message; anything else is a bug.
 """
 
+import re
+
 
 class PixqlError(Exception):
     """Base of every error pixql raises on purpose.
@@ -92,7 +94,20 @@ class ClusterError(PixqlError):
 
 
 class SqlError(PixqlError):
-    """DuckDB rejected a statement; carries DuckDB's own message."""
+    """DuckDB rejected a statement; carries DuckDB's own message (pixql's SQL functions by the
+    names the user calls them: see public_text)."""
+
+    def __init__(self, message="", *args, **fields):
+        super().__init__(public_text(str(message)), *args, **fields)
+
+
+# DuckDB knows pixql's SQL functions by a session's private names (session.register_function)
+_PRIVATE_FUNCTION = re.compile(r"__pixql_([a-z_]+?)_[0-9a-f]{12}\b")
+
+
+def public_text(text):
+    """DuckDB's message with `__pixql_predict_89b420497b86(...)` written as `predict(...)`."""
+    return _PRIVATE_FUNCTION.sub(r"\1", text)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -49,14 +49,17 @@ class PredictFunctions:
 
         text, number = duckdb.sqltype("VARCHAR"), duckdb.sqltype("DOUBLE")
         vector = duckdb.list_type(duckdb.sqltype("FLOAT"))
-        box = duckdb.list_type(number)
         self.unavailable = {}
-        for name, fn, params, returns in (
-                ("predict", self._predict, [text, text], text), ("predict_score", self._predict_score, [text, text], number),
-                ("embedding", self._embedding, [text, text], vector),
-                ("crop", self._crop, [text, box], duckdb.sqltype("BLOB"))):
+        # crop's box reaches Python as JSON: one function for every form a box takes in SQL (a
+        # list, DETECT's STRUCT(x1, y1, x2, y2), a STRUCT(x, y, w, h)), where a typed parameter
+        # would take one
+        for name, fn, params, returns, wrap in (
+                ("predict", self._predict, [text, text], text, None),
+                ("predict_score", self._predict_score, [text, text], number, None),
+                ("embedding", self._embedding, [text, text], vector, None),
+                ("crop", self._crop, [text, text], duckdb.sqltype("BLOB"), ("a0", "to_json(a1)"))):
             try:
-                session.register_function(name, fn, params, returns, type="arrow")
+                session.register_function(name, fn, params, returns, type="arrow", wrap=wrap)
             except duckdb.Error as exc:  # the database defines its own (a macro): it keeps it
                 import warnings
 
@@ -89,24 +92,31 @@ class PredictFunctions:
                         type=pa.float64())
 
     def _crop(self, images, boxes):
-        """crop(image, [x1, y1, x2, y2]): the box of the photo as PNG bytes (a BLOB), for export
-        and display; NULL in, NULL out."""
+        """crop(image, box): the box of the photo (pixels: [x1, y1, x2, y2], or a STRUCT with
+        x1..y2 or x, y, w, h) as PNG bytes (a BLOB), for export and display; NULL in, NULL out."""
         import io
+        import json
 
         import pyarrow as pa
 
         from pixql.ml.images import Region
+        from pixql.regions import box_problem, corners
 
         out = []
-        for image, box in zip(images.to_pylist(), boxes.to_pylist()):
+        for image, cell in zip(images.to_pylist(), boxes.to_pylist()):
+            box = None if cell is None else corners(json.loads(cell))
             if image is None or box is None:
                 out.append(None)
                 continue
             try:
-                if len(box) != 4:
-                    raise DataError(f"crop(image, box): a box is [x1, y1, x2, y2], not {box}", path=image)
+                problem = box_problem(box)
+                if problem is not None:
+                    raise DataError(f"crop(image, box): {problem}; a box is [x1, y1, x2, y2] in pixels", path=image)
+                if max(float(v) for v in box) <= 1:
+                    raise DataError(f"crop(image, box): the box {list(box)} is within one pixel: crop takes pixels, "
+                                    "not fractions of the image (multiply by its width and height)", path=image)
                 buffer = io.BytesIO()
-                Region(image, tuple(box)).read().save(buffer, format="PNG")
+                Region(image, tuple(float(v) for v in box)).read().save(buffer, format="PNG")
             except PixqlError as exc:
                 with self._lock:
                     exc.args = (f"crop('{image}', ...): {exc}",)
@@ -139,8 +149,8 @@ class PredictFunctions:
                     exc.args = (f"{function}('{model}', ...): {exc}{hint}",)
                     self._failure = exc
                     raise
-                for i, answer in zip(rows, answers):
-                    out[i] = answer
+                for i, value in zip(rows, answers):  # (not `answer`: that is the function, used again)
+                    out[i] = value
         return out
 
     # -- the work ----------------------------------------------------------------------
@@ -165,12 +175,13 @@ class PredictFunctions:
         """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
         engine = self._engine_for(model)
         classifier, manifest, task = engine.catalog.load(model)
+        threshold = task.threshold(None, "predict", model)  # a detector's says to use DETECT
         prefix = (model.lower(), model_version(manifest))
         keys = [prefix + (path,) + _stamp(path) for path in paths]
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if todo:
             probs = classifier.predict_proba([k[2] for k in todo], progress=engine.progress)
-            labels, scores = task.decide(probs, list(classifier.classes), task.threshold(None, "predict", model))
+            labels, scores = task.decide(probs, list(classifier.classes), threshold)
             self.network_rows += len(todo)
             for key, label, score in zip(todo, labels, scores):
                 self._memo[key] = (task.sql_value(label), float(score))

@@ -82,14 +82,33 @@ def table_kind(con, table, where_created=False):
     ).fetchall()[0][0]
 
 
-def create_table_from_frame(con, head, frame, insert=False):
+def create_table_from_frame(con, head, frame, insert=False, types=None):
     """Run `<head> AS SELECT * FROM <frame>`, e.g. head='CREATE OR REPLACE TEMP TABLE t'
-    (with insert=True: `<head> SELECT * FROM <frame>`, head='INSERT INTO t')."""
+    (with insert=True: `<head> SELECT * FROM <frame>`, head='INSERT INTO t'); `types`: the
+    columns' DuckDB types where known (frame_select)."""
     con.register("__pixql_frame", frame)
     try:
-        con.execute(f"{head}{'' if insert else ' AS'} SELECT * FROM __pixql_frame").fetchall()
+        con.execute(f"{head}{'' if insert else ' AS'} SELECT {frame_select(frame, types)} FROM __pixql_frame").fetchall()
     finally:
         con.unregister("__pixql_frame")
+
+
+def frame_select(frame, types):
+    """The SELECT list that reads a pandas `frame` with its DuckDB `types` ({column: type}) where
+    DuckDB cannot tell them from the values: a column of Python objects holding only NULLs (every
+    text, list or struct column of an empty result) would otherwise get the type "NULL", and a
+    table made of it could hold nothing else. '*' when no column needs it."""
+    if not types or frame.columns.duplicated().any():
+        return "*"
+    picked, cast = [], False
+    for name in frame.columns:
+        column, kind = quote_ident(str(name)), types.get(str(name))
+        if kind and kind != "NULL" and frame[name].dtype == object and frame[name].isna().all():
+            picked.append(f"CAST({column} AS {kind}) AS {column}")
+            cast = True
+        else:
+            picked.append(column)
+    return ", ".join(picked) if cast else "*"
 
 
 def _image_tree_rows(folder):

@@ -184,10 +184,10 @@ def boxes_of(frame, spec, what, xywh=False):
         return [_from_sides(tuple(values)) if xywh else tuple(values) for values in zip(*(frame[c] for c in columns))]
     if len(names) != 1:
         raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
-    return [_corners(v, xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
+    return [corners(v, xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
 
 
-def _corners(value, xywh=False):
+def corners(value, xywh=False):
     """A box cell as (x1, y1, x2, y2), or the cell itself when it is not one (checked later). A
     STRUCT says by its field names which it holds: x1..y2, or x, y, w (width), h (height)."""
     if isinstance(value, dict):

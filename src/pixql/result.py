@@ -49,7 +49,7 @@ class Result:
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
                  stream=None, cause=None, figures=None, query=None, connection=None, rows=None, names=None,
-                 types=None, quiet=False, columns=None):
+                 types=None, quiet=False, columns=None, column_types=None):
         self.statement = statement
         self._relation = relation
         self._query, self._connection = query, connection  # run by df()/fetchall(), as execute() would
@@ -59,6 +59,7 @@ class Result:
         self._cause = cause  # the relation's pixql error behind a DuckDB error (see _duckdb_errors)
         self._frame = frame
         self._columns = columns  # {column: [values]}: the frame it stands for, made when asked for
+        self._column_types = dict(column_types or {})  # {column: DuckDB type} a command declares
         self._stream = stream  # iterator of DataFrames, consumed once
         self._streamed = False
         self._cursor = None  # fetchone()/fetchmany(): an iterator over the rows left
@@ -217,6 +218,16 @@ class Result:
             self.df()
         return [] if self._frame is None else list(self._frame.columns)
 
+    def duckdb_types(self):
+        """{column: DuckDB type as text} where known: DuckDB's own for its rows, else what the
+        statement declared (the query's columns and those it adds). Frames put into DuckDB
+        (CREATE TABLE AS, nested statements) take them where the values cannot tell (all NULL)."""
+        if self._relation is not None:
+            with _duckdb_errors(self.statement, self._cause):
+                return {**dict(zip(self._relation.columns, map(str, self._relation.types))), **self._column_types}
+        known = dict(zip(self._names, self._types)) if self._rows is not None and self._types else {}
+        return {**known, **self._column_types}
+
     def __len__(self):
         if self._relation is not None or self._rows is not None:
             return len(self.fetchall())
@@ -237,14 +248,21 @@ class Result:
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 return _shown(relation, max_rows, max_width, max_col_width)
         table = _plain_table(self._columns) if self._columns is not None else None
+        if table is not None:  # a column of NULLs only: the type the statement declared for it
+            names, kinds, rows = table
+            table = (names, [self._column_types.get(n, k) if k == "NULL" else k for n, k in zip(names, kinds)], rows)
         if self._rows is not None and self._types is not None:  # DuckDB's rows keep DuckDB's types
             table = (list(self._names), list(self._types), list(self._rows))
         if table is not None and len(table[2]) <= VALUES_ROWS:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' way below
                 return _shown(_values_relation(*table), max_rows, max_width, max_col_width)
+        from pixql.ingest import frame_select
+
         frame = self.df()
         try:
-            return _shown(duckdb.from_df(frame), max_rows, max_width, max_col_width)
+            relation = duckdb.from_df(frame)
+            select = frame_select(frame, self._column_types)
+            return _shown(relation if select == "*" else relation.project(select), max_rows, max_width, max_col_width)
         except (duckdb.Error, TypeError, ValueError):  # a column DuckDB cannot type: pandas' text
             return frame.to_string(index=False, max_rows=max_rows, max_colwidth=max_col_width)
 

@@ -13,7 +13,7 @@ import time
 import uuid
 
 from pixql import ingest
-from pixql.errors import DataError, OptionError, SqlError
+from pixql.errors import DataError, OptionError, SqlError, public_text
 from pixql.sql import nested_statements
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
@@ -44,9 +44,10 @@ class Session:
         self.duckdb.close()
 
     # -- SQL functions ------------------------------------------------------------------------
-    def register_function(self, name, fn, params, returns, macro=True, **kwargs):
+    def register_function(self, name, fn, params, returns, macro=True, wrap=None, **kwargs):
         """A Python function callable from this connection's SQL as `name(...)`; returns the name
-        DuckDB knows it by. DuckDB keeps Python functions in its instance's catalog, which every
+        DuckDB knows it by. `wrap`: the SQL expressions of the macro's arguments a0, a1, ... that
+        the function gets (e.g. 'to_json(a1)'), where it takes them as they are by default. DuckDB keeps Python functions in its instance's catalog, which every
         connection to the same file in this process shares (a notebook cell that connects again):
         each one is registered under a name of this session's own, and `name` is a temporary
         macro over it (temporary objects belong to one connection). A function or macro the
@@ -65,8 +66,9 @@ class Session:
         self.duckdb.create_function(private, fn, params, returns, **kwargs)
         self._functions.append(private)
         if macro:
-            args = ", ".join(f"a{i}" for i in range(len(params)))
-            self.duckdb.execute(f"CREATE OR REPLACE TEMP MACRO {name}({args}) AS {private}({args})")
+            args = [f"a{i}" for i in range(len(params))]
+            self.duckdb.execute(f"CREATE OR REPLACE TEMP MACRO {name}({', '.join(args)}) AS "
+                                f"{private}({', '.join(wrap or args)})")
         return private
 
     def temp_name(self, prefix):
@@ -79,7 +81,7 @@ class Session:
         failure = self.udf_failure()
         if failure is not None:
             return failure
-        return SqlError(str(exc)) if what is None else DataError(f"the {what} failed: {exc}")
+        return SqlError(str(exc)) if what is None else DataError(f"the {what} failed: {public_text(str(exc))}")
 
     def parse(self, sql):
         """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError."""
@@ -104,12 +106,13 @@ class Session:
         names = []
         try:
             pieces, end = [], len(sql)
-            frames = [(start, stop, self._run_nested(inner).df()) for start, stop, inner in found]
-            for start, stop, frame in reversed(frames):
+            results = [(start, stop, self._run_nested(inner)) for start, stop, inner in found]
+            for start, stop, result in reversed(results):
                 name = self.temp_name("nested")
+                frame = result.df()
                 self.duckdb.register(name, frame)
                 names.append(name)
-                pieces[:0] = [f"(SELECT * FROM {name})", sql[stop:end]]
+                pieces[:0] = [f"(SELECT {ingest.frame_select(frame, result.duckdb_types())} FROM {name})", sql[stop:end]]
                 end = start
             yield sql[:end] + "".join(pieces), True
         finally:
@@ -239,7 +242,9 @@ class Session:
         try:
             # Row ids count from 0 once committed, from 2**55 inside the user's open transaction.
             total, first = self.duckdb.execute(f"SELECT count(*), coalesce(min(rowid), 0) FROM {table}").fetchall()[0]
-            yield StoredRows(total, lambda columns: self._stored_arrow(table, columns))
+            stored = self.duckdb.sql(f"SELECT * FROM {table}")
+            types = {name: str(kind) for name, kind in zip(stored.columns, stored.types)}
+            yield StoredRows(total, lambda columns: self._stored_arrow(table, columns), types)
             for offset in range(0, max(total, 1), rows):
                 frame = self.duckdb.execute(
                     f"SELECT * FROM {table} WHERE rowid >= {first + offset} AND rowid < {first + offset + rows} "
@@ -384,11 +389,12 @@ def _bytes(size):
 
 class StoredRows(int):
     """A query's row count, as query_chunks yields it first, that can also read every row's
-    `columns` at once as Arrow (`read(columns)`) while its chunks are being read."""
+    `columns` at once as Arrow (`read(columns)`) while its chunks are being read; `types`: the
+    query's {column: DuckDB type}."""
 
-    def __new__(cls, total, read):
+    def __new__(cls, total, read, types=None):
         stored = super().__new__(cls, total)
-        stored.read = read
+        stored.read, stored.types = read, dict(types or {})
         return stored
 
 

@@ -8,9 +8,10 @@ from pixql.image_columns import check_image_paths, image_errors, missing_paths, 
 from pixql.result import Result
 
 
-def frame_result(statement, columns, messages=None):
-    """A Result of one small frame given as {column: [values]} (a DataFrame once asked for one)."""
-    return Result(statement, columns=columns, messages=messages)
+def frame_result(statement, columns, messages=None, types=None):
+    """A Result of one small frame given as {column: [values]} (a DataFrame once asked for one);
+    `types`: {column: DuckDB type} for columns that may hold only NULLs."""
+    return Result(statement, columns=columns, messages=messages, column_types=types)
 
 
 def shown(items, n=10):
@@ -130,7 +131,8 @@ def image_outputs(compute, width, frame, image_col, resolved, reader=None):
     return out
 
 
-def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: [], reader=None):
+def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: [], reader=None,
+                added_types=None):
     """The statement's query rows with a model's answers, as PREDICT and CONVERT give them.
 
     `start(first chunk)` checks options and columns against the first rows and returns
@@ -139,7 +141,9 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
     here); a longer query streams: the Result computes the rest chunk by chunk as it is read,
     one chunk in memory at a time. `got_null` says what unanswered rows got, for the message;
     `notes()`: more messages, known once every row is answered (boxes clipped); `reader`: the
-    statement's regions.RegionReader, whose boxes (its own or the model's) a skipped row may lack."""
+    statement's regions.RegionReader, whose boxes (its own or the model's) a skipped row may lack;
+    `added_types`: {column: DuckDB type} of the columns the answers add (the query's own come
+    from DuckDB), so that a table of an empty result has them."""
     chunks = engine.session.query_chunks(statement, chunk_rows)
     total, first = next(chunks), next(chunks)
     try:
@@ -150,6 +154,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
         chunks.close()
         raise
     missed = []  # "row N: path" of rows left unanswered with on_error='skip'
+    types = {**total.types, **(added_types or {})}
 
     def answered(frame, bar=None):
         out, unread, paths = answer(frame, bar)
@@ -167,7 +172,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
         chunks.close()
         engine.session.drop_stale_tables()
         out = answered(first)
-        return Result(statement, frame=out, messages=([message()] if missed else []) + notes())
+        return Result(statement, frame=out, messages=([message()] if missed else []) + notes(), column_types=types)
 
     from pixql.ml.runtime import progress_bar
 
@@ -194,7 +199,7 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
             bar.close()
             chunks.close()
 
-    result = Result(statement, stream=stream())
+    result = Result(statement, stream=stream(), column_types=types)
     # The stream appends to the list, not to `result`: no reference cycle keeps an abandoned
     # stream (and its temporary table) alive past its last reference.
     messages = result.messages

@@ -51,7 +51,8 @@ def run(engine, statement):
         return cluster.answer(job, answer, finish, engine.progress, "embed", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}",
-                       lambda: reader.message("CONVERT"), reader)
+                       lambda: reader.message("CONVERT"), reader,
+                       {resolved["result_col"]: EMBEDDING.vector_type(embedder.dim)})
 
 
 def embed_on_worker(image_col, resolved, embedder, frame):

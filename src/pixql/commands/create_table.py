@@ -47,8 +47,9 @@ def run(engine, statement):
     pieces = not statement.temporary and not session.in_transaction()
     before = session.memory_used() if pieces else None
     inner = engine.run(statement.statement)
+    types = inner.duckdb_types()  # for columns of NULLs only (an empty result's), which DuckDB cannot type
     if inner.is_streamed and pieces:
-        rows = _write_in_pieces(session, statement, inner, before)
+        rows = _write_in_pieces(session, statement, inner, before, types)
     else:
         rows = 0
         verb = " ".join(word for word in (
@@ -58,12 +59,12 @@ def run(engine, statement):
         with session.transaction():
             for n, frame in enumerate(inner.batches()):
                 head = f"{verb} {table}" if n == 0 else f"INSERT INTO {table}"
-                ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
+                ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0, types=types)
                 rows += len(frame)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, inner.messages)
 
 
-def _write_in_pieces(session, statement, inner, used_before):
+def _write_in_pieces(session, statement, inner, used_before, types):
     """A streamed result (a PREDICT over a million rows) into a partial table, each chunk committed
     as it comes, then renamed to the table in one transaction. DuckDB holds a transaction's
     uncommitted rows in memory (~0.15 KB a row), so one transaction around a million chunked
@@ -84,7 +85,7 @@ def _write_in_pieces(session, statement, inner, used_before):
         with bound or contextlib.nullcontext() as rebound:
             for n, frame in enumerate(inner.batches()):
                 head = f"CREATE TABLE {partial}" if n == 0 else f"INSERT INTO {partial}"
-                ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0)
+                ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0, types=types)
                 rows += len(frame)
                 if n == 0 and rebound is not None:
                     rebound(stream_headroom(frame))

@@ -26,7 +26,6 @@ OPTIONS = {
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: rows whose photo cannot be read drop out
     **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: detect on a Ray cluster
 }
-OUTPUT = ("label", "score", "box")
 CHUNK_ROWS = 512  # photos per chunk when a long query streams
 
 
@@ -46,7 +45,7 @@ def run(engine, statement):
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"] or manifest.get("image_col"), "the query")
-        refuse_taken_columns("DETECT", first.columns, OUTPUT)
+        refuse_taken_columns("DETECT", first.columns, list(task.output_types))
 
         def finish(frame, found):
             unread = [i for i, f in enumerate(found) if f is None]
@@ -64,7 +63,7 @@ def run(engine, statement):
                          unit=resolved["batch_size"] or 4)
         return cluster.answer(job, answer, finish, engine.progress, "detect")
 
-    return answer_rows(engine, statement, start, CHUNK_ROWS, "detect", "no boxes")
+    return answer_rows(engine, statement, start, CHUNK_ROWS, "detect", "no boxes", added_types=task.output_types)
 
 
 def found_on_worker(image_col, resolved, threshold, detector, frame):

@@ -41,12 +41,12 @@ def run(engine, statement):
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
     reader = regions.RegionReader(resolved)
     notes = []
+    added = task.output_types(list(model.classes), resolved["result_col"], resolved["top_k"],
+                              resolved["probabilities"])
 
     def start(first):
         image_col = model_image_col(statement, first, resolved, manifest)
-        refuse_taken_columns("PREDICT", first.columns, task.output_names(
-            list(model.classes), resolved["result_col"], resolved["top_k"], resolved["probabilities"]),
-            resolved["result_col"])
+        refuse_taken_columns("PREDICT", first.columns, list(added), resolved["result_col"])
         notes.extend(reader.follow_model(given, manifest.get("regions"), first.columns, "PREDICT", statement.model))
 
         def finish(frame, probs):
@@ -66,4 +66,4 @@ def run(engine, statement):
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "predict", f"NULL {resolved['result_col']} and score",
-                       lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"), reader)
+                       lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"), reader, added)

@@ -52,6 +52,8 @@ BUILD_OPTIONS = {
 # FIT MODEL keeps the source model's network, classes, preprocessing and task.
 FIT_OPTIONS = {k: v for k, v in BUILD_OPTIONS.items()
                if k not in ("pretrained", "weights", "train_mode", "image_size", "multi_label", "task")}
+# BUILD's result columns that may be NULL: typed, so that a table of BUILD results takes later rows
+RESULT_TYPES = {"best_validation_metric": "DOUBLE", "l2": "DOUBLE"}
 
 
 def build(engine, statement):
@@ -257,7 +259,7 @@ def _train(engine, statement, resolved, given, base, task, init):
         "l2": [trained.options.get("l2")],  # the linear head's penalty (cross-validated unless given)
         "seconds": [round(trained.seconds, 2)],
         "images_per_second": [round(trained.images_per_second, 1)],
-    }, messages)
+    }, messages, RESULT_TYPES)
 
 
 def _train_detector(engine, statement, resolved, given, base, init):
@@ -342,7 +344,7 @@ def _train_detector(engine, statement, resolved, given, base, init):
         "skipped_images": [len(run.skipped) + len(left_out)], "epochs": [epochs], "train_mode": ["finetune"],
         "best_validation_metric": [run.metrics.get("val_map_50")],
         "seconds": [round(run.seconds, 2)], "images_per_second": [round(run.images_per_second, 1)],
-    }, messages)
+    }, messages, RESULT_TYPES)
 
 
 def data_fingerprint(paths, labels):

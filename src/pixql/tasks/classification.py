@@ -202,10 +202,17 @@ class SingleLabel:
         """predict()'s VARCHAR value."""
         return label
 
-    def output_names(self, classes, result_col, top=1, probabilities=False):
-        """The names of the columns `columns()` adds to a query's rows."""
-        return [result_col, "score"] + (["top_k"] if top > 1 else []) + (
-            [probability_column(c) for c in classes] if probabilities else [])
+    label_type = "VARCHAR"  # the DuckDB type of PREDICT's label column
+
+    def output_types(self, classes, result_col, top=1, probabilities=False):
+        """{name: DuckDB type} of the columns `columns()` adds to a query's rows, in order (the
+        types an empty result's table gets)."""
+        out = {result_col: self.label_type, "score": "DOUBLE"}
+        if top > 1:
+            out["top_k"] = "STRUCT(label VARCHAR, score DOUBLE)[]"
+        if probabilities:
+            out.update((probability_column(c), "DOUBLE") for c in classes)
+        return out
 
     def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False):
         """(a copy of `frame` with PREDICT's columns added, positions of the rows left unanswered).
@@ -264,6 +271,7 @@ class SingleLabel:
 
 class MultiLabel(SingleLabel):
     name = "multi_label"
+    label_type = "VARCHAR[]"
     activation = "sigmoid"
     stratified_split = False
     metric = "micro_f1"

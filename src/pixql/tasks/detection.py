@@ -20,6 +20,8 @@ CORNERS = ("x1", "y1", "x2", "y2")
 
 class Detection:
     name = "detection"
+    # DETECT's columns and their DuckDB types (what an empty result's table gets)
+    output_types = {"label": "VARCHAR", "score": "DOUBLE", "box": "STRUCT(x1 DOUBLE, y1 DOUBLE, x2 DOUBLE, y2 DOUBLE)"}
 
     # -- labels -------------------------------------------------------------------------------------
     def label(self, value, classes=None):
