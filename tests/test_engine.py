@@ -1,6 +1,7 @@
 """The engine through the Python API, on small generated images (fast)."""
 
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -45,8 +46,8 @@ def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     with pytest.raises(CatalogError, match="already exists"):
         db.sql(f"COPY colors OPTIONS (if_exists='fail') FROM '{color_csv}'")
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (12,)
-    db.sql(f"COPY colors OPTIONS (if_exists='append') FROM '{color_csv}'")
-    assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)
+    assert db.sql(f"COPY colors OPTIONS (if_exists='append') FROM '{color_csv}'").fetchall() == [("colors", 24)]
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)  # the rows loaded were counted, as DuckDB does
 
 
 def test_copy_inside_the_users_transaction_belongs_to_it(db, color_csv):
@@ -74,6 +75,19 @@ def test_copy_without_options_into_an_existing_table_is_duckdbs_append(db, color
     assert appended == as_written
 
 
+def test_copy_normalises_paths_and_expands_the_home_folder(db, color_images, tmp_path, monkeypatch):
+    """One photo named two ways (`sub/../x.png`, `./x.png`) is one string; `~` is the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    first = color_images[0][0]
+    (tmp_path / "sub").mkdir()
+    rel = os.path.relpath(first, tmp_path / "sub")
+    pd.DataFrame({"image": [rel, f"../sub/{rel}", "~/" + os.path.relpath(first, tmp_path), "https://x/a.jpg"],
+                  "label": ["a", "b", "c", "d"]}).to_csv(tmp_path / "sub" / "t.csv", index=False)
+    db.sql(f"COPY t FROM '{tmp_path}/sub/t.csv'")
+    images = [p for (p,) in db.sql("SELECT image FROM t ORDER BY label").fetchall()]
+    assert images == [first, first, first, "https://x/a.jpg"]
+
+
 def test_copy_missing_file_names_it(db, tmp_path):
     with pytest.raises(DataError, match="not found.*nope.csv"):
         db.sql(f"COPY t FROM '{tmp_path}/nope.csv'")
@@ -81,9 +95,15 @@ def test_copy_missing_file_names_it(db, tmp_path):
 
 def test_copy_image_folder_and_parquet_and_json(db, color_images, tmp_path):
     folder = os.path.dirname(os.path.dirname(color_images[0][0]))
+    # hidden folders and files are not data (a notebook's checkpoints, macOS's ._ files)
+    os.makedirs(os.path.join(folder, ".ipynb_checkpoints"))
+    for hidden in (os.path.join(folder, ".ipynb_checkpoints", "a.png"), os.path.join(folder, "red", "._a.png")):
+        shutil.copy(color_images[0][0], hidden)
     db.sql(f"COPY tree FROM '{folder}'")
     assert db.sql("SELECT label, count(*) FROM tree GROUP BY ALL ORDER BY 1").fetchall() == [
         ("blue", 12), ("red", 12)]
+    db.sql(f"COPY named OPTIONS (image_col='photo') FROM '{folder}'")  # the path column takes the name given
+    assert db.sql("SELECT count(photo) FROM named").fetchone() == (24,)
     frame = pd.DataFrame({"path": [os.path.relpath(p, tmp_path) for p, _ in color_images],
                           "label": [l for _, l in color_images]})
     frame.to_parquet(tmp_path / "t.parquet")

@@ -5,8 +5,10 @@ into absolute ones (relative to the source file's folder, so the table works fro
 any working directory) and swaps the table in within one transaction.
 """
 
+import functools
 import os
 import re
+import uuid
 from pathlib import Path
 
 from pixql.errors import CatalogError, DataError, OptionError
@@ -114,15 +116,16 @@ def frame_select(frame, types):
 def _image_tree_rows(folder):
     """One row per image below `folder`: (absolute path, label). The label is the name of the
     first-level sub-folder, however deep the image lies (`cats/2019/a.jpg` is a cat); an image
-    directly in `folder` has no class folder and gets a NULL label."""
+    directly in `folder` has no class folder and gets a NULL label. Hidden folders and files
+    (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are not data: they are passed over."""
     rows = []
     root = os.path.abspath(folder)
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root)
         label = None if rel == "." else rel.split(os.sep)[0]
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 rows.append((os.path.join(dirpath, name), label))
     return rows
 
@@ -172,6 +175,7 @@ def copy_table(con, table, source, options, base_dir=None):
         )
 
     messages = []
+    resolve = None  # the SQL function that resolves a file's image paths (resolved_path)
     if path.is_dir():
         rows = _image_tree_rows(path)
         if not rows:
@@ -182,7 +186,7 @@ def copy_table(con, table, source, options, base_dir=None):
                             "folder: their label is NULL (BUILD MODEL leaves them out; PREDICT answers them)")
         import pandas as pd
 
-        frame = pd.DataFrame(rows, columns=["image", "label"])
+        frame = pd.DataFrame(rows, columns=[options.get("image_col") or "image", "label"])
         con.register("__pixql_copy_frame", frame)
         select = "SELECT * FROM __pixql_copy_frame"
     else:
@@ -213,24 +217,23 @@ def copy_table(con, table, source, options, base_dir=None):
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
             raise DataError(_read_error(table, path, exc, encoding)) from exc
-        folder = quote_literal(str(path.parent.resolve()) + os.sep)
-        # Absolute paths and URLs stay as they are; relative ones hang off the file's folder.
-        fixed = {
-            c: f"CASE WHEN {quote_ident(c)} IS NULL OR {quote_ident(c)} LIKE '/%' OR {quote_ident(c)} LIKE '%://%' "
-               f"THEN {quote_ident(c)} ELSE {folder} || {quote_ident(c)} END AS {quote_ident(c)}"
-            for c in path_cols
-        }
-        select = (f"SELECT * REPLACE ({', '.join(fixed.values())}) FROM {relation}" if fixed
+        if path_cols:  # each path as resolved_path says, by a Python function of this COPY's own
+            resolve = f"__pixql_resolve_{uuid.uuid4().hex[:12]}"
+            con.create_function(resolve, functools.partial(_resolved_paths, str(path.parent.resolve())),
+                                ["VARCHAR"], "VARCHAR", type="arrow")
+        fixed = [f"{resolve}({quote_ident(c)}) AS {quote_ident(c)}" for c in path_cols]
+        select = (f"SELECT * REPLACE ({', '.join(fixed)}) FROM {relation}" if fixed
                   else f"SELECT * FROM {relation}")
 
     own = not in_transaction(con)  # inside the user's transaction, that one decides
     try:
         if own:
             con.execute("BEGIN TRANSACTION")
-        if exists and if_exists == "append":
-            con.execute(f"INSERT INTO {quote_table(table)} BY NAME {select}")
+        if exists and if_exists == "append":  # the rows loaded, as DuckDB's COPY counts them
+            loaded = con.execute(f"INSERT INTO {quote_table(table)} BY NAME {select}").fetchall()[0][0]
         else:
             con.execute(f"CREATE OR REPLACE TABLE {quote_table(table)} AS {select}")
+            loaded = con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
         if own:
             con.execute("COMMIT")
     except Exception as exc:
@@ -240,7 +243,25 @@ def copy_table(con, table, source, options, base_dir=None):
     finally:
         if path.is_dir():
             con.unregister("__pixql_copy_frame")
-    return con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0], messages
+        elif resolve is not None:
+            con.remove_function(resolve)
+    return loaded, messages
+
+
+def resolved_path(value, folder):
+    """An image path from a file as COPY stores it: URLs as they are; `~` expanded; relative paths
+    hung off the file's `folder`; every local path normalised (`a/../b` is `b`), so that one photo
+    named two ways in two files is one string (joins, DISTINCT)."""
+    if value is None or "://" in value:
+        return value
+    value = os.path.expanduser(value)
+    return os.path.normpath(value if os.path.isabs(value) else os.path.join(folder, value))
+
+
+def _resolved_paths(folder, values):
+    import pyarrow as pa
+
+    return pa.array([resolved_path(v, folder) for v in values.to_pylist()], type=pa.string())
 
 
 def _read_error(table, path, exc, encoding, verb="read"):
