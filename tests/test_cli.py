@@ -148,7 +148,8 @@ def test_run_script_end_to_end_with_print_image(run_cli, tmp_path, color_csv):
     result = run_cli("--format", "csv", "run", str(script))
     assert result.exit_code == 0, result.stderr
     assert "blue,12" in result.stdout and "accuracy\n1.0" in result.stdout
-    png = result.stdout.strip().splitlines()[-1]
+    assert ".png" not in result.stdout  # csv keeps stdout for rows; the sheet's path is on stderr
+    png = next(line.split()[1] for line in result.stderr.splitlines() if line.startswith("wrote "))
     assert png.endswith(".png")
     with Image.open(png) as img:
         assert img.width == 5 * 72 + 8 and img.height > 72
@@ -233,6 +234,20 @@ def test_the_pixql_command_sets_the_collector_and_freezes_the_heap_at_exit(tmp_p
     assert int(young) == YOUNG_THRESHOLD and int(frozen) > 10_000
 
 
+def test_json_of_pixqls_rows_is_written_as_duckdbs(run_cli, color_csv):
+    """PREDICT's rows in JSON keep every digit and plain slashes (pandas' to_json kept 10 digits
+    and wrote '\\/'); PRINT IMAGE's path goes to stderr, so stdout stays one JSON document."""
+    run_cli("-c", f"COPY c FROM '{color_csv}'")
+    sql = "PREDICT USING imagenet_classifier OPTIONS (top_k=2) AS SELECT image FROM c ORDER BY image LIMIT 2"
+    out = run_cli("--format", "json", "-c", sql + "; PRINT IMAGE AS SELECT image FROM c LIMIT 2")
+    rows = json.loads(out.stdout)
+    assert "\\/" not in out.stdout and rows[0]["image"].startswith("/")
+    table = run_cli("--format", "csv", "-c", sql).stdout.splitlines()
+    assert table[1].split(",")[2] == repr(rows[0]["score"])  # the same digits as CSV's
+    assert [t["label"] for t in rows[0]["top_k"]][0] == rows[0]["predicted"]
+    assert ".png" in out.stderr
+
+
 def test_csv_writes_arrays_whole(run_cli, color_csv):
     """An embedding (CONVERT's FLOAT[1280]) and a fixed-size ARRAY are written as whole lists a
     reader can parse back, the same values JSON gives, never numpy's '[0.1 0.2 ... 0.9]' summary."""
@@ -247,7 +262,7 @@ def test_csv_writes_arrays_whole(run_cli, color_csv):
     for row, reference in zip(rows, whole):
         written = json.loads(row["embedding"])
         assert len(written) == len(reference["embedding"]) == 1280
-        assert written == pytest.approx(reference["embedding"], rel=1e-5, abs=1e-9)  # JSON keeps 10 digits
+        assert written == pytest.approx(reference["embedding"], rel=1e-7)  # float32's digits either way
     out = run_cli("--format", "csv", "-c", "SELECT [1.5, 0.1]::REAL[2] AS f, [1, 2]::INT[2] AS i").stdout
     assert out == 'f,i\n"[1.5, 0.1]","[1, 2]"\n'
     nested = "SELECT [[1, 2]::INT[2]] AS a, NULL::FLOAT[2] AS n"  # arrays in a list; a NULL array

@@ -75,7 +75,8 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         path = _png_path(out_dir, "print_image")
         result.image.save(path)
         click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
-        click.echo(str(path.resolve()))
+        if fmt == "table":  # csv and json keep stdout for rows
+            click.echo(str(path.resolve()))
         if open_image:
             click.launch(str(path))
         return
@@ -87,7 +88,7 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
     elif fmt == "csv":
         click.echo(_frame_csv(result.df()), nl=False)
     elif fmt == "json":
-        click.echo(result.df().to_json(orient="records", date_format="iso"))
+        _json_array([_frame_json(result.df())])
     else:
         click.echo(result.text(max_rows=TABLE_ROWS, max_width=_width(), max_col_width=60)
                    if result.columns else "(no columns)")
@@ -217,6 +218,34 @@ def _json_array(parts):
         click.echo("]")
 
 
+def _frame_json(frame):
+    """A frame's rows as JSON objects joined by commas, written as DuckDB's rows are (full float
+    precision, `/` unescaped, NaN as null: pandas' to_json kept 10 digits and wrote `\\/`)."""
+    names = unique_names([str(c) for c in frame.columns])
+    return ",".join(json.dumps({k: _json_value(_python(v)) for k, v in zip(names, row)}, default=_json_default,
+                               separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                    for row in frame.itertuples(index=False, name=None))
+
+
+def _python(value):
+    """A pandas cell as the json module's values: numpy scalars and arrays (CONVERT's vectors) as
+    Python numbers and lists, pandas' missing values as None."""
+    import numpy as np
+    import pandas as pd
+
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.ndarray):
+        return [_python(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_python(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _python(v) for k, v in value.items()}
+    return value
+
+
 def _write_json(names, types, chunks):
     """DuckDB's rows as one JSON array of objects (pandas' `orient='records'`), chunk by chunk."""
     names, readers = unique_names(names), _readers(types)
@@ -231,8 +260,7 @@ def _stream_rows(result, fmt):
     _print_messages(result)
     known = len(result.messages)
     if fmt == "json":
-        _json_array(frame.to_json(orient="records", date_format="iso")[1:-1] for frame in result.batches()
-                    if len(frame))
+        _json_array(_frame_json(frame) for frame in result.batches())
     else:
         for n, frame in enumerate(result.batches()):
             click.echo(_frame_csv(frame, header=n == 0), nl=False)
