@@ -61,6 +61,9 @@ def test_build_trains_a_detector_and_describes_it(squares_db):
     assert manifest["boxes"]["box_col"] == "box" and manifest["classes"] == ["blue", "red"]
     listed = db.sql("SELECT name, task FROM pixql_models()").fetchall()
     assert ("d", "detection") in listed
+    (curves,) = [f for f in db.sql("DESCRIBE MODEL d").figures if f.kind == "curves"]  # loss and mAP per epoch
+    picture = curves.picture()
+    assert picture.width > 400 and len(set(picture.convert("L").getdata())) > 10
 
 
 def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):

@@ -97,14 +97,20 @@ def contact_sheet(paths, captions, size=240, columns=None):
 # -- training curves ---------------------------------------------------------------------
 
 def has_history(history):
-    return bool(history) and any(h.get("train_loss") is not None for h in history)
+    # a detector's epochs record their training loss as `loss`
+    return bool(history) and any(h.get("train_loss", h.get("loss")) is not None for h in history)
+
+
+# The second panel: the first of these a history has (a classifier's accuracy, a detector's mAP)
+_SCORES = (("accuracy", "Accuracy"), ("map_50", "mAP@0.5"))
 
 
 def training_curves_figure(history, title=None):
-    """Loss and accuracy per epoch, training and validation, as a matplotlib Figure.
+    """Loss and accuracy (a detector's: mAP@0.5) per epoch, training and validation, as a
+    matplotlib Figure.
 
     `history` is a model's per-epoch list of dicts (epoch, train_loss, train_accuracy,
-    val_loss, val_accuracy; val_* may be None). A bare `Figure` with an Agg canvas: no
+    val_loss, val_accuracy; val_* may be None; a detector's: loss, val_map_50). A bare `Figure` with an Agg canvas: no
     pyplot, so nothing leaks into the caller's global plotting state or backend.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -116,13 +122,17 @@ def training_curves_figure(history, title=None):
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
 
     def series(key):
-        values = [h.get(key) for h in history]
+        values = [h.get(key, h.get("loss") if key == "train_loss" else None) for h in history]
         return None if all(v is None for v in values) else [float("nan") if v is None else v for v in values]
+
+    score, score_label = next(((key, label) for key, label in _SCORES
+                               if any(h.get(f"train_{key}") is not None or h.get(f"val_{key}") is not None
+                                      for h in history)), _SCORES[0])
 
     fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     marker = "o" if len(epochs) <= 30 else None
-    for ax, what, label in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy")):
+    for ax, what, label in zip(fig.subplots(1, 2), ("loss", score), ("Loss", score_label)):
         for split, style, color in (("train", "-", "tab:blue"), ("val", "--", "tab:orange")):
             values = series(f"{split}_{what}")
             if values is not None:
@@ -136,12 +146,13 @@ def training_curves_figure(history, title=None):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(epochs) == 1:
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-        if what == "accuracy":
-            low = min([v for h in history for v in (h.get("train_accuracy"), h.get("val_accuracy"))
+        if what == score:
+            low = min([v for h in history for v in (h.get(f"train_{score}"), h.get(f"val_{score}"))
                        if v is not None] or [0.0])
             ax.set_ylim(max(0.0, low - 0.05), 1.01)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
     if title:
         fig.suptitle(title)
     return fig
