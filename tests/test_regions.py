@@ -194,6 +194,18 @@ def test_a_mask_of_another_size_names_the_mask_file(halves, tmp_path):
     assert err.value.path == str(small)
 
 
+def test_print_image_crops_are_captioned_without_their_box_columns(halves, monkeypatch):
+    from pixql import display
+
+    seen = []
+    sheet = display.contact_sheet
+    monkeypatch.setattr(display, "contact_sheet", lambda pictures, captions, **k: (seen.extend(captions),
+                                                                                    sheet(pictures, captions, **k))[1])
+    halves.sql("PRINT IMAGE OPTIONS (box_col='x1,y1,x2,y2', draw='crop') AS SELECT image, label, x1, y1, x2, y2 "
+               "FROM photos")
+    assert seen and all(caption == [caption[0]] and caption[0].startswith("label: ") for caption in seen)
+
+
 def test_print_image_draws_boxes_on_photos_or_shows_crops(halves, tmp_path):
     db = halves
     drawn = db.sql("PRINT IMAGE OPTIONS (box_col='box', mask_col='mask', size=128) AS SELECT * FROM photos")

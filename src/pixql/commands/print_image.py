@@ -58,7 +58,8 @@ def _regions(statement, frame, image_col, reader, resolved):
     if resolved["draw"] == "crop":
         frame = frame.head(resolved["limit"]).reset_index(drop=True)
         items, _ = reader.items(frame, image_col)
-        others = [c for c in frame.columns if c != image_col]
+        shown_ = set(reader.columns(frame))  # the crop shows the box (and mask): captions need not
+        others = [c for c in frame.columns if c != image_col and c not in shown_]
         captions = [caption(row, others, image_col) for _, row in frame.iterrows()]
         pictures = items
     else:
