@@ -40,9 +40,9 @@ class Result:
 
     `.df()`, `.arrow()`, `.fetchall()` and `.columns` behave like DuckDB's relation methods (each
     call reads every row); `.fetchone()` and `.fetchmany(n)` advance through the rows like a DB-API
-    cursor (DuckDB's `execute()`), so that `while row := result.fetchone()` ends. `.image` is a PIL image for PRINT IMAGE;
-    `.info` holds extra data a statement wants to hand back (e.g. a model's manifest).
-    `.messages` are notes for the user beside the rows (e.g. "2 rows with a NULL label
+    cursor (DuckDB's `execute()`), so that `while row := result.fetchone()` ends. `.image` is a
+    PIL image for PRINT IMAGE; `.info` holds extra data a statement wants to hand back (e.g. a
+    model's manifest). `.messages` are notes for the user beside the rows (e.g. "2 rows with a NULL label
     were left out"): front ends show them on stderr. `.figures` are pictures (figures.py: the
     sheet, training curves, a confusion matrix) that each front end renders its own way.
     """

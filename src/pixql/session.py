@@ -47,11 +47,12 @@ class Session:
     def register_function(self, name, fn, params, returns, macro=True, wrap=None, **kwargs):
         """A Python function callable from this connection's SQL as `name(...)`; returns the name
         DuckDB knows it by. `wrap`: the SQL expressions of the macro's arguments a0, a1, ... that
-        the function gets (e.g. 'to_json(a1)'), where it takes them as they are by default. DuckDB keeps Python functions in its instance's catalog, which every
-        connection to the same file in this process shares (a notebook cell that connects again):
-        each one is registered under a name of this session's own, and `name` is a temporary
-        macro over it (temporary objects belong to one connection). A function or macro the
-        database defines by that name keeps it: DuckDB's CatalogException then says so."""
+        the function gets (e.g. 'to_json(a1)'), where it takes them as they are by default.
+        DuckDB keeps Python functions in its instance's catalog, which every connection to the
+        same file in this process shares (a notebook cell that connects again): each one is
+        registered under a name of this session's own, and `name` is a temporary macro over it
+        (temporary objects belong to one connection). A function or macro the database defines
+        by that name keeps it: DuckDB's CatalogException then says so."""
         import duckdb
 
         private = f"__pixql_{name}_{self._token}"
@@ -112,7 +113,8 @@ class Session:
                 frame = result.df()
                 self.duckdb.register(name, frame)
                 names.append(name)
-                pieces[:0] = [f"(SELECT {ingest.frame_select(frame, result.duckdb_types())} FROM {name})", sql[stop:end]]
+                typed = ingest.frame_select(frame, result.duckdb_types())  # an empty result's types kept
+                pieces[:0] = [f"(SELECT {typed} FROM {name})", sql[stop:end]]
                 end = start
             yield sql[:end] + "".join(pieces), True
         finally:
