@@ -255,7 +255,7 @@ def test_fit_model_continues_training_and_keeps_the_old_model(db):
 
 def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeypatch):
     """FIT on rows of one class only: the head is refitted on the model's own rows (their
-    embeddings from the cache) plus the new ones, so blue photos still come out blue."""
+    embeddings kept with the model) plus the new ones, so blue photos still come out blue."""
     db.sql("BUILD MODEL lin USING EfficientNet_Lite0 AS SELECT * FROM colors")
     assert db.engine.store.load_rows("lin")["digests"].shape == (16, 16)
     result = db.sql("FIT MODEL lin2 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
@@ -265,8 +265,22 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     assert (blue["predicted"] == "blue").all()
     assert db.engine.store.load_rows("lin2")["digests"].shape == (16, 16)  # a later FIT keeps them all
 
-    # Without the cached embeddings the earlier rows cannot be had: FIT says so and uses the query's.
+    # The cache may be deleted at any time: the model's own copy of its rows' embeddings is used.
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "empty-cache"))
     result = db.sql("FIT MODEL lin3 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
+    assert result.df().loc[0, "train_rows"] == 16
+    assert any("refitted on 13 of the rows 'lin' was trained on (embeddings from the model)" in m
+               for m in result.messages)
+    assert db.sql("PREDICT USING lin3 AS SELECT * FROM colors WHERE label = 'blue'").df()["predicted"].eq("blue").all()
+
+    # A model of more rows than it keeps embeddings for keeps their digests: without the cache the
+    # earlier rows cannot be had, and FIT says so and uses the query's.
+    from pixql.ml import embedding_cache
+
+    monkeypatch.setattr(embedding_cache, "KEPT_FEATURE_BYTES", 0)
+    db.sql("BUILD MODEL big USING EfficientNet_Lite0 AS SELECT * FROM colors")
+    assert set(db.engine.store.load_rows("big")) == {"digests", "targets"}
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "another-empty-cache"))
+    result = db.sql("FIT MODEL big2 USING big AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
     assert result.df().loc[0, "train_rows"] == 3
     assert any("13 earlier row(s) are no longer in the embedding cache" in m for m in result.messages)

@@ -2,8 +2,8 @@
 
     <root>/<name>/manifest.json        base, classes, options, preprocessing, history, ...
     <root>/<name>/weights.safetensors  the whole network's tensors
-    <root>/<name>/rows.safetensors     (linear heads) the training rows' image digests and targets,
-                                       so that FIT MODEL refits on them from the embedding cache
+    <root>/<name>/rows.safetensors     (linear heads) the training rows' image digests, targets and
+                                       embeddings (up to a size), so that FIT MODEL refits on them
 
 A model is written into `<root>/.tmp/` and renamed into place only when complete,
 so a crash never leaves a half model under its name. An overwritten model is first

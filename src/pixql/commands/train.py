@@ -203,8 +203,9 @@ def _train(engine, statement, resolved, given, base, task, init):
     if init is not None and trained.train_mode == "linear":
         used, lost = trained.options.get("previous_rows"), trained.options.get("previous_rows_not_cached", 0)
         if used is not None:
+            where = trained.options.get("previous_rows_from") or "the embedding cache"
             messages.append(f"{statement.keyword}: the head was refitted on {used} of the rows "
-                            f"'{statement.source_model}' was trained on (embeddings from the cache) plus the "
+                            f"'{statement.source_model}' was trained on (embeddings from {where}) plus the "
                             f"query's {len(paths)}" + (f"; {lost} earlier row(s) are no longer in the embedding "
                                                        "cache and were left out" if lost else ""))
         else:

@@ -37,7 +37,7 @@ import numpy as np
 import pixql
 from pixql.errors import TrainingError
 from pixql.ml.cache_folder import cache_root
-from pixql.ml.embedding_cache import EmbeddingCache, digest_array, file_digest
+from pixql.ml.embedding_cache import EmbeddingCache, file_digest, kept_rows
 from pixql.ml.embedding_cache import FORMAT as EMBEDDING_FORMAT
 from pixql.ml.linear_head import fit_head
 from pixql.ml.trained import (TrainedModel, auto_mode, check_options, lr_hint, mode_epochs, run_metrics,
@@ -101,7 +101,7 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
         train_mode="linear", base=entry["base"], train_rows=len(y), val_rows=n_val, epochs=len(history),
         seconds=seconds, images_per_second=(len(y) + n_val) / seconds if seconds > 0 else 0.0, options=options,
         task=task.name,
-        rows={"digests": digest_array(digests), "targets": y})
+        rows=kept_rows(digests, y, np.stack([found[d] for d in digests])))
 
 
 def remember(config, *, base, embedding_cache, state_dict, head, device, precision, batch_size, weights_source,

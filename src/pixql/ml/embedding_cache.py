@@ -38,6 +38,9 @@ MAX_SHARDS = 32  # from this many shards on, a write first merges the smallest o
 # and rewritten at every merge).
 MERGE_BYTES = 256 << 20
 _CHUNK = 1 << 20
+# A linear model keeps its training rows' embeddings up to this many bytes (bf16: 26,000 rows of
+# Lite0's 1280 numbers; float32 half that): a few MB for the usual few thousand photos.
+KEPT_FEATURE_BYTES = 64 << 20
 
 
 def file_digest(path):
@@ -250,6 +253,33 @@ def _from_bf16(upper):
     out = np.zeros(upper.shape + (2,), dtype=np.uint16)
     out[..., 1] = upper
     return out.view(np.float32).reshape(upper.shape)
+
+
+def kept_rows(digests, targets, features):
+    """What a linear model keeps of its training rows for FIT MODEL (the store's rows file): the
+    images' digests and targets and, up to KEPT_FEATURE_BYTES, their embeddings as the cache holds
+    them (bf16 where they are bf16 values, else float32), so that a refit needs neither the images
+    nor the cache, which may be deleted at any time. Larger sets keep digests only: a refit then
+    finds their embeddings in the cache, where they still are."""
+    targets = targets.detach().cpu().numpy() if hasattr(targets, "detach") else np.asarray(targets)
+    rows = {"digests": digest_array(digests), "targets": targets}  # (class indices stay integers)
+    values = np.ascontiguousarray(as_numpy(features), dtype=np.float32)
+    upper = _as_bf16(values) if values.nbytes <= 2 * KEPT_FEATURE_BYTES else None
+    if upper is not None:
+        rows["features_bf16"] = upper
+    elif values.nbytes <= KEPT_FEATURE_BYTES:
+        rows["features"] = values
+    return rows
+
+
+def kept_features(rows):
+    """The embeddings a model's rows file keeps (float32, one row per digest), or None."""
+    if "features_bf16" in rows:
+        upper = rows["features_bf16"]
+        return _from_bf16(upper.numpy() if hasattr(upper, "numpy") else np.asarray(upper))
+    if "features" in rows:
+        return as_numpy(rows["features"])
+    return None
 
 
 def digest_array(digests):

@@ -30,7 +30,7 @@ from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_tr
                            train_transform)
 from pixql.ml.embed import pre_logits
 from pixql.ml.linear_head import fit_head
-from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, digest_array, file_digest
+from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest, kept_features, kept_rows
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
@@ -95,7 +95,8 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         opts.update(run.linear())
         if init is not None:
             kept = run.prior_rows is not None and config.embedding_cache
-            opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing)
+            opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing,
+                        previous_rows_from=run.prior_source)
     elif mode == "top":
         from pixql.ml import top_tune
 
@@ -243,6 +244,7 @@ class _Run:
         # linear: the rows the head is fitted on (image digests, targets), kept with the model;
         # prior_rows: those of the model that FIT MODEL continues (see _with_prior_rows)
         self.rows, self.prior_rows, self.prior_used, self.prior_missing = None, None, 0, 0
+        self.prior_source = None  # where the prior rows' embeddings came from
         self.cache_key = None  # linear: the embedding cache's backbone key, when the cache was used
         self.cache_hits = 0  # images whose frozen-network output came from the embedding cache
 
@@ -283,7 +285,7 @@ class _Run:
             self.task, l2=cfg.l2, epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress,
             seconds_before=time.perf_counter() - t0, images_before=self.val_rows)
         if digests is not None and None not in digests:  # what a later FIT MODEL refits on
-            self.rows = {"digests": torch.tensor(digest_array(digests)), "targets": y}
+            self.rows = kept_rows(digests, y, feats)
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(w).to(head.weight))
             head.bias.copy_(torch.from_numpy(b).to(head.bias))
@@ -309,14 +311,16 @@ class _Run:
 
     def _with_prior_rows(self, cache, feats, y, digests):
         """FIT MODEL on a linear model: its original training rows join the new ones (their
-        embeddings from the cache; a row given again takes its new label), so that the refitted
-        head keeps what the first one learned."""
+        embeddings as the model keeps them, else from the cache; a row given again takes its new
+        label), so that the refitted head keeps what the first one learned."""
         if self.prior_rows is None:
             return feats, y, digests
         new = set(digests)
         old = [(bytes(d.tolist()), i) for i, d in enumerate(self.prior_rows["digests"])]
         old = [(d, i) for d, i in old if d not in new]
-        found = cache.get([d for d, _ in old])
+        kept = kept_features(self.prior_rows)
+        self.prior_source = "the model" if kept is not None else "the embedding cache"
+        found = {d: kept[i] for d, i in old} if kept is not None else cache.get([d for d, _ in old])
         kept = [(d, i) for d, i in old if d in found]
         self.prior_used, self.prior_missing = len(kept), len(old) - len(kept)
         if not kept:
