@@ -38,6 +38,7 @@ def _history(db, name):
     ("image_size", 1.5, "an integer"),
     ("augment", "heavy", "none, light, standard"),
     ("precision", "fp8", "auto, fp32, bf16, fp16"),
+    ("seed", -1, "at least 0"),  # (numpy's generators, which pick folds and splits, refuse it)
     ("early_stopping", True, "an integer"),
     ("multi_label", "yes", "true/false"),
 ])
@@ -57,6 +58,28 @@ def test_new_build_options_resolve_and_fit_model_keeps_the_network():
     for name in ("image_size", "multi_label"):
         with pytest.raises(OptionError, match="valid options"):
             options.resolve("FIT MODEL", {name: 1}, SCHEMAS["FIT MODEL"])
+
+
+def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
+    """Asked for by name, a mode refuses options it would drop (linear: the optimizer's; the other
+    modes: the linear head's l2); `auto` notes those it dropped; early_stopping without
+    validation rows says it was not used; epochs and its alias max_epochs cannot both be given."""
+    for mode, option in (("linear", "optimizer='sgd'"), ("linear", "learning_rate=0.5"),
+                         ("finetune", "l2=0.1"), ("top", "l2=0.1")):
+        with pytest.raises(OptionError, match=f"train_mode='{mode}' does not use OPTIONS \\(") as err:
+            db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='{mode}', {option}) "
+                   "AS SELECT * FROM colors")
+        assert option.split("=")[0] in str(err.value)
+    assert not db.engine.store.exists("m")
+    built = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (weight_decay=0.1, early_stopping=2) "
+                   "AS SELECT * FROM colors")
+    assert built.df().loc[0, "train_mode"] == "linear"
+    assert any("chose 'linear', which does not use OPTIONS (weight_decay)" in m for m in built.messages)
+    assert any("early_stopping was not used" in m for m in built.messages)
+    tiny = db.sql("BUILD MODEL m3 OPTIONS (validation=0.01) AS SELECT * FROM colors")  # 0.01 of 16 rows: none
+    assert any("validation=0.01 of 16 rows is less than one row" in m for m in tiny.messages)
+    with pytest.raises(OptionError, match="'epochs' and 'max_epochs' are one option"):
+        db.sql("BUILD MODEL m2 OPTIONS (epochs=2, max_epochs=3) AS SELECT * FROM colors")
 
 
 def test_a_bad_new_option_is_refused_before_any_work(db):

@@ -79,9 +79,12 @@ def resolve(keyword, options, schema):
     """Check `options` against `schema` (the statement's, declared by its command module);
     return (them with defaults filled in, the ones given). `keyword` names the statement in
     messages."""
-    given = {}
+    given, written = {}, {}
     for raw_name, value in options.items():
         name = ALIASES.get(raw_name.lower(), raw_name.lower())
+        if name in written and written[name].lower() != raw_name.lower():  # epochs and max_epochs both
+            raise OptionError(f"{keyword}: options '{written[name]}' and '{raw_name}' are one option; give one")
+        written[name] = raw_name
         if name not in schema:
             hint = difflib.get_close_matches(name, schema, n=1)
             did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""

@@ -26,7 +26,7 @@ BUILD_OPTIONS = {
     "learning_rate": opt.number(None, low=0, open=True),
     "pretrained": opt.flag(True),
     "weights": opt.text(),
-    "seed": opt.integer(0),
+    "seed": opt.integer(0, low=0),  # numpy's generators take no negative seed
     "validation": opt.Option((float, str), None, low=0, high=1, open=True, hint=", or a query or a table name"),
     "train_mode": opt.text("auto", ("auto", "linear", "finetune", "top")),
     "optimizer": opt.text("adamw", ("adamw", "sgd", "rmsprop")),
@@ -212,11 +212,24 @@ def _train(engine, statement, resolved, given, base, task, init):
             messages.append(f"{statement.keyword}: '{statement.source_model}' kept no training rows (built "
                             "without the embedding cache, or before pixql kept them): the head was refitted "
                             "on the query's rows only")
+    ignored = trained.options.get("ignored_options")
+    if ignored:
+        messages.append(f"{statement.keyword}: train_mode='auto' chose '{trained.train_mode}', which does not use "
+                        f"OPTIONS ({', '.join(ignored)}); they were ignored (train_mode='finetune' uses them)"
+                        if trained.train_mode == "linear" else
+                        f"{statement.keyword}: train_mode='auto' chose '{trained.train_mode}': OPTIONS (l2) is the "
+                        "linear head's penalty and was ignored")
+    if "early_stopping" in given and not trained.val_rows:
+        messages.append(f"{statement.keyword}: early_stopping was not used: it stops when the validation metric no "
+                        "longer improves, and there were no validation rows (OPTIONS (validation=0.1))")
     if not trained.val_rows:
         name, value = best_metric(trained.metrics)
+        fraction = given.get("validation")
+        how = (f"validation={fraction:g} of {trained.train_rows} rows is less than one row: a larger fraction, "
+               "or a validation table or query, measures it" if isinstance(fraction, float) else
+               "OPTIONS (validation=0.1) holds a tenth of the rows out to measure it")
         messages.append(f"{statement.keyword}: no validation rows, so best_validation_metric is empty "
-                        f"(the {name.replace('_', ' ')} was {value:.4g}); OPTIONS (validation=0.1) holds "
-                        "a tenth of the rows out to measure it")
+                        f"(the {name.replace('_', ' ')} was {value:.4g}); {how}")
     manifest = {
         "base": trained.base,
         "task": trained.task,

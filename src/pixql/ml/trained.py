@@ -31,6 +31,15 @@ TOP_MIN_ROWS = 1000
 TOP_MAX_ROWS_ON_CPU = 50_000
 TOP_EPOCHS = 10  # 'top''s default epochs for a BUILD
 TOP_REFUSES = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options 'top' does not take
+# Options a mode has no use for: the linear head is fitted by L-BFGS with a cross-validated
+# penalty; the other modes train by gradient steps with weight decay, not the head's penalty.
+UNUSED_BY_MODE = {"linear": ("optimizer", "learning_rate", "scheduler", "warmup_epochs", "weight_decay"),
+                  "top": ("l2",), "finetune": ("l2",)}
+
+
+def unused_options(mode, given):
+    """The options in `given` that `mode` would not use."""
+    return [name for name in UNUSED_BY_MODE.get(mode, ()) if name in given]
 
 
 @dataclass
@@ -110,6 +119,13 @@ def check_options(config):
             raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
 
     one_of("train_mode", config.train_mode, TRAIN_MODES)
+    unused = unused_options(config.train_mode, config.given)
+    if unused:  # a mode asked for by name would drop them silently: say so before any work
+        raise OptionError(f"train_mode='{config.train_mode}' does not use OPTIONS ({', '.join(unused)}): "
+                          + ("the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated; "
+                             "train_mode='finetune' takes them" if config.train_mode == "linear" else
+                             "l2 is the penalty of train_mode='linear''s head; weight_decay regularises the "
+                             "training of the other modes"))
     one_of("optimizer", config.optimizer, OPTIMIZERS)
     one_of("scheduler", config.scheduler, SCHEDULERS)
     one_of("on_error", config.on_error, ("fail", "skip"))
@@ -279,4 +295,6 @@ def used_options(config, task, *, mode, device, precision, batch_size, num_worke
         "weights_source": weights_source, "image_size": int(image_size), "epochs": mode_epochs(config, mode),
         "validation": config.validation, "on_error": config.on_error, "task": task.name,
         "strategy": strategy, "workers": workers,
+        # train_mode='auto' chose a mode that does not use these (the BUILD's messages say so)
+        "ignored_options": unused_options(mode, config.given) if config.train_mode == "auto" else [],
     }
