@@ -207,6 +207,21 @@ def test_null_labels_are_left_out_and_counted(colors_db):
         db.sql("EVALUATE USING cm AS SELECT image, NULL AS label FROM colors")
 
 
+def test_unreadable_images_are_left_out_with_on_error_skip(colors_db, tmp_path):
+    db = colors_db
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    query = f"SELECT * FROM colors UNION ALL SELECT '{broken}', 'red' UNION ALL SELECT '{tmp_path}/gone.png', 'blue'"
+    with pytest.raises(DataError, match="broken.jpg"):
+        db.sql(f"EVALUATE USING cm AS {query}")
+    result = db.sql(f"EVALUATE USING cm OPTIONS (on_error='skip') AS {query}")
+    assert result.df().set_index("class").loc["accuracy", "support"] == 24
+    assert any("2 row(s) whose image or box could not be read were left out" in m and "broken.jpg" in m
+               for m in result.messages)
+    with pytest.raises(DataError, match="no image of the query could be read"):
+        db.sql(f"EVALUATE USING cm OPTIONS (on_error='skip') AS SELECT '{broken}' AS image, 'red' AS label")
+
+
 def test_label_col_defaults_to_the_models_and_unknown_labels_are_reported(colors_db):
     db = colors_db
     save_color_model(db.engine.store, "kinds", label_col="kind")

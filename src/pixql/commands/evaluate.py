@@ -5,6 +5,8 @@ and mAP@0.5:0.95 per class and overall, or with output='errors' its missed and f
 
 import functools
 
+import numpy as np
+
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
@@ -27,6 +29,7 @@ OPTIONS = {
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
+    "on_error": opt.text("fail", ("fail", "skip")),  # skip: rows whose image cannot be read are left out
     **regions.OPTIONS,  # box_col, mask_col, ...: evaluate on regions of the photos
     **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: the predictions on a Ray cluster
 }
@@ -71,6 +74,15 @@ def run(engine, statement):
                          [image_col, *reader.columns(frame)], resolved)
         probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)
     messages += reader.message("EVALUATE") + runtime_note(model, "EVALUATE")
+    read = ~np.isnan(probs).any(axis=1)
+    if not read.all():  # on_error='skip': the rows whose image (or box) could not be read are not scored
+        missed = [f"row {i + 1}: {frame[image_col].iloc[i]}" for i in np.nonzero(~read)[0]]
+        if not read.any():
+            raise DataError(f"no image of the query could be read; nothing to evaluate: {shown(missed)}")
+        messages.append(f"EVALUATE: {len(missed)} row(s) whose image or box could not be read were left out "
+                        f"(on_error='skip'): {shown(missed)}")
+        frame, probs = frame[read].reset_index(drop=True), probs[read]
+        truth = [t for t, ok in zip(truth, read) if ok]
     unknown = task.unknown(truth, classes)
     if unknown:
         messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "
@@ -85,7 +97,7 @@ def run(engine, statement):
 def _detector(engine, statement, resolved, given):
     from pixql.tasks.detection import truth
 
-    for name in ("mask_col", "padding", "labels"):
+    for name in ("mask_col", "padding", "labels", "on_error"):
         if name in given:
             raise OptionError(f"EVALUATE: OPTIONS ({name}=...) is for classifiers, not detectors")
     if resolved["output"] == "confusion":

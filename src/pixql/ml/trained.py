@@ -259,20 +259,20 @@ def history_entry(task, epoch, loss, acc, v_loss, v_acc, seconds, images, tally=
 
 
 def run_metrics(history, task, val_rows, saved_epoch=None):
-    """The model's metrics from its history: the last epoch's training figures; with validation
-    rows, those of the saved epoch (`saved_epoch`, None: the last) and of the best one; without,
-    the saved epoch where early stopping chose one."""
+    """The model's metrics from its history: the saved epoch's (`saved_epoch`, None: the last)
+    training figures, and with validation rows its validation figures and the best epoch's; the
+    saved epoch where early stopping or the best validated epoch chose one. (The saved weights'
+    own figures throughout: a later epoch's training accuracy beside them misled.)"""
     from pixql.tasks.classification import Tally
 
     last = history[-1]
+    saved = next((h for h in history if h["epoch"] == saved_epoch), last)
     extra = list(task.history(Tally(task)))  # the task's own training metrics (multi-label: micro F1)
-    metrics = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
-    metrics.update({f"train_{k}": last[f"train_{k}"] for k in extra})
+    metrics = {"train_loss": saved["train_loss"], "train_accuracy": saved["train_accuracy"]}
+    metrics.update({f"train_{k}": saved[f"train_{k}"] for k in extra})
     if val_rows and last["val_accuracy"] is not None:
         key = f"val_{task.metric}"
         best = max(history, key=lambda h: (h[key], -h["val_loss"]))
-        # val_*: the saved weights' figures (finetune keeps its best validated epoch)
-        saved = next((h for h in history if h["epoch"] == saved_epoch), last)
         metrics.update(val_loss=saved["val_loss"], val_accuracy=saved["val_accuracy"],
                        best_val_accuracy=best["val_accuracy"], best_epoch=best["epoch"], saved_epoch=saved["epoch"])
         for k in extra:

@@ -1,0 +1,72 @@
+"""A linear head from a few photos: the floor under small sets' feature deviations (BENCHMARKS.md,
+"Few photos").
+
+    python bench/few_photos.py --data ../shared/datasets [--set cats|flowers|clothing]
+                               [--per-class 3 10 15] [--seeds 2 3 4 5] [--floors 0 0.3 1.0]
+
+For each number of photos per class and each seed, BUILD MODEL (defaults: EfficientNet_Lite0,
+linear) on that many photos of each class of the set's training CSV (a seeded draw), once per
+floor (ml/linear_head.SMALL_FLOOR; 0: no floor, each feature its own deviation), then PREDICT
+the set's test photos. Prints, per floor, the photos predicted wrong and the mean
+log-likelihood of the true label (probabilities under 1e-12 counted as 1e-12: a head certain of
+the wrong answer scores about -27 there). The embeddings are computed once (the cache).
+"""
+
+import argparse
+import os
+import tempfile
+from collections import defaultdict
+
+SETS = {  # folder, training CSV, test CSV (columns image, label)
+    "cats": ("cats_and_dogs_filtered_200px", "cat_and_dog_train.csv", "cat_and_dog_test.csv"),
+    "flowers": ("flowers5_128px", "train.csv", "test.csv"),
+    "clothing": ("clothing_small", "train.csv", "test.csv"),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--set", choices=sorted(SETS), default="cats")
+    ap.add_argument("--per-class", type=int, nargs="+", default=[3, 10, 15])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 4, 5])
+    ap.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.3, 1.0])
+    args = ap.parse_args()
+    import pixql
+    from pixql.ml import linear_head
+
+    name, train_csv, test_csv = SETS[args.set]
+    folder = os.path.join(args.data, name)
+    work = tempfile.mkdtemp(prefix="pixql-few-")
+    os.environ.setdefault("PIXQL_CACHE", os.path.join(work, "cache"))
+    db = pixql.connect(os.path.join(work, "few.duckdb"), progress=False)
+    db.sql(f"COPY tr FROM '{folder}/{train_csv}'")
+    db.sql(f"COPY te FROM '{folder}/{test_csv}'")
+    tested = db.sql("SELECT count(*) FROM te").fetchone()[0]
+    wrong, loglik = defaultdict(int), defaultdict(list)
+    print("| photos per class | seed | " + " | ".join(f"floor {f:g}: wrong / log-lik" for f in args.floors) + " |")
+    print("|---|---|" + "---|" * len(args.floors))
+    for n in args.per_class:
+        for seed in args.seeds:
+            cells = []
+            for floor in args.floors:
+                linear_head.SMALL_FLOOR = floor
+                db.sql(f"BUILD MODEL few OPTIONS (overwrite=true) AS SELECT image, label FROM (SELECT *, row_number() "
+                       f"OVER (PARTITION BY label ORDER BY hash(image || '{seed}')) AS k FROM tr) WHERE k <= {n}")
+                bad, mean = db.sql(
+                    "SELECT count(*) FILTER (WHERE predicted <> label), avg(ln(greatest(CASE WHEN predicted = label "
+                    "THEN score ELSE 1 - score END, 1e-12))) FROM (PREDICT USING few AS SELECT * FROM te)").fetchone()
+                wrong[(n, floor)] += bad
+                loglik[(n, floor)].append(mean)
+                cells.append(f"{bad} / {mean:.2f}")
+            print(f"| {n} | {seed} | " + " | ".join(cells) + " |", flush=True)
+    print()
+    print("| photos per class | " + " | ".join(f"floor {f:g}: wrong (of {tested * len(args.seeds)})" for f in args.floors)
+          + " |")
+    print("|---|" + "---|" * len(args.floors))
+    for n in args.per_class:
+        print(f"| {n} | " + " | ".join(str(wrong[(n, f)]) for f in args.floors) + " |")
+
+
+if __name__ == "__main__":
+    main()
