@@ -232,7 +232,7 @@ def test_linear_build_embeds_on_the_cluster_and_fits_the_head_here(ray_cluster, 
 
 # -- bad input --------------------------------------------------------------------------------------
 
-def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos):
+def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos, tmp_path):
     photos.sql("CREATE OR REPLACE TABLE broken AS SELECT * FROM photos ORDER BY image LIMIT 8")
     photos.sql("UPDATE broken SET image = '/nowhere/on/the/workers/cat.9999.jpg' WHERE rowid = 5")
     with pytest.raises(DataError) as info:
@@ -241,6 +241,13 @@ def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos):
     assert error.path == "/nowhere/on/the/workers/cat.9999.jpg" and (error.row, error.query) == (6, "the query")
     assert "/nowhere/on/the/workers/cat.9999.jpg" in str(error) and "every node of the cluster" in str(error)
     assert error.keyword == "PREDICT"
+    # a file that is here and is no image is broken everywhere: no word of shared storage
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    photos.sql(f"UPDATE broken SET image = '{broken}' WHERE rowid = 5")
+    with pytest.raises(DataError) as info:
+        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) AS SELECT * FROM broken").df()
+    assert info.value.path == str(broken) and "every node" not in str(info.value)
 
 
 def _free_port():

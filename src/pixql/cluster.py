@@ -227,9 +227,11 @@ class Cluster:
                                address=self.address) from exc
 
     def _placed(self, exc):
-        # an image a worker could not read: it may well be there on this machine and not on that node
-        if isinstance(exc, DataError) and exc.path is not None:
-            exc.args = (f"{exc} — read by a worker of the Ray cluster at {self.address}: image paths must be "
+        # an image a worker could not read may be there on this machine and not on that node (or on
+        # the nodes only); a file that is here and no image is broken everywhere: no such hint
+        if isinstance(exc, DataError) and exc.path is not None and not _broken_here(exc.path):
+            where = "" if self.address in (None, "auto") else f" at {self.address}"
+            exc.args = (f"{exc} — read by a worker of the Ray cluster{where}: image paths must be "
                         "readable on every node of the cluster (shared storage), not only here",)
         return exc
 
@@ -359,3 +361,17 @@ def _last_line(exc):
     """What a Ray error says last: the remote exception's own line, after its traceback."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(exc).__name__
+
+
+def _broken_here(path):
+    """Whether `path` is a file here that does not open as an image."""
+    from PIL import Image
+
+    if not os.path.isfile(str(path)):
+        return False
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return False
+    except Exception:  # unreadable, or not an image
+        return True
