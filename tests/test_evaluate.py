@@ -161,6 +161,9 @@ def test_errors_feed_print_image_and_tables(colors_db):
                    f"(EVALUATE USING cm OPTIONS (output='errors') AS {SWAPPED}) LIMIT 4")
     assert shown.image is not None and len(shown.df()) == 4
     assert list(shown.df().columns) == ["image", "label", "predicted", "score", "true_score"]
+    # the statement itself as the query, as CREATE TABLE AS takes it
+    direct = db.sql(f"PRINT IMAGE OPTIONS (size=64, limit=4) AS EVALUATE USING cm OPTIONS (output='errors') AS {SWAPPED}")
+    assert direct.df().equals(shown.df())
 
     db.sql(f"CREATE TABLE errs AS EVALUATE USING cm OPTIONS (output='errors') AS {SWAPPED}")
     assert db.sql("SELECT count(*) FROM errs").fetchone() == (6,)

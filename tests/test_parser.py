@@ -7,7 +7,7 @@ from hypothesis import strategies as hs
 from pixql.errors import ParseError
 from pixql.sql import (
     BuildModel, Copy, CreateTableAs, DescribeModel, DropModel, Evaluate, FitModel, Predict,
-    PrintImage, ShowBaseModels, ShowModels, Sql, Statement, parse, parse_script, split_script,
+    PrintImage, ShowBaseModels, ShowModels, Sql, Statement, nested_statements, parse, parse_script, split_script,
 )
 from pixql.sql.tokens import IDENT, NUMBER, PARAM, PUNCT, QIDENT, STRING, tokenize
 
@@ -375,6 +375,16 @@ def test_create_temp_table_as():
         CreateTableAs(table="t", statement=ShowModels(), or_replace=True, temporary=True)
     assert one("CREATE TEMP TABLE IF NOT EXISTS t AS SHOW MODELS") == \
         CreateTableAs(table="t", statement=ShowModels(), if_not_exists=True, temporary=True)
+
+
+def test_a_pixql_statement_as_the_query_is_read_as_its_rows():
+    for script, where in (("PRINT IMAGE AS\n  EVALUATE USING m OPTIONS (output='errors') AS SELECT * FROM t", (2, 3)),
+                          ("PRINT IMAGE OPTIONS (limit=2) AS EVALUATE USING m AS SELECT * FROM t", (1, 34))):
+        stmt = one(script)
+        assert stmt.query.startswith("SELECT * FROM (") and stmt.query.endswith("AS SELECT * FROM t)")
+        ((_, _, inner),) = nested_statements(stmt.query, stmt.query_line, stmt.query_col)
+        assert isinstance(inner, Evaluate) and (inner.line, inner.col) == where  # where EVALUATE is
+    assert one("PREDICT USING a AS SELECT * FROM predict").query == "SELECT * FROM predict"  # a table's name
 
 
 def test_create_table_as_describe_model():

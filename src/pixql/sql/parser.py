@@ -290,10 +290,23 @@ class _Parser:
                        f"found {self.found()}")
         if self.at_end():
             self.error(f"expected a query after AS in {keyword}, found end of statement")
-        first = self.peek()
+        first, at = self.peek(), self.i
         self.i = len(self.toks)
+        text = self.text(first, self.toks[-1])
+        if _opens_nestable(self.toks, at):
+            # `PRINT IMAGE AS EVALUATE ...`: a pixql statement's rows as the query, as CREATE TABLE AS
+            # takes them; run as the nested statement it stands for, which keeps its place in the
+            # script for errors (the wrapper before it on its line, or on the line above)
+            if first.col > len(_ROWS_OF):
+                self.query_at = {"query_line": first.line, "query_col": first.col - len(_ROWS_OF)}
+                return f"{_ROWS_OF}{text})"
+            self.query_at = {"query_line": first.line - 1, "query_col": 1}
+            return f"{_ROWS_OF}\n{' ' * (first.col - 1)}{text})"
         self.query_at = {"query_line": first.line, "query_col": first.col}
-        return self.text(first, self.toks[-1])
+        return text
+
+
+_ROWS_OF = "SELECT * FROM ("  # a query that is a pixql statement reads its rows through this
 
 
 # -- statements -------------------------------------------------------------
