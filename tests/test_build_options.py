@@ -307,3 +307,10 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     result = db.sql("FIT MODEL big2 USING big AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
     assert result.df().loc[0, "train_rows"] == 3
     assert any("13 earlier row(s) are no longer in the embedding cache" in m for m in result.messages)
+
+
+def test_validation_rows_that_are_training_rows_are_pointed_out(db):
+    built = db.sql("BUILD MODEL leak OPTIONS (validation='colors') AS SELECT * FROM colors")
+    assert any("16 of the 16 validation rows' images are training rows too" in m for m in built.messages)
+    apart = db.sql("BUILD MODEL apart OPTIONS (validation=0.25) AS SELECT * FROM colors")
+    assert not any("training rows too" in m for m in apart.messages)

@@ -187,6 +187,11 @@ def _train(engine, statement, resolved, given, base, task, init):
                 trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
     messages = followed + reader.message(statement.keyword)
+    shared = set(map(str, paths)) & set(map(str, val_paths or []))
+    if shared:  # a validation set that overlaps the training rows measures memory, not skill
+        messages.append(f"{statement.keyword}: {len(shared)} of the {len(val_paths)} validation rows' images are "
+                        "training rows too, so the validation metric overstates what the model does on new photos; "
+                        f"validate on rows the training query leaves out (e.g. {sorted(shared)[0]})")
     if no_path:
         messages.append(f"{statement.keyword}: {len(no_path)} row(s) with no image path in '{image_col}' "
                         f"or no usable box were skipped (on_error='skip'): row(s) {shown(no_path)}")
