@@ -8,14 +8,16 @@ For each number of photos per class and each seed, BUILD MODEL (defaults: Effici
 linear) on that many photos of each class of the set's training CSV (a seeded draw), once per
 floor (ml/linear_head.SMALL_FLOOR; 0: no floor, each feature its own deviation), then PREDICT
 the set's test photos. Prints, per floor, the photos predicted wrong and the mean
-log-likelihood of the true label (probabilities under 1e-12 counted as 1e-12: a head certain of
-the wrong answer scores about -27 there). The embeddings are computed once (the cache).
+log-likelihood of the true label (its `prob_<label>`; probabilities under 1e-12 counted as
+1e-12: a head certain of the wrong answer scores about -27 there). The embeddings are computed once (the cache).
 """
 
 import argparse
 import os
 import tempfile
 from collections import defaultdict
+
+import numpy as np
 
 SETS = {  # folder, training CSV, test CSV (columns image, label)
     "cats": ("cats_and_dogs_filtered_200px", "cat_and_dog_train.csv", "cat_and_dog_test.csv"),
@@ -53,9 +55,10 @@ def main():
                 linear_head.SMALL_FLOOR = floor
                 db.sql(f"BUILD MODEL few OPTIONS (overwrite=true) AS SELECT image, label FROM (SELECT *, row_number() "
                        f"OVER (PARTITION BY label ORDER BY hash(image || '{seed}')) AS k FROM tr) WHERE k <= {n}")
-                bad, mean = db.sql(
-                    "SELECT count(*) FILTER (WHERE predicted <> label), avg(ln(greatest(CASE WHEN predicted = label "
-                    "THEN score ELSE 1 - score END, 1e-12))) FROM (PREDICT USING few AS SELECT * FROM te)").fetchone()
+                answers = db.sql("PREDICT USING few OPTIONS (probabilities=true) AS SELECT * FROM te").df()
+                truth = [answers[f"prob_{label}"].iloc[i] for i, label in enumerate(answers.label)]
+                bad = int((answers.predicted != answers.label).sum())
+                mean = float(np.mean(np.log(np.maximum(truth, 1e-12))))
                 wrong[(n, floor)] += bad
                 loglik[(n, floor)].append(mean)
                 cells.append(f"{bad} / {mean:.2f}")

@@ -78,6 +78,8 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
     assert any("early_stopping was not used" in m for m in built.messages)
     tiny = db.sql("BUILD MODEL m3 OPTIONS (validation=0.01) AS SELECT * FROM colors")  # 0.01 of 16 rows: none
     assert any("validation=0.01 of 16 rows is less than one row" in m for m in tiny.messages)
+    with pytest.raises(OptionError, match=r"trained with train_mode='linear', which FIT MODEL continues.*learning_rate"):
+        db.sql("FIT MODEL m4 USING m OPTIONS (learning_rate=0.01) AS SELECT * FROM colors")
     with pytest.raises(OptionError, match="'epochs' and 'max_epochs' are one option"):
         db.sql("BUILD MODEL m2 OPTIONS (epochs=2, max_epochs=3) AS SELECT * FROM colors")
 

@@ -214,12 +214,15 @@ def test_unreadable_images_are_left_out_with_on_error_skip(colors_db, tmp_path):
     db = colors_db
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a photo")
-    query = f"SELECT * FROM colors UNION ALL SELECT '{broken}', 'red' UNION ALL SELECT '{tmp_path}/gone.png', 'blue'"
+    # a NULL label first (left out before the images are read), the 24 squares, then the two bad rows
+    query = (f"SELECT image, label FROM (SELECT 0 AS k, image, NULL AS label FROM colors WHERE label = 'red' "
+             f"UNION ALL SELECT 1, * FROM colors UNION ALL SELECT 2, '{broken}', 'red' "
+             f"UNION ALL SELECT 3, '{tmp_path}/gone.png', 'blue') ORDER BY k, image")
     with pytest.raises(DataError, match="broken.jpg"):
         db.sql(f"EVALUATE USING cm AS {query}")
     result = db.sql(f"EVALUATE USING cm OPTIONS (on_error='skip') AS {query}")
     assert result.df().set_index("class").loc["accuracy", "support"] == 24
-    assert any("2 row(s) whose image or box could not be read were left out" in m and "broken.jpg" in m
+    assert any("2 row(s) whose image or box could not be read were left out" in m and f"row {8 + 24 + 1}: {broken}" in m
                for m in result.messages)
     with pytest.raises(DataError, match="no image of the query could be read"):
         db.sql(f"EVALUATE USING cm OPTIONS (on_error='skip') AS SELECT '{broken}' AS image, 'red' AS label")

@@ -379,9 +379,10 @@ def test_create_temp_table_as():
 
 def test_a_pixql_statement_as_the_query_is_read_as_its_rows():
     for script, where in (("PRINT IMAGE AS\n  EVALUATE USING m OPTIONS (output='errors') AS SELECT * FROM t", (2, 3)),
-                          ("PRINT IMAGE OPTIONS (limit=2) AS EVALUATE USING m AS SELECT * FROM t", (1, 34))):
+                          ("PRINT IMAGE OPTIONS (limit=2) AS EVALUATE USING m AS SELECT * FROM t", (1, 34)),
+                          ("SEGMENT AS EVALUATE USING m AS SELECT * FROM t", (1, 12))):
         stmt = one(script)
-        assert stmt.query.startswith("SELECT * FROM (") and stmt.query.endswith("AS SELECT * FROM t)")
+        assert stmt.query.startswith("FROM (") and stmt.query.endswith("AS SELECT * FROM t)")
         ((_, _, inner),) = nested_statements(stmt.query, stmt.query_line, stmt.query_col)
         assert isinstance(inner, Evaluate) and (inner.line, inner.col) == where  # where EVALUATE is
     assert one("PREDICT USING a AS SELECT * FROM predict").query == "SELECT * FROM predict"  # a table's name

@@ -162,6 +162,8 @@ def test_create_temp_table_as_predict(colors_db, tmp_path):
         colors_db.sql("CREATE TEMP TABLE preds AS PREDICT USING cm AS SELECT * FROM colors LIMIT 2")
     colors_db.sql("CREATE OR REPLACE TEMP TABLE preds AS PREDICT USING cm AS SELECT * FROM colors LIMIT 2")
     assert colors_db.sql("SELECT count(*) FROM temp.preds").fetchone() == (2,)
+    with pytest.raises(SqlError, match="a TEMP table lives in the connection's temp catalog.*nothing was run"):
+        colors_db.sql("CREATE TEMP TABLE other.preds AS PREDICT USING cm AS SELECT * FROM colors")
     colors_db.close()
     with pixql.connect(str(tmp_path / "colors.duckdb"), progress=False) as again:  # gone with the connection
         assert again.sql("SELECT * FROM preds").fetchall() == [(1,)]

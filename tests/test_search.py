@@ -103,6 +103,10 @@ def test_search_by_image_ranks_like_array_cosine_similarity(colors_db):
     listed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM listed")).df()
     assert list(listed.image) == list(found.image)
     assert np.allclose(listed.similarity, found.similarity, atol=1e-5)
+    db.sql("CREATE TABLE holed AS SELECT image, label, list_transform(embedding::DOUBLE[], lambda v, i: CASE WHEN "
+           "i = 1 AND label = 'red' THEN NULL ELSE v END) AS embedding FROM e")  # a NULL inside the red ones
+    with pytest.raises(DataError, match="can not contain NULL values"):  # DuckDB's word, as pixql's error
+        db.sql(SEARCH.format(options=f"search_input='{query}', top_k=24", query="SELECT * FROM holed"))
     # without an embedding column the images are embedded (through the cache): the same ranking
     computed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8",
                                     query="SELECT image, label FROM colors")).df()

@@ -127,7 +127,7 @@ def training_curves_figure(history, title=None):
 
     score, score_label = next(((key, label) for key, label in _SCORES
                                if any(h.get(f"train_{key}") is not None or h.get(f"val_{key}") is not None
-                                      for h in history)), _SCORES[0])
+                                      for h in history)), ("accuracy", "no accuracy or mAP recorded"))
 
     fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)

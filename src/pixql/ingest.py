@@ -5,6 +5,7 @@ into absolute ones (relative to the source file's folder, so the table works fro
 any working directory) and swaps the table in within one transaction.
 """
 
+import contextlib
 import functools
 import os
 import re
@@ -186,7 +187,11 @@ def copy_table(con, table, source, options, base_dir=None):
                             "folder: their label is NULL (BUILD MODEL leaves them out; PREDICT answers them)")
         import pandas as pd
 
-        frame = pd.DataFrame(rows, columns=[options.get("image_col") or "image", "label"])
+        image_col = options.get("image_col") or "image"
+        if image_col.lower() == "label":
+            raise OptionError(f"COPY {table}: a folder's table has the columns (image_col, label): image_col "
+                              "cannot be 'label'")
+        frame = pd.DataFrame(rows, columns=[image_col, "label"])
         con.register("__pixql_copy_frame", frame)
         select = "SELECT * FROM __pixql_copy_frame"
     else:
@@ -244,7 +249,10 @@ def copy_table(con, table, source, options, base_dir=None):
         if path.is_dir():
             con.unregister("__pixql_copy_frame")
         elif resolve is not None:
-            con.remove_function(resolve)
+            # in the user's transaction that the failure aborted DuckDB refuses even this: the
+            # load's error is the one to report (the function, of a name of its own, stays)
+            with contextlib.suppress(Exception):
+                con.remove_function(resolve)
     return loaded, messages
 
 

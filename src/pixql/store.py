@@ -220,10 +220,11 @@ class ModelStore:
 
     # -- writing ---------------------------------------------------------------
     def load_rows(self, name, manifest=None):
-        """The training rows a model keeps (ROWS: tensors), or None when it keeps none or the
+        """The training rows a model keeps (ROWS: numpy arrays), or None when it keeps none or the
         file does not match `manifest` (by default the model's; give the one load() returned, so
-        the rows are that version's) and the caller then does without them."""
-        from safetensors.torch import load as load_bytes
+        the rows are that version's) and the caller then does without them. Read as numpy: the
+        embeddings are kept as uint16 (bf16's upper halves), which torch before 2.3 cannot load."""
+        from safetensors.numpy import load as load_bytes
 
         manifest = manifest if manifest is not None else self.manifest(name)
         if not manifest.get("rows_sha256"):

@@ -88,7 +88,7 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
     elif fmt == "csv":
         click.echo(_frame_csv(result.df()), nl=False)
     elif fmt == "json":
-        _json_array([_frame_json(result.df())])
+        _json_array([_frame_json(result.df(), result.duckdb_types())])
     else:
         click.echo(result.text(max_rows=TABLE_ROWS, max_width=_width(), max_col_width=60)
                    if result.columns else "(no columns)")
@@ -218,13 +218,15 @@ def _json_array(parts):
         click.echo("]")
 
 
-def _frame_json(frame):
-    """A frame's rows as JSON objects joined by commas, written as DuckDB's rows are (full float
+def _frame_json(frame, types=None):
+    """A frame's rows as JSON objects joined by commas, written as DuckDB's rows are (`types`: the
+    columns' DuckDB types where known, so that REAL values are their shortest text; full float
     precision, `/` unescaped, NaN as null: pandas' to_json kept 10 digits and wrote `\\/`)."""
     names = unique_names([str(c) for c in frame.columns])
-    return ",".join(json.dumps({k: _json_value(_python(v)) for k, v in zip(names, row)}, default=_json_default,
-                               separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-                    for row in frame.itertuples(index=False, name=None))
+    readers = _readers([(types or {}).get(str(c)) for c in frame.columns])
+    rows = _cleaned([tuple(_python(v) for v in row) for row in frame.itertuples(index=False, name=None)], readers)
+    return ",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
+                               separators=(",", ":"), ensure_ascii=False, allow_nan=False) for row in rows)
 
 
 def _python(value):
@@ -260,7 +262,8 @@ def _stream_rows(result, fmt):
     _print_messages(result)
     known = len(result.messages)
     if fmt == "json":
-        _json_array(_frame_json(frame) for frame in result.batches())
+        types = result.duckdb_types()
+        _json_array(_frame_json(frame, types) for frame in result.batches())
     else:
         for n, frame in enumerate(result.batches()):
             click.echo(_frame_csv(frame, header=n == 0), nl=False)

@@ -28,9 +28,12 @@ def run(engine, statement):
     session = engine.session
     table = ingest.quote_table(statement.table)
     # DuckDB's rules, checked before anything is computed: only where the table would be created
-    # (a TEMP table in the temp catalog, whatever the name's prefix, and it may shadow a table)
-    where = (f"temp.main.{ingest.quote_ident(ingest.name_parts(statement.table)[-1])}"
-             if statement.temporary else statement.table)
+    # (a TEMP table in the temp catalog, where it may shadow a table)
+    parts = ingest.name_parts(statement.table)
+    if statement.temporary and [p.lower() for p in parts[:-1]] not in ([], ["temp"], ["main"], ["temp", "main"]):
+        raise SqlError(f"a TEMP table lives in the connection's temp catalog: name it {parts[-1]} or "
+                       f"temp.{parts[-1]}, not {statement.table}; nothing was run")
+    where = f"temp.main.{ingest.quote_ident(parts[-1])}" if statement.temporary else statement.table
     kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
     if statement.if_not_exists and exists:

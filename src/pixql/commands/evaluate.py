@@ -57,6 +57,7 @@ def run(engine, statement):
     keep = [t is not None for t in truth]
     skipped = len(truth) - sum(keep)
     messages = []
+    query_rows = np.nonzero(keep)[0] + 1  # each row's number in the query, for messages
     if skipped:
         messages.append(f"EVALUATE: {skipped} row(s) with a NULL label in '{label_col}' were left out")
         frame = frame[keep].reset_index(drop=True)
@@ -74,9 +75,9 @@ def run(engine, statement):
                          [image_col, *reader.columns(frame)], resolved)
         probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)
     messages += reader.message("EVALUATE") + runtime_note(model, "EVALUATE")
-    read = ~np.isnan(probs).any(axis=1)
+    read = ~np.isnan(probs).any(axis=1) if resolved["on_error"] == "skip" else np.ones(len(probs), dtype=bool)
     if not read.all():  # on_error='skip': the rows whose image (or box) could not be read are not scored
-        missed = [f"row {i + 1}: {frame[image_col].iloc[i]}" for i in np.nonzero(~read)[0]]
+        missed = [f"row {query_rows[i]}: {frame[image_col].iloc[i]}" for i in np.nonzero(~read)[0]]
         if not read.any():
             raise DataError(f"no image of the query could be read; nothing to evaluate: {shown(missed)}")
         messages.append(f"EVALUATE: {len(missed)} row(s) whose image or box could not be read were left out "

@@ -133,10 +133,17 @@ def _embedding_column(columns, resolved, dim, model):
 
 
 def _fixed_size(cells, dim):
-    """A column of vectors (numpy arrays or lists; None for NULL) as FLOAT[dim] for DuckDB."""
+    """A column of vectors (numpy arrays or lists; None for NULL) as FLOAT[dim] for DuckDB (a list
+    column of the query's, DOUBLE[] say, comes back as FLOAT[dim] too); a vector holding a NULL
+    is NULL, as array_cosine_similarity took it."""
     missing = np.full(dim, np.nan, dtype=np.float32)
-    vectors = [missing if c is None or (isinstance(c, float) and np.isnan(c)) else np.asarray(c, dtype=np.float32)
-               for c in cells]
+
+    def vector(cell):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)) or any(v is None for v in cell):
+            return missing
+        return np.asarray(cell, dtype=np.float32)
+
+    vectors = [vector(c) for c in cells]
     if not vectors:
         return cells
     return EMBEDDING.column(np.stack(vectors)).set_axis(cells.index)

@@ -275,8 +275,7 @@ def kept_rows(digests, targets, features):
 def kept_features(rows):
     """The embeddings a model's rows file keeps (float32, one row per digest), or None."""
     if "features_bf16" in rows:
-        upper = rows["features_bf16"]
-        return _from_bf16(upper.numpy() if hasattr(upper, "numpy") else np.asarray(upper))
+        return _from_bf16(np.asarray(rows["features_bf16"]))
     if "features" in rows:
         return as_numpy(rows["features"])
     return None

@@ -36,7 +36,7 @@ from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_
                               resolve_precision, to_device, to_input)
 from pixql.ml.static_padding import static_padding
 from pixql.ml.trained import (TrainConfig, TrainedModel, auto_mode, check_options, history_entry, lr_hint,
-                              mode_epochs, run_metrics, training_rows, used_options)
+                              mode_epochs, run_metrics, training_rows, unused_options, used_options)
 from pixql.tasks import task_of
 from pixql.tasks.classification import Tally
 
@@ -94,7 +94,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         run.forward = strategy.forward or forward_rows
         opts.update(run.linear())
         if init is not None:
-            kept = run.prior_rows is not None and config.embedding_cache
+            kept = run.prior_rows is not None
             opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing,
                         previous_rows_from=run.prior_source)
     elif mode == "top":
@@ -158,6 +158,11 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
     config = copy.copy(config or TrainConfig())
     if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune", "top"):
         config.train_mode = manifest["train_mode"]
+        unused = unused_options(config.train_mode, config.given)
+        if unused:  # (check_options' advice, another train_mode, is no FIT MODEL option)
+            raise OptionError(f"the model was trained with train_mode='{config.train_mode}', which FIT MODEL "
+                              f"continues and which does not use OPTIONS ({', '.join(unused)}); leave "
+                              f"{'it' if len(unused) == 1 else 'them'} out")
     config.task = task_of(manifest)
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
     init["state_dict"] = state_dict
@@ -263,14 +268,15 @@ class _Run:
         def embed(paths, skipped, desc, digests=None):
             return self.frozen_pass(pre_logits, paths, skipped, desc, transform, cache, digests)
 
-        digests = [file_digest(p) for p in self.paths] if cache is not None else None
+        # digests: the cache's keys, and what a model keeps of its rows (FIT MODEL refits on them)
+        digests = [file_digest(p) for p in self.paths] if cache is not None or self.prior_rows is not None else None
         # the frozen backbone's batch norms folded and its 'SAME' paddings static, for the embedding passes
         with folded(self.model), static_padding(self.model, self.pre["input_size"]):
             feats, rows = embed(self.paths, self.skipped, "embeddings (train)", digests)
             y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
             if len(y) == 0:
                 raise DataError("None of the training images could be read")
-            if cache is not None:
+            if digests is not None:
                 digests = [digests[i] for i in rows.tolist()]
                 feats, y, digests = self._with_prior_rows(cache, feats, y, digests)
             val = None
@@ -320,12 +326,15 @@ class _Run:
         old = [(d, i) for d, i in old if d not in new]
         kept = kept_features(self.prior_rows)
         self.prior_source = "the model" if kept is not None else "the embedding cache"
-        found = {d: kept[i] for d, i in old} if kept is not None else cache.get([d for d, _ in old])
+        if kept is not None:
+            found = {d: kept[i] for d, i in old}
+        else:  # a model of more rows than it keeps embeddings for: the cache may still have them
+            found = cache.get([d for d, _ in old]) if cache is not None else {}
         kept = [(d, i) for d, i in old if d in found]
         self.prior_used, self.prior_missing = len(kept), len(old) - len(kept)
         if not kept:
             return feats, y, digests
-        targets = self.prior_rows["targets"].to(y.dtype)[[i for _, i in kept]]
+        targets = torch.as_tensor(self.prior_rows["targets"]).to(y.dtype)[[i for _, i in kept]]
         return (torch.cat([feats, torch.from_numpy(np.stack([found[d] for d, _ in kept])).to(feats.dtype)]),
                 torch.cat([y, targets]), digests + [d for d, _ in kept])
 

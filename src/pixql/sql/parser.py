@@ -306,7 +306,9 @@ class _Parser:
         return text
 
 
-_ROWS_OF = "SELECT * FROM ("  # a query that is a pixql statement reads its rows through this
+# A query that is a pixql statement reads its rows through this (DuckDB's FROM-first form: shorter
+# than any statement's words before AS, so that on a script's first line it fits before the query)
+_ROWS_OF = "FROM ("
 
 
 # -- statements -------------------------------------------------------------
