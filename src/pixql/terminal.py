@@ -222,11 +222,8 @@ def _frame_json(frame, types=None):
     """A frame's rows as JSON objects joined by commas, written as DuckDB's rows are (`types`: the
     columns' DuckDB types where known, so that REAL values are their shortest text; full float
     precision, `/` unescaped, NaN as null: pandas' to_json kept 10 digits and wrote `\\/`)."""
-    names = unique_names([str(c) for c in frame.columns])
-    readers = _readers([(types or {}).get(str(c)) for c in frame.columns])
-    rows = _cleaned([tuple(_python(v) for v in row) for row in frame.itertuples(index=False, name=None)], readers)
-    return ",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
-                               separators=(",", ":"), ensure_ascii=False, allow_nan=False) for row in rows)
+    return _json_objects([str(c) for c in frame.columns], [(types or {}).get(str(c)) for c in frame.columns],
+                         [tuple(_python(v) for v in row) for row in frame.itertuples(index=False, name=None)])
 
 
 def _python(value):
@@ -248,12 +245,17 @@ def _python(value):
     return value
 
 
+def _json_objects(names, types, rows):
+    """Rows (tuples of Python values) as JSON objects joined by commas; `types`: DuckDB's, or None."""
+    names, readers = unique_names(names), _readers(types)
+    return ",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
+                               separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                    for row in _cleaned(rows, readers))
+
+
 def _write_json(names, types, chunks):
     """DuckDB's rows as one JSON array of objects (pandas' `orient='records'`), chunk by chunk."""
-    names, readers = unique_names(names), _readers(types)
-    _json_array(",".join(json.dumps({k: _json_value(v) for k, v in zip(names, row)}, default=_json_default,
-                                    separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-                         for row in _cleaned(rows, readers)) for rows in chunks)
+    _json_array(_json_objects(names, types, rows) for rows in chunks)
 
 
 def _stream_rows(result, fmt):

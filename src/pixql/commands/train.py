@@ -122,7 +122,7 @@ def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
 def _train(engine, statement, resolved, given, base, task, init):
     from pixql.ml.cache_folder import cache_root
     from pixql.ml.cached_linear import build_from_cache
-    from pixql.ml.trained import TrainConfig
+    from pixql.ml.trained import TrainConfig, refused_options
 
     session = engine.session
     strategy = clusters.training_strategy(engine, resolved, statement.keyword)  # before any work
@@ -155,16 +155,11 @@ def _train(engine, statement, resolved, given, base, task, init):
         sources.append(("the validation query", vrows, image_col))
         validation = None
 
-    # (FIT MODEL goes on in the source model's mode)
+    # options the mode would drop, before any image is read (FIT MODEL goes on in the source model's mode)
     mode = resolved.get("train_mode") or (init[0].get("train_mode") if init is not None else None)
-    if mode == "top":
-        from pixql.ml.trained import TOP_REFUSES
-
-        for name in TOP_REFUSES:
-            if name in given:
-                raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for train_mode='finetune'; "
-                                  "'top' trains with AdamW, a warm-up over the first tenth of the steps and a cosine "
-                                  f"decay to zero of its own: leave {name} out, or use train_mode='finetune'")
+    refused = refused_options(mode, given, continuing=init is not None)
+    if refused is not None:
+        raise refused
     if "epochs" not in given:
         resolved["epochs"] = None  # the chosen mode's default (ml/trained.mode_epochs)
     # The learning layer's config, filled from the options by name.

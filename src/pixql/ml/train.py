@@ -36,7 +36,7 @@ from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_
                               resolve_precision, to_device, to_input)
 from pixql.ml.static_padding import static_padding
 from pixql.ml.trained import (TrainConfig, TrainedModel, auto_mode, check_options, history_entry, lr_hint,
-                              mode_epochs, run_metrics, training_rows, unused_options, used_options)
+                              mode_epochs, refused_options, run_metrics, training_rows, used_options)
 from pixql.tasks import task_of
 from pixql.tasks.classification import Tally
 
@@ -158,11 +158,9 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
     config = copy.copy(config or TrainConfig())
     if config.train_mode == "auto" and manifest.get("train_mode") in ("linear", "finetune", "top"):
         config.train_mode = manifest["train_mode"]
-        unused = unused_options(config.train_mode, config.given)
-        if unused:  # (check_options' advice, another train_mode, is no FIT MODEL option)
-            raise OptionError(f"the model was trained with train_mode='{config.train_mode}', which FIT MODEL "
-                              f"continues and which does not use OPTIONS ({', '.join(unused)}); leave "
-                              f"{'it' if len(unused) == 1 else 'them'} out")
+        refused = refused_options(config.train_mode, config.given, continuing=True)
+        if refused is not None:
+            raise refused
     config.task = task_of(manifest)
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
     init["state_dict"] = state_dict
@@ -324,10 +322,10 @@ class _Run:
         new = set(digests)
         old = [(bytes(d.tolist()), i) for i, d in enumerate(self.prior_rows["digests"])]
         old = [(d, i) for d, i in old if d not in new]
-        kept = kept_features(self.prior_rows)
-        self.prior_source = "the model" if kept is not None else "the embedding cache"
-        if kept is not None:
-            found = {d: kept[i] for d, i in old}
+        embeddings = kept_features(self.prior_rows)
+        self.prior_source = "the model" if embeddings is not None else "the embedding cache"
+        if embeddings is not None:
+            found = {d: embeddings[i] for d, i in old}
         else:  # a model of more rows than it keeps embeddings for: the cache may still have them
             found = cache.get([d for d, _ in old]) if cache is not None else {}
         kept = [(d, i) for d, i in old if d in found]

@@ -42,6 +42,29 @@ def unused_options(mode, given):
     return [name for name in UNUSED_BY_MODE.get(mode, ()) if name in given]
 
 
+def refused_options(mode, given, continuing=False):
+    """The OptionError for options in `given` that train_mode `mode` takes none of, asked for by
+    name (`continuing`: FIT MODEL, which goes on in its model's mode), or None."""
+    if mode == "top":
+        for name in TOP_REFUSES:
+            if name in given:
+                return OptionError(f"OPTIONS ({name}=...) is for train_mode='finetune'; 'top' trains with AdamW, "
+                                   "a warm-up over the first tenth of the steps and a cosine decay to zero of its "
+                                   f"own: leave {name} out, or use train_mode='finetune'")
+    unused = unused_options(mode, given)
+    if not unused:
+        return None
+    if continuing:  # (another train_mode, the advice below, is no FIT MODEL option)
+        return OptionError(f"the model was trained with train_mode='{mode}', which FIT MODEL continues and which "
+                           f"does not use OPTIONS ({', '.join(unused)}); leave {'it' if len(unused) == 1 else 'them'} "
+                           "out")
+    return OptionError(f"train_mode='{mode}' does not use OPTIONS ({', '.join(unused)}): "
+                       + ("the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated; "
+                          "train_mode='finetune' takes them" if mode == "linear" else
+                          "l2 is the penalty of train_mode='linear''s head; weight_decay regularises the "
+                          "training of the other modes"))
+
+
 @dataclass
 class TrainConfig:
     base: str | None = None
@@ -119,13 +142,9 @@ def check_options(config):
             raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
 
     one_of("train_mode", config.train_mode, TRAIN_MODES)
-    unused = unused_options(config.train_mode, config.given)
-    if unused:  # a mode asked for by name would drop them silently: say so before any work
-        raise OptionError(f"train_mode='{config.train_mode}' does not use OPTIONS ({', '.join(unused)}): "
-                          + ("the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated; "
-                             "train_mode='finetune' takes them" if config.train_mode == "linear" else
-                             "l2 is the penalty of train_mode='linear''s head; weight_decay regularises the "
-                             "training of the other modes"))
+    refused = refused_options(config.train_mode, config.given)
+    if refused is not None:  # a mode asked for by name would drop them silently: say so before any work
+        raise refused
     one_of("optimizer", config.optimizer, OPTIMIZERS)
     one_of("scheduler", config.scheduler, SCHEDULERS)
     one_of("on_error", config.on_error, ("fail", "skip"))
