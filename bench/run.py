@@ -735,8 +735,11 @@ def main():
             from pixql.ml.runtime import resolve_device
 
             finetune, predict = _expert_variants(resolve_device(DEVICE).type == "cuda")
-            # PREDICT's variants first: a bounded GPU run has been cut short in fine-tuning's twice
-            for task in [f"predict:{v}" for v in predict] + [f"finetune:{v}" for v in finetune]:
+            # PREDICT's variants after the first fine-tuning (whose weights they predict with) and
+            # before the others: a bounded GPU run has been cut short in fine-tuning's twice
+            order = ([f"finetune:{finetune[0]}"] + [f"predict:{v}" for v in predict]
+                     + [f"finetune:{v}" for v in finetune[1:]])
+            for task in order:
                 if args.expert:
                     results["expert"][task] = _run_worker("expert", task, work)
             if args.expert and args.predict_rounds:
