@@ -39,8 +39,11 @@ TASKS = [
 ]
 
 
-def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None, batch_size=None):
+def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None, batch_size=None,
+              frozen_stages=None):
     options = [f"image_col='{image_col}'", f"label_col='{label_col}'"]
+    if frozen_stages is not None:
+        options.append(f"frozen_stages={int(frozen_stages)}")
     if batch_size is not None:
         options.append(f"batch_size={int(batch_size)}")
     if image_size is not None:
@@ -93,14 +96,16 @@ def run(args):
                     model = f"{name}_{label_col}_{mode}"
                     start = time.perf_counter()
                     built = sql(build_sql(model, f"{name}_train", image_col, label_col, multi, mode, args.epochs,
-                                          args.base, args.image_size, args.batch_size)).df().iloc[0]
+                                          args.base, args.image_size, args.batch_size,
+                                          args.frozen_stages)).df().iloc[0]
                     seconds = time.perf_counter() - start
                     report = sql(f"EVALUATE USING {model} AS SELECT * FROM {name}_scored").df()
                     value = score(report, multi)
                     rows.append({"task": f"{folder} {label_col}", "mode": f"{mode} ({built.train_mode})",
                                  "base": args.base, "metric": "micro F1" if multi else "accuracy",
                                  "train": n_train, "scored": n_scored, "split": args.split, "value": value,
-                                 "build_s": seconds, "image_size": args.image_size})
+                                 "build_s": seconds, "image_size": args.image_size,
+                                 "frozen_stages": args.frozen_stages})
                     print(f"  -> {rows[-1]['metric']} {100 * value:.1f}% ({seconds:.0f} s)", flush=True)
     return rows
 
@@ -127,6 +132,7 @@ def main():
     parser.add_argument("--image-size", type=int, help="BUILD's image_size option (default: the base's own)")
     parser.add_argument("--progress", action="store_true", help="show pixql's progress bars")
     parser.add_argument("--batch-size", type=int, help="BUILD's batch_size option")
+    parser.add_argument("--frozen-stages", type=int, help="BUILD's frozen_stages option (finetune)")
     parser.add_argument("--train-rows", type=int, help="train on this many of the training rows (a fixed sample)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()

@@ -84,6 +84,22 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
         db.sql("BUILD MODEL m2 OPTIONS (epochs=2, max_epochs=3) AS SELECT * FROM colors")
 
 
+def test_frozen_stages_that_cannot_apply_are_refused_before_any_work(db):
+    for options, message in (
+            ("train_mode='finetune', frozen_stages=5", "frozen_stages=5 leaves nothing to fine-tune: "
+                                                       "tf_efficientnet_lite0 has 5 stages; at most 4"),
+            ("train_mode='finetune', frozen_stages=1, pretrained=false", "starts from random ones"),
+            ("train_mode='linear', frozen_stages=1", r"train_mode='linear' does not use OPTIONS \(frozen_stages\)"),
+            ("train_mode='top', frozen_stages=1", r"train_mode='top' does not use OPTIONS \(frozen_stages\)"),
+            ("frozen_stages=-1", "at least 0"),
+            ("task='detection', box_col='image', frozen_stages=1", "is for classifiers, not detectors")):
+        with pytest.raises(OptionError, match=message):
+            db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS ({options}) AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="starts from random ones"):  # no pretrained weights to keep
+        db.sql("BUILD MODEL m USING SimpleCNN OPTIONS (frozen_stages=1) AS SELECT * FROM colors")
+    assert not db.engine.store.exists("m")
+
+
 def test_a_bad_new_option_is_refused_before_any_work(db):
     with pytest.raises(OptionError, match="optimizer"):
         db.sql("BUILD MODEL m USING SimpleCNN OPTIONS (optimizer='lion') AS SELECT * FROM colors")

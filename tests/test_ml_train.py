@@ -56,16 +56,47 @@ def test_linear_head_learns_colours_and_leaves_the_backbone_alone(colors, tmp_pa
     assert _accuracy(model, paths, labels) == 1.0
 
 
-def test_finetune_changes_the_backbone_and_learns(colors):
+def test_finetune_keeps_the_first_stages_and_trains_the_rest(colors):
+    """By default fine-tuning leaves the stem and the stages up to stride 4 (Lite0: blocks 0-1)
+    as ImageNet trained them and trains the rest; frozen_stages=0 trains every layer."""
     from pixql.ml.weights import lite0_imagenet_state_dict
 
     paths, labels = colors
+    pretrained = lite0_imagenet_state_dict()
     model = train_classifier(paths, labels, TrainConfig(train_mode="finetune", epochs=2, batch_size=8,
                                                         progress=False))
     assert model.train_mode == "finetune" and model.options["optimizer"] == "adamw"
+    assert model.options["frozen_stages"] == 2
     assert len(model.history) == 2 and model.history[0]["val_accuracy"] is None
-    assert not torch.equal(model.state_dict["conv_stem.weight"], lite0_imagenet_state_dict()["conv_stem.weight"])
+    kept = [k for k in model.state_dict if k.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1."))]
+    assert len(kept) > 20 and all(torch.equal(model.state_dict[k], pretrained[k]) for k in kept)
+    assert not torch.equal(model.state_dict["blocks.2.0.conv_pw.weight"], pretrained["blocks.2.0.conv_pw.weight"])
     assert _accuracy(model, paths, labels) >= 0.9
+
+    everything = train_classifier(paths, labels, TrainConfig(train_mode="finetune", epochs=1, batch_size=8,
+                                                             frozen_stages=0, progress=False))
+    assert everything.options["frozen_stages"] == 0
+    assert not torch.equal(everything.state_dict["conv_stem.weight"], pretrained["conv_stem.weight"])
+
+
+@pytest.mark.parametrize("arch, count, last_frozen, first_trained", [
+    ("resnet18", 2, "layer1.1.bn2.bias", "layer2.0.conv1.weight"),  # torchvision detection's default
+    ("convnext_tiny", 1, "stages.0.blocks.2.mlp.fc2.bias", "stages.1.downsample.0.weight"),
+    ("tf_efficientnet_lite0", 2, "blocks.1.1.bn3.bias", "blocks.2.0.conv_pw.weight"),
+])
+def test_the_stages_up_to_stride_4_are_timms_feature_stages(arch, count, last_frozen, first_trained):
+    import timm
+
+    from pixql.ml.networks import freeze_stages, stages_up_to_stride
+
+    model = timm.create_model(arch, pretrained=False)
+    assert stages_up_to_stride(model, 4) == count
+    frozen = freeze_stages(model, count)
+    names = [name for name, _ in model.named_parameters()]
+    trains = [p.requires_grad for _, p in model.named_parameters()]
+    cut = names.index(last_frozen)
+    assert not any(trains[:cut + 1]) and all(trains[cut + 1:]) and names[cut + 1] == first_trained
+    assert frozen == sum(p.numel() for p in model.parameters() if not p.requires_grad)
 
 
 def test_simple_cnn_trains_from_scratch(colors):

@@ -38,6 +38,7 @@ BUILD_OPTIONS = {
     "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
     "early_stopping": opt.integer(None, low=1),  # patience in epochs
     "l2": opt.number(None, low=0),  # linear head's L2 penalty; None = chosen by cross-validation
+    "frozen_stages": opt.integer(None, low=0),  # finetune: stages kept pretrained; None = up to stride 4
     "multi_label": opt.flag(False),  # the task: labels are a list, or a '|'-separated string
     "task": opt.text("classification", ("classification", "detection")),  # detection: box_col holds true boxes
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
@@ -282,7 +283,8 @@ def _train_detector(engine, statement, resolved, given, base, init):
     from pixql.ml.detect import DEFAULT_EPOCHS, run_detector, train_detector
     from pixql.tasks.detection import DETECTION, mean_average_precision, truth
 
-    for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping", "l2"):
+    for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping", "l2",
+                 "frozen_stages"):
         if name in given:
             raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for classifiers, not detectors")
     frame = engine.session.query_frame(statement)

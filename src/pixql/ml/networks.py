@@ -95,3 +95,37 @@ def linear_head(model):
     """The head as one nn.Linear over forward_head(pre_logits=True), or None if it is not."""
     head = model.get_classifier()
     return head if isinstance(head, nn.Linear) else None
+
+
+def stages(model):
+    """The network's stages, input side first, as (module name, output stride): timm's
+    feature_info (what `features_only` and `out_indices` count), or () for a family without one."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return ()
+    return tuple((d["module"], int(d["reduction"])) for d in info)
+
+
+def stages_up_to_stride(model, stride):
+    """How many of the first stages work at an output stride of at most `stride`."""
+    return sum(1 for _, reduction in stages(model) if reduction <= stride)
+
+
+def freeze_stages(model, count):
+    """Stop training the stem and the first `count` stages: their parameters keep their
+    weights (requires_grad off), and autograd then stops before them, which skips the
+    backward pass of the highest-resolution layers. Returns the parameters frozen."""
+    if count <= 0:
+        return 0
+    end = stages(model)[count - 1][0]
+    frozen, reached = 0, False
+    # named_modules is in registration order, which is forward order for timm's stem and stages;
+    # the end module's own children come right after it
+    for name, module in model.named_modules():
+        if reached and not name.startswith(end + "."):
+            break
+        reached = reached or name == end
+        for p in module.parameters(recurse=False):
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen

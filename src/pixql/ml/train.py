@@ -7,8 +7,9 @@ Three ways, chosen by `train_mode`:
   (ml/cached_linear.py).
 - 'top': the frozen part runs once and the last block and head are tuned on its activations
   (ml/top_tune.py).
-- 'finetune': the whole network is trained with AdamW (or SGD/RMSprop), cosine schedule,
-  light augmentation; bf16 autocast where the device has it natively, channels_last on a CPU.
+- 'finetune': the network is trained with AdamW (or SGD/RMSprop), cosine schedule, light
+  augmentation; bf16 autocast where the device has it natively, channels_last on a CPU; a
+  pretrained base's stem and first stages (up to stride 4) keep their weights (frozen_stages).
 Either way the result is a whole network (backbone + head in timm's classifier slot), so
 inference needs no special case.
 """
@@ -31,12 +32,12 @@ from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_tr
 from pixql.ml.embed import pre_logits
 from pixql.ml.linear_head import fit_head
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest, kept_features, kept_rows
-from pixql.ml.networks import create_network, linear_head
+from pixql.ml.networks import create_network, freeze_stages, linear_head, stages, stages_up_to_stride
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
 from pixql.ml.static_padding import static_padding
-from pixql.ml.trained import (TrainConfig, TrainedModel, auto_mode, check_options, history_entry, lr_hint,
-                              mode_epochs, refused_options, run_metrics, training_rows, used_options)
+from pixql.ml.trained import (FROZEN_STRIDE, TrainConfig, TrainedModel, auto_mode, check_options, history_entry,
+                              lr_hint, mode_epochs, refused_options, run_metrics, training_rows, used_options)
 from pixql.tasks import task_of
 from pixql.tasks.classification import Tally
 
@@ -90,6 +91,8 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
     run = _Run(model, paths, y, val_paths, val_y, preprocessing, config, device, precision, batch_size,
                pretrained_backbone, task)
     run.prior_rows = (init or {}).get("rows")
+    if mode == "finetune":  # a bad count fails before any work
+        run.frozen_stages = _frozen_stages(config, model, pretrained_backbone, network["arch"])
     if mode == "linear":  # the embeddings where the strategy computes them; the head here
         run.forward = strategy.forward or forward_rows
         opts.update(run.linear())
@@ -212,6 +215,21 @@ def _spec_of(base, init):
     return BaseSpec(arch, arch, 1e-4, int(init["preprocessing"]["input_size"][-1]), "none")
 
 
+def _frozen_stages(config, model, pretrained_backbone, arch):
+    """How many of the first stages fine-tuning keeps pretrained (ml/networks.freeze_stages)."""
+    count, available = config.frozen_stages, len(stages(model))
+    if count is None:
+        return stages_up_to_stride(model, FROZEN_STRIDE) if pretrained_backbone else 0
+    if count and not pretrained_backbone:
+        raise OptionError(f"frozen_stages={count} keeps pretrained weights, and this {arch} network starts from "
+                          "random ones (pretrained=false): leave frozen_stages out or set it to 0")
+    if count and count >= available:
+        raise OptionError(f"frozen_stages={count} leaves nothing to fine-tune: {arch} has "
+                          + (f"{available} stages; at most {available - 1}, or train_mode='top' or 'linear', "
+                             "which tune less" if available else "no stages to freeze; leave frozen_stages out"))
+    return count
+
+
 def _default_lr(spec, pretrained_backbone):
     # From random weights a larger step is needed than when adjusting pretrained ones.
     return spec.default_lr if pretrained_backbone else max(spec.default_lr, 1e-3)
@@ -250,6 +268,7 @@ class _Run:
         self.prior_source = None  # where the prior rows' embeddings came from
         self.cache_key = None  # linear: the embedding cache's backbone key, when the cache was used
         self.cache_hits = 0  # images whose frozen-network output came from the embedding cache
+        self.frozen_stages = 0  # finetune: the first stages kept pretrained (_frozen_stages)
 
     # -- linear: frozen backbone, logistic head on embeddings computed once
     def linear(self):
@@ -336,7 +355,7 @@ class _Run:
         return (torch.cat([feats, torch.from_numpy(np.stack([found[d] for d, _ in kept])).to(feats.dtype)]),
                 torch.cat([y, targets]), digests + [d for d, _ in kept])
 
-    # -- finetune: the whole network, with augmentation
+    # -- finetune: the network but its first stages, with augmentation
     def finetune(self, lr, group=None):
         """`group` (ml/strategy.py): the DDP process group this run is one rank of; each rank
         trains on its share of the rows, with its share of each batch."""
@@ -363,6 +382,8 @@ class _Run:
                 val_rows, group.per_rank(self.batch_size), device, num_workers=cfg.num_workers, seed=cfg.seed,
                 persistent=persistent, sampler=group.sampler(val_rows, shuffle=False, seed=cfg.seed),
             )
+        # before DDP's wrap, which hooks only the parameters that train
+        freeze_stages(model, self.frozen_stages)
         net = group.wrap(model)  # what runs the steps (DDP: gradients averaged over the ranks)
         optimizer = _optimizer(cfg.optimizer, model, lr, wd)
         steps_per_epoch = max(1, len(train_loader))
@@ -445,7 +466,7 @@ class _Run:
         self.val_rows = len(self.val_paths) - len(self.val_skipped)
         return {"learning_rate": lr, "optimizer": cfg.optimizer, "weight_decay": wd,
                 "scheduler": cfg.scheduler, "warmup_epochs": cfg.warmup_epochs, "augment": augment,
-                "early_stopping": cfg.early_stopping}
+                "early_stopping": cfg.early_stopping, "frozen_stages": self.frozen_stages}
 
     @torch.no_grad()
     def _evaluate(self, loader):
