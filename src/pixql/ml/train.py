@@ -27,6 +27,7 @@ import torch
 from pixql.errors import CatalogError, DataError, OptionError, StoreError, TrainingError
 from pixql.ml.bases import create_backbone, resolve_base
 from pixql.ml.batchnorm_folding import Folding, folded
+from pixql.ml.depthwise_grads import fp32_weight_grads
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            train_transform)
 from pixql.ml.embed import pre_logits
@@ -397,6 +398,8 @@ class _Run:
         splitter = BatchSplitter("training")
         # frozen statistics (below) let the batch norms run inside the convolutions
         folding = Folding(model, enabled=self.pretrained_backbone)
+        # oneDNN's bf16 weight gradient of large depthwise kernels is slow on a CPU (ml/depthwise_grads.py)
+        slow_grads = device.type == "cpu" and self.precision == "bf16"
         watch = _LossWatch(cfg)
 
         for epoch in range(1, cfg.epochs + 1):
@@ -415,7 +418,7 @@ class _Run:
             tally = Tally(self.task)
             shown = len(train_sampler) if train_sampler is not None else len(self.paths)  # this rank's share
             bar = progress_bar(shown, f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
-            with bar, folding.applied(trainable=True):
+            with bar, folding.applied(trainable=True), fp32_weight_grads(model, enabled=slow_grads):
                 for x, y, _ in group.joined(net, batches(train_loader, cfg.on_error, self.skipped)):
                     if len(y) < 2:  # batch norm cannot train on a single image
                         continue
