@@ -85,7 +85,7 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
 
 
 def test_frozen_stages_that_cannot_apply_are_refused_before_any_work(db):
-    for options, message in (
+    for given, message in (
             ("train_mode='finetune', frozen_stages=5", "frozen_stages=5 leaves nothing to fine-tune: "
                                                        "tf_efficientnet_lite0 has 5 stages; at most 4"),
             ("train_mode='finetune', frozen_stages=1, pretrained=false", "starts from random ones"),
@@ -94,7 +94,7 @@ def test_frozen_stages_that_cannot_apply_are_refused_before_any_work(db):
             ("frozen_stages=-1", "at least 0"),
             ("task='detection', box_col='image', frozen_stages=1", "is for classifiers, not detectors")):
         with pytest.raises(OptionError, match=message):
-            db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS ({options}) AS SELECT * FROM colors")
+            db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS ({given}) AS SELECT * FROM colors")
     with pytest.raises(OptionError, match="starts from random ones"):  # no pretrained weights to keep
         db.sql("BUILD MODEL m USING SimpleCNN OPTIONS (frozen_stages=1) AS SELECT * FROM colors")
     assert not db.engine.store.exists("m")

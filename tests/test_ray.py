@@ -203,7 +203,15 @@ def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_an
     built = db.sql(f"BUILD MODEL there OPTIONS ({options}, {ON_CLUSTER}) AS SELECT * FROM train").df()
     assert built.loc[0, "train_mode"] == "finetune" and built.loc[0, "train_rows"] == 80
     used = db.sql("DESCRIBE MODEL there").info["manifest"]["options"]["used"]
-    assert used["strategy"] == "ray" and used["workers"] == 2
+    assert used["strategy"] == "ray" and used["workers"] == 2 and used["frozen_stages"] == 2
+    import torch
+
+    from pixql.ml.weights import lite0_imagenet_state_dict
+
+    pretrained, state = lite0_imagenet_state_dict(), db.engine.store.load("there")[1]
+    # the workers kept the first stages as ImageNet trained them, as the local loop does
+    assert torch.equal(state["blocks.1.0.conv_pw.weight"], pretrained["blocks.1.0.conv_pw.weight"])
+    assert not torch.equal(state["blocks.2.0.conv_pw.weight"], pretrained["blocks.2.0.conv_pw.weight"])
 
     def accuracy(model):
         report = db.sql(f"EVALUATE USING {model} AS SELECT * FROM test").df()
