@@ -7,6 +7,7 @@ import torch
 from timm.layers.conv2d_same import Conv2dSame
 from torch import nn
 
+from pixql.ml import depthwise_grads
 from pixql.ml.depthwise_grads import fp32_weight_grads
 
 
@@ -70,3 +71,14 @@ def test_only_the_gradients_asked_for_are_computed(needs):
         conv(x).float().sum().backward()
     assert (x.grad is not None) == (needs == "input") and conv.weight.grad is not None
     assert (conv.bias.grad is not None) == (needs == "weight")
+
+
+@pytest.mark.filterwarnings("ignore:.*is deprecated")
+def test_torch_before_2_4_reads_the_autocast_dtype_by_its_old_names(monkeypatch):
+    net = _net()
+    x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    out, grads = _step(net, x)
+    monkeypatch.setattr(depthwise_grads, "DEVICE_AUTOCAST_CALLS", False)  # torch 2.2 lacks the new calls
+    with fp32_weight_grads(net):
+        out2, grads2 = _step(net, x)
+    assert out2.dtype == torch.bfloat16 and torch.equal(out, out2)
