@@ -42,7 +42,7 @@ TASKS = [
 def build_sql(model, table, image_col, label_col, multi, mode, epochs, base, image_size=None, batch_size=None,
               frozen_stages=None):
     options = [f"image_col='{image_col}'", f"label_col='{label_col}'"]
-    if frozen_stages is not None:
+    if frozen_stages is not None and mode in ("default", "finetune"):  # linear and top refuse it
         options.append(f"frozen_stages={int(frozen_stages)}")
     if batch_size is not None:
         options.append(f"batch_size={int(batch_size)}")

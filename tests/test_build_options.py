@@ -86,11 +86,12 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
 
 def test_frozen_stages_that_cannot_apply_are_refused_before_any_work(db):
     for given, message in (
-            ("train_mode='finetune', frozen_stages=5", "frozen_stages=5 leaves nothing to fine-tune: "
-                                                       "tf_efficientnet_lite0 has 5 stages; at most 4"),
+            ("train_mode='finetune', frozen_stages=5", "frozen_stages=5 would freeze every stage of "
+                                                       "tf_efficientnet_lite0, which has 5: at most 4"),
             ("train_mode='finetune', frozen_stages=1, pretrained=false", "starts from random ones"),
             ("train_mode='linear', frozen_stages=1", r"train_mode='linear' does not use OPTIONS \(frozen_stages\)"),
-            ("train_mode='top', frozen_stages=1", r"train_mode='top' does not use OPTIONS \(frozen_stages\)"),
+            ("train_mode='top', frozen_stages=1", r"train_mode='top' does not use OPTIONS \(frozen_stages\): "
+                                                  "frozen_stages is for train_mode='finetune'; 'top' trains only"),
             ("frozen_stages=-1", "at least 0"),
             ("task='detection', box_col='image', frozen_stages=1", "is for classifiers, not detectors")):
         with pytest.raises(OptionError, match=message):
@@ -98,6 +99,18 @@ def test_frozen_stages_that_cannot_apply_are_refused_before_any_work(db):
     with pytest.raises(OptionError, match="starts from random ones"):  # no pretrained weights to keep
         db.sql("BUILD MODEL m USING SimpleCNN OPTIONS (frozen_stages=1) AS SELECT * FROM colors")
     assert not db.engine.store.exists("m")
+
+
+def test_fit_model_freezes_what_the_model_froze(db):
+    """FIT MODEL continues a fine-tuned model with the stages its BUILD kept pretrained, not the
+    default's: a model that trained every layer goes on training every layer."""
+    for name, option, frozen in (("every", ", frozen_stages=0", 0), ("default", "", 2)):
+        db.sql(f"BUILD MODEL {name} OPTIONS (train_mode='finetune', batch_size=8{option}) AS SELECT * FROM colors")
+        db.sql(f"FIT MODEL {name}2 USING {name} AS SELECT * FROM colors")
+        for model in (name, f"{name}2"):
+            assert db.engine.store.manifest(model)["options"]["used"]["frozen_stages"] == frozen, model
+        db.sql(f"FIT MODEL {name}3 USING {name} OPTIONS (frozen_stages=1) AS SELECT * FROM colors")
+        assert db.engine.store.manifest(f"{name}3")["options"]["used"]["frozen_stages"] == 1
 
 
 def test_a_bad_new_option_is_refused_before_any_work(db):

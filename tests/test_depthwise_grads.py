@@ -82,3 +82,39 @@ def test_torch_before_2_4_reads_the_autocast_dtype_by_its_old_names(monkeypatch)
     with fp32_weight_grads(net):
         out2, grads2 = _step(net, x)
     assert out2.dtype == torch.bfloat16 and torch.equal(out, out2)
+
+
+def test_through_folded_batch_norms_as_fine_tuning_runs_it():
+    """Fine-tuning folds each conv -> frozen batch norm pair (FoldedConvBn, which calls the conv
+    with the folded weight): the swapped conv's gradient reaches the conv's and the norm's
+    parameters as autocast's own does."""
+    from pixql.ml.batchnorm_folding import Folding
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), Conv2dSame(16, 16, 5, stride=2, groups=16,
+                                                                            bias=False),
+                        nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1)).to(memory_format=torch.channels_last)
+    for bn in (net[1], net[3]):
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+    net.eval()  # frozen statistics, as pixql fine-tunes a pretrained base
+    x = torch.randn(4, 3, 20, 20).contiguous(memory_format=torch.channels_last)
+    folding = Folding(net)  # (its check runs RGB photos' shape through the network)
+    assert len(folding.pairs) == 2
+    with folding.applied(trainable=True):
+        out, grads = _step(net, x)
+        with fp32_weight_grads(net) as swapped:
+            assert swapped == 1
+            out2, grads2 = _step(net, x)
+    assert torch.equal(out, out2)
+    assert {"2.conv.weight", "2.bn.weight", "2.bn.bias"} <= set(grads2)  # (names inside FoldedConvBn)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads2[name], grad, rtol=0.02, atol=0.02 * grad.abs().max().item())
+
+
+def test_string_padding_is_left_to_autocast():
+    """nn.Conv2d(padding='same') (timm's ConvMixer): no convolution_backward takes a string."""
+    net = nn.Sequential(nn.Conv2d(6, 6, 7, padding="same", groups=6))
+    with fp32_weight_grads(net) as swapped, torch.autocast("cpu", torch.bfloat16):
+        assert swapped == 0
+        net(torch.randn(2, 6, 9, 9)).float().sum().backward()
+    assert net[0].weight.grad is not None

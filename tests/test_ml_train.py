@@ -99,6 +99,21 @@ def test_the_stages_up_to_stride_4_are_timms_feature_stages(arch, count, last_fr
     assert frozen == sum(p.numel() for p in model.parameters() if not p.requires_grad)
 
 
+def test_stages_named_by_no_module_of_their_own_are_not_counted():
+    """HRNet's feature_info names hook points ('stem', 'stage1') that are no module: they cannot
+    end the frozen part, which otherwise froze the whole network, head included."""
+    import timm
+
+    from pixql.ml.networks import freeze_stages, stages, stages_up_to_stride
+
+    model = timm.create_model("hrnet_w18_small", pretrained=False)
+    assert [name for name, _ in stages(model)] == ["stage2", "stage3", "stage4"]
+    assert stages_up_to_stride(model, 4) == 0 and freeze_stages(model, 0) == 0
+    freeze_stages(model, 1)
+    assert all(p.requires_grad for p in model.get_classifier().parameters())
+    assert not all(p.requires_grad for p in model.parameters())
+
+
 def test_simple_cnn_trains_from_scratch(colors):
     paths, labels = colors
     model = train_classifier(paths, labels, TrainConfig(base="SimpleCNN", epochs=4, validation=0.25,

@@ -62,7 +62,8 @@ def _autocast_dtype():
 
 def _slow(module):
     return (module.groups > 1 and module.groups == module.in_channels and max(module.kernel_size) > SLOW_KERNEL
-            and module.padding_mode == "zeros" and module.weight.requires_grad)
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str)  # 'same': no backward takes it
+            and module.weight.requires_grad)
 
 
 def _forward(module, x):

@@ -103,7 +103,10 @@ def stages(model):
     info = getattr(model, "feature_info", None)
     if info is None:
         return ()
-    return tuple((d["module"], int(d["reduction"])) for d in info)
+    # some families name hook points that are no module of their own (HRNet's 'stem', Twins'
+    # 'block.0'): those cannot mark where freezing ends
+    modules = dict(model.named_modules())
+    return tuple((d["module"], int(d["reduction"])) for d in info if d["module"] in modules)
 
 
 def stages_up_to_stride(model, stride):

@@ -165,6 +165,10 @@ def continue_training(manifest, state_dict, paths, labels, config=None, val_path
         refused = refused_options(config.train_mode, config.given, continuing=True)
         if refused is not None:
             raise refused
+    if config.frozen_stages is None:
+        # the stages the model's own fine-tuning kept (a model from before the option, or from
+        # random weights, trained them all): FIT does not freeze what BUILD trained
+        config.frozen_stages = ((manifest.get("options") or {}).get("used") or {}).get("frozen_stages") or 0
     config.task = task_of(manifest)
     init = {k: manifest[k] for k in ("network", "classes", "preprocessing")}
     init["state_dict"] = state_dict
@@ -224,10 +228,12 @@ def _frozen_stages(config, model, pretrained_backbone, arch):
     if count and not pretrained_backbone:
         raise OptionError(f"frozen_stages={count} keeps pretrained weights, and this {arch} network starts from "
                           "random ones (pretrained=false): leave frozen_stages out or set it to 0")
+    if count and not available:
+        raise OptionError(f"frozen_stages={count}: {arch} has no feature stages (timm's feature_info) to freeze; "
+                          "leave frozen_stages out")
     if count and count >= available:
-        raise OptionError(f"frozen_stages={count} leaves nothing to fine-tune: {arch} has "
-                          + (f"{available} stages; at most {available - 1}, or train_mode='top' or 'linear', "
-                             "which tune less" if available else "no stages to freeze; leave frozen_stages out"))
+        raise OptionError(f"frozen_stages={count} would freeze every stage of {arch}, which has {available}: at most "
+                          f"{available - 1}, or train_mode='top' or 'linear', which train less")
     return count
 
 

@@ -64,11 +64,15 @@ def refused_options(mode, given, continuing=False):
         return OptionError(f"the model was trained with train_mode='{mode}', which FIT MODEL continues and which "
                            f"does not use OPTIONS ({', '.join(unused)}); leave {'it' if len(unused) == 1 else 'them'} "
                            "out")
-    return OptionError(f"train_mode='{mode}' does not use OPTIONS ({', '.join(unused)}): "
-                       + ("the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated; "
-                          "train_mode='finetune' takes them" if mode == "linear" else
-                          "l2 is the penalty of train_mode='linear''s head; weight_decay regularises the "
-                          "training of the other modes"))
+    if mode == "linear":
+        why = ["the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated, on a backbone that stays "
+               "frozen; train_mode='finetune' takes them"]
+    else:
+        why = (["l2 is the penalty of train_mode='linear''s head; weight_decay regularises the training of the "
+                "other modes"] if "l2" in unused else []) + (
+               ["frozen_stages is for train_mode='finetune'; 'top' trains only the last block, on the frozen "
+                "rest's activations"] if "frozen_stages" in unused else [])
+    return OptionError(f"train_mode='{mode}' does not use OPTIONS ({', '.join(unused)}): " + "; ".join(why))
 
 
 @dataclass
