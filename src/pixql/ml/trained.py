@@ -37,7 +37,8 @@ TOP_EPOCHS = 10  # 'top''s default epochs for a BUILD
 FROZEN_STRIDE = 4
 TOP_REFUSES = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options 'top' does not take
 # Options a mode has no use for: the linear head is fitted by L-BFGS with a cross-validated
-# penalty; the other modes train by gradient steps with weight decay, not the head's penalty.
+# penalty; the other modes train by gradient steps with weight decay, not the head's penalty;
+# only 'finetune' trains the stages frozen_stages counts.
 UNUSED_BY_MODE = {"linear": ("optimizer", "learning_rate", "scheduler", "warmup_epochs", "weight_decay",
                              "frozen_stages"),
                   "top": ("l2", "frozen_stages"), "finetune": ("l2",)}
