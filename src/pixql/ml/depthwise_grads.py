@@ -13,7 +13,7 @@ arithmetic of the bf16 step, with a more precise sum.
 """
 
 import contextlib
-import types
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -66,15 +66,12 @@ def _slow(module):
             and module.weight.requires_grad)
 
 
-def _forward(module, x):
-    """The module's convolution through _DepthwiseConv, with its padding: timm's Conv2dSame
-    pads as TensorFlow's 'SAME' first."""
-    from timm.layers.conv2d_same import Conv2dSame
-    from timm.layers.padding import pad_same
-
+def _forward(module, pad, x):
+    """The module's convolution through _DepthwiseConv, with its padding: `pad` (timm's
+    `pad_same`, for a Conv2dSame) pads as TensorFlow's 'SAME' first."""
     padding = module.padding
-    if isinstance(module, Conv2dSame):
-        x, padding = pad_same(x, module.kernel_size, module.stride, module.dilation), (0, 0)
+    if pad is not None:
+        x, padding = pad(x, module.kernel_size, module.stride, module.dilation), (0, 0)
     return _DepthwiseConv.apply(x, module.weight, module.bias, module.stride, padding, module.dilation,
                                 module.groups)
 
@@ -85,11 +82,13 @@ def fp32_weight_grads(model, enabled=True):
     train compute their weight gradient in fp32 (the module docstring says why). Returns how
     many were swapped."""
     from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same
 
     # exactly these two classes: a subclass's forward may do more than convolve
     swapped = [m for m in model.modules() if type(m) in (torch.nn.Conv2d, Conv2dSame) and _slow(m)] if enabled else []
     for module in swapped:
-        module.forward = types.MethodType(_forward, module)  # what nn.Module.__call__ runs
+        # what nn.Module.__call__ runs; the padding decided here, not at every step
+        module.forward = functools.partial(_forward, module, pad_same if isinstance(module, Conv2dSame) else None)
     try:
         yield len(swapped)
     finally:
