@@ -1,12 +1,13 @@
-"""Resizing only the crop's region (data.ResizeCrop) against timm's resize-then-crop, on real photos.
+"""pixql's eval resize and crop (data.ResizeCrop: torch, uint8) against timm's (PIL), on real photos.
 
     python bench/resize_crop.py --data DIR [--images 200] [--rounds 4]
 
 DIR is the datasets folder (../shared/datasets). For `--images` photos of each set, both
-transforms are the same but for their first step: timm's eval transform (Resize to 256, then
-CenterCrop 224) and pixql's (one PIL resize of the 224 crop's region). Per set: the photos'
-shapes, the largest and mean pixel differences, how long the resize+crop step takes per photo
-(decoding excluded), and a PREDICT of the same photos with EfficientNet-Lite0's ImageNet
+transforms are compared: timm's eval transform (PIL's Resize to 256, CenterCrop 224, ToTensor,
+Normalize) and pixql's (torch's antialiased resize of the uint8 pixels and the crop, then float and
+normalised in one step). Per set: the photos' shapes, the largest and mean pixel differences, how
+long the resize+crop step takes per photo (decoding excluded; pixql's includes the array copy),
+and a PREDICT of the same photos with EfficientNet-Lite0's ImageNet
 classifier (pixql's Classifier: decoding, the transform, the network, as PREDICT runs them) with
 each transform, alternated over `--rounds` rounds: images/s (median), the largest probability
 difference and the photos whose top class changed. The last column is the same difference between
@@ -60,8 +61,7 @@ def main():
             continue
         images = [Image.open(p).convert("RGB") for p in paths]
         shapes = sorted({im.size for im in images}, key=lambda s: -sum(1 for im in images if im.size == s))
-        diffs = [np.abs(np.asarray(geometry["timm"](im)).astype(int) - np.asarray(geometry["pixql"](im)).astype(int))
-                 for im in images]
+        diffs = [np.abs(np.asarray(geometry["timm"](im)).astype(int) - _pixels(geometry["pixql"](im))) for im in images]
         step = {k: [] for k in geometry}
         speed = {k: [] for k in geometry}
         probs = {}
@@ -90,6 +90,13 @@ def main():
               f"{statistics.mean(float(d.mean()) for d in diffs):.3f} | {ms['timm']:.2f} / {ms['pixql']:.2f} | "
               f"{ips['timm']:.1f} / {ips['pixql']:.1f} | {ips['pixql'] / ips['timm']:.2f}x | "
               f"{dp.max():.4f}, {changed} | {dprec.max():.4f}, {changed_prec} |", flush=True)
+
+
+def _pixels(out):
+    """[H, W, 3] ints of a PIL image or of a uint8 [3, H, W] tensor."""
+    import numpy as np
+
+    return (out.permute(1, 2, 0).numpy() if hasattr(out, "permute") else np.asarray(out)).astype(int)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ dataset hands back the DataError's message with the row, and the main process ra
 
 import math
 import os
+import warnings
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -30,7 +31,8 @@ def preprocessing_for(model, image_size=None):
 
 
 def eval_transform(pre):
-    """timm's eval transform for `pre`, its resize and centre crop done as one (ResizeCrop)."""
+    """timm's eval transform for `pre`: its resize and centre crop done as one step in uint8
+    (ResizeCrop), then the conversion to float and the normalisation as one (NormalizedTensor)."""
     from timm.data import create_transform
     from torchvision import transforms as T
 
@@ -43,34 +45,28 @@ def eval_transform(pre):
         crop_pct=pre["crop_pct"],
         crop_mode=pre.get("crop_mode") or "center",
     ).transforms
-    if len(steps) > 2 and ResizeCrop.applies(*steps[:2]):
-        steps = [ResizeCrop(*steps[:2])] + steps[2:]
+    if len(steps) == 4 and ResizeCrop.applies(*steps[:2]) and NormalizedTensor.applies(*steps[2:]):
+        steps = [ResizeCrop(*steps[:2]), NormalizedTensor(steps[3])]
     return T.Compose(steps)
 
 
 class ResizeCrop:
-    """torchvision's `Resize(short side)` then `CenterCrop`, as timm's eval transform does them,
-    in one PIL resize of the crop's region (`box`): the pixels that the crop throws away (a
-    quarter of a square photo's, more of a portrait's) are never resampled: the step takes
-    0.6-0.8x its time, 1 ms a photo less on 400x533 photos (bench/resize_crop.py).
+    """torchvision's `Resize(short side)` then `CenterCrop`, as timm's eval transform does them
+    on a PIL image, done by torch on the image's uint8 pixels: a uint8 [3, H, W] tensor out.
 
-    The region plus the filter's reach is cut out first: resizing a box of a whole portrait,
-    Pillow chose its vertical pass first (it judges by the whole image), whose 8-bit rounding
-    between the passes moved pixels by up to ~20 levels. Cut first, the same pixels as timm's
-    when the resized side is 256 and the photo square; otherwise within a level or two (PIL
-    takes the box's corners in float32). Tensors, and crops larger than the resized photo
-    (which CenterCrop pads), go through the original two steps."""
+    torch's antialiased uint8 resize (the filter PIL uses: bicubic a=-0.5, widened when
+    shrinking) is what torchvision's Resize does to a tensor, and is within a grey level of PIL's
+    resize of the same image (PIL rounds to 8 bits between its two passes, torch does not), in
+    0.4x its time on these photos (bench/resize_crop.py). Crops larger than the resized photo
+    (which CenterCrop pads) and tensors go through the original two steps."""
 
-    REACH = {"bilinear": 1.0, "bicubic": 2.0}  # the filters' support (source pixels, times the scale when shrinking)
+    FILTERS = ("bilinear", "bicubic")  # PIL's filters that torch's antialiased resize reproduces
 
     def __init__(self, resize, crop):
-        from torchvision.transforms.functional import pil_modes_mapping
-
         self.resize, self.crop = resize, crop
         self.short = resize.size if isinstance(resize.size, int) else resize.size[0]
         self.height, self.width = crop.size
-        self.resample = pil_modes_mapping[resize.interpolation]
-        self.reach = self.REACH[resize.interpolation.value]
+        self.mode = resize.interpolation.value
 
     @classmethod
     def applies(cls, resize, crop):
@@ -78,12 +74,14 @@ class ResizeCrop:
 
         return (type(resize) is T.Resize and type(crop) is T.CenterCrop and resize.max_size is None
                 and (isinstance(resize.size, int) or len(resize.size) == 1)
-                and resize.interpolation.value in cls.REACH)
+                and resize.interpolation.value in cls.FILTERS)
 
     def __call__(self, img):
+        import numpy as np
+        import torch.nn.functional as F
         from PIL import Image
 
-        if not isinstance(img, Image.Image):
+        if not isinstance(img, Image.Image) or img.mode != "RGB":
             return self.crop(self.resize(img))
         w, h = img.size
         # torchvision's rule for Resize(int): the short side to `short`, the long one truncated
@@ -91,16 +89,44 @@ class ResizeCrop:
         if new_w < self.width or new_h < self.height:
             return self.crop(self.resize(img))
         top, left = int(round((new_h - self.height) / 2.0)), int(round((new_w - self.width) / 2.0))
-        sx, sy = w / new_w, h / new_h
-        x0, y0, x1, y1 = left * sx, top * sy, (left + self.width) * sx, (top + self.height) * sy
-        margin = math.ceil(self.reach * max(sx, sy, 1.0)) + 1  # source pixels the filter reads past the box
-        cx0, cy0 = max(0, math.floor(x0) - margin), max(0, math.floor(y0) - margin)
-        cx1, cy1 = min(w, math.ceil(x1) + margin), min(h, math.ceil(y1) + margin)
-        region = img.crop((cx0, cy0, cx1, cy1))
-        return region.resize((self.width, self.height), self.resample, box=(x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0))
+        with warnings.catch_warnings():  # PIL's buffer is read-only; nothing here writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            pixels = torch.from_numpy(np.asarray(img))
+        # [1, 3, h, w] in channels_last strides, as the pixels lie: torch's vectorised uint8 path
+        pixels = pixels.permute(2, 0, 1).unsqueeze(0)
+        if (new_w, new_h) != (w, h):
+            pixels = F.interpolate(pixels, size=(new_h, new_w), mode=self.mode, antialias=True, align_corners=False)
+        return pixels[0, :, top:top + self.height, left:left + self.width]
 
     def __repr__(self):
         return f"ResizeCrop({self.resize!r}, {self.crop!r})"
+
+
+class NormalizedTensor:
+    """timm's `MaybeToTensor` then `Normalize` as one step: a uint8 tensor (ResizeCrop's) to
+    float32 with (x / 255 - mean) / std in one pass; a PIL image (a padded crop) as before."""
+
+    def __init__(self, normalize):
+        self.normalize = normalize
+        self.shift = torch.tensor([255.0 * m for m in normalize.mean]).view(-1, 1, 1)
+        self.scale = torch.tensor([255.0 * s for s in normalize.std]).view(-1, 1, 1)
+
+    @classmethod
+    def applies(cls, to_tensor, normalize):
+        from timm.data.transforms import MaybeToTensor
+        from torchvision import transforms as T
+
+        return type(to_tensor) in (MaybeToTensor, T.ToTensor) and type(normalize) is T.Normalize and not normalize.inplace
+
+    def __call__(self, x):
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+            return (x.float() - self.shift) / self.scale
+        from torchvision.transforms.functional import to_tensor
+
+        return self.normalize(to_tensor(x) if not isinstance(x, torch.Tensor) else x)
+
+    def __repr__(self):
+        return f"NormalizedTensor({self.normalize!r})"
 
 
 def train_transform(pre, augment):

@@ -30,8 +30,8 @@ import numpy as np
 from pixql.ml.cache_folder import cache_root
 
 DIGEST_BYTES = 16
-FORMAT = 4  # bump when an embedding or a shard changes (decoding, transforms, batch-norm folding; 3: bf16
-# shards; 4: the crop's region resized alone, data.ResizeCrop)
+FORMAT = 5  # bump when an embedding or a shard changes (decoding, transforms, batch-norm folding; 3: bf16
+# shards; 4: the crop's region resized alone; 5: resized by torch in uint8, data.ResizeCrop)
 MAX_SHARDS = 32  # from this many shards on, a write first merges the smallest ones
 # A merge folds the smallest shards together up to this many bytes; larger shards stay as they
 # are (a namespace of 'top' activations, ~19 KB a photo in bf16, would otherwise be read whole

@@ -6,7 +6,7 @@
     <path less .onnx>.preprocessing.json
                                   how to feed it, as pixql does (`sidecar_path`): timm's eval
                                   transform for these values gives pixql's pixels to within a grey
-                                  level (pixql resizes only the crop's region: data.ResizeCrop)
+                                  level or two (pixql resizes in torch, in uint8: data.ResizeCrop)
 
 The graph's input `image` is a batch [N, 3, H, W] (N free) already resized, cropped and
 normalised as `preprocessing` says; its output `probabilities` is [N, n_classes]: softmax,
