@@ -7,7 +7,7 @@ import torch
 from timm.layers.conv2d_same import Conv2dSame
 from torch import nn
 
-from pixql.ml import depthwise_grads
+from pixql.ml import runtime
 from pixql.ml.depthwise_grads import fp32_weight_grads
 
 
@@ -78,7 +78,7 @@ def test_torch_before_2_4_reads_the_autocast_dtype_by_its_old_names(monkeypatch)
     net = _net()
     x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last)
     out, grads = _step(net, x)
-    monkeypatch.setattr(depthwise_grads, "DEVICE_AUTOCAST_CALLS", False)  # torch 2.2 lacks the new calls
+    monkeypatch.setattr(runtime, "DEVICE_AUTOCAST_CALLS", False)  # torch 2.2 lacks the new calls
     with fp32_weight_grads(net):
         out2, grads2 = _step(net, x)
     assert out2.dtype == torch.bfloat16 and torch.equal(out, out2)

@@ -28,6 +28,11 @@ from torch.func import functional_call
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
+class NormRemainder(nn.Sequential):
+    """A BatchNormAct2d once its normalisation moved into the conv: its dropout and activation,
+    applied to that conv's output (ml/fused_activations.py runs the two as one on the CPU)."""
+
+
 def _after_norm(bn):
     """What remains of a batch-norm slot once the normalisation moved into the conv, or None
     if `bn` is a kind whose forward we do not know."""
@@ -36,7 +41,7 @@ def _after_norm(bn):
     from timm.layers import BatchNormAct2d
 
     if type(bn) is BatchNormAct2d:  # batch norm, then its dropout and activation
-        return nn.Sequential(bn.drop, bn.act)
+        return NormRemainder(bn.drop, bn.act)
     return None
 
 

@@ -18,8 +18,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from pixql.ml.runtime import cpu_autocast_dtype
+
 SLOW_KERNEL = 3  # kernels larger than this (per side) take the fp32 weight gradient
-DEVICE_AUTOCAST_CALLS = hasattr(torch, "get_autocast_dtype")  # torch >= 2.4; pyproject allows 2.2
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -28,7 +29,7 @@ class _DepthwiseConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        dtype = _autocast_dtype() or x.dtype
+        dtype = cpu_autocast_dtype() or x.dtype
         with torch.autocast("cpu", enabled=False):
             x, w = x.to(dtype), weight.to(dtype)
             ctx.save_for_backward(x, w)
@@ -51,13 +52,6 @@ class _DepthwiseConv(torch.autograd.Function):
         if bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_b = grad.float().sum((0, 2, 3)).to(bias_dtype)
         return grad_x, grad_w, grad_b, None, None, None, None
-
-
-def _autocast_dtype():
-    """The CPU autocast's dtype while it is on, else None (torch < 2.4 names the calls apart)."""
-    if DEVICE_AUTOCAST_CALLS:
-        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
 def _slow(module):

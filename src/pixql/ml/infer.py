@@ -12,6 +12,7 @@ from pixql.ml.data import eval_transform
 from pixql.ml.networks import create_network
 from pixql.ml.runtime import (auto_batch_size, forward_rows, progress_bar, resolve_device, resolve_precision,
                               to_device)
+from pixql.ml.fused_activations import fuse_activations
 from pixql.ml.static_padding import make_static
 
 
@@ -80,6 +81,7 @@ class Classifier:
                 self._auto_onnx = state_dict
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
         make_static(self.model, self.preprocessing["input_size"])  # (on the CPU; ml/static_padding.py)
+        fuse_activations(self.model)  # (on the CPU; ml/fused_activations.py)
         self.forward = lambda model, x: self.task.probabilities(logits(model, x))
 
     def _use_onnx(self, state_dict, export):

@@ -59,6 +59,17 @@ def autocast(device, precision):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+DEVICE_AUTOCAST_CALLS = hasattr(torch, "get_autocast_dtype")  # torch >= 2.4; pyproject allows 2.2
+
+
+def cpu_autocast_dtype():
+    """The CPU autocast's dtype while it is on, else None (torch < 2.4 names the calls apart):
+    what a module that calls an op autocast does not know must cast its inputs to."""
+    if DEVICE_AUTOCAST_CALLS:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
 def memory_format(device):
     """channels_last on the CPU: oneDNN ran Lite0 and ResNet18 1.4-1.7x faster in it (neutral for
     ConvNeXt). NCHW on a GPU (one H200, torch 2.11, cuDNN 9; BENCHMARKS.md, "On a GPU" and "On a

@@ -54,11 +54,15 @@ class StaticSameConv(nn.Conv2d):
 
             return F.conv2d(pad_same(x, self.kernel_size, self.stride, self.dilation), self.weight, self.bias,
                             self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.static_weight(), self.bias, self.stride, self.static, self.dilation, self.groups)
+
+    def static_weight(self):
+        """The kernel with its zero row/column on the top/left where the input needs one."""
         eh, ew = self.extra
         weight = F.pad(self.weight, (ew, 0, eh, 0)) if eh or ew else self.weight
         if self.channels_last:
             weight = weight.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(x, weight, self.bias, self.stride, self.static, self.dilation, self.groups)
+        return weight
 
 
 def _convertible(conv):
