@@ -1,6 +1,7 @@
 """The `pixql` command, through click's CliRunner (exit statuses, stdout vs stderr)."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -283,3 +284,16 @@ def test_a_select_that_is_not_the_last_shows_duckdbs_types(run_cli):
     out = run_cli("-c", "SELECT 1::TINYINT AS a, 2.5::DECIMAL(4,1) AS b, NULL::INT AS n; SELECT 1 AS one").stdout
     first = out.split("\n┌")[0]
     assert _cells(first) == [["a", "b", "n"], ["int8", "decimal(4,1)", "int32"], ["1", "2.5", "NULL"]]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (a device that is always full)")
+def test_results_that_cannot_be_written_give_one_line_and_exit_1(tmp_path):
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "pixql", "--format", "csv", "-c", "SELECT * FROM range(100000)"],
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "cannot write the results to the standard output: No space left on device" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -4,6 +4,7 @@ as PNG files; the loop that runs a script for the CLI and the demo.
 
 import csv
 import decimal
+import errno
 import io
 import itertools
 import json
@@ -279,7 +280,15 @@ def run_script(connection, script, fmt="table", out_dir="pixql_output", open_ima
     try:
         for _statement, result, _last in connection.run_script(script):
             # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
-            print_result(result, fmt, out_dir, open_image, plot)  # a lazy query may fail only here
+            try:
+                print_result(result, fmt, out_dir, open_image, plot)  # a lazy query may fail only here
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # `| head` closed the pipe: click exits quietly
+                    raise
+                # a full disk or a broken device under stdout or the picture's folder
+                where = exc.filename or "the standard output"
+                click.echo(f"Error: cannot write the results to {where}: {exc.strerror or exc}", err=True)
+                return 1
     except PixqlError as exc:
         click.echo(f"Error: {exc}", err=True)
         return 1

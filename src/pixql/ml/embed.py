@@ -12,9 +12,9 @@ import torch
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
+from pixql.ml.fused_activations import fuse_activations
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import auto_batch_size, forward_rows, resolve_device, resolve_precision, to_device
-from pixql.ml.fused_activations import fuse_activations
 from pixql.ml.static_padding import make_static
 
 

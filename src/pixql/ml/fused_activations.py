@@ -28,7 +28,6 @@ from pixql.ml.runtime import cpu_autocast_dtype
 from pixql.ml.static_padding import StaticSameConv
 
 
-
 def post_op(act):
     """(oneDNN's name, its scalars) for activation module `act`, or None."""
     kind = type(act)
@@ -107,7 +106,8 @@ def fuse_activations(model):
     """`model` (on the CPU, in eval mode, batch norms folded) with each folded conv and the
     activation after it as one ConvActivation; returns it. The remainder's input is its conv's
     output: folding checked that pair on a probe pass."""
-    if not available() or next(model.parameters()).device.type != "cpu":
+    like = next(model.parameters(), None)
+    if not available() or like is None or like.device.type != "cpu":
         return model
     for parent in list(model.modules()):
         children = list(parent.named_children())

@@ -9,10 +9,10 @@ from pixql.errors import OptionError, StoreError
 from pixql.tasks import as_task
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
+from pixql.ml.fused_activations import fuse_activations
 from pixql.ml.networks import create_network
 from pixql.ml.runtime import (auto_batch_size, forward_rows, progress_bar, resolve_device, resolve_precision,
                               to_device)
-from pixql.ml.fused_activations import fuse_activations
 from pixql.ml.static_padding import make_static
 
 
