@@ -146,7 +146,9 @@ def pixql_worker(task, work):
     # Every measurement that may read embeddings starts from an empty cache folder of its own. The
     # fine-tuning BUILD and the PREDICTs of its model (which read no embedding) share one, as a
     # user's BUILD and later PREDICTs on one machine do: what BUILD's batch-norm folding learnt of
-    # the network (ml/network_probes.py) is not probed again by each fresh PREDICT process.
+    # the network (ml/network_probes.py) is not probed again by each fresh PREDICT process. (The
+    # folder would also keep runtime='auto''s ONNX export, which the 200 test photos, under
+    # onnx_runtime.AUTO_MIN_IMAGES, never ask for.)
     if task == "finetune" or task.startswith("predict"):
         os.environ["PIXQL_CACHE"] = os.path.join(work, "cache-finetune-and-predict")
         os.makedirs(os.environ["PIXQL_CACHE"], exist_ok=True)

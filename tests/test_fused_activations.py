@@ -6,7 +6,7 @@ from timm.layers import BatchNormAct2d, Conv2dSame
 from torch import nn
 
 from pixql.ml.batchnorm_folding import fold_batchnorm
-from pixql.ml.fused_activations import ConvActivation, available, fuse_activations
+from pixql.ml.fused_activations import ConvActivation, available, fusable_dtypes, fuse_activations
 from pixql.ml.static_padding import make_static
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN (mkldnn) convolution")
@@ -80,6 +80,9 @@ def test_lite0s_relu6_layers_are_fused_and_its_outputs_unchanged():
         memory_format=torch.channels_last)
     with torch.inference_mode():
         assert torch.equal(fused(x), plain(x))
+        if torch.bfloat16 in fusable_dtypes():
+            with torch.autocast("cpu", torch.bfloat16):
+                assert torch.equal(fused(x), plain(x))
 
 
 def test_another_input_size_runs_the_modules_as_they_were():
@@ -132,4 +135,31 @@ def test_bf16_without_onednn_bf16_runs_the_modules(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", lambda *a: calls.append(a), raising=False)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
         assert torch.equal(fused(_x()), plain(_x()))
+    assert not calls
+
+
+def test_weights_changed_after_a_pass_are_used_by_the_next():
+    fused, plain = _ready(_block(nn.ReLU6)), _ready(_block(nn.ReLU6), fuse=False)
+    x = _x()
+    with torch.inference_mode():
+        fused(x)  # the cast weights are kept from here
+    with torch.no_grad():
+        for net in (fused, plain):
+            for p in net.parameters():
+                p.mul_(0.5)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=torch.bfloat16 in fusable_dtypes()):
+        assert torch.equal(fused(x), plain(x))
+
+
+def test_training_mode_and_an_unbatched_image_run_the_modules(monkeypatch):
+    fused, plain = _ready(_block(nn.ReLU6)), _ready(_block(nn.ReLU6), fuse=False)
+    x = _x()
+    with torch.inference_mode():
+        assert torch.allclose(fused(x[:1])[0], plain(x[0]), atol=1e-5)  # nn.Conv2d takes [C, H, W] too
+    calls = []
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", lambda *a: calls.append(a), raising=False)
+    with torch.inference_mode():
+        assert torch.allclose(fused(x[0]), plain(x[0]), atol=1e-5)
+        fused.train()  # a dropout would be live: the modules, not the fused op, run
+        fused(x)
     assert not calls

@@ -62,7 +62,7 @@ def test_a_square_photo_comes_within_a_grey_level_of_timms(side):
     image = _photo((side, side), seed=side)
     ours, theirs = eval_transform(LITE0_PRE)(image), _timm(LITE0_PRE)(image)
     assert ours.shape == theirs.shape == (3, 224, 224)
-    # one grey level after normalisation (std 0.5): 2/255; a 224 px photo is only cropped: equal
+    # one grey level after normalisation (std 0.5): 2/255; a 256 px photo is only cropped: equal
     assert (ours - theirs).abs().max() <= 2 / 255 + 1e-6
     if side == 256:
         assert torch.allclose(ours, theirs, atol=1e-6)
@@ -92,6 +92,20 @@ def test_normalized_tensor_is_to_tensor_then_normalize():
     pixels = torch.from_numpy(np.array(_photo((224, 224)))).permute(2, 0, 1)
     expected = T.Normalize(LITE0_PRE["mean"], LITE0_PRE["std"])(pixels.float() / 255)
     assert torch.allclose(step(pixels), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(10, 3000), (3000, 10), (20, 20000)])
+def test_a_strip_has_only_the_part_under_the_crop_resized(size):
+    """Resized whole, a 20 x 20000 strip would be 256 x 256000 pixels; the part under the crop
+    comes within half a pixel of its place, a few grey levels of timm's on a busy pattern."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    pixels = np.stack([(xx * 7 + yy * 3) % 256, (xx * xx + yy) % 256, np.sin(xx / 13 + yy / 17) * 127 + 128], -1)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    ours, theirs = _geometry(eval_transform(LITE0_PRE))(image), _geometry(_timm(LITE0_PRE))(image)
+    assert ours.shape == theirs.shape == (224, 224, 3)
+    diff = np.abs(ours - theirs)
+    assert diff.mean() < 0.5 and diff.max() <= 6, (diff.mean(), diff.max())
 
 
 def test_a_crop_larger_than_the_resized_photo_is_padded_as_before():

@@ -274,6 +274,9 @@ def _stream_rows(result, fmt):
         click.echo(message, err=True)
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
 def run_script(connection, script, fmt="table", out_dir="pixql_output", open_image=False, plot=False):
     """Run a script on a pixql Connection, printing each result as it completes; return the exit
     status (1 at the first statement that fails, with its message on stderr)."""
@@ -283,9 +286,11 @@ def run_script(connection, script, fmt="table", out_dir="pixql_output", open_ima
             try:
                 print_result(result, fmt, out_dir, open_image, plot)  # a lazy query may fail only here
             except OSError as exc:
-                if exc.errno == errno.EPIPE:  # `| head` closed the pipe: click exits quietly
+                # a full disk or a broken device under stdout or the pictures' folder; anything
+                # else (`| head` closing the pipe, which click ends quietly; a lazy query's own
+                # errors) goes on as it was
+                if exc.errno not in WRITE_ERRORS:
                     raise
-                # a full disk or a broken device under stdout or the picture's folder
                 where = exc.filename or "the standard output"
                 click.echo(f"Error: cannot write the results to {where}: {exc.strerror or exc}", err=True)
                 return 1

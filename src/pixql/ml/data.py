@@ -55,12 +55,15 @@ class ResizeCrop:
     on a PIL image, done by torch on the image's uint8 pixels: a uint8 [3, H, W] tensor out.
 
     torch's antialiased uint8 resize (the filter PIL uses: bicubic a=-0.5, widened when
-    shrinking) is what torchvision's Resize does to a tensor, and is within a grey level of PIL's
-    resize of the same image (PIL rounds to 8 bits between its two passes, torch does not), in
-    0.4x its time on these photos (bench/resize_crop.py). Crops larger than the resized photo
-    (which CenterCrop pads) and tensors go through the original two steps."""
+    shrinking) is what torchvision's Resize does to a tensor, and is within two grey levels of
+    PIL's resize of the same image (PIL rounds to 8 bits between its two passes, torch does not),
+    in 0.25-0.3x its time on these photos (bench/resize_crop.py). A strip whose resized whole
+    would be over STRIP times the crop (1x20000 px: 4 GB) has only the part under the crop
+    resized (within half a pixel of its place). Crops larger than the resized photo (which
+    CenterCrop pads) and tensors go through the original two steps."""
 
-    FILTERS = ("bilinear", "bicubic")  # PIL's filters that torch's antialiased resize reproduces
+    FILTERS = {"bilinear": 1.0, "bicubic": 2.0}  # PIL's filters that torch reproduces: their reach
+    STRIP = 64
 
     def __init__(self, resize, crop):
         self.resize, self.crop = resize, crop
@@ -94,9 +97,22 @@ class ResizeCrop:
             pixels = torch.from_numpy(np.asarray(img))
         # [1, 3, h, w] in channels_last strides, as the pixels lie: torch's vectorised uint8 path
         pixels = pixels.permute(2, 0, 1).unsqueeze(0)
-        if (new_w, new_h) != (w, h):
+        if new_w * new_h > self.STRIP * self.width * self.height:
+            (y0, top), (x0, left) = self._under_crop(h, new_h, top, self.height), self._under_crop(w, new_w, left, self.width)
+            pixels = F.interpolate(pixels[:, :, y0[0]:y0[1], x0[0]:x0[1]], scale_factor=(new_h / h, new_w / w),
+                                   mode=self.mode, antialias=True, align_corners=False, recompute_scale_factor=False)
+        elif (new_w, new_h) != (w, h):
             pixels = F.interpolate(pixels, size=(new_h, new_w), mode=self.mode, antialias=True, align_corners=False)
         return pixels[0, :, top:top + self.height, left:left + self.width]
+
+    def _under_crop(self, side, new_side, start, length):
+        """((first, last) source pixels that the crop's `length` resized pixels from `start` read,
+        the crop's start in their resized span), along one axis."""
+        scale = side / new_side
+        reach = math.ceil(self.FILTERS[self.mode] * max(scale, 1.0)) + 1  # the filter's support, widened when shrinking
+        first = max(0, math.floor(start * scale) - reach)
+        last = min(side, math.ceil((start + length) * scale) + reach)
+        return (first, last), int(round(start - first / scale))
 
     def __repr__(self):
         return f"ResizeCrop({self.resize!r}, {self.crop!r})"

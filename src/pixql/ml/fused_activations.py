@@ -14,8 +14,9 @@ otherwise casts every weight again.
 
 `fuse_activations(model)`: for good, on a network that only runs inference on the CPU (PREDICT,
 EVALUATE, embeddings); not on one to export (ONNX has no such op) or to train (the op has no
-backward). Anything else (a GPU, a gradient wanted, fp16, bf16 where oneDNN has no bf16
-convolution, another input size for a static 'SAME' convolution) runs the two modules as they were.
+backward). Anything else (a GPU, a gradient wanted, training mode, fp16, bf16 where oneDNN has
+no bf16 convolution, an unbatched image, another input size for a static 'SAME' convolution) runs
+the two modules as they were.
 """
 
 import functools
@@ -61,16 +62,19 @@ class ConvActivation(nn.Module):
         super().__init__()
         self.conv, self.remainder = conv, remainder
         self.attr, self.scalars = attr, scalars
-        self._cast = {}  # dtype -> (weight, bias) as the fused op takes them
+        self._cast = {}  # dtype -> (the weights' identity, (weight, bias) as the fused op takes them)
 
     def _weights(self, dtype):
-        if dtype not in self._cast:
-            conv = self.conv
+        conv = self.conv
+        # weights loaded or changed in place (a new version, or new storage) are cast again
+        identity = tuple((t.data_ptr(), t._version) for t in (conv.weight, conv.bias) if t is not None)
+        kept = self._cast.get(dtype)
+        if kept is None or kept[0] != identity:
             weight = conv.static_weight() if isinstance(conv, StaticSameConv) else conv.weight
             weight = weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
             bias = None if conv.bias is None else conv.bias.detach().to(dtype)
-            self._cast[dtype] = weight, bias
-        return self._cast[dtype]
+            kept = self._cast[dtype] = identity, (weight, bias)
+        return kept[1]
 
     def _padding(self, x):
         """The conv's padding for `x`, or None when the fused op cannot take it."""
@@ -81,8 +85,9 @@ class ConvActivation(nn.Module):
 
     def forward(self, x):
         dtype = cpu_autocast_dtype() or x.dtype
-        padding = self._padding(x)
-        if (x.device.type != "cpu" or dtype not in fusable_dtypes() or padding is None
+        padding = self._padding(x) if x.dim() == 4 else None  # (an unbatched image: the modules)
+        if (x.device.type != "cpu" or dtype not in fusable_dtypes() or padding is None or self.training
+                or not torch.backends.mkldnn.enabled
                 or (torch.is_grad_enabled() and (x.requires_grad or self.conv.weight.requires_grad))):
             return self.remainder(self.conv(x))
         weight, bias = self._weights(dtype)

@@ -211,6 +211,9 @@ def _process_main(rank, world, port, device_type, run, lr, folder):
         if result is not None:
             torch.save(result, os.path.join(folder, "result.tmp"))
             os.replace(os.path.join(folder, "result.tmp"), os.path.join(folder, "result.pt"))
+        # Every rank leaves the group together: a rank that tore gloo down while its peer was
+        # still writing the result died now and then in std::terminate (SIGABRT, 2 runs in 6).
+        dist.barrier()
         dist.destroy_process_group()
     except PixqlError as exc:  # kept whole for the caller; the exit status ends the other ranks
         with open(os.path.join(folder, f"error-{rank}.pickle"), "wb") as f:
