@@ -52,14 +52,28 @@ def _fused(net):
     return [m for m in net.modules() if isinstance(m, ConvActivation)]
 
 
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The calls of oneDNN's fused convolution (still run), to see that the fused path ran."""
+    calls, op = [], torch.ops.mkldnn._convolution_pointwise
+
+    def counted(*args):
+        calls.append(args[7])  # the post-op's name
+        return op(*args)
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", counted, raising=False)
+    return calls
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("act,exact", [(nn.ReLU, True), (nn.ReLU6, True), (nn.SiLU, False), (nn.Hardswish, False)])
-def test_same_outputs_as_the_two_modules(act, exact, precision):
+def test_same_outputs_as_the_two_modules(act, exact, precision, fused_calls):
     fused, plain = _ready(_block(act)), _ready(_block(act), fuse=False)
     assert len(_fused(fused)) == 2 and not _fused(plain)
     x = _x()
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
         got, expected = fused(x), plain(x)
+    if precision == "fp32" or torch.bfloat16 in fusable_dtypes():
+        assert len(fused_calls) == 2  # the fused op ran, not the modules
     assert got.dtype == expected.dtype
     if exact or precision == "fp32":
         assert torch.allclose(got.float(), expected.float(), atol=1e-5)
@@ -67,7 +81,7 @@ def test_same_outputs_as_the_two_modules(act, exact, precision):
         assert (got.float() - expected.float()).abs().max() <= 0.05 * expected.float().abs().max()
 
 
-def test_lite0s_relu6_layers_are_fused_and_its_outputs_unchanged():
+def test_lite0s_relu6_layers_are_fused_and_its_outputs_unchanged(fused_calls):
     from pixql.ml.infer import imagenet_classifier_parts, inference_network
 
     network, state_dict, classes, pre = imagenet_classifier_parts()
@@ -80,6 +94,7 @@ def test_lite0s_relu6_layers_are_fused_and_its_outputs_unchanged():
         memory_format=torch.channels_last)
     with torch.inference_mode():
         assert torch.equal(fused(x), plain(x))
+        assert fused_calls == ["hardtanh"] * 33
         if torch.bfloat16 in fusable_dtypes():
             with torch.autocast("cpu", torch.bfloat16):
                 assert torch.equal(fused(x), plain(x))
@@ -163,3 +178,21 @@ def test_training_mode_and_an_unbatched_image_run_the_modules(monkeypatch):
         fused.train()  # a dropout would be live: the modules, not the fused op, run
         fused(x)
     assert not calls
+
+
+def test_for_a_with_block_the_modules_come_back_after(fused_calls):
+    from pixql.ml.batchnorm_folding import folded
+    from pixql.ml.fused_activations import activations_fused
+    from pixql.ml.static_padding import static_padding
+
+    net = _block(nn.ReLU6)
+    before = dict(net.named_children())
+    x = _x()
+    with torch.inference_mode():
+        expected = net(x)
+        with folded(net), static_padding(net, (3, 20, 20)), activations_fused(net):  # as a linear BUILD
+            assert len(_fused(net)) == 2
+            got = net(x)
+            assert len(fused_calls) == 2
+    assert dict(net.named_children()) == before and not _fused(net)
+    assert torch.allclose(got, expected, atol=1e-5)

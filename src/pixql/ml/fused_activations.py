@@ -13,12 +13,14 @@ The layer also keeps its weights cast to the pass's dtype: under bf16 autocast e
 otherwise casts every weight again.
 
 `fuse_activations(model)`: for good, on a network that only runs inference on the CPU (PREDICT,
-EVALUATE, embeddings); not on one to export (ONNX has no such op) or to train (the op has no
+EVALUATE, embeddings); `activations_fused(model)` for the length of a `with` block (a linear or
+`top` BUILD's passes through the frozen network); not on one to export (ONNX has no such op) or to train (the op has no
 backward). Anything else (a GPU, a gradient wanted, training mode, fp16, bf16 where oneDNN has
 no bf16 convolution, an unbatched image, another input size for a static 'SAME' convolution) runs
 the two modules as they were.
 """
 
+import contextlib
 import functools
 import platform
 
@@ -66,12 +68,15 @@ class ConvActivation(nn.Module):
         super().__init__()
         self.conv, self.remainder = conv, remainder
         self.attr, self.scalars = attr, scalars
+        self.train(conv.training)  # a new module is in training mode; this one is as its conv was
         self._cast = {}  # dtype -> (the weights' identity, (weight, bias) as the fused op takes them)
 
     def _weights(self, dtype):
         conv = self.conv
-        # weights loaded or changed in place (a new version, or new storage) are cast again
-        identity = tuple((t.data_ptr(), t._version) for t in (conv.weight, conv.bias) if t is not None)
+        # weights loaded or changed in place (a new version, or new storage) are cast again;
+        # inference tensors (folded inside inference_mode) keep no version
+        identity = tuple((t.data_ptr(), 0 if t.is_inference() else t._version)
+                         for t in (conv.weight, conv.bias) if t is not None)
         kept = self._cast.get(dtype)
         if kept is None or kept[0] != identity:
             weight = conv.static_weight() if isinstance(conv, StaticSameConv) else conv.weight
@@ -111,13 +116,14 @@ def _fusable(conv, remainder):
     return post_op(act) if type(drop) is nn.Identity or (isinstance(drop, nn.Dropout) and not drop.training) else None
 
 
-def fuse_activations(model):
-    """`model` (on the CPU, in eval mode, batch norms folded) with each folded conv and the
-    activation after it as one ConvActivation; returns it. The remainder's input is its conv's
-    output: folding checked that pair on a probe pass."""
+def _swap(model):
+    """Each folded conv of `model` (on the CPU) and the activation after it as one
+    ConvActivation; returns what to set back. The remainder's input is its conv's output:
+    folding checked that pair on a probe pass."""
     like = next(model.parameters(), None)
     if not available() or like is None or like.device.type != "cpu":
-        return model
+        return []
+    undo = []
     for parent in list(model.modules()):
         children = list(parent.named_children())
         for (conv_name, conv), (name, remainder) in zip(children, children[1:]):
@@ -125,4 +131,23 @@ def fuse_activations(model):
             if found is not None:
                 setattr(parent, conv_name, ConvActivation(conv, remainder, *found))
                 setattr(parent, name, nn.Identity())
+                undo += [(parent, conv_name, conv), (parent, name, remainder)]
+    return undo
+
+
+def fuse_activations(model):
+    """`model` (in eval mode, batch norms folded) with its activations fused for good; returns it."""
+    _swap(model)
     return model
+
+
+@contextlib.contextmanager
+def activations_fused(model):
+    """`with activations_fused(model):` fused inside a `folded(model)` block (a BUILD's frozen
+    passes); the modules back after."""
+    undo = _swap(model)
+    try:
+        yield model
+    finally:
+        for parent, name, module in reversed(undo):
+            setattr(parent, name, module)

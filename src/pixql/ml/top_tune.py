@@ -22,6 +22,7 @@ from pixql.errors import DataError, OptionError, TrainingError
 from pixql.ml.batchnorm_folding import folded
 from pixql.ml.data import eval_transform
 from pixql.ml.embedding_cache import EmbeddingCache
+from pixql.ml.fused_activations import activations_fused
 from pixql.ml.linear_head import fit_head
 from pixql.ml.networks import linear_head
 from pixql.ml.progress import progress_bar
@@ -104,7 +105,7 @@ def tune(run, lr, from_model=False):
         return a.to(store), torch.tensor(targets, dtype=run.target_dtype)[rows]
 
     # the frozen part's batch norms inside its convolutions and its paddings static, for these passes
-    with folded(model), static_padding(model, run.pre["input_size"]):
+    with folded(model), static_padding(model, run.pre["input_size"]), activations_fused(model):
         a, y = activations(run.paths, run.y, run.skipped, "activations (train)")
         if len(y) == 0:
             raise DataError("None of the training images could be read")

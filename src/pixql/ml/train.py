@@ -33,6 +33,7 @@ from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_tr
 from pixql.ml.embed import pre_logits
 from pixql.ml.linear_head import fit_head
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest, kept_features, kept_rows
+from pixql.ml.fused_activations import activations_fused
 from pixql.ml.networks import create_network, freeze_stages, linear_head, stages, stages_up_to_stride
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
@@ -295,7 +296,7 @@ class _Run:
         # digests: the cache's keys, and what a model keeps of its rows (FIT MODEL refits on them)
         digests = [file_digest(p) for p in self.paths] if cache is not None or self.prior_rows is not None else None
         # the frozen backbone's batch norms folded and its 'SAME' paddings static, for the embedding passes
-        with folded(self.model), static_padding(self.model, self.pre["input_size"]):
+        with folded(self.model), static_padding(self.model, self.pre["input_size"]), activations_fused(self.model):
             feats, rows = embed(self.paths, self.skipped, "embeddings (train)", digests)
             y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
             if len(y) == 0:
