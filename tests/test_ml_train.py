@@ -1,5 +1,7 @@
 """Training on generated images: linear and fine-tuned Lite0, SimpleCNN, bad input, seeds."""
 
+import os
+
 import pytest
 import torch
 from conftest import make_color_images
@@ -259,3 +261,44 @@ def test_weights_holding_nan_or_infinity_are_named():
         broken["conv.weight"][5, 1, 2, 0] = bad
         broken["half"][3, 3] = bad
         assert nonfinite_tensors(broken) == ["conv.weight", "half"], bad
+
+
+class _CollectingRows(torch.utils.data.Dataset):
+    """Rows whose reading runs a full garbage collection in the loader process."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        import gc
+
+        gc.collect()
+        return i
+
+
+class _Finalized:
+    def __init__(self, marker):
+        self.marker, self.cycle = marker, self  # garbage only a collection frees
+
+    def __del__(self):
+        self.marker.write_text(str(os.getpid()))
+
+
+def test_a_loader_process_leaves_the_parents_garbage_alone(tmp_path):
+    """A forked loader process that collected its parent's garbage ran destructors meant for the
+    parent (a DuckDB connection's, joining threads the fork did not copy: a segfault)."""
+    import gc
+
+    from pixql.ml.data import make_loader
+
+    marker = tmp_path / "collected_by"
+    gc.disable()  # the cycle must still be there when the workers fork
+    try:
+        _Finalized(marker)
+        loader = make_loader(_CollectingRows(), 2, torch.device("cpu"), num_workers=2, collate_fn=list)
+        assert sorted(i for batch in loader for i in batch) == list(range(8))
+        assert not marker.exists()  # no worker collected it
+    finally:
+        gc.enable()
+    gc.collect()
+    assert marker.read_text() == str(os.getpid())  # the parent did

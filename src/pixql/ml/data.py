@@ -5,6 +5,7 @@ dataset hands back the DataError's message with the row, and the main process ra
 (or skips the row, with on_error='skip').
 """
 
+import gc
 import math
 import os
 import warnings
@@ -235,6 +236,14 @@ def auto_workers(n_images, requested=None, device_type="cpu"):
     return min(cores // 4, 4)
 
 
+def _worker_started(_worker_id):
+    """A loader process is forked with its parent's heap, garbage included. Collected there, that
+    garbage runs destructors meant for the parent: a DuckDB connection left in a reference cycle
+    joined threads that the fork had not copied (a segfault in the worker). Frozen, the parent's
+    objects are left alone in the worker; the worker's own are collected as usual."""
+    gc.freeze()
+
+
 def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None, seed=0, persistent=False,
                 collate_fn=collate_rows, sampler=None):
     """`sampler`: which rows, in which order (one rank's share under DDP); it does the shuffling."""
@@ -251,6 +260,7 @@ def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None,
         generator=generator,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0,
+        worker_init_fn=_worker_started if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
 
