@@ -10,7 +10,10 @@ import math
 import os
 import warnings
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from pixql.errors import DataError
@@ -81,10 +84,6 @@ class ResizeCrop:
                 and resize.interpolation.value in cls.FILTERS)
 
     def __call__(self, img):
-        import numpy as np
-        import torch.nn.functional as F
-        from PIL import Image
-
         if not isinstance(img, Image.Image) or img.mode != "RGB":
             return self.crop(self.resize(img))
         w, h = img.size

@@ -13,8 +13,9 @@ The layer also keeps its weights cast to the pass's dtype: under bf16 autocast e
 otherwise casts every weight again.
 
 `fuse_activations(model)`: for good, on a network that only runs inference on the CPU (PREDICT,
-EVALUATE, embeddings); `activations_fused(model)` for the length of a `with` block (a linear or
-`top` BUILD's passes through the frozen network); not on one to export (ONNX has no such op) or to train (the op has no
+EVALUATE, embeddings); `activations_fused(model)` for the length of a `with` block, and
+`frozen_layers(model, input_size)` with folding and static padding around it (a linear or `top`
+BUILD's passes through the frozen network); not on one to export (ONNX has no such op) or to train (the op has no
 backward). Anything else (a GPU, a gradient wanted, training mode, fp16, bf16 where oneDNN has
 no bf16 convolution, an unbatched image, another input size for a static 'SAME' convolution) runs
 the two modules as they were.
@@ -27,9 +28,9 @@ import platform
 import torch
 from torch import nn
 
-from pixql.ml.batchnorm_folding import NormRemainder
+from pixql.ml.batchnorm_folding import NormRemainder, folded
 from pixql.ml.runtime import cpu_autocast_dtype
-from pixql.ml.static_padding import StaticSameConv
+from pixql.ml.static_padding import StaticSameConv, static_padding
 
 
 def post_op(act):
@@ -151,3 +152,12 @@ def activations_fused(model):
     finally:
         for parent, name, module in reversed(undo):
             setattr(parent, name, module)
+
+
+@contextlib.contextmanager
+def frozen_layers(model, input_size):
+    """`with frozen_layers(model, input_size):` a BUILD's no-grad passes through its frozen
+    network (linear's embeddings, top's activations) with batch norms folded, 'SAME' paddings
+    static for `input_size` and activations fused; the modules back after."""
+    with folded(model), static_padding(model, input_size), activations_fused(model):
+        yield model

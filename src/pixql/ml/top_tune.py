@@ -19,15 +19,13 @@ import time
 import torch
 
 from pixql.errors import DataError, OptionError, TrainingError
-from pixql.ml.batchnorm_folding import folded
 from pixql.ml.data import eval_transform
 from pixql.ml.embedding_cache import EmbeddingCache
-from pixql.ml.fused_activations import activations_fused
+from pixql.ml.fused_activations import frozen_layers
 from pixql.ml.linear_head import fit_head
 from pixql.ml.networks import linear_head
 from pixql.ml.progress import progress_bar
 from pixql.ml.runtime import autocast
-from pixql.ml.static_padding import static_padding
 from pixql.ml.train import BestEpoch, warmup_then_cosine
 from pixql.tasks.classification import Tally
 
@@ -104,8 +102,7 @@ def tune(run, lr, from_model=False):
         a, rows = run.frozen_pass(bottom, paths, skipped, desc, transform, cache)
         return a.to(store), torch.tensor(targets, dtype=run.target_dtype)[rows]
 
-    # the frozen part's batch norms inside its convolutions and its paddings static, for these passes
-    with folded(model), static_padding(model, run.pre["input_size"]), activations_fused(model):
+    with frozen_layers(model, run.pre["input_size"]):  # for the frozen part's passes
         a, y = activations(run.paths, run.y, run.skipped, "activations (train)")
         if len(y) == 0:
             raise DataError("None of the training images could be read")

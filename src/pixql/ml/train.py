@@ -26,18 +26,17 @@ import torch
 
 from pixql.errors import CatalogError, DataError, OptionError, StoreError, TrainingError
 from pixql.ml.bases import create_backbone, resolve_base
-from pixql.ml.batchnorm_folding import Folding, folded
+from pixql.ml.batchnorm_folding import Folding
 from pixql.ml.depthwise_grads import fp32_weight_grads
 from pixql.ml.data import (ImageRows, auto_workers, batches, draft_size, eval_transform, make_loader,
                            train_transform)
 from pixql.ml.embed import pre_logits
 from pixql.ml.linear_head import fit_head
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward, file_digest, kept_features, kept_rows
-from pixql.ml.fused_activations import activations_fused
+from pixql.ml.fused_activations import frozen_layers
 from pixql.ml.networks import create_network, freeze_stages, linear_head, stages, stages_up_to_stride
 from pixql.ml.runtime import (BatchSplitter, auto_batch_size, autocast, forward_rows, progress_bar, resolve_device,
                               resolve_precision, to_device, to_input)
-from pixql.ml.static_padding import static_padding
 from pixql.ml.trained import (FROZEN_STRIDE, TrainConfig, TrainedModel, auto_mode, check_options, history_entry,
                               lr_hint, mode_epochs, refused_options, run_metrics, training_rows, used_options)
 from pixql.tasks import task_of
@@ -295,8 +294,7 @@ class _Run:
 
         # digests: the cache's keys, and what a model keeps of its rows (FIT MODEL refits on them)
         digests = [file_digest(p) for p in self.paths] if cache is not None or self.prior_rows is not None else None
-        # the frozen backbone's batch norms folded and its 'SAME' paddings static, for the embedding passes
-        with folded(self.model), static_padding(self.model, self.pre["input_size"]), activations_fused(self.model):
+        with frozen_layers(self.model, self.pre["input_size"]):  # for the embedding passes
             feats, rows = embed(self.paths, self.skipped, "embeddings (train)", digests)
             y = torch.tensor(self.y, dtype=self.target_dtype)[rows]
             if len(y) == 0:
