@@ -147,11 +147,12 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     draft = draft_size(pre)
     decoder = device_decoder(pre, device)
     if decoder is None:
-        loader = make_loader(ImageRows(paths, None, transform, draft), batch_size, device, num_workers=num_workers)
+        loader = make_loader(ImageRows(paths, None, transform, draft), batch_size, device, num_workers=num_workers,
+                             threads=torch.get_num_threads())
     else:  # the loader only reads JPEG bytes; the device decodes them
         loader = decoded_batches(
             make_loader(EncodedRows(paths, None, transform, draft), batch_size, device,
-                        num_workers=num_workers, collate_fn=collate_encoded),
+                        num_workers=num_workers, collate_fn=collate_encoded, threads=torch.get_num_threads()),
             decoder)
     outs, rows = [], []
     splitter = BatchSplitter(desc)

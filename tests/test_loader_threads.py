@@ -1,0 +1,98 @@
+"""Where no loader process prepares the images, threads of the main one prepare a batch's at once
+(data.ImageRows.__getitems__): same tensors, same order, errors still naming the file."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from PIL import Image
+
+from pixql.errors import DataError
+from pixql.ml.data import ImageRows, batches, eval_transform, make_loader
+from pixql.ml.runtime import forward_rows
+
+PRE = {"input_size": [3, 64, 64], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
+       "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    paths = []
+    for i in range(11):
+        path = tmp_path / f"p{i}.jpg"
+        Image.new("RGB", (80 + 7 * i, 60 + 5 * i), (20 * i, 255 - 20 * i, 90)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+class _Recording:
+    """The eval transform, noting which thread ran it."""
+
+    def __init__(self):
+        self.transform, self.threads = eval_transform(PRE), set()
+
+    def __call__(self, img):
+        self.threads.add(threading.current_thread().name)
+        return self.transform(img)
+
+
+def _tensors(loader):
+    return [(x, idx) for x, _, idx in batches(loader)]
+
+
+def test_threads_prepare_the_same_batches_in_row_order(photos):
+    serial = _tensors(make_loader(ImageRows(photos, None, eval_transform(PRE)), 4, CPU))
+    recording = _Recording()
+    threaded = _tensors(make_loader(ImageRows(photos, None, recording), 4, CPU, threads=2))
+    assert [idx.tolist() for _, idx in threaded] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(serial, threaded))
+    assert any(name.startswith("pixql-prepare") for name in recording.threads)
+
+
+def test_loader_processes_prepare_alone(photos):
+    rows = ImageRows(photos, None, eval_transform(PRE))
+    make_loader(rows, 4, CPU, num_workers=2, threads=2)
+    assert rows.threads == 1  # each process prepares its own batches; no threads inside them
+
+
+def test_an_unreadable_photo_among_threads_is_named(photos, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    rows = ImageRows(photos[:5] + [str(broken)] + photos[5:], None, eval_transform(PRE))
+    with pytest.raises(DataError) as e:
+        _tensors(make_loader(rows, 8, CPU, threads=2))
+    assert e.value.path == str(broken)
+    skipped = set()
+    loader = make_loader(ImageRows(photos[:5] + [str(broken)] + photos[5:], None, eval_transform(PRE)), 8, CPU,
+                         threads=2)
+    kept = [i for _, _, idx in batches(loader, "skip", skipped) for i in idx.tolist()]
+    assert skipped == {5} and kept == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+
+
+def test_forward_rows_prepares_with_the_networks_threads(photos, monkeypatch):
+    """PREDICT, EVALUATE and the embeddings (forward_rows) prepare each batch on as many threads
+    as torch's network uses; with one, in this thread alone."""
+    seen = {}
+    for threads in (2, 1):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        recording = _Recording()
+        out, rows = forward_rows(torch.nn.Flatten(), photos, PRE, recording, lambda m, x: m(x).mean(1, keepdim=True),
+                                 device=CPU, precision="fp32", batch_size=4, progress=False)
+        assert rows.tolist() == list(range(len(photos)))
+        seen[threads] = (out, recording.threads)
+    assert torch.equal(seen[2][0], seen[1][0])
+    assert any(name.startswith("pixql-prepare") for name in seen[2][1])
+    assert seen[1][1] == {threading.current_thread().name}
+
+
+def test_resize_crop_warns_of_nothing():
+    """PIL's read-only buffer goes to torch without a copy; torch's warning about it is silenced
+    (once per process: threads share the warnings filters)."""
+    code = ("from PIL import Image\nfrom pixql.ml.data import eval_transform\n"
+            f"t = eval_transform({PRE!r})\n"
+            "for size in ((100, 90), (70, 200)):\n    t(Image.new('RGB', size))\n")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
