@@ -68,6 +68,14 @@ def test_box_format_is_checked(halves):
         halves.sql("PREDICT USING cm OPTIONS (box_col='box', box_format='cxcywh') AS SELECT * FROM photos")
     with pytest.raises(OptionError, match=r"box_format=\.\.\.\) applies to a region"):
         halves.sql("PREDICT USING cm OPTIONS (box_format='xywh') AS SELECT * FROM photos")
+    # fractions and pixels at once: refused before any work, naming both
+    with pytest.raises(OptionError, match=r"box_format='normalized' and normalized=false contradict each other"):
+        halves.sql("CREATE TABLE p AS PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', Normalized=false) "
+                   "AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos")
+    assert halves.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
+    both = halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', normalized=true) "
+                      "AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos").df()
+    assert len(both) == len(halves.sql("SELECT * FROM photos").df())
     # told in the form the box was written in
     with pytest.raises(DataError, match=r"row 1 has an empty box \(5\.0, 5\.0, 0\.0, 4\.0\) \(its width and height"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, [5, 5, 0, 4] AS b "

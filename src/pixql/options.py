@@ -26,14 +26,15 @@ class Option:
     high: float = None
     open: bool = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1
     hint: str = ""  # what else the option takes, for the message (validation: 'or a query')
+    implies: tuple = ()  # (choice, other option, its value): a choice that sets another option
 
 
 def flag(default=False):
     return Option((bool,), default)
 
 
-def text(default=None, choices=()):
-    return Option((str,), default, tuple(choices))
+def text(default=None, choices=(), implies=()):
+    return Option((str,), default, tuple(choices), implies=tuple(implies))
 
 
 def integer(default=None, low=None):
@@ -42,6 +43,11 @@ def integer(default=None, low=None):
 
 def number(default=None, low=None, high=None, open=False):
     return Option((float,), default, low=low, high=high, open=open)
+
+
+def _sql(value):
+    """A value as a statement writes it (true, 'text', 3)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _type_ok(value, types):
@@ -103,6 +109,12 @@ def resolve(keyword, options, schema):
         if value is not None:
             _check_bounds(keyword, raw_name, value, spec)
         given[name] = value
+    for name, value in given.items():
+        for choice, other, wanted in schema[name].implies:
+            if value == choice and other in given and given[other] != wanted:
+                raise OptionError(f"{keyword}: options {written[name]}={_sql(value)} and {written[other]}="
+                                  f"{_sql(given[other])} contradict each other ({name}={_sql(value)} means "
+                                  f"{other}={_sql(wanted)}); give one")
     resolved = {name: spec.default for name, spec in schema.items()}
     resolved.update(given)
     return resolved, given

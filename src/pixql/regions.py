@@ -31,7 +31,8 @@ OPTIONS = {
     "box_col": opt.text(),
     "mask_col": opt.text(),
     "normalized": opt.flag(False),
-    "box_format": opt.text("xyxy", ("xyxy", "xywh", "normalized")),  # SPEC 7; 'normalized': xyxy in fractions
+    # SPEC 7; 'normalized': xyxy in fractions
+    "box_format": opt.text("xyxy", ("xyxy", "xywh", "normalized"), implies=[("normalized", "normalized", True)]),
     "padding": opt.number(0.0, low=0, high=2),
     "background": opt.text("white", BACKGROUNDS),
 }
