@@ -137,6 +137,8 @@ def test_search_options_are_checked(colors_db):
                          ("search_by='text', search_input='red'", "SELECT * EXCLUDE (embedding) FROM ranked")):
         with pytest.raises(DataError, match="already has similarity.*result_col"):
             db.sql(SEARCH.format(options=by, query=query_of))
+    with pytest.raises(DataError, match="already has similarity"):  # said before the search photo is read
+        db.sql(SEARCH.format(options="search_input='/no/such.jpg'", query="SELECT * FROM ranked"))
     again = db.sql(SEARCH.format(options=f"search_input='{query}', result_col='again'", query="SELECT * FROM ranked"))
     assert list(again.df().columns) == ["image", "label", "embedding", "similarity", "again"]
 

@@ -66,12 +66,14 @@ def run(engine, statement):
         return _duplicates(engine, statement, resolved)
     if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
         return _keyword(engine, statement, resolved)
+    columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
+    refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
     if by == "text":
         query = embedder.embed_text([resolved["search_input"]])[0]
     else:
         query = _query_image(embedder, resolved)
-    return _ranked(engine, statement, resolved, embedder, query)
+    return _ranked(engine, statement, resolved, embedder, query, columns)
 
 
 def _query_image(embedder, resolved):
@@ -85,11 +87,9 @@ def _query_image(embedder, resolved):
 
 
 # -- by embedding ---------------------------------------------------------------------------------
-def _ranked(engine, statement, resolved, embedder, query):
-    """The top_k rows by cosine similarity to the unit vector `query`."""
+def _ranked(engine, statement, resolved, embedder, query, columns):
+    """The top_k rows by cosine similarity to the unit vector `query`; `columns`: the query's."""
     session = engine.session
-    columns = session.query_columns(statement)
-    refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
     emb_col = _embedding_column(columns, resolved, len(query), statement.model)
     if emb_col is not None:  # DuckDB ranks the stored vectors itself, or an index proposes the rows
         frame, notes = _ranked_by_index(engine, statement, emb_col, query, resolved)
