@@ -1,0 +1,70 @@
+"""A batch's photos prepared by threads (data.ImageRows.__getitems__) against one at a time.
+
+    python bench/prepare_threads.py --data DIR [--images 400] [--rounds 6]
+
+DIR is the datasets folder (../shared/datasets). EfficientNet-Lite0's ImageNet classifier
+(pixql's Classifier: decoding, the eval transform, the network, as PREDICT runs them, warm) labels
+`--images` photos of two sets (the 200 px cats and dogs, the 400x533 clothing photos) with a
+batch's photos prepared one after the other in the main process, then by as many threads as
+torch's network uses; the two alternate over `--rounds` rounds. Prints images/s (median and each
+round) and whether both gave the same probabilities. Where a CPU has more than 4 cores, PREDICT
+decodes in loader processes instead, and this compares nothing (both rows prepare alike).
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import time
+
+SETS = {"cats and dogs (200x200)": ("cats_and_dogs_filtered_200px", "cat_and_dog_holdout.csv"),
+        "clothing_small (400x533)": ("clothing_small", "test.csv")}
+
+
+def rows(data, folder, name, n):
+    with open(os.path.join(data, folder, name)) as f:
+        table = list(csv.DictReader(f))
+    return [os.path.join(data, folder, r["image"]) for r in table[:n]]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="the datasets folder (../shared/datasets)")
+    ap.add_argument("--images", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from pixql.ml import data
+    from pixql.ml.infer import imagenet_classifier
+
+    photos = {name: rows(args.data, *where, args.images) for name, where in SETS.items()}
+    classifier = imagenet_classifier(device="cpu")
+    classifier.predict_proba(next(iter(photos.values()))[:64], progress=False)  # warm
+    threaded = data.ImageRows.__getitems__
+    variants = {"one at a time": lambda self, indices: [self[i] for i in indices], "threads": threaded}
+    speed, outputs = {}, {}
+    for _ in range(args.rounds):
+        for variant, getitems in variants.items():
+            data.ImageRows.__getitems__ = getitems
+            for name, paths in photos.items():
+                start = time.perf_counter()
+                outputs[variant, name] = classifier.predict_proba(paths, progress=False)
+                speed.setdefault((variant, name), []).append(len(paths) / (time.perf_counter() - start))
+    data.ImageRows.__getitems__ = threaded
+    print(f"PREDICT, warm, Lite0 {classifier.precision}, batch 8, {torch.get_num_threads()} torch threads; "
+          f"images/s over {args.rounds} alternated rounds\n")
+    print("| photos | one at a time: median (rounds) | threads: median (rounds) | speed-up | same probabilities |")
+    print("|---|---|---|---:|---|")
+    for name in photos:
+        one, many = speed["one at a time", name], speed["threads", name]
+        same = np.array_equal(outputs["one at a time", name], outputs["threads", name])
+        print(f"| {name}, {len(photos[name])} | {statistics.median(one):.1f} ({' / '.join(f'{v:.0f}' for v in one)}) "
+              f"| {statistics.median(many):.1f} ({' / '.join(f'{v:.0f}' for v in many)}) "
+              f"| {statistics.median(many) / statistics.median(one):.2f}x | {'yes' if same else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()
