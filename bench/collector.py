@@ -1,4 +1,5 @@
-"""The terminal's garbage-collector settings (cli.quiet_collector) against Python's defaults, in
+"""The terminal's garbage-collector settings (collector.quiet_collector, and quiet_while_loading
+around each statement) against Python's defaults, in
 fresh `pixql -c` processes, alternated (each side first in every other repeat).
 
     python bench/collector.py --data DIR [--repeats 3]
@@ -32,9 +33,11 @@ def watch(phase, info):
         passes[info["generation"]] += 1
 gc.callbacks.append(watch)
 atexit.register(lambda: print(f"GC {spent[0]:.3f} {passes}", file=sys.stderr))
-from pixql import cli
+import contextlib
+from pixql import cli, engine
 if DEFAULT:
     cli.quiet_collector = lambda: None
+    engine.quiet_while_loading = contextlib.nullcontext
 sys.argv = ["pixql"] + sys.argv[1:]
 cli.main()
 """

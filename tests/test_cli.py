@@ -186,7 +186,7 @@ def test_query_failing_when_its_rows_are_read_exits_1(run_cli):
 
 
 def test_the_terminals_collector_still_frees_cycles_in_a_long_run(tmp_path):
-    # cli.quiet_collector collects less often while torch and timm load; a long BUILD's cyclic
+    # collector.quiet_collector collects less often while torch and timm load; a long BUILD's cyclic
     # garbage must still be freed (a pass within each YOUNG_THRESHOLD allocations), and the
     # process must exit cleanly with its heap frozen.
     import subprocess
@@ -194,12 +194,12 @@ def test_the_terminals_collector_still_frees_cycles_in_a_long_run(tmp_path):
 
     script = (
         "import gc, weakref\n"
-        "from pixql import cli\n"
-        "cli.quiet_collector()\n"
+        "from pixql import collector\n"
+        "collector.quiet_collector()\n"
         "class Node:\n"
         "    pass\n"
         "alive = []\n"
-        "for i in range(3 * cli.YOUNG_THRESHOLD):\n"
+        "for i in range(3 * collector.YOUNG_THRESHOLD):\n"
         "    a, b = Node(), Node()\n"
         "    a.other, b.other = b, a\n"
         "    if i % 1000 == 0:\n"
@@ -230,7 +230,7 @@ def test_the_pixql_command_sets_the_collector_and_freezes_the_heap_at_exit(tmp_p
     assert out.returncode == 0, out.stderr
     assert "answer\n42" in out.stdout
     _, young, frozen = next(line for line in out.stderr.splitlines() if line.startswith("GC ")).split()
-    from pixql.cli import YOUNG_THRESHOLD
+    from pixql.collector import YOUNG_THRESHOLD
 
     assert int(young) == YOUNG_THRESHOLD and int(frozen) > 10_000
 

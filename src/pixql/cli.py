@@ -4,8 +4,6 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 1 when a statement fails, 2 for bad usage, 130 on Ctrl-C.
 """
 
-import atexit
-import gc
 import os
 import re
 import sys
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from pixql.collector import quiet_collector
 from pixql.errors import PixqlError
 from pixql.terminal import FORMATS, run_script
 
@@ -180,22 +179,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 _default_showwarning = warnings.showwarning
-
-
-# Young objects between two collections of the youngest generation (Python's default: 700).
-# Importing torch and timm creates ~440,000 objects that live as long as the process; with the
-# default, the collector scanned them again and again while they were being created (7 full
-# collections, ~1 s of a fresh process's linear BUILD or PREDICT, BENCHMARKS.md). At 200,000 the
-# imports cost three young collections and no full one, and a long run still collects its cycles.
-YOUNG_THRESHOLD = 200_000
-
-
-def quiet_collector():
-    """The terminal's process only (a notebook's or a script's process is its owner's): fewer
-    collections while heavy libraries load, and none of everything at exit (`gc.freeze`: the
-    interpreter's shutdown collected the whole heap only to free it, ~1.2 s of a PREDICT's)."""
-    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-    atexit.register(gc.freeze)
 
 
 def main():

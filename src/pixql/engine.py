@@ -11,6 +11,7 @@ import tempfile
 from pixql.catalog import Catalog
 from pixql.commands import handler
 from pixql.commands import create_table
+from pixql.collector import quiet_while_loading
 from pixql.errors import PixqlError
 from pixql.session import Session
 from pixql.store import ModelStore
@@ -83,7 +84,8 @@ class Engine:
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's
         try:
-            return handler(statement)(self, statement)
+            with quiet_while_loading():  # the first statement that loads torch and timm
+                return handler(statement)(self, statement)
         except PixqlError as exc:
             raise self.locate(exc, statement)
 
