@@ -96,3 +96,17 @@ def test_resize_crop_warns_of_nothing():
             "for size in ((100, 90), (70, 200)):\n    t(Image.new('RGB', size))\n")
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_threads_reading_photos_leave_the_warning_filters_as_they_were(photos):
+    """read_image silences PIL's decompression-bomb warning around Image.open; warnings contexts
+    of several threads interleaving used to leave one thread's filter in the process for good."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pixql.ml.images import read_image
+
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: read_image(photos[i % len(photos)]), range(3000)))
+    assert warnings.filters == before

@@ -9,7 +9,6 @@ import gc
 import math
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from pixql.errors import DataError
-from pixql.ml.images import load_image
+from pixql.ml.images import ignoring, load_image
 
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
@@ -118,21 +117,18 @@ class ResizeCrop:
         return f"ResizeCrop({self.resize!r}, {self.crop!r})"
 
 
-_warned = threading.Lock(), []
+_warned = []
 
 
 def _read_only_pixels(array):
     """torch.from_numpy of PIL's read-only buffer (a writable copy costs more than the resize:
-    fresh pages), nothing writing to it. torch warns of that once per process; the first call
-    silences that warning under a lock, later ones need no warnings context (which is not
-    thread-safe, and threads prepare images: ImageRows.__getitems__)."""
-    lock, done = _warned
-    if done:
+    fresh pages), nothing writing to it. torch warns of that once per process: silenced the first
+    time; later calls need no warnings context."""
+    if _warned:
         return torch.from_numpy(array)
-    with lock, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+    with ignoring(UserWarning, "The given NumPy array is not writable"):
         pixels = torch.from_numpy(array)
-        done.append(True)
+    _warned.append(True)
     return pixels
 
 

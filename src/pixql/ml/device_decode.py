@@ -22,7 +22,7 @@ from PIL import ExifTags, Image
 
 from pixql.errors import OptionError
 from pixql.ml.data import ImageRows, collate_rows, targets_tensor
-from pixql.ml.images import Region
+from pixql.ml.images import Region, ignoring
 
 DECODE_MODES = ("auto", "pil", "device")
 # Larger photos go through PIL, whose JPEG draft mode decodes them at a fraction of the size.
@@ -174,8 +174,7 @@ class DeviceDecoder:
             while end < len(jpegs) and (end == start or total + pixels[end] <= GROUP_PIXELS):
                 total += pixels[end]
                 end += 1
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with ignoring(DeprecationWarning):
                 images = decode_jpeg(jpegs[start:end], mode=ImageReadMode.RGB, device=self.device)
             out.extend(self.geometric(_orient(img, o)) for img, o in zip(images, orientations[start:end]))
             start = end

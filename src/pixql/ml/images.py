@@ -1,7 +1,9 @@
 """Decode one image file into an upright RGB PIL image, or fail with a DataError naming it."""
 
+import contextlib
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -13,6 +15,17 @@ from pixql.errors import DataError
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Modes PIL converts to RGB correctly by itself; the others need care (alpha, 16-bit, float).
 _DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
+_WARNING_FILTERS = threading.Lock()
+
+
+@contextlib.contextmanager
+def ignoring(category, message=""):
+    """warnings.catch_warnings() with one filter, for code that several threads run at once (a
+    batch's photos: data.ImageRows.__getitems__). The filters are the process's: two threads'
+    contexts interleaving would leave one's filter in place for good, so they take turns."""
+    with _WARNING_FILTERS, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message, category)
+        yield
 
 
 def read_image(path, draft_size=None):
@@ -31,8 +44,7 @@ def read_image(path, draft_size=None):
         # PIL refuses images over twice MAX_IMAGE_PIXELS (DecompressionBombError) but only warns
         # over it and decodes anyway (hundreds of MB each): pixql refuses those too, below,
         # unless the JPEG draft brings the decoded size under the limit.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ignoring(Image.DecompressionBombWarning):  # (the header only: taking turns costs little)
             img = Image.open(path)
         with img:
             if draft_size and img.format == "JPEG":
@@ -190,8 +202,7 @@ class MaskShape:
         else:
             rle = {"size": [rle_height, rle_width], "counts": counts.encode() if isinstance(counts, str) else counts}
         try:
-            with warnings.catch_warnings():  # pycocotools' own numpy 2 deprecation, not the user's
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with ignoring(DeprecationWarning):  # pycocotools' own numpy 2 deprecation, not the user's
                 return coco_mask.decode(rle).astype(bool)
         except Exception as exc:
             raise DataError(f"the RLE mask of {image_path} cannot be decoded ({exc})", path=image_path) from None
