@@ -7,8 +7,9 @@ DIR is the datasets folder (../shared/datasets). EfficientNet-Lite0's ImageNet c
 `--images` photos of two sets (the 200 px cats and dogs, the 400x533 clothing photos) with a
 batch's photos prepared one after the other in the main process, then by as many threads as
 torch's network uses; the two alternate over `--rounds` rounds. Prints images/s (median and each
-round) and whether both gave the same probabilities. Where a CPU has more than 4 cores, PREDICT
-decodes in loader processes instead, and this compares nothing (both rows prepare alike).
+round) and whether both gave the same probabilities. Where a CPU has 4 cores or more, PREDICT of
+this many photos decodes in loader processes instead (and the network's threads over
+data.MAX_PREPARING_THREADS prepare none), and this compares nothing.
 """
 
 import argparse
@@ -54,7 +55,10 @@ def main():
                 outputs[variant, name] = classifier.predict_proba(paths, progress=False)
                 speed.setdefault((variant, name), []).append(len(paths) / (time.perf_counter() - start))
     data.ImageRows.__getitems__ = threaded
-    print(f"PREDICT, warm, Lite0 {classifier.precision}, batch 8, {torch.get_num_threads()} torch threads; "
+    from pixql.ml.runtime import auto_batch_size
+
+    print(f"PREDICT, warm, Lite0 {classifier.precision}, batch {auto_batch_size(classifier.device, training=False)}, "
+          f"{torch.get_num_threads()} torch threads, {data.preparing_threads()} preparing; "
           f"images/s over {args.rounds} alternated rounds\n")
     print("| photos | one at a time: median (rounds) | threads: median (rounds) | speed-up | same probabilities |")
     print("|---|---|---|---:|---|")

@@ -17,6 +17,12 @@ def test_quiet_while_loading_only_until_torch_is_there(monkeypatch):
         gc.set_threshold(5000, *owners[1:])  # the owner changed it during the statement: theirs stays
     assert gc.get_threshold() == (5000, *owners[1:])
     gc.set_threshold(*owners)
+    gc.set_threshold(0, *owners[1:])  # the owner turned automatic collection off: it stays off
+    try:
+        with collector.quiet_while_loading():
+            assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*owners)
     monkeypatch.setitem(sys.modules, "torch", object())
     with collector.quiet_while_loading():
         assert gc.get_threshold() == owners  # torch loaded: nothing to quieten

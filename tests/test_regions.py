@@ -73,9 +73,27 @@ def test_box_format_is_checked(halves):
         halves.sql("CREATE TABLE p AS PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', Normalized=false) "
                    "AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos")
     assert halves.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
-    both = halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', normalized=true) "
-                      "AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos").df()
-    assert len(both) == len(halves.sql("SELECT * FROM photos").df())
+    for normalized in ("true", "NULL"):  # saying the same, or nothing (NULL: the default)
+        both = halves.sql(f"PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', normalized={normalized}) "
+                          "AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos").df()
+        assert len(both) == len(halves.sql("SELECT * FROM photos").df())
+
+
+def test_a_models_box_format_is_not_contradicted_quietly(halves):
+    """A PREDICT without box_col reads regions as its model was trained (box_format='normalized'
+    here); its own normalized=false would have been overridden without a word."""
+    from conftest import save_color_model
+
+    db = halves
+    save_color_model(db.engine.store, "cm_fractions", regions={"box_col": "b", "mask_col": None, "normalized": False,
+                                                               "box_format": "normalized", "padding": 0.0,
+                                                               "background": "white"})
+    query = "SELECT image, label, [x1 / 64, y1 / 32, x2 / 64, y2 / 32] AS b FROM photos"
+    out = db.sql(f"PREDICT USING cm_fractions AS {query}").df()
+    assert list(out.predicted) == list(out.label)
+    with pytest.raises(OptionError, match=r"model 'cm_fractions' was trained with box_format='normalized', which "
+                                          r"normalized=false contradicts"):
+        db.sql(f"PREDICT USING cm_fractions OPTIONS (normalized=false) AS {query}")
     # told in the form the box was written in
     with pytest.raises(DataError, match=r"row 1 has an empty box \(5\.0, 5\.0, 0\.0, 4\.0\) \(its width and height"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, [5, 5, 0, 4] AS b "

@@ -30,7 +30,7 @@ def quiet_while_loading():
     youngest generation collected every YOUNG_THRESHOLD new objects for the statement's length,
     then the owner's setting back (a notebook's or a script's collector is theirs)."""
     before = gc.get_threshold()
-    if "torch" in sys.modules or before[0] >= YOUNG_THRESHOLD:
+    if "torch" in sys.modules or before[0] >= YOUNG_THRESHOLD or before[0] == 0:  # 0: the owner's "never"
         yield
         return
     quiet = (YOUNG_THRESHOLD, *before[1:])

@@ -26,7 +26,7 @@ class Option:
     high: float = None
     open: bool = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1
     hint: str = ""  # what else the option takes, for the message (validation: 'or a query')
-    implies: tuple = ()  # (choice, other option, its value): a choice that sets another option
+    implies: tuple = ()  # (choice, other option, value): the choice means that value; the other given otherwise is refused
 
 
 def flag(default=False):
@@ -45,8 +45,21 @@ def number(default=None, low=None, high=None, open=False):
     return Option((float,), default, low=low, high=high, open=open)
 
 
-def _sql(value):
-    """A value as a statement writes it (true, 'text', 3)."""
+def contradiction(schema, chosen, given):
+    """(name, value, other, wanted): the first option of `chosen` whose value means `wanted` for
+    the option `other` (Option.implies), where `given` holds another value for it; else None."""
+    for name, value in chosen.items():
+        spec = schema.get(name)
+        for choice, other, wanted in spec.implies if spec else ():
+            if value == choice and given.get(other) is not None and given[other] != wanted:
+                return name, value, other, wanted
+    return None
+
+
+def sql_text(value):
+    """A value as a statement writes it (true, 'text', 3, NULL)."""
+    if value is None:
+        return "NULL"
     return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
@@ -109,12 +122,12 @@ def resolve(keyword, options, schema):
         if value is not None:
             _check_bounds(keyword, raw_name, value, spec)
         given[name] = value
-    for name, value in given.items():
-        for choice, other, wanted in schema[name].implies:
-            if value == choice and other in given and given[other] != wanted:
-                raise OptionError(f"{keyword}: options {written[name]}={_sql(value)} and {written[other]}="
-                                  f"{_sql(given[other])} contradict each other ({name}={_sql(value)} means "
-                                  f"{other}={_sql(wanted)}); give one")
+    clash = contradiction(schema, given, given)
+    if clash:
+        name, value, other, wanted = clash
+        raise OptionError(f"{keyword}: options {written[name]}={sql_text(value)} and {written[other]}="
+                          f"{sql_text(given[other])} contradict each other ({name}={sql_text(value)} means "
+                          f"{other}={sql_text(wanted)}); give one")
     resolved = {name: spec.default for name, spec in schema.items()}
     resolved.update(given)
     return resolved, given

@@ -74,6 +74,12 @@ class RegionReader:
                     f"query has no column {', '.join(missing)}: whole photos were read (name the regions with "
                     "OPTIONS (box_col=...))"]
         taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
+        clash = opt.contradiction(OPTIONS, taken, given)
+        if clash:
+            name, value, other, _ = clash
+            raise OptionError(f"{keyword}: model '{model}' was trained with {name}={opt.sql_text(value)}, which "
+                              f"{other}={opt.sql_text(given[other])} contradicts: give the regions' options in full "
+                              "(box_col=... with them), or leave that one out")
         self.resolved = dict(self.resolved, **taken)
         shown_ = ", ".join(f"{k}={v!r}" for k, v in taken.items() if v not in (None, False, 0, 0.0))
         return [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"]

@@ -197,7 +197,7 @@ class ImageRows(Dataset):
     """Items are (tensor or None, target, row index, error or None); an error is a pair
     (message, path), so that the main process can raise it naming the file."""
 
-    threads = 1  # items prepared at once by __getitems__ (make_loader's `threads`)
+    threads = 1  # items prepared at once by __getitems__ (make_loader's `threaded`)
 
     def __init__(self, paths, targets, transform, draft=None):
         self.paths = list(paths)
@@ -227,6 +227,19 @@ class ImageRows(Dataset):
         return [self[i] for i in indices]
 
 
+# Measured on 2 cores (BENCHMARKS.md, "A batch prepared by threads"). Each preparing thread's resize
+# runs torch's OpenMP team of the network's size too, so on many cores threads x team would
+# swamp the CPU; there a batch is prepared one photo at a time when no loader process does it.
+MAX_PREPARING_THREADS = 4
+
+
+def preparing_threads():
+    """How many threads prepare a batch's photos in this process: the network's thread count
+    on a CPU where it is at most MAX_PREPARING_THREADS, else 1."""
+    n = torch.get_num_threads()
+    return n if n <= MAX_PREPARING_THREADS else 1
+
+
 _pools = {}  # threads -> a pool of that many, kept for the process's later statements
 
 
@@ -238,7 +251,16 @@ def _preparing_threads(n):
 
 
 _pools_lock = threading.Lock()
-os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of its parent's threads
+
+
+def _forked():
+    """In a forked child: none of the parent's threads, and a lock that none of them holds."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def targets_tensor(targets):
@@ -282,14 +304,14 @@ def _worker_started(_worker_id):
 
 
 def make_loader(dataset, batch_size, device, *, shuffle=False, num_workers=None, seed=0, persistent=False,
-                collate_fn=collate_rows, sampler=None, threads=1):
+                collate_fn=collate_rows, sampler=None, threaded=False):
     """`sampler`: which rows, in which order (one rank's share under DDP); it does the shuffling.
-    `threads`: where no loader process prepares the images, how many threads of this process
-    prepare a batch's at once (ImageRows.__getitems__). Only for transforms that draw nothing at
-    random: threads would interleave the draws, and a seed would no longer repeat a run."""
+    `threaded`: where no loader process prepares the images, threads of this process prepare a
+    batch's at once (ImageRows.__getitems__, preparing_threads()). Only for transforms that draw
+    nothing at random: threads would interleave the draws, and a seed would no longer repeat a run."""
     workers = auto_workers(len(dataset), num_workers, device.type)
-    if workers == 0 and threads > 1:
-        dataset.threads = min(threads, batch_size)
+    if workers == 0 and threaded:
+        dataset.threads = min(preparing_threads(), batch_size)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(

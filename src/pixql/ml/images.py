@@ -18,11 +18,20 @@ _DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
 _WARNING_FILTERS = threading.Lock()
 
 
+def _forked():
+    global _WARNING_FILTERS
+    _WARNING_FILTERS = threading.Lock()  # a lock that a thread of the parent held stays held in the child
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 @contextlib.contextmanager
 def ignoring(category, message=""):
     """warnings.catch_warnings() with one filter, for code that several threads run at once (a
     batch's photos: data.ImageRows.__getitems__). The filters are the process's: two threads'
-    contexts interleaving would leave one's filter in place for good, so they take turns."""
+    contexts interleaving would leave one's filter in place for good, so pixql's take turns
+    (another library's catch_warnings in another thread still does not, on Python 3.11)."""
     with _WARNING_FILTERS, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message, category)
         yield

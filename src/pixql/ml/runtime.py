@@ -148,11 +148,11 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     decoder = device_decoder(pre, device)
     if decoder is None:
         loader = make_loader(ImageRows(paths, None, transform, draft), batch_size, device, num_workers=num_workers,
-                             threads=torch.get_num_threads())
+                             threaded=True)
     else:  # the loader only reads JPEG bytes; the device decodes them
         loader = decoded_batches(
             make_loader(EncodedRows(paths, None, transform, draft), batch_size, device,
-                        num_workers=num_workers, collate_fn=collate_encoded, threads=torch.get_num_threads()),
+                        num_workers=num_workers, collate_fn=collate_encoded, threaded=True),
             decoder)
     outs, rows = [], []
     splitter = BatchSplitter(desc)

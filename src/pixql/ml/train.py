@@ -387,7 +387,7 @@ class _Run:
             val_loader = make_loader(
                 val_rows, group.per_rank(self.batch_size), device, num_workers=cfg.num_workers, seed=cfg.seed,
                 persistent=persistent, sampler=group.sampler(val_rows, shuffle=False, seed=cfg.seed),
-                threads=torch.get_num_threads(),  # (the training rows' random draws stay in one thread)
+                threaded=True,  # (the training rows' random draws stay in one thread)
             )
         # before DDP's wrap, which hooks only the parameters that train
         freeze_stages(model, self.frozen_stages)
