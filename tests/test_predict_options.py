@@ -94,12 +94,33 @@ def test_empty_query_gives_the_columns_and_no_rows(colors_db):
     ("threshold='high'", "'threshold' must be a number"),
     ("topk=2", "did you mean 'top_k'"),
     ("device='tpu'", "'device' must be one of auto, cpu, cuda"),
+    ("precision='fp64'", "'precision' must be one of auto, fp32, bf16, fp16"),
+    ("runtime='onnx', precision='bf16'", r"runtime='onnx'\) runs the network in fp32 .* not precision='bf16'"),
 ])
 def test_bad_options_are_refused_and_change_nothing(colors_db, options, words):
     db = colors_db
     with pytest.raises(OptionError, match=words):
         db.sql(f"CREATE TABLE p AS PREDICT USING cm OPTIONS ({options}) AS SELECT * FROM colors")
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
+
+
+def test_precision_is_the_networks_arithmetic(colors_db):
+    """precision='fp32' gives the fp32 network's scores on any machine ('auto' is bf16 where the CPU
+    multiplies bf16 natively); bf16 rounds the network's activations, not the answers."""
+    db = colors_db
+    query = "SELECT * FROM colors ORDER BY image"
+    rows = {p: db.sql(f"PREDICT USING cm OPTIONS (probabilities=true, runtime='torch', precision='{p}') AS {query}").df()
+            for p in ("fp32", "bf16")}
+    assert list(rows["fp32"].predicted) == list(rows["bf16"].predicted) == list(rows["fp32"].label)
+    gap = np.abs(rows["fp32"].filter(like="prob_").to_numpy() - rows["bf16"].filter(like="prob_").to_numpy()).max()
+    assert 0 < gap < 0.05
+    again = db.sql(f"PREDICT USING cm OPTIONS (probabilities=true, precision='fp32') AS {query}").df()
+    assert np.array_equal(again.filter(like="prob_").to_numpy(), rows["fp32"].filter(like="prob_").to_numpy())
+    report = db.sql(f"EVALUATE USING cm OPTIONS (precision='fp32') AS {query}").df()
+    assert report.set_index("class").loc["accuracy", "f1"] == 1.0
+    for model in ("clip", "torchvision:fasterrcnn_resnet50_fpn"):  # said before any weights are looked for
+        with pytest.raises(OptionError, match=rf"precision=\.\.\.\) is for classifiers; '{model}' runs in its own"):
+            db.sql(f"PREDICT USING {model} OPTIONS (labels='red|blue', precision='fp32') AS {query}")
 
 
 def test_unread_rows_get_null_answers_and_keep_their_place():

@@ -32,14 +32,14 @@ class BuiltinModel:
     """A model that is there without building anything."""
     name: str
     manifest: dict  # what DESCRIBE MODEL shows; image_col/label_col None: any column
-    load: Callable  # device -> a loaded model (ml.infer.Classifier)
+    load: Callable  # (device, precision) -> a loaded model (ml.infer.Classifier)
     parts: Callable  # () -> (network recipe, state_dict, classes, preprocessing), e.g. for EXPORT MODEL
 
 
-def _imagenet(device):
+def _imagenet(device, precision="auto"):
     from pixql.ml import infer
 
-    return infer.imagenet_classifier(device=device)
+    return infer.imagenet_classifier(device=device, precision=precision)
 
 
 def _imagenet_parts():
@@ -90,14 +90,20 @@ class Catalog:
         check_name(name)
         return self.store.manifest(name)
 
-    def load(self, name, device="auto", labels=None, weights=None, runtime="torch"):
-        """(loaded model, manifest, task), loaded once per model version, device and runtime.
-        `labels`: the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`: its
-        file. `runtime`: 'torch', 'onnx' for a stored classifier (ml/onnx_runtime.py), or 'auto'
-        (infer.Classifier; torch for the others)."""
+    def load(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):
+        """(loaded model, manifest, task), loaded once per model version, device, runtime and
+        precision. `labels`: the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`:
+        its file. `runtime`: 'torch', 'onnx' for a stored classifier (ml/onnx_runtime.py), or 'auto'
+        (infer.Classifier; torch for the others). `precision`: a classifier's network's ('auto':
+        ml.runtime.resolve_precision); ONNX Runtime runs fp32 only."""
         if runtime == "onnx" and (is_clip(name) or builtin(name) is not None):
             raise OptionError(f"OPTIONS (runtime='{runtime}') is for the classifiers you built; "
                               f"'{name}' runs with runtime='torch'")
+        if runtime == "onnx" and precision not in ("auto", "fp32"):
+            raise OptionError(f"OPTIONS (runtime='onnx') runs the network in fp32 (ONNX Runtime's CPU provider), "
+                              f"not precision='{precision}': give one of the two")
+        if precision != "auto" and (is_clip(name) or self.is_detector(name)):
+            raise OptionError(f"OPTIONS (precision=...) is for classifiers; '{name}' runs in its own precision")
         if is_clip(name):
             return self._zero_shot(name, device, labels, weights)
         if labels is not None or weights is not None:
@@ -106,16 +112,16 @@ class Catalog:
                               "and weights")
         entry = builtin(name)
         if entry is not None:
-            key = (entry.name, None, device)
+            key = (entry.name, None, device, precision)
             if key not in self._loaded:
-                self._loaded[key] = entry.load(device)
+                self._loaded[key] = entry.load(device, precision)
             return self._loaded[key], dict(entry.manifest), task_of(entry.manifest)
         from pixql.ml import infer
 
         check_name(name)
         manifest = self.store.manifest(name)
         version = model_version(manifest)
-        key = (name.lower(), version, device, runtime)
+        key = (name.lower(), version, device, runtime, precision)
         if key not in self._loaded:
             for old in [k for k in self._loaded if k[0] == name.lower() and k[1] != version]:
                 del self._loaded[old]  # the model was overwritten: its old network can go
@@ -129,7 +135,7 @@ class Catalog:
             else:
                 self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
                                                      manifest["preprocessing"], device=device, task=task_of(manifest),
-                                                     runtime=runtime)
+                                                     runtime=runtime, precision=precision)
         return self._loaded[key], manifest, task_of(manifest)
 
     def detector(self, name, device="auto", weights=None):
@@ -212,7 +218,7 @@ class Catalog:
             self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device)
         return self._loaded[key]
 
-    def loader(self, name, device="auto", labels=None, weights=None, runtime="torch"):
+    def loader(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):
         """A function () -> the model `load(name, ...)` gives, that pickles and needs no catalog:
         it holds the model's parts, weights included (a CLIP model's weights file is read where
         it is called). What a Ray cluster's workers call, each once (cluster.py)."""
@@ -225,7 +231,7 @@ class Catalog:
             return functools.partial(_zero_shot_model, name, weights, tuple(manifest["classes"]), device)
         network, state, classes, preprocessing, task = self.parts(name)
         return functools.partial(infer.Classifier, network, state, classes, preprocessing, device=device,
-                                 task=task.name, runtime=runtime)
+                                 task=task.name, runtime=runtime, precision=precision)
 
     def embedder_loader(self, name, device="auto", weights=None):
         """As `loader`, for `embedder(name, ...)`."""

@@ -26,6 +26,9 @@ OPTIONS = {
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py); 'auto': it where it measured faster
     "runtime": opt.text("auto", ("auto", "torch", "onnx")),
+    # the network's: 'auto' is BUILD's rule (bf16 where the device has it); 'fp32' for scores that
+    # do not depend on the machine
+    "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
@@ -42,7 +45,7 @@ def run(engine, statement):
     cluster = clusters.choose(engine, resolved, "EVALUATE")
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
     model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"],
-                                                resolved["runtime"])
+                                                resolved["runtime"], resolved["precision"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:
@@ -70,7 +73,8 @@ def run(engine, statement):
         probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
     else:
         job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
-                                                        resolved["weights"], resolved["runtime"]),
+                                                        resolved["weights"], resolved["runtime"],
+                                                        resolved["precision"]),
                          functools.partial(probabilities_on_worker, image_col, reader.resolved),
                          [image_col, *reader.columns(frame)], resolved)
         probs = cluster.outputs(job, frame, engine.progress, "evaluate", reader.count)

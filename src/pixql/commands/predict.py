@@ -18,6 +18,9 @@ OPTIONS = {
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py); 'auto': it where it measured faster
     "runtime": opt.text("auto", ("auto", "torch", "onnx")),
+    # the network's: 'auto' is BUILD's rule (bf16 where the device has it); 'fp32' for scores that
+    # do not depend on the machine
+    "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),
@@ -37,7 +40,7 @@ def run(engine, statement):
     # on a cluster the workers load the model on their own devices; this copy knows its classes
     device = resolved["device"] if cluster is None else "cpu"
     model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"],
-                                                resolved["runtime"])
+                                                resolved["runtime"], resolved["precision"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
     reader = regions.RegionReader(resolved)
     notes = []
@@ -60,7 +63,8 @@ def run(engine, statement):
         if cluster is None:
             return answer
         job = on_cluster(cluster, engine.catalog.loader(statement.model, resolved["device"], resolved["labels"],
-                                                        resolved["weights"], resolved["runtime"]),
+                                                        resolved["weights"], resolved["runtime"],
+                                                        resolved["precision"]),
                          functools.partial(probabilities_on_worker, image_col, reader.resolved),
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)

@@ -164,6 +164,6 @@ def imagenet_classifier_parts():
     return network, state_dict, imagenet_class_names(), preprocessing
 
 
-def imagenet_classifier(device="auto"):
+def imagenet_classifier(device="auto", precision="auto"):
     network, state_dict, classes, preprocessing = imagenet_classifier_parts()
-    return Classifier(network, state_dict, classes, preprocessing, device=device)
+    return Classifier(network, state_dict, classes, preprocessing, device=device, precision=precision)
