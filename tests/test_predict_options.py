@@ -118,6 +118,16 @@ def test_precision_is_the_networks_arithmetic(colors_db):
     assert np.array_equal(again.filter(like="prob_").to_numpy(), rows["fp32"].filter(like="prob_").to_numpy())
     report = db.sql(f"EVALUATE USING cm OPTIONS (precision='fp32') AS {query}").df()
     assert report.set_index("class").loc["accuracy", "f1"] == 1.0
+    # CONVERT (and SEARCH IMAGE) too: fp32 vectors whatever the machine, bf16's within rounding of them
+    convert = "CONVERT USING imagenet_classifier OPTIONS (precision='{}') AS " + query
+    vectors = {p: np.stack(db.sql(convert.format(p)).df().embedding) for p in ("fp32", "bf16")}
+    assert 0 < np.abs(vectors["fp32"] - vectors["bf16"]).max() < 0.05
+    assert np.array_equal(np.stack(db.sql(convert.format("fp32")).df().embedding), vectors["fp32"])
+    found = db.sql(f"SEARCH IMAGE USING cm OPTIONS (search_input='{db.sql(query).df().image[0]}', precision='fp32', "
+                   f"top_k=3) AS {query}").df()
+    assert found.similarity.iloc[0] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(OptionError, match=r"precision=\.\.\.\) is for pixql's networks; 'clip'"):
+        db.sql(f"CONVERT USING clip OPTIONS (precision='bf16') AS {query}")
     for model in ("clip", "torchvision:fasterrcnn_resnet50_fpn"):  # said before any weights are looked for
         with pytest.raises(OptionError, match=rf"precision=\.\.\.\) is for classifiers; '{model}' runs in its own"):
             db.sql(f"PREDICT USING {model} OPTIONS (labels='red|blue', precision='fp32') AS {query}")

@@ -186,12 +186,14 @@ class Catalog:
         return builtin(name) is None and not is_clip(name) and self._stored(name) and \
             task_of(self.store.manifest(name)).name == "detection"
 
-    def embedder(self, name, device="auto", weights=None):
+    def embedder(self, name, device="auto", weights=None, precision="auto"):
         """An ml.embed.Embedder for `name`: a stored model's backbone, the built-in model's, or a
         base network with its pretrained weights (`weights`: a local file for a base), loaded once
-        per model version and device."""
+        per model version, device and precision."""
         from pixql.ml import embed
 
+        if precision != "auto" and is_clip(name):
+            raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision")
         if is_clip(name):
             key = ("embedder", str(name).lower(), weights, device)
             if key not in self._loaded:
@@ -209,13 +211,14 @@ class Catalog:
             version = model_version(self.store.manifest(name))
         else:
             version = f"base:{weights}"
-        key = ("embedder", str(name).lower(), version, device)
+        key = ("embedder", str(name).lower(), version, device, precision)
         if key not in self._loaded:
             if model:
                 network, state, _classes, preprocessing, _task = self.parts(name)
             else:
                 network, state, preprocessing = embed.base_parts(name, weights)  # CatalogError: no such base
-            self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device)
+            self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device,
+                                                            precision=precision)
         return self._loaded[key]
 
     def loader(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):
@@ -233,7 +236,7 @@ class Catalog:
         return functools.partial(infer.Classifier, network, state, classes, preprocessing, device=device,
                                  task=task.name, runtime=runtime, precision=precision)
 
-    def embedder_loader(self, name, device="auto", weights=None):
+    def embedder_loader(self, name, device="auto", weights=None, precision="auto"):
         """As `loader`, for `embedder(name, ...)`."""
         import functools
 
@@ -247,7 +250,8 @@ class Catalog:
             network, state, _classes, preprocessing, _task = self.parts(name)
         else:
             network, state, preprocessing = embed.base_parts(name, weights)
-        return functools.partial(embed.Embedder.from_network, network, state, preprocessing, device=device)
+        return functools.partial(embed.Embedder.from_network, network, state, preprocessing, device=device,
+                                 precision=precision)
 
     def _stored(self, name):
         try:

@@ -3,9 +3,15 @@ reads, and class probabilities for a query's rows."""
 
 import os
 
+from pixql import options as opt
 from pixql.errors import DataError, PixqlError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
+
+# The network's arithmetic, for every statement that runs one: 'auto' is bf16 on a GPU or on a CPU
+# that multiplies bf16 natively (ml.runtime.resolve_precision), else fp32; 'fp32' gives the same
+# numbers on any machine.
+PRECISION = opt.text("auto", ("auto", "fp32", "bf16", "fp16"))
 
 
 def frame_result(statement, columns, messages=None, types=None):

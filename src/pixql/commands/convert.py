@@ -6,7 +6,7 @@ import functools
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import answer_rows, image_outputs, on_cluster, refuse_taken_columns
+from pixql.commands.common import PRECISION, answer_rows, image_outputs, on_cluster, refuse_taken_columns
 from pixql.image_columns import pick_image_col
 from pixql.tasks.embedding import EMBEDDING
 
@@ -16,6 +16,7 @@ OPTIONS = {
     "weights": opt.text(),  # a local checkpoint for a base network
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "precision": PRECISION,
     "on_error": opt.text("fail", ("fail", "skip")),  # skip: unreadable images get a NULL embedding
     **regions.OPTIONS,  # box_col, mask_col, ...: embed regions of the photos
     **clusters.OPTIONS,  # cluster, workers, gpus_per_worker: embed on a Ray cluster
@@ -27,7 +28,7 @@ def run(engine, statement):
     resolved, _ = opt.resolve("CONVERT", statement.options, OPTIONS)
     cluster = clusters.choose(engine, resolved, "CONVERT")
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
-    embedder = engine.catalog.embedder(statement.model, device, resolved["weights"])
+    embedder = engine.catalog.embedder(statement.model, device, resolved["weights"], resolved["precision"])
     reader = regions.RegionReader(resolved)
 
     def start(first):
@@ -45,7 +46,7 @@ def run(engine, statement):
         if cluster is None:
             return answer
         job = on_cluster(cluster, engine.catalog.embedder_loader(statement.model, resolved["device"],
-                                                                 resolved["weights"]),
+                                                                 resolved["weights"], resolved["precision"]),
                          functools.partial(embed_on_worker, image_col, resolved),
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "embed", reader.count)

@@ -5,7 +5,7 @@ import functools
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import (answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker,
+from pixql.commands.common import (PRECISION, answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker,
                                    refuse_taken_columns, runtime_note)
 
 OPTIONS = {
@@ -18,9 +18,7 @@ OPTIONS = {
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     # 'onnx': ONNX Runtime on the CPU (ml/onnx_runtime.py); 'auto': it where it measured faster
     "runtime": opt.text("auto", ("auto", "torch", "onnx")),
-    # the network's: 'auto' is BUILD's rule (bf16 where the device has it); 'fp32' for scores that
-    # do not depend on the machine
-    "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
+    "precision": PRECISION,
     # A CLIP model (USING clip) classifies zero-shot into these labels ('cat|dog|bird'), with these weights.
     "labels": opt.text(),
     "weights": opt.text(),

@@ -20,7 +20,7 @@ import numpy as np
 from pixql import keywords
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import frame_result, probabilities, refuse_taken_columns
+from pixql.commands.common import PRECISION, frame_result, probabilities, refuse_taken_columns
 from pixql.commands.convert import embed_rows
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import pick_image_col
@@ -45,6 +45,7 @@ OPTIONS = {
     "weights": opt.text(),
     "batch_size": opt.integer(None, low=1),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
+    "precision": PRECISION,
     "on_error": opt.text("fail", ("fail", "skip")),
     **regions.OPTIONS,  # box_col, mask_col, ...: search regions of the photos
 }
@@ -68,7 +69,8 @@ def run(engine, statement):
         return _keyword(engine, statement, resolved)
     columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
     refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
-    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
+    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"],
+                                       resolved["precision"])
     if by == "text":
         query = embedder.embed_text([resolved["search_input"]])[0]
     else:
@@ -209,7 +211,8 @@ def _top(frame, scores, resolved):
 def _keyword(engine, statement, resolved):
     """Rows ranked by the probability a classifier gives the classes the keyword names."""
     try:
-        model, _manifest, _task = engine.catalog.load(statement.model, resolved["device"])
+        model, _manifest, _task = engine.catalog.load(statement.model, resolved["device"],
+                                                      precision=resolved["precision"])
     except CatalogError as exc:
         raise CatalogError(f"SEARCH IMAGE by text needs a classifier (imagenet_classifier, a model you built) "
                            f"or a CLIP model: {exc}") from None
@@ -234,7 +237,8 @@ def _keyword(engine, statement, resolved):
 # -- near-duplicates ------------------------------------------------------------------------------
 def _duplicates(engine, statement, resolved):
     """Pairs of rows whose images' embeddings are at least `threshold` alike."""
-    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"])
+    embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"],
+                                       resolved["precision"])
     threshold = DUPLICATE_THRESHOLD if resolved["threshold"] is None else resolved["threshold"]
     session = engine.session
     left = session.query_frame(statement)

@@ -13,7 +13,7 @@ from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
 from pixql.catalog import best_metric
-from pixql.commands.common import frame_result, shown
+from pixql.commands.common import PRECISION, frame_result, shown
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
 from pixql.tasks import for_build, task_of
@@ -35,7 +35,7 @@ BUILD_OPTIONS = {
     "warmup_epochs": opt.number(0.0, low=0),
     "image_size": opt.integer(None, low=32),
     "augment": opt.text(None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
-    "precision": opt.text("auto", ("auto", "fp32", "bf16", "fp16")),
+    "precision": PRECISION,
     "early_stopping": opt.integer(None, low=1),  # patience in epochs
     "l2": opt.number(None, low=0),  # linear head's L2 penalty; None = chosen by cross-validation
     "frozen_stages": opt.integer(None, low=0),  # finetune: stages kept pretrained; None = up to stride 4
