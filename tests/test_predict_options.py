@@ -109,8 +109,8 @@ def test_precision_is_the_networks_arithmetic(colors_db):
     multiplies bf16 natively); bf16 rounds the network's activations, not the answers."""
     db = colors_db
     query = "SELECT * FROM colors ORDER BY image"
-    rows = {p: db.sql(f"PREDICT USING cm OPTIONS (probabilities=true, runtime='torch', precision='{p}') AS {query}").df()
-            for p in ("fp32", "bf16")}
+    predict = "PREDICT USING cm OPTIONS (probabilities=true, runtime='torch', precision='{}') AS " + query
+    rows = {p: db.sql(predict.format(p)).df() for p in ("fp32", "bf16")}
     assert list(rows["fp32"].predicted) == list(rows["bf16"].predicted) == list(rows["fp32"].label)
     gap = np.abs(rows["fp32"].filter(like="prob_").to_numpy() - rows["bf16"].filter(like="prob_").to_numpy()).max()
     assert 0 < gap < 0.05

@@ -70,8 +70,8 @@ def test_box_format_is_checked(halves):
         halves.sql("PREDICT USING cm OPTIONS (box_format='xywh') AS SELECT * FROM photos")
     # fractions and pixels at once: refused before any work, naming both
     with pytest.raises(OptionError, match=r"box_format='normalized' and normalized=false contradict each other"):
-        halves.sql("CREATE TABLE p AS PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', Normalized=false) "
-                   "AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos")
+        halves.sql("CREATE TABLE p AS PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', "
+                   "Normalized=false) AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos")
     assert halves.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
     for normalized in ("true", "NULL"):  # saying the same, or nothing (NULL: the default)
         both = halves.sql(f"PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', normalized={normalized}) "

@@ -26,7 +26,8 @@ class Option:
     high: float = None
     open: bool = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1
     hint: str = ""  # what else the option takes, for the message (validation: 'or a query')
-    implies: tuple = ()  # (choice, other option, value): the choice means that value; the other given otherwise is refused
+    # (choice, other option, value): the choice means that value; the other given otherwise is refused
+    implies: tuple = ()
 
 
 def flag(default=False):

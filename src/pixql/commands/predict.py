@@ -5,8 +5,8 @@ import functools
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import (PRECISION, answer_rows, model_image_col, on_cluster, probabilities, probabilities_on_worker,
-                                   refuse_taken_columns, runtime_note)
+from pixql.commands.common import (PRECISION, answer_rows, model_image_col, on_cluster, probabilities,
+                                   probabilities_on_worker, refuse_taken_columns, runtime_note)
 
 OPTIONS = {
     "image_col": opt.text(),

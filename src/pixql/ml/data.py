@@ -241,6 +241,7 @@ def preparing_threads():
 
 
 _pools = {}  # threads -> a pool of that many, kept for the process's later statements
+_pools_lock = threading.Lock()
 
 
 def _preparing_threads(n):
@@ -248,9 +249,6 @@ def _preparing_threads(n):
         if n not in _pools:
             _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="pixql-prepare")
         return _pools[n]
-
-
-_pools_lock = threading.Lock()
 
 
 def _forked():
