@@ -135,8 +135,11 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
         db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', mask_col='m') "
                "AS SELECT * FROM train")
     assert not db.engine.store.exists("bad")
-    with pytest.raises(OptionError, match="is a detector: DETECT USING d"):
-        db.sql("PREDICT USING d AS SELECT image FROM test")
+    for options in ("", "OPTIONS (precision='fp32')"):
+        with pytest.raises(OptionError, match="is a detector: DETECT USING d"):
+            db.sql(f"PREDICT USING d {options} AS SELECT image FROM test")
+    with pytest.raises(OptionError, match=r"OPTIONS \(precision=\.\.\.\) is for classifiers, not detectors"):
+        db.sql("EVALUATE USING d OPTIONS (box_col='box', precision='bf16') AS SELECT * FROM test")
     for function in ("predict", "predict_score"):  # the SQL functions say so too, in pixql's words
         with pytest.raises(OptionError, match=rf"{function}\('d', \.\.\.\): model 'd' is a detector: DETECT USING d"):
             db.sql(f"SELECT {function}('d', image) FROM test").fetchall()

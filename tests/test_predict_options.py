@@ -106,7 +106,8 @@ def test_bad_options_are_refused_and_change_nothing(colors_db, options, words):
 
 def test_precision_is_the_networks_arithmetic(colors_db):
     """precision='fp32' gives the fp32 network's scores on any machine ('auto' is bf16 where the CPU
-    multiplies bf16 natively); bf16 rounds the network's activations, not the answers."""
+    multiplies bf16 natively); bf16 rounds the network's activations, not the answers. PREDICT,
+    EVALUATE, CONVERT and SEARCH IMAGE alike."""
     db = colors_db
     query = "SELECT * FROM colors ORDER BY image"
     predict = "PREDICT USING cm OPTIONS (probabilities=true, runtime='torch', precision='{}') AS " + query
@@ -114,23 +115,33 @@ def test_precision_is_the_networks_arithmetic(colors_db):
     assert list(rows["fp32"].predicted) == list(rows["bf16"].predicted) == list(rows["fp32"].label)
     gap = np.abs(rows["fp32"].filter(like="prob_").to_numpy() - rows["bf16"].filter(like="prob_").to_numpy()).max()
     assert 0 < gap < 0.05
-    again = db.sql(f"PREDICT USING cm OPTIONS (probabilities=true, precision='fp32') AS {query}").df()
+    again = db.sql(predict.format("fp32")).df()
     assert np.array_equal(again.filter(like="prob_").to_numpy(), rows["fp32"].filter(like="prob_").to_numpy())
-    report = db.sql(f"EVALUATE USING cm OPTIONS (precision='fp32') AS {query}").df()
-    assert report.set_index("class").loc["accuracy", "f1"] == 1.0
-    # CONVERT (and SEARCH IMAGE) too: fp32 vectors whatever the machine, bf16's within rounding of them
+    # EVALUATE's mistakes (every photo called red here) carry the scores of the precision asked for
+    evaluate = ("EVALUATE USING cm OPTIONS (output='errors', runtime='torch', precision='{}') AS "
+                "SELECT image, 'red' AS label FROM colors ORDER BY image")
+    for p in ("fp32", "bf16"):
+        errors = db.sql(evaluate.format(p)).df().set_index("image")
+        assert len(errors) == 16
+        expected = rows[p].set_index("image").loc[errors.index, "score"]
+        assert np.allclose(errors.score.to_numpy(), expected.to_numpy(), atol=1e-6)
+    # CONVERT and SEARCH IMAGE: fp32 vectors whatever the machine, bf16's within rounding of them
     convert = "CONVERT USING imagenet_classifier OPTIONS (precision='{}') AS " + query
     vectors = {p: np.stack(db.sql(convert.format(p)).df().embedding) for p in ("fp32", "bf16")}
     assert 0 < np.abs(vectors["fp32"] - vectors["bf16"]).max() < 0.05
     assert np.array_equal(np.stack(db.sql(convert.format("fp32")).df().embedding), vectors["fp32"])
-    found = db.sql(f"SEARCH IMAGE USING cm OPTIONS (search_input='{db.sql(query).df().image[0]}', precision='fp32', "
-                   f"top_k=3) AS {query}").df()
-    assert found.similarity.iloc[0] == pytest.approx(1.0, abs=1e-5)
+    first = db.sql(query).df().image[0]
+    for p in ("fp32", "bf16"):
+        found = db.sql(f"SEARCH IMAGE USING imagenet_classifier OPTIONS (search_input='{first}', precision='{p}', "
+                       f"top_k=24) AS SELECT image FROM colors ORDER BY image").df()
+        order = db.sql(query).df().image.tolist()
+        expected = vectors[p] @ vectors[p][0]
+        got = found.set_index("image").loc[order, "similarity"].to_numpy()
+        assert np.allclose(got, expected, atol=1e-5)
     with pytest.raises(OptionError, match=r"precision=\.\.\.\) is for pixql's networks; 'clip'"):
         db.sql(f"CONVERT USING clip OPTIONS (precision='bf16') AS {query}")
-    for model in ("clip", "torchvision:fasterrcnn_resnet50_fpn"):  # said before any weights are looked for
-        with pytest.raises(OptionError, match=rf"precision=\.\.\.\) is for classifiers; '{model}' runs in its own"):
-            db.sql(f"PREDICT USING {model} OPTIONS (labels='red|blue', precision='fp32') AS {query}")
+    with pytest.raises(OptionError, match=r"precision=\.\.\.\) is for pixql's networks; 'clip' runs in its own"):
+        db.sql(f"PREDICT USING clip OPTIONS (labels='red|blue', precision='fp32') AS {query}")
 
 
 def test_unread_rows_get_null_answers_and_keep_their_place():

@@ -72,7 +72,7 @@ def model_version(manifest):
 class Catalog:
     def __init__(self, store):
         self.store = store
-        self._loaded = {}  # (model key, version, device, runtime) -> loaded model
+        self._loaded = {}  # (model key, version, device, runtime, precision) -> loaded model
 
     def check_new(self, name, overwrite):
         """A model may be saved as `name`: not a built-in's name, and new unless `overwrite`."""
@@ -101,9 +101,9 @@ class Catalog:
                               f"'{name}' runs with runtime='torch'")
         if runtime == "onnx" and precision not in ("auto", "fp32"):
             raise OptionError(f"OPTIONS (runtime='onnx') runs the network in fp32 (ONNX Runtime's CPU provider), "
-                              f"not precision='{precision}': give one of the two")
-        if precision != "auto" and (is_clip(name) or self.is_detector(name)):
-            raise OptionError(f"OPTIONS (precision=...) is for classifiers; '{name}' runs in its own precision")
+                              f"not precision='{precision}': use precision='fp32' or 'auto', or runtime='torch'")
+        if precision != "auto" and is_clip(name):
+            raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision")
         if is_clip(name):
             return self._zero_shot(name, device, labels, weights)
         if labels is not None or weights is not None:

@@ -8,9 +8,9 @@ from pixql.errors import DataError, PixqlError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
 
-# The network's arithmetic, for every statement that runs one: 'auto' is bf16 on a GPU or on a CPU
-# that multiplies bf16 natively (ml.runtime.resolve_precision), else fp32; 'fp32' gives the same
-# numbers on any machine.
+# The network's arithmetic, for every statement that runs one: 'auto' is ml.runtime.resolve_precision's
+# (bf16 on a CPU that multiplies bf16 natively and on a GPU that has it, fp16 on other GPUs, else
+# fp32); 'fp32' gives the same numbers on any machine, within rounding.
 PRECISION = opt.text("auto", ("auto", "fp32", "bf16", "fp16"))
 
 

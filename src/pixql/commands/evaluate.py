@@ -100,7 +100,7 @@ def run(engine, statement):
 def _detector(engine, statement, resolved, given):
     from pixql.tasks.detection import truth
 
-    for name in ("mask_col", "padding", "labels", "on_error"):
+    for name in ("mask_col", "padding", "labels", "on_error", "precision", "runtime"):
         if name in given:
             raise OptionError(f"EVALUATE: OPTIONS ({name}=...) is for classifiers, not detectors")
     if resolved["output"] == "confusion":
