@@ -86,7 +86,9 @@ def test_predict_on_photos_gives_the_probabilities_of_the_original_padding(data_
         pytest.skip(f"EfficientNet-Lite0's ImageNet weights are not installed: {e}")
     static = infer.Classifier(*parts, device="cpu", precision="fp32")
     assert _count(static.model, StaticSameConv) == 5
-    monkeypatch.setattr(infer, "make_static", lambda model, size: model)
+    from pixql.ml import fused_activations
+
+    monkeypatch.setattr(fused_activations, "make_static", lambda model, size: model)
     original = infer.Classifier(*parts, device="cpu", precision="fp32")
     assert _count(original.model, StaticSameConv) == 0
     got, expected = static.predict_proba(photos, progress=False), original.predict_proba(photos, progress=False)

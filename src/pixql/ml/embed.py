@@ -12,10 +12,9 @@ import torch
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
 from pixql.ml.embedding_cache import EmbeddingCache, cached_forward
-from pixql.ml.fused_activations import fuse_activations
+from pixql.ml.fused_activations import inference_layers
 from pixql.ml.networks import create_network, linear_head
 from pixql.ml.runtime import auto_batch_size, forward_rows, resolve_device, resolve_precision, to_device
-from pixql.ml.static_padding import make_static
 
 
 def pre_logits(model, x):
@@ -47,8 +46,7 @@ class Embedder:
         self.cache = EmbeddingCache.for_backbone(model, head, self.preprocessing, self.precision,
                                                  self.device) if cache else None
         self.model = fold_batchnorm(model) if fold else model
-        make_static(self.model, self.preprocessing["input_size"])  # as PREDICT's network (ml/infer.py)
-        fuse_activations(self.model)  # (on the CPU; ml/fused_activations.py)
+        inference_layers(self.model, self.preprocessing["input_size"])  # as PREDICT's network (ml/infer.py)
         self.features = features
         self.transform = eval_transform(self.preprocessing)
         self.cache_hits = 0

@@ -13,7 +13,7 @@ The layer also keeps its weights cast to the pass's dtype: under bf16 autocast e
 otherwise casts every weight again.
 
 `fuse_activations(model)`: for good, on a network that only runs inference on the CPU (PREDICT,
-EVALUATE, embeddings); `activations_fused(model)` for the length of a `with` block, and
+EVALUATE, embeddings: `inference_layers`, with static padding); `activations_fused(model)` for the length of a `with` block, and
 `frozen_layers(model, input_size)` with folding and static padding around it (a linear or `top`
 BUILD's passes through the frozen network); not on one to export (ONNX has no such op) or to train (the op has no
 backward). Anything else (a GPU, a gradient wanted, training mode, fp16, bf16 where oneDNN has
@@ -30,7 +30,7 @@ from torch import nn
 
 from pixql.ml.batchnorm_folding import NormRemainder, folded
 from pixql.ml.runtime import cpu_autocast_dtype
-from pixql.ml.static_padding import StaticSameConv, static_padding
+from pixql.ml.static_padding import StaticSameConv, make_static, static_padding
 
 
 def post_op(act):
@@ -140,6 +140,13 @@ def fuse_activations(model):
     """`model` (in eval mode, batch norms folded) with its activations fused for good; returns it."""
     _swap(model)
     return model
+
+
+def inference_layers(model, input_size):
+    """`model` (in eval mode, batch norms folded) for good as PREDICT's and the embeddings' networks
+    run (ml/infer.py, ml/embed.py): 'SAME' paddings static for `input_size`, activations fused
+    (each only on the CPU); returns it. frozen_layers is the same for a `with` block."""
+    return fuse_activations(make_static(model, input_size))
 
 
 @contextlib.contextmanager

@@ -9,11 +9,10 @@ from pixql.errors import OptionError, StoreError
 from pixql.tasks import as_task
 from pixql.ml.batchnorm_folding import fold_batchnorm
 from pixql.ml.data import eval_transform
-from pixql.ml.fused_activations import fuse_activations
+from pixql.ml.fused_activations import inference_layers
 from pixql.ml.networks import create_network
 from pixql.ml.runtime import (auto_batch_size, forward_rows, progress_bar, resolve_device, resolve_precision,
                               to_device)
-from pixql.ml.static_padding import make_static
 
 
 def inference_network(network, state_dict, classes):
@@ -80,8 +79,7 @@ class Classifier:
                     return  # no torch network to build
                 self._auto_onnx = state_dict
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
-        make_static(self.model, self.preprocessing["input_size"])  # (on the CPU; ml/static_padding.py)
-        fuse_activations(self.model)  # (on the CPU; ml/fused_activations.py)
+        inference_layers(self.model, self.preprocessing["input_size"])  # static padding, fused activations
         self.forward = lambda model, x: self.task.probabilities(logits(model, x))
 
     def _use_onnx(self, state_dict, export):
