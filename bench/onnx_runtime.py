@@ -18,26 +18,35 @@ from pathlib import Path
 import numpy as np
 
 
-def network_only(classifier, batch, seconds=10.0):
+def network_only(classifier, batch, seconds=10.0, lanes=1):
     """Images/s of the classifier's forward alone on random tensors of its input size, as
-    PREDICT runs it (its device, precision and memory format; after one warm-up batch)."""
+    PREDICT runs it (its device, precision and memory format; after one warm-up batch). With
+    lanes > 1, that many copies of the loop at once in PREDICT's lanes (pixql.ml.lanes: torch
+    on one thread in each), their images/s summed."""
     import torch
 
     from pixql.ml.runtime import autocast, to_input
 
-    x = to_input(torch.randn(batch, *classifier.preprocessing["input_size"]), classifier.device)
+    def loop():
+        x = to_input(torch.randn(batch, *classifier.preprocessing["input_size"]), classifier.device)
 
-    def step():
-        with autocast(classifier.device, classifier.precision):
-            return classifier.forward(classifier.model, x).float().cpu()
+        def step():
+            with autocast(classifier.device, classifier.precision):
+                return classifier.forward(classifier.model, x).float().cpu()
 
-    with torch.inference_mode():
-        step()
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        with torch.inference_mode():
             step()
-            n += batch
-    return n / (time.perf_counter() - t0)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                step()
+                n += batch
+        return n / (time.perf_counter() - t0)
+
+    if lanes == 1:
+        return loop()
+    from pixql.ml.lanes import lane_threads
+
+    return sum(f.result() for f in [lane_threads(lanes).submit(loop) for _ in range(lanes)])
 
 
 def main(argv=None):

@@ -242,14 +242,15 @@ def pixql_worker(task, work):
                    **mem.report())
         if task == "predict":  # the same network alone, for the pipeline's efficiency
             out["warm_images_per_s"] = _warm(db, "bench_test")
-            out["network_images_per_s"] = _network_alone(db)
+            out["network_images_per_s"], out["network_lanes_images_per_s"] = _network_alone(db)
     elif task == "predict_large":  # the 400x533 clothing photos: more decoding per image
         db.sql(f"COPY bench_large OPTIONS (overwrite=True) FROM '{work}/large.csv'")
         t0 = time.perf_counter()
         n = len(db.sql(f"PREDICT USING bench_ft OPTIONS (device='{DEVICE}') AS SELECT * FROM bench_large").df())
         seconds = time.perf_counter() - t0
+        alone, lanes = _network_alone(db)
         out.update(seconds=seconds, images=n, images_per_s=n / seconds, warm_images_per_s=_warm(db, "bench_large"),
-                   network_images_per_s=_network_alone(db))
+                   network_images_per_s=alone, network_lanes_images_per_s=lanes)
     db.close() if hasattr(db, "close") else None
     return out
 
@@ -268,8 +269,14 @@ def _network_alone(db):
     from onnx_runtime import network_only
     from pixql.ml.runtime import auto_batch_size
 
+    from pixql.ml.data import auto_workers
+    from pixql.ml.lanes import lane_count
+
     classifier = db.engine.catalog.load("bench_ft", DEVICE, runtime="auto")[0]
-    return network_only(classifier, auto_batch_size(classifier.device, training=False), seconds=8.0)
+    batch = auto_batch_size(classifier.device, training=False)
+    lanes = lane_count(classifier.device, auto_workers(200, None, classifier.device.type), classifier.forward)
+    return (network_only(classifier, batch, seconds=8.0),
+            network_only(classifier, batch, seconds=8.0, lanes=lanes) if lanes > 1 else None)
 
 
 # --- baseline side ---------------------------------------------------------------------------------
@@ -557,8 +564,9 @@ def _run_worker(side, task, work):
     result["process_seconds"] = time.perf_counter() - t0
     seconds = result.get("seconds", result.get("first_seconds", 0) + result.get("second_seconds", 0))
     # The figures too, so that a run cut short (a lent GPU's minutes) still leaves them in its log.
-    figures = "".join(f", {k} {result[k]:.3g}" for k in ("images_per_s", "warm_images_per_s",
-                                                          "network_images_per_s", "accuracy") if result.get(k))
+    figures = "".join(f", {k} {result[k]:.3g}" for k in (
+        "images_per_s", "warm_images_per_s", "network_images_per_s", "network_lanes_images_per_s", "accuracy")
+        if result.get(k))
     print(f"  {side:8s} {task:8s} {seconds:7.1f} s  "
           f"(process {result['process_seconds']:.1f} s{figures})", file=sys.stderr, flush=True)
     return result
@@ -662,6 +670,11 @@ def _pixql_only_table(r, args):
                 out.append(f"| the same, the PREDICT run again in its process (model loaded) | "
                            f"{m['warm_images_per_s'] / m['network_images_per_s']:.2f} "
                            f"({m['warm_images_per_s']:.1f} / {m['network_images_per_s']:.1f} images/s) |")
+            if m.get("network_lanes_images_per_s"):  # PREDICT ran in lanes: the network alone so too
+                lanes = m["network_lanes_images_per_s"]
+                out.append(f"| the same two PREDICTs / the network alone in PREDICT's lanes | "
+                           f"{m['images_per_s'] / lanes:.2f} / {m['warm_images_per_s'] / lanes:.2f} "
+                           f"(network alone {lanes:.1f} images/s) |")
     for kind, verb in (("stream", "PREDICT"), ("convert", "CONVERT")):
         for key in sorted((k for k in r if k.startswith(kind)), key=lambda k: int(k[len(kind):])):
             m = r[key]

@@ -11,7 +11,6 @@ from PIL import Image
 
 from pixql.errors import DataError
 from pixql.ml.data import ImageRows, batches, eval_transform, make_loader
-from pixql.ml.runtime import forward_rows
 
 PRE = {"input_size": [3, 64, 64], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -86,22 +85,6 @@ def test_threads_only_where_the_network_has_few(monkeypatch, network_threads, pr
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: network_threads)
     assert preparing_threads() == preparing
-
-
-def test_forward_rows_prepares_with_the_networks_threads(photos, monkeypatch):
-    """PREDICT, EVALUATE and the embeddings (forward_rows) prepare each batch on as many threads
-    as torch's network uses; with one, in this thread alone."""
-    seen = {}
-    for threads in (2, 1):
-        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-        recording = _Recording()
-        out, rows = forward_rows(torch.nn.Flatten(), photos, PRE, recording, lambda m, x: m(x).mean(1, keepdim=True),
-                                 device=CPU, precision="fp32", batch_size=4, progress=False)
-        assert rows.tolist() == list(range(len(photos)))
-        seen[threads] = (out, recording.threads)
-    assert torch.equal(seen[2][0], seen[1][0])
-    assert any(name.startswith("pixql-prepare") for name in seen[2][1])
-    assert seen[1][1] == {threading.current_thread().name}
 
 
 def test_resize_crop_warns_of_nothing():

@@ -331,11 +331,17 @@ def batches(loader, on_error="fail", skipped=None):
     """Iterate (x, y, idx) from a loader of ImageRows; bad images raise DataError, or with
     on_error='skip' are left out and their row indices added to `skipped` (a set)."""
     for x, y, idx, errors in loader:
-        if errors:
-            if on_error != "skip":
-                message, path = errors[0][1]
-                raise DataError(message, path=path)
-            if skipped is not None:
-                skipped.update(i for i, _ in errors)
+        unreadable(errors, on_error, skipped)
         if x is not None:
             yield x, y, idx
+
+
+def unreadable(errors, on_error="fail", skipped=None):
+    """A batch's unreadable images (collate_rows' errors): the first raised as DataError, or with
+    on_error='skip' their row indices added to `skipped`."""
+    if errors:
+        if on_error != "skip":
+            message, path = errors[0][1]
+            raise DataError(message, path=path)
+        if skipped is not None:
+            skipped.update(i for i, _ in errors)

@@ -59,6 +59,8 @@ def cached_graph(network, state_dict, classes, preprocessing, task, root=None):
 class OnnxForward:
     """Callable (model, x) -> probabilities for runtime.forward_rows, by an ONNX Runtime session."""
 
+    threads_of_its_own = True  # the session's own thread pool: no lanes (ml/lanes.py) around it
+
     def __init__(self, path):
         from pixql.ml.export import _session
 

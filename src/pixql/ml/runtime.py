@@ -6,8 +6,10 @@ import warnings
 import torch
 
 from pixql.errors import OptionError
-from pixql.ml.data import ImageRows, batches, draft_size, make_loader
+from pixql.ml.data import ImageRows, auto_workers, batches, draft_size, make_loader
 from pixql.ml.device_decode import EncodedRows, collate_encoded, decoded_batches, device_decoder
+from pixql.ml.lanes import lane_count
+from pixql.ml.lanes import run as lanes_run
 from pixql.ml.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -146,27 +148,38 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     """
     draft = draft_size(pre)
     decoder = device_decoder(pre, device)
-    if decoder is None:
-        loader = make_loader(ImageRows(paths, None, transform, draft), batch_size, device, num_workers=num_workers,
-                             threaded=True)
-    else:  # the loader only reads JPEG bytes; the device decodes them
-        loader = decoded_batches(
-            make_loader(EncodedRows(paths, None, transform, draft), batch_size, device,
-                        num_workers=num_workers, collate_fn=collate_encoded, threaded=True),
-            decoder)
-    outs, rows = [], []
     splitter = BatchSplitter(desc)
+    loader = None
 
     def forward(chunk):
         with autocast(device, precision):
             return fn(model, to_input(chunk, device)).float().cpu()
 
+    def computed(x):  # in a lane's thread: grad mode is per thread
+        with torch.inference_mode():
+            return splitter.run(forward, x)
+
+    if decoder is None:
+        images = ImageRows(paths, None, transform, draft)
+        lanes = lane_count(device, auto_workers(len(images), num_workers, device.type), fn)
+        if lanes > 1 and len(images) > batch_size:
+            outputs = lanes_run(images, batch_size, computed, lanes, on_error, skipped)
+        else:
+            loader = make_loader(images, batch_size, device, num_workers=num_workers, threaded=True)
+    else:  # the loader only reads JPEG bytes; the device decodes them
+        loader = decoded_batches(
+            make_loader(EncodedRows(paths, None, transform, draft), batch_size, device,
+                        num_workers=num_workers, collate_fn=collate_encoded, threaded=True),
+            decoder)
+    if loader is not None:
+        outputs = ((splitter.run(forward, x), idx) for x, _, idx in batches(loader, on_error, skipped))
+    outs, rows = [], []
     # `progress` may be a bar that the caller owns (one bar over several calls)
     bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
         len(paths), desc, progress)
     with bar as bar:
-        for x, _, idx in batches(loader, on_error, skipped):
-            outs.extend(splitter.run(forward, x))
+        for out, idx in outputs:
+            outs.extend(out)
             rows.append(idx)
             bar.update(len(idx))
     if not outs:

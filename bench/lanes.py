@@ -1,0 +1,85 @@
+"""PREDICT in lanes (pixql.ml.lanes) against one stream whose batches threads prepare.
+
+    python bench/lanes.py --data DIR [--images 400] [--rounds 6]
+
+DIR is the datasets folder (../shared/datasets). EfficientNet-Lite0's ImageNet classifier
+(pixql's Classifier, warm, as PREDICT runs it) labels `--images` photos of two sets (the 200 px
+cats and dogs, the 400x533 clothing photos) in one stream of torch's threads, each batch's
+photos prepared by threads between the network's batches (the way before lanes), then in lanes:
+one per torch thread, each preparing and computing whole batches with torch on one thread. The
+two alternate over `--rounds` rounds; each round also times the network alone on random tensors,
+in one stream and in the lanes. Prints images/s (median and each round), the end-to-end figures
+over both networks-alone, and the largest probability difference between the two ways. Lanes
+run where torch has 2-4 threads and no loader process decodes (under 64 photos, or under 4 cores);
+elsewhere this compares nothing.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from onnx_runtime import network_only  # noqa: E402
+from prepare_threads import SETS, rows  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="the datasets folder (../shared/datasets)")
+    ap.add_argument("--images", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--network-seconds", type=float, default=3.0, help="each network-alone measure")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from pixql.ml import data, runtime
+    from pixql.ml.infer import imagenet_classifier
+    from pixql.ml.lanes import lane_count
+    from pixql.ml.runtime import auto_batch_size
+
+    photos = {name: rows(args.data, *where, args.images) for name, where in SETS.items()}
+    classifier = imagenet_classifier(device="cpu")
+    batch = auto_batch_size(classifier.device, training=False)
+    lanes = lane_count(classifier.device, data.auto_workers(args.images), classifier.forward)
+    classifier.predict_proba(next(iter(photos.values()))[:64], progress=False)  # warm
+    ways = {"one stream": lambda *a: 1, "lanes": lane_count}
+    speed, outputs, alone = {}, {}, {"one stream": [], "lanes": []}
+    for _ in range(args.rounds):
+        for way, count in ways.items():
+            runtime.lane_count = count
+            for name, paths in photos.items():
+                start = time.perf_counter()
+                outputs[way, name] = classifier.predict_proba(paths, progress=False)
+                speed.setdefault((way, name), []).append(len(paths) / (time.perf_counter() - start))
+        alone["one stream"].append(network_only(classifier, batch, args.network_seconds))
+        alone["lanes"].append(network_only(classifier, batch, args.network_seconds, lanes=lanes))
+    runtime.lane_count = lane_count
+
+    def cell(values):
+        return f"{statistics.median(values):.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
+
+    print(f"PREDICT, warm, Lite0 {classifier.precision}, batch {batch}, {torch.get_num_threads()} torch threads, "
+          f"{lanes} lanes; images/s over {args.rounds} alternated rounds\n")
+    print("| photos | one stream, threads preparing | lanes | speed-up | largest probability difference |")
+    print("|---|---|---|---:|---:|")
+    for name in photos:
+        one, many = speed["one stream", name], speed["lanes", name]
+        diff = float(np.abs(outputs["one stream", name] - outputs["lanes", name]).max())
+        print(f"| {name}, {len(photos[name])} | {cell(one)} | {cell(many)} "
+              f"| {statistics.median(many) / statistics.median(one):.2f}x | {diff:.1e} |")
+    one_alone, lanes_alone = statistics.median(alone["one stream"]), statistics.median(alone["lanes"])
+    print(f"\n| the network alone (random tensors) | images/s |\n|---|---|\n| one stream | {cell(alone['one stream'])} |\n"
+          f"| {lanes} lanes | {cell(alone['lanes'])} |\n")
+    print("| photos | one stream / its network alone | lanes / one stream's network alone | lanes / lanes' network alone |")
+    print("|---|---:|---:|---:|")
+    for name in photos:
+        one, many = statistics.median(speed["one stream", name]), statistics.median(speed["lanes", name])
+        print(f"| {name} | {one / one_alone:.2f} | {many / one_alone:.2f} | {many / lanes_alone:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

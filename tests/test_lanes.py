@@ -1,0 +1,183 @@
+"""Inference in lanes (ml/lanes.py): on a CPU of a few cores, each of the network's threads
+prepares and computes whole batches on its own, torch on one thread in each: the same outputs in
+row order, unreadable photos named or skipped, and the process's torch threads as they were."""
+
+import multiprocessing
+import threading
+
+import pytest
+import torch
+from PIL import Image
+
+from pixql.errors import DataError
+from pixql.ml import lanes
+from pixql.ml.data import eval_transform
+from pixql.ml.runtime import forward_rows
+
+PRE = {"input_size": [3, 64, 64], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
+       "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    paths = []
+    for i in range(11):
+        path = tmp_path / f"p{i}.jpg"
+        Image.new("RGB", (80 + 7 * i, 60 + 5 * i), (20 * i, 255 - 20 * i, 90)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def network_threads(monkeypatch, n):
+    """torch's network on n threads, as pixql reads it (the CPU's cores stay as they are)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: n)
+
+
+class Recording:
+    """The eval transform, noting which threads ran it."""
+
+    def __init__(self):
+        self.transform, self.threads = eval_transform(PRE), set()
+
+    def __call__(self, img):
+        self.threads.add(threading.current_thread().name)
+        return self.transform(img)
+
+
+def mean_colour(seen=None):
+    """fn(model, x) for forward_rows: each image's mean per channel; `seen` gets, per call, the
+    torch threads, inference mode and autocast of the thread that ran it."""
+    def fn(model, x):
+        if seen is not None:
+            seen.append((torch._C.get_num_threads(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu")))
+        return model(x).mean(dim=(2, 3))
+    return fn
+
+
+def run(photos, transform=None, fn=None, **kw):
+    return forward_rows(torch.nn.Identity(), photos, PRE, transform or eval_transform(PRE), fn or mean_colour(),
+                        device=CPU, precision=kw.pop("precision", "fp32"), batch_size=kw.pop("batch_size", 4),
+                        progress=False, **kw)
+
+
+def test_lanes_give_the_one_streams_outputs_in_row_order(photos, monkeypatch):
+    network_threads(monkeypatch, 1)
+    one, one_rows = run(photos)
+    network_threads(monkeypatch, 2)
+    recording = Recording()
+    out, rows = run(photos, recording)
+    assert rows.tolist() == one_rows.tolist() == list(range(len(photos)))
+    assert torch.equal(out, one)
+    assert recording.threads and all(name.startswith("pixql-lane") for name in recording.threads)
+
+
+def test_with_one_network_thread_the_batches_are_prepared_in_this_thread(photos, monkeypatch):
+    network_threads(monkeypatch, 1)
+    recording = Recording()
+    run(photos, recording)
+    assert recording.threads == {threading.current_thread().name}
+
+
+def test_a_lane_runs_torch_on_one_thread_in_inference_mode_and_autocast(photos, monkeypatch):
+    before = torch._C.get_num_threads()
+    network_threads(monkeypatch, 2)
+    seen = []
+    run(photos, fn=mean_colour(seen), precision="bf16")
+    assert seen and all(threads == 1 and inference and autocast for threads, inference, autocast in seen)
+    assert torch._C.get_num_threads() == before  # this thread's
+    started = []
+    thread = threading.Thread(target=lambda: started.append(torch._C.get_num_threads()))
+    thread.start()
+    thread.join(30)
+    assert started == [before]  # and what a thread started afterwards gets
+
+
+def test_an_unreadable_photo_in_a_lane_is_named_or_skipped(photos, tmp_path, monkeypatch):
+    network_threads(monkeypatch, 2)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    paths = photos[:5] + [str(broken)] + photos[5:]
+    with pytest.raises(DataError) as e:
+        run(paths)
+    assert e.value.path == str(broken)
+    skipped = set()
+    out, rows = run(paths, on_error="skip", skipped=skipped)
+    assert skipped == {5} and rows.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    network_threads(monkeypatch, 1)
+    assert torch.equal(out, run(photos)[0])
+
+
+def test_a_failing_network_raises_its_error_and_the_lanes_go_on(photos, monkeypatch):
+    network_threads(monkeypatch, 2)
+
+    def broken(model, x):
+        raise ValueError("the network broke")
+
+    with pytest.raises(ValueError, match="the network broke"):
+        run(photos, fn=broken)
+    out, rows = run(photos)
+    assert rows.tolist() == list(range(len(photos)))
+
+
+class OwnThreads:
+    threads_of_its_own = True  # as ONNX Runtime's session
+
+
+@pytest.mark.parametrize("device, workers, fn, threads, expected", [
+    ("cpu", 0, mean_colour(), 2, 2),
+    ("cpu", 0, mean_colour(), 4, 4),
+    ("cpu", 0, mean_colour(), 1, 1),
+    ("cpu", 0, mean_colour(), 8, 1),  # many cores: one stream, loader processes decode
+    ("cpu", 2, mean_colour(), 2, 1),  # loader processes prepare the photos
+    ("cpu", 0, OwnThreads(), 2, 1),
+    ("cuda", 0, mean_colour(), 2, 1),
+])
+def test_lanes_only_on_a_cpu_of_few_cores_for_torchs_network(monkeypatch, device, workers, fn, threads, expected):
+    network_threads(monkeypatch, threads)
+    assert lanes.lane_count(torch.device(device), workers, fn) == expected
+
+
+def test_onnx_runtimes_forward_keeps_one_stream():
+    from pixql.ml.onnx_runtime import OnnxForward
+
+    assert OnnxForward.threads_of_its_own
+
+
+def _lanes_in_child(photos, queue):
+    out, rows = run(photos)
+    queue.put(rows.tolist())
+
+
+def test_a_forked_child_starts_its_own_lanes(photos, monkeypatch):
+    network_threads(monkeypatch, 2)
+    run(photos)  # the parent's lanes, whose threads a forked child does not have
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_lanes_in_child, args=(photos, queue))
+    child.start()
+    child.join(120)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=10) == list(range(len(photos)))
+
+
+def test_real_photos_get_the_same_probabilities_in_lanes(data_root, monkeypatch):
+    """Lite0's ImageNet classifier on real cats and dogs photos, as PREDICT runs it."""
+    from conftest import cat_and_dog_photos
+
+    from pixql.ml.infer import imagenet_classifier
+
+    photos = cat_and_dog_photos(data_root, 12)
+    classifier = imagenet_classifier(device="cpu", precision="fp32")
+    network_threads(monkeypatch, 1)
+    one = classifier.predict_proba(photos, progress=False)
+    network_threads(monkeypatch, 2)
+    seen = []
+    forward = classifier.forward
+    monkeypatch.setattr(classifier, "forward", lambda m, x: seen.append(threading.current_thread().name) or forward(m, x))
+    both = classifier.predict_proba(photos, progress=False)
+    assert seen and all(name.startswith("pixql-lane") for name in seen)
+    assert abs(both - one).max() < 1e-5
+    assert (both.argmax(1) == one.argmax(1)).all()
