@@ -6,7 +6,8 @@ DIR is the datasets folder (../shared/datasets). EfficientNet-Lite0's ImageNet c
 (pixql's Classifier, warm, as PREDICT runs it) labels `--images` photos of two sets (the 200 px
 cats and dogs, the 400x533 clothing photos) in one stream of torch's threads, each batch's
 photos prepared by threads between the network's batches (the way before lanes), then in lanes:
-one per torch thread, each preparing and computing whole batches with torch on one thread. The
+one per torch thread, each preparing and computing whole batches with torch (or, with `--runtime
+onnx`, ONNX Runtime in fp32) on one thread. The
 two alternate over `--rounds` rounds; each round also times the network alone on random tensors,
 in one stream and in the lanes. Prints images/s (median and each round), the end-to-end figures
 over both networks-alone, and the largest probability difference between the two ways. Lanes
@@ -31,20 +32,23 @@ def main():
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--network-seconds", type=float, default=3.0, help="each network-alone measure")
+    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                    help="onnx: ONNX Runtime in fp32 (what runtime='auto' picks on a CPU without native bf16)")
     args = ap.parse_args()
 
     import numpy as np
     import torch
 
     from pixql.ml import data, runtime
-    from pixql.ml.infer import imagenet_classifier
+    from pixql.ml.infer import Classifier, imagenet_classifier_parts
     from pixql.ml.lanes import lane_count
     from pixql.ml.runtime import auto_batch_size
 
     photos = {name: rows(args.data, *where, args.images) for name, where in SETS.items()}
-    classifier = imagenet_classifier(device="cpu")
+    precision = "fp32" if args.runtime == "onnx" else "auto"
+    classifier = Classifier(*imagenet_classifier_parts(), device="cpu", precision=precision, runtime=args.runtime)
     batch = auto_batch_size(classifier.device, training=False)
-    lanes = lane_count(classifier.device, data.auto_workers(args.images), classifier.forward)
+    lanes = lane_count(classifier.device, data.auto_workers(args.images))
     classifier.predict_proba(next(iter(photos.values()))[:64], progress=False)  # warm
     ways = {"one stream": lambda *a: 1, "lanes": lane_count}
     speed, outputs, alone = {}, {}, {"one stream": [], "lanes": []}
@@ -62,7 +66,8 @@ def main():
     def cell(values):
         return f"{statistics.median(values):.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
 
-    print(f"PREDICT, warm, Lite0 {classifier.precision}, batch {batch}, {torch.get_num_threads()} torch threads, "
+    print(f"PREDICT, warm, Lite0 on {classifier.runtime} in {classifier.precision}, batch {batch}, "
+          f"{torch.get_num_threads()} torch threads, "
           f"{lanes} lanes; images/s over {args.rounds} alternated rounds\n")
     print("| photos | one stream, threads preparing | lanes | speed-up | largest probability difference |")
     print("|---|---|---|---:|---:|")

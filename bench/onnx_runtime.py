@@ -25,14 +25,15 @@ def network_only(classifier, batch, seconds=10.0, lanes=1):
     on one thread in each), their images/s summed."""
     import torch
 
+    from pixql.ml.lanes import in_lanes, lane_threads
     from pixql.ml.runtime import autocast, to_input
 
-    def loop():
+    def loop(forward=classifier.forward):
         x = to_input(torch.randn(batch, *classifier.preprocessing["input_size"]), classifier.device)
 
         def step():
             with autocast(classifier.device, classifier.precision):
-                return classifier.forward(classifier.model, x).float().cpu()
+                return forward(classifier.model, x).float().cpu()
 
         with torch.inference_mode():
             step()
@@ -44,9 +45,8 @@ def network_only(classifier, batch, seconds=10.0, lanes=1):
 
     if lanes == 1:
         return loop()
-    from pixql.ml.lanes import lane_threads
-
-    return sum(f.result() for f in [lane_threads(lanes).submit(loop) for _ in range(lanes)])
+    forward = in_lanes(classifier.forward)
+    return sum(f.result() for f in [lane_threads(lanes).submit(loop, forward) for _ in range(lanes)])
 
 
 def main(argv=None):

@@ -274,7 +274,7 @@ def _network_alone(db):
 
     classifier = db.engine.catalog.load("bench_ft", DEVICE, runtime="auto")[0]
     batch = auto_batch_size(classifier.device, training=False)
-    lanes = lane_count(classifier.device, auto_workers(200, None, classifier.device.type), classifier.forward)
+    lanes = lane_count(classifier.device, auto_workers(200, None, classifier.device.type))
     return (network_only(classifier, batch, seconds=8.0),
             network_only(classifier, batch, seconds=8.0, lanes=lanes) if lanes > 1 else None)
 

@@ -120,28 +120,49 @@ def test_a_failing_network_raises_its_error_and_the_lanes_go_on(photos, monkeypa
     assert rows.tolist() == list(range(len(photos)))
 
 
-class OwnThreads:
-    threads_of_its_own = True  # as ONNX Runtime's session
-
-
-@pytest.mark.parametrize("device, workers, fn, threads, expected", [
-    ("cpu", 0, mean_colour(), 2, 2),
-    ("cpu", 0, mean_colour(), 4, 4),
-    ("cpu", 0, mean_colour(), 1, 1),
-    ("cpu", 0, mean_colour(), 8, 1),  # many cores: one stream, loader processes decode
-    ("cpu", 2, mean_colour(), 2, 1),  # loader processes prepare the photos
-    ("cpu", 0, OwnThreads(), 2, 1),
-    ("cuda", 0, mean_colour(), 2, 1),
+@pytest.mark.parametrize("device, workers, threads, expected", [
+    ("cpu", 0, 2, 2),
+    ("cpu", 0, 4, 4),
+    ("cpu", 0, 1, 1),
+    ("cpu", 0, 8, 1),  # many cores: one stream, loader processes decode
+    ("cpu", 2, 2, 1),  # loader processes prepare the photos
+    ("cuda", 0, 2, 1),
 ])
-def test_lanes_only_on_a_cpu_of_few_cores_for_torchs_network(monkeypatch, device, workers, fn, threads, expected):
+def test_lanes_only_on_a_cpu_of_few_cores(monkeypatch, device, workers, threads, expected):
     network_threads(monkeypatch, threads)
-    assert lanes.lane_count(torch.device(device), workers, fn) == expected
+    assert lanes.lane_count(torch.device(device), workers) == expected
 
 
-def test_onnx_runtimes_forward_keeps_one_stream():
+def test_onnx_runtime_runs_in_lanes_on_a_session_of_one_thread(tmp_path, monkeypatch, fp32_cpu):
+    """ONNX Runtime's session has its own thread pool: in lanes each run() uses the calling
+    thread alone (one such session shared by the lanes), with the one stream's probabilities."""
+    import numpy as np
+    import pandas as pd
+    from conftest import make_color_images
+
+    import pixql
     from pixql.ml.onnx_runtime import OnnxForward
 
-    assert OnnxForward.threads_of_its_own
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache"))  # its own export (others count theirs)
+    calls = []
+    call = OnnxForward.__call__
+    monkeypatch.setattr(OnnxForward, "__call__", lambda self, m, x: calls.append(
+        (self.threads, threading.current_thread().name)) or call(self, m, x))
+    db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+    db.duckdb.register("frame", pd.DataFrame(make_color_images(tmp_path / "img", per_class=12, size=40),
+                                             columns=["image", "label"]))
+    db.sql("CREATE TABLE photos AS SELECT * FROM frame")
+    db.sql("BUILD MODEL m USING EfficientNet_Lite0 AS SELECT * FROM photos")
+    query = "PREDICT USING m OPTIONS (probabilities=true, runtime='onnx') AS SELECT * FROM photos ORDER BY image"
+    network_threads(monkeypatch, 1)
+    one = db.sql(query).df()
+    assert calls and all(threads is None and not name.startswith("pixql-lane") for threads, name in calls)
+    calls.clear()
+    network_threads(monkeypatch, 2)
+    both = db.sql(query).df()
+    assert calls and all(threads == 1 and name.startswith("pixql-lane") for threads, name in calls)
+    assert list(both.predicted) == list(one.predicted)
+    assert np.abs(both[["prob_blue", "prob_red"]].to_numpy() - one[["prob_blue", "prob_red"]].to_numpy()).max() < 1e-5
 
 
 def _lanes_in_child(photos, queue):

@@ -344,10 +344,15 @@ def _write_json(path, data):
             os.remove(tmp)
 
 
-def _session(path):
+def _session(path, threads=None):
+    """An ONNX Runtime session on the CPU; `threads`: its operators' threads (None: ORT's default,
+    one per core)."""
     ort = _import("onnxruntime", "run an ONNX model")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise DataError(f"Not a valid ONNX model ({type(e).__name__}: {e}): {path}", path=os.fspath(path)) from e
 

@@ -20,13 +20,21 @@ from pixql.ml import data
 STARTING_SECONDS = 60  # a bound on the lanes' start: each thread sets its torch threads once
 
 
-def lane_count(device, workers, fn):
-    """How many lanes run `fn` over a statement's batches: one per network thread on a CPU of
-    at most data.MAX_PREPARING_THREADS of them, where no loader process prepares the photos and
-    `fn` is torch's (ONNX Runtime's session has threads of its own); else 1 (one stream)."""
-    if device.type != "cpu" or workers > 0 or getattr(fn, "threads_of_its_own", False):
+def lane_count(device, workers):
+    """How many lanes run a statement's batches: one per network thread on a CPU of at most
+    data.MAX_PREPARING_THREADS of them, where no loader process prepares the photos; else 1
+    (one stream)."""
+    if device.type != "cpu" or workers > 0:
         return 1
     return data.preparing_threads()
+
+
+def in_lanes(fn):
+    """`fn(model, x)` as a lane runs it: torch's as it is (the lane's thread has torch on one
+    thread); one with a thread pool of its own (ONNX Runtime's session) gives its form on the
+    calling thread alone, `fn.on_one_thread()`."""
+    one = getattr(fn, "on_one_thread", None)
+    return fn if one is None else one()
 
 
 _pools = {}  # lanes -> their threads, kept for the process's later statements

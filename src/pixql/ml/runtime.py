@@ -8,7 +8,7 @@ import torch
 from pixql.errors import OptionError
 from pixql.ml.data import ImageRows, auto_workers, batches, draft_size, make_loader
 from pixql.ml.device_decode import EncodedRows, collate_encoded, decoded_batches, device_decoder
-from pixql.ml.lanes import lane_count
+from pixql.ml.lanes import in_lanes, lane_count
 from pixql.ml.lanes import run as lanes_run
 from pixql.ml.progress import progress_bar
 
@@ -151,18 +151,20 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     splitter = BatchSplitter(desc)
     loader = None
 
-    def forward(chunk):
+    def forward(chunk, fn=fn):
         with autocast(device, precision):
             return fn(model, to_input(chunk, device)).float().cpu()
 
-    def computed(x):  # in a lane's thread: grad mode is per thread
-        with torch.inference_mode():
-            return splitter.run(forward, x)
-
     if decoder is None:
         images = ImageRows(paths, None, transform, draft)
-        lanes = lane_count(device, auto_workers(len(images), num_workers, device.type), fn)
+        lanes = lane_count(device, auto_workers(len(images), num_workers, device.type))
         if lanes > 1 and len(images) > batch_size:
+            lane_fn = in_lanes(fn)
+
+            def computed(x):  # in a lane's thread: grad mode is per thread
+                with torch.inference_mode():
+                    return splitter.run(lambda chunk: forward(chunk, lane_fn), x)
+
             outputs = lanes_run(images, batch_size, computed, lanes, on_error, skipped)
         else:
             loader = make_loader(images, batch_size, device, num_workers=num_workers, threaded=True)
