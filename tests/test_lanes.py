@@ -12,7 +12,7 @@ from PIL import Image
 from pixql.errors import DataError
 from pixql.ml import lanes
 from pixql.ml.data import eval_transform
-from pixql.ml.runtime import forward_rows
+from pixql.ml.runtime import cpu_autocast_dtype, forward_rows
 
 PRE = {"input_size": [3, 64, 64], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -27,6 +27,24 @@ def photos(tmp_path):
         Image.new("RGB", (80 + 7 * i, 60 + 5 * i), (20 * i, 255 - 20 * i, 90)).save(path)
         paths.append(str(path))
     return paths
+
+
+@pytest.fixture
+def fresh_lanes(monkeypatch):
+    """Lanes started by this test (not left by an earlier one), stopped after it."""
+    monkeypatch.setattr(lanes, "_pools", {})
+    yield
+    for pool in lanes._pools.values():
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def new_thread_default():
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch._C.get_num_threads()))
+    thread.start()
+    thread.join(30)
+    return seen[0]
 
 
 def network_threads(monkeypatch, n):
@@ -50,7 +68,7 @@ def mean_colour(seen=None):
     torch threads, inference mode and autocast of the thread that ran it."""
     def fn(model, x):
         if seen is not None:
-            seen.append((torch._C.get_num_threads(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu")))
+            seen.append((torch._C.get_num_threads(), torch.is_inference_mode_enabled(), cpu_autocast_dtype()))
         return model(x).mean(dim=(2, 3))
     return fn
 
@@ -79,18 +97,90 @@ def test_with_one_network_thread_the_batches_are_prepared_in_this_thread(photos,
     assert recording.threads == {threading.current_thread().name}
 
 
-def test_a_lane_runs_torch_on_one_thread_in_inference_mode_and_autocast(photos, monkeypatch):
-    before = torch._C.get_num_threads()
+def test_a_lane_runs_torch_on_one_thread_in_inference_mode_and_autocast(photos, monkeypatch, fresh_lanes):
+    before, default = torch._C.get_num_threads(), new_thread_default()
     network_threads(monkeypatch, 2)
     seen = []
     run(photos, fn=mean_colour(seen), precision="bf16")
-    assert seen and all(threads == 1 and inference and autocast for threads, inference, autocast in seen)
+    assert lanes._pools[2] is not None  # started here
+    assert seen and all(threads == 1 and inference and autocast == torch.bfloat16
+                        for threads, inference, autocast in seen)
     assert torch._C.get_num_threads() == before  # this thread's
-    started = []
-    thread = threading.Thread(target=lambda: started.append(torch._C.get_num_threads()))
-    thread.start()
-    thread.join(30)
-    assert started == [before]  # and what a thread started afterwards gets
+    assert new_thread_default() == default  # and what a thread started afterwards gets
+
+
+def test_lanes_started_inside_threadpoolctls_limits_leave_the_process_default(photos, monkeypatch, fresh_lanes):
+    from threadpoolctl import threadpool_limits
+
+    default = new_thread_default()
+    network_threads(monkeypatch, 2)
+    with threadpool_limits(limits=default + 1, user_api="openmp"):  # this thread's own, for a while
+        run(photos)
+    assert new_thread_default() == default
+
+
+def test_where_a_lane_cannot_have_one_thread_the_batches_run_in_one_stream(photos, monkeypatch, fresh_lanes):
+    """A torch without OpenMP ignores set_num_threads once work has started: no lanes then."""
+    network_threads(monkeypatch, 2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    recording = Recording()
+    out, rows = run(photos, recording)
+    assert lanes._pools[2] is None and rows.tolist() == list(range(len(photos)))
+    assert not any(name.startswith("pixql-lane") for name in recording.threads)
+
+
+def test_fewer_photos_than_a_batch_per_lane_run_in_one_stream(photos, monkeypatch):
+    """Nine photos in batches of 8 would leave one lane with 8 on one thread and the other idle."""
+    network_threads(monkeypatch, 2)
+    recording = Recording()
+    out, rows = run(photos, recording, batch_size=8)  # 11 photos < 2 lanes x 8
+    assert rows.tolist() == list(range(len(photos)))
+    assert recording.threads and not any(name.startswith("pixql-lane") for name in recording.threads)
+    assert any(name.startswith("pixql-prepare") for name in recording.threads)  # a batch's photos by threads
+
+
+def test_after_a_failure_no_lane_is_left_running(photos, monkeypatch):
+    """A linear BUILD's frozen_layers block puts the network's layers back as the error leaves
+    it: no lane may still be running the network then."""
+    import time
+
+    network_threads(monkeypatch, 2)
+    running, calls = [0], [0]
+    lock = threading.Lock()
+
+    def slow(model, x):
+        with lock:
+            running[0] += 1
+            calls[0] += 1
+            first = calls[0] == 1
+        try:
+            if first:
+                raise ValueError("the first batch broke")
+            time.sleep(0.3)
+            return model(x).mean(dim=(2, 3))
+        finally:
+            with lock:
+                running[0] -= 1
+
+    with pytest.raises(ValueError, match="first batch broke"):
+        run(photos, fn=slow, batch_size=2)
+    assert running[0] == 0
+
+
+def test_two_statements_at_once_share_the_lanes(photos, monkeypatch):
+    network_threads(monkeypatch, 2)
+    expected = run(photos)[0]
+    results = [None] * 4
+
+    def one(k):
+        results[k] = run(photos)[0]
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(r is not None and torch.equal(r, expected) for r in results)
 
 
 def test_an_unreadable_photo_in_a_lane_is_named_or_skipped(photos, tmp_path, monkeypatch):
@@ -120,17 +210,20 @@ def test_a_failing_network_raises_its_error_and_the_lanes_go_on(photos, monkeypa
     assert rows.tolist() == list(range(len(photos)))
 
 
-@pytest.mark.parametrize("device, workers, threads, expected", [
-    ("cpu", 0, 2, 2),
-    ("cpu", 0, 4, 4),
-    ("cpu", 0, 1, 1),
-    ("cpu", 0, 8, 1),  # many cores: one stream, loader processes decode
-    ("cpu", 2, 2, 1),  # loader processes prepare the photos
-    ("cuda", 0, 2, 1),
+@pytest.mark.parametrize("device, workers, threads, images, expected", [
+    ("cpu", 0, 2, None, 2),
+    ("cpu", 0, 4, None, 4),
+    ("cpu", 0, 2, 16, 2),
+    ("cpu", 0, 2, 15, 1),  # not a whole batch of 8 for each lane
+    ("cpu", 0, 4, 31, 1),
+    ("cpu", 0, 1, None, 1),
+    ("cpu", 0, 8, None, 1),  # many cores: one stream, loader processes decode
+    ("cpu", 2, 2, None, 1),  # loader processes prepare the photos
+    ("cuda", 0, 2, None, 1),
 ])
-def test_lanes_only_on_a_cpu_of_few_cores(monkeypatch, device, workers, threads, expected):
+def test_lanes_only_on_a_cpu_of_few_cores(monkeypatch, device, workers, threads, images, expected):
     network_threads(monkeypatch, threads)
-    assert lanes.lane_count(torch.device(device), workers) == expected
+    assert lanes.lane_count(torch.device(device), workers, images, 8) == expected
 
 
 def test_onnx_runtime_runs_in_lanes_on_a_session_of_one_thread(tmp_path, monkeypatch, fp32_cpu):

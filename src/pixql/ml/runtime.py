@@ -124,13 +124,14 @@ class BatchSplitter:
         while True:
             if restart is not None:
                 restart()
+            parts = self.parts  # (lanes share a splitter: two failing at once double it once)
             try:
-                return [fn(*chunk) for chunk in zip(*(t.chunk(self.parts) for t in tensors))]
+                return [fn(*chunk) for chunk in zip(*(t.chunk(parts) for t in tensors))]
             except Exception as e:
                 rows = len(tensors[0])
-                if not is_out_of_memory(e) or rows // self.parts <= 1:
+                if not is_out_of_memory(e) or rows // parts <= 1:
                     raise
-                self.parts *= 2
+                self.parts = max(self.parts, parts * 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 warnings.warn(f"pixql: out of memory during {self.what} with {rows} images at a time; going on "
@@ -157,8 +158,8 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
 
     if decoder is None:
         images = ImageRows(paths, None, transform, draft)
-        lanes = lane_count(device, auto_workers(len(images), num_workers, device.type))
-        if lanes > 1 and len(images) > batch_size:
+        lanes = lane_count(device, auto_workers(len(images), num_workers, device.type), len(images), batch_size)
+        if lanes > 1:
             lane_fn = in_lanes(fn)
 
             def computed(x):  # in a lane's thread: grad mode is per thread
@@ -179,7 +180,7 @@ def forward_rows(model, paths, pre, transform, fn, *, device, precision, batch_s
     # `progress` may be a bar that the caller owns (one bar over several calls)
     bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
         len(paths), desc, progress)
-    with bar as bar:
+    with bar as bar, contextlib.closing(outputs):  # closed at once on an error: no lane left running
         for out, idx in outputs:
             outs.extend(out)
             rows.append(idx)
