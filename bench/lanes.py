@@ -10,7 +10,8 @@ one per torch thread, each preparing and computing whole batches with torch (or,
 onnx`, ONNX Runtime in fp32) on one thread. The
 two alternate over `--rounds` rounds; each round also times the network alone on random tensors,
 in one stream and in the lanes. Prints images/s (median and each round), the end-to-end figures
-over both networks-alone, and the largest probability difference between the two ways. Lanes
+over both networks-alone, and the largest probability difference between the two ways; with
+`--detect N`, DETECT's pass over N clothing photos the same two ways. Lanes
 run where torch has 2-4 threads and no loader process decodes (under 64 photos, or under 4 cores);
 elsewhere this compares nothing.
 """
@@ -32,6 +33,9 @@ def main():
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--network-seconds", type=float, default=3.0, help="each network-alone measure")
+    ap.add_argument("--detect", type=int, default=0, metavar="N",
+                    help="also DETECT's pass (run_detector: a Faster R-CNN on Lite0 as BUILD makes one, its heads "
+                         "untrained) over N clothing photos, one stream against lanes")
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: ONNX Runtime in fp32 (what runtime='auto' picks on a CPU without native bf16)")
     args = ap.parse_args()
@@ -76,6 +80,8 @@ def main():
         diff = float(np.abs(outputs["one stream", name] - outputs["lanes", name]).max())
         print(f"| {name}, {len(photos[name])} | {cell(one)} | {cell(many)} "
               f"| {statistics.median(many) / statistics.median(one):.2f}x | {diff:.1e} |")
+    if args.detect:
+        detection(args, cell, lanes)
     one_alone, lanes_alone = statistics.median(alone["one stream"]), statistics.median(alone["lanes"])
     print(f"\n| the network alone (random tensors) | images/s |\n|---|---|\n| one stream | {cell(alone['one stream'])} |\n"
           f"| {lanes} lanes | {cell(alone['lanes'])} |\n")
@@ -84,6 +90,40 @@ def main():
     for name in photos:
         one, many = statistics.median(speed["one stream", name]), statistics.median(speed["lanes", name])
         print(f"| {name} | {one / one_alone:.2f} | {many / one_alone:.2f} | {many / lanes_alone:.2f} |")
+
+
+def detection(args, cell, lanes):
+    import numpy as np
+    import torch
+
+    from pixql.ml import detect
+    from pixql.ml.lanes import lane_count
+
+    torch.manual_seed(0)
+    model, net, _ = detect.new_detector("EfficientNet_Lite0", 6)
+    model.eval()
+    paths = rows(args.data, *SETS["clothing_small (400x533)"], args.detect)
+    ways = {"one stream": lambda *a: 1, "lanes": lane_count}
+    speed, boxes = {}, {}
+    for _ in range(args.rounds):
+        for way, count in ways.items():
+            detect.lane_count = count
+            start = time.perf_counter()
+            boxes[way] = detect.run_detector(model, net, paths, 0.5, 100, 4, False, "fail", torch.device("cpu"))
+            speed.setdefault(way, []).append(len(paths) / (time.perf_counter() - start))
+    detect.lane_count = lane_count
+    # fp32 sums in another order on one thread: the same boxes to a few ULPs, unless a score sat on a threshold
+    same = all(len(a[0]) == len(b[0]) and np.array_equal(a[2], b[2]) for a, b in zip(*boxes.values()))
+    pairs = [(a, b) for a, b in zip(*boxes.values()) if len(a[0]) and len(a[0]) == len(b[0])]
+    box_diff = max((float(np.abs(a[0] - b[0]).max()) for a, b in pairs), default=0.0)
+    score_diff = max((float(np.abs(a[1] - b[1]).max()) for a, b in pairs), default=0.0)
+    found = sum(len(b[0]) for b in boxes["lanes"])
+    print(f"DETECT's pass, {len(paths)} clothing photos (shorter side {net['min_size']}), batch 4, {lanes} lanes; "
+          f"images/s\n\n| one stream | lanes | speed-up | the same boxes and classes ({found}) | largest box / "
+          f"score difference |\n|---|---|---:|---|---|\n"
+          f"| {cell(speed['one stream'])} | {cell(speed['lanes'])} "
+          f"| {statistics.median(speed['lanes']) / statistics.median(speed['one stream']):.2f}x "
+          f"| {'yes' if same else 'no'} | {box_diff:.1e} px / {score_diff:.1e} |\n")
 
 
 if __name__ == "__main__":

@@ -206,3 +206,68 @@ def test_found_boxes_stay_inside_the_photo(tmp_path):
     (boxes, scores, classes), = run_detector(EdgeBoxes(), {"min_size": 128, "max_size": 1333}, [str(path)],
                                              0.5, 10, 1, False, "fail", torch.device("cpu"))
     assert boxes.tolist() == [[0.0, 0.0, 225.0, 300.0]] and classes.tolist() == [0]
+
+
+def test_detect_in_lanes_gives_the_one_streams_boxes(squares_db, monkeypatch):
+    """On a CPU of a few cores DETECT runs in lanes (ml/lanes.py): the same rows as one stream."""
+    import threading
+
+    import torch
+
+    from pixql.ml import detect
+
+    db, _, _ = squares_db
+    photos = "SELECT DISTINCT image FROM (SELECT image FROM train UNION ALL SELECT image FROM test) ORDER BY image"
+    query = f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=5) AS {photos}"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = db.sql(query).df()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    names = []
+    found = detect.lanes_run
+
+    def recording(*args, **kwargs):
+        names.append(threading.current_thread().name)
+        return found(*args, **kwargs)
+
+    monkeypatch.setattr(detect, "lanes_run", recording)
+    both = db.sql(query).df()
+    assert names  # 18 photos, batches of 4: two lanes
+    # fp32 sums in another order on a lane's one thread: the same boxes to a few ULPs
+    pd.testing.assert_frame_equal(one[["image", "label", "score"]], both[["image", "label", "score"]],
+                                  check_exact=False, atol=1e-5)
+    corners = ["x1", "y1", "x2", "y2"]
+    assert np.abs(np.array([[b[k] for k in corners] for b in one.box])
+                  - np.array([[b[k] for k in corners] for b in both.box])).max() < 1e-3
+
+
+def test_detect_in_lanes_names_or_skips_an_unreadable_photo(tmp_path, monkeypatch):
+    import types
+
+    import torch
+
+    from pixql.ml.detect import run_detector
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    paths = []
+    for k in range(9):
+        path = tmp_path / f"p{k}.png"
+        Image.new("RGB", (60 + 10 * k, 80), (120, 60, 30)).save(path)
+        paths.append(str(path))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    paths.insert(4, str(tmp_path / "broken.png"))
+
+    class WholePhoto(torch.nn.Module):  # stands in for Faster R-CNN: one box over each input
+        roi_heads = types.SimpleNamespace(score_thresh=0.05, detections_per_img=100)
+
+        def forward(self, images):
+            return [{"boxes": torch.tensor([[0.0, 0.0, x.shape[2], x.shape[1]]]), "scores": torch.tensor([0.9]),
+                     "labels": torch.tensor([1])} for x in images]
+
+    net = {"min_size": 80, "max_size": 1333}
+    with pytest.raises(DataError) as e:
+        run_detector(WholePhoto(), net, paths, 0.5, 10, 2, False, "fail", torch.device("cpu"))
+    assert e.value.path.endswith("broken.png")
+    out = run_detector(WholePhoto(), net, paths, 0.5, 10, 2, False, "skip", torch.device("cpu"))
+    assert out[4] is None
+    widths = [o[0][0, 2] for k, o in enumerate(out) if k != 4]
+    assert widths == [60.0 + 10 * k for k in range(9)]  # each photo's own box, in row order

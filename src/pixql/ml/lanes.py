@@ -109,17 +109,18 @@ def _new_threads_default():
     return seen[0]
 
 
-def run(rows, batch_size, compute, lanes, on_error="fail", skipped=None):
+def run(rows, batch_size, compute, lanes, on_error="fail", skipped=None, collate=data.collate_rows):
     """Yields (compute(x), row indices) for each batch of `rows` (data.ImageRows) in row order,
-    each batch prepared and computed on a lane's thread, one more batch queued than there are
-    lanes. `compute` runs in that thread: torch's grad mode and autocast are per thread, so it
+    each batch prepared (`collate`: a list of ImageRows items -> (x or None, y, row indices,
+    errors), as data.collate_rows) and computed on a lane's thread, one more batch queued than
+    there are lanes. `compute` runs in that thread: torch's grad mode and autocast are per thread, so it
     sets its own. Unreadable images as data.batches treats them. On an error, or when the caller
     stops early, the batches not started are dropped and those running are waited for: a
     caller's `with` block (frozen_layers) may then change the network."""
     pool = lane_threads(lanes)
 
     def batch(start):
-        x, _, idx, errors = data.collate_rows([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        x, _, idx, errors = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         return (None if x is None else compute(x)), idx, errors
 
     pending = collections.deque()
