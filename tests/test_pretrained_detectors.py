@@ -234,3 +234,32 @@ def test_torchvision_names_and_wrong_weights(db, tiny_torchvision, tmp_path):
         db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{tmp_path}/junk.pth') AS SELECT * FROM photos")
     with pytest.raises(WeightsUnavailableError, match="not found: .*nothing.pth"):
         db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{tmp_path}/nothing.pth') AS SELECT * FROM photos")
+
+
+@pytest.mark.parametrize("model", ["yolos", "torchvision"])
+def test_pretrained_detectors_run_in_lanes_with_the_one_streams_boxes(db, tiny_yolos, tiny_torchvision, monkeypatch,
+                                                                      model):
+    """On a CPU of a few cores the photos' batches go to lanes (ml/lanes.py), as for a BUILT detector."""
+    import threading
+
+    import torch
+
+    from pixql.ml import detect
+
+    name, weights = ("yolos", tiny_yolos) if model == "yolos" else (f"torchvision:{TV_MODEL}", tiny_torchvision[1])
+    query = (f"DETECT USING {name} OPTIONS (weights='{weights}', threshold=0.0, max_boxes=3, batch_size=1) "
+             "AS SELECT * FROM photos ORDER BY id")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = db.sql(query).df()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    threads = []
+    run = detect.lanes_run
+    monkeypatch.setattr(detect, "lanes_run", lambda rows, size, find, *a, **k: run(
+        rows, size, lambda batch: threads.append(threading.current_thread().name) or find(batch), *a, **k))
+    both = db.sql(query).df()
+    assert threads and all(t.startswith("pixql-lane") for t in threads)
+    assert list(both.image) == list(one.image) and list(both.label) == list(one.label)
+    assert np.allclose(both.score, one.score, atol=1e-5)
+    corners = ("x1", "y1", "x2", "y2")
+    assert np.allclose([[b[k] for k in corners] for b in both.box], [[b[k] for k in corners] for b in one.box],
+                       atol=1e-2)  # (DETECT rounds to 0.01 px)

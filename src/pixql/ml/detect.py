@@ -165,6 +165,19 @@ def _photos(items):
         (i, error) for _x, _target, i, error in items if error is not None]
 
 
+def found_in_batches(rows, batch_size, device, find, on_error, skipped=None):
+    """find(batch) for each batch of `rows` (ImageRows of photos whose targets are their item
+    indices; a batch is [(input, item index)] of its readable photos), in row order: in lanes on a
+    CPU of a few cores (ml/lanes.py: Faster R-CNN ran 1.5x as fast in two), else in one stream.
+    `find` runs in a lane's thread there, so it sets its own grad mode. Close the generator when
+    done: on an error its running batches are waited for."""
+    lanes = lane_count(device, auto_workers(len(rows), None, device.type), len(rows), batch_size)
+    if lanes > 1:
+        return (found for found, _ in lanes_run(rows, batch_size, find, lanes, on_error, skipped, collate=_photos))
+    loader = make_loader(rows, batch_size, device, collate_fn=list)
+    return (find(batch) for batch in loaded_batches(loader, on_error, skipped))
+
+
 def loaded_batches(loader, on_error, skipped=None):
     """Lists of (input, item index) from a loader of ImageRows made with collate_fn=list; an
     unreadable image raises its DataError, or with on_error='skip' its index goes to `skipped`."""
@@ -322,13 +335,7 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
                              (f["labels"][keep][order] - 1).cpu().numpy())))  # 0 is the background
         return kept
 
-    # On a CPU of a few cores, in lanes (ml/lanes.py): Faster R-CNN ran 1.5x as fast in two lanes
-    lanes = lane_count(device, auto_workers(len(items), None, device.type), len(items), batch_size)
-    if lanes > 1:
-        batches = (kept for kept, _ in lanes_run(_rows(items, net), batch_size, found, lanes, on_error, skipped,
-                                                 collate=_photos))
-    else:
-        batches = (found(batch) for batch in loaded_batches(_loader(items, net, batch_size, device), on_error, skipped))
+    batches = found_in_batches(_rows(items, net), batch_size, device, found, on_error, skipped)
     # `progress` may be the caller's bar (DETECT streaming a long query: one bar over its chunks)
     owned = not hasattr(progress, "update")
     bar = progress_bar(len(items), "detect", progress) if owned else progress

@@ -67,8 +67,8 @@ class _Detector:
 
         import torch
 
-        from pixql.ml.data import ImageRows, make_loader
-        from pixql.ml.detect import loaded_batches
+        from pixql.ml.data import ImageRows
+        from pixql.ml.detect import found_in_batches
         from pixql.ml.runtime import progress_bar
 
         items = list(items)
@@ -78,20 +78,16 @@ class _Detector:
         photo_sizes = [_photo_size(item) for item in items]
         usable = torch.tensor([c not in NO_OBJECT for c in self.classes], dtype=torch.bool)
         rows = ImageRows(items, None, self._prepare, draft=self.draft)
-        loader = make_loader(rows, batch_size or BATCH_SIZE, self.device, collate_fn=list)
-        # `progress` may be a bar that the caller owns (DETECT streaming a long query: one bar over its chunks)
-        bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
-            len(items), "detect", progress)
-        with bar as bar, torch.inference_mode():
-            self._configure(threshold, max_boxes)
-            for batch in loader:
-                good = next(loaded_batches([batch], on_error), [])
+
+        def found(good):  # [(input, item index)] -> [(item index, (boxes, scores, class indices))]
+            kept = []
+            with torch.inference_mode():  # (per thread: a lane sets its own)
                 for group in _same_size(good):
                     pixels = [x[0] for x, _ in group]
                     decoded = [x[1] for x, _ in group]
                     photos = [photo_sizes[i] or x[1] for x, i in group]  # (width, height)
-                    found = self._forward(pixels, decoded, photos, threshold)
-                    for (_, i), (width, height), (boxes, scores, labels) in zip(group, photos, found):
+                    answers = self._forward(pixels, decoded, photos, threshold)
+                    for (_, i), (width, height), (boxes, scores, labels) in zip(group, photos, answers):
                         boxes, scores, labels = boxes.float().cpu(), scores.float().cpu(), labels.long().cpu()
                         # YOLOS's boxes (a centre and a size) may reach past the photo's edges: a box is
                         # a region of the photo, as SEGMENT and PRINT IMAGE read it
@@ -99,9 +95,20 @@ class _Detector:
                                              boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
                         keep = (scores >= threshold) & usable[labels]
                         order = torch.argsort(scores[keep], descending=True, stable=True)[:max_boxes]
-                        out[i] = (boxes[keep][order].numpy(), scores[keep][order].numpy(),
-                                  labels[keep][order].numpy())
-                bar.update(len(batch))
+                        kept.append((i, (boxes[keep][order].numpy(), scores[keep][order].numpy(),
+                                         labels[keep][order].numpy())))
+            return kept
+
+        self._configure(threshold, max_boxes)
+        # `progress` may be a bar that the caller owns (DETECT streaming a long query: one bar over its chunks)
+        bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
+            len(items), "detect", progress)
+        batches = found_in_batches(rows, batch_size or BATCH_SIZE, self.device, found, on_error)
+        with bar as bar, contextlib.closing(batches):
+            for kept in batches:
+                for i, answer in kept:
+                    out[i] = answer
+                bar.update(len(kept))
         return out
 
     def _configure(self, threshold, max_boxes):
