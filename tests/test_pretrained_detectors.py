@@ -259,7 +259,8 @@ def test_pretrained_detectors_run_in_lanes_with_the_one_streams_boxes(db, tiny_y
     both = db.sql(query).df()
     assert threads and all(t.startswith("pixql-lane") for t in threads)
     assert list(both.image) == list(one.image) and list(both.label) == list(one.label)
-    assert np.allclose(both.score, one.score, atol=1e-5)
+    # fp32 sums in another order: a few ULPs, which DETECT's rounding (1e-4, 0.01 px) may show as a step
+    assert np.allclose(both.score, one.score, atol=1e-4 + 1e-6)
     corners = ("x1", "y1", "x2", "y2")
     assert np.allclose([[b[k] for k in corners] for b in both.box], [[b[k] for k in corners] for b in one.box],
-                       atol=1e-2)  # (DETECT rounds to 0.01 px)
+                       atol=0.01 + 1e-6)

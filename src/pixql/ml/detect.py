@@ -34,6 +34,9 @@ LEARNING_RATE = 2e-4  # AdamW, whole network; the heads start random
 WARMUP_STEPS = 50
 DEFAULT_EPOCHS = 12  # BUILD's default for a detector (1 is a classifier's, whose head is linear)
 TRAINABLE_STAGES = 3  # of the backbone's 5 stages, the last 3 learn (torchvision's default)
+# DETECT in lanes only for photos read at most this big (a batch of 4 at 384x512: ~0.3 GB a lane;
+# torchvision's ResNet-50 Faster R-CNN at 800 px: ~0.5 GB a photo, so one stream)
+LANES_MAX_SIDE = 640
 
 
 def recipe(arch, num_classes, mean, std, image_size=None):
@@ -158,24 +161,37 @@ def _loader(items, net, batch_size, device, shuffle=False, seed=0, num_workers=N
 
 
 def _photos(items):
-    """ImageRows items -> ([(input, item index)] or None, None, item indices, errors), as
-    lanes.run takes a batch: photos of several sizes stay a list."""
+    """ImageRows items -> ([(input, item index)] of the readable ones, None, item indices, errors),
+    as lanes.run takes a batch: photos of several sizes stay a list."""
     good = [(x, i) for x, _target, i, error in items if error is None]
-    return good or None, None, [i for _x, _target, i, _error in items], [
+    return good, None, [i for _x, _target, i, _error in items], [
         (i, error) for _x, _target, i, error in items if error is not None]
 
 
 def found_in_batches(rows, batch_size, device, find, on_error, skipped=None):
-    """find(batch) for each batch of `rows` (ImageRows of photos whose targets are their item
-    indices; a batch is [(input, item index)] of its readable photos), in row order: in lanes on a
-    CPU of a few cores (ml/lanes.py: Faster R-CNN ran 1.5x as fast in two), else in one stream.
-    `find` runs in a lane's thread there, so it sets its own grad mode. Close the generator when
-    done: on an error its running batches are waited for."""
-    lanes = lane_count(device, auto_workers(len(rows), None, device.type), len(rows), batch_size)
+    """(find(batch), the batch's row count) for each batch of `rows` (ImageRows of photos; a batch
+    is [(input, item index)] of its readable photos, a batch of none gives ([], its count)), in row
+    order: in lanes on a CPU of a few cores (ml/lanes.py: Faster R-CNN ran 1.5x as fast in two),
+    else in one stream. `find` runs in a lane's thread there, so it sets its own grad mode. Each
+    lane holds a batch's activations: photos read at a shorter side over LANES_MAX_SIDE (or at
+    an unknown one) stay in one stream. Close the generator when done: on an error or an early
+    close, its running batches are waited for."""
+    def found(batch):
+        return find(batch) if batch else []
+
+    side = rows.draft
+    lanes = 1 if side is None or side > LANES_MAX_SIDE else lane_count(
+        device, auto_workers(len(rows), None, device.type), len(rows), batch_size)
     if lanes > 1:
-        return (found for found, _ in lanes_run(rows, batch_size, find, lanes, on_error, skipped, collate=_photos))
-    loader = make_loader(rows, batch_size, device, collate_fn=list)
-    return (find(batch) for batch in loaded_batches(loader, on_error, skipped))
+        batches = lanes_run(rows, batch_size, found, lanes, on_error, skipped, collate=_photos)
+        try:
+            for kept, idx in batches:
+                yield kept, len(idx)
+        finally:
+            batches.close()
+        return
+    for batch in make_loader(rows, batch_size, device, collate_fn=list):
+        yield found(next(loaded_batches([batch], on_error, skipped), [])), len(batch)
 
 
 def loaded_batches(loader, on_error, skipped=None):
@@ -341,10 +357,10 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
     bar = progress_bar(len(items), "detect", progress) if owned else progress
     try:
         with contextlib.closing(batches):
-            for kept in batches:
+            for kept, count in batches:
                 for i, answer in kept:
                     out[i] = answer
-                bar.update(len(kept))
+                bar.update(count)
     finally:
         if owned:
             bar.close()

@@ -105,10 +105,10 @@ class _Detector:
             len(items), "detect", progress)
         batches = found_in_batches(rows, batch_size or BATCH_SIZE, self.device, found, on_error)
         with bar as bar, contextlib.closing(batches):
-            for kept in batches:
+            for kept, count in batches:
                 for i, answer in kept:
                     out[i] = answer
-                bar.update(len(kept))
+                bar.update(count)
         return out
 
     def _configure(self, threshold, max_boxes):
