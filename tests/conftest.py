@@ -183,3 +183,59 @@ def make_shop(tmp_path, per_class=12):
         db.duckdb.execute("CREATE TABLE colors AS SELECT * FROM __rows")
         save_color_model(db.engine.store, "cm", classes=("blue", "red"))
     return db_file
+
+
+def make_sized_photos(folder, n=11):
+    """n plain JPEGs of n sizes and colours (paths): batches of photos that differ."""
+    from PIL import Image
+
+    paths = []
+    for i in range(n):
+        path = folder / f"p{i}.jpg"
+        Image.new("RGB", (80 + 7 * i, 60 + 5 * i), (20 * i, 255 - 20 * i, 90)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+class RecordingTransform:
+    """A transform that notes which threads ran it (a batch's preparing threads, lanes)."""
+
+    def __init__(self, transform):
+        self.transform, self.threads = transform, set()
+
+    def __call__(self, img):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        return self.transform(img)
+
+
+def detect_in_one_stream_and_lanes(db, query, monkeypatch):
+    """DETECT `query`'s rows with torch's network on one thread (one stream), then on two (lanes,
+    ml/lanes.py), and the threads that ran the detector's batches the second time."""
+    import threading
+
+    import torch
+
+    from pixql.ml import detect
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = db.sql(query).df()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    threads = []
+    run = detect.lanes_run
+    monkeypatch.setattr(detect, "lanes_run", lambda rows, size, find, *a, **k: run(
+        rows, size, lambda batch: threads.append(threading.current_thread().name) or find(batch), *a, **k))
+    return one, db.sql(query).df(), threads
+
+
+def assert_same_detections(one, both):
+    """The same rows, but for fp32 sums in another order on a lane's one thread: a few ULPs, which
+    DETECT's rounding (scores to 1e-4, boxes to 0.01 px) may still show as one step."""
+    import numpy as np
+
+    assert list(both.image) == list(one.image) and list(both.label) == list(one.label)
+    assert np.abs(both.score.to_numpy() - one.score.to_numpy()).max(initial=0) <= 1e-4 + 1e-6
+    corners = ("x1", "y1", "x2", "y2")
+    boxes = [np.array([[b[k] for k in corners] for b in frame.box]).reshape(-1, 4) for frame in (one, both)]
+    assert np.abs(boxes[0] - boxes[1]).max(initial=0) <= 0.01 + 1e-6

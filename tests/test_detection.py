@@ -210,31 +210,14 @@ def test_found_boxes_stay_inside_the_photo(tmp_path):
 
 def test_detect_in_lanes_gives_the_one_streams_boxes(squares_db, monkeypatch):
     """On a CPU of a few cores DETECT runs in lanes (ml/lanes.py): the same rows as one stream."""
-    import threading
-
-    import torch
-
-    from pixql.ml import detect
+    from conftest import assert_same_detections, detect_in_one_stream_and_lanes
 
     db, _, _ = squares_db
     photos = "SELECT DISTINCT image FROM (SELECT image FROM train UNION ALL SELECT image FROM test) ORDER BY image"
-    query = f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=5) AS {photos}"
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    one = db.sql(query).df()
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    names = []
-    run = detect.lanes_run
-    monkeypatch.setattr(detect, "lanes_run", lambda rows, size, find, *a, **k: run(
-        rows, size, lambda batch: names.append(threading.current_thread().name) or find(batch), *a, **k))
-    both = db.sql(query).df()
-    assert names and all(name.startswith("pixql-lane") for name in names)  # 18 photos, batches of 4
-    # fp32 sums in another order on a lane's one thread: the same boxes to a few ULPs, which
-    # DETECT's rounding (scores to 1e-4, boxes to 0.01 px) may still show as one step
-    pd.testing.assert_frame_equal(one[["image", "label"]], both[["image", "label"]])
-    assert np.abs(one.score - both.score).max() <= 1e-4 + 1e-6
-    corners = ["x1", "y1", "x2", "y2"]
-    assert np.abs(np.array([[b[k] for k in corners] for b in one.box])
-                  - np.array([[b[k] for k in corners] for b in both.box])).max() <= 0.01 + 1e-6
+    one, both, threads = detect_in_one_stream_and_lanes(
+        db, f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=5) AS {photos}", monkeypatch)
+    assert threads and all(name.startswith("pixql-lane") for name in threads)  # 18 photos, batches of 4
+    assert_same_detections(one, both)
 
 
 @pytest.mark.parametrize("side, lanes", [(384, True), (640, True), (800, False), (None, False)])

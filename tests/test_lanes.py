@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import torch
-from PIL import Image
+from conftest import RecordingTransform, make_sized_photos
 
 from pixql.errors import DataError
 from pixql.ml import lanes
@@ -21,12 +21,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def photos(tmp_path):
-    paths = []
-    for i in range(11):
-        path = tmp_path / f"p{i}.jpg"
-        Image.new("RGB", (80 + 7 * i, 60 + 5 * i), (20 * i, 255 - 20 * i, 90)).save(path)
-        paths.append(str(path))
-    return paths
+    return make_sized_photos(tmp_path)
 
 
 @pytest.fixture
@@ -52,15 +47,9 @@ def network_threads(monkeypatch, n):
     monkeypatch.setattr(torch, "get_num_threads", lambda: n)
 
 
-class Recording:
+def recording_transform():
     """The eval transform, noting which threads ran it."""
-
-    def __init__(self):
-        self.transform, self.threads = eval_transform(PRE), set()
-
-    def __call__(self, img):
-        self.threads.add(threading.current_thread().name)
-        return self.transform(img)
+    return RecordingTransform(eval_transform(PRE))
 
 
 def mean_colour(seen=None):
@@ -83,7 +72,7 @@ def test_lanes_give_the_one_streams_outputs_in_row_order(photos, monkeypatch):
     network_threads(monkeypatch, 1)
     one, one_rows = run(photos)
     network_threads(monkeypatch, 2)
-    recording = Recording()
+    recording = recording_transform()
     out, rows = run(photos, recording)
     assert rows.tolist() == one_rows.tolist() == list(range(len(photos)))
     assert torch.equal(out, one)
@@ -92,7 +81,7 @@ def test_lanes_give_the_one_streams_outputs_in_row_order(photos, monkeypatch):
 
 def test_with_one_network_thread_the_batches_are_prepared_in_this_thread(photos, monkeypatch):
     network_threads(monkeypatch, 1)
-    recording = Recording()
+    recording = recording_transform()
     run(photos, recording)
     assert recording.threads == {threading.current_thread().name}
 
@@ -123,7 +112,7 @@ def test_where_a_lane_cannot_have_one_thread_the_batches_run_in_one_stream(photo
     """A torch without OpenMP ignores set_num_threads once work has started: no lanes then."""
     network_threads(monkeypatch, 2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    recording = Recording()
+    recording = recording_transform()
     out, rows = run(photos, recording)
     assert lanes._pools[2] is None and rows.tolist() == list(range(len(photos)))
     assert not any(name.startswith("pixql-lane") for name in recording.threads)
@@ -132,7 +121,7 @@ def test_where_a_lane_cannot_have_one_thread_the_batches_run_in_one_stream(photo
 def test_fewer_photos_than_a_batch_per_lane_run_in_one_stream(photos, monkeypatch):
     """Nine photos in batches of 8 would leave one lane with 8 on one thread and the other idle."""
     network_threads(monkeypatch, 2)
-    recording = Recording()
+    recording = recording_transform()
     out, rows = run(photos, recording, batch_size=8)  # 11 photos < 2 lanes x 8
     assert rows.tolist() == list(range(len(photos)))
     assert recording.threads and not any(name.startswith("pixql-lane") for name in recording.threads)

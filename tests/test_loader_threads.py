@@ -3,11 +3,10 @@
 
 import subprocess
 import sys
-import threading
 
 import pytest
 import torch
-from PIL import Image
+from conftest import RecordingTransform, make_sized_photos
 
 from pixql.errors import DataError
 from pixql.ml.data import ImageRows, batches, eval_transform, make_loader
@@ -25,23 +24,7 @@ def two_threads(monkeypatch):
 
 @pytest.fixture
 def photos(tmp_path):
-    paths = []
-    for i in range(11):
-        path = tmp_path / f"p{i}.jpg"
-        Image.new("RGB", (80 + 7 * i, 60 + 5 * i), (20 * i, 255 - 20 * i, 90)).save(path)
-        paths.append(str(path))
-    return paths
-
-
-class _Recording:
-    """The eval transform, noting which thread ran it."""
-
-    def __init__(self):
-        self.transform, self.threads = eval_transform(PRE), set()
-
-    def __call__(self, img):
-        self.threads.add(threading.current_thread().name)
-        return self.transform(img)
+    return make_sized_photos(tmp_path)
 
 
 def _tensors(loader):
@@ -50,7 +33,7 @@ def _tensors(loader):
 
 def test_threads_prepare_the_same_batches_in_row_order(photos):
     serial = _tensors(make_loader(ImageRows(photos, None, eval_transform(PRE)), 4, CPU))
-    recording = _Recording()
+    recording = RecordingTransform(eval_transform(PRE))
     threaded = _tensors(make_loader(ImageRows(photos, None, recording), 4, CPU, threaded=True))
     assert [idx.tolist() for _, idx in threaded] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(serial, threaded))

@@ -240,27 +240,11 @@ def test_torchvision_names_and_wrong_weights(db, tiny_torchvision, tmp_path):
 def test_pretrained_detectors_run_in_lanes_with_the_one_streams_boxes(db, tiny_yolos, tiny_torchvision, monkeypatch,
                                                                       model):
     """On a CPU of a few cores the photos' batches go to lanes (ml/lanes.py), as for a BUILT detector."""
-    import threading
-
-    import torch
-
-    from pixql.ml import detect
+    from conftest import assert_same_detections, detect_in_one_stream_and_lanes
 
     name, weights = ("yolos", tiny_yolos) if model == "yolos" else (f"torchvision:{TV_MODEL}", tiny_torchvision[1])
     query = (f"DETECT USING {name} OPTIONS (weights='{weights}', threshold=0.0, max_boxes=3, batch_size=1) "
              "AS SELECT * FROM photos ORDER BY id")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    one = db.sql(query).df()
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    threads = []
-    run = detect.lanes_run
-    monkeypatch.setattr(detect, "lanes_run", lambda rows, size, find, *a, **k: run(
-        rows, size, lambda batch: threads.append(threading.current_thread().name) or find(batch), *a, **k))
-    both = db.sql(query).df()
+    one, both, threads = detect_in_one_stream_and_lanes(db, query, monkeypatch)
     assert threads and all(t.startswith("pixql-lane") for t in threads)
-    assert list(both.image) == list(one.image) and list(both.label) == list(one.label)
-    # fp32 sums in another order: a few ULPs, which DETECT's rounding (1e-4, 0.01 px) may show as a step
-    assert np.allclose(both.score, one.score, atol=1e-4 + 1e-6)
-    corners = ("x1", "y1", "x2", "y2")
-    assert np.allclose([[b[k] for k in corners] for b in both.box], [[b[k] for k in corners] for b in one.box],
-                       atol=0.01 + 1e-6)
+    assert_same_detections(one, both)
