@@ -11,7 +11,8 @@ onnx`, ONNX Runtime in fp32) on one thread. The
 two alternate over `--rounds` rounds; each round also times the network alone on random tensors,
 in one stream and in the lanes. Prints images/s (median and each round), the end-to-end figures
 over both networks-alone, and the largest probability difference between the two ways; with
-`--detect N`, DETECT's pass over N clothing photos the same two ways. Lanes
+`--detect N`, DETECT's pass over N clothing photos the same two ways, and with `--segment N`
+SEGMENT USING grabcut. Lanes
 run where torch has 2-4 threads and no loader process decodes (under 64 photos, or under 4 cores);
 elsewhere this compares nothing.
 """
@@ -36,6 +37,9 @@ def main():
     ap.add_argument("--detect", type=int, default=0, metavar="N",
                     help="also DETECT's pass (run_detector: a Faster R-CNN on Lite0 as BUILD makes one, its heads "
                          "untrained) over N clothing photos, one stream against lanes")
+    ap.add_argument("--segment", type=int, default=0, metavar="N",
+                    help="also SEGMENT USING grabcut over N clothing photos (a box an eighth in from each edge), "
+                         "one stream against lanes")
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: ONNX Runtime in fp32 (what runtime='auto' picks on a CPU without native bf16)")
     args = ap.parse_args()
@@ -82,6 +86,8 @@ def main():
               f"| {statistics.median(many) / statistics.median(one):.2f}x | {diff:.1e} |")
     if args.detect:
         detection(args, cell, lanes)
+    if args.segment:
+        segmentation(args, cell, lanes)
     one_alone, lanes_alone = statistics.median(alone["one stream"]), statistics.median(alone["lanes"])
     print(f"\n| the network alone (random tensors) | images/s |\n|---|---|\n| one stream | {cell(alone['one stream'])} |\n"
           f"| {lanes} lanes | {cell(alone['lanes'])} |\n")
@@ -124,6 +130,42 @@ def detection(args, cell, lanes):
           f"| {cell(speed['one stream'])} | {cell(speed['lanes'])} "
           f"| {statistics.median(speed['lanes']) / statistics.median(speed['one stream']):.2f}x "
           f"| {'yes' if same else 'no'} | {box_diff:.1e} px / {score_diff:.1e} |\n")
+
+
+def segmentation(args, cell, lanes):
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    import pixql
+    from pixql.ml import lanes as lanes_module
+
+    paths = rows(args.data, *SETS["clothing_small (400x533)"], args.segment)
+    boxes = []
+    for path in paths:
+        width, height = Image.open(path).size
+        boxes.append([width // 8, height // 8, width - width // 8, height - height // 8])
+    work = tempfile.mkdtemp()
+    db = pixql.connect(progress=False)
+    db.duckdb.register("f", pd.DataFrame({"image": paths, "box": boxes}))
+    db.sql("CREATE TABLE items AS SELECT * FROM f")
+    ways = {"one stream": lambda *a: 1, "lanes": lanes_module.lane_count}  # (SEGMENT imports it at each run)
+    speed, shares = {}, {}
+    for r in range(args.rounds):
+        for way, count in ways.items():
+            lanes_module.lane_count = count  # a fresh folder each time: every mask computed
+            start = time.perf_counter()
+            shares[way] = db.sql(f"SEGMENT USING grabcut OPTIONS (box_col='box', out_dir='{work}/{r}{way}') "
+                                 "AS SELECT * FROM items").df().mask_share.to_numpy()
+            speed.setdefault(way, []).append(len(paths) / (time.perf_counter() - start))
+    lanes_module.lane_count = ways["lanes"]
+    print(f"SEGMENT USING grabcut, {len(paths)} clothing photos, a box each, {lanes} lanes; boxes/s\n\n"
+          f"| one stream | lanes | speed-up | the same masks' shares |\n|---|---|---:|---|\n"
+          f"| {cell(speed['one stream'])} | {cell(speed['lanes'])} "
+          f"| {statistics.median(speed['lanes']) / statistics.median(speed['one stream']):.2f}x "
+          f"| {'yes' if np.array_equal(shares['one stream'], shares['lanes']) else 'no'} |\n")
 
 
 if __name__ == "__main__":

@@ -368,3 +368,52 @@ def test_bad_polygon_or_rle_masks_name_their_row_or_file(halves):
     assert info.value.row == 2
     skipped = db.sql(f"PREDICT USING cm OPTIONS (box_col='box', mask_col='m', on_error='skip') AS {query}").df()
     assert skipped.predicted.isna().tolist() == [False, True] * 3
+
+
+def _clothing_photos(data_root, n):
+    folder = data_root / "clothing_small"
+    photos = sorted(str(p) for p in folder.glob("**/*.jpg"))[:n]
+    if len(photos) < n:
+        pytest.skip(f"clothing photos not found in {folder}")
+    return photos
+
+
+def _inner_box(path):
+    width, height = Image.open(path).size
+    return [width // 8, height // 8, width - width // 8, height - height // 8]
+
+
+def test_a_boxs_grabcut_mask_does_not_depend_on_what_came_before(data_root):
+    """GrabCut's k-means draws from OpenCV's random generator, which moves on with each call:
+    unseeded, the same box on a real photo got another mask after other masks."""
+    from pixql.ml.segment import segment
+
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in _clothing_photos(data_root, 3)]
+    boxes = [tuple(_inner_box(p)) for p in _clothing_photos(data_root, 3)]
+    first = [segment(rgb, box, "grabcut") for rgb, box in zip(photos, boxes)]
+    again = [segment(rgb, box, "grabcut") for rgb, box in reversed(list(zip(photos, boxes)))][::-1]
+    assert all((a == b).all() for a, b in zip(first, again))
+
+
+def test_segment_runs_photos_in_lanes_with_the_same_masks(data_root, colors_db, tmp_path, monkeypatch):
+    import threading
+
+    import torch
+
+    from pixql.commands import segment as command
+
+    rows = ", ".join(f"('{p}', {_inner_box(p)})" for p in _clothing_photos(data_root, 3))
+    colors_db.sql(f"CREATE TABLE items AS SELECT * FROM (VALUES {rows}) v(image, box)")
+    threads = []
+    masks = command._masks
+    monkeypatch.setattr(command, "_masks", lambda *a: threads.append(threading.current_thread().name) or masks(*a))
+    out = {}
+    for n in (1, 2):  # torch's threads: one stream, then two lanes (a fresh folder each: no mask read back)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: n)
+        out[n] = colors_db.sql(f"SEGMENT USING grabcut OPTIONS (box_col='box', out_dir='{tmp_path / str(n)}') "
+                               "AS SELECT * FROM items ORDER BY image").df()
+    assert not any(t.startswith("pixql-lane") for t in threads[:3])
+    assert threads[3:] and all(t.startswith("pixql-lane") for t in threads[3:])
+    assert list(out[1].mask_share) == list(out[2].mask_share)
+    for a, b in zip(out[1]["mask"], out[2]["mask"]):
+        assert a != b and (np.asarray(Image.open(a)) == np.asarray(Image.open(b))).all()

@@ -109,36 +109,40 @@ def _new_threads_default():
     return seen[0]
 
 
+def in_order(fn, items, lanes):
+    """fn(item) for each of `items`, computed on the lanes' threads (one more item queued than
+    there are lanes, so that none idles), yielded in order. `fn` raising raises here. On an error,
+    or when the caller stops early (closes this generator), the items not started are dropped and
+    those running are waited for: a caller's `with` block (frozen_layers) may then change what
+    they used."""
+    pool = lane_threads(lanes)
+    pending = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > lanes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        wait([future for future in pending if not future.cancel()])
+
+
 def run(rows, batch_size, compute, lanes, on_error="fail", skipped=None, collate=data.collate_rows):
     """Yields (compute(x), row indices) for each batch of `rows` (data.ImageRows) in row order,
     each batch prepared (`collate`: a list of ImageRows items -> (x or None, y, row indices,
-    errors), as data.collate_rows) and computed on a lane's thread, one more batch queued than
-    there are lanes. `compute` runs in that thread: torch's grad mode and autocast are per thread, so it
-    sets its own. Unreadable images as data.batches treats them. On an error, or when the caller
-    stops early, the batches not started are dropped and those running are waited for: a
-    caller's `with` block (frozen_layers) may then change the network."""
-    pool = lane_threads(lanes)
-
+    errors), as data.collate_rows) and computed on a lane's thread (in_order). `compute` runs in
+    that thread: torch's grad mode and autocast are per thread, so it sets its own. Unreadable
+    images as data.batches treats them."""
     def batch(start):
         x, _, idx, errors = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         return (None if x is None else compute(x)), idx, errors
 
-    pending = collections.deque()
-    starts = iter(range(0, len(rows), batch_size))
+    results = in_order(batch, range(0, len(rows), batch_size), lanes)
     try:
-        for start in starts:
-            pending.append(pool.submit(batch, start))
-            if len(pending) > lanes:  # every lane busy and one batch queued, so none idles
-                yield from _taken(pending.popleft(), on_error, skipped)
-        while pending:
-            yield from _taken(pending.popleft(), on_error, skipped)
+        for out, idx, errors in results:
+            data.unreadable(errors, on_error, skipped)
+            if out is not None:
+                yield out, idx
     finally:
-        running = [future for future in pending if not future.cancel()]
-        wait(running)
-
-
-def _taken(future, on_error, skipped):
-    out, idx, errors = future.result()
-    data.unreadable(errors, on_error, skipped)
-    if out is not None:
-        yield out, idx
+        results.close()

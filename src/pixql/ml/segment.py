@@ -20,10 +20,16 @@ METHODS = ("auto", "grabcut", "threshold", "sam")
 NEAR_WHITE = 250
 WHITE_EDGE = 0.9  # share of near-white pixels on a box's edge for 'auto' to call it a white backdrop
 GRABCUT_ITERATIONS = 5
+# GrabCut starts its colour models from k-means with OpenCV's random generator, which is per
+# thread and moves on with each call: seeded before each, a box's mask no longer depends on
+# which masks that thread computed before (nor on which thread: SEGMENT runs photos in lanes).
+GRABCUT_SEED = 0
 
 
 class Classic:
     """The methods that need no weights: grabcut, threshold, auto."""
+
+    thread_safe = True  # photos may be segmented on several threads at once (ml/lanes.py)
 
     def __init__(self, method):
         self.name = method
@@ -75,6 +81,7 @@ def _grabcut(rgb, box):
     labels = np.zeros((height, width), np.uint8)
     background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(rgb[..., ::-1])
+    cv2.setRNGSeed(GRABCUT_SEED)
     cv2.grabCut(bgr, labels, (int(x1), int(y1), int(x2 - x1), int(y2 - y1)), background, foreground,
                 GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
