@@ -73,7 +73,7 @@ def run(engine, statement):
             return None, exc
 
     # GrabCut takes ~0.6-1.6 s a box here: photos go to the lanes' threads (OpenCV lets go of
-    # the GIL), 1.4x on two cores, the masks the same
+    # the GIL), 1.72x on two cores, the masks the same (BENCHMARKS.md, "Lanes")
     lanes = lane_count(torch.device("cpu"), 0, len(photos), 1) if getattr(model, "thread_safe", False) else 1
     found = in_order(photo_masks, list(photos), lanes) if lanes > 1 else (photo_masks(path) for path in photos)
     bar = progress_bar(len(frame), "segment", engine.progress, unit="box")
