@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from onnx_runtime import network_only  # noqa: E402
-from prepare_threads import SETS, rows  # noqa: E402
+from prepare_threads import SETS, alternated, cell, rows  # noqa: E402
 
 
 def main():
@@ -58,21 +58,20 @@ def main():
     batch = auto_batch_size(classifier.device, training=False)
     lanes = lane_count(classifier.device, data.auto_workers(args.images))
     classifier.predict_proba(next(iter(photos.values()))[:64], progress=False)  # warm
-    ways = {"one stream": lambda *a: 1, "lanes": lane_count}
-    speed, outputs, alone = {}, {}, {"one stream": [], "lanes": []}
-    for _ in range(args.rounds):
-        for way, count in ways.items():
-            runtime.lane_count = count
-            for name, paths in photos.items():
-                start = time.perf_counter()
-                outputs[way, name] = classifier.predict_proba(paths, progress=False)
-                speed.setdefault((way, name), []).append(len(paths) / (time.perf_counter() - start))
+    alone = {"one stream": [], "lanes": []}
+
+    def count(rule):
+        def set_up():
+            runtime.lane_count = rule
+        return set_up
+
+    def network_alone():
         alone["one stream"].append(network_only(classifier, batch, args.network_seconds))
         alone["lanes"].append(network_only(classifier, batch, args.network_seconds, lanes=lanes))
-    runtime.lane_count = lane_count
 
-    def cell(values):
-        return f"{statistics.median(values):.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
+    speed, outputs = alternated(classifier, photos, {"one stream": count(lambda *a: 1), "lanes": count(lane_count)},
+                                args.rounds, network_alone)
+    runtime.lane_count = lane_count
 
     print(f"PREDICT, warm, Lite0 on {classifier.runtime} in {classifier.precision}, batch {batch}, "
           f"{torch.get_num_threads()} torch threads, "
@@ -85,9 +84,9 @@ def main():
         print(f"| {name}, {len(photos[name])} | {cell(one)} | {cell(many)} "
               f"| {statistics.median(many) / statistics.median(one):.2f}x | {diff:.1e} |")
     if args.detect:
-        detection(args, cell, lanes)
+        detection(args, lanes)
     if args.segment:
-        segmentation(args, cell, lanes)
+        segmentation(args, lanes)
     one_alone, lanes_alone = statistics.median(alone["one stream"]), statistics.median(alone["lanes"])
     print(f"\n| the network alone (random tensors) | images/s |\n|---|---|\n| one stream | {cell(alone['one stream'])} |\n"
           f"| {lanes} lanes | {cell(alone['lanes'])} |\n")
@@ -98,7 +97,7 @@ def main():
         print(f"| {name} | {one / one_alone:.2f} | {many / one_alone:.2f} | {many / lanes_alone:.2f} |")
 
 
-def detection(args, cell, lanes):
+def detection(args, lanes):
     import numpy as np
     import torch
 
@@ -132,7 +131,7 @@ def detection(args, cell, lanes):
           f"| {'yes' if same else 'no'} | {box_diff:.1e} px / {score_diff:.1e} |\n")
 
 
-def segmentation(args, cell, lanes):
+def segmentation(args, lanes):
     import tempfile
 
     import numpy as np

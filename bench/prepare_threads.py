@@ -28,6 +28,29 @@ def rows(data, folder, name, n):
     return [os.path.join(data, folder, r["image"]) for r in table[:n]]
 
 
+def alternated(classifier, photos, ways, rounds, after_round=None):
+    """Warm PREDICT (classifier.predict_proba) of each set of `photos` in each of `ways` (name ->
+    a callable that sets that way up), the ways alternated over `rounds` rounds: (images/s per
+    (way, set), a list over the rounds; the last round's probabilities per (way, set)).
+    `after_round()` runs at each round's end."""
+    speed, outputs = {}, {}
+    for _ in range(rounds):
+        for way, set_up in ways.items():
+            set_up()
+            for name, paths in photos.items():
+                start = time.perf_counter()
+                outputs[way, name] = classifier.predict_proba(paths, progress=False)
+                speed.setdefault((way, name), []).append(len(paths) / (time.perf_counter() - start))
+        if after_round is not None:
+            after_round()
+    return speed, outputs
+
+
+def cell(values):
+    """A measure's median, then each round's: '171.3 (171 / 169 / 177)'."""
+    return f"{statistics.median(values):.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="the datasets folder (../shared/datasets)")
@@ -45,15 +68,15 @@ def main():
     classifier = imagenet_classifier(device="cpu")
     classifier.predict_proba(next(iter(photos.values()))[:64], progress=False)  # warm
     threaded = data.ImageRows.__getitems__
-    variants = {"one at a time": lambda self, indices: [self[i] for i in indices], "threads": threaded}
-    speed, outputs = {}, {}
-    for _ in range(args.rounds):
-        for variant, getitems in variants.items():
-            data.ImageRows.__getitems__ = getitems
-            for name, paths in photos.items():
-                start = time.perf_counter()
-                outputs[variant, name] = classifier.predict_proba(paths, progress=False)
-                speed.setdefault((variant, name), []).append(len(paths) / (time.perf_counter() - start))
+
+    def getitems(way):
+        def set_up():
+            data.ImageRows.__getitems__ = way
+        return set_up
+
+    speed, outputs = alternated(classifier, photos, {
+        "one at a time": getitems(lambda self, indices: [self[i] for i in indices]),
+        "threads": getitems(threaded)}, args.rounds)
     data.ImageRows.__getitems__ = threaded
     from pixql.ml.runtime import auto_batch_size
 
@@ -65,8 +88,7 @@ def main():
     for name in photos:
         one, many = speed["one at a time", name], speed["threads", name]
         same = np.array_equal(outputs["one at a time", name], outputs["threads", name])
-        print(f"| {name}, {len(photos[name])} | {statistics.median(one):.1f} ({' / '.join(f'{v:.0f}' for v in one)}) "
-              f"| {statistics.median(many):.1f} ({' / '.join(f'{v:.0f}' for v in many)}) "
+        print(f"| {name}, {len(photos[name])} | {cell(one)} | {cell(many)} "
               f"| {statistics.median(many) / statistics.median(one):.2f}x | {'yes' if same else 'no'} |")
 
 
