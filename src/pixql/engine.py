@@ -11,6 +11,7 @@ import tempfile
 from pixql.catalog import Catalog
 from pixql.commands import handler
 from pixql.commands import create_table
+from pixql.allocator import keep_freed_memory
 from pixql.collector import quiet_while_loading
 from pixql.errors import PixqlError
 from pixql.session import Session
@@ -83,6 +84,7 @@ class Engine:
     def run(self, statement):
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's
+        keep_freed_memory()  # once per process: each batch's activations kept for the next
         try:
             with quiet_while_loading():  # the first statement that loads torch and timm
                 return handler(statement)(self, statement)

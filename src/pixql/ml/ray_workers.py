@@ -42,6 +42,9 @@ class _Worker:
     def __init__(self, job_ref):
         import ray
 
+        from pixql.allocator import keep_freed_memory
+
+        keep_freed_memory()  # a worker's process is pixql's: each batch's activations kept for the next
         self.job = ray.get(job_ref[0])  # in a list, so Ray hands over the reference, not the value
         self.model = self.job.load()
 
