@@ -43,6 +43,9 @@ def main():
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: ONNX Runtime in fp32 (what runtime='auto' picks on a CPU without native bf16)")
     args = ap.parse_args()
+    from pixql.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as in a process that runs pixql statements (the engine's first does this)
 
     import numpy as np
     import torch

@@ -57,6 +57,9 @@ def main():
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
+    from pixql.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as in a process that runs pixql statements (the engine's first does this)
 
     import numpy as np
     import torch
