@@ -39,11 +39,15 @@ def wanted(environ):
         name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in environ)
 
 
-def _set(thresholds):
+def is_glibc():
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, ValueError):  # musl and others: no such name, or no mallopt
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (AttributeError, OSError, ValueError):  # not Linux, or a C library without the name (musl)
         return False
+
+
+def _set(thresholds):
+    if not is_glibc():
+        return False
+    mallopt = ctypes.CDLL(None).mallopt  # glibc's, in the process already
     return all(mallopt(parameter, value) == 1 for parameter, value in thresholds)

@@ -8,10 +8,10 @@ the SQL layer, the model store and the learning code meet only in those commands
 import os
 import tempfile
 
+from pixql.allocator import keep_freed_memory
 from pixql.catalog import Catalog
 from pixql.commands import handler
 from pixql.commands import create_table
-from pixql.allocator import keep_freed_memory
 from pixql.collector import quiet_while_loading
 from pixql.errors import PixqlError
 from pixql.session import Session
