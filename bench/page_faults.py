@@ -68,7 +68,9 @@ def worker(args):
     row = db.sql(build).df().iloc[0]
     out["fine-tuning, 1 epoch"] = (float(row["images_per_second"]), (faults() - before) / args.train)
     out["peak RSS MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(out, default=str))
+    from pixql.allocator import keep_freed_memory
+
+    print(json.dumps({"kept": keep_freed_memory(), **out}))
 
 
 def main():
@@ -85,12 +87,16 @@ def main():
     runs = {way: [] for way in WAYS}
     for _ in range(args.rounds):
         for way, env in WAYS.items():
-            environ = {k: v for k, v in os.environ.items() if k != "PIXQL_MALLOC"}
+            environ = {k: v for k, v in os.environ.items()  # the way alone decides
+                       if not k.startswith("MALLOC_") and k not in ("PIXQL_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")}
             done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], capture_output=True,
                                   text=True, env={**environ, **env}, timeout=1800)
             if done.returncode:
                 sys.exit(done.stderr)
-            runs[way].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            if run.pop("kept") != (not env):
+                sys.exit(f"{way}: the worker's allocator was not as asked (is the C library glibc?)")
+            runs[way].append(run)
     print(f"Lite0, {os.cpu_count()} cores; images/s, then page faults per image; median (each round) over "
           f"{args.rounds} alternated rounds of fresh processes\n")
     print(f"| measure | {' | '.join(WAYS)} |")

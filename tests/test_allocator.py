@@ -55,14 +55,54 @@ def test_a_warm_network_pass_takes_no_page_faults():
 def test_the_user_can_keep_the_allocator_as_it_was():
     _, kept = faults_and_answer(PIXQL_MALLOC="system")  # how many faults glibc then takes is its own business
     assert not kept  # (~270,000 here)
-    _, kept = faults_and_answer(MALLOC_ARENA_MAX="4")  # a glibc setting of the user's own
+    _, kept = faults_and_answer(MALLOC_TRIM_THRESHOLD_=str(64 << 20))  # glibc's own setting of a threshold
     assert not kept
+    _, kept = faults_and_answer(MALLOC_ARENA_MAX="4")  # a glibc setting of something else
+    assert kept
 
 
 def test_whose_allocator_it_is():
     linux = sys.platform.startswith("linux")
-    assert allocator.wanted({"HOME": "/root"}) == linux
-    assert allocator.wanted({"PIXQL_MALLOC": "auto"}) == linux
-    for owner in ({"PIXQL_MALLOC": "system"}, {"PIXQL_MALLOC": "System"}, {"MALLOC_TRIM_THRESHOLD_": "0"},
-                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}):
-        assert not allocator.wanted(owner), owner
+    for left_to_pixql in ({}, {"PIXQL_MALLOC": "auto"}, {"PIXQL_MALLOC": " Auto "}, {"MALLOC_ARENA_MAX": "2"},
+                          {"MALLOC_PERTURB_": "165"}, {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"},
+                          {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libgomp.so.1"}):
+        assert allocator.wanted(left_to_pixql) == linux, left_to_pixql
+    for the_users in ({"PIXQL_MALLOC": "system"}, {"PIXQL_MALLOC": "System"}, {"MALLOC_TRIM_THRESHOLD_": "0"},
+                      {"MALLOC_MMAP_THRESHOLD_": "131072"}, {"MALLOC_TOP_PAD_": "0"},
+                      {"GLIBC_TUNABLES": "glibc.pthread.rseq=0:glibc.malloc.trim_threshold=0"},
+                      {"LD_PRELOAD": "/usr/lib/libgomp.so.1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
+                      {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}):
+        assert not allocator.wanted(the_users), the_users
+
+
+def test_a_value_it_does_not_know_leaves_the_allocator_and_says_so():
+    with pytest.warns(UserWarning, match="PIXQL_MALLOC='off' is neither 'auto' nor 'system'"):
+        assert not allocator.wanted({"PIXQL_MALLOC": "off"})
+
+
+class FakeLibc:
+    """An older glibc: refuses an mmap threshold over 32 MB; records what was asked."""
+
+    def __init__(self, fail=False):
+        self.asked, self.fail = [], fail
+
+    def mallopt(self, parameter, value):
+        if self.fail:
+            raise OSError("no mallopt")
+        self.asked.append((parameter, value))
+        return 0 if parameter == allocator.M_MMAP_THRESHOLD and value > 32 << 20 else 1
+
+
+def test_an_older_glibc_gets_its_own_ceiling_and_every_setting(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(allocator, "is_glibc", lambda: True)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+    assert allocator._set()
+    assert libc.asked == [(allocator.M_MMAP_THRESHOLD, 256 << 20), (allocator.M_MMAP_THRESHOLD, 32 << 20),
+                          (allocator.M_TRIM_THRESHOLD, 1 << 30), (allocator.M_TOP_PAD, 256 << 20)]
+
+
+def test_a_failing_mallopt_leaves_statements_running(monkeypatch):
+    monkeypatch.setattr(allocator, "is_glibc", lambda: True)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: FakeLibc(fail=True))
+    assert allocator._set() is False

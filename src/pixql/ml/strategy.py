@@ -383,6 +383,9 @@ def _ray_train_loop(config):
     import ray.train
     import ray.train.torch
 
+    from pixql.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a Ray Train worker's process is pixql's, as a Ray Data worker's (ray_workers.py)
     tracker = config["tracker"]
     context = ray.train.get_context()
 
