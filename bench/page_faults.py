@@ -1,6 +1,6 @@
 """glibc's allocator as pixql sets it (pixql.allocator) against glibc's own thresholds.
 
-    python bench/page_faults.py --data DIR [--images 1000] [--train 200] [--rounds 3]
+    python bench/page_faults.py --data DIR [--images 1000] [--train 200] [--rounds 3] [--session N]
 
 DIR is the datasets folder (../shared/datasets). Each measurement is a fresh process (this
 script with --worker), once as pixql runs (fixed thresholds) and once with PIXQL_MALLOC=system
@@ -10,7 +10,9 @@ first PREDICT, of the cats and dogs, timed as well: it loads the model, as a fir
 from the terminal does; then each set's second, warm run); Lite0's network alone on random
 tensors as that PREDICT runs it (batch, precision, memory format, one stream); a one-epoch
 `finetune` BUILD of --train cats-and-dogs photos. Prints images/s and page faults per image
-(median, then each round), and each process's peak RSS.
+(median, then each round), and each process's peak RSS. With --session N, each process then
+runs N rounds of a notebook-like session (both PREDICTs, a CONVERT, a linear and a finetune
+BUILD) and prints its resident memory after each round.
 """
 
 import argparse
@@ -19,6 +21,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +32,12 @@ WAYS = {"fixed thresholds (pixql)": {}, "glibc's own (PIXQL_MALLOC=system)": {"P
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def resident_mb():
+    """This process's resident memory now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def measured(fn, images):
@@ -46,11 +55,11 @@ def worker(args):
 
     db = pixql.connect(progress=False)
     out = {}
-    for name, (folder, csv) in SETS.items():
+    for i, (name, (folder, csv)) in enumerate(SETS.items()):
         db.sql(f"COPY photos OPTIONS (overwrite=true) FROM '{os.path.join(args.data, folder, csv)}'")
-        db.sql(f"CREATE OR REPLACE TABLE scored_{len(out)} AS SELECT * FROM photos LIMIT {args.images}")
-        predict = f"PREDICT USING imagenet_classifier AS SELECT * FROM scored_{len(out)}"
-        n = db.sql(f"SELECT count(*) FROM scored_{len(out)}").fetchall()[0][0]
+        db.sql(f"CREATE OR REPLACE TABLE scored_{i} AS SELECT * FROM photos LIMIT {args.images}")
+        predict = f"PREDICT USING imagenet_classifier AS SELECT * FROM scored_{i}"
+        n = db.sql(f"SELECT count(*) FROM scored_{i}").fetchall()[0][0]
         first = measured(lambda: db.sql(predict).fetchall(), n)  # loads the model
         if not out:
             out[f"PREDICT, the process's first: {name}, {n}"] = first
@@ -68,6 +77,17 @@ def worker(args):
     row = db.sql(build).df().iloc[0]
     out["fine-tuning, 1 epoch"] = (float(row["images_per_second"]), (faults() - before) / args.train)
     out["peak RSS MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    session = []
+    for _ in range(args.session):  # a long notebook-like session: does freed memory pile up?
+        for statement in ("PREDICT USING imagenet_classifier AS SELECT * FROM scored_0",
+                          "PREDICT USING imagenet_classifier AS SELECT * FROM scored_1",
+                          "CONVERT USING imagenet_classifier AS SELECT * FROM scored_1",
+                          "BUILD MODEL l USING EfficientNet_Lite0 OPTIONS (train_mode='linear', overwrite=true) "
+                          "AS SELECT * FROM cats USING SAMPLE 300 ROWS (reservoir, 2)", build):
+            db.sql(statement).fetchall()
+        session.append(resident_mb())
+    if session:
+        out["session"] = session
     from pixql.allocator import keep_freed_memory
 
     print(json.dumps({"kept": keep_freed_memory(), **out}))
@@ -80,6 +100,9 @@ def main():
     ap.add_argument("--train", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--network-seconds", type=float, default=5.0)
+    ap.add_argument("--session", type=int, default=0, metavar="N",
+                    help="then N rounds of a session (two PREDICTs, a CONVERT, a linear and a finetune BUILD), "
+                         "printing the resident memory after each")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -89,8 +112,9 @@ def main():
         for way, env in WAYS.items():
             environ = {k: v for k, v in os.environ.items()  # the way alone decides
                        if not k.startswith("MALLOC_") and k not in ("PIXQL_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")}
-            done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], capture_output=True,
-                                  text=True, env={**environ, **env}, timeout=1800)
+            with tempfile.TemporaryDirectory() as cache:  # each process embeds anew
+                done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], capture_output=True,
+                                      text=True, env={**environ, **env, "PIXQL_CACHE": cache}, timeout=3600)
             if done.returncode:
                 sys.exit(done.stderr)
             run = json.loads(done.stdout.strip().splitlines()[-1])
@@ -102,6 +126,8 @@ def main():
     print(f"| measure | {' | '.join(WAYS)} |")
     print("|---|---|---|")
     for measure in runs[next(iter(WAYS))][0]:
+        if measure == "session":
+            continue
         cells = []
         for way in WAYS:
             values = [run[measure] for run in runs[way]]
@@ -110,6 +136,13 @@ def main():
             else:
                 cells.append(f"{cell([v[0] for v in values])}; {cell([v[1] for v in values])} faults")
         print(f"| {measure} | {' | '.join(cells)} |")
+
+    if args.session:
+        print(f"\n| resident MB after each of {args.session} session rounds (each process) | " + " | ".join(WAYS) + " |")
+        print("|---|---|---|")
+        for i in range(args.rounds):
+            print(f"| process {i + 1} | " + " | ".join(
+                " / ".join(f"{mb:.0f}" for mb in runs[way][i]["session"]) for way in WAYS) + " |")
 
 
 if __name__ == "__main__":
