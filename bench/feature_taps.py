@@ -49,12 +49,18 @@ def rows(data, folder, name, image_col, label_col):
     return [os.path.join(data, folder, r[image_col]) for r in table], np.array([r[label_col] for r in table])
 
 
+def inputs(transform, paths, batch):
+    """The photos as pixql prepares them, a batch tensor at a time."""
+    for i in range(0, len(paths), batch):
+        yield torch.stack([transform(read_image(p)) for p in paths[i:i + batch]])
+
+
 def pooled(model, transform, paths, precision, batch=32):
     """{tap: [images, channels]}: each of the last three blocks' outputs and the pre-logits, pooled."""
     taps = {k: [] for k in ("b4", "b5", "b6", "head")}
     with torch.inference_mode(), autocast(resolve_device("cpu"), precision):
-        for i in range(0, len(paths), batch):
-            h = model.bn1(model.conv_stem(torch.stack([transform(read_image(p)) for p in paths[i:i + batch]])))
+        for x in inputs(transform, paths, batch):
+            h = model.bn1(model.conv_stem(x))
             for j, block in enumerate(model.blocks):
                 h = block(h)
                 if f"b{j}" in taps:
@@ -68,8 +74,8 @@ def pooled_last_map(model, transform, paths, precision, batch=32):
     bn = model.bn2  # timm's BatchNormAct2d: the norm, then ReLU6 (bn.act)
     out = {k: [] for k in ("avg", "avg_pre", "gem", "max")}
     with torch.inference_mode(), autocast(resolve_device("cpu"), precision):
-        for i in range(0, len(paths), batch):
-            h = model.bn1(model.conv_stem(torch.stack([transform(read_image(p)) for p in paths[i:i + batch]])))
+        for x in inputs(transform, paths, batch):
+            h = model.bn1(model.conv_stem(x))
             h = model.conv_head(model.blocks(h)).float()
             pre = torch.nn.functional.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
             post = bn.act(pre.clone())  # ReLU6 is in place

@@ -218,7 +218,8 @@ def _process_main(rank, world, port, device_type, run, lr, folder):
         dist.destroy_process_group()
         # and leave without C++'s exit-time destructors: one of gloo's or its store's threads still
         # ended a rank in std::terminate now and then after the barrier (1 full test run in ~10)
-        sys.stdout.flush(), sys.stderr.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(0)
     except PixqlError as exc:  # kept whole for the caller; the exit status ends the other ranks
         with open(os.path.join(folder, f"error-{rank}.pickle"), "wb") as f:
