@@ -275,6 +275,35 @@ REFUSED = [
     (CatalogError, "invalid model name 'a/../../x'", "FIT MODEL \"a/../../x\" USING cm AS SELECT * FROM colors"),
     (CatalogError, "invalid model name '../cm'", "FIT MODEL cm3 USING \"../cm\" AS SELECT * FROM colors"),
     (CatalogError, "predict\\('../cm', ...\\): invalid model name", "SELECT predict('../cm', image) FROM colors"),
+    # an answer column named like another answer column would lose the label to it
+    (OptionError, "result_col='score' names a column PREDICT adds itself",
+     "PREDICT USING cm OPTIONS (result_col='score') AS SELECT image FROM colors"),
+    (OptionError, "result_col='TOP_K' names a column PREDICT adds itself",
+     "PREDICT USING cm OPTIONS (result_col='TOP_K', top_k=2) AS SELECT image FROM colors"),
+    (OptionError, "result_col='prob_red' names a column PREDICT adds itself",
+     "PREDICT USING cm OPTIONS (result_col='prob_red', probabilities=true) AS SELECT image FROM colors"),
+    (OptionError, "'result_col' names a column, and the name is empty",
+     "PREDICT USING cm OPTIONS (result_col='') AS SELECT image FROM colors"),
+    # EVALUATE's errors never overwrite the query's columns (the truth labels among them)
+    (DataError, "EVALUATE adds the column\\(s\\) predicted, score, true_score.*already has true_score",
+     "EVALUATE USING cm OPTIONS (output='errors') AS SELECT image, label, 'x' AS true_score FROM colors"),
+    (DataError, "already has predicted",
+     "EVALUATE USING cm OPTIONS (output='errors', label_col='predicted') AS SELECT image, label AS predicted "
+     "FROM colors"),
+    # a list label means several labels per photo: multi_label=true, not the list's text as a class
+    (DataError, "label_col 'label', row 1: the label is a list.*multi_label=true",
+     BUILD.format("", "(SELECT image, [label] AS label FROM colors ORDER BY image)")),
+    (DataError, "label_col 'label', row 1: the label is a struct",
+     "EVALUATE USING cm AS SELECT image, {'name': label} AS label FROM colors"),
+    # a mistyped size would ask for ~100 GB
+    (OptionError, "'image_size' must be between 32 and 2048, got 100000", BUILD.format(", image_size=100000", "colors")),
+    # a quoted true is a string: the message says to drop the quotes
+    (OptionError, "must be true/false, got 'TRUE' \\(write it without quotes: probabilities=true\\)",
+     "PREDICT USING cm OPTIONS (probabilities='TRUE') AS SELECT * FROM colors"),
+    (OptionError, "write it without quotes: epochs=2", BUILD.format(", epochs='2'", "colors")),
+    # a classifier's keyword search uses no embedding column: a given one is not passed over
+    (OptionError, "emb_col is for search_by='image' or a CLIP model's text search",
+     "SEARCH IMAGE USING cm OPTIONS (search_by='text', search_input='red', emb_col='nope') AS SELECT * FROM colors"),
 ]
 
 

@@ -38,8 +38,8 @@ def text(default=None, choices=(), implies=()):
     return Option((str,), default, tuple(choices), implies=tuple(implies))
 
 
-def integer(default=None, low=None):
-    return Option((int,), default, low=low)
+def integer(default=None, low=None, high=None):
+    return Option((int,), default, low=low, high=high)
 
 
 def number(default=None, low=None, high=None, open=False):
@@ -72,6 +72,21 @@ def _type_ok(value, types):
     if isinstance(value, int):
         return int in types or float in types
     return isinstance(value, types)
+
+
+def _unquoted_hint(name, value, types):
+    """' (write it without quotes: x=true)' where a quoted value reads as the wanted type."""
+    if not isinstance(value, str):
+        return ""
+    text = value.strip().lower()
+    fits = (bool in types and text in ("true", "false")) or (int in types and text.lstrip("-").isdigit())
+    if float in types and not fits:
+        try:
+            float(text)
+            fits = text not in ("nan", "inf", "-inf", "infinity", "-infinity")
+        except ValueError:
+            pass
+    return f" (write it without quotes: {name}={text})" if fits else ""
 
 
 def _type_names(types):
@@ -112,7 +127,10 @@ def resolve(keyword, options, schema):
             raise OptionError(f"{keyword}: unknown option '{raw_name}'{did_you_mean}; valid options: {valid}")
         spec = schema[name]
         if not _type_ok(value, spec.types):
-            raise OptionError(f"{keyword}: option '{raw_name}' must be {_type_names(spec.types)}, got {value!r}")
+            raise OptionError(f"{keyword}: option '{raw_name}' must be {_type_names(spec.types)}, got {value!r}"
+                              + _unquoted_hint(raw_name, value, spec.types))
+        if name.endswith("_col") and isinstance(value, str) and not value.strip():
+            raise OptionError(f"{keyword}: option '{raw_name}' names a column, and the name is empty")
         if spec.choices and value is not None:
             if str(value).lower() not in spec.choices:
                 raise OptionError(

@@ -11,7 +11,7 @@ from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import (PRECISION, model_image_col, on_cluster, probabilities, probabilities_on_worker,
-                                   runtime_note, shown)
+                                   read_labels, refuse_taken_columns, runtime_note, shown)
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
 from pixql.image_columns import find_column, image_errors
@@ -53,8 +53,10 @@ def run(engine, statement):
                             "label_col", "the query")
     if label_col == image_col:
         raise OptionError(f"EVALUATE: label_col and image_col are the same column, '{label_col}'")
+    if resolved["output"] == "errors":  # the answers never silently replace the query's columns
+        refuse_taken_columns("EVALUATE", frame.columns, list(task.error_columns))
     classes = list(model.classes)
-    truth = [task.label(v, set(classes)) for v in frame[label_col]]
+    truth = read_labels(task, frame[label_col], set(classes), label_col)
     keep = [t is not None for t in truth]
     skipped = len(truth) - sum(keep)
     messages = []

@@ -58,7 +58,7 @@ PAIR_NEIGHBOURS = 20  # ... which proposes each row's nearest rows: copies of on
 
 
 def run(engine, statement):
-    resolved, _ = opt.resolve("SEARCH IMAGE", statement.options, OPTIONS)
+    resolved, given = opt.resolve("SEARCH IMAGE", statement.options, OPTIONS)
     by = resolved["search_by"]
     if by != "duplicates" and not resolved["search_input"]:
         raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
@@ -66,6 +66,10 @@ def run(engine, statement):
     if by == "duplicates":
         return _duplicates(engine, statement, resolved)
     if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
+        if given.get("emb_col") is not None:  # (a mistyped or misplaced option is not passed over)
+            raise OptionError(f"SEARCH IMAGE: emb_col is for search_by='image' or a CLIP model's text search; "
+                              f"'{statement.model}' finds '{resolved['search_input']}' by its class probabilities, "
+                              "computed from the images: leave emb_col out")
         return _keyword(engine, statement, resolved)
     columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
     refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])

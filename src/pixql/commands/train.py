@@ -13,7 +13,7 @@ from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
 from pixql.catalog import best_metric
-from pixql.commands.common import PRECISION, frame_result, shown
+from pixql.commands.common import PRECISION, frame_result, read_labels, shown
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
 from pixql.tasks import for_build, task_of
@@ -33,7 +33,9 @@ BUILD_OPTIONS = {
     "weight_decay": opt.number(None, low=0),
     "scheduler": opt.text("cosine", ("cosine", "constant")),
     "warmup_epochs": opt.number(0.0, low=0),
-    "image_size": opt.integer(None, low=32),
+    # (the high bound: a network's activations grow with the side's square; 2048 px already
+    # needs gigabytes per image, and a mistyped 100000 would ask the allocator for ~100 GB)
+    "image_size": opt.integer(None, low=32, high=2048),
     "augment": opt.text(None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
     "precision": PRECISION,
     "early_stopping": opt.integer(None, low=1),  # patience in epochs
@@ -98,7 +100,7 @@ def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
     image_col = pick_image_col(rows, resolved["image_col"], what)
     label_col = find_column(rows, resolved["label_col"], "label_col", what)
     known = None if classes is None else set(classes)
-    labels = [task.label(v, known) for v in rows[label_col]]
+    labels = read_labels(task, rows[label_col], known, label_col, [i + 1 for i in rows.index])
     keep = [v is not None for v in labels]
     null_labels = len(keep) - sum(keep)
     if null_labels:

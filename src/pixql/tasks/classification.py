@@ -20,7 +20,7 @@ import decimal
 import numpy as np
 
 from pixql import metrics
-from pixql.errors import OptionError, TrainingError
+from pixql.errors import DataError, OptionError, TrainingError
 from pixql.query_rows import is_null
 
 SEPARATOR = "|"
@@ -139,6 +139,11 @@ class SingleLabel:
     # labels
     def label(self, value, classes=None):
         """A cell as this task's label: a class name, or None for NULL (left out)."""
+        if isinstance(value, (list, tuple, set, dict, np.ndarray)):
+            # str() would make "['cat']" a class of its own: the user meant several labels, or one field
+            raise DataError(f"the label is a {'struct' if isinstance(value, dict) else 'list'}, {value!r:.60}, "
+                            "and a single-label model takes one class per row: for several labels per photo "
+                            "use OPTIONS (multi_label=true), or select one field or element as the label")
         return label_string(value, classes)
 
     def class_names(self, labels):
@@ -207,12 +212,16 @@ class SingleLabel:
     def output_types(self, classes, result_col, top=1, probabilities=False):
         """{name: DuckDB type} of the columns `columns()` adds to a query's rows, in order (the
         types an empty result's table gets)."""
-        out = {result_col: self.label_type, "score": "DOUBLE"}
+        others = {"score": "DOUBLE"}
         if top > 1:
-            out["top_k"] = "STRUCT(label VARCHAR, score DOUBLE)[]"
+            others["top_k"] = "STRUCT(label VARCHAR, score DOUBLE)[]"
         if probabilities:
-            out.update((probability_column(c), "DOUBLE") for c in classes)
-        return out
+            others.update((probability_column(c), "DOUBLE") for c in classes)
+        # one name for two answers would keep only one of them (the label lost to the score)
+        if result_col.lower() in {name.lower() for name in others}:
+            raise OptionError(f"PREDICT: result_col='{result_col}' names a column PREDICT adds itself "
+                              f"({', '.join(others)}): choose another name for the label column")
+        return {result_col: self.label_type, **others}
 
     def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False):
         """(a copy of `frame` with PREDICT's columns added, positions of the rows left unanswered).
@@ -246,6 +255,8 @@ class SingleLabel:
         return frame, np.nonzero(~read)[0]
 
     # what EVALUATE reports
+    error_columns = ("predicted", "score", "true_score")  # what output='errors' adds to the query's rows
+
     def evaluate(self, frame, truth, probs, classes, unknown, output, threshold=None):
         """(the result frame for `output`, the confusion frame for pictures)."""
         predicted, scores = self.decide(probs, classes)
@@ -274,6 +285,7 @@ class MultiLabel(SingleLabel):
     label_type = "VARCHAR[]"
     activation = "sigmoid"
     stratified_split = False
+    error_columns = ("predicted", "missing", "extra", "score")
     metric = "micro_f1"
     target_dtype = "float"
 
