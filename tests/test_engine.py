@@ -252,3 +252,37 @@ def test_convnext_tiny_trains_from_a_local_weights_file(db, color_csv, tmp_path)
     stem = backbone.state_dict()["stem.0.weight"]
     assert (state["stem.0.weight"] == stem).all()  # the backbone came from the file, frozen
     assert len(db.sql("PREDICT USING cn AS SELECT * FROM colors").df()) == 24
+
+
+# -- the caller's DataFrames are tables by their names, as in duckdb.sql() ---------------------------
+def test_sql_reads_the_callers_dataframes_and_arrow_tables_by_name(colors_db):
+    import pyarrow as pa
+
+    photos = colors_db.sql("SELECT * FROM colors").df()
+    predicted = colors_db.sql("PREDICT USING cm AS SELECT * FROM photos WHERE label <> 'red'").df()
+    assert len(predicted) == 16 and (predicted.predicted == predicted.label).all()
+
+    def inner():
+        extra = pa.table({"label": ["red", "teal"]})
+        return colors_db.sql("SELECT count(*) FROM colors JOIN extra USING (label)").fetchall()
+
+    assert inner() == [(8,)]
+    # the last SELECT's rows are computed while the DataFrame is a table; later nothing is left
+    rows = colors_db.sql("SELECT label FROM photos LIMIT 2")
+    assert colors_db.sql("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [(0,)]
+    assert len(rows.fetchall()) == 2
+
+
+def test_a_table_keeps_its_name_over_a_dataframe_of_the_same_name(colors_db):
+    colors = pd.DataFrame({"image": ["x.png"], "label": ["red"]})  # noqa: F841 (the SQL names it)
+    assert colors_db.sql("SELECT count(*) FROM colors").fetchall() == [(24,)]
+    colors_db.sql("CREATE TABLE later AS SELECT 1 AS one")
+    later = pd.DataFrame({"one": [5, 6]})  # noqa: F841
+    assert colors_db.sql("SELECT sum(one) FROM later").fetchall() == [(1,)]
+
+
+def test_a_failed_script_leaves_no_dataframe_registered(colors_db):
+    frame = pd.DataFrame({"a": [1]})  # noqa: F841
+    with pytest.raises(SqlError):
+        colors_db.sql("SELECT a FROM frame; SELECT * FROM no_such_table")
+    assert colors_db.duckdb.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [(0,)]

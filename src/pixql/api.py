@@ -1,8 +1,12 @@
 """The Python front end: `pixql.connect()` -> Connection, thin over the engine."""
 
+import sys
+from collections import ChainMap
+
 from pixql.engine import Engine
 from pixql.errors import ArgumentError, Interrupted
 from pixql.result import Result
+from pixql.session import frames_named
 from pixql.sql import parse_script
 
 
@@ -37,31 +41,48 @@ class Connection:
         return str(self._engine.store.root)
 
     def sql(self, script):
-        """Run one or more `;`-separated statements; return the last one's Result."""
+        """Run one or more `;`-separated statements; return the last one's Result. A pandas or
+        polars DataFrame or an Arrow table in the caller's variables is a table by its name, as in
+        `duckdb.sql()`: `db.sql("PREDICT USING m AS SELECT * FROM df")`."""
+        caller = sys._getframe(1)
         last = Result()
-        for _statement, last, _is_last in self.run_script(script, "sql"):
+        for _statement, last, _is_last in self.run_script(script, "sql", ChainMap(caller.f_locals, caller.f_globals)):
             pass
         return last
 
     execute = sql
 
-    def run_script(self, script, _caller="run_script"):
+    def run_script(self, script, _caller="run_script", namespace=None):
         """Run `script`'s statements one by one, yielding (statement, its Result, whether it is the
         last) as each completes: the loop under `sql()`, the CLI, the notebook magic and the demo.
         The whole script is parsed first, so a syntax error anywhere runs nothing. Ctrl-C while a
-        statement runs raises `Interrupted`, a KeyboardInterrupt that names the statement."""
+        statement runs raises `Interrupted`, a KeyboardInterrupt that names the statement.
+        `namespace` (a mapping: a notebook's variables): its DataFrames the script names are
+        tables by those names while it runs."""
         if not isinstance(script, str):
             hint = " (decode the bytes first: script.decode('utf-8'))" if isinstance(script, (bytes, bytearray)) else ""
             raise ArgumentError(f"{_caller}(): the script must be a str of SQL statements, got "
                                 f"{type(script).__name__} {script!r:.60}{hint}")
         statements = parse_script(script)
         self._engine.check_syntax(statements)
-        for i, statement in enumerate(statements):
-            try:
-                result = self._engine.run(statement)
-            except KeyboardInterrupt as exc:
-                raise Interrupted(statement.keyword, statement.line) from exc
-            yield statement, result, i == len(statements) - 1
+        session = self._engine.session
+        # registered for this script only (a later table of the name must not be shadowed); a
+        # script abandoned half-way (GeneratorExit, maybe from the garbage collector, in the
+        # middle of another DuckDB call) leaves them to the next script's use_frames
+        session.use_frames(frames_named(script, namespace))
+        try:
+            for i, statement in enumerate(statements):
+                try:
+                    result = self._engine.run(statement)
+                except KeyboardInterrupt as exc:
+                    raise Interrupted(statement.keyword, statement.line) from exc
+                yield statement, result, i == len(statements) - 1
+        except GeneratorExit:
+            raise
+        except BaseException:
+            session.forget_frames()
+            raise
+        session.forget_frames()
 
     def close(self):
         self._engine.close()

@@ -97,15 +97,15 @@ class PixqlMagics(Magics):
                 conn = self.connection
                 print(f"pixql: database {database or ':memory:'} (models in {conn.model_store})")
             return None
-        return self.run(script)
+        return self.run(script, namespace)
 
-    def run(self, script):
+    def run(self, script, namespace=None):
         """Run `script`: show each intermediate result, return the last one's value."""
         from IPython.display import display
 
         statement = None
         try:
-            for statement, result, last in self.connection.run_script(script):
+            for statement, result, last in self.connection.run_script(script, namespace=namespace):
                 if last:
                     return _value(result, display)
                 for item in _outputs(result):

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import os
 import re
+import sys
 import time
 import uuid
 
@@ -17,6 +18,25 @@ from pixql.errors import DataError, OptionError, SqlError, public_text
 from pixql.sql import nested_statements
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def frames_named(script, namespace):
+    """{name: value} of the variables in `namespace` (a mapping) that the script's text names and
+    that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table."""
+    if not namespace:
+        return {}
+    kinds = tuple(getattr(module, kind) for module, kind in
+                  ((sys.modules.get("pandas"), "DataFrame"), (sys.modules.get("pyarrow"), "Table"),
+                   (sys.modules.get("polars"), "DataFrame")) if module is not None)  # no import for them
+    found = {}
+    for name in set(_NAME.findall(script)):
+        value = namespace.get(name)
+        if kinds and isinstance(value, kinds):
+            found[name] = value
+    return found
 
 
 class Session:
@@ -33,10 +53,12 @@ class Session:
         self._token = uuid.uuid4().hex[:12]  # this session's own names for its SQL functions
         self._functions = []  # those names, removed from DuckDB's catalog at close
         self._taken = None  # names of the database's own functions and macros, read once
+        self._frames = []  # the caller's DataFrames registered by name for the script that runs (use_frames)
 
     def close(self):
         import duckdb
 
+        self.forget_frames()
         self.drop_stale_tables()
         for name in self._functions:
             with contextlib.suppress(duckdb.Error):
@@ -71,6 +93,32 @@ class Session:
             self.duckdb.execute(f"CREATE OR REPLACE TEMP MACRO {name}({', '.join(args)}) AS "
                                 f"{private}({', '.join(wrap or args)})")
         return private
+
+    # -- the caller's DataFrames, by name --------------------------------------------------------
+    def use_frames(self, frames):
+        """Make each of {name: DataFrame} readable by its name in this connection's SQL, as DuckDB's
+        own Python API reads a variable of its caller's, until forget_frames(). A name that is a
+        table or view of the database keeps meaning that (DuckDB's catalog comes first there too)."""
+        self.forget_frames()
+        if not frames:
+            return
+        taken = {name.lower() for (name,) in self.duckdb.execute(
+            "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()").fetchall()}
+        for name, frame in frames.items():
+            if name.lower() not in taken:
+                self.duckdb.register(name, frame)
+                self._frames.append(name)
+
+    @property
+    def frames_in_use(self):
+        return bool(self._frames)
+
+    def forget_frames(self):
+        import duckdb
+
+        while self._frames:
+            with contextlib.suppress(duckdb.Error):
+                self.duckdb.unregister(self._frames.pop())
 
     def temp_name(self, prefix):
         return f"__pixql_{prefix}_{next(self._names)}"
