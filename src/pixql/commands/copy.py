@@ -23,7 +23,12 @@ def run(engine, statement):
     con = engine.session.duckdb
     if not statement.options and ingest.table_exists(con, statement.table) \
             and not Path(statement.source).expanduser().is_dir():
-        return plain_sql.run_as_duckdb(engine, statement)
+        result = plain_sql.run_as_duckdb(engine, statement)
+        # said, since a script run twice doubles its tables this way, with paths left as written
+        result.messages.append(f"COPY {statement.table}: the table exists, so DuckDB's own COPY appended the "
+                               "file's rows as written (image paths not resolved); OPTIONS (overwrite=true) "
+                               "replaces the table, OPTIONS (if_exists='append') appends with paths resolved")
+        return result
     resolved, _ = opt.resolve("COPY", statement.options, OPTIONS)
     rows, messages = ingest.copy_table(con, statement.table, statement.source, resolved)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, messages)
