@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pixql.commands import predict as predict_command
-from pixql.errors import DataError, PixqlError, SqlError
+from pixql.errors import DataError, OptionError, PixqlError, SqlError
 
 PREDICT = "PREDICT USING cm AS SELECT * FROM colors ORDER BY image"
 
@@ -227,6 +227,37 @@ def test_inside_the_users_transaction_the_stream_is_undone_by_rollback(colors_db
     assert colors_db.sql("SELECT count(*) FROM answers").fetchone() == (24,)
     colors_db.sql("ROLLBACK")
     assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'answers'").fetchone() == (0,)
+
+
+def test_a_stream_failing_inside_the_users_transaction_fails_it_as_duckdb_does(colors_db, small_chunks):
+    """The rows written before the failing chunk are not kept by a COMMIT: as after any failed
+    statement in DuckDB, the transaction can only be rolled back."""
+    _break_image(colors_db, 17)
+    colors_db.sql("BEGIN TRANSACTION; CREATE TABLE kept AS SELECT 1 AS x")
+    with pytest.raises(DataError, match="row 17"):
+        colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
+    with pytest.raises(SqlError, match="transaction is aborted"):
+        colors_db.sql("SELECT count(*) FROM answers").fetchall()
+    colors_db.sql("COMMIT")
+    assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('answers', 'kept')"
+                         ).fetchone() == (0,)
+
+
+def test_a_failed_pixql_statement_outside_a_transaction_changes_nothing_after_it(colors_db):
+    with pytest.raises(OptionError):
+        colors_db.sql("PREDICT USING cm OPTIONS (top_k=0) AS SELECT * FROM colors")
+    assert colors_db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+
+
+def test_models_say_that_rollback_does_not_undo_them(colors_db):
+    colors_db.sql("BEGIN TRANSACTION")
+    built = colors_db.sql("BUILD MODEL cm2 USING SimpleCNN OPTIONS (pretrained=false) AS SELECT * FROM colors")
+    dropped = colors_db.sql("DROP MODEL cm2")
+    colors_db.sql("ROLLBACK")
+    for result in (built, dropped):
+        assert any("ROLLBACK does not undo this" in m for m in result.messages)
+    assert "cm2" not in {name for (name,) in colors_db.sql("SELECT name FROM pixql_models()").fetchall()}
+    assert not any("ROLLBACK" in m for m in colors_db.sql("DROP MODEL IF EXISTS cm2").messages)
 
 
 @pytest.mark.parametrize("chunk_rows", [10, 4096])

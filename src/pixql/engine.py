@@ -15,6 +15,7 @@ from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
 from pixql.errors import PixqlError
 from pixql.session import Session
+from pixql.sql.statements import BuildModel, DropModel, FitModel
 from pixql.store import ModelStore
 
 
@@ -24,6 +25,10 @@ def default_store_root(database):
     if database in (None, "", ":memory:"):
         return None
     return f"{database}.models"
+
+
+# statements that change the model store, which DuckDB's transactions do not cover
+MODEL_WRITERS = (BuildModel, FitModel, DropModel)
 
 
 class Engine:
@@ -87,9 +92,17 @@ class Engine:
         keep_freed_memory()  # once per process: each batch's activations kept for the next
         try:
             with quiet_while_loading():  # the first statement that loads torch and timm
-                return handler(statement)(self, statement)
-        except PixqlError as exc:
-            raise self.locate(exc, statement)
+                result = handler(statement)(self, statement)
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
+            if isinstance(exc, PixqlError):
+                raise self.locate(exc, statement)
+            raise
+        if isinstance(statement, MODEL_WRITERS) and self.session.in_transaction():
+            result.messages.append(f"{statement.keyword}: models are not part of DuckDB's transactions: "
+                                   "ROLLBACK does not undo this")
+        return result
 
     @staticmethod
     def locate(exc, statement):

@@ -400,6 +400,20 @@ class Session:
         """Whether the script is inside a transaction of its own (BEGIN without COMMIT yet)."""
         return ingest.in_transaction(self.duckdb)
 
+    def abort_transaction(self):
+        """What DuckDB does to the user's open transaction when one of its statements fails: it
+        can then only be rolled back (COMMIT rolls it back too), so that a statement that failed
+        half-way (a streamed CREATE TABLE AS PREDICT) keeps none of its rows."""
+        import duckdb
+
+        try:
+            if not self.in_transaction():
+                return
+        except duckdb.Error:  # aborted already (a DuckDB error of the statement's own)
+            return
+        with contextlib.suppress(duckdb.Error):
+            self.duckdb.execute("SELECT error('pixql: a statement of this transaction failed')")
+
     def begin(self):
         """Start a transaction unless the script is inside one already; True if started here."""
         if self.in_transaction():
