@@ -2,6 +2,7 @@
 EVALUATE, CONVERT and BUILD, with their bad input. The hand-made colour model `cm` tells red,
 green and blue apart, so a box over one colour of a two-coloured photo must read as that colour."""
 
+import os
 import warnings
 
 import numpy as np
@@ -277,6 +278,26 @@ def test_segment_finds_the_object_in_its_box(product_on_white, method):
         elif method != "threshold":  # a threshold is for white backdrops only
             assert iou > 0.85
         assert 0 < share <= 1
+
+
+def test_segment_stores_absolute_mask_paths_and_says_where_an_in_memory_database_keeps_them(
+        product_on_white, tmp_path, monkeypatch):
+    """A table of masks works from any working directory, as COPY's paths do; masks that would go
+    with an in-memory database's temporary model store are said to."""
+    import pixql
+
+    db, _ = product_on_white
+    items = db.sql("SELECT * FROM items").df()
+    monkeypatch.chdir(tmp_path)
+    frame = items  # noqa: F841 (the SQL names it)
+    with pixql.connect("relative.duckdb", progress=False) as rel:
+        for options in ("", ", out_dir='my_masks'"):
+            out = rel.sql(f"SEGMENT USING threshold OPTIONS (box_col='box'{options}) AS SELECT * FROM frame")
+            assert not out.messages
+            assert all(os.path.isabs(p) and os.path.isfile(p) for p in out.df()["mask"])
+    with pixql.connect(progress=False) as memory:
+        out = memory.sql("SEGMENT USING threshold OPTIONS (box_col='box') AS SELECT * FROM frame")
+        assert "OPTIONS (out_dir='...') keeps them" in out.messages[0]
 
 
 def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):

@@ -86,6 +86,11 @@ class Engine:
                         raise self.locate(exc, statement) from None
                     raise self.locate(first, statement)
 
+    @property
+    def temporary_store(self):
+        """Whether the models (and what lives beside them) go when this engine closes."""
+        return self._tmpdir is not None
+
     def run(self, statement):
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's

@@ -46,7 +46,8 @@ def run(engine, statement):
         raise OptionError(f"SEGMENT USING {method} needs no weights: OPTIONS (weights=...) is for USING sam")
     if resolved["box_col"] is None:
         raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'")
-    folder = resolved["out_dir"] or _default_folder(engine)
+    # absolute, as COPY stores paths: the table's masks are found from any working directory
+    folder = os.path.abspath(os.path.expanduser(resolved["out_dir"] or _default_folder(engine)))
     frame = engine.session.query_frame(statement)
     refuse_taken_columns("SEGMENT", frame.columns, [resolved["result_col"], "mask_share"], resolved["result_col"])
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
@@ -90,6 +91,9 @@ def run(engine, statement):
     out[resolved["result_col"]] = masks
     out["mask_share"] = shares
     messages = reader.message("SEGMENT")
+    if resolved["out_dir"] is None and engine.temporary_store:
+        messages.append(f"SEGMENT: the masks are in {folder}, which goes with this in-memory database's "
+                        "models when it closes: OPTIONS (out_dir='...') keeps them")
     if missed:
         messages.append(f"SEGMENT: {len(missed)} row(s) whose image could not be read got a NULL mask "
                         f"(on_error='skip'): {shown(missed)}")
