@@ -52,6 +52,18 @@ def test_fetchone_computes_a_stream_as_it_reads(colors_db, small_chunks):
     assert rest == expected[13:]
 
 
+def test_a_stream_a_cursor_began_still_gives_every_row_to_df_columns_and_len(colors_db, small_chunks):
+    """fetchone() computes a streamed PREDICT as it reads and keeps what it computed: .columns,
+    len(), .df() and .fetchall() read every row after it, and the cursor goes on where it was."""
+    expected = _whole(colors_db)
+    rows = [tuple(row) for row in expected.itertuples(index=False)]
+    result = colors_db.sql(PREDICT)
+    assert result.fetchone() == rows[0]
+    assert result.columns == list(expected.columns) and len(result) == 24
+    assert result.df().equals(expected) and result.fetchall() == rows
+    assert result.fetchmany(30) == rows[1:]
+
+
 def test_fetch_record_batch_reads_a_stream_as_arrow(colors_db, small_chunks):
     expected = colors_db.sql(PREDICT).df()
     reader = colors_db.sql(PREDICT).fetch_record_batch()
@@ -406,3 +418,13 @@ def test_no_temporary_table_is_left_behind(colors_db, monkeypatch):
     del abandoned
     colors_db.sql("SELECT 1")  # the next statement clears what an abandoned stream left
     assert _input_tables(colors_db) == 0
+
+
+def test_fetchall_gives_lists_and_structs_as_duckdbs_fetchall_does(colors_db):
+    """Not numpy arrays (whose == is elementwise): the query's list and struct columns and
+    PREDICT's top_k come back as DuckDB's own fetchall() gives them."""
+    query = "SELECT image, [1, 2] AS l, {'a': [3]} AS s FROM colors ORDER BY image LIMIT 1"
+    row = colors_db.sql(f"PREDICT USING cm OPTIONS (top_k=2) AS {query}").fetchall()[0]
+    assert row[1:3] == colors_db.duckdb.sql(query).fetchall()[0][1:3] == ([1, 2], {"a": [3]})
+    assert type(row[1]) is list and type(row[2]["a"]) is list
+    assert type(row[-1]) is list and sorted(row[-1][0]) == ["label", "score"]

@@ -62,6 +62,7 @@ class Result:
         self._column_types = dict(column_types or {})  # {column: DuckDB type} a command declares
         self._stream = stream  # iterator of DataFrames, consumed once
         self._streamed = False
+        self._kept = None  # _KeptFrames: a stream a cursor reads, kept for df() and the rest
         self._cursor = None  # fetchone()/fetchmany(): an iterator over the rows left
         self.image = image
         self.info = info or {}
@@ -71,6 +72,7 @@ class Result:
     @property
     def has_rows(self):
         return (self._relation is not None or self._frame is not None or self._stream is not None
+                or self._kept is not None
                 or self._rows is not None or self._columns is not None)
 
     @property
@@ -93,6 +95,8 @@ class Result:
         if self._stream is not None:
             stream, self._stream, self._streamed = self._stream, None, True
             yield from stream
+        elif self._kept is not None:  # a cursor began reading it: what it computed, then the rest
+            yield from self._kept
         elif self.has_rows or self._streamed:
             yield self.df()
 
@@ -104,11 +108,12 @@ class Result:
             import pandas as pd
 
             return pd.DataFrame.from_records(self._rows, columns=self._names, coerce_float=False)
-        if self._stream is not None:  # materialise once, like a DuckDB relation's df()
+        if self._stream is not None or self._kept is not None:  # materialise once, like a DuckDB relation's df()
             import pandas as pd
 
-            stream, self._stream = self._stream, None
-            self._frame = pd.concat(list(stream), ignore_index=True)
+            frames = list(self._stream) if self._kept is None else self._kept.every_frame()
+            self._stream = self._kept = None
+            self._frame = pd.concat(frames, ignore_index=True)
         if self._columns is not None and self._frame is None:
             import pandas as pd
 
@@ -158,6 +163,11 @@ class Result:
         if self._rows is not None:
             return list(self._rows)
         frame = self.df()
+        # lists and structs as DuckDB's fetchall() gives them (Python lists, not numpy arrays,
+        # whose == is elementwise and whose truth is an error)
+        for i, kind in enumerate(frame.dtypes):
+            if kind == object:
+                frame.isetitem(i, frame.iloc[:, i].map(_python_value))
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]
 
     def duckdb_rows(self, chunk=10_000):
@@ -200,7 +210,10 @@ class Result:
         connection from every other statement. A streamed result is computed as it is read."""
         if self._cursor is None:
             if self._stream is not None:
-                rows = (tuple(row) for frame in self.batches() for row in frame.itertuples(index=False, name=None))
+                # computed as read, and kept: df(), .columns and len() still see every row after it
+                kept = self._kept = _KeptFrames(self._stream)
+                self._stream = None
+                rows = (tuple(row) for frame in kept for row in frame.itertuples(index=False, name=None))
             else:
                 rows = iter(self.fetchall())
             self._cursor = rows
@@ -214,7 +227,7 @@ class Result:
             return list(self._names)
         if self._columns is not None:
             return list(self._columns)
-        if self._stream is not None:
+        if self._stream is not None or self._kept is not None:
             self.df()
         return [] if self._frame is None else list(self._frame.columns)
 
@@ -233,7 +246,7 @@ class Result:
             return len(self.fetchall())
         if self._columns is not None:
             return max((len(values) for values in self._columns.values()), default=0)
-        if self._stream is not None:
+        if self._stream is not None or self._kept is not None:
             self.df()
         return 0 if self._frame is None else len(self._frame)
 
@@ -284,6 +297,39 @@ VALUES_ROWS = 1000
 # column type of its own in pandas, and such a table is printed through pandas.
 _AS_PYTHON = {"float64": float, "int64": int, "bool": bool}
 _OTHER = object()
+
+
+def _python_value(value):
+    """A cell with its numpy arrays as lists, inside lists and structs too."""
+    if hasattr(value, "tolist") and hasattr(value, "ndim") and value.ndim:  # a numpy array
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_python_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _python_value(v) for k, v in value.items()}
+    return value
+
+
+class _KeptFrames:
+    """A stream of DataFrames computed as it is read and kept: iterating gives each frame in
+    order (a second iteration starts again from the first, computing only what is new)."""
+
+    def __init__(self, stream):
+        self._stream, self._frames = iter(stream), []
+
+    def __iter__(self):
+        i = 0
+        while True:
+            while i >= len(self._frames):
+                frame = next(self._stream, None)
+                if frame is None:
+                    return
+                self._frames.append(frame)
+            yield self._frames[i]
+            i += 1
+
+    def every_frame(self):
+        return list(self)
 
 
 def _plain(value):
