@@ -108,6 +108,14 @@ def test_a_models_box_format_is_not_contradicted_quietly(halves):
             warnings.simplefilter("error")  # numpy's "converting a masked element to nan" leaked here
             with pytest.raises(DataError, match="row 1 has a box with a NULL corner"):
                 halves.sql(f"PREDICT USING cm OPTIONS (box_col='{box}') AS SELECT image, {columns} FROM photos LIMIT 1")
+    # a STRUCT of corners says what it holds: box_format='xywh' against it is refused, not passed over
+    with pytest.raises(OptionError, match=r"STRUCT of corners \(x1, y1, x2, y2\), which box_format='xywh'"):
+        halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, "
+                   "{'x1': 1, 'y1': 1, 'x2': 20, 'y2': 20} AS b FROM photos LIMIT 1")
+    # an infinite corner is the box's fault, not the photo's
+    with pytest.raises(DataError, match=r"row 1 has a box with an infinite corner \(10\.0, 10\.0, inf, 20\.0\)"):
+        halves.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [10, 10, 'inf'::DOUBLE, 20] AS b "
+                   "FROM photos LIMIT 1")
 
 
 def test_normalized_boxes_padding_masks_and_evaluate(halves):
@@ -126,6 +134,22 @@ def test_convert_regions_differ_by_box(halves):
     frame = halves.sql("CONVERT USING cm OPTIONS (box_col='box') AS SELECT * FROM photos ORDER BY image, x1").df()
     red, blue = np.asarray(frame.embedding[0]), np.asarray(frame.embedding[1])
     assert float(red @ blue) < 0.5  # the two halves of one photo are far apart
+
+
+def test_convert_with_a_region_model_embeds_the_regions_it_was_trained_on(halves):
+    """As its PREDICT does: the query's trained box column is read without box_col, and said."""
+    from conftest import save_color_model
+
+    save_color_model(halves.engine.store, "cm_boxes", regions={"box_col": "box", "mask_col": None, "normalized": False,
+                                                               "box_format": "xyxy", "padding": 0.0,
+                                                               "background": "white"})
+    query = "SELECT * FROM photos ORDER BY image, x1"
+    given = halves.sql(f"CONVERT USING cm_boxes OPTIONS (box_col='box') AS {query}").df()
+    followed = halves.sql(f"CONVERT USING cm_boxes AS {query}")
+    assert "read the regions as model 'cm_boxes' was trained on them" in followed.messages[0]
+    assert np.allclose(np.stack(followed.df().embedding), np.stack(given.embedding))
+    whole = halves.sql("CONVERT USING cm_boxes AS SELECT image FROM photos ORDER BY image")
+    assert "whole photos were read" in whole.messages[0]
 
 
 def test_build_on_regions_records_them(halves):

@@ -201,6 +201,9 @@ def corners(value, xywh=False):
         for sides in _SIDES:
             if all(k in value for k in sides) and not all(k in value for k in _CORNERS):
                 return _from_sides(tuple(value[k] for k in sides))
+        if xywh and all(k in value for k in _CORNERS):  # the field names say otherwise: not passed over
+            raise OptionError("the box column is a STRUCT of corners (x1, y1, x2, y2), which box_format='xywh' "
+                              "contradicts: a STRUCT's field names say what it holds; leave box_format out")
         return tuple(value.get(k) for k in _CORNERS)
     if value is None or isinstance(value, (str, bytes)):
         return value
@@ -280,6 +283,8 @@ def box_problem(box, xywh=False):
         return f"a box that is not 4 numbers {_shown(box)}"
     if any(math.isnan(v) for v in (x1, y1, x2, y2)):
         return "a box with a NULL corner"
+    if any(math.isinf(v) for v in (x1, y1, x2, y2)):
+        return f"a box with an infinite corner {shown_box(box, xywh)}"
     if x2 <= x1 or y2 <= y1:
         if xywh:
             return f"an empty box {shown_box(box, xywh)} (its width and height must be above 0)"

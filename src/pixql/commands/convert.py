@@ -7,6 +7,7 @@ from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import PRECISION, answer_rows, image_outputs, on_cluster, refuse_taken_columns
+from pixql.errors import PixqlError
 from pixql.image_columns import pick_image_col
 from pixql.tasks.embedding import EMBEDDING
 
@@ -25,15 +26,19 @@ CHUNK_ROWS = 4096  # as PREDICT: longer queries stream
 
 
 def run(engine, statement):
-    resolved, _ = opt.resolve("CONVERT", statement.options, OPTIONS)
+    resolved, given = opt.resolve("CONVERT", statement.options, OPTIONS)
     cluster = clusters.choose(engine, resolved, "CONVERT")
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
     embedder = engine.catalog.embedder(statement.model, device, resolved["weights"], resolved["precision"])
     reader = regions.RegionReader(resolved)
+    notes = []
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"], "the query")
         refuse_taken_columns("CONVERT", first.columns, [resolved["result_col"]], resolved["result_col"])
+        # a model trained on regions embeds them, as its PREDICT reads them, where the query has them
+        notes.extend(reader.follow_model(given, _trained_regions(engine, statement.model), first.columns,
+                                         "CONVERT", statement.model))
 
         def finish(frame, vectors):
             out, unread = EMBEDDING.columns(frame, vectors, resolved["result_col"])
@@ -47,13 +52,22 @@ def run(engine, statement):
             return answer
         job = on_cluster(cluster, engine.catalog.embedder_loader(statement.model, resolved["device"],
                                                                  resolved["weights"], resolved["precision"]),
-                         functools.partial(embed_on_worker, image_col, resolved),
+                         functools.partial(embed_on_worker, image_col, reader.resolved),
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "embed", reader.count)
 
     return answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}",
-                       lambda: reader.message("CONVERT"), reader,
+                       lambda: notes + reader.message("CONVERT"), reader,
                        {resolved["result_col"]: EMBEDDING.vector_type(embedder.dim)})
+
+
+def _trained_regions(engine, model):
+    """The region options model `model` was trained with (its manifest's), or None: a base
+    network or CLIP was never trained here."""
+    try:
+        return engine.catalog.manifest(model).get("regions")
+    except PixqlError:
+        return None
 
 
 def embed_on_worker(image_col, resolved, embedder, frame):
