@@ -47,6 +47,22 @@ def test_export_of_the_built_in_model_and_of_a_multi_label_model(colors_db, tmp_
     assert out.loc[0, "classes"] == 1000 and list(out.loc[0, "input_size"]) == [3, 224, 224]
 
 
+def test_export_of_a_region_model_writes_how_its_regions_are_cut(colors_db, tmp_path):
+    import json
+
+    from conftest import save_color_model
+
+    regions = {"box_col": "box", "mask_col": "mask", "normalized": False, "box_format": "xywh", "padding": 0.1,
+               "background": "black"}
+    save_color_model(colors_db.engine.store, "boxes", regions=regions)
+    out = colors_db.sql(f"EXPORT MODEL boxes TO '{tmp_path / 'boxes.onnx'}'").df()
+    with open(out.loc[0, "preprocessing"]) as f:
+        assert json.load(f)["regions"] == regions
+    colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'cm.onnx'}'")
+    with open(tmp_path / "cm.preprocessing.json") as f:
+        assert json.load(f)["regions"] is None  # whole photos
+
+
 def test_export_refuses_what_it_should(colors_db, tmp_path):
     target = tmp_path / "cm.onnx"
     colors_db.sql(f"EXPORT MODEL cm TO '{target}'")

@@ -22,7 +22,8 @@ def run(engine, statement):
             raise CatalogError(f"{target} already exists; use OPTIONS (overwrite=true) to replace it",
                                path=str(target))
     network, state, classes, preprocessing, task = engine.catalog.parts(statement.name)
-    written = export_onnx(network, state, classes, preprocessing, path, task=task, opset=resolved["opset"])
+    written = export_onnx(network, state, classes, preprocessing, path, task=task, opset=resolved["opset"],
+                          regions=engine.catalog.manifest(statement.name).get("regions"))
     return frame_result(statement, {
         "model": [statement.name], "path": [written["path"]], "preprocessing": [written["sidecar"]],
         "task": [written["task"]], "classes": [len(classes)], "input_size": [list(written["input_shape"][1:])],

@@ -59,7 +59,7 @@ def sidecar_path(path):
 
 
 def export_onnx(network, state_dict, classes, preprocessing, path, task="classification", opset=None, *,
-                exporter="auto", verify=True):
+                exporter="auto", verify=True, regions=None):
     """Write the network as an ONNX file at `path` and its preprocessing JSON beside it.
 
     network, state_dict, classes, preprocessing, task: as a saved model's manifest and
@@ -67,7 +67,9 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
     exporter's default; the one written is in the result). exporter: 'auto' (TorchScript,
     else dynamo when onnxscript is installed), 'torchscript' or 'dynamo'. verify: when
     onnxruntime is installed, run the written file on a random batch and require its
-    probabilities to match torch's within 1e-4.
+    probabilities to match torch's within 1e-4. regions: the region options the model was
+    trained with (box_col, box_format, padding, background, ...; a manifest's `regions`), written
+    into the JSON so that another runtime can cut its inputs the same way.
 
     Returns {'path', 'sidecar', 'input_name', 'output_name', 'input_shape', 'classes',
     'task', 'opset', 'exporter', 'bytes', 'max_abs_diff'} (max_abs_diff None unverified).
@@ -112,7 +114,7 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
         except Exception as e:
             raise TrainingError(f"The {used} exporter wrote an invalid ONNX graph for {path}: {e}") from e
         written_opset = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-        config = _config(network, classes, pre, task, written_opset, used)
+        config = _config(network, classes, pre, task, written_opset, used, regions)
         _set_metadata(proto, {METADATA_KEY: json.dumps(config)})
         onnx.save(proto, tmp)
         max_diff = _verify(expected, example, tmp, path) if verify else None
@@ -296,7 +298,7 @@ def _has(module):
     return importlib.util.find_spec(module) is not None
 
 
-def _config(network, classes, pre, task, opset, exporter):
+def _config(network, classes, pre, task, opset, exporter, regions=None):
     import pixql
 
     return {
@@ -318,6 +320,7 @@ def _config(network, classes, pre, task, opset, exporter):
         "opset": opset,
         "exporter": exporter,
         "network": {k: v for k, v in dict(network).items() if isinstance(v, (str, int, float, bool))},
+        "regions": dict(regions) if regions else None,  # how its training rows were cut from photos
         "torch_version": torch.__version__,
         "pixql_version": getattr(pixql, "__version__", None),
     }
