@@ -280,6 +280,9 @@ def test_a_table_keeps_its_name_over_a_dataframe_of_the_same_name(colors_db):
     colors_db.sql("CREATE TABLE later AS SELECT 1 AS one")
     later = pd.DataFrame({"one": [5, 6]})  # noqa: F841
     assert colors_db.sql("SELECT sum(one) FROM later").fetchall() == [(1,)]
+    # a table the script itself makes of the name is that table, also later in the script
+    made = pd.DataFrame({"one": [5, 6]})  # noqa: F841
+    assert colors_db.sql("CREATE TABLE made AS SELECT 2 AS one; SELECT sum(one) FROM made").fetchall() == [(2,)]
 
 
 def test_a_failed_script_leaves_no_dataframe_registered(colors_db):

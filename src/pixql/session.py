@@ -21,6 +21,9 @@ _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# names a script makes a table or view of (CREATE ..., COPY name FROM): those mean the new table
+_CREATED = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+                      r"\"?([A-Za-z_]\w*)|\bCOPY\s+\"?([A-Za-z_]\w*)\"?\s+(?:OPTIONS|FROM)\b", re.IGNORECASE)
 
 
 def frames_named(script, namespace):
@@ -32,7 +35,8 @@ def frames_named(script, namespace):
                   ((sys.modules.get("pandas"), "DataFrame"), (sys.modules.get("pyarrow"), "Table"),
                    (sys.modules.get("polars"), "DataFrame")) if module is not None)  # no import for them
     found = {}
-    for name in set(_NAME.findall(script)):
+    created = {name.lower() for pair in _CREATED.findall(script) for name in pair if name}
+    for name in {n for n in _NAME.findall(script) if n.lower() not in created}:
         value = namespace.get(name)
         if kinds and isinstance(value, kinds):
             found[name] = value
