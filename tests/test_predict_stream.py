@@ -351,8 +351,8 @@ def test_skipped_rows_of_a_stream_are_counted_when_it_ends(colors_db, small_chun
 def test_create_table_if_not_exists_does_not_predict_again(colors_db, small_chunks):
     colors_db.sql("CREATE TABLE answers AS SELECT 1 AS x")
     _break_image(colors_db, 17)  # would fail if the PREDICT ran
-    out = colors_db.sql(f"CREATE TABLE IF NOT EXISTS answers AS {PREDICT}").df()
-    assert out["rows"].tolist() == [0]
+    out = colors_db.sql(f"CREATE TABLE IF NOT EXISTS answers AS {PREDICT}")
+    assert out.df()["rows"].tolist() == [0] and "answers exists and was kept" in out.messages[0]
     assert colors_db.sql("SELECT * FROM answers").fetchall() == [(1,)]
 
 

@@ -36,8 +36,9 @@ def run(engine, statement):
     where = f"temp.main.{ingest.quote_ident(parts[-1])}" if statement.temporary else statement.table
     kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
-    if statement.if_not_exists and exists:
-        return frame_result(statement, {"table": [statement.table], "rows": [0]})
+    if statement.if_not_exists and exists:  # (0 rows written: the message says why)
+        return frame_result(statement, {"table": [statement.table], "rows": [0]},
+                            [f"CREATE TABLE IF NOT EXISTS: {statement.table} exists and was kept; nothing was run"])
     if not statement.or_replace and exists:
         raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
                        "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
