@@ -268,10 +268,18 @@ def test_sql_reads_the_callers_dataframes_and_arrow_tables_by_name(colors_db):
         return colors_db.sql("SELECT count(*) FROM colors JOIN extra USING (label)").fetchall()
 
     assert inner() == [(8,)]
-    # the last SELECT's rows are computed while the DataFrame is a table; later nothing is left
-    rows = colors_db.sql("SELECT label FROM photos LIMIT 2")
-    assert colors_db.sql("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [(0,)]
+    # the last SELECT's rows are computed while the DataFrame is a table, with DuckDB's types;
+    # after the call nothing is left registered
+    rows = colors_db.sql("SELECT label, 1::INTEGER AS i, DATE '2026-12-05' AS d, 1.5::DECIMAL(4, 1) AS m "
+                         "FROM photos LIMIT 2")
+    assert colors_db.duckdb.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [(0,)]
     assert len(rows.fetchall()) == 2
+    same = colors_db.duckdb.sql("SELECT label, 1::INTEGER AS i, DATE '2026-12-05' AS d, 1.5::DECIMAL(4, 1) AS m "
+                                "FROM colors LIMIT 2").df()
+    assert rows.df().dtypes.tolist() == same.dtypes.tolist()
+    # any name DuckDB's system views also use
+    columns = pd.DataFrame({"a": [1, 2]})  # noqa: F841
+    assert colors_db.sql("SELECT count(*) FROM columns").fetchall() == [(2,)]
 
 
 def test_a_table_keeps_its_name_over_a_dataframe_of_the_same_name(colors_db):
@@ -280,9 +288,22 @@ def test_a_table_keeps_its_name_over_a_dataframe_of_the_same_name(colors_db):
     colors_db.sql("CREATE TABLE later AS SELECT 1 AS one")
     later = pd.DataFrame({"one": [5, 6]})  # noqa: F841
     assert colors_db.sql("SELECT sum(one) FROM later").fetchall() == [(1,)]
-    # a table the script itself makes of the name is that table, also later in the script
+    # a table made of a DataFrame under its own name (DuckDB's way to save one) is that table from the
+    # next statement on
     made = pd.DataFrame({"one": [5, 6]})  # noqa: F841
-    assert colors_db.sql("CREATE TABLE made AS SELECT 2 AS one; SELECT sum(one) FROM made").fetchall() == [(2,)]
+    assert colors_db.sql("CREATE TABLE made AS SELECT one * 10 AS one FROM made; INSERT INTO made VALUES (1); "
+                         "SELECT sum(one) FROM made").fetchall() == [(111,)]
+
+
+def test_a_dataframe_in_a_failed_transaction_gets_pixqls_error(colors_db):
+    frame = pd.DataFrame({"a": [1]})  # noqa: F841
+    colors_db.sql("BEGIN TRANSACTION")
+    with pytest.raises(SqlError):
+        colors_db.sql("SELECT * FROM no_such_table")
+    with pytest.raises(SqlError, match="transaction is aborted"):
+        colors_db.sql("SELECT a FROM frame")
+    colors_db.sql("ROLLBACK")
+    assert colors_db.sql("SELECT a FROM frame").fetchall() == [(1,)]
 
 
 def test_a_failed_script_leaves_no_dataframe_registered(colors_db):

@@ -350,5 +350,7 @@ def test_a_cell_reads_a_dataframe_of_the_notebook_by_its_name(ip, color_csv):
             "    few = photos.head(3)\n"
             "    return get_ipython().run_line_magic('pixql', 'SELECT count(*) AS n FROM few')\n")
     assert ip.cell("f()").n.tolist() == [3]
-    # nothing stays registered: the database lists only its own tables
-    assert ip.cell("%pixql SHOW TABLES").empty
+    # nothing stays registered after a cell: the database lists only its own tables
+    ip.cell("%pixql SELECT count(*) FROM photos")
+    assert ip.magics.connection.duckdb.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal"
+                                               ).fetchall() == [(0,)]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pixql.commands import predict as predict_command
-from pixql.errors import DataError, OptionError, PixqlError, SqlError
+from pixql.errors import DataError, PixqlError, SqlError
 
 PREDICT = "PREDICT USING cm AS SELECT * FROM colors ORDER BY image"
 
@@ -255,12 +255,6 @@ def test_a_stream_failing_inside_the_users_transaction_fails_it_as_duckdb_does(c
                          ).fetchone() == (0,)
 
 
-def test_a_failed_pixql_statement_outside_a_transaction_changes_nothing_after_it(colors_db):
-    with pytest.raises(OptionError):
-        colors_db.sql("PREDICT USING cm OPTIONS (top_k=0) AS SELECT * FROM colors")
-    assert colors_db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
-
-
 def test_models_say_that_rollback_does_not_undo_them(colors_db):
     colors_db.sql("BEGIN TRANSACTION")
     built = colors_db.sql("BUILD MODEL cm2 USING SimpleCNN OPTIONS (pretrained=false) AS SELECT * FROM colors")
@@ -420,6 +414,17 @@ def test_no_temporary_table_is_left_behind(colors_db, monkeypatch):
     assert _input_tables(colors_db) == 0
 
 
+def test_a_stream_that_failed_under_a_cursor_fails_again_rather_than_giving_part(colors_db, small_chunks):
+    _break_image(colors_db, 17)
+    result = colors_db.sql(PREDICT)
+    assert result.fetchone() is not None  # the first chunk
+    with pytest.raises(DataError, match="row 17"):
+        result.fetchmany(30)
+    for read in (len, lambda r: r.df(), lambda r: r.fetchall(), lambda r: r.columns):
+        with pytest.raises(DataError, match="row 17"):
+            read(result)
+
+
 def test_fetchall_gives_lists_and_structs_as_duckdbs_fetchall_does(colors_db):
     """Not numpy arrays (whose == is elementwise): the query's list and struct columns and
     PREDICT's top_k come back as DuckDB's own fetchall() gives them."""
@@ -428,3 +433,6 @@ def test_fetchall_gives_lists_and_structs_as_duckdbs_fetchall_does(colors_db):
     assert row[1:3] == colors_db.duckdb.sql(query).fetchall()[0][1:3] == ([1, 2], {"a": [3]})
     assert type(row[1]) is list and type(row[2]["a"]) is list
     assert type(row[-1]) is list and sorted(row[-1][0]) == ["label", "score"]
+    # a NULL of the query's is None, and numbers are Python's, as DuckDB gives them
+    row = colors_db.sql("PREDICT USING cm AS SELECT image, NULL::VARCHAR AS note, 7 AS n FROM colors LIMIT 1").fetchall()[0]
+    assert row[1] is None and type(row[2]) is int

@@ -112,6 +112,16 @@ def test_a_models_box_format_is_not_contradicted_quietly(halves):
     with pytest.raises(OptionError, match=r"STRUCT of corners \(x1, y1, x2, y2\), which box_format='xywh'"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, "
                    "{'x1': 1, 'y1': 1, 'x2': 20, 'y2': 20} AS b FROM photos LIMIT 1")
+    # ... but a model's recorded xywh (DETECT's STRUCT boxes into a classifier trained on lists) lets the
+    # field names win, as before
+    from conftest import save_color_model
+
+    save_color_model(halves.engine.store, "cm_xywh", regions={"box_col": "b", "mask_col": None, "normalized": False,
+                                                              "box_format": "xywh", "padding": 0.0,
+                                                              "background": "white"})
+    struct = halves.sql("PREDICT USING cm_xywh AS SELECT image, label, {'x1': x1, 'y1': y1, 'x2': x2, 'y2': y2} AS b "
+                        "FROM photos").df()
+    assert list(struct.predicted) == list(struct.label)
     # an infinite corner is the box's fault, not the photo's
     with pytest.raises(DataError, match=r"row 1 has a box with an infinite corner \(10\.0, 10\.0, inf, 20\.0\)"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [10, 10, 'inf'::DOUBLE, 20] AS b "

@@ -76,6 +76,7 @@ class Connection:
                     result = self._engine.run(statement)
                 except KeyboardInterrupt as exc:
                     raise Interrupted(statement.keyword, statement.line) from exc
+                session.refresh_frames()  # a table the statement made of a DataFrame's name is that table now
                 yield statement, result, i == len(statements) - 1
         except GeneratorExit:
             raise

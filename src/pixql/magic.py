@@ -103,13 +103,16 @@ class PixqlMagics(Magics):
         """Run `script`: show each intermediate result, return the last one's value."""
         from IPython.display import display
 
-        statement = None
+        statement = final = None
         try:
+            # to the end of the loop, which unregisters the notebook's DataFrames (api.run_script)
             for statement, result, last in self.connection.run_script(script, namespace=namespace):
                 if last:
-                    return _value(result, display)
+                    final = result
+                    continue
                 for item in _outputs(result):
                     display(item)
+            return None if final is None else _value(final, display)
         except PixqlCellError:
             raise
         except PixqlError as exc:
@@ -118,7 +121,6 @@ class PixqlMagics(Magics):
             if not isinstance(exc, Interrupted) and statement is not None:
                 exc = Interrupted(statement.keyword, statement.line)
             raise PixqlCellError(str(exc) or "interrupted; nothing half-written was kept") from None
-        return None
 
 
 # -- options on the magic's line --------------------------------------------------------------

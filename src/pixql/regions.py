@@ -51,6 +51,9 @@ class RegionReader:
 
     def __init__(self, resolved, what="the query"):
         self.resolved, self.what = resolved, what
+        # the statement's own box_format='xywh' (follow_model may take a model's later): only that
+        # one is refused against a STRUCT of corners, whose field names otherwise win
+        self._stated_xywh = resolved.get("box_format") == "xywh"
         self.clipped = 0
         self._sizes = {}
         if resolved.get("box_col") is None:
@@ -162,7 +165,8 @@ class RegionReader:
         return [f"{keyword}: {self.clipped} box(es) reached outside their image and were clipped to it"]
 
     def _boxes(self, frame):
-        return boxes_of(frame, self.resolved["box_col"], self.what, xywh=box_reading(self.resolved)[0])
+        return boxes_of(frame, self.resolved["box_col"], self.what, xywh=box_reading(self.resolved)[0],
+                        stated_xywh=self._stated_xywh)
 
     def _outside(self, path, box, normalized):
         """'all' for a box wholly outside its image, 'part' for one reaching past an edge, else None."""
@@ -181,7 +185,7 @@ class RegionReader:
         return self._sizes[path]
 
 
-def boxes_of(frame, spec, what, xywh=False):
+def boxes_of(frame, spec, what, xywh=False, stated_xywh=False):
     """Each row's box cell as (x1, y1, x2, y2), from one column (a STRUCT or a list) or four
     ('x1,y1,x2,y2'); `xywh`: lists and columns hold (x, y, width, height). A cell that is not a
     box stays as it is, for box_problem to name."""
@@ -191,17 +195,18 @@ def boxes_of(frame, spec, what, xywh=False):
         return [_from_sides(tuple(values)) if xywh else tuple(values) for values in zip(*(frame[c] for c in columns))]
     if len(names) != 1:
         raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
-    return [corners(v, xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
+    return [corners(v, xywh, stated_xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
 
 
-def corners(value, xywh=False):
+def corners(value, xywh=False, stated_xywh=False):
     """A box cell as (x1, y1, x2, y2), or the cell itself when it is not one (checked later). A
-    STRUCT says by its field names which it holds: x1..y2, or x, y, w (width), h (height)."""
+    STRUCT says by its field names which it holds: x1..y2, or x, y, w (width), h (height); a
+    STRUCT of corners against the statement's own box_format='xywh' (`stated_xywh`) is refused."""
     if isinstance(value, dict):
         for sides in _SIDES:
             if all(k in value for k in sides) and not all(k in value for k in _CORNERS):
                 return _from_sides(tuple(value[k] for k in sides))
-        if xywh and all(k in value for k in _CORNERS):  # the field names say otherwise: not passed over
+        if stated_xywh and all(k in value for k in _CORNERS):  # the field names say otherwise: not passed over
             raise OptionError("the box column is a STRUCT of corners (x1, y1, x2, y2), which box_format='xywh' "
                               "contradicts: a STRUCT's field names say what it holds; leave box_format out")
         return tuple(value.get(k) for k in _CORNERS)

@@ -163,12 +163,9 @@ class Result:
         if self._rows is not None:
             return list(self._rows)
         frame = self.df()
-        # lists and structs as DuckDB's fetchall() gives them (Python lists, not numpy arrays,
-        # whose == is elementwise and whose truth is an error)
-        for i, kind in enumerate(frame.dtypes):
-            if kind == object:
-                frame.isetitem(i, frame.iloc[:, i].map(_python_value))
-        return [tuple(row) for row in frame.itertuples(index=False, name=None)]
+        # Python values, as DuckDB's fetchall() gives them: lists and structs as lists and dicts (not
+        # numpy arrays, whose == is elementwise and whose truth is an error), pandas' NA as None
+        return [tuple(python_value(v) for v in row) for row in frame.itertuples(index=False, name=None)]
 
     def duckdb_rows(self, chunk=10_000):
         """(column names, their DuckDB types as text, an iterator of lists of row tuples) when the
@@ -299,14 +296,22 @@ _AS_PYTHON = {"float64": float, "int64": int, "bool": bool}
 _OTHER = object()
 
 
-def _python_value(value):
-    """A cell with its numpy arrays as lists, inside lists and structs too."""
-    if hasattr(value, "tolist") and hasattr(value, "ndim") and value.ndim:  # a numpy array
-        value = value.tolist()
-    if isinstance(value, list):
-        return [_python_value(v) for v in value]
+def python_value(value):
+    """A pandas cell as a plain Python value: numpy scalars and arrays (CONVERT's vectors, list
+    columns) as Python numbers and lists, inside lists and structs too; pandas' NA and NaT as None."""
+    import numpy as np
+    import pandas as pd
+
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.ndarray):
+        return [python_value(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [python_value(v) for v in value]
     if isinstance(value, dict):
-        return {k: _python_value(v) for k, v in value.items()}
+        return {k: python_value(v) for k, v in value.items()}
     return value
 
 
@@ -316,12 +321,19 @@ class _KeptFrames:
 
     def __init__(self, stream):
         self._stream, self._frames = iter(stream), []
+        self._failure = None  # what stopped the computation: raised again, never taken for the end
 
     def __iter__(self):
         i = 0
         while True:
             while i >= len(self._frames):
-                frame = next(self._stream, None)
+                if self._failure is not None:
+                    raise self._failure
+                try:
+                    frame = next(self._stream, None)
+                except BaseException as exc:  # a failing image, Ctrl-C: the rows after it were never computed
+                    self._failure = exc
+                    raise
                 if frame is None:
                     return
                 self._frames.append(frame)

@@ -21,11 +21,6 @@ _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# names a script makes a table or view of (CREATE ..., COPY name FROM): those mean the new table
-_CREATED = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-                      r"\"?([A-Za-z_]\w*)|\bCOPY\s+\"?([A-Za-z_]\w*)\"?\s+(?:OPTIONS|FROM)\b", re.IGNORECASE)
-
-
 def frames_named(script, namespace):
     """{name: value} of the variables in `namespace` (a mapping) that the script's text names and
     that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table."""
@@ -35,8 +30,7 @@ def frames_named(script, namespace):
                   ((sys.modules.get("pandas"), "DataFrame"), (sys.modules.get("pyarrow"), "Table"),
                    (sys.modules.get("polars"), "DataFrame")) if module is not None)  # no import for them
     found = {}
-    created = {name.lower() for pair in _CREATED.findall(script) for name in pair if name}
-    for name in {n for n in _NAME.findall(script) if n.lower() not in created}:
+    for name in set(_NAME.findall(script)):
         value = namespace.get(name)
         if kinds and isinstance(value, kinds):
             found[name] = value
@@ -103,15 +97,45 @@ class Session:
         """Make each of {name: DataFrame} readable by its name in this connection's SQL, as DuckDB's
         own Python API reads a variable of its caller's, until forget_frames(). A name that is a
         table or view of the database keeps meaning that (DuckDB's catalog comes first there too)."""
+        import duckdb
+
         self.forget_frames()
         if not frames:
             return
-        taken = {name.lower() for (name,) in self.duckdb.execute(
-            "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()").fetchall()}
-        for name, frame in frames.items():
-            if name.lower() not in taken:
-                self.duckdb.register(name, frame)
-                self._frames.append(name)
+        try:
+            taken = self._names_in_catalog()
+            for name, frame in frames.items():
+                if name.lower() not in taken:
+                    self.duckdb.register(name, frame)
+                    self._frames.append(name)
+        except duckdb.Error as exc:  # e.g. the user's transaction failed earlier: DuckDB's words, as pixql's
+            self.forget_frames()
+            raise self.error(exc) from exc
+
+    def refresh_frames(self):
+        """After a statement: a registered name that is now a table or view of the database (CREATE
+        TABLE photos AS SELECT ... FROM photos) means that from the next statement on."""
+        import duckdb
+
+        if not self._frames:
+            return
+        with contextlib.suppress(duckdb.Error):  # an aborted transaction: the next statement says so
+            now = self._names_in_catalog()
+            for name in [n for n in self._frames if n.lower() in now]:
+                self.duckdb.unregister(name)
+                self._frames.remove(name)
+
+    def _names_in_catalog(self):
+        """The lower-case names a bare table name can mean here besides a registered DataFrame: the
+        tables and the user's views of the current schema and of the temp catalog (not the system
+        views, nor attached databases, which a bare name does not reach)."""
+        where = ("(database_name = current_database() AND schema_name = current_schema() OR database_name = 'temp')"
+                 " AND NOT internal")
+        mine = ", ".join(ingest.quote_literal(n) for n in self._frames) or "''"
+        return {name.lower() for (name,) in self.duckdb.execute(
+            f"SELECT table_name FROM duckdb_tables() WHERE {where} UNION ALL "
+            f"SELECT view_name FROM duckdb_views() WHERE {where} AND NOT (temporary AND view_name IN ({mine}))"
+        ).fetchall()}
 
     @property
     def frames_in_use(self):

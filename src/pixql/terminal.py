@@ -18,6 +18,7 @@ import click
 
 from pixql.errors import PixqlError
 from pixql.query_rows import unique_names
+from pixql.result import python_value
 
 FORMATS = ("table", "csv", "json")
 TABLE_ROWS = 100  # a longer result shows its first and last 50 (and its row count), as DuckDB's shell
@@ -224,26 +225,7 @@ def _frame_json(frame, types=None):
     columns' DuckDB types where known, so that REAL values are their shortest text; full float
     precision, `/` unescaped, NaN as null: pandas' to_json kept 10 digits and wrote `\\/`)."""
     return _json_objects([str(c) for c in frame.columns], [(types or {}).get(str(c)) for c in frame.columns],
-                         [tuple(_python(v) for v in row) for row in frame.itertuples(index=False, name=None)])
-
-
-def _python(value):
-    """A pandas cell as the json module's values: numpy scalars and arrays (CONVERT's vectors) as
-    Python numbers and lists, pandas' missing values as None."""
-    import numpy as np
-    import pandas as pd
-
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, np.ndarray):
-        return [_python(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_python(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _python(v) for k, v in value.items()}
-    return value
+                         [tuple(python_value(v) for v in row) for row in frame.itertuples(index=False, name=None)])
 
 
 def _json_objects(names, types, rows):

@@ -31,12 +31,16 @@ def run(engine, statement):
                 return Result(statement, frame=session.duckdb.sql(sql).df())
             text = statement.duckdb_text
             (parsed,) = session.duckdb.extract_statements(text)
-            # A relation takes no parameters: `SELECT $x` (a variable, as execute() reads it) runs now;
-            # nor can it outlive the caller's DataFrames registered for this script (use_frames).
-            if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters \
-                    and not session.frames_in_use:
-                return Result(statement, relation=session.duckdb.sql(text), query=text,
-                              connection=session.duckdb, cause=session.udf_failure)
+            # A relation takes no parameters: `SELECT $x` (a variable, as execute() reads it) runs now.
+            if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters:
+                relation = session.duckdb.sql(text)
+                if session.frames_in_use:  # it cannot outlive the caller's DataFrames of this script
+                    # (use_frames): its rows now, as Arrow, which keeps DuckDB's types for df()
+                    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") \
+                        else relation.fetch_arrow_table()
+                    return Result(statement, relation=session.duckdb.from_arrow(table), cause=session.udf_failure)
+                return Result(statement, relation=relation, query=text, connection=session.duckdb,
+                              cause=session.udf_failure)
             return _executed(session.duckdb, statement, text, parsed.type.name)
         except duckdb.Error as exc:
             raise session.error(exc) from exc

@@ -16,6 +16,7 @@ from pixql.catalog import best_metric
 from pixql.commands.common import PRECISION, frame_result, read_labels, shown
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
+from pixql.ml.trained import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pixql.tasks import for_build, task_of
 
 BUILD_OPTIONS = {
@@ -33,9 +34,7 @@ BUILD_OPTIONS = {
     "weight_decay": opt.number(None, low=0),
     "scheduler": opt.text("cosine", ("cosine", "constant")),
     "warmup_epochs": opt.number(0.0, low=0),
-    # (the high bound: a network's activations grow with the side's square; 2048 px already
-    # needs gigabytes per image, and a mistyped 100000 would ask the allocator for ~100 GB)
-    "image_size": opt.integer(None, low=32, high=2048),
+    "image_size": opt.integer(None, low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE),
     "augment": opt.text(None, ("none", "light", "standard")),  # None = 'light' when fine-tuning
     "precision": PRECISION,
     "early_stopping": opt.integer(None, low=1),  # patience in epochs

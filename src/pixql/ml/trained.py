@@ -76,6 +76,10 @@ def refused_options(mode, given, continuing=False):
     return OptionError(f"train_mode='{mode}' does not use OPTIONS ({', '.join(unused)}): " + "; ".join(why))
 
 
+# image_size's bounds: a network's activations grow with the side's square; 2048 px already needs
+# gigabytes per image, and a mistyped 100000 would ask the allocator for ~100 GB
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 2048
+
 @dataclass
 class TrainConfig:
     base: str | None = None
@@ -172,8 +176,10 @@ def check_options(config):
         raise OptionError(f"learning_rate must be positive, not {config.learning_rate!r}")
     if config.validation is not None and not 0 <= config.validation < 1:
         raise OptionError(f"validation must be a fraction between 0 and 1, not {config.validation!r}")
-    if config.image_size is not None and (not isinstance(config.image_size, int) or config.image_size < 32):
-        raise OptionError(f"image_size must be an integer of at least 32, not {config.image_size!r}")
+    if config.image_size is not None and (not isinstance(config.image_size, int)
+                                          or not MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE):
+        raise OptionError(f"image_size must be an integer between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, "
+                          f"not {config.image_size!r}")
     if config.early_stopping is not None and (not isinstance(config.early_stopping, int) or config.early_stopping < 1):
         raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
     if config.frozen_stages is not None and (not isinstance(config.frozen_stages, int) or config.frozen_stages < 0):

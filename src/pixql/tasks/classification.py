@@ -384,8 +384,8 @@ class MultiLabel(SingleLabel):
                                     for i in wrong], errors.index)
         errors["extra"] = series([[c for c in predicted[i] if c not in truth[i]] for i in wrong], errors.index)
         errors["score"] = series([top[i] for i in wrong], errors.index, float)
-        errors["_loss"] = loss[wrong]
-        errors = errors.sort_values("_loss", ascending=False, kind="stable").drop(columns="_loss")
+        # worst first (no helper column: the query may have any name)
+        errors = errors.iloc[np.argsort(-loss[wrong], kind="stable")]
         return errors.reset_index(drop=True), None
 
 
