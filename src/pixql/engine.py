@@ -98,9 +98,8 @@ class Engine:
         try:
             with quiet_while_loading():  # the first statement that loads torch and timm
                 result = handler(statement)(self, statement)
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
+        except BaseException as exc:  # Ctrl-C too
+            self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
             if isinstance(exc, PixqlError):
                 raise self.locate(exc, statement)
             raise

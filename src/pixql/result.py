@@ -204,13 +204,15 @@ class Result:
     def fetchmany(self, size=1):
         """The next `size` rows as tuples ([] after the last). A query is run once, by the first
         call, and all its rows fetched then: a DuckDB result left half-read would hold the
-        connection from every other statement. A streamed result is computed as it is read."""
+        connection from every other statement. A streamed result is computed as it is read (and
+        kept, for df() and len()); the values are fetchall()'s."""
         if self._cursor is None:
             if self._stream is not None:
                 # computed as read, and kept: df(), .columns and len() still see every row after it
                 kept = self._kept = _KeptFrames(self._stream)
                 self._stream = None
-                rows = (tuple(row) for frame in kept for row in frame.itertuples(index=False, name=None))
+                rows = (tuple(python_value(v) for v in row) for frame in kept
+                        for row in frame.itertuples(index=False, name=None))
             else:
                 rows = iter(self.fetchall())
             self._cursor = rows

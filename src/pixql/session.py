@@ -18,9 +18,9 @@ from pixql.errors import DataError, OptionError, SqlError, public_text
 from pixql.sql import nested_statements
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
-
-
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def frames_named(script, namespace):
     """{name: value} of the variables in `namespace` (a mapping) that the script's text names and
     that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table."""
