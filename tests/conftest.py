@@ -229,13 +229,16 @@ def detect_in_one_stream_and_lanes(db, query, monkeypatch):
     return one, db.sql(query).df(), threads
 
 
-def assert_same_detections(one, both):
+def assert_same_detections(one, both, boxes=True):
     """The same rows, but for fp32 sums in another order on a lane's one thread: a few ULPs, which
-    DETECT's rounding (scores to 1e-4, boxes to 0.01 px) may still show as one step."""
+    DETECT's rounding (scores to 1e-4, boxes to 0.01 px) may still show as one step. `boxes`:
+    compare the boxes too (not where tied scores leave the choice of boxes to rounding)."""
     import numpy as np
 
     assert list(both.image) == list(one.image) and list(both.label) == list(one.label)
     assert np.abs(both.score.to_numpy() - one.score.to_numpy()).max(initial=0) <= 1e-4 + 1e-6
+    if not boxes:
+        return
     corners = ("x1", "y1", "x2", "y2")
     boxes = [np.array([[b[k] for k in corners] for b in frame.box]).reshape(-1, 4) for frame in (one, both)]
     assert np.abs(boxes[0] - boxes[1]).max(initial=0) <= 0.01 + 1e-6

@@ -247,4 +247,9 @@ def test_pretrained_detectors_run_in_lanes_with_the_one_streams_boxes(db, tiny_y
              "AS SELECT * FROM photos ORDER BY id")
     one, both, threads = detect_in_one_stream_and_lanes(db, query, monkeypatch)
     assert threads and all(t.startswith("pixql-lane") for t in threads)
-    assert_same_detections(one, both)
+    # torchvision's random heads score every box of these noise photos alike (0.0114 to 4 digits, even
+    # with its weights scaled up): which 3 of those ties are kept follows fp32 rounding, so only
+    # YOLOS's boxes (distinct scores) are compared; a BUILT detector's are in test_detection.py
+    tied = one.score.nunique() == 1
+    assert_same_detections(one, both, boxes=not tied)
+    assert tied == (model == "torchvision")
