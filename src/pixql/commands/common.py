@@ -50,15 +50,16 @@ def refuse_taken_columns(keyword, query_columns, added, result_option=None):
                     f"{', '.join(taken)}: {ways}")
 
 
-def read_labels(task, cells, classes, label_col, rows=None):
+def read_labels(task, cells, classes, label_col, index=None):
     """The task's label of each cell of `label_col`; a cell it cannot read fails naming the
-    column and its row of the query (`rows`: the rows' numbers, 1-based, where not 1..n)."""
+    column and its row of the query (`index`: the rows' positions in the query, 0-based, where
+    not 0..n-1)."""
     labels = []
     for i, cell in enumerate(cells):
         try:
             labels.append(task.label(cell, classes))
         except DataError as exc:
-            row = int(rows[i]) if rows is not None else i + 1
+            row = (int(index[i]) if index is not None else i) + 1
             raise DataError(f"label_col '{label_col}', row {row}: {exc}", row=row) from None
     return labels
 
