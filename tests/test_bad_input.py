@@ -304,6 +304,21 @@ REFUSED = [
     # a classifier's keyword search uses no embedding column: a given one is not passed over
     (OptionError, "emb_col is for search_by='image' or a CLIP model's text search",
      "SEARCH IMAGE USING cm OPTIONS (search_by='text', search_input='red', emb_col='nope') AS SELECT * FROM colors"),
+    # an option of one way of searching, given with another, is not passed over
+    (OptionError, "option 'threshold' is for search_by='duplicates', not search_by='image'.*WHERE similarity >= x",
+     "SEARCH IMAGE USING cm OPTIONS (search_input='x.png', threshold=0.9) AS SELECT * FROM colors"),
+    (OptionError, "option 'against' is for search_by='duplicates'",
+     "SEARCH IMAGE USING cm OPTIONS (search_by='text', search_input='red', against='colors') AS SELECT * FROM colors"),
+    (OptionError, "option 'top_k' is for search_by='image' or 'text', not search_by='duplicates'.*LIMIT n",
+     "SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', top_k=2) AS SELECT * FROM colors"),
+    (OptionError, "emb_col 'embeding' is not a column of the query",
+     "SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', emb_col='embeding') AS SELECT * FROM colors"),
+    # the pairs' own columns are image and duplicate: a result_col of either would replace it
+    (OptionError, "result_col='Image' would replace one",
+     "SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', result_col='Image') AS SELECT * FROM colors"),
+    # a mistyped tile size would ask for tens of GB
+    (OptionError, "'size' must be between 16 and 2048, got 100000",
+     "PRINT IMAGE OPTIONS (size=100000) AS SELECT * FROM colors"),
 ]
 
 

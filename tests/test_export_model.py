@@ -77,6 +77,13 @@ def test_export_refuses_what_it_should(colors_db, tmp_path):
         colors_db.sql(f"EXPORT MODEL ghost TO '{tmp_path / 'g.onnx'}'")
     with pytest.raises(OptionError, match="unknown option 'opsett'"):
         colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'o.onnx'}' OPTIONS (opsett=17)")
+    for opset in (7, 99):  # ones torch's exporters cannot write for these networks: said before any export
+        with pytest.raises(OptionError, match=f"'opset' must be between 11 and 23, got {opset}"):
+            colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'o.onnx'}' OPTIONS (opset={opset})")
+    for folder in ("", str(tmp_path)):  # '' is the working folder: not "already exists, overwrite"
+        with pytest.raises(CatalogError, match="is a folder, not a file to write"):
+            colors_db.sql(f"EXPORT MODEL cm TO '{folder}' OPTIONS (overwrite=true)")
+    assert not (tmp_path / "o.onnx").exists()
     with pytest.raises(ParseError, match="expected TO"):
         colors_db.sql("EXPORT MODEL cm 'x.onnx'")
     # DuckDB's own EXPORT DATABASE still reaches DuckDB

@@ -143,6 +143,33 @@ def test_search_options_are_checked(colors_db):
     assert list(again.df().columns) == ["image", "label", "embedding", "similarity", "again"]
 
 
+def test_rows_without_an_embedding_rank_last_and_pair_with_nothing(colors_db):
+    """A NULL embedding is what CONVERT OPTIONS (on_error='skip') writes for a photo it could not
+    read: ranked as ORDER BY ... DESC NULLS LAST ranks it, and never half of a duplicate pair."""
+    db = colors_db
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    db.sql("CREATE TABLE holes AS SELECT image, label, CASE WHEN label = 'red' THEN NULL ELSE embedding END "
+           "AS embedding FROM e")
+    query = _first(db, "green")
+    db.sql("CREATE TABLE found AS " + SEARCH.format(options=f"search_input='{query}', top_k=24",
+                                                    query="SELECT * FROM holes"))
+    assert db.sql("SELECT label, count(*), count(similarity), count(embedding) FROM found GROUP BY label "
+                  "ORDER BY label").fetchall() == [("blue", 8, 8, 8), ("green", 8, 8, 8), ("red", 8, 0, 0)]
+    ranked = db.sql("SELECT label FROM found").fetchall()
+    assert [label for (label,) in ranked][-8:] == ["red"] * 8
+    # the column's name is compared as SQL compares names
+    upper = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=3, emb_col='EMBEDDING'",
+                                 query="SELECT * FROM holes")).df()
+    top = db.sql("SELECT similarity FROM found ORDER BY similarity DESC LIMIT 3").fetchall()
+    assert upper.similarity.tolist() == pytest.approx([t for (t,) in top]) and set(upper.label) == {"green"}
+    pairs = db.sql(SEARCH.format(options="search_by='duplicates', threshold=-1", query="SELECT * FROM holes"))
+    frame = pairs.df()
+    assert len(frame) == 16 * 15 // 2  # every pair of the 16 rows with an embedding, none with a red one
+    reds = {r[0] for r in db.sql("SELECT image FROM holes WHERE label = 'red'").fetchall()}
+    assert not reds & (set(frame.image) | set(frame.duplicate))
+    assert any("8 row(s) without an embedding paired with nothing" in m for m in pairs.messages)
+
+
 # -- SEARCH IMAGE by keyword ---------------------------------------------------------------------------
 def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
     db = colors_db
@@ -268,8 +295,14 @@ def test_a_vector_index_serves_whole_tables_and_follows_changes(colors_db, monke
     assert any("the table changed" in m for m in changed.messages)
     assert list(changed.df().columns) == ["image", "embedding", "similarity"]
     assert changed.df().similarity.tolist() == pytest.approx([1, 1], abs=1e-5)
+    # a view, a file or a DataFrame of the rows has no rowid to key an index by: ranked exactly
+    db.sql("CREATE VIEW ev AS SELECT * FROM e")
+    viewed = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM ev"))
+    assert viewed.messages == [] and sorted(viewed.df().image) == sorted(exact.image)
+    with pytest.raises(OptionError, match="needs a whole table of the database \\(not a view"):
+        db.sql(SEARCH.format(options=f"search_input='{query}', index='approximate'", query="SELECT * FROM ev"))
     # the index serves whole tables only
-    with pytest.raises(OptionError, match="needs the whole table"):
+    with pytest.raises(OptionError, match="needs a whole table"):
         db.sql(SEARCH.format(options=f"search_input='{query}', index='approximate'",
                              query="SELECT * FROM e WHERE label = 'red'"))
     filtered = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=3",

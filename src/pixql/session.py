@@ -249,8 +249,10 @@ class Session:
 
     def bare_table(self, sql):
         """(table, [columns] or None for *) when `sql` reads a whole table as it is (`SELECT * FROM t`,
-        `FROM t`, `SELECT a, b FROM s.t`: no WHERE, GROUP BY, ORDER, LIMIT, join or CTE), else None.
-        Read from DuckDB's own parse tree (json_serialize_sql)."""
+        `FROM t`, `SELECT a, b FROM s.t`: no WHERE, GROUP BY, ORDER, LIMIT, join or CTE) of the
+        database, else None: a view, a file or a DataFrame is not one (it has no rowid, by which an
+        index keys its rows). Read from DuckDB's own parse tree (json_serialize_sql)."""
+        import duckdb
         import json
 
         from pixql.vector_index import Table
@@ -278,8 +280,12 @@ class Session:
             columns = [item["column_names"][0] for item in items]
         else:
             return None
-        return Table(source.get("catalog_name") or None, source.get("schema_name") or None,
-                     source["table_name"]), columns
+        table = Table(source.get("catalog_name") or None, source.get("schema_name") or None, source["table_name"])
+        try:
+            self.duckdb.execute(f"SELECT rowid FROM {table.sql} LIMIT 0")
+        except duckdb.Error:
+            return None
+        return table, columns
 
     def check_one_query(self, sql, option):
         import duckdb

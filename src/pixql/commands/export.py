@@ -7,7 +7,9 @@ from pixql.commands.common import frame_result
 from pixql.errors import CatalogError
 
 OPTIONS = {
-    "opset": opt.integer(None, low=7),  # ONNX opset; None = the exporter's default
+    # ONNX opset; None = the exporter's default. 11 is the first in which timm's 'SAME' padding
+    # (computed sizes) exports; 23 the last torch's exporters write
+    "opset": opt.integer(None, low=11, high=23),
     "overwrite": opt.flag(False),
 }
 
@@ -17,6 +19,9 @@ def run(engine, statement):
 
     resolved, _ = opt.resolve("EXPORT MODEL", statement.options, OPTIONS)
     path = Path(statement.path).expanduser().absolute()
+    if not statement.path.strip() or path.is_dir():
+        raise CatalogError(f"EXPORT MODEL: {statement.path!r} is a folder, not a file to write: "
+                           "name the file, e.g. TO 'model.onnx'", path=str(path))
     for target in (path, Path(sidecar_path(path))):
         if target.exists() and not resolved["overwrite"]:
             raise CatalogError(f"{target} already exists; use OPTIONS (overwrite=true) to replace it",

@@ -15,7 +15,7 @@ OPTIONS = {
     "image_col": opt.text(),
     "limit": opt.integer(20, low=1),
     "columns": opt.integer(None, low=1),
-    "size": opt.integer(240, low=16),
+    "size": opt.integer(240, low=16, high=2048),  # a tile's side in pixels
     # With a box column: 'box' draws each photo once with its rows' boxes (masks tinted) and
     # labels; 'crop' shows each row's region cut out.
     "draw": opt.text("box", ("box", "crop")),

@@ -25,6 +25,7 @@ from pixql.commands.convert import embed_rows
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import pick_image_col
 from pixql.ml.bases import is_clip
+from pixql.query_rows import is_null
 from pixql.result import Result
 from pixql.tasks.embedding import EMBEDDING
 
@@ -55,11 +56,23 @@ DUPLICATE_THRESHOLD = 0.90
 _PAIR_BLOCK = 2048  # rows compared at a time: a block of similarities is rows x rows floats
 EXACT_PAIRS = 400_000_000  # above this many comparisons (20k x 20k rows), pairs come through an index
 PAIR_NEIGHBOURS = 20  # ... which proposes each row's nearest rows: copies of one photo beyond 20 are missed
+# Options that mean something for one way of searching only: given with another, refused rather
+# than passed over (a threshold on a ranking would read as a floor the result does not keep)
+_RANKING, _PAIRS = ("image", "text"), ("duplicates",)
+_ONLY_FOR = {"threshold": _PAIRS, "against": _PAIRS, "search_input": _RANKING, "top_k": _RANKING,
+             "index": _RANKING}
+_INSTEAD = {"threshold": "SELECT * FROM (SEARCH IMAGE ...) WHERE {result_col} >= x",
+            "top_k": "SELECT * FROM (SEARCH IMAGE ...) LIMIT n"}
 
 
 def run(engine, statement):
     resolved, given = opt.resolve("SEARCH IMAGE", statement.options, OPTIONS)
     by = resolved["search_by"]
+    for name, searches in _ONLY_FOR.items():
+        if given.get(name) is not None and by not in searches:
+            instead = f"; for that: {_INSTEAD[name].format(**resolved)}" if name in _INSTEAD else ""
+            raise OptionError(f"SEARCH IMAGE: option '{name}' is for search_by=" + " or ".join(map(repr, searches))
+                              + f", not search_by='{by}'{instead}")
     if by != "duplicates" and not resolved["search_input"]:
         raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
                           + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"))
@@ -118,14 +131,15 @@ def _embedding_column(columns, resolved, dim, model):
     """The rows' embedding column among `columns` ({name: DuckDB type}): emb_col (which must exist
     and hold vectors of the model's size `dim`), else a column named 'embedding' when the rows
     have one, else None (embed the images). A list (FLOAT[], DOUBLE[]) is cast to FLOAT[dim]."""
-    name = resolved["emb_col"]
+    given = resolved["emb_col"]
+    name = _column_named(columns, given or "embedding")
     if name is None:
-        if not columns.get("embedding", "").endswith("]"):
+        if given is None:
             return None
-        name = "embedding"
-    elif name not in columns:
-        raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is not a column of the query "
+        raise OptionError(f"SEARCH IMAGE: emb_col '{given}' is not a column of the query "
                           f"(columns: {', '.join(columns)})")
+    if given is None and not columns[name].endswith("]"):
+        return None
     kind = columns[name]
     if not kind.endswith("]") or kind.count("[") != 1:
         raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is {kind}, not an embedding "
@@ -138,21 +152,26 @@ def _embedding_column(columns, resolved, dim, model):
     return name
 
 
+def _column_named(columns, name):
+    """The column of `columns` called `name`, compared case-insensitively as SQL does; None."""
+    return next((c for c in columns if str(c).lower() == name.lower()), None)
+
+
 def _fixed_size(cells, dim):
     """A column of vectors (numpy arrays or lists; None for NULL) as FLOAT[dim] for DuckDB (a list
     column of the query's, DOUBLE[] say, comes back as FLOAT[dim] too); a vector holding a NULL
     is NULL, as array_cosine_similarity took it."""
-    missing = np.full(dim, np.nan, dtype=np.float32)
-
-    def vector(cell):
-        if cell is None or (isinstance(cell, float) and np.isnan(cell)) or any(v is None for v in cell):
-            return missing
-        return np.asarray(cell, dtype=np.float32)
-
-    vectors = [vector(c) for c in cells]
-    if not vectors:
+    if not len(cells):
         return cells
-    return EMBEDDING.column(np.stack(vectors)).set_axis(cells.index)
+    return EMBEDDING.column(_matrix(cells, dim)).set_axis(cells.index)
+
+
+def _matrix(cells, dim):
+    """Vectors (numpy arrays or lists) as rows of a float32 matrix; a NULL one, or one holding a
+    NULL, is a row of NaN."""
+    missing = np.full(dim, np.nan, dtype=np.float32)
+    return np.stack([missing if is_null(c) or any(v is None for v in c) else np.asarray(c, dtype=np.float32)
+                     for c in cells]).reshape(-1, dim)
 
 
 def _ranked_in_duckdb(session, statement, emb_col, query, resolved):
@@ -178,7 +197,8 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
     bare = session.bare_table(statement.query)  # a parse of the query: only when an index may serve
     if bare is None:
         if mode in ("approximate", "rebuild"):
-            raise OptionError("SEARCH IMAGE OPTIONS (index=...) needs the whole table as the query "
+            raise OptionError("SEARCH IMAGE OPTIONS (index=...) needs a whole table of the database (not a view, "
+                              "a file or a DataFrame) as the query "
                               "(AS SELECT * FROM t): an index holds every row of one table")
         return None, []
     table, columns = bare
@@ -243,6 +263,9 @@ def _duplicates(engine, statement, resolved):
     """Pairs of rows whose images' embeddings are at least `threshold` alike."""
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"],
                                        resolved["precision"])
+    if resolved["result_col"].lower() in ("image", "duplicate"):  # the pairs' own columns
+        raise OptionError(f"SEARCH IMAGE: search_by='duplicates' gives the columns image, duplicate and "
+                          f"result_col; result_col='{resolved['result_col']}' would replace one: name it otherwise")
     threshold = DUPLICATE_THRESHOLD if resolved["threshold"] is None else resolved["threshold"]
     session = engine.session
     left = session.query_frame(statement)
@@ -259,27 +282,34 @@ def _duplicates(engine, statement, resolved):
                                                                "the against query"), resolved)
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
+    without = int(np.isnan(a).any(axis=1).sum() + (0 if against is None else np.isnan(b).any(axis=1).sum()))
     return frame_result(statement, {
         "image": [left[image_col].iloc[i] for i, _, _ in pairs],
         "duplicate": [right[right_col].iloc[j] for _, j, _ in pairs],
         resolved["result_col"]: [s for _, _, s in pairs],
     }, [f"SEARCH IMAGE: {len(pairs)} pair(s) at least {threshold:g} alike among {len(left)}"
-        + ("" if against is None else f" x {len(right)}") + " rows"])
+        + ("" if against is None else f" x {len(right)}") + " rows"
+        + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")])
 
 
 def _vectors(engine, embedder, frame, image_col, resolved):
     """The rows' unit vectors: their embedding column (emb_col, else 'embedding') when they have
-    one of the embedder's size, else the images embedded (through the cache)."""
+    one of the embedder's size, else the images embedded (through the cache). A NULL embedding
+    (CONVERT's for a photo it skipped) is a row of NaN, which pairs with nothing."""
     if not len(frame):
         return np.zeros((0, embedder.dim), dtype=np.float32)
-    column = resolved["emb_col"] or "embedding"
-    if column in frame.columns:
+    given = resolved["emb_col"]
+    column = _column_named(frame.columns, given or "embedding")
+    if column is None and given is not None:
+        raise OptionError(f"SEARCH IMAGE: emb_col '{given}' is not a column of the query "
+                          f"(columns: {', '.join(map(str, frame.columns))})")
+    if column is not None:
         cells = list(frame[column])
-        if all(c is not None and not (isinstance(c, float) and np.isnan(c)) and len(c) == embedder.dim for c in cells):
-            return np.stack([np.asarray(c, dtype=np.float32) for c in cells])
-        if resolved["emb_col"]:
-            raise OptionError(f"SEARCH IMAGE: emb_col '{column}' must hold a vector of {embedder.dim} numbers (this "
-                              "model's embedding) on every row; it has NULLs or vectors of another size")
+        if all(is_null(c) or len(c) == embedder.dim for c in cells):
+            return _matrix(cells, embedder.dim)
+        if given is not None:
+            raise OptionError(f"SEARCH IMAGE: emb_col '{column}' must hold vectors of {embedder.dim} numbers "
+                              f"(this model's embedding); it has vectors of another size")
     return embed_rows(embedder, frame, image_col, resolved, engine.progress, regions.RegionReader(resolved))
 
 
@@ -287,7 +317,8 @@ def _pairs(a, b, threshold, same):
     """[(i, j, similarity)] with a[i]·b[j] >= threshold, most alike first; `same`: a is b, so
     each unordered pair once and no row with itself. Exact and blocked (memory stays block x
     len(b)) up to EXACT_PAIRS comparisons; beyond, each row's PAIR_NEIGHBOURS nearest through a
-    vector index."""
+    vector index. A row of NaN (no embedding) pairs with nothing."""
+    has_a, has_b = ~np.isnan(a).any(axis=1), ~np.isnan(b).any(axis=1)
     a, b = np.nan_to_num(a, nan=0.0), np.nan_to_num(b, nan=0.0)
     found = []
     if len(a) * len(b) > EXACT_PAIRS:
@@ -296,12 +327,13 @@ def _pairs(a, b, threshold, same):
         scores, cols = neighbours(a, b, PAIR_NEIGHBOURS + same)
         for i, (row_scores, row_cols) in enumerate(zip(scores, cols)):
             for score, j in zip(row_scores.tolist(), row_cols.tolist()):
-                if j >= 0 and score >= threshold and (not same or i < j):
+                if j >= 0 and has_a[i] and has_b[j] and score >= threshold and (not same or i < j):
                     found.append((i, j, float(score)))
     else:
         for start in range(0, len(a), _PAIR_BLOCK):
             scores = a[start:start + _PAIR_BLOCK] @ b.T
-            rows, cols = np.nonzero(scores >= threshold)
+            both = has_a[start:start + _PAIR_BLOCK, None] & has_b[None, :]
+            rows, cols = np.nonzero((scores >= threshold) & both)
             for i, j in zip(rows.tolist(), cols.tolist()):
                 if not same or start + i < j:
                     found.append((start + i, j, float(scores[i, j])))
