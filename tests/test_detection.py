@@ -91,6 +91,54 @@ def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):
     assert nested.n.sum() == len(db.sql("SELECT * FROM found").df())
 
 
+def test_detect_picks_the_classes_before_the_best_boxes_and_each_photo_alone(squares_db):
+    db, _, folder = squares_db
+    photos = "SELECT DISTINCT image FROM test ORDER BY image"
+    every = db.sql(f"DETECT USING d OPTIONS (threshold=0.0) AS {photos}").df()
+    best_blue = every[every.label == "blue"].groupby("image").score.max()
+    assert len(best_blue) and (every.groupby("image").label.first() != "blue").any()  # a photo whose best is red
+    one_blue = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=1, classes='blue') AS {photos}").df()
+    assert set(one_blue.label) == {"blue"} and one_blue.groupby("image").size().max() == 1
+    assert dict(zip(one_blue.image, one_blue.score)) == best_blue.to_dict()
+    # a photo's boxes do not depend on a photo of another size beside it in the query (a batch is
+    # padded to its largest photo, which moves what the detector finds in the others)
+    first = every.image.iloc[0]
+    larger = folder / "larger.png"
+    Image.open(first).resize((200, 260)).save(larger)
+    alone = db.sql(f"DETECT USING d OPTIONS (threshold=0.0) AS SELECT '{first}' AS image").df()
+    beside = db.sql(f"DETECT USING d OPTIONS (threshold=0.0) AS SELECT '{first}' AS image "
+                    f"UNION ALL SELECT '{larger}'").df()
+    beside = beside[beside.image == first]
+    assert list(beside.label) == list(alone.label) and np.allclose(beside.score, alone.score, atol=1e-3)
+    assert np.allclose([list(b.values()) for b in beside.box], [list(b.values()) for b in alone.box], atol=0.5)
+
+
+def test_true_boxes_past_the_photo_and_photos_without_objects(squares_db):
+    db, _, _ = squares_db
+    first = "(SELECT image, label, box FROM test ORDER BY image LIMIT 1)"
+    row = f"SELECT * FROM {first}"
+    # a NULL box and label is a photo with nothing in it, whichever way the box is written
+    empty = db.sql(f"EVALUATE USING d AS {row} UNION ALL (SELECT image, NULL, NULL FROM test WHERE image > "
+                   "(SELECT min(image) FROM test) LIMIT 1)").df().set_index("class")
+    assert empty.loc["all", "true_boxes"] == 1
+    four = db.sql("EVALUATE USING d OPTIONS (box_col='x1,y1,x2,y2') AS SELECT image, label, x1, y1, x2, y2 FROM test "
+                  "UNION ALL SELECT image, NULL, NULL, NULL, NULL, NULL FROM test").df().set_index("class")
+    assert four.loc["all", "true_boxes"] == db.sql("SELECT count(*) FROM test").fetchone()[0]
+    # a box wholly outside its photo is an error naming the row; one reaching past an edge is clipped
+    with pytest.raises(DataError, match=r"row 2 has a box wholly outside its photo \(128x96\)") as info:
+        db.sql(f"EVALUATE USING d AS {row} UNION ALL SELECT image, label, "
+               f"{{'x1': 500, 'y1': 500, 'x2': 600, 'y2': 600}} FROM {first}")
+    assert info.value.row == 2
+    exact = db.sql(f"EVALUATE USING d AS {row}")
+    past = db.sql(f"EVALUATE USING d AS SELECT image, label, {{'x1': box.x1, 'y1': box.y1 - 2000, 'x2': box.x2 + 900, "
+                  f"'y2': box.y2}} AS box FROM {first}")
+    assert any("1 true box(es) reached outside their photo and were clipped" in m for m in past.messages)
+    clipped_box = db.sql(f"SELECT {{'x1': box.x1, 'y1': 0, 'x2': 128, 'y2': box.y2}} AS box FROM {first}").fetchone()[0]
+    same = db.sql(f"EVALUATE USING d AS SELECT image, label, {clipped_box!r}::STRUCT(x1 DOUBLE, y1 DOUBLE, x2 DOUBLE, "
+                  f"y2 DOUBLE) AS box FROM {first}")
+    assert past.df().equals(same.df()) and not exact.messages
+
+
 def test_evaluate_reports_map_and_lists_errors(squares_db):
     db, _, _ = squares_db
     report = db.sql("EVALUATE USING d AS SELECT * FROM test").df().set_index("class")
@@ -133,6 +181,13 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
                "{'x1': 0, 'y1': 0, 'x2': 5, 'y2': 5}")
     with pytest.raises(OptionError, match="mask_col=...\\) is for classifiers"):
         db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', mask_col='m') "
+               "AS SELECT * FROM train")
+    for option in ("optimizer='sgd'", "augment='standard'", "precision='bf16'", "weight_decay=0.1"):
+        with pytest.raises(OptionError, match="is for classifiers, not detectors"):
+            db.sql(f"BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', {option}) "
+                   "AS SELECT * FROM train")
+    with pytest.raises(OptionError, match=r"workers=...\): a detector trains in this process"):
+        db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', workers=2) "
                "AS SELECT * FROM train")
     assert not db.engine.store.exists("bad")
     for options in ("", "OPTIONS (precision='fp32')"):

@@ -75,6 +75,10 @@ def test_threshold_is_for_multi_label_models(colors_db):
     assert {len(p) for p in preds.predicted} == {3}  # threshold 0.01: every class
     db.sql("CREATE TABLE mp AS PREDICT USING ml AS SELECT * FROM colors")
     assert db.sql("SELECT typeof(predicted) FROM mp LIMIT 1").fetchone() == ("VARCHAR[]",)
+    # no label over the threshold on any row: still a list of labels, so later rows can join them
+    db.sql("CREATE TABLE none_over AS PREDICT USING ml OPTIONS (threshold=0.999999) AS SELECT * FROM colors")
+    assert db.sql("SELECT DISTINCT typeof(predicted), len(predicted) FROM none_over").fetchall() == [("VARCHAR[]", 0)]
+    db.sql("INSERT INTO none_over SELECT * FROM mp")
     with pytest.raises(OptionError, match="between 0 and 1"):
         db.sql("PREDICT USING ml OPTIONS (threshold=1.5) AS SELECT * FROM colors")
 

@@ -50,6 +50,7 @@ def test_predict_reads_each_box_as_its_own_image(halves, box):
 @pytest.mark.parametrize("options, columns", [
     ("box_col='b', box_format='xywh'", "[x1, y1, x2 - x1, y2 - y1] AS b"),
     ("box_col='b'", "{'x': x1, 'y': y1, 'w': x2 - x1, 'h': y2 - y1} AS b"),  # a STRUCT names its fields
+    ("box_col='b'", "{'X1': x1, 'Y1': y1, 'X2': x2, 'Y2': y2} AS b"),  # field names compare as SQL's do
     ("box_col='x,y,w,h', box_format='xywh'",
      "x1::DECIMAL(6, 1) AS x, y1 AS y, (x2 - x1)::DECIMAL(6, 1) AS w, y2 - y1 AS h"),
     ("box_col='b', box_format='normalized'", "[x1 / 64, y1 / 32, x2 / 64, y2 / 32] AS b"),
@@ -355,6 +356,17 @@ def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
         db.sql("SEGMENT OPTIONS (box_col='box') AS SELECT * FROM items")
     skipped = db.sql("SEGMENT OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM items")
     assert skipped.df()["mask"].isna().sum() == 1 and "gone.jpg" in " ".join(skipped.messages)
+    # rows whose box is unusable are named too, not only those whose photo is
+    boxed = db.sql("SEGMENT OPTIONS (box_col='box', on_error='skip') AS SELECT image, CASE WHEN rowid = 0 THEN "
+                   "[5, 5, 1, 1] ELSE box END AS box FROM items WHERE image NOT LIKE '%gone.jpg'")
+    assert boxed.df()["mask"].isna().sum() == 1
+    assert any("1 row(s) with an unusable box got a NULL mask (on_error='skip'): row 1" in m for m in boxed.messages)
+    with pytest.raises(OptionError, match="result_col='mask_share' names the column SEGMENT adds"):
+        db.sql("SEGMENT OPTIONS (box_col='box', result_col='Mask_Share') AS SELECT image, box FROM items")
+    # no rows: a table of the query's types, which later rows can join
+    db.sql("CREATE TABLE none AS SEGMENT OPTIONS (box_col='box') AS SELECT image, box FROM items WHERE false")
+    assert db.sql("SELECT column_name, column_type FROM (DESCRIBE none)").fetchall() == [
+        ("image", "VARCHAR"), ("box", "INTEGER[]"), ("mask", "VARCHAR"), ("mask_share", "DOUBLE")]
 
 
 def test_crop_function_returns_the_box_as_png(halves):

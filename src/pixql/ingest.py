@@ -106,12 +106,21 @@ def frame_select(frame, types):
     picked, cast = [], False
     for name in frame.columns:
         column, kind = quote_ident(str(name)), types.get(str(name))
-        if kind and kind != "NULL" and frame[name].dtype == object and frame[name].isna().all():
+        if kind and "NULL" not in kind and frame[name].dtype == object and _holds_nothing(frame[name]):
             picked.append(f"CAST({column} AS {kind}) AS {column}")
             cast = True
         else:
             picked.append(column)
     return ", ".join(picked) if cast else "*"
+
+
+def _holds_nothing(column):
+    """Every value NULL or an empty list (a multi-label PREDICT's labels over a threshold none
+    reached): DuckDB would type such a column "NULL" or "NULL[]"."""
+    from pixql.query_rows import is_null
+
+    return all(is_null(v) or (hasattr(v, "__len__") and not isinstance(v, (str, bytes, dict)) and len(v) == 0)
+               for v in column)
 
 
 def _image_tree_rows(folder):

@@ -192,7 +192,8 @@ def boxes_of(frame, spec, what, xywh=False, stated_xywh=False):
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if len(names) == 4:
         columns = [find_column(frame, n, "box_col", what) for n in names]
-        return [_from_sides(tuple(values)) if xywh else tuple(values) for values in zip(*(frame[c] for c in columns))]
+        return [None if all(map(is_null, values)) else _from_sides(tuple(values)) if xywh else tuple(values)
+                for values in zip(*(frame[c] for c in columns))]  # four NULLs: no box (a photo without objects)
     if len(names) != 1:
         raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
     return [corners(v, xywh, stated_xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
@@ -203,6 +204,7 @@ def corners(value, xywh=False, stated_xywh=False):
     STRUCT says by its field names which it holds: x1..y2, or x, y, w (width), h (height); a
     STRUCT of corners against the statement's own box_format='xywh' (`stated_xywh`) is refused."""
     if isinstance(value, dict):
+        value = {str(k).lower(): v for k, v in value.items()}  # field names compare as SQL's names do
         for sides in _SIDES:
             if all(k in value for k in sides) and not all(k in value for k in _CORNERS):
                 return _from_sides(tuple(value[k] for k in sides))
@@ -210,7 +212,9 @@ def corners(value, xywh=False, stated_xywh=False):
             raise OptionError("the box column is a STRUCT of corners (x1, y1, x2, y2), which box_format='xywh' "
                               "contradicts: a STRUCT's field names say what it holds; leave box_format out")
         return tuple(value.get(k) for k in _CORNERS)
-    if value is None or isinstance(value, (str, bytes)):
+    if is_null(value):  # None, or pandas' NA where a DataFrame column had NULLs
+        return None
+    if isinstance(value, (str, bytes)):
         return value
     try:
         box = tuple(value)

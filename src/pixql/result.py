@@ -262,7 +262,8 @@ class Result:
         table = _plain_table(self._columns) if self._columns is not None else None
         if table is not None:  # a column of NULLs only: the type the statement declared for it
             names, kinds, rows = table
-            table = (names, [self._column_types.get(n, k) if k == "NULL" else k for n, k in zip(names, kinds)], rows)
+            table = (names, [self._column_types.get(n, k) if k.startswith("NULL") else k for n, k in zip(names, kinds)],
+                     rows)
         if self._rows is not None and self._types is not None:  # DuckDB's rows keep DuckDB's types
             table = (list(self._names), list(self._types), list(self._rows))
         if table is not None and len(table[2]) <= VALUES_ROWS:

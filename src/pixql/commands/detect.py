@@ -35,13 +35,7 @@ def run(engine, statement):
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
     detector, manifest, task = engine.catalog.detector(statement.model, device, resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
-    keep = None
-    if resolved["classes"] is not None:
-        keep = {c.strip() for c in resolved["classes"].split("|") if c.strip()}
-        unknown = sorted(keep - set(detector.classes))
-        if unknown:
-            raise OptionError(f"DETECT: {', '.join(unknown)} in OPTIONS (classes=...) are not classes of "
-                              f"'{statement.model}' ({_listed(detector.classes)})")
+    _wanted(resolved, detector.classes, statement.model)  # checked before any photo is read
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"] or manifest.get("image_col"), "the query")
@@ -49,7 +43,7 @@ def run(engine, statement):
 
         def finish(frame, found):
             unread = [i for i, f in enumerate(found) if f is None]
-            return task.columns(frame, found, list(detector.classes), keep), unread, frame[image_col]
+            return task.columns(frame, found, list(detector.classes)), unread, frame[image_col]
 
         def answer(frame, bar=None):
             return finish(frame, _found(detector, frame, image_col, resolved, threshold,
@@ -77,14 +71,28 @@ def _found(detector, frame, image_col, resolved, threshold, progress):
 
     if not len(frame):
         return []
+    # the classes asked for are picked before the best max_boxes, which are then all of them
+    wanted = _wanted(resolved, detector.classes)
     found, present = each_image(
         lambda images, on_error: detector.detect(images, threshold, resolved["max_boxes"], resolved["batch_size"],
-                                                 progress, on_error),
+                                                 progress, on_error, classes=wanted),
         frame, image_col, resolved)
     out = [None] * len(frame)
     for i, f in zip(np.flatnonzero(present), found or []):
         out[i] = f
     return out
+
+
+def _wanted(resolved, classes, model=None):
+    """The class indices OPTIONS (classes='a|b') names, or None for every class."""
+    if resolved["classes"] is None:
+        return None
+    names = {c.strip() for c in resolved["classes"].split("|") if c.strip()}
+    unknown = sorted(names - set(classes))
+    if unknown:
+        raise OptionError(f"DETECT: {', '.join(unknown)} in OPTIONS (classes=...) are not classes of "
+                          f"'{model}' ({_listed(classes)})")
+    return sorted(i for i, c in enumerate(classes) if c in names)
 
 
 def _listed(classes, n=12):

@@ -118,9 +118,9 @@ def _detector(engine, statement, resolved, given):
                     label_col=resolved["label_col"] or manifest.get("label_col"),
                     **{k: resolved[k] if k in given else recorded.get(k, resolved[k]) for k in ("normalized", "box_format")},
                     image_col=resolved["image_col"] or (trained_col if trained_col in frame.columns else None))
-    unknown = []
+    unknown, notes = [], []
     photos, boxes, labels, classes, _, image_col, label_col = truth(frame, resolved, "the query",
-                                                                    list(detector.classes), unknown)
+                                                                    list(detector.classes), unknown, notes)
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
     with image_errors([("the query", frame, image_col)], can_skip=False):
         # every box down to a low score: average precision ranks them all
@@ -130,7 +130,7 @@ def _detector(engine, statement, resolved, given):
     info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
             "image_col": image_col, "box_col": resolved["box_col"], "photos": len(photos),
             "rows": len(frame), "threshold": threshold}
-    messages = []
+    messages = [f"EVALUATE: {note}" for note in notes]
     if resolved.get("cluster") not in (None, "local"):
         messages.append("EVALUATE: a detector is scored in this process, not on the cluster (DETECT runs there)")
     if unknown:

@@ -48,6 +48,9 @@ def run(engine, statement):
         raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'")
     # absolute, as COPY stores paths: the table's masks are found from any working directory
     folder = os.path.abspath(os.path.expanduser(resolved["out_dir"] or _default_folder(engine)))
+    if resolved["result_col"].lower() == "mask_share":  # one name for both answers would keep one of them
+        raise OptionError("SEGMENT: result_col='mask_share' names the column SEGMENT adds beside the mask: "
+                          "choose another name for the mask column")
     frame = engine.session.query_frame(statement)
     refuse_taken_columns("SEGMENT", frame.columns, [resolved["result_col"], "mask_share"], resolved["result_col"])
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
@@ -87,9 +90,11 @@ def run(engine, statement):
             for p, (mask, share) in zip(positions, answers):
                 masks[p], shares[p] = mask, share
             bar.update(len(positions))
+    import pandas as pd
+
     out = frame.copy()
-    out[resolved["result_col"]] = masks
-    out["mask_share"] = shares
+    out[resolved["result_col"]] = pd.Series(masks, index=frame.index, dtype=object)  # text, even with no rows
+    out["mask_share"] = pd.Series(shares, index=frame.index, dtype="float64")
     messages = reader.message("SEGMENT")
     if resolved["out_dir"] is None and engine.temporary_store:
         messages.append(f"SEGMENT: the masks are in {folder}, which goes with this in-memory database's "
@@ -97,7 +102,14 @@ def run(engine, statement):
     if missed:
         messages.append(f"SEGMENT: {len(missed)} row(s) whose image could not be read got a NULL mask "
                         f"(on_error='skip'): {shown(missed)}")
-    return Result(statement, frame=out, messages=messages)
+    unusable = [f"row {p + 1}" for p in bad if not no_path[p]]
+    if unusable:
+        messages.append(f"SEGMENT: {len(unusable)} row(s) with an unusable box got a NULL mask (on_error='skip'): "
+                        f"{shown(unusable)}")
+    # an empty result's table keeps the query's types (pandas has none for a column of no values)
+    types = {} if len(frame) else engine.session.query_columns(statement)
+    return Result(statement, frame=out, messages=messages,
+                  column_types={**types, resolved["result_col"]: "VARCHAR", "mask_share": "DOUBLE"})
 
 
 def _default_folder(engine):

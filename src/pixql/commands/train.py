@@ -284,15 +284,22 @@ def _train_detector(engine, statement, resolved, given, base, init):
     from pixql.ml.detect import DEFAULT_EPOCHS, run_detector, train_detector
     from pixql.tasks.detection import DETECTION, mean_average_precision, truth
 
+    # what torchvision's detector recipe (ml/detect.py) does not take: refused, not passed over
     for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping", "l2",
-                 "frozen_stages"):
+                 "frozen_stages", "optimizer", "weight_decay", "scheduler", "warmup_epochs", "augment", "precision"):
         if name in given:
             raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for classifiers, not detectors")
+    for name in clusters.OPTIONS:
+        if given.get(name) not in (None, "local"):
+            raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...): a detector trains in this process, not on "
+                              "a Ray cluster (DETECT runs there)")
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
-    photos, boxes, labels, classes, left_out, image_col, label_col = truth(frame, resolved, "the query", classes)
+    notes = []
+    photos, boxes, labels, classes, left_out, image_col, label_col = truth(frame, resolved, "the query", classes,
+                                                                           notes=notes)
     DETECTION.check_classes(classes)
     validate, val_photos = None, []
     validation = resolved["validation"]
@@ -302,7 +309,8 @@ def _train_detector(engine, statement, resolved, given, base, init):
                 else engine.session.table_query(validation, "validation")
             vframe = engine.session.query_frame(statement, query, "validation query", option="validation")
             val_photos, val_boxes, val_labels, *_ = truth(
-                vframe, dict(resolved, image_col=image_col, label_col=label_col), "the validation query", classes)
+                vframe, dict(resolved, image_col=image_col, label_col=label_col), "the validation query", classes,
+                notes=notes)
         else:  # a seeded share of the photos
             import numpy as np
 
@@ -329,7 +337,7 @@ def _train_detector(engine, statement, resolved, given, base, init):
             seed=resolved["seed"], device=resolved["device"], progress=engine.progress, on_error=resolved["on_error"],
             num_workers=resolved["num_workers"], init=None if init is None else (init[0]["network"], init[1]),
             validate=validate)
-    messages = []
+    messages = [f"{statement.keyword}: {note}" for note in notes]
     if left_out:
         messages.append(f"{statement.keyword}: {len(left_out)} row(s) with no image path or an unusable box or label "
                         f"were skipped (on_error='skip'): row(s) {shown(left_out)}")

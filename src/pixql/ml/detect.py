@@ -313,15 +313,36 @@ class Detector:
         self.model.load_state_dict(state_dict)
         self.model.to(self.device).eval()
 
-    def detect(self, items, threshold=0.5, max_boxes=100, batch_size=None, progress=True, on_error="fail"):
+    def detect(self, items, threshold=0.5, max_boxes=100, batch_size=None, progress=True, on_error="fail",
+               classes=None):
         """Per photo: (boxes [n, 4] float32 in the photo's pixels, scores [n], class indices [n]),
-        best first, scores at least `threshold`; None for an unreadable photo (on_error='skip')."""
+        best first, scores at least `threshold`, at most `max_boxes` of the class indices `classes`
+        (None: all); None for an unreadable photo (on_error='skip')."""
         return run_detector(self.model, self.network, items, threshold, max_boxes, batch_size, progress,
-                            on_error, self.device)
+                            on_error, self.device, classes)
+
+
+def same_size(pairs, shape):
+    """(input, item index) pairs grouped by shape(input), in order of first appearance: a detector
+    pads a batch's photos to its largest, which moves what it finds in the smaller ones, so a
+    photo's boxes would depend on the photos beside it in the query."""
+    groups = {}
+    for x, i in pairs:
+        groups.setdefault(tuple(shape(x)), []).append((x, i))
+    return list(groups.values())
+
+
+def class_mask(count, classes):
+    """A [count] bool tensor: True for the class indices `classes` (None: every class)."""
+    if classes is None:
+        return torch.ones(count, dtype=torch.bool)
+    mask = torch.zeros(count, dtype=torch.bool)
+    mask[list(classes)] = True
+    return mask
 
 
 @torch.inference_mode()
-def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, on_error, device):
+def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, on_error, device, classes=None):
     from torchvision.ops import clip_boxes_to_image
 
     items = list(items)
@@ -336,13 +357,18 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
     skipped = set()
     batch_size = batch_size or 4
 
+    wanted = None if classes is None else class_mask(int(net["num_classes"]), classes)
+
     def found(batch):  # [(input, item index)] -> [(item index, (boxes, scores, class indices))]
         with torch.inference_mode():  # (per thread: a lane sets its own)
-            answers = model([x.to(device) for x, _ in batch])
+            groups = same_size(batch, lambda x: x.shape)
+            answers = [f for group in groups for f in model([x.to(device) for x, _ in group])]
         kept = []
-        for (x, i), f in zip(batch, answers):
+        for (x, i), f in zip([pair for group in groups for pair in group], answers):
             s = resize.scale(*sizes[i]) if sizes[i] else 1.0
             keep = f["scores"] >= threshold
+            if wanted is not None:
+                keep &= wanted[(f["labels"] - 1).cpu()].to(keep.device)
             order = torch.argsort(f["scores"][keep], descending=True)[:max_boxes]
             boxes = (f["boxes"][keep][order] / s).float().cpu()
             if sizes[i]:  # the network clipped to the resized photo: rounding there can pass the edge

@@ -59,16 +59,18 @@ class _Detector:
     classes = ()
     draft = None
 
-    def detect(self, items, threshold=0.5, max_boxes=100, batch_size=None, progress=True, on_error="fail"):
+    def detect(self, items, threshold=0.5, max_boxes=100, batch_size=None, progress=True, on_error="fail",
+               classes=None):
         """Per photo: (boxes [n, 4] float32 x1, y1, x2, y2 in the photo's pixels, scores [n] float32,
-        class indices [n] int64), best first, scores at least `threshold`, at most `max_boxes`;
-        None for an unreadable photo with on_error='skip' (with 'fail' a DataError names it)."""
+        class indices [n] int64), best first, scores at least `threshold`, at most `max_boxes` of the
+        class indices `classes` (None: all); None for an unreadable photo with on_error='skip' (with
+        'fail' a DataError names it)."""
         import contextlib
 
         import torch
 
         from pixql.ml.data import ImageRows
-        from pixql.ml.detect import found_in_batches
+        from pixql.ml.detect import class_mask, found_in_batches, same_size
         from pixql.ml.runtime import progress_bar
 
         items = list(items)
@@ -76,13 +78,14 @@ class _Detector:
         if not items:
             return out
         photo_sizes = [_photo_size(item) for item in items]
-        usable = torch.tensor([c not in NO_OBJECT for c in self.classes], dtype=torch.bool)
+        usable = torch.tensor([c not in NO_OBJECT for c in self.classes], dtype=torch.bool) & class_mask(
+            len(self.classes), classes)
         rows = ImageRows(items, None, self._prepare, draft=self.draft)
 
         def found(good):  # [(input, item index)] -> [(item index, (boxes, scores, class indices))]
             kept = []
             with torch.inference_mode():  # (per thread: a lane sets its own)
-                for group in _same_size(good):
+                for group in same_size(good, lambda x: x[0].shape):
                     pixels = [x[0] for x, _ in group]
                     decoded = [x[1] for x, _ in group]
                     photos = [photo_sizes[i] or x[1] for x, i in group]  # (width, height)
@@ -122,14 +125,6 @@ def _photo_size(item):
     from pixql.regions import upright_size
 
     return None if isinstance(item, Region) else upright_size(item)
-
-
-def _same_size(good):
-    """(x, i) pairs grouped by their input tensor's shape, in order of first appearance."""
-    groups = {}
-    for x, i in good:
-        groups.setdefault(tuple(x[0].shape), []).append((x, i))
-    return list(groups.values())
 
 
 # -- YOLOS (transformers) ----------------------------------------------------------------------------

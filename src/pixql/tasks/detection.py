@@ -62,7 +62,7 @@ class Detection:
         return 0.5 if value is None else value
 
     # -- outputs --------------------------------------------------------------------------------------
-    def columns(self, frame, found, classes, keep_classes=None):
+    def columns(self, frame, found, classes):
         """DETECT's rows: each query row once per box found in its photo (rows without boxes
         drop out, as UNNEST of an empty list does), with label, score and box."""
         import pandas as pd
@@ -72,11 +72,8 @@ class Detection:
             if result is None:
                 continue
             for box, score, cls in zip(*result):
-                label = classes[int(cls)]
-                if keep_classes is not None and label not in keep_classes:
-                    continue
                 positions.append(pos)
-                labels.append(label)
+                labels.append(classes[int(cls)])
                 scores.append(round(float(score), 4))
                 boxes.append(box_struct(box))
         out = frame.iloc[positions].copy()
@@ -186,13 +183,14 @@ def _errors(photos, truth_boxes, truth_labels, found, classes, threshold):
     return pd.DataFrame(rows, columns=["image", "error", "label", "score", "box", "iou"])
 
 
-def truth(frame, resolved, what, classes=None, unknown=None):
+def truth(frame, resolved, what, classes=None, unknown=None, notes=None):
     """A query's true boxes, one row per box: (photos, [n, 4] box arrays in pixels, [n] class
     index arrays, classes, rows left out, image column, label column). A row with a NULL box and
     label is a photo without objects; a NULL box with a label, an empty or inverted box, or a
     label the model lacks is an error naming the row, or with on_error='skip' the row is left
     out. `unknown` (a list): boxes of labels the model lacks are left out (EVALUATE: it cannot
-    find them) and their labels added to it."""
+    find them) and their labels added to it. A box wholly outside its photo is an error as above;
+    one reaching past an edge is clipped to it, and `notes` (a list) gets a message counting them."""
     from pixql.image_columns import check_image_paths, find_column, missing_paths, pick_image_col
     from pixql.regions import box_problem, box_reading, boxes_of, upright_size
 
@@ -211,7 +209,7 @@ def truth(frame, resolved, what, classes=None, unknown=None):
     xywh, normalized = box_reading(resolved)
     cells = boxes_of(frame, resolved["box_col"], what, xywh=xywh)
     items, boxes, labels = [], [], []
-    sizes = {}
+    sizes, clipped = {}, 0
     for pos, (path, box, cell) in enumerate(zip(frame[image_col], cells, frame[label_col])):
         row = int(frame.index[pos]) + 1
         label = DETECTION.label(cell, None if classes is None else set(classes))
@@ -229,23 +227,40 @@ def truth(frame, resolved, what, classes=None, unknown=None):
                 problem = f"the label {label!r}, which is not a class of the model ({', '.join(classes)})"
         else:
             problem = box_problem(box, xywh)
+        if problem is None and box is not None:
+            if path not in sizes:
+                sizes[path] = upright_size(path)  # None when unreadable: the loader names the file
+            box, outside = _in_photo([float(v) for v in box], normalized, sizes[path])
+            if outside == "all":
+                problem = f"a box wholly outside its photo ({sizes[path][0]}x{sizes[path][1]})"
+            clipped += outside == "part"
         if problem is not None:
             if skip:
                 left_out.append(row)
                 continue
             raise DataError(f"{what}: row {row} has {problem}; fix it, leave the row out with WHERE, or skip such "
                             "rows with OPTIONS (on_error='skip')", row=row, query=what)
-        if box is not None:
-            box = [float(v) for v in box]
-            if normalized:
-                if path not in sizes:
-                    sizes[path] = upright_size(path) or (1, 1)
-                width, height = sizes[path]
-                box = [box[0] * width, box[1] * height, box[2] * width, box[3] * height]
         items.append(path)
         boxes.append(box)
         labels.append(label)
+    if clipped and notes is not None:
+        notes.append(f"{clipped} true box(es) reached outside their photo and were clipped to it")
     if classes is None:
         classes = DETECTION.class_names(labels)
     photos, photo_boxes, photo_labels = DETECTION.photos(items, boxes, labels, classes)
     return photos, photo_boxes, photo_labels, list(classes), left_out, image_col, label_col
+
+
+def _in_photo(box, normalized, size):
+    """A true box in the photo's pixels, clipped to it: (box, None | 'part' | 'all' outside). `size`:
+    the photo's (width, height), None when it cannot be read (the box is kept as it is)."""
+    if size is None:
+        return box, None
+    width, height = size
+    if normalized:
+        box = [box[0] * width, box[1] * height, box[2] * width, box[3] * height]
+    x1, y1, x2, y2 = box
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        return box, "all"
+    inside = [max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))]
+    return inside, "part" if inside != box else None
