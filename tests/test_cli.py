@@ -172,9 +172,11 @@ def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
     monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)  # as typed at a terminal
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"],
-                                input="SELECT 41 + 1\n  AS answer;\nSELEC 1;\nSELECT 'still here' AS s;\n")
+                                input="SELECT 41 + 1\n  AS answer;\nSELEC 1;\nSELECT 'still here' AS s;\n"
+                                      "SELECT 'a;\nb' AS semi; -- a ; in a string or a comment ends nothing\n;\n")
     assert result.exit_code == 0
     assert "answer\n42" in result.stdout and "still here" in result.stdout
+    assert '"a;\nb"' in result.stdout and sum(line.startswith("Error:") for line in result.stderr.splitlines()) == 1
     assert "Error" in result.stderr  # the bad statement is reported, the session goes on
 
 
@@ -297,3 +299,24 @@ def test_results_that_cannot_be_written_give_one_line_and_exit_1(tmp_path):
     assert out.returncode == 1
     assert "cannot write the results to the standard output: No space left on device" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_pictures_folder_that_cannot_be_made_is_one_line_naming_it(run_cli, tmp_path, color_csv):
+    taken = tmp_path / "a_file"
+    taken.write_text("not a folder")
+    for out_dir in (taken, taken / "below"):
+        result = run_cli("--out-dir", str(out_dir), "-c",
+                         f"COPY colors FROM '{color_csv}'; PRINT IMAGE AS SELECT image FROM colors LIMIT 2"
+                         if out_dir == taken else "PRINT IMAGE AS SELECT image FROM colors LIMIT 2")
+        assert result.exit_code == 1 and "Traceback" not in result.stderr
+        assert f"Error: cannot write the picture into --out-dir {out_dir}: " in result.stderr
+    assert taken.read_text() == "not a folder"
+
+
+def test_a_malformed_cluster_address_is_bad_usage(run_cli, monkeypatch):
+    result = run_cli("--cluster", "nohost", "-c", "SELECT 1")
+    assert result.exit_code == 2 and "Invalid value for '--cluster'" in result.stderr and "'nohost'" in result.stderr
+    monkeypatch.setenv("PIXQL_CLUSTER", "my laptop")
+    assert run_cli("-c", "SELECT 1").exit_code == 2
+    monkeypatch.setenv("PIXQL_CLUSTER", "local")
+    assert run_cli("--format", "csv", "-c", "SELECT 1 AS one").stdout == "one\n1\n"

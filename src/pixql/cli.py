@@ -34,6 +34,8 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
             pass
     except ImportError:
         readline = history = None
+    from pixql.sql.parser import ends_statement
+
     click.echo("pixql: statements end with ';'. Ctrl-D to quit.", err=True)
     buffer = []
     while True:
@@ -48,7 +50,7 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
             continue
         buffer.append(line)
         text = "\n".join(buffer).strip()
-        if not text.endswith(";") and text.lower() not in ("exit", "quit", ".quit"):
+        if not ends_statement(text) and text.lower() not in ("exit", "quit", ".quit"):
             continue
         buffer = []
         if text.rstrip(";").strip().lower() in ("exit", "quit", ".quit"):
@@ -64,6 +66,20 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
             pass
     return 0
 
+
+
+def _cluster(ctx, param, value):
+    """--cluster (or $PIXQL_CLUSTER) checked before anything runs: a malformed address is bad
+    usage (exit status 2), as any other malformed argument is."""
+    if value is None:
+        return None
+    from pixql.cluster import check_address
+    from pixql.errors import OptionError
+
+    try:
+        return check_address(value, "the address")
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
 
 
 def _variables(ctx, param, pairs):
@@ -92,7 +108,7 @@ def _variables(ctx, param, pairs):
               help="Open the database read-only: several processes may then read it (e.g. PREDICT) at once.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="If another process holds the database, wait up to SECONDS for it (default: fail at once).")
-@click.option("--cluster", envvar="PIXQL_CLUSTER", default=None, metavar="ADDRESS",
+@click.option("--cluster", envvar="PIXQL_CLUSTER", default=None, metavar="ADDRESS", callback=_cluster,
               help="Run PREDICT, DETECT, CONVERT, EVALUATE, BUILD and FIT on a Ray cluster: 'auto', ray://host:10001 or "
                    "host:port; 'local' (default) runs here. Needs pip install 'pixql[ray]'.")
 @click.option("--set", "variables", multiple=True, metavar="NAME=VALUE", callback=_variables,

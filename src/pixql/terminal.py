@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from pixql.errors import PixqlError
+from pixql.errors import DataError, PixqlError
 from pixql.query_rows import unique_names
 from pixql.result import python_value
 
@@ -28,17 +28,26 @@ _FIGURES = {"curves": ("training curves", True), "confusion": ("confusion matrix
 _PICTURE_NUMBER = itertools.count(1)  # unique names for pictures written within one second
 
 
-def _png_path(out_dir, stem):
+def _write_png(picture, out_dir, stem):
+    """Save a picture into --out-dir under a new name; its path. A folder that cannot be made or
+    written (a file of that name, no permission) is the user's to fix: a DataError naming it."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_PICTURE_NUMBER)}.png"
+    path = out_dir / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_PICTURE_NUMBER)}.png"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS:  # a full disk: said as for stdout (run_script)
+            raise
+        raise DataError(f"cannot write the picture into --out-dir {out_dir}: {exc.strerror or exc}",
+                        path=str(out_dir)) from None
+    return path
 
 
 def _save_picture(picture, stem, label, fmt, out_dir, open_image):
     """Write a picture beside PRINT IMAGE's; its path follows the table on stdout
     (on stderr for csv/json, so that stdout stays machine-readable)."""
-    path = _png_path(out_dir, stem)
-    picture.save(path)
+    path = _write_png(picture, out_dir, stem)
     click.echo(f"{label}: {path.resolve()}", err=fmt != "table")
     if open_image:
         click.launch(str(path))
@@ -74,8 +83,7 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         result.df()  # compute the rows first: their messages come out along the way
     _print_messages(result)
     if result.image is not None:
-        path = _png_path(out_dir, "print_image")
-        result.image.save(path)
+        path = _write_png(result.image, out_dir, "print_image")
         click.echo(f"wrote {path.resolve()} ({result.image.width}x{result.image.height})", err=True)
         if fmt == "table":  # csv and json keep stdout for rows
             click.echo(str(path.resolve()))

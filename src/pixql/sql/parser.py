@@ -33,6 +33,17 @@ def split_script(script):
             for g, _, _ in _groups(script, tokenize(script, pos))]
 
 
+def ends_statement(text):
+    """True when `text` ends with a `;` that ends a statement: not one inside a string, a quoted
+    name or a comment, nor after a string or comment left open (the interactive prompt then reads
+    another line, as DuckDB's shell does)."""
+    try:
+        toks = tokenize(text)
+    except ParseError:  # something left open: more lines to come
+        return False
+    return bool(toks) and toks[-1].is_punct(";")
+
+
 def parse_script(script):
     """The statements of a whole script; error positions are in the script."""
     pos = Positions(script)
