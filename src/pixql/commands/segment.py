@@ -30,6 +30,7 @@ OPTIONS = {
 
 
 def run(engine, statement):
+    import pandas as pd
     import torch
 
     from pixql.ml.lanes import in_order, lane_count
@@ -90,8 +91,6 @@ def run(engine, statement):
             for p, (mask, share) in zip(positions, answers):
                 masks[p], shares[p] = mask, share
             bar.update(len(positions))
-    import pandas as pd
-
     out = frame.copy()
     out[resolved["result_col"]] = pd.Series(masks, index=frame.index, dtype=object)  # text, even with no rows
     out["mask_share"] = pd.Series(shares, index=frame.index, dtype="float64")
