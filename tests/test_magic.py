@@ -185,6 +185,13 @@ def test_a_value_never_becomes_sql_that_runs(ip):
     assert frame.iloc[0].tolist() == [ip["name"]] * 3 + [1] and list(frame.columns)[3] == ip["name"]
     ip["name"] = 'x"; DROP TABLE t; --'
     assert ip.cell("%pixql SELECT 1 AS \"{name}\"").columns.tolist() == [ip["name"]]
+    # in an E'...' string a backslash escapes the quote after it: the string goes on past it
+    ip["name"] = "'; DROP TABLE t; --"
+    assert ip.cell("%pixql SELECT E'Bob\\'s pet: {name}' AS v").v.tolist() == ["Bob's pet: '; DROP TABLE t; --"]
+    # a value is written in once: '$name' or '{name}' inside it is its text, not another reference
+    ip["comment"], ip["price"], ip["n"] = "$name", "costs $n and {n}", 5
+    frame = ip.cell("%pixql SELECT {comment} AS a, $price AS b, $n AS c")
+    assert frame.iloc[0].tolist() == ["$name", "costs $n and {n}", 5]
     assert ip.cell("%pixql SELECT count(*) AS n FROM t").n.tolist() == [1]
 
 
@@ -192,6 +199,9 @@ def test_struct_literals_and_unknown_braces_pass_through(ip):
     assert ip.cell("%pixql SELECT {'a':10} AS s").s.tolist() == [{"a": 10}]
     ip["a"] = 3  # a dict display stays SQL's struct even when its names are Python's
     assert ip.cell("%pixql SELECT {'a': a} AS s FROM (SELECT 7 AS a)").s.tolist() == [{"a": 7}]
+    assert ip.cell("%pixql SELECT {a: 1} AS s").s.tolist() == [{"a": 1}]  # a space after the colon: no format spec
+    ip["rate"] = 0.125
+    assert ip.cell("%pixql SELECT {rate:.2f} AS r").r.tolist() == [0.12]
     ip["limit"], ip["rows"] = 2, [1, 2, 3]
     frame = ip.cell("%pixql SELECT {rows} AS l, {rows[1]} AS second, {limit * 2} AS four")
     assert frame.iloc[0].tolist()[1:] == [2, 4] and list(frame.l[0]) == [1, 2, 3]

@@ -13,7 +13,8 @@ Comments and $$-quoted strings are left as written.
 `$name` when the (dotted) name is defined. Anything else stays as written: a dict or set
 display (DuckDB's struct literal `{'a': 10}`), braces with no Python name in them, names that
 are not defined (a SQL column in `{'k': x}`), JSON in strings and DuckDB's `$1` parameters.
-`{{` and `}}` stand for literal braces.
+`{{` and `}}` stand for literal braces. A format spec follows its colon directly (`{rate:.2f}`);
+`{a: 1}`, with a space, is a struct literal even where `a` is a Python name.
 """
 
 import ast
@@ -26,6 +27,7 @@ import re
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
 _DOLLAR = re.compile(r"(?<![\w$])\$(" + _NAME + r")")
+_FIELD_OR_DOLLAR = re.compile(_FIELD.pattern + r"|(?<![\w$])\$(" + _NAME + r")")
 _DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MISSING = object()
@@ -41,10 +43,14 @@ def expand(text, namespace, expressions=True):
         if kind == "verbatim":
             out.append(piece)
             continue
-        piece = _FIELD.sub(lambda m: _field(m, namespace, kind, expressions), piece)
-        if kind == "code":
-            piece = _DOLLAR.sub(lambda m: _render(_lookup(m.group(1), namespace), None, kind, m.group(0)), piece)
-        out.append(piece)
+        # one pass over both forms: a value written in is never read again for references
+        # (a value holding '$name' stays that text)
+        def reference(m, kind=kind):
+            if m.re is _FIELD_OR_DOLLAR and m.group(2) is not None:  # $name
+                return _render(_lookup(m.group(2), namespace), None, kind, m.group(0))
+            return _field(m, namespace, kind, expressions)
+
+        out.append((_FIELD_OR_DOLLAR if kind == "code" else _FIELD).sub(reference, piece))
     return "".join(out)
 
 
@@ -69,10 +75,10 @@ def _segments(text):
     while i < n:
         c = text[i]
         if c in "'\"":
-            end = _closing(text, i, c)
             kind = "ident" if c == '"' else "string"
             if c == "'" and i and text[i - 1] in "eE" and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_")):
                 kind = "estring"
+            end = _closing(text, i, c, backslash=kind == "estring")
         elif text.startswith("--", i):
             end = text.find("\n", i)
             end, kind = (n if end < 0 else end), "verbatim"
@@ -106,17 +112,20 @@ def _comment_end(text, i):
     return len(text)
 
 
-def _closing(text, i, quote):
-    """Index just past the quote that closes the one at `i` (a doubled quote stays inside)."""
+def _closing(text, i, quote, backslash=False):
+    """Index just past the quote that closes the one at `i` (a doubled quote stays inside, and
+    with `backslash`, in an E'...' string, a quote after a backslash)."""
     j = i + 1
-    while True:
-        k = text.find(quote, j)
-        if k < 0:
-            return len(text)
-        if text.startswith(quote * 2, k):
-            j = k + 2
-            continue
-        return k + 1
+    while j < len(text):
+        if backslash and text[j] == "\\":
+            j += 2
+        elif text.startswith(quote * 2, j):
+            j += 2
+        elif text[j] == quote:
+            return j + 1
+        else:
+            j += 1
+    return len(text)
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -136,7 +145,7 @@ def _reference(content, namespace):
     """(value, format spec or None) of `{content}`, or (_MISSING, None) when it is no reference."""
     candidates = [(content, None)]
     head, sep, spec = content.rpartition(":")
-    if sep:
+    if sep and not spec[:1].isspace():  # `{a: 1}` is a struct literal, `{rate:.2f}` a format spec
         candidates.append((head, spec))
     for expression, spec in candidates:
         try:
