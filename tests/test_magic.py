@@ -113,7 +113,7 @@ def test_a_select_in_the_middle_of_a_cell_is_shown(ip):
     assert any("first" in html for html in ip.displayed("text/html"))
 
 
-def test_db_option_switches_database(ip, tmp_path):
+def test_db_option_switches_database(ip, tmp_path, capsys):
     ip.cell("%pixql --db a.duckdb")
     ip.cell("%pixql CREATE TABLE t AS SELECT 'in a' AS x")
     assert ip.magics.connection.model_store == "a.duckdb.models"
@@ -126,6 +126,8 @@ def test_db_option_switches_database(ip, tmp_path):
     ip["name"] = str(tmp_path / "b.duckdb")
     assert ip.cell("%pixql --db {name} SELECT x FROM u").x.tolist() == ["in b"]
     assert (tmp_path / "a.duckdb").is_file() and (tmp_path / "b.duckdb").is_file()
+    ip.cell("%pixql --db $name")  # the message names the file opened, not the reference
+    assert f"pixql: database {tmp_path / 'b.duckdb'} (models in" in capsys.readouterr().out
 
 
 def test_db_option_errors(ip):

@@ -27,7 +27,7 @@ import re
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
 _DOLLAR = re.compile(r"(?<![\w$])\$(" + _NAME + r")")
-_FIELD_OR_DOLLAR = re.compile(_FIELD.pattern + r"|(?<![\w$])\$(" + _NAME + r")")
+_FIELD_OR_DOLLAR = re.compile(_FIELD.pattern + "|" + _DOLLAR.pattern)  # group 1: {...}, group 2: $name
 _DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MISSING = object()
@@ -56,14 +56,16 @@ def expand(text, namespace, expressions=True):
 
 def expand_text(text, namespace):
     """Plain text (a file name on the magic's line, not SQL): references replaced by str(value)."""
-    def field(match):
+    def reference(match):
+        if match.group(2) is not None:  # $name
+            value = _lookup(match.group(2), namespace)
+            return match.group(0) if value is _MISSING else str(value)
         if match.group(1) is None:
             return match.group(0)[0]
         value, spec = _reference(match.group(1), namespace)
         return match.group(0) if value is _MISSING else _formatted(value, spec, match.group(0))
 
-    text = _FIELD.sub(field, text or "")
-    return _DOLLAR.sub(lambda m: m.group(0) if (v := _lookup(m.group(1), namespace)) is _MISSING else str(v), text)
+    return _FIELD_OR_DOLLAR.sub(reference, text or "")
 
 
 # -- where a reference stands ------------------------------------------------------------------

@@ -89,7 +89,8 @@ class PixqlMagics(Magics):
         namespace = {**self.shell.user_ns, **(local_ns or {})}
         line, database = _split_options(line)
         if database is not _UNCHANGED:
-            self.use(None if database is None else expand_text(database, namespace))
+            database = None if database is None else expand_text(database, namespace)
+            self.use(database)
         # In a cell, statement line numbers in messages count the %%pixql line, as the cell shows it.
         script = expand(line if cell is None else line + "\n" + cell, namespace)
         if not script.strip():
