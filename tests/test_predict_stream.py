@@ -278,6 +278,23 @@ def test_a_predict_inside_the_users_transaction_reads_every_row(colors_db, monke
     assert got.equals(expected)
 
 
+def test_a_stream_begun_in_a_transaction_reads_on_after_commit_or_says_what_rollback_took(colors_db, small_chunks):
+    """A COMMIT between two chunks renumbers the stored rows from 0: the rest are still read (they
+    were lost, silently); after a ROLLBACK they are gone, which the error says."""
+    expected = _whole(colors_db)
+    colors_db.sql("BEGIN TRANSACTION")
+    stream = colors_db.sql(PREDICT)
+    assert stream.is_streamed and len(stream.fetchmany(3)) == 3
+    colors_db.sql("COMMIT")
+    assert stream.df().equals(expected)
+    colors_db.sql("BEGIN TRANSACTION")
+    stream = colors_db.sql(PREDICT)
+    stream.fetchmany(3)
+    colors_db.sql("ROLLBACK")
+    with pytest.raises(DataError, match="held in the transaction that was rolled back.*run the statement again"):
+        stream.df()
+
+
 def test_the_clean_up_at_open_leaves_a_partial_table_being_written_alone(colors_db, small_chunks, monkeypatch):
     """What an engine opening the same file in this process runs drops a crash's partial tables,
     not one this process is writing."""

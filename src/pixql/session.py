@@ -324,15 +324,22 @@ class Session:
             except duckdb.Error as exc:
                 raise self.error(exc, "query") from exc
         try:
-            # Row ids count from 0 once committed, from 2**55 inside the user's open transaction.
-            total, first = self.duckdb.execute(f"SELECT count(*), coalesce(min(rowid), 0) FROM {table}").fetchall()[0]
+            total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             stored = self.duckdb.sql(f"SELECT * FROM {table}")
             types = {name: str(kind) for name, kind in zip(stored.columns, stored.types)}
             yield StoredRows(total, lambda columns: self._stored_arrow(table, columns), types)
             for offset in range(0, max(total, 1), rows):
-                frame = self.duckdb.execute(
-                    f"SELECT * FROM {table} WHERE rowid >= {first + offset} AND rowid < {first + offset + rows} "
-                    f"ORDER BY rowid").df()
+                try:
+                    # Row ids count from 0 once committed, from 2**55 inside the user's open
+                    # transaction: where they start is asked again for each chunk, as a COMMIT
+                    # between two chunks renumbers them
+                    first = self.duckdb.execute(f"SELECT coalesce(min(rowid), 0) FROM {table}").fetchone()[0]
+                    frame = self.duckdb.execute(
+                        f"SELECT * FROM {table} WHERE rowid >= {first + offset} AND rowid < {first + offset + rows} "
+                        f"ORDER BY rowid").df()
+                except duckdb.CatalogException:
+                    raise DataError("the rows of this streamed result were held in the transaction that was "
+                                    "rolled back before they were all read: run the statement again") from None
                 frame.index = range(offset, offset + len(frame))
                 yield frame
         finally:
