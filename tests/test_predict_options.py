@@ -236,3 +236,32 @@ def test_an_empty_result_keeps_its_column_types(colors_db):
     assert "varchar" in shown and "null" not in shown
     db.sql("CREATE TABLE models AS SHOW MODELS")  # built-in models have no creation time or metric
     assert dict(types("models"))["created"] == dict(types("models"))["metric_name"] == "VARCHAR"
+
+
+def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db):
+    """A DATE stays a DATE (pandas makes it a timestamp), a DECIMAL a DECIMAL, JSON JSON, and a NULL
+    None (pandas' NaN for text and numbers), through CREATE TABLE AS, fetchall(), arrow() and a
+    SELECT over the statement, as DuckDB gives them for the same rows."""
+    import datetime
+    import decimal
+
+    db = colors_db
+    db.sql("CREATE TABLE typed AS SELECT image, DATE '2024-01-31' AS d, 1234567.89::DECIMAL(10,2) AS price, "
+           "12345::HUGEINT AS h, '{\"a\": 1}'::JSON AS j, CASE WHEN label = 'red' THEN NULL ELSE label END AS note, "
+           "CASE WHEN label = 'red' THEN NULL ELSE 1.5 END AS w FROM colors ORDER BY image")
+    plain = db.sql("SELECT * FROM typed").fetchall()
+    predict = "PREDICT USING cm AS SELECT * FROM typed"
+    db.sql(f"CREATE TABLE answered AS {predict}")
+    assert db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'answered' "
+                  "ORDER BY ordinal_position").fetchall()[:7] == db.sql(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'typed' "
+        "ORDER BY ordinal_position").fetchall()
+    assert [row[:7] for row in db.sql("SELECT * FROM answered").fetchall()] == plain
+    rows = db.sql(predict).fetchall()
+    assert [row[:7] for row in rows] == plain
+    assert rows[0][1:4] == (datetime.date(2024, 1, 31), decimal.Decimal("1234567.89"), 12345)
+    assert any(row[5] is None and row[6] is None for row in rows)  # not NaN
+    schema = db.sql(predict).arrow().schema
+    assert (str(schema.field("d").type), str(schema.field("price").type)) == ("date32[day]", "decimal128(10, 2)")
+    assert db.sql(f"SELECT d, note FROM ({predict}) WHERE note IS NULL LIMIT 1").fetchall() == [
+        (datetime.date(2024, 1, 31), None)]

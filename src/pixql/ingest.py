@@ -96,17 +96,25 @@ def create_table_from_frame(con, head, frame, insert=False, types=None):
         con.unregister("__pixql_frame")
 
 
+# DuckDB types that come back as another from a pandas column made of them (DATE as TIMESTAMP,
+# DECIMAL and HUGEINT as DOUBLE, JSON as VARCHAR, MAP as STRUCT): cast back to what they were.
+# (DECIMALs of over 15 digits and HUGEINTs beyond 2**53 lost digits in pandas' float64 already.)
+_CHANGED_BY_PANDAS = re.compile(r"\b(DATE|DECIMAL|HUGEINT|UHUGEINT|JSON|MAP)\b")
+
+
 def frame_select(frame, types):
     """The SELECT list that reads a pandas `frame` with its DuckDB `types` ({column: type}) where
     DuckDB cannot tell them from the values: a column of Python objects holding only NULLs (every
     text, list or struct column of an empty result) would otherwise get the type "NULL", and a
-    table made of it could hold nothing else. '*' when no column needs it."""
+    table made of it could hold nothing else; and a type that pandas changes (_CHANGED_BY_PANDAS).
+    '*' when no column needs it."""
     if not types or frame.columns.duplicated().any():
         return "*"
     picked, cast = [], False
     for name in frame.columns:
         column, kind = quote_ident(str(name)), types.get(str(name))
-        if kind and "NULL" not in kind and frame[name].dtype == object and _holds_nothing(frame[name]):
+        if kind and "NULL" not in kind and (_CHANGED_BY_PANDAS.search(kind) or (
+                frame[name].dtype == object and _holds_nothing(frame[name]))):
             picked.append(f"CAST({column} AS {kind}) AS {column}")
             cast = True
         else:

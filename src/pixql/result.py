@@ -152,9 +152,16 @@ class Result:
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
                 return self._relation.to_arrow_table()
+        import duckdb
         import pyarrow as pa
 
-        return pa.Table.from_pandas(self.df(), preserve_index=False)
+        frame = self.df()
+        typed = self._typed(frame)
+        if typed is not None:
+            with contextlib.suppress(duckdb.Error):
+                return typed.to_arrow_table()
+
+        return pa.Table.from_pandas(frame, preserve_index=False)
 
     def fetchall(self):
         if self._relation is not None:
@@ -162,10 +169,31 @@ class Result:
                 return self._executed().fetchall() if self._query is not None else self._relation.fetchall()
         if self._rows is not None:
             return list(self._rows)
+        import duckdb
+
         frame = self.df()
+        typed = self._typed(frame)
+        if typed is not None:
+            with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' values below
+                return typed.fetchall()
         # Python values, as DuckDB's fetchall() gives them: lists and structs as lists and dicts (not
         # numpy arrays, whose == is elementwise and whose truth is an error), pandas' NA as None
         return [tuple(python_value(v) for v in row) for row in frame.itertuples(index=False, name=None)]
+
+    def _typed(self, frame):
+        """`frame` read by DuckDB with the types the statement declared (its query's own and
+        those it adds), so that fetchall() and arrow() give what DuckDB would: a DATE as a date,
+        a NULL as None (not pandas' NaN). None where DuckDB cannot read a column of it."""
+        import duckdb
+
+        from pixql.ingest import frame_select
+
+        try:
+            relation = duckdb.from_df(frame)
+            select = frame_select(frame, self._column_types)
+            return relation if select == "*" else relation.project(select)
+        except (duckdb.Error, TypeError, ValueError):
+            return None
 
     def duckdb_rows(self, chunk=10_000):
         """(column names, their DuckDB types as text, an iterator of lists of row tuples) when the
@@ -269,15 +297,12 @@ class Result:
         if table is not None and len(table[2]) <= VALUES_ROWS:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' way below
                 return _shown(_values_relation(*table), max_rows, max_width, max_col_width)
-        from pixql.ingest import frame_select
-
         frame = self.df()
-        try:
-            relation = duckdb.from_df(frame)
-            select = frame_select(frame, self._column_types)
-            return _shown(relation if select == "*" else relation.project(select), max_rows, max_width, max_col_width)
-        except (duckdb.Error, TypeError, ValueError):  # a column DuckDB cannot type: pandas' text
-            return frame.to_string(index=False, max_rows=max_rows, max_colwidth=max_col_width)
+        typed = self._typed(frame)
+        with contextlib.suppress(duckdb.Error, TypeError, ValueError):
+            if typed is not None:
+                return _shown(typed, max_rows, max_width, max_col_width)
+        return frame.to_string(index=False, max_rows=max_rows, max_colwidth=max_col_width)  # pandas' text
 
     def __repr__(self):
         if not self.has_rows:

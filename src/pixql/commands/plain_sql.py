@@ -28,17 +28,14 @@ def run(engine, statement):
                 if _CREATE_VIEW.match(sql):
                     raise SqlError("a view cannot hold a pixql statement (its rows are computed once); "
                                    "use CREATE TABLE ... AS instead")
-                return Result(statement, frame=session.duckdb.sql(sql).df())
+                return _computed(session, session.duckdb.sql(sql), statement)
             text = statement.duckdb_text
             (parsed,) = session.duckdb.extract_statements(text)
             # A relation takes no parameters: `SELECT $x` (a variable, as execute() reads it) runs now.
             if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters:
                 relation = session.duckdb.sql(text)
                 if session.frames_in_use:  # it cannot outlive the caller's DataFrames of this script
-                    # (use_frames): its rows now, as Arrow, which keeps DuckDB's types for df()
-                    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") \
-                        else relation.fetch_arrow_table()
-                    return Result(statement, relation=session.duckdb.from_arrow(table), cause=session.udf_failure)
+                    return _computed(session, relation, statement)
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure)
             return _executed(session.duckdb, statement, text, parsed.type.name)
@@ -46,6 +43,13 @@ def run(engine, statement):
             raise session.error(exc) from exc
         except ValueError as exc:  # extract_statements found more or fewer than one statement
             raise SqlError(f"cannot run {sql!r}: {exc}") from exc
+
+
+def _computed(session, relation, statement):
+    """The relation's rows now, as Arrow, which keeps DuckDB's types (a DATE stays a date, a
+    DECIMAL exact, NULL None), for a result whose sources go away after the statement."""
+    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.fetch_arrow_table()
+    return Result(statement, relation=session.duckdb.from_arrow(table), cause=session.udf_failure)
 
 
 def _executed(con, statement, text, kind):
