@@ -311,3 +311,26 @@ def test_a_failed_script_leaves_no_dataframe_registered(colors_db):
     with pytest.raises(SqlError):
         colors_db.sql("SELECT a FROM frame; SELECT * FROM no_such_table")
     assert colors_db.duckdb.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [(0,)]
+
+
+def test_a_notebooks_table_of_a_lazy_query_reads_its_first_rows(db):
+    html = db.sql("SELECT range AS i FROM range(20000000)")._repr_html_()
+    assert html.count("<tr>") == 40 and "first 40 rows shown" in html  # 40 rows (the header is <tr style=...>)
+    small = db.sql("SELECT range AS i FROM range(3)")._repr_html_()
+    assert small.count("<tr>") == 3 and "rows shown" not in small
+
+
+def test_a_file_open_for_writing_here_is_not_opened_read_only_too(tmp_path):
+    path = str(tmp_path / "one_way.duckdb")
+    with pixql.connect(path, progress=False):
+        with pytest.raises(SqlError, match="read-only: this process has it open for writing already"):
+            pixql.connect(path, read_only=True, progress=False)
+
+
+def test_a_result_has_a_relations_types_and_show(db, color_csv, capsys):
+    db.sql(f"COPY colors FROM '{color_csv}'")
+    assert db.sql("SELECT 1::TINYINT AS a, 'x' AS b").types == ["TINYINT", "VARCHAR"]
+    shown = db.sql("SHOW TABLES")
+    assert shown.types == ["VARCHAR"]
+    shown.show()
+    assert "colors" in capsys.readouterr().out

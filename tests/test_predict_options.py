@@ -261,6 +261,8 @@ def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db):
     assert [row[:7] for row in rows] == plain
     assert rows[0][1:4] == (datetime.date(2024, 1, 31), decimal.Decimal("1234567.89"), 12345)
     assert any(row[5] is None and row[6] is None for row in rows)  # not NaN
+    assert db.sql(predict).types == [t for (t,) in db.sql("SELECT data_type FROM information_schema.columns WHERE "
+                                                        "table_name = 'answered' ORDER BY ordinal_position").fetchall()]
     schema = db.sql(predict).arrow().schema
     assert (str(schema.field("d").type), str(schema.field("price").type)) == ("date32[day]", "decimal128(10, 2)")
     assert db.sql(f"SELECT d, note FROM ({predict}) WHERE note IS NULL LIMIT 1").fetchall() == [

@@ -258,6 +258,22 @@ class Result:
             self.df()
         return [] if self._frame is None else list(self._frame.columns)
 
+    @property
+    def types(self):
+        """The columns' DuckDB types, as text ('VARCHAR', 'FLOAT[1280]'), as a DuckDB relation's
+        `.types` names them."""
+        known = self.duckdb_types()
+        missing = [c for c in self.columns if c not in known]
+        if missing and self._frame is not None:  # what DuckDB reads the frame's values as
+            typed = self._typed(self._frame)
+            if typed is not None:
+                known = {**dict(zip(typed.columns, map(str, typed.types))), **known}
+        return [known.get(c) for c in self.columns]
+
+    def show(self):
+        """Print the rows as DuckDB's shell box, as a relation's show() does."""
+        print(self.text())
+
     def duckdb_types(self):
         """{column: DuckDB type as text} where known: DuckDB's own for its rows, else what the
         statement declared (the query's columns and those it adds). Frames put into DuckDB
@@ -310,8 +326,18 @@ class Result:
         return self.text()
 
     def _repr_html_(self):
-        return self.df().to_html(index=False, max_rows=40) if self.has_rows else None
+        if not self.has_rows:
+            return None
+        if self._relation is not None:  # a lazy query: its first rows only, as text() shows them
+            with _duckdb_errors(self.statement, self._cause):
+                relation = self._connection.sql(self._query) if self._query is not None else self._relation
+                head = relation.limit(HTML_ROWS + 1).df()
+            more = len(head) > HTML_ROWS
+            return head.head(HTML_ROWS).to_html(index=False) + (f"<p>first {HTML_ROWS} rows shown</p>" if more else "")
+        return self.df().to_html(index=False, max_rows=HTML_ROWS)
 
+
+HTML_ROWS = 40  # a notebook's table of a result: pandas' first and last 20, or a lazy query's first 40
 
 # A small table's rows printed through one VALUES query (its values as parameters); longer ones
 # through pandas, as before.

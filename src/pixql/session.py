@@ -512,6 +512,11 @@ def open_database(database, read_only, wait):
     while True:
         try:
             return duckdb.connect(database, read_only=read_only)
+        except duckdb.ConnectionException as exc:  # this process has it open already, read_only the other way
+            raise SqlError(f"cannot open database {database} {'read-only' if read_only else 'for writing'}: this "
+                           f"process has it open {'for writing' if read_only else 'read-only'} already, and DuckDB "
+                           "opens a file one way per process; close that connection first, or open it the same "
+                           "way") from exc
         except duckdb.IOException as exc:
             text = str(exc)
             if "Could not set lock" not in text:
