@@ -137,6 +137,23 @@ def test_same_seed_same_metrics_on_cpu(colors):
     assert strip[0] != strip[2]
 
 
+def test_the_first_lite0_fine_tuning_of_a_process_is_reproduced_by_the_next(colors):
+    """The offline Lite0 weights are mapped once per process onto a network made for their key
+    names; that network's random start must not draw from the seeded generator a BUILD trains
+    with (the first BUILD of a notebook gave another model than the same cell run again)."""
+    from pixql.ml.weights import package_state_dict
+
+    paths, labels = colors
+    package_state_dict.cache_clear()
+    runs = [train_classifier(paths, labels, TrainConfig(base="EfficientNet_Lite0", train_mode="finetune", epochs=1,
+                                                        image_size=32, seed=3, validation=0.25, device="cpu",
+                                                        augment="light", progress=False))
+            for _ in range(2)]
+    strip = [[{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in r.history]
+             for r in runs]
+    assert strip[0] == strip[1]
+
+
 def test_one_class_or_no_rows_is_refused(colors):
     paths, _ = colors
     with pytest.raises(TrainingError, match="at least two classes.*'cat'"):

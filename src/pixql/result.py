@@ -249,7 +249,8 @@ class Result:
     @property
     def columns(self):
         if self._relation is not None:
-            return list(self._relation.columns)
+            with _duckdb_errors(self.statement, self._cause):  # (a closed connection: pixql's SqlError)
+                return list(self._relation.columns)
         if self._rows is not None:
             return list(self._names)
         if self._columns is not None:

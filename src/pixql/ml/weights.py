@@ -38,7 +38,10 @@ def package_state_dict(arch):
             "or, in BUILD MODEL, train from random weights with OPTIONS (pretrained=false)."
         )
     source = torch.load(path, map_location="cpu", weights_only=True)
-    target = create_network({"arch": arch, "num_classes": 1000}).state_dict()
+    # (the network made for its key names draws its random start from a generator of its own: the
+    # first BUILD of a process would otherwise train from another random state than the next)
+    with torch.random.fork_rng(devices=[]):
+        target = create_network({"arch": arch, "num_classes": 1000}).state_dict()
     if len(source) != len(target):
         raise TrainingError(f"{path}: {len(source)} tensors, timm's {arch} has {len(target)}")
     mapped = {}
