@@ -345,3 +345,15 @@ def test_validation_rows_that_are_training_rows_are_pointed_out(db):
     assert any("16 of the 16 validation rows' images are training rows too" in m for m in built.messages)
     apart = db.sql("BUILD MODEL apart OPTIONS (validation=0.25) AS SELECT * FROM colors")
     assert not any("training rows too" in m for m in apart.messages)
+
+
+def test_early_stopping_without_validation_rows_says_it_watched_the_training_loss(db):
+    # A far too large learning rate: the training loss stops falling, and the run stops early.
+    built = db.sql("BUILD MODEL es_t USING SimpleCNN OPTIONS (epochs=8, early_stopping=1, learning_rate=5.0, "
+                   "optimizer='sgd', image_size=32) AS SELECT * FROM colors")
+    manifest = db.engine.store.manifest("es_t")
+    ran, kept = len(manifest["history"]), manifest["metrics"]["saved_epoch"]
+    assert built.df().loc[0, "epochs"] == ran < 8
+    assert any(f"early_stopping watched the training loss: {ran} epoch(s) ran, and epoch {kept} (its lowest) was kept"
+               in m for m in built.messages)
+    assert not any("was not used" in m for m in built.messages)
