@@ -238,6 +238,10 @@ def test_label_col_defaults_to_the_models_and_unknown_labels_are_reported(colors
     report = result.df().set_index("class")
     assert report.loc["crimson", "recall"] == 0 and report.loc["red", "support"] == 0
     assert any("not classes of model 'cm'" in m and "crimson" in m for m in result.messages)
+    # in the errors, a row whose true class the model never learned is the worst: first
+    errors = db.sql("EVALUATE USING cm OPTIONS (output='errors') AS SELECT image, CASE WHEN image = "
+                    f"(SELECT max(image) FROM colors) THEN 'crimson' ELSE label END AS label FROM ({SWAPPED})").df()
+    assert len(errors) == 7 and errors.label.iloc[0] == "crimson" and pd.isna(errors.true_score.iloc[0])
 
 
 def test_bad_input_names_the_problem_and_changes_nothing(colors_db):
@@ -345,6 +349,14 @@ def test_multi_label_confusion_and_errors(multi_db):
         truth = set(row.label.split("|"))
         assert set(row.missing) == truth - set(row.predicted)
         assert set(row.extra) == set(row.predicted) - truth
+    # a table of errors keeps its types where no row filled a list (nothing extra anywhere), and
+    # the query's own (a text column of NULLs only)
+    multi_db.sql("CREATE TABLE errs AS EVALUATE USING ml OPTIONS (output='errors', threshold=0.999999) AS "
+                 "SELECT *, NULL::VARCHAR AS note FROM colors")
+    assert dict(multi_db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                             "table_name = 'errs'").fetchall()) == {
+        "image": "VARCHAR", "label": "VARCHAR", "note": "VARCHAR", "predicted": "VARCHAR[]",
+        "missing": "VARCHAR[]", "extra": "VARCHAR[]", "score": "DOUBLE"}
 
 
 # -- the heat-map ---------------------------------------------------------------------------------

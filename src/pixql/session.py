@@ -197,15 +197,22 @@ class Session:
             for name in names:
                 self.duckdb.unregister(name)
 
-    def query_frame(self, statement, query=None, what="query", option=None, wrap=None, params=None):
+    def query_frame(self, statement, query=None, what="query", option=None, wrap=None, params=None, types=None):
         """The rows of `query` (default: the statement's own `AS query`) as a DataFrame.
         `option`: the query is that option's value, and must be exactly one read-only query
         (a value never runs more than the one thing it names). `wrap`: SQL around the query,
-        which stands at its `{query}`; `params`: values for its `?` (never spliced into the text)."""
+        which stands at its `{query}`; `params`: values for its `?` (never spliced into the text).
+        `types` (a dict): gets the columns' DuckDB types, which pandas' do not keep (a DATE)."""
         def fetch(sql):
             if wrap is not None:
-                return self.duckdb.execute(wrap.replace("{query}", sql), params or []).df()
-            return self.duckdb.sql(sql).df()
+                cursor = self.duckdb.execute(wrap.replace("{query}", sql), params or [])
+                found = {column[0]: str(column[1]) for column in cursor.description or []}
+            else:
+                cursor = self.duckdb.sql(sql)
+                found = dict(zip(cursor.columns, map(str, cursor.types)))
+            if types is not None:
+                types.update(found)
+            return cursor.df()
 
         return self._query(statement, query, what, option, fetch)
 

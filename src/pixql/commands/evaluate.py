@@ -45,7 +45,8 @@ def run(engine, statement):
     model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"],
                                                 resolved["runtime"], resolved["precision"])
     threshold = task.threshold(resolved["threshold"], "EVALUATE", statement.model)
-    frame = engine.session.query_frame(statement)
+    query_types = {}
+    frame = engine.session.query_frame(statement, types=query_types)
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to evaluate")
     image_col = model_image_col(statement, frame, resolved, manifest)
@@ -96,7 +97,8 @@ def run(engine, statement):
     info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
             "image_col": image_col, "rows": len(frame), "skipped_null_labels": skipped, "confusion": confusion}
     figures = [] if confusion is None or not len(confusion) else [Confusion(confusion, statement.model)]
-    return Result(statement, frame=out, info=info, messages=messages, figures=figures)
+    types = {**query_types, **task.error_columns} if resolved["output"] == "errors" else None
+    return Result(statement, frame=out, info=info, messages=messages, figures=figures, column_types=types)
 
 
 def _detector(engine, statement, resolved, given):

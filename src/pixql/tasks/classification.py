@@ -255,7 +255,8 @@ class SingleLabel:
         return frame, np.nonzero(~read)[0]
 
     # what EVALUATE reports
-    error_columns = ("predicted", "score", "true_score")  # what output='errors' adds to the query's rows
+    # what output='errors' adds to the query's rows, with their DuckDB types
+    error_columns = {"predicted": "VARCHAR", "score": "DOUBLE", "true_score": "DOUBLE"}
 
     def evaluate(self, frame, truth, probs, classes, unknown, output, threshold=None):
         """(the result frame for `output`, the confusion frame for pictures)."""
@@ -274,8 +275,9 @@ class SingleLabel:
         errors["true_score"] = series(
             [float(probs[i, index[truth[i]]]) if truth[i] in index else float("nan") for i in rows],
             errors.index, float)
-        # Worst first: the least probability on the true class, then the most confident mistake.
-        errors = errors.sort_values(["true_score", "score"], ascending=[True, False], na_position="last",
+        # Worst first: the least probability on the true class (none: a class the model never
+        # learned, NULL, first), then the most confident mistake.
+        errors = errors.sort_values(["true_score", "score"], ascending=[True, False], na_position="first",
                                     kind="stable")
         return errors.reset_index(drop=True), confusion
 
@@ -285,7 +287,7 @@ class MultiLabel(SingleLabel):
     label_type = "VARCHAR[]"
     activation = "sigmoid"
     stratified_split = False
-    error_columns = ("predicted", "missing", "extra", "score")
+    error_columns = {"predicted": "VARCHAR[]", "missing": "VARCHAR[]", "extra": "VARCHAR[]", "score": "DOUBLE"}
     metric = "micro_f1"
     target_dtype = "float"
 
