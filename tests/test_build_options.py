@@ -98,6 +98,10 @@ def test_frozen_stages_that_cannot_apply_are_refused_before_any_work(db):
             db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS ({given}) AS SELECT * FROM colors")
     with pytest.raises(OptionError, match="starts from random ones"):  # no pretrained weights to keep
         db.sql("BUILD MODEL m USING SimpleCNN OPTIONS (frozen_stages=1) AS SELECT * FROM colors")
+    for base, options in (("SimpleCNN", ""), ("EfficientNet_Lite0", ", pretrained=false")):  # random features
+        with pytest.raises(OptionError, match="train_mode='linear' fits a head on a pretrained network's features"):
+            db.sql(f"BUILD MODEL m USING {base} OPTIONS (train_mode='linear'{options}) AS SELECT * FROM colors")
+    assert not db.engine.store.exists("m")
     assert not db.engine.store.exists("m")
 
 

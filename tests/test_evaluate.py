@@ -96,14 +96,27 @@ def test_multilabel_report_agrees_with_sklearn():
         assert count == theirs[classes.index(cls)][int(actual), int(predicted)]
 
 
+def test_a_training_runs_micro_f1_is_evaluates_with_no_label_anywhere():
+    """The validation metric a multi-label BUILD reports is the one EVALUATE (scikit-learn) gives:
+    rows with no true label and none predicted score 0, not 1."""
+    import torch
+
+    task = labels.MultiLabel()
+    y = torch.zeros((6, 3))
+    tally = labels.Tally(task).add(torch.full((6, 3), -5.0), y)  # every probability under 0.5
+    assert tally.micro_f1 == sk.f1_score(np.zeros((6, 3)), np.zeros((6, 3)), average="micro", zero_division=0) == 0.0
+    assert labels.Tally(task).add(torch.full((6, 3), 5.0), torch.ones((6, 3))).micro_f1 == 1.0
+
+
 def test_label_strings():
     assert [labels.label_string(v) for v in (3, 3.0, np.int64(2), "cat", None, float("nan"), pd.NA, True,
                                               decimal.Decimal("4.00"), 2.5)] == [
-        "3", "3", "2", "cat", None, None, None, "True", "4", "2.5"]
+        "3", "3", "2", "cat", None, None, None, "true", "4", "2.5"]  # a BOOLEAN as DuckDB writes it
     # as the model spells it: a model saved before the normalisation may hold '1.0', '2.0'
     assert labels.label_string(2.0, {"1.0", "2.0"}) == "2.0" and labels.label_string(2, {"2"}) == "2"
     assert labels.label_string(2, {"1.0", "2.0"}) == "2.0"
     assert labels.label_string(np.float32(2.0), {"2"}) == "2" and labels.label_string(False, {"false"}) == "false"
+    assert labels.label_string(True, {"True", "False"}) == "True"  # a model saved with Python's spelling
     assert labels.label_set("cat|dog") == {"cat", "dog"}
     assert labels.label_set(["cat", 1]) == {"cat", "1"}
     # a multi-label row with no tags (a CSV's empty field reads as NULL) has none of the labels
@@ -195,6 +208,12 @@ def test_integer_labels_are_compared_as_strings(colors_db, tmp_path):
     report = db.sql(f"EVALUATE USING digits AS {query}").df().set_index("class")
     assert list(report.index[:3]) == ["0", "1", "2"]
     assert report.loc["accuracy", "f1"] == 1.0
+    # a BOOLEAN label is DuckDB's text of it: 'true' and 'false', which the column's ::VARCHAR equals
+    db.sql("BUILD MODEL is_red OPTIONS (label_col='red') AS SELECT image, label = 'red' AS red FROM colors")
+    assert db.engine.store.manifest("is_red")["classes"] == ["false", "true"]
+    agree = db.sql("SELECT count(*) FILTER (WHERE predicted = red::VARCHAR), count(*) FROM (PREDICT USING is_red AS "
+                   "SELECT image, label = 'red' AS red FROM colors)").fetchone()
+    assert agree[0] == agree[1] == 24
 
 
 def test_null_labels_are_left_out_and_counted(colors_db):
@@ -226,6 +245,8 @@ def test_unreadable_images_are_left_out_with_on_error_skip(colors_db, tmp_path):
                for m in result.messages)
     with pytest.raises(DataError, match="no image of the query could be read"):
         db.sql(f"EVALUATE USING cm OPTIONS (on_error='skip') AS SELECT '{broken}' AS image, 'red' AS label")
+    no_path = db.sql("EVALUATE USING cm OPTIONS (on_error='skip') AS SELECT * FROM colors UNION ALL SELECT NULL, 'red'")
+    assert any("row 25: no image path" in m for m in no_path.messages)  # not 'nan
 
 
 def test_label_col_defaults_to_the_models_and_unknown_labels_are_reported(colors_db):

@@ -15,6 +15,7 @@ from pixql.commands.common import (PRECISION, model_image_col, on_cluster, proba
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
 from pixql.image_columns import find_column, image_errors
+from pixql.query_rows import is_null
 from pixql.result import Result
 
 OPTIONS = {
@@ -82,7 +83,9 @@ def run(engine, statement):
     messages += reader.message("EVALUATE") + runtime_note(model, "EVALUATE")
     read = ~np.isnan(probs).any(axis=1) if resolved["on_error"] == "skip" else np.ones(len(probs), dtype=bool)
     if not read.all():  # on_error='skip': the rows whose image (or box) could not be read are not scored
-        missed = [f"row {query_rows[i]}: {frame[image_col].iloc[i]}" for i in np.nonzero(~read)[0]]
+        paths = frame[image_col]
+        missed = [f"row {query_rows[i]}: " + ("no image path" if is_null(paths.iloc[i]) else str(paths.iloc[i]))
+                  for i in np.nonzero(~read)[0]]
         if not read.any():
             raise DataError(f"no image of the query could be read; nothing to evaluate: {shown(missed)}")
         messages.append(f"EVALUATE: {len(missed)} row(s) whose image or box could not be read were left out "

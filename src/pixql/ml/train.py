@@ -186,6 +186,10 @@ def _choose_mode(config, model, pretrained_backbone, device, n_train):
         if linear_head(model) is None:
             raise TrainingError("train_mode='linear' needs a network whose head is one linear layer; "
                                 "use train_mode='finetune'")
+        if not pretrained_backbone:  # a head on random features: far below what fine-tuning gets
+            raise OptionError("train_mode='linear' fits a head on a pretrained network's features; the base has no "
+                              "pretrained weights here (SimpleCNN, or pretrained=false), so they would be random: "
+                              "use train_mode='finetune'")
         if augmenting:
             raise OptionError("augment needs train_mode='finetune': a linear head is fitted on "
                               "embeddings computed once")

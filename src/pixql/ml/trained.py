@@ -69,7 +69,7 @@ def refused_options(mode, given, continuing=False):
         why = ["the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated, on a backbone that stays "
                "frozen; train_mode='finetune' takes them"]
     else:
-        why = (["l2 is the penalty of train_mode='linear''s head; weight_decay regularises the training of the "
+        why = (["l2 is the penalty of the linear head (train_mode='linear'); weight_decay regularises the training of the "
                 "other modes"] if "l2" in unused else []) + (
                ["frozen_stages is for train_mode='finetune'; 'top' trains only the last block, on the frozen "
                 "rest's activations"] if "frozen_stages" in unused else [])

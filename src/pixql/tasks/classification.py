@@ -38,8 +38,8 @@ def label_string(value, classes=None):
     if isinstance(value, np.generic):
         value = value.item()
     spellings = [str(value)]
-    if isinstance(value, bool):
-        spellings.append(str(value).lower())
+    if isinstance(value, bool):  # DuckDB's text of a BOOLEAN ('true'), then Python's ('True': older models)
+        spellings.insert(0, str(value).lower())
     elif isinstance(value, int):
         spellings.append(f"{value}.0")
     elif _is_whole(value):
@@ -125,7 +125,8 @@ class Tally:
         if not self.seen:
             return None
         denominator = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denominator if denominator else 1.0
+        # no label true and none predicted: 0, as scikit-learn's f1_score and EVALUATE count it
+        return 2 * self.tp / denominator if denominator else 0.0
 
 
 # -- the two tasks ---------------------------------------------------------------------------
