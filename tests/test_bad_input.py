@@ -304,6 +304,8 @@ REFUSED = [
     # a classifier's keyword search uses no embedding column: a given one is not passed over
     (OptionError, "emb_col is for search_by='image' or a CLIP model's text search",
      "SEARCH IMAGE USING cm OPTIONS (search_by='text', search_input='red', emb_col='nope') AS SELECT * FROM colors"),
+    (OptionError, "index is for search_by='image' or a CLIP model's text search",
+     "SEARCH IMAGE USING cm OPTIONS (search_by='text', search_input='red', index='exact') AS SELECT * FROM colors"),
     # an option of one way of searching, given with another, is not passed over
     (OptionError, "option 'threshold' is for search_by='duplicates', not search_by='image'.*WHERE similarity >= x",
      "SEARCH IMAGE USING cm OPTIONS (search_input='x.png', threshold=0.9) AS SELECT * FROM colors"),
@@ -319,6 +321,8 @@ REFUSED = [
     # a mistyped tile size would ask for tens of GB
     (OptionError, "'size' must be between 16 and 2048, got 100000",
      "PRINT IMAGE OPTIONS (size=100000) AS SELECT * FROM colors"),
+    (OptionError, "limit=100000 tiles of size=240 px would make a sheet of over 128 million pixels: at most limit=2330",
+     "PRINT IMAGE OPTIONS (limit=100000) AS SELECT * FROM colors"),
 ]
 
 

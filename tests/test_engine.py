@@ -323,7 +323,7 @@ def test_a_notebooks_table_of_a_lazy_query_reads_its_first_rows(db):
 def test_a_file_open_for_writing_here_is_not_opened_read_only_too(tmp_path):
     path = str(tmp_path / "one_way.duckdb")
     with pixql.connect(path, progress=False):
-        with pytest.raises(SqlError, match="read-only: this process has it open for writing already"):
+        with pytest.raises(SqlError, match="read-only: this process has it open already with another configuration"):
             pixql.connect(path, read_only=True, progress=False)
 
 

@@ -202,6 +202,10 @@ def test_struct_literals_and_unknown_braces_pass_through(ip):
     ip["a"] = 3  # a dict display stays SQL's struct even when its names are Python's
     assert ip.cell("%pixql SELECT {'a': a} AS s FROM (SELECT 7 AS a)").s.tolist() == [{"a": 7}]
     assert ip.cell("%pixql SELECT {a: 1} AS s").s.tolist() == [{"a": 1}]  # a space after the colon: no format spec
+    ip["val"] = 5  # a $name inside SQL's own braces is still a reference
+    assert ip.cell("%pixql SELECT {k: $val, a: 2} AS s").s.tolist() == [{"k": 5, "a": 2}]
+    # pixql --set reads braces by the same rules
+    assert expand("SELECT {k: $val}, {a: 1}, {a}", {"val": 5, "a": 3}, expressions=False) == "SELECT {k: 5}, {a: 1}, 3"
     ip["rate"] = 0.125
     assert ip.cell("%pixql SELECT {rate:.2f} AS r").r.tolist() == [0.12]
     ip["limit"], ip["rows"] = 2, [1, 2, 3]

@@ -238,7 +238,7 @@ def test_an_empty_result_keeps_its_column_types(colors_db):
     assert dict(types("models"))["created"] == dict(types("models"))["metric_name"] == "VARCHAR"
 
 
-def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db):
+def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db, monkeypatch):
     """A DATE stays a DATE (pandas makes it a timestamp), a DECIMAL a DECIMAL, JSON JSON, and a NULL
     None (pandas' NaN for text and numbers), through CREATE TABLE AS, fetchall(), arrow() and a
     SELECT over the statement, as DuckDB gives them for the same rows."""
@@ -248,17 +248,17 @@ def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db):
     db = colors_db
     db.sql("CREATE TABLE typed AS SELECT image, DATE '2024-01-31' AS d, 1234567.89::DECIMAL(10,2) AS price, "
            "12345::HUGEINT AS h, '{\"a\": 1}'::JSON AS j, CASE WHEN label = 'red' THEN NULL ELSE label END AS note, "
-           "CASE WHEN label = 'red' THEN NULL ELSE 1.5 END AS w FROM colors ORDER BY image")
+           "CASE WHEN label = 'red' THEN NULL ELSE 1.5 END AS w, [1.5, 2]::FLOAT[2] AS v FROM colors ORDER BY image")
     plain = db.sql("SELECT * FROM typed").fetchall()
     predict = "PREDICT USING cm AS SELECT * FROM typed"
     db.sql(f"CREATE TABLE answered AS {predict}")
     assert db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'answered' "
-                  "ORDER BY ordinal_position").fetchall()[:7] == db.sql(
+                  "ORDER BY ordinal_position").fetchall()[:8] == db.sql(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'typed' "
         "ORDER BY ordinal_position").fetchall()
-    assert [row[:7] for row in db.sql("SELECT * FROM answered").fetchall()] == plain
+    assert [row[:8] for row in db.sql("SELECT * FROM answered").fetchall()] == plain
     rows = db.sql(predict).fetchall()
-    assert [row[:7] for row in rows] == plain
+    assert [row[:8] for row in rows] == plain
     assert rows[0][1:4] == (datetime.date(2024, 1, 31), decimal.Decimal("1234567.89"), 12345)
     assert any(row[5] is None and row[6] is None for row in rows)  # not NaN
     assert db.sql(predict).types == [t for (t,) in db.sql("SELECT data_type FROM information_schema.columns WHERE "
@@ -267,3 +267,11 @@ def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db):
     assert (str(schema.field("d").type), str(schema.field("price").type)) == ("date32[day]", "decimal128(10, 2)")
     assert db.sql(f"SELECT d, note FROM ({predict}) WHERE note IS NULL LIMIT 1").fetchall() == [
         (datetime.date(2024, 1, 31), None)]
+    # a streamed result read as a cursor or as Arrow batches gives the same values and types
+    from pixql.commands import predict as predict_command
+
+    monkeypatch.setattr(predict_command, "CHUNK_ROWS", 5)
+    stream = db.sql(predict)
+    assert stream.is_streamed and [stream.fetchone() for _ in range(7)] == rows[:7]
+    batches = db.sql(predict).fetch_record_batch()
+    assert str(batches.schema.field("d").type) == "date32[day]" and batches.read_all().num_rows == 24

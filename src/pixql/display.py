@@ -74,7 +74,7 @@ def contact_sheet(paths, captions, size=240, columns=None):
     n = len(paths)
     if n == 0:
         raise DataError("PRINT IMAGE: the query returned no rows")
-    columns = columns or min(n, 5)
+    columns = min(columns or 5, n)  # (more columns than pictures would only widen the sheet)
     rows = math.ceil(n / columns)
     font_px = max(10, size // 16)
     font = _font(font_px)

@@ -45,10 +45,17 @@ def expand(text, namespace, expressions=True):
             continue
         # one pass over both forms: a value written in is never read again for references
         # (a value holding '$name' stays that text)
+        def dollar(m, kind=kind):
+            return _render(_lookup(m.group(2), namespace), None, kind, m.group(0))
+
         def reference(m, kind=kind):
             if m.re is _FIELD_OR_DOLLAR and m.group(2) is not None:  # $name
-                return _render(_lookup(m.group(2), namespace), None, kind, m.group(0))
-            return _field(m, namespace, kind, expressions)
+                return dollar(m)
+            written = _field(m, namespace, kind, expressions)
+            if kind == "code" and m.group(1) is not None and written == m.group(0):
+                # braces that are SQL's (a struct literal {k: $v}): the $names inside are references
+                return "{" + _FIELD_OR_DOLLAR.sub(lambda d: dollar(d) if d.group(2) else d.group(0), m.group(1)) + "}"
+            return written
 
         out.append((_FIELD_OR_DOLLAR if kind == "code" else _FIELD).sub(reference, piece))
     return "".join(out)
@@ -135,20 +142,28 @@ def _field(match, namespace, kind, expressions=True):
     if match.group(1) is None:
         return match.group(0)[0]  # {{ -> {, }} -> }
     if not expressions:
-        name, _, spec = match.group(1).partition(":")
-        if not re.fullmatch(_NAME, name.strip()):
-            return match.group(0)
-        return _render(_lookup(name.strip(), namespace), spec or None, kind, match.group(0))
+        for name, spec in _candidates(match.group(1)):
+            if re.fullmatch(_NAME, name.strip()):
+                return _render(_lookup(name.strip(), namespace), spec, kind, match.group(0))
+        return match.group(0)
     value, spec = _reference(match.group(1), namespace)
     return _render(value, spec, kind, match.group(0))
 
 
-def _reference(content, namespace):
-    """(value, format spec or None) of `{content}`, or (_MISSING, None) when it is no reference."""
+def _candidates(content):
+    """What `{content}` may be: [(the whole, no format spec)], and (what comes before the last
+    colon, the spec after it) when a spec follows its colon directly: `{a: 1}`, with a space, is
+    a struct literal, `{rate:.2f}` a formatted value."""
     candidates = [(content, None)]
     head, sep, spec = content.rpartition(":")
-    if sep and not spec[:1].isspace():  # `{a: 1}` is a struct literal, `{rate:.2f}` a format spec
-        candidates.append((head, spec))
+    if sep and not spec[:1].isspace():
+        candidates.append((head, spec or None))
+    return candidates
+
+
+def _reference(content, namespace):
+    """(value, format spec or None) of `{content}`, or (_MISSING, None) when it is no reference."""
+    candidates = _candidates(content)
     for expression, spec in candidates:
         try:
             tree = ast.parse(expression.strip(), mode="eval")

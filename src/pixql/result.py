@@ -139,29 +139,31 @@ class Result:
         first = next(batches, None)
         if first is None:
             return pa.RecordBatchReader.from_batches(pa.schema([]), [])
-        head = pa.RecordBatch.from_pandas(first, preserve_index=False)
+        head = self._frame_arrow(first)
 
         def rest():
-            yield head
+            yield from head.to_batches()
             for frame in batches:
-                yield pa.RecordBatch.from_pandas(frame, schema=head.schema, preserve_index=False)
+                yield from self._frame_arrow(frame).cast(head.schema).to_batches()
 
         return pa.RecordBatchReader.from_batches(head.schema, rest())
+
+    def _frame_arrow(self, frame):
+        """A frame as an Arrow table with the declared types (a DATE as date32), as arrow() gives it."""
+        import duckdb
+        import pyarrow as pa
+
+        typed = self._typed(frame)
+        if typed is not None:
+            with contextlib.suppress(duckdb.Error):
+                return typed.to_arrow_table()
+        return pa.Table.from_pandas(frame, preserve_index=False)
 
     def arrow(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
                 return self._relation.to_arrow_table()
-        import duckdb
-        import pyarrow as pa
-
-        frame = self.df()
-        typed = self._typed(frame)
-        if typed is not None:
-            with contextlib.suppress(duckdb.Error):
-                return typed.to_arrow_table()
-
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        return self._frame_arrow(self.df())
 
     def fetchall(self):
         if self._relation is not None:
@@ -169,9 +171,12 @@ class Result:
                 return self._executed().fetchall() if self._query is not None else self._relation.fetchall()
         if self._rows is not None:
             return list(self._rows)
+        return self._frame_rows(self.df())
+
+    def _frame_rows(self, frame):
+        """A frame's rows as DuckDB's fetchall() gives them, read with the declared types."""
         import duckdb
 
-        frame = self.df()
         typed = self._typed(frame)
         if typed is not None:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' values below
@@ -239,8 +244,7 @@ class Result:
                 # computed as read, and kept: df(), .columns and len() still see every row after it
                 kept = self._kept = _KeptFrames(self._stream)
                 self._stream = None
-                rows = (tuple(python_value(v) for v in row) for frame in kept
-                        for row in frame.itertuples(index=False, name=None))
+                rows = (row for frame in kept for row in self._frame_rows(frame))
             else:
                 rows = iter(self.fetchall())
             self._cursor = rows

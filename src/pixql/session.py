@@ -519,11 +519,13 @@ def open_database(database, read_only, wait):
     while True:
         try:
             return duckdb.connect(database, read_only=read_only)
-        except duckdb.ConnectionException as exc:  # this process has it open already, read_only the other way
+        except duckdb.ConnectionException as exc:  # this process has it open already, another way
+            if "different configuration" not in str(exc):
+                raise SqlError(f"cannot open database {database}: {exc}") from exc
             raise SqlError(f"cannot open database {database} {'read-only' if read_only else 'for writing'}: this "
-                           f"process has it open {'for writing' if read_only else 'read-only'} already, and DuckDB "
-                           "opens a file one way per process; close that connection first, or open it the same "
-                           "way") from exc
+                           "process has it open already with another configuration (read-only or not, or other "
+                           "settings of a duckdb.connect() of its own), and DuckDB opens a file one way per "
+                           "process; close that connection first, or open it the same way") from exc
         except duckdb.IOException as exc:
             text = str(exc)
             if "Could not set lock" not in text:

@@ -6,7 +6,7 @@ from pixql import display
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import caption
-from pixql.errors import DataError
+from pixql.errors import DataError, OptionError
 from pixql.figures import Sheet
 from pixql.image_columns import check_image_paths, image_errors, pick_image_col
 from pixql.result import Result
@@ -16,6 +16,7 @@ OPTIONS = {
     "limit": opt.integer(20, low=1),
     "columns": opt.integer(None, low=1),
     "size": opt.integer(240, low=16, high=2048),  # a tile's side in pixels
+    # limit and size together: a sheet of at most SHEET_PIXELS pixels (~400 MB in RGB)
     # With a box column: 'box' draws each photo once with its rows' boxes (masks tinted) and
     # labels; 'crop' shows each row's region cut out.
     "draw": opt.text("box", ("box", "crop")),
@@ -24,10 +25,18 @@ OPTIONS = {
 }
 
 
+SHEET_PIXELS = 134_217_728  # 2**27: e.g. 2330 tiles of the default 240 px
+
+
 def run(engine, statement):
     """`image_col` may name several columns ('image, duplicate'): each row's images then stand
     side by side, one row of the query per row of the sheet (near-duplicate pairs)."""
     resolved, _ = opt.resolve("PRINT IMAGE", statement.options, OPTIONS)
+    if resolved["limit"] * resolved["size"] ** 2 > SHEET_PIXELS:
+        most = SHEET_PIXELS // resolved["size"] ** 2
+        raise OptionError(f"PRINT IMAGE: limit={resolved['limit']} tiles of size={resolved['size']} px would make a "
+                          f"sheet of over {SHEET_PIXELS // 2**20} million pixels: at most limit={most} at that size, "
+                          "or a smaller size")
     frame = engine.session.query_frame(statement)
     if not len(frame):
         raise DataError("the query returned no rows; there is no image to show")

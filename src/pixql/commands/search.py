@@ -79,10 +79,11 @@ def run(engine, statement):
     if by == "duplicates":
         return _duplicates(engine, statement, resolved)
     if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
-        if given.get("emb_col") is not None:  # (a mistyped or misplaced option is not passed over)
-            raise OptionError(f"SEARCH IMAGE: emb_col is for search_by='image' or a CLIP model's text search; "
-                              f"'{statement.model}' finds '{resolved['search_input']}' by its class probabilities, "
-                              "computed from the images: leave emb_col out")
+        for name in ("emb_col", "index"):  # (a mistyped or misplaced option is not passed over)
+            if given.get(name) is not None:
+                raise OptionError(f"SEARCH IMAGE: {name} is for search_by='image' or a CLIP model's text search; "
+                                  f"'{statement.model}' finds '{resolved['search_input']}' by its class "
+                                  f"probabilities, computed from the images: leave {name} out")
         return _keyword(engine, statement, resolved)
     columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
     refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])

@@ -253,11 +253,11 @@ def _export(wrapped, example, tmp, opset, exporter, path):
             return "dynamo"
         except TrainingError as e:
             raise TrainingError(f"{e}; the TorchScript exporter failed before it: "
-                                f"{type(first).__name__}: {_first_line(first)}") from first
+                                f"{type(first).__name__}: {_without_graph(first)}") from first
     hint = ("" if exporter != "auto" else
             "; installing 'onnxscript' (pip install onnxscript) lets pixql try torch's dynamo exporter too")
     raise TrainingError(f"ONNX export of {path} failed (TorchScript exporter, opset {opset or 'default'}): "
-                        f"{type(first).__name__}: {_first_line(first)}{hint}") from first
+                        f"{type(first).__name__}: {_without_graph(first)}{hint}") from first
 
 
 def _export_torchscript(wrapped, example, tmp, opset):
@@ -289,12 +289,18 @@ def _export_dynamo(wrapped, example, tmp, opset, path):
             program.save(tmp, external_data=False)
     except Exception as e:
         raise TrainingError(f"ONNX export of {path} failed (dynamo exporter, opset {opset or 'default'}): "
-                            f"{type(e).__name__}: {_first_line(e)}") from e
+                            f"{type(e).__name__}: {_without_graph(e)}") from e
 
 
-def _first_line(error):
-    """An exporter's message without the graph that torch appends (hundreds of lines)."""
-    return (str(error).strip().splitlines() or [""])[0]
+def _without_graph(error):
+    """An exporter's message without the graph that torch appends (hundreds of lines): the lines
+    before it, at most a few (the dynamo exporter's first says only which step failed)."""
+    kept = []
+    for line in str(error).strip().splitlines():
+        if "graph(" in line or line.lstrip().startswith(("Torch IR graph", "%", "#")) or len(kept) == 4:
+            break
+        kept.append(line.strip())
+    return " ".join(line for line in kept if line)
 
 
 def _has(module):
