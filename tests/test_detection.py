@@ -100,6 +100,10 @@ def test_detect_picks_the_classes_before_the_best_boxes_and_each_photo_alone(squ
     one_blue = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=1, classes='blue') AS {photos}").df()
     assert set(one_blue.label) == {"blue"} and one_blue.groupby("image").size().max() == 1
     assert dict(zip(one_blue.image, one_blue.score)) == best_blue.to_dict()
+    # torchvision's own cap on boxes (over every class) is raised for the classes picked: 2 classes, 1 picked
+    detector, _, _ = db.engine.catalog.detector("d")
+    detector.detect(list(every.image[:1]), 0.0, 100, progress=False, classes=[0])
+    assert detector.model.roi_heads.detections_per_img == 200
     # a photo's boxes do not depend on a photo of another size beside it in the query (a batch is
     # padded to its largest photo, which moves what the detector finds in the others)
     first = every.image.iloc[0]
@@ -147,6 +151,11 @@ def test_evaluate_reports_map_and_lists_errors(squares_db):
     assert all(0 <= v <= 1 for v in report.map_50) and (report.map_50 >= report.map_50_95).all()
     errors = db.sql("EVALUATE USING d OPTIONS (output='errors', threshold=0.0) AS SELECT * FROM test").df()
     assert list(errors.columns) == ["image", "error", "label", "score", "box", "iou"]
+    # missed boxes only (none found over the threshold): their table is typed as any other
+    db.sql("CREATE TABLE missed AS EVALUATE USING d OPTIONS (output='errors', threshold=0.99999) AS SELECT * FROM test")
+    assert dict(db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'missed'"
+                       ).fetchall()) == {"image": "VARCHAR", "error": "VARCHAR", "label": "VARCHAR", "score": "DOUBLE",
+                                         "box": "STRUCT(x1 DOUBLE, y1 DOUBLE, x2 DOUBLE, y2 DOUBLE)", "iou": "DOUBLE"}
     assert set(errors.error) <= {"missed", "false"}
     if len(errors):
         shown = db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT * FROM (EVALUATE USING d OPTIONS "

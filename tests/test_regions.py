@@ -357,10 +357,12 @@ def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
     skipped = db.sql("SEGMENT OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM items")
     assert skipped.df()["mask"].isna().sum() == 1 and "gone.jpg" in " ".join(skipped.messages)
     # rows whose box is unusable are named too, not only those whose photo is
-    boxed = db.sql("SEGMENT OPTIONS (box_col='box', on_error='skip') AS SELECT image, CASE WHEN rowid = 0 THEN "
-                   "[5, 5, 1, 1] ELSE box END AS box FROM items WHERE image NOT LIKE '%gone.jpg'")
-    assert boxed.df()["mask"].isna().sum() == 1
+    boxed = db.sql("SEGMENT OPTIONS (box_col='box', on_error='skip') AS SELECT * FROM (SELECT image, CASE WHEN "
+                   "image = (SELECT min(image) FROM items WHERE image NOT LIKE '%gone.jpg') THEN [5, 5, 1, 1] ELSE box END AS box FROM items WHERE "
+                   "image NOT LIKE '%gone.jpg' ORDER BY image) UNION ALL SELECT NULL, [0, 0, 5, 5]")
+    assert boxed.df()["mask"].isna().sum() == 2
     assert any("1 row(s) with an unusable box got a NULL mask (on_error='skip'): row 1" in m for m in boxed.messages)
+    assert any("1 row(s) with no image path got a NULL mask (on_error='skip'): row 3" in m for m in boxed.messages)
     with pytest.raises(OptionError, match="result_col='mask_share' names the column SEGMENT adds"):
         db.sql("SEGMENT OPTIONS (box_col='box', result_col='Mask_Share') AS SELECT image, box FROM items")
     # no rows: a table of the query's types, which later rows can join

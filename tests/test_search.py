@@ -157,6 +157,13 @@ def test_rows_without_an_embedding_rank_last_and_pair_with_nothing(colors_db):
                   "ORDER BY label").fetchall() == [("blue", 8, 8, 8), ("green", 8, 8, 8), ("red", 8, 0, 0)]
     ranked = db.sql("SELECT label FROM found").fetchall()
     assert [label for (label,) in ranked][-8:] == ["red"] * 8
+    # a table of the result keeps the query's types (pandas makes a DATE a timestamp)
+    db.sql("CREATE TABLE dated AS " + SEARCH.format(options=f"search_input='{query}', top_k=3",
+                                                    query="SELECT *, DATE '2024-01-31' AS d FROM holes"))
+    db.sql("CREATE TABLE worded AS " + SEARCH.format(options="search_by='text', search_input='green', top_k=3",
+                                                     query="SELECT image, DATE '2024-01-31' AS d FROM holes"))
+    assert db.sql("SELECT typeof(d) FROM dated LIMIT 1").fetchone() == db.sql(
+        "SELECT typeof(d) FROM worded LIMIT 1").fetchone() == ("DATE",)
     # the column's name is compared as SQL compares names
     upper = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=3, emb_col='EMBEDDING'",
                                  query="SELECT * FROM holes")).df()
@@ -213,6 +220,11 @@ def test_duplicates_within_a_table_and_against_another(colors_db, tmp_path):
     with pytest.raises(OptionError, match="against"):
         db.sql(SEARCH.format(options="search_by='duplicates', against='no_such_table'",
                              query="SELECT image FROM test_photos"))
+    # the rows' stored embeddings against photos that have none: those are embedded
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    stored = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999, emb_col='embedding', "
+                                          "against='test_photos'", query="SELECT * FROM e")).df()
+    assert (original, str(copy)) in set(zip(stored.image, stored.duplicate))
 
 
 # -- real photos ------------------------------------------------------------------------------------------

@@ -141,5 +141,6 @@ def _detector(engine, statement, resolved, given):
     if unknown:
         messages.append(f"EVALUATE: {len(unknown)} true box(es) with labels that are not classes of "
                         f"'{statement.model}' were left out (it never finds them): {shown(sorted(set(unknown)))}")
-    return Result(statement, frame=out, info=info, messages=messages)
+    types = task.error_columns if resolved["output"] == "errors" else None  # (only missed boxes: no score)
+    return Result(statement, frame=out, info=info, messages=messages, column_types=types)
 

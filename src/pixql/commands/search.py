@@ -110,6 +110,7 @@ def _query_image(embedder, resolved):
 def _ranked(engine, statement, resolved, embedder, query, columns):
     """The top_k rows by cosine similarity to the unit vector `query`; `columns`: the query's."""
     session = engine.session
+    types = {**columns, resolved["result_col"]: "DOUBLE"}  # the query's own kept (a DATE), for tables made of it
     emb_col = _embedding_column(columns, resolved, len(query), statement.model)
     if emb_col is not None:  # DuckDB ranks the stored vectors itself, or an index proposes the rows
         frame, notes = _ranked_by_index(engine, statement, emb_col, query, resolved)
@@ -117,15 +118,16 @@ def _ranked(engine, statement, resolved, embedder, query, columns):
             frame = _ranked_in_duckdb(session, statement, emb_col, query, resolved)
         # pandas holds the vectors as arrays of objects: back to FLOAT[n] for a table made of the rows
         frame[emb_col] = _fixed_size(frame[emb_col], len(query))
-        return Result(statement, frame=frame, messages=notes)
+        types[emb_col] = EMBEDDING.vector_type(len(query))
+        return Result(statement, frame=frame, messages=notes, column_types=types)
     frame = session.query_frame(statement)
     if not len(frame):
-        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
+        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     reader = regions.RegionReader(resolved)
     vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
     return Result(statement, frame=_top(frame, EMBEDDING.similarity(vectors, query), resolved),
-                  messages=reader.message("SEARCH IMAGE"))
+                  messages=reader.message("SEARCH IMAGE"), column_types=types)
 
 
 def _embedding_column(columns, resolved, dim, model):
@@ -248,15 +250,17 @@ def _keyword(engine, statement, resolved):
         where = "its classes or their WordNet ancestors" if keywords.is_imagenet(classes) else "its classes"
         raise DataError(f"SEARCH IMAGE: no class of '{statement.model}' is called '{keyword}' ({where}); "
                         "try a more general word, or a CLIP model for free text")
-    frame = engine.session.query_frame(statement)
+    types = {}
+    frame = engine.session.query_frame(statement, types=types)
+    types[resolved["result_col"]] = "DOUBLE"
     refuse_taken_columns("SEARCH IMAGE", frame.columns, [resolved["result_col"]], resolved["result_col"])
     if not len(frame):
-        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}))
+        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     reader = regions.RegionReader(resolved)
     probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
     return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved),
-                  messages=reader.message("SEARCH IMAGE"))
+                  messages=reader.message("SEARCH IMAGE"), column_types=types)
 
 
 # -- near-duplicates ------------------------------------------------------------------------------
@@ -269,18 +273,24 @@ def _duplicates(engine, statement, resolved):
                           f"result_col; result_col='{resolved['result_col']}' would replace one: name it otherwise")
     threshold = DUPLICATE_THRESHOLD if resolved["threshold"] is None else resolved["threshold"]
     session = engine.session
-    left = session.query_frame(statement)
+    left_types = {}
+    left = session.query_frame(statement, types=left_types)
     image_col = pick_image_col(left, resolved["image_col"], "the query")
-    a = _vectors(engine, embedder, left, image_col, resolved)
+    a = _vectors(engine, embedder, left, left_types, image_col, resolved, statement.model)
     against = resolved["against"]
     if against is None:
         right, b = left, a
     else:
         first = (against.lstrip("(").split(None, 1) or [""])[0].upper()
         query = against if first in ("SELECT", "WITH", "FROM", "VALUES") else session.table_query(against, "against")
-        right = session.query_frame(statement, query, "against query", option="against")
-        b = _vectors(engine, embedder, right, pick_image_col(right, image_col if image_col in right else None,
-                                                               "the against query"), resolved)
+        right_types = {}
+        right = session.query_frame(statement, query, "against query", option="against", types=right_types)
+        # emb_col names the rows' column: rows to compare with that lack it have their images embedded
+        given = resolved["emb_col"]
+        b = _vectors(engine, embedder, right, right_types, pick_image_col(
+            right, image_col if image_col in right else None, "the against query"),
+            resolved if given is None or _column_named(right_types, given) else dict(resolved, emb_col=None),
+            statement.model)
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
     without = int(np.isnan(a).any(axis=1).sum() + (0 if against is None else np.isnan(b).any(axis=1).sum()))
@@ -293,24 +303,18 @@ def _duplicates(engine, statement, resolved):
         + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")])
 
 
-def _vectors(engine, embedder, frame, image_col, resolved):
-    """The rows' unit vectors: their embedding column (emb_col, else 'embedding') when they have
-    one of the embedder's size, else the images embedded (through the cache). A NULL embedding
+def _vectors(engine, embedder, frame, types, image_col, resolved, model):
+    """The rows' unit vectors: their embedding column (as _embedding_column picks it from the
+    query's DuckDB `types`), else the images embedded (through the cache). A NULL embedding
     (CONVERT's for a photo it skipped) is a row of NaN, which pairs with nothing."""
     if not len(frame):
         return np.zeros((0, embedder.dim), dtype=np.float32)
-    given = resolved["emb_col"]
-    column = _column_named(frame.columns, given or "embedding")
-    if column is None and given is not None:
-        raise OptionError(f"SEARCH IMAGE: emb_col '{given}' is not a column of the query "
-                          f"(columns: {', '.join(map(str, frame.columns))})")
+    column = _embedding_column(types, resolved, embedder.dim, model)
     if column is not None:
-        cells = list(frame[column])
-        if all(is_null(c) or len(c) == embedder.dim for c in cells):
-            return _matrix(cells, embedder.dim)
-        if given is not None:
-            raise OptionError(f"SEARCH IMAGE: emb_col '{column}' must hold vectors of {embedder.dim} numbers "
-                              f"(this model's embedding); it has vectors of another size")
+        if any(not is_null(c) and len(c) != embedder.dim for c in frame[column]):  # a list column: sizes vary
+            raise OptionError(f"SEARCH IMAGE: column '{column}' holds vectors of other sizes than the "
+                              f"{embedder.dim} numbers '{model}' makes: search with the model that made it")
+        return _matrix(frame[column], embedder.dim)
     return embed_rows(embedder, frame, image_col, resolved, engine.progress, regions.RegionReader(resolved))
 
 

@@ -30,6 +30,7 @@ OPTIONS = {
 
 
 def run(engine, statement):
+    import numpy as np
     import pandas as pd
     import torch
 
@@ -52,7 +53,8 @@ def run(engine, statement):
     if resolved["result_col"].lower() == "mask_share":  # one name for both answers would keep one of them
         raise OptionError("SEGMENT: result_col='mask_share' names the column SEGMENT adds beside the mask: "
                           "choose another name for the mask column")
-    frame = engine.session.query_frame(statement)
+    types = {}  # the query's DuckDB types, which a table of the result keeps (an empty one too)
+    frame = engine.session.query_frame(statement, types=types)
     refuse_taken_columns("SEGMENT", frame.columns, [resolved["result_col"], "mask_share"], resolved["result_col"])
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     skip = resolved["on_error"] == "skip"
@@ -105,8 +107,9 @@ def run(engine, statement):
     if unusable:
         messages.append(f"SEGMENT: {len(unusable)} row(s) with an unusable box got a NULL mask (on_error='skip'): "
                         f"{shown(unusable)}")
-    # an empty result's table keeps the query's types (pandas has none for a column of no values)
-    types = {} if len(frame) else engine.session.query_columns(statement)
+    if no_path.any():
+        messages.append(f"SEGMENT: {int(no_path.sum())} row(s) with no image path got a NULL mask (on_error='skip'): "
+                        + shown([f"row {p + 1}" for p in np.flatnonzero(no_path)]))
     return Result(statement, frame=out, messages=messages,
                   column_types={**types, resolved["result_col"]: "VARCHAR", "mask_share": "DOUBLE"})
 

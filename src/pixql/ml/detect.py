@@ -353,7 +353,10 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
     resize = _Resize(net)
     model.eval()
     model.roi_heads.score_thresh = min(0.05, threshold)  # torchvision's default floor, lower if asked
-    model.roi_heads.detections_per_img = max(100, max_boxes)
+    # torchvision keeps its best boxes over every class before `classes` picks some: with classes
+    # asked for, as many times more as they are few, so that theirs are not cut first
+    share = 1 if classes is None else math.ceil(int(net["num_classes"]) / max(1, len(classes)))
+    model.roi_heads.detections_per_img = max(100, max_boxes) * share
     skipped = set()
     batch_size = batch_size or 4
 

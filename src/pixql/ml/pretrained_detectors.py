@@ -18,6 +18,7 @@ so that a photo's boxes do not depend on which photos share its batch (YOLOS wou
 part of the picture).
 """
 
+import math
 import os
 
 from pixql.errors import CatalogError, WeightsUnavailableError
@@ -102,7 +103,9 @@ class _Detector:
                                          labels[keep][order].numpy())))
             return kept
 
-        self._configure(threshold, max_boxes)
+        # with classes asked for, the detector's own cap on boxes (over every class, before they
+        # are picked) is raised as many times as they are few, so that theirs are not cut first
+        self._configure(threshold, max_boxes * (1 if classes is None else math.ceil(len(self.classes) / len(classes))))
         # `progress` may be a bar that the caller owns (DETECT streaming a long query: one bar over its chunks)
         bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
             len(items), "detect", progress)

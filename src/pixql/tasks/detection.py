@@ -22,6 +22,8 @@ class Detection:
     name = "detection"
     # DETECT's columns and their DuckDB types (what an empty result's table gets)
     output_types = {"label": "VARCHAR", "score": "DOUBLE", "box": "STRUCT(x1 DOUBLE, y1 DOUBLE, x2 DOUBLE, y2 DOUBLE)"}
+    # EVALUATE output='errors': missed and false boxes (a missed one has no score)
+    error_columns = {"image": "VARCHAR", "error": "VARCHAR", **output_types, "iou": "DOUBLE"}
 
     # -- labels -------------------------------------------------------------------------------------
     def label(self, value, classes=None):
