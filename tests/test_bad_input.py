@@ -359,6 +359,21 @@ def test_copy_of_a_latin1_csv_says_to_name_the_encoding_and_reads_it_when_named(
     assert colors_db.sql("SELECT label FROM labels ORDER BY 1").fetchall() == [("café",), ("crème",)]
 
 
+
+def test_copy_says_which_files_are_utf16_and_which_are_not(colors_db, tmp_path):
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes("image,label\na.png,café\n".encode("utf-16"))
+    with pytest.raises(DataError, match="looks like UTF-16 text.*encoding='utf-16'"):
+        colors_db.sql(f"COPY wide FROM '{wide}'")
+    colors_db.sql(f"COPY wide OPTIONS (encoding='utf-16') FROM '{wide}'")
+    assert colors_db.sql("SELECT label FROM wide").fetchall() == [("café",)]
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text("image,label\na.png,rose\nb.png,tulip\n")  # UTF-8: read as UTF-16 it is one garbled column
+    with pytest.raises(DataError, match="is not UTF-16 text"):
+        colors_db.sql(f"COPY narrow OPTIONS (encoding='utf-16') FROM '{narrow}'")
+    assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'narrow'").fetchone() == (0,)
+
+
 def test_copy_failing_late_in_a_file_rolls_back_to_the_old_table(colors_db, tmp_path):
     # An undecodable byte far beyond the rows DuckDB samples to sniff the file: the failure
     # comes while the table is being replaced, and the transaction is rolled back.

@@ -92,6 +92,21 @@ def test_copy_normalises_paths_and_expands_the_home_folder(db, color_images, tmp
 def test_copy_missing_file_names_it(db, tmp_path):
     with pytest.raises(DataError, match="not found.*nope.csv"):
         db.sql(f"COPY t FROM '{tmp_path}/nope.csv'")
+    with pytest.raises(DataError, match="COPY t: the file or folder to read is an empty path"):
+        db.sql("COPY t FROM ''")  # not the working folder read as an image tree
+
+
+def test_copy_resolves_only_what_names_an_image_in_a_column_found_by_its_values(db, tmp_path):
+    """A column is taken for paths when half its values name images; its other values (a note) are
+    kept as written. A column named by image_col is paths throughout, and must be text."""
+    (tmp_path / "notes.csv").write_text("id,note\n1,hello world\n2,see a.jpg\n3,b.png\n")
+    db.sql(f"COPY notes FROM '{tmp_path / 'notes.csv'}'")
+    assert db.sql("SELECT note FROM notes ORDER BY id").fetchall() == [
+        ("hello world",), (str(tmp_path / "see a.jpg"),), (str(tmp_path / "b.png"),)]
+    db.sql(f"COPY named OPTIONS (image_col='note') FROM '{tmp_path / 'notes.csv'}'")
+    assert db.sql("SELECT note FROM named WHERE id = 1").fetchone() == (str(tmp_path / "hello world"),)
+    with pytest.raises(OptionError, match="image_col 'id' holds BIGINT values, not image paths"):
+        db.sql(f"COPY ids OPTIONS (image_col='id') FROM '{tmp_path / 'notes.csv'}'")
 
 
 def test_copy_image_folder_and_parquet_and_json(db, color_images, tmp_path):

@@ -154,10 +154,12 @@ def _path_columns(con, relation_sql, image_col):
     cols = con.execute(f"DESCRIBE SELECT * FROM {relation_sql}").fetchall()
     names = [c[0] for c in cols]
     if image_col is not None:
-        match = [n for n in names if n.lower() == image_col.lower()]
+        match = [(n, dtype) for n, dtype, *_ in cols if n.lower() == image_col.lower()]
         if not match:
             raise DataError(f"COPY: image_col '{image_col}' is not a column of the file; columns: {', '.join(names)}")
-        return match
+        if match[0][1] != "VARCHAR":
+            raise OptionError(f"COPY: image_col '{match[0][0]}' holds {match[0][1]} values, not image paths (text)")
+        return [match[0][0]]
     found = []
     for name, dtype, *_ in cols:
         if dtype != "VARCHAR":
@@ -179,6 +181,8 @@ def copy_table(con, table, source, options, base_dir=None):
         raise OptionError("COPY: overwrite=true contradicts if_exists='%s'" % options["if_exists"])
     from pixql.ml.images import URL  # the one rule for what is a URL (no torch behind it)
 
+    if not str(source).strip():  # (an unset {data}): not the working folder read as an image tree
+        raise DataError(f"COPY {table}: the file or folder to read is an empty path")
     if URL.match(str(source)):
         raise DataError(f"COPY {table}: {source} is a URL; COPY reads local files and folders (download it "
                         "first, then COPY from its local path)", path=str(source))
@@ -232,17 +236,24 @@ def copy_table(con, table, source, options, base_dir=None):
             except LookupError:
                 raise OptionError(f"COPY: encoding={encoding!r} is not the name of a text encoding "
                                   "(e.g. 'utf-8', 'latin-1', 'utf-16')") from None
+            if codecs.lookup(encoding).name.startswith("utf-16") and not _looks_utf16(path):
+                # DuckDB would read it as one column of garbled text and no rows
+                raise DataError(f"COPY {table}: {path} is not UTF-16 text (no byte-order mark, no zero bytes "
+                                "between its characters): leave encoding out, or name the file's own", path=str(path))
         extra = f", encoding={quote_literal(encoding)}" if encoding else ""
         relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
             path_cols = _path_columns(con, relation, options.get("image_col"))
-        except DataError:
+        except (DataError, OptionError):
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
             raise DataError(_read_error(table, path, exc, encoding)) from exc
         if path_cols:  # each path as resolved_path says, by a Python function of this COPY's own
             resolve = f"__pixql_resolve_{uuid.uuid4().hex[:12]}"
-            con.create_function(resolve, functools.partial(_resolved_paths, str(path.parent.resolve())),
+            # a column found by its values: only those naming an image are paths (a note in it stays
+            # as written); the image_col named: every value is a path
+            con.create_function(resolve, functools.partial(_resolved_paths, str(path.parent.resolve()),
+                                                           options.get("image_col") is None),
                                 ["VARCHAR"], "VARCHAR", type="arrow")
         fixed = [f"{resolve}({quote_ident(c)}) AS {quote_ident(c)}" for c in path_cols]
         select = (f"SELECT * REPLACE ({', '.join(fixed)}) FROM {relation}" if fixed
@@ -284,15 +295,30 @@ def resolved_path(value, folder):
     return os.path.normpath(value if os.path.isabs(value) else os.path.join(folder, value))
 
 
-def _resolved_paths(folder, values):
+def _resolved_paths(folder, images_only, values):
     import pyarrow as pa
 
-    return pa.array([resolved_path(v, folder) for v in values.to_pylist()], type=pa.string())
+    return pa.array([resolved_path(v, folder) if not images_only or _names_image(v) else v
+                     for v in values.to_pylist()], type=pa.string())
+
+
+def _names_image(value):
+    return isinstance(value, str) and value.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _looks_utf16(path):
+    """A byte-order mark, or zero bytes in its first KB (UTF-16 writes ASCII as two bytes, one zero)."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    return head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head
 
 
 def _read_error(table, path, exc, encoding, verb="read"):
     """DuckDB's reader error, with what to do when the file is not UTF-8 text."""
     text = str(exc)
+    if encoding is None and _looks_utf16(path):
+        return (f"COPY {table}: {path} looks like UTF-16 text (zero bytes between its characters); name its "
+                "encoding with OPTIONS (encoding='utf-16'), or convert the file to UTF-8")
     if encoding is None and ("not utf-8" in text.lower() or "invalid unicode" in text.lower()):
         first = text.strip().splitlines()[0]
         return (f"COPY {table}: {path} is not UTF-8 text ({first}); name its encoding with "
