@@ -64,8 +64,28 @@ def test_json_is_valid_and_csv_and_json_keep_every_column_and_reals_short(run_cl
     assert json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == [
         {"x": None, "l": [1.0, None], "s": {"a": None}, "a": 1, "a_1": 2, "r": 0.1, "rl": [0.1, None]}]
     lines = run_cli("--format", "csv", "-c", sql + "; SELECT 0.1::REAL AS r").stdout.splitlines()
-    assert lines[0] == "x,l,s,a,a_1,r,rl" and lines[1].endswith(",1,2,0.1,\"[0.1, None]\"")
+    assert lines[0] == "x,l,s,a,a_1,r,rl" and lines[1].endswith(",1,2,0.1,\"[0.1, NULL]\"")  # read back by DuckDB
     assert lines[2:] == ["r", "0.1"]
+
+
+def test_csv_and_json_write_blobs_and_lists_as_duckdb_reads_them_for_plain_sql_and_pixql_alike(run_cli, tmp_path,
+                                                                                                 color_csv):
+    import duckdb
+
+    columns = "'\\xFF'::BLOB AS b, [1, NULL] AS l, {'a': NULL, 'b': 'x'} AS st, DATE '2024-01-31' AS d"
+    run_cli("-c", f"COPY colors FROM '{color_csv}'")
+    for query in (f"SELECT {columns}", f"PREDICT USING imagenet_classifier AS SELECT {columns}, image FROM colors "
+                                       "LIMIT 1"):
+        out = run_cli("--format", "csv", "-c", query).stdout
+        (tmp_path / "back.csv").write_text(out)
+        back = duckdb.sql(f"SELECT b, l, st, d FROM read_csv('{tmp_path / 'back.csv'}', header=true, columns="
+                          "{'b': 'BLOB', 'l': 'INT[]', 'st': 'STRUCT(a INT, b VARCHAR)', 'd': 'DATE', "
+                          "'image': 'VARCHAR', 'predicted': 'VARCHAR', 'score': 'DOUBLE'})" if "PREDICT" in query else
+                          f"SELECT * FROM read_csv('{tmp_path / 'back.csv'}', header=true, columns="
+                          "{'b': 'BLOB', 'l': 'INT[]', 'st': 'STRUCT(a INT, b VARCHAR)', 'd': 'DATE'})").fetchall()
+        assert back == duckdb.sql(f"SELECT {columns}").fetchall()
+        rows = json.loads(run_cli("--format", "json", "-c", query).stdout)
+        assert (rows[0]["b"], rows[0]["l"], rows[0]["d"]) == ("\\xFF", [1, None], "2024-01-31")
 
 
 def test_csv_and_json_of_a_long_query_come_whole_across_fetches(run_cli):
@@ -286,6 +306,8 @@ def test_a_select_that_is_not_the_last_shows_duckdbs_types(run_cli):
     out = run_cli("-c", "SELECT 1::TINYINT AS a, 2.5::DECIMAL(4,1) AS b, NULL::INT AS n; SELECT 1 AS one").stdout
     first = out.split("\n┌")[0]
     assert _cells(first) == [["a", "b", "n"], ["int8", "decimal(4,1)", "int32"], ["1", "2.5", "NULL"]]
+    empty = run_cli("-c", "SELECT 'x'::VARCHAR AS a, 1 AS b WHERE false; SELECT 1 AS one").stdout.split("\n┌")[0]
+    assert _cells(empty)[:2] == [["a", "b"], ["varchar", "int32"]]  # no rows: still the types (not "null")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (a device that is always full)")

@@ -153,7 +153,7 @@ class Result:
         import duckdb
         import pyarrow as pa
 
-        typed = self._typed(frame)
+        typed = self.typed(frame)
         if typed is not None:
             with contextlib.suppress(duckdb.Error):
                 return typed.to_arrow_table()
@@ -171,13 +171,13 @@ class Result:
                 return self._executed().fetchall() if self._query is not None else self._relation.fetchall()
         if self._rows is not None:
             return list(self._rows)
-        return self._frame_rows(self.df())
+        return self.frame_rows(self.df())
 
-    def _frame_rows(self, frame):
+    def frame_rows(self, frame):
         """A frame's rows as DuckDB's fetchall() gives them, read with the declared types."""
         import duckdb
 
-        typed = self._typed(frame)
+        typed = self.typed(frame)
         if typed is not None:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' values below
                 return typed.fetchall()
@@ -185,7 +185,7 @@ class Result:
         # numpy arrays, whose == is elementwise and whose truth is an error), pandas' NA as None
         return [tuple(python_value(v) for v in row) for row in frame.itertuples(index=False, name=None)]
 
-    def _typed(self, frame):
+    def typed(self, frame):
         """`frame` read by DuckDB with the types the statement declared (its query's own and
         those it adds), so that fetchall() and arrow() give what DuckDB would: a DATE as a date,
         a NULL as None (not pandas' NaN). None where DuckDB cannot read a column of it."""
@@ -210,8 +210,14 @@ class Result:
         if self._columns is not None:
             table = _plain_table(self._columns)
             return None if table is None else (table[0], table[1], iter([table[2]]))
-        if self._relation is None:
-            return None
+        if self._relation is None:  # a statement's frame, read by DuckDB with its declared types
+            if self._frame is None and self._kept is None:
+                return None
+            frame = self.df()
+            typed = self.typed(frame)
+            if typed is None:
+                return None
+            return list(typed.columns), [str(t) for t in typed.types], iter([self.frame_rows(frame)])
         if self._query is None:
             return (list(self._relation.columns), [str(t) for t in self._relation.types], iter([self.fetchall()]))
         with _duckdb_errors(self.statement, self._cause):
@@ -244,7 +250,7 @@ class Result:
                 # computed as read, and kept: df(), .columns and len() still see every row after it
                 kept = self._kept = _KeptFrames(self._stream)
                 self._stream = None
-                rows = (row for frame in kept for row in self._frame_rows(frame))
+                rows = (row for frame in kept for row in self.frame_rows(frame))
             else:
                 rows = iter(self.fetchall())
             self._cursor = rows
@@ -270,7 +276,7 @@ class Result:
         known = self.duckdb_types()
         missing = [c for c in self.columns if c not in known]
         if missing and self._frame is not None:  # what DuckDB reads the frame's values as
-            typed = self._typed(self._frame)
+            typed = self.typed(self._frame)
             if typed is not None:
                 known = {**dict(zip(typed.columns, map(str, typed.types))), **known}
         return [known.get(c) for c in self.columns]
@@ -319,7 +325,7 @@ class Result:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' way below
                 return _shown(_values_relation(*table), max_rows, max_width, max_col_width)
         frame = self.df()
-        typed = self._typed(frame)
+        typed = self.typed(frame)
         with contextlib.suppress(duckdb.Error, TypeError, ValueError):
             if typed is not None:
                 return _shown(typed, max_rows, max_width, max_col_width)
@@ -449,6 +455,10 @@ def _values_relation(names, types, rows):
     import duckdb
 
     quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
+    if not rows:  # no rows: their types still shown (VALUES needs a row)
+        typed = ", ".join(("NULL" if kind == "NULL" else f"NULL::{kind}") + ' AS "' + name.replace('"', '""') + '"'
+                          for name, kind in zip(names, types))
+        return duckdb.sql(f"SELECT {typed} LIMIT 0")
     cells = ", ".join("NULL" if kind == "NULL" else f"?::{kind}" for kind in types)
     params = [v for row in rows for v, kind in zip(row, types) if kind != "NULL"]
     values = ", ".join(f"({cells})" for _ in rows)

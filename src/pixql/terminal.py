@@ -128,11 +128,31 @@ def _cleaned(rows, readers):
 
 
 def _csv_value(value):
-    """NaN as an empty CSV field, as pandas writes it; a fixed-size ARRAY (a tuple here, nested
-    ones too) as a list."""
-    if isinstance(value, (tuple, list)):
-        return _as_lists(value)
+    """NaN as an empty CSV field, as pandas writes it; a list, struct or fixed-size ARRAY (a tuple
+    here) as DuckDB's literal of it (a NULL inside as NULL, so that DuckDB reads it back); a BLOB
+    as DuckDB's text of it (\\xFF for a byte that is not printable ASCII)."""
+    if isinstance(value, (tuple, list, dict)):
+        return _literal(_as_lists(value))
+    if isinstance(value, (bytes, bytearray)):
+        return _blob_text(value)
     return None if isinstance(value, float) and value != value else value
+
+
+def _literal(value):
+    """A list or struct as Python writes it, but NULL for None (DuckDB reads that back)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (bytes, bytearray)):
+        return repr(_blob_text(value))
+    return repr(value)
+
+
+def _blob_text(value):
+    return "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02X}" for b in bytes(value))
 
 
 def _as_lists(value):
@@ -210,7 +230,9 @@ def _json_default(value):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value)
-    return str(value)  # UUID, INTERVAL, BLOB: their text
+    if isinstance(value, (bytes, bytearray)):
+        return _blob_text(value)  # DuckDB's text of a BLOB, not Python's b'...'
+    return str(value)  # UUID, INTERVAL: their text
 
 
 def _json_array(parts):
@@ -254,11 +276,17 @@ def _stream_rows(result, fmt):
     Its messages (rows skipped along the way) are known at the end."""
     _print_messages(result)
     known = len(result.messages)
-    if fmt == "json":
+    frames = result.batches()
+    first = next(frames, None)
+    typed = None if first is None else result.typed(first)
+    if typed is not None:  # DuckDB's rows of each frame, read with the statement's types, as plain SQL's
+        chunks = (result.frame_rows(frame) for frame in itertools.chain([first], frames))
+        (_write_csv if fmt == "csv" else _write_json)(list(typed.columns), [str(t) for t in typed.types], chunks)
+    elif fmt == "json":
         types = result.duckdb_types()
-        _json_array(_frame_json(frame, types) for frame in result.batches())
+        _json_array(_frame_json(frame, types) for frame in itertools.chain([] if first is None else [first], frames))
     else:
-        for n, frame in enumerate(result.batches()):
+        for n, frame in enumerate(itertools.chain([] if first is None else [first], frames)):
             click.echo(_frame_csv(frame, header=n == 0), nl=False)
     for message in result.messages[known:]:
         click.echo(message, err=True)
