@@ -342,3 +342,10 @@ def test_a_malformed_cluster_address_is_bad_usage(run_cli, monkeypatch):
     assert run_cli("-c", "SELECT 1").exit_code == 2
     monkeypatch.setenv("PIXQL_CLUSTER", "local")
     assert run_cli("--format", "csv", "-c", "SELECT 1 AS one").stdout == "one\n1\n"
+
+
+def test_copy_of_a_pixql_statement_to_a_file_prints_nothing_as_duckdbs_copy_does(run_cli, tmp_path):
+    out = run_cli("--format", "csv", "-c", f"COPY (SHOW MODELS) TO '{tmp_path / 'models.csv'}'; "
+                                          f"COPY (SELECT 1 AS one) TO '{tmp_path / 'one.csv'}'")
+    assert out.exit_code == 0 and out.stdout == ""  # (a Count row had come out for the pixql one)
+    assert (tmp_path / "models.csv").read_text().startswith("name,base,task")

@@ -28,6 +28,9 @@ def run(engine, statement):
                 if _CREATE_VIEW.match(sql):
                     raise SqlError("a view cannot hold a pixql statement (its rows are computed once); "
                                    "use CREATE TABLE ... AS instead")
+                (parsed,) = session.duckdb.extract_statements(sql)
+                if parsed.type.name != "SELECT":  # COPY (EVALUATE ...) TO: DuckDB's count, shown as its own is
+                    return _executed(session.duckdb, statement, sql, parsed.type.name)
                 return _computed(session, session.duckdb.sql(sql), statement)
             text = statement.duckdb_text
             (parsed,) = session.duckdb.extract_statements(text)
