@@ -371,6 +371,12 @@ def test_copy_says_which_files_are_utf16_and_which_are_not(colors_db, tmp_path):
     narrow.write_text("image,label\na.png,rose\nb.png,tulip\n")  # UTF-8: read as UTF-16 it is one garbled column
     with pytest.raises(DataError, match="is not UTF-16 text"):
         colors_db.sql(f"COPY narrow OPTIONS (encoding='utf-16') FROM '{narrow}'")
+    # a Parquet file holds zero bytes: its failures are its own, not a text encoding's
+    colors_db.sql(f"COPY (SELECT 'x' AS label) TO '{tmp_path / 'labels.parquet'}'")
+    colors_db.sql("CREATE TABLE numbers (label INTEGER)")
+    with pytest.raises(DataError) as info:
+        colors_db.sql(f"COPY numbers OPTIONS (if_exists='append') FROM '{tmp_path / 'labels.parquet'}'")
+    assert "UTF-16" not in str(info.value)
     assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'narrow'").fetchone() == (0,)
 
 

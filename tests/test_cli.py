@@ -72,17 +72,18 @@ def test_csv_and_json_write_blobs_and_lists_as_duckdb_reads_them_for_plain_sql_a
                                                                                                  color_csv):
     import duckdb
 
-    columns = "'\\xFF'::BLOB AS b, [1, NULL] AS l, {'a': NULL, 'b': 'x'} AS st, DATE '2024-01-31' AS d"
+    columns = ("'\\xFF'::BLOB AS b, [1, NULL] AS l, {'a': NULL, 'b': 'x'} AS st, DATE '2024-01-31' AS d, "
+               "[DATE '2024-01-31', NULL] AS dl, [1.5::DECIMAL(4, 1)] AS dec")
     run_cli("-c", f"COPY colors FROM '{color_csv}'")
     for query in (f"SELECT {columns}", f"PREDICT USING imagenet_classifier AS SELECT {columns}, image FROM colors "
                                        "LIMIT 1"):
         out = run_cli("--format", "csv", "-c", query).stdout
         (tmp_path / "back.csv").write_text(out)
-        back = duckdb.sql(f"SELECT b, l, st, d FROM read_csv('{tmp_path / 'back.csv'}', header=true, columns="
-                          "{'b': 'BLOB', 'l': 'INT[]', 'st': 'STRUCT(a INT, b VARCHAR)', 'd': 'DATE', "
-                          "'image': 'VARCHAR', 'predicted': 'VARCHAR', 'score': 'DOUBLE'})" if "PREDICT" in query else
-                          f"SELECT * FROM read_csv('{tmp_path / 'back.csv'}', header=true, columns="
-                          "{'b': 'BLOB', 'l': 'INT[]', 'st': 'STRUCT(a INT, b VARCHAR)', 'd': 'DATE'})").fetchall()
+        typed = ("{'b': 'BLOB', 'l': 'INT[]', 'st': 'STRUCT(a INT, b VARCHAR)', 'd': 'DATE', 'dl': 'DATE[]', "
+                 "'dec': 'DECIMAL(4, 1)[]'" + (", 'image': 'VARCHAR', 'predicted': 'VARCHAR', 'score': 'DOUBLE'}"
+                                               if "PREDICT" in query else "}"))
+        back = duckdb.sql(f"SELECT b, l, st, d, dl, dec FROM read_csv('{tmp_path / 'back.csv'}', header=true, "
+                          f"columns={typed})").fetchall()
         assert back == duckdb.sql(f"SELECT {columns}").fetchall()
         rows = json.loads(run_cli("--format", "json", "-c", query).stdout)
         assert (rows[0]["b"], rows[0]["l"], rows[0]["d"]) == ("\\xFF", [1, None], "2024-01-31")

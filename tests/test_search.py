@@ -225,6 +225,14 @@ def test_duplicates_within_a_table_and_against_another(colors_db, tmp_path):
     stored = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999, emb_col='embedding', "
                                           "against='test_photos'", query="SELECT * FROM e")).df()
     assert (original, str(copy)) in set(zip(stored.image, stored.duplicate))
+    db.sql("CREATE TABLE test_other AS SELECT image, [1, 0, 0]::FLOAT[3] AS embedding FROM test_photos")
+    with pytest.raises(OptionError, match="column 'embedding' holds vectors of 3 numbers"):  # named, and not this model's
+        db.sql(SEARCH.format(options="search_by='duplicates', emb_col='embedding', against='test_other'",
+                             query="SELECT * FROM e"))
+    db.sql("CREATE TABLE e2 AS SELECT image, label, embedding AS vec FROM e")
+    named = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999, emb_col='vec', "
+                                         "against='test_other'", query="SELECT * FROM e2")).df()
+    assert (original, str(copy)) in set(zip(named.image, named.duplicate))  # test_other's 'embedding' passed over
 
 
 # -- real photos ------------------------------------------------------------------------------------------

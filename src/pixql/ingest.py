@@ -316,7 +316,8 @@ def _looks_utf16(path):
 def _read_error(table, path, exc, encoding, verb="read"):
     """DuckDB's reader error, with what to do when the file is not UTF-8 text."""
     text = str(exc)
-    if encoding is None and _looks_utf16(path):
+    csv_file = path.is_file() and _READERS.get(path.suffix.lower()) == "read_csv_auto"
+    if encoding is None and csv_file and _looks_utf16(path):
         return (f"COPY {table}: {path} looks like UTF-16 text (zero bytes between its characters); name its "
                 "encoding with OPTIONS (encoding='utf-16'), or convert the file to UTF-8")
     if encoding is None and ("not utf-8" in text.lower() or "invalid unicode" in text.lower()):

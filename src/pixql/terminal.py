@@ -139,7 +139,8 @@ def _csv_value(value):
 
 
 def _literal(value):
-    """A list or struct as Python writes it, but NULL for None (DuckDB reads that back)."""
+    """A list or struct as Python writes it, but NULL for None, and a date, time, DECIMAL or UUID
+    inside as its text (DuckDB reads those back; Python's repr, datetime.date(...), it does not)."""
     if value is None:
         return "NULL"
     if isinstance(value, list):
@@ -148,6 +149,8 @@ def _literal(value):
         return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (bytes, bytearray)):
         return repr(_blob_text(value))
+    if hasattr(value, "isoformat") or isinstance(value, decimal.Decimal) or type(value).__name__ == "UUID":
+        return repr(str(value))
     return repr(value)
 
 
@@ -177,8 +180,7 @@ def _frame_csv(frame, header=True):
     def whole(value, short):  # the cell's text (pandas would turn a list back into an array)
         if value is None or value is pd.NA or isinstance(value, float) and value != value:
             return None  # NULL: an empty field
-        value = _as_lists(value)
-        return str(_float32(value) if short else value)
+        return _literal(_as_lists(_float32(value) if short else value))
 
     changed = {}
     for name in frame.columns:

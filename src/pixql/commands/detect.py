@@ -88,6 +88,9 @@ def _wanted(resolved, classes, model=None):
     if resolved["classes"] is None:
         return None
     names = {c.strip() for c in resolved["classes"].split("|") if c.strip()}
+    if not names:
+        raise OptionError(f"DETECT: OPTIONS (classes=...) names no class; leave it out for every class "
+                          f"({_listed(classes)})")
     unknown = sorted(names - set(classes))
     if unknown:
         raise OptionError(f"DETECT: {', '.join(unknown)} in OPTIONS (classes=...) are not classes of "

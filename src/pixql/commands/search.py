@@ -286,11 +286,11 @@ def _duplicates(engine, statement, resolved):
         right_types = {}
         right = session.query_frame(statement, query, "against query", option="against", types=right_types)
         # emb_col names the rows' column: rows to compare with that lack it have their images embedded
+        # (not another column of theirs, which another network may have made)
         given = resolved["emb_col"]
         b = _vectors(engine, embedder, right, right_types, pick_image_col(
-            right, image_col if image_col in right else None, "the against query"),
-            resolved if given is None or _column_named(right_types, given) else dict(resolved, emb_col=None),
-            statement.model)
+            right, image_col if image_col in right else None, "the against query"), resolved, statement.model,
+            lookup=given is None or _column_named(right_types, given) is not None)
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
     without = int(np.isnan(a).any(axis=1).sum() + (0 if against is None else np.isnan(b).any(axis=1).sum()))
@@ -303,13 +303,13 @@ def _duplicates(engine, statement, resolved):
         + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")])
 
 
-def _vectors(engine, embedder, frame, types, image_col, resolved, model):
+def _vectors(engine, embedder, frame, types, image_col, resolved, model, lookup=True):
     """The rows' unit vectors: their embedding column (as _embedding_column picks it from the
-    query's DuckDB `types`), else the images embedded (through the cache). A NULL embedding
-    (CONVERT's for a photo it skipped) is a row of NaN, which pairs with nothing."""
+    query's DuckDB `types`; `lookup=False`: none), else the images embedded (through the cache).
+    A NULL embedding (CONVERT's for a photo it skipped) is a row of NaN, which pairs with nothing."""
     if not len(frame):
         return np.zeros((0, embedder.dim), dtype=np.float32)
-    column = _embedding_column(types, resolved, embedder.dim, model)
+    column = _embedding_column(types, resolved, embedder.dim, model) if lookup else None
     if column is not None:
         if any(not is_null(c) and len(c) != embedder.dim for c in frame[column]):  # a list column: sizes vary
             raise OptionError(f"SEARCH IMAGE: column '{column}' holds vectors of other sizes than the "

@@ -322,6 +322,9 @@ class Detector:
                             on_error, self.device, classes)
 
 
+UNCAPPED = 1 << 30  # "every box": torchvision's detections_per_img slices its kept boxes by it
+
+
 def same_size(pairs, shape):
     """(input, item index) pairs grouped by shape(input), in order of first appearance: a detector
     pads a batch's photos to its largest, which moves what it finds in the smaller ones, so a
@@ -353,10 +356,9 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
     resize = _Resize(net)
     model.eval()
     model.roi_heads.score_thresh = min(0.05, threshold)  # torchvision's default floor, lower if asked
-    # torchvision keeps its best boxes over every class before `classes` picks some: with classes
-    # asked for, as many times more as they are few, so that theirs are not cut first
-    share = 1 if classes is None else math.ceil(int(net["num_classes"]) / max(1, len(classes)))
-    model.roi_heads.detections_per_img = max(100, max_boxes) * share
+    # torchvision keeps its best boxes over every class (after its score floor and NMS) before
+    # `classes` picks some: with classes asked for, no such cap, so that theirs are not cut first
+    model.roi_heads.detections_per_img = max(100, max_boxes) if classes is None else UNCAPPED
     skipped = set()
     batch_size = batch_size or 4
 

@@ -18,7 +18,6 @@ so that a photo's boxes do not depend on which photos share its batch (YOLOS wou
 part of the picture).
 """
 
-import math
 import os
 
 from pixql.errors import CatalogError, WeightsUnavailableError
@@ -71,7 +70,7 @@ class _Detector:
         import torch
 
         from pixql.ml.data import ImageRows
-        from pixql.ml.detect import class_mask, found_in_batches, same_size
+        from pixql.ml.detect import UNCAPPED, class_mask, found_in_batches, same_size
         from pixql.ml.runtime import progress_bar
 
         items = list(items)
@@ -103,9 +102,9 @@ class _Detector:
                                          labels[keep][order].numpy())))
             return kept
 
-        # with classes asked for, the detector's own cap on boxes (over every class, before they
-        # are picked) is raised as many times as they are few, so that theirs are not cut first
-        self._configure(threshold, max_boxes * (1 if classes is None else math.ceil(len(self.classes) / len(classes))))
+        # with classes asked for, no cap of the detector's own on boxes over every class (before
+        # they are picked), so that theirs are not cut first
+        self._configure(threshold, max_boxes if classes is None else UNCAPPED)
         # `progress` may be a bar that the caller owns (DETECT streaming a long query: one bar over its chunks)
         bar = contextlib.nullcontext(progress) if hasattr(progress, "update") else progress_bar(
             len(items), "detect", progress)
