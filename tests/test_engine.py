@@ -109,6 +109,18 @@ def test_copy_resolves_only_what_names_an_image_in_a_column_found_by_its_values(
         db.sql(f"COPY ids OPTIONS (image_col='id') FROM '{tmp_path / 'notes.csv'}'")
 
 
+def test_copy_reads_a_compressed_csv_as_duckdb_does(db, tmp_path):
+    import gzip
+
+    (tmp_path / "notes.csv.gz").write_bytes(gzip.compress(b"id,note\n1,a.jpg\n2,b.png\n"))
+    db.sql(f"COPY zipped FROM '{tmp_path / 'notes.csv.gz'}'")
+    assert db.sql("SELECT note FROM zipped ORDER BY id").fetchall() == [(str(tmp_path / "a.jpg"),),
+                                                                       (str(tmp_path / "b.png"),)]
+    (tmp_path / "notes.xyz.gz").write_bytes(b"x")
+    with pytest.raises(DataError, match="cannot tell the format of notes.xyz.gz"):
+        db.sql(f"COPY other FROM '{tmp_path / 'notes.xyz.gz'}'")
+
+
 def test_copy_image_folder_and_parquet_and_json(db, color_images, tmp_path):
     folder = os.path.dirname(os.path.dirname(color_images[0][0]))
     # hidden folders and files are not data (a notebook's checkpoints, macOS's ._ files)

@@ -20,6 +20,7 @@ _READERS = {
     ".parquet": "read_parquet", ".pq": "read_parquet",
     ".json": "read_json_auto", ".jsonl": "read_json_auto", ".ndjson": "read_json_auto",
 }
+_COMPRESSED = (".gz", ".zst")  # what DuckDB's text readers decompress by the file's extension
 
 
 def quote_ident(name):
@@ -217,11 +218,12 @@ def copy_table(con, table, source, options, base_dir=None):
         con.register("__pixql_copy_frame", frame)
         select = "SELECT * FROM __pixql_copy_frame"
     else:
-        reader = _READERS.get(path.suffix.lower())
+        reader = _reader_of(path)
         if reader is None:
             raise DataError(
                 f"COPY {table}: cannot tell the format of {path.name}; "
-                f"use one of {', '.join(sorted(_READERS))} or a folder of images"
+                f"use one of {', '.join(sorted(_READERS))} (text ones also compressed: .csv.gz, .json.zst) "
+                "or a folder of images"
             )
         if path.stat().st_size == 0:
             raise DataError(f"COPY {table}: {path} is empty")
@@ -306,6 +308,15 @@ def _names_image(value):
     return isinstance(value, str) and value.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _reader_of(path):
+    """DuckDB's reader for a file, by its extension: a text format's also under .gz or .zst,
+    which DuckDB decompresses as it reads (Parquet compresses inside)."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in _COMPRESSED and _READERS.get(suffixes[-2]) != "read_parquet":
+        return _READERS.get(suffixes[-2])
+    return _READERS.get(path.suffix.lower())
+
+
 def _looks_utf16(path):
     """A byte-order mark, or zero bytes in its first KB (UTF-16 writes ASCII as two bytes, one zero)."""
     with open(path, "rb") as f:
@@ -316,7 +327,7 @@ def _looks_utf16(path):
 def _read_error(table, path, exc, encoding, verb="read"):
     """DuckDB's reader error, with what to do when the file is not UTF-8 text."""
     text = str(exc)
-    csv_file = path.is_file() and _READERS.get(path.suffix.lower()) == "read_csv_auto"
+    csv_file = path.is_file() and path.suffix.lower() not in _COMPRESSED and _reader_of(path) == "read_csv_auto"
     if encoding is None and csv_file and _looks_utf16(path):
         return (f"COPY {table}: {path} looks like UTF-16 text (zero bytes between its characters); name its "
                 "encoding with OPTIONS (encoding='utf-16'), or convert the file to UTF-8")

@@ -37,12 +37,16 @@ def run(engine, statement):
         raise OptionError(f"PRINT IMAGE: limit={resolved['limit']} tiles of size={resolved['size']} px would make a "
                           f"sheet of over {SHEET_PIXELS // 2**20} million pixels: at most limit={most} at that size, "
                           "or a smaller size")
-    frame = engine.session.query_frame(statement)
+    reader = regions.RegionReader(resolved)
+    # a row a tile: the first `limit` rows are all it reads (boxes drawn on whole photos group the
+    # rows by photo, `limit` photos of any number of rows)
+    by_rows = not reader.active or resolved["draw"] == "crop"
+    frame = engine.session.query_frame(statement, wrap=f"SELECT * FROM ({{query}}) LIMIT {int(resolved['limit'])}"
+                                       if by_rows else None)
     if not len(frame):
         raise DataError("the query returned no rows; there is no image to show")
     names = [n.strip() for n in (resolved["image_col"] or "").split(",") if n.strip()] or [None]
     image_cols = [pick_image_col(frame, name, "the query") for name in names]
-    reader = regions.RegionReader(resolved)
     if reader.active:
         return _regions(statement, frame, image_cols[0], reader, resolved)
     frame = frame.head(resolved["limit"]).reset_index(drop=True)
