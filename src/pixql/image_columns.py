@@ -13,13 +13,18 @@ from pixql.errors import DataError
 from pixql.query_rows import is_null
 
 
+def column_named(columns, name):
+    """The one of `columns` called `name`, compared case-insensitively as SQL does; else None."""
+    return next((c for c in columns if str(c).lower() == str(name).lower()), None)
+
+
 def find_column(frame, name, option, what):
-    """The column called `name`, compared case-insensitively as SQL does."""
-    match = [c for c in frame.columns if str(c).lower() == str(name).lower()]
-    if not match:
+    """The frame's column called `name` (as column_named), else an error naming the option."""
+    match = column_named(frame.columns, name)
+    if match is None:
         raise DataError(f"{what} has no column '{name}' (option {option}); columns: "
                         f"{', '.join(map(str, frame.columns))}")
-    return match[0]
+    return match
 
 
 def pick_image_col(frame, image_col, what):
@@ -27,9 +32,8 @@ def pick_image_col(frame, image_col, what):
     if image_col is not None:
         return find_column(frame, image_col, "image_col", what)
     for candidate in ("image", "image_path"):
-        for c in frame.columns:
-            if str(c).lower() == candidate:
-                return c
+        if (match := column_named(frame.columns, candidate)) is not None:
+            return match
     pathlike = [c for c in frame.columns if _holds_paths(frame[c])]
     if len(pathlike) == 1:
         return pathlike[0]

@@ -173,16 +173,21 @@ class RegionReader:
         size = self._size(path)
         if size is None:
             return None  # unreadable: the loader names the file
-        width, height = (1.0, 1.0) if normalized else size
-        x1, y1, x2, y2 = box
-        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-            return "all"
-        return "part" if x1 < 0 or y1 < 0 or x2 > width or y2 > height else None
+        return placement(box, *((1.0, 1.0) if normalized else size))
 
     def _size(self, path):
         if path not in self._sizes:
             self._sizes[path] = upright_size(path)
         return self._sizes[path]
+
+
+def placement(box, width, height):
+    """Where a box (x1, y1, x2, y2) lies against a width x height image: 'all' wholly outside it,
+    'part' reaching past an edge, None inside."""
+    x1, y1, x2, y2 = box
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        return "all"
+    return "part" if x1 < 0 or y1 < 0 or x2 > width or y2 > height else None
 
 
 def boxes_of(frame, spec, what, xywh=False, stated_xywh=False):

@@ -173,11 +173,12 @@ class Result:
             return list(self._rows)
         return self.frame_rows(self.df())
 
-    def frame_rows(self, frame):
-        """A frame's rows as DuckDB's fetchall() gives them, read with the declared types."""
+    def frame_rows(self, frame, typed=None):
+        """A frame's rows as DuckDB's fetchall() gives them, read with the declared types (`typed`:
+        self.typed(frame), where the caller has it already)."""
         import duckdb
 
-        typed = self.typed(frame)
+        typed = self.typed(frame) if typed is None else typed
         if typed is not None:
             with contextlib.suppress(duckdb.Error):  # a value its type cannot hold: pandas' values below
                 return typed.fetchall()
@@ -217,7 +218,7 @@ class Result:
             typed = self.typed(frame)
             if typed is None:
                 return None
-            return list(typed.columns), [str(t) for t in typed.types], iter([self.frame_rows(frame)])
+            return list(typed.columns), [str(t) for t in typed.types], iter([self.frame_rows(frame, typed)])
         if self._query is None:
             return (list(self._relation.columns), [str(t) for t in self._relation.types], iter([self.fetchall()]))
         with _duckdb_errors(self.statement, self._cause):

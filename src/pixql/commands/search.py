@@ -23,7 +23,7 @@ from pixql import regions
 from pixql.commands.common import PRECISION, frame_result, probabilities, refuse_taken_columns
 from pixql.commands.convert import embed_rows
 from pixql.errors import CatalogError, DataError, OptionError
-from pixql.image_columns import pick_image_col
+from pixql.image_columns import column_named, pick_image_col
 from pixql.ml.bases import is_clip
 from pixql.query_rows import is_null
 from pixql.result import Result
@@ -135,7 +135,7 @@ def _embedding_column(columns, resolved, dim, model):
     and hold vectors of the model's size `dim`), else a column named 'embedding' when the rows
     have one, else None (embed the images). A list (FLOAT[], DOUBLE[]) is cast to FLOAT[dim]."""
     given = resolved["emb_col"]
-    name = _column_named(columns, given or "embedding")
+    name = column_named(columns, given or "embedding")
     if name is None:
         if given is None:
             return None
@@ -153,11 +153,6 @@ def _embedding_column(columns, resolved, dim, model):
                           f"'{model}' makes vectors of {dim}: search with the model that made the column "
                           "(or CONVERT the rows with this one)")
     return name
-
-
-def _column_named(columns, name):
-    """The column of `columns` called `name`, compared case-insensitively as SQL does; None."""
-    return next((c for c in columns if str(c).lower() == name.lower()), None)
 
 
 def _fixed_size(cells, dim):
@@ -290,7 +285,7 @@ def _duplicates(engine, statement, resolved):
         given = resolved["emb_col"]
         b = _vectors(engine, embedder, right, right_types, pick_image_col(
             right, image_col if image_col in right else None, "the against query"), resolved, statement.model,
-            lookup=given is None or _column_named(right_types, given) is not None)
+            lookup=given is None or column_named(right_types, given) is not None)
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
     without = int(np.isnan(a).any(axis=1).sum() + (0 if against is None else np.isnan(b).any(axis=1).sum()))

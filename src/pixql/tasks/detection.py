@@ -256,13 +256,15 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None):
 def _in_photo(box, normalized, size):
     """A true box in the photo's pixels, clipped to it: (box, None | 'part' | 'all' outside). `size`:
     the photo's (width, height), None when it cannot be read (the box is kept as it is)."""
+    from pixql.regions import placement
+
     if size is None:
         return box, None
     width, height = size
     if normalized:
         box = [box[0] * width, box[1] * height, box[2] * width, box[3] * height]
+    where = placement(box, width, height)
+    if where != "part":
+        return box, where
     x1, y1, x2, y2 = box
-    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-        return box, "all"
-    inside = [max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))]
-    return inside, "part" if inside != box else None
+    return [max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))], where
