@@ -213,12 +213,19 @@ def test_struct_literals_and_unknown_braces_pass_through(ip):
     assert frame.iloc[0].tolist()[1:] == [2, 4] and list(frame.l[0]) == [1, 2, 3]
 
 
+@pytest.fixture(scope="module")
+def fuzz_db():
+    """One database for every drawn value (a fresh one each would be most of the test's time)."""
+    with pixql.connect(progress=False) as db:
+        yield db
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 # (integers within HUGEINT's range: beyond it DuckDB reads a numeral as BIGNUM, which its Python
 # client returns as text, duckdb.sql() alike)
 @given(value=st.one_of(st.text(), st.integers(-2 ** 127, 2 ** 127 - 1), st.floats(allow_nan=False), st.booleans(),
                        st.none()))
-def test_fuzz_any_value_comes_back_as_itself(value):
+def test_fuzz_any_value_comes_back_as_itself(fuzz_db, value):
     """Any value, in code, in a string and as an identifier, is that one value: one statement,
     returning it unchanged."""
     from pixql.sql import parse_script
@@ -226,15 +233,15 @@ def test_fuzz_any_value_comes_back_as_itself(value):
     ns = {"v": value}
     script = expand("SELECT {v} AS a", ns)
     assert len(parse_script(script)) == 1
-    with pixql.connect(progress=False) as db:
-        got = db.sql(script).fetchall()[0][0]
-        # a float is written as a numeral, which DuckDB reads as an exact DECIMAL or a DOUBLE
-        assert got == value if not isinstance(value, float) else float(got) == value
-        if isinstance(value, str) and "\x00" not in value:
-            assert db.sql(expand("SELECT '{v}' AS a", ns)).fetchall() == [(value,)]
-            assert db.sql(expand("SELECT E'{v}' AS a", ns)).fetchall() == [(value,)]
-            if value.strip():
-                assert db.sql(expand('SELECT 1 AS "{v}"', ns)).columns == [value]
+    db = fuzz_db
+    got = db.sql(script).fetchall()[0][0]
+    # a float is written as a numeral, which DuckDB reads as an exact DECIMAL or a DOUBLE
+    assert got == value if not isinstance(value, float) else float(got) == value
+    if isinstance(value, str) and "\x00" not in value:
+        assert db.sql(expand("SELECT '{v}' AS a", ns)).fetchall() == [(value,)]
+        assert db.sql(expand("SELECT E'{v}' AS a", ns)).fetchall() == [(value,)]
+        if value.strip():
+            assert db.sql(expand('SELECT 1 AS "{v}"', ns)).columns == [value]
 
 
 def test_local_variables_inside_a_function(ip):
