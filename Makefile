@@ -21,11 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/pixql demo --out demo_out
 
+# Two test processes (pytest-xdist), each test file whole in one of them (its module fixtures
+# built once): half the suite's time is one core's Python, so two fill the two cores here.
 test: $(STAMP)
-	$(BIN)/pytest -q -rs --durations=8
+	$(BIN)/pytest -q -rs -n 2 --dist loadfile --durations=8
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -rs -m "not slow"
+	$(BIN)/pytest -q -rs -n 2 --dist loadfile -m "not slow"
 
 # pixql against a plain timm + torch script on the same photos (see BENCHMARKS.md).
 bench: $(STAMP)

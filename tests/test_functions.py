@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import pixql
 from conftest import save_color_model
 from pixql.errors import CatalogError, DataError, SqlError
 
@@ -145,7 +146,7 @@ def test_show_base_models_lists_architecture_parameters_and_offline_weights(colo
     assert colors_db.sql("SELECT count(*) FROM (SHOW BASE MODELS) WHERE parameters > 50e6").fetchone() == (3,)
 
 
-def test_show_base_models_asks_timm_once_then_reads_its_answers_from_the_cache(tmp_path):
+def test_show_base_models_asks_timm_once_then_reads_its_answers_from_the_cache(tmp_path, monkeypatch):
     """The parameter counts and hub sources come from timm the first time; after that a fresh
     process lists the bases with neither torch nor timm imported (seconds less), the same rows."""
     import json
@@ -167,9 +168,11 @@ def test_show_base_models_asks_timm_once_then_reads_its_answers_from_the_cache(t
     assert first_timm and not second_torch and not second_timm
     assert second == first and len(first) == 12
     facts, = (tmp_path / "cache" / "bases").glob("timm-*.json")
-    facts.write_text("{not json")  # a damaged file is asked again, never an error
-    third, _, third_timm = listing()
-    assert third == first and third_timm and json.loads(facts.read_text())["resnet50"]["parameters"] == 23_508_032
+    facts.write_text("{not json")  # a damaged file is asked again, never an error (here: timm is loaded)
+    monkeypatch.setenv("PIXQL_CACHE", env["PIXQL_CACHE"])
+    with pixql.connect(str(tmp_path / "db.duckdb"), progress=False) as db:
+        third = db.sql("SHOW BASE MODELS").df().astype(str).to_dict("records")
+    assert third == first and json.loads(facts.read_text())["resnet50"]["parameters"] == 23_508_032
 
 
 def test_a_database_with_its_own_predict_macro_still_opens(tmp_path):
