@@ -7,7 +7,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import pixql
 from pixql.cli import cli
+from pixql.errors import SqlError
 
 
 @pytest.fixture
@@ -136,6 +138,21 @@ def test_table_of_a_pixql_result_has_the_same_box(run_cli):
 def test_tables_persist_in_the_database_file(run_cli):
     assert run_cli("-c", "CREATE TABLE t AS SELECT 1 AS x").exit_code == 0
     assert run_cli("--format", "csv", "-c", "SELECT count(*) AS n FROM t").stdout == "n\n1\n"
+
+
+def test_a_csv_given_as_the_database_is_refused_and_left_alone(tmp_path, monkeypatch):
+    """DuckDB opens a CSV as a read-only database of its own: the tables a script made there were
+    gone at its end. pixql refuses any file that is not DuckDB's, naming it and COPY."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos.csv").write_text("image,label\na.jpg,cat\n")
+    result = CliRunner().invoke(cli, ["--db", "photos.csv", "-c", "CREATE TABLE q AS SELECT 1 AS x"])
+    assert result.exit_code == 1
+    assert "photos.csv: it is not a DuckDB database file" in result.stderr and "COPY name FROM" in result.stderr
+    assert (tmp_path / "photos.csv").read_text() == "image,label\na.jpg,cat\n"
+    with pytest.raises(SqlError) as caught:
+        pixql.connect(str(tmp_path / "photos.csv"))
+    assert caught.value.path == str(tmp_path / "photos.csv")
+    assert pixql.connect(str(tmp_path / "fresh.duckdb")).sql("SELECT 1").fetchall() == [(1,)]  # a new file is made
 
 
 def test_syntax_error_exits_1_with_line_and_column(run_cli):

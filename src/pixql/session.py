@@ -510,11 +510,30 @@ class StoredRows(int):
         return stored
 
 
+DUCKDB_MAGIC = b"DUCK"  # a DuckDB database file's bytes 8-11
+
+
+def _refuse_other_files(database):
+    """DuckDB opens some other files (a CSV, say) as a read-only database of their own, where the
+    tables a script makes live in memory and are gone at its end: a file that exists and is not
+    DuckDB's is refused before anything runs."""
+    if database == ":memory:" or not os.path.isfile(database) or os.path.getsize(database) == 0:
+        return
+    with open(database, "rb") as f:
+        head = f.read(12)
+    if head[8:12] != DUCKDB_MAGIC:
+        raise SqlError(f"cannot open database {database}: it is not a DuckDB database file. The database "
+                       "(--db, pixql.connect's first argument) is the file pixql keeps its tables in; read a "
+                       f"CSV, Parquet or JSON file into a table with COPY name FROM '{database}'",
+                       path=database)
+
+
 def open_database(database, read_only, wait):
     """DuckDB's connection; a file another process holds is a clear message, or with `wait`
     (seconds) is tried again until it is free or the time is up."""
     import duckdb
 
+    _refuse_other_files(database)
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
