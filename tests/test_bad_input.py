@@ -380,6 +380,32 @@ def test_copy_says_which_files_are_utf16_and_which_are_not(colors_db, tmp_path):
     assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'narrow'").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("bad_line", ["c.png,red, dark", "lonely.png"])  # an unquoted comma; a field short
+def test_copy_names_a_line_whose_fields_do_not_match_the_header(colors_db, tmp_path, bad_line):
+    """DuckDB's sniffer read such a file as one column named 'image,label', without an error, and
+    overwrite=true replaced the good table with it."""
+    import gzip
+
+    text = "image,label\n" + "".join(f"p{i}.png,red\n" for i in range(10)) + bad_line + "\nlast.png,blue\n"
+    plain, packed = tmp_path / "ragged.csv", tmp_path / "ragged.csv.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    before = snapshot(colors_db)
+    for csv in (plain, packed):
+        with pytest.raises(DataError, match=f"line 12 of .*{csv.name} has {len(bad_line.split(','))} fields where "
+                                            "its header has 2 \\(image, label\\)") as info:
+            colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{csv}'")
+        assert info.value.path == str(csv)
+    assert snapshot(colors_db) == before
+    plain.write_text(text.replace(bad_line, '"c.png",\"red, dark\"'))  # quoted, the comma is the label's
+    colors_db.sql(f"COPY mended FROM '{plain}'")
+    assert colors_db.sql("SELECT count(*), count(DISTINCT label) FROM mended").fetchone() == (12, 3)
+    one = tmp_path / "one.csv"
+    one.write_text('"image,label"\na.png\n')  # one column whose name holds a comma is a file's own choice
+    colors_db.sql(f"COPY one FROM '{one}'")
+    assert colors_db.sql("SELECT * FROM one").columns == ["image,label"]
+
+
 def test_copy_failing_late_in_a_file_rolls_back_to_the_old_table(colors_db, tmp_path):
     # An undecodable byte far beyond the rows DuckDB samples to sniff the file: the failure
     # comes while the table is being replaced, and the transaction is rolled back.

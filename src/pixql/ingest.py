@@ -245,6 +245,8 @@ def copy_table(con, table, source, options, base_dir=None):
         extra = f", encoding={quote_literal(encoding)}" if encoding else ""
         relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
+            if reader == "read_csv_auto":
+                _refuse_unsplit(con, relation, path, table, encoding)
             path_cols = _path_columns(con, relation, options.get("image_col"))
         except (DataError, OptionError):
             raise
@@ -315,6 +317,38 @@ def _reader_of(path):
     if len(suffixes) > 1 and suffixes[-1] in _COMPRESSED and _READERS.get(suffixes[-2]) != "read_parquet":
         return _READERS.get(suffixes[-2])
     return _READERS.get(path.suffix.lower())
+
+
+def _refuse_unsplit(con, relation, path, table, encoding):
+    """DuckDB's sniffer reads a CSV with a line of more or fewer fields than its header (an
+    unquoted comma in a label) as ONE column named by the whole header line ('image,label'),
+    without an error: a table of nothing usable, which would replace a good one. Such a file is
+    refused, naming its first line whose fields do not match the header's."""
+    columns = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    delimiters = [d for d in (",", ";", "\t", "|") if len(columns) == 1 and d in columns[0][0]]
+    if not delimiters or path.suffix.lower() == ".zst":  # (no zstd reader in the standard library)
+        return
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
+        lines = csv.reader(f, delimiter=delimiters[0])
+        header = next(lines, [])
+        if len(header) < 2:  # one column after all (a quoted name holding the delimiter)
+            return
+        line = lines.line_num + 1
+        for fields in lines:
+            if fields and len(fields) != len(header):
+                raise DataError(
+                    f"COPY {table}: line {line} of {path} has {len(fields)} fields where its header has "
+                    f"{len(header)} ({', '.join(header)}), so DuckDB could not split the file into those columns. "
+                    f"Quote a value that holds {delimiters[0]!r} (\"a{delimiters[0]} b\"), or mend or remove the line; "
+                    "nothing was loaded", path=str(path))
+            line = lines.line_num + 1
+    raise DataError(f"COPY {table}: DuckDB could not split {path} into the columns of its header "
+                    f"({', '.join(header)}) and read each line whole; check the file's quotes. Nothing was loaded",
+                    path=str(path))
 
 
 def _looks_utf16(path):
