@@ -233,6 +233,11 @@ def test_duplicates_within_a_table_and_against_another(colors_db, tmp_path):
     named = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999, emb_col='vec', "
                                          "against='test_other'", query="SELECT * FROM e2")).df()
     assert (original, str(copy)) in set(zip(named.image, named.duplicate))  # test_other's 'embedding' passed over
+    # no pairs: a table of the same types as one with pairs (they were DOUBLE, refusing a path)
+    db.sql("CREATE TABLE none_alike AS " + SEARCH.format(options="search_by='duplicates', threshold=1.0",
+                                                        query="SELECT image FROM colors WHERE label = 'red' LIMIT 1"))
+    assert db.sql("SELECT column_type FROM (DESCRIBE none_alike)").fetchall() == [("VARCHAR",), ("VARCHAR",),
+                                                                                   ("DOUBLE",)]
 
 
 # -- real photos ------------------------------------------------------------------------------------------

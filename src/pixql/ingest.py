@@ -108,7 +108,8 @@ def frame_select(frame, types):
     """The SELECT list that reads a pandas `frame` with its DuckDB `types` ({column: type}) where
     DuckDB cannot tell them from the values: a column of Python objects holding only NULLs (every
     text, list or struct column of an empty result) would otherwise get the type "NULL", and a
-    table made of it could hold nothing else; and a type that pandas changes (_CHANGED_BY_PANDAS).
+    table made of it could hold nothing else (a column of no rows at all: pandas' float64, so
+    DOUBLE); and a type that pandas changes (_CHANGED_BY_PANDAS).
     '*' when no column needs it."""
     if not types or frame.columns.duplicated().any():
         return "*"
@@ -116,7 +117,7 @@ def frame_select(frame, types):
     for name in frame.columns:
         column, kind = quote_ident(str(name)), types.get(str(name))
         if kind and "NULL" not in kind and (_CHANGED_BY_PANDAS.search(kind) or (
-                frame[name].dtype == object and _holds_nothing(frame[name]))):
+                (frame[name].dtype == object or not len(frame)) and _holds_nothing(frame[name]))):
             picked.append(f"CAST({column} AS {kind}) AS {column}")
             cast = True
         else:

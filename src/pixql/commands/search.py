@@ -295,7 +295,8 @@ def _duplicates(engine, statement, resolved):
         resolved["result_col"]: [s for _, _, s in pairs],
     }, [f"SEARCH IMAGE: {len(pairs)} pair(s) at least {threshold:g} alike among {len(left)}"
         + ("" if against is None else f" x {len(right)}") + " rows"
-        + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")])
+        + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")],
+        types={"image": "VARCHAR", "duplicate": "VARCHAR", resolved["result_col"]: "DOUBLE"})  # (no pairs: no values)
 
 
 def _vectors(engine, embedder, frame, types, image_col, resolved, model, lookup=True):
