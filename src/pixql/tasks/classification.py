@@ -142,7 +142,8 @@ class SingleLabel:
         """A cell as this task's label: a class name, or None for NULL (left out)."""
         if isinstance(value, (list, tuple, set, dict, np.ndarray)):
             # str() would make "['cat']" a class of its own: the user meant several labels, or one field
-            raise DataError(f"the label is a {'struct' if isinstance(value, dict) else 'list'}, {value!r:.60}, "
+            shown = value.tolist() if isinstance(value, np.ndarray) else value  # as SQL's list reads, not numpy's repr
+            raise DataError(f"the label is a {'struct' if isinstance(value, dict) else 'list'}, {shown!r:.60}, "
                             "and a single-label model takes one class per row: for several labels per photo "
                             "use OPTIONS (multi_label=true), or select one field or element as the label")
         return label_string(value, classes)
