@@ -473,6 +473,12 @@ def test_a_weights_file_holding_code_is_refused_not_run(colors_db, tmp_path):
         colors_db.sql(f"BUILD MODEL cm USING ResNet18 OPTIONS (weights='{not_a_checkpoint}', overwrite=true) "
                       "AS SELECT * FROM colors")
     assert "weights_only=False" not in str(info.value)
+    text = tmp_path / "notes.txt"  # torch's own error for text was a bare number ('101')
+    text.write_text("epochs were 3, lr 1e-3\n")
+    with pytest.raises(TrainingError, match="notes.txt: it is neither a .safetensors file nor a PyTorch state dict"):
+        colors_db.sql(f"BUILD MODEL cm USING ResNet18 OPTIONS (weights='{text}', overwrite=true) "
+                      "AS SELECT * FROM colors")
+    assert snapshot(colors_db) == before
     assert snapshot(colors_db) == before
 
 

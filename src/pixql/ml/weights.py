@@ -181,14 +181,14 @@ def read_weights_file(path):
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # not torch's zip of tensors, or one holding pickled code
-        # (torch's own text advises weights_only=False, which pixql never does with a user's file)
+    except Exception as e:  # not torch's zip of tensors (text, an image), one holding pickled code, corrupt
+        # (torch's own text advises weights_only=False, which pixql never does with a user's file; and
+        # a text file's error is a bare opcode number: '101')
+        detail = "" if isinstance(e, pickle.UnpicklingError) else f" ({type(e).__name__}: {e})"
         raise TrainingError(
             f"Cannot read weights file {path}: it is neither a .safetensors file nor a PyTorch state dict of "
             "tensors (an ONNX model, an image, a whole pickled model?); give the network's state dict, saved "
-            "with torch.save(model.state_dict(), 'file.pt') or safetensors' save_file") from e
-    except Exception as e:  # corrupt file, wrong format
-        raise TrainingError(f"Cannot read weights file {path}: {e}") from e
+            f"with torch.save(model.state_dict(), 'file.pt') or safetensors' save_file{detail}") from e
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
