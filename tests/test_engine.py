@@ -64,16 +64,12 @@ def test_copy_inside_the_users_transaction_belongs_to_it(db, color_csv):
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
 
 
-def test_copy_into_an_existing_table_fails_unless_told_and_duckdbs_own_appends(db, color_csv):
-    """SPEC: without OPTIONS, COPY into a table that exists fails (a script run twice appended its
-    rows a second time); DuckDB's own `COPY t FROM 'f' (FORMAT csv)` appends them as written."""
+def test_copy_without_options_into_an_existing_table_is_duckdbs_append(db, color_csv):
+    """DuckDB's `COPY t FROM 'f.csv'` appends the file's rows as written (no path resolving)."""
     _copy_colors(db, color_csv)
-    with pytest.raises(CatalogError, match=r"colors: table already exists; use OPTIONS \(overwrite=true\).*"
-                                           r"if_exists='append'.*\(FORMAT csv\) appends them as written"):
-        db.sql(f"COPY colors FROM '{color_csv}'")
-    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
-    db.sql(f"COPY colors FROM '{color_csv}' (FORMAT csv, HEADER)")
+    appended = db.sql(f"COPY colors FROM '{color_csv}'")
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (48,)
+    assert "DuckDB's own COPY appended" in appended.messages[0] and "overwrite=true" in appended.messages[0]
     as_written = db.sql(f"SELECT image FROM read_csv('{color_csv}') ORDER BY ALL").fetchall()
     appended = db.sql(f"SELECT image FROM colors WHERE image IN (SELECT image FROM read_csv('{color_csv}')) "
                       "ORDER BY ALL").fetchall()

@@ -196,9 +196,7 @@ def copy_table(con, table, source, options, base_dir=None):
     exists = table_exists(con, table)
     if exists and if_exists == "fail":
         raise CatalogError(
-            f"COPY {table}: table already exists; use OPTIONS (overwrite=true) to replace it, or "
-            "(if_exists='append') to add the rows with their image paths resolved (DuckDB's own "
-            f"COPY {table} FROM '...' (FORMAT csv) appends them as written)"
+            f"COPY {table}: table already exists; use OPTIONS (overwrite=true) or if_exists='append'"
         )
 
     messages = []

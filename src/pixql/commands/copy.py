@@ -1,12 +1,14 @@
 """COPY name [OPTIONS (...)] FROM 'file or folder': a table from CSV / Parquet / JSON or an image tree.
 
-Into a table that exists it fails unless OPTIONS say otherwise (SPEC: a script run twice must not
-double its tables); DuckDB's own `COPY t FROM 'f' (FORMAT ...)`, which appends the rows as
-written, never comes here (the parser hands it to DuckDB).
+`COPY t FROM 'f.csv'` is DuckDB's statement too: into a table that exists, with no OPTIONS and a
+file (not a folder of images), it is DuckDB's, which appends the file's rows to the table.
 """
+
+from pathlib import Path
 
 from pixql import ingest
 from pixql import options as opt
+from pixql.commands import plain_sql
 from pixql.commands.common import frame_result
 
 OPTIONS = {
@@ -19,6 +21,14 @@ OPTIONS = {
 
 def run(engine, statement):
     con = engine.session.duckdb
+    if not statement.options and ingest.table_exists(con, statement.table) \
+            and not Path(statement.source).expanduser().is_dir():
+        result = plain_sql.run_as_duckdb(engine, statement)
+        # said, since a script run twice doubles its tables this way, with paths left as written
+        result.messages.append(f"COPY {statement.table}: the table exists, so DuckDB's own COPY appended the "
+                               "file's rows as written (image paths not resolved); OPTIONS (overwrite=true) "
+                               "replaces the table, OPTIONS (if_exists='append') appends with paths resolved")
+        return result
     resolved, _ = opt.resolve("COPY", statement.options, OPTIONS)
     rows, messages = ingest.copy_table(con, statement.table, statement.source, resolved)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, messages)
