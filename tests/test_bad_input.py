@@ -203,6 +203,20 @@ def test_grayscale_rgba_cmyk_16bit_palette_and_exif_rotated_images_work(colors_d
     assert sheet.mode == "RGB"
 
 
+def test_a_path_the_file_system_cannot_open_is_not_called_corrupt(tmp_path):
+    """A symlink loop was "truncated or corrupt ([Errno 40] ...)": the file is not corrupt."""
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    with pytest.raises(DataError, match=r"cannot be opened \(Too many levels of symbolic links\): .*a.jpg") as info:
+        read_image(tmp_path / "a.jpg")
+    assert "corrupt" not in str(info.value) and info.value.path == str(tmp_path / "a.jpg")
+    truncated = tmp_path / "cut.jpg"  # PIL's own OSError (no errno) is still corrupt data
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_image(truncated)
+
+
 # -- decompression bombs --------------------------------------------------------------------------
 def test_decompression_bombs_are_refused_with_a_message(colors_db, tmp_path):
     bomb = tmp_path / "bomb.png"  # 84 bytes claiming 30000 x 30000: PIL refuses it outright

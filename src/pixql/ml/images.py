@@ -78,6 +78,8 @@ def read_image(path, draft_size=None):
         raise DataError(f"Image is too large to decode safely ({e}); resize it, or raise "
                         f"PIL.Image.MAX_IMAGE_PIXELS if it is genuine: {path}", path=path) from None
     except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the file system's (a symlink loop, an I/O error)
+            raise DataError(f"Image file cannot be opened ({e.strerror}): {path}", path=path) from None
         # PIL reports truncated and corrupt data as OSError ("image file is truncated"), and
         # some broken headers as SyntaxError/ValueError.
         raise DataError(f"Image file is truncated or corrupt ({e}): {path}", path=path) from None
