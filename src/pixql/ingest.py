@@ -151,9 +151,9 @@ def _image_tree_rows(folder):
     return rows
 
 
-def _path_columns(con, relation_sql, image_col):
-    """Columns whose values look like image paths (or the one named by image_col)."""
-    cols = con.execute(f"DESCRIBE SELECT * FROM {relation_sql}").fetchall()
+def _path_columns(con, relation_sql, cols, image_col):
+    """Columns whose values look like image paths (or the one named by image_col); `cols`: the
+    relation's DESCRIBE rows."""
     names = [c[0] for c in cols]
     if image_col is not None:
         match = [(n, dtype) for n, dtype, *_ in cols if n.lower() == image_col.lower()]
@@ -246,9 +246,10 @@ def copy_table(con, table, source, options, base_dir=None):
         extra = f", encoding={quote_literal(encoding)}" if encoding else ""
         relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()  # (DuckDB sniffs the file)
             if reader == "read_csv_auto":
-                _refuse_unsplit(con, relation, path, table, encoding)
-            path_cols = _path_columns(con, relation, options.get("image_col"))
+                _refuse_unsplit(described, path, table, encoding)
+            path_cols = _path_columns(con, relation, described, options.get("image_col"))
         except (DataError, OptionError):
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
@@ -320,12 +321,12 @@ def _reader_of(path):
     return _READERS.get(path.suffix.lower())
 
 
-def _refuse_unsplit(con, relation, path, table, encoding):
+def _refuse_unsplit(columns, path, table, encoding):
     """DuckDB's sniffer reads a CSV with a line of more or fewer fields than its header (an
     unquoted comma in a label) as ONE column named by the whole header line ('image,label'),
     without an error: a table of nothing usable, which would replace a good one. Such a file is
-    refused, naming its first line whose fields do not match the header's."""
-    columns = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    refused, naming its first line whose fields do not match the header's. `columns`: DuckDB's
+    DESCRIBE rows of the file as it read it."""
     delimiters = [d for d in (",", ";", "\t", "|") if len(columns) == 1 and d in columns[0][0]]
     if not delimiters or path.suffix.lower() == ".zst":  # (no zstd reader in the standard library)
         return
