@@ -350,6 +350,28 @@ def test_refused_statements_say_why_and_change_nothing(colors_db, tmp_path, erro
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
 
 
+# An option's error names the option in a field (in lower case: options are case-insensitive);
+# callers read it there, never out of the message
+NAMED_OPTIONS = [
+    ("epoch", BUILD.format(", epoch=2", "colors")),  # unknown
+    ("epochs", BUILD.format(", EPOCHS='many'", "colors")),  # wrong type
+    ("image_size", BUILD.format(", image_size=100000", "colors")),  # out of bounds
+    ("on_error", "PREDICT USING cm OPTIONS (on_error='ignore') AS SELECT * FROM colors"),  # not a choice
+    ("result_col", "PREDICT USING cm OPTIONS (result_col='') AS SELECT image FROM colors"),  # empty column name
+    ("threshold", "SEARCH IMAGE USING cm OPTIONS (search_input='x.png', threshold=0.9) AS SELECT * FROM colors"),
+    ("emb_col", "SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', emb_col='embeding') AS SELECT * FROM colors"),
+    ("validation", BUILD.format(", validation='nowhere_table'", "colors")),  # no such table
+    ("device", "PREDICT USING cm OPTIONS (device='tpu') AS SELECT * FROM colors"),
+]
+
+
+@pytest.mark.parametrize("option, statement", NAMED_OPTIONS, ids=[o for o, _ in NAMED_OPTIONS])
+def test_an_option_error_names_the_option_in_a_field(colors_db, option, statement):
+    with pytest.raises(OptionError) as info:
+        colors_db.sql(statement).fetchall()
+    assert info.value.option == option and info.value.keyword is not None
+
+
 def test_predict_on_a_query_with_no_rows_returns_no_rows_with_the_columns(colors_db):
     frame = colors_db.sql("PREDICT USING cm OPTIONS (top_k=2) AS SELECT * FROM colors WHERE false").df()
     assert len(frame) == 0 and list(frame.columns) == ["image", "label", "predicted", "score", "top_k"]

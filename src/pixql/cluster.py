@@ -72,7 +72,7 @@ def choose(engine, resolved, keyword, training=False):
             if resolved.get(name) is not None and not (training and name == "workers"):
                 raise OptionError(f"{keyword}: OPTIONS ({name}=...) applies on a Ray cluster; name one with "
                                   "OPTIONS (cluster='auto' or 'ray://host:port'), pixql.connect(..., cluster=...) "
-                                  f"or --cluster, or leave {name} out")
+                                  f"or --cluster, or leave {name} out", option=name)
         return None
     return Cluster.connect(address, resolved.get("workers"), resolved.get("gpus_per_worker"), keyword)
 

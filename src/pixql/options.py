@@ -107,7 +107,7 @@ def _check_bounds(keyword, raw_name, value, spec):
             want = f"greater than {spec.low:g}" if spec.open else f"at least {spec.low:g}"
         else:
             want = f"less than {spec.high:g}" if spec.open else f"at most {spec.high:g}"
-        raise OptionError(f"{keyword}: option '{raw_name}' must be {want}{spec.hint}, got {value}")
+        raise OptionError(f"{keyword}: option '{raw_name}' must be {want}{spec.hint}, got {value}", option=raw_name)
 
 
 def resolve(keyword, options, schema):
@@ -118,23 +118,26 @@ def resolve(keyword, options, schema):
     for raw_name, value in options.items():
         name = ALIASES.get(raw_name.lower(), raw_name.lower())
         if name in written and written[name].lower() != raw_name.lower():  # epochs and max_epochs both
-            raise OptionError(f"{keyword}: options '{written[name]}' and '{raw_name}' are one option; give one")
+            raise OptionError(f"{keyword}: options '{written[name]}' and '{raw_name}' are one option; give one",
+                              option=raw_name)
         written[name] = raw_name
         if name not in schema:
             hint = difflib.get_close_matches(name, schema, n=1)
             did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
             valid = ", ".join(sorted(schema)) or "none"
-            raise OptionError(f"{keyword}: unknown option '{raw_name}'{did_you_mean}; valid options: {valid}")
+            raise OptionError(f"{keyword}: unknown option '{raw_name}'{did_you_mean}; valid options: {valid}",
+                              option=raw_name)
         spec = schema[name]
         if not _type_ok(value, spec.types):
             raise OptionError(f"{keyword}: option '{raw_name}' must be {_type_names(spec.types)}, got {value!r}"
-                              + _unquoted_hint(raw_name, value, spec.types))
+                              + _unquoted_hint(raw_name, value, spec.types), option=raw_name)
         if name.endswith("_col") and isinstance(value, str) and not value.strip():
-            raise OptionError(f"{keyword}: option '{raw_name}' names a column, and the name is empty")
+            raise OptionError(f"{keyword}: option '{raw_name}' names a column, and the name is empty", option=raw_name)
         if spec.choices and value is not None:
             if str(value).lower() not in spec.choices:
                 raise OptionError(
-                    f"{keyword}: option '{raw_name}' must be one of {', '.join(spec.choices)}, got {value!r}")
+                    f"{keyword}: option '{raw_name}' must be one of {', '.join(spec.choices)}, got {value!r}",
+                    option=raw_name)
             value = str(value).lower()
         if float in spec.types and isinstance(value, int) and not isinstance(value, bool) and int not in spec.types:
             value = float(value)

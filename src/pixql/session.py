@@ -230,7 +230,7 @@ class Session:
         if option is not None:  # checked before anything runs: nested statements run their own queries
             if nested_statements(query, *where):
                 raise OptionError(f"option '{option}' cannot hold a pixql statement; store its rows first "
-                                  "(CREATE TABLE v AS PREDICT ...) and name that table")
+                                  "(CREATE TABLE v AS PREDICT ...) and name that table", option=option)
             self.check_one_query(query, option)
         with self.nested(statement.query if query is None else query, *where) as (sql, _):
             try:
@@ -301,17 +301,18 @@ class Session:
             parsed = self.duckdb.extract_statements(sql)
         except duckdb.Error as exc:
             raise OptionError(f"option '{option}' must hold one query or a table name; "
-                              f"DuckDB cannot read {sql!r}: {exc}") from exc
+                              f"DuckDB cannot read {sql!r}: {exc}", option=option) from exc
         if len(parsed) != 1 or parsed[0].type.name != "SELECT":
             kinds = ", ".join(p.type.name for p in parsed) or "nothing"
             raise OptionError(f"option '{option}' must hold exactly one read-only query (SELECT ...) or a "
-                              f"table name; it holds {len(parsed)} statement(s) ({kinds}), and none was run")
+                              f"table name; it holds {len(parsed)} statement(s) ({kinds}), and none was run",
+                              option=option)
 
     def table_query(self, table, option):
         """`SELECT * FROM table` for an option naming a table, which must exist."""
         if not ingest.table_exists(self.duckdb, table):
             raise OptionError(f"option '{option}' must be a query (SELECT ...) or the name of a table; "
-                              f"there is no table {table!r}, and nothing was run")
+                              f"there is no table {table!r}, and nothing was run", option=option)
         return f"SELECT * FROM {ingest.quote_table(table)}"
 
     def query_chunks(self, statement, rows):

@@ -72,10 +72,11 @@ def run(engine, statement):
         if given.get(name) is not None and by not in searches:
             instead = f"; for that: {_INSTEAD[name].format(**resolved)}" if name in _INSTEAD else ""
             raise OptionError(f"SEARCH IMAGE: option '{name}' is for search_by=" + " or ".join(map(repr, searches))
-                              + f", not search_by='{by}'{instead}")
+                              + f", not search_by='{by}'{instead}", option=name)
     if by != "duplicates" and not resolved["search_input"]:
         raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
-                          + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"))
+                          + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"),
+                          option="search_input")
     if by == "duplicates":
         return _duplicates(engine, statement, resolved)
     if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
@@ -83,7 +84,7 @@ def run(engine, statement):
             if given.get(name) is not None:
                 raise OptionError(f"SEARCH IMAGE: {name} is for search_by='image' or a CLIP model's text search; "
                                   f"'{statement.model}' finds '{resolved['search_input']}' by its class "
-                                  f"probabilities, computed from the images: leave {name} out")
+                                  f"probabilities, computed from the images: leave {name} out", option=name)
         return _keyword(engine, statement, resolved)
     columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
     refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
@@ -140,7 +141,7 @@ def _embedding_column(columns, resolved, dim, model):
         if given is None:
             return None
         raise OptionError(f"SEARCH IMAGE: emb_col '{given}' is not a column of the query "
-                          f"(columns: {', '.join(columns)})")
+                          f"(columns: {', '.join(columns)})", option="emb_col")
     if given is None and not columns[name].endswith("]"):
         return None
     kind = columns[name]

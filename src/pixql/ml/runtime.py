@@ -23,11 +23,12 @@ def resolve_device(device="auto"):
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {device!r}") from None
+        raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {device!r}", option="device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here; use device='cpu'")
+        raise OptionError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here; use device='cpu'",
+                          option="device")
     if dev.type not in ("cpu", "cuda"):
-        raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {device!r}", option="device")
     return dev
 
 
@@ -38,7 +39,7 @@ def resolve_precision(precision, device):
     the same test accuracy (BENCHMARKS.md, issue 22); the AMX Xeon's training step gained ~5%."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
-        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}", option="precision")
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

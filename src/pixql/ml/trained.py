@@ -157,7 +157,7 @@ class Rows:
 def check_options(config):
     def one_of(name, value, allowed):
         if value not in allowed:
-            raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+            raise OptionError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}", option=name)
 
     one_of("train_mode", config.train_mode, TRAIN_MODES)
     refused = refused_options(config.train_mode, config.given)
@@ -169,21 +169,24 @@ def check_options(config):
     if config.augment is not None:
         one_of("augment", config.augment, AUGMENTS)
     if config.epochs is not None and (not isinstance(config.epochs, int) or config.epochs < 1):
-        raise OptionError(f"epochs must be a positive integer, not {config.epochs!r}")
+        raise OptionError(f"epochs must be a positive integer, not {config.epochs!r}", option="epochs")
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
-        raise OptionError(f"batch_size must be a positive integer, not {config.batch_size!r}")
+        raise OptionError(f"batch_size must be a positive integer, not {config.batch_size!r}", option="batch_size")
     if config.learning_rate is not None and not config.learning_rate > 0:
-        raise OptionError(f"learning_rate must be positive, not {config.learning_rate!r}")
+        raise OptionError(f"learning_rate must be positive, not {config.learning_rate!r}", option="learning_rate")
     if config.validation is not None and not 0 <= config.validation < 1:
-        raise OptionError(f"validation must be a fraction between 0 and 1, not {config.validation!r}")
+        raise OptionError(f"validation must be a fraction between 0 and 1, not {config.validation!r}",
+                          option="validation")
     if config.image_size is not None and (not isinstance(config.image_size, int)
                                           or not MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE):
         raise OptionError(f"image_size must be an integer between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, "
-                          f"not {config.image_size!r}")
+                          f"not {config.image_size!r}", option="image_size")
     if config.early_stopping is not None and (not isinstance(config.early_stopping, int) or config.early_stopping < 1):
-        raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}")
+        raise OptionError(f"early_stopping must be a positive number of epochs, not {config.early_stopping!r}",
+                          option="early_stopping")
     if config.frozen_stages is not None and (not isinstance(config.frozen_stages, int) or config.frozen_stages < 0):
-        raise OptionError(f"frozen_stages must be a number of stages (0 or more), not {config.frozen_stages!r}")
+        raise OptionError(f"frozen_stages must be a number of stages (0 or more), not {config.frozen_stages!r}",
+                          option="frozen_stages")
 
 
 def auto_mode(config, *, device_type, n_train, pretrained, linear, top):
