@@ -361,3 +361,10 @@ def test_a_result_has_a_relations_types_and_show(db, color_csv, capsys):
     assert shown.types == ["VARCHAR"]
     shown.show()
     assert "colors" in capsys.readouterr().out
+
+
+def test_describe_model_writes_class_names_as_they_are(db, color_csv):
+    _copy_colors(db, color_csv)
+    db.sql("BUILD MODEL farver AS SELECT image, CASE label WHEN 'blue' THEN 'blå' ELSE 'rød' END AS label FROM colors")
+    described = dict(db.sql("DESCRIBE MODEL farver").fetchall())
+    assert '"blå"' in described["classes"] and '"rød"' in described["classes"]  # not "bl\u00e5"

@@ -54,7 +54,8 @@ def describe(engine, statement):
 
 
 def _text(value):
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    # class names as written ("Äpfel"), not JSON's escapes ("\\u00c4pfel")
+    return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
 
 
 def drop(engine, statement):
