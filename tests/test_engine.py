@@ -368,3 +368,18 @@ def test_describe_model_writes_class_names_as_they_are(db, color_csv):
     db.sql("BUILD MODEL farver AS SELECT image, CASE label WHEN 'blue' THEN 'blå' ELSE 'rød' END AS label FROM colors")
     described = dict(db.sql("DESCRIBE MODEL farver").fetchall())
     assert '"blå"' in described["classes"] and '"rød"' in described["classes"]  # not "bl\u00e5"
+
+
+def test_build_notes_labels_that_look_like_one_class_written_two_ways(db, color_csv):
+    _copy_colors(db, color_csv)
+    # a CSV with a space after some commas: ' red' and 'red' are two classes as written
+    result = db.sql("BUILD MODEL spaced AS SELECT image, CASE WHEN image LIKE '%0.png' THEN ' ' || label ELSE label END "
+                    "AS label FROM colors")
+    notes = " ".join(result.messages)
+    assert "' blue' and 'blue' in 'label' are classes of their own that differ only in spaces or case" in notes
+    assert "NULLIF(lower(trim(label)), '')" in notes
+    clean = db.sql("BUILD MODEL clean AS SELECT * FROM colors")
+    assert not any("differ only" in m or "no text" in m for m in clean.messages)
+    blank = db.sql("BUILD MODEL blank AS SELECT image, CASE WHEN image LIKE '%0.png' THEN '' ELSE label END AS label "
+                   "FROM colors")
+    assert "the label(s) '' in 'label' are a class of its own with no text" in " ".join(blank.messages)

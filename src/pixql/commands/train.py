@@ -184,6 +184,13 @@ def _train(engine, statement, resolved, given, base, task, init):
                 trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
     messages = followed + reader.message(statement.keyword)
+    for group in task.look_alike(task.class_names(labels)):  # a note, not an error: they may be meant
+        written = " and ".join(map(repr, group))
+        messages.append(f"{statement.keyword}: the label(s) {written} in '{label_col}' are "
+                        + ("classes of their own that differ only in spaces or case" if len(group) > 1 else
+                           "a class of its own with no text")
+                        + f"; if that is not meant, write e.g. NULLIF(lower(trim({label_col})), '') AS "
+                        f"{label_col} in the query (NULL leaves a row out)")
     shared = set(map(str, paths)) & set(map(str, val_paths or []))
     if shared:  # a validation set that overlaps the training rows measures memory, not skill
         messages.append(f"{statement.keyword}: {len(shared)} of the {len(val_paths)} validation rows' images are "

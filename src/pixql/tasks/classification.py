@@ -151,6 +151,15 @@ class SingleLabel:
     def class_names(self, labels):
         return sorted(set(labels))
 
+    def look_alike(self, classes):
+        """Groups of class names that are likely one class written two ways ('cat', ' cat', 'Cat'),
+        and names with no letter at all ('', '  '): each is a class of its own as written, which a
+        user rarely means (a CSV with spaces after its commas; labels typed by hand)."""
+        groups = {}
+        for c in classes:
+            groups.setdefault(c.strip().casefold(), []).append(c)
+        return [sorted(g) for key, g in sorted(groups.items()) if len(g) > 1 or not key]
+
     def check_classes(self, classes):
         if len(classes) < 2:
             raise TrainingError(f"A classifier needs at least two classes; the labels hold only one: "
