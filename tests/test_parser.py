@@ -584,9 +584,16 @@ def test_error_position_and_rendering_in_a_multiline_script():
     err = error(script)
     assert (err.line, err.col) == (4, 22)
     assert err.statement == script
-    assert str(err) == ("Syntax error at line 4, column 22: duplicate option 'epochs'\n"
+    assert (err.keyword, err.statement_line) == ("BUILD MODEL", 3)  # the statement, as SPEC's errors name it
+    assert str(err) == ("BUILD MODEL (line 3): Syntax error at line 4, column 22: duplicate option 'epochs'\n"
                         "    OPTIONS (epochs=2, epochs=3)\n"
                         "                       ^")
+
+
+def test_a_syntax_error_names_the_innermost_statement():
+    err = error("SELECT 1;\nCREATE TABLE p AS\n  PREDICT USING m OPTIONS (top_k=) AS SELECT 1")
+    assert (err.keyword, err.statement_line, err.line) == ("PREDICT", 3, 3)
+    assert str(err).startswith("PREDICT (line 3): Syntax error at line 3, column 34: expected a value for option 'top_k'")
 
 
 def test_error_in_second_statement_on_same_line():

@@ -46,6 +46,14 @@ class ParseError(PixqlError):
         self.statement = statement
         super().__init__(self._render())
 
+    def place(self, keyword, line):
+        """This error placed in the statement `keyword` starting at `line` (the innermost one
+        of nested statements): the fields set, the message prefixed as the engine prefixes others."""
+        if self.keyword is None:
+            self.keyword, self.statement_line = keyword, line
+            self.args = (f"{keyword} (line {line}): {self._render()}",)
+        return self
+
     def _render(self):
         where = f" at line {self.line}, column {self.col}" if self.line is not None else ""
         text = f"Syntax error{where}: {self.message}"

@@ -482,14 +482,17 @@ def _statement(p, nested=False, source="", source_at=(1, 1), final=True):
         if not p.at_kw(*words):
             continue
         p.i = start + len(words)
-        made = handler(p, " ".join(words))
-        if made is None:
-            p.i = start
-            return None
-        cls, fields = made
-        if not p.at_end():
-            p.error(f"expected end of {cls.KEYWORD}, found {p.found()}")
         first = p.toks[start]
+        try:
+            made = handler(p, " ".join(words))
+            if made is None:
+                p.i = start
+                return None
+            cls, fields = made
+            if not p.at_end():
+                p.error(f"expected end of {cls.KEYWORD}, found {p.found()}")
+        except ParseError as exc:  # named as the engine names a statement's other errors
+            raise exc.place(" ".join(words), first.line) from None
         return cls(**fields, text=p.text(first, p.toks[-1]), line=first.line, col=first.col,
                    as_written=source, source_line=source_at[0], source_col=source_at[1], final=final,
                    **p.query_at)
