@@ -1,6 +1,8 @@
 """Plain SQL behaves as in DuckDB: each case runs on plain DuckDB and through pixql, and the two
 must agree (issue 16). The broad differential corpus is test_duckdb_parity.py."""
 
+import sys
+
 import duckdb
 import pytest
 
@@ -226,3 +228,24 @@ def test_a_syntax_error_names_the_scripts_line_and_runs_nothing(pair, script, li
     assert f"LINE {line}:" in str(theirs.value) and f"LINE {line}:" in str(ours.value)
     assert excerpt in str(ours.value).split(f"LINE {line}:")[1]
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ran'").fetchone() == (0,)
+
+
+def test_results_printed_from_two_threads_keep_their_text_and_the_process_stdout():
+    import threading
+
+    before, wrong = sys.stdout, []
+
+    def show_many():
+        db = pixql.connect()  # a connection per thread, as DuckDB asks
+        for _ in range(100):
+            text = repr(db.sql("SELECT 42 AS answer"))
+            if "42" not in text:
+                wrong.append(text)
+
+    threads = [threading.Thread(target=show_many) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert wrong == [] and sys.stdout is before  # not a capture left in its place

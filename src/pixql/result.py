@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import threading
 import itertools
 
 from pixql.errors import PixqlError, SqlError
@@ -466,9 +467,17 @@ def _values_relation(names, types, rows):
     return duckdb.sql(f"SELECT * FROM (VALUES {values}) AS t({quoted})", params=params)
 
 
+_PRINTING = threading.Lock()
+
+
 def _shown(relation, max_rows, max_width, max_col_width):
     """DuckDB's box rendering of `relation` (show() prints it; keep its text instead)."""
+    box = getattr(relation, "_box", None)  # DuckDB 2's renderer: the text show() prints, no stdout
+    if callable(box):
+        return box(max_rows=max_rows, max_width=max_width, max_col_width=max_col_width).rstrip("\n")
+    # DuckDB 1 prints from C++ through sys.stdout, which is the process's: one capture at a time,
+    # or two threads' captures interleave and leave sys.stdout a StringIO for good
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with _PRINTING, contextlib.redirect_stdout(out):
         relation.show(max_rows=max_rows, max_width=max_width, max_col_width=max_col_width)
     return out.getvalue().rstrip("\n")
