@@ -249,3 +249,21 @@ def test_results_printed_from_two_threads_keep_their_text_and_the_process_stdout
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads)
     assert wrong == [] and sys.stdout is before  # not a capture left in its place
+
+
+def test_a_select_that_reads_a_dataframe_keeps_duckdbs_types(pair):
+    import pandas as pd
+
+    con, db = pair
+    photos = pd.DataFrame({"label": ["cat", "dog", "cat"], "n": [1, 2, 3]})  # noqa: F841 (read by name in SQL)
+    make = "CREATE TABLE t AS SELECT range::BIGINT AS a, 'x'::ENUM('x', 'y') AS e, '{\"k\": 1}'::JSON AS j FROM range(4)"
+    con.execute(make)
+    db.sql(make)
+    # (each runs here: DuckDB finds a DataFrame among its caller's variables)
+    query = "SELECT sum(a) AS s, any_value(e) AS e, any_value(j) AS j, {'h': 1::HUGEINT} AS st, sum(n) AS total " \
+            "FROM t, photos"
+    expected = con.execute(query).fetchall()
+    assert expected == [(18, "x", '{"k": 1}', {"h": 1}, 24)]
+    result = db.sql(query)
+    assert result.fetchall() == expected
+    assert result.types == ["HUGEINT", "ENUM('x', 'y')", "JSON", "STRUCT(h HUGEINT)", "HUGEINT"]  # not Arrow's

@@ -50,9 +50,21 @@ def run(engine, statement):
 
 def _computed(session, relation, statement):
     """The relation's rows now, as Arrow, which keeps DuckDB's types (a DATE stays a date, a
-    DECIMAL exact, NULL None), for a result whose sources go away after the statement."""
+    DECIMAL exact, NULL None), for a result whose sources go away after the statement. The types
+    Arrow has no word for (HUGEINT as DECIMAL(38,0), ENUM and JSON as VARCHAR) are cast back."""
+    import duckdb
+
+    types = [str(t) for t in relation.types]
     table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.fetch_arrow_table()
-    return Result(statement, relation=session.duckdb.from_arrow(table), cause=session.udf_failure)
+    kept = session.duckdb.from_arrow(table)
+    if [str(t) for t in kept.types] != types:
+        quoted = ['"' + str(name).replace('"', '""') + '"' for name in relation.columns]
+        try:
+            kept = kept.project(", ".join(q if str(now) == was else f"CAST({q} AS {was}) AS {q}"
+                                          for q, now, was in zip(quoted, kept.types, types)))
+        except duckdb.Error:  # a type that cannot be written back (its name gone): Arrow's then
+            pass
+    return Result(statement, relation=kept, cause=session.udf_failure)
 
 
 def _executed(con, statement, text, kind):
