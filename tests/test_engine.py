@@ -383,3 +383,22 @@ def test_build_notes_labels_that_look_like_one_class_written_two_ways(db, color_
     blank = db.sql("BUILD MODEL blank AS SELECT image, CASE WHEN image LIKE '%0.png' THEN '' ELSE label END AS label "
                    "FROM colors")
     assert "the label(s) '' in 'label' are a class of its own with no text" in " ".join(blank.messages)
+
+
+def test_a_syntax_error_in_a_statements_query_runs_nothing_of_the_script(db):
+
+    script = "CREATE TABLE side AS SELECT 1 AS a;\n\nPREDICT USING imagenet_classifier\n  AS SELECT image\n  FRM photos"
+    with pytest.raises(SqlError, match='(?s)syntax error at or near "photos".*LINE 5:   FRM photos') as info:
+        db.sql(script)
+    assert (info.value.keyword, info.value.statement_line) == ("PREDICT", 3)
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'side'").fetchone() == (0,)
+
+
+def test_a_failing_query_is_shown_at_its_line_without_pixqls_own_sql(db, color_csv):
+    _copy_colors(db, color_csv)
+    with pytest.raises(DataError, match="(?s)the query failed: Conversion Error.*LINE 3:     'a'::INT AS n") as info:
+        db.sql("SELECT 1;\nPREDICT USING imagenet_classifier AS SELECT image,\n    'a'::INT AS n FROM colors")
+    assert "__pixql" not in str(info.value) and info.value.keyword == "PREDICT"
+    with pytest.raises(DataError, match="Table with name nowhere does not exist") as info:
+        db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM nowhere")
+    assert "__pixql" not in str(info.value)

@@ -71,9 +71,10 @@ class Engine:
 
     # -- statements --------------------------------------------------------------------
     def check_syntax(self, statements):
-        """DuckDB's syntax errors in a script's plain SQL, before anything runs (as DuckDB parses
-        a whole script first). A statement holding pixql statements is checked when it runs."""
-        from pixql.sql import Sql, nested_statements
+        """DuckDB's syntax errors in a script's plain SQL and in its pixql statements' queries,
+        before anything runs (as DuckDB parses a whole script first). A query holding pixql
+        statements is checked when it runs."""
+        from pixql.sql import CreateTableAs, Sql, nested_statements
 
         for statement in statements:
             if isinstance(statement, Sql) and not nested_statements(statement.sql, statement.line, statement.col):
@@ -85,6 +86,14 @@ class Engine:
                     except PixqlError as exc:
                         raise self.locate(exc, statement) from None
                     raise self.locate(first, statement)
+            inner = statement.statement if isinstance(statement, CreateTableAs) else statement
+            query = getattr(inner, "query", None)  # a pixql statement's `AS query`: DuckDB's SQL too
+            if isinstance(query, str) and query.strip() and not nested_statements(query, inner.query_line,
+                                                                                   inner.query_col):
+                try:  # in place, so that DuckDB's "LINE n" is the script's
+                    self.session.parse("\n" * (inner.query_line - 1) + " " * (inner.query_col - 1) + query)
+                except PixqlError as exc:
+                    raise self.locate(exc, inner) from None
 
     @property
     def temporary_store(self):

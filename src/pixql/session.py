@@ -326,8 +326,13 @@ class Session:
         import duckdb
 
         table = self.temp_name("input")
-        with self.nested(statement.query, statement.query_line, statement.query_col) as (sql, _):
+        line, col = statement.query_line, statement.query_col
+        with self.nested(statement.query, line, col) as (sql, nested):
             try:
+                if not nested:  # the user's text where it stands in the script, so that DuckDB's
+                    # "LINE n" is the script's line and shows the query, not pixql's CREATE around it
+                    self.duckdb.sql("\n" * (line - 1) + " " * (col - 1) + sql)  # binds: a missing table, column
+                    sql = "\n" * (line - 1) + " " * (col - 1) + sql if line > 1 else sql
                 self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall()
             except duckdb.Error as exc:
                 raise self.error(exc, "query") from exc
