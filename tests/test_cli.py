@@ -162,6 +162,19 @@ def test_syntax_error_exits_1_with_line_and_column(run_cli):
     assert result.stdout == ""  # nothing ran: the whole script is parsed first
 
 
+def test_a_script_that_is_not_utf8_is_refused_naming_where(tmp_path):
+    import subprocess
+    import sys
+
+    # Latin-1 bytes piped in: Python reads them as lone surrogates, which DuckDB cannot take
+    out = subprocess.run([sys.executable, "-m", "pixql", "--db", str(tmp_path / "t.duckdb")],
+                         input=b"SELECT 1;\nSELECT 'caf\xe9' AS x;\n", capture_output=True, timeout=120)
+    assert out.returncode == 1 and b"Traceback" not in out.stderr
+    assert b"not UTF-8 text: byte 0xE9 at line 2, column 12" in out.stderr and out.stdout == b""
+    with pytest.raises(pixql.PixqlError, match="not UTF-8 text: byte 0xE9 at line 1, column 12"):
+        pixql.connect().sql("SELECT 'caf\udce9'")
+
+
 def test_failing_statement_exits_1_naming_it(run_cli):
     result = run_cli("-c", "SELECT 1 AS ok;\nPREDICT USING ghost AS SELECT 1 AS image")
     assert result.exit_code == 1

@@ -63,6 +63,7 @@ class Connection:
             hint = " (decode the bytes first: script.decode('utf-8'))" if isinstance(script, (bytes, bytearray)) else ""
             raise ArgumentError(f"{_caller}(): the script must be a str of SQL statements, got "
                                 f"{type(script).__name__} {script!r:.60}{hint}")
+        _check_utf8(script)
         statements = parse_script(script)
         self._engine.check_syntax(statements)
         session = self._engine.session
@@ -93,3 +94,18 @@ class Connection:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_utf8(script):
+    """A script DuckDB can take: text that is UTF-8. Bytes that were not (a Latin-1 file piped in,
+    an argument in another encoding) reach Python as lone surrogates ('\\udce9' for 0xE9)."""
+    try:
+        script.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        before = script[:exc.start]
+        line, col = before.count("\n") + 1, exc.start - (before.rfind("\n") + 1) + 1
+        code = ord(script[exc.start])
+        what = f"byte 0x{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else f"character U+{code:04X}"
+        raise ArgumentError(f"the script is not UTF-8 text: {what} at line {line}, column {col}; "
+                            "save or pass it as UTF-8") from None
+
