@@ -402,3 +402,11 @@ def test_a_failing_query_is_shown_at_its_line_without_pixqls_own_sql(db, color_c
     with pytest.raises(DataError, match="Table with name nowhere does not exist") as info:
         db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM nowhere")
     assert "__pixql" not in str(info.value)
+
+
+def test_a_closed_connection_refuses_every_statement_with_a_pixql_error(tmp_path):
+    with pixql.connect(str(tmp_path / "c.duckdb")) as closed:
+        pass
+    for statement in ("SHOW MODELS", "SELECT 1", "PREDICT USING imagenet_classifier AS SELECT 1 AS image"):
+        with pytest.raises(SqlError, match="Connection already closed"):
+            closed.sql(statement)

@@ -4,7 +4,7 @@ import sys
 from collections import ChainMap
 
 from pixql.engine import Engine
-from pixql.errors import ArgumentError, Interrupted
+from pixql.errors import ArgumentError, Interrupted, SqlError
 from pixql.result import Result
 from pixql.session import frames_named
 from pixql.sql import parse_script
@@ -64,6 +64,8 @@ class Connection:
             raise ArgumentError(f"{_caller}(): the script must be a str of SQL statements, got "
                                 f"{type(script).__name__} {script!r:.60}{hint}")
         _check_utf8(script)
+        if self._engine.closed:  # as DuckDB's closed connection says, for every statement alike
+            raise SqlError("Connection Error: Connection already closed! (open another with pixql.connect())")
         statements = parse_script(script)
         self._engine.check_syntax(statements)
         session = self._engine.session

@@ -37,6 +37,7 @@ class Engine:
         self.session = Session(database, read_only, wait, run_nested=self.run)
         root = model_store or default_store_root(database)
         self._tmpdir = None
+        self.closed = False
         if root is None:  # an in-memory database keeps its models for the session only
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pixql-models-")
             root = self._tmpdir.name
@@ -64,6 +65,7 @@ class Engine:
         return self.catalog.store
 
     def close(self):
+        self.closed = True
         self.functions.close()
         self.session.close()
         if self._tmpdir is not None:
