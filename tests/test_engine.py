@@ -410,3 +410,55 @@ def test_a_closed_connection_refuses_every_statement_with_a_pixql_error(tmp_path
     for statement in ("SHOW MODELS", "SELECT 1", "PREDICT USING imagenet_classifier AS SELECT 1 AS image"):
         with pytest.raises(SqlError, match="Connection already closed"):
             closed.sql(statement)
+
+
+def test_cursors_share_an_in_memory_database_and_its_models_across_threads(color_csv):
+    import threading
+
+    db = pixql.connect(progress=False)  # in memory: a cursor is the only way another thread sees its tables
+    _copy_colors(db, color_csv)
+    db.sql("BUILD MODEL shared AS SELECT * FROM colors")
+    cursors, answers, errors = [db.cursor(), db.cursor()], [], []
+
+    def predict(cursor):
+        try:
+            for _ in range(3):
+                answers.append(cursor.sql("SELECT count(*) FROM (PREDICT USING shared AS SELECT * FROM colors) "
+                                          "WHERE predicted = label").fetchone()[0])
+        except Exception as exc:  # noqa: BLE001 (reported below, on the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=predict, args=(c,)) for c in cursors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and answers == [24] * 6
+    db.close()  # closes its cursors, as DuckDB's does
+    with pytest.raises(SqlError, match="Connection already closed"):
+        cursors[0].sql("SELECT 1")
+
+
+def test_results_answer_duckdbs_other_readers(db, color_csv):
+    import duckdb
+
+    plain = "SELECT 1 AS a, 'x' AS b, NULL::DATE AS d"
+    expected = duckdb.sql(plain)
+    ours = db.sql(plain)
+    assert [(n, str(t)) for n, t, *_ in expected.description] == [(n, t) for n, t, *_ in ours.description]
+    assert {k: v.tolist() for k, v in ours.fetchnumpy().items()} == \
+        {k: v.tolist() for k, v in expected.fetchnumpy().items()}
+    assert ours.fetchdf().equals(expected.df())
+    _copy_colors(db, color_csv)
+    predicted = db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM colors LIMIT 3")
+    assert [d[:2] for d in predicted.description] == [("image", "VARCHAR"), ("label", "VARCHAR"),
+                                                      ("predicted", "VARCHAR"), ("score", "DOUBLE")]
+    assert predicted.fetchnumpy()["score"].shape == (3,)
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        with pytest.raises(pixql.PixqlError, match="pl\\(\\) needs polars.*pip install polars"):
+            predicted.pl()
+    else:
+        assert predicted.pl().shape == (3, 4)

@@ -22,6 +22,17 @@ class Connection:
     def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local"):
         self._engine = Engine(database, model_store=model_store, read_only=read_only, progress=progress,
                               wait=wait, cluster=cluster)
+        self._cursors = []
+
+    def cursor(self):
+        """Another connection to the same database and model store, as DuckDB's `cursor()`: for
+        another thread (one connection runs one statement at a time), closed with this one."""
+        if self._engine.closed:
+            raise SqlError("Connection Error: Connection already closed! (open another with pixql.connect())")
+        other = Connection.__new__(Connection)
+        other._engine, other._cursors = self._engine.cursor(), []
+        self._cursors.append(other)
+        return other
 
     @property
     def duckdb(self):
@@ -89,7 +100,10 @@ class Connection:
         session.forget_frames()
 
     def close(self):
-        self._engine.close()
+        while self._cursors:
+            self._cursors.pop().close()
+        if not self._engine.closed:
+            self._engine.close()
 
     def __enter__(self):
         return self

@@ -32,9 +32,12 @@ MODEL_WRITERS = (BuildModel, FitModel, DropModel)
 
 
 class Engine:
-    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local"):
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local",
+                 connection=None):
+        """`connection`: a DuckDB connection to `database` already open (cursor())."""
         self.cluster = cluster  # where PREDICT, BUILD, ... run unless OPTIONS (cluster=...) says (cluster.py)
-        self.session = Session(database, read_only, wait, run_nested=self.run)
+        self.read_only = read_only
+        self.session = Session(database, read_only, wait, run_nested=self.run, connection=connection)
         root = model_store or default_store_root(database)
         self._tmpdir = None
         self.closed = False
@@ -42,9 +45,10 @@ class Engine:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pixql-models-")
             root = self._tmpdir.name
         self.catalog = Catalog(ModelStore(root, read_only=read_only))
-        self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
-        if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
-            self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
+        if connection is None:  # (a cursor's engine: its parent did both)
+            self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
+            if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
+                self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
         self.progress = progress
         self.catalog.register(self.session)
         from pixql.functions import register_functions
@@ -63,6 +67,12 @@ class Engine:
     @property
     def store(self):
         return self.catalog.store
+
+    def cursor(self):
+        """Another engine on the same database (DuckDB's cursor(): a connection of its own, for
+        another thread) and the same model store; the caller closes it before this one."""
+        return Engine(self.session.database, model_store=str(self.store.root), read_only=self.read_only,
+                      progress=self.progress, cluster=self.cluster, connection=self.duckdb.cursor())
 
     def close(self):
         self.closed = True

@@ -166,6 +166,29 @@ class Result:
                 return self._relation.to_arrow_table()
         return self._frame_arrow(self.df())
 
+    fetchdf = df  # DuckDB's other names for them
+    fetch_df = df
+
+    def pl(self):
+        """The rows as a polars DataFrame (from arrow(), as DuckDB's `pl()` makes it)."""
+        try:
+            import polars
+        except ImportError:
+            raise PixqlError("pl() needs polars, which is not installed: pip install polars "
+                             "(or read the rows with .df() or .arrow())") from None
+        return polars.from_arrow(self.arrow())
+
+    def fetchnumpy(self):
+        """{column: numpy array} of every row, as DuckDB's `fetchnumpy()`."""
+        table = self.arrow()
+        return {name: column.to_numpy(zero_copy_only=False) for name, column in zip(table.column_names,
+                                                                                      table.columns)}
+
+    @property
+    def description(self):
+        """The DB-API's description, as DuckDB's: (name, type, None, None, None, None, None) a column."""
+        return [(name, kind, None, None, None, None, None) for name, kind in zip(self.columns, self.types)]
+
     def fetchall(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):

@@ -41,9 +41,10 @@ class Session:
     """One DuckDB connection. `run_nested(statement)` runs a pixql statement found inside a
     query (`FROM (EVALUATE ...)`) and returns its Result: the engine's own run."""
 
-    def __init__(self, database, read_only=False, wait=0, run_nested=None):
+    def __init__(self, database, read_only=False, wait=0, run_nested=None, connection=None):
         self.database = database or ":memory:"
-        self.duckdb = open_database(self.database, read_only, wait)
+        # `connection`: one of DuckDB's to the database already (a cursor() of another session's)
+        self.duckdb = connection if connection is not None else open_database(self.database, read_only, wait)
         self._run_nested = run_nested
         self._names = itertools.count(1)
         self._stale_tables = []  # temp tables of streams that ended; dropped before the next statement
