@@ -57,6 +57,20 @@ def test_csv_and_json_write_duckdb_values_as_a_reader_expects(run_cli):
     assert json.loads(run_cli("--format", "json", "-c", "SELECT range AS i FROM range(0)").stdout) == []
 
 
+def test_csv_and_json_write_intervals_as_duckdb_does(run_cli, tmp_path):
+    import duckdb
+
+    query = "SELECT INTERVAL '1 month 2 days 3 hours' AS iv, INTERVAL '-90 minutes' AS neg, 1 AS n"
+    written = run_cli("--format", "csv", "-c", query).stdout
+    assert written == "iv,neg,n\n1 month 2 days 03:00:00,-01:30:00,1\n"  # a month is not 30 days
+    (tmp_path / "iv.csv").write_text(written)
+    back = duckdb.sql(f"SELECT iv::INTERVAL = INTERVAL '1 month 2 days 3 hours', neg::INTERVAL = INTERVAL "
+                      f"'-90 minutes' FROM read_csv('{tmp_path / 'iv.csv'}')").fetchall()
+    assert back == [(True, True)]
+    assert json.loads(run_cli("--format", "json", "-c", query).stdout) == \
+        [{"iv": "1 month 2 days 03:00:00", "neg": "-01:30:00", "n": 1}]
+
+
 def test_json_is_valid_and_csv_and_json_keep_every_column_and_reals_short(run_cli):
     # JSON has no NaN or Infinity, in lists and structs either; namesakes are renamed as DuckDB's
     # df() renames them; a REAL is written as the float32 it is, not as its double's digits.

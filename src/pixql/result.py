@@ -243,10 +243,14 @@ class Result:
             if typed is None:
                 return None
             return list(typed.columns), [str(t) for t in typed.types], iter([self.frame_rows(frame, typed)])
+        types = [str(t) for t in self._relation.types]
+        texts = _interval_texts(self._relation, types)
         if self._query is None:
-            return (list(self._relation.columns), [str(t) for t in self._relation.types], iter([self.fetchall()]))
+            with _duckdb_errors(self.statement, self._cause):
+                rows = self.fetchall() if texts is None else texts.fetchall()
+            return list(self._relation.columns), types, iter([rows])
         with _duckdb_errors(self.statement, self._cause):
-            cursor = self._executed()
+            cursor = self._executed() if texts is None else self._connection.execute(texts.sql_query())
         names = [column[0] for column in cursor.description or []]
         types = [str(column[1]) for column in cursor.description or []]
 
@@ -488,6 +492,16 @@ def _values_relation(names, types, rows):
     params = [v for row in rows for v, kind in zip(row, types) if kind != "NULL"]
     values = ", ".join(f"({cells})" for _ in rows)
     return duckdb.sql(f"SELECT * FROM (VALUES {values}) AS t({quoted})", params=params)
+
+
+def _interval_texts(relation, types):
+    """`relation` with its INTERVAL columns as DuckDB's text of them ('1 month 2 days'), or None
+    where it has none: fetched, an INTERVAL is a Python timedelta, in which a month is 30 days."""
+    if "INTERVAL" not in types:
+        return None
+    quoted = ['"' + str(name).replace('"', '""') + '"' for name in relation.columns]
+    return relation.project(", ".join(f"CAST({q} AS VARCHAR) AS {q}" if kind == "INTERVAL" else q
+                                      for q, kind in zip(quoted, types)))
 
 
 _PRINTING = threading.Lock()
