@@ -245,6 +245,20 @@ def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
     assert "Error" in result.stderr  # the bad statement is reported, the session goes on
 
 
+def test_interactive_prompt_runs_dot_commands_at_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"],
+                                input="CREATE TABLE photos (image VARCHAR);\n.tables\n.schema photos\n.nope\n"
+                                      "SELECT 5 AS q;\n.models\n.quit\nSELECT 'after quit' AS never;\n")
+    assert result.exit_code == 0
+    assert "name\nphotos\n" in result.stdout and "CREATE TABLE photos(image VARCHAR);" in result.stdout
+    assert "unknown dot command '.nope'" in result.stderr and ".tables" in result.stderr
+    assert "q\n5\n" in result.stdout  # the statement after an unknown dot command is not swallowed
+    assert "imagenet_classifier" in result.stdout and "after quit" not in result.stdout
+
+
 def test_query_failing_when_its_rows_are_read_exits_1(run_cli):
     result = run_cli("-c", "SELECT 1 AS fine;\nSELECT 'a'::INT")
     assert result.exit_code == 1

@@ -23,6 +23,35 @@ def _connect(db, read_only=False, wait=0, cluster=None):
     return pixql.connect(db, progress=True, read_only=read_only, wait=wait, cluster=cluster)
 
 
+# The interactive prompt's dot commands, as DuckDB's shell has them ({} takes .schema's table name)
+_DOT_COMMANDS = {
+    ".tables": "SHOW TABLES",
+    ".schema": "SELECT sql FROM duckdb_tables() WHERE {0} IS NULL OR table_name = {0} "
+               "UNION ALL SELECT sql FROM duckdb_views() WHERE NOT internal AND ({0} IS NULL OR view_name = {0})",
+    ".models": "SHOW MODELS",
+}
+_DOT_HELP = {".tables": "the tables and views", ".schema [TABLE]": "their CREATE statements",
+             ".models": "the models (SHOW MODELS)", ".help": "this list", ".quit, .exit": "leave (or Ctrl-D)"}
+_QUIT = object()
+
+
+def _dot_command(words):
+    """The SQL a dot command runs, _QUIT, or None when it printed what it had to (help, or why not)."""
+    from pixql.ingest import quote_literal
+
+    name = words[0].lower()
+    if name in (".quit", ".exit"):
+        return _QUIT
+    if name == ".help" and len(words) == 1:
+        click.echo("\n".join(f"{command:<16}{what}" for command, what in _DOT_HELP.items()), err=True)
+        return None
+    if name not in _DOT_COMMANDS or len(words) > (2 if name == ".schema" else 1):
+        click.echo(f"Error: unknown dot command {' '.join(words)!r}; the prompt knows {', '.join(_DOT_HELP)}",
+                   err=True)
+        return None
+    return _DOT_COMMANDS[name].format(quote_literal(words[1]) if len(words) > 1 else "NULL")
+
+
 def _interactive(connection, fmt, out_dir, open_image, plot=False):
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -48,13 +77,20 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
             buffer = []
             click.echo(err=True)
             continue
-        buffer.append(line)
-        text = "\n".join(buffer).strip()
-        if not ends_statement(text) and text.lower() not in ("exit", "quit", ".quit"):
-            continue
-        buffer = []
-        if text.rstrip(";").strip().lower() in ("exit", "quit", ".quit"):
-            break
+        if not buffer and line.strip().startswith("."):  # a dot command is one line, run at once, as DuckDB's shell does
+            text = _dot_command(line.strip().rstrip(";").split())
+            if text is _QUIT:
+                break
+            if text is None:
+                continue
+        else:
+            buffer.append(line)
+            text = "\n".join(buffer).strip()
+            if not ends_statement(text) and text.lower() not in ("exit", "quit"):
+                continue
+            buffer = []
+            if text.rstrip(";").strip().lower() in ("exit", "quit"):
+                break
         try:
             run_script(connection, text, fmt, out_dir, open_image, plot)
         except KeyboardInterrupt:
