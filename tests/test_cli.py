@@ -266,6 +266,13 @@ def test_query_failing_when_its_rows_are_read_exits_1(run_cli):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_a_failing_final_select_points_at_its_own_line(run_cli, fmt):
+    result = run_cli("--format", fmt, "-c", "SELECT 1 AS fine;\n\n\nSELECT\n  x,\n  ('q' || x)::INT FROM range(3) t(x)")
+    assert result.exit_code == 1
+    assert "LINE 6:   ('q' || x)::INT" in result.stderr  # not the line of the renderer's wrapper around it
+
+
 def test_the_terminals_collector_still_frees_cycles_in_a_long_run(tmp_path):
     # collector.quiet_collector collects less often while torch and timm load; a long BUILD's cyclic
     # garbage must still be freed (a pass within each YOUNG_THRESHOLD allocations), and the

@@ -342,7 +342,17 @@ class Result:
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
-                return _shown(relation, max_rows, max_width, max_col_width)
+                try:
+                    return _shown(relation, max_rows, max_width, max_col_width)
+                except duckdb.Error:
+                    if self._query is None:
+                        raise
+                    # The renderer wraps the query, so its "LINE n" counts the wrapper's lines: the
+                    # query run as written (read and dropped) fails with DuckDB's words for it
+                    cursor = self._executed()
+                    while cursor.fetchmany(10_000):
+                        pass
+                    raise
         table = _plain_table(self._columns) if self._columns is not None else None
         if table is not None:  # a column of NULLs only: the type the statement declared for it
             names, kinds, rows = table
