@@ -123,6 +123,14 @@ def test_a_models_box_format_is_not_contradicted_quietly(halves):
     struct = halves.sql("PREDICT USING cm_xywh AS SELECT image, label, {'x1': x1, 'y1': y1, 'x2': x2, 'y2': y2} AS b "
                         "FROM photos").df()
     assert list(struct.predicted) == list(struct.label)
+    # naming the model's own box column keeps the format it was trained with (the corners reading
+    # of [x, y, w, h] was a sliver, or an "inverted box" the user never wrote)
+    xywh = "SELECT image, label, [x1, y1, x2 - x1, y2 - y1] AS b FROM photos"
+    named = halves.sql(f"PREDICT USING cm_xywh OPTIONS (box_col='B') AS {xywh}")
+    assert list(named.df().predicted) == list(named.df().label)
+    assert any("as model 'cm_xywh' was trained on them (box_format='xywh')" in m for m in named.messages)
+    assert list(halves.sql(f"PREDICT USING cm_xywh OPTIONS (box_col='b', box_format='xywh') AS {xywh}")
+                .df().predicted) == list(named.df().predicted)
     # an infinite corner is the box's fault, not the photo's
     with pytest.raises(DataError, match=r"row 1 has a box with an infinite corner \(10\.0, 10\.0, inf, 20\.0\)"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [10, 10, 'inf'::DOUBLE, 20] AS b "

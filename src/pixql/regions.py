@@ -46,6 +46,11 @@ def box_reading(resolved):
     return form == "xywh", bool(resolved.get("normalized")) or form == "normalized"
 
 
+def _column_names(box_col):
+    """A box_col's column name(s), lower case, as find_column compares them."""
+    return [n.strip().lower() for n in str(box_col).split(",") if n.strip()]
+
+
 class RegionReader:
     """Reads a statement's rows as images; counts the boxes it had to clip."""
 
@@ -65,18 +70,26 @@ class RegionReader:
         """Take the region options a model was trained with (its manifest's `regions`) where the
         statement names no box column and the query has the trained box column(s); messages saying
         what was taken, or that whole photos are read because the query lacks them."""
-        if not recorded or "box_col" in given:
+        if not recorded:
             return []
-        names = [n.strip() for n in recorded["box_col"].split(",") if n.strip()]
-        if recorded.get("mask_col"):
-            names.append(recorded["mask_col"])
+        boxes = _column_names(recorded["box_col"])
         have = {str(c).lower() for c in columns}  # compared as find_column does
-        missing = [n for n in names if n.lower() not in have]
-        if missing:
-            return [f"{keyword}: model '{model}' was trained on regions (box_col='{recorded['box_col']}'), but the "
-                    f"query has no column {', '.join(missing)}: whole photos were read (name the regions with "
-                    "OPTIONS (box_col=...))"]
-        taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
+        notes = []
+        if "box_col" in given:  # the model's own box column(s) named: still read as it was trained
+            if given["box_col"] is None or _column_names(given["box_col"]) != boxes:
+                return []
+            taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
+            if taken.get("mask_col") and taken["mask_col"].lower() not in have:
+                notes.append(f"{keyword}: model '{model}' was trained with mask_col='{taken.pop('mask_col')}', "
+                             "which the query lacks: its boxes alone were read")
+        else:
+            missing = [n for n in boxes + ([recorded["mask_col"]] if recorded.get("mask_col") else [])
+                       if n.lower() not in have]
+            if missing:
+                return [f"{keyword}: model '{model}' was trained on regions (box_col='{recorded['box_col']}'), but "
+                        f"the query has no column {', '.join(missing)}: whole photos were read (name the regions "
+                        "with OPTIONS (box_col=...))"]
+            taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
         clash = opt.contradiction(OPTIONS, taken, given)
         if clash:
             name, value, other, _ = clash
@@ -84,8 +97,10 @@ class RegionReader:
                               f"{other}={opt.sql_text(given[other])} contradicts: give the regions' options in full "
                               "(box_col=... with them), or leave that one out")
         self.resolved = dict(self.resolved, **taken)
-        shown_ = ", ".join(f"{k}={v!r}" for k, v in taken.items() if v not in (None, False, 0, 0.0))
-        return [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"]
+        shown_ = ", ".join(f"{k}={v!r}" for k, v in taken.items() if k == "box_col" or v != OPTIONS[k].default)
+        if not shown_:  # the model's box column named, and it was trained with the defaults
+            return notes
+        return notes + [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"]
 
     @property
     def active(self):
