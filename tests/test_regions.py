@@ -494,3 +494,43 @@ def test_segment_runs_photos_in_lanes_with_the_same_masks(data_root, colors_db, 
     assert list(out[1].mask_share) == list(out[2].mask_share)
     for a, b in zip(out[1]["mask"], out[2]["mask"]):
         assert a != b and (np.asarray(Image.open(a)) == np.asarray(Image.open(b))).all()
+
+
+def test_search_ranks_regions_not_the_whole_photos_stored_embeddings(halves, tmp_path):
+    """box_col asks for the regions' embeddings: a stored 'embedding' (of whole photos) is not read
+    for them, and emb_col with box_col is refused, as is mask_col without box_col."""
+    db = halves
+    red = tmp_path / "red_half.png"
+    Image.open(tmp_path / "two_0.png").crop((0, 0, 32, 32)).save(red)
+    db.sql("CREATE TABLE stored AS CONVERT USING cm AS SELECT * FROM photos")  # whole photos
+    ranked = db.sql(f"SEARCH IMAGE USING cm OPTIONS (search_input='{red}', box_col='box', top_k=6) "
+                    "AS SELECT * FROM stored").df()
+    assert list(ranked.label[:3]) == ["red"] * 3  # whole photos would tie
+    assert ranked.similarity[:3].min() > ranked.similarity[3:].max()
+    with pytest.raises(OptionError, match="emb_col names stored embeddings and box_col asks for the regions'"):
+        db.sql(f"SEARCH IMAGE USING cm OPTIONS (search_input='{red}', box_col='box', emb_col='embedding') "
+               "AS SELECT * FROM stored")
+    with pytest.raises(OptionError, match="mask_col=...\\) applies to a region"):
+        db.sql(f"SEARCH IMAGE USING cm OPTIONS (search_input='{red}', mask_col='mask') AS SELECT * FROM stored")
+
+
+def test_search_reads_the_regions_a_model_was_trained_on_and_pairs_name_their_boxes(halves, tmp_path):
+    from conftest import save_color_model
+
+    db = halves
+    save_color_model(db.engine.store, "cm_boxes", regions={"box_col": "x1,y1,x2,y2", "mask_col": None,
+                                                           "normalized": False, "padding": 0.0, "background": "white"})
+    red = tmp_path / "red_half.png"
+    Image.open(tmp_path / "two_0.png").crop((0, 0, 32, 32)).save(red)
+    by_image = db.sql(f"SEARCH IMAGE USING cm_boxes OPTIONS (search_input='{red}', top_k=3) AS SELECT * FROM photos")
+    assert list(by_image.df().label) == ["red"] * 3
+    assert any("read the regions as model 'cm_boxes' was trained on them" in m for m in by_image.messages)
+    by_text = db.sql("SEARCH IMAGE USING cm_boxes OPTIONS (search_by='text', search_input='blue', top_k=3) "
+                     "AS SELECT * FROM photos").df()
+    assert list(by_text.label) == ["blue"] * 3
+    # the three photos are alike: each pair says which box of each photo matched
+    pairs = db.sql("SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', box_col='box', threshold=0.9) "
+                   "AS SELECT image, box FROM photos")
+    assert pairs.columns == ["image", "box", "duplicate", "duplicate_box", "similarity"]
+    rows = pairs.fetchall()
+    assert len(rows) == 6 and all(box["x1"] == other["x1"] for _, box, _, other, _ in rows)  # red with red

@@ -37,7 +37,7 @@ def run(engine, statement):
         image_col = pick_image_col(first, resolved["image_col"], "the query")
         refuse_taken_columns("CONVERT", first.columns, [resolved["result_col"]], resolved["result_col"])
         # a model trained on regions embeds them, as its PREDICT reads them, where the query has them
-        notes.extend(reader.follow_model(given, _trained_regions(engine, statement.model), first.columns,
+        notes.extend(reader.follow_model(given, trained_regions(engine, statement.model), first.columns,
                                          "CONVERT", statement.model))
 
         def finish(frame, vectors):
@@ -61,7 +61,7 @@ def run(engine, statement):
                        {resolved["result_col"]: EMBEDDING.vector_type(embedder.dim)})
 
 
-def _trained_regions(engine, model):
+def trained_regions(engine, model):
     """The region options model `model` was trained with (its manifest's), or None: a base
     network or CLIP was never trained here."""
     try:

@@ -21,7 +21,7 @@ from pixql import keywords
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import PRECISION, frame_result, probabilities, refuse_taken_columns
-from pixql.commands.convert import embed_rows
+from pixql.commands.convert import embed_rows, trained_regions
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import column_named, pick_image_col
 from pixql.ml.bases import is_clip
@@ -73,19 +73,23 @@ def run(engine, statement):
             instead = f"; for that: {_INSTEAD[name].format(**resolved)}" if name in _INSTEAD else ""
             raise OptionError(f"SEARCH IMAGE: option '{name}' is for search_by=" + " or ".join(map(repr, searches))
                               + f", not search_by='{by}'{instead}", option=name)
+    regions.RegionReader(resolved)  # its options checked whichever way the rows are read
+    if given.get("box_col") is not None and resolved["emb_col"] is not None:
+        raise OptionError("SEARCH IMAGE: emb_col names stored embeddings and box_col asks for the regions' own: "
+                          "give one (CONVERT ... OPTIONS (box_col=...) stores the regions' embeddings)", option="emb_col")
     if by != "duplicates" and not resolved["search_input"]:
         raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
                           + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"),
                           option="search_input")
     if by == "duplicates":
-        return _duplicates(engine, statement, resolved)
+        return _duplicates(engine, statement, resolved, given)
     if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
         for name in ("emb_col", "index"):  # (a mistyped or misplaced option is not passed over)
             if given.get(name) is not None:
                 raise OptionError(f"SEARCH IMAGE: {name} is for search_by='image' or a CLIP model's text search; "
                                   f"'{statement.model}' finds '{resolved['search_input']}' by its class "
                                   f"probabilities, computed from the images: leave {name} out", option=name)
-        return _keyword(engine, statement, resolved)
+        return _keyword(engine, statement, resolved, given)
     columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
     refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"],
@@ -94,7 +98,7 @@ def run(engine, statement):
         query = embedder.embed_text([resolved["search_input"]])[0]
     else:
         query = _query_image(embedder, resolved)
-    return _ranked(engine, statement, resolved, embedder, query, columns)
+    return _ranked(engine, statement, resolved, embedder, query, columns, given)
 
 
 def _query_image(embedder, resolved):
@@ -108,11 +112,21 @@ def _query_image(embedder, resolved):
 
 
 # -- by embedding ---------------------------------------------------------------------------------
-def _ranked(engine, statement, resolved, embedder, query, columns):
+def _region_reader(engine, statement, resolved, given, columns):
+    """(a RegionReader for the rows, notes): the statement's own box_col, else the regions the model
+    was trained on where the rows have them, as its CONVERT and PREDICT read them."""
+    reader = regions.RegionReader(resolved)
+    return reader, reader.follow_model(given, trained_regions(engine, statement.model), columns, "SEARCH IMAGE",
+                                       statement.model)
+
+
+def _ranked(engine, statement, resolved, embedder, query, columns, given):
     """The top_k rows by cosine similarity to the unit vector `query`; `columns`: the query's."""
     session = engine.session
     types = {**columns, resolved["result_col"]: "DOUBLE"}  # the query's own kept (a DATE), for tables made of it
-    emb_col = _embedding_column(columns, resolved, len(query), statement.model)
+    # box_col asks for the regions' embeddings: a stored 'embedding' column is of whatever CONVERT embedded
+    emb_col = None if given.get("box_col") is not None else _embedding_column(columns, resolved, len(query),
+                                                                                statement.model)
     if emb_col is not None:  # DuckDB ranks the stored vectors itself, or an index proposes the rows
         frame, notes = _ranked_by_index(engine, statement, emb_col, query, resolved)
         if frame is None:
@@ -125,10 +139,10 @@ def _ranked(engine, statement, resolved, embedder, query, columns):
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
-    reader = regions.RegionReader(resolved)
+    reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
     vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
     return Result(statement, frame=_top(frame, EMBEDDING.similarity(vectors, query), resolved),
-                  messages=reader.message("SEARCH IMAGE"), column_types=types)
+                  messages=notes + reader.message("SEARCH IMAGE"), column_types=types)
 
 
 def _embedding_column(columns, resolved, dim, model):
@@ -231,7 +245,7 @@ def _top(frame, scores, resolved):
 
 
 # -- by keyword -----------------------------------------------------------------------------------
-def _keyword(engine, statement, resolved):
+def _keyword(engine, statement, resolved, given):
     """Rows ranked by the probability a classifier gives the classes the keyword names."""
     try:
         model, _manifest, _task = engine.catalog.load(statement.model, resolved["device"],
@@ -253,14 +267,14 @@ def _keyword(engine, statement, resolved):
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
-    reader = regions.RegionReader(resolved)
+    reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
     probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
     return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved),
-                  messages=reader.message("SEARCH IMAGE"), column_types=types)
+                  messages=notes + reader.message("SEARCH IMAGE"), column_types=types)
 
 
 # -- near-duplicates ------------------------------------------------------------------------------
-def _duplicates(engine, statement, resolved):
+def _duplicates(engine, statement, resolved, given):
     """Pairs of rows whose images' embeddings are at least `threshold` alike."""
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"],
                                        resolved["precision"])
@@ -272,7 +286,9 @@ def _duplicates(engine, statement, resolved):
     left_types = {}
     left = session.query_frame(statement, types=left_types)
     image_col = pick_image_col(left, resolved["image_col"], "the query")
-    a = _vectors(engine, embedder, left, left_types, image_col, resolved, statement.model)
+    reader, notes = _region_reader(engine, statement, resolved, given, left.columns)
+    stored = given.get("box_col") is None  # box_col asks for the regions' own embeddings
+    a = _vectors(engine, embedder, left, left_types, image_col, resolved, statement.model, reader, lookup=stored)
     against = resolved["against"]
     if against is None:
         right, b = left, a
@@ -283,24 +299,36 @@ def _duplicates(engine, statement, resolved):
         right = session.query_frame(statement, query, "against query", option="against", types=right_types)
         # emb_col names the rows' column: rows to compare with that lack it have their images embedded
         # (not another column of theirs, which another network may have made)
-        given = resolved["emb_col"]
+        emb_col = resolved["emb_col"]
+        right_reader = regions.RegionReader(reader.resolved, "the against query")
         b = _vectors(engine, embedder, right, right_types, pick_image_col(
             right, image_col if image_col in right else None, "the against query"), resolved, statement.model,
-            lookup=given is None or column_named(right_types, given) is not None)
+            right_reader, lookup=stored and (emb_col is None or column_named(right_types, emb_col) is not None))
+        reader.count({"clipped": right_reader.clipped})
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
     without = int(np.isnan(a).any(axis=1).sum() + (0 if against is None else np.isnan(b).any(axis=1).sum()))
-    return frame_result(statement, {
-        "image": [left[image_col].iloc[i] for i, _, _ in pairs],
-        "duplicate": [right[right_col].iloc[j] for _, j, _ in pairs],
-        resolved["result_col"]: [s for _, _, s in pairs],
-    }, [f"SEARCH IMAGE: {len(pairs)} pair(s) at least {threshold:g} alike among {len(left)}"
+    columns = {"image": [left[image_col].iloc[i] for i, _, _ in pairs]}
+    types = {"image": "VARCHAR", "duplicate": "VARCHAR", resolved["result_col"]: "DOUBLE"}  # (no pairs: no values)
+    # regions: which box of each photo, beside it (a photo's two boxes can be a pair)
+    region_cols = list(zip(reader.columns(left), regions.RegionReader(reader.resolved, "the against query")
+                           .columns(right))) if reader.active else []
+    for name, _ in region_cols:
+        columns[name] = [left[name].iloc[i] for i, _, _ in pairs]
+        types[name] = left_types.get(name)
+    columns["duplicate"] = [right[right_col].iloc[j] for _, j, _ in pairs]
+    for name, right_name in region_cols:
+        columns[f"duplicate_{name}"] = [right[right_name].iloc[j] for _, j, _ in pairs]
+        types[f"duplicate_{name}"] = left_types.get(name)
+    columns[resolved["result_col"]] = [s for _, _, s in pairs]
+    return frame_result(statement, columns, [
+        f"SEARCH IMAGE: {len(pairs)} pair(s) at least {threshold:g} alike among {len(left)}"
         + ("" if against is None else f" x {len(right)}") + " rows"
-        + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")],
-        types={"image": "VARCHAR", "duplicate": "VARCHAR", resolved["result_col"]: "DOUBLE"})  # (no pairs: no values)
+        + (f" ({without} row(s) without an embedding paired with nothing)" if without else "")]
+        + notes + reader.message("SEARCH IMAGE"), types={k: v for k, v in types.items() if v is not None})
 
 
-def _vectors(engine, embedder, frame, types, image_col, resolved, model, lookup=True):
+def _vectors(engine, embedder, frame, types, image_col, resolved, model, reader, lookup=True):
     """The rows' unit vectors: their embedding column (as _embedding_column picks it from the
     query's DuckDB `types`; `lookup=False`: none), else the images embedded (through the cache).
     A NULL embedding (CONVERT's for a photo it skipped) is a row of NaN, which pairs with nothing."""
@@ -312,7 +340,7 @@ def _vectors(engine, embedder, frame, types, image_col, resolved, model, lookup=
             raise OptionError(f"SEARCH IMAGE: column '{column}' holds vectors of other sizes than the "
                               f"{embedder.dim} numbers '{model}' makes: search with the model that made it")
         return _matrix(frame[column], embedder.dim)
-    return embed_rows(embedder, frame, image_col, resolved, engine.progress, regions.RegionReader(resolved))
+    return embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
 
 
 def _pairs(a, b, threshold, same):
