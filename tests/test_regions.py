@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import pixql
 from pixql.errors import DataError, OptionError
 
 
@@ -389,6 +390,12 @@ def test_crop_function_returns_the_box_as_png(halves):
     assert db.sql("SELECT crop(NULL, [0, 0, 1, 1]), crop(image, NULL) FROM photos LIMIT 1").fetchone() == (None, None)
     with pytest.raises(DataError, match="outside the 64x32 image"):
         db.sql("SELECT crop(image, [100, 100, 120, 120]) FROM photos").fetchall()
+    # a box inside the photo that rounds to no pixel is not "outside" it, nor the file's fault
+    with pytest.raises(pixql.RegionError, match=r"the box \(10\.2, 10\.2, 10\.4, 10\.4\) is under one pixel wide "
+                       r"or high in the 64x32 image.*\(row 1 of the query\); fix the row's box or mask") as info:
+        db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [10.2, 10.2, 10.4, 10.4] AS b "
+               "FROM photos LIMIT 1")
+    assert "remove the file" not in str(info.value) and info.value.row == 1
     # DETECT's STRUCT boxes, (x, y, w, h) STRUCTs and DOUBLE lists crop alike
     for box in ("{'x1': 32, 'y1': 0, 'x2': 64, 'y2': 32}", "{'x': 32.0, 'y': 0.0, 'w': 32.0, 'h': 32.0}",
                 "[32.0, 0.0, 64.0, 32.0]::DOUBLE[]"):
@@ -434,7 +441,8 @@ def test_bad_polygon_or_rle_masks_name_their_row_or_file(halves):
     with pytest.raises(DataError, match=r"the RLE mask of .*two_0.png is 10x10 but the image is 64x32") as info:
         db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, "
                "{'size': [10, 10], 'counts': [100]} AS m FROM photos ORDER BY image LIMIT 1")
-    assert info.value.path.endswith("two_0.png")
+    assert info.value.path.endswith("two_0.png") and isinstance(info.value, pixql.RegionError)
+    assert "fix the row's box or mask" in str(info.value) and "remove the file" not in str(info.value)
     with pytest.raises(DataError, match=r"row 1 has a mask that is a struct with \['a'\]"):
         db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, {'a': 1} AS m FROM photos")
     # text that names no file: the mask's row and column, not "image file not found"

@@ -86,6 +86,11 @@ class DataError(PixqlError):
     """Bad input data: a missing or unreadable image, an empty query, a missing column."""
 
 
+class RegionError(DataError):
+    """A row's box or mask that cannot be read from its photo (outside it, under a pixel, a mask of
+    another size): the photo itself is fine; `path` names it."""
+
+
 class TrainingError(PixqlError):
     """Training could not start or finish (too few classes, weights unavailable, ...)."""
 

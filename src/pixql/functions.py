@@ -23,7 +23,7 @@ import weakref
 from collections import OrderedDict
 
 from pixql.catalog import model_version
-from pixql.errors import CatalogError, DataError, PixqlError
+from pixql.errors import CatalogError, DataError, PixqlError, RegionError
 
 MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float each
 
@@ -144,8 +144,9 @@ class PredictFunctions:
                 except PixqlError as exc:
                     # DuckDB turns it into "Python exception occurred while executing the UDF: ...";
                     # the engine raises this error itself instead (take_failure).
-                    hint = ("; fix or remove the file, or leave its row out with WHERE" if exc.path is not None
-                            else "")
+                    hint = ("" if exc.path is None else "; fix its box or mask, or leave its row out with WHERE"
+                            if isinstance(exc, RegionError) else "; fix or remove the file, or leave its row out "
+                            "with WHERE")
                     exc.args = (f"{function}('{model}', ...): {exc}{hint}",)
                     self._failure = exc
                     raise

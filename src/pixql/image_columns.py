@@ -9,7 +9,7 @@ import contextlib
 import numpy as np
 
 from pixql import ingest
-from pixql.errors import DataError
+from pixql.errors import DataError, RegionError
 from pixql.query_rows import is_null
 
 
@@ -95,7 +95,11 @@ def image_errors(sources, can_skip):
         where = rows_of(sources) if exc.path is not None and exc.row is None else {}
         if str(exc.path) not in where:
             raise
-        skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
         row, what = where[str(exc.path)]
+        if isinstance(exc, RegionError):  # the photo is fine: its row's box or mask is not
+            skip = ", or add OPTIONS (on_error='skip') to skip such rows" if can_skip else ""
+            raise RegionError(f"{exc} (row {row} of {what}); fix the row's box or mask, or leave the row out "
+                              f"with WHERE{skip}", path=exc.path, row=row, query=what) from exc
+        skip = ", or add OPTIONS (on_error='skip') to skip unreadable images" if can_skip else ""
         raise DataError(f"{exc} (row {row} of {what}); fix or remove the file, or leave the row out with "
                         f"WHERE{skip}", path=exc.path, row=row, query=what) from exc

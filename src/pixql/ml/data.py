@@ -194,8 +194,8 @@ def draft_size(pre):
 
 
 class ImageRows(Dataset):
-    """Items are (tensor or None, target, row index, error or None); an error is a pair
-    (message, path), so that the main process can raise it naming the file."""
+    """Items are (tensor or None, target, row index, error or None); an error is
+    (message, path, its class), so that the main process can raise it naming the file."""
 
     threads = 1  # items prepared at once by __getitems__ (make_loader's `threaded`)
 
@@ -212,8 +212,8 @@ class ImageRows(Dataset):
         try:
             x = self.transform(load_image(self.paths[i], self.draft))
             return x, self.targets[i], i, None
-        except DataError as e:
-            return None, self.targets[i], i, (str(e), e.path if e.path is not None else str(self.paths[i]))
+        except DataError as e:  # its kind kept too: a RegionError's row is told to mend its box, not its file
+            return None, self.targets[i], i, (str(e), e.path if e.path is not None else str(self.paths[i]), type(e))
         except Exception as e:  # a transform failing on an odd image: still name the file
             return None, self.targets[i], i, (f"Image could not be prepared ({type(e).__name__}: {e}): "
                                               f"{self.paths[i]}", getattr(self.paths[i], "path", self.paths[i]))
@@ -267,7 +267,7 @@ def targets_tensor(targets):
 
 
 def collate_rows(items):
-    """ImageRows items -> (x or None, y, row indices, [(row, (error message, path))])."""
+    """ImageRows items -> (x or None, y, row indices, [(row, (error message, path, class))])."""
     good = [it for it in items if it[3] is None]
     errors = [(it[2], it[3]) for it in items if it[3] is not None]
     x = torch.stack([it[0] for it in good]) if good else None
@@ -336,12 +336,17 @@ def batches(loader, on_error="fail", skipped=None):
             yield x, y, idx
 
 
+def raise_failure(error):
+    """Raise an item's failure, (message, path[, its DataError class]), in this process."""
+    message, path, *kind = error
+    raise (kind[0] if kind else DataError)(message, path=path)
+
+
 def unreadable(errors, on_error="fail", skipped=None):
     """A batch's unreadable images (collate_rows' errors): the first raised as DataError, or with
     on_error='skip' their row indices added to `skipped`."""
     if errors:
         if on_error != "skip":
-            message, path = errors[0][1]
-            raise DataError(message, path=path)
+            raise_failure(errors[0][1])
         if skipped is not None:
             skipped.update(i for i, _ in errors)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pixql.errors import DataError, TrainingError
-from pixql.ml.data import ImageRows, auto_workers, make_loader
+from pixql.ml.data import ImageRows, auto_workers, make_loader, raise_failure
 from pixql.ml.lanes import lane_count
 from pixql.ml.lanes import run as lanes_run
 from pixql.ml.runtime import progress_bar, resolve_device
@@ -203,7 +203,7 @@ def loaded_batches(loader, on_error, skipped=None):
             if error is None:
                 good.append((x, i))
             elif on_error != "skip":
-                raise DataError(error[0], path=error[1])
+                raise_failure(error)
             elif skipped is not None:
                 skipped.add(i)
         if good:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pixql.errors import DataError
+from pixql.errors import DataError, RegionError
 
 # http://, https://, s3://, gs://, file://...: a scheme, as a URL starts.
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -146,11 +146,13 @@ class Region:
         if self.normalized:
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
         dx, dy = (x2 - x1) * self.padding, (y2 - y1) * self.padding
+        inside = min(width, x2 + dx) > max(0, x1 - dx) and min(height, y2 + dy) > max(0, y1 - dy)
         x1, y1 = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
         x2, y2 = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
         if x2 <= x1 or y2 <= y1:
-            raise DataError(f"the box {self.box} lies outside the {width}x{height} image: {self.path}",
-                            path=self.path)
+            where = ("is under one pixel wide or high in" if inside else "lies outside") + \
+                f" the {width}x{height} image"
+            raise RegionError(f"the box {self.box} {where}: {self.path}", path=self.path)
         return x1, y1, x2, y2
 
     def read(self):
@@ -204,7 +206,7 @@ class MaskShape:
             raise DataError("RLE masks need pycocotools: pip install pycocotools", path=image_path) from None
         rle_height, rle_width = self.size
         if (rle_width, rle_height) != (width, height):
-            raise DataError(f"the RLE mask of {image_path} is {rle_width}x{rle_height} but the image is "
+            raise RegionError(f"the RLE mask of {image_path} is {rle_width}x{rle_height} but the image is "
                             f"{width}x{height}: a mask must have its image's size", path=image_path)
         counts = self.data
         if isinstance(counts, tuple):  # uncompressed counts: COCO compresses them first
@@ -216,7 +218,7 @@ class MaskShape:
             with ignoring(DeprecationWarning):  # pycocotools' own numpy 2 deprecation, not the user's
                 return coco_mask.decode(rle).astype(bool)
         except Exception as exc:
-            raise DataError(f"the RLE mask of {image_path} cannot be decoded ({exc})", path=image_path) from None
+            raise RegionError(f"the RLE mask of {image_path} cannot be decoded ({exc})", path=image_path) from None
 
 
 def read_mask(mask, size, image_path, normalized=False):
@@ -229,8 +231,8 @@ def read_mask(mask, size, image_path, normalized=False):
     path = mask
     mask = read_image(path).convert("L")
     if mask.size != size:
-        raise DataError(f"the mask {path} is {mask.width}x{mask.height} but its image {image_path} is "
-                        f"{size[0]}x{size[1]}: a mask must have its image's size", path=path)
+        raise RegionError(f"the mask {path} is {mask.width}x{mask.height} but its image {image_path} is "
+                          f"{size[0]}x{size[1]}: a mask must have its image's size", path=path)
     return mask.point(lambda v: 255 if v > 127 else 0, mode="1")
 
 
