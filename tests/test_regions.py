@@ -290,6 +290,29 @@ def test_print_image_draws_boxes_on_photos_or_shows_crops(halves, tmp_path):
     assert (230, 25, 75) in colours and (230, 25, 75) not in {tuple(c) for c in np.asarray(plain.image).reshape(-1, 3)}
 
 
+def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves):
+    db = halves
+    # DETECT's row for a photo it found nothing in has a NULL box: the photo is shown without boxes
+    nothing = db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT image, box FROM photos WHERE x1 = 0 "
+                     "UNION ALL SELECT image || '', NULL FROM photos WHERE x1 = 32 AND image LIKE '%two_0%'")
+    assert len(nothing.df()) == 4 and nothing.image is not None
+    inverted = "SELECT image, label, [x2, y1, x1, y2] AS box FROM photos WHERE x1 = 32 UNION ALL " \
+               "SELECT image, label, box_list FROM photos WHERE x1 = 0"
+    with pytest.raises(DataError, match="inverted box .*OPTIONS \\(on_error='skip'\\)"):
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box') AS {inverted}")
+    skipped = db.sql(f"PRINT IMAGE OPTIONS (box_col='box', on_error='skip') AS {inverted}")  # as the message says
+    assert skipped.image is not None
+    assert len(db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted}").df()) == 3
+    with pytest.raises(DataError, match="no column 'nope' \\(option label_col\\)"):
+        db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='nope') AS SELECT * FROM photos")
+    assert db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='LABEL') AS SELECT * FROM photos").image is not None
+    for option in ("draw='crop'", "label_col='label'", "on_error='skip'"):  # about boxes, without any
+        with pytest.raises(OptionError, match="is about the boxes drawn or cut out: name their column with box_col"):
+            db.sql(f"PRINT IMAGE OPTIONS ({option}) AS SELECT * FROM photos")
+    with pytest.raises(OptionError, match="background=...\\) applies to a region"):
+        db.sql("PREDICT USING cm OPTIONS (background='black') AS SELECT * FROM photos")
+
+
 # -- SEGMENT ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def product_on_white(colors_db, tmp_path):

@@ -62,8 +62,8 @@ class RegionReader:
         self.clipped = 0
         self._sizes = {}
         if resolved.get("box_col") is None:
-            for name in ("mask_col", "normalized", "padding", "box_format"):
-                if resolved.get(name) not in (None, False, 0, 0.0, "xyxy"):
+            for name in ("mask_col", "normalized", "padding", "box_format", "background"):
+                if resolved.get(name) not in (None, False, 0, 0.0, "xyxy", OPTIONS["background"].default):
                     raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col")
 
     def follow_model(self, given, recorded, columns, keyword, model):

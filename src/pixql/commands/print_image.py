@@ -8,7 +8,8 @@ from pixql import regions
 from pixql.commands.common import caption
 from pixql.errors import DataError, OptionError
 from pixql.figures import Sheet
-from pixql.image_columns import check_image_paths, image_errors, pick_image_col
+from pixql.image_columns import check_image_paths, column_named, find_column, image_errors, pick_image_col
+from pixql.query_rows import is_null
 from pixql.result import Result
 
 OPTIONS = {
@@ -21,6 +22,8 @@ OPTIONS = {
     # labels; 'crop' shows each row's region cut out.
     "draw": opt.text("box", ("box", "crop")),
     "label_col": opt.text(),  # what a drawn box is labelled with (default: predicted, else label)
+    # draw='box': rows whose box is unusable are left out of the drawing (a NULL box is no box anyway)
+    "on_error": opt.text("fail", ("fail", "skip")),
     **regions.OPTIONS,
 }
 
@@ -31,7 +34,12 @@ SHEET_PIXELS = 134_217_728  # 2**27: e.g. 2330 tiles of the default 240 px
 def run(engine, statement):
     """`image_col` may name several columns ('image, duplicate'): each row's images then stand
     side by side, one row of the query per row of the sheet (near-duplicate pairs)."""
-    resolved, _ = opt.resolve("PRINT IMAGE", statement.options, OPTIONS)
+    resolved, given = opt.resolve("PRINT IMAGE", statement.options, OPTIONS)
+    if resolved["box_col"] is None:
+        for name in ("draw", "label_col", "on_error"):  # about boxes: passed over without them
+            if given.get(name) is not None:
+                raise OptionError(f"PRINT IMAGE: OPTIONS ({name}=...) is about the boxes drawn or cut out: name "
+                                  "their column with box_col", option=name)
     if resolved["limit"] * resolved["size"] ** 2 > SHEET_PIXELS:
         most = SHEET_PIXELS // resolved["size"] ** 2
         raise OptionError(f"PRINT IMAGE: limit={resolved['limit']} tiles of size={resolved['size']} px would make a "
@@ -67,10 +75,14 @@ def run(engine, statement):
 def _regions(statement, frame, image_col, reader, resolved):
     """Boxes drawn on their photos (one tile per photo, up to `limit` photos), or each row's crop."""
     check_image_paths(frame, image_col, "the query")
-    label_col = resolved["label_col"] or next((c for c in ("predicted", "label") if c in frame.columns), None)
+    label_col = find_column(frame, resolved["label_col"], "label_col", "the query") if resolved["label_col"] else \
+        next((c for c in (column_named(frame.columns, n) for n in ("predicted", "label")) if c is not None), None)
     if resolved["draw"] == "crop":
         frame = frame.head(resolved["limit"]).reset_index(drop=True)
-        items, _ = reader.items(frame, image_col)
+        items, bad = reader.items(frame, image_col)
+        if bad:  # on_error='skip': no tile for a row whose box cannot be cut out
+            frame = frame.drop(index=frame.index[bad]).reset_index(drop=True)
+            items = [item for i, item in enumerate(items) if i not in set(bad)]
         shown_ = set(reader.columns(frame))  # the crop shows the box (and mask): captions need not
         others = [c for c in frame.columns if c != image_col and c not in shown_]
         captions = [caption(row, others, image_col) for _, row in frame.iterrows()]
@@ -78,10 +90,17 @@ def _regions(statement, frame, image_col, reader, resolved):
     else:
         photos = list(dict.fromkeys(frame[image_col]))[:resolved["limit"]]
         frame = frame[frame[image_col].isin(photos)].reset_index(drop=True)
-        items, _ = reader.items(frame, image_col)
+        # a NULL box is a photo with nothing in it (DETECT's row for a photo it found nothing in)
+        boxes = [c for c in reader.columns(frame) if c != column_named(frame.columns, resolved["mask_col"] or "")]
+        empty = [all(is_null(frame[c].iloc[i]) for c in boxes) for i in range(len(frame))]
+        boxed = frame[[not e for e in empty]]
+        items, bad = reader.items(boxed, image_col)
+        items = dict(zip(boxed.index, items))
+        for i in bad:  # on_error='skip': left out of the drawing
+            items.pop(boxed.index[i])
         pictures, captions = [], []
         for photo in photos:
-            rows = [i for i, p in enumerate(frame[image_col]) if p == photo]
+            rows = [i for i, p in enumerate(frame[image_col]) if p == photo and i in items]
             labels = [frame[label_col].iloc[i] if label_col else None for i in rows]
             with image_errors([("the query", frame, image_col)], can_skip=False):
                 pictures.append(display.boxes_drawn(photo, [items[i] for i in rows], labels))
