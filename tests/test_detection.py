@@ -207,8 +207,11 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
     for function in ("predict", "predict_score"):  # the SQL functions say so too, in pixql's words
         with pytest.raises(OptionError, match=rf"{function}\('d', \.\.\.\): model 'd' is a detector: DETECT USING d"):
             db.sql(f"SELECT {function}('d', image) FROM test").fetchall()
-    with pytest.raises(OptionError, match="threshold is a score between 0 and 1"):
+    with pytest.raises(OptionError, match="^DETECT \\(line 1\\): threshold is a detection's least score, between 0"):
         db.sql("DETECT USING d OPTIONS (threshold=2) AS SELECT image FROM test")
+    with pytest.raises(OptionError, match="^EVALUATE \\(line 1\\): threshold is a detection's least score") as info:
+        db.sql("EVALUATE USING d OPTIONS (box_col='box', threshold=2) AS SELECT * FROM test")
+    assert info.value.option == "threshold"
     with pytest.raises(OptionError, match="OPTIONS \\(classes=...\\) names no class"):
         db.sql("DETECT USING d OPTIONS (classes=' | ') AS SELECT image FROM test")
     with pytest.raises(OptionError, match="green in OPTIONS \\(classes=...\\) are not classes of 'd'"):

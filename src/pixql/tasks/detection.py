@@ -60,7 +60,8 @@ class Detection:
             raise OptionError(f"model '{model}' is a detector: DETECT USING {model} AS ... finds its boxes, and "
                               f"EVALUATE USING {model} OPTIONS (box_col=...) scores them")
         if value is not None and not 0 <= value < 1:
-            raise OptionError(f"DETECT: threshold is a score between 0 and 1, got {value}")
+            raise OptionError(f"threshold is a detection's least score, between 0 and 1, got {value}",
+                              option="threshold")  # (the engine names the statement: DETECT or EVALUATE)
         return 0.5 if value is None else value
 
     # -- outputs --------------------------------------------------------------------------------------
