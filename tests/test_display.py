@@ -96,6 +96,19 @@ def test_contact_sheet_grid_and_captions(color_images):
         display.contact_sheet([], [], size=64)
 
 
+def test_captions_write_letters_beyond_ascii(color_images):
+    import numpy as np
+
+    path = color_images[0][0]
+
+    def sheet(text):
+        return np.asarray(display.contact_sheet([path], [[text]], size=128))
+
+    # a font without the letter draws the same "missing" box for each: ü and ï would look alike
+    assert not np.array_equal(sheet("Müller"), sheet("Mïller"))
+    assert not np.array_equal(sheet("Ωμέγα"), sheet("Ωμέγε"))
+
+
 def test_png_bytes_round_trip():
     image = Image.new("RGB", (5, 4), "red")
     data = display.png_bytes(image)

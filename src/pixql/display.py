@@ -3,6 +3,7 @@
 Rendering only; where a picture goes (a PNG file, a notebook cell) is the front end's call.
 """
 
+import functools
 import math
 import textwrap
 
@@ -15,10 +16,31 @@ _LINE = 1.3  # caption line height as a multiple of the font size
 
 
 def _font(px):
+    """DejaVu Sans, which matplotlib ships (Latin, Greek, Cyrillic: 'ü' in a file name or a
+    label), found without importing matplotlib; else Pillow's own font, which has ASCII only."""
+    path = _dejavu()
+    if path is not None:
+        try:
+            return ImageFont.truetype(path, px)
+        except OSError:  # (no FreeType in this Pillow)
+            pass
     try:
         return ImageFont.load_default(size=px)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
         return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=1)
+def _dejavu():
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(folder, "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def _caption_lines(caption, width_chars, max_lines=3):
