@@ -44,8 +44,10 @@ def squares_db(tmp_path_factory):
         db.duckdb.execute(f"CREATE TABLE {name} AS SELECT image, label, x1, y1, x2, y2, "
                           "{'x1': x1, 'y1': y1, 'x2': x2, 'y2': y2} AS box FROM f")
         db.duckdb.unregister("f")
-    built = db.sql("BUILD MODEL d USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', "
-                   "label_col='label', epochs=4, image_size=96, validation='test') AS SELECT * FROM train").df()
+    result = db.sql("BUILD MODEL d USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', "
+                    "label_col='label', epochs=4, image_size=96, validation='test') AS SELECT * FROM train")
+    built = result.df()
+    built.attrs["messages"] = result.messages
     yield db, built, folder
     db.close()
 
@@ -54,6 +56,9 @@ def test_build_trains_a_detector_and_describes_it(squares_db):
     db, built, _ = squares_db
     row = built.iloc[0]
     assert (row.task, row.classes, row.train_rows, row.validation_rows, row.epochs) == ("detection", 2, 12, 6, 4)
+    boxes = [db.sql(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("train", "test")]
+    assert f"trained on 12 photo(s) holding {boxes[0]} box(es); validated on 6 photo(s) holding {boxes[1]}" in \
+        " ".join(built.attrs["messages"])  # train_rows counts photos: the boxes are said
     manifest = db.sql("DESCRIBE MODEL d").info["manifest"]
     history = manifest["history"]
     assert history[-1]["loss"] < history[0]["loss"]  # it learns

@@ -351,6 +351,10 @@ def _train_detector(engine, statement, resolved, given, base, init):
             num_workers=resolved["num_workers"], init=None if init is None else (init[0]["network"], init[1]),
             validate=validate)
     messages = [f"{statement.keyword}: {note}" for note in notes]
+    # (train_rows counts photos, a detector's unit of training: one row of the query is one box)
+    messages.append(f"{statement.keyword}: trained on {len(photos)} photo(s) holding "
+                    f"{sum(len(b) for b in boxes)} box(es)" + (f"; validated on {len(val_photos)} photo(s) holding "
+                                                               f"{sum(len(b) for b in val_boxes)}" if val_photos else ""))
     if left_out:
         messages.append(f"{statement.keyword}: {len(left_out)} row(s) with no image path or an unusable box or label "
                         f"were skipped (on_error='skip'): row(s) {shown(left_out)}")
