@@ -462,3 +462,32 @@ def test_results_answer_duckdbs_other_readers(db, color_csv):
             predicted.pl()
     else:
         assert predicted.pl().shape == (3, 4)
+
+
+def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv):
+    from pixql.errors import ArgumentError
+
+    _copy_colors(db, color_csv)
+    assert db.execute("SELECT ? AS a, ? AS b", [1, "x"]).fetchall() == [(1, "x")]  # as duckdb's execute()
+    assert db.sql("SELECT $n + 1 AS a", params={"n": 41}).fetchall() == [(42,)]
+    reds = db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?", ["red"]).df()
+    assert len(reds) == 12 and set(reds.label) == {"red"}
+    # a value is a value: quotes in it never become SQL
+    assert len(db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?",
+                      ["red' OR 1=1 --"]).df()) == 0
+    db.sql("CREATE TABLE blues AS PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = $l",
+           {"l": "blue"})
+    assert db.sql("SELECT count(*) FROM blues").fetchone() == (12,)
+    streamed = db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?", ["red"])
+    db.sql("SELECT 1")  # the next statement drops the bound rows: the result keeps its own
+    assert len(streamed.df()) == 12
+    for script, params, message in [
+        ("SELECT 1; SELECT ?", [1], "params go with a script of one statement"),
+        ("SELECT ?", 5, "params must be a list \\(for \\?\\) or a dict"),
+        ("SHOW MODELS", [1], "SHOW MODELS has none"),
+        ("SELECT * FROM (PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?)", ["red"],
+         "not those of a pixql statement inside it"),
+    ]:
+        with pytest.raises(ArgumentError, match=message):
+            db.sql(script, params)
+    assert not [t for (t,) in db.sql("SELECT table_name FROM duckdb_tables()").fetchall() if "params" in t]

@@ -51,19 +51,22 @@ class Connection:
     def model_store(self):
         return str(self._engine.store.root)
 
-    def sql(self, script):
+    def sql(self, script, params=None):
         """Run one or more `;`-separated statements; return the last one's Result. A pandas or
         polars DataFrame or an Arrow table in the caller's variables is a table by its name, as in
-        `duckdb.sql()`: `db.sql("PREDICT USING m AS SELECT * FROM df")`."""
+        `duckdb.sql()`: `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's:
+        a list for `?`, a dict for `$name`, for a script of one statement (a pixql statement's
+        query too: `db.sql("PREDICT USING m AS SELECT * FROM photos WHERE label = ?", ["cat"])`)."""
         caller = sys._getframe(1)
         last = Result()
-        for _statement, last, _is_last in self.run_script(script, "sql", ChainMap(caller.f_locals, caller.f_globals)):
+        for _statement, last, _is_last in self.run_script(script, "sql", ChainMap(caller.f_locals, caller.f_globals),
+                                                          params=params):
             pass
         return last
 
     execute = sql
 
-    def run_script(self, script, _caller="run_script", namespace=None):
+    def run_script(self, script, _caller="run_script", namespace=None, params=None):
         """Run `script`'s statements one by one, yielding (statement, its Result, whether it is the
         last) as each completes: the loop under `sql()`, the CLI, the notebook magic and the demo.
         The whole script is parsed first, so a syntax error anywhere runs nothing. Ctrl-C while a
@@ -78,6 +81,13 @@ class Connection:
         if self._engine.closed:  # as DuckDB's closed connection says, for every statement alike
             raise SqlError("Connection Error: Connection already closed! (open another with pixql.connect())")
         statements = parse_script(script)
+        if params is not None:
+            if not isinstance(params, (list, tuple, dict)):
+                raise ArgumentError(f"{_caller}(): params must be a list (for ?) or a dict (for $name), got "
+                                    f"{type(params).__name__}")
+            if len(statements) != 1:
+                raise ArgumentError(f"{_caller}(): params go with a script of one statement, as DuckDB's; this one "
+                                    f"has {len(statements)}")
         self._engine.check_syntax(statements)
         session = self._engine.session
         # registered for this script only (a later table of the name must not be shadowed); a
@@ -87,7 +97,7 @@ class Connection:
         try:
             for i, statement in enumerate(statements):
                 try:
-                    result = self._engine.run(statement)
+                    result = self._engine.run(statement, params)
                 except KeyboardInterrupt as exc:
                     raise Interrupted(statement.keyword, statement.line) from exc
                 session.refresh_frames()  # a table the statement made of a DataFrame's name is that table now

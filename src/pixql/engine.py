@@ -112,12 +112,14 @@ class Engine:
         """Whether the models (and what lives beside them) go when this engine closes."""
         return self._tmpdir is not None
 
-    def run(self, statement):
+    def run(self, statement, params=None):
+        """`statement`'s Result; `params` (a list for `?`, a dict for `$name`) fill the parameters
+        of a plain statement, or of a pixql statement's query."""
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's
         keep_freed_memory()  # once per process: each batch's activations kept for the next
         try:
-            with quiet_while_loading():  # the first statement that loads torch and timm
+            with quiet_while_loading(), self.session.parameters(statement, params) as statement:
                 result = handler(statement)(self, statement)
         except BaseException as exc:  # Ctrl-C too
             self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction

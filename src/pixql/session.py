@@ -14,7 +14,7 @@ import time
 import uuid
 
 from pixql import ingest
-from pixql.errors import DataError, OptionError, SqlError, public_text
+from pixql.errors import ArgumentError, DataError, OptionError, SqlError, public_text
 from pixql.sql import nested_statements
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
@@ -53,6 +53,7 @@ class Session:
         self._functions = []  # those names, removed from DuckDB's catalog at close
         self._taken = None  # names of the database's own functions and macros, read once
         self._frames = []  # the caller's DataFrames registered by name for the script that runs (use_frames)
+        self.params = None  # DuckDB's parameters for the plain statement that runs (parameters())
 
     def close(self):
         import duckdb
@@ -169,6 +170,50 @@ class Session:
             return self.duckdb.extract_statements(sql)
         except duckdb.Error as exc:
             raise SqlError(str(exc)) from exc
+
+    # -- parameters (db.sql(..., params=...)) ----------------------------------------------------
+    @contextlib.contextmanager
+    def parameters(self, statement, params):
+        """The statement to run with `params` bound: a plain one runs with them (`self.params`); a
+        pixql statement's query runs once with them into a temporary table, which the statement
+        reads instead (its query may run several times: a count, its columns, its rows), dropped
+        before the next statement. Values are DuckDB's parameters, never SQL text."""
+        import dataclasses
+
+        import duckdb
+
+        from pixql.sql import CreateTableAs, Sql
+
+        if params is None:
+            yield statement
+            return
+        inner = statement.statement if isinstance(statement, CreateTableAs) else statement
+        if isinstance(inner, Sql):
+            if nested_statements(inner.sql, inner.line, inner.col):
+                raise ArgumentError("params fill a query's ? or $name, not those of a pixql statement inside it: "
+                                    "give them to that statement (db.sql('PREDICT ... WHERE x = ?', params))")
+            self.params = params
+            try:
+                yield statement
+            finally:
+                self.params = None
+            return
+        query = getattr(inner, "query", None)
+        if not isinstance(query, str) or not query.strip():
+            raise ArgumentError(f"params fill the ? or $name of a statement's query; {inner.keyword} has none")
+        if nested_statements(query, inner.query_line, inner.query_col):
+            raise ArgumentError("params fill a query's ? or $name, not those of a pixql statement inside it: "
+                                "give them to that statement (db.sql('PREDICT ... WHERE x = ?', params))")
+        table = self.temp_name("params")
+        try:
+            self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {query}", params).fetchall()
+        except duckdb.Error as exc:
+            raise self.error(exc, "query") from exc
+        try:
+            bound = dataclasses.replace(inner, query=f"SELECT * FROM {table}")
+            yield bound if inner is statement else dataclasses.replace(statement, statement=bound)
+        finally:
+            self._stale_tables.append(table)  # (a streamed result copied its rows while the statement ran)
 
     # -- queries that hold pixql statements ---------------------------------------------------
     @contextlib.contextmanager

@@ -34,14 +34,16 @@ def run(engine, statement):
                 return _computed(session, session.duckdb.sql(sql), statement)
             text = statement.duckdb_text
             (parsed,) = session.duckdb.extract_statements(text)
-            # A relation takes no parameters: `SELECT $x` (a variable, as execute() reads it) runs now.
-            if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters:
+            # A relation takes no parameters: `SELECT $x` (a variable, as execute() reads it) runs now,
+            # as does one given params (db.sql(..., params=...))
+            if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters and \
+                    session.params is None:
                 relation = session.duckdb.sql(text)
                 if session.frames_in_use:  # it cannot outlive the caller's DataFrames of this script
                     return _computed(session, relation, statement)
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure)
-            return _executed(session.duckdb, statement, text, parsed.type.name)
+            return _executed(session.duckdb, statement, text, parsed.type.name, session.params)
         except duckdb.Error as exc:
             raise session.error(exc) from exc
         except ValueError as exc:  # extract_statements found more or fewer than one statement
@@ -67,9 +69,9 @@ def _computed(session, relation, statement):
     return Result(statement, relation=kept, cause=session.udf_failure)
 
 
-def _executed(con, statement, text, kind):
+def _executed(con, statement, text, kind, params=None):
     """Run `text` now, once, and keep DuckDB's rows."""
-    cursor = con.execute(text)
+    cursor = con.execute(text, params) if params is not None else con.execute(text)
     names = [column[0] for column in cursor.description or []]
     types = [str(column[1]) for column in cursor.description or []]
     rows = cursor.fetchall()
