@@ -491,3 +491,14 @@ def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv
         with pytest.raises(ArgumentError, match=message):
             db.sql(script, params)
     assert not [t for (t,) in db.sql("SELECT table_name FROM duckdb_tables()").fetchall() if "params" in t]
+
+
+def test_connect_takes_duckdbs_config(tmp_path):
+    from pixql.errors import ArgumentError
+
+    with pixql.connect(str(tmp_path / "c.duckdb"), config={"threads": 1, "memory_limit": "1GB"}) as db:
+        assert db.sql("SELECT current_setting('threads')").fetchone() == (1,)
+    with pytest.raises(SqlError, match="options were not recognized: nosuch"):
+        pixql.connect(config={"nosuch": 1})
+    with pytest.raises(ArgumentError, match="config must be a dict"):
+        pixql.connect(config=[("threads", 1)])

@@ -25,7 +25,7 @@ from pixql.errors import (
 __version__ = "0.1.0"
 
 
-def connect(database=None, *, model_store=None, read_only=False, progress=True, wait=0, cluster=None):
+def connect(database=None, *, model_store=None, read_only=False, progress=True, wait=0, cluster=None, config=None):
     """Open a pixql connection over a DuckDB database (in memory when `database` is None).
 
     Models live in `model_store`, else `$PIXQL_HOME`, else `<database>.models/`
@@ -35,6 +35,8 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     `cluster`: where PREDICT, DETECT, CONVERT, EVALUATE, BUILD and FIT run: 'local' (this process),
     'auto' (Ray's choice) or a Ray cluster's address ('ray://host:10001'); default $PIXQL_CLUSTER,
     else 'local'. Nothing connects until a statement needs it (pip install 'pixql[ray]').
+    `config`: DuckDB's settings for the database, as `duckdb.connect(config=...)` takes them
+    ({'threads': 4, 'memory_limit': '8GB'}).
     """
     import os
 
@@ -62,8 +64,10 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
         cluster = default_address() if cluster is None else check_address(cluster, "connect(): cluster")
     except OptionError as exc:
         raise ArgumentError(str(exc)) from None
+    if config is not None and not isinstance(config, dict):
+        raise ArgumentError(f"connect(): config must be a dict of DuckDB settings, got {type(config).__name__}")
     return Connection(None if database is None else os.fspath(database), model_store=model_store,
-                      read_only=read_only, progress=progress, wait=wait, cluster=cluster)
+                      read_only=read_only, progress=progress, wait=wait, cluster=cluster, config=config)
 
 
 def load_ipython_extension(ipython):  # `%load_ext pixql`

@@ -19,9 +19,10 @@ class Connection:
     `db.duckdb` is the underlying DuckDB connection. Usable as a context manager.
     """
 
-    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local"):
+    def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local",
+                 config=None):
         self._engine = Engine(database, model_store=model_store, read_only=read_only, progress=progress,
-                              wait=wait, cluster=cluster)
+                              wait=wait, cluster=cluster, config=config)
         self._cursors = []
 
     def cursor(self):

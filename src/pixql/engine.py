@@ -33,11 +33,12 @@ MODEL_WRITERS = (BuildModel, FitModel, DropModel)
 
 class Engine:
     def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local",
-                 connection=None):
-        """`connection`: a DuckDB connection to `database` already open (cursor())."""
+                 connection=None, config=None):
+        """`connection`: a DuckDB connection to `database` already open (cursor()); `config`: DuckDB's
+        settings."""
         self.cluster = cluster  # where PREDICT, BUILD, ... run unless OPTIONS (cluster=...) says (cluster.py)
         self.read_only = read_only
-        self.session = Session(database, read_only, wait, run_nested=self.run, connection=connection)
+        self.session = Session(database, read_only, wait, run_nested=self.run, connection=connection, config=config)
         root = model_store or default_store_root(database)
         self._tmpdir = None
         self.closed = False

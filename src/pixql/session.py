@@ -41,10 +41,11 @@ class Session:
     """One DuckDB connection. `run_nested(statement)` runs a pixql statement found inside a
     query (`FROM (EVALUATE ...)`) and returns its Result: the engine's own run."""
 
-    def __init__(self, database, read_only=False, wait=0, run_nested=None, connection=None):
+    def __init__(self, database, read_only=False, wait=0, run_nested=None, connection=None, config=None):
         self.database = database or ":memory:"
         # `connection`: one of DuckDB's to the database already (a cursor() of another session's)
-        self.duckdb = connection if connection is not None else open_database(self.database, read_only, wait)
+        self.duckdb = connection if connection is not None else open_database(self.database, read_only, wait,
+                                                                              config)
         self._run_nested = run_nested
         self._names = itertools.count(1)
         self._stale_tables = []  # temp tables of streams that ended; dropped before the next statement
@@ -580,7 +581,7 @@ def _refuse_other_files(database):
                        path=database)
 
 
-def open_database(database, read_only, wait):
+def open_database(database, read_only, wait, config=None):
     """DuckDB's connection; a file another process holds is a clear message, or with `wait`
     (seconds) is tried again until it is free or the time is up."""
     import duckdb
@@ -589,7 +590,9 @@ def open_database(database, read_only, wait):
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            return duckdb.connect(database, read_only=read_only)
+            return duckdb.connect(database, read_only=read_only, config=config or {})
+        except duckdb.InvalidInputException as exc:  # a setting DuckDB does not know, or a bad value
+            raise SqlError(f"cannot open database {database}: {exc}") from exc
         except duckdb.ConnectionException as exc:  # this process has it open already, another way
             if "different configuration" not in str(exc):
                 raise SqlError(f"cannot open database {database}: {exc}") from exc
