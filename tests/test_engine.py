@@ -502,3 +502,30 @@ def test_connect_takes_duckdbs_config(tmp_path):
         pixql.connect(config={"nosuch": 1})
     with pytest.raises(ArgumentError, match="config must be a dict"):
         pixql.connect(config=[("threads", 1)])
+
+
+def test_ctrl_c_inside_duckdb_is_the_interrupt_front_ends_expect(tmp_path):
+    """DuckDB answers Ctrl-C with its own errors (InterruptException from interrupt(), a RuntimeError
+    'Query interrupted' for a SIGINT while rows are fetched): pixql raises a KeyboardInterrupt
+    (Interrupted, naming the statement, where one was running), and the connection goes on."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, threading, pixql\n"
+        "db = pixql.connect()\n"
+        "long = 'SELECT count(*) FROM range(300000000000) t(x) WHERE x % 7 = 3'\n"
+        "sigint = lambda: os.kill(os.getpid(), signal.SIGINT)\n"
+        "for stop, script in ((db.duckdb.interrupt, 'CREATE TABLE t AS ' + long + '; SELECT 1'), (sigint, long),\n"
+        "                     (db.duckdb.interrupt, long)):\n"
+        "    threading.Timer(1.0, stop).start()\n"
+        "    try:\n"
+        "        db.sql(script).fetchall()\n"
+        "    except KeyboardInterrupt as exc:\n"
+        "        print(type(exc).__name__, exc)\n"
+        "print(db.sql('SELECT 42').fetchone()[0])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert "Traceback" not in out.stderr and lines[-1] == "42", out.stderr
+    assert lines[0] == "Interrupted statement at line 1: interrupted; nothing half-written was kept"
+    assert lines[1:3] == ["KeyboardInterrupt ", "KeyboardInterrupt "]  # while a lazy result's rows were read

@@ -13,7 +13,7 @@ from pixql.catalog import Catalog
 from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
-from pixql.errors import PixqlError
+from pixql.errors import PixqlError, is_interrupt
 from pixql.session import Session
 from pixql.sql.statements import BuildModel, DropModel, FitModel
 from pixql.store import ModelStore
@@ -126,6 +126,8 @@ class Engine:
             self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
             if isinstance(exc, PixqlError):
                 raise self.locate(exc, statement)
+            if is_interrupt(exc):  # Ctrl-C inside DuckDB: the KeyboardInterrupt every front end expects
+                raise KeyboardInterrupt from exc
             raise
         if isinstance(statement, MODEL_WRITERS) and self.session.in_transaction():
             result.messages.append(f"{statement.keyword}: models are not part of DuckDB's transactions: "

@@ -128,10 +128,18 @@ def public_text(text):
     return _PRIVATE_FUNCTION.sub(r"\1", text)
 
 
+def is_interrupt(exc):
+    """Whether `exc` is DuckDB's answer to Ctrl-C: an InterruptException (interrupt()), or the
+    RuntimeError 'Query interrupted' that a SIGINT while a query runs becomes."""
+    return type(exc).__name__ == "InterruptException" or (type(exc) is RuntimeError and
+                                                          str(exc) == "Query interrupted")
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C while a statement ran (a KeyboardInterrupt, as Python expects): `keyword` and `line`
     name the statement. Nothing half-written is kept."""
 
     def __init__(self, keyword=None, line=None):
-        super().__init__(f"{keyword} (line {line}): interrupted; nothing half-written was kept")
+        where = f"statement at line {line}" if keyword == "SQL" else f"{keyword} (line {line})"  # as locate() says
+        super().__init__(f"{where}: interrupted; nothing half-written was kept")
         self.keyword, self.line = keyword, line

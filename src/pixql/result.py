@@ -5,7 +5,7 @@ import io
 import threading
 import itertools
 
-from pixql.errors import PixqlError, SqlError
+from pixql.errors import PixqlError, SqlError, is_interrupt
 
 
 @contextlib.contextmanager
@@ -16,7 +16,13 @@ def _duckdb_errors(statement, cause=None):
 
     try:
         yield
+    except RuntimeError as exc:  # (DuckDB's Ctrl-C while the rows are computed)
+        if is_interrupt(exc):
+            raise KeyboardInterrupt from exc
+        raise
     except duckdb.Error as exc:
+        if is_interrupt(exc):
+            raise KeyboardInterrupt from exc
         where = f"statement at line {statement.line}: " if statement is not None else ""
         failure = cause() if cause is not None else None
         if failure is not None:

@@ -14,7 +14,7 @@ import time
 import uuid
 
 from pixql import ingest
-from pixql.errors import ArgumentError, DataError, OptionError, SqlError, public_text
+from pixql.errors import ArgumentError, DataError, OptionError, SqlError, is_interrupt, public_text
 from pixql.sql import nested_statements
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
@@ -157,7 +157,10 @@ class Session:
     # -- errors -----------------------------------------------------------------------------
     def error(self, exc, what=None):
         """The pixql error for DuckDB's `exc`: the error a UDF (predict()) raised, else SqlError,
-        or DataError naming `what` failed (a statement's query)."""
+        or DataError naming `what` failed (a statement's query); Ctrl-C inside DuckDB is the
+        KeyboardInterrupt the front ends expect."""
+        if is_interrupt(exc):
+            return KeyboardInterrupt()
         failure = self.udf_failure()
         if failure is not None:
             return failure
