@@ -197,6 +197,25 @@ def test_a_value_never_becomes_sql_that_runs(ip):
     assert ip.cell("%pixql SELECT count(*) AS n FROM t").n.tolist() == [1]
 
 
+def test_negative_values_builtins_quoted_subscripts_and_pandas_missing_values(ip):
+    import numpy as np
+
+    ip.cell("%pixql CREATE TABLE t AS SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')) v(id, label)")
+    ip["n"] = -1
+    # 3-{n} is 3- -1: '3--1' would be 3 and a comment, and delete row 3
+    ip.cell("%pixql DELETE FROM t WHERE id = 3-{n} AND label = 'zzz'")
+    assert ip.cell("%pixql SELECT count(*) AS n FROM t").n.tolist() == [4]
+    assert ip.cell("%pixql SELECT 10-{n} AS x, 10-$n AS y, 'after' AS z").iloc[0].tolist() == [11, 11, "after"]
+    ip["rows"], ip["d"] = [10, 20], {"a": 1, "folder": "/data"}
+    frame = ip.cell("%pixql SELECT {len(rows)} AS a, {max(rows)} AS b, {d['a']} AS c, {d[\"a\"]} AS e, "
+                    "'{d[\"folder\"]}/x.csv' AS f")
+    assert frame.iloc[0].tolist() == [2, 20, 1, 1, "/data/x.csv"]
+    ip["na"], ip["nat"] = pd.NA, pd.NaT
+    ip["when"] = np.datetime64("2024-01-01T00:00:00.000000000")
+    frame = ip.cell("%pixql SELECT {na} IS NULL AS a, {nat} IS NULL AS b, typeof({when}) AS c, {when} AS d")
+    assert frame.iloc[0].tolist()[:3] == [True, True, "TIMESTAMP"] and str(frame.d[0]) == "2024-01-01 00:00:00"
+
+
 def test_struct_literals_and_unknown_braces_pass_through(ip):
     assert ip.cell("%pixql SELECT {'a':10} AS s").s.tolist() == [{"a": 10}]
     ip["a"] = 3  # a dict display stays SQL's struct even when its names are Python's
@@ -324,7 +343,7 @@ def test_errors_can_be_caught_in_python(ip):
 
 
 def test_interrupt_is_reported_as_a_message(ip, capsys, monkeypatch):
-    def interrupted(statement):
+    def interrupted(statement, params=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ip.magics.connection.engine, "run", interrupted)
@@ -358,7 +377,7 @@ def test_interrupt_while_a_result_is_read_is_a_message_too(ip, capsys, monkeypat
 
     monkeypatch.setattr(Result, "df", interrupted)  # Ctrl-C while a lazy query's rows are computed
     error, printed = run_failing(ip, capsys, "%pixql SELECT 1")
-    assert "SQL (line 1): interrupted" in printed and "nothing half-written" in printed
+    assert "statement at line 1: interrupted" in printed and "nothing half-written" in printed
 
 
 # -- a notebook's DataFrames are tables by their names (as in duckdb.sql) ------------------------------

@@ -9,7 +9,8 @@ A value is never pasted in as raw SQL. Where it lands decides how it is written:
 Comments and $$-quoted strings are left as written.
 
 `{...}` is a reference when it holds a Python expression over names that are all defined
-(`{n}`, `{cfg.data}`, `{n * 10}`, `{paths[0]}`), with an optional format spec (`{rate:.2f}`);
+(`{n}`, `{cfg.data}`, `{n * 10}`, `{paths[0]}`, `{d['k']}`, `{len(rows)}`: Python's builtins beside
+at least one defined name), with an optional format spec (`{rate:.2f}`);
 `$name` when the (dotted) name is defined. Anything else stays as written: a dict or set
 display (DuckDB's struct literal `{'a': 10}`), braces with no Python name in them, names that
 are not defined (a SQL column in `{'k': x}`), JSON in strings and DuckDB's `$1` parameters.
@@ -31,6 +32,7 @@ _FIELD_OR_DOLLAR = re.compile(_FIELD.pattern + "|" + _DOLLAR.pattern)  # group 1
 _DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MISSING = object()
+_BUILTINS = set(dir(__import__("builtins")))
 
 
 def expand(text, namespace, expressions=True):
@@ -39,19 +41,19 @@ def expand(text, namespace, expressions=True):
     if not text or not any(c in text for c in "{}$"):
         return text
     out = []
-    for kind, piece in _segments(text):
+    for kind, piece in _segments(text, namespace if expressions else None):
         if kind == "verbatim":
             out.append(piece)
             continue
         # one pass over both forms: a value written in is never read again for references
         # (a value holding '$name' stays that text)
         def dollar(m, kind=kind):
-            return _render(_lookup(m.group(2), namespace), None, kind, m.group(0))
+            return _apart(m, _render(_lookup(m.group(2), namespace), None, kind, m.group(0)))
 
         def reference(m, kind=kind):
             if m.re is _FIELD_OR_DOLLAR and m.group(2) is not None:  # $name
                 return dollar(m)
-            written = _field(m, namespace, kind, expressions)
+            written = _apart(m, _field(m, namespace, kind, expressions))
             if kind == "code" and m.group(1) is not None and written == m.group(0):
                 # braces that are SQL's (a struct literal {k: $v}): the $names inside are references
                 return "{" + _FIELD_OR_DOLLAR.sub(lambda d: dollar(d) if d.group(2) else d.group(0), m.group(1)) + "}"
@@ -59,6 +61,13 @@ def expand(text, namespace, expressions=True):
 
         out.append((_FIELD_OR_DOLLAR if kind == "code" else _FIELD).sub(reference, piece))
     return "".join(out)
+
+
+def _apart(match, written):
+    """`written` for `match`, a space before it where it starts with '-' after a '-': 3-{n} with
+    n = -1 is 3- -1, not 3--1, which SQL reads as 3 and a comment."""
+    before = match.string[match.start() - 1:match.start()]
+    return " " + written if before == "-" and written.startswith("-") else written
 
 
 def expand_text(text, namespace):
@@ -76,13 +85,21 @@ def expand_text(text, namespace):
 
 
 # -- where a reference stands ------------------------------------------------------------------
-def _segments(text):
+def _segments(text, namespace=None):
     """Split SQL text into (kind, piece): 'code', 'string' ('...'), 'estring' (E'...', where a
-    backslash escapes), 'ident' ("..."), and 'verbatim' (comments, $$-quoted strings)."""
+    backslash escapes), 'ident' ("..."), and 'verbatim' (comments, $$-quoted strings). With a
+    `namespace`, a reference in code whose expression holds quotes ({d['a']}) stays code whole."""
     i = start = 0
     n = len(text)
     while i < n:
         c = text[i]
+        if c == "{" and namespace is not None and not text.startswith("{{", i):
+            close = text.find("}", i + 1)
+            content = text[i + 1:close]
+            if close > 0 and "{" not in content and any(q in content for q in "'\"") and \
+                    _parsed(content, namespace) is not None:
+                i = close + 1
+                continue
         if c in "'\"":
             kind = "ident" if c == '"' else "string"
             if c == "'" and i and text[i - 1] in "eE" and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_")):
@@ -161,24 +178,33 @@ def _candidates(content):
     return candidates
 
 
-def _reference(content, namespace):
-    """(value, format spec or None) of `{content}`, or (_MISSING, None) when it is no reference."""
-    candidates = _candidates(content)
-    for expression, spec in candidates:
+def _parsed(content, namespace):
+    """(the expression's tree, format spec or None) when `{content}` is a reference, else None."""
+    for expression, spec in _candidates(content):
         try:
             tree = ast.parse(expression.strip(), mode="eval")
         except SyntaxError:
             continue
         if isinstance(tree.body, (ast.Dict, ast.Set, ast.DictComp, ast.SetComp)):
-            return _MISSING, None  # a struct literal's shape: SQL's, not Python's
+            return None  # a struct literal's shape: SQL's, not Python's
         names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-        if not names or not names <= set(namespace):
-            return _MISSING, None
-        try:
-            return eval(compile(tree, "<pixql>", "eval"), {"__builtins__": __builtins__}, namespace), spec
-        except Exception:  # noqa: BLE001  (a reference that fails to evaluate stays as written)
-            return _MISSING, None
-    return _MISSING, None
+        # Python's builtins too ({len(rows)}), beside at least one name of the namespace
+        if not names & set(namespace) or not names <= set(namespace) | _BUILTINS:
+            return None
+        return tree, spec
+    return None
+
+
+def _reference(content, namespace):
+    """(value, format spec or None) of `{content}`, or (_MISSING, None) when it is no reference."""
+    parsed = _parsed(content, namespace)
+    if parsed is None:
+        return _MISSING, None
+    tree, spec = parsed
+    try:
+        return eval(compile(tree, "<pixql>", "eval"), {"__builtins__": __builtins__}, namespace), spec
+    except Exception:  # noqa: BLE001  (a reference that fails to evaluate stays as written)
+        return _MISSING, None
 
 
 def _render(value, spec, kind, written):
@@ -215,6 +241,11 @@ def _quote(text):
 
 def literal(value):
     """A Python value as a DuckDB literal of its type."""
+    kind = type(value).__name__
+    if kind in ("NAType", "NaTType"):  # pandas' missing values (pd.NA, pd.NaT): NULL, not '<NA>'
+        return "NULL"
+    if kind == "datetime64":  # numpy's (a DataFrame's .values): its int would be nanoseconds
+        value = value.astype("datetime64[us]").item()  # a datetime, or None for NaT
     if not isinstance(value, (datetime.date, str, bytes)):
         if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
             value = value.item()  # numpy scalars
