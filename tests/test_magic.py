@@ -135,6 +135,25 @@ def test_db_option_errors(ip):
         ip.cell("%pixql --db")
     with pytest.raises(PixqlCellError, match="unknown option '--nope'"):
         ip.cell("%pixql --nope x")
+    # an option after --db is an option, not a SQL comment that lets the file open read-write
+    with pytest.raises(PixqlCellError, match="unknown option '--readonly'"):
+        ip.cell("%pixql --db x.duckdb --readonly")
+    with pytest.raises(PixqlCellError, match="--wait needs a number of seconds, not 'soon'"):
+        ip.cell("%pixql --db x.duckdb --wait soon")
+    with pytest.raises(PixqlCellError, match="--read-only and --wait go with --db FILE"):
+        ip.cell("%pixql --read-only SELECT 1")
+
+
+def test_db_option_opens_read_only_for_a_second_notebook(ip, tmp_path):
+    import pixql
+
+    with pixql.connect(str(tmp_path / "shared.duckdb")) as first:
+        first.sql("CREATE TABLE t AS SELECT 1 AS x")
+    ip.cell(f"%pixql --db {tmp_path / 'shared.duckdb'} --read-only --wait 1")
+    assert ip.cell("%pixql SELECT x FROM t").x.tolist() == [1]
+    with pytest.raises(PixqlCellError, match="read-only"):
+        ip.cell("%pixql CREATE TABLE w AS SELECT 2 AS y")
+    ip.cell("%pixql --db=:memory:")
 
 
 def test_pixql_db_environment_variable_is_the_default(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
     %load_ext pixql
     %pixql --db shop.duckdb                      # choose the database (default: in memory)
+    %pixql --db shop.duckdb --read-only --wait 5 # beside another notebook that writes it
     %%pixql                                      # a cell of ';'-separated statements
     COPY photos OPTIONS (overwrite=true) FROM '{FOLDER}/photos.csv';
     SELECT label, count(*) FROM photos GROUP BY label
@@ -23,7 +24,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_loca
 from pixql.errors import Interrupted, PixqlError
 from pixql.interpolation import expand, expand_text
 
-USAGE = "usage: %pixql [--db FILE] [STATEMENT; ...]   or a %%pixql [--db FILE] cell of statements"
+USAGE = ("usage: %pixql [--db FILE [--read-only] [--wait SECONDS]] [STATEMENT; ...]   or a %%pixql line with "
+         "those options and a cell of statements")
 
 
 class PixqlCellError(PixqlError):
@@ -50,6 +52,7 @@ class PixqlMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.database = os.environ.get("PIXQL_DB") or None  # None: in memory, like pixql.connect()
+        self.read_only, self.wait = False, 0
         self._connection = None
 
     @property
@@ -59,15 +62,15 @@ class PixqlMagics(Magics):
             import pixql
 
             try:
-                self._connection = pixql.connect(self.database)
+                self._connection = pixql.connect(self.database, read_only=self.read_only, wait=self.wait)
             except PixqlError as exc:
                 raise PixqlCellError(str(exc), exc) from None
         return self._connection
 
-    def use(self, database):
+    def use(self, database, read_only=False, wait=0):
         """Close the current connection and open `database` (None: in memory)."""
         self.close()
-        self.database = database
+        self.database, self.read_only, self.wait = database, read_only, wait
         return self.connection
 
     def close(self):
@@ -87,10 +90,10 @@ class PixqlMagics(Magics):
         DataFrame (`result = %pixql PREDICT ...`), or the picture of PRINT IMAGE.
         """
         namespace = {**self.shell.user_ns, **(local_ns or {})}
-        line, database = _split_options(line)
+        line, database, read_only, wait = _split_options(line)
         if database is not _UNCHANGED:
             database = None if database is None else expand_text(database, namespace)
-            self.use(database)
+            self.use(database, read_only, wait)
         # In a cell, statement line numbers in messages count the %%pixql line, as the cell shows it.
         script = expand(line if cell is None else line + "\n" + cell, namespace)
         if not script.strip():
@@ -129,30 +132,44 @@ _UNCHANGED = object()
 
 
 def _split_options(line):
-    """`--db FILE` / `--db=FILE` at the start of the magic's line -> (rest, FILE).
-
-    FILE is None for `:memory:`, and `_UNCHANGED` when the line has no `--db`.
-    """
+    """`--db FILE` (or `--db=FILE`), then `--read-only` and `--wait SECONDS`, at the start of the
+    magic's line -> (rest, FILE, read_only, wait). FILE is None for `:memory:`, and `_UNCHANGED`
+    when the line has no `--db`; an unknown option, or one without `--db`, is refused."""
     stripped = line.strip()
     if not stripped.startswith("--"):
-        return line, _UNCHANGED
+        return line, _UNCHANGED, False, 0
+    database, read_only, wait = _UNCHANGED, False, 0
     try:
         lexer = shlex.shlex(stripped, posix=True)
         lexer.whitespace_split = True
         lexer.commenters = ""
-        first = lexer.get_token()
-        if first == "--db":
-            database = lexer.get_token()
-        elif first and first.startswith("--db="):
-            database = first[len("--db="):]
-        else:
-            raise PixqlCellError(f"unknown option {first!r}; {USAGE}")
-        if not database:
-            raise PixqlCellError(f"--db needs a file name (or :memory:); {USAGE}")
-        rest = lexer.instream.read()
+        while True:
+            rest = lexer.instream.read()
+            lexer = shlex.shlex(rest, posix=True)
+            lexer.whitespace_split = True
+            lexer.commenters = ""
+            if not rest.strip().startswith("--"):
+                break
+            option, _, value = lexer.get_token().partition("=")
+            if option == "--db":
+                database = value or lexer.get_token()
+                if not database:
+                    raise PixqlCellError(f"--db needs a file name (or :memory:); {USAGE}")
+            elif option == "--read-only" and not value:
+                read_only = True
+            elif option == "--wait":
+                text = value or lexer.get_token()
+                try:
+                    wait = float(text)
+                except (TypeError, ValueError):
+                    raise PixqlCellError(f"--wait needs a number of seconds, not {text!r}; {USAGE}") from None
+            else:
+                raise PixqlCellError(f"unknown option {option!r}; {USAGE}")
     except ValueError as exc:  # unbalanced quotes
         raise PixqlCellError(f"cannot read the options {stripped!r}: {exc}; {USAGE}") from None
-    return rest, (None if database == ":memory:" else database)
+    if database is _UNCHANGED:
+        raise PixqlCellError(f"--read-only and --wait go with --db FILE; {USAGE}")
+    return rest, (None if database == ":memory:" else database), read_only, wait
 
 
 # -- what a cell shows ------------------------------------------------------------------------
