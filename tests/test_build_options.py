@@ -321,6 +321,14 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     blue = db.sql("PREDICT USING lin2 AS SELECT * FROM colors WHERE label = 'blue'").df()
     assert (blue["predicted"] == "blue").all()
     assert db.engine.store.load_rows("lin2")["digests"].shape == (16, 16)  # a later FIT keeps them all
+    # rows held out for validation are not trained on as earlier rows either: they would score themselves
+    db.sql("CREATE TABLE reds AS SELECT * FROM colors WHERE label = 'red'")
+    held = db.sql("FIT MODEL lin_val USING lin OPTIONS (validation='reds') AS SELECT * FROM colors "
+                  "WHERE label = 'blue'")
+    reds = db.sql("SELECT count(*) FROM reds").fetchone()[0]
+    assert held.df().loc[0, "train_rows"] == 16 - reds
+    assert any(f"{reds} earlier row(s) are validation rows now and were left out of training" in m
+               for m in held.messages)
 
     # The cache may be deleted at any time: the model's own copy of its rows' embeddings is used.
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "empty-cache"))

@@ -213,10 +213,13 @@ def _train(engine, statement, resolved, given, base, task, init):
         used, lost = trained.options.get("previous_rows"), trained.options.get("previous_rows_not_cached", 0)
         if used is not None:
             where = trained.options.get("previous_rows_from") or "the embedding cache"
+            held = trained.options.get("previous_rows_validating", 0)
             messages.append(f"{statement.keyword}: the head was refitted on {used} of the rows "
                             f"'{statement.source_model}' was trained on (embeddings from {where}) plus the "
                             f"query's {len(paths)}" + (f"; {lost} earlier row(s) are no longer in the embedding "
-                                                       "cache and were left out" if lost else ""))
+                                                       "cache and were left out" if lost else "")
+                            + (f"; {held} earlier row(s) are validation rows now and were left out of training"
+                               if held else ""))
         else:
             messages.append(f"{statement.keyword}: '{statement.source_model}' kept no training rows (built "
                             "without the embedding cache, or before pixql kept them): the head was refitted "

@@ -100,7 +100,7 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         if init is not None:
             kept = run.prior_rows is not None
             opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing,
-                        previous_rows_from=run.prior_source)
+                        previous_rows_from=run.prior_source, previous_rows_validating=run.prior_held)
     elif mode == "top":
         from pixql.ml import top_tune
 
@@ -277,6 +277,7 @@ class _Run:
         # prior_rows: those of the model that FIT MODEL continues (see _with_prior_rows)
         self.rows, self.prior_rows, self.prior_used, self.prior_missing = None, None, 0, 0
         self.prior_source = None  # where the prior rows' embeddings came from
+        self.prior_held = 0  # prior rows left out because they are validation rows now
         self.cache_key = None  # linear: the embedding cache's backbone key, when the cache was used
         self.cache_hits = 0  # images whose frozen-network output came from the embedding cache
         self.frozen_stages = 0  # finetune: the first stages kept pretrained (_frozen_stages)
@@ -305,7 +306,8 @@ class _Run:
                 raise DataError("None of the training images could be read")
             if digests is not None:
                 digests = [digests[i] for i in rows.tolist()]
-                feats, y, digests = self._with_prior_rows(cache, feats, y, digests)
+                held = {file_digest(p) for p in self.val_paths or []} if self.prior_rows is not None else set()
+                feats, y, digests = self._with_prior_rows(cache, feats, y, digests, held)
             val = None
             if self.val_paths:
                 vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
@@ -342,15 +344,17 @@ class _Run:
         self.cache_hits += hits
         return out, rows
 
-    def _with_prior_rows(self, cache, feats, y, digests):
+    def _with_prior_rows(self, cache, feats, y, digests, held=frozenset()):
         """FIT MODEL on a linear model: its original training rows join the new ones (their
         embeddings as the model keeps them, else from the cache; a row given again takes its new
-        label), so that the refitted head keeps what the first one learned."""
+        label), so that the refitted head keeps what the first one learned. Those among the
+        validation rows (`held`: their digests) are left out: a row trained on scores itself."""
         if self.prior_rows is None:
             return feats, y, digests
         new = set(digests)
         old = [(bytes(d.tolist()), i) for i, d in enumerate(self.prior_rows["digests"])]
-        old = [(d, i) for d, i in old if d not in new]
+        self.prior_held = sum(d in held and d not in new for d, _ in old)
+        old = [(d, i) for d, i in old if d not in new and d not in held]
         embeddings = kept_features(self.prior_rows)
         self.prior_source = "the model" if embeddings is not None else "the embedding cache"
         if embeddings is not None:
