@@ -9,7 +9,7 @@ import pixql
 from conftest import make_color_images
 from pixql import metrics, options
 from pixql.commands import SCHEMAS
-from pixql.errors import DataError, OptionError
+from pixql.errors import DataError, OptionError, StoreError
 
 
 @pytest.fixture
@@ -349,6 +349,16 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     result = db.sql("FIT MODEL big2 USING big AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
     assert result.df().loc[0, "train_rows"] == 3
     assert any("13 earlier row(s) are no longer in the embedding cache" in m for m in result.messages)
+
+    # A damaged rows file is said, not taken for "kept no rows" (which refitted on the new rows alone)
+    rows_file = db.engine.store.path("lin") / "rows.safetensors"
+    data = bytearray(rows_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    rows_file.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="keeps its training rows in .*rows.safetensors, which is damaged "
+                                         "\\(its checksum does not match") as info:
+        db.sql("FIT MODEL lin4 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
+    assert info.value.path == str(rows_file) and not db.engine.store.exists("lin4")
 
 
 def test_validation_rows_that_are_training_rows_are_pointed_out(db):

@@ -220,22 +220,32 @@ class ModelStore:
 
     # -- writing ---------------------------------------------------------------
     def load_rows(self, name, manifest=None):
-        """The training rows a model keeps (ROWS: numpy arrays), or None when it keeps none or the
-        file does not match `manifest` (by default the model's; give the one load() returned, so
-        the rows are that version's) and the caller then does without them. Read as numpy: the
-        embeddings are kept as uint16 (bf16's upper halves), which torch before 2.3 cannot load."""
+        """The training rows a model keeps (ROWS: numpy arrays), or None when it keeps none.
+        `manifest`: by default the model's; give the one load() returned, so the rows are that
+        version's. A rows file that is missing or does not match it is a StoreError: FIT MODEL
+        would otherwise refit on the new rows alone, losing the earlier ones without a word. Read
+        as numpy: the embeddings are kept as uint16 (bf16's upper halves), which torch before 2.3
+        cannot load."""
         from safetensors.numpy import load as load_bytes
 
         manifest = manifest if manifest is not None else self.manifest(name)
         if not manifest.get("rows_sha256"):
             return None
+        path = self.path(name) / ROWS
+        why = None
         try:
-            data = (self.path(name) / ROWS).read_bytes()
+            data = path.read_bytes()
             if hashlib.sha256(data).hexdigest() != manifest["rows_sha256"]:
-                return None
-            return load_bytes(data)
-        except Exception:  # missing or unreadable: a cost (rows not reused), never a failed statement
-            return None
+                why = "its checksum does not match the manifest's"
+            else:
+                return load_bytes(data)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        except Exception as exc:  # noqa: BLE001  (safetensors' own errors)
+            why = f"it cannot be read ({exc})"
+        raise StoreError(f"model '{name}' keeps its training rows in {path}, which is damaged ({why}): refitting "
+                         "on the new rows alone would lose the earlier ones; rebuild the model (BUILD MODEL ... "
+                         "OPTIONS (overwrite=true)) or BUILD a new one on all the rows", path=str(path))
 
     def save(self, name, state_dict, manifest, overwrite=False, rows=None):
         """Write a complete model, then swap it in; returns the manifest as stored.
