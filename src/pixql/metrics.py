@@ -114,13 +114,15 @@ def average_precision(y_true, scores):
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def multilabel_report(y_true, y_pred, scores, classes):
+def multilabel_report(y_true, y_pred, scores, classes, unscored=0):
     """Multi-label report from [n, k] 0/1 arrays (true, predicted) and [n, k] scores.
 
     Per class: precision, recall, f1, support and average_precision; then 'micro avg',
     'macro avg', 'weighted avg', 'samples avg' (as scikit-learn's classification_report
     on indicator arrays) and 'mAP' (the mean average precision over the classes that
-    have positives, in `average_precision`).
+    have positives, in `average_precision`). The last `unscored` classes are labels the model
+    has no score for: their average precision is 0, as a class never found has in detection
+    (all-tied scores would give their share of the rows: 1.0 for a label on every row).
     """
     import pandas as pd
 
@@ -133,7 +135,8 @@ def multilabel_report(y_true, y_pred, scores, classes):
     support = y_true.sum(axis=0)
     predicted = y_pred.sum(axis=0)
     precision, recall, f1 = _prf(tp, predicted, support)
-    ap = np.array([average_precision(y_true[:, j], scores[:, j]) for j in range(len(classes))])
+    ap = np.array([average_precision(y_true[:, j], scores[:, j]) if j < len(classes) - unscored
+                   else (0.0 if y_true[:, j].any() else float("nan")) for j in range(len(classes))])
     rows = [[c, precision[j], recall[j], f1[j], int(support[j]), ap[j]] for j, c in enumerate(classes)]
 
     mp, mr, mf = _prf(tp.sum(), predicted.sum(), support.sum())

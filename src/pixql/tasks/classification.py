@@ -377,14 +377,14 @@ class MultiLabel(SingleLabel):
         for i, labels in enumerate(truth):
             for label in labels:
                 y_true[i, column[label]] = True
-        # a label the model lacks is never predicted: scored 0 for every row, so that its average
-        # precision is its prevalence (as for any all-tied score), not an order of NaNs
+        # a label the model lacks is never predicted: scored 0 for every row, and its average
+        # precision is 0 (metrics.multilabel_report's `unscored`)
         scores = np.zeros((n, len(all_classes)))
         scores[:, :len(classes)] = probs
         y_pred = np.zeros_like(y_true)
         y_pred[:, :len(classes)] = probs >= threshold
         if output == "report":
-            return metrics.multilabel_report(y_true, y_pred, scores, all_classes), None
+            return metrics.multilabel_report(y_true, y_pred, scores, all_classes, unscored=len(unknown)), None
         if output == "confusion":
             return metrics.multilabel_confusion_frame(y_true, y_pred, all_classes), None
         predicted, top = self.decide(probs, classes, threshold)
