@@ -148,6 +148,15 @@ def test_predict_on_error_skip_gives_null_answers_for_unreadable_rows(colors_db,
     # Without skip the same query stops at the first unreadable image.
     with pytest.raises(DataError, match="row 25 of the query"):
         colors_db.sql("PREDICT USING cm AS SELECT * FROM bad WHERE image IS NOT NULL")
+    # nested in a query, in a table made of it, or in another statement's query: its notes are the statement's
+    for statement in ("SELECT count(*) FROM (PREDICT USING cm OPTIONS (on_error='skip') AS SELECT * FROM bad) "
+                      "WHERE predicted IS NOT NULL",
+                      "CREATE TABLE evaluated AS SELECT * FROM (EVALUATE USING cm OPTIONS (on_error='skip') "
+                      "AS SELECT * FROM bad)",
+                      "PRINT IMAGE AS SELECT * FROM (PREDICT USING cm OPTIONS (on_error='skip') AS SELECT * FROM bad) "
+                      "WHERE predicted IS NOT NULL LIMIT 2"):
+        nested = colors_db.sql(statement)
+        assert any(f"row 25: {bad}" in m and "row 26: no image path" in m for m in nested.messages), statement
 
 
 def test_on_error_skip_messages_reach_the_cli_stderr(colors_db, tmp_path):

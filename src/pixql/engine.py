@@ -119,9 +119,12 @@ class Engine:
         self.session.drop_stale_tables()
         self.functions.take_failure()  # a predict() error of an earlier statement is not this one's
         keep_freed_memory()  # once per process: each batch's activations kept for the next
+        outer, self.session.nested_messages = self.session.nested_messages, []  # (this run may be a nested one)
         try:
             with quiet_while_loading(), self.session.parameters(statement, params) as statement:
                 result = handler(statement)(self, statement)
+            # the notes of the statements nested in it (rows skipped, labels unknown) are its notes too
+            result.messages[:0] = self.session.nested_messages
         except BaseException as exc:  # Ctrl-C too
             self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
             if isinstance(exc, PixqlError):
@@ -129,6 +132,8 @@ class Engine:
             if is_interrupt(exc):  # Ctrl-C inside DuckDB: the KeyboardInterrupt every front end expects
                 raise KeyboardInterrupt from exc
             raise
+        finally:
+            self.session.nested_messages = outer
         if isinstance(statement, MODEL_WRITERS) and self.session.in_transaction():
             result.messages.append(f"{statement.keyword}: models are not part of DuckDB's transactions: "
                                    "ROLLBACK does not undo this")

@@ -55,6 +55,7 @@ class Session:
         self._taken = None  # names of the database's own functions and macros, read once
         self._frames = []  # the caller's DataFrames registered by name for the script that runs (use_frames)
         self.params = None  # DuckDB's parameters for the plain statement that runs (parameters())
+        self.nested_messages = []  # the notes of the pixql statements nested in the statement that runs
 
     def close(self):
         import duckdb
@@ -236,7 +237,8 @@ class Session:
             results = [(start, stop, self._run_nested(inner)) for start, stop, inner in found]
             for start, stop, result in reversed(results):
                 name = self.temp_name("nested")
-                frame = result.df()
+                frame = result.df()  # (a streamed result's notes come as it is computed)
+                self.nested_messages[:0] = result.messages
                 self.duckdb.register(name, frame)
                 names.append(name)
                 typed = ingest.frame_select(frame, result.duckdb_types())  # an empty result's types kept
