@@ -529,3 +529,15 @@ def test_ctrl_c_inside_duckdb_is_the_interrupt_front_ends_expect(tmp_path):
     assert "Traceback" not in out.stderr and lines[-1] == "42", out.stderr
     assert lines[0] == "Interrupted statement at line 1: interrupted; nothing half-written was kept"
     assert lines[1:3] == ["KeyboardInterrupt ", "KeyboardInterrupt "]  # while a lazy result's rows were read
+
+
+def test_create_table_as_a_pixql_statement_on_a_read_only_database_is_refused_before_any_work(tmp_path, color_csv):
+    with pixql.connect(str(tmp_path / "ro.duckdb"), progress=False) as db:
+        _copy_colors(db, color_csv)
+    with pixql.connect(str(tmp_path / "ro.duckdb"), read_only=True, progress=False) as db:
+        db.engine.catalog.load = None  # loading a model would be work done for nothing: it must not happen
+        with pytest.raises(SqlError, match="cannot create table p: database ro is opened read-only.*nothing was run"):
+            db.sql("CREATE TABLE p AS PREDICT USING imagenet_classifier AS SELECT * FROM colors")
+        db.engine.catalog.load = type(db.engine.catalog).load.__get__(db.engine.catalog)
+        db.sql("CREATE TEMP TABLE p AS PREDICT USING imagenet_classifier AS SELECT * FROM colors LIMIT 2")
+        assert db.sql("SELECT count(*) FROM p").fetchone() == (2,)

@@ -24,6 +24,17 @@ MIN_STREAM_HEADROOM = 32 * 2**20
 WRITING = set()
 
 
+def _refuse_read_only(con, parts, table):
+    """DuckDB's refusal to write a read-only database, before the statement computes its rows
+    (DuckDB says it only at the CREATE, after them, as an aborted transaction)."""
+    databases = dict(con.execute("SELECT database_name, readonly FROM duckdb_databases()").fetchall())
+    catalog = parts[0] if len(parts) == 3 or (len(parts) == 2 and parts[0] in databases) else \
+        con.execute("SELECT current_database()").fetchone()[0]
+    if databases.get(catalog):
+        raise SqlError(f"cannot create table {table}: database {catalog} is opened read-only (--read-only, "
+                       "read_only=True, or ATTACH ... (READ_ONLY)); a TEMP table can be written; nothing was run")
+
+
 def run(engine, statement):
     session = engine.session
     table = ingest.quote_table(statement.table)
@@ -34,6 +45,8 @@ def run(engine, statement):
         raise SqlError(f"a TEMP table lives in the connection's temp catalog: name it {parts[-1]} or "
                        f"temp.{parts[-1]}, not {statement.table}; nothing was run")
     where = f"temp.main.{ingest.quote_ident(parts[-1])}" if statement.temporary else statement.table
+    if not statement.temporary:
+        _refuse_read_only(session.duckdb, parts, statement.table)
     kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
     if statement.if_not_exists and exists:  # (0 rows written: the message says why)
