@@ -252,6 +252,24 @@ def test_a_broken_manifest_is_listed_as_broken(colors_db):
     assert models.loc["cm", "status"] == "ok"
     colors_db.sql("DROP MODEL bad")
     assert "bad" not in colors_db.sql("SHOW MODELS").df().name.tolist()
+    # a folder whose manifest is gone is a broken model too: seen, and dropped
+    save_color_model(colors_db.engine.store, "gone")
+    (root / "gone" / "manifest.json").unlink()
+    models = colors_db.sql("SHOW MODELS").df().set_index("name")
+    assert models.loc["gone", "status"] == "broken: manifest.json is missing; DROP MODEL gone and rebuild it"
+    assert colors_db.sql("DROP MODEL gone").fetchall() and not (root / "gone").exists()
+
+
+def test_a_model_folder_copied_under_another_name_is_listed_by_that_name(colors_db):
+    import shutil
+
+    root = colors_db.engine.store.root
+    shutil.copytree(root / "cm", root / "cm_copy")  # as a user moves a model between databases
+    names = colors_db.sql("SELECT name FROM pixql_models() ORDER BY name").df().name.tolist()
+    assert names.count("cm") == 1 and "cm_copy" in names
+    assert len(colors_db.sql("PREDICT USING cm_copy AS SELECT * FROM colors").df()) == 24
+    colors_db.sql("DROP MODEL cm_copy")
+    assert colors_db.sql("SELECT count(*) FROM pixql_models() WHERE name = 'cm'").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("script", [None, 42, b"SELECT 1", ["SELECT 1"]])

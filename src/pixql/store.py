@@ -199,22 +199,29 @@ class ModelStore:
             return None
 
     def list(self):
-        """Every model's manifest; a model whose manifest cannot be read is listed as
-        {"name": folder, "broken": reason}, so that it can be seen and dropped."""
+        """Every model's manifest, named as the model answers to (its folder's name: a folder
+        copied under another name is that model); a model whose manifest is missing or cannot be
+        read is listed as {"name": folder, "broken": reason}, so that it can be seen and dropped."""
         if not self.root.is_dir():
             return []
         out = []
         for child in sorted(self.root.iterdir()):
-            if child.name.startswith(".") or not (child / MANIFEST).is_file():
+            if child.name.startswith(".") or not child.is_dir():
                 continue
             try:
                 manifest = json.loads((child / MANIFEST).read_text())
                 if not isinstance(manifest, dict):
                     raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
+            except FileNotFoundError:
+                out.append({"name": child.name, "broken": f"{MANIFEST} is missing; DROP MODEL {child.name} "
+                                                          "and rebuild it"})
+                continue
             except (OSError, ValueError) as exc:
                 out.append({"name": child.name, "broken": f"{MANIFEST} cannot be read ({exc}); "
                                                           f"DROP MODEL {child.name} and rebuild it"})
                 continue
+            if str(manifest.get("name", "")).lower() != child.name:
+                manifest = {**manifest, "name": child.name}
             out.append(manifest)
         return out
 
@@ -298,7 +305,7 @@ class ModelStore:
         self.check_writable(f"drop model '{name}'")
         with self._locked():
             final = self.root / key
-            if not (final / MANIFEST).exists():
+            if not (final / MANIFEST).exists() and not final.is_dir():  # (a folder without one: a broken model)
                 if if_exists:
                     return False
                 raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)")
