@@ -74,10 +74,13 @@ def test_drop(tmp_path):
     assert store.drop("m", if_exists=True) is False
 
 
-def test_half_written_folder_is_not_listed(tmp_path):
+def test_a_folder_without_a_manifest_is_listed_broken_and_can_be_dropped(tmp_path):
+    # (pixql writes a model whole in .tmp/ and renames it in: such a folder was damaged or copied in part)
     store = ModelStore(tmp_path)
     (tmp_path / "ghost").mkdir()
     (tmp_path / "ghost" / "weights.safetensors").write_bytes(b"partial")
     store.save("real", _state(), {})
-    assert [m["name"] for m in store.list()] == ["real"]
+    listed = {m["name"]: m.get("broken") for m in store.list()}
+    assert listed == {"ghost": "manifest.json is missing; DROP MODEL ghost and rebuild it", "real": None}
+    assert store.drop("ghost") and [m["name"] for m in store.list()] == ["real"]
     assert json.loads((tmp_path / "real" / "manifest.json").read_text())["format_version"] == 1
