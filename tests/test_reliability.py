@@ -260,6 +260,22 @@ def test_a_broken_manifest_is_listed_as_broken(colors_db):
     assert colors_db.sql("DROP MODEL gone").fetchall() and not (root / "gone").exists()
 
 
+def test_a_manifest_whose_classes_do_not_fit_the_weights_names_the_model(colors_db):
+    import json
+
+    from pixql.errors import StoreError
+
+    root = colors_db.engine.store.root
+    save_color_model(colors_db.engine.store, "edited")
+    path = root / "edited" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["classes"] = manifest["classes"][:2]  # edited by hand
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=r"model 'edited' \(.*edited\): The network has 3 outputs but 2 classes "
+                                         r"are listed; .*drop and rebuild the model"):
+        colors_db.sql("PREDICT USING edited AS SELECT * FROM colors")
+
+
 def test_a_model_folder_copied_under_another_name_is_listed_by_that_name(colors_db):
     import shutil
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from pixql.errors import CatalogError, OptionError
+from pixql.errors import CatalogError, OptionError, StoreError
 from pixql.ml.bases import is_clip
 from pixql.store import check_name
 
@@ -133,9 +133,14 @@ class Catalog:
                     raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector")
                 self._loaded[key] = Detector(manifest["network"], state, manifest["classes"], device=device)
             else:
-                self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
-                                                     manifest["preprocessing"], device=device, task=task_of(manifest),
-                                                     runtime=runtime, precision=precision)
+                try:
+                    self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
+                                                         manifest["preprocessing"], device=device,
+                                                         task=task_of(manifest), runtime=runtime, precision=precision)
+                except StoreError as exc:  # the learning layer knows the network, not the model's files
+                    where = self.store.path(name)
+                    raise StoreError(f"model '{name}' ({where}): {exc}; its manifest.json and weights do not match: "
+                                     "drop and rebuild the model", path=str(where)) from exc
         return self._loaded[key], manifest, task_of(manifest)
 
     def detector(self, name, device="auto", weights=None):
