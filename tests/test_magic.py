@@ -5,6 +5,7 @@ Displays are recorded by replacing the shell's display publisher; a cell's value
 """
 
 import io
+import os
 
 import pandas as pd
 import pytest
@@ -142,6 +143,11 @@ def test_db_option_errors(ip):
         ip.cell("%pixql --db x.duckdb --wait soon")
     with pytest.raises(PixqlCellError, match="--read-only and --wait go with --db FILE"):
         ip.cell("%pixql --read-only SELECT 1")
+    # a path with an unquoted space: the rest is no SQL, and the database stays as it was
+    before = ip.magics.database
+    with pytest.raises(PixqlCellError, match="(?s)syntax error.*the database was not changed"):
+        ip.cell("%pixql --db my photos.duckdb")
+    assert ip.magics.database == before and not os.path.exists("my")
 
 
 def test_db_option_opens_read_only_for_a_second_notebook(ip, tmp_path):

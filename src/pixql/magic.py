@@ -91,17 +91,27 @@ class PixqlMagics(Magics):
         """
         namespace = {**self.shell.user_ns, **(local_ns or {})}
         line, database, read_only, wait = _split_options(line)
-        if database is not _UNCHANGED:
-            database = None if database is None else expand_text(database, namespace)
-            self.use(database, read_only, wait)
         # In a cell, statement line numbers in messages count the %%pixql line, as the cell shows it.
         script = expand(line if cell is None else line + "\n" + cell, namespace)
+        if database is not _UNCHANGED:
+            if script.strip():  # statements that cannot run leave the database as it was (`--db a b.duckdb`)
+                self._check_syntax(script)
+            database = None if database is None else expand_text(database, namespace)
+            self.use(database, read_only, wait)
         if not script.strip():
             if database is not _UNCHANGED:
                 conn = self.connection
                 print(f"pixql: database {database or ':memory:'} (models in {conn.model_store})")
             return None
         return self.run(script, namespace)
+
+    def _check_syntax(self, script):
+        from pixql.sql import parse_script
+
+        try:
+            self.connection.engine.check_syntax(parse_script(script))
+        except PixqlError as exc:
+            raise PixqlCellError(f"{exc}; the database was not changed", exc) from None
 
     def run(self, script, namespace=None):
         """Run `script`: show each intermediate result, return the last one's value."""
