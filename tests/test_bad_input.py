@@ -451,6 +451,61 @@ def test_copy_names_a_line_whose_fields_do_not_match_the_header(colors_db, tmp_p
     assert colors_db.sql("SELECT * FROM one").columns == ["image,label"]
 
 
+@pytest.mark.parametrize("lines, line, fields", [
+    (["p0.png,red", "p1.png,red", "p2.png,red", "p3.png,red", "last.png,blue, big"], 6, 3),  # a wider last line
+    (["p0.png,red, dark", "p1.png,red, dark", "p2.png,red, dark"], 2, 3),  # every line one field more
+])
+def test_copy_refuses_a_csv_whose_header_duckdb_would_skip(colors_db, tmp_path, lines, line, fields):
+    """DuckDB's sniffer skipped such a file's first lines and took a data line for its header: the
+    table came out with 0 rows, or without its header, and overwrite=true replaced a good one."""
+    csv = tmp_path / "skewed.csv"
+    csv.write_text("image,label\n" + "\n".join(lines) + "\n")
+    before = snapshot(colors_db)
+    with pytest.raises(DataError, match=f"line {line} of .*skewed.csv has {fields} fields where its first line has "
+                                        "2 \\(image, label\\), so DuckDB would skip lines"):
+        colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{csv}'")
+    assert snapshot(colors_db) == before
+
+
+def test_copy_of_a_list_without_header_says_so_and_reads_it_with_header_false(colors_db, tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_text("".join(f"imgs/p{i}.png\n" for i in range(5)))  # the first image would be the header
+    with pytest.raises(DataError, match="first line of .*list.txt names an image \\(imgs/p0.png\\).*header=false"):
+        colors_db.sql(f"COPY listed FROM '{listed}'")
+    colors_db.sql(f"COPY listed OPTIONS (header=false) FROM '{listed}'")
+    assert colors_db.sql("SELECT count(*), min(image) FROM listed").fetchone() == (5, str(tmp_path / "imgs/p0.png"))
+    colors_db.sql(f"COPY (SELECT 1 AS a) TO '{tmp_path / 'x.parquet'}'")
+    with pytest.raises(OptionError, match="'header' is for CSV files"):
+        colors_db.sql(f"COPY p OPTIONS (header=false) FROM '{tmp_path / 'x.parquet'}'")
+
+
+def test_copy_encodings_globs_schemas_and_symlinks(colors_db, tmp_path, color_csv):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("image,label\na.png,café\n".encode("latin-1"))
+    with pytest.raises(OptionError, match="encoding='cp1252' is not one DuckDB's CSV reader reads: use 'utf-8'"):
+        colors_db.sql(f"COPY l OPTIONS (encoding='cp1252') FROM '{latin}'")
+    colors_db.sql(f"COPY l OPTIONS (encoding='ISO-8859-1') FROM '{latin}'")  # Python's names for DuckDB's
+    assert colors_db.sql("SELECT label FROM l").fetchone() == ("café",)
+    with pytest.raises(DataError, match="is a pattern of file names; pixql's COPY reads one file"):
+        colors_db.sql(f"COPY g FROM '{tmp_path}/*.csv'")
+    # a table of the name in another schema is another table: COPY makes main's
+    colors_db.sql("CREATE SCHEMA other; CREATE TABLE other.photos (a INTEGER)")
+    colors_db.sql(f"COPY photos FROM '{color_csv}'")
+    assert colors_db.sql("SELECT count(*) FROM main.photos").fetchone() == (24,)
+    # a symlinked CSV's paths hang off the folder it really lives in; a symlinked class folder is followed
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "colors.csv").symlink_to(color_csv)
+    colors_db.sql(f"COPY linked FROM '{tmp_path / 'elsewhere' / 'colors.csv'}'")
+    assert all(os.path.isfile(p) for (p,) in colors_db.sql("SELECT image FROM linked").fetchall())
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    real_classes = sorted({os.path.dirname(p) for (p,) in colors_db.sql("SELECT image FROM linked").fetchall()})
+    for folder in real_classes:
+        (tree / os.path.basename(folder)).symlink_to(folder, target_is_directory=True)
+    colors_db.sql(f"COPY tree FROM '{tree}'")
+    assert colors_db.sql("SELECT count(*), count(DISTINCT label) FROM tree").fetchone() == (24, 2)
+
+
 def test_copy_failing_late_in_a_file_rolls_back_to_the_old_table(colors_db, tmp_path):
     # An undecodable byte far beyond the rows DuckDB samples to sniff the file: the failure
     # comes while the table is being replaced, and the transaction is rolled back.

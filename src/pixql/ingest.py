@@ -141,7 +141,14 @@ def _image_tree_rows(folder):
     (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are not data: they are passed over."""
     rows = []
     root = os.path.abspath(folder)
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen = set()  # folders reached by their real path: a symlink loop is walked once
+    # followlinks: a class folder may be a symlink to where the photos are (ln -s .../dogs dog)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root)
         label = None if rel == "." else rel.split(os.sep)[0]
@@ -192,8 +199,13 @@ def copy_table(con, table, source, options, base_dir=None):
     if not path.is_absolute():
         path = Path(base_dir or os.getcwd()) / path
     if not path.exists():
+        if any(c in str(source) for c in "*?["):
+            raise DataError(f"COPY {table}: {source} is a pattern of file names; pixql's COPY reads one file or "
+                            "folder, whose image paths it resolves against the file's folder: COPY the files one by "
+                            f"one (if_exists='append'), or CREATE TABLE {table} AS SELECT * FROM read_csv('{source}') "
+                            "with paths as written", path=str(path))
         raise DataError(f"COPY {table}: file or folder not found: {path}")
-    exists = table_exists(con, table)
+    exists = table_exists(con, table, where_created=True)  # (a table of the name in another schema is another)
     if exists and if_exists == "fail":
         raise CatalogError(
             f"COPY {table}: table already exists; use OPTIONS (overwrite=true) or if_exists='append'"
@@ -243,12 +255,27 @@ def copy_table(con, table, source, options, base_dir=None):
                 # DuckDB would read it as one column of garbled text and no rows
                 raise DataError(f"COPY {table}: {path} is not UTF-16 text (no byte-order mark, no zero bytes "
                                 "between its characters): leave encoding out, or name the file's own", path=str(path))
-        extra = f", encoding={quote_literal(encoding)}" if encoding else ""
+            encoding = _duckdb_encoding(encoding)
+        header = options.get("header")
+        if header is not None and reader != "read_csv_auto":
+            raise OptionError(f"COPY: option 'header' is for CSV files, not {path.name}", option="header")
+        extra = (f", encoding={quote_literal(encoding)}" if encoding else "") + \
+            ("" if header is None else f", header={'true' if header else 'false'}")
         relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()  # (DuckDB sniffs the file)
             if reader == "read_csv_auto":
                 _refuse_unsplit(described, path, table, encoding)
+                _refuse_skipped(con, path, table, encoding, extra)
+                if header is None:
+                    _refuse_path_header(described, path, table)
+                elif not header:  # a list of images (and labels): named as a folder's table is
+                    names = [c[0] for c in described]
+                    given = [options.get("image_col") or "image", "label"][:len(names)]
+                    relation = f"(SELECT {', '.join(f'{quote_ident(n)} AS {quote_ident(g)}' for n, g in zip(names, given))}" \
+                        f"{', ' if len(names) > len(given) else ''}" \
+                        f"{', '.join(quote_ident(n) for n in names[len(given):])} FROM {relation})"
+                    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
             path_cols = _path_columns(con, relation, described, options.get("image_col"))
         except (DataError, OptionError):
             raise
@@ -258,7 +285,8 @@ def copy_table(con, table, source, options, base_dir=None):
             resolve = f"__pixql_resolve_{uuid.uuid4().hex[:12]}"
             # a column found by its values: only those naming an image are paths (a note in it stays
             # as written); the image_col named: every value is a path
-            con.create_function(resolve, functools.partial(_resolved_paths, str(path.parent.resolve()),
+            # relative to the folder the file really lives in (a symlinked CSV's dataset, not the link's)
+            con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent),
                                                            options.get("image_col") is None),
                                 ["VARCHAR"], "VARCHAR", type="arrow")
         fixed = [f"{resolve}({quote_ident(c)}) AS {quote_ident(c)}" for c in path_cols]
@@ -330,27 +358,83 @@ def _refuse_unsplit(columns, path, table, encoding):
     delimiters = [d for d in (",", ";", "\t", "|") if len(columns) == 1 and d in columns[0][0]]
     if not delimiters or path.suffix.lower() == ".zst":  # (no zstd reader in the standard library)
         return
+    header, line, fields = _first_ragged(path, delimiters[0], encoding)
+    if len(header) < 2:  # one column after all (a quoted name holding the delimiter)
+        return
+    if line is not None:
+        raise DataError(
+            f"COPY {table}: line {line} of {path} has {fields} fields where its header has "
+            f"{len(header)} ({', '.join(header)}), so DuckDB could not split the file into those columns. "
+            f"Quote a value that holds {delimiters[0]!r} (\"a{delimiters[0]} b\"), or mend or remove the line; "
+            "nothing was loaded", path=str(path))
+    raise DataError(f"COPY {table}: DuckDB could not split {path} into the columns of its header "
+                    f"({', '.join(header)}) and read each line whole; check the file's quotes. Nothing was loaded",
+                    path=str(path))
+
+
+# The encodings DuckDB's CSV reader knows without its encodings extension, by Python's names
+_DUCKDB_ENCODINGS = {"utf-8": "utf-8", "ascii": "utf-8", "utf-16": "utf-16", "utf-16-le": "utf-16",
+                     "utf-16-be": "utf-16", "latin-1": "latin-1", "iso8859-1": "latin-1"}
+
+
+def _duckdb_encoding(encoding):
+    """`encoding` (any of Python's names for it: 'UTF8', 'iso-8859-1') as DuckDB's CSV reader names
+    it, or an OptionError naming the ones it reads."""
+    import codecs
+
+    name = codecs.lookup(encoding).name
+    if name not in _DUCKDB_ENCODINGS:
+        raise OptionError(f"COPY: encoding={encoding!r} is not one DuckDB's CSV reader reads: use 'utf-8', "
+                          f"'utf-16' or 'latin-1' (or convert the file: iconv -f {encoding} -t utf-8)",
+                          option="encoding")
+    return _DUCKDB_ENCODINGS[name]
+
+
+def _refuse_skipped(con, path, table, encoding, extra):
+    """DuckDB's sniffer skips leading lines it cannot fit (a header followed by lines of another
+    number of fields, or a last line with one more) and takes a data line for the header, without
+    an error: the real header and rows are lost. Such a file is refused, naming the line."""
+    (skip, delimiter), = con.execute(f"SELECT SkipRows, Delimiter FROM sniff_csv({quote_literal(str(path))}{extra})"
+                                     ).fetchall()  # (all: a result left half-read holds the connection)
+    if not skip:
+        return
+    header, line, fields = (None, None, None) if path.suffix.lower() == ".zst" else \
+        _first_ragged(path, delimiter, encoding)  # (no zstd reader in the standard library)
+    if line is not None:
+        raise DataError(f"COPY {table}: line {line} of {path} has {fields} fields where its first line has "
+                        f"{len(header)} ({', '.join(header)}), so DuckDB would skip lines and lose rows. Quote a "
+                        f"value that holds {delimiter!r}, or mend or remove the line; nothing was loaded",
+                        path=str(path))
+    raise DataError(f"COPY {table}: DuckDB would skip the first {skip} line(s) of {path} to read it; mend the "
+                    "file's first lines (a CSV starts with its header, or with OPTIONS (header=false) a row); "
+                    "nothing was loaded", path=str(path))
+
+
+def _refuse_path_header(described, path, table):
+    """A first line that names an image is no header: DuckDB would take it for one and lose that row."""
+    first = [c[0] for c in described if str(c[0]).lower().endswith(IMAGE_EXTENSIONS)]
+    if first:
+        raise DataError(f"COPY {table}: the first line of {path} names an image ({first[0]}), not a column: the "
+                        "file has no header. OPTIONS (header=false) reads that line as a row (columns image, "
+                        "label); nothing was loaded", path=str(path))
+
+
+def _first_ragged(path, delimiter, encoding):
+    """(the first line's fields, the number of the first line with another number of fields and
+    how many it has) of a CSV, or (fields, None, None) when every line matches the first."""
     import csv
     import gzip
 
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
-        lines = csv.reader(f, delimiter=delimiters[0])
+        lines = csv.reader(f, delimiter=delimiter)
         header = next(lines, [])
-        if len(header) < 2:  # one column after all (a quoted name holding the delimiter)
-            return
         line = lines.line_num + 1
         for fields in lines:
             if fields and len(fields) != len(header):
-                raise DataError(
-                    f"COPY {table}: line {line} of {path} has {len(fields)} fields where its header has "
-                    f"{len(header)} ({', '.join(header)}), so DuckDB could not split the file into those columns. "
-                    f"Quote a value that holds {delimiters[0]!r} (\"a{delimiters[0]} b\"), or mend or remove the line; "
-                    "nothing was loaded", path=str(path))
+                return header, line, len(fields)
             line = lines.line_num + 1
-    raise DataError(f"COPY {table}: DuckDB could not split {path} into the columns of its header "
-                    f"({', '.join(header)}) and read each line whole; check the file's quotes. Nothing was loaded",
-                    path=str(path))
+    return header, None, None
 
 
 def _looks_utf16(path):

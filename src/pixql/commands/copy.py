@@ -16,12 +16,13 @@ OPTIONS = {
     "if_exists": opt.text(None, ("fail", "replace", "append")),
     "image_col": opt.text(),
     "encoding": opt.text(),  # a CSV's text encoding: DuckDB's 'utf-8', 'utf-16', 'latin-1'
+    "header": opt.flag(None),  # a CSV's first line: its column names (true) or a row (false); None: sniffed
 }
 
 
 def run(engine, statement):
     con = engine.session.duckdb
-    if not statement.options and ingest.table_exists(con, statement.table) \
+    if not statement.options and ingest.table_exists(con, statement.table, where_created=True) \
             and not Path(statement.source).expanduser().is_dir():
         result = plain_sql.run_as_duckdb(engine, statement)
         # said, since a script run twice doubles its tables this way, with paths left as written
