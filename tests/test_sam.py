@@ -89,3 +89,27 @@ def test_sam_without_its_weights_says_how_to_provide_them(photos, tmp_path):
     with pytest.raises(OptionError, match="needs no weights"):
         db.sql(f"SEGMENT USING grabcut OPTIONS (box_col='box', weights='{tmp_path}') AS SELECT * FROM items")
     assert db.sql("SELECT count(*) FROM items").fetchone()[0] == 3
+
+
+def test_a_folder_of_another_model_or_missing_tensors_is_refused_not_run_at_random(photos, tiny_sam, tmp_path):
+    """transformers builds such a network at random (its warning silenced): SEGMENT gave masks of
+    a random SAM, and another model's preprocessor failed later with a bare TypeError."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    db = photos
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_sam, partial)
+    save_file({"unrelated": torch.zeros(2)}, str(partial / "model.safetensors"))
+    with pytest.raises(WeightsUnavailableError, match="partial does not hold SAM weights: .* tensors are missing"):
+        db.sql(f"SEGMENT USING sam OPTIONS (box_col='box', weights='{partial}') AS SELECT * FROM items")
+    yolos = tmp_path / "yolos"
+    config = transformers.YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, image_size=[64, 96], patch_size=16, num_detection_tokens=5)
+    transformers.YolosForObjectDetection(config).save_pretrained(yolos)
+    transformers.YolosImageProcessor().save_pretrained(yolos)
+    with pytest.raises(WeightsUnavailableError, match="yolos does not hold SAM weights: its config is a yolos model's"):
+        db.sql(f"SEGMENT USING sam OPTIONS (box_col='box', weights='{yolos}') AS SELECT * FROM items")
+    assert db.sql("SELECT count(*) FROM items").fetchone()[0] == 3

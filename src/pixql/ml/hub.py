@@ -33,7 +33,7 @@ def load(model_class, processor_class, source, what, offline_alternative):
     transformers.logging.set_verbosity_error()  # its "Loading weights" bars and notes are not ours to show
     transformers.utils.logging.disable_progress_bar()
     try:
-        model = model_cls.from_pretrained(source, local_files_only=True)
+        model, info = model_cls.from_pretrained(source, local_files_only=True, output_loading_info=True)
         processor = processor_cls.from_pretrained(source, local_files_only=True)
     except OSError as exc:
         if folder:
@@ -45,10 +45,48 @@ def load(model_class, processor_class, source, what, offline_alternative):
             f"transformers.{processor_class}.from_pretrained('{source}')\" and copy the cache (HF_HOME, by "
             f"default ~/.cache/huggingface/hub) here, or save both with save_pretrained into a folder and "
             f"give OPTIONS (weights='folder'). Offline: {offline_alternative}") from None
+    except Exception as exc:  # noqa: BLE001  (another model's files: transformers' TypeError, RuntimeError, ...)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise WeightsUnavailableError(f"cannot load {what} from {source}: {reason}; give a folder that "
+                                      f"{model_class}.save_pretrained and {processor_class}.save_pretrained wrote"
+                                      ) from None
     finally:
         transformers.utils.logging.enable_progress_bar()
         transformers.logging.set_verbosity(verbosity)
+    _refuse_another_model(model, processor, info, source, what, model_class, processor_class)
     return model.eval(), processor
+
+
+def _refuse_another_model(model, processor, info, source, what, model_class, processor_class):
+    """transformers builds a model of another's config, or with tensors missing, at random (a
+    warning we silence): the answers would come from a random network. Refused, naming what."""
+    expected = model.config_class.model_type
+    problems = []
+    if model.config.model_type != expected:
+        problems.append(f"its config is a {model.config.model_type} model's, not {expected}'s")
+    missing = list(info.get("missing_keys") or []) + [k for k, *_ in info.get("mismatched_keys") or []]
+    if missing:
+        problems.append(f"{len(missing)} of the network's tensors are missing or of other shapes "
+                        f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    declared = _declared_processor(source)  # (the class asked for is built from any folder's settings)
+    if declared and not declared.lower().startswith(expected.replace("_", "")):
+        problems.append(f"its preprocessor is a {declared}")
+    if problems:
+        raise WeightsUnavailableError(f"{source} does not hold {what} weights: {'; '.join(problems)}. Give a folder "
+                                      f"that {model_class}.save_pretrained and {processor_class}.save_pretrained "
+                                      "wrote")
+
+
+def _declared_processor(source):
+    """The image processor class a save_pretrained folder's preprocessor_config.json names, or None."""
+    import json
+
+    try:
+        with open(os.path.join(source, "preprocessor_config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return config.get("image_processor_type") or config.get("feature_extractor_type")
 
 
 def _looks_like_hub_id(source):
