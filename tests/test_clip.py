@@ -92,5 +92,17 @@ def test_clip_messages(colors_db, tiny_clip, tmp_path):
     junk.write_bytes(b"no weights here")
     with pytest.raises(WeightsUnavailableError, match="cannot load CLIP"):
         db.sql(f"CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{junk}') AS SELECT * FROM colors")
+    # another network's file: one short line saying so, not every key of the model (17 KB of them)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(WeightsUnavailableError, match=f"its tensors are not {TINY}'s; give the checkpoint") as info:
+        db.sql(f"CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{other}') AS SELECT * FROM colors")
+    assert len(str(info.value)) < 600
+    with pytest.raises(WeightsUnavailableError, match="is a folder: give the checkpoint file in it"):
+        db.sql(f"CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{tmp_path}') AS SELECT * FROM colors")
+    with pytest.raises(WeightsUnavailableError, match="Offline without CLIP: keyword search"):
+        db.sql("CONVERT USING clip AS SELECT * FROM colors")
     with pytest.raises(CatalogError, match="no CLIP model 'Nope'"):
         db.sql("CONVERT USING clip:Nope AS SELECT * FROM colors")

@@ -129,3 +129,20 @@ def test_unreadable_or_missing_weights_file(tmp_path, content):
         train_classifier([p for p, _ in rows], [l for _, l in rows],
                          TrainConfig(base="ResNet18", weights=str(path), progress=False))
     assert str(path) in str(info.value)
+
+
+def test_weights_path_with_tilde_a_folder_and_pretrained_false(tmp_path, monkeypatch):
+    from pixql.ml.weights import read_weights_file
+
+    path, state = _resnet18_file(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert set(read_weights_file("~/resnet18.safetensors")) == set(state)  # `~` as COPY and DETECT take it
+    with pytest.raises(TrainingError, match="is a folder: give the checkpoint file in it"):
+        read_weights_file(tmp_path)
+    import pixql
+    from pixql.errors import OptionError
+
+    with pixql.connect(progress=False) as db, pytest.raises(OptionError, match="pretrained=false contradict") as info:
+        db.sql(f"BUILD MODEL m USING ResNet18 OPTIONS (weights='{path}', pretrained=false) AS SELECT 'a.png' AS image, "
+               "'x' AS label")
+    assert info.value.option == "pretrained"

@@ -62,6 +62,9 @@ def build(engine, statement):
     from pixql.ml.bases import resolve_base
 
     resolved, given = opt.resolve("BUILD MODEL", statement.options, BUILD_OPTIONS)
+    if given.get("weights") is not None and given.get("pretrained") is False:  # (a file is pretrained weights)
+        raise OptionError(f"BUILD MODEL: options weights={opt.sql_text(given['weights'])} and pretrained=false "
+                          "contradict each other (the file's weights would be the start); give one", option="pretrained")
     engine.catalog.check_new(statement.name, resolved["overwrite"])
     spec = resolve_base(statement.base)
     task = for_build(resolved)

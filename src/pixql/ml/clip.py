@@ -72,20 +72,27 @@ class ClipEmbedder(Embedder):
 
         self.name = name
         model_name, tag = parse_name(name)
-        path = weights or cached_weights(model_name, tag)
+        path = os.path.expanduser(weights) if weights else cached_weights(model_name, tag)
         if path is None:
             raise WeightsUnavailableError(
                 f"CLIP weights for {model_name} ({tag}) are not here, and pixql downloads nothing. "
                 f"To provide them: run once where there is internet: python -c \"import open_clip; "
                 f"open_clip.create_model_and_transforms('{model_name}', pretrained='{tag}')\" and copy the "
                 "Hugging Face cache (HF_HOME, by default ~/.cache/huggingface/hub) here; or give a local file "
-                "with OPTIONS (weights='open_clip_model.safetensors')")
+                "with OPTIONS (weights='open_clip_model.safetensors'). Offline without CLIP: keyword search "
+                "with SEARCH IMAGE USING imagenet_classifier OPTIONS (search_by='text'), and CONVERT / "
+                "SEARCH by photo USING EfficientNet_Lite0")
+        if os.path.isdir(path):
+            raise WeightsUnavailableError(f"CLIP weights file {path} is a folder: give the checkpoint file in it")
         if not os.path.isfile(path):
             raise WeightsUnavailableError(f"CLIP weights file not found: {path}")
         try:
             clip_model = open_clip.create_model(model_name, pretrained=path)
         except Exception as exc:  # a file of another model, or not a checkpoint at all
-            raise WeightsUnavailableError(f"cannot load CLIP {model_name} from {path}: {exc}") from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # (not every key of the model)
+            what = f"its tensors are not {model_name}'s" if "state_dict" in first else first[:300]
+            raise WeightsUnavailableError(f"cannot load CLIP {model_name} from {path}: {what}; give the checkpoint "
+                                          f"open_clip saves for {model_name}") from exc
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
         super().__init__(clip_model, _preprocessing(clip_model), features=lambda m, x: m.encode_image(x),

@@ -24,6 +24,9 @@ def load(model_class, processor_class, source, what, offline_alternative):
     `what` names the model in messages; `offline_alternative` says what works without it."""
     transformers = transformers_module()
     folder = os.path.isdir(os.path.expanduser(source))
+    if not folder and os.path.isfile(os.path.expanduser(source)):
+        raise WeightsUnavailableError(f"{what} weights {source} is a file: give the folder save_pretrained wrote "
+                                      "(config.json, model.safetensors, preprocessor_config.json)")
     if not folder and (os.sep in source and not _looks_like_hub_id(source)):
         raise WeightsUnavailableError(f"{what} weights folder not found: {source}")
     source = os.path.expanduser(source) if folder else source

@@ -171,7 +171,9 @@ def read_weights_file(path):
     and DDP / torch.compile key prefixes are removed (timm's clean_state_dict)."""
     from timm.models import clean_state_dict
 
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        raise TrainingError(f"Weights file {path} is a folder: give the checkpoint file in it (.safetensors, .pth)")
     if not os.path.isfile(path):
         raise TrainingError(f"Weights file not found: {path}")
     try:
