@@ -2,10 +2,11 @@
 
 import contextlib
 import io
-import threading
 import itertools
+import threading
 
 from pixql.errors import PixqlError, SqlError, is_interrupt
+from pixql.ingest import quote_ident
 
 
 @contextlib.contextmanager
@@ -499,9 +500,9 @@ def _values_relation(names, types, rows):
     """A DuckDB relation of `rows`: one VALUES query, the values its parameters (never its text)."""
     import duckdb
 
-    quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
+    quoted = ", ".join(quote_ident(name) for name in names)
     if not rows:  # no rows: their types still shown (VALUES needs a row)
-        typed = ", ".join(("NULL" if kind == "NULL" else f"NULL::{kind}") + ' AS "' + name.replace('"', '""') + '"'
+        typed = ", ".join(("NULL" if kind == "NULL" else f"NULL::{kind}") + " AS " + quote_ident(name)
                           for name, kind in zip(names, types))
         return duckdb.sql(f"SELECT {typed} LIMIT 0")
     cells = ", ".join("NULL" if kind == "NULL" else f"?::{kind}" for kind in types)
@@ -515,7 +516,7 @@ def _interval_texts(relation, types):
     where it has none: fetched, an INTERVAL is a Python timedelta, in which a month is 30 days."""
     if "INTERVAL" not in types:
         return None
-    quoted = ['"' + str(name).replace('"', '""') + '"' for name in relation.columns]
+    quoted = [quote_ident(str(name)) for name in relation.columns]
     return relation.project(", ".join(f"CAST({q} AS VARCHAR) AS {q}" if kind == "INTERVAL" else q
                                       for q, kind in zip(quoted, types)))
 

@@ -416,7 +416,7 @@ class Session:
     def _stored_arrow(self, table, columns):
         """`columns` of every row of a query_chunks table, in order, as one Arrow table with the row
         numbers in `__row` (what a cluster's workers read: cluster.py)."""
-        names = ", ".join('"' + str(c).replace('"', '""') + '"' for c in columns)
+        names = ", ".join(ingest.quote_ident(str(c)) for c in columns)
         relation = self.duckdb.sql(f"SELECT {names}, rowid AS __row FROM {table} ORDER BY rowid")
         # to_arrow_table() since DuckDB 1.4; fetch_arrow_table() before (deprecated after)
         return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.fetch_arrow_table()

@@ -10,6 +10,7 @@ laziness: a script's final SELECT is a lazy DuckDB relation, so that a large res
 import re
 
 from pixql.errors import SqlError
+from pixql.ingest import quote_ident
 from pixql.result import Result
 from pixql.sql import statements as st
 
@@ -60,7 +61,7 @@ def _computed(session, relation, statement):
     table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.fetch_arrow_table()
     kept = session.duckdb.from_arrow(table)
     if [str(t) for t in kept.types] != types:
-        quoted = ['"' + str(name).replace('"', '""') + '"' for name in relation.columns]
+        quoted = [quote_ident(str(name)) for name in relation.columns]
         try:
             kept = kept.project(", ".join(q if str(now) == was else f"CAST({q} AS {was}) AS {q}"
                                           for q, now, was in zip(quoted, kept.types, types)))
