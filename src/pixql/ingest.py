@@ -272,9 +272,9 @@ def copy_table(con, table, source, options, base_dir=None):
                 elif not header:  # a list of images (and labels): named as a folder's table is
                     names = [c[0] for c in described]
                     given = [options.get("image_col") or "image", "label"][:len(names)]
-                    relation = f"(SELECT {', '.join(f'{quote_ident(n)} AS {quote_ident(g)}' for n, g in zip(names, given))}" \
-                        f"{', ' if len(names) > len(given) else ''}" \
-                        f"{', '.join(quote_ident(n) for n in names[len(given):])} FROM {relation})"
+                    picked = [f"{quote_ident(n)} AS {quote_ident(g)}" for n, g in zip(names, given)] + \
+                        [quote_ident(n) for n in names[len(given):]]
+                    relation = f"(SELECT {', '.join(picked)} FROM {relation})"
                     described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
             path_cols = _path_columns(con, relation, described, options.get("image_col"))
         except (DataError, OptionError):

@@ -76,7 +76,8 @@ def run(engine, statement):
     regions.RegionReader(resolved)  # its options checked whichever way the rows are read
     if given.get("box_col") is not None and resolved["emb_col"] is not None:
         raise OptionError("SEARCH IMAGE: emb_col names stored embeddings and box_col asks for the regions' own: "
-                          "give one (CONVERT ... OPTIONS (box_col=...) stores the regions' embeddings)", option="emb_col")
+                          "give one (CONVERT ... OPTIONS (box_col=...) stores the regions' embeddings)",
+                          option="emb_col")
     if by != "duplicates" and not resolved["search_input"]:
         raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
                           + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"),

@@ -358,9 +358,10 @@ def _train_detector(engine, statement, resolved, given, base, init):
             validate=validate)
     messages = [f"{statement.keyword}: {note}" for note in notes]
     # (train_rows counts photos, a detector's unit of training: one row of the query is one box)
+    validated = f"; validated on {len(val_photos)} photo(s) holding {sum(len(b) for b in val_boxes)}" \
+        if val_photos else ""
     messages.append(f"{statement.keyword}: trained on {len(photos)} photo(s) holding "
-                    f"{sum(len(b) for b in boxes)} box(es)" + (f"; validated on {len(val_photos)} photo(s) holding "
-                                                               f"{sum(len(b) for b in val_boxes)}" if val_photos else ""))
+                    f"{sum(len(b) for b in boxes)} box(es){validated}")
     if left_out:
         messages.append(f"{statement.keyword}: {len(left_out)} row(s) with no image path or an unusable box or label "
                         f"were skipped (on_error='skip'): row(s) {shown(left_out)}")
