@@ -146,3 +146,17 @@ def test_weights_path_with_tilde_a_folder_and_pretrained_false(tmp_path, monkeyp
         db.sql(f"BUILD MODEL m USING ResNet18 OPTIONS (weights='{path}', pretrained=false) AS SELECT 'a.png' AS image, "
                "'x' AS label")
     assert info.value.option == "pretrained"
+
+
+def test_the_lite_packages_own_file_given_as_weights_is_its_imagenet_weights(tmp_path, monkeypatch):
+    """Its keys are another port's: read as they are they fit nothing, and a BUILD was refused on a
+    fresh embedding cache and accepted after a default BUILD had filled it."""
+    from pixql.ml.weight_files import package_file
+    from pixql.ml.weights import LITE0_ARCH, lite0_imagenet_state_dict
+
+    monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "fresh-cache"))
+    rows = make_color_images(tmp_path / "img", per_class=4)
+    model = train_classifier([p for p, _ in rows], [l for _, l in rows],
+                             TrainConfig(base="EfficientNet_Lite0", weights=package_file(LITE0_ARCH), progress=False))
+    reference = lite0_imagenet_state_dict()
+    assert torch.equal(model.state_dict["conv_stem.weight"], reference["conv_stem.weight"])

