@@ -333,6 +333,21 @@ def test_a_vector_index_serves_whole_tables_and_follows_changes(colors_db, monke
     filtered = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=3",
                                     query="SELECT * FROM e WHERE label = 'red'")).df()
     assert set(filtered.label) == {"red"}  # a filtered query is ranked exactly
+    # a table replaced by as many rows (same rowids, and maybe the same sampled rows) is a changed table
+    db.sql("CREATE OR REPLACE TABLE e AS SELECT * FROM e ORDER BY rowid")
+    db.sql(f"UPDATE e SET image = image || '#' WHERE image = '{query}'")  # (a new rowid: a change seen before)
+    db.sql("CREATE OR REPLACE TABLE e AS SELECT * FROM e ORDER BY image")  # same count, other rows at each rowid
+    replaced = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=1", query="SELECT * FROM e"))
+    assert replaced.df().image.tolist() == [f"{query}#"]
+    # more rows asked for than the probed lists hold: all of them, as DuckDB ranks them
+    every = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=1000", query="SELECT * FROM e")).df()
+    assert len(every) == db.sql("SELECT count(*) FROM e").fetchone()[0]
+    # a column named rowid hides DuckDB's, by which the index keys rows: ranked exactly, or refused if asked
+    db.sql("CREATE TABLE withid AS SELECT 'sku-' || image AS rowid, * FROM e")
+    ranked = db.sql(SEARCH.format(options=f"search_input='{query}', top_k=2", query="SELECT * FROM withid")).df()
+    assert ranked.image.tolist()[0] == f"{query}#"
+    with pytest.raises(OptionError, match="has a column named rowid"):
+        db.sql(SEARCH.format(options=f"search_input='{query}', index='approximate'", query="SELECT * FROM withid"))
 
 
 def test_the_ivf_index_finds_the_exact_neighbours(tmp_path):

@@ -17,6 +17,7 @@ to probe are tuned at build time (`_tuned_nprobe`). Below MIN_ROWS DuckDB's exac
 
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -40,12 +41,17 @@ def _quote(name):
 def fingerprint(con, table, column):
     """What the index was built from: row count, largest rowid, a hash of 64 spread rows' vectors."""
     qt, qc = table.sql, _quote(column)
-    count, top = con.execute(f"SELECT count(*), max(rowid) FROM {qt}").fetchone()
+    count, top = con.execute(f"SELECT count(*), max(rowid) FROM {qt}").fetchall()[0]
+    # the table's own id: CREATE OR REPLACE of as many rows, same rowids, changes it (the sample may not)
+    oid = con.execute("SELECT table_oid FROM duckdb_tables() WHERE database_name = coalesce(?, current_database()) "
+                      "AND schema_name = coalesce(?, current_schema()) AND lower(table_name) = lower(?)",
+                      [table.database, table.schema, table.name]).fetchall()
     ids = sorted({int(round(i)) for i in np.linspace(0, top or 0, _SAMPLE)}) if count else []
     sample = con.execute(f"SELECT rowid, hash({qc}) FROM {qt} WHERE rowid IN (SELECT unnest(?::BIGINT[])) "
                          "ORDER BY rowid", [ids]).fetchall() if ids else []
     digest = hashlib.sha256(json.dumps(sample).encode()).hexdigest()
-    return {"rows": int(count), "max_rowid": None if top is None else int(top), "sample": digest}
+    return {"rows": int(count), "max_rowid": None if top is None else int(top), "sample": digest,
+            "table_oid": oid[0][0] if oid else None}
 
 
 class Table:
@@ -112,8 +118,9 @@ class VectorIndex:
         """rowids of the (about) k nearest vectors to the unit vector `query`."""
         import faiss
 
-        if self.meta["nlist"]:
-            faiss.extract_index_ivf(self.index).nprobe = self.meta["nprobe"]
+        if self.meta["nlist"]:  # tuned for 10 neighbours (x CANDIDATES): more lists for more of them
+            scale = max(1, math.ceil(k / (10 * CANDIDATES)))
+            faiss.extract_index_ivf(self.index).nprobe = min(self.meta["nlist"], self.meta["nprobe"] * scale)
         _, ids = self.index.search(np.asarray(query, dtype=np.float32)[None, :], k)
         return [int(i) for i in ids[0] if i >= 0]
 

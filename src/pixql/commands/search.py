@@ -217,8 +217,15 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
         return None, []
     table, columns = bare
     con = session.duckdb
-    if mode == "auto" and (engine.store.read_only or
-                           con.execute(f"SELECT count(*) FROM {table.sql}").fetchone()[0] < vector_index.MIN_ROWS):
+    own = [d[0] for d in con.execute(f"SELECT * FROM {table.sql} LIMIT 0").description]
+    if any(str(c).lower() == "rowid" for c in own):  # it hides DuckDB's rowid, by which an index keys rows
+        if mode in ("approximate", "rebuild"):
+            raise OptionError("SEARCH IMAGE OPTIONS (index=...): the table has a column named rowid, which hides "
+                              "DuckDB's rowid that an index keys its rows by; use index='exact' or rename the "
+                              "column", option="index")
+        return None, []
+    rows = con.execute(f"SELECT count(*) FROM {table.sql}").fetchall()[0][0]
+    if mode == "auto" and (engine.store.read_only or rows < vector_index.MIN_ROWS):
         return None, []
     if engine.store.read_only:
         raise OptionError("SEARCH IMAGE OPTIONS (index=...) writes the index beside the model store, which is "
@@ -235,6 +242,8 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
         f"?::FLOAT[{len(query)}]) AS {score} "
         f"FROM {table.sql} WHERE rowid IN (SELECT unnest(?::BIGINT[])) ORDER BY {score} DESC "
         f"LIMIT {int(resolved['top_k'])}", [query.tolist(), ids]).df()
+    if len(frame) < min(int(resolved["top_k"]), rows) and mode == "auto":
+        return None, []  # the lists probed held fewer rows than asked for: DuckDB ranks them all instead
     return frame, [note] if note else []
 
 
