@@ -189,6 +189,12 @@ def test_a_script_that_is_not_utf8_is_refused_naming_where(tmp_path):
         pixql.connect().sql("SELECT 'caf\udce9'")
 
 
+def test_several_c_options_run_in_order(run_cli):
+    result = run_cli("--format", "csv", "-c", "CREATE TABLE photos AS SELECT 1 AS a", "-c", "SELECT count(*) AS n "
+                     "FROM photos")
+    assert result.exit_code == 0 and result.stdout.endswith("n\n1\n")  # (the last -c alone ran before)
+
+
 def test_failing_statement_exits_1_naming_it(run_cli):
     result = run_cli("-c", "SELECT 1 AS ok;\nPREDICT USING ghost AS SELECT 1 AS image")
     assert result.exit_code == 1

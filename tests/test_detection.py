@@ -360,3 +360,21 @@ def test_detect_in_lanes_names_or_skips_an_unreadable_photo(tmp_path, monkeypatc
     assert out[4] is None and sum(counted) == len(paths)  # the unreadable photo counted too
     widths = [o[0][0, 2] for k, o in enumerate(out) if k != 4]
     assert widths == [60.0 + 10 * k for k in range(9)]  # each photo's own box, in row order
+
+
+def test_a_struct_of_corners_with_xywh_is_refused_and_evaluate_skips_rows_it_is_told_to(squares_db):
+    db, _, _ = squares_db
+    # (BUILD read the STRUCT by its field names but recorded xywh: EVALUATE then misread lists of corners)
+    with pytest.raises(OptionError, match="STRUCT of corners \\(x1, y1, x2, y2\\), which box_format='xywh'"):
+        db.sql("BUILD MODEL wrong OPTIONS (task='detection', box_col='box', box_format='xywh', epochs=1, "
+               "image_size=64) AS SELECT * FROM train")
+    assert not db.engine.store.exists("wrong")
+    with pytest.raises(OptionError, match="box_format='xywh'"):
+        db.sql("EVALUATE USING d OPTIONS (box_format='xywh') AS SELECT * FROM test")
+    nulled = ("SELECT image, label, CASE WHEN image = (SELECT min(image) FROM test) THEN NULL ELSE box END AS box "
+              "FROM test")
+    with pytest.raises(DataError, match="OPTIONS \\(on_error='skip'\\)"):
+        db.sql(f"EVALUATE USING d AS {nulled}")
+    skipped = db.sql(f"EVALUATE USING d OPTIONS (on_error='skip') AS {nulled}")  # as the message says
+    assert any("were left out (on_error='skip')" in m for m in skipped.messages)
+    assert db.sql(f"SELECT count(*) FROM ({nulled}) WHERE box IS NULL").fetchone()[0] > 0

@@ -133,7 +133,8 @@ def _variables(ctx, param, pairs):
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="PIXQL_DB", default="pixql.duckdb", show_default=True,
               help="DuckDB database file (models live beside it in FILE.models/).")
-@click.option("-c", "command", metavar="SCRIPT", help="Run these ';'-separated statements and exit.")
+@click.option("-c", "command", metavar="SCRIPT", multiple=True,
+              help="Run these ';'-separated statements and exit (several -c: in order, as one script).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: table).")
 @click.option("--out-dir", default="pixql_output", show_default=True,
               help="Where PRINT IMAGE (contact sheets) and DESCRIBE MODEL (training curves) write PNG files.")
@@ -162,6 +163,7 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, clust
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot,
                    read_only=read_only, wait=wait, cluster=cluster, variables=variables)
+    command = ";\n".join(command) if command else None  # (each -c's statements, the next on a line of its own)
     if ctx.invoked_subcommand is not None:
         if command is not None:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")

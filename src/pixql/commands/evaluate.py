@@ -107,12 +107,12 @@ def run(engine, statement):
 def _detector(engine, statement, resolved, given):
     from pixql.tasks.detection import truth
 
-    for name in ("mask_col", "padding", "labels", "on_error", "precision", "runtime"):
+    for name in ("mask_col", "padding", "labels", "precision", "runtime"):
         if name in given:
-            raise OptionError(f"EVALUATE: OPTIONS ({name}=...) is for classifiers, not detectors")
+            raise OptionError(f"EVALUATE: OPTIONS ({name}=...) is for classifiers, not detectors", option=name)
     if resolved["output"] == "confusion":
         raise OptionError("EVALUATE of a detector: output is 'report' (mAP per class) or 'errors' (missed and false "
-                          "boxes)")
+                          "boxes)", option="output")
     detector, manifest, task = engine.catalog.detector(statement.model, resolved["device"], resolved["weights"])
     recorded = manifest.get("boxes") or {}
     frame = engine.session.query_frame(statement)
@@ -124,8 +124,12 @@ def _detector(engine, statement, resolved, given):
                     **{k: resolved[k] if k in given else recorded.get(k, resolved[k]) for k in ("normalized", "box_format")},
                     image_col=resolved["image_col"] or (trained_col if trained_col in frame.columns else None))
     unknown, notes = [], []
-    photos, boxes, labels, classes, _, image_col, label_col = truth(frame, resolved, "the query",
-                                                                    list(detector.classes), unknown, notes)
+    photos, boxes, labels, classes, left_out, image_col, label_col = truth(
+        frame, resolved, "the query", list(detector.classes), unknown, notes,
+        stated_xywh=given.get("box_format") == "xywh")
+    if left_out:  # on_error='skip': rows with no image path or an unusable box or label
+        notes.append(f"{len(left_out)} row(s) with no image path or an unusable box or label were left out "
+                     f"(on_error='skip'): row(s) {shown(left_out)}")
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
     with image_errors([("the query", frame, image_col)], can_skip=False):
         # every box down to a low score: average precision ranks them all

@@ -186,7 +186,7 @@ def _errors(photos, truth_boxes, truth_labels, found, classes, threshold):
     return pd.DataFrame(rows, columns=["image", "error", "label", "score", "box", "iou"])
 
 
-def truth(frame, resolved, what, classes=None, unknown=None, notes=None):
+def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_xywh=None):
     """A query's true boxes, one row per box: (photos, [n, 4] box arrays in pixels, [n] class
     index arrays, classes, rows left out, image column, label column). A row with a NULL box and
     label is a photo without objects; a NULL box with a label, an empty or inverted box, or a
@@ -210,7 +210,10 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None):
         frame = frame[~gone]
     check_image_paths(frame, image_col, what)
     xywh, normalized = box_reading(resolved)
-    cells = boxes_of(frame, resolved["box_col"], what, xywh=xywh)
+    # box_format='xywh' the statement gave against a STRUCT of corners is refused (a model's recorded
+    # one, given by EVALUATE as `stated_xywh=False`, lets the field names win)
+    stated = resolved.get("box_format") == "xywh" if stated_xywh is None else stated_xywh
+    cells = boxes_of(frame, resolved["box_col"], what, xywh=xywh, stated_xywh=stated)
     items, boxes, labels = [], [], []
     sizes, clipped = {}, 0
     for pos, (path, box, cell) in enumerate(zip(frame[image_col], cells, frame[label_col])):
