@@ -365,9 +365,16 @@ def test_detect_in_lanes_names_or_skips_an_unreadable_photo(tmp_path, monkeypatc
 def test_a_struct_of_corners_with_xywh_is_refused_and_evaluate_skips_rows_it_is_told_to(squares_db):
     db, _, _ = squares_db
     # (BUILD read the STRUCT by its field names but recorded xywh: EVALUATE then misread lists of corners)
-    with pytest.raises(OptionError, match="STRUCT of corners \\(x1, y1, x2, y2\\), which box_format='xywh'"):
+    with pytest.raises(OptionError, match="STRUCT of corners \\(x1, y1, x2, y2\\), which box_format='xywh'") as info:
         db.sql("BUILD MODEL wrong OPTIONS (task='detection', box_col='box', box_format='xywh', epochs=1, "
                "image_size=64) AS SELECT * FROM train")
+    assert info.value.option == "box_format"
+    for statement, option in (("DETECT USING d OPTIONS (classes='nope') AS SELECT image FROM test", "classes"),
+                              ("BUILD MODEL w OPTIONS (task='detection', augment='light', box_col='box') "
+                               "AS SELECT * FROM train", "augment")):
+        with pytest.raises(OptionError) as info:
+            db.sql(statement)
+        assert info.value.option == option
     assert not db.engine.store.exists("wrong")
     with pytest.raises(OptionError, match="box_format='xywh'"):
         db.sql("EVALUATE USING d OPTIONS (box_format='xywh') AS SELECT * FROM test")

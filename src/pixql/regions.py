@@ -64,7 +64,8 @@ class RegionReader:
         if resolved.get("box_col") is None:
             for name in ("mask_col", "normalized", "padding", "box_format", "background"):
                 if resolved.get(name) not in (None, False, 0, 0.0, "xyxy", OPTIONS["background"].default):
-                    raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col")
+                    raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col",
+                                      option=name)
 
     def follow_model(self, given, recorded, columns, keyword, model):
         """Take the region options a model was trained with (its manifest's `regions`) where the
@@ -215,7 +216,7 @@ def boxes_of(frame, spec, what, xywh=False, stated_xywh=False):
         return [None if all(map(is_null, values)) else _from_sides(tuple(values)) if xywh else tuple(values)
                 for values in zip(*(frame[c] for c in columns))]  # four NULLs: no box (a photo without objects)
     if len(names) != 1:
-        raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}")
+        raise OptionError(f"box_col names one column (a box) or four (x1, y1, x2, y2), not {spec!r}", option="box_col")
     return [corners(v, xywh, stated_xywh) for v in frame[find_column(frame, names[0], "box_col", what)]]
 
 
@@ -230,7 +231,8 @@ def corners(value, xywh=False, stated_xywh=False):
                 return _from_sides(tuple(value[k] for k in sides))
         if stated_xywh and all(k in value for k in _CORNERS):  # the field names say otherwise: not passed over
             raise OptionError("the box column is a STRUCT of corners (x1, y1, x2, y2), which box_format='xywh' "
-                              "contradicts: a STRUCT's field names say what it holds; leave box_format out")
+                              "contradicts: a STRUCT's field names say what it holds; leave box_format out",
+                              option="box_format")
         return tuple(value.get(k) for k in _CORNERS)
     if is_null(value):  # None, or pandas' NA where a DataFrame column had NULLs
         return None

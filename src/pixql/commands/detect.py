@@ -90,11 +90,11 @@ def _wanted(resolved, classes, model=None):
     names = {c.strip() for c in resolved["classes"].split("|") if c.strip()}
     if not names:
         raise OptionError(f"DETECT: OPTIONS (classes=...) names no class; leave it out for every class "
-                          f"({_listed(classes)})")
+                          f"({_listed(classes)})", option="classes")
     unknown = sorted(names - set(classes))
     if unknown:
         raise OptionError(f"DETECT: {', '.join(unknown)} in OPTIONS (classes=...) are not classes of "
-                          f"'{model}' ({_listed(classes)})")
+                          f"'{model}' ({_listed(classes)})", option="classes")
     return sorted(i for i, c in enumerate(classes) if c in names)
 
 

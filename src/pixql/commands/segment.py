@@ -45,14 +45,16 @@ def run(engine, statement):
         raise OptionError(f"SEGMENT USING {statement.method}: the methods are {', '.join(METHODS)} "
                           "(sam:<hub id> names another SAM checkpoint)")
     if resolved["weights"] is not None and not is_sam(method):
-        raise OptionError(f"SEGMENT USING {method} needs no weights: OPTIONS (weights=...) is for USING sam")
+        raise OptionError(f"SEGMENT USING {method} needs no weights: OPTIONS (weights=...) is for USING sam",
+                          option="weights")
     if resolved["box_col"] is None:
-        raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'")
+        raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'",
+                          option="box_col")
     # absolute, as COPY stores paths: the table's masks are found from any working directory
     folder = os.path.abspath(os.path.expanduser(resolved["out_dir"] or _default_folder(engine)))
     if resolved["result_col"].lower() == "mask_share":  # one name for both answers would keep one of them
         raise OptionError("SEGMENT: result_col='mask_share' names the column SEGMENT adds beside the mask: "
-                          "choose another name for the mask column")
+                          "choose another name for the mask column", option="result_col")
     types = {}  # the query's DuckDB types, which a table of the result keeps (an empty one too)
     frame = engine.session.query_frame(statement, types=types)
     refuse_taken_columns("SEGMENT", frame.columns, [resolved["result_col"], "mask_share"], resolved["result_col"])

@@ -64,7 +64,8 @@ def build(engine, statement):
     resolved, given = opt.resolve("BUILD MODEL", statement.options, BUILD_OPTIONS)
     if given.get("weights") is not None and given.get("pretrained") is False:  # (a file is pretrained weights)
         raise OptionError(f"BUILD MODEL: options weights={opt.sql_text(given['weights'])} and pretrained=false "
-                          "contradict each other (the file's weights would be the start); give one", option="pretrained")
+                          "contradict each other (the file's weights would be the start); give one",
+                          option="pretrained")
     engine.catalog.check_new(statement.name, resolved["overwrite"])
     spec = resolve_base(statement.base)
     task = for_build(resolved)
@@ -307,11 +308,12 @@ def _train_detector(engine, statement, resolved, given, base, init):
     for name in ("mask_col", "padding", "background", "train_mode", "multi_label", "early_stopping", "l2",
                  "frozen_stages", "optimizer", "weight_decay", "scheduler", "warmup_epochs", "augment", "precision"):
         if name in given:
-            raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for classifiers, not detectors")
+            raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...) is for classifiers, not detectors",
+                              option=name)
     for name in clusters.OPTIONS:
         if given.get(name) not in (None, "local"):
             raise OptionError(f"{statement.keyword}: OPTIONS ({name}=...): a detector trains in this process, not on "
-                              "a Ray cluster (DETECT runs there)")
+                              "a Ray cluster (DETECT runs there)", option=name)
     frame = engine.session.query_frame(statement)
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to train on")

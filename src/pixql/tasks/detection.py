@@ -199,7 +199,7 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_
 
     if resolved.get("box_col") is None:
         raise OptionError("a detector learns and is scored on true boxes: name them with OPTIONS (box_col='box', "
-                          "label_col='label'), one row per box")
+                          "label_col='label'), one row per box", option="box_col")
     image_col = pick_image_col(frame, resolved.get("image_col"), what)
     label_col = find_column(frame, resolved.get("label_col") or "label", "label_col", what)
     skip = resolved.get("on_error") == "skip"
