@@ -185,7 +185,8 @@ def test_a_final_select_streams(pair):
     reader = db.sql("SELECT seen(range) AS n FROM range(10000000)").fetch_record_batch()
     first = reader.read_next_batch()
     assert first.num_rows > 0
-    assert sum(seen) < 1_000_000  # far from the 10 million rows
+    # far from the 10 million rows (DuckDB's threads compute ahead: 1.01 million once on a busy host)
+    assert sum(seen) < 5_000_000
     reader.close()
 
 
