@@ -88,6 +88,7 @@ class Engine:
         before anything runs (as DuckDB parses a whole script first). A query holding pixql
         statements is checked when it runs."""
         from pixql.sql import CreateTableAs, Sql, nested_statements
+        from pixql.sql.statements import in_place
 
         for statement in statements:
             if isinstance(statement, Sql) and not nested_statements(statement.sql, statement.line, statement.col):
@@ -104,7 +105,7 @@ class Engine:
             if isinstance(query, str) and query.strip() and not nested_statements(query, inner.query_line,
                                                                                    inner.query_col):
                 try:  # in place, so that DuckDB's "LINE n" is the script's
-                    self.session.parse("\n" * (inner.query_line - 1) + " " * (inner.query_col - 1) + query)
+                    self.session.parse(in_place(query, inner.query_line, inner.query_col))
                 except PixqlError as exc:
                     raise self.locate(exc, inner) from None
 

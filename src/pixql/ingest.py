@@ -263,10 +263,13 @@ def copy_table(con, table, source, options, base_dir=None):
             ("" if header is None else f", header={'true' if header else 'false'}")
         relation = f"{reader}({quote_literal(str(path))}{extra})"
         try:
-            described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()  # (DuckDB sniffs the file)
-            if reader == "read_csv_auto":
+            if reader == "read_csv_auto":  # one sniff of the file: its columns, and the lines it would skip
+                (skip, delimiter, columns), = con.execute(
+                    f"SELECT SkipRows, Delimiter, Columns FROM sniff_csv({quote_literal(str(path))}{extra})"
+                ).fetchall()  # (all: a result left half-read holds the connection)
+                described = [(c["name"], c["type"]) for c in columns]
                 _refuse_unsplit(described, path, table, encoding)
-                _refuse_skipped(con, path, table, encoding, extra)
+                _refuse_skipped(skip, delimiter, path, table, encoding)
                 if header is None:
                     _refuse_path_header(described, path, table)
                 elif not header:  # a list of images (and labels): named as a folder's table is
@@ -276,6 +279,8 @@ def copy_table(con, table, source, options, base_dir=None):
                         [quote_ident(n) for n in names[len(given):]]
                     relation = f"(SELECT {', '.join(picked)} FROM {relation})"
                     described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+            else:
+                described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
             path_cols = _path_columns(con, relation, described, options.get("image_col"))
         except (DataError, OptionError):
             raise
@@ -362,11 +367,8 @@ def _refuse_unsplit(columns, path, table, encoding):
     if len(header) < 2:  # one column after all (a quoted name holding the delimiter)
         return
     if line is not None:
-        raise DataError(
-            f"COPY {table}: line {line} of {path} has {fields} fields where its header has "
-            f"{len(header)} ({', '.join(header)}), so DuckDB could not split the file into those columns. "
-            f"Quote a value that holds {delimiters[0]!r} (\"a{delimiters[0]} b\"), or mend or remove the line; "
-            "nothing was loaded", path=str(path))
+        raise _ragged(table, path, line, fields, header, delimiters[0], "its header",
+                      "DuckDB could not split the file into those columns")
     raise DataError(f"COPY {table}: DuckDB could not split {path} into the columns of its header "
                     f"({', '.join(header)}) and read each line whole; check the file's quotes. Nothing was loaded",
                     path=str(path))
@@ -390,21 +392,27 @@ def _duckdb_encoding(encoding):
     return _DUCKDB_ENCODINGS[name]
 
 
-def _refuse_skipped(con, path, table, encoding, extra):
+def _ragged(table, path, line, fields, header, delimiter, first, consequence):
+    """The DataError for a CSV line of `fields` fields where the first line (`header`, called
+    `first` in the message) has others."""
+    return DataError(f"COPY {table}: line {line} of {path} has {fields} fields where {first} has "
+                     f"{len(header)} ({', '.join(header)}), so {consequence}. Quote a value that holds "
+                     f"{delimiter!r} (\"a{delimiter} b\"), or mend or remove the line; nothing was loaded",
+                     path=str(path))
+
+
+def _refuse_skipped(skip, delimiter, path, table, encoding):
     """DuckDB's sniffer skips leading lines it cannot fit (a header followed by lines of another
     number of fields, or a last line with one more) and takes a data line for the header, without
-    an error: the real header and rows are lost. Such a file is refused, naming the line."""
-    (skip, delimiter), = con.execute(f"SELECT SkipRows, Delimiter FROM sniff_csv({quote_literal(str(path))}{extra})"
-                                     ).fetchall()  # (all: a result left half-read holds the connection)
+    an error: the real header and rows are lost. Such a file is refused, naming the line.
+    `skip`, `delimiter`: its sniff_csv's SkipRows and Delimiter."""
     if not skip:
         return
     header, line, fields = (None, None, None) if path.suffix.lower() == ".zst" else \
         _first_ragged(path, delimiter, encoding)  # (no zstd reader in the standard library)
     if line is not None:
-        raise DataError(f"COPY {table}: line {line} of {path} has {fields} fields where its first line has "
-                        f"{len(header)} ({', '.join(header)}), so DuckDB would skip lines and lose rows. Quote a "
-                        f"value that holds {delimiter!r}, or mend or remove the line; nothing was loaded",
-                        path=str(path))
+        raise _ragged(table, path, line, fields, header, delimiter, "its first line",
+                      "DuckDB would skip lines and lose rows")
     raise DataError(f"COPY {table}: DuckDB would skip the first {skip} line(s) of {path} to read it; mend the "
                     "file's first lines (a CSV starts with its header, or with OPTIONS (header=false) a row); "
                     "nothing was loaded", path=str(path))

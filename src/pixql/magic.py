@@ -148,13 +148,9 @@ def _split_options(line):
     stripped = line.strip()
     if not stripped.startswith("--"):
         return line, _UNCHANGED, False, 0
-    database, read_only, wait = _UNCHANGED, False, 0
+    database, read_only, wait, rest = _UNCHANGED, False, 0, stripped
     try:
-        lexer = shlex.shlex(stripped, posix=True)
-        lexer.whitespace_split = True
-        lexer.commenters = ""
-        while True:
-            rest = lexer.instream.read()
+        while True:  # an option at a time: what follows the last is the statements
             lexer = shlex.shlex(rest, posix=True)
             lexer.whitespace_split = True
             lexer.commenters = ""
@@ -175,6 +171,7 @@ def _split_options(line):
                     raise PixqlCellError(f"--wait needs a number of seconds, not {text!r}; {USAGE}") from None
             else:
                 raise PixqlCellError(f"unknown option {option!r}; {USAGE}")
+            rest = lexer.instream.read()
     except ValueError as exc:  # unbalanced quotes
         raise PixqlCellError(f"cannot read the options {stripped!r}: {exc}; {USAGE}") from None
     if database is _UNCHANGED:

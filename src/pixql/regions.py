@@ -46,9 +46,13 @@ def box_reading(resolved):
     return form == "xywh", bool(resolved.get("normalized")) or form == "normalized"
 
 
-def _column_names(box_col):
-    """A box_col's column name(s), lower case, as find_column compares them."""
-    return [n.strip().lower() for n in str(box_col).split(",") if n.strip()]
+def box_columns(box_col):
+    """The column name(s) a box_col names: one (a box) or four ('x1,y1,x2,y2')."""
+    return [n.strip() for n in str(box_col).split(",") if n.strip()]
+
+
+def _lowered(names):
+    return [n.lower() for n in names]  # as find_column compares them
 
 
 class RegionReader:
@@ -73,13 +77,13 @@ class RegionReader:
         what was taken, or that whole photos are read because the query lacks them."""
         if not recorded:
             return []
-        boxes = _column_names(recorded["box_col"])
+        boxes = box_columns(recorded["box_col"])
         have = {str(c).lower() for c in columns}  # compared as find_column does
         notes = []
+        taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
         if "box_col" in given:  # the model's own box column(s) named: still read as it was trained
-            if given["box_col"] is None or _column_names(given["box_col"]) != boxes:
+            if given["box_col"] is None or _lowered(box_columns(given["box_col"])) != _lowered(boxes):
                 return []
-            taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
             if taken.get("mask_col") and taken["mask_col"].lower() not in have:
                 notes.append(f"{keyword}: model '{model}' was trained with mask_col='{taken.pop('mask_col')}', "
                              "which the query lacks: its boxes alone were read")
@@ -90,7 +94,6 @@ class RegionReader:
                 return [f"{keyword}: model '{model}' was trained on regions (box_col='{recorded['box_col']}'), but "
                         f"the query has no column {', '.join(missing)}: whole photos were read (name the regions "
                         "with OPTIONS (box_col=...))"]
-            taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
         clash = opt.contradiction(OPTIONS, taken, given)
         if clash:
             name, value, other, _ = clash
@@ -166,7 +169,7 @@ class RegionReader:
         """The frame's columns this reader reads besides the image's (the box, the mask)."""
         if not self.active:
             return []
-        names = [n.strip() for n in self.resolved["box_col"].split(",") if n.strip()]
+        names = box_columns(self.resolved["box_col"])
         if self.resolved.get("mask_col"):
             names.append(self.resolved["mask_col"])
         return [find_column(frame, name, "box_col", self.what) for name in names]
@@ -210,7 +213,7 @@ def boxes_of(frame, spec, what, xywh=False, stated_xywh=False):
     """Each row's box cell as (x1, y1, x2, y2), from one column (a STRUCT or a list) or four
     ('x1,y1,x2,y2'); `xywh`: lists and columns hold (x, y, width, height). A cell that is not a
     box stays as it is, for box_problem to name."""
-    names = [n.strip() for n in spec.split(",") if n.strip()]
+    names = box_columns(spec)
     if len(names) == 4:
         columns = [find_column(frame, n, "box_col", what) for n in names]
         return [None if all(map(is_null, values)) else _from_sides(tuple(values)) if xywh else tuple(values)

@@ -16,6 +16,7 @@ import uuid
 from pixql import ingest
 from pixql.errors import ArgumentError, DataError, OptionError, SqlError, is_interrupt, public_text
 from pixql.sql import nested_statements
+from pixql.sql.statements import in_place
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -193,10 +194,11 @@ class Session:
             yield statement
             return
         inner = statement.statement if isinstance(statement, CreateTableAs) else statement
+        nested = ArgumentError("params fill a query's ? or $name, not those of a pixql statement inside it: give "
+                               "them to that statement (db.sql('PREDICT ... WHERE x = ?', params))")
         if isinstance(inner, Sql):
             if nested_statements(inner.sql, inner.line, inner.col):
-                raise ArgumentError("params fill a query's ? or $name, not those of a pixql statement inside it: "
-                                    "give them to that statement (db.sql('PREDICT ... WHERE x = ?', params))")
+                raise nested
             self.params = params
             try:
                 yield statement
@@ -207,8 +209,7 @@ class Session:
         if not isinstance(query, str) or not query.strip():
             raise ArgumentError(f"params fill the ? or $name of a statement's query; {inner.keyword} has none")
         if nested_statements(query, inner.query_line, inner.query_col):
-            raise ArgumentError("params fill a query's ? or $name, not those of a pixql statement inside it: "
-                                "give them to that statement (db.sql('PREDICT ... WHERE x = ?', params))")
+            raise nested
         table = self.temp_name("params")
         try:
             self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {query}", params).fetchall()
@@ -383,8 +384,9 @@ class Session:
             try:
                 if not nested:  # the user's text where it stands in the script, so that DuckDB's
                     # "LINE n" is the script's line and shows the query, not pixql's CREATE around it
-                    self.duckdb.sql("\n" * (line - 1) + " " * (col - 1) + sql)  # binds: a missing table, column
-                    sql = "\n" * (line - 1) + " " * (col - 1) + sql if line > 1 else sql
+                    placed = in_place(sql, line, col)
+                    self.duckdb.sql(placed)  # binds: a missing table, column
+                    sql = placed if line > 1 else sql
                 self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall()
             except duckdb.Error as exc:
                 raise self.error(exc, "query") from exc

@@ -46,7 +46,12 @@ class Statement:
         """`duckdb_text` after as many line breaks and spaces as precede it in its script, so
         that DuckDB's own messages ("LINE 3: ...") count the script's lines, not the statement's."""
         line, col = (self.source_line, self.source_col) if self.as_written else (self.line, self.col)
-        return "\n" * (line - 1) + " " * (col - 1) + self.duckdb_text
+        return in_place(self.duckdb_text, line, col)
+
+
+def in_place(text, line, col):
+    """`text` after the line breaks and spaces that put it at `line`/`col` of its script."""
+    return "\n" * (line - 1) + " " * (col - 1) + text
 
 
 @dataclass(frozen=True)
