@@ -397,8 +397,9 @@ def test_copy_of_a_latin1_csv_says_to_name_the_encoding_and_reads_it_when_named(
     assert message.startswith("COPY (line 1): ") and str(csv) in message
     assert "not UTF-8" in message and "encoding='latin-1'" in message and "\n" not in message
     assert snapshot(colors_db) == before
-    with pytest.raises(OptionError, match=r"encoding='klingon' is not the name of a text encoding"):
+    with pytest.raises(OptionError, match=r"encoding='klingon' is not the name of a text encoding") as info:
         colors_db.sql(f"COPY colors OPTIONS (encoding='klingon', overwrite=true) FROM '{csv}'")
+    assert info.value.option == "encoding"
     assert snapshot(colors_db) == before
     colors_db.sql(f"COPY labels OPTIONS (encoding='latin-1') FROM '{csv}'")
     assert colors_db.sql("SELECT label FROM labels ORDER BY 1").fetchall() == [("café",), ("crème",)]
@@ -538,8 +539,9 @@ def test_copy_from_a_bad_file_keeps_the_table(colors_db, tmp_path, name, content
 def test_encoding_is_a_csv_option(colors_db, tmp_path):
     path = tmp_path / "t.parquet"
     colors_db.sql(f"COPY colors TO '{path}' (FORMAT parquet)")
-    with pytest.raises(OptionError, match="'encoding' is for CSV files"):
+    with pytest.raises(OptionError, match=r"^COPY \(line 1\): option 'encoding' is for CSV files") as info:
         colors_db.sql(f"COPY t OPTIONS (encoding='latin-1') FROM '{path}'")
+    assert info.value.option == "encoding"
 
 
 # -- checkpoints given with weights= are never unpickled ------------------------------------------------

@@ -92,7 +92,7 @@ def test_copy_normalises_paths_and_expands_the_home_folder(db, color_images, tmp
 def test_copy_missing_file_names_it(db, tmp_path):
     with pytest.raises(DataError, match="not found.*nope.csv"):
         db.sql(f"COPY t FROM '{tmp_path}/nope.csv'")
-    with pytest.raises(DataError, match="COPY t: the file or folder to read is an empty path"):
+    with pytest.raises(DataError, match=r"^COPY \(line 1\): the file or folder to read is an empty path"):
         db.sql("COPY t FROM ''")  # not the working folder read as an image tree
 
 

@@ -165,9 +165,10 @@ def _path_columns(con, relation_sql, cols, image_col):
     if image_col is not None:
         match = [(n, dtype) for n, dtype, *_ in cols if n.lower() == image_col.lower()]
         if not match:
-            raise DataError(f"COPY: image_col '{image_col}' is not a column of the file; columns: {', '.join(names)}")
+            raise DataError(f"image_col '{image_col}' is not a column of the file; columns: {', '.join(names)}")
         if match[0][1] != "VARCHAR":
-            raise OptionError(f"COPY: image_col '{match[0][0]}' holds {match[0][1]} values, not image paths (text)")
+            raise OptionError(f"image_col '{match[0][0]}' holds {match[0][1]} values, not image paths (text)",
+                              option="image_col")
         return [match[0][0]]
     found = []
     for name, dtype, *_ in cols:
@@ -187,28 +188,28 @@ def copy_table(con, table, source, options, base_dir=None):
     """Create (or replace / append to) `table` from `source`; returns (row count, messages)."""
     if_exists = options.get("if_exists") or ("replace" if options.get("overwrite") else "fail")
     if options.get("overwrite") and options.get("if_exists") not in (None, "replace"):
-        raise OptionError("COPY: overwrite=true contradicts if_exists='%s'" % options["if_exists"])
+        raise OptionError("overwrite=true contradicts if_exists='%s'" % options["if_exists"], option="if_exists")
     from pixql.ml.images import URL  # the one rule for what is a URL (no torch behind it)
 
     if not str(source).strip():  # (an unset {data}): not the working folder read as an image tree
-        raise DataError(f"COPY {table}: the file or folder to read is an empty path")
+        raise DataError("the file or folder to read is an empty path")
     if URL.match(str(source)):
-        raise DataError(f"COPY {table}: {source} is a URL; COPY reads local files and folders (download it "
+        raise DataError(f"{source} is a URL; COPY reads local files and folders (download it "
                         "first, then COPY from its local path)", path=str(source))
     path = Path(source).expanduser()
     if not path.is_absolute():
         path = Path(base_dir or os.getcwd()) / path
     if not path.exists():
         if any(c in str(source) for c in "*?["):
-            raise DataError(f"COPY {table}: {source} is a pattern of file names; pixql's COPY reads one file or "
+            raise DataError(f"{source} is a pattern of file names; pixql's COPY reads one file or "
                             "folder, whose image paths it resolves against the file's folder: COPY the files one by "
                             f"one (if_exists='append'), or CREATE TABLE {table} AS SELECT * FROM read_csv('{source}') "
                             "with paths as written", path=str(path))
-        raise DataError(f"COPY {table}: file or folder not found: {path}")
+        raise DataError(f"file or folder not found: {path}")
     exists = table_exists(con, table, where_created=True)  # (a table of the name in another schema is another)
     if exists and if_exists == "fail":
         raise CatalogError(
-            f"COPY {table}: table already exists; use OPTIONS (overwrite=true) or if_exists='append'"
+            f"table {table} already exists; use OPTIONS (overwrite=true) or if_exists='append'"
         )
 
     messages = []
@@ -216,7 +217,7 @@ def copy_table(con, table, source, options, base_dir=None):
     if path.is_dir():
         rows = _image_tree_rows(path)
         if not rows:
-            raise DataError(f"COPY {table}: no images found in {path} or its sub-folders", path=str(path))
+            raise DataError(f"no images found in {path} or its sub-folders", path=str(path))
         unlabelled = sum(label is None for _, label in rows)
         if unlabelled:
             messages.append(f"COPY {table}: {unlabelled} image(s) lie directly in {path}, outside any class "
@@ -225,8 +226,8 @@ def copy_table(con, table, source, options, base_dir=None):
 
         image_col = options.get("image_col") or "image"
         if image_col.lower() == "label":
-            raise OptionError(f"COPY {table}: a folder's table has the columns (image_col, label): image_col "
-                              "cannot be 'label'")
+            raise OptionError("a folder's table has the columns (image_col, label): image_col "
+                              "cannot be 'label'", option="image_col")
         frame = pd.DataFrame(rows, columns=[image_col, "label"])
         con.register("__pixql_copy_frame", frame)
         select = "SELECT * FROM __pixql_copy_frame"
@@ -234,31 +235,31 @@ def copy_table(con, table, source, options, base_dir=None):
         reader = _reader_of(path)
         if reader is None:
             raise DataError(
-                f"COPY {table}: cannot tell the format of {path.name}; "
+                f"cannot tell the format of {path.name}; "
                 f"use one of {', '.join(sorted(_READERS))} (text ones also compressed: .csv.gz, .json.zst) "
                 "or a folder of images"
             )
         if path.stat().st_size == 0:
-            raise DataError(f"COPY {table}: {path} is empty")
+            raise DataError(f"{path} is empty")
         encoding = options.get("encoding")
         if encoding is not None and reader != "read_csv_auto":
-            raise OptionError(f"COPY: option 'encoding' is for CSV files, not {path.name}")
+            raise OptionError(f"option 'encoding' is for CSV files, not {path.name}", option="encoding")
         if encoding is not None:
             import codecs
 
             try:
                 codecs.lookup(encoding)
             except LookupError:
-                raise OptionError(f"COPY: encoding={encoding!r} is not the name of a text encoding "
-                                  "(e.g. 'utf-8', 'latin-1', 'utf-16')") from None
+                raise OptionError(f"encoding={encoding!r} is not the name of a text encoding "
+                                  "(e.g. 'utf-8', 'latin-1', 'utf-16')", option="encoding") from None
             if codecs.lookup(encoding).name.startswith("utf-16") and not _looks_utf16(path):
                 # DuckDB would read it as one column of garbled text and no rows
-                raise DataError(f"COPY {table}: {path} is not UTF-16 text (no byte-order mark, no zero bytes "
+                raise DataError(f"{path} is not UTF-16 text (no byte-order mark, no zero bytes "
                                 "between its characters): leave encoding out, or name the file's own", path=str(path))
             encoding = _duckdb_encoding(encoding)
         header = options.get("header")
         if header is not None and reader != "read_csv_auto":
-            raise OptionError(f"COPY: option 'header' is for CSV files, not {path.name}", option="header")
+            raise OptionError(f"option 'header' is for CSV files, not {path.name}", option="header")
         extra = (f", encoding={quote_literal(encoding)}" if encoding else "") + \
             ("" if header is None else f", header={'true' if header else 'false'}")
         relation = f"{reader}({quote_literal(str(path))}{extra})"
@@ -369,7 +370,7 @@ def _refuse_unsplit(columns, path, table, encoding):
     if line is not None:
         raise _ragged(table, path, line, fields, header, delimiters[0], "its header",
                       "DuckDB could not split the file into those columns")
-    raise DataError(f"COPY {table}: DuckDB could not split {path} into the columns of its header "
+    raise DataError(f"DuckDB could not split {path} into the columns of its header "
                     f"({', '.join(header)}) and read each line whole; check the file's quotes. Nothing was loaded",
                     path=str(path))
 
@@ -386,7 +387,7 @@ def _duckdb_encoding(encoding):
 
     name = codecs.lookup(encoding).name
     if name not in _DUCKDB_ENCODINGS:
-        raise OptionError(f"COPY: encoding={encoding!r} is not one DuckDB's CSV reader reads: use 'utf-8', "
+        raise OptionError(f"encoding={encoding!r} is not one DuckDB's CSV reader reads: use 'utf-8', "
                           f"'utf-16' or 'latin-1' (or convert the file: iconv -f {encoding} -t utf-8)",
                           option="encoding")
     return _DUCKDB_ENCODINGS[name]
@@ -395,7 +396,7 @@ def _duckdb_encoding(encoding):
 def _ragged(table, path, line, fields, header, delimiter, first, consequence):
     """The DataError for a CSV line of `fields` fields where the first line (`header`, called
     `first` in the message) has others."""
-    return DataError(f"COPY {table}: line {line} of {path} has {fields} fields where {first} has "
+    return DataError(f"line {line} of {path} has {fields} fields where {first} has "
                      f"{len(header)} ({', '.join(header)}), so {consequence}. Quote a value that holds "
                      f"{delimiter!r} (\"a{delimiter} b\"), or mend or remove the line; nothing was loaded",
                      path=str(path))
@@ -413,7 +414,7 @@ def _refuse_skipped(skip, delimiter, path, table, encoding):
     if line is not None:
         raise _ragged(table, path, line, fields, header, delimiter, "its first line",
                       "DuckDB would skip lines and lose rows")
-    raise DataError(f"COPY {table}: DuckDB would skip the first {skip} line(s) of {path} to read it; mend the "
+    raise DataError(f"DuckDB would skip the first {skip} line(s) of {path} to read it; mend the "
                     "file's first lines (a CSV starts with its header, or with OPTIONS (header=false) a row); "
                     "nothing was loaded", path=str(path))
 
@@ -422,7 +423,7 @@ def _refuse_path_header(described, path, table):
     """A first line that names an image is no header: DuckDB would take it for one and lose that row."""
     first = [c[0] for c in described if str(c[0]).lower().endswith(IMAGE_EXTENSIONS)]
     if first:
-        raise DataError(f"COPY {table}: the first line of {path} names an image ({first[0]}), not a column: the "
+        raise DataError(f"the first line of {path} names an image ({first[0]}), not a column: the "
                         "file has no header. OPTIONS (header=false) reads that line as a row (columns image, "
                         "label); nothing was loaded", path=str(path))
 
@@ -457,10 +458,10 @@ def _read_error(table, path, exc, encoding, verb="read"):
     text = str(exc)
     csv_file = path.is_file() and path.suffix.lower() not in _COMPRESSED and _reader_of(path) == "read_csv_auto"
     if encoding is None and csv_file and _looks_utf16(path):
-        return (f"COPY {table}: {path} looks like UTF-16 text (zero bytes between its characters); name its "
+        return (f"{path} looks like UTF-16 text (zero bytes between its characters); name its "
                 "encoding with OPTIONS (encoding='utf-16'), or convert the file to UTF-8")
     if encoding is None and ("not utf-8" in text.lower() or "invalid unicode" in text.lower()):
         first = text.strip().splitlines()[0]
-        return (f"COPY {table}: {path} is not UTF-8 text ({first}); name its encoding with "
+        return (f"{path} is not UTF-8 text ({first}); name its encoding with "
                 "OPTIONS (encoding='latin-1') (or 'utf-16'), or convert the file to UTF-8")
-    return f"COPY {table}: cannot {verb} {path}: {text}"
+    return f"cannot {verb} {path}: {text}"
