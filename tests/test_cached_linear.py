@@ -218,3 +218,29 @@ def test_auto_that_would_tune_the_top_does_not_take_the_shortcut(photos, monkeyp
     monkeypatch.setattr(trained, "TOP_MIN_ROWS", 31)
     fourth, (m4, _) = _build(db, "d", "validation=0.25, epochs=3")
     assert fourth["train_mode"] == "linear" and _shortcut(m4)
+
+
+def test_a_weights_file_replaced_by_one_of_the_same_size_and_time_is_read_again(photos, tmp_path):
+    # Two checkpoints of one network have the same size, and cp -p or tar keep a file's time:
+    # the shortcut must not hand back the embeddings and backbone of the file that was there before.
+    from safetensors.torch import save_file
+
+    from pixql.ml.weights import lite0_imagenet_state_dict
+
+    db, _ = photos
+    state = {k: v.contiguous() for k, v in lite0_imagenet_state_dict().items()}
+    path, other = tmp_path / "w.safetensors", tmp_path / "other.safetensors"
+    save_file(state, path)
+    save_file({k: (v * 0.5 if k == "conv_head.weight" else v) for k, v in state.items()}, other)
+    assert path.stat().st_size == other.stat().st_size
+    options = f"validation=0.25, weights='{path}'"
+    _, (_, first) = _build(db, "a", options)
+    _, (m2, _) = _build(db, "b", options)
+    assert _shortcut(m2)  # the same file: the shortcut
+    when = path.stat().st_mtime_ns
+    path.write_bytes(other.read_bytes())
+    os.utime(path, ns=(when, when))
+    _, (m3, third) = _build(db, "c", options)
+    assert not _shortcut(m3)
+    head = next(k for k in first if k.endswith("conv_head.weight"))
+    assert np.allclose(third[head].numpy(), first[head].numpy() * 0.5)

@@ -15,7 +15,7 @@ and saves the model from them; from a terminal that skips importing torch and ti
 
 The shortcut key hashes, without torch, everything the first run's choices depended on: the base,
 the options that pick its weights, size, device, precision and batch, the versions of pixql,
-torch and timm, the weights file (path, size, modification time), and this machine (its CPU
+torch and timm, the weights file (path, size, modification time; a user's file also its bytes' hash), and this machine (its CPU
 flags, which decide bf16; whether an NVIDIA driver is loaded and its GPUs' models;
 CUDA_VISIBLE_DEVICES; PIXQL_DECODE), and the embedding cache's format and the versions of
 torchvision and Pillow, which its own key holds.
@@ -153,9 +153,12 @@ def _folder(config):
         stat = os.stat(weights)
     except OSError:
         return None
+    # A user's file is hashed too: a checkpoint of the same network has the same size, and a copy
+    # that keeps its times (cp -p, tar) keeps the mtime. A package's or the hub's file does not change.
+    digest = (file_digest(weights) or b"").hex() if config.weights else None
     recipe = {
         "format": FORMAT, "base": spec.name, "arch": spec.arch,
-        "weights": [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns],
+        "weights": [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns, digest],
         "options": {k: getattr(config, k) for k in ("image_size", "device", "precision", "batch_size")},
         # what the embedding cache's own key holds beside the weights (ml/embedding_cache.backbone_key)
         "versions": {p: _version(p) for p in ("torch", "torchvision", "timm", "safetensors", "pillow")}
