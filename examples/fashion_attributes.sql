@@ -45,5 +45,6 @@ CREATE OR REPLACE TABLE fashion AS
   AS SELECT * EXCLUDE (score) FROM tagged;
 
 SELECT image, product, category, box, attributes, colour FROM fashion ORDER BY image;
-PRINT IMAGE OPTIONS (box_col='box', mask_col='mask')
+-- each garment found, cut out along its mask as the attribute models saw it, with their answers
+PRINT IMAGE OPTIONS (box_col='box', mask_col='mask', draw='crop')
   AS SELECT image, box, mask, product, attributes, colour FROM fashion ORDER BY image LIMIT 6;

@@ -109,6 +109,30 @@ def test_captions_write_letters_beyond_ascii(color_images):
     assert not np.array_equal(sheet("Ωμέγα"), sheet("Ωμέγε"))
 
 
+def test_a_caption_gives_each_column_a_line_and_lists_as_items():
+    # the fashion pipeline's sheet: a long product name must not push the colour out of the caption
+    import numpy as np
+
+    from pixql.commands.common import caption
+
+    row = {"image": "a.jpg", "product": "Indigo Nation Men Striped Black & Blue T-shirt",
+           "attributes": np.array(["t-shirt", "striped"], dtype=object), "colour": "Black", "note": None}
+    lines = display._caption_lines(caption(row, ["product", "attributes", "colour", "note"], "image"), 24)
+    assert lines == ["product: Indigo Nation…", "attributes: t-shirt,…", "colour: Black", "note: NULL"]
+    assert display._caption_lines(["label: " + "a long label " * 4], 24) == \
+        ["label: a long label a", "long label a long label", "a long label"]  # one column wraps as before
+    assert caption({"image": "a.jpg", "tags": []}, ["tags"], "image") == ["tags: []"]
+
+
+def test_a_caption_line_never_runs_into_the_next_tile(color_images):
+    import numpy as np
+
+    paths = [p for p, _ in color_images[:2]]
+    sheet = np.asarray(display.contact_sheet(paths, [["W" * 60], ["M" * 60]], size=64).convert("L"))
+    gap = sheet[64 + 8:, 8 + 64 + 2: 8 + 64 + 8 - 1]  # under the tiles, between the two columns
+    assert gap.min() > 200  # white: the letters stopped at their tile's edge
+
+
 def test_png_bytes_round_trip():
     image = Image.new("RGB", (5, 4), "red")
     data = display.png_bytes(image)

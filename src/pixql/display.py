@@ -43,11 +43,22 @@ def _dejavu():
     return None
 
 
-def _caption_lines(caption, width_chars, max_lines=3):
+def _caption_lines(caption, width_chars, max_lines=3, most_parts=6):
+    """A tile's caption lines: every part (a column's "name: value") gets a line, up to
+    `most_parts` of them, before any part wraps onto a second one (a long product name must not
+    push the colour after it out); lines cut short end in '…'."""
+    parts = [textwrap.wrap(part, width_chars) or [""] for part in caption]
+    budget = max(max_lines, min(len(parts), most_parts))
+    spare = budget - min(len(parts), budget)  # lines beyond the first of each part shown
     lines = []
-    for part in caption:
-        lines.extend(textwrap.wrap(part, width_chars) or [""])
-    return lines[:max_lines] + (["…"] if len(lines) > max_lines else [])
+    for wrapped in parts[:budget]:
+        take = 1 + min(len(wrapped) - 1, spare)
+        spare -= take - 1
+        shown = wrapped[:take]
+        if len(wrapped) > take:
+            shown[-1] = shown[-1][: width_chars - 1] + "…"
+        lines.extend(shown)
+    return lines + (["…"] if len(parts) > budget else [])
 
 
 def _thumbnail(item, size):
@@ -112,8 +123,19 @@ def contact_sheet(paths, captions, size=240, columns=None):
         thumb = ImageOps.pad(_thumbnail(path, size), (size, size), color="white")
         sheet.paste(thumb, (x, y))
         for j, line in enumerate(lines):
-            draw.text((x, y + size + 2 + j * font_px * _LINE), line, fill="black", font=font)
+            draw.text((x, y + size + 2 + j * font_px * _LINE), _fit(line, font, size), fill="black", font=font)
     return sheet
+
+
+def _fit(line, font, width):
+    """`line` cut short ('…') to `width` pixels: wrapping counts characters, and wide letters
+    (W, M, capitals) would run into the next tile."""
+    if not hasattr(font, "getlength") or font.getlength(line) <= width:
+        return line
+    line = line.rstrip("…")
+    while line and font.getlength(line + "…") > width:
+        line = line[:-1]
+    return line + "…"
 
 
 # -- training curves ---------------------------------------------------------------------

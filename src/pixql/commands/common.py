@@ -6,6 +6,7 @@ import os
 from pixql import options as opt
 from pixql.errors import DataError, PixqlError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
+from pixql.query_rows import is_null
 from pixql.result import Result
 
 # The network's arithmetic, for every statement that runs one: 'auto' is ml.runtime.resolve_precision's
@@ -26,7 +27,14 @@ def shown(items, n=10):
 
 
 def short(value, n=40):
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A cell as a caption shows it: a list (an array from DuckDB's LIST) as its items, NULL as
+    DuckDB prints it."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1):
+        text = ", ".join(short(v, n) for v in list(value)) if len(value) else "[]"
+    elif is_null(value):
+        text = "NULL"
+    else:
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
