@@ -187,6 +187,28 @@ def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
         db.sql(SEARCH.format(options="search_by='text', search_input='purple'", query="SELECT * FROM colors"))
 
 
+def test_a_keyword_search_scores_as_predict_and_reads_the_embedding_cache(colors_db, monkeypatch):
+    # another keyword over the same rows reads the network's features from the cache CONVERT and
+    # SEARCH by image fill: no pass of the network, the probabilities PREDICT's network gives
+    from pixql.ml import embed, infer
+
+    db = colors_db
+    found = db.sql(SEARCH.format(options="search_by='text', search_input='blue', top_k=24",
+                                 query="SELECT * FROM colors")).df()
+    model = db.engine.catalog.load("cm")[0]
+    expected = model.predict_proba(list(found.image), progress=False)[:, list(model.classes).index("blue")]
+    assert np.allclose(found.similarity, expected, atol=1e-3)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network ran")
+
+    for module in (embed, infer):
+        monkeypatch.setattr(module, "forward_rows", no_network)
+    reds = db.sql(SEARCH.format(options="search_by='text', search_input='red', top_k=8",
+                                query="SELECT * FROM colors")).df()
+    assert set(reds.label) == {"red"}
+
+
 def test_keywords_reach_the_imagenet_classes_through_wordnet():
     from pixql import keywords
     from pixql.ml.imagenet import imagenet_class_names

@@ -20,7 +20,7 @@ import numpy as np
 from pixql import keywords
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import PRECISION, frame_result, probabilities, refuse_taken_columns
+from pixql.commands.common import PRECISION, frame_result, image_outputs, probabilities, refuse_taken_columns
 from pixql.commands.convert import embed_rows, trained_regions
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import column_named, pick_image_col
@@ -258,7 +258,7 @@ def _top(frame, scores, resolved):
 def _keyword(engine, statement, resolved, given):
     """Rows ranked by the probability a classifier gives the classes the keyword names."""
     try:
-        model, _manifest, _task = engine.catalog.load(statement.model, resolved["device"],
+        model, _manifest, task = engine.catalog.load(statement.model, resolved["device"],
                                                       precision=resolved["precision"])
     except CatalogError as exc:
         raise CatalogError(f"SEARCH IMAGE by text needs a classifier (imagenet_classifier, a model you built) "
@@ -278,7 +278,19 @@ def _keyword(engine, statement, resolved, given):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
-    probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
+    embedder = engine.catalog.embedder(statement.model, resolved["device"], precision=resolved["precision"])
+    if embedder.head is not None:
+        # a network with a linear head: its features from the embedding cache, which CONVERT, SEARCH
+        # by image and a linear BUILD fill too, so that another keyword over the rows is no pass of the network
+        def compute(items, on_error):
+            import torch
+
+            logits = embedder.logits(items, resolved["batch_size"], engine.progress, on_error)
+            return task.probabilities(torch.from_numpy(logits)).numpy()
+
+        probs = image_outputs(compute, len(classes), frame, image_col, resolved, reader)
+    else:
+        probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
     return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved),
                   messages=notes + reader.message("SEARCH IMAGE"), column_types=types)
 

@@ -45,6 +45,10 @@ class Embedder:
         # Keyed on the unfolded weights, as a linear-mode BUILD keys them: the two share entries.
         self.cache = EmbeddingCache.for_backbone(model, head, self.preprocessing, self.precision,
                                                  self.device) if cache else None
+        # the head over the features, as numbers: a classifier's logits from cached features (logits())
+        self.head = None if head is None else (head.weight.detach().float().cpu().numpy(),
+                                               head.bias.detach().float().cpu().numpy()
+                                               if head.bias is not None else 0.0)
         self.model = fold_batchnorm(model) if fold else model
         inference_layers(self.model, self.preprocessing["input_size"])  # as PREDICT's network (ml/infer.py)
         self.features = features
@@ -64,8 +68,19 @@ class Embedder:
     def embed(self, paths, batch_size=None, progress=True, on_error="fail"):
         """float32 [n, dim] unit vectors, one row per path in order; with on_error='skip' the
         rows of unreadable images are NaN."""
+        return self._features(paths, batch_size, progress, on_error, normalized, self.dim)
+
+    def logits(self, paths, batch_size=None, progress=True, on_error="fail"):
+        """float32 [n, classes]: the head of a classifier's network over the features, as its
+        PREDICT computes them, but from the cache where it holds them (SEARCH by keyword); NaN rows
+        as `embed`. Only for an Embedder made with a linear head."""
+        weight, bias = self.head
+        return self._features(paths, batch_size, progress, on_error, lambda f: f @ weight.T + bias, len(weight))
+
+    def _features(self, paths, batch_size, progress, on_error, finish, width):
+        """`finish(features)` [n, width] of the computed or cached features, NaN rows for those skipped."""
         paths = list(paths)  # file paths, or Regions (ml.images)
-        full = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
+        full = np.full((len(paths), width), np.nan, dtype=np.float32)
         if not paths:
             return full
 
@@ -81,7 +96,7 @@ class Embedder:
             feats, rows, _skipped, hits = cached_forward(self.cache, paths, compute)
             self.cache_hits += hits
         if len(rows):
-            full[rows.numpy()] = normalized(feats.numpy())
+            full[rows.numpy()] = finish(feats.float().numpy())
         return full
 
 
