@@ -464,6 +464,24 @@ def test_results_answer_duckdbs_other_readers(db, color_csv):
         assert predicted.pl().shape == (3, 4)
 
 
+def test_results_give_arrow_as_the_installed_duckdb_does(db, color_csv):
+    # DuckDB 2's relation.arrow() is a RecordBatchReader (1's a Table): code written for the
+    # installed DuckDB (reader.read_all(), table.num_rows) works on pixql's results alike
+    import duckdb
+    import pyarrow as pa
+
+    plain = "SELECT range AS n FROM range(3)"
+    kind = type(duckdb.sql(plain).arrow())
+    _copy_colors(db, color_csv)
+    for query in (plain, "PREDICT USING imagenet_classifier AS SELECT * FROM colors LIMIT 3"):
+        result = db.sql(query)
+        assert type(result.arrow()) is kind
+        table = db.sql(query).fetch_arrow_table()
+        assert isinstance(table, pa.Table) and table.num_rows == 3
+        assert db.sql(query).to_arrow_reader().read_all().equals(table)
+        assert pa.table(db.sql(query)).equals(table)  # the Arrow stream protocol, as DuckDB's relations
+
+
 def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv):
     from pixql.errors import ArgumentError
 

@@ -1,6 +1,7 @@
 """What a statement returns: rows (like a DuckDB relation), maybe a picture, maybe a note."""
 
 import contextlib
+import functools
 import io
 import itertools
 import threading
@@ -135,7 +136,7 @@ class Result:
 
         return pd.DataFrame()
 
-    def fetch_record_batch(self):
+    def to_arrow_reader(self):
         """A pyarrow RecordBatchReader over the rows, as DuckDB's `fetch_record_batch()`;
         streamed results are computed batch by batch as it is read."""
         import pyarrow as pa
@@ -167,11 +168,24 @@ class Result:
                 return typed.to_arrow_table()
         return pa.Table.from_pandas(frame, preserve_index=False)
 
-    def arrow(self):
+    def to_arrow_table(self):
+        """The rows as one pyarrow Table."""
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
                 return self._relation.to_arrow_table()
         return self._frame_arrow(self.df())
+
+    def arrow(self):
+        """What the installed DuckDB's `relation.arrow()` gives: a RecordBatchReader with DuckDB 2, a
+        Table with DuckDB 1 (code written for one keeps working)."""
+        return self.to_arrow_reader() if _arrow_is_a_reader() else self.to_arrow_table()
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        # the Arrow PyCapsule stream, as DuckDB's relations have it: pa.table(result), polars, ...
+        return self.to_arrow_reader().__arrow_c_stream__(requested_schema)
+
+    fetch_record_batch = fetch_arrow_reader = to_arrow_reader
+    fetch_arrow_table = to_arrow_table
 
     fetchdf = df  # DuckDB's other names for them
     fetch_df = df
@@ -183,11 +197,11 @@ class Result:
         except ImportError:
             raise PixqlError("pl() needs polars, which is not installed: pip install polars "
                              "(or read the rows with .df() or .arrow())") from None
-        return polars.from_arrow(self.arrow())
+        return polars.from_arrow(self.to_arrow_table())
 
     def fetchnumpy(self):
         """{column: numpy array} of every row, as DuckDB's `fetchnumpy()`."""
-        table = self.arrow()
+        table = self.to_arrow_table()
         return {name: column.to_numpy(zero_copy_only=False) for name, column in zip(table.column_names,
                                                                                       table.columns)}
 
@@ -405,6 +419,15 @@ VALUES_ROWS = 1000
 # column type of its own in pandas, and such a table is printed through pandas.
 _AS_PYTHON = {"float64": float, "int64": int, "bool": bool}
 _OTHER = object()
+
+
+@functools.cache
+def _arrow_is_a_reader():
+    """Whether this DuckDB's relation.arrow() gives a RecordBatchReader (DuckDB 2) or a Table (1)."""
+    import duckdb
+    import pyarrow as pa
+
+    return isinstance(duckdb.connect().sql("SELECT 1").arrow(), pa.RecordBatchReader)
 
 
 def python_value(value):
