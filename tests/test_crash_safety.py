@@ -240,3 +240,39 @@ def test_corrupted_model_files_are_a_message_and_the_model_can_be_dropped(shop, 
         assert list(db.sql("SHOW MODELS").df().name) == ["imagenet_classifier"]
         save_color_model(db.engine.store, "cm", classes=("blue", "red"))
         assert len(db.sql("PREDICT USING cm AS SELECT * FROM colors").df()) == 80
+
+
+API_CHILD = """
+import sys, pixql
+db = pixql.connect(sys.argv[1], progress=False)
+db.sql("CREATE TABLE kept AS SELECT 1 AS x")
+open(sys.argv[2], "w").close()
+try:
+    # no rows handed over until it ends (an hour's work here): DuckDB's execute() alone let
+    # Ctrl-C wait for its end
+    db.sql("CREATE TABLE big AS SELECT count(*) AS c FROM range(1000000000000) t(a) WHERE a % 7 = 3; SELECT 1")
+except KeyboardInterrupt as exc:
+    print(type(exc).__name__, exc.keyword, exc.line)
+print(db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'").fetchall()[0][0],
+      db.sql("SELECT x FROM kept").fetchall()[0][0])
+"""
+
+
+def test_ctrl_c_stops_a_long_create_table_as_from_python(tmp_path):
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", API_CHILD, str(tmp_path / "x.duckdb"), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the child never started the statement"
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside DuckDB's execute()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # the statement itself would take an hour
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert out.split() == ["Interrupted", "SQL", "1", "0", "1"]  # stopped, no table, the connection works

@@ -55,6 +55,7 @@ class Session:
         self._functions = []  # those names, removed from DuckDB's catalog at close
         self._taken = None  # names of the database's own functions and macros, read once
         self._frames = []  # the caller's DataFrames registered by name for the script that runs (use_frames)
+        self._runner = None  # the thread statements run on while the main thread waits (interruptible)
         self.params = None  # DuckDB's parameters for the plain statement that runs (parameters())
         self.nested_messages = []  # the notes of the pixql statements nested in the statement that runs
 
@@ -66,6 +67,8 @@ class Session:
         for name in self._functions:
             with contextlib.suppress(duckdb.Error):
                 self.duckdb.remove_function(name)
+        if self._runner is not None:
+            self._runner.shutdown()
         self.duckdb.close()
 
     # -- SQL functions ------------------------------------------------------------------------
@@ -155,6 +158,34 @@ class Session:
 
     def temp_name(self, prefix):
         return f"__pixql_{prefix}_{next(self._names)}"
+
+    def interruptible(self, call):
+        """call() (DuckDB running a statement that hands over no rows until it ends: CREATE TABLE
+        AS, INSERT, UPDATE) stopped by Ctrl-C. Python handles a signal only between its own steps,
+        and DuckDB's execute() does not always look for one (a minute's CREATE TABLE AS from the
+        Python API ran to its end), so the call runs on this session's DuckDB thread while this
+        one, which signals reach, waits, and a Ctrl-C asks DuckDB to interrupt it (~0.1 ms a
+        statement). Off the main thread (a cursor's thread) it is a plain call."""
+        import concurrent.futures
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return call()
+        if self._runner is None:
+            self._runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixql-duckdb")
+        future = self._runner.submit(call)
+        interrupted = False
+        while not future.done():
+            try:
+                concurrent.futures.wait([future], timeout=0.05)
+            except KeyboardInterrupt:  # (again while DuckDB stops: the connection is not free before)
+                interrupted = True
+                with contextlib.suppress(BaseException):  # (a second Ctrl-C: the same stop)
+                    self.duckdb.interrupt()
+        value = future.result()  # the call's error, DuckDB's InterruptException among them
+        if interrupted:  # it ended before DuckDB saw the interrupt: what was asked is still a stop
+            raise KeyboardInterrupt()
+        return value
 
     # -- errors -----------------------------------------------------------------------------
     def error(self, exc, what=None):

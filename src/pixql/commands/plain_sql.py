@@ -31,7 +31,7 @@ def run(engine, statement):
                                    "use CREATE TABLE ... AS instead")
                 (parsed,) = session.duckdb.extract_statements(sql)
                 if parsed.type.name != "SELECT":  # COPY (EVALUATE ...) TO: DuckDB's count, shown as its own is
-                    return _executed(session.duckdb, statement, sql, parsed.type.name)
+                    return _executed(session, statement, sql, parsed.type.name)
                 return _computed(session, session.duckdb.sql(sql), statement)
             text = statement.duckdb_text
             (parsed,) = session.duckdb.extract_statements(text)
@@ -44,7 +44,7 @@ def run(engine, statement):
                     return _computed(session, relation, statement)
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure)
-            return _executed(session.duckdb, statement, text, parsed.type.name, session.params)
+            return _executed(session, statement, text, parsed.type.name, session.params)
         except duckdb.Error as exc:
             raise session.error(exc) from exc
         except ValueError as exc:  # extract_statements found more or fewer than one statement
@@ -70,12 +70,17 @@ def _computed(session, relation, statement):
     return Result(statement, relation=kept, cause=session.udf_failure)
 
 
-def _executed(con, statement, text, kind, params=None):
-    """Run `text` now, once, and keep DuckDB's rows."""
-    cursor = con.execute(text, params) if params is not None else con.execute(text)
-    names = [column[0] for column in cursor.description or []]
-    types = [str(column[1]) for column in cursor.description or []]
-    rows = cursor.fetchall()
+def _executed(session, statement, text, kind, params=None):
+    """Run `text` now, once, and keep DuckDB's rows (Ctrl-C stops it: session.interruptible)."""
+    con = session.duckdb
+
+    def execute():
+        cursor = con.execute(text, params) if params is not None else con.execute(text)
+        return cursor.description or [], cursor.fetchall()
+
+    description, rows = session.interruptible(execute)
+    names = [column[0] for column in description]
+    types = [str(column[1]) for column in description]
     quiet = kind != "SELECT" and names in _NOTHING_TO_SHOW and len(rows) <= 1
     return Result(statement, rows=rows, names=names, types=types, quiet=quiet)
 
