@@ -273,6 +273,33 @@ def test_no_cluster_at_the_address_is_a_clear_error_at_once(photos):
     assert info.value.address == address and address in str(info.value) and "no Ray cluster answers" in str(info.value)
 
 
+def test_a_loopback_head_that_ray_would_dial_elsewhere_is_a_clear_error_at_once(photos, monkeypatch):
+    # `ray start --head --node-ip-address 127.0.0.1` records 127.0.0.1:6379; Ray replaces a
+    # loopback address with this machine's, where nothing listens, and ray.init retried for ever
+    import socket
+
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pixql[ray]'")
+    from ray._private import services
+
+    head = socket.socket()
+    head.bind(("127.0.0.1", 0))
+    head.listen()
+    written, elsewhere = f"127.0.0.1:{head.getsockname()[1]}", f"127.0.0.1:{_free_port()}"
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    monkeypatch.setattr(services, "get_ray_address_from_environment", lambda *a: written)
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address", lambda *a, **k: elsewhere)
+    try:
+        for cluster in ("auto", written):
+            with pytest.raises(ClusterError) as info:
+                photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{cluster}') AS SELECT * FROM photos")
+            message = str(info.value)
+            assert info.value.address == cluster and elsewhere in message and written in message
+            assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in message
+    finally:
+        head.close()
+
+
 def test_the_cli_names_the_unreachable_cluster(photos, tmp_path):
     from click.testing import CliRunner
 

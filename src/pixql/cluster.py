@@ -115,6 +115,33 @@ def _reachable(address):
                            address=address) from None
 
 
+def _dialled_reachable(address):
+    """The address Ray will dial for `address` must answer too: Ray replaces a loopback address
+    (written, or recorded by `ray start` for 'auto') with this machine's own, where a head started
+    on 127.0.0.1 does not listen, and then retries for ever. Ray's own resolution is asked (a
+    private function: where it is missing or fails, Ray goes on as it would)."""
+    if address.startswith("ray://"):
+        return
+    try:
+        from ray._private import services
+
+        written = services.get_ray_address_from_environment(address, None) if address == AUTO else address
+        dialled = services.canonicalize_bootstrap_address(written)
+    except Exception:  # noqa: BLE001 - whatever this Ray version does, ray.init decides
+        return
+    if dialled is None or dialled == written:  # a new Ray here, or the address as written (checked)
+        return
+    try:
+        _reachable(dialled)
+    except ClusterError:
+        found = "" if address != AUTO else " (cluster='auto' found it in RAY_ADDRESS or the last `ray start`)"
+        raise ClusterError(
+            f"no Ray cluster answers at {dialled}, which Ray dials for {written}{found}: it replaces a loopback "
+            "address with this machine's. A head started with --node-ip-address 127.0.0.1 needs "
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in this process's environment too (as `ray start` had it); "
+            "or start the head on this machine's address", address=address) from None
+
+
 def _quiet_ray_logs():
     # Ray Data's notes ("execution finished", progress bars disabled) are not the user's business;
     # its errors reach the user as pixql's errors.
@@ -134,6 +161,7 @@ def connect(address):
                                f"one cluster, so it cannot also use {address}: start another process, or use "
                                f"cluster='auto' for the one it has", address=address)
         return ray
+    _dialled_reachable(address)
     _quiet_ray_logs()
     kwargs = {"logging_level": logging.ERROR, "log_to_driver": False}
     if not address.startswith("ray://"):  # a Ray Client takes none of these
