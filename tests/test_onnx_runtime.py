@@ -49,6 +49,28 @@ def test_onnx_runtime_gives_torchs_probabilities_and_exports_once(tmp_path, fp32
     pd.testing.assert_frame_equal(report["torch"], report["onnx"], atol=1e-3)
 
 
+def test_a_damaged_graph_in_the_cache_is_exported_again(tmp_path, monkeypatch, fp32_cpu):
+    # a cache file cut short (a full disk, a copy): onnx exports it again, auto answers with torch
+    db = _auto_model(tmp_path, monkeypatch, size=43)
+    query = "SELECT * FROM photos ORDER BY image"
+    before = set(_graphs())
+    expected = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='onnx') AS {query}").df()
+    (graph,) = set(_graphs()) - before
+    path = os.path.join(os.environ["PIXQL_CACHE"], "onnx", graph)
+    whole = os.path.getsize(path)
+    for runtime in ("onnx", "auto"):
+        with open(path, "r+b") as f:
+            f.truncate(whole // 3)
+        db.close()  # (a loaded model keeps its session: a new connection reads the file)
+        db = pixql.connect(str(tmp_path / "x.duckdb"), progress=False)
+        rows = db.sql(f"PREDICT USING m OPTIONS (probabilities=true, runtime='{runtime}') AS {query} LIMIT 5").df()
+        assert list(rows.predicted) == list(expected.predicted[:5])
+        assert np.abs(rows.prob_red.to_numpy() - expected.prob_red[:5].to_numpy()).max() < 1e-3
+        if runtime == "onnx":
+            assert os.path.getsize(path) == whole  # exported again
+    assert not os.path.exists(path)  # auto answered five rows with torch; a larger call exports it again
+
+
 def test_onnx_runtime_skips_unreadable_images_as_torch_does(tmp_path):
     rows = make_color_images(tmp_path / "img", per_class=6, size=32)
     db = _db(tmp_path, rows)

@@ -1,5 +1,6 @@
 """Applying a trained (or the ready ImageNet) classifier to image files."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -90,8 +91,16 @@ class Classifier:
         path = cached_graph(*args) if export else graph_path(*args)
         if not os.path.isfile(path):
             return
+        try:
+            forward = OnnxForward(path)
+        except Exception:  # noqa: BLE001 - a damaged file in the cache (cut short, overwritten): made again
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            if not export:
+                return  # torch for now; 'auto' exports when a call pays for it
+            forward = OnnxForward(cached_graph(*args))
         self.precision, self.model, self.runtime = "fp32", None, "onnx"
-        self.forward = OnnxForward(path)
+        self.forward = forward
 
     def _maybe_hand_over(self, n_images, progress):
         """runtime='auto': export and switch once a call is large enough; a graph that does not
