@@ -324,6 +324,10 @@ def test_bad_workers_values_name_the_option(ray_cluster, photos):
         photos.sql(statement.format("cluster='my laptop'"))
     with pytest.raises(OptionError, match=r"workers=4\) without a cluster trains on this machine's GPUs"):
         photos.sql("BUILD MODEL m OPTIONS (train_mode='finetune', workers=4) AS SELECT * FROM photos")
+    for command in (statement, "CONVERT USING imagenet_classifier OPTIONS ({}) AS SELECT * FROM photos"):
+        with pytest.raises(OptionError, match=r"device='cuda'\) on the Ray cluster.*no GPU") as info:
+            photos.sql(command.format("cluster='auto', workers=2, device='cuda'"))  # (each worker failed, retried)
+        assert info.value.option == "device"
 
 
 def test_where_a_connection_runs(monkeypatch):

@@ -74,7 +74,12 @@ def choose(engine, resolved, keyword, training=False):
                                   "OPTIONS (cluster='auto' or 'ray://host:port'), pixql.connect(..., cluster=...) "
                                   f"or --cluster, or leave {name} out", option=name)
         return None
-    return Cluster.connect(address, resolved.get("workers"), resolved.get("gpus_per_worker"), keyword)
+    cluster = Cluster.connect(address, resolved.get("workers"), resolved.get("gpus_per_worker"), keyword)
+    if resolved.get("device") == "cuda" and not cluster.gpus_per_worker:  # each worker would fail, then retry
+        raise OptionError(f"{keyword}: OPTIONS (device='cuda') on the Ray cluster at {address}, whose workers have "
+                          "no GPU (the cluster has none, or gpus_per_worker=0): leave device out, or give the "
+                          "workers GPUs (gpus_per_worker=1 on a cluster that has them)", option="device")
+    return cluster
 
 
 def training_strategy(engine, resolved, keyword):
