@@ -411,7 +411,9 @@ def test_a_malformed_cluster_address_is_bad_usage(run_cli, monkeypatch):
     result = run_cli("--cluster", "nohost", "-c", "SELECT 1")
     assert result.exit_code == 2 and "Invalid value for '--cluster'" in result.stderr and "'nohost'" in result.stderr
     monkeypatch.setenv("PIXQL_CLUSTER", "my laptop")
-    assert run_cli("-c", "SELECT 1").exit_code == 2
+    result = run_cli("-c", "SELECT 1")
+    assert result.exit_code == 2 and "Invalid value for $PIXQL_CLUSTER" in result.stderr  # not the --cluster not given
+    assert "--cluster" not in result.stderr.splitlines()[-1]
     monkeypatch.setenv("PIXQL_CLUSTER", "local")
     assert run_cli("--format", "csv", "-c", "SELECT 1 AS one").stdout == "one\n1\n"
 

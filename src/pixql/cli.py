@@ -115,7 +115,9 @@ def _cluster(ctx, param, value):
     try:
         return check_address(value, "the address")
     except OptionError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
+        from_env = ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT
+        raise click.BadParameter(str(exc), ctx=ctx, param=param,
+                                 param_hint="$PIXQL_CLUSTER" if from_env else None) from None  # (not --cluster)
 
 
 def _variables(ctx, param, pairs):
