@@ -622,3 +622,22 @@ def test_damaged_image_files_decode_or_raise_data_error_naming_them(tmp_path):
             assert str(path) in str(err)
             outcomes["DataError"] += 1
     assert outcomes["decoded"] and outcomes["DataError"]
+
+
+@pytest.mark.parametrize("statement, option", [
+    ("PREDICT USING cm OPTIONS (runtime='onnx', precision='bf16') AS SELECT * FROM colors", "runtime"),
+    ("PREDICT USING cm OPTIONS (threshold=0.5) AS SELECT * FROM colors", "threshold"),
+    ("PREDICT USING cm OPTIONS (result_col='score') AS SELECT * FROM colors", "result_col"),
+    ("PREDICT USING imagenet_classifier OPTIONS (labels='a|b') AS SELECT * FROM colors", "labels"),
+    ("EVALUATE USING cm OPTIONS (label_col='image') AS SELECT * FROM colors", "label_col"),
+    ("PRINT IMAGE OPTIONS (limit=5000, size=2048) AS SELECT * FROM colors", "limit"),
+    ("SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', result_col='image') AS SELECT * FROM colors",
+     "result_col"),
+    ("BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (train_mode='linear', augment='light') AS SELECT * FROM colors",
+     "augment"),
+])
+def test_a_refused_option_is_named_in_the_errors_field(colors_db, statement, option):
+    # front ends (the notebook's message, a caller's except clause) read the field, not the text
+    with pytest.raises(OptionError) as info:
+        colors_db.sql(statement).df()
+    assert info.value.option == option, str(info.value)

@@ -98,18 +98,20 @@ class Catalog:
         ml.runtime.resolve_precision); ONNX Runtime runs fp32 only."""
         if runtime == "onnx" and (is_clip(name) or builtin(name) is not None):
             raise OptionError(f"OPTIONS (runtime='{runtime}') is for the classifiers you built; "
-                              f"'{name}' runs with runtime='torch'")
+                              f"'{name}' runs with runtime='torch'", option="runtime")
         if runtime == "onnx" and precision not in ("auto", "fp32"):
             raise OptionError(f"OPTIONS (runtime='onnx') runs the network in fp32 (ONNX Runtime's CPU provider), "
-                              f"not precision='{precision}': use precision='fp32' or 'auto', or runtime='torch'")
+                              f"not precision='{precision}': use precision='fp32' or 'auto', or runtime='torch'",
+                              option="runtime")
         if precision != "auto" and is_clip(name):
-            raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision")
+            raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision",
+                              option="precision")
         if is_clip(name):
             return self._zero_shot(name, device, labels, weights)
         if labels is not None or weights is not None:
             what = "labels" if labels is not None else "weights"
             raise OptionError(f"OPTIONS ({what}=...) is for a CLIP model (USING clip); '{name}' has its own classes "
-                              "and weights")
+                              "and weights", option=what)
         entry = builtin(name)
         if entry is not None:
             key = (entry.name, None, device, precision)
@@ -130,7 +132,8 @@ class Catalog:
                 from pixql.ml.detect import Detector
 
                 if runtime == "onnx":
-                    raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector")
+                    raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector",
+                                      option="runtime")
                 self._loaded[key] = Detector(manifest["network"], state, manifest["classes"], device=device)
             else:
                 try:
@@ -157,7 +160,7 @@ class Catalog:
             return detector, {"name": name, "task": DETECTION.name, "classes": detector.classes}, DETECTION
         if weights is not None:
             raise OptionError(f"OPTIONS (weights=...) is for a pretrained detector (yolos, torchvision:...); "
-                              f"'{name}' has its own")
+                              f"'{name}' has its own", option="weights")
         if builtin(name) is None and not self._stored(name):
             raise CatalogError(f"no detector '{name}': train one with BUILD MODEL {name} USING EfficientNet_Lite0 "
                                f"OPTIONS (task='detection', box_col='box', label_col='label') AS ..., or use a "
@@ -198,7 +201,8 @@ class Catalog:
         from pixql.ml import embed
 
         if precision != "auto" and is_clip(name):
-            raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision")
+            raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision",
+                              option="precision")
         if is_clip(name):
             key = ("embedder", str(name).lower(), weights, device)
             if key not in self._loaded:
@@ -271,9 +275,9 @@ class Catalog:
         classes = [label.strip() for label in str(labels or "").split("|") if label.strip()]
         if len(classes) < 2:
             raise OptionError(f"a CLIP model classifies into the labels you give: OPTIONS (labels='cat|dog|bird') "
-                              f"with at least two labels, not {labels!r}")
+                              f"with at least two labels, not {labels!r}", option="labels")
         if len(set(classes)) < len(classes):
-            raise OptionError(f"OPTIONS (labels=...) names a label twice: {labels!r}")
+            raise OptionError(f"OPTIONS (labels=...) names a label twice: {labels!r}", option="labels")
         key = ("zero-shot", str(name).lower(), tuple(classes), weights, device)
         if key not in self._loaded:
             self._loaded[key] = ZeroShot(self.embedder(name, device, weights), classes)

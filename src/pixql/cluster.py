@@ -210,7 +210,7 @@ class Cluster:
             raise OptionError(
                 f"{keyword}: OPTIONS (workers={workers}, gpus_per_worker={gpus_per_worker:g}) asks the Ray cluster at "
                 f"{address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
-                f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)")
+                f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)", option="workers")
         return cls(address, workers, gpus_per_worker)
 
     # -- running a command's job ----------------------------------------------------------------

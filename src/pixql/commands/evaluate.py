@@ -54,7 +54,7 @@ def run(engine, statement):
     label_col = find_column(frame, resolved["label_col"] or manifest.get("label_col") or "label",
                             "label_col", "the query")
     if label_col == image_col:
-        raise OptionError(f"EVALUATE: label_col and image_col are the same column, '{label_col}'")
+        raise OptionError(f"EVALUATE: label_col and image_col are the same column, '{label_col}'", option="label_col")
     if resolved["output"] == "errors":  # the answers never silently replace the query's columns
         refuse_taken_columns("EVALUATE", frame.columns, list(task.error_columns))
     classes = list(model.classes)

@@ -44,7 +44,7 @@ def run(engine, statement):
         most = SHEET_PIXELS // resolved["size"] ** 2
         raise OptionError(f"PRINT IMAGE: limit={resolved['limit']} tiles of size={resolved['size']} px would make a "
                           f"sheet of over {SHEET_PIXELS // 2**20} million pixels: at most limit={most} at that size, "
-                          "or a smaller size")
+                          "or a smaller size", option="limit")
     reader = regions.RegionReader(resolved)
     # a row a tile: the first `limit` rows are all it reads (boxes drawn on whole photos group the
     # rows by photo, `limit` photos of any number of rows)

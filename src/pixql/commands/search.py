@@ -162,12 +162,12 @@ def _embedding_column(columns, resolved, dim, model):
     kind = columns[name]
     if not kind.endswith("]") or kind.count("[") != 1:
         raise OptionError(f"SEARCH IMAGE: emb_col '{name}' is {kind}, not an embedding "
-                          "(FLOAT[n], as CONVERT makes)")
+                          "(FLOAT[n], as CONVERT makes)", option="emb_col")
     size = kind[kind.index("[") + 1:-1]
     if size and int(size) != dim:
         raise OptionError(f"SEARCH IMAGE: column '{name}' holds vectors of {size} numbers ({kind}) and "
                           f"'{model}' makes vectors of {dim}: search with the model that made the column "
-                          "(or CONVERT the rows with this one)")
+                          "(or CONVERT the rows with this one)", option="emb_col")
     return name
 
 
@@ -213,7 +213,7 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
         if mode in ("approximate", "rebuild"):
             raise OptionError("SEARCH IMAGE OPTIONS (index=...) needs a whole table of the database (not a view, "
                               "a file or a DataFrame) as the query "
-                              "(AS SELECT * FROM t): an index holds every row of one table")
+                              "(AS SELECT * FROM t): an index holds every row of one table", option="index")
         return None, []
     table, columns = bare
     con = session.duckdb
@@ -229,7 +229,7 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
         return None, []
     if engine.store.read_only:
         raise OptionError("SEARCH IMAGE OPTIONS (index=...) writes the index beside the model store, which is "
-                          "read-only here; use index='exact'")
+                          "read-only here; use index='exact'", option="index")
     folder = os.path.join(str(engine.store.root), ".indexes", table.key(session.database, emb_col))
     index, note = vector_index.ready_index(con, table, emb_col, len(query), folder, rebuild=mode == "rebuild")
     ids = index.search(query, resolved["top_k"] * vector_index.CANDIDATES)
@@ -302,7 +302,8 @@ def _duplicates(engine, statement, resolved, given):
                                        resolved["precision"])
     if resolved["result_col"].lower() in ("image", "duplicate"):  # the pairs' own columns
         raise OptionError(f"SEARCH IMAGE: search_by='duplicates' gives the columns image, duplicate and "
-                          f"result_col; result_col='{resolved['result_col']}' would replace one: name it otherwise")
+                          f"result_col; result_col='{resolved['result_col']}' would replace one: name it otherwise",
+                          option="result_col")
     threshold = DUPLICATE_THRESHOLD if resolved["threshold"] is None else resolved["threshold"]
     session = engine.session
     left_types = {}
@@ -360,7 +361,8 @@ def _vectors(engine, embedder, frame, types, image_col, resolved, model, reader,
     if column is not None:
         if any(not is_null(c) and len(c) != embedder.dim for c in frame[column]):  # a list column: sizes vary
             raise OptionError(f"SEARCH IMAGE: column '{column}' holds vectors of other sizes than the "
-                              f"{embedder.dim} numbers '{model}' makes: search with the model that made it")
+                              f"{embedder.dim} numbers '{model}' makes: search with the model that made it",
+                              option="emb_col")
         return _matrix(frame[column], embedder.dim)
     return embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
 

@@ -66,7 +66,7 @@ class Classifier:
         if runtime == "onnx":
             if self.device.type != "cpu":
                 raise OptionError("runtime='onnx' runs on the CPU (ONNX Runtime's CPU provider); "
-                                  "use device='cpu', or runtime='torch' on a GPU")
+                                  "use device='cpu', or runtime='torch' on a GPU", option="runtime")
             self._use_onnx(state_dict, export=True)
             return
         self.precision = resolve_precision(precision, self.device)

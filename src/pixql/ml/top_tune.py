@@ -53,7 +53,7 @@ def check(model, strategy):
                             "use train_mode='finetune'")
     if strategy is not None and strategy.name != "local":
         raise OptionError("train_mode='top' runs in this process; leave out cluster and workers, or use "
-                          "train_mode='finetune'")
+                          "train_mode='finetune'", option="cluster")
 
 
 def bottom(model, x):

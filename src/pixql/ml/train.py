@@ -189,10 +189,10 @@ def _choose_mode(config, model, pretrained_backbone, device, n_train):
         if not pretrained_backbone:  # a head on random features: far below what fine-tuning gets
             raise OptionError("train_mode='linear' fits a head on a pretrained network's features; the base has no "
                               "pretrained weights here (SimpleCNN, or pretrained=false), so they would be random: "
-                              "use train_mode='finetune'")
+                              "use train_mode='finetune'", option="train_mode")
         if augmenting:
             raise OptionError("augment needs train_mode='finetune': a linear head is fitted on "
-                              "embeddings computed once")
+                              "embeddings computed once", option="augment")
         return mode
     if mode == "top":
         from pixql.ml import top_tune
@@ -200,9 +200,11 @@ def _choose_mode(config, model, pretrained_backbone, device, n_train):
         top_tune.check(model, config.strategy)
         if not pretrained_backbone:
             raise OptionError("train_mode='top' tunes the top of a pretrained network; the base has no "
-                              "pretrained weights here (pretrained=false?): use train_mode='finetune'")
+                              "pretrained weights here (pretrained=false?): use train_mode='finetune'",
+                              option="train_mode")
         if augmenting:
-            raise OptionError("augment needs train_mode='finetune': 'top' trains on activations computed once")
+            raise OptionError("augment needs train_mode='finetune': 'top' trains on activations computed once",
+                              option="augment")
         return mode
     if mode == "finetune":
         return mode
@@ -231,13 +233,14 @@ def _frozen_stages(config, model, pretrained_backbone, arch):
         return stages_up_to_stride(model, FROZEN_STRIDE) if pretrained_backbone else 0
     if count and not pretrained_backbone:
         raise OptionError(f"frozen_stages={count} keeps pretrained weights, and this {arch} network starts from "
-                          "random ones (pretrained=false): leave frozen_stages out or set it to 0")
+                          "random ones (pretrained=false): leave frozen_stages out or set it to 0",
+                          option="frozen_stages")
     if count and not available:
         raise OptionError(f"frozen_stages={count}: {arch} has no feature stages (timm's feature_info) to freeze; "
-                          "leave frozen_stages out")
+                          "leave frozen_stages out", option="frozen_stages")
     if count and count >= available:
         raise OptionError(f"frozen_stages={count} would freeze every stage of {arch}, which has {available}: at most "
-                          f"{available - 1}, or train_mode='top' or 'linear', which train less")
+                          f"{available - 1}, or train_mode='top' or 'linear', which train less", option="frozen_stages")
     return count
 
 

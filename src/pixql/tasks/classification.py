@@ -203,7 +203,7 @@ class SingleLabel:
     def threshold(self, value, keyword, model):
         if value is not None:
             raise OptionError(f"{keyword}: option 'threshold' is for multi-label models; model '{model}' is "
-                              "single-label (it predicts the most probable class)")
+                              "single-label (it predicts the most probable class)", option="threshold")
         return None
 
     def decide(self, probs, classes, threshold=None):
@@ -231,7 +231,7 @@ class SingleLabel:
         # one name for two answers would keep only one of them (the label lost to the score)
         if result_col.lower() in {name.lower() for name in others}:
             raise OptionError(f"PREDICT: result_col='{result_col}' names a column PREDICT adds itself "
-                              f"({', '.join(others)}): choose another name for the label column")
+                              f"({', '.join(others)}): choose another name for the label column", option="result_col")
         return {result_col: self.label_type, **others}
 
     def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False):
@@ -352,7 +352,7 @@ class MultiLabel(SingleLabel):
         if value is None:
             return DEFAULT_THRESHOLD
         if not 0 < value < 1:
-            raise OptionError(f"{keyword}: option 'threshold' must be between 0 and 1, got {value}")
+            raise OptionError(f"{keyword}: option 'threshold' must be between 0 and 1, got {value}", option="threshold")
         return value
 
     def decide(self, probs, classes, threshold=DEFAULT_THRESHOLD):
