@@ -423,3 +423,12 @@ def test_copy_of_a_pixql_statement_to_a_file_prints_nothing_as_duckdbs_copy_does
                                           f"COPY (SELECT 1 AS one) TO '{tmp_path / 'one.csv'}'")
     assert out.exit_code == 0 and out.stdout == ""  # (a Count row had come out for the pixql one)
     assert (tmp_path / "models.csv").read_text().startswith("name,base,task")
+
+
+def test_a_set_value_after_an_e_never_becomes_an_escape_string(run_cli):
+    # E{pat} would be E'...', where the value's backslash escapes its closing quote and the rest runs
+    payload = "\\') AS m; CREATE TABLE pwned AS SELECT 1; --"
+    result = run_cli("--set", f"pat={payload}", "-c", "SELECT regexp_matches('abc', E{pat}) AS m")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    tables = run_cli("--format", "csv", "-c", "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'pwned'")
+    assert tables.stdout == "n\n0\n"

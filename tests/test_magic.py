@@ -222,6 +222,52 @@ def test_a_value_never_becomes_sql_that_runs(ip):
     assert ip.cell("%pixql SELECT count(*) AS n FROM t").n.tolist() == [1]
 
 
+def test_values_that_would_pass_for_sql_are_written_as_what_they_are(ip):
+    """Numbers whose subclass says anything in __str__ / __repr__ / __format__ are written from
+    their value, and a quoted value never joins what stands before it (E{v} would be E'...', an
+    escape string in which a backslash escapes the closing quote)."""
+    import decimal
+    import enum
+
+    class Evil(int):
+        def __str__(self):
+            return "1; CREATE TABLE pwned AS SELECT 1; --"
+
+        __repr__ = __format__ = lambda self, *a: str(self)
+
+    class EvilFloat(float):
+        def __repr__(self):
+            return "1; CREATE TABLE pwned AS SELECT 1; --"
+
+        __str__ = __format__ = lambda self, *a: repr(self)
+
+    class EvilDecimal(decimal.Decimal):
+        def __str__(self):
+            return "1; CREATE TABLE pwned AS SELECT 1; --"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+        def __str__(self):
+            return "1; CREATE TABLE pwned AS SELECT 1; --"
+
+    class BytesPath:
+        def __fspath__(self):
+            return b"/tmp/x'y"
+
+    ip.cell("%pixql CREATE TABLE t AS SELECT 1 AS n")
+    ip["a"], ip["b"], ip["c"], ip["d"] = Evil(1), EvilFloat(2.5), EvilDecimal("1.5"), Level.HIGH
+    ip["e"], ip["inf"], ip["path"] = [Evil(7)], EvilFloat("inf"), BytesPath()
+    frame = ip.cell("%pixql SELECT {a} AS a, $b AS b, {c} AS c, {d} AS d, {e} AS e, {inf} AS inf, {path} AS p")
+    assert frame.iloc[0].tolist()[:4] == [1, 2.5, 1.5, 3] and list(frame.e[0]) == [7]
+    assert frame.inf[0] == float("inf") and frame.p[0] == "/tmp/x'y"
+    ip["pat"] = "\\') AS m; CREATE TABLE pwned AS SELECT 1; --"
+    with pytest.raises(pixql.PixqlError):  # E '...' is no escape string: a plain error, nothing run
+        ip.cell("%pixql SELECT regexp_matches('abc', E{pat}) AS m")
+    assert expand("E{pat} x{pat} 'a'{pat} ({pat})", {"pat": "q"}) == "E 'q' x 'q' 'a' 'q' ('q')"
+    assert ip.cell("%pixql SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'pwned'").n.tolist() == [0]
+
+
 def test_negative_values_builtins_quoted_subscripts_and_pandas_missing_values(ip):
     import numpy as np
 

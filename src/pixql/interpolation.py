@@ -45,15 +45,17 @@ def expand(text, namespace, expressions=True):
         if kind == "verbatim":
             out.append(piece)
             continue
+        previous = out[-1][-1:] if out else ""  # what stands before the piece (a string's closing quote)
+
         # one pass over both forms: a value written in is never read again for references
         # (a value holding '$name' stays that text)
-        def dollar(m, kind=kind):
-            return _apart(m, _render(_lookup(m.group(2), namespace), None, kind, m.group(0)))
+        def dollar(m, kind=kind, previous=previous):
+            return _apart(m, _render(_lookup(m.group(2), namespace), None, kind, m.group(0)), kind, previous)
 
-        def reference(m, kind=kind):
+        def reference(m, kind=kind, previous=previous):
             if m.re is _FIELD_OR_DOLLAR and m.group(2) is not None:  # $name
                 return dollar(m)
-            written = _apart(m, _field(m, namespace, kind, expressions))
+            written = _apart(m, _field(m, namespace, kind, expressions), kind, previous)
             if kind == "code" and m.group(1) is not None and written == m.group(0):
                 # braces that are SQL's (a struct literal {k: $v}): the $names inside are references
                 return "{" + _FIELD_OR_DOLLAR.sub(lambda d: dollar(d) if d.group(2) else d.group(0), m.group(1)) + "}"
@@ -63,11 +65,17 @@ def expand(text, namespace, expressions=True):
     return "".join(out)
 
 
-def _apart(match, written):
-    """`written` for `match`, a space before it where it starts with '-' after a '-': 3-{n} with
-    n = -1 is 3- -1, not 3--1, which SQL reads as 3 and a comment."""
-    before = match.string[match.start() - 1:match.start()]
-    return " " + written if before == "-" and written.startswith("-") else written
+def _apart(match, written, kind, previous=""):
+    """`written` for `match` in code, a space before it where it would join what stands before:
+    '-' after a '-' (3-{n} with n = -1 is 3- -1, not 3--1, which SQL reads as 3 and a comment), and
+    a quoted literal after a letter, digit, '_' or quote (E{v} would make E'...', an escape string
+    in which a backslash in the value escapes its closing quote)."""
+    if kind != "code" or written == match.group(0):
+        return written
+    before = match.string[match.start() - 1] if match.start() else previous  # (`previous`: the piece's)
+    joins = (before == "-" and written.startswith("-")) or \
+        (written.startswith("'") and (before.isalnum() or before in "_'\""))
+    return " " + written if joins else written
 
 
 def expand_text(text, namespace):
@@ -255,12 +263,15 @@ def literal(value):
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
+    # numbers by their types' own text: a subclass's __str__ / __repr__ / __format__ may say anything
     if isinstance(value, int):
-        return str(value)
+        return int.__repr__(value)
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else f"'{value}'::DOUBLE"
+        text = float.__repr__(value)
+        return text if math.isfinite(value) else f"'{text}'::DOUBLE"
     if isinstance(value, decimal.Decimal):
-        return str(value) if value.is_finite() else f"'{value}'::DOUBLE"
+        text = decimal.Decimal.__str__(value)
+        return text if value.is_finite() else f"'{text}'::DOUBLE"
     if isinstance(value, datetime.datetime):
         return f"TIMESTAMP{'TZ' if value.tzinfo else ''} {_quote(value.isoformat(sep=' '))}"
     if isinstance(value, datetime.date):
@@ -272,7 +283,7 @@ def literal(value):
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_quote(str(k))}: {literal(v)}" for k, v in value.items()) + "}"
     if isinstance(value, os.PathLike):
-        return _quote(os.fspath(value))
+        return _quote(os.fsdecode(os.fspath(value)))  # (a bytes path too)
     return _quote(str(value))
 
 
