@@ -177,6 +177,17 @@ def test_rows_without_an_embedding_rank_last_and_pair_with_nothing(colors_db):
     assert any("8 row(s) without an embedding paired with nothing" in m for m in pairs.messages)
 
 
+def test_a_result_col_holding_the_query_placeholder_stays_a_name(colors_db):
+    # the ranking SQL around the query once replaced every '{query}' in it, names included: the
+    # query's text then stood inside a quoted name, and a '"' in one of its strings broke out
+    db = colors_db
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    query = "SELECT * FROM e WHERE label = 'nothing\" FROM e, range(1000) --'"
+    found = db.sql(SEARCH.format(options=f"search_input='{_first(db, 'red')}', result_col='{{query}}', top_k=2",
+                                 query=query)).df()
+    assert len(found) == 0 and "{query}" in found.columns  # no row is labelled so: nothing found
+
+
 # -- SEARCH IMAGE by keyword ---------------------------------------------------------------------------
 def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
     db = colors_db

@@ -284,12 +284,13 @@ class Session:
     def query_frame(self, statement, query=None, what="query", option=None, wrap=None, params=None, types=None):
         """The rows of `query` (default: the statement's own `AS query`) as a DataFrame.
         `option`: the query is that option's value, and must be exactly one read-only query
-        (a value never runs more than the one thing it names). `wrap`: SQL around the query,
-        which stands at its `{query}`; `params`: values for its `?` (never spliced into the text).
+        (a value never runs more than the one thing it names). `wrap`: a function of the query's
+        text giving the SQL around it (a function, not a placeholder to replace: a name quoted into
+        that SQL may hold any text); `params`: values for its `?` (never spliced into the text).
         `types` (a dict): gets the columns' DuckDB types, which pandas' do not keep (a DATE)."""
         def fetch(sql):
             if wrap is not None:
-                cursor = self.duckdb.execute(wrap.replace("{query}", sql), params or [])
+                cursor = self.duckdb.execute(wrap(sql), params or [])
                 found = {column[0]: str(column[1]) for column in cursor.description or []}
             else:
                 cursor = self.duckdb.sql(sql)

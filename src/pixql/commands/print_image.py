@@ -49,7 +49,8 @@ def run(engine, statement):
     # a row a tile: the first `limit` rows are all it reads (boxes drawn on whole photos group the
     # rows by photo, `limit` photos of any number of rows)
     by_rows = not reader.active or resolved["draw"] == "crop"
-    frame = engine.session.query_frame(statement, wrap=f"SELECT * FROM ({{query}}) LIMIT {int(resolved['limit'])}"
+    limit = int(resolved["limit"])
+    frame = engine.session.query_frame(statement, wrap=(lambda query: f"SELECT * FROM ({query}) LIMIT {limit}")
                                        if by_rows else None)
     if not len(frame):
         raise DataError("the query returned no rows; there is no image to show")

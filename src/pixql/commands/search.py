@@ -191,11 +191,13 @@ def _matrix(cells, dim):
 def _ranked_in_duckdb(session, statement, emb_col, query, resolved):
     from pixql.ingest import quote_ident
 
-    score = quote_ident(resolved["result_col"])
-    sql = (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{len(query)}], ?::FLOAT[{len(query)}]) "
-           f"AS {score} "
-           f"FROM ({{query}}) ORDER BY {score} DESC NULLS LAST LIMIT {int(resolved['top_k'])}")
-    return session.query_frame(statement, wrap=sql, params=[query.tolist()], what="search")
+    score, dim = quote_ident(resolved["result_col"]), len(query)
+
+    def ranked(rows):
+        return (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{dim}], ?::FLOAT[{dim}]) AS {score} "
+                f"FROM ({rows}) ORDER BY {score} DESC NULLS LAST LIMIT {int(resolved['top_k'])}")
+
+    return session.query_frame(statement, wrap=ranked, params=[query.tolist()], what="search")
 
 
 def _ranked_by_index(engine, statement, emb_col, query, resolved):
