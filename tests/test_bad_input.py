@@ -480,6 +480,22 @@ def test_copy_of_a_list_without_header_says_so_and_reads_it_with_header_false(co
         colors_db.sql(f"COPY p OPTIONS (header=false) FROM '{tmp_path / 'x.parquet'}'")
 
 
+def test_copy_reads_the_one_file_named_even_where_its_name_reads_as_a_pattern(colors_db, tmp_path):
+    # DuckDB's readers take * ? [ as a pattern: x[1].csv read x1.csv, p*.parquet every p...parquet
+    (tmp_path / "x[1].csv").write_text("image,label\nnamed.png,named\n")
+    (tmp_path / "x1.csv").write_text("image,label\nother.png,other\n")
+    colors_db.sql(f"COPY a FROM '{tmp_path / 'x[1].csv'}'")
+    assert colors_db.sql("SELECT label FROM a").fetchall() == [("named",)]
+    for name, label in (("p*.parquet", "named"), ("pZ.parquet", "other"), ("q?.json", "named"), ("qZ.json", "other")):
+        frame = f"(SELECT '{tmp_path / 'i.png'}' AS image, '{label}' AS label)"
+        fmt = "parquet" if name.endswith("parquet") else "json"
+        colors_db.sql(f"COPY {frame} TO '{tmp_path / name.replace('*', '_').replace('?', '_')}' (FORMAT {fmt})")
+        os.replace(tmp_path / name.replace("*", "_").replace("?", "_"), tmp_path / name)
+    for name, table in (("p*.parquet", "p"), ("q?.json", "q")):
+        colors_db.sql(f"COPY {table} FROM '{tmp_path / name}'")
+        assert colors_db.sql(f"SELECT label FROM {table}").fetchall() == [("named",)]
+
+
 def test_copy_encodings_globs_schemas_and_symlinks(colors_db, tmp_path, color_csv):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("image,label\na.png,café\n".encode("latin-1"))

@@ -262,11 +262,11 @@ def copy_table(con, table, source, options, base_dir=None):
             raise OptionError(f"option 'header' is for CSV files, not {path.name}", option="header")
         extra = (f", encoding={quote_literal(encoding)}" if encoding else "") + \
             ("" if header is None else f", header={'true' if header else 'false'}")
-        relation = f"{reader}({quote_literal(str(path))}{extra})"
+        relation = f"{reader}({quote_literal(_one_file(path))}{extra})"
         try:
             if reader == "read_csv_auto":  # one sniff of the file: its columns, and the lines it would skip
                 (skip, delimiter, columns), = con.execute(
-                    f"SELECT SkipRows, Delimiter, Columns FROM sniff_csv({quote_literal(str(path))}{extra})"
+                    f"SELECT SkipRows, Delimiter, Columns FROM sniff_csv({quote_literal(_one_file(path))}{extra})"
                 ).fetchall()  # (all: a result left half-read holds the connection)
                 described = [(c["name"], c["type"]) for c in columns]
                 _refuse_unsplit(described, path, table, encoding)
@@ -378,6 +378,13 @@ def _refuse_unsplit(columns, path, table, encoding):
 # The encodings DuckDB's CSV reader knows without its encodings extension, by Python's names
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "ascii": "utf-8", "utf-16": "utf-16", "utf-16-le": "utf-16",
                      "utf-16-be": "utf-16", "latin-1": "latin-1", "iso8859-1": "latin-1"}
+
+
+def _one_file(path):
+    """`path` as DuckDB's readers take it for that one file: they read a name as a pattern, so
+    that x[1].csv would read x1.csv and p*.csv every p...csv; each of * ? [ is put in a class of
+    its own ([*]), which matches only itself."""
+    return re.sub(r"([*?\[])", r"[\1]", str(path))
 
 
 def _duckdb_encoding(encoding):
