@@ -657,3 +657,25 @@ def test_a_refused_option_is_named_in_the_errors_field(colors_db, statement, opt
     with pytest.raises(OptionError) as info:
         colors_db.sql(statement).df()
     assert info.value.option == option, str(info.value)
+
+
+def test_a_table_name_in_an_option_is_a_name_never_sql(colors_db):
+    # against / validation take a query or a table's name; a "name" whose last quoted part was a
+    # table ran as written (a file read through it)
+    sneaky = ''' (SELECT content AS image, 'red' AS label FROM read_text('/etc/hostname')) AS "colors"'''
+    for statement in (f"SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', against={sql_literal(sneaky)}) "
+                      "AS SELECT * FROM colors",
+                      f"BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (validation={sql_literal(sneaky)}) "
+                      "AS SELECT * FROM colors"):
+        with pytest.raises(OptionError, match="there is no table|must hold one query or a table name") as info:
+            colors_db.sql(statement).df()
+        assert info.value.option in ("against", "validation")
+    # real names, quoted or dotted, still name their tables
+    colors_db.sql('CREATE SCHEMA s; CREATE TABLE s."My colors" AS SELECT * FROM colors LIMIT 4')
+    pairs = colors_db.sql("SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', against='s.\"My colors\"', "
+                          "threshold=0.999) AS SELECT * FROM colors").df()
+    assert len(pairs) >= 4
+
+
+def sql_literal(text):
+    return "'" + text.replace("'", "''") + "'"

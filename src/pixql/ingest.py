@@ -28,17 +28,24 @@ def quote_ident(name):
 
 
 def quote_table(name):
-    """`schema.table` -> "schema"."table"; a name the user already quoted is kept as written."""
-    if '"' in name:
-        return name
-    return ".".join(quote_ident(part) for part in name.split("."))
+    """`schema.table` -> "schema"."table", each part quoted anew (a name from a user's option is
+    never SQL text: what is no dotted name is one quoted name, as written)."""
+    return ".".join(quote_ident(part) for part in name_parts(name))
+
+
+# A part of a dotted name: "quoted" ("" for a quote inside) or bare (a letter or _, then letters,
+# digits, _ and $); one to three of them (database.schema.table)
+_PART = r'\s*(?:"((?:[^"]|"")*)"|([^\W\d][\w$]*))\s*'
+_DOTTED = re.compile(rf"{_PART}(?:\.{_PART}){{0,2}}")
 
 
 def name_parts(name):
     """A dotted table name as written -> its parts, unquoted: 'db."My s".t' -> ['db', 'My s', 't'];
-    a name that is no such thing (a lone quote from a user's option) is one part, as written."""
-    parts = re.findall(r'"((?:[^"]|"")*)"|([^."]+)', name)
-    return [quoted.replace('""', '"') if quoted or not bare else bare for quoted, bare in parts] or [name]
+    what is no such name (a query, a lone quote from a user's option) is one part, as written."""
+    if not _DOTTED.fullmatch(name):
+        return [name]
+    parts = re.findall(_PART, name)
+    return [quoted.replace('""', '"') if quoted else bare for quoted, bare in parts]
 
 
 def sibling_table(name, bare):
