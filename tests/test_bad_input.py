@@ -284,6 +284,8 @@ REFUSED = [
     (OptionError, "'on_error' must be one of fail, skip",
      "PREDICT USING cm OPTIONS (on_error='ignore') AS SELECT * FROM colors"),
     (OptionError, "'limit' must be an integer", "PRINT IMAGE OPTIONS (limit='all') AS SELECT * FROM colors"),
+    (OptionError, "'top_k' must be between 1 and 2147483647, got 100000000000000000000000",
+     "SEARCH IMAGE USING cm OPTIONS (search_input='a.png', top_k=100000000000000000000000) AS SELECT * FROM colors"),
     # PREDICT on a table without the model's image column
     (DataError, "trained on image column 'image', which the query lacks.*image_col",
      "PREDICT USING cm AS SELECT image AS photo, label FROM colors"),
@@ -294,6 +296,7 @@ REFUSED = [
     (CatalogError, "invalid model name '/tmp/x'", "BUILD MODEL \"/tmp/x\" USING SimpleCNN AS SELECT * FROM colors"),
     (CatalogError, "invalid model name '../cm'", "PREDICT USING \"../cm\" AS SELECT * FROM colors"),
     (CatalogError, "invalid model name '/etc/passwd'", "DESCRIBE MODEL \"/etc/passwd\""),
+    (CatalogError, "invalid model name 'm\\\\n'", "BUILD MODEL \"m\n\" USING SimpleCNN AS SELECT * FROM colors"),
     (CatalogError, "invalid model name '../colors.duckdb.models'", "DROP MODEL \"../colors.duckdb.models\""),
     (CatalogError, "invalid model name 'a/../../x'", "FIT MODEL \"a/../../x\" USING cm AS SELECT * FROM colors"),
     (CatalogError, "invalid model name '../cm'", "FIT MODEL cm3 USING \"../cm\" AS SELECT * FROM colors"),

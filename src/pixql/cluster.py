@@ -38,7 +38,7 @@ OPTIONS = {
     "workers": opt.integer(None, low=1),  # actors (inference) or Ray Train workers; BUILD: or this machine's GPUs
     "gpus_per_worker": opt.number(None, low=0),  # default: 1 where the cluster has GPUs, else 0
 }
-_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})\Z")
 
 
 def check_address(value, where="cluster"):

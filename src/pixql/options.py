@@ -94,19 +94,25 @@ def _type_names(types):
                         str: "a string"}[t] for t in types)
 
 
+def _bound(value):
+    """A bound as written in a message: an integer whole (2147483647, not 2.14748e+09)."""
+    return str(value) if isinstance(value, int) or value is None else f"{value:g}"
+
+
 def _check_bounds(keyword, raw_name, value, spec):
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     too_low = spec.low is not None and (value <= spec.low if spec.open else value < spec.low)
     too_high = spec.high is not None and (value >= spec.high if spec.open else value > spec.high)
     if too_low or too_high:
+        low, high = (_bound(b) for b in (spec.low, spec.high))
         if spec.low is not None and spec.high is not None:
             word = "strictly " if spec.open else ""
-            want = f"{word}between {spec.low:g} and {spec.high:g}"
+            want = f"{word}between {low} and {high}"
         elif spec.low is not None:
-            want = f"greater than {spec.low:g}" if spec.open else f"at least {spec.low:g}"
+            want = f"greater than {low}" if spec.open else f"at least {low}"
         else:
-            want = f"less than {spec.high:g}" if spec.open else f"at most {spec.high:g}"
+            want = f"less than {high}" if spec.open else f"at most {high}"
         raise OptionError(f"{keyword}: option '{raw_name}' must be {want}{spec.hint}, got {value}", option=raw_name)
 
 

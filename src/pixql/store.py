@@ -29,12 +29,12 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 ROWS = "rows.safetensors"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")  # fullmatch: '$' would also let a name end in a newline
 
 
 def check_name(name):
     """Model names are plain identifiers: nothing that could leave the store (`../x`, `/abs`)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise CatalogError(
             f"invalid model name {name!r}: use letters, digits and underscores, starting with a letter"
         )

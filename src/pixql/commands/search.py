@@ -34,7 +34,7 @@ OPTIONS = {
     "search_input": opt.text(),
     "emb_col": opt.text(),
     "image_col": opt.text(),
-    "top_k": opt.integer(10, low=1),
+    "top_k": opt.integer(10, low=1, high=2**31 - 1),  # (LIMIT takes no more; a bigger one failed in DuckDB)
     "result_col": opt.text("similarity"),
     # duplicates: the least similarity of a pair (cosine of unit embeddings), and whom to compare with
     "threshold": opt.number(None, low=-1, high=1),
