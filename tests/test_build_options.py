@@ -62,9 +62,10 @@ def test_new_build_options_resolve_and_fit_model_keeps_the_network():
 
 def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
     """Asked for by name, a mode refuses options it would drop (linear: the optimizer's; the other
-    modes: the linear head's l2); `auto` notes those it dropped; early_stopping without
-    validation rows says it was not used; epochs and its alias max_epochs cannot both be given."""
+    modes: the linear head's l2; linear: early_stopping, with no epochs to stop); `auto` notes those
+    it dropped; epochs and its alias max_epochs cannot both be given."""
     for mode, option in (("linear", "optimizer='sgd'"), ("linear", "learning_rate=0.5"),
+                         ("linear", "early_stopping=2"),
                          ("finetune", "l2=0.1"), ("top", "l2=0.1")):
         with pytest.raises(OptionError, match=f"train_mode='{mode}' does not use OPTIONS \\(") as err:
             db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='{mode}', {option}) "
@@ -74,8 +75,7 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
     built = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (weight_decay=0.1, early_stopping=2) "
                    "AS SELECT * FROM colors")
     assert built.df().loc[0, "train_mode"] == "linear"
-    assert any("chose 'linear', which does not use OPTIONS (weight_decay)" in m for m in built.messages)
-    assert any("early_stopping was not used" in m for m in built.messages)
+    assert any("chose 'linear', which does not use OPTIONS (weight_decay, early_stopping)" in m for m in built.messages)
     tiny = db.sql("BUILD MODEL m3 OPTIONS (validation=0.01) AS SELECT * FROM colors")  # 0.01 of 16 rows: none
     assert any("validation=0.01 of 16 rows is less than one row" in m for m in tiny.messages)
     with pytest.raises(OptionError, match=r"trained with train_mode='linear', which FIT MODEL continues.*learning_rate"):
@@ -378,3 +378,18 @@ def test_early_stopping_without_validation_rows_says_it_watched_the_training_los
     assert any(f"early_stopping watched the training loss: {ran} epoch(s) ran, and epoch {kept} (its lowest) was kept"
                in m for m in built.messages)
     assert not any("was not used" in m for m in built.messages)
+
+
+def test_a_batch_of_one_image_trains_where_the_batch_norms_keep_their_statistics(db):
+    # pretrained batch norms keep their statistics and SimpleCNN has none: a batch of one trains
+    # (every batch was passed over, and BUILD blamed the images); norms that learn refuse it
+    for base, options in (("EfficientNet_Lite0", "train_mode='finetune', image_size=64"),
+                          ("SimpleCNN", "image_size=64")):
+        built = db.sql(f"BUILD MODEL b USING {base} OPTIONS ({options}, batch_size=1, overwrite=true) "
+                       "AS SELECT * FROM colors ORDER BY image LIMIT 5 OFFSET 6").df()
+        assert built.loc[0, "train_rows"] == 5
+        assert db.engine.store.manifest("b")["history"][0]["train_loss"] is not None
+    with pytest.raises(OptionError, match="batch_size=1: the network's batch norms learn from each batch") as info:
+        db.sql("BUILD MODEL c USING EfficientNet_Lite0 OPTIONS (pretrained=false, image_size=64, batch_size=1) "
+               "AS SELECT * FROM colors")
+    assert info.value.option == "batch_size" and not db.engine.store.exists("c")

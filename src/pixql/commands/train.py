@@ -235,15 +235,12 @@ def _train(engine, statement, resolved, given, base, task, init):
                         if trained.train_mode == "linear" else
                         f"{statement.keyword}: train_mode='auto' chose '{trained.train_mode}': OPTIONS (l2) is the "
                         "linear head's penalty and was ignored")
-    if "early_stopping" in given and not trained.val_rows:
-        if trained.train_mode == "linear":
-            messages.append(f"{statement.keyword}: early_stopping was not used: it stops when the validation metric "
-                            "no longer improves, and there were no validation rows (OPTIONS (validation=0.1))")
-        else:  # (ml/train.BestEpoch) the training loss stands in for the missing validation metric
-            messages.append(f"{statement.keyword}: without validation rows early_stopping watched the training loss: "
-                            f"{trained.epochs} epoch(s) ran, and epoch "
-                            f"{trained.metrics.get('saved_epoch', trained.epochs)} (its lowest) was kept; "
-                            "OPTIONS (validation=0.1) watches held-out rows instead")
+    if "early_stopping" in given and not trained.val_rows and trained.train_mode != "linear":
+        # (ml/train.BestEpoch) the training loss stands in for the missing validation metric
+        messages.append(f"{statement.keyword}: without validation rows early_stopping watched the training loss: "
+                        f"{trained.epochs} epoch(s) ran, and epoch "
+                        f"{trained.metrics.get('saved_epoch', trained.epochs)} (its lowest) was kept; "
+                        "OPTIONS (validation=0.1) watches held-out rows instead")
     if not trained.val_rows:
         name, value = best_metric(trained.metrics)
         fraction = given.get("validation")

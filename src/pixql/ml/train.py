@@ -400,6 +400,15 @@ class _Run:
                 persistent=persistent, sampler=group.sampler(val_rows, shuffle=False, seed=cfg.seed),
                 threaded=True,  # (the training rows' random draws stay in one thread)
             )
+        # Batch norms that learn their statistics (a network trained from scratch) cannot train on
+        # a batch of one image (one value per channel at the smallest feature maps): such a batch
+        # is passed over, and batch_size=1 refused. Pretrained ones keep their statistics (below).
+        norms_learn = not self.pretrained_backbone and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if norms_learn and group.per_rank(self.batch_size) < 2:
+            raise OptionError(f"batch_size={self.batch_size}: the network's batch norms learn from each batch "
+                              "(a network trained from scratch), which takes at least 2 images a batch"
+                              + (" on each worker" if group.world > 1 else ""), option="batch_size")
         # before DDP's wrap, which hooks only the parameters that train
         freeze_stages(model, self.frozen_stages)
         net = group.wrap(model)  # what runs the steps (DDP: gradients averaged over the ranks)
@@ -437,7 +446,7 @@ class _Run:
             bar = progress_bar(shown, f"epoch {epoch}/{cfg.epochs}", cfg.progress, leave=True)
             with bar, folding.applied(trainable=True), fp32_weight_grads(model, enabled=slow_grads):
                 for x, y, _ in group.joined(net, batches(train_loader, cfg.on_error, self.skipped)):
-                    if len(y) < 2:  # batch norm cannot train on a single image
+                    if len(y) < 2 and norms_learn:  # (a last batch of one: see norms_learn)
                         continue
                     rows = len(y)
 

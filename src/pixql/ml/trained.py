@@ -40,7 +40,7 @@ TOP_REFUSES = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options 'top'
 # penalty; the other modes train by gradient steps with weight decay, not the head's penalty;
 # only 'finetune' trains the stages frozen_stages counts.
 UNUSED_BY_MODE = {"linear": ("optimizer", "learning_rate", "scheduler", "warmup_epochs", "weight_decay",
-                             "frozen_stages"),
+                             "frozen_stages", "early_stopping"),
                   "top": ("l2", "frozen_stages"), "finetune": ("l2",)}
 
 
@@ -67,7 +67,7 @@ def refused_options(mode, given, continuing=False):
                            "out")
     if mode == "linear":
         why = ["the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated, on a backbone that stays "
-               "frozen; train_mode='finetune' takes them"]
+               "frozen, with no epochs to stop early; train_mode='finetune' takes them"]
     else:
         why = (["l2 is the penalty of the linear head (train_mode='linear'); weight_decay regularises the training of the "
                 "other modes"] if "l2" in unused else []) + (
