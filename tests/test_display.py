@@ -55,6 +55,21 @@ def test_training_curves_with_one_epoch_and_some_missing_values():
     assert ys[0] == mixed[0]["val_loss"] and math.isnan(ys[1]) and ys[2] == mixed[2]["val_loss"]
 
 
+def test_multi_label_curves_show_the_metric_that_chose_the_kept_epoch_and_mark_it():
+    # a multi-label model keeps the epoch of best micro F1: the panel showed exact-set accuracy
+    epochs = history(epochs=4)
+    for h in epochs:
+        h["train_micro_f1"], h["val_micro_f1"] = h["train_accuracy"] - 0.1, h["val_accuracy"] - 0.2
+    fig = display.training_curves_figure(epochs, kept=3)
+    loss, score = fig.axes
+    assert score.get_title() == "Micro F1"
+    assert [list(line.get_ydata()) for line in score.lines[:2]] == \
+        [[h["train_micro_f1"] for h in epochs], [h["val_micro_f1"] for h in epochs]]
+    for ax in (loss, score):  # the kept epoch, on both panels
+        assert [line.get_xdata()[0] for line in ax.lines if line.get_label() == "kept: epoch 3"] == [3]
+    assert display.training_curves_figure(history(epochs=4)).axes[1].get_title() == "Accuracy"
+
+
 def test_training_curves_need_a_history():
     for empty in (None, [], [{"epoch": 1, "train_loss": None}]):
         with pytest.raises(DataError, match="no training history"):

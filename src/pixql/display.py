@@ -145,13 +145,16 @@ def has_history(history):
     return bool(history) and any(h.get("train_loss", h.get("loss")) is not None for h in history)
 
 
-# The second panel: the first of these a history has (a classifier's accuracy, a detector's mAP)
-_SCORES = (("accuracy", "Accuracy"), ("map_50", "mAP@0.5"))
+# The second panel: the first of these a history has, the metric that chose the kept epoch (a
+# multi-label model's micro F1, before the exact-set accuracy it also records; a classifier's
+# accuracy; a detector's mAP)
+_SCORES = (("micro_f1", "Micro F1"), ("accuracy", "Accuracy"), ("map_50", "mAP@0.5"))
 
 
-def training_curves_figure(history, title=None):
-    """Loss and accuracy (a detector's: mAP@0.5) per epoch, training and validation, as a
-    matplotlib Figure.
+def training_curves_figure(history, title=None, kept=None):
+    """Loss and accuracy (a multi-label model's: micro F1; a detector's: mAP@0.5) per epoch,
+    training and validation, as a matplotlib Figure; `kept`: the epoch whose weights the model
+    kept (the best validated one), marked on both panels.
 
     `history` is a model's per-epoch list of dicts (epoch, train_loss, train_accuracy,
     val_loss, val_accuracy; val_* may be None; a detector's: loss, val_map_50). A bare `Figure` with an Agg canvas: no
@@ -182,6 +185,8 @@ def training_curves_figure(history, title=None):
             if values is not None:
                 ax.plot(epochs, values, style, color=color, marker=marker,
                         label="training" if split == "train" else "validation")
+        if kept is not None and len(epochs) > 1:
+            ax.axvline(kept, color="tab:gray", linestyle=":", label=f"kept: epoch {kept}")
         ax.set_title(label)
         ax.set_xlabel("epoch")
         if len(epochs) <= 15:
@@ -211,11 +216,11 @@ def figure_png(fig, dpi=100):
     return buffer.getvalue()
 
 
-def training_curves(history, title=None, dpi=100):
+def training_curves(history, title=None, dpi=100, kept=None):
     """The training curves (see `training_curves_figure`) as a PIL image."""
     import io
 
-    data = figure_png(training_curves_figure(history, title), dpi=dpi)
+    data = figure_png(training_curves_figure(history, title, kept), dpi=dpi)
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
 

@@ -23,6 +23,7 @@ class Sheet:
 class Curves:
     history: list
     model: str
+    kept: int = None  # the epoch whose weights the model kept
     kind = "curves"
 
     @property
@@ -32,7 +33,7 @@ class Curves:
     def picture(self):
         from pixql import display
 
-        return display.training_curves(self.history, title=f"model {self.model}")
+        return display.training_curves(self.history, title=f"model {self.model}", kept=self.kept)
 
 
 @dataclass

@@ -49,7 +49,8 @@ def describe(engine, statement):
     for h in history:
         rows.append({"property": f"epoch {h.get('epoch')}",
                      "value": ", ".join(f"{k}={short(v)}" for k, v in h.items() if k != "epoch")})
-    figures = [Curves(history, manifest.get("name") or statement.name)] if has_history(history) else []
+    kept = (manifest.get("metrics") or {}).get("saved_epoch")
+    figures = [Curves(history, manifest.get("name") or statement.name, kept)] if has_history(history) else []
     return Result(statement, frame=pd.DataFrame(rows), info={"manifest": manifest}, figures=figures)
 
 
