@@ -374,6 +374,18 @@ def test_multi_label_confusion_and_errors(multi_db):
         truth = set(row.label.split("|"))
         assert set(row.missing) == truth - set(row.predicted)
         assert set(row.extra) == set(row.predicted) - truth
+    # the picture (Jupyter shows it, --plot writes it): a 2x2 panel per label, its counts those above
+    for output in ("report", "confusion", "errors"):
+        (figure,) = multi_db.sql(f"EVALUATE USING ml OPTIONS (output='{output}') AS SELECT * FROM colors").figures
+    from pixql import display
+
+    drawn = display.multilabel_confusion_figure(figure.frame, title="model ml")
+    panels = [ax for ax in drawn.axes if ax.get_visible() and ax.images]
+    assert sorted(ax.get_title() for ax in panels) == sorted(classes)
+    for ax in panels:
+        counts = [[int(t.get_text()) for t in ax.texts][:2], [int(t.get_text()) for t in ax.texts][2:]]
+        assert counts == theirs[classes.index(ax.get_title())].tolist()
+    assert figure.picture().width > 300
     # a table of errors keeps its types where no row filled a list (nothing extra anywhere), and
     # the query's own (a text column of NULLs only)
     multi_db.sql("CREATE TABLE errs AS EVALUATE USING ml OPTIONS (output='errors', threshold=0.999999) AS "

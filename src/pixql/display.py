@@ -293,11 +293,61 @@ def confusion_heatmap_figure(frame, title=None):
     return fig
 
 
+MOST_LABEL_PANELS = 48  # a multi-label model's panels: the labels with most true rows first
+
+
+def multilabel_confusion_figure(frame, title=None):
+    """A multi-label model's confusion: one 2x2 panel per label (actual no / yes by predicted no /
+    yes), each row coloured by its share of the actual rows and labelled with its count, the
+    labels with most true rows first (at most MOST_LABEL_PANELS), as a matplotlib Figure."""
+    import math
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels = list(dict.fromkeys(frame["class"]))
+    if not labels:
+        raise DataError("the confusion matrix is empty")
+    cells = {(c, bool(a), bool(p)): int(n) for c, a, p, n in frame[["class", "actual", "predicted", "count"]]
+             .itertuples(index=False)}
+    matrices = {c: np.array([[cells.get((c, a, p), 0) for p in (False, True)] for a in (False, True)])
+                for c in labels}
+    shown = sorted(labels, key=lambda c: -matrices[c][1].sum())[:MOST_LABEL_PANELS]
+    columns = min(len(shown), 6)
+    rows = math.ceil(len(shown) / columns)
+    fig = Figure(figsize=(1.9 * columns + 0.6, 1.9 * rows + 0.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, label in zip(axes, shown):
+        matrix = matrices[label]
+        totals = matrix.sum(axis=1, keepdims=True)
+        share = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals != 0)
+        ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize="small",
+                        color="white" if share[i, j] > 0.5 else "black")
+        ax.set_xticks([0, 1], labels=["no", "yes"], fontsize="x-small")
+        ax.set_yticks([0, 1], labels=["no", "yes"], fontsize="x-small")
+        ax.set_title(_short(label, 22), fontsize="small")
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    more = f" (the {len(shown)} of {len(labels)} labels with most true rows)" if len(shown) < len(labels) else ""
+    fig.supxlabel("predicted", fontsize="small")
+    fig.supylabel("actual", fontsize="small")
+    fig.suptitle(f"{title}: confusion per label{more}" if title else f"confusion per label{more}",
+                 fontsize="medium")
+    return fig
+
+
 def confusion_heatmap(frame, title=None, dpi=100):
-    """The confusion heat-map (see `confusion_heatmap_figure`) as a PIL image."""
+    """The confusion heat-map (see `confusion_heatmap_figure`; a multi-label model's rows, with a
+    `class` column: `multilabel_confusion_figure`) as a PIL image."""
     import io
 
-    data = figure_png(confusion_heatmap_figure(frame, title), dpi=dpi)
+    draw = multilabel_confusion_figure if "class" in frame.columns else confusion_heatmap_figure
+    data = figure_png(draw(frame, title), dpi=dpi)
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
 

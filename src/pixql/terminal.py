@@ -61,8 +61,7 @@ def _write_figures(result, fmt, out_dir, open_image, plot=False):
         if label is not None and (always or plot):
             _save_picture(figure.picture(), figure.stem, label, fmt, out_dir, open_image)
     if plot and "confusion" not in kinds and "confusion" in result.info:
-        click.echo("no confusion matrix to plot (multi-label models have one per class: "
-                   "OPTIONS (output='confusion'))", err=True)
+        click.echo("no confusion matrix to plot for this result", err=True)
 
 
 def _width():

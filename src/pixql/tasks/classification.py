@@ -368,8 +368,8 @@ class MultiLabel(SingleLabel):
         return SEPARATOR.join(label)  # the format BUILD MODEL reads back
 
     def evaluate(self, frame, truth, probs, classes, unknown, output, threshold=DEFAULT_THRESHOLD):
-        """(the result frame for `output`, None). `unknown` are labels in `truth` that are not
-        among the model's `classes` (counted as never predicted)."""
+        """(the result frame for `output`, the per-class confusion frame for pictures). `unknown`
+        are labels in `truth` that are not among the model's `classes` (counted as never predicted)."""
         all_classes = classes + unknown
         n = len(truth)
         y_true = np.zeros((n, len(all_classes)), dtype=bool)
@@ -383,10 +383,11 @@ class MultiLabel(SingleLabel):
         scores[:, :len(classes)] = probs
         y_pred = np.zeros_like(y_true)
         y_pred[:, :len(classes)] = probs >= threshold
+        confusion = metrics.multilabel_confusion_frame(y_true, y_pred, all_classes)
         if output == "report":
-            return metrics.multilabel_report(y_true, y_pred, scores, all_classes, unscored=len(unknown)), None
+            return metrics.multilabel_report(y_true, y_pred, scores, all_classes, unscored=len(unknown)), confusion
         if output == "confusion":
-            return metrics.multilabel_confusion_frame(y_true, y_pred, all_classes), None
+            return confusion, confusion
         predicted, top = self.decide(probs, classes, threshold)
         wrong = np.nonzero((y_true != y_pred).any(axis=1))[0]
         p = np.clip(scores, 1e-7, 1 - 1e-7)
@@ -399,7 +400,7 @@ class MultiLabel(SingleLabel):
         errors["score"] = series([top[i] for i in wrong], errors.index, float)
         # worst first (no helper column: the query may have any name)
         errors = errors.iloc[np.argsort(-loss[wrong], kind="stable")]
-        return errors.reset_index(drop=True), None
+        return errors.reset_index(drop=True), confusion
 
 
 # Manifests written by earlier versions spell the multi-label task three ways.
