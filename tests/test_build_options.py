@@ -368,6 +368,15 @@ def test_validation_rows_that_are_training_rows_are_pointed_out(db):
     assert not any("training rows too" in m for m in apart.messages)
 
 
+def test_null_labels_of_the_validation_query_are_counted(db):
+    db.sql("CREATE TABLE val AS (SELECT image, NULL::VARCHAR AS label FROM colors LIMIT 3) "
+           "UNION ALL (SELECT * FROM colors LIMIT 5)")
+    built = db.sql("BUILD MODEL v OPTIONS (validation='val') AS SELECT * FROM colors")
+    assert built.df().loc[0, "validation_rows"] == 5
+    assert any("3 row(s) of the validation query with a NULL label in 'label' were left out" in m
+               for m in built.messages)
+
+
 def test_early_stopping_without_validation_rows_says_it_watched_the_training_loss(db):
     # A far too large learning rate: the training loss stops falling, and the run stops early.
     built = db.sql("BUILD MODEL es_t USING SimpleCNN OPTIONS (epochs=8, early_stopping=1, learning_rate=5.0, "

@@ -150,12 +150,13 @@ def _train(engine, statement, resolved, given, base, task, init):
 
     validation = resolved["validation"]
     val_paths = val_labels = None
+    val_null_labels = 0
     sources = [("the query", rows, image_col)]  # where an unreadable image's row is looked up
     if isinstance(validation, str):
         query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
             else session.table_query(validation, "validation")
         vrows = session.query_rows(statement, query, "validation query", option="validation")
-        val_paths, val_labels, *_ = labelled_rows(
+        val_paths, val_labels, _, _, val_null_labels, _ = labelled_rows(
             vrows, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes,
             reader)
         sources.append(("the validation query", vrows, image_col))
@@ -188,6 +189,9 @@ def _train(engine, statement, resolved, given, base, task, init):
                 trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
     messages = followed + reader.message(statement.keyword)
+    if val_null_labels:  # (the training query's are counted in the result row)
+        messages.append(f"{statement.keyword}: {val_null_labels} row(s) of the validation query with a NULL label in "
+                        f"'{label_col}' were left out")
     for group in task.look_alike(task.class_names(labels)):  # a note, not an error: they may be meant
         written = " and ".join(map(repr, group))
         messages.append(f"{statement.keyword}: the label(s) {written} in '{label_col}' are "
