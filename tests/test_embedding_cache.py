@@ -199,6 +199,11 @@ def test_a_second_linear_build_on_the_same_images_reads_the_cache(tmp_path, monk
     w1 = db.engine.store.load("m1")[1]
     w3 = db.engine.store.load("m3")[1]
     assert all(torch.equal(w1[k], w3[k]) for k in w1)
+    # an unreadable image skipped has no embedding: it is not counted among those asked for
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    db.duckdb.execute(f"INSERT INTO colors VALUES ('{tmp_path / 'broken.jpg'}', 'red', 'yes')")
+    skipping = _build(db, "m4", extra=", on_error='skip'")
+    assert any("16 of 16 image embeddings came from the cache" in m for m in skipping.messages)
     db.close()
 
 

@@ -213,19 +213,20 @@ def _train(engine, statement, resolved, given, base, task, init):
                   for p in trained.skipped]
         messages.append(f"{statement.keyword}: {len(trained.skipped)} unreadable image(s) were skipped "
                         f"(on_error='skip'): {shown(listed)}")
+    read = len(paths) + len(val_paths or []) - len(trained.skipped)  # (unreadable ones have none)
     if trained.options.get("cached_embeddings"):
         messages.append(f"{statement.keyword}: {trained.options['cached_embeddings']} of "
-                        f"{len(paths) + len(val_paths or [])} image embeddings came from the cache "
-                        f"({cache_root()})")
+                        f"{read} image embeddings came from the cache ({cache_root()})")
     if init is not None and trained.train_mode == "linear":
         used, lost = trained.options.get("previous_rows"), trained.options.get("previous_rows_not_cached", 0)
         if used is not None:
             where = trained.options.get("previous_rows_from") or "the embedding cache"
             held = trained.options.get("previous_rows_validating", 0)
+            new = len(paths) - len(set(map(str, trained.skipped)) & set(map(str, paths)))  # (readable ones)
             messages.append(f"{statement.keyword}: the head was refitted on {used} of the rows "
                             f"'{statement.source_model}' was trained on (embeddings from {where}) plus the "
-                            f"query's {len(paths)}" + (f"; {lost} earlier row(s) are no longer in the embedding "
-                                                       "cache and were left out" if lost else "")
+                            f"query's {new}" + (f"; {lost} earlier row(s) are no longer in the embedding "
+                                                "cache and were left out" if lost else "")
                             + (f"; {held} earlier row(s) are validation rows now and were left out of training"
                                if held else ""))
         else:
