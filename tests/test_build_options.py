@@ -308,6 +308,13 @@ def test_fit_model_continues_training_and_keeps_the_old_model(db):
         db.sql("FIT MODEL newer USING old AS SELECT image, CASE WHEN label = 'red' THEN 'green' ELSE label END "
                "AS label FROM colors")
     assert not db.engine.store.exists("newer")
+    # fitted onto itself, a model keeps how it was made, back to its BUILD
+    db.sql("FIT MODEL new USING new OPTIONS (epochs=1, overwrite=true) AS SELECT * FROM colors")
+    lineage = db.engine.store.manifest("new")["parent"]
+    assert lineage["model"] == "new" and lineage["statement"].startswith("FIT MODEL new USING old")
+    assert lineage["parent"]["statement"] == before_manifest["statement"]
+    described = db.sql("DESCRIBE MODEL new").df().set_index("property")
+    assert "BUILD MODEL old" in described.loc["parent", "value"]
 
 
 def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeypatch):

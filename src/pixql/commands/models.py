@@ -12,7 +12,7 @@ from pixql.result import Result
 
 _DESCRIBED = ("name", "base", "task", "classes", "image_col", "label_col", "train_mode", "train_rows",
               "validation_rows", "metrics", "options", "preprocessing", "data", "created", "versions", "weights",
-              "statement")
+              "statement", "parent")
 
 
 def show(engine, statement):

@@ -95,6 +95,14 @@ def fit(engine, statement):
                   init=(manifest, state))
 
 
+def lineage(statement, parent):
+    """A FIT MODEL's record of the model it went on from (`parent`: that model's manifest): its
+    name and weights, and how it was made, back to the first BUILD (FIT MODEL m USING m OPTIONS
+    (overwrite=true) would otherwise lose them)."""
+    return {"model": statement.source_model, "weights_sha256": parent.get("weights_sha256"),
+            **{k: parent[k] for k in ("statement", "created", "train_rows", "metrics", "parent") if k in parent}}
+
+
 def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
     """(images, labels, image_col, label_col, NULL labels left out, query rows (1-based) left out
     for having no image path or an unusable box: only with on_error='skip', else that is an
@@ -279,7 +287,7 @@ def _train(engine, statement, resolved, given, base, task, init):
         "versions": library_versions(),
     }
     if init is not None:
-        manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
+        manifest["parent"] = lineage(statement, init[0])
     engine.catalog.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"],
                               rows=trained.rows)
     return frame_result(statement, {
@@ -389,7 +397,7 @@ def _train_detector(engine, statement, resolved, given, base, init):
         "statement": statement.text, "versions": library_versions(),
     }
     if init is not None:
-        manifest["parent"] = {"model": statement.source_model, "weights_sha256": init[0].get("weights_sha256")}
+        manifest["parent"] = lineage(statement, init[0])
     engine.catalog.store.save(statement.name, run.state_dict, manifest, overwrite=resolved["overwrite"])
     return frame_result(statement, {
         "model": [statement.name], "base": [base], "task": [DETECTION.name], "classes": [len(classes)],
