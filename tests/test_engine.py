@@ -571,3 +571,19 @@ def test_create_table_as_a_pixql_statement_on_a_read_only_database_is_refused_be
         db.engine.catalog.load = type(db.engine.catalog).load.__get__(db.engine.catalog)
         db.sql("CREATE TEMP TABLE p AS PREDICT USING imagenet_classifier AS SELECT * FROM colors LIMIT 2")
         assert db.sql("SELECT count(*) FROM p").fetchone() == (2,)
+
+
+def test_a_connection_keeps_its_models_when_the_process_changes_folder(tmp_path, monkeypatch):
+    # a notebook's %cd after connect("shop.duckdb"): the store stays the database's (its models were
+    # gone, and a BUILD wrote a second store in the new folder)
+    from conftest import save_color_model
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pixql.connect("shop.duckdb", progress=False) as db:
+        save_color_model(db.engine.store, "cm")
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert ("cm",) in db.sql("SELECT name FROM pixql_models()").fetchall()
+        db.sql("CREATE TABLE t AS SELECT 1 AS x; DROP MODEL cm")
+    assert not (tmp_path / "elsewhere" / "shop.duckdb.models").exists()
+    assert (tmp_path / "shop.duckdb.models").is_dir()

@@ -117,7 +117,7 @@ def test_a_select_in_the_middle_of_a_cell_is_shown(ip):
 def test_db_option_switches_database(ip, tmp_path, capsys):
     ip.cell("%pixql --db a.duckdb")
     ip.cell("%pixql CREATE TABLE t AS SELECT 'in a' AS x")
-    assert ip.magics.connection.model_store == "a.duckdb.models"
+    assert ip.magics.connection.model_store == os.path.abspath("a.duckdb.models")  # (absolute: a %cd keeps it)
     ip.cell("%pixql --db=b.duckdb CREATE TABLE u AS SELECT 'in b' AS x")  # option then statements
     with pytest.raises(PixqlCellError, match="t does not exist"):
         ip.cell("%pixql SELECT * FROM t")

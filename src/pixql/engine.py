@@ -45,7 +45,9 @@ class Engine:
         if root is None:  # an in-memory database keeps its models for the session only
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pixql-models-")
             root = self._tmpdir.name
-        self.catalog = Catalog(ModelStore(root, read_only=read_only))
+        # absolute now: the store belongs to the database DuckDB opened, wherever the process goes next
+        # (a notebook's %cd; a relative root was looked up again from the new folder, its models gone)
+        self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only))
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table

@@ -648,7 +648,7 @@ def open_database(database, read_only, wait, config=None):
                 continue
             holder = _LOCK_HOLDER.search(text)
             who = f" (PID {holder['pid']}, {os.path.basename(holder['program'])})" if holder else ""
-            waited = f" for {wait:g} s" if wait else ""
+            waited = f" (waited {wait:g} s)" if wait else ""
             # A reader is blocked only by a writer: --read-only is no way out for it.
             share = "" if read_only else ", or open it with --read-only (read_only=True) when every process only reads"
             raise SqlError(
