@@ -317,9 +317,9 @@ REFUSED = [
      "EVALUATE USING cm OPTIONS (output='errors', label_col='predicted') AS SELECT image, label AS predicted "
      "FROM colors"),
     # a list label means several labels per photo: multi_label=true, not the list's text as a class
-    (DataError, "label_col 'label', row 1: the label is a list, \\['[a-z]+'\\], .*multi_label=true",  # not numpy's repr
+    (DataError, "label_col 'label', row 1 of the query: the label is a list, \\['[a-z]+'\\], .*multi_label=true",  # not numpy's repr
      BUILD.format("", "(SELECT image, [label] AS label FROM colors ORDER BY image)")),
-    (DataError, "label_col 'label', row 1: the label is a struct",
+    (DataError, "label_col 'label', row 1 of the query: the label is a struct",
      "EVALUATE USING cm AS SELECT image, {'name': label} AS label FROM colors"),
     # a mistyped size would ask for ~100 GB
     (OptionError, "'image_size' must be between 32 and 2048, got 100000", BUILD.format(", image_size=100000", "colors")),
@@ -682,3 +682,26 @@ def test_a_table_name_in_an_option_is_a_name_never_sql(colors_db):
 
 def sql_literal(text):
     return "'" + text.replace("'", "''") + "'"
+
+
+def test_errors_name_the_query_they_are_in(colors_db, tmp_path):
+    # a bad photo of SEARCH's against query, a bad label of BUILD's validation query, a failing
+    # option query: the error's `query` field and its message name that query, not the statement's
+    db = colors_db
+    db.sql(f"CREATE TABLE bad AS SELECT '{tmp_path / 'gone.png'}' AS image, 'red' AS label "
+           "UNION ALL (SELECT * FROM colors LIMIT 2)")
+    with pytest.raises(DataError) as info:
+        db.sql("SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', against='SELECT * FROM bad ORDER BY image') "
+               "AS SELECT * FROM colors")
+    assert info.value.query == "the against query" and info.value.row == 1 and "gone.png" in info.value.path
+    assert "row 1 of the against query" in str(info.value)
+    with pytest.raises(DataError) as info:
+        db.sql("BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (validation='SELECT image, [label] AS label "
+               "FROM colors') AS SELECT * FROM colors")
+    assert info.value.query == "the validation query" and info.value.row == 1
+    assert "row 1 of the validation query" in str(info.value)
+    with pytest.raises(DataError) as info:
+        db.sql("BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (validation='SELECT * FROM nosuch') "
+               "AS SELECT * FROM colors")
+    assert info.value.query == "the validation query" and "the validation query failed" in str(info.value)
+    assert not db.engine.store.exists("b")

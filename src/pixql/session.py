@@ -197,7 +197,8 @@ class Session:
         failure = self.udf_failure()
         if failure is not None:
             return failure
-        return SqlError(str(exc)) if what is None else DataError(f"the {what} failed: {public_text(str(exc))}")
+        return SqlError(str(exc)) if what is None else \
+            DataError(f"the {what} failed: {public_text(str(exc))}", query=f"the {what}")
 
     def parse(self, sql):
         """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError."""

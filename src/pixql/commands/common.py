@@ -58,9 +58,9 @@ def refuse_taken_columns(keyword, query_columns, added, result_option=None):
                     f"{', '.join(taken)}: {ways}")
 
 
-def read_labels(task, cells, classes, label_col, index=None):
+def read_labels(task, cells, classes, label_col, index=None, what="the query"):
     """The task's label of each cell of `label_col`; a cell it cannot read fails naming the
-    column and its row of the query (`index`: the rows' positions in the query, 0-based, where
+    column and its row of `what` query (`index`: the rows' positions in the query, 0-based, where
     not 0..n-1)."""
     labels = []
     for i, cell in enumerate(cells):
@@ -68,7 +68,7 @@ def read_labels(task, cells, classes, label_col, index=None):
             labels.append(task.label(cell, classes))
         except DataError as exc:
             row = (int(index[i]) if index is not None else i) + 1
-            raise DataError(f"label_col '{label_col}', row {row}: {exc}", row=row) from None
+            raise DataError(f"label_col '{label_col}', row {row} of {what}: {exc}", row=row, query=what) from None
     return labels
 
 
@@ -123,18 +123,18 @@ def on_cluster(cluster, load, run, columns, resolved, unit=None):
     return Job(load=load, run=run, columns=tuple(dict.fromkeys(columns)), unit=unit)
 
 
-def each_image(compute, frame, image_col, resolved, reader=None):
+def each_image(compute, frame, image_col, resolved, reader=None, what="the query"):
     """`compute(images, on_error)` over the frame's images (paths, or regions through `reader`),
-    errors naming the row and file. Returns (what compute returned, a bool per row: computed);
+    errors naming the row and file, and `what` query it is in. Returns (what compute returned, a bool per row: computed);
     with OPTIONS (on_error='skip') unreadable images, missing paths and unusable boxes are left
     out of the call (compute gets None-free lists, and returns None when nothing was left)."""
     import numpy as np
 
     skip = resolved.get("on_error") == "skip"
     items, bad = reader.items(frame, image_col) if reader is not None else (list(frame[image_col]), [])
-    with image_errors([("the query", frame, image_col)], "on_error" in resolved):
+    with image_errors([(what, frame, image_col)], "on_error" in resolved):
         if not skip:
-            check_image_paths(frame, image_col, "the query")
+            check_image_paths(frame, image_col, what)
             return compute(items, "fail"), np.ones(len(frame), dtype=bool)
         present = ~missing_paths(frame[image_col])
         present[bad] = False
@@ -143,14 +143,14 @@ def each_image(compute, frame, image_col, resolved, reader=None):
         return compute([item for item, keep in zip(items, present) if keep], "skip"), present
 
 
-def image_outputs(compute, width, frame, image_col, resolved, reader=None):
+def image_outputs(compute, width, frame, image_col, resolved, reader=None, what="the query"):
     """[rows, width] float32 of `compute(images, on_error)` over the frame's images (each_image);
     with OPTIONS (on_error='skip') NaN rows for the rows left out."""
     import numpy as np
 
     if not len(frame):
         return np.zeros((0, width), dtype=np.float32)
-    outputs, present = each_image(compute, frame, image_col, resolved, reader)
+    outputs, present = each_image(compute, frame, image_col, resolved, reader, what)
     if resolved.get("on_error") != "skip":
         return outputs
     out = np.full((len(frame), width), np.nan, dtype=np.float32)

@@ -76,10 +76,10 @@ def embed_on_worker(image_col, resolved, embedder, frame):
     return embed_rows(embedder, frame, image_col, resolved, False, reader), {"clipped": reader.clipped}
 
 
-def embed_rows(embedder, frame, image_col, resolved, progress, reader=None):
+def embed_rows(embedder, frame, image_col, resolved, progress, reader=None, what="the query"):
     """[rows, dim] unit vectors of the frame's images (or regions, through `reader`); NaN rows
-    for what on_error='skip' skipped."""
+    for what on_error='skip' skipped. `what`: the query the rows are, for errors."""
     def compute(paths, on_error):
         return embedder.embed(paths, resolved["batch_size"], progress, on_error=on_error)
 
-    return image_outputs(compute, embedder.dim, frame, image_col, resolved, reader)
+    return image_outputs(compute, embedder.dim, frame, image_col, resolved, reader, what)

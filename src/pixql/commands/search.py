@@ -328,7 +328,8 @@ def _duplicates(engine, statement, resolved, given):
         right_reader = regions.RegionReader(reader.resolved, "the against query")
         b = _vectors(engine, embedder, right, right_types, pick_image_col(
             right, image_col if image_col in right else None, "the against query"), resolved, statement.model,
-            right_reader, lookup=stored and (emb_col is None or column_named(right_types, emb_col) is not None))
+            right_reader, lookup=stored and (emb_col is None or column_named(right_types, emb_col) is not None),
+            what="the against query")
         reader.count({"clipped": right_reader.clipped})
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
@@ -353,7 +354,7 @@ def _duplicates(engine, statement, resolved, given):
         + notes + reader.message("SEARCH IMAGE"), types={k: v for k, v in types.items() if v is not None})
 
 
-def _vectors(engine, embedder, frame, types, image_col, resolved, model, reader, lookup=True):
+def _vectors(engine, embedder, frame, types, image_col, resolved, model, reader, lookup=True, what="the query"):
     """The rows' unit vectors: their embedding column (as _embedding_column picks it from the
     query's DuckDB `types`; `lookup=False`: none), else the images embedded (through the cache).
     A NULL embedding (CONVERT's for a photo it skipped) is a row of NaN, which pairs with nothing."""
@@ -366,7 +367,7 @@ def _vectors(engine, embedder, frame, types, image_col, resolved, model, reader,
                               f"{embedder.dim} numbers '{model}' makes: search with the model that made it",
                               option="emb_col")
         return _matrix(frame[column], embedder.dim)
-    return embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
+    return embed_rows(embedder, frame, image_col, resolved, engine.progress, reader, what)
 
 
 def _pairs(a, b, threshold, same):

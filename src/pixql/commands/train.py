@@ -111,7 +111,7 @@ def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
     image_col = pick_image_col(rows, resolved["image_col"], what)
     label_col = find_column(rows, resolved["label_col"], "label_col", what)
     known = None if classes is None else set(classes)
-    labels = read_labels(task, rows[label_col], known, label_col, rows.index)
+    labels = read_labels(task, rows[label_col], known, label_col, rows.index, what)
     keep = [v is not None for v in labels]
     null_labels = len(keep) - sum(keep)
     if null_labels:
