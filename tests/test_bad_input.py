@@ -705,3 +705,17 @@ def test_errors_name_the_query_they_are_in(colors_db, tmp_path):
                "AS SELECT * FROM colors")
     assert info.value.query == "the validation query" and "the validation query failed" in str(info.value)
     assert not db.engine.store.exists("b")
+
+
+def test_a_syntax_error_around_or_inside_a_nested_statement_runs_nothing(colors_db):
+    # DuckDB parses a whole script first: a statement holding (PREDICT ...) is no exception
+    for script, line in (("CREATE TABLE t9 AS SELECT 1;\n\n\nSELECT * FROM (PREDICT USING cm AS SELECT * FROM colors)"
+                          "\n  WHERE WHERE;", 5),
+                         ("CREATE TABLE t9 AS SELECT 1;\nSELECT * FROM (PREDICT USING cm\n  AS SELECT FROM FROM colors)",
+                          3),
+                         ("CREATE TABLE t9 AS SELECT 1;\nCREATE TABLE p AS PREDICT USING cm AS\n  SELECT * FROM "
+                          "(PREDICT USING cm AS SELECT * FROM colors) x WHERE WHERE", 3)):
+        with pytest.raises(SqlError) as info:
+            colors_db.sql(script)
+        assert f"LINE {line}:" in str(info.value), str(info.value)
+        assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('t9', 'p')").fetchall() == [(0,)]

@@ -27,6 +27,16 @@ def default_store_root(database):
     return f"{database}.models"
 
 
+def _stubbed(text, found):
+    """`text` with each of its parenthesised pixql statements (`found`: nested_statements') as a
+    subquery DuckDB parses, on as many lines, so that its own syntax is checked around them."""
+    pieces, end = [], len(text)
+    for start, stop, _ in reversed(found):
+        pieces[:0] = ["(SELECT NULL)" + "\n" * text[start:stop].count("\n"), text[stop:end]]
+        end = start
+    return text[:end] + "".join(pieces)
+
+
 # statements that change the model store, which DuckDB's transactions do not cover
 MODEL_WRITERS = (BuildModel, FitModel, DropModel)
 
@@ -87,29 +97,34 @@ class Engine:
     # -- statements --------------------------------------------------------------------
     def check_syntax(self, statements):
         """DuckDB's syntax errors in a script's plain SQL and in its pixql statements' queries,
-        before anything runs (as DuckDB parses a whole script first). A query holding pixql
-        statements is checked when it runs."""
+        before anything runs (as DuckDB parses a whole script first). A parenthesised pixql
+        statement inside one is checked as the pixql statement it is, and its place as a subquery."""
         from pixql.sql import CreateTableAs, Sql, nested_statements
         from pixql.sql.statements import in_place
 
         for statement in statements:
-            if isinstance(statement, Sql) and not nested_statements(statement.sql, statement.line, statement.col):
+            if isinstance(statement, Sql):
+                found = nested_statements(statement.sql, statement.line, statement.col)
+                text = _stubbed(statement.sql, found) if found else statement.duckdb_text
                 try:
-                    self.session.parse(statement.duckdb_text)
+                    self.session.parse(text)
                 except PixqlError as first:
                     try:  # again in place (line breaks before it), so that DuckDB's "LINE n" is the script's
-                        self.session.parse(statement.duckdb_text_in_place)
+                        self.session.parse(in_place(text, statement.line, statement.col) if found
+                                           else statement.duckdb_text_in_place)
                     except PixqlError as exc:
                         raise self.locate(exc, statement) from None
                     raise self.locate(first, statement)
+                self.check_syntax([inner for _, _, inner in found])
             inner = statement.statement if isinstance(statement, CreateTableAs) else statement
             query = getattr(inner, "query", None)  # a pixql statement's `AS query`: DuckDB's SQL too
-            if isinstance(query, str) and query.strip() and not nested_statements(query, inner.query_line,
-                                                                                   inner.query_col):
+            if isinstance(query, str) and query.strip():
+                found = nested_statements(query, inner.query_line, inner.query_col)
                 try:  # in place, so that DuckDB's "LINE n" is the script's
-                    self.session.parse(in_place(query, inner.query_line, inner.query_col))
+                    self.session.parse(in_place(_stubbed(query, found), inner.query_line, inner.query_col))
                 except PixqlError as exc:
                     raise self.locate(exc, inner) from None
+                self.check_syntax([nested for _, _, nested in found])
 
     @property
     def temporary_store(self):
