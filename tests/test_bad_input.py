@@ -719,3 +719,25 @@ def test_a_syntax_error_around_or_inside_a_nested_statement_runs_nothing(colors_
             colors_db.sql(script)
         assert f"LINE {line}:" in str(info.value), str(info.value)
         assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('t9', 'p')").fetchall() == [(0,)]
+
+
+def test_copy_takes_photos_of_every_common_format(colors_db, tmp_path):
+    # .jfif, .jpe, .avif, .mpo, ... are photos Pillow reads: a folder's COPY left them out without a
+    # word, and a CSV's relative paths to them stayed relative (not found from another folder)
+    from PIL import Image
+
+    formats = {"a.jfif": "JPEG", "b.jpe": "JPEG", "c.tga": "TGA", "d.ppm": "PPM", "e.avif": "AVIF"}
+    tree = tmp_path / "tree" / "green"
+    tree.mkdir(parents=True)
+    for name, fmt in list(formats.items()):
+        try:
+            Image.new("RGB", (32, 32), (0, 200, 0)).save(tree / name, format=fmt)
+        except (KeyError, OSError):  # (a Pillow built without AVIF)
+            formats.pop(name)
+    colors_db.sql(f"COPY tree FROM '{tmp_path / 'tree'}'")
+    assert sorted(os.path.basename(p) for (p,) in colors_db.sql("SELECT image FROM tree").fetchall()) == sorted(formats)
+    (tmp_path / "list.csv").write_text("image,label\n" + "".join(f"tree/green/{n},green\n" for n in formats))
+    colors_db.sql(f"COPY listed FROM '{tmp_path / 'list.csv'}'")
+    assert all(os.path.isabs(p) and os.path.isfile(p) for (p,) in colors_db.sql("SELECT image FROM listed").fetchall())
+    predicted = colors_db.sql("PREDICT USING cm AS SELECT * FROM listed").df()
+    assert set(predicted.predicted) == {"green"}

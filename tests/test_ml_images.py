@@ -133,3 +133,15 @@ def test_draft_decodes_a_large_jpeg_smaller_but_not_below_the_asked_size(tmp_pat
     Image.new("RGB", (1600, 1200), (10, 200, 10)).save(path)
     img = read_image(path, draft_size=256)
     assert 256 <= min(img.size) < 1200
+
+
+def test_a_phone_cameras_mpo_jpeg_is_drafted_as_any_jpeg(tmp_path):
+    # many phone photos carry a preview (MPF): Pillow calls them MPO, named .jpg; they were decoded
+    # at full size, and refused as decompression bombs where a plain JPEG is read at 1/8
+    path = tmp_path / "phone.jpg"
+    big = Image.new("RGB", (1600, 1200), (10, 200, 10))
+    big.save(path, format="MPO", save_all=True, append_images=[big.resize((160, 120))])
+    with Image.open(path) as opened:
+        assert opened.format == "MPO"
+    img = read_image(path, draft_size=256)
+    assert 256 <= min(img.size) < 1200

@@ -14,7 +14,11 @@ from pathlib import Path
 
 from pixql.errors import CatalogError, DataError, OptionError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Photos by their file names' endings, in the formats Pillow reads (icons, fonts, documents and
+# scientific formats left out): what a folder's COPY takes, and what marks a column of paths
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".webp", ".tif",
+                    ".tiff", ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpx", ".mpo", ".tga", ".ppm", ".pgm",
+                    ".pbm", ".pnm", ".qoi")
 _READERS = {
     ".csv": "read_csv_auto", ".tsv": "read_csv_auto", ".txt": "read_csv_auto",
     ".parquet": "read_parquet", ".pq": "read_parquet",

@@ -56,7 +56,7 @@ def read_image(path, draft_size=None):
         with ignoring(Image.DecompressionBombWarning):  # (the header only: taking turns costs little)
             img = Image.open(path)
         with img:
-            if draft_size and img.format == "JPEG":
+            if draft_size and img.format in ("JPEG", "MPO"):  # (MPO: a phone camera's JPEG with a preview)
                 img.draft("RGB", (draft_size, draft_size))
             limit = Image.MAX_IMAGE_PIXELS
             if limit and img.width * img.height > limit:
