@@ -148,6 +148,26 @@ def test_a_caption_line_never_runs_into_the_next_tile(color_images):
     assert gap.min() > 200  # white: the letters stopped at their tile's edge
 
 
+def test_box_labels_are_drawn_to_be_read_in_their_tile_and_inside_the_photo(tmp_path):
+    # the label was sized for the photo, then shrunk with it into a 240 px tile (~6 px tall), in the
+    # box's colour on the photo, and ran past the photo's edge
+    import numpy as np
+
+    from pixql.ml.images import Region
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (960, 720), "white").save(path)
+    red = (230, 25, 75)  # the first box colour
+    boxes = [Region(str(path), (700.0, 300.0, 950.0, 600.0))]
+    drawn = np.asarray(display.boxes_drawn(str(path), boxes, ["a long label for a box near the edge"], shown=240))
+    tag = np.argwhere((np.abs(drawn.astype(int) - red) <= 3).all(axis=-1) & (np.arange(720)[:, None] < 300))
+    height = tag[:, 0].max() - tag[:, 0].min() + 1
+    assert height * 240 / 960 >= 12  # at least 12 px tall in the tile
+    assert tag[:, 1].max() < 960 and tag[:, 1].min() >= 480  # inside the photo, at most half its width
+    white = (drawn[tag[:, 0].min():tag[:, 0].max() + 1, tag[:, 1].min():tag[:, 1].max() + 1] > 240).all(axis=-1)
+    assert white.any()  # white letters on the tag
+
+
 def test_png_bytes_round_trip():
     image = Image.new("RGB", (5, 4), "red")
     data = display.png_bytes(image)

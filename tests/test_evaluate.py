@@ -422,6 +422,20 @@ def test_confusion_heatmap_figure_leaves_pyplot_alone():
         display.confusion_heatmap_figure(pd.DataFrame({"x": [1]}))
 
 
+def test_heatmap_names_long_classes_apart():
+    # cut at 20 characters, two long names that start alike read the same on both axes
+    cat, dog = ("Felis catus domestica, a very long class name for the " + kind for kind in ("cat", "dog"))
+    fig = display.confusion_heatmap_figure(metrics.confusion_frame([cat, dog, dog], [cat, dog, cat], [cat, dog]))
+    ax = fig.axes[0]
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        names = [t.get_text() for t in ticks]
+        assert len(set(names)) == 2 and all(len(name) <= 20 for name in names), names
+        assert names[0].endswith("cat") and names[1].endswith("dog")
+    short = display.confusion_heatmap_figure(metrics.confusion_frame(["a cat", "a dog"], ["a cat", "a dog"],
+                                                                     ["a cat", "a dog"]))
+    assert [t.get_text() for t in short.axes[0].get_xticklabels()] == ["a cat", "a dog"]
+
+
 def test_magic_shows_the_heatmap_for_evaluate(colors_db, monkeypatch):
     pytest.importorskip("IPython")
     from pixql import magic

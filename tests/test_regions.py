@@ -290,7 +290,7 @@ def test_print_image_draws_boxes_on_photos_or_shows_crops(halves, tmp_path):
     assert (230, 25, 75) in colours and (230, 25, 75) not in {tuple(c) for c in np.asarray(plain.image).reshape(-1, 3)}
 
 
-def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves):
+def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp_path):
     db = halves
     # DETECT's row for a photo it found nothing in has a NULL box: the photo is shown without boxes
     nothing = db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT image, box FROM photos WHERE x1 = 0 "
@@ -302,7 +302,16 @@ def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves):
         db.sql(f"PRINT IMAGE OPTIONS (box_col='box') AS {inverted}")
     skipped = db.sql(f"PRINT IMAGE OPTIONS (box_col='box', on_error='skip') AS {inverted}")  # as the message says
     assert skipped.image is not None
-    assert len(db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted}").df()) == 3
+    assert any("3 row(s) whose box or mask could not be read were left out" in m for m in skipped.messages)
+    cropped = db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted}")
+    assert len(cropped.df()) == 3 and any("3 row(s)" in m for m in cropped.messages)
+    # a photo that cannot be read, after skipped boxes, is named by its row of the query
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="row 7 of the query") as info:
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted} "
+               f"UNION ALL SELECT '{broken}', 'red', [1, 1, 5, 5]")
+    assert info.value.row == 7
     with pytest.raises(DataError, match="no column 'nope' \\(option label_col\\)"):
         db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='nope') AS SELECT * FROM photos")
     assert db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='LABEL') AS SELECT * FROM photos").image is not None

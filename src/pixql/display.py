@@ -74,14 +74,20 @@ def _thumbnail(item, size):
 _BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 
 
-def boxes_drawn(path, regions, labels):
-    """The photo at `path` with each region's box (and its mask as a tint) drawn, labelled."""
+def boxes_drawn(path, regions, labels, shown=None):
+    """The photo at `path` with each region's box (and its mask as a tint) drawn, labelled.
+    `shown`: the side the picture will be shown at (a sheet's tile): lines and labels are drawn
+    to be read there, white on a tag of the box's colour, kept inside the photo."""
     from pixql.ml.images import read_image
 
     img = read_image(path)
+    scale = min(1.0, shown / max(img.size)) if shown else 1.0  # what the tile will shrink it by
     overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    font = _font(max(10, img.height // 30))
+    font_px = max(10, round(max(12, (shown or img.height) // 20) / scale))
+    font = _font(font_px)
+    line = max(2, round(2 / scale))
+    tags = []
     for k, (region, label) in enumerate(zip(regions, labels)):
         colour = _BOX_COLOURS[k % len(_BOX_COLOURS)]
         x1, y1, x2, y2 = region.pixel_box(img.width, img.height)
@@ -92,9 +98,18 @@ def boxes_drawn(path, regions, labels):
             tint.putalpha(read_mask(region.mask, img.size, path, region.normalized).convert("L").point(lambda v: 90 if v else 0))
             overlay = Image.alpha_composite(overlay, tint)
             draw = ImageDraw.Draw(overlay)
-        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=max(2, img.height // 150))
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=line)
         if label is not None:
-            draw.text((x1 + 3, y1 + 2), str(label), fill=colour, font=font)
+            tags.append((x1, y1, x2, str(label), colour))
+    for x1, y1, x2, text, colour in tags:  # (over every box and tint)
+        # as wide as the box or half the photo, whichever is wider: a long name covers no other box
+        text = _fit(text, font, min(img.width, max(x2 - x1, img.width // 2)) - 2 * line)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 2 * line, bottom - top + 2 * line
+        x = min(max(0, x1), max(0, img.width - w))
+        y = y1 - h if y1 - h >= 0 else min(y1, max(0, img.height - h))  # above the box, else inside it
+        draw.rectangle((x, y, x + w, y + h), fill=colour)
+        draw.text((x + line - left, y + line - top), text, fill="white", font=font)
     return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
 
 
@@ -276,9 +291,10 @@ def confusion_heatmap_figure(frame, title=None):
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of the actual class")
     ticks = range(n)
     font = "small" if n <= 20 else "x-small"
-    ax.set_xticks(list(ticks), labels=[_short(label, 20) for label in labels], rotation=45, ha="right",
+    names = _shorts(labels, 20)
+    ax.set_xticks(list(ticks), labels=names, rotation=45, ha="right",
                   fontsize=font)
-    ax.set_yticks(list(ticks), labels=[_short(label, 20) for label in labels], fontsize=font)
+    ax.set_yticks(list(ticks), labels=names, fontsize=font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     if n <= 30:
@@ -319,7 +335,7 @@ def multilabel_confusion_figure(frame, title=None):
     fig = Figure(figsize=(1.9 * columns + 0.6, 1.9 * rows + 0.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
-    for ax, label in zip(axes, shown):
+    for ax, label, name in zip(axes, shown, _shorts(shown, 22)):
         matrix = matrices[label]
         totals = matrix.sum(axis=1, keepdims=True)
         share = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals != 0)
@@ -330,7 +346,7 @@ def multilabel_confusion_figure(frame, title=None):
                         color="white" if share[i, j] > 0.5 else "black")
         ax.set_xticks([0, 1], labels=["no", "yes"], fontsize="x-small")
         ax.set_yticks([0, 1], labels=["no", "yes"], fontsize="x-small")
-        ax.set_title(_short(label, 22), fontsize="small")
+        ax.set_title(name, fontsize="small")
     for ax in axes[len(shown):]:
         ax.set_visible(False)
     more = f" (the {len(shown)} of {len(labels)} labels with most true rows)" if len(shown) < len(labels) else ""
@@ -355,3 +371,14 @@ def confusion_heatmap(frame, title=None, dpi=100):
 def _short(text, n):
     text = str(text)
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _shorts(labels, n):
+    """`labels` cut to `n` characters each, kept apart: where two would read alike cut at the end
+    ('Felis catus domesti…' twice), they keep their start and end ('Felis cat…r the cat')."""
+    cut = [_short(label, n) for label in labels]
+    if len(set(cut)) == len(cut):
+        return cut
+    head = (n - 1) // 2
+    return [str(label) if len(str(label)) <= n else f"{str(label)[:head]}…{str(label)[-(n - 1 - head):]}"
+            for label in labels]

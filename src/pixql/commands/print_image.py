@@ -78,12 +78,14 @@ def _regions(statement, frame, image_col, reader, resolved):
     check_image_paths(frame, image_col, "the query")
     label_col = find_column(frame, resolved["label_col"], "label_col", "the query") if resolved["label_col"] else \
         next((c for c in (column_named(frame.columns, n) for n in ("predicted", "label")) if c is not None), None)
+    skipped, query_rows = 0, frame  # (the query's rows as read: an error names the row there)
     if resolved["draw"] == "crop":
         frame = frame.head(resolved["limit"]).reset_index(drop=True)
         items, bad = reader.items(frame, image_col)
         if bad:  # on_error='skip': no tile for a row whose box cannot be cut out
             frame = frame.drop(index=frame.index[bad]).reset_index(drop=True)
             items = [item for i, item in enumerate(items) if i not in set(bad)]
+            skipped = len(bad)
         shown_ = set(reader.columns(frame))  # the crop shows the box (and mask): captions need not
         others = [c for c in frame.columns if c != image_col and c not in shown_]
         captions = [caption(row, others, image_col) for _, row in frame.iterrows()]
@@ -99,13 +101,17 @@ def _regions(statement, frame, image_col, reader, resolved):
         items = dict(zip(boxed.index, items))
         for i in bad:  # on_error='skip': left out of the drawing
             items.pop(boxed.index[i])
+        skipped = len(bad)
         pictures, captions = [], []
         for photo in photos:
             rows = [i for i, p in enumerate(frame[image_col]) if p == photo and i in items]
             labels = [frame[label_col].iloc[i] if label_col else None for i in rows]
-            with image_errors([("the query", frame, image_col)], can_skip=False):
-                pictures.append(display.boxes_drawn(photo, [items[i] for i in rows], labels))
+            with image_errors([("the query", query_rows, image_col)], can_skip=False):
+                pictures.append(display.boxes_drawn(photo, [items[i] for i in rows], labels, resolved["size"]))
             captions.append([os.path.basename(str(photo)), f"{len(rows)} region(s)"])
-    with image_errors([("the query", frame, image_col)], can_skip=False):
+    with image_errors([("the query", query_rows, image_col)], can_skip=False):
         sheet = display.contact_sheet(pictures, captions, size=resolved["size"], columns=resolved["columns"])
-    return Result(statement, frame=frame, image=sheet, info={"image_col": image_col}, figures=[Sheet(sheet)])
+    notes = [f"PRINT IMAGE: {skipped} row(s) whose box or mask could not be read were left out "
+             "(on_error='skip')"] if skipped else []
+    return Result(statement, frame=frame, image=sheet, info={"image_col": image_col}, figures=[Sheet(sheet)],
+                  messages=notes)
