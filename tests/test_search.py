@@ -204,8 +204,10 @@ def test_a_keyword_search_scores_as_predict_and_reads_the_embedding_cache(colors
     from pixql.ml import embed, infer
 
     db = colors_db
-    found = db.sql(SEARCH.format(options="search_by='text', search_input='blue', top_k=24",
-                                 query="SELECT * FROM colors")).df()
+    with monkeypatch.context() as patched:  # the embedder's network only: no classifier loaded beside it
+        patched.setattr(db.engine.catalog, "load", lambda *a, **k: pytest.fail("a second network was loaded"))
+        found = db.sql(SEARCH.format(options="search_by='text', search_input='blue', top_k=24",
+                                     query="SELECT * FROM colors")).df()
     model = db.engine.catalog.load("cm")[0]
     expected = model.predict_proba(list(found.image), progress=False)[:, list(model.classes).index("blue")]
     assert np.allclose(found.similarity, expected, atol=1e-3)

@@ -222,12 +222,13 @@ class Catalog:
             version = f"base:{weights}"
         key = ("embedder", str(name).lower(), version, device, precision)
         if key not in self._loaded:
+            classes = None
             if model:
-                network, state, _classes, preprocessing, _task = self.parts(name)
+                network, state, classes, preprocessing, _task = self.parts(name)
             else:
                 network, state, preprocessing = embed.base_parts(name, weights)  # CatalogError: no such base
             self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device,
-                                                            precision=precision)
+                                                            precision=precision, classes=classes)
         return self._loaded[key]
 
     def loader(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):

@@ -22,6 +22,7 @@ from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import PRECISION, frame_result, image_outputs, probabilities, refuse_taken_columns
 from pixql.commands.convert import embed_rows, trained_regions
+from pixql.catalog import task_of
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import column_named, pick_image_col
 from pixql.ml.bases import is_clip
@@ -259,13 +260,23 @@ def _top(frame, scores, resolved):
 # -- by keyword -----------------------------------------------------------------------------------
 def _keyword(engine, statement, resolved, given):
     """Rows ranked by the probability a classifier gives the classes the keyword names."""
-    try:
-        model, _manifest, task = engine.catalog.load(statement.model, resolved["device"],
-                                                      precision=resolved["precision"])
-    except CatalogError as exc:
-        raise CatalogError(f"SEARCH IMAGE by text needs a classifier (imagenet_classifier, a model you built) "
-                           f"or a CLIP model: {exc}") from None
-    classes = list(model.classes)
+    def needs_a_classifier(load, *args, **kwargs):
+        try:
+            return load(statement.model, *args, **kwargs)
+        except CatalogError as exc:
+            raise CatalogError(f"SEARCH IMAGE by text needs a classifier (imagenet_classifier, a model you built) "
+                               f"or a CLIP model: {exc}") from None
+
+    task = task_of(needs_a_classifier(engine.catalog.manifest))  # (an unknown name or a base: said here)
+    # the network's features from the embedding cache, which CONVERT, SEARCH by image and a linear
+    # BUILD fill too, and its head over them: another keyword over the rows is no pass of the network
+    embedder = needs_a_classifier(engine.catalog.embedder, resolved["device"], precision=resolved["precision"])
+    classes = embedder.classes
+    model = None
+    if embedder.head is None or len(embedder.head[0]) != len(classes):
+        # no linear head, or one that is not its classes' (the model's own load says what is wrong)
+        model = needs_a_classifier(engine.catalog.load, resolved["device"], precision=resolved["precision"])[0]
+        classes = list(model.classes)
     keyword = resolved["search_input"]
     found = keywords.matching_classes(keyword, classes)
     if not found:
@@ -280,10 +291,7 @@ def _keyword(engine, statement, resolved, given):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
-    embedder = engine.catalog.embedder(statement.model, resolved["device"], precision=resolved["precision"])
-    if embedder.head is not None:
-        # a network with a linear head: its features from the embedding cache, which CONVERT, SEARCH
-        # by image and a linear BUILD fill too, so that another keyword over the rows is no pass of the network
+    if model is None:
         def compute(items, on_error):
             import torch
 

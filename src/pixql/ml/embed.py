@@ -58,12 +58,17 @@ class Embedder:
             probe = torch.zeros(1, *self.preprocessing["input_size"][-3:], device=self.device)
             self.dim = int(self.features(self.model, probe).shape[1])
 
+    classes = None  # a classifier's, whose `head` (logits()) scores them; None for a base network
+
     @classmethod
-    def from_network(cls, network, state_dict, preprocessing, device="auto", precision="auto", cache=True):
-        """The backbone of a pixql network recipe (a trained model's, or a base's)."""
+    def from_network(cls, network, state_dict, preprocessing, device="auto", precision="auto", cache=True,
+                     classes=None):
+        """The backbone of a pixql network recipe (a trained model's, with its `classes`, or a base's)."""
         model = create_network(network)
         model.load_state_dict(state_dict, strict=True)
-        return cls(model, preprocessing, pre_logits, linear_head(model), device, precision, cache)
+        embedder = cls(model, preprocessing, pre_logits, linear_head(model), device, precision, cache)
+        embedder.classes = None if classes is None else list(classes)
+        return embedder
 
     def embed(self, paths, batch_size=None, progress=True, on_error="fail"):
         """float32 [n, dim] unit vectors, one row per path in order; with on_error='skip' the
