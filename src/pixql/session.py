@@ -167,16 +167,25 @@ class Session:
         one, which signals reach, waits, and a Ctrl-C asks DuckDB to interrupt it (~0.1 ms a
         statement). Off the main thread (a cursor's thread) it is a plain call."""
         import concurrent.futures
+        import signal
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             return call()
         if self._runner is None:
             self._runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixql-duckdb")
+        # Ctrl-C held back while the call is handed over (a Ctrl-C just before is raised here, with
+        # nothing started), let through inside the loop below: this thread never leaves without
+        # knowing it runs (the connection would be busy under the next statement)
+        block = getattr(signal, "pthread_sigmask", None)  # (POSIX)
+        held = block(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
         future = self._runner.submit(call)
         interrupted = False
-        while not future.done():
+        while held is not None or not future.done():
             try:
+                if held is not None:
+                    mask, held = held, None
+                    block(signal.SIG_SETMASK, mask)  # (a Ctrl-C held back is raised here)
                 concurrent.futures.wait([future], timeout=0.05)
             except KeyboardInterrupt:  # (again while DuckDB stops: the connection is not free before)
                 interrupted = True
