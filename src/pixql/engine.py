@@ -15,7 +15,7 @@ from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
 from pixql.errors import PixqlError, is_interrupt
 from pixql.session import Session
-from pixql.sql.statements import BuildModel, DropModel, FitModel
+from pixql.sql.statements import BuildModel, DropModel, FitModel, spliced
 from pixql.store import ModelStore
 
 
@@ -30,11 +30,8 @@ def default_store_root(database):
 def _stubbed(text, found):
     """`text` with each of its parenthesised pixql statements (`found`: nested_statements') as a
     subquery DuckDB parses, on as many lines, so that its own syntax is checked around them."""
-    pieces, end = [], len(text)
-    for start, stop, _ in reversed(found):
-        pieces[:0] = ["(SELECT NULL)" + "\n" * text[start:stop].count("\n"), text[stop:end]]
-        end = start
-    return text[:end] + "".join(pieces)
+    return spliced(text, [(start, stop, "(SELECT NULL)" + "\n" * text[start:stop].count("\n"))
+                          for start, stop, _ in found])
 
 
 # statements that change the model store, which DuckDB's transactions do not cover

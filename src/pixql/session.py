@@ -16,7 +16,7 @@ import uuid
 from pixql import ingest
 from pixql.errors import ArgumentError, DataError, OptionError, SqlError, is_interrupt, public_text
 from pixql.sql import nested_statements
-from pixql.sql.statements import in_place
+from pixql.sql.statements import in_place, spliced
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -273,20 +273,18 @@ class Session:
         if not found:
             yield sql, False
             return
-        names = []
+        names, pieces = [], []
         try:
-            pieces, end = [], len(sql)
             results = [(start, stop, self._run_nested(inner)) for start, stop, inner in found]
-            for start, stop, result in reversed(results):
+            for start, stop, result in results:
                 name = self.temp_name("nested")
                 frame = result.df()  # (a streamed result's notes come as it is computed)
-                self.nested_messages[:0] = result.messages
                 self.duckdb.register(name, frame)
                 names.append(name)
                 typed = ingest.frame_select(frame, result.duckdb_types())  # an empty result's types kept
-                pieces[:0] = [f"(SELECT {typed} FROM {name})", sql[stop:end]]
-                end = start
-            yield sql[:end] + "".join(pieces), True
+                pieces.append((start, stop, f"(SELECT {typed} FROM {name})"))
+            self.nested_messages[:0] = [m for _, _, result in results for m in result.messages]
+            yield spliced(sql, pieces), True
         finally:
             for name in names:
                 self.duckdb.unregister(name)

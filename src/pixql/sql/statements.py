@@ -54,6 +54,16 @@ def in_place(text, line, col):
     return "\n" * (line - 1) + " " * (col - 1) + text
 
 
+def spliced(text, pieces):
+    """`text` with each (start, stop, new) of `pieces` (in order, apart) standing for text[start:stop]:
+    the parenthesised pixql statements of a query replaced by what reads their rows."""
+    out, end = [], 0
+    for start, stop, new in pieces:
+        out += [text[end:start], new]
+        end = stop
+    return "".join(out) + text[end:]
+
+
 @dataclass(frozen=True)
 class Sql(Statement):
     """Anything pixql does not own: handed to DuckDB verbatim."""
