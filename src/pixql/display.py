@@ -102,7 +102,7 @@ def boxes_drawn(path, regions, labels, shown=None):
         if label is not None:
             tags.append((x1, y1, x2, str(label), colour))
     for x1, y1, x2, text, colour in tags:  # (over every box and tint)
-        # as wide as the box or half the photo, whichever is wider: a long name covers no other box
+        # as wide as the box or half the photo, whichever is wider: a long name does not cover the photo
         text = _fit(text, font, min(img.width, max(x2 - x1, img.width // 2)) - 2 * line)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         w, h = right - left + 2 * line, bottom - top + 2 * line
