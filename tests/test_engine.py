@@ -40,6 +40,27 @@ def test_copy_csv_resolves_relative_paths_against_the_csv(db, color_csv, tmp_pat
         ("blue", 12), ("red", 12)]
 
 
+def test_copy_drops_white_space_around_image_paths(db, tmp_path):
+    """`label, image` / `cat, cat.jpg`: the space after the comma belongs to the separator, as in a
+    spreadsheet's export; a file really named with the space keeps it."""
+    from PIL import Image
+
+    for name in ("cat.jpg", " spaced.jpg"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "t.csv").write_text("label, image\ncat, cat.jpg\ndog,cat.jpg \nodd, spaced.jpg\n")
+    db.sql(f"COPY t FROM '{tmp_path / 't.csv'}'")
+    assert db.sql("SELECT image FROM t").fetchall() == [
+        (str(tmp_path / "cat.jpg"),), (str(tmp_path / "cat.jpg"),), (str(tmp_path / " spaced.jpg"),)]
+
+
+def test_a_missing_image_with_white_space_in_its_name_says_so(db, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.jpg")
+    with pytest.raises(DataError, match=rf"white space \(the file {tmp_path / 'cat.jpg'} exists\)"):
+        db.sql(f"PREDICT USING imagenet_classifier AS SELECT '{tmp_path / 'cat.jpg'}  ' AS image")
+
+
 def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     _copy_colors(db, color_csv)
     db.sql("DELETE FROM colors WHERE label = 'red'")

@@ -187,7 +187,7 @@ def _path_columns(con, relation_sql, cols, image_col):
             continue
         pattern = "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
         share = con.execute(
-            f"SELECT avg(CASE WHEN regexp_matches(lower({quote_ident(name)}), '\\.({pattern})$') THEN 1 ELSE 0 END) "
+            f"SELECT avg(CASE WHEN regexp_matches(lower({quote_ident(name)}), '\\.({pattern})\\s*$') THEN 1 ELSE 0 END) "
             f"FROM (SELECT {quote_ident(name)} FROM {relation_sql} WHERE {quote_ident(name)} IS NOT NULL LIMIT 200)"
         ).fetchall()[0][0]
         if share is not None and share >= 0.5:
@@ -339,11 +339,20 @@ def copy_table(con, table, source, options, base_dir=None):
 def resolved_path(value, folder):
     """An image path from a file as COPY stores it: URLs as they are; `~` expanded; relative paths
     hung off the file's `folder`; every local path normalised (`a/../b` is `b`), so that one photo
-    named two ways in two files is one string (joins, DISTINCT)."""
+    named two ways in two files is one string (joins, DISTINCT). White space around a path
+    (`image, label` / `cat.jpg, cat`: the space belongs to the separator) is dropped unless a
+    file is named with it."""
     if value is None or "://" in value:
         return value
-    value = os.path.expanduser(value)
-    return os.path.normpath(value if os.path.isabs(value) else os.path.join(folder, value))
+
+    def resolved(value):
+        value = os.path.expanduser(value)
+        return os.path.normpath(value if os.path.isabs(value) else os.path.join(folder, value))
+
+    path, trimmed = resolved(value), value.strip()
+    if trimmed != value and trimmed and not os.path.exists(path):  # (a stat only for those rows)
+        return resolved(trimmed)
+    return path
 
 
 def _resolved_paths(folder, images_only, values):
@@ -354,7 +363,7 @@ def _resolved_paths(folder, images_only, values):
 
 
 def _names_image(value):
-    return isinstance(value, str) and value.lower().endswith(IMAGE_EXTENSIONS)
+    return isinstance(value, str) and value.rstrip().lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _reader_of(path):

@@ -67,7 +67,7 @@ def read_image(path, draft_size=None):
             ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb(img)
     except FileNotFoundError:
-        raise DataError(f"Image file not found: {path}", path=path) from None
+        raise DataError(f"Image file not found: {path}{_spaces_hint(path)}", path=path) from None
     except IsADirectoryError:
         raise DataError(f"Image path is a folder, not a file: {path}", path=path) from None
     except PermissionError:
@@ -83,6 +83,18 @@ def read_image(path, draft_size=None):
         # PIL reports truncated and corrupt data as OSError ("image file is truncated"), and
         # some broken headers as SyntaxError/ValueError.
         raise DataError(f"Image file is truncated or corrupt ({e}): {path}", path=path) from None
+
+
+def _spaces_hint(path):
+    """Why a path from a CSV may not be found: spaces or a line end around it (a cell written
+    " cat.jpg" or with a Windows line end) are part of the name, also once COPY has put the CSV's
+    folder before it."""
+    folder, name = os.path.split(path)
+    if name == name.strip() and path == path.strip():
+        return ""
+    trimmed = os.path.join(folder.strip(), name.strip()) if folder.strip() else name.strip()
+    found = f" (the file {trimmed} exists)" if os.path.exists(trimmed) else ""
+    return f": its name begins or ends with white space{found}"
 
 
 def _to_rgb(img):
