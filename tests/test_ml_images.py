@@ -145,3 +145,18 @@ def test_a_phone_cameras_mpo_jpeg_is_drafted_as_any_jpeg(tmp_path):
         assert opened.format == "MPO"
     img = read_image(path, draft_size=256)
     assert 256 <= min(img.size) < 1200
+
+
+def test_a_corrupt_exif_warning_names_its_file_once(tmp_path):
+    """PIL warns "Corrupt EXIF data" without saying which photo: pixql says it again with the file,
+    once per file (not once per epoch); the photo itself is read."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Cam"
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (64, 48), "red").save(tmp_path / name, exif=exif.tobytes()[:-4])  # cut short
+    with pytest.warns(UserWarning) as said:
+        for name in ("a.jpg", "a.jpg", "b.jpg"):
+            assert read_image(tmp_path / name).size == (48, 64)  # still turned upright
+    texts = [str(w.message) for w in said if "EXIF" in str(w.message)]
+    assert [t.endswith(f"({tmp_path / n})") for t, n in zip(texts, ("a.jpg", "b.jpg"))] == [True, True]
+    assert len(texts) == 2

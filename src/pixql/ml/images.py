@@ -37,6 +37,31 @@ def ignoring(category, message=""):
         yield
 
 
+@contextlib.contextmanager
+def recording_warnings(ignored, caught):
+    """ignoring(`ignored`), and every other warning appended to `caught` rather than shown."""
+    with _WARNING_FILTERS, warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", "", ignored)
+        yield
+    caught.extend(recorded)
+
+
+_WARNED = set()  # (file, warning) already said, as Python's own filters say each once
+
+
+def warn_naming(path, caught):
+    """PIL's warnings about a file (corrupt EXIF data) said with the file they are about: among a
+    thousand photos, "Corrupt EXIF data" alone names none. Once per file and warning (not each
+    epoch), through the caller's filters (ignored, or an error)."""
+    for w in caught:
+        text = f"{w.message} ({path})"
+        if (text, w.category) not in _WARNED:
+            if len(_WARNED) < 10_000:
+                _WARNED.add((text, w.category))
+            warnings.warn_explicit(text, w.category, w.filename, w.lineno)
+
+
 def read_image(path, draft_size=None):
     """Open `path` as an RGB image, EXIF-rotated upright.
 
@@ -49,12 +74,13 @@ def read_image(path, draft_size=None):
     if URL.match(path):
         raise DataError("Image paths must be local files; URLs are not read (download the images and "
                         f"use their local paths): {path}", path=path)
+    caught = []
     try:
         # PIL refuses images over twice MAX_IMAGE_PIXELS (DecompressionBombError) but only warns
         # over it and decodes anyway (hundreds of MB each): pixql refuses those too, below,
         # unless the JPEG draft brings the decoded size under the limit.
-        with ignoring(Image.DecompressionBombWarning):  # (the header only: taking turns costs little)
-            img = Image.open(path)
+        with recording_warnings(Image.DecompressionBombWarning, caught):  # (the header only: taking turns costs little)
+            img = Image.open(path)  # (which also reads the EXIF data, hence its warnings)
         with img:
             if draft_size and img.format in ("JPEG", "MPO"):  # (MPO: a phone camera's JPEG with a preview)
                 img.draft("RGB", (draft_size, draft_size))
@@ -83,6 +109,8 @@ def read_image(path, draft_size=None):
         # PIL reports truncated and corrupt data as OSError ("image file is truncated"), and
         # some broken headers as SyntaxError/ValueError.
         raise DataError(f"Image file is truncated or corrupt ({e}): {path}", path=path) from None
+    finally:
+        warn_naming(path, caught)
 
 
 def _spaces_hint(path):
