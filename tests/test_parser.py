@@ -85,6 +85,20 @@ def test_unterminated_raises_where_it_began(script, what, line, col):
     assert err.statement == script
 
 
+@pytest.mark.parametrize("script, keyword, line", [
+    ("SELECT 1;\n\nPREDICT USING m AS SELECT 'x.jpg AS image", "PREDICT", 3),
+    ("BUILD MODEL m /* not closed", "BUILD MODEL", 1),
+    ("SHOW BASE MODELS 'x", "SHOW BASE MODELS", 1),
+    ("SELECT 'x; PREDICT USING m AS SELECT 1", None, None),  # (the string holds the PREDICT)
+])
+def test_unterminated_in_a_pixql_statement_names_it(script, keyword, line):
+    """As the parser's own errors do: the splitter fails before statements exist, so the
+    statement an open quote is in is read from the words after the last `;`."""
+    with pytest.raises(ParseError) as info:
+        parse_script(script)
+    assert (info.value.keyword, info.value.statement_line) == (keyword, line)
+
+
 # -- splitting ----------------------------------------------------------------
 
 def test_split_script_positions_and_texts():

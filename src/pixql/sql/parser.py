@@ -30,7 +30,7 @@ def split_script(script):
     around it are left out; statements with no tokens are dropped."""
     pos = Positions(script)
     return [(script[g[0].start:g[-1].end], g[0].line, g[0].col)
-            for g, _, _ in _groups(script, tokenize(script, pos))]
+            for g, _, _ in _groups(script, _tokenized(script, pos))]
 
 
 def ends_statement(text):
@@ -47,7 +47,7 @@ def ends_statement(text):
 def parse_script(script):
     """The statements of a whole script; error positions are in the script."""
     pos = Positions(script)
-    groups = _groups(script, tokenize(script, pos))
+    groups = _groups(script, _tokenized(script, pos))
     return [_parse_group(script, pos, g, source=source, source_at=pos(start), final=i == len(groups) - 1)
             for i, (g, source, start) in enumerate(groups)]
 
@@ -58,7 +58,7 @@ def parse(statement_text, line=1, col=1):
     # Pad so that offsets map to the script's own lines and columns.
     script = "\n" * (line - 1) + " " * (col - 1) + statement_text
     pos = Positions(script)
-    groups = _groups(script, tokenize(script, pos))
+    groups = _groups(script, _tokenized(script, pos))
     if not groups:
         raise ParseError("expected a statement, found nothing", line, col, script)
     if len(groups) > 1:
@@ -66,6 +66,22 @@ def parse(statement_text, line=1, col=1):
         raise ParseError(f"expected one statement, found another starting with {_show(script, tok)} "
                          "(use parse_script for a script)", tok.line, tok.col, script)
     return _parse_group(script, pos, groups[0][0], source=statement_text, source_at=(line, col))
+
+
+def _tokenized(script, pos):
+    """tokenize(), with a quote or comment left open placed in the pixql statement it is in (its
+    keyword and line, as the parser's own errors are): nothing after it can be split."""
+    try:
+        return tokenize(script, pos)
+    except ParseError as exc:
+        toks = exc.tokens
+        start = max((i + 1 for i, t in enumerate(toks) if t.is_punct(";")), default=0)
+        for words, _ in _STATEMENTS:
+            if words != ("CREATE",) and len(toks) - start >= len(words) and all(
+                    toks[start + k].is_kw(word) for k, word in enumerate(words)):
+                exc.place(" ".join(words), toks[start].line)
+                break
+        raise
 
 
 def _groups(script, toks):

@@ -78,7 +78,9 @@ def tokenize(script, positions=None):
 
     def fail(what, at):
         line, col = pos(at)
-        raise ParseError(f"unterminated {what}", line, col, script)
+        exc = ParseError(f"unterminated {what}", line, col, script)
+        exc.tokens = toks  # (those before it: which statement it is in)
+        raise exc
 
     def add(kind, value, start, end):
         line, col = pos(start)
