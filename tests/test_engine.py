@@ -608,3 +608,18 @@ def test_a_connection_keeps_its_models_when_the_process_changes_folder(tmp_path,
         db.sql("CREATE TABLE t AS SELECT 1 AS x; DROP MODEL cm")
     assert not (tmp_path / "elsewhere" / "shop.duckdb.models").exists()
     assert (tmp_path / "shop.duckdb.models").is_dir()
+
+
+def test_a_named_in_memory_database_keeps_its_models_in_a_temporary_folder(tmp_path, monkeypatch):
+    """DuckDB's ':memory:shop' is in memory like ':memory:': its models are not written to a folder
+    named ':memory:shop.models' in the working directory, to outlive the tables."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIXQL_HOME", raising=False)
+    with pixql.connect(":memory:shop", progress=False) as db:
+        store = str(db.model_store)
+        assert not store.startswith(str(tmp_path)) and os.path.isdir(store)
+        db.sql("CREATE TABLE t AS SELECT 1 AS x")
+        assert db.sql("SELECT x FROM t").fetchall() == [(1,)]
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(pixql.ArgumentError, match="read_only=True needs a database file"):
+        pixql.connect(":memory:shop", read_only=True)

@@ -150,6 +150,22 @@ def test_db_option_errors(ip):
     assert ip.magics.database == before and not os.path.exists("my")
 
 
+def test_a_database_that_cannot_be_opened_leaves_the_one_in_use(ip, tmp_path):
+    """A mistyped folder in --db: the magic stays on its database, in-memory tables and all, and
+    the next cell runs there (it had closed the old one first and then failed on every cell)."""
+    ip.cell("%pixql CREATE TABLE work AS SELECT 42 AS answer")
+    with pytest.raises(PixqlCellError, match=r"(?s)cannot open database.*still on :memory:"):
+        ip.cell(f"%pixql --db {tmp_path / 'nofolder' / 'zz.duckdb'}")
+    assert ip.cell("%pixql SELECT answer FROM work").answer.tolist() == [42]
+    with pytest.raises(PixqlCellError, match="still on :memory:"):
+        ip.cell(f"%pixql --db {tmp_path / 'missing.duckdb'} --read-only")
+    assert ip.magics.database is None and not ip.magics.read_only
+    ip.cell(f"%pixql --db {tmp_path / 'a.duckdb'}")  # the same file again, now read-only: reopened
+    ip.cell("%pixql CREATE TABLE t AS SELECT 1 AS x")
+    ip.cell(f"%pixql --db {tmp_path / 'a.duckdb'} --read-only")
+    assert ip.cell("%pixql SELECT x FROM t").x.tolist() == [1] and ip.magics.read_only
+
+
 def test_db_option_opens_read_only_for_a_second_notebook(ip, tmp_path):
     import pixql
 

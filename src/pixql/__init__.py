@@ -50,7 +50,9 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     for name, value in (("read_only", read_only), ("progress", progress)):
         if not isinstance(value, bool):
             raise ArgumentError(f"connect(): {name} must be True or False, got {value!r}")
-    if read_only and database in (None, ":memory:", ""):
+    from pixql.session import in_memory
+
+    if read_only and in_memory(database):
         raise ArgumentError("connect(): read_only=True needs a database file; an in-memory database "
                             "starts empty and could never be written")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:

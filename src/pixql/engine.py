@@ -14,7 +14,7 @@ from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
 from pixql.errors import PixqlError, is_interrupt
-from pixql.session import Session
+from pixql.session import Session, in_memory
 from pixql.sql.statements import BuildModel, DropModel, FitModel, spliced
 from pixql.store import ModelStore
 
@@ -22,7 +22,7 @@ from pixql.store import ModelStore
 def default_store_root(database):
     if os.environ.get("PIXQL_HOME"):
         return os.environ["PIXQL_HOME"]
-    if database in (None, "", ":memory:"):
+    if in_memory(database):  # a temporary store, gone with the connection
         return None
     return f"{database}.models"
 

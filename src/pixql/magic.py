@@ -47,6 +47,10 @@ class PixqlCellError(PixqlError):
         return [f"\x1b[0;31m{self.kind}\x1b[0m: {lines[0]}", *lines[1:]]
 
 
+def _same_file(a, b):
+    return a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b)
+
+
 @magics_class
 class PixqlMagics(Magics):
     def __init__(self, shell):
@@ -68,10 +72,20 @@ class PixqlMagics(Magics):
         return self._connection
 
     def use(self, database, read_only=False, wait=0):
-        """Close the current connection and open `database` (None: in memory)."""
+        """Open `database` (None: in memory), then close the current connection: one that cannot
+        be opened (a folder mistyped) leaves the magic on the database it had, its tables and all."""
+        import pixql
+
+        if self._connection is not None and _same_file(database, self.database):
+            self.close()  # (DuckDB opens one file with one configuration at a time: --read-only)
+        try:
+            opened = pixql.connect(database, read_only=read_only, wait=wait)
+        except PixqlError as exc:
+            raise PixqlCellError(f"{exc} (still on {self.database or ':memory:'})", exc) from None
         self.close()
+        self._connection = opened
         self.database, self.read_only, self.wait = database, read_only, wait
-        return self.connection
+        return opened
 
     def close(self):
         if self._connection is not None:

@@ -18,6 +18,12 @@ from pixql.errors import ArgumentError, DataError, OptionError, SqlError, is_int
 from pixql.sql import nested_statements
 from pixql.sql.statements import in_place, spliced
 
+def in_memory(database):
+    """Whether DuckDB keeps `database` in memory: none, ':memory:' or a named one (':memory:shop',
+    which the process's connections of that name share) rather than a file."""
+    return database is None or os.fspath(database) in ("", ":memory:") or os.fspath(database).startswith(":memory:")
+
+
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -17,6 +17,7 @@ from pixql.commands.common import refuse_taken_columns, shown
 from pixql.errors import OptionError
 from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
+from pixql.session import in_memory
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -118,7 +119,7 @@ def run(engine, statement):
 
 def _default_folder(engine):
     database = engine.database
-    if database not in (None, "", ":memory:"):
+    if not in_memory(database):
         return f"{database}.masks"
     return os.path.join(str(engine.store.root), ".masks")
 
