@@ -303,6 +303,22 @@ def test_negative_values_builtins_quoted_subscripts_and_pandas_missing_values(ip
     assert frame.iloc[0].tolist()[:3] == [True, True, "TIMESTAMP"] and str(frame.d[0]) == "2024-01-01 00:00:00"
 
 
+def test_times_of_day_and_durations_keep_their_types(ip):
+    """A timedelta (Python's, numpy's, pandas') is an INTERVAL and a time a TIME: their text
+    ('1 day, 0:00:03') was pasted in as VARCHAR, which neither compares nor adds to a timestamp."""
+    import datetime
+
+    import numpy as np
+
+    ip["gap"], ip["np_gap"], ip["pd_gap"] = datetime.timedelta(days=1, seconds=3), np.timedelta64(90, "s"), \
+        pd.Timedelta("2 hours")
+    ip["at"], ip["none"] = datetime.time(10, 30), np.timedelta64("NaT")
+    frame = ip.cell("%pixql SELECT TIMESTAMP '2024-01-01' + {gap} AS a, {np_gap} AS b, typeof($pd_gap) AS c, "
+                    "{at} > TIME '09:00' AS d, {none} IS NULL AS e")
+    assert str(frame.a[0]) == "2024-01-02 00:00:03" and frame.b[0] == pd.Timedelta(seconds=90)
+    assert frame.iloc[0].tolist()[2:] == ["INTERVAL", True, True]
+
+
 def test_struct_literals_and_unknown_braces_pass_through(ip):
     assert ip.cell("%pixql SELECT {'a':10} AS s").s.tolist() == [{"a": 10}]
     ip["a"] = 3  # a dict display stays SQL's struct even when its names are Python's

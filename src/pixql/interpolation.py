@@ -254,7 +254,9 @@ def literal(value):
         return "NULL"
     if kind == "datetime64":  # numpy's (a DataFrame's .values): its int would be nanoseconds
         value = value.astype("datetime64[us]").item()  # a datetime, or None for NaT
-    if not isinstance(value, (datetime.date, str, bytes)):
+    if kind == "timedelta64":  # (likewise)
+        value = value.astype("timedelta64[us]").item()  # a timedelta, or None for NaT
+    if not isinstance(value, (datetime.date, datetime.time, datetime.timedelta, str, bytes)):
         if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
             value = value.item()  # numpy scalars
         elif callable(getattr(value, "tolist", None)):
@@ -276,6 +278,10 @@ def literal(value):
         return f"TIMESTAMP{'TZ' if value.tzinfo else ''} {_quote(value.isoformat(sep=' '))}"
     if isinstance(value, datetime.date):
         return f"DATE {_quote(value.isoformat())}"
+    if isinstance(value, datetime.time):
+        return f"TIME{'TZ' if value.tzinfo else ''} {_quote(value.isoformat())}"
+    if isinstance(value, datetime.timedelta):  # its exact microseconds (str() says '1 day, 0:00:03')
+        return f"to_microseconds({int.__repr__(value // datetime.timedelta(microseconds=1))})"
     if isinstance(value, (bytes, bytearray)):
         return f"unhex({_quote(bytes(value).hex())})"
     if isinstance(value, (list, tuple, set, frozenset)):
