@@ -129,6 +129,8 @@ def test_db_option_switches_database(ip, tmp_path, capsys):
     assert (tmp_path / "a.duckdb").is_file() and (tmp_path / "b.duckdb").is_file()
     ip.cell("%pixql --db $name")  # the message names the file opened, not the reference
     assert f"pixql: database {tmp_path / 'b.duckdb'} (models in" in capsys.readouterr().out
+    assert ip.cell("%pixql") is None  # alone: which database the cells run on
+    assert f"pixql: database {tmp_path / 'b.duckdb'} (models in" in capsys.readouterr().out
 
 
 def test_db_option_errors(ip):

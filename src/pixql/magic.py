@@ -112,10 +112,10 @@ class PixqlMagics(Magics):
                 self._check_syntax(script)
             database = None if database is None else expand_text(database, namespace)
             self.use(database, read_only, wait)
-        if not script.strip():
-            if database is not _UNCHANGED:
-                conn = self.connection
-                print(f"pixql: database {database or ':memory:'} (models in {conn.model_store})")
+        if not script.strip():  # `%pixql` alone, or `--db FILE`: which database the cells run on
+            conn = self.connection
+            print(f"pixql: database {self.database or ':memory:'}{' (read-only)' if self.read_only else ''} "
+                  f"(models in {conn.model_store})")
             return None
         return self.run(script, namespace)
 
