@@ -282,6 +282,37 @@ def test_found_boxes_stay_inside_the_photo(tmp_path):
     assert boxes.tolist() == [[0.0, 0.0, 225.0, 300.0]] and classes.tolist() == [0]
 
 
+def test_found_boxes_map_back_by_each_sides_own_scale(tmp_path):
+    """A wide photo's short side rounds a long way (3000x40 at 0.4443 is 1333x18, not 17.8): boxes
+    map back by each side's own scale, or they came out ~5% low and, past the bottom edge, clipped
+    to no height at all (which SEGMENT and PRINT IMAGE then refused); a box of no area is left out."""
+    import types
+
+    import torch
+    from PIL import Image
+
+    from pixql.ml.detect import run_detector
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (3000, 40), (120, 60, 30)).save(path)
+
+    class Boxes(torch.nn.Module):  # stands in for Faster R-CNN: boxes in the input's pixels
+        roi_heads = types.SimpleNamespace(score_thresh=0.05, detections_per_img=100)
+
+        def forward(self, images):
+            (x,) = images
+            width, height = x.shape[2], x.shape[1]
+            return [{"boxes": torch.tensor([[0.0, height / 2, width / 2, height], [10.0, height - 0.1, 20.0, height],
+                                            [10.0, height, 20.0, height]]),
+                     "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([1, 1, 1])}]
+
+    (boxes, scores, classes), = run_detector(Boxes(), {"min_size": 128, "max_size": 1333}, [str(path)],
+                                             0.5, 10, 1, False, "fail", torch.device("cpu"))
+    assert boxes[0].tolist() == pytest.approx([0.0, 20.0, 1500.0, 40.0], abs=1e-3)
+    assert len(boxes) == 2 and boxes[1][3] == pytest.approx(40.0) and boxes[1][1] < 40.0  # (had y1 = y2 = 40)
+    assert scores.tolist() == pytest.approx([0.9, 0.8])
+
+
 def test_detect_in_lanes_gives_the_one_streams_boxes(squares_db, monkeypatch):
     """On a CPU of a few cores DETECT runs in lanes (ml/lanes.py): the same rows as one stream."""
     from conftest import assert_same_detections, detect_in_one_stream_and_lanes

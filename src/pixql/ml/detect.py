@@ -145,6 +145,16 @@ class _Resize:
         return pil_to_tensor(img.resize(size, resample=2)).float().div_(255)  # 2 = bilinear
 
 
+def _scales(x, size):
+    """[sx, sy, sx, sy]: from the photo's pixels (`size`: width, height upright; None: unknown)
+    to its input `x`'s, each side by its own (the resize rounds each: 40 px x 0.2133 is 9 px,
+    not 8.53, and one scale for both put a wide photo's boxes 5% lower, past its bottom edge)."""
+    if not size:
+        return torch.ones(4)
+    sx, sy = x.shape[-1] / size[0], x.shape[-2] / size[1]
+    return torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+
+
 def _photo_sizes(items):
     from pixql.regions import upright_size
 
@@ -247,7 +257,6 @@ def train_detector(items, boxes, labels, net_args, epochs=12, batch_size=4, lear
         model, net, source = new_detector(*net_args)
     model.to(dev)
     sizes = _photo_sizes(items)
-    resize = _Resize(net)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate or LEARNING_RATE, weight_decay=1e-4)
     steps = epochs * math.ceil(len(items) / batch_size)
@@ -264,8 +273,7 @@ def train_detector(items, boxes, labels, net_args, epochs=12, batch_size=4, lear
         for batch in loaded_batches(loader, on_error, skipped):
             images, targets = [], []
             for x, i in batch:
-                s = resize.scale(*sizes[i]) if sizes[i] else 1.0
-                b = torch.as_tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) * s
+                b = torch.as_tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) * _scales(x, sizes[i])
                 if generator.random() < 0.5:
                     x = x.flip(-1)
                     b = torch.stack([x.shape[-1] - b[:, 2], b[:, 1], x.shape[-1] - b[:, 0], b[:, 3]], dim=1)
@@ -353,7 +361,6 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
     if not items:
         return out
     sizes = _photo_sizes(items)
-    resize = _Resize(net)
     model.eval()
     model.roi_heads.score_thresh = min(0.05, threshold)  # torchvision's default floor, lower if asked
     # torchvision keeps its best boxes over every class (after its score floor and NMS) before
@@ -370,15 +377,15 @@ def run_detector(model, net, items, threshold, max_boxes, batch_size, progress, 
             answers = [f for group in groups for f in model([x.to(device) for x, _ in group])]
         kept = []
         for (x, i), f in zip([pair for group in groups for pair in group], answers):
-            s = resize.scale(*sizes[i]) if sizes[i] else 1.0
             keep = f["scores"] >= threshold
             if wanted is not None:
                 keep &= wanted[(f["labels"] - 1).cpu()].to(keep.device)
-            order = torch.argsort(f["scores"][keep], descending=True)[:max_boxes]
-            boxes = (f["boxes"][keep][order] / s).float().cpu()
+            boxes = (f["boxes"].float().cpu() / _scales(x, sizes[i]))
             if sizes[i]:  # the network clipped to the resized photo: rounding there can pass the edge
                 boxes = clip_boxes_to_image(boxes, (sizes[i][1], sizes[i][0]))
-            kept.append((i, (boxes.numpy(), f["scores"][keep][order].float().cpu().numpy(),
+            keep &= ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).to(keep.device)  # none of no area
+            order = torch.argsort(f["scores"][keep], descending=True)[:max_boxes]
+            kept.append((i, (boxes[keep.cpu()][order.cpu()].numpy(), f["scores"][keep][order].float().cpu().numpy(),
                              (f["labels"][keep][order] - 1).cpu().numpy())))  # 0 is the background
         return kept
 
