@@ -312,6 +312,12 @@ def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp
         db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted} "
                f"UNION ALL SELECT '{broken}', 'red', [1, 1, 5, 5]")
     assert info.value.row == 7
+    # drawn on photos, `limit` leaving a photo out: a bad box after it is still named by its query row
+    first, second = [r[0] for r in db.sql("SELECT DISTINCT image FROM photos ORDER BY image LIMIT 2").fetchall()]
+    with pytest.raises(DataError, match="row 3 has an empty or inverted box") as info:
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box', limit=1) AS SELECT * FROM (VALUES (1, '{first}', [1, 1, 9, 9]), "
+               f"(2, '{second}', [1, 1, 9, 9]), (3, '{first}', [5, 5, 5, 5])) t(id, image, box) ORDER BY id")
+    assert info.value.row == 3
     with pytest.raises(DataError, match="no column 'nope' \\(option label_col\\)"):
         db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='nope') AS SELECT * FROM photos")
     assert db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='LABEL') AS SELECT * FROM photos").image is not None

@@ -92,12 +92,14 @@ def _regions(statement, frame, image_col, reader, resolved):
         pictures = items
     else:
         photos = list(dict.fromkeys(frame[image_col]))[:resolved["limit"]]
-        frame = frame[frame[image_col].isin(photos)].reset_index(drop=True)
+        kept = frame[image_col].isin(photos).to_numpy()
+        numbers = frame.index[kept]  # the query's rows: an error names the row there, not among those kept
+        frame = frame[kept].reset_index(drop=True)
         # a NULL box is a photo with nothing in it (DETECT's row for a photo it found nothing in)
         boxes = [c for c in reader.columns(frame) if c != column_named(frame.columns, resolved["mask_col"] or "")]
         empty = [all(is_null(frame[c].iloc[i]) for c in boxes) for i in range(len(frame))]
         boxed = frame[[not e for e in empty]]
-        items, bad = reader.items(boxed, image_col)
+        items, bad = reader.items(boxed.set_axis(numbers[boxed.index]), image_col)
         items = dict(zip(boxed.index, items))
         for i in bad:  # on_error='skip': left out of the drawing
             items.pop(boxed.index[i])
