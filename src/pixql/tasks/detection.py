@@ -108,7 +108,8 @@ class Detection:
                          "true_boxes": int(true_count[k]), "found_boxes": int(found_count[k])})
         rows.append({"class": "all", "map_50": _value(at_50["map"]), "map_50_95": _value(overall["map"]),
                      "true_boxes": int(true_count.sum()), "found_boxes": int(found_count.sum())})
-        return pd.DataFrame(rows)
+        # (numbers even when no true box has a class of the model's: all NULL, DuckDB's type was NULL)
+        return pd.DataFrame(rows).astype({"map_50": "float64", "map_50_95": "float64"})
 
 
 DETECTION = Detection()
