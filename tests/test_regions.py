@@ -382,6 +382,23 @@ def test_segment_stores_absolute_mask_paths_and_says_where_an_in_memory_database
         assert "OPTIONS (out_dir='...') keeps them" in out.messages[0]
 
 
+def test_segment_masks_follow_the_photos_bytes_and_a_bad_out_dir_is_named(product_on_white, tmp_path):
+    """A photo replaced at its path gets its own mask, not the one written for the photo before
+    (masks were named by path); an out_dir that cannot be a folder is an OptionError."""
+    db, _ = product_on_white
+    white = db.sql("SELECT image FROM items WHERE image LIKE '%white.jpg'").fetchone()[0]
+    query = f"SEGMENT USING threshold OPTIONS (box_col='box') AS SELECT '{white}' AS image, [20, 10, 100, 80] AS box"
+    before = db.sql(query).df()
+    Image.open(white).transpose(Image.Transpose.FLIP_TOP_BOTTOM).crop((0, 0, 120, 60)).resize((120, 90)).save(white)
+    after = db.sql(query).df()
+    assert after["mask"][0] != before["mask"][0] and after.mask_share[0] != before.mask_share[0]
+    assert os.path.isfile(before["mask"][0])  # a table made before still finds the mask of what it held
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OptionError, match="the masks cannot go in .*afile") as info:
+        db.sql(query.replace("box_col='box'", f"box_col='box', out_dir='{tmp_path / 'afile'}'"))
+    assert info.value.option == "out_dir"
+
+
 def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
     db, _ = product_on_white
     db.sql("CREATE TABLE seg AS SEGMENT OPTIONS (box_col='box') AS SELECT * FROM items")

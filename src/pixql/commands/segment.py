@@ -3,7 +3,7 @@
 The query's rows plus `mask`, the path of a PNG of the photo's size (255 = the object), ready
 for OPTIONS (mask_col='mask') in BUILD, PREDICT, CONVERT and PRINT IMAGE, and `mask_share`,
 the share of the box the object covers. Masks are written once per (photo, box, method), named
-by a hash of them, into OPTIONS (out_dir) (default: beside the database, `<db>.masks/`). Each
+by a hash of them (the photo's bytes, not its path), into OPTIONS (out_dir) (default: beside the database, `<db>.masks/`). Each
 photo is decoded once for all its boxes (and, with SAM, encoded once).
 """
 
@@ -72,7 +72,11 @@ def run(engine, statement):
         if pos not in bad and not no_path[pos]:
             photos.setdefault(item.path, []).append(pos)
     masks, shares, missed = [None] * len(frame), [None] * len(frame), []
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:  # a file of that name, a folder that cannot be written
+        raise OptionError(f"SEGMENT: the masks cannot go in {folder} ({exc.strerror or exc}): choose another "
+                          "OPTIONS (out_dir='...')", option="out_dir") from None
 
     def photo_masks(path):  # -> (masks and shares, or None), the error that left them out
         try:
@@ -130,11 +134,13 @@ def _masks(regions_of_photo, model, folder):
     import numpy as np
     from PIL import Image
 
+    from pixql.ml.embedding_cache import file_digest
     from pixql.ml.images import read_image
 
     image = read_image(regions_of_photo[0].path)
+    photo = file_digest(regions_of_photo[0].path)  # (a photo replaced at its path gets masks of its own)
     boxes = [region.pixel_box(image.width, image.height) for region in regions_of_photo]
-    targets = [os.path.join(folder, _key(region, model.name) + ".png") for region in regions_of_photo]
+    targets = [os.path.join(folder, _key(photo, region, model.name) + ".png") for region in regions_of_photo]
     todo = [k for k, target in enumerate(targets) if not os.path.isfile(target)]
     computed = dict(zip(todo, model.masks(np.asarray(image), [boxes[k] for k in todo])))
     out = []
@@ -150,6 +156,8 @@ def _masks(regions_of_photo, model, folder):
     return out
 
 
-def _key(region, method):
-    return hashlib.sha256(repr((os.path.abspath(region.path), region.box, region.normalized, region.padding,
+def _key(photo, region, method):
+    """A mask's file name: of the photo's bytes (`photo`: their digest), not its path, as the
+    caches are (SPEC 2), and of its box and method."""
+    return hashlib.sha256(repr((photo, region.box, region.normalized, region.padding,
                                 method)).encode()).hexdigest()[:20]
