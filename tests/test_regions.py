@@ -250,6 +250,21 @@ def test_bad_boxes_name_their_row_or_are_skipped(halves):
     assert db.sql("SELECT count(*) FROM photos").fetchone() == (7,)  # nothing lost
 
 
+def test_a_box_written_as_json_text_is_read_as_a_box(halves):
+    """A CSV holds a box as text ('[10, 0, 40, 32]', '{"x": ...}'): the same answers as the list;
+    text that is no such JSON is named as text, not as "no box"."""
+    db = halves
+    lists = db.sql("PREDICT USING cm OPTIONS (box_col='box_list', probabilities=true) AS SELECT * FROM photos "
+                   "ORDER BY image, x1").df()
+    texts = db.sql("PREDICT USING cm OPTIONS (box_col='b', probabilities=true) AS SELECT *, "
+                   "CASE WHEN x1 = 0 THEN box_list::VARCHAR ELSE to_json({'x': x1, 'y': y1, 'w': x2 - x1, 'h': y2 - y1})"
+                   "::VARCHAR END AS b FROM photos ORDER BY image, x1").df()
+    assert texts.predicted.tolist() == lists.predicted.tolist()
+    assert np.allclose(texts.filter(like="prob_").to_numpy(float), lists.filter(like="prob_").to_numpy(float), atol=1e-6)
+    with pytest.raises(DataError, match=r"row 1 has a box written as text that is not JSON of 4 numbers \('ten'\)"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, 'ten' AS b FROM photos LIMIT 1")
+
+
 def test_boxes_outside_the_image_are_clipped_and_counted(halves):
     result = halves.sql("PREDICT USING cm OPTIONS (box_col='b') AS "
                         "SELECT *, [x1 - 10, y1 - 5, x2 + 10, y2] AS b FROM photos")

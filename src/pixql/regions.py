@@ -239,8 +239,14 @@ def corners(value, xywh=False, stated_xywh=False):
         return tuple(value.get(k) for k in _CORNERS)
     if is_null(value):  # None, or pandas' NA where a DataFrame column had NULLs
         return None
-    if isinstance(value, (str, bytes)):
-        return value
+    if isinstance(value, (str, bytes)):  # JSON text, as a CSV holds a box: '[10, 20, 50, 80]', '{"x1": 10, ...}'
+        import json
+
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return corners(parsed, xywh, stated_xywh) if isinstance(parsed, (list, dict)) else value
     try:
         box = tuple(value)
     except TypeError:
@@ -307,6 +313,9 @@ def _is_number(value):
 def box_problem(box, xywh=False):
     """What is wrong with a box (corners), or None; `xywh`: the user wrote it as (x, y, width,
     height), and is told about it in those terms."""
+    if isinstance(box, (str, bytes)):
+        text = box if isinstance(box, str) else box.decode(errors="replace")
+        return f"a box written as text that is not JSON of 4 numbers ({text[:60]!r})"
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"
     if any(v is None or _masked(v) or is_null(v) for v in box):  # four columns read as DuckDB's values (pandas' were NaN)
