@@ -192,6 +192,8 @@ class Region:
         if x2 <= x1 or y2 <= y1:
             where = ("is under one pixel wide or high in" if inside else "lies outside") + \
                 f" the {width}x{height} image"
+            if inside and not self.normalized and max(map(float, self.box)) <= 1:
+                where += " (fractions of the image? OPTIONS (box_format='normalized') reads them so)"
             raise RegionError(f"the box {self.box} {where}: {self.path}", path=self.path)
         return x1, y1, x2, y2
 
