@@ -138,8 +138,9 @@ def _csv_value(value):
 
 
 def _literal(value):
-    """A list or struct as Python writes it, but NULL for None, and a date, time, DECIMAL or UUID
-    inside as its text (DuckDB reads those back; Python's repr, datetime.date(...), it does not)."""
+    """A list or struct as Python writes it, but NULL for None, a DECIMAL as its number ([1.5], as
+    DuckDB writes it, not Decimal('1.5')), and a date, time or UUID inside as its quoted text
+    (DuckDB reads those back; Python's repr, datetime.date(...), it does not)."""
     if value is None:
         return "NULL"
     if isinstance(value, list):
@@ -148,7 +149,9 @@ def _literal(value):
         return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (bytes, bytearray)):
         return repr(_blob_text(value))
-    if hasattr(value, "isoformat") or isinstance(value, decimal.Decimal) or type(value).__name__ == "UUID":
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if hasattr(value, "isoformat") or type(value).__name__ == "UUID":
         return repr(str(value))
     return repr(value)
 
