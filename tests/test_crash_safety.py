@@ -258,6 +258,52 @@ print(db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'").fe
 """
 
 
+QUERY_CHILD = """
+import sys, time, pixql
+from PIL import Image
+Image.new("RGB", (32, 32), "red").save(sys.argv[3])
+db = pixql.connect(progress=False)
+db.sql("CREATE TABLE kept AS SELECT 1 AS x")
+# the network loaded first: Ctrl-C is meant for the query (CPython dies by SIGINT at exit, the
+# error caught or not, when one lands while a C extension runs Python code during import torch)
+db.sql(f"PREDICT USING imagenet_classifier AS SELECT '{sys.argv[3]}' AS image")
+long = ("PREDICT USING imagenet_classifier AS SELECT ? AS image, count(*) AS c FROM range(1000000000000) t(a) "
+        "WHERE a % 7 = 3")
+for params in ([sys.argv[3]], None):  # with parameters (their table) and without (the query's own)
+    open(sys.argv[2] + str(params is None), "w").close()
+    started = time.monotonic()
+    try:
+        db.sql(long if params else long.replace("?", repr(sys.argv[3])), params=params)
+    except KeyboardInterrupt as exc:
+        print(type(exc).__name__, exc.keyword, time.monotonic() - started < 60)
+print(db.sql("SELECT x FROM kept").fetchall()[0][0])
+"""
+
+
+def test_ctrl_c_stops_a_pixql_statements_long_query_from_python(tmp_path):
+    """A PREDICT's query is stored into a temporary table before the statement reads it: DuckDB's
+    execute() there let Ctrl-C wait for the query's end (an hour's here), as plain statements did."""
+    marker = str(tmp_path / "started_")
+    proc = subprocess.Popen([sys.executable, "-c", QUERY_CHILD, str(tmp_path / "x.duckdb"), marker,
+                             str(tmp_path / "red.png")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        for step in ("False", "True"):
+            deadline = time.monotonic() + 120
+            while not os.path.exists(marker + step):
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, f"the child never started statement {step} (the one before never stopped?)"
+                time.sleep(0.05)
+            time.sleep(0.5)  # inside DuckDB's execute()
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert out.split() == ["Interrupted", "PREDICT", "True"] * 2 + ["1"]  # stopped twice; the connection works
+
+
 def test_ctrl_c_stops_a_long_create_table_as_from_python(tmp_path):
     marker = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, "-c", API_CHILD, str(tmp_path / "x.duckdb"), str(marker)],

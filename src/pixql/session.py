@@ -259,7 +259,7 @@ class Session:
             raise nested
         table = self.temp_name("params")
         try:
-            self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {query}", params).fetchall()
+            self.interruptible(lambda: self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {query}", params).fetchall())
         except duckdb.Error as exc:
             raise self.error(exc, "query") from exc
         try:
@@ -433,7 +433,8 @@ class Session:
                     placed = in_place(sql, line, col)
                     self.duckdb.sql(placed)  # binds: a missing table, column
                     sql = placed if line > 1 else sql
-                self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall()
+                # (no rows handed over until it ends: a long query stopped by Ctrl-C from Python too)
+                self.interruptible(lambda: self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {sql}").fetchall())
             except duckdb.Error as exc:
                 raise self.error(exc, "query") from exc
         try:
