@@ -71,6 +71,19 @@ def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)  # the rows loaded were counted, as DuckDB does
 
 
+def test_copy_into_a_temp_table_writes_that_table(db, color_csv):
+    """A TEMP table's name is read in the temp catalog first, as DuckDB reads it: COPY's rows went
+    into a new table of the database hidden behind the TEMP one (0 rows said, none seen)."""
+    db.sql("CREATE TEMP TABLE t (image VARCHAR, label VARCHAR); CREATE TEMP TABLE w AS SELECT 1 AS x")
+    db.sql(f"COPY t FROM '{color_csv}'")  # (DuckDB's own COPY, the table existing)
+    assert db.sql(f"COPY w OPTIONS (overwrite=true) FROM '{color_csv}'").fetchall() == [("w", 24)]
+    assert db.sql(f"COPY temp.n FROM '{color_csv}'").fetchall() == [("temp.n", 24)]
+    assert db.sql("SELECT count(*) FROM t").fetchone() == (24,) and db.sql("SELECT count(*) FROM w").fetchone() == (24,)
+    assert db.sql(f"COPY temp.t OPTIONS (if_exists='replace') FROM '{color_csv}'").fetchall() == [("temp.t", 24)]
+    assert db.sql("SELECT database_name, table_name FROM duckdb_tables() ORDER BY 2").fetchall() == [
+        ("temp", "n"), ("temp", "t"), ("temp", "w")]  # none in the database
+
+
 def test_copy_inside_the_users_transaction_belongs_to_it(db, color_csv):
     """pixql's COPY neither commits nor aborts a transaction the script began: ROLLBACK undoes it,
     COMMIT keeps it (a nested BEGIN would have aborted the user's transaction)."""

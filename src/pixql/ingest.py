@@ -75,6 +75,18 @@ def table_exists(con, table, where_created=False):
     return table_kind(con, table, where_created) is not None
 
 
+def copy_target(con, table):
+    """(whether `table` exists, whether it is or would be a TEMP table) for COPY into it. DuckDB
+    resolves the name of a table that exists in the temp catalog first, where such a table
+    shadows one of the database's; one named temp.t is created TEMP."""
+    *where, name = name_parts(table)
+    where = [w.lower() for w in where]
+    if where in ([], ["temp"], ["temp", "main"]) and con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)", [name]).fetchall()[0][0]:
+        return True, True
+    return table_exists(con, table, where_created=True), where[:1] == ["temp"]
+
+
 def table_kind(con, table, where_created=False):
     """'table', 'view', or None when neither has that name (see table_exists); a table wins
     when both do (in different schemas)."""
@@ -217,7 +229,7 @@ def copy_table(con, table, source, options, base_dir=None):
                             f"one (if_exists='append'), or CREATE TABLE {table} AS SELECT * FROM read_csv('{source}') "
                             "with paths as written", path=str(path))
         raise DataError(f"file or folder not found: {path}")
-    exists = table_exists(con, table, where_created=True)  # (a table of the name in another schema is another)
+    exists, temporary = copy_target(con, table)  # (a table of the name in another schema is another)
     if exists and if_exists == "fail":
         raise CatalogError(
             f"table {table} already exists; use OPTIONS (overwrite=true) or if_exists='append'"
@@ -317,7 +329,7 @@ def copy_table(con, table, source, options, base_dir=None):
         if exists and if_exists == "append":  # the rows loaded, as DuckDB's COPY counts them
             loaded = con.execute(f"INSERT INTO {quote_table(table)} BY NAME {select}").fetchall()[0][0]
         else:
-            con.execute(f"CREATE OR REPLACE TABLE {quote_table(table)} AS {select}")
+            con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {quote_table(table)} AS {select}")
             loaded = con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
         if own:
             con.execute("COMMIT")
