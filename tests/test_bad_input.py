@@ -524,6 +524,15 @@ def test_copy_encodings_globs_schemas_and_symlinks(colors_db, tmp_path, color_cs
         (tree / os.path.basename(folder)).symlink_to(folder, target_is_directory=True)
     colors_db.sql(f"COPY tree FROM '{tree}'")
     assert colors_db.sql("SELECT count(*), count(DISTINCT label) FROM tree").fetchone() == (24, 2)
+    # a class folder that is a link to another (an alias) is read under each name: the real one
+    # was lost to whichever name came first; a link to a folder above is a loop, walked once
+    first = os.path.basename(real_classes[0])
+    (tree / "alias").symlink_to(tree / first, target_is_directory=True)
+    (tree / first / "again").symlink_to(tree, target_is_directory=True)
+    copied = colors_db.sql(f"COPY aliased FROM '{tree}'")
+    assert colors_db.sql("SELECT label, count(*) FROM aliased GROUP BY ALL ORDER BY 1").fetchall() == [
+        ("alias", 12), ("blue", 12), ("red", 12)]
+    assert any(f"the class folders alias, {first} are one folder (symlinks)" in m for m in copied.messages)
 
 
 def test_copy_failing_late_in_a_file_rolls_back_to_the_old_table(colors_db, tmp_path):

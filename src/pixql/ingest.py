@@ -158,27 +158,33 @@ def _holds_nothing(column):
 
 
 def _image_tree_rows(folder):
-    """One row per image below `folder`: (absolute path, label). The label is the name of the
-    first-level sub-folder, however deep the image lies (`cats/2019/a.jpg` is a cat); an image
-    directly in `folder` has no class folder and gets a NULL label. Hidden folders and files
-    (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are not data: they are passed over."""
+    """(one row per image below `folder`: (absolute path, label); [(class folder, the class folders
+    it is a link to)]). The label is the name of the first-level sub-folder, however deep the
+    image lies (`cats/2019/a.jpg` is a cat); an image directly in `folder` has no class folder and
+    gets a NULL label. Hidden folders and files (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are
+    not data: they are passed over."""
     rows = []
     root = os.path.abspath(folder)
-    seen = set()  # folders reached by their real path: a symlink loop is walked once
+    above = {root: {os.path.realpath(root)}}  # each folder's real path and its parents': a link back is a loop
+    classes = {}  # a class folder's real path -> its names (a link to another class folder: each is read)
     # followlinks: a class folder may be a symlink to where the photos are (ln -s .../dogs dog)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        chain = above.pop(dirpath)
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in chain:  # (a link to a folder above it would be walked for ever)
+                kept.append(d)
+                above[os.path.join(dirpath, d)] = chain | {real}
+                if dirpath == root:
+                    classes.setdefault(real, []).append(d)
+        dirnames[:] = kept
         rel = os.path.relpath(dirpath, root)
         label = None if rel == "." else rel.split(os.sep)[0]
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 rows.append((os.path.join(dirpath, name), label))
-    return rows
+    return rows, [names for names in classes.values() if len(names) > 1]
 
 
 def _path_columns(con, relation_sql, cols, image_col):
@@ -238,7 +244,10 @@ def copy_table(con, table, source, options, base_dir=None):
     messages = []
     resolve = None  # the SQL function that resolves a file's image paths (resolved_path)
     if path.is_dir():
-        rows = _image_tree_rows(path)
+        rows, aliases = _image_tree_rows(path)
+        for names in aliases:
+            messages.append(f"COPY {table}: the class folders {', '.join(names)} are one folder (symlinks): its "
+                            f"images are rows of each of those labels")
         if not rows:
             raise DataError(f"no images found in {path} or its sub-folders", path=str(path))
         unlabelled = sum(label is None for _, label in rows)
