@@ -435,12 +435,17 @@ def test_copy_names_a_line_whose_fields_do_not_match_the_header(colors_db, tmp_p
     overwrite=true replaced the good table with it."""
     import gzip
 
+    import duckdb
+
     text = "image,label\n" + "".join(f"p{i}.png,red\n" for i in range(10)) + bad_line + "\nlast.png,blue\n"
-    plain, packed = tmp_path / "ragged.csv", tmp_path / "ragged.csv.gz"
+    plain, packed, zstd = tmp_path / "ragged.csv", tmp_path / "ragged.csv.gz", tmp_path / "ragged.csv.zst"
     plain.write_text(text)
     packed.write_bytes(gzip.compress(text.encode()))
+    with duckdb.connect() as con:  # (Python has no zstd before 3.14: DuckDB writes the lines as they are)
+        con.execute(f"COPY (SELECT unnest(?) AS line) TO '{zstd}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', "
+                    "DELIMITER E'\\x01', COMPRESSION zstd)", [text.splitlines()])
     before = snapshot(colors_db)
-    for csv in (plain, packed):
+    for csv in (plain, packed, zstd):  # (a .zst was read as one column and replaced the table)
         with pytest.raises(DataError, match=f"line 12 of .*{csv.name} has {len(bad_line.split(','))} fields where "
                                             "its header has 2 \\(image, label\\)") as info:
             colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{csv}'")
@@ -453,6 +458,23 @@ def test_copy_names_a_line_whose_fields_do_not_match_the_header(colors_db, tmp_p
     one.write_text('"image,label"\na.png\n')  # one column whose name holds a comma is a file's own choice
     colors_db.sql(f"COPY one FROM '{one}'")
     assert colors_db.sql("SELECT * FROM one").columns == ["image,label"]
+
+
+def test_copy_names_what_duckdbs_csv_sniffer_could_not_read(colors_db, tmp_path):
+    """Where DuckDB's sniffer gives up it printed its search space and fixes that name options COPY
+    does not take: a late line of another number of fields is named; line ends mixed in one file
+    (a Windows CSV edited elsewhere) are read, and said."""
+    late = tmp_path / "late.csv"
+    late.write_text("image,label\n" + "".join(f"p{i}.png,red\n" for i in range(3000)) + "x.png,red, dark\n")
+    before = snapshot(colors_db)
+    with pytest.raises(DataError, match="line 3002 of .*late.csv has 3 fields where its header has 2") as info:
+        colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{late}'")
+    assert "Possible fixes" not in str(info.value) and snapshot(colors_db) == before
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(b"image,label\na.png,red\r\nb.png,blue\r\n")
+    copied = colors_db.sql(f"COPY mixed FROM '{mixed}'")
+    assert colors_db.sql("SELECT label FROM mixed").fetchall() == [("red",), ("blue",)]
+    assert any("lines end some with CRLF (Windows), some with LF" in m for m in copied.messages)
 
 
 @pytest.mark.parametrize("lines, line, fields", [

@@ -294,6 +294,10 @@ def copy_table(con, table, source, options, base_dir=None):
             raise OptionError(f"option 'header' is for CSV files, not {path.name}", option="header")
         extra = (f", encoding={quote_literal(encoding)}" if encoding else "") + \
             ("" if header is None else f", header={'true' if header else 'false'}")
+        if reader == "read_csv_auto" and _mixed_line_ends(path):  # (DuckDB's sniffer gives up on them)
+            extra += ", strict_mode=false"
+            messages.append(f"COPY {table}: {path.name}'s lines end some with CRLF (Windows), some with LF: "
+                            "read with DuckDB's strict_mode=false, which takes both")
         relation = f"{reader}({quote_literal(_one_file(path))}{extra})"
         try:
             if reader == "read_csv_auto":  # one sniff of the file: its columns, and the lines it would skip
@@ -403,7 +407,7 @@ def _refuse_unsplit(columns, path, table, encoding):
     refused, naming its first line whose fields do not match the header's. `columns`: DuckDB's
     DESCRIBE rows of the file as it read it."""
     delimiters = [d for d in (",", ";", "\t", "|") if len(columns) == 1 and d in columns[0][0]]
-    if not delimiters or path.suffix.lower() == ".zst":  # (no zstd reader in the standard library)
+    if not delimiters:
         return
     header, line, fields = _first_ragged(path, delimiters[0], encoding)
     if len(header) < 2:  # one column after all (a quoted name holding the delimiter)
@@ -457,8 +461,7 @@ def _refuse_skipped(skip, delimiter, path, table, encoding):
     `skip`, `delimiter`: its sniff_csv's SkipRows and Delimiter."""
     if not skip:
         return
-    header, line, fields = (None, None, None) if path.suffix.lower() == ".zst" else \
-        _first_ragged(path, delimiter, encoding)  # (no zstd reader in the standard library)
+    header, line, fields = _first_ragged(path, delimiter, encoding)
     if line is not None:
         raise _ragged(table, path, line, fields, header, delimiter, "its first line",
                       "DuckDB would skip lines and lose rows")
@@ -480,10 +483,8 @@ def _first_ragged(path, delimiter, encoding):
     """(the first line's fields, the number of the first line with another number of fields and
     how many it has) of a CSV, or (fields, None, None) when every line matches the first."""
     import csv
-    import gzip
 
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
+    with _text_lines(path, encoding) as f:
         lines = csv.reader(f, delimiter=delimiter)
         header = next(lines, [])
         line = lines.line_num + 1
@@ -494,6 +495,49 @@ def _first_ragged(path, delimiter, encoding):
     return header, None, None
 
 
+@contextlib.contextmanager
+def _text_lines(path, encoding):
+    """A CSV's lines as text, for csv.reader: a .gz's by gzip, a .zst's by DuckDB's own reader
+    (Python has no zstd before 3.14) in batches, one line a row; any other's as the file."""
+    import gzip
+
+    if path.suffix.lower() != ".zst":
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
+            yield f
+        return
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.execute("SELECT line FROM read_csv(?, columns = {'line': 'VARCHAR'}, delim = E'\\x01', quote = '', "
+                           "escape = '', header = false, auto_detect = false, strict_mode = false, "
+                           "compression = 'zstd', encoding = ?)",
+                           [_one_file(path), _duckdb_encoding(encoding) if encoding else "utf-8"])
+        yield (f"{line or ''}\n" for batch in iter(lambda: rows.fetchmany(10_000), []) for (line,) in batch)
+    finally:
+        con.close()
+
+
+def _sniff_error(path, text, encoding):
+    """Why DuckDB's sniffer could not read a CSV: a line with more or fewer fields than the
+    header, line ends mixed past the first MB, else DuckDB's own first line."""
+    with contextlib.suppress(Exception):  # (the file's own faults: the message below then)
+        with _text_lines(path, encoding) as lines:
+            first = next(iter(lines), "")
+        delimiter = max((",", ";", "\t", "|"), key=first.count)
+        if first.count(delimiter):
+            header, line, fields = _first_ragged(path, delimiter, encoding)
+            if line is not None:
+                return str(_ragged(None, path, line, fields, header, delimiter, "its header",
+                                   "DuckDB's CSV reader could not tell how to read it"))
+        if _mixed_line_ends(path, 1 << 26):
+            return (f"cannot read {path}: its lines end some with CRLF (Windows), some with LF; convert it "
+                    "to one kind (dos2unix) and COPY it again; nothing was loaded")
+    return f"cannot read {path}: {text.strip().splitlines()[0]} (DuckDB's CSV reader could not tell how the " \
+           "file is written: check its delimiter, quotes and first lines); nothing was loaded"
+
+
 def _looks_utf16(path):
     """A byte-order mark, or zero bytes in its first KB (UTF-16 writes ASCII as two bytes, one zero)."""
     with open(path, "rb") as f:
@@ -501,9 +545,24 @@ def _looks_utf16(path):
     return head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head
 
 
+def _mixed_line_ends(path, size=1 << 20):
+    """Whether a CSV's first `size` bytes end some lines with CRLF and others with LF alone (a
+    Windows file edited elsewhere), which DuckDB's sniffer cannot read."""
+    import gzip
+
+    if path.suffix.lower() == ".zst":
+        return False  # (read as it comes: a sniffer's failure is then explained by _read_error)
+    with (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb") as f:
+        head = f.read(size)
+    return b"\r\n" in head and re.search(rb"(?<!\r)\n", head) is not None
+
+
 def _read_error(table, path, exc, encoding, verb="read"):
-    """DuckDB's reader error, with what to do when the file is not UTF-8 text."""
+    """DuckDB's reader error, with what to do when the file is not UTF-8 text, and the line or
+    the cause where its CSV sniffer gave up (its list of fixes names options COPY does not take)."""
     text = str(exc)
+    if "Error when sniffing file" in text:
+        return _sniff_error(path, text, encoding)
     csv_file = path.is_file() and path.suffix.lower() not in _COMPRESSED and _reader_of(path) == "read_csv_auto"
     if encoding is None and csv_file and _looks_utf16(path):
         return (f"{path} looks like UTF-16 text (zero bytes between its characters); name its "
