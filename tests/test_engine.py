@@ -80,6 +80,8 @@ def test_copy_into_a_temp_table_writes_that_table(db, color_csv):
     assert db.sql(f"COPY temp.n FROM '{color_csv}'").fetchall() == [("temp.n", 24)]
     assert db.sql("SELECT count(*) FROM t").fetchone() == (24,) and db.sql("SELECT count(*) FROM w").fetchone() == (24,)
     assert db.sql(f"COPY temp.t OPTIONS (if_exists='replace') FROM '{color_csv}'").fetchall() == [("temp.t", 24)]
+    with pytest.raises(CatalogError, match="table t already exists"):  # OPTIONS (), written: pixql's, not DuckDB's
+        db.sql(f"COPY t OPTIONS () FROM '{color_csv}'")
     assert db.sql("SELECT database_name, table_name FROM duckdb_tables() ORDER BY 2").fetchall() == [
         ("temp", "n"), ("temp", "t"), ("temp", "w")]  # none in the database
 

@@ -138,7 +138,7 @@ PRINT IMAGE AS SELECT image FROM cat_and_dog_test LIMIT 5;
 def test_tutorial_script():
     copy, build, predict, show = parse_script(TUTORIAL)
     assert copy == Copy(table="cat_and_dog_train", source="data/cat_and_dog_train.csv",
-                        options={"overwrite": True})
+                        options={"overwrite": True}, with_options=True)
     assert build == BuildModel(name="my_image_classifier", base="ConvNeXt_Tiny",
                                query="SELECT * FROM cat_and_dog_train",
                                options={"image_col": "image", "label_col": "label", "epochs": 1})
@@ -168,7 +168,9 @@ def test_copy(text, table, source):
 def test_copy_with_options():
     stmt = one("Copy photos Options (Overwrite=TRUE, if_exists='replace', image_col=path) From 'p.parquet'")
     assert stmt == Copy(table="photos", source="p.parquet",
-                        options={"overwrite": True, "if_exists": "replace", "image_col": "path"})
+                        options={"overwrite": True, "if_exists": "replace", "image_col": "path"}, with_options=True)
+    # OPTIONS () written: pixql's COPY (into a table that exists DuckDB's own would fail to parse it)
+    assert one("COPY photos OPTIONS () FROM 'p.csv'") == Copy(table="photos", source="p.csv", with_options=True)
 
 
 @pytest.mark.parametrize("text", [

@@ -22,7 +22,7 @@ OPTIONS = {
 
 def run(engine, statement):
     con = engine.session.duckdb
-    if not statement.options and ingest.copy_target(con, statement.table)[0] \
+    if not statement.with_options and ingest.copy_target(con, statement.table)[0] \
             and not Path(statement.source).expanduser().is_dir():
         result = plain_sql.run_as_duckdb(engine, statement)
         # said, since a script run twice doubles its tables this way, with paths left as written

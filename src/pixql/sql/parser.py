@@ -360,7 +360,7 @@ def _copy(p, kw):
     p.advance()
     if not p.at_end():
         return p.error(f"expected end of COPY after the path, found {p.found()}") if owned else None
-    return st.Copy, dict(table=table, source=tok.value, options=options)
+    return st.Copy, dict(table=table, source=tok.value, options=options, with_options=owned)
 
 
 def _build_model(p, kw):

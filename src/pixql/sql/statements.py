@@ -78,6 +78,7 @@ class Copy(Statement):
     table: str
     source: str
     options: dict = field(default_factory=dict)
+    with_options: bool = False  # OPTIONS written (even empty): pixql's COPY, never DuckDB's
 
 
 @dataclass(frozen=True)
