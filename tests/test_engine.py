@@ -53,6 +53,32 @@ def test_copy_drops_white_space_around_image_paths(db, tmp_path):
         (str(tmp_path / "cat.jpg"),), (str(tmp_path / "cat.jpg"),), (str(tmp_path / " spaced.jpg"),)]
 
 
+def test_copy_reads_file_urls_windows_paths_and_photos_without_endings(db, tmp_path):
+    """Paths as other tools write them: file:// URLs (the CSV's own too), relative paths with
+    Windows' backslashes, and photos saved without an ending (a column found by its files, not by
+    its name alone: IDs stay IDs); a path of another machine's drive is kept as written."""
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for name in ("cat.jpg", "imgs/dog.jpg", "imgs/0001", "imgs/0002"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="JPEG")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "p.csv").write_text(f"image,label\nfile://{tmp_path}/cat.jpg,a\n..\\imgs\\dog.jpg,b\n"
+                                            "C:\\data\\x.jpg,c\n")
+    db.sql(f"COPY p FROM 'file://{tmp_path}/sub/p.csv'")
+    assert db.sql("SELECT image FROM p").fetchall() == [
+        (str(tmp_path / "cat.jpg"),), (str(tmp_path / "imgs" / "dog.jpg"),), ("C:\\data\\x.jpg",)]
+    (tmp_path / "list.csv").write_text("photo,label\nimgs/0001,cat\nimgs/0002,cat\n")
+    (tmp_path / "ids.csv").write_text("image,label\n0001,cat\n0002,cat\n")
+    listed = db.sql(f"COPY listed FROM '{tmp_path / 'list.csv'}'")
+    assert db.sql("SELECT photo FROM listed").fetchall() == [(str(tmp_path / "imgs" / n),) for n in ("0001", "0002")]
+    assert "name files without an image's ending" in listed.messages[0]
+    db.sql(f"COPY ids FROM '{tmp_path / 'ids.csv'}'")
+    assert db.sql("SELECT image FROM ids").fetchall() == [("0001",), ("0002",)]
+    with pytest.raises(DataError, match=r"written as paths, not file:// URLs: /data/c\.jpg, not file:///data/c\.jpg"):
+        db.sql("PREDICT USING imagenet_classifier AS SELECT 'file:///data/c.jpg' AS image")
+
+
 def test_a_missing_image_with_white_space_in_its_name_says_so(db, tmp_path):
     from PIL import Image
 

@@ -187,9 +187,11 @@ def _image_tree_rows(folder):
     return rows, [names for names in classes.values() if len(names) > 1]
 
 
-def _path_columns(con, relation_sql, cols, image_col):
-    """Columns whose values look like image paths (or the one named by image_col); `cols`: the
-    relation's DESCRIBE rows."""
+def _path_columns(con, relation_sql, cols, image_col, folder):
+    """(the columns of image paths, whether every value of theirs is one): the one image_col names
+    (every value); else those whose values look like image paths (by their endings: only those
+    values); else the text columns whose values name files (photos saved without an ending) next
+    to the file in `folder` or anywhere (every value). `cols`: the relation's DESCRIBE rows."""
     names = [c[0] for c in cols]
     if image_col is not None:
         match = [(n, dtype) for n, dtype, *_ in cols if n.lower() == image_col.lower()]
@@ -198,7 +200,7 @@ def _path_columns(con, relation_sql, cols, image_col):
         if match[0][1] != "VARCHAR":
             raise OptionError(f"image_col '{match[0][0]}' holds {match[0][1]} values, not image paths (text)",
                               option="image_col")
-        return [match[0][0]]
+        return [match[0][0]], True
     found = []
     for name, dtype, *_ in cols:
         if dtype != "VARCHAR":
@@ -210,7 +212,15 @@ def _path_columns(con, relation_sql, cols, image_col):
         ).fetchall()[0][0]
         if share is not None and share >= 0.5:
             found.append(name)
-    return found
+    if found:
+        return found, False
+    for name, dtype, *_ in cols:  # (a stat of 200 values: no column is taken for its name alone)
+        if dtype == "VARCHAR":
+            values = [v for (v,) in con.execute(f"SELECT {quote_ident(name)} FROM {relation_sql} WHERE "
+                                                f"{quote_ident(name)} IS NOT NULL LIMIT 200").fetchall()]
+            if values and sum(os.path.isfile(resolved_path(v, folder)) for v in values) >= len(values) / 2:
+                found.append(name)
+    return found, True
 
 
 def copy_table(con, table, source, options, base_dir=None):
@@ -218,8 +228,9 @@ def copy_table(con, table, source, options, base_dir=None):
     if_exists = options.get("if_exists") or ("replace" if options.get("overwrite") else "fail")
     if options.get("overwrite") and options.get("if_exists") not in (None, "replace"):
         raise OptionError("overwrite=true contradicts if_exists='%s'" % options["if_exists"], option="if_exists")
-    from pixql.ml.images import URL  # the one rule for what is a URL (no torch behind it)
+    from pixql.ml.images import URL, local_path  # the one rule for what is a URL (no torch behind it)
 
+    source = local_path(str(source))  # (file:///data/x.csv is a local file)
     if not str(source).strip():  # (an unset {data}): not the working folder read as an image tree
         raise DataError("the file or folder to read is an empty path")
     if URL.match(str(source)):
@@ -318,7 +329,8 @@ def copy_table(con, table, source, options, base_dir=None):
                     described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
             else:
                 described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-            path_cols = _path_columns(con, relation, described, options.get("image_col"))
+            path_cols, every = _path_columns(con, relation, described, options.get("image_col"),
+                                             str(path.resolve().parent))
         except (DataError, OptionError):
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
@@ -328,9 +340,11 @@ def copy_table(con, table, source, options, base_dir=None):
             # a column found by its values: only those naming an image are paths (a note in it stays
             # as written); the image_col named: every value is a path
             # relative to the folder the file really lives in (a symlinked CSV's dataset, not the link's)
-            con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent),
-                                                           options.get("image_col") is None),
+            con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent), not every),
                                 ["VARCHAR"], "VARCHAR", type="arrow")
+            if every and options.get("image_col") is None:
+                messages.append(f"COPY {table}: the values of {', '.join(path_cols)} name files without an image's "
+                                "ending (.jpg ...): taken as image paths, relative ones made absolute")
         fixed = [f"{resolve}({quote_ident(c)}) AS {quote_ident(c)}" for c in path_cols]
         select = (f"SELECT * REPLACE ({', '.join(fixed)}) FROM {relation}" if fixed
                   else f"SELECT * FROM {relation}")
@@ -361,22 +375,37 @@ def copy_table(con, table, source, options, base_dir=None):
     return loaded, messages
 
 
+_WINDOWS_DRIVE = re.compile(r"[A-Za-z]:[\\/]")  # C:\ or C:/
+
+
 def resolved_path(value, folder):
-    """An image path from a file as COPY stores it: URLs as they are; `~` expanded; relative paths
-    hung off the file's `folder`; every local path normalised (`a/../b` is `b`), so that one photo
-    named two ways in two files is one string (joins, DISTINCT). White space around a path
-    (`image, label` / `cat.jpg, cat`: the space belongs to the separator) is dropped unless a
-    file is named with it."""
-    if value is None or "://" in value:
+    """An image path from a file as COPY stores it: URLs as they are, but a file:// one as its path;
+    `~` expanded; relative paths hung off the file's `folder`; every local path normalised
+    (`a/../b` is `b`), so that one photo named two ways in two files is one string (joins,
+    DISTINCT). White space around a path (`image, label` / `cat.jpg, cat`: the space belongs to
+    the separator) is dropped unless a file is named with it; a relative path written on Windows
+    (`photos\\cat.jpg`) has its backslashes read as separators where that names a file."""
+    if value is not None and value[:7].lower() == "file://":
+        from pixql.ml.images import local_path
+
+        value = local_path(value)
+    if value is None or "://" in value or not value.strip():  # (an empty one is no path to the folder)
+        return value
+    if os.sep == "/" and _WINDOWS_DRIVE.match(value):  # a Windows path: no folder of this machine; kept as written
         return value
 
     def resolved(value):
         value = os.path.expanduser(value)
         return os.path.normpath(value if os.path.isabs(value) else os.path.join(folder, value))
 
-    path, trimmed = resolved(value), value.strip()
-    if trimmed != value and trimmed and not os.path.exists(path):  # (a stat only for those rows)
-        return resolved(trimmed)
+    path = resolved(value)
+    spaced, windows = value != value.strip(), "\\" in value and os.sep == "/"
+    if (spaced or windows) and not os.path.exists(path):  # (a stat only for such rows)
+        if windows:  # photos\cat.jpg, written on Windows, where a backslash separates folders
+            slashed = resolved(value.strip().replace("\\", "/"))
+            if os.path.exists(slashed):
+                return slashed
+        return resolved(value.strip()) if spaced else path
     return path
 
 

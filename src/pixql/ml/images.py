@@ -26,6 +26,18 @@ def _forked():
 os.register_at_fork(after_in_child=_forked)
 
 
+def local_path(value):
+    """A file:// URL (file:///data/cat.jpg, file://localhost/..., percent-escapes decoded) as the
+    local path it names; any other value as it is."""
+    if isinstance(value, str) and value[:7].lower() == "file://":
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(value)
+        if parts.netloc.lower() in ("", "localhost"):
+            return unquote(parts.path)
+    return value
+
+
 @contextlib.contextmanager
 def ignoring(category, message=""):
     """warnings.catch_warnings() with one filter, for code that several threads run at once (a
@@ -72,6 +84,9 @@ def read_image(path, draft_size=None):
     if not path.strip():
         raise DataError("Image path is empty: fix the row's path or leave it out with WHERE", path=path)
     if URL.match(path):
+        if local_path(path) != path:  # (COPY stores a file's file:// paths as paths)
+            raise DataError(f"Image paths are written as paths, not file:// URLs: {local_path(path)}, not {path}",
+                            path=path)
         raise DataError("Image paths must be local files; URLs are not read (download the images and "
                         f"use their local paths): {path}", path=path)
     caught = []
