@@ -391,7 +391,30 @@ class Session:
             self.duckdb.execute(f"SELECT rowid FROM {table.sql} LIMIT 0")
         except duckdb.Error:
             return None
-        return table, columns
+        return self._placed(table), columns
+
+    def _placed(self, table):
+        """`table` with its database and schema as DuckDB finds it: `x.t` is schema x of the current
+        database, else database x's main schema (an ATTACHed one); `t` a TEMP table, else the
+        current schema's. One table, one index, however it is written."""
+        from pixql.vector_index import Table
+
+        def found(database, schema):
+            return self.duckdb.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
+                "AND lower(table_name) = lower(?)", [database, schema, table.name]).fetchall()[0][0] > 0
+
+        current, schema = self.duckdb.execute("SELECT current_database(), current_schema()").fetchall()[0]
+        if table.database is not None:
+            return table
+        if table.schema is not None:
+            places = [(current, table.schema), (table.schema, "main")]
+        else:
+            places = [("temp", "main"), (current, schema)]
+        for database, schema in places:
+            if found(database, schema):
+                return Table(database, schema, table.name)
+        return table
 
     def check_one_query(self, sql, option):
         import duckdb

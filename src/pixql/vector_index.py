@@ -11,8 +11,12 @@ rewrites only rows outside that sample goes unseen: SEARCH IMAGE OPTIONS (index=
 Why faiss IVF with fp16 codes (BENCHMARKS.md, "Vector search"): on this 2-core machine it
 builds an index of 1M 1280-d vectors in 45 s (HNSW graphs took 40-80 s for 100k, ~17 min for
 1M), answers a top-10 in 5-9 ms at recall@10 0.96, and halves the memory of float32. The lists
-to probe are tuned at build time (`_tuned_nprobe`). Below MIN_ROWS DuckDB's exact
-`array_cosine_similarity` takes under 40 ms, and is exact.
+to probe are tuned at build time (`_tuned_nprobe`), each row asking for its neighbours but
+itself (a row finds itself in its own list: counted, it made too few lists look enough). A
+photo unlike every row (a shoe against cats and flowers) has neighbours spread over many
+lists: a query whose nearest list centre is further than the table's rows' ever are
+(`FAR_SHARE`) searches every list. Below MIN_ROWS DuckDB's exact `array_cosine_similarity`
+takes under 40 ms, and is exact.
 """
 
 import hashlib
@@ -30,6 +34,8 @@ NPROBES = (4, 8, 12, 16, 24, 32, 48, 64)
 TARGET_RECALL = 0.96
 _TUNING_QUERIES = 200
 CANDIDATES = 4  # the index proposes top_k * CANDIDATES rows; DuckDB re-scores them exactly
+FAR_SHARE = 0.02  # a query nearer its closest list centre than this share of the rows are: every list
+FORMAT = 2  # bump when the meta or the tuning changes (an older index is rebuilt; 2: far queries, content)
 _SAMPLE = 64
 _READ_ROWS = 65_536
 
@@ -38,8 +44,15 @@ def _quote(name):
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def content(con, table, column):
+    """A hash of every row's rowid and vector (one pass over the column: 0.4 s for 100k rows here)."""
+    return con.execute(f"SELECT bit_xor(hash(rowid, {_quote(column)})) FROM {table.sql}").fetchall()[0][0]
+
+
 def fingerprint(con, table, column):
-    """What the index was built from: row count, largest rowid, a hash of 64 spread rows' vectors."""
+    """What the index was built from: row count, largest rowid, a hash of 64 spread rows' vectors,
+    and the table's id (which changes with CREATE OR REPLACE, but also between the process that
+    made the table and those that load it: see ready_index)."""
     qt, qc = table.sql, _quote(column)
     count, top = con.execute(f"SELECT count(*), max(rowid) FROM {qt}").fetchall()[0]
     # the table's own id: CREATE OR REPLACE of as many rows, same rowids, changes it (the sample may not)
@@ -89,18 +102,24 @@ class VectorIndex:
             sample = np.random.default_rng(0).choice(len(ids), min(len(ids), 50 * nlist), replace=False)
             index.train(vectors[np.sort(sample)])
         index.add_with_ids(vectors, ids)
-        nprobe = _tuned_nprobe(index, vectors, ids, nlist) if nlist else 0
-        meta = {"table": [table.database, table.schema, table.name], "column": column, "dim": dim,
-                "nlist": nlist, "nprobe": nprobe, "vectors": int(len(ids)), "fingerprint": before,
+        nprobe, recall, far = _tuned_nprobe(index, vectors, ids, nlist) if nlist else (0, 1.0, None)
+        meta = {"format": FORMAT, "table": [table.database, table.schema, table.name], "column": column,
+                "dim": dim, "nlist": nlist, "nprobe": nprobe, "recall_at_10": round(recall, 3), "far": far,
+                "vectors": int(len(ids)), "fingerprint": before, "content": content(con, table, column),
                 "build_seconds": round(time.perf_counter() - t0, 2), "faiss": faiss.__version__}
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".index.{os.getpid()}.tmp")
         faiss.write_index(index, tmp)
         os.replace(tmp, os.path.join(folder, "index.faiss"))
-        with open(os.path.join(folder, "meta.json.tmp"), "w") as f:
-            json.dump(meta, f)
-        os.replace(os.path.join(folder, "meta.json.tmp"), os.path.join(folder, "meta.json"))
-        return cls(folder, index, meta)
+        built = cls(folder, index, meta)
+        built.save_meta()
+        return built
+
+    def save_meta(self):
+        tmp = os.path.join(self.folder, f".meta.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.meta, f)
+        os.replace(tmp, os.path.join(self.folder, "meta.json"))
 
     @classmethod
     def load(cls, folder):
@@ -115,41 +134,55 @@ class VectorIndex:
             return None
 
     def search(self, query, k):
-        """rowids of the (about) k nearest vectors to the unit vector `query`."""
+        """(rowids of the (about) k nearest vectors to the unit vector `query`, whether every list
+        was searched: a query unlike the table's rows, whose neighbours the tuned lists miss)."""
         import faiss
 
+        query = np.asarray(query, dtype=np.float32)[None, :]
+        far = False
         if self.meta["nlist"]:  # tuned for 10 neighbours (x CANDIDATES): more lists for more of them
+            ivf = faiss.extract_index_ivf(self.index)
+            nearest, _ = ivf.quantizer.search(query, 1)
+            far = self.meta["far"] is not None and float(nearest[0, 0]) < self.meta["far"]
             scale = max(1, math.ceil(k / (10 * CANDIDATES)))
-            faiss.extract_index_ivf(self.index).nprobe = min(self.meta["nlist"], self.meta["nprobe"] * scale)
-        _, ids = self.index.search(np.asarray(query, dtype=np.float32)[None, :], k)
-        return [int(i) for i in ids[0] if i >= 0]
+            ivf.nprobe = self.meta["nlist"] if far else min(self.meta["nlist"], self.meta["nprobe"] * scale)
+        _, ids = self.index.search(query, k)
+        return [int(i) for i in ids[0] if i >= 0], far
 
 
 def _tuned_nprobe(index, vectors, ids, nlist, k=10):
-    """The fewest lists to probe for recall@k >= TARGET_RECALL on rows of the table used as
-    queries, against exact search (one matrix product)."""
+    """(the fewest lists to probe for recall@k >= TARGET_RECALL, the recall reached, the similarity
+    to its nearest list centre under which a query is far: FAR_SHARE of the sampled rows' own).
+    Rows of the table are the queries, each asking for its k nearest rows but itself, against
+    exact search (one matrix product a block of rows)."""
     import faiss
 
     rng = np.random.default_rng(1)
-    queries = vectors[rng.choice(len(vectors), min(_TUNING_QUERIES, len(vectors)), replace=False)]
+    picked = rng.choice(len(vectors), min(_TUNING_QUERIES, len(vectors)), replace=False)
+    queries, own = vectors[picked], ids[picked]
     k = min(k, len(vectors) - 1)
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, len(vectors), _READ_ROWS):  # exact top-k, a block of rows at a time
-        scores = np.concatenate([best_scores, queries @ vectors[start:start + _READ_ROWS].T], axis=1)
-        cand = np.concatenate([best_ids, np.broadcast_to(ids[start:start + _READ_ROWS], (len(queries),) +
-                                                         ids[start:start + _READ_ROWS].shape)], axis=1)
+        block = ids[start:start + _READ_ROWS]
+        scores = queries @ vectors[start:start + _READ_ROWS].T
+        scores[block[None, :] == own[:, None]] = -np.inf  # (not itself)
+        scores = np.concatenate([best_scores, scores], axis=1)
+        cand = np.concatenate([best_ids, np.broadcast_to(block, (len(queries),) + block.shape)], axis=1)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         best_scores, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(cand, top, 1)
     truth = best_ids
     ivf = faiss.extract_index_ivf(index)
+    nearest, _ = ivf.quantizer.search(queries, 1)
+    far = float(np.quantile(nearest[:, 0], FAR_SHARE))
+    recall = 0.0
     for nprobe in [n for n in NPROBES if n < nlist] + [nlist]:
         ivf.nprobe = nprobe
-        _, found = index.search(queries, k)
-        recall = np.mean([len(set(f) & set(t)) / k for f, t in zip(found.tolist(), truth.tolist())])
+        _, found = index.search(queries, k + 1)
+        recall = np.mean([len(set(f) - {q} & set(t)) / k for f, t, q in zip(found.tolist(), truth.tolist(), own)])
         if recall >= TARGET_RECALL:
-            return nprobe
-    return nlist
+            break
+    return nprobe, float(recall), far
 
 
 def _read(con, table, column, dim):
@@ -169,12 +202,25 @@ def ready_index(con, table, column, dim, folder, rebuild=False):
     """(VectorIndex, note): the saved index when the table still matches it, else a new one
     (note: why it was built, for the result's messages)."""
     index = None if rebuild else VectorIndex.load(folder)
-    if index is not None and index.meta["dim"] == dim and index.meta["fingerprint"] == fingerprint(con, table, column):
-        return index, None
-    why = "asked to" if rebuild else ("no index yet" if index is None else "the table changed since it was built")
+    if index is not None and index.meta.get("format") == FORMAT and index.meta["dim"] == dim:
+        now, then = fingerprint(con, table, column), index.meta["fingerprint"]
+        if now == then:
+            return index, None
+        # the table's id alone differs: it is another when the table was replaced, but also when this
+        # process loaded the table its maker created: the whole column's hash tells (once: then kept)
+        if {**now, "table_oid": None} == {**then, "table_oid": None} and \
+                content(con, table, column) == index.meta["content"]:
+            index.meta["fingerprint"] = now
+            index.save_meta()
+            return index, None
+    why = "asked to" if rebuild else ("no index yet" if index is None else
+                                      "the table changed since it was built" if index.meta.get("format") == FORMAT
+                                      else "an index of an older pixql")
     index = VectorIndex.build(con, table, column, dim, folder)
     return index, (f"built a vector index of {table.name}.{column} ({index.meta['vectors']} rows, "
-                   f"{index.meta['build_seconds']:.1f} s; {why}): later searches of this table use it")
+                   f"{index.meta['build_seconds']:.1f} s; {why}): later searches of this table use it. Its "
+                   f"answers are approximate (recall@10 {index.meta['recall_at_10']:.2f} on the table's own rows; "
+                   "a photo unlike every row searches all of it); OPTIONS (index='exact') ranks every row")
 
 
 def neighbours(queries, base, k):
@@ -188,5 +234,5 @@ def neighbours(queries, base, k):
     sample = np.random.default_rng(0).choice(len(base), min(len(base), 50 * nlist), replace=False)
     index.train(base[np.sort(sample)])
     index.add(base)
-    index.nprobe = _tuned_nprobe(index, base, np.arange(len(base), dtype=np.int64), nlist)
+    index.nprobe = _tuned_nprobe(index, base, np.arange(len(base), dtype=np.int64), nlist)[0]
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

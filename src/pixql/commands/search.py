@@ -235,7 +235,7 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
                           "read-only here; use index='exact'", option="index")
     folder = os.path.join(str(engine.store.root), ".indexes", table.key(session.database, emb_col))
     index, note = vector_index.ready_index(con, table, emb_col, len(query), folder, rebuild=mode == "rebuild")
-    ids = index.search(query, resolved["top_k"] * vector_index.CANDIDATES)
+    ids, far = index.search(query, resolved["top_k"] * vector_index.CANDIDATES)
     from pixql.ingest import quote_ident
 
     picked = "*" if columns is None else ", ".join(quote_ident(c) for c in columns)
@@ -247,7 +247,11 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
         f"LIMIT {int(resolved['top_k'])}", [query.tolist(), ids]).df()
     if len(frame) < min(int(resolved["top_k"]), rows) and mode == "auto":
         return None, []  # the lists probed held fewer rows than asked for: DuckDB ranks them all instead
-    return frame, [note] if note else []
+    notes = [note] if note else []
+    if far:
+        notes.append(f"SEARCH IMAGE: the photo is unlike every row of {table.name} (further from them than its "
+                     "rows are from each other): the whole index was searched")
+    return frame, notes
 
 
 def _top(frame, scores, resolved):
