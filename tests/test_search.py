@@ -196,6 +196,10 @@ def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
     assert set(found.label) == {"blue"} and found.similarity.is_monotonic_decreasing
     with pytest.raises(DataError, match="no class of 'cm' is called 'purple'"):
         db.sql(SEARCH.format(options="search_by='text', search_input='purple'", query="SELECT * FROM colors"))
+    # a base network has no classes: said so (it was "model 'EfficientNet_Lite0' does not exist")
+    with pytest.raises(CatalogError, match="'EfficientNet_Lite0' is a base network, whose features match photos"):
+        db.sql("SEARCH IMAGE USING EfficientNet_Lite0 OPTIONS (search_by='text', search_input='blue') "
+               "AS SELECT * FROM colors")
 
 
 def test_a_keyword_search_scores_as_predict_and_reads_the_embedding_cache(colors_db, monkeypatch):
@@ -447,3 +451,11 @@ def test_duplicates_through_the_index_match_the_exact_pairs(monkeypatch):
     monkeypatch.setattr(search, "EXACT_PAIRS", 0)
     indexed = search._pairs(a, a, 0.95, same=True)
     assert {(i, j) for i, j, _ in exact} == {(i, j) for i, j, _ in indexed} == {(i, i + 300) for i in range(20)}
+    # threshold=1: exact copies, whose float32 products fall a hair under 1, are found each way
+    b = rng.normal(size=(600, 1280)).astype(np.float32)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    b[300:320] = b[:20]
+    assert min(float(b[i] @ b[i]) for i in range(20)) < 1  # (why the threshold gives way by a rounding)
+    for limit in (0, 10**12):
+        monkeypatch.setattr(search, "EXACT_PAIRS", limit)
+        assert {(i, j) for i, j, _ in search._pairs(b, b, 1.0, same=True)} == {(i, i + 300) for i in range(20)}

@@ -13,6 +13,7 @@ Embeddings come from the rows' `emb_col` (a CONVERT result) when they have one, 
 DuckDB (`array_cosine_similarity`); otherwise from the images, through the embedding cache.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -25,7 +26,7 @@ from pixql.commands.convert import embed_rows, trained_regions
 from pixql.catalog import task_of
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import column_named, pick_image_col
-from pixql.ml.bases import is_clip
+from pixql.ml.bases import is_clip, resolve_base
 from pixql.query_rows import is_null
 from pixql.result import Result
 from pixql.tasks.embedding import EMBEDDING
@@ -57,6 +58,7 @@ DUPLICATE_THRESHOLD = 0.90
 _PAIR_BLOCK = 2048  # rows compared at a time: a block of similarities is rows x rows floats
 EXACT_PAIRS = 400_000_000  # above this many comparisons (20k x 20k rows), pairs come through an index
 PAIR_NEIGHBOURS = 20  # ... which proposes each row's nearest rows: copies of one photo beyond 20 are missed
+ROUNDING = 1e-5  # a unit float32 vector's product with itself, summed over ~1000 numbers, is 1 within ~5e-6
 # Options that mean something for one way of searching only: given with another, refused rather
 # than passed over (a threshold on a ranking would read as a floor the result does not keep)
 _RANKING, _PAIRS = ("image", "text"), ("duplicates",)
@@ -268,8 +270,13 @@ def _keyword(engine, statement, resolved, given):
         try:
             return load(statement.model, *args, **kwargs)
         except CatalogError as exc:
+            reason = exc
+            with contextlib.suppress(CatalogError):  # a base network: it exists, and has no classes
+                resolve_base(statement.model)
+                reason = (f"'{statement.model}' is a base network, whose features match photos (search_by='image') "
+                          "but which has no classes to match words")
             raise CatalogError(f"SEARCH IMAGE by text needs a classifier (imagenet_classifier, a model you built) "
-                               f"or a CLIP model: {exc}") from None
+                               f"or a CLIP model: {reason}") from None
 
     task = task_of(needs_a_classifier(engine.catalog.manifest))  # (an unknown name or a base: said here)
     # the network's features from the embedding cache, which CONVERT, SEARCH by image and a linear
@@ -389,6 +396,7 @@ def _pairs(a, b, threshold, same):
     vector index. A row of NaN (no embedding) pairs with nothing."""
     has_a, has_b = ~np.isnan(a).any(axis=1), ~np.isnan(b).any(axis=1)
     a, b = np.nan_to_num(a, nan=0.0), np.nan_to_num(b, nan=0.0)
+    threshold -= ROUNDING  # (threshold=1 finds a photo's exact copy, whose float32 product is 0.9999998)
     found = []
     if len(a) * len(b) > EXACT_PAIRS:
         from pixql.vector_index import neighbours
