@@ -551,7 +551,10 @@ def test_copy_encodings_globs_schemas_and_symlinks(colors_db, tmp_path, color_cs
     first = os.path.basename(real_classes[0])
     (tree / "alias").symlink_to(tree / first, target_is_directory=True)
     (tree / first / "again").symlink_to(tree, target_is_directory=True)
+    (tree / first / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a link to a photo that is gone
     copied = colors_db.sql(f"COPY aliased FROM '{tree}'")
+    gone = [m for m in copied.messages if "symlink(s) to photos that are gone were left out" in m]
+    assert gone and gone[0].split(": ")[1].startswith("2 symlink") and "gone.png" in gone[0]  # (under each name)
     assert colors_db.sql("SELECT label, count(*) FROM aliased GROUP BY ALL ORDER BY 1").fetchall() == [
         ("alias", 12), ("blue", 12), ("red", 12)]
     assert any(f"the class folders alias, {first} are one folder (symlinks)" in m for m in copied.messages)

@@ -158,8 +158,8 @@ def _holds_nothing(column):
 
 
 def _image_tree_rows(folder):
-    """(one row per image below `folder`: (absolute path, label); [(class folder, the class folders
-    it is a link to)]). The label is the name of the first-level sub-folder, however deep the
+    """(one row per image below `folder`: (absolute path, label); [the names of one class folder,
+    where links give it several]; [broken links, left out]). The label is the name of the first-level sub-folder, however deep the
     image lies (`cats/2019/a.jpg` is a cat); an image directly in `folder` has no class folder and
     gets a NULL label. Hidden folders and files (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are
     not data: they are passed over."""
@@ -167,6 +167,7 @@ def _image_tree_rows(folder):
     root = os.path.abspath(folder)
     above = {root: {os.path.realpath(root)}}  # each folder's real path and its parents': a link back is a loop
     classes = {}  # a class folder's real path -> its names (a link to another class folder: each is read)
+    broken = []
     # followlinks: a class folder may be a symlink to where the photos are (ln -s .../dogs dog)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         chain = above.pop(dirpath)
@@ -183,8 +184,11 @@ def _image_tree_rows(folder):
         label = None if rel == "." else rel.split(os.sep)[0]
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                rows.append((os.path.join(dirpath, name), label))
-    return rows, [names for names in classes.values() if len(names) > 1]
+                if os.path.exists(os.path.join(dirpath, name)):
+                    rows.append((os.path.join(dirpath, name), label))
+                else:  # a symlink to a photo that is gone: no row to fail at PREDICT
+                    broken.append(os.path.join(dirpath, name))
+    return rows, [names for names in classes.values() if len(names) > 1], broken
 
 
 def _path_columns(con, relation_sql, cols, image_col, folder):
@@ -255,7 +259,10 @@ def copy_table(con, table, source, options, base_dir=None):
     messages = []
     resolve = None  # the SQL function that resolves a file's image paths (resolved_path)
     if path.is_dir():
-        rows, aliases = _image_tree_rows(path)
+        rows, aliases, broken = _image_tree_rows(path)
+        if broken:
+            messages.append(f"COPY {table}: {len(broken)} symlink(s) to photos that are gone were left out: "
+                            f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}")
         for names in aliases:
             messages.append(f"COPY {table}: the class folders {', '.join(names)} are one folder (symlinks): its "
                             f"images are rows of each of those labels")
