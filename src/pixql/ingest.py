@@ -159,10 +159,10 @@ def _holds_nothing(column):
 
 def _image_tree_rows(folder):
     """(one row per image below `folder`: (absolute path, label); [the names of one class folder,
-    where links give it several]; [broken links, left out]). The label is the name of the first-level sub-folder, however deep the
-    image lies (`cats/2019/a.jpg` is a cat); an image directly in `folder` has no class folder and
-    gets a NULL label. Hidden folders and files (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are
-    not data: they are passed over."""
+    where links give it several]; [broken links, left out]). The label is the name of the
+    first-level sub-folder, however deep the image lies (`cats/2019/a.jpg` is a cat); an image
+    directly in `folder` has no class folder and gets a NULL label. Hidden folders and files
+    (`.ipynb_checkpoints/`, `._a.jpg` from macOS) are not data: they are passed over."""
     rows = []
     root = os.path.abspath(folder)
     above = {root: {os.path.realpath(root)}}  # each folder's real path and its parents': a link back is a loop

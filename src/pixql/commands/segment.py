@@ -3,8 +3,9 @@
 The query's rows plus `mask`, the path of a PNG of the photo's size (255 = the object), ready
 for OPTIONS (mask_col='mask') in BUILD, PREDICT, CONVERT and PRINT IMAGE, and `mask_share`,
 the share of the box the object covers. Masks are written once per (photo, box, method), named
-by a hash of them (the photo's bytes, not its path), into OPTIONS (out_dir) (default: beside the database, `<db>.masks/`). Each
-photo is decoded once for all its boxes (and, with SAM, encoded once).
+by a hash of them (the photo's bytes, not its path), into OPTIONS (out_dir) (default: beside the
+database, `<db>.masks/`). Each photo is decoded once for all its boxes (and, with SAM, encoded
+once).
 """
 
 import contextlib
