@@ -213,12 +213,12 @@ def test_fetchone_and_fetchmany_advance_like_a_cursor(pair):
     assert [name for name, *_ in rows] == ["imagenet_classifier"]  # pixql's own rows end too
 
 
-@pytest.mark.parametrize("script, line, excerpt", [
-    ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT * FROMM x;\n", 3, "SELECT * FROMM x"),
-    ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT *\n  FROMM x;\n", 4, "  FROMM x"),
-    ("\n\nCREATE TABLE ran (a INT); SELECT * FROMM x;\n", 3, "SELECT * FROMM x"),
+@pytest.mark.parametrize("script, line, col, excerpt", [
+    ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT * FROMM x;\n", 3, 16, "SELECT * FROMM x"),  # (at x: FROMM is read as an alias)
+    ("CREATE TABLE ran (a INT);\nSELECT 2;\nSELECT *\n  FROMM x;\n", 4, 9, "  FROMM x"),
+    ("\n\nCREATE TABLE ran (a INT); SELECT * FROMM x;\n", 3, 42, "SELECT * FROMM x"),
 ])
-def test_a_syntax_error_names_the_scripts_line_and_runs_nothing(pair, script, line, excerpt):
+def test_a_syntax_error_names_the_scripts_line_and_runs_nothing(pair, script, line, col, excerpt):
     """DuckDB's own message counts lines from the start of the text it is given: pixql gives it
     each statement in place, so that its "LINE n" is the script's line, as plain DuckDB says."""
     con, db = pair
@@ -228,6 +228,7 @@ def test_a_syntax_error_names_the_scripts_line_and_runs_nothing(pair, script, li
         db.sql(script)
     assert f"LINE {line}:" in str(theirs.value) and f"LINE {line}:" in str(ours.value)
     assert excerpt in str(ours.value).split(f"LINE {line}:")[1]
+    assert (ours.value.line, ours.value.col) == (line, col)  # fields: where DuckDB's parser stopped
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ran'").fetchone() == (0,)
 
 

@@ -113,10 +113,12 @@ class ClusterError(PixqlError):
 
 class SqlError(PixqlError):
     """DuckDB rejected a statement; carries DuckDB's own message (pixql's SQL functions by the
-    names the user calls them: see public_text)."""
+    names the user calls them: see public_text), and for a syntax error found before anything
+    ran the `line` and `col` in the script where DuckDB's parser stopped (else None)."""
 
     def __init__(self, message="", *args, **fields):
         super().__init__(public_text(str(message)), *args, **fields)
+        self.line = self.col = None
 
 
 # DuckDB knows pixql's SQL functions by a session's private names (session.register_function)

@@ -216,13 +216,23 @@ class Session:
             DataError(f"the {what} failed: {public_text(str(exc))}", query=f"the {what}")
 
     def parse(self, sql):
-        """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError."""
+        """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError with
+        the `line` and `col` of `sql` where DuckDB's parser stopped (its json_serialize_sql gives the
+        offset that its message only draws under the line)."""
         import duckdb
+        import json
+
+        from pixql.sql.tokens import Positions
 
         try:
             return self.duckdb.extract_statements(sql)
         except duckdb.Error as exc:
-            raise SqlError(str(exc)) from exc
+            error = SqlError(str(exc))
+            with contextlib.suppress(duckdb.Error, ValueError, TypeError, KeyError):
+                tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+                if tree.get("error") and tree.get("position") is not None:
+                    error.line, error.col = Positions(sql)(int(tree["position"]))
+            raise error from exc
 
     # -- parameters (db.sql(..., params=...)) ----------------------------------------------------
     @contextlib.contextmanager
