@@ -529,6 +529,8 @@ def test_results_answer_duckdbs_other_readers(db, color_csv):
 def test_results_give_arrow_as_the_installed_duckdb_does(db, color_csv):
     # DuckDB 2's relation.arrow() is a RecordBatchReader (1's a Table): code written for the
     # installed DuckDB (reader.read_all(), table.num_rows) works on pixql's results alike
+    import datetime
+
     import duckdb
     import pyarrow as pa
 
@@ -542,6 +544,15 @@ def test_results_give_arrow_as_the_installed_duckdb_does(db, color_csv):
         assert isinstance(table, pa.Table) and table.num_rows == 3
         assert db.sql(query).to_arrow_reader().read_all().equals(table)
         assert pa.table(db.sql(query)).equals(table)  # the Arrow stream protocol, as DuckDB's relations
+        # DuckDB's arguments: batch sizes, date_as_object, a lazy polars frame
+        assert [len(b) for b in db.sql(query).fetch_record_batch(2)] == [2, 1]
+        assert [len(b) for b in db.sql(query).to_arrow_reader(batch_size=2)] == [2, 1]
+        assert db.sql(query).to_arrow_table(2).num_rows == db.sql(query).fetch_arrow_table(batch_size=2).num_rows == 3
+        assert type(db.sql(query).arrow(2)) is kind
+    when = "SELECT DATE '2024-01-31' AS d, image FROM colors LIMIT 1"
+    for query in (when, f"PREDICT USING imagenet_classifier AS {when}"):
+        assert db.sql(query).df(date_as_object=True).d.tolist() == [datetime.date(2024, 1, 31)]
+        assert str(db.sql(query).df().d.dtype).startswith("datetime64")
 
 
 def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv):

@@ -9,6 +9,8 @@ import threading
 from pixql.errors import PixqlError, SqlError, is_interrupt
 from pixql.ingest import quote_ident
 
+ARROW_BATCH = 131_072  # rows in an Arrow batch unless asked otherwise: DuckDB's own default
+
 
 @contextlib.contextmanager
 def _duckdb_errors(statement, cause=None):
@@ -109,10 +111,22 @@ class Result:
         elif self.has_rows or self._streamed:
             yield self.df()
 
-    def df(self):
+    def df(self, *, date_as_object=False):
+        """The rows as a pandas DataFrame; `date_as_object`: DATE columns as datetime.date objects
+        (DuckDB's option) rather than pandas' datetime64."""
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._executed().df() if self._query is not None else self._relation.df()
+                source = self._executed() if self._query is not None else self._relation
+                return source.df(date_as_object=date_as_object)
+        frame = self._own_df()
+        if date_as_object:
+            dates = [name for name, kind in zip(self.columns, self.types) if kind == "DATE" and name in frame]
+            for name in dates:
+                if str(frame[name].dtype).startswith("datetime64"):
+                    frame[name] = [None if v != v else v.date() for v in frame[name]]  # (NaT: None)
+        return frame
+
+    def _own_df(self):
         if self._rows is not None:
             import pandas as pd
 
@@ -136,14 +150,14 @@ class Result:
 
         return pd.DataFrame()
 
-    def to_arrow_reader(self):
-        """A pyarrow RecordBatchReader over the rows, as DuckDB's `fetch_record_batch()`;
-        streamed results are computed batch by batch as it is read."""
+    def to_arrow_reader(self, batch_size=ARROW_BATCH):
+        """A pyarrow RecordBatchReader over the rows, batches of at most `batch_size` rows, as
+        DuckDB's; streamed results are computed batch by batch as it is read."""
         import pyarrow as pa
 
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.to_arrow_reader()
+                return self._relation.to_arrow_reader(batch_size)
         batches = self.batches()
         first = next(batches, None)
         if first is None:
@@ -151,11 +165,14 @@ class Result:
         head = self._frame_arrow(first)
 
         def rest():
-            yield from head.to_batches()
+            yield from head.to_batches(max_chunksize=batch_size)
             for frame in batches:
-                yield from self._frame_arrow(frame).cast(head.schema).to_batches()
+                yield from self._frame_arrow(frame).cast(head.schema).to_batches(max_chunksize=batch_size)
 
         return pa.RecordBatchReader.from_batches(head.schema, rest())
+
+    def fetch_record_batch(self, rows_per_batch=ARROW_BATCH):
+        return self.to_arrow_reader(rows_per_batch)
 
     def _frame_arrow(self, frame):
         """A frame as an Arrow table with the declared types (a DATE as date32), as arrow() gives it."""
@@ -168,36 +185,40 @@ class Result:
                 return typed.to_arrow_table()
         return pa.Table.from_pandas(frame, preserve_index=False)
 
-    def to_arrow_table(self):
-        """The rows as one pyarrow Table."""
+    def to_arrow_table(self, batch_size=ARROW_BATCH):
+        """The rows as one pyarrow Table (of chunks of at most `batch_size` rows, as DuckDB's)."""
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.to_arrow_table()
-        return self._frame_arrow(self.df())
+                return self._relation.to_arrow_table(batch_size)
+        import pyarrow as pa
 
-    def arrow(self):
+        table = self._frame_arrow(self.df())
+        return pa.Table.from_batches(table.to_batches(max_chunksize=batch_size), table.schema)
+
+    def arrow(self, batch_size=ARROW_BATCH):
         """What the installed DuckDB's `relation.arrow()` gives: a RecordBatchReader with DuckDB 2, a
         Table with DuckDB 1 (code written for one keeps working)."""
-        return self.to_arrow_reader() if _arrow_is_a_reader() else self.to_arrow_table()
+        return self.to_arrow_reader(batch_size) if _arrow_is_a_reader() else self.to_arrow_table(batch_size)
 
     def __arrow_c_stream__(self, requested_schema=None):
         # the Arrow PyCapsule stream, as DuckDB's relations have it: pa.table(result), polars, ...
         return self.to_arrow_reader().__arrow_c_stream__(requested_schema)
 
-    fetch_record_batch = fetch_arrow_reader = to_arrow_reader
+    fetch_arrow_reader = to_arrow_reader
     fetch_arrow_table = to_arrow_table
 
     fetchdf = df  # DuckDB's other names for them
     fetch_df = df
 
-    def pl(self):
-        """The rows as a polars DataFrame (from arrow(), as DuckDB's `pl()` makes it)."""
+    def pl(self, batch_size=ARROW_BATCH, *, lazy=False):
+        """The rows as a polars DataFrame (a LazyFrame with `lazy`), from Arrow, as DuckDB's `pl()`."""
         try:
             import polars
         except ImportError:
             raise PixqlError("pl() needs polars, which is not installed: pip install polars "
                              "(or read the rows with .df() or .arrow())") from None
-        return polars.from_arrow(self.to_arrow_table())
+        frame = polars.from_arrow(self.to_arrow_table(batch_size))
+        return frame.lazy() if lazy else frame
 
     def fetchnumpy(self):
         """{column: numpy array} of every row, as DuckDB's `fetchnumpy()`."""
