@@ -189,7 +189,7 @@ def test_a_second_linear_build_on_the_same_images_reads_the_cache(tmp_path, monk
 
     # another label column and other options: every embedding comes from the cache
     second = _build(db, "m2", "is_red", ", validation=0.25, seed=3")
-    assert any("16 of 16 image embeddings came from the cache" in m for m in second.messages)
+    assert any("16 of 16 images' embeddings came from the cache" in m for m in second.messages)
     assert db.sql("DESCRIBE MODEL m2").info["manifest"]["options"]["used"]["cached_embeddings"] == 16
     predicted = db.sql("PREDICT USING m2 AS SELECT * FROM colors").df()
     assert (predicted["predicted"] == predicted["is_red"]).all()
@@ -203,7 +203,7 @@ def test_a_second_linear_build_on_the_same_images_reads_the_cache(tmp_path, monk
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     db.duckdb.execute(f"INSERT INTO colors VALUES ('{tmp_path / 'broken.jpg'}', 'red', 'yes')")
     skipping = _build(db, "m4", extra=", on_error='skip'")
-    assert any("16 of 16 image embeddings came from the cache" in m for m in skipping.messages)
+    assert any("16 of 16 images' embeddings came from the cache" in m for m in skipping.messages)
     db.close()
 
 
@@ -222,7 +222,7 @@ def test_the_cache_survives_a_restart_of_the_cli(tmp_path, color_csv):
     assert "from the cache" not in first.stderr
     second = pixql(build.format("b"))
     assert second.returncode == 0, second.stderr
-    assert "24 of 24 image embeddings came from the cache" in second.stderr
+    assert "24 of 24 images' embeddings came from the cache" in second.stderr
 
 
 def test_bf16_values_are_kept_in_half_the_bytes_and_others_as_they_are(tmp_path):

@@ -142,11 +142,13 @@ def test_a_second_top_build_reads_the_frozen_activations_from_the_cache(db, tmp_
     first = db.sql(build.format("a"))
     assert not any("from the cache" in m for m in first.messages)
     second = db.sql(build.format("b"))
-    assert any(m.startswith("BUILD MODEL: 24 of 24 image embeddings came from the cache") for m in second.messages)
+    assert any(m.startswith("BUILD MODEL: 24 of 24 images' activations of the frozen part of the network came "
+                            "from the cache") for m in second.messages)
     (_, wa), (_, wb) = db.engine.catalog.store.load("a"), db.engine.catalog.store.load("b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     fitted = db.sql("FIT MODEL c USING b OPTIONS (epochs=1) AS SELECT * FROM t LIMIT 6")
-    assert any("6 of 6 image embeddings came from the cache" in m for m in fitted.messages)
+    assert any("6 of 6 images' activations of the frozen part of the network came from the cache" in m
+               for m in fitted.messages)
     keys = os.listdir(tmp_path / "cache" / "embeddings")
     assert len(keys) == 1  # one key for the frozen part, the linear probe's features not cached
 

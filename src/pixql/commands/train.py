@@ -223,8 +223,9 @@ def _train(engine, statement, resolved, given, base, task, init):
                         f"(on_error='skip'): {shown(listed)}")
     read = len(paths) + len(val_paths or []) - len(trained.skipped)  # (unreadable ones have none)
     if trained.options.get("cached_embeddings"):
+        what = "activations of the frozen part of the network" if trained.train_mode == "top" else "embeddings"
         messages.append(f"{statement.keyword}: {trained.options['cached_embeddings']} of "
-                        f"{read} image embeddings came from the cache ({cache_root()})")
+                        f"{read} images' {what} came from the cache ({cache_root()})")
     if init is not None and trained.train_mode == "linear":
         used, lost = trained.options.get("previous_rows"), trained.options.get("previous_rows_not_cached", 0)
         if used is not None:
