@@ -64,6 +64,63 @@ def test_crash_between_renames_restores_previous_model(tmp_path):
     assert not (tmp_path / ".tmp").exists() or not any((tmp_path / ".tmp").iterdir())
 
 
+def test_a_read_only_store_reads_a_model_a_crashed_overwrite_set_aside(tmp_path):
+    """A read-only connection cannot put it back (a read-write open does): it reads it where it
+    lies, listed and loaded under its name (it was "does not exist")."""
+    store = ModelStore(tmp_path)
+    store.save("m", _state(1.0), {"v": 1})
+    (tmp_path / ".trash").mkdir()
+    (tmp_path / "m").rename(tmp_path / ".trash" / "m--dead")
+    reader = ModelStore(tmp_path, read_only=True)
+    reader.recover()
+    assert [m["name"] for m in reader.list()] == ["m"] and reader.load("m")[0]["v"] == 1
+    assert not (tmp_path / "m").exists()  # (nothing written by a reader)
+
+
+@pytest.mark.parametrize("text, why", [("[1, 2]", "holds a JSON list, not an object"), ("{}", "lacks weights_sha256, classes"),
+                                       (None, "lacks classes")])
+def test_a_manifest_that_is_json_but_no_manifest_is_a_store_error(tmp_path, text, why):
+    store = ModelStore(tmp_path, required=("classes",))
+    store.save("m", _state(), {"classes": ["a", "b"]})
+    path = tmp_path / "m" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["classes"]
+    path.write_text(text if text is not None else json.dumps(manifest))
+    for read in (store.manifest, store.load):
+        with pytest.raises(StoreError, match=f"model 'm': cannot read .*manifest.json: it {why}; drop and rebuild"):
+            read("m")
+    assert store.list() == [{"name": "m", "broken": f"manifest.json cannot be read (it {why}); DROP MODEL m "
+                                                    "and rebuild it"}]
+
+
+def test_a_store_that_cannot_be_written_is_a_store_error_and_keeps_the_model(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from pixql import store as store_module
+
+    store = ModelStore(tmp_path / "models")
+    store.save("m", _state(1.0), {"v": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module, "_save_tensors", full)
+    with pytest.raises(StoreError, match="model 'm' could not be written in .*No space left.*previous version is kept"):
+        store.save("m", _state(2.0), {"v": 2}, overwrite=True)
+    monkeypatch.undo()
+    assert store.load("m")[0]["v"] == 1
+    # a read-only file system: said before any training (check_writable), and by the lock
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(StoreError, match="the model store .*models cannot be written .*set PIXQL_HOME"):
+        store.check_writable("save model 'n'")
+    monkeypatch.undo()
+    elsewhere = ModelStore(tmp_path / "nowhere" / "models")
+    monkeypatch.setattr(type(elsewhere.root), "mkdir", full)
+    with pytest.raises(StoreError, match="the model store .*nowhere/models cannot be written: No space left"):
+        elsewhere.save("n", _state(), {})
+
+
 def test_drop(tmp_path):
     store = ModelStore(tmp_path)
     store.save("m", _state(), {})

@@ -57,6 +57,9 @@ BUILTINS = {m.name: m for m in [
 ]}
 
 
+MANIFEST_KEYS = ("base", "task", "classes", "network")  # every stored model's (its store checks them)
+
+
 def builtin(name):
     """The built-in model called `name` (case-insensitive), or None."""
     return BUILTINS.get(str(name).lower())

@@ -9,7 +9,7 @@ import os
 import tempfile
 
 from pixql.allocator import keep_freed_memory
-from pixql.catalog import Catalog
+from pixql.catalog import MANIFEST_KEYS, Catalog
 from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
@@ -54,7 +54,8 @@ class Engine:
             root = self._tmpdir.name
         # absolute now: the store belongs to the database DuckDB opened, wherever the process goes next
         # (a notebook's %cd; a relative root was looked up again from the new folder, its models gone)
-        self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only))
+        self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only,
+                                          required=MANIFEST_KEYS))
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table

@@ -78,24 +78,51 @@ def _fsync_dir(path):
             os.close(fd)
 
 
+def _checked(manifest, required):
+    """A manifest read from JSON, or ValueError saying why it is none (a JSON list, keys missing)."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
+    missing = [key for key in required if key not in manifest]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    return manifest
+
+
 class ModelStore:
-    def __init__(self, root, read_only=False):
-        """`read_only`: the store of a database opened read-only; writing a model is an error."""
+    def __init__(self, root, read_only=False, required=()):
+        """`read_only`: the store of a database opened read-only; writing a model is an error.
+        `required`: the keys every manifest of its owner's holds (the catalog's: classes, network
+        ...), besides the weights' checksum save() writes: a manifest without them is damaged."""
         self.root = Path(root)
         self.read_only = read_only
+        self.required = ("weights_sha256", *required)
         self._tmp = self.root / ".tmp"
         self._trash = self.root / ".trash"
 
     def check_writable(self, what):
+        """A StoreError before any work when a model cannot be written here: the database was
+        opened read-only, or the store's folder (or the nearest one there is above it) is not
+        writable (a read-only file system, another user's folder)."""
         if self.read_only:
             raise StoreError(f"cannot {what}: the database was opened read-only (--read-only, read_only=True), "
                              "which writes neither tables nor models; open it without --read-only to change models")
+        folder = self.root
+        while not folder.exists() and folder.parent != folder:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            raise StoreError(f"cannot {what}: the model store {self.root} cannot be written ({folder} is read-only "
+                             "to this process); set PIXQL_HOME to a folder it can write", path=str(self.root))
 
     # -- locking and recovery ------------------------------------------------
     @contextlib.contextmanager
     def _locked(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as lock:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.root / ".lock", "a+")
+        except OSError as exc:  # (a read-only file system, a full disk)
+            raise StoreError(f"the model store {self.root} cannot be written: {exc.strerror or exc}; set "
+                             "PIXQL_HOME to a folder that can", path=str(self.root)) from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._recover()
@@ -135,7 +162,20 @@ class ModelStore:
 
     # -- reading ---------------------------------------------------------------
     def path(self, name):
-        return self.root / _key(name)
+        """The model's folder; for a read-only store that cannot put back what a writer killed
+        between its two renames left aside (a read-write open does), the version set aside."""
+        final = self.root / _key(name)
+        if self.read_only and not final.exists():
+            aside = self._aside().get(_key(name))
+            if aside is not None:
+                return aside
+        return final
+
+    def _aside(self):
+        """{model key: its complete folder in .trash/}: what a crashed overwrite set aside."""
+        if not self._trash.is_dir():
+            return {}
+        return {old.name.split("--", 1)[0]: old for old in sorted(self._trash.iterdir()) if (old / MANIFEST).is_file()}
 
     def exists(self, name):
         return (self.path(name) / MANIFEST).is_file()
@@ -156,7 +196,7 @@ class ModelStore:
             except OSError as exc:
                 raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
         try:
-            return json.loads(text)
+            return _checked(json.loads(text), self.required)
         except ValueError as exc:
             raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
 
@@ -205,23 +245,21 @@ class ModelStore:
         if not self.root.is_dir():
             return []
         out = []
-        for child in sorted(self.root.iterdir()):
-            if child.name.startswith(".") or not child.is_dir():
-                continue
+        folders = {c.name: c for c in sorted(self.root.iterdir()) if not c.name.startswith(".") and c.is_dir()}
+        if self.read_only:  # (see path(): a version set aside by a crashed overwrite, under its own name)
+            folders = {**{key: old for key, old in self._aside().items()}, **folders}
+        for name, folder in sorted(folders.items()):
             try:
-                manifest = json.loads((child / MANIFEST).read_text())
-                if not isinstance(manifest, dict):
-                    raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
+                manifest = _checked(json.loads((folder / MANIFEST).read_text()), self.required)
             except FileNotFoundError:
-                out.append({"name": child.name, "broken": f"{MANIFEST} is missing; DROP MODEL {child.name} "
-                                                          "and rebuild it"})
+                out.append({"name": name, "broken": f"{MANIFEST} is missing; DROP MODEL {name} and rebuild it"})
                 continue
             except (OSError, ValueError) as exc:
-                out.append({"name": child.name, "broken": f"{MANIFEST} cannot be read ({exc}); "
-                                                          f"DROP MODEL {child.name} and rebuild it"})
+                out.append({"name": name, "broken": f"{MANIFEST} cannot be read ({exc}); "
+                                                    f"DROP MODEL {name} and rebuild it"})
                 continue
-            if str(manifest.get("name", "")).lower() != child.name:
-                manifest = {**manifest, "name": child.name}
+            if str(manifest.get("name", "")).lower() != name:
+                manifest = {**manifest, "name": name}
             out.append(manifest)
         return out
 
@@ -292,11 +330,15 @@ class ModelStore:
                 _fsync_dir(self.root)
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
-            except BaseException:  # an error or Ctrl-C: the previous model stays, or comes back
+            except BaseException as exc:  # an error or Ctrl-C: the previous model stays, or comes back
                 if old is not None and not final.exists():
                     with contextlib.suppress(OSError):
                         os.rename(old, final)
                 shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":  # (a full disk)
+                    raise StoreError(f"model '{name}' could not be written in {self.root} ({exc}); nothing was "
+                                     f"saved{', the previous version is kept' if overwrite else ''}",
+                                     path=str(self.root)) from exc
                 raise
         return manifest
 
