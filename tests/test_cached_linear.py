@@ -134,16 +134,25 @@ def test_a_changed_image_or_other_options_take_the_usual_way(photos):
     assert m["train_mode"] == "finetune" and not _shortcut(m)
 
 
-def test_a_damaged_shortcut_is_dropped_and_written_again(photos):
+@pytest.mark.parametrize("damage", ["header", "numbers"])
+def test_a_damaged_shortcut_is_dropped_and_written_again(photos, damage):
+    """A damaged header fails to load; numbers changed in place (same size, a valid file) are
+    found by the hash of its bytes: a model would ship a network that is not the base's."""
     db, _ = photos
-    _build(db, "a")
+    _, (first, _) = _build(db, "a")
     [folder] = os.listdir(os.path.join(os.environ["PIXQL_CACHE"], "linear"))
     backbone = os.path.join(os.environ["PIXQL_CACHE"], "linear", folder, cached_linear.BACKBONE)
     with open(backbone, "r+b") as f:
-        f.write(b"not a safetensors header")
+        if damage == "header":
+            f.write(b"not a safetensors header")
+        else:
+            f.seek(-4000, os.SEEK_END)
+            numbers = bytearray(f.read(64))
+            f.seek(-4000, os.SEEK_END)
+            f.write(bytes(b ^ 0x40 for b in numbers))
     with pytest.warns(UserWarning, match="damaged linear-build shortcut"):
         _, (m, _) = _build(db, "b")
-    assert not _shortcut(m)
+    assert not _shortcut(m) and m["weights_sha256"] == first["weights_sha256"]  # the base's own network
     assert os.path.getsize(backbone) > 1_000_000  # written again by the usual way
     _, (m, _) = _build(db, "c")
     assert _shortcut(m)

@@ -43,7 +43,7 @@ from pixql.ml.linear_head import fit_head
 from pixql.ml.trained import (TrainedModel, auto_mode, check_options, lr_hint, mode_epochs, run_metrics,
                               training_rows, used_options)
 
-FORMAT = 2  # bump when what an entry means changes (2: "top", for what `auto` picks)
+FORMAT = 3  # bump when what an entry means changes (2: "top", for what `auto` picks; 3: the backbone's hash)
 ENTRY, BACKBONE = "entry.json", "backbone.safetensors"
 
 
@@ -69,7 +69,7 @@ def build_from_cache(paths, labels, config, val_paths=None, val_labels=None):
     found = EmbeddingCache(os.path.join(cache_root(), "embeddings", entry["embedding_cache"])).get(digests + val_digests)
     if len(found) < len(set(digests + val_digests)):
         return None
-    backbone = _read_backbone(folder)
+    backbone = _read_backbone(folder, entry)
     if backbone is None:
         return None
 
@@ -116,7 +116,9 @@ def remember(config, *, base, embedding_cache, state_dict, head, device, precisi
              "precision": precision, "batch_size": batch_size, "weights_source": weights_source,
              "network": network, "preprocessing": preprocessing, "head": list(head),
              "top": top}  # the base has the layout train_mode='top' tunes (ml/top_tune.supports)
-    if _read_entry(folder) == entry and os.path.isfile(os.path.join(folder, BACKBONE)):
+    kept = _read_entry(folder)
+    if kept is not None and {k: v for k, v in kept.items() if k != "backbone_sha256"} == entry \
+            and os.path.isfile(os.path.join(folder, BACKBONE)):
         return
     from safetensors.torch import save_file
 
@@ -124,6 +126,8 @@ def remember(config, *, base, embedding_cache, state_dict, head, device, precisi
     try:
         os.makedirs(folder, exist_ok=True)
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if k not in head}, tmp)
+        with open(tmp, "rb") as f:  # (read back as the bytes a later BUILD checks before it uses them)
+            entry["backbone_sha256"] = hashlib.sha256(f.read()).hexdigest()
         os.replace(tmp, os.path.join(folder, BACKBONE))
         with open(tmp, "w") as f:
             json.dump(entry, f)
@@ -242,18 +246,25 @@ def _read_entry(folder):
     except (OSError, ValueError):
         return None
     keys = ("base", "embedding_cache", "device", "precision", "batch_size", "weights_source", "network",
-            "preprocessing", "head", "top")
+            "preprocessing", "head", "top", "backbone_sha256")
     if not (isinstance(entry, dict) and entry.get("format") == FORMAT and all(k in entry for k in keys)):
         return None
     return entry
 
 
-def _read_backbone(folder):
-    from safetensors.numpy import load_file
+def _read_backbone(folder, entry):
+    """The backbone's tensors, or None: missing, or damaged (its bytes no longer the hash `entry`
+    recorded: a model built on them would ship a network that is not the base's, its own
+    checksum matching)."""
+    from safetensors.numpy import load
 
     path = os.path.join(folder, BACKBONE)
     try:
-        return load_file(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != entry["backbone_sha256"]:
+            raise ValueError("its bytes are not those it was written with")
+        return load(data)
     except FileNotFoundError:
         return None
     except Exception as e:  # a damaged file: drop the shortcut; the usual way writes it again
