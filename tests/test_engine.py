@@ -112,6 +112,25 @@ def test_copy_into_a_temp_table_writes_that_table(db, color_csv):
         ("temp", "n"), ("temp", "t"), ("temp", "w")]  # none in the database
 
 
+def test_ctrl_c_while_copy_resolves_paths_is_an_interrupt_and_keeps_the_table(db, color_csv, monkeypatch):
+    """A Ctrl-C inside the function that resolves the paths came back from DuckDB as the text of a
+    load error (a DataError, which `except Exception` swallows); it is a KeyboardInterrupt, the
+    table as it was and no transaction left open."""
+    from pixql import ingest
+
+    _copy_colors(db, color_csv)
+
+    def ctrl_c(value, folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest, "resolved_path", ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match="COPY \\(line 1\\): interrupted"):
+        db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{color_csv}'")
+    monkeypatch.undo()
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+    db.sql("BEGIN TRANSACTION; ROLLBACK")  # (a transaction of the COPY's left open would refuse the BEGIN)
+
+
 def test_copy_inside_the_users_transaction_belongs_to_it(db, color_csv):
     """pixql's COPY neither commits nor aborts a transaction the script began: ROLLBACK undoes it,
     COMMIT keeps it (a nested BEGIN would have aborted the user's transaction)."""

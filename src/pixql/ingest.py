@@ -12,7 +12,7 @@ import re
 import uuid
 from pathlib import Path
 
-from pixql.errors import CatalogError, DataError, OptionError
+from pixql.errors import CatalogError, DataError, OptionError, is_interrupt
 
 # Photos by their file names' endings, in the formats Pillow reads (icons, fonts, documents and
 # scientific formats left out): what a folder's COPY takes, and what marks a column of paths
@@ -257,7 +257,7 @@ def copy_table(con, table, source, options, base_dir=None):
         )
 
     messages = []
-    resolve = None  # the SQL function that resolves a file's image paths (resolved_path)
+    resolve, caught = None, []  # the SQL function that resolves a file's image paths (resolved_path); its errors
     if path.is_dir():
         rows, aliases, broken = _image_tree_rows(path)
         if broken:
@@ -347,8 +347,8 @@ def copy_table(con, table, source, options, base_dir=None):
             # a column found by its values: only those naming an image are paths (a note in it stays
             # as written); the image_col named: every value is a path
             # relative to the folder the file really lives in (a symlinked CSV's dataset, not the link's)
-            con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent), not every),
-                                ["VARCHAR"], "VARCHAR", type="arrow")
+            con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent), not every,
+                                                           caught), ["VARCHAR"], "VARCHAR", type="arrow")
             if every and options.get("image_col") is None:
                 messages.append(f"COPY {table}: the values of {', '.join(path_cols)} name files without an image's "
                                 "ending (.jpg ...): taken as image paths, relative ones made absolute")
@@ -367,9 +367,15 @@ def copy_table(con, table, source, options, base_dir=None):
             loaded = con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
         if own:
             con.execute("COMMIT")
-    except Exception as exc:
+    except BaseException as exc:  # (Ctrl-C too: the transaction must not stay open on the connection)
         if own:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+        if isinstance(exc, KeyboardInterrupt) or is_interrupt(exc) or \
+                any(isinstance(c, KeyboardInterrupt) for c in caught):  # (DuckDB's text of the UDF's, else)
+            raise KeyboardInterrupt() from None
+        if not isinstance(exc, Exception):
+            raise
         raise DataError(_read_error(table, path, exc, options.get("encoding"), "load")) from exc
     finally:
         if path.is_dir():
@@ -416,11 +422,18 @@ def resolved_path(value, folder):
     return path
 
 
-def _resolved_paths(folder, images_only, values):
+def _resolved_paths(folder, images_only, caught, values):
+    """A batch of paths as resolved_path stores them (`images_only`: only those naming an image).
+    What it raises is put in `caught` too: DuckDB passes on only the text of a UDF's exception
+    (a Ctrl-C there came back as a load error)."""
     import pyarrow as pa
 
-    return pa.array([resolved_path(v, folder) if not images_only or _names_image(v) else v
-                     for v in values.to_pylist()], type=pa.string())
+    try:
+        return pa.array([resolved_path(v, folder) if not images_only or _names_image(v) else v
+                         for v in values.to_pylist()], type=pa.string())
+    except BaseException as exc:
+        caught.append(exc)
+        raise
 
 
 def _names_image(value):
