@@ -27,8 +27,10 @@ the file on ONNX Runtime's CPU provider.
 """
 
 import contextlib
+import glob
 import json
 import os
+import time
 import uuid
 import warnings
 
@@ -105,7 +107,8 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
                             "the preprocessing does not fit the network") from e
 
     sidecar = sidecar_path(path)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    _sweep_stale(folder, os.path.basename(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         used = _export(wrapped, example, tmp, opset, exporter, path)
         try:
@@ -233,6 +236,26 @@ class _Probabilities(torch.nn.Module):
 
     def forward(self, image):
         return self.task.probabilities(self.model(image))
+
+
+def _sweep_stale(folder, name):
+    """Remove what an export of `name` killed mid-way (kill -9: no `finally`) left in `folder`: its
+    temporary files whose process is gone, or (written by another machine) a day old."""
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+        pid = os.path.basename(leftover)[len(name) + 2:].split("-", 1)[0]
+        try:
+            gone = time.time() - os.path.getmtime(leftover) > 86400
+            if not gone and pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    gone = True
+                except PermissionError:  # (alive, another user's)
+                    pass
+            if gone:
+                os.remove(leftover)
+        except OSError:
+            pass  # removed by another process meanwhile, or not ours to remove
 
 
 def _export(wrapped, example, tmp, opset, exporter, path):
