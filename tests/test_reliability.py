@@ -258,6 +258,18 @@ def test_a_broken_manifest_is_listed_as_broken(colors_db):
     models = colors_db.sql("SHOW MODELS").df().set_index("name")
     assert models.loc["gone", "status"] == "broken: manifest.json is missing; DROP MODEL gone and rebuild it"
     assert colors_db.sql("DROP MODEL gone").fetchall() and not (root / "gone").exists()
+    # JSON, but no model's manifest: a list, or one without its classes or network (a traceback before)
+    for name, edit, why in (("listed", lambda m: [1, 2], "it holds a JSON list, not an object"),
+                            ("classless", lambda m: {k: v for k, v in m.items() if k != "classes"}, "it lacks classes"),
+                            ("netless", lambda m: {k: v for k, v in m.items() if k != "network"}, "lacks network")):
+        save_color_model(colors_db.engine.store, name)
+        path = root / name / "manifest.json"
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+        for statement in (f"PREDICT USING {name} AS SELECT * FROM colors", f"DESCRIBE MODEL {name}"):
+            if name == "netless" and statement.startswith("DESCRIBE"):
+                continue  # (what it trained on, its classes: DESCRIBE shows them; only loading needs the network)
+            with pytest.raises(StoreError, match=f"model '{name}': .*{why}.*drop and rebuild the model"):
+                colors_db.sql(statement)
 
 
 def test_a_manifest_whose_classes_do_not_fit_the_weights_names_the_model(colors_db):

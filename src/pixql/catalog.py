@@ -57,7 +57,7 @@ BUILTINS = {m.name: m for m in [
 ]}
 
 
-MANIFEST_KEYS = ("base", "task", "classes", "network")  # every stored model's (its store checks them)
+MANIFEST_KEYS = ("classes",)  # every stored model's, read or listed (its store checks them)
 
 
 def builtin(name):
@@ -130,7 +130,7 @@ class Catalog:
         if key not in self._loaded:
             for old in [k for k in self._loaded if k[0] == name.lower() and k[1] != version]:
                 del self._loaded[old]  # the model was overwritten: its old network can go
-            manifest, state = self.store.load(name)
+            manifest, state = self._stored_model(name)
             if task_of(manifest).name == "detection":
                 from pixql.ml.detect import Detector
 
@@ -185,7 +185,7 @@ class Catalog:
         from pixql.ml.detect import Detector
 
         self.detector(name, "cpu", weights)  # a stored detector, or the error saying what it is
-        manifest, state = self.store.load(name)
+        manifest, state = self._stored_model(name)
         return functools.partial(Detector, manifest["network"], state, manifest["classes"], device=device)
 
     def is_detector(self, name):
@@ -295,11 +295,23 @@ class Catalog:
         if entry is not None:
             return (*entry.parts(), task_of(entry.manifest))
         check_name(name)
-        manifest, state = self.store.load(name)
+        manifest, state = self._stored_model(name)
         if task_of(manifest).name == "detection":  # its network is a detector's recipe, not a classifier's
             raise CatalogError(f"'{name}' is a detector: EXPORT MODEL, CONVERT and SEARCH IMAGE take classifiers "
                                f"and bases; DETECT USING {name} finds its boxes")
         return manifest["network"], state, manifest["classes"], manifest["preprocessing"], task_of(manifest)
+
+    def _stored_model(self, name):
+        """store.load(name), or a StoreError naming what its manifest lacks to load the network (a
+        manifest written by hand, or damaged: a KeyError's traceback otherwise)."""
+        manifest, state = self.store.load(name)
+        needed = ("network",) if task_of(manifest).name == "detection" else ("network", "preprocessing")
+        missing = [key for key in needed if key not in manifest]
+        if missing:
+            where = self.store.path(name)
+            raise StoreError(f"model '{name}': its manifest.json lacks {', '.join(missing)}; drop and rebuild the "
+                             "model", path=str(where))
+        return manifest, state
 
     def drop(self, name, if_exists=False):
         if builtin(name):
