@@ -243,3 +243,17 @@ def test_contact_sheet_shows_a_photo_too_large_to_decode_in_full(tmp_path, monke
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 2_000_000)  # a full decode would be refused
     sheet = contact_sheet([str(path)], [["big"]], size=120)
     assert sheet.getpixel((8 + 60, 8 + 60))[0] > 150  # the red photo is there
+
+
+def test_a_label_the_font_lacks_draws_no_warning(recwarn):
+    """An emoji or CJK class name shows as a box in DejaVu Sans (the one font sure to be here);
+    matplotlib's 'Glyph ... missing' warning reached the terminal with its source line."""
+    import matplotlib.pyplot as plt
+
+    from pixql.display import figure_png
+
+    fig, ax = plt.subplots()
+    ax.set_title("Rosé Blüten \N{ROSE} 猫")
+    assert figure_png(fig).startswith(b"\x89PNG")
+    plt.close(fig)
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]

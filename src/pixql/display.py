@@ -226,8 +226,13 @@ def figure_png(fig, dpi=100):
     """PNG bytes of a matplotlib Figure."""
     import io
 
+    from pixql.ml.images import ignoring
+
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    # a label's emoji or CJK letters are boxes in DejaVu Sans, the one font sure to be here: the
+    # picture shows it; matplotlib's warning (its source line) would only reach the terminal
+    with ignoring(UserWarning, r"Glyph \d+ .*missing from font"):
+        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     return buffer.getvalue()
 
 

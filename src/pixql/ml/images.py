@@ -114,6 +114,8 @@ def read_image(path, draft_size=None):
     except PermissionError:
         raise DataError(f"Image file cannot be read (permission denied): {path}", path=path) from None
     except UnidentifiedImageError:
+        if _size(path) == 0:  # (a download or a copy that never finished)
+            raise DataError(f"Image file is empty (0 bytes): {path}", path=path) from None
         raise DataError(f"Not an image (or a format PIL cannot read): {path}", path=path) from None
     except Image.DecompressionBombError as e:
         raise DataError(f"Image is too large to decode safely ({e}); resize it, or raise "
@@ -126,6 +128,13 @@ def read_image(path, draft_size=None):
         raise DataError(f"Image file is truncated or corrupt ({e}): {path}", path=path) from None
     finally:
         warn_naming(path, caught)
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def _spaces_hint(path):
