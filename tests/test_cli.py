@@ -433,3 +433,18 @@ def test_a_set_value_after_an_e_never_becomes_an_escape_string(run_cli):
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     tables = run_cli("--format", "csv", "-c", "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'pwned'")
     assert tables.stdout == "n\n0\n"
+
+
+def test_a_wide_list_column_in_a_narrow_terminal_leaves_the_other_columns_shown(monkeypatch, capsys):
+    """PREDICT's top_k list in a 100-column terminal: DuckDB wraps it beside the others (a cap on
+    each column's width made DuckDB's renderer give the list the whole width: "5 columns (1 shown)")."""
+    import pixql
+    from pixql import terminal
+
+    monkeypatch.setattr(terminal, "_width", lambda: 100)
+    with pixql.connect() as db:
+        result = db.sql("SELECT 'a/very/long/path/image.jpg' AS image, 'cat' AS label, 'dog' AS predicted, 0.9 AS "
+                        "score, [{'label': 'dog', 'score': 0.9}, {'label': 'cat', 'score': 0.05}] AS top_k")
+        terminal.print_result(result, "table", None, False)
+    header = capsys.readouterr().out.splitlines()[1]
+    assert all(name in header for name in ("image", "label", "predicted", "score", "top_k"))

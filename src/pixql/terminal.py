@@ -99,7 +99,8 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
     elif fmt == "json":
         _json_array([_frame_json(result.df(), result.duckdb_types())])
     else:
-        click.echo(result.text(max_rows=TABLE_ROWS, max_width=_width(), max_col_width=60)
+        click.echo(result.text(max_rows=TABLE_ROWS, max_width=_width())  # (DuckDB wraps wide values: a
+                   # column cap made it give a list column the whole width and hide the others)
                    if result.columns else "(no columns)")
     _write_figures(result, fmt, out_dir, open_image, plot)
 
