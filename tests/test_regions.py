@@ -336,7 +336,7 @@ def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp
     with pytest.raises(DataError, match="no column 'nope' \\(option label_col\\)"):
         db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='nope') AS SELECT * FROM photos")
     assert db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='LABEL') AS SELECT * FROM photos").image is not None
-    for option in ("draw='crop'", "label_col='label'", "on_error='skip'"):  # about boxes, without any
+    for option in ("draw='crop'", "label_col='label'"):  # about boxes, without any
         with pytest.raises(OptionError, match="is about the boxes drawn or cut out: name their column with box_col"):
             db.sql(f"PRINT IMAGE OPTIONS ({option}) AS SELECT * FROM photos")
     with pytest.raises(OptionError, match="background=...\\) applies to a region"):

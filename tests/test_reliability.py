@@ -243,6 +243,22 @@ def test_print_image_of_no_rows_says_so(colors_db):
         colors_db.sql("PRINT IMAGE AS SELECT * FROM colors WHERE false")
 
 
+def test_print_image_skips_unreadable_photos_when_told_to(colors_db, tmp_path):
+    """As BUILD, PREDICT and EVALUATE do: on_error='skip' leaves an unreadable photo's tile out and
+    says which row (it was refused as an option about boxes)."""
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    query = (f"SELECT image FROM ((SELECT image, 1 AS k FROM colors ORDER BY image LIMIT 2) UNION ALL "
+             f"SELECT '{tmp_path / 'broken.jpg'}', 2) ORDER BY k, image")
+    with pytest.raises(DataError, match="empty.*row 3 of the query.*on_error='skip'"):
+        colors_db.sql(f"PRINT IMAGE AS {query}")
+    shown = colors_db.sql(f"PRINT IMAGE OPTIONS (on_error='skip', columns=3) AS {query}")
+    assert shown.image.width < 3 * 240  # two tiles
+    assert shown.messages == [f"PRINT IMAGE: 1 image(s) that could not be read were left out (on_error='skip'): "
+                              f"row 3: {tmp_path / 'broken.jpg'}"]
+    with pytest.raises(DataError, match="no image of the query could be read"):
+        colors_db.sql(f"PRINT IMAGE OPTIONS (on_error='skip') AS SELECT '{tmp_path / 'broken.jpg'}' AS image")
+
+
 def test_a_broken_manifest_is_listed_as_broken(colors_db):
     root = colors_db.engine.store.root
     save_color_model(colors_db.engine.store, "bad")

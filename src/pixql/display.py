@@ -113,15 +113,28 @@ def boxes_drawn(path, regions, labels, shown=None):
     return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
 
 
-def contact_sheet(paths, captions, size=240, columns=None):
+def contact_sheet(paths, captions, size=240, columns=None, skipped=None):
     """A grid of images `size` px square, each with its caption lines below it.
 
     `paths[i]` is a file path, a Region (its crop) or a PIL image; `captions[i]` a list of
-    strings (e.g. "label: cat"). Unreadable images raise DataError naming the file.
+    strings (e.g. "label: cat"). Unreadable images raise DataError naming the file, unless
+    `skipped` is a list: their tiles are then left out and (index, error) put in it.
     """
+    thumbs = []
+    for i, path in enumerate(paths):
+        try:
+            thumbs.append(_thumbnail(path, size))
+        except DataError as exc:
+            if skipped is None:
+                raise
+            skipped.append((i, exc))
+            thumbs.append(None)
+    captions = [c for c, t in zip(captions, thumbs) if t is not None]
+    paths = [t for t in thumbs if t is not None]
     n = len(paths)
     if n == 0:
-        raise DataError("PRINT IMAGE: the query returned no rows")
+        raise DataError("PRINT IMAGE: the query returned no rows" if not skipped else
+                        "PRINT IMAGE: no image of the query could be read")
     columns = min(columns or 5, n)  # (more columns than pictures would only widen the sheet)
     rows = math.ceil(n / columns)
     font_px = max(10, size // 16)
@@ -135,7 +148,7 @@ def contact_sheet(paths, captions, size=240, columns=None):
     for i, (path, lines) in enumerate(zip(paths, wrapped)):
         x = _PAD + (i % columns) * cell_w
         y = _PAD + (i // columns) * cell_h
-        thumb = ImageOps.pad(_thumbnail(path, size), (size, size), color="white")
+        thumb = ImageOps.pad(path, (size, size), color="white")  # (read above)
         sheet.paste(thumb, (x, y))
         for j, line in enumerate(lines):
             draw.text((x, y + size + 2 + j * font_px * _LINE), _fit(line, font, size), fill="black", font=font)

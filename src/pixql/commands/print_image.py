@@ -5,7 +5,7 @@ import os
 from pixql import display
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import caption
+from pixql.commands.common import caption, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Sheet
 from pixql.image_columns import check_image_paths, column_named, find_column, image_errors, pick_image_col
@@ -36,7 +36,7 @@ def run(engine, statement):
     side by side, one row of the query per row of the sheet (near-duplicate pairs)."""
     resolved, given = opt.resolve("PRINT IMAGE", statement.options, OPTIONS)
     if resolved["box_col"] is None:
-        for name in ("draw", "label_col", "on_error"):  # about boxes: passed over without them
+        for name in ("draw", "label_col"):  # about boxes: passed over without them
             if given.get(name) is not None:
                 raise OptionError(f"PRINT IMAGE: OPTIONS ({name}=...) is about the boxes drawn or cut out: name "
                                   "their column with box_col", option=name)
@@ -68,9 +68,14 @@ def run(engine, statement):
             paths.append(row[image_col])
             captions.append(caption(row, others, image_col) if k == 0 else [str(image_col)])
     columns = resolved["columns"] or (len(image_cols) if len(image_cols) > 1 else None)
-    with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=False):
-        sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns)
-    return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)])
+    skipped = [] if resolved["on_error"] == "skip" else None
+    with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=True):
+        sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped)
+    notes = [f"PRINT IMAGE: {len(skipped)} image(s) that could not be read were left out (on_error='skip'): "
+             + shown([f"row {i // len(image_cols) + 1}: {getattr(exc, 'path', None) or paths[i]}" for i, exc in skipped])
+             ] if skipped else []
+    return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
+                  messages=notes)
 
 
 def _regions(statement, frame, image_col, reader, resolved):
