@@ -156,6 +156,21 @@ def test_cached_hub_weights_load_without_network(empty_caches, tmp_path, monkeyp
     assert preprocessing["input_size"][-1] == 224
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert model.fc.out_features == 3
+    # a truncated download, another architecture's file, a tensor of another shape in its slot:
+    # refused naming the file (a traceback, or a silently random backbone, before)
+    from pixql.errors import WeightsUnavailableError
+
+    whole = (snapshot / "model.safetensors").read_bytes()
+    other = timm.create_model("convnext_atto", pretrained=False).state_dict()
+    bent = dict(source.state_dict(), **{"layer1.0.conv1.weight": torch.zeros(32, 64, 3, 3)})
+    for damage, why in ((lambda: (snapshot / "model.safetensors").write_bytes(whole[:len(whole) // 2]), "cannot be"),
+                        (lambda: save_file({k: v.contiguous() for k, v in other.items()}, snapshot / "model.safetensors"),
+                         "are not its network's"),
+                        (lambda: save_file({k: v.contiguous() for k, v in bent.items()}, snapshot / "model.safetensors"),
+                         "cannot be loaded")):
+        damage()
+        with pytest.raises(WeightsUnavailableError, match=f"cached weights of ResNet18, .*model.safetensors, {why}"):
+            create_backbone("ResNet18", num_classes=3)
 
 
 @pytest.mark.parametrize("name", ["EfficientNet_Lite0", "ResNet18", "MobileNetV3", "ConvNeXt_Tiny", "SimpleCNN"])

@@ -147,9 +147,17 @@ def create_hub_pretrained(spec, num_classes):
     if cached is not None:
         # timm loads a given file through the same path as a download (checkpoint filter,
         # classifier dropped when num_classes differs) without touching the network.
-        return timm.create_model(
-            spec.arch, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": cached}
-        )
+        try:
+            model = timm.create_model(
+                spec.arch, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": cached}
+            )
+        except Exception as e:  # a truncated download, a file of other shapes
+            raise WeightsUnavailableError(
+                f"The cached weights of {spec.name}, {cached}, cannot be loaded ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}): the file is damaged or another network's; delete it (it is "
+                f"fetched again online) or {_how_to_provide(spec.name, hub)}") from e
+        _check_cached(model, cached, spec, hub)
+        return model
     if not hub_reachable():
         raise WeightsUnavailableError(
             f"Pretrained weights for {spec.name} are not in the local cache and the model hub "
@@ -161,6 +169,28 @@ def create_hub_pretrained(spec, num_classes):
         raise WeightsUnavailableError(
             f"Could not download pretrained weights for {spec.name}: {e}. {_how_to_provide(spec.name, hub)}"
         ) from e
+
+
+def _check_cached(model, cached, spec, hub):
+    """timm loads a cached file leniently when the class count differs (keys missing or left over
+    are logged, not refused): a file of another architecture in the cache's slot would leave the
+    backbone random. Refused when over a tenth of the backbone's tensors are not in the file, or of
+    the file's are not the network's (timm's own files match all but the head)."""
+    try:
+        state = read_weights_file(cached)
+    except TrainingError as e:
+        raise WeightsUnavailableError(f"The cached weights of {spec.name} cannot be read: {e}; delete the file "
+                                      f"or {_how_to_provide(spec.name, hub)}") from e
+    own = model.state_dict()
+    head = classifier_keys(model)
+    backbone = {k for k in own if k not in head and not k.endswith("num_batches_tracked")}
+    held = {k for k in state if not k.endswith("num_batches_tracked")}
+    missing, unexpected = backbone - held, held - set(own)
+    if len(missing) > 0.1 * len(backbone) or len(unexpected) > 0.1 * max(1, len(held)):
+        raise WeightsUnavailableError(
+            f"The cached weights of {spec.name}, {cached}, are not its network's ({len(missing)} of its "
+            f"{len(backbone)} tensors missing, {len(unexpected)} of the file's not its own: another "
+            f"architecture's file?); delete it or {_how_to_provide(spec.name, hub)}")
 
 
 # --- a user's checkpoint file -------------------------------------------------------------------
