@@ -3,6 +3,7 @@
 Fast tests use the hand-made colour model `cm` (conftest.colors_db), whose embedding is the
 image's colour; real-photo tests use the ImageNet classifier's backbone."""
 
+import os
 import shutil
 
 import numpy as np
@@ -43,6 +44,25 @@ def test_convert_streams_into_a_table_and_nests_in_a_query(colors_db, monkeypatc
     rows = db.sql("SELECT label, count(*) FROM (CONVERT USING cm AS SELECT * FROM colors) "
                   "WHERE embedding IS NOT NULL GROUP BY label ORDER BY label").fetchall()
     assert rows == [("blue", 8), ("green", 8), ("red", 8)]
+
+
+def test_a_weights_file_replaced_at_its_path_is_loaded_again(colors_db, tmp_path):
+    """CONVERT USING a base with OPTIONS (weights=...): a checkpoint copied over the file gives its
+    own embeddings in the same connection (the network loaded first was kept by the path alone)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "r18.safetensors"
+    query = f"CONVERT USING timm:resnet18 OPTIONS (weights='{path}') AS SELECT image FROM colors ORDER BY image LIMIT 2"
+    vectors = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_file({k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=2).state_dict().items()},
+                  path)
+        os.utime(path, ns=(seed * 10**9, seed * 10**9))  # (the same size: told apart by its time)
+        vectors.append(np.stack(colors_db.sql(query).df().embedding))
+    assert not np.allclose(vectors[0], vectors[1], atol=1e-3)
 
 
 def test_convert_of_no_rows_keeps_the_types(colors_db):

@@ -4,6 +4,7 @@ model once per version and device)."""
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -207,7 +208,7 @@ class Catalog:
             raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision",
                               option="precision")
         if is_clip(name):
-            key = ("embedder", str(name).lower(), weights, device)
+            key = ("embedder", str(name).lower(), weights, _file_state(weights), device)
             if key not in self._loaded:
                 from pixql.ml.clip import ClipEmbedder
 
@@ -222,7 +223,7 @@ class Catalog:
         elif model:
             version = model_version(self.store.manifest(name))
         else:
-            version = f"base:{weights}"
+            version = ("base", weights, _file_state(weights))
         key = ("embedder", str(name).lower(), version, device, precision)
         if key not in self._loaded:
             classes = None
@@ -350,6 +351,18 @@ def _zero_shot_model(name, weights, classes, device):
     from pixql.ml.clip import ClipEmbedder, ZeroShot
 
     return ZeroShot(ClipEmbedder(name, weights, device), list(classes))
+
+
+def _file_state(path):
+    """(size, modification time) of a weights file or folder, None for none: a file replaced at its
+    path is loaded again, not served from the network loaded before."""
+    if path is None:
+        return None
+    try:
+        info = os.stat(os.path.expanduser(os.fspath(path)))
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def best_metric(metrics):
