@@ -216,6 +216,17 @@ def test_torchvision_weights_from_the_torch_hub_cache(db, tiny_torchvision, tmp_
                  "AS SELECT * FROM photos WHERE id = 1").df()
     boxes, scores, labels, classes = _direct(model, out.image.iloc[0])
     _same_boxes(out, boxes[:2], scores[:2], labels[:2], classes)
+    # another model's file in its place (4 classes), then the file cut short: each said as what it is
+    # (new connections: a connection keeps the detector it loaded)
+    import pixql
+
+    cached = expected / url.rsplit("/", 1)[1]
+    other = torchvision.models.get_model(TV_MODEL, weights=None, weights_backbone=None, num_classes=4)
+    torch.save(other.state_dict(), cached)
+    for why in ("holds another model's weights, or other classes", "may be truncated; copy it again"):
+        with pixql.connect(progress=False) as fresh, pytest.raises(WeightsUnavailableError, match=why):
+            fresh.sql(f"DETECT USING torchvision:{TV_MODEL} AS SELECT '{out.image.iloc[0]}' AS image")
+        cached.write_bytes(path.read_bytes()[:1000])
 
 
 def test_torchvision_names_and_wrong_weights(db, tiny_torchvision, tmp_path):
@@ -230,10 +241,18 @@ def test_torchvision_names_and_wrong_weights(db, tiny_torchvision, tmp_path):
     with pytest.raises(WeightsUnavailableError, match="other.pth"):
         db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{tmp_path}/other.pth') AS SELECT * FROM photos")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(WeightsUnavailableError, match="cannot read .*junk.pth"):
+    with pytest.raises(WeightsUnavailableError, match="Cannot read weights file .*junk.pth"):
         db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{tmp_path}/junk.pth') AS SELECT * FROM photos")
     with pytest.raises(WeightsUnavailableError, match="not found: .*nothing.pth"):
         db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{tmp_path}/nothing.pth') AS SELECT * FROM photos")
+    # a folder is said to be one (it was "not found"); a DDP training's file (module. prefixes) is read
+    with pytest.raises(WeightsUnavailableError, match="is a folder: give the checkpoint file in it"):
+        db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{tmp_path}') AS SELECT * FROM photos")
+    torch.save({"model": {f"module.{k}": v for k, v in torch.load(path, weights_only=True).items()}},
+               tmp_path / "ddp.pth")
+    same = [db.sql(f"DETECT USING torchvision:{TV_MODEL} OPTIONS (weights='{w}', threshold=0.0, max_boxes=2) "
+                   "AS SELECT * FROM photos ORDER BY id").df() for w in (path, tmp_path / "ddp.pth")]
+    assert same[0].score.tolist() == same[1].score.tolist()
 
 
 @pytest.mark.parametrize("model", ["yolos", "torchvision"])

@@ -157,7 +157,7 @@ class Catalog:
         from pixql.tasks import DETECTION
 
         if pretrained_detectors.is_pretrained(name):
-            key = ("detector", str(name).lower(), weights, device)
+            key = ("detector", str(name).lower(), weights, _file_state(weights), device)
             if key not in self._loaded:
                 self._loaded[key] = pretrained_detectors.load(name, weights, device)
             detector = self._loaded[key]

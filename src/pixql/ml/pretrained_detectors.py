@@ -235,32 +235,30 @@ def _from_hub_cache(name, default):
         # so torch.hub reads it and fetches nothing
         return torchvision.models.get_model(name, weights="DEFAULT")
     except Exception as exc:
+        from pixql.errors import TrainingError
+        from pixql.ml.weights import read_weights_file
+
+        try:  # a whole file of tensors that do not fit is another model's; else it is damaged
+            read_weights_file(path)
+            why = f"it holds another model's weights, or other classes': put {name}'s own file there"
+        except TrainingError:
+            why = "the file may be truncated; copy it again"
         raise WeightsUnavailableError(
-            f"cannot load torchvision:{name}'s weights from {path} ({type(exc).__name__}: {_short(exc)}): the "
-            "file may be truncated; copy it again", path=path) from None
+            f"cannot load torchvision:{name}'s weights from {path} ({type(exc).__name__}: {_short(exc)}): "
+            f"{why}", path=path) from None
 
 
 def _from_file(name, weights, num_classes):
-    import torch
     import torchvision
 
-    path = os.path.expanduser(str(weights))
-    if not os.path.isfile(path):
-        raise WeightsUnavailableError(f"torchvision:{name} weights file not found: {path}", path=path)
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    from pixql.errors import TrainingError
+    from pixql.ml.weights import read_weights_file
 
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"cannot read torchvision:{name} weights from {path} ({type(exc).__name__}: {_short(exc)}): give a "
-            "state dict saved with torch.save(model.state_dict(), file) or safetensors", path=path) from None
-    for key in ("model", "state_dict"):  # a training checkpoint holding the state dict
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+    path = os.path.expanduser(str(weights))
+    try:  # (one reader of a user's checkpoint: wrappers, DDP prefixes, a folder, a pickled model said as such)
+        state = read_weights_file(path)
+    except TrainingError as exc:
+        raise WeightsUnavailableError(f"torchvision:{name}: {exc}", path=path) from None
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes)
     try:
         model.load_state_dict(state)
