@@ -102,6 +102,11 @@ def test_clip_messages(colors_db, tiny_clip, tmp_path):
     assert len(str(info.value)) < 600
     with pytest.raises(WeightsUnavailableError, match="is a folder: give the checkpoint file in it"):
         db.sql(f"CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{tmp_path}') AS SELECT * FROM colors")
+    # a whole pickled model: said plainly (torch's own text, in terminal colours, advised unpickling it)
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pth")
+    with pytest.raises(WeightsUnavailableError, match="a whole pickled model\\?\\), and pixql unpickles no code") as info:
+        db.sql(f"CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{tmp_path / 'whole.pth'}') AS SELECT * FROM colors")
+    assert "\x1b" not in str(info.value) and "weights_only=False" not in str(info.value)
     with pytest.raises(WeightsUnavailableError, match="Offline without CLIP: keyword search"):
         db.sql("CONVERT USING clip AS SELECT * FROM colors")
     with pytest.raises(CatalogError, match="no CLIP model 'Nope'"):

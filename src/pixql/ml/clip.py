@@ -6,6 +6,8 @@ to provide them when they are missing (no installed package ships CLIP weights).
 """
 
 import os
+import pickle
+import re
 
 import numpy as np
 import torch
@@ -90,7 +92,10 @@ class ClipEmbedder(Embedder):
             clip_model = open_clip.create_model(model_name, pretrained=path)
         except Exception as exc:  # a file of another model, or not a checkpoint at all
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # (not every key of the model)
-            what = f"its tensors are not {model_name}'s" if "state_dict" in first else first[:300]
+            what = f"its tensors are not {model_name}'s" if "state_dict" in first else \
+                re.sub(r"\x1b\[[0-9;]*m", "", first)[:300]  # (torch's text has terminal colours)
+            if isinstance(exc, pickle.UnpicklingError):  # torch's advice (weights_only=False) is not taken
+                what = "it is no checkpoint of tensors (a whole pickled model?), and pixql unpickles no code"
             raise WeightsUnavailableError(f"cannot load CLIP {model_name} from {path}: {what}; give the checkpoint "
                                           f"open_clip saves for {model_name}") from exc
         self.tokenizer = open_clip.get_tokenizer(model_name)
