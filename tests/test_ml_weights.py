@@ -92,7 +92,8 @@ def _resnet18_file(tmp_path, name="resnet18.safetensors", nest=None):
     return path, state
 
 
-@pytest.mark.parametrize("name, nest", [("resnet18.safetensors", None), ("resnet18.pth", "state_dict")])
+@pytest.mark.parametrize("name, nest", [("resnet18.safetensors", None), ("resnet18.pth", "state_dict"),
+                                        ("resnet18.pt", None)])  # (a safetensors file named .pt: read by its bytes)
 def test_weights_file_sets_the_backbone(tmp_path, name, nest):
     path, state = _resnet18_file(tmp_path, name, nest)
     rows = make_color_images(tmp_path / "img", per_class=6)

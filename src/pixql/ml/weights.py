@@ -207,7 +207,7 @@ def read_weights_file(path):
     if not os.path.isfile(path):
         raise TrainingError(f"Weights file not found: {path}")
     try:
-        if path.endswith(".safetensors"):
+        if path.endswith(".safetensors") or _looks_safetensors(path):  # (one named .pt, .bin: by its bytes)
             from safetensors.torch import load_file
 
             state = load_file(path, device="cpu")
@@ -229,6 +229,13 @@ def read_weights_file(path):
     if not tensors:
         raise TrainingError(f"Weights file {path} holds no tensors (expected a state dict)")
     return clean_state_dict(tensors)
+
+
+def _looks_safetensors(path):
+    """A safetensors file by its first bytes: an 8-byte little-endian header length, then '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < os.path.getsize(path)
 
 
 def load_backbone(model, state_dict, source):
