@@ -409,3 +409,14 @@ def test_a_batch_of_one_image_trains_where_the_batch_norms_keep_their_statistics
         db.sql("BUILD MODEL c USING EfficientNet_Lite0 OPTIONS (pretrained=false, image_size=64, batch_size=1) "
                "AS SELECT * FROM colors")
     assert info.value.option == "batch_size" and not db.engine.store.exists("c")
+
+
+def test_uneven_classes_are_said(db):
+    """A class with few rows, or far fewer than another, is answered seldom and an accuracy over all
+    rows hides it: BUILD says so (it said nothing); even classes get no such note."""
+    even = db.sql("BUILD MODEL even OPTIONS (train_mode='linear') AS SELECT * FROM colors")
+    assert not any("uneven" in m for m in even.messages)
+    uneven = db.sql("BUILD MODEL uneven OPTIONS (train_mode='linear') AS SELECT * FROM colors "
+                    "WHERE label = 'red' OR image = (SELECT min(image) FROM colors WHERE label = 'blue')")
+    assert any("the classes are uneven: 'blue' has 1 training row(s) against 8 for 'red'" in m
+               for m in uneven.messages)

@@ -95,6 +95,26 @@ def fit(engine, statement):
                   init=(manifest, state))
 
 
+UNEVEN = 10  # a class with this many times fewer training rows than the largest: said
+FEW_ROWS = 5  # ... or with fewer rows than this
+
+
+def _uneven(keyword, labels):
+    """A note when a class has few training rows, or far fewer than another: a model learns to
+    answer it rarely, and an accuracy over all rows hides that."""
+    import collections
+
+    counts = collections.Counter(str(label) for label in labels).most_common()
+    if len(counts) < 2:
+        return []
+    (top, most), (least_name, least) = counts[0], counts[-1]
+    if least >= FEW_ROWS and most < UNEVEN * least:
+        return []
+    return [f"{keyword}: the classes are uneven: '{least_name}' has {least} training row(s) against {most} for "
+            f"'{top}': the model will seldom answer '{least_name}', and its accuracy over all rows hides that; "
+            "more photos of the small classes help, and EVALUATE's recall per class shows it"]
+
+
 def lineage(statement, parent):
     """A FIT MODEL's record of the model it went on from (`parent`: that model's manifest): its
     name and weights, and how it was made, back to the first BUILD (FIT MODEL m USING m OPTIONS
@@ -207,6 +227,8 @@ def _train(engine, statement, resolved, given, base, task, init):
                            "a class of its own with no text")
                         + f"; if that is not meant, write e.g. NULLIF(lower(trim({label_col})), '') AS "
                         f"{label_col} in the query (NULL leaves a row out)")
+    if task.name == "classification" and init is None:
+        messages += _uneven(statement.keyword, labels)
     shared = set(map(str, paths)) & set(map(str, val_paths or []))
     if shared:  # a validation set that overlaps the training rows measures memory, not skill
         messages.append(f"{statement.keyword}: {len(shared)} of the {len(val_paths)} validation rows' images are "
