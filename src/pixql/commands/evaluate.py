@@ -96,12 +96,38 @@ def run(engine, statement):
     if unknown:
         messages.append(f"EVALUATE: {len(unknown)} label(s) in '{label_col}' are not classes of model "
                         f"'{statement.model}' (it never predicts them): {shown(unknown)}")
+    if not reader.active:
+        messages += _trained_on(engine, statement.model, manifest, frame[image_col])
     out, confusion = task.evaluate(frame, truth, probs, classes, unknown, resolved["output"], threshold)
     info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,
             "image_col": image_col, "rows": len(frame), "skipped_null_labels": skipped, "confusion": confusion}
     figures = [] if confusion is None or not len(confusion) else [Confusion(confusion, statement.model)]
     types = {**query_types, **task.error_columns} if resolved["output"] == "errors" else None
     return Result(statement, frame=out, info=info, messages=messages, figures=figures, column_types=types)
+
+
+def _trained_on(engine, name, manifest, images):
+    """A note when photos scored are ones the model was trained on (a linear model keeps its
+    training photos' digests, for FIT): its accuracy on them is memory, not what it does on new
+    photos (97.5% on its own rows against 88% held out, on a QA pass's photos)."""
+    from pixql.errors import StoreError
+
+    if not manifest.get("rows_sha256"):
+        return []
+    try:
+        rows = engine.catalog.store.load_rows(name, manifest)
+    except StoreError:
+        return []
+    if rows is None or "digests" not in rows:
+        return []
+    from pixql.ml.embedding_cache import file_digest
+
+    kept = {bytes(d) for d in rows["digests"]}
+    seen = [file_digest(path) in kept for path in images if not is_null(path)]
+    if not any(seen):
+        return []
+    return [f"EVALUATE: {sum(seen)} of the {len(seen)} rows' photos are ones '{name}' was trained on: the scores "
+            "overstate what it does on new photos; evaluate on rows BUILD did not see"]
 
 
 def _detector(engine, statement, resolved, given):
