@@ -420,3 +420,21 @@ def test_uneven_classes_are_said(db):
                     "WHERE label = 'red' OR image = (SELECT min(image) FROM colors WHERE label = 'blue')")
     assert any("the classes are uneven: 'blue' has 1 training row(s) against 8 for 'red'" in m
                for m in uneven.messages)
+
+
+def test_identical_photos_under_two_labels_or_in_both_splits_are_said(db, tmp_path):
+    """By the photos' bytes, not their paths: a copy of a photo under another label teaches the
+    model both; a copy among the validation rows makes the validation metric memory."""
+    import shutil
+
+    first, second = [r[0] for r in db.sql("SELECT image FROM colors WHERE label = 'red' ORDER BY image LIMIT 2").fetchall()]
+    shutil.copy(first, tmp_path / "copy_a.png")
+    shutil.copy(second, tmp_path / "copy_b.png")
+    built = db.sql(f"BUILD MODEL twice OPTIONS (train_mode='linear', validation='SELECT ''{tmp_path / 'copy_b.png'}'' "
+                   f"AS image, ''red'' AS label') AS SELECT * FROM colors UNION ALL "
+                   f"SELECT '{tmp_path / 'copy_a.png'}', 'blue'")
+    assert any("1 photo(s) are in the training rows under two or more labels" in m and "copy_a.png as 'blue'" in m
+               for m in built.messages)
+    assert any("1 validation photo(s) are copies of training photos under other paths" in m for m in built.messages)
+    clean = db.sql("BUILD MODEL once OPTIONS (train_mode='linear') AS SELECT * FROM colors")
+    assert not any("identical" in m or "copies" in m for m in clean.messages)

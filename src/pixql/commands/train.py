@@ -115,6 +115,30 @@ def _uneven(keyword, labels):
             "more photos of the small classes help, and EVALUATE's recall per class shows it"]
 
 
+def _same_photos(keyword, paths, labels, val_paths):
+    """Notes on identical photos under other paths (by their bytes): one photo under two labels
+    in the training rows (the model is taught both), and validation photos that are training
+    photos (the validation metric measures memory); a path shared is said apart, by path."""
+    from pixql.ml.embedding_cache import file_digest
+
+    labelled = {}
+    for path, label in zip(paths, labels):
+        labelled.setdefault(file_digest(path), {}).setdefault(str(label), path)
+    labelled.pop(None, None)  # (unreadable: said where the image is read)
+    torn = [named for named in labelled.values() if len(named) > 1]
+    notes = []
+    if torn:
+        example = ", ".join(f"{p} as '{label}'" for label, p in list(torn[0].items())[:2])
+        notes.append(f"{keyword}: {len(torn)} photo(s) are in the training rows under two or more labels (identical "
+                     f"files: {example}); SEARCH IMAGE ... OPTIONS (search_by='duplicates') lists such pairs")
+    trained = {str(p) for p in paths}
+    copies = [p for p in (val_paths or []) if str(p) not in trained and file_digest(p) in labelled]
+    if copies:
+        notes.append(f"{keyword}: {len(copies)} validation photo(s) are copies of training photos under other paths "
+                     f"(e.g. {copies[0]}): the validation metric overstates what the model does on new photos")
+    return notes
+
+
 def lineage(statement, parent):
     """A FIT MODEL's record of the model it went on from (`parent`: that model's manifest): its
     name and weights, and how it was made, back to the first BUILD (FIT MODEL m USING m OPTIONS
@@ -229,6 +253,7 @@ def _train(engine, statement, resolved, given, base, task, init):
                         f"{label_col} in the query (NULL leaves a row out)")
     if task.name == "classification" and init is None:
         messages += _uneven(statement.keyword, labels)
+        messages += _same_photos(statement.keyword, paths, labels, val_paths)
     shared = set(map(str, paths)) & set(map(str, val_paths or []))
     if shared:  # a validation set that overlaps the training rows measures memory, not skill
         messages.append(f"{statement.keyword}: {len(shared)} of the {len(val_paths)} validation rows' images are "
