@@ -112,4 +112,16 @@ def test_a_folder_of_another_model_or_missing_tensors_is_refused_not_run_at_rand
     transformers.YolosImageProcessor().save_pretrained(yolos)
     with pytest.raises(WeightsUnavailableError, match="yolos does not hold SAM weights: its config is a yolos model's"):
         db.sql(f"SEGMENT USING sam OPTIONS (box_col='box', weights='{yolos}') AS SELECT * FROM items")
+    # another model's processor beside SAM's network: read from processor_config.json too, which a
+    # processor's save_pretrained writes in transformers 5 (preprocessor_config.json alone was read)
+    import json
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_sam, mixed)
+    written = [name for name in ("processor_config.json", "preprocessor_config.json") if (mixed / name).exists()]
+    config = json.loads((mixed / written[0]).read_text())
+    (config.get("image_processor") or config)["image_processor_type"] = "YolosImageProcessor"
+    (mixed / written[0]).write_text(json.dumps(config))
+    with pytest.raises(WeightsUnavailableError, match="mixed does not hold SAM weights: its preprocessor is a Yolos"):
+        db.sql(f"SEGMENT USING sam OPTIONS (box_col='box', weights='{mixed}') AS SELECT * FROM items")
     assert db.sql("SELECT count(*) FROM items").fetchone()[0] == 3

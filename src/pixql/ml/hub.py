@@ -26,7 +26,8 @@ def load(model_class, processor_class, source, what, offline_alternative):
     folder = os.path.isdir(os.path.expanduser(source))
     if not folder and os.path.isfile(os.path.expanduser(source)):
         raise WeightsUnavailableError(f"{what} weights {source} is a file: give the folder save_pretrained wrote "
-                                      "(config.json, model.safetensors, preprocessor_config.json)")
+                                      "(config.json, model.safetensors, and the processor's "
+                                      "preprocessor_config.json or processor_config.json)")
     if not folder and (os.sep in source and not _looks_like_hub_id(source)):
         raise WeightsUnavailableError(f"{what} weights folder not found: {source}")
     source = os.path.expanduser(source) if folder else source
@@ -81,15 +82,21 @@ def _refuse_another_model(model, processor, info, source, what, model_class, pro
 
 
 def _declared_processor(source):
-    """The image processor class a save_pretrained folder's preprocessor_config.json names, or None."""
+    """The image processor class a save_pretrained folder names, or None: in its
+    preprocessor_config.json, or (a processor's save_pretrained in transformers 5) under
+    "image_processor" in its processor_config.json."""
     import json
 
-    try:
-        with open(os.path.join(source, "preprocessor_config.json")) as f:
-            config = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return config.get("image_processor_type") or config.get("feature_extractor_type")
+    for name, part in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        try:
+            with open(os.path.join(source, name)) as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            continue
+        config = config.get(part) if part else config
+        if isinstance(config, dict) and (config.get("image_processor_type") or config.get("feature_extractor_type")):
+            return config.get("image_processor_type") or config.get("feature_extractor_type")
+    return None
 
 
 def _looks_like_hub_id(source):
