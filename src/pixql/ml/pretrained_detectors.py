@@ -20,7 +20,7 @@ part of the picture).
 
 import os
 
-from pixql.errors import CatalogError, WeightsUnavailableError
+from pixql.errors import CatalogError, TrainingError, WeightsUnavailableError
 
 YOLOS_DEFAULT = "hustvl/yolos-small"
 NAMES = ("yolos", "yolos:<hub id>", "torchvision:<model>")
@@ -235,7 +235,6 @@ def _from_hub_cache(name, default):
         # so torch.hub reads it and fetches nothing
         return torchvision.models.get_model(name, weights="DEFAULT")
     except Exception as exc:
-        from pixql.errors import TrainingError
         from pixql.ml.weights import read_weights_file
 
         try:  # a whole file of tensors that do not fit is another model's; else it is damaged
@@ -251,7 +250,6 @@ def _from_hub_cache(name, default):
 def _from_file(name, weights, num_classes):
     import torchvision
 
-    from pixql.errors import TrainingError
     from pixql.ml.weights import read_weights_file
 
     path = os.path.expanduser(str(weights))
