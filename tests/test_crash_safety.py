@@ -123,10 +123,15 @@ def test_kill_9_during_build_keeps_the_previous_model(shop, tmp_path, phase):
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------
+# A child hears Ctrl-C as a terminal's foreground job does, however the suite was started: a shell
+# hands a job run in the background (`make test &`) SIGINT ignored, and Python then never raises
+# KeyboardInterrupt (these tests failed so, the statements running to their end)
+HEARS_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+
 def _pixql(*args):
     """The `pixql` command as a subprocess in its own session, as a terminal runs it; stderr
     is collected by a thread so that the test can watch the progress."""
-    proc = subprocess.Popen([sys.executable, "-c", "from pixql.cli import main; main()", *args],
+    proc = subprocess.Popen([sys.executable, "-c", f"{HEARS_CTRL_C}; from pixql.cli import main; main()", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     proc.err = []
     thread = threading.Thread(target=lambda: proc.err.extend(iter(proc.stderr.readline, "")), daemon=True)
@@ -242,7 +247,7 @@ def test_corrupted_model_files_are_a_message_and_the_model_can_be_dropped(shop, 
         assert len(db.sql("PREDICT USING cm AS SELECT * FROM colors").df()) == 80
 
 
-API_CHILD = """
+API_CHILD = HEARS_CTRL_C + """
 import sys, pixql
 db = pixql.connect(sys.argv[1], progress=False)
 db.sql("CREATE TABLE kept AS SELECT 1 AS x")
@@ -258,7 +263,7 @@ print(db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'").fe
 """
 
 
-QUERY_CHILD = """
+QUERY_CHILD = HEARS_CTRL_C + """
 import sys, time, pixql
 from PIL import Image
 Image.new("RGB", (32, 32), "red").save(sys.argv[3])
