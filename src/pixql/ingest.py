@@ -82,7 +82,8 @@ def copy_target(con, table):
     *where, name = name_parts(table)
     where = [w.lower() for w in where]
     if where in ([], ["temp"], ["temp", "main"]) and con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)", [name]).fetchall()[0][0]:
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)",
+            [name]).fetchall()[0][0]:
         return True, True
     return table_exists(con, table, where_created=True), where[:1] == ["temp"]
 
@@ -544,15 +545,19 @@ def _first_ragged(path, delimiter, encoding):
     return header, None, None
 
 
+def _opener(path):
+    """open(), or gzip's for a .gz file (DuckDB's readers decompress it by its ending too)."""
+    import gzip
+
+    return gzip.open if path.suffix.lower() == ".gz" else open
+
+
 @contextlib.contextmanager
 def _text_lines(path, encoding):
     """A CSV's lines as text, for csv.reader: a .gz's by gzip, a .zst's by DuckDB's own reader
     (Python has no zstd before 3.14) in batches, one line a row; any other's as the file."""
-    import gzip
-
     if path.suffix.lower() != ".zst":
-        opener = gzip.open if path.suffix.lower() == ".gz" else open
-        with opener(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
+        with _opener(path)(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
             yield f
         return
     import duckdb
@@ -597,11 +602,9 @@ def _looks_utf16(path):
 def _mixed_line_ends(path, size=1 << 20):
     """Whether a CSV's first `size` bytes end some lines with CRLF and others with LF alone (a
     Windows file edited elsewhere), which DuckDB's sniffer cannot read."""
-    import gzip
-
     if path.suffix.lower() == ".zst":
         return False  # (read as it comes: a sniffer's failure is then explained by _read_error)
-    with (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb") as f:
+    with _opener(path)(path, "rb") as f:
         head = f.read(size)
     return b"\r\n" in head and re.search(rb"(?<!\r)\n", head) is not None
 

@@ -18,6 +18,7 @@ from pixql.errors import ArgumentError, DataError, OptionError, SqlError, is_int
 from pixql.sql import nested_statements
 from pixql.sql.statements import in_place, spliced
 
+
 def in_memory(database):
     """Whether DuckDB keeps `database` in memory: none, ':memory:' or a named one (':memory:shop',
     which the process's connections of that name share) rather than a file."""
@@ -414,9 +415,9 @@ class Session:
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
                 "AND lower(table_name) = lower(?)", [database, schema, table.name]).fetchall()[0][0] > 0
 
-        current, schema = self.duckdb.execute("SELECT current_database(), current_schema()").fetchall()[0]
         if table.database is not None:
             return table
+        current, schema = self.duckdb.execute("SELECT current_database(), current_schema()").fetchall()[0]
         if table.schema is not None:
             places = [(current, table.schema), (table.schema, "main")]
         else:

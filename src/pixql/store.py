@@ -78,6 +78,11 @@ def _fsync_dir(path):
             os.close(fd)
 
 
+def _set_aside_key(folder):
+    """The model key of a folder in .trash/ or .tmp/, named `<key>--<uuid>` by save() and drop()."""
+    return folder.name.split("--", 1)[0]
+
+
 def _checked(manifest, required):
     """A manifest read from JSON, or ValueError saying why it is none (a JSON list, keys missing)."""
     if not isinstance(manifest, dict):
@@ -152,7 +157,7 @@ class ModelStore:
         """Finish or undo what a crashed writer left (called under the lock)."""
         if self._trash.is_dir():
             for old in self._trash.iterdir():
-                key = old.name.split("--", 1)[0]
+                key = _set_aside_key(old)
                 if not (self.root / key).exists() and (old / MANIFEST).exists():
                     os.rename(old, self.root / key)  # crash between the renames: put it back
                 else:
@@ -175,7 +180,7 @@ class ModelStore:
         """{model key: its complete folder in .trash/}: what a crashed overwrite set aside."""
         if not self._trash.is_dir():
             return {}
-        return {old.name.split("--", 1)[0]: old for old in sorted(self._trash.iterdir()) if (old / MANIFEST).is_file()}
+        return {_set_aside_key(old): old for old in sorted(self._trash.iterdir()) if (old / MANIFEST).is_file()}
 
     def exists(self, name):
         return (self.path(name) / MANIFEST).is_file()
@@ -245,9 +250,9 @@ class ModelStore:
         if not self.root.is_dir():
             return []
         out = []
-        folders = {c.name: c for c in sorted(self.root.iterdir()) if not c.name.startswith(".") and c.is_dir()}
+        folders = {c.name: c for c in self.root.iterdir() if not c.name.startswith(".") and c.is_dir()}
         if self.read_only:  # (see path(): a version set aside by a crashed overwrite, under its own name)
-            folders = {**{key: old for key, old in self._aside().items()}, **folders}
+            folders = {**self._aside(), **folders}
         for name, folder in sorted(folders.items()):
             try:
                 manifest = _checked(json.loads((folder / MANIFEST).read_text()), self.required)

@@ -71,9 +71,9 @@ def run(engine, statement):
     skipped = [] if resolved["on_error"] == "skip" else None
     with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=True):
         sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped)
-    notes = [f"PRINT IMAGE: {len(skipped)} image(s) that could not be read were left out (on_error='skip'): "
-             + shown([f"row {i // len(image_cols) + 1}: {getattr(exc, 'path', None) or paths[i]}" for i, exc in skipped])
-             ] if skipped else []
+    left = [f"row {i // len(image_cols) + 1}: {getattr(exc, 'path', None) or paths[i]}" for i, exc in skipped or []]
+    notes = [f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
+             f"{shown(left)}"] if left else []
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
                   messages=notes)
 
