@@ -337,6 +337,18 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     assert any(f"{reds} earlier row(s) are validation rows now and were left out of training" in m
                for m in held.messages)
 
+    # a model built with a share held out is continued the same way, unless told otherwise
+    db.sql("BUILD MODEL lin_q USING EfficientNet_Lite0 OPTIONS (validation=0.25) AS SELECT * FROM colors")
+    assert db.engine.store.manifest("lin_q")["validation_rows"] == 4
+    fitted = db.sql("FIT MODEL lin_q2 USING lin_q AS SELECT * FROM colors")
+    assert fitted.df().loc[0, "validation_rows"] == 4 and fitted.df().loc[0, "train_rows"] == 12
+    assert any("validation=0.25 as 'lin_q' was trained with (OPTIONS (validation=0) trains on every row)" in m
+               for m in fitted.messages)
+    assert db.sql("FIT MODEL lin_q3 USING lin_q2 AS SELECT * FROM colors").df().loc[0, "validation_rows"] == 4
+    every = db.sql("FIT MODEL lin_q4 USING lin_q OPTIONS (validation=0) AS SELECT * FROM colors")
+    assert every.df().loc[0, "validation_rows"] == 0 and every.df().loc[0, "train_rows"] == 16
+    assert not any("as 'lin_q' was trained with" in m for m in every.messages)
+
     # The cache may be deleted at any time: the model's own copy of its rows' embeddings is used.
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "empty-cache"))
     result = db.sql("FIT MODEL lin3 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")

@@ -446,7 +446,7 @@ def test_an_earlier_predict_error_does_not_replace_a_later_sql_error(colors_db):
 
 @pytest.mark.parametrize("options, message", [
     ("learning_rate=0", "must be greater than 0, got 0"),
-    ("validation=1.5", "strictly between 0 and 1, or a query or a table name, got 1.5"),
+    ("validation=1.5", "at least 0 and less than 1, or a query or a table name, got 1.5"),
     ("batch_size=0", "must be at least 1, got 0"),
 ])
 def test_option_bounds_say_what_is_allowed(colors_db, options, message):

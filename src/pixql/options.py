@@ -24,7 +24,7 @@ class Option:
     choices: tuple = ()
     low: float = None
     high: float = None
-    open: bool = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1
+    open: bool | str = False  # bounds exclusive: 0 < x < 1 rather than 0 <= x <= 1; 'high': 0 <= x < 1
     hint: str = ""  # what else the option takes, for the message (validation: 'or a query')
     # (choice, other option, value): the choice means that value; the other given otherwise is refused
     implies: tuple = ()
@@ -102,11 +102,14 @@ def _bound(value):
 def _check_bounds(keyword, raw_name, value, spec):
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    too_low = spec.low is not None and (value <= spec.low if spec.open else value < spec.low)
-    too_high = spec.high is not None and (value >= spec.high if spec.open else value > spec.high)
+    open_low, open_high = spec.open is True, bool(spec.open)
+    too_low = spec.low is not None and (value <= spec.low if open_low else value < spec.low)
+    too_high = spec.high is not None and (value >= spec.high if open_high else value > spec.high)
     if too_low or too_high:
         low, high = (_bound(b) for b in (spec.low, spec.high))
-        if spec.low is not None and spec.high is not None:
+        if spec.low is not None and spec.high is not None and open_low != open_high:
+            want = f"at least {low} and less than {high}"
+        elif spec.low is not None and spec.high is not None:
             word = "strictly " if spec.open else ""
             want = f"{word}between {low} and {high}"
         elif spec.low is not None:

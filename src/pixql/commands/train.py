@@ -28,7 +28,7 @@ BUILD_OPTIONS = {
     "pretrained": opt.flag(True),
     "weights": opt.text(),
     "seed": opt.integer(0, low=0),  # numpy's generators take no negative seed
-    "validation": opt.Option((float, str), None, low=0, high=1, open=True, hint=", or a query or a table name"),
+    "validation": opt.Option((float, str), None, low=0, high=1, open="high", hint=", or a query or a table name"),
     "train_mode": opt.text("auto", ("auto", "linear", "finetune", "top")),
     "optimizer": opt.text("adamw", ("adamw", "sgd", "rmsprop")),
     "weight_decay": opt.number(None, low=0),
@@ -83,16 +83,24 @@ def fit(engine, statement):
         raise CatalogError(f"{statement.source_model.lower()} is built in and cannot be trained further; "
                            "use BUILD MODEL")
     manifest, state = engine.catalog.store.load(statement.source_model)
-    # Unset options fall back to what the source model was trained with.
+    # Unset options fall back to what the source model was trained with; its validation too, so
+    # that FIT MODEL measures as its model was measured (validation=0 trains on every row).
     for key in ("image_col", "label_col"):
         if key not in given:
             resolved[key] = manifest.get(key, resolved[key])
+    parent_validation = ((manifest.get("options") or {}).get("given") or {}).get("validation")
+    notes = []
+    if "validation" not in given and parent_validation not in (None, 0):
+        resolved["validation"] = given["validation"] = parent_validation  # (recorded: its FIT inherits it too)
+        notes.append(f"validation={opt.sql_text(parent_validation)} as '{statement.source_model}' was "
+                     "trained with (OPTIONS (validation=0) trains on every row)")
     if task_of(manifest).name == "detection":
         for key, value in (manifest.get("boxes") or {}).items():
             resolved[key] = resolved[key] if key in given else value
-        return _train_detector(engine, statement, resolved, given, manifest["base"], init=(manifest, state))
+        return _train_detector(engine, statement, resolved, given, manifest["base"], init=(manifest, state),
+                               notes=notes)
     return _train(engine, statement, resolved, given, base=manifest["base"], task=task_of(manifest),
-                  init=(manifest, state))
+                  init=(manifest, state), notes=notes)
 
 
 UNEVEN = 10  # a class with this many times fewer training rows than the largest: said
@@ -177,7 +185,7 @@ def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
     return items, labels, image_col, label_col, null_labels, no_path
 
 
-def _train(engine, statement, resolved, given, base, task, init):
+def _train(engine, statement, resolved, given, base, task, init, notes=()):
     from pixql.ml.cache_folder import cache_root
     from pixql.ml.cached_linear import build_from_cache
     from pixql.ml.trained import TrainConfig, refused_options
@@ -240,7 +248,7 @@ def _train(engine, statement, resolved, given, base, task, init):
 
                 trained = train_classifier(paths, labels, config, val_paths=val_paths, val_labels=val_labels)
 
-    messages = followed + reader.message(statement.keyword)
+    messages = [*(f"{statement.keyword}: {note}" for note in notes), *followed, *reader.message(statement.keyword)]
     if val_null_labels:  # (the training query's are counted in the result row)
         messages.append(f"{statement.keyword}: {val_null_labels} row(s) of the validation query with a NULL label in "
                         f"'{label_col}' were left out")
@@ -356,7 +364,7 @@ def _train(engine, statement, resolved, given, base, task, init):
     }, messages, RESULT_TYPES)
 
 
-def _train_detector(engine, statement, resolved, given, base, init):
+def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     """BUILD MODEL ... OPTIONS (task='detection', box_col, label_col): torchvision's Faster R-CNN on
     the base's backbone (ml/detect.py), trained on the query's true boxes, one row per box."""
     from pixql.ml.detect import DEFAULT_EPOCHS, run_detector, train_detector
@@ -376,13 +384,13 @@ def _train_detector(engine, statement, resolved, given, base, init):
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
-    notes = []
+    notes = list(notes)
     photos, boxes, labels, classes, left_out, image_col, label_col = truth(frame, resolved, "the query", classes,
                                                                            notes=notes)
     DETECTION.check_classes(classes)
     validate, val_photos = None, []
     validation = resolved["validation"]
-    if validation is not None:
+    if validation:  # (0: none)
         if isinstance(validation, str):
             query = validation if validation.strip().lower().startswith(("select", "with", "from", "(")) \
                 else engine.session.table_query(validation, "validation")
