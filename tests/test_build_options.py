@@ -348,6 +348,13 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     every = db.sql("FIT MODEL lin_q4 USING lin_q OPTIONS (validation=0) AS SELECT * FROM colors")
     assert every.df().loc[0, "validation_rows"] == 0 and every.df().loc[0, "train_rows"] == 16
     assert not any("as 'lin_q' was trained with" in m for m in every.messages)
+    db.sql("CREATE TABLE held AS SELECT * FROM colors LIMIT 4")
+    db.sql("BUILD MODEL lin_t USING EfficientNet_Lite0 OPTIONS (validation='held') AS SELECT * FROM colors")
+    db.sql("DROP TABLE held")
+    with pytest.raises(OptionError, match="there is no table 'held'.*'lin_t' was validated on 'held', which FIT "
+                                          "MODEL does too unless OPTIONS \\(validation=...\\) says otherwise"):
+        db.sql("FIT MODEL lin_t2 USING lin_t AS SELECT * FROM colors")
+    assert not db.engine.store.exists("lin_t2")
 
     # The cache may be deleted at any time: the model's own copy of its rows' embeddings is used.
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "empty-cache"))

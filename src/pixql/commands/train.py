@@ -97,10 +97,18 @@ def fit(engine, statement):
     if task_of(manifest).name == "detection":
         for key, value in (manifest.get("boxes") or {}).items():
             resolved[key] = resolved[key] if key in given else value
-        return _train_detector(engine, statement, resolved, given, manifest["base"], init=(manifest, state),
-                               notes=notes)
-    return _train(engine, statement, resolved, given, base=manifest["base"], task=task_of(manifest),
-                  init=(manifest, state), notes=notes)
+    try:
+        if task_of(manifest).name == "detection":
+            return _train_detector(engine, statement, resolved, given, manifest["base"], init=(manifest, state),
+                                   notes=notes)
+        return _train(engine, statement, resolved, given, base=manifest["base"], task=task_of(manifest),
+                      init=(manifest, state), notes=notes)
+    except OptionError as error:
+        if notes and error.option == "validation":  # the query the user did not write is what failed
+            raise OptionError(f"{error.args[0]} ('{statement.source_model}' was validated on "
+                              f"{opt.sql_text(parent_validation)}, which FIT MODEL does too unless OPTIONS "
+                              "(validation=...) says otherwise)", option="validation") from error
+        raise
 
 
 UNEVEN = 10  # a class with this many times fewer training rows than the largest: said
