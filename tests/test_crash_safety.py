@@ -140,13 +140,15 @@ def _pixql(*args):
     return proc
 
 
-@pytest.mark.parametrize("statement, progress", [
+@pytest.mark.parametrize("statement, progress, stop", [
     # 80 images: DataLoader worker processes decode them; Ctrl-C reaches them too
     ("BUILD MODEL cm USING SimpleCNN OPTIONS (pretrained=false, overwrite=true, epochs=50) "
-     "AS SELECT * FROM colors", "epoch 2/50"),
-    ("CREATE TABLE p AS PREDICT USING cm AS SELECT c.* FROM colors c, range(500)", "predict:"),
+     "AS SELECT * FROM colors", "epoch 2/50", "ctrl-c"),
+    ("CREATE TABLE p AS PREDICT USING cm AS SELECT c.* FROM colors c, range(500)", "predict:", "ctrl-c"),
+    # kill, timeout or a scheduler: SIGTERM to the process alone, which stops as Ctrl-C does
+    ("CREATE TABLE p AS PREDICT USING cm AS SELECT c.* FROM colors c, range(500)", "predict:", "sigterm"),
 ])
-def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(shop, tmp_path, statement, progress):
+def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(shop, tmp_path, statement, progress, stop):
     root = tmp_path / "shop.duckdb.models"
     before = model_files(root)
     proc = _pixql("--db", str(shop), "-c", statement)
@@ -156,16 +158,20 @@ def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(shop, tmp_path,
             assert proc.poll() is None, "".join(proc.err)
             assert time.monotonic() < deadline, "no progress shown"
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+        else:
+            proc.terminate()
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     proc.err_thread.join(timeout=10)
     out, err = proc.stdout.read(), "".join(proc.err)
-    assert proc.returncode == 130, err
-    assert re.split(r"[\r\n]+", err.strip())[-1] == INTERRUPTED  # (progress bars redraw with \r)
-    assert err.count(INTERRUPTED) == 1 and "Traceback" not in err and "Error" not in err
+    said, code = (INTERRUPTED, 130) if stop == "ctrl-c" else (INTERRUPTED.replace("Interrupted", "Terminated"), 143)
+    assert proc.returncode == code, err
+    assert re.split(r"[\r\n]+", err.strip())[-1] == said  # (progress bars redraw with \r)
+    assert err.count(said) == 1 and "Traceback" not in err and "Error" not in err
     assert out == ""
     check_old_model_intact(shop, before)
     with pixql.connect(str(shop), read_only=True, progress=False) as db:  # (read-only: no clean-up at open)

@@ -6,6 +6,7 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -74,6 +75,8 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
             click.echo(err=True)
             break
         except KeyboardInterrupt:
+            if _terminated:  # (SIGTERM ends the session; Ctrl-C only the line)
+                raise
             buffer = []
             click.echo(err=True)
             continue
@@ -94,6 +97,8 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
         try:
             run_script(connection, text, fmt, out_dir, open_image, plot)
         except KeyboardInterrupt:
+            if _terminated:
+                raise
             click.echo("Interrupted.", err=True)
     if readline is not None:
         try:
@@ -201,6 +206,9 @@ def _session(obj, script=None, path=None):
             script = expand(script, obj["variables"], expressions=False)  # names only: no Python runs
         return run_script(connection, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
+        if _terminated:
+            click.echo("Terminated: the statement was stopped; nothing half-written was kept.", err=True)
+            return 128 + signal.SIGTERM
         click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)
         return 130
     finally:
@@ -237,7 +245,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _default_showwarning = warnings.showwarning
 
 
+_terminated = False
+
+
+def _terminate(signum, frame):
+    """SIGTERM (kill, timeout, a scheduler) stops a statement as Ctrl-C does, so that what it half
+    wrote is rolled back and cleared rather than left for the next open; a second one ends the
+    process at once."""
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
 def main():
     warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _terminate)
     quiet_collector()
     cli(prog_name="pixql")

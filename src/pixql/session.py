@@ -185,7 +185,7 @@ class Session:
         # nothing started), let through inside the loop below: this thread never leaves without
         # knowing it runs (the connection would be busy under the next statement)
         block = getattr(signal, "pthread_sigmask", None)  # (POSIX)
-        held = block(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
+        held = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if block else None  # (cli: SIGTERM as Ctrl-C)
         future = self._runner.submit(call)
         interrupted = False
         while held is not None or not future.done():
