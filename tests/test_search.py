@@ -9,6 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import save_color_model
+
 from pixql.errors import CatalogError, DataError, OptionError, WeightsUnavailableError
 
 SEARCH = "SEARCH IMAGE USING cm OPTIONS ({options}) AS {query}"
@@ -297,6 +299,38 @@ def test_duplicates_within_a_table_and_against_another(colors_db, tmp_path):
                                                         query="SELECT image FROM colors WHERE label = 'red' LIMIT 1"))
     assert db.sql("SELECT column_type FROM (DESCRIBE none_alike)").fetchall() == [("VARCHAR",), ("VARCHAR",),
                                                                                    ("DOUBLE",)]
+
+
+def test_a_table_made_by_convert_says_which_network_made_it_and_search_keeps_to_it(colors_db, tmp_path):
+    """Every EfficientNet-Lite makes 1280 numbers: the size alone cannot tell two networks'
+    vectors apart. CONVERT writes its network on the column; SEARCH IMAGE with another refuses."""
+    db = colors_db
+    save_color_model(db.engine.store, "cm_other", sharpness=2.0)  # the same network, other weights
+    db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
+    db.sql("CREATE TEMP TABLE t_other AS CONVERT USING cm_other AS SELECT * FROM colors")
+    sha = db.engine.store.manifest("cm")["weights_sha256"][:12]
+    assert db.sql("SELECT column_name, comment FROM duckdb_columns() WHERE table_name = 'e' "
+                  "AND comment IS NOT NULL").fetchall() == [
+        ("embedding", f"pixql CONVERT: embeddings of model cm (weights {sha})")]
+    red = _first(db, "red")
+    by_image = "search_by='image', search_input='{}', top_k=3".format(red)
+    assert len(db.sql(SEARCH.format(options=by_image, query="SELECT * FROM e WHERE label <> 'x' LIMIT 20")).df()) == 3
+    for query in ("SELECT * FROM e", "SELECT image, embedding FROM e WHERE label = 'red'"):
+        with pytest.raises(OptionError, match=r"column 'embedding' holds embeddings of model cm \(weights .*\) "
+                                              r"\(CONVERT wrote so on it\), and USING cm_other makes embeddings of "
+                                              r"model cm_other"):
+            db.sql(f"SEARCH IMAGE USING cm_other OPTIONS ({by_image}) AS {query}")
+    with pytest.raises(OptionError, match="holds embeddings of model cm_other"):  # a TEMP table's too
+        db.sql(SEARCH.format(options=by_image, query="FROM t_other"))
+    # duplicates: stored vectors against the model's, or against another table's stored ones
+    db.sql(f"CREATE TABLE plain AS SELECT '{red}' AS image")
+    with pytest.raises(OptionError, match="USING cm_other makes"):
+        db.sql("SEARCH IMAGE USING cm_other OPTIONS (search_by='duplicates', against='plain') AS SELECT * FROM e")
+    with pytest.raises(OptionError, match="the against query's column holds embeddings of model cm_other"):
+        db.sql(SEARCH.format(options="search_by='duplicates', against='t_other'", query="SELECT * FROM e"))
+    found = db.sql(SEARCH.format(options="search_by='duplicates', threshold=0.99999, against='plain'",
+                                 query="SELECT * FROM e")).df()
+    assert red in set(found.image)
 
 
 # -- real photos ------------------------------------------------------------------------------------------

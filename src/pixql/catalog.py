@@ -235,6 +235,22 @@ class Catalog:
                                                             precision=precision, classes=classes)
         return self._loaded[key]
 
+    def embedding_origin(self, name, weights=None):
+        """What makes `name`'s embeddings, as text that is the same only for the same network and
+        weights (CONVERT writes it on the column it fills, SEARCH IMAGE compares it): a stored
+        model by its weights' hash, a base by its name and weights file. The built-in
+        imagenet_classifier embeds as EfficientNet_Lite0 does (the same network and weights)."""
+        from pixql.ml.bases import resolve_base
+
+        if is_clip(name):
+            return f"CLIP {str(name).lower()}" + (f" from {weights}" if weights else "")
+        entry = builtin(name)
+        if entry is not None:
+            return f"base {entry.manifest['base']}"
+        if self._stored(name):
+            return f"model {name} (weights {self.store.manifest(name)['weights_sha256'][:12]})"
+        return f"base {resolve_base(name).name}" + (f" from {weights}" if weights else "")
+
     def loader(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):
         """A function () -> the model `load(name, ...)` gives, that pickles and needs no catalog:
         it holds the model's parts, weights included (a CLIP model's weights file is read where

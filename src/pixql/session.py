@@ -370,16 +370,12 @@ class Session:
         database, else None: a view, a file or a DataFrame is not one (it has no rowid, by which an
         index keys its rows). Read from DuckDB's own parse tree (json_serialize_sql)."""
         import duckdb
-        import json
 
         from pixql.vector_index import Table
 
-        if nested_statements(sql):
+        node = self._select_node(sql)
+        if node is None:
             return None
-        tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
-        if tree.get("error") or len(tree.get("statements", [])) != 1:
-            return None
-        node = tree["statements"][0]["node"]
         source = node.get("from_table") or {}
         plain = (node.get("type") == "SELECT_NODE" and source.get("type") == "BASE_TABLE"
                  and not any(node.get(k) for k in ("where_clause", "group_expressions", "having", "qualify",
@@ -403,6 +399,45 @@ class Session:
         except duckdb.Error:
             return None
         return self._placed(table), columns
+
+    def _select_node(self, sql):
+        """DuckDB's parse tree (json_serialize_sql) of `sql`'s one statement, or None."""
+        import json
+
+        if nested_statements(sql):
+            return None
+        tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        if tree.get("error") or len(tree.get("statements", [])) != 1:
+            return None
+        return tree["statements"][0]["node"]
+
+    def column_comment(self, sql, column):
+        """The comment (COMMENT ON COLUMN) of the table column that `sql`'s column `column` is,
+        where `sql` reads one table of the database and passes that column as it is (`SELECT *
+        FROM t WHERE ...`, `SELECT image, embedding FROM t LIMIT 5`); else None."""
+        node = self._select_node(sql)
+        source = (node or {}).get("from_table") or {}
+        if node is None or node.get("type") != "SELECT_NODE" or source.get("type") != "BASE_TABLE" \
+                or (node.get("cte_map") or {}).get("map"):
+            return None
+        items = node.get("select_list") or []
+        passed = any(
+            (item["class"] == "STAR" and not item.get("relation_name") and not item.get("replace_list")
+             and column.lower() not in (str(c).lower() for c in item.get("exclude_list") or []))
+            or (item["class"] == "COLUMN_REF" and item["column_names"][-1].lower() == column.lower()
+                and (item.get("alias") or column).lower() == column.lower())
+            for item in items)
+        if not passed:
+            return None
+        from pixql.vector_index import Table
+
+        table = self._placed(Table(source.get("catalog_name") or None, source.get("schema_name") or None,
+                                   source["table_name"]))
+        found = self.duckdb.execute(  # (none for a view, a file, a table not there)
+            "SELECT comment FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+            "AND lower(table_name) = lower(?) AND lower(column_name) = lower(?)",
+            [table.database, table.schema, table.name, column]).fetchall()
+        return found[0][0] if found else None
 
     def _placed(self, table):
         """`table` with its database and schema as DuckDB finds it: `x.t` is schema x of the current

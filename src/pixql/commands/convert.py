@@ -56,9 +56,21 @@ def run(engine, statement):
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "embed", reader.count)
 
-    return answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}",
-                       lambda: notes + reader.message("CONVERT"), reader,
-                       {resolved["result_col"]: EMBEDDING.vector_type(embedder.dim)})
+    result = answer_rows(engine, statement, start, CHUNK_ROWS, "embed", f"a NULL {resolved['result_col']}",
+                         lambda: notes + reader.message("CONVERT"), reader,
+                         {resolved["result_col"]: EMBEDDING.vector_type(embedder.dim)})
+    # said on the column of a table made of the rows, so that SEARCH IMAGE with another network is refused
+    result.info["column_comments"] = {
+        resolved["result_col"]: origin_comment(engine.catalog.embedding_origin(statement.model, resolved["weights"]))}
+    return result
+
+
+ORIGIN = "pixql CONVERT: "
+
+
+def origin_comment(origin):
+    """The comment CONVERT's column carries in a table (DuckDB's COMMENT ON COLUMN)."""
+    return f"{ORIGIN}embeddings of {origin}"
 
 
 def trained_regions(engine, model):

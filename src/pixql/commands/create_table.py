@@ -78,6 +78,7 @@ def run(engine, statement):
                 head = f"{verb} {table}" if n == 0 else f"INSERT INTO {table}"
                 ingest.create_table_from_frame(session.duckdb, head, frame, insert=n > 0, types=types)
                 rows += len(frame)
+            _comment(session, where if statement.temporary else table, inner)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, inner.messages)
 
 
@@ -110,6 +111,7 @@ def _write_in_pieces(session, statement, inner, used_before, types):
             if statement.or_replace:
                 session.duckdb.execute(f"DROP TABLE IF EXISTS {ingest.quote_table(statement.table)}")
             session.duckdb.execute(f"ALTER TABLE {partial} RENAME TO {ingest.quote_ident(parts[-1])}")
+            _comment(session, ingest.quote_table(statement.table), inner)
     except BaseException as exc:
         session.drop_table(partial)
         if isinstance(exc, duckdb.Error):  # e.g. a read-only database: DuckDB's words, as pixql's error
@@ -118,6 +120,13 @@ def _write_in_pieces(session, statement, inner, used_before, types):
     finally:
         WRITING.discard(name)
     return rows
+
+
+def _comment(session, table, inner):
+    """`table` (SQL text, quoted): the statement's notes on its columns (CONVERT's: which network made the embeddings) as
+    DuckDB's column comments of the table made of its rows."""
+    for column, text in inner.info.get("column_comments", {}).items():
+        session.duckdb.execute(f"COMMENT ON COLUMN {table}.{ingest.quote_ident(column)} IS {ingest.quote_literal(text)}")
 
 
 def stream_headroom(frame):

@@ -22,7 +22,7 @@ from pixql import keywords
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import PRECISION, frame_result, image_outputs, probabilities, refuse_taken_columns
-from pixql.commands.convert import embed_rows, trained_regions
+from pixql.commands.convert import ORIGIN, embed_rows, origin_comment, trained_regions
 from pixql.catalog import task_of
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import column_named, pick_image_col
@@ -96,6 +96,9 @@ def run(engine, statement):
         return _keyword(engine, statement, resolved, given)
     columns = engine.session.query_columns(statement)  # checked before the model loads and embeds
     refuse_taken_columns("SEARCH IMAGE", columns, [resolved["result_col"]], resolved["result_col"])
+    stored = None if given.get("box_col") is not None else column_named(columns, resolved["emb_col"] or "embedding")
+    if stored is not None:
+        _refuse_another_network(engine, statement, resolved, statement.query, stored)
     embedder = engine.catalog.embedder(statement.model, resolved["device"], resolved["weights"],
                                        resolved["precision"])
     if by == "text":
@@ -103,6 +106,23 @@ def run(engine, statement):
     else:
         query = _query_image(embedder, resolved)
     return _ranked(engine, statement, resolved, embedder, query, columns, given)
+
+
+def _refuse_another_network(engine, statement, resolved, sql, column, other=None):
+    """An OptionError when the query `sql`'s `column` is a table's column that CONVERT filled with
+    another network's embeddings (its comment says whose) than the model's (or than `other`, a
+    comment): two networks' vectors have no similarity to compare, even where their sizes agree
+    (every EfficientNet-Lite makes 1280 numbers)."""
+    comment = engine.session.column_comment(sql, column)
+    if comment is None or not comment.startswith(ORIGIN):
+        return
+    wanted = other or origin_comment(engine.catalog.embedding_origin(statement.model, resolved["weights"]))
+    if comment != wanted:
+        them = "the against query's column holds" if other else f"USING {statement.model} makes"
+        raise OptionError(f"SEARCH IMAGE: column '{column}' holds {comment[len(ORIGIN):]} (CONVERT wrote so on "
+                          f"it), and {them} {wanted[len(ORIGIN):]}: two networks' vectors are not alike in any "
+                          "way that a similarity measures; search USING the network that made the column, or "
+                          "CONVERT the rows with this one", option="emb_col")
 
 
 def _query_image(embedder, resolved):
@@ -332,11 +352,8 @@ def _duplicates(engine, statement, resolved, given):
     image_col = pick_image_col(left, resolved["image_col"], "the query")
     reader, notes = _region_reader(engine, statement, resolved, given, left.columns)
     stored = given.get("box_col") is None  # box_col asks for the regions' own embeddings
-    a = _vectors(engine, embedder, left, left_types, image_col, resolved, statement.model, reader, lookup=stored)
     against = resolved["against"]
-    if against is None:
-        right, b = left, a
-    else:
+    if against is not None:
         first = (against.lstrip("(").split(None, 1) or [""])[0].upper()
         query = against if first in ("SELECT", "WITH", "FROM", "VALUES") else session.table_query(against, "against")
         right_types = {}
@@ -344,11 +361,25 @@ def _duplicates(engine, statement, resolved, given):
         # emb_col names the rows' column: rows to compare with that lack it have their images embedded
         # (not another column of theirs, which another network may have made)
         emb_col = resolved["emb_col"]
+        right_lookup = stored and (emb_col is None or column_named(right_types, emb_col) is not None)
+        # stored vectors compared with the model's, or with the against rows' stored ones: of one network
+        left_col, right_col = (_embedding_column(types, resolved, embedder.dim, statement.model) if lookup else None
+                               for types, lookup in ((left_types, stored), (right_types, right_lookup)))
+        if left_col is not None and right_col is not None:
+            other = session.column_comment(query, right_col)
+            if other is not None and other.startswith(ORIGIN):
+                _refuse_another_network(engine, statement, resolved, statement.query, left_col, other)
+        elif (left_col or right_col) is not None:
+            _refuse_another_network(engine, statement, resolved, statement.query if left_col else query,
+                                    left_col or right_col)
+    a = _vectors(engine, embedder, left, left_types, image_col, resolved, statement.model, reader, lookup=stored)
+    if against is None:
+        right, b = left, a
+    else:
         right_reader = regions.RegionReader(reader.resolved, "the against query")
         b = _vectors(engine, embedder, right, right_types, pick_image_col(
             right, image_col if image_col in right else None, "the against query"), resolved, statement.model,
-            right_reader, lookup=stored and (emb_col is None or column_named(right_types, emb_col) is not None),
-            what="the against query")
+            right_reader, lookup=right_lookup, what="the against query")
         reader.count({"clipped": right_reader.clipped})
     right_col = image_col if image_col in right.columns else pick_image_col(right, None, "the against query")
     pairs = _pairs(a, b, threshold, same=against is None)
