@@ -305,7 +305,7 @@ def test_print_image_draws_boxes_on_photos_or_shows_crops(halves, tmp_path):
     assert (230, 25, 75) in colours and (230, 25, 75) not in {tuple(c) for c in np.asarray(plain.image).reshape(-1, 3)}
 
 
-def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp_path):
+def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp_path, monkeypatch):
     db = halves
     # DETECT's row for a photo it found nothing in has a NULL box: the photo is shown without boxes
     nothing = db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT image, box FROM photos WHERE x1 = 0 "
@@ -333,6 +333,20 @@ def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp
         db.sql(f"PRINT IMAGE OPTIONS (box_col='box', limit=1) AS SELECT * FROM (VALUES (1, '{first}', [1, 1, 9, 9]), "
                f"(2, '{second}', [1, 1, 9, 9]), (3, '{first}', [5, 5, 5, 5])) t(id, image, box) ORDER BY id")
     assert info.value.row == 3
+    # read a chunk at a time (a table of a million boxes is not held whole): the same rows, the same numbers
+    from pixql.commands import print_image
+
+    monkeypatch.setattr(print_image, "CHUNK_ROWS", 2)
+    spread = (f"SELECT * FROM (VALUES (1, '{first}', [1, 1, 9, 9]), (2, '{second}', [1, 1, 9, 9]), "
+              f"(3, '{second}', [2, 2, 9, 9]), (4, '{first}', [3, 3, 9, 9]), (5, '{first}', {{box}})) "
+              "t(id, image, box) ORDER BY id")
+    one = db.sql(f"PRINT IMAGE OPTIONS (box_col='box', limit=1) AS {spread.format(box='[4, 4, 9, 9]')}")
+    assert one.df().id.tolist() == [1, 4, 5] and one.image is not None
+    assert db.sql(f"PRINT IMAGE OPTIONS (box_col='box') AS {spread.format(box='[4, 4, 9, 9]')}").df().id.tolist() \
+        == [1, 2, 3, 4, 5]
+    with pytest.raises(DataError, match="row 5 has an empty or inverted box") as info:
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box', limit=1) AS {spread.format(box='[5, 5, 5, 5]')}")
+    assert info.value.row == 5
     with pytest.raises(DataError, match="no column 'nope' \\(option label_col\\)"):
         db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='nope') AS SELECT * FROM photos")
     assert db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='LABEL') AS SELECT * FROM photos").image is not None

@@ -50,11 +50,11 @@ def run(engine, statement):
     # rows by photo, `limit` photos of any number of rows)
     by_rows = not reader.active or resolved["draw"] == "crop"
     limit = int(resolved["limit"])
-    frame = engine.session.query_frame(statement, wrap=(lambda query: f"SELECT * FROM ({query}) LIMIT {limit}")
-                                       if by_rows else None)
+    names = [n.strip() for n in (resolved["image_col"] or "").split(",") if n.strip()] or [None]
+    frame = engine.session.query_frame(statement, wrap=lambda query: f"SELECT * FROM ({query}) LIMIT {limit}") \
+        if by_rows else _first_photos(engine, statement, names[0], limit)
     if not len(frame):
         raise DataError("the query returned no rows; there is no image to show")
-    names = [n.strip() for n in (resolved["image_col"] or "").split(",") if n.strip()] or [None]
     image_cols = [pick_image_col(frame, name, "the query") for name in names]
     if reader.active:
         return _regions(statement, frame, image_cols[0], reader, resolved)
@@ -76,6 +76,33 @@ def run(engine, statement):
              f"{shown(left)}"] if left else []
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
                   messages=notes)
+
+
+CHUNK_ROWS = 65536  # boxes drawn on photos: the query read this many rows at a time
+
+
+def _first_photos(engine, statement, image_col, limit):
+    """The query's rows of its first `limit` photos, indexed by their place in the query (a
+    photo's boxes may be anywhere in it), read a chunk at a time: a table of a million boxes is
+    never held whole for the 20 photos drawn."""
+    import pandas as pd
+
+    chunks = engine.session.query_chunks(statement, CHUNK_ROWS)
+    kept, photos = [], {}
+    try:
+        next(chunks)  # (the row count)
+        for frame in chunks:
+            if len(frame):
+                image_col = pick_image_col(frame, image_col, "the query")
+                for photo in frame[image_col] if len(photos) < limit else ():
+                    photos.setdefault(photo, None)
+                    if len(photos) == limit:
+                        break
+                frame = frame[frame[image_col].isin(list(photos))]
+            kept.append(frame)
+    finally:
+        chunks.close()
+    return pd.concat(kept) if len(kept) > 1 else kept[0]
 
 
 def _regions(statement, frame, image_col, reader, resolved):
