@@ -49,6 +49,24 @@ def test_probabilities_add_a_column_per_class(colors_db):
         assert row[f"prob_{row.predicted}"] == pytest.approx(row.score)
 
 
+def test_classes_differing_only_in_case_get_probability_columns_sql_can_name(colors_db):
+    """'Red' and 'red' are two classes; prob_Red and prob_red are one name to SQL (DuckDB had
+    renamed one in a table, so that SELECT prob_red read the other class's probability)."""
+    db = colors_db
+    save_color_model(db.engine.store, "cased", classes=("Red", "blue", "red"), channels=[0, 2, 0], sharpness=2.0)
+    result = db.sql("PREDICT USING cased OPTIONS (probabilities=true) AS SELECT * FROM colors WHERE label = 'blue'")
+    assert list(result.df().columns)[-3:] == ["prob_Red", "prob_blue", "prob_red_3"]
+    assert any("'red' is prob_red_3" in m for m in result.messages)
+    db.sql("CREATE TABLE p AS PREDICT USING cased OPTIONS (probabilities=true) AS SELECT * FROM colors")
+    assert [c for (c,) in db.sql("SELECT column_name FROM (DESCRIBE p)").fetchall()][-3:] == \
+        ["prob_Red", "prob_blue", "prob_red_3"]
+    frame = result.df().sort_values("image")
+    probs = db.sql("SELECT prob_Red, prob_red_3 FROM p WHERE label = 'blue' ORDER BY image").fetchall()
+    assert probs == list(zip(frame.prob_Red, frame.prob_red_3))
+    plain = db.sql("PREDICT USING cm OPTIONS (probabilities=true) AS SELECT * FROM colors")
+    assert not any("differ only in case" in m for m in plain.messages)
+
+
 def test_batch_size_does_not_change_the_answers(colors_db):
     one = colors_db.sql("PREDICT USING cm OPTIONS (batch_size=1) AS SELECT * FROM colors").df()
     many = colors_db.sql("PREDICT USING cm OPTIONS (batch_size=7) AS SELECT * FROM colors").df()

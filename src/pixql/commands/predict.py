@@ -7,6 +7,7 @@ from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import (PRECISION, answer_rows, model_image_col, on_cluster, probabilities,
                                    probabilities_on_worker, refuse_taken_columns, runtime_note)
+from pixql.tasks.classification import renamed_probabilities
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -42,6 +43,9 @@ def run(engine, statement):
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
     reader = regions.RegionReader(resolved)
     notes = []
+    renamed = resolved["probabilities"] and renamed_probabilities(list(model.classes))
+    if renamed:
+        notes.append(f"PREDICT: {renamed}")
     added = task.output_types(list(model.classes), resolved["result_col"], resolved["top_k"],
                               resolved["probabilities"])
 

@@ -77,9 +77,26 @@ def series(values, index, dtype=object):
     return pd.Series(values, index=index, dtype=dtype)
 
 
-def probability_column(cls):
-    """The name of the column that holds class `cls`'s probability (probabilities=true)."""
-    return f"prob_{cls}"
+def probability_columns(classes):
+    """The names of the columns that hold each class's probability (probabilities=true):
+    prob_<class>, and where two classes differ only in case ('Rose', 'rose'), which SQL names do
+    not tell apart, the later one numbered by its place among the classes (prob_rose_2): DuckDB
+    would otherwise rename one of them itself, and a query for prob_rose read the other's."""
+    names, seen = [], set()
+    for j, cls in enumerate(classes):
+        name = f"prob_{cls}"
+        if name.lower() in seen:
+            name = f"prob_{cls}_{j + 1}"
+        seen.add(name.lower())
+        names.append(name)
+    return names
+
+
+def renamed_probabilities(classes):
+    """PREDICT's note on the probability columns probability_columns numbered, or None."""
+    renamed = [f"'{c}' is {n}" for c, n in zip(classes, probability_columns(classes)) if n != f"prob_{c}"]
+    return (f"classes that differ only in case have probability columns SQL cannot tell apart by name: "
+            f"{', '.join(renamed)}") if renamed else None
 
 
 def top_k(probs, classes, k):
@@ -227,7 +244,7 @@ class SingleLabel:
         if top > 1:
             others["top_k"] = "STRUCT(label VARCHAR, score DOUBLE)[]"
         if probabilities:
-            others.update((probability_column(c), "DOUBLE") for c in classes)
+            others.update((name, "DOUBLE") for name in probability_columns(classes))
         # one name for two answers would keep only one of them (the label lost to the score)
         if result_col.lower() in {name.lower() for name in others}:
             raise OptionError(f"PREDICT: result_col='{result_col}' names a column PREDICT adds itself "
@@ -260,7 +277,7 @@ class SingleLabel:
         if top > 1:
             frame["top_k"] = series(per_row(top_k(known, classes, top)), frame.index)
         if probabilities:
-            columns = {probability_column(c): probs[:, j].astype(float) for j, c in enumerate(classes)}
+            columns = {name: probs[:, j].astype(float) for j, name in enumerate(probability_columns(classes))}
             frame = frame.drop(columns=[c for c in columns if c in frame.columns])
             frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
         return frame, np.nonzero(~read)[0]
