@@ -70,7 +70,7 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
         with pytest.raises(OptionError, match=f"train_mode='{mode}' does not use OPTIONS \\(") as err:
             db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='{mode}', {option}) "
                    "AS SELECT * FROM colors")
-        assert option.split("=")[0] in str(err.value)
+        assert option.split("=")[0] in str(err.value) and err.value.option == option.split("=")[0]
     assert not db.engine.store.exists("m")
     built = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (weight_decay=0.1, early_stopping=2) "
                    "AS SELECT * FROM colors")
@@ -78,8 +78,10 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
     assert any("chose 'linear', which does not use OPTIONS (weight_decay, early_stopping)" in m for m in built.messages)
     tiny = db.sql("BUILD MODEL m3 OPTIONS (validation=0.01) AS SELECT * FROM colors")  # 0.01 of 16 rows: none
     assert any("validation=0.01 of 16 rows is less than one row" in m for m in tiny.messages)
-    with pytest.raises(OptionError, match=r"trained with train_mode='linear', which FIT MODEL continues.*learning_rate"):
+    with pytest.raises(OptionError, match=r"trained with train_mode='linear', which FIT MODEL continues.*learning_rate") \
+            as err:
         db.sql("FIT MODEL m4 USING m OPTIONS (learning_rate=0.01) AS SELECT * FROM colors")
+    assert err.value.option == "learning_rate"
     with pytest.raises(OptionError, match="'epochs' and 'max_epochs' are one option"):
         db.sql("BUILD MODEL m2 OPTIONS (epochs=2, max_epochs=3) AS SELECT * FROM colors")
 
@@ -348,6 +350,8 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     every = db.sql("FIT MODEL lin_q4 USING lin_q OPTIONS (validation=0) AS SELECT * FROM colors")
     assert every.df().loc[0, "validation_rows"] == 0 and every.df().loc[0, "train_rows"] == 16
     assert not any("as 'lin_q' was trained with" in m for m in every.messages)
+    assert any("no validation rows (validation=0), so best_validation_metric is empty (the train accuracy was"
+               in m and m.endswith(")") for m in every.messages)
     db.sql("CREATE TABLE held AS SELECT * FROM colors LIMIT 4")
     db.sql("BUILD MODEL lin_t USING EfficientNet_Lite0 OPTIONS (validation='held') AS SELECT * FROM colors")
     db.sql("DROP TABLE held")

@@ -71,7 +71,7 @@ class ArgumentError(PixqlError, TypeError):
 
 class OptionError(PixqlError):
     """An unknown option, or an option value of the wrong type; `option` names it (in lower
-    case) where one option is at fault, None for a clash of several or a mode's refusal."""
+    case), the first of several where a mode refuses them, None for a clash of two."""
 
     def __init__(self, message="", *args, option=None, **fields):
         super().__init__(message, *args, **fields)

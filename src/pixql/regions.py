@@ -99,7 +99,7 @@ class RegionReader:
             name, value, other, _ = clash
             raise OptionError(f"{keyword}: model '{model}' was trained with {name}={opt.sql_text(value)}, which "
                               f"{other}={opt.sql_text(given[other])} contradicts: give the regions' options in full "
-                              "(box_col=... with them), or leave that one out")
+                              "(box_col=... with them), or leave that one out", option=other)
         self.resolved = dict(self.resolved, **taken)
         shown_ = ", ".join(f"{k}={v!r}" for k, v in taken.items() if k == "box_col" or v != OPTIONS[k].default)
         if not shown_:  # the model's box column named, and it was trained with the defaults

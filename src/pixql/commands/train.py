@@ -321,11 +321,13 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
     if not trained.val_rows:
         name, value = best_metric(trained.metrics)
         fraction = given.get("validation")
-        how = (f"validation={fraction:g} of {trained.train_rows} rows is less than one row: a larger fraction, "
-               "or a validation table or query, measures it" if isinstance(fraction, float) else
-               "OPTIONS (validation=0.1) holds a tenth of the rows out to measure it")
-        messages.append(f"{statement.keyword}: no validation rows, so best_validation_metric is empty "
-                        f"(the {name.replace('_', ' ')} was {value:.4g}); {how}")
+        asked = isinstance(fraction, (int, float)) and fraction == 0  # none, as asked: nothing to advise
+        how = "" if asked else "; " + (
+            f"validation={fraction:g} of {trained.train_rows} rows is less than one row: a larger fraction, "
+            "or a validation table or query, measures it" if isinstance(fraction, (int, float)) else
+            "OPTIONS (validation=0.1) holds a tenth of the rows out to measure it")
+        messages.append(f"{statement.keyword}: no validation rows{' (validation=0)' if asked else ''}, so "
+                        f"best_validation_metric is empty (the {name.replace('_', ' ')} was {value:.4g}){how}")
     manifest = {
         "base": trained.base,
         "task": trained.task,

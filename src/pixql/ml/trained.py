@@ -57,14 +57,14 @@ def refused_options(mode, given, continuing=False):
             if name in given:
                 return OptionError(f"OPTIONS ({name}=...) is for train_mode='finetune'; 'top' trains with AdamW, "
                                    "a warm-up over the first tenth of the steps and a cosine decay to zero of its "
-                                   f"own: leave {name} out, or use train_mode='finetune'")
+                                   f"own: leave {name} out, or use train_mode='finetune'", option=name)
     unused = unused_options(mode, given)
     if not unused:
         return None
     if continuing:  # (another train_mode, the advice below, is no FIT MODEL option)
         return OptionError(f"the model was trained with train_mode='{mode}', which FIT MODEL continues and which "
                            f"does not use OPTIONS ({', '.join(unused)}); leave {'it' if len(unused) == 1 else 'them'} "
-                           "out")
+                           "out", option=unused[0])
     if mode == "linear":
         why = ["the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated, on a backbone that stays "
                "frozen, with no epochs to stop early; train_mode='finetune' takes them"]
@@ -73,7 +73,8 @@ def refused_options(mode, given, continuing=False):
                 "other modes"] if "l2" in unused else []) + (
                ["frozen_stages is for train_mode='finetune'; 'top' trains only the last block, on the frozen "
                 "rest's activations"] if "frozen_stages" in unused else [])
-    return OptionError(f"train_mode='{mode}' does not use OPTIONS ({', '.join(unused)}): " + "; ".join(why))
+    return OptionError(f"train_mode='{mode}' does not use OPTIONS ({', '.join(unused)}): " + "; ".join(why),
+                       option=unused[0])
 
 
 # image_size's bounds: a network's activations grow with the side's square; 2048 px already needs

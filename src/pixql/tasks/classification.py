@@ -369,7 +369,8 @@ class MultiLabel(SingleLabel):
         if value is None:
             return DEFAULT_THRESHOLD
         if not 0 < value < 1:
-            raise OptionError(f"{keyword}: option 'threshold' must be between 0 and 1, got {value}", option="threshold")
+            raise OptionError(f"{keyword}: option 'threshold' must be strictly between 0 and 1, got {value:g}",
+                              option="threshold")
         return value
 
     def decide(self, probs, classes, threshold=DEFAULT_THRESHOLD):
