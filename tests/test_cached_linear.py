@@ -175,8 +175,11 @@ def test_bad_rows_fail_on_the_shortcut_as_they_do_the_usual_way(photos):
     db, rows = photos
     _build(db, "a")
     db.sql("CREATE TABLE v AS SELECT image, 'green' AS label FROM t LIMIT 2")
-    with pytest.raises(DataError, match="Validation labels not among the training classes: green"):
+    with pytest.raises(DataError, match=r"row 1 of the validation query has the label green, which is not among "
+                                        r"the training rows' classes \(.*\); 1 label\(s\) in all are not: green\. "
+                                        "A model learns the classes of its training rows only") as err:
         db.sql(BUILD.format(name="b", options="validation='v'"))
+    assert (err.value.row, err.value.query) == (1, "the validation query")
     assert not db.engine.catalog.store.exists("b")
     db.sql("CREATE TABLE one AS SELECT image, 'red' AS label FROM t")
     with pytest.raises(Exception, match="at least two classes"):

@@ -456,8 +456,19 @@ def test_option_bounds_say_what_is_allowed(colors_db, options, message):
 
 def test_fit_with_a_class_the_model_does_not_know_names_it(colors_db):
     colors_db.sql("CREATE TABLE more AS SELECT image, 'purple' AS label FROM colors")
-    with pytest.raises(DataError, match="not among the model's classes .*: purple"):
+    with pytest.raises(DataError, match=r"row 1 of the query has the label purple, which is not among the classes "
+                                        r"of 'cm' \(blue, green, red\); 1 label\(s\) in all are not: purple\. FIT "
+                                        "MODEL keeps its model's classes") as err:
         colors_db.sql("FIT MODEL cm2 USING cm AS SELECT * FROM more")
+    assert err.value.row == 1
+    with pytest.raises(DataError, match="row 26 of the query has the label purple") as err:  # after a NULL label
+        colors_db.sql("FIT MODEL cm2 USING cm AS SELECT image, label FROM (SELECT *, 0 AS o FROM colors UNION ALL "
+                      "(SELECT image, NULL, 1 FROM more LIMIT 1) UNION ALL (SELECT image, label, 2 FROM more LIMIT 1)) "
+                      "ORDER BY o")
+    assert err.value.row == 26
+    with pytest.raises(DataError, match=r"BUILD MODEL a multi-label one \(OPTIONS \(multi_label=true\)\)"):
+        colors_db.sql("FIT MODEL cm2 USING cm AS SELECT image, [label] AS label FROM colors")
+    assert not colors_db.engine.store.exists("cm2")
 
 
 def test_a_manifest_that_says_multi_label_true_is_multi_label():

@@ -163,15 +163,26 @@ def lineage(statement, parent):
             **{k: parent[k] for k in ("statement", "created", "train_rows", "metrics", "parent") if k in parent}}
 
 
-def labelled_rows(rows, resolved, task, what, classes=None, reader=None):
+def labelled_rows(rows, resolved, task, what, classes=None, reader=None, whose=None):
     """(images, labels, image_col, label_col, NULL labels left out, query rows (1-based) left out
     for having no image path or an unusable box: only with on_error='skip', else that is an
     error) of QueryRows `rows`. Labels are read by the task, spelled as `classes` (a model trained
-    further) spells them; images are paths, or regions through `reader` (regions.RegionReader)."""
+    further, or the training rows' for validation rows) spells them, and must be among them:
+    `whose` says whose classes they are and what to do, for the message naming the first row
+    that is not; images are paths, or regions through `reader` (regions.RegionReader)."""
     image_col = pick_image_col(rows, resolved["image_col"], what)
     label_col = find_column(rows, resolved["label_col"], "label_col", what)
     known = None if classes is None else set(classes)
     labels = read_labels(task, rows[label_col], known, label_col, rows.index, what)
+    unknown = task.unknown([v for v in labels if v is not None], classes) if known is not None else []
+    if unknown:
+        row, first = next((int(i) + 1, task.unknown([v], classes)) for i, v in zip(rows.index, labels)
+                          if v is not None and task.unknown([v], classes))
+        listed = ", ".join(map(str, classes[:20])) + (", ..." if len(classes) > 20 else "")
+        raise DataError(f"row {row} of {what} has the label {', '.join(map(str, first))}, which is not among "
+                        f"{whose[0]} ({listed}); {len(unknown)} label(s) in all are not: "
+                        f"{', '.join(map(str, unknown[:10]))}{', ...' if len(unknown) > 10 else ''}. {whose[1]}",
+                        row=row, query=what)
     keep = [v is not None for v in labels]
     null_labels = len(keep) - sum(keep)
     if null_labels:
@@ -211,7 +222,10 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
                                        statement.source_model)
         resolved.update({k: v for k, v in reader.resolved.items() if k in regions.OPTIONS})
     paths, labels, image_col, label_col, null_labels, no_path = labelled_rows(
-        rows, resolved, task, "the query", classes, reader)
+        rows, resolved, task, "the query", classes, reader,
+        whose=(f"the classes of '{statement.source_model}'" if init is not None else None,
+               "FIT MODEL keeps its model's classes: leave such rows out with WHERE, or BUILD MODEL a model "
+               "of the classes wanted"))
     if not paths:
         raise DataError(f"every row has a NULL label in '{label_col}'"
                         f"{' or no image path' if no_path else ''}; nothing to train on")
@@ -225,8 +239,11 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
             else session.table_query(validation, "validation")
         vrows = session.query_rows(statement, query, "validation query", option="validation")
         val_paths, val_labels, _, _, val_null_labels, _ = labelled_rows(
-            vrows, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query", classes,
-            reader)
+            vrows, dict(resolved, image_col=image_col, label_col=label_col), task, "the validation query",
+            classes or task.class_names(labels), reader,
+            whose=(f"the classes of '{statement.source_model}'" if init is not None else
+                   "the training rows' classes", "A model learns the classes of its training rows only: leave "
+                   "such validation rows out with WHERE, or train on rows of those classes too"))
         sources.append(("the validation query", vrows, image_col))
         validation = None
 

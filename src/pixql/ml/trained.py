@@ -224,7 +224,7 @@ def training_rows(paths, labels, config, val_paths=None, val_labels=None, classe
     if classes is not None:
         unknown = task.unknown(labels, classes)
         if unknown:
-            raise DataError(f"Labels not among the model's classes ({', '.join(map(str, classes))}): "
+            raise DataError(f"labels not among the model's classes ({', '.join(map(str, classes))}): "
                             f"{', '.join(unknown[:10])}")
         classes = list(classes)
     else:
@@ -235,7 +235,7 @@ def training_rows(paths, labels, config, val_paths=None, val_labels=None, classe
         val_paths, val_labels = _rows(val_paths, val_labels, "validation", task, allow_empty=True)
         unknown = task.unknown(val_labels, classes)
         if unknown:
-            raise DataError(f"Validation labels not among the training classes: {', '.join(unknown[:10])}")
+            raise DataError(f"validation labels not among the training classes: {', '.join(unknown[:10])}")
     elif config.validation:
         split = stratified_split if task.stratified_split else random_split
         paths, labels, val_paths, val_labels = split(paths, labels, config.validation, config.seed)

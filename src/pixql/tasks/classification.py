@@ -162,7 +162,8 @@ class SingleLabel:
             shown = value.tolist() if isinstance(value, np.ndarray) else value  # as SQL's list reads, not numpy's repr
             raise DataError(f"the label is a {'struct' if isinstance(value, dict) else 'list'}, {shown!r:.60}, "
                             "and a single-label model takes one class per row: for several labels per photo "
-                            "use OPTIONS (multi_label=true), or select one field or element as the label")
+                            "BUILD MODEL a multi-label one (OPTIONS (multi_label=true)), or select one field or "
+                            "element as the label")
         return label_string(value, classes)
 
     def class_names(self, labels):
