@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from html import escape
 
 import pandas as pd
 import pytest
@@ -426,6 +427,18 @@ def test_a_notebooks_table_of_a_lazy_query_reads_its_first_rows(db):
     assert html.count("<tr>") == 40 and "first 40 rows shown" in html  # 40 rows (the header is <tr style=...>)
     small = db.sql("SELECT range AS i FROM range(3)")._repr_html_()
     assert small.count("<tr>") == 3 and "rows shown" not in small
+
+
+def test_a_result_shown_in_python_says_its_messages_under_its_rows(colors_db):
+    """A notebook cell's value or print(result): the notes the terminal and %%pixql print (here, a
+    class the model lacks) come with the rows, not only in .messages."""
+    result = colors_db.sql("EVALUATE USING cm AS SELECT image, CASE WHEN label = 'red' THEN 'purple' ELSE label END "
+                           "AS label FROM colors")
+    note = next(m for m in result.messages if "purple" in m)
+    assert repr(result).endswith(note) and repr(result).startswith(result.text())
+    html = result._repr_html_()
+    assert html.index("<table") < html.index(f"<pre>{escape(note)}</pre>")
+    assert "<pre>" not in colors_db.sql("SELECT 1 AS a")._repr_html_()
 
 
 def test_a_file_open_for_writing_here_is_not_opened_read_only_too(tmp_path):

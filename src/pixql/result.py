@@ -412,21 +412,25 @@ class Result:
                 return _shown(typed, max_rows, max_width, max_col_width)
         return frame.to_string(index=False, max_rows=max_rows, max_colwidth=max_col_width)  # pandas' text
 
+    # A result shown (a notebook cell's value, print(result)) says its messages under its rows, as
+    # the terminal and %%pixql do: rows left out, classes the model lacks. (`.messages` holds them.)
     def __repr__(self):
-        if not self.has_rows:
-            return "<pixql.Result: no rows>"
-        return self.text()
+        shown = self.text() if self.has_rows else "<pixql.Result: no rows>"
+        return "\n".join([shown, *self.messages])
 
     def _repr_html_(self):
+        import html
+
         if not self.has_rows:
-            return None
+            return "".join(f"<pre>{html.escape(m)}</pre>" for m in self.messages) or None
         if self._relation is not None:  # a lazy query: its first rows only, as text() shows them
             with _duckdb_errors(self.statement, self._cause):
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 head = relation.limit(HTML_ROWS + 1).df()
             more = len(head) > HTML_ROWS
             return head.head(HTML_ROWS).to_html(index=False) + (f"<p>first {HTML_ROWS} rows shown</p>" if more else "")
-        return self.df().to_html(index=False, max_rows=HTML_ROWS)
+        table = self.df().to_html(index=False, max_rows=HTML_ROWS)  # (a stream's messages come with its rows)
+        return table + "".join(f"<pre>{html.escape(m)}</pre>" for m in self.messages)
 
 
 HTML_ROWS = 40  # a notebook's table of a result: pandas' first and last 20, or a lazy query's first 40
