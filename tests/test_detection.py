@@ -68,7 +68,7 @@ def test_build_trains_a_detector_and_describes_it(squares_db):
     assert ("d", "detection") in listed
     (curves,) = [f for f in db.sql("DESCRIBE MODEL d").figures if f.kind == "curves"]  # loss and mAP per epoch
     picture = curves.picture()
-    assert picture.width > 400 and len(set(picture.convert("L").getdata())) > 10
+    assert picture.width > 400 and len(np.unique(np.asarray(picture.convert("L")))) > 10
 
 
 def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):
@@ -395,6 +395,41 @@ def test_detect_in_lanes_names_or_skips_an_unreadable_photo(tmp_path, monkeypatc
     assert out[4] is None and sum(counted) == len(paths)  # the unreadable photo counted too
     widths = [o[0][0, 2] for k, o in enumerate(out) if k != 4]
     assert widths == [60.0 + 10 * k for k in range(9)]  # each photo's own box, in row order
+
+
+def test_unreadable_photos_and_boxes_of_fractions_with_a_detector(squares_db, tmp_path):
+    """on_error='skip' leaves an unreadable photo out of EVALUATE (it was accepted and passed over)
+    and out of BUILD's counts (it said 'trained on' every photo); boxes of fractions read as pixels
+    are under a pixel: named, with the option that reads them (a silent mAP of 0 otherwise)."""
+    db, _, _ = squares_db
+    gone = tmp_path / "gone.png"
+    with_gone = (f"SELECT image, label, box FROM test UNION ALL SELECT '{gone}', 'red', "
+                 "{'x1': 1, 'y1': 1, 'x2': 20, 'y2': 20}")
+    rows = db.sql("SELECT count(*) FROM test").fetchone()[0]
+    with pytest.raises(DataError, match=f"row {rows + 1} of the query.*OPTIONS \\(on_error='skip'\\)"):
+        db.sql(f"EVALUATE USING d AS {with_gone}")
+    skipped = db.sql(f"EVALUATE USING d OPTIONS (on_error='skip') AS {with_gone}")
+    assert skipped.df().equals(db.sql("EVALUATE USING d AS SELECT image, label, box FROM test").df())
+    assert any(f"1 photo(s) that could not be read were left out (on_error='skip'): row {rows + 1}: {gone}" in m
+               for m in skipped.messages)
+    train = db.sql("SELECT count(DISTINCT image), count(*) FROM train").fetchone()
+    built = db.sql(f"BUILD MODEL d_skip USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', epochs=1, "
+                   f"image_size=64, on_error='skip') AS SELECT image, label, box FROM train UNION ALL SELECT '{gone}', "
+                   "'red', {'x1': 1, 'y1': 1, 'x2': 20, 'y2': 20}")
+    assert built.df().loc[0, "train_rows"] == train[0]
+    assert any(f"trained on {train[0]} photo(s) holding {train[1]} box(es)" in m for m in built.messages)
+    fractions = ("SELECT image, label, {'x1': box.x1 / 128, 'y1': box.y1 / 96, 'x2': box.x2 / 128, "
+                 "'y2': box.y2 / 96} AS box FROM test")
+    for statement in (f"EVALUATE USING d AS {fractions}",
+                      f"BUILD MODEL d_frac USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', epochs=1, "
+                      f"image_size=64) AS {fractions}"):
+        with pytest.raises(DataError, match=r"row 1 has a box \(0\.\d+, .*\) under one pixel wide or high in its "
+                                            r"128x96 photo \(fractions of the photo\? OPTIONS "
+                                            r"\(box_format='normalized'\) reads them so\)"):
+            db.sql(statement)
+    assert not db.engine.store.exists("d_frac")
+    read = db.sql(f"EVALUATE USING d OPTIONS (box_format='normalized') AS {fractions}").df()
+    assert read.equals(db.sql("EVALUATE USING d AS SELECT image, label, box FROM test").df())
 
 
 def test_a_struct_of_corners_with_xywh_is_refused_and_evaluate_skips_rows_it_is_told_to(squares_db):

@@ -324,9 +324,12 @@ def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(DataError, match="row 7 of the query") as info:
-        db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted} "
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop') AS SELECT image, label, box_list AS box FROM photos "
                f"UNION ALL SELECT '{broken}', 'red', [1, 1, 5, 5]")
     assert info.value.row == 7
+    both = db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='crop', on_error='skip') AS {inverted} "
+                  f"UNION ALL SELECT '{broken}', 'red', [1, 1, 5, 5]")
+    assert any(f"could not be read were left out (on_error='skip'): row 7: {broken}" in m for m in both.messages)
     # drawn on photos, `limit` leaving a photo out: a bad box after it is still named by its query row
     first, second = [r[0] for r in db.sql("SELECT DISTINCT image FROM photos ORDER BY image LIMIT 2").fetchall()]
     with pytest.raises(DataError, match="row 3 has an empty or inverted box") as info:
@@ -347,6 +350,20 @@ def test_print_image_shows_photos_with_no_box_and_says_what_is_wrong(halves, tmp
     with pytest.raises(DataError, match="row 5 has an empty or inverted box") as info:
         db.sql(f"PRINT IMAGE OPTIONS (box_col='box', limit=1) AS {spread.format(box='[5, 5, 5, 5]')}")
     assert info.value.row == 5
+    # a photo that cannot be read, with on_error='skip': left out of the drawing and of the crops, and named
+    gone = tmp_path / "gone.png"
+    missing = f"SELECT image, label, box_list AS box FROM photos UNION ALL SELECT '{gone}', 'red', [1, 1, 5, 5]"
+    photos = db.sql("SELECT count(DISTINCT image), count(*) FROM photos").fetchone()
+    with pytest.raises(DataError, match=f"row {photos[1] + 1} of the query.*OPTIONS \\(on_error='skip'\\)"):
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box') AS {missing}")
+    for draw in ("box", "crop"):
+        left = db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='{draw}', on_error='skip') AS {missing}")
+        assert any(f"1 photo(s) that could not be read were left out (on_error='skip'): row {photos[1] + 1}: {gone}"
+                   in m for m in left.messages), left.messages
+        assert left.image.size == db.sql(f"PRINT IMAGE OPTIONS (box_col='box', draw='{draw}') AS SELECT image, label, "
+                                         "box_list AS box FROM photos").image.size
+    with pytest.raises(DataError, match="no photo of the query could be read: row 1"):
+        db.sql(f"PRINT IMAGE OPTIONS (box_col='box', on_error='skip') AS SELECT '{gone}' AS image, [1, 1, 5, 5] AS box")
     with pytest.raises(DataError, match="no column 'nope' \\(option label_col\\)"):
         db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='nope') AS SELECT * FROM photos")
     assert db.sql("PRINT IMAGE OPTIONS (box_col='box', label_col='LABEL') AS SELECT * FROM photos").image is not None

@@ -14,7 +14,7 @@ from pixql.commands.common import (PRECISION, model_image_col, on_cluster, proba
                                    read_labels, refuse_taken_columns, runtime_note, shown)
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
-from pixql.image_columns import find_column, image_errors
+from pixql.image_columns import find_column, image_errors, rows_of
 from pixql.query_rows import is_null
 from pixql.result import Result
 
@@ -157,9 +157,17 @@ def _detector(engine, statement, resolved, given):
         notes.append(f"{len(left_out)} row(s) with no image path or an unusable box or label were left out "
                      f"(on_error='skip'): row(s) {shown(left_out)}")
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
-    with image_errors([("the query", frame, image_col)], can_skip=False):
+    with image_errors([("the query", frame, image_col)], can_skip=True):
         # every box down to a low score: average precision ranks them all
-        found = detector.detect(photos, min(threshold, 0.05), 100, resolved["batch_size"], engine.progress)
+        found = detector.detect(photos, min(threshold, 0.05), 100, resolved["batch_size"], engine.progress,
+                                on_error=resolved["on_error"])
+    unread = [i for i, boxes_found in enumerate(found) if boxes_found is None]  # (on_error='skip')
+    if unread:
+        where = rows_of([("the query", frame, image_col)])
+        notes.append(f"{len(unread)} photo(s) that could not be read were left out (on_error='skip'): "
+                     + shown([f"row {where[str(photos[i])][0]}: {photos[i]}" for i in unread]))
+        kept = [i for i in range(len(photos)) if found[i] is not None]
+        photos, boxes, labels, found = ([x[i] for i in kept] for x in (photos, boxes, labels, found))
     out = task.evaluate(photos, boxes, labels, found, classes, "errors" if resolved["output"] == "errors" else
                         "summary", threshold)
     info = {"model": statement.model, "task": task.name, "output": resolved["output"], "label_col": label_col,

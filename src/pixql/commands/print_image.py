@@ -111,13 +111,16 @@ def _regions(statement, frame, image_col, reader, resolved):
     label_col = find_column(frame, resolved["label_col"], "label_col", "the query") if resolved["label_col"] else \
         next((c for c in (column_named(frame.columns, n) for n in ("predicted", "label")) if c is not None), None)
     skipped, query_rows = 0, frame  # (the query's rows as read: an error names the row there)
+    skip, unread = resolved["on_error"] == "skip", []  # unread: "row N: photo" left out
     if resolved["draw"] == "crop":
-        frame = frame.head(resolved["limit"]).reset_index(drop=True)
+        frame = frame.head(resolved["limit"])
         items, bad = reader.items(frame, image_col)
         if bad:  # on_error='skip': no tile for a row whose box cannot be cut out
-            frame = frame.drop(index=frame.index[bad]).reset_index(drop=True)
+            frame = frame.drop(index=frame.index[bad])
             items = [item for i, item in enumerate(items) if i not in set(bad)]
             skipped = len(bad)
+        tile_rows = [int(i) + 1 for i in frame.index]  # each tile's row of the query
+        frame = frame.reset_index(drop=True)
         shown_ = set(reader.columns(frame))  # the crop shows the box (and mask): captions need not
         others = [c for c in frame.columns if c != image_col and c not in shown_]
         captions = [caption(row, others, image_col) for _, row in frame.iterrows()]
@@ -140,12 +143,26 @@ def _regions(statement, frame, image_col, reader, resolved):
         for photo in photos:
             rows = [i for i, p in enumerate(frame[image_col]) if p == photo and i in items]
             labels = [frame[label_col].iloc[i] if label_col else None for i in rows]
-            with image_errors([("the query", query_rows, image_col)], can_skip=False):
-                pictures.append(display.boxes_drawn(photo, [items[i] for i in rows], labels, resolved["size"]))
+            try:
+                with image_errors([("the query", query_rows, image_col)], can_skip=True):
+                    pictures.append(display.boxes_drawn(photo, [items[i] for i in rows], labels, resolved["size"]))
+            except DataError as exc:
+                if not skip:
+                    raise
+                unread.append(f"row {exc.row}: {photo}")
+                continue
             captions.append([os.path.basename(str(photo)), f"{len(rows)} region(s)"])
-    with image_errors([("the query", query_rows, image_col)], can_skip=False):
-        sheet = display.contact_sheet(pictures, captions, size=resolved["size"], columns=resolved["columns"])
+    if not pictures and unread:
+        raise DataError(f"no photo of the query could be read: {shown(unread)}")
+    tiles = [] if skip and resolved["draw"] == "crop" else None  # (a drawn photo unread is left out above)
+    with image_errors([("the query", query_rows, image_col)], can_skip=skip):
+        sheet = display.contact_sheet(pictures, captions, size=resolved["size"], columns=resolved["columns"],
+                                      skipped=tiles)
+    unread += [f"row {tile_rows[i]}: {exc.path}" for i, exc in tiles or []]
     notes = [f"PRINT IMAGE: {skipped} row(s) whose box or mask could not be read were left out "
              "(on_error='skip')"] if skipped else []
+    if unread:
+        notes.append(f"PRINT IMAGE: {len(unread)} photo(s) that could not be read were left out (on_error='skip'): "
+                     f"{shown(unread)}")
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_col}, figures=[Sheet(sheet)],
                   messages=notes)

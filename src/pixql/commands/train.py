@@ -455,8 +455,10 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     # (train_rows counts photos, a detector's unit of training: one row of the query is one box)
     validated = f"; validated on {len(val_photos)} photo(s) holding {sum(len(b) for b in val_boxes)}" \
         if val_photos else ""
-    messages.append(f"{statement.keyword}: trained on {len(photos)} photo(s) holding "
-                    f"{sum(len(b) for b in boxes)} box(es){validated}")
+    unread = set(map(str, run.skipped))  # (on_error='skip': photos not trained on)
+    trained = [i for i, photo in enumerate(photos) if str(photo) not in unread]
+    n_photos, n_boxes = len(trained), int(sum(len(boxes[i]) for i in trained))
+    messages.append(f"{statement.keyword}: trained on {n_photos} photo(s) holding {n_boxes} box(es){validated}")
     if left_out:
         messages.append(f"{statement.keyword}: {len(left_out)} row(s) with no image path or an unusable box or label "
                         f"were skipped (on_error='skip'): row(s) {shown(left_out)}")
@@ -472,8 +474,8 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
                   "box_format": resolved["box_format"]},
         "train_mode": "finetune", "options": {"given": given, "used": {"epochs": epochs, "weights": run.source}},
         "history": run.history, "metrics": run.metrics,
-        "train_rows": len(photos), "validation_rows": len(val_photos),
-        "data": {"rows": len(frame), "photos": len(photos), "boxes": int(sum(len(b) for b in boxes)),
+        "train_rows": n_photos, "validation_rows": len(val_photos),
+        "data": {"rows": len(frame), "photos": n_photos, "boxes": n_boxes,
                  "fingerprint": data_fingerprint(photos, [len(b) for b in boxes]),
                  "skipped_images": list(map(str, run.skipped)), "rows_without_image": left_out},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -484,7 +486,7 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     engine.catalog.store.save(statement.name, run.state_dict, manifest, overwrite=resolved["overwrite"])
     return frame_result(statement, {
         "model": [statement.name], "base": [base], "task": [DETECTION.name], "classes": [len(classes)],
-        "train_rows": [len(photos)], "validation_rows": [len(val_photos)], "skipped_null_labels": [0],
+        "train_rows": [n_photos], "validation_rows": [len(val_photos)], "skipped_null_labels": [0],
         "skipped_images": [len(run.skipped) + len(left_out)], "epochs": [epochs], "train_mode": ["finetune"],
         "best_validation_metric": [run.metrics.get("val_map_50")],
         "seconds": [round(run.seconds, 2)], "images_per_second": [round(run.images_per_second, 1)],

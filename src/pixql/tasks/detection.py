@@ -237,9 +237,16 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_
         if problem is None and box is not None:
             if path not in sizes:
                 sizes[path] = upright_size(path)  # None when unreadable: the loader names the file
-            box, outside = _in_photo([float(v) for v in box], normalized, sizes[path])
+            given = [float(v) for v in box]
+            box, outside = _in_photo(given, normalized, sizes[path])
             if outside == "all":
                 problem = f"a box wholly outside its photo ({sizes[path][0]}x{sizes[path][1]})"
+            elif sizes[path] is not None and min(box[2] - box[0], box[3] - box[1]) < 1:
+                # (fractions read as pixels: a detector trained on them, or a mAP of 0, without a word)
+                problem = (f"a box ({', '.join(f'{v:g}' for v in given)}) under one pixel wide or high in its "
+                           f"{sizes[path][0]}x{sizes[path][1]} photo" + (
+                               " (fractions of the photo? OPTIONS (box_format='normalized') reads them so)"
+                               if not normalized and max(given) <= 1 else ""))
             clipped += outside == "part"
         if problem is not None:
             if skip:
