@@ -266,17 +266,19 @@ def test_the_querys_columns_keep_their_duckdb_types_and_nulls(colors_db, monkeyp
     db = colors_db
     db.sql("CREATE TABLE typed AS SELECT image, DATE '2024-01-31' AS d, 1234567.89::DECIMAL(10,2) AS price, "
            "12345::HUGEINT AS h, '{\"a\": 1}'::JSON AS j, CASE WHEN label = 'red' THEN NULL ELSE label END AS note, "
-           "CASE WHEN label = 'red' THEN NULL ELSE 1.5 END AS w, [1.5, 2]::FLOAT[2] AS v FROM colors ORDER BY image")
+           "CASE WHEN label = 'red' THEN NULL ELSE 1.5 END AS w, [1.5, 2]::FLOAT[2] AS v, "
+           # a STRUCT's fields keep their types (pandas' dicts of 7 came back as INTEGER fields)
+           "{'id': 7::BIGINT, 'n': 2::BIGINT} AS s, [{'a': 1::BIGINT}] AS ls FROM colors ORDER BY image")
     plain = db.sql("SELECT * FROM typed").fetchall()
     predict = "PREDICT USING cm AS SELECT * FROM typed"
     db.sql(f"CREATE TABLE answered AS {predict}")
     assert db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'answered' "
-                  "ORDER BY ordinal_position").fetchall()[:8] == db.sql(
+                  "ORDER BY ordinal_position").fetchall()[:10] == db.sql(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'typed' "
         "ORDER BY ordinal_position").fetchall()
-    assert [row[:8] for row in db.sql("SELECT * FROM answered").fetchall()] == plain
+    assert [row[:10] for row in db.sql("SELECT * FROM answered").fetchall()] == plain
     rows = db.sql(predict).fetchall()
-    assert [row[:8] for row in rows] == plain
+    assert [row[:10] for row in rows] == plain
     assert rows[0][1:4] == (datetime.date(2024, 1, 31), decimal.Decimal("1234567.89"), 12345)
     assert any(row[5] is None and row[6] is None for row in rows)  # not NaN
     assert db.sql(predict).types == [t for (t,) in db.sql("SELECT data_type FROM information_schema.columns WHERE "

@@ -123,9 +123,10 @@ def create_table_from_frame(con, head, frame, insert=False, types=None):
 
 # DuckDB types that come back as another from a pandas column made of them (DATE as TIMESTAMP,
 # DECIMAL and HUGEINT as DOUBLE, JSON as VARCHAR, MAP as STRUCT, an ARRAY FLOAT[n] as a list
-# FLOAT[]): cast back to what they were. (BIT comes back as BLOB, and its cast back is not BIT's.)
+# FLOAT[], a STRUCT's fields as their values' smallest type: a BIGINT 7 an INTEGER): cast back to
+# what they were. (BIT comes back as BLOB, and its cast back is not BIT's.)
 # (DECIMALs of over 15 digits and HUGEINTs beyond 2**53 lost digits in pandas' float64 already.)
-_CHANGED_BY_PANDAS = re.compile(r"\b(DATE|DECIMAL|HUGEINT|UHUGEINT|JSON|MAP)\b|\[\d+\]")
+_CHANGED_BY_PANDAS = re.compile(r"\b(DATE|DECIMAL|HUGEINT|UHUGEINT|JSON|MAP|STRUCT)\b|\[\d+\]")
 
 
 def frame_select(frame, types):
