@@ -432,6 +432,24 @@ def test_unreadable_photos_and_boxes_of_fractions_with_a_detector(squares_db, tm
     assert read.equals(db.sql("EVALUATE USING d AS SELECT image, label, box FROM test").df())
 
 
+def test_a_detector_build_that_fails_mid_epoch_says_so_on_a_line_of_its_own(tmp_path):
+    """The terminal's error starts its own line: the epoch's progress bar, left open by the
+    failure, is closed first (the message was written after the bar, on its line)."""
+    import re
+    import subprocess
+    import sys
+
+    rows = _squares(tmp_path, 6, 3)
+    rows.loc[len(rows)] = [str(tmp_path / "gone.png"), "red", 1, 1, 20, 20]
+    rows.to_csv(tmp_path / "boxes.csv", index=False)
+    script = (f"COPY t FROM '{tmp_path / 'boxes.csv'}'; BUILD MODEL m USING EfficientNet_Lite0 OPTIONS "
+              "(task='detection', box_col='x1,y1,x2,y2', epochs=1, image_size=64, batch_size=2) AS SELECT * FROM t")
+    done = subprocess.run([sys.executable, "-m", "pixql", "--db", str(tmp_path / "d.duckdb"), "-c", script],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "detector epoch 1/1" in done.stderr  # (a bar was shown)
+    assert re.search(r"(^|[\r\n])Error: BUILD MODEL \(line 1\): Image file not found", done.stderr), done.stderr
+
+
 def test_a_struct_of_corners_with_xywh_is_refused_and_evaluate_skips_rows_it_is_told_to(squares_db):
     db, _, _ = squares_db
     # (BUILD read the STRUCT by its field names but recorded xywh: EVALUATE then misread lists of corners)

@@ -15,7 +15,7 @@ import click
 
 from pixql.collector import quiet_collector
 from pixql.errors import PixqlError
-from pixql.terminal import FORMATS, run_script
+from pixql.terminal import FORMATS, end_progress, run_script
 
 
 def _connect(db, read_only=False, wait=0, cluster=None):
@@ -206,6 +206,7 @@ def _session(obj, script=None, path=None):
             script = expand(script, obj["variables"], expressions=False)  # names only: no Python runs
         return run_script(connection, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
     except KeyboardInterrupt:
+        end_progress()
         if _terminated:
             click.echo("Terminated: the statement was stopped; nothing half-written was kept.", err=True)
             return 128 + signal.SIGTERM

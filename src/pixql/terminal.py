@@ -318,6 +318,19 @@ def run_script(connection, script, fmt="table", out_dir="pixql_output", open_ima
                 click.echo(f"Error: cannot write the results to {where}: {exc.strerror or exc}", err=True)
                 return 1
     except PixqlError as exc:
+        end_progress()
         click.echo(f"Error: {exc}", err=True)
         return 1
     return 0
+
+
+def end_progress():
+    """Close the progress bars a failed or stopped statement left open (nothing on the way up
+    closes them), so that its message starts a line of its own, not the bar's."""
+    import sys
+
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):  # (tqdm's own registry of the bars shown)
+            bar.close()
