@@ -39,10 +39,11 @@ CREATE OR REPLACE TABLE kept AS
   QUALIFY row_number() OVER (PARTITION BY image ORDER BY score DESC) = 1;
 CREATE OR REPLACE TABLE cut AS SEGMENT OPTIONS (box_col='box') AS SELECT * FROM kept;
 CREATE OR REPLACE TABLE tagged AS
-  PREDICT USING tags_model OPTIONS (box_col='box', mask_col='mask', result_col='attributes') AS SELECT * FROM cut;
+  PREDICT USING tags_model OPTIONS (box_col='box', mask_col='mask', result_col='attributes',
+    score_col='attributes_score') AS SELECT * FROM cut;
 CREATE OR REPLACE TABLE fashion AS
-  PREDICT USING colour_model OPTIONS (box_col='box', mask_col='mask', result_col='colour')
-  AS SELECT * EXCLUDE (score) FROM tagged;
+  PREDICT USING colour_model OPTIONS (box_col='box', mask_col='mask', result_col='colour', score_col='colour_score')
+  AS SELECT * FROM tagged;
 
 SELECT image, product, category, box, attributes, colour FROM fashion ORDER BY image;
 -- each garment found, cut out along its mask as the attribute models saw it, with their answers

@@ -195,7 +195,7 @@ def test_answers_never_replace_the_querys_columns(colors_db):
     db = colors_db
     for sql, taken, hint in [
             ("PREDICT USING cm OPTIONS (result_col='label') AS SELECT * FROM colors", "label", "result_col="),
-            ("PREDICT USING cm AS SELECT *, 1 AS Score FROM colors", "Score", "EXCLUDE (Score)"),
+            ("PREDICT USING cm AS SELECT *, 1 AS Score FROM colors", "Score", "OPTIONS (score_col='...')"),
             ("PREDICT USING cm OPTIONS (top_k=2) AS SELECT *, 0 AS top_k FROM colors", "top_k", "top_k AS query_top_k"),
             ("PREDICT USING cm OPTIONS (probabilities=true) AS SELECT *, 0.5 AS prob_red FROM colors", "prob_red", ""),
             ("CONVERT USING cm AS SELECT *, 1 AS embedding FROM colors", "embedding", "result_col=")]:
@@ -207,6 +207,15 @@ def test_answers_never_replace_the_querys_columns(colors_db):
                    "SELECT * EXCLUDE (score) FROM first_pass").df()
     assert list(again.columns) == ["image", "label", "predicted", "again", "score"]
     assert (again.again == again.predicted).all()
+    # or the second score named apart (a DETECT result's rows have a score of their own)
+    both = db.sql("PREDICT USING cm OPTIONS (result_col='again', score_col='again_score', top_k=2) AS "
+                  "SELECT * FROM first_pass").df()
+    assert list(both.columns) == ["image", "label", "predicted", "score", "again", "again_score", "top_k"]
+    assert (both.again_score == both.score).all()
+    for options, option in (("score_col='top_k', top_k=2", "score_col"), ("result_col='s', score_col='S'", "result_col")):
+        with pytest.raises(OptionError, match=f"{option}=.* names a column PREDICT adds itself") as info:
+            db.sql(f"PREDICT USING cm OPTIONS ({options}) AS SELECT * FROM colors")
+        assert info.value.option == option
 
 
 def test_create_temp_table_as_predict(colors_db, tmp_path):

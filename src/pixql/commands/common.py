@@ -42,18 +42,22 @@ def caption(row, columns, image_col):
     return [f"{c}: {short(row[c])}" for c in columns] or [os.path.basename(str(row[image_col]))]
 
 
-def refuse_taken_columns(keyword, query_columns, added, result_option=None):
+def refuse_taken_columns(keyword, query_columns, added, result_option=None, renamed_by=None):
     """A statement's answers never silently replace a column of its query (the user's truth
     labels, a detector's scores): a DataError naming the column and the ways around it. SQL
-    names are case-insensitive, so 'Score' is taken by 'score'."""
+    names are case-insensitive, so 'Score' is taken by 'score'. `result_option`: the column
+    OPTIONS (result_col) names; `renamed_by`: {column: the option that names it} for others."""
     mine = {str(c).lower() for c in added}
     taken = [str(c) for c in query_columns if str(c).lower() in mine]
     if not taken:
         return
     ways = f"select it under another name ({taken[0]} AS query_{taken[0]}) or leave it out " \
            f"(SELECT * EXCLUDE ({', '.join(taken)}) ...)"
-    if result_option is not None and result_option.lower() in {t.lower() for t in taken}:
-        ways += ", or name the answer column with OPTIONS (result_col='...')"
+    options = {**({result_option.lower(): "result_col"} if result_option is not None else {}),
+               **{str(k).lower(): v for k, v in (renamed_by or {}).items()}}
+    named = [options[t.lower()] for t in taken if t.lower() in options]
+    if named:
+        ways += f", or name the answer column with OPTIONS ({named[0]}='...')"
     raise DataError(f"{keyword} adds the column(s) {', '.join(added)}, and the query already has "
                     f"{', '.join(taken)}: {ways}")
 

@@ -12,6 +12,7 @@ from pixql.tasks.classification import renamed_probabilities
 OPTIONS = {
     "image_col": opt.text(),
     "result_col": opt.text("predicted"),
+    "score_col": opt.text("score"),  # (a DETECT result's rows have a score of their own)
     "top_k": opt.integer(1, low=1),
     "probabilities": opt.flag(False),
     "threshold": opt.number(None),  # the task decides what it means (multi-label: 0 < t < 1)
@@ -47,16 +48,18 @@ def run(engine, statement):
     if renamed:
         notes.append(f"PREDICT: {renamed}")
     added = task.output_types(list(model.classes), resolved["result_col"], resolved["top_k"],
-                              resolved["probabilities"])
+                              resolved["probabilities"], resolved["score_col"])
 
     def start(first):
         image_col = model_image_col(statement, first, resolved, manifest)
-        refuse_taken_columns("PREDICT", first.columns, list(added), resolved["result_col"])
+        refuse_taken_columns("PREDICT", first.columns, list(added), resolved["result_col"],
+                             {resolved["score_col"]: "score_col"})
         notes.extend(reader.follow_model(given, manifest.get("regions"), first.columns, "PREDICT", statement.model))
 
         def finish(frame, probs):
             out, unread = task.columns(frame, probs, list(model.classes), threshold, resolved["result_col"],
-                                       top=resolved["top_k"], probabilities=resolved["probabilities"])
+                                       top=resolved["top_k"], probabilities=resolved["probabilities"],
+                                       score_col=resolved["score_col"])
             return out, unread, frame[image_col]
 
         def answer(frame, bar=None):
@@ -71,5 +74,6 @@ def run(engine, statement):
                          [image_col, *reader.columns(first)], resolved)
         return cluster.answer(job, answer, finish, engine.progress, "predict", reader.count)
 
-    return answer_rows(engine, statement, start, CHUNK_ROWS, "predict", f"NULL {resolved['result_col']} and score",
+    return answer_rows(engine, statement, start, CHUNK_ROWS, "predict",
+                       f"NULL {resolved['result_col']} and {resolved['score_col']}",
                        lambda: notes + runtime_note(model, "PREDICT") + reader.message("PREDICT"), reader, added)

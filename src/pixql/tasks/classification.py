@@ -238,25 +238,27 @@ class SingleLabel:
 
     label_type = "VARCHAR"  # the DuckDB type of PREDICT's label column
 
-    def output_types(self, classes, result_col, top=1, probabilities=False):
+    def output_types(self, classes, result_col, top=1, probabilities=False, score_col="score"):
         """{name: DuckDB type} of the columns `columns()` adds to a query's rows, in order (the
         types an empty result's table gets)."""
-        others = {"score": "DOUBLE"}
+        others = {}
         if top > 1:
             others["top_k"] = "STRUCT(label VARCHAR, score DOUBLE)[]"
         if probabilities:
             others.update((name, "DOUBLE") for name in probability_columns(classes))
         # one name for two answers would keep only one of them (the label lost to the score)
-        if result_col.lower() in {name.lower() for name in others}:
-            raise OptionError(f"PREDICT: result_col='{result_col}' names a column PREDICT adds itself "
-                              f"({', '.join(others)}): choose another name for the label column", option="result_col")
-        return {result_col: self.label_type, **others}
+        for option, name, what in (("score_col", score_col, "score"), ("result_col", result_col, "label")):
+            if name.lower() in {other.lower() for other in others}:
+                raise OptionError(f"PREDICT: {option}='{name}' names a column PREDICT adds itself "
+                                  f"({', '.join(others)}): choose another name for the {what} column", option=option)
+            others = {name: self.label_type if option == "result_col" else "DOUBLE", **others}
+        return others
 
-    def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False):
+    def columns(self, frame, probs, classes, threshold, result_col, top=1, probabilities=False, score_col="score"):
         """(a copy of `frame` with PREDICT's columns added, positions of the rows left unanswered).
 
         `probs` [rows, classes] holds NaN for a row whose image could not be read (on_error='skip'):
-        its label and score are NULL. Columns: `result_col`, `score`, with top > 1 `top_k` (the `top`
+        its label and score are NULL. Columns: `result_col`, `score_col`, with top > 1 `top_k` (the `top`
         most probable classes), with `probabilities` one `prob_<class>` per class (replacing a column
         of that name)."""
         import pandas as pd
@@ -274,7 +276,7 @@ class SingleLabel:
         labels, scores = self.decide(known, classes, threshold)
         frame = frame.copy()
         frame[result_col] = series(per_row(labels), frame.index)
-        frame["score"] = series(per_row(scores, float("nan")), frame.index, float)
+        frame[score_col] = series(per_row(scores, float("nan")), frame.index, float)
         if top > 1:
             frame["top_k"] = series(per_row(top_k(known, classes, top)), frame.index)
         if probabilities:
