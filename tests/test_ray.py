@@ -266,11 +266,35 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def test_connecting_keeps_the_sigterm_handler_a_program_set(ray_cluster):
+    """ray.init puts in its own SIGTERM handler (exit status 15, a stack dump): the terminal's,
+    which stops the statement and exits 143 saying so, is put back."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    code = ("import signal, pixql.cluster as c\n"
+            "def mine(*a): pass\n"
+            "signal.signal(signal.SIGTERM, mine)\n"
+            f"c.connect({address!r})\n"
+            "print(signal.getsignal(signal.SIGTERM) is mine)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
 def test_no_cluster_at_the_address_is_a_clear_error_at_once(photos):
-    address = f"ray://127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     with pytest.raises(ClusterError) as info:
         photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{address}') AS SELECT * FROM photos")
     assert info.value.address == address and address in str(info.value) and "no Ray cluster answers" in str(info.value)
+
+
+def test_a_ray_client_address_is_refused_with_the_reason_and_what_works(photos):
+    """Ray Data and Ray Train need their driver on the cluster: over Ray Client a PREDICT failed
+    mid-job ("'Worker' object has no attribute 'core_worker'")."""
+    address = f"ray://127.0.0.1:{_free_port()}"
+    with pytest.raises(ClusterError, match="is a Ray Client address, and pixql's statements do not run through Ray "
+                                           "Client.*cluster='auto'.*ray job submit") as info:
+        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{address}') AS SELECT * FROM photos")
+    assert info.value.address == address
 
 
 def test_a_loopback_head_that_ray_would_dial_elsewhere_is_a_clear_error_at_once(photos, monkeypatch):
@@ -333,9 +357,9 @@ def test_bad_workers_values_name_the_option(ray_cluster, photos):
 def test_where_a_connection_runs(monkeypatch):
     with pixql.connect() as db:
         assert db.cluster == "local"
-    monkeypatch.setenv("PIXQL_CLUSTER", "ray://head:10001")
+    monkeypatch.setenv("PIXQL_CLUSTER", "head:6379")
     with pixql.connect() as db:
-        assert db.cluster == "ray://head:10001"
+        assert db.cluster == "head:6379"
     with pixql.connect(cluster="AUTO") as db:
         assert db.cluster == "auto"
     with pytest.raises(ArgumentError, match="connect\\(\\): cluster must be 'local', 'auto'"):

@@ -33,7 +33,7 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     A database file that another process holds is an error at once, or after trying for
     `wait` seconds; `read_only=True` connections can share a file with each other.
     `cluster`: where PREDICT, DETECT, CONVERT, EVALUATE, BUILD and FIT run: 'local' (this process),
-    'auto' (Ray's choice) or a Ray cluster's address ('ray://host:10001'); default $PIXQL_CLUSTER,
+    'auto' (Ray's choice) or a Ray cluster head's address ('host:6379'); default $PIXQL_CLUSTER,
     else 'local'. Nothing connects until a statement needs it (pip install 'pixql[ray]').
     `config`: DuckDB's settings for the database, as `duckdb.connect(config=...)` takes them
     ({'threads': 4, 'memory_limit': '8GB'}).
@@ -60,7 +60,7 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     from pixql.cluster import check_address, default_address
 
     if cluster is not None and not isinstance(cluster, str):
-        raise ArgumentError(f"connect(): cluster must be a string ('local', 'auto', 'ray://host:port'), "
+        raise ArgumentError(f"connect(): cluster must be a string ('local', 'auto', 'host:port'), "
                             f"got {cluster!r}")
     try:
         cluster = default_address() if cluster is None else check_address(cluster, "connect(): cluster")

@@ -153,7 +153,7 @@ def _variables(ctx, param, pairs):
 @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="If another process holds the database, wait up to SECONDS for it (default: fail at once).")
 @click.option("--cluster", envvar="PIXQL_CLUSTER", default=None, metavar="ADDRESS", callback=_cluster,
-              help="Run PREDICT, DETECT, CONVERT, EVALUATE, BUILD and FIT on a Ray cluster: 'auto', ray://host:10001 or "
+              help="Run PREDICT, DETECT, CONVERT, EVALUATE, BUILD and FIT on a Ray cluster: 'auto' or the head's "
                    "host:port; 'local' (default) runs here. Needs pip install 'pixql[ray]'.")
 @click.option("--set", "variables", multiple=True, metavar="NAME=VALUE", callback=_variables,
               help="A value for {NAME} in the statements (as a SQL literal; as text inside quotes). Repeatable.")

@@ -1,13 +1,14 @@
 """Statements on a Ray cluster: which cluster a statement uses, connecting to it, and running a
 command's model over the statement's rows there.
 
-    pixql.connect(db, cluster='ray://head:10001')   pixql --cluster auto   PIXQL_CLUSTER=...
+    pixql.connect(db, cluster='auto')   pixql --cluster head:6379   PIXQL_CLUSTER=...
     PREDICT USING m OPTIONS (cluster='auto', workers=4, gpus_per_worker=1) AS SELECT ...
 
 A statement's OPTIONS (cluster=...) wins over its connection's, which defaults to
 $PIXQL_CLUSTER, else 'local': this process, no Ray. 'auto' is Ray's own choice ($RAY_ADDRESS,
-a cluster started on this machine, else a new one here); 'ray://host:port' a Ray Client
-server; 'host:port' a cluster's head (GCS).
+a cluster started on this machine, else a new one here); 'host:port' a cluster's head (GCS).
+A Ray Client address ('ray://host:port') is refused with the reason: Ray Data and Ray Train,
+which run the statements, need their driver on the cluster (ray-project/ray#48682).
 
 A command supplies a model-loading function and a per-block function (ml.ray_workers.Job);
 `Cluster.answer` streams the answers into answer_rows (PREDICT, CONVERT; DETECT will plug in
@@ -23,7 +24,9 @@ import itertools
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 
 from pixql import options as opt
 from pixql.errors import ClusterError, DataError, OptionError, PixqlError
@@ -34,7 +37,7 @@ ENV = "PIXQL_CLUSTER"
 CONNECT_TIMEOUT_SECONDS = 5
 
 OPTIONS = {
-    "cluster": opt.text(),  # 'local', 'auto', 'ray://host:port' or 'host:port'; default: the connection's
+    "cluster": opt.text(),  # 'local', 'auto' or 'host:port'; default: the connection's
     "workers": opt.integer(None, low=1),  # actors (inference) or Ray Train workers; BUILD: or this machine's GPUs
     "gpus_per_worker": opt.number(None, low=0),  # default: 1 where the cluster has GPUs, else 0
 }
@@ -42,15 +45,15 @@ _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,
 
 
 def check_address(value, where="cluster"):
-    """`value` as a cluster address ('local', 'auto', 'ray://host:port', 'host:port'), or an
-    OptionError naming `where` (the option, argument or variable that held it)."""
+    """`value` as a cluster address ('local', 'auto', 'host:port'; a Ray Client's 'ray://host:port'
+    is refused when a statement connects, with the reason), or an OptionError naming `where` (the
+    option, argument or variable that held it)."""
     text = str(value).strip() if value is not None else LOCAL
     if text.lower() in (LOCAL, AUTO, ""):
         return text.lower() or LOCAL
     if _ADDRESS.match(text):
         return text
-    raise OptionError(f"{where} must be 'local', 'auto', 'ray://host:port' or 'host:port' (a Ray cluster's "
-                      f"head), not {value!r}")
+    raise OptionError(f"{where} must be 'local', 'auto' or 'host:port' (a Ray cluster's head), not {value!r}")
 
 
 def default_address():
@@ -71,7 +74,7 @@ def choose(engine, resolved, keyword, training=False):
         for name in ("workers", "gpus_per_worker"):
             if resolved.get(name) is not None and not (training and name == "workers"):
                 raise OptionError(f"{keyword}: OPTIONS ({name}=...) applies on a Ray cluster; name one with "
-                                  "OPTIONS (cluster='auto' or 'ray://host:port'), pixql.connect(..., cluster=...) "
+                                  "OPTIONS (cluster='auto' or 'host:port'), pixql.connect(..., cluster=...) "
                                   f"or --cluster, or leave {name} out", option=name)
         return None
     cluster = Cluster.connect(address, resolved.get("workers"), resolved.get("gpus_per_worker"), keyword)
@@ -125,8 +128,6 @@ def _dialled_reachable(address):
     (written, or recorded by `ray start` for 'auto') with this machine's own, where a head started
     on 127.0.0.1 does not listen, and then retries for ever. Ray's own resolution is asked (a
     private function: where it is missing or fails, Ray goes on as it would)."""
-    if address.startswith("ray://"):
-        return
     try:
         from ray._private import services
 
@@ -156,6 +157,13 @@ def _quiet_ray_logs():
 
 def connect(address):
     """Ray connected to `address` ('auto' or an address); a ClusterError naming it if not."""
+    if address.startswith("ray://"):
+        raise ClusterError(
+            f"{address} is a Ray Client address, and pixql's statements do not run through Ray Client: Ray Data "
+            "and Ray Train, which run them on a cluster, need their driver on the cluster (Ray's own limit, "
+            "ray-project/ray#48682). Run pixql on a node of the cluster with cluster='auto' (or the head's "
+            "host:6379), or send the script to the cluster as a Ray job: ray job submit --address "
+            "http://<head>:8265 --working-dir . -- pixql --cluster auto run script.sql", address=address)
     ray = import_ray()
     if address != AUTO:
         _reachable(address)  # also when Ray is up already: the address must be the one it talks to
@@ -168,15 +176,41 @@ def connect(address):
         return ray
     _dialled_reachable(address)
     _quiet_ray_logs()
-    kwargs = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if not address.startswith("ray://"):  # a Ray Client takes none of these
-        kwargs["include_dashboard"] = False
+    kwargs = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
+    handler = _sigterm_handler()
     try:
         ray.init(address=None if address == AUTO else address, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray's own errors, whatever their class
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}", address=address) from exc
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}{_auth_hint()}",
+                           address=address) from exc
+    finally:
+        _restore_sigterm(handler)
     _connected["address"] = address if address != AUTO else _gcs_address(ray)
     return ray
+
+
+def _sigterm_handler():
+    """The process's SIGTERM handler before ray.init, which puts its own in (its exit: status 15,
+    a stack dump): one a program set (pixql's terminal: stop the statement, exit 143) is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None  # (the default, or one set outside Python: Ray's)
+
+
+def _restore_sigterm(handler):
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _auth_hint():
+    """Ray 2.59 and later start `ray start` clusters with token authentication, which a process
+    connecting to one uses only when told: its failure then reads as a timeout or a refusal."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return ("; if the cluster uses token authentication (Ray 2.59 and later turn it on for clusters that "
+            "`ray start` makes), set RAY_AUTH_MODE=token in this process's environment, with the cluster's token in "
+            "RAY_AUTH_TOKEN or ~/.ray/auth_token")
 
 
 def _gcs_address(ray):

@@ -455,5 +455,5 @@ def choose(workers=None, device="auto", cluster=None):
     if gpus < workers:
         raise OptionError(f"OPTIONS (workers={workers}) without a cluster trains on this machine's GPUs, one "
                           f"process each, and it has {gpus}; name a Ray cluster with OPTIONS "
-                          "(cluster='ray://host:port' or 'auto'), or leave workers out", option="workers")
+                          "(cluster='auto' or 'host:port'), or leave workers out", option="workers")
     return Processes(workers, "cuda")
