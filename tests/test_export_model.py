@@ -95,6 +95,12 @@ def test_export_refuses_what_it_should(colors_db, tmp_path):
         with pytest.raises(CatalogError, match="is a folder, not a file to write"):
             colors_db.sql(f"EXPORT MODEL cm TO '{folder}' OPTIONS (overwrite=true)")
     assert not (tmp_path / "o.onnx").exists()
+    (tmp_path / "o.preprocessing.json").mkdir()  # the preprocessing's name taken by a folder
+    for overwrite in ("false", "true"):
+        with pytest.raises(CatalogError, match="o.preprocessing.json, where the preprocessing beside o.onnx is "
+                                               "written, is a folder: move it away"):
+            colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'o.onnx'}' OPTIONS (overwrite={overwrite})")
+    assert not (tmp_path / "o.onnx").exists() and (tmp_path / "o.preprocessing.json").is_dir()
     with pytest.raises(ParseError, match="expected TO"):
         colors_db.sql("EXPORT MODEL cm 'x.onnx'")
     # DuckDB's own EXPORT DATABASE still reaches DuckDB

@@ -22,7 +22,11 @@ def run(engine, statement):
     if not statement.path.strip() or path.is_dir():
         raise CatalogError(f"EXPORT MODEL: {statement.path!r} is a folder, not a file to write: "
                            "name the file, e.g. TO 'model.onnx'", path=str(path))
-    for target in (path, Path(sidecar_path(path))):
+    sidecar = Path(sidecar_path(path))
+    if sidecar.is_dir():  # (overwrite=true would not replace a folder either)
+        raise CatalogError(f"EXPORT MODEL: {sidecar}, where the preprocessing beside {path.name} is written, is a "
+                           "folder: move it away, or name the ONNX file otherwise", path=str(sidecar))
+    for target in (path, sidecar):
         if target.exists() and not resolved["overwrite"]:
             raise CatalogError(f"{target} already exists; use OPTIONS (overwrite=true) to replace it",
                                path=str(target))
