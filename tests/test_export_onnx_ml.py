@@ -97,6 +97,43 @@ def test_lite0_imagenet_onnx_matches_predict_on_photos(tmp_path, data_root):
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
+def test_the_preprocessing_file_is_enough_to_run_the_onnx_file_outside_pixql(tmp_path, data_root):
+    """An outside program (PIL, numpy, onnxruntime; no pixql, timm or torch) that follows the
+    preprocessing file's fields gets PREDICT's probabilities on real photos."""
+    import onnxruntime
+    from PIL import Image, ImageOps
+
+    from pixql.errors import WeightsUnavailableError
+    from pixql.ml.infer import imagenet_classifier_parts
+
+    photos = cat_and_dog_photos(data_root, 3)
+    try:
+        network, state_dict, classes, pre = imagenet_classifier_parts()
+    except WeightsUnavailableError as e:
+        pytest.skip(f"EfficientNet-Lite0 ImageNet weights unavailable: {e}")
+    target = tmp_path / "lite0.onnx"
+    export_onnx(network, state_dict, classes, pre, target)
+    side = json.loads(open(sidecar_path(target)).read())
+    assert side["steps"][0].startswith("decode the file as RGB") and "resize so that the shorter side is" in \
+        side["steps"][1]
+    filters = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+    batch = []
+    for path in photos:
+        image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        size, (h, w) = side["resize"]["size"], side["center_crop"]
+        scale = size / min(image.size)  # (an int: the shorter side's length)
+        image = image.resize((round(image.width * scale), round(image.height * scale)),
+                             filters[side["resize"]["interpolation"]])
+        left, top = round((image.width - w) / 2), round((image.height - h) / 2)
+        pixels = np.asarray(image.crop((left, top, left + w, top + h)), dtype=np.float32) * side["scale"]
+        batch.append(((pixels - side["mean"]) / side["std"]).transpose(2, 0, 1))
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    got = session.run([side["output_name"]], {side["input_name"]: np.stack(batch).astype(np.float32)})[0]
+    expected = _pixql_probabilities(None, state_dict, photos, network, classes, pre, "classification")
+    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
 def test_missing_output_folder_is_a_clear_error(tmp_path):
     manifest, state_dict = _color_model(tmp_path)
     target = tmp_path / "no_such_folder" / "cm.onnx"

@@ -348,6 +348,7 @@ def _config(network, classes, pre, task, opset, exporter, regions=None):
         "crop_pct": None if pre.get("crop_pct") is None else float(pre["crop_pct"]),
         "crop_mode": pre.get("crop_mode") or "center",
         "interpolation": pre["interpolation"],
+        **_pixel_steps(pre, regions),
         "classes": list(classes),
         "task": task.name,
         "output": task.activation,
@@ -358,6 +359,40 @@ def _config(network, classes, pre, task, opset, exporter, regions=None):
         "torch_version": torch.__version__,
         "pixql_version": getattr(pixql, "__version__", None),
     }
+
+
+def _pixel_steps(pre, regions=None):
+    """What PREDICT does to a photo before the network, as fields a program outside pixql reads
+    (`resize`: the shorter side's length, or [height, width] when squashed; `center_crop`
+    [height, width]; `scale`: the factor to bring 8-bit pixels into [0, 1]) and in words (`steps`),
+    both read from the eval transform of timm that pixql's follows (ml/data.eval_transform)."""
+    from timm.data import create_transform
+
+    fields, steps = {}, ["decode the file as RGB, turned upright by its EXIF orientation"]
+    if regions:
+        steps.append("cut out the row's region as `regions` says (its box, padding, mask and background)")
+    for step in create_transform(input_size=tuple(pre["input_size"]), is_training=False,
+                                 interpolation=pre["interpolation"], mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                                 crop_pct=pre.get("crop_pct"), crop_mode=pre.get("crop_mode") or "center").transforms:
+        name = type(step).__name__
+        if name == "Resize":
+            size = step.size if isinstance(step.size, int) else list(step.size)
+            mode = getattr(step.interpolation, "value", step.interpolation)
+            fields["resize"] = {"size": size, "interpolation": mode, "antialias": bool(step.antialias)}
+            steps.append(f"resize so that the shorter side is {size} px ({mode}, antialiased)" if isinstance(size, int)
+                         else f"resize to {size[1]}x{size[0]} px, width x height ({mode}, antialiased)")
+        elif name == "CenterCrop":
+            fields["center_crop"] = list(step.size)
+            steps.append(f"cut out the centre {step.size[1]}x{step.size[0]} px (width x height)")
+        elif name in ("ToTensor", "MaybeToTensor"):
+            fields["scale"] = 1 / 255
+            steps.append("the pixels as float32 divided by 255 (into [0, 1]), channels first")
+        elif name == "Normalize":
+            steps.append("per channel (R, G, B): subtract mean, divide by std")
+        else:  # (a transform timm adds in a later version: named, for whoever reads the file)
+            steps.append(name)
+    steps.append("stack the photos into a batch: NCHW float32, the input named input_name")
+    return {**fields, "steps": steps}
 
 
 def _set_metadata(proto, entries):
