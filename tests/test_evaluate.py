@@ -194,9 +194,18 @@ def test_errors_feed_print_image_and_tables(colors_db):
     assert leftovers == [(0,)]
 
 
-def test_nested_statement_in_a_view_is_refused(colors_db):
-    with pytest.raises(SqlError, match="view cannot hold a pixql statement.*CREATE TABLE"):
-        colors_db.sql("CREATE VIEW v AS SELECT * FROM (EVALUATE USING cm AS SELECT * FROM colors)")
+def test_nested_statement_in_a_view_macro_or_prepared_statement_is_refused(colors_db):
+    """What keeps its SQL to run later would keep the temporary name the nested rows had: a macro
+    saved so failed later, or read another statement's rows under the name reused."""
+    nested = "SELECT * FROM (EVALUATE USING cm AS SELECT * FROM colors)"
+    for sql, what in ((f"CREATE VIEW v AS {nested}", "a view"),
+                      (f"-- kept\nCREATE OR REPLACE MACRO m() AS TABLE {nested}", "a macro"),
+                      (f"CREATE TEMP MACRO m2(x) AS (SELECT count(*) FROM ({nested}))", "a macro"),
+                      (f"PREPARE q AS {nested} WHERE class = $1", "a prepared statement")):
+        with pytest.raises(SqlError, match=f"{what} cannot hold a pixql statement.*CREATE TABLE"):
+            colors_db.sql(sql)
+    assert colors_db.sql("SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('m', 'm2')").fetchone() \
+        == (0,)
 
 
 def test_integer_labels_are_compared_as_strings(colors_db, tmp_path):

@@ -14,7 +14,10 @@ from pixql.ingest import quote_ident
 from pixql.result import Result
 from pixql.sql import statements as st
 
-_CREATE_VIEW = re.compile(r"\s*CREATE\s+(OR\s+REPLACE\s+)?(TEMP(ORARY)?\s+)?VIEW\b", re.IGNORECASE)
+# What keeps its SQL to run later: a pixql statement inside has no SQL to keep (its rows are computed
+# into a temporary name when the statement runs, which a view, macro or prepared statement would keep)
+_KEEPS_SQL = re.compile(r"(?:\s+|--[^\n]*\n?|/\*.*?\*/)*(?:CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?"
+                        r"(VIEW|MACRO|FUNCTION)|(PREPARE))\b", re.IGNORECASE | re.DOTALL)
 # What a statement that returns no rows of its own answers in DuckDB: its change count or 'Success'.
 _NOTHING_TO_SHOW = (["Count"], ["Success"], [])
 
@@ -26,9 +29,12 @@ def run(engine, statement):
     with session.nested(statement.sql, statement.line, statement.col) as (sql, nested):
         try:
             if nested:  # the pixql statements' rows go away with their views: compute now
-                if _CREATE_VIEW.match(sql):
-                    raise SqlError("a view cannot hold a pixql statement (its rows are computed once); "
-                                   "use CREATE TABLE ... AS instead")
+                kept = _KEEPS_SQL.match(sql)
+                if kept:
+                    what = {"view": "a view", "macro": "a macro", "function": "a macro"}.get(
+                        (kept.group(1) or "").lower(), "a prepared statement")
+                    raise SqlError(f"{what} cannot hold a pixql statement (its rows are computed once, when the "
+                                   "statement runs); store them with CREATE TABLE ... AS and use that table instead")
                 (parsed,) = session.duckdb.extract_statements(sql)
                 if parsed.type.name != "SELECT":  # COPY (EVALUATE ...) TO: DuckDB's count, shown as its own is
                     return _executed(session, statement, sql, parsed.type.name)
