@@ -67,6 +67,17 @@ def test_classes_differing_only_in_case_get_probability_columns_sql_can_name(col
     assert not any("differ only in case" in m for m in plain.messages)
 
 
+def test_the_models_image_column_is_found_whatever_its_case(colors_db):
+    """SQL's names: IMAGE and "Image" are the column image the model was trained on (it was refused
+    as a column the query lacks)."""
+    db = colors_db
+    plain = db.sql("PREDICT USING cm AS SELECT * FROM colors").df()
+    upper = db.sql('PREDICT USING cm AS SELECT image AS "IMAGE", label FROM colors').df()
+    assert list(upper.columns[:2]) == ["IMAGE", "label"] and (upper.predicted == plain.predicted).all()
+    report = db.sql('EVALUATE USING cm AS SELECT image AS "Image", label FROM colors').df()
+    assert report.equals(db.sql("EVALUATE USING cm AS SELECT * FROM colors").df())
+
+
 def test_batch_size_does_not_change_the_answers(colors_db):
     one = colors_db.sql("PREDICT USING cm OPTIONS (batch_size=1) AS SELECT * FROM colors").df()
     many = colors_db.sql("PREDICT USING cm OPTIONS (batch_size=7) AS SELECT * FROM colors").df()

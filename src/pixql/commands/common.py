@@ -5,7 +5,7 @@ import os
 
 from pixql import options as opt
 from pixql.errors import DataError, PixqlError
-from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
+from pixql.image_columns import check_image_paths, column_named, image_errors, missing_paths, pick_image_col
 from pixql.query_rows import is_null
 from pixql.result import Result
 
@@ -78,8 +78,8 @@ def read_labels(task, cells, classes, label_col, index=None, what="the query"):
 
 def model_image_col(statement, frame, resolved, manifest):
     """OPTIONS (image_col) if given, else the column the model was trained on, else a guess."""
-    trained_col = manifest.get("image_col")
-    if resolved["image_col"] is None and trained_col is not None and trained_col not in frame.columns:
+    trained_col = manifest.get("image_col")  # (SQL's names: 'Image' is the column image)
+    if resolved["image_col"] is None and trained_col is not None and column_named(frame.columns, trained_col) is None:
         raise DataError(
             f"model '{statement.model}' was trained on image column '{trained_col}', which the query lacks "
             f"(columns: {', '.join(map(str, frame.columns))}); name the column with OPTIONS (image_col='...')")

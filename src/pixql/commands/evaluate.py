@@ -14,7 +14,7 @@ from pixql.commands.common import (PRECISION, model_image_col, on_cluster, proba
                                    read_labels, refuse_taken_columns, runtime_note, shown)
 from pixql.errors import DataError, OptionError
 from pixql.figures import Confusion
-from pixql.image_columns import find_column, image_errors, rows_of
+from pixql.image_columns import column_named, find_column, image_errors, rows_of
 from pixql.query_rows import is_null
 from pixql.result import Result
 
@@ -148,7 +148,7 @@ def _detector(engine, statement, resolved, given):
     resolved = dict(resolved, box_col=resolved["box_col"] or recorded.get("box_col"),
                     label_col=resolved["label_col"] or manifest.get("label_col"),
                     **{k: resolved[k] if k in given else recorded.get(k, resolved[k]) for k in ("normalized", "box_format")},
-                    image_col=resolved["image_col"] or (trained_col if trained_col in frame.columns else None))
+                    image_col=resolved["image_col"] or (trained_col and column_named(frame.columns, trained_col)))
     unknown, notes = [], []
     photos, boxes, labels, classes, left_out, image_col, label_col = truth(
         frame, resolved, "the query", list(detector.classes), unknown, notes,
