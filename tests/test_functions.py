@@ -254,6 +254,25 @@ def test_a_nested_statement_sees_the_querys_with_names():
     assert queries("SELECT * FROM (PREDICT USING m AS SELECT * FROM x)") == ["SELECT * FROM x"]
 
 
+def test_a_with_name_the_statement_and_the_query_share_is_computed_once(colors_db):
+    """A SAMPLE or random() in the leading WITH: the nested statement and the query read the
+    same rows (each computed its own, and a join of a sample with its predictions lost rows), and
+    nothing is left behind; an error inside still names the statement's line."""
+    db = colors_db
+    for _ in range(3):
+        assert db.sql("WITH s AS (SELECT * FROM colors USING SAMPLE 5 ROWS) SELECT count(*) FROM s "
+                      "JOIN (PREDICT USING cm AS SELECT * FROM s) USING (image)").fetchone() == (5,)
+    assert db.sql("WITH a(x) AS (SELECT image FROM colors ORDER BY random() LIMIT 6),\n"
+                  "b AS (SELECT x AS image FROM a USING SAMPLE 2 ROWS)\n"
+                  "SELECT (SELECT list(image ORDER BY image) FROM b) = (SELECT list(image ORDER BY image) FROM "
+                  "(PREDICT USING cm AS SELECT * FROM b))").fetchone() == (True,)
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '__pixql%'").fetchone() == (0,)
+    with pytest.raises(DataError, match=r"PREDICT \(line 4\).*nosuch") as info:
+        db.sql("WITH s AS (\n  SELECT * FROM colors\n)\nSELECT * FROM s JOIN (PREDICT USING cm AS SELECT * FROM s "
+               "WHERE nosuch = 1) USING (image)")
+    assert info.value.statement_line == 4
+
+
 def test_a_nested_predict_reads_a_cte_of_its_query(colors_db):
     rows = colors_db.sql("WITH few AS (SELECT * FROM colors ORDER BY image LIMIT 3) "
                          "SELECT image, predicted = label AS right FROM (PREDICT USING cm AS SELECT * FROM few)").df()

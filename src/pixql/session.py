@@ -290,8 +290,10 @@ class Session:
         if not found:
             yield sql, False
             return
-        names, pieces = [], []
+        names, pieces, kept = [], [], []
         try:
+            sql = self._with_computed_once(sql, kept)
+            found = nested_statements(sql, line=line, col=col)
             results = [(start, stop, self._run_nested(inner)) for start, stop, inner in found]
             for start, stop, result in results:
                 name = self.temp_name("nested")
@@ -305,6 +307,34 @@ class Session:
         finally:
             for name in names:
                 self.duckdb.unregister(name)
+            for name in kept:
+                self.drop_table(name)
+
+    def _with_computed_once(self, sql, kept):
+        """`sql` with the names of its leading WITH that its pixql statements use read from TEMP
+        tables computed once (their names added to `kept`): the statements run first and would
+        otherwise compute them apart from the query, and a SAMPLE or random() differs between the
+        two (an inner join of a sample with its own predictions lost rows)."""
+        import duckdb
+
+        from pixql.sql import shared_ctes
+
+        recursive, ctes = shared_ctes(sql)
+        done, pieces = [], []
+        for name, start, end, text in ctes:  # (in the WITH's order: a name reads only those before it)
+            table = self.temp_name("with")
+            earlier = "".join(f"{ingest.quote_ident(n)} AS (SELECT * FROM {t}), " for n, t in done)
+            try:
+                self.interruptible(lambda: self.duckdb.execute(
+                    f"CREATE TEMP TABLE {table} AS WITH {'RECURSIVE ' if recursive else ''}{earlier}{text} "
+                    f"SELECT * FROM {ingest.quote_ident(name)}").fetchall())
+            except duckdb.Error as exc:
+                raise self.error(exc) from exc
+            kept.append(table)
+            done.append((name, table))
+            pieces.append((start, end, _in_its_place(f"{ingest.quote_ident(name)} AS (SELECT * FROM {table})",
+                                                     sql[start:end])))
+        return spliced(sql, pieces)
 
     def query_frame(self, statement, query=None, what="query", option=None, wrap=None, params=None, types=None):
         """The rows of `query` (default: the statement's own `AS query`) as a DataFrame.
@@ -740,3 +770,12 @@ def open_database(database, read_only, wait, config=None):
                 f"{waited}; a database file has one writer, or many read-only readers, at a time. "
                 f"Close it there, or wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS))"
                 f"{share}") from exc
+
+
+def _in_its_place(new, old):
+    """`new`, standing for `old` in a query, padded so that what follows keeps its line and column
+    (an error inside a later statement points at the script's own line)."""
+    lines = old.count("\n")
+    if not lines:
+        return new.ljust(len(old))
+    return new + "\n" * lines + " " * len(old.rsplit("\n", 1)[1])

@@ -542,9 +542,10 @@ def _closing(toks, i):
     return None
 
 
-def _leading_with(script, toks):
+def _leading_with(script, toks, spans=None):
     """A query's leading `WITH [RECURSIVE] a AS (...), b AS (...)`: (recursive, [(name, its text,
-    names its body mentions, whether its body holds a pixql statement)], end offset), or None."""
+    names its body mentions, whether its body holds a pixql statement)], end offset), or None.
+    `spans` (a list): gets each name's (start, end) offsets in `script`, in the same order."""
     if not toks or not toks[0].is_kw("WITH"):
         return None
     recursive = len(toks) > 1 and toks[1].is_kw("RECURSIVE")
@@ -563,6 +564,8 @@ def _leading_with(script, toks):
         if end is None:
             return None
         body = range(i, end)
+        if spans is not None:
+            spans.append((toks[first].start, toks[end].end))
         ctes.append((toks[first].value.lower(), script[toks[first].start:toks[end].end], _names(toks[i:end]),
                      any(toks[k].is_punct("(") and _opens_nestable(toks, k + 1) for k in body)))
         if end + 1 < len(toks) and toks[end + 1].is_punct(","):
@@ -573,6 +576,38 @@ def _leading_with(script, toks):
 
 def _names(toks):
     return {t.value.lower() for t in toks if t.kind in (IDENT, QIDENT)}
+
+
+def _wanted(ctes, names, defined=frozenset()):
+    """The names of the WITH `ctes` (_leading_with's) that `names` use, and the ones those use."""
+    wanted, frontier = set(), set(names)
+    while frontier:
+        found = {name for name, *_ in ctes if name in frontier and name not in wanted and name not in defined}
+        wanted |= found
+        frontier = set().union(*(refs for name, _, refs, _ in ctes if name in found)) if found else set()
+    return wanted
+
+
+def shared_ctes(text):
+    """The names of `text`'s leading WITH that its parenthesised pixql statements use, which they
+    and the query would each compute (a SAMPLE or random() then differs between them):
+    (recursive, [(name, start, end, its text)] in the WITH's order), [] where none."""
+    toks = tokenize(text, Positions(text))
+    spans = []
+    ctes = _leading_with(text, toks, spans)
+    if ctes is None:
+        return False, []
+    used = set()
+    for start, _, stmt in nested_statements(text, see_with=False):
+        if start >= ctes[2] and getattr(stmt, "query", None):
+            qtoks = tokenize(stmt.query, Positions(stmt.query))
+            own = _leading_with(stmt.query, qtoks)
+            used |= _wanted(ctes[1], _names(qtoks), {name for name, *_ in (own[1] if own else [])})
+    chosen = [(name, start, end, cte_text, nested) for (name, cte_text, _, nested), (start, end)
+              in zip(ctes[1], spans) if name in used]
+    if any(nested for *_, nested in chosen):  # (not given to the statements either: _seeing)
+        return False, []
+    return ctes[0], [item[:4] for item in chosen]
 
 
 def _seeing(stmt, outer):
@@ -587,11 +622,7 @@ def _seeing(stmt, outer):
     qtoks = tokenize(query, Positions(query))
     own = _leading_with(query, qtoks)
     defined = {name for name, *_ in (own[1] if own else [])}  # its own WITH's names shadow the outer's
-    wanted, frontier = set(), _names(qtoks)
-    while frontier:
-        found = {name for name, *_ in ctes if name in frontier and name not in wanted and name not in defined}
-        wanted |= found
-        frontier = set().union(*(refs for name, _, refs, _ in ctes if name in found)) if found else set()
+    wanted = _wanted(ctes, _names(qtoks), defined)
     chosen = [(text, nested) for name, text, _, nested in ctes if name in wanted]
     if not chosen or any(nested for _, nested in chosen):
         return stmt
@@ -615,12 +646,13 @@ def _opens_nestable(toks, i):
         and kw(2, "AS", "OPTIONS")
 
 
-def nested_statements(text, line=1, col=1):
+def nested_statements(text, line=1, col=1, see_with=True):
     """[(start, end, statement)] for each parenthesised pixql statement in `text`,
     e.g. `SELECT * FROM (EVALUATE USING m AS SELECT * FROM t) WHERE ...`:
     text[start:end] is the statement with its parentheses. Only the outermost ones
     are returned (a statement's own query is searched when that statement runs).
-    `line`/`col` say where `text` starts in its script, for error positions."""
+    `line`/`col` say where `text` starts in its script, for error positions; `see_with`: a
+    statement's query gets the names it uses of `text`'s leading WITH (_seeing)."""
     if not any(word in text.upper() for word in _NESTABLE_FIRST):
         return []
     script = "\n" * (line - 1) + " " * (col - 1) + text
@@ -639,7 +671,7 @@ def nested_statements(text, line=1, col=1):
             break  # unbalanced: DuckDB will say so
         stmt = _parse_group(script, pos, toks[i + 1:j])
         if isinstance(stmt, NESTABLE):
-            if ctes is not None and tok.start >= ctes[2] and getattr(stmt, "query", None):
+            if see_with and ctes is not None and tok.start >= ctes[2] and getattr(stmt, "query", None):
                 stmt = _seeing(stmt, ctes)
             found.append((tok.start - offset, toks[j].end - offset, stmt))
             i = j + 1
