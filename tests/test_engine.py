@@ -601,6 +601,12 @@ def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv
     db.sql("CREATE TABLE blues AS PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = $l",
            {"l": "blue"})
     assert db.sql("SELECT count(*) FROM blues").fetchone() == (12,)
+    # the one pixql statement inside a query that holds them takes them (a query of its own has none)
+    inside = "(PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?)"
+    assert db.sql(f"SELECT count(*), min(label) FROM {inside}", ["red"]).fetchall() == [(12, "red")]
+    db.sql("CREATE TABLE kept (image VARCHAR, predicted VARCHAR)")
+    db.sql(f"INSERT INTO kept SELECT image, predicted FROM {inside}", ["blue"])
+    assert db.sql("SELECT count(*) FROM kept").fetchone() == (12,)
     streamed = db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?", ["red"])
     db.sql("SELECT 1")  # the next statement drops the bound rows: the result keeps its own
     assert len(streamed.df()) == 12
@@ -608,8 +614,11 @@ def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv
         ("SELECT 1; SELECT ?", [1], "params go with a script of one statement"),
         ("SELECT ?", 5, "params must be a list \\(for \\?\\) or a dict"),
         ("SHOW MODELS", [1], "SHOW MODELS has none"),
-        ("SELECT * FROM (PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?)", ["red"],
-         "not those of a pixql statement inside it"),
+        ("SELECT ?::INT, * FROM (PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?)",
+         [1, "red"], "of a query, or of the one pixql statement inside it that has them; not both"),
+        ("SELECT * FROM (PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = $l) JOIN "
+         "(PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = $l) USING (image)", {"l": "red"},
+         "nor several such statements"),
     ]:
         with pytest.raises(ArgumentError, match=message):
             db.sql(script, params)

@@ -252,11 +252,18 @@ class Session:
             yield statement
             return
         inner = statement.statement if isinstance(statement, CreateTableAs) else statement
-        nested = ArgumentError("params fill a query's ? or $name, not those of a pixql statement inside it: give "
-                               "them to that statement (db.sql('PREDICT ... WHERE x = ?', params))")
+        nested = ArgumentError("params fill the ? or $name of a query, or of the one pixql statement inside it that "
+                               "has them; not both, nor several such statements: give each statement its own "
+                               "(db.sql('CREATE TABLE p AS PREDICT ... WHERE x = ?', params), then the query)")
         if isinstance(inner, Sql):
-            if nested_statements(inner.sql, inner.line, inner.col):
-                raise nested
+            found = nested_statements(inner.sql, inner.line, inner.col)
+            if found:  # the one pixql statement inside that holds them takes them, as its own would
+                table = self.temp_name("params")
+                try:
+                    yield dataclasses.replace(inner, sql=self._nested_params(inner, found, params, table, nested))
+                finally:
+                    self._stale_tables.append(table)
+                return
             self.params = params
             try:
                 yield statement
@@ -278,6 +285,36 @@ class Session:
             yield bound if inner is statement else dataclasses.replace(statement, statement=bound)
         finally:
             self._stale_tables.append(table)  # (a streamed result copied its rows while the statement ran)
+
+    def _nested_params(self, inner, found, params, table, refused):
+        """`inner`'s SQL with the query of its one nested pixql statement that holds the ? or
+        $name read from `table`, computed with `params`; `refused` (an ArgumentError) where the
+        query around them has its own too, or several statements do (which would take which?)."""
+        import duckdb
+
+        def holds(sql):
+            try:
+                return bool(self.duckdb.extract_statements(sql)[0].named_parameters)
+            except (duckdb.Error, IndexError):
+                return True  # (not read: not guessed)
+
+        if holds(spliced(inner.sql, [(start, stop, "(SELECT 1)") for start, stop, _ in found])):
+            raise refused
+        holders = [(start, stop, stmt) for start, stop, stmt in found
+                   if isinstance(getattr(stmt, "query", None), str) and holds(stmt.query)]
+        if len(holders) != 1:
+            raise refused
+        start, stop, stmt = holders[0]
+        raw = next(s for a, _, s in nested_statements(inner.sql, inner.line, inner.col, see_with=False) if a == start)
+        at = inner.sql.rfind(raw.query, start, stop)
+        if at < 0:
+            raise refused
+        try:
+            self.interruptible(lambda: self.duckdb.execute(f"CREATE TEMP TABLE {table} AS {stmt.query}",
+                                                           params).fetchall())
+        except duckdb.Error as exc:
+            raise self.error(exc, "query") from exc
+        return spliced(inner.sql, [(at, at + len(raw.query), _in_its_place(f"SELECT * FROM {table}", raw.query))])
 
     # -- queries that hold pixql statements ---------------------------------------------------
     @contextlib.contextmanager
