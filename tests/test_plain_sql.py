@@ -232,6 +232,19 @@ def test_a_syntax_error_names_the_scripts_line_and_runs_nothing(pair, script, li
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ran'").fetchone() == (0,)
 
 
+def test_an_error_of_running_a_statement_counts_the_scripts_lines(pair):
+    """DuckDB's "LINE n:" in a catalog's or binder's error counts from the text it ran, one
+    statement: counted from the script's first line, as its syntax errors are (it said LINE 2 for
+    the script's line 6, beside 'statement at line 5')."""
+    con, db = pair
+    with pytest.raises(duckdb.Error) as alone:
+        con.execute("SELECT\n  1 +* 2")
+    assert "LINE 2:   1 +* 2" in str(alone.value)
+    with pytest.raises(SqlError) as ours:
+        db.sql("SELECT 1;\n\n-- c\nSELECT 2;\nSELECT\n  1 +* 2;\nSELECT 3;\n")
+    assert "LINE 6:   1 +* 2;" in str(ours.value) and ours.value.statement_line == 5
+
+
 def test_results_printed_from_two_threads_keep_their_text_and_the_process_stdout():
     import threading
 

@@ -52,9 +52,22 @@ def run(engine, statement):
                               cause=session.udf_failure)
             return _executed(session, statement, text, parsed.type.name, session.params)
         except duckdb.Error as exc:
-            raise session.error(exc) from exc
+            raise _in_script_lines(session.error(exc), statement, nested) from exc
         except ValueError as exc:  # extract_statements found more or fewer than one statement
             raise SqlError(f"cannot run {sql!r}: {exc}") from exc
+
+
+_DUCKDB_LINE = re.compile(r"^LINE (\d+):", re.MULTILINE)
+
+
+def _in_script_lines(error, statement, nested):
+    """DuckDB's "LINE n:" in an error of running the statement (a binder's, a catalog's) counts
+    from the statement's first line: counted from the script's, as its syntax errors are (the
+    statement's text is parsed in place for those: engine.check_syntax)."""
+    first = statement.source_line if statement.as_written and not nested else statement.line
+    if isinstance(error, SqlError) and first > 1 and len(error.args) == 1 and isinstance(error.args[0], str):
+        error.args = (_DUCKDB_LINE.sub(lambda m: f"LINE {int(m[1]) + first - 1}:", error.args[0]),)
+    return error
 
 
 def _computed(session, relation, statement):
