@@ -73,8 +73,11 @@ def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path):
         db.sql("SELECT predict('ghost', image) FROM colors").fetchall()
     with pytest.raises(CatalogError, match="predict_score.*invalid model name"):
         db.sql("SELECT predict_score('../x', image) FROM colors").fetchall()
-    with pytest.raises(DataError, match="nope.png"):
+    with pytest.raises(DataError, match="nope.png; fix or remove the file, or leave its row out with WHERE$"):
         db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
+    with pytest.raises(DataError) as err:  # the advice once
+        db.sql("SELECT predict('cm', '')").fetchall()
+    assert str(err.value).count("WHERE") == 1, str(err.value)
     with pytest.raises(SqlError, match=r"No function matches .*'predict\(STRING_LITERAL, INTEGER_LITERAL\)'") as err:
         db.sql("SELECT predict('cm', 42)").fetchall()  # the name the user wrote, not DuckDB's private one
     assert "__pixql" not in str(err.value)

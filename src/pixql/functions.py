@@ -144,9 +144,9 @@ class PredictFunctions:
                 except PixqlError as exc:
                     # DuckDB turns it into "Python exception occurred while executing the UDF: ...";
                     # the engine raises this error itself instead (take_failure).
-                    hint = ("" if exc.path is None else "; fix its box or mask, or leave its row out with WHERE"
-                            if isinstance(exc, RegionError) else "; fix or remove the file, or leave its row out "
-                            "with WHERE")
+                    hint = ("" if exc.path is None or "WHERE" in str(exc) else  # (advice given once)
+                            "; fix its box or mask, or leave its row out with WHERE" if isinstance(exc, RegionError)
+                            else "; fix or remove the file, or leave its row out with WHERE")
                     exc.args = (f"{function}('{model}', ...): {exc}{hint}",)
                     self._failure = exc
                     raise
