@@ -755,6 +755,23 @@ def test_a_syntax_error_around_or_inside_a_nested_statement_runs_nothing(colors_
         assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('t9', 'p')").fetchall() == [(0,)]
 
 
+@pytest.mark.parametrize("sql, hint", [
+    ("DESCRIBE PREDICT USING cm AS SELECT * FROM colors", r"DESCRIBE \(PREDICT \.\.\.\)"),
+    ("SUMMARIZE EVALUATE USING cm AS SELECT * FROM colors", r"SUMMARIZE \(EVALUATE \.\.\.\)"),
+    ("EXPLAIN ANALYZE PREDICT USING cm AS SELECT * FROM colors", r"EXPLAIN SELECT \.\.\. FROM \(PREDICT \.\.\.\)"),
+    ("PREPARE q AS PREDICT USING cm AS SELECT * FROM colors", "a prepared statement cannot hold a pixql statement"),
+    ("CREATE OR REPLACE TEMP VIEW v AS PREDICT USING cm AS SELECT * FROM colors", "a view cannot hold"),
+])
+def test_a_bare_pixql_statement_where_duckdb_takes_a_query_says_what_to_write(colors_db, sql, hint):
+    """DuckDB's syntax error alone ('at or near USING') did not say that the parenthesised form
+    works, or why a view cannot hold one."""
+    with pytest.raises(SqlError, match=f"(?s)syntax error.*{hint}"):
+        colors_db.sql(sql)
+    with pytest.raises(SqlError) as plain:  # DuckDB's own syntax errors stay DuckDB's
+        colors_db.sql("DESCRIBE nosuch thing")
+    assert "\n" not in str(plain.value).split("^")[-1].strip()
+
+
 def test_copy_takes_photos_of_every_common_format(colors_db, tmp_path):
     # .jfif, .jpe, .avif, .mpo, ... are photos Pillow reads: a folder's COPY left them out without a
     # word, and a CSV's relative paths to them stayed relative (not found from another folder)

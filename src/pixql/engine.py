@@ -27,6 +27,17 @@ def default_store_root(database):
     return f"{database}.models"
 
 
+def _with_hint(error, sql):
+    """DuckDB's syntax error with what to write instead where `sql` holds a bare pixql statement
+    in DuckDB's place for a query (DESCRIBE PREDICT ...: a subquery in parentheses)."""
+    from pixql.sql.parser import bare_statement_hint
+
+    hint = bare_statement_hint(sql)
+    if hint and len(error.args) == 1 and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0]}\n{hint}",)
+    return error
+
+
 def _stubbed(text, found):
     """`text` with each of its parenthesised pixql statements (`found`: nested_statements') as a
     subquery DuckDB parses, on as many lines, so that its own syntax is checked around them."""
@@ -111,8 +122,8 @@ class Engine:
                         self.session.parse(in_place(text, statement.line, statement.col) if found
                                            else statement.duckdb_text_in_place)
                     except PixqlError as exc:
-                        raise self.locate(exc, statement) from None
-                    raise self.locate(first, statement)
+                        raise self.locate(_with_hint(exc, statement.sql), statement) from None
+                    raise self.locate(_with_hint(first, statement.sql), statement)
                 self.check_syntax([inner for _, _, inner in found])
             inner = statement.statement if isinstance(statement, CreateTableAs) else statement
             query = getattr(inner, "query", None)  # a pixql statement's `AS query`: DuckDB's SQL too

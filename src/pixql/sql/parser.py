@@ -646,6 +646,41 @@ def _opens_nestable(toks, i):
         and kw(2, "AS", "OPTIONS")
 
 
+def bare_statement_hint(text):
+    """What to write instead when `text` (which DuckDB cannot parse) puts a pixql statement
+    without parentheses where DuckDB takes a query: `DESCRIBE PREDICT ...`, `EXPLAIN PREDICT
+    ...`, `PREPARE q AS PREDICT ...`, `CREATE VIEW v AS PREDICT ...`; else None."""
+    toks = tokenize(text, Positions(text))
+    i = 0
+    if i < len(toks) and toks[i].is_kw("DESCRIBE", "SUMMARIZE"):
+        i += 1
+        word = toks[i].value.upper() if i < len(toks) else ""
+        hint = (f"{toks[0].value.upper()} takes a pixql statement in parentheses, as a subquery: "
+                f"{toks[0].value.upper()} ({word} ...)")
+    elif i < len(toks) and toks[i].is_kw("EXPLAIN"):
+        i += 2 if i + 1 < len(toks) and toks[i + 1].is_kw("ANALYZE") else 1
+        hint = ("EXPLAIN shows DuckDB's plan of a query; a pixql statement is computed by pixql, not planned by "
+                "DuckDB (EXPLAIN SELECT ... FROM (PREDICT ...) shows the plan around its rows)")
+    else:
+        if i < len(toks) and toks[i].is_kw("PREPARE"):
+            i += 2
+        elif i < len(toks) and toks[i].is_kw("CREATE"):
+            i += 1
+            while i < len(toks) and toks[i].is_kw("OR", "REPLACE", "TEMP", "TEMPORARY"):
+                i += 1
+            if not (i < len(toks) and toks[i].is_kw("VIEW")):
+                return None
+            i += 2
+        else:
+            return None
+        if not (i < len(toks) and toks[i].is_kw("AS")):
+            return None
+        i += 1
+        hint = (f"{'a prepared statement' if toks[0].is_kw('PREPARE') else 'a view'} cannot hold a pixql statement "
+                "(its rows are computed when it runs); store them with CREATE TABLE ... AS and use that table")
+    return hint if _opens_nestable(toks, i) else None
+
+
 def nested_statements(text, line=1, col=1, see_with=True):
     """[(start, end, statement)] for each parenthesised pixql statement in `text`,
     e.g. `SELECT * FROM (EVALUATE USING m AS SELECT * FROM t) WHERE ...`:
