@@ -441,6 +441,20 @@ def test_a_result_shown_in_python_says_its_messages_under_its_rows(colors_db):
     assert "<pre>" not in colors_db.sql("SELECT 1 AS a")._repr_html_()
 
 
+def test_a_plain_querys_result_takes_duckdbs_relation_methods(colors_db, tmp_path):
+    db = colors_db
+    result = db.sql("SELECT * FROM colors")
+    assert result.filter("label = 'red'").limit(2).aggregate("count(*)").fetchall() == [(2,)]
+    assert result.shape == (24, 2)
+    result.to_parquet(str(tmp_path / "c.parquet"))
+    assert db.sql(f"SELECT count(*) FROM '{tmp_path / 'c.parquet'}'").fetchone() == (24,)
+    with pytest.raises(AttributeError, match="'filter' is a DuckDB relation method, for a plain query's result; "
+                                             r"PREDICT's rows are computed by pixql: run the query over them"):
+        db.sql("PREDICT USING cm AS SELECT * FROM colors").filter("label = 'red'")
+    with pytest.raises(AttributeError, match="'Result' object has no attribute 'nosuch'"):
+        result.nosuch
+
+
 def test_a_file_open_for_writing_here_is_not_opened_read_only_too(tmp_path):
     path = str(tmp_path / "one_way.duckdb")
     with pixql.connect(path, progress=False):

@@ -414,6 +414,22 @@ class Result:
 
     # A result shown (a notebook cell's value, print(result)) says its messages under its rows, as
     # the terminal and %%pixql do: rows left out, classes the model lacks. (`.messages` holds them.)
+    def __getattr__(self, name):
+        """DuckDB's other relation methods (filter, limit, order, aggregate, to_parquet, ...) for a
+        plain query's result, which is a DuckDB relation; a pixql statement's rows are not one (they
+        are computed here): a query over the statement is."""
+        import duckdb
+
+        if name.startswith("_") or not hasattr(duckdb.DuckDBPyRelation, name):
+            raise AttributeError(f"'Result' object has no attribute '{name}'")
+        relation = self.__dict__.get("_relation")
+        if relation is None:
+            keyword = getattr(self.__dict__.get("statement"), "keyword", "this statement")
+            raise AttributeError(f"'{name}' is a DuckDB relation method, for a plain query's result; {keyword}'s rows "
+                                 f"are computed by pixql: run the query over them (SELECT ... FROM ({keyword} ...) ...) "
+                                 "or read them with .df(), .arrow() or .fetchall()")
+        return getattr(relation, name)
+
     def __repr__(self):
         shown = self.text() if self.has_rows else "<pixql.Result: no rows>"
         return "\n".join([shown, *self.messages])
