@@ -56,7 +56,7 @@ def test_segment_using_sam_gives_sams_mask_inside_each_box(photos, tiny_sam, tmp
     import torch
 
     for image, box, path, share in zip(out.image, out.box, out["mask"], out.mask_share):
-        rgb = np.asarray(Image.open(image).convert("RGB"))
+        rgb = np.array(Image.open(image).convert("RGB"))  # (writable, as torch wants)
         mask = np.asarray(Image.open(path)) > 127
         assert mask.shape == rgb.shape[:2]
         x1, y1, x2, y2 = (int(v) for v in box)
@@ -75,6 +75,34 @@ def test_segment_using_sam_gives_sams_mask_inside_each_box(photos, tiny_sam, tmp
     grabcut = db.sql(f"SEGMENT USING grabcut OPTIONS (box_col='box', out_dir='{tmp_path}/m') "
                      "AS SELECT * FROM items ORDER BY image, box[1]").df()
     assert not set(grabcut["mask"]) & set(out["mask"])  # each method's masks are its own files
+
+
+def test_auto_segments_with_sam_when_its_weights_are_in_the_local_cache(photos, tiny_sam, tmp_path, monkeypatch):
+    """SPEC: GrabCut offline, SAM when its weights are present. A SAM in the local Hugging Face
+    cache (as facebook/sam-vit-base) is what SEGMENT without USING runs, and says so; without it
+    the offline methods, without a word."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    db = photos
+    query = "AS SELECT * FROM items ORDER BY image, box[1]"
+    offline = db.sql(f"SEGMENT OPTIONS (box_col='box', out_dir='{tmp_path}/a') {query}")
+    assert not any("SAM" in m for m in offline.messages)
+    repo = tmp_path / "hf" / "models--facebook--sam-vit-base"
+    shutil.copytree(tiny_sam, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    chosen = db.sql(f"SEGMENT OPTIONS (box_col='box', out_dir='{tmp_path}/a') {query}")
+    assert any("auto segmented with SAM (facebook/sam-vit-base, found in the local Hugging Face cache)" in m
+               for m in chosen.messages)
+    sam = db.sql(f"SEGMENT USING sam OPTIONS (box_col='box', weights='{tiny_sam}', out_dir='{tmp_path}/s') {query}")
+    for a, b in zip(chosen.df()["mask"], sam.df()["mask"]):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert list(chosen.df().mask_share) == list(sam.df().mask_share)
+    assert list(chosen.df().mask_share) != list(offline.df().mask_share)
 
 
 def test_sam_without_its_weights_says_how_to_provide_them(photos, tmp_path):

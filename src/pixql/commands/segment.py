@@ -104,7 +104,8 @@ def run(engine, statement):
     out = frame.copy()
     out[resolved["result_col"]] = pd.Series(masks, index=frame.index, dtype=object)  # text, even with no rows
     out["mask_share"] = pd.Series(shares, index=frame.index, dtype="float64")
-    messages = reader.message("SEGMENT")
+    messages = [f"SEGMENT: {model.note}"] if getattr(model, "note", None) else []
+    messages += reader.message("SEGMENT")
     if resolved["out_dir"] is None and engine.temporary_store:
         messages.append(f"SEGMENT: the masks are in {folder}, which goes with this in-memory database's "
                         "models when it closes: OPTIONS (out_dir='...') keeps them")

@@ -21,6 +21,20 @@ def hub_id(name):
     return rest or DEFAULT
 
 
+def cached(name="sam"):
+    """Whether SAM checkpoint `name`'s config and weights are in the local Hugging Face cache
+    (nothing loaded, nothing fetched): SEGMENT's `auto` then segments with it."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+
+    def there(filename):
+        return isinstance(try_to_load_from_cache(hub_id(name), filename), str)  # (a path: in the cache)
+
+    return there("config.json") and (there("model.safetensors") or there("pytorch_model.bin"))
+
+
 class Sam:
     """`masks(rgb, boxes)`: one bool mask (the photo's size) per box."""
 

@@ -39,11 +39,23 @@ class Classic:
 
 
 def segmenter(method="auto", weights=None, device="auto"):
-    """The segmenter that SEGMENT USING `method` names: 'sam[:hub id]' or a Classic method."""
-    from pixql.ml.sam import Sam, is_sam
+    """The segmenter that SEGMENT USING `method` names: 'sam[:hub id]' or a Classic method;
+    'auto' is SAM where its weights are in the local Hugging Face cache (with a `note` saying
+    so), else the Classic one."""
+    from pixql.errors import PixqlError
+    from pixql.ml.sam import DEFAULT, Sam, cached, is_sam
 
     if is_sam(method):
         return Sam(method, weights, device)
+    if method == "auto" and cached():
+        try:
+            chosen = Sam("sam", None, device)
+            chosen.note = (f"auto segmented with SAM ({DEFAULT}, found in the local Hugging Face cache); USING "
+                           "grabcut or threshold segments without it")
+        except PixqlError as exc:  # (a damaged download: the offline methods still work)
+            chosen = Classic(method)
+            chosen.note = f"auto segmented with threshold and GrabCut: SAM's weights in the local cache failed ({exc})"
+        return chosen
     return Classic(method)
 
 
