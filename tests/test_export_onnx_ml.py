@@ -76,15 +76,19 @@ def test_onnx_file_alone_carries_its_preprocessing(tmp_path):
     assert onnx_probabilities(target, []).shape == (0, 3)
 
 
-def test_lite0_imagenet_onnx_matches_predict_on_photos(tmp_path, data_root):
-    photos = cat_and_dog_photos(data_root, 4)
+def _lite0_imagenet_parts():
     from pixql.errors import WeightsUnavailableError
     from pixql.ml.infer import imagenet_classifier_parts
 
     try:
-        network, state_dict, classes, pre = imagenet_classifier_parts()
+        return imagenet_classifier_parts()
     except WeightsUnavailableError as e:
         pytest.skip(f"EfficientNet-Lite0 ImageNet weights unavailable: {e}")
+
+
+def test_lite0_imagenet_onnx_matches_predict_on_photos(tmp_path, data_root):
+    photos = cat_and_dog_photos(data_root, 4)
+    network, state_dict, classes, pre = _lite0_imagenet_parts()
     target = tmp_path / "lite0.onnx"
 
     info = export_onnx(network, state_dict, classes, pre, target)
@@ -103,14 +107,8 @@ def test_the_preprocessing_file_is_enough_to_run_the_onnx_file_outside_pixql(tmp
     import onnxruntime
     from PIL import Image, ImageOps
 
-    from pixql.errors import WeightsUnavailableError
-    from pixql.ml.infer import imagenet_classifier_parts
-
     photos = cat_and_dog_photos(data_root, 3)
-    try:
-        network, state_dict, classes, pre = imagenet_classifier_parts()
-    except WeightsUnavailableError as e:
-        pytest.skip(f"EfficientNet-Lite0 ImageNet weights unavailable: {e}")
+    network, state_dict, classes, pre = _lite0_imagenet_parts()
     target = tmp_path / "lite0.onnx"
     export_onnx(network, state_dict, classes, pre, target)
     side = json.loads(open(sidecar_path(target)).read())
