@@ -276,6 +276,29 @@ def test_a_with_name_the_statement_and_the_query_share_is_computed_once(colors_d
     assert info.value.statement_line == 4
 
 
+def test_describe_and_explain_read_a_nested_statements_columns_without_running_its_model(colors_db):
+    """DESCRIBE and EXPLAIN want a query's columns or plan, not its rows: the model does not run
+    over the rows (a missing photo, at which PREDICT stops, shows it), and the columns and types
+    are those its rows have; EXPLAIN ANALYZE, which runs the query, runs the statement."""
+    db = colors_db
+    db.sql("INSERT INTO colors VALUES ('no/such/photo.png', 'red')")
+    predict = "PREDICT USING cm OPTIONS (top_k=2, probabilities=true) AS SELECT * FROM colors"
+    described = db.sql(f"DESCRIBE SELECT * FROM ({predict})").fetchall()
+    with pytest.raises(DataError, match="no/such/photo.png"):
+        db.sql(f"SELECT * FROM ({predict})").fetchall()
+    db.sql(f"CREATE TABLE p AS SELECT * FROM ({predict} WHERE image <> 'no/such/photo.png')")
+    assert described == db.sql("DESCRIBE p").fetchall()
+    assert [c[0] for c in described][-3:] == ["prob_blue", "prob_green", "prob_red"]
+    assert db.sql(f"DESCRIBE ({predict})").fetchall() == described
+    plan = db.sql(f"EXPLAIN SELECT count(*) FROM ({predict})").fetchall()
+    assert "physical_plan" in plan[0][0]
+    with pytest.raises(DataError, match="no/such/photo.png"):
+        db.sql(f"EXPLAIN ANALYZE SELECT count(*) FROM ({predict})")
+    # a statement that refuses no rows runs whole, as before
+    evaluate = "EVALUATE USING cm AS SELECT * FROM colors WHERE image <> 'no/such/photo.png'"
+    assert [c[0] for c in db.sql(f"DESCRIBE ({evaluate})").fetchall()][:2] == ["class", "precision"]
+
+
 def test_a_nested_predict_reads_a_cte_of_its_query(colors_db):
     rows = colors_db.sql("WITH few AS (SELECT * FROM colors ORDER BY image LIMIT 3) "
                          "SELECT image, predicted = label AS right FROM (PREDICT USING cm AS SELECT * FROM few)").df()

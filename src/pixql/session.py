@@ -6,6 +6,7 @@ statement or in an option) is read the same way everywhere.
 """
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import re
@@ -14,8 +15,8 @@ import time
 import uuid
 
 from pixql import ingest
-from pixql.errors import ArgumentError, DataError, OptionError, SqlError, is_interrupt, public_text
-from pixql.sql import nested_statements
+from pixql.errors import ArgumentError, DataError, OptionError, PixqlError, SqlError, is_interrupt, public_text
+from pixql.sql import describes_only, nested_statements
 from pixql.sql.statements import in_place, spliced
 
 
@@ -242,8 +243,6 @@ class Session:
         pixql statement's query runs once with them into a temporary table, which the statement
         reads instead (its query may run several times: a count, its columns, its rows), dropped
         before the next statement. Values are DuckDB's parameters, never SQL text."""
-        import dataclasses
-
         import duckdb
 
         from pixql.sql import CreateTableAs, Sql
@@ -331,7 +330,8 @@ class Session:
         try:
             sql = self._with_computed_once(sql, kept)
             found = nested_statements(sql, line=line, col=col)
-            results = [(start, stop, self._run_nested(inner)) for start, stop, inner in found]
+            run = self._columns_of if describes_only(sql) else self._run_nested
+            results = [(start, stop, run(inner)) for start, stop, inner in found]
             for start, stop, result in results:
                 name = self.temp_name("nested")
                 frame = result.df()  # (a streamed result's notes come as it is computed)
@@ -346,6 +346,18 @@ class Session:
                 self.duckdb.unregister(name)
             for name in kept:
                 self.drop_table(name)
+
+    def _columns_of(self, inner):
+        """`inner`'s result over none of its query's rows, for a DESCRIBE or EXPLAIN around it: its
+        columns and their types without running its model over every row. A statement that refuses
+        no rows (or whose query will not take the limit) runs whole, as it would otherwise."""
+        query = getattr(inner, "query", None)
+        if isinstance(query, str) and query.strip():
+            try:
+                return self._run_nested(dataclasses.replace(inner, query=f"SELECT * FROM ({query}\n) LIMIT 0"))
+            except PixqlError:
+                pass
+        return self._run_nested(inner)
 
     def _with_computed_once(self, sql, kept):
         """`sql` with the names of its leading WITH that its pixql statements use read from TEMP

@@ -681,6 +681,15 @@ def bare_statement_hint(text):
     return hint if _opens_nestable(toks, i) else None
 
 
+def describes_only(text):
+    """Whether `text` asks for a query's columns or plan without its rows: DESCRIBE or EXPLAIN
+    (not EXPLAIN ANALYZE, which runs it; nor SUMMARIZE, which reads every row)."""
+    toks = tokenize(text, Positions(text))
+    if toks and toks[0].is_kw("DESCRIBE"):
+        return True
+    return bool(toks) and toks[0].is_kw("EXPLAIN") and not (len(toks) > 1 and toks[1].is_kw("ANALYZE", "ANALYSE"))
+
+
 def nested_statements(text, line=1, col=1, see_with=True):
     """[(start, end, statement)] for each parenthesised pixql statement in `text`,
     e.g. `SELECT * FROM (EVALUATE USING m AS SELECT * FROM t) WHERE ...`:
