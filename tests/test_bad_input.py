@@ -277,6 +277,11 @@ REFUSED = [
     (OptionError, "unknown option 'topk'.*did you mean 'top_k'",
      "PREDICT USING cm OPTIONS (topk=2) AS SELECT * FROM colors"),
     (OptionError, "unknown option 'overwrit'", "COPY colors OPTIONS (overwrit=true) FROM 'x.csv'"),
+    # an option of other statements says which (SEGMENT and PRINT IMAGE run here, not on a cluster)
+    (OptionError, "unknown option 'cluster'.*; 'cluster' is an option of BUILD MODEL, FIT MODEL, PREDICT, DETECT, "
+     "EVALUATE, CONVERT$", "SEGMENT OPTIONS (cluster='auto') AS SELECT image, [0, 0, 9, 9] AS box FROM colors"),
+    (OptionError, "unknown option 'max_epochs'.*; 'max_epochs' is an option of BUILD MODEL, FIT MODEL$",
+     "PREDICT USING cm OPTIONS (max_epochs=2) AS SELECT * FROM colors"),
     (OptionError, "'epochs' must be an integer, got 'many'", BUILD.format(", epochs='many'", "colors")),
     (OptionError, "'probabilities' must be true/false",
      "PREDICT USING cm OPTIONS (probabilities=1) AS SELECT * FROM colors"),

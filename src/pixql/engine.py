@@ -13,7 +13,7 @@ from pixql.catalog import MANIFEST_KEYS, Catalog
 from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
-from pixql.errors import PixqlError, is_interrupt
+from pixql.errors import OptionError, PixqlError, is_interrupt
 from pixql.session import Session, in_memory
 from pixql.sql.statements import BuildModel, DropModel, FitModel, spliced
 from pixql.store import ModelStore
@@ -35,6 +35,25 @@ def _with_hint(error, sql):
     hint = bare_statement_hint(sql)
     if hint and len(error.args) == 1 and isinstance(error.args[0], str):
         error.args = (f"{error.args[0]}\n{hint}",)
+    return error
+
+
+def _taken_elsewhere(error, statement):
+    """An option `statement` does not know, with the statements that take it: `cluster` in
+    SEGMENT is one of PREDICT's, DETECT's, ... (SEGMENT runs here), `epochs` in PREDICT BUILD's."""
+    from pixql.commands import SCHEMAS
+    from pixql.options import ALIASES
+
+    if not isinstance(error, OptionError) or not error.option or error.keyword is not None \
+            or not (len(error.args) == 1 and isinstance(error.args[0], str)):
+        return error
+    schemas = SCHEMAS
+    name = ALIASES.get(error.option.lower(), error.option.lower())
+    if statement.keyword not in schemas or name in schemas[statement.keyword]:
+        return error
+    takers = [keyword for keyword, schema in schemas.items() if name in schema]
+    if takers:
+        error.args = (f"{error.args[0]}; '{error.option}' is an option of {', '.join(takers)}",)
     return error
 
 
@@ -155,7 +174,7 @@ class Engine:
         except BaseException as exc:  # Ctrl-C too
             self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
             if isinstance(exc, PixqlError):
-                raise self.locate(exc, statement)
+                raise self.locate(_taken_elsewhere(exc, statement), statement)
             if is_interrupt(exc):  # Ctrl-C inside DuckDB: the KeyboardInterrupt every front end expects
                 raise KeyboardInterrupt from exc
             raise
