@@ -333,6 +333,42 @@ def test_a_table_made_by_convert_says_which_network_made_it_and_search_keeps_to_
     assert red in set(found.image)
 
 
+def test_a_linear_models_vectors_are_its_bases_and_stay_searchable_when_it_is_rebuilt(colors_db):
+    """A `linear` model trains only its head: CONVERT USING it makes its base's vectors, and says
+    so, so that rebuilding or dropping the model leaves the table searchable (with its base, the
+    built-in classifier, or the rebuilt model); one built at another image size is its own."""
+    db = colors_db
+    build = ("BUILD MODEL lin USING EfficientNet_Lite0 OPTIONS (label_col='label', train_mode='linear'{}) "
+             "AS SELECT * FROM colors")
+    db.sql(build.format(""))
+    db.sql("CREATE TABLE e AS CONVERT USING lin AS SELECT * FROM colors")
+    db.sql("CREATE TABLE b AS CONVERT USING EfficientNet_Lite0 AS SELECT * FROM colors")
+    comments = db.sql("SELECT table_name, comment FROM duckdb_columns() WHERE column_name = 'embedding' "
+                      "ORDER BY table_name").fetchall()
+    assert comments == [("b", "pixql CONVERT: embeddings of base EfficientNet_Lite0"),
+                        ("e", "pixql CONVERT: embeddings of base EfficientNet_Lite0")]
+    red = _first(db, "red")
+    search = "SEARCH IMAGE USING {} OPTIONS (search_input='%s', top_k=5) AS SELECT image, embedding FROM {}" % red
+    expected = db.sql(search.format("EfficientNet_Lite0", "b")).df()
+    db.sql("DROP MODEL lin")
+    db.sql(build.format(", l2=0.5"))  # another head: the same vectors
+    for model in ("lin", "EfficientNet_Lite0", "imagenet_classifier"):
+        got = db.sql(search.format(model, "e")).df()
+        assert list(got.image) == list(expected.image)
+        np.testing.assert_allclose(got.similarity, expected.similarity, atol=1e-6)
+    assert str(db.sql(search.format("lin", "e")).types[-1]) == "DOUBLE"  # as a table made of it has it
+    db.sql("CREATE TABLE s AS " + search.format("lin", "e"))
+    assert db.sql("SELECT column_type FROM (DESCRIBE s) WHERE column_name = 'similarity'").fetchall() == [("DOUBLE",)]
+    db.sql("BUILD MODEL big USING EfficientNet_Lite0 OPTIONS (label_col='label', train_mode='linear', image_size=256) "
+           "AS SELECT * FROM colors")
+    db.sql("CREATE TABLE e256 AS CONVERT USING big AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match=r"holds embeddings of base EfficientNet_Lite0 at 256 px .* and USING "
+                                          r"EfficientNet_Lite0 makes embeddings of base EfficientNet_Lite0:.*"
+                                          r"COMMENT ON COLUMN <table>.embedding IS NULL"):
+        db.sql(search.format("EfficientNet_Lite0", "e256"))
+    assert len(db.sql(search.format("big", "e256")).df()) == 5
+
+
 # -- real photos ------------------------------------------------------------------------------------------
 @pytest.mark.data
 def test_keyword_search_finds_dogs_among_real_photos(cats_and_dogs):

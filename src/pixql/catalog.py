@@ -239,7 +239,9 @@ class Catalog:
         """What makes `name`'s embeddings, as text that is the same only for the same network and
         weights (CONVERT writes it on the column it fills, SEARCH IMAGE compares it): a stored
         model by its weights' hash, a base by its name and weights file. The built-in
-        imagenet_classifier embeds as EfficientNet_Lite0 does (the same network and weights)."""
+        imagenet_classifier embeds as EfficientNet_Lite0 does (the same network and weights), and so
+        does a `linear` model its base (only its head was trained): rebuilding or dropping it leaves
+        the vectors it made searchable."""
         from pixql.ml.bases import resolve_base
 
         if is_clip(name):
@@ -248,7 +250,14 @@ class Catalog:
         if entry is not None:
             return f"base {entry.manifest['base']}"
         if self._stored(name):
-            return f"model {name} (weights {self.store.manifest(name)['weights_sha256'][:12]})"
+            manifest = self.store.manifest(name)
+            options = manifest.get("options") or {}
+            used, given = options.get("used") or {}, options.get("given") or {}
+            if manifest.get("train_mode") == "linear" and manifest.get("base") and used.get("pretrained", True):
+                size = f" at {given['image_size']} px" if given.get("image_size") is not None else ""
+                source = f" from {used['weights']}" if used.get("weights") else ""
+                return f"base {manifest['base']}{source}{size}"
+            return f"model {name} (weights {manifest['weights_sha256'][:12]})"
         return f"base {resolve_base(name).name}" + (f" from {weights}" if weights else "")
 
     def loader(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):

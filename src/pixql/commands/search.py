@@ -122,7 +122,8 @@ def _refuse_another_network(engine, statement, resolved, sql, column, other=None
         raise OptionError(f"SEARCH IMAGE: column '{column}' holds {comment[len(ORIGIN):]} (CONVERT wrote so on "
                           f"it), and {them} {wanted[len(ORIGIN):]}: two networks' vectors are not alike in any "
                           "way that a similarity measures; search USING the network that made the column, or "
-                          "CONVERT the rows with this one", option="emb_col")
+                          "CONVERT the rows with this one (where you know better, COMMENT ON COLUMN <table>."
+                          f"{column} IS NULL takes CONVERT's label off)", option="emb_col")
 
 
 def _query_image(embedder, resolved):
@@ -217,7 +218,8 @@ def _ranked_in_duckdb(session, statement, emb_col, query, resolved):
     score, dim = quote_ident(resolved["result_col"]), len(query)
 
     def ranked(rows):
-        return (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{dim}], ?::FLOAT[{dim}]) AS {score} "
+        return (f"SELECT *, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{dim}], ?::FLOAT[{dim}])::DOUBLE "
+                f"AS {score} "
                 f"FROM ({rows}) ORDER BY {score} DESC NULLS LAST LIMIT {int(resolved['top_k'])}")
 
     return session.query_frame(statement, wrap=ranked, params=[query.tolist()], what="search")
@@ -264,7 +266,7 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
     score = quote_ident(resolved["result_col"])
     frame = con.execute(
         f"SELECT {picked}, array_cosine_similarity({quote_ident(emb_col)}::FLOAT[{len(query)}], "
-        f"?::FLOAT[{len(query)}]) AS {score} "
+        f"?::FLOAT[{len(query)}])::DOUBLE AS {score} "
         f"FROM {table.sql} WHERE rowid IN (SELECT unnest(?::BIGINT[])) ORDER BY {score} DESC "
         f"LIMIT {int(resolved['top_k'])}", [query.tolist(), ids]).df()
     if len(frame) < min(int(resolved["top_k"]), rows) and mode == "auto":
@@ -277,7 +279,9 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
 
 
 def _top(frame, scores, resolved):
-    """The frame's top_k rows by `scores` (NaN last), with the score as result_col."""
+    """The frame's top_k rows by `scores` (NaN last), with the score as result_col (a DOUBLE, as
+    every path of SEARCH IMAGE gives it: float32 products would make a table's column FLOAT)."""
+    scores = np.asarray(scores, dtype=np.float64)
     out = frame.assign(**{resolved["result_col"]: scores})
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:resolved["top_k"]]
     return out.iloc[order].reset_index(drop=True)
