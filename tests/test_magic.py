@@ -18,7 +18,7 @@ pytest.importorskip("IPython")
 import pixql  # noqa: E402
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 from IPython.display import Image as IPImage  # noqa: E402
-from pixql.magic import PixqlCellError, PixqlMagics, expand  # noqa: E402
+from pixql.magic import PixqlCellError, PixqlMagics, expand, expand_text  # noqa: E402
 
 
 class Shell:
@@ -335,6 +335,26 @@ def test_struct_literals_and_unknown_braces_pass_through(ip):
     ip["limit"], ip["rows"] = 2, [1, 2, 3]
     frame = ip.cell("%pixql SELECT {rows} AS l, {rows[1]} AS second, {limit * 2} AS four")
     assert frame.iloc[0].tolist()[1:] == [2, 4] and list(frame.l[0]) == [1, 2, 3]
+
+
+def test_a_reference_that_cannot_be_written_is_an_error_naming_it_and_its_line(ip, capsys, tmp_path):
+    """{rows[5]} past the list's end, {d['missing']}, and a DataFrame in braces (a query reads it
+    by its name) were pasted in as written, and DuckDB's syntax error hid the cause. Nothing runs."""
+    ip["rows"], ip["d"], ip["frame"] = [1, 2], {"a": 1}, pd.DataFrame({"a": [1]})
+    ip.cell(f"%pixql --db {tmp_path / 'r.duckdb'}")
+    for source, words in [("%pixql SELECT {rows[5]} AS x", "{rows[5]} (line 1): IndexError: list index out of range"),
+                          ("%pixql SELECT {d['missing']} AS x", "{d['missing']} (line 1): KeyError: 'missing'"),
+                          ("%%pixql\nCREATE TABLE t AS SELECT 1 AS a;\nSELECT * FROM {frame}",
+                           "{frame} (line 3): a DataFrame is a table, which a query reads by its variable's name "
+                           "(FROM frame)"),
+                          ("%pixql SELECT * FROM $frame", "(FROM frame)")]:
+        error, printed = run_failing(ip, capsys, source)
+        assert error.kind == "InterpolationError" and words in str(error) and "Traceback" not in printed
+    assert error.error.reference == "$frame" and error.error.line == 1
+    assert ip.cell("%pixql SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 't'").n.tolist() == [0]
+    assert ip.cell("%pixql SELECT a FROM frame").a.tolist() == [1]  # by its name
+    with pytest.raises(pixql.InterpolationError, match=r"\{rows\[5\]\}: IndexError"):  # the magic's own line
+        expand_text("{rows[5]}.duckdb", {"rows": [1]})
 
 
 @pytest.fixture(scope="module")

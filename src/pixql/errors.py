@@ -69,6 +69,17 @@ class ArgumentError(PixqlError, TypeError):
     """A Python call (`connect()`, `Connection.sql()`) got an argument of the wrong type or value."""
 
 
+class InterpolationError(ArgumentError):
+    """A Python value referenced in a cell or script (`{expr}`, `$name`) that cannot be written
+    into its SQL: an expression that raised, or a table; `reference` is the text as written,
+    `line` its line in the cell (None on the magic's line)."""
+
+    def __init__(self, message="", *args, reference=None, line=None, **fields):
+        super().__init__(message, *args, **fields)
+        self.reference = reference
+        self.line = line
+
+
 class OptionError(PixqlError):
     """An unknown option, or an option value of the wrong type; `option` names it (in lower
     case), the first of several where a mode refuses them, None for a clash of two."""

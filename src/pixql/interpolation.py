@@ -16,6 +16,10 @@ display (DuckDB's struct literal `{'a': 10}`), braces with no Python name in the
 are not defined (a SQL column in `{'k': x}`), JSON in strings and DuckDB's `$1` parameters.
 `{{` and `}}` stand for literal braces. A format spec follows its colon directly (`{rate:.2f}`);
 `{a: 1}`, with a space, is a struct literal even where `a` is a Python name.
+A reference whose expression fails (`{rows[5]}` past the list's end), or that names a table
+(a DataFrame or Arrow table, which a query reads by its name: `FROM df`), is an
+InterpolationError naming it and its line: pasting its text in would only move the mistake into
+DuckDB's syntax error.
 """
 
 import ast
@@ -24,6 +28,8 @@ import decimal
 import math
 import os
 import re
+
+from pixql.errors import InterpolationError
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
@@ -40,22 +46,33 @@ def expand(text, namespace, expressions=True):
     `expressions=False`: only plain (dotted) names, no Python evaluated (`pixql --set`)."""
     if not text or not any(c in text for c in "{}$"):
         return text
-    out = []
+    out, at = [], 0
     for kind, piece in _segments(text, namespace if expressions else None):
+        start, at = at, at + len(piece)
         if kind == "verbatim":
             out.append(piece)
             continue
         previous = out[-1][-1:] if out else ""  # what stands before the piece (a string's closing quote)
 
+        def refused(m, reason, start=start):
+            line = text.count("\n", 0, start + m.start()) + 1
+            return InterpolationError(f"{m.group(0)} (line {line}): {reason}", reference=m.group(0), line=line)
+
         # one pass over both forms: a value written in is never read again for references
         # (a value holding '$name' stays that text)
         def dollar(m, kind=kind, previous=previous):
-            return _apart(m, _render(_lookup(m.group(2), namespace), None, kind, m.group(0)), kind, previous)
+            try:
+                return _apart(m, _render(_lookup(m.group(2), namespace), None, kind, m.group(0)), kind, previous)
+            except _Unwritable as exc:
+                raise refused(m, exc) from None
 
         def reference(m, kind=kind, previous=previous):
             if m.re is _FIELD_OR_DOLLAR and m.group(2) is not None:  # $name
                 return dollar(m)
-            written = _apart(m, _field(m, namespace, kind, expressions), kind, previous)
+            try:
+                written = _apart(m, _field(m, namespace, kind, expressions), kind, previous)
+            except _Unwritable as exc:
+                raise refused(m, exc) from None
             if kind == "code" and m.group(1) is not None and written == m.group(0):
                 # braces that are SQL's (a struct literal {k: $v}): the $names inside are references
                 return "{" + _FIELD_OR_DOLLAR.sub(lambda d: dollar(d) if d.group(2) else d.group(0), m.group(1)) + "}"
@@ -86,7 +103,10 @@ def expand_text(text, namespace):
             return match.group(0) if value is _MISSING else str(value)
         if match.group(1) is None:
             return match.group(0)[0]
-        value, spec = _reference(match.group(1), namespace)
+        try:
+            value, spec = _reference(match.group(1), namespace)
+        except _Unwritable as exc:
+            raise InterpolationError(f"{match.group(0)}: {exc}", reference=match.group(0)) from None
         return match.group(0) if value is _MISSING else _formatted(value, spec, match.group(0))
 
     return _FIELD_OR_DOLLAR.sub(reference, text or "")
@@ -211,13 +231,20 @@ def _reference(content, namespace):
     tree, spec = parsed
     try:
         return eval(compile(tree, "<pixql>", "eval"), {"__builtins__": __builtins__}, namespace), spec
-    except Exception:  # noqa: BLE001  (a reference that fails to evaluate stays as written)
-        return _MISSING, None
+    except Exception as exc:  # noqa: BLE001  (the user's Python, whatever it raises)
+        raise _Unwritable(f"{type(exc).__name__}: {exc}") from None
+
+
+class _Unwritable(Exception):
+    """A reference that cannot be written into SQL (expand makes it an InterpolationError)."""
 
 
 def _render(value, spec, kind, written):
     if value is _MISSING:
         return written
+    if hasattr(value, "__dataframe__") or hasattr(value, "__arrow_c_stream__"):  # pandas, Arrow, polars
+        raise _Unwritable(f"a {type(value).__name__} is a table, which a query reads by its variable's name "
+                          f"(FROM {written.strip('{}$').strip()}), not a value to write into SQL")
     if kind == "code":
         if spec is None:
             return literal(value)

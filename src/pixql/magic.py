@@ -106,11 +106,17 @@ class PixqlMagics(Magics):
         namespace = {**self.shell.user_ns, **(local_ns or {})}
         line, database, read_only, wait = _split_options(line)
         # In a cell, statement line numbers in messages count the %%pixql line, as the cell shows it.
-        script = expand(line if cell is None else line + "\n" + cell, namespace)
+        try:
+            script = expand(line if cell is None else line + "\n" + cell, namespace)
+        except PixqlError as exc:  # (a reference that cannot be written: nothing ran)
+            raise PixqlCellError(str(exc), exc) from None
         if database is not _UNCHANGED:
             if script.strip():  # statements that cannot run leave the database as it was (`--db a b.duckdb`)
                 self._check_syntax(script)
-            database = None if database is None else expand_text(database, namespace)
+            try:
+                database = None if database is None else expand_text(database, namespace)
+            except PixqlError as exc:
+                raise PixqlCellError(f"{exc}; the database was not changed", exc) from None
             self.use(database, read_only, wait)
         if not script.strip():  # `%pixql` alone, or `--db FILE`: which database the cells run on
             conn = self.connection
