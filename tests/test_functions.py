@@ -299,6 +299,13 @@ def test_describe_and_explain_read_a_nested_statements_columns_without_running_i
     assert [c[0] for c in db.sql(f"DESCRIBE ({evaluate})").fetchall()][:2] == ["class", "precision"]
 
 
+def test_lateral_into_a_nested_statement_says_why_it_cannot_see_the_rows(colors_db):
+    with pytest.raises(DataError, match=r'(?s)Referenced table "c" not found.*LATERAL cannot hand it that query'):
+        colors_db.sql("SELECT * FROM colors c, LATERAL (PREDICT USING cm AS SELECT c.image)")
+    rows = colors_db.sql("SELECT count(*) FROM colors c, LATERAL (PREDICT USING cm AS SELECT * FROM colors)")
+    assert rows.fetchall() == [(24 * 24,)]  # one that needs none of them runs, as DuckDB's would
+
+
 def test_a_nested_predict_reads_a_cte_of_its_query(colors_db):
     rows = colors_db.sql("WITH few AS (SELECT * FROM colors ORDER BY image LIMIT 3) "
                          "SELECT image, predicted = label AS right FROM (PREDICT USING cm AS SELECT * FROM few)").df()

@@ -331,7 +331,7 @@ class Session:
             sql = self._with_computed_once(sql, kept)
             found = nested_statements(sql, line=line, col=col)
             run = self._columns_of if describes_only(sql) else self._run_nested
-            results = [(start, stop, run(inner)) for start, stop, inner in found]
+            results = [(start, stop, _after_lateral(run, inner, sql[:start])) for start, stop, inner in found]
             for start, stop, result in results:
                 name = self.temp_name("nested")
                 frame = result.df()  # (a streamed result's notes come as it is computed)
@@ -819,6 +819,19 @@ def open_database(database, read_only, wait, config=None):
                 f"{waited}; a database file has one writer, or many read-only readers, at a time. "
                 f"Close it there, or wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS))"
                 f"{share}") from exc
+
+
+def _after_lateral(run, inner, before):
+    """run(inner), its error saying why where `before` (the query's text before it) ends in LATERAL
+    and it fails: a pixql statement runs once, before the query, and sees none of its rows."""
+    try:
+        return run(inner)
+    except PixqlError as exc:
+        if re.search(r"\bLATERAL\s*$", before, re.IGNORECASE) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0]}\n{inner.keyword} in parentheses runs once, before the query around it, over "
+                        "its own query's rows: LATERAL cannot hand it that query's rows one at a time; use "
+                        "predict('model', t.image) in the query, or join the query's rows inside its own query",)
+        raise
 
 
 def _in_its_place(new, old):
