@@ -266,6 +266,19 @@ def test_interactive_prompt_runs_dot_commands_at_once(tmp_path, monkeypatch):
     assert "imagenet_classifier" in result.stdout and "after quit" not in result.stdout
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_the_prompt_after_a_syntax_error_runs_the_next_statement(tmp_path, monkeypatch, fmt):
+    """The syntax error's position was read with a fetchone() that left DuckDB's result open, and
+    the next statement's table was refused ('connection has an unfinished result')."""
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", fmt],
+                                input="SELEC 1;\nSELECT 3 AS three;\n")
+    assert result.exit_code == 0
+    assert "syntax error" in result.stderr and "unfinished result" not in result.stderr
+    assert "three" in result.stdout and "3" in result.stdout
+
+
 def test_query_failing_when_its_rows_are_read_exits_1(run_cli):
     result = run_cli("-c", "SELECT 1 AS fine;\nSELECT 'a'::INT")
     assert result.exit_code == 1

@@ -231,7 +231,8 @@ class Session:
         except duckdb.Error as exc:
             error = SqlError(str(exc))
             with contextlib.suppress(duckdb.Error, ValueError, TypeError, KeyError):
-                tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+                # (fetchall: DuckDB 2 keeps a fetchone()'s result open, and refuses the next table)
+                tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
                 if tree.get("error") and tree.get("position") is not None:
                     error.line, error.col = Positions(sql)(int(tree["position"]))
             raise error from exc
@@ -485,7 +486,7 @@ class Session:
 
         if nested_statements(sql):
             return None
-        tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
         if tree.get("error") or len(tree.get("statements", [])) != 1:
             return None
         return tree["statements"][0]["node"]
@@ -586,7 +587,7 @@ class Session:
             except duckdb.Error as exc:
                 raise self.error(exc, "query") from exc
         try:
-            total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            total = self.duckdb.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
             stored = self.duckdb.sql(f"SELECT * FROM {table}")
             types = {name: str(kind) for name, kind in zip(stored.columns, stored.types)}
             yield StoredRows(total, lambda columns: self._stored_arrow(table, columns), types)
@@ -595,7 +596,7 @@ class Session:
                     # Row ids count from 0 once committed, from 2**55 inside the user's open
                     # transaction: where they start is asked again for each chunk, as a COMMIT
                     # between two chunks renumbers them
-                    first = self.duckdb.execute(f"SELECT coalesce(min(rowid), 0) FROM {table}").fetchone()[0]
+                    first = self.duckdb.execute(f"SELECT coalesce(min(rowid), 0) FROM {table}").fetchall()[0][0]
                     frame = self.duckdb.execute(
                         f"SELECT * FROM {table} WHERE rowid >= {first + offset} AND rowid < {first + offset + rows} "
                         f"ORDER BY rowid").df()

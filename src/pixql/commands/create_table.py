@@ -29,7 +29,7 @@ def _refuse_read_only(con, parts, table):
     (DuckDB says it only at the CREATE, after them, as an aborted transaction)."""
     databases = dict(con.execute("SELECT database_name, readonly FROM duckdb_databases()").fetchall())
     catalog = parts[0] if len(parts) == 3 or (len(parts) == 2 and parts[0] in databases) else \
-        con.execute("SELECT current_database()").fetchone()[0]
+        con.execute("SELECT current_database()").fetchall()[0][0]
     if databases.get(catalog):
         raise SqlError(f"cannot create table {table}: database {catalog} is opened read-only (--read-only, "
                        "read_only=True, or ATTACH ... (READ_ONLY)); a TEMP table can be written; nothing was run")
