@@ -371,6 +371,19 @@ def test_the_cli_set_option_interpolates_values_as_literals(tmp_path, monkeypatc
     assert pd.read_csv(io.StringIO(result.stdout)).iloc[0].tolist() == ["x'; SELECT 1; --"] * 2
     result = CliRunner().invoke(cli, ["--set", "no-name", "-c", "SELECT 1"])
     assert result.exit_code == 2 and "NAME=VALUE" in result.stderr
+    # numbers and truth values are such in SQL code (options take them), and as typed in quotes
+    sets = ["--set", "n=6", "--set", "rate=0.001", "--set", "small=1e-3", "--set", "yes=true", "--set", "no=False",
+            "--set", "word=truthy"]
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "--format", "csv", *sets, "-c",
+                                      "SELECT typeof({n}) AS a, {rate} * 1000 AS b, {small} * 1000 AS c, typeof({yes}) "
+                                      "AS d, NOT {no} AS e, '{rate}|{yes}|{no}' AS f, {word} AS g"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert pd.read_csv(io.StringIO(result.stdout), dtype=str).iloc[0].tolist() == [
+        "INTEGER", "1.000", "1.0", "BOOLEAN", "True", "0.001|true|False", "truthy"]
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "--set", "yes=true", "--set", "v=0.5", "-c",
+                                      "COPY t OPTIONS (overwrite={yes}) FROM 'nowhere.csv'"])
+    assert result.exit_code == 1 and "must be true/false" not in result.stderr and "nowhere.csv" in result.stderr
 
 
 

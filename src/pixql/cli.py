@@ -5,7 +5,6 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 """
 
 import os
-import re
 import signal
 import sys
 import warnings
@@ -126,14 +125,16 @@ def _cluster(ctx, param, value):
 
 
 def _variables(ctx, param, pairs):
-    """--set NAME=VALUE pairs -> {NAME: VALUE}; a whole number is an int (epochs=6 fills an
-    integer option), anything else text."""
+    """--set NAME=VALUE pairs -> {NAME: VALUE}; a number or true/false is one in SQL code
+    (epochs=6, learning_rate=0.001, overwrite=true fill their options), and as typed in quotes."""
+    from pixql.interpolation import written
+
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.isidentifier():
             raise click.BadParameter(f"{pair!r}: use NAME=VALUE, NAME a plain name", param=param)
-        out[name] = int(value) if re.fullmatch(r"-?\d{1,18}", value) else value
+        out[name] = written(value)
     return out
 
 

@@ -274,8 +274,30 @@ def _quote(text):
     return "'" + text.replace("'", "''") + "'"
 
 
+class Written(str):
+    """Text from a command line (`pixql --set lr=0.001`) that is a number or a truth value in SQL
+    code (0.001, TRUE) and itself, as typed, inside quotes ('{lr}' is '0.001')."""
+
+    def __new__(cls, text, literal):
+        self = super().__new__(cls, text)
+        self.literal = literal
+        return self
+
+
+def written(text):
+    """`text` as `pixql --set` gives it: a Written number (as DuckDB reads the numeral) or truth
+    value (true, false: TRUE, FALSE), else the text itself."""
+    if _NUMBER.fullmatch(text):
+        return Written(text, text)
+    if text.lower() in ("true", "false"):
+        return Written(text, text.upper())
+    return text
+
+
 def literal(value):
     """A Python value as a DuckDB literal of its type."""
+    if isinstance(value, Written):
+        return value.literal
     kind = type(value).__name__
     if kind in ("NAType", "NaTType"):  # pandas' missing values (pd.NA, pd.NaT): NULL, not '<NA>'
         return "NULL"
