@@ -3,6 +3,7 @@ and what to do, and leaves tables and models as they were. Small generated image
 
 import hashlib
 import os
+import shutil
 import struct
 import zlib
 
@@ -600,6 +601,13 @@ def test_encoding_is_a_csv_option(colors_db, tmp_path):
     with pytest.raises(OptionError, match=r"^COPY \(line 1\): option 'encoding' is for CSV files") as info:
         colors_db.sql(f"COPY t OPTIONS (encoding='latin-1') FROM '{path}'")
     assert info.value.option == "encoding"
+    folder = tmp_path / "photos" / "red"  # a folder of images has no text to decode, nor a header line
+    folder.mkdir(parents=True)
+    shutil.copy(colors_db.sql("SELECT image FROM colors LIMIT 1").fetchall()[0][0], folder / "a.png")
+    for option in ("encoding='latin-1'", "header=false"):
+        with pytest.raises(OptionError, match=r"is for CSV files, not a folder of images \(photos\)"):
+            colors_db.sql(f"COPY t OPTIONS ({option}) FROM '{tmp_path / 'photos'}'")
+    assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'").fetchall() == [(0,)]
 
 
 # -- checkpoints given with weights= are never unpickled ------------------------------------------------

@@ -261,6 +261,9 @@ def copy_table(con, table, source, options, base_dir=None):
     messages = []
     resolve, caught = None, []  # the SQL function that resolves a file's image paths (resolved_path); its errors
     if path.is_dir():
+        for name in ("encoding", "header"):
+            if options.get(name) is not None:
+                raise OptionError(f"option '{name}' is for CSV files, not a folder of images ({path.name})", option=name)
         rows, aliases, broken = _image_tree_rows(path)
         if broken:
             messages.append(f"COPY {table}: {len(broken)} symlink(s) to photos that are gone were left out: "
