@@ -3,6 +3,7 @@ and what to do, and leaves tables and models as they were. Small generated image
 
 import hashlib
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -592,6 +593,22 @@ def test_copy_from_a_bad_file_keeps_the_table(colors_db, tmp_path, name, content
     with pytest.raises(DataError, match=message) as info:
         colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{path}'")
     assert name in str(info.value)
+    assert snapshot(colors_db) == before
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("bad.json", '{"image": "a.jpg", "label": \n', "Malformed JSON"),
+    ("bad.parquet", "not a parquet file at all", "No magic bytes"),
+])
+def test_a_damaged_file_is_named_without_pixqls_own_query(colors_db, tmp_path, name, content, words):
+    """DuckDB's 'LINE 1: DESCRIBE SELECT * FROM read_json_auto(...)' quoted the query pixql wrapped
+    around the reader: a statement the user never wrote."""
+    path = tmp_path / name
+    path.write_text(content)
+    before = snapshot(colors_db)
+    with pytest.raises(DataError, match=f"cannot read {re.escape(str(path))}: .*{words}") as info:
+        colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{path}'")
+    assert "LINE 1" not in str(info.value) and "read_" not in str(info.value)
     assert snapshot(colors_db) == before
 
 

@@ -627,4 +627,6 @@ def _read_error(table, path, exc, encoding, verb="read"):
         first = text.strip().splitlines()[0]
         return (f"{path} is not UTF-8 text ({first}); name its encoding with "
                 "OPTIONS (encoding='latin-1') (or 'utf-16'), or convert the file to UTF-8")
-    return f"cannot {verb} {path}: {text}"
+    # (DuckDB's "LINE 1: ..." under its message quotes pixql's own query around the reader, not the user's)
+    message = re.split(r"\n\s*LINE \d+:", text)[0].strip()
+    return f"cannot {verb} {path}: {message}"
