@@ -507,6 +507,12 @@ def test_copy_of_a_list_without_header_says_so_and_reads_it_with_header_false(co
         colors_db.sql(f"COPY listed FROM '{listed}'")
     colors_db.sql(f"COPY listed OPTIONS (header=false) FROM '{listed}'")
     assert colors_db.sql("SELECT count(*), min(image) FROM listed").fetchone() == (5, str(tmp_path / "imgs/p0.png"))
+    # label first, then the path: the paths' column is still `image` (it was named by position)
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text("cat,imgs/p0.png,x\ndog,imgs/p1.png,y\n")
+    colors_db.sql(f"COPY sw OPTIONS (header=false) FROM '{swapped}'")
+    assert colors_db.sql("SELECT * FROM sw ORDER BY label").fetchall() == [
+        (str(tmp_path / "imgs/p0.png"), "cat", "x"), (str(tmp_path / "imgs/p1.png"), "dog", "y")]
     colors_db.sql(f"COPY (SELECT 1 AS a) TO '{tmp_path / 'x.parquet'}'")
     with pytest.raises(OptionError, match="'header' is for CSV files"):
         colors_db.sql(f"COPY p OPTIONS (header=false) FROM '{tmp_path / 'x.parquet'}'")

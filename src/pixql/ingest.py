@@ -334,6 +334,11 @@ def copy_table(con, table, source, options, base_dir=None):
                     _refuse_path_header(described, path, table)
                 elif not header:  # a list of images (and labels): named as a folder's table is
                     names = [c[0] for c in described]
+                    # the paths' column is `image` wherever it stands (label,path lines too), the next `label`
+                    first = con.execute(f"SELECT * FROM {relation} LIMIT 1").fetchall()
+                    at = next((i for i, v in enumerate(first[0] if first else ()) if isinstance(v, str)
+                               and v.strip().lower().endswith(IMAGE_EXTENSIONS)), 0)
+                    names = [names[at]] + names[:at] + names[at + 1:]
                     given = [options.get("image_col") or "image", "label"][:len(names)]
                     picked = [f"{quote_ident(n)} AS {quote_ident(g)}" for n, g in zip(names, given)] + \
                         [quote_ident(n) for n in names[len(given):]]
