@@ -171,6 +171,21 @@ def test_copy_normalises_paths_and_expands_the_home_folder(db, color_images, tmp
     assert images == [first, first, first, "https://x/a.jpg"]
 
 
+def test_copy_reads_a_csv_whose_column_changes_type_after_duckdbs_sample(db, tmp_path):
+    """Numbers for DuckDB's first 20,480 lines, then 'n/a': the type guessed from the sample broke
+    the load, and DuckDB's advice (sample_size=-1) names an option COPY does not take."""
+    path = tmp_path / "late.csv"
+    path.write_text("image,label\n" + "".join(f"p{i}.png,{i % 3}\n" for i in range(21000)) + "last.png,n/a\n")
+    result = db.sql(f"COPY late FROM '{path}'")
+    assert db.sql("SELECT count(*), typeof(any_value(label)), max(image) FILTER (label = 'n/a') FROM late"
+                  ).fetchall() == [(21001, "VARCHAR", str(tmp_path / "last.png"))]
+    assert any("the types were read from every line" in m for m in result.messages)
+    db.sql("CREATE TABLE numbers (image VARCHAR, label INTEGER)")  # the table's own types: DuckDB's error, said
+    with pytest.raises(DataError, match=r"cannot load .*late.csv.*Could not convert string 'n/a'"):
+        db.sql(f"COPY numbers OPTIONS (if_exists='append') FROM '{path}'")
+    assert db.sql("SELECT count(*) FROM numbers").fetchall() == [(0,)]
+
+
 def test_copy_missing_file_names_it(db, tmp_path):
     with pytest.raises(DataError, match="not found.*nope.csv"):
         db.sql(f"COPY t FROM '{tmp_path}/nope.csv'")

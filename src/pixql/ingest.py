@@ -258,8 +258,11 @@ def copy_table(con, table, source, options, base_dir=None):
             f"table {table} already exists; use OPTIONS (overwrite=true) or if_exists='append'"
         )
 
+    import duckdb
+
     messages = []
     resolve, caught = None, []  # the SQL function that resolves a file's image paths (resolved_path); its errors
+    csv_read = None  # a CSV's read_csv_auto(...), which a load may take again with every line's types
     if path.is_dir():
         for name in ("encoding", "header"):
             if options.get(name) is not None:
@@ -322,6 +325,7 @@ def copy_table(con, table, source, options, base_dir=None):
             messages.append(f"COPY {table}: {path.name}'s lines end some with CRLF (Windows), some with LF: "
                             "read with DuckDB's strict_mode=false, which takes both")
         relation = f"{reader}({quote_literal(_one_file(path))}{extra})"
+        csv_read = relation if reader == "read_csv_auto" else None
         try:
             if reader == "read_csv_auto":  # one sniff of the file: its columns, and the lines it would skip
                 (skip, delimiter, columns), = con.execute(
@@ -367,7 +371,8 @@ def copy_table(con, table, source, options, base_dir=None):
                   else f"SELECT * FROM {relation}")
 
     own = not in_transaction(con)  # inside the user's transaction, that one decides
-    try:
+
+    def load(select):
         if own:
             con.execute("BEGIN TRANSACTION")
         if exists and if_exists == "append":  # the rows loaded, as DuckDB's COPY counts them
@@ -377,6 +382,21 @@ def copy_table(con, table, source, options, base_dir=None):
             loaded = con.execute(f"SELECT count(*) FROM {quote_table(table)}").fetchall()[0][0]
         if own:
             con.execute("COMMIT")
+        return loaded
+
+    try:
+        try:
+            loaded = load(select)
+        except duckdb.ConversionException:
+            if not (own and csv_read is not None and csv_read in select):
+                raise
+            # a column's type guessed from DuckDB's first 20,480 lines that a later line breaks
+            # (numbers, then 'n/a'): the types read again from every line, as DuckDB's own advice says
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            loaded = load(select.replace(csv_read, csv_read[:-1] + ", sample_size=-1)"))
+            messages.append(f"COPY {table}: a line late in {path.name} broke the column types guessed from its "
+                            "first lines: the types were read from every line")
     except BaseException as exc:  # (Ctrl-C too: the transaction must not stay open on the connection)
         if own:
             with contextlib.suppress(Exception):
