@@ -190,6 +190,25 @@ def test_a_script_that_is_not_utf8_is_refused_naming_where(tmp_path):
         pixql.connect().sql("SELECT 'caf\udce9'")
 
 
+def test_a_piped_script_or_run_file_takes_dot_commands_between_statements(tmp_path, monkeypatch):
+    """As DuckDB's shell reads piped input: a line starting with '.' where a statement may start
+    is a dot command (it was a syntax error, and nothing in the script ran)."""
+    monkeypatch.chdir(tmp_path)
+    db = ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"]
+    result = CliRunner().invoke(cli, db, input="CREATE TABLE photos (image VARCHAR);\n.tables\n-- a note\n"
+                                               "SELECT 'a\n.not a command' AS s;\n.quit\nSELECT 'never' AS n;\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == 'name\nphotos\ns\n"a\n.not a command"\n'
+    script = tmp_path / "s.sql"
+    script.write_text("SELECT 1 AS one;\n.nope\nSELECT 2 AS two;\n")
+    result = CliRunner().invoke(cli, [*db, "run", str(script)])
+    assert result.exit_code == 1 and "unknown dot command '.nope'" in result.stderr
+    assert "one" in result.stdout and "two" not in result.stdout
+    script.write_text(".models\n\n\nSELECT nosuch;\n")  # a statement's line is the file's
+    result = CliRunner().invoke(cli, [*db, "run", str(script)])
+    assert result.exit_code == 1 and "imagenet_classifier" in result.stdout and "line 4" in result.stderr
+
+
 def test_several_c_options_run_in_order(run_cli):
     result = run_cli("--format", "csv", "-c", "CREATE TABLE photos AS SELECT 1 AS a", "-c", "SELECT count(*) AS n "
                      "FROM photos")

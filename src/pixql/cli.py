@@ -33,10 +33,41 @@ _DOT_COMMANDS = {
 _DOT_HELP = {".tables": "the tables and views", ".schema [TABLE]": "their CREATE statements",
              ".models": "the models (SHOW MODELS)", ".help": "this list", ".quit, .exit": "leave (or Ctrl-D)"}
 _QUIT = object()
+_FAILED = object()
 
 
-def _dot_command(words):
-    """The SQL a dot command runs, _QUIT, or None when it printed what it had to (help, or why not)."""
+def _script_pieces(script):
+    """A script as [("sql", text) | ("dot", words)]: a line that starts with '.' where a statement
+    may start is a dot command (piped into pixql, or in a `run` file, as DuckDB's shell reads
+    them); each SQL piece keeps its lines' numbers (blank lines before it), and is parsed whole
+    before it runs."""
+    from pixql.errors import ParseError
+    from pixql.sql.parser import ends_statement
+    from pixql.sql.tokens import tokenize
+
+    def at_boundary(text):
+        try:
+            return not tokenize(text) or ends_statement(text)
+        except ParseError:  # a string or comment left open
+            return False
+
+    pieces, lines, start = [], [], 0
+    for number, line in enumerate(script.splitlines(keepends=True)):
+        if line.strip().startswith(".") and at_boundary("".join(lines)):
+            if "".join(lines).strip():
+                pieces.append(("sql", "\n" * start + "".join(lines)))
+            pieces.append(("dot", line.strip().rstrip(";").split()))
+            lines, start = [], number + 1
+        else:
+            lines.append(line)
+    if "".join(lines).strip() or not pieces:
+        pieces.append(("sql", "\n" * start + "".join(lines)))
+    return pieces
+
+
+def _dot_command(words, in_script=False):
+    """The SQL a dot command runs, _QUIT, or None when it printed what it had to (help, or why not);
+    `in_script`: an unknown one is _FAILED (a script stops there, as at a failing statement)."""
     from pixql.ingest import quote_literal
 
     name = words[0].lower()
@@ -48,7 +79,7 @@ def _dot_command(words):
     if name not in _DOT_COMMANDS or len(words) > (2 if name == ".schema" else 1):
         click.echo(f"Error: unknown dot command {' '.join(words)!r}; the prompt knows {', '.join(_DOT_HELP)}",
                    err=True)
-        return None
+        return _FAILED if in_script else None
     return _DOT_COMMANDS[name].format(quote_literal(words[1]) if len(words) > 1 else "NULL")
 
 
@@ -205,7 +236,19 @@ def _session(obj, script=None, path=None):
             from pixql.interpolation import expand
 
             script = expand(script, obj["variables"], expressions=False)  # names only: no Python runs
-        return run_script(connection, script, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+        for kind, piece in _script_pieces(script):  # dot commands between statements, as DuckDB's shell reads them
+            if kind == "dot":
+                piece = _dot_command(piece, in_script=True)
+                if piece is _QUIT:
+                    return 0
+                if piece is _FAILED:
+                    return 1
+                if piece is None:
+                    continue
+            status = run_script(connection, piece, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+            if status:
+                return status
+        return 0
     except KeyboardInterrupt:
         end_progress()
         if _terminated:
