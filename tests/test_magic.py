@@ -353,6 +353,8 @@ def test_a_reference_that_cannot_be_written_is_an_error_naming_it_and_its_line(i
     assert error.error.reference == "$frame" and error.error.line == 1
     assert ip.cell("%pixql SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 't'").n.tolist() == [0]
     assert ip.cell("%pixql SELECT a FROM frame").a.tolist() == [1]  # by its name
+    ip["column"] = pd.Series([3, 4])  # a Series is a list
+    assert list(ip.cell("%pixql SELECT {column} AS l").l[0]) == [3, 4]
     with pytest.raises(pixql.InterpolationError, match=r"\{rows\[5\]\}: IndexError"):  # the magic's own line
         expand_text("{rows[5]}.duckdb", {"rows": [1]})
 

@@ -242,7 +242,8 @@ class _Unwritable(Exception):
 def _render(value, spec, kind, written):
     if value is _MISSING:
         return written
-    if hasattr(value, "__dataframe__") or hasattr(value, "__arrow_c_stream__"):  # pandas, Arrow, polars
+    if hasattr(value, "__dataframe__") or (hasattr(value, "__arrow_c_stream__") and hasattr(value, "columns")):
+        # (a DataFrame, an Arrow table, a DuckDB relation; a Series or an array is a list)
         raise _Unwritable(f"a {type(value).__name__} is a table, which a query reads by its variable's name "
                           f"(FROM {written.strip('{}$').strip()}), not a value to write into SQL")
     if kind == "code":
