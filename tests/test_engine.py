@@ -181,8 +181,10 @@ def test_copy_reads_a_csv_whose_column_changes_type_after_duckdbs_sample(db, tmp
                   ).fetchall() == [(21001, "VARCHAR", str(tmp_path / "last.png"))]
     assert any("the types were read from every line" in m for m in result.messages)
     db.sql("CREATE TABLE numbers (image VARCHAR, label INTEGER)")  # the table's own types: DuckDB's error, said
-    with pytest.raises(DataError, match=r"cannot load .*late.csv.*Could not convert string 'n/a'"):
+    with pytest.raises(DataError, match=r"cannot load .*late.csv: the label value 'n/a' of its row 21001 cannot be "
+                                        r"stored in numbers.label \(INTEGER\); nothing was loaded") as info:
         db.sql(f"COPY numbers OPTIONS (if_exists='append') FROM '{path}'")
+    assert info.value.row == 21001 and info.value.path == str(path)
     assert db.sql("SELECT count(*) FROM numbers").fetchall() == [(0,)]
 
 

@@ -406,6 +406,15 @@ def copy_table(con, table, source, options, base_dir=None):
             raise KeyboardInterrupt() from None
         if not isinstance(exc, Exception):
             raise
+        wrong = None
+        if exists and if_exists == "append" and isinstance(exc, duckdb.ConversionException) and own:
+            with contextlib.suppress(duckdb.Error):  # (where the search fails too, DuckDB's message stands)
+                text = relation if csv_read is None else relation.replace(csv_read, csv_read[:-1] + ", all_varchar=true)")
+                wrong = _first_misfit(con, text, table)
+        if wrong is not None:
+            column, kind, row, value = wrong
+            raise DataError(f"cannot load {path}: the {column} value {value!r} of its row {row} cannot be stored in "
+                            f"{table}.{column} ({kind}); nothing was loaded", path=str(path), row=row) from exc
         raise DataError(_read_error(table, path, exc, options.get("encoding"), "load")) from exc
     finally:
         if path.is_dir():
@@ -416,6 +425,24 @@ def copy_table(con, table, source, options, base_dir=None):
             with contextlib.suppress(Exception):
                 con.remove_function(resolve)
     return loaded, messages
+
+
+def _first_misfit(con, relation, table):
+    """(column, type, row, value) of the first value of `relation` (a file's rows) that `table`'s
+    column of the same name cannot hold, or None: DuckDB's conversion error of an append names
+    neither the column nor the row."""
+    target = {name.lower(): (name, kind) for name, kind, *_ in con.execute(f"DESCRIBE {quote_table(table)}").fetchall()}
+    for name, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall():
+        if name.lower() not in target:
+            continue
+        column, kind = target[name.lower()]
+        found = con.execute(
+            f"SELECT n, v FROM (SELECT row_number() OVER () AS n, {quote_ident(name)}::VARCHAR AS v, "
+            f"TRY_CAST({quote_ident(name)} AS {kind}) AS c FROM {relation}) WHERE v IS NOT NULL AND c IS NULL "
+            "ORDER BY n LIMIT 1").fetchall()
+        if found:
+            return column, kind, found[0][0], found[0][1]
+    return None
 
 
 _WINDOWS_DRIVE = re.compile(r"[A-Za-z]:[\\/]")  # C:\ or C:/
