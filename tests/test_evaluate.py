@@ -445,6 +445,21 @@ def test_heatmap_names_long_classes_apart():
     assert [t.get_text() for t in short.axes[0].get_xticklabels()] == ["a cat", "a dog"]
 
 
+@pytest.mark.parametrize("n", [5, 20, 27, 31])
+def test_the_heatmaps_axis_titles_and_labels_stay_inside_the_picture(n):
+    """From about 20 to 31 classes the constrained layout left 'actual' and the first letters of
+    the row labels past the left edge (a QA pass on fashion's 27 sub-categories)."""
+    import numpy as np
+
+    labels = [f"{i:02d} Loungewear and Nightwear"[:20] for i in range(n)]
+    truth = [label for label in labels for _ in range(2)]
+    predicted = [labels[(i + 1) % n] if i % 2 else label for i, label in enumerate(truth)]
+    picture = np.asarray(display.confusion_heatmap(metrics.confusion_frame(truth, predicted, labels)).convert("L"))
+    ink = np.nonzero((picture < 200).any(axis=0))[0], np.nonzero((picture < 200).any(axis=1))[0]
+    assert ink[0].min() >= 3 and ink[0].max() <= picture.shape[1] - 4  # a margin on the left and right
+    assert ink[1].min() >= 3 and ink[1].max() <= picture.shape[0] - 4  # and above and below
+
+
 def test_magic_shows_the_heatmap_for_evaluate(colors_db, monkeypatch):
     pytest.importorskip("IPython")
     from pixql import magic

@@ -245,7 +245,8 @@ def figure_png(fig, dpi=100):
     # a label's emoji or CJK letters are boxes in DejaVu Sans, the one font sure to be here: the
     # picture shows it; matplotlib's warning (its source line) would only reach the terminal
     with ignoring(UserWarning, r"Glyph \d+ .*missing from font"):
-        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+        # (tight: constrained layout leaves a long axis title or tick label past the edge at some sizes)
+        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.1)
     return buffer.getvalue()
 
 
