@@ -235,8 +235,10 @@ def training_curves_figure(history, title=None, kept=None):
     return fig
 
 
-def figure_png(fig, dpi=100):
-    """PNG bytes of a matplotlib Figure."""
+def figure_png(fig, dpi=100, tight=False):
+    """PNG bytes of a matplotlib Figure; `tight`: cropped to what is drawn, with a margin (a
+    heat-map's size follows its classes, and constrained layout leaves a long axis title or tick
+    label past the edge at some sizes)."""
     import io
 
     from pixql.ml.images import ignoring
@@ -245,8 +247,8 @@ def figure_png(fig, dpi=100):
     # a label's emoji or CJK letters are boxes in DejaVu Sans, the one font sure to be here: the
     # picture shows it; matplotlib's warning (its source line) would only reach the terminal
     with ignoring(UserWarning, r"Glyph \d+ .*missing from font"):
-        # (tight: constrained layout leaves a long axis title or tick label past the edge at some sizes)
-        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.1)
+        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", **(
+            {"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}))
     return buffer.getvalue()
 
 
@@ -382,7 +384,7 @@ def confusion_heatmap(frame, title=None, dpi=100):
     import io
 
     draw = multilabel_confusion_figure if "class" in frame.columns else confusion_heatmap_figure
-    data = figure_png(draw(frame, title), dpi=dpi)
+    data = figure_png(draw(frame, title), dpi=dpi, tight=True)
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
 
