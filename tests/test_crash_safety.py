@@ -206,6 +206,32 @@ def test_ctrl_c_inside_the_store_swap_puts_the_old_model_back(tmp_path, monkeypa
     assert not any((tmp_path / ".tmp").iterdir())
 
 
+def test_ctrl_c_as_duckdb_calls_the_path_function_stops_a_copy_and_keeps_the_table(tmp_path, monkeypatch):
+    """A Ctrl-C (or SIGTERM, which the terminal turns into one) that strikes as DuckDB calls COPY's
+    path-resolving function, outside its own code, left only DuckDB's text ('... executing the
+    UDF: KeyboardInterrupt'), which read as 'cannot load' the file."""
+    import pandas as pd
+
+    import pixql.ingest
+
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"image": [f"p{i}.png" for i in range(10)], "label": "x"}).to_csv(csv, index=False)
+    db = pixql.connect(str(tmp_path / "c.duckdb"), progress=False)
+    db.sql("CREATE TABLE t AS SELECT 'old' AS marker")
+
+    def struck(*args):
+        raise KeyboardInterrupt  # (not through the function's own record of what it raised)
+
+    monkeypatch.setattr(pixql.ingest, "_resolved_paths", struck)
+    with pytest.raises(KeyboardInterrupt):
+        db.sql(f"COPY t OPTIONS (overwrite=true) FROM '{csv}'")
+    monkeypatch.undo()
+    assert db.sql("SELECT * FROM t").fetchall() == [("old",)]
+    db.sql(f"COPY t OPTIONS (overwrite=true) FROM '{csv}'")  # the connection goes on
+    assert db.sql("SELECT count(*) FROM t").fetchall() == [(10,)]
+    db.close()
+
+
 # -- corrupted model files ---------------------------------------------------------------------------
 def _flip_last_byte(path):
     data = bytearray(path.read_bytes())

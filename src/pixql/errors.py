@@ -142,10 +142,13 @@ def public_text(text):
 
 
 def is_interrupt(exc):
-    """Whether `exc` is DuckDB's answer to Ctrl-C: an InterruptException (interrupt()), or the
-    RuntimeError 'Query interrupted' that a SIGINT while a query runs becomes."""
+    """Whether `exc` is DuckDB's answer to Ctrl-C: an InterruptException (interrupt()), the
+    RuntimeError 'Query interrupted' that a SIGINT while a query runs becomes, or the error a
+    KeyboardInterrupt in a Python UDF becomes (DuckDB keeps only its text: where it struck outside
+    the function's own code, as it calls it, no other trace of it is left)."""
     return type(exc).__name__ == "InterruptException" or (type(exc) is RuntimeError and
-                                                          str(exc) == "Query interrupted")
+                                                          str(exc) == "Query interrupted") or \
+        (type(exc).__name__ == "InvalidInputException" and "executing the UDF: KeyboardInterrupt" in str(exc))
 
 
 class Interrupted(KeyboardInterrupt):
