@@ -144,7 +144,8 @@ class PredictFunctions:
                 except PixqlError as exc:
                     # DuckDB turns it into "Python exception occurred while executing the UDF: ...";
                     # the engine raises this error itself instead (take_failure).
-                    hint = ("" if exc.path is None or "WHERE" in str(exc) else  # (advice given once)
+                    hint = ("" if exc.path is None or not isinstance(exc, DataError) or "WHERE" in str(exc) else
+                            # (a photo's: advice given once; a model's file is no row's)
                             "; fix its box or mask, or leave its row out with WHERE" if isinstance(exc, RegionError)
                             else "; fix or remove the file, or leave its row out with WHERE")
                     exc.args = (f"{function}('{model}', ...): {exc}{hint}",)

@@ -183,7 +183,10 @@ class ModelStore:
         return {_set_aside_key(old): old for old in sorted(self._trash.iterdir()) if (old / MANIFEST).is_file()}
 
     def exists(self, name):
-        return (self.path(name) / MANIFEST).is_file()
+        """Whether `name` is a model of the store: its folder, with its manifest or (a broken
+        model, which SHOW MODELS lists and manifest() names) without."""
+        folder = self.path(name)
+        return (folder / MANIFEST).is_file() or folder.is_dir()
 
     def manifest(self, name):
         path = self.path(name) / MANIFEST
@@ -197,6 +200,9 @@ class ModelStore:
                 if attempt < 19 and any(self._trash.glob(f"{_key(name)}--*")):
                     time.sleep(0.01)
                     continue
+                if path.parent.is_dir():  # its folder without its manifest: broken, not missing
+                    raise StoreError(f"model '{name}': its manifest {path} is missing; DROP MODEL {name} and rebuild "
+                                     "it", path=str(path)) from None
                 raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)") from None
             except OSError as exc:
                 raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
