@@ -578,14 +578,18 @@ def _names(toks):
     return {t.value.lower() for t in toks if t.kind in (IDENT, QIDENT)}
 
 
-def _wanted(ctes, names, defined=frozenset()):
-    """The names of the WITH `ctes` (_leading_with's) that `names` use, and the ones those use."""
-    wanted, frontier = set(), set(names)
+def _outer_names_used(query, ctes):
+    """(the names of the outer WITH `ctes` (_leading_with's) that `query` uses, and the ones those
+    use; `query`'s tokens; its own leading WITH, whose names shadow the outer's)."""
+    qtoks = tokenize(query, Positions(query))
+    own = _leading_with(query, qtoks)
+    defined = {name for name, *_ in (own[1] if own else [])}
+    wanted, frontier = set(), _names(qtoks)
     while frontier:
         found = {name for name, *_ in ctes if name in frontier and name not in wanted and name not in defined}
         wanted |= found
         frontier = set().union(*(refs for name, _, refs, _ in ctes if name in found)) if found else set()
-    return wanted
+    return wanted, qtoks, own
 
 
 def shared_ctes(text):
@@ -600,9 +604,7 @@ def shared_ctes(text):
     used = set()
     for start, _, stmt in nested_statements(text, see_with=False):
         if start >= ctes[2] and getattr(stmt, "query", None):
-            qtoks = tokenize(stmt.query, Positions(stmt.query))
-            own = _leading_with(stmt.query, qtoks)
-            used |= _wanted(ctes[1], _names(qtoks), {name for name, *_ in (own[1] if own else [])})
+            used |= _outer_names_used(stmt.query.strip(), ctes[1])[0]
     chosen = [(name, start, end, cte_text, nested) for (name, cte_text, _, nested), (start, end)
               in zip(ctes[1], spans) if name in used]
     if any(nested for *_, nested in chosen):  # (not given to the statements either: _seeing)
@@ -619,10 +621,7 @@ def _seeing(stmt, outer):
 
     recursive, ctes, _ = outer
     query = stmt.query.strip()
-    qtoks = tokenize(query, Positions(query))
-    own = _leading_with(query, qtoks)
-    defined = {name for name, *_ in (own[1] if own else [])}  # its own WITH's names shadow the outer's
-    wanted = _wanted(ctes, _names(qtoks), defined)
+    wanted, qtoks, own = _outer_names_used(query, ctes)
     chosen = [(text, nested) for name, text, _, nested in ctes if name in wanted]
     if not chosen or any(nested for _, nested in chosen):
         return stmt
@@ -658,7 +657,7 @@ def bare_statement_hint(text):
         hint = (f"{toks[0].value.upper()} takes a pixql statement in parentheses, as a subquery: "
                 f"{toks[0].value.upper()} ({word} ...)")
     elif i < len(toks) and toks[i].is_kw("EXPLAIN"):
-        i += 2 if i + 1 < len(toks) and toks[i + 1].is_kw("ANALYZE") else 1
+        i += 2 if i + 1 < len(toks) and toks[i + 1].is_kw("ANALYZE", "ANALYSE") else 1
         hint = ("EXPLAIN shows DuckDB's plan of a query; a pixql statement is computed by pixql, not planned by "
                 "DuckDB (EXPLAIN SELECT ... FROM (PREDICT ...) shows the plan around its rows)")
     else:
