@@ -412,8 +412,6 @@ class Result:
                 return _shown(typed, max_rows, max_width, max_col_width)
         return frame.to_string(index=False, max_rows=max_rows, max_colwidth=max_col_width)  # pandas' text
 
-    # A result shown (a notebook cell's value, print(result)) says its messages under its rows, as
-    # the terminal and %%pixql do: rows left out, classes the model lacks. (`.messages` holds them.)
     def __getattr__(self, name):
         """DuckDB's other relation methods (filter, limit, order, aggregate, to_parquet, ...) for a
         plain query's result, which is a DuckDB relation; a pixql statement's rows are not one (they
@@ -430,6 +428,8 @@ class Result:
                                  "or read them with .df(), .arrow() or .fetchall()")
         return getattr(relation, name)
 
+    # A result shown (a notebook cell's value, print(result)) says its messages under its rows, as
+    # the terminal and %%pixql do: rows left out, classes the model lacks. (`.messages` holds them.)
     def __repr__(self):
         shown = self.text() if self.has_rows else "<pixql.Result: no rows>"
         return "\n".join([shown, *self.messages])
@@ -437,16 +437,19 @@ class Result:
     def _repr_html_(self):
         import html
 
+        def notes():  # (read last: a stream's messages come with its rows)
+            return "".join(f"<pre>{html.escape(m)}</pre>" for m in self.messages)
+
         if not self.has_rows:
-            return "".join(f"<pre>{html.escape(m)}</pre>" for m in self.messages) or None
+            return notes() or None
         if self._relation is not None:  # a lazy query: its first rows only, as text() shows them
             with _duckdb_errors(self.statement, self._cause):
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 head = relation.limit(HTML_ROWS + 1).df()
             more = len(head) > HTML_ROWS
             return head.head(HTML_ROWS).to_html(index=False) + (f"<p>first {HTML_ROWS} rows shown</p>" if more else "")
-        table = self.df().to_html(index=False, max_rows=HTML_ROWS)  # (a stream's messages come with its rows)
-        return table + "".join(f"<pre>{html.escape(m)}</pre>" for m in self.messages)
+        table = self.df().to_html(index=False, max_rows=HTML_ROWS)
+        return table + notes()
 
 
 HTML_ROWS = 40  # a notebook's table of a result: pandas' first and last 20, or a lazy query's first 40
