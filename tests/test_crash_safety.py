@@ -232,6 +232,28 @@ def test_ctrl_c_as_duckdb_calls_the_path_function_stops_a_copy_and_keeps_the_tab
     db.close()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_held_block_stops_after_it(sig):
+    """A Ctrl-C or SIGTERM in the middle of a C extension's first import (onnx, under the first
+    PREDICT's export) aborted the process at exit (status -6): held, it stops right after."""
+    from pixql.errors import interrupts_held
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)  # (as the terminal sets it; put back below)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.1)  # (delivered at once were it not held)
+                done.append("the block")
+        assert done == ["the block"]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 # -- corrupted model files ---------------------------------------------------------------------------
 def _flip_last_byte(path):
     data = bytearray(path.read_bytes())

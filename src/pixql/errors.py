@@ -3,6 +3,7 @@
 Front ends catch `PixqlError` and show its message; anything else is a bug.
 """
 
+import contextlib
 import re
 
 
@@ -149,6 +150,30 @@ def is_interrupt(exc):
     return type(exc).__name__ == "InterruptException" or (type(exc) is RuntimeError and
                                                           str(exc) == "Query interrupted") or \
         (type(exc).__name__ == "InvalidInputException" and "executing the UDF: KeyboardInterrupt" in str(exc))
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C and SIGTERM held back for a block and delivered as it ends: one that lands while a C
+    extension's module is first imported leaves it half made, and the process aborts at exit
+    instead of stopping (onnx's protobuf, under a first PREDICT's export). The handlers are
+    swapped, not the thread's signal mask: any thread of the process may take the signal."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    kinds = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]  # (None: not Python's)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # (its own handler now: a KeyboardInterrupt, after the block)
 
 
 class Interrupted(KeyboardInterrupt):
