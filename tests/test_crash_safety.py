@@ -254,6 +254,53 @@ def test_a_signal_during_a_held_block_stops_after_it(sig):
         signal.signal(signal.SIGTERM, before)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_modules_first_import_stops_the_terminal_after_it(tmp_path, monkeypatch, sig):
+    """Ctrl-C or SIGTERM striking inside duckdb's first import, as `pixql` opens its database,
+    aborted the process at exit (nanobind's enums half made: status -6, one try in twenty): the
+    terminal's handlers deliver it once the import is over."""
+    from pixql import cli as terminal
+
+    (tmp_path / "slow_to_import.py").write_text(
+        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(0.2)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(terminal, "_terminated", False)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (a terminal's foreground job hears Ctrl-C)
+    try:
+        terminal._hear_signals()
+        with pytest.raises(KeyboardInterrupt):
+            import slow_to_import  # noqa: F401
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert sys.modules["slow_to_import"].DONE  # the import ran to its end, then the stop
+    finally:
+        for kind, handler in before.items():
+            signal.signal(kind, handler)
+        sys.modules.pop("slow_to_import", None)
+
+
+def test_ctrl_c_as_the_database_opens_is_an_interrupt_not_a_traceback(tmp_path, monkeypatch):
+    """Struck while DuckDB ran a set-up query of the connection (the SQL functions' registration),
+    it was `RuntimeError: Query interrupted` with a traceback, status 1."""
+    from pixql.catalog import Catalog
+
+    def interrupted(self, session):
+        raise RuntimeError("Query interrupted")  # (DuckDB's own answer to a signal inside execute())
+
+    db = str(tmp_path / "t.duckdb")
+    with monkeypatch.context() as patch:
+        patch.setattr(Catalog, "register", interrupted)
+        result = CliRunner().invoke(cli, ["--db", db, "-c", "SELECT 1"])
+        assert result.exit_code == 130, result.output
+        assert result.output.strip() == INTERRUPTED
+        with pytest.raises(KeyboardInterrupt):
+            pixql.connect(db)
+    with pixql.connect(db) as again:  # nothing held the file
+        assert again.sql("SELECT 1").fetchall() == [(1,)]
+
+
 # -- corrupted model files ---------------------------------------------------------------------------
 def _flip_last_byte(path):
     data = bytearray(path.read_bytes())

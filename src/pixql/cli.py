@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from pixql.collector import quiet_collector
-from pixql.errors import PixqlError
+from pixql.errors import PixqlError, after_imports
 from pixql.terminal import FORMATS, end_progress, run_script
 
 
@@ -303,8 +303,16 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _hear_signals():
+    """Ctrl-C and SIGTERM stop the statement, not halfway into a module's first import."""
+    signal.signal(signal.SIGTERM, after_imports(_terminate))
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    if callable(ctrl_c):  # (SIG_IGN in a job a shell started in the background: kept)
+        signal.signal(signal.SIGINT, after_imports(ctrl_c))
+
+
 def main():
     warnings.showwarning = _show_warning
-    signal.signal(signal.SIGTERM, _terminate)
+    _hear_signals()
     quiet_collector()
     cli(prog_name="pixql")

@@ -5,6 +5,7 @@ The DuckDB side is session.py, the models catalog.py, each statement a module of
 the SQL layer, the model store and the learning code meet only in those commands.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -75,7 +76,21 @@ class Engine:
         settings."""
         self.cluster = cluster  # where PREDICT, BUILD, ... run unless OPTIONS (cluster=...) says (cluster.py)
         self.read_only = read_only
-        self.session = Session(database, read_only, wait, run_nested=self.run, connection=connection, config=config)
+        self.progress = progress
+        self.session = None
+        try:
+            self.session = Session(database, read_only, wait, run_nested=self.run, connection=connection,
+                                   config=config)
+            self._open(database, model_store, read_only, connection)
+        except BaseException as exc:
+            if self.session is not None:
+                with contextlib.suppress(Exception):  # (the file is not left held by a half-made engine)
+                    self.session.close()
+            if isinstance(exc, Exception) and is_interrupt(exc):  # Ctrl-C as DuckDB ran a set-up query
+                raise KeyboardInterrupt() from exc  # (what Python and the front ends take for a stop)
+            raise
+
+    def _open(self, database, model_store, read_only, connection):
         root = model_store or default_store_root(database)
         self._tmpdir = None
         self.closed = False
@@ -90,7 +105,6 @@ class Engine:
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
                 self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
-        self.progress = progress
         self.catalog.register(self.session)
         from pixql.functions import register_functions
 

@@ -176,6 +176,35 @@ def interrupts_held():
             signal.raise_signal(caught[0])  # (its own handler now: a KeyboardInterrupt, after the block)
 
 
+def after_imports(handler):
+    """`handler` for a signal, except that one landing while a module is being imported is
+    delivered again once the import is over: an exception raised inside a C extension's first
+    import (duckdb's nanobind enums as a terminal opens its database, torch's, onnx's protobuf)
+    aborts the process at exit (status -6) instead of stopping it."""
+    import signal
+    import threading
+
+    main = threading.main_thread().ident
+    again = getattr(signal, "pthread_kill", None)  # (to the main thread: its mask holds what it holds)
+
+    def deliver(signum, frame):
+        if _importing(frame):
+            retry = threading.Timer(0.05, again or (lambda _, s: signal.raise_signal(s)), (main, signum))
+            retry.daemon = True
+            retry.start()
+            return None
+        return handler(signum, frame)
+    return deliver
+
+
+def _importing(frame):
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C while a statement ran (a KeyboardInterrupt, as Python expects): `keyword` and `line`
     name the statement. Nothing half-written is kept."""
