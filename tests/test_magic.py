@@ -240,6 +240,56 @@ def test_a_value_never_becomes_sql_that_runs(ip):
     assert ip.cell("%pixql SELECT count(*) AS n FROM t").n.tolist() == [1]
 
 
+@pytest.mark.parametrize("cell", [
+    "SELECT 1 AS cost$$, '$$ {v}' AS s",  # `cost$$` and `x$y$` are names to DuckDB, no $$ string's start
+    "SELECT 1 AS x$y$, '$y$ {v}' AS s",
+    "SELECT 1 AS a -- c\r, '$$ \n{v}' AS s",  # a lone \r ends a -- comment
+])
+def test_a_value_inside_what_duckdb_reads_as_a_string_stays_text(ip, cell):
+    """Interpolation once found strings and comments by a scan of its own, which read `cost$$`
+    as the start of a $$ string: the value, written as a quoted literal, closed DuckDB's quote
+    and its DROP ran."""
+    ip.cell("%pixql CREATE OR REPLACE TABLE victim AS SELECT 1 AS x")
+    ip["v"] = "; DROP TABLE victim; SELECT "
+    frame = ip.cell("%%pixql\n" + cell)
+    assert frame.s[0].endswith(ip["v"])
+    assert ip.cell("%pixql SELECT count(*) AS n FROM victim").n.tolist() == [1]
+
+
+def test_interpolation_finds_strings_and_comments_where_duckdb_does():
+    """Every string, quoted name and comment that DuckDB's own tokenizer finds starts a piece of
+    interpolation's that is left as text (or written as a name), and no other piece does."""
+    import duckdb
+    from duckdb_corpus import CORPUS
+
+    from pixql.interpolation import _segments
+
+    tricky = ["SELECT 1 AS cost$$, '$$ x' AS s", "SELECT x$y$, '$y$ z' FROM t", "SELECT 1 -- c\r, 'x\ny'",
+              "SELECT $$a'b$$, $t$ $$ $t$, E'it\\'s', e'\\\\', 'it''s' /* a /* b */ ' */ \"q\"\"x\" -- '\n1",
+              "SELECT 1$$ $$, x1$$, _$$, $1, $name, {'k': 1}, '{v}' -- {v}\n, \"{v}\"",
+              "SELECT 'a' 'b', U&'x', X'ff', B'01', N'n' FROM \"t\"\"\" -- end"]
+    def opening(text, at):  # (DuckDB's string token starts at its prefix: X'ff', E'...', U&'...')
+        return next(i for i in range(at, len(text)) if text[i] in "'\"$-/")
+
+    comment, string, name = duckdb.token_type.comment, duckdb.token_type.string_const, duckdb.token_type.identifier
+    for text in tricky + [script for _, script in CORPUS]:
+        chars, at = {}, 0  # (DuckDB counts UTF-8 bytes)
+        for i, c in enumerate(text):
+            chars[at], at = i, at + len(c.encode())
+        tokens = [(chars[at], kind) for at, kind in duckdb.tokenize(text)]
+        duck = {(opening(text, at), "comment" if kind == comment else "string" if kind == string else "ident")
+                for (at, kind), before in zip(tokens, [None] + [kind for _, kind in tokens])
+                if kind == string or (kind == name and text[at] == '"')
+                or (kind == comment and before != comment)}  # (comments in a row: one piece)
+        ours, at = set(), 0
+        for kind, piece in _segments(text):
+            if kind != "code" and piece.strip():
+                first = opening(text, at)  # (what follows an unterminated quote: text, as the quote's)
+                ours.add((first, {"'": "string", "$": "string", '"': "ident"}.get(text[first], "comment")))
+            at += len(piece)
+        assert ours == duck, text
+
+
 def test_values_that_would_pass_for_sql_are_written_as_what_they_are(ip):
     """Numbers whose subclass says anything in __str__ / __repr__ / __format__ are written from
     their value, and a quoted value never joins what stands before it (E{v} would be E'...', an

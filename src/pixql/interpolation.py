@@ -29,13 +29,13 @@ import math
 import os
 import re
 
-from pixql.errors import InterpolationError
+from pixql.errors import InterpolationError, ParseError
+from pixql.sql.tokens import QIDENT, STRING, tokenize
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
 _DOLLAR = re.compile(r"(?<![\w$])\$(" + _NAME + r")")
 _FIELD_OR_DOLLAR = re.compile(_FIELD.pattern + "|" + _DOLLAR.pattern)  # group 1: {...}, group 2: $name
-_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MISSING = object()
 _BUILTINS = set(dir(__import__("builtins")))
@@ -115,71 +115,59 @@ def expand_text(text, namespace):
 # -- where a reference stands ------------------------------------------------------------------
 def _segments(text, namespace=None):
     """Split SQL text into (kind, piece): 'code', 'string' ('...'), 'estring' (E'...', where a
-    backslash escapes), 'ident' ("..."), and 'verbatim' (comments, $$-quoted strings). With a
-    `namespace`, a reference in code whose expression holds quotes ({d['a']}) stays code whole."""
-    i = start = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "{" and namespace is not None and not text.startswith("{{", i):
-            close = text.find("}", i + 1)
-            content = text[i + 1:close]
-            if close > 0 and "{" not in content and any(q in content for q in "'\"") and \
-                    _parsed(content, namespace) is not None:
-                i = close + 1
-                continue
-        if c in "'\"":
-            kind = "ident" if c == '"' else "string"
-            if c == "'" and i and text[i - 1] in "eE" and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_")):
-                kind = "estring"
-            end = _closing(text, i, c, backslash=kind == "estring")
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            end, kind = (n if end < 0 else end), "verbatim"
-        elif text.startswith("/*", i):
-            end, kind = _comment_end(text, i), "verbatim"
-        elif c == "$" and (tag := _DOLLAR_QUOTE.match(text, i)) and (close := text.find(tag.group(0), tag.end())) >= 0:
-            end, kind = close + len(tag.group(0)), "verbatim"
-        else:
-            i += 1
+    backslash escapes), 'ident' ("..."), and 'verbatim' (comments, $$-quoted strings, and what
+    follows an unterminated quote). Where they stand is the SQL tokenizer's word, the one that
+    splits scripts (`cost$$` is a name, a `--` comment ends at a lone \r, as in DuckDB): a scan
+    of its own here once read a string where DuckDB reads code, and a value closed DuckDB's quote.
+    With a `namespace`, a reference in code whose expression holds quotes ({d['a']}) stays code whole."""
+    at = 0  # text[:at] is yielded
+    while at < len(text):
+        code = at  # where the code piece now growing starts
+        try:
+            tokens, rest = tokenize(text[at:]), None
+        except ParseError as exc:  # an unterminated quote or comment: what follows it is left as written
+            tokens, rest = exc.tokens, at + (exc.tokens[-1].end if exc.tokens else 0)
+        base, resumed, gap_from = at, None, at
+        for token in tokens:
+            begin, stop = base + token.start, base + token.end
+            if text[gap_from:begin].strip():  # a comment between tokens
+                if code < gap_from:
+                    yield "code", text[code:gap_from]
+                yield "verbatim", text[gap_from:begin]
+                code = begin
+            gap_from = stop
+            if namespace is not None and token.is_punct("{") and not text.startswith("{{", begin):
+                close = text.find("}", begin + 1)
+                content = text[begin + 1:close]
+                if close > 0 and "{" not in content and any(q in content for q in "'\"") and \
+                        _parsed(content, namespace) is not None:
+                    resumed = close + 1  # (lexed again after it: its quotes are Python's)
+                    break
+            kind = _QUOTED.get(text[begin]) if token.kind in (STRING, QIDENT) else None
+            if kind is not None:
+                if code < begin:
+                    yield "code", text[code:begin]
+                yield ("estring" if kind == "string" and text[begin] in "eE" else kind), text[begin:stop]
+                code = stop
+        if resumed is not None:
+            if code < resumed:
+                yield "code", text[code:resumed]
+            at = resumed
             continue
-        if start < i:
-            yield "code", text[start:i]
-        yield kind, text[i:end]
-        i = start = end
-    if start < n:
-        yield "code", text[start:]
+        end = len(text) if rest is None else rest
+        if text[gap_from:end].strip():  # a comment after the last token
+            if code < gap_from:
+                yield "code", text[code:gap_from]
+            yield "verbatim", text[gap_from:end]
+            code = end
+        if code < end:
+            yield "code", text[code:end]
+        if end < len(text):
+            yield "verbatim", text[end:]
+        return
 
 
-def _comment_end(text, i):
-    """Index just past the end of the block comment at `i`; DuckDB nests /* ... /* ... */ ... */."""
-    depth, j = 0, i
-    while j < len(text):
-        if text.startswith("/*", j):
-            depth, j = depth + 1, j + 2
-        elif text.startswith("*/", j):
-            depth, j = depth - 1, j + 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    return len(text)
-
-
-def _closing(text, i, quote, backslash=False):
-    """Index just past the quote that closes the one at `i` (a doubled quote stays inside, and
-    with `backslash`, in an E'...' string, a quote after a backslash)."""
-    j = i + 1
-    while j < len(text):
-        if backslash and text[j] == "\\":
-            j += 2
-        elif text.startswith(quote * 2, j):
-            j += 2
-        elif text[j] == quote:
-            return j + 1
-        else:
-            j += 1
-    return len(text)
+_QUOTED = {"'": "string", "e": "string", "E": "string", '"': "ident", "$": "verbatim"}
 
 
 # -- values --------------------------------------------------------------------------------------
