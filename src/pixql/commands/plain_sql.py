@@ -46,6 +46,9 @@ def run(engine, statement):
             if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters and \
                     session.params is None:
                 relation = session.duckdb.sql(text)
+                if relation.type == "MATERIALIZED_RELATION":  # DuckDB ran it already (nextval() changes a
+                    # sequence): its rows, as DuckDB's relation keeps them; a second run took another value
+                    return Result(statement, relation=relation, cause=session.udf_failure)
                 if session.frames_in_use:  # it cannot outlive the caller's DataFrames of this script
                     return _computed(session, relation, statement)
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
