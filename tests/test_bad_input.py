@@ -797,6 +797,8 @@ def test_a_syntax_error_around_or_inside_a_nested_statement_runs_nothing(colors_
     ("EXPLAIN ANALYZE PREDICT USING cm AS SELECT * FROM colors", r"EXPLAIN SELECT \.\.\. FROM \(PREDICT \.\.\.\)"),
     ("PREPARE q AS PREDICT USING cm AS SELECT * FROM colors", "a prepared statement cannot hold a pixql statement"),
     ("CREATE OR REPLACE TEMP VIEW v AS PREDICT USING cm AS SELECT * FROM colors", "a view cannot hold"),
+    ("CREATE /* c */ VIEW IF NOT EXISTS v AS PREDICT USING cm AS SELECT * FROM colors", "a view cannot hold"),
+    ("CREATE MACRO m(a) AS TABLE PREDICT USING cm AS SELECT * FROM colors", "a macro cannot hold"),
 ])
 def test_a_bare_pixql_statement_where_duckdb_takes_a_query_says_what_to_write(colors_db, sql, hint):
     """DuckDB's syntax error alone ('at or near USING') did not say that the parenthesised form

@@ -12,12 +12,9 @@ import re
 from pixql.errors import SqlError
 from pixql.ingest import quote_ident
 from pixql.result import Result
+from pixql.sql import keeps_sql
 from pixql.sql import statements as st
 
-# What keeps its SQL to run later: a pixql statement inside has no SQL to keep (its rows are computed
-# into a temporary name when the statement runs, which a view, macro or prepared statement would keep)
-_KEEPS_SQL = re.compile(r"(?:\s+|--[^\n]*\n?|/\*.*?\*/)*(?:CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?"
-                        r"(VIEW|MACRO|FUNCTION)|(PREPARE))\b", re.IGNORECASE | re.DOTALL)
 # What a statement that returns no rows of its own answers in DuckDB: its change count or 'Success'.
 _NOTHING_TO_SHOW = (["Count"], ["Success"], [])
 
@@ -29,10 +26,8 @@ def run(engine, statement):
     with session.nested(statement.sql, statement.line, statement.col) as (sql, nested):
         try:
             if nested:  # the pixql statements' rows go away with their views: compute now
-                kept = _KEEPS_SQL.match(sql)
-                if kept:
-                    what = {"view": "a view", "macro": "a macro", "function": "a macro"}.get(
-                        (kept.group(1) or "").lower(), "a prepared statement")
+                what = keeps_sql(sql)  # its SQL kept to run later: the rows computed into a temporary
+                if what:  # name as the statement runs are gone by then
                     raise SqlError(f"{what} cannot hold a pixql statement (its rows are computed once, when the "
                                    "statement runs); store them with CREATE TABLE ... AS and use that table instead")
                 (parsed,) = session.duckdb.extract_statements(sql)

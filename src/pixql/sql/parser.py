@@ -661,23 +661,46 @@ def bare_statement_hint(text):
         hint = ("EXPLAIN shows DuckDB's plan of a query; a pixql statement is computed by pixql, not planned by "
                 "DuckDB (EXPLAIN SELECT ... FROM (PREDICT ...) shows the plan around its rows)")
     else:
-        if i < len(toks) and toks[i].is_kw("PREPARE"):
-            i += 2
-        elif i < len(toks) and toks[i].is_kw("CREATE"):
-            i += 1
-            while i < len(toks) and toks[i].is_kw("OR", "REPLACE", "TEMP", "TEMPORARY"):
-                i += 1
-            if not (i < len(toks) and toks[i].is_kw("VIEW")):
-                return None
-            i += 2
-        else:
+        what, i = _keeping(toks)
+        if what is None:
             return None
+        i += 2  # (past the name)
+        if what == "a macro" and i < len(toks) and toks[i].is_punct("("):
+            i = (_closing(toks, i) or len(toks)) + 1
         if not (i < len(toks) and toks[i].is_kw("AS")):
             return None
-        i += 1
-        hint = (f"{'a prepared statement' if toks[0].is_kw('PREPARE') else 'a view'} cannot hold a pixql statement "
-                "(its rows are computed when it runs); store them with CREATE TABLE ... AS and use that table")
+        i += 2 if i + 1 < len(toks) and toks[i + 1].is_kw("TABLE") else 1  # (a table macro: AS TABLE ...)
+        hint = (f"{what} cannot hold a pixql statement (its rows are computed when it runs); store them with "
+                "CREATE TABLE ... AS and use that table")
     return hint if _opens_nestable(toks, i) else None
+
+
+def keeps_sql(text):
+    """'a view', 'a macro' or 'a prepared statement' when `text` makes one (a statement whose SQL
+    is kept to run later: CREATE [OR REPLACE] [TEMP] VIEW / MACRO / FUNCTION, PREPARE), else None.
+    Read from tokens: a comment may stand between any two words."""
+    try:
+        return _keeping(tokenize(text, Positions(text)))[0]
+    except ParseError:
+        return None
+
+
+def _keeping(toks):
+    """(what keeps_sql says, the index of the token just before the name it makes)."""
+    if toks and toks[0].is_kw("PREPARE"):
+        return "a prepared statement", 0
+    if not (toks and toks[0].is_kw("CREATE")):
+        return None, 0
+    i = 1
+    while i < len(toks) and toks[i].is_kw("OR", "REPLACE", "TEMP", "TEMPORARY"):
+        i += 1
+    kinds = {"VIEW": "a view", "MACRO": "a macro", "FUNCTION": "a macro"}
+    if not (i < len(toks) and toks[i].kind == IDENT and toks[i].value.upper() in kinds):
+        return None, 0
+    what = kinds[toks[i].value.upper()]
+    if i + 3 < len(toks) and toks[i + 1].is_kw("IF") and toks[i + 2].is_kw("NOT") and toks[i + 3].is_kw("EXISTS"):
+        i += 3
+    return what, i
 
 
 def describes_only(text):
