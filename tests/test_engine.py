@@ -718,6 +718,24 @@ def test_create_table_as_a_pixql_statement_on_a_read_only_database_is_refused_be
         assert db.sql("SELECT count(*) FROM p").fetchone() == (2,)
 
 
+def test_create_table_as_a_pixql_statement_in_a_missing_schema_is_refused_before_any_work(tmp_path, color_csv):
+    """PREDICT ran over every row, then the CREATE failed as 'Current transaction is aborted'."""
+    with pixql.connect(str(tmp_path / "s.duckdb"), progress=False) as db:
+        _copy_colors(db, color_csv)
+        db.sql(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other; CREATE SCHEMA kept")
+        load = db.engine.catalog.load
+        db.engine.catalog.load = None  # loading a model would be work done for nothing: it must not happen
+        for name, words in (("nosuch.p", "schema nosuch does not exist.*CREATE SCHEMA nosuch"),
+                            ("nodb.main.p", "no database named nodb is attached"),
+                            ("other.nosuch.p", "schema nosuch does not exist")):
+            with pytest.raises(SqlError, match=f"cannot create table {name}: {words}.*nothing was run"):
+                db.sql(f"CREATE TABLE {name} AS PREDICT USING imagenet_classifier AS SELECT * FROM colors")
+        db.engine.catalog.load = load
+        for name in ("KEPT.p", "other.p", "other.main.q"):  # (names are case-blind, as DuckDB's)
+            db.sql(f"CREATE TABLE {name} AS PREDICT USING imagenet_classifier AS SELECT * FROM colors LIMIT 1")
+            assert db.sql(f"SELECT count(*) FROM {name}").fetchone() == (1,)
+
+
 def test_a_connection_keeps_its_models_when_the_process_changes_folder(tmp_path, monkeypatch):
     # a notebook's %cd after connect("shop.duckdb"): the store stays the database's (its models were
     # gone, and a BUILD wrote a second store in the new folder)

@@ -35,6 +35,25 @@ def _refuse_read_only(con, parts, table):
                        "read_only=True, or ATTACH ... (READ_ONLY)); a TEMP table can be written; nothing was run")
 
 
+def _refuse_missing_schema(con, parts, table):
+    """DuckDB's refusal of a schema or database that does not exist, before the statement computes
+    its rows (DuckDB says it only at the CREATE, after them, as an aborted transaction)."""
+    if len(parts) < 2:
+        return
+    databases = {name.lower() for (name,) in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+    if len(parts) == 2 and parts[0].lower() in databases:  # database.table: its default schema
+        return
+    if len(parts) == 3 and parts[0].lower() not in databases:
+        raise SqlError(f"cannot create table {table}: no database named {parts[0]} is attached (ATTACH ... AS "
+                       f"{parts[0]}); nothing was run")
+    catalog = parts[0] if len(parts) == 3 else con.execute("SELECT current_database()").fetchall()[0][0]
+    (found,), = con.execute("SELECT count(*) FROM duckdb_schemas() WHERE lower(database_name) = lower(?) "
+                            "AND lower(schema_name) = lower(?)", [catalog, parts[-2]]).fetchall()
+    if not found:
+        raise SqlError(f"cannot create table {table}: schema {parts[-2]} does not exist (CREATE SCHEMA "
+                       f"{parts[-2]} makes it); nothing was run")
+
+
 def run(engine, statement):
     session = engine.session
     table = ingest.quote_table(statement.table)
@@ -46,6 +65,7 @@ def run(engine, statement):
                        f"temp.{parts[-1]}, not {statement.table}; nothing was run")
     where = f"temp.main.{ingest.quote_ident(parts[-1])}" if statement.temporary else statement.table
     if not statement.temporary:
+        _refuse_missing_schema(session.duckdb, parts, statement.table)
         _refuse_read_only(session.duckdb, parts, statement.table)
     kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
