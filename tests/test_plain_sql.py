@@ -172,9 +172,16 @@ def test_copy_to_a_table_named_copy(pair, tmp_path):
         assert (tmp_path / name / "c.csv").read_text() == "a\n1\n"
 
 
-def test_show_models_without_a_models_table_is_pixqls(pair):
+def test_show_models_without_a_models_table_is_pixqls(pair, tmp_path):
     _, db = pair
     assert "imagenet_classifier" in db.sql("SHOW MODELS").df().name.tolist()
+    # one DuckDB's SHOW would not find (another schema, an attached database) leaves it pixql's:
+    # it was handed to DuckDB, which said "Table with name MODELS does not exist!"
+    db.sql(f"CREATE SCHEMA s; CREATE TABLE s.models(x INT); ATTACH '{tmp_path / 'o.duckdb'}' AS o; "
+           "CREATE TABLE o.models(y INT)")
+    assert "imagenet_classifier" in db.sql("SHOW MODELS").df().name.tolist()
+    db.sql("CREATE VIEW models AS SELECT 1 AS z")  # one it finds is DuckDB's: that view's columns
+    assert db.sql("SHOW MODELS").df().column_name.tolist() == ["z"]
 
 
 # -- 6. the text DuckDB runs is the text as written -----------------------------------------------------

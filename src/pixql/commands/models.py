@@ -16,12 +16,23 @@ _DESCRIBED = ("name", "base", "task", "classes", "image_col", "label_col", "trai
 
 
 def show(engine, statement):
-    # `SHOW models` is DuckDB's too (a table's columns): a table or view named models wins.
-    if ingest.table_exists(engine.session.duckdb, "models"):
+    # `SHOW models` is DuckDB's too (a table's columns): a table or view named models wins where
+    # DuckDB would find it (its search path: not one in another schema or an attached database)
+    if _describable(engine.session.duckdb, "models"):
         return plain_sql.run_as_duckdb(engine, statement)
     # Lazy, like a final SELECT: DuckDB prints it without pandas, and reads the store when shown.
     con = engine.session.duckdb
     return Result(statement, relation=con.sql(CATALOG_QUERY), query=CATALOG_QUERY, connection=con)
+
+
+def _describable(con, name):
+    import duckdb
+
+    try:
+        con.execute(f"DESCRIBE {ingest.quote_ident(name)}").fetchall()
+    except duckdb.CatalogException:
+        return False
+    return True
 
 
 def show_bases(engine, statement):
