@@ -255,6 +255,17 @@ def test_a_nested_statement_sees_the_querys_with_names():
                    "WITH b AS (SELECT * FROM a) SELECT * FROM b)") == [
         "WITH a AS (SELECT 1), b AS (SELECT * FROM a) SELECT * FROM b"]
     assert queries("SELECT * FROM (PREDICT USING m AS SELECT * FROM x)") == ["SELECT * FROM x"]
+    # a WITH that is not the statement's first word reaches what stands in its query, and only that
+    # ("Table with name q does not exist" in CREATE TABLE ... AS WITH, INSERT, a subquery, EXPLAIN)
+    inner = "SELECT * FROM (PREDICT USING m AS SELECT * FROM q)"
+    for sql in (f"CREATE TABLE z AS WITH q AS (SELECT 1) {inner}", f"INSERT INTO z WITH q AS (SELECT 1) {inner}",
+                f"SELECT count(*) FROM (WITH q AS (SELECT 1) {inner})", f"EXPLAIN WITH q AS (SELECT 1) {inner}",
+                f"COPY (WITH q AS (SELECT 1) {inner}) TO 'f.csv'"):
+        assert queries(sql) == ["WITH q AS (SELECT 1) SELECT * FROM q"], sql
+    assert queries(f"SELECT * FROM (WITH q AS (SELECT 1) SELECT 2) x, {inner[14:]}") == ["SELECT * FROM q"]
+    assert queries(f"WITH q AS (SELECT 1), r AS (SELECT 3) SELECT * FROM (WITH q AS (SELECT 2) "
+                   f"SELECT * FROM (PREDICT USING m AS SELECT * FROM q, r))") == [
+        "WITH r AS (SELECT 3), q AS (SELECT 2) SELECT * FROM q, r"]  # (the inner q shadows the outer)
 
 
 def test_a_with_name_the_statement_and_the_query_share_is_computed_once(colors_db):

@@ -574,6 +574,24 @@ def _leading_with(script, toks, spans=None):
         return recursive, ctes, toks[end].end
 
 
+def _with_clauses(script, toks):
+    """Every WITH clause of `script`, not only a leading one (`CREATE TABLE t AS WITH ...`, `INSERT
+    INTO t WITH ...`, `(WITH ... SELECT ...)`): [(_leading_with's answer, the offset where its query
+    ends: its enclosing parenthesis closes, or the script does)], the innermost (latest) first."""
+    found, open_at = [], []
+    for k, tok in enumerate(toks):
+        if tok.is_punct("("):
+            open_at.append(k)
+        elif tok.is_punct(")") and open_at:
+            open_at.pop()
+        elif tok.is_kw("WITH"):
+            ctes = _leading_with(script, toks[k:])
+            if ctes is not None:
+                close = _closing(toks, open_at[-1]) if open_at else None
+                found.append((ctes, toks[close].start if close is not None else len(script)))
+    return found[::-1]
+
+
 def _names(toks):
     return {t.value.lower() for t in toks if t.kind in (IDENT, QIDENT)}
 
@@ -725,7 +743,7 @@ def nested_statements(text, line=1, col=1, see_with=True):
     offset = len(script) - len(text)
     pos = Positions(script)
     toks = tokenize(script, pos)
-    ctes = _leading_with(script, toks)
+    withs = _with_clauses(script, toks) if see_with else []
     found, i = [], 0
     while i < len(toks) - 1:
         tok = toks[i]
@@ -737,8 +755,10 @@ def nested_statements(text, line=1, col=1, see_with=True):
             break  # unbalanced: DuckDB will say so
         stmt = _parse_group(script, pos, toks[i + 1:j])
         if isinstance(stmt, NESTABLE):
-            if see_with and ctes is not None and tok.start >= ctes[2] and getattr(stmt, "query", None):
-                stmt = _seeing(stmt, ctes)
+            if getattr(stmt, "query", None):
+                for ctes, scope_end in withs:  # (innermost first: its names shadow the outer ones')
+                    if ctes[2] <= tok.start < scope_end:
+                        stmt = _seeing(stmt, ctes)
             found.append((tok.start - offset, toks[j].end - offset, stmt))
             i = j + 1
         else:
