@@ -638,6 +638,11 @@ def test_params_fill_plain_statements_and_a_pixql_statements_query(db, color_csv
     db.sql("CREATE TABLE kept (image VARCHAR, predicted VARCHAR)")
     db.sql(f"INSERT INTO kept SELECT image, predicted FROM {inside}", ["blue"])
     assert db.sql("SELECT count(*) FROM kept").fetchone() == (12,)
+    # ... and the query around them takes them where none inside has any (it was refused)
+    plain = "(PREDICT USING imagenet_classifier AS SELECT * FROM colors)"
+    assert db.sql(f"SELECT count(*), min(label) FROM {plain} WHERE label = ?", ["red"]).fetchall() == [(12, "red")]
+    db.sql(f"CREATE TEMP TABLE b2 AS SELECT * FROM {plain} WHERE label = $l", {"l": "blue"})
+    assert db.sql("SELECT count(*), min(label) FROM b2").fetchall() == [(12, "blue")]
     streamed = db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM colors WHERE label = ?", ["red"])
     db.sql("SELECT 1")  # the next statement drops the bound rows: the result keeps its own
     assert len(streamed.df()) == 12

@@ -257,6 +257,9 @@ class Session:
                                "(db.sql('CREATE TABLE p AS PREDICT ... WHERE x = ?', params), then the query)")
         if isinstance(inner, Sql):
             found = nested_statements(inner.sql, inner.line, inner.col)
+            if found and not any(self._holds_parameters(stmt.query) for *_, stmt in found
+                                 if isinstance(getattr(stmt, "query", None), str)):
+                found = []  # none inside holds any: the query around them takes them
             if found:  # the one pixql statement inside that holds them takes them, as its own would
                 table = self.temp_name("params")
                 try:
@@ -292,12 +295,7 @@ class Session:
         query around them has its own too, or several statements do (which would take which?)."""
         import duckdb
 
-        def holds(sql):
-            try:
-                return bool(self.duckdb.extract_statements(sql)[0].named_parameters)
-            except (duckdb.Error, IndexError):
-                return True  # (not read: not guessed)
-
+        holds = self._holds_parameters
         if holds(spliced(inner.sql, [(start, stop, "(SELECT 1)") for start, stop, _ in found])):
             raise refused
         holders = [(start, stop, stmt) for start, stop, stmt in found
@@ -315,6 +313,14 @@ class Session:
         except duckdb.Error as exc:
             raise self.error(exc, "query") from exc
         return spliced(inner.sql, [(at, at + len(raw.query), _in_its_place(f"SELECT * FROM {table}", raw.query))])
+
+    def _holds_parameters(self, sql):
+        import duckdb
+
+        try:
+            return bool(self.duckdb.extract_statements(sql)[0].named_parameters)
+        except (duckdb.Error, IndexError):
+            return True  # (not read: not guessed)
 
     # -- queries that hold pixql statements ---------------------------------------------------
     @contextlib.contextmanager

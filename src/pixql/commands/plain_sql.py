@@ -31,8 +31,10 @@ def run(engine, statement):
                     raise SqlError(f"{what} cannot hold a pixql statement (its rows are computed once, when the "
                                    "statement runs); store them with CREATE TABLE ... AS and use that table instead")
                 (parsed,) = session.duckdb.extract_statements(sql)
-                if parsed.type.name != "SELECT":  # COPY (EVALUATE ...) TO: DuckDB's count, shown as its own is
-                    return _executed(session, statement, sql, parsed.type.name)
+                # COPY (EVALUATE ...) TO: DuckDB's count, shown as its own is; a query with params
+                # of its own (a relation takes none)
+                if parsed.type.name != "SELECT" or session.params is not None:
+                    return _executed(session, statement, sql, parsed.type.name, session.params)
                 return _computed(session, session.duckdb.sql(sql), statement)
             text = statement.duckdb_text
             (parsed,) = session.duckdb.extract_statements(text)
