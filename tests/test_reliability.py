@@ -444,6 +444,10 @@ def test_the_cli_set_values_are_names_only(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "--format", "csv", "--set", "n=ab",
                                       "-c", "SELECT '{n.upper()}' AS x, '{n}' AS y"], catch_exceptions=False)
     assert result.stdout == "x,y\n{n.upper()},ab\n"  # no Python ran
+    # `$n` is DuckDB's in a script (a prepared statement's parameter): --set filled it too
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "--format", "csv", "--set", "n=7", "-c",
+                                      "PREPARE p AS SELECT $n::INT + 1 AS v; EXECUTE p(n := 1)"], catch_exceptions=False)
+    assert result.exit_code == 0 and result.stdout == "v\n2\n", result.stderr
 
 
 def test_an_earlier_predict_error_does_not_replace_a_later_sql_error(colors_db):

@@ -43,7 +43,8 @@ _BUILTINS = set(dir(__import__("builtins")))
 
 def expand(text, namespace, expressions=True):
     """`text` with the references to names defined in `namespace` replaced (see the module).
-    `expressions=False`: only plain (dotted) names, no Python evaluated (`pixql --set`)."""
+    `expressions=False` (`pixql --set`): only plain (dotted) names in braces, no Python evaluated,
+    and `$name` left to DuckDB (a prepared statement's parameter in a script)."""
     if not text or not any(c in text for c in "{}$"):
         return text
     out, at = [], 0
@@ -73,12 +74,12 @@ def expand(text, namespace, expressions=True):
                 written = _apart(m, _field(m, namespace, kind, expressions), kind, previous)
             except _Unwritable as exc:
                 raise refused(m, exc) from None
-            if kind == "code" and m.group(1) is not None and written == m.group(0):
+            if kind == "code" and expressions and m.group(1) is not None and written == m.group(0):
                 # braces that are SQL's (a struct literal {k: $v}): the $names inside are references
                 return "{" + _FIELD_OR_DOLLAR.sub(lambda d: dollar(d) if d.group(2) else d.group(0), m.group(1)) + "}"
             return written
 
-        out.append((_FIELD_OR_DOLLAR if kind == "code" else _FIELD).sub(reference, piece))
+        out.append((_FIELD_OR_DOLLAR if kind == "code" and expressions else _FIELD).sub(reference, piece))
     return "".join(out)
 
 
