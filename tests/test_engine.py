@@ -529,6 +529,17 @@ def test_a_failing_query_is_shown_at_its_line_without_pixqls_own_sql(db, color_c
     assert "__pixql" not in str(info.value)
 
 
+def test_a_scripts_last_select_that_fails_to_bind_says_where_as_an_earlier_one_does(db):
+    """The last SELECT is a lazy relation, whose binder and catalog errors carry no "LINE n:" and
+    caret (an earlier one, run by execute(), had them)."""
+    db.sql("CREATE TABLE photos AS SELECT 1 AS a")
+    for script, line in (("SELECT nocol FROM photos", 1), ("SELECT 1;\nSELECT 2;\nSELECT nocol\nFROM photos", 3),
+                         ("SELECT 1;\nSELECT * FROM nowhere", 2)):
+        with pytest.raises(SqlError) as info:
+            db.sql(script)
+        assert f"LINE {line}: SELECT" in str(info.value) and "^" in str(info.value), str(info.value)
+
+
 def test_a_closed_connection_refuses_every_statement_with_a_pixql_error(tmp_path):
     with pixql.connect(str(tmp_path / "c.duckdb")) as closed:
         pass

@@ -42,7 +42,10 @@ def run(engine, statement):
             # as does one given params (db.sql(..., params=...))
             if statement.final and parsed.type.name == "SELECT" and not parsed.named_parameters and \
                     session.params is None:
-                relation = session.duckdb.sql(text)
+                try:
+                    relation = session.duckdb.sql(text)
+                except (duckdb.BinderException, duckdb.CatalogException) as exc:
+                    raise _positioned(session, text, exc) from None
                 if relation.type == "MATERIALIZED_RELATION":  # DuckDB ran it already (nextval() changes a
                     # sequence): its rows, as DuckDB's relation keeps them; a second run took another value
                     return Result(statement, relation=relation, cause=session.udf_failure)
@@ -68,6 +71,20 @@ def _in_script_lines(error, statement, nested):
     if isinstance(error, SqlError) and first > 1 and len(error.args) == 1 and isinstance(error.args[0], str):
         error.args = (_DUCKDB_LINE.sub(lambda m: f"LINE {int(m[1]) + first - 1}:", error.args[0]),)
     return error
+
+
+def _positioned(session, text, exc):
+    """A relation's binder or catalog error has no "LINE n:" and caret; execute()'s has, and fails
+    at the same place, before anything runs."""
+    import duckdb
+
+    try:
+        session.duckdb.execute(text)
+    except type(exc) as again:
+        return again
+    except duckdb.Error:
+        pass
+    return exc
 
 
 def _computed(session, relation, statement):
