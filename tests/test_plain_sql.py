@@ -306,3 +306,17 @@ def test_a_select_that_reads_a_dataframe_keeps_duckdbs_types(pair):
     result = db.sql(query)
     assert result.fetchall() == expected
     assert result.types == ["HUGEINT", "ENUM('x', 'y')", "JSON", "STRUCT(h HUGEINT)", "HUGEINT"]  # not Arrow's
+
+
+def test_a_macro_named_as_a_pixql_function_is_said_to_be_hidden_until_the_next_connection(tmp_path):
+    """pixql's predict() (a temporary macro of the connection) is found first: a user's macro of
+    that name did nothing here, without a word."""
+    path = str(tmp_path / "m.duckdb")
+    with pixql.connect(path, progress=False) as db:
+        made = db.sql("CREATE MACRO predict(a, b) AS a || b")
+        assert any("pixql's predict() is found first" in m for m in made.messages)
+        assert not db.sql("CREATE MACRO joined(a, b) AS a || b").messages
+    with pytest.warns(UserWarning, match="already has a function or macro named predict"):
+        db = pixql.connect(path, progress=False)
+    with db:
+        assert db.sql("SELECT predict('x', 'y')").fetchall() == [("xy",)]

@@ -12,7 +12,7 @@ import re
 from pixql.errors import SqlError
 from pixql.ingest import quote_ident
 from pixql.result import Result
-from pixql.sql import keeps_sql
+from pixql.sql import keeps_sql, macro_made
 from pixql.sql import statements as st
 
 # What a statement that returns no rows of its own answers in DuckDB: its change count or 'Success'.
@@ -53,7 +53,13 @@ def run(engine, statement):
                     return _computed(session, relation, statement)
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure)
-            return _executed(session, statement, text, parsed.type.name, session.params)
+            result = _executed(session, statement, text, parsed.type.name, session.params)
+            made = macro_made(text)
+            if made and _hidden(session, made):
+                result.messages.append(f"CREATE MACRO: pixql's {made}() is found first in this connection, so this "
+                                       f"macro is not used here; a connection opened later uses it, and pixql's "
+                                       f"{made}() is not available there")
+            return result
         except duckdb.Error as exc:
             raise _in_script_lines(session.error(exc), statement, nested) from exc
         except ValueError as exc:  # extract_statements found more or fewer than one statement
@@ -71,6 +77,13 @@ def _in_script_lines(error, statement, nested):
     if isinstance(error, SqlError) and first > 1 and len(error.args) == 1 and isinstance(error.args[0], str):
         error.args = (_DUCKDB_LINE.sub(lambda m: f"LINE {int(m[1]) + first - 1}:", error.args[0]),)
     return error
+
+
+def _hidden(session, name):
+    """Whether a macro `name` of the database's is hidden by pixql's temporary one of that name."""
+    (places,) = session.duckdb.execute("SELECT list(DISTINCT database_name = 'temp') FROM duckdb_functions() "
+                                       "WHERE function_name = ?", [name]).fetchall()[0]
+    return bool(places) and True in places and False in places
 
 
 def _positioned(session, text, exc):

@@ -703,6 +703,17 @@ def keeps_sql(text):
         return None
 
 
+def macro_made(text):
+    """The name (lower case) of the macro `text` makes (CREATE [OR REPLACE] [TEMP] MACRO / FUNCTION),
+    else None."""
+    try:
+        toks = tokenize(text, Positions(text))
+    except ParseError:
+        return None
+    what, i = _keeping(toks)
+    return toks[i + 1].value.lower() if what == "a macro" and i + 1 < len(toks) else None
+
+
 def _keeping(toks):
     """(what keeps_sql says, the index of the token just before the name it makes)."""
     if toks and toks[0].is_kw("PREPARE"):
