@@ -281,6 +281,34 @@ def test_a_signal_inside_a_modules_first_import_stops_the_terminal_after_it(tmp_
         sys.modules.pop("slow_to_import", None)
 
 
+def test_ctrl_c_inside_a_first_import_under_a_statement_stops_it_after_the_import(tmp_path, monkeypatch):
+    """From Python or a notebook (Python's own Ctrl-C handler), as a statement first imports a
+    module (torch, under a first PREDICT): the import ends, then the statement stops."""
+    from pixql.engine import Engine
+
+    (tmp_path / "slow_under_a_statement.py").write_text(
+        f"import os, time\nos.kill(os.getpid(), {int(signal.SIGINT)})\ntime.sleep(0.2)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def importing(self, statement, params=None):
+        import slow_under_a_statement  # noqa: F401
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pixql.connect() as db:
+            monkeypatch.setattr(Engine, "run", importing)
+            with pytest.raises(KeyboardInterrupt, match="statement at line 1: interrupted"):
+                db.sql("SELECT 1")
+        assert sys.modules["slow_under_a_statement"].DONE
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
+        sys.modules.pop("slow_under_a_statement", None)
+
+
 def test_ctrl_c_as_the_database_opens_is_an_interrupt_not_a_traceback(tmp_path, monkeypatch):
     """Struck while DuckDB ran a set-up query of the connection (the SQL functions' registration),
     it was `RuntimeError: Query interrupted` with a traceback, status 1."""

@@ -197,6 +197,25 @@ def after_imports(handler):
     return deliver
 
 
+@contextlib.contextmanager
+def ctrl_c_after_imports():
+    """Python's own Ctrl-C handler, for a block, with a Ctrl-C that lands inside a module's first
+    import delivered once it is over (after_imports): a script's or a notebook's first PREDICT
+    imports torch. A handler the program set is left as it is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, after_imports(signal.default_int_handler))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _importing(frame):
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
