@@ -378,8 +378,9 @@ def test_struct_literals_and_unknown_braces_pass_through(ip):
     assert ip.cell("%pixql SELECT {a: 1} AS s").s.tolist() == [{"a": 1}]  # a space after the colon: no format spec
     ip["val"] = 5  # a $name inside SQL's own braces is still a reference
     assert ip.cell("%pixql SELECT {k: $val, a: 2} AS s").s.tolist() == [{"k": 5, "a": 2}]
-    # pixql --set reads braces by the same rules
-    assert expand("SELECT {k: $val}, {a: 1}, {a}", {"val": 5, "a": 3}, expressions=False) == "SELECT {k: 5}, {a: 1}, 3"
+    # pixql --set reads braces by the same rules, and leaves $name to DuckDB (a parameter in a script)
+    assert expand("SELECT {k: $val}, {a: 1}, {a}", {"val": 5, "a": 3}, expressions=False) == \
+        "SELECT {k: $val}, {a: 1}, 3"
     ip["rate"] = 0.125
     assert ip.cell("%pixql SELECT {rate:.2f} AS r").r.tolist() == [0.12]
     ip["limit"], ip["rows"] = 2, [1, 2, 3]
