@@ -5,9 +5,12 @@ Every wait is bounded: Ray's own calls carry timeouts, and a job's blocks come b
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -322,6 +325,78 @@ def test_a_loopback_head_that_ray_would_dial_elsewhere_is_a_clear_error_at_once(
             assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in message
     finally:
         head.close()
+
+
+def test_auto_that_finds_a_dead_or_client_address_is_a_clear_error_at_once(photos, monkeypatch):
+    """cluster='auto' with RAY_ADDRESS (or the last `ray start`'s record) naming a head that is
+    gone waited for ever; a ray:// one failed over a missing package."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pixql[ray]'")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    dead = f"127.0.0.1:{_free_port()}"
+    for address, words in ((dead, f"no Ray cluster answers at {dead} \\(cluster='auto' found it in RAY_ADDRESS"),
+                           (f"ray://{dead}", "is a Ray Client address")):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(ClusterError, match=words):
+            photos.sql("PREDICT USING imagenet_classifier OPTIONS (cluster='auto') AS SELECT * FROM photos")
+
+
+# A process of its own: were the watch to fail, Ray would end that process, not the suite's.
+_CLUSTER_GOES_AWAY = """
+import os, signal, subprocess, sys, time
+import pixql
+from pixql import cluster
+address, head = sys.argv[1], int(sys.argv[2])
+db = pixql.connect(progress=False)
+ray = cluster.connect(address)
+os.killpg(head, signal.SIGKILL)  # the cluster goes away
+deadline = time.monotonic() + 45
+while cluster._connected:  # the watch lets it go (Ray's shutdown goes on in the watch's thread)
+    assert time.monotonic() < deadline, "still connected to a cluster that is gone"
+    time.sleep(0.2)
+assert db.sql("SELECT 42").fetchall() == [(42,)]
+try:
+    db.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{address}') AS SELECT 'x.png' AS image")
+except pixql.ClusterError as exc:
+    print("ClusterError:", exc, flush=True)
+os._exit(0)  # (not waiting at exit for a shutdown that may wait on the cluster)
+"""
+
+
+def test_a_process_left_idle_when_its_cluster_stops_lives_on(tmp_path):
+    """Ray ends a process whose cluster has not answered for a minute: a notebook's kernel died
+    when the cluster was stopped, whatever it was doing. pixql disconnects an idle one first."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'pixql[ray]'")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token")
+    ray_command = os.path.join(os.path.dirname(sys.executable), "ray")
+    # its records in a folder of its own (short: Ray's socket paths have a length limit): in /tmp/ray,
+    # the address it leaves behind would be what 'auto' and a later ray.init() find
+    records = tempfile.mkdtemp(prefix="pixql-ray-", dir="/tmp")
+    head = subprocess.Popen([ray_command, "start", "--head", "--block", "--port", str(port), "--node-ip-address",
+                             "127.0.0.1", "--num-cpus", "1", "--include-dashboard", "false", "--disable-usage-stats",
+                             "--temp-dir", records],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                clusters._answers(address)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "the Ray head did not start"
+                time.sleep(0.5)
+        time.sleep(2)  # (its GCS answers before the node has joined)
+        done = subprocess.run([sys.executable, "-c", _CLUSTER_GOES_AWAY, address, str(head.pid)], env=env,
+                              capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"ClusterError: PREDICT (line 1): no Ray cluster answers at {address}" in done.stdout
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(30)
+        shutil.rmtree(records, ignore_errors=True)
 
 
 def test_the_cli_names_the_unreachable_cluster(photos, tmp_path):

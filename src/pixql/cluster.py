@@ -102,6 +102,11 @@ _connected = {}  # the address this process connected Ray to (Ray talks to one c
 
 
 def import_ray():
+    # Ray ends a process whose cluster has not answered for this long (default: a minute), whatever
+    # it is doing: a notebook's kernel died when the cluster was stopped, hours after its last
+    # statement. An idle one is disconnected before (_watch), in time for Ray's shutdown, which may
+    # wait on the cluster; a statement that waits on it still ends so. Read as Ray loads.
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(RAY_GIVES_UP_SECONDS))
     try:
         import ray
     except ImportError:
@@ -109,18 +114,36 @@ def import_ray():
     return ray
 
 
-def _reachable(address):
+def _reachable(address, found=""):
     """Fail at once, naming the address, when nothing answers there (Ray itself would retry for
-    a minute or more)."""
-    match = _ADDRESS.match(address)
-    host, port = match["host"].strip("[]"), int(match["port"])
+    a minute or more, or for ever). `found`: where 'auto' found the address."""
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
-            pass
+        _answers(address)
     except OSError as exc:
-        raise ClusterError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there "
+        raise ClusterError(f"no Ray cluster answers at {address}{found} ({exc.strerror or exc}); start one there "
                            f"(ray start --head), check the address and port, or use cluster='local'",
                            address=address) from None
+
+
+def _answers(address):
+    match = _ADDRESS.match(address)
+    with socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=CONNECT_TIMEOUT_SECONDS):
+        pass
+
+
+_FOUND = " (cluster='auto' found it in RAY_ADDRESS or the last `ray start`)"
+
+
+def _auto_address():
+    """The cluster 'auto' connects to ($RAY_ADDRESS, else the last `ray start` on this machine), or
+    None where Ray would start a new one here. Ray's own resolution (a private function: where it
+    is missing or fails, None, and Ray decides)."""
+    try:
+        from ray._private import services
+
+        return services.get_ray_address_from_environment(AUTO, None)
+    except Exception:  # noqa: BLE001 - whatever this Ray version does, ray.init decides
+        return None
 
 
 def _dialled_reachable(address):
@@ -128,19 +151,21 @@ def _dialled_reachable(address):
     (written, or recorded by `ray start` for 'auto') with this machine's own, where a head started
     on 127.0.0.1 does not listen, and then retries for ever. Ray's own resolution is asked (a
     private function: where it is missing or fails, Ray goes on as it would)."""
+    written = _auto_address() if address == AUTO else address
+    if written is None:  # a new Ray here
+        return
     try:
         from ray._private import services
 
-        written = services.get_ray_address_from_environment(address, None) if address == AUTO else address
         dialled = services.canonicalize_bootstrap_address(written)
     except Exception:  # noqa: BLE001 - whatever this Ray version does, ray.init decides
         return
-    if dialled is None or dialled == written:  # a new Ray here, or the address as written (checked)
+    if dialled is None or dialled == written:  # the address as written (checked)
         return
     try:
         _reachable(dialled)
     except ClusterError:
-        found = "" if address != AUTO else " (cluster='auto' found it in RAY_ADDRESS or the last `ray start`)"
+        found = "" if address != AUTO else _FOUND
         raise ClusterError(
             f"no Ray cluster answers at {dialled}, which Ray dials for {written}{found}: it replaces a loopback "
             "address with this machine's. A head started with --node-ip-address 127.0.0.1 needs "
@@ -167,12 +192,25 @@ def connect(address):
     ray = import_ray()
     if address != AUTO:
         _reachable(address)  # also when Ray is up already: the address must be the one it talks to
+    elif not ray.is_initialized():
+        found = _auto_address()  # a dead one (a head killed, its address left behind): Ray waits for ever
+        if found is not None and found.startswith("ray://"):
+            return connect(found)  # (refused, with the reason)
+        if found is not None and _ADDRESS.match(found):
+            _reachable(found, _FOUND)
     if ray.is_initialized():
         current = _connected.get("address") or _gcs_address(ray)
         if address not in (AUTO, current):
             raise ClusterError(f"this process is connected to the Ray cluster at {current}; one process talks to "
                                f"one cluster, so it cannot also use {address}: start another process, or use "
                                f"cluster='auto' for the one it has", address=address)
+        if current and _ADDRESS.match(current):
+            try:
+                _answers(current)  # (gone: Ray's calls would wait for it)
+            except OSError as exc:
+                raise ClusterError(f"the Ray cluster at {current}, which this process is connected to, no longer "
+                                   f"answers ({exc.strerror or exc}); start it again, or use cluster='local'",
+                                   address=address) from None
         return ray
     _dialled_reachable(address)
     _quiet_ray_logs()
@@ -186,7 +224,54 @@ def connect(address):
     finally:
         _restore_sigterm(handler)
     _connected["address"] = address if address != AUTO else _gcs_address(ray)
+    if address != AUTO or _auto_address() is not None:  # a running cluster's (not a Ray pixql started here)
+        _watch(ray, _connected["address"])
     return ray
+
+
+# -- a cluster that goes away -------------------------------------------------------------------
+# Ray would end the process (import_ray); a watch thread disconnects an idle process from a cluster
+# that stopped answering (Ray's shutdown may wait on the cluster: in a thread of its own), and the
+# next statement on it is a ClusterError saying so (connect).
+WATCH_SECONDS = 2
+LOST_AFTER_SECONDS = 6
+RAY_GIVES_UP_SECONDS = 120
+_statements = [0]  # statements running in this process (in_use): the watch leaves Ray alone then
+
+
+@contextlib.contextmanager
+def in_use():
+    """A statement runs: Ray may be in use (engine.Engine.run)."""
+    _statements[0] += 1
+    try:
+        yield
+    finally:
+        _statements[0] -= 1
+
+
+def _watch(ray, address):
+    import time
+
+    def watch():
+        silent_since = None
+        while _connected.get("address") == address and ray.is_initialized():
+            time.sleep(WATCH_SECONDS)
+            try:
+                _answers(address)
+                silent_since = None
+                continue
+            except OSError:
+                silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since < LOST_AFTER_SECONDS:
+                continue
+            if _statements[0]:  # (Ray's own end of the process bounds a statement's wait)
+                continue
+            _connected.clear()
+            ray.shutdown()
+            return
+
+    if address and _ADDRESS.match(address):
+        threading.Thread(target=watch, name="pixql-ray-watch", daemon=True).start()
 
 
 def _sigterm_handler():

@@ -11,6 +11,7 @@ import tempfile
 
 from pixql.allocator import keep_freed_memory
 from pixql.catalog import MANIFEST_KEYS, Catalog
+from pixql.cluster import in_use
 from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
@@ -181,7 +182,7 @@ class Engine:
         keep_freed_memory()  # once per process: each batch's activations kept for the next
         outer, self.session.nested_messages = self.session.nested_messages, []  # (this run may be a nested one)
         try:
-            with quiet_while_loading(), self.session.parameters(statement, params) as statement:
+            with quiet_while_loading(), in_use(), self.session.parameters(statement, params) as statement:
                 result = handler(statement)(self, statement)
             # the notes of the statements nested in it (rows skipped, labels unknown) are its notes too
             result.messages[:0] = self.session.nested_messages
