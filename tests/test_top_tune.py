@@ -50,6 +50,12 @@ def test_top_tunes_the_last_block_and_keeps_the_rest_as_the_base_has_it(db):
     with pytest.raises(OptionError, match="is for train_mode='finetune'"):
         db.sql("FIT MODEL k USING m OPTIONS (scheduler='constant') AS SELECT * FROM t")
     assert not db.engine.catalog.store.exists("k")
+    # rows of one class only taught the network to answer it for every photo, without a word (its
+    # validation on them at 100%): refused, and the model it would have replaced is kept
+    before = db.engine.catalog.store.load("n")[0]["weights_sha256"]
+    with pytest.raises(TrainingError, match="the rows hold one class, 'red', of the 2 of 'n'.*at least two"):
+        db.sql("FIT MODEL n USING n OPTIONS (epochs=1, overwrite=true) AS SELECT * FROM t WHERE label = 'red'")
+    assert db.engine.catalog.store.load("n")[0]["weights_sha256"] == before
 
 
 def test_top_trains_ten_epochs_unless_told_and_does_multi_label(db):
@@ -146,7 +152,8 @@ def test_a_second_top_build_reads_the_frozen_activations_from_the_cache(db, tmp_
                             "from the cache") for m in second.messages)
     (_, wa), (_, wb) = db.engine.catalog.store.load("a"), db.engine.catalog.store.load("b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    fitted = db.sql("FIT MODEL c USING b OPTIONS (epochs=1) AS SELECT * FROM t LIMIT 6")
+    fitted = db.sql("FIT MODEL c USING b OPTIONS (epochs=1) AS (SELECT * FROM t WHERE label = 'red' LIMIT 3) "
+                    "UNION ALL (SELECT * FROM t WHERE label = 'blue' LIMIT 3)")
     assert any("6 of 6 images' activations of the frozen part of the network came from the cache" in m
                for m in fitted.messages)
     keys = os.listdir(tmp_path / "cache" / "embeddings")

@@ -14,7 +14,7 @@ from pixql import options as opt
 from pixql import regions
 from pixql.catalog import best_metric
 from pixql.commands.common import PRECISION, frame_result, read_labels, shown
-from pixql.errors import CatalogError, DataError, OptionError
+from pixql.errors import CatalogError, DataError, OptionError, TrainingError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
 from pixql.ml.trained import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pixql.tasks import for_build, task_of
@@ -129,6 +129,25 @@ def _uneven(keyword, labels):
     return [f"{keyword}: the classes are uneven: '{least_name}' has {least} training row(s) against {most} for "
             f"'{top}': the model will seldom answer '{least_name}', and its accuracy over all rows hides that; "
             "more photos of the small classes help, and EVALUATE's recall per class shows it"]
+
+
+def _classes_left_out(statement, labels, classes):
+    """FIT MODEL of a network it trains (top, finetune) on rows of some of its classes only: it
+    learns to answer those, and forgets the others (a linear model refits on its earlier rows too).
+    One class is refused: the model would answer it for every photo, its validation on those rows
+    at 100%."""
+    present = sorted({str(label) for label in labels})
+    missing = [c for c in classes if c not in present]
+    if not missing:
+        return []
+    source = statement.source_model
+    if len(present) < 2:
+        raise TrainingError(f"the rows hold one class, {present[0]!r}, of the {len(classes)} of '{source}': training "
+                            f"its network on them teaches it to answer {present[0]!r} for every photo; give rows of "
+                            f"at least two of its classes ({shown(classes)}), with the rows it was trained on")
+    return [f"the rows hold {len(present)} of the {len(classes)} classes of '{source}' (none of {shown(missing)}): "
+            "training its network on them moves it away from those; add rows of every class (the rows it was "
+            "trained on, with the new ones)"]
 
 
 def _same_photos(keyword, paths, labels, val_paths):
@@ -252,6 +271,8 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
     refused = refused_options(mode, given, continuing=init is not None)
     if refused is not None:
         raise refused
+    if init is not None and task.name == "classification" and init[0].get("train_mode") != "linear":
+        notes = [*notes, *_classes_left_out(statement, labels, classes)]
     if "epochs" not in given:
         resolved["epochs"] = None  # the chosen mode's default (ml/trained.mode_epochs)
     # The learning layer's config, filled from the options by name.
