@@ -19,6 +19,11 @@ def test_save_load_roundtrip_with_checksum(tmp_path):
     assert loaded["classes"] == ["cat", "dog"]
     assert torch.equal(state["fc.weight"], _state()["fc.weight"])
     assert [m["name"] for m in store.list()] == ["Cats"]
+    # every file of it as readable as the manifest (safetensors wrote its files 0600: another
+    # account reading the database saw the model listed and could not load it)
+    saved = tmp_path / "models" / "cats"
+    modes = {path.name: path.stat().st_mode & 0o777 for path in saved.iterdir()}
+    assert modes["weights.safetensors"] == modes["manifest.json"] and modes["manifest.json"] & 0o044
 
 
 def test_existing_model_needs_overwrite_and_survives_refusal(tmp_path):

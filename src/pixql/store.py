@@ -332,6 +332,12 @@ class ModelStore:
                     json.dump(manifest, f, indent=2, default=str)
                     f.flush()
                     os.fsync(f.fileno())
+                # safetensors writes 0600 files: the mode this process gives its files (the manifest's),
+                # so that another account that reads the database reads its models too
+                mode = os.stat(staging / MANIFEST).st_mode & 0o777
+                for tensors in (WEIGHTS, ROWS):
+                    if (staging / tensors).exists():
+                        os.chmod(staging / tensors, mode)
                 _fsync_dir(staging)
                 if final.exists():
                     self._trash.mkdir(parents=True, exist_ok=True)
