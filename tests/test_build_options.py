@@ -359,6 +359,13 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
                                           "MODEL does too unless OPTIONS \\(validation=...\\) says otherwise"):
         db.sql("FIT MODEL lin_t2 USING lin_t AS SELECT * FROM colors")
     assert not db.engine.store.exists("lin_t2")
+    # the new rows' columns named otherwise: the inherited validation query lacks them (it said only
+    # "the validation query has no column 'photo'", of a validation the user never wrote)
+    db.sql("CREATE TABLE held AS SELECT * FROM colors LIMIT 4")
+    with pytest.raises(DataError, match="the validation query has no column 'photo'.*'lin_t' was validated on "
+                                        "'held', which FIT MODEL does too.*validation=0 trains on every row"):
+        db.sql("FIT MODEL lin_t2 USING lin_t OPTIONS (image_col='photo') AS SELECT image AS photo, label FROM colors")
+    assert not db.engine.store.exists("lin_t2")
 
     # The cache may be deleted at any time: the model's own copy of its rows' embeddings is used.
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "empty-cache"))

@@ -23,7 +23,7 @@ def find_column(frame, name, option, what):
     match = column_named(frame.columns, name)
     if match is None:
         raise DataError(f"{what} has no column '{name}' (option {option}); columns: "
-                        f"{', '.join(map(str, frame.columns))}")
+                        f"{', '.join(map(str, frame.columns))}", query=what)
     return match
 
 

@@ -90,7 +90,8 @@ def fit(engine, statement):
             resolved[key] = manifest.get(key, resolved[key])
     parent_validation = ((manifest.get("options") or {}).get("given") or {}).get("validation")
     notes = []
-    if "validation" not in given and parent_validation not in (None, 0):
+    inherited = "validation" not in given and parent_validation not in (None, 0)
+    if inherited:
         resolved["validation"] = given["validation"] = parent_validation  # (recorded: its FIT inherits it too)
         notes.append(f"validation={opt.sql_text(parent_validation)} as '{statement.source_model}' was "
                      "trained with (OPTIONS (validation=0) trains on every row)")
@@ -103,11 +104,12 @@ def fit(engine, statement):
                                    notes=notes)
         return _train(engine, statement, resolved, given, base=manifest["base"], task=task_of(manifest),
                       init=(manifest, state), notes=notes)
-    except OptionError as error:
-        if notes and error.option == "validation":  # the query the user did not write is what failed
-            raise OptionError(f"{error.args[0]} ('{statement.source_model}' was validated on "
-                              f"{opt.sql_text(parent_validation)}, which FIT MODEL does too unless OPTIONS "
-                              "(validation=...) says otherwise)", option="validation") from error
+    except (OptionError, DataError) as error:
+        # the validation the user did not write is what failed (its table gone, a column named otherwise)
+        if inherited and (getattr(error, "option", None) == "validation" or error.query == "the validation query"):
+            error.args = (f"{error.args[0]} ('{statement.source_model}' was validated on "
+                          f"{opt.sql_text(parent_validation)}, which FIT MODEL does too unless OPTIONS (validation=...) "
+                          "says otherwise: validation=0 trains on every row)",)
         raise
 
 
