@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -480,3 +481,22 @@ def test_a_wide_list_column_in_a_narrow_terminal_leaves_the_other_columns_shown(
         terminal.print_result(result, "table", None, False)
     header = capsys.readouterr().out.splitlines()[1]
     assert all(name in header for name in ("image", "label", "predicted", "score", "top_k"))
+
+
+def test_only_the_main_thread_writes_to_stdout(capsys, monkeypatch):
+    """Ray's thread that relays its cluster's errors printed them to stdout, into a CSV or JSON
+    result ("(raylet) Task ... failed ... will be retried"): what another thread writes there
+    goes to stderr."""
+    import threading
+
+    from pixql import cli as terminal
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # (put back after the test)
+    terminal._rows_only_on_stdout()
+    note = threading.Thread(target=lambda: print("(raylet) a worker died; its task will be retried"))
+    note.start()
+    note.join()
+    print("image,label")
+    sys.stdout.flush()
+    out, err = capsys.readouterr()
+    assert out == "image,label\n" and err == "(raylet) a worker died; its task will be retried\n"

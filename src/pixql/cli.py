@@ -7,6 +7,7 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -311,8 +312,29 @@ def _hear_signals():
         signal.signal(signal.SIGINT, after_imports(ctrl_c))
 
 
+class _RowsOnly:
+    """stdout for the rows alone: what another thread writes there goes to stderr. Ray's thread
+    that relays its cluster's errors prints them to stdout ("(raylet) Task ... failed ... will be
+    retried"), into a CSV or JSON result."""
+
+    def __init__(self, rows, notes):
+        self._rows, self._notes = rows, notes
+
+    def write(self, text):
+        main = threading.current_thread() is threading.main_thread()
+        return (self._rows if main else self._notes).write(text)
+
+    def __getattr__(self, name):  # (flush, fileno, encoding, isatty, buffer: the real stdout's)
+        return getattr(self._rows, name)
+
+
+def _rows_only_on_stdout():
+    sys.stdout = _RowsOnly(sys.stdout, sys.stderr)
+
+
 def main():
     warnings.showwarning = _show_warning
     _hear_signals()
+    _rows_only_on_stdout()
     quiet_collector()
     cli(prog_name="pixql")
