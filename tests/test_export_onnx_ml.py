@@ -113,15 +113,15 @@ def test_the_preprocessing_file_is_enough_to_run_the_onnx_file_outside_pixql(tmp
     export_onnx(network, state_dict, classes, pre, target)
     side = json.loads(open(sidecar_path(target)).read())
     assert side["steps"][0].startswith("decode the file as RGB") and "resize so that the shorter side is" in \
-        side["steps"][1]
+        side["steps"][1] and "truncated" in side["steps"][1] and "round((width - 224) / 2)" in side["steps"][2]
     filters = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
     batch = []
     for path in photos:
         image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
         size, (h, w) = side["resize"]["size"], side["center_crop"]
-        scale = size / min(image.size)  # (an int: the shorter side's length)
-        image = image.resize((round(image.width * scale), round(image.height * scale)),
-                             filters[side["resize"]["interpolation"]])
+        short, long = sorted(image.size)  # (size: the shorter side's length; the longer's truncated)
+        new = (size, int(size * long / short)) if image.width <= image.height else (int(size * long / short), size)
+        image = image.resize(new, filters[side["resize"]["interpolation"]])
         left, top = round((image.width - w) / 2), round((image.height - h) / 2)
         pixels = np.asarray(image.crop((left, top, left + w, top + h)), dtype=np.float32) * side["scale"]
         batch.append(((pixels - side["mean"]) / side["std"]).transpose(2, 0, 1))

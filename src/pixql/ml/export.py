@@ -382,11 +382,14 @@ def _pixel_steps(pre, regions=None):
             size = step.size if isinstance(step.size, int) else list(step.size)
             mode = getattr(step.interpolation, "value", step.interpolation)
             fields["resize"] = {"size": size, "interpolation": mode, "antialias": bool(step.antialias)}
-            steps.append(f"resize so that the shorter side is {size} px ({mode}, antialiased)" if isinstance(size, int)
+            steps.append(f"resize so that the shorter side is {size} px and the longer int({size} * longer / shorter) "
+                         f"px, truncated ({mode}, antialiased)" if isinstance(size, int)
                          else f"resize to {size[1]}x{size[0]} px, width x height ({mode}, antialiased)")
         elif name == "CenterCrop":
             fields["center_crop"] = list(step.size)
-            steps.append(f"cut out the centre {step.size[1]}x{step.size[0]} px (width x height)")
+            steps.append(f"cut out the centre {step.size[1]}x{step.size[0]} px (width x height): left = "
+                         f"round((width - {step.size[1]}) / 2), top = round((height - {step.size[0]}) / 2), "
+                         "a half rounded to even (Python's round)")
         elif name in ("ToTensor", "MaybeToTensor"):
             fields["scale"] = 1 / 255
             steps.append("the pixels as float32 divided by 255 (into [0, 1]), channels first")
