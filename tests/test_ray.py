@@ -450,3 +450,11 @@ def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):
 def test_importing_pixql_and_its_cli_leaves_ray_alone():
     code = "import sys, pixql, pixql.cli, pixql.cluster; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_one_head_under_two_names_is_one_cluster():
+    """A process connected through 'auto' (127.0.0.1:6379) refused cluster='localhost:6379' as
+    another cluster, which it is not."""
+    assert clusters._same_head("localhost:6379", "127.0.0.1:6379")
+    assert not clusters._same_head("localhost:6379", "127.0.0.1:6380")
+    assert not clusters._same_head("localhost:6379", None)

@@ -125,6 +125,20 @@ def _reachable(address, found=""):
                            address=address) from None
 
 
+def _same_head(a, b):
+    """Whether two host:port addresses name one head (localhost:6379 and 127.0.0.1:6379)."""
+    def place(address):
+        match = _ADDRESS.match(address or "")
+        if match is None:
+            return address
+        try:
+            return socket.gethostbyname(match["host"].strip("[]")), int(match["port"])
+        except OSError:
+            return match["host"], int(match["port"])
+
+    return a == b or place(a) == place(b)
+
+
 def _answers(address):
     match = _ADDRESS.match(address)
     with socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=CONNECT_TIMEOUT_SECONDS):
@@ -200,7 +214,7 @@ def connect(address):
             _reachable(found, _FOUND)
     if ray.is_initialized():
         current = _connected.get("address") or _gcs_address(ray)
-        if address not in (AUTO, current):
+        if address != AUTO and not _same_head(address, current):
             raise ClusterError(f"this process is connected to the Ray cluster at {current}; one process talks to "
                                f"one cluster, so it cannot also use {address}: start another process, or use "
                                f"cluster='auto' for the one it has", address=address)
@@ -330,7 +344,8 @@ class Cluster:
                 f"{keyword}: OPTIONS (workers={workers}, gpus_per_worker={gpus_per_worker:g}) asks the Ray cluster at "
                 f"{address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
                 f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)", option="workers")
-        return cls(address, workers, gpus_per_worker)
+        # (named by the address it found: messages say where, not 'auto')
+        return cls(_connected.get("address") or address, workers, gpus_per_worker)
 
     # -- running a command's job ----------------------------------------------------------------
     def blocks(self, job, table):
