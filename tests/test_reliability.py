@@ -439,6 +439,16 @@ def test_interpolation_knows_nested_block_comments():
     assert len(parse_script(script)) == 1 and script.endswith("'1; DROP TABLE x'")
 
 
+def test_a_script_run_without_its_set_value_says_which(tmp_path, monkeypatch):
+    """The tutorial run without --set data=...: 'file or folder not found: .../{data}/...' alone."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "-c",
+                                      "COPY t FROM '{data}/photos.csv'"])
+    assert result.exit_code == 1
+    assert "file or folder not found" in result.stderr and \
+        "{data} in it was not filled: pixql --set data=VALUE gives it a value" in result.stderr
+
+
 def test_the_cli_set_values_are_names_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "v.duckdb"), "--format", "csv", "--set", "n=ab",

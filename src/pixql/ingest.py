@@ -251,7 +251,10 @@ def copy_table(con, table, source, options, base_dir=None):
                             "folder, whose image paths it resolves against the file's folder: COPY the files one by "
                             f"one (if_exists='append'), or CREATE TABLE {table} AS SELECT * FROM read_csv('{source}') "
                             "with paths as written", path=str(path))
-        raise DataError(f"file or folder not found: {path}")
+        unfilled = re.search(r"\{[A-Za-z_]\w*\}", str(source))  # (a script's {name}, which pixql --set fills)
+        hint = f"; {unfilled[0]} in it was not filled: pixql --set {unfilled[0][1:-1]}=VALUE gives it a value" \
+            if unfilled else ""
+        raise DataError(f"file or folder not found: {path}{hint}", path=str(path))
     exists, temporary = copy_target(con, table)  # (a table of the name in another schema is another)
     if exists and if_exists == "fail":
         raise CatalogError(
