@@ -21,8 +21,9 @@ SAMPLE_PHOTOS = {  # file in skimage/data -> what it shows
 SCRIPT = """\
 -- 1. Photos that scikit-image ships, named by the ready ImageNet classifier.
 COPY photos OPTIONS (overwrite=true) FROM '{photos_csv}';
-PREDICT USING imagenet_classifier AS SELECT image, shows FROM photos;
-PRINT IMAGE AS SELECT image, shows FROM photos;
+CREATE OR REPLACE TABLE named AS PREDICT USING imagenet_classifier AS SELECT image, shows FROM photos;
+SELECT shows, predicted, round(score, 3) AS score FROM named;
+PRINT IMAGE AS SELECT image, shows, predicted FROM named;
 
 -- 2. scikit-learn's handwritten digits: build a classifier, apply it, score it with SQL.
 COPY digits_train OPTIONS (overwrite=true) FROM '{digits}/train';
@@ -38,6 +39,9 @@ EVALUATE USING digits AS SELECT * FROM digits_test;
 PRINT IMAGE OPTIONS (limit=10) AS
   SELECT image, label, predicted, round(score, 3) AS score
   FROM (EVALUATE USING digits OPTIONS (output='errors') AS SELECT * FROM digits_test);
+-- Everything above is in the database (tables, and the model in its .models folder beside it):
+SHOW TABLES;
+SHOW MODELS;
 """
 
 
