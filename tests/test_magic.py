@@ -290,6 +290,16 @@ def test_interpolation_finds_strings_and_comments_where_duckdb_does():
         assert ours == duck, text
 
 
+def test_a_value_with_line_breaks_leaves_the_cells_lines_as_written(ip, capsys):
+    """Written with its line breaks, a value moved every line after it: an error on the cell's
+    line 2 said line 5. In SQL code it is an escape string now (E'...\\n...'), of the same text."""
+    ip["note"] = "one\ntwo\r\nthree'\\"
+    assert ip.cell("%pixql SELECT {note} AS v, [{note}] AS l").iloc[0].tolist() == [ip["note"], [ip["note"]]]
+    with pytest.raises(PixqlCellError) as info:
+        ip.cell("%%pixql\nSELECT {note} AS v,\n  nosuch")
+    assert str(info.value).startswith("statement at line 2:") and "LINE 3:   nosuch" in str(info.value)  # (the cell's lines)
+
+
 def test_values_that_would_pass_for_sql_are_written_as_what_they_are(ip):
     """Numbers whose subclass says anything in __str__ / __repr__ / __format__ are written from
     their value, and a quoted value never joins what stands before it (E{v} would be E'...', an

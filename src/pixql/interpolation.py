@@ -92,7 +92,7 @@ def _apart(match, written, kind, previous=""):
         return written
     before = match.string[match.start() - 1] if match.start() else previous  # (`previous`: the piece's)
     joins = (before == "-" and written.startswith("-")) or \
-        (written.startswith("'") and (before.isalnum() or before in "_'\""))
+        (written.startswith(("'", "E'")) and (before.isalnum() or before in "_'\""))
     return " " + written if joins else written
 
 
@@ -261,6 +261,8 @@ def _formatted(value, spec, fallback):
 
 
 def _quote(text):
+    if "\n" in text or "\r" in text:  # as escapes: the script's lines stay those written (errors count them)
+        return "E'" + text.replace("\\", "\\\\").replace("'", "''").replace("\n", "\\n").replace("\r", "\\r") + "'"
     return "'" + text.replace("'", "''") + "'"
 
 
