@@ -263,8 +263,8 @@ def test_a_nested_statement_sees_the_querys_with_names():
                 f"COPY (WITH q AS (SELECT 1) {inner}) TO 'f.csv'"):
         assert queries(sql) == ["WITH q AS (SELECT 1) SELECT * FROM q"], sql
     assert queries(f"SELECT * FROM (WITH q AS (SELECT 1) SELECT 2) x, {inner[14:]}") == ["SELECT * FROM q"]
-    assert queries(f"WITH q AS (SELECT 1), r AS (SELECT 3) SELECT * FROM (WITH q AS (SELECT 2) "
-                   f"SELECT * FROM (PREDICT USING m AS SELECT * FROM q, r))") == [
+    assert queries("WITH q AS (SELECT 1), r AS (SELECT 3) SELECT * FROM (WITH q AS (SELECT 2) "
+                   "SELECT * FROM (PREDICT USING m AS SELECT * FROM q, r))") == [
         "WITH r AS (SELECT 3), q AS (SELECT 2) SELECT * FROM q, r"]  # (the inner q shadows the outer)
 
 
