@@ -268,6 +268,8 @@ REFUSED = [
     (DataError, "no rows", "EVALUATE USING cm AS SELECT * FROM colors WHERE false"),
     (DataError, "no rows", "PRINT IMAGE AS SELECT * FROM colors WHERE false"),
     # unknown model, base model, option, wrong option type
+    (OptionError, r"OPTIONS \(weights='/no/such\.safetensors'\): no such file",
+     "BUILD MODEL cm9 USING EfficientNet_Lite0 OPTIONS (weights='/no/such.safetensors') AS SELECT * FROM colors"),
     (CatalogError, "model 'ghost' does not exist.*SHOW MODELS", "PREDICT USING ghost AS SELECT * FROM colors"),
     (CatalogError, "model 'ghost' does not exist", "EVALUATE USING ghost AS SELECT * FROM colors"),
     (CatalogError, "model 'ghost' does not exist", "FIT MODEL cm2 USING ghost AS SELECT * FROM colors"),
@@ -381,6 +383,7 @@ NAMED_OPTIONS = [
     ("emb_col", "SEARCH IMAGE USING cm OPTIONS (search_by='duplicates', emb_col='embeding') AS SELECT * FROM colors"),
     ("validation", BUILD.format(", validation='nowhere_table'", "colors")),  # no such table
     ("device", "PREDICT USING cm OPTIONS (device='tpu') AS SELECT * FROM colors"),
+    ("weights", "BUILD MODEL w USING EfficientNet_Lite0 OPTIONS (weights='/no/such.pth') AS SELECT * FROM colors"),
 ]
 
 

@@ -7,6 +7,7 @@ name (an option that TrainConfig does not know stays a statement-level option).
 import dataclasses
 import datetime as _dt
 import hashlib
+import os
 import platform
 
 from pixql import cluster as clusters
@@ -66,6 +67,10 @@ def build(engine, statement):
         raise OptionError(f"BUILD MODEL: options weights={opt.sql_text(given['weights'])} and pretrained=false "
                           "contradict each other (the file's weights would be the start); give one",
                           option="pretrained")
+    weights = given.get("weights")
+    if weights is not None and not os.path.exists(os.path.expanduser(weights)):  # (named here: ml/ knows no options)
+        raise OptionError(f"BUILD MODEL: OPTIONS (weights={opt.sql_text(weights)}): no such file; weights is a "
+                          "checkpoint file of the base's network (.safetensors, .pth) on this machine", option="weights")
     engine.catalog.check_new(statement.name, resolved["overwrite"])
     spec = resolve_base(statement.base)
     task = for_build(resolved)
