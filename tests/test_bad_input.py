@@ -268,9 +268,6 @@ REFUSED = [
     (DataError, "no rows", "EVALUATE USING cm AS SELECT * FROM colors WHERE false"),
     (DataError, "no rows", "PRINT IMAGE AS SELECT * FROM colors WHERE false"),
     # unknown model, base model, option, wrong option type
-    # PREDICT's top_k=NULL reached the code as None: a TypeError and a traceback
-    (OptionError, r"option 'top_k' cannot be NULL; leave it out for its default \(1\)",
-     "PREDICT USING cm OPTIONS (top_k=NULL) AS SELECT * FROM colors"),
     (OptionError, r"OPTIONS \(weights='/no/such\.safetensors'\): no such file",
      "BUILD MODEL cm9 USING EfficientNet_Lite0 OPTIONS (weights='/no/such.safetensors') AS SELECT * FROM colors"),
     (CatalogError, "model 'ghost' does not exist.*SHOW MODELS", "PREDICT USING ghost AS SELECT * FROM colors"),
@@ -387,7 +384,6 @@ NAMED_OPTIONS = [
     ("validation", BUILD.format(", validation='nowhere_table'", "colors")),  # no such table
     ("device", "PREDICT USING cm OPTIONS (device='tpu') AS SELECT * FROM colors"),
     ("weights", "BUILD MODEL w USING EfficientNet_Lite0 OPTIONS (weights='/no/such.pth') AS SELECT * FROM colors"),
-    ("top_k", "PREDICT USING cm OPTIONS (TOP_K=NULL) AS SELECT * FROM colors"),  # NULL for an option with a default
 ]
 
 
@@ -839,10 +835,13 @@ def test_copy_takes_photos_of_every_common_format(colors_db, tmp_path):
     assert set(predicted.predicted) == {"green"}
 
 
-def test_null_for_an_option_without_a_default_is_as_if_it_were_not_written(colors_db):
-    """NULL was taken as the default by some options and reached the code as None in others (a
-    TypeError for top_k): it is 'not given' where the option has no default, refused elsewhere."""
+def test_an_option_written_null_is_its_default(colors_db):
+    """NULL was the default for some options (epochs, normalized), refused by others (train_mode)
+    and reached the code as None in PREDICT's top_k: a TypeError and a traceback."""
     plain = colors_db.sql("PREDICT USING cm AS SELECT * FROM colors ORDER BY image").df()
-    nulls = colors_db.sql("PREDICT USING cm OPTIONS (image_col=NULL, batch_size=NULL) AS SELECT * FROM colors "
-                          "ORDER BY image").df()
+    nulls = colors_db.sql("PREDICT USING cm OPTIONS (top_k=NULL, image_col=NULL, result_col=NULL, runtime=NULL) "
+                          "AS SELECT * FROM colors ORDER BY image").df()
     assert nulls.equals(plain)
+    row = colors_db.sql("BUILD MODEL n USING EfficientNet_Lite0 OPTIONS (train_mode=NULL, epochs=NULL) "
+                        "AS SELECT * FROM colors").df().iloc[0]
+    assert row["train_mode"] == "linear"  # (auto's choice here)

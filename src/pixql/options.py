@@ -137,11 +137,8 @@ def resolve(keyword, options, schema):
             raise OptionError(f"{keyword}: unknown option '{raw_name}'{did_you_mean}; valid options: {valid}",
                               option=raw_name)
         spec = schema[name]
-        if value is None:  # NULL: as if not written where the option has no default, else refused
-            if spec.default is not None:  # (PREDICT's top_k=NULL reached the code as None: a TypeError)
-                raise OptionError(f"{keyword}: option '{raw_name}' cannot be NULL; leave it out for its default "
-                                  f"({sql_text(spec.default)})", option=raw_name)
-            continue
+        if value is None:  # NULL: the default, as if not written (PREDICT's top_k=NULL reached the code as
+            continue  # None, a TypeError, while train_mode=NULL was refused and epochs=NULL the default)
         if not _type_ok(value, spec.types):
             raise OptionError(f"{keyword}: option '{raw_name}' must be {_type_names(spec.types)}, got {value!r}"
                               + _unquoted_hint(raw_name, value, spec.types), option=raw_name)
