@@ -24,34 +24,26 @@ MIN_STREAM_HEADROOM = 32 * 2**20
 WRITING = set()
 
 
-def _refuse_read_only(con, parts, table):
-    """DuckDB's refusal to write a read-only database, before the statement computes its rows
-    (DuckDB says it only at the CREATE, after them, as an aborted transaction)."""
-    databases = dict(con.execute("SELECT database_name, readonly FROM duckdb_databases()").fetchall())
-    catalog = parts[0] if len(parts) == 3 or (len(parts) == 2 and parts[0] in databases) else \
-        con.execute("SELECT current_database()").fetchall()[0][0]
-    if databases.get(catalog):
-        raise SqlError(f"cannot create table {table}: database {catalog} is opened read-only (--read-only, "
-                       "read_only=True, or ATTACH ... (READ_ONLY)); a TEMP table can be written; nothing was run")
-
-
-def _refuse_missing_schema(con, parts, table):
-    """DuckDB's refusal of a schema or database that does not exist, before the statement computes
-    its rows (DuckDB says it only at the CREATE, after them, as an aborted transaction)."""
-    if len(parts) < 2:
-        return
-    databases = {name.lower() for (name,) in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
-    if len(parts) == 2 and parts[0].lower() in databases:  # database.table: its default schema
-        return
+def _refuse_unwritable(con, parts, table):
+    """DuckDB's refusals of a database opened read-only and of a schema or database that does not
+    exist, before the statement computes its rows (DuckDB says them only at the CREATE, after
+    them, as an aborted transaction)."""
+    databases = {name.lower(): (name, readonly) for name, readonly in
+                 con.execute("SELECT database_name, readonly FROM duckdb_databases()").fetchall()}
     if len(parts) == 3 and parts[0].lower() not in databases:
         raise SqlError(f"cannot create table {table}: no database named {parts[0]} is attached (ATTACH ... AS "
                        f"{parts[0]}); nothing was run")
-    catalog = parts[0] if len(parts) == 3 else con.execute("SELECT current_database()").fetchall()[0][0]
-    (found,), = con.execute("SELECT count(*) FROM duckdb_schemas() WHERE lower(database_name) = lower(?) "
-                            "AND lower(schema_name) = lower(?)", [catalog, parts[-2]]).fetchall()
-    if not found:
-        raise SqlError(f"cannot create table {table}: schema {parts[-2]} does not exist (CREATE SCHEMA "
-                       f"{parts[-2]} makes it); nothing was run")
+    named = len(parts) == 3 or (len(parts) == 2 and parts[0].lower() in databases)  # database.table: its default schema
+    catalog = databases[parts[0].lower()][0] if named else con.execute("SELECT current_database()").fetchall()[0][0]
+    if len(parts) == 3 or (len(parts) == 2 and not named):
+        (found,), = con.execute("SELECT count(*) FROM duckdb_schemas() WHERE lower(database_name) = lower(?) "
+                                "AND lower(schema_name) = lower(?)", [catalog, parts[-2]]).fetchall()
+        if not found:
+            raise SqlError(f"cannot create table {table}: schema {parts[-2]} does not exist (CREATE SCHEMA "
+                           f"{parts[-2]} makes it); nothing was run")
+    if databases.get(catalog.lower(), (None, False))[1]:
+        raise SqlError(f"cannot create table {table}: database {catalog} is opened read-only (--read-only, "
+                       "read_only=True, or ATTACH ... (READ_ONLY)); a TEMP table can be written; nothing was run")
 
 
 def run(engine, statement):
@@ -65,8 +57,7 @@ def run(engine, statement):
                        f"temp.{parts[-1]}, not {statement.table}; nothing was run")
     where = f"temp.main.{ingest.quote_ident(parts[-1])}" if statement.temporary else statement.table
     if not statement.temporary:
-        _refuse_missing_schema(session.duckdb, parts, statement.table)
-        _refuse_read_only(session.duckdb, parts, statement.table)
+        _refuse_unwritable(session.duckdb, parts, statement.table)
     kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
     if statement.if_not_exists and exists:  # (0 rows written: the message says why)
