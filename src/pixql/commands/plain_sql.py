@@ -54,7 +54,7 @@ def run(engine, statement):
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure)
             result = _executed(session, statement, text, parsed.type.name, session.params)
-            made = macro_made(text)
+            made = macro_made(text) if parsed.type.name == "CREATE" else None  # (tokens of CREATEs only)
             if made and _hidden(session, made):
                 result.messages.append(f"CREATE MACRO: pixql's {made}() is found first in this connection, so this "
                                        f"macro is not used here; a connection opened later uses it, and pixql's "
