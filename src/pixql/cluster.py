@@ -160,12 +160,11 @@ def _auto_address():
         return None
 
 
-def _dialled_reachable(address):
-    """The address Ray will dial for `address` must answer too: Ray replaces a loopback address
-    (written, or recorded by `ray start` for 'auto') with this machine's own, where a head started
+def _dialled_reachable(address, written):
+    """The address Ray will dial for `address` (`written`: as given, or what 'auto' found) must
+    answer too: Ray replaces a loopback address with this machine's own, where a head started
     on 127.0.0.1 does not listen, and then retries for ever. Ray's own resolution is asked (a
     private function: where it is missing or fails, Ray goes on as it would)."""
-    written = _auto_address() if address == AUTO else address
     if written is None:  # a new Ray here
         return
     try:
@@ -204,14 +203,15 @@ def connect(address):
             "host:6379), or send the script to the cluster as a Ray job: ray job submit --address "
             "http://<head>:8265 --working-dir . -- pixql --cluster auto run script.sql", address=address)
     ray = import_ray()
+    written = address  # the cluster Ray connects to: as given, or what 'auto' finds (None: a new Ray here)
     if address != AUTO:
         _reachable(address)  # also when Ray is up already: the address must be the one it talks to
     elif not ray.is_initialized():
-        found = _auto_address()  # a dead one (a head killed, its address left behind): Ray waits for ever
-        if found is not None and found.startswith("ray://"):
-            return connect(found)  # (refused, with the reason)
-        if found is not None and _ADDRESS.match(found):
-            _reachable(found, _FOUND)
+        written = _auto_address()  # a dead one (a head killed, its address left behind): Ray waits for ever
+        if written is not None and written.startswith("ray://"):
+            return connect(written)  # (refused, with the reason)
+        if written is not None and _ADDRESS.match(written):
+            _reachable(written, _FOUND)
     if ray.is_initialized():
         current = _connected.get("address") or _gcs_address(ray)
         if address != AUTO and not _same_head(address, current):
@@ -226,7 +226,7 @@ def connect(address):
                                    f"answers ({exc.strerror or exc}); start it again, or use cluster='local'",
                                    address=address) from None
         return ray
-    _dialled_reachable(address)
+    _dialled_reachable(address, written)
     _quiet_ray_logs()
     kwargs = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
     handler = _sigterm_handler()
@@ -238,7 +238,7 @@ def connect(address):
     finally:
         _restore_sigterm(handler)
     _connected["address"] = address if address != AUTO else _gcs_address(ray)
-    if address != AUTO or _auto_address() is not None:  # a running cluster's (not a Ray pixql started here)
+    if written is not None:  # a running cluster's (not a Ray pixql started here)
         _watch(ray, _connected["address"])
     return ray
 
