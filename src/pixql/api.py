@@ -4,7 +4,7 @@ import sys
 from collections import ChainMap
 
 from pixql.engine import Engine
-from pixql.errors import ArgumentError, Interrupted, SqlError, ctrl_c_after_imports
+from pixql.errors import ArgumentError, Interrupted, SqlError, signals_after_imports
 from pixql.result import Result
 from pixql.session import frames_named
 from pixql.sql import parse_script
@@ -98,7 +98,7 @@ class Connection:
         try:
             for i, statement in enumerate(statements):
                 try:
-                    with ctrl_c_after_imports():
+                    with signals_after_imports():
                         result = self._engine.run(statement, params)
                 except KeyboardInterrupt as exc:
                     raise Interrupted(statement.keyword, statement.line) from exc

@@ -152,30 +152,6 @@ def is_interrupt(exc):
         (type(exc).__name__ == "InvalidInputException" and "executing the UDF: KeyboardInterrupt" in str(exc))
 
 
-@contextlib.contextmanager
-def interrupts_held():
-    """Ctrl-C and SIGTERM held back for a block and delivered as it ends: one that lands while a C
-    extension's module is first imported leaves it half made, and the process aborts at exit
-    instead of stopping (onnx's protobuf, under a first PREDICT's export). The handlers are
-    swapped, not the thread's signal mask: any thread of the process may take the signal."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    kinds = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]  # (None: not Python's)
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in kinds}
-    try:
-        yield
-    finally:
-        for kind, handler in previous.items():
-            signal.signal(kind, handler)
-        if caught:
-            signal.raise_signal(caught[0])  # (its own handler now: a KeyboardInterrupt, after the block)
-
-
 def after_imports(handler):
     """`handler` for a signal, except that one landing while a module is being imported is
     delivered again once the import is over: an exception raised inside a C extension's first
@@ -194,26 +170,32 @@ def after_imports(handler):
             retry.start()
             return None
         return handler(signum, frame)
+    deliver.after_imports = True  # (not wrapped twice: the terminal's handlers are already)
     return deliver
 
 
 @contextlib.contextmanager
-def ctrl_c_after_imports():
-    """Python's own Ctrl-C handler, for a block, with a Ctrl-C that lands inside a module's first
-    import delivered once it is over (after_imports): a script's or a notebook's first PREDICT
-    imports torch. A handler the program set is left as it is."""
+def signals_after_imports():
+    """For a block, Ctrl-C and SIGTERM that land inside a module's first import are delivered once
+    it is over (after_imports), whichever Python handler is set: Python's own (a script, a
+    notebook), the terminal's, or one the user's program set. A statement's first PREDICT imports
+    torch, its first ONNX export onnx's protobuf. Handlers are put back as they were."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (signal handlers are the main thread's to set)
         return
-    signal.signal(signal.SIGINT, after_imports(signal.default_int_handler))
+    previous = {}
+    for kind in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(kind)
+        if callable(handler) and not getattr(handler, "after_imports", False):  # (SIG_IGN, SIG_DFL, C's: kept)
+            previous[kind] = signal.signal(kind, after_imports(handler))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
 
 
 def _importing(frame):

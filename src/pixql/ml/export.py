@@ -199,11 +199,8 @@ def onnx_probabilities(path, paths, preprocessing=None, batch_size=32):
 # -- helpers ------------------------------------------------------------------------------------
 
 def _import(name, what):
-    from pixql.errors import interrupts_held
-
     try:
-        with interrupts_held():  # (a Ctrl-C inside a C extension's first import aborts the process at exit)
-            return __import__(name)
+        return __import__(name)
     except ImportError:
         raise TrainingError(f"To {what} pixql needs the Python package '{name}', which is not installed: "
                             f"pip install {name}") from None

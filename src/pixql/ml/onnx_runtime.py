@@ -32,10 +32,7 @@ def auto_prefers_onnx(device, precision):
 
 def graph_path(network, state_dict, classes, preprocessing, task, root=None):
     """Where the model's ONNX file lives in `<cache>/onnx/` (there or not)."""
-    from pixql.errors import interrupts_held
-
-    with interrupts_held():  # (its first import: a Ctrl-C inside it aborts the process at exit)
-        import onnxruntime
+    import onnxruntime
 
     import pixql
     from pixql.ml.cache_folder import cache_root
