@@ -94,7 +94,7 @@ def main(argv=None):
                                background_set="flowers5_128px")
         plain["background"] = None
         frames[split] = pd.concat([plain, photo], ignore_index=True)
-    db = pixql.connect(progress=False)
+    db = pixql.connect(":memory:", progress=False)
     for split, frame in frames.items():
         load(db, split, frame)
     print(f"## Regions: {len(frames['train'])} train / {len(frames['test'])} test regions on "

@@ -13,6 +13,9 @@ def pytest_configure(config):
     import tempfile
 
     os.environ["PIXQL_CACHE"] = tempfile.mkdtemp(prefix="pixql-test-cache-")
+    # nor the user's own database, model store or cluster: connect() and the terminal read these
+    for name in ("PIXQL_DB", "PIXQL_HOME", "PIXQL_CLUSTER"):
+        os.environ.pop(name, None)
 
 
 def pytest_unconfigure(config):

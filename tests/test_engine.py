@@ -683,6 +683,19 @@ def test_connect_takes_duckdbs_config(tmp_path):
         pixql.connect(config=[("threads", 1)])
 
 
+def test_connect_without_a_database_opens_pixql_db_as_the_terminal_and_the_notebook_do(tmp_path, monkeypatch):
+    """SPEC: tables live in the file given by --db, connect() or PIXQL_DB. connect() ignored it,
+    so a script's tables went to memory where the terminal's and the notebook's went to the file."""
+    monkeypatch.setenv("PIXQL_DB", str(tmp_path / "env.duckdb"))
+    with pixql.connect() as db:
+        db.sql("CREATE TABLE kept AS SELECT 42 AS answer")
+    with pixql.connect(":memory:") as memory:  # memory still, when asked for
+        assert memory.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'kept'").fetchone() == (0,)
+    monkeypatch.delenv("PIXQL_DB")
+    with pixql.connect(str(tmp_path / "env.duckdb")) as again:
+        assert again.sql("SELECT answer FROM kept").fetchone() == (42,)
+
+
 def test_ctrl_c_inside_duckdb_is_the_interrupt_front_ends_expect(tmp_path, monkeypatch):
     """DuckDB answers Ctrl-C with its own errors (InterruptException from interrupt(), a RuntimeError
     'Query interrupted' for a SIGINT while rows are fetched): pixql raises a KeyboardInterrupt

@@ -185,6 +185,8 @@ def test_pixql_db_environment_variable_is_the_default(tmp_path, monkeypatch):
     magics = PixqlMagics(InteractiveShell.instance())
     try:
         magics.connection.sql("CREATE TABLE t AS SELECT 1 AS x")
+        magics.use(None)  # `--db :memory:` is memory, PIXQL_DB or not
+        assert magics.connection.sql("SELECT count(*) FROM duckdb_tables()").fetchone() == (0,)
     finally:
         magics.close()
     assert (tmp_path / "env.duckdb").is_file()

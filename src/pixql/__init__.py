@@ -27,7 +27,8 @@ __version__ = "0.1.0"
 
 
 def connect(database=None, *, model_store=None, read_only=False, progress=True, wait=0, cluster=None, config=None):
-    """Open a pixql connection over a DuckDB database (in memory when `database` is None).
+    """Open a pixql connection over a DuckDB database: `database`, else $PIXQL_DB, else one in
+    memory (':memory:' asks for memory whatever $PIXQL_DB says).
 
     Models live in `model_store`, else `$PIXQL_HOME`, else `<database>.models/`
     (a temporary folder for an in-memory database). `progress=False` hides progress bars.
@@ -43,6 +44,8 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
 
     from pixql.api import Connection
 
+    if database is None:
+        database = os.environ.get("PIXQL_DB") or None  # (as the terminal's --db and the notebook's)
     if database is not None and not isinstance(database, (str, os.PathLike)):
         raise ArgumentError(f"connect(): database must be a file name (str or path) or None for memory, "
                             f"got {type(database).__name__} {database!r}")

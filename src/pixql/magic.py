@@ -55,7 +55,7 @@ def _same_file(a, b):
 class PixqlMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
-        self.database = os.environ.get("PIXQL_DB") or None  # None: in memory, like pixql.connect()
+        self.database = os.environ.get("PIXQL_DB") or None  # None: in memory (`--db :memory:`)
         self.read_only, self.wait = False, 0
         self._connection = None
 
@@ -66,7 +66,8 @@ class PixqlMagics(Magics):
             import pixql
 
             try:
-                self._connection = pixql.connect(self.database, read_only=self.read_only, wait=self.wait)
+                self._connection = pixql.connect(self.database or ":memory:", read_only=self.read_only,
+                                                 wait=self.wait)  # (None to connect() is $PIXQL_DB)
             except PixqlError as exc:
                 raise PixqlCellError(str(exc), exc) from None
         return self._connection
@@ -79,7 +80,7 @@ class PixqlMagics(Magics):
         if self._connection is not None and _same_file(database, self.database):
             self.close()  # (DuckDB opens one file with one configuration at a time: --read-only)
         try:
-            opened = pixql.connect(database, read_only=read_only, wait=wait)
+            opened = pixql.connect(database or ":memory:", read_only=read_only, wait=wait)
         except PixqlError as exc:
             raise PixqlCellError(f"{exc} (still on {self.database or ':memory:'})", exc) from None
         self.close()
