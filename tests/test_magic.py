@@ -302,6 +302,17 @@ def test_a_value_with_line_breaks_leaves_the_cells_lines_as_written(ip, capsys):
     assert str(info.value).startswith("statement at line 2:") and "LINE 3:   nosuch" in str(info.value)  # (the cell's lines)
 
 
+def test_a_value_with_line_breaks_inside_quotes_leaves_the_cells_lines_as_written(ip):
+    """Inside '...' too (`WHERE caption = '{note}'`): the string becomes an escape string, its own
+    backslashes kept as written, and an error names the line the cell shows."""
+    ip["note"] = "one\ntwo\r\nthree'\\"
+    frame = ip.cell("%pixql SELECT 'a\\b {note}' AS v, e'c\\\\d {note}' AS w, '{note}'||'{note}' AS x")
+    assert frame.iloc[0].tolist() == ["a\\b " + ip["note"], "c\\d " + ip["note"], ip["note"] * 2]
+    with pytest.raises(PixqlCellError) as info:
+        ip.cell("%%pixql\nSELECT '{note}' AS v,\n  nosuch")
+    assert str(info.value).startswith("statement at line 2:") and "LINE 3:   nosuch" in str(info.value)
+
+
 def test_values_that_would_pass_for_sql_are_written_as_what_they_are(ip):
     """Numbers whose subclass says anything in __str__ / __repr__ / __format__ are written from
     their value, and a quoted value never joins what stands before it (E{v} would be E'...', an

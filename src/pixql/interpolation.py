@@ -4,7 +4,8 @@ A value is never pasted in as raw SQL. Where it lands decides how it is written:
 - in SQL code: as a literal of its type (`'text'` quoted, `42`, `1.5`, `TRUE`, `NULL`,
   `[1, 2]`, `{'k': 'v'}`, `DATE '2024-01-31'`), so `WHERE label = {label}` compares with the
   value whatever quotes or semicolons it holds;
-- inside a '...' string: as text, its quotes doubled (`'{folder}/train.csv'`);
+- inside a '...' string: as text, its quotes doubled (`'{folder}/train.csv'`); the string
+  becomes an escape string E'...' where the value breaks lines (the script's lines stay as written);
 - inside a "..." identifier: as a name, its double quotes doubled (`SELECT * FROM "{table}"`).
 Comments and $$-quoted strings are left as written.
 
@@ -79,8 +80,25 @@ def expand(text, namespace, expressions=True):
                 return "{" + _FIELD_OR_DOLLAR.sub(lambda d: dollar(d) if d.group(2) else d.group(0), m.group(1)) + "}"
             return written
 
-        out.append((_FIELD_OR_DOLLAR if kind == "code" and expressions else _FIELD).sub(reference, piece))
+        pattern = _FIELD_OR_DOLLAR if kind == "code" and expressions else _FIELD
+        written = pattern.sub(reference, piece)
+        if kind == "string" and written.count("\n") + written.count("\r") > piece.count("\n") + piece.count("\r"):
+            # a value broke the line: the string as E'...', where the value's breaks are escapes,
+            # so that the script's lines stay those written (errors name them)
+            written = _escaped_around(pattern, piece, reference)
+            written = (" E" if previous.isalnum() or previous == "_" else "E") + written
+        out.append(written)
     return "".join(out)
+
+
+def _escaped_around(pattern, piece, reference):
+    """`piece` ('...') with its references replaced, and its own backslashes doubled, as an
+    escape string's text."""
+    parts, last = [], 0
+    for match in pattern.finditer(piece):
+        parts += [piece[last:match.start()].replace("\\", "\\\\"), reference(match, "estring")]
+        last = match.end()
+    return "".join(parts) + piece[last:].replace("\\", "\\\\")
 
 
 def _apart(match, written, kind, previous=""):
@@ -248,8 +266,8 @@ def _render(value, spec, kind, written):
         return written
     if kind == "ident":
         return text.replace('"', '""')
-    if kind == "estring":
-        text = text.replace("\\", "\\\\")
+    if kind == "estring":  # (its line breaks as escapes too: the script's lines stay those written)
+        text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
     return text.replace("'", "''")
 
 
