@@ -131,6 +131,9 @@ def test_db_option_switches_database(ip, tmp_path, capsys):
     assert f"pixql: database {tmp_path / 'b.duckdb'} (models in" in capsys.readouterr().out
     assert ip.cell("%pixql") is None  # alone: which database the cells run on
     assert f"pixql: database {tmp_path / 'b.duckdb'} (models in" in capsys.readouterr().out
+    # the README's line, a Python comment after the options (IPython hands it to the magic)
+    ip.cell("%pixql --db a.duckdb           # --read-only (a second notebook on the file), --wait SECONDS")
+    assert ip.cell("%pixql SELECT x FROM t").x.tolist() == ["in a"]
 
 
 def test_db_option_errors(ip):

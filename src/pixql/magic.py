@@ -197,6 +197,8 @@ def _split_options(line):
         raise PixqlCellError(f"cannot read the options {stripped!r}: {exc}; {USAGE}") from None
     if database is _UNCHANGED:
         raise PixqlCellError(f"--read-only and --wait go with --db FILE; {USAGE}")
+    if rest.lstrip().startswith("#"):  # a Python comment after the options, as IPython's line shows it
+        rest = ""
     return rest, (None if database == ":memory:" else database), read_only, wait
 
 
