@@ -508,11 +508,11 @@ def test_describe_model_shows_the_training_curves_and_returns_the_table(ip, tmp_
 
 
 # -- errors ------------------------------------------------------------------------------------
-def run_failing(ip, capsys, source):
+def run_failing(ip, capsys, source, kind=PixqlCellError):
     """Run a failing cell as a user does; (the error, what the shell printed)."""
     capsys.readouterr()
     result = ip.shell.run_cell(source)
-    assert isinstance(result.error_in_exec, PixqlCellError), result.error_in_exec
+    assert isinstance(result.error_in_exec, kind), result.error_in_exec
     return result.error_in_exec, capsys.readouterr().out
 
 
@@ -546,13 +546,35 @@ def test_errors_can_be_caught_in_python(ip):
     assert "missing_table" in str(ip["caught"]) and ip["caught"].kind == "SqlError"
 
 
+def test_errors_are_caught_as_the_class_and_fields_the_readme_names(ip):
+    """`except pixql.CatalogError` around %pixql caught nothing, and an InterpolationError had no
+    `.reference` or `.line`: the cell raised a PixqlCellError that only held the error."""
+    ip["rows"] = [1, 2]
+    ip.cell("import pixql\n"
+            "try:\n"
+            "    %pixql SELECT {rows[5]}\n"
+            "except pixql.InterpolationError as e:\n"
+            "    bad_reference = e\n"
+            "try:\n"
+            "    %pixql PREDICT USING nosuch AS SELECT 1 AS image\n"
+            "except pixql.CatalogError as e:\n"
+            "    no_model = e\n")
+    assert (ip["bad_reference"].reference, ip["bad_reference"].line) == ("{rows[5]}", 1)
+    assert isinstance(ip["bad_reference"], TypeError)  # (an ArgumentError, as from the API)
+    assert "nosuch" in str(ip["no_model"]) and ip["no_model"].statement_line == 1
+    with pytest.raises(pixql.ParseError) as info:
+        ip.cell("%%pixql\nSELECT 1;\nBUILD MODEL m OPTIONS (epochs=) AS SELECT 1")
+    assert (info.value.line, info.value.col) == (3, 31) and "line 3, column 31" in str(info.value)
+
+
 def test_interrupt_is_reported_as_a_message(ip, capsys, monkeypatch):
     def interrupted(statement, params=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ip.magics.connection.engine, "run", interrupted)
-    error, printed = run_failing(ip, capsys, "%pixql SELECT 1")
-    assert "interrupted" in printed and "nothing half-written" in printed
+    error, printed = run_failing(ip, capsys, "%pixql SELECT 1", pixql.Interrupted)
+    assert "interrupted" in printed and "nothing half-written" in printed and "Traceback" not in printed
+    assert isinstance(error, KeyboardInterrupt) and (error.keyword, error.line) == ("SQL", 1)  # as the API's
 
 
 # -- a real model, end to end ---------------------------------------------------------------------
@@ -580,7 +602,7 @@ def test_interrupt_while_a_result_is_read_is_a_message_too(ip, capsys, monkeypat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Result, "df", interrupted)  # Ctrl-C while a lazy query's rows are computed
-    error, printed = run_failing(ip, capsys, "%pixql SELECT 1")
+    error, printed = run_failing(ip, capsys, "%pixql SELECT 1", pixql.Interrupted)
     assert "statement at line 1: interrupted" in printed and "nothing half-written" in printed
 
 

@@ -13,6 +13,7 @@ from pixql.errors import (
     ClusterError,
     DataError,
     InterpolationError,
+    Interrupted,
     RegionError,
     OptionError,
     ParseError,
@@ -97,5 +98,6 @@ __all__ = [
     "WeightsUnavailableError",
     "StoreError",
     "SqlError",
+    "Interrupted",
     "__version__",
 ]

@@ -16,6 +16,7 @@ and cells alike, as SQL literals (interpolation.py says how). A failing statemen
 beside the rows (e.g. rows left out) go to stderr.
 """
 
+import functools
 import os
 import shlex
 
@@ -31,11 +32,20 @@ USAGE = ("usage: %pixql [--db FILE [--read-only] [--wait SECONDS]] [STATEMENT; .
 class PixqlCellError(PixqlError):
     """A statement failed in a cell: IPython shows the message, not a traceback.
 
-    `.error` is the original pixql error (a `CatalogError`, `ParseError`, ...).
+    It is also an instance of the pixql error it reports, with that error's fields
+    (`except pixql.CatalogError` around `%pixql` catches it; an InterpolationError has `.reference`
+    and `.line`), and `.error` is that original error.
     """
 
-    def __init__(self, message, error=None):
-        super().__init__(message)
+    def __new__(cls, message="", error=None):
+        if cls is PixqlCellError and isinstance(error, PixqlError):
+            cls = _cell_error_class(type(error))
+        return super().__new__(cls, message)
+
+    def __init__(self, message="", error=None):
+        PixqlError.__init__(self, message)  # (not the error class's own: a ParseError would render it again)
+        if isinstance(error, PixqlError):
+            self.__dict__.update(error.__dict__)  # its fields: path, row, line, reference, ...
         self.error = error
 
     @property
@@ -45,6 +55,25 @@ class PixqlCellError(PixqlError):
     def _render_traceback_(self):
         lines = str(self).splitlines() or [""]
         return [f"\x1b[0;31m{self.kind}\x1b[0m: {lines[0]}", *lines[1:]]
+
+
+@functools.cache
+def _cell_error_class(kind):
+    """PixqlCellError and `kind` (CatalogError, ParseError, ...) in one class, named as `kind`."""
+    return type(kind.__name__, (PixqlCellError, kind), {"__module__": __name__, "__qualname__": kind.__name__})
+
+
+class CellInterrupted(Interrupted):
+    """Ctrl-C in a cell: a KeyboardInterrupt (pixql's Interrupted), which IPython shows as its
+    message, not a traceback."""
+
+    def __init__(self, keyword=None, line=None):
+        super().__init__(keyword, line)
+        if keyword is None:
+            self.args = ("interrupted; nothing half-written was kept",)
+
+    def _render_traceback_(self):
+        return [f"\x1b[0;31mInterrupted\x1b[0m: {self}"]
 
 
 def _same_file(a, b):
@@ -153,9 +182,9 @@ class PixqlMagics(Magics):
         except PixqlError as exc:
             raise PixqlCellError(str(exc), exc) from None
         except KeyboardInterrupt as exc:  # while running, or while a lazy or streamed result is read
-            if not isinstance(exc, Interrupted) and statement is not None:
-                exc = Interrupted(statement.keyword, statement.line)
-            raise PixqlCellError(str(exc) or "interrupted; nothing half-written was kept") from None
+            if isinstance(exc, Interrupted):
+                raise CellInterrupted(exc.keyword, exc.line) from None
+            raise CellInterrupted(*((statement.keyword, statement.line) if statement is not None else ())) from None
 
 
 # -- options on the magic's line --------------------------------------------------------------
