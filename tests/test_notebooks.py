@@ -128,7 +128,7 @@ def test_kernel_shows_the_pixql_message_and_falls_back_to_text_bars(kernel, colo
     cells = code_cells(notebook)
 
     (error,) = outputs(cells[2], output_type="error")
-    assert error.ename == "PixqlCellError" and "missing_table" in error.evalue
+    assert error.ename == "SqlError" and "missing_table" in error.evalue
     text = "\n".join(error.traceback)
     assert "SqlError" in text and "missing_table" in text
     assert "Traceback" not in text and "File " not in text and "----" not in text and ".py" not in text
