@@ -484,6 +484,26 @@ def test_print_image_returns_a_png_display_object(ip, color_csv):
     assert png_size(value.data)[0] == 3 * (64 + 8) + 8
 
 
+def test_an_api_result_as_a_cells_value_runs_its_query_once_and_shows_its_picture(ip, color_csv, capsys):
+    """`db.sql(...)` as a cell's last line: IPython asked __repr__ and then _repr_html_, each of
+    which ran a lazy query (a failing one ran once per formatter), and PRINT IMAGE showed no
+    picture from the API, only from %pixql."""
+    ip["csv"] = str(color_csv)
+    ip.cell("import pixql\ncalls = []\ndb = pixql.connect()\n"
+            "db.duckdb.create_function('tick', lambda x: calls.append(x) or x, ['BIGINT'], 'BIGINT')\n"
+            "db.sql(\"COPY colors FROM '{csv}'\")\n".replace("{csv}", str(color_csv)))
+    ip.cell("db.sql('SELECT tick(range) AS t FROM range(3)')")
+    assert len(ip["calls"]) == 3  # one run
+    (html,) = ip.displayed("text/html")
+    assert "<table" in html and html.count("<td>") == 3
+    capsys.readouterr()
+    ip.cell("db.sql(\"SELECT tick(range) AS t, 'a'::INT AS bad FROM range(3)\")")
+    assert "SqlError" in capsys.readouterr().err and ip.displayed("text/html") == []
+    ip.cell("db.sql('PRINT IMAGE OPTIONS (size=32) AS SELECT image, label FROM colors LIMIT 2')")
+    (png,) = ip.displayed("image/png")
+    assert png_size(png)[0] == 2 * (32 + 8) + 8
+
+
 def test_print_image_in_the_middle_of_a_cell_is_displayed(ip, color_csv):
     ip["csv"] = str(color_csv)
     value = ip.cell("%%pixql\nCOPY colors FROM '{csv}';\n"

@@ -443,13 +443,52 @@ class Result:
         if not self.has_rows:
             return notes() or None
         if self._relation is not None:  # a lazy query: its first rows only, as text() shows them
-            with _duckdb_errors(self.statement, self._cause):
-                relation = self._connection.sql(self._query) if self._query is not None else self._relation
-                head = relation.limit(HTML_ROWS + 1).df()
-            more = len(head) > HTML_ROWS
-            return head.head(HTML_ROWS).to_html(index=False) + (f"<p>first {HTML_ROWS} rows shown</p>" if more else "")
+            head, more = self._head()
+            return head.to_html(index=False) + (f"<p>first {HTML_ROWS} rows shown</p>" if more else "")
         table = self.df().to_html(index=False, max_rows=HTML_ROWS)
         return table + notes()
+
+    def _head(self):
+        """A lazy query's first HTML_ROWS rows (a DataFrame), and whether it has more."""
+        with _duckdb_errors(self.statement, self._cause):
+            relation = self._connection.sql(self._query) if self._query is not None else self._relation
+            head = relation.limit(HTML_ROWS + 1).df()
+        return head.head(HTML_ROWS), len(head) > HTML_ROWS
+
+    def _ipython_display_(self):
+        """A notebook cell's value (`db.sql(...)` as its last line), as `%pixql` shows it: PRINT
+        IMAGE's picture, or the training curves or confusion matrix and then the rows. IPython
+        would otherwise ask __repr__ and then _repr_html_, and a lazy query ran once for each (on
+        a failure, once for each of five formatters); here it runs once, and a failure is its
+        message on stderr, once. Ctrl-C stops the cell (a KeyboardInterrupt)."""
+        import html
+        import sys
+
+        from IPython.display import Image, display
+
+        from pixql import display as pictures
+
+        try:
+            if self.image is not None:
+                shown = [Image(data=pictures.png_bytes(self.image), format="png")]
+            else:
+                shown = [Image(data=pictures.png_bytes(f.picture()), format="png")
+                         for f in self.figures if f.kind != "sheet"]
+                if self.has_rows and self._relation is not None:
+                    head, more = self._head()
+                    rest = [f"first {HTML_ROWS} rows shown"] if more else []
+                    shown.append({"text/plain": "\n".join([head.to_string(index=False), *rest, *self.messages]),
+                                  "text/html": head.to_html(index=False) + "".join(
+                                      f"<p>{html.escape(m)}</p>" for m in rest + list(self.messages))})
+                elif self.has_rows:
+                    shown.append({"text/plain": repr(self), "text/html": self._repr_html_()})
+        except PixqlError as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return
+        for item in shown:
+            display(item, raw=isinstance(item, dict))
+        if (self.image is not None or not self.has_rows) and self.messages:  # (otherwise under the rows)
+            print("\n".join(self.messages), file=sys.stderr)
 
 
 HTML_ROWS = 40  # a notebook's table of a result: pandas' first and last 20, or a lazy query's first 40
