@@ -163,3 +163,55 @@ def test_fashion_attributes_notebook_detects_masks_and_classifies(data_root, ker
         assert f"<th>{column}</th>" in table.data["text/html"]
     (report,) = outputs([c for c in cells if "EVALUATE USING garments" in c.source][0], "text/html", "execute_result")
     assert "<th>map_50</th>" in report.data["text/html"]
+
+
+def _cell(client, code, deadline_s, interrupt=None):
+    """Run `code` on a kernel client: the (msg_type, content) of its outputs, until it is idle.
+    `interrupt()` is called once its query is under way (DuckDB's progress widget shown, or 5 s)."""
+    import queue
+    import time
+
+    msg_id, start, sent, seen = client.execute(code), time.monotonic(), False, []
+    while time.monotonic() - start < deadline_s:
+        if interrupt is not None and not sent and (any(t == "display_data" for t, _ in seen)
+                                                   or time.monotonic() - start > 5):
+            interrupt()
+            sent = True
+        try:
+            message = client.get_iopub_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return seen
+        seen.append((message["msg_type"], message["content"]))
+    raise AssertionError(f"the cell did not end within {deadline_s} s: {code!r}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_cells_long_final_select_every_time(kernel, tmp_path):
+    """Ctrl-C (the kernel's interrupt) while a cell's last statement, a long plain SELECT, was read:
+    its rows were computed on the main thread, where DuckDB's progress widget took the
+    KeyboardInterrupt and either lost it (the query ran on, and the kernel hung: about one try in
+    two) or made it a SqlError whose text was a Python traceback."""
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name=kernel)
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        _cell(client, "%load_ext pixql", 60)
+        for _ in range(3):
+            seen = _cell(client, "%pixql SELECT count(*) AS n FROM range(300000) a, range(300000) b "
+                                 "WHERE (a.range * b.range) % 7 = 1", 60, interrupt=manager.interrupt_kernel)
+            (error,) = [content for kind, content in seen if kind == "error"]
+            assert error["ename"] == "Interrupted", error["evalue"]
+            assert error["evalue"] == "statement at line 1: interrupted; nothing half-written was kept"
+        seen = _cell(client, "%pixql SELECT 1 AS one", 60)
+        assert [kind for kind, _ in seen if kind == "error"] == [] and any(kind == "execute_result" for kind, _ in seen)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

@@ -146,10 +146,14 @@ def is_interrupt(exc):
     """Whether `exc` is DuckDB's answer to Ctrl-C: an InterruptException (interrupt()), the
     RuntimeError 'Query interrupted' that a SIGINT while a query runs becomes, or the error a
     KeyboardInterrupt in a Python UDF becomes (DuckDB keeps only its text: where it struck outside
-    the function's own code, as it calls it, no other trace of it is left)."""
-    return type(exc).__name__ == "InterruptException" or (type(exc) is RuntimeError and
-                                                          str(exc) == "Query interrupted") or \
-        (type(exc).__name__ == "InvalidInputException" and "executing the UDF: KeyboardInterrupt" in str(exc))
+    the function's own code, as it calls it, no other trace of it is left), or the error whose
+    text is the traceback of a KeyboardInterrupt that struck DuckDB's own progress bar in a
+    notebook (a Python widget the query calls)."""
+    text = str(exc)
+    return type(exc).__name__ == "InterruptException" or (type(exc) is RuntimeError and text == "Query interrupted") \
+        or (type(exc).__name__ == "InvalidInputException" and "executing the UDF: KeyboardInterrupt" in text) \
+        or (text.startswith("Traceback (most recent call last):") and
+            text.rstrip().rpartition("\n")[2].startswith("KeyboardInterrupt"))
 
 
 def after_imports(handler):

@@ -76,6 +76,9 @@ class CellInterrupted(Interrupted):
         return [f"\x1b[0;31mInterrupted\x1b[0m: {self}"]
 
 
+CellInterrupted.__name__ = CellInterrupted.__qualname__ = "Interrupted"
+
+
 def _same_file(a, b):
     return a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b)
 

@@ -60,8 +60,11 @@ class Result:
 
     def __init__(self, statement=None, relation=None, frame=None, image=None, info=None, messages=None,
                  stream=None, cause=None, figures=None, query=None, connection=None, rows=None, names=None,
-                 types=None, quiet=False, columns=None, column_types=None):
+                 types=None, quiet=False, columns=None, column_types=None, run=None):
         self.statement = statement
+        # how a lazy query's rows are computed: the session's `interruptible` (on its DuckDB thread,
+        # the main one waiting for Ctrl-C, which DuckDB's execute() on it could lose) or a plain call
+        self._run = run or (lambda call: call())
         self._relation = relation
         self._query, self._connection = query, connection  # run by df()/fetchall(), as execute() would
         self._rows, self._names = rows, names  # DuckDB's rows of a statement it ran already
@@ -116,8 +119,8 @@ class Result:
         (DuckDB's option) rather than pandas' datetime64."""
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                source = self._executed() if self._query is not None else self._relation
-                return source.df(date_as_object=date_as_object)
+                return self._run(lambda: (self._executed() if self._query is not None else self._relation)
+                                 .df(date_as_object=date_as_object))
         frame = self._own_df()
         if date_as_object:
             dates = [name for name, kind in zip(self.columns, self.types) if kind == "DATE" and name in frame]
@@ -189,7 +192,7 @@ class Result:
         """The rows as one pyarrow Table (of chunks of at most `batch_size` rows, as DuckDB's)."""
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._relation.to_arrow_table(batch_size)
+                return self._run(lambda: self._relation.to_arrow_table(batch_size))
         import pyarrow as pa
 
         table = self._frame_arrow(self.df())
@@ -234,7 +237,7 @@ class Result:
     def fetchall(self):
         if self._relation is not None:
             with _duckdb_errors(self.statement, self._cause):
-                return self._executed().fetchall() if self._query is not None else self._relation.fetchall()
+                return self._run(lambda: (self._executed() if self._query is not None else self._relation).fetchall())
         if self._rows is not None:
             return list(self._rows)
         return self.frame_rows(self.df())
@@ -292,7 +295,8 @@ class Result:
                 rows = self.fetchall() if texts is None else texts.fetchall()
             return list(self._relation.columns), types, iter([rows])
         with _duckdb_errors(self.statement, self._cause):
-            cursor = self._executed() if texts is None else self._connection.execute(texts.sql_query())
+            cursor = self._run(lambda: self._executed() if texts is None else
+                               self._connection.execute(texts.sql_query()))
         names = [column[0] for column in cursor.description or []]
         types = [str(column[1]) for column in cursor.description or []]
 
@@ -385,7 +389,7 @@ class Result:
             with _duckdb_errors(self.statement, self._cause):
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 try:
-                    return _shown(relation, max_rows, max_width, max_col_width)
+                    return self._run(lambda: _shown(relation, max_rows, max_width, max_col_width))
                 except duckdb.Error:
                     if self._query is None:
                         raise
@@ -452,7 +456,7 @@ class Result:
         """A lazy query's first HTML_ROWS rows (a DataFrame), and whether it has more."""
         with _duckdb_errors(self.statement, self._cause):
             relation = self._connection.sql(self._query) if self._query is not None else self._relation
-            head = relation.limit(HTML_ROWS + 1).df()
+            head = self._run(lambda: relation.limit(HTML_ROWS + 1).df())
         return head.head(HTML_ROWS), len(head) > HTML_ROWS
 
     def _ipython_display_(self):

@@ -77,6 +77,7 @@ class Session:
                 self.duckdb.remove_function(name)
         if self._runner is not None:
             self._runner.shutdown()
+        self._runner = False  # (closed: a result read later gets DuckDB's "already closed")
         self.duckdb.close()
 
     # -- SQL functions ------------------------------------------------------------------------
@@ -178,7 +179,7 @@ class Session:
         import signal
         import threading
 
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() or self._runner is False:
             return call()
         if self._runner is None:
             self._runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixql-duckdb")

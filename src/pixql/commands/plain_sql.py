@@ -52,7 +52,7 @@ def run(engine, statement):
                 if session.frames_in_use:  # it cannot outlive the caller's DataFrames of this script
                     return _computed(session, relation, statement)
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
-                              cause=session.udf_failure)
+                              cause=session.udf_failure, run=session.interruptible)
             result = _executed(session, statement, text, parsed.type.name, session.params)
             made = macro_made(text) if parsed.type.name == "CREATE" else None  # (tokens of CREATEs only)
             if made and _hidden(session, made):
