@@ -272,12 +272,39 @@ def test_boxes_outside_the_image_are_clipped_and_counted(halves):
     assert any("6 box(es) reached outside their image and were clipped" in m for m in result.messages)
 
 
-def test_a_mask_of_another_size_names_the_mask_file(halves, tmp_path):
-    small = tmp_path / "small_mask.png"
+def test_a_mask_of_another_size_or_not_an_image_names_its_row_and_file(halves, tmp_path):
+    """A mask file that is no image, or of another size than its photo, named no row (and under
+    on_error='skip' the message blamed the photo)."""
+    small, text = tmp_path / "small_mask.png", tmp_path / "text_mask.png"
     Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(small)
-    with pytest.raises(DataError, match="small_mask.png is 8x8 but its image .* is 64x32") as err:
-        halves.sql(f"PREDICT USING cm OPTIONS (box_col='box', mask_col='m') AS SELECT *, '{small}' AS m FROM photos")
-    assert err.value.path == str(small)
+    text.write_text("not an image")
+    query = ("AS SELECT *, CASE WHEN image LIKE '%two_1.png' AND label = 'blue' THEN '{bad}' ELSE mask END AS m "
+             "FROM photos ORDER BY image, label")
+    with pytest.raises(DataError, match=r"row 3's mask \('m'\) is .*small_mask.png, 8x8, where its image is "
+                                        r"64x32 .*on_error='skip'") as err:
+        halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') " + query.format(bad=small))
+    assert (err.value.path, err.value.row) == (str(small), 3)
+    with pytest.raises(DataError, match=r"row 3's mask \('m'\) is .*text_mask.png, which is not an image"):
+        halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') " + query.format(bad=text))
+    skipped = halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m', on_error='skip') " +
+                         query.format(bad=text))
+    assert skipped.df().predicted.isna().tolist() == [False, False, True, False, False, False]
+
+
+def test_a_box_under_one_pixel_names_its_own_row_and_is_skipped_alone(halves):
+    """Three boxes of one photo, the third under a pixel: the error named row 1 (the photo's first
+    row), and SEGMENT's on_error='skip' gave every box of the photo a NULL mask, as unreadable."""
+    query = ("AS SELECT * FROM (VALUES (1, [0, 0, 32, 32]), (2, [32, 0, 64, 32]), (3, [10, 10, 10.4, 10.4])) "
+             "b(id, b), (SELECT min(image) AS image FROM photos) ORDER BY id")
+    for statement in ("PREDICT USING cm", "CONVERT USING cm", "SEGMENT USING threshold"):
+        with pytest.raises(DataError, match=r"row 3 has a box \(10.0, 10.0, 10.4, 10.4\) that is under one pixel "
+                                            r"wide or high in the 64x32 image") as err:
+            halves.sql(f"{statement} OPTIONS (box_col='b') {query}")
+        assert err.value.row == 3
+    masks = halves.sql(f"SEGMENT USING threshold OPTIONS (box_col='b', on_error='skip') {query}")
+    assert masks.df()["mask"].notna().tolist() == [True, True, False]
+    assert any("1 row(s) with an unusable box got a NULL mask (on_error='skip'): row 3" in m for m in masks.messages)
+    assert not any("could not be read" in m for m in masks.messages)
 
 
 def test_print_image_crops_are_captioned_without_their_box_columns(halves, monkeypatch):
@@ -492,8 +519,8 @@ def test_crop_function_returns_the_box_as_png(halves):
     with pytest.raises(DataError, match="outside the 64x32 image"):
         db.sql("SELECT crop(image, [100, 100, 120, 120]) FROM photos").fetchall()
     # a box inside the photo that rounds to no pixel is not "outside" it, nor the file's fault
-    with pytest.raises(pixql.RegionError, match=r"the box \(10\.2, 10\.2, 10\.4, 10\.4\) is under one pixel wide "
-                       r"or high in the 64x32 image.*\(row 1 of the query\); fix the row's box or mask") as info:
+    with pytest.raises(pixql.RegionError, match=r"row 1 has a box \(10\.2, 10\.2, 10\.4, 10\.4\) that is under one "
+                       r"pixel wide or high in the 64x32 image in its box column; fix it") as info:
         db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [10.2, 10.2, 10.4, 10.4] AS b "
                "FROM photos LIMIT 1")
     assert "remove the file" not in str(info.value) and info.value.row == 1

@@ -22,7 +22,7 @@ import numbers
 import os
 
 from pixql import options as opt
-from pixql.errors import DataError, OptionError
+from pixql.errors import DataError, OptionError, RegionError
 from pixql.image_columns import find_column
 from pixql.ml.images import BACKGROUNDS
 from pixql.query_rows import is_null
@@ -130,17 +130,22 @@ class RegionReader:
                 outside = self._outside(path, corners, normalized) if isinstance(path, str) else None
                 if outside == "all":
                     problem = f"a box {shown_box(box, xywh)} wholly outside its image"
+                elif isinstance(path, str) and self._size(path) is not None:
+                    # (under a pixel once rounded: known here, from the header, so that the row is
+                    # named and skipped alone, not every row of its photo at decoding)
+                    problem = self._empty(Region(path, corners, normalized, padding=float(self.resolved["padding"])),
+                                          shown_box(box, xywh))
             if problem is not None:
                 if self.resolved.get("on_error") != "skip":
                     row = int(frame.index[pos]) + 1
-                    raise DataError(f"{self.what}: row {row} has {problem} in its box column; fix it, leave the row "
+                    raise RegionError(f"{self.what}: row {row} has {problem} in its box column; fix it, leave the row "
                                     "out with WHERE, or skip such rows with OPTIONS (on_error='skip')", row=row,
                                     query=self.what)
                 bad.append(pos)
                 items.append(path)
                 continue
             try:
-                mask = self._mask(mask, frame, pos)
+                mask = self._mask(mask, frame, pos, path)
             except DataError:
                 if self.resolved.get("on_error") != "skip":
                     raise
@@ -153,17 +158,36 @@ class RegionReader:
                                 float(self.resolved["padding"]), self.resolved["background"]))
         return items, bad
 
-    def _mask(self, cell, frame, pos):
+    def _empty(self, region, shown):
+        """What is wrong with a box (`shown` as written) that is under one pixel in its image once
+        padded and rounded (None when it has pixels)."""
+        try:
+            region.pixel_box(*self._size(region.path))
+        except RegionError as exc:
+            where = str(exc).rpartition(": " + region.path)[0].partition(f"the box {region.box} ")[2]
+            return f"a box {shown} that {where}"
+        return None
+
+    def _mask(self, cell, frame, pos, path):
+        row = int(frame.index[pos]) + 1
         try:
             mask = mask_of(cell)
             if isinstance(mask, str) and not os.path.isfile(mask):  # else the loader blames "the image"
                 raise ValueError(f"the text {mask!r}, not the path of a mask image here")
-            return mask
         except ValueError as exc:
-            row = int(frame.index[pos]) + 1
             raise DataError(f"{self.what}: row {row} has a mask that is {exc} ('{self.resolved['mask_col']}'); a mask is "
                             "an image path, COCO polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE "
                             "{'size': [h, w], 'counts': ...}", row=row, query=self.what) from None
+        if isinstance(mask, str):  # a file: readable, and of its photo's size (else the loader names no row)
+            size, wanted = upright_size(mask), self._size(path) if isinstance(path, str) else None
+            problem = f"{mask}, which is not an image PIL can read" if size is None else \
+                f"{mask}, {size[0]}x{size[1]}, where its image is {wanted[0]}x{wanted[1]} (a mask has its " \
+                "image's size)" if wanted is not None and size != wanted else None
+            if problem is not None:
+                raise RegionError(f"{self.what}: row {row}'s mask ('{self.resolved['mask_col']}') is {problem}; fix the "
+                                "mask, leave the row out with WHERE, or skip such rows with OPTIONS (on_error='skip')",
+                                path=mask, row=row, query=self.what)
+        return mask
 
     def columns(self, frame):
         """The frame's columns this reader reads besides the image's (the box, the mask)."""
