@@ -91,6 +91,15 @@ def test_convert_bad_input_names_row_and_file(colors_db, tmp_path):
     result = db.sql("CONVERT USING cm OPTIONS (on_error='skip') AS SELECT * FROM colors")
     frame = result.df()
     assert frame.embedding.isna().sum() == 1 and "broken.png" in " ".join(result.messages)
+    # SEARCH IMAGE over the same rows says which it skipped, as CONVERT does (it was silent)
+    query = db.sql(f"SELECT min(image) FROM colors WHERE image <> '{broken}'").fetchone()[0]
+    for options in (f"search_input='{query}'", "search_by='text', search_input='red'"):
+        found = db.sql(f"SEARCH IMAGE USING cm OPTIONS ({options}, on_error='skip', top_k=100) AS "
+                       "SELECT * FROM colors ORDER BY image = '" + str(broken) + "' DESC")
+        assert found.df().similarity.isna().sum() == 1
+        assert [m for m in found.messages if "skip" in m] == [
+            f"SEARCH IMAGE: 1 row(s) with an unreadable image or no image path got a NULL similarity "
+            f"(on_error='skip'): row 1: {broken}"]
     with pytest.raises(CatalogError, match="Unknown base model 'nope'"):
         db.sql("CONVERT USING nope AS SELECT * FROM colors")
     with pytest.raises(WeightsUnavailableError, match="random weights mean nothing"):

@@ -163,6 +163,20 @@ def image_outputs(compute, width, frame, image_col, resolved, reader=None, what=
     return out
 
 
+def missed_rows(frame, paths, positions):
+    """"row N: path" (or "row N: no image path") of the frame's rows at `positions`, left
+    unanswered with on_error='skip'; `paths`: the rows' image column."""
+    no_path = missing_paths(paths)
+    return [f"row {frame.index[i] + 1}: " + ("no image path" if no_path[i] else str(paths.iloc[i])) for i in positions]
+
+
+def skipped_note(keyword, missed, got_null, reader=None):
+    """The message that counts and names the rows left unanswered with on_error='skip'."""
+    why = ("an unreadable image, no image path or an unusable box or mask" if reader is not None and reader.active
+           else "an unreadable image or no image path")
+    return f"{keyword}: {len(missed)} row(s) with {why} got {got_null} (on_error='skip'): {shown(missed)}"
+
+
 def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lambda: [], reader=None,
                 added_types=None):
     """The statement's query rows with a model's answers, as PREDICT and CONVERT give them.
@@ -190,15 +204,11 @@ def answer_rows(engine, statement, start, chunk_rows, desc, got_null, notes=lamb
 
     def answered(frame, bar=None):
         out, unread, paths = answer(frame, bar)
-        no_path = missing_paths(paths)
-        missed.extend(f"row {frame.index[i] + 1}: " + ("no image path" if no_path[i] else str(paths.iloc[i]))
-                      for i in unread)
+        missed.extend(missed_rows(frame, paths, unread))
         return out
 
     def message():
-        why = ("an unreadable image, no image path or an unusable box or mask" if reader is not None and reader.active
-               else "an unreadable image or no image path")
-        return f"{statement.keyword}: {len(missed)} row(s) with {why} got {got_null} (on_error='skip'): {shown(missed)}"
+        return skipped_note(statement.keyword, missed, got_null, reader)
 
     if total <= len(first):
         chunks.close()

@@ -21,7 +21,8 @@ import numpy as np
 from pixql import keywords
 from pixql import options as opt
 from pixql import regions
-from pixql.commands.common import PRECISION, frame_result, image_outputs, probabilities, refuse_taken_columns
+from pixql.commands.common import (PRECISION, frame_result, image_outputs, missed_rows, probabilities,
+                                   refuse_taken_columns, skipped_note)
 from pixql.commands.convert import ORIGIN, embed_rows, origin_comment, trained_regions
 from pixql.catalog import task_of
 from pixql.errors import CatalogError, DataError, OptionError
@@ -166,8 +167,9 @@ def _ranked(engine, statement, resolved, embedder, query, columns, given):
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
     vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
-    return Result(statement, frame=_top(frame, EMBEDDING.similarity(vectors, query), resolved),
-                  messages=notes + reader.message("SEARCH IMAGE"), column_types=types)
+    scores = EMBEDDING.similarity(vectors, query)
+    return Result(statement, frame=_top(frame, scores, resolved), column_types=types,
+                  messages=notes + reader.message("SEARCH IMAGE") + _skipped(frame, image_col, scores, resolved, reader))
 
 
 def _embedding_column(columns, resolved, dim, model):
@@ -278,6 +280,15 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
     return frame, notes
 
 
+def _skipped(frame, image_col, scores, resolved, reader):
+    """The note naming the rows that on_error='skip' left without a score (CONVERT's, PREDICT's)."""
+    left = np.flatnonzero(np.isnan(np.asarray(scores, dtype=np.float64))) if resolved["on_error"] == "skip" else []
+    if not len(left):
+        return []
+    return [skipped_note("SEARCH IMAGE", missed_rows(frame, frame[image_col], left),
+                         f"a NULL {resolved['result_col']}", reader)]
+
+
 def _top(frame, scores, resolved):
     """The frame's top_k rows by `scores` (NaN last), with the score as result_col (a DOUBLE, as
     every path of SEARCH IMAGE gives it: float32 products would make a table's column FLOAT)."""
@@ -336,8 +347,9 @@ def _keyword(engine, statement, resolved, given):
         probs = image_outputs(compute, len(classes), frame, image_col, resolved, reader)
     else:
         probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
-    return Result(statement, frame=_top(frame, probs[:, found].sum(axis=1), resolved),
-                  messages=notes + reader.message("SEARCH IMAGE"), column_types=types)
+    scores = probs[:, found].sum(axis=1)
+    return Result(statement, frame=_top(frame, scores, resolved), column_types=types,
+                  messages=notes + reader.message("SEARCH IMAGE") + _skipped(frame, image_col, scores, resolved, reader))
 
 
 # -- near-duplicates ------------------------------------------------------------------------------
