@@ -415,8 +415,11 @@ def test_unreadable_photos_and_boxes_of_fractions_with_a_detector(squares_db, tm
     train = db.sql("SELECT count(DISTINCT image), count(*) FROM train").fetchone()
     built = db.sql(f"BUILD MODEL d_skip USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', epochs=1, "
                    f"image_size=64, on_error='skip') AS SELECT image, label, box FROM train UNION ALL SELECT '{gone}', "
-                   "'red', {'x1': 1, 'y1': 1, 'x2': 20, 'y2': 20}")
+                   "'red', {'x1': 1, 'y1': 1, 'x2': 20, 'y2': 20} UNION ALL SELECT NULL, 'red', NULL "
+                   "UNION ALL (SELECT image, label, {'x1': 50, 'y1': 50, 'x2': 20, 'y2': 80} FROM train LIMIT 1)")
     assert built.df().loc[0, "train_rows"] == train[0]
+    # the unreadable photo and the row with no path; the inverted box's photo was read (it counted it)
+    assert built.df().loc[0, "skipped_images"] == 2
     assert any(f"trained on {train[0]} photo(s) holding {train[1]} box(es)" in m for m in built.messages)
     fractions = ("SELECT image, label, {'x1': box.x1 / 128, 'y1': box.y1 / 96, 'x2': box.x2 / 128, "
                  "'y2': box.y2 / 96} AS box FROM test")

@@ -484,6 +484,8 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     validated = f"; validated on {len(val_photos)} photo(s) holding {sum(len(b) for b in val_boxes)}" \
         if val_photos else ""
     unread = set(map(str, run.skipped))  # (on_error='skip': photos not trained on)
+    # skipped images: those unreadable and the rows with no path; a row left out for its box is no image
+    no_path = int(missing_paths(frame[image_col]).sum()) if resolved["on_error"] == "skip" else 0
     trained = [i for i, photo in enumerate(photos) if str(photo) not in unread]
     n_photos, n_boxes = len(trained), int(sum(len(boxes[i]) for i in trained))
     messages.append(f"{statement.keyword}: trained on {n_photos} photo(s) holding {n_boxes} box(es){validated}")
@@ -515,7 +517,7 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     return frame_result(statement, {
         "model": [statement.name], "base": [base], "task": [DETECTION.name], "classes": [len(classes)],
         "train_rows": [n_photos], "validation_rows": [len(val_photos)], "skipped_null_labels": [0],
-        "skipped_images": [len(run.skipped) + len(left_out)], "epochs": [epochs], "train_mode": ["finetune"],
+        "skipped_images": [len(run.skipped) + no_path], "epochs": [epochs], "train_mode": ["finetune"],
         "best_validation_metric": [run.metrics.get("val_map_50")],
         "seconds": [round(run.seconds, 2)], "images_per_second": [round(run.images_per_second, 1)],
     }, messages, RESULT_TYPES)
