@@ -110,6 +110,8 @@ def test_a_models_box_format_is_not_contradicted_quietly(halves):
             warnings.simplefilter("error")  # numpy's "converting a masked element to nan" leaked here
             with pytest.raises(DataError, match="row 1 has a box with a NULL corner"):
                 halves.sql(f"PREDICT USING cm OPTIONS (box_col='{box}') AS SELECT image, {columns} FROM photos LIMIT 1")
+    with pytest.raises(DataError, match="row 1 has a box with a NULL or NaN corner"):  # (a NaN was "NULL")
+        halves.sql("PREDICT USING cm OPTIONS (box_col='a') AS SELECT image, [1, 'nan'::DOUBLE, 20, 20] AS a FROM photos")
     # a STRUCT of corners says what it holds: box_format='xywh' against it is refused, not passed over
     with pytest.raises(OptionError, match=r"STRUCT of corners \(x1, y1, x2, y2\), which box_format='xywh'"):
         halves.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='xywh') AS SELECT image, "

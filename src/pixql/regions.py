@@ -342,14 +342,15 @@ def box_problem(box, xywh=False):
         return f"a box written as text that is not JSON of 4 numbers ({text[:60]!r})"
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"
-    if any(v is None or _masked(v) or is_null(v) for v in box):  # four columns read as DuckDB's values (pandas' were NaN)
+    floating = (lambda v: isinstance(v, float) or getattr(getattr(v, "dtype", None), "kind", "") == "f")
+    if any(v is None or _masked(v) or (is_null(v) and not floating(v)) for v in box):  # (a NaN: below)
         return "a box with a NULL corner"
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):
         return f"a box that is not 4 numbers {_shown(box)}"
-    if any(math.isnan(v) for v in (x1, y1, x2, y2)):
-        return "a box with a NULL corner"
+    if any(math.isnan(v) for v in (x1, y1, x2, y2)):  # (NaN, or in four float columns pandas' NULL)
+        return "a box with a NULL or NaN corner"
     if any(math.isinf(v) for v in (x1, y1, x2, y2)):
         return f"a box with an infinite corner {shown_box(box, xywh)}"
     if x2 <= x1 or y2 <= y1:
