@@ -161,6 +161,22 @@ def test_predict_on_error_skip_gives_null_answers_for_unreadable_rows(colors_db,
         assert any(f"row 25: {bad}" in m and "row 26: no image path" in m for m in nested.messages), statement
 
 
+def test_print_image_on_error_skip_leaves_out_rows_with_no_image_path(colors_db, tmp_path):
+    """PRINT IMAGE with on_error='skip' still refused a NULL or '' path, which every other
+    statement leaves out under it; an unreadable file after them is named by its query row."""
+    bad = write_bad_image(tmp_path / "text.jpg", "text")
+    good = [p for (p,) in colors_db.sql("SELECT image FROM colors ORDER BY image LIMIT 2").fetchall()]
+    query = "SELECT * FROM (VALUES (1, NULL), (2, ''), (3, ?), (4, ?), (5, ?)) t(n, image) ORDER BY n"
+    query = query.replace("?", "'{}'").format(good[0], good[1], bad)
+    with pytest.raises(DataError, match="no image path"):
+        colors_db.sql(f"PRINT IMAGE AS {query}")
+    shown = colors_db.sql(f"PRINT IMAGE OPTIONS (on_error='skip', size=32) AS {query}")
+    assert shown.image.size[0] == 2 * (32 + 8) + 8  # the two readable photos of the five rows
+    assert shown.messages == [
+        "PRINT IMAGE: 2 row(s) with no image path were left out (on_error='skip'): row 1, row 2",
+        f"PRINT IMAGE: 1 image(s) that could not be read were left out (on_error='skip'): row 5: {bad}"]
+
+
 def test_on_error_skip_messages_reach_the_cli_stderr(colors_db, tmp_path):
     from click.testing import CliRunner
 

@@ -8,7 +8,8 @@ from pixql import regions
 from pixql.commands.common import caption, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Sheet
-from pixql.image_columns import check_image_paths, column_named, find_column, image_errors, pick_image_col
+from pixql.image_columns import (check_image_paths, column_named, find_column, image_errors, missing_paths,
+                                 pick_image_col)
 from pixql.query_rows import is_null
 from pixql.result import Result
 
@@ -56,9 +57,24 @@ def run(engine, statement):
     if not len(frame):
         raise DataError("the query returned no rows; there is no image to show")
     image_cols = [pick_image_col(frame, name, "the query") for name in names]
+    no_path = []  # on_error='skip': rows with no image path, left out as other commands leave them out
+    if resolved["on_error"] == "skip":
+        import numpy as np
+
+        gone = np.logical_or.reduce([missing_paths(frame[c]) for c in image_cols])
+        no_path = [f"row {int(i) + 1}" for i in frame.index[gone]]
+        frame = frame[~gone]  # (its index: the query's rows, which messages name)
+        if not len(frame):
+            raise DataError(f"no row of the query has an image path: {shown(no_path)}")
+    no_path = [f"PRINT IMAGE: {len(no_path)} row(s) with no image path were left out (on_error='skip'): "
+               f"{shown(no_path)}"] if no_path else []
     if reader.active:
-        return _regions(statement, frame, image_cols[0], reader, resolved)
-    frame = frame.head(resolved["limit"]).reset_index(drop=True)
+        result = _regions(statement, frame, image_cols[0], reader, resolved)
+        result.messages[:0] = no_path
+        return result
+    frame = frame.head(resolved["limit"])
+    numbers = [int(i) + 1 for i in frame.index]  # each row's number in the query
+    frame = frame.reset_index(drop=True)
     for image_col in image_cols:
         check_image_paths(frame, image_col, "the query")
     others = [c for c in frame.columns if c not in image_cols]
@@ -71,9 +87,10 @@ def run(engine, statement):
     skipped = [] if resolved["on_error"] == "skip" else None
     with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=True):
         sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped)
-    left = [f"row {i // len(image_cols) + 1}: {getattr(exc, 'path', None) or paths[i]}" for i, exc in skipped or []]
-    notes = [f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
-             f"{shown(left)}"] if left else []
+    left = [f"row {numbers[i // len(image_cols)]}: {getattr(exc, 'path', None) or paths[i]}"
+            for i, exc in skipped or []]
+    notes = no_path + ([f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
+                        f"{shown(left)}"] if left else [])
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
                   messages=notes)
 
