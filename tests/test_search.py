@@ -271,6 +271,19 @@ def test_keywords_reach_the_imagenet_classes_through_wordnet():
 
 
 # -- near-duplicates --------------------------------------------------------------------------------------
+def test_a_photos_similarity_to_itself_is_at_most_one():
+    """A unit float32 vector's product with itself can round above 1 (1.0000001 here): a
+    similarity, or a pair of copies, showed 1.0000002 on real photos."""
+    from pixql.commands.search import _pairs
+    from pixql.tasks.embedding import EMBEDDING
+
+    v = np.random.default_rng(0).normal(size=1280).astype(np.float32)
+    v /= np.linalg.norm(v)
+    assert float(v @ v) > 1.0  # (the rounding this is about)
+    assert EMBEDDING.similarity(v[None], v).tolist() == [1.0]
+    assert _pairs(np.stack([v, v]), np.stack([v, v]), 0.99, same=True) == [(0, 1, 1.0)]
+
+
 def test_duplicates_within_a_table_and_against_another(colors_db, tmp_path):
     db = colors_db
     original = _first(db, "blue")

@@ -452,7 +452,7 @@ def _pairs(a, b, threshold, same):
         for i, (row_scores, row_cols) in enumerate(zip(scores, cols)):
             for score, j in zip(row_scores.tolist(), row_cols.tolist()):
                 if j >= 0 and has_a[i] and has_b[j] and score >= threshold and (not same or i < j):
-                    found.append((i, j, float(score)))
+                    found.append((i, j, min(float(score), 1.0)))  # (float32 rounding: 1.0000002)
     else:
         for start in range(0, len(a), _PAIR_BLOCK):
             scores = a[start:start + _PAIR_BLOCK] @ b.T
@@ -460,7 +460,7 @@ def _pairs(a, b, threshold, same):
             rows, cols = np.nonzero((scores >= threshold) & both)
             for i, j in zip(rows.tolist(), cols.tolist()):
                 if not same or start + i < j:
-                    found.append((start + i, j, float(scores[i, j])))
+                    found.append((start + i, j, min(float(scores[i, j]), 1.0)))
     if same:  # a pair found from both ends through the index is one pair
         found = list({(i, j): (i, j, s) for i, j, s in found}.values())
     found.sort(key=lambda pair: -pair[2])

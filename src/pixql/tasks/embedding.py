@@ -36,8 +36,9 @@ class EmbeddingTask:
 
     @staticmethod
     def similarity(vectors, query):
-        """Cosine similarity of each row of `vectors` to `query` (both unit length)."""
-        return np.asarray(vectors, dtype=np.float32) @ np.asarray(query, dtype=np.float32)
+        """Cosine similarity of each row of `vectors` to `query` (both unit length), at most 1
+        (float32 products of a vector with itself round to 1.0000002)."""
+        return np.minimum(np.asarray(vectors, dtype=np.float32) @ np.asarray(query, dtype=np.float32), 1.0)
 
     @staticmethod
     def precision_at_k(queries, query_labels, base, base_labels, k=10):
