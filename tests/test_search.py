@@ -126,6 +126,9 @@ def test_search_by_image_ranks_like_array_cosine_similarity(colors_db):
                    "FROM e ORDER BY s DESC, image LIMIT 8").df()
     assert sorted(plain.image) == sorted(found.image)
     assert np.allclose(sorted(plain.s), sorted(found.similarity), atol=1e-5)
+    # a file:// URL names the same photo, as COPY reads one (it was "not an image file here")
+    url = db.sql(SEARCH.format(options=f"search_input='file://{query}', top_k=8", query="SELECT * FROM e")).df()
+    assert url.image.tolist() == found.image.tolist()
     # the rows found keep their vectors' type (a table of them can be searched and compared again),
     # and a list column (FLOAT[], as another tool writes it) is searched the same
     db.sql("CREATE TABLE found AS " + SEARCH.format(options=f"search_input='{query}', top_k=8", query="SELECT * FROM e"))

@@ -130,7 +130,9 @@ def _refuse_another_network(engine, statement, resolved, sql, column, other=None
 def _query_image(embedder, resolved):
     import os
 
-    path = os.path.expanduser(resolved["search_input"])
+    from pixql.ml.images import local_path
+
+    path = os.path.expanduser(local_path(resolved["search_input"]))  # (a file:// URL: its path, as COPY reads it)
     if not os.path.isfile(path):
         raise DataError(f"SEARCH IMAGE: search_input {resolved['search_input']!r} is not an image file here",
                         path=resolved["search_input"])
