@@ -510,6 +510,18 @@ def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
         ("image", "VARCHAR"), ("box", "INTEGER[]"), ("mask", "VARCHAR"), ("mask_share", "DOUBLE")]
 
 
+def test_segment_says_which_masks_cover_nothing_of_their_box(product_on_white, tmp_path):
+    """A mask empty in its box (nothing found there) was silent, and a crop through it is blank:
+    PREDICT then classified the background."""
+    db, _ = product_on_white
+    Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")
+    out = db.sql(f"SEGMENT USING threshold OPTIONS (box_col='box') AS SELECT * FROM (SELECT image, box FROM items "
+                 f"UNION ALL SELECT '{tmp_path}/blank.png', [20, 10, 100, 80]) ORDER BY image LIKE '%blank.png' DESC")
+    assert out.df().mask_share.tolist()[0] == 0 and (out.df().mask_share[1:] > 0).all()
+    assert any(m.startswith("SEGMENT: 1 mask(s) cover none of their box (row 1): mask_share = 0 finds them")
+               for m in out.messages)
+
+
 def test_crop_function_returns_the_box_as_png(halves):
     import io
 

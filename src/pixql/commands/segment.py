@@ -109,6 +109,11 @@ def run(engine, statement):
     if resolved["out_dir"] is None and engine.temporary_store:
         messages.append(f"SEGMENT: the masks are in {folder}, which goes with this in-memory database's "
                         "models when it closes: OPTIONS (out_dir='...') keeps them")
+    empty = [f"row {p + 1}" for p, share in enumerate(shares) if share == 0]
+    if empty:  # (a crop through such a mask is blank: PREDICT would classify the background colour)
+        messages.append(f"SEGMENT: {len(empty)} mask(s) cover none of their box ({shown(empty)}): "
+                        f"mask_share = 0 finds them; a tighter box or another method (USING "
+                        f"{'threshold' if method != 'threshold' else 'grabcut'}) may find the object")
     if missed:
         messages.append(f"SEGMENT: {len(missed)} row(s) whose image could not be read got a NULL mask "
                         f"(on_error='skip'): {shown(missed)}")
