@@ -475,4 +475,8 @@ def test_a_struct_of_corners_with_xywh_is_refused_and_evaluate_skips_rows_it_is_
         db.sql(f"EVALUATE USING d AS {nulled}")
     skipped = db.sql(f"EVALUATE USING d OPTIONS (on_error='skip') AS {nulled}")  # as the message says
     assert any("were left out (on_error='skip')" in m for m in skipped.messages)
+    # a label column of no class of the model (another column named): a report of NULLs, 0 true boxes
+    with pytest.raises(DataError, match=r"none of the query's true boxes has a label that is a class of 'd' "
+                                        r"\(its classes: .*; the labels in 'shade': dark\): is label_col"):
+        db.sql("EVALUATE USING d OPTIONS (label_col='shade') AS SELECT *, 'dark' AS shade FROM test")
     assert db.sql(f"SELECT count(*) FROM ({nulled}) WHERE box IS NULL").fetchone()[0] > 0

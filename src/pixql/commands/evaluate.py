@@ -153,6 +153,10 @@ def _detector(engine, statement, resolved, given):
     photos, boxes, labels, classes, left_out, image_col, label_col = truth(
         frame, resolved, "the query", list(detector.classes), unknown, notes,
         stated_xywh=given.get("box_format") == "xywh")
+    if unknown and not any(len(b) for b in boxes):  # (a mAP of nothing: a report of NULLs, 190 found boxes "false")
+        raise DataError(f"none of the query's true boxes has a label that is a class of '{statement.model}' "
+                        f"(its classes: {shown(classes)}; the labels in '{label_col}': {shown(sorted(set(unknown)))}): "
+                        "is label_col the column it was trained on?", query="the query")
     if left_out:  # on_error='skip': rows with no image path or an unusable box or label
         notes.append(f"{len(left_out)} row(s) with no image path or an unusable box or label were left out "
                      f"(on_error='skip'): row(s) {shown(left_out)}")
