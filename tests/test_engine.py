@@ -794,3 +794,62 @@ def test_a_named_in_memory_database_keeps_its_models_in_a_temporary_folder(tmp_p
     assert os.listdir(tmp_path) == []
     with pytest.raises(pixql.ArgumentError, match="read_only=True needs a database file"):
         pixql.connect(":memory:shop", read_only=True)
+
+
+ENDLESS = "SELECT count(*) AS n FROM range(300000) a, range(300000) b WHERE (a.range * b.range) % 7 = 1"
+
+
+def _signals(sig, *at):
+    """Timers that send `sig` to this process at each of `at` seconds (cancel them after)."""
+    import signal  # noqa: F401
+    import threading
+
+    timers = [threading.Timer(t, os.kill, (os.getpid(), sig)) for t in at]
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
+    return timers
+
+
+def test_ctrl_c_while_a_result_is_printed_stops_it_without_running_it_again(monkeypatch):
+    """repr(), .show() and the terminal's table caught DuckDB's InterruptException as a rendering
+    error and ran the whole query again to word it: the first Ctrl-C was lost."""
+    import signal
+
+    from pixql.result import Result
+
+    again = []
+    monkeypatch.setattr(Result, "_drained", lambda self: again.append(1))
+    with pixql.connect() as db:
+        result = db.sql(ENDLESS)
+        timers = _signals(signal.SIGINT, 0.5, 20, 40)  # (the later ones end the test if the first is lost)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                repr(result)
+        finally:
+            for timer in timers:
+                timer.cancel()
+        assert again == []
+        assert db.sql("SELECT 1 AS one").fetchall() == [(1,)]  # the connection goes on
+
+
+def test_a_programs_own_signal_handler_that_exits_stops_duckdb_first(tmp_path):
+    """A handler that raises SystemExit (sys.exit() on SIGTERM) left the wait with the query still
+    running on the connection's DuckDB thread: the program then never ended (its exit waits for
+    that thread, and closing the connection for the query)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "leaves.py"
+    script.write_text(
+        "import os, signal, sys, threading\n"
+        "import pixql\n"
+        "signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))\n"
+        "db = pixql.connect()\n"
+        "threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+        f"db.sql({ENDLESS!r}).df()\n")
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the program did not end: its query ran on after its SIGTERM handler's sys.exit()")
+    assert done.returncode == 3, done.stderr

@@ -314,6 +314,9 @@ def test_a_value_with_line_breaks_inside_quotes_leaves_the_cells_lines_as_writte
     with pytest.raises(PixqlCellError) as info:
         ip.cell("%%pixql\nSELECT '{note}' AS v,\n  nosuch")
     assert str(info.value).startswith("statement at line 2:") and "LINE 3:   nosuch" in str(info.value)
+    # each reference is evaluated once (its value decided the escape string, and was written)
+    ip["notes"] = iter(["first\nline", "second"])
+    assert ip.cell("%pixql SELECT '{next(notes)}' AS v").v.tolist() == ["first\nline"]
 
 
 def test_values_that_would_pass_for_sql_are_written_as_what_they_are(ip):
@@ -585,6 +588,12 @@ def test_errors_are_caught_as_the_class_and_fields_the_readme_names(ip):
     with pytest.raises(pixql.ParseError) as info:
         ip.cell("%%pixql\nSELECT 1;\nBUILD MODEL m OPTIONS (epochs=) AS SELECT 1")
     assert (info.value.line, info.value.col) == (3, 31) and "line 3, column 31" in str(info.value)
+    # they cross processes as pixql's errors do (pickled), still of their class, with their fields
+    import pickle
+
+    again = pickle.loads(pickle.dumps(ip["bad_reference"]))
+    assert isinstance(again, pixql.InterpolationError) and again.reference == "{rows[5]}"
+    assert str(again) == str(ip["bad_reference"])
 
 
 def test_interrupt_is_reported_as_a_message(ip, capsys, monkeypatch):

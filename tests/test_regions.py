@@ -291,6 +291,10 @@ def test_a_mask_of_another_size_or_not_an_image_names_its_row_and_file(halves, t
     skipped = halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m', on_error='skip') " +
                          query.format(bad=text))
     assert skipped.df().predicted.isna().tolist() == [False, False, True, False, False, False]
+    # a mask that nothing reads (background='keep' crops the box whole) is not checked
+    kept = halves.sql("PRINT IMAGE OPTIONS (box_col='box', mask_col='m', background='keep', draw='crop') " +
+                      query.format(bad=small))
+    assert kept.image is not None and kept.messages == []
 
 
 def test_a_box_under_one_pixel_names_its_own_row_and_is_skipped_alone(halves):

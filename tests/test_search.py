@@ -99,7 +99,7 @@ def test_convert_bad_input_names_row_and_file(colors_db, tmp_path):
         assert found.df().similarity.isna().sum() == 1
         assert [m for m in found.messages if "skip" in m] == [
             f"SEARCH IMAGE: 1 row(s) with an unreadable image or no image path got a NULL similarity "
-            f"(on_error='skip'): row 1: {broken}"]
+            f"and rank last (on_error='skip'): row 1: {broken}"]
     with pytest.raises(CatalogError, match="Unknown base model 'nope'"):
         db.sql("CONVERT USING nope AS SELECT * FROM colors")
     with pytest.raises(WeightsUnavailableError, match="random weights mean nothing"):
@@ -280,9 +280,9 @@ def test_a_photos_similarity_to_itself_is_at_most_one():
     from pixql.commands.search import _pairs
     from pixql.tasks.embedding import EMBEDDING
 
-    v = np.random.default_rng(0).normal(size=1280).astype(np.float32)
-    v /= np.linalg.norm(v)
-    assert float(v @ v) > 1.0  # (the rounding this is about)
+    v = np.zeros(1280, dtype=np.float32)
+    v[7] = np.nextafter(np.float32(1), np.float32(2))  # unit to float32's precision; its square rounds above 1
+    assert float(v @ v) > 1.0
     assert EMBEDDING.similarity(v[None], v).tolist() == [1.0]
     assert _pairs(np.stack([v, v]), np.stack([v, v]), 0.99, same=True) == [(0, 1, 1.0)]
 

@@ -48,7 +48,7 @@ def connect(database=None, *, model_store=None, read_only=False, progress=True, 
     if database is None:
         database = os.environ.get("PIXQL_DB") or None  # (as the terminal's --db and the notebook's)
     if database is not None and not isinstance(database, (str, os.PathLike)):
-        raise ArgumentError(f"connect(): database must be a file name (str or path) or None for memory, "
+        raise ArgumentError(f"connect(): database must be a file name (str or path), ':memory:', or None ($PIXQL_DB, else memory), "
                             f"got {type(database).__name__} {database!r}")
     if model_store is not None and not isinstance(model_store, (str, os.PathLike)):
         raise ArgumentError(f"connect(): model_store must be a folder name (str or path), got {model_store!r}")

@@ -81,22 +81,24 @@ def expand(text, namespace, expressions=True):
             return written
 
         pattern = _FIELD_OR_DOLLAR if kind == "code" and expressions else _FIELD
-        written = pattern.sub(reference, piece)
+        values = []  # what each reference wrote, in order (each is evaluated once)
+        written = pattern.sub(lambda m: values.append(reference(m)) or values[-1], piece)
         if kind == "string" and written.count("\n") + written.count("\r") > piece.count("\n") + piece.count("\r"):
             # a value broke the line: the string as E'...', where the value's breaks are escapes,
             # so that the script's lines stay those written (errors name them)
-            written = _escaped_around(pattern, piece, reference)
+            written = _escaped_around(pattern, piece, values)
             written = (" E" if previous.isalnum() or previous == "_" else "E") + written
         out.append(written)
     return "".join(out)
 
 
-def _escaped_around(pattern, piece, reference):
-    """`piece` ('...') with its references replaced, and its own backslashes doubled, as an
-    escape string's text."""
+def _escaped_around(pattern, piece, values):
+    """`piece` ('...') as an escape string's text: its own backslashes doubled, and `values`, what
+    its references wrote (quotes doubled), with their backslashes and line breaks escaped too."""
     parts, last = [], 0
-    for match in pattern.finditer(piece):
-        parts += [piece[last:match.start()].replace("\\", "\\\\"), reference(match, "estring")]
+    for match, value in zip(pattern.finditer(piece), values):
+        parts += [piece[last:match.start()].replace("\\", "\\\\"),
+                  value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")]
         last = match.end()
     return "".join(parts) + piece[last:].replace("\\", "\\\\")
 

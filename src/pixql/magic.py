@@ -38,15 +38,20 @@ class PixqlCellError(PixqlError):
     """
 
     def __new__(cls, message="", error=None):
+        error = error.error if isinstance(error, PixqlCellError) else error
         if cls is PixqlCellError and isinstance(error, PixqlError):
             cls = _cell_error_class(type(error))
         return super().__new__(cls, message)
 
     def __init__(self, message="", error=None):
+        error = error.error if isinstance(error, PixqlCellError) else error
         PixqlError.__init__(self, message)  # (not the error class's own: a ParseError would render it again)
         if isinstance(error, PixqlError):
             self.__dict__.update(error.__dict__)  # its fields: path, row, line, reference, ...
         self.error = error
+
+    def __reduce__(self):  # (its class is made at run time: rebuilt from the message and the error)
+        return PixqlCellError, (str(self), self.error)
 
     @property
     def kind(self):
@@ -75,8 +80,15 @@ class CellInterrupted(Interrupted):
     def _render_traceback_(self):
         return [f"\x1b[0;31mInterrupted\x1b[0m: {self}"]
 
+    def __reduce__(self):
+        return _interrupted_in_a_cell, (self.keyword, self.line)
 
-CellInterrupted.__name__ = CellInterrupted.__qualname__ = "Interrupted"
+
+CellInterrupted.__name__ = "Interrupted"  # (the name a notebook shows; pickled by _interrupted_in_a_cell)
+
+
+def _interrupted_in_a_cell(keyword, line):
+    return CellInterrupted(keyword, line)
 
 
 def _same_file(a, b):

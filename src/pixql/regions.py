@@ -178,7 +178,8 @@ class RegionReader:
             raise DataError(f"{self.what}: row {row} has a mask that is {exc} ('{self.resolved['mask_col']}'); a mask is "
                             "an image path, COCO polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE "
                             "{'size': [h, w], 'counts': ...}", row=row, query=self.what) from None
-        if isinstance(mask, str):  # a file: readable, and of its photo's size (else the loader names no row)
+        drawn = self.resolved.get("background") != "keep" or self.resolved.get("draw") == "boxes"
+        if isinstance(mask, str) and drawn:  # a file that is read: readable, of its photo's size (else no row named)
             size, wanted = upright_size(mask), self._size(path) if isinstance(path, str) else None
             problem = f"{mask}, which is not an image PIL can read" if size is None else \
                 f"{mask}, {size[0]}x{size[1]}, where its image is {wanted[0]}x{wanted[1]} (a mask has its " \

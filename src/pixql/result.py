@@ -98,6 +98,12 @@ class Result:
         """A fresh run of the lazy query through DuckDB's execute(), its text as written."""
         return self._connection.execute(self._query)
 
+    def _drained(self):
+        """The lazy query run as written, its rows read and dropped (for DuckDB's error)."""
+        cursor = self._executed()
+        while cursor.fetchmany(10_000):
+            pass
+
     @property
     def is_streamed(self):
         """True while the rows are still to be computed batch by batch (see `batches()`)."""
@@ -390,14 +396,12 @@ class Result:
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 try:
                     return self._run(lambda: _shown(relation, max_rows, max_width, max_col_width))
-                except duckdb.Error:
-                    if self._query is None:
+                except duckdb.Error as exc:
+                    if self._query is None or is_interrupt(exc):  # (Ctrl-C: stopped, not run again)
                         raise
                     # The renderer wraps the query, so its "LINE n" counts the wrapper's lines: the
                     # query run as written (read and dropped) fails with DuckDB's words for it
-                    cursor = self._executed()
-                    while cursor.fetchmany(10_000):
-                        pass
+                    self._run(self._drained)
                     raise
         table = _plain_table(self._columns) if self._columns is not None else None
         if table is not None:  # a column of NULLs only: the type the statement declared for it

@@ -200,6 +200,11 @@ class Session:
                 interrupted = True
                 with contextlib.suppress(BaseException):  # (a second Ctrl-C: the same stop)
                     self.duckdb.interrupt()
+            except BaseException:  # a program's own signal handler (sys.exit()): stop DuckDB, then go
+                with contextlib.suppress(BaseException):
+                    self.duckdb.interrupt()
+                    concurrent.futures.wait([future])
+                raise
         value = future.result()  # the call's error, DuckDB's InterruptException among them
         if interrupted:  # it ended before DuckDB saw the interrupt: what was asked is still a stop
             raise KeyboardInterrupt()

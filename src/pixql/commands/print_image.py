@@ -65,7 +65,8 @@ def run(engine, statement):
         no_path = [f"row {int(i) + 1}" for i in frame.index[gone]]
         frame = frame[~gone]  # (its index: the query's rows, which messages name)
         if not len(frame):
-            raise DataError(f"no row of the query has an image path: {shown(no_path)}")
+            first = f"of the first {limit} rows " if len(no_path) >= limit else ""
+            raise DataError(f"no row {first}of the query has an image path: {shown(no_path)}")
     no_path = [f"PRINT IMAGE: {len(no_path)} row(s) with no image path were left out (on_error='skip'): "
                f"{shown(no_path)}"] if no_path else []
     if reader.active:

@@ -288,7 +288,7 @@ def _skipped(frame, image_col, scores, resolved, reader):
     if not len(left):
         return []
     return [skipped_note("SEARCH IMAGE", missed_rows(frame, frame[image_col], left),
-                         f"a NULL {resolved['result_col']}", reader)]
+                         f"a NULL {resolved['result_col']} and rank last", reader)]
 
 
 def _top(frame, scores, resolved):

@@ -113,7 +113,7 @@ def run(engine, statement):
     if empty:  # (a crop through such a mask is blank: PREDICT would classify the background colour)
         messages.append(f"SEGMENT: {len(empty)} mask(s) cover none of their box ({shown(empty)}): "
                         f"mask_share = 0 finds them; a tighter box or another method (USING "
-                        f"{'threshold' if method != 'threshold' else 'grabcut'}) may find the object")
+                        f"{'grabcut' if method == 'threshold' else 'threshold' if method == 'grabcut' else 'grabcut or USING threshold'}) may find the object")
     if missed:
         messages.append(f"SEGMENT: {len(missed)} row(s) whose image could not be read got a NULL mask "
                         f"(on_error='skip'): {shown(missed)}")
