@@ -260,26 +260,47 @@ def _rows(paths, labels, what, task, allow_empty=False):
 
 
 def random_split(paths, labels, fraction, seed):
-    """Hold out `fraction` of the rows, seeded (at least one row stays for training)."""
-    order = list(range(len(paths)))
-    random.Random(seed).shuffle(order)
-    n = min(int(fraction * len(order) + 0.5), len(order) - 1)
-    return _split(paths, labels, set(order[:n]))
+    """Hold out `fraction` of the rows, seeded (at least one row stays for training). The rows of
+    one photo (a duplicate row, the same region twice) go to one side: split between them, the
+    validation score is that of photos the network learnt."""
+    photos = _by_photo(paths, range(len(paths)))
+    random.Random(seed).shuffle(photos)
+    return _split(paths, labels, _held(photos, min(int(fraction * len(paths) + 0.5), len(paths) - 1)))
 
 
 def stratified_split(paths, labels, fraction, seed):
-    """Hold out `fraction` of each class (at least one row stays for training)."""
+    """Hold out `fraction` of each class (at least one row stays for training), the rows of one
+    photo on one side (random_split), in the class of its first row."""
     rng = random.Random(seed)
     by_class = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
+    for photo in _by_photo(paths, range(len(paths))):
+        by_class.setdefault(labels[photo[0]], []).append(photo)
     held = set()
     for label in sorted(by_class):
-        rows = by_class[label]
-        rng.shuffle(rows)
-        n = min(int(fraction * len(rows) + 0.5), len(rows) - 1)  # half rounds up
-        held.update(rows[:n])
+        photos = by_class[label]
+        rng.shuffle(photos)
+        rows = sum(map(len, photos))
+        held |= _held(photos, min(int(fraction * rows + 0.5), rows - 1))  # half rounds up
     return _split(paths, labels, held)
+
+
+def _by_photo(paths, rows):
+    """The rows grouped by their image (a path, or a Region: its photo and box), in first-seen
+    order; without duplicates, one row a group (the split is then the rows' own)."""
+    groups = {}
+    for i in rows:
+        groups.setdefault(str(paths[i]), []).append(i)
+    return list(groups.values())
+
+
+def _held(photos, n):
+    """The rows of the shuffled `photos` held out: whole photos, up to n rows, one photo at
+    least left for training."""
+    held = set()
+    for photo in photos[:-1]:
+        if len(held) + len(photo) <= n:  # (a larger photo passed over: smaller ones may still fit)
+            held.update(photo)
+    return held
 
 
 def _split(paths, labels, held):
