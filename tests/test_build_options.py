@@ -450,6 +450,11 @@ def test_uneven_classes_are_said(db):
                     "WHERE label = 'red' OR image = (SELECT min(image) FROM colors WHERE label = 'blue')")
     assert any("the classes are uneven: 'blue' has 1 training row(s) against 8 for 'red'" in m
                for m in uneven.messages)
+    # counted after a fractional validation holds its share out: 8 and 8 rows, 0.7 held, leave 2 each
+    held = db.sql("BUILD MODEL held OPTIONS (train_mode='linear', validation=0.7) AS SELECT * FROM colors "
+                  "WHERE label IN ('red', 'blue')")
+    assert held.df().loc[0, "train_rows"] == 4
+    assert any("the classes are uneven: '" in m and "has 2 training row(s) against 2" in m for m in held.messages)
 
 
 def test_identical_photos_under_two_labels_or_in_both_splits_are_said(db, tmp_path):

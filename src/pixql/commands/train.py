@@ -122,12 +122,15 @@ UNEVEN = 10  # a class with this many times fewer training rows than the largest
 FEW_ROWS = 5  # ... or with fewer rows than this
 
 
-def _uneven(keyword, labels):
+def _uneven(keyword, labels, held=0):
     """A note when a class has few training rows, or far fewer than another: a model learns to
-    answer it rarely, and an accuracy over all rows hides that."""
+    answer it rarely, and an accuracy over all rows hides that. `held`: the share of each class
+    that a fractional validation holds out (its training rows are what is left, as
+    ml.trained.stratified_split counts them)."""
     import collections
 
-    counts = collections.Counter(str(label) for label in labels).most_common()
+    counts = collections.Counter(str(label) for label in labels)
+    counts = collections.Counter({k: n - min(int(held * n + 0.5), n - 1) for k, n in counts.items()}).most_common()
     if len(counts) < 2:
         return []
     (top, most), (least_name, least) = counts[0], counts[-1]
@@ -313,7 +316,7 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
                         + f"; if that is not meant, write e.g. NULLIF(lower(trim({label_col})), '') AS "
                         f"{label_col} in the query (NULL leaves a row out)")
     if task.name == "classification" and init is None:
-        messages += _uneven(statement.keyword, labels)
+        messages += _uneven(statement.keyword, labels, validation or 0)
         messages += _same_photos(statement.keyword, paths, labels, val_paths)
     shared = set(map(str, paths)) & set(map(str, val_paths or []))
     if shared:  # a validation set that overlaps the training rows measures memory, not skill
