@@ -285,6 +285,11 @@ def test_multi_label_from_a_list_column_and_fit(db, squares):
     assert db.engine.store.manifest("sq2")["train_rows"] == 64
     with pytest.raises(DataError, match="green"):
         db.sql("FIT MODEL sq3 USING sq AS SELECT image, ['red', 'green'] AS tag_list FROM squares")
+    assert not any("every training row" in m for m in db.sql("FIT MODEL sq4 USING sq AS SELECT * FROM squares").messages)
+    # a label on every row teaches the model to answer it always: said (it trained a 1-class model without a word)
+    always = db.sql("BUILD MODEL sq5 OPTIONS (label_col='t', multi_label=true) AS SELECT image, ['x'] AS t FROM squares")
+    assert any("every training row has the label(s) x: the model learns to answer them for every photo" in m
+               for m in always.messages)
 
 
 # -- FIT MODEL -------------------------------------------------------------------------------------

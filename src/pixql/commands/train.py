@@ -315,6 +315,11 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
                            "a class of its own with no text")
                         + f"; if that is not meant, write e.g. NULLIF(lower(trim({label_col})), '') AS "
                         f"{label_col} in the query (NULL leaves a row out)")
+    if task.name == "multi_label" and labels:
+        always = sorted(set.intersection(*map(set, labels)))  # (a label on every row teaches nothing)
+        if always:
+            messages.append(f"{statement.keyword}: every training row has the label(s) {shown(always)}: the model "
+                            "learns to answer them for every photo; rows without them teach it when not to")
     if task.name == "classification" and init is None:
         messages += _uneven(statement.keyword, labels, validation or 0)
         messages += _same_photos(statement.keyword, paths, labels, val_paths)
