@@ -6,6 +6,7 @@ import uuid
 from pixql import ingest
 from pixql.commands.common import frame_result
 from pixql.errors import SqlError
+from pixql.result import Result
 
 # A streamed result is written into a table of this prefix, committed chunk by chunk, and renamed
 # into place at the end; one left by a crash is dropped when the database is next opened.
@@ -60,9 +61,9 @@ def run(engine, statement):
         _refuse_unwritable(session.duckdb, parts, statement.table)
     kind = ingest.table_kind(session.duckdb, where, where_created=True)
     exists = kind is not None
-    if statement.if_not_exists and exists:  # (0 rows written: the message says why)
-        return frame_result(statement, {"table": [statement.table], "rows": [0]},
-                            [f"CREATE TABLE IF NOT EXISTS: {statement.table} exists and was kept; nothing was run"])
+    if statement.if_not_exists and exists:  # no rows, as DuckDB's: a "rows 0" read as an empty table
+        return Result(statement, messages=[f"CREATE TABLE IF NOT EXISTS: {statement.table} exists and was kept; "
+                                           "nothing was run"])
     if not statement.or_replace and exists:
         raise SqlError(f"table {statement.table} already exists: CREATE OR REPLACE TABLE replaces it, and "
                        "CREATE TABLE IF NOT EXISTS keeps it; nothing was run")
