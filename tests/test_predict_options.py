@@ -209,7 +209,10 @@ def test_answers_never_replace_the_querys_columns(colors_db):
             ("PREDICT USING cm AS SELECT *, 1 AS Score FROM colors", "Score", "OPTIONS (score_col='...')"),
             ("PREDICT USING cm OPTIONS (top_k=2) AS SELECT *, 0 AS top_k FROM colors", "top_k", "top_k AS query_top_k"),
             ("PREDICT USING cm OPTIONS (probabilities=true) AS SELECT *, 0.5 AS prob_red FROM colors", "prob_red", ""),
-            ("CONVERT USING cm AS SELECT *, 1 AS embedding FROM colors", "embedding", "result_col=")]:
+            ("CONVERT USING cm AS SELECT *, 1 AS embedding FROM colors", "embedding", "result_col="),
+            # a PREDICT over a PREDICT's rows: both options at once (it was one, then the other)
+            ("PREDICT USING cm AS SELECT * FROM (PREDICT USING cm AS SELECT * FROM colors)", "predicted, score",
+             "name the answer columns with OPTIONS (result_col='...', score_col='...')")]:
         with pytest.raises(DataError, match="already has") as info:
             db.sql(sql)
         assert f"already has {taken}:" in str(info.value) and hint in str(info.value), sql

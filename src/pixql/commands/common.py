@@ -55,9 +55,10 @@ def refuse_taken_columns(keyword, query_columns, added, result_option=None, rena
            f"(SELECT * EXCLUDE ({', '.join(taken)}) ...)"
     options = {**({result_option.lower(): "result_col"} if result_option is not None else {}),
                **{str(k).lower(): v for k, v in (renamed_by or {}).items()}}
-    named = [options[t.lower()] for t in taken if t.lower() in options]
-    if named:
-        ways += f", or name the answer column with OPTIONS ({named[0]}='...')"
+    named = list(dict.fromkeys(options[t.lower()] for t in taken if t.lower() in options))
+    if named:  # (every one at once: PREDICT over a PREDICT's rows takes predicted and score)
+        ways += f", or name the answer column{'s' if len(named) > 1 else ''} with OPTIONS (" + \
+            ", ".join(f"{name}='...'" for name in named) + ")"
     raise DataError(f"{keyword} adds the column(s) {', '.join(added)}, and the query already has "
                     f"{', '.join(taken)}: {ways}")
 
