@@ -429,6 +429,42 @@ def test_results_that_cannot_be_written_give_one_line_and_exit_1(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_a_closed_stdout_or_stdin_is_one_line_not_a_traceback(tmp_path):
+    """Started with stdout closed (`>&-`) a result gave AttributeError tracebacks and status 120;
+    with stdin closed (`<&-`), a traceback. A statement that prints nothing still runs."""
+    import subprocess
+    import sys
+
+    def pixql(*args, **closed):
+        return subprocess.run([sys.executable, "-m", "pixql", "--db", str(tmp_path / "c.duckdb"), *args],
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path, **closed)
+
+    shown = pixql("-c", "SELECT 42 AS answer", stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                  preexec_fn=lambda: os.close(1))
+    assert (shown.returncode, shown.stderr.strip()) == (
+        1, "Error: cannot write the results to the standard output: standard output is closed")
+    quiet = pixql("-c", "CREATE TABLE kept AS SELECT 42 AS answer", stdin=subprocess.DEVNULL,
+                  stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    no_input = pixql(stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
+    assert no_input.returncode == 1 and no_input.stderr.startswith("Error: no statements: standard input is closed")
+
+
+def test_a_comment_at_the_end_of_one_c_does_not_swallow_the_next(run_cli):
+    """The -c texts were joined by ';\n': a trailing `-- comment` took the ';' in, and nothing ran."""
+    out = run_cli("--format", "csv", "-c", "SELECT 1 AS x -- trailing comment", "-c", "SELECT 2 AS y")
+    assert out.stdout.split() == ["x", "1", "y", "2"]
+
+
+def test_set_fills_names_at_the_prompt_too(tmp_path, monkeypatch):
+    """--set filled {NAME} in -c, piped and `run` scripts, and was silently ignored at the prompt."""
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv", "--set", "n=3",
+                                      "--set", "s=hello"], input="SELECT {n} AS n, '{s}' AS s;\n")
+    assert result.exit_code == 0 and "n,s\n3,hello" in result.stdout, result.stderr
+
+
 def test_a_pictures_folder_that_cannot_be_made_is_one_line_naming_it(run_cli, tmp_path, color_csv):
     taken = tmp_path / "a_file"
     taken.write_text("not a folder")

@@ -4,6 +4,8 @@ Results go to stdout, progress and messages to stderr. Exit status 0 on success,
 1 when a statement fails, 2 for bad usage, 130 on Ctrl-C.
 """
 
+import errno
+import io
 import os
 import signal
 import sys
@@ -84,7 +86,7 @@ def _dot_command(words, in_script=False):
     return _DOT_COMMANDS[name].format(quote_literal(words[1]) if len(words) > 1 else "NULL")
 
 
-def _interactive(connection, fmt, out_dir, open_image, plot=False):
+def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=None):
     try:
         import readline  # noqa: F401  (line editing and history for input())
 
@@ -126,7 +128,13 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False):
             if text.rstrip(";").strip().lower() in ("exit", "quit"):
                 break
         try:
+            if variables:  # --set fills {NAME} at the prompt too, as in scripts
+                from pixql.interpolation import expand
+
+                text = expand(text, variables, expressions=False)
             run_script(connection, text, fmt, out_dir, open_image, plot)
+        except PixqlError as exc:  # (a reference --set cannot write: the line, not the session)
+            click.echo(f"Error: {exc}", err=True)
         except KeyboardInterrupt:
             if _terminated:
                 raise
@@ -203,7 +211,8 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, clust
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot,
                    read_only=read_only, wait=wait, cluster=cluster, variables=variables)
-    command = ";\n".join(command) if command else None  # (each -c's statements, the next on a line of its own)
+    # each -c's statements, the next on a line of its own: a trailing `-- comment` ends before the ';'
+    command = "\n;\n".join(command) if command else None
     if ctx.invoked_subcommand is not None:
         if command is not None:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
@@ -212,7 +221,7 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, clust
 
 
 def _stdin_is_terminal():
-    return sys.stdin.isatty()
+    return sys.stdin is not None and sys.stdin.isatty()  # (None: started with stdin closed, `<&-`)
 
 
 def _session(obj, script=None, path=None):
@@ -225,7 +234,12 @@ def _session(obj, script=None, path=None):
             return 1
         if script is None and path is None:
             if _stdin_is_terminal():
-                return _interactive(connection, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
+                return _interactive(connection, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"],
+                                    obj.get("variables"))
+            if sys.stdin is None:
+                click.echo("Error: no statements: standard input is closed; give them with -c, a script file "
+                           "(pixql run FILE) or on standard input", err=True)
+                return 1
             script = sys.stdin.read()  # piped or redirected: a script, run like -c (no prompts)
         if path is not None:
             try:
@@ -328,8 +342,21 @@ class _RowsOnly:
         return getattr(self._rows, name)
 
 
+class _Closed(io.TextIOBase):
+    """Standard output or error that was closed when pixql started (`>&-`): writing to it fails
+    as writing to a closed descriptor does, which the terminal says in one line (status 1)."""
+
+    def write(self, text):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def isatty(self):
+        return False
+
+
 def _rows_only_on_stdout():
-    sys.stdout = _RowsOnly(sys.stdout, sys.stderr)
+    if sys.stderr is None:
+        sys.stderr = _Closed()
+    sys.stdout = _RowsOnly(sys.stdout if sys.stdout is not None else _Closed(), sys.stderr)
 
 
 def main():

@@ -66,7 +66,7 @@ def _write_figures(result, fmt, out_dir, open_image, plot=False):
 
 def _width():
     """The terminal's width for a table; unbounded when stdout is a file or a pipe."""
-    return shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000
+    return shutil.get_terminal_size().columns if sys.stdout is not None and sys.stdout.isatty() else 10_000
 
 
 def _print_messages(result):
@@ -297,7 +297,7 @@ def _stream_rows(result, fmt):
         click.echo(message, err=True)
 
 
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EBADF}  # (EBADF: closed, `>&-`)
 
 
 def run_script(connection, script, fmt="table", out_dir="pixql_output", open_image=False, plot=False):
