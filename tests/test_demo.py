@@ -22,3 +22,34 @@ def test_demo_script_parses_into_pixql_statements():
     kinds = [s.keyword for s in statements]
     assert kinds.count("BUILD MODEL") == 1 and kinds.count("PRINT IMAGE") == 2
     assert "EVALUATE" in kinds and "CREATE TABLE AS" in kinds
+
+
+def test_demo_with_an_unusable_out_folder_or_stopped_says_one_line(tmp_path):
+    """--out naming a file gave a FileExistsError traceback; SIGTERM (and Ctrl-C) printed click's
+    'Aborted!' and status 1, where every other command says one line and 143 (130)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from click.testing import CliRunner
+
+    from pixql.cli import cli
+
+    taken = tmp_path / "a_file"
+    taken.write_text("not a folder")
+    for out in (taken, taken / "below"):
+        result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+        assert result.exit_code == 1 and result.stderr.startswith(f"Error: the demo's folder --out {out} cannot be used")
+    demo = subprocess.Popen([sys.executable, "-m", "pixql", "demo", "--out", str(tmp_path / "demo")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "demo" / "demo.duckdb").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # (under way: its database open)
+        demo.send_signal(signal.SIGTERM)
+        _, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "Terminated: the demo was stopped; nothing half-written was kept."

@@ -290,7 +290,19 @@ def demo(out):
     """Run the offline demo on images that installed packages ship."""
     from pixql.demo import main as demo_main
 
-    sys.exit(demo_main(out))
+    try:
+        sys.exit(demo_main(out))
+    except OSError as exc:  # (--out names a file, or a folder that cannot be made)
+        click.echo(f"Error: the demo's folder --out {out} cannot be used: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    except PixqlError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:  # as a statement's: one line and 130, or 143 for SIGTERM
+        end_progress()
+        what = "Terminated" if _terminated else "Interrupted"
+        click.echo(f"{what}: the demo was stopped; nothing half-written was kept.", err=True)
+        sys.exit(128 + signal.SIGTERM if _terminated else 130)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
