@@ -205,6 +205,11 @@ def test_a_piped_script_or_run_file_takes_dot_commands_between_statements(tmp_pa
     result = CliRunner().invoke(cli, [*db, "run", str(script)])
     assert result.exit_code == 1 and "unknown dot command '.nope'" in result.stderr
     assert "one" in result.stdout and "two" not in result.stdout
+    for line, said in ((".tables extra", "Error: .tables takes no argument, not 'extra'"),  # (it said "unknown")
+                       (".schema a b", "Error: .schema takes one table name, not 'a b'")):
+        script.write_text(f"{line}\n")
+        result = CliRunner().invoke(cli, [*db, "run", str(script)])
+        assert result.exit_code == 1 and result.stderr.strip() == said
     script.write_text(".models\n\n\nSELECT nosuch;\n")  # a statement's line is the file's
     result = CliRunner().invoke(cli, [*db, "run", str(script)])
     assert result.exit_code == 1 and "imagenet_classifier" in result.stdout and "line 4" in result.stderr

@@ -80,8 +80,10 @@ def _dot_command(words, in_script=False):
         click.echo("\n".join(f"{command:<16}{what}" for command, what in _DOT_HELP.items()), err=True)
         return None
     if name not in _DOT_COMMANDS or len(words) > (2 if name == ".schema" else 1):
-        click.echo(f"Error: unknown dot command {' '.join(words)!r}; the prompt knows {', '.join(_DOT_HELP)}",
-                   err=True)
+        wrong = f"{name} takes {'one table name' if name == '.schema' else 'no argument'}, not " \
+                f"{' '.join(words[1:])!r}" if name in _DOT_COMMANDS or name == ".help" else \
+            f"unknown dot command {' '.join(words)!r}; the prompt knows {', '.join(_DOT_HELP)}"
+        click.echo(f"Error: {wrong}", err=True)
         return _FAILED if in_script else None
     return _DOT_COMMANDS[name].format(quote_literal(words[1]) if len(words) > 1 else "NULL")
 
