@@ -83,7 +83,8 @@ def expand(text, namespace, expressions=True):
         pattern = _FIELD_OR_DOLLAR if kind == "code" and expressions else _FIELD
         values = []  # what each reference wrote, in order (each is evaluated once)
         written = pattern.sub(lambda m: values.append(reference(m)) or values[-1], piece)
-        if kind == "string" and written.count("\n") + written.count("\r") > piece.count("\n") + piece.count("\r"):
+        if kind == "string" and written.count("\n") + written.count("\r") > piece.count("\n") + piece.count("\r") \
+                and "\x00" not in written:  # (an escape string refuses NUL: such a value keeps its breaks)
             # a value broke the line: the string as E'...', where the value's breaks are escapes,
             # so that the script's lines stay those written (errors name them)
             written = _escaped_around(pattern, piece, values)
@@ -281,7 +282,8 @@ def _formatted(value, spec, fallback):
 
 
 def _quote(text):
-    if "\n" in text or "\r" in text:  # as escapes: the script's lines stay those written (errors count them)
+    if ("\n" in text or "\r" in text) and "\x00" not in text:  # as escapes: the script's lines stay those
+        # written (errors count them); an escape string refuses a NUL character, a plain one takes it
         return "E'" + text.replace("\\", "\\\\").replace("'", "''").replace("\n", "\\n").replace("\r", "\\r") + "'"
     return "'" + text.replace("'", "''") + "'"
 
