@@ -18,17 +18,6 @@ def pytest_configure(config):
         os.environ.pop(name, None)
 
 
-# The files that take minutes, first: `make test`'s two workers take whole files in collection
-# order, and one of these drawn last kept a core busy alone while the other had finished.
-_LONGEST_FIRST = ("test_ray.py", "test_notebooks.py", "test_tutorial.py", "test_detection.py",
-                  "test_fashion_pipeline.py", "test_ml_real.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable: each file's own order kept)
-
-
 def pytest_unconfigure(config):
     import shutil
 
