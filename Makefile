@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench accuracy clean
+.PHONY: install demo test test-long test-fast bench accuracy clean
 
 install: $(STAMP)
 
@@ -24,7 +24,11 @@ demo: $(STAMP)
 # Two test processes (pytest-xdist), each test file whole in one of them (its module fixtures
 # built once): half the suite's time is one core's Python, so two fill the two cores here.
 test: $(STAMP)
-	$(BIN)/pytest -q -rs -n 2 --dist loadfile --durations=8
+	$(BIN)/pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=8 -m "not long"
+
+# The runs over whole photo sets that make test leaves out for time (marked `long`).
+test-long: $(STAMP)
+	$(BIN)/pytest -q -rs -m long
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -rs -n 2 --dist loadfile -m "not slow"

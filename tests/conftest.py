@@ -7,6 +7,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# make test runs two processes on the same cores, each with torch's 2 OpenMP threads, and some
+# tests start more (a kernel, the terminal, Ray's workers): with OpenMP's default wait, an idle
+# thread spins for its next task, and four spinning threads on two cores slowed a detector's
+# BUILD in a notebook from 14 s to 71 s beside another torch process. A passive wait sleeps.
+# (Read when OpenMP starts, with torch's first import; subprocesses inherit it.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def pytest_configure(config):
     # The suite never reads or fills the user's own cache folder; subprocesses inherit this.
@@ -16,6 +23,23 @@ def pytest_configure(config):
     # nor the user's own database, model store or cluster: connect() and the terminal read these
     for name in ("PIXQL_DB", "PIXQL_HOME", "PIXQL_CLUSTER"):
         os.environ.pop(name, None)
+
+
+# The order in which `make test`'s two workers take whole files (the Makefile turns off xdist's
+# own, by number of tests): the Ray file first, whose minutes are mostly spent waiting for
+# its workers to start (the other worker's files use the cores meanwhile), then the files of
+# minute-long tests, then the rest, most tests first. One of the long files drawn last kept a
+# core busy alone for minutes after the other had finished.
+_FIRST = ("test_ray.py", "test_notebooks.py", "test_tutorial.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    import collections
+
+    tests = collections.Counter(item.path.name for item in items)
+    rank = {name: i for i, name in enumerate(_FIRST)}
+    # (a stable sort: each file's tests keep their own order)
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -tests[item.path.name], item.path.name))
 
 
 def pytest_unconfigure(config):
