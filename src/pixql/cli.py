@@ -267,12 +267,7 @@ def _session(obj, script=None, path=None):
                 return status
         return 0
     except KeyboardInterrupt:
-        end_progress()
-        if _terminated:
-            click.echo("Terminated: the statement was stopped; nothing half-written was kept.", err=True)
-            return 128 + signal.SIGTERM
-        click.echo("Interrupted: the statement was stopped; nothing half-written was kept.", err=True)
-        return 130
+        return _stopped("the statement")
     finally:
         if connection is not None:
             connection.close()
@@ -300,11 +295,17 @@ def demo(out):
     except PixqlError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:  # as a statement's: one line and 130, or 143 for SIGTERM
-        end_progress()
-        what = "Terminated" if _terminated else "Interrupted"
-        click.echo(f"{what}: the demo was stopped; nothing half-written was kept.", err=True)
-        sys.exit(128 + signal.SIGTERM if _terminated else 130)
+    except KeyboardInterrupt:  # as a statement's
+        sys.exit(_stopped("the demo"))
+
+
+def _stopped(what):
+    """Ctrl-C or SIGTERM stopped `what`: one line (the bar it cut short ended first), and the
+    status a shell expects, 130 or 143."""
+    end_progress()
+    click.echo(f"{'Terminated' if _terminated else 'Interrupted'}: {what} was stopped; nothing half-written "
+               "was kept.", err=True)
+    return 128 + signal.SIGTERM if _terminated else 130
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -98,8 +98,7 @@ def _escaped_around(pattern, piece, values):
     its references wrote (quotes doubled), with their backslashes and line breaks escaped too."""
     parts, last = [], 0
     for match, value in zip(pattern.finditer(piece), values):
-        parts += [piece[last:match.start()].replace("\\", "\\\\"),
-                  value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")]
+        parts += [piece[last:match.start()].replace("\\", "\\\\"), _escaped(value)]
         last = match.end()
     return "".join(parts) + piece[last:].replace("\\", "\\\\")
 
@@ -270,7 +269,7 @@ def _render(value, spec, kind, written):
     if kind == "ident":
         return text.replace('"', '""')
     if kind == "estring":  # (its line breaks as escapes too: the script's lines stay those written)
-        text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        text = _escaped(text)
     return text.replace("'", "''")
 
 
@@ -284,8 +283,14 @@ def _formatted(value, spec, fallback):
 def _quote(text):
     if ("\n" in text or "\r" in text) and "\x00" not in text:  # as escapes: the script's lines stay those
         # written (errors count them); an escape string refuses a NUL character, a plain one takes it
-        return "E'" + text.replace("\\", "\\\\").replace("'", "''").replace("\n", "\\n").replace("\r", "\\r") + "'"
+        return "E'" + _escaped(text).replace("'", "''") + "'"
     return "'" + text.replace("'", "''") + "'"
+
+
+def _escaped(text):
+    """`text` as an escape string (E'...') reads it: backslashes doubled, line breaks as \\n and \\r
+    (quotes are the caller's: doubled in a value, kept in a string's own text)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 class Written(str):

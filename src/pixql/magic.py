@@ -38,13 +38,13 @@ class PixqlCellError(PixqlError):
     """
 
     def __new__(cls, message="", error=None):
-        error = error.error if isinstance(error, PixqlCellError) else error
+        error = _reported(error)
         if cls is PixqlCellError and isinstance(error, PixqlError):
             cls = _cell_error_class(type(error))
         return super().__new__(cls, message)
 
     def __init__(self, message="", error=None):
-        error = error.error if isinstance(error, PixqlCellError) else error
+        error = _reported(error)
         PixqlError.__init__(self, message)  # (not the error class's own: a ParseError would render it again)
         if isinstance(error, PixqlError):
             self.__dict__.update(error.__dict__)  # its fields: path, row, line, reference, ...
@@ -60,6 +60,11 @@ class PixqlCellError(PixqlError):
     def _render_traceback_(self):
         lines = str(self).splitlines() or [""]
         return [f"\x1b[0;31m{self.kind}\x1b[0m: {lines[0]}", *lines[1:]]
+
+
+def _reported(error):
+    """The error a cell reports: a PixqlCellError's own (a cell error made of one is not nested)."""
+    return error.error if isinstance(error, PixqlCellError) else error
 
 
 @functools.cache

@@ -161,12 +161,8 @@ class RegionReader:
     def _empty(self, region, shown):
         """What is wrong with a box (`shown` as written) that is under one pixel in its image once
         padded and rounded (None when it has pixels)."""
-        try:
-            region.pixel_box(*self._size(region.path))
-        except RegionError as exc:
-            where = str(exc).rpartition(": " + region.path)[0].partition(f"the box {region.box} ")[2]
-            return f"a box {shown} that {where}"
-        return None
+        where = region.empty_reason(*self._size(region.path))
+        return None if where is None else f"a box {shown} that {where}"
 
     def _mask(self, cell, frame, pos, path):
         row = int(frame.index[pos]) + 1

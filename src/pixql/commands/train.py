@@ -17,7 +17,7 @@ from pixql.catalog import best_metric
 from pixql.commands.common import PRECISION, frame_result, read_labels, shown
 from pixql.errors import CatalogError, DataError, OptionError, TrainingError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
-from pixql.ml.trained import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from pixql.ml.trained import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, held_rows
 from pixql.tasks import for_build, task_of
 
 BUILD_OPTIONS = {
@@ -130,7 +130,7 @@ def _uneven(keyword, labels, held=0):
     import collections
 
     counts = collections.Counter(str(label) for label in labels)
-    counts = collections.Counter({k: n - min(int(held * n + 0.5), n - 1) for k, n in counts.items()}).most_common()
+    counts = collections.Counter({k: n - held_rows(held, n) for k, n in counts.items()}).most_common()
     if len(counts) < 2:
         return []
     (top, most), (least_name, least) = counts[0], counts[-1]

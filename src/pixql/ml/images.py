@@ -206,6 +206,17 @@ class Region:
 
     def pixel_box(self, width, height):
         """The box in pixels of a width x height image, padded and clipped to it."""
+        box, problem = self._pixels(width, height)
+        if problem is not None:
+            raise RegionError(f"the box {self.box} {problem}: {self.path}", path=self.path)
+        return box
+
+    def empty_reason(self, width, height):
+        """Why the box has no pixels in a width x height image once padded, clipped and rounded
+        ("lies outside the 640x480 image", ...), or None when it has some."""
+        return self._pixels(width, height)[1]
+
+    def _pixels(self, width, height):
         x1, y1, x2, y2 = (float(v) for v in self.box)
         if self.normalized:
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
@@ -218,8 +229,8 @@ class Region:
                 f" the {width}x{height} image"
             if inside and not self.normalized and max(map(float, self.box)) <= 1:
                 where += " (fractions of the image? OPTIONS (box_format='normalized') reads them so)"
-            raise RegionError(f"the box {self.box} {where}: {self.path}", path=self.path)
-        return x1, y1, x2, y2
+            return None, where
+        return (x1, y1, x2, y2), None
 
     def read(self):
         """The region as an RGB image (the whole photo is decoded: the box needs its pixels)."""

@@ -265,7 +265,7 @@ def random_split(paths, labels, fraction, seed):
     validation score is that of photos the network learnt."""
     photos = _by_photo(paths, range(len(paths)))
     random.Random(seed).shuffle(photos)
-    return _split(paths, labels, _held(photos, min(int(fraction * len(paths) + 0.5), len(paths) - 1)))
+    return _split(paths, labels, _held(photos, held_rows(fraction, len(paths))))
 
 
 def stratified_split(paths, labels, fraction, seed):
@@ -280,8 +280,14 @@ def stratified_split(paths, labels, fraction, seed):
         photos = by_class[label]
         rng.shuffle(photos)
         rows = sum(map(len, photos))
-        held |= _held(photos, min(int(fraction * rows + 0.5), rows - 1))  # half rounds up
+        held |= _held(photos, held_rows(fraction, rows))
     return _split(paths, labels, held)
+
+
+def held_rows(fraction, rows):
+    """How many of `rows` rows a validation `fraction` holds out: rounded, half up, and one row
+    at least left for training."""
+    return min(int(fraction * rows + 0.5), rows - 1)
 
 
 def _by_photo(paths, rows):
