@@ -277,6 +277,21 @@ def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
     assert "Error" in result.stderr  # the bad statement is reported, the session goes on
 
 
+def test_ctrl_d_after_a_half_typed_statement_says_it_was_not_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)
+    db = str(tmp_path / "t.duckdb")
+    result = CliRunner().invoke(cli, ["--db", db, "--format", "csv"],
+                                input="CREATE TABLE kept AS SELECT 1 AS x;\nCREATE TABLE half AS\n  SELECT 2 AS y\n")
+    assert result.exit_code == 0
+    assert "unfinished statement was not run" in result.stderr
+    shown = CliRunner().invoke(cli, ["--db", db, "--format", "csv", "-c", "SHOW TABLES"])
+    assert shown.stdout.split() == ["name", "kept"]
+    # a Ctrl-D at an empty prompt says nothing of the kind
+    quiet = CliRunner().invoke(cli, ["--db", db, "--format", "csv"], input="SELECT 1;\n")
+    assert quiet.exit_code == 0 and "unfinished" not in quiet.stderr
+
+
 def test_interactive_prompt_runs_dot_commands_at_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))

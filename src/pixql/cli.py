@@ -108,6 +108,8 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
             line = input("pixql> " if not buffer else "   ...> ")
         except EOFError:
             click.echo(err=True)
+            if any(part.strip() for part in buffer):  # (not run: it had no ';' yet, and was perhaps half typed)
+                click.echo("The unfinished statement was not run (a statement ends with ';').", err=True)
             break
         except KeyboardInterrupt:
             if _terminated:  # (SIGTERM ends the session; Ctrl-C only the line)
