@@ -292,6 +292,27 @@ def test_ctrl_d_after_a_half_typed_statement_says_it_was_not_run(tmp_path, monke
     assert quiet.exit_code == 0 and "unfinished" not in quiet.stderr
 
 
+def test_sigterm_at_an_idle_prompt_ends_the_session_with_143_and_no_statement_named(tmp_path, monkeypatch):
+    import pixql.cli as cli_module
+
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    typed = iter(["SELECT 7 AS seven;"])
+
+    def prompt(text=""):
+        try:
+            return next(typed)
+        except StopIteration:  # what the terminal's SIGTERM handler does while input() waits
+            monkeypatch.setattr(cli_module, "_terminated", True)
+            raise KeyboardInterrupt from None
+
+    monkeypatch.setattr("builtins.input", prompt)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"])
+    assert result.exit_code == 143
+    assert "seven\n7" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "Terminated." and "statement" not in result.stderr.split("Ctrl-D")[1]
+
+
 def test_interactive_prompt_runs_dot_commands_at_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))

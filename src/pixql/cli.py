@@ -102,7 +102,7 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
     from pixql.sql.parser import ends_statement
 
     click.echo("pixql: statements end with ';'. Ctrl-D to quit.", err=True)
-    buffer = []
+    buffer, status = [], 0
     while True:
         try:
             line = input("pixql> " if not buffer else "   ...> ")
@@ -112,8 +112,10 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
                 click.echo("The unfinished statement was not run (a statement ends with ';').", err=True)
             break
         except KeyboardInterrupt:
-            if _terminated:  # (SIGTERM ends the session; Ctrl-C only the line)
-                raise
+            if _terminated:  # (SIGTERM ends the session, at the prompt with nothing to stop; Ctrl-C only the line)
+                click.echo("\nTerminated.", err=True)
+                status = 128 + signal.SIGTERM
+                break
             buffer = []
             click.echo(err=True)
             continue
@@ -148,7 +150,7 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
             readline.write_history_file(history)
         except OSError:
             pass
-    return 0
+    return status
 
 
 
