@@ -53,3 +53,17 @@ def test_demo_with_an_unusable_out_folder_or_stopped_says_one_line(tmp_path):
         demo.kill()
     assert demo.returncode == 143, err
     assert err.strip().splitlines()[-1] == "Terminated: the demo was stopped; nothing half-written was kept."
+
+
+def test_demo_refuses_the_options_of_statements_it_would_ignore(tmp_path):
+    """`pixql --db shop.duckdb demo` ran the demo into demo_out/demo.duckdb, leaving shop.duckdb
+    untouched without a word."""
+    from click.testing import CliRunner
+
+    from pixql.cli import cli
+
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "shop.duckdb"), "--format", "csv", "demo",
+                                      "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 2
+    assert "--db, --format would not be used" in result.stderr and "--out" in result.stderr
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "shop.duckdb").exists()

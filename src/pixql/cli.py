@@ -287,9 +287,20 @@ def run(obj, script_file):
 
 @cli.command()
 @click.option("--out", default="demo_out", show_default=True, help="Folder for the demo's data and pictures.")
-def demo(out):
+@click.pass_context
+def demo(ctx, out):
     """Run the offline demo on images that installed packages ship."""
+    from click.core import ParameterSource
+
     from pixql.demo import main as demo_main
+
+    # (the demo runs its own script into a database and pictures of its own in --out: an option
+    # for the statements would be silently ignored)
+    given = [p.opts[0] for p in ctx.parent.command.params
+             if ctx.parent.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"pixql demo runs its own script, with its database and pictures in --out ({out}): "
+                               f"{', '.join(given)} would not be used; run `pixql demo [--out FOLDER]`", ctx)
 
     try:
         sys.exit(demo_main(out))
