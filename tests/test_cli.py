@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -577,3 +578,30 @@ def test_only_the_main_thread_writes_to_stdout(capsys, monkeypatch):
     sys.stdout.flush()
     out, err = capsys.readouterr()
     assert out == "image,label\n" and err == "(raylet) a worker died; its task will be retried\n"
+
+
+def test_open_starts_the_viewer_or_says_there_is_none(run_cli, color_csv, tmp_path, monkeypatch):
+    """--open with no program to open files (a server, a container) said nothing: the picture
+    seemed to open. With a viewer (xdg-open, here a script that notes its argument), nothing is said."""
+    if sys.platform != "linux":
+        pytest.skip("xdg-open is the viewer click starts on Linux")
+    empty = tmp_path / "no-viewer"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    statement = f"COPY c FROM '{color_csv}'; PRINT IMAGE AS SELECT image FROM c LIMIT 2"
+    result = run_cli("--open", "-c", statement)
+    assert result.exit_code == 0
+    assert "--open: no program could be started to open" in result.stderr and "print_image" in result.stderr
+
+    viewer = tmp_path / "viewer"
+    viewer.mkdir()
+    opened = tmp_path / "opened.txt"
+    (viewer / "xdg-open").write_text(f"#!/bin/sh\necho \"$1\" >> {opened}\n")
+    (viewer / "xdg-open").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{viewer}:/bin:/usr/bin")
+    result = run_cli("--open", "-c", "PRINT IMAGE AS SELECT image FROM c LIMIT 2")
+    assert result.exit_code == 0 and "no program" not in result.stderr
+    deadline = time.monotonic() + 30  # (the viewer runs beside pixql, not waited for)
+    while not opened.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert opened.read_text().strip().endswith(".png")

@@ -50,7 +50,15 @@ def _save_picture(picture, stem, label, fmt, out_dir, open_image):
     path = _write_png(picture, out_dir, stem)
     click.echo(f"{label}: {path.resolve()}", err=fmt != "table")
     if open_image:
-        click.launch(str(path))
+        _open(path)
+
+
+def _open(path):
+    """--open: the system's viewer for a written picture; said when there is none to start
+    (click.launch returns 1 then, without a word)."""
+    if click.launch(str(path)) != 0:
+        click.echo(f"--open: no program could be started to open {path.resolve()} (xdg-open on Linux, "
+                   "open on macOS); the file is written", err=True)
 
 
 def _write_figures(result, fmt, out_dir, open_image, plot=False):
@@ -87,7 +95,7 @@ def print_result(result, fmt, out_dir, open_image, plot=False):
         if fmt == "table":  # csv and json keep stdout for rows
             click.echo(str(path.resolve()))
         if open_image:
-            click.launch(str(path))
+            _open(path)
         return
     if not result.shows_rows:
         return
