@@ -605,3 +605,11 @@ def test_open_starts_the_viewer_or_says_there_is_none(run_cli, color_csv, tmp_pa
     while not opened.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert opened.read_text().strip().endswith(".png")
+
+
+def test_a_script_saved_with_a_byte_order_mark_runs_its_first_dot_command(run_cli, tmp_path):
+    script = tmp_path / "bom.sql"
+    script.write_bytes("\ufeff.tables\nCREATE TABLE t AS SELECT 1 AS x;\n.tables\n".encode("utf-8"))
+    result = run_cli("--format", "csv", "run", str(script))
+    assert result.exit_code == 0, result.stderr
+    assert "unknown dot command" not in result.stderr and result.stdout.endswith("name\nt\n")

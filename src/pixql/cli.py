@@ -257,6 +257,7 @@ def _session(obj, script=None, path=None):
             from pixql.interpolation import expand
 
             script = expand(script, obj["variables"], expressions=False)  # names only: no Python runs
+        script = script.removeprefix("\ufeff")  # (an editor's byte-order mark: before a dot command, it was none)
         for kind, piece in _script_pieces(script):  # dot commands between statements, as DuckDB's shell reads them
             if kind == "dot":
                 piece = _dot_command(piece, in_script=True)
