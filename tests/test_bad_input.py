@@ -810,6 +810,36 @@ def test_a_syntax_error_around_or_inside_a_nested_statement_runs_nothing(colors_
         assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('t9', 'p')").fetchall() == [(0,)]
 
 
+def test_a_mistake_in_the_query_around_a_nested_statement_is_said_before_its_model_runs(colors_db, monkeypatch):
+    """A misspelt column or a missing table around (PREDICT ...) was found only after the model
+    had gone over every photo of its query (minutes on a large table). The query is bound first
+    over the statement's result on none of its rows (EVALUATE, which refuses no rows, still runs first)."""
+    queries = []
+    run_nested = colors_db.engine.session._run_nested
+
+    def recording(inner):
+        queries.append(inner.query)
+        return run_nested(inner)
+
+    monkeypatch.setattr(colors_db.engine.session, "_run_nested", recording)
+    for script, wrong in (("SELECT predicted, labl FROM (PREDICT USING cm AS SELECT * FROM colors)", '"labl"'),
+                          ("CREATE TABLE kept AS\nSELECT p.predicted FROM (PREDICT USING cm AS SELECT * FROM colors) p "
+                           "JOIN nosuch n USING (image)", "nosuch"),
+                          ("SELECT predicted FROM (PREDICT USING cm AS SELECT * FROM colors) GROUP BY predicted "
+                           "HAVING max(scor) > 0", '"scor"')):
+        queries.clear()
+        with pytest.raises(SqlError) as info:
+            colors_db.sql(script)
+        assert wrong in str(info.value) and "Binder Error" in str(info.value) or "Catalog Error" in str(info.value)
+        assert queries and all(q.rstrip().endswith("LIMIT 0") for q in queries), queries  # no row went through cm
+    assert colors_db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'kept'").fetchall() == [(0,)]
+    # a query that binds runs as before: its statement over all of its rows
+    queries.clear()
+    rows = colors_db.sql("SELECT label, predicted FROM (PREDICT USING cm AS SELECT * FROM colors) ORDER BY image").df()
+    assert len(rows) == 24 and (rows.label == rows.predicted).all()
+    assert [q.rstrip().endswith("LIMIT 0") for q in queries] == [True, False]
+
+
 @pytest.mark.parametrize("sql, hint", [
     ("DESCRIBE PREDICT USING cm AS SELECT * FROM colors", r"DESCRIBE \(PREDICT \.\.\.\)"),
     ("SUMMARIZE EVALUATE USING cm AS SELECT * FROM colors", r"SUMMARIZE \(EVALUATE \.\.\.\)"),

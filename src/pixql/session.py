@@ -343,6 +343,10 @@ class Session:
         try:
             sql = self._with_computed_once(sql, kept)
             found = nested_statements(sql, line=line, col=col)
+            unbound = None if describes_only(sql) else self._unbound_over_no_rows(sql, found, names)
+            if unbound is not None:  # the caller's own run of it fails as it would after the statements
+                yield unbound[0], True
+                raise SqlError(str(unbound[1]))  # (it did not: never go on over no rows)
             run = self._columns_of if describes_only(sql) else self._run_nested
             results = [(start, stop, _after_lateral(run, inner, sql[:start])) for start, stop, inner in found]
             for start, stop, result in results:
@@ -359,6 +363,41 @@ class Session:
                 self.duckdb.unregister(name)
             for name in kept:
                 self.drop_table(name)
+
+    def _unbound_over_no_rows(self, sql, found, names):
+        """(`sql` over its statements' results on none of their rows, DuckDB's error binding it) when
+        the query around them cannot be bound (a misspelt column, a missing table): said before
+        the model goes over every photo, not after. None when it binds, or when a statement
+        cannot be run so (it is not a model's query, or it refuses no rows: its own run says why).
+        The empty results' view names are added to `names` (dropped with the others)."""
+        import duckdb
+
+        from pixql.sql.statements import ModelQuery
+
+        pieces = []
+        for start, stop, inner in found:
+            query = getattr(inner, "query", None)
+            if not isinstance(inner, ModelQuery) or not (isinstance(query, str) and query.strip()):
+                return None
+            try:
+                result = self._run_nested(dataclasses.replace(inner, query=f"SELECT * FROM ({query}\n) LIMIT 0"))
+                frame = result.df()
+            except PixqlError:
+                return None
+            name = self.temp_name("nested")
+            self.duckdb.register(name, frame)
+            names.append(name)
+            pieces.append((start, stop, f"(SELECT {ingest.frame_select(frame, result.duckdb_types())} FROM {name})"))
+        empty = spliced(sql, pieces)
+        try:
+            (parsed,) = self.duckdb.extract_statements(empty)
+            # (a query is bound by making its relation; another statement by planning it)
+            self.duckdb.sql(empty) if parsed.type.name == "SELECT" else self.duckdb.execute("EXPLAIN " + empty)
+        except (duckdb.BinderException, duckdb.CatalogException) as exc:
+            return empty, exc
+        except (duckdb.Error, ValueError):  # (EXPLAIN of a statement it does not plan: not known here)
+            pass
+        return None
 
     def _columns_of(self, inner):
         """`inner`'s result over none of its query's rows, for a DESCRIBE or EXPLAIN around it: its
