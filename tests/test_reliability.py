@@ -46,6 +46,25 @@ def test_copy_labels_by_the_first_level_folder_and_counts_root_images(tmp_path):
         assert rows == {"a.png": "cats", "b.png": "cats", "c.png": "dogs", "loose.png": None}
 
 
+def test_a_folder_of_unlabelled_photos_gets_a_text_label_that_can_be_filled_later(tmp_path):
+    """Photos with no class folder made `label` of DuckDB's type "NULL": no UPDATE, INSERT or
+    append of a label could ever fill it. And appending a folder to a table whose label column
+    cannot hold its names gave Python's UnboundLocalError."""
+    _png(tmp_path / "flat" / "a.png")
+    _png(tmp_path / "tree" / "cats" / "b.png")
+    with pixql.connect(progress=False) as db:
+        db.sql(f"COPY flat FROM '{tmp_path / 'flat'}'")
+        assert db.sql("SELECT column_type FROM (DESCRIBE flat) WHERE column_name = 'label'").fetchall() == [("VARCHAR",)]
+        db.sql("UPDATE flat SET label = 'cats'")
+        db.sql(f"COPY flat OPTIONS (if_exists='append') FROM '{tmp_path / 'tree'}'")
+        assert db.sql("SELECT label, count(*) FROM flat GROUP BY label").fetchall() == [("cats", 2)]
+        db.sql("CREATE TABLE digits (image VARCHAR, label INTEGER)")
+        with pytest.raises(DataError) as info:
+            db.sql(f"COPY digits OPTIONS (if_exists='append') FROM '{tmp_path / 'tree'}'")
+        assert info.value.row == 1 and "the label value 'cats'" in str(info.value) and "nothing was loaded" in str(info.value)
+        assert db.sql("SELECT count(*) FROM digits").fetchall() == [(0,)]
+
+
 # -- 2. a query held in an option runs only itself --------------------------------------------------
 @pytest.mark.parametrize("validation", [
     "SELECT * FROM colors; DROP TABLE keep",

@@ -291,7 +291,11 @@ def copy_table(con, table, source, options, base_dir=None):
                               "cannot be 'label'", option="image_col")
         frame = pd.DataFrame(rows, columns=[image_col, "label"])
         con.register("__pixql_copy_frame", frame)
-        select = "SELECT * FROM __pixql_copy_frame"
+        # (text, also when every label is NULL: pandas' column of None alone is DuckDB's type "NULL",
+        # which no UPDATE or INSERT of a label could fill)
+        relation = f"(SELECT CAST({quote_ident(image_col)} AS VARCHAR) AS {quote_ident(image_col)}, " \
+            "CAST(label AS VARCHAR) AS label FROM __pixql_copy_frame)"
+        select = f"SELECT * FROM {relation}"
     else:
         reader = _reader_of(path)
         if reader is None:
