@@ -65,6 +65,20 @@ def test_a_folder_of_unlabelled_photos_gets_a_text_label_that_can_be_filled_late
         assert db.sql("SELECT count(*) FROM digits").fetchall() == [(0,)]
 
 
+@pytest.mark.parametrize("name, text", [("blank.csv", "\n\n  \n"), ("empty.json", " [ \n ] \n"),
+                                        ("bom.csv", "\ufeff\n")])
+def test_a_file_of_blank_lines_or_an_empty_list_keeps_the_table_it_would_replace(tmp_path, name, text):
+    """DuckDB reads blank lines as one NULL in a `column0`, `[]` as a `json` column of no rows:
+    COPY ... OPTIONS (overwrite=true) replaced a good table with that (a 0-byte file was refused)."""
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pixql.connect(progress=False) as db:
+        db.sql("CREATE TABLE good AS SELECT 'a.jpg' AS image, 'cat' AS label")
+        with pytest.raises(DataError, match="holds no rows: only blank lines") as info:
+            db.sql(f"COPY good OPTIONS (overwrite=true) FROM '{tmp_path / name}'")
+        assert info.value.path == str(tmp_path / name)
+        assert db.sql("SELECT * FROM good").fetchall() == [("a.jpg", "cat")]
+
+
 # -- 2. a query held in an option runs only itself --------------------------------------------------
 @pytest.mark.parametrize("validation", [
     "SELECT * FROM colors; DROP TABLE keep",

@@ -306,6 +306,11 @@ def copy_table(con, table, source, options, base_dir=None):
             )
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty")
+        if reader != "read_parquet" and path.suffix.lower() not in _COMPRESSED and _blank_file(path):
+            # (DuckDB reads blank lines as a column0 of one NULL, `[]` as a json column of no rows:
+            # a table of nothing that would replace a good one)
+            raise DataError(f"{path} holds no rows: only blank lines" + (" or an empty list" if reader ==
+                                                                         "read_json_auto" else ""), path=str(path))
         encoding = options.get("encoding")
         if encoding is not None and reader != "read_csv_auto":
             raise OptionError(f"option 'encoding' is for CSV files, not {path.name}", option="encoding")
@@ -502,6 +507,16 @@ def _resolved_paths(folder, images_only, caught, values):
 
 def _names_image(value):
     return isinstance(value, str) and value.rstrip().lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _blank_file(path, most=1 << 16):
+    """Whether a small text file is white space alone, or an empty JSON list (with white space)."""
+    if path.stat().st_size > most:
+        return False
+    with open(path, "rb") as file:
+        text = file.read().lstrip(b"\xef\xbb\xbf")  # (a byte-order mark)
+    text = text.strip()
+    return not text or (text[:1] == b"[" and text[-1:] == b"]" and not text[1:-1].strip())
 
 
 def _reader_of(path):
