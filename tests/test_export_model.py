@@ -91,6 +91,11 @@ def test_export_refuses_what_it_should(colors_db, tmp_path):
     for opset in (7, 99):  # ones torch's exporters cannot write for these networks: said before any export
         with pytest.raises(OptionError, match=f"'opset' must be between 11 and 23, got {opset}"):
             colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'o.onnx'}' OPTIONS (opset={opset})")
+    for other in ("cm.pt", "cm.safetensors", "cm"):  # ONNX under another format's name (or none)
+        with pytest.raises(CatalogError, match=f"EXPORT MODEL writes ONNX: name the file cm.onnx, not {other}"):
+            colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / other}'")
+        assert not (tmp_path / other).exists()
+    colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'upper.ONNX'}'")
     for folder in ("", str(tmp_path)):  # '' is the working folder: not "already exists, overwrite"
         with pytest.raises(CatalogError, match="is a folder, not a file to write"):
             colors_db.sql(f"EXPORT MODEL cm TO '{folder}' OPTIONS (overwrite=true)")

@@ -22,6 +22,9 @@ def run(engine, statement):
     if not statement.path.strip() or path.is_dir():
         raise CatalogError(f"EXPORT MODEL: {statement.path!r} is a folder, not a file to write: "
                            "name the file, e.g. TO 'model.onnx'", path=str(path))
+    if path.suffix.lower() != ".onnx":  # (an ONNX file under another format's name misleads what opens it)
+        raise CatalogError(f"EXPORT MODEL writes ONNX: name the file {path.stem or 'model'}.onnx, not "
+                           f"{path.name}", path=str(path))
     sidecar = Path(sidecar_path(path))
     if sidecar.is_dir():  # (overwrite=true would not replace a folder either)
         raise CatalogError(f"EXPORT MODEL: {sidecar}, where the preprocessing beside {path.name} is written, is a "
