@@ -156,6 +156,10 @@ def test_copy_without_options_into_an_existing_table_is_duckdbs_append(db, color
     appended = db.sql(f"SELECT image FROM colors WHERE image IN (SELECT image FROM read_csv('{color_csv}')) "
                       "ORDER BY ALL").fetchall()
     assert appended == as_written
+    # a file:// URL, which DuckDB's COPY cannot read (its IO Error said no file matched), is pixql's
+    with pytest.raises(CatalogError, match="table colors already exists; use OPTIONS \\(overwrite=true\\)"):
+        db.sql(f"COPY colors FROM 'file://{color_csv}'")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (48,)
 
 
 def test_copy_normalises_paths_and_expands_the_home_folder(db, color_images, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from pixql import ingest
 from pixql import options as opt
 from pixql.commands import plain_sql
 from pixql.commands.common import frame_result
+from pixql.ml.images import local_path
 
 OPTIONS = {
     "overwrite": opt.flag(False),
@@ -22,8 +23,9 @@ OPTIONS = {
 
 def run(engine, statement):
     con = engine.session.duckdb
+    # (a folder, or a file:// URL, which DuckDB's COPY cannot read, is pixql's: "the table exists")
     if not statement.with_options and ingest.copy_target(con, statement.table)[0] \
-            and not Path(statement.source).expanduser().is_dir():
+            and local_path(statement.source) == statement.source and not Path(statement.source).expanduser().is_dir():
         result = plain_sql.run_as_duckdb(engine, statement)
         # said, since a script run twice doubles its tables this way, with paths left as written
         result.messages.append(f"COPY {statement.table}: the table exists, so DuckDB's own COPY appended the "
