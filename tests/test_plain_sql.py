@@ -146,6 +146,11 @@ def test_the_models_are_the_table_function_pixql_models(pair):
     rows = db.sql("SELECT name, task, status FROM pixql_models() WHERE name = 'imagenet_classifier'").fetchall()
     assert rows == [("imagenet_classifier", "classification", "ok")]
     assert db.sql("SELECT * FROM pixql_models()").columns == db.sql("SHOW MODELS").columns
+    # without its parentheses (SPEC calls it the catalog table): DuckDB's error and where it is
+    with pytest.raises(SqlError) as info:
+        db.sql("SELECT name FROM pixql_models").fetchall()
+    assert "Table with name pixql_models does not exist" in str(info.value)
+    assert str(info.value).endswith("the table function pixql_models(): SELECT * FROM pixql_models()")
 
 
 # -- 5. pixql's words are names too -------------------------------------------------------------------

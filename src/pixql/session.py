@@ -220,8 +220,11 @@ class Session:
         failure = self.udf_failure()
         if failure is not None:
             return failure
-        return SqlError(str(exc)) if what is None else \
-            DataError(f"the {what} failed: {public_text(str(exc))}", query=f"the {what}")
+        text = str(exc)
+        if _CATALOG_AS_A_TABLE.search(text):  # (SPEC calls it a catalog table: where it is)
+            text += "\npixql's catalog of models is the table function pixql_models(): SELECT * FROM pixql_models()"
+        return SqlError(text) if what is None else \
+            DataError(f"the {what} failed: {public_text(text)}", query=f"the {what}")
 
     def parse(self, sql):
         """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError with
@@ -871,6 +874,9 @@ def open_database(database, read_only, wait, config=None):
                 f"{waited}; a database file has one writer, or many read-only readers, at a time. "
                 f"Close it there, or wait for it with --wait SECONDS (Python: pixql.connect(..., wait=SECONDS))"
                 f"{share}") from exc
+
+
+_CATALOG_AS_A_TABLE = re.compile(r"Catalog Error: Table with name pixql_models does not exist", re.IGNORECASE)
 
 
 def _after_lateral(run, inner, before):
