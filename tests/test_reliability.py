@@ -79,6 +79,20 @@ def test_a_file_of_blank_lines_or_an_empty_list_keeps_the_table_it_would_replace
         assert db.sql("SELECT * FROM good").fetchall() == [("a.jpg", "cat")]
 
 
+def test_copy_says_which_columns_of_image_names_it_made_absolute(tmp_path):
+    """A column of original file names (IMG_0001.JPG) was rewritten into paths beside the CSV,
+    files that do not exist, without a word."""
+    _png(tmp_path / "photos" / "a.png")
+    (tmp_path / "meta.csv").write_text("image,orig_name,label\nphotos/a.png,IMG_0001.JPG,cat\n")
+    with pixql.connect(progress=False) as db:
+        result = db.sql(f"COPY me FROM '{tmp_path / 'meta.csv'}'")
+        (message,) = [m for m in result.messages if "name image files" in m]
+        assert "image, orig_name" in message and "OPTIONS (image_col='image')" in message
+        db.sql(f"COPY kept OPTIONS (image_col='image') FROM '{tmp_path / 'meta.csv'}'")
+        assert db.sql("SELECT image, orig_name FROM kept").fetchall() == [(str(tmp_path / "photos" / "a.png"),
+                                                                            "IMG_0001.JPG")]
+
+
 # -- 2. a query held in an option runs only itself --------------------------------------------------
 @pytest.mark.parametrize("validation", [
     "SELECT * FROM colors; DROP TABLE keep",

@@ -378,6 +378,10 @@ def copy_table(con, table, source, options, base_dir=None):
             if every and options.get("image_col") is None:
                 messages.append(f"COPY {table}: the values of {', '.join(path_cols)} name files without an image's "
                                 "ending (.jpg ...): taken as image paths, relative ones made absolute")
+            elif len(path_cols) > 1:  # (a column of original file names is rewritten too: said)
+                messages.append(f"COPY {table}: the columns {', '.join(path_cols)} name image files: each one's "
+                                f"relative paths were made absolute; OPTIONS (image_col='{path_cols[0]}') resolves "
+                                "that column alone and keeps the others as written")
         fixed = [f"{resolve}({quote_ident(c)}) AS {quote_ident(c)}" for c in path_cols]
         select = (f"SELECT * REPLACE ({', '.join(fixed)}) FROM {relation}" if fixed
                   else f"SELECT * FROM {relation}")
