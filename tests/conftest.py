@@ -27,10 +27,16 @@ def pytest_configure(config):
 
 # The order in which `make test`'s two workers take whole files (the Makefile turns off xdist's
 # own, by number of tests): the Ray file first, whose minutes are mostly spent waiting for
-# its workers to start (the other worker's files use the cores meanwhile), then the files of
-# minute-long tests, then the rest, most tests first. One of the long files drawn last kept a
-# core busy alone for minutes after the other had finished.
-_FIRST = ("test_ray.py", "test_notebooks.py", "test_tutorial.py")
+# its workers to start (the other worker's files use the cores meanwhile), then the other files
+# of long tests, longest first (their seconds summed in one run of this suite, 2026-12-07), then
+# the rest, most tests first. Drawn by number of tests, files of a few long tests came last and
+# one of them kept a core busy alone for minutes after the other had finished.
+_FIRST = ("test_ray.py", "test_notebooks.py", "test_crash_safety.py", "test_cached_linear.py",
+          "test_onnx_runtime.py", "test_tutorial.py", "test_detection.py", "test_engine.py",
+          "test_build_options.py", "test_concurrency.py", "test_duckdb_parity.py", "test_ml_train.py",
+          "test_regions.py", "test_top_tune.py", "test_bad_input.py", "test_predict_options.py",
+          "test_predict_stream.py", "test_search.py", "test_evaluate.py", "test_allocator.py",
+          "test_linear_head.py", "test_cli.py", "test_strategy.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
