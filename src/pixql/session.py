@@ -342,7 +342,7 @@ class Session:
         if not found:
             yield sql, False
             return
-        names, pieces, kept = [], [], []
+        names, kept = [], []
         try:
             sql = self._with_computed_once(sql, kept)
             found = nested_statements(sql, line=line, col=col)
@@ -352,13 +352,7 @@ class Session:
                 raise SqlError(str(unbound[1]))  # (it did not: never go on over no rows)
             run = self._columns_of if describes_only(sql) else self._run_nested
             results = [(start, stop, _after_lateral(run, inner, sql[:start])) for start, stop, inner in found]
-            for start, stop, result in results:
-                name = self.temp_name("nested")
-                frame = result.df()  # (a streamed result's notes come as it is computed)
-                self.duckdb.register(name, frame)
-                names.append(name)
-                typed = ingest.frame_select(frame, result.duckdb_types())  # an empty result's types kept
-                pieces.append((start, stop, f"(SELECT {typed} FROM {name})"))
+            pieces = [(start, stop, self._as_view(result, names)) for start, stop, result in results]
             self.nested_messages[:0] = [m for _, _, result in results for m in result.messages]
             yield spliced(sql, pieces), True
         finally:
@@ -379,18 +373,13 @@ class Session:
 
         pieces = []
         for start, stop, inner in found:
-            query = getattr(inner, "query", None)
-            if not isinstance(inner, ModelQuery) or not (isinstance(query, str) and query.strip()):
+            result = self._on_no_rows(inner) if isinstance(inner, ModelQuery) else None
+            if result is None:
                 return None
             try:
-                result = self._run_nested(dataclasses.replace(inner, query=f"SELECT * FROM ({query}\n) LIMIT 0"))
-                frame = result.df()
+                pieces.append((start, stop, self._as_view(result, names)))
             except PixqlError:
                 return None
-            name = self.temp_name("nested")
-            self.duckdb.register(name, frame)
-            names.append(name)
-            pieces.append((start, stop, f"(SELECT {ingest.frame_select(frame, result.duckdb_types())} FROM {name})"))
         empty = spliced(sql, pieces)
         try:
             (parsed,) = self.duckdb.extract_statements(empty)
@@ -406,13 +395,28 @@ class Session:
         """`inner`'s result over none of its query's rows, for a DESCRIBE or EXPLAIN around it: its
         columns and their types without running its model over every row. A statement that refuses
         no rows (or whose query will not take the limit) runs whole, as it would otherwise."""
+        result = self._on_no_rows(inner)
+        return self._run_nested(inner) if result is None else result
+
+    def _on_no_rows(self, inner):
+        """`inner` run over none of its query's rows; None when it has no query, or its query will
+        not take the limit, or the statement refuses no rows."""
         query = getattr(inner, "query", None)
-        if isinstance(query, str) and query.strip():
-            try:
-                return self._run_nested(dataclasses.replace(inner, query=f"SELECT * FROM ({query}\n) LIMIT 0"))
-            except PixqlError:
-                pass
-        return self._run_nested(inner)
+        if not (isinstance(query, str) and query.strip()):
+            return None
+        try:
+            return self._run_nested(dataclasses.replace(inner, query=f"SELECT * FROM ({query}\n) LIMIT 0"))
+        except PixqlError:
+            return None
+
+    def _as_view(self, result, names):
+        """The query text that reads `result` from a temporary view (its name added to `names`,
+        dropped by the caller), with the result's column types even when it has no rows."""
+        name = self.temp_name("nested")
+        frame = result.df()  # (a streamed result's notes come as it is computed)
+        self.duckdb.register(name, frame)
+        names.append(name)
+        return f"(SELECT {ingest.frame_select(frame, result.duckdb_types())} FROM {name})"
 
     def _with_computed_once(self, sql, kept):
         """`sql` with the names of its leading WITH that its pixql statements use read from TEMP
