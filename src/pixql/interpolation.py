@@ -84,7 +84,7 @@ def expand(text, namespace, expressions=True):
         values = []  # what each reference wrote, in order (each is evaluated once)
         written = pattern.sub(lambda m: values.append(reference(m)) or values[-1], piece)
         if kind == "string" and written.count("\n") + written.count("\r") > piece.count("\n") + piece.count("\r") \
-                and "\x00" not in written:  # (an escape string refuses NUL: such a value keeps its breaks)
+                and _escapable(written):
             # a value broke the line: the string as E'...', where the value's breaks are escapes,
             # so that the script's lines stay those written (errors name them)
             written = _escaped_around(pattern, piece, values)
@@ -281,10 +281,16 @@ def _formatted(value, spec, fallback):
 
 
 def _quote(text):
-    if ("\n" in text or "\r" in text) and "\x00" not in text:  # as escapes: the script's lines stay those
-        # written (errors count them); an escape string refuses a NUL character, a plain one takes it
+    if ("\n" in text or "\r" in text) and _escapable(text):  # as escapes: the script's lines stay those
+        # written (errors count them)
         return "E'" + _escaped(text).replace("'", "''") + "'"
     return "'" + text.replace("'", "''") + "'"
+
+
+def _escapable(text):
+    """Whether `text` can be an escape string's (E'...'): one refuses a NUL character, which a plain
+    string takes (so text holding one keeps its line breaks as they are)."""
+    return "\x00" not in text
 
 
 def _escaped(text):
