@@ -39,6 +39,15 @@ _QUIT = object()
 _FAILED = object()
 
 
+def _with_variables(text, variables):
+    """`text` with `pixql --set` NAME's values in its {NAME} references: names only, no Python runs."""
+    if not variables:
+        return text
+    from pixql.interpolation import expand
+
+    return expand(text, variables, expressions=False)
+
+
 def _script_pieces(script):
     """A script as [("sql", text) | ("dot", words)]: a line that starts with '.' where a statement
     may start is a dot command (piped into pixql, or in a `run` file, as DuckDB's shell reads
@@ -134,10 +143,7 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
             if text.rstrip(";").strip().lower() in ("exit", "quit"):
                 break
         try:
-            if variables:  # --set fills {NAME} at the prompt too, as in scripts
-                from pixql.interpolation import expand
-
-                text = expand(text, variables, expressions=False)
+            text = _with_variables(text, variables)  # at the prompt too, as in scripts
             run_script(connection, text, fmt, out_dir, open_image, plot)
         except PixqlError as exc:  # (a reference --set cannot write: the line, not the session)
             click.echo(f"Error: {exc}", err=True)
@@ -253,10 +259,7 @@ def _session(obj, script=None, path=None):
             except (OSError, UnicodeDecodeError) as exc:
                 click.echo(f"Error: cannot read script {path}: {exc}; scripts are UTF-8 text", err=True)
                 return 1
-        if obj.get("variables"):
-            from pixql.interpolation import expand
-
-            script = expand(script, obj["variables"], expressions=False)  # names only: no Python runs
+        script = _with_variables(script, obj.get("variables"))
         script = script.removeprefix("\ufeff")  # (an editor's byte-order mark: before a dot command, it was none)
         for kind, piece in _script_pieces(script):  # dot commands between statements, as DuckDB's shell reads them
             if kind == "dot":
