@@ -376,7 +376,7 @@ def test_convnext_tiny_trains_from_a_local_weights_file(db, color_csv, tmp_path)
     weights = tmp_path / "convnext_tiny.safetensors"
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(weights))
     _copy_colors(db, color_csv)
-    row = db.sql(f"BUILD MODEL cn USING ConvNeXt_Tiny OPTIONS (weights='{weights}', train_mode='linear') "
+    row = db.sql(f"BUILD MODEL cn USING ConvNeXt_Tiny OPTIONS (weights='{weights}', train_mode='linear', image_size=64) "
                  "AS SELECT * FROM colors").df()
     assert row.loc[0, "base"] == "ConvNeXt_Tiny"
     _, state = db.engine.store.load("cn")
