@@ -22,6 +22,7 @@ from pixql.ml import ray_workers
 
 pytestmark = pytest.mark.data
 ON_CLUSTER = "cluster='auto', workers=2"
+ON_ONE_WORKER = "cluster='auto', workers=1"  # (where two would only start a second torch process)
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +157,7 @@ def test_ctrl_c_during_a_cluster_predict_keeps_no_table(ray_cluster, photos, mon
     monkeypatch.setattr(ray_workers, "map_rows", map_rows)
     monkeypatch.setattr(predict_command, "CHUNK_ROWS", 12)
     with pytest.raises(KeyboardInterrupt):
-        photos.sql(f"CREATE TABLE interrupted AS PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) "
+        photos.sql(f"CREATE TABLE interrupted AS PREDICT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) "
                    "AS SELECT * FROM photos")
     assert photos.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'interrupted'").fetchone()[0] == 0
     # the job's actors are gone: their CPUs are free again (bounded wait)
@@ -194,7 +195,7 @@ def test_a_command_plugs_in_with_a_job_of_its_own(ray_cluster):
 # -- training -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_and_dogs, tmp_path):
+def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_and_dogs, tmp_path, capsys):
     db = pixql.connect(str(tmp_path / "train.duckdb"), progress=False)
     db.sql(f"COPY tr FROM '{cats_and_dogs}/cat_and_dog_train.csv'")
     db.sql(f"COPY te FROM '{cats_and_dogs}/cat_and_dog_test.csv'")
@@ -203,7 +204,13 @@ def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_an
     db.sql("CREATE TABLE test AS SELECT * FROM te ORDER BY hash(image) LIMIT 200")
     options = "train_mode='finetune', epochs=3, batch_size=16, image_size=128"
     db.sql(f"BUILD MODEL here OPTIONS ({options}) AS SELECT * FROM train")
+    capsys.readouterr()
+    db.engine.progress = True  # (the bars, which this test reads)
     built = db.sql(f"BUILD MODEL there OPTIONS ({options}, {ON_CLUSTER}) AS SELECT * FROM train").df()
+    db.engine.progress = False
+    # Ray Train's tens of seconds before the first step are shown, the workers counted as they come up
+    bars = capsys.readouterr().err
+    assert "starting 2 Ray Train workers" in bars and "2/2" in bars and "epoch 3/3 on 2 Ray workers" in bars
     assert built.loc[0, "train_mode"] == "finetune" and built.loc[0, "train_rows"] == 80
     used = db.sql("DESCRIBE MODEL there").info["manifest"]["options"]["used"]
     assert used["strategy"] == "ray" and used["workers"] == 2 and used["frozen_stages"] == 2
@@ -247,7 +254,7 @@ def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos, tmp_path
     photos.sql("CREATE OR REPLACE TABLE broken AS SELECT * FROM photos ORDER BY image LIMIT 8")
     photos.sql("UPDATE broken SET image = '/nowhere/on/the/workers/cat.9999.jpg' WHERE rowid = 5")
     with pytest.raises(DataError) as info:
-        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) AS SELECT * FROM broken").df()
+        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) AS SELECT * FROM broken").df()
     error = info.value
     assert error.path == "/nowhere/on/the/workers/cat.9999.jpg" and (error.row, error.query) == (6, "the query")
     assert "/nowhere/on/the/workers/cat.9999.jpg" in str(error) and "every node of the cluster" in str(error)
@@ -257,7 +264,7 @@ def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos, tmp_path
     broken.write_bytes(b"not a photo")
     photos.sql(f"UPDATE broken SET image = '{broken}' WHERE rowid = 5")
     with pytest.raises(DataError) as info:
-        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) AS SELECT * FROM broken").df()
+        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) AS SELECT * FROM broken").df()
     assert info.value.path == str(broken) and "every node" not in str(info.value)
 
 

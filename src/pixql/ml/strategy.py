@@ -282,12 +282,19 @@ class RayTrain:
         # (off the main thread, Ray Train leaves SIGINT alone: pixql's Ctrl-C stays pixql's)
         thread = threading.Thread(target=fit, name="pixql-ray-train", daemon=True)
         epochs, bar, shown = run.config.epochs, None, (0, 0)
+        # Ray Train's start (its controller, the workers' processes, torch imported in each, the
+        # process group) takes tens of seconds before the first step: counted as its own bar
+        starting = progress_bar(self.workers, f"starting {self.workers} Ray Train workers", run.config.progress,
+                                unit="worker")
         try:
             thread.start()
             while thread.is_alive():
                 thread.join(0.25)
-                epoch, images = ray.get(tracker.progress.remote(), timeout=30)
+                epoch, images, started = ray.get(tracker.progress.remote(), timeout=30)
+                if started > starting.n:
+                    starting.update(started - starting.n)
                 if epoch != shown[0]:
+                    starting.close()
                     if bar is not None:
                         bar.close()
                     bar = progress_bar(len(run.paths), f"epoch {epoch}/{epochs} on {self.workers} Ray workers",
@@ -302,6 +309,7 @@ class RayTrain:
             thread.join(STOP_WAIT_SECONDS)
             raise
         finally:
+            starting.close()
             if bar is not None:
                 bar.close()
             ray.kill(tracker)  # a worker still running (Ctrl-C) then fails at its next step
@@ -355,8 +363,11 @@ class _Tracker:
     flag, and rank 0's result or the first error (sent as itself, fields and all)."""
 
     def __init__(self):
-        self.epoch, self.images, self.stop = 0, 0, False
+        self.epoch, self.images, self.started, self.stop = 0, 0, 0, False
         self.error = self.result = None
+
+    def start(self):
+        self.started += 1
 
     def step(self, images, epoch):
         if epoch != self.epoch:
@@ -365,7 +376,7 @@ class _Tracker:
         return self.stop
 
     def progress(self):
-        return self.epoch, self.images
+        return self.epoch, self.images, self.started
 
     def cancel(self):
         self.stop = True
@@ -393,6 +404,7 @@ def _ray_train_loop(config):
 
     keep_freed_memory()  # a Ray Train worker's process is pixql's, as a Ray Data worker's (ray_workers.py)
     tracker = config["tracker"]
+    tracker.start.remote()  # (the driver counts the workers that are up)
     context = ray.train.get_context()
 
     def step(images, epoch):
