@@ -105,7 +105,7 @@ def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0):
     job_ref = ray.put(job)
     remote_args = {"num_gpus": gpus_per_worker} if gpus_per_worker else {}
     # from_blocks keeps the blocks as cut and reads their sizes here; from_arrow asks a remote task
-    # for them, a worker process started for it (about 3 s of each statement). (Ray < 2.40: it.)
+    # for them, a worker process started for it (about 3 s of each statement); an older Ray has only it.
     dataset = getattr(ray.data, "from_blocks", ray.data.from_arrow)(blocks).map_batches(
         _Worker, fn_constructor_args=([job_ref],), batch_size=None, batch_format="pyarrow",
         compute=ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **remote_args)
