@@ -118,6 +118,18 @@ def test_an_image_column_of_numbers_is_refused_naming_the_row(colors_db):
     assert snapshot(colors_db) == before
 
 
+def test_an_image_column_of_bytes_or_long_values_is_named_in_a_line(colors_db):
+    """Bytes in the image column (a photo read with read_blob(), crop()'s PNG) are named by their
+    size, and other values cut short: the message is not the value."""
+    before = snapshot(colors_db)
+    for query, words in (("SELECT repeat('x', 100000)::BLOB AS image", "holds a BLOB of 100,000 bytes"),
+                         ("SELECT range(50000) AS image", "holds [0, 1, 2,")):
+        with pytest.raises(DataError, match="in row 1, not an image path") as info:
+            colors_db.sql(f"PREDICT USING cm AS {query}")
+        assert words in str(info.value) and len(str(info.value)) < 300, str(info.value)[:400]
+    assert snapshot(colors_db) == before
+
+
 # -- on_error='skip' -------------------------------------------------------------------------------
 def test_build_on_error_skip_leaves_out_and_reports_unreadable_images(colors_db, tmp_path):
     bad = [write_bad_image(tmp_path / f"{k}.jpg", k) for k in ("missing", "empty", "text", "truncated")]
@@ -291,6 +303,12 @@ REFUSED = [
     (CatalogError, "model 'ghost' does not exist", "FIT MODEL cm2 USING ghost AS SELECT * FROM colors"),
     (CatalogError, "model 'ghost' does not exist", "DESCRIBE MODEL ghost"),
     (CatalogError, "model 'ghost' does not exist", "DROP MODEL ghost"),
+    # a misspelt name: the closest models' names (the built-in's too)
+    (CatalogError, r"model 'cmm' does not exist; did you mean cm\? \(SHOW MODELS", "PREDICT USING cmm AS SELECT * FROM colors"),
+    (CatalogError, "model 'imagenet_clasifier' does not exist; did you mean imagenet_classifier", "DROP MODEL imagenet_clasifier"),
+    # where a base network may be named too (CONVERT, SEARCH IMAGE): neither, and the closest of both
+    (CatalogError, r"no model is called 'cmm'; did you mean cm\?.*nor any base network: Unknown base model 'cmm'",
+     "CONVERT USING cmm AS SELECT * FROM colors"),
     (CatalogError, "Unknown base model 'NoSuchNet'.*any timm architecture",
      "BUILD MODEL cm2 USING NoSuchNet AS SELECT * FROM colors"),
     (OptionError, "unknown option 'epoch'.*did you mean 'epochs'", BUILD.format(", epoch=2", "colors")),

@@ -230,7 +230,8 @@ class Catalog:
             if model:
                 network, state, classes, preprocessing, _task = self.parts(name)
             else:
-                network, state, preprocessing = embed.base_parts(name, weights)  # CatalogError: no such base
+                self.base(name)  # (a name that is no model nor base: said as such)
+                network, state, preprocessing = embed.base_parts(name, weights)
             self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device,
                                                             precision=precision, classes=classes)
         return self._loaded[key]
@@ -242,8 +243,6 @@ class Catalog:
         imagenet_classifier embeds as EfficientNet_Lite0 does (the same network and weights), and so
         does a `linear` model its base (only its head was trained): rebuilding or dropping it leaves
         the vectors it made searchable."""
-        from pixql.ml.bases import resolve_base
-
         if is_clip(name):
             return f"CLIP {str(name).lower()}" + (f" from {weights}" if weights else "")
         entry = builtin(name)
@@ -258,7 +257,19 @@ class Catalog:
                 source = f" from {used['weights']}" if used.get("weights") else ""
                 return f"base {manifest['base']}{source}{size}"
             return f"model {name} (weights {manifest['weights_sha256'][:12]})"
-        return f"base {resolve_base(name).name}" + (f" from {weights}" if weights else "")
+        return f"base {self.base(name).name}" + (f" from {weights}" if weights else "")
+
+    def base(self, name):
+        """The base network `name` names (ml.bases.resolve_base), where a model could have been
+        named too (CONVERT, SEARCH IMAGE): when it is neither, the error says so, with the
+        models' names close to it as well as the bases'."""
+        from pixql.ml.bases import resolve_base
+
+        try:
+            return resolve_base(name)
+        except CatalogError as exc:
+            raise CatalogError(f"no model is called '{name}'{self.store.did_you_mean(name)} (SHOW MODELS lists "
+                               f"them), nor any base network: {exc}") from None
 
     def loader(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):
         """A function () -> the model `load(name, ...)` gives, that pickles and needs no catalog:
@@ -288,6 +299,7 @@ class Catalog:
         if builtin(name) is not None or self._stored(name):
             network, state, _classes, preprocessing, _task = self.parts(name)
         else:
+            self.base(name)
             network, state, preprocessing = embed.base_parts(name, weights)
         return functools.partial(embed.Embedder.from_network, network, state, preprocessing, device=device,
                                  precision=precision)

@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from pixql.allocator import keep_freed_memory
-from pixql.catalog import MANIFEST_KEYS, Catalog
+from pixql.catalog import BUILTINS, MANIFEST_KEYS, Catalog
 from pixql.cluster import in_use
 from pixql.commands import handler
 from pixql.commands import create_table
@@ -101,7 +101,7 @@ class Engine:
         # absolute now: the store belongs to the database DuckDB opened, wherever the process goes next
         # (a notebook's %cd; a relative root was looked up again from the new folder, its models gone)
         self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only,
-                                          required=MANIFEST_KEYS))
+                                          required=MANIFEST_KEYS, also_named=BUILTINS))
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table

@@ -68,9 +68,21 @@ def check_image_paths(frame, image_col, what):
                         row=nulls[0] + 1, query=what)
     for i, value in zip(frame.index, frame[image_col]):
         if not isinstance(value, str) and not is_null(value):
-            shown = value.item() if isinstance(value, np.generic) else value  # 1, not np.int32(1)
-            raise DataError(f"{what}: '{image_col}' holds {shown!r} ({type(value).__name__}) in row {int(i) + 1}, "
-                            "not an image path: image paths are text (a file's path)", row=int(i) + 1, query=what)
+            raise DataError(f"{what}: '{image_col}' holds {_value_shown(value)} in row {int(i) + 1}, not an image "
+                            "path: image paths are text (a file's path)", row=int(i) + 1, query=what)
+
+
+def _value_shown(value):
+    """A cell as an error names it, with its type: bytes by their size (a photo's bytes, crop()'s
+    PNG, would fill the terminal), a LIST by its items, anything else as Python writes it; cut
+    to 80 characters."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"a BLOB of {len(value):,} bytes"
+    if isinstance(value, np.ndarray):
+        text, kind = repr(value.tolist()), "a LIST"
+    else:
+        text, kind = repr(value.item() if isinstance(value, np.generic) else value), type(value).__name__  # 1, not np.int32(1)
+    return (text if len(text) <= 80 else text[:79] + "…") + f" ({kind})"
 
 
 def rows_of(sources):

@@ -13,6 +13,7 @@ Writers take an exclusive file lock, so two processes never mix their files.
 """
 
 import contextlib
+import difflib
 import fcntl
 import hashlib
 import json
@@ -94,13 +95,16 @@ def _checked(manifest, required):
 
 
 class ModelStore:
-    def __init__(self, root, read_only=False, required=()):
+    def __init__(self, root, read_only=False, required=(), also_named=()):
         """`read_only`: the store of a database opened read-only; writing a model is an error.
         `required`: the keys every manifest of its owner's holds (the catalog's: classes, network
-        ...), besides the weights' checksum save() writes: a manifest without them is damaged."""
+        ...), besides the weights' checksum save() writes: a manifest without them is damaged.
+        `also_named`: the names of models its owner has besides these (the built-ins), which a
+        misspelt name may have meant."""
         self.root = Path(root)
         self.read_only = read_only
         self.required = ("weights_sha256", *required)
+        self.also_named = tuple(also_named)
         self._tmp = self.root / ".tmp"
         self._trash = self.root / ".trash"
 
@@ -203,7 +207,7 @@ class ModelStore:
                 if path.parent.is_dir():  # its folder without its manifest: broken, not missing
                     raise StoreError(f"model '{name}': its manifest {path} is missing; DROP MODEL {name} and rebuild "
                                      "it", path=str(path)) from None
-                raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)") from None
+                raise self.missing(name) from None
             except OSError as exc:
                 raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
         try:
@@ -248,6 +252,18 @@ class ModelStore:
             return self.manifest(name)
         except (CatalogError, StoreError):
             return None
+
+    def missing(self, name):
+        """The error for a model `name` that does not exist, naming the closest that do."""
+        return CatalogError(f"model '{name}' does not exist{self.did_you_mean(name)} (SHOW MODELS lists the models)")
+
+    def did_you_mean(self, name):
+        """'; did you mean a, b?' for the models whose names are close to `name`, or ''."""
+        names = list(self.also_named)
+        if self.root.is_dir():
+            names += [c.name for c in self.root.iterdir() if not c.name.startswith(".") and c.is_dir()]
+        close = difflib.get_close_matches(str(name).lower(), names, n=3, cutoff=0.6)
+        return f"; did you mean {', '.join(close)}?" if close else ""
 
     def list(self):
         """Every model's manifest, named as the model answers to (its folder's name: a folder
@@ -367,7 +383,7 @@ class ModelStore:
             if not (final / MANIFEST).exists() and not final.is_dir():  # (a folder without one: a broken model)
                 if if_exists:
                     return False
-                raise CatalogError(f"model '{name}' does not exist (SHOW MODELS lists the models)")
+                raise self.missing(name)
             self._tmp.mkdir(parents=True, exist_ok=True)
             doomed = self._tmp / f"{key}--{uuid.uuid4().hex}"
             # Rename first so the model vanishes at once; .tmp/ is never restored from.
