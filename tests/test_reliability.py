@@ -302,8 +302,13 @@ def test_print_image_skips_unreadable_photos_when_told_to(colors_db, tmp_path):
     assert shown.image.width < 3 * 240  # two tiles
     assert shown.messages == [f"PRINT IMAGE: 1 image(s) that could not be read were left out (on_error='skip'): "
                               f"row 3: {tmp_path / 'broken.jpg'}"]
-    with pytest.raises(DataError, match="no image of the query could be read"):
-        colors_db.sql(f"PRINT IMAGE OPTIONS (on_error='skip') AS SELECT '{tmp_path / 'broken.jpg'}' AS image")
+    # none readable: an error, naming each row and file (as the note would have)
+    (tmp_path / "text.jpg").write_text("no photo")
+    with pytest.raises(DataError, match="no image of the query could be read") as info:
+        colors_db.sql(f"PRINT IMAGE OPTIONS (on_error='skip') AS SELECT '{tmp_path / 'broken.jpg'}' AS image "
+                      f"UNION ALL SELECT '{tmp_path / 'text.jpg'}' ORDER BY image")
+    assert f"row 1: {tmp_path / 'broken.jpg'}" in str(info.value) and f"row 2: {tmp_path / 'text.jpg'}" in str(info.value)
+    assert (info.value.row, info.value.path) == (1, str(tmp_path / "broken.jpg"))
 
 
 def test_a_broken_manifest_is_listed_as_broken(colors_db):

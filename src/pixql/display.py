@@ -118,7 +118,8 @@ def contact_sheet(paths, captions, size=240, columns=None, skipped=None):
 
     `paths[i]` is a file path, a Region (its crop) or a PIL image; `captions[i]` a list of
     strings (e.g. "label: cat"). Unreadable images raise DataError naming the file, unless
-    `skipped` is a list: their tiles are then left out and (index, error) put in it.
+    `skipped` is a list: their tiles are then left out and (index, error) put in it; None when
+    none is left (the caller names the rows).
     """
     thumbs = []
     for i, path in enumerate(paths):
@@ -132,9 +133,10 @@ def contact_sheet(paths, captions, size=240, columns=None, skipped=None):
     captions = [c for c, t in zip(captions, thumbs) if t is not None]
     paths = [t for t in thumbs if t is not None]
     n = len(paths)
+    if n == 0 and skipped:
+        return None
     if n == 0:
-        raise DataError("PRINT IMAGE: the query returned no rows" if not skipped else
-                        "PRINT IMAGE: no image of the query could be read")
+        raise DataError("PRINT IMAGE: the query returned no rows")
     columns = min(columns or 5, n)  # (more columns than pictures would only widen the sheet)
     rows = math.ceil(n / columns)
     font_px = max(10, size // 16)

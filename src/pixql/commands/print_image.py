@@ -90,6 +90,9 @@ def run(engine, statement):
         sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped)
     left = [f"row {numbers[i // len(image_cols)]}: {getattr(exc, 'path', None) or paths[i]}"
             for i, exc in skipped or []]
+    if sheet is None:
+        raise DataError(f"no image of the query could be read (on_error='skip' leaves out only some): {shown(left)}",
+                        row=numbers[skipped[0][0] // len(image_cols)], path=str(paths[skipped[0][0]]), query="the query")
     notes = no_path + ([f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
                         f"{shown(left)}"] if left else [])
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
@@ -177,6 +180,8 @@ def _regions(statement, frame, image_col, reader, resolved):
         sheet = display.contact_sheet(pictures, captions, size=resolved["size"], columns=resolved["columns"],
                                       skipped=tiles)
     unread += [f"row {tile_rows[i]}: {exc.path}" for i, exc in tiles or []]
+    if sheet is None:
+        raise DataError(f"no photo of the query could be read: {shown(unread)}")
     notes = [f"PRINT IMAGE: {skipped} row(s) whose box or mask could not be read were left out "
              "(on_error='skip')"] if skipped else []
     if unread:
