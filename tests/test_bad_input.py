@@ -309,6 +309,9 @@ REFUSED = [
     # where a base network may be named too (CONVERT, SEARCH IMAGE): neither, and the closest of both
     (CatalogError, r"no model is called 'cmm'; did you mean cm\?.*nor any base network: Unknown base model 'cmm'",
      "CONVERT USING cmm AS SELECT * FROM colors"),
+    # a model named as a base network: USING that name would mean either
+    (CatalogError, "'resnet18' is the name of the base network ResNet18.*choose another name",
+     BUILD.format("", "colors").replace("BUILD MODEL cm ", "BUILD MODEL resnet18 ")),
     (CatalogError, "Unknown base model 'NoSuchNet'.*any timm architecture",
      "BUILD MODEL cm2 USING NoSuchNet AS SELECT * FROM colors"),
     (OptionError, "unknown option 'epoch'.*did you mean 'epochs'", BUILD.format(", epoch=2", "colors")),
