@@ -147,7 +147,7 @@ def test_search_by_image_ranks_like_array_cosine_similarity(colors_db):
     assert sorted(computed.image) == sorted(found.image)
 
 
-def test_search_options_are_checked(colors_db):
+def test_search_options_are_checked(colors_db, tmp_path):
     db = colors_db
     db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors")
     query = _first(db, "red")
@@ -159,8 +159,17 @@ def test_search_options_are_checked(colors_db):
         db.sql(SEARCH.format(options=f"search_input='{query}', emb_col='label'", query="SELECT * FROM e"))
     with pytest.raises(OptionError, match=r"holds vectors of 3 numbers \(FLOAT\[3\]\) and 'cm' makes vectors of"):
         db.sql(SEARCH.format(options=f"search_input='{query}'", query="SELECT [1, 2, 3]::FLOAT[3] AS embedding"))
-    with pytest.raises(DataError, match="not an image file"):
-        db.sql(SEARCH.format(options="search_input='/no/such.jpg'", query="SELECT * FROM e"))
+    # the search photo: what is wrong with it, said as being about search_input
+    bad_text = tmp_path / "text.jpg"
+    bad_text.write_text("no photo")
+    for given, words in (("/no/such.jpg", "is no file here"),
+                         ("no/such.jpg", f"is no file here (looked for {os.path.abspath('no/such.jpg')})"),
+                         ("https://example.com/cat.jpg", "is a URL, and URLs are not read"),
+                         (str(tmp_path), "is a folder, not a photo"),
+                         (str(bad_text), f"search_input '{bad_text}': Not an image")):
+        with pytest.raises(DataError, match=r"SEARCH IMAGE \(line 1\): search_input") as info:
+            db.sql(SEARCH.format(options=f"search_input='{given}'", query="SELECT * FROM e"))
+        assert words in str(info.value) and info.value.path == given, str(info.value)
     with pytest.raises(OptionError, match="search_by"):
         db.sql(SEARCH.format(options="search_by='sound', search_input='x'", query="SELECT * FROM e"))
     with pytest.raises(OptionError, match="top_k"):

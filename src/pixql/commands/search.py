@@ -132,11 +132,22 @@ def _query_image(embedder, resolved):
 
     from pixql.ml.images import local_path
 
-    path = os.path.expanduser(local_path(resolved["search_input"]))  # (a file:// URL: its path, as COPY reads it)
+    from pixql.ml.images import URL
+
+    given = resolved["search_input"]
+    path = os.path.expanduser(local_path(given))  # (a file:// URL: its path, as COPY reads it)
     if not os.path.isfile(path):
-        raise DataError(f"SEARCH IMAGE: search_input {resolved['search_input']!r} is not an image file here",
-                        path=resolved["search_input"])
-    return embedder.embed([path], resolved["batch_size"], progress=False)[0]
+        if URL.match(path):
+            why = "a URL, and URLs are not read: download the photo and give its local path"
+        elif os.path.isdir(path):
+            why = "a folder, not a photo"
+        else:
+            why = "no file here" + ("" if os.path.isabs(path) else f" (looked for {os.path.abspath(path)})")
+        raise DataError(f"SEARCH IMAGE: search_input {given!r} is {why}", path=given)
+    try:
+        return embedder.embed([path], resolved["batch_size"], progress=False)[0]
+    except DataError as exc:  # (the photo of the option, not of a row)
+        raise DataError(f"SEARCH IMAGE: search_input {given!r}: {exc}", path=given) from exc
 
 
 # -- by embedding ---------------------------------------------------------------------------------
