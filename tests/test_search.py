@@ -237,7 +237,7 @@ def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
     found = db.sql(SEARCH.format(options="search_by='text', search_input='Blue', top_k=8",
                                  query="SELECT * FROM colors")).df()
     assert set(found.label) == {"blue"} and found.similarity.is_monotonic_decreasing
-    with pytest.raises(DataError, match="no class of 'cm' is called 'purple'"):
+    with pytest.raises(DataError, match=r"no class of 'cm' is called 'purple' \(its classes: blue, green, red\)"):
         db.sql(SEARCH.format(options="search_by='text', search_input='purple'", query="SELECT * FROM colors"))
     # a base network has no classes: said so (it was "model 'EfficientNet_Lite0' does not exist")
     with pytest.raises(CatalogError, match="'EfficientNet_Lite0' is a base network, whose features match photos"):

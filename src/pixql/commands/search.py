@@ -22,7 +22,7 @@ from pixql import keywords
 from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import (PRECISION, frame_result, image_outputs, missed_rows, probabilities,
-                                   refuse_taken_columns, skipped_note)
+                                   refuse_taken_columns, shown, skipped_note)
 from pixql.commands.convert import ORIGIN, embed_rows, origin_comment, trained_regions
 from pixql.catalog import task_of
 from pixql.errors import CatalogError, DataError, OptionError
@@ -339,7 +339,8 @@ def _keyword(engine, statement, resolved, given):
     keyword = resolved["search_input"]
     found = keywords.matching_classes(keyword, classes)
     if not found:
-        where = "its classes or their WordNet ancestors" if keywords.is_imagenet(classes) else "its classes"
+        where = "its classes or their WordNet ancestors" if keywords.is_imagenet(classes) else \
+            f"its classes: {shown(classes)}"
         raise DataError(f"SEARCH IMAGE: no class of '{statement.model}' is called '{keyword}' ({where}); "
                         "try a more general word, or a CLIP model for free text")
     types = {}
