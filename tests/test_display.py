@@ -102,6 +102,15 @@ def test_describe_results_carry_their_curves_as_a_figure(colors_db):
 
 
 # -- contact sheets -------------------------------------------------------------------------
+def test_print_image_says_when_the_query_has_more_rows_than_it_shows(colors_db):
+    shown = colors_db.sql("PRINT IMAGE OPTIONS (limit=5, size=32, columns=5) AS SELECT * FROM colors ORDER BY image")
+    assert shown.image.size[0] == 5 * (32 + 8) + 8
+    assert shown.messages == ["PRINT IMAGE: the query's first 5 rows are shown; it has more (OPTIONS (limit=...) "
+                              "shows more)"]
+    # all of them shown: nothing to say
+    assert colors_db.sql("PRINT IMAGE OPTIONS (limit=5) AS SELECT * FROM colors LIMIT 5").messages == []
+    assert "first 20 rows are shown" in colors_db.sql("PRINT IMAGE AS SELECT * FROM colors").messages[0]  # 24 rows
+
 def test_contact_sheet_grid_and_captions(color_images):
     paths = [p for p, _ in color_images[:7]]
     sheet = display.contact_sheet(paths, [[f"label: {l}"] for _, l in color_images[:7]], size=64, columns=3)

@@ -52,10 +52,14 @@ def run(engine, statement):
     by_rows = not reader.active or resolved["draw"] == "crop"
     limit = int(resolved["limit"])
     names = [n.strip() for n in (resolved["image_col"] or "").split(",") if n.strip()] or [None]
-    frame = engine.session.query_frame(statement, wrap=lambda query: f"SELECT * FROM ({query}) LIMIT {limit}") \
+    # (a row more than shown: whether the query has more, which a note says)
+    frame = engine.session.query_frame(statement, wrap=lambda query: f"SELECT * FROM ({query}) LIMIT {limit + 1}") \
         if by_rows else _first_photos(engine, statement, names[0], limit)
     if not len(frame):
         raise DataError("the query returned no rows; there is no image to show")
+    more = [f"PRINT IMAGE: the query's first {limit} rows are shown; it has more (OPTIONS (limit=...) shows "
+            "more)"] if by_rows and len(frame) > limit else []
+    frame = frame.head(limit) if by_rows else frame  # (boxes on photos: every row of the first `limit` photos)
     image_cols = [pick_image_col(frame, name, "the query") for name in names]
     no_path = []  # on_error='skip': rows with no image path, left out as other commands leave them out
     if resolved["on_error"] == "skip":
@@ -71,7 +75,7 @@ def run(engine, statement):
                f"{shown(no_path)}"] if no_path else []
     if reader.active:
         result = _regions(statement, frame, image_cols[0], reader, resolved)
-        result.messages[:0] = no_path
+        result.messages[:] = no_path + result.messages + more
         return result
     frame = frame.head(resolved["limit"])
     numbers = [int(i) + 1 for i in frame.index]  # each row's number in the query
@@ -94,7 +98,7 @@ def run(engine, statement):
         raise DataError(f"no image of the query could be read (on_error='skip' leaves out only some): {shown(left)}",
                         row=numbers[skipped[0][0] // len(image_cols)], path=str(paths[skipped[0][0]]), query="the query")
     notes = no_path + ([f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
-                        f"{shown(left)}"] if left else [])
+                        f"{shown(left)}"] if left else []) + more
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
                   messages=notes)
 
