@@ -80,8 +80,8 @@ def _value_shown(value):
         return f"a BLOB of {len(value):,} bytes"
     if isinstance(value, np.ndarray):
         text, kind = repr(value.tolist()), "a LIST"
-    else:
-        text, kind = repr(value.item() if isinstance(value, np.generic) else value), type(value).__name__  # 1, not np.int32(1)
+    else:  # (1, not np.int32(1))
+        text, kind = repr(value.item() if isinstance(value, np.generic) else value), type(value).__name__
     return (text if len(text) <= 80 else text[:79] + "…") + f" ({kind})"
 
 

@@ -77,7 +77,6 @@ def run(engine, statement):
         result = _regions(statement, frame, image_cols[0], reader, resolved)
         result.messages[:] = no_path + result.messages + more
         return result
-    frame = frame.head(resolved["limit"])
     numbers = [int(i) + 1 for i in frame.index]  # each row's number in the query
     frame = frame.reset_index(drop=True)
     for image_col in image_cols:

@@ -130,9 +130,7 @@ def _refuse_another_network(engine, statement, resolved, sql, column, other=None
 def _query_image(embedder, resolved):
     import os
 
-    from pixql.ml.images import local_path
-
-    from pixql.ml.images import URL
+    from pixql.ml.images import URL, local_path
 
     given = resolved["search_input"]
     path = os.path.expanduser(local_path(given))  # (a file:// URL: its path, as COPY reads it)
