@@ -111,6 +111,7 @@ def test_print_image_says_when_the_query_has_more_rows_than_it_shows(colors_db):
     assert colors_db.sql("PRINT IMAGE OPTIONS (limit=5) AS SELECT * FROM colors LIMIT 5").messages == []
     assert "first 20 rows are shown" in colors_db.sql("PRINT IMAGE AS SELECT * FROM colors").messages[0]  # 24 rows
 
+
 def test_contact_sheet_grid_and_captions(color_images):
     paths = [p for p, _ in color_images[:7]]
     sheet = display.contact_sheet(paths, [[f"label: {l}"] for _, l in color_images[:7]], size=64, columns=3)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pixql.errors import CatalogError, OptionError, StoreError
-from pixql.ml.bases import is_clip, list_bases
+from pixql.ml.bases import is_clip, named_base
 from pixql.store import check_name
 
 
@@ -84,9 +84,9 @@ class Catalog:
         self.store.check_writable(f"save model '{name}'")  # before training, not after it
         if builtin(name):
             raise CatalogError(f"'{name.lower()}' is the built-in model's name; choose another")
-        base = next((b.name for b in list_bases() if b.name.lower() == str(name).lower()), None)
+        base = named_base(name)
         if base is not None:  # (a model answers first: CONVERT USING resnet18 would then mean the model)
-            raise CatalogError(f"'{name}' is the name of the base network {base}: CONVERT, SEARCH IMAGE and BUILD "
+            raise CatalogError(f"'{name}' is the name of the base network {base.name}: CONVERT, SEARCH IMAGE and BUILD "
                                f"... USING {name} would be ambiguous; choose another name")
         if self.store.exists(name) and not overwrite:
             raise CatalogError(f"model '{name}' already exists; use OPTIONS (overwrite=true) or DROP MODEL {name}")

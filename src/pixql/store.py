@@ -259,20 +259,20 @@ class ModelStore:
 
     def did_you_mean(self, name):
         """'; did you mean a, b?' for the models whose names are close to `name`, or ''."""
-        names = list(self.also_named)
-        if self.root.is_dir():
-            names += [c.name for c in self.root.iterdir() if not c.name.startswith(".") and c.is_dir()]
-        close = difflib.get_close_matches(str(name).lower(), names, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(str(name).lower(), [*self.also_named, *self._folders()], n=3, cutoff=0.6)
         return f"; did you mean {', '.join(close)}?" if close else ""
+
+    def _folders(self):
+        """{name: folder} of the models' folders (not .tmp/ and .trash/)."""
+        if not self.root.is_dir():
+            return {}
+        return {c.name: c for c in self.root.iterdir() if not c.name.startswith(".") and c.is_dir()}
 
     def list(self):
         """Every model's manifest, named as the model answers to (its folder's name: a folder
         copied under another name is that model); a model whose manifest is missing or cannot be
         read is listed as {"name": folder, "broken": reason}, so that it can be seen and dropped."""
-        if not self.root.is_dir():
-            return []
-        out = []
-        folders = {c.name: c for c in self.root.iterdir() if not c.name.startswith(".") and c.is_dir()}
+        out, folders = [], self._folders()
         if self.read_only:  # (see path(): a version set aside by a crashed overwrite, under its own name)
             folders = {**self._aside(), **folders}
         for name, folder in sorted(folders.items()):

@@ -52,13 +52,18 @@ def list_bases():
     return list(_ALIASES)
 
 
+def named_base(name):
+    """The named base `name` (case-insensitive) names, or None: a table lookup, no timm."""
+    return _BY_KEY.get(str(name).strip().lower())
+
+
 def resolve_base(name):
     """Alias (case-insensitive), 'timm:<name>', or any timm model name (with optional tag)."""
     if name is None:
         return _BY_KEY[DEFAULT_BASE.lower()]
     key = str(name).strip()
-    if key.lower() in _BY_KEY:
-        return _BY_KEY[key.lower()]
+    if named_base(key) is not None:
+        return named_base(key)
     timm_name = key[5:] if key.lower().startswith("timm:") else key
     spec = _timm_spec(timm_name.lower())
     if spec is None:
