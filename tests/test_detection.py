@@ -62,7 +62,10 @@ def test_build_trains_a_detector_and_describes_it(squares_db):
     manifest = db.sql("DESCRIBE MODEL d").info["manifest"]
     history = manifest["history"]
     assert history[-1]["loss"] < history[0]["loss"]  # it learns
-    assert 0 <= history[-1]["val_map_50"] <= 1 and row.best_validation_metric == history[-1]["val_map_50"]
+    # the best validated epoch is the one kept (the last, unless a later one fell behind)
+    best = max(history, key=lambda h: (h["val_map_50"], h["val_map_50_95"], -h["loss"]))
+    assert 0 <= best["val_map_50"] <= 1 and row.best_validation_metric == best["val_map_50"]
+    assert manifest["metrics"]["saved_epoch"] == best["epoch"]
     assert manifest["boxes"]["box_col"] == "box" and manifest["classes"] == ["blue", "red"]
     listed = db.sql("SELECT name, task FROM pixql_models()").fetchall()
     assert ("d", "detection") in listed
@@ -433,6 +436,36 @@ def test_unreadable_photos_and_boxes_of_fractions_with_a_detector(squares_db, tm
     assert not db.engine.store.exists("d_frac")
     read = db.sql(f"EVALUATE USING d OPTIONS (box_format='normalized') AS {fractions}").df()
     assert read.equals(db.sql("EVALUATE USING d AS SELECT image, label, box FROM test").df())
+
+
+def test_a_detector_keeps_its_best_validated_epoch_not_its_last(tmp_path):
+    """The weights saved are those of the epoch that validated best: a later epoch that scores
+    lower (a detector trained on wrong boxes over-fits them) does not replace them."""
+    import torch
+
+    from pixql.ml.detect import train_detector
+
+    rows = _squares(tmp_path, 2, 5)
+    photos = sorted(set(rows.image))
+    boxes = [rows[rows.image == p][["x1", "y1", "x2", "y2"]].to_numpy(np.float32, copy=True) for p in photos]
+    labels = [(rows[rows.image == p].label == "red").to_numpy(np.int64) for p in photos]
+    scores, weights = iter([0.7, 0.7, 0.1]), {}  # epoch 1 ties epoch 2's mAP@0.5 and loses on mAP@0.5:0.95
+
+    def validate(model, net):
+        epoch = len(weights) + 1
+        weights[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"val_map_50": next(scores), "val_map_50_95": 0.2 if epoch == 2 else 0.1}
+
+    run = train_detector(photos, boxes, labels, ("EfficientNet_Lite0", 2, False, None, 64), epochs=3, batch_size=2,
+                         progress=False, validate=validate)
+    assert run.metrics["saved_epoch"] == 2 and run.metrics["val_map_50"] == 0.7
+    assert run.metrics["loss"] == run.history[1]["loss"]  # the kept epoch's figures, not the last's
+    changed = [k for k in weights[2] if not torch.equal(weights[2][k], weights[3][k])]
+    assert changed and all(torch.equal(run.state_dict[k], weights[2][k]) for k in weights[2])
+    # without validation the last epoch is kept, as before
+    plain = train_detector(photos, boxes, labels, ("EfficientNet_Lite0", 2, False, None, 64), epochs=1,
+                           batch_size=2, progress=False)
+    assert "saved_epoch" not in plain.metrics and plain.metrics["loss"] == plain.history[-1]["loss"]
 
 
 def test_a_detector_build_that_fails_mid_epoch_says_so_on_a_line_of_its_own(tmp_path):

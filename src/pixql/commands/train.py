@@ -497,6 +497,10 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     trained = [i for i, photo in enumerate(photos) if str(photo) not in unread]
     n_photos, n_boxes = len(trained), int(sum(len(boxes[i]) for i in trained))
     messages.append(f"{statement.keyword}: trained on {n_photos} photo(s) holding {n_boxes} box(es){validated}")
+    kept = run.metrics.get("saved_epoch", epochs)
+    if kept != epochs:
+        messages.append(f"{statement.keyword}: epoch {kept} of {epochs} validated best (mAP@0.5 "
+                        f"{run.metrics.get('val_map_50')}); its weights were saved")
     if left_out:
         messages.append(f"{statement.keyword}: {len(left_out)} row(s) with no image path or an unusable box or label "
                         f"were skipped (on_error='skip'): row(s) {shown(left_out)}")

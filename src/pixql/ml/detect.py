@@ -264,6 +264,7 @@ def train_detector(items, boxes, labels, net_args, epochs=12, batch_size=4, lear
         1 + math.cos(math.pi * min(step, steps) / max(1, steps))))
     generator = np.random.default_rng(seed)
     history, skipped, seen, started = [], set(), 0, time.perf_counter()
+    best = None  # with validation: (mAP@0.5, mAP@0.5:0.95, -loss), epoch, its weights (None: the model's own)
     for epoch in range(1, epochs + 1):
         # -- train one epoch: photos shuffled, half of them flipped left to right
         model.train()
@@ -301,12 +302,24 @@ def train_detector(items, boxes, labels, net_args, epochs=12, batch_size=4, lear
         if validate is not None:
             model.eval()
             record.update(validate(model, net))
+            # the best validated epoch is the one kept, as fine-tuning a classifier keeps its own
+            key = (record.get("val_map_50", 0.0), record.get("val_map_50_95", 0.0), -record["loss"])
+            if best is None or key > best[0]:
+                best = (key, epoch, _weights(model) if epoch < epochs else None)
         history.append(record)
     seconds = time.perf_counter() - started
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    metrics = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds")}
+    kept = epochs if best is None else best[1]
+    state = _weights(model) if best is None or best[2] is None else best[2]
+    metrics = {k: v for k, v in history[kept - 1].items() if k not in ("epoch", "seconds")}
+    if best is not None:
+        metrics["saved_epoch"] = kept
     return DetectorRun(net, state, history, metrics, seconds, seen / max(seconds, 1e-9),
                        [items[i] for i in sorted(skipped)], source)
+
+
+def _weights(model):
+    """A copy of the model's weights on the CPU, as stored (and kept while later epochs change them)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 # -- inference -----------------------------------------------------------------------------------------
