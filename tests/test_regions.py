@@ -206,6 +206,28 @@ def test_predict_and_evaluate_read_regions_as_the_model_was_trained(halves):
     assert any("with an unreadable image, no image path or an unusable box or mask got" in m for m in skipped.messages)
 
 
+def test_another_box_column_is_cut_with_the_models_padding_and_background(halves):
+    """A region model applied to boxes in another column still pads and fills them as it was
+    trained (they made its input); how the column is written is the statement's."""
+    from conftest import save_color_model
+
+    db = halves
+    save_color_model(db.engine.store, "cm_padded", regions={"box_col": "x1,y1,x2,y2", "mask_col": None,
+                                                            "normalized": False, "box_format": "xyxy",
+                                                            "padding": 1.0, "background": "black"})
+    query = "SELECT *, [x1 / 64, y1 / 32, x2 / 64, y2 / 32] AS fractions FROM photos ORDER BY image, x1"
+    other = db.sql(f"PREDICT USING cm_padded OPTIONS (box_col='fractions', normalized=true, probabilities=true) "
+                   f"AS {query}")
+    assert any("(padding=1.0, background='black')" in m for m in other.messages), other.messages
+    said = db.sql(f"PREDICT USING cm_padded OPTIONS (box_col='fractions', normalized=true, probabilities=true, "
+                  f"padding=1.0, background='black') AS {query}").df()
+    bare = db.sql(f"PREDICT USING cm_padded OPTIONS (box_col='fractions', normalized=true, probabilities=true, "
+                  f"padding=0, background='white') AS {query}").df()
+    probs = [c for c in said.columns if c.startswith("prob_")]
+    assert np.allclose(other.df()[probs].to_numpy(float), said[probs].to_numpy(float))
+    assert not np.allclose(bare[probs].to_numpy(float), said[probs].to_numpy(float))  # (the padding matters)
+
+
 def test_fit_model_reads_regions_as_its_source_model_was_trained(halves):
     """FIT MODEL without box_col goes on reading the source model's regions where the query has
     its box columns (and says so), and the new model records them, as PREDICT would read them."""

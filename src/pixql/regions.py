@@ -40,6 +40,9 @@ _CORNERS = ("x1", "y1", "x2", "y2")
 _SIDES = (("x", "y", "w", "h"), ("x", "y", "width", "height"))  # a STRUCT in (x, y, width, height)
 
 
+_CROP_OPTIONS = ("padding", "background")  # how a region becomes a network's input, whatever column holds it
+
+
 def box_reading(resolved):
     """(boxes are (x, y, width, height), coordinates are fractions) from a statement's options."""
     form = resolved.get("box_format") or "xyxy"
@@ -81,10 +84,15 @@ class RegionReader:
         have = {str(c).lower() for c in columns}  # compared as find_column does
         notes = []
         taken = {k: v for k, v in recorded.items() if k not in given and k in OPTIONS}
-        if "box_col" in given:  # the model's own box column(s) named: still read as it was trained
-            if given["box_col"] is None or _lowered(box_columns(given["box_col"])) != _lowered(boxes):
+        if "box_col" in given:
+            if given["box_col"] is None:
                 return []
-            if taken.get("mask_col") and taken["mask_col"].lower() not in have:
+            if _lowered(box_columns(given["box_col"])) != _lowered(boxes):
+                # other box column(s): how they are written (format, fractions, a mask beside them)
+                # is the statement's to say, but a region still becomes the model's input as it did
+                # in training (its padding and background)
+                taken = {k: v for k, v in taken.items() if k in _CROP_OPTIONS}
+            elif taken.get("mask_col") and taken["mask_col"].lower() not in have:
                 notes.append(f"{keyword}: model '{model}' was trained with mask_col='{taken.pop('mask_col')}', "
                              "which the query lacks: its boxes alone were read")
         else:
