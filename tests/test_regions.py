@@ -319,6 +319,30 @@ def test_a_mask_of_another_size_or_not_an_image_names_its_row_and_file(halves, t
     assert kept.image is not None and kept.messages == []
 
 
+def test_a_mask_with_nothing_in_its_box_or_null_names_its_row(halves, tmp_path):
+    """A mask with no pixel inside its box made the crop background alone, and a NULL mask an
+    unmasked crop among masked ones: each was answered, confidently, without a word."""
+    blank = tmp_path / "blank_mask.png"
+    Image.fromarray(np.zeros((32, 64), dtype=np.uint8)).save(blank)
+    query = ("AS SELECT *, CASE WHEN image LIKE '%two_1.png' AND label = 'blue' THEN {bad} ELSE mask END AS m "
+             "FROM photos ORDER BY image, label")
+    # the left half's mask, for the right half's box: inside the photo, outside the box
+    left = "'{\"size\": [32, 64], \"counts\": [0, 1024, 1024]}'"
+    for bad in (f"'{blank}'", left):
+        with pytest.raises(DataError, match=r"row 3's mask \('m'\) has no pixel inside its box, so the crop would be "
+                                            r"background alone.*on_error='skip'") as err:
+            halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') " + query.format(bad=bad))
+        assert err.value.row == 3 and err.value.path.endswith("two_1.png")
+    with pytest.raises(DataError, match=r"row 3 has a mask that is NULL \('m'\)"):
+        halves.sql("EVALUATE USING cm OPTIONS (box_col='box', mask_col='m') " + query.format(bad="NULL"))
+    for bad in (f"'{blank}'", "NULL"):
+        skipped = halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m', on_error='skip') " +
+                             query.format(bad=bad))
+        assert skipped.df().predicted.isna().tolist() == [False, False, True, False, False, False]
+    # what PRINT IMAGE draws is not a network's input: a NULL mask is a box drawn without one
+    assert halves.sql("PRINT IMAGE OPTIONS (box_col='box', mask_col='m') " + query.format(bad="NULL")).image
+
+
 def test_a_box_under_one_pixel_names_its_own_row_and_is_skipped_alone(halves):
     """Three boxes of one photo, the third under a pixel: the error named row 1 (the photo's first
     row), and SEGMENT's on_error='skip' gave every box of the photo a NULL mask, as unreadable."""

@@ -148,12 +148,15 @@ class RegionReader:
                     row = int(frame.index[pos]) + 1
                     raise RegionError(f"{self.what}: row {row} has {problem} in its box column; fix it, leave the row "
                                     "out with WHERE, or skip such rows with OPTIONS (on_error='skip')", row=row,
-                                    query=self.what)
+                                    query=self.what, path=path if isinstance(path, str) else None)
                 bad.append(pos)
                 items.append(path)
                 continue
             try:
                 mask = self._mask(mask, frame, pos, path)
+                region = Region(path, corners, normalized, mask, float(self.resolved["padding"]),
+                                self.resolved["background"])
+                self._check_covers(region, frame, pos)
             except DataError:
                 if self.resolved.get("on_error") != "skip":
                     raise
@@ -162,9 +165,33 @@ class RegionReader:
                 continue
             if outside == "part":
                 self.clipped += 1
-            items.append(Region(path, corners, normalized, mask,
-                                float(self.resolved["padding"]), self.resolved["background"]))
+            items.append(region)
         return items, bad
+
+    @property
+    def _cuts(self):
+        """Whether a mask shapes what a network sees (PREDICT, BUILD, ...: the crop outside it is
+        background), not only what PRINT IMAGE draws."""
+        return self.resolved.get("draw") is None and self.resolved.get("background") != "keep"
+
+    def _check_covers(self, region, frame, pos):
+        """A mask that holds no pixel inside its box would make the crop background alone, which a
+        model still answers, confidently: the row is named instead (its photo's size from its header)."""
+        if region.mask is None or not self._cuts or not isinstance(region.path, str) or \
+                self._size(region.path) is None:
+            return
+        row = int(frame.index[pos]) + 1
+        try:
+            empty = region.mask_is_empty(*self._size(region.path))
+        except RegionError as exc:  # (an RLE of another size than its photo)
+            raise RegionError(f"{self.what}: row {row}: {exc}; fix the row's box or mask, leave the row out with WHERE, "
+                              "or skip such rows with OPTIONS (on_error='skip')", path=exc.path, row=row,
+                              query=self.what) from None
+        if empty:
+            raise RegionError(f"{self.what}: row {row}'s mask ('{self.resolved['mask_col']}') has no pixel inside its "
+                              "box, so the crop would be background alone; fix the mask or the box, leave the row "
+                              "out with WHERE, or skip such rows with OPTIONS (on_error='skip')",
+                              path=region.path, row=row, query=self.what)
 
     def _empty(self, region, shown):
         """What is wrong with a box (`shown` as written) that is under one pixel in its image once
@@ -176,13 +203,15 @@ class RegionReader:
         row = int(frame.index[pos]) + 1
         try:
             mask = mask_of(cell)
+            if mask is None and self._cuts and self.resolved.get("mask_col"):  # (a LEFT JOIN's missing mask: an unmasked crop among masked ones)
+                raise ValueError("NULL")
             if isinstance(mask, str) and not os.path.isfile(mask):  # else the loader blames "the image"
                 raise ValueError(f"the text {mask!r}, not the path of a mask image here")
         except ValueError as exc:
             raise DataError(f"{self.what}: row {row} has a mask that is {exc} ('{self.resolved['mask_col']}'); a mask is "
                             "an image path, COCO polygons [x1, y1, x2, y2, ...] (or a list of them), or an RLE "
                             "{'size': [h, w], 'counts': ...}", row=row, query=self.what) from None
-        drawn = self.resolved.get("background") != "keep" or self.resolved.get("draw") == "boxes"
+        drawn = self.resolved.get("background") != "keep" or self.resolved.get("draw") == "box"
         if isinstance(mask, str) and drawn:  # a file that is read: readable, of its photo's size (else no row named)
             size, wanted = upright_size(mask), self._size(path) if isinstance(path, str) else None
             problem = f"{mask}, which is not an image PIL can read" if size is None else \

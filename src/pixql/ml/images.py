@@ -232,6 +232,11 @@ class Region:
             return None, where
         return (x1, y1, x2, y2), None
 
+    def mask_is_empty(self, width, height):
+        """Whether the mask has no pixel inside the box (padded and clipped) of a width x height image."""
+        box = self.pixel_box(width, height)
+        return read_mask(self.mask, (width, height), self.path, self.normalized).crop(box).getbbox() is None
+
     def read(self):
         """The region as an RGB image (the whole photo is decoded: the box needs its pixels)."""
         img = read_image(self.path)
