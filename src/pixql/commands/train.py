@@ -358,6 +358,10 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
             messages.append(f"{statement.keyword}: '{statement.source_model}' kept no training rows (built "
                             "without the embedding cache, or before pixql kept them): the head was refitted "
                             "on the query's rows only")
+    if trained.train_mode == "linear" and trained.epochs < (given.get("epochs") or 1):
+        messages.append(f"{statement.keyword}: the linear head's L-BFGS converged after {trained.epochs} of the "
+                        f"{given['epochs']} epochs asked (another round would repeat the same fit); the result row "
+                        "counts those that ran")
     ignored = trained.options.get("ignored_options")
     if ignored:
         messages.append(f"{statement.keyword}: train_mode='auto' chose '{trained.train_mode}', which does not use "
