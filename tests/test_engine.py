@@ -531,6 +531,12 @@ def test_a_failing_query_is_shown_at_its_line_without_pixqls_own_sql(db, color_c
     with pytest.raises(DataError, match="Table with name nowhere does not exist") as info:
         db.sql("PREDICT USING imagenet_classifier AS SELECT * FROM nowhere")
     assert "__pixql" not in str(info.value)
+    # DuckDB's own error, as a plain query's is: an SqlError (and still a DataError, as it was)
+    from pixql import QueryError, SqlError
+
+    with pytest.raises(SqlError, match="Binder Error.*imag") as info:
+        db.sql("PREDICT USING imagenet_classifier AS SELECT imag FROM colors")
+    assert isinstance(info.value, QueryError) and info.value.query == "the query"
 
 
 def test_a_scripts_last_select_that_fails_to_bind_says_where_as_an_earlier_one_does(db):

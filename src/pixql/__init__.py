@@ -18,6 +18,7 @@ from pixql.errors import (
     OptionError,
     ParseError,
     PixqlError,
+    QueryError,
     SqlError,
     StoreError,
     TrainingError,
@@ -98,6 +99,7 @@ __all__ = [
     "WeightsUnavailableError",
     "StoreError",
     "SqlError",
+    "QueryError",
     "Interrupted",
     "__version__",
 ]

@@ -133,6 +133,12 @@ class SqlError(PixqlError):
         self.line = self.col = None
 
 
+class QueryError(SqlError, DataError):
+    """DuckDB rejected the query a pixql statement reads (its AS query, or an option's query):
+    DuckDB's message, as SqlError carries it, and a DataError as well (it was one before there was
+    this class); `query` names which query it was."""
+
+
 # DuckDB knows pixql's SQL functions by a session's private names (session.register_function)
 _PRIVATE_FUNCTION = re.compile(r"__pixql_([a-z_]+?)_[0-9a-f]{12}\b")
 

@@ -15,7 +15,7 @@ import time
 import uuid
 
 from pixql import ingest
-from pixql.errors import ArgumentError, DataError, OptionError, PixqlError, SqlError, is_interrupt, public_text
+from pixql.errors import ArgumentError, DataError, OptionError, PixqlError, QueryError, SqlError, is_interrupt
 from pixql.sql import describes_only, nested_statements
 from pixql.sql.statements import in_place, spliced
 
@@ -213,7 +213,7 @@ class Session:
     # -- errors -----------------------------------------------------------------------------
     def error(self, exc, what=None):
         """The pixql error for DuckDB's `exc`: the error a UDF (predict()) raised, else SqlError,
-        or DataError naming `what` failed (a statement's query); Ctrl-C inside DuckDB is the
+        or QueryError naming `what` failed (a statement's query); Ctrl-C inside DuckDB is the
         KeyboardInterrupt the front ends expect."""
         if is_interrupt(exc):
             return KeyboardInterrupt()
@@ -223,8 +223,7 @@ class Session:
         text = str(exc)
         if _CATALOG_AS_A_TABLE.search(text):  # (SPEC calls it a catalog table: where it is)
             text += "\npixql's catalog of models is the table function pixql_models(): SELECT * FROM pixql_models()"
-        return SqlError(text) if what is None else \
-            DataError(f"the {what} failed: {public_text(text)}", query=f"the {what}")
+        return SqlError(text) if what is None else QueryError(f"the {what} failed: {text}", query=f"the {what}")
 
     def parse(self, sql):
         """DuckDB's parse of `sql` (its statements, nothing run); a syntax error is SqlError with
