@@ -74,7 +74,7 @@ def test_build_trains_a_detector_and_describes_it(squares_db):
     assert picture.width > 400 and len(np.unique(np.asarray(picture.convert("L")))) > 10
 
 
-def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):
+def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db, tmp_path):
     db, _, _ = squares_db
     photos = "SELECT DISTINCT image FROM test ORDER BY image"
     out = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=3) AS {photos}").df()
@@ -94,6 +94,14 @@ def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db):
     assert set(only_red.label) <= {"red"}
     strict = db.sql(f"DETECT USING d OPTIONS (threshold=0.99) AS {photos}").df()
     assert len(strict) <= len(out) and (strict.score >= 0.99).all()
+    # nothing found in photos that were read is said: no rows looked like no photos
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (128, 96), (128, 128, 128)).save(blank)
+    nothing = db.sql(f"DETECT USING d OPTIONS (threshold=0.99999) AS SELECT '{blank}' AS image")
+    assert len(nothing.df()) == 0
+    assert nothing.messages == ["DETECT: no box scored 0.99999 or more in the 1 photo(s) read, so no row came back; "
+                                "a lower OPTIONS (threshold=...) keeps weaker boxes"]
+    assert not db.sql(f"DETECT USING d OPTIONS (threshold=0.0) AS {photos}").messages
     nested = db.sql(f"SELECT label, count(*) AS n FROM (DETECT USING d OPTIONS (threshold=0.0) AS {photos}) "
                     "GROUP BY label").df()
     assert nested.n.sum() == len(db.sql("SELECT * FROM found").df())

@@ -36,6 +36,7 @@ def run(engine, statement):
     detector, manifest, task = engine.catalog.detector(statement.model, device, resolved["weights"])
     threshold = task.threshold(resolved["threshold"], "DETECT", statement.model)
     _wanted(resolved, detector.classes, statement.model)  # checked before any photo is read
+    tally = {"photos": 0, "boxes": 0}  # over every chunk: a DETECT that found nothing says so
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"] or manifest.get("image_col"), "the query")
@@ -43,6 +44,8 @@ def run(engine, statement):
 
         def finish(frame, found):
             unread = [i for i, f in enumerate(found) if f is None]
+            tally["photos"] += len(found) - len(unread)
+            tally["boxes"] += sum(len(f[0]) for f in found if f is not None)
             return task.columns(frame, found, list(detector.classes)), unread, frame[image_col]
 
         def answer(frame, bar=None):
@@ -57,7 +60,15 @@ def run(engine, statement):
                          unit=resolved["batch_size"] or 4)
         return cluster.answer(job, answer, finish, engine.progress, "detect")
 
-    return answer_rows(engine, statement, start, CHUNK_ROWS, "detect", "no boxes", added_types=task.output_types)
+    def notes():
+        if not tally["photos"] or tally["boxes"]:
+            return []
+        of = f" of the classes {resolved['classes']!r}" if resolved["classes"] else ""
+        return [f"DETECT: no box{of} scored {threshold:g} or more in the {tally['photos']} photo(s) read, so no "
+                "row came back; a lower OPTIONS (threshold=...) keeps weaker boxes"]
+
+    return answer_rows(engine, statement, start, CHUNK_ROWS, "detect", "no boxes", notes=notes,
+                       added_types=task.output_types)
 
 
 def found_on_worker(image_col, resolved, threshold, detector, frame):
