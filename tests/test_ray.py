@@ -22,7 +22,9 @@ from pixql.ml import ray_workers
 
 pytestmark = pytest.mark.data
 ON_CLUSTER = "cluster='auto', workers=2"
-ON_ONE_WORKER = "cluster='auto', workers=1"  # (where two would only start a second torch process)
+# Where two workers would only start a second torch process: the rows of two workers come back in
+# order through the same ml/ray_workers.map_rows for every statement (the PREDICT tests check it)
+ON_ONE_WORKER = "cluster='auto', workers=1"
 
 
 @pytest.fixture(scope="session")
@@ -88,13 +90,14 @@ def test_predict_convert_evaluate_give_the_local_rows(ray_cluster, photos, predi
     # an embedding cache of this process's own, so that neither side reads what the other wrote
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache-here"))
     local = photos.sql(f"CONVERT USING imagenet_classifier {query}").df()
-    remote = photos.sql(f"CONVERT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) {query}").df()
+    # (two workers' rows in order: the PREDICT above; one worker here and below, which is the same code)
+    remote = photos.sql(f"CONVERT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) {query}").df()
     _same_answers(local, remote, {"embedding"})
 
     photos.sql("BUILD MODEL pets OPTIONS (train_mode='linear', overwrite=true) "
                "AS SELECT * FROM photos WHERE rowid % 2 = 0")  # scored on rows it has not seen too
     local = photos.sql(f"EVALUATE USING pets {query}").df()
-    remote = photos.sql(f"EVALUATE USING pets OPTIONS ({ON_CLUSTER}) {query}").df()
+    remote = photos.sql(f"EVALUATE USING pets OPTIONS ({ON_ONE_WORKER}) {query}").df()
     _same_answers(local, remote, {"precision", "recall", "f1"})
 
 
@@ -105,7 +108,8 @@ def test_detect_gives_the_local_rows(ray_cluster, photos):
                "FROM photos ORDER BY image LIMIT 4")
     query = "AS SELECT image FROM photos ORDER BY image"
     here = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3) {query}").df()
-    there = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3, {ON_CLUSTER}) {query}").df()
+    there = photos.sql(f"DETECT USING tiny_detector OPTIONS (threshold=0.0, max_boxes=3, {ON_ONE_WORKER}) "
+                       f"{query}").df()
     assert len(here) > 0
     # scores are rounded to 4 decimals: a last-bit difference (one thread per worker) may move the 4th
     _same_answers(here.drop(columns=["box", "score"]), there.drop(columns=["box", "score"]), set())
@@ -238,7 +242,7 @@ def test_linear_build_embeds_on_the_cluster_and_fits_the_head_here(ray_cluster, 
                       "AS SELECT * FROM photos").df()
     # an empty embedding cache here: every embedding of the cluster run is computed there
     monkeypatch.setenv("PIXQL_CACHE", str(tmp_path / "cache-empty"))
-    there = photos.sql(f"BUILD MODEL lin_there OPTIONS (train_mode='linear', overwrite=true, {ON_CLUSTER}) "
+    there = photos.sql(f"BUILD MODEL lin_there OPTIONS (train_mode='linear', overwrite=true, {ON_ONE_WORKER}) "
                        "AS SELECT * FROM photos").df()
     assert there.loc[0, "train_rows"] == here.loc[0, "train_rows"] == 32
     used = photos.sql("DESCRIBE MODEL lin_there").info["manifest"]["options"]["used"]
