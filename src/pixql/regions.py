@@ -184,8 +184,8 @@ class RegionReader:
         try:
             empty = region.mask_is_empty(*self._size(region.path))
         except RegionError as exc:  # (an RLE of another size than its photo)
-            raise RegionError(f"{self.what}: row {row}: {exc}; fix the row's box or mask, leave the row out with WHERE, "
-                              "or skip such rows with OPTIONS (on_error='skip')", path=exc.path, row=row,
+            raise RegionError(f"{self.what}: row {row}: {exc}; fix the row's box or mask, leave the row out with "
+                              "WHERE, or skip such rows with OPTIONS (on_error='skip')", path=exc.path, row=row,
                               query=self.what) from None
         if empty:
             raise RegionError(f"{self.what}: row {row}'s mask ('{self.resolved['mask_col']}') has no pixel inside its "
@@ -203,8 +203,8 @@ class RegionReader:
         row = int(frame.index[pos]) + 1
         try:
             mask = mask_of(cell)
-            if mask is None and self._cuts and self.resolved.get("mask_col"):  # (a LEFT JOIN's missing mask: an unmasked crop among masked ones)
-                raise ValueError("NULL")
+            if mask is None and self._cuts and self.resolved.get("mask_col"):
+                raise ValueError("NULL")  # (a LEFT JOIN's missing mask: an unmasked crop among masked ones)
             if isinstance(mask, str) and not os.path.isfile(mask):  # else the loader blames "the image"
                 raise ValueError(f"the text {mask!r}, not the path of a mask image here")
         except ValueError as exc:
