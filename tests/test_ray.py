@@ -199,7 +199,36 @@ def test_a_command_plugs_in_with_a_job_of_its_own(ray_cluster):
 # -- training -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_and_dogs, tmp_path, capsys):
+def test_finetune_on_two_ray_workers(ray_cluster, photos, capsys):
+    """Ray Train's fine-tuning as a user sees it: its start shown, the first stages kept as
+    ImageNet trained them (as the local loop keeps them), a model PREDICT reads. How accurate it
+    is beside the local loop: the `long` test below."""
+    photos.engine.progress = True  # (the bars, which this test reads)
+    try:
+        built = photos.sql("BUILD MODEL ray_tuned OPTIONS (train_mode='finetune', epochs=1, batch_size=8, "
+                           f"image_size=64, overwrite=true, {ON_CLUSTER}) AS SELECT * FROM photos").df()
+    finally:
+        photos.engine.progress = False
+    # Ray Train's tens of seconds before the first step are shown, the workers counted as they come up
+    bars = capsys.readouterr().err
+    assert "starting 2 Ray Train workers" in bars and "2/2" in bars and "epoch 1/1 on 2 Ray workers" in bars
+    assert built.loc[0, "train_mode"] == "finetune" and built.loc[0, "train_rows"] == 32
+    used = photos.sql("DESCRIBE MODEL ray_tuned").info["manifest"]["options"]["used"]
+    assert used["strategy"] == "ray" and used["workers"] == 2 and used["frozen_stages"] == 2
+    import torch
+
+    from pixql.ml.weights import lite0_imagenet_state_dict
+
+    pretrained, state = lite0_imagenet_state_dict(), photos.engine.store.load("ray_tuned")[1]
+    assert torch.equal(state["blocks.1.0.conv_pw.weight"], pretrained["blocks.1.0.conv_pw.weight"])
+    assert not torch.equal(state["blocks.2.0.conv_pw.weight"], pretrained["blocks.2.0.conv_pw.weight"])
+    answers = photos.sql("PREDICT USING ray_tuned AS SELECT * FROM photos").df()
+    assert len(answers) == 32 and set(answers.predicted) <= {"cat", "dog"}
+
+
+@pytest.mark.long  # (two fine-tunings and 400 photos scored: make test-long)
+@pytest.mark.slow
+def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_and_dogs, tmp_path):
     db = pixql.connect(str(tmp_path / "train.duckdb"), progress=False)
     db.sql(f"COPY tr FROM '{cats_and_dogs}/cat_and_dog_train.csv'")
     db.sql(f"COPY te FROM '{cats_and_dogs}/cat_and_dog_test.csv'")
@@ -208,24 +237,8 @@ def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_an
     db.sql("CREATE TABLE test AS SELECT * FROM te ORDER BY hash(image) LIMIT 200")
     options = "train_mode='finetune', epochs=3, batch_size=16, image_size=128"
     db.sql(f"BUILD MODEL here OPTIONS ({options}) AS SELECT * FROM train")
-    capsys.readouterr()
-    db.engine.progress = True  # (the bars, which this test reads)
     built = db.sql(f"BUILD MODEL there OPTIONS ({options}, {ON_CLUSTER}) AS SELECT * FROM train").df()
-    db.engine.progress = False
-    # Ray Train's tens of seconds before the first step are shown, the workers counted as they come up
-    bars = capsys.readouterr().err
-    assert "starting 2 Ray Train workers" in bars and "2/2" in bars and "epoch 3/3 on 2 Ray workers" in bars
     assert built.loc[0, "train_mode"] == "finetune" and built.loc[0, "train_rows"] == 80
-    used = db.sql("DESCRIBE MODEL there").info["manifest"]["options"]["used"]
-    assert used["strategy"] == "ray" and used["workers"] == 2 and used["frozen_stages"] == 2
-    import torch
-
-    from pixql.ml.weights import lite0_imagenet_state_dict
-
-    pretrained, state = lite0_imagenet_state_dict(), db.engine.store.load("there")[1]
-    # the workers kept the first stages as ImageNet trained them, as the local loop does
-    assert torch.equal(state["blocks.1.0.conv_pw.weight"], pretrained["blocks.1.0.conv_pw.weight"])
-    assert not torch.equal(state["blocks.2.0.conv_pw.weight"], pretrained["blocks.2.0.conv_pw.weight"])
 
     def accuracy(model):
         report = db.sql(f"EVALUATE USING {model} AS SELECT * FROM test").df()
