@@ -62,8 +62,9 @@ def resolve_base(name):
     if name is None:
         return _BY_KEY[DEFAULT_BASE.lower()]
     key = str(name).strip()
-    if named_base(key) is not None:
-        return named_base(key)
+    named = named_base(key)
+    if named is not None:
+        return named
     timm_name = key[5:] if key.lower().startswith("timm:") else key
     spec = _timm_spec(timm_name.lower())
     if spec is None:
