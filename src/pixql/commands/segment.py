@@ -1,4 +1,5 @@
-"""SEGMENT [USING auto|grabcut|threshold|sam[:hub id]] OPTIONS (box_col=...) AS query: a mask per box.
+"""SEGMENT [USING auto|grabcut|threshold|sam[:hub id]] [OPTIONS (box_col=...)] AS query: a mask per box
+(box_col: the query's `box` column when it has one, as DETECT's rows do).
 
 The query's rows plus `mask`, the path of a PNG of the photo's size (255 = the object), ready
 for OPTIONS (mask_col='mask') in BUILD, PREDICT, CONVERT and PRINT IMAGE, and `mask_share`,
@@ -16,7 +17,7 @@ from pixql import options as opt
 from pixql import regions
 from pixql.commands.common import refuse_taken_columns, shown
 from pixql.errors import OptionError
-from pixql.image_columns import check_image_paths, image_errors, missing_paths, pick_image_col
+from pixql.image_columns import check_image_paths, column_named, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
 from pixql.session import in_memory
 
@@ -49,9 +50,6 @@ def run(engine, statement):
     if resolved["weights"] is not None and not is_sam(method):
         raise OptionError(f"SEGMENT USING {method} needs no weights: OPTIONS (weights=...) is for USING sam",
                           option="weights")
-    if resolved["box_col"] is None:
-        raise OptionError("SEGMENT needs the box of each object: OPTIONS (box_col='box') or box_col='x1,y1,x2,y2'",
-                          option="box_col")
     # absolute, as COPY stores paths: the table's masks are found from any working directory
     folder = os.path.abspath(os.path.expanduser(resolved["out_dir"] or _default_folder(engine)))
     if resolved["result_col"].lower() == "mask_share":  # one name for both answers would keep one of them
@@ -60,6 +58,11 @@ def run(engine, statement):
     types = {}  # the query's DuckDB types, which a table of the result keeps (an empty one too)
     frame = engine.session.query_frame(statement, types=types)
     refuse_taken_columns("SEGMENT", frame.columns, [resolved["result_col"], "mask_share"], resolved["result_col"])
+    if resolved["box_col"] is None:  # DETECT's `box` (and a table's of that name) needs no naming
+        resolved["box_col"] = column_named(frame.columns, "box")
+        if resolved["box_col"] is None:
+            raise OptionError("SEGMENT needs the box of each object and the query has no `box` column: "
+                              "OPTIONS (box_col='...') or box_col='x1,y1,x2,y2'", option="box_col")
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     skip = resolved["on_error"] == "skip"
     if not skip:
