@@ -239,6 +239,14 @@ def test_search_by_keyword_ranks_by_the_class_probability(colors_db):
     assert set(found.label) == {"blue"} and found.similarity.is_monotonic_decreasing
     with pytest.raises(DataError, match=r"no class of 'cm' is called 'purple' \(its classes: blue, green, red\)"):
         db.sql(SEARCH.format(options="search_by='text', search_input='purple'", query="SELECT * FROM colors"))
+    # a class named with a comma is found by its whole name, as PREDICT writes it, and named whole
+    db.sql("BUILD MODEL commas AS SELECT image, CASE label WHEN 'red' THEN 'red, crimson' ELSE label END AS label "
+           "FROM colors")
+    found = db.sql("SEARCH IMAGE USING commas OPTIONS (search_by='text', search_input='red, crimson', top_k=8) "
+                   "AS SELECT * FROM colors").df()
+    assert set(found.label) == {"red"}
+    with pytest.raises(DataError, match=r"\(its classes: 'blue', 'green', 'red, crimson'\)"):
+        db.sql("SEARCH IMAGE USING commas OPTIONS (search_by='text', search_input='purple') AS SELECT * FROM colors")
     # a base network has no classes: said so (it was "model 'EfficientNet_Lite0' does not exist")
     with pytest.raises(CatalogError, match="'EfficientNet_Lite0' is a base network, whose features match photos"):
         db.sql("SEARCH IMAGE USING EfficientNet_Lite0 OPTIONS (search_by='text', search_input='blue') "
@@ -280,6 +288,10 @@ def test_keywords_reach_the_imagenet_classes_through_wordnet():
     assert set(range(281, 286)) <= set(keywords.matching_classes("cat", classes))
     assert len(keywords.matching_classes("vehicle", classes)) > 50
     assert keywords.matching_classes("no such thing", classes) == []
+    # a class's whole name, as PREDICT writes it, names that class (it was "no class is called")
+    assert keywords.matching_classes("tabby, tabby cat", classes) == [281]
+    assert keywords.matching_classes("Tabby,tabby cat ", classes) == [281]
+    assert keywords.matching_classes("tabby, Persian cat", classes) == []  # two classes' names: neither
 
 
 # -- near-duplicates --------------------------------------------------------------------------------------

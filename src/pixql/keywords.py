@@ -1,7 +1,7 @@
 """What a keyword means among a model's classes, and a photo's tags.
 
-A keyword matches a class whose name (any of its comma-separated synonyms) is the keyword,
-and, for the 1000 ImageNet classes, a class any of whose WordNet ancestors is named so: "dog"
+A keyword matches a class whose name (any of its comma-separated synonyms, or the whole name as
+PREDICT writes it) is the keyword, and, for the 1000 ImageNet classes, a class any of whose WordNet ancestors is named so: "dog"
 finds all 118 dog breeds, "vehicle" 67 classes. The ancestors ship with pixql
 (data/imagenet_hypernyms.json, from Princeton WordNet 3.0; bench/make_imagenet_hypernyms.py
 wrote it).
@@ -55,8 +55,9 @@ def ancestors(class_index):
 def matching_classes(keyword, classes):
     """Indices of the classes `keyword` names (case-insensitive); ImageNet classes match their
     WordNet ancestors' names too."""
-    word = str(keyword).strip().lower()
-    found = [i for i, name in enumerate(classes) if word in _words(name)]
+    word, whole = str(keyword).strip().lower(), _words(keyword)
+    # (a label PREDICT wrote, "tabby, tabby cat", is all its synonyms at once; spaces around commas aside)
+    found = [i for i, name in enumerate(classes) if word in _words(name) or whole == _words(name)]
     if is_imagenet(classes):
         found = sorted(set(found) | {i for i in range(len(classes)) if word in ancestors(i)})
     return found

@@ -337,8 +337,10 @@ def _keyword(engine, statement, resolved, given):
     keyword = resolved["search_input"]
     found = keywords.matching_classes(keyword, classes)
     if not found:
+        # (quoted where a name holds a comma: "cat, tabby" would read as two classes)
+        names = [repr(str(c)) for c in classes] if any("," in str(c) for c in classes) else classes
         where = "its classes or their WordNet ancestors" if keywords.is_imagenet(classes) else \
-            f"its classes: {shown(classes)}"
+            f"its classes: {shown(names)}"
         raise DataError(f"SEARCH IMAGE: no class of '{statement.model}' is called '{keyword}' ({where}); "
                         "try a more general word, or a CLIP model for free text")
     types = {}
