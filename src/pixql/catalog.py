@@ -33,14 +33,14 @@ class BuiltinModel:
     """A model that is there without building anything."""
     name: str
     manifest: dict  # what DESCRIBE MODEL shows; image_col/label_col None: any column
-    load: Callable  # (device, precision) -> a loaded model (ml.infer.Classifier)
+    load: Callable  # (device, precision, runtime) -> a loaded model (ml.infer.Classifier)
     parts: Callable  # () -> (network recipe, state_dict, classes, preprocessing), e.g. for EXPORT MODEL
 
 
-def _imagenet(device, precision="auto"):
+def _imagenet(device, precision="auto", runtime="torch"):
     from pixql.ml import infer
 
-    return infer.imagenet_classifier(device=device, precision=precision)
+    return infer.imagenet_classifier(device=device, precision=precision, runtime=runtime)
 
 
 def _imagenet_parts():
@@ -101,11 +101,11 @@ class Catalog:
     def load(self, name, device="auto", labels=None, weights=None, runtime="torch", precision="auto"):
         """(loaded model, manifest, task), loaded once per model version, device, runtime and
         precision. `labels`: the classes of a CLIP model's zero-shot classifier ('a|b|c'); `weights`:
-        its file. `runtime`: 'torch', 'onnx' for a stored classifier (ml/onnx_runtime.py), or 'auto'
+        its file. `runtime`: 'torch', 'onnx' for a classifier (ml/onnx_runtime.py), or 'auto'
         (infer.Classifier; torch for the others). `precision`: a classifier's network's ('auto':
         ml.runtime.resolve_precision); ONNX Runtime runs fp32 only."""
-        if runtime == "onnx" and (is_clip(name) or builtin(name) is not None):
-            raise OptionError(f"OPTIONS (runtime='{runtime}') is for the classifiers you built; "
+        if runtime == "onnx" and is_clip(name):
+            raise OptionError(f"OPTIONS (runtime='{runtime}') is for pixql's classifiers; "
                               f"'{name}' runs with runtime='torch'", option="runtime")
         if runtime == "onnx" and precision not in ("auto", "fp32"):
             raise OptionError(f"OPTIONS (runtime='onnx') runs the network in fp32 (ONNX Runtime's CPU provider), "
@@ -122,9 +122,9 @@ class Catalog:
                               "and weights", option=what)
         entry = builtin(name)
         if entry is not None:
-            key = (entry.name, None, device, precision)
+            key = (entry.name, None, device, runtime, precision)
             if key not in self._loaded:
-                self._loaded[key] = entry.load(device, precision)
+                self._loaded[key] = entry.load(device, precision, runtime)
             return self._loaded[key], dict(entry.manifest), task_of(entry.manifest)
         from pixql.ml import infer
 

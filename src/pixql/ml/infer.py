@@ -171,6 +171,7 @@ def imagenet_classifier_parts():
     return network, state_dict, imagenet_class_names(), preprocessing
 
 
-def imagenet_classifier(device="auto", precision="auto"):
+def imagenet_classifier(device="auto", precision="auto", runtime="torch"):
     network, state_dict, classes, preprocessing = imagenet_classifier_parts()
-    return Classifier(network, state_dict, classes, preprocessing, device=device, precision=precision)
+    return Classifier(network, state_dict, classes, preprocessing, device=device, precision=precision,
+                      runtime=runtime)
