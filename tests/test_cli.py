@@ -278,6 +278,31 @@ def test_interactive_prompt_runs_statements_across_lines(tmp_path, monkeypatch):
     assert "Error" in result.stderr  # the bad statement is reported, the session goes on
 
 
+def test_the_prompt_runs_a_finished_statement_before_an_unfinished_one_on_its_line(tmp_path, monkeypatch):
+    """`SELECT 3; SELECT` runs `SELECT 3` at once, as DuckDB's shell does (it waited for the
+    next statement's end); a comment after a `;` waits for nothing."""
+    import pixql.cli as cli_module
+
+    monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    typed = ["SELECT 3 AS three; SELECT", "4 AS four; -- done", "SELECT 'x;", "y' AS s; SELECT 5 AS five;"]
+    lines, ran = iter(typed), []
+
+    def prompt(text=""):
+        try:
+            return next(lines)
+        except StopIteration:  # Ctrl-D
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", prompt)
+    run_script = cli_module.run_script
+    monkeypatch.setattr(cli_module, "run_script", lambda c, text, *a: ran.append(text) or run_script(c, text, *a))
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"])
+    assert result.exit_code == 0 and "unfinished" not in result.stderr
+    assert ran == ["SELECT 3 AS three;", "SELECT\n4 AS four;", "SELECT 'x;\ny' AS s; SELECT 5 AS five;"]
+    assert ["three", "3", "four", "4", "s", "x;", "y", "five", "5"] == result.stdout.replace('"', "").split()
+
+
 def test_ctrl_d_after_a_half_typed_statement_says_it_was_not_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
     monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)

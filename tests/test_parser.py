@@ -829,3 +829,14 @@ def test_a_nested_syntax_error_keeps_its_line_and_column(colors_db, script, line
         colors_db.sql(script)
     assert (info.value.line, info.value.col) == (line, len(text) + 1)
     assert f"line {line}, column {len(text) + 1}" in str(info.value)
+
+
+def test_split_finished_keeps_what_the_prompt_must_read_on_for():
+    from pixql.sql.parser import split_finished
+
+    assert split_finished("SELECT 3; SELECT") == ("SELECT 3;", " SELECT")
+    assert split_finished("SELECT 3; -- a ; in a comment ends nothing") == ("SELECT 3;", "")
+    assert split_finished("SELECT 'a;") == ("", "SELECT 'a;")  # an open string's `;`
+    assert split_finished("SELECT 1; SELECT 'b;") == ("SELECT 1;", " SELECT 'b;")
+    assert split_finished("SELECT 1; /* open; comment") == ("SELECT 1;", " /* open; comment")
+    assert split_finished("SELECT 1 -- no end;") == ("", "SELECT 1 -- no end;")

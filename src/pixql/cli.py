@@ -108,7 +108,7 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
             pass
     except ImportError:
         readline = history = None
-    from pixql.sql.parser import ends_statement
+    from pixql.sql.parser import split_finished
 
     click.echo("pixql: statements end with ';'. Ctrl-D to quit.", err=True)
     buffer, status = [], 0
@@ -137,11 +137,12 @@ def _interactive(connection, fmt, out_dir, open_image, plot=False, variables=Non
         else:
             buffer.append(line)
             text = "\n".join(buffer).strip()
-            if not ends_statement(text) and text.lower() not in ("exit", "quit"):
-                continue
-            buffer = []
             if text.rstrip(";").strip().lower() in ("exit", "quit"):
                 break
+            text, rest = split_finished(text)  # what ends with this line runs now; the rest waits
+            buffer = [rest] if rest.strip() else []
+            if not text:
+                continue
         try:
             text = _with_variables(text, variables)  # at the prompt too, as in scripts
             run_script(connection, text, fmt, out_dir, open_image, plot)

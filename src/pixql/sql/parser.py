@@ -44,6 +44,26 @@ def ends_statement(text):
     return bool(toks) and toks[-1].is_punct(";")
 
 
+def split_finished(text):
+    """(the statements `text` ends, what follows them): the prompt runs `SELECT 3;` of
+    `SELECT 3; SELECT` at once, as DuckDB's shell does, and reads on for the rest. The rest is ''
+    when it holds only white space and comments."""
+    for i in range(len(text) - 1, -1, -1):
+        if text[i] != ";":
+            continue
+        try:
+            toks = tokenize(text[:i + 1])
+        except ParseError:  # this `;` is inside a string or comment left open
+            continue
+        if toks and toks[-1].is_punct(";") and toks[-1].start == i:  # (not a `;` in a comment after it)
+            rest = text[i + 1:]
+            try:
+                return text[:i + 1], rest if tokenize(rest) else ""
+            except ParseError:  # a string or comment left open: more lines to come
+                return text[:i + 1], rest
+    return "", text
+
+
 def parse_script(script):
     """The statements of a whole script; error positions are in the script."""
     pos = Positions(script)
