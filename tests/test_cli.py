@@ -344,10 +344,14 @@ def test_interactive_prompt_runs_dot_commands_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))
     monkeypatch.setattr("pixql.cli._stdin_is_terminal", lambda: True)
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb"), "--format", "csv"],
-                                input="CREATE TABLE photos (image VARCHAR);\n.tables\n.schema photos\n.nope\n"
+                                input="CREATE TABLE photos (image VARCHAR);\nCREATE SCHEMA s2;\n"
+                                      "CREATE TABLE s2.u (b INT);\n.tables\n.schema photos\n.schema S2.u\n.nope\n"
                                       "SELECT 5 AS q;\n.models\n.quit\nSELECT 'after quit' AS never;\n")
     assert result.exit_code == 0
-    assert "name\nphotos\n" in result.stdout and "CREATE TABLE photos(image VARCHAR);" in result.stdout
+    assert "name\nphotos\ns2.u\n" in result.stdout and "CREATE TABLE photos(image VARCHAR);" in result.stdout
+    assert "CREATE TABLE s2.u(b INTEGER);" in result.stdout  # another schema's table, as .tables names it
+    helped = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.duckdb")], input=".help\n")
+    assert ".schema [TABLE]" in helped.stdout  # what was asked for, on stdout as DuckDB's shell writes it
     assert "unknown dot command '.nope'" in result.stderr and ".tables" in result.stderr
     assert "q\n5\n" in result.stdout  # the statement after an unknown dot command is not swallowed
     assert "imagenet_classifier" in result.stdout and "after quit" not in result.stdout

@@ -27,10 +27,16 @@ def _connect(db, read_only=False, wait=0, cluster=None):
 
 
 # The interactive prompt's dot commands, as DuckDB's shell has them ({} takes .schema's table name)
+# .tables: SHOW TABLES's (the database's and TEMP tables and views) with those of other schemas
+# too, named schema.table as .schema finds them
 _DOT_COMMANDS = {
-    ".tables": "SHOW TABLES",
-    ".schema": "SELECT sql FROM duckdb_tables() WHERE {0} IS NULL OR table_name = {0} "
-               "UNION ALL SELECT sql FROM duckdb_views() WHERE NOT internal AND ({0} IS NULL OR view_name = {0})",
+    ".tables": "SELECT DISTINCT CASE WHEN schema_name = current_schema() THEN name ELSE schema_name || '.' || name "
+               "END AS name FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables() "
+               "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal) "
+               "WHERE database_name IN (current_database(), 'temp') ORDER BY name",
+    ".schema": "SELECT sql FROM duckdb_tables() WHERE {0} IS NULL OR lower({0}) IN (lower(table_name), "
+               "lower(schema_name || '.' || table_name)) UNION ALL SELECT sql FROM duckdb_views() WHERE NOT internal "
+               "AND ({0} IS NULL OR lower({0}) IN (lower(view_name), lower(schema_name || '.' || view_name)))",
     ".models": "SHOW MODELS",
 }
 _DOT_HELP = {".tables": "the tables and views", ".schema [TABLE]": "their CREATE statements",
@@ -86,7 +92,7 @@ def _dot_command(words, in_script=False):
     if name in (".quit", ".exit"):
         return _QUIT
     if name == ".help" and len(words) == 1:
-        click.echo("\n".join(f"{command:<16}{what}" for command, what in _DOT_HELP.items()), err=True)
+        click.echo("\n".join(f"{command:<16}{what}" for command, what in _DOT_HELP.items()))  # asked for: stdout
         return None
     if name not in _DOT_COMMANDS or len(words) > (2 if name == ".schema" else 1):
         wrong = f"{name} takes {'one table name' if name == '.schema' else 'no argument'}, not " \
