@@ -141,6 +141,20 @@ def test_missing_output_folder_is_a_clear_error(tmp_path):
     assert not (tmp_path / "no_such_folder").exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder that takes no files")
+def test_a_folder_that_takes_no_files_is_named_before_any_export(tmp_path, monkeypatch):
+    """(the exporter's error named the temporary file and suggested installing onnxscript)"""
+    from pixql.ml import export
+
+    manifest, state_dict = _color_model(tmp_path)
+    monkeypatch.setattr(export, "_export", lambda *a: pytest.fail("the export ran"))
+    # /proc takes no new files, even from root (a read-only mode would not stop root)
+    with pytest.raises(DataError, match="Cannot write the ONNX file /proc/cm.onnx: its folder /proc does not take "
+                                        "new files \\(No such file or directory\\)$") as err:
+        export_onnx(manifest["network"], state_dict, manifest["classes"], manifest["preprocessing"], "/proc/cm.onnx")
+    assert err.value.path == "/proc/cm.onnx"
+
+
 def test_failed_export_is_a_training_error_naming_the_file(tmp_path):
     manifest, state_dict = _color_model(tmp_path)
     pre = dict(manifest["preprocessing"], input_size=[3, 40, 40])  # the SimpleCNN's dense layer wants 32 px

@@ -110,6 +110,11 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
     _sweep_stale(folder, os.path.basename(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
+        try:
+            open(tmp, "xb").close()  # the folder takes a file: known before the seconds of exporting
+        except OSError as e:  # (else the exporter's error named the temporary file and hinted at onnxscript)
+            raise DataError(f"Cannot write the ONNX file {path}: its folder {folder} does not take new files "
+                            f"({e.strerror or e})", path=path) from None
         used = _export(wrapped, example, tmp, opset, exporter, path)
         try:
             proto = onnx.load(tmp)
