@@ -532,7 +532,8 @@ def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):
     out = db.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='mask') AS SELECT * FROM seg").df()
     assert len(out) == 2
     # the query's `box` column (DETECT's rows have one) needs no naming; without one, box_col does
-    assert db.sql("SEGMENT AS SELECT * FROM items").df()["mask"].tolist() == db.sql("SELECT mask FROM seg").df()["mask"].tolist()
+    by_default = db.sql("SEGMENT AS SELECT * FROM items").df()["mask"].tolist()
+    assert by_default == db.sql("SELECT mask FROM seg").df()["mask"].tolist()
     with pytest.raises(OptionError, match="needs the box of each object and the query has no `box` column") as info:
         db.sql("SEGMENT AS SELECT image, box AS b FROM items")
     assert info.value.option == "box_col"

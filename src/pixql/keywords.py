@@ -1,8 +1,8 @@
 """What a keyword means among a model's classes, and a photo's tags.
 
 A keyword matches a class whose name (any of its comma-separated synonyms, or the whole name as
-PREDICT writes it) is the keyword, and, for the 1000 ImageNet classes, a class any of whose WordNet ancestors is named so: "dog"
-finds all 118 dog breeds, "vehicle" 67 classes. The ancestors ship with pixql
+PREDICT writes it) is the keyword, and, for the 1000 ImageNet classes, a class any of whose
+WordNet ancestors is named so: "dog" finds all 118 dog breeds, "vehicle" 67 classes. The ancestors ship with pixql
 (data/imagenet_hypernyms.json, from Princeton WordNet 3.0; bench/make_imagenet_hypernyms.py
 wrote it).
 """
