@@ -460,7 +460,9 @@ def test_uneven_classes_are_said(db):
     held = db.sql("BUILD MODEL held OPTIONS (train_mode='linear', validation=0.7) AS SELECT * FROM colors "
                   "WHERE label IN ('red', 'blue')")
     assert held.df().loc[0, "train_rows"] == 4
-    assert any("the classes are uneven: '" in m and "has 2 training row(s) against 2" in m for m in held.messages)
+    # even, though few: not called uneven (it was: "'red' has 2 training row(s) against 2 for 'blue'")
+    assert any("every class has few training rows (" in m and " 2, '" in m for m in held.messages)
+    assert not any("uneven" in m for m in held.messages)
 
 
 def test_identical_photos_under_two_labels_or_in_both_splits_are_said(db, tmp_path):
