@@ -71,6 +71,8 @@ def test_an_option_the_mode_would_not_use_is_refused_or_noted(db):
             db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (train_mode='{mode}', {option}) "
                    "AS SELECT * FROM colors")
         assert option.split("=")[0] in str(err.value) and err.value.option == option.split("=")[0]
+        if option.startswith("learning_rate"):  # its own reason (it was told of "no epochs to stop early")
+            assert "no learning rate (L-BFGS searches its steps)" in str(err.value) and "stop" not in str(err.value)
     assert not db.engine.store.exists("m")
     built = db.sql("BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (weight_decay=0.1, early_stopping=2) "
                    "AS SELECT * FROM colors")

@@ -66,8 +66,14 @@ def refused_options(mode, given, continuing=False):
                            f"does not use OPTIONS ({', '.join(unused)}); leave {'it' if len(unused) == 1 else 'them'} "
                            "out", option=unused[0])
     if mode == "linear":
-        why = ["the linear head is fitted by L-BFGS, its L2 penalty (l2) cross-validated, on a backbone that stays "
-               "frozen, with no epochs to stop early; train_mode='finetune' takes them"]
+        # (each option's reason: "no epochs to stop early" was said of learning_rate too)
+        reasons = {"optimizer": "no optimizer but L-BFGS", "learning_rate": "no learning rate (L-BFGS searches its "
+                   "steps)", "scheduler": "no schedule", "warmup_epochs": "no warm-up",
+                   "weight_decay": "no weight decay (its L2 penalty, l2, is cross-validated)",
+                   "frozen_stages": "a backbone frozen whole", "early_stopping": "no epochs to stop early (the rounds "
+                   "stop once the loss no longer moves)"}
+        why = [f"the linear head is fitted by L-BFGS on a frozen backbone: {'; '.join(reasons[u] for u in unused)}; "
+               f"train_mode='finetune' takes {'it' if len(unused) == 1 else 'them'}"]
     else:
         why = (["l2 is the penalty of the linear head (train_mode='linear'); weight_decay regularises the training of the "
                 "other modes"] if "l2" in unused else []) + (
