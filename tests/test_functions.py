@@ -66,7 +66,7 @@ def test_nulls_give_nulls(colors_db):
     assert rows == [(None, None, None)]
 
 
-def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path):
+def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path, monkeypatch):
     db = colors_db
     # pixql's own error comes out, not DuckDB's wrapper around it
     with pytest.raises(CatalogError, match=r"predict\('ghost', \.\.\.\): model 'ghost' does not exist"):
@@ -75,6 +75,18 @@ def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path):
         db.sql("SELECT predict_score('../x', image) FROM colors").fetchall()
     with pytest.raises(DataError, match="nope.png; fix or remove the file, or leave its row out with WHERE$"):
         db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
+    # shown as a table (the CLI's), the failing query runs once: its model ran twice before the error
+    calls, answers = [], db.engine.functions._answers
+    failing = f"SELECT predict('cm', image) FROM ((SELECT image FROM colors LIMIT 2) UNION ALL SELECT '{tmp_path}/nope.png')"
+    with monkeypatch.context() as patched:
+        patched.setattr(db.engine.functions, "_answers", lambda *a: calls.append(1) or answers(*a))
+        runs = {}
+        for show in ("fetchall", "text"):
+            before = len(calls)
+            with pytest.raises(DataError, match="nope.png; fix or remove the file"):
+                getattr(db.sql(failing), show)()
+            runs[show] = len(calls) - before
+    assert runs["text"] == runs["fetchall"] > 0
     with pytest.raises(DataError) as err:  # the advice once
         db.sql("SELECT predict('cm', '')").fetchall()
     assert str(err.value).count("WHERE") == 1, str(err.value)

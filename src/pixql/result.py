@@ -392,12 +392,21 @@ class Result:
         import duckdb
 
         if self._relation is not None:
-            with _duckdb_errors(self.statement, self._cause):
+            taken = []
+
+            def cause():  # the pixql error behind DuckDB's, taken once and kept for _duckdb_errors
+                if not taken:
+                    taken.append(self._cause() if self._cause is not None else None)
+                return taken[0]
+
+            with _duckdb_errors(self.statement, cause):
                 relation = self._connection.sql(self._query) if self._query is not None else self._relation
                 try:
                     return self._run(lambda: _shown(relation, max_rows, max_width, max_col_width))
                 except duckdb.Error as exc:
-                    if self._query is None or is_interrupt(exc):  # (Ctrl-C: stopped, not run again)
+                    # (Ctrl-C: stopped, not run again; a pixql function's error, predict() of a
+                    # missing file: it has no place in the text, and running again ran its model again)
+                    if self._query is None or is_interrupt(exc) or cause() is not None:
                         raise
                     # The renderer wraps the query, so its "LINE n" counts the wrapper's lines: the
                     # query run as written (read and dropped) fails with DuckDB's words for it
