@@ -3,11 +3,14 @@
 
     python bench/few_photos.py --data ../shared/datasets [--set cats|flowers|clothing]
                                [--per-class 3 10 15] [--seeds 2 3 4 5] [--floors 0 0.3 1.0]
+                               [--rules fade cutoff]
 
 For each number of photos per class and each seed, BUILD MODEL (defaults: EfficientNet_Lite0,
 linear) on that many photos of each class of the set's training CSV (a seeded draw), once per
-floor (ml/linear_head.SMALL_FLOOR; 0: no floor, each feature its own deviation), then PREDICT
-the set's test photos. Prints, per floor, the photos predicted wrong and the mean
+floor (ml/linear_head.SMALL_FLOOR; 0: no floor, each feature its own deviation) and rule (`fade`:
+linear_head.small_floor, the floor from SMALL_ROWS rows on falling as 1/rows; `cutoff`: the floor
+under SMALL_ROWS rows only, as before), then PREDICT the set's test photos. `--per-class 0`: every
+training row (one draw). Prints, per floor, the photos predicted wrong and the mean
 log-likelihood of the true label (its `prob_<label>`; probabilities under 1e-12 counted as
 1e-12: a head certain of the wrong answer scores about -27 there). The embeddings are computed once (the cache).
 """
@@ -33,6 +36,7 @@ def main():
     ap.add_argument("--per-class", type=int, nargs="+", default=[3, 10, 15])
     ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 4, 5])
     ap.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.3, 1.0])
+    ap.add_argument("--rules", nargs="+", choices=["fade", "cutoff"], default=["fade"])
     args = ap.parse_args()
     import pixql
     from pixql.ml import linear_head
@@ -45,31 +49,37 @@ def main():
     db.sql(f"COPY tr FROM '{folder}/{train_csv}'")
     db.sql(f"COPY te FROM '{folder}/{test_csv}'")
     tested = db.sql("SELECT count(*) FROM te").fetchone()[0]
-    wrong, loglik = defaultdict(int), defaultdict(list)
-    print("| photos per class | seed | " + " | ".join(f"floor {f:g}: wrong / log-lik" for f in args.floors) + " |")
-    print("|---|---|" + "---|" * len(args.floors))
+    wrong, loglik, draws = defaultdict(int), defaultdict(list), defaultdict(int)
+    fade = linear_head.small_floor
+    rules = {"fade": fade,
+             "cutoff": lambda rows: linear_head.SMALL_FLOOR if rows < linear_head.SMALL_ROWS else 0.0}
+    variants = [(rule, floor) for rule in args.rules for floor in args.floors]
+    names = [f"{rule} {floor:g}" if len(args.rules) > 1 else f"floor {floor:g}" for rule, floor in variants]
+    print("| photos per class | seed | " + " | ".join(f"{v}: wrong / log-lik" for v in names) + " |")
+    print("|---|---|" + "---|" * len(variants))
     for n in args.per_class:
-        for seed in args.seeds:
+        for seed in args.seeds if n > 0 else args.seeds[:1]:  # every row: one draw
             cells = []
-            for floor in args.floors:
-                linear_head.SMALL_FLOOR = floor
+            for rule, floor in variants:
+                linear_head.SMALL_FLOOR, linear_head.small_floor = floor, rules[rule]
+                drawn = f"WHERE k <= {n}" if n > 0 else ""
                 db.sql(f"BUILD MODEL few OPTIONS (overwrite=true) AS SELECT image, label FROM (SELECT *, row_number() "
-                       f"OVER (PARTITION BY label ORDER BY hash(image || '{seed}')) AS k FROM tr) WHERE k <= {n}")
+                       f"OVER (PARTITION BY label ORDER BY hash(image || '{seed}')) AS k FROM tr) {drawn}")
                 answers = db.sql("PREDICT USING few OPTIONS (probabilities=true) AS SELECT * FROM te").df()
                 truth = [answers[f"prob_{label}"].iloc[i] for i, label in enumerate(answers.label)]
                 bad = int((answers.predicted != answers.label).sum())
                 mean = float(np.mean(np.log(np.maximum(truth, 1e-12))))
-                wrong[(n, floor)] += bad
-                loglik[(n, floor)].append(mean)
+                wrong[(n, rule, floor)] += bad
+                loglik[(n, rule, floor)].append(mean)
+                draws[n] += 1
                 cells.append(f"{bad} / {mean:.2f}")
-            print(f"| {n} | {seed} | " + " | ".join(cells) + " |", flush=True)
+            print(f"| {n or 'all'} | {seed if n > 0 else '-'} | " + " | ".join(cells) + " |", flush=True)
     print()
-    print("| photos per class | " + " | ".join(f"floor {f:g}: wrong (of {tested * len(args.seeds)})" for f in args.floors)
-          + " |")
-    print("|---|" + "---|" * len(args.floors))
+    print("| photos per class (test photos x draws) | " + " | ".join(f"{v}: wrong" for v in names) + " |")
+    print("|---|" + "---|" * len(variants))
     for n in args.per_class:
-        print(f"| {n} | " + " | ".join(str(wrong[(n, f)]) for f in args.floors) + " |")
-
+        print(f"| {n or 'all'} ({tested} x {draws[n] // len(variants)}) | "
+              + " | ".join(str(wrong[(n, *v)]) for v in variants) + " |")
 
 if __name__ == "__main__":
     main()

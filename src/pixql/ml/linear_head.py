@@ -42,7 +42,9 @@ DEFAULT_MULTIPLE = 30.0
 # photos per class, 4 seeded draws each (bench/few_photos.py; BENCHMARKS.md, "Few photos"): 22%
 # fewer wrong answers than each feature's own deviation, and far fewer near-certain wrong ones
 # (the true label's mean log-likelihood -0.25 to -1.96 per draw, against down to -12.6).
-# A floor of 1.0 did as well (0.3: 7299 wrong, 1.0: 7429, none: 9389).
+# A floor of 1.0 did as well (0.3: 7299 wrong, 1.0: 7429, none: 9389). From SMALL_ROWS rows on
+# the floor falls as 1/rows (small_floor): cut off at 30 rows, 6 flowers per class had 41 of 448
+# test photos over 0.999, 27 of them wrong (a QA pass; BENCHMARKS.md, "Few photos").
 SMALL_ROWS = 30
 SMALL_FLOOR = 0.3
 # L-BFGS-B's stopping tolerances (on the relative fall of the loss, and the largest gradient).
@@ -188,6 +190,13 @@ def choose_l2(z, y, n_classes, task, seed=0, grid=L2_GRID, k=CV_FOLDS):
     return best[0], tried
 
 
+def small_floor(rows):
+    """The share of the features' root-mean-square deviation below which no feature's deviation is
+    taken, in a fit on `rows` rows: SMALL_FLOOR up to SMALL_ROWS, then falling as 1/rows (0.009
+    at 1000 rows), so that no size of table crosses a cliff."""
+    return SMALL_FLOOR * min(1.0, SMALL_ROWS / max(int(rows), 1))
+
+
 def fit_head(feats, y, val, n_classes, task, *, l2=None, epochs=1, seed=0, progress=True,
              seconds_before=0.0, images_before=0, scale_floor=0.0):
     """The linear mode's fit on embeddings `feats` [n, d] with targets `y` (class indices, or a
@@ -207,11 +216,10 @@ def fit_head(feats, y, val, n_classes, task, *, l2=None, epochs=1, seed=0, progr
     # weights afterwards so the head reads raw embeddings.
     mu = feats.mean(0)
     sigma = feats.std(0, ddof=1) if len(feats) > 1 else np.ones_like(mu)
-    if len(feats) < SMALL_ROWS:
-        # A handful of rows says little of each feature's spread: one that barely varied among
-        # them was scaled up for every new photo, whose answers then came out at 0 or 1 (two
-        # photos: 169 of 200 scores over 0.999, 91 of them wrong)
-        sigma = np.maximum(sigma, SMALL_FLOOR * (float(np.sqrt(np.mean(sigma ** 2))) or 1.0))
+    # A handful of rows says little of each feature's spread: one that barely varied among them
+    # was scaled up for every new photo, whose answers then came out at 0 or 1 (two photos: 169 of
+    # 200 scores over 0.999, 91 of them wrong)
+    sigma = np.maximum(sigma, small_floor(len(feats)) * (float(np.sqrt(np.mean(sigma ** 2))) or 1.0))
     sigma = np.maximum(sigma, max(1e-6, scale_floor * float(sigma.mean())))
     z = (feats - mu) / sigma
     if l2 is not None:
