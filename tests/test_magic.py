@@ -217,6 +217,16 @@ def test_sql_braces_and_dollars_are_left_alone(ip):
     assert frame.to_dict("records") == [{"s": 3, "escaped": 2}]
 
 
+def test_a_path_whose_variable_is_not_defined_says_to_define_it(ip, color_csv):
+    """{DATA} with no Python variable DATA stays as written; COPY's message says how a notebook
+    fills it (it named only `pixql --set`), and the cell runs once it is defined."""
+    with pytest.raises(PixqlCellError, match=r"\{DATA\} in it was not filled: .*in a notebook, a Python variable DATA"):
+        ip.cell("%%pixql\nCOPY t FROM '{DATA}/colors.csv'")
+    ip["DATA"] = str(color_csv.parent)
+    ip.cell("%%pixql\nCOPY t FROM '{DATA}/" + color_csv.name + "'")
+    assert len(ip.cell("%pixql SELECT * FROM t")) > 0
+
+
 def test_expand_rules():
     ns = {"x": 5, "folder": "/data", "obj": type("O", (), {"attr": "A"})()}
     assert expand("{x}", ns) == "5"

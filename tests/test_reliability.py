@@ -501,7 +501,8 @@ def test_a_script_run_without_its_set_value_says_which(tmp_path, monkeypatch):
                                       "COPY t FROM '{data}/photos.csv'"])
     assert result.exit_code == 1
     assert "file or folder not found" in result.stderr and \
-        "{data} in it was not filled: pixql --set data=VALUE gives it a value" in result.stderr
+        "{data} in it was not filled: pixql --set data=VALUE gives it a value (in a notebook, a Python variable data)" \
+        in result.stderr
 
 
 def test_the_cli_set_values_are_names_only(tmp_path, monkeypatch):

@@ -252,8 +252,9 @@ def copy_table(con, table, source, options, base_dir=None):
                             f"one (if_exists='append'), or CREATE TABLE {table} AS SELECT * FROM read_csv('{source}') "
                             "with paths as written", path=str(path))
         unfilled = re.search(r"\{[A-Za-z_]\w*\}", str(source))  # (a script's {name}, which pixql --set fills)
-        hint = f"; {unfilled[0]} in it was not filled: pixql --set {unfilled[0][1:-1]}=VALUE gives it a value" \
-            if unfilled else ""
+        name = unfilled[0][1:-1] if unfilled else None  # (which front end ran it, COPY does not know)
+        hint = f"; {unfilled[0]} in it was not filled: pixql --set {name}=VALUE gives it a value (in a notebook, " \
+            f"a Python variable {name})" if unfilled else ""
         raise DataError(f"file or folder not found: {path}{hint}", path=str(path))
     exists, temporary = copy_target(con, table)  # (a table of the name in another schema is another)
     if exists and if_exists == "fail":
