@@ -527,6 +527,16 @@ def test_a_comment_at_the_end_of_one_c_does_not_swallow_the_next(run_cli):
     assert out.stdout.split() == ["x", "1", "y", "2"]
 
 
+def test_each_c_is_a_script_of_its_own_and_an_error_names_it(run_cli):
+    """Several -c were joined into one script: the fifth -c's error said `line 9`, and a syntax
+    error in the last kept the first from running. Each runs in turn now, as DuckDB's shell runs them."""
+    result = run_cli("--format", "csv", "-c", "CREATE TABLE t AS SELECT 1 AS x", "-c", "SELECT x FROM t",
+                     "-c", "SELECT 2 AS y;\nSELEC 3", "-c", "SELECT 'never' AS z")
+    assert result.exit_code == 1 and result.stdout.split() == ["x", "1"]  # the third failed as it was parsed
+    assert result.stderr.startswith("Error: -c 3: ") and "LINE 2:" in result.stderr and "never" not in result.stdout
+    assert run_cli("-c", "SELEC 1").stderr.startswith("Error: statement at line 1: ")  # one -c: no label
+
+
 def test_set_fills_names_at_the_prompt_too(tmp_path, monkeypatch):
     """--set filled {NAME} in -c, piped and `run` scripts, and was silently ignored at the prompt."""
     monkeypatch.setenv("PIXQL_HISTORY", str(tmp_path / "history"))

@@ -230,20 +230,21 @@ def cli(ctx, db, command, fmt, out_dir, open_image, plot, read_only, wait, clust
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, fmt=fmt or "table", out_dir=out_dir, open_image=open_image, plot=plot,
                    read_only=read_only, wait=wait, cluster=cluster, variables=variables)
-    # each -c's statements, the next on a line of its own: a trailing `-- comment` ends before the ';'
-    command = "\n;\n".join(command) if command else None
     if ctx.invoked_subcommand is not None:
-        if command is not None:
+        if command:
             raise click.UsageError("use either -c SCRIPT or a subcommand, not both")
         return
-    ctx.exit(_session(ctx.obj, command))
+    # each -c a script of its own, run in turn as DuckDB's shell runs them: an error's line is the
+    # -c's own (they were joined into one script, whose line 9 was the fifth -c's first)
+    ctx.exit(_session(ctx.obj, list(command) or None))
 
 
 def _stdin_is_terminal():
     return sys.stdin is not None and sys.stdin.isatty()  # (None: started with stdin closed, `<&-`)
 
 
-def _session(obj, script=None, path=None):
+def _session(obj, scripts=None, path=None):
+    """Run `scripts` (-c's, each its own script), the file at `path`, piped input or the prompt."""
     connection = None
     try:
         try:
@@ -251,7 +252,7 @@ def _session(obj, script=None, path=None):
         except PixqlError as exc:
             click.echo(f"Error: {exc}", err=True)
             return 1
-        if script is None and path is None:
+        if scripts is None and path is None:
             if _stdin_is_terminal():
                 return _interactive(connection, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"],
                                     obj.get("variables"))
@@ -259,27 +260,30 @@ def _session(obj, script=None, path=None):
                 click.echo("Error: no statements: standard input is closed; give them with -c, a script file "
                            "(pixql run FILE) or on standard input", err=True)
                 return 1
-            script = sys.stdin.read()  # piped or redirected: a script, run like -c (no prompts)
+            scripts = [sys.stdin.read()]  # piped or redirected: a script, run like -c (no prompts)
         if path is not None:
             try:
-                script = Path(path).read_text(encoding="utf-8")
+                scripts = [Path(path).read_text(encoding="utf-8")]
             except (OSError, UnicodeDecodeError) as exc:
                 click.echo(f"Error: cannot read script {path}: {exc}; scripts are UTF-8 text", err=True)
                 return 1
-        script = _with_variables(script, obj.get("variables"))
-        script = script.removeprefix("\ufeff")  # (an editor's byte-order mark: before a dot command, it was none)
-        for kind, piece in _script_pieces(script):  # dot commands between statements, as DuckDB's shell reads them
-            if kind == "dot":
-                piece = _dot_command(piece, in_script=True)
-                if piece is _QUIT:
-                    return 0
-                if piece is _FAILED:
-                    return 1
-                if piece is None:
-                    continue
-            status = run_script(connection, piece, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"])
-            if status:
-                return status
+        for n, script in enumerate(scripts, 1):
+            script = _with_variables(script, obj.get("variables"))
+            script = script.removeprefix("\ufeff")  # (an editor's byte-order mark: before a dot command, it was none)
+            label = f"-c {n}: " if len(scripts) > 1 else ""  # (which -c an error's line is in)
+            for kind, piece in _script_pieces(script):  # dot commands between statements, as DuckDB's shell reads them
+                if kind == "dot":
+                    piece = _dot_command(piece, in_script=True)
+                    if piece is _QUIT:
+                        return 0
+                    if piece is _FAILED:
+                        return 1
+                    if piece is None:
+                        continue
+                status = run_script(connection, piece, obj["fmt"], obj["out_dir"], obj["open_image"], obj["plot"],
+                                    label=label)
+                if status:
+                    return status
         return 0
     except KeyboardInterrupt:
         return _stopped("the statement")

@@ -308,9 +308,9 @@ def _stream_rows(result, fmt):
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EBADF}  # (EBADF: closed, `>&-`)
 
 
-def run_script(connection, script, fmt="table", out_dir="pixql_output", open_image=False, plot=False):
+def run_script(connection, script, fmt="table", out_dir="pixql_output", open_image=False, plot=False, label=""):
     """Run a script on a pixql Connection, printing each result as it completes; return the exit
-    status (1 at the first statement that fails, with its message on stderr)."""
+    status (1 at the first statement that fails, with its message on stderr after `label`)."""
     try:
         for _statement, result, _last in connection.run_script(script):
             # Plain SQL that returns nothing (CREATE, INSERT) prints nothing, like duckdb's CLI.
@@ -327,7 +327,7 @@ def run_script(connection, script, fmt="table", out_dir="pixql_output", open_ima
                 return 1
     except PixqlError as exc:
         end_progress()
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {label}{exc}", err=True)
         return 1
     return 0
 
