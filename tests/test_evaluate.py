@@ -106,6 +106,12 @@ def test_a_training_runs_micro_f1_is_evaluates_with_no_label_anywhere():
     tally = labels.Tally(task).add(torch.full((6, 3), -5.0), y)  # every probability under 0.5
     assert tally.micro_f1 == sk.f1_score(np.zeros((6, 3)), np.zeros((6, 3)), average="micro", zero_division=0) == 0.0
     assert labels.Tally(task).add(torch.full((6, 3), 5.0), torch.ones((6, 3))).micro_f1 == 1.0
+    # the progress bar shows that metric, not exact-set accuracy (0.386 stood beside an F1 of 0)
+    half = torch.tensor([[1.0, 0.0, 0.0]] * 6)
+    tally = labels.Tally(task).add(torch.full((6, 3), -5.0), half)  # no true label found: no row right
+    assert tally.postfix("val_") == {"val_micro_f1": "0.000"} and tally.accuracy == 0.0
+    assert labels.Tally(labels.SingleLabel()).add(torch.tensor([[2.0, 0.0]]), torch.tensor([0])).postfix() == \
+        {"acc": "1.000"}
 
 
 def test_label_strings():

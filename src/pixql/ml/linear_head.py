@@ -245,8 +245,7 @@ def fit_head(feats, y, val, n_classes, task, *, l2=None, epochs=1, seed=0, progr
             history.append(history_entry(task, epoch, tally.loss, tally.accuracy,
                                          v_tally.loss if val else None, v_tally.accuracy if val else None,
                                          seconds, images, tally, v_tally))
-            bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}",
-                            **({"val_acc": f"{v_tally.accuracy:.3f}"} if val else {}))
+            bar.set_postfix(loss=f"{tally.loss:.4f}", **tally.postfix(), **(v_tally.postfix("val_") if val else {}))
             bar.update(1)
     w, b = fit.solution
     options = {"head_solver": "lbfgs", "l2": l2, "l2_cross_validation": cv, "learning_rate": None,

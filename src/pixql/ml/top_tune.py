@@ -167,7 +167,7 @@ def tune(run, lr, from_model=False):
                     scheduler.step()
                     tally.add(logits.detach(), target, loss.item())
                     bar.update(len(idx))
-                    bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
+                    bar.set_postfix(loss=f"{tally.loss:.4f}", **tally.postfix())
                 v_tally = None
                 if val:
                     with torch.no_grad():

@@ -469,7 +469,7 @@ class _Run:
                     logits = torch.cat([p[0] for p in parts])
                     tally.add(logits, y.to(logits.device), batch_loss)
                     bar.update(len(y))
-                    bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
+                    bar.set_postfix(loss=f"{tally.loss:.4f}", **tally.postfix())
                     group.step(len(y), epoch)
                 # every rank's sums (the same on all of them: early stopping decides alike)
                 tally = _reduced(tally, group)
@@ -480,8 +480,7 @@ class _Run:
                 if val_loader is not None:
                     v_tally = _reduced(self._evaluate(val_loader), group)
                     v_loss, v_acc = v_tally.loss, v_tally.accuracy
-                    bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}",
-                                    val_acc=f"{v_acc:.3f}" if v_acc is not None else "-")
+                    bar.set_postfix(loss=f"{tally.loss:.4f}", **tally.postfix(), **v_tally.postfix("val_"))
             images = tally.seen + (v_tally.seen if v_tally is not None else 0)
             self.images_seen += images
             self._record(epoch, tally.loss, tally.accuracy, v_loss, v_acc,
