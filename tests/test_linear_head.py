@@ -151,15 +151,21 @@ def test_the_heads_numpy_loss_and_gradient_are_the_tasks_torch_loss(multi):
     assert np.allclose(grad, t.grad.numpy(), atol=1e-6)
 
 
+def _split(tmp_path, folder, train_csv, test_csv):
+    """A database whose tables `tr` and `te` are a photo set's training and test CSVs."""
+    import pixql
+
+    db = pixql.connect(str(tmp_path / "split.duckdb"), progress=False)
+    db.sql(f"COPY tr FROM '{folder}/{train_csv}'")
+    db.sql(f"COPY te FROM '{folder}/{test_csv}'")
+    return db
+
+
 def test_a_head_of_a_few_photos_is_not_certain_of_everything(cats_and_dogs, tmp_path):
     """Two training photos (a cat, a dog) on real photos: a feature that barely varied between
     them no longer scales every new photo's answer to 0 or 1 (169 of 200 scores were over 0.999
     before the floor under small sets' feature deviations, 91 of them wrong)."""
-    import pixql
-
-    db = pixql.connect(str(tmp_path / "few.duckdb"), progress=False)
-    db.sql(f"COPY tr FROM '{cats_and_dogs}/cat_and_dog_train.csv'")
-    db.sql(f"COPY te FROM '{cats_and_dogs}/cat_and_dog_test.csv'")
+    db = _split(tmp_path, cats_and_dogs, "cat_and_dog_train.csv", "cat_and_dog_test.csv")
     db.sql("BUILD MODEL two AS (SELECT * FROM tr WHERE label = 'cat' LIMIT 1) "
            "UNION ALL (SELECT * FROM tr WHERE label = 'dog' LIMIT 1)")
     sure, wrong = db.sql("SELECT count(*) FILTER (WHERE score > 0.999), count(*) FILTER (WHERE predicted <> label) "
@@ -173,14 +179,10 @@ def test_a_head_of_thirty_photos_is_not_certain_of_wrong_answers(data_root, tmp_
     """Six flowers of each of five classes, 30 rows, where the floor under the feature deviations
     stopped at once: 41 of the 448 test photos scored over 0.999, 27 of them wrong (a QA pass). The
     floor now falls as 1/rows from 30 rows on (linear_head.small_floor)."""
-    import pixql
-
     folder = data_root / "flowers5_128px"
     if not (folder / "train.csv").is_file():
         pytest.skip(f"flowers5 photos not found in {folder}")
-    db = pixql.connect(str(tmp_path / "six.duckdb"), progress=False)
-    db.sql(f"COPY tr FROM '{folder}/train.csv'")
-    db.sql(f"COPY te FROM '{folder}/test.csv'")
+    db = _split(tmp_path, folder, "train.csv", "test.csv")
     db.sql("BUILD MODEL six AS SELECT image, label FROM (SELECT *, row_number() OVER (PARTITION BY label "
            "ORDER BY image) AS k FROM tr) WHERE k <= 6")
     wrong_and_sure, right = db.sql("SELECT count(*) FILTER (WHERE score > 0.999 AND predicted <> label), count(*) "
