@@ -81,5 +81,6 @@ def main():
         print(f"| {n or 'all'} ({tested} x {draws[n] // len(variants)}) | "
               + " | ".join(str(wrong[(n, *v)]) for v in variants) + " |")
 
+
 if __name__ == "__main__":
     main()

@@ -465,6 +465,10 @@ def test_uneven_classes_are_said(db):
     # even, though few: not called uneven (it was: "'red' has 2 training row(s) against 2 for 'blue'")
     assert any("every class has few training rows (" in m and " 2, '" in m for m in held.messages)
     assert not any("uneven" in m for m in held.messages)
+    # a class under 5 rows beside one of 7 (the note said every class had few): only the few named
+    from pixql.commands.train import _uneven
+
+    assert _uneven("BUILD", ["a"] * 4 + ["b"] * 7)[0].startswith("BUILD: 1 class(es) have few training rows ('a' 4; ")
 
 
 def test_identical_photos_under_two_labels_or_in_both_splits_are_said(db, tmp_path):

@@ -535,6 +535,7 @@ def test_each_c_is_a_script_of_its_own_and_an_error_names_it(run_cli):
     assert result.exit_code == 1 and result.stdout.split() == ["x", "1"]  # the third failed as it was parsed
     assert result.stderr.startswith("Error: -c 3: ") and "LINE 2:" in result.stderr and "never" not in result.stdout
     assert run_cli("-c", "SELEC 1").stderr.startswith("Error: statement at line 1: ")  # one -c: no label
+    assert run_cli("-c", "SELECT 1", "-c", ".nope").stderr.startswith("Error: -c 2: unknown dot command '.nope'")
 
 
 def test_set_fills_names_at_the_prompt_too(tmp_path, monkeypatch):

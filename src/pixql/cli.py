@@ -83,9 +83,10 @@ def _script_pieces(script):
     return pieces
 
 
-def _dot_command(words, in_script=False):
+def _dot_command(words, in_script=False, label=""):
     """The SQL a dot command runs, _QUIT, or None when it printed what it had to (help, or why not);
-    `in_script`: an unknown one is _FAILED (a script stops there, as at a failing statement)."""
+    `in_script`: an unknown one is _FAILED (a script stops there, as at a failing statement);
+    `label`: which -c it is in, before its error."""
     from pixql.ingest import quote_literal
 
     name = words[0].lower()
@@ -98,7 +99,7 @@ def _dot_command(words, in_script=False):
         wrong = f"{name} takes {'one table name' if name == '.schema' else 'no argument'}, not " \
                 f"{' '.join(words[1:])!r}" if name in _DOT_COMMANDS or name == ".help" else \
             f"unknown dot command {' '.join(words)!r}; the prompt knows {', '.join(_DOT_HELP)}"
-        click.echo(f"Error: {wrong}", err=True)
+        click.echo(f"Error: {label}{wrong}", err=True)
         return _FAILED if in_script else None
     return _DOT_COMMANDS[name].format(quote_literal(words[1]) if len(words) > 1 else "NULL")
 
@@ -273,7 +274,7 @@ def _session(obj, scripts=None, path=None):
             label = f"-c {n}: " if len(scripts) > 1 else ""  # (which -c an error's line is in)
             for kind, piece in _script_pieces(script):  # dot commands between statements, as DuckDB's shell reads them
                 if kind == "dot":
-                    piece = _dot_command(piece, in_script=True)
+                    piece = _dot_command(piece, in_script=True, label=label)
                     if piece is _QUIT:
                         return 0
                     if piece is _FAILED:

@@ -394,9 +394,10 @@ class Result:
         if self._relation is not None:
             taken = []
 
-            def cause():  # the pixql error behind DuckDB's, taken once and kept for _duckdb_errors
-                if not taken:
-                    taken.append(self._cause() if self._cause is not None else None)
+            def cause():  # the pixql error behind DuckDB's, once taken kept for _duckdb_errors (a
+                # None is asked again: the run as written below may fail in predict() after all)
+                if not taken or taken[0] is None:
+                    taken[:] = [self._cause() if self._cause is not None else None]
                 return taken[0]
 
             with _duckdb_errors(self.statement, cause):

@@ -27,6 +27,7 @@ from pixql.commands.convert import ORIGIN, embed_rows, origin_comment, trained_r
 from pixql.catalog import task_of
 from pixql.errors import CatalogError, DataError, OptionError
 from pixql.image_columns import column_named, pick_image_col
+from pixql.ingest import quote_literal
 from pixql.ml.bases import is_clip, resolve_base
 from pixql.query_rows import is_null
 from pixql.result import Result
@@ -338,7 +339,7 @@ def _keyword(engine, statement, resolved, given):
     found = keywords.matching_classes(keyword, classes)
     if not found:
         # (quoted where a name holds a comma: "cat, tabby" would read as two classes)
-        names = [repr(str(c)) for c in classes] if any("," in str(c) for c in classes) else classes
+        names = [quote_literal(str(c)) for c in classes] if any("," in str(c) for c in classes) else classes
         where = "its classes or their WordNet ancestors" if keywords.is_imagenet(classes) else \
             f"its classes: {shown(names)}"
         raise DataError(f"SEARCH IMAGE: no class of '{statement.model}' is called '{keyword}' ({where}); "

@@ -47,21 +47,18 @@ def ends_statement(text):
 def split_finished(text):
     """(the statements `text` ends, what follows them): the prompt runs `SELECT 3;` of
     `SELECT 3; SELECT` at once, as DuckDB's shell does, and reads on for the rest. The rest is ''
-    when it holds only white space and comments."""
-    for i in range(len(text) - 1, -1, -1):
-        if text[i] != ";":
-            continue
-        try:
-            toks = tokenize(text[:i + 1])
-        except ParseError:  # this `;` is inside a string or comment left open
-            continue
-        if toks and toks[-1].is_punct(";") and toks[-1].start == i:  # (not a `;` in a comment after it)
-            rest = text[i + 1:]
-            try:
-                return text[:i + 1], rest if tokenize(rest) else ""
-            except ParseError:  # a string or comment left open: more lines to come
-                return text[:i + 1], rest
-    return "", text
+    when it holds only white space and comments. One pass of the tokenizer: a paste of many
+    lines costs each line its length, not its length times its `;`s."""
+    try:
+        toks, open_tail = tokenize(text), False
+    except ParseError as exc:  # a string or comment left open: the tokens before it
+        toks, open_tail = exc.tokens, True
+    ends = [k for k, tok in enumerate(toks) if tok.is_punct(";")]
+    if not ends:
+        return "", text
+    end = toks[ends[-1]].end
+    rest = text[end:]
+    return text[:end], rest if open_tail or ends[-1] < len(toks) - 1 else ""
 
 
 def parse_script(script):
