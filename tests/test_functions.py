@@ -77,7 +77,8 @@ def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path, monkey
         db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
     # shown as a table (the CLI's), the failing query runs once: its model ran twice before the error
     calls, answers = [], db.engine.functions._answers
-    failing = f"SELECT predict('cm', image) FROM ((SELECT image FROM colors LIMIT 2) UNION ALL SELECT '{tmp_path}/nope.png')"
+    failing = (f"SELECT predict('cm', image) FROM ((SELECT image FROM colors LIMIT 2) UNION ALL "
+               f"SELECT '{tmp_path}/nope.png')")
     with monkeypatch.context() as patched:
         patched.setattr(db.engine.functions, "_answers", lambda *a: calls.append(1) or answers(*a))
         runs = {}
