@@ -365,6 +365,19 @@ def test_auto_that_finds_a_dead_or_client_address_is_a_clear_error_at_once(photo
             photos.sql("PREDICT USING imagenet_classifier OPTIONS (cluster='auto') AS SELECT * FROM photos")
 
 
+def test_auto_after_its_cluster_stopped_does_not_start_a_ray_here(photos, monkeypatch):
+    """A process whose cluster stopped (the watch let it go): cluster='auto', finding no other,
+    started a new Ray on this machine and ran there without a word (a QA pass)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pixql[ray]'")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    monkeypatch.setattr(clusters, "_auto_address", lambda: None)  # no cluster running here
+    monkeypatch.setitem(clusters._lost, "address", "127.0.0.1:6379")
+    with pytest.raises(ClusterError, match="the Ray cluster at 127.0.0.1:6379, which this process used, stopped "
+                                           "answering, and cluster='auto' finds no other"):
+        photos.sql("PREDICT USING imagenet_classifier OPTIONS (cluster='auto') AS SELECT * FROM photos")
+
+
 # A process of its own: were the watch to fail, Ray would end that process, not the suite's.
 _CLUSTER_GOES_AWAY = """
 import os, signal, subprocess, sys, time

@@ -99,6 +99,7 @@ def training_strategy(engine, resolved, keyword):
 # -- connecting -----------------------------------------------------------------------------------
 
 _connected = {}  # the address this process connected Ray to (Ray talks to one cluster per process)
+_lost = {}  # the running cluster the watch disconnected this process from, when it stopped answering
 
 
 def import_ray():
@@ -212,6 +213,10 @@ def connect(address):
             return connect(written)  # (refused, with the reason)
         if written is not None and _ADDRESS.match(written):
             _reachable(written, _FOUND)
+        if written is None and _lost.get("address"):  # (Ray would start a new one here, on one machine)
+            raise ClusterError(f"the Ray cluster at {_lost['address']}, which this process used, stopped answering, "
+                               "and cluster='auto' finds no other; start it again, or use cluster='local'",
+                               address=address)
     if ray.is_initialized():
         current = _connected.get("address") or _gcs_address(ray)
         if address != AUTO and not _same_head(address, current):
@@ -238,6 +243,7 @@ def connect(address):
     finally:
         _restore_sigterm(handler)
     _connected["address"] = address if address != AUTO else _gcs_address(ray)
+    _lost.clear()
     if written is not None:  # a running cluster's (not a Ray pixql started here)
         _watch(ray, _connected["address"])
     return ray
@@ -281,6 +287,7 @@ def _watch(ray, address):
             if _statements[0]:  # (Ray's own end of the process bounds a statement's wait)
                 continue
             _connected.clear()
+            _lost["address"] = address
             ray.shutdown()
             return
 
@@ -342,7 +349,7 @@ class Cluster:
         if workers * gpus_per_worker > gpus or workers * cls.cpus_per_worker > cpus:
             raise OptionError(
                 f"{keyword}: OPTIONS (workers={workers}, gpus_per_worker={gpus_per_worker:g}) asks the Ray cluster at "
-                f"{address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
+                f"{_connected.get('address') or address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
                 f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)", option="workers")
         # (named by the address it found: messages say where, not 'auto')
         return cls(_connected.get("address") or address, workers, gpus_per_worker)
