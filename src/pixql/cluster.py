@@ -347,9 +347,10 @@ class Cluster:
         workers = max(1, workers)
         # Ray would wait for resources that never come (on a cluster that does not scale up).
         if workers * gpus_per_worker > gpus or workers * cls.cpus_per_worker > cpus:
+            where = _connected.get("address") or address  # (the address 'auto' found)
             raise OptionError(
                 f"{keyword}: OPTIONS (workers={workers}, gpus_per_worker={gpus_per_worker:g}) asks the Ray cluster at "
-                f"{_connected.get('address') or address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
+                f"{where} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
                 f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)", option="workers")
         # (named by the address it found: messages say where, not 'auto')
         return cls(_connected.get("address") or address, workers, gpus_per_worker)
