@@ -338,6 +338,7 @@ class Cluster:
     @classmethod
     def connect(cls, address, workers=None, gpus_per_worker=None, keyword="statement"):
         ray = connect(address)
+        address = _connected.get("address") or address  # named by the address it found: messages say where, not 'auto'
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         if gpus_per_worker is None:
@@ -347,13 +348,11 @@ class Cluster:
         workers = max(1, workers)
         # Ray would wait for resources that never come (on a cluster that does not scale up).
         if workers * gpus_per_worker > gpus or workers * cls.cpus_per_worker > cpus:
-            where = _connected.get("address") or address  # (the address 'auto' found)
             raise OptionError(
                 f"{keyword}: OPTIONS (workers={workers}, gpus_per_worker={gpus_per_worker:g}) asks the Ray cluster at "
-                f"{where} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
+                f"{address} for {workers * gpus_per_worker:g} GPU(s) and {workers * cls.cpus_per_worker} CPU(s); it "
                 f"has {gpus:g} GPU(s) and {cpus:g} CPU(s): lower workers (or gpus_per_worker)", option="workers")
-        # (named by the address it found: messages say where, not 'auto')
-        return cls(_connected.get("address") or address, workers, gpus_per_worker)
+        return cls(address, workers, gpus_per_worker)
 
     # -- running a command's job ----------------------------------------------------------------
     def blocks(self, job, table):

@@ -140,9 +140,9 @@ def _uneven(keyword, labels, held=0):
     if few and most < 2 * least:  # few rows, but about as many as the others: nothing is uneven
         small = [f"'{name}' {n}" for name, n in reversed(counts) if n < FEW_ROWS]
         whom = "every class has" if most < FEW_ROWS else f"{len(small)} class(es) have"
-        return [f"{keyword}: {whom} few training rows ({', '.join(small[:5])}"
-                f"{', ...' if len(small) > 5 else ''}; under {FEW_ROWS} for a class says little of it): expect answers "
-                "and a validation metric that move with each photo added or taken away; more photos per class help"]
+        return [f"{keyword}: {whom} few training rows ({shown(small, 5)}; under {FEW_ROWS} for a class says little "
+                "of it): expect answers and a validation metric that move with each photo added or taken away; more "
+                "photos per class help"]
     return [f"{keyword}: the classes are uneven: '{least_name}' has {least} training row(s) against {most} for "
             f"'{top}': the model will seldom answer '{least_name}', and its accuracy over all rows hides that; "
             "more photos of the small classes help, and EVALUATE's recall per class shows it"]

@@ -39,9 +39,13 @@ TOP_REFUSES = ("optimizer", "scheduler", "warmup_epochs")  # BUILD options 'top'
 # Options a mode has no use for: the linear head is fitted by L-BFGS with a cross-validated
 # penalty; the other modes train by gradient steps with weight decay, not the head's penalty;
 # only 'finetune' trains the stages frozen_stages counts.
-UNUSED_BY_MODE = {"linear": ("optimizer", "learning_rate", "scheduler", "warmup_epochs", "weight_decay",
-                             "frozen_stages", "early_stopping"),
-                  "top": ("l2", "frozen_stages"), "finetune": ("l2",)}
+# Each option linear mode has no use for, with the reason its refusal gives.
+LINEAR_REFUSES = {"optimizer": "no optimizer but L-BFGS", "learning_rate": "no learning rate (L-BFGS searches its "
+                  "steps)", "scheduler": "no schedule", "warmup_epochs": "no warm-up",
+                  "weight_decay": "no weight decay (its L2 penalty, l2, is cross-validated)",
+                  "frozen_stages": "a backbone frozen whole",
+                  "early_stopping": "no epochs to stop early (the rounds stop once the loss no longer moves)"}
+UNUSED_BY_MODE = {"linear": tuple(LINEAR_REFUSES), "top": ("l2", "frozen_stages"), "finetune": ("l2",)}
 
 
 def unused_options(mode, given):
@@ -67,12 +71,8 @@ def refused_options(mode, given, continuing=False):
                            "out", option=unused[0])
     if mode == "linear":
         # (each option's reason: "no epochs to stop early" was said of learning_rate too)
-        reasons = {"optimizer": "no optimizer but L-BFGS", "learning_rate": "no learning rate (L-BFGS searches its "
-                   "steps)", "scheduler": "no schedule", "warmup_epochs": "no warm-up",
-                   "weight_decay": "no weight decay (its L2 penalty, l2, is cross-validated)",
-                   "frozen_stages": "a backbone frozen whole", "early_stopping": "no epochs to stop early (the rounds "
-                   "stop once the loss no longer moves)"}
-        why = [f"the linear head is fitted by L-BFGS on a frozen backbone: {'; '.join(reasons[u] for u in unused)}; "
+        reasons = "; ".join(LINEAR_REFUSES[u] for u in unused)
+        why = [f"the linear head is fitted by L-BFGS on a frozen backbone: {reasons}; "
                f"train_mode='finetune' takes {'it' if len(unused) == 1 else 'them'}"]
     else:
         why = (["l2 is the penalty of the linear head (train_mode='linear'); weight_decay regularises the training of the "
