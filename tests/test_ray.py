@@ -4,6 +4,7 @@ started here on 127.0.0.1 with 2 CPUs, real photos, the same answers as this pro
 Every wait is bounded: Ray's own calls carry timeouts, and a job's blocks come back or fail.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -293,6 +294,38 @@ def _free_port():
         return s.getsockname()[1]
 
 
+# The first frame a gRPC server (a Ray head's GCS) sends: SETTINGS, empty
+_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+@contextlib.contextmanager
+def _listener(reply):
+    """The address of a program on 127.0.0.1 that accepts connections and answers each with `reply`
+    (None: says nothing) once it has read from it."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                held.append(conn)
+                if reply is not None:
+                    conn.recv(64)
+                    conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
 def test_connecting_keeps_the_sigterm_handler_a_program_set(ray_cluster):
     """ray.init puts in its own SIGTERM handler (exit status 15, a stack dump): the terminal's,
     which stops the statement and exits 143 saying so, is put back."""
@@ -314,6 +347,20 @@ def test_no_cluster_at_the_address_is_a_clear_error_at_once(photos):
     assert info.value.address == address and address in str(info.value) and "no Ray cluster answers" in str(info.value)
 
 
+@pytest.mark.parametrize("reply, says", [
+    (None, "sends nothing back within 5 s"),  # a frozen head, a program that waits for its own protocol
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not speak gRPC"),  # a web server on the port
+])
+def test_a_listener_that_is_no_ray_head_is_a_clear_error_at_once(photos, reply, says):
+    """A plain connect passed, and ray.init then waited 40 s (a silent program: 180 s and more)."""
+    started = time.monotonic()
+    with _listener(reply) as address, pytest.raises(ClusterError) as info:
+        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{address}') AS SELECT * FROM photos")
+    assert time.monotonic() - started < 60  # (a deadline, far above the 5 s it takes, far below the hang)
+    assert info.value.address == address and f"no Ray cluster answers at {address}" in str(info.value)
+    assert says in str(info.value)
+
+
 def test_a_ray_client_address_is_refused_with_the_reason_and_what_works(photos):
     """Ray Data and Ray Train need their driver on the cluster: over Ray Client a PREDICT failed
     mid-job ("'Worker' object has no attribute 'core_worker'")."""
@@ -327,28 +374,21 @@ def test_a_ray_client_address_is_refused_with_the_reason_and_what_works(photos):
 def test_a_loopback_head_that_ray_would_dial_elsewhere_is_a_clear_error_at_once(photos, monkeypatch):
     # `ray start --head --node-ip-address 127.0.0.1` records 127.0.0.1:6379; Ray replaces a
     # loopback address with this machine's, where nothing listens, and ray.init retried for ever
-    import socket
-
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pixql[ray]'")
     from ray._private import services
 
-    head = socket.socket()
-    head.bind(("127.0.0.1", 0))
-    head.listen()
-    written, elsewhere = f"127.0.0.1:{head.getsockname()[1]}", f"127.0.0.1:{_free_port()}"
+    elsewhere = f"127.0.0.1:{_free_port()}"
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
-    monkeypatch.setattr(services, "get_ray_address_from_environment", lambda *a: written)
     monkeypatch.setattr(services, "canonicalize_bootstrap_address", lambda *a, **k: elsewhere)
-    try:
+    with _listener(_SETTINGS) as written:  # (a head's GCS answers there)
+        monkeypatch.setattr(services, "get_ray_address_from_environment", lambda *a: written)
         for cluster in ("auto", written):
             with pytest.raises(ClusterError) as info:
                 photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{cluster}') AS SELECT * FROM photos")
             message = str(info.value)
             assert info.value.address == cluster and elsewhere in message and written in message
             assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in message
-    finally:
-        head.close()
 
 
 def test_auto_that_finds_a_dead_or_client_address_is_a_clear_error_at_once(photos, monkeypatch):

@@ -140,10 +140,34 @@ def _same_head(a, b):
     return a == b or place(a) == place(b)
 
 
-def _answers(address):
+# HTTP/2's client preface and an empty SETTINGS frame (RFC 9113, 3.4): a Ray head's GCS, a gRPC
+# server, answers with its own SETTINGS frame at once.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS_FRAME = 4
+
+
+def _answers(address, handshake=True):
+    """An OSError unless something listens at `address` and (`handshake`) answers there as a gRPC
+    server does. A program that accepts connections and says nothing (a frozen head, another
+    program on the port) passed a plain connect, and ray.init then waited 40 s to for ever."""
     match = _ADDRESS.match(address)
-    with socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=CONNECT_TIMEOUT_SECONDS):
-        pass
+    with socket.create_connection((match["host"].strip("[]"), int(match["port"])),
+                                  timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+        if not handshake or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return  # (over TLS the head answers TLS, not plain HTTP/2: ray.init decides)
+        conn.sendall(_HTTP2_PREFACE)
+        reply = b""
+        try:
+            while len(reply) < 4:  # (a frame's type is its 4th byte)
+                chunk = conn.recv(9)
+                if not chunk:  # closed
+                    break
+                reply += chunk
+        except TimeoutError:
+            raise OSError(0, f"something accepts connections there but sends nothing back within "
+                             f"{CONNECT_TIMEOUT_SECONDS} s, as a frozen Ray head or another program would") from None
+    if len(reply) < 4 or reply[3] != _SETTINGS_FRAME:
+        raise OSError(0, "the program listening there does not speak gRPC, as a Ray head's port does")
 
 
 _FOUND = " (cluster='auto' found it in RAY_ADDRESS or the last `ray start`)"
@@ -277,7 +301,7 @@ def _watch(ray, address):
         while _connected.get("address") == address and ray.is_initialized():
             time.sleep(WATCH_SECONDS)
             try:
-                _answers(address)
+                _answers(address, handshake=False)  # (a busy head may be slow to answer: not lost)
                 silent_since = None
                 continue
             except OSError:
