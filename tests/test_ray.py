@@ -516,6 +516,14 @@ def test_where_a_connection_runs(monkeypatch):
         assert db.cluster == "auto"
     with pytest.raises(ArgumentError, match="connect\\(\\): cluster must be 'local', 'auto'"):
         pixql.connect(cluster="ray://no-port")
+    with pytest.raises(ArgumentError, match="connect\\(\\): cluster must be .* not ''"):
+        pixql.connect(cluster="")
+    monkeypatch.setenv("PIXQL_CLUSTER", "")  # (an empty variable is an unset one, as in a shell)
+    with pixql.connect() as db:
+        assert db.cluster == "local"
+        with pytest.raises(OptionError, match="option 'cluster' must be .* not ' '") as info:
+            db.sql("PREDICT USING imagenet_classifier OPTIONS (cluster=' ') AS SELECT 'a.jpg' AS image")
+        assert info.value.option == "cluster"
 
 
 def test_without_ray_installed_the_message_says_how_to_get_it(monkeypatch):

@@ -44,16 +44,18 @@ OPTIONS = {
 _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})\Z")
 
 
-def check_address(value, where="cluster"):
+def check_address(value, where="cluster", option=None):
     """`value` as a cluster address ('local', 'auto', 'host:port'; a Ray Client's 'ray://host:port'
     is refused when a statement connects, with the reason), or an OptionError naming `where` (the
     option, argument or variable that held it)."""
     text = str(value).strip() if value is not None else LOCAL
-    if text.lower() in (LOCAL, AUTO, ""):
-        return text.lower() or LOCAL
+    if text.lower() in (LOCAL, AUTO):
+        return text.lower()
     if _ADDRESS.match(text):
         return text
-    raise OptionError(f"{where} must be 'local', 'auto' or 'host:port' (a Ray cluster's head), not {value!r}")
+    # (an empty one too: ran here without a word, where a variable meant to hold an address was empty)
+    raise OptionError(f"{where} must be 'local', 'auto' or 'host:port' (a Ray cluster's head), not {value!r}",
+                      option=option)
 
 
 def default_address():
@@ -68,8 +70,10 @@ def choose(engine, resolved, keyword, training=False):
     `gpus_per_worker` without a cluster are an error, except for training (`training`: workers
     then name this machine's GPUs, ml/strategy.py)."""
     given = resolved.get("cluster")
-    address = check_address(given if given is not None else engine.cluster, "option 'cluster'"
-                            if given is not None else "the connection's cluster")
+    if given is not None:
+        address = check_address(given, "option 'cluster'", option="cluster")
+    else:
+        address = check_address(engine.cluster, "the connection's cluster")
     if address == LOCAL:
         for name in ("workers", "gpus_per_worker"):
             if resolved.get(name) is not None and not (training and name == "workers"):
