@@ -57,6 +57,37 @@ def _hold(db_file, tmp_path, seconds, read_only=False):
     return proc
 
 
+OPENER = textwrap.dedent("""
+    import sys, pixql
+    try:
+        pixql.connect(sys.argv[1]).sql("INSERT INTO t VALUES (2)")
+        print("written")
+    except pixql.SqlError as exc:
+        print(exc)
+""")
+
+
+@pytest.mark.parametrize("first", ["pixql", "duckdb"])
+def test_opening_a_database_again_in_this_process_keeps_its_lock(tmp_path, first):
+    """pixql read a database file's header before opening it, and closing that descriptor ended
+    every POSIX lock the process held on the file: a second connect() (a notebook cell run again)
+    let another process in, and its committed rows were lost when this one wrote."""
+    import duckdb
+
+    path = str(tmp_path / "held.duckdb")
+    with pixql.connect(path) as db:
+        db.sql("CREATE TABLE t AS SELECT 1 AS x")
+    held = pixql.connect(path) if first == "pixql" else duckdb.connect(path)
+    again = pixql.connect(path)
+    other = subprocess.run([sys.executable, "-c", OPENER, path], capture_output=True, text=True, timeout=120)
+    assert "is in use by another process" in other.stdout, other.stdout + other.stderr[-2000:]
+    again.sql("INSERT INTO t VALUES (3)")
+    again.close()
+    held.close()
+    with pixql.connect(path) as db:
+        assert db.sql("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (3,)]
+
+
 def test_a_database_held_by_another_process_is_a_clear_message(shop, tmp_path):
     holder = _hold(shop, tmp_path, 60)
     try:

@@ -826,11 +826,31 @@ class StoredRows(int):
 DUCKDB_MAGIC = b"DUCK"  # a DuckDB database file's bytes 8-11
 
 
+_CHECKED = set()  # (device, inode) of the database files this process checked and DuckDB opened
+
+
+def _held_here(database):
+    """Whether this process has `database` open already (DuckDB's, so a DuckDB file), where opening
+    it to read its header would lose DuckDB's lock: closing any descriptor of a file ends every
+    POSIX lock this process holds on it, and another process then wrote to it, its rows lost."""
+    stat = os.stat(database)
+    if (stat.st_dev, stat.st_ino) in _CHECKED:
+        return True
+    with contextlib.suppress(OSError):  # (Linux: a duckdb.connect() of the caller's own, too)
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.stat(f"/proc/self/fd/{fd}"), stat):
+                    return True
+    return False
+
+
 def _refuse_other_files(database):
     """DuckDB opens some other files (a CSV, say) as a read-only database of their own, where the
     tables a script makes live in memory and are gone at its end: a file that exists and is not
     DuckDB's is refused before anything runs."""
     if database == ":memory:" or not os.path.isfile(database) or os.path.getsize(database) == 0:
+        return
+    if _held_here(database):
         return
     with open(database, "rb") as f:
         head = f.read(12)
@@ -850,7 +870,12 @@ def open_database(database, read_only, wait, config=None):
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            return duckdb.connect(database, read_only=read_only, config=config or {})
+            connection = duckdb.connect(database, read_only=read_only, config=config or {})
+            if database != ":memory:":
+                with contextlib.suppress(OSError):
+                    stat = os.stat(database)
+                    _CHECKED.add((stat.st_dev, stat.st_ino))
+            return connection
         except duckdb.InvalidInputException as exc:  # a setting DuckDB does not know, or a bad value
             raise SqlError(f"cannot open database {database}: {exc}") from exc
         except duckdb.ConnectionException as exc:  # this process has it open already, another way
