@@ -162,6 +162,17 @@ def test_copy_without_options_into_an_existing_table_is_duckdbs_append(db, color
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (48,)
 
 
+def test_a_scripts_result_keeps_the_earlier_statements_notes(db, color_csv):
+    """db.sql() of a script returns its last statement's Result: the notes of the statements before
+    (this COPY's append, a BUILD's "few rows", "ROLLBACK does not undo this") were lost."""
+    _copy_colors(db, color_csv)
+    result = db.sql(f"COPY colors FROM '{color_csv}'; SELECT count(*) AS n FROM colors; SELECT 1 AS one")
+    assert result.fetchall() == [(1,)]
+    assert len(result.messages) == 1 and "DuckDB's own COPY appended" in result.messages[0]
+    assert "DuckDB's own COPY appended" in str(result)  # (shown under the rows)
+    assert db.sql("SELECT 2").messages == []
+
+
 def test_copy_normalises_paths_and_expands_the_home_folder(db, color_images, tmp_path, monkeypatch):
     """One photo named two ways (`sub/../x.png`, `./x.png`) is one string; `~` is the home folder."""
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -53,16 +53,18 @@ class Connection:
         return str(self._engine.store.root)
 
     def sql(self, script, params=None):
-        """Run one or more `;`-separated statements; return the last one's Result. A pandas or
-        polars DataFrame or an Arrow table in the caller's variables is a table by its name, as in
-        `duckdb.sql()`: `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's:
+        """Run one or more `;`-separated statements; return the last one's Result, whose messages
+        begin with the earlier statements' notes. A pandas or polars DataFrame or an Arrow table in
+        the caller's variables is a table by its name, as in `duckdb.sql()`: `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's:
         a list for `?`, a dict for `$name`, for a script of one statement (a pixql statement's
         query too: `db.sql("PREDICT USING m AS SELECT * FROM photos WHERE label = ?", ["cat"])`)."""
         caller = sys._getframe(1)
-        last = Result()
-        for _statement, last, _is_last in self.run_script(script, "sql", ChainMap(caller.f_locals, caller.f_globals),
-                                                          params=params):
-            pass
+        last, earlier = Result(), []
+        for _statement, last, is_last in self.run_script(script, "sql", ChainMap(caller.f_locals, caller.f_globals),
+                                                         params=params):
+            if not is_last:  # (its notes, a BUILD's "few rows" say, are the caller's to see too)
+                earlier.extend(last.messages)
+        last.messages[:0] = earlier
         return last
 
     execute = sql
