@@ -285,6 +285,12 @@ def test_a_box_written_as_json_text_is_read_as_a_box(halves):
                    "::VARCHAR END AS b FROM photos ORDER BY image, x1").df()
     assert texts.predicted.tolist() == lists.predicted.tolist()
     assert np.allclose(texts.filter(like="prob_").to_numpy(float), lists.filter(like="prob_").to_numpy(float), atol=1e-6)
+    # DuckDB's text of a STRUCT, as `--format csv` writes DETECT's boxes ("{'x1': 330.99, ...}")
+    structs = db.sql("PREDICT USING cm OPTIONS (box_col='b', probabilities=true) AS SELECT *, {'x1': x1::DOUBLE, "
+                     "'y1': y1, 'x2': x2, 'y2': y2}::VARCHAR AS b FROM photos ORDER BY image, x1").df()
+    assert structs.b[0].startswith("{'x1': ") and structs.predicted.tolist() == lists.predicted.tolist()
+    assert np.allclose(structs.filter(like="prob_").to_numpy(float), lists.filter(like="prob_").to_numpy(float),
+                       atol=1e-6)
     with pytest.raises(DataError, match=r"row 1 has a box written as text that is not JSON of 4 numbers \('ten'\)"):
         db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, 'ten' AS b FROM photos LIMIT 1")
 

@@ -303,13 +303,28 @@ def corners(value, xywh=False, stated_xywh=False):
         try:
             parsed = json.loads(value)
         except ValueError:
-            return value
+            parsed = _struct_text(value)
         return corners(parsed, xywh, stated_xywh) if isinstance(parsed, (list, dict)) else value
     try:
         box = tuple(value)
     except TypeError:
         return value
     return _from_sides(box) if xywh else box
+
+
+def _struct_text(value):
+    """DuckDB's text of a STRUCT ("{'x1': 331.0, 'y1': 128.0, ...}": a DETECT box as `--format csv`
+    or CAST(box AS VARCHAR) writes it) as a dict, else None. Its text is a Python literal's."""
+    import ast
+
+    text = (value.decode(errors="replace") if isinstance(value, bytes) else value).strip()
+    if not (text.startswith("{'") and text.endswith("}")):
+        return None
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # (what literal_eval raises)
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _from_sides(box):
