@@ -375,6 +375,11 @@ def test_print_image_crops_are_captioned_without_their_box_columns(halves, monke
     halves.sql("PRINT IMAGE OPTIONS (box_col='x1,y1,x2,y2', draw='crop') AS SELECT image, label, x1, y1, x2, y2 "
                "FROM photos")
     assert seen and all(caption == [caption[0]] and caption[0].startswith("label: ") for caption in seen)
+    # label_col names the caption's first line (it was passed over, lost behind the other columns' "…")
+    seen.clear()
+    halves.sql("PRINT IMAGE OPTIONS (box_col='x1,y1,x2,y2', draw='crop', label_col='label') AS SELECT image, "
+               "'a' AS one, 'b' AS two, label, x1, y1, x2, y2 FROM photos")
+    assert seen and all(caption[0].startswith("label: ") and caption[1:] == ["one: a", "two: b"] for caption in seen)
 
 
 def test_print_image_draws_boxes_on_photos_or_shows_crops(halves, tmp_path):

@@ -147,6 +147,8 @@ def _regions(statement, frame, image_col, reader, resolved):
         frame = frame.reset_index(drop=True)
         shown_ = set(reader.columns(frame))  # the crop shows the box (and mask): captions need not
         others = [c for c in frame.columns if c != image_col and c not in shown_]
+        if resolved["label_col"]:  # asked for: first in each caption (a long caption ends in "…")
+            others = [label_col] + [c for c in others if c != label_col]
         captions = [caption(row, others, image_col) for _, row in frame.iterrows()]
         pictures = items
     else:
