@@ -180,3 +180,13 @@ def test_cli_writes_canvases(fashion, tmp_path, capsys):
     assert main(["--data", str(fashion), "--out", str(tmp_path), "--n", "2", "--split", "holdout"]) == 0
     assert "2 canvases" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.glob("*.jpg")) == ["canvas_00000.jpg", "canvas_00001.jpg"]
+
+
+def test_cli_refuses_a_count_under_one(tmp_path, capsys):
+    """--n -1 wrote a regions.csv of its header alone and said "-1 canvases" as a success."""
+    from pixql.canvases import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--n", "-1"])
+    assert info.value.code == 2 and "--n: the number of canvases must be at least 1, not -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -174,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--background", default=None, help="a photo set for backgrounds, e.g. flowers5_128px")
     args = parser.parse_args(argv)
+    if args.n < 1:  # (0 or -1 wrote a regions.csv of its header alone, and said so as a success)
+        parser.error(f"argument --n: the number of canvases must be at least 1, not {args.n}")
     try:
         frame = write_canvases(args.data, args.out, args.n, args.split, args.seed, args.background)
     except FileNotFoundError as exc:
