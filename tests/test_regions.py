@@ -605,6 +605,12 @@ def test_crop_function_returns_the_box_as_png(halves):
     assert "remove the file" not in str(info.value) and info.value.row == 1
     with pytest.raises(pixql.RegionError, match=r"fractions of the image\? OPTIONS \(box_format='normalized'\)"):
         db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [0.5, 0.1, 0.7, 0.5] AS b FROM photos LIMIT 1")
+    # fractions that round to the photo's first pixel were a 1-pixel crop with a confident answer
+    with pytest.raises(pixql.RegionError, match=r"row 1 has a box \(0\.1, 0\.1, 0\.9, 0\.9\) that covers at most "
+                       r"the first pixel of the 64x32 image \(fractions of the image\? OPTIONS"):
+        db.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, [0.1, 0.1, 0.9, 0.9] AS b FROM photos LIMIT 1")
+    assert len(db.sql("PREDICT USING cm OPTIONS (box_col='b', box_format='normalized') AS SELECT image, "
+                      "[0.1, 0.1, 0.9, 0.9] AS b FROM photos LIMIT 1").df()) == 1
     # DETECT's STRUCT boxes, (x, y, w, h) STRUCTs and DOUBLE lists crop alike
     for box in ("{'x1': 32, 'y1': 0, 'x2': 64, 'y2': 32}", "{'x': 32.0, 'y': 0.0, 'w': 32.0, 'h': 32.0}",
                 "[32.0, 0.0, 64.0, 32.0]::DOUBLE[]"):

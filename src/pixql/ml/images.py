@@ -224,10 +224,14 @@ class Region:
         inside = min(width, x2 + dx) > max(0, x1 - dx) and min(height, y2 + dy) > max(0, y1 - dy)
         x1, y1 = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
         x2, y2 = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
-        if x2 <= x1 or y2 <= y1:
-            where = ("is under one pixel wide or high in" if inside else "lies outside") + \
-                f" the {width}x{height} image"
-            if inside and not self.normalized and max(map(float, self.box)) <= 1:
+        fractions = not self.normalized and max(map(float, self.box)) <= 1 and width * height > 1
+        if x2 <= x1 or y2 <= y1 or (inside and fractions):
+            # (fractions read as pixels: [0.1, 0.1, 0.9, 0.9] rounds to the photo's first pixel, a
+            # confident answer about nothing)
+            where = ("is under one pixel wide or high in" if x2 <= x1 or y2 <= y1 else
+                     "covers at most the first pixel of") if inside else "lies outside"
+            where += f" the {width}x{height} image"
+            if inside and fractions:
                 where += " (fractions of the image? OPTIONS (box_format='normalized') reads them so)"
             return None, where
         return (x1, y1, x2, y2), None
