@@ -57,7 +57,7 @@ def test_build_trains_a_detector_and_describes_it(squares_db):
     row = built.iloc[0]
     assert (row.task, row.classes, row.train_rows, row.validation_rows, row.epochs) == ("detection", 2, 12, 6, 4)
     boxes = [db.sql(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("train", "test")]
-    assert f"trained on 12 photo(s) holding {boxes[0]} box(es); validated on 6 photo(s) holding {boxes[1]}" in \
+    assert f"trained on 12 photo(s) holding {boxes[0]} box(es); validated on 6 photo(s) holding {boxes[1]} box(es)" in \
         " ".join(built.attrs["messages"])  # train_rows counts photos: the boxes are said
     manifest = db.sql("DESCRIBE MODEL d").info["manifest"]
     history = manifest["history"]

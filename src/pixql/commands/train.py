@@ -500,7 +500,7 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
             validate=validate)
     messages = [f"{statement.keyword}: {note}" for note in notes]
     # (train_rows counts photos, a detector's unit of training: one row of the query is one box)
-    validated = f"; validated on {len(val_photos)} photo(s) holding {sum(len(b) for b in val_boxes)}" \
+    validated = f"; validated on {len(val_photos)} photo(s) holding {sum(len(b) for b in val_boxes)} box(es)" \
         if val_photos else ""
     unread = set(map(str, run.skipped))  # (on_error='skip': photos not trained on)
     # skipped images: those unreadable and the rows with no path; a row left out for its box is no image
