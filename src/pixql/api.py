@@ -55,9 +55,10 @@ class Connection:
     def sql(self, script, params=None):
         """Run one or more `;`-separated statements; return the last one's Result, whose messages
         begin with the earlier statements' notes. A pandas or polars DataFrame or an Arrow table in
-        the caller's variables is a table by its name, as in `duckdb.sql()`: `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's:
-        a list for `?`, a dict for `$name`, for a script of one statement (a pixql statement's
-        query too: `db.sql("PREDICT USING m AS SELECT * FROM photos WHERE label = ?", ["cat"])`)."""
+        the caller's variables is a table by its name, as in `duckdb.sql()`:
+        `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's: a list for `?`, a
+        dict for `$name`, for a script of one statement (a pixql statement's query too:
+        `db.sql("PREDICT USING m AS SELECT * FROM photos WHERE label = ?", ["cat"])`)."""
         caller = sys._getframe(1)
         last, earlier = Result(), []
         for _statement, last, is_last in self.run_script(script, "sql", ChainMap(caller.f_locals, caller.f_globals),
