@@ -289,6 +289,10 @@ def test_multi_label_from_a_list_column_and_fit(db, squares):
     with pytest.raises(DataError, match="green"):
         db.sql("FIT MODEL sq3 USING sq AS SELECT image, ['red', 'green'] AS tag_list FROM squares")
     assert not any("every training row" in m for m in db.sql("FIT MODEL sq4 USING sq AS SELECT * FROM squares").messages)
+    # a linear FIT's head learns from the model's rows too: new rows that all have 'red' are not every row
+    reds = db.sql("FIT MODEL sq6 USING sq AS SELECT * FROM squares WHERE list_contains(tag_list, 'red')")
+    assert any("the head was refitted on" in m for m in reds.messages)
+    assert not any("every training row" in m for m in reds.messages)
     # a label on every row teaches the model to answer it always: said (it trained a 1-class model without a word)
     always = db.sql("BUILD MODEL sq5 OPTIONS (label_col='t', multi_label=true) AS SELECT image, ['x'] AS t FROM squares")
     assert any("every training row has the label(s) x: the model learns to answer them for every photo" in m

@@ -298,12 +298,13 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in names},
                          base=base, validation=validation, progress=engine.progress, task=task, strategy=strategy,
                          given=frozenset(given))
+    prior = engine.catalog.store.load_rows(statement.source_model, init[0]) if init is not None else None
     with image_errors(sources, can_skip=True):
         if init is not None:
             from pixql.ml.train import continue_training
 
             trained = continue_training(*init, paths, labels, config, val_paths=val_paths, val_labels=val_labels,
-                                        rows=engine.catalog.store.load_rows(statement.source_model, init[0]))
+                                        rows=prior)
         else:  # a linear BUILD whose embeddings are all cached runs without torch (ml/cached_linear.py)
             trained = build_from_cache(paths, labels, config, val_paths, val_labels)
             if trained is None:
@@ -324,6 +325,11 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
                         f"{label_col} in the query (NULL leaves a row out)")
     if task.name == "multi_label" and labels:
         always = sorted(set.intersection(*map(set, labels)))  # (a label on every row teaches nothing)
+        if always and prior is not None and trained.options.get("previous_rows"):
+            # a linear FIT's head learns from the model's earlier rows too: a label missing on any of
+            # them is not on every row (those left out of the refit are not told apart: no false alarm)
+            targets, classes = prior["targets"], list(init[0]["classes"])
+            always = [c for c in always if c in classes and bool(targets[:, classes.index(c)].all())]
         if always:
             messages.append(f"{statement.keyword}: every training row has the label(s) {shown(always)}: the model "
                             "learns to answer them for every photo; rows without them teach it when not to")
