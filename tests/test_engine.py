@@ -210,6 +210,40 @@ def test_copy_missing_file_names_it(db, tmp_path):
         db.sql("COPY t FROM ''")  # not the working folder read as an image tree
 
 
+def _unreadable(monkeypatch, module, name, path):
+    """`module.name` (os.scandir, open) failing as a file without read permission does for `path`
+    (chmod alone would not do: the suite may run as root, whom no permission stops)."""
+    import builtins
+
+    real = getattr(module, name, getattr(builtins, name, None))
+
+    def fake(target, *args, **kwargs):
+        if os.fspath(target) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, fake, raising=False)
+
+
+def test_copy_of_a_file_or_folder_it_cannot_read_names_it_and_keeps_the_table(db, color_csv, color_images,
+                                                                              monkeypatch):
+    """An unreadable CSV was a PermissionError traceback; an unreadable class folder was passed over
+    without a word, its whole class missing from the table."""
+    import pixql.ingest
+
+    _copy_colors(db, color_csv)
+    _unreadable(monkeypatch, pixql.ingest, "open", color_csv)
+    with pytest.raises(DataError, match=f"^COPY \\(line 1\\): cannot read {color_csv}: Permission denied") as info:
+        db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{color_csv}'")
+    assert info.value.path == str(color_csv)
+    blue = color_images[-1][0].rsplit(os.sep, 2)[0] + os.sep + "blue"
+    _unreadable(monkeypatch, os, "scandir", blue)
+    with pytest.raises(DataError, match=f"cannot read 1 folder\\(s\\) of .*: {blue} \\(Permission denied\\): their "
+                                        "photos would be missing from the table \\(a class folder's: the whole class"):
+        db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{os.path.dirname(blue)}'")
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)  # the table as it was
+
+
 def test_copy_resolves_only_what_names_an_image_in_a_column_found_by_its_values(db, tmp_path):
     """A column is taken for paths when half its values name images; its other values (a note) are
     kept as written. A column named by image_col is paths throughout, and must be text."""

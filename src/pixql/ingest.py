@@ -169,9 +169,10 @@ def _image_tree_rows(folder):
     root = os.path.abspath(folder)
     above = {root: {os.path.realpath(root)}}  # each folder's real path and its parents': a link back is a loop
     classes = {}  # a class folder's real path -> its names (a link to another class folder: each is read)
-    broken = []
-    # followlinks: a class folder may be a symlink to where the photos are (ln -s .../dogs dog)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    broken, unread = [], []
+    # followlinks: a class folder may be a symlink to where the photos are (ln -s .../dogs dog);
+    # a folder os.walk cannot list was passed over without a word (a whole class gone from the table)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unread.append):
         chain = above.pop(dirpath)
         kept = []
         for d in sorted(d for d in dirnames if not d.startswith(".")):
@@ -190,6 +191,12 @@ def _image_tree_rows(folder):
                     rows.append((os.path.join(dirpath, name), label))
                 else:  # a symlink to a photo that is gone: no row to fail at PREDICT
                     broken.append(os.path.join(dirpath, name))
+    if unread:
+        raise DataError(f"cannot read {len(unread)} folder(s) of {root}: "
+                        + "; ".join(f"{exc.filename} ({exc.strerror})" for exc in unread[:3])
+                        + ("; ..." if len(unread) > 3 else "") + ": their photos would be missing from the table "
+                        "(a class folder's: the whole class); give them read permission, or move them out",
+                        path=str(unread[0].filename))
     return rows, [names for names in classes.values() if len(names) > 1], broken
 
 
@@ -307,6 +314,11 @@ def copy_table(con, table, source, options, base_dir=None):
             )
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty")
+        try:
+            with open(path, "rb"):  # (DuckDB's and the checks' reads below would fail less clearly)
+                pass
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from None
         if reader != "read_parquet" and path.suffix.lower() not in _COMPRESSED and _blank_file(path):
             # (DuckDB reads blank lines as a column0 of one NULL, `[]` as a json column of no rows:
             # a table of nothing that would replace a good one)
