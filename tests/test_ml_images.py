@@ -68,6 +68,22 @@ def test_decompression_bomb_is_a_data_error(tmp_path, monkeypatch):
     assert str(path) in str(info.value)
 
 
+def test_a_jpeg_over_twice_the_limit_is_read_by_its_draft_where_that_fits(tmp_path, monkeypatch):
+    """Image.open refuses a file over twice MAX_IMAGE_PIXELS from its header: a JPEG whose draft
+    decodes under the limit was refused all the same (one just over 2x the limit, 180 MP, that
+    training reads at 1/8 scale); other formats, and a JPEG read without a draft, still are."""
+    jpeg, png = tmp_path / "big.jpg", tmp_path / "big.png"
+    Image.new("RGB", (1600, 1200), (10, 200, 10)).save(jpeg)
+    Image.new("RGB", (1600, 1200), (10, 200, 10)).save(png)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400_000)  # 1.92 MP > 2 x 0.4 MP; a 1/4 draft is 0.12 MP
+    img = read_image(jpeg, draft_size=256)
+    assert 256 <= min(img.size) < 1200 and img.getpixel((5, 5))[1] > 150
+    for path, draft in ((jpeg, None), (png, 256)):
+        with pytest.raises(DataError, match="too large to decode safely") as info:
+            read_image(path, draft_size=draft)
+        assert info.value.path == str(path)
+
+
 def test_grayscale_palette_and_cmyk_become_rgb(tmp_path):
     Image.new("L", (8, 8), 200).save(tmp_path / "gray.png")
     assert (_rgb(tmp_path / "gray.png") == 200).all()

@@ -74,6 +74,23 @@ def warn_naming(path, caught):
             warnings.warn_explicit(text, w.category, w.filename, w.lineno)
 
 
+def _open(path, draft_size):
+    """PIL's Image.open; a JPEG over twice PIL's pixel limit, which Image.open refuses from its
+    header, opened all the same where a draft may decode it small enough (read_image checks it)."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        if not draft_size:
+            raise
+        from PIL import JpegImagePlugin
+
+        try:  # (the plugin's own class: Image.open's size check is Image.open's)
+            return JpegImagePlugin.JpegImageFile(path)
+        except (SyntaxError, OSError):  # not a JPEG: PIL's refusal stands
+            pass
+        raise
+
+
 def read_image(path, draft_size=None):
     """Open `path` as an RGB image, EXIF-rotated upright.
 
@@ -95,7 +112,7 @@ def read_image(path, draft_size=None):
         # over it and decodes anyway (hundreds of MB each): pixql refuses those too, below,
         # unless the JPEG draft brings the decoded size under the limit.
         with recording_warnings(Image.DecompressionBombWarning, caught):  # (the header only: taking turns costs little)
-            img = Image.open(path)  # (which also reads the EXIF data, hence its warnings)
+            img = _open(path, draft_size)  # (which also reads the EXIF data, hence its warnings)
         with img:
             if draft_size and img.format in ("JPEG", "MPO"):  # (MPO: a phone camera's JPEG with a preview)
                 img.draft("RGB", (draft_size, draft_size))
