@@ -121,6 +121,19 @@ def test_what_the_device_takes_and_what_goes_through_pil(tmp_path, monkeypatch):
     assert jpeg_for_device(ok) is None  # large photos: PIL's draft mode
 
 
+def test_a_corrupt_exif_warning_names_its_file_on_the_device_path_too(tmp_path):
+    """PIL's "Corrupt EXIF data" came without the file's name where the device decodes the JPEG
+    (PIL's own path names it: images.warn_naming)."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Cam"
+    path = tmp_path / "short_exif.jpg"
+    Image.new("RGB", (64, 48), "red").save(path, exif=exif.tobytes()[:-4])  # cut short
+    with pytest.warns(UserWarning) as said:
+        assert jpeg_for_device(path)[1] == 6
+    texts = [str(w.message) for w in said if "EXIF" in str(w.message)]
+    assert texts and all(text.startswith("Corrupt EXIF data") and text.endswith(f"({path})") for text in texts)
+
+
 def test_odd_files_in_a_batch_keep_their_rows_and_pil_results(tmp_path):
     paths = [_photo(tmp_path / "a.jpg", seed=1)]
     Image.new("RGBA", (50, 40), (0, 0, 255, 128)).save(tmp_path / "alpha.png")

@@ -22,7 +22,7 @@ from PIL import ExifTags, Image
 
 from pixql.errors import OptionError
 from pixql.ml.data import ImageRows, collate_rows, targets_tensor
-from pixql.ml.images import Region, ignoring
+from pixql.ml.images import Region, ignoring, recording_warnings, warn_naming
 
 DECODE_MODES = ("auto", "pil", "device")
 # Larger photos go through PIL, whose JPEG draft mode decodes them at a fraction of the size.
@@ -79,10 +79,11 @@ def jpeg_for_device(path):
     when it is missing or broken (and takes a Region: its crop is cut from PIL's decode)."""
     if isinstance(path, Region):
         return None
+    caught = []  # PIL's warnings (corrupt EXIF data), said with the file they are about
     try:
         with open(path, "rb") as f:
             data = f.read()
-        with Image.open(io.BytesIO(data)) as img:
+        with recording_warnings(Image.DecompressionBombWarning, caught), Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG" or img.mode not in ("RGB", "L"):
                 return None  # CMYK and others: PIL converts them with care
             pixels = img.width * img.height
@@ -91,6 +92,7 @@ def jpeg_for_device(path):
             orientation = int(img.getexif().get(ExifTags.Base.Orientation, 1))
     except Exception:  # also an EXIF block PIL cannot read: PIL's path copes or names the file
         return None
+    warn_naming(path, caught)
     # Entropy-coded data never holds an 0xFF marker byte unstuffed, so a whole file has its
     # end-of-image marker after its last start-of-scan; a truncated one may not, and nvJPEG
     # may decode it without complaint, so PIL decides (it reports truncation).

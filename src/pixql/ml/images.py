@@ -15,12 +15,14 @@ from pixql.errors import DataError, RegionError
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Modes PIL converts to RGB correctly by itself; the others need care (alpha, 16-bit, float).
 _DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
-_WARNING_FILTERS = threading.Lock()
+# Reentrant: a context inside another in one thread (a file's header read, with its warnings
+# recorded, while a decode that ignores one runs) nests as catch_warnings does; threads take turns.
+_WARNING_FILTERS = threading.RLock()
 
 
 def _forked():
     global _WARNING_FILTERS
-    _WARNING_FILTERS = threading.Lock()  # a lock that a thread of the parent held stays held in the child
+    _WARNING_FILTERS = threading.RLock()  # a lock that a thread of the parent held stays held in the child
 
 
 os.register_at_fork(after_in_child=_forked)
