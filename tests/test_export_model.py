@@ -45,11 +45,14 @@ def test_export_of_the_built_in_model_and_of_a_multi_label_model(colors_db, tmp_
     # own process is gone; a live process's is kept (it may be writing it now)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     left = tmp_path / f".ml.onnx.{dead.stdout.strip()}-0badc0de.tmp"
+    left_json = tmp_path / f".ml.preprocessing.json.{dead.stdout.strip()}-0badc0de.tmp"  # (its pair's)
     alive = tmp_path / f".ml.onnx.{os.getppid()}-0badc0de.tmp"
     left.write_bytes(b"half a graph")
+    left_json.write_text("{}")
     alive.write_bytes(b"being written")
     colors_db.sql(f"EXPORT MODEL ml TO '{tmp_path / 'ml.onnx'}'")
-    assert not left.exists() and alive.exists()
+    assert not left.exists() and not left_json.exists() and alive.exists()
+    assert [p.name for p in tmp_path.glob("*.tmp")] == [alive.name]  # (the export's own: renamed into place)
     images = [r[0] for r in colors_db.sql("SELECT image FROM colors").fetchall()]
     preds = colors_db.sql("PREDICT USING ml OPTIONS (probabilities=true) AS SELECT image FROM colors").df()
     theirs = onnx_probabilities(tmp_path / "ml.onnx", images)

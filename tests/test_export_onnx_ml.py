@@ -76,6 +76,41 @@ def test_onnx_file_alone_carries_its_preprocessing(tmp_path):
     assert onnx_probabilities(target, []).shape == (0, 3)
 
 
+def test_a_ctrl_c_between_the_two_files_leaves_a_pair_and_a_mixed_pair_is_named(tmp_path, monkeypatch):
+    """EXPORT renamed the preprocessing file, then the ONNX file: Ctrl-C between the two left one
+    export's classes beside another's graph. The pair is now replaced together (the Ctrl-C comes
+    after it); kill -9 between them, the shared export id tells the mix, which is named."""
+    import signal
+
+    three, state3 = _color_model(tmp_path)
+    two, state2 = _color_model(tmp_path / "two", "multi_label")
+    target = tmp_path / "cm.onnx"
+    export_onnx(three["network"], state3, three["classes"], three["preprocessing"], target)
+    real, calls = os.replace, []
+
+    def ctrl_c_at_the_first(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # (Python delivers it at its next instruction)
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_at_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(two["network"], state2, two["classes"], two["preprocessing"], target, task="multi_label")
+    monkeypatch.setattr(os, "replace", real)
+    assert len(calls) == 2  # both files replaced before the interrupt
+    paths = [p for p, _ in make_rgb_images(tmp_path / "rgb", per_class=1)]
+    assert onnx_probabilities(target, paths).shape == (len(paths), len(two["classes"]))
+    # kill -9 between the two renames: another export's preprocessing beside the graph
+    other = tmp_path / "other.onnx"
+    export_onnx(three["network"], state3, three["classes"], three["preprocessing"], other)
+    os.replace(sidecar_path(other), sidecar_path(target))
+    with pytest.raises(DataError, match="was written by another export than .*cm.onnx .*export the model again") \
+            as info:
+        onnx_probabilities(target, paths)
+    assert info.value.path == sidecar_path(target)
+
+
 def _lite0_imagenet_parts():
     from pixql.errors import WeightsUnavailableError
     from pixql.ml.infer import imagenet_classifier_parts

@@ -208,6 +208,31 @@ def signals_after_imports():
             signal.signal(kind, handler)
 
 
+@contextlib.contextmanager
+def signals_held():
+    """For a block that must not stop half-way (two files renamed as a pair), Ctrl-C and SIGTERM
+    landing in it are delivered once it is over, to the handler that was set. Main thread only
+    (signal handlers are its to set); kill -9 is no signal a process can hold."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held, previous = [], {}
+    for kind in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(kind)
+        if callable(handler) or handler == signal.SIG_DFL:  # (SIG_IGN, or one set outside Python: kept)
+            previous[kind] = signal.signal(kind, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
+
+
 def _importing(frame):
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):

@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 import torch
 
-from pixql.errors import DataError, TrainingError
+from pixql.errors import DataError, TrainingError, signals_held
 from pixql.ml.infer import inference_network
 from pixql.tasks import as_task
 
@@ -107,7 +107,8 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
                             "the preprocessing does not fit the network") from e
 
     sidecar = sidecar_path(path)
-    _sweep_stale(folder, os.path.basename(path))
+    for name in (path, sidecar):
+        _sweep_stale(folder, os.path.basename(name))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         try:
@@ -126,8 +127,12 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
         _set_metadata(proto, {METADATA_KEY: json.dumps(config)})
         onnx.save(proto, tmp)
         max_diff = _verify(expected, example, tmp, path) if verify else None
-        _write_json(sidecar, config)
-        os.replace(tmp, path)
+        # The pair replaced together: a Ctrl-C between the two renames left one export's
+        # preprocessing beside another's graph (other classes); kill -9 there, read_onnx_config
+        # tells by the export id they share.
+        with _json_written(sidecar, config) as json_tmp, signals_held():
+            os.replace(tmp, path)
+            os.replace(json_tmp, sidecar)
     except OSError as e:
         raise DataError(f"Cannot write the ONNX file {path}: {e}", path=path) from e
     finally:
@@ -148,22 +153,30 @@ def export_onnx(network, state_dict, classes, preprocessing, path, task="classif
     }
 
 
-def read_onnx_config(path):
+def read_onnx_config(path, session=None):
     """The pixql JSON of an exported file: its sidecar if present, else the copy stored in the
-    file's metadata. Raises DataError when neither is there."""
+    file's metadata. Raises DataError when neither is there. `session`: one of ONNX Runtime's on
+    the file already (its metadata is read from it)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"ONNX file not found: {path}", path=path)
     sidecar = sidecar_path(path)
+    meta = (session or _session(path)).get_modelmeta().custom_metadata_map
+    inside = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
     if os.path.isfile(sidecar):
         try:
             with open(sidecar, encoding="utf-8") as f:
-                return json.load(f)
+                config = json.load(f)
         except (OSError, ValueError) as e:
             raise DataError(f"The preprocessing file {sidecar} of {path} cannot be read ({e})", path=sidecar) from e
-    meta = _session(path).get_modelmeta().custom_metadata_map
-    if METADATA_KEY in meta:
-        return json.loads(meta[METADATA_KEY])
+        if isinstance(config, dict) and inside and config.get("export_id", inside.get("export_id")) != \
+                inside.get("export_id"):  # (an export killed between its two renames; a user's edits keep the id)
+            raise DataError(f"The preprocessing file {sidecar} was written by another export than {path} (an export "
+                            "stopped between writing the two?): export the model again, or remove the preprocessing "
+                            "file to use the copy inside the ONNX file", path=sidecar)
+        return config
+    if inside is not None:
+        return inside
     raise DataError(f"{path} has neither a preprocessing file ({os.path.basename(sidecar)}) nor pixql metadata: "
                     "give its preprocessing (input_size, mean, std, crop_pct, interpolation) explicitly", path=path)
 
@@ -181,9 +194,9 @@ def onnx_probabilities(path, paths, preprocessing=None, batch_size=32):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"ONNX file not found: {path}", path=path)
-    pre = preprocessing if preprocessing is not None else read_onnx_config(path)
-    pre = _checked_preprocessing(pre, path)
     session = _session(path)
+    pre = preprocessing if preprocessing is not None else read_onnx_config(path, session)
+    pre = _checked_preprocessing(pre, path)
     input_name = session.get_inputs()[0].name
     output = session.get_outputs()[0]
     paths = [os.fspath(p) for p in paths]
@@ -355,6 +368,7 @@ def _config(network, classes, pre, task, opset, exporter, regions=None):
         "interpolation": pre["interpolation"],
         **_pixel_steps(pre, regions),
         "classes": list(classes),
+        "export_id": uuid.uuid4().hex,  # the same in the file's metadata and its sidecar: a pair
         "task": task.name,
         "output": task.activation,
         "opset": opset,
@@ -412,13 +426,17 @@ def _set_metadata(proto, entries):
         prop.key, prop.value = key, value
 
 
-def _write_json(path, data):
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+@contextlib.contextmanager
+def _json_written(path, data):
+    """The path of a temporary file beside `path` holding `data` as JSON, for the caller to rename
+    into place; removed if it does not."""
+    folder, name = os.path.split(path)  # (named as the ONNX file's temporary one: _sweep_stale finds both)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
+        yield tmp
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
