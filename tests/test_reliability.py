@@ -364,8 +364,15 @@ def test_a_model_folder_copied_under_another_name_is_listed_by_that_name(colors_
     names = colors_db.sql("SELECT name FROM pixql_models() ORDER BY name").df().name.tolist()
     assert names.count("cm") == 1 and "cm_copy" in names
     assert len(colors_db.sql("PREDICT USING cm_copy AS SELECT * FROM colors").df()) == 24
+    described = colors_db.sql("DESCRIBE MODEL cm_copy").df().set_index("property")["value"]
+    assert described["name"] == "cm_copy"  # (it said 'cm', the name in the copied manifest)
     colors_db.sql("DROP MODEL cm_copy")
     assert colors_db.sql("SELECT count(*) FROM pixql_models() WHERE name = 'cm'").fetchone() == (1,)
+    # a folder no statement can name was listed 'ok' ("model 'Upper' does not exist; did you mean Upper?")
+    for folder, rename in (("Upper", "to upper"), ("bad-name", "to a name of letters, digits and underscores")):
+        shutil.copytree(root / "cm", root / folder)
+        status = colors_db.sql(f"SELECT status FROM pixql_models() WHERE name = '{folder}'").fetchone()[0]
+        assert status.startswith("broken: its folder's name is no model's") and status.endswith(rename), status
 
 
 @pytest.mark.parametrize("script", [None, 42, b"SELECT 1", ["SELECT 1"]])

@@ -211,9 +211,11 @@ class ModelStore:
             except OSError as exc:
                 raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
         try:
-            return _checked(json.loads(text), self.required)
+            manifest = _checked(json.loads(text), self.required)
         except ValueError as exc:
             raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
+        key = _key(name)  # (a folder copied under another name is that model, as list() names it)
+        return manifest if str(manifest.get("name", "")).lower() == key else {**manifest, "name": key}
 
     def load(self, name):
         """(manifest, state_dict); the weights' checksum is verified first.
@@ -276,6 +278,12 @@ class ModelStore:
         if self.read_only:  # (see path(): a version set aside by a crashed overwrite, under its own name)
             folders = {**self._aside(), **folders}
         for name, folder in sorted(folders.items()):
+            if not _NAME.fullmatch(name) or name != name.lower():  # (a folder copied or renamed by hand)
+                lower = name.lower() if _NAME.fullmatch(name) else "a name of letters, digits and underscores"
+                out.append({"name": name, "broken": f"its folder's name is no model's (a model's folder is its name in "
+                                                    f"lowercase: no statement can name this one); rename the "
+                                                    f"folder {folder} to {lower}"})
+                continue
             try:
                 manifest = _checked(json.loads((folder / MANIFEST).read_text()), self.required)
             except FileNotFoundError:
