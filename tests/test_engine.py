@@ -225,10 +225,11 @@ def _unreadable(monkeypatch, module, name, path):
     monkeypatch.setattr(module, name, fake, raising=False)
 
 
-def test_copy_of_a_file_or_folder_it_cannot_read_names_it_and_keeps_the_table(db, color_csv, color_images,
+def test_copy_of_a_file_or_folder_it_cannot_read_names_it(db, color_csv, color_images,
                                                                               monkeypatch):
     """An unreadable CSV was a PermissionError traceback; an unreadable class folder was passed over
-    without a word, its whole class missing from the table."""
+    without a word, its whole class missing from the table: now said (not refused: a disk's
+    root-owned lost+found holds no photos); an unreadable folder named by COPY is refused."""
     import pixql.ingest
 
     _copy_colors(db, color_csv)
@@ -236,12 +237,17 @@ def test_copy_of_a_file_or_folder_it_cannot_read_names_it_and_keeps_the_table(db
     with pytest.raises(DataError, match=f"^COPY \\(line 1\\): cannot read {color_csv}: Permission denied") as info:
         db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{color_csv}'")
     assert info.value.path == str(color_csv)
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)  # the table as it was
     blue = color_images[-1][0].rsplit(os.sep, 2)[0] + os.sep + "blue"
     _unreadable(monkeypatch, os, "scandir", blue)
-    with pytest.raises(DataError, match=f"cannot read 1 folder\\(s\\) of .*: {blue} \\(Permission denied\\): their "
-                                        "photos would be missing from the table \\(a class folder's: the whole class"):
+    copied = db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{os.path.dirname(blue)}'")
+    assert copied.messages == [f"COPY colors: 1 folder(s) could not be read and were left out (their photos, a class "
+                               f"folder's whole class, are not in the table): {blue} (Permission denied)"]
+    assert db.sql("SELECT label, count(*) FROM colors GROUP BY ALL").fetchall() == [("red", 12)]
+    _unreadable(monkeypatch, os, "scandir", os.path.dirname(blue))
+    with pytest.raises(DataError, match=f"cannot read the folder {os.path.dirname(blue)} \\(Permission denied\\)"):
         db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{os.path.dirname(blue)}'")
-    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)  # the table as it was
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (12,)
 
 
 def test_copy_resolves_only_what_names_an_image_in_a_column_found_by_its_values(db, tmp_path):

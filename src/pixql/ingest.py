@@ -171,7 +171,7 @@ def _image_tree_rows(folder):
     classes = {}  # a class folder's real path -> its names (a link to another class folder: each is read)
     broken, unread = [], []
     # followlinks: a class folder may be a symlink to where the photos are (ln -s .../dogs dog);
-    # a folder os.walk cannot list was passed over without a word (a whole class gone from the table)
+    # a folder os.walk cannot list is returned, to be said (it was passed over without a word)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unread.append):
         chain = above.pop(dirpath)
         kept = []
@@ -191,13 +191,11 @@ def _image_tree_rows(folder):
                     rows.append((os.path.join(dirpath, name), label))
                 else:  # a symlink to a photo that is gone: no row to fail at PREDICT
                     broken.append(os.path.join(dirpath, name))
-    if unread:
-        raise DataError(f"cannot read {len(unread)} folder(s) of {root}: "
-                        + "; ".join(f"{exc.filename} ({exc.strerror})" for exc in unread[:3])
-                        + ("; ..." if len(unread) > 3 else "") + ": their photos would be missing from the table "
-                        "(a class folder's: the whole class); give them read permission, or move them out",
-                        path=str(unread[0].filename))
-    return rows, [names for names in classes.values() if len(names) > 1], broken
+    if any(os.path.abspath(exc.filename or "") == root for exc in unread):
+        raise DataError(f"cannot read the folder {root} ({unread[0].strerror})", path=root)
+    # (the others are said, not refused: a disk's root-owned lost+found holds no photos)
+    return rows, [names for names in classes.values() if len(names) > 1], broken, \
+        [f"{exc.filename} ({exc.strerror})" for exc in unread]
 
 
 def _path_columns(con, relation_sql, cols, image_col, folder):
@@ -278,7 +276,11 @@ def copy_table(con, table, source, options, base_dir=None):
         for name in ("encoding", "header"):
             if options.get(name) is not None:
                 raise OptionError(f"option '{name}' is for CSV files, not a folder of images ({path.name})", option=name)
-        rows, aliases, broken = _image_tree_rows(path)
+        rows, aliases, broken, unread = _image_tree_rows(path)
+        if unread:
+            messages.append(f"COPY {table}: {len(unread)} folder(s) could not be read and were left out (their "
+                            f"photos, a class folder's whole class, are not in the table): {', '.join(unread[:3])}"
+                            f"{' ...' if len(unread) > 3 else ''}")
         if broken:
             messages.append(f"COPY {table}: {len(broken)} symlink(s) to photos that are gone were left out: "
                             f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}")
