@@ -86,6 +86,11 @@ def test_opening_a_database_again_in_this_process_keeps_its_lock(tmp_path, first
     held.close()
     with pixql.connect(path) as db:
         assert db.sql("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (3,)]
+    # closed, the file is checked again: a CSV copied over it (the same inode) is named, not opened
+    with open(path, "w") as f:
+        f.write("image,label\na.jpg,cat\n")
+    with pytest.raises(SqlError, match="it is not a DuckDB database file"):
+        pixql.connect(path)
 
 
 def test_a_database_held_by_another_process_is_a_clear_message(shop, tmp_path):

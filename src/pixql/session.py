@@ -55,6 +55,7 @@ class Session:
         # `connection`: one of DuckDB's to the database already (a cursor() of another session's)
         self.duckdb = connection if connection is not None else open_database(self.database, read_only, wait,
                                                                               config)
+        self._file = _opened(self.database) if connection is None else None  # (see _held_here)
         self._run_nested = run_nested
         self._names = itertools.count(1)
         self._stale_tables = []  # temp tables of streams that ended; dropped before the next statement
@@ -79,6 +80,11 @@ class Session:
             self._runner.shutdown()
         self._runner = False  # (closed: a result read later gets DuckDB's "already closed")
         self.duckdb.close()
+        if self._file is not None:
+            _OPEN[self._file] -= 1
+            if _OPEN[self._file] <= 0:
+                del _OPEN[self._file]
+            self._file = None
 
     # -- SQL functions ------------------------------------------------------------------------
     def register_function(self, name, fn, params, returns, macro=True, wrap=None, **kwargs):
@@ -826,15 +832,28 @@ class StoredRows(int):
 DUCKDB_MAGIC = b"DUCK"  # a DuckDB database file's bytes 8-11
 
 
-_CHECKED = set()  # (device, inode) of the database files this process checked and DuckDB opened
+_OPEN = {}  # (device, inode) of a database file -> the sessions that have it open in this process
+
+
+def _opened(database):
+    """The key of a database file a session opened, counted in _OPEN; None for none."""
+    if database == ":memory:":
+        return None
+    try:
+        stat = os.stat(database)
+    except OSError:  # (a name DuckDB reads otherwise)
+        return None
+    key = (stat.st_dev, stat.st_ino)
+    _OPEN[key] = _OPEN.get(key, 0) + 1
+    return key
 
 
 def _held_here(database):
-    """Whether this process has `database` open already (DuckDB's, so a DuckDB file), where opening
-    it to read its header would lose DuckDB's lock: closing any descriptor of a file ends every
-    POSIX lock this process holds on it, and another process then wrote to it, its rows lost."""
+    """Whether this process has `database` open now (DuckDB's, so a DuckDB file), where opening it
+    to read its header would lose DuckDB's lock: closing any descriptor of a file ends every POSIX
+    lock this process holds on it, and another process then wrote to it, its rows lost."""
     stat = os.stat(database)
-    if (stat.st_dev, stat.st_ino) in _CHECKED:
+    if _OPEN.get((stat.st_dev, stat.st_ino)):
         return True
     with contextlib.suppress(OSError):  # (Linux: a duckdb.connect() of the caller's own, too)
         for fd in os.listdir("/proc/self/fd"):
@@ -870,12 +889,7 @@ def open_database(database, read_only, wait, config=None):
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            connection = duckdb.connect(database, read_only=read_only, config=config or {})
-            if database != ":memory:":
-                with contextlib.suppress(OSError):
-                    stat = os.stat(database)
-                    _CHECKED.add((stat.st_dev, stat.st_ino))
-            return connection
+            return duckdb.connect(database, read_only=read_only, config=config or {})
         except duckdb.InvalidInputException as exc:  # a setting DuckDB does not know, or a bad value
             raise SqlError(f"cannot open database {database}: {exc}") from exc
         except duckdb.ConnectionException as exc:  # this process has it open already, another way
