@@ -232,6 +232,31 @@ def test_ctrl_c_as_duckdb_calls_the_path_function_stops_a_copy_and_keeps_the_tab
     db.close()
 
 
+def test_signals_held_over_a_block_are_heard_after_it_sigterm_first():
+    """errors.signals_held (EXPORT's two renames): Ctrl-C and SIGTERM wait for the block; both held,
+    SIGTERM is delivered first (SIGINT's KeyboardInterrupt would end the delivery before it)."""
+    from pixql.errors import signals_held
+
+    heard, done = [], []
+
+    def term(signum, frame):
+        heard.append("term")
+
+    before = signal.signal(signal.SIGTERM, term)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a pytest-xdist worker may ignore it)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGTERM)
+                done.append(True)  # (reached: nothing raised inside)
+        assert done == [True] and heard == ["term"]
+        assert signal.getsignal(signal.SIGTERM) is term and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_int)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_programs_own_handler_hears_a_signal_after_a_first_import_under_a_statement(tmp_path, monkeypatch, sig):
     """A program that set its own Ctrl-C or SIGTERM handler and runs a statement: a signal inside

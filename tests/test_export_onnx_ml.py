@@ -109,6 +109,13 @@ def test_a_ctrl_c_between_the_two_files_leaves_a_pair_and_a_mixed_pair_is_named(
             as info:
         onnx_probabilities(target, paths)
     assert info.value.path == sidecar_path(target)
+    # the preprocessing file of an export from before export ids, beside a new graph: a mix too
+    config = json.loads(open(sidecar_path(target)).read())
+    del config["export_id"]
+    with open(sidecar_path(target), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(DataError, match="was written by another export"):
+        onnx_probabilities(target, paths)
 
 
 def _lite0_imagenet_parts():

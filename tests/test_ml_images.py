@@ -176,3 +176,16 @@ def test_a_corrupt_exif_warning_names_its_file_once(tmp_path):
     texts = [str(w.message) for w in said if "EXIF" in str(w.message)]
     assert [t.endswith(f"({tmp_path / n})") for t, n in zip(texts, ("a.jpg", "b.jpg"))] == [True, True]
     assert len(texts) == 2
+
+
+def test_fractions_read_as_pixels_are_named_and_other_small_boxes_are_not():
+    """A pixel box within 0..1 (fractions without box_format='normalized') is the photo's first
+    pixel: named, with the option that reads fractions. Padding that makes it more, or a box that
+    reaches past the photo's corner, is pixels as written."""
+    from pixql.ml.images import Region
+
+    assert "(fractions of the image?" in Region("p.jpg", (0.1, 0.1, 0.9, 0.9)).empty_reason(64, 32)
+    assert Region("p.jpg", (0.1, 0.1, 0.9, 0.9), normalized=True).empty_reason(64, 32) is None
+    assert Region("p.jpg", (0, 0, 1, 1), padding=0.5).pixel_box(64, 32) == (0, 0, 2, 2)
+    assert Region("p.jpg", (-50, -50, 1, 1)).pixel_box(64, 32) == (0, 0, 1, 1)
+    assert Region("p.jpg", (0, 0, 1, 1)).pixel_box(1, 1) == (0, 0, 1, 1)  # the whole of a 1x1 photo

@@ -253,7 +253,7 @@ def connect(address):
                                f"cluster='auto' for the one it has", address=address)
         if current and _ADDRESS.match(current):
             try:
-                _answers(current)  # (gone: Ray's calls would wait for it)
+                _answers(current, handshake=False)  # (gone: Ray's calls would wait for it; busy: it answers late)
             except OSError as exc:
                 raise ClusterError(f"the Ray cluster at {current}, which this process is connected to, no longer "
                                    f"answers ({exc.strerror or exc}); start it again, or use cluster='local'",

@@ -229,7 +229,8 @@ def signals_held():
     finally:
         for kind, handler in previous.items():
             signal.signal(kind, handler)
-        for signum in dict.fromkeys(held):
+        # SIGTERM first: SIGINT's KeyboardInterrupt would end the loop before it
+        for signum in sorted(set(held), key=lambda kind: kind != signal.SIGTERM):
             signal.raise_signal(signum)
 
 

@@ -162,15 +162,21 @@ def read_onnx_config(path, session=None):
         raise DataError(f"ONNX file not found: {path}", path=path)
     sidecar = sidecar_path(path)
     meta = (session or _session(path)).get_modelmeta().custom_metadata_map
-    inside = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+    try:
+        inside = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+    except ValueError:
+        inside = None
+    inside = inside if isinstance(inside, dict) else None
     if os.path.isfile(sidecar):
         try:
             with open(sidecar, encoding="utf-8") as f:
                 config = json.load(f)
         except (OSError, ValueError) as e:
             raise DataError(f"The preprocessing file {sidecar} of {path} cannot be read ({e})", path=sidecar) from e
-        if isinstance(config, dict) and inside and config.get("export_id", inside.get("export_id")) != \
-                inside.get("export_id"):  # (an export killed between its two renames; a user's edits keep the id)
+        # (an export killed between its two renames: its id in the file, the earlier sidecar's, or none
+        # where pixql wrote it before ids; a sidecar edited by hand keeps its id)
+        if isinstance(config, dict) and inside and inside.get("export_id") and \
+                config.get("export_id") != inside.get("export_id"):
             raise DataError(f"The preprocessing file {sidecar} was written by another export than {path} (an export "
                             "stopped between writing the two?): export the model again, or remove the preprocessing "
                             "file to use the copy inside the ONNX file", path=sidecar)

@@ -243,7 +243,9 @@ class Region:
         inside = min(width, x2 + dx) > max(0, x1 - dx) and min(height, y2 + dy) > max(0, y1 - dy)
         x1, y1 = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
         x2, y2 = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
-        fractions = not self.normalized and max(map(float, self.box)) <= 1 and width * height > 1
+        corners = [float(v) for v in self.box]
+        fractions = not self.normalized and 0 <= min(corners) and max(corners) <= 1 and width * height > 1 \
+            and (x2 - x1) * (y2 - y1) <= 1  # (padding may make them more than the first pixel: then pixels)
         if x2 <= x1 or y2 <= y1 or (inside and fractions):
             # (fractions read as pixels: [0.1, 0.1, 0.9, 0.9] rounds to the photo's first pixel, a
             # confident answer about nothing)
