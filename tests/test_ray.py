@@ -348,7 +348,8 @@ def test_no_cluster_at_the_address_is_a_clear_error_at_once(photos):
 
 
 @pytest.mark.parametrize("reply, says", [
-    (None, "sends nothing back within 5 s"),  # a frozen head, a program that waits for its own protocol
+    (None, "does not answer as a Ray head within 5 s"),  # a frozen head, a program that waits for its own protocol
+    (b"\x15\x03\x03\x00\x02\x02\x46", "speaks TLS; a Ray cluster with TLS needs RAY_USE_TLS=1"),  # a TLS alert
     (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not speak gRPC"),  # a web server on the port
 ])
 def test_a_listener_that_is_no_ray_head_is_a_clear_error_at_once(photos, reply, says):

@@ -27,6 +27,7 @@ import re
 import signal
 import socket
 import threading
+import time
 
 from pixql import options as opt
 from pixql.errors import ClusterError, DataError, OptionError, PixqlError
@@ -160,16 +161,20 @@ def _answers(address, handshake=True):
         if not handshake or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
             return  # (over TLS the head answers TLS, not plain HTTP/2: ray.init decides)
         conn.sendall(_HTTP2_PREFACE)
-        reply = b""
+        reply, deadline = b"", time.monotonic() + CONNECT_TIMEOUT_SECONDS
         try:
             while len(reply) < 4:  # (a frame's type is its 4th byte)
+                conn.settimeout(max(0.01, deadline - time.monotonic()))
                 chunk = conn.recv(9)
                 if not chunk:  # closed
                     break
                 reply += chunk
         except TimeoutError:
-            raise OSError(0, f"something accepts connections there but sends nothing back within "
-                             f"{CONNECT_TIMEOUT_SECONDS} s, as a frozen Ray head or another program would") from None
+            raise OSError(0, f"something accepts connections there but does not answer as a Ray head within "
+                             f"{CONNECT_TIMEOUT_SECONDS} s, as a frozen head or another program would") from None
+    if reply[:1] == b"\x15":  # a TLS alert: the head's gRPC is over TLS
+        raise OSError(0, "the program listening there speaks TLS; a Ray cluster with TLS needs RAY_USE_TLS=1 (and its "
+                         "RAY_TLS_* files) in this process's environment too")
     if len(reply) < 4 or reply[3] != _SETTINGS_FRAME:
         raise OSError(0, "the program listening there does not speak gRPC, as a Ray head's port does")
 
@@ -298,8 +303,6 @@ def in_use():
 
 
 def _watch(ray, address):
-    import time
-
     def watch():
         silent_since = None
         while _connected.get("address") == address and ray.is_initialized():
