@@ -373,6 +373,9 @@ def test_a_model_folder_copied_under_another_name_is_listed_by_that_name(colors_
         shutil.copytree(root / "cm", root / folder)
         status = colors_db.sql(f"SELECT status FROM pixql_models() WHERE name = '{folder}'").fetchone()[0]
         assert status.startswith("broken: its folder's name is no model's") and status.endswith(rename), status
+    with pytest.raises(CatalogError) as info:  # (it said "model 'Upper' does not exist; did you mean Upper?")
+        colors_db.sql("PREDICT USING Upper AS SELECT * FROM colors")
+    assert "did you mean" not in str(info.value)
 
 
 @pytest.mark.parametrize("script", [None, 42, b"SELECT 1", ["SELECT 1"]])

@@ -261,7 +261,8 @@ class ModelStore:
 
     def did_you_mean(self, name):
         """'; did you mean a, b?' for the models whose names are close to `name`, or ''."""
-        close = difflib.get_close_matches(str(name).lower(), [*self.also_named, *self._folders()], n=3, cutoff=0.6)
+        named = [n for n in self._folders() if _NAME.fullmatch(n) and n == n.lower()]  # (not 'Upper': no statement can)
+        close = difflib.get_close_matches(str(name).lower(), [*self.also_named, *named], n=3, cutoff=0.6)
         return f"; did you mean {', '.join(close)}?" if close else ""
 
     def _folders(self):
