@@ -42,6 +42,11 @@ def check_name(name):
     return name
 
 
+def _nameable(folder):
+    """Whether a statement can name the model kept in `folder` (a name, its key: in lowercase)."""
+    return bool(_NAME.fullmatch(folder)) and folder == folder.lower()
+
+
 def _key(name):
     # Model names are case-insensitive, like DuckDB's table names.
     return check_name(name).lower()
@@ -261,7 +266,7 @@ class ModelStore:
 
     def did_you_mean(self, name):
         """'; did you mean a, b?' for the models whose names are close to `name`, or ''."""
-        named = [n for n in self._folders() if _NAME.fullmatch(n) and n == n.lower()]  # (not 'Upper': no statement can)
+        named = [n for n in self._folders() if _nameable(n)]  # (not 'Upper': no statement can name it)
         close = difflib.get_close_matches(str(name).lower(), [*self.also_named, *named], n=3, cutoff=0.6)
         return f"; did you mean {', '.join(close)}?" if close else ""
 
@@ -279,7 +284,7 @@ class ModelStore:
         if self.read_only:  # (see path(): a version set aside by a crashed overwrite, under its own name)
             folders = {**self._aside(), **folders}
         for name, folder in sorted(folders.items()):
-            if not _NAME.fullmatch(name) or name != name.lower():  # (a folder copied or renamed by hand)
+            if not _nameable(name):  # (a folder copied or renamed by hand)
                 lower = name.lower() if _NAME.fullmatch(name) else "a name of letters, digits and underscores"
                 out.append({"name": name, "broken": f"its folder's name is no model's (a model's folder is its name in "
                                                     f"lowercase: no statement can name this one); rename the "

@@ -236,14 +236,14 @@ class Region:
         return self._pixels(width, height)[1]
 
     def _pixels(self, width, height):
-        x1, y1, x2, y2 = (float(v) for v in self.box)
+        corners = [float(v) for v in self.box]
+        x1, y1, x2, y2 = corners
         if self.normalized:
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
         dx, dy = (x2 - x1) * self.padding, (y2 - y1) * self.padding
         inside = min(width, x2 + dx) > max(0, x1 - dx) and min(height, y2 + dy) > max(0, y1 - dy)
         x1, y1 = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
         x2, y2 = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
-        corners = [float(v) for v in self.box]
         fractions = not self.normalized and 0 <= min(corners) and max(corners) <= 1 and width * height > 1 \
             and (x2 - x1) * (y2 - y1) <= 1  # (padding may make them more than the first pixel: then pixels)
         if x2 <= x1 or y2 <= y1 or (inside and fractions):
