@@ -206,6 +206,45 @@ def test_ctrl_c_inside_the_store_swap_puts_the_old_model_back(tmp_path, monkeypa
     assert not any((tmp_path / ".tmp").iterdir())
 
 
+@pytest.mark.parametrize("change", ["overwrite", "new", "drop"])
+def test_ctrl_c_as_the_store_swaps_a_model_in_or_out_undoes_the_swap(tmp_path, monkeypatch, change):
+    """A Ctrl-C that strikes as BUILD (overwrite) moves its new model into place, or as DROP moves
+    the model out, stopped the statement with "nothing half-written was kept" while the new model
+    was in place (or the model gone). The swap is undone: the store is as it was before."""
+    import torch
+
+    import pixql.store
+
+    store = ModelStore(tmp_path)
+    store.save("m", {"w": torch.ones(3)}, {"v": 1})
+    before = model_files(tmp_path)
+    rename = os.rename
+
+    def ctrl_c_as_it_moves(src, dst):
+        rename(src, dst)
+        if "/.trash/" not in str(dst) and str(src) != str(dst):
+            signal.raise_signal(signal.SIGINT)  # (Python delivers it at its next instruction)
+
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a pytest-xdist worker may ignore it)
+    try:
+        monkeypatch.setattr(pixql.store.os, "rename", ctrl_c_as_it_moves)
+        with pytest.raises(KeyboardInterrupt):
+            if change == "drop":
+                store.drop("m")
+            else:
+                store.save("m" if change == "overwrite" else "n", {"w": torch.zeros(3)}, {"v": 2}, overwrite=True)
+        monkeypatch.undo()
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert model_files(tmp_path) == before
+    assert [row["name"] for row in store.list()] == ["m"]
+    manifest, state = store.load("m")
+    assert manifest["v"] == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
+    assert not any((tmp_path / ".tmp").iterdir()) and not list(tmp_path.glob(".trash/*"))
+    store.save("m", {"w": torch.zeros(3)}, {"v": 2}, overwrite=True)  # the store goes on
+    assert store.load("m")[0]["v"] == 2
+
+
 def test_ctrl_c_as_duckdb_calls_the_path_function_stops_a_copy_and_keeps_the_table(tmp_path, monkeypatch):
     """A Ctrl-C (or SIGTERM, which the terminal turns into one) that strikes as DuckDB calls COPY's
     path-resolving function, outside its own code, left only DuckDB's text ('... executing the

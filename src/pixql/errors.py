@@ -211,21 +211,22 @@ def signals_after_imports():
 @contextlib.contextmanager
 def signals_held():
     """For a block that must not stop half-way (two files renamed as a pair), Ctrl-C and SIGTERM
-    landing in it are delivered once it is over, to the handler that was set. Main thread only
+    landing in it are delivered once it is over, to the handler that was set. Yields the list of
+    signals held so far (a block may undo its work when it is not empty). Main thread only
     (signal handlers are its to set); kill -9 is no signal a process can hold."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     held, previous = [], {}
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
     for kind in (signal.SIGINT, signal.SIGTERM):
         handler = signal.getsignal(kind)
         if callable(handler) or handler == signal.SIG_DFL:  # (SIG_IGN, or one set outside Python: kept)
             previous[kind] = signal.signal(kind, lambda signum, frame: held.append(signum))
     try:
-        yield
+        yield held
     finally:
         for kind, handler in previous.items():
             signal.signal(kind, handler)

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pixql.errors import CatalogError, StoreError
+from pixql.errors import CatalogError, StoreError, signals_held
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -369,12 +369,20 @@ class ModelStore:
                     if (staging / tensors).exists():
                         os.chmod(staging / tensors, mode)
                 _fsync_dir(staging)
-                if final.exists():
-                    self._trash.mkdir(parents=True, exist_ok=True)
-                    old = self._trash / f"{key}--{uuid.uuid4().hex}"
-                    os.rename(final, old)
-                os.rename(staging, final)
-                _fsync_dir(self.root)
+                with signals_held() as held:
+                    if final.exists():
+                        self._trash.mkdir(parents=True, exist_ok=True)
+                        old = self._trash / f"{key}--{uuid.uuid4().hex}"
+                        os.rename(final, old)
+                    os.rename(staging, final)
+                    _fsync_dir(self.root)
+                    if held:  # Ctrl-C or SIGTERM during the swap (heard as the block ends): undo it, so
+                        # that the statement it stops has changed nothing, as its message says
+                        os.rename(final, staging)
+                        if old is not None:
+                            os.rename(old, final)
+                            old = None
+                        _fsync_dir(self.root)
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
             except BaseException as exc:  # an error or Ctrl-C: the previous model stays, or comes back
@@ -401,6 +409,9 @@ class ModelStore:
             self._tmp.mkdir(parents=True, exist_ok=True)
             doomed = self._tmp / f"{key}--{uuid.uuid4().hex}"
             # Rename first so the model vanishes at once; .tmp/ is never restored from.
-            os.rename(final, doomed)
+            with signals_held() as held:
+                os.rename(final, doomed)
+                if held:  # Ctrl-C or SIGTERM during it: the model stays and the statement stops
+                    os.rename(doomed, final)
             shutil.rmtree(doomed, ignore_errors=True)
         return True
