@@ -617,8 +617,21 @@ def test_crop_function_returns_the_box_as_png(halves):
         assert db.sql(f"SELECT crop(image, {box}) FROM photos LIMIT 1").fetchone() == (png,)
     with pytest.raises(DataError, match=r"crop\(image, box\): an empty or inverted box \(50, 0, 10, 10\)"):
         db.sql("SELECT crop(image, [50, 0, 10, 10]) FROM photos").fetchall()
-    with pytest.raises(DataError, match="within one pixel: crop takes pixels, not fractions"):
+    with pytest.raises(DataError, match=r"the box \(0\.1, 0\.1, 0\.5, 0\.5\) is under one pixel wide or high in the 64x32 image "
+                       r"\(fractions of the image\? "
+                       r"crop takes pixels: multiply them by the image's width and height\)"):
         db.sql("SELECT crop(image, [0.1, 0.1, 0.5, 0.5]) FROM photos").fetchall()
+
+
+def test_crop_of_a_one_pixel_image_takes_its_pixel(tmp_path):
+    """[0, 0, 1, 1] is the whole of a 1x1 image, not fractions: crop's own check refused it before
+    the image's size was known (PREDICT's box rule, now crop's too, knows it)."""
+    import io
+
+    Image.new("RGB", (1, 1), (0, 0, 255)).save(tmp_path / "dot.png")
+    with pixql.connect() as db:
+        (png,) = db.sql(f"SELECT crop('{tmp_path}/dot.png', [0, 0, 1, 1])").fetchone()
+    assert Image.open(io.BytesIO(png)).getpixel((0, 0)) == (0, 0, 255)
 
 
 # -- masks as numbers: COCO polygons and RLE -------------------------------------------------------

@@ -112,11 +112,9 @@ class PredictFunctions:
                 problem = box_problem(box)
                 if problem is not None:
                     raise DataError(f"crop(image, box): {problem}; a box is [x1, y1, x2, y2] in pixels", path=image)
-                if max(float(v) for v in box) <= 1:
-                    raise DataError(f"crop(image, box): the box {list(box)} is within one pixel: crop takes pixels, "
-                                    "not fractions of the image (multiply by its width and height)", path=image)
                 buffer = io.BytesIO()
-                Region(image, tuple(float(v) for v in box)).read().save(buffer, format="PNG")
+                Region(image, tuple(float(v) for v in box)).read(
+                    fractions_hint="crop takes pixels: multiply them by the image's width and height").save(buffer, format="PNG")
             except PixqlError as exc:
                 with self._lock:
                     exc.args = (f"crop('{image}', ...): {exc}",)

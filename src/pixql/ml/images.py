@@ -200,6 +200,8 @@ def _to_rgb(img):
 
 # -- regions of a photo ---------------------------------------------------------------------------
 BACKGROUNDS = ("white", "black", "blur", "keep")
+# what a box of fractions read as pixels is told (crop(), which has no OPTIONS, says its own)
+FRACTIONS_HINT = "OPTIONS (box_format='normalized') reads them so"
 
 
 @dataclass(frozen=True, order=True)
@@ -223,9 +225,9 @@ class Region:
     def __str__(self):
         return f"{self.path} [box {', '.join(f'{v:g}' for v in self.box)}]"
 
-    def pixel_box(self, width, height):
+    def pixel_box(self, width, height, fractions_hint=FRACTIONS_HINT):
         """The box in pixels of a width x height image, padded and clipped to it."""
-        box, problem = self._pixels(width, height)
+        box, problem = self._pixels(width, height, fractions_hint)
         if problem is not None:
             raise RegionError(f"the box {self.box} {problem}: {self.path}", path=self.path)
         return box
@@ -233,9 +235,9 @@ class Region:
     def empty_reason(self, width, height):
         """Why the box has no pixels in a width x height image once padded, clipped and rounded
         ("lies outside the 640x480 image", ...), or None when it has some."""
-        return self._pixels(width, height)[1]
+        return self._pixels(width, height, FRACTIONS_HINT)[1]
 
-    def _pixels(self, width, height):
+    def _pixels(self, width, height, fractions_hint):
         corners = [float(v) for v in self.box]
         x1, y1, x2, y2 = corners
         if self.normalized:
@@ -253,7 +255,7 @@ class Region:
                      "covers at most the first pixel of") if inside else "lies outside"
             where += f" the {width}x{height} image"
             if inside and fractions:
-                where += " (fractions of the image? OPTIONS (box_format='normalized') reads them so)"
+                where += f" (fractions of the image? {fractions_hint})"
             return None, where
         return (x1, y1, x2, y2), None
 
@@ -262,10 +264,10 @@ class Region:
         box = self.pixel_box(width, height)
         return read_mask(self.mask, (width, height), self.path, self.normalized).crop(box).getbbox() is None
 
-    def read(self):
+    def read(self, fractions_hint=FRACTIONS_HINT):
         """The region as an RGB image (the whole photo is decoded: the box needs its pixels)."""
         img = read_image(self.path)
-        box = self.pixel_box(img.width, img.height)
+        box = self.pixel_box(img.width, img.height, fractions_hint)
         crop = img.crop(box)
         if self.mask is None or self.background == "keep":
             return crop
