@@ -123,30 +123,34 @@ def test_detect_gives_the_local_rows(ray_cluster, photos):
 
 def test_a_worker_killed_mid_predict_is_replaced_and_every_row_comes_once(ray_cluster, photos, predicted_here,
                                                                           monkeypatch):
-    """Ray Data's actor pool restarts a dead actor (the model loaded again) and runs its blocks
-    again (max_restarts=-1, max_task_retries=-1); blocks come back in order, each once, and the
-    driver checks each row's number. So the statement completes, with every row exactly once."""
+    """Ray Data runs a block again when the process running it dies (a task, retried without limit;
+    on GPUs an actor, restarted with the model loaded again); blocks come back in order, each once,
+    and the driver checks each row's number. So the statement completes, with every row once."""
     import psutil
 
     expected = predicted_here.drop(columns="top_k")
+    expected = expected.loc[expected.index.repeat(8)].reset_index(drop=True)
     killed = []
     real_map_rows = ray_workers.map_rows
 
     def map_rows(*args, **kwargs):
         for i, block in enumerate(real_map_rows(*args, **kwargs)):
-            if i == 0:  # the first answers are in: kill a worker while the others are in flight
-                workers = [p for p in psutil.process_iter(["cmdline"])
-                           if "MapWorker" in " ".join(p.info["cmdline"] or [])]
-                assert workers, "no Ray Data worker process found"
-                workers[0].send_signal(signal.SIGKILL)
-                killed.append(workers[0].pid)
+            deadline = time.monotonic() + 30
+            while i == 0 and not killed and time.monotonic() < deadline:  # the first answers are in
+                busy = [p for p in psutil.process_iter(["cmdline"])  # (an idle worker is 'ray::IDLE')
+                        if "MapBatches" in " ".join(p.info["cmdline"] or [])]
+                if busy:
+                    busy[0].send_signal(signal.SIGKILL)  # in the middle of a block
+                    killed.append(busy[0].pid)
+                time.sleep(0.05)
             yield block
 
     monkeypatch.setattr(ray_workers, "map_rows", map_rows)
-    # 32 rows are 4 blocks of 8 (ray_workers.block_rows): most of the work is still to do when it dies
+    # 8 copies of the 32 photos are 8 blocks of 32 (ray_workers.block_rows): most of the work is
+    # still to do when a worker dies
     got = photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_CLUSTER}) "
-                     "AS SELECT * FROM photos ORDER BY image").df()
-    assert killed
+                     "AS SELECT photos.* FROM photos, range(8) ORDER BY image").df()
+    assert killed, "no Ray worker was running a block"
     assert list(got["image"]) == list(expected["image"])  # every row, once, in order
     _same_answers(expected, got, {"score"})
 
@@ -165,7 +169,7 @@ def test_ctrl_c_during_a_cluster_predict_keeps_no_table(ray_cluster, photos, mon
         photos.sql(f"CREATE TABLE interrupted AS PREDICT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) "
                    "AS SELECT * FROM photos")
     assert photos.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'interrupted'").fetchone()[0] == 0
-    # the job's actors are gone: their CPUs are free again (bounded wait)
+    # the job's tasks are over: their CPUs are free again (bounded wait)
     import time
 
     deadline = time.monotonic() + 60
@@ -195,6 +199,35 @@ def test_a_command_plugs_in_with_a_job_of_its_own(ray_cluster):
                               counted=lambda c: counts.update(boxes=counts.get("boxes", 0) + c["boxes"]))
     assert outputs == [[{"label": "x", "box": [0, 0, 10 * i, 1]}] * (i % 3) for i in range(100, 120)]
     assert counts == {"boxes": sum(i % 3 for i in range(100, 120))}
+
+
+def test_on_gpus_a_statements_own_actors_run_its_blocks_and_go(ray_cluster):
+    """Where the workers have GPUs, the blocks go to an actor pool of the job's own (Ray ends a GPU
+    task's process after each task: the model would load per block), which ends with the job, so
+    that no model stays in a GPU's memory. The same rows and answers as tasks give; on CPUs here."""
+    import numpy as np
+    import psutil
+    import pyarrow as pa
+
+    from pixql.ml.ray_workers import ROW, Job, map_rows
+
+    def run(model, frame):
+        return [[model["scale"] * i, os.getpid()] for i in frame.index], {"rows": len(frame)}
+
+    table = pa.table({ROW: np.arange(100, 120), "image": [f"{i}.jpg" for i in range(20)]})
+    job = Job(load=lambda: {"scale": 10}, run=run, columns=("image",), unit=4)
+    answers = {}
+    for actors in (True, False):
+        blocks = list(map_rows(table, job, 2, actors=actors))
+        assert [int(r) for rows, _, _ in blocks for r in rows] == list(range(100, 120))
+        answers[actors] = [out for _, outputs, _ in blocks for out in outputs]
+        assert sum(counts["rows"] for _, _, counts in blocks) == 20
+    assert [a[0] for a in answers[True]] == [b[0] for b in answers[False]] == [10 * i for i in range(100, 120)]
+    pids = {pid for _, pid in answers[True]}
+    deadline = time.monotonic() + 60
+    while any(psutil.pid_exists(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(psutil.pid_exists(pid) for pid in pids), "the job's actors outlived it"
 
 
 # -- training -----------------------------------------------------------------------------------

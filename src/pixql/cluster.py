@@ -39,7 +39,7 @@ CONNECT_TIMEOUT_SECONDS = 5
 
 OPTIONS = {
     "cluster": opt.text(),  # 'local', 'auto' or 'host:port'; default: the connection's
-    "workers": opt.integer(None, low=1),  # actors (inference) or Ray Train workers; BUILD: or this machine's GPUs
+    "workers": opt.integer(None, low=1),  # worker processes (inference) or Ray Train workers; BUILD: or this machine's GPUs
     "gpus_per_worker": opt.number(None, low=0),  # default: 1 where the cluster has GPUs, else 0
 }
 _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})\Z")
@@ -358,7 +358,7 @@ def _gcs_address(ray):
 
 
 class Cluster:
-    """A connected Ray cluster and how a statement uses it: `workers` actors (or Ray Train
+    """A connected Ray cluster and how a statement uses it: `workers` worker processes (or Ray Train
     workers), each with `gpus_per_worker` GPUs and `cpus_per_worker` CPUs."""
 
     cpus_per_worker = 1
@@ -485,7 +485,7 @@ class _Stream:
         if self._bar is not None:
             self._bar.close()
         if self._blocks is not None:
-            self._blocks.close()  # stops the job: its actors go
+            self._blocks.close()  # stops the job: its tasks are cancelled, its actors go
 
 
 def _split(rows, outputs, n):

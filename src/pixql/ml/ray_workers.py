@@ -1,5 +1,11 @@
-"""A model run over many rows on a Ray cluster with Ray Data: an actor pool whose workers each
-load the model once, fed the rows as Arrow blocks, answering in the rows' order.
+"""A model run over many rows on a Ray cluster with Ray Data, fed the rows as Arrow blocks,
+answering in the rows' order. Each worker process loads the model once per statement:
+- on CPUs, blocks are Ray tasks, run by Ray's worker processes, which stay up between
+  statements with torch and timm imported (a statement on a warm cluster starts in a fraction
+  of a second, not the ~10 s of new processes importing them); each process keeps the model of
+  the last statement it worked for, for that statement's next blocks;
+- on GPUs, an actor pool for the statement: Ray ends a GPU task's process after each task (to
+  free its GPU memory), and a process per block would load the model per block.
 
 What runs there is a `Job`, which the caller supplies:
 - `load()`: runs once in each worker (and again if Ray restarts it), returns the model;
@@ -36,38 +42,70 @@ class Job:
     unit: int = 8  # blocks hold a multiple of this many rows (the model's batch: the same batches as locally)
 
 
+def _loaded(job_ref):
+    """The job and its model, loaded by this process at its first block of the job's statement.
+    `job_ref` is in a list, so that Ray hands over the reference, not the value."""
+    import ray
+
+    from pixql.allocator import keep_freed_memory
+
+    key = job_ref[0].hex()
+    if key not in _LOADED:
+        keep_freed_memory()  # a worker's process is pixql's: each batch's activations kept for the next
+        _LOADED.clear()  # an earlier statement's model goes before this one's is loaded
+        job = ray.get(job_ref[0])
+        _LOADED[key] = (job, job.load())
+    return _LOADED[key]
+
+
+_LOADED = {}  # in a worker process: {the job's object id: (job, model)}, of the last job only
+
+
+def _task(table, job_ref):
+    """A block, as a Ray task (CPUs)."""
+    from pixql.errors import PixqlError
+
+    try:
+        job, model = _loaded(job_ref)
+    except PixqlError as exc:  # (a model file that this worker cannot read)
+        return _failed(table, exc)
+    return _answer(job, model, table)
+
+
 class _Worker:
-    """The actor: the job's model, loaded once; one call per block."""
+    """A block, as a call of an actor that loaded the job's model (GPUs)."""
 
     def __init__(self, job_ref):
-        import ray
-
-        from pixql.allocator import keep_freed_memory
-
-        keep_freed_memory()  # a worker's process is pixql's: each batch's activations kept for the next
-        self.job = ray.get(job_ref[0])  # in a list, so Ray hands over the reference, not the value
-        self.model = self.job.load()
+        self.job, self.model = _loaded(job_ref)
 
     def __call__(self, table):
-        from pixql.errors import PixqlError
+        return _answer(self.job, self.model, table)
 
-        frame = table.to_pandas()
-        rows = frame.pop(ROW)
-        frame.index = rows.to_numpy()
-        try:
-            outputs, counts = self.job.run(self.model, frame)
-        except PixqlError as exc:
-            # pixql's own errors (an unreadable image) come back as values, fields and all: Ray
-            # would hand the caller its own wrapper and only the text. Not retried: they would recur.
-            return {ROW: rows.to_numpy()[:1], _COUNTS: [b""], _ERROR: [pickle.dumps(exc)]}
-        n = len(frame)
-        # the block's counts ride on its first row (a block is never empty: see map_rows)
-        out = {ROW: rows.to_numpy(), _COUNTS: [pickle.dumps(dict(counts or {}))] + [b""] * (n - 1)}
-        if hasattr(outputs, "ndim") and getattr(outputs, "dtype", None) is not None and outputs.dtype != object:
-            out[_OUT] = outputs.reshape(n, -1)
-        else:  # any values (a detector's boxes): pickled per row
-            out[_OBJECTS] = [pickle.dumps(v) for v in outputs]
-        return out
+
+def _failed(table, exc):
+    # pixql's own errors (an unreadable image) come back as values, fields and all: Ray would
+    # hand the caller its own wrapper and only the text. Not retried: they would recur.
+    return {ROW: table.column(ROW).to_numpy()[:1], _COUNTS: [b""], _ERROR: [pickle.dumps(exc)]}
+
+
+def _answer(job, model, table):
+    from pixql.errors import PixqlError
+
+    frame = table.to_pandas()
+    rows = frame.pop(ROW)
+    frame.index = rows.to_numpy()
+    try:
+        outputs, counts = job.run(model, frame)
+    except PixqlError as exc:
+        return _failed(table, exc)
+    n = len(frame)
+    # the block's counts ride on its first row (a block is never empty: see map_rows)
+    out = {ROW: rows.to_numpy(), _COUNTS: [pickle.dumps(dict(counts or {}))] + [b""] * (n - 1)}
+    if hasattr(outputs, "ndim") and getattr(outputs, "dtype", None) is not None and outputs.dtype != object:
+        out[_OUT] = outputs.reshape(n, -1)
+    else:  # any values (a detector's boxes): pickled per row
+        out[_OBJECTS] = [pickle.dumps(v) for v in outputs]
+    return out
 
 
 def block_rows(total, workers, unit):
@@ -78,17 +116,18 @@ def block_rows(total, workers, unit):
     return unit * math.ceil(want / unit)
 
 
-def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0):
+def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0, actors=None):
     """Yield (row numbers, outputs, counts) block by block, in the rows' order, running `job` over
-    the Arrow `table` (its `__row` column and `job.columns`) on an actor pool of `workers`.
+    the Arrow `table` (its `__row` column and `job.columns`) on `workers` worker processes at once:
+    Ray tasks, or with `actors` (default: where the workers have GPUs) an actor pool of the job's own.
 
-    A worker that dies is restarted by Ray (the model loaded again) and its blocks are run again:
-    Ray Data's actor pools restart actors and retry their tasks without limit. An error in the
-    job's own code is not retried: it ends the job and is raised here."""
+    A worker that dies is replaced by Ray (the model loaded again) and its blocks are run again:
+    Ray Data retries a task whose process died, and restarts an actor and retries its calls,
+    without limit. An error in the job's own code is not retried: it ends the job and is raised here."""
     import numpy as np
     import ray
 
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
     # Ray Data's notes ("execution finished", user-code tracebacks) are not for pixql's user:
     # its errors reach the caller as exceptions, its progress as the caller's own bar.
@@ -101,14 +140,20 @@ def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0):
     if not len(table):
         return
     blocks = [table.slice(start, size) for start in range(0, len(table), size)]
-    workers = min(workers, len(blocks))  # an actor without a block would only load the model
-    job_ref = ray.put(job)
-    remote_args = {"num_gpus": gpus_per_worker} if gpus_per_worker else {}
+    workers = min(workers, len(blocks))  # a worker without a block would only load the model
+    job_ref = [ray.put(job)]  # (in a list, so that Ray hands the workers the reference, not the value)
+    actors = bool(gpus_per_worker) if actors is None else actors
+    if actors:
+        how = dict(fn_constructor_args=(job_ref,), compute=ActorPoolStrategy(size=workers))
+    else:
+        how = dict(fn_args=(job_ref,), compute=TaskPoolStrategy(size=workers))
+    if gpus_per_worker:
+        how["num_gpus"] = gpus_per_worker
     # from_blocks keeps the blocks as cut and reads their sizes here; from_arrow asks a remote task
     # for them, a worker process started for it (about 3 s of each statement); an older Ray has only it.
     dataset = getattr(ray.data, "from_blocks", ray.data.from_arrow)(blocks).map_batches(
-        _Worker, fn_constructor_args=([job_ref],), batch_size=None, batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **remote_args)
+        _Worker if actors else _task, batch_size=None, batch_format="pyarrow", num_cpus=cpus_per_worker,
+        **how)
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
         if _ERROR in batch:
             raise pickle.loads(batch[_ERROR][0])  # a worker's PixqlError, which it pickled itself
