@@ -131,17 +131,26 @@ def test_a_worker_killed_mid_predict_is_replaced_and_every_row_comes_once(ray_cl
     expected = predicted_here.drop(columns="top_k")
     expected = expected.loc[expected.index.repeat(8)].reset_index(drop=True)
     killed = []
+
+    def busy(process):  # a Ray worker's title while it runs a block (an idle one is 'ray::IDLE')
+        with contextlib.suppress(psutil.Error):
+            return "MapBatches" in " ".join(process.cmdline())
+        return False
+
     real_map_rows = ray_workers.map_rows
 
     def map_rows(*args, **kwargs):
         for i, block in enumerate(real_map_rows(*args, **kwargs)):
             deadline = time.monotonic() + 30
             while i == 0 and not killed and time.monotonic() < deadline:  # the first answers are in
-                busy = [p for p in psutil.process_iter(["cmdline"])  # (an idle worker is 'ray::IDLE')
-                        if "MapBatches" in " ".join(p.info["cmdline"] or [])]
-                if busy:
-                    busy[0].send_signal(signal.SIGKILL)  # in the middle of a block
-                    killed.append(busy[0].pid)
+                for worker in [p for p in psutil.process_iter(["cmdline"]) if busy(p)]:
+                    with contextlib.suppress(psutil.Error):
+                        worker.suspend()  # (stopped, it cannot end its block between the look and the kill)
+                        if busy(worker):
+                            worker.kill()  # in the middle of a block
+                            killed.append(worker.pid)
+                            break
+                        worker.resume()
                 time.sleep(0.05)
             yield block
 
@@ -217,17 +226,19 @@ def test_on_gpus_a_statements_own_actors_run_its_blocks_and_go(ray_cluster):
     table = pa.table({ROW: np.arange(100, 120), "image": [f"{i}.jpg" for i in range(20)]})
     job = Job(load=lambda: {"scale": 10}, run=run, columns=("image",), unit=4)
     answers = {}
-    for actors in (True, False):
+    for actors in (True, None):  # None: the workers have no GPU, the blocks are tasks
         blocks = list(map_rows(table, job, 2, actors=actors))
         assert [int(r) for rows, _, _ in blocks for r in rows] == list(range(100, 120))
         answers[actors] = [out for _, outputs, _ in blocks for out in outputs]
         assert sum(counts["rows"] for _, _, counts in blocks) == 20
-    assert [a[0] for a in answers[True]] == [b[0] for b in answers[False]] == [10 * i for i in range(100, 120)]
-    pids = {pid for _, pid in answers[True]}
+    assert [a[0] for a in answers[True]] == [b[0] for b in answers[None]] == [10 * i for i in range(100, 120)]
     deadline = time.monotonic() + 60
-    while any(psutil.pid_exists(pid) for pid in pids) and time.monotonic() < deadline:
+    actors = {pid for _, pid in answers[True]}
+    while any(psutil.pid_exists(pid) for pid in actors) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(psutil.pid_exists(pid) for pid in pids), "the job's actors outlived it"
+    assert not any(psutil.pid_exists(pid) for pid in actors), "the job's actors outlived it"
+    # the tasks' processes are Ray's, which stay up for the next statement
+    assert all(psutil.pid_exists(pid) for _, pid in answers[None])
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -387,7 +398,8 @@ def test_no_cluster_at_the_address_is_a_clear_error_at_once(photos):
 ])
 def test_a_listener_that_is_no_ray_head_is_a_clear_error_at_once(photos, reply, says, monkeypatch):
     """A plain connect passed, and ray.init then waited 40 s (a silent program: 180 s and more)."""
-    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT_SECONDS", 1)  # (5 s for a user: its wait, made short)
+    if reply is None:
+        monkeypatch.setattr(clusters, "CONNECT_TIMEOUT_SECONDS", 1)  # (5 s for a user: its wait, made short)
     started = time.monotonic()
     with _listener(reply) as address, pytest.raises(ClusterError) as info:
         photos.sql(f"PREDICT USING imagenet_classifier OPTIONS (cluster='{address}') AS SELECT * FROM photos")

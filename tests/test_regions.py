@@ -619,8 +619,9 @@ def test_crop_function_returns_the_box_as_png(halves):
         db.sql("SELECT crop(image, [50, 0, 10, 10]) FROM photos").fetchall()
     with pytest.raises(DataError, match=r"the box \(0\.1, 0\.1, 0\.5, 0\.5\) is under one pixel wide or high in the 64x32 image "
                        r"\(fractions of the image\? "
-                       r"crop takes pixels: multiply them by the image's width and height\)"):
+                       r"crop takes pixels: multiply them by the image's width and height\)") as info:
         db.sql("SELECT crop(image, [0.1, 0.1, 0.5, 0.5]) FROM photos").fetchall()
+    assert str(info.value).count(info.value.path) == 1  # (named once, by the box's own message)
 
 
 def test_crop_of_a_one_pixel_image_takes_its_pixel(tmp_path):

@@ -116,8 +116,8 @@ class PredictFunctions:
                 Region(image, tuple(float(v) for v in box)).read(
                     fractions_hint="crop takes pixels: multiply them by the image's width and height").save(buffer, format="PNG")
             except PixqlError as exc:
-                with self._lock:
-                    exc.args = (f"crop('{image}', ...): {exc}",)
+                with self._lock:  # (a box's error names the photo already)
+                    exc.args = (f"crop({'image' if isinstance(exc, RegionError) else repr(image)}, box): {exc}",)
                     self._failure = exc
                 raise
             out.append(buffer.getvalue())

@@ -376,13 +376,16 @@ class ModelStore:
                         os.rename(final, old)
                     os.rename(staging, final)
                     _fsync_dir(self.root)
-                    if held:  # Ctrl-C or SIGTERM during the swap (heard as the block ends): undo it, so
+                    undone = bool(held)
+                    if undone:  # Ctrl-C or SIGTERM during the swap (heard as the block ends): undo it, so
                         # that the statement it stops has changed nothing, as its message says
                         os.rename(final, staging)
                         if old is not None:
                             os.rename(old, final)
                             old = None
                         _fsync_dir(self.root)
+                if undone:  # (a handler that only took note of the signal: the save is undone all the same)
+                    raise KeyboardInterrupt
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
             except BaseException as exc:  # an error or Ctrl-C: the previous model stays, or comes back
@@ -411,7 +414,10 @@ class ModelStore:
             # Rename first so the model vanishes at once; .tmp/ is never restored from.
             with signals_held() as held:
                 os.rename(final, doomed)
-                if held:  # Ctrl-C or SIGTERM during it: the model stays and the statement stops
+                undone = bool(held)
+                if undone:  # Ctrl-C or SIGTERM during it: the model stays and the statement stops
                     os.rename(doomed, final)
+            if undone:  # (a handler that only took note of the signal: the model stays all the same)
+                raise KeyboardInterrupt
             shutil.rmtree(doomed, ignore_errors=True)
         return True

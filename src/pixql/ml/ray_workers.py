@@ -2,8 +2,8 @@
 answering in the rows' order. Each worker process loads the model once per statement:
 - on CPUs, blocks are Ray tasks, run by Ray's worker processes, which stay up between
   statements with torch and timm imported (a statement on a warm cluster starts in a fraction
-  of a second, not the ~10 s of new processes importing them); each process keeps the model of
-  the last statement it worked for, for that statement's next blocks;
+  of a second, not the ~10 s of new processes importing them); each process keeps the models of
+  the last two statements it worked for, for their next blocks;
 - on GPUs, an actor pool for the statement: Ray ends a GPU task's process after each task (to
   free its GPU memory), and a process per block would load the model per block.
 
@@ -43,8 +43,8 @@ class Job:
 
 
 def _loaded(job_ref):
-    """The job and its model, loaded by this process at its first block of the job's statement.
-    `job_ref` is in a list, so that Ray hands over the reference, not the value."""
+    """(the job's `run`, its model), loaded by this process at its first block of the job's
+    statement. `job_ref` is in a list, so that Ray hands over the reference, not the value."""
     import ray
 
     from pixql.allocator import keep_freed_memory
@@ -52,13 +52,17 @@ def _loaded(job_ref):
     key = job_ref[0].hex()
     if key not in _LOADED:
         keep_freed_memory()  # a worker's process is pixql's: each batch's activations kept for the next
-        _LOADED.clear()  # an earlier statement's model goes before this one's is loaded
+        while len(_LOADED) >= _KEPT:  # the oldest statement's model goes before this one's is loaded
+            del _LOADED[next(iter(_LOADED))]
         job = ray.get(job_ref[0])
-        _LOADED[key] = (job, job.load())
+        _LOADED[key] = (job.run, job.load())  # (not `job.load`, which may hold the weights a second time)
+    _LOADED[key] = _LOADED.pop(key)  # the most recently used last
     return _LOADED[key]
 
 
-_LOADED = {}  # in a worker process: {the job's object id: (job, model)}, of the last job only
+# In a worker process: {a job's object id: (run, model)}, of the last statements it worked for:
+# two, so that two statements at once (two connections of one program) do not load in turn.
+_LOADED, _KEPT = {}, 2
 
 
 def _task(table, job_ref):
@@ -66,20 +70,20 @@ def _task(table, job_ref):
     from pixql.errors import PixqlError
 
     try:
-        job, model = _loaded(job_ref)
+        run, model = _loaded(job_ref)
     except PixqlError as exc:  # (a model file that this worker cannot read)
         return _failed(table, exc)
-    return _answer(job, model, table)
+    return _answer(run, model, table)
 
 
 class _Worker:
     """A block, as a call of an actor that loaded the job's model (GPUs)."""
 
     def __init__(self, job_ref):
-        self.job, self.model = _loaded(job_ref)
+        self.run, self.model = _loaded(job_ref)
 
     def __call__(self, table):
-        return _answer(self.job, self.model, table)
+        return _answer(self.run, self.model, table)
 
 
 def _failed(table, exc):
@@ -88,14 +92,14 @@ def _failed(table, exc):
     return {ROW: table.column(ROW).to_numpy()[:1], _COUNTS: [b""], _ERROR: [pickle.dumps(exc)]}
 
 
-def _answer(job, model, table):
+def _answer(run, model, table):
     from pixql.errors import PixqlError
 
     frame = table.to_pandas()
     rows = frame.pop(ROW)
     frame.index = rows.to_numpy()
     try:
-        outputs, counts = job.run(model, frame)
+        outputs, counts = run(model, frame)
     except PixqlError as exc:
         return _failed(table, exc)
     n = len(frame)
@@ -127,7 +131,7 @@ def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0, actors=N
     import numpy as np
     import ray
 
-    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+    from ray.data import ActorPoolStrategy, DataContext
 
     # Ray Data's notes ("execution finished", user-code tracebacks) are not for pixql's user:
     # its errors reach the caller as exceptions, its progress as the caller's own bar.
@@ -142,11 +146,12 @@ def map_rows(table, job, workers, cpus_per_worker=1, gpus_per_worker=0, actors=N
     blocks = [table.slice(start, size) for start in range(0, len(table), size)]
     workers = min(workers, len(blocks))  # a worker without a block would only load the model
     job_ref = [ray.put(job)]  # (in a list, so that Ray hands the workers the reference, not the value)
-    actors = bool(gpus_per_worker) if actors is None else actors
+    tasks = getattr(ray.data, "TaskPoolStrategy", None)  # (an older Ray has no cap on a task pool: actors there)
+    actors = bool(gpus_per_worker) or tasks is None if actors is None else actors
     if actors:
         how = dict(fn_constructor_args=(job_ref,), compute=ActorPoolStrategy(size=workers))
     else:
-        how = dict(fn_args=(job_ref,), compute=TaskPoolStrategy(size=workers))
+        how = dict(fn_args=(job_ref,), compute=tasks(size=workers))
     if gpus_per_worker:
         how["num_gpus"] = gpus_per_worker
     # from_blocks keeps the blocks as cut and reads their sizes here; from_arrow asks a remote task

@@ -245,7 +245,7 @@ def _free_port():
 
 class RayTrain:
     """Fine-tuning on `workers` Ray Train workers (TorchTrainer: DDP, gloo on CPUs, NCCL on
-    GPUs); linear mode's embeddings with Ray Data's actor pool (`forward`). The caller has
+    GPUs); linear mode's embeddings with Ray Data (`forward`, ml.ray_workers). The caller has
     connected to the cluster already (pixql.cluster)."""
     name = "ray"
 
@@ -324,7 +324,7 @@ class RayTrain:
     # -- linear mode's embeddings: Ray Data
     def forward(self, model, paths, pre, transform, fn, *, device, precision, batch_size, num_workers=None,
                 progress=True, desc="images", on_error="fail", skipped=None):
-        """runtime.forward_rows's answer, computed by an actor pool on the cluster: (outputs of the
+        """runtime.forward_rows's answer, computed by the cluster's workers: (outputs of the
         images that were read, their row indices); unreadable ones go into `skipped`."""
         import functools
 
