@@ -74,3 +74,26 @@ def test_a_network_whose_features_are_not_one_tensor_runs_whole():
 
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(logits(Branches(), x), x.mean(dim=(2, 3)) + x.amax(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("runtime", ["torch", "auto"])
+def test_a_dropped_classifier_is_freed_at_once(runtime):
+    """A Ray worker keeps the models of its last statements and drops older ones: a Classifier in
+    a reference cycle waited for a full garbage collection, which a worker idle between
+    statements seldom ran (a QA pass saw a worker's memory grow by a model a statement)."""
+    import gc
+    import weakref
+
+    from pixql.ml.data import preprocessing_for
+    from pixql.ml.infer import Classifier
+
+    model, state = _saved("tf_efficientnet_lite0")
+    classifier = Classifier({"arch": "tf_efficientnet_lite0", "num_classes": 3}, state, ["a", "b", "c"],
+                            preprocessing_for(model, 64), device="cpu", runtime=runtime)
+    network = weakref.ref(classifier.model)
+    gc.disable()  # (only reference counting frees it)
+    try:
+        del classifier
+        assert network() is None
+    finally:
+        gc.enable()

@@ -241,6 +241,37 @@ def test_on_gpus_a_statements_own_actors_run_its_blocks_and_go(ray_cluster):
     assert all(psutil.pid_exists(pid) for _, pid in answers[None])
 
 
+class _Cyclic:
+    """A model in a reference cycle (as a network's hooks and closures make them)."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_a_worker_keeps_two_statements_models_and_frees_older_ones_at_once(ray_cluster, monkeypatch):
+    """What a Ray worker process keeps between statements: the models of the last two statements
+    it worked for; an older one is freed as it goes, cycles and all (an idle worker's memory grew
+    by a model a statement), and the job's loader, which may hold the weights, is not kept."""
+    import gc
+    import weakref
+
+    from pixql.ml.ray_workers import Job, _loaded
+
+    monkeypatch.setattr(ray_workers, "_LOADED", {})
+    refs = [[ray_cluster.put(Job(load=_Cyclic, run=len, columns=("image",)))] for _ in range(3)]
+    first = weakref.ref(_loaded(refs[0])[1])
+    gc.disable()  # (only pixql's own collection may free it)
+    try:
+        second = _loaded(refs[1])[1]
+        assert second is not first() and _loaded(refs[1])[1] is second  # two kept, each loaded once
+        _loaded(refs[2])
+        assert first() is None  # the least recently used, gone at once
+    finally:
+        gc.enable()
+    assert list(ray_workers._LOADED) == [refs[1][0].hex(), refs[2][0].hex()]
+    assert all(run is len for run, _ in ray_workers._LOADED.values())
+
+
 # -- training -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -320,6 +351,7 @@ def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos, tmp_path
     error = info.value
     assert error.path == "/nowhere/on/the/workers/cat.9999.jpg" and (error.row, error.query) == (6, "the query")
     assert "/nowhere/on/the/workers/cat.9999.jpg" in str(error) and "every node of the cluster" in str(error)
+    assert "not only here" not in str(error)  # (it is not here either)
     assert error.keyword == "PREDICT"
     # a file that is here and is no image is broken everywhere: no word of shared storage
     broken = tmp_path / "broken.jpg"

@@ -436,8 +436,9 @@ class Cluster:
         # the nodes only); a file that is here and no image is broken everywhere: no such hint
         if isinstance(exc, DataError) and exc.path is not None and not _broken_here(exc.path):
             where = "" if self.address in (None, "auto") else f" at {self.address}"
+            here = ", not only here" if os.path.isfile(str(exc.path)) else ""  # (missing here too: not said)
             exc.args = (f"{exc} — read by a worker of the Ray cluster{where}: image paths must be "
-                        "readable on every node of the cluster (shared storage), not only here",)
+                        f"readable on every node of the cluster (shared storage){here}",)
         return exc
 
 

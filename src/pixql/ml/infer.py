@@ -81,7 +81,10 @@ class Classifier:
                 self._auto_onnx = state_dict
         self.model = to_device(inference_network(self.network, state_dict, self.classes), self.device)
         inference_layers(self.model, self.preprocessing["input_size"])  # static padding, fused activations
-        self.forward = lambda model, x: self.task.probabilities(logits(model, x))
+        # (not `self` in it: a Classifier in a reference cycle, weights and all, waits for a full
+        # garbage collection once dropped, which a Ray worker idle between statements seldom runs)
+        probabilities = self.task.probabilities
+        self.forward = lambda model, x: probabilities(logits(model, x))
 
     def _use_onnx(self, state_dict, export):
         """Run on ONNX Runtime from now on; with export=False only if the graph is cached."""

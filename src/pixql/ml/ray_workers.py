@@ -1,9 +1,10 @@
 """A model run over many rows on a Ray cluster with Ray Data, fed the rows as Arrow blocks,
 answering in the rows' order. Each worker process loads the model once per statement:
-- on CPUs, blocks are Ray tasks, run by Ray's worker processes, which stay up between
-  statements with torch and timm imported (a statement on a warm cluster starts in a fraction
-  of a second, not the ~10 s of new processes importing them); each process keeps the models of
-  the last two statements it worked for, for their next blocks;
+- on CPUs, blocks are Ray tasks, run by Ray's worker processes, which stay up between the
+  statements of one driver (this process: Ray's workers are each driver's own) with torch and
+  timm imported (a statement after the first starts in a fraction of a second, not the ~10 s of
+  new processes importing them); each keeps the models of the last two statements it worked
+  for, for their next blocks;
 - on GPUs, an actor pool for the statement: Ray ends a GPU task's process after each task (to
   free its GPU memory), and a process per block would load the model per block.
 
@@ -20,6 +21,7 @@ This module knows nothing of SQL: rows arrive as an Arrow table whose `__row` co
 them. Ray is imported only here, and only when a job runs.
 """
 
+import gc
 import logging
 import math
 import pickle
@@ -52,8 +54,11 @@ def _loaded(job_ref):
     key = job_ref[0].hex()
     if key not in _LOADED:
         keep_freed_memory()  # a worker's process is pixql's: each batch's activations kept for the next
-        while len(_LOADED) >= _KEPT:  # the oldest statement's model goes before this one's is loaded
-            del _LOADED[next(iter(_LOADED))]
+        if len(_LOADED) >= _KEPT:  # the oldest statement's model goes before this one's is loaded
+            while len(_LOADED) >= _KEPT:
+                del _LOADED[next(iter(_LOADED))]
+            gc.collect()  # (a model in a reference cycle would wait for a full collection, which a
+            # process idle between statements seldom runs: a worker's memory grew by a model a statement)
         job = ray.get(job_ref[0])
         _LOADED[key] = (job.run, job.load())  # (not `job.load`, which may hold the weights a second time)
     _LOADED[key] = _LOADED.pop(key)  # the most recently used last
