@@ -914,3 +914,41 @@ def test_a_programs_own_signal_handler_that_exits_stops_duckdb_first(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the program did not end: its query ran on after its SIGTERM handler's sys.exit()")
     assert done.returncode == 3, done.stderr
+
+
+def test_a_long_session_keeps_a_few_loaded_models_and_none_dropped_or_replaced(colors_db):
+    """A notebook's kernel runs for hours: the catalog kept every model it ever loaded (a QA pass:
+    12 models built, used and dropped, 24 networks and 430 MB still held), an overwritten model's
+    embedder, and every one of them after close() for as long as a Result was kept."""
+    import gc
+    import weakref
+
+    from conftest import save_color_model
+    from pixql.catalog import KEPT_MODELS
+
+    db = colors_db
+    catalog, store = db.engine.catalog, db.engine.store
+
+    def held(*refs):
+        gc.collect()
+        return [ref() is not None for ref in refs]
+
+    # replaced (by this process's BUILD, or another's): its network and its embedder go
+    old = weakref.ref(catalog.load("cm")[0]), weakref.ref(catalog.embedder("cm"))
+    save_color_model(store, "cm", sharpness=2.0)  # (as another process would: not through this catalog)
+    assert held(*old) == [True, True]
+    new = weakref.ref(catalog.load("cm")[0])
+    assert held(*old, new) == [False, False, True]
+    # dropped: gone at once
+    db.sql("DROP MODEL cm")
+    assert held(new) == [False]
+    # many models used in turn: the last KEPT_MODELS stay loaded, the older ones go
+    models = []
+    for i in range(KEPT_MODELS + 2):
+        save_color_model(store, f"m{i}")
+        models.append(weakref.ref(catalog.load(f"m{i}")[0]))
+    assert held(*models) == [False] * 2 + [True] * KEPT_MODELS
+    assert len(db.sql("PREDICT USING m0 AS SELECT * FROM colors").df()) == 24  # (loaded again)
+    kept = db.sql("SELECT 1")  # (a Result kept after close, as a notebook's Out[] keeps every one)
+    db.close()
+    assert held(*models) == [False] * len(models) and kept is not None

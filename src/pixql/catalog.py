@@ -73,10 +73,39 @@ def model_version(manifest):
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+# Loaded networks kept for later statements: the last ones used (a model is loaded again, in about
+# a second, after this many others), none of a model saved or dropped since. A notebook's kernel
+# runs for hours: a cache without a bound kept every model it ever loaded.
+KEPT_MODELS = 4
+
+
 class Catalog:
     def __init__(self, store):
         self.store = store
-        self._loaded = {}  # (model key, version, device, runtime, precision) -> loaded model
+        self._loaded = {}  # (kind, model name, version, ...) -> loaded model, the most recently used last
+
+    def _cached(self, key, make):
+        """The loaded model under `key`, made by `make()` the first time it is asked for."""
+        if key in self._loaded:
+            self._loaded[key] = self._loaded.pop(key)
+            return self._loaded[key]
+        model = make()
+        self._loaded[key] = model
+        while len(self._loaded) > KEPT_MODELS:
+            del self._loaded[next(iter(self._loaded))]
+        return model
+
+    def forget(self, name=None, other_than=None):
+        """Let go of what is loaded of model `name` (every model without one), or of its versions
+        other than `other_than` (another process overwrote it)."""
+        for key in [k for k in self._loaded if name is None or (k[1] == str(name).lower() and k[2] != other_than)]:
+            del self._loaded[key]
+
+    def save(self, name, *args, **kwargs):
+        """store.save, and what was loaded of the model's earlier version goes."""
+        manifest = self.store.save(name, *args, **kwargs)
+        self.forget(name)
+        return manifest
 
     def check_new(self, name, overwrite):
         """A model may be saved as `name`: not a built-in's name, and new unless `overwrite`."""
@@ -122,37 +151,41 @@ class Catalog:
                               "and weights", option=what)
         entry = builtin(name)
         if entry is not None:
-            key = (entry.name, None, device, runtime, precision)
-            if key not in self._loaded:
-                self._loaded[key] = entry.load(device, precision, runtime)
-            return self._loaded[key], dict(entry.manifest), task_of(entry.manifest)
-        from pixql.ml import infer
-
+            model = self._cached(("model", entry.name, None, device, runtime, precision),
+                                 lambda: entry.load(device, precision, runtime))
+            return model, dict(entry.manifest), task_of(entry.manifest)
         check_name(name)
         manifest = self.store.manifest(name)
         version = model_version(manifest)
-        key = (name.lower(), version, device, runtime, precision)
-        if key not in self._loaded:
-            for old in [k for k in self._loaded if k[0] == name.lower() and k[1] != version]:
-                del self._loaded[old]  # the model was overwritten: its old network can go
-            manifest, state = self._stored_model(name)
-            if task_of(manifest).name == "detection":
-                from pixql.ml.detect import Detector
+        self.forget(name, other_than=version)  # (overwritten by another process: its old network can go)
+        loaded = []  # (the manifest read with the weights)
 
-                if runtime == "onnx":
-                    raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector",
-                                      option="runtime")
-                self._loaded[key] = Detector(manifest["network"], state, manifest["classes"], device=device)
-            else:
-                try:
-                    self._loaded[key] = infer.Classifier(manifest["network"], state, manifest["classes"],
-                                                         manifest["preprocessing"], device=device,
-                                                         task=task_of(manifest), runtime=runtime, precision=precision)
-                except StoreError as exc:  # the learning layer knows the network, not the model's files
-                    where = self.store.path(name)
-                    raise StoreError(f"model '{name}' ({where}): {exc}; its manifest.json and weights do not match: "
-                                     "drop and rebuild the model", path=str(where)) from exc
-        return self._loaded[key], manifest, task_of(manifest)
+        def make():
+            manifest, state = self._stored_model(name)
+            loaded.append(manifest)
+            return self._network(name, manifest, state, device, runtime, precision)
+
+        model = self._cached(("model", name.lower(), version, device, runtime, precision), make)
+        return model, (loaded or [manifest])[0], task_of(manifest)
+
+    def _network(self, name, manifest, state, device, runtime, precision):
+        """A stored model's loaded network: its Classifier, or its Detector."""
+        from pixql.ml import infer
+
+        if task_of(manifest).name == "detection":
+            from pixql.ml.detect import Detector
+
+            if runtime == "onnx":
+                raise OptionError(f"OPTIONS (runtime='{runtime}') is for classifiers; '{name}' is a detector",
+                                  option="runtime")
+            return Detector(manifest["network"], state, manifest["classes"], device=device)
+        try:
+            return infer.Classifier(manifest["network"], state, manifest["classes"], manifest["preprocessing"],
+                                    device=device, task=task_of(manifest), runtime=runtime, precision=precision)
+        except StoreError as exc:  # the learning layer knows the network, not the model's files
+            where = self.store.path(name)
+            raise StoreError(f"model '{name}' ({where}): {exc}; its manifest.json and weights do not match: "
+                             "drop and rebuild the model", path=str(where)) from exc
 
     def detector(self, name, device="auto", weights=None):
         """(detector, manifest, task) for DETECT: a pretrained one by name (yolos, torchvision:...;
@@ -161,10 +194,8 @@ class Catalog:
         from pixql.tasks import DETECTION
 
         if pretrained_detectors.is_pretrained(name):
-            key = ("detector", str(name).lower(), weights, _file_state(weights), device)
-            if key not in self._loaded:
-                self._loaded[key] = pretrained_detectors.load(name, weights, device)
-            detector = self._loaded[key]
+            detector = self._cached(("detector", str(name).lower(), (weights, _file_state(weights)), device),
+                                    lambda: pretrained_detectors.load(name, weights, device))
             return detector, {"name": name, "task": DETECTION.name, "classes": detector.classes}, DETECTION
         if weights is not None:
             raise OptionError(f"OPTIONS (weights=...) is for a pretrained detector (yolos, torchvision:...); "
@@ -212,12 +243,10 @@ class Catalog:
             raise OptionError(f"OPTIONS (precision=...) is for pixql's networks; '{name}' runs in its own precision",
                               option="precision")
         if is_clip(name):
-            key = ("embedder", str(name).lower(), weights, _file_state(weights), device)
-            if key not in self._loaded:
-                from pixql.ml.clip import ClipEmbedder
+            from pixql.ml.clip import ClipEmbedder
 
-                self._loaded[key] = ClipEmbedder(name, weights, device)
-            return self._loaded[key]
+            return self._cached(("embedder", str(name).lower(), (weights, _file_state(weights)), device),
+                                lambda: ClipEmbedder(name, weights, device))
         entry = builtin(name)
         model = entry is not None or self._stored(name)
         if model and weights is not None:
@@ -228,17 +257,20 @@ class Catalog:
             version = model_version(self.store.manifest(name))
         else:
             version = ("base", weights, _file_state(weights))
-        key = ("embedder", str(name).lower(), version, device, precision)
-        if key not in self._loaded:
+        if model and entry is None:
+            self.forget(name, other_than=version)  # (overwritten by another process)
+
+        def make():
             classes = None
             if model:
                 network, state, classes, preprocessing, _task = self.parts(name)
             else:
                 self.base(name)  # (a name that is no model nor base: said as such)
                 network, state, preprocessing = embed.base_parts(name, weights)
-            self._loaded[key] = embed.Embedder.from_network(network, state, preprocessing, device=device,
-                                                            precision=precision, classes=classes)
-        return self._loaded[key]
+            return embed.Embedder.from_network(network, state, preprocessing, device=device, precision=precision,
+                                               classes=classes)
+
+        return self._cached(("embedder", str(name).lower(), version, device, precision), make)
 
     def embedding_origin(self, name, weights=None):
         """What makes `name`'s embeddings, as text that is the same only for the same network and
@@ -324,12 +356,11 @@ class Catalog:
                               f"with at least two labels, not {labels!r}", option="labels")
         if len(set(classes)) < len(classes):
             raise OptionError(f"OPTIONS (labels=...) names a label twice: {labels!r}", option="labels")
-        key = ("zero-shot", str(name).lower(), tuple(classes), weights, device)
-        if key not in self._loaded:
-            self._loaded[key] = ZeroShot(self.embedder(name, device, weights), classes)
+        model = self._cached(("zero-shot", str(name).lower(), (tuple(classes), weights), device),
+                             lambda: ZeroShot(self.embedder(name, device, weights), classes))
         manifest = {"name": name, "base": name, "task": "classification", "classes": classes, "image_col": None,
                     "train_mode": "zero-shot"}
-        return self._loaded[key], manifest, task_of(manifest)
+        return model, manifest, task_of(manifest)
 
     def parts(self, name):
         """(network recipe, state_dict, classes, preprocessing, task) of a model, unloaded."""
@@ -358,7 +389,9 @@ class Catalog:
     def drop(self, name, if_exists=False):
         if builtin(name):
             raise CatalogError(f"'{name.lower()}' is built in and cannot be dropped")
-        return self.store.drop(name, if_exists=if_exists)
+        dropped = self.store.drop(name, if_exists=if_exists)
+        self.forget(name)
+        return dropped
 
     def rows(self):
         """SHOW MODELS' rows: the built-in models, then the store's (a broken one with its reason);

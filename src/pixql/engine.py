@@ -134,6 +134,7 @@ class Engine:
         self.closed = True
         self.functions.close()
         self.session.close()
+        self.catalog.forget()  # (a Result kept after close, as a notebook's Out[] keeps it, holds the engine)
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
 

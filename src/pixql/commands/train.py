@@ -424,8 +424,8 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
     }
     if init is not None:
         manifest["parent"] = lineage(statement, init[0])
-    engine.catalog.store.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"],
-                              rows=trained.rows)
+    engine.catalog.save(statement.name, trained.state_dict, manifest, overwrite=resolved["overwrite"],
+                        rows=trained.rows)
     return frame_result(statement, {
         "model": [statement.name],
         "base": [trained.base],
@@ -542,7 +542,7 @@ def _train_detector(engine, statement, resolved, given, base, init, notes=()):
     }
     if init is not None:
         manifest["parent"] = lineage(statement, init[0])
-    engine.catalog.store.save(statement.name, run.state_dict, manifest, overwrite=resolved["overwrite"])
+    engine.catalog.save(statement.name, run.state_dict, manifest, overwrite=resolved["overwrite"])
     return frame_result(statement, {
         "model": [statement.name], "base": [base], "task": [DETECTION.name], "classes": [len(classes)],
         "train_rows": [n_photos], "validation_rows": [len(val_photos)], "skipped_null_labels": [0],
