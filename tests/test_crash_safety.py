@@ -186,9 +186,7 @@ def test_ctrl_c_inside_the_store_swap_puts_the_old_model_back(tmp_path, monkeypa
 
     import pixql.store
 
-    store = ModelStore(tmp_path)
-    store.save("m", {"w": torch.ones(3)}, {"v": 1})
-    before = model_files(tmp_path)
+    store, before = _one_model(tmp_path)
     rename = os.rename
 
     def interrupted_rename(src, dst):
@@ -200,10 +198,24 @@ def test_ctrl_c_inside_the_store_swap_puts_the_old_model_back(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         store.save("m", {"w": torch.zeros(3)}, {"v": 2}, overwrite=True)
     monkeypatch.undo()
+    _as_it_was(store, tmp_path, before)
+
+
+def _one_model(tmp_path):
+    """A store holding model m (v 1, weights of ones), and its files' digests."""
+    import torch
+
+    store = ModelStore(tmp_path)
+    store.save("m", {"w": torch.ones(3)}, {"v": 1})
+    return store, model_files(tmp_path)
+
+
+def _as_it_was(store, tmp_path, before):
     assert model_files(tmp_path) == before
+    assert [row["name"] for row in store.list()] == ["m"]
     manifest, state = store.load("m")
     assert manifest["v"] == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
-    assert not any((tmp_path / ".tmp").iterdir())
+    assert not any((tmp_path / ".tmp").iterdir()) and not list(tmp_path.glob(".trash/*"))
 
 
 @pytest.mark.parametrize("handler", ["raises", "takes note"])
@@ -218,9 +230,7 @@ def test_ctrl_c_as_the_store_swaps_a_model_in_or_out_undoes_the_swap(tmp_path, m
 
     import pixql.store
 
-    store = ModelStore(tmp_path)
-    store.save("m", {"w": torch.ones(3)}, {"v": 1})
-    before = model_files(tmp_path)
+    store, before = _one_model(tmp_path)
     rename = os.rename
 
     def ctrl_c_as_it_moves(src, dst):
@@ -242,11 +252,7 @@ def test_ctrl_c_as_the_store_swaps_a_model_in_or_out_undoes_the_swap(tmp_path, m
     finally:
         signal.signal(signal.SIGINT, saved)
     assert noted == ([] if handler == "raises" else [signal.SIGINT])  # (the program's handler heard it once)
-    assert model_files(tmp_path) == before
-    assert [row["name"] for row in store.list()] == ["m"]
-    manifest, state = store.load("m")
-    assert manifest["v"] == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
-    assert not any((tmp_path / ".tmp").iterdir()) and not list(tmp_path.glob(".trash/*"))
+    _as_it_was(store, tmp_path, before)
     store.save("m", {"w": torch.zeros(3)}, {"v": 2}, overwrite=True)  # the store goes on
     assert store.load("m")[0]["v"] == 2
 
