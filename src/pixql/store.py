@@ -47,6 +47,12 @@ def _nameable(folder):
     return bool(_NAME.fullmatch(folder)) and folder == folder.lower()
 
 
+def _named(manifest, key):
+    """The manifest of the model kept in folder `key`, named so (a folder copied under another
+    name is that model)."""
+    return manifest if str(manifest.get("name", "")).lower() == key else {**manifest, "name": key}
+
+
 def _key(name):
     # Model names are case-insensitive, like DuckDB's table names.
     return check_name(name).lower()
@@ -219,8 +225,7 @@ class ModelStore:
             manifest = _checked(json.loads(text), self.required)
         except ValueError as exc:
             raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
-        key = _key(name)  # (a folder copied under another name is that model, as list() names it)
-        return manifest if str(manifest.get("name", "")).lower() == key else {**manifest, "name": key}
+        return _named(manifest, _key(name))
 
     def load(self, name):
         """(manifest, state_dict); the weights' checksum is verified first.
@@ -299,9 +304,7 @@ class ModelStore:
                 out.append({"name": name, "broken": f"{MANIFEST} cannot be read ({exc}); "
                                                     f"DROP MODEL {name} and rebuild it"})
                 continue
-            if str(manifest.get("name", "")).lower() != name:
-                manifest = {**manifest, "name": name}
-            out.append(manifest)
+            out.append(_named(manifest, name))
         return out
 
     # -- writing ---------------------------------------------------------------
