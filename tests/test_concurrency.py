@@ -93,6 +93,74 @@ def test_opening_a_database_again_in_this_process_keeps_its_lock(tmp_path, first
         pixql.connect(path)
 
 
+DROPPER = textwrap.dedent("""
+    import gc, sys
+    import pandas as pd
+    import pixql
+
+    def steps(db):
+        frame = pd.DataFrame({"image": [p for (p,) in db.sql("SELECT image FROM colors LIMIT 3").fetchall()]})
+        db.sql("PREDICT USING cm AS SELECT * FROM colors").df()
+        db.sql("PREDICT USING cm AS SELECT * FROM frame").df()
+        db.sql("SELECT * FROM (EVALUATE USING cm AS SELECT * FROM colors)").df()
+        db.sql("SELECT predict('cm', image) FROM colors WHERE label = ?", ["red"]).fetchall()
+        db.cursor().sql("SELECT count(*) FROM colors").fetchall()
+        for typo in ("SELECT predict('cm', 'no-such.jpg')", "PREDICT USING cm AS SELEC * FROM colors"):
+            try:
+                db.sql(typo).df()
+            except pixql.PixqlError:
+                pass
+
+    with pixql.connect(sys.argv[1], progress=False) as warm:  # (imports made, first-use caches filled)
+        steps(warm)
+    gc.collect()
+    gc.disable()  # what is freed now is freed by reference counting, as soon as it is dropped
+    db = pixql.connect(sys.argv[1], progress=False)
+    steps(db)
+    kept = db.sql("SELECT predict('cm', image) AS label FROM colors")
+    del db
+    print("result kept", flush=True)
+    sys.stdin.readline()
+    print(sorted(set(kept.df().label)), flush=True)
+    del kept
+    print("dropped", flush=True)
+    sys.stdin.readline()
+""")
+
+
+def _said(proc, seconds=120):
+    """The next line `proc` prints, within `seconds`."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    assert ready, f"no answer in {seconds} s"
+    return proc.stdout.readline().strip()
+
+
+def test_a_dropped_connection_lets_go_of_its_file_at_once_unless_a_result_still_reads_it(shop):
+    """A connection dropped without close() (a notebook re-running `db = pixql.connect(...)`) kept
+    its DuckDB file lock and its models until Python's next full garbage collection: the engine
+    and its session held each other. Now it goes as DuckDB's does, when the last thing that
+    reads through it (a lazy Result, as a DuckDB relation) goes; checked with the collector off."""
+    proc = subprocess.Popen([sys.executable, "-c", DROPPER, str(shop)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _said(proc) == "result kept", proc.stderr.read()[-3000:] if proc.poll() is not None else ""
+        with pytest.raises(SqlError, match="in use by another process"):
+            pixql.connect(str(shop))
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert _said(proc) == "['blue', 'red']"  # the kept Result's predict() still ran
+        assert _said(proc) == "dropped"
+        with pixql.connect(str(shop)) as db:  # while that process lives on
+            db.sql("INSERT INTO colors SELECT * FROM colors LIMIT 1")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()[-3000:]
+    finally:
+        _kill_leftovers([proc])
+
+
 def test_a_database_held_by_another_process_is_a_clear_message(shop, tmp_path):
     holder = _hold(shop, tmp_path, 60)
     try:

@@ -8,6 +8,7 @@ the SQL layer, the model store and the learning code meet only in those commands
 import contextlib
 import os
 import tempfile
+import weakref
 
 from pixql.allocator import keep_freed_memory
 from pixql.catalog import BUILTINS, MANIFEST_KEYS, Catalog
@@ -66,6 +67,14 @@ def _stubbed(text, found):
                           for start, stop, _ in found])
 
 
+def _weakly(method):
+    """`method` called through a weak reference to its object: the session it is handed to must not
+    keep the engine alive (a dropped connection's DuckDB file lock goes with it, not at Python's
+    next full garbage collection)."""
+    ref = weakref.WeakMethod(method)
+    return lambda *args, **kwargs: ref()(*args, **kwargs)
+
+
 # statements that change the model store, which DuckDB's transactions do not cover
 MODEL_WRITERS = (BuildModel, FitModel, DropModel)
 
@@ -80,7 +89,7 @@ class Engine:
         self.progress = progress
         self.session = None
         try:
-            self.session = Session(database, read_only, wait, run_nested=self.run, connection=connection,
+            self.session = Session(database, read_only, wait, run_nested=_weakly(self.run), connection=connection,
                                    config=config)
             self._open(database, model_store, read_only, connection)
         except BaseException as exc:
@@ -187,6 +196,7 @@ class Engine:
                 result = handler(statement)(self, statement)
             # the notes of the statements nested in it (rows skipped, labels unknown) are its notes too
             result.messages[:0] = self.session.nested_messages
+            result.engine = self
         except BaseException as exc:  # Ctrl-C too
             self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
             if isinstance(exc, PixqlError):

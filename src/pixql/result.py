@@ -27,12 +27,20 @@ def _duckdb_errors(statement, cause=None):
     except duckdb.Error as exc:
         if is_interrupt(exc):
             raise KeyboardInterrupt from exc
-        where = f"statement at line {statement.line}: " if statement is not None else ""
-        failure = cause() if cause is not None else None
-        if failure is not None:
-            failure.args = (f"{where}{failure}",)
-            raise failure from exc
-        raise SqlError(f"{where}{exc}") from exc
+        raise _placed_failure(statement, cause, exc) from exc
+
+
+def _placed_failure(statement, cause, exc):
+    """The error to raise for DuckDB's `exc`: the pixql error behind it or DuckDB's own, named by
+    `statement`'s line. (Made here, not in a local of the raising frame: that local, the
+    exception's traceback and the frame would form a cycle that keeps the session and its
+    DuckDB file lock until Python's next full garbage collection.)"""
+    where = f"statement at line {statement.line}: " if statement is not None else ""
+    failure = cause() if cause is not None else None
+    if failure is None:
+        return SqlError(f"{where}{exc}")
+    failure.args = (f"{where}{failure}",)
+    return failure
 
 
 class Result:
@@ -78,6 +86,9 @@ class Result:
         self._streamed = False
         self._kept = None  # _KeptFrames: a stream a cursor reads, kept for df() and the rest
         self._cursor = None  # fetchone()/fetchmany(): an iterator over the rows left
+        # the engine that made it (Engine.run), kept open while its rows may be read, as DuckDB's
+        # relation keeps its connection: `pixql.connect(f).sql("SELECT predict(...) ...").df()`
+        self.engine = None
         self.image = image
         self.info = info or {}
         self.messages = list(messages or [])

@@ -211,7 +211,10 @@ class Session:
                     self.duckdb.interrupt()
                     concurrent.futures.wait([future])
                 raise
-        value = future.result()  # the call's error, DuckDB's InterruptException among them
+        try:
+            value = future.result()  # the call's error, DuckDB's InterruptException among them
+        finally:
+            future = None  # (its error's traceback holds this frame: no cycle back through the future)
         if interrupted:  # it ended before DuckDB saw the interrupt: what was asked is still a stop
             raise KeyboardInterrupt()
         return value
@@ -236,20 +239,27 @@ class Session:
         the `line` and `col` of `sql` where DuckDB's parser stopped (its json_serialize_sql gives the
         offset that its message only draws under the line)."""
         import duckdb
-        import json
-
-        from pixql.sql.tokens import Positions
 
         try:
             return self.duckdb.extract_statements(sql)
         except duckdb.Error as exc:
-            error = SqlError(str(exc))
-            with contextlib.suppress(duckdb.Error, ValueError, TypeError, KeyError):
-                # (fetchall: DuckDB 2 keeps a fetchone()'s result open, and refuses the next table)
-                tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
-                if tree.get("error") and tree.get("position") is not None:
-                    error.line, error.col = Positions(sql)(int(tree["position"]))
-            raise error from exc
+            raise self._parse_error(sql, exc) from exc
+
+    def _parse_error(self, sql, exc):
+        """DuckDB's syntax error `exc` as a SqlError placed in `sql`. (Made here, not in a local of
+        the frame that raises it: see result._placed_failure.)"""
+        import duckdb
+        import json
+
+        from pixql.sql.tokens import Positions
+
+        error = SqlError(str(exc))
+        with contextlib.suppress(duckdb.Error, ValueError, TypeError, KeyError):
+            # (fetchall: DuckDB 2 keeps a fetchone()'s result open, and refuses the next table)
+            tree = json.loads(self.duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+            if tree.get("error") and tree.get("position") is not None:
+                error.line, error.col = Positions(sql)(int(tree["position"]))
+        return error
 
     # -- parameters (db.sql(..., params=...)) ----------------------------------------------------
     @contextlib.contextmanager
