@@ -531,6 +531,56 @@ def test_a_vector_index_serves_whole_tables_and_follows_changes(colors_db, monke
                   ).messages == []
 
 
+def test_a_dropped_tables_index_goes_with_it_and_no_other_index_does(colors_db, tmp_path, monkeypatch):
+    """SEARCH IMAGE's index folders outlived DROP TABLE (a 1M-row table's is 2.6 GB); now a DROP, or
+    the next read-write open after another program dropped the table, removes the index of a table
+    that is gone, and only that: not another database's in a shared store, not one a ROLLBACK
+    kept. An index is found again after the process changes folder (a notebook's %cd)."""
+    import duckdb
+    import pandas as pd
+
+    import pixql
+
+    db = colors_db
+    root = os.path.join(db.model_store, ".indexes")
+    query = _first(db, "green")
+    photos = pd.DataFrame(db.sql("SELECT image FROM colors").fetchall(), columns=["image"])  # (a table by its name)
+
+    def search(con, table):
+        messages = con.sql(SEARCH.format(options=f"search_input='{query}', top_k=2, index='approximate'",
+                                          query=f"SELECT * FROM {table}")).messages
+        return any("built a vector index" in m for m in messages)
+
+    for table in ("e1", "e2"):
+        db.sql(f"CREATE TABLE {table} AS CONVERT USING cm AS SELECT * FROM colors")
+        assert search(db, table)
+    # another database, opened by a relative path, keeps its models (and indexes) in the same store
+    monkeypatch.chdir(tmp_path)
+    other = pixql.connect("other.duckdb", model_store=db.model_store, progress=False)
+    other.sql("CREATE TABLE e1 AS CONVERT USING cm AS SELECT * FROM photos")
+    assert search(other, "e1")
+    monkeypatch.chdir(tmp_path / "rgb")
+    assert not search(other, "e1")  # its own index, found from another folder
+    other.close()
+    assert len(os.listdir(root)) == 3
+    db.sql("BEGIN; DROP TABLE e2; ROLLBACK")  # undone: its index stays
+    assert not search(db, "e2")
+    db.sql("DROP TABLE e1")
+    assert len(os.listdir(root)) == 2
+    assert not search(db, "e2")
+    with pixql.connect(str(tmp_path / "other.duckdb"), model_store=db.model_store, progress=False) as other:
+        assert not search(other, "e1")
+    # a table another program dropped: its index goes at the next read-write open, not a reader's
+    database = db.engine.database
+    db.close()
+    with duckdb.connect(database) as plain:
+        plain.execute("DROP TABLE e2")
+    pixql.connect(database, read_only=True).close()
+    assert len(os.listdir(root)) == 2
+    pixql.connect(database).close()
+    assert len(os.listdir(root)) == 1
+
+
 def test_the_ivf_index_finds_the_exact_neighbours(tmp_path):
     """vector_index on its own: an IVF index of 3000 clustered vectors against exact search."""
     import duckdb

@@ -10,6 +10,7 @@ import os
 import tempfile
 import weakref
 
+from pixql import vector_index
 from pixql.allocator import keep_freed_memory
 from pixql.catalog import BUILTINS, MANIFEST_KEYS, Catalog
 from pixql.cluster import in_use
@@ -115,6 +116,7 @@ class Engine:
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
                 self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
+                vector_index.sweep(self.duckdb, self.store.root, self.session.database_file)
         self.catalog.register(self.session)
         from pixql.functions import register_functions
 
@@ -136,8 +138,9 @@ class Engine:
     def cursor(self):
         """Another engine on the same database (DuckDB's cursor(): a connection of its own, for
         another thread) and the same model store; the caller closes it before this one."""
-        return Engine(self.session.database, model_store=str(self.store.root), read_only=self.read_only,
-                      progress=self.progress, cluster=self.cluster, connection=self.duckdb.cursor())
+        return Engine(self.session.database_file or self.session.database, model_store=str(self.store.root),
+                      read_only=self.read_only, progress=self.progress, cluster=self.cluster,
+                      connection=self.duckdb.cursor())
 
     def close(self):
         self.closed = True

@@ -52,6 +52,9 @@ class Session:
 
     def __init__(self, database, read_only=False, wait=0, run_nested=None, connection=None, config=None):
         self.database = database or ":memory:"
+        # the file by its absolute path, fixed at open: what is kept beside it (SEARCH IMAGE's
+        # indexes) is keyed by it, wherever the process goes next (a notebook's %cd); None in memory
+        self.database_file = None if in_memory(self.database) else os.path.abspath(os.fspath(self.database))
         # `connection`: one of DuckDB's to the database already (a cursor() of another session's)
         self.duckdb = connection if connection is not None else open_database(self.database, read_only, wait,
                                                                               config)

@@ -3,7 +3,8 @@ IMAGE over large tables.
 
 An index is built the first time SEARCH IMAGE ranks a whole table of at least MIN_ROWS rows by
 its embedding column, and saved beside the models (`<model store>/.indexes/`), keyed by the
-database file, table and column. Each search first checks the table against the fingerprint
+database file, table and column; one whose table is gone (DROP TABLE) is removed by the next
+DROP or read-write open of that database (`sweep`). Each search first checks the table against the fingerprint
 the index was built from (row count, largest rowid, and the vectors of 64 rows spread over the
 table); a table that changed gets its index rebuilt, and the result says so. An UPDATE that
 rewrites only rows outside that sample goes unseen: SEARCH IMAGE OPTIONS (index='rebuild').
@@ -23,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 
 import numpy as np
@@ -38,6 +40,7 @@ FAR_SHARE = 0.02  # a query nearer its closest list centre than this share of th
 FORMAT = 2  # bump when the meta or the tuning changes (an older index is rebuilt; 2: far queries, content)
 _SAMPLE = 64
 _READ_ROWS = 65_536
+FOLDER = ".indexes"  # in the model store
 
 
 def _quote(name):
@@ -78,6 +81,40 @@ class Table:
         text = json.dumps([os.path.abspath(database_file) if database_file not in (None, ":memory:") else None,
                            self.database, self.schema, self.name.lower(), column])
         return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def folder(store_root, table, column, database_file):
+    """Where the index of `table`.`column` of the database file `database_file` (None: in memory) lives."""
+    return os.path.join(str(store_root), FOLDER, table.key(database_file, column))
+
+
+def sweep(con, store_root, database_file):
+    """Remove the indexes of this database file's tables that are gone; returns their tables' names.
+    Only the current database's own tables are judged (an ATTACHed one's may be attached again, a
+    TEMP table's of a name is looked for by a later session); a folder is known as this file's by
+    its name (the key of its meta's table and column), so another database's indexes in a shared
+    store (PIXQL_HOME) are left alone, and one without a meta (being built) too. Run where no other
+    process can be using this database's indexes: a read-write open holds DuckDB's file lock."""
+    where = os.path.join(str(store_root), FOLDER)
+    if database_file is None or not os.path.isdir(where):
+        return []
+    current = con.execute("SELECT current_database()").fetchall()[0][0]
+    tables = {(d, s, n.lower()) for d, s, n in
+              con.execute("SELECT database_name, schema_name, table_name FROM duckdb_tables()").fetchall()}
+    gone = []
+    for name in sorted(os.listdir(where)):
+        try:
+            with open(os.path.join(where, name, "meta.json")) as f:
+                meta = json.load(f)
+            table, column = Table(*meta["table"]), meta["column"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if table.database != current or table.key(database_file, column) != name \
+                or (table.database, table.schema, table.name.lower()) in tables:
+            continue
+        shutil.rmtree(os.path.join(where, name), ignore_errors=True)
+        gone.append(table.name)
+    return gone
 
 
 class VectorIndex:

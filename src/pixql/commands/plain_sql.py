@@ -9,6 +9,7 @@ laziness: a script's final SELECT is a lazy DuckDB relation, so that a large res
 
 import re
 
+from pixql import vector_index
 from pixql.errors import SqlError
 from pixql.ingest import quote_ident
 from pixql.result import Result
@@ -54,6 +55,8 @@ def run(engine, statement):
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure, run=session.interruptible)
             result = _executed(session, statement, text, parsed.type.name, session.params)
+            if parsed.type.name == "DROP" and not engine.read_only and not session.in_transaction():
+                vector_index.sweep(session.duckdb, engine.store.root, session.database_file)  # a table's index
             made = macro_made(text) if parsed.type.name == "CREATE" else None  # (tokens of CREATEs only)
             if made and _hidden(session, made):
                 result.messages.append(f"CREATE MACRO: pixql's {made}() is found first in this connection, so this "

@@ -14,7 +14,6 @@ DuckDB (`array_cosine_similarity`); otherwise from the images, through the embed
 """
 
 import contextlib
-import os
 
 import numpy as np
 
@@ -271,7 +270,7 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
     if engine.store.read_only:
         raise OptionError("SEARCH IMAGE OPTIONS (index=...) writes the index beside the model store, which is "
                           "read-only here; use index='exact'", option="index")
-    folder = os.path.join(str(engine.store.root), ".indexes", table.key(session.database, emb_col))
+    folder = vector_index.folder(engine.store.root, table, emb_col, session.database_file)
     index, note = vector_index.ready_index(con, table, emb_col, len(query), folder, rebuild=mode == "rebuild")
     ids, far = index.search(query, resolved["top_k"] * vector_index.CANDIDATES)
     from pixql.ingest import quote_ident
