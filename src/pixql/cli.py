@@ -202,7 +202,7 @@ def _variables(ctx, param, pairs):
 @click.option("--db", envvar="PIXQL_DB", default="pixql.duckdb", show_default=True,
               help="DuckDB database file (models live beside it in FILE.models/).")
 @click.option("-c", "command", metavar="SCRIPT", multiple=True,
-              help="Run these ';'-separated statements and exit (several -c: in order, as one script).")
+              help="Run these ';'-separated statements and exit (several -c: each a script of its own, in order; an error stops the rest).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: table).")
 @click.option("--out-dir", default="pixql_output", show_default=True,
               help="Where PRINT IMAGE (contact sheets) and DESCRIBE MODEL (training curves) write PNG files.")
