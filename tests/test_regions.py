@@ -635,6 +635,39 @@ def test_crop_of_a_one_pixel_image_takes_its_pixel(tmp_path):
     assert Image.open(io.BytesIO(png)).getpixel((0, 0)) == (0, 0, 255)
 
 
+def test_print_image_shows_crops_and_other_image_bytes_and_names_bytes_that_are_not_one(halves):
+    """crop()'s PNG bytes could not be shown: PRINT IMAGE took only paths ("cannot tell which
+    column holds the image paths"). A BLOB column of image bytes is now shown as a photo column
+    is, found without image_col; bytes that are not an image name their row (or are left out with
+    on_error='skip'), and other statements, which read paths, say what reads bytes."""
+    import pandas as pd
+
+    db = halves
+    sheet = db.sql("PRINT IMAGE AS SELECT crop(image, box) AS region, label FROM photos")
+    assert sheet.image.size == db.sql("PRINT IMAGE AS SELECT image, label FROM photos").image.size
+    tiles = np.asarray(sheet.image)
+    # the first tile is the first row's region: the red half, a square crop filling the tile
+    red = tiles[10:230, 10:230]
+    assert red[..., 0].mean() > 200 and red[..., 2].mean() < 60
+    blue = tiles[10:230, 10 + 248:230 + 248]  # (the second tile: 240 px and its padding on)
+    assert blue[..., 2].mean() > 200 and blue[..., 0].mean() < 60
+    with open(db.sql("SELECT image FROM photos LIMIT 1").fetchone()[0], "rb") as f:
+        photo = f.read()
+    files = pd.DataFrame({"file": [photo, b"not an image at all", photo]})  # (a table by its name)
+    with pytest.raises(DataError, match=r"'file' holds 19 bytes that are not an image \(or a format PIL cannot "
+                       r"read\) in row 2") as info:
+        db.sql("PRINT IMAGE OPTIONS (image_col='file') AS SELECT * FROM files")
+    assert info.value.row == 2
+    skipped = db.sql("PRINT IMAGE OPTIONS (image_col='file', on_error='skip') AS SELECT * FROM files")
+    assert skipped.image.size == db.sql("PRINT IMAGE AS SELECT image FROM photos LIMIT 2").image.size
+    assert any("1 image(s) that could not be read were left out" in m and "row 2: bytes that are not an image" in m
+               for m in skipped.messages)
+    with pytest.raises(DataError, match=r"holds a BLOB of \d[\d,]* bytes in row 1, not an image path.*image bytes "
+                       r"\(crop\(\)'s\) are shown by PRINT IMAGE.*box_col") as info:
+        db.sql("PREDICT USING cm AS SELECT crop(image, box) AS image FROM photos")
+    assert info.value.row == 1
+
+
 # -- masks as numbers: COCO polygons and RLE -------------------------------------------------------
 def test_polygon_and_rle_masks_pick_the_half_they_cover(halves):
     """Over the whole 64x32 photo, a mask of one half (background black) reads as that half's colour."""

@@ -34,7 +34,7 @@ def pick_image_col(frame, image_col, what):
     for candidate in ("image", "image_path"):
         if (match := column_named(frame.columns, candidate)) is not None:
             return match
-    pathlike = [c for c in frame.columns if _holds_paths(frame[c])]
+    pathlike = [c for c in frame.columns if _holds_paths(frame[c]) or _holds_image_bytes(frame[c])]
     if len(pathlike) == 1:
         return pathlike[0]
     raise DataError(f"cannot tell which column of {what} holds the image paths "
@@ -57,9 +57,27 @@ def _holds_paths(column):
     return sum(v.lower().endswith(ingest.IMAGE_EXTENSIONS) for v in values) > 0.5 * len(values)
 
 
-def check_image_paths(frame, image_col, what):
+# how the formats PIL reads most often begin: a BLOB column of these holds images (crop()'s PNG)
+_IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def is_blob(value):
+    return isinstance(value, (bytes, bytearray, memoryview))
+
+
+def _holds_image_bytes(column):
+    """Most of the column's values are image bytes (a BLOB column: crop()'s PNG, files read in)."""
+    values = [v for v in column if not is_null(v)]
+    if not values or not all(is_blob(v) for v in values):
+        return False
+    return sum(bytes(v[:4]).startswith(_IMAGE_SIGNATURES) or bytes(v[8:12]) == b"WEBP" for v in values) \
+        > 0.5 * len(values)
+
+
+def check_image_paths(frame, image_col, what, blobs=False):
     """A NULL or empty path is an error naming its rows (1-based, as a user counts the query's rows).
-    `frame`: a DataFrame or QueryRows (query_rows.py)."""
+    `frame`: a DataFrame or QueryRows (query_rows.py). `blobs`: image bytes are welcome too (PRINT
+    IMAGE shows them); else a BLOB is an error that says what reads it."""
     nulls = [int(i) for i, gone in zip(frame.index, missing_paths(frame[image_col])) if gone]
     if nulls:
         shown = ", ".join(str(i + 1) for i in nulls[:5])
@@ -67,16 +85,19 @@ def check_image_paths(frame, image_col, what):
                         f"it is NULL or empty; filter them out with WHERE {image_col} <> ''",
                         row=nulls[0] + 1, query=what)
     for i, value in zip(frame.index, frame[image_col]):
-        if not isinstance(value, str) and not is_null(value):
+        if not isinstance(value, str) and not is_null(value) and not (blobs and is_blob(value)):
+            # (image bytes, crop()'s PNG: PRINT IMAGE shows them; a region is classified from its photo)
+            hint = "; image bytes (crop()'s) are shown by PRINT IMAGE, and a statement reads a region of a " \
+                   "photo from its path and a box column (OPTIONS (box_col=...))" if is_blob(value) else ""
             raise DataError(f"{what}: '{image_col}' holds {_value_shown(value)} in row {int(i) + 1}, not an image "
-                            "path: image paths are text (a file's path)", row=int(i) + 1, query=what)
+                            f"path: image paths are text (a file's path){hint}", row=int(i) + 1, query=what)
 
 
 def _value_shown(value):
     """A cell as an error names it, with its type: bytes by their size (a photo's bytes, crop()'s
     PNG, would fill the terminal), a LIST by its items, anything else as Python writes it; cut
     to 80 characters."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if is_blob(value):
         return f"a BLOB of {len(value):,} bytes"
     if isinstance(value, np.ndarray):
         text, kind = repr(value.tolist()), "a LIST"

@@ -8,8 +8,9 @@ from pixql import regions
 from pixql.commands.common import caption, shown
 from pixql.errors import DataError, OptionError
 from pixql.figures import Sheet
-from pixql.image_columns import (check_image_paths, column_named, find_column, image_errors, missing_paths,
-                                 pick_image_col)
+from pixql.image_columns import (check_image_paths, column_named, find_column, image_errors, is_blob,
+                                 missing_paths, pick_image_col)
+from pixql.ml.images import image_from_bytes
 from pixql.query_rows import is_null
 from pixql.result import Result
 
@@ -80,26 +81,54 @@ def run(engine, statement):
     numbers = [int(i) + 1 for i in frame.index]  # each row's number in the query
     frame = frame.reset_index(drop=True)
     for image_col in image_cols:
-        check_image_paths(frame, image_col, "the query")
+        check_image_paths(frame, image_col, "the query", blobs=True)
     others = [c for c in frame.columns if c not in image_cols]
-    paths, captions = [], []
-    for _, row in frame.iterrows():
-        for k, image_col in enumerate(image_cols):
-            paths.append(row[image_col])
-            captions.append(caption(row, others, image_col) if k == 0 else [str(image_col)])
+    paths, captions, tile_rows = [], [], []  # tile_rows: each picture's row of the query
+    left = []  # on_error='skip': (row, what) of each picture left out
+    for number, (_, row) in zip(numbers, frame.iterrows()):
+        try:
+            pictures = [_picture(row[c], number, c, resolved["size"]) for c in image_cols]
+        except DataError as exc:
+            if resolved["on_error"] != "skip":
+                raise
+            left.append((exc.row, "bytes that are not an image"))
+            continue
+        for k, (image_col, picture) in enumerate(zip(image_cols, pictures)):
+            paths.append(picture)
+            tile_rows.append(number)
+            if k:  # a pair's second picture
+                captions.append([str(image_col)])
+            else:  # (image bytes have no file name to show)
+                captions.append(caption(row, others, image_col) if others or isinstance(picture, str)
+                                else [f"row {number}"])
     columns = resolved["columns"] or (len(image_cols) if len(image_cols) > 1 else None)
     skipped = [] if resolved["on_error"] == "skip" else None
     with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=True):
-        sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped)
-    left = [f"row {numbers[i // len(image_cols)]}: {getattr(exc, 'path', None) or paths[i]}"
-            for i, exc in skipped or []]
+        sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped) \
+            if paths else None
+    left = sorted(left + [(tile_rows[i], getattr(exc, 'path', None) or paths[i]) for i, exc in skipped or []],
+                  key=lambda item: item[0])
     if sheet is None:
-        raise DataError(f"no image of the query could be read (on_error='skip' leaves out only some): {shown(left)}",
-                        row=numbers[skipped[0][0] // len(image_cols)], path=str(paths[skipped[0][0]]), query="the query")
+        paths_left = [str(paths[i]) for i, _ in skipped or []]
+        raise DataError(f"no image of the query could be read (on_error='skip' leaves out only some): "
+                        f"{shown([f'row {row}: {what}' for row, what in left])}", row=left[0][0],
+                        path=paths_left[0] if paths_left else None, query="the query")
+    left = [f"row {row}: {what}" for row, what in left]
     notes = no_path + ([f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
                         f"{shown(left)}"] if left else []) + more
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
                   messages=notes)
+
+
+def _picture(value, row, column, size):
+    """A cell's picture: a path as it is (read as the sheet is drawn), image bytes (a BLOB:
+    crop()'s PNG) decoded; bytes that are not an image are a DataError naming the row."""
+    if not is_blob(value):
+        return value
+    try:
+        return image_from_bytes(value, draft_size=size)
+    except DataError as exc:
+        raise DataError(f"the query: '{column}' holds {exc} in row {row}", row=row, query="the query") from None
 
 
 CHUNK_ROWS = 65536  # boxes drawn on photos: the query read this many rows at a time

@@ -149,6 +149,26 @@ def read_image(path, draft_size=None):
         warn_naming(path, caught)
 
 
+def image_from_bytes(data, draft_size=None):
+    """Image bytes (a BLOB cell: crop()'s PNG, a photo's file read into a table) as an RGB image,
+    EXIF-rotated upright, as read_image reads a file; DataError ("N bytes that are not an image")
+    naming no file: the caller names the row."""
+    import io
+
+    data = bytes(data)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if draft_size and img.format in ("JPEG", "MPO"):
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return _to_rgb(img)
+    except UnidentifiedImageError:
+        raise DataError(f"{len(data):,} bytes that are not an image (or a format PIL cannot read)") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{len(data):,} bytes of an image that cannot be decoded ({exc})") from None
+
+
 def _size(path):
     try:
         return os.path.getsize(path)
