@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pixql.errors import CatalogError, DataError, OptionError
+from pixql.errors import CatalogError, DataError, OptionError, RegionError
 from pixql.tasks.detection import DETECTION
 
 
@@ -203,7 +203,7 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
         db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='b', epochs=1, "
                "image_size=64) AS SELECT image, label, CASE WHEN rowid = 1 THEN [x2, y1, x1, y2] ELSE "
                "[x1, y1, x2, y2] END AS b FROM train ORDER BY rowid LIMIT 4")
-    assert info.value.row == 2
+    assert info.value.row == 2 and isinstance(info.value, RegionError)  # (the box, not the photo, is wrong)
     with pytest.raises(DataError, match="gone.png"):
         db.sql(f"BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', epochs=1, "
                f"image_size=64) AS SELECT * FROM train UNION ALL SELECT '{tmp_path}/gone.png', 'red', 0, 0, 5, 5, "
@@ -219,13 +219,13 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
         db.sql("BUILD MODEL bad USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='box', workers=2) "
                "AS SELECT * FROM train")
     assert not db.engine.store.exists("bad")
-    for options in ("", "OPTIONS (precision='fp32')"):
-        with pytest.raises(OptionError, match="is a detector: DETECT USING d"):
+    for options in ("", "OPTIONS (precision='fp32')"):  # (a model of the wrong kind, not an option's fault)
+        with pytest.raises(CatalogError, match="is a detector: DETECT USING d"):
             db.sql(f"PREDICT USING d {options} AS SELECT image FROM test")
     with pytest.raises(OptionError, match=r"OPTIONS \(precision=\.\.\.\) is for classifiers, not detectors"):
         db.sql("EVALUATE USING d OPTIONS (box_col='box', precision='bf16') AS SELECT * FROM test")
     for function in ("predict", "predict_score"):  # the SQL functions say so too, in pixql's words
-        with pytest.raises(OptionError, match=rf"{function}\('d', \.\.\.\): model 'd' is a detector: DETECT USING d"):
+        with pytest.raises(CatalogError, match=rf"{function}\('d', \.\.\.\): model 'd' is a detector: DETECT USING d"):
             db.sql(f"SELECT {function}('d', image) FROM test").fetchall()
     with pytest.raises(OptionError, match="^DETECT \\(line 1\\): threshold is a detection's least score, between 0"):
         db.sql("DETECT USING d OPTIONS (threshold=2) AS SELECT image FROM test")
@@ -444,6 +444,28 @@ def test_unreadable_photos_and_boxes_of_fractions_with_a_detector(squares_db, tm
     assert not db.engine.store.exists("d_frac")
     read = db.sql(f"EVALUATE USING d OPTIONS (box_format='normalized') AS {fractions}").df()
     assert read.equals(db.sql("EVALUATE USING d AS SELECT image, label, box FROM test").df())
+
+
+def test_a_detector_trained_on_fractions_reads_another_box_column_as_pixels(squares_db):
+    """A detector trained with box_format='normalized' read EVALUATE's and FIT's other box column
+    as fractions too ("a box wholly outside its photo", nothing saying why): how another column is
+    written is the statement's to say, as for a classifier's regions; its own column is still
+    read as it was trained, and a pixel box there says it was read as fractions."""
+    db, _, _ = squares_db
+    rows = ("SELECT image, label, box, {{'x1': box.x1 / 128, 'y1': box.y1 / 96, 'x2': box.x2 / 128, "
+            "'y2': box.y2 / 96}} AS frac FROM {}")
+    db.sql("BUILD MODEL d_frac USING EfficientNet_Lite0 OPTIONS (task='detection', box_col='frac', "
+           f"box_format='normalized', epochs=1, image_size=64) AS {rows.format('train')}")
+    try:
+        as_trained = db.sql(f"EVALUATE USING d_frac AS {rows.format('test')}").df()
+        assert db.sql(f"EVALUATE USING d_frac OPTIONS (box_col='box') AS {rows.format('test')}").df().equals(as_trained)
+        with pytest.raises(RegionError, match=r"row 1 has a box wholly outside its photo \(128x96\) \(read as "
+                           r"fractions of the photo, box_format='normalized': pixels\? OPTIONS \(box_format='xyxy'\)"):
+            db.sql("EVALUATE USING d_frac AS SELECT image, label, box AS frac FROM test")
+        fitted = db.sql(f"FIT MODEL d_frac2 USING d_frac OPTIONS (box_col='box', epochs=1) AS {rows.format('train')}")
+        assert fitted.df().loc[0, "train_rows"] == db.sql("SELECT count(DISTINCT image) FROM train").fetchone()[0]
+    finally:
+        db.sql("DROP MODEL IF EXISTS d_frac; DROP MODEL IF EXISTS d_frac2")
 
 
 def test_a_detector_keeps_its_best_validated_epoch_not_its_last(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import pixql
-from pixql.errors import DataError, OptionError
+from pixql.errors import DataError, OptionError, RegionError
 
 
 @pytest.fixture
@@ -72,9 +72,14 @@ def test_box_format_is_checked(halves):
     with pytest.raises(OptionError, match=r"box_format=\.\.\.\) applies to a region"):
         halves.sql("PREDICT USING cm OPTIONS (box_format='xywh') AS SELECT * FROM photos")
     # fractions and pixels at once: refused before any work, naming both
-    with pytest.raises(OptionError, match=r"box_format='normalized' and normalized=false contradict each other"):
+    with pytest.raises(OptionError, match=r"box_format='normalized' and normalized=false contradict each other") as info:
         halves.sql("CREATE TABLE p AS PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', "
                    "Normalized=false) AS SELECT image, [0, 0, 0.5, 1] AS b FROM photos")
+    assert info.value.option == "normalized"
+    # a STRUCT whose fields are not a box's is named so, not "a NULL corner"
+    with pytest.raises(RegionError, match=r"row 1 has a STRUCT with fields a, b, c, d, not a box's") as info:
+        halves.sql("PREDICT USING cm OPTIONS (box_col='b') AS SELECT image, {'a': 0, 'b': 0, 'c': 9, 'd': 9} AS b "
+                   "FROM photos")
     assert halves.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
     for normalized in ("true", "NULL"):  # saying the same, or nothing (NULL: the default)
         both = halves.sql(f"PREDICT USING cm OPTIONS (box_col='b', box_format='normalized', normalized={normalized}) "
@@ -199,6 +204,15 @@ def test_predict_and_evaluate_read_regions_as_the_model_was_trained(halves):
     assert any("no column x1, y1, x2, y2: whole photos were read" in m for m in whole.messages)
     named = db.sql("PREDICT USING cm_boxes OPTIONS (box_col='box_list') AS SELECT * FROM photos")
     assert list(named.df().predicted) == list(named.df().label) and not named.messages
+    # trained on boxes and masks, given the boxes alone (DETECT's rows before SEGMENT): its boxes
+    # are read, as when box_col names them, not whole photos (every box the same answer)
+    save_color_model(db.engine.store, "cm_masks", regions={"box_col": "box", "mask_col": "mask", "normalized": False,
+                                                           "padding": 0.0, "background": "white"})
+    for options in ("", "OPTIONS (box_col='box')"):
+        boxes = db.sql(f"PREDICT USING cm_masks {options} AS SELECT image, label, box FROM photos")
+        assert list(boxes.df().predicted) == list(boxes.df().label)
+        assert any("trained with mask_col='mask', which the query lacks: its boxes alone were read" in m
+                   for m in boxes.messages)
     # a row whose box (the model's box columns) cannot be used is skipped, and the note says why
     skipped = db.sql("PREDICT USING cm_boxes OPTIONS (on_error='skip') AS "
                      "SELECT * REPLACE (CASE WHEN x1 = 0 THEN 99 ELSE x1 END AS x1) FROM photos")

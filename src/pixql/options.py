@@ -160,7 +160,7 @@ def resolve(keyword, options, schema):
         name, value, other, wanted = clash
         raise OptionError(f"{keyword}: options {written[name]}={sql_text(value)} and {written[other]}="
                           f"{sql_text(given[other])} contradict each other ({name}={sql_text(value)} means "
-                          f"{other}={sql_text(wanted)}); give one")
+                          f"{other}={sql_text(wanted)}); give one", option=written[other])
     resolved = {name: spec.default for name, spec in schema.items()}
     resolved.update(given)
     return resolved, given

@@ -54,6 +54,25 @@ def box_columns(box_col):
     return [n.strip() for n in str(box_col).split(",") if n.strip()]
 
 
+def same_boxes(box_col, other):
+    """Whether two box_col values name the same column(s), as SQL compares names."""
+    return _lowered(box_columns(box_col)) == _lowered(box_columns(other))
+
+
+def boxes_as_trained(resolved, given, recorded):
+    """A detector's statement's box options (EVALUATE, FIT) with those it was trained with (its
+    manifest's `boxes`) where the statement does not say: its box column, and how that column is
+    written (box_format, normalized); another box column's writing is the statement's to say
+    (pixels unless it says otherwise), as for a classifier's regions (RegionReader.follow_model)."""
+    out = dict(resolved)
+    if given.get("box_col") is None:
+        out["box_col"] = recorded.get("box_col", resolved.get("box_col"))
+    if out.get("box_col") is not None and recorded.get("box_col") is not None and \
+            same_boxes(out["box_col"], recorded["box_col"]):
+        out.update({k: recorded[k] for k in ("normalized", "box_format") if k not in given and k in recorded})
+    return out
+
+
 def _lowered(names):
     return [n.lower() for n in names]  # as find_column compares them
 
@@ -87,21 +106,22 @@ class RegionReader:
         if "box_col" in given:
             if given["box_col"] is None:
                 return []
-            if _lowered(box_columns(given["box_col"])) != _lowered(boxes):
+            if not same_boxes(given["box_col"], recorded["box_col"]):
                 # other box column(s): how they are written (format, fractions, a mask beside them)
                 # is the statement's to say, but a region still becomes the model's input as it did
                 # in training (its padding and background)
                 taken = {k: v for k, v in taken.items() if k in _CROP_OPTIONS}
-            elif taken.get("mask_col") and taken["mask_col"].lower() not in have:
-                notes.append(f"{keyword}: model '{model}' was trained with mask_col='{taken.pop('mask_col')}', "
-                             "which the query lacks: its boxes alone were read")
         else:
-            missing = [n for n in boxes + ([recorded["mask_col"]] if recorded.get("mask_col") else [])
-                       if n.lower() not in have]
+            missing = [n for n in boxes if n.lower() not in have]
             if missing:
                 return [f"{keyword}: model '{model}' was trained on regions (box_col='{recorded['box_col']}'), but "
                         f"the query has no column {', '.join(missing)}: whole photos were read (name the regions "
                         "with OPTIONS (box_col=...))"]
+        # its box column(s) there, named or not: a mask column the query lacks leaves the boxes (a
+        # DETECT's rows before SEGMENT), read as the model's, not whole photos
+        if taken.get("mask_col") and taken["mask_col"].lower() not in have:
+            notes.append(f"{keyword}: model '{model}' was trained with mask_col='{taken.pop('mask_col')}', "
+                         "which the query lacks: its boxes alone were read")
         clash = opt.contradiction(OPTIONS, taken, given)
         if clash:
             name, value, other, _ = clash
@@ -294,7 +314,9 @@ def corners(value, xywh=False, stated_xywh=False):
             raise OptionError("the box column is a STRUCT of corners (x1, y1, x2, y2), which box_format='xywh' "
                               "contradicts: a STRUCT's field names say what it holds; leave box_format out",
                               option="box_format")
-        return tuple(value.get(k) for k in _CORNERS)
+        if not all(k in value for k in _CORNERS):
+            return value  # (box_problem names its fields)
+        return tuple(value[k] for k in _CORNERS)
     if is_null(value):  # None, or pandas' NA where a DataFrame column had NULLs
         return None
     if isinstance(value, (str, bytes)):  # JSON text, as a CSV holds a box: '[10, 20, 50, 80]', '{"x1": 10, ...}'
@@ -389,6 +411,9 @@ def box_problem(box, xywh=False):
     if isinstance(box, (str, bytes)):
         text = box if isinstance(box, str) else box.decode(errors="replace")
         return f"a box written as text that is not JSON of 4 numbers ({text[:60]!r})"
+    if isinstance(box, dict):
+        return (f"a STRUCT with fields {', '.join(map(str, box))}, not a box's (x1, y1, x2, y2, or x, y, w, h): "
+                "rename them, e.g. {'x1': a, 'y1': b, 'x2': c, 'y2': d}")
     if box is None or not isinstance(box, tuple) or len(box) != 4:
         return "no box (NULL, or not 4 numbers)"
     floating = (lambda v: isinstance(v, float) or getattr(getattr(v, "dtype", None), "kind", "") == "f")

@@ -145,9 +145,8 @@ def _detector(engine, statement, resolved, given):
     if len(frame) == 0:
         raise DataError("the query returned no rows; nothing to evaluate")
     trained_col = manifest.get("image_col")
-    resolved = dict(resolved, box_col=resolved["box_col"] or recorded.get("box_col"),
+    resolved = dict(regions.boxes_as_trained(resolved, given, recorded),
                     label_col=resolved["label_col"] or manifest.get("label_col"),
-                    **{k: resolved[k] if k in given else recorded.get(k, resolved[k]) for k in ("normalized", "box_format")},
                     image_col=resolved["image_col"] or (trained_col and column_named(frame.columns, trained_col)))
     unknown, notes = [], []
     photos, boxes, labels, classes, left_out, image_col, label_col = truth(

@@ -101,8 +101,7 @@ def fit(engine, statement):
         notes.append(f"validation={opt.sql_text(parent_validation)} as '{statement.source_model}' was "
                      "trained with (OPTIONS (validation=0) trains on every row)")
     if task_of(manifest).name == "detection":
-        for key, value in (manifest.get("boxes") or {}).items():
-            resolved[key] = resolved[key] if key in given else value
+        resolved = regions.boxes_as_trained(resolved, given, manifest.get("boxes") or {})
     try:
         if task_of(manifest).name == "detection":
             return _train_detector(engine, statement, resolved, given, manifest["base"], init=(manifest, state),

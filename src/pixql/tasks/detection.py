@@ -11,7 +11,7 @@
 
 import numpy as np
 
-from pixql.errors import DataError, OptionError, TrainingError
+from pixql.errors import CatalogError, DataError, OptionError, RegionError, TrainingError
 from pixql.tasks.classification import label_string
 
 MATCH_IOU = 0.5  # a found box of the right class overlapping a true one this much finds it
@@ -57,8 +57,8 @@ class Detection:
 
     def threshold(self, value, keyword, model):
         if keyword != "DETECT":  # PREDICT and predict() ask a classifier's question
-            raise OptionError(f"model '{model}' is a detector: DETECT USING {model} AS ... finds its boxes, and "
-                              f"EVALUATE USING {model} OPTIONS (box_col=...) scores them")
+            raise CatalogError(f"model '{model}' is a detector: DETECT USING {model} AS ... finds its boxes, and "
+                               f"EVALUATE USING {model} OPTIONS (box_col=...) scores them")
         if value is not None and not 0 <= value < 1:
             raise OptionError(f"threshold is a detection's least score, between 0 and 1, got {value}",
                               option="threshold")  # (the engine names the statement: DETECT or EVALUATE)
@@ -220,7 +220,7 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_
     for pos, (path, box, cell) in enumerate(zip(frame[image_col], cells, frame[label_col])):
         row = int(frame.index[pos]) + 1
         label = DETECTION.label(cell, None if classes is None else set(classes))
-        problem = None
+        problem, about_box = None, False  # (about_box: what is wrong is the box, not its label)
         if box is None and label is None:
             box = None  # a photo without objects
         elif label is None:
@@ -233,14 +233,16 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_
             else:
                 problem = f"the label {label!r}, which is not a class of the model ({', '.join(classes)})"
         else:
-            problem = box_problem(box, xywh)
+            problem, about_box = box_problem(box, xywh), True
         if problem is None and box is not None:
             if path not in sizes:
                 sizes[path] = upright_size(path)  # None when unreadable: the loader names the file
             given = [float(v) for v in box]
             box, outside = _in_photo(given, normalized, sizes[path])
             if outside == "all":
-                problem = f"a box wholly outside its photo ({sizes[path][0]}x{sizes[path][1]})"
+                problem = f"a box wholly outside its photo ({sizes[path][0]}x{sizes[path][1]})" + (
+                    " (read as fractions of the photo, box_format='normalized': pixels? OPTIONS (box_format='xyxy') "
+                    "reads them so)" if normalized and max(given) > 1 else "")
             elif sizes[path] is not None and min(box[2] - box[0], box[3] - box[1]) < 1:
                 # (fractions read as pixels: a detector trained on them, or a mAP of 0, without a word)
                 problem = (f"a box ({', '.join(f'{v:g}' for v in given)}) under one pixel wide or high in its "
@@ -252,8 +254,10 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_
             if skip:
                 left_out.append(row)
                 continue
-            raise DataError(f"{what}: row {row} has {problem}; fix it, leave the row out with WHERE, or skip such "
-                            "rows with OPTIONS (on_error='skip')", row=row, query=what)
+            error = RegionError if about_box else DataError  # (a box the photo cannot give: the photo is fine)
+            raise error(f"{what}: row {row} has {problem}; fix it, leave the row out with WHERE, or skip such "
+                        "rows with OPTIONS (on_error='skip')", row=row, query=what,
+                        **({"path": path} if about_box else {}))
         items.append(path)
         boxes.append(box)
         labels.append(label)
