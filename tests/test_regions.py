@@ -680,6 +680,16 @@ def test_print_image_shows_crops_and_other_image_bytes_and_names_bytes_that_are_
                        r"\(crop\(\)'s\) are shown by PRINT IMAGE.*box_col") as info:
         db.sql("PREDICT USING cm AS SELECT crop(image, box) AS image FROM photos")
     assert info.value.row == 1
+    # a column of bytes some of which are no image is still the image column: its bad row is named
+    with pytest.raises(DataError, match=r"'file' holds 19 bytes that are not an image .* in row 2"):
+        db.sql("PRINT IMAGE AS SELECT * FROM files")
+    # boxes are drawn on photos read from their paths (a crash on the bytes before)
+    with pytest.raises(DataError, match=r"'region' holds a BLOB of [\d,]+ bytes in row 1, not an image path"):
+        db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT crop(image, box) AS region, box FROM photos")
+    # paths beside bytes are the photos, as before (read_blob: its content beside its filename)
+    paired = db.sql("PRINT IMAGE AS SELECT filename, content FROM read_blob(?) ORDER BY filename",
+                    [db.sql("SELECT image FROM photos LIMIT 1").fetchone()[0]])
+    assert paired.info["image_col"] == "filename"
 
 
 # -- masks as numbers: COCO polygons and RLE -------------------------------------------------------

@@ -565,7 +565,9 @@ def test_a_dropped_tables_index_goes_with_it_and_no_other_index_does(colors_db, 
     assert len(os.listdir(root)) == 3
     db.sql("BEGIN; DROP TABLE e2; ROLLBACK")  # undone: its index stays
     assert not search(db, "e2")
-    db.sql("DROP TABLE e1")
+    db.sql("BEGIN; DROP TABLE e1")
+    assert len(os.listdir(root)) == 3  # (not yet: ROLLBACK may undo it)
+    db.sql("COMMIT")
     assert len(os.listdir(root)) == 2
     assert not search(db, "e2")
     with pixql.connect(str(tmp_path / "other.duckdb"), model_store=db.model_store, progress=False) as other:
@@ -578,6 +580,11 @@ def test_a_dropped_tables_index_goes_with_it_and_no_other_index_does(colors_db, 
     pixql.connect(database, read_only=True).close()
     assert len(os.listdir(root)) == 2
     pixql.connect(database).close()
+    assert len(os.listdir(root)) == 1
+    # an in-memory database's index ends with the process: none in a store that outlives it
+    with pixql.connect(":memory:", model_store=db.model_store, progress=False) as memory:
+        memory.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM photos")
+        assert search(memory, "e") and not search(memory, "e")
     assert len(os.listdir(root)) == 1
 
 

@@ -34,7 +34,9 @@ def pick_image_col(frame, image_col, what):
     for candidate in ("image", "image_path"):
         if (match := column_named(frame.columns, candidate)) is not None:
             return match
-    pathlike = [c for c in frame.columns if _holds_paths(frame[c]) or _holds_image_bytes(frame[c])]
+    # paths first: a BLOB column beside them (read_blob's content beside its filename) is not a rival
+    pathlike = [c for c in frame.columns if _holds_paths(frame[c])] or \
+        [c for c in frame.columns if _holds_image_bytes(frame[c])]
     if len(pathlike) == 1:
         return pathlike[0]
     raise DataError(f"cannot tell which column of {what} holds the image paths "
@@ -66,12 +68,12 @@ def is_blob(value):
 
 
 def _holds_image_bytes(column):
-    """Most of the column's values are image bytes (a BLOB column: crop()'s PNG, files read in)."""
+    """The column is BLOBs, some of them image bytes (crop()'s PNG, files read in): its rows that
+    are not are then named by the statement, not passed over with the column."""
     values = [v for v in column if not is_null(v)]
     if not values or not all(is_blob(v) for v in values):
         return False
-    return sum(bytes(v[:4]).startswith(_IMAGE_SIGNATURES) or bytes(v[8:12]) == b"WEBP" for v in values) \
-        > 0.5 * len(values)
+    return any(bytes(v[:4]).startswith(_IMAGE_SIGNATURES) or bytes(v[8:12]) == b"WEBP" for v in values)
 
 
 def check_image_paths(frame, image_col, what, blobs=False):

@@ -84,8 +84,26 @@ class Table:
 
 
 def folder(store_root, table, column, database_file):
-    """Where the index of `table`.`column` of the database file `database_file` (None: in memory) lives."""
+    """Where the index of `table`.`column` of the database file `database_file` lives; an in-memory
+    database's (None), which ends with the process, in a folder of the process's own: in a store
+    that outlives it (PIXQL_HOME) it would be stale at once, and another process's in-memory table
+    of the name would write over it."""
+    if database_file is None:
+        return os.path.join(_process_folder(), table.key(None, column))
     return os.path.join(str(store_root), FOLDER, table.key(database_file, column))
+
+
+_OWN = []  # this process's folder for in-memory databases' indexes, made at first use
+
+
+def _process_folder():
+    if not _OWN:
+        import atexit
+        import tempfile
+
+        _OWN.append(tempfile.mkdtemp(prefix="pixql-indexes-"))
+        atexit.register(shutil.rmtree, _OWN[0], True)
+    return _OWN[0]
 
 
 def sweep(con, store_root, database_file):

@@ -20,6 +20,11 @@ from pixql.sql import statements as st
 _NOTHING_TO_SHOW = (["Count"], ["Success"], [])
 
 
+# statements after which a table may be gone (dropped, renamed, or a transaction that did so
+# committed): SEARCH IMAGE's index of a table no longer there is removed
+SWEEP_AFTER = ("DROP", "ALTER", "TRANSACTION")
+
+
 def run(engine, statement):
     import duckdb
 
@@ -55,7 +60,7 @@ def run(engine, statement):
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure, run=session.interruptible)
             result = _executed(session, statement, text, parsed.type.name, session.params)
-            if parsed.type.name == "DROP" and not engine.read_only and not session.in_transaction():
+            if parsed.type.name in SWEEP_AFTER and not engine.read_only and not session.in_transaction():
                 vector_index.sweep(session.duckdb, engine.store.root, session.database_file)  # a table's index
             made = macro_made(text) if parsed.type.name == "CREATE" else None  # (tokens of CREATEs only)
             if made and _hidden(session, made):

@@ -147,6 +147,8 @@ def _first_photos(engine, statement, image_col, limit):
         for frame in chunks:
             if len(frame):
                 image_col = pick_image_col(frame, image_col, "the query")
+                # boxes are drawn on photos read from their paths: image bytes are named by row here
+                check_image_paths(frame[~missing_paths(frame[image_col])], image_col, "the query")
                 for photo in frame[image_col] if len(photos) < limit else ():
                     photos.setdefault(photo, None)
                     if len(photos) == limit:
