@@ -80,8 +80,11 @@ KEPT_MODELS = 4
 
 
 class Catalog:
-    def __init__(self, store):
+    def __init__(self, store, folder=None):
+        """`folder`: a temporary store's TemporaryDirectory, kept as long as the catalog (which the
+        connection's SQL functions keep: a lazy Result's predict() may load from it)."""
         self.store = store
+        self._folder = folder
         self._loaded = {}  # (kind, model name, version, ...) -> loaded model, the most recently used last
 
     def _cached(self, key, make):

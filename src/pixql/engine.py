@@ -17,7 +17,7 @@ from pixql.cluster import in_use
 from pixql.commands import handler
 from pixql.commands import create_table
 from pixql.collector import quiet_while_loading
-from pixql.errors import OptionError, PixqlError, is_interrupt
+from pixql.errors import OptionError, PixqlError, SqlError, is_interrupt
 from pixql.session import Session, in_memory
 from pixql.sql.statements import BuildModel, DropModel, FitModel, spliced
 from pixql.store import ModelStore
@@ -73,7 +73,14 @@ def _weakly(method):
     keep the engine alive (a dropped connection's DuckDB file lock goes with it, not at Python's
     next full garbage collection)."""
     ref = weakref.WeakMethod(method)
-    return lambda *args, **kwargs: ref()(*args, **kwargs)
+
+    def call(*args, **kwargs):
+        bound = ref()
+        if bound is None:  # (not seen: the session calls back only from inside its engine's run)
+            raise SqlError("Connection Error: Connection already closed! (open another with pixql.connect())")
+        return bound(*args, **kwargs)
+
+    return call
 
 
 # statements that change the model store, which DuckDB's transactions do not cover
@@ -111,12 +118,14 @@ class Engine:
         # absolute now: the store belongs to the database DuckDB opened, wherever the process goes next
         # (a notebook's %cd; a relative root was looked up again from the new folder, its models gone)
         self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only,
-                                          required=MANIFEST_KEYS, also_named=BUILTINS))
+                                          required=MANIFEST_KEYS, also_named=BUILTINS), folder=self._tmpdir)
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
                 self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
-                vector_index.sweep(self.duckdb, self.store.root, self.session.database_file)
+                if self.session.alone:  # (another connection of this process may hold a table it has not committed)
+                    vector_index.sweep(self.duckdb, self.store.root, self.session.database_file,
+                                       self.session.main_database)
         self.catalog.register(self.session)
         from pixql.functions import register_functions
 
@@ -199,7 +208,6 @@ class Engine:
                 result = handler(statement)(self, statement)
             # the notes of the statements nested in it (rows skipped, labels unknown) are its notes too
             result.messages[:0] = self.session.nested_messages
-            result.engine = self
         except BaseException as exc:  # Ctrl-C too
             self.session.abort_transaction()  # as DuckDB: a failed statement fails the user's transaction
             if isinstance(exc, PixqlError):

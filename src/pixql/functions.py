@@ -37,7 +37,12 @@ def register_functions(engine):
 
 class PredictFunctions:
     def __init__(self, engine, memo_size=MEMO_SIZE):
-        self._engine = weakref.ref(engine)  # the connection holds us; we must not hold the engine
+        # The connection holds us: the engine, which holds the connection, only weakly (its progress
+        # setting); the catalog, which holds neither, for as long as a query (a lazy Result's rows,
+        # a DuckDB relation made of it) may call us, as a DuckDB relation keeps its connection.
+        self._engine = weakref.ref(engine)
+        self._catalog = engine.catalog
+        self._closed = False
         self._memo = OrderedDict()  # (model, version, path, size, mtime) -> (label, score)
         self._memo_size = memo_size
         self._lock = threading.RLock()  # DuckDB may call from several threads
@@ -76,6 +81,7 @@ class PredictFunctions:
 
     def close(self):
         with self._lock:
+            self._closed = True
             self._memo.clear()
 
     # -- the UDFs (Arrow in, Arrow out) ------------------------------------------------
@@ -154,33 +160,36 @@ class PredictFunctions:
         return out
 
     # -- the work ----------------------------------------------------------------------
-    def _engine_for(self, model):
-        engine = self._engine()
-        if engine is None:
+    def _catalog_for(self, model):
+        if self._closed:
             raise CatalogError("the pixql connection is closed")
         if not isinstance(model, str) or not model.strip():
             raise CatalogError("the first argument must name a model (SHOW MODELS lists them)")
-        return engine
+        return self._catalog
+
+    @property
+    def _progress(self):
+        engine = self._engine()  # (gone: a Result read after its connection was dropped, quietly)
+        return bool(engine is not None and engine.progress)
 
     def embed_paths(self, model, paths):
         """[list of floats] for `paths`, as CONVERT USING `model` would give them (each distinct
         path once; the embedding cache keeps them between queries)."""
-        engine = self._engine_for(model)
+        catalog = self._catalog_for(model)
         unique = list(dict.fromkeys(paths))
-        vectors = engine.catalog.embedder(model).embed(unique, progress=engine.progress)
+        vectors = catalog.embedder(model).embed(unique, progress=self._progress)
         by_path = dict(zip(unique, vectors.tolist()))
         return [by_path[p] for p in paths]
 
     def predict_paths(self, model, paths):
         """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
-        engine = self._engine_for(model)
-        classifier, manifest, task = engine.catalog.load(model)
+        classifier, manifest, task = self._catalog_for(model).load(model)
         threshold = task.threshold(None, "predict", model)  # a detector's says to use DETECT
         prefix = (model.lower(), model_version(manifest))
         keys = [prefix + (path,) + _stamp(path) for path in paths]
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if todo:
-            probs = classifier.predict_proba([k[2] for k in todo], progress=engine.progress)
+            probs = classifier.predict_proba([k[2] for k in todo], progress=self._progress)
             labels, scores = task.decide(probs, list(classifier.classes), threshold)
             self.network_rows += len(todo)
             for key, label, score in zip(todo, labels, scores):

@@ -86,9 +86,6 @@ class Result:
         self._streamed = False
         self._kept = None  # _KeptFrames: a stream a cursor reads, kept for df() and the rest
         self._cursor = None  # fetchone()/fetchmany(): an iterator over the rows left
-        # the engine that made it (Engine.run), kept open while its rows may be read, as DuckDB's
-        # relation keeps its connection: `pixql.connect(f).sql("SELECT predict(...) ...").df()`
-        self.engine = None
         self.image = image
         self.info = info or {}
         self.messages = list(messages or [])
@@ -411,19 +408,22 @@ class Result:
                     taken[:] = [self._cause() if self._cause is not None else None]
                 return taken[0]
 
-            with _duckdb_errors(self.statement, cause):
-                relation = self._connection.sql(self._query) if self._query is not None else self._relation
-                try:
-                    return self._run(lambda: _shown(relation, max_rows, max_width, max_col_width))
-                except duckdb.Error as exc:
-                    # (Ctrl-C: stopped, not run again; a pixql function's error, predict() of a
-                    # missing file: it has no place in the text, and running again ran its model again)
-                    if self._query is None or is_interrupt(exc) or cause() is not None:
+            try:
+                with _duckdb_errors(self.statement, cause):
+                    relation = self._connection.sql(self._query) if self._query is not None else self._relation
+                    try:
+                        return self._run(lambda: _shown(relation, max_rows, max_width, max_col_width))
+                    except duckdb.Error as exc:
+                        # (Ctrl-C: stopped, not run again; a pixql function's error, predict() of a
+                        # missing file: it has no place in the text, and running it again ran its model again)
+                        if self._query is None or is_interrupt(exc) or cause() is not None:
+                            raise
+                        # The renderer wraps the query, so its "LINE n" counts the wrapper's lines: the
+                        # query run as written (read and dropped) fails with DuckDB's words for it
+                        self._run(self._drained)
                         raise
-                    # The renderer wraps the query, so its "LINE n" counts the wrapper's lines: the
-                    # query run as written (read and dropped) fails with DuckDB's words for it
-                    self._run(self._drained)
-                    raise
+            finally:
+                taken.clear()  # (the error raised holds this frame: no cycle back through `taken`)
         table = _plain_table(self._columns) if self._columns is not None else None
         if table is not None:  # a column of NULLs only: the type the statement declared for it
             names, kinds, rows = table

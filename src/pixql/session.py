@@ -13,6 +13,7 @@ import re
 import sys
 import time
 import uuid
+import weakref
 
 from pixql import ingest
 from pixql.errors import ArgumentError, DataError, OptionError, PixqlError, QueryError, SqlError, is_interrupt
@@ -58,7 +59,11 @@ class Session:
         # `connection`: one of DuckDB's to the database already (a cursor() of another session's)
         self.duckdb = connection if connection is not None else open_database(self.database, read_only, wait,
                                                                               config)
-        self._file = _opened(self.database) if connection is None else None  # (see _held_here)
+        # the file's own database in DuckDB, whatever USE makes current later
+        self.main_database = self.duckdb.execute("SELECT current_database()").fetchall()[0][0]
+        # counted in _OPEN until closed or dropped (see _held_here; a cursor too: sweep's `alone`)
+        self._file = _opened(self.database)
+        self._unopened = weakref.finalize(self, _closed, self._file)
         self._run_nested = run_nested
         self._names = itertools.count(1)
         self._stale_tables = []  # temp tables of streams that ended; dropped before the next statement
@@ -83,11 +88,13 @@ class Session:
             self._runner.shutdown()
         self._runner = False  # (closed: a result read later gets DuckDB's "already closed")
         self.duckdb.close()
-        if self._file is not None:
-            _OPEN[self._file] -= 1
-            if _OPEN[self._file] <= 0:
-                del _OPEN[self._file]
-            self._file = None
+        self._unopened()
+
+    @property
+    def alone(self):
+        """Whether no other connection or cursor of this process has this database open (which
+        may hold a table of it that this one does not see yet: its transaction's)."""
+        return self._file is None or _OPEN.get(self._file, 0) <= 1
 
     # -- SQL functions ------------------------------------------------------------------------
     def register_function(self, name, fn, params, returns, macro=True, wrap=None, **kwargs):
@@ -601,21 +608,22 @@ class Session:
         current schema's. One table, one index, however it is written."""
         from pixql.vector_index import Table
 
-        def found(database, schema):
+        def found(database, schema):  # (names as DuckDB keeps them: `shop.MAIN.e` is shop.main.e)
             return self.duckdb.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
-                "AND lower(table_name) = lower(?)", [database, schema, table.name]).fetchall()[0][0] > 0
+                "SELECT database_name, schema_name FROM duckdb_tables() WHERE lower(database_name) = lower(?) "
+                "AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
+                [database, schema, table.name]).fetchall()
 
-        if table.database is not None:
-            return table
         current, schema = self.duckdb.execute("SELECT current_database(), current_schema()").fetchall()[0]
-        if table.schema is not None:
+        if table.database is not None:
+            places = [(table.database, table.schema or "main")]
+        elif table.schema is not None:
             places = [(current, table.schema), (table.schema, "main")]
         else:
             places = [("temp", "main"), (current, schema)]
         for database, schema in places:
-            if found(database, schema):
-                return Table(database, schema, table.name)
+            for stored in found(database, schema)[:1]:
+                return Table(*stored, table.name)
         return table
 
     def check_one_query(self, sql, option):
@@ -859,6 +867,14 @@ def _opened(database):
     key = (stat.st_dev, stat.st_ino)
     _OPEN[key] = _OPEN.get(key, 0) + 1
     return key
+
+
+def _closed(key):
+    """A session's file, counted in _OPEN by _opened, is closed (or the session dropped)."""
+    if key is not None and key in _OPEN:
+        _OPEN[key] -= 1
+        if _OPEN[key] <= 0:
+            del _OPEN[key]
 
 
 def _held_here(database):

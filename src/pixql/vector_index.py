@@ -78,7 +78,8 @@ class Table:
         self.sql = ".".join(_quote(p) for p in (database, schema, name) if p)
 
     def key(self, database_file, column):
-        text = json.dumps([os.path.abspath(database_file) if database_file not in (None, ":memory:") else None,
+        # (the file itself: opened through a symbolic link, its tables are the same tables)
+        text = json.dumps([os.path.realpath(database_file) if database_file not in (None, ":memory:") else None,
                            self.database, self.schema, self.name.lower(), column])
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -106,18 +107,19 @@ def _process_folder():
     return _OWN[0]
 
 
-def sweep(con, store_root, database_file):
+def sweep(con, store_root, database_file, database):
     """Remove the indexes of this database file's tables that are gone; returns their tables' names.
-    Only the current database's own tables are judged (an ATTACHed one's may be attached again, a
-    TEMP table's of a name is looked for by a later session); a folder is known as this file's by
-    its name (the key of its meta's table and column), so another database's indexes in a shared
-    store (PIXQL_HOME) are left alone, and one without a meta (being built) too. Run where no other
-    process can be using this database's indexes: a read-write open holds DuckDB's file lock."""
+    Only the tables of `database` (the file's name in DuckDB: its main database, whatever USE says)
+    are judged (an ATTACHed one's may be attached again, a TEMP table's of a name is looked for by
+    a later session); a folder is known as this file's by its name (the key of its meta's table
+    and column), so another database's indexes in a shared store (PIXQL_HOME) are left alone, and
+    one without a meta (being built) too. Run only where nothing else can be using this database's
+    indexes: a read-write open holds DuckDB's file lock against other processes, and the caller
+    sees to this process's other connections (Session.alone)."""
     where = os.path.join(str(store_root), FOLDER)
     if database_file is None or not os.path.isdir(where):
         return []
-    current = con.execute("SELECT current_database()").fetchall()[0][0]
-    tables = {(d, s, n.lower()) for d, s, n in
+    tables = {(d.lower(), s.lower(), n.lower()) for d, s, n in
               con.execute("SELECT database_name, schema_name, table_name FROM duckdb_tables()").fetchall()}
     gone = []
     for name in sorted(os.listdir(where)):
@@ -127,8 +129,8 @@ def sweep(con, store_root, database_file):
             table, column = Table(*meta["table"]), meta["column"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if table.database != current or table.key(database_file, column) != name \
-                or (table.database, table.schema, table.name.lower()) in tables:
+        if str(table.database).lower() != database.lower() or table.key(database_file, column) != name \
+                or (str(table.database).lower(), str(table.schema).lower(), table.name.lower()) in tables:
             continue
         shutil.rmtree(os.path.join(where, name), ignore_errors=True)
         gone.append(table.name)

@@ -60,8 +60,9 @@ def run(engine, statement):
                 return Result(statement, relation=relation, query=text, connection=session.duckdb,
                               cause=session.udf_failure, run=session.interruptible)
             result = _executed(session, statement, text, parsed.type.name, session.params)
-            if parsed.type.name in SWEEP_AFTER and not engine.read_only and not session.in_transaction():
-                vector_index.sweep(session.duckdb, engine.store.root, session.database_file)  # a table's index
+            if parsed.type.name in SWEEP_AFTER and not engine.read_only and not session.in_transaction() \
+                    and session.alone:  # (another connection of this process may hold a table it has not committed)
+                vector_index.sweep(session.duckdb, engine.store.root, session.database_file, session.main_database)
             made = macro_made(text) if parsed.type.name == "CREATE" else None  # (tokens of CREATEs only)
             if made and _hidden(session, made):
                 result.messages.append(f"CREATE MACRO: pixql's {made}() is found first in this connection, so this "

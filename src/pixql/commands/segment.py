@@ -19,7 +19,6 @@ from pixql.commands.common import refuse_taken_columns, shown
 from pixql.errors import OptionError
 from pixql.image_columns import check_image_paths, column_named, image_errors, missing_paths, pick_image_col
 from pixql.result import Result
-from pixql.session import in_memory
 
 OPTIONS = {
     "image_col": opt.text(),
@@ -132,8 +131,8 @@ def run(engine, statement):
 
 
 def _default_folder(engine):
-    database = engine.database
-    if not in_memory(database):
+    database = engine.session.database_file  # (absolute, fixed at open: not moved by a notebook's %cd)
+    if database is not None:
         return f"{database}.masks"
     return os.path.join(str(engine.store.root), ".masks")
 
