@@ -459,9 +459,11 @@ def test_a_detector_trained_on_fractions_reads_another_box_column_as_pixels(squa
     try:
         as_trained = db.sql(f"EVALUATE USING d_frac AS {rows.format('test')}").df()
         assert db.sql(f"EVALUATE USING d_frac OPTIONS (box_col='box') AS {rows.format('test')}").df().equals(as_trained)
+        pixels = "SELECT image, label, box AS frac FROM test"
         with pytest.raises(RegionError, match=r"row 1 has a box wholly outside its photo \(128x96\) \(read as "
-                           r"fractions of the photo, box_format='normalized': pixels\? OPTIONS \(box_format='xyxy'\)"):
-            db.sql("EVALUATE USING d_frac AS SELECT image, label, box AS frac FROM test")
+                           r"fractions of the photo: pixels\? OPTIONS \(box_format='xyxy'\) reads them so\)"):
+            db.sql(f"EVALUATE USING d_frac AS {pixels}")
+        assert db.sql(f"EVALUATE USING d_frac OPTIONS (box_format='xyxy') AS {pixels}").df().equals(as_trained)
         fitted = db.sql(f"FIT MODEL d_frac2 USING d_frac OPTIONS (box_col='box', epochs=1) AS {rows.format('train')}")
         assert fitted.df().loc[0, "train_rows"] == db.sql("SELECT count(DISTINCT image) FROM train").fetchone()[0]
     finally:

@@ -674,8 +674,15 @@ def test_print_image_shows_crops_and_other_image_bytes_and_names_bytes_that_are_
     assert info.value.row == 2
     skipped = db.sql("PRINT IMAGE OPTIONS (image_col='file', on_error='skip') AS SELECT * FROM files")
     assert skipped.image.size == db.sql("PRINT IMAGE AS SELECT image FROM photos LIMIT 2").image.size
-    assert any("1 image(s) that could not be read were left out" in m and "row 2: bytes that are not an image" in m
-               for m in skipped.messages)
+    assert any("1 image(s) that could not be read were left out" in m and "row 2: 'file' holds 19 bytes that are "
+               "not an image" in m for m in skipped.messages)
+    # pairs side by side: an unreadable one keeps its place (blank), so each row of the sheet stays a row
+    pairs = "SELECT file, file AS copy FROM files"
+    whole = db.sql(f"PRINT IMAGE OPTIONS (image_col='file, copy', on_error='skip') AS {pairs} WHERE file <> "
+                   "'not an image at all'::BLOB UNION ALL SELECT * FROM (SELECT image, image FROM photos LIMIT 1)")
+    held = db.sql(f"PRINT IMAGE OPTIONS (image_col='file, copy', on_error='skip') AS {pairs}")
+    assert held.image.size == whole.image.size  # 3 rows of 2 each
+    assert any("2 image(s) that could not be read were drawn blank" in m for m in held.messages)
     with pytest.raises(DataError, match=r"holds a BLOB of \d[\d,]* bytes in row 1, not an image path.*image bytes "
                        r"\(crop\(\)'s\) are shown by PRINT IMAGE.*box_col") as info:
         db.sql("PREDICT USING cm AS SELECT crop(image, box) AS image FROM photos")
@@ -684,7 +691,8 @@ def test_print_image_shows_crops_and_other_image_bytes_and_names_bytes_that_are_
     with pytest.raises(DataError, match=r"'file' holds 19 bytes that are not an image .* in row 2"):
         db.sql("PRINT IMAGE AS SELECT * FROM files")
     # boxes are drawn on photos read from their paths (a crash on the bytes before)
-    with pytest.raises(DataError, match=r"'region' holds a BLOB of [\d,]+ bytes in row 1, not an image path"):
+    with pytest.raises(DataError, match=r"'region' holds a BLOB of [\d,]+ bytes in row 1, not an image path: .*; "
+                       r"boxes are drawn on, or cut out of, photos read from their paths"):
         db.sql("PRINT IMAGE OPTIONS (box_col='box') AS SELECT crop(image, box) AS region, box FROM photos")
     # paths beside bytes are the photos, as before (read_blob: its content beside its filename)
     paired = db.sql("PRINT IMAGE AS SELECT filename, content FROM read_blob(?) ORDER BY filename",

@@ -113,23 +113,32 @@ def boxes_drawn(path, regions, labels, shown=None):
     return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
 
 
-def contact_sheet(paths, captions, size=240, columns=None, skipped=None):
+def contact_sheet(paths, captions, size=240, columns=None, skipped=None, keep_places=False):
     """A grid of images `size` px square, each with its caption lines below it.
 
-    `paths[i]` is a file path, a Region (its crop) or a PIL image; `captions[i]` a list of
+    `paths[i]` is a file path, a Region (its crop), a PIL image, or a DataError (a picture that
+    could not be made: it is raised, or skipped as an unreadable file is); `captions[i]` a list of
     strings (e.g. "label: cat"). Unreadable images raise DataError naming the file, unless
-    `skipped` is a list: their tiles are then left out and (index, error) put in it; None when
-    none is left (the caller names the rows).
+    `skipped` is a list: their tiles are then left out (`keep_places`: drawn blank, so that the
+    grid's columns keep their meaning) and (index, error) put in it; None when none is left (the
+    caller names the rows).
     """
     thumbs = []
     for i, path in enumerate(paths):
         try:
+            if isinstance(path, DataError):
+                raise path
             thumbs.append(_thumbnail(path, size))
         except DataError as exc:
             if skipped is None:
                 raise
             skipped.append((i, exc))
             thumbs.append(None)
+    if skipped and len(skipped) == len(paths):
+        return None
+    if keep_places:
+        captions = [c if t is not None else c + ["(could not be read)"] for c, t in zip(captions, thumbs)]
+        thumbs = [Image.new("RGB", (size, size), "#eeeeee") if t is None else t for t in thumbs]
     captions = [c for c, t in zip(captions, thumbs) if t is not None]
     paths = [t for t in thumbs if t is not None]
     n = len(paths)

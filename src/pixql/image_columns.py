@@ -76,10 +76,15 @@ def _holds_image_bytes(column):
     return any(bytes(v[:4]).startswith(_IMAGE_SIGNATURES) or bytes(v[8:12]) == b"WEBP" for v in values)
 
 
-def check_image_paths(frame, image_col, what, blobs=False):
+# what a statement that reads paths says of image bytes
+BYTES_HINT = "image bytes (crop()'s) are shown by PRINT IMAGE, and a statement reads a region of a photo from " \
+             "its path and a box column (OPTIONS (box_col=...))"
+
+
+def check_image_paths(frame, image_col, what, blobs=False, bytes_hint=BYTES_HINT):
     """A NULL or empty path is an error naming its rows (1-based, as a user counts the query's rows).
     `frame`: a DataFrame or QueryRows (query_rows.py). `blobs`: image bytes are welcome too (PRINT
-    IMAGE shows them); else a BLOB is an error that says what reads it."""
+    IMAGE shows them); else a BLOB is an error that says what reads them (`bytes_hint`)."""
     nulls = [int(i) for i, gone in zip(frame.index, missing_paths(frame[image_col])) if gone]
     if nulls:
         shown = ", ".join(str(i + 1) for i in nulls[:5])
@@ -88,9 +93,7 @@ def check_image_paths(frame, image_col, what, blobs=False):
                         row=nulls[0] + 1, query=what)
     for i, value in zip(frame.index, frame[image_col]):
         if not isinstance(value, str) and not is_null(value) and not (blobs and is_blob(value)):
-            # (image bytes, crop()'s PNG: PRINT IMAGE shows them; a region is classified from its photo)
-            hint = "; image bytes (crop()'s) are shown by PRINT IMAGE, and a statement reads a region of a " \
-                   "photo from its path and a box column (OPTIONS (box_col=...))" if is_blob(value) else ""
+            hint = f"; {bytes_hint}" if is_blob(value) else ""
             raise DataError(f"{what}: '{image_col}' holds {_value_shown(value)} in row {int(i) + 1}, not an image "
                             f"path: image paths are text (a file's path){hint}", row=int(i) + 1, query=what)
 

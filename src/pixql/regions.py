@@ -67,9 +67,10 @@ def boxes_as_trained(resolved, given, recorded):
     out = dict(resolved)
     if given.get("box_col") is None:
         out["box_col"] = recorded.get("box_col", resolved.get("box_col"))
+    writing = ("normalized", "box_format")  # (said together: box_format='xyxy' alone means pixels)
     if out.get("box_col") is not None and recorded.get("box_col") is not None and \
-            same_boxes(out["box_col"], recorded["box_col"]):
-        out.update({k: recorded[k] for k in ("normalized", "box_format") if k not in given and k in recorded})
+            same_boxes(out["box_col"], recorded["box_col"]) and not any(k in given for k in writing):
+        out.update({k: recorded[k] for k in writing if k in recorded})
     return out
 
 

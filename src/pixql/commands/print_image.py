@@ -83,17 +83,11 @@ def run(engine, statement):
     for image_col in image_cols:
         check_image_paths(frame, image_col, "the query", blobs=True)
     others = [c for c in frame.columns if c not in image_cols]
+    skip = resolved["on_error"] == "skip"
     paths, captions, tile_rows = [], [], []  # tile_rows: each picture's row of the query
-    left = []  # on_error='skip': (row, what) of each picture left out
     for number, (_, row) in zip(numbers, frame.iterrows()):
-        try:
-            pictures = [_picture(row[c], number, c, resolved["size"]) for c in image_cols]
-        except DataError as exc:
-            if resolved["on_error"] != "skip":
-                raise
-            left.append((exc.row, "bytes that are not an image"))
-            continue
-        for k, (image_col, picture) in enumerate(zip(image_cols, pictures)):
+        for k, image_col in enumerate(image_cols):
+            picture = _picture(row[image_col], number, image_col, resolved["size"], skip)
             paths.append(picture)
             tile_rows.append(number)
             if k:  # a pair's second picture
@@ -102,32 +96,35 @@ def run(engine, statement):
                 captions.append(caption(row, others, image_col) if others or isinstance(picture, str)
                                 else [f"row {number}"])
     columns = resolved["columns"] or (len(image_cols) if len(image_cols) > 1 else None)
-    skipped = [] if resolved["on_error"] == "skip" else None
+    skipped = [] if skip else None
     with image_errors([("the query", frame, image_col) for image_col in image_cols], can_skip=True):
-        sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped) \
-            if paths else None
-    left = sorted(left + [(tile_rows[i], getattr(exc, 'path', None) or paths[i]) for i, exc in skipped or []],
-                  key=lambda item: item[0])
+        # (several image columns: an unreadable picture keeps its place, blank, so pairs stay rows)
+        sheet = display.contact_sheet(paths, captions, size=resolved["size"], columns=columns, skipped=skipped,
+                                      keep_places=len(image_cols) > 1)
+    left = [f"row {tile_rows[i]}: {getattr(exc, 'path', None) or exc}" for i, exc in skipped or []]
     if sheet is None:
-        paths_left = [str(paths[i]) for i, _ in skipped or []]
-        raise DataError(f"no image of the query could be read (on_error='skip' leaves out only some): "
-                        f"{shown([f'row {row}: {what}' for row, what in left])}", row=left[0][0],
-                        path=paths_left[0] if paths_left else None, query="the query")
-    left = [f"row {row}: {what}" for row, what in left]
-    notes = no_path + ([f"PRINT IMAGE: {len(left)} image(s) that could not be read were left out (on_error='skip'): "
+        first = skipped[0]
+        raise DataError(f"no image of the query could be read (on_error='skip' leaves out only some): {shown(left)}",
+                        row=tile_rows[first[0]], path=getattr(first[1], "path", None), query="the query")
+    how = "drawn blank" if len(image_cols) > 1 else "left out"
+    notes = no_path + ([f"PRINT IMAGE: {len(left)} image(s) that could not be read were {how} (on_error='skip'): "
                         f"{shown(left)}"] if left else []) + more
     return Result(statement, frame=frame, image=sheet, info={"image_col": image_cols[0]}, figures=[Sheet(sheet)],
                   messages=notes)
 
 
-def _picture(value, row, column, size):
+def _picture(value, row, column, size, skip):
     """A cell's picture: a path as it is (read as the sheet is drawn), image bytes (a BLOB:
-    crop()'s PNG) decoded; bytes that are not an image are a DataError naming the row."""
+    crop()'s PNG) decoded. Bytes that are not an image are a DataError naming the row, or with
+    `skip` that error as the picture, which the sheet leaves out (display.contact_sheet) and the
+    note names."""
     if not is_blob(value):
         return value
     try:
         return image_from_bytes(value, draft_size=size)
     except DataError as exc:
+        if skip:
+            return DataError(f"'{column}' holds {exc}")
         raise DataError(f"the query: '{column}' holds {exc} in row {row}", row=row, query="the query") from None
 
 
@@ -147,8 +144,8 @@ def _first_photos(engine, statement, image_col, limit):
         for frame in chunks:
             if len(frame):
                 image_col = pick_image_col(frame, image_col, "the query")
-                # boxes are drawn on photos read from their paths: image bytes are named by row here
-                check_image_paths(frame[~missing_paths(frame[image_col])], image_col, "the query")
+                check_image_paths(frame[~missing_paths(frame[image_col])], image_col, "the query",
+                                  bytes_hint=_ON_PHOTOS)
                 for photo in frame[image_col] if len(photos) < limit else ():
                     photos.setdefault(photo, None)
                     if len(photos) == limit:
@@ -160,9 +157,12 @@ def _first_photos(engine, statement, image_col, limit):
     return pd.concat(kept) if len(kept) > 1 else kept[0]
 
 
+_ON_PHOTOS = "boxes are drawn on, or cut out of, photos read from their paths (crop()'s bytes are shown without box_col)"
+
+
 def _regions(statement, frame, image_col, reader, resolved):
     """Boxes drawn on their photos (one tile per photo, up to `limit` photos), or each row's crop."""
-    check_image_paths(frame, image_col, "the query")
+    check_image_paths(frame, image_col, "the query", bytes_hint=_ON_PHOTOS)
     label_col = find_column(frame, resolved["label_col"], "label_col", "the query") if resolved["label_col"] else \
         next((c for c in (column_named(frame.columns, n) for n in ("predicted", "label")) if c is not None), None)
     skipped, query_rows = 0, frame  # (the query's rows as read: an error names the row there)

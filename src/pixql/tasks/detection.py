@@ -241,8 +241,8 @@ def truth(frame, resolved, what, classes=None, unknown=None, notes=None, stated_
             box, outside = _in_photo(given, normalized, sizes[path])
             if outside == "all":
                 problem = f"a box wholly outside its photo ({sizes[path][0]}x{sizes[path][1]})" + (
-                    " (read as fractions of the photo, box_format='normalized': pixels? OPTIONS (box_format='xyxy') "
-                    "reads them so)" if normalized and max(given) > 1 else "")
+                    " (read as fractions of the photo: pixels? OPTIONS (box_format='xyxy') reads them so)"
+                    if normalized and max(given) > 1 else "")
             elif sizes[path] is not None and min(box[2] - box[0], box[3] - box[1]) < 1:
                 # (fractions read as pixels: a detector trained on them, or a mAP of 0, without a word)
                 problem = (f"a box ({', '.join(f'{v:g}' for v in given)}) under one pixel wide or high in its "
