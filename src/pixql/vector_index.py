@@ -3,11 +3,12 @@ IMAGE over large tables.
 
 An index is built the first time SEARCH IMAGE ranks a whole table of at least MIN_ROWS rows by
 its embedding column, and saved beside the models (`<model store>/.indexes/`), keyed by the
-database file, table and column; one whose table is gone (DROP TABLE) is removed by the next
-DROP or read-write open of that database (`sweep`). Each search first checks the table against the fingerprint
-the index was built from (row count, largest rowid, and the vectors of 64 rows spread over the
-table); a table that changed gets its index rebuilt, and the result says so. An UPDATE that
-rewrites only rows outside that sample goes unseen: SEARCH IMAGE OPTIONS (index='rebuild').
+database file, table and column (an in-memory database's in a temporary folder of the process);
+one whose table is gone is removed after the DROP (ALTER, COMMIT) or at the next read-write open
+of that database (`sweep`). Each search first checks the table against the fingerprint the index
+was built from (row count, largest rowid, and the vectors of 64 rows spread over the table); a
+table that changed gets its index rebuilt, and the result says so. An UPDATE that rewrites only
+rows outside that sample goes unseen: SEARCH IMAGE OPTIONS (index='rebuild').
 
 Why faiss IVF with fp16 codes (BENCHMARKS.md, "Vector search"): on this 2-core machine it
 builds an index of 1M 1280-d vectors in 45 s (HNSW graphs took 40-80 s for 100k, ~17 min for
