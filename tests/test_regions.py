@@ -659,6 +659,8 @@ def test_print_image_shows_crops_and_other_image_bytes_and_names_bytes_that_are_
     db = halves
     sheet = db.sql("PRINT IMAGE AS SELECT crop(image, box) AS region, label FROM photos")
     assert sheet.image.size == db.sql("PRINT IMAGE AS SELECT image, label FROM photos").image.size
+    from pixql.commands.common import caption  # (another BLOB beside it is captioned by its size)
+    assert caption({"region": b"", "thumb": b"\x89PNG" + bytes(996)}, ["thumb"], "region") == ["thumb: 1,000 bytes"]
     tiles = np.asarray(sheet.image)
     # the first tile is the first row's region: the red half, a square crop filling the tile
     red = tiles[10:230, 10:230]

@@ -28,8 +28,10 @@ def shown(items, n=10):
 
 def short(value, n=40):
     """A cell as a caption shows it: a list (an array from DuckDB's LIST) as its items, NULL as
-    DuckDB prints it."""
-    if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1):
+    DuckDB prints it, a BLOB by its size (its bytes, crop()'s PNG, say nothing to a reader)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        text = f"{len(value):,} bytes"
+    elif isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1):
         text = ", ".join(short(v, n) for v in list(value)) if len(value) else "[]"
     elif is_null(value):
         text = "NULL"
