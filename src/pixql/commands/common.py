@@ -5,7 +5,8 @@ import os
 
 from pixql import options as opt
 from pixql.errors import DataError, PixqlError
-from pixql.image_columns import check_image_paths, column_named, image_errors, missing_paths, pick_image_col
+from pixql.image_columns import (check_image_paths, column_named, image_errors, is_blob, missing_paths,
+                                 pick_image_col)
 from pixql.query_rows import is_null
 from pixql.result import Result
 
@@ -29,7 +30,7 @@ def shown(items, n=10):
 def short(value, n=40):
     """A cell as a caption shows it: a list (an array from DuckDB's LIST) as its items, NULL as
     DuckDB prints it, a BLOB by its size (its bytes, crop()'s PNG, say nothing to a reader)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if is_blob(value):
         text = f"{len(value):,} bytes"
     elif isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1):
         text = ", ".join(short(v, n) for v in list(value)) if len(value) else "[]"
