@@ -361,13 +361,28 @@ def test_a_table_made_by_convert_says_which_network_made_it_and_search_keeps_to_
     red = _first(db, "red")
     by_image = "search_by='image', search_input='{}', top_k=3".format(red)
     assert len(db.sql(SEARCH.format(options=by_image, query="SELECT * FROM e WHERE label <> 'x' LIMIT 20")).df()) == 3
-    for query in ("SELECT * FROM e", "SELECT image, embedding FROM e WHERE label = 'red'"):
+    db.sql("CREATE TABLE labels AS SELECT image, label AS colour FROM colors")
+    db.sql("CREATE VIEW e_view AS SELECT * FROM e")
+    for query in ("SELECT * FROM e", "SELECT image, embedding FROM e WHERE label = 'red'",
+                  # the column passed on through a join, a subquery, WITH, an alias of the table
+                  "SELECT l.image, l.colour, x.embedding FROM labels l JOIN e x USING (image)",
+                  "SELECT * FROM labels JOIN e ON labels.image = e.image",
+                  "SELECT * FROM (SELECT * EXCLUDE (label) FROM e WHERE label <> 'x') AS s",
+                  "WITH a AS (SELECT image, embedding FROM main.e), b AS (FROM a) SELECT * FROM b LIMIT 9",
+                  "SELECT image, vec AS embedding FROM (SELECT image, embedding AS vec FROM e)"):
         with pytest.raises(OptionError, match=r"column 'embedding' holds embeddings of model cm \(weights .*\) "
                                               r"\(CONVERT wrote so on it\), and USING cm_other makes embeddings of "
                                               r"model cm_other"):
             db.sql(f"SEARCH IMAGE USING cm_other OPTIONS ({by_image}) AS {query}")
     with pytest.raises(OptionError, match="holds embeddings of model cm_other"):  # a TEMP table's too
         db.sql(SEARCH.format(options=by_image, query="FROM t_other"))
+    # a column that is not the stored one, or that could be either of two: nothing is refused on its account
+    for query in ("SELECT image, embedding('cm_other', image) AS embedding FROM e",
+                  "SELECT image, embedding FROM e_view",  # (a view's column is not traced)
+                  "SELECT image, embedding FROM e UNION ALL SELECT image, embedding FROM t_other"):
+        assert len(db.sql(f"SEARCH IMAGE USING cm_other OPTIONS ({by_image}) AS {query}").df()) == 3
+    with pytest.raises(OptionError, match="holds embeddings of model cm_other"):  # this table's own, not e's
+        db.sql(SEARCH.format(options=by_image, query="SELECT t_other.* FROM e JOIN t_other USING (image)"))
     # duplicates: stored vectors against the model's, or against another table's stored ones
     db.sql(f"CREATE TABLE plain AS SELECT '{red}' AS image")
     with pytest.raises(OptionError, match="USING cm_other makes"):

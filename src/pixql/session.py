@@ -15,7 +15,7 @@ import time
 import uuid
 import weakref
 
-from pixql import ingest
+from pixql import column_origin, ingest
 from pixql.errors import ArgumentError, DataError, OptionError, PixqlError, QueryError, SqlError, is_interrupt
 from pixql.sql import describes_only, nested_statements
 from pixql.sql.statements import in_place, spliced
@@ -575,32 +575,28 @@ class Session:
         return tree["statements"][0]["node"]
 
     def column_comment(self, sql, column):
-        """The comment (COMMENT ON COLUMN) of the table column that `sql`'s column `column` is,
-        where `sql` reads one table of the database and passes that column as it is (`SELECT *
-        FROM t WHERE ...`, `SELECT image, embedding FROM t LIMIT 5`); else None."""
-        node = self._select_node(sql)
-        source = (node or {}).get("from_table") or {}
-        if node is None or node.get("type") != "SELECT_NODE" or source.get("type") != "BASE_TABLE" \
-                or (node.get("cte_map") or {}).get("map"):
-            return None
-        items = node.get("select_list") or []
-        passed = any(
-            (item["class"] == "STAR" and not item.get("relation_name") and not item.get("replace_list")
-             and column.lower() not in (str(c).lower() for c in item.get("exclude_list") or []))
-            or (item["class"] == "COLUMN_REF" and item["column_names"][-1].lower() == column.lower()
-                and (item.get("alias") or column).lower() == column.lower())
-            for item in items)
-        if not passed:
-            return None
+        """The comment (COMMENT ON COLUMN) of the table column that `sql`'s column `column` is, where
+        `sql` passes a table's column on as it is (`SELECT * FROM t WHERE ...`, `SELECT e.embedding
+        FROM photos JOIN e USING (image)`, through subqueries and WITH: column_origin); else None."""
+        found = column_origin.origin(self._select_node(sql), column, self._stored_comment)
+        return None if found in (None, column_origin.ABSENT) else found[0]
+
+    def _stored_comment(self, catalog, schema, name, column):
+        """(comment,) of table `name`'s `column`, ABSENT where the table has no such column, None
+        where `name` is no table of the database (a view, a file)."""
         from pixql.vector_index import Table
 
-        table = self._placed(Table(source.get("catalog_name") or None, source.get("schema_name") or None,
-                                   source["table_name"]))
-        found = self.duckdb.execute(  # (none for a view, a file, a table not there)
+        table = self._placed(Table(catalog, schema, name))
+        if table.database is None or not self.duckdb.execute(
+                "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
+                "AND lower(table_name) = lower(?)",
+                [table.database, table.schema, table.name]).fetchall():
+            return None
+        found = self.duckdb.execute(
             "SELECT comment FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
             "AND lower(table_name) = lower(?) AND lower(column_name) = lower(?)",
             [table.database, table.schema, table.name, column]).fetchall()
-        return found[0][0] if found else None
+        return (found[0][0],) if found else column_origin.ABSENT
 
     def _placed(self, table):
         """`table` with its database and schema as DuckDB finds it: `x.t` is schema x of the current
