@@ -96,6 +96,15 @@ def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (12,)
     assert db.sql(f"COPY colors OPTIONS (if_exists='append') FROM '{color_csv}'").fetchall() == [("colors", 24)]
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)  # the rows loaded were counted, as DuckDB does
+    # overwrite=false, written, beside if_exists='replace' replaced the table without a word
+    for clash in ("overwrite=false, if_exists='replace'", "overwrite=true, if_exists='fail'",
+                  "overwrite=true, if_exists='append'"):
+        with pytest.raises(OptionError, match=r"overwrite=\w+ contradicts if_exists='\w+'; give one") as info:
+            db.sql(f"COPY colors OPTIONS ({clash}) FROM '{color_csv}'")
+        assert info.value.option == "if_exists"
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)
+    assert db.sql(f"COPY colors OPTIONS (overwrite=false, if_exists='append') FROM '{color_csv}'").fetchall() == [
+        ("colors", 24)]  # (appending overwrites nothing)
 
 
 def test_copy_into_a_temp_table_writes_that_table(db, color_csv):
@@ -284,6 +293,16 @@ def test_copy_image_folder_and_parquet_and_json(db, color_images, tmp_path):
     db.sql(f"COPY tree FROM '{folder}'")
     assert db.sql("SELECT label, count(*) FROM tree GROUP BY ALL ORDER BY 1").fetchall() == [
         ("blue", 12), ("red", 12)]
+    assert not db.sql(f"COPY tree2 FROM '{folder}'").messages
+    # a dataset's split folders, each with class folders: the rule holds, and is said
+    splits = tmp_path / "splits"
+    for split in ("train", "Validation"):
+        shutil.copytree(folder, splits / split)
+    copied = db.sql(f"COPY by_split FROM '{splits}'")
+    assert db.sql("SELECT DISTINCT label FROM by_split ORDER BY 1").fetchall() == [("Validation",), ("train",)]
+    assert copied.messages == [f"COPY by_split: the labels are the first-level folders, Validation, train, which look "
+                               f"like a dataset's splits with class folders inside: COPY one split's folder (COPY "
+                               f"by_split FROM '{splits / 'train'}') to label the photos by their classes"]
     db.sql(f"COPY named OPTIONS (image_col='photo') FROM '{folder}'")  # the path column takes the name given
     assert db.sql("SELECT count(photo) FROM named").fetchone() == (24,)
     frame = pd.DataFrame({"path": [os.path.relpath(p, tmp_path) for p, _ in color_images],

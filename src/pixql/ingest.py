@@ -159,6 +159,19 @@ def _holds_nothing(column):
                for v in column)
 
 
+_SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval", "holdout"}
+
+
+def _split_folders(path, rows):
+    """The first-level folder names of an image tree, sorted, where every one is a split's name
+    (train, validation, test, ...) and every image lies a folder deeper (train/cats/a.jpg); else []."""
+    labels = {label for _, label in rows}
+    if None in labels or not all(label.lower() in _SPLIT_NAMES for label in labels):
+        return []
+    deeper = all(len(os.path.relpath(image, path).split(os.sep)) > 2 for image, _ in rows)
+    return sorted(labels) if deeper else []
+
+
 def _image_tree_rows(folder):
     """(one row per image below `folder`: (absolute path, label); [the names of one class folder,
     where links give it several]; [broken links, left out]). The label is the name of the
@@ -237,8 +250,6 @@ def _path_columns(con, relation_sql, cols, image_col, folder):
 def copy_table(con, table, source, options, base_dir=None):
     """Create (or replace / append to) `table` from `source`; returns (row count, messages)."""
     if_exists = options.get("if_exists") or ("replace" if options.get("overwrite") else "fail")
-    if options.get("overwrite") and options.get("if_exists") not in (None, "replace"):
-        raise OptionError("overwrite=true contradicts if_exists='%s'" % options["if_exists"], option="if_exists")
     from pixql.ml.images import URL, local_path  # the one rule for what is a URL (no torch behind it)
 
     source = local_path(str(source))  # (file:///data/x.csv is a local file)
@@ -289,6 +300,12 @@ def copy_table(con, table, source, options, base_dir=None):
                             f"images are rows of each of those labels")
         if not rows:
             raise DataError(f"no images found in {path} or its sub-folders", path=str(path))
+        split = _split_folders(path, rows)
+        if split:  # (the documented rule, kept; said, since every photo is then labelled by its split)
+            one = next((name for name in split if name.lower().startswith("train")), split[0])
+            messages.append(f"COPY {table}: the labels are the first-level folders, {', '.join(split)}, which look "
+                            "like a dataset's splits with class folders inside: COPY one split's folder "
+                            f"(COPY {table} FROM '{path / one}') to label the photos by their classes")
         unlabelled = sum(label is None for _, label in rows)
         if unlabelled:
             messages.append(f"COPY {table}: {unlabelled} image(s) lie directly in {path}, outside any class "
@@ -382,7 +399,7 @@ def copy_table(con, table, source, options, base_dir=None):
         except (DataError, OptionError):
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
-            raise DataError(_read_error(table, path, exc, encoding)) from exc
+            raise DataError(_read_error(table, path, exc, encoding), path=str(path)) from exc
         if path_cols:  # each path as resolved_path says, by a Python function of this COPY's own
             resolve = f"__pixql_resolve_{uuid.uuid4().hex[:12]}"
             # a column found by its values: only those naming an image are paths (a note in it stays
@@ -446,7 +463,7 @@ def copy_table(con, table, source, options, base_dir=None):
             column, kind, row, value = wrong
             raise DataError(f"cannot load {path}: the {column} value {value!r} of its row {row} cannot be stored in "
                             f"{table}.{column} ({kind}); nothing was loaded", path=str(path), row=row) from exc
-        raise DataError(_read_error(table, path, exc, options.get("encoding"), "load")) from exc
+        raise DataError(_read_error(table, path, exc, options.get("encoding"), "load"), path=str(path)) from exc
     finally:
         if path.is_dir():
             con.unregister("__pixql_copy_frame")
@@ -595,7 +612,7 @@ def _duckdb_encoding(encoding):
 def _ragged(table, path, line, fields, header, delimiter, first, consequence):
     """The DataError for a CSV line of `fields` fields where the first line (`header`, called
     `first` in the message) has others."""
-    return DataError(f"line {line} of {path} has {fields} fields where {first} has "
+    return DataError(f"line {line} of {path} has {fields} field{'' if fields == 1 else 's'} where {first} has "
                      f"{len(header)} ({', '.join(header)}), so {consequence}. Quote a value that holds "
                      f"{delimiter!r} (\"a{delimiter} b\"), or mend or remove the line; nothing was loaded",
                      path=str(path))
@@ -673,20 +690,28 @@ def _text_lines(path, encoding):
 def _sniff_error(path, text, encoding):
     """Why DuckDB's sniffer could not read a CSV: a line with more or fewer fields than the
     header, line ends mixed past the first MB, else DuckDB's own first line."""
+    ragged = _ragged_line(path, encoding, "DuckDB's CSV reader could not tell how to read it")
+    if ragged is not None:
+        return ragged
     with contextlib.suppress(Exception):  # (the file's own faults: the message below then)
+        if _mixed_line_ends(path, 1 << 26):
+            return (f"cannot read {path}: its lines end some with CRLF (Windows), some with LF; convert it "
+                    "to one kind (dos2unix) and COPY it again; nothing was loaded")
+    return f"cannot read {path}: {text.strip().splitlines()[0]} (DuckDB's CSV reader could not tell how the " \
+           "file is written: check its delimiter, quotes and first lines); nothing was loaded"
+
+
+def _ragged_line(path, encoding, consequence):
+    """The message naming a CSV's first line with more or fewer fields than its header, or None."""
+    with contextlib.suppress(Exception):  # (the file's own faults: the caller's message then)
         with _text_lines(path, encoding) as lines:
             first = next(iter(lines), "")
         delimiter = max((",", ";", "\t", "|"), key=first.count)
         if first.count(delimiter):
             header, line, fields = _first_ragged(path, delimiter, encoding)
             if line is not None:
-                return str(_ragged(None, path, line, fields, header, delimiter, "its header",
-                                   "DuckDB's CSV reader could not tell how to read it"))
-        if _mixed_line_ends(path, 1 << 26):
-            return (f"cannot read {path}: its lines end some with CRLF (Windows), some with LF; convert it "
-                    "to one kind (dos2unix) and COPY it again; nothing was loaded")
-    return f"cannot read {path}: {text.strip().splitlines()[0]} (DuckDB's CSV reader could not tell how the " \
-           "file is written: check its delimiter, quotes and first lines); nothing was loaded"
+                return str(_ragged(None, path, line, fields, header, delimiter, "its header", consequence))
+    return None
 
 
 def _looks_utf16(path):
@@ -720,6 +745,12 @@ def _read_error(table, path, exc, encoding, verb="read"):
         first = text.strip().splitlines()[0]
         return (f"{path} is not UTF-8 text ({first}); name its encoding with "
                 "OPTIONS (encoding='latin-1') (or 'utf-16'), or convert the file to UTF-8")
+    if "CSV Error on Line" in text:  # a line past the sniffer's sample that breaks what it found
+        ragged = _ragged_line(path, encoding, "DuckDB's CSV reader stopped there")
+        if ragged is not None:
+            return ragged
+        # (DuckDB's possible fixes and reader settings name options that COPY does not take)
+        text = text.split("Possible fixes:")[0]
     # (DuckDB's "LINE 1: ..." under its message quotes pixql's own query around the reader, not the user's)
     message = re.split(r"\n\s*LINE \d+:", text)[0].strip()
     return f"cannot {verb} {path}: {message}"

@@ -10,6 +10,7 @@ from pixql import ingest
 from pixql import options as opt
 from pixql.commands import plain_sql
 from pixql.commands.common import frame_result
+from pixql.errors import OptionError
 from pixql.ml.images import local_path
 
 OPTIONS = {
@@ -32,6 +33,13 @@ def run(engine, statement):
                                "file's rows as written (image paths not resolved); OPTIONS (overwrite=true) "
                                "replaces the table, OPTIONS (if_exists='append') appends with paths resolved")
         return result
-    resolved, _ = opt.resolve("COPY", statement.options, OPTIONS)
+    resolved, given = opt.resolve("COPY", statement.options, OPTIONS)
+    # overwrite=true is if_exists='replace', and a written overwrite=false keeps the table: either way
+    # an if_exists saying otherwise is a contradiction, not a choice (false beside 'replace' lost a table)
+    wanted = resolved["if_exists"]
+    if "overwrite" in given and wanted is not None \
+            and (wanted != "replace" if resolved["overwrite"] else wanted == "replace"):
+        raise OptionError(f"COPY: overwrite={str(resolved['overwrite']).lower()} contradicts "
+                          f"if_exists='{resolved['if_exists']}'; give one of them", option="if_exists")
     rows, messages = ingest.copy_table(con, statement.table, statement.source, resolved)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, messages)
