@@ -312,6 +312,9 @@ def test_copy_image_folder_and_parquet_and_json(db, color_images, tmp_path):
     for ext in ("parquet", "json"):
         db.sql(f"COPY t_{ext} OPTIONS (image_col='path') FROM '{tmp_path}/t.{ext}'")
         assert all(os.path.isfile(p) for (p,) in db.sql(f"SELECT path FROM t_{ext}").fetchall())
+    wrong = db.sql(f"COPY t_wrong OPTIONS (image_col='label') FROM '{tmp_path}/t.parquet'")  # a slip: said
+    assert wrong.messages == [f"COPY t_wrong: image_col 'label' names no file in its first 24 value(s) ('red' is "
+                              f"read as {tmp_path / 'red'}); check that it names the image paths' column"]
 
 
 def test_duckdb_copy_to_still_reaches_duckdb(db, tmp_path):
