@@ -9,7 +9,7 @@ import pixql
 from conftest import make_color_images
 from pixql import metrics, options
 from pixql.commands import SCHEMAS
-from pixql.errors import DataError, OptionError, StoreError
+from pixql.errors import CatalogError, DataError, OptionError, StoreError
 
 
 @pytest.fixture
@@ -339,6 +339,11 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     result = db.sql("FIT MODEL lin2 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
     assert result.df().loc[0, "train_rows"] == 16  # 3 given again (new labels win) + the 13 others
     assert any("refitted on 13 of the rows 'lin' was trained on" in m for m in result.messages)
+    assert not any("no training row holds" in m for m in result.messages)
+    # every blue photo given again as red: no row of 'blue' is left, and the head learns never to answer it
+    relabelled = db.sql("FIT MODEL lin_red USING lin AS SELECT image, 'red' AS label FROM colors WHERE label = 'blue'")
+    assert any("no training row holds the class(es) 'blue' of 'lin' now: the refitted head learned never to answer "
+               "them" in m for m in relabelled.messages)
     blue = db.sql("PREDICT USING lin2 AS SELECT * FROM colors WHERE label = 'blue'").df()
     assert (blue["predicted"] == "blue").all()
     assert db.engine.store.load_rows("lin2")["digests"].shape == (16, 16)  # a later FIT keeps them all
@@ -398,6 +403,7 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
     result = db.sql("FIT MODEL big2 USING big AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
     assert result.df().loc[0, "train_rows"] == 3
     assert any("13 earlier row(s) are no longer in the embedding cache" in m for m in result.messages)
+    assert any("no training row holds the class(es) 'blue' of 'big' now" in m for m in result.messages)
 
     # A damaged rows file is said, not taken for "kept no rows" (which refitted on the new rows alone)
     rows_file = db.engine.store.path("lin") / "rows.safetensors"
@@ -408,6 +414,22 @@ def test_fit_model_of_a_linear_model_keeps_what_it_learned(db, tmp_path, monkeyp
                                          "\\(its checksum does not match") as info:
         db.sql("FIT MODEL lin4 USING lin AS SELECT * FROM colors WHERE label = 'red' LIMIT 3")
     assert info.value.path == str(rows_file) and not db.engine.store.exists("lin4")
+
+
+def test_a_label_column_that_is_the_image_column_and_a_missing_source_model_are_said_first(db):
+    """label_col='image' made a model of one class per photo; FIT MODEL of a missing model onto a
+    taken name said the name was taken, and a user who freed it was then told the model is missing."""
+    with pytest.raises(OptionError, match="label_col 'image' is the image column of the query: the labels must be "
+                                          "another column") as info:
+        db.sql("BUILD MODEL bad OPTIONS (label_col='image') AS SELECT * FROM colors")
+    assert info.value.option == "label_col" and not db.engine.store.exists("bad")
+    db.sql("BUILD MODEL lin USING EfficientNet_Lite0 AS SELECT * FROM colors")
+    with pytest.raises(OptionError, match="label_col 'image' is the image column of the query"):
+        db.sql("FIT MODEL lin2 USING lin OPTIONS (label_col='image') AS SELECT * FROM colors")
+    with pytest.raises(CatalogError, match="model 'nosuch' does not exist"):
+        db.sql("FIT MODEL lin USING nosuch AS SELECT * FROM colors")
+    with pytest.raises(CatalogError, match="model 'lin' already exists"):  # (the source there: the name taken)
+        db.sql("FIT MODEL lin USING lin AS SELECT * FROM colors")
 
 
 def test_validation_rows_that_are_training_rows_are_pointed_out(db):

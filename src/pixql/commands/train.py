@@ -83,10 +83,12 @@ def fit(engine, statement):
     from pixql.catalog import builtin
 
     resolved, given = opt.resolve("FIT MODEL", statement.options, FIT_OPTIONS)
-    engine.catalog.check_new(statement.name, resolved["overwrite"])
+    # the model it starts from first: told that the new name is taken, a user would free it for nothing
     if builtin(statement.source_model):
         raise CatalogError(f"{statement.source_model.lower()} is built in and cannot be trained further; "
                            "use BUILD MODEL")
+    engine.catalog.store.manifest(statement.source_model)  # (missing: CatalogError naming it)
+    engine.catalog.check_new(statement.name, resolved["overwrite"])
     manifest, state = engine.catalog.store.load(statement.source_model)
     # Unset options fall back to what the source model was trained with; its validation too, so
     # that FIT MODEL measures as its model was measured (validation=0 trains on every row).
@@ -207,6 +209,9 @@ def labelled_rows(rows, resolved, task, what, classes=None, reader=None, whose=N
     that is not; images are paths, or regions through `reader` (regions.RegionReader)."""
     image_col = pick_image_col(rows, resolved["image_col"], what)
     label_col = find_column(rows, resolved["label_col"], "label_col", what)
+    if label_col == image_col:  # (every photo its own class: a model of nothing)
+        raise OptionError(f"label_col '{label_col}' is the image column of {what}: the labels must be another "
+                          "column (label_col='...' names it)", option="label_col")
     known = None if classes is None else set(classes)
     labels = read_labels(task, rows[label_col], known, label_col, rows.index, what)
     unknown = task.unknown([v for v in labels if v is not None], classes) if known is not None else []
@@ -370,6 +375,11 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
             messages.append(f"{statement.keyword}: '{statement.source_model}' kept no training rows (built "
                             "without the embedding cache, or before pixql kept them): the head was refitted "
                             "on the query's rows only")
+        empty = trained.options.get("classes_without_rows")
+        if empty:  # (its rows all given again under other labels, or none kept)
+            messages.append(f"{statement.keyword}: no training row holds the class(es) "
+                            f"{shown([repr(c) for c in empty])} of '{statement.source_model}' now: the refitted head "
+                            "learned never to answer them; add rows of them, or BUILD a model of the classes meant")
     if trained.train_mode == "linear" and trained.epochs < (given.get("epochs") or 1):
         messages.append(f"{statement.keyword}: the linear head's L-BFGS converged after {trained.epochs} of the "
                         f"{given['epochs']} epochs asked (another round would repeat the same fit); the result row "

@@ -100,7 +100,8 @@ def train_classifier(paths, labels, config=None, val_paths=None, val_labels=None
         if init is not None:
             kept = run.prior_rows is not None
             opts.update(previous_rows=run.prior_used if kept else None, previous_rows_not_cached=run.prior_missing,
-                        previous_rows_from=run.prior_source, previous_rows_validating=run.prior_held)
+                        previous_rows_from=run.prior_source, previous_rows_validating=run.prior_held,
+                        classes_without_rows=[classes[i] for i in run.empty_classes])
     elif mode == "top":
         from pixql.ml import top_tune
 
@@ -281,6 +282,7 @@ class _Run:
         self.rows, self.prior_rows, self.prior_used, self.prior_missing = None, None, 0, 0
         self.prior_source = None  # where the prior rows' embeddings came from
         self.prior_held = 0  # prior rows left out because they are validation rows now
+        self.empty_classes = []  # FIT MODEL, linear: class indices that no row of the refit holds
         self.cache_key = None  # linear: the embedding cache's backbone key, when the cache was used
         self.cache_hits = 0  # images whose frozen-network output came from the embedding cache
         self.frozen_stages = 0  # finetune: the first stages kept pretrained (_frozen_stages)
@@ -311,6 +313,9 @@ class _Run:
                 digests = [digests[i] for i in rows.tolist()]
                 held = {file_digest(p) for p in self.val_paths or []} if self.prior_rows is not None else set()
                 feats, y, digests = self._with_prior_rows(cache, feats, y, digests, held)
+            # (FIT MODEL: a row given again with another label leaves its old class, perhaps empty)
+            counts = y.sum(0) if y.ndim == 2 else torch.bincount(y, minlength=linear_head(self.model).out_features)
+            self.empty_classes = [i for i, n in enumerate(counts.tolist()) if n == 0]
             val = None
             if self.val_paths:
                 vf, vrows = embed(self.val_paths, self.val_skipped, "embeddings (validation)")
