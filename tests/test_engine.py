@@ -879,6 +879,27 @@ def test_a_named_in_memory_database_keeps_its_models_in_a_temporary_folder(tmp_p
         pixql.connect(":memory:shop", read_only=True)
 
 
+def test_a_cursor_keeps_an_in_memory_databases_models_after_its_connection_is_dropped(color_csv):
+    """As DuckDB's cursor keeps an in-memory database after its connection is dropped, a cursor
+    keeps its models: the parent's temporary model folder went with the parent."""
+    import gc
+
+    from conftest import save_color_model
+
+    db = pixql.connect(progress=False)
+    db.sql(f"COPY colors FROM '{color_csv}'")
+    cursor = db.cursor()
+    save_color_model(cursor.engine.store, "cm")
+    store = db.model_store
+    del db
+    gc.collect()
+    assert os.path.isdir(store)
+    assert cursor.sql("SELECT count(*) FROM colors").fetchone() == (24,)  # (DuckDB's)
+    assert cursor.sql("SELECT name FROM pixql_models() WHERE name = 'cm'").fetchall() == [("cm",)]
+    assert len(cursor.sql("PREDICT USING cm AS SELECT * FROM colors LIMIT 2").df()) == 2
+    cursor.close()
+
+
 ENDLESS = "SELECT count(*) AS n FROM range(300000) a, range(300000) b WHERE (a.range * b.range) % 7 = 1"
 
 

@@ -89,9 +89,11 @@ MODEL_WRITERS = (BuildModel, FitModel, DropModel)
 
 class Engine:
     def __init__(self, database=None, model_store=None, read_only=False, progress=True, wait=0, cluster="local",
-                 connection=None, config=None):
+                 connection=None, config=None, temporary_store=None):
         """`connection`: a DuckDB connection to `database` already open (cursor()); `config`: DuckDB's
-        settings."""
+        settings; `temporary_store`: a parent's temporary model folder (an in-memory database's), which
+        a cursor keeps as DuckDB's cursor keeps the database."""
+        self._temporary_store = temporary_store
         self.cluster = cluster  # where PREDICT, BUILD, ... run unless OPTIONS (cluster=...) says (cluster.py)
         self.read_only = read_only
         self.progress = progress
@@ -118,7 +120,8 @@ class Engine:
         # absolute now: the store belongs to the database DuckDB opened, wherever the process goes next
         # (a notebook's %cd; a relative root was looked up again from the new folder, its models gone)
         self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only,
-                                          required=MANIFEST_KEYS, also_named=BUILTINS), folder=self._tmpdir)
+                                          required=MANIFEST_KEYS, also_named=BUILTINS),
+                               folder=self._tmpdir or self._temporary_store)
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
             if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
@@ -149,7 +152,7 @@ class Engine:
         another thread) and the same model store; the caller closes it before this one."""
         return Engine(self.session.database_file or self.session.database, model_store=str(self.store.root),
                       read_only=self.read_only, progress=self.progress, cluster=self.cluster,
-                      connection=self.duckdb.cursor())
+                      connection=self.duckdb.cursor(), temporary_store=self._tmpdir or self._temporary_store)
 
     def close(self):
         self.closed = True
