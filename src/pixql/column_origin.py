@@ -3,10 +3,10 @@
 column says of itself (CONVERT's comment naming the network that made its vectors) still holds
 where a query passes the column on unchanged.
 
-Three answers: the column's (table, column) where it is passed on as stored; ABSENT where the
-relation has no such column (one side of a join); None where it cannot be told (an expression,
-a table function, a view, a UNION, columns renamed in bulk): a caller then knows nothing, and
-refuses nothing on that account."""
+Three answers: what the caller's `table_column` says of the stored column where it is passed on
+as stored; ABSENT where the relation has no such column (one side of a join); None where it
+cannot be told (an expression, a table function, a view, a UNION, columns renamed in bulk): a
+caller then knows nothing, and refuses nothing on that account."""
 
 ABSENT = "absent"  # the relation has no column of that name (unlike None: has one, not traced)
 _DEEPEST = 16  # nested subqueries and WITH names followed at most (a parse tree is finite; this is a guard)
@@ -14,7 +14,8 @@ _DEEPEST = 16  # nested subqueries and WITH names followed at most (a parse tree
 
 def origin(node, column, table_column, ctes=None, depth=0):
     """The stored origin of SELECT node `node`'s output column `column`. `table_column(catalog,
-    schema, table, column)` answers for a table named in FROM: (table, column), ABSENT or None."""
+    schema, table, column)` answers for a table named in FROM: what the caller wants of that column
+    (not ABSENT or None), ABSENT where the table has no such column, or None where it is no table."""
     if node is None or node.get("type") != "SELECT_NODE" or depth > _DEEPEST:
         return None
     ctes = dict(ctes or {})
