@@ -302,6 +302,33 @@ def test_finetune_on_two_ray_workers(ray_cluster, photos, capsys):
     assert len(answers) == 32 and set(answers.predicted) <= {"cat", "dog"}
 
 
+def test_a_cluster_that_stops_answering_mid_finetune_is_a_cluster_error(ray_cluster, photos, monkeypatch):
+    """The cluster stopped mid fine-tune: Ray's ActorUnavailableError came out as a traceback (a
+    QA pass). The driver's poll of the training's progress is what finds it; Ray's own error
+    class stands in for a stopped head here."""
+    import threading
+
+    real_get = ray_cluster.get
+
+    def get(refs, *args, **kwargs):  # the driver's progress poll (not Ray Train's own calls in its thread)
+        if kwargs.get("timeout") == 30 and threading.current_thread() is threading.main_thread():
+            raise ray_cluster.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
+        return real_get(refs, *args, **kwargs)
+
+    monkeypatch.setattr(ray_cluster, "get", get)
+    with pytest.raises(ClusterError, match=r"BUILD MODEL \(line 1\): training on the Ray cluster stopped: the Ray "
+                                           r"cluster stopped answering \(Get timed out.*\); no model was saved"):
+        photos.sql("BUILD MODEL stopped OPTIONS (train_mode='finetune', epochs=1, batch_size=8, image_size=64, "
+                   f"{ON_CLUSTER}) AS SELECT * FROM photos")
+    monkeypatch.setattr(ray_cluster, "get", real_get)
+    assert not photos.engine.store.exists("stopped")
+    # its workers, told by the tracker's end, stop: nothing of it goes on beside the next test
+    deadline = time.monotonic() + 150
+    while any(t.name == "pixql-ray-train" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "Ray Train's run went on after its statement failed"
+        time.sleep(0.5)
+
+
 @pytest.mark.long  # (two fine-tunings and 400 photos scored: make test-long)
 @pytest.mark.slow
 def test_finetune_on_two_ray_workers_is_as_accurate_as_here(ray_cluster, cats_and_dogs, tmp_path):
@@ -357,6 +384,13 @@ def test_an_image_the_workers_cannot_read_is_named(ray_cluster, photos, tmp_path
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a photo")
     photos.sql(f"UPDATE broken SET image = '{broken}' WHERE rowid = 5")
+    with pytest.raises(DataError) as info:
+        photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) AS SELECT * FROM broken").df()
+    assert info.value.path == str(broken) and "every node" not in str(info.value)
+    # nor is a photo broken inside (a truncated JPEG: its header reads, its pixels do not)
+    (photo,) = photos.sql("SELECT image FROM photos ORDER BY image LIMIT 1").fetchone()
+    with open(photo, "rb") as f:
+        broken.write_bytes(f.read(3000))
     with pytest.raises(DataError) as info:
         photos.sql(f"PREDICT USING imagenet_classifier OPTIONS ({ON_ONE_WORKER}) AS SELECT * FROM broken").df()
     assert info.value.path == str(broken) and "every node" not in str(info.value)
@@ -505,7 +539,10 @@ from pixql import cluster
 address, head = sys.argv[1], int(sys.argv[2])
 db = pixql.connect(progress=False)
 ray = cluster.connect(address)
-os.killpg(head, signal.SIGKILL)  # the cluster goes away
+with cluster.in_use():  # a statement waits on it: told on stderr, and left to Ray (which may end the process)
+    os.killpg(head, signal.SIGKILL)  # the cluster goes away
+    time.sleep(cluster.LOST_AFTER_SECONDS + 3 * cluster.WATCH_SECONDS)
+    assert cluster._connected, "a statement's cluster was let go while it waited on it"
 deadline = time.monotonic() + 45
 while cluster._connected:  # the watch lets it go (Ray's shutdown goes on in the watch's thread)
     assert time.monotonic() < deadline, "still connected to a cluster that is gone"
@@ -548,6 +585,8 @@ def test_a_process_left_idle_when_its_cluster_stops_lives_on(tmp_path):
                               capture_output=True, text=True, timeout=180, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"ClusterError: PREDICT (line 1): no Ray cluster answers at {address}" in done.stdout
+        assert done.stderr.count(f"pixql: the Ray cluster at {address} stopped answering; the statement waiting on "
+                                 "it ends with this process within 120 s") == 1
     finally:
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGKILL)

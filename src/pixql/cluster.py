@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -304,18 +305,24 @@ def in_use():
 
 def _watch(ray, address):
     def watch():
-        silent_since = None
+        silent_since, told = None, False
         while _connected.get("address") == address and ray.is_initialized():
             time.sleep(WATCH_SECONDS)
             try:
                 _answers(address, handshake=False)  # (a busy head may be slow to answer: not lost)
-                silent_since = None
+                silent_since, told = None, False
                 continue
             except OSError:
                 silent_since = silent_since or time.monotonic()
             if time.monotonic() - silent_since < LOST_AFTER_SECONDS:
                 continue
             if _statements[0]:  # (Ray's own end of the process bounds a statement's wait)
+                if not told:  # said once, in pixql's words, among the lines Ray prints meanwhile
+                    told = True
+                    print(f"pixql: the Ray cluster at {address} stopped answering; the statement waiting on it "
+                          f"ends with this process within {RAY_GIVES_UP_SECONDS} s of that (Ray's own limit), "
+                          "unless the cluster comes back: Ctrl-C stops it now, keeping nothing half-written",
+                          file=sys.stderr, flush=True)
                 continue
             _connected.clear()
             _lost["address"] = address
@@ -577,7 +584,7 @@ def _broken_here(path):
         return False
     try:
         with Image.open(path) as img:
-            img.verify()
+            img.load()  # (decoded whole: verify() passes a truncated JPEG, which the workers could not read)
         return False
-    except Exception:  # unreadable, or not an image
+    except Exception:  # unreadable, not an image, or broken inside
         return True

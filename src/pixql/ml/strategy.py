@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from pixql.errors import OptionError, PixqlError, TrainingError
+from pixql.errors import ClusterError, OptionError, PixqlError, TrainingError
 
 # How long a cancelled run may take to stop before Ctrl-C gives up waiting for it.
 STOP_WAIT_SECONDS = 60
@@ -308,12 +308,17 @@ class RayTrain:
             tracker.cancel.remote()  # the workers stop at their next step; nothing is saved
             thread.join(STOP_WAIT_SECONDS)
             raise
+        except ray.exceptions.RayError as exc:  # the tracker's node gone: the cluster stopped, or lost it
+            raise ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering "
+                               f"({_last_line(exc)}); no model was saved") from exc
         finally:
             starting.close()
             if bar is not None:
                 bar.close()
-            ray.kill(tracker)  # a worker still running (Ctrl-C) then fails at its next step
-            shutil.rmtree(storage, ignore_errors=True)
+            with contextlib.suppress(Exception):  # (a cluster that is gone cannot be asked)
+                ray.kill(tracker)  # a worker still running (Ctrl-C) then fails at its next step
+            with contextlib.suppress(OSError):  # (a second Ctrl-C inside it: its file descriptors closed)
+                shutil.rmtree(storage, ignore_errors=True)
         if error is not None:
             raise error
         if "error" in outcome:
@@ -458,7 +463,8 @@ def choose(workers=None, device="auto", cluster=None):
     """The strategy for a run: RayTrain when `cluster` (pixql.cluster.Cluster) is given;
     Processes when `workers` > 1 names this machine's GPUs; else Local."""
     if cluster is not None:
-        return RayTrain(cluster.workers, cluster.gpus_per_worker, cluster.cpus_per_worker, cluster.address)
+        where = "the Ray cluster" if cluster.address in (None, "auto") else f"the Ray cluster at {cluster.address}"
+        return RayTrain(cluster.workers, cluster.gpus_per_worker, cluster.cpus_per_worker, where)
     if workers is None or workers == 1:
         return Local()
     from pixql.ml.runtime import resolve_device
