@@ -527,9 +527,11 @@ def test_copy_names_what_duckdbs_csv_sniffer_could_not_read(colors_db, tmp_path)
         assert "Possible fixes" not in str(info.value) and "null_padding" not in str(info.value)
         assert info.value.path == str(late) and snapshot(colors_db) == before
     mixed = tmp_path / "mixed.csv"
-    mixed.write_bytes(b"image,label\na.png,red\r\nb.png,blue\r\n")
+    mixed.write_bytes(b'image,label\na.png,red\r\nb.png,blue\r\n"my ""best"" c.png","red, 12"" tall"\n')
     copied = colors_db.sql(f"COPY mixed FROM '{mixed}'")
-    assert colors_db.sql("SELECT label FROM mixed").fetchall() == [("red",), ("blue",)]
+    # (read so, DuckDB no longer found the file's quoting: "" stayed doubled, in paths too)
+    assert colors_db.sql("SELECT label FROM mixed").fetchall() == [("red",), ("blue",), ('red, 12" tall',)]
+    assert colors_db.sql("SELECT image FROM mixed").fetchall()[-1] == (str(tmp_path / 'my "best" c.png'),)
     assert any("lines end some with CRLF (Windows), some with LF" in m for m in copied.messages)
 
 

@@ -111,6 +111,18 @@ def test_transparent_pixels_show_as_white(tmp_path):
     out = _rgb(tmp_path / "pal_alpha.png")
     assert out[0, 0].tolist() == [0, 255, 0] and out[3, 3].tolist() == [255, 255, 255]
 
+    # a PNG's one transparent colour (its tRNS of an RGB or grey image): the stored black showed
+    keyed = np.zeros((4, 4, 3), dtype=np.uint8)
+    keyed[0, 0] = (0, 0, 255)
+    Image.fromarray(keyed, "RGB").save(tmp_path / "rgb_key.png", transparency=(0, 0, 0))
+    out = _rgb(tmp_path / "rgb_key.png")
+    assert out[0, 0].tolist() == [0, 0, 255] and out[3, 3].tolist() == [255, 255, 255]
+    grey = np.full((4, 4), 10, dtype=np.uint8)
+    grey[0, 0] = 100
+    Image.fromarray(grey, "L").save(tmp_path / "grey_key.png", transparency=10)
+    out = _rgb(tmp_path / "grey_key.png")
+    assert out[0, 0].tolist() == [100, 100, 100] and out[3, 3].tolist() == [255, 255, 255]
+
 
 def test_sixteen_bit_images_keep_their_brightness(tmp_path):
     gray = np.full((6, 6), 32896, dtype=np.uint16)  # half of 65535

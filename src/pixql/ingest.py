@@ -365,7 +365,8 @@ def copy_table(con, table, source, options, base_dir=None):
         extra = (f", encoding={quote_literal(encoding)}" if encoding else "") + \
             ("" if header is None else f", header={'true' if header else 'false'}")
         if reader == "read_csv_auto" and _mixed_line_ends(path):  # (DuckDB's sniffer gives up on them)
-            extra += ", strict_mode=false"
+            # (and told RFC 4180's quoting, which it then no longer finds itself: "" stayed doubled)
+            extra += ", strict_mode=false, quote='\"', escape='\"'"
             messages.append(f"COPY {table}: {path.name}'s lines end some with CRLF (Windows), some with LF: "
                             "read with DuckDB's strict_mode=false, which takes both")
         relation = f"{reader}({quote_literal(_one_file(path))}{extra})"

@@ -81,6 +81,7 @@ def backbone_key(model, head, preprocessing, precision, device, output=None, nam
 
     import pixql
     from pixql.ml.device_decode import decoding
+    from pixql.ml.images import DECODING
 
     h = hashlib.blake2b(digest_size=16)
     # Pillow and torchvision decode and resize: their versions can move pixels (Pillow's order of
@@ -89,7 +90,7 @@ def backbone_key(model, head, preprocessing, precision, device, output=None, nam
               "timm": timm.__version__, "torchvision": torchvision.__version__, "pillow": PIL.__version__,
               "arch": type(model).__name__, "preprocessing": preprocessing,
               "precision": precision, "device": torch.device(device).type,
-              "decoding": decoding(preprocessing, device)}
+              "decoding": decoding(preprocessing, device), "pixels": DECODING}
     if output is not None:  # what is kept, when not the pre-logits (linear's, CONVERT's)
         recipe["output"] = output
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())

@@ -15,6 +15,9 @@ from pixql.errors import DataError, RegionError
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Modes PIL converts to RGB correctly by itself; the others need care (alpha, 16-bit, float).
 _DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
+# What a file decodes to, as a revision: the embedding cache keys its entries by it, so that one
+# made by an earlier decoding is not read (2: a PNG's one transparent colour shows white)
+DECODING = 2
 # Reentrant: a context inside another in one thread (a file's header read, with its warnings
 # recorded, while a decode that ignores one runs) nests as catch_warnings does; threads take turns.
 _WARNING_FILTERS = threading.RLock()
@@ -190,10 +193,12 @@ def _spaces_hint(path):
 
 def _to_rgb(img):
     mode = img.mode
+    if mode in ("P", "RGB", "L", "1") and "transparency" in img.info:
+        # a palette's transparent entries, or a PNG's one transparent colour (tRNS of an RGB or grey
+        # image): transparent, as with an alpha channel (the stored colour, often black, showed)
+        img, mode = img.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return img
-    if mode == "P" and "transparency" in img.info:
-        img, mode = img.convert("RGBA"), "RGBA"
     if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
         # Transparent pixels show as white, as in a viewer, rather than as whatever colour
         # happens to be stored under alpha 0.
