@@ -30,8 +30,9 @@ import numpy as np
 from pixql.ml.cache_folder import cache_root
 
 DIGEST_BYTES = 16
-FORMAT = 5  # bump when an embedding or a shard changes (decoding, transforms, batch-norm folding; 3: bf16
-# shards; 4: the crop's region resized alone; 5: resized by torch in uint8, data.ResizeCrop)
+FORMAT = 6  # bump when an embedding or a shard changes (decoding, transforms, batch-norm folding; 3: bf16
+# shards; 4: the crop's region resized alone; 5: resized by torch in uint8, data.ResizeCrop; 6: a PNG's
+# one transparent colour decoded white)
 MAX_SHARDS = 32  # from this many shards on, a write first merges the smallest ones
 # A merge folds the smallest shards together up to this many bytes; larger shards stay as they
 # are (a namespace of 'top' activations, ~19 KB a photo in bf16, would otherwise be read whole
@@ -81,7 +82,6 @@ def backbone_key(model, head, preprocessing, precision, device, output=None, nam
 
     import pixql
     from pixql.ml.device_decode import decoding
-    from pixql.ml.images import DECODING
 
     h = hashlib.blake2b(digest_size=16)
     # Pillow and torchvision decode and resize: their versions can move pixels (Pillow's order of
@@ -90,7 +90,7 @@ def backbone_key(model, head, preprocessing, precision, device, output=None, nam
               "timm": timm.__version__, "torchvision": torchvision.__version__, "pillow": PIL.__version__,
               "arch": type(model).__name__, "preprocessing": preprocessing,
               "precision": precision, "device": torch.device(device).type,
-              "decoding": decoding(preprocessing, device), "pixels": DECODING}
+              "decoding": decoding(preprocessing, device)}
     if output is not None:  # what is kept, when not the pre-logits (linear's, CONVERT's)
         recipe["output"] = output
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())

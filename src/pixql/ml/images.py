@@ -15,9 +15,6 @@ from pixql.errors import DataError, RegionError
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Modes PIL converts to RGB correctly by itself; the others need care (alpha, 16-bit, float).
 _DIRECT = {"RGB", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "1"}
-# What a file decodes to, as a revision: the embedding cache keys its entries by it, so that one
-# made by an earlier decoding is not read (2: a PNG's one transparent colour shows white)
-DECODING = 2
 # Reentrant: a context inside another in one thread (a file's header read, with its warnings
 # recorded, while a decode that ignores one runs) nests as catch_warnings does; threads take turns.
 _WARNING_FILTERS = threading.RLock()
