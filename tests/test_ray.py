@@ -288,6 +288,8 @@ def test_finetune_on_two_ray_workers(ray_cluster, photos, capsys):
     # Ray Train's tens of seconds before the first step are shown, the workers counted as they come up
     bars = capsys.readouterr().err
     assert "starting 2 Ray Train workers" in bars and "2/2" in bars and "epoch 1/1 on 2 Ray workers" in bars
+    epoch_bar = bars[bars.index("epoch 1/1 on 2 Ray workers"):]
+    assert "loss=" in epoch_bar and "acc=" in epoch_bar  # (rank 0's running figures, as the local bar shows its own)
     assert built.loc[0, "train_mode"] == "finetune" and built.loc[0, "train_rows"] == 32
     used = photos.sql("DESCRIBE MODEL ray_tuned").info["manifest"]["options"]["used"]
     assert used["strategy"] == "ray" and used["workers"] == 2 and used["frozen_stages"] == 2

@@ -60,8 +60,9 @@ class Single:
     def per_rank(self, batch_size):
         return batch_size
 
-    def step(self, images, epoch):
-        """A training step of `images` images is done (progress; where a cancelled run stops)."""
+    def step(self, images, epoch, postfix=None):
+        """A training step of `images` images is done (progress, with the bar's `postfix`: the
+        rank's running loss and accuracy; where a cancelled run stops)."""
 
 
 class Group(Single):
@@ -115,9 +116,9 @@ class Group(Single):
         # The batch is the run's, shared out: the same steps, schedule and gradient as on one process.
         return max(1, math.ceil(batch_size / self.world))
 
-    def step(self, images, epoch):
+    def step(self, images, epoch, postfix=None):
         if self._step is not None:
-            self._step(images, epoch)
+            self._step(images, epoch, postfix)
 
 
 def _finetune_on_rank(run, lr, group):
@@ -290,7 +291,7 @@ class RayTrain:
             thread.start()
             while thread.is_alive():
                 thread.join(0.25)
-                epoch, images, started = ray.get(tracker.progress.remote(), timeout=30)
+                epoch, images, started, postfix = ray.get(tracker.progress.remote(), timeout=30)
                 if started > starting.n:
                     starting.update(started - starting.n)
                 if epoch != shown[0]:
@@ -302,6 +303,7 @@ class RayTrain:
                     shown = (epoch, 0)
                 if bar is not None and images > shown[1]:
                     bar.update(min(images, len(run.paths)) - min(shown[1], len(run.paths)))
+                    bar.set_postfix(postfix)
                     shown = (epoch, images)
             error, result = ray.get(tracker.outcome.remote(), timeout=60)
         except KeyboardInterrupt:
@@ -369,19 +371,21 @@ class _Tracker:
 
     def __init__(self):
         self.epoch, self.images, self.started, self.stop = 0, 0, 0, False
+        self.postfix = {}  # rank 0's running loss and accuracy, for the driver's bar
         self.error = self.result = None
 
     def start(self):
         self.started += 1
 
-    def step(self, images, epoch):
+    def step(self, images, epoch, postfix=None):
         if epoch != self.epoch:
             self.epoch, self.images = epoch, 0
         self.images += images
+        self.postfix = postfix or self.postfix
         return self.stop
 
     def progress(self):
-        return self.epoch, self.images, self.started
+        return self.epoch, self.images, self.started, self.postfix
 
     def cancel(self):
         self.stop = True
@@ -412,8 +416,8 @@ def _ray_train_loop(config):
     tracker.start.remote()  # (the driver counts the workers that are up)
     context = ray.train.get_context()
 
-    def step(images, epoch):
-        if ray.get(tracker.step.remote(images, epoch)):
+    def step(images, epoch, postfix=None):
+        if ray.get(tracker.step.remote(images, epoch, postfix if context.get_world_rank() == 0 else None)):
             raise Cancelled("cancelled from the driver")
 
     group = Group(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device(),

@@ -474,8 +474,9 @@ class _Run:
                     logits = torch.cat([p[0] for p in parts])
                     tally.add(logits, y.to(logits.device), batch_loss)
                     bar.update(len(y))
-                    bar.set_postfix(loss=f"{tally.loss:.4f}", **tally.postfix())
-                    group.step(len(y), epoch)
+                    postfix = {"loss": f"{tally.loss:.4f}", **tally.postfix()}
+                    bar.set_postfix(postfix)
+                    group.step(len(y), epoch, postfix)
                 # every rank's sums (the same on all of them: early stopping decides alike)
                 tally = _reduced(tally, group)
                 if tally.seen == 0:
