@@ -519,11 +519,14 @@ def test_copy_names_what_duckdbs_csv_sniffer_could_not_read(colors_db, tmp_path)
         colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{late}'")
     assert "Possible fixes" not in str(info.value) and snapshot(colors_db) == before
     # past the 20,480 lines the sniffer samples the load itself stops: the same words, not DuckDB's dump
-    for extra, fields in (("x.png,red, dark", "3 fields"), ("x.png", "1 field")):
-        late.write_text("image,label\n" + "p.png,red\n" * 25_000 + extra + "\n")
+    for first, extra, fields, options in (("p.png", "x.png,red, dark", "3 fields", ""),
+                                          ("p.png", "x.png", "1 field", ""),
+                                          # image_col named: its first values are read first, past NULLs to the line
+                                          ("", "x.png,red, dark", "3 fields", ", image_col='image'")):
+        late.write_text("image,label\n" + f"{first},red\n" * 25_000 + extra + "\n")
         with pytest.raises(DataError, match=f"line 25002 of .*late.csv has {fields} where its header has 2 "
                                             r"\(image, label\), so DuckDB's CSV reader stopped there") as info:
-            colors_db.sql(f"COPY colors OPTIONS (overwrite=true) FROM '{late}'")
+            colors_db.sql(f"COPY colors OPTIONS (overwrite=true{options}) FROM '{late}'")
         assert "Possible fixes" not in str(info.value) and "null_padding" not in str(info.value)
         assert info.value.path == str(late) and snapshot(colors_db) == before
     mixed = tmp_path / "mixed.csv"

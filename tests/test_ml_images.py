@@ -122,6 +122,11 @@ def test_transparent_pixels_show_as_white(tmp_path):
     Image.fromarray(grey, "L").save(tmp_path / "grey_key.png", transparency=10)
     out = _rgb(tmp_path / "grey_key.png")
     assert out[0, 0].tolist() == [100, 100, 100] and out[3, 3].tolist() == [255, 255, 255]
+    deep = np.zeros((4, 4), dtype=np.uint16)
+    deep[0, 0] = 40000
+    Image.fromarray(deep).save(tmp_path / "grey16_key.png", transparency=0)  # (16-bit: rescaled, then keyed)
+    out = _rgb(tmp_path / "grey16_key.png")
+    assert out[0, 0].tolist() == [156, 156, 156] and out[3, 3].tolist() == [255, 255, 255]
 
 
 def test_sixteen_bit_images_keep_their_brightness(tmp_path):

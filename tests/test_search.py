@@ -369,7 +369,11 @@ def test_a_table_made_by_convert_says_which_network_made_it_and_search_keeps_to_
                   "SELECT * FROM labels JOIN e ON labels.image = e.image",
                   "SELECT * FROM (SELECT * EXCLUDE (label) FROM e WHERE label <> 'x') AS s",
                   "WITH a AS (SELECT image, embedding FROM main.e), b AS (FROM a) SELECT * FROM b LIMIT 9",
-                  "SELECT image, vec AS embedding FROM (SELECT image, embedding AS vec FROM e)"):
+                  "SELECT image, vec AS embedding FROM (SELECT image, embedding AS vec FROM e)",
+                  "SELECT * FROM e ANTI JOIN t_other ON e.label = 'none'",  # (the left's columns only)
+                  # a WITH name is read where it is written: `e` in a's body is the table, not the later e
+                  "WITH a AS (FROM e), e AS (FROM t_other) SELECT * FROM a",
+                  "WITH a AS (FROM e) SELECT * FROM (WITH e AS (FROM t_other) SELECT * FROM a)"):
         with pytest.raises(OptionError, match=r"column 'embedding' holds embeddings of model cm \(weights .*\) "
                                               r"\(CONVERT wrote so on it\), and USING cm_other makes embeddings of "
                                               r"model cm_other"):

@@ -319,8 +319,9 @@ def _watch(ray, address):
             if _statements[0]:  # (Ray's own end of the process bounds a statement's wait)
                 if not told:  # said once, in pixql's words, among the lines Ray prints meanwhile
                     told = True
+                    limit = os.environ.get("RAY_gcs_rpc_server_reconnect_timeout_s", RAY_GIVES_UP_SECONDS)
                     print(f"pixql: the Ray cluster at {address} stopped answering; the statement waiting on it "
-                          f"ends with this process within {RAY_GIVES_UP_SECONDS} s of that (Ray's own limit), "
+                          f"ends with this process within {limit} s of that (Ray's own limit), "
                           "unless the cluster comes back: Ctrl-C stops it now, keeping nothing half-written",
                           file=sys.stderr, flush=True)
                 continue
@@ -577,7 +578,7 @@ def _last_line(exc):
 
 
 def _broken_here(path):
-    """Whether `path` is a file here that does not open as an image."""
+    """Whether `path` is a file here that does not decode as an image."""
     from PIL import Image
 
     if not os.path.isfile(str(path)):

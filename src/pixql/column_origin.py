@@ -18,11 +18,13 @@ def origin(node, column, table_column, ctes=None, depth=0):
     (not ABSENT or None), ABSENT where the table has no such column, or None where it is no table."""
     if node is None or node.get("type") != "SELECT_NODE" or depth > _DEEPEST:
         return None
+    # name -> (its query, the names it sees: those of where it is written, not of where it is
+    # read, as DuckDB binds it; the entries before it in its WITH, not itself or later ones)
     ctes = dict(ctes or {})
     for entry in (node.get("cte_map") or {}).get("map") or []:
         value = entry.get("value") or {}
         # (WITH x(a, b) AS ...: renamed columns are not followed)
-        ctes[entry["key"].lower()] = None if value.get("aliases") else value.get("query_node")
+        ctes[entry["key"].lower()] = None if value.get("aliases") else (value.get("query_node"), dict(ctes))
     wanted = column.lower()
     found = []
     for item in node.get("select_list") or []:
@@ -59,8 +61,8 @@ def _from(source, qualifier, column, table_column, ctes, depth):
         using = {str(name).lower() for name in source.get("using_columns") or []}
         if qualifier is None and (column.lower() in using or source.get("ref_type") == "NATURAL"):
             return None  # one column made of both sides
-        return _one([_from(source.get(side), qualifier, column, table_column, ctes, depth)
-                     for side in ("left", "right")])
+        sides = ("left",) if source.get("join_type") in ("SEMI", "ANTI") else ("left", "right")  # (the left's only)
+        return _one([_from(source.get(side), qualifier, column, table_column, ctes, depth) for side in sides])
     if kind not in ("BASE_TABLE", "SUBQUERY"):
         return None if qualifier is None else ABSENT if _named_otherwise(source, qualifier) else None
     name = source.get("alias") or (source.get("table_name") if kind == "BASE_TABLE" else "")
@@ -72,9 +74,8 @@ def _from(source, qualifier, column, table_column, ctes, depth):
         return origin((source.get("subquery") or {}).get("node"), column, table_column, ctes, depth + 1)
     catalog, schema = source.get("catalog_name") or None, source.get("schema_name") or None
     if catalog is None and schema is None and source["table_name"].lower() in ctes:
-        key = source["table_name"].lower()
-        inner = {name: node for name, node in ctes.items() if name != key}  # (its own name is a table there)
-        return None if ctes[key] is None else origin(ctes[key], column, table_column, inner, depth + 1)
+        entry = ctes[source["table_name"].lower()]
+        return None if entry is None else origin(entry[0], column, table_column, entry[1], depth + 1)
     return table_column(catalog, schema, source["table_name"], column)
 
 

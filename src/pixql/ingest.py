@@ -395,8 +395,13 @@ def copy_table(con, table, source, options, base_dir=None):
                     described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
             else:
                 described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-            path_cols, every = _path_columns(con, relation, described, options.get("image_col"),
-                                             str(path.resolve().parent))
+            folder = str(path.resolve().parent)
+            path_cols, every = _path_columns(con, relation, described, options.get("image_col"), folder)
+            named_values = []  # image_col named: every value is read as a path, files or not (said below)
+            if options.get("image_col") is not None and path_cols:  # (a read: in this try, for its errors)
+                named_values = [v for (v,) in con.execute(
+                    f"SELECT {quote_ident(path_cols[0])} FROM {relation} WHERE {quote_ident(path_cols[0])} "
+                    "IS NOT NULL LIMIT 200").fetchall()]
         except (DataError, OptionError):
             raise
         except Exception as exc:  # DuckDB's reader: bad encoding, malformed file
@@ -408,15 +413,11 @@ def copy_table(con, table, source, options, base_dir=None):
             # relative to the folder the file really lives in (a symlinked CSV's dataset, not the link's)
             con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent), not every,
                                                            caught), ["VARCHAR"], "VARCHAR", type="arrow")
-            if options.get("image_col") is not None:  # named: every value is read as a path, files or not
-                values = [v for (v,) in con.execute(
-                    f"SELECT {quote_ident(path_cols[0])} FROM {relation} WHERE {quote_ident(path_cols[0])} IS NOT NULL "
-                    "LIMIT 200").fetchall()]
-                folder = str(path.resolve().parent)
-                if values and not any(os.path.isfile(resolved_path(v, folder)) for v in values):
-                    messages.append(f"COPY {table}: image_col '{path_cols[0]}' names no file in its first "
-                                    f"{len(values)} value(s) ({values[0]!r} is read as "
-                                    f"{resolved_path(values[0], folder)}); check that it names the image paths' column")
+            if named_values and not any(os.path.isfile(resolved_path(v, folder)) for v in named_values):
+                messages.append(f"COPY {table}: image_col '{path_cols[0]}' names no file in its first "
+                                f"{len(named_values)} value(s) ({named_values[0]!r} is read as "
+                                f"{resolved_path(named_values[0], folder)}); check that it names the image "
+                                "paths' column")
             if every and options.get("image_col") is None:
                 messages.append(f"COPY {table}: the values of {', '.join(path_cols)} name files without an image's "
                                 "ending (.jpg ...): taken as image paths, relative ones made absolute")

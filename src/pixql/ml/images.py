@@ -209,12 +209,16 @@ def _to_rgb(img):
     import numpy as np
 
     a = np.asarray(img, dtype=np.float64)
+    key = img.info.get("transparency")  # (a 16-bit grey PNG's one transparent value: white below)
+    clear = a == key if isinstance(key, int) and a.ndim == 2 else None
     if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) > 255):
         a = a / 257.0 if a.max(initial=0) <= 65535 else a * (255.0 / a.max())
     elif mode == "F":
         lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
         a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0
     a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    if clear is not None:
+        a[clear] = 255
     if a.ndim == 2:
         return Image.fromarray(a, "L").convert("RGB")
     return Image.fromarray(a[..., :3], "RGB")

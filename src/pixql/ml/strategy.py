@@ -310,7 +310,7 @@ class RayTrain:
             tracker.cancel.remote()  # the workers stop at their next step; nothing is saved
             thread.join(STOP_WAIT_SECONDS)
             raise
-        except ray.exceptions.RayError as exc:  # the tracker's node gone: the cluster stopped, or lost it
+        except ray.exceptions.RayError as exc:  # the tracker's node gone (the cluster stopped), or 30 s silent
             raise ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering "
                                f"({_last_line(exc)}); no model was saved") from exc
         finally:
