@@ -305,7 +305,8 @@ def test_the_clean_up_at_open_leaves_a_partial_table_being_written_alone(colors_
 
     def cleaning(con, head, frame, insert=False, types=None):
         write(con, head, frame, insert, types)
-        session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
+        for table in session.tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING):
+            session.drop_table(table)
 
     monkeypatch.setattr(create_table.ingest, "create_table_from_frame", cleaning)
     colors_db.sql(f"CREATE TABLE answers AS {PREDICT}")
@@ -329,9 +330,15 @@ def test_a_partial_table_left_by_a_crash_is_dropped_when_the_database_opens(colo
     colors_db.sql("CREATE TABLE __pixql_partial_0123456789ab AS SELECT 1 AS x")  # as a killed process leaves it
     path = colors_db.engine.database
     colors_db.close()
-    with pixql.connect(path, read_only=True, progress=False) as db:  # a reader cannot drop it
+    # a reader cannot drop it: it says what it is (a QA pass took it for a table of half the rows)
+    with pytest.warns(UserWarning, match='pixql: .*"__pixql_partial_0123456789ab": what a killed CREATE TABLE AS left '
+                                         "half-written, not data; a read-write connection drops it"):
+        db = pixql.connect(path, read_only=True, progress=False)
+    with db:
         assert len(_partial_tables(db)) == 1
-    with pixql.connect(path, progress=False) as db:
+    with pytest.warns(UserWarning, match="what a killed CREATE TABLE AS left half-written, not data: dropped"):
+        db = pixql.connect(path, progress=False)
+    with db:
         assert _partial_tables(db) == [] and db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
 
 

@@ -124,8 +124,19 @@ class Engine:
                                folder=self._tmpdir or self._temporary_store)
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list
-            if not read_only:  # a CREATE TABLE AS PREDICT killed mid-stream left its partial table
-                self.session.drop_tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
+            # a CREATE TABLE AS PREDICT killed mid-stream left its partial table: dropped, and said
+            # (a read-only connection cannot: it says what the table is, which it lists as any other)
+            left = self.session.tables_named(create_table.PARTIAL_PREFIX, keep=create_table.WRITING)
+            if not read_only:
+                for table in left:
+                    self.session.drop_table(table)
+            if left:
+                import warnings
+
+                warnings.warn(f"pixql: {', '.join(left)}: what a killed CREATE TABLE AS left half-written, not "
+                              + ("data; a read-write connection drops it" if read_only else "data: dropped")
+                              + " (the table it was writing keeps its earlier rows)", stacklevel=3)
+            if not read_only:
                 if self.session.alone:  # (another connection of this process may hold a table it has not committed)
                     vector_index.sweep(self.duckdb, self.store.root, self.session.database_file,
                                        self.session.main_database)

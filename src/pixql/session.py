@@ -710,15 +710,13 @@ class Session:
         with contextlib.suppress(duckdb.Error):
             self.duckdb.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def drop_tables_named(self, prefix, keep=()):
-        """Drop every table of this database whose name starts with `prefix` (what a crash left),
-        but those named in `keep`."""
+    def tables_named(self, prefix, keep=()):
+        """The tables of this database (quoted names) whose name starts with `prefix` (what a crash
+        left), but those named in `keep`."""
         left = self.duckdb.execute(
             "SELECT database_name, schema_name, table_name FROM duckdb_tables() WHERE starts_with(table_name, ?) "
             "AND NOT temporary", [prefix]).fetchall()
-        for parts in left:
-            if parts[-1] not in keep:
-                self.drop_table(".".join(map(ingest.quote_ident, parts)))
+        return [".".join(map(ingest.quote_ident, parts)) for parts in left if parts[-1] not in keep]
 
     # -- DuckDB's memory ----------------------------------------------------------------------
     def is_file_database(self, database=None):

@@ -174,7 +174,13 @@ class ModelStore:
             for old in self._trash.iterdir():
                 key = _set_aside_key(old)
                 if not (self.root / key).exists() and (old / MANIFEST).exists():
-                    os.rename(old, self.root / key)  # crash between the renames: put it back
+                    os.rename(old, self.root / key)  # crash between the renames: put it back, and say so
+                    with contextlib.suppress(Exception):  # (its name as saved; the folder's key else)
+                        key = json.loads((self.root / key / MANIFEST).read_text()).get("name") or key
+                    import warnings
+
+                    warnings.warn(f"pixql: model '{key}' is back as it was: a process killed while saving over "
+                                  "it had set it aside (the new version was not kept)", stacklevel=4)
                 else:
                     shutil.rmtree(old, ignore_errors=True)
         if self._tmp.is_dir():
