@@ -99,9 +99,10 @@ def test_copy_refuses_existing_table_and_keeps_it(db, color_csv):
     # overwrite=false, written, beside if_exists='replace' replaced the table without a word
     for clash in ("overwrite=false, if_exists='replace'", "overwrite=true, if_exists='fail'",
                   "overwrite=true, if_exists='append'"):
-        with pytest.raises(OptionError, match=r"overwrite=\w+ contradicts if_exists='\w+'; give one") as info:
+        with pytest.raises(OptionError, match=r"options if_exists='\w+' and overwrite=\w+ contradict each other "
+                                              r"\(if_exists='\w+' means overwrite=\w+\); give one") as info:
             db.sql(f"COPY colors OPTIONS ({clash}) FROM '{color_csv}'")
-        assert info.value.option == "if_exists"
+        assert info.value.option == "overwrite"
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (36,)
     assert db.sql(f"COPY colors OPTIONS (overwrite=false, if_exists='append') FROM '{color_csv}'").fetchall() == [
         ("colors", 24)]  # (appending overwrites nothing)

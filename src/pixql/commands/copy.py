@@ -10,12 +10,13 @@ from pixql import ingest
 from pixql import options as opt
 from pixql.commands import plain_sql
 from pixql.commands.common import frame_result
-from pixql.errors import OptionError
 from pixql.ml.images import local_path
 
 OPTIONS = {
     "overwrite": opt.flag(False),
-    "if_exists": opt.text(None, ("fail", "replace", "append")),
+    # overwrite=true is if_exists='replace'; a written overwrite beside another if_exists contradicts it
+    "if_exists": opt.text(None, ("fail", "replace", "append"), implies=[
+        ("replace", "overwrite", True), ("fail", "overwrite", False), ("append", "overwrite", False)]),
     "image_col": opt.text(),
     "encoding": opt.text(),  # a CSV's text encoding: DuckDB's 'utf-8', 'utf-16', 'latin-1'
     "header": opt.flag(None),  # a CSV's first line: its column names (true) or a row (false); None: sniffed
@@ -33,13 +34,6 @@ def run(engine, statement):
                                "file's rows as written (image paths not resolved); OPTIONS (overwrite=true) "
                                "replaces the table, OPTIONS (if_exists='append') appends with paths resolved")
         return result
-    resolved, given = opt.resolve("COPY", statement.options, OPTIONS)
-    # overwrite=true is if_exists='replace', and a written overwrite=false keeps the table: either way
-    # an if_exists saying otherwise is a contradiction, not a choice (false beside 'replace' lost a table)
-    wanted = resolved["if_exists"]
-    if "overwrite" in given and wanted is not None \
-            and (wanted != "replace" if resolved["overwrite"] else wanted == "replace"):
-        raise OptionError(f"COPY: overwrite={str(resolved['overwrite']).lower()} contradicts "
-                          f"if_exists='{resolved['if_exists']}'; give one of them", option="if_exists")
+    resolved, _ = opt.resolve("COPY", statement.options, OPTIONS)
     rows, messages = ingest.copy_table(con, statement.table, statement.source, resolved)
     return frame_result(statement, {"table": [statement.table], "rows": [rows]}, messages)
