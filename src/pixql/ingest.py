@@ -411,7 +411,7 @@ def copy_table(con, table, source, options, base_dir=None):
             # a column found by its values: only those naming an image are paths (a note in it stays
             # as written); the image_col named: every value is a path
             # relative to the folder the file really lives in (a symlinked CSV's dataset, not the link's)
-            con.create_function(resolve, functools.partial(_resolved_paths, str(path.resolve().parent), not every,
+            con.create_function(resolve, functools.partial(_resolved_paths, folder, not every,
                                                            caught), ["VARCHAR"], "VARCHAR", type="arrow")
             if named_values and not any(os.path.isfile(resolved_path(v, folder)) for v in named_values):
                 messages.append(f"COPY {table}: image_col '{path_cols[0]}' names no file in its first "

@@ -586,11 +586,8 @@ class Session:
         where `name` is no table of the database (a view, a file)."""
         from pixql.vector_index import Table
 
-        table = self._placed(Table(catalog, schema, name))
-        if table.database is None or not self.duckdb.execute(
-                "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
-                "AND lower(table_name) = lower(?)",
-                [table.database, table.schema, table.name]).fetchall():
+        table = self._placed(Table(catalog, schema, name), found_only=True)
+        if table is None:
             return None
         found = self.duckdb.execute(
             "SELECT comment FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
@@ -598,10 +595,11 @@ class Session:
             [table.database, table.schema, table.name, column]).fetchall()
         return (found[0][0],) if found else column_origin.ABSENT
 
-    def _placed(self, table):
+    def _placed(self, table, found_only=False):
         """`table` with its database and schema as DuckDB finds it: `x.t` is schema x of the current
         database, else database x's main schema (an ATTACHed one); `t` a TEMP table, else the
-        current schema's. One table, one index, however it is written."""
+        current schema's. One table, one index, however it is written. Not found (a view, a file):
+        `table` as written, or None with `found_only`."""
         from pixql.vector_index import Table
 
         def found(database, schema):  # (names as DuckDB keeps them: `shop.MAIN.e` is shop.main.e)
@@ -620,7 +618,7 @@ class Session:
         for database, schema in places:
             for stored in found(database, schema)[:1]:
                 return Table(*stored, table.name)
-        return table
+        return None if found_only else table
 
     def check_one_query(self, sql, option):
         import duckdb
