@@ -79,6 +79,7 @@ def test_detect_gives_a_row_per_box_that_other_statements_read(squares_db, tmp_p
     photos = "SELECT DISTINCT image FROM test ORDER BY image"
     out = db.sql(f"DETECT USING d OPTIONS (threshold=0.0, max_boxes=3) AS {photos}").df()
     assert list(out.columns) == ["image", "label", "score", "box"]
+    assert list(out.index) == list(range(len(out)))  # a row per box, numbered as DuckDB's df() numbers rows
     assert set(out.label) <= {"red", "blue"} and out.groupby("image").size().max() <= 3
     for _, boxes in out.groupby("image"):
         assert list(boxes.score) == sorted(boxes.score, reverse=True)
@@ -222,8 +223,10 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
     for options in ("", "OPTIONS (precision='fp32')"):  # (a model of the wrong kind, not an option's fault)
         with pytest.raises(CatalogError, match="is a detector: DETECT USING d"):
             db.sql(f"PREDICT USING d {options} AS SELECT image FROM test")
-    with pytest.raises(OptionError, match=r"OPTIONS \(precision=\.\.\.\) is for classifiers, not detectors"):
-        db.sql("EVALUATE USING d OPTIONS (box_col='box', precision='bf16') AS SELECT * FROM test")
+    for option in ("precision='bf16'", "background='black'"):
+        with pytest.raises(OptionError, match=r"OPTIONS \((precision|background)=\.\.\.\) is for classifiers, not "
+                                              "detectors"):
+            db.sql(f"EVALUATE USING d OPTIONS (box_col='box', {option}) AS SELECT * FROM test")
     for function in ("predict", "predict_score"):  # the SQL functions say so too, in pixql's words
         with pytest.raises(CatalogError, match=rf"{function}\('d', \.\.\.\): model 'd' is a detector: DETECT USING d"):
             db.sql(f"SELECT {function}('d', image) FROM test").fetchall()
@@ -238,8 +241,11 @@ def test_detection_bad_input_names_the_row_option_or_model(squares_db, tmp_path)
         db.sql("DETECT USING d OPTIONS (classes='red|green') AS SELECT image FROM test")
     with pytest.raises(DataError, match="already has label"):
         db.sql("DETECT USING d AS SELECT image, label FROM test")
-    with pytest.raises(CatalogError, match="is a detector: EXPORT MODEL, CONVERT"):
+    with pytest.raises(CatalogError, match=r"is a detector, with no classifier's network to export or embed with "
+                                           r"\(EXPORT MODEL takes classifiers; CONVERT and SEARCH IMAGE"):
         db.sql("CONVERT USING d AS SELECT image FROM test")
+    with pytest.raises(CatalogError, match="'d' is a detector, with no classifier's network to export"):
+        db.sql(f"EXPORT MODEL d TO '{tmp_path / 'd.onnx'}'")
     with pytest.raises(CatalogError, match="no detector 'nothing'"):
         db.sql("DETECT USING nothing AS SELECT image FROM test")
     with pytest.raises(DataError, match="gone.png"):

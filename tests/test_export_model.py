@@ -89,6 +89,10 @@ def test_export_refuses_what_it_should(colors_db, tmp_path):
         colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'no' / 'such' / 'x.onnx'}'")
     with pytest.raises(CatalogError, match="does not exist"):
         colors_db.sql(f"EXPORT MODEL ghost TO '{tmp_path / 'g.onnx'}'")
+    for base in ("EfficientNet_Lite0", '"timm:resnet18"', "SimpleCNN"):  # a base is no model: what EXPORT takes is said
+        with pytest.raises(CatalogError, match="is a base network, not a model: EXPORT MODEL writes a model BUILD "
+                                               "MODEL trained, or imagenet_classifier"):
+            colors_db.sql(f"EXPORT MODEL {base} TO '{tmp_path / 'b.onnx'}'")
     with pytest.raises(OptionError, match="unknown option 'opsett'"):
         colors_db.sql(f"EXPORT MODEL cm TO '{tmp_path / 'o.onnx'}' OPTIONS (opsett=17)")
     for opset in (7, 99):  # ones torch's exporters cannot write for these networks: said before any export

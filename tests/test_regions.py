@@ -259,6 +259,46 @@ def test_fit_model_reads_regions_as_its_source_model_was_trained(halves):
     assert any("no column x1, y1, x2, y2: whole photos were read" in m for m in whole.messages)
 
 
+def test_a_statements_own_padding_beside_a_models_box_column_is_used_and_said(halves):
+    """PREDICT of a region model without box_col reads the model's box column, and may still give
+    its own padding: used, and the note says it differs from the training (not "as trained").
+    Without the model's box columns in the query a padding applies to nothing: refused."""
+    from conftest import save_color_model
+
+    db = halves
+    save_color_model(db.engine.store, "cm_pad", regions={"box_col": "x1,y1,x2,y2", "mask_col": None,
+                                                         "normalized": False, "box_format": "xyxy",
+                                                         "padding": 1.0, "background": "black"})
+    query = "SELECT * FROM photos ORDER BY image, x1"
+    trained = db.sql(f"PREDICT USING cm_pad OPTIONS (probabilities=true) AS {query}")
+    same = db.sql(f"PREDICT USING cm_pad OPTIONS (probabilities=true, padding=1.0) AS {query}")  # (was refused)
+    bare = db.sql(f"PREDICT USING cm_pad OPTIONS (probabilities=true, padding=0.0) AS {query}")
+    probs = [c for c in trained.df().columns if c.startswith("prob_")]
+    assert np.allclose(trained.df()[probs].to_numpy(float), same.df()[probs].to_numpy(float))
+    assert not np.allclose(trained.df()[probs].to_numpy(float), bare.df()[probs].to_numpy(float))
+    assert any("(box_col='x1,y1,x2,y2', background='black'), but with the statement's padding=0.0 (trained: 1.0)"
+               in m for m in bare.messages), bare.messages
+    assert not any("but with" in m for m in trained.messages + same.messages)
+    with pytest.raises(OptionError, match=r"padding=\.\.\.\) applies to a region") as refused:
+        db.sql("PREDICT USING cm_pad OPTIONS (padding=0.5) AS SELECT image, label FROM photos")
+    assert refused.value.option == "padding"
+
+
+def test_a_linear_fit_cuts_its_regions_as_its_model_did(halves):
+    """A linear FIT refits its head on the source model's rows' embeddings too: a new padding or
+    background would train one head on two cuts, so it is refused and nothing is saved."""
+    db = halves
+    db.sql("BUILD MODEL lin_regions USING EfficientNet_Lite0 OPTIONS (box_col='box', padding=0.2, "
+           "train_mode='linear', validation=0) AS SELECT * FROM photos")
+    for option, value in (("padding", "0.5"), ("background", "'black'")):
+        with pytest.raises(OptionError, match=f"cut with {option}=.*leave {option} out") as refused:
+            db.sql(f"FIT MODEL lin_more USING lin_regions OPTIONS ({option}={value}) AS SELECT * FROM photos")
+        assert refused.value.option == option
+        assert not db.engine.catalog.store.exists("lin_more")
+    db.sql("FIT MODEL lin_more USING lin_regions OPTIONS (padding=0.2) AS SELECT * FROM photos")  # the same cut
+    assert db.engine.catalog.store.manifest("lin_more")["regions"]["padding"] == 0.2
+
+
 def test_bad_boxes_name_their_row_or_are_skipped(halves):
     db = halves
     db.sql("INSERT INTO photos SELECT image, label, 40, 0, 10, 32, mask, {'x1': 40, 'y1': 0, 'x2': 10, 'y2': 32}, "

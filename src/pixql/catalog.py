@@ -373,8 +373,9 @@ class Catalog:
         check_name(name)
         manifest, state = self._stored_model(name)
         if task_of(manifest).name == "detection":  # its network is a detector's recipe, not a classifier's
-            raise CatalogError(f"'{name}' is a detector: EXPORT MODEL, CONVERT and SEARCH IMAGE take classifiers "
-                               f"and bases; DETECT USING {name} finds its boxes")
+            raise CatalogError(f"'{name}' is a detector, with no classifier's network to export or embed with "
+                               "(EXPORT MODEL takes classifiers; CONVERT and SEARCH IMAGE classifiers and bases); "
+                               f"DETECT USING {name} finds its boxes")
         return manifest["network"], state, manifest["classes"], manifest["preprocessing"], task_of(manifest)
 
     def _stored_model(self, name):

@@ -40,7 +40,7 @@ _CORNERS = ("x1", "y1", "x2", "y2")
 _SIDES = (("x", "y", "w", "h"), ("x", "y", "width", "height"))  # a STRUCT in (x, y, width, height)
 
 
-_CROP_OPTIONS = ("padding", "background")  # how a region becomes a network's input, whatever column holds it
+CROP_OPTIONS = ("padding", "background")  # how a region becomes a network's input, whatever column holds it
 
 
 def box_reading(resolved):
@@ -81,23 +81,35 @@ def _lowered(names):
 class RegionReader:
     """Reads a statement's rows as images; counts the boxes it had to clip."""
 
-    def __init__(self, resolved, what="the query"):
+    def __init__(self, resolved, what="the query", model=False):
+        """`model`: the statement reads a model whose box column may name the regions
+        (follow_model), so options that apply to a region are checked there, not here."""
         self.resolved, self.what = resolved, what
         # the statement's own box_format='xywh' (follow_model may take a model's later): only that
         # one is refused against a STRUCT of corners, whose field names otherwise win
         self._stated_xywh = resolved.get("box_format") == "xywh"
         self.clipped = 0
         self._sizes = {}
-        if resolved.get("box_col") is None:
-            for name in ("mask_col", "normalized", "padding", "box_format", "background"):
-                if resolved.get(name) not in (None, False, 0, 0.0, "xyxy", OPTIONS["background"].default):
-                    raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col",
-                                      option=name)
+        if not model:
+            self._refuse_region_options_without_boxes()
+
+    def _refuse_region_options_without_boxes(self):
+        if self.resolved.get("box_col") is not None:
+            return
+        for name in ("mask_col", "normalized", "padding", "box_format", "background"):
+            if self.resolved.get(name) not in (None, False, 0, 0.0, "xyxy", OPTIONS["background"].default):
+                raise OptionError(f"OPTIONS ({name}=...) applies to a region: name its box column with box_col",
+                                  option=name)
 
     def follow_model(self, given, recorded, columns, keyword, model):
         """Take the region options a model was trained with (its manifest's `regions`) where the
         statement names no box column and the query has the trained box column(s); messages saying
         what was taken, or that whole photos are read because the query lacks them."""
+        notes = self._follow(given, recorded, columns, keyword, model)
+        self._refuse_region_options_without_boxes()  # (the model named no box column the query has)
+        return notes
+
+    def _follow(self, given, recorded, columns, keyword, model):
         if not recorded:
             return []
         boxes = box_columns(recorded["box_col"])
@@ -111,7 +123,7 @@ class RegionReader:
                 # other box column(s): how they are written (format, fractions, a mask beside them)
                 # is the statement's to say, but a region still becomes the model's input as it did
                 # in training (its padding and background)
-                taken = {k: v for k, v in taken.items() if k in _CROP_OPTIONS}
+                taken = {k: v for k, v in taken.items() if k in CROP_OPTIONS}
         else:
             missing = [n for n in boxes if n.lower() not in have]
             if missing:
@@ -133,7 +145,12 @@ class RegionReader:
         shown_ = ", ".join(f"{k}={v!r}" for k, v in taken.items() if k == "box_col" or v != OPTIONS[k].default)
         if not shown_:  # the model's box column named, and it was trained with the defaults
             return notes
-        return notes + [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"]
+        # what the statement says otherwise than the training did is said too, not passed for the model's
+        own = ", ".join(f"{k}={opt.sql_text(v)} (trained: {opt.sql_text(recorded.get(k, OPTIONS[k].default))})"
+                        for k, v in given.items() if k in OPTIONS and k != "box_col"
+                        and v != recorded.get(k, OPTIONS[k].default))
+        return notes + [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"
+                        + (f", but with the statement's {own}" if own else "")]
 
     @property
     def active(self):

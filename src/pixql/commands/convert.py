@@ -30,7 +30,7 @@ def run(engine, statement):
     cluster = clusters.choose(engine, resolved, "CONVERT")
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
     embedder = engine.catalog.embedder(statement.model, device, resolved["weights"], resolved["precision"])
-    reader = regions.RegionReader(resolved)
+    reader = regions.RegionReader(resolved, model=True)
     notes = []
 
     def start(first):

@@ -69,7 +69,7 @@ def run(engine, statement):
         truth = [t for t in truth if t is not None]
     if not len(frame):
         raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
-    reader = regions.RegionReader(resolved)
+    reader = regions.RegionReader(resolved, model=True)
     messages += reader.follow_model(given, manifest.get("regions"), frame.columns, "EVALUATE", statement.model)
     if cluster is None:
         probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)
@@ -133,7 +133,7 @@ def _trained_on(engine, name, manifest, images):
 def _detector(engine, statement, resolved, given):
     from pixql.tasks.detection import truth
 
-    for name in ("mask_col", "padding", "labels", "precision", "runtime"):
+    for name in ("mask_col", "padding", "background", "labels", "precision", "runtime"):
         if name in given:
             raise OptionError(f"EVALUATE: OPTIONS ({name}=...) is for classifiers, not detectors", option=name)
     if resolved["output"] == "confusion":

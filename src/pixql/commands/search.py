@@ -77,7 +77,8 @@ def run(engine, statement):
             instead = f"; for that: {_INSTEAD[name].format(**resolved)}" if name in _INSTEAD else ""
             raise OptionError(f"SEARCH IMAGE: option '{name}' is for search_by=" + " or ".join(map(repr, searches))
                               + f", not search_by='{by}'{instead}", option=name)
-    regions.RegionReader(resolved)  # its options checked whichever way the rows are read
+    # its options checked whichever way the rows are read (a model trained on regions names the box column)
+    regions.RegionReader(resolved, model=trained_regions(engine, statement.model) is not None)
     if given.get("box_col") is not None and resolved["emb_col"] is not None:
         raise OptionError("SEARCH IMAGE: emb_col names stored embeddings and box_col asks for the regions' own: "
                           "give one (CONVERT ... OPTIONS (box_col=...) stores the regions' embeddings)",
@@ -152,7 +153,7 @@ def _query_image(embedder, resolved):
 def _region_reader(engine, statement, resolved, given, columns):
     """(a RegionReader for the rows, notes): the statement's own box_col, else the regions the model
     was trained on where the rows have them, as its CONVERT and PREDICT read them."""
-    reader = regions.RegionReader(resolved)
+    reader = regions.RegionReader(resolved, model=True)
     return reader, reader.follow_model(given, trained_regions(engine, statement.model), columns, "SEARCH IMAGE",
                                        statement.model)
 

@@ -149,6 +149,21 @@ def _uneven(keyword, labels, held=0):
             "more photos of the small classes help, and EVALUATE's recall per class shows it"]
 
 
+def _same_cut(statement, given, recorded):
+    """A linear FIT refits its head on the embeddings of the source model's rows too, whose regions
+    were cut with the recorded padding and background: the query's are cut the same way, or one
+    head would learn two cuts and its record name one."""
+    if not recorded:
+        return
+    for name in regions.CROP_OPTIONS:
+        trained = recorded.get(name, regions.OPTIONS[name].default)
+        if name in given and given[name] != trained:
+            raise OptionError(f"{statement.keyword}: '{statement.source_model}' is a linear model whose regions were "
+                              f"cut with {name}={opt.sql_text(trained)}, and its head is refitted on those rows' "
+                              f"embeddings too, so the query's regions are cut the same way: leave {name} out, or "
+                              f"BUILD MODEL a model with {name}={opt.sql_text(given[name])}", option=name)
+
+
 def _classes_left_out(statement, labels, classes):
     """FIT MODEL of a network it trains (top, finetune) on rows of some of its classes only: it
     learns to answer those, and forgets the others (a linear model refits on its earlier rows too).
@@ -255,12 +270,14 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
     if len(rows) == 0:
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
-    reader = regions.RegionReader(resolved)
+    reader = regions.RegionReader(resolved, model=init is not None)
     followed = []  # FIT MODEL reads regions as its source model was trained on them, unless told
     if init is not None:
         followed = reader.follow_model(given, init[0].get("regions"), rows.columns, statement.keyword,
                                        statement.source_model)
         resolved.update({k: v for k, v in reader.resolved.items() if k in regions.OPTIONS})
+        if init[0].get("train_mode") == "linear":
+            _same_cut(statement, given, init[0].get("regions"))
     paths, labels, image_col, label_col, null_labels, no_path = labelled_rows(
         rows, resolved, task, "the query", classes, reader,
         whose=(f"the classes of '{statement.source_model}'" if init is not None else None,

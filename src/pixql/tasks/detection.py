@@ -79,7 +79,7 @@ class Detection:
                 labels.append(classes[int(cls)])
                 scores.append(round(float(score), 4))
                 boxes.append(box_struct(box))
-        out = frame.iloc[positions].copy()
+        out = frame.iloc[positions].reset_index(drop=True)  # new rows, numbered as a relation's df() numbers them
         out["label"] = pd.Series(labels, index=out.index, dtype=object)
         out["score"] = pd.Series(scores, index=out.index, dtype="float64")
         out["box"] = pd.Series(boxes, index=out.index, dtype=object)
