@@ -306,23 +306,33 @@ def test_finetune_on_two_ray_workers(ray_cluster, photos, capsys):
 
 def test_a_cluster_that_stops_answering_mid_finetune_is_a_cluster_error(ray_cluster, photos, monkeypatch):
     """The cluster stopped mid fine-tune: Ray's ActorUnavailableError came out as a traceback (a
-    QA pass). The driver's poll of the training's progress is what finds it; Ray's own error
-    class stands in for a stopped head here."""
+    QA pass). The driver's poll of the training's progress is what finds it, asking whether the
+    head still takes connections: a progress late while it does (a busy node slow to start the
+    tracker) is waited for. Ray's own timeout stands in for the silence, and the head is told
+    gone after a few of them."""
     import threading
 
+    from pixql import cluster
+    from pixql.ml.strategy import POLL_SECONDS
+
     real_get = ray_cluster.get
+    late = []
 
     def get(refs, *args, **kwargs):  # the driver's progress poll (not Ray Train's own calls in its thread)
-        if kwargs.get("timeout") == 30 and threading.current_thread() is threading.main_thread():
+        if kwargs.get("timeout") == POLL_SECONDS and threading.current_thread() is threading.main_thread():
+            late.append(1)
             raise ray_cluster.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
         return real_get(refs, *args, **kwargs)
 
     monkeypatch.setattr(ray_cluster, "get", get)
+    monkeypatch.setattr(cluster.Cluster, "answers", lambda self: len(late) < 4)
     with pytest.raises(ClusterError, match=r"BUILD MODEL \(line 1\): training on the Ray cluster stopped: the Ray "
-                                           r"cluster stopped answering \(Get timed out.*\); no model was saved"):
+                                           r"cluster stopped answering \(its head takes no connection, and no "
+                                           rf"progress came for {POLL_SECONDS} s\); no model was saved"):
         photos.sql("BUILD MODEL stopped OPTIONS (train_mode='finetune', epochs=1, batch_size=8, image_size=64, "
                    f"{ON_CLUSTER}) AS SELECT * FROM photos")
     monkeypatch.setattr(ray_cluster, "get", real_get)
+    assert len(late) == 4  # the three while the head took connections were waited out
     assert not photos.engine.store.exists("stopped")
     # its workers, told by the tracker's end, stop: nothing of it goes on beside the next test
     deadline = time.monotonic() + 150

@@ -374,6 +374,18 @@ class Cluster:
     def __init__(self, address, workers, gpus_per_worker):
         self.address, self.workers, self.gpus_per_worker = address, workers, gpus_per_worker
 
+    def answers(self):
+        """Whether the cluster's head still takes connections (a Ray this process started: yes).
+        Slow news from an actor is not a lost cluster: a busy node may take long to start one."""
+        address = _connected.get("address")
+        if not address or not _ADDRESS.match(address):
+            return True
+        try:
+            _answers(address, handshake=False)  # (as the watch asks: a busy head may be slow to answer)
+        except OSError:
+            return False
+        return True
+
     @classmethod
     def connect(cls, address, workers=None, gpus_per_worker=None, keyword="statement"):
         ray = connect(address)

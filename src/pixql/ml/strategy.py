@@ -244,15 +244,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+POLL_SECONDS = 30  # the longest wait for the training's progress before asking whether the cluster is there
+
+
 class RayTrain:
     """Fine-tuning on `workers` Ray Train workers (TorchTrainer: DDP, gloo on CPUs, NCCL on
     GPUs); linear mode's embeddings with Ray Data (`forward`, ml.ray_workers). The caller has
     connected to the cluster already (pixql.cluster)."""
     name = "ray"
 
-    def __init__(self, workers, gpus_per_worker=0, cpus_per_worker=1, where="the Ray cluster"):
+    def __init__(self, workers, gpus_per_worker=0, cpus_per_worker=1, where="the Ray cluster", answers=lambda: True):
         self.workers, self.gpus_per_worker, self.cpus_per_worker = int(workers), gpus_per_worker, cpus_per_worker
         self.where = where
+        self.answers = answers  # () -> whether the cluster's head still takes connections
 
     # -- fine-tuning: Ray Train
     def finetune(self, run, lr):
@@ -291,7 +295,14 @@ class RayTrain:
             thread.start()
             while thread.is_alive():
                 thread.join(0.25)
-                epoch, images, started, postfix = ray.get(tracker.progress.remote(), timeout=30)
+                try:
+                    epoch, images, started, postfix = ray.get(tracker.progress.remote(), timeout=POLL_SECONDS)
+                except ray.exceptions.GetTimeoutError:
+                    if self.answers():  # (a busy node slow to start the tracker: not a lost cluster)
+                        continue
+                    raise ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering (its "
+                                       f"head takes no connection, and no progress came for {POLL_SECONDS} s); "
+                                       "no model was saved") from None
                 if started > starting.n:
                     starting.update(started - starting.n)
                 if epoch != shown[0]:
@@ -310,7 +321,7 @@ class RayTrain:
             tracker.cancel.remote()  # the workers stop at their next step; nothing is saved
             thread.join(STOP_WAIT_SECONDS)
             raise
-        except ray.exceptions.RayError as exc:  # the tracker's node gone (the cluster stopped), or 30 s silent
+        except ray.exceptions.RayError as exc:  # the tracker's node gone (the cluster stopped)
             raise ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering "
                                f"({_last_line(exc)}); no model was saved") from exc
         finally:
@@ -468,7 +479,7 @@ def choose(workers=None, device="auto", cluster=None):
     Processes when `workers` > 1 names this machine's GPUs; else Local."""
     if cluster is not None:
         where = "the Ray cluster" if cluster.address in (None, "auto") else f"the Ray cluster at {cluster.address}"
-        return RayTrain(cluster.workers, cluster.gpus_per_worker, cluster.cpus_per_worker, where)
+        return RayTrain(cluster.workers, cluster.gpus_per_worker, cluster.cpus_per_worker, where, cluster.answers)
     if workers is None or workers == 1:
         return Local()
     from pixql.ml.runtime import resolve_device
