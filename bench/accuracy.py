@@ -69,7 +69,9 @@ def run(args):
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="pixql-accuracy-") as tmp:
-        con = pixql.connect(os.path.join(tmp, "accuracy.duckdb"), progress=args.progress)
+        # the models in tmp, not the user's $PIXQL_HOME (where a model may have one of these names)
+        con = pixql.connect(os.path.join(tmp, "accuracy.duckdb"), model_store=os.path.join(tmp, "models"),
+                            progress=args.progress)
 
         def sql(text):
             print(f"  pixql> {text};", flush=True)

@@ -49,6 +49,9 @@ def main():
     ap.add_argument("--only", nargs="*", default=list(SETS))
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    for name, folder, csvs, _, _ in TASKS:  # every set's CSV, before any work
+        if name in args.only and not os.path.isfile(os.path.join(args.data, folder, csvs["train"])):
+            sys.exit(f"no {folder}/{csvs['train']} under {args.data} (set --data or PIXQL_DATA)")
     # Bytecode for pixql's modules, as an installed package has it: where PYTHONDONTWRITEBYTECODE
     # is set (as on this project's machines) every fresh process would compile them (~0.2 s).
     import compileall
@@ -63,6 +66,7 @@ def main():
             label_col = SETS[name]
             cache = os.path.join(tmp, f"cache-{name}")
             env = dict(os.environ, PIXQL_CACHE=cache)
+            env.pop("PIXQL_HOME", None)  # the models in <db>.models, in tmp: overwrite=true never replaces the user's
             db = os.path.join(tmp, f"{name}.duckdb")
             pixql(db, f"COPY t FROM '{os.path.join(args.data, folder, csvs['train'])}'", env)
             build = (f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (image_col='{image_col}', "

@@ -68,6 +68,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         cache = os.path.join(tmp, "cache")
         env = dict(os.environ, PIXQL_CACHE=cache)
+        env.pop("PIXQL_HOME", None)  # the models in <db>.models, in tmp: overwrite=true never replaces the user's
         db = os.path.join(tmp, "cats.duckdb")
         build = ("BUILD MODEL b USING EfficientNet_Lite0 OPTIONS (image_col='image', label_col='label', "
                  "train_mode='linear', overwrite=true) AS SELECT * FROM t")

@@ -122,7 +122,7 @@ def attribute_scores(db, frame, how):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
     parser.add_argument("--train", type=int, default=200, help="train canvases")
     parser.add_argument("--test", type=int, default=60, help="test canvases")
@@ -138,9 +138,15 @@ def main(argv=None):
         sys.exit(f"no fashion_products_sample under {args.data} (set --data or PIXQL_DATA)")
     import pixql
 
-    frames = {split: canvases(args.data, args.out, split, n) for split, n in (("train", args.train),
-                                                                             ("test", args.test))}
-    db = pixql.connect(f"{args.out}/bench.duckdb", progress=args.progress)  # models kept for a look afterwards
+    try:
+        frames = {split: canvases(args.data, args.out, split, n) for split, n in (("train", args.train),
+                                                                                 ("test", args.test))}
+    except FileNotFoundError as exc:  # --out's canvases are of other counts, and no photos to make these
+        sys.exit(str(exc))
+    # models kept for a look afterwards, beside the database (where `pixql --db` looks without $PIXQL_HOME):
+    # BUILD's overwrite=true never replaces a model of the user's
+    db = pixql.connect(f"{args.out}/bench.duckdb", model_store=f"{args.out}/bench.duckdb.models",
+                       progress=args.progress)
     for split, frame in frames.items():
         load(db, split, frame)
     print(f"## Detection: {len(frames['train'])} train / {len(frames['test'])} test boxes on {args.train} / "

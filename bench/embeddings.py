@@ -105,7 +105,7 @@ def retrieval(db, folder, model, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
     parser.add_argument("--photos", type=int, default=400)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -127,7 +127,8 @@ def main(argv=None):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     frame = pd.concat([_paths(folder, "product_image_test.csv"), _paths(folder, "product_image_holdout.csv"),
                        _paths(folder, "product_image_train.csv")]).head(args.photos)
-    db = pixql.connect(progress=False)
+    models = tempfile.TemporaryDirectory(prefix="pixql-bench-models-")  # not the user's $PIXQL_HOME
+    db = pixql.connect(model_store=models.name, progress=False)
     print(f"## CONVERT throughput: {len(frame)} fashion photos, {device}\n")
     print("| run | seconds | images/s |")
     print("| --- | ---: | ---: |")

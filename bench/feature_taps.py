@@ -16,6 +16,7 @@ of --splits; the last column sums the photos right over those splits.
 import argparse
 import csv
 import os
+import sys
 import time
 
 import numpy as np
@@ -104,6 +105,11 @@ def main():
     ap.add_argument("--pooling", action="store_true", help="compare poolings of the last feature map instead")
     ap.add_argument("--splits", nargs="+", default=["test"], choices=["test", "validation"])
     args = ap.parse_args()
+    for name in args.only:  # every set's CSVs, before any work
+        folder, csvs = SETS[name][:2]
+        for split in ("train", *args.splits):
+            if not os.path.isfile(os.path.join(args.data, folder, csvs[split])):
+                sys.exit(f"no {folder}/{csvs[split]} under {args.data} (set --data)")
     model, _, pre, _ = create_backbone("EfficientNet_Lite0", 1000, image_size=args.image_size)
     model.eval()
     transform, precision = eval_transform(pre), resolve_precision("auto", resolve_device("cpu"))

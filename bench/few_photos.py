@@ -17,6 +17,7 @@ log-likelihood of the true label (its `prob_<label>`; probabilities under 1e-12 
 
 import argparse
 import os
+import sys
 import tempfile
 from collections import defaultdict
 
@@ -30,7 +31,7 @@ SETS = {  # folder, training CSV, test CSV (columns image, label)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     ap.add_argument("--data", required=True)
     ap.add_argument("--set", choices=sorted(SETS), default="cats")
     ap.add_argument("--per-class", type=int, nargs="+", default=[3, 10, 15])
@@ -43,9 +44,13 @@ def main():
 
     name, train_csv, test_csv = SETS[args.set]
     folder = os.path.join(args.data, name)
+    for csv in (train_csv, test_csv):  # before any work
+        if not os.path.isfile(os.path.join(folder, csv)):
+            sys.exit(f"no {name}/{csv} under {args.data} (set --data)")
     work = tempfile.mkdtemp(prefix="pixql-few-")
     os.environ.setdefault("PIXQL_CACHE", os.path.join(work, "cache"))
-    db = pixql.connect(os.path.join(work, "few.duckdb"), progress=False)
+    # the models in the work folder: BUILD's overwrite=true never replaces one of the user's ($PIXQL_HOME)
+    db = pixql.connect(os.path.join(work, "few.duckdb"), model_store=os.path.join(work, "models"), progress=False)
     db.sql(f"COPY tr FROM '{folder}/{train_csv}'")
     db.sql(f"COPY te FROM '{folder}/{test_csv}'")
     tested = db.sql("SELECT count(*) FROM te").fetchone()[0]

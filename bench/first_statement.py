@@ -22,14 +22,14 @@ from run import _find_csvs, _subset  # noqa: E402  (the same subsets as bench/ru
 
 def subset_db(data, work, rows):
     """(a pixql connection in `work` whose tables t and s hold `rows` training and test rows of
-    DIR's cats and dogs, its cache in `work` too; the training CSV's path)."""
+    DIR's cats and dogs, its cache and models in `work` too; the training CSV's path)."""
     import pixql
 
     train_csv, test_csv = _find_csvs(data)
     os.environ["PIXQL_CACHE"] = os.path.join(work, "cache")
     _subset(train_csv, f"{work}/train.csv", rows, 0)
     _subset(test_csv, f"{work}/test.csv", rows, 1)
-    db = pixql.connect(f"{work}/bench.duckdb", progress=False)
+    db = pixql.connect(f"{work}/bench.duckdb", model_store=f"{work}/models", progress=False)  # not $PIXQL_HOME's
     db.sql(f"COPY t OPTIONS (overwrite=True) FROM '{work}/train.csv'")
     db.sql(f"COPY s OPTIONS (overwrite=True) FROM '{work}/test.csv'")
     return db, train_csv

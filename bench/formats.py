@@ -111,6 +111,8 @@ def main():
     import torch
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # (torch's own error is a traceback)
+        sys.exit("no CUDA device here: run with --device cpu, or on a GPU machine")
     benchmarks = (False, True) if device.type == "cuda" and args.cudnn_benchmark == "both" else (False,)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"{name}, torch {torch.__version__}; train batch {args.train_batch}, inference batch {args.batch}; "

@@ -42,7 +42,20 @@ for split, n in (('train', 200), ('test', 60)):
     du -sh .gpu_detection
     exit 0
 fi
+# The GPU machine's runs need the wheels --prepare* left here, and a GPU: one clear line where
+# either is missing, before pip's or torch's own errors. $1: the folder, $2: the step that fills it.
+need() {
+    if ! compgen -G "$1/whl/*.whl" > /dev/null; then
+        echo "no wheels in $1/whl: run \`bash bench/gpu_check.sh $2 DATASETS\` here first (see this script's header)" >&2
+        exit 1
+    fi
+    if ! grep -q '^GPU' <<< "$(nvidia-smi -L 2> /dev/null || true)"; then
+        echo "no NVIDIA GPU here (nvidia-smi is absent or lists none): run this on the lent GPU machine" >&2
+        exit 1
+    fi
+}
 if [ "${1:-}" = "detection" ]; then
+    need .gpu_detection --prepare-detection
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_detection/whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -74,6 +87,7 @@ fi
 
 # On the GPU machine. Each stage is bounded and a failing one does not stop the next: a lent
 # machine's minutes are few. LOG (default: $OUT/gpu_check.log where the device tool sets OUT) keeps it all.
+need "$GPU" --prepare
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$GPU"/whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 PIXQL_DATA=$PWD/$GPU/data
 LOG=${LOG:-${OUT:-/tmp}/gpu_check.log}

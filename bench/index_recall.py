@@ -23,7 +23,7 @@ import numpy as np
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
     parser.add_argument("--queries", type=int, default=15)
     args = parser.parse_args()
@@ -34,7 +34,8 @@ def main():
 
     cats = os.path.join(data, "cats_and_dogs_filtered_200px")
     flowers = os.path.join(data, "flowers5_128px")
-    with tempfile.TemporaryDirectory() as tmp, pixql.connect(os.path.join(tmp, "b.duckdb"), progress=False) as db:
+    with tempfile.TemporaryDirectory() as tmp, pixql.connect(os.path.join(tmp, "b.duckdb"), progress=False,
+                                                              model_store=os.path.join(tmp, "models")) as db:
         t0 = time.perf_counter()
         for n, csv in enumerate(["cat_and_dog_train.csv", "cat_and_dog_test.csv", "cat_and_dog_holdout.csv"]):
             db.sql(f"COPY c{n} FROM '{os.path.join(cats, csv)}'")

@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from onnx_runtime import network_only  # noqa: E402
-from prepare_threads import SETS, alternated, cell, rows  # noqa: E402
+from prepare_threads import SETS, alternated, cell, check, rows  # noqa: E402
 
 
 def main():
@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: ONNX Runtime in fp32 (what runtime='auto' picks on a CPU without native bf16)")
     args = ap.parse_args()
+    check(args.data)  # before any work
     from pixql.allocator import keep_freed_memory
 
     keep_freed_memory()  # as in a process that runs pixql statements (the engine's first does this)
@@ -150,7 +151,7 @@ def segmentation(args, lanes):
         width, height = Image.open(path).size
         boxes.append([width // 8, height // 8, width - width // 8, height - height // 8])
     work = tempfile.mkdtemp()
-    db = pixql.connect(progress=False)
+    db = pixql.connect(model_store=os.path.join(work, "models"), progress=False)  # not the user's $PIXQL_HOME
     db.duckdb.register("f", pd.DataFrame({"image": paths, "box": boxes}))
     db.sql("CREATE TABLE items AS SELECT * FROM f")
     ways = {"one stream": lambda *a: 1, "lanes": lanes_module.lane_count}  # (SEGMENT imports it at each run)

@@ -56,7 +56,8 @@ def captured_inputs(data, name, folder, splits, image_col, label_col):
     head.choose_l2 = keep
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            db = pixql.connect(os.path.join(tmp, "b.duckdb"), progress=False)
+            # the model in tmp, not the user's $PIXQL_HOME (where an `m` may already be)
+            db = pixql.connect(os.path.join(tmp, "b.duckdb"), model_store=os.path.join(tmp, "models"), progress=False)
             db.sql(f"COPY t FROM '{os.path.join(data, folder, splits['train'])}'")
             db.sql(f"BUILD MODEL m USING EfficientNet_Lite0 OPTIONS (image_col='{image_col}', "
                    f"label_col='{label_col}', train_mode='linear') AS SELECT * FROM t")
@@ -72,6 +73,9 @@ def main():
     parser.add_argument("--only", nargs="*", default=["cats", "fashion", "clothing", "flowers"])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    for name, folder, splits, _, _ in TASKS:  # every set's CSV, before any work
+        if name in args.only and not os.path.isfile(os.path.join(args.data, folder, splits["train"])):
+            sys.exit(f"no {folder}/{splits['train']} under {args.data} (set --data or PIXQL_DATA)")
     from pixql.ml.linear_head import choose_l2
 
     print("| set, label | classes | rows | search: penalty, s, fits | whole grid: penalty, s, fits | same | "

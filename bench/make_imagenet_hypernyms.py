@@ -42,8 +42,14 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "pixql" / "data" / "imagenet
 
 def read_wordnet(src: Path) -> tuple[str, str]:
     """(data.noun text, LICENSE text) from a WordNet 3.0 dict folder or a .tar.gz holding one."""
+    wanted = "WORDNET: WordNet 3.0's dict folder, or a .tar.gz holding one"
     if src.is_dir():
-        return ((src / "data.noun").read_text("utf-8"), (src / "LICENSE").read_text("utf-8"))
+        try:
+            return ((src / "data.noun").read_text("utf-8"), (src / "LICENSE").read_text("utf-8"))
+        except FileNotFoundError as exc:
+            raise SystemExit(f"{exc.filename}: not found ({wanted})") from None
+    if not src.is_file():
+        raise SystemExit(f"{src}: not found ({wanted})")
     with tarfile.open(src) as tar:
         members = {m.name: m for m in tar.getmembers() if m.isfile()}
         noun = [n for n in members if n.endswith("wordnet-3.0/data.noun")]

@@ -82,7 +82,7 @@ def measure(db, set_name, data, photos, model, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--model", default="imagenet_classifier")
@@ -93,7 +93,8 @@ def main(argv=None):
         sys.exit(f"no photo datasets at {args.data} (set --data or PIXQL_DATA)")
     import pixql
 
-    db = pixql.connect(progress=False)
+    models = tempfile.TemporaryDirectory(prefix="pixql-bench-models-")  # not the user's $PIXQL_HOME
+    db = pixql.connect(model_store=models.name, progress=False)
     print(f"## Near-duplicates: planted copies among real photos ({args.model})\n")
     print("| photo set | rows | threshold | copies found | resized | JPEG q=40 | mirrored | false pairs |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -50,7 +50,7 @@ def network_only(classifier, batch, seconds=10.0, lanes=1):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
     parser.add_argument("--train", type=int, default=200)
     parser.add_argument("--test", type=int, default=1000)
@@ -65,7 +65,7 @@ def main(argv=None):
     import pixql
 
     with tempfile.TemporaryDirectory() as tmp:
-        db = pixql.connect(f"{tmp}/bench.duckdb", progress=False)
+        db = pixql.connect(f"{tmp}/bench.duckdb", model_store=f"{tmp}/models", progress=False)  # not $PIXQL_HOME's
         for name, csv, n in (("train", "cat_and_dog_train.csv", args.train), ("test", "cat_and_dog_holdout.csv",
                                                                               args.test)):
             frame = pd.read_csv(folder / csv).groupby("label").head(n // 2)

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_threads import SETS, cell  # noqa: E402
+from prepare_threads import SETS, cell, check  # noqa: E402
 
 WAYS = {"fixed thresholds (pixql)": {}, "glibc's own (PIXQL_MALLOC=system)": {"PIXQL_MALLOC": "system"}}
 
@@ -107,11 +107,13 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    check(args.data, [*SETS.values(), ("cats_and_dogs_filtered_200px", "cat_and_dog_train.csv")])  # before any work
     runs = {way: [] for way in WAYS}
     for _ in range(args.rounds):
         for way, env in WAYS.items():
             environ = {k: v for k, v in os.environ.items()  # the way alone decides
                        if not k.startswith("MALLOC_") and k not in ("PIXQL_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")}
+            environ.pop("PIXQL_HOME", None)  # the worker's models in a temporary store, never the user's
             with tempfile.TemporaryDirectory() as cache:  # each process embeds anew
                 done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], capture_output=True,
                                       text=True, env={**environ, **env, "PIXQL_CACHE": cache}, timeout=3600)

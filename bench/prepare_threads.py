@@ -16,6 +16,7 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import time
 
 SETS = {"cats and dogs (200x200)": ("cats_and_dogs_filtered_200px", "cat_and_dog_holdout.csv"),
@@ -46,6 +47,13 @@ def alternated(classifier, photos, ways, rounds, after_round=None):
     return speed, outputs
 
 
+def check(data, sets=SETS.values()):
+    """Exits with one line where a set's CSV is not under `data`."""
+    for folder, name in sets:
+        if not os.path.isfile(os.path.join(data, folder, name)):
+            sys.exit(f"no {folder}/{name} under {data} (set --data)")
+
+
 def cell(values):
     """A measure's median, then each round's: '171.3 (171 / 169 / 177)'."""
     return f"{statistics.median(values):.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
@@ -57,6 +65,7 @@ def main():
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
+    check(args.data)  # before any work
     from pixql.allocator import keep_freed_memory
 
     keep_freed_memory()  # as in a process that runs pixql statements (the engine's first does this)

@@ -30,6 +30,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 
@@ -56,7 +57,8 @@ def main(argv=None):
     import pixql
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    db = pixql.connect(progress=False)
+    models = tempfile.TemporaryDirectory(prefix="pixql-bench-models-")  # not the user's $PIXQL_HOME
+    db = pixql.connect(model_store=models.name, progress=False)
     if args.finetune:
         return finetune(db, folder, args.seeds)
     db.sql(f"COPY all_photos FROM '{csv}'")

@@ -12,6 +12,7 @@ logistic head) built with pixql's own statements.
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def attributes(db):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
     parser.add_argument("--data", default=os.environ.get("PIXQL_DATA", "../shared/datasets"))
     parser.add_argument("--train", type=int, default=150, help="train canvases")
     parser.add_argument("--test", type=int, default=70, help="test canvases")
@@ -94,7 +95,8 @@ def main(argv=None):
                                background_set="flowers5_128px")
         plain["background"] = None
         frames[split] = pd.concat([plain, photo], ignore_index=True)
-    db = pixql.connect(":memory:", progress=False)
+    models = tempfile.TemporaryDirectory(prefix="pixql-bench-models-")  # not the user's $PIXQL_HOME
+    db = pixql.connect(":memory:", model_store=models.name, progress=False)
     for split, frame in frames.items():
         load(db, split, frame)
     print(f"## Regions: {len(frames['train'])} train / {len(frames['test'])} test regions on "

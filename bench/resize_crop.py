@@ -33,6 +33,10 @@ def main():
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
+    found = {name: sorted(glob.glob(os.path.join(args.data, pattern)))[:args.images] for name, pattern in SETS.items()}
+    for name, pattern in SETS.items():  # every set, before the classifier loads
+        if not found[name]:
+            sys.exit(f"no {pattern} under {args.data} (set --data or PIXQL_DATA)")
 
     import numpy as np
     from PIL import Image
@@ -54,11 +58,7 @@ def main():
           "PREDICT images/s, timm / pixql | speed-up | probability difference max, top class changed | "
           "bf16 vs fp32 (timm): max, changed |")
     print("|---|---|---|---|---|---:|---|---|")
-    for name, pattern in SETS.items():
-        paths = sorted(glob.glob(os.path.join(args.data, pattern)))[:args.images]
-        if not paths:
-            print(f"| {name} | not found under {args.data} | | | | | | |")
-            continue
+    for name, paths in found.items():
         images = [Image.open(p).convert("RGB") for p in paths]
         shapes = sorted({im.size for im in images}, key=lambda s: -sum(1 for im in images if im.size == s))
         diffs = [np.abs(np.asarray(geometry["timm"](im)).astype(int) - _pixels(geometry["pixql"](im))) for im in images]

@@ -138,7 +138,9 @@ class PeakMemory:
 def _pixql_connect(work):
     import pixql
 
-    db = pixql.connect(os.path.join(work, "pixql.duckdb"), progress=False)
+    # the models in work, shared by the worker processes: BUILD's overwrite=True never replaces a
+    # model of the user's $PIXQL_HOME
+    db = pixql.connect(os.path.join(work, "pixql.duckdb"), model_store=os.path.join(work, "models"), progress=False)
     return db
 
 
@@ -635,9 +637,12 @@ def _table(r, args):
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in rows]
-    out += ["", "| expert variant | images/s | wall s | accuracy % |", "|---|---|---|---|"]
-    out += [f"| {task} | {m['images_per_s']:.1f} | {m['seconds']:.1f} | "
-            f"{_fmt(m.get('accuracy') and 100 * m['accuracy'])} |" for task, m in r["expert"].items()]
+    if r["expert"]:
+        out += ["", "| expert variant | images/s | wall s | accuracy % |", "|---|---|---|---|"]
+        out += [f"| {task} | {m['images_per_s']:.1f} | {m['seconds']:.1f} | "
+                f"{_fmt(m.get('accuracy') and 100 * m['accuracy'])} |" for task, m in r["expert"].items()]
+    else:  # --no-expert: no variant ran
+        out += ["", "(the expert script was skipped: --no-expert)"]
     if r.get("rounds"):
         rounds = r["rounds"]
         p, e = statistics.median(rounds["pixql"]), statistics.median(rounds["expert"])
