@@ -804,6 +804,26 @@ def test_a_table_name_in_an_option_is_a_name_never_sql(colors_db):
     assert len(pairs) >= 4
 
 
+def test_a_qualifier_in_another_case_names_the_same_table(colors_db, tmp_path, color_csv):
+    """DuckDB's identifiers are case-insensitive, its schemas and databases too: `S.photos` is
+    s.photos. pixql looked them up case-sensitively, and COPY OPTIONS (if_exists='fail') then
+    replaced the table (a QA pass), CREATE TABLE IF NOT EXISTS ran its PREDICT anyway."""
+    db = colors_db
+    db.sql(f"ATTACH '{tmp_path / 'shop.duckdb'}' AS Shop; CREATE SCHEMA s")
+    for table in ("s.kept", "shop.kept", "main.kept"):
+        db.sql(f"CREATE TABLE {table} AS SELECT 'keep me' AS image, 'red' AS label")
+        written = table.split(".")[0].upper() + ".kept"
+        with pytest.raises(CatalogError, match=rf"table {written} already exists; use OPTIONS \(overwrite=true\)"):
+            db.sql(f"COPY {written} OPTIONS (if_exists='fail') FROM '{color_csv}'")
+        db.sql(f"COPY {written} OPTIONS (if_exists='append') FROM '{color_csv}'")
+        assert db.sql(f"SELECT count(*), count(*) FILTER (WHERE image = 'keep me') FROM {table}").fetchone() == (25, 1)
+        kept = db.sql(f"CREATE TABLE IF NOT EXISTS {written} AS PREDICT USING cm AS SELECT * FROM colors")
+        assert kept.messages == [f"CREATE TABLE IF NOT EXISTS: {written} exists and was kept; nothing was run"]
+        with pytest.raises(SqlError, match=f"table {written} already exists: CREATE OR REPLACE TABLE replaces it"):
+            db.sql(f"CREATE TABLE {written} AS PREDICT USING cm AS SELECT * FROM colors")
+        assert db.sql(f"SELECT count(*) FROM {table}").fetchone() == (25,)
+
+
 def sql_literal(text):
     return "'" + text.replace("'", "''") + "'"
 

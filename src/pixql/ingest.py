@@ -95,12 +95,14 @@ def table_kind(con, table, where_created=False):
     place, params = "", []
     if where_created and len(where) == 1:
         # DuckDB's rule for `x.t`: schema x of the current database, else database x's main schema
-        place = (" AND ((database_name = current_database() AND schema_name = ?)"
-                 " OR (database_name = ? AND schema_name = 'main'))")
+        # (names compared as DuckDB compares identifiers: `S.t` is schema s's t)
+        place = (" AND ((database_name = current_database() AND lower(schema_name) = lower(?))"
+                 " OR (lower(database_name) = lower(?) AND schema_name = 'main'))")
         params = [where[0], where[0]]
     elif where_created:
         database, schema = ([None] * (2 - len(where)) + where)[-2:]
-        place = " AND database_name = coalesce(?, current_database()) AND schema_name = coalesce(?, current_schema())"
+        place = (" AND lower(database_name) = lower(coalesce(?, current_database()))"
+                 " AND lower(schema_name) = lower(coalesce(?, current_schema()))")
         params = [database, schema]
     return con.execute(
         "SELECT min(kind) FROM (SELECT 'table' AS kind, database_name, schema_name, table_name AS name "

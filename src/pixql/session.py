@@ -719,8 +719,8 @@ class Session:
     # -- DuckDB's memory ----------------------------------------------------------------------
     def is_file_database(self, database=None):
         """Whether `database` (default: the current one) is stored in a file, not in memory."""
-        rows = self.duckdb.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
-                                   "coalesce(?, current_database())", [database]).fetchall()
+        rows = self.duckdb.execute("SELECT path FROM duckdb_databases() WHERE lower(database_name) = "
+                                   "lower(coalesce(?, current_database()))", [database]).fetchall()
         return bool(rows and rows[0][0] and rows[0][0] != ":memory:")
 
     def memory_used(self):

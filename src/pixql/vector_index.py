@@ -60,8 +60,9 @@ def fingerprint(con, table, column):
     qt, qc = table.sql, _quote(column)
     count, top = con.execute(f"SELECT count(*), max(rowid) FROM {qt}").fetchall()[0]
     # the table's own id: CREATE OR REPLACE of as many rows, same rowids, changes it (the sample may not)
-    oid = con.execute("SELECT table_oid FROM duckdb_tables() WHERE database_name = coalesce(?, current_database()) "
-                      "AND schema_name = coalesce(?, current_schema()) AND lower(table_name) = lower(?)",
+    oid = con.execute("SELECT table_oid FROM duckdb_tables() WHERE lower(database_name) = "
+                      "lower(coalesce(?, current_database())) AND lower(schema_name) = "
+                      "lower(coalesce(?, current_schema())) AND lower(table_name) = lower(?)",
                       [table.database, table.schema, table.name]).fetchall()
     ids = sorted({int(round(i)) for i in np.linspace(0, top or 0, _SAMPLE)}) if count else []
     sample = con.execute(f"SELECT rowid, hash({qc}) FROM {qt} WHERE rowid IN (SELECT unnest(?::BIGINT[])) "
