@@ -13,7 +13,7 @@ from pixql import vector_index
 from pixql.errors import SqlError
 from pixql.ingest import quote_ident
 from pixql.result import Result
-from pixql.sql import keeps_sql, macro_made
+from pixql.sql import keeps_sql, macro_made, nested_statements
 from pixql.sql import statements as st
 
 # What a statement that returns no rows of its own answers in DuckDB: its change count or 'Success'.
@@ -29,13 +29,15 @@ def run(engine, statement):
     import duckdb
 
     session = engine.session
+    # a view's, macro's or prepared statement's SQL is kept to run later, and a pixql statement's
+    # rows inside it would be computed now into a temporary name gone by then: refused before they are
+    what = keeps_sql(statement.sql)
+    if what and nested_statements(statement.sql, line=statement.line, col=statement.col):
+        raise SqlError(f"{what} cannot hold a pixql statement (its rows are computed once, when the statement "
+                       "runs); store them with CREATE TABLE ... AS and use that table instead; nothing was run")
     with session.nested(statement.sql, statement.line, statement.col) as (sql, nested):
         try:
             if nested:  # the pixql statements' rows go away with their views: compute now
-                what = keeps_sql(sql)  # its SQL kept to run later: the rows computed into a temporary
-                if what:  # name as the statement runs are gone by then
-                    raise SqlError(f"{what} cannot hold a pixql statement (its rows are computed once, when the "
-                                   "statement runs); store them with CREATE TABLE ... AS and use that table instead")
                 (parsed,) = session.duckdb.extract_statements(sql)
                 # COPY (EVALUATE ...) TO: DuckDB's count, shown as its own is; a query with params
                 # of its own (a relation takes none)
