@@ -111,6 +111,29 @@ def test_a_damaged_shard_is_dropped_with_a_warning_and_recomputed(tmp_path):
     assert shard not in os.listdir(cache.folder)
 
 
+def test_a_shard_damaged_in_place_is_dropped_and_recomputed_not_served(tmp_path):
+    """Bytes of a value changed, the file's size the same (a QA pass flipped sign bits): its
+    embeddings came back negated without a word. The shard's checksum tells."""
+    from safetensors import safe_open
+
+    paths = _files(tmp_path / "img", ["a", "bb"])
+    cache = ec.EmbeddingCache(str(tmp_path / "cache" / "k"))
+    ec.cached_forward(cache, paths, FakeBackbone())
+    [shard] = [os.path.join(cache.folder, n) for n in os.listdir(cache.folder)]
+    with safe_open(shard, framework="np") as f:
+        name = ec._stored_name(f)
+        stored = f.get_tensor(name)
+    data = bytearray(open(shard, "rb").read())
+    at = bytes(data).rindex(stored.tobytes())  # the values' bytes in the file
+    data[at + stored.itemsize - 1] ^= 0x80  # the first value's sign
+    open(shard, "wb").write(bytes(data))
+    backbone = FakeBackbone()
+    with pytest.warns(UserWarning, match="damaged embedding-cache file.*not those written"):
+        feats, _, _, hits = ec.cached_forward(cache, paths, backbone)
+    assert hits == 0 and backbone.asked == paths and feats[0].tolist() == [1.0, float(ord("a"))]
+    assert not os.path.exists(shard)
+
+
 def test_an_unwritable_cache_folder_costs_a_warning_not_the_result(tmp_path):
     paths = _files(tmp_path / "img", ["a", "bb"])
     blocker = tmp_path / "not-a-folder"

@@ -141,7 +141,11 @@ class EmbeddingCache:
                 if not found:
                     return {}
                 name = _stored_name(f)
-                embeddings = f.get_tensor(name)[found]  # only the rows wanted
+                stored = f.get_tensor(name)
+                written = (f.metadata() or {}).get(CHECKSUM)
+                if written is not None and written != _checksum(stored, digests):  # (bytes changed in place)
+                    raise ValueError("its values are not those written")
+                embeddings = stored[found]  # only the rows wanted
                 if name == "embeddings_bf16":  # bf16 values kept as their upper 16 bits (see _write)
                     embeddings = _from_bf16(embeddings)
         except FileNotFoundError:  # merged away by another process meanwhile
@@ -193,7 +197,8 @@ class EmbeddingCache:
 
         name = uuid.uuid4().hex
         tmp = os.path.join(self.folder, f".{name}.tmp")
-        save_file(dict(tensors, digests=digests), tmp)
+        (values,) = tensors.values()
+        save_file(dict(tensors, digests=digests), tmp, metadata={CHECKSUM: _checksum(values, digests)})
         os.replace(tmp, os.path.join(self.folder, f"{name}.safetensors"))
 
     def _merge(self, shards):
@@ -231,6 +236,18 @@ class EmbeddingCache:
             self._save({name: np.concatenate(values)}, np.concatenate(digests))
         for shard in merged:
             _remove(shard)
+
+
+# A shard's SHA-256 of its values and digests, in its metadata: a file damaged in place (its size
+# the same, which safetensors' own reading cannot tell) is dropped and recomputed, never served.
+# (Shards written before it have none, and are read as they are.)
+CHECKSUM = "pixql_sha256"
+
+
+def _checksum(values, digests):
+    h = hashlib.sha256(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
+    h.update(np.ascontiguousarray(digests).view(np.uint8).reshape(-1))
+    return h.hexdigest()
 
 
 def _stored_name(shard):
