@@ -99,6 +99,44 @@ def test_a_manifest_that_is_json_but_no_manifest_is_a_store_error(tmp_path, text
                                                     "and rebuild it"}]
 
 
+@pytest.mark.parametrize("key, value, why", [("classes", 5, "its classes is 5, not a list of text"),
+                                             ("classes", ["a", 2], 'its classes is \\["a", 2\\], not a list of text'),
+                                             ("network", "x", 'its network is "x", not an object')])
+def test_a_manifest_key_of_another_type_is_a_broken_model_not_a_traceback(tmp_path, key, value, why):
+    """A manifest edited by hand with `classes` a number hid every model from SHOW MODELS (its
+    len() a TypeError in the listing) and PREDICT of it was a traceback (a QA pass)."""
+    from pixql.catalog import MANIFEST_KEYS, MANIFEST_TYPES
+
+    store = ModelStore(tmp_path, required=MANIFEST_KEYS, types=MANIFEST_TYPES)
+    store.save("m", _state(), {"classes": ["a", "b"], "network": {"arch": "x"}})
+    store.save("kept", _state(), {"classes": ["a", "b"]})
+    path = tmp_path / "m" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(StoreError, match=f"model 'm': cannot read .*manifest.json: {why}; drop and rebuild"):
+        store.load("m")
+    listed = {m["name"]: m.get("broken") for m in store.list()}
+    assert listed["kept"] is None and listed["m"].startswith("manifest.json cannot be read (its ")
+    assert store.drop("m")
+
+
+def test_a_folder_under_a_built_ins_name_is_listed_broken(tmp_path):
+    store = ModelStore(tmp_path, also_named=("imagenet_classifier",))
+    store.save("real", _state(), {})
+    (tmp_path / "real").rename(tmp_path / "imagenet_classifier")  # (copied by hand)
+    [listed] = store.list()
+    assert listed["name"] == "imagenet_classifier" and "the name of a built-in model" in listed["broken"]
+
+
+def test_a_missing_model_of_a_store_with_no_folder_says_where_models_are_kept(tmp_path):
+    """A database file moved without its `.models` folder: "does not exist" alone did not say why."""
+    with pytest.raises(CatalogError, match=r"model 'm' does not exist .*; there is no models folder .*moved or copied"):
+        ModelStore(tmp_path / "db.duckdb.models").manifest("m")
+    ModelStore(tmp_path / "made").save("other", _state(), {})
+    with pytest.raises(CatalogError) as info:
+        ModelStore(tmp_path / "made").manifest("m")
+    assert "models folder" not in str(info.value)
+
+
 def test_a_store_that_cannot_be_written_is_a_store_error_and_keeps_the_model(tmp_path, monkeypatch):
     import errno
     import os

@@ -59,6 +59,12 @@ BUILTINS = {m.name: m for m in [
 
 
 MANIFEST_KEYS = ("classes",)  # every stored model's, read or listed (its store checks them)
+_TEXT = (str, type(None))
+# the JSON types of the manifest keys statements read (its store checks those present): a manifest
+# edited by hand with `classes` a number is a broken model, not a TypeError in SHOW MODELS or PREDICT
+MANIFEST_TYPES = {"classes": [str], "network": dict, "preprocessing": dict, "options": dict, "metrics": dict,
+                  "history": list, "data": dict, "regions": (dict, type(None)), "boxes": (dict, type(None)),
+                  "base": _TEXT, "task": _TEXT, "image_col": _TEXT, "label_col": _TEXT, "train_mode": _TEXT}
 
 
 def builtin(name):

@@ -12,7 +12,7 @@ import weakref
 
 from pixql import vector_index
 from pixql.allocator import keep_freed_memory
-from pixql.catalog import BUILTINS, MANIFEST_KEYS, Catalog
+from pixql.catalog import BUILTINS, MANIFEST_KEYS, MANIFEST_TYPES, Catalog
 from pixql.cluster import in_use
 from pixql.commands import handler
 from pixql.commands import create_table
@@ -120,7 +120,7 @@ class Engine:
         # absolute now: the store belongs to the database DuckDB opened, wherever the process goes next
         # (a notebook's %cd; a relative root was looked up again from the new folder, its models gone)
         self.catalog = Catalog(ModelStore(os.path.abspath(os.path.expanduser(root)), read_only=read_only,
-                                          required=MANIFEST_KEYS, also_named=BUILTINS),
+                                          required=MANIFEST_KEYS, types=MANIFEST_TYPES, also_named=BUILTINS),
                                folder=self._tmpdir or self._temporary_store)
         if connection is None:  # (a cursor's engine: its parent did both)
             self.catalog.store.recover()  # a writer killed mid-save: its previous model is back before we list

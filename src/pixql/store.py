@@ -37,7 +37,8 @@ def check_name(name):
     """Model names are plain identifiers: nothing that could leave the store (`../x`, `/abs`)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise CatalogError(
-            f"invalid model name {name!r}: use letters, digits and underscores, starting with a letter"
+            f"invalid model name {name!r}: use letters, digits and underscores, starting with a letter, "
+            "128 at most"
         )
     return name
 
@@ -95,26 +96,41 @@ def _set_aside_key(folder):
     return folder.name.split("--", 1)[0]
 
 
-def _checked(manifest, required):
-    """A manifest read from JSON, or ValueError saying why it is none (a JSON list, keys missing)."""
+def _checked(manifest, required, types):
+    """A manifest read from JSON, or ValueError saying why it is none (a JSON list, keys missing,
+    a key of another type than `types` says: a type, a tuple of them, or [type], a list of it)."""
     if not isinstance(manifest, dict):
         raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
     missing = [key for key in required if key not in manifest]
     if missing:
         raise ValueError(f"it lacks {', '.join(missing)}")
+    for key, kind in types.items():
+        value = manifest.get(key)
+        if key in manifest and not (isinstance(value, list) and all(isinstance(v, kind[0]) for v in value)
+                                    if isinstance(kind, list) else isinstance(value, kind)):
+            raise ValueError(f"its {key} is {json.dumps(value)[:40]}, not {_json_kind(kind)}")
     return manifest
 
 
+def _json_kind(kind):
+    names = {str: "text", dict: "an object", list: "a list", int: "a number", float: "a number", type(None): "null"}
+    if isinstance(kind, list):
+        return f"a list of {names.get(kind[0], kind[0].__name__)}"
+    return " or ".join(names.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
 class ModelStore:
-    def __init__(self, root, read_only=False, required=(), also_named=()):
+    def __init__(self, root, read_only=False, required=(), types=None, also_named=()):
         """`read_only`: the store of a database opened read-only; writing a model is an error.
         `required`: the keys every manifest of its owner's holds (the catalog's: classes, network
         ...), besides the weights' checksum save() writes: a manifest without them is damaged.
+        `types`: {key: JSON type} of the keys its owner reads (see _checked), where they are there.
         `also_named`: the names of models its owner has besides these (the built-ins), which a
         misspelt name may have meant."""
         self.root = Path(root)
         self.read_only = read_only
         self.required = ("weights_sha256", *required)
+        self.types = {"weights_sha256": str, **(types or {})}  # (a key's JSON type, where it is there)
         self.also_named = tuple(also_named)
         self._tmp = self.root / ".tmp"
         self._trash = self.root / ".trash"
@@ -228,7 +244,7 @@ class ModelStore:
             except OSError as exc:
                 raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
         try:
-            manifest = _checked(json.loads(text), self.required)
+            manifest = _checked(json.loads(text), self.required, self.types)
         except ValueError as exc:
             raise StoreError(f"model '{name}': cannot read {path}: {exc}; drop and rebuild the model") from exc
         return _named(manifest, _key(name))
@@ -273,7 +289,11 @@ class ModelStore:
 
     def missing(self, name):
         """The error for a model `name` that does not exist, naming the closest that do."""
-        return CatalogError(f"model '{name}' does not exist{self.did_you_mean(name)} (SHOW MODELS lists the models)")
+        gone = "" if self.root.exists() else (
+            f"; there is no models folder {self.root} (no model was built here yet; a database file moved or "
+            "copied without the folder beside it left its models there: move that folder beside it)")
+        return CatalogError(f"model '{name}' does not exist{self.did_you_mean(name)} (SHOW MODELS lists the models)"
+                            + gone)
 
     def did_you_mean(self, name):
         """'; did you mean a, b?' for the models whose names are close to `name`, or ''."""
@@ -301,8 +321,12 @@ class ModelStore:
                                                     f"lowercase: no statement can name this one); rename the "
                                                     f"folder {folder} to {lower}"})
                 continue
+            if name in self.also_named:  # (a folder copied by hand under a built-in's name: the built-in answers)
+                out.append({"name": name, "broken": f"its folder has the name of a built-in model, which answers to "
+                                                    f"it; rename the folder {folder} to another model name"})
+                continue
             try:
-                manifest = _checked(json.loads((folder / MANIFEST).read_text()), self.required)
+                manifest = _checked(json.loads((folder / MANIFEST).read_text()), self.required, self.types)
             except FileNotFoundError:
                 out.append({"name": name, "broken": f"{MANIFEST} is missing; DROP MODEL {name} and rebuild it"})
                 continue
