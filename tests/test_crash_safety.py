@@ -547,3 +547,25 @@ def test_ctrl_c_stops_a_long_create_table_as_from_python(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
     assert out.split() == ["Interrupted", "SQL", "1", "0", "1"]  # stopped, no table, the connection works
+
+
+def test_a_commit_the_disk_refuses_is_a_clear_error_and_keeps_the_database(tmp_path):
+    """CREATE TABLE AS PREDICT whose COMMIT failed (a full disk, a file-size limit: DuckDB could not
+    write its log) came out as DuckDB's raw TransactionException with a traceback: rolling back a
+    transaction the failed COMMIT had ended already (a QA pass under `ulimit -f`)."""
+    db_file = make_shop(tmp_path)
+    script = (f"import resource, pixql\n"
+              f"db = pixql.connect({str(db_file)!r}, progress=False)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
+              "try:\n"
+              "    db.sql('CREATE TABLE p AS PREDICT USING cm AS SELECT * FROM colors, range(40)')  # (960 rows: one chunk)\n"
+              "except pixql.PixqlError as e:\n"
+              "    print(type(e).__name__, e)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("SqlError CREATE TABLE AS (line 1): ") and "Failed to commit" in done.stdout, \
+        done.stdout
+    db = pixql.connect(str(db_file), progress=False)
+    assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
+    assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
+    db.close()

@@ -813,7 +813,7 @@ class Session:
             if own:
                 self.duckdb.execute("COMMIT")
         except BaseException as exc:
-            if own:
+            if own and self.in_transaction():  # (a COMMIT that failed, a full disk, ended it already)
                 self.duckdb.execute("ROLLBACK")
             if isinstance(exc, duckdb.Error):
                 raise SqlError(str(exc)) from exc
