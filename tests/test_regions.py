@@ -373,6 +373,12 @@ def test_a_mask_of_another_size_or_not_an_image_names_its_row_and_file(halves, t
     skipped = halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m', on_error='skip') " +
                          query.format(bad=text))
     assert skipped.df().predicted.isna().tolist() == [False, False, True, False, False, False]
+    # a mask file that is not there (a database moved with its masks' folder) is said so, not "the text ..."
+    gone = tmp_path / "moved" / "mask.png"
+    with pytest.raises(DataError, match=r"row 3's mask file is not found: .*moved/mask.png \('m'\); SEGMENT's masks") \
+            as err:
+        halves.sql("PREDICT USING cm OPTIONS (box_col='box', mask_col='m') " + query.format(bad=gone))
+    assert (err.value.path, err.value.row) == (str(gone), 3)
     # a mask that nothing reads (background='keep' crops the box whole) is not checked
     kept = halves.sql("PRINT IMAGE OPTIONS (box_col='box', mask_col='m', background='keep', draw='crop') " +
                       query.format(bad=small))
@@ -587,6 +593,21 @@ def test_segment_masks_follow_the_photos_bytes_and_a_bad_out_dir_is_named(produc
     with pytest.raises(OptionError, match="the masks cannot go in .*afile") as info:
         db.sql(query.replace("box_col='box'", f"box_col='box', out_dir='{tmp_path / 'afile'}'"))
     assert info.value.option == "out_dir"
+
+
+def test_segment_writes_again_a_mask_file_that_was_damaged(product_on_white):
+    """SEGMENT reads back a mask an earlier run wrote for the same photo and box: one cut short
+    was a traceback (OSError: image file is truncated), and stayed damaged (a QA pass)."""
+    db, _ = product_on_white
+    query = "SEGMENT USING threshold OPTIONS (box_col='box') AS SELECT * FROM items ORDER BY image"
+    first = db.sql(query).df()
+    path = first["mask"][0]
+    whole = open(path, "rb").read()
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    again = db.sql(query).df()
+    assert list(again["mask"]) == list(first["mask"]) and list(again.mask_share) == list(first.mask_share)
+    assert open(path, "rb").read() == whole  # (the same mask, written again)
 
 
 def test_segment_masks_feed_mask_col_and_bad_input(product_on_white, tmp_path):

@@ -37,6 +37,7 @@ OPTIONS = {
     "background": opt.text("white", BACKGROUNDS),
 }
 _CORNERS = ("x1", "y1", "x2", "y2")
+_MASK_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # a cell naming a file
 _SIDES = (("x", "y", "w", "h"), ("x", "y", "width", "height"))  # a STRUCT in (x, y, width, height)
 
 
@@ -244,6 +245,11 @@ class RegionReader:
             if mask is None and self._cuts and self.resolved.get("mask_col"):
                 raise ValueError("NULL")  # (a LEFT JOIN's missing mask: an unmasked crop among masked ones)
             if isinstance(mask, str) and not os.path.isfile(mask):  # else the loader blames "the image"
+                if os.path.splitext(mask)[1].lower() in _MASK_ENDINGS:  # a mask file's path: it is not there
+                    raise RegionError(f"{self.what}: row {row}'s mask file is not found: {mask} "
+                                      f"('{self.resolved['mask_col']}'); SEGMENT's masks are kept at the path it "
+                                      "wrote (a database moved or copied with its .masks folder: SEGMENT again "
+                                      "writes them there)", path=mask, row=row, query=self.what)
                 raise ValueError(f"the text {mask!r}, not the path of a mask image here")
         except ValueError as exc:
             raise DataError(f"{self.what}: row {row} has a mask that is {exc} ('{self.resolved['mask_col']}'); a mask is "

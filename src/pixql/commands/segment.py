@@ -150,19 +150,35 @@ def _masks(regions_of_photo, model, folder):
     photo = file_digest(regions_of_photo[0].path)  # (a photo replaced at its path gets masks of its own)
     boxes = [region.pixel_box(image.width, image.height) for region in regions_of_photo]
     targets = [os.path.join(folder, _key(photo, region, model.name) + ".png") for region in regions_of_photo]
-    todo = [k for k, target in enumerate(targets) if not os.path.isfile(target)]
+    kept = {k: _stored_mask(target, image.size) for k, target in enumerate(targets)}
+    todo = [k for k, mask in kept.items() if mask is None]
     computed = dict(zip(todo, model.masks(np.asarray(image), [boxes[k] for k in todo])))
     out = []
     for k, (target, (x1, y1, x2, y2)) in enumerate(zip(targets, boxes)):
+        mask = kept[k]
         if k in computed:
             mask = computed[k]
             tmp = f"{target}.{os.getpid()}.tmp.png"
             Image.fromarray(mask.astype(np.uint8) * 255).save(tmp)
             os.replace(tmp, target)
-        else:
-            mask = np.asarray(Image.open(target)) > 127
         out.append((target, float(mask[y1:y2, x1:x2].mean())))
     return out
+
+
+def _stored_mask(target, size):
+    """The mask a run before wrote at `target`, or None where there is none to use: absent, or
+    damaged (cut short, another size), which is then computed and written again."""
+    import numpy as np
+    from PIL import Image
+
+    if not os.path.isfile(target):
+        return None
+    try:
+        with Image.open(target) as f:
+            mask = np.asarray(f.convert("L")) > 127
+    except (OSError, ValueError, SyntaxError):  # (PIL's errors for a damaged file)
+        return None
+    return mask if mask.shape == (size[1], size[0]) else None
 
 
 def _key(photo, region, method):
