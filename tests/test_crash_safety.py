@@ -569,3 +569,17 @@ def test_a_commit_the_disk_refuses_is_a_clear_error_and_keeps_the_database(tmp_p
     assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'p'").fetchone() == (0,)
     assert db.sql("SELECT count(*) FROM colors").fetchone() == (24,)
     db.close()
+
+
+def test_a_statement_that_fails_inside_pixqls_own_transaction_leaves_the_connection_usable(colors_db):
+    """Any error inside the transaction a pixql statement opens (here DuckDB refusing to replace a
+    table another one references) aborts it: it is rolled back, not left aborted, so the next
+    statement runs (a review found a check of it that the aborted transaction refused)."""
+    from pixql.errors import SqlError
+
+    db = colors_db
+    db.sql("CREATE TABLE parent(image VARCHAR PRIMARY KEY); INSERT INTO parent VALUES ('a'); "
+           "CREATE TABLE child(i VARCHAR REFERENCES parent(image))")
+    with pytest.raises(SqlError, match=r"^CREATE TABLE AS \(line 1\): "):
+        db.sql("CREATE OR REPLACE TABLE parent AS PREDICT USING cm AS SELECT * FROM colors")
+    assert db.sql("SELECT count(*) FROM parent").fetchone() == (1,)

@@ -111,22 +111,23 @@ def test_a_damaged_shard_is_dropped_with_a_warning_and_recomputed(tmp_path):
     assert shard not in os.listdir(cache.folder)
 
 
+def _flip_first_sign(shard):
+    """The shard's first value negated in place (the file's size the same)."""
+    _, _, stored = ec._load(shard)
+    data = bytearray(open(shard, "rb").read())
+    at = bytes(data).rindex(stored.tobytes())  # the values' bytes in the file
+    data[at + stored.itemsize - 1] ^= 0x80
+    open(shard, "wb").write(bytes(data))
+
+
 def test_a_shard_damaged_in_place_is_dropped_and_recomputed_not_served(tmp_path):
     """Bytes of a value changed, the file's size the same (a QA pass flipped sign bits): its
     embeddings came back negated without a word. The shard's checksum tells."""
-    from safetensors import safe_open
-
     paths = _files(tmp_path / "img", ["a", "bb"])
     cache = ec.EmbeddingCache(str(tmp_path / "cache" / "k"))
     ec.cached_forward(cache, paths, FakeBackbone())
     [shard] = [os.path.join(cache.folder, n) for n in os.listdir(cache.folder)]
-    with safe_open(shard, framework="np") as f:
-        name = ec._stored_name(f)
-        stored = f.get_tensor(name)
-    data = bytearray(open(shard, "rb").read())
-    at = bytes(data).rindex(stored.tobytes())  # the values' bytes in the file
-    data[at + stored.itemsize - 1] ^= 0x80  # the first value's sign
-    open(shard, "wb").write(bytes(data))
+    _flip_first_sign(shard)
     backbone = FakeBackbone()
     with pytest.warns(UserWarning, match="damaged embedding-cache file.*not those written"):
         feats, _, _, hits = ec.cached_forward(cache, paths, backbone)
@@ -156,6 +157,21 @@ def test_many_shards_are_merged_into_one_without_losing_rows(tmp_path, monkeypat
     backbone = FakeBackbone()
     _, _, _, hits = ec.cached_forward(cache, all_paths, backbone)
     assert hits == 15 and backbone.asked == []
+
+
+def test_a_merge_leaves_a_damaged_shard_out_never_writing_its_values_under_a_new_checksum(tmp_path, monkeypatch):
+    """A merge read the shards' values unchecked and wrote them under a checksum of its own: a
+    damaged shard's values were then served as good (a review)."""
+    monkeypatch.setattr(ec, "MAX_SHARDS", 2)
+    cache = ec.EmbeddingCache(str(tmp_path / "k"))
+    assert cache.put([b"a" * 16], np.array([[1.5, 2.5]], dtype=np.float32))
+    [damaged] = cache._shards()
+    _flip_first_sign(damaged)
+    assert cache.put([b"b" * 16], np.array([[3.5, 4.5]], dtype=np.float32))
+    assert cache.put([b"c" * 16], np.array([[5.5, 6.5]], dtype=np.float32))  # (two shards there: a merge first)
+    with pytest.warns(UserWarning, match="damaged embedding-cache file"):
+        found = cache.get([b"a" * 16, b"b" * 16, b"c" * 16])
+    assert b"a" * 16 not in found and found[b"b" * 16].tolist() == [3.5, 4.5]
 
 
 def test_cache_root_is_pixql_cache_else_the_user_cache_folder(monkeypatch, tmp_path):

@@ -284,6 +284,27 @@ def test_a_statements_own_padding_beside_a_models_box_column_is_used_and_said(ha
     assert refused.value.option == "padding"
 
 
+def test_region_options_that_apply_to_nothing_are_refused_before_anything_runs(halves, tmp_path):
+    """padding without a box column: refused before the query (and a nested statement in it) runs
+    for a model not trained on regions; and for one trained on them, wherever its rows are not
+    read as regions (SEARCH IMAGE over stored embeddings, or an empty query) (a review)."""
+    from conftest import save_color_model
+
+    db = halves
+    nested = f"SELECT * FROM (PREDICT USING cm AS SELECT '{tmp_path / 'nowhere.png'}' AS image)"
+    for statement in ("PREDICT USING cm", "CONVERT USING cm"):  # (the nested PREDICT would name the missing photo)
+        with pytest.raises(OptionError, match=r"padding=\.\.\.\) applies to a region"):
+            db.sql(f"{statement} OPTIONS (padding=0.1) AS {nested}")
+    save_color_model(db.engine.store, "cm_pad", regions={"box_col": "x1,y1,x2,y2", "mask_col": None,
+                                                         "normalized": False, "box_format": "xyxy",
+                                                         "padding": 1.0, "background": "black"})
+    db.sql("CREATE TABLE emb AS CONVERT USING cm_pad AS SELECT * FROM photos")
+    probe = db.sql("SELECT image FROM photos LIMIT 1").fetchone()[0]
+    for query in ("SELECT * FROM emb", "SELECT image FROM photos WHERE false"):
+        with pytest.raises(OptionError, match=r"padding=\.\.\.\) applies to a region"):
+            db.sql(f"SEARCH IMAGE USING cm_pad OPTIONS (search_input='{probe}', padding=0.5) AS {query}")
+
+
 def test_a_linear_fit_cuts_its_regions_as_its_model_did(halves):
     """A linear FIT refits its head on the source model's rows' embeddings too: a new padding or
     background would train one head on two cuts, so it is refused and nothing is saved."""

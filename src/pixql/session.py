@@ -813,8 +813,9 @@ class Session:
             if own:
                 self.duckdb.execute("COMMIT")
         except BaseException as exc:
-            if own and self.in_transaction():  # (a COMMIT that failed, a full disk, ended it already)
-                self.duckdb.execute("ROLLBACK")
+            if own:  # (a COMMIT that failed, a full disk, ended it already: nothing to roll back)
+                with contextlib.suppress(duckdb.TransactionException):
+                    self.duckdb.execute("ROLLBACK")
             if isinstance(exc, duckdb.Error):
                 raise SqlError(str(exc)) from exc
             raise

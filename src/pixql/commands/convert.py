@@ -30,15 +30,15 @@ def run(engine, statement):
     cluster = clusters.choose(engine, resolved, "CONVERT")
     device = resolved["device"] if cluster is None else "cpu"  # the workers load their own
     embedder = engine.catalog.embedder(statement.model, device, resolved["weights"], resolved["precision"])
-    reader = regions.RegionReader(resolved, model=True)
+    trained = trained_regions(engine, statement.model)
+    reader = regions.RegionReader(resolved, model=trained is not None)
     notes = []
 
     def start(first):
         image_col = pick_image_col(first, resolved["image_col"], "the query")
         refuse_taken_columns("CONVERT", first.columns, [resolved["result_col"]], resolved["result_col"])
         # a model trained on regions embeds them, as its PREDICT reads them, where the query has them
-        notes.extend(reader.follow_model(given, trained_regions(engine, statement.model), first.columns,
-                                         "CONVERT", statement.model))
+        notes.extend(reader.follow_model(given, trained, first.columns, "CONVERT", statement.model))
 
         def finish(frame, vectors):
             out, unread = EMBEDDING.columns(frame, vectors, resolved["result_col"])

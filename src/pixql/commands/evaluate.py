@@ -69,7 +69,7 @@ def run(engine, statement):
         truth = [t for t in truth if t is not None]
     if not len(frame):
         raise DataError(f"every row has a NULL label in '{label_col}'; nothing to evaluate")
-    reader = regions.RegionReader(resolved, model=True)
+    reader = regions.RegionReader(resolved, model=manifest.get("regions") is not None)
     messages += reader.follow_model(given, manifest.get("regions"), frame.columns, "EVALUATE", statement.model)
     if cluster is None:
         probs = probabilities(model, frame, image_col, resolved, engine.progress, reader=reader)

@@ -42,7 +42,7 @@ def run(engine, statement):
     model, manifest, task = engine.catalog.load(statement.model, device, resolved["labels"], resolved["weights"],
                                                 resolved["runtime"], resolved["precision"])
     threshold = task.threshold(resolved["threshold"], "PREDICT", statement.model)
-    reader = regions.RegionReader(resolved, model=True)
+    reader = regions.RegionReader(resolved, model=manifest.get("regions") is not None)
     notes = []
     renamed = resolved["probabilities"] and renamed_probabilities(list(model.classes))
     if renamed:

@@ -77,7 +77,8 @@ def run(engine, statement):
             instead = f"; for that: {_INSTEAD[name].format(**resolved)}" if name in _INSTEAD else ""
             raise OptionError(f"SEARCH IMAGE: option '{name}' is for search_by=" + " or ".join(map(repr, searches))
                               + f", not search_by='{by}'{instead}", option=name)
-    # its options checked whichever way the rows are read (a model trained on regions names the box column)
+    # the region options checked here, unless a model trained on regions may name the box column
+    # (then where the rows are read: _region_reader, or refused where none is: stored embeddings)
     regions.RegionReader(resolved, model=trained_regions(engine, statement.model) is not None)
     if given.get("box_col") is not None and resolved["emb_col"] is not None:
         raise OptionError("SEARCH IMAGE: emb_col names stored embeddings and box_col asks for the regions' own: "
@@ -166,6 +167,7 @@ def _ranked(engine, statement, resolved, embedder, query, columns, given):
     emb_col = None if given.get("box_col") is not None else _embedding_column(columns, resolved, len(query),
                                                                                 statement.model)
     if emb_col is not None:  # DuckDB ranks the stored vectors itself, or an index proposes the rows
+        regions.RegionReader(resolved)  # (no region is read: region options apply to nothing)
         frame, notes = _ranked_by_index(engine, statement, emb_col, query, resolved)
         if frame is None:
             frame = _ranked_in_duckdb(session, statement, emb_col, query, resolved)
@@ -174,10 +176,10 @@ def _ranked(engine, statement, resolved, embedder, query, columns, given):
         types[emb_col] = EMBEDDING.vector_type(len(query))
         return Result(statement, frame=frame, messages=notes, column_types=types)
     frame = session.query_frame(statement)
+    reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)  # (no rows: checked too)
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
-    reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
     vectors = embed_rows(embedder, frame, image_col, resolved, engine.progress, reader)
     scores = EMBEDDING.similarity(vectors, query)
     return Result(statement, frame=_top(frame, scores, resolved), column_types=types,
@@ -348,10 +350,10 @@ def _keyword(engine, statement, resolved, given):
     frame = engine.session.query_frame(statement, types=types)
     types[resolved["result_col"]] = "DOUBLE"
     refuse_taken_columns("SEARCH IMAGE", frame.columns, [resolved["result_col"]], resolved["result_col"])
+    reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)  # (no rows: checked too)
     if not len(frame):
         return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
-    reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)
     if model is None:
         def compute(items, on_error):
             import torch

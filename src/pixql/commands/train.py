@@ -270,7 +270,7 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
     if len(rows) == 0:
         raise DataError("the query returned no rows; nothing to train on")
     classes = None if init is None else init[0]["classes"]
-    reader = regions.RegionReader(resolved, model=init is not None)
+    reader = regions.RegionReader(resolved, model=init is not None and init[0].get("regions") is not None)
     followed = []  # FIT MODEL reads regions as its source model was trained on them, unless told
     if init is not None:
         followed = reader.follow_model(given, init[0].get("regions"), rows.columns, statement.keyword,

@@ -132,28 +132,21 @@ class EmbeddingCache:
     def _read(self, shard, wanted=None):
         """{digest: embedding row} for the digests of `wanted` that the shard holds (all of
         them when `wanted` is None)."""
-        from safetensors import safe_open
-
         try:
-            with safe_open(shard, framework="np") as f:
-                digests = f.get_tensor("digests")
-                found = [i for i, d in enumerate(map(bytes, digests)) if wanted is None or d in wanted]
-                if not found:
-                    return {}
-                name = _stored_name(f)
-                stored = f.get_tensor(name)
-                written = (f.metadata() or {}).get(CHECKSUM)
-                if written is not None and written != _checksum(stored, digests):  # (bytes changed in place)
-                    raise ValueError("its values are not those written")
-                embeddings = stored[found]  # only the rows wanted
-                if name == "embeddings_bf16":  # bf16 values kept as their upper 16 bits (see _write)
-                    embeddings = _from_bf16(embeddings)
+            loaded = _load(shard, wanted)
         except FileNotFoundError:  # merged away by another process meanwhile
             return {}
         except Exception as e:  # a damaged shard: drop it, recompute what it held
             warnings.warn(f"pixql: ignoring a damaged embedding-cache file {shard} ({e})", stacklevel=3)
             _remove(shard)
             return {}
+        if loaded is None:  # none of them there
+            return {}
+        name, digests, stored = loaded
+        found = [i for i, d in enumerate(map(bytes, digests)) if wanted is None or d in wanted]
+        embeddings = stored[found]  # only the rows wanted
+        if name == "embeddings_bf16":  # bf16 values kept as their upper 16 bits (see _write)
+            embeddings = _from_bf16(embeddings)
         return {bytes(digests[i]): row for i, row in zip(found, embeddings)}
 
     def get(self, digests):
@@ -205,8 +198,6 @@ class EmbeddingCache:
         """Fold the smallest shards into one, up to MERGE_BYTES in all, in the form they are
         stored in (bf16 stays bf16), then remove them; shards larger than that stay as they are.
         A shard that cannot be read is left for `_read` to drop."""
-        from safetensors import safe_open
-
         picked, total = [], 0
         for size, shard in sorted((_size(s), s) for s in shards):
             if total + size > MERGE_BYTES:
@@ -219,10 +210,8 @@ class EmbeddingCache:
         seen, merged = set(), []
         for shard in picked:
             try:
-                with safe_open(shard, framework="np") as f:
-                    name = _stored_name(f)
-                    digests, values = f.get_tensor("digests"), f.get_tensor(name)
-            except Exception:
+                name, digests, values = _load(shard)
+            except Exception:  # (left for _read to drop: its values never get a new checksum here)
                 continue
             new = [i for i, d in enumerate(map(bytes, digests)) if d not in seen]
             seen.update(bytes(digests[i]) for i in new)
@@ -248,6 +237,24 @@ def _checksum(values, digests):
     h = hashlib.sha256(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
     h.update(np.ascontiguousarray(digests).view(np.uint8).reshape(-1))
     return h.hexdigest()
+
+
+def _load(shard, wanted=None):
+    """(the values' tensor name, digests, values) of a shard file, or None when it holds none of
+    the digests `wanted` (its values left unread); ValueError where its values are not those its
+    checksum was made of."""
+    from safetensors import safe_open
+
+    with safe_open(shard, framework="np") as f:
+        digests = f.get_tensor("digests")
+        if wanted is not None and not any(d in wanted for d in map(bytes, digests)):
+            return None
+        name = _stored_name(f)
+        values = f.get_tensor(name)
+        written = (f.metadata() or {}).get(CHECKSUM)
+    if written is not None and written != _checksum(values, digests):  # (bytes changed in place)
+        raise ValueError("its values are not those written")
+    return name, digests, values
 
 
 def _stored_name(shard):
