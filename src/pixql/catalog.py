@@ -349,6 +349,18 @@ class Catalog:
         return functools.partial(embed.Embedder.from_network, network, state, preprocessing, device=device,
                                  precision=precision)
 
+    def names_a_base(self, name):
+        """Whether `name` is a base network's name (ml.bases) and no model's, built in or stored."""
+        from pixql.ml.bases import resolve_base
+
+        if builtin(name) is not None or self._stored(name):
+            return False
+        try:
+            resolve_base(name)
+        except CatalogError:  # (no base's either)
+            return False
+        return True
+
     def _stored(self, name):
         try:
             check_name(name)

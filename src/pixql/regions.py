@@ -44,6 +44,13 @@ _SIDES = (("x", "y", "w", "h"), ("x", "y", "width", "height"))  # a STRUCT in (x
 CROP_OPTIONS = ("padding", "background")  # how a region becomes a network's input, whatever column holds it
 
 
+def trained_otherwise(given, recorded):
+    """{option: its trained value} of the region options a statement gives otherwise than the
+    model's `recorded` regions (its manifest's) were read with."""
+    return {k: recorded.get(k, OPTIONS[k].default) for k, v in given.items()
+            if k in OPTIONS and v != recorded.get(k, OPTIONS[k].default)}
+
+
 def box_reading(resolved):
     """(boxes are (x, y, width, height), coordinates are fractions) from a statement's options."""
     form = resolved.get("box_format") or "xyxy"
@@ -147,9 +154,8 @@ class RegionReader:
         if not shown_:  # the model's box column named, and it was trained with the defaults
             return notes
         # what the statement says otherwise than the training did is said too, not passed for the model's
-        own = ", ".join(f"{k}={opt.sql_text(v)} (trained: {opt.sql_text(recorded.get(k, OPTIONS[k].default))})"
-                        for k, v in given.items() if k in OPTIONS and k != "box_col"
-                        and v != recorded.get(k, OPTIONS[k].default))
+        own = ", ".join(f"{k}={opt.sql_text(given[k])} (trained: {opt.sql_text(v)})"
+                        for k, v in trained_otherwise(given, recorded).items() if k != "box_col")
         return notes + [f"{keyword}: read the regions as model '{model}' was trained on them ({shown_})"
                         + (f", but with the statement's {own}" if own else "")]
 

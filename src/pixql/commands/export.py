@@ -1,6 +1,5 @@
 """EXPORT MODEL name TO 'file.onnx' [OPTIONS (...)]: the network as ONNX, its preprocessing beside it."""
 
-import contextlib
 from pathlib import Path
 
 from pixql import options as opt
@@ -34,7 +33,7 @@ def run(engine, statement):
         if target.exists() and not resolved["overwrite"]:
             raise CatalogError(f"{target} already exists; use OPTIONS (overwrite=true) to replace it",
                                path=str(target))
-    if _names_a_base(engine, statement.name):  # (else: "model ... does not exist")
+    if engine.catalog.names_a_base(statement.name):  # (else: "model ... does not exist")
         raise CatalogError(f"'{statement.name}' is a base network, not a model: EXPORT MODEL writes a "
                            "model BUILD MODEL trained, or imagenet_classifier (EfficientNet_Lite0's ImageNet "
                            "classifier)")
@@ -46,19 +45,3 @@ def run(engine, statement):
         "task": [written["task"]], "classes": [len(classes)], "input_size": [list(written["input_shape"][1:])],
         "opset": [written["opset"]], "bytes": [written["bytes"]]})
 
-
-def _names_a_base(engine, name):
-    """Whether `name` is a base network's name (ml.bases) and no model's."""
-    from pixql.catalog import builtin
-    from pixql.ml.bases import resolve_base
-
-    if builtin(name) is not None:
-        return False
-    with contextlib.suppress(CatalogError):  # (a name no model may have: 'timm:resnet18')
-        if engine.catalog.store.exists(name):
-            return False
-    try:
-        resolve_base(name)
-    except CatalogError:  # (no base's either)
-        return False
-    return True

@@ -31,8 +31,9 @@ def run(engine, statement):
     session = engine.session
     # a view's, macro's or prepared statement's SQL is kept to run later, and a pixql statement's
     # rows inside it would be computed now into a temporary name gone by then: refused before they are
-    what = keeps_sql(statement.sql)
-    if what and nested_statements(statement.sql, line=statement.line, col=statement.col):
+    # (nested_statements first: a statement without a pixql keyword is not tokenized for either)
+    what = nested_statements(statement.sql, line=statement.line, col=statement.col) and keeps_sql(statement.sql)
+    if what:
         raise SqlError(f"{what} cannot hold a pixql statement (its rows are computed once, when the statement "
                        "runs); store them with CREATE TABLE ... AS and use that table instead; nothing was run")
     with session.nested(statement.sql, statement.line, statement.col) as (sql, nested):

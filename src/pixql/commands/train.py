@@ -155,9 +155,8 @@ def _same_cut(statement, given, recorded):
     head would learn two cuts and its record name one."""
     if not recorded:
         return
-    for name in regions.CROP_OPTIONS:
-        trained = recorded.get(name, regions.OPTIONS[name].default)
-        if name in given and given[name] != trained:
+    for name, trained in regions.trained_otherwise(given, recorded).items():
+        if name in regions.CROP_OPTIONS:
             raise OptionError(f"{statement.keyword}: '{statement.source_model}' is a linear model whose regions were "
                               f"cut with {name}={opt.sql_text(trained)}, and its head is refitted on those rows' "
                               f"embeddings too, so the query's regions are cut the same way: leave {name} out, or "

@@ -300,9 +300,8 @@ class RayTrain:
                 except ray.exceptions.GetTimeoutError:
                     if self.answers():  # (a busy node slow to start the tracker: not a lost cluster)
                         continue
-                    raise ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering (its "
-                                       f"head takes no connection, and no progress came for {POLL_SECONDS} s); "
-                                       "no model was saved") from None
+                    raise self._lost(f"its head takes no connection, and no progress came for {POLL_SECONDS} s") \
+                        from None
                 if started > starting.n:
                     starting.update(started - starting.n)
                 if epoch != shown[0]:
@@ -322,8 +321,7 @@ class RayTrain:
             thread.join(STOP_WAIT_SECONDS)
             raise
         except ray.exceptions.RayError as exc:  # the tracker's node gone (the cluster stopped)
-            raise ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering "
-                               f"({_last_line(exc)}); no model was saved") from exc
+            raise self._lost(_last_line(exc)) from exc
         finally:
             starting.close()
             if bar is not None:
@@ -338,6 +336,10 @@ class RayTrain:
             raise TrainingError(f"training on {self.where} failed: {_last_line(outcome['error'])}") \
                 from outcome["error"]
         return _adopt(run, result)
+
+    def _lost(self, why):
+        return ClusterError(f"training on {self.where} stopped: the Ray cluster stopped answering ({why}); "
+                            "no model was saved")
 
     # -- linear mode's embeddings: Ray Data
     def forward(self, model, paths, pre, transform, fn, *, device, precision, batch_size, num_workers=None,
