@@ -389,7 +389,7 @@ def test_ctrl_c_inside_a_first_import_under_a_statement_stops_it_after_the_impor
     try:
         with pixql.connect() as db:
             monkeypatch.setattr(Engine, "run", importing)
-            with pytest.raises(KeyboardInterrupt, match="statement at line 1: interrupted"):
+            with pytest.raises(KeyboardInterrupt, match="SELECT statement at line 1: interrupted"):
                 db.sql("SELECT 1")
         assert sys.modules["slow_under_a_statement"].DONE
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

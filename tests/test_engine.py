@@ -805,7 +805,7 @@ def test_ctrl_c_inside_duckdb_is_the_interrupt_front_ends_expect(tmp_path, monke
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     lines = out.stdout.splitlines()
     assert "Traceback" not in out.stderr and lines[-1] == "42", out.stderr
-    assert lines[0] == "Interrupted statement at line 1: interrupted; nothing half-written was kept"
+    assert lines[0] == "Interrupted CREATE statement at line 1: interrupted; nothing half-written was kept"
     assert lines[1] == "KeyboardInterrupt "  # while a lazy result's rows were read
     # a SIGINT while DuckDB computes is its RuntimeError 'Query interrupted': the same KeyboardInterrupt
     from pixql.commands import plain_sql
@@ -815,7 +815,7 @@ def test_ctrl_c_inside_duckdb_is_the_interrupt_front_ends_expect(tmp_path, monke
 
     with pixql.connect() as db:
         monkeypatch.setattr(plain_sql, "run", sigint)
-        with pytest.raises(KeyboardInterrupt, match="statement at line 1: interrupted"):
+        with pytest.raises(KeyboardInterrupt, match="SELECT statement at line 1: interrupted"):
             db.sql("SELECT 1")
 
 

@@ -312,7 +312,7 @@ def test_a_value_with_line_breaks_leaves_the_cells_lines_as_written(ip, capsys):
     assert ip.cell("%pixql SELECT {note} AS v, [{note}] AS l").iloc[0].tolist() == [ip["note"], [ip["note"]]]
     with pytest.raises(PixqlCellError) as info:
         ip.cell("%%pixql\nSELECT {note} AS v,\n  nosuch")
-    assert str(info.value).startswith("statement at line 2:") and "LINE 3:   nosuch" in str(info.value)  # (the cell's lines)
+    assert str(info.value).startswith("SELECT statement at line 2:") and "LINE 3:   nosuch" in str(info.value)  # (the cell's lines)
 
 
 def test_a_value_with_line_breaks_inside_quotes_leaves_the_cells_lines_as_written(ip):
@@ -323,7 +323,7 @@ def test_a_value_with_line_breaks_inside_quotes_leaves_the_cells_lines_as_writte
     assert frame.iloc[0].tolist() == ["a\\b " + ip["note"], "c\\d " + ip["note"], ip["note"] * 2]
     with pytest.raises(PixqlCellError) as info:
         ip.cell("%%pixql\nSELECT '{note}' AS v,\n  nosuch")
-    assert str(info.value).startswith("statement at line 2:") and "LINE 3:   nosuch" in str(info.value)
+    assert str(info.value).startswith("SELECT statement at line 2:") and "LINE 3:   nosuch" in str(info.value)
     # each reference is evaluated once (its value decided the escape string, and was written)
     ip["notes"] = iter(["first\nline", "second"])
     assert ip.cell("%pixql SELECT '{next(notes)}' AS v").v.tolist() == ["first\nline"]
@@ -643,7 +643,7 @@ def test_interrupt_while_a_result_is_read_is_a_message_too(ip, capsys, monkeypat
 
     monkeypatch.setattr(Result, "df", interrupted)  # Ctrl-C while a lazy query's rows are computed
     error, printed = run_failing(ip, capsys, "%pixql SELECT 1", pixql.Interrupted)
-    assert "statement at line 1: interrupted" in printed and "nothing half-written" in printed
+    assert "SELECT statement at line 1: interrupted" in printed and "nothing half-written" in printed
 
 
 # -- a notebook's DataFrames are tables by their names (as in duckdb.sql) ------------------------------

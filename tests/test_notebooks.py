@@ -209,7 +209,7 @@ def test_ctrl_c_stops_a_cells_long_final_select_every_time(kernel, tmp_path):
                                  "WHERE (a.range * b.range) % 7 = 1", 60, interrupt=manager.interrupt_kernel)
             (error,) = [content for kind, content in seen if kind == "error"]
             assert error["ename"] == "Interrupted", error["evalue"]
-            assert error["evalue"] == "statement at line 1: interrupted; nothing half-written was kept"
+            assert error["evalue"] == "SELECT statement at line 1: interrupted; nothing half-written was kept"
         seen = _cell(client, "%pixql SELECT 1 AS one", 60)
         assert [kind for kind, _ in seen if kind == "error"] == [] and any(kind == "execute_result" for kind, _ in seen)
     finally:

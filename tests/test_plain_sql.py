@@ -325,3 +325,18 @@ def test_a_macro_named_as_a_pixql_function_is_said_to_be_hidden_until_the_next_c
         db = pixql.connect(path, progress=False)
     with db:
         assert db.sql("SELECT predict('x', 'y')").fetchall() == [("xy",)]
+
+
+@pytest.mark.parametrize("script, named", [
+    ("SELECT 1;\nCREATE TABLE t AS SELECT * FROM nosuch", "CREATE statement at line 2: "),
+    ("-- a comment\n(SELECT * FROM nosuch)", "SELECT statement at line 2: "),
+    ("INSERT INTO nosuch VALUES (1)", "INSERT statement at line 1: "),
+    ("SELEC 1", "statement at line 1: "),  # a misspelt first word is not a kind of statement
+])
+def test_a_plain_statements_error_names_its_kind_and_line(script, named):
+    """SPEC: a failure names the statement. A plain one is named by its first word, as a pixql
+    statement by its keyword; its `keyword` field stays 'SQL'."""
+    with pixql.connect() as db:
+        with pytest.raises(SqlError) as info:
+            db.sql(script).fetchall()
+    assert str(info.value).startswith(named) and info.value.keyword == "SQL"

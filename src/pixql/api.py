@@ -104,7 +104,7 @@ class Connection:
                     with signals_after_imports():
                         result = self._engine.run(statement, params)
                 except KeyboardInterrupt as exc:
-                    raise Interrupted(statement.keyword, statement.line) from exc
+                    raise Interrupted(statement.keyword, statement.line, statement.named) from exc
                 session.refresh_frames()  # a table the statement made of a DataFrame's name is that table now
                 yield statement, result, i == len(statements) - 1
         except GeneratorExit:

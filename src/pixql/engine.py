@@ -242,8 +242,7 @@ class Engine:
         prefixed), unless an inner statement placed it already."""
         if exc.keyword is not None:
             return exc
-        where = f"{statement.keyword} (line {statement.line})" if statement.keyword != "SQL" \
-            else f"statement at line {statement.line}"
+        where = statement.named
         message = str(exc)
         if message.startswith(f"{statement.keyword}: "):  # lower layers may name the statement too
             message = message[len(statement.keyword) + 2:]

@@ -247,7 +247,7 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C while a statement ran (a KeyboardInterrupt, as Python expects): `keyword` and `line`
     name the statement. Nothing half-written is kept."""
 
-    def __init__(self, keyword=None, line=None):
-        where = f"statement at line {line}" if keyword == "SQL" else f"{keyword} (line {line})"  # as locate() says
-        super().__init__(f"{where}: interrupted; nothing half-written was kept")
-        self.keyword, self.line = keyword, line
+    def __init__(self, keyword=None, line=None, named=None):
+        named = named or (f"statement at line {line}" if keyword == "SQL" else f"{keyword} (line {line})")
+        super().__init__(f"{named}: interrupted; nothing half-written was kept")
+        self.keyword, self.line, self.named = keyword, line, named  # (named: as Statement.named says)

@@ -77,8 +77,8 @@ class CellInterrupted(Interrupted):
     """Ctrl-C in a cell: a KeyboardInterrupt (pixql's Interrupted), which IPython shows as its
     message, not a traceback."""
 
-    def __init__(self, keyword=None, line=None):
-        super().__init__(keyword, line)
+    def __init__(self, keyword=None, line=None, named=None):
+        super().__init__(keyword, line, named)
         if keyword is None:
             self.args = ("interrupted; nothing half-written was kept",)
 
@@ -86,14 +86,14 @@ class CellInterrupted(Interrupted):
         return [f"\x1b[0;31mInterrupted\x1b[0m: {self}"]
 
     def __reduce__(self):
-        return _interrupted_in_a_cell, (self.keyword, self.line)
+        return _interrupted_in_a_cell, (self.keyword, self.line, self.named)
 
 
 CellInterrupted.__name__ = "Interrupted"  # (the name a notebook shows; pickled by _interrupted_in_a_cell)
 
 
-def _interrupted_in_a_cell(keyword, line):
-    return CellInterrupted(keyword, line)
+def _interrupted_in_a_cell(keyword, line, named=None):
+    return CellInterrupted(keyword, line, named)
 
 
 def _same_file(a, b):
@@ -203,8 +203,9 @@ class PixqlMagics(Magics):
             raise PixqlCellError(str(exc), exc) from None
         except KeyboardInterrupt as exc:  # while running, or while a lazy or streamed result is read
             if isinstance(exc, Interrupted):
-                raise CellInterrupted(exc.keyword, exc.line) from None
-            raise CellInterrupted(*((statement.keyword, statement.line) if statement is not None else ())) from None
+                raise CellInterrupted(exc.keyword, exc.line, exc.named) from None
+            raise CellInterrupted(*((statement.keyword, statement.line, statement.named)
+                                    if statement is not None else ())) from None
 
 
 # -- options on the magic's line --------------------------------------------------------------

@@ -35,7 +35,7 @@ def _placed_failure(statement, cause, exc):
     `statement`'s line. (Made here, not in a local of the raising frame: that local, the
     exception's traceback and the frame would form a cycle that keeps the session and its
     DuckDB file lock until Python's next full garbage collection.)"""
-    where = f"statement at line {statement.line}: " if statement is not None else ""
+    where = f"{statement.named}: " if statement is not None else ""
     failure = cause() if cause is not None else None
     if failure is None:
         return SqlError(f"{where}{exc}")

@@ -9,6 +9,7 @@ included): what DuckDB runs, so that `current_query()` and query logs see what
 may be read lazily (earlier ones run to completion, as in DuckDB).
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -35,6 +36,11 @@ class Statement:
     def keyword(self) -> str:
         """Short name used in messages, e.g. 'BUILD MODEL'."""
         return type(self).KEYWORD  # type: ignore[attr-defined]
+
+    @property
+    def named(self) -> str:
+        """How messages name the statement: 'BUILD MODEL (line 3)'."""
+        return f"{self.keyword} (line {self.line})"
 
     @property
     def duckdb_text(self) -> str:
@@ -69,6 +75,23 @@ class Sql(Statement):
     """Anything pixql does not own: handed to DuckDB verbatim."""
     KEYWORD = "SQL"
     sql: str
+
+    @property
+    def named(self) -> str:
+        """By its first word where that is a statement's ('SELECT statement at line 3'); a
+        misspelt one ('SELEC 1') is not repeated as if it were a kind of statement."""
+        first = _FIRST_WORD.match(self.sql)
+        kind = first.group(1).upper() if first else ""
+        return f"{kind + ' ' if kind in _SQL_KINDS else ''}statement at line {self.line}"
+
+
+# Leading blanks, comments and parentheses, then the statement's first word.
+_FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/|\()*([A-Za-z_]+)", re.S)
+# The words DuckDB's statements begin with.
+_SQL_KINDS = frozenset("""ABORT ALTER ANALYZE ATTACH BEGIN CALL CHECKPOINT COMMENT COMMIT COPY CREATE
+    DEALLOCATE DELETE DESCRIBE DETACH DROP END EXECUTE EXPLAIN EXPORT FORCE FROM IMPORT INSERT
+    INSTALL LOAD MERGE PIVOT PRAGMA PREPARE RESET ROLLBACK SELECT SET SHOW START SUMMARIZE TABLE
+    TRUNCATE UNPIVOT UPDATE USE VACUUM VALUES WITH""".split())
 
 
 @dataclass(frozen=True)
