@@ -367,6 +367,17 @@ REFUSED = [
      BUILD.format("", "(SELECT image, [label] AS label FROM colors ORDER BY image)")),
     (DataError, "label_col 'label', row 1 of the query: the label is a struct",
      "EVALUATE USING cm AS SELECT image, {'name': label} AS label FROM colors"),
+    # a multi-label cell that cannot be a set of labels: refused naming the row, not made classes of its text
+    (DataError, "label_col 'label', row 1 of the query: the labels are a struct",
+     BUILD.format(", multi_label=true", "(SELECT image, {'a': label} AS label FROM colors ORDER BY image)")),
+    (DataError, "row 1 of the query: the labels hold a list, \\['[a-z]+'\\], where a label is expected: flatten",
+     BUILD.format(", multi_label=true", "(SELECT image, [[label]] AS label FROM colors ORDER BY image)")),
+    (DataError, "row 1 of the query: the label '[a-z]+\\|x' holds '\\|', which separates labels",
+     BUILD.format(", multi_label=true", "(SELECT image, [label || '|x'] AS label FROM colors ORDER BY image)")),
+    (DataError, "row 1 of the query: the labels are the text '\\[[a-z]+, x\\]', a list written as text.*::VARCHAR\\[\\]",
+     BUILD.format(", multi_label=true", "(SELECT image, '[' || label || ', x]' AS label FROM colors ORDER BY image)")),
+    (OptionError, "task='classification' and multi_label=true contradict each other",
+     BUILD.format(", task='classification', multi_label=true", "colors")),
     # a mistyped size would ask for ~100 GB
     (OptionError, "'image_size' must be between 32 and 2048, got 100000", BUILD.format(", image_size=100000", "colors")),
     # a quoted true is a string: the message says to drop the quotes

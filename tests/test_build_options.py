@@ -299,6 +299,30 @@ def test_multi_label_from_a_list_column_and_fit(db, squares):
                for m in always.messages)
 
 
+def test_a_label_of_one_row_stays_for_training_and_is_said(db, squares):
+    """A fractional validation is a random split for multi-label rows: it held out the one row with
+    a label as often as not, and the model had a class learnt from no row (its probability 1e-10
+    everywhere), without a word. That row stays for training, and a note names the labels few rows
+    have. task='multi_label' is multi_label=true (SHOW MODELS names the task so)."""
+    from pixql.ml.trained import random_split
+
+    paths = sorted(squares)
+    labels = [["rare"] if i == 5 else sorted(squares[p]) for i, p in enumerate(paths)]
+    for seed in range(10):
+        train, train_labels, held, _ = random_split(paths, labels, 0.5, seed)
+        assert paths[5] in train and ["rare"] in train_labels and 31 <= len(held) <= 32, seed
+    result = db.sql("BUILD MODEL rare USING EfficientNet_Lite0 OPTIONS (label_col='t', task='multi_label', "
+                    "validation=0.5) AS SELECT image, CASE WHEN image = ? THEN 'rare' ELSE tags END AS t "
+                    "FROM squares", [paths[5]])
+    assert any("1 of the 3 labels have few rows ('rare' 1; under 5" in m for m in result.messages), result.messages
+    assert db.engine.store.manifest("rare")["task"] == "multi_label"
+    probs = db.sql("PREDICT USING rare OPTIONS (probabilities=true) AS SELECT * FROM squares").df()
+    assert probs.loc[probs.prob_rare.idxmax(), "image"] == paths[5]  # learnt from its row
+    with pytest.raises(OptionError, match="task='multi_label' and multi_label=false contradict each other"):
+        db.sql("BUILD MODEL rare2 OPTIONS (label_col='tags', task='multi_label', multi_label=false) AS SELECT * FROM squares")
+    assert not db.engine.store.exists("rare2")
+
+
 # -- FIT MODEL -------------------------------------------------------------------------------------
 def test_fit_model_continues_training_and_keeps_the_old_model(db):
     db.sql("BUILD MODEL old USING SimpleCNN OPTIONS (epochs=1, image_size=32, seed=1) AS SELECT * FROM colors")

@@ -75,9 +75,16 @@ def test_multilabel_report_agrees_with_sklearn():
     y_true[:, 3] = False  # a class with no positives: left out of mAP
     scores = np.clip(y_true * 0.3 + rng.random((50, 4)) * 0.8, 0, 1).astype(np.float32)
     y_pred = scores >= 0.5
+    y_true[:5], y_pred[:5] = False, False  # rows with no labels that get none
+    y_pred[5], y_true[6] = False, False  # one that gets none of its labels, one with labels it has none of
     ours = metrics.multilabel_report(y_true, y_pred, scores, classes).set_index("class")
     theirs = sk.classification_report(y_true.astype(int), y_pred.astype(int), target_names=classes,
                                       output_dict=True, zero_division=0)
+    # the samples average counts a row with nothing to find or nothing claimed as scikit-learn's zero_division=1
+    theirs["samples avg"] = sk.classification_report(y_true.astype(int), y_pred.astype(int), target_names=classes,
+                                                     output_dict=True, zero_division=1)["samples avg"]
+    assert ours.loc["accuracy", "f1"] == pytest.approx(sk.accuracy_score(y_true, y_pred))
+    assert ours.loc["accuracy", "support"] == 50
     for row in classes + ["micro avg", "macro avg", "weighted avg", "samples avg"]:
         assert ours.loc[row, "precision"] == pytest.approx(theirs[row]["precision"]), row
         assert ours.loc[row, "recall"] == pytest.approx(theirs[row]["recall"]), row
@@ -353,7 +360,8 @@ def test_multi_label_report(multi_db):
     frame, classes, y_true, y_pred, probs = oracle(multi_db)
     report = multi_db.sql("EVALUATE USING ml AS SELECT * FROM colors").df()
     assert list(report.columns) == ["class", "precision", "recall", "f1", "support", "average_precision"]
-    assert list(report["class"]) == classes + ["micro avg", "macro avg", "weighted avg", "samples avg", "mAP"]
+    assert list(report["class"]) == classes + ["accuracy", "micro avg", "macro avg", "weighted avg", "samples avg",
+                                               "mAP"]
     ours = report.set_index("class")
     assert ours.loc["macro avg", "f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="macro", zero_division=0))
     assert ours.loc["micro avg", "f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="micro", zero_division=0))

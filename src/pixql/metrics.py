@@ -117,9 +117,11 @@ def average_precision(y_true, scores):
 def multilabel_report(y_true, y_pred, scores, classes, unscored=0):
     """Multi-label report from [n, k] 0/1 arrays (true, predicted) and [n, k] scores.
 
-    Per class: precision, recall, f1, support and average_precision; then 'micro avg',
-    'macro avg', 'weighted avg', 'samples avg' (as scikit-learn's classification_report
-    on indicator arrays) and 'mAP' (the mean average precision over the classes that
+    Per class: precision, recall, f1, support and average_precision; then 'accuracy' (rows
+    whose predicted set is their true set, in `f1`), 'micro avg', 'macro avg', 'weighted avg',
+    'samples avg' (as scikit-learn's classification_report on indicator arrays; the samples
+    average with its zero_division=1: a row with no labels that gets none is right) and
+    'mAP' (the mean average precision over the classes that
     have positives, in `average_precision`). The last `unscored` classes are labels the model
     has no score for: their average precision is 0, as a class never found has in detection
     (all-tied scores would give their share of the rows: 1.0 for a label on every row).
@@ -138,6 +140,8 @@ def multilabel_report(y_true, y_pred, scores, classes, unscored=0):
     ap = np.array([average_precision(y_true[:, j], scores[:, j]) if j < len(classes) - unscored
                    else (0.0 if y_true[:, j].any() else float("nan")) for j in range(len(classes))])
     rows = [[c, precision[j], recall[j], f1[j], int(support[j]), ap[j]] for j, c in enumerate(classes)]
+    # the share of rows whose predicted set is exactly their true one (BUILD's train_accuracy)
+    rows.append([ACCURACY, None, None, float((y_true == y_pred).all(axis=1).mean()), len(y_true), None])
 
     mp, mr, mf = _prf(tp.sum(), predicted.sum(), support.sum())
     rows.append([MICRO, float(mp), float(mr), float(mf), int(support.sum()), None])
@@ -147,8 +151,12 @@ def multilabel_report(y_true, y_pred, scores, classes, unscored=0):
     weights = support / support.sum() if support.sum() else np.zeros(len(classes))
     rows.append([WEIGHTED, (precision * weights).sum(), (recall * weights).sum(), (f1 * weights).sum(),
                  int(support.sum()), None])
-    s_tp = (y_true & y_pred).sum(axis=1)
-    sp, sr, sf = _prf(s_tp, y_pred.sum(axis=1), y_true.sum(axis=1))
+    # per row, with nothing to find or nothing claimed counted as right (scikit-learn's
+    # zero_division=1): a row with no labels that gets none scores 1, not 0
+    s_tp, s_pred, s_true = (y_true & y_pred).sum(axis=1), y_pred.sum(axis=1), y_true.sum(axis=1)
+    sp = np.where(s_pred > 0, s_tp / np.maximum(s_pred, 1), 1.0)
+    sr = np.where(s_true > 0, s_tp / np.maximum(s_true, 1), 1.0)
+    sf = np.where(s_pred + s_true > 0, 2 * s_tp / np.maximum(s_pred + s_true, 1), 1.0)
     rows.append([SAMPLES, sp.mean(), sr.mean(), sf.mean(), int(support.sum()), None])
     rows.append([MAP, None, None, None, int(support.sum()), mean_ap])
     frame = pd.DataFrame(rows, columns=REPORT_COLUMNS + ["average_precision"])

@@ -42,7 +42,8 @@ BUILD_OPTIONS = {
     "l2": opt.number(None, low=0),  # linear head's L2 penalty; None = chosen by cross-validation
     "frozen_stages": opt.integer(None, low=0),  # finetune: stages kept pretrained; None = up to stride 4
     "multi_label": opt.flag(False),  # the task: labels are a list, or a '|'-separated string
-    "task": opt.text("classification", ("classification", "detection")),  # detection: box_col holds true boxes
+    # multi_label: as multi_label=true (SHOW MODELS names the task so); detection: box_col holds true boxes
+    "task": opt.text("classification", ("classification", "multi_label", "detection")),
     "device": opt.text("auto", ("auto", "cpu", "cuda")),
     "num_workers": opt.integer(None, low=0),
     "on_error": opt.text("fail", ("fail", "skip")),  # unreadable images: stop, or leave them out
@@ -71,6 +72,10 @@ def build(engine, statement):
     if weights is not None and not os.path.exists(os.path.expanduser(weights)):  # (named here: ml/ knows no options)
         raise OptionError(f"BUILD MODEL: OPTIONS (weights={opt.sql_text(weights)}): no such file; weights is a "
                           "checkpoint file of the base's network (.safetensors, .pth) on this machine", option="weights")
+    if given.get("task") in ("classification", "detection") and given.get("multi_label") is True \
+            or given.get("task") == "multi_label" and given.get("multi_label") is False:
+        raise OptionError(f"BUILD MODEL: options task={opt.sql_text(given['task'])} and multi_label="
+                          f"{str(given['multi_label']).lower()} contradict each other; give one", option="multi_label")
     engine.catalog.check_new(statement.name, resolved["overwrite"])
     spec = resolve_base(statement.base)
     task = for_build(resolved)
@@ -147,6 +152,20 @@ def _uneven(keyword, labels, held=0):
     return [f"{keyword}: the classes are uneven: '{least_name}' has {least} training row(s) against {most} for "
             f"'{top}': the model will seldom answer '{least_name}', and its accuracy over all rows hides that; "
             "more photos of the small classes help, and EVALUATE's recall per class shows it"]
+
+
+def _few_labelled(keyword, labels):
+    """A multi-label BUILD's note on the labels that few rows have (their sets: `labels`), as
+    _uneven's for single labels: a micro F1 over every label hides that they are seldom answered."""
+    import collections
+
+    counts = collections.Counter(label for row in labels for label in row)
+    few = [f"'{name}' {n}" for name, n in sorted(counts.items(), key=lambda kv: (kv[1], kv[0])) if n < FEW_ROWS]
+    if not few:
+        return []
+    return [f"{keyword}: {len(few)} of the {len(counts)} labels have few rows ({shown(few, 5)}; under {FEW_ROWS} "
+            "says little of a label): the model will seldom answer them, and a micro F1 over every label hides "
+            "that; more photos with them help, and EVALUATE's recall per label shows it"]
 
 
 def _same_cut(statement, given, recorded):
@@ -353,6 +372,7 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
         if always:
             messages.append(f"{statement.keyword}: every training row has the label(s) {shown(always)}: the model "
                             "learns to answer them for every photo; rows without them teach it when not to")
+        messages += _few_labelled(statement.keyword, labels) if init is None else []
     if task.name == "classification" and init is None:
         messages += _uneven(statement.keyword, labels, validation or 0)
         messages += _same_photos(statement.keyword, paths, labels, val_paths)

@@ -4,6 +4,7 @@ TrainedModel. ml/train.py trains with them; ml/cached_linear.py, a linear BUILD 
 embeddings are all cached, uses them without importing torch.
 """
 
+import collections
 import random
 from dataclasses import dataclass, field
 
@@ -268,10 +269,24 @@ def _rows(paths, labels, what, task, allow_empty=False):
 def random_split(paths, labels, fraction, seed):
     """Hold out `fraction` of the rows, seeded (at least one row stays for training). The rows of
     one photo (a duplicate row, the same region twice) go to one side: split between them, the
-    validation score is that of photos the network learnt."""
+    validation score is that of photos the network learnt. A multi-label row with a label that no
+    training row has stays for training."""
     photos = _by_photo(paths, range(len(paths)))
     random.Random(seed).shuffle(photos)
-    return _split(paths, labels, _held(photos, held_rows(fraction, len(paths))))
+    return _split(paths, labels, _every_label_trained(_held(photos, held_rows(fraction, len(paths))), photos, labels))
+
+
+def _every_label_trained(held, photos, labels):
+    """`held` less the photos that carry a label (of a multi-label row's set) no training row has:
+    a class learnt from no row is one the model never answers, and its validation rows say so."""
+    if not labels or not isinstance(labels[0], (list, tuple, set)):
+        return held
+    trained = collections.Counter(label for i, row in enumerate(labels) if i not in held for label in row)
+    for photo in photos:
+        if photo[0] in held and any(trained[label] == 0 for i in photo for label in labels[i]):
+            held -= set(photo)
+            trained.update(label for i in photo for label in labels[i])
+    return held
 
 
 def stratified_split(paths, labels, fraction, seed):

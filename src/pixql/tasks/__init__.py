@@ -44,7 +44,7 @@ def for_build(options):
     """The task BUILD MODEL's options ask for."""
     if options.get("task") == DETECTION.name:
         return DETECTION
-    return classification_task(bool(options.get("multi_label")))
+    return classification_task(bool(options.get("multi_label")) or options.get("task") == "multi_label")
 
 
 __all__ = ["as_task", "task_of", "for_build", "classification_task", "named", "DETECTION"]

@@ -59,13 +59,32 @@ def _is_whole(value):
 
 
 def label_set(value, classes=None, separator=SEPARATOR):
-    """A multi-label cell as a set of class names; NULL, '' and [] are the empty set."""
+    """A multi-label cell as a set of class names; NULL, '' and [] are the empty set. A cell that
+    cannot be one fails (DataError): a struct, a list inside the list, an element holding the
+    separator, a list written as text."""
     if is_null(value):
         return set()
+    if isinstance(value, dict):
+        raise DataError(f"the labels are a struct, {value!r:.60}: a multi-label model takes a list of labels "
+                        "or a '|'-separated text; select one field of it")
     if isinstance(value, (list, tuple, set, np.ndarray)):
+        for v in value:
+            if isinstance(v, (list, tuple, set, dict, np.ndarray)):
+                shown = v.tolist() if isinstance(v, np.ndarray) else v  # as SQL's list reads, not numpy's repr
+                raise DataError(f"the labels hold a {'struct' if isinstance(v, dict) else 'list'}, {shown!r:.60}, "
+                                "where a label is expected: flatten(...) makes one list of a list of lists")
+            if isinstance(v, str) and separator in v:
+                raise DataError(f"the label {v!r:.60} holds '{separator}', which separates labels: predict() "
+                                f"writes a row's labels joined by it, and they would read back as other "
+                                f"labels; replace(...) it with another character")
         items = [label_string(v, classes) for v in value]
     else:
-        items = str(value).split(separator)
+        text = str(value).strip()
+        if len(text) > 1 and text[0] == "[" and text[-1] == "]":  # a CSV's list, or a list's text
+            raise DataError(f"the labels are the text {text!r:.60}, a list written as text (a CSV holds lists "
+                            "so): make it a list in the query (label_col holding tags::VARCHAR[]), or write "
+                            "the labels '|'-separated")
+        items = text.split(separator)
     return {v.strip() for v in items if v is not None and v.strip() != ""}
 
 
