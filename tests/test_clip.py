@@ -111,3 +111,65 @@ def test_clip_messages(colors_db, tiny_clip, tmp_path):
         db.sql("CONVERT USING clip AS SELECT * FROM colors")
     with pytest.raises(CatalogError, match="no CLIP model 'Nope'"):
         db.sql("CONVERT USING clip:Nope AS SELECT * FROM colors")
+
+
+def test_a_hugging_face_tokenizer_comes_from_the_cache_only(colors_db, tiny_clip, tmp_path, monkeypatch):
+    """SigLIP's and other models' text tokenizers are Hugging Face's: open_clip fetched one from the
+    network (38 connection attempts offline, then a traceback), even with a local weights file.
+    Photos need none; text says what is missing, and nothing connects."""
+    import socket
+
+    _, weights = tiny_clip
+    name = f"{TINY}-hf"
+    (tmp_path / f"{name}.json").write_text(json.dumps(
+        {**CONFIG, "text_cfg": {**CONFIG["text_cfg"], "hf_tokenizer_name": "pixql-test/no-such-tokenizer"}}))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    db = colors_db
+    using = f'"clip:{name}" OPTIONS (weights=\'{weights}\''
+    assert len(db.sql(f"CONVERT USING {using}) AS SELECT * FROM colors").df()) == 24
+    with pytest.raises(WeightsUnavailableError, match=f"CLIP {name}'s text tokenizer \\(pixql-test/no-such-tokenizer\\) "
+                                                      "is not in the local Hugging Face cache, and pixql downloads nothing.*Photos need no tokenizer"):
+        db.sql(f"SEARCH IMAGE USING {using}, search_by='text', search_input='red') AS SELECT * FROM colors")
+
+
+def test_a_tables_clip_vectors_are_known_by_the_weights_bytes_not_their_path(colors_db, tiny_clip, tmp_path):
+    """SEARCH IMAGE refused a CONVERTed column for the same weights file under another path, and
+    searched it with a file rewritten in place (other weights: meaningless ranks)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    _, weights = tiny_clip
+    db = colors_db
+    db.sql(f"CREATE TABLE ce AS CONVERT USING \"clip:{TINY}\" OPTIONS (weights='{weights}') AS SELECT * FROM colors")
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(weights, copy)
+    search = ("SEARCH IMAGE USING \"clip:{}\" OPTIONS (weights='{}', search_by='text', search_input='red', top_k=3) "
+              "AS SELECT image, embedding FROM ce")
+    assert len(db.sql(search.format(TINY.lower(), copy)).df()) == 3  # another path, the name in another case
+    torch.manual_seed(1)
+    other = open_clip.create_model(TINY)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(copy))
+    with pytest.raises(OptionError, match="two networks' vectors are not alike"):
+        db.sql(search.format(TINY, copy))
+
+
+def test_clip_names_labels_and_functions_say_what_they_need(colors_db, tiny_clip):
+    _, weights = tiny_clip
+    db = colors_db
+    # a model with no published weights, and a tag open_clip does not know: no advice that cannot work
+    with pytest.raises(WeightsUnavailableError, match=f"open_clip publishes no weights for {TINY}: give a checkpoint"):
+        db.sql(f"CONVERT USING \"clip:{TINY}\" AS SELECT * FROM colors")
+    with pytest.raises(WeightsUnavailableError, match="no weights tag 'nosuchtag' for ViT-B-32 \\(its tags: openai, "):
+        db.sql("CONVERT USING \"clip:ViT-B-32:nosuchtag\" AS SELECT * FROM colors")
+    # labels that differ only in case are one prompt to CLIP: every score was 0.5
+    with pytest.raises(OptionError, match="names a label twice \\(in any case"):
+        db.sql(f"PREDICT USING \"clip:{TINY}\" OPTIONS (weights='{weights}', labels='cat|Cat') AS SELECT * FROM colors")
+    with pytest.raises(CatalogError, match="predict\\(\\) takes a model with classes; CLIP classifies into labels"):
+        db.sql("SELECT predict('clip', image) FROM colors").fetchall()

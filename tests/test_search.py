@@ -292,6 +292,27 @@ def test_keywords_reach_the_imagenet_classes_through_wordnet():
     assert keywords.matching_classes("tabby, tabby cat", classes) == [281]
     assert keywords.matching_classes("Tabby,tabby cat ", classes) == [281]
     assert keywords.matching_classes("tabby, Persian cat", classes) == []  # two classes' names: neither
+    # a plural is read as its singular where the plural names nothing ('dogs' was "no class is called")
+    assert keywords.keyword_classes("Dogs", classes) == ("Dog", dogs)
+    assert keywords.keyword_classes("running shoes", classes) == ("running shoe", keywords.matching_classes(
+        "running shoe", classes)) and keywords.matching_classes("running shoe", classes)
+    assert keywords.keyword_classes("dresses", classes)[0] == "dress"
+    assert keywords.keyword_classes("glass", classes)[0] == "glass"  # (not 'glas')
+    assert keywords.keyword_classes("no such things", classes) == ("no such things", [])
+
+
+def test_a_keyword_search_says_how_it_read_a_plural_and_refuses_blank_text_and_weights(colors_db):
+    db = colors_db
+    found = db.sql(SEARCH.format(options="search_by='text', search_input='Blues', top_k=3",
+                                 query="SELECT * FROM colors"))
+    assert set(found.df().label) == {"blue"}
+    assert "SEARCH IMAGE: 'Blues' is read as 'Blue', as 'cm' names its classes" in found.messages
+    with pytest.raises(OptionError, match="search_by='text' needs OPTIONS \\(search_input=...\\)"):
+        db.sql(SEARCH.format(options="search_by='text', search_input='   '", query="SELECT * FROM colors"))
+    # a model's own weights: a weights file was passed over without a word (CONVERT refused it)
+    with pytest.raises(OptionError, match="weights=...\\) is for a base network or a CLIP model; 'imagenet_classifier'"):
+        db.sql("SEARCH IMAGE USING imagenet_classifier OPTIONS (search_by='text', search_input='dog', "
+               "weights='/no/such.safetensors') AS SELECT * FROM colors")
 
 
 # -- near-duplicates --------------------------------------------------------------------------------------

@@ -281,15 +281,19 @@ class Catalog:
 
         return self._cached(("embedder", str(name).lower(), version, device, precision), make)
 
-    def embedding_origin(self, name, weights=None):
+    def embedding_origin(self, name, weights=None, before=False):
         """What makes `name`'s embeddings, as text that is the same only for the same network and
         weights (CONVERT writes it on the column it fills, SEARCH IMAGE compares it): a stored
-        model by its weights' hash, a base by its name and weights file. The built-in
-        imagenet_classifier embeds as EfficientNet_Lite0 does (the same network and weights), and so
-        does a `linear` model its base (only its head was trained): rebuilding or dropping it leaves
-        the vectors it made searchable."""
+        model by its weights' hash, a base by its name and weights file's bytes, CLIP by its model
+        and weights tag. The built-in imagenet_classifier embeds as EfficientNet_Lite0 does (the
+        same network and weights), and so does a `linear` model its base (only its head was
+        trained): rebuilding or dropping it leaves the vectors it made searchable. `before`: the
+        text pixql wrote before naming weights files by their bytes and CLIP by model and tag."""
+        def source(path):
+            return f" from {path if before else weights_digest(path)}" if path else ""
+
         if is_clip(name):
-            return f"CLIP {str(name).lower()}" + (f" from {weights}" if weights else "")
+            return f"CLIP {str(name).lower() if before else clip_network(name)}{source(weights)}"
         entry = builtin(name)
         if entry is not None:
             return f"base {entry.manifest['base']}"
@@ -299,10 +303,13 @@ class Catalog:
             used, given = options.get("used") or {}, options.get("given") or {}
             if manifest.get("train_mode") == "linear" and manifest.get("base") and used.get("pretrained", True):
                 size = f" at {given['image_size']} px" if given.get("image_size") is not None else ""
-                source = f" from {used['weights']}" if used.get("weights") else ""
-                return f"base {manifest['base']}{source}{size}"
+                return f"base {manifest['base']}{source(used.get('weights'))}{size}"
             return f"model {name} (weights {manifest['weights_sha256'][:12]})"
-        return f"base {self.base(name).name}" + (f" from {weights}" if weights else "")
+        return f"base {self.base(name).name}{source(weights)}"
+
+    def embedding_origins(self, name, weights=None):
+        """embedding_origin's text, and the one before (a table CONVERT filled then stays searchable)."""
+        return list(dict.fromkeys(self.embedding_origin(name, weights, before) for before in (False, True)))
 
     def base(self, name):
         """The base network `name` names (ml.bases.resolve_base), where a model could have been
@@ -375,8 +382,9 @@ class Catalog:
         if len(classes) < 2:
             raise OptionError(f"a CLIP model classifies into the labels you give: OPTIONS (labels='cat|dog|bird') "
                               f"with at least two labels, not {labels!r}", option="labels")
-        if len(set(classes)) < len(classes):
-            raise OptionError(f"OPTIONS (labels=...) names a label twice: {labels!r}", option="labels")
+        if len({c.casefold() for c in classes}) < len(classes):  # (CLIP's own tokenizer reads text in lower case)
+            raise OptionError(f"OPTIONS (labels=...) names a label twice (in any case: 'Cat' is 'cat' to CLIP): "
+                              f"{labels!r}", option="labels")
         model = self._cached(("zero-shot", str(name).lower(), (tuple(classes), weights), device),
                              lambda: ZeroShot(self.embedder(name, device, weights), classes))
         manifest = {"name": name, "base": name, "task": "classification", "classes": classes, "image_col": None,
@@ -447,6 +455,31 @@ def _zero_shot_model(name, weights, classes, device):
     from pixql.ml.clip import ClipEmbedder, ZeroShot
 
     return ZeroShot(ClipEmbedder(name, weights, device), list(classes))
+
+
+def clip_network(name):
+    """A CLIP name as its open_clip model and weights tag ('clip' and 'clip:ViT-B-32:laion2b_s34b_b79k'
+    are one network)."""
+    from pixql.ml.clip import parse_name
+
+    return " ".join(filter(None, parse_name(name)))
+
+
+_DIGESTS = {}  # (path, size, modification time) -> digest: a large file is read once per process
+
+
+def weights_digest(path):
+    """A weights file named by its bytes (blake2b), so that the same file under another path is
+    the same weights and one rewritten in place is not; its path where it cannot be read."""
+    full = os.path.realpath(os.path.expanduser(os.fspath(path)))
+    state = (full, _file_state(full))
+    if state not in _DIGESTS:
+        try:
+            with open(full, "rb") as f:
+                _DIGESTS[state] = f"weights {hashlib.file_digest(f, 'blake2b').hexdigest()[:16]}"
+        except OSError:
+            return str(path)
+    return _DIGESTS[state]
 
 
 def _file_state(path):

@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 from pixql.catalog import model_version
 from pixql.errors import CatalogError, DataError, PixqlError, RegionError
+from pixql.ml.bases import is_clip
 
 MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float each
 
@@ -183,6 +184,9 @@ class PredictFunctions:
 
     def predict_paths(self, model, paths):
         """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
+        if is_clip(model):  # (its classes are the labels a statement's OPTIONS give)
+            raise CatalogError(f"predict() takes a model with classes; CLIP classifies into labels you give: "
+                               f"PREDICT USING {model} OPTIONS (labels='cat|dog') AS SELECT ...")
         classifier, manifest, task = self._catalog_for(model).load(model)
         threshold = task.threshold(None, "predict", model)  # a detector's says to use DETECT
         prefix = (model.lower(), model_version(manifest))

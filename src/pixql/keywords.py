@@ -52,6 +52,36 @@ def ancestors(class_index):
     return _imagenet_names()[class_index]
 
 
+def keyword_classes(keyword, classes):
+    """(the word that matched, indices of the classes it names): the keyword as written, else its
+    last word made singular ('dogs', 'running shoes', 'puppies', 'dresses'), as class names and
+    WordNet's are."""
+    found = matching_classes(keyword, classes)
+    if found or "," in str(keyword):
+        return str(keyword).strip(), found
+    for word in _singulars(str(keyword).strip()):
+        found = matching_classes(word, classes)
+        if found:
+            return word, found
+    return str(keyword).strip(), []
+
+
+def _singulars(text):
+    """Singular forms `text`'s last word may have, most likely first."""
+    head, _, last = text.rpartition(" ")
+    lower = last.lower()
+    forms = []
+    if lower.endswith("ies") and len(lower) > 4:
+        forms.append(last[:-3] + "y")  # puppies
+    if lower.endswith("ves"):
+        forms += [last[:-3] + "f", last[:-3] + "fe"]  # wolves, knives
+    if lower.endswith("es"):
+        forms.append(last[:-2])  # dresses, boxes
+    if lower.endswith("s") and not lower.endswith("ss"):
+        forms.append(last[:-1])  # dogs, shoes
+    return [f"{head} {form}" if head else form for form in forms]
+
+
 def matching_classes(keyword, classes):
     """Indices of the classes `keyword` names (case-insensitive); ImageNet classes match their
     WordNet ancestors' names too."""

@@ -84,13 +84,16 @@ def run(engine, statement):
         raise OptionError("SEARCH IMAGE: emb_col names stored embeddings and box_col asks for the regions' own: "
                           "give one (CONVERT ... OPTIONS (box_col=...) stores the regions' embeddings)",
                           option="emb_col")
-    if by != "duplicates" and not resolved["search_input"]:
+    if by != "duplicates" and not str(resolved["search_input"] or "").strip():  # ('   ': no word, nor a path)
         raise OptionError(f"SEARCH IMAGE with search_by='{by}' needs OPTIONS (search_input=...): "
                           + ("the path of a photo" if by == "image" else "a keyword, e.g. 'dog'"),
                           option="search_input")
     if by == "duplicates":
         return _duplicates(engine, statement, resolved, given)
     if by == "text" and not is_clip(statement.model):  # a classifier: its classes are the words it knows
+        if given.get("weights") is not None:
+            raise OptionError(f"SEARCH IMAGE: OPTIONS (weights=...) is for a base network or a CLIP model; "
+                              f"'{statement.model}' is a model with its own: leave weights out", option="weights")
         for name in ("emb_col", "index"):  # (a mistyped or misplaced option is not passed over)
             if given.get(name) is not None:
                 raise OptionError(f"SEARCH IMAGE: {name} is for search_by='image' or a CLIP model's text search; "
@@ -119,8 +122,10 @@ def _refuse_another_network(engine, statement, resolved, sql, column, other=None
     comment = engine.session.column_comment(sql, column)
     if comment is None or not comment.startswith(ORIGIN):
         return
-    wanted = other or origin_comment(engine.catalog.embedding_origin(statement.model, resolved["weights"]))
-    if comment != wanted:
+    alike = [other] if other else [origin_comment(origin) for origin in
+                                   engine.catalog.embedding_origins(statement.model, resolved["weights"])]
+    wanted = alike[0]
+    if comment not in alike:
         them = "the against query's column holds" if other else f"USING {statement.model} makes"
         raise OptionError(f"SEARCH IMAGE: column '{column}' holds {comment[len(ORIGIN):]} (CONVERT wrote so on "
                           f"it), and {them} {wanted[len(ORIGIN):]}: two networks' vectors are not alike in any "
@@ -289,7 +294,8 @@ def _ranked_by_index(engine, statement, emb_col, query, resolved):
         return None, []  # the lists probed held fewer rows than asked for: DuckDB ranks them all instead
     notes = [note] if note else []
     if far:
-        notes.append(f"SEARCH IMAGE: the photo is unlike every row of {table.name} (further from them than its "
+        asked = "the photo is" if resolved["search_by"] == "image" else "the text's vector is"
+        notes.append(f"SEARCH IMAGE: {asked} unlike every row of {table.name} (further from them than its "
                      "rows are from each other): the whole index was searched")
     return frame, notes
 
@@ -338,7 +344,7 @@ def _keyword(engine, statement, resolved, given):
         model = needs_a_classifier(engine.catalog.load, resolved["device"], precision=resolved["precision"])[0]
         classes = list(model.classes)
     keyword = resolved["search_input"]
-    found = keywords.matching_classes(keyword, classes)
+    word, found = keywords.keyword_classes(keyword, classes)
     if not found:
         # (quoted where a name holds a comma: "cat, tabby" would read as two classes)
         names = [quote_literal(str(c)) for c in classes] if any("," in str(c) for c in classes) else classes
@@ -351,8 +357,11 @@ def _keyword(engine, statement, resolved, given):
     types[resolved["result_col"]] = "DOUBLE"
     refuse_taken_columns("SEARCH IMAGE", frame.columns, [resolved["result_col"]], resolved["result_col"])
     reader, notes = _region_reader(engine, statement, resolved, given, frame.columns)  # (no rows: checked too)
+    if word != keyword.strip():
+        notes.append(f"SEARCH IMAGE: '{keyword}' is read as '{word}', as '{statement.model}' names its classes")
     if not len(frame):
-        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types)
+        return Result(statement, frame=frame.assign(**{resolved["result_col"]: []}), column_types=types,
+                      messages=notes)
     image_col = pick_image_col(frame, resolved["image_col"], "the query")
     if model is None:
         def compute(items, on_error):

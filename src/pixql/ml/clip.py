@@ -5,6 +5,7 @@ first listed weights, `clip:<model>:<weights tag>`. Weights come from a local fi
 to provide them when they are missing (no installed package ships CLIP weights).
 """
 
+import contextlib
 import os
 import pickle
 import re
@@ -34,10 +35,10 @@ def parse_name(name):
         raise CatalogError(f"no CLIP model '{model}' in open_clip (open_clip.list_models() lists them, e.g. "
                            f"clip:{DEFAULT_MODEL})")
     model = known[model.lower()]
+    tags = open_clip.list_pretrained_tags_by_model(model)
     if tag is None:
-        tags = open_clip.list_pretrained_tags_by_model(model)
         tag = DEFAULT_TAG if model == DEFAULT_MODEL else (tags[0] if tags else None)
-    return model, tag
+    return model, {t.lower(): t for t in tags}.get(tag.lower(), tag) if tag else tag
 
 
 def cached_weights(model, tag):
@@ -52,6 +53,27 @@ def cached_weights(model, tag):
         if isinstance(found, str) and os.path.isfile(found):
             return found
     return None
+
+
+def tokenizer(model_name):
+    """open_clip's tokenizer for `model_name`, without the network: a Hugging Face tokenizer (SigLIP's,
+    CLIPA's, multilingual models') from the local cache only, else WeightsUnavailableError."""
+    import open_clip
+
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg") or {}
+    hub_name = text_cfg.get("hf_tokenizer_name")
+    if not hub_name and "siglip" not in model_name.lower():
+        return open_clip.get_tokenizer(model_name)  # CLIP's own, shipped with open_clip
+    if hub_name:
+        with contextlib.suppress(OSError, ValueError):  # (transformers': not in the cache)
+            return open_clip.get_tokenizer(model_name, local_files_only=True)
+    where = ("is not in the local Hugging Face cache" if hub_name else
+             "is read by open_clip from the network, never from a cache")
+    raise WeightsUnavailableError(
+        f"CLIP {model_name}'s text tokenizer ({hub_name or 'SigLIP'}) {where}, and pixql downloads nothing: run "
+        f"once where there is internet: python -c \"import open_clip; open_clip.get_tokenizer('{model_name}')\" "
+        "and copy the Hugging Face cache (HF_HOME, by default ~/.cache/huggingface/hub) here. Photos need no "
+        "tokenizer: CONVERT and SEARCH by photo work without it")
 
 
 def _preprocessing(clip_model):
@@ -75,6 +97,12 @@ class ClipEmbedder(Embedder):
         self.name = name
         model_name, tag = parse_name(name)
         path = os.path.expanduser(weights) if weights else cached_weights(model_name, tag)
+        published = open_clip.list_pretrained_tags_by_model(model_name)
+        if path is None and tag not in published:  # nothing to download where there is internet either
+            raise WeightsUnavailableError(
+                (f"open_clip has no weights tag '{tag}' for {model_name} (its tags: {', '.join(published)})"
+                 if published and tag else f"open_clip publishes no weights for {model_name}")
+                + f": give a checkpoint of {model_name} with OPTIONS (weights='open_clip_model.safetensors')")
         if path is None:
             raise WeightsUnavailableError(
                 f"CLIP weights for {model_name} ({tag}) are not here, and pixql downloads nothing. "
@@ -98,10 +126,18 @@ class ClipEmbedder(Embedder):
                 what = "it is no checkpoint of tensors (a whole pickled model?), and pixql unpickles no code"
             raise WeightsUnavailableError(f"cannot load CLIP {model_name} from {path}: {what}; give the checkpoint "
                                           f"open_clip saves for {model_name}") from exc
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.model_name, self._tokenizer = model_name, None
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
         super().__init__(clip_model, _preprocessing(clip_model), features=lambda m, x: m.encode_image(x),
                          device=device, precision=precision, fold=False)
+
+    @property
+    def tokenizer(self):
+        """open_clip's tokenizer of the model, made when text is first embedded (a photo's vector
+        needs none): from the local Hugging Face cache where it is a Hugging Face one."""
+        if self._tokenizer is None:
+            self._tokenizer = tokenizer(self.model_name)
+        return self._tokenizer
 
     @torch.inference_mode()
     def embed_text(self, texts):
