@@ -548,6 +548,25 @@ def test_a_plain_querys_result_takes_duckdbs_relation_methods(colors_db, tmp_pat
         db.sql("PREDICT USING cm AS SELECT * FROM colors").filter("label = 'red'")
     with pytest.raises(AttributeError, match="'Result' object has no attribute 'nosuch'"):
         result.nosuch
+    # another Result where DuckDB takes a relation (it refused one: "Expected a DuckDBPyRelation")
+    reds, blues = db.sql("SELECT * FROM colors WHERE label = 'red'"), db.sql("SELECT * FROM colors WHERE label = 'blue'")
+    assert reds.union(blues).shape == (16, 2) and reds.except_(blues).shape == (8, 2)
+    assert reds.intersect(result).shape == (8, 2)
+
+
+def test_a_query_reads_a_result_in_a_variable_by_its_name(colors_db):
+    """As duckdb.sql() reads a relation in a variable ("Table with name reds does not exist" here):
+    a plain query's result, a pixql statement's rows, a result of another connection."""
+    import pixql
+
+    db = colors_db
+    reds = db.sql("SELECT * FROM colors WHERE label = 'red'")
+    assert db.sql("SELECT count(*) FROM reds").fetchall() == [(8,)]
+    predicted = db.sql("PREDICT USING cm AS SELECT * FROM colors")
+    assert db.sql("SELECT count(*) FROM predicted WHERE predicted = label").fetchall() == [(24,)]
+    with pixql.connect() as other:
+        answer = other.sql("SELECT 42 AS x")
+        assert db.sql("SELECT x FROM answer").fetchall() == [(42,)]
 
 
 def test_a_file_open_for_writing_here_is_not_opened_read_only_too(tmp_path):

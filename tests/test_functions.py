@@ -37,6 +37,41 @@ def test_network_runs_once_per_image_and_model_loads_once(colors_db, monkeypatch
     assert functions.network_rows == 24 and len(built) == 1  # remembered across queries
 
 
+def test_ctrl_c_stops_predict_in_a_query_between_chunks_of_images(colors_db, monkeypatch):
+    """DuckDB stops a query only when a Python function returns its batch (up to 2048 rows): Ctrl-C
+    at 1 s stopped a 600-row SELECT predict(...) after all of them (10 s here). The function looks
+    for it between chunks of images, and keeps the chunks it finished."""
+    import signal
+    import time
+
+    from pixql import functions
+
+    monkeypatch.setattr(functions, "CHUNK", 4)
+    db = colors_db
+    classifier = db.engine.catalog.load("cm")[0]
+    real, chunks = type(classifier).predict_proba, []
+
+    def ctrl_c_in_the_first_chunk(self, paths, **kwargs):
+        chunks.append(len(paths))
+        if len(chunks) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 60  # (the main thread takes it while it waits for the query)
+            while not db.engine.session.interrupted.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return real(self, paths, **kwargs)
+
+    monkeypatch.setattr(type(classifier), "predict_proba", ctrl_c_in_the_first_chunk)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            db.sql("SELECT predict('cm', image) FROM colors").fetchall()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert chunks == [4]  # the other 20 images never reached the network
+    assert len(db.sql("SELECT predict('cm', image) FROM colors").fetchall()) == 24  # the connection goes on
+    assert db.engine.functions.network_rows == 24  # the first chunk's answers were kept
+
+
 def test_predict_in_where_group_by_join_and_create_table(colors_db):
     db = colors_db
     assert db.sql("SELECT count(*) FROM colors WHERE predict('cm', image) = 'red'").fetchone() == (8,)
@@ -73,8 +108,11 @@ def test_unknown_model_or_bad_image_is_a_clear_error(colors_db, tmp_path, monkey
         db.sql("SELECT predict('ghost', image) FROM colors").fetchall()
     with pytest.raises(CatalogError, match="predict_score.*invalid model name"):
         db.sql("SELECT predict_score('../x', image) FROM colors").fetchall()
-    with pytest.raises(DataError, match="nope.png; fix or remove the file, or leave its row out with WHERE$"):
-        db.sql(f"SELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
+    with pytest.raises(DataError, match="nope.png; fix or remove the file, or leave its row out with WHERE$") as err:
+        db.sql(f"SELECT 1;\n\nSELECT predict('cm', '{tmp_path}/nope.png')").fetchall()
+    # the fields the message states (the statement that failed, where it starts), as a PREDICT's carries them
+    assert (err.value.keyword, err.value.statement_line, err.value.path) == ("SQL", 3, f"{tmp_path}/nope.png")
+    assert str(err.value).startswith("SELECT statement at line 3: predict('cm', ...)")
     # shown as a table (the CLI's), the failing query runs once: its model ran twice before the error
     calls, answers = [], db.engine.functions._answers
     failing = (f"SELECT predict('cm', image) FROM ((SELECT image FROM colors LIMIT 2) UNION ALL "

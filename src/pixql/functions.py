@@ -25,8 +25,12 @@ from collections import OrderedDict
 from pixql.catalog import model_version
 from pixql.errors import CatalogError, DataError, PixqlError, RegionError
 from pixql.ml.bases import is_clip
+from pixql.ml.progress import progress_bar
 
 MEMO_SIZE = 200_000  # remembered (model, image) answers: a label and a float each
+# Images a call hands the network at once: DuckDB stops a query only when the function returns,
+# and Ctrl-C is looked for between such chunks (128: no slower than whole 2048-row batches here)
+CHUNK = 128
 
 
 def register_functions(engine):
@@ -43,6 +47,7 @@ class PredictFunctions:
         # a DuckDB relation made of it) may call us, as a DuckDB relation keeps its connection.
         self._engine = weakref.ref(engine)
         self._catalog = engine.catalog
+        self._interrupted = engine.session.interrupted  # (Ctrl-C while the query runs: session.interruptible)
         self._closed = False
         self._memo = OrderedDict()  # (model, version, path, size, mtime) -> (label, score)
         self._memo_size = memo_size
@@ -178,9 +183,20 @@ class PredictFunctions:
         path once; the embedding cache keeps them between queries)."""
         catalog = self._catalog_for(model)
         unique = list(dict.fromkeys(paths))
-        vectors = catalog.embedder(model).embed(unique, progress=self._progress)
-        by_path = dict(zip(unique, vectors.tolist()))
+        embedder = catalog.embedder(model)
+        by_path = {}
+        with progress_bar(len(unique), "embed", self._progress) as bar:  # (one bar over the chunks)
+            for chunk in self._chunks(unique):
+                by_path.update(zip(chunk, embedder.embed(chunk, progress=bar).tolist()))
         return [by_path[p] for p in paths]
+
+    def _chunks(self, items):
+        """`items` CHUNK at a time, stopping with KeyboardInterrupt (DuckDB's UDF error that the
+        engine reads as Ctrl-C) once Ctrl-C has asked the query to stop."""
+        for start in range(0, len(items), CHUNK):
+            if self._interrupted.is_set():
+                raise KeyboardInterrupt
+            yield items[start:start + CHUNK]
 
     def predict_paths(self, model, paths):
         """[(label, score)] for `paths`, as PREDICT USING `model` would give them."""
@@ -192,12 +208,13 @@ class PredictFunctions:
         prefix = (model.lower(), model_version(manifest))
         keys = [prefix + (path,) + _stamp(path) for path in paths]
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
-        if todo:
-            probs = classifier.predict_proba([k[2] for k in todo], progress=self._progress)
-            labels, scores = task.decide(probs, list(classifier.classes), threshold)
-            self.network_rows += len(todo)
-            for key, label, score in zip(todo, labels, scores):
-                self._memo[key] = (task.sql_value(label), float(score))
+        with progress_bar(len(todo), "predict", self._progress and bool(todo)) as bar:
+            for chunk in self._chunks(todo):  # (each chunk's answers kept: a query run again goes on from there)
+                probs = classifier.predict_proba([k[2] for k in chunk], progress=bar, expected=len(todo))
+                labels, scores = task.decide(probs, list(classifier.classes), threshold)
+                self.network_rows += len(chunk)
+                for key, label, score in zip(chunk, labels, scores):
+                    self._memo[key] = (task.sql_value(label), float(score))
         answers = []
         for key in keys:
             self._memo.move_to_end(key)

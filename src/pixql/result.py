@@ -30,6 +30,12 @@ def _duckdb_errors(statement, cause=None):
         raise _placed_failure(statement, cause, exc) from exc
 
 
+def _relation_of(value):
+    """A plain query's Result as its DuckDB relation (another value as it is)."""
+    relation = value.__dict__.get("_relation") if isinstance(value, Result) else None
+    return value if relation is None else relation
+
+
 def _placed_failure(statement, cause, exc):
     """The error to raise for DuckDB's `exc`: the pixql error behind it or DuckDB's own, named by
     `statement`'s line. (Made here, not in a local of the raising frame: that local, the
@@ -38,8 +44,10 @@ def _placed_failure(statement, cause, exc):
     where = f"{statement.named}: " if statement is not None else ""
     failure = cause() if cause is not None else None
     if failure is None:
-        return SqlError(f"{where}{exc}")
+        failure = SqlError(str(exc))
     failure.args = (f"{where}{failure}",)
+    if statement is not None:  # (fields, as the engine's locate() sets them on a statement's own errors)
+        failure.keyword, failure.statement_line = statement.keyword, statement.line
     return failure
 
 
@@ -455,7 +463,19 @@ class Result:
             raise AttributeError(f"'{name}' is a DuckDB relation method, for a plain query's result; {keyword}'s rows "
                                  f"are computed by pixql: run the query over them (SELECT ... FROM ({keyword} ...) ...) "
                                  "or read them with .df(), .arrow() or .fetchall()")
-        return getattr(relation, name)
+        method = getattr(relation, name)
+        if not callable(method):
+            return method
+
+        @functools.wraps(method)
+        def taking_results(*args, **kwargs):  # a.union(b) of two Results: DuckDB takes its own relations only
+            return method(*map(_relation_of, args), **{k: _relation_of(v) for k, v in kwargs.items()})
+        return taking_results
+
+    def table_source(self):
+        """What DuckDB reads the result as where a query names its variable (session.use_frames): a
+        plain query's relation, else the rows as an Arrow table."""
+        return self._relation if self._relation is not None else self.to_arrow_table()
 
     # A result shown (a notebook cell's value, print(result)) says its messages under its rows, as
     # the terminal and %%pixql do: rows left out, classes the model lacks. (`.messages` holds them.)

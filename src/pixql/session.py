@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -33,12 +34,13 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def frames_named(script, namespace):
     """{name: value} of the variables in `namespace` (a mapping) that the script's text names and
-    that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table."""
+    that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table, a pixql Result."""
     if not namespace:
         return {}
     kinds = tuple(getattr(module, kind) for module, kind in
                   ((sys.modules.get("pandas"), "DataFrame"), (sys.modules.get("pyarrow"), "Table"),
-                   (sys.modules.get("polars"), "DataFrame")) if module is not None)  # no import for them
+                   (sys.modules.get("polars"), "DataFrame"), (sys.modules.get("pixql.result"), "Result"))
+                  if module is not None)  # no import for them
     found = {}
     for name in set(_NAME.findall(script)):
         value = namespace.get(name)
@@ -68,6 +70,9 @@ class Session:
         self._names = itertools.count(1)
         self._stale_tables = []  # temp tables of streams that ended; dropped before the next statement
         self.udf_failure = lambda: None  # the pixql error behind a DuckDB error raised in a UDF
+        # set by a Ctrl-C while interruptible() waits: DuckDB stops a query only once a Python UDF
+        # (predict()) returns its batch of up to 2048 rows, so the UDF looks for it between images
+        self.interrupted = threading.Event()
         self._token = uuid.uuid4().hex[:12]  # this session's own names for its SQL functions
         self._functions = []  # those names, removed from DuckDB's catalog at close
         self._taken = None  # names of the database's own functions and macros, read once
@@ -139,11 +144,24 @@ class Session:
             taken = self._names_in_catalog()
             for name, frame in frames.items():
                 if name.lower() not in taken:
-                    self.duckdb.register(name, frame)
+                    self._register(name, frame)
                     self._frames.append(name)
         except duckdb.Error as exc:  # e.g. the user's transaction failed earlier: DuckDB's words, as pixql's
             self.forget_frames()
             raise self.error(exc) from exc
+
+    def _register(self, name, frame):
+        """DuckDB's register() of a variable; a pixql Result as its relation (a plain query's), or
+        as its rows where the relation is another connection's (DuckDB takes its own only)."""
+        import duckdb
+
+        source = frame.table_source() if hasattr(frame, "table_source") else frame
+        try:
+            self.duckdb.register(name, source)
+        except duckdb.Error:
+            if source is frame:
+                raise
+            self.duckdb.register(name, frame.to_arrow_table())
 
     def refresh_frames(self):
         """After a statement: a registered name that is now a table or view of the database (CREATE
@@ -204,6 +222,7 @@ class Session:
         # knowing it runs (the connection would be busy under the next statement)
         block = getattr(signal, "pthread_sigmask", None)  # (POSIX)
         held = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if block else None  # (cli: SIGTERM as Ctrl-C)
+        self.interrupted.clear()
         future = self._runner.submit(call)
         interrupted = False
         while held is not None or not future.done():
@@ -214,9 +233,11 @@ class Session:
                 concurrent.futures.wait([future], timeout=0.05)
             except KeyboardInterrupt:  # (again while DuckDB stops: the connection is not free before)
                 interrupted = True
+                self.interrupted.set()
                 with contextlib.suppress(BaseException):  # (a second Ctrl-C: the same stop)
                     self.duckdb.interrupt()
             except BaseException:  # a program's own signal handler (sys.exit()): stop DuckDB, then go
+                self.interrupted.set()
                 with contextlib.suppress(BaseException):
                     self.duckdb.interrupt()
                     concurrent.futures.wait([future])
