@@ -679,6 +679,37 @@ def test_cursors_share_an_in_memory_database_and_its_models_across_threads(color
         cursors[0].sql("SELECT 1")
 
 
+def test_close_while_a_cursor_runs_a_statement_says_so_and_closes_once_it_is_over(tmp_path):
+    """DuckDB refuses to close a connection mid-statement: close() raised its ResourceInUseException
+    (no pixql error), and the cursor was marked closed while its DuckDB connection stayed open, so
+    a second close() passed it over and the file stayed locked."""
+    import threading
+
+    db = pixql.connect(str(tmp_path / "busy.duckdb"), progress=False)
+    cursor, began, release, ended = db.cursor(), threading.Event(), threading.Event(), []
+
+    def wait_here(x):  # a statement that runs until the test lets it end
+        began.set()
+        release.wait(120)
+        return x
+
+    cursor.duckdb.create_function("wait_here", wait_here, ["BIGINT"], "BIGINT")
+    thread = threading.Thread(target=lambda: ended.append(cursor.sql("SELECT wait_here(1)").fetchall()))
+    thread.start()
+    assert began.wait(120)
+    with pytest.raises(SqlError, match="a cursor of this connection is running a statement in another thread"):
+        db.close()
+    release.set()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and ended == [[(1,)]]
+    assert cursor.sql("SELECT 2").fetchall() == [(2,)]  # still open, as the message says
+    db.close()
+    with pixql.connect(str(tmp_path / "busy.duckdb"), read_only=True) as again:  # the file is let go
+        assert again.sql("SELECT 1").fetchall() == [(1,)]
+    with pytest.raises(SqlError, match="Connection already closed"):
+        cursor.sql("SELECT 1")
+
+
 def test_results_answer_duckdbs_other_readers(db, color_csv):
     import duckdb
 

@@ -115,16 +115,32 @@ class Connection:
         session.forget_frames()
 
     def close(self):
-        while self._cursors:
-            self._cursors.pop().close()
+        """Closes the cursors, then this connection. DuckDB closes no connection while another
+        thread runs a statement on it: SqlError, what was closed stays closed, and close() again
+        once that statement is over closes the rest."""
+        import duckdb
+
+        for cursor in list(self._cursors):
+            try:
+                cursor.close()
+            except (duckdb.Error, SqlError) as exc:
+                raise SqlError(f"close(): {_BUSY.format('a cursor of this connection')}") from exc
+            self._cursors.remove(cursor)
         if not self._engine.closed:
-            self._engine.close()
+            try:
+                self._engine.close()
+            except duckdb.Error as exc:
+                raise SqlError(f"close(): {_BUSY.format('this connection')}") from exc
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+_BUSY = ("{} is running a statement in another thread, and DuckDB closes no connection in the middle of one: "
+         "close() again once it is over (what was closed stays closed)")
 
 
 def _check_utf8(script):

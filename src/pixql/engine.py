@@ -166,9 +166,9 @@ class Engine:
                       connection=self.duckdb.cursor(), temporary_store=self._tmpdir or self._temporary_store)
 
     def close(self):
+        self.session.close()  # first: DuckDB refuses while another thread runs a statement here (close() again)
         self.closed = True
         self.functions.close()
-        self.session.close()
         self.catalog.forget()  # (a Result kept after close, as a notebook's Out[] keeps it, holds the engine)
         if self._tmpdir is not None:
             self._tmpdir.cleanup()

@@ -89,7 +89,7 @@ class Session:
         for name in self._functions:
             with contextlib.suppress(duckdb.Error):
                 self.duckdb.remove_function(name)
-        if self._runner is not None:
+        if self._runner:  # (False: a close() before, which DuckDB refused)
             self._runner.shutdown()
         self._runner = False  # (closed: a result read later gets DuckDB's "already closed")
         self.duckdb.close()
