@@ -376,8 +376,8 @@ REFUSED = [
      BUILD.format(", multi_label=true", "(SELECT image, [label || '|x'] AS label FROM colors ORDER BY image)")),
     (DataError, "row 1 of the query: the labels are the text '\\[[a-z]+, x\\]', a list written as text.*::VARCHAR\\[\\]",
      BUILD.format(", multi_label=true", "(SELECT image, '[' || label || ', x]' AS label FROM colors ORDER BY image)")),
-    (OptionError, "task='classification' and multi_label=true contradict each other",
-     BUILD.format(", task='classification', multi_label=true", "colors")),
+    (OptionError, "task='multi_label' and multi_label=false contradict each other",
+     BUILD.format(", task='multi_label', multi_label=false", "colors")),
     # a mistyped size would ask for ~100 GB
     (OptionError, "'image_size' must be between 32 and 2048, got 100000", BUILD.format(", image_size=100000", "colors")),
     # a quoted true is a string: the message says to drop the quotes

@@ -318,9 +318,6 @@ def test_a_label_of_one_row_stays_for_training_and_is_said(db, squares):
     assert db.engine.store.manifest("rare")["task"] == "multi_label"
     probs = db.sql("PREDICT USING rare OPTIONS (probabilities=true) AS SELECT * FROM squares").df()
     assert probs.loc[probs.prob_rare.idxmax(), "image"] == paths[5]  # learnt from its row
-    with pytest.raises(OptionError, match="task='multi_label' and multi_label=false contradict each other"):
-        db.sql("BUILD MODEL rare2 OPTIONS (label_col='tags', task='multi_label', multi_label=false) AS SELECT * FROM squares")
-    assert not db.engine.store.exists("rare2")
 
 
 # -- FIT MODEL -------------------------------------------------------------------------------------

@@ -567,6 +567,14 @@ def test_a_query_reads_a_result_in_a_variable_by_its_name(colors_db):
     with pixql.connect() as other:
         answer = other.sql("SELECT 42 AS x")
         assert db.sql("SELECT x FROM answer").fetchall() == [(42,)]
+    # only a table's name reads one: an alias or a column of the name computes nothing, and a
+    # result that cannot be read (its connection closed) leaves the name to DuckDB
+    assert db.sql("SELECT count(*) FROM colors answer").fetchall() == [(24,)]
+    assert db.sql("SELECT count(*) FROM colors predicted WHERE predicted.label = 'red'").fetchall() == [(8,)]
+    kept = db.sql("CREATE TABLE IF NOT EXISTS colors AS PREDICT USING cm AS SELECT * FROM colors")
+    with pytest.raises(SqlError, match="Table with name kept does not exist"):  # (no columns: the name is DuckDB's)
+        db.sql("SELECT * FROM kept")
+    assert kept.columns == []
 
 
 def test_a_file_open_for_writing_here_is_not_opened_read_only_too(tmp_path):

@@ -134,6 +134,12 @@ def test_label_strings():
     assert labels.label_set(["cat", 1]) == {"cat", "1"}
     # a multi-label row with no tags (a CSV's empty field reads as NULL) has none of the labels
     assert labels.label_set("") == set() and labels.label_set(None) == set() and labels.label_set([]) == set()
+    # a list written as text is refused; a label in brackets is a label (as predict() writes it back)
+    for text in ("[a, b]", "['a']", "[]"):
+        with pytest.raises(DataError, match="a list written as text"):
+            labels.label_set(text)
+    assert labels.label_set(" [blank] ") == {"[blank]"} and labels.label_set("[a]|[b]") == {"[a]", "[b]"}
+    assert labels.label_set("[a, b]", classes=["[a, b]"]) == {"[a, b]"}  # a model's own class
 
 
 # -- EVALUATE through the engine ------------------------------------------------------------------

@@ -68,8 +68,12 @@ def test_ctrl_c_stops_predict_in_a_query_between_chunks_of_images(colors_db, mon
     finally:
         signal.signal(signal.SIGINT, before)
     assert chunks == [4]  # the other 20 images never reached the network
+    # a later statement that reads its rows with predict() is not stopped by the Ctrl-C that is over
+    assert not db.engine.session.interrupted.is_set()
+    report = db.sql("EVALUATE USING cm AS SELECT image, predict('cm', image) AS label FROM colors").df()
+    assert report.set_index("class").loc["accuracy", "support"] == 24
     assert len(db.sql("SELECT predict('cm', image) FROM colors").fetchall()) == 24  # the connection goes on
-    assert db.engine.functions.network_rows == 24  # the first chunk's answers were kept
+    assert db.engine.functions.network_rows == 24  # the first chunk's answers were kept (EVALUATE's above)
 
 
 def test_predict_in_where_group_by_join_and_create_table(colors_db):

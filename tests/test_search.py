@@ -67,6 +67,36 @@ def test_a_weights_file_replaced_at_its_path_is_loaded_again(colors_db, tmp_path
     assert not np.allclose(vectors[0], vectors[1], atol=1e-3)
 
 
+def test_a_linear_models_vectors_stay_its_own_when_its_base_weights_file_changes(colors_db, tmp_path):
+    """A linear model built on a base's weights file makes that base's vectors, named by the file's
+    bytes as they were at BUILD: SEARCH USING the model refused the table it filled itself once the
+    file was rewritten or gone (the model keeps its own copy of the network)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "r18.safetensors"
+
+    def write_weights(seed):
+        torch.manual_seed(seed)
+        save_file({k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=2).state_dict().items()},
+                  path)
+
+    write_weights(0)
+    db = colors_db
+    db.sql(f"BUILD MODEL lin USING timm:resnet18 OPTIONS (weights='{path}', train_mode='linear') "
+           "AS SELECT * FROM colors")
+    db.sql(f"CREATE TABLE base_e AS CONVERT USING ResNet18 OPTIONS (weights='{path}') AS SELECT * FROM colors")
+    db.sql("CREATE TABLE lin_e AS CONVERT USING lin AS SELECT * FROM colors")
+    search = "SEARCH IMAGE USING lin OPTIONS (search_input='{}', top_k=2) AS SELECT * FROM {}"
+    photo = db.sql("SELECT image FROM colors LIMIT 1").fetchone()[0]
+    assert len(db.sql(search.format(photo, "base_e")).df()) == 2  # the base's vectors are the model's
+    write_weights(1)
+    assert len(db.sql(search.format(photo, "lin_e")).df()) == 2
+    path.unlink()
+    assert len(db.sql(search.format(photo, "lin_e")).df()) == 2
+
+
 def test_convert_of_no_rows_keeps_the_types(colors_db):
     colors_db.sql("CREATE TABLE e AS CONVERT USING cm AS SELECT * FROM colors WHERE false")
     assert colors_db.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e'"
@@ -297,6 +327,7 @@ def test_keywords_reach_the_imagenet_classes_through_wordnet():
     assert keywords.keyword_classes("running shoes", classes) == ("running shoe", keywords.matching_classes(
         "running shoe", classes)) and keywords.matching_classes("running shoe", classes)
     assert keywords.keyword_classes("dresses", classes)[0] == "dress"
+    assert keywords.keyword_classes("kites", classes)[0] == "kite"  # (not 'kit': a carpenter's kit)
     assert keywords.keyword_classes("glass", classes)[0] == "glass"  # (not 'glas')
     assert keywords.keyword_classes("no such things", classes) == ("no such things", [])
 

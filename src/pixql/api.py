@@ -55,8 +55,8 @@ class Connection:
     def sql(self, script, params=None):
         """Run one or more `;`-separated statements; return the last one's Result, whose messages
         begin with the earlier statements' notes. A pandas or polars DataFrame or an Arrow table in
-        the caller's variables is a table by its name, as in `duckdb.sql()`:
-        `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's: a list for `?`, a
+        the caller's variables is a table by its name, as in `duckdb.sql()`, and so is a Result
+        after FROM or JOIN: `db.sql("PREDICT USING m AS SELECT * FROM df")`. `params`, as DuckDB's: a list for `?`, a
         dict for `$name`, for a script of one statement (a pixql statement's query too:
         `db.sql("PREDICT USING m AS SELECT * FROM photos WHERE label = ?", ["cat"])`)."""
         caller = sys._getframe(1)
@@ -123,13 +123,13 @@ class Connection:
         for cursor in list(self._cursors):
             try:
                 cursor.close()
-            except (duckdb.Error, SqlError) as exc:
+            except (duckdb.ResourceInUseException, SqlError) as exc:
                 raise SqlError(f"close(): {_BUSY.format('a cursor of this connection')}") from exc
             self._cursors.remove(cursor)
         if not self._engine.closed:
             try:
                 self._engine.close()
-            except duckdb.Error as exc:
+            except duckdb.ResourceInUseException as exc:
                 raise SqlError(f"close(): {_BUSY.format('this connection')}") from exc
 
     def __enter__(self):

@@ -292,8 +292,8 @@ class Catalog:
         def source(path):
             return f" from {path if before else weights_digest(path)}" if path else ""
 
-        if is_clip(name):
-            return f"CLIP {str(name).lower() if before else clip_network(name)}{source(weights)}"
+        if is_clip(name):  # (a file's weights are the file's, whatever tag the name gives)
+            return f"CLIP {str(name).lower() if before else clip_network(name, weights)}{source(weights)}"
         entry = builtin(name)
         if entry is not None:
             return f"base {entry.manifest['base']}"
@@ -303,7 +303,10 @@ class Catalog:
             used, given = options.get("used") or {}, options.get("given") or {}
             if manifest.get("train_mode") == "linear" and manifest.get("base") and used.get("pretrained", True):
                 size = f" at {given['image_size']} px" if given.get("image_size") is not None else ""
-                return f"base {manifest['base']}{source(used.get('weights'))}{size}"
+                # its base's weights file as it was at BUILD (the model keeps its own copy of the network;
+                # a model built before that was recorded: the file's path, as then)
+                file = (None if before else used.get("weights_origin")) or used.get("weights")
+                return f"base {manifest['base']}{f' from {file}' if file else ''}{size}"
             return f"model {name} (weights {manifest['weights_sha256'][:12]})"
         return f"base {self.base(name).name}{source(weights)}"
 
@@ -457,12 +460,13 @@ def _zero_shot_model(name, weights, classes, device):
     return ZeroShot(ClipEmbedder(name, weights, device), list(classes))
 
 
-def clip_network(name):
+def clip_network(name, weights=None):
     """A CLIP name as its open_clip model and weights tag ('clip' and 'clip:ViT-B-32:laion2b_s34b_b79k'
-    are one network)."""
+    are one network); with a weights file, the model alone."""
     from pixql.ml.clip import parse_name
 
-    return " ".join(filter(None, parse_name(name)))
+    model, tag = parse_name(name)
+    return model if weights or not tag else f"{model} {tag}"
 
 
 _DIGESTS = {}  # (path, size, modification time) -> digest: a large file is read once per process
@@ -471,14 +475,15 @@ _DIGESTS = {}  # (path, size, modification time) -> digest: a large file is read
 def weights_digest(path):
     """A weights file named by its bytes (blake2b), so that the same file under another path is
     the same weights and one rewritten in place is not; its path where it cannot be read."""
+    from pixql.ml.embedding_cache import file_digest
+
     full = os.path.realpath(os.path.expanduser(os.fspath(path)))
     state = (full, _file_state(full))
     if state not in _DIGESTS:
-        try:
-            with open(full, "rb") as f:
-                _DIGESTS[state] = f"weights {hashlib.file_digest(f, 'blake2b').hexdigest()[:16]}"
-        except OSError:
+        digest = file_digest(full)
+        if digest is None:  # (cannot be read: loading it says why)
             return str(path)
+        _DIGESTS[state] = f"weights {digest.hex()[:16]}"
     return _DIGESTS[state]
 
 

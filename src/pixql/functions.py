@@ -210,7 +210,7 @@ class PredictFunctions:
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
         with progress_bar(len(todo), "predict", self._progress and bool(todo)) as bar:
             for chunk in self._chunks(todo):  # (each chunk's answers kept: a query run again goes on from there)
-                probs = classifier.predict_proba([k[2] for k in chunk], progress=bar, expected=len(todo))
+                probs = classifier.predict_proba([k[2] for k in chunk], progress=bar)
                 labels, scores = task.decide(probs, list(classifier.classes), threshold)
                 self.network_rows += len(chunk)
                 for key, label, score in zip(chunk, labels, scores):

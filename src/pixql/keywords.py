@@ -72,13 +72,13 @@ def _singulars(text):
     lower = last.lower()
     forms = []
     if lower.endswith("ies") and len(lower) > 4:
-        forms.append(last[:-3] + "y")  # puppies
+        forms.append(last[:-3] + "y")  # butterflies
+    if lower.endswith("s") and not lower.endswith("ss"):
+        forms.append(last[:-1])  # dogs, shoes, kites (not 'kit')
     if lower.endswith("ves"):
         forms += [last[:-3] + "f", last[:-3] + "fe"]  # wolves, knives
-    if lower.endswith("es"):
-        forms.append(last[:-2])  # dresses, boxes
-    if lower.endswith("s") and not lower.endswith("ss"):
-        forms.append(last[:-1])  # dogs, shoes
+    if lower.endswith(("ses", "xes", "zes", "ches", "shes")):
+        forms.append(last[:-2])  # dresses, boxes, watches
     return [f"{head} {form}" if head else form for form in forms]
 
 

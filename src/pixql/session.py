@@ -30,21 +30,26 @@ def in_memory(database):
 
 _LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# where a name is a table of the query: a pixql Result is read only there (reading one computes its
+# rows, a PREDICT's images: an alias or a column of the same name must not)
+_TABLE_NAME = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 
 
 def frames_named(script, namespace):
     """{name: value} of the variables in `namespace` (a mapping) that the script's text names and
-    that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table, a pixql Result."""
+    that hold a table DuckDB can read: a pandas or polars DataFrame, an Arrow table; a pixql Result
+    named after FROM or JOIN."""
     if not namespace:
         return {}
     kinds = tuple(getattr(module, kind) for module, kind in
                   ((sys.modules.get("pandas"), "DataFrame"), (sys.modules.get("pyarrow"), "Table"),
-                   (sys.modules.get("polars"), "DataFrame"), (sys.modules.get("pixql.result"), "Result"))
-                  if module is not None)  # no import for them
+                   (sys.modules.get("polars"), "DataFrame")) if module is not None)  # no import for them
+    result = getattr(sys.modules.get("pixql.result"), "Result", None)
+    tables = set(_TABLE_NAME.findall(script))
     found = {}
     for name in set(_NAME.findall(script)):
         value = namespace.get(name)
-        if kinds and isinstance(value, kinds):
+        if kinds and isinstance(value, kinds) or result is not None and isinstance(value, result) and name in tables:
             found[name] = value
     return found
 
@@ -89,10 +94,10 @@ class Session:
         for name in self._functions:
             with contextlib.suppress(duckdb.Error):
                 self.duckdb.remove_function(name)
-        if self._runner:  # (False: a close() before, which DuckDB refused)
+        self.duckdb.close()  # (refused while another thread runs a statement here: all else as it was)
+        if self._runner:
             self._runner.shutdown()
         self._runner = False  # (closed: a result read later gets DuckDB's "already closed")
-        self.duckdb.close()
         self._unopened()
 
     @property
@@ -143,8 +148,7 @@ class Session:
         try:
             taken = self._names_in_catalog()
             for name, frame in frames.items():
-                if name.lower() not in taken:
-                    self._register(name, frame)
+                if name.lower() not in taken and self._register(name, frame):
                     self._frames.append(name)
         except duckdb.Error as exc:  # e.g. the user's transaction failed earlier: DuckDB's words, as pixql's
             self.forget_frames()
@@ -152,16 +156,19 @@ class Session:
 
     def _register(self, name, frame):
         """DuckDB's register() of a variable; a pixql Result as its relation (a plain query's), or
-        as its rows where the relation is another connection's (DuckDB takes its own only)."""
+        as its rows where the relation is another connection's (DuckDB takes its own only). False
+        where a Result's rows cannot be read (its connection closed, a stream read already): the
+        name is then DuckDB's to resolve, as if the variable were not there."""
         import duckdb
 
-        source = frame.table_source() if hasattr(frame, "table_source") else frame
-        try:
-            self.duckdb.register(name, source)
-        except duckdb.Error:
-            if source is frame:
-                raise
-            self.duckdb.register(name, frame.to_arrow_table())
+        if not hasattr(frame, "table_source"):
+            self.duckdb.register(name, frame)
+            return True
+        for source in (frame.table_source, frame.to_arrow_table):
+            with contextlib.suppress(duckdb.Error, PixqlError):
+                self.duckdb.register(name, source())
+                return True
+        return False
 
     def refresh_frames(self):
         """After a statement: a registered name that is now a table or view of the database (CREATE
@@ -241,7 +248,9 @@ class Session:
                 with contextlib.suppress(BaseException):
                     self.duckdb.interrupt()
                     concurrent.futures.wait([future])
+                self.interrupted.clear()
                 raise
+        self.interrupted.clear()  # (the call is over: a later statement's predict() is not stopped by it)
         try:
             value = future.result()  # the call's error, DuckDB's InterruptException among them
         finally:

@@ -122,8 +122,9 @@ def _refuse_another_network(engine, statement, resolved, sql, column, other=None
     comment = engine.session.column_comment(sql, column)
     if comment is None or not comment.startswith(ORIGIN):
         return
-    alike = [other] if other else [origin_comment(origin) for origin in
-                                   engine.catalog.embedding_origins(statement.model, resolved["weights"])]
+    ours = [origin_comment(origin) for origin in engine.catalog.embedding_origins(statement.model, resolved["weights"])]
+    # the against column's network; where it is the model's, any text the model's vectors go by
+    alike = ([other] + (ours if other in ours else [])) if other else ours
     wanted = alike[0]
     if comment not in alike:
         them = "the against query's column holds" if other else f"USING {statement.model} makes"

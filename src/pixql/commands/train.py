@@ -13,7 +13,7 @@ import platform
 from pixql import cluster as clusters
 from pixql import options as opt
 from pixql import regions
-from pixql.catalog import best_metric
+from pixql.catalog import best_metric, weights_digest
 from pixql.commands.common import PRECISION, frame_result, read_labels, shown
 from pixql.errors import CatalogError, DataError, OptionError, TrainingError
 from pixql.image_columns import check_image_paths, find_column, image_errors, missing_paths, pick_image_col, rows_of
@@ -72,8 +72,7 @@ def build(engine, statement):
     if weights is not None and not os.path.exists(os.path.expanduser(weights)):  # (named here: ml/ knows no options)
         raise OptionError(f"BUILD MODEL: OPTIONS (weights={opt.sql_text(weights)}): no such file; weights is a "
                           "checkpoint file of the base's network (.safetensors, .pth) on this machine", option="weights")
-    if given.get("task") in ("classification", "detection") and given.get("multi_label") is True \
-            or given.get("task") == "multi_label" and given.get("multi_label") is False:
+    if given.get("task") == "multi_label" and given.get("multi_label") is False:  # (detection's: _train_detector)
         raise OptionError(f"BUILD MODEL: options task={opt.sql_text(given['task'])} and multi_label="
                           f"{str(given['multi_label']).lower()} contradict each other; give one", option="multi_label")
     engine.catalog.check_new(statement.name, resolved["overwrite"])
@@ -455,7 +454,9 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
         "train_mode": trained.train_mode,
         # validation rows from a table or a query reach the learning layer as rows: name their source
         "options": {"given": given, "used": dict(trained.options, **(
-            {"validation": resolved["validation"]} if isinstance(resolved["validation"], str) else {}))},
+            {"validation": resolved["validation"]} if isinstance(resolved["validation"], str) else {}), **(
+            # the base's weights file by its bytes, as CONVERT names it on a column (catalog.embedding_origin)
+            {"weights_origin": weights_digest(trained.options["weights"])} if trained.options.get("weights") else {}))},
         "history": trained.history,
         "metrics": trained.metrics,
         "train_rows": trained.train_rows,

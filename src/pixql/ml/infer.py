@@ -123,16 +123,15 @@ class Classifier:
         else:
             self.note = ONNX_NOTE
 
-    def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail", expected=None):
+    def predict_proba(self, paths, batch_size=None, progress=True, num_workers=None, on_error="fail"):
         """[n, n_classes] float32 class probabilities (multi-label: per-class sigmoid), one row
         per path in order.
 
-        on_error='skip': the rows of unreadable images are NaN instead of raising DataError.
-        `expected`: the images of which `paths` is the first chunk (runtime='auto' decides on them)."""
+        on_error='skip': the rows of unreadable images are NaN instead of raising DataError."""
         paths = list(paths)
         if not paths:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        self._maybe_hand_over(max(len(paths), expected or 0), progress)
+        self._maybe_hand_over(len(paths), progress)
         probs, rows = forward_rows(
             self.model, paths, self.preprocessing, self.transform, self.forward,
             device=self.device, precision=self.precision,

@@ -80,12 +80,20 @@ def label_set(value, classes=None, separator=SEPARATOR):
         items = [label_string(v, classes) for v in value]
     else:
         text = str(value).strip()
-        if len(text) > 1 and text[0] == "[" and text[-1] == "]":  # a CSV's list, or a list's text
+        if _list_text(text, separator) and (classes is None or text not in classes):  # a CSV's list
             raise DataError(f"the labels are the text {text!r:.60}, a list written as text (a CSV holds lists "
                             "so): make it a list in the query (label_col holding tags::VARCHAR[]), or write "
                             "the labels '|'-separated")
         items = text.split(separator)
     return {v.strip() for v in items if v is not None and v.strip() != ""}
+
+
+def _list_text(text, separator):
+    """Whether `text` reads as a list written as text (DuckDB's or Python's: '[a, b]', "['a']",
+    '[]'), not as a label in brackets ('[blank]') or labels joined by the separator."""
+    if len(text) < 2 or text[0] != "[" or text[-1] != "]" or separator in text:
+        return False
+    return text == "[]" or any(mark in text for mark in (",", "'", '"'))
 
 
 # -- columns ---------------------------------------------------------------------------------
