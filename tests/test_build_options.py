@@ -320,6 +320,17 @@ def test_a_label_of_one_row_stays_for_training_and_is_said(db, squares):
     assert probs.loc[probs.prob_rare.idxmax(), "image"] == paths[5]  # learnt from its row
 
 
+def test_a_fraction_that_holds_out_no_row_says_why(db):
+    """validation=0.5 of two rows of two classes holds none out (each class keeps its one row for
+    training): the note said "0.5 of 2 rows is less than one row"."""
+    result = db.sql("BUILD MODEL two USING SimpleCNN OPTIONS (pretrained=false, epochs=1, image_size=32, "
+                    "validation=0.5) AS (SELECT * FROM colors WHERE label = 'red' LIMIT 1) "
+                    "UNION ALL (SELECT * FROM colors WHERE label = 'blue' LIMIT 1)")
+    assert result.df().loc[0, "validation_rows"] == 0
+    assert any("validation=0.5 held out no row: a row is held out only where its class keeps a training row"
+               in m for m in result.messages), result.messages
+
+
 # -- FIT MODEL -------------------------------------------------------------------------------------
 def test_fit_model_continues_training_and_keeps_the_old_model(db):
     db.sql("BUILD MODEL old USING SimpleCNN OPTIONS (epochs=1, image_size=32, seed=1) AS SELECT * FROM colors")

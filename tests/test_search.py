@@ -91,6 +91,9 @@ def test_a_linear_models_vectors_stay_its_own_when_its_base_weights_file_changes
     search = "SEARCH IMAGE USING lin OPTIONS (search_input='{}', top_k=2) AS SELECT * FROM {}"
     photo = db.sql("SELECT image FROM colors LIMIT 1").fetchone()[0]
     assert len(db.sql(search.format(photo, "base_e")).df()) == 2  # the base's vectors are the model's
+    # also under its timm name, which CONVERT writes in lower case ('resnet18' against 'ResNet18')
+    db.sql(f"CREATE TABLE timm_e AS CONVERT USING timm:resnet18 OPTIONS (weights='{path}') AS SELECT * FROM colors")
+    assert len(db.sql(search.format(photo, "timm_e")).df()) == 2
     write_weights(1)
     assert len(db.sql(search.format(photo, "lin_e")).df()) == 2
     path.unlink()

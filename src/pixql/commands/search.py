@@ -126,7 +126,8 @@ def _refuse_another_network(engine, statement, resolved, sql, column, other=None
     # the against column's network; where it is the model's, any text the model's vectors go by
     alike = ([other] + (ours if other in ours else [])) if other else ours
     wanted = alike[0]
-    if comment not in alike:
+    # (base names as CONVERT wrote them: 'timm:resnet18' is 'resnet18', a model on it says 'ResNet18')
+    if comment.casefold() not in {text.casefold() for text in alike}:
         them = "the against query's column holds" if other else f"USING {statement.model} makes"
         raise OptionError(f"SEARCH IMAGE: column '{column}' holds {comment[len(ORIGIN):]} (CONVERT wrote so on "
                           f"it), and {them} {wanted[len(ORIGIN):]}: two networks' vectors are not alike in any "

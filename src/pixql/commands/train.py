@@ -436,7 +436,11 @@ def _train(engine, statement, resolved, given, base, task, init, notes=()):
         name, value = best_metric(trained.metrics)
         fraction = given.get("validation")
         asked = isinstance(fraction, (int, float)) and fraction == 0  # none, as asked: nothing to advise
+        few = isinstance(fraction, (int, float)) and fraction * trained.train_rows >= 1  # (yet none held)
         how = "" if asked else "; " + (
+            f"validation={fraction:g} held out no row: a row is held out only where its "
+            f"{'labels keep' if task.name == 'multi_label' else 'class keeps'} a training row, and there are too "
+            "few rows of each here; a validation table or query measures it" if few else
             f"validation={fraction:g} of {trained.train_rows} rows is less than one row: a larger fraction, "
             "or a validation table or query, measures it" if isinstance(fraction, (int, float)) else
             "OPTIONS (validation=0.1) holds a tenth of the rows out to measure it")
