@@ -281,38 +281,39 @@ class Catalog:
 
         return self._cached(("embedder", str(name).lower(), version, device, precision), make)
 
-    def embedding_origin(self, name, weights=None, before=False):
+    def embedding_origin(self, name, weights=None):
         """What makes `name`'s embeddings, as text that is the same only for the same network and
         weights (CONVERT writes it on the column it fills, SEARCH IMAGE compares it): a stored
         model by its weights' hash, a base by its name and weights file's bytes, CLIP by its model
         and weights tag. The built-in imagenet_classifier embeds as EfficientNet_Lite0 does (the
         same network and weights), and so does a `linear` model its base (only its head was
-        trained): rebuilding or dropping it leaves the vectors it made searchable. `before`: the
-        text pixql wrote before naming weights files by their bytes and CLIP by model and tag."""
-        def source(path):
-            return f" from {path if before else weights_digest(path)}" if path else ""
+        trained): rebuilding or dropping it leaves the vectors it made searchable."""
+        return self.embedding_origins(name, weights)[0]
 
+    def embedding_origins(self, name, weights=None):
+        """embedding_origin's text, then the one pixql wrote before it named weights files by their
+        bytes and CLIP by model and tag (a table CONVERT filled then stays searchable)."""
+        path, recorded, size = weights, None, ""
         if is_clip(name):  # (a file's weights are the file's, whatever tag the name gives)
-            return f"CLIP {str(name).lower() if before else clip_network(name, weights)}{source(weights)}"
-        entry = builtin(name)
-        if entry is not None:
-            return f"base {entry.manifest['base']}"
-        if self._stored(name):
+            now, then = f"CLIP {clip_network(name, weights)}", f"CLIP {str(name).lower()}"
+        elif (entry := builtin(name)) is not None:
+            return [f"base {entry.manifest['base']}"]
+        elif self._stored(name):
             manifest = self.store.manifest(name)
             options = manifest.get("options") or {}
             used, given = options.get("used") or {}, options.get("given") or {}
-            if manifest.get("train_mode") == "linear" and manifest.get("base") and used.get("pretrained", True):
-                size = f" at {given['image_size']} px" if given.get("image_size") is not None else ""
-                # its base's weights file as it was at BUILD (the model keeps its own copy of the network;
-                # a model built before that was recorded: the file's path, as then)
-                file = (None if before else used.get("weights_origin")) or used.get("weights")
-                return f"base {manifest['base']}{f' from {file}' if file else ''}{size}"
-            return f"model {name} (weights {manifest['weights_sha256'][:12]})"
-        return f"base {self.base(name).name}{source(weights)}"
-
-    def embedding_origins(self, name, weights=None):
-        """embedding_origin's text, and the one before (a table CONVERT filled then stays searchable)."""
-        return list(dict.fromkeys(self.embedding_origin(name, weights, before) for before in (False, True)))
+            if not (manifest.get("train_mode") == "linear" and manifest.get("base") and used.get("pretrained", True)):
+                return [f"model {name} (weights {manifest['weights_sha256'][:12]})"]
+            now = then = f"base {manifest['base']}"
+            size = f" at {given['image_size']} px" if given.get("image_size") is not None else ""
+            # its base's weights file as it was at BUILD (the model keeps its own copy of the network;
+            # a model built before that was recorded: the file's path, as then)
+            path, recorded = used.get("weights"), used.get("weights_origin") or used.get("weights")
+        else:
+            now = then = f"base {self.base(name).name}"
+        if path:
+            now, then = f"{now} from {recorded or weights_digest(path)}", f"{then} from {path}"
+        return list(dict.fromkeys([now + size, then + size]))
 
     def base(self, name):
         """The base network `name` names (ml.bases.resolve_base), where a model could have been
